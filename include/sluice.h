@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* sluice.h — the umbrella header: include this one. The module headers
+ * under sluice/ are the reference documentation of the public API. */
+#ifndef SLUICE_H
+#define SLUICE_H
+
+#include "sluice/common.h"
+#include "sluice/conf.h"
+#include "sluice/time.h"
+#include "sluice/job.h"
+
+#define SLUICE_VERSION_MAJOR 0
+#define SLUICE_VERSION_MINOR 1
+#define SLUICE_VERSION_PATCH 0
+
+#endif

@@ -1,0 +1,758 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Job configuration: the table of known keys (type, default, range, meaning)
+ * and a small insertion-ordered map of what the user set. Every value is
+ * validated when it is set, so the runtime's typed getters never fail.
+ * Files ("key = value" or JSON) load all-or-nothing through a copy. */
+#include "core/conf.h"
+#include "core/util.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Row constructors, so that a new key is one line in the table below. */
+#define KEY_INT(name, def, lo, hi, doc)                                        \
+  { name, SL__CONF_INT, def, lo, hi, NULL, doc }
+#define KEY_SIZE(name, def, lo, hi, doc)                                       \
+  { name, SL__CONF_SIZE, def, lo, hi, NULL, doc }
+#define KEY_BOOL(name, def, doc)                                               \
+  { name, SL__CONF_BOOL, def, 0, 1, NULL, doc }
+#define KEY_STRING(name, def, doc)                                             \
+  { name, SL__CONF_STRING, def, 0, 0, NULL, doc }
+#define KEY_ENUM(name, def, values, doc)                                       \
+  { name, SL__CONF_ENUM, def, 0, 0, values, doc }
+
+/* Keep docs/configuration.md in step: a unit test checks that every name
+ * here appears there. ENUM value order is the index sl__conf_enum() returns,
+ * so append new values at the end. */
+static const sl__conf_key keys[] = {
+    KEY_INT("parallelism", "1", 1, 1024, "worker threads of the job"),
+    KEY_INT("max.parallelism", "128", 1, 32768,
+            "number of key groups K; fixed for the life of the job's state"),
+    KEY_ENUM("error.policy", "fail", "fail|skip",
+             "what a user-function error or a malformed input record does: "
+             "fail the job with the record's context, or skip the record and "
+             "count it"),
+    KEY_INT("batch.size", "512", 1, 65536, "records per exchange batch"),
+    KEY_INT("channel.capacity", "32", 2, 65536,
+            "batches in flight per exchange channel; a full channel "
+            "backpressures the producer"),
+    KEY_INT("source.batch.size", "1024", 1, 1000000,
+            "records a source emits per poll before the worker services its "
+            "other inputs"),
+    KEY_ENUM("log.level", "info", "error|warn|info|debug",
+             "least severe log message that is written"),
+    KEY_ENUM("state.backend", "hashmap", "hashmap", "keyed state backend"),
+};
+
+#define KAFKA_PREFIX "kafka."
+#define KAFKA_PREFIX_LEN (sizeof(KAFKA_PREFIX) - 1)
+
+/* Bad values are quoted in messages; cap them so a pasted blob stays
+ * readable and the message still fits the caller's buffer. */
+#define QUOTE_MAX 64
+
+typedef struct entry {
+  char *key;
+  char *value;             /* as set, without surrounding blanks */
+  const sl__conf_key *def; /* NULL for kafka.* keys */
+  int64_t num;             /* parsed once at set time; see sl__conf_check() */
+} entry;
+
+/* A plain array: configurations hold tens of keys and are read while a job
+ * is built, not per record, so linear search is the simplest fast enough
+ * map and gives foreach its insertion order for free. */
+struct sl_conf {
+  entry *v;
+  size_t n, cap;
+};
+
+size_t sl__conf_key_count(void) {
+  return SL__ARRAY_LEN(keys);
+}
+
+const sl__conf_key *sl__conf_key_at(size_t i) {
+  assert(i < SL__ARRAY_LEN(keys));
+  return i < SL__ARRAY_LEN(keys) ? &keys[i] : NULL;
+}
+
+const char *sl__conf_key_name(size_t i) {
+  const sl__conf_key *k = sl__conf_key_at(i);
+  return k ? k->name : NULL;
+}
+
+static const sl__conf_key *key_find(const char *name) {
+  for (size_t i = 0; i < SL__ARRAY_LEN(keys); i++)
+    if (strcmp(keys[i].name, name) == 0)
+      return &keys[i];
+  return NULL;
+}
+
+static entry *entry_find(const sl_conf_t *conf, const char *key, size_t *idx) {
+  for (size_t i = 0; i < conf->n; i++) {
+    if (strcmp(conf->v[i].key, key) == 0) {
+      if (idx)
+        *idx = i;
+      return &conf->v[i];
+    }
+  }
+  return NULL;
+}
+
+static bool is_blank(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' ||
+         c == '\f';
+}
+
+/* Narrows [*s, *e) to exclude leading and trailing blanks. */
+static void trim(const char **s, const char **e) {
+  while (*s < *e && is_blank(**s))
+    (*s)++;
+  while (*e > *s && is_blank((*e)[-1]))
+    (*e)--;
+}
+
+static char *dup_range(const char *s, const char *e) {
+  size_t n = (size_t)(e - s);
+  char *d = malloc(n + 1);
+  if (d) {
+    memcpy(d, s, n);
+    d[n] = '\0';
+  }
+  return d;
+}
+
+static char *trim_dup(const char *s) {
+  const char *e = s + strlen(s);
+  trim(&s, &e);
+  return dup_range(s, e);
+}
+
+/* ---- parsing ------------------------------------------------------------ */
+
+enum { PARSE_OK, PARSE_SYNTAX, PARSE_OVERFLOW };
+
+/* Unsigned decimal digits up to limit; *p is left after the digits. */
+static int parse_digits(const char **p, uint64_t limit, uint64_t *out) {
+  const char *s = *p;
+  uint64_t mag = 0;
+  bool over = false;
+  if (*s < '0' || *s > '9')
+    return PARSE_SYNTAX;
+  for (; *s >= '0' && *s <= '9'; s++) {
+    unsigned d = (unsigned)(*s - '0');
+    /* Keep scanning after an overflow so that trailing garbage is still
+     * reported as a syntax error rather than as a range error. */
+    if (over || mag > (limit - d) / 10)
+      over = true;
+    else
+      mag = mag * 10 + d;
+  }
+  *p = s;
+  *out = mag;
+  return over ? PARSE_OVERFLOW : PARSE_OK;
+}
+
+static int parse_int(const char *s, int64_t *out) {
+  bool neg = false;
+  if (*s == '+' || *s == '-')
+    neg = *s++ == '-';
+  uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+  uint64_t mag;
+  int rc = parse_digits(&s, limit, &mag);
+  if (rc == PARSE_SYNTAX || *s != '\0')
+    return PARSE_SYNTAX;
+  if (rc == PARSE_OVERFLOW)
+    return PARSE_OVERFLOW;
+  if (!neg)
+    *out = (int64_t)mag;
+  else if (mag == (uint64_t)INT64_MAX + 1)
+    *out = INT64_MIN;
+  else
+    *out = -(int64_t)mag;
+  return PARSE_OK;
+}
+
+#define KIB ((int64_t)1024)
+#define MIB (KIB * 1024)
+#define GIB (MIB * 1024)
+
+static int64_t size_unit(char c) {
+  switch (c) {
+  case 'k':
+  case 'K':
+    return KIB;
+  case 'm':
+  case 'M':
+    return MIB;
+  case 'g':
+  case 'G':
+    return GIB;
+  }
+  return 0;
+}
+
+static int parse_size(const char *s, int64_t *out) {
+  uint64_t mag;
+  int rc = parse_digits(&s, (uint64_t)INT64_MAX, &mag);
+  if (rc == PARSE_SYNTAX)
+    return PARSE_SYNTAX;
+  int64_t unit = 1;
+  if (*s != '\0') {
+    unit = size_unit(*s++);
+    if (unit == 0 || *s != '\0')
+      return PARSE_SYNTAX;
+  }
+  if (rc == PARSE_OVERFLOW || mag > (uint64_t)(INT64_MAX / unit))
+    return PARSE_OVERFLOW;
+  *out = (int64_t)mag * unit;
+  return PARSE_OK;
+}
+
+static const struct {
+  const char *word;
+  bool value;
+} bool_words[] = {
+    {"true", true}, {"false", false}, {"1", true},  {"0", false},
+    {"yes", true},  {"no", false},    {"on", true}, {"off", false},
+};
+
+static int parse_bool(const char *s, int64_t *out) {
+  for (size_t i = 0; i < SL__ARRAY_LEN(bool_words); i++) {
+    if (strcasecmp(s, bool_words[i].word) == 0) {
+      *out = bool_words[i].value;
+      return PARSE_OK;
+    }
+  }
+  return PARSE_SYNTAX;
+}
+
+/* Index of s in a "a|b|c" list, or -1. */
+static int enum_index(const char *values, const char *s) {
+  size_t n = strlen(s);
+  int i = 0;
+  for (const char *p = values;; i++) {
+    const char *bar = strchr(p, '|');
+    size_t len = bar ? (size_t)(bar - p) : strlen(p);
+    if (len == n && memcmp(p, s, n) == 0)
+      return i;
+    if (!bar)
+      return -1;
+    p = bar + 1;
+  }
+}
+
+/* ---- messages ----------------------------------------------------------- */
+
+/* 4096 -> "4k": bounds read the way a user writes them. */
+static void fmt_size(char *buf, size_t len, int64_t n) {
+  static const struct {
+    int64_t unit;
+    char suffix;
+  } units[] = {{GIB, 'g'}, {MIB, 'm'}, {KIB, 'k'}};
+  for (size_t i = 0; i < SL__ARRAY_LEN(units); i++) {
+    if (n != 0 && n % units[i].unit == 0) {
+      snprintf(buf, len, "%" PRId64 "%c", n / units[i].unit, units[i].suffix);
+      return;
+    }
+  }
+  snprintf(buf, len, "%" PRId64, n);
+}
+
+static void fmt_allowed(char *buf, size_t len, const sl__conf_key *k) {
+  char lo[32], hi[32];
+  switch (k->type) {
+  case SL__CONF_INT:
+    snprintf(buf, len, "%" PRId64 "..%" PRId64, k->min, k->max);
+    return;
+  case SL__CONF_SIZE:
+    fmt_size(lo, sizeof lo, k->min);
+    fmt_size(hi, sizeof hi, k->max);
+    snprintf(buf, len, "%s..%s bytes; suffixes k, m, g multiply by 1024", lo,
+             hi);
+    return;
+  case SL__CONF_BOOL:
+    snprintf(buf, len, "true, false, 1, 0, yes, no, on, off");
+    return;
+  case SL__CONF_STRING:
+    snprintf(buf, len, "any non-empty string");
+    return;
+  case SL__CONF_ENUM: {
+    size_t o = 0;
+    for (const char *p = k->values; *p && o + 3 < len; p++) {
+      if (*p == '|') {
+        buf[o++] = ',';
+        buf[o++] = ' ';
+      } else {
+        buf[o++] = *p;
+      }
+    }
+    buf[o] = '\0';
+    return;
+  }
+  }
+  snprintf(buf, len, "?");
+}
+
+static int bad_value(const sl__conf_key *k, const char *value,
+                     const char *problem, char *err, size_t errlen) {
+  char quoted[QUOTE_MAX * 4 + 8], allowed[256];
+  sl__escape(quoted, sizeof quoted, value, strlen(value), QUOTE_MAX);
+  fmt_allowed(allowed, sizeof allowed, k);
+  sl__errf(err, errlen, "%s: \"%s\" %s (allowed: %s)", k->name, quoted, problem,
+           allowed);
+  return SL_ERR_CONF;
+}
+
+int sl__conf_check(const sl__conf_key *k, const char *value, int64_t *num,
+                   char *err, size_t errlen) {
+  int64_t n = 0;
+  int rc = PARSE_OK;
+  const char *syntax = "is not valid";
+  if (*value == '\0')
+    return bad_value(k, value, "is empty", err, errlen);
+  switch (k->type) {
+  case SL__CONF_INT:
+    rc = parse_int(value, &n);
+    syntax = "is not an integer";
+    break;
+  case SL__CONF_SIZE:
+    rc = parse_size(value, &n);
+    syntax = "is not a size";
+    break;
+  case SL__CONF_BOOL:
+    rc = parse_bool(value, &n);
+    syntax = "is not a boolean";
+    break;
+  case SL__CONF_ENUM:
+    n = enum_index(k->values, value);
+    rc = n < 0 ? PARSE_SYNTAX : PARSE_OK;
+    syntax = "is not one of the allowed values";
+    break;
+  case SL__CONF_STRING:
+    break;
+  }
+  if (rc == PARSE_SYNTAX)
+    return bad_value(k, value, syntax, err, errlen);
+  if (rc == PARSE_OVERFLOW ||
+      ((k->type == SL__CONF_INT || k->type == SL__CONF_SIZE) &&
+       (n < k->min || n > k->max)))
+    return bad_value(k, value, "is out of range", err, errlen);
+  if (num)
+    *num = n;
+  return SL_OK;
+}
+
+/* ---- the map ------------------------------------------------------------ */
+
+sl_conf_t *sl_conf_new(void) {
+  return calloc(1, sizeof(sl_conf_t));
+}
+
+static void entries_free(entry *v, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free(v[i].key);
+    free(v[i].value);
+  }
+  free(v);
+}
+
+void sl_conf_destroy(sl_conf_t *conf) {
+  if (!conf)
+    return;
+  entries_free(conf->v, conf->n);
+  free(conf);
+}
+
+sl_conf_t *sl_conf_dup(const sl_conf_t *conf) {
+  if (!conf)
+    return NULL;
+  sl_conf_t *d = sl_conf_new();
+  if (!d)
+    return NULL;
+  if (conf->n == 0)
+    return d;
+  d->v = calloc(conf->n, sizeof(entry));
+  if (!d->v)
+    goto oom;
+  d->cap = conf->n;
+  for (size_t i = 0; i < conf->n; i++) {
+    const entry *src = &conf->v[i];
+    entry *e = &d->v[d->n++];
+    e->def = src->def;
+    e->num = src->num;
+    e->key = sl__strdup(src->key);
+    e->value = sl__strdup(src->value);
+    if (!e->key || !e->value)
+      goto oom;
+  }
+  return d;
+oom:
+  sl_conf_destroy(d);
+  return NULL;
+}
+
+int sl_conf_set(sl_conf_t *conf, const char *key, const char *value, char *err,
+                size_t errlen) {
+  sl__errf(err, errlen, "%s", "");
+  if (!conf || !key) {
+    sl__errf(err, errlen, "sl_conf_set: conf and key must not be NULL");
+    return SL_ERR_INVAL;
+  }
+  const sl__conf_key *def = key_find(key);
+  if (!def) {
+    char quoted[QUOTE_MAX * 4 + 8];
+    sl__escape(quoted, sizeof quoted, key, strlen(key), QUOTE_MAX);
+    if (strncmp(key, KAFKA_PREFIX, KAFKA_PREFIX_LEN) != 0) {
+      sl__errf(err, errlen, "unknown configuration key \"%s\"", quoted);
+      return SL_ERR_CONF;
+    }
+    if (key[KAFKA_PREFIX_LEN] == '\0') {
+      sl__errf(err, errlen,
+               "configuration key \"%s\" lacks the librdkafka property name "
+               "after \"" KAFKA_PREFIX "\"",
+               quoted);
+      return SL_ERR_CONF;
+    }
+  }
+
+  size_t idx = 0;
+  entry *e = entry_find(conf, key, &idx);
+  if (!value) {
+    /* Reset: the key counts as never set, so setting it again later
+     * places it last in foreach order. */
+    if (e) {
+      free(e->key);
+      free(e->value);
+      memmove(&conf->v[idx], &conf->v[idx + 1],
+              (conf->n - idx - 1) * sizeof(entry));
+      conf->n--;
+    }
+    return SL_OK;
+  }
+
+  char *v = trim_dup(value);
+  if (!v) {
+    sl__errf(err, errlen, "%s: out of memory", key);
+    return SL_ERR_NOMEM;
+  }
+  int64_t num = 0;
+  /* kafka.* values go to librdkafka as they are; it validates them when
+   * the job creates its clients. */
+  if (def) {
+    int rc = sl__conf_check(def, v, &num, err, errlen);
+    if (rc != SL_OK) {
+      free(v);
+      return rc;
+    }
+  }
+  if (e) {
+    free(e->value);
+    e->value = v;
+    e->num = num;
+    return SL_OK;
+  }
+
+  if (conf->n == conf->cap) {
+    size_t cap = conf->cap ? conf->cap * 2 : 8;
+    entry *nv = realloc(conf->v, cap * sizeof(entry));
+    if (!nv) {
+      free(v);
+      sl__errf(err, errlen, "%s: out of memory", key);
+      return SL_ERR_NOMEM;
+    }
+    conf->v = nv;
+    conf->cap = cap;
+  }
+  char *k = sl__strdup(key);
+  if (!k) {
+    free(v);
+    sl__errf(err, errlen, "%s: out of memory", key);
+    return SL_ERR_NOMEM;
+  }
+  conf->v[conf->n++] = (entry){.key = k, .value = v, .def = def, .num = num};
+  return SL_OK;
+}
+
+const char *sl_conf_get(const sl_conf_t *conf, const char *key) {
+  if (!key)
+    return NULL;
+  const entry *e = conf ? entry_find(conf, key, NULL) : NULL;
+  if (e)
+    return e->value;
+  const sl__conf_key *def = key_find(key);
+  return def ? def->def : NULL;
+}
+
+int sl_conf_foreach(const sl_conf_t *conf,
+                    int (*fn)(const char *key, const char *value, void *opaque),
+                    void *opaque) {
+  if (!conf || !fn)
+    return 0;
+  for (size_t i = 0; i < conf->n; i++) {
+    int rc = fn(conf->v[i].key, conf->v[i].value, opaque);
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
+}
+
+/* ---- typed getters ------------------------------------------------------ */
+
+static int64_t value_num(const sl_conf_t *conf, const sl__conf_key *k) {
+  const entry *e = conf ? entry_find(conf, k->name, NULL) : NULL;
+  if (e)
+    return e->num;
+  int64_t n = 0;
+  int rc = sl__conf_check(k, k->def, &n, NULL, 0);
+  assert(rc == SL_OK && "key table default fails its own validation");
+  (void)rc;
+  return n;
+}
+
+int64_t sl__conf_int(const sl_conf_t *conf, const char *key) {
+  const sl__conf_key *k = key_find(key);
+  assert(k && "sl__conf_int: key not in the table");
+  assert(k && (k->type == SL__CONF_INT || k->type == SL__CONF_SIZE));
+  return k ? value_num(conf, k) : 0;
+}
+
+bool sl__conf_bool(const sl_conf_t *conf, const char *key) {
+  const sl__conf_key *k = key_find(key);
+  assert(k && "sl__conf_bool: key not in the table");
+  assert(k && k->type == SL__CONF_BOOL);
+  return k ? value_num(conf, k) != 0 : false;
+}
+
+const char *sl__conf_str(const sl_conf_t *conf, const char *key) {
+  const sl__conf_key *k = key_find(key);
+  assert(k && "sl__conf_str: key not in the table");
+  return k ? sl_conf_get(conf, key) : NULL;
+}
+
+int sl__conf_enum(const sl_conf_t *conf, const char *key) {
+  const sl__conf_key *k = key_find(key);
+  assert(k && "sl__conf_enum: key not in the table");
+  assert(k && k->type == SL__CONF_ENUM);
+  return k ? (int)value_num(conf, k) : 0;
+}
+
+/* ---- files -------------------------------------------------------------- */
+
+/* Large enough for any sl_conf_set() message plus a path:line prefix. */
+#define MSG_MAX 1024
+
+static int read_all(const char *path, char **out, size_t *outlen) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return -1;
+  size_t len = 0, cap = 4096;
+  char *buf = malloc(cap);
+  if (!buf) {
+    fclose(f);
+    errno = ENOMEM;
+    return -1;
+  }
+  for (;;) {
+    if (len == cap) {
+      char *nb = realloc(buf, cap * 2);
+      if (!nb) {
+        free(buf);
+        fclose(f);
+        errno = ENOMEM;
+        return -1;
+      }
+      buf = nb;
+      cap *= 2;
+    }
+    size_t got = fread(buf + len, 1, cap - len, f);
+    len += got;
+    if (got == 0)
+      break;
+  }
+  if (ferror(f)) {
+    int saved = errno ? errno : EIO;
+    free(buf);
+    fclose(f);
+    errno = saved;
+    return -1;
+  }
+  fclose(f);
+  *out = buf;
+  *outlen = len;
+  return 0;
+}
+
+static int load_properties(sl_conf_t *conf, const char *path, const char *buf,
+                           size_t len, char *err, size_t errlen) {
+  char msg[MSG_MAX];
+  const char *p = buf, *end = buf + len;
+  /* Editors on some systems write a UTF-8 byte order mark. */
+  if (len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
+    p += 3;
+  for (size_t line = 1; p < end; line++) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    const char *s = p, *e = nl ? nl : end;
+    p = nl ? nl + 1 : end;
+    if (memchr(s, '\0', (size_t)(e - s))) {
+      sl__errf(err, errlen, "%s:%zu: line contains a NUL byte", path, line);
+      return SL_ERR_CONF;
+    }
+    trim(&s, &e);
+    if (s == e || *s == '#')
+      continue;
+    const char *eq = memchr(s, '=', (size_t)(e - s));
+    if (!eq || eq == s) {
+      char quoted[QUOTE_MAX * 4 + 8];
+      sl__escape(quoted, sizeof quoted, s, (size_t)(e - s), QUOTE_MAX);
+      sl__errf(err, errlen, "%s:%zu: expected \"key = value\", got \"%s\"",
+               path, line, quoted);
+      return SL_ERR_CONF;
+    }
+    const char *ke = eq;
+    trim(&s, &ke);
+    char *key = dup_range(s, ke);
+    char *value = dup_range(eq + 1, e); /* sl_conf_set() trims it */
+    int rc = key && value ? sl_conf_set(conf, key, value, msg, sizeof msg)
+                          : SL_ERR_NOMEM;
+    free(key);
+    free(value);
+    if (rc != SL_OK) {
+      sl__errf(err, errlen, "%s:%zu: %s", path, line,
+               rc == SL_ERR_NOMEM ? "out of memory" : msg);
+      return rc;
+    }
+  }
+  return SL_OK;
+}
+
+/* Shortest of %.15g/%.17g that reads back as the same double, so 0.1 stays
+ * "0.1"; jansson keeps a ".0" on integral reals, which keeps 2.0 from
+ * passing as an integer. jansson also formats independently of locale. */
+static char *json_real_text(const json_t *v) {
+  char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
+  json_t *back = s ? json_loads(s, JSON_DECODE_ANY, NULL) : NULL;
+  bool exact = back && json_real_value(back) == json_real_value(v);
+  json_decref(back);
+  if (exact)
+    return s;
+  free(s);
+  return json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+}
+
+static int load_json(sl_conf_t *conf, const char *path, const char *buf,
+                     size_t len, char *err, size_t errlen) {
+  char msg[MSG_MAX], quoted[QUOTE_MAX * 4 + 8];
+  json_error_t je;
+  json_t *root =
+      json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+  if (!root) {
+    sl__errf(err, errlen, "%s:%d:%d: invalid JSON: %s", path, je.line,
+             je.column, je.text);
+    return SL_ERR_CONF;
+  }
+  if (!json_is_object(root)) {
+    json_decref(root);
+    sl__errf(err, errlen, "%s: the top-level value must be a JSON object",
+             path);
+    return SL_ERR_CONF;
+  }
+  int rc = SL_OK;
+  const char *key;
+  json_t *v;
+  json_object_foreach(root, key, v) {
+    char num[32], *owned = NULL;
+    const char *text = NULL;
+    bool reported = false;
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+      text = json_string_value(v);
+      break;
+    case JSON_INTEGER:
+      snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+      text = num;
+      break;
+    case JSON_REAL:
+      text = owned = json_real_text(v);
+      if (!owned)
+        rc = SL_ERR_NOMEM;
+      break;
+    case JSON_TRUE:
+      text = "true";
+      break;
+    case JSON_FALSE:
+      text = "false";
+      break;
+    case JSON_OBJECT:
+    case JSON_ARRAY:
+    case JSON_NULL:
+      sl__escape(quoted, sizeof quoted, key, strlen(key), QUOTE_MAX);
+      sl__errf(err, errlen,
+               "%s: member \"%s\": %s is not allowed (use a string, number "
+               "or boolean)",
+               path, quoted,
+               json_is_object(v)  ? "an object"
+               : json_is_array(v) ? "an array"
+                                  : "null");
+      rc = SL_ERR_CONF;
+      reported = true;
+      break;
+    }
+    if (rc == SL_OK)
+      rc = sl_conf_set(conf, key, text, msg, sizeof msg);
+    free(owned);
+    if (rc != SL_OK) {
+      if (!reported)
+        sl__errf(err, errlen, "%s: %s", path,
+                 rc == SL_ERR_NOMEM ? "out of memory" : msg);
+      break;
+    }
+  }
+  json_decref(root);
+  return rc;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), m = strlen(suffix);
+  return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+int sl_conf_load_file(sl_conf_t *conf, const char *path, char *err,
+                      size_t errlen) {
+  sl__errf(err, errlen, "%s", "");
+  if (!conf || !path) {
+    sl__errf(err, errlen, "sl_conf_load_file: conf and path must not be NULL");
+    return SL_ERR_INVAL;
+  }
+  char *buf;
+  size_t len;
+  if (read_all(path, &buf, &len) != 0) {
+    int saved = errno;
+    sl__errf(err, errlen, "%s: cannot read: %s", path, strerror(saved));
+    return saved == ENOMEM ? SL_ERR_NOMEM : SL_ERR_IO;
+  }
+  /* All-or-nothing: apply to a copy and swap only when every line passed,
+   * so a typo on line 40 cannot leave lines 1-39 half applied. */
+  sl_conf_t *tmp = sl_conf_dup(conf);
+  if (!tmp) {
+    free(buf);
+    sl__errf(err, errlen, "%s: out of memory", path);
+    return SL_ERR_NOMEM;
+  }
+  int rc = ends_with(path, ".json")
+               ? load_json(tmp, path, buf, len, err, errlen)
+               : load_properties(tmp, path, buf, len, err, errlen);
+  free(buf);
+  if (rc == SL_OK) {
+    sl_conf_t swap = *conf;
+    *conf = *tmp;
+    *tmp = swap;
+  }
+  sl_conf_destroy(tmp);
+  return rc;
+}

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The key hash: computed once per record by key_by and carried with the
+ * record through the exchange, so state backends and timers reuse it
+ * instead of hashing the key again. */
+#ifndef SL_CORE_HASH_H
+#define SL_CORE_HASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+static inline uint64_t sl__mix64(uint64_t h) {
+  /* Finalizer with full avalanche, so `hash % K` is uniform for any K. */
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
+  return h;
+}
+
+/* 64-bit hash of a byte string; stable across processes, runs and
+ * platforms of the same endianness, since key groups in checkpoints depend
+ * on it. Eight bytes per step: keys are short and hashed on every record. */
+static inline uint64_t sl__hash64(const void *data, size_t len) {
+  const unsigned char *p = data;
+  uint64_t h = 0x9e3779b97f4a7c15ULL ^ (len * 0x100000001b3ULL);
+  while (len >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    h = (h ^ sl__mix64(w)) * 0x9e3779b97f4a7c15ULL;
+    h ^= h >> 29;
+    p += 8;
+    len -= 8;
+  }
+  if (len) {
+    uint64_t w = 0;
+    memcpy(&w, p, len);
+    h = (h ^ sl__mix64(w ^ ((uint64_t)len << 56))) * 0x9e3779b97f4a7c15ULL;
+  }
+  return sl__mix64(h);
+}
+
+/* Flink's assignment: key group = hash % K, worker = kg * P / K, so that
+ * changing P moves whole, contiguous key-group ranges. */
+static inline uint32_t sl__key_group(uint64_t hash, uint32_t max_par) {
+  return (uint32_t)(hash % max_par);
+}
+static inline int sl__kg_worker(uint32_t kg, int par, uint32_t max_par) {
+  return (int)((uint64_t)kg * (uint64_t)par / max_par);
+}
+
+#endif

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Small internal helpers shared by every module: error-buffer formatting,
+ * checked allocation wrappers, branch hints and single-writer counters. */
+#ifndef SL_CORE_UTIL_H
+#define SL_CORE_UTIL_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SL__LIKELY(x) __builtin_expect(!!(x), 1)
+#define SL__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define SL__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define SL__CACHELINE 64
+
+/* snprintf into an error buffer that may be NULL or zero-sized. */
+void sl__errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void sl__verrf(char *err, size_t errlen, const char *fmt, va_list ap);
+
+/* strdup that returns NULL for NULL. */
+char *sl__strdup(const char *s);
+
+/* Formats up to max bytes of data as a printable, escaped string into buf
+ * (for error messages about records); always NUL-terminates. */
+void sl__escape(char *buf, size_t buflen, const void *data, size_t len,
+                size_t max);
+
+/* A counter with exactly one writing thread and any number of readers:
+ * a relaxed load+store compiles to a plain add (no lock prefix) while
+ * staying race-free for readers. */
+typedef _Atomic uint64_t sl__counter;
+static inline void sl__counter_add(sl__counter *c, uint64_t n) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                        memory_order_relaxed);
+}
+static inline uint64_t sl__counter_get(const sl__counter *c) {
+  return atomic_load_explicit((sl__counter *)c, memory_order_relaxed);
+}
+
+#endif

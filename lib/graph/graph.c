@@ -1,0 +1,303 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The logical job graph: nodes and streams created by the builder API, and
+ * the checks that catch a bad graph where it is built (duplicate uid, keyed
+ * operator without key_by, changes after start). Errors are sticky: the
+ * first is kept in the job and returned again by sl_job_run(). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/runtime.h"
+
+sl_job_t *sl_stream_job(const sl_stream_t *s) {
+  return s ? s->job : NULL;
+}
+
+void sl_job_build_error(sl_job_t *job, int err, const char *fmt, ...) {
+  if (!job || job->build_err)
+    return;
+  job->build_err = err;
+  job->err = err;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(job->errmsg, sizeof(job->errmsg), fmt, ap);
+  va_end(ap);
+}
+
+/* Builder calls are only allowed before sl_job_run(). */
+static bool job_editable(sl_job_t *job, const char *what) {
+  if (atomic_load(&job->phase) != SL__JOB_NEW) {
+    sl_job_build_error(job, SL_ERR_STATE,
+                       "%s: the job was already started; a running job "
+                       "cannot be changed",
+                       what);
+    return false;
+  }
+  return true;
+}
+
+static bool uid_ok(sl_job_t *job, const char *uid, const char *what) {
+  if (!uid || !*uid) {
+    sl_job_build_error(job, SL_ERR_INVAL, "%s: uid must be a non-empty string",
+                       what);
+    return false;
+  }
+  for (int i = 0; i < job->n_nodes; i++) {
+    if (job->nodes[i]->uid && strcmp(job->nodes[i]->uid, uid) == 0) {
+      sl_job_build_error(job, SL_ERR_GRAPH,
+                         "%s: duplicate uid \"%s\" (uids name operators and "
+                         "their state, so they must be unique)",
+                         what, uid);
+      return false;
+    }
+  }
+  return true;
+}
+
+static sl_stream_t *new_stream(sl_job_t *job, sl__node *n, const char *tag,
+                               bool keyed) {
+  if (job->n_streams == job->cap_streams) {
+    int cap = job->cap_streams ? job->cap_streams * 2 : 16;
+    sl_stream_t **s = realloc(job->streams, (size_t)cap * sizeof(*s));
+    if (!s)
+      return NULL;
+    job->streams = s;
+    job->cap_streams = cap;
+  }
+  sl_stream_t *s = calloc(1, sizeof(*s));
+  if (!s)
+    return NULL;
+  s->job = job;
+  s->node = n;
+  s->keyed = keyed;
+  if (tag && !(s->tag = sl__strdup(tag))) {
+    free(s);
+    return NULL;
+  }
+  job->streams[job->n_streams++] = s;
+  return s;
+}
+
+static sl__node *new_node(sl_job_t *job, sl__node_kind kind, const char *uid,
+                          sl_stream_t *const *inputs, size_t n_inputs) {
+  if (job->n_nodes == job->cap_nodes) {
+    int cap = job->cap_nodes ? job->cap_nodes * 2 : 16;
+    sl__node **nn = realloc(job->nodes, (size_t)cap * sizeof(*nn));
+    if (!nn)
+      return NULL;
+    job->nodes = nn;
+    job->cap_nodes = cap;
+  }
+  sl__node *n = calloc(1, sizeof(*n));
+  if (!n)
+    return NULL;
+  n->kind = kind;
+  n->id = job->n_nodes;
+  if (uid && !(n->uid = sl__strdup(uid)))
+    goto oom;
+  if (n_inputs) {
+    n->inputs = calloc(n_inputs, sizeof(*n->inputs));
+    if (!n->inputs)
+      goto oom;
+    n->parallel = false;
+    for (size_t i = 0; i < n_inputs; i++) {
+      n->inputs[i].from = inputs[i]->node;
+      n->inputs[i].tag = inputs[i]->tag;
+      /* An instance exists on every worker as soon as one input has one. */
+      if (inputs[i]->node->parallel || inputs[i]->node->kind == SL__NODE_KEYBY)
+        n->parallel = true;
+    }
+    n->n_inputs = (int)n_inputs;
+  }
+  job->nodes[job->n_nodes++] = n;
+  return n;
+oom:
+  free(n->uid);
+  free(n);
+  return NULL;
+}
+
+static sl_stream_t *oom(sl_job_t *job, const char *what) {
+  sl_job_build_error(job, SL_ERR_NOMEM, "%s: out of memory", what);
+  return NULL;
+}
+
+/* Inputs must all be non-NULL streams of one job, and consumable. */
+static sl_job_t *check_inputs(sl_stream_t *const *in, size_t n,
+                              const char *what) {
+  if (!in || n == 0 || !in[0])
+    return NULL; /* an earlier call failed and recorded why */
+  sl_job_t *job = in[0]->job;
+  for (size_t i = 0; i < n; i++) {
+    if (!in[i])
+      return NULL;
+    if (in[i]->job != job) {
+      sl_job_build_error(job, SL_ERR_GRAPH,
+                         "%s: inputs belong to different jobs", what);
+      return NULL;
+    }
+    if (in[i]->node->sink) {
+      sl_job_build_error(job, SL_ERR_GRAPH,
+                         "%s: a sink has no output stream to read", what);
+      return NULL;
+    }
+  }
+  return job;
+}
+
+sl_stream_t *sl_op_add(sl_stream_t *const *inputs, size_t n, const char *uid,
+                       const sl_operator_ops_t *ops, void *arg, bool sink) {
+  const char *what = ops && ops->kind ? ops->kind : "operator";
+  sl_job_t *job = check_inputs(inputs, n, what);
+  sl__node *node = NULL;
+  if (!job || !job_editable(job, what) || !uid_ok(job, uid, what))
+    goto fail;
+  if (ops->keyed) {
+    for (size_t i = 0; i < n; i++) {
+      if (!inputs[i]->keyed) {
+        sl_job_build_error(job, SL_ERR_GRAPH,
+                           "%s \"%s\": input %zu is not keyed; a keyed "
+                           "operator must read a stream from sl_key_by()",
+                           what, uid, i);
+        goto fail;
+      }
+    }
+  }
+  node = new_node(job, SL__NODE_OP, uid, inputs, n);
+  if (!node) {
+    oom(job, what);
+    goto fail;
+  }
+  node->ops = ops;
+  node->arg = arg;
+  node->sink = sink;
+  sl_stream_t *s = new_stream(job, node, NULL, false);
+  if (!s)
+    return oom(job, what);
+  return s;
+fail:
+  if (ops && ops->free_arg && arg)
+    ops->free_arg(arg);
+  return NULL;
+}
+
+sl_stream_t *sl_source(sl_job_t *job, const char *uid,
+                       const sl_source_ops_t *ops, void *opaque) {
+  if (!job)
+    return NULL;
+  if (!job_editable(job, "source") || !uid_ok(job, uid, "source"))
+    return NULL;
+  if (!ops || !ops->poll) {
+    sl_job_build_error(job, SL_ERR_INVAL,
+                       "source \"%s\": ops->poll is required", uid);
+    return NULL;
+  }
+  sl__node *n = new_node(job, SL__NODE_SOURCE, uid, NULL, 0);
+  if (!n)
+    return oom(job, "source");
+  n->src_ops_copy = *ops;
+  n->src_ops = &n->src_ops_copy;
+  n->src_opaque = opaque;
+  n->parallel = ops->parallel;
+  n->wm_spec.kind = SL_WM_NONE;
+  sl_stream_t *s = new_stream(job, n, NULL, false);
+  return s ? s : oom(job, "source");
+}
+
+sl_stream_t *sl_with_watermarks(sl_stream_t *src,
+                                const sl_watermark_spec_t *spec) {
+  if (!src)
+    return NULL;
+  sl_job_t *job = src->job;
+  if (!job_editable(job, "with_watermarks"))
+    return NULL;
+  if (src->node->kind != SL__NODE_SOURCE || !spec) {
+    sl_job_build_error(job, SL_ERR_GRAPH,
+                       "with_watermarks: a watermark strategy belongs on a "
+                       "source stream");
+    return NULL;
+  }
+  if (spec->kind == SL_WM_BOUNDED && spec->bound_ms < 0) {
+    sl_job_build_error(job, SL_ERR_INVAL,
+                       "with_watermarks \"%s\": bound_ms must be >= 0, got "
+                       "%lld",
+                       src->node->uid, (long long)spec->bound_ms);
+    return NULL;
+  }
+  if (spec->idle_timeout_ms < 0) {
+    sl_job_build_error(job, SL_ERR_INVAL,
+                       "with_watermarks \"%s\": idle_timeout_ms must be >= "
+                       "0, got %lld",
+                       src->node->uid, (long long)spec->idle_timeout_ms);
+    return NULL;
+  }
+  src->node->wm_spec = *spec;
+  return src;
+}
+
+sl_stream_t *sl_key_by(sl_stream_t *in, sl_key_fn fn, void *opaque) {
+  sl_job_t *job = check_inputs(&in, 1, "key_by");
+  if (!job || !job_editable(job, "key_by"))
+    return NULL;
+  sl__node *n = new_node(job, SL__NODE_KEYBY, NULL, &in, 1);
+  if (!n)
+    return oom(job, "key_by");
+  n->key_fn = fn;
+  n->key_opaque = opaque;
+  n->xidx = job->n_xchg++;
+  n->parallel = true;
+  sl_stream_t *s = new_stream(job, n, NULL, true);
+  return s ? s : oom(job, "key_by");
+}
+
+sl_stream_t *sl_side_output(sl_stream_t *op, const char *tag) {
+  if (!op)
+    return NULL;
+  sl_job_t *job = op->job;
+  if (!job_editable(job, "side_output"))
+    return NULL;
+  if (!tag || !*tag || op->node->kind != SL__NODE_OP || op->node->sink ||
+      op->tag) {
+    sl_job_build_error(job, SL_ERR_GRAPH,
+                       "side_output: needs a non-empty tag and the main "
+                       "output stream of an operator");
+    return NULL;
+  }
+  sl_stream_t *s = new_stream(job, op->node, tag, false);
+  return s ? s : oom(job, "side_output");
+}
+
+void sl_job_adopt(sl_job_t *job, void *ptr, void (*free_fn)(void *)) {
+  struct sl__adopted *a =
+      realloc(job->adopted, (size_t)(job->n_adopted + 1) * sizeof(*a));
+  if (!a) {
+    free_fn(ptr);
+    sl_job_build_error(job, SL_ERR_NOMEM, "out of memory");
+    return;
+  }
+  job->adopted = a;
+  a[job->n_adopted].ptr = ptr;
+  a[job->n_adopted].free_fn = free_fn;
+  job->n_adopted++;
+}
+
+void sl__graph_free(sl_job_t *job) {
+  for (int i = 0; i < job->n_adopted; i++)
+    job->adopted[i].free_fn(job->adopted[i].ptr);
+  free(job->adopted);
+  for (int i = 0; i < job->n_nodes; i++) {
+    sl__node *n = job->nodes[i];
+    if (n->ops && n->ops->free_arg && n->arg)
+      n->ops->free_arg(n->arg);
+    free(n->uid);
+    free(n->inputs);
+    free(n);
+  }
+  for (int i = 0; i < job->n_streams; i++) {
+    free(job->streams[i]->tag);
+    free(job->streams[i]);
+  }
+  free(job->nodes);
+  free(job->streams);
+}

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The operator plug-in interface: everything an operator (map, keyed
+ * process, window, sink...) needs from the runtime, and the table of
+ * functions the runtime calls on it. Operators include only this header and
+ * the public ones; they never reach into the runtime's structures. */
+#ifndef SL_OPERATOR_H
+#define SL_OPERATOR_H
+
+#include <stdbool.h>
+
+#include "sluice.h"
+
+/* One operator instance on one worker. Every callback below receives the
+ * instance as an sl_ctx_t, the same handle user callbacks get, so an
+ * operator passes it straight through to user code. */
+typedef struct sl_operator_ops {
+  const char *kind; /* "map", "process", ... for messages */
+  bool keyed;       /* every input must come straight from sl_key_by() */
+
+  /* Creates the instance's data (sl_op_set_data) from sl_op_arg(). */
+  int (*open)(sl_ctx_t *op);
+  /* One record on input `port` (the index of the input stream). */
+  int (*process)(sl_ctx_t *op, int port, const sl_record_t *rec);
+  /* The combined input watermark advanced to wm. Anything emitted here
+   * reaches downstream before the watermark itself, which the runtime
+   * forwards when this returns 0. Optional. */
+  int (*on_watermark)(sl_ctx_t *op, int64_t wm);
+  /* Every input ended (after their final watermark). Optional. */
+  int (*on_end)(sl_ctx_t *op);
+  /* Frees the instance's data; called once per opened instance, also when
+   * the job fails. Optional. */
+  void (*close)(sl_ctx_t *op);
+  /* Frees the graph-time argument when the job is destroyed. Optional. */
+  void (*free_arg)(void *arg);
+} sl_operator_ops_t;
+
+/* Adds an operator node reading n input streams (n >= 1; ports follow the
+ * order of inputs). arg is handed to every instance through sl_op_arg();
+ * the job owns it from this call on (freed with ops->free_arg), also when
+ * the call fails. uid names the operator for messages, metrics and state;
+ * it must be unique in the job. A sink passes sink = true: its stream
+ * cannot be consumed. Returns the output stream, or NULL on error (recorded
+ * in the job). */
+sl_stream_t *sl_op_add(sl_stream_t *const *inputs, size_t n, const char *uid,
+                       const sl_operator_ops_t *ops, void *arg, bool sink);
+
+/* Hands ptr to the job, which calls free_fn(ptr) when it is destroyed: for
+ * graph-time allocations that are not an operator's arg (e.g. a source's
+ * opaque block). On out-of-memory, free_fn(ptr) runs at once and the job
+ * records the error. */
+void sl_job_adopt(sl_job_t *job, void *ptr, void (*free_fn)(void *));
+
+/* The job a stream belongs to (for recording build errors). */
+sl_job_t *sl_stream_job(const sl_stream_t *s);
+/* Records a graph-building error in the job (first one wins). */
+void sl_job_build_error(sl_job_t *job, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+void *sl_op_arg(const sl_ctx_t *op);
+void *sl_op_data(const sl_ctx_t *op);
+void sl_op_set_data(sl_ctx_t *op, void *data);
+const char *sl_op_uid(const sl_ctx_t *op);
+const sl_conf_t *sl_op_conf(const sl_ctx_t *op);
+
+/* Key of the record being processed by a keyed operator: the 64-bit hash
+ * the exchange computed (never hash twice) and its key group. Valid at the
+ * start of process(); a keyed operator copies them before emitting, since
+ * emitting may run other keyed operators on the same worker. */
+uint64_t sl_op_key_hash(const sl_ctx_t *op);
+uint32_t sl_op_key_group(const sl_ctx_t *op);
+uint32_t sl_op_max_parallelism(const sl_ctx_t *op);
+
+/* Keyed operators attach their keyed context (lib/state/keyed.h) so that
+ * the public state and timer functions can find it from the sl_ctx_t. */
+struct sl__keyed;
+void sl_op_set_keyed(sl_ctx_t *op, struct sl__keyed *keyed);
+struct sl__keyed *sl_op_keyed(const sl_ctx_t *op);
+
+/* Applies error.policy to a failed user function (rc != 0) on rec:
+ * returns 0 when the record is to be skipped (counted in the operator's
+ * errors), or a negative error after failing the job with a message that
+ * names the operator and the record. If the job is already failing (rc came
+ * back from downstream), returns that failure without counting. */
+int sl_op_user_error(sl_ctx_t *op, const sl_record_t *rec, int rc);
+
+/* Fails the job with a message (operator uid prepended); returns err. */
+int sl_op_fail(sl_ctx_t *op, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Counts a record dropped as late. */
+void sl_op_count_late(sl_ctx_t *op);
+
+/* Scratch memory: a mark/release pair bounds sl_ctx_alloc() use to one
+ * record's processing. */
+typedef struct sl_arena_mark {
+  void *chunk;
+  size_t used;
+} sl_arena_mark_t;
+sl_arena_mark_t sl_op_arena_mark(sl_ctx_t *op);
+void sl_op_arena_release(sl_ctx_t *op, sl_arena_mark_t mark);
+
+#endif

@@ -1,0 +1,476 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The key_by exchange: a bounded single-producer/single-consumer channel
+ * per (producer worker, consumer worker) carrying batches of records plus
+ * in-band control elements (watermark, idleness, end of input). Records
+ * for the producer's own worker skip the channel and are delivered
+ * directly, as is everything at parallelism 1.
+ *
+ * Backpressure without deadlock: a producer that finds a channel full does
+ * not sleep; it drains its own worker's inputs of exchanges downstream of
+ * the full one (their operators are never on its call stack), so by
+ * induction over the topological order some worker always makes progress. */
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/hash.h"
+#include "runtime/runtime.h"
+
+enum {
+  EL_BATCH,
+  EL_WATERMARK = SL__CTL_WATERMARK,
+  EL_IDLE = SL__CTL_IDLE,
+  EL_END = SL__CTL_END
+};
+
+typedef struct brec {
+  uint64_t hash;
+  int64_t ts;
+  uint32_t koff, klen, voff, vlen;
+} brec;
+
+typedef struct batch {
+  uint32_t n, cap;
+  size_t used, bytes_cap;
+  brec *recs;
+  char *bytes;
+} batch;
+
+typedef struct elem {
+  uint32_t kind;
+  int64_t arg;
+  batch *b;
+} elem;
+
+/* Lamport SPSC ring. head is written only by the consumer, tail only by
+ * the producer; each sits on its own cache line, and each side caches the
+ * other's index to touch the shared line only when it must. */
+typedef struct ring {
+  _Alignas(SL__CACHELINE) _Atomic uint32_t head;
+  uint32_t tail_cache;
+  _Alignas(SL__CACHELINE) _Atomic uint32_t tail;
+  uint32_t head_cache;
+  _Alignas(SL__CACHELINE) uint32_t mask;
+  void *slots;
+} ring;
+
+typedef struct chan {
+  ring data;  /* elem: producer -> consumer */
+  ring spare; /* batch *: empty batches back to the producer */
+  batch *open; /* producer's batch being filled */
+  bool ended;  /* consumer side: END received */
+} chan;
+
+struct sl__xchg {
+  sl__node *node;
+  int par;
+  size_t batch_size;
+  size_t batch_bytes;
+  chan *ch; /* ch[producer * par + consumer]; diagonal unused */
+};
+
+#define SL__BATCH_BYTES (256 * 1024)
+
+static uint32_t pow2_at_least(size_t n) {
+  uint32_t c = 2;
+  while (c < n)
+    c <<= 1;
+  return c;
+}
+
+static int ring_init(ring *r, size_t cap, size_t slot) {
+  uint32_t c = pow2_at_least(cap);
+  r->slots = calloc(c, slot);
+  if (!r->slots)
+    return SL_ERR_NOMEM;
+  r->mask = c - 1;
+  atomic_init(&r->head, 0);
+  atomic_init(&r->tail, 0);
+  r->head_cache = r->tail_cache = 0;
+  return 0;
+}
+
+static bool ring_full(ring *r) {
+  uint32_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+  if (t - r->head_cache <= r->mask)
+    return false;
+  r->head_cache = atomic_load_explicit(&r->head, memory_order_acquire);
+  return t - r->head_cache > r->mask;
+}
+
+/* Producer: slot to fill, or NULL when full; publish with ring_push. */
+static void *ring_slot(ring *r, size_t slot) {
+  if (ring_full(r))
+    return NULL;
+  uint32_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+  return (char *)r->slots + (size_t)(t & r->mask) * slot;
+}
+static void ring_push(ring *r) {
+  uint32_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+  atomic_store_explicit(&r->tail, t + 1, memory_order_release);
+}
+
+/* Consumer: next slot, or NULL when empty; retire with ring_pop. */
+static void *ring_peek(ring *r, size_t slot) {
+  uint32_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+  if (h == r->tail_cache) {
+    r->tail_cache = atomic_load_explicit(&r->tail, memory_order_acquire);
+    if (h == r->tail_cache)
+      return NULL;
+  }
+  return (char *)r->slots + (size_t)(h & r->mask) * slot;
+}
+static void ring_pop(ring *r) {
+  uint32_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+  atomic_store_explicit(&r->head, h + 1, memory_order_release);
+}
+
+static batch *batch_new(size_t cap, size_t bytes) {
+  batch *b = calloc(1, sizeof(*b));
+  if (!b)
+    return NULL;
+  b->recs = malloc(cap * sizeof(brec));
+  b->bytes = malloc(bytes);
+  if (!b->recs || !b->bytes) {
+    free(b->recs);
+    free(b->bytes);
+    free(b);
+    return NULL;
+  }
+  b->cap = (uint32_t)cap;
+  b->bytes_cap = bytes;
+  return b;
+}
+
+static void batch_free(batch *b) {
+  if (!b)
+    return;
+  free(b->recs);
+  free(b->bytes);
+  free(b);
+}
+
+int sl__xchg_create(sl_job_t *job, sl__node *n, sl__xchg **out) {
+  sl__xchg *x = calloc(1, sizeof(*x));
+  if (!x)
+    return SL_ERR_NOMEM;
+  x->node = n;
+  x->par = job->par;
+  x->batch_size = job->batch_size;
+  x->batch_bytes = SL__BATCH_BYTES;
+  if (job->par > 1) {
+    x->ch = calloc((size_t)job->par * job->par, sizeof(chan));
+    if (!x->ch) {
+      free(x);
+      return SL_ERR_NOMEM;
+    }
+    for (int p = 0; p < job->par; p++) {
+      for (int c = 0; c < job->par; c++) {
+        if (p == c)
+          continue;
+        chan *ch = &x->ch[p * job->par + c];
+        /* The spare ring holds every batch that can exist: those in the
+         * data ring, the open one and the one being consumed. */
+        if (ring_init(&ch->data, job->chan_cap, sizeof(elem)) ||
+            ring_init(&ch->spare, (size_t)ch->data.mask + 3,
+                      sizeof(batch *))) {
+          *out = x;
+          return SL_ERR_NOMEM;
+        }
+      }
+    }
+  }
+  *out = x;
+  return 0;
+}
+
+void sl__xchg_destroy(sl__xchg *x) {
+  if (!x)
+    return;
+  if (x->ch) {
+    for (int i = 0; i < x->par * x->par; i++) {
+      chan *ch = &x->ch[i];
+      elem *e;
+      batch **bp;
+      while (ch->data.slots && (e = ring_peek(&ch->data, sizeof(elem)))) {
+        if (e->kind == EL_BATCH)
+          batch_free(e->b);
+        ring_pop(&ch->data);
+      }
+      while (ch->spare.slots && (bp = ring_peek(&ch->spare, sizeof(batch *)))) {
+        batch_free(*bp);
+        ring_pop(&ch->spare);
+      }
+      batch_free(ch->open);
+      free(ch->data.slots);
+      free(ch->spare.slots);
+    }
+    free(x->ch);
+  }
+  free(x);
+}
+
+/* ---- Producer side ------------------------------------------------------ */
+
+void sl__backoff(unsigned *spins) {
+  unsigned s = (*spins)++;
+  if (s < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  } else if (s < 128) {
+    sched_yield();
+  } else {
+    long us = 10L << ((s - 128) / 16 > 6 ? 6 : (s - 128) / 16);
+    struct timespec ts = {0, (us > 1000 ? 1000 : us) * 1000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* Pushes an element, helping downstream while the channel is full. */
+static int chan_push(sl__worker *w, sl__xchg *x, chan *ch, const elem *e) {
+  unsigned spins = 0;
+  elem *slot;
+  while (!(slot = ring_slot(&ch->data, sizeof(elem)))) {
+    if (sl__job_failing(w->job))
+      return w->job->err ? w->job->err : SL_ERR_STOPPED;
+    int n = sl__xchg_drain(w, x->node->xidx + 1);
+    if (n < 0)
+      return n;
+    if (n == 0)
+      sl__backoff(&spins);
+    else
+      spins = 0;
+  }
+  *slot = *e;
+  ring_push(&ch->data);
+  return 0;
+}
+
+static int chan_flush(sl__worker *w, sl__xchg *x, chan *ch) {
+  if (!ch->open || ch->open->n == 0)
+    return 0;
+  elem e = {EL_BATCH, 0, ch->open};
+  ch->open = NULL;
+  return chan_push(w, x, ch, &e);
+}
+
+static batch *chan_batch(sl__xchg *x, chan *ch, size_t need) {
+  batch *b = ch->open;
+  if (!b) {
+    batch **bp = ring_peek(&ch->spare, sizeof(batch *));
+    if (bp) {
+      b = *bp;
+      ring_pop(&ch->spare);
+    } else if (!(b = batch_new(x->batch_size, x->batch_bytes))) {
+      return NULL;
+    }
+    b->n = 0;
+    b->used = 0;
+    ch->open = b;
+  }
+  if (b->bytes_cap - b->used < need) {
+    size_t cap = b->bytes_cap * 2;
+    while (cap - b->used < need)
+      cap *= 2;
+    char *nb = realloc(b->bytes, cap);
+    if (!nb)
+      return NULL;
+    b->bytes = nb;
+    b->bytes_cap = cap;
+  }
+  return b;
+}
+
+/* Delivers a keyed record on the consumer instance of the exchange. */
+static inline int cons_deliver(sl_ctx_t *cons, uint64_t hash,
+                               const sl_record_t *rec) {
+  sl__worker *w = cons->w;
+  w->cur_hash = hash;
+  w->cur_kg = sl__key_group(hash, w->job->max_par);
+  sl__counter_add(&cons->in, 1);
+  sl__counter_add(&cons->out, 1);
+  return sl__emit_outs(cons, &cons->main, rec);
+}
+
+static int prod_process(sl_ctx_t *op, int port, const sl_record_t *in) {
+  (void)port;
+  sl__node *n = op->node;
+  sl__worker *w = op->w;
+  sl_job_t *job = w->job;
+  sl_record_t rec = *in;
+  if (n->key_fn) {
+    int rc = n->key_fn(in, &rec.key, &rec.key_len, n->key_opaque);
+    if (SL__UNLIKELY(rc))
+      return sl_op_user_error(op, in, rc);
+  }
+  uint64_t hash = sl__hash64(rec.key, rec.key_len);
+  sl__counter_add(&op->out, 1);
+  int target = job->par == 1 ? 0
+                             : sl__kg_worker(sl__key_group(hash, job->max_par),
+                                             job->par, job->max_par);
+  if (target == w->index)
+    return cons_deliver(w->inst[n->id], hash, &rec);
+
+  sl__xchg *x = op->xchg;
+  chan *ch = &x->ch[w->index * x->par + target];
+  batch *b = chan_batch(x, ch, rec.key_len + rec.value_len);
+  if (SL__UNLIKELY(!b))
+    return sl_op_fail(op, SL_ERR_NOMEM, "out of memory for an exchange batch");
+  brec *r = &b->recs[b->n++];
+  r->hash = hash;
+  r->ts = rec.ts;
+  r->koff = (uint32_t)b->used;
+  r->klen = (uint32_t)rec.key_len;
+  if (rec.key_len)
+    memcpy(b->bytes + b->used, rec.key, rec.key_len);
+  b->used += rec.key_len;
+  r->voff = (uint32_t)b->used;
+  r->vlen = (uint32_t)rec.value_len;
+  if (rec.value_len)
+    memcpy(b->bytes + b->used, rec.value, rec.value_len);
+  b->used += rec.value_len;
+  if (b->n == b->cap || b->used >= x->batch_bytes)
+    return chan_flush(w, x, ch);
+  return 0;
+}
+
+/* Control elements go to every consumer, after the records before them. */
+int sl__xchg_broadcast(sl_ctx_t *op, int kind, int64_t arg) {
+  sl__worker *w = op->w;
+  sl__xchg *x = op->xchg;
+  sl_ctx_t *self = w->inst[op->node->id];
+  for (int c = 0; c < x->par; c++) {
+    int rc;
+    if (c == w->index) {
+      rc = kind == EL_WATERMARK ? sl__port_watermark(self, c, arg)
+           : kind == EL_IDLE    ? sl__port_idle(self, c, arg != 0)
+                                : sl__port_end(self, c);
+    } else {
+      chan *ch = &x->ch[w->index * x->par + c];
+      elem e = {kind, arg, NULL};
+      if (!(rc = chan_flush(w, x, ch)))
+        rc = chan_push(w, x, ch, &e);
+    }
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+/* Watermarks, idleness and end reach the consumers through
+ * sl__xchg_broadcast(), which the runtime's forwarding calls for a
+ * producer. */
+const sl_operator_ops_t sl__keyby_prod_ops = {
+    .kind = "key_by",
+    .process = prod_process,
+};
+
+static int cons_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
+  (void)op;
+  (void)port;
+  (void)rec;
+  return SL_ERR_INTERNAL; /* records reach the consumer via cons_deliver */
+}
+
+const sl_operator_ops_t sl__keyby_cons_ops = {
+    .kind = "key_by",
+    .process = cons_process,
+};
+
+/* ---- Consumer side ------------------------------------------------------ */
+
+static int drain_chan(sl__worker *w, sl__xchg *x, int producer, chan *ch) {
+  sl_ctx_t *cons = w->inst[x->node->id];
+  int handled = 0;
+  elem *e;
+  /* A bounded number of elements per call keeps every input served. */
+  while (handled < 8 && (e = ring_peek(&ch->data, sizeof(elem)))) {
+    elem el = *e;
+    ring_pop(&ch->data);
+    handled++;
+    int rc = 0;
+    switch (el.kind) {
+    case EL_BATCH: {
+      batch *b = el.b;
+      for (uint32_t i = 0; i < b->n && !rc; i++) {
+        const brec *r = &b->recs[i];
+        sl_record_t rec = {b->bytes + r->koff, r->klen, b->bytes + r->voff,
+                           r->vlen, r->ts};
+        rc = cons_deliver(cons, r->hash, &rec);
+      }
+      batch **slot = ring_slot(&ch->spare, sizeof(batch *));
+      if (slot) {
+        *slot = b;
+        ring_push(&ch->spare);
+      } else {
+        batch_free(b);
+      }
+      break;
+    }
+    case EL_WATERMARK:
+      rc = sl__port_watermark(cons, producer, el.arg);
+      break;
+    case EL_IDLE:
+      rc = sl__port_idle(cons, producer, el.arg != 0);
+      break;
+    case EL_END:
+      ch->ended = true;
+      rc = sl__port_end(cons, producer);
+      break;
+    }
+    if (rc)
+      return rc;
+  }
+  return handled;
+}
+
+int sl__xchg_drain(sl__worker *w, int min_xidx) {
+  sl_job_t *job = w->job;
+  if (job->par == 1)
+    return 0;
+  int total = 0;
+  for (int xi = job->n_xchg - 1; xi >= min_xidx; xi--) {
+    sl__xchg *x = job->xchgs[xi];
+    for (int p = 0; p < x->par; p++) {
+      if (p == w->index)
+        continue;
+      chan *ch = &x->ch[p * x->par + w->index];
+      if (ch->ended)
+        continue;
+      int n = drain_chan(w, x, p, ch);
+      if (n < 0)
+        return n;
+      total += n;
+    }
+  }
+  return total;
+}
+
+int sl__xchg_flush(sl__worker *w) {
+  sl_job_t *job = w->job;
+  if (job->par == 1)
+    return 0;
+  for (int xi = 0; xi < job->n_xchg; xi++) {
+    sl__xchg *x = job->xchgs[xi];
+    for (int c = 0; c < x->par; c++) {
+      if (c == w->index)
+        continue;
+      int rc = chan_flush(w, x, &x->ch[w->index * x->par + c]);
+      if (rc)
+        return rc;
+    }
+  }
+  return 0;
+}
+
+bool sl__xchg_inputs_ended(sl__worker *w) {
+  sl_job_t *job = w->job;
+  for (int xi = 0; xi < job->n_xchg; xi++) {
+    sl_ctx_t *cons = w->inst[job->xchgs[xi]->node->id];
+    if (!cons->ended)
+      return false;
+  }
+  return true;
+}

@@ -1,0 +1,366 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Job lifecycle: creation from a conf, validation, the physical plan (one
+ * instance of each node per worker that runs it, wired by direct edges or
+ * exchanges), worker threads, stop, failure and statistics. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/conf.h"
+#include "runtime/runtime.h"
+
+void sl__graph_free(sl_job_t *job);
+void *sl__worker_main(void *arg);
+extern const sl_operator_ops_t sl__source_ops;
+
+sl_job_t *sl_job_new(const char *name, sl_conf_t *conf, char *err,
+                     size_t errlen) {
+  sl_conf_t *own = NULL;
+  if (!conf && !(conf = own = sl_conf_new())) {
+    sl__errf(err, errlen, "out of memory");
+    return NULL;
+  }
+  int par = (int)sl__conf_int(conf, "parallelism");
+  int64_t max_par = sl__conf_int(conf, "max.parallelism");
+  if (par > max_par) {
+    sl__errf(err, errlen,
+             "parallelism (%d) must not exceed max.parallelism (%lld): each "
+             "worker needs at least one key group",
+             par, (long long)max_par);
+    sl_conf_destroy(own);
+    return NULL;
+  }
+  sl_job_t *job = calloc(1, sizeof(*job));
+  if (!job || !(job->name = sl__strdup(name ? name : "job")) ||
+      !(job->own_clock = sl_clock_new_system())) {
+    if (job) {
+      free(job->name);
+      free(job);
+    }
+    sl_conf_destroy(own);
+    sl__errf(err, errlen, "out of memory");
+    return NULL;
+  }
+  job->conf = conf;
+  job->clock = job->own_clock;
+  job->par = par;
+  job->max_par = (uint32_t)max_par;
+  job->skip_errors = strcmp(sl__conf_str(conf, "error.policy"), "skip") == 0;
+  job->batch_size = (size_t)sl__conf_int(conf, "batch.size");
+  job->chan_cap = (size_t)sl__conf_int(conf, "channel.capacity");
+  job->source_budget = (size_t)sl__conf_int(conf, "source.batch.size");
+  pthread_mutex_init(&job->err_lock, NULL);
+  return job;
+}
+
+static void plan_free(sl_job_t *job) {
+  if (job->workers) {
+    for (int w = 0; w < job->par; w++) {
+      sl__worker *wk = &job->workers[w];
+      if (!wk->inst)
+        continue;
+      for (int i = job->n_nodes - 1; i >= 0; i--) {
+        sl_ctx_t *c = wk->inst[i];
+        sl__node *n = job->nodes[i];
+        sl_ctx_t *all[2] = {c, n->kind == SL__NODE_KEYBY ? wk->inst[job->n_nodes + n->xidx] : NULL};
+        for (int k = 0; k < 2; k++) {
+          if (!all[k])
+            continue;
+          free(all[k]->main.e);
+          for (int s = 0; s < all[k]->n_side; s++)
+            free(all[k]->side[s].outs.e);
+          free(all[k]->side);
+          free(all[k]->ports);
+          free(all[k]);
+        }
+      }
+      free(wk->inst);
+      sl__arena_free(&wk->arena);
+    }
+    free(job->workers);
+    job->workers = NULL;
+  }
+  if (job->xchgs) {
+    for (int i = 0; i < job->n_xchg; i++)
+      sl__xchg_destroy(job->xchgs[i]);
+    free(job->xchgs);
+    job->xchgs = NULL;
+  }
+}
+
+void sl_job_destroy(sl_job_t *job) {
+  if (!job)
+    return;
+  plan_free(job);
+  sl__graph_free(job);
+  sl_conf_destroy(job->conf);
+  sl_clock_destroy(job->own_clock);
+  pthread_mutex_destroy(&job->err_lock);
+  free(job->name);
+  free(job);
+}
+
+int sl_job_set_clock(sl_job_t *job, sl_clock_t *clock) {
+  if (!job || !clock)
+    return SL_ERR_INVAL;
+  if (atomic_load(&job->phase) != SL__JOB_NEW)
+    return SL_ERR_STATE;
+  job->clock = clock;
+  return SL_OK;
+}
+
+void sl_job_stop(sl_job_t *job) {
+  if (job)
+    atomic_store(&job->stop, 1);
+}
+
+const char *sl_job_errmsg(const sl_job_t *job) {
+  return job ? job->errmsg : "";
+}
+
+int sl__job_fail(sl_job_t *job, int err, const char *fmt, ...) {
+  pthread_mutex_lock(&job->err_lock);
+  if (!job->err) {
+    job->err = err;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(job->errmsg, sizeof(job->errmsg), fmt, ap);
+    va_end(ap);
+  }
+  err = job->err;
+  pthread_mutex_unlock(&job->err_lock);
+  atomic_store(&job->failed, 1);
+  return err;
+}
+
+/* ---- Physical plan ------------------------------------------------------ */
+
+static int outs_add(sl__outs *o, sl_ctx_t *to, int port) {
+  sl__edge *e = realloc(o->e, (size_t)(o->n + 1) * sizeof(*e));
+  if (!e)
+    return SL_ERR_NOMEM;
+  o->e = e;
+  o->e[o->n].to = to;
+  o->e[o->n].port = port;
+  o->n++;
+  return 0;
+}
+
+static int connect(sl_ctx_t *from, const char *tag, sl_ctx_t *to, int port) {
+  if (!tag)
+    return outs_add(&from->main, to, port);
+  for (int s = 0; s < from->n_side; s++)
+    if (strcmp(from->side[s].tag, tag) == 0)
+      return outs_add(&from->side[s].outs, to, port);
+  sl__side *side =
+      realloc(from->side, (size_t)(from->n_side + 1) * sizeof(*side));
+  if (!side)
+    return SL_ERR_NOMEM;
+  from->side = side;
+  memset(&side[from->n_side], 0, sizeof(*side));
+  side[from->n_side].tag = tag;
+  from->n_side++;
+  return outs_add(&side[from->n_side - 1].outs, to, port);
+}
+
+static sl_ctx_t *inst_new(sl__worker *w, sl__node *n,
+                          const sl_operator_ops_t *ops, int n_ports,
+                          size_t size) {
+  sl_ctx_t *c = calloc(1, size);
+  if (!c)
+    return NULL;
+  c->ops = ops;
+  c->node = n;
+  c->w = w;
+  c->wm = SL_TS_MIN;
+  atomic_init(&c->wm_pub, SL_TS_MIN);
+  if (n_ports) {
+    c->ports = calloc((size_t)n_ports, sizeof(*c->ports));
+    if (!c->ports) {
+      free(c);
+      return NULL;
+    }
+    for (int i = 0; i < n_ports; i++)
+      c->ports[i].wm = SL_TS_MIN;
+    c->n_ports = n_ports;
+  }
+  return c;
+}
+
+/* A port whose upstream has no instance on this worker is born ended at
+ * the maximum watermark, so it never holds the minimum back. */
+static void port_absent(sl_ctx_t *c, int port) {
+  c->ports[port].ended = true;
+  c->ports[port].wm = SL_TS_MAX;
+  c->n_ended++;
+}
+
+/* The instance producing a node's output on worker w: for key_by, its
+ * consumer half. Instances of the key_by producer halves live after the
+ * nodes in w->inst, at n_nodes + xidx. */
+static int plan_worker(sl_job_t *job, sl__worker *w) {
+  int nn = job->n_nodes;
+  w->inst = calloc((size_t)(nn + job->n_xchg), sizeof(*w->inst));
+  if (!w->inst)
+    return SL_ERR_NOMEM;
+  for (int i = 0; i < nn; i++) {
+    sl__node *n = job->nodes[i];
+    bool here = n->parallel || w->index == 0;
+    if (n->kind == SL__NODE_SOURCE) {
+      if (!here)
+        continue;
+      sl_ctx_t *c = inst_new(w, n, &sl__source_ops, 0,
+                             sizeof(struct sl_source_ctx));
+      if (!c)
+        return SL_ERR_NOMEM;
+      w->inst[i] = c;
+      continue;
+    }
+    if (n->kind == SL__NODE_KEYBY) {
+      sl_ctx_t *cons = inst_new(w, n, &sl__keyby_cons_ops, job->par,
+                                sizeof(struct sl_ctx));
+      if (!cons)
+        return SL_ERR_NOMEM;
+      w->inst[i] = cons;
+      /* Which workers run the producer: those with the upstream. */
+      bool up_everywhere = n->inputs[0].from->parallel;
+      for (int p = 0; p < job->par; p++)
+        if (!up_everywhere && p != 0)
+          port_absent(cons, p);
+      sl_ctx_t *up = w->inst[n->inputs[0].from->id];
+      if (up) {
+        sl_ctx_t *prod = inst_new(w, n, &sl__keyby_prod_ops, 1,
+                                  sizeof(struct sl_ctx));
+        if (!prod)
+          return SL_ERR_NOMEM;
+        prod->xchg = job->xchgs[n->xidx];
+        w->inst[nn + n->xidx] = prod;
+        int rc = connect(up, n->inputs[0].tag, prod, 0);
+        if (rc)
+          return rc;
+      }
+      continue;
+    }
+    if (!here)
+      continue;
+    sl_ctx_t *c = inst_new(w, n, n->ops, n->n_inputs, sizeof(struct sl_ctx));
+    if (!c)
+      return SL_ERR_NOMEM;
+    w->inst[i] = c;
+    for (int p = 0; p < n->n_inputs; p++) {
+      sl_ctx_t *up = w->inst[n->inputs[p].from->id];
+      if (!up) {
+        port_absent(c, p);
+        continue;
+      }
+      int rc = connect(up, n->inputs[p].tag, c, p);
+      if (rc)
+        return rc;
+    }
+  }
+  return 0;
+}
+
+static int validate(sl_job_t *job) {
+  if (job->build_err)
+    return job->build_err;
+  int sources = 0, sinks = 0;
+  for (int i = 0; i < job->n_nodes; i++) {
+    sources += job->nodes[i]->kind == SL__NODE_SOURCE;
+    sinks += job->nodes[i]->sink;
+  }
+  if (!sources)
+    return sl__job_fail(job, SL_ERR_GRAPH, "job \"%s\" has no source",
+                        job->name);
+  if (!sinks)
+    return sl__job_fail(job, SL_ERR_GRAPH,
+                        "job \"%s\" has no sink: add one with sl_sink(), "
+                        "sl_sink_jsonl() or sl_sink_stdout()",
+                        job->name);
+  return 0;
+}
+
+static int plan(sl_job_t *job) {
+  job->workers = calloc((size_t)job->par, sizeof(*job->workers));
+  job->xchgs = calloc((size_t)job->n_xchg + 1, sizeof(*job->xchgs));
+  if (!job->workers || !job->xchgs)
+    return SL_ERR_NOMEM;
+  for (int i = 0; i < job->n_nodes; i++) {
+    sl__node *n = job->nodes[i];
+    if (n->kind == SL__NODE_KEYBY) {
+      int rc = sl__xchg_create(job, n, &job->xchgs[n->xidx]);
+      if (rc)
+        return rc;
+    }
+  }
+  for (int w = 0; w < job->par; w++) {
+    job->workers[w].job = job;
+    job->workers[w].index = w;
+    int rc = plan_worker(job, &job->workers[w]);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+int sl_job_run(sl_job_t *job) {
+  if (!job)
+    return SL_ERR_INVAL;
+  int expect = SL__JOB_NEW;
+  if (!atomic_compare_exchange_strong(&job->phase, &expect,
+                                      SL__JOB_RUNNING)) {
+    return sl__job_fail(job, SL_ERR_STATE,
+                        "job \"%s\": sl_job_run() can be called only once",
+                        job->name);
+  }
+  int rc = validate(job);
+  if (rc)
+    return rc;
+  if ((rc = plan(job)))
+    return sl__job_fail(job, rc, "job \"%s\": cannot build the plan: %s",
+                        job->name, sl_strerror(rc));
+  int started = 0;
+  for (; started < job->par; started++) {
+    sl__worker *w = &job->workers[started];
+    if (pthread_create(&w->thread, NULL, sl__worker_main, w)) {
+      sl__job_fail(job, SL_ERR_NOMEM, "job \"%s\": cannot start worker %d",
+                   job->name, started);
+      break;
+    }
+  }
+  for (int i = 0; i < started; i++)
+    pthread_join(job->workers[i].thread, NULL);
+  atomic_store(&job->phase, SL__JOB_DONE);
+  return job->err;
+}
+
+int sl_job_op_stats(sl_job_t *job, const char *uid, sl_op_stats_t *out) {
+  if (!job || !uid || !out)
+    return SL_ERR_INVAL;
+  for (int i = 0; i < job->n_nodes; i++) {
+    sl__node *n = job->nodes[i];
+    if (!n->uid || strcmp(n->uid, uid) != 0)
+      continue;
+    memset(out, 0, sizeof(*out));
+    out->watermark = SL_TS_MAX;
+    bool any = false;
+    for (int w = 0; job->workers && w < job->par; w++) {
+      sl_ctx_t *c = job->workers[w].inst ? job->workers[w].inst[i] : NULL;
+      if (!c)
+        continue;
+      any = true;
+      out->records_in += sl__counter_get(&c->in);
+      out->records_out += sl__counter_get(&c->out);
+      out->errors += sl__counter_get(&c->errors);
+      out->late_dropped += sl__counter_get(&c->late);
+      int64_t wm = atomic_load_explicit(&c->wm_pub, memory_order_relaxed);
+      if (wm < out->watermark)
+        out->watermark = wm;
+    }
+    if (!any)
+      out->watermark = SL_TS_MIN;
+    return SL_OK;
+  }
+  return SL_ERR_NOTFOUND;
+}

@@ -1,0 +1,223 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What an operator instance sees of the runtime: emitting records,
+ * watermark / idleness / end-of-input propagation through input ports, the
+ * error policy, and the accessors of lib/operator.h and sl_ctx_*. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/conf.h"
+#include "runtime/runtime.h"
+
+int sl_emit(sl_ctx_t *ctx, const sl_record_t *rec) {
+  sl__counter_add(&ctx->out, 1);
+  return sl__emit_outs(ctx, &ctx->main, rec);
+}
+
+int sl_emit_to(sl_ctx_t *ctx, const char *tag, const sl_record_t *rec) {
+  for (int i = 0; i < ctx->n_side; i++) {
+    if (strcmp(ctx->side[i].tag, tag) == 0) {
+      sl__counter_add(&ctx->out, 1);
+      return sl__emit_outs(ctx, &ctx->side[i].outs, rec);
+    }
+  }
+  return 0; /* nobody reads this tag */
+}
+
+void *sl_ctx_alloc(sl_ctx_t *ctx, size_t size) {
+  return sl__arena_alloc(&ctx->w->arena, size);
+}
+
+sl_arena_mark_t sl_op_arena_mark(sl_ctx_t *op) {
+  sl__arena *a = &op->w->arena;
+  sl_arena_mark_t m = {a->head, a->head ? a->head->used : 0};
+  return m;
+}
+
+void sl_op_arena_release(sl_ctx_t *op, sl_arena_mark_t mark) {
+  sl__arena_release(&op->w->arena, mark.chunk, mark.used);
+}
+
+int64_t sl_ctx_watermark(const sl_ctx_t *ctx) {
+  return ctx->wm;
+}
+
+int64_t sl_ctx_now(const sl_ctx_t *ctx) {
+  return sl_clock_now(ctx->w->job->clock);
+}
+
+int sl_ctx_worker(const sl_ctx_t *ctx) {
+  return ctx->w->index;
+}
+
+int sl_ctx_parallelism(const sl_ctx_t *ctx) {
+  return ctx->w->job->par;
+}
+
+void *sl_op_arg(const sl_ctx_t *op) {
+  return op->node->arg;
+}
+void *sl_op_data(const sl_ctx_t *op) {
+  return op->data;
+}
+void sl_op_set_data(sl_ctx_t *op, void *data) {
+  op->data = data;
+}
+const char *sl_op_uid(const sl_ctx_t *op) {
+  return op->node->uid ? op->node->uid : "key_by";
+}
+const sl_conf_t *sl_op_conf(const sl_ctx_t *op) {
+  return op->w->job->conf;
+}
+uint64_t sl_op_key_hash(const sl_ctx_t *op) {
+  return op->w->cur_hash;
+}
+uint32_t sl_op_key_group(const sl_ctx_t *op) {
+  return op->w->cur_kg;
+}
+uint32_t sl_op_max_parallelism(const sl_ctx_t *op) {
+  return op->w->job->max_par;
+}
+void sl_op_set_keyed(sl_ctx_t *op, struct sl__keyed *keyed) {
+  op->keyed = keyed;
+}
+struct sl__keyed *sl_op_keyed(const sl_ctx_t *op) {
+  return op->keyed;
+}
+
+void sl_op_count_late(sl_ctx_t *op) {
+  sl__counter_add(&op->late, 1);
+}
+
+int sl_op_fail(sl_ctx_t *op, int err, const char *fmt, ...) {
+  char msg[768];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  return sl__job_fail(op->w->job, err, "operator \"%s\" (%s) on worker %d: %s",
+                      sl_op_uid(op), op->ops->kind, op->w->index, msg);
+}
+
+int sl_op_user_error(sl_ctx_t *op, const sl_record_t *rec, int rc) {
+  sl_job_t *job = op->w->job;
+  if (sl__job_failing(job))
+    return job->err ? job->err : SL_ERR_STOPPED;
+  if (job->skip_errors) {
+    sl__counter_add(&op->errors, 1);
+    return 0;
+  }
+  char key[96], val[160];
+  sl__escape(key, sizeof(key), rec ? rec->key : NULL, rec ? rec->key_len : 0,
+             64);
+  sl__escape(val, sizeof(val), rec ? rec->value : NULL,
+             rec ? rec->value_len : 0, 96);
+  return sl_op_fail(op, SL_ERR_USER,
+                    "user function returned %d on record key=\"%s\" ts=%lld "
+                    "value=\"%s\"",
+                    rc, key, rec ? (long long)rec->ts : 0LL, val);
+}
+
+/* ---- Watermarks, idleness and end of input ----------------------------- */
+
+static int forward_all(sl_ctx_t *op, int (*fn)(sl_ctx_t *, int, int64_t),
+                       int64_t arg) {
+  for (int i = 0; i < op->main.n; i++) {
+    int rc = fn(op->main.e[i].to, op->main.e[i].port, arg);
+    if (rc)
+      return rc;
+  }
+  for (int s = 0; s < op->n_side; s++) {
+    for (int i = 0; i < op->side[s].outs.n; i++) {
+      sl__edge *e = &op->side[s].outs.e[i];
+      int rc = fn(e->to, e->port, arg);
+      if (rc)
+        return rc;
+    }
+  }
+  return 0;
+}
+
+static int port_wm_cb(sl_ctx_t *to, int port, int64_t wm) {
+  return sl__port_watermark(to, port, wm);
+}
+static int port_idle_cb(sl_ctx_t *to, int port, int64_t idle) {
+  return sl__port_idle(to, port, idle != 0);
+}
+static int port_end_cb(sl_ctx_t *to, int port, int64_t unused) {
+  (void)unused;
+  return sl__port_end(to, port);
+}
+
+/* A key_by producer's outputs are the exchange channels. */
+int sl__forward_watermark(sl_ctx_t *op, int64_t wm) {
+  if (op->xchg)
+    return sl__xchg_broadcast(op, SL__CTL_WATERMARK, wm);
+  return forward_all(op, port_wm_cb, wm);
+}
+int sl__forward_idle(sl_ctx_t *op, bool idle) {
+  if (op->xchg)
+    return sl__xchg_broadcast(op, SL__CTL_IDLE, idle);
+  return forward_all(op, port_idle_cb, idle);
+}
+int sl__forward_end(sl_ctx_t *op) {
+  if (op->xchg)
+    return sl__xchg_broadcast(op, SL__CTL_END, 0);
+  return forward_all(op, port_end_cb, 0);
+}
+
+/* Recomputes the combined input state after a port changed. Idleness is
+ * forwarded before a watermark so that downstream never sees a watermark
+ * from an input it still considers idle. Watermarks only advance. */
+static int recompute(sl_ctx_t *op) {
+  sl__wm_min m = sl__wm_merge(op->ports, op->n_ports);
+  if (m.all_idle != op->idle_out) {
+    op->idle_out = m.all_idle;
+    int rc = sl__forward_idle(op, m.all_idle);
+    if (rc)
+      return rc;
+  }
+  if (m.all_idle || m.wm <= op->wm)
+    return 0;
+  op->wm = m.wm;
+  atomic_store_explicit(&op->wm_pub, m.wm, memory_order_relaxed);
+  if (op->ops->on_watermark) {
+    int rc = op->ops->on_watermark(op, m.wm);
+    if (rc)
+      return rc;
+  }
+  return sl__forward_watermark(op, m.wm);
+}
+
+int sl__port_watermark(sl_ctx_t *op, int port, int64_t wm) {
+  sl__wmport *p = &op->ports[port];
+  if (wm <= p->wm)
+    return 0;
+  p->wm = wm;
+  return p->idle ? 0 : recompute(op);
+}
+
+int sl__port_idle(sl_ctx_t *op, int port, bool idle) {
+  sl__wmport *p = &op->ports[port];
+  if (p->idle == idle || p->ended)
+    return 0;
+  p->idle = idle;
+  return recompute(op);
+}
+
+int sl__port_end(sl_ctx_t *op, int port) {
+  sl__wmport *p = &op->ports[port];
+  if (p->ended)
+    return 0;
+  p->ended = true;
+  p->idle = false;
+  int rc = recompute(op);
+  if (rc)
+    return rc;
+  if (++op->n_ended < op->n_ports || op->ended)
+    return 0;
+  op->ended = true;
+  if (op->ops->on_end && (rc = op->ops->on_end(op)))
+    return rc;
+  return sl__forward_end(op);
+}

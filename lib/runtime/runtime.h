@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Internal structures of a job: the logical graph (nodes, streams), the
+ * per-worker operator instances (sl_ctx) with their input ports, and the
+ * functions that move records, watermarks, idleness and end-of-input
+ * between instances. */
+#ifndef SL_RUNTIME_H
+#define SL_RUNTIME_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "core/arena.h"
+#include "core/util.h"
+#include "operator.h"
+#include "time/watermark.h"
+
+typedef enum sl__node_kind {
+  SL__NODE_SOURCE,
+  SL__NODE_OP,
+  SL__NODE_KEYBY,
+} sl__node_kind;
+
+typedef struct sl__node sl__node;
+typedef struct sl__worker sl__worker;
+typedef struct sl__xchg sl__xchg;
+
+/* A stream is a node's main output (tag NULL) or one of its side outputs. */
+struct sl_stream {
+  sl_job_t *job;
+  sl__node *node;
+  char *tag;
+  bool keyed;
+};
+
+typedef struct sl__input {
+  sl__node *from;
+  const char *tag; /* owned by the stream that named it */
+} sl__input;
+
+struct sl__node {
+  int id; /* creation order, which is a topological order */
+  sl__node_kind kind;
+  char *uid; /* NULL for key_by */
+  const sl_operator_ops_t *ops;
+  void *arg;
+  bool sink;
+  sl__input *inputs;
+  int n_inputs;
+  /* Sources. */
+  const sl_source_ops_t *src_ops;
+  sl_source_ops_t src_ops_copy;
+  void *src_opaque;
+  sl_watermark_spec_t wm_spec;
+  /* key_by. */
+  sl_key_fn key_fn;
+  void *key_opaque;
+  int xidx; /* index among key_by nodes, in topological order */
+  /* Plan: whether this node has an instance on every worker or only on
+   * worker 0 (a non-parallel source and what is chained to it). */
+  bool parallel;
+};
+
+typedef struct sl__edge {
+  sl_ctx_t *to;
+  int port;
+} sl__edge;
+
+typedef struct sl__outs {
+  sl__edge *e;
+  int n;
+} sl__outs;
+
+typedef struct sl__side {
+  const char *tag;
+  sl__outs outs;
+} sl__side;
+
+/* One operator instance on one worker; also the sl_ctx_t handed to user
+ * callbacks, and (embedded) the source context. */
+struct sl_ctx {
+  const sl_operator_ops_t *ops;
+  sl__node *node;
+  sl__worker *w;
+  void *data;
+  sl__outs main;
+  sl__side *side;
+  int n_side;
+  sl__wmport *ports;
+  int n_ports;
+  int n_ended;
+  bool opened;
+  bool ended;    /* end forwarded */
+  bool idle_out; /* idle status forwarded */
+  int64_t wm;    /* combined input watermark (last forwarded) */
+  _Atomic int64_t wm_pub; /* wm, for readers on other threads */
+  sl__counter in, out, errors, late;
+  /* Set on a key_by producer only: the exchange it feeds. */
+  sl__xchg *xchg;
+  /* Set by keyed operators: state, timers and current key. */
+  struct sl__keyed *keyed;
+};
+
+/* A source subtask: its operator instance plus the generator of
+ * watermarks and the source's own state. */
+struct sl_source_ctx {
+  struct sl_ctx op;
+  sl__wmgen wmgen;
+  int64_t wm_emitted;
+  bool done;
+  size_t budget;
+};
+
+struct sl__worker {
+  sl_job_t *job;
+  int index;
+  pthread_t thread;
+  sl_ctx_t **inst; /* per node id; NULL where the node has no instance */
+  sl__arena arena;
+  /* Key of the record being delivered by an exchange. */
+  uint64_t cur_hash;
+  uint32_t cur_kg;
+  int rc;
+};
+
+enum { SL__JOB_NEW, SL__JOB_RUNNING, SL__JOB_DONE };
+
+struct sl_job {
+  char *name;
+  sl_conf_t *conf;
+  sl_clock_t *clock;
+  sl_clock_t *own_clock;
+  _Atomic int phase;
+  _Atomic int stop;   /* sl_job_stop() was called */
+  _Atomic int failed; /* a worker failed: everyone unwinds */
+  /* Graph. */
+  sl__node **nodes;
+  int n_nodes, cap_nodes;
+  sl_stream_t **streams;
+  int n_streams, cap_streams;
+  int n_xchg;
+  int build_err;
+  struct sl__adopted {
+    void *ptr;
+    void (*free_fn)(void *);
+  } *adopted;
+  int n_adopted;
+  /* Settings resolved at sl_job_new. */
+  int par;
+  uint32_t max_par;
+  bool skip_errors;
+  size_t batch_size;
+  size_t chan_cap;
+  size_t source_budget;
+  /* Runtime. */
+  sl__worker *workers;
+  sl__xchg **xchgs;
+  pthread_mutex_t err_lock;
+  int err;
+  char errmsg[1024];
+};
+
+/* Records the job's first error and makes every worker unwind. */
+int sl__job_fail(sl_job_t *job, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static inline bool sl__job_failing(const sl_job_t *job) {
+  return atomic_load_explicit(&((sl_job_t *)job)->failed,
+                              memory_order_relaxed) != 0;
+}
+
+/* ---- Moving elements between instances -------------------------------- */
+
+static inline int sl__deliver(sl_ctx_t *to, int port, const sl_record_t *rec) {
+  sl__counter_add(&to->in, 1);
+  return to->ops->process(to, port, rec);
+}
+
+static inline int sl__emit_outs(sl_ctx_t *op, const sl__outs *o,
+                                const sl_record_t *rec) {
+  for (int i = 0; i < o->n; i++) {
+    int rc = sl__deliver(o->e[i].to, o->e[i].port, rec);
+    if (SL__UNLIKELY(rc))
+      return rc;
+  }
+  (void)op;
+  return 0;
+}
+
+/* Input-port events: update the port, recompute the combined watermark /
+ * idleness / end, call the operator and forward downstream. */
+int sl__port_watermark(sl_ctx_t *op, int port, int64_t wm);
+int sl__port_idle(sl_ctx_t *op, int port, bool idle);
+int sl__port_end(sl_ctx_t *op, int port);
+
+/* Output events of an instance, to every main and side output. */
+int sl__forward_watermark(sl_ctx_t *op, int64_t wm);
+int sl__forward_idle(sl_ctx_t *op, bool idle);
+int sl__forward_end(sl_ctx_t *op);
+
+/* ---- Exchange (exchange.c) --------------------------------------------- */
+
+int sl__xchg_create(sl_job_t *job, sl__node *n, sl__xchg **out);
+void sl__xchg_destroy(sl__xchg *x);
+extern const sl_operator_ops_t sl__keyby_prod_ops;
+enum { SL__CTL_WATERMARK = 1, SL__CTL_IDLE, SL__CTL_END };
+/* Sends a control element from a key_by producer to every consumer. */
+int sl__xchg_broadcast(sl_ctx_t *prod, int kind, int64_t arg);
+extern const sl_operator_ops_t sl__keyby_cons_ops;
+/* Delivers waiting input of exchanges with xidx >= min_xidx to worker w,
+ * most downstream first. Returns the number of elements handled, or a
+ * negative error. */
+int sl__xchg_drain(sl__worker *w, int min_xidx);
+/* Pushes every partially filled batch of w's producers. */
+int sl__xchg_flush(sl__worker *w);
+/* Whether w has received end-of-input on every exchange channel. */
+bool sl__xchg_inputs_ended(sl__worker *w);
+
+/* Backoff for a worker with nothing to do: spin, yield, then sleep up to
+ * 1 ms. *spins counts the idle rounds; reset it to 0 on progress. */
+void sl__backoff(unsigned *spins);
+
+#endif

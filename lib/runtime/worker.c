@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* A worker thread: opens its operator instances, then alternates between
+ * draining its exchange inputs and polling its source subtasks until every
+ * input has ended, the job is stopped, or it fails. Also the source context
+ * that user sources emit through. */
+#include <stdio.h>
+#include <string.h>
+
+#include "runtime/runtime.h"
+
+typedef struct sl_source_ctx src_t;
+
+static int src_open(sl_ctx_t *op) {
+  src_t *s = (src_t *)op;
+  sl__node *n = op->node;
+  sl_job_t *job = op->w->job;
+  sl__wmgen_init(&s->wmgen, &n->wm_spec, sl_clock_now(job->clock));
+  s->wm_emitted = SL_TS_MIN;
+  s->budget = job->source_budget;
+  if (n->src_ops->open) {
+    int rc = n->src_ops->open(s, n->src_opaque);
+    if (rc)
+      return sl_op_fail(op, rc < 0 ? rc : SL_ERR_USER,
+                        "source open failed (%d)", rc);
+  }
+  return 0;
+}
+
+static void src_close(sl_ctx_t *op) {
+  sl__node *n = op->node;
+  if (n->src_ops->close)
+    n->src_ops->close((src_t *)op, n->src_opaque);
+}
+
+static int src_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
+  (void)op;
+  (void)port;
+  (void)rec;
+  return SL_ERR_INTERNAL; /* sources have no inputs */
+}
+
+const sl_operator_ops_t sl__source_ops = {
+    .kind = "source",
+    .open = src_open,
+    .process = src_process,
+    .close = src_close,
+};
+
+int sl_source_emit(sl_source_ctx_t *s, const sl_record_t *rec) {
+  sl_ctx_t *op = &s->op;
+  const sl__node *n = op->node;
+  sl_record_t r;
+  if (n->wm_spec.ts_fn) {
+    r = *rec;
+    int rc = n->wm_spec.ts_fn(rec, &r.ts, n->wm_spec.ts_opaque);
+    if (rc)
+      return sl_op_user_error(op, rec, rc);
+    rec = &r;
+  }
+  if (SL__UNLIKELY(sl__wmgen_on_event(&s->wmgen, rec->ts))) {
+    int rc = sl__forward_idle(op, false);
+    if (rc)
+      return rc;
+  }
+  return sl_emit(op, rec);
+}
+
+int sl_source_ctx_subtask(const sl_source_ctx_t *s) {
+  return s->op.node->parallel ? s->op.w->index : 0;
+}
+
+int sl_source_ctx_subtasks(const sl_source_ctx_t *s) {
+  return s->op.node->parallel ? s->op.w->job->par : 1;
+}
+
+size_t sl_source_ctx_budget(const sl_source_ctx_t *s) {
+  return s->budget;
+}
+
+int sl_source_bad_input(sl_source_ctx_t *s, const char *where,
+                        const char *why) {
+  sl_ctx_t *op = &s->op;
+  if (sl__job_failing(op->w->job))
+    return op->w->job->err;
+  if (op->w->job->skip_errors) {
+    sl__counter_add(&op->errors, 1);
+    return 0;
+  }
+  return sl_op_fail(op, SL_ERR_DECODE, "malformed input at %s: %s", where,
+                    why);
+}
+
+/* Ends a source subtask. Only a natural end of input advances the
+ * watermark to the maximum, so a stopped job does not fire every window. */
+static int src_finish(src_t *s, bool natural) {
+  s->done = true;
+  s->op.ended = true;
+  int rc = 0;
+  if (natural && s->wm_emitted < SL_WATERMARK_MAX) {
+    s->wm_emitted = SL_WATERMARK_MAX;
+    rc = sl__forward_watermark(&s->op, SL_WATERMARK_MAX);
+  }
+  return rc ? rc : sl__forward_end(&s->op);
+}
+
+/* Polls one source subtask once. Returns 1 when it did work, 0 when it had
+ * nothing, or a negative error. */
+static int src_poll(sl__worker *w, src_t *s) {
+  sl_job_t *job = w->job;
+  sl__node *n = s->op.node;
+  if (atomic_load_explicit(&job->stop, memory_order_relaxed)) {
+    int rc = src_finish(s, false);
+    return rc ? rc : 1;
+  }
+  uint64_t before = sl__counter_get(&s->op.out);
+  int rc = n->src_ops->poll(s, n->src_opaque);
+  if (rc < 0) {
+    if (!sl__job_failing(job))
+      sl_op_fail(&s->op, rc, "source poll failed: %s", sl_strerror(rc));
+    return job->err;
+  }
+  bool emitted = sl__counter_get(&s->op.out) != before;
+  if (emitted || rc == SL_POLL_EMPTY) {
+    int64_t now = sl_clock_now(job->clock);
+    if (emitted)
+      sl__wmgen_touch(&s->wmgen, now);
+    else if (sl__wmgen_check_idle(&s->wmgen, now) &&
+             (rc = sl__forward_idle(&s->op, true)))
+      return rc;
+  }
+  int64_t wm = sl__wmgen_current(&s->wmgen);
+  if (wm > s->wm_emitted) {
+    s->wm_emitted = wm;
+    int e = sl__forward_watermark(&s->op, wm);
+    if (e)
+      return e;
+  }
+  if (rc == SL_POLL_END) {
+    int e = src_finish(s, true);
+    return e ? e : 1;
+  }
+  return emitted;
+}
+
+static void close_all(sl__worker *w) {
+  sl_job_t *job = w->job;
+  int total = job->n_nodes + job->n_xchg;
+  for (int i = total - 1; i >= 0; i--) {
+    sl_ctx_t *c = w->inst[i];
+    if (c && c->opened && c->ops->close)
+      c->ops->close(c);
+    if (c)
+      c->opened = false;
+  }
+}
+
+static int open_all(sl__worker *w) {
+  sl_job_t *job = w->job;
+  int total = job->n_nodes + job->n_xchg;
+  for (int i = 0; i < total; i++) {
+    sl_ctx_t *c = w->inst[i];
+    if (!c)
+      continue;
+    if (c->ops->open) {
+      int rc = c->ops->open(c);
+      if (rc)
+        return sl__job_failing(job) ? job->err
+                                    : sl_op_fail(c, rc, "open failed (%d)", rc);
+    }
+    c->opened = true;
+  }
+  return 0;
+}
+
+void *sl__worker_main(void *arg) {
+  sl__worker *w = arg;
+  sl_job_t *job = w->job;
+  int rc = open_all(w);
+  unsigned spins = 0;
+  while (!rc && !sl__job_failing(job)) {
+    int progress = 0;
+    int n = sl__xchg_drain(w, 0);
+    if (n < 0) {
+      rc = n;
+      break;
+    }
+    progress += n;
+    bool sources_done = true;
+    for (int i = 0; i < job->n_nodes && !rc; i++) {
+      sl_ctx_t *c = w->inst[i];
+      if (!c || c->node->kind != SL__NODE_SOURCE || ((src_t *)c)->done)
+        continue;
+      int p = src_poll(w, (src_t *)c);
+      if (p < 0)
+        rc = p;
+      else
+        progress += p;
+      sources_done = sources_done && ((src_t *)c)->done;
+    }
+    if (rc || (rc = sl__xchg_flush(w)))
+      break;
+    if (sources_done && sl__xchg_inputs_ended(w))
+      break;
+    if (progress)
+      spins = 0;
+    else
+      sl__backoff(&spins);
+  }
+  if (rc && !sl__job_failing(job))
+    sl__job_fail(job, rc, "worker %d failed: %s", w->index, sl_strerror(rc));
+  close_all(w);
+  return NULL;
+}

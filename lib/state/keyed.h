@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The keyed context of one keyed operator instance: the current key (and
+ * its hash and key group, computed once by the exchange), the current
+ * namespace, the keyed state and the timer service. The public state and
+ * timer functions find it from an sl_ctx_t through sl_op_keyed(). */
+#ifndef SL_STATE_KEYED_H
+#define SL_STATE_KEYED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice.h"
+
+struct sl__kstate; /* lib/state: registered states + backend */
+struct sl__timers; /* lib/time/timers.h */
+
+typedef struct sl__keyed {
+  sl_ctx_t *op;
+  /* Current key: set before each record or timer callback. */
+  const void *key;
+  size_t key_len;
+  uint64_t hash;
+  uint32_t kg;
+  /* Current namespace: empty for process functions, the window for
+   * window operators. */
+  const void *ns;
+  size_t ns_len;
+  /* Event time of the element being processed (record ts, or the timer's
+   * timestamp in on_timer): the clock of event-time TTL. */
+  int64_t event_now;
+  struct sl__kstate *state;
+  struct sl__timers *timers;
+} sl__keyed;
+
+#endif

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Watermark generation and merging as in Flink: bounded out-of-orderness
+ * emits max_ts - bound - 1; idle inputs do not hold the minimum back. */
+#include "time/watermark.h"
+
+void sl__wmgen_init(sl__wmgen *g, const sl_watermark_spec_t *spec,
+                    int64_t now) {
+  g->kind = spec ? spec->kind : SL_WM_NONE;
+  g->bound = (spec && g->kind == SL_WM_BOUNDED) ? spec->bound_ms : 0;
+  g->idle_timeout = spec ? spec->idle_timeout_ms : 0;
+  g->max_ts = SL_TS_MIN;
+  g->last_active = now;
+  g->idle = false;
+}
+
+int64_t sl__wmgen_current(const sl__wmgen *g) {
+  if (g->kind == SL_WM_NONE || g->max_ts == SL_TS_MIN)
+    return SL_TS_MIN;
+  /* max_ts - bound - 1 without overflow near SL_TS_MIN. */
+  if (g->max_ts < SL_TS_MIN + g->bound + 1)
+    return SL_TS_MIN;
+  return g->max_ts - g->bound - 1;
+}
+
+bool sl__wmgen_check_idle(sl__wmgen *g, int64_t now) {
+  if (g->idle || g->idle_timeout <= 0)
+    return false;
+  if (now - g->last_active >= g->idle_timeout) {
+    g->idle = true;
+    return true;
+  }
+  return false;
+}
+
+sl__wm_min sl__wm_merge(const sl__wmport *ports, int n) {
+  sl__wm_min r = {SL_TS_MAX, true};
+  for (int i = 0; i < n; i++) {
+    if (ports[i].idle && !ports[i].ended)
+      continue;
+    r.all_idle = false;
+    if (ports[i].wm < r.wm)
+      r.wm = ports[i].wm;
+  }
+  if (r.all_idle)
+    r.wm = SL_TS_MIN;
+  return r;
+}
