@@ -14,15 +14,23 @@ sl_job_t *sl_stream_job(const sl_stream_t *s) {
   return s ? s->job : NULL;
 }
 
+/* Before the start, the first build error fails the coming sl_job_run().
+ * Once running, a refused change only explains itself in the message: it
+ * must not fail the job that is running fine. */
 void sl_job_build_error(sl_job_t *job, int err, const char *fmt, ...) {
-  if (!job || job->build_err)
+  if (!job)
     return;
-  job->build_err = err;
-  job->err = err;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(job->errmsg, sizeof(job->errmsg), fmt, ap);
-  va_end(ap);
+  bool building = atomic_load(&job->phase) == SL__JOB_NEW;
+  pthread_mutex_lock(&job->err_lock);
+  if (!job->err && !job->build_err) {
+    if (building)
+      job->build_err = job->err = err;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(job->errmsg, sizeof(job->errmsg), fmt, ap);
+    va_end(ap);
+  }
+  pthread_mutex_unlock(&job->err_lock);
 }
 
 /* Builder calls are only allowed before sl_job_run(). */

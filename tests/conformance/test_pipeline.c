@@ -1,0 +1,677 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* End-to-end behaviour of the runtime: chaining, side outputs, union,
+ * key_by at P=1 and P=2 (same per-key results and order), watermarks and
+ * idleness, the error policy, stop (also from a signal handler),
+ * backpressure with a slow sink, and graph validation. */
+#include <signal.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "core/hash.h"
+#include "testutil.h"
+
+/* ---- Generators --------------------------------------------------------- */
+
+typedef struct numgen {
+  uint64_t keys; /* 0: no key */
+} numgen;
+
+static _Thread_local char tl_val[32], tl_key[32];
+
+static int gen_num(uint64_t i, sl_record_t *out, void *opaque) {
+  numgen *g = opaque;
+  out->value_len = (size_t)snprintf(tl_val, sizeof(tl_val), "%llu",
+                                    (unsigned long long)i);
+  out->value = tl_val;
+  out->ts = (int64_t)i;
+  if (g && g->keys) {
+    uint64_t k = sl__mix64(i * 7919 + 1) % g->keys;
+    out->key_len = (size_t)snprintf(tl_key, sizeof(tl_key), "k%llu",
+                                    (unsigned long long)k);
+    out->key = tl_key;
+  }
+  return 0;
+}
+
+static int double_map(sl_ctx_t *ctx, const sl_record_t *in, sl_record_t *out,
+                      void *opaque) {
+  (void)opaque;
+  long long v = tu_num(in->value, in->value_len);
+  char *b = sl_ctx_alloc(ctx, 32);
+  out->value_len = (size_t)snprintf(b, 32, "%lld", v * 2);
+  out->value = b;
+  return 0;
+}
+
+static int keep_mult4(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx;
+  (void)opaque;
+  return tu_num(rec->value, rec->value_len) % 4 == 0;
+}
+
+START_TEST(chain_map_filter_sink) {
+  sl_job_t *job = tu_job(1, NULL);
+  tu_sink sink;
+  tu_sink_init(&sink);
+  sl_generator_opts_t go = {.count = 1000, .gen = gen_num};
+  sl_stream_t *s = sl_source_generator(job, "gen", &go);
+  s = sl_map(s, "double", double_map, NULL);
+  s = sl_filter(s, "mult4", keep_mult4, NULL);
+  ck_assert_int_eq(sl_sink(s, "sink", tu_sink_fn, &sink), SL_OK);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  ck_assert_uint_eq(sink.n, 500);
+  for (size_t i = 0; i < sink.n; i++)
+    ck_assert_int_eq(strtol(sink.recs[i].value, NULL, 10), (long)(i * 4));
+  sl_op_stats_t st;
+  ck_assert_int_eq(sl_job_op_stats(job, "mult4", &st), SL_OK);
+  ck_assert_uint_eq(st.records_in, 1000);
+  ck_assert_uint_eq(st.records_out, 500);
+  ck_assert_int_eq(sl_job_op_stats(job, "nope", &st), SL_ERR_NOTFOUND);
+  sl_job_destroy(job);
+  tu_sink_free(&sink);
+}
+END_TEST
+
+static int split_odd(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)opaque;
+  if (tu_num(rec->value, rec->value_len) % 2)
+    return sl_emit_to(ctx, "odd", rec);
+  int rc = sl_emit(ctx, rec);
+  return rc ? rc : sl_emit(ctx, rec);
+}
+
+START_TEST(flat_map_and_side_output) {
+  sl_job_t *job = tu_job(1, NULL);
+  tu_sink even, odd;
+  tu_sink_init(&even);
+  tu_sink_init(&odd);
+  sl_generator_opts_t go = {.count = 100, .gen = gen_num};
+  sl_stream_t *s = sl_flat_map(sl_source_generator(job, "gen", &go), "split",
+                               split_odd, NULL);
+  sl_sink(s, "even", tu_sink_fn, &even);
+  sl_sink(sl_side_output(s, "odd"), "odd", tu_sink_fn, &odd);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  ck_assert_uint_eq(even.n, 100); /* 50 even records, twice each */
+  ck_assert_uint_eq(odd.n, 50);
+  ck_assert_str_eq(odd.recs[0].value, "1");
+  ck_assert_str_eq(even.recs[1].value, "0");
+  sl_job_destroy(job);
+  tu_sink_free(&even);
+  tu_sink_free(&odd);
+}
+END_TEST
+
+START_TEST(union_of_two_sources) {
+  sl_job_t *job = tu_job(2, NULL);
+  tu_sink sink;
+  tu_sink_init(&sink);
+  sl_generator_opts_t a = {.count = 300, .gen = gen_num, .parallel = true};
+  sl_generator_opts_t b = {.count = 200, .gen = gen_num};
+  sl_stream_t *in[2] = {sl_source_generator(job, "a", &a),
+                        sl_source_generator(job, "b", &b)};
+  sl_sink(sl_union(in, 2), "sink", tu_sink_fn, &sink);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  ck_assert_uint_eq(sink.n, 500);
+  sl_job_destroy(job);
+  tu_sink_free(&sink);
+}
+END_TEST
+
+/* ---- P=1 vs P=2 equivalence --------------------------------------------- */
+
+#define NKEYS 1000
+typedef struct keyed_result {
+  uint64_t chain[NKEYS]; /* hash chain of values in arrival order */
+  uint64_t count[NKEYS];
+  int worker[NKEYS];
+} keyed_result;
+
+static int keyed_sink(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  keyed_result *r = opaque;
+  char kb[16];
+  memcpy(kb, (const char *)rec->key + 1, rec->key_len - 1);
+  kb[rec->key_len - 1] = '\0';
+  int k = atoi(kb);
+  uint64_t v = (uint64_t)tu_num(rec->value, rec->value_len);
+  /* Each key lives on exactly one worker, so its slot has one writer. */
+  r->chain[k] = sl__mix64(r->chain[k] ^ v) + 1;
+  r->count[k]++;
+  r->worker[k] = sl_ctx_worker(ctx);
+  return 0;
+}
+
+static void run_keyed(int par, keyed_result *r, uint64_t n) {
+  memset(r, 0, sizeof(*r));
+  sl_job_t *job = tu_job(par, NULL);
+  static numgen g = {.keys = NKEYS};
+  sl_generator_opts_t go = {.count = n, .gen = gen_num, .opaque = &g};
+  sl_stream_t *s = sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
+  sl_sink(s, "sink", keyed_sink, r);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  sl_job_destroy(job);
+}
+
+START_TEST(p1_p2_same_per_key_results) {
+  static keyed_result r1, r2;
+  run_keyed(1, &r1, 1000000);
+  run_keyed(2, &r2, 1000000);
+  uint64_t total = 0;
+  int on_w1 = 0;
+  for (int k = 0; k < NKEYS; k++) {
+    ck_assert_uint_eq(r1.count[k], r2.count[k]);
+    ck_assert_msg(r1.chain[k] == r2.chain[k], "key k%d: order differs", k);
+    total += r2.count[k];
+    char key[16];
+    int len = snprintf(key, sizeof(key), "k%d", k);
+    int expect = sl__kg_worker(sl__key_group(sl__hash64(key, (size_t)len), 128),
+                               2, 128);
+    if (r2.count[k]) {
+      ck_assert_int_eq(r2.worker[k], expect);
+      on_w1 += expect == 1;
+    }
+  }
+  ck_assert_uint_eq(total, 1000000);
+  ck_assert_int_gt(on_w1, NKEYS / 4); /* the work really is split */
+}
+END_TEST
+
+START_TEST(parallel_source_through_exchange) {
+  sl_job_t *job = tu_job(2, NULL);
+  static numgen g = {.keys = 97};
+  static keyed_result r;
+  memset(&r, 0, sizeof(r));
+  sl_generator_opts_t go = {.count = 200000, .gen = gen_num, .opaque = &g,
+                            .parallel = true};
+  sl_stream_t *s = sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
+  sl_sink(s, "sink", keyed_sink, &r);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  uint64_t total = 0;
+  for (int k = 0; k < NKEYS; k++)
+    total += r.count[k];
+  ck_assert_uint_eq(total, 200000);
+  sl_job_destroy(job);
+}
+END_TEST
+
+/* ---- Watermarks --------------------------------------------------------- */
+
+static const int64_t ooo_ts[] = {100, 90, 150, 120, 300, 250, 260, 400, 399};
+
+static int ooo_gen(uint64_t i, sl_record_t *out, void *opaque) {
+  (void)opaque;
+  out->ts = ooo_ts[i];
+  out->value = "x";
+  out->value_len = 1;
+  return 0;
+}
+
+static sl_job_t *wm_job(int par) {
+  char err[128];
+  sl_conf_t *c = sl_conf_new();
+  char p[8];
+  snprintf(p, sizeof(p), "%d", par);
+  sl_conf_set(c, "parallelism", p, err, sizeof(err));
+  sl_conf_set(c, "source.batch.size", "1", err, sizeof(err));
+  sl_job_t *job = sl_job_new("wm", c, err, sizeof(err));
+  ck_assert_ptr_nonnull(job);
+  return job;
+}
+
+START_TEST(bounded_watermarks_follow_max_ts) {
+  sl_job_t *job = wm_job(1);
+  tu_log log;
+  tu_log_init(&log);
+  sl_generator_opts_t go = {.count = 9, .gen = ooo_gen};
+  sl_watermark_spec_t spec = {.kind = SL_WM_BOUNDED, .bound_ms = 10};
+  sl_stream_t *s = sl_with_watermarks(sl_source_generator(job, "g", &go),
+                                      &spec);
+  sl_sink(tu_log_op(s, "log", &log), "sink", tu_discard, NULL);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  /* After each record (one per poll) the watermark is max_ts - 11 when it
+   * advanced; it never goes back; the end of input brings the maximum. */
+  int64_t max = SL_TS_MIN, last_wm = SL_TS_MIN;
+  size_t recs = 0;
+  for (size_t i = 0; i < log.n; i++) {
+    tu_event *e = &log.ev[i];
+    if (e->kind == TU_REC) {
+      if (e->ts > max)
+        max = e->ts;
+      recs++;
+    } else if (e->kind == TU_WM) {
+      ck_assert_int_gt(e->ts, last_wm);
+      if (e->ts != SL_WATERMARK_MAX)
+        ck_assert_int_eq(e->ts, max - 11);
+      last_wm = e->ts;
+    }
+  }
+  ck_assert_uint_eq(recs, 9);
+  ck_assert_int_eq(log.ev[log.n - 2].kind, TU_WM);
+  ck_assert_int_eq(log.ev[log.n - 2].ts, SL_WATERMARK_MAX);
+  ck_assert_int_eq(log.ev[log.n - 1].kind, TU_END);
+  /* 100,90 -> 89; 150 -> 139; 120 no change; 300 -> 289; 250,260 no
+   * change; 400 -> 389; 399 no change; then MAX. */
+  int64_t want[] = {89, 139, 289, 389, SL_WATERMARK_MAX};
+  size_t w = 0;
+  for (size_t i = 0; i < log.n; i++)
+    if (log.ev[i].kind == TU_WM) {
+      ck_assert_uint_lt(w, 5);
+      ck_assert_int_eq(log.ev[i].ts, want[w++]);
+    }
+  ck_assert_uint_eq(w, 5);
+  sl_job_destroy(job);
+}
+END_TEST
+
+/* An operator that emits a record from on_watermark: it must reach
+ * downstream before the watermark that caused it. */
+static int fire_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
+  (void)port;
+  (void)rec;
+  (void)op;
+  return 0;
+}
+static int fire_wm(sl_ctx_t *op, int64_t wm) {
+  char b[32];
+  int n = snprintf(b, sizeof(b), "fired@%lld", (long long)wm);
+  sl_record_t r = {NULL, 0, b, (size_t)n, wm};
+  return sl_emit(op, &r);
+}
+static const sl_operator_ops_t fire_ops = {
+    .kind = "fire", .process = fire_process, .on_watermark = fire_wm};
+
+START_TEST(watermark_outputs_precede_watermark) {
+  sl_job_t *job = wm_job(2);
+  tu_log log;
+  tu_log_init(&log);
+  sl_generator_opts_t go = {.count = 9, .gen = ooo_gen};
+  sl_watermark_spec_t spec = {.kind = SL_WM_BOUNDED, .bound_ms = 10};
+  sl_stream_t *s = sl_with_watermarks(sl_source_generator(job, "g", &go),
+                                      &spec);
+  s = sl_key_by(s, NULL, NULL);
+  sl_stream_t *f = sl_op_add(&s, 1, "fire", &fire_ops, NULL, false);
+  sl_sink(tu_log_op(f, "log", &log), "sink", tu_discard, NULL);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  /* Per worker instance of "log", every W is preceded by its fired@ R;
+   * the log is shared, so check pairs by value: each watermark's record
+   * appears earlier in the log. */
+  size_t wms = 0;
+  for (size_t i = 0; i < log.n; i++) {
+    if (log.ev[i].kind != TU_WM)
+      continue;
+    wms++;
+    char want[32];
+    snprintf(want, sizeof(want), "fired@%lld", (long long)log.ev[i].ts);
+    bool found = false;
+    for (size_t j = 0; j < i && !found; j++)
+      found = log.ev[j].kind == TU_REC && strcmp(log.ev[j].value, want) == 0;
+    ck_assert_msg(found, "watermark %lld forwarded before its output",
+                  (long long)log.ev[i].ts);
+  }
+  /* Both workers see the watermarks, though only worker 0 has the source. */
+  size_t maxes = 0;
+  for (size_t i = 0; i < log.n; i++)
+    maxes += log.ev[i].kind == TU_WM && log.ev[i].ts == SL_WATERMARK_MAX;
+  ck_assert_uint_eq(maxes, 2);
+  ck_assert_uint_ge(wms, 4);
+  sl_job_destroy(job);
+}
+END_TEST
+
+/* Idleness: source "busy" emits slowly; source "quiet" never emits and
+ * moves a manual clock on each empty poll. */
+typedef struct idle_ctx {
+  sl_clock_t *clock;
+  _Atomic int busy_done;
+  int busy_next;
+  int quiet_late_record; /* emit one record after going idle */
+  int quiet_polls;
+} idle_ctx;
+
+static int busy_poll(sl_source_ctx_t *ctx, void *opaque) {
+  idle_ctx *ic = opaque;
+  if (ic->busy_next >= 200) {
+    atomic_store(&ic->busy_done, 1);
+    return SL_POLL_END;
+  }
+  sl_record_t r = {NULL, 0, "b", 1, 1000 + ic->busy_next * 10};
+  ic->busy_next++;
+  return sl_source_emit(ctx, &r);
+}
+
+static int quiet_poll(sl_source_ctx_t *ctx, void *opaque) {
+  idle_ctx *ic = opaque;
+  sl_clock_advance(ic->clock, 10);
+  if (ic->quiet_late_record && ++ic->quiet_polls == 100) {
+    sl_record_t r = {NULL, 0, "q", 1, 5};
+    int rc = sl_source_emit(ctx, &r);
+    return rc ? rc : SL_POLL_MORE;
+  }
+  return atomic_load(&ic->busy_done) ? SL_POLL_END : SL_POLL_EMPTY;
+}
+
+static void run_idle(int64_t timeout, int late, tu_log *log) {
+  sl_job_t *job = wm_job(1);
+  idle_ctx ic = {.clock = sl_clock_new_manual(0), .quiet_late_record = late};
+  sl_job_set_clock(job, ic.clock);
+  sl_source_ops_t busy = {.poll = busy_poll}, quiet = {.poll = quiet_poll};
+  sl_watermark_spec_t spec = {.kind = SL_WM_MONOTONOUS,
+                              .idle_timeout_ms = timeout};
+  sl_stream_t *in[2] = {
+      sl_with_watermarks(sl_source(job, "busy", &busy, &ic), &spec),
+      sl_with_watermarks(sl_source(job, "quiet", &quiet, &ic), &spec)};
+  sl_sink(tu_log_op(sl_union(in, 2), "log", log), "sink", tu_discard, NULL);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  sl_job_destroy(job);
+  sl_clock_destroy(ic.clock);
+}
+
+START_TEST(idle_input_does_not_hold_watermark) {
+  tu_log log;
+  tu_log_init(&log);
+  run_idle(100, 0, &log);
+  size_t mid = 0;
+  for (size_t i = 0; i < log.n; i++)
+    mid += log.ev[i].kind == TU_WM && log.ev[i].ts != SL_WATERMARK_MAX;
+  ck_assert_uint_gt(mid, 100);
+}
+END_TEST
+
+START_TEST(without_idleness_watermark_waits) {
+  tu_log log;
+  tu_log_init(&log);
+  run_idle(0, 0, &log);
+  for (size_t i = 0; i < log.n; i++)
+    if (log.ev[i].kind == TU_WM)
+      ck_assert_int_eq(log.ev[i].ts, SL_WATERMARK_MAX);
+}
+END_TEST
+
+START_TEST(record_reactivates_idle_input_watermark_never_regresses) {
+  tu_log log;
+  tu_log_init(&log);
+  run_idle(100, 1, &log);
+  int64_t last = SL_TS_MIN;
+  bool saw_q = false;
+  size_t wms_after_q = 0;
+  for (size_t i = 0; i < log.n; i++) {
+    if (log.ev[i].kind == TU_REC && log.ev[i].value[0] == 'q')
+      saw_q = true;
+    if (log.ev[i].kind != TU_WM)
+      continue;
+    ck_assert_int_gt(log.ev[i].ts, last);
+    last = log.ev[i].ts;
+    wms_after_q += saw_q && last != SL_WATERMARK_MAX;
+  }
+  ck_assert(saw_q);
+  /* The late record made the quiet input active at watermark 4, below the
+   * union's: the union's watermark held still (never regressed) until the
+   * quiet input went idle again, then followed the busy one. */
+  ck_assert_uint_gt(wms_after_q, 0);
+}
+END_TEST
+
+/* ---- Error policy ------------------------------------------------------- */
+
+static int fail_on_mult_of_100(sl_ctx_t *ctx, const sl_record_t *in,
+                               sl_record_t *out, void *opaque) {
+  (void)ctx;
+  (void)out;
+  (void)opaque;
+  return tu_num(in->value, in->value_len) % 100 == 42 ? -1 : 0;
+}
+
+START_TEST(user_error_fails_job_with_context) {
+  sl_job_t *job = tu_job(2, "fail");
+  static numgen g = {.keys = 10};
+  sl_generator_opts_t go = {.count = 1000, .gen = gen_num, .opaque = &g};
+  sl_stream_t *s = sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
+  sl_sink(sl_map(s, "mapper", fail_on_mult_of_100, NULL), "sink", tu_discard,
+          NULL);
+  ck_assert_int_eq(sl_job_run(job), SL_ERR_USER);
+  const char *msg = sl_job_errmsg(job);
+  ck_assert_msg(strstr(msg, "\"mapper\"") && strstr(msg, "42\"") &&
+                    strstr(msg, "ts=") && strstr(msg, "key=\"k"),
+                "message lacks context: %s", msg);
+  sl_job_destroy(job);
+}
+END_TEST
+
+START_TEST(user_error_skipped_and_counted) {
+  sl_job_t *job = tu_job(2, "skip");
+  static numgen g = {.keys = 10};
+  tu_sink sink;
+  tu_sink_init(&sink);
+  sl_generator_opts_t go = {.count = 1000, .gen = gen_num, .opaque = &g};
+  sl_stream_t *s = sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
+  sl_sink(sl_map(s, "mapper", fail_on_mult_of_100, NULL), "sink", tu_sink_fn,
+          &sink);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  sl_op_stats_t st;
+  sl_job_op_stats(job, "mapper", &st);
+  ck_assert_uint_eq(st.errors, 10);
+  ck_assert_uint_eq(sink.n, 990);
+  sl_job_destroy(job);
+  tu_sink_free(&sink);
+}
+END_TEST
+
+/* ---- Stop --------------------------------------------------------------- */
+
+static sl_job_t *stop_target;
+static _Atomic uint64_t stop_seen;
+
+static void on_usr1(int sig) {
+  (void)sig;
+  sl_job_stop(stop_target);
+}
+
+static int stop_sink(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx;
+  (void)rec;
+  uint64_t n = atomic_fetch_add(&stop_seen, 1) + 1;
+  if (opaque && n == 300000)
+    raise(SIGUSR1);
+  return 0;
+}
+
+static void *stopper(void *arg) {
+  while (atomic_load(&stop_seen) < 300000)
+    usleep(1000);
+  sl_job_stop(arg);
+  return NULL;
+}
+
+static void run_unbounded(bool by_signal) {
+  sl_job_t *job = tu_job(2, NULL);
+  static numgen g = {.keys = 1000};
+  atomic_store(&stop_seen, 0);
+  stop_target = job;
+  sl_generator_opts_t go = {.count = 0, .gen = gen_num, .opaque = &g,
+                            .parallel = true};
+  sl_stream_t *s = sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
+  sl_sink(s, "sink", stop_sink, by_signal ? &g : NULL);
+  pthread_t t;
+  if (by_signal)
+    signal(SIGUSR1, on_usr1);
+  else
+    pthread_create(&t, NULL, stopper, job);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  if (!by_signal)
+    pthread_join(t, NULL);
+  /* Everything read before the stop was processed. */
+  sl_op_stats_t src, snk;
+  sl_job_op_stats(job, "gen", &src);
+  sl_job_op_stats(job, "sink", &snk);
+  ck_assert_uint_ge(snk.records_in, 300000);
+  ck_assert_uint_eq(snk.records_in, src.records_out);
+  ck_assert_int_ne(snk.watermark, SL_WATERMARK_MAX);
+  sl_job_destroy(job);
+}
+
+START_TEST(stop_under_load_from_thread) {
+  run_unbounded(false);
+}
+END_TEST
+
+START_TEST(stop_under_load_from_signal_handler) {
+  run_unbounded(true);
+}
+END_TEST
+
+/* ---- Backpressure -------------------------------------------------------- */
+
+typedef struct bp {
+  sl_job_t *job;
+  uint64_t max_inflight;
+  uint64_t seen;
+} bp;
+
+static int slow_sink(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)rec;
+  bp *b = opaque;
+  if (sl_ctx_worker(ctx) != 1)
+    return 0;
+  for (volatile int i = 0; i < 2000; i++) {
+  }
+  if (++b->seen % 64 == 0) {
+    sl_op_stats_t src, snk;
+    sl_job_op_stats(b->job, "gen", &src);
+    sl_job_op_stats(b->job, "sink", &snk);
+    uint64_t inflight = src.records_out - snk.records_in;
+    if (inflight > b->max_inflight)
+      b->max_inflight = inflight;
+  }
+  return 0;
+}
+
+START_TEST(slow_sink_backpressures_bounded_memory) {
+  char err[128];
+  sl_conf_t *c = sl_conf_new();
+  sl_conf_set(c, "parallelism", "2", err, sizeof(err));
+  sl_conf_set(c, "channel.capacity", "4", err, sizeof(err));
+  sl_conf_set(c, "batch.size", "64", err, sizeof(err));
+  sl_conf_set(c, "source.batch.size", "128", err, sizeof(err));
+  sl_job_t *job = sl_job_new("bp", c, err, sizeof(err));
+  static numgen g = {.keys = 1000};
+  bp b = {.job = job};
+  sl_generator_opts_t go = {.count = 100000, .gen = gen_num, .opaque = &g};
+  sl_stream_t *s = sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
+  sl_sink(s, "sink", slow_sink, &b);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  sl_op_stats_t snk;
+  sl_job_op_stats(job, "sink", &snk);
+  ck_assert_uint_eq(snk.records_in, 100000);
+  /* Channel ring (4 batches of 64) + the open batch + the batch being
+   * consumed + one source poll: the source never runs further ahead. */
+  ck_assert_uint_le(b.max_inflight, 4 * 64 + 64 + 64 + 128);
+  ck_assert_uint_gt(b.max_inflight, 64); /* the test did fill the channel */
+  sl_job_destroy(job);
+}
+END_TEST
+
+/* ---- Graph validation --------------------------------------------------- */
+
+static const sl_operator_ops_t keyed_ops = {
+    .kind = "keyed", .keyed = true, .process = tu_log_process};
+
+START_TEST(bad_graphs_are_rejected_clearly) {
+  sl_generator_opts_t go = {.count = 1, .gen = gen_num};
+  /* duplicate uid */
+  sl_job_t *job = tu_job(1, NULL);
+  sl_stream_t *s = sl_source_generator(job, "x", &go);
+  ck_assert_ptr_null(sl_map(s, "x", double_map, NULL));
+  ck_assert_ptr_nonnull(strstr(sl_job_errmsg(job), "duplicate uid \"x\""));
+  ck_assert_int_eq(sl_job_run(job), SL_ERR_GRAPH);
+  sl_job_destroy(job);
+  /* keyed operator without key_by */
+  job = tu_job(1, NULL);
+  s = sl_source_generator(job, "g", &go);
+  ck_assert_ptr_null(sl_op_add(&s, 1, "k", &keyed_ops, NULL, false));
+  ck_assert_ptr_nonnull(strstr(sl_job_errmsg(job), "not keyed"));
+  ck_assert_int_eq(sl_job_run(job), SL_ERR_GRAPH);
+  sl_job_destroy(job);
+  /* missing sink */
+  job = tu_job(1, NULL);
+  sl_map(sl_source_generator(job, "g", &go), "m", double_map, NULL);
+  ck_assert_int_eq(sl_job_run(job), SL_ERR_GRAPH);
+  ck_assert_ptr_nonnull(strstr(sl_job_errmsg(job), "no sink"));
+  sl_job_destroy(job);
+  /* no source */
+  job = tu_job(1, NULL);
+  ck_assert_int_eq(sl_job_run(job), SL_ERR_GRAPH);
+  ck_assert_ptr_nonnull(strstr(sl_job_errmsg(job), "no source"));
+  sl_job_destroy(job);
+  /* NULL function; NULL propagates without crashing */
+  job = tu_job(1, NULL);
+  s = sl_map(sl_source_generator(job, "g", &go), "m", NULL, NULL);
+  ck_assert_ptr_null(s);
+  ck_assert_int_eq(sl_sink(sl_filter(s, "f", keep_mult4, NULL), "s",
+                           tu_discard, NULL),
+                   SL_ERR_INVAL);
+  ck_assert_int_eq(sl_job_run(job), SL_ERR_INVAL);
+  sl_job_destroy(job);
+  /* parallelism > max.parallelism */
+  char err[256];
+  sl_conf_t *c = sl_conf_new();
+  sl_conf_set(c, "parallelism", "8", err, sizeof(err));
+  sl_conf_set(c, "max.parallelism", "4", err, sizeof(err));
+  ck_assert_ptr_null(sl_job_new("j", c, err, sizeof(err)));
+  ck_assert_ptr_nonnull(strstr(err, "max.parallelism"));
+  sl_conf_destroy(c);
+  sl_job_destroy(NULL);
+}
+END_TEST
+
+static int add_during_run(sl_ctx_t *ctx, const sl_record_t *rec,
+                          void *opaque) {
+  (void)ctx;
+  (void)rec;
+  sl_stream_t **s = opaque;
+  if (*s && sl_map(*s, "late", double_map, NULL) == NULL)
+    *s = NULL; /* refused, as it must be */
+  return 0;
+}
+
+START_TEST(job_cannot_change_after_start) {
+  sl_job_t *job = tu_job(1, NULL);
+  sl_generator_opts_t go = {.count = 3, .gen = gen_num};
+  sl_stream_t *s = sl_source_generator(job, "g", &go);
+  sl_stream_t *probe = s;
+  sl_sink(s, "sink", add_during_run, &probe);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  ck_assert_ptr_null(probe);
+  ck_assert_ptr_null(sl_filter(s, "after", keep_mult4, NULL));
+  ck_assert_ptr_nonnull(strstr(sl_job_errmsg(job), "already started"));
+  ck_assert_int_eq(sl_job_run(job), SL_ERR_STATE);
+  sl_job_destroy(job);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("pipeline");
+  TCase *tc = tcase_create("runtime");
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, chain_map_filter_sink);
+  tcase_add_test(tc, flat_map_and_side_output);
+  tcase_add_test(tc, union_of_two_sources);
+  tcase_add_test(tc, p1_p2_same_per_key_results);
+  tcase_add_test(tc, parallel_source_through_exchange);
+  tcase_add_test(tc, bounded_watermarks_follow_max_ts);
+  tcase_add_test(tc, watermark_outputs_precede_watermark);
+  tcase_add_test(tc, idle_input_does_not_hold_watermark);
+  tcase_add_test(tc, without_idleness_watermark_waits);
+  tcase_add_test(tc, record_reactivates_idle_input_watermark_never_regresses);
+  tcase_add_test(tc, user_error_fails_job_with_context);
+  tcase_add_test(tc, user_error_skipped_and_counted);
+  tcase_add_test(tc, stop_under_load_from_thread);
+  tcase_add_test(tc, stop_under_load_from_signal_handler);
+  tcase_add_test(tc, slow_sink_backpressures_bounded_memory);
+  tcase_add_test(tc, bad_graphs_are_rejected_clearly);
+  tcase_add_test(tc, job_cannot_change_after_start);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Watermark generation (bounded out-of-orderness, monotonous, idleness)
+ * and the min-merge of input ports that ignores idle inputs. */
+#include <check.h>
+#include <stdlib.h>
+
+#include "time/watermark.h"
+
+START_TEST(bounded_is_max_minus_bound_minus_one) {
+  sl_watermark_spec_t spec = {.kind = SL_WM_BOUNDED, .bound_ms = 100};
+  sl__wmgen g;
+  sl__wmgen_init(&g, &spec, 0);
+  ck_assert_int_eq(sl__wmgen_current(&g), SL_TS_MIN);
+  sl__wmgen_on_event(&g, 1000);
+  ck_assert_int_eq(sl__wmgen_current(&g), 899);
+  sl__wmgen_on_event(&g, 500); /* out of order: no regress */
+  ck_assert_int_eq(sl__wmgen_current(&g), 899);
+  sl__wmgen_on_event(&g, 2000);
+  ck_assert_int_eq(sl__wmgen_current(&g), 1899);
+}
+END_TEST
+
+START_TEST(monotonous_is_max_minus_one) {
+  sl_watermark_spec_t spec = {.kind = SL_WM_MONOTONOUS, .bound_ms = 77};
+  sl__wmgen g;
+  sl__wmgen_init(&g, &spec, 0);
+  sl__wmgen_on_event(&g, 10);
+  ck_assert_int_eq(sl__wmgen_current(&g), 9);
+}
+END_TEST
+
+START_TEST(none_stays_at_min) {
+  sl__wmgen g;
+  sl__wmgen_init(&g, NULL, 0);
+  sl__wmgen_on_event(&g, 10);
+  ck_assert_int_eq(sl__wmgen_current(&g), SL_TS_MIN);
+}
+END_TEST
+
+START_TEST(bounded_near_min_does_not_overflow) {
+  sl_watermark_spec_t spec = {.kind = SL_WM_BOUNDED, .bound_ms = 1000};
+  sl__wmgen g;
+  sl__wmgen_init(&g, &spec, 0);
+  sl__wmgen_on_event(&g, SL_TS_MIN + 5);
+  ck_assert_int_eq(sl__wmgen_current(&g), SL_TS_MIN);
+}
+END_TEST
+
+START_TEST(idleness_after_timeout_and_back) {
+  sl_watermark_spec_t spec = {.kind = SL_WM_BOUNDED, .idle_timeout_ms = 50};
+  sl__wmgen g;
+  sl__wmgen_init(&g, &spec, 1000);
+  ck_assert(!sl__wmgen_check_idle(&g, 1049));
+  ck_assert(sl__wmgen_check_idle(&g, 1050));
+  ck_assert(!sl__wmgen_check_idle(&g, 2000)); /* reported once */
+  ck_assert(sl__wmgen_on_event(&g, 5));       /* active again */
+  sl__wmgen_touch(&g, 2000);
+  ck_assert(!sl__wmgen_on_event(&g, 6));
+  ck_assert(!sl__wmgen_check_idle(&g, 2049));
+  ck_assert(sl__wmgen_check_idle(&g, 2050));
+}
+END_TEST
+
+START_TEST(no_timeout_never_idle) {
+  sl_watermark_spec_t spec = {.kind = SL_WM_BOUNDED};
+  sl__wmgen g;
+  sl__wmgen_init(&g, &spec, 0);
+  ck_assert(!sl__wmgen_check_idle(&g, INT64_MAX / 2));
+}
+END_TEST
+
+START_TEST(merge_min_ignores_idle) {
+  sl__wmport p[3] = {{100, false, false}, {50, true, false}, {70, false, false}};
+  sl__wm_min m = sl__wm_merge(p, 3);
+  ck_assert(!m.all_idle);
+  ck_assert_int_eq(m.wm, 70);
+  p[1].idle = false;
+  ck_assert_int_eq(sl__wm_merge(p, 3).wm, 50);
+}
+END_TEST
+
+START_TEST(merge_all_idle) {
+  sl__wmport p[2] = {{100, true, false}, {50, true, false}};
+  ck_assert(sl__wm_merge(p, 2).all_idle);
+}
+END_TEST
+
+START_TEST(merge_ended_counts_with_last_watermark) {
+  sl__wmport p[2] = {{SL_TS_MAX, false, true}, {40, true, false}};
+  sl__wm_min m = sl__wm_merge(p, 2);
+  ck_assert(!m.all_idle);
+  ck_assert_int_eq(m.wm, SL_TS_MAX);
+  p[0].wm = 30; /* a stopped input keeps holding its watermark */
+  ck_assert_int_eq(sl__wm_merge(p, 2).wm, 30);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("watermark");
+  TCase *tc = tcase_create("core");
+  tcase_add_test(tc, bounded_is_max_minus_bound_minus_one);
+  tcase_add_test(tc, monotonous_is_max_minus_one);
+  tcase_add_test(tc, none_stays_at_min);
+  tcase_add_test(tc, bounded_near_min_does_not_overflow);
+  tcase_add_test(tc, idleness_after_timeout_and_back);
+  tcase_add_test(tc, no_timeout_never_idle);
+  tcase_add_test(tc, merge_min_ignores_idle);
+  tcase_add_test(tc, merge_all_idle);
+  tcase_add_test(tc, merge_ended_counts_with_last_watermark);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
