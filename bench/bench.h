@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Helpers for benchmarks: a monotonic clock, a job built from a few conf
+ * settings, and the one-line result format `bench=<name> key=value ...`. */
+#ifndef SL_BENCH_H
+#define SL_BENCH_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "sluice.h"
+
+static inline double bench_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A job with parallelism par and optional extra key/value pairs (NULL-
+ * terminated); exits the benchmark program on a bad setting. */
+static inline sl_job_t *bench_job(const char *name, int par,
+                                  const char *const *kv) {
+  char err[256], p[16];
+  sl_conf_t *c = sl_conf_new();
+  snprintf(p, sizeof(p), "%d", par);
+  if (sl_conf_set(c, "parallelism", p, err, sizeof(err)))
+    goto bad;
+  for (; kv && kv[0]; kv += 2)
+    if (sl_conf_set(c, kv[0], kv[1], err, sizeof(err)))
+      goto bad;
+  sl_job_t *job = sl_job_new(name, c, err, sizeof(err));
+  if (job)
+    return job;
+bad:
+  fprintf(stderr, "%s: %s\n", name, err);
+  exit(2);
+}
+
+static inline void bench_run(sl_job_t *job) {
+  int rc = sl_job_run(job);
+  if (rc) {
+    fprintf(stderr, "job failed: %s: %s\n", sl_strerror(rc),
+            sl_job_errmsg(job));
+    exit(1);
+  }
+}
+
+#endif
