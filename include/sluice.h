@@ -8,6 +8,9 @@
 #include "sluice/conf.h"
 #include "sluice/time.h"
 #include "sluice/job.h"
+#include "sluice/state.h"
+#include "sluice/process.h"
+#include "sluice/harness.h"
 
 #define SLUICE_VERSION_MAJOR 0
 #define SLUICE_VERSION_MINOR 1

@@ -25,6 +25,9 @@ typedef struct sl_operator_ops {
    * reaches downstream before the watermark itself, which the runtime
    * forwards when this returns 0. Optional. */
   int (*on_watermark)(sl_ctx_t *op, int64_t wm);
+  /* Processing time moved on: called by the worker every round with the
+   * clock's time (timers, processing-time windows). Optional. */
+  int (*on_proc_time)(sl_ctx_t *op, int64_t now);
   /* Every input ended (after their final watermark). Optional. */
   int (*on_end)(sl_ctx_t *op);
   /* Frees the instance's data; called once per opened instance, also when
@@ -86,6 +89,10 @@ int sl_op_user_error(sl_ctx_t *op, const sl_record_t *rec, int rc);
 /* Fails the job with a message (operator uid prepended); returns err. */
 int sl_op_fail(sl_ctx_t *op, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Makes every record emitted through op carry timestamp ts (fixed) or
+ * the timestamp given by the emitter (!fixed). */
+void sl_op_set_out_ts(sl_ctx_t *op, bool fixed, int64_t ts);
 
 /* Counts a record dropped as late. */
 void sl_op_count_late(sl_ctx_t *op);

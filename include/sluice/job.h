@@ -91,6 +91,13 @@ SL_API int64_t sl_ctx_watermark(const sl_ctx_t *ctx);
 /* Processing time from the job's clock. */
 SL_API int64_t sl_ctx_now(const sl_ctx_t *ctx);
 
+/* Per-instance data. An operator runs as one instance per worker, all
+ * sharing the opaque pointer given when the job was built; what belongs to
+ * one instance (state handles from sl_state_register(), buffers) is kept
+ * here, typically set in open() and freed in close(). NULL until set. */
+SL_API void sl_ctx_set_local(sl_ctx_t *ctx, void *data);
+SL_API void *sl_ctx_local(const sl_ctx_t *ctx);
+
 /* Index of the worker running this callback (0..parallelism-1) and the
  * job's parallelism. */
 SL_API int sl_ctx_worker(const sl_ctx_t *ctx);

@@ -76,6 +76,7 @@ static void plan_free(sl_job_t *job) {
         }
       }
       free(wk->inst);
+      free(wk->proc_time);
       sl__arena_free(&wk->arena);
     }
     free(job->workers);
@@ -304,9 +305,7 @@ static int plan(sl_job_t *job) {
   return 0;
 }
 
-int sl_job_run(sl_job_t *job) {
-  if (!job)
-    return SL_ERR_INVAL;
+int sl__job_prepare(sl_job_t *job) {
   int expect = SL__JOB_NEW;
   if (!atomic_compare_exchange_strong(&job->phase, &expect,
                                       SL__JOB_RUNNING)) {
@@ -320,6 +319,15 @@ int sl_job_run(sl_job_t *job) {
   if ((rc = plan(job)))
     return sl__job_fail(job, rc, "job \"%s\": cannot build the plan: %s",
                         job->name, sl_strerror(rc));
+  return 0;
+}
+
+int sl_job_run(sl_job_t *job) {
+  if (!job)
+    return SL_ERR_INVAL;
+  int rc = sl__job_prepare(job);
+  if (rc)
+    return rc;
   int started = 0;
   for (; started < job->par; started++) {
     sl__worker *w = &job->workers[started];

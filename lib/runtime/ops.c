@@ -9,19 +9,30 @@
 #include "core/conf.h"
 #include "runtime/runtime.h"
 
-int sl_emit(sl_ctx_t *ctx, const sl_record_t *rec) {
+static int emit(sl_ctx_t *ctx, const sl__outs *o, const sl_record_t *rec) {
   sl__counter_add(&ctx->out, 1);
-  return sl__emit_outs(ctx, &ctx->main, rec);
+  if (SL__UNLIKELY(ctx->fix_ts) && rec->ts != ctx->out_ts) {
+    sl_record_t r = *rec;
+    r.ts = ctx->out_ts;
+    return sl__emit_outs(ctx, o, &r);
+  }
+  return sl__emit_outs(ctx, o, rec);
+}
+
+int sl_emit(sl_ctx_t *ctx, const sl_record_t *rec) {
+  return emit(ctx, &ctx->main, rec);
 }
 
 int sl_emit_to(sl_ctx_t *ctx, const char *tag, const sl_record_t *rec) {
-  for (int i = 0; i < ctx->n_side; i++) {
-    if (strcmp(ctx->side[i].tag, tag) == 0) {
-      sl__counter_add(&ctx->out, 1);
-      return sl__emit_outs(ctx, &ctx->side[i].outs, rec);
-    }
-  }
+  for (int i = 0; i < ctx->n_side; i++)
+    if (strcmp(ctx->side[i].tag, tag) == 0)
+      return emit(ctx, &ctx->side[i].outs, rec);
   return 0; /* nobody reads this tag */
+}
+
+void sl_op_set_out_ts(sl_ctx_t *op, bool fixed, int64_t ts) {
+  op->fix_ts = fixed;
+  op->out_ts = ts;
 }
 
 void *sl_ctx_alloc(sl_ctx_t *ctx, size_t size) {
@@ -44,6 +55,14 @@ int64_t sl_ctx_watermark(const sl_ctx_t *ctx) {
 
 int64_t sl_ctx_now(const sl_ctx_t *ctx) {
   return sl_clock_now(ctx->w->job->clock);
+}
+
+void sl_ctx_set_local(sl_ctx_t *ctx, void *data) {
+  ctx->local = data;
+}
+
+void *sl_ctx_local(const sl_ctx_t *ctx) {
+  return ctx->local;
 }
 
 int sl_ctx_worker(const sl_ctx_t *ctx) {

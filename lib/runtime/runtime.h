@@ -99,6 +99,12 @@ struct sl_ctx {
   sl__xchg *xchg;
   /* Set by keyed operators: state, timers and current key. */
   struct sl__keyed *keyed;
+  void *local; /* sl_ctx_set_local() */
+  /* When set, records emitted through this instance carry out_ts (Flink's
+   * TimestampedCollector: a process function's output has the input's or
+   * the event-time timer's timestamp). */
+  bool fix_ts;
+  int64_t out_ts;
 };
 
 /* A source subtask: its operator instance plus the generator of
@@ -117,6 +123,9 @@ struct sl__worker {
   pthread_t thread;
   sl_ctx_t **inst; /* per node id; NULL where the node has no instance */
   sl__arena arena;
+  /* Instances with an on_proc_time hook, called every round. */
+  sl_ctx_t **proc_time;
+  int n_proc_time;
   /* Key of the record being delivered by an exchange. */
   uint64_t cur_hash;
   uint32_t cur_kg;
@@ -196,6 +205,18 @@ int sl__port_end(sl_ctx_t *op, int port);
 int sl__forward_watermark(sl_ctx_t *op, int64_t wm);
 int sl__forward_idle(sl_ctx_t *op, bool idle);
 int sl__forward_end(sl_ctx_t *op);
+
+/* ---- Job and worker steps (job.c, worker.c) ---------------------------- */
+
+/* Validates the graph and builds the plan: everything sl_job_run() does
+ * before starting threads (the harness drives worker 0 itself). */
+int sl__job_prepare(sl_job_t *job);
+int sl__worker_open(sl__worker *w);
+void sl__worker_close(sl__worker *w);
+int sl__worker_proc_time(sl__worker *w);
+/* Ends a source subtask; a natural end first advances the watermark to
+ * the maximum. */
+int sl__source_finish(struct sl_source_ctx *s, bool natural);
 
 /* ---- Exchange (exchange.c) --------------------------------------------- */
 

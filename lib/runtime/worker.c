@@ -4,6 +4,7 @@
  * input has ended, the job is stopped, or it fails. Also the source context
  * that user sources emit through. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/runtime.h"
@@ -92,7 +93,7 @@ int sl_source_bad_input(sl_source_ctx_t *s, const char *where,
 
 /* Ends a source subtask. Only a natural end of input advances the
  * watermark to the maximum, so a stopped job does not fire every window. */
-static int src_finish(src_t *s, bool natural) {
+int sl__source_finish(src_t *s, bool natural) {
   s->done = true;
   s->op.ended = true;
   int rc = 0;
@@ -109,7 +110,7 @@ static int src_poll(sl__worker *w, src_t *s) {
   sl_job_t *job = w->job;
   sl__node *n = s->op.node;
   if (atomic_load_explicit(&job->stop, memory_order_relaxed)) {
-    int rc = src_finish(s, false);
+    int rc = sl__source_finish(s, false);
     return rc ? rc : 1;
   }
   uint64_t before = sl__counter_get(&s->op.out);
@@ -136,13 +137,13 @@ static int src_poll(sl__worker *w, src_t *s) {
       return e;
   }
   if (rc == SL_POLL_END) {
-    int e = src_finish(s, true);
+    int e = sl__source_finish(s, true);
     return e ? e : 1;
   }
   return emitted;
 }
 
-static void close_all(sl__worker *w) {
+void sl__worker_close(sl__worker *w) {
   sl_job_t *job = w->job;
   int total = job->n_nodes + job->n_xchg;
   for (int i = total - 1; i >= 0; i--) {
@@ -154,7 +155,7 @@ static void close_all(sl__worker *w) {
   }
 }
 
-static int open_all(sl__worker *w) {
+int sl__worker_open(sl__worker *w) {
   sl_job_t *job = w->job;
   int total = job->n_nodes + job->n_xchg;
   for (int i = 0; i < total; i++) {
@@ -168,6 +169,31 @@ static int open_all(sl__worker *w) {
                                     : sl_op_fail(c, rc, "open failed (%d)", rc);
     }
     c->opened = true;
+    if (c->ops->on_proc_time) {
+      sl_ctx_t **pt = realloc(w->proc_time,
+                              (size_t)(w->n_proc_time + 1) * sizeof(*pt));
+      if (!pt)
+        return sl_op_fail(c, SL_ERR_NOMEM, "out of memory");
+      w->proc_time = pt;
+      w->proc_time[w->n_proc_time++] = c;
+    }
+  }
+  return 0;
+}
+
+/* Lets operators act on processing time (timers). One clock read per
+ * round, and only when some operator asked for it. */
+int sl__worker_proc_time(sl__worker *w) {
+  if (!w->n_proc_time)
+    return 0;
+  int64_t now = sl_clock_now(w->job->clock);
+  for (int i = 0; i < w->n_proc_time; i++) {
+    sl_ctx_t *c = w->proc_time[i];
+    if (c->ended)
+      continue;
+    int rc = c->ops->on_proc_time(c, now);
+    if (rc)
+      return rc;
   }
   return 0;
 }
@@ -175,7 +201,7 @@ static int open_all(sl__worker *w) {
 void *sl__worker_main(void *arg) {
   sl__worker *w = arg;
   sl_job_t *job = w->job;
-  int rc = open_all(w);
+  int rc = sl__worker_open(w);
   unsigned spins = 0;
   while (!rc && !sl__job_failing(job)) {
     int progress = 0;
@@ -197,7 +223,7 @@ void *sl__worker_main(void *arg) {
         progress += p;
       sources_done = sources_done && ((src_t *)c)->done;
     }
-    if (rc || (rc = sl__xchg_flush(w)))
+    if (rc || (rc = sl__worker_proc_time(w)) || (rc = sl__xchg_flush(w)))
       break;
     if (sources_done && sl__xchg_inputs_ended(w))
       break;
@@ -208,6 +234,6 @@ void *sl__worker_main(void *arg) {
   }
   if (rc && !sl__job_failing(job))
     sl__job_fail(job, rc, "worker %d failed: %s", w->index, sl_strerror(rc));
-  close_all(w);
+  sl__worker_close(w);
   return NULL;
 }

@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The keyed context behind the public key and timer functions, and the
+ * timer firing loop shared by every keyed operator (process functions,
+ * windows, joins): pop due timers in order, make each timer's key current,
+ * and hand it to the operator. */
+#include "runtime/keyed.h"
+
+#include "state/keyed.h"
+#include "time/timers.h"
+
+int sl_ctx_key(const sl_ctx_t *ctx, const void **key, size_t *len) {
+  const sl__keyed *k = sl_op_keyed(ctx);
+  if (!k)
+    return SL_ERR_STATE;
+  *key = k->key;
+  *len = k->key_len;
+  return SL_OK;
+}
+
+int64_t sl_ctx_timestamp(const sl_ctx_t *ctx) {
+  const sl__keyed *k = sl_op_keyed(ctx);
+  return k ? k->event_now : SL_TS_MIN;
+}
+
+int sl_timer_set(sl_ctx_t *ctx, sl_time_domain domain, int64_t ts) {
+  sl__keyed *k = sl_op_keyed(ctx);
+  if (!k || !k->timers)
+    return SL_ERR_STATE;
+  return sl__timers_add(k->timers,
+                        domain == SL_PROC_TIME ? SL__TIMER_PROC
+                                               : SL__TIMER_EVENT,
+                        ts, k->hash, k->kg, k->key, k->key_len, k->ns,
+                        k->ns_len);
+}
+
+int sl_timer_del(sl_ctx_t *ctx, sl_time_domain domain, int64_t ts) {
+  sl__keyed *k = sl_op_keyed(ctx);
+  if (!k || !k->timers)
+    return SL_ERR_STATE;
+  int rc = sl__timers_del(k->timers,
+                          domain == SL_PROC_TIME ? SL__TIMER_PROC
+                                                 : SL__TIMER_EVENT,
+                          ts, k->hash, k->kg, k->key, k->key_len, k->ns,
+                          k->ns_len);
+  return rc < 0 ? rc : SL_OK;
+}
+
+void sl__keyed_set_key(sl__keyed *k, const sl_record_t *rec) {
+  k->key = rec->key;
+  k->key_len = rec->key_len;
+  k->hash = sl_op_key_hash(k->op);
+  k->kg = sl_op_key_group(k->op);
+  k->ns = NULL;
+  k->ns_len = 0;
+  k->event_now = rec->ts;
+}
+
+int sl__keyed_fire(sl__keyed *k, sl_time_domain domain, int64_t upto,
+                   sl__keyed_timer_fn fn) {
+  int d = domain == SL_PROC_TIME ? SL__TIMER_PROC : SL__TIMER_EVENT;
+  sl__timer_view v;
+  int got;
+  while ((got = sl__timers_pop(k->timers, d, upto, &v)) == 1) {
+    /* The view stays valid while fn registers or deletes timers. */
+    k->key = v.key;
+    k->key_len = v.key_len;
+    k->hash = v.hash;
+    k->kg = v.kg;
+    k->ns = v.ns;
+    k->ns_len = v.ns_len;
+    k->event_now = v.ts;
+    int rc = fn(k, domain, v.ts);
+    if (rc)
+      return rc;
+  }
+  return got < 0 ? got : 0;
+}

@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The state backend contract: a table of functions (Redis dictType style)
+ * that the keyed-state layer (state.c) calls, implemented by the in-memory
+ * hashmap backend and later by RocksDB. Backends store opaque bytes; TTL
+ * timestamps, reduce and aggregate logic live above this line. */
+#ifndef SL_STATE_BACKEND_H
+#define SL_STATE_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/hash.h"
+#include "sluice/conf.h"
+
+/* How a backend stores a state's entries:
+ * VALUE  one byte string per (key, ns): value, reducing and aggregating;
+ * LIST   one byte string per (key, ns) made of framed elements (below),
+ *        appended to without reading (a RocksDB merge operator);
+ * MAP    any number of (map key -> bytes) per (key, ns). */
+typedef enum sl__btype {
+  SL__BT_VALUE = 0,
+  SL__BT_LIST,
+  SL__BT_MAP,
+} sl__btype;
+
+/* Common head of every backend instance (backends embed it first). */
+typedef struct sl__backend {
+  const struct sl__backend_ops *ops;
+  /* Bumped whenever bytes handed out by an earlier call may have moved or
+   * been freed (an entry grew, was deleted...). Iterators in state.c keep
+   * the epoch they saw and look their entry up again when it changed, so
+   * they survive other state calls without an extra lookup per element. */
+  uint64_t epoch;
+  /* Key groups owned: [kg_lo, kg_hi) of max_par. */
+  uint32_t kg_lo, kg_hi, max_par;
+} sl__backend;
+
+/* Address of an entry. hash is sl__state_hash(key hash, ns): computed by
+ * the caller (the key hash once per record by key_by), never by the
+ * backend. key and ns lengths are kept apart, so the logical key of
+ * DESIGN §6, kg (2B BE) | state id | key | ns | map key, is derivable by
+ * length-prefixing the variable parts. */
+typedef struct sl__skey {
+  uint32_t state; /* id from register_state */
+  uint32_t kg;    /* key group, kg_lo <= kg < kg_hi */
+  uint64_t hash;
+  const void *key;
+  size_t key_len;
+  const void *ns;
+  size_t ns_len;
+} sl__skey;
+
+/* Entry hash: the key's hash alone for the empty namespace (the process
+ * function fast path hashes nothing), else mixed with the namespace's. */
+static inline uint64_t sl__state_hash(uint64_t key_hash, const void *ns,
+                                      size_t ns_len) {
+  if (!ns_len)
+    return key_hash;
+  return sl__mix64(key_hash ^ (sl__hash64(ns, ns_len) + 0x2545f4914f6cdd1dULL));
+}
+
+/* List framing: each element is a 4-byte native length, 4 zero bytes, the
+ * bytes, then zero padding to a multiple of 8, so elements stay 8-byte
+ * aligned within an 8-byte aligned list. */
+#define SL__LIST_HDR 8
+static inline size_t sl__list_frame(size_t len) {
+  return SL__LIST_HDR + ((len + 7) & ~(size_t)7);
+}
+static inline size_t sl__list_elem_len(const unsigned char *frame) {
+  uint32_t l;
+  memcpy(&l, frame, 4);
+  return l;
+}
+
+/* A position in one (key, ns) map; the backend owns p and i. k's key and
+ * ns pointers must stay valid while the cursor is used. */
+typedef struct sl__map_cursor {
+  sl__skey k;
+  uint64_t epoch;
+  void *p;
+  size_t i;
+} sl__map_cursor;
+
+/* Called for each entry by kg_scan: mk is NULL (and mk_len 0) for VALUE
+ * and LIST states, whose val is the whole value / framed list. A non-zero
+ * return stops the scan and is returned by it. */
+typedef int (*sl__entry_fn)(uint32_t state, const void *key, size_t key_len,
+                            const void *ns, size_t ns_len, const void *mk,
+                            size_t mk_len, const void *val, size_t len,
+                            void *opaque);
+
+/* TTL predicate for cleanup: whether an item (a value, one list element,
+ * one map value; bytes as stored) is expired. */
+typedef bool (*sl__expired_fn)(const void *val, size_t len, void *opaque);
+
+typedef struct sl__state_stats {
+  uint64_t entries; /* values + lists + map entries (rows of §6's layout) */
+  uint64_t bytes;   /* key + ns + map key + value bytes of those rows */
+} sl__state_stats;
+
+/* What a backend is opened with. */
+typedef struct sl__backend_conf {
+  const sl_conf_t *conf; /* job configuration (may be NULL) */
+  uint32_t kg_lo, kg_hi, max_par;
+  int worker;
+} sl__backend_conf;
+
+/* The contract. All calls come from the owning worker thread. Return
+ * conventions: negative sl_err on failure; "found" calls return 1 / 0.
+ * Pointers returned (val, slots, map keys) are valid until the next call
+ * on the backend; writes through a slot (or through val after a get with
+ * for_write) are what gets stored: the hashmap hands out its entries
+ * in place, a RocksDB backend its write-back cache slot, marked dirty. */
+typedef struct sl__backend_ops {
+  const char *name;
+  sl__backend *(*open)(const sl__backend_conf *bc, char *err, size_t errlen);
+  void (*close)(sl__backend *be);
+
+  /* Registers (or finds, by name) a state; ids are dense from 0 in
+   * registration order. SL_ERR_INVAL when name exists with another type.
+   * Restore registers the names of a checkpoint before operators open. */
+  int (*register_state)(sl__backend *be, const char *name, sl__btype type,
+                        uint32_t *id);
+  uint32_t (*state_count)(const sl__backend *be);
+  /* Name and type of state id; SL_ERR_NOTFOUND for an unknown id. */
+  int (*state_info)(const sl__backend *be, uint32_t id, const char **name,
+                    sl__btype *type);
+
+  /* VALUE and LIST: the stored bytes. for_write: the caller may modify
+   * the *len bytes in place. */
+  int (*get)(sl__backend *be, const sl__skey *k, void **val, size_t *len,
+             bool for_write);
+  /* VALUE and LIST: a writable slot of exactly len bytes. Returns 0 when
+   * it was created (zero-filled), 1 when it existed with that length
+   * (bytes kept), 2 when it existed with another length (resized, first
+   * min(old, len) bytes kept). */
+  int (*slot)(sl__backend *be, const sl__skey *k, size_t len, void **slot);
+  /* Removes the (key, ns) entry of any type, a map with all its entries.
+   * Returns 1 when something was removed, 0 when nothing was there. */
+  int (*del)(sl__backend *be, const sl__skey *k);
+
+  /* LIST: appends one framed element of len bytes (len < 2^32) and
+   * returns its zero-filled bytes to fill in *slot. 0 when the list was
+   * created, 1 when appended to an existing one. */
+  int (*list_append)(sl__backend *be, const sl__skey *k, size_t len,
+                     void **slot);
+
+  /* MAP, addressed by (key, ns) + map key (mh = sl__hash64(mk)). Same
+   * conventions as get / slot / del. */
+  int (*map_get)(sl__backend *be, const sl__skey *k, const void *mk,
+                 size_t mk_len, uint64_t mh, void **val, size_t *len,
+                 bool for_write);
+  int (*map_slot)(sl__backend *be, const sl__skey *k, const void *mk,
+                  size_t mk_len, uint64_t mh, size_t len, void **slot);
+  int (*map_remove)(sl__backend *be, const sl__skey *k, const void *mk,
+                    size_t mk_len, uint64_t mh);
+  /* Iterates the entries of one (key, ns), a prefix of §6's key. c->k is
+   * set by the caller. Removing the entry just returned (map_remove) is
+   * allowed during the iteration and does not disturb it; the cursor also
+   * survives any other call (it finds its map again when the epoch
+   * changed). map_next returns 1 with the entry, 0 at the end. */
+  int (*map_iter)(sl__backend *be, sl__map_cursor *c);
+  int (*map_next)(sl__backend *be, sl__map_cursor *c, const void **mk,
+                  size_t *mk_len, void **val, size_t *len, bool for_write);
+
+  /* Snapshots and rescaling: every entry of key group kg, all states. */
+  int (*kg_scan)(sl__backend *be, uint32_t kg, sl__entry_fn fn, void *opaque);
+  /* Restore: inserts one entry as kg_scan reported it (mk NULL for VALUE
+   * and LIST). Overwrites an existing entry. SL_ERR_RANGE for a key group
+   * not owned, SL_ERR_INVAL for an unknown state or a map key on the wrong
+   * type. */
+  int (*insert)(sl__backend *be, uint32_t state, uint32_t kg, const void *key,
+                size_t key_len, const void *ns, size_t ns_len, const void *mk,
+                size_t mk_len, const void *val, size_t len);
+  /* Drops every entry of key group kg (handed to another worker). */
+  void (*kg_drop)(sl__backend *be, uint32_t kg);
+
+  void (*stats)(const sl__backend *be, uint32_t state, sl__state_stats *out);
+
+  /* Incremental TTL cleanup: visits up to budget stored (key, ns) entries
+   * of the state, continuing where the previous call stopped, and removes
+   * every item for which expired() is true (a list or map left empty is
+   * removed). Returns the number of items removed. A backend that cleans
+   * up by other means (RocksDB compaction filter) may do nothing. */
+  size_t (*cleanup)(sl__backend *be, uint32_t state, size_t budget,
+                    sl__expired_fn expired, void *opaque);
+} sl__backend_ops;
+
+extern const sl__backend_ops sl__hashmap_ops;
+
+/* Key groups [*lo, *hi) that worker w of par owns out of max_par: the
+ * inverse of sl__kg_worker (kg * par / max_par == w). */
+static inline void sl__kg_range(int w, int par, uint32_t max_par, uint32_t *lo,
+                                uint32_t *hi) {
+  *lo = (uint32_t)(((uint64_t)w * max_par + (uint64_t)par - 1) / (uint64_t)par);
+  *hi = (uint32_t)(((uint64_t)(w + 1) * max_par + (uint64_t)par - 1) /
+                   (uint64_t)par);
+}
+
+/* Opens the backend named by state.backend in bc->conf. NULL with a
+ * message in err on failure. sl__backend_close(NULL) is a no-op. */
+sl__backend *sl__backend_open(const sl__backend_conf *bc, char *err,
+                              size_t errlen);
+static inline void sl__backend_close(sl__backend *be) {
+  if (be)
+    be->ops->close(be);
+}
+
+#endif

@@ -1,0 +1,971 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The in-memory state backend: one open-addressing table per (state, key
+ * group), so a key group can be snapshotted, dropped or moved alone and a
+ * table grows by 1/K of the state at a time (and incrementally beyond a
+ * small size). See docs/state.md for the memory layout. */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "sluice/common.h"
+#include "state/backend.h"
+
+#define HM_MIN_BITS 3
+/* Tables up to 2^10 slots move to their doubled array at once; larger ones
+ * move HM_MIGRATE old slots per access, so no access pays for a whole
+ * rehash (Redis' incremental rehashing, on open addressing). */
+#define HM_SMALL_BITS 10
+#define HM_MIGRATE 64
+/* Cleanup looks at no more than this many slots per entry it may visit,
+ * so a sparse table cannot make one access slow (as Redis' dictScan caps
+ * empty buckets). */
+#define HM_SCAN_FACTOR 16
+
+/* One (key, ns) entry: a single allocation with the key, namespace and
+ * value inline, the value 8-byte aligned. For maps the value is a pointer
+ * to the entry's hm_map. */
+typedef struct hm_entry {
+  uint32_t key_len, ns_len;
+  uint32_t val_len, val_cap;
+  unsigned char data[]; /* key | ns | pad to 8 | value (val_cap bytes) */
+} hm_entry;
+
+/* The slot keeps the full hash, so a probe rarely touches a wrong entry. */
+typedef struct hm_slot {
+  uint64_t hash;
+  hm_entry *e; /* NULL: empty; HM_TOMB: moved out of an old table */
+} hm_slot;
+
+static hm_entry hm_tomb_;
+#define HM_TOMB (&hm_tomb_)
+
+typedef struct hm_table {
+  hm_slot *slots;
+  hm_slot *old; /* previous array while growing, being migrated */
+  size_t count; /* live entries in slots */
+  size_t old_count;
+  size_t mig; /* next old slot to migrate */
+  uint8_t bits, old_bits;
+} hm_table;
+
+/* A map entry: map key and value inline, the value 8-byte aligned. */
+typedef struct hm_mentry {
+  uint32_t mk_len, val_len, val_cap, pad_;
+  unsigned char data[];
+} hm_mentry;
+
+typedef struct hm_mslot {
+  uint64_t hash;
+  hm_mentry *e; /* NULL: empty; HM_MTOMB: removed */
+} hm_mslot;
+
+static hm_mentry hm_mtomb_;
+#define HM_MTOMB (&hm_mtomb_)
+
+/* Maps delete with tombstones, not backward shifting, so removing entries
+ * (by the user or TTL cleanup) during an iteration never moves others. */
+typedef struct hm_map {
+  hm_mslot *slots;
+  uint32_t count, used; /* used = count + tombstones */
+  uint8_t bits;
+} hm_map;
+
+typedef struct hm_state {
+  char *name;
+  sl__btype type;
+  hm_table *tables; /* one per owned key group */
+  sl__state_stats stats;
+  uint32_t cur_kg; /* incremental cleanup cursor */
+  size_t cur_slot;
+} hm_state;
+
+typedef struct hm {
+  sl__backend base;
+  hm_state *states;
+  uint32_t n_states, cap_states;
+  uint32_t n_kg;
+} hm;
+
+static inline size_t hm_voff(uint32_t kl, uint32_t nl) {
+  return ((size_t)kl + nl + 7) & ~(size_t)7;
+}
+static inline unsigned char *hm_val(hm_entry *e) {
+  return e->data + hm_voff(e->key_len, e->ns_len);
+}
+static inline unsigned char *hm_mval(hm_mentry *e) {
+  return e->data + (((size_t)e->mk_len + 7) & ~(size_t)7);
+}
+static inline hm_map *hm_map_of(hm_entry *e) {
+  hm_map *m;
+  memcpy(&m, hm_val(e), sizeof m);
+  return m;
+}
+/* Top bits: every key of a key group has the same hash % K, so the low
+ * bits are useless to spread one key group's table. */
+static inline size_t hm_idx(uint64_t h, uint8_t bits) {
+  return (size_t)(h >> (64 - bits));
+}
+static inline size_t hm_mask(uint8_t bits) {
+  return ((size_t)1 << bits) - 1;
+}
+
+static inline bool hm_eq(const hm_entry *e, const sl__skey *k) {
+  return e->key_len == k->key_len && e->ns_len == k->ns_len &&
+         (!k->key_len || memcmp(e->data, k->key, k->key_len) == 0) &&
+         (!k->ns_len || memcmp(e->data + k->key_len, k->ns, k->ns_len) == 0);
+}
+
+static hm_slot *hm_probe(hm_slot *slots, uint8_t bits, const sl__skey *k) {
+  size_t mask = hm_mask(bits);
+  for (size_t i = hm_idx(k->hash, bits);; i = (i + 1) & mask) {
+    hm_slot *s = &slots[i];
+    if (!s->e)
+      return NULL;
+    if (s->hash == k->hash && s->e != HM_TOMB && hm_eq(s->e, k))
+      return s;
+  }
+}
+
+/* Places an entry known to be absent into an array without tombstones. */
+static hm_slot *hm_place(hm_slot *slots, uint8_t bits, uint64_t hash,
+                         hm_entry *e) {
+  size_t mask = hm_mask(bits), i = hm_idx(hash, bits);
+  while (slots[i].e)
+    i = (i + 1) & mask;
+  slots[i].hash = hash;
+  slots[i].e = e;
+  return &slots[i];
+}
+
+static void hm_migrate(hm_table *t, size_t n) {
+  size_t cap = (size_t)1 << t->old_bits;
+  while (n-- && t->old_count && t->mig < cap) {
+    hm_slot *s = &t->old[t->mig++];
+    if (s->e && s->e != HM_TOMB) {
+      hm_place(t->slots, t->bits, s->hash, s->e);
+      t->count++;
+      t->old_count--;
+      /* A tombstone, not empty: probes for entries still in old must
+       * walk past this slot. */
+      s->e = HM_TOMB;
+    }
+  }
+  if (!t->old_count) {
+    free(t->old);
+    t->old = NULL;
+  }
+}
+
+static hm_slot *hm_find(hm_table *t, const sl__skey *k, bool *in_old) {
+  if (t->old)
+    hm_migrate(t, HM_MIGRATE);
+  *in_old = false;
+  if (!t->slots)
+    return NULL;
+  hm_slot *s = hm_probe(t->slots, t->bits, k);
+  if (!s && t->old) {
+    s = hm_probe(t->old, t->old_bits, k);
+    *in_old = s != NULL;
+  }
+  return s;
+}
+
+static int hm_grow(hm_table *t) {
+  if (t->old)
+    hm_migrate(t, SIZE_MAX);
+  uint8_t nb = t->slots ? (uint8_t)(t->bits + 1) : HM_MIN_BITS;
+  if (nb > 40)
+    return SL_ERR_NOMEM;
+  hm_slot *ns = calloc((size_t)1 << nb, sizeof(*ns));
+  if (!ns)
+    return SL_ERR_NOMEM;
+  if (t->slots) {
+    t->old = t->slots;
+    t->old_bits = t->bits;
+    t->old_count = t->count;
+    t->mig = 0;
+  }
+  t->slots = ns;
+  t->bits = nb;
+  t->count = 0;
+  if (t->old && t->old_bits <= HM_SMALL_BITS)
+    hm_migrate(t, SIZE_MAX);
+  return 0;
+}
+
+/* Load factor 3/4 counting entries not yet migrated, so the new array
+ * has room for all of them when the migration ends. */
+static int hm_insert(hm_table *t, uint64_t hash, hm_entry *e) {
+  size_t total = t->count + t->old_count + 1;
+  if (!t->slots || total * 4 > ((size_t)3 << t->bits)) {
+    int rc = hm_grow(t);
+    if (rc)
+      return rc;
+  }
+  hm_place(t->slots, t->bits, hash, e);
+  t->count++;
+  return 0;
+}
+
+/* Removes slot s. In the live array: backward-shift deletion (no
+ * tombstones, so probe lengths do not decay over time). */
+static void hm_unlink(hm_table *t, hm_slot *s, bool in_old) {
+  if (in_old) {
+    s->e = HM_TOMB;
+    if (!--t->old_count) {
+      free(t->old);
+      t->old = NULL;
+    }
+    return;
+  }
+  size_t mask = hm_mask(t->bits), i = (size_t)(s - t->slots), j = i;
+  for (;;) {
+    j = (j + 1) & mask;
+    if (!t->slots[j].e)
+      break;
+    size_t h = hm_idx(t->slots[j].hash, t->bits);
+    /* The entry at j may fill the hole at i unless its home h lies
+     * cyclically in (i, j]. */
+    bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+    if (!stays) {
+      t->slots[i] = t->slots[j];
+      i = j;
+    }
+  }
+  t->slots[i].e = NULL;
+  t->slots[i].hash = 0;
+  t->count--;
+}
+
+static inline hm_state *hm_st(hm *b, uint32_t id) {
+  assert(id < b->n_states);
+  return &b->states[id];
+}
+static inline hm_table *hm_tab(hm *b, hm_state *st, uint32_t kg) {
+  assert(kg >= b->base.kg_lo && kg < b->base.kg_hi);
+  return &st->tables[kg - b->base.kg_lo];
+}
+
+/* ---- Entries ------------------------------------------------------------ */
+
+static hm_entry *hm_entry_new(const sl__skey *k, size_t cap) {
+  size_t vo = hm_voff((uint32_t)k->key_len, (uint32_t)k->ns_len);
+  hm_entry *e = malloc(sizeof(*e) + vo + cap);
+  if (!e)
+    return NULL;
+  e->key_len = (uint32_t)k->key_len;
+  e->ns_len = (uint32_t)k->ns_len;
+  e->val_len = 0;
+  e->val_cap = (uint32_t)cap;
+  if (k->key_len)
+    memcpy(e->data, k->key, k->key_len);
+  if (k->ns_len)
+    memcpy(e->data + k->key_len, k->ns, k->ns_len);
+  memset(e->data + k->key_len + k->ns_len, 0,
+         vo - k->key_len - k->ns_len + cap);
+  return e;
+}
+
+/* Grows the entry in slot s to hold cap value bytes. */
+static hm_entry *hm_entry_grow(hm *b, hm_slot *s, size_t cap) {
+  hm_entry *e = s->e;
+  size_t vo = hm_voff(e->key_len, e->ns_len);
+  hm_entry *n = realloc(e, sizeof(*e) + vo + cap);
+  if (!n)
+    return NULL;
+  n->val_cap = (uint32_t)cap;
+  s->e = n;
+  b->base.epoch++;
+  return n;
+}
+
+static bool hm_key_ok(const sl__skey *k, size_t len) {
+  return k->key_len <= UINT32_MAX && k->ns_len <= UINT32_MAX &&
+         len <= UINT32_MAX - 64;
+}
+
+static void hm_map_free(hm_state *st, hm_entry *e) {
+  hm_map *m = hm_map_of(e);
+  if (!m)
+    return;
+  size_t cap = m->slots ? (size_t)1 << m->bits : 0;
+  for (size_t i = 0; i < cap; i++) {
+    hm_mentry *me = m->slots[i].e;
+    if (me && me != HM_MTOMB) {
+      st->stats.entries--;
+      st->stats.bytes -= (uint64_t)e->key_len + e->ns_len + me->mk_len +
+                         me->val_len;
+      free(me);
+    }
+  }
+  free(m->slots);
+  free(m);
+}
+
+/* Frees an entry and what it owns, and takes it out of the stats. */
+static void hm_entry_free(hm_state *st, hm_entry *e) {
+  if (st->type == SL__BT_MAP) {
+    hm_map_free(st, e);
+  } else {
+    st->stats.entries--;
+    st->stats.bytes -= (uint64_t)e->key_len + e->ns_len + e->val_len;
+  }
+  free(e);
+}
+
+static void hm_remove(hm *b, hm_state *st, hm_table *t, hm_slot *s,
+                      bool in_old) {
+  hm_entry_free(st, s->e);
+  hm_unlink(t, s, in_old);
+  b->base.epoch++;
+}
+
+/* Creates an entry of value length len (capacity cap) and inserts it. */
+static hm_entry *hm_create(hm_state *st, hm_table *t, const sl__skey *k,
+                           size_t len, size_t cap, int *rc) {
+  hm_entry *e = hm_entry_new(k, cap);
+  if (!e) {
+    *rc = SL_ERR_NOMEM;
+    return NULL;
+  }
+  e->val_len = (uint32_t)len;
+  if ((*rc = hm_insert(t, k->hash, e))) {
+    free(e);
+    return NULL;
+  }
+  if (st->type != SL__BT_MAP) {
+    st->stats.entries++;
+    st->stats.bytes += (uint64_t)k->key_len + k->ns_len + len;
+  }
+  return e;
+}
+
+/* ---- Values and lists --------------------------------------------------- */
+
+static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
+                  bool for_write) {
+  (void)for_write; /* entries are modified in place */
+  hm *b = (hm *)be;
+  bool old;
+  hm_slot *s = hm_find(hm_tab(b, hm_st(b, k->state), k->kg), k, &old);
+  if (!s)
+    return 0;
+  *val = hm_val(s->e);
+  *len = s->e->val_len;
+  return 1;
+}
+
+static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
+                       void **out) {
+  hm *b = (hm *)be;
+  if (!hm_key_ok(k, len))
+    return SL_ERR_RANGE;
+  hm_state *st = hm_st(b, k->state);
+  hm_table *t = hm_tab(b, st, k->kg);
+  bool old;
+  hm_slot *s = hm_find(t, k, &old);
+  if (SL__LIKELY(s != NULL)) {
+    hm_entry *e = s->e;
+    if (SL__LIKELY(len == e->val_len)) {
+      *out = hm_val(e);
+      return 1;
+    }
+    if (len > e->val_cap && !(e = hm_entry_grow(b, s, (len + 7) & ~(size_t)7)))
+      return SL_ERR_NOMEM;
+    st->stats.bytes = st->stats.bytes - e->val_len + len;
+    e->val_len = (uint32_t)len;
+    *out = hm_val(e);
+    return 2;
+  }
+  int rc;
+  hm_entry *e = hm_create(st, t, k, len, len, &rc);
+  if (!e)
+    return rc;
+  *out = hm_val(e);
+  return 0;
+}
+
+static int hm_del(sl__backend *be, const sl__skey *k) {
+  hm *b = (hm *)be;
+  hm_state *st = hm_st(b, k->state);
+  hm_table *t = hm_tab(b, st, k->kg);
+  bool old;
+  hm_slot *s = hm_find(t, k, &old);
+  if (!s)
+    return 0;
+  hm_remove(b, st, t, s, old);
+  return 1;
+}
+
+static void hm_frame_hdr(unsigned char *p, size_t len) {
+  uint32_t l = (uint32_t)len;
+  memcpy(p, &l, 4);
+  memset(p + 4, 0, 4);
+}
+
+static int hm_list_append(sl__backend *be, const sl__skey *k, size_t len,
+                          void **out) {
+  hm *b = (hm *)be;
+  if (len > UINT32_MAX || !hm_key_ok(k, sl__list_frame(len)))
+    return SL_ERR_RANGE;
+  hm_state *st = hm_st(b, k->state);
+  hm_table *t = hm_tab(b, st, k->kg);
+  size_t fl = sl__list_frame(len);
+  bool old;
+  hm_slot *s = hm_find(t, k, &old);
+  if (!s) {
+    int rc;
+    hm_entry *e = hm_create(st, t, k, fl, fl < 64 ? 64 : fl, &rc);
+    if (!e)
+      return rc;
+    hm_frame_hdr(hm_val(e), len);
+    *out = hm_val(e) + SL__LIST_HDR;
+    return 0;
+  }
+  hm_entry *e = s->e;
+  size_t need = (size_t)e->val_len + fl;
+  if (need > UINT32_MAX - 64)
+    return SL_ERR_RANGE;
+  if (need > e->val_cap) {
+    /* Doubling keeps appends amortized O(1). */
+    size_t cap = (size_t)e->val_cap * 2;
+    if (cap < need)
+      cap = need;
+    if (cap > UINT32_MAX - 64)
+      cap = need;
+    if (!(e = hm_entry_grow(b, s, cap)))
+      return SL_ERR_NOMEM;
+  }
+  unsigned char *p = hm_val(e) + e->val_len;
+  hm_frame_hdr(p, len);
+  memset(p + SL__LIST_HDR, 0, fl - SL__LIST_HDR);
+  e->val_len = (uint32_t)need;
+  st->stats.bytes += fl;
+  *out = p + SL__LIST_HDR;
+  return 1;
+}
+
+/* ---- Maps --------------------------------------------------------------- */
+
+static hm_mslot *hm_mfind(hm_map *m, const void *mk, size_t mk_len,
+                          uint64_t mh) {
+  if (!m->slots)
+    return NULL;
+  size_t mask = hm_mask(m->bits);
+  for (size_t i = hm_idx(mh, m->bits);; i = (i + 1) & mask) {
+    hm_mslot *s = &m->slots[i];
+    if (!s->e)
+      return NULL;
+    if (s->hash == mh && s->e != HM_MTOMB && s->e->mk_len == mk_len &&
+        (!mk_len || memcmp(s->e->data, mk, mk_len) == 0))
+      return s;
+  }
+}
+
+/* Rebuilds the slot array for at least `need` entries, dropping
+ * tombstones (it may shrink). */
+static int hm_mrehash(hm_map *m, size_t need) {
+  uint8_t nb = HM_MIN_BITS;
+  while (need * 2 > ((size_t)1 << nb))
+    nb++;
+  hm_mslot *ns = calloc((size_t)1 << nb, sizeof(*ns));
+  if (!ns)
+    return SL_ERR_NOMEM;
+  size_t cap = m->slots ? (size_t)1 << m->bits : 0, mask = hm_mask(nb);
+  for (size_t i = 0; i < cap; i++) {
+    hm_mslot *s = &m->slots[i];
+    if (!s->e || s->e == HM_MTOMB)
+      continue;
+    size_t j = hm_idx(s->hash, nb);
+    while (ns[j].e)
+      j = (j + 1) & mask;
+    ns[j] = *s;
+  }
+  free(m->slots);
+  m->slots = ns;
+  m->bits = nb;
+  m->used = m->count;
+  return 0;
+}
+
+static hm_mslot *hm_minsert(hm_map *m, uint64_t mh, hm_mentry *e) {
+  if (!m->slots || ((size_t)m->used + 1) * 4 > ((size_t)3 << m->bits)) {
+    if (hm_mrehash(m, (size_t)m->count + 1))
+      return NULL;
+  }
+  size_t mask = hm_mask(m->bits), i = hm_idx(mh, m->bits);
+  while (m->slots[i].e && m->slots[i].e != HM_MTOMB)
+    i = (i + 1) & mask;
+  if (!m->slots[i].e)
+    m->used++;
+  m->slots[i].hash = mh;
+  m->slots[i].e = e;
+  m->count++;
+  return &m->slots[i];
+}
+
+static int hm_map_get(sl__backend *be, const sl__skey *k, const void *mk,
+                      size_t mk_len, uint64_t mh, void **val, size_t *len,
+                      bool for_write) {
+  (void)for_write;
+  hm *b = (hm *)be;
+  bool old;
+  hm_slot *s = hm_find(hm_tab(b, hm_st(b, k->state), k->kg), k, &old);
+  if (!s)
+    return 0;
+  hm_mslot *ms = hm_mfind(hm_map_of(s->e), mk, mk_len, mh);
+  if (!ms)
+    return 0;
+  *val = hm_mval(ms->e);
+  *len = ms->e->val_len;
+  return 1;
+}
+
+static int hm_map_slot(sl__backend *be, const sl__skey *k, const void *mk,
+                       size_t mk_len, uint64_t mh, size_t len, void **out) {
+  hm *b = (hm *)be;
+  if (!hm_key_ok(k, len) || mk_len > UINT32_MAX)
+    return SL_ERR_RANGE;
+  hm_state *st = hm_st(b, k->state);
+  hm_table *t = hm_tab(b, st, k->kg);
+  bool old;
+  hm_slot *s = hm_find(t, k, &old);
+  hm_entry *top;
+  if (s) {
+    top = s->e;
+  } else {
+    int rc;
+    hm_map *m = calloc(1, sizeof(*m));
+    if (!m)
+      return SL_ERR_NOMEM;
+    if (!(top = hm_create(st, t, k, sizeof(m), sizeof(m), &rc))) {
+      free(m);
+      return rc;
+    }
+    memcpy(hm_val(top), &m, sizeof(m));
+  }
+  hm_map *m = hm_map_of(top);
+  uint64_t kn = (uint64_t)top->key_len + top->ns_len;
+  hm_mslot *ms = hm_mfind(m, mk, mk_len, mh);
+  if (ms) {
+    hm_mentry *e = ms->e;
+    if (len == e->val_len) {
+      *out = hm_mval(e);
+      return 1;
+    }
+    if (len > e->val_cap) {
+      size_t cap = (len + 7) & ~(size_t)7;
+      hm_mentry *n = realloc(e, sizeof(*e) + ((mk_len + 7) & ~(size_t)7) + cap);
+      if (!n)
+        return SL_ERR_NOMEM;
+      n->val_cap = (uint32_t)cap;
+      ms->e = e = n;
+      b->base.epoch++;
+    }
+    st->stats.bytes = st->stats.bytes - e->val_len + len;
+    e->val_len = (uint32_t)len;
+    *out = hm_mval(e);
+    return 2;
+  }
+  size_t mo = (mk_len + 7) & ~(size_t)7;
+  hm_mentry *e = malloc(sizeof(*e) + mo + len);
+  if (!e)
+    goto nomem;
+  e->mk_len = (uint32_t)mk_len;
+  e->val_len = e->val_cap = (uint32_t)len;
+  e->pad_ = 0;
+  if (mk_len)
+    memcpy(e->data, mk, mk_len);
+  memset(e->data + mk_len, 0, mo - mk_len + len);
+  if (!hm_minsert(m, mh, e)) {
+    free(e);
+    goto nomem;
+  }
+  st->stats.entries++;
+  st->stats.bytes += kn + mk_len + len;
+  *out = hm_mval(e);
+  return 0;
+nomem:
+  if (!m->count) /* do not leave an empty map behind */
+    hm_del(be, k);
+  return SL_ERR_NOMEM;
+}
+
+static int hm_map_remove(sl__backend *be, const sl__skey *k, const void *mk,
+                         size_t mk_len, uint64_t mh) {
+  hm *b = (hm *)be;
+  hm_state *st = hm_st(b, k->state);
+  hm_table *t = hm_tab(b, st, k->kg);
+  bool old;
+  hm_slot *s = hm_find(t, k, &old);
+  if (!s)
+    return 0;
+  hm_map *m = hm_map_of(s->e);
+  hm_mslot *ms = hm_mfind(m, mk, mk_len, mh);
+  if (!ms)
+    return 0;
+  st->stats.entries--;
+  st->stats.bytes -=
+      (uint64_t)s->e->key_len + s->e->ns_len + ms->e->mk_len + ms->e->val_len;
+  free(ms->e);
+  ms->e = HM_MTOMB;
+  m->count--;
+  b->base.epoch++;
+  if (!m->count) /* an empty map is no entry at all */
+    hm_remove(b, st, t, s, old);
+  return 1;
+}
+
+static int hm_map_iter(sl__backend *be, sl__map_cursor *c) {
+  hm *b = (hm *)be;
+  bool old;
+  hm_slot *s = hm_find(hm_tab(b, hm_st(b, c->k.state), c->k.kg), &c->k, &old);
+  c->p = s ? hm_map_of(s->e) : NULL;
+  c->i = 0;
+  c->epoch = be->epoch;
+  return s != NULL;
+}
+
+static int hm_map_next(sl__backend *be, sl__map_cursor *c, const void **mk,
+                       size_t *mk_len, void **val, size_t *len,
+                       bool for_write) {
+  (void)for_write;
+  if (c->epoch != be->epoch) {
+    /* Something was freed or moved: find the map again (it may be gone;
+     * then the iteration is over). The hm_map itself never moves. */
+    size_t i = c->i;
+    hm_map_iter(be, c);
+    c->i = i;
+  }
+  hm_map *m = c->p;
+  if (!m || !m->slots)
+    return 0;
+  size_t cap = (size_t)1 << m->bits;
+  for (size_t i = c->i; i < cap; i++) {
+    hm_mentry *e = m->slots[i].e;
+    if (e && e != HM_MTOMB) {
+      c->i = i + 1;
+      *mk = e->data;
+      *mk_len = e->mk_len;
+      *val = hm_mval(e);
+      *len = e->val_len;
+      return 1;
+    }
+  }
+  c->i = cap;
+  return 0;
+}
+
+/* ---- Key groups: snapshots, restore, rescaling -------------------------- */
+
+static int hm_scan_entry(uint32_t id, hm_state *st, hm_entry *e,
+                         sl__entry_fn fn, void *opaque) {
+  const unsigned char *key = e->data, *ns = e->data + e->key_len;
+  if (st->type != SL__BT_MAP)
+    return fn(id, key, e->key_len, ns, e->ns_len, NULL, 0, hm_val(e),
+              e->val_len, opaque);
+  hm_map *m = hm_map_of(e);
+  size_t cap = m->slots ? (size_t)1 << m->bits : 0;
+  for (size_t i = 0; i < cap; i++) {
+    hm_mentry *me = m->slots[i].e;
+    if (!me || me == HM_MTOMB)
+      continue;
+    int rc = fn(id, key, e->key_len, ns, e->ns_len, me->data, me->mk_len,
+                hm_mval(me), me->val_len, opaque);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+static int hm_kg_scan(sl__backend *be, uint32_t kg, sl__entry_fn fn,
+                      void *opaque) {
+  hm *b = (hm *)be;
+  if (kg < be->kg_lo || kg >= be->kg_hi)
+    return SL_ERR_RANGE;
+  for (uint32_t id = 0; id < b->n_states; id++) {
+    hm_state *st = &b->states[id];
+    hm_table *t = hm_tab(b, st, kg);
+    hm_slot *arrs[2] = {t->slots, t->old};
+    uint8_t bits[2] = {t->bits, t->old_bits};
+    for (int a = 0; a < 2; a++) {
+      size_t cap = arrs[a] ? (size_t)1 << bits[a] : 0;
+      for (size_t i = 0; i < cap; i++) {
+        hm_entry *e = arrs[a][i].e;
+        if (!e || e == HM_TOMB)
+          continue;
+        int rc = hm_scan_entry(id, st, e, fn, opaque);
+        if (rc)
+          return rc;
+      }
+    }
+  }
+  return 0;
+}
+
+static int hm_insert_raw(sl__backend *be, uint32_t state, uint32_t kg,
+                         const void *key, size_t key_len, const void *ns,
+                         size_t ns_len, const void *mk, size_t mk_len,
+                         const void *val, size_t len) {
+  hm *b = (hm *)be;
+  if (kg < be->kg_lo || kg >= be->kg_hi)
+    return SL_ERR_RANGE;
+  if (state >= b->n_states || (b->states[state].type == SL__BT_MAP) != !!mk)
+    return SL_ERR_INVAL;
+  uint64_t kh = sl__hash64(key, key_len);
+  /* Data from a checkpoint: an entry in the wrong key group would never be
+   * found again. */
+  if (sl__key_group(kh, be->max_par) != kg)
+    return SL_ERR_CORRUPT;
+  sl__skey k = {state, kg, sl__state_hash(kh, ns, ns_len),
+                key,   key_len, ns, ns_len};
+  void *slot;
+  int rc = mk ? hm_map_slot(be, &k, mk, mk_len, sl__hash64(mk, mk_len), len,
+                            &slot)
+              : hm_slot_get(be, &k, len, &slot);
+  if (rc < 0)
+    return rc;
+  if (len)
+    memcpy(slot, val, len);
+  return 0;
+}
+
+static void hm_table_free(hm_state *st, hm_table *t) {
+  hm_slot *arrs[2] = {t->slots, t->old};
+  uint8_t bits[2] = {t->bits, t->old_bits};
+  for (int a = 0; a < 2; a++) {
+    size_t cap = arrs[a] ? (size_t)1 << bits[a] : 0;
+    for (size_t i = 0; i < cap; i++) {
+      hm_entry *e = arrs[a][i].e;
+      if (e && e != HM_TOMB)
+        hm_entry_free(st, e);
+    }
+    free(arrs[a]);
+  }
+  memset(t, 0, sizeof(*t));
+}
+
+static void hm_kg_drop(sl__backend *be, uint32_t kg) {
+  hm *b = (hm *)be;
+  if (kg < be->kg_lo || kg >= be->kg_hi)
+    return;
+  for (uint32_t id = 0; id < b->n_states; id++)
+    hm_table_free(&b->states[id], hm_tab(b, &b->states[id], kg));
+  be->epoch++;
+}
+
+static void hm_stats(const sl__backend *be, uint32_t state,
+                     sl__state_stats *out) {
+  const hm *b = (const hm *)be;
+  if (state < b->n_states)
+    *out = b->states[state].stats;
+  else
+    memset(out, 0, sizeof(*out));
+}
+
+/* ---- Incremental TTL cleanup -------------------------------------------- */
+
+/* Cleans one entry; returns the items removed and sets *gone when the
+ * entry itself was removed (its slot may now hold a shifted entry). */
+static size_t hm_clean(hm *b, hm_state *st, hm_table *t, hm_slot *s,
+                       sl__expired_fn expired, void *opaque, bool *gone) {
+  hm_entry *e = s->e;
+  size_t removed = 0;
+  *gone = false;
+  if (st->type == SL__BT_VALUE) {
+    if (!expired(hm_val(e), e->val_len, opaque))
+      return 0;
+    hm_remove(b, st, t, s, false);
+    *gone = true;
+    return 1;
+  }
+  if (st->type == SL__BT_LIST) {
+    unsigned char *p = hm_val(e), *w = p, *end = p + e->val_len;
+    while (p + SL__LIST_HDR <= end) {
+      size_t l = sl__list_elem_len(p), fl = sl__list_frame(l);
+      if (expired(p + SL__LIST_HDR, l, opaque)) {
+        removed++;
+      } else {
+        if (w != p)
+          memmove(w, p, fl);
+        w += fl;
+      }
+      p += fl;
+    }
+    if (!removed)
+      return 0;
+    size_t nl = (size_t)(w - hm_val(e));
+    if (!nl) {
+      hm_remove(b, st, t, s, false);
+      *gone = true;
+      return removed;
+    }
+    st->stats.bytes -= e->val_len - nl;
+    e->val_len = (uint32_t)nl;
+    b->base.epoch++;
+    return removed;
+  }
+  hm_map *m = hm_map_of(e);
+  size_t cap = m->slots ? (size_t)1 << m->bits : 0;
+  for (size_t i = 0; i < cap; i++) {
+    hm_mentry *me = m->slots[i].e;
+    if (!me || me == HM_MTOMB || !expired(hm_mval(me), me->val_len, opaque))
+      continue;
+    st->stats.entries--;
+    st->stats.bytes -=
+        (uint64_t)e->key_len + e->ns_len + me->mk_len + me->val_len;
+    free(me);
+    m->slots[i].e = HM_MTOMB;
+    m->count--;
+    removed++;
+  }
+  if (removed)
+    b->base.epoch++;
+  if (!m->count) {
+    hm_remove(b, st, t, s, false);
+    *gone = true;
+  }
+  return removed;
+}
+
+static size_t hm_cleanup(sl__backend *be, uint32_t state, size_t budget,
+                         sl__expired_fn expired, void *opaque) {
+  hm *b = (hm *)be;
+  hm_state *st = hm_st(b, state);
+  size_t removed = 0, visited = 0, scanned = 0;
+  size_t max_scan = budget * HM_SCAN_FACTOR + b->n_kg;
+  /* Entries still in an old array are skipped: they are migrated soon
+   * and visited on a later round. */
+  while (visited < budget && scanned < max_scan) {
+    hm_table *t = &st->tables[st->cur_kg];
+    size_t cap = t->slots ? (size_t)1 << t->bits : 0;
+    scanned++;
+    if (st->cur_slot >= cap) {
+      st->cur_slot = 0;
+      st->cur_kg = st->cur_kg + 1 < b->n_kg ? st->cur_kg + 1 : 0;
+      continue;
+    }
+    hm_slot *s = &t->slots[st->cur_slot];
+    if (!s->e) {
+      st->cur_slot++;
+      continue;
+    }
+    bool gone;
+    visited++;
+    removed += hm_clean(b, st, t, s, expired, opaque, &gone);
+    if (!gone) /* else look at what shifted into this slot */
+      st->cur_slot++;
+  }
+  return removed;
+}
+
+/* ---- Registry and lifecycle --------------------------------------------- */
+
+static int hm_register(sl__backend *be, const char *name, sl__btype type,
+                       uint32_t *id) {
+  hm *b = (hm *)be;
+  for (uint32_t i = 0; i < b->n_states; i++) {
+    if (strcmp(b->states[i].name, name) == 0) {
+      if (b->states[i].type != type)
+        return SL_ERR_INVAL;
+      *id = i;
+      return 0;
+    }
+  }
+  if (b->n_states == b->cap_states) {
+    uint32_t cap = b->cap_states ? b->cap_states * 2 : 8;
+    hm_state *n = realloc(b->states, cap * sizeof(*n));
+    if (!n)
+      return SL_ERR_NOMEM;
+    b->states = n;
+    b->cap_states = cap;
+  }
+  hm_state *st = &b->states[b->n_states];
+  memset(st, 0, sizeof(*st));
+  st->type = type;
+  st->name = sl__strdup(name);
+  st->tables = calloc(b->n_kg, sizeof(*st->tables));
+  if (!st->name || !st->tables) {
+    free(st->name);
+    free(st->tables);
+    return SL_ERR_NOMEM;
+  }
+  *id = b->n_states++;
+  return 0;
+}
+
+static uint32_t hm_state_count(const sl__backend *be) {
+  return ((const hm *)be)->n_states;
+}
+
+static int hm_state_info(const sl__backend *be, uint32_t id, const char **name,
+                         sl__btype *type) {
+  const hm *b = (const hm *)be;
+  if (id >= b->n_states)
+    return SL_ERR_NOTFOUND;
+  *name = b->states[id].name;
+  *type = b->states[id].type;
+  return 0;
+}
+
+static sl__backend *hm_open(const sl__backend_conf *bc, char *err,
+                            size_t errlen) {
+  if (!bc->max_par || bc->max_par > 65536 || bc->kg_lo >= bc->kg_hi ||
+      bc->kg_hi > bc->max_par) {
+    sl__errf(err, errlen, "hashmap state backend: bad key-group range %u..%u "
+                          "of %u",
+             bc->kg_lo, bc->kg_hi, bc->max_par);
+    return NULL;
+  }
+  hm *b = calloc(1, sizeof(*b));
+  if (!b) {
+    sl__errf(err, errlen, "hashmap state backend: out of memory");
+    return NULL;
+  }
+  b->base.ops = &sl__hashmap_ops;
+  b->base.kg_lo = bc->kg_lo;
+  b->base.kg_hi = bc->kg_hi;
+  b->base.max_par = bc->max_par;
+  b->n_kg = bc->kg_hi - bc->kg_lo;
+  return &b->base;
+}
+
+static void hm_close(sl__backend *be) {
+  hm *b = (hm *)be;
+  if (!b)
+    return;
+  for (uint32_t id = 0; id < b->n_states; id++) {
+    hm_state *st = &b->states[id];
+    for (uint32_t g = 0; g < b->n_kg; g++)
+      hm_table_free(st, &st->tables[g]);
+    free(st->tables);
+    free(st->name);
+  }
+  free(b->states);
+  free(b);
+}
+
+const sl__backend_ops sl__hashmap_ops = {
+    .name = "hashmap",
+    .open = hm_open,
+    .close = hm_close,
+    .register_state = hm_register,
+    .state_count = hm_state_count,
+    .state_info = hm_state_info,
+    .get = hm_get,
+    .slot = hm_slot_get,
+    .del = hm_del,
+    .list_append = hm_list_append,
+    .map_get = hm_map_get,
+    .map_slot = hm_map_slot,
+    .map_remove = hm_map_remove,
+    .map_iter = hm_map_iter,
+    .map_next = hm_map_next,
+    .kg_scan = hm_kg_scan,
+    .insert = hm_insert_raw,
+    .kg_drop = hm_kg_drop,
+    .stats = hm_stats,
+    .cleanup = hm_cleanup,
+};

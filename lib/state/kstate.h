@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Private to lib/state: the registry of one operator instance's states
+ * (struct sl__kstate, struct sl_state) and the TTL primitives shared by
+ * state.c (values, reducing, aggregating) and collections.c (lists, maps). */
+#ifndef SL_STATE_KSTATE_H
+#define SL_STATE_KSTATE_H
+
+#include <string.h>
+
+#include "state/state.h"
+
+struct sl_state {
+  struct sl__kstate *ks;
+  char *name;
+  sl_state_desc_t d; /* copy of the descriptor; d.name == name */
+  uint32_t id;       /* in the backend */
+  bool ttl;
+  size_t hdr;        /* bytes before the user's: 8 (timestamp) with TTL */
+  size_t cleanup_n;  /* incremental cleanup budget per access */
+  unsigned char *result; /* AGGREGATING with a result fn */
+  /* A list iteration that returns expired elements once iterates this
+   * copy while the stored list is cleaned. */
+  unsigned char *list_copy;
+  size_t list_copy_cap;
+};
+
+struct sl__kstate {
+  sl__backend *be;
+  bool own_be;
+  char *uid;
+  sl__now_fn now;
+  void *now_opaque;
+  sl_state_t **states;
+  size_t n_states, cap_states;
+  /* Copies of expired values returned once (valid until the next call). */
+  unsigned char *scratch;
+  size_t scratch_cap;
+};
+
+/* Expired iff last + ttl <= now, written so that nothing overflows: with
+ * ttl > 0, now - ttl is only computed when it is representable. */
+static inline bool sl__ttl_expired(int64_t last, int64_t ttl, int64_t now) {
+  if (ttl <= 0 || now < INT64_MIN + ttl)
+    return false;
+  return last <= now - ttl;
+}
+
+static inline int64_t sl__ts_load(const void *p) {
+  int64_t t;
+  memcpy(&t, p, sizeof(t));
+  return t;
+}
+static inline void sl__ts_store(void *p, int64_t t) {
+  memcpy(p, &t, sizeof(t));
+}
+
+static inline int64_t sl__ttl_now(const sl__keyed *k, const sl_state_t *st) {
+  if (st->d.ttl.time == SL_TTL_EVENT_TIME)
+    return k->event_now;
+  return st->ks->now(st->ks->now_opaque);
+}
+
+static inline void sl__skey_of(sl__skey *sk, const sl__keyed *k,
+                               const sl_state_t *st) {
+  sk->state = st->id;
+  sk->kg = k->kg;
+  sk->hash = sl__state_hash(k->hash, k->ns, k->ns_len);
+  sk->key = k->key;
+  sk->key_len = k->key_len;
+  sk->ns = k->ns;
+  sk->ns_len = k->ns_len;
+}
+
+/* The handle must belong to the keyed context's state and be of kind. */
+static inline int sl__state_check(const sl__keyed *k, const sl_state_t *st,
+                                  sl_state_kind kind) {
+  if (!k || !st || st->ks != k->state)
+    return SL_ERR_STATE;
+  return st->d.kind == kind ? 0 : SL_ERR_INVAL;
+}
+
+/* Incremental cleanup of a TTL state, run at the start of an access (so
+ * it cannot free what the access returns). */
+void sl__ttl_access(sl_state_t *st, int64_t now);
+/* Scratch of at least n bytes (8-byte aligned), NULL when out of memory. */
+void *sl__kstate_scratch(struct sl__kstate *ks, size_t n);
+
+#endif

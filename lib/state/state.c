@@ -1,0 +1,585 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Keyed state of one operator instance: the registry of its states over a
+ * backend, the TTL layer (an 8-byte timestamp before the user's bytes,
+ * update type, visibility, cleanup on read and incremental cleanup), and
+ * value, reducing and aggregating state. Lists and maps: collections.c. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/conf.h"
+#include "core/util.h"
+#include "operator.h"
+#include "state/kstate.h"
+
+#define TTL_CLEANUP_DEFAULT 5 /* Flink's cleanupIncrementally(5, false) */
+
+/* ---- Backends and keyed-state lifecycle --------------------------------- */
+
+sl__backend *sl__backend_open(const sl__backend_conf *bc, char *err,
+                              size_t errlen) {
+  /* Indexed by the value of state.backend in the configuration table. */
+  static const sl__backend_ops *const backends[] = {&sl__hashmap_ops};
+  int i = sl__conf_enum(bc->conf, "state.backend");
+  if (i < 0 || (size_t)i >= SL__ARRAY_LEN(backends)) {
+    sl__errf(err, errlen, "state.backend \"%s\" is not available",
+             sl__conf_str(bc->conf, "state.backend"));
+    return NULL;
+  }
+  return backends[i]->open(bc, err, errlen);
+}
+
+struct sl__kstate *sl__kstate_new(sl__backend *be, bool own_be,
+                                  const char *uid, sl__now_fn now,
+                                  void *now_opaque) {
+  struct sl__kstate *ks = calloc(1, sizeof(*ks));
+  if (ks)
+    ks->uid = sl__strdup(uid ? uid : "");
+  if (!ks || !ks->uid) {
+    free(ks);
+    if (own_be)
+      sl__backend_close(be);
+    return NULL;
+  }
+  ks->be = be;
+  ks->own_be = own_be;
+  ks->now = now;
+  ks->now_opaque = now_opaque;
+  return ks;
+}
+
+void sl__kstate_destroy(struct sl__kstate *ks) {
+  if (!ks)
+    return;
+  for (size_t i = 0; i < ks->n_states; i++) {
+    sl_state_t *st = ks->states[i];
+    free(st->name);
+    free(st->result);
+    free(st->list_copy);
+    free(st);
+  }
+  free(ks->states);
+  free(ks->scratch);
+  free(ks->uid);
+  if (ks->own_be)
+    sl__backend_close(ks->be);
+  free(ks);
+}
+
+sl__backend *sl__kstate_backend(const struct sl__kstate *ks) {
+  return ks->be;
+}
+
+static int64_t op_now(void *op) {
+  return sl_ctx_now(op);
+}
+
+int sl__kstate_open(sl__keyed *k) {
+  sl_ctx_t *op = k->op;
+  char err[256];
+  sl__backend_conf bc = {
+      .conf = sl_op_conf(op),
+      .max_par = sl_op_max_parallelism(op),
+      .worker = sl_ctx_worker(op),
+  };
+  /* One backend per instance, owning its worker's key groups. Tables are
+   * per (state, key group), so this costs the same as one per worker. */
+  sl__kg_range(bc.worker, sl_ctx_parallelism(op), bc.max_par, &bc.kg_lo,
+               &bc.kg_hi);
+  sl__backend *be = sl__backend_open(&bc, err, sizeof(err));
+  if (!be)
+    return sl_op_fail(op, SL_ERR_CONF, "%s", err);
+  k->state = sl__kstate_new(be, true, sl_op_uid(op), op_now, op);
+  if (!k->state)
+    return sl_op_fail(op, SL_ERR_NOMEM, "out of memory for keyed state");
+  return 0;
+}
+
+void sl__kstate_close(sl__keyed *k) {
+  sl__kstate_destroy(k->state);
+  k->state = NULL;
+}
+
+void *sl__kstate_scratch(struct sl__kstate *ks, size_t n) {
+  if (n > ks->scratch_cap || !ks->scratch) {
+    size_t cap = n < 256 ? 256 : n;
+    void *p = realloc(ks->scratch, cap);
+    if (!p)
+      return NULL;
+    ks->scratch = p;
+    ks->scratch_cap = cap;
+  }
+  return ks->scratch;
+}
+
+/* ---- Registry ----------------------------------------------------------- */
+
+static int desc_check(const sl_state_desc_t *d, char *err, size_t errlen) {
+  if (!d || !d->name || !*d->name) {
+    sl__errf(err, errlen, "state descriptor without a name");
+    return SL_ERR_INVAL;
+  }
+  const char *why = NULL;
+  const sl_state_ttl_t *t = &d->ttl;
+  if ((unsigned)d->kind > SL_STATE_AGGREGATING)
+    why = "unknown kind";
+  else if (t->ttl_ms < 0)
+    why = "negative ttl_ms";
+  else if ((unsigned)t->update > SL_TTL_ON_READ_AND_WRITE ||
+           (unsigned)t->visibility > SL_TTL_RETURN_EXPIRED_IF_NOT_CLEANED_UP ||
+           (unsigned)t->time > SL_TTL_EVENT_TIME)
+    why = "unknown TTL update type, visibility or time domain";
+  else if (d->kind == SL_STATE_REDUCING && (!d->reduce || !d->value_size))
+    why = "a reducing state needs reduce and value_size > 0";
+  else if (d->kind == SL_STATE_AGGREGATING && (!d->add || !d->acc_size))
+    why = "an aggregating state needs add and acc_size > 0";
+  else if (d->kind == SL_STATE_AGGREGATING && d->result && !d->result_size)
+    why = "an aggregating state with result needs result_size > 0";
+  else if (d->value_size > UINT32_MAX / 2 || d->acc_size > UINT32_MAX / 2)
+    why = "value_size / acc_size too large";
+  if (why) {
+    sl__errf(err, errlen, "state \"%s\": %s", d->name, why);
+    return SL_ERR_INVAL;
+  }
+  return 0;
+}
+
+/* What must match for a second registration to share the first's handle
+ * (the stored layout depends on all of it). */
+static bool desc_same(const sl_state_desc_t *a, const sl_state_desc_t *b) {
+  bool ttl_a = a->ttl.ttl_ms > 0, ttl_b = b->ttl.ttl_ms > 0;
+  if (a->kind != b->kind || ttl_a != ttl_b)
+    return false;
+  if (ttl_a && (a->ttl.ttl_ms != b->ttl.ttl_ms ||
+                a->ttl.update != b->ttl.update ||
+                a->ttl.visibility != b->ttl.visibility ||
+                a->ttl.time != b->ttl.time))
+    return false;
+  switch (a->kind) {
+  case SL_STATE_REDUCING:
+    return a->value_size == b->value_size;
+  case SL_STATE_AGGREGATING:
+    return a->acc_size == b->acc_size &&
+           (a->result ? a->result_size : 0) == (b->result ? b->result_size : 0);
+  default:
+    return true;
+  }
+}
+
+static sl__btype btype_of(sl_state_kind kind) {
+  return kind == SL_STATE_LIST  ? SL__BT_LIST
+         : kind == SL_STATE_MAP ? SL__BT_MAP
+                                : SL__BT_VALUE;
+}
+
+int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
+                       sl_state_t **out, char *err, size_t errlen) {
+  *out = NULL;
+  int rc = desc_check(desc, err, errlen);
+  if (rc)
+    return rc;
+  for (size_t i = 0; i < ks->n_states; i++) {
+    sl_state_t *st = ks->states[i];
+    if (strcmp(st->name, desc->name) != 0)
+      continue;
+    if (!desc_same(&st->d, desc)) {
+      sl__errf(err, errlen,
+               "state \"%s\" is already registered with another descriptor",
+               desc->name);
+      return SL_ERR_INVAL;
+    }
+    *out = st;
+    return 0;
+  }
+  if (ks->n_states == ks->cap_states) {
+    size_t cap = ks->cap_states ? ks->cap_states * 2 : 4;
+    sl_state_t **n = realloc(ks->states, cap * sizeof(*n));
+    if (!n)
+      goto nomem;
+    ks->states = n;
+    ks->cap_states = cap;
+  }
+  sl_state_t *st = calloc(1, sizeof(*st));
+  if (!st)
+    goto nomem;
+  st->ks = ks;
+  st->d = *desc;
+  st->name = sl__strdup(desc->name);
+  st->d.name = st->name;
+  st->ttl = desc->ttl.ttl_ms > 0;
+  st->hdr = st->ttl ? sizeof(int64_t) : 0;
+  int per = desc->ttl.cleanup_per_access;
+  st->cleanup_n = !st->ttl || per < 0 ? 0
+                  : per == 0          ? TTL_CLEANUP_DEFAULT
+                                      : (size_t)per;
+  if (desc->kind == SL_STATE_AGGREGATING && desc->result)
+    st->result = malloc(desc->result_size);
+  /* Backend names carry the operator uid, so operators may share a
+   * backend and a checkpoint maps each state to its operator. */
+  size_t n = strlen(ks->uid) + strlen(desc->name) + 2;
+  char *full = malloc(n);
+  if (!st->name || !full ||
+      (desc->kind == SL_STATE_AGGREGATING && desc->result && !st->result)) {
+    free(full);
+    free(st->name);
+    free(st->result);
+    free(st);
+    goto nomem;
+  }
+  snprintf(full, n, "%s/%s", ks->uid, desc->name);
+  rc = ks->be->ops->register_state(ks->be, full, btype_of(desc->kind), &st->id);
+  if (rc) {
+    sl__errf(err, errlen, rc == SL_ERR_INVAL
+                              ? "state \"%s\" is stored as another kind"
+                              : "cannot register state \"%s\"",
+             full);
+    free(full);
+    free(st->name);
+    free(st->result);
+    free(st);
+    return rc;
+  }
+  free(full);
+  ks->states[ks->n_states++] = st;
+  *out = st;
+  return 0;
+nomem:
+  sl__errf(err, errlen, "state \"%s\": out of memory", desc->name);
+  return SL_ERR_NOMEM;
+}
+
+uint32_t sl__state_id(const sl_state_t *st) {
+  return st->id;
+}
+
+const char *sl__state_name(const sl_state_t *st) {
+  return st->name;
+}
+
+/* ---- TTL ---------------------------------------------------------------- */
+
+typedef struct ttl_pred_arg {
+  int64_t ttl, now;
+} ttl_pred_arg;
+
+static bool ttl_pred(const void *val, size_t len, void *opaque) {
+  const ttl_pred_arg *a = opaque;
+  /* Shorter than a timestamp cannot be a TTL item: drop it. */
+  return len < sizeof(int64_t) ||
+         sl__ttl_expired(sl__ts_load(val), a->ttl, a->now);
+}
+
+void sl__ttl_access(sl_state_t *st, int64_t now) {
+  if (!st->cleanup_n)
+    return;
+  ttl_pred_arg a = {st->d.ttl.ttl_ms, now};
+  sl__backend *be = st->ks->be;
+  be->ops->cleanup(be, st->id, st->cleanup_n, ttl_pred, &a);
+}
+
+/* Reads a VALUE-typed entry through the TTL layer: 1 with the user's
+ * bytes, 0 when absent or expired. An expired entry is removed by this
+ * read; with RETURN_EXPIRED_IF_NOT_CLEANED_UP a copy is returned once. */
+static int vread(sl__keyed *k, sl_state_t *st, void **val, size_t *len) {
+  sl__backend *be = st->ks->be;
+  sl__skey sk;
+  void *p;
+  size_t l;
+  sl__skey_of(&sk, k, st);
+  if (!st->ttl) {
+    int rc = be->ops->get(be, &sk, &p, &l, false);
+    if (rc == 1) {
+      *val = p;
+      *len = l;
+    }
+    return rc;
+  }
+  int64_t now = sl__ttl_now(k, st);
+  sl__ttl_access(st, now);
+  bool touch = st->d.ttl.update == SL_TTL_ON_READ_AND_WRITE;
+  int rc = be->ops->get(be, &sk, &p, &l, touch);
+  if (rc != 1)
+    return rc;
+  if (l < sizeof(int64_t))
+    return SL_ERR_CORRUPT;
+  if (!sl__ttl_expired(sl__ts_load(p), st->d.ttl.ttl_ms, now)) {
+    if (touch)
+      sl__ts_store(p, now);
+    *val = (unsigned char *)p + sizeof(int64_t);
+    *len = l - sizeof(int64_t);
+    return 1;
+  }
+  if (st->d.ttl.visibility == SL_TTL_RETURN_EXPIRED_IF_NOT_CLEANED_UP) {
+    unsigned char *c = sl__kstate_scratch(st->ks, l);
+    if (!c)
+      return SL_ERR_NOMEM;
+    memcpy(c, (unsigned char *)p + sizeof(int64_t), l - sizeof(int64_t));
+    be->ops->del(be, &sk);
+    *val = c;
+    *len = l - sizeof(int64_t);
+    return 1;
+  }
+  be->ops->del(be, &sk);
+  return 0;
+}
+
+/* The slot of a read-modify-write of size user bytes (value_ptr, reducing
+ * and aggregating add). *fresh: there was no live value (created, another
+ * length, or expired). The timestamp is refreshed: it is a write. */
+static void *vmodify(sl__keyed *k, sl_state_t *st, size_t size, bool *fresh,
+                     int *err) {
+  sl__backend *be = st->ks->be;
+  sl__skey sk;
+  void *p;
+  sl__skey_of(&sk, k, st);
+  if (SL__LIKELY(!st->ttl)) {
+    int rc = be->ops->slot(be, &sk, size, &p);
+    if (SL__UNLIKELY(rc < 0)) {
+      *err = rc;
+      return NULL;
+    }
+    *fresh = rc != 1;
+    return p;
+  }
+  int64_t now = sl__ttl_now(k, st);
+  sl__ttl_access(st, now);
+  int rc = be->ops->slot(be, &sk, size + sizeof(int64_t), &p);
+  if (rc < 0) {
+    *err = rc;
+    return NULL;
+  }
+  *fresh = rc != 1 || sl__ttl_expired(sl__ts_load(p), st->d.ttl.ttl_ms, now);
+  sl__ts_store(p, now);
+  return (unsigned char *)p + sizeof(int64_t);
+}
+
+/* ---- Value state -------------------------------------------------------- */
+
+int sl__value_get(sl__keyed *k, sl_state_t *st, const void **val,
+                  size_t *len) {
+  int rc = sl__state_check(k, st, SL_STATE_VALUE);
+  if (rc)
+    return rc;
+  void *p;
+  rc = vread(k, st, &p, len);
+  if (rc == 1)
+    *val = p;
+  return rc;
+}
+
+int sl__value_put(sl__keyed *k, sl_state_t *st, const void *val, size_t len) {
+  int rc = sl__state_check(k, st, SL_STATE_VALUE);
+  if (rc)
+    return rc;
+  sl__backend *be = st->ks->be;
+  sl__skey sk;
+  void *p;
+  int64_t now = 0;
+  sl__skey_of(&sk, k, st);
+  if (st->ttl) {
+    now = sl__ttl_now(k, st);
+    sl__ttl_access(st, now);
+  }
+  if ((rc = be->ops->slot(be, &sk, len + st->hdr, &p)) < 0)
+    return rc;
+  if (st->ttl)
+    sl__ts_store(p, now);
+  if (len)
+    memcpy((unsigned char *)p + st->hdr, val, len);
+  return 0;
+}
+
+void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
+                    int *err) {
+  int rc = sl__state_check(k, st, SL_STATE_VALUE);
+  if (SL__UNLIKELY(rc)) {
+    *err = rc;
+    return NULL;
+  }
+  bool fresh;
+  void *p = vmodify(k, st, size, &fresh, err);
+  if (SL__LIKELY(p != NULL)) {
+    if (SL__UNLIKELY(fresh) && size)
+      memset(p, 0, size);
+    if (created)
+      *created = fresh;
+  }
+  return p;
+}
+
+int sl__state_clear(sl__keyed *k, sl_state_t *st) {
+  if (!k || !st || st->ks != k->state)
+    return SL_ERR_STATE;
+  sl__backend *be = st->ks->be;
+  sl__skey sk;
+  sl__skey_of(&sk, k, st);
+  if (st->ttl)
+    sl__ttl_access(st, sl__ttl_now(k, st));
+  int rc = be->ops->del(be, &sk);
+  return rc < 0 ? rc : 0;
+}
+
+/* ---- Reducing and aggregating state ------------------------------------- */
+
+int sl__reducing_add(sl__keyed *k, sl_state_t *st, const void *val,
+                     size_t len) {
+  int rc = sl__state_check(k, st, SL_STATE_REDUCING);
+  if (rc)
+    return rc;
+  if (len != st->d.value_size)
+    return SL_ERR_INVAL;
+  bool fresh;
+  void *acc = vmodify(k, st, len, &fresh, &rc);
+  if (!acc)
+    return rc;
+  if (fresh) /* Flink: the first value is the accumulator */
+    memcpy(acc, val, len);
+  else if (st->d.reduce(acc, val, len, st->d.opaque))
+    return SL_ERR_USER;
+  return 0;
+}
+
+int sl__reducing_get(sl__keyed *k, sl_state_t *st, const void **val,
+                     size_t *len) {
+  int rc = sl__state_check(k, st, SL_STATE_REDUCING);
+  if (rc)
+    return rc;
+  void *p;
+  rc = vread(k, st, &p, len);
+  if (rc == 1)
+    *val = p;
+  return rc;
+}
+
+static void acc_init(sl_state_t *st, void *acc) {
+  memset(acc, 0, st->d.acc_size);
+  if (st->d.init)
+    st->d.init(acc, st->d.opaque);
+}
+
+int sl__aggregating_add(sl__keyed *k, sl_state_t *st, const void *in,
+                        size_t len) {
+  int rc = sl__state_check(k, st, SL_STATE_AGGREGATING);
+  if (rc)
+    return rc;
+  bool fresh;
+  void *acc = vmodify(k, st, st->d.acc_size, &fresh, &rc);
+  if (!acc)
+    return rc;
+  if (fresh)
+    acc_init(st, acc);
+  return st->d.add(acc, in, len, st->d.opaque) ? SL_ERR_USER : 0;
+}
+
+int sl__aggregating_get(sl__keyed *k, sl_state_t *st, const void **out,
+                        size_t *len) {
+  int rc = sl__state_check(k, st, SL_STATE_AGGREGATING);
+  if (rc)
+    return rc;
+  void *acc;
+  size_t l;
+  if ((rc = vread(k, st, &acc, &l)) != 1)
+    return rc;
+  if (l != st->d.acc_size)
+    return SL_ERR_CORRUPT;
+  if (!st->d.result) {
+    *out = acc;
+    *len = l;
+    return 1;
+  }
+  st->d.result(acc, st->result, st->d.opaque);
+  *out = st->result;
+  *len = st->d.result_size;
+  return 1;
+}
+
+/* ---- Merging namespaces (session windows) ------------------------------- */
+
+/* Folds one source entry (a private copy: the backend calls below may
+ * move the stored bytes) into the target (key, ns). */
+static int merge_one(sl__keyed *k, sl_state_t *st, const sl__skey *tk,
+                     const unsigned char *src, size_t len, int64_t now) {
+  sl__backend *be = st->ks->be;
+  int64_t ttl = st->d.ttl.ttl_ms;
+  if (st->d.kind == SL_STATE_LIST) {
+    /* Elements keep their own timestamps, as they would in one list. */
+    for (size_t off = 0; off + SL__LIST_HDR <= len;) {
+      size_t el = sl__list_elem_len(src + off);
+      const unsigned char *e = src + off + SL__LIST_HDR;
+      off += sl__list_frame(el);
+      if (off > len)
+        return SL_ERR_CORRUPT;
+      if (st->ttl && (el < st->hdr || sl__ttl_expired(sl__ts_load(e), ttl, now)))
+        continue;
+      void *slot;
+      int rc = be->ops->list_append(be, tk, el, &slot);
+      if (rc < 0)
+        return rc;
+      if (el)
+        memcpy(slot, e, el);
+    }
+    return 0;
+  }
+  size_t size = st->d.kind == SL_STATE_REDUCING ? st->d.value_size
+                                                : st->d.acc_size;
+  if (len != size + st->hdr)
+    return SL_ERR_CORRUPT;
+  if (st->ttl && sl__ttl_expired(sl__ts_load(src), ttl, now))
+    return 0;
+  src += st->hdr;
+  bool fresh;
+  int rc;
+  void *acc = vmodify(k, st, size, &fresh, &rc);
+  if (!acc)
+    return rc;
+  if (fresh)
+    memcpy(acc, src, size);
+  else if (st->d.kind == SL_STATE_AGGREGATING)
+    st->d.merge(acc, src, st->d.opaque);
+  else if (st->d.reduce(acc, src, size, st->d.opaque))
+    return SL_ERR_USER;
+  return 0;
+}
+
+int sl__state_merge_ns(sl__keyed *k, sl_state_t *st, const void *const *src_ns,
+                       const size_t *src_ns_len, size_t n) {
+  if (!k || !st || st->ks != k->state)
+    return SL_ERR_STATE;
+  sl_state_kind kind = st->d.kind;
+  if (kind != SL_STATE_LIST && kind != SL_STATE_REDUCING &&
+      (kind != SL_STATE_AGGREGATING || !st->d.merge))
+    return SL_ERR_INVAL;
+  sl__backend *be = st->ks->be;
+  int64_t now = 0;
+  if (st->ttl) {
+    now = sl__ttl_now(k, st);
+    sl__ttl_access(st, now);
+  }
+  sl__skey tk;
+  sl__skey_of(&tk, k, st);
+  for (size_t i = 0; i < n; i++) {
+    if (src_ns_len[i] == k->ns_len &&
+        (!k->ns_len || memcmp(src_ns[i], k->ns, k->ns_len) == 0))
+      continue; /* merging the target into itself */
+    sl__keyed src = *k;
+    src.ns = src_ns[i];
+    src.ns_len = src_ns_len[i];
+    sl__skey sk;
+    void *p;
+    size_t l;
+    sl__skey_of(&sk, &src, st);
+    int rc = be->ops->get(be, &sk, &p, &l, false);
+    if (rc < 0)
+      return rc;
+    if (rc == 0)
+      continue;
+    unsigned char *copy = sl__kstate_scratch(st->ks, l);
+    if (!copy)
+      return SL_ERR_NOMEM;
+    memcpy(copy, p, l);
+    if ((rc = be->ops->del(be, &sk)) < 0 ||
+        (rc = merge_one(k, st, &tk, copy, l, now)) < 0)
+      return rc;
+  }
+  return 0;
+}

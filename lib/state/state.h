@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Keyed state as the runtime and operators see it: creating the state of
+ * a keyed operator instance, and the state functions on an sl__keyed (the
+ * public sl_* functions of sluice/state.h are thin wrappers over these,
+ * which tests and window operators call directly). */
+#ifndef SL_STATE_STATE_H
+#define SL_STATE_STATE_H
+
+#include <stdbool.h>
+
+#include "sluice/state.h"
+#include "state/backend.h"
+#include "state/keyed.h"
+
+struct sl__kstate;
+
+/* Processing time for TTL: the operator's clock (sl_ctx_now), or a manual
+ * one in tests. */
+typedef int64_t (*sl__now_fn)(void *opaque);
+
+/* For keyed operators, in open(): creates k->state for the instance k->op
+ * (k->op must be set): a backend per state.backend owning the key groups
+ * of the instance's worker, TTL processing time from sl_ctx_now(k->op).
+ * On failure the job is failed with a message and the error returned.
+ * sl__kstate_close() frees it (and sets k->state to NULL); it is a no-op
+ * when k->state is NULL. */
+int sl__kstate_open(sl__keyed *k);
+void sl__kstate_close(sl__keyed *k);
+
+/* Lower level: a keyed state over an existing backend be (taking
+ * ownership when own_be), with states named "<uid>/<name>" in it, so
+ * several operators can share one backend per worker. NULL when out of
+ * memory (an owned be is then closed). */
+struct sl__kstate *sl__kstate_new(sl__backend *be, bool own_be,
+                                  const char *uid, sl__now_fn now,
+                                  void *now_opaque);
+void sl__kstate_destroy(struct sl__kstate *ks);
+sl__backend *sl__kstate_backend(const struct sl__kstate *ks);
+
+/* sl_state_register() without a job: SL_ERR_INVAL / SL_ERR_NOMEM with a
+ * message in err. */
+int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
+                       sl_state_t **out, char *err, size_t errlen);
+/* The backend id and the name of a state (for stats and messages). */
+uint32_t sl__state_id(const sl_state_t *st);
+const char *sl__state_name(const sl_state_t *st);
+
+/* The state functions, on the current key and namespace of k (k->state
+ * must be the kstate st was registered in). Same contracts as the public
+ * functions of the same name; sl__value_ptr sets *err on NULL. */
+int sl__value_get(sl__keyed *k, sl_state_t *st, const void **val,
+                  size_t *len);
+int sl__value_put(sl__keyed *k, sl_state_t *st, const void *val, size_t len);
+void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
+                    int *err);
+int sl__state_clear(sl__keyed *k, sl_state_t *st);
+
+int sl__list_add(sl__keyed *k, sl_state_t *st, const void *val, size_t len);
+int sl__list_get(sl__keyed *k, sl_state_t *st, sl_list_iter_t *it);
+int sl__list_update(sl__keyed *k, sl_state_t *st, const void *const *vals,
+                    const size_t *lens, size_t n);
+
+int sl__map_get(sl__keyed *k, sl_state_t *st, const void *mk, size_t mk_len,
+                const void **val, size_t *len);
+int sl__map_put(sl__keyed *k, sl_state_t *st, const void *mk, size_t mk_len,
+                const void *val, size_t len);
+int sl__map_remove(sl__keyed *k, sl_state_t *st, const void *mk,
+                   size_t mk_len);
+int sl__map_contains(sl__keyed *k, sl_state_t *st, const void *mk,
+                     size_t mk_len);
+int sl__map_is_empty(sl__keyed *k, sl_state_t *st);
+int sl__map_iter(sl__keyed *k, sl_state_t *st, sl_map_iter_t *it);
+
+int sl__reducing_add(sl__keyed *k, sl_state_t *st, const void *val,
+                     size_t len);
+int sl__reducing_get(sl__keyed *k, sl_state_t *st, const void **val,
+                     size_t *len);
+int sl__aggregating_add(sl__keyed *k, sl_state_t *st, const void *in,
+                        size_t len);
+int sl__aggregating_get(sl__keyed *k, sl_state_t *st, const void **out,
+                        size_t *len);
+
+/* For merging (session) windows, Flink's mergeNamespaces: folds the
+ * entries of namespaces src_ns[0..n) of the current key into the current
+ * namespace k->ns and removes them. LIST (concatenation), REDUCING
+ * (reduce) and AGGREGATING (desc->merge) states only, else SL_ERR_INVAL.
+ * The merged entry's TTL timestamp is refreshed (it is a write). */
+int sl__state_merge_ns(sl__keyed *k, sl_state_t *st, const void *const *src_ns,
+                       const size_t *src_ns_len, size_t n);
+
+#endif

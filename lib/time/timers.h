@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The timer service of one keyed operator instance: at most one timer per
+ * (domain, key, namespace, timestamp), fired in timestamp order, as Flink's
+ * InternalTimerService. Single-threaded: only the operator's worker thread
+ * calls these functions, so there are no locks. */
+#ifndef SL_TIME_TIMERS_H
+#define SL_TIME_TIMERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Time domains; each has its own queue, and they never interact. */
+#define SL__TIMER_EVENT 0
+#define SL__TIMER_PROC 1
+#define SL__TIMER_DOMAINS 2
+
+struct sl__timers;
+
+/* A timer as handed out by sl__timers_pop() and sl__timers_foreach(). The
+ * pointers are never NULL (key and ns point at zero bytes when the length
+ * is 0) and are owned by the service; see each function for how long they
+ * stay valid. */
+typedef struct sl__timer_view {
+  int64_t ts;
+  const void *key;
+  size_t key_len;
+  uint64_t hash; /* the key hash given to sl__timers_add() */
+  uint32_t kg;   /* the key group given to sl__timers_add() */
+  const void *ns;
+  size_t ns_len;
+} sl__timer_view;
+
+/* Creates an empty service in *out, owned by the caller.
+ * Returns SL_OK or SL_ERR_NOMEM (then *out is untouched). */
+int sl__timers_new(struct sl__timers **out);
+
+/* Frees the service, its timers and any view it handed out. NULL is a
+ * harmless no-op. */
+void sl__timers_free(struct sl__timers *t);
+
+/* Registers a timer in domain (SL__TIMER_EVENT or SL__TIMER_PROC) at ts for
+ * the key (its bytes, the precomputed key hash and key group, never
+ * recomputed here) and the namespace (empty: nslen 0, ns may be NULL).
+ * Key and ns bytes are copied; they may point into a view of this service
+ * (the usual case: on_timer registers a timer for the current key).
+ * Registering a timer that is already pending is a no-op, as in Flink.
+ * Returns SL_OK (added or already present), SL_ERR_INVAL (bad domain, or
+ * klen + nslen >= 2^32) or SL_ERR_NOMEM (nothing changed). */
+int sl__timers_add(struct sl__timers *t, int domain, int64_t ts,
+                   uint64_t key_hash, uint32_t kg, const void *key, size_t klen,
+                   const void *ns, size_t nslen);
+
+/* Removes the pending timer equal to (domain, key, ns, ts); kg is accepted
+ * for symmetry with add and not needed. Deleting a timer that is not
+ * pending (never added, deleted, or already popped) is a no-op.
+ * Returns 1 if a timer was removed, 0 if none matched, SL_ERR_INVAL for a
+ * bad domain. Never allocates. */
+int sl__timers_del(struct sl__timers *t, int domain, int64_t ts,
+                   uint64_t key_hash, uint32_t kg, const void *key, size_t klen,
+                   const void *ns, size_t nslen);
+
+/* Sets *ts to the earliest pending timestamp of domain and returns true,
+ * or returns false when the domain has no timers (or domain is bad).
+ * Does not invalidate the last popped view. */
+bool sl__timers_peek(struct sl__timers *t, int domain, int64_t *ts);
+
+/* Removes the earliest timer of domain with ts <= upto and describes it in
+ * *out. Returns 1 when a timer was popped, 0 when the earliest remaining
+ * timer is later than upto (or none is left), SL_ERR_INVAL for a bad
+ * domain.
+ *
+ * Order: increasing ts; timers with equal ts fire in the order they were
+ * added (restoring through sl__timers_foreach() keeps that order). Fire
+ * timers by calling pop in a loop until it returns 0: timers added in
+ * between (by on_timer) with ts <= upto fire in the same loop, in order.
+ *
+ * Lifetime: *out and the bytes it points to stay valid until the next
+ * sl__timers_pop() or sl__timers_free() on t. add, del, peek, count and
+ * foreach leave it valid, so the caller can use out->key as the current key
+ * while on_timer registers or deletes timers. */
+int sl__timers_pop(struct sl__timers *t, int domain, int64_t upto,
+                   sl__timer_view *out);
+
+/* Number of pending timers in domain (0 for a bad domain). */
+size_t sl__timers_count(const struct sl__timers *t, int domain);
+
+/* Calls fn(view, domain, opaque) once per pending timer: first the event-
+ * time timers, then the processing-time ones, each in firing order, so that
+ * re-adding them in visiting order into an empty service restores the same
+ * firing order (that is how a checkpoint is restored). The view is valid
+ * during the call only, and fn must not add, delete or pop timers of t.
+ * A non-zero return from fn stops the iteration and is returned.
+ * Returns SL_OK, fn's non-zero value, or SL_ERR_NOMEM (the iteration
+ * sorts a copy of each queue). */
+int sl__timers_foreach(struct sl__timers *t,
+                       int (*fn)(const sl__timer_view *v, int domain,
+                                 void *opaque),
+                       void *opaque);
+
+/* As sl__timers_foreach(), restricted to timers whose key group lies in
+ * [kg_first, kg_last] (inclusive, like Flink's KeyGroupRange): what one
+ * key-group range of a rescaled snapshot needs. */
+int sl__timers_foreach_kg(
+    struct sl__timers *t, uint32_t kg_first, uint32_t kg_last,
+    int (*fn)(const sl__timer_view *v, int domain, void *opaque), void *opaque);
+
+#endif

@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Keyed process and co-process operators: per record, make the key
+ * current and call the user; on a watermark, fire due event-time timers
+ * before the watermark moves on; on processing time, fire due
+ * processing-time timers. One keyed context (state + timers) per instance,
+ * shared by both inputs of a co-process. */
+#include <stdlib.h>
+
+#include "operator.h"
+#include "runtime/keyed.h"
+#include "state/keyed.h"
+#include "state/state.h"
+#include "time/timers.h"
+
+typedef struct proc_arg {
+  sl_co_process_ops_t ops; /* process: on_element1 is on_element */
+  void *opaque;
+} proc_arg;
+
+typedef struct proc {
+  sl__keyed k;
+  const proc_arg *a;
+} proc;
+
+static int proc_open(sl_ctx_t *op) {
+  const proc_arg *a = sl_op_arg(op);
+  proc *p = calloc(1, sizeof(*p));
+  if (!p)
+    return SL_ERR_NOMEM;
+  p->a = a;
+  p->k.op = op;
+  sl_op_set_data(op, p);
+  sl_op_set_keyed(op, &p->k);
+  int rc = sl__timers_new(&p->k.timers);
+  if (!rc)
+    rc = sl__kstate_open(&p->k);
+  if (rc)
+    return sl_op_fail(op, rc, "cannot create keyed state: %s",
+                      sl_strerror(rc));
+  /* A failed open fails the job whatever error.policy says: there is no
+   * record to skip. */
+  if (a->ops.open && (rc = a->ops.open(op, a->opaque)))
+    return sl_op_fail(op, rc < 0 ? rc : SL_ERR_USER,
+                      "open() returned %d", rc);
+  return 0;
+}
+
+static void proc_close(sl_ctx_t *op) {
+  proc *p = sl_op_data(op);
+  if (!p)
+    return;
+  if (p->a->ops.close)
+    p->a->ops.close(op, p->a->opaque);
+  sl__kstate_close(&p->k);
+  sl__timers_free(p->k.timers);
+  sl_op_set_keyed(op, NULL);
+  sl_op_set_data(op, NULL);
+  free(p);
+}
+
+static int proc_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
+  proc *p = sl_op_data(op);
+  sl__keyed_set_key(&p->k, rec);
+  sl_op_set_out_ts(op, true, rec->ts);
+  int (*fn)(sl_ctx_t *, const sl_record_t *, void *) =
+      port == 0 ? p->a->ops.on_element1 : p->a->ops.on_element2;
+  sl_arena_mark_t m = sl_op_arena_mark(op);
+  int rc = fn(op, rec, p->a->opaque);
+  sl_op_arena_release(op, m);
+  return rc ? sl_op_user_error(op, rec, rc) : 0;
+}
+
+static int proc_timer(sl__keyed *k, sl_time_domain domain, int64_t ts) {
+  sl_ctx_t *op = k->op;
+  proc *p = sl_op_data(op);
+  if (!p->a->ops.on_timer)
+    return 0;
+  /* Event-time timer output carries the timer's timestamp (Flink); a
+   * processing-time timer's output carries what the function sets. */
+  sl_op_set_out_ts(op, domain == SL_EVENT_TIME, ts);
+  sl_arena_mark_t m = sl_op_arena_mark(op);
+  int rc = p->a->ops.on_timer(op, domain, ts, p->a->opaque);
+  sl_op_arena_release(op, m);
+  if (rc) {
+    sl_record_t r = {k->key, k->key_len, NULL, 0, ts};
+    return sl_op_user_error(op, &r, rc);
+  }
+  return 0;
+}
+
+static int proc_watermark(sl_ctx_t *op, int64_t wm) {
+  proc *p = sl_op_data(op);
+  return sl__keyed_fire(&p->k, SL_EVENT_TIME, wm, proc_timer);
+}
+
+static int proc_time(sl_ctx_t *op, int64_t now) {
+  proc *p = sl_op_data(op);
+  int64_t next;
+  if (!sl__timers_peek(p->k.timers, 1 /* SL__TIMER_PROC */, &next) ||
+      next > now)
+    return 0;
+  return sl__keyed_fire(&p->k, SL_PROC_TIME, now, proc_timer);
+}
+
+static const sl_operator_ops_t process_ops = {
+    .kind = "process",
+    .keyed = true,
+    .open = proc_open,
+    .process = proc_process,
+    .on_watermark = proc_watermark,
+    .on_proc_time = proc_time,
+    .close = proc_close,
+    .free_arg = free,
+};
+
+static const sl_operator_ops_t co_process_ops = {
+    .kind = "co_process",
+    .keyed = true,
+    .open = proc_open,
+    .process = proc_process,
+    .on_watermark = proc_watermark,
+    .on_proc_time = proc_time,
+    .close = proc_close,
+    .free_arg = free,
+};
+
+static sl_stream_t *add(sl_stream_t *const *in, size_t n, const char *uid,
+                        const sl_co_process_ops_t *ops, void *opaque,
+                        const sl_operator_ops_t *kind) {
+  if (!in[0] || (n > 1 && !in[1]))
+    return NULL;
+  sl_job_t *job = sl_stream_job(in[0]);
+  if (!ops || !ops->on_element1 || (n > 1 && !ops->on_element2)) {
+    sl_job_build_error(job, SL_ERR_INVAL,
+                       "%s \"%s\": the element callback(s) are required",
+                       kind->kind, uid ? uid : "");
+    return NULL;
+  }
+  proc_arg *a = malloc(sizeof(*a));
+  if (!a) {
+    sl_job_build_error(job, SL_ERR_NOMEM, "%s: out of memory", kind->kind);
+    return NULL;
+  }
+  a->ops = *ops;
+  a->opaque = opaque;
+  return sl_op_add(in, n, uid, kind, a, false);
+}
+
+sl_stream_t *sl_process(sl_stream_t *keyed, const char *uid,
+                        const sl_process_ops_t *ops, void *opaque) {
+  sl_co_process_ops_t co = {0};
+  if (ops) {
+    co.open = ops->open;
+    co.on_element1 = ops->on_element;
+    co.on_timer = ops->on_timer;
+    co.close = ops->close;
+  }
+  return add(&keyed, 1, uid, ops ? &co : NULL, opaque, &process_ops);
+}
+
+sl_stream_t *sl_co_process(sl_stream_t *keyed1, sl_stream_t *keyed2,
+                           const char *uid, const sl_co_process_ops_t *ops,
+                           void *opaque) {
+  sl_stream_t *in[2] = {keyed1, keyed2};
+  return add(in, 2, uid, ops, opaque, &co_process_ops);
+}

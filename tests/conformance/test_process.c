@@ -1,0 +1,491 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Keyed process functions against Flink's documented semantics, driven
+ * through the test harness (the production operator, state and timer
+ * code): timers deduplicated and fired in order on watermarks and on
+ * processing time, output timestamps, state TTL, co-process state sharing,
+ * the error policy, and P=1 vs P=2 equivalence of a stateful job. */
+#include <inttypes.h>
+#include <stdarg.h>
+
+#include "testutil.h"
+
+/* ---- A process function driven by commands in the record value -------- *
+ * "count"          increment a per-key counter, emit "<key>:<n>"
+ * "et:<ts>"        set an event-time timer at ts
+ * "pt:<ts>"        set a processing-time timer at ts
+ * "del:<ts>"       delete the event-time timer at ts
+ * "put:<v>"/"get"  value state with the descriptor's TTL
+ * "side"           emit to side output "side"
+ * "fail"           return an error
+ * on_timer emits "<key>@<ts>:<domain>".                                    */
+
+typedef struct pf {
+  sl_state_ttl_t ttl;
+  int reregister; /* on_timer sets another timer for ts+reregister */
+} pf;
+
+/* Per instance (one per worker): the state handles. */
+typedef struct pf_local {
+  sl_state_t *count, *val;
+} pf_local;
+
+static int pf_open(sl_ctx_t *ctx, void *opaque) {
+  pf *p = opaque;
+  pf_local *l = calloc(1, sizeof(*l));
+  sl_ctx_set_local(ctx, l);
+  sl_state_desc_t c = {.name = "count", .kind = SL_STATE_VALUE};
+  sl_state_desc_t v = {.name = "val", .kind = SL_STATE_VALUE, .ttl = p->ttl};
+  l->count = sl_state_register(ctx, &c);
+  l->val = sl_state_register(ctx, &v);
+  return l->count && l->val ? 0 : -1;
+}
+
+static void pf_close(sl_ctx_t *ctx, void *opaque) {
+  (void)opaque;
+  free(sl_ctx_local(ctx));
+}
+
+static int emitf(sl_ctx_t *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int emitf(sl_ctx_t *ctx, const char *fmt, ...) {
+  char *b = sl_ctx_alloc(ctx, 128);
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(b, 128, fmt, ap);
+  va_end(ap);
+  const void *key;
+  size_t klen;
+  ck_assert_int_eq(sl_ctx_key(ctx, &key, &klen), SL_OK);
+  sl_record_t r = {key, klen, b, (size_t)n, -1};
+  return sl_emit(ctx, &r);
+}
+
+static int pf_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)opaque;
+  pf_local *p = sl_ctx_local(ctx);
+  char cmd[64];
+  size_t n = rec->value_len < 63 ? rec->value_len : 63;
+  memcpy(cmd, rec->value, n);
+  cmd[n] = '\0';
+  const void *key;
+  size_t klen;
+  sl_ctx_key(ctx, &key, &klen);
+  if (strcmp(cmd, "count") == 0) {
+    bool created;
+    int64_t *c = sl_value_ptr(ctx, p->count, sizeof(int64_t), &created);
+    ck_assert_ptr_nonnull(c);
+    ++*c;
+    return emitf(ctx, "%.*s:%" PRId64, (int)klen, (const char *)key, *c);
+  }
+  if (strncmp(cmd, "et:", 3) == 0)
+    return sl_timer_set(ctx, SL_EVENT_TIME, atoll(cmd + 3));
+  if (strncmp(cmd, "pt:", 3) == 0)
+    return sl_timer_set(ctx, SL_PROC_TIME, atoll(cmd + 3));
+  if (strncmp(cmd, "del:", 4) == 0)
+    return sl_timer_del(ctx, SL_EVENT_TIME, atoll(cmd + 4));
+  if (strncmp(cmd, "put:", 4) == 0)
+    return sl_value_put(ctx, p->val, cmd + 4, strlen(cmd + 4));
+  if (strcmp(cmd, "get") == 0) {
+    const void *v;
+    size_t len;
+    int rc = sl_value_get(ctx, p->val, &v, &len);
+    if (rc < 0)
+      return rc;
+    return rc ? emitf(ctx, "val=%.*s", (int)len, (const char *)v)
+              : emitf(ctx, "val=<none>");
+  }
+  if (strcmp(cmd, "side") == 0)
+    return sl_emit_to(ctx, "side", rec);
+  if (strcmp(cmd, "fail") == 0)
+    return -7;
+  return 0;
+}
+
+static int pf_timer(sl_ctx_t *ctx, sl_time_domain d, int64_t ts,
+                    void *opaque) {
+  pf *p = opaque;
+  const void *key;
+  size_t klen;
+  sl_ctx_key(ctx, &key, &klen);
+  ck_assert_int_eq(sl_ctx_timestamp(ctx), ts);
+  if (p->reregister && ts < 1000)
+    sl_timer_set(ctx, d, ts + p->reregister);
+  return emitf(ctx, "%.*s@%" PRId64 ":%s", (int)klen, (const char *)key, ts,
+               d == SL_EVENT_TIME ? "event" : "proc");
+}
+
+static const sl_process_ops_t pf_ops = {.open = pf_open,
+                                        .on_element = pf_element,
+                                        .on_timer = pf_timer,
+                                        .close = pf_close};
+
+static sl_harness_t *pf_harness(pf *p, const char *policy) {
+  char err[256];
+  sl_conf_t *c = NULL;
+  if (policy) {
+    c = sl_conf_new();
+    sl_conf_set(c, "error.policy", policy, err, sizeof(err));
+  }
+  const char *tags[] = {"side", NULL};
+  sl_harness_t *h = sl_harness_new_process(c, &pf_ops, p, tags, err,
+                                           sizeof(err));
+  ck_assert_msg(h != NULL, "harness: %s", err);
+  return h;
+}
+
+static const char *out(sl_harness_t *h, size_t i) {
+  const sl_record_t *r = sl_harness_get(h, NULL, i);
+  ck_assert_msg(r != NULL, "no output #%zu (have %zu)", i,
+                sl_harness_count(h, NULL));
+  return r->value;
+}
+
+START_TEST(event_timers_dedup_and_fire_in_order) {
+  pf p = {0};
+  sl_harness_t *h = pf_harness(&p, NULL);
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "a", "et:300", 1), SL_OK);
+  sl_harness_push_kv(h, 0, "a", "et:100", 2);
+  sl_harness_push_kv(h, 0, "a", "et:100", 3); /* duplicate: one timer */
+  sl_harness_push_kv(h, 0, "b", "et:100", 4); /* other key: its own */
+  sl_harness_push_kv(h, 0, "b", "et:200", 5);
+  sl_harness_push_kv(h, 0, "b", "del:200", 6);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 0);
+  ck_assert_int_eq(sl_harness_watermark(h, 0, 99), SL_OK);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 0);
+  ck_assert_int_eq(sl_harness_watermark(h, 0, 250), SL_OK);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 2);
+  ck_assert_str_eq(out(h, 0), "a@100:event");
+  ck_assert_str_eq(out(h, 1), "b@100:event");
+  /* Output of an event-time timer carries the timer's timestamp. */
+  ck_assert_int_eq(sl_harness_get(h, NULL, 0)->ts, 100);
+  ck_assert_int_eq(sl_harness_output_watermark(h), 250);
+  sl_harness_end(h); /* the maximum watermark fires the rest */
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 3);
+  ck_assert_str_eq(out(h, 2), "a@300:event");
+  ck_assert_int_eq(sl_harness_output_watermark(h), SL_WATERMARK_MAX);
+  sl_harness_destroy(h);
+}
+END_TEST
+
+START_TEST(timer_registered_in_on_timer_fires_in_same_watermark) {
+  pf p = {.reregister = 50};
+  sl_harness_t *h = pf_harness(&p, NULL);
+  sl_harness_push_kv(h, 0, "a", "et:10", 1);
+  sl_harness_push_kv(h, 0, "a", "et:40", 1);
+  sl_harness_watermark(h, 0, 100);
+  /* 10 fires, registers 60; 40 fires, registers 90; 60 -> 110 (not due);
+   * 90 -> 140: order 10, 40, 60, 90. */
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 4);
+  ck_assert_str_eq(out(h, 0), "a@10:event");
+  ck_assert_str_eq(out(h, 1), "a@40:event");
+  ck_assert_str_eq(out(h, 2), "a@60:event");
+  ck_assert_str_eq(out(h, 3), "a@90:event");
+  sl_harness_destroy(h);
+}
+END_TEST
+
+START_TEST(timer_at_or_below_watermark_fires_with_next_watermark) {
+  pf p = {0};
+  sl_harness_t *h = pf_harness(&p, NULL);
+  sl_harness_watermark(h, 0, 500);
+  sl_harness_push_kv(h, 0, "a", "et:400", 1);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 0);
+  sl_harness_watermark(h, 0, 501);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 1);
+  ck_assert_str_eq(out(h, 0), "a@400:event");
+  sl_harness_destroy(h);
+}
+END_TEST
+
+START_TEST(processing_time_timers) {
+  pf p = {0};
+  sl_harness_t *h = pf_harness(&p, NULL);
+  sl_harness_push_kv(h, 0, "a", "pt:1000", 1);
+  sl_harness_push_kv(h, 0, "b", "pt:500", 1);
+  sl_harness_push_kv(h, 0, "b", "pt:500", 1);
+  sl_harness_push_kv(h, 0, "a", "et:10", 1); /* event time is separate */
+  ck_assert_int_eq(sl_harness_set_time(h, 499), SL_OK);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 0);
+  sl_harness_set_time(h, 1000);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 2);
+  ck_assert_str_eq(out(h, 0), "b@500:proc");
+  ck_assert_str_eq(out(h, 1), "a@1000:proc");
+  sl_harness_destroy(h);
+}
+END_TEST
+
+START_TEST(element_output_carries_input_timestamp) {
+  pf p = {0};
+  sl_harness_t *h = pf_harness(&p, NULL);
+  sl_harness_push_kv(h, 0, "k", "count", 1234);
+  sl_harness_push_kv(h, 0, "k", "count", 99);
+  ck_assert_str_eq(out(h, 0), "k:1");
+  ck_assert_str_eq(out(h, 1), "k:2");
+  ck_assert_int_eq(sl_harness_get(h, NULL, 0)->ts, 1234);
+  ck_assert_int_eq(sl_harness_get(h, NULL, 1)->ts, 99);
+  ck_assert_str_eq(sl_harness_get(h, NULL, 0)->key, "k");
+  sl_harness_destroy(h);
+}
+END_TEST
+
+START_TEST(side_output_through_harness) {
+  pf p = {0};
+  sl_harness_t *h = pf_harness(&p, NULL);
+  sl_harness_push_kv(h, 0, "k", "side", 5);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 0);
+  ck_assert_uint_eq(sl_harness_count(h, "side"), 1);
+  ck_assert_str_eq(sl_harness_get(h, "side", 0)->value, "side");
+  sl_harness_destroy(h);
+}
+END_TEST
+
+/* Flink's TTL example: ttl=100, update on create and write, never return
+ * expired: write@0, read@20 -> value, write@50, read@120 -> value,
+ * read@300 -> empty. */
+START_TEST(ttl_on_create_and_write_never_return_expired) {
+  pf p = {.ttl = {.ttl_ms = 100,
+                  .update = SL_TTL_ON_CREATE_AND_WRITE,
+                  .visibility = SL_TTL_NEVER_RETURN_EXPIRED}};
+  sl_harness_t *h = pf_harness(&p, NULL);
+  sl_harness_set_time(h, 0);
+  sl_harness_push_kv(h, 0, "k", "put:v1", 1);
+  sl_harness_set_time(h, 20);
+  sl_harness_push_kv(h, 0, "k", "get", 1);
+  sl_harness_set_time(h, 50);
+  sl_harness_push_kv(h, 0, "k", "put:v2", 1);
+  sl_harness_set_time(h, 120);
+  sl_harness_push_kv(h, 0, "k", "get", 1);
+  sl_harness_set_time(h, 300);
+  sl_harness_push_kv(h, 0, "k", "get", 1);
+  ck_assert_str_eq(out(h, 0), "val=v1");
+  ck_assert_str_eq(out(h, 1), "val=v2");
+  ck_assert_str_eq(out(h, 2), "val=<none>");
+  sl_harness_destroy(h);
+}
+END_TEST
+
+START_TEST(ttl_on_read_and_write_return_expired_once) {
+  pf p = {.ttl = {.ttl_ms = 100,
+                  .update = SL_TTL_ON_READ_AND_WRITE,
+                  .visibility = SL_TTL_RETURN_EXPIRED_IF_NOT_CLEANED_UP,
+                  .cleanup_per_access = -1}};
+  sl_harness_t *h = pf_harness(&p, NULL);
+  sl_harness_push_kv(h, 0, "k", "put:v", 1);
+  sl_harness_set_time(h, 90);
+  sl_harness_push_kv(h, 0, "k", "get", 1); /* read refreshes: last = 90 */
+  sl_harness_set_time(h, 180);
+  sl_harness_push_kv(h, 0, "k", "get", 1); /* still alive: 90+100 > 180 */
+  sl_harness_set_time(h, 400);
+  sl_harness_push_kv(h, 0, "k", "get", 1); /* expired, returned once */
+  sl_harness_push_kv(h, 0, "k", "get", 1); /* now gone */
+  ck_assert_str_eq(out(h, 0), "val=v");
+  ck_assert_str_eq(out(h, 1), "val=v");
+  ck_assert_str_eq(out(h, 2), "val=v");
+  ck_assert_str_eq(out(h, 3), "val=<none>");
+  sl_harness_destroy(h);
+}
+END_TEST
+
+START_TEST(user_error_policies_in_process) {
+  pf p = {0};
+  sl_harness_t *h = pf_harness(&p, "skip");
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "fail", 1), SL_OK);
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "count", 1), SL_OK);
+  sl_op_stats_t st;
+  sl_job_op_stats(sl_harness_job(h), "process", &st);
+  ck_assert_uint_eq(st.errors, 1);
+  sl_harness_destroy(h);
+  h = pf_harness(&p, NULL);
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "fail", 1), SL_ERR_USER);
+  ck_assert_ptr_nonnull(strstr(sl_harness_errmsg(h), "returned -7"));
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "count", 1), SL_ERR_USER);
+  sl_harness_destroy(h);
+}
+END_TEST
+
+/* ---- co_process: both inputs share state and timers per key ----------- */
+
+typedef struct co {
+  sl_state_t *seen; /* the harness runs one instance: a shared slot is fine */
+} co;
+
+static int co_open(sl_ctx_t *ctx, void *opaque) {
+  co *c = opaque;
+  sl_state_desc_t d = {.name = "seen", .kind = SL_STATE_LIST};
+  c->seen = sl_state_register(ctx, &d);
+  return c->seen ? 0 : -1;
+}
+
+static int co_emit_all(sl_ctx_t *ctx, co *c) {
+  sl_list_iter_t it;
+  int rc = sl_list_get(ctx, c->seen, &it);
+  if (rc < 0)
+    return rc;
+  char *buf = sl_ctx_alloc(ctx, 256);
+  size_t n = 0;
+  const void *v;
+  size_t len;
+  while (sl_list_next(&it, &v, &len) == 1 && n + len + 1 < 256) {
+    memcpy(buf + n, v, len);
+    n += len;
+    buf[n++] = ',';
+  }
+  sl_record_t r = {NULL, 0, buf, n, 0};
+  return sl_emit(ctx, &r);
+}
+
+static int co_e1(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  co *c = opaque;
+  int rc = sl_list_add(ctx, c->seen, rec->value, rec->value_len);
+  return rc ? rc : co_emit_all(ctx, c);
+}
+
+static int co_e2(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  co *c = opaque;
+  char b[64];
+  int n = snprintf(b, sizeof(b), "2:%.*s", (int)rec->value_len,
+                   (const char *)rec->value);
+  int rc = sl_list_add(ctx, c->seen, b, (size_t)n);
+  if (!rc)
+    rc = sl_timer_set(ctx, SL_EVENT_TIME, rec->ts + 10);
+  return rc ? rc : co_emit_all(ctx, c);
+}
+
+static int co_timer(sl_ctx_t *ctx, sl_time_domain d, int64_t ts,
+                    void *opaque) {
+  (void)d;
+  (void)ts;
+  return co_emit_all(ctx, opaque);
+}
+
+static sl_stream_t *build_co(sl_stream_t *const *in, size_t n, void *opaque) {
+  (void)n;
+  static const sl_co_process_ops_t ops = {.open = co_open,
+                                          .on_element1 = co_e1,
+                                          .on_element2 = co_e2,
+                                          .on_timer = co_timer};
+  return sl_co_process(in[0], in[1], "co", &ops, opaque);
+}
+
+START_TEST(co_process_shares_state_across_inputs) {
+  co c = {0};
+  char err[256];
+  sl_harness_t *h = sl_harness_new(NULL, 2, true, build_co, &c, NULL, err,
+                                   sizeof(err));
+  ck_assert_msg(h != NULL, "%s", err);
+  sl_harness_push_kv(h, 0, "k", "a", 1);
+  sl_harness_push_kv(h, 1, "k", "b", 2);
+  sl_harness_push_kv(h, 1, "other", "x", 3);
+  sl_harness_push_kv(h, 0, "k", "c", 4);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 4);
+  ck_assert_str_eq(out(h, 0), "a,");
+  ck_assert_str_eq(out(h, 1), "a,2:b,");
+  ck_assert_str_eq(out(h, 2), "2:x,");
+  ck_assert_str_eq(out(h, 3), "a,2:b,c,");
+  /* The operator's watermark is the minimum of its two inputs. */
+  sl_harness_watermark(h, 0, 100);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 4);
+  ck_assert_int_eq(sl_harness_output_watermark(h), SL_TS_MIN);
+  sl_harness_watermark(h, 1, 12);
+  ck_assert_int_eq(sl_harness_output_watermark(h), 12);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 5); /* k's timer at 12 */
+  ck_assert_str_eq(out(h, 4), "a,2:b,c,");
+  sl_harness_destroy(h);
+}
+END_TEST
+
+START_TEST(harness_rejects_bad_builds) {
+  char err[256];
+  ck_assert_ptr_null(
+      sl_harness_new(NULL, 3, true, build_co, NULL, NULL, err, sizeof(err)));
+  ck_assert_ptr_nonnull(strstr(err, "1 or 2 inputs"));
+  /* process on an unkeyed input: the graph error is reported */
+  ck_assert_ptr_null(
+      sl_harness_new(NULL, 2, false, build_co, NULL, NULL, err, sizeof(err)));
+  ck_assert_ptr_nonnull(strstr(err, "not keyed"));
+}
+END_TEST
+
+/* ---- Stateful job: P=1 vs P=2 ------------------------------------------ */
+
+#define SKEYS 500
+typedef struct srun {
+  uint64_t chain[SKEYS];
+  uint64_t last[SKEYS];
+} srun;
+
+static _Thread_local char s_key[16], s_val[8];
+static int s_gen(uint64_t i, sl_record_t *out, void *opaque) {
+  (void)opaque;
+  unsigned k = (unsigned)((i * 2654435761u) % SKEYS);
+  out->key_len = (size_t)snprintf(s_key, sizeof(s_key), "%u", k);
+  out->key = s_key;
+  memcpy(s_val, "count", 5);
+  out->value = s_val;
+  out->value_len = 5;
+  out->ts = (int64_t)i;
+  return 0;
+}
+
+static int s_sink(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx;
+  srun *r = opaque;
+  /* value is "<key>:<count>" */
+  const char *v = rec->value;
+  const char *colon = memchr(v, ':', rec->value_len);
+  int k = (int)tu_num(v, (size_t)(colon - v));
+  uint64_t n = (uint64_t)tu_num(colon + 1, rec->value_len - (size_t)(colon - v) - 1);
+  r->chain[k] = r->chain[k] * 31 + n;
+  r->last[k] = n;
+  return 0;
+}
+
+static void run_stateful(int par, srun *r) {
+  memset(r, 0, sizeof(*r));
+  sl_job_t *job = tu_job(par, NULL);
+  pf p = {0};
+  sl_generator_opts_t go = {.count = 200000, .gen = s_gen};
+  sl_stream_t *s = sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
+  s = sl_process(s, "count", &pf_ops, &p);
+  sl_sink(s, "sink", s_sink, r);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  sl_job_destroy(job);
+}
+
+START_TEST(stateful_p1_equals_p2) {
+  static srun a, b;
+  run_stateful(1, &a);
+  run_stateful(2, &b);
+  uint64_t total = 0;
+  for (int k = 0; k < SKEYS; k++) {
+    ck_assert_uint_eq(a.last[k], b.last[k]);
+    ck_assert_uint_eq(a.chain[k], b.chain[k]);
+    total += a.last[k];
+  }
+  ck_assert_uint_eq(total, 200000);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("process");
+  TCase *tc = tcase_create("keyed");
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, event_timers_dedup_and_fire_in_order);
+  tcase_add_test(tc, timer_registered_in_on_timer_fires_in_same_watermark);
+  tcase_add_test(tc, timer_at_or_below_watermark_fires_with_next_watermark);
+  tcase_add_test(tc, processing_time_timers);
+  tcase_add_test(tc, element_output_carries_input_timestamp);
+  tcase_add_test(tc, side_output_through_harness);
+  tcase_add_test(tc, ttl_on_create_and_write_never_return_expired);
+  tcase_add_test(tc, ttl_on_read_and_write_return_expired_once);
+  tcase_add_test(tc, user_error_policies_in_process);
+  tcase_add_test(tc, co_process_shares_state_across_inputs);
+  tcase_add_test(tc, harness_rejects_bad_builds);
+  tcase_add_test(tc, stateful_p1_equals_p2);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
