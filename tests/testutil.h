@@ -50,9 +50,11 @@ static inline int tu_sink_fn(sl_ctx_t *ctx, const sl_record_t *rec,
   tu_rec *r = &s->recs[s->n++];
   size_t kl = rec->key_len < 63 ? rec->key_len : 63;
   size_t vl = rec->value_len < 255 ? rec->value_len : 255;
-  memcpy(r->key, rec->key, kl);
+  if (kl)
+    memcpy(r->key, rec->key, kl);
   r->key[kl] = '\0';
-  memcpy(r->value, rec->value, vl);
+  if (vl)
+    memcpy(r->value, rec->value, vl);
   r->value[vl] = '\0';
   r->ts = rec->ts;
   r->worker = sl_ctx_worker(ctx);
@@ -78,6 +80,11 @@ typedef struct tu_log {
 static inline void tu_log_init(tu_log *l) {
   memset(l, 0, sizeof(*l));
   pthread_mutex_init(&l->lock, NULL);
+}
+
+static inline void tu_log_free(tu_log *l) {
+  free(l->ev);
+  pthread_mutex_destroy(&l->lock);
 }
 
 static inline void tu_log_add(tu_log *l, char kind, int64_t ts,

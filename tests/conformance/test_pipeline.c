@@ -259,6 +259,7 @@ START_TEST(bounded_watermarks_follow_max_ts) {
     }
   ck_assert_uint_eq(w, 5);
   sl_job_destroy(job);
+  tu_log_free(&log);
 }
 END_TEST
 
@@ -314,6 +315,7 @@ START_TEST(watermark_outputs_precede_watermark) {
   ck_assert_uint_eq(maxes, 2);
   ck_assert_uint_ge(wms, 4);
   sl_job_destroy(job);
+  tu_log_free(&log);
 }
 END_TEST
 
@@ -373,6 +375,7 @@ START_TEST(idle_input_does_not_hold_watermark) {
   for (size_t i = 0; i < log.n; i++)
     mid += log.ev[i].kind == TU_WM && log.ev[i].ts != SL_WATERMARK_MAX;
   ck_assert_uint_gt(mid, 100);
+  tu_log_free(&log);
 }
 END_TEST
 
@@ -383,6 +386,7 @@ START_TEST(without_idleness_watermark_waits) {
   for (size_t i = 0; i < log.n; i++)
     if (log.ev[i].kind == TU_WM)
       ck_assert_int_eq(log.ev[i].ts, SL_WATERMARK_MAX);
+  tu_log_free(&log);
 }
 END_TEST
 
@@ -407,6 +411,7 @@ START_TEST(record_reactivates_idle_input_watermark_never_regresses) {
    * union's: the union's watermark held still (never regressed) until the
    * quiet input went idle again, then followed the busy one. */
   ck_assert_uint_gt(wms_after_q, 0);
+  tu_log_free(&log);
 }
 END_TEST
 

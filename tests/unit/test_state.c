@@ -388,7 +388,7 @@ START_TEST(test_map) {
   }
   ck_assert_int_eq(n, 3);
   ck_assert_int_eq(sl__map_is_empty(&f.k, st), 1);
-  ck_assert_uint_eq(stats(&f, st).entries, 36 - 1 - 3);
+  ck_assert_uint_eq(stats(&f, st).entries, 36 + 1 - 1 - 3);
 
   /* A large map, and clear. */
   for (int i = 0; i < 1000; i++) {
@@ -402,7 +402,7 @@ START_TEST(test_map) {
   ck_assert_int_eq(sl__map_is_empty(&f.k, st), 0);
   ck_assert_int_eq(sl__state_clear(&f.k, st), 0);
   ck_assert_int_eq(sl__map_is_empty(&f.k, st), 1);
-  ck_assert_uint_eq(stats(&f, st).entries, 32);
+  ck_assert_uint_eq(stats(&f, st).entries, 33);
   fx_fini(&f);
 }
 END_TEST
