@@ -32,13 +32,13 @@ build: deps $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
 test: build
-	meson test -C $(BUILD) --print-errorlogs --num-processes 2
+	meson test -C $(BUILD) -v --print-errorlogs --num-processes 2
 
 test-asan: deps
 	[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false
 	ninja -C $(ASAN_BUILD)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  CK_FORK=no meson test -C $(ASAN_BUILD) --print-errorlogs --num-processes 2 --timeout-multiplier 3
+	  CK_FORK=no meson test -C $(ASAN_BUILD) -v --print-errorlogs --num-processes 2 --timeout-multiplier 3
 
 test-tsan: deps
 	[ -f $(TSAN_BUILD)/build.ninja ] || CC=clang meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false

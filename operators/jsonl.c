@@ -67,12 +67,12 @@ static json_t *json_field(json_t *root, const char *field) {
 }
 
 static int jsrc_open(sl_source_ctx_t *ctx, void *opaque) {
-  (void)ctx;
   jsrc *s = opaque;
   s->f = fopen(s->path, "r");
   s->lineno = 0;
   if (!s->f)
-    return SL_ERR_IO;
+    return sl_source_fail(ctx, SL_ERR_IO, "cannot open %s: %s", s->path,
+                          strerror(errno));
   return 0;
 }
 
@@ -136,7 +136,9 @@ static int jsrc_poll(sl_source_ctx_t *ctx, void *opaque) {
     errno = 0;
     ssize_t n = getline(&s->line, &s->line_cap, s->f);
     if (n < 0)
-      return ferror(s->f) ? SL_ERR_IO : SL_POLL_END;
+      return ferror(s->f) ? sl_source_fail(ctx, SL_ERR_IO, "reading %s: %s",
+                                           s->path, strerror(errno))
+                          : SL_POLL_END;
     s->lineno++;
     while (n > 0 && (s->line[n - 1] == '\n' || s->line[n - 1] == '\r'))
       n--;

@@ -135,6 +135,12 @@ SL_API size_t sl_source_ctx_budget(const sl_source_ctx_t *ctx);
 SL_API int sl_source_bad_input(sl_source_ctx_t *ctx, const char *where,
                                const char *why);
 
+/* Fails the job from a source callback with a message (the source's uid
+ * is prepended), e.g. when the input cannot be opened. Returns err (or the
+ * job's first error), for the callback to return. */
+SL_API int sl_source_fail(sl_source_ctx_t *ctx, int err, const char *fmt,
+                          ...) __attribute__((format(printf, 3, 4)));
+
 /* Adds a user source. opaque is passed to every callback; the job does not
  * own it. Returns the source's stream, or NULL on error (see
  * sl_job_errmsg(); sl_job_run() will return the error too). */

@@ -127,7 +127,8 @@ typedef struct sl_state_desc {
  * name, unknown kind, negative ttl, missing reduce/add or zero sizes), on a
  * name registered with a different descriptor (SL_ERR_INVAL), or when out
  * of memory. */
-SL_API sl_state_t *sl_state_register(sl_ctx_t *ctx, const sl_state_desc_t *desc);
+SL_API sl_state_t *sl_state_register(sl_ctx_t *ctx,
+                                     const sl_state_desc_t *desc);
 
 /* Removes the current key's (and namespace's) entry of a state of any
  * kind. Returns SL_OK or a negative error. */

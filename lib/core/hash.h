@@ -44,6 +44,10 @@ static inline uint64_t sl__hash64(const void *data, size_t len) {
 /* Flink's assignment: key group = hash % K, worker = kg * P / K, so that
  * changing P moves whole, contiguous key-group ranges. */
 static inline uint32_t sl__key_group(uint64_t hash, uint32_t max_par) {
+  /* The same value either way; the mask spares a 64-bit division on every
+   * record for the usual power-of-two max.parallelism. */
+  if ((max_par & (max_par - 1)) == 0)
+    return (uint32_t)(hash & (max_par - 1));
   return (uint32_t)(hash % max_par);
 }
 static inline int sl__kg_worker(uint32_t kg, int par, uint32_t max_par) {

@@ -284,11 +284,11 @@ static batch *chan_batch(sl__xchg *x, chan *ch, size_t need) {
 }
 
 /* Delivers a keyed record on the consumer instance of the exchange. */
-static inline int cons_deliver(sl_ctx_t *cons, uint64_t hash,
+static inline int cons_deliver(sl_ctx_t *cons, uint64_t hash, uint32_t kg,
                                const sl_record_t *rec) {
   sl__worker *w = cons->w;
   w->cur_hash = hash;
-  w->cur_kg = sl__key_group(hash, w->job->max_par);
+  w->cur_kg = kg;
   sl__counter_add(&cons->in, 1);
   sl__counter_add(&cons->out, 1);
   return sl__emit_outs(cons, &cons->main, rec);
@@ -307,11 +307,10 @@ static int prod_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   }
   uint64_t hash = sl__hash64(rec.key, rec.key_len);
   sl__counter_add(&op->out, 1);
-  int target = job->par == 1 ? 0
-                             : sl__kg_worker(sl__key_group(hash, job->max_par),
-                                             job->par, job->max_par);
+  uint32_t kg = sl__key_group(hash, job->max_par);
+  int target = job->kg_worker[kg];
   if (target == w->index)
-    return cons_deliver(w->inst[n->id], hash, &rec);
+    return cons_deliver(w->inst[n->id], hash, kg, &rec);
 
   sl__xchg *x = op->xchg;
   chan *ch = &x->ch[w->index * x->par + target];
@@ -383,6 +382,7 @@ const sl_operator_ops_t sl__keyby_cons_ops = {
 
 static int drain_chan(sl__worker *w, sl__xchg *x, int producer, chan *ch) {
   sl_ctx_t *cons = w->inst[x->node->id];
+  uint32_t max_par = w->job->max_par;
   int handled = 0;
   elem *e;
   /* A bounded number of elements per call keeps every input served. */
@@ -398,7 +398,8 @@ static int drain_chan(sl__worker *w, sl__xchg *x, int producer, chan *ch) {
         const brec *r = &b->recs[i];
         sl_record_t rec = {b->bytes + r->koff, r->klen, b->bytes + r->voff,
                            r->vlen, r->ts};
-        rc = cons_deliver(cons, r->hash, &rec);
+        rc = cons_deliver(cons, r->hash, sl__key_group(r->hash, max_par),
+                          &rec);
       }
       batch **slot = ring_slot(&ch->spare, sizeof(batch *));
       if (slot) {

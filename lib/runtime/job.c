@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/conf.h"
+#include "core/hash.h"
 #include "runtime/runtime.h"
 
 void sl__graph_free(sl_job_t *job);
@@ -46,6 +47,16 @@ sl_job_t *sl_job_new(const char *name, sl_conf_t *conf, char *err,
   job->clock = job->own_clock;
   job->par = par;
   job->max_par = (uint32_t)max_par;
+  job->kg_worker = malloc((size_t)max_par * sizeof(*job->kg_worker));
+  if (!job->kg_worker) {
+    job->conf = NULL;
+    sl_job_destroy(job);
+    sl_conf_destroy(own);
+    sl__errf(err, errlen, "out of memory");
+    return NULL;
+  }
+  for (uint32_t kg = 0; kg < (uint32_t)max_par; kg++)
+    job->kg_worker[kg] = (uint16_t)sl__kg_worker(kg, par, (uint32_t)max_par);
   job->skip_errors = strcmp(sl__conf_str(conf, "error.policy"), "skip") == 0;
   job->batch_size = (size_t)sl__conf_int(conf, "batch.size");
   job->chan_cap = (size_t)sl__conf_int(conf, "channel.capacity");
@@ -98,6 +109,7 @@ void sl_job_destroy(sl_job_t *job) {
   sl_conf_destroy(job->conf);
   sl_clock_destroy(job->own_clock);
   pthread_mutex_destroy(&job->err_lock);
+  free(job->kg_worker);
   free(job->name);
   free(job);
 }

@@ -157,6 +157,7 @@ struct sl_job {
   /* Settings resolved at sl_job_new. */
   int par;
   uint32_t max_par;
+  uint16_t *kg_worker; /* key group -> worker, precomputed */
   bool skip_errors;
   size_t batch_size;
   size_t chan_cap;

@@ -3,6 +3,7 @@
  * draining its exchange inputs and polling its source subtasks until every
  * input has ended, the job is stopped, or it fails. Also the source context
  * that user sources emit through. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,15 @@ int sl_source_bad_input(sl_source_ctx_t *s, const char *where,
   }
   return sl_op_fail(op, SL_ERR_DECODE, "malformed input at %s: %s", where,
                     why);
+}
+
+int sl_source_fail(sl_source_ctx_t *s, int err, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  return sl_op_fail(&s->op, err < 0 ? err : SL_ERR_USER, "%s", msg);
 }
 
 /* Ends a source subtask. Only a natural end of input advances the

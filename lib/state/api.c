@@ -27,8 +27,7 @@ int sl_state_clear(sl_ctx_t *ctx, sl_state_t *st) {
   return sl__state_clear(sl_op_keyed(ctx), st);
 }
 
-int sl_value_get(sl_ctx_t *ctx, sl_state_t *st, const void **val,
-                 size_t *len) {
+int sl_value_get(sl_ctx_t *ctx, sl_state_t *st, const void **val, size_t *len) {
   return sl__value_get(sl_op_keyed(ctx), st, val, len);
 }
 

@@ -3,119 +3,16 @@
  * group), so a key group can be snapshotted, dropped or moved alone and a
  * table grows by 1/K of the state at a time (and incrementally beyond a
  * small size). See docs/state.md for the memory layout. */
-#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/util.h"
 #include "sluice/common.h"
-#include "state/backend.h"
+#include "state/hashmap.h"
 
-#define HM_MIN_BITS 3
-/* Tables up to 2^10 slots move to their doubled array at once; larger ones
- * move HM_MIGRATE old slots per access, so no access pays for a whole
- * rehash (Redis' incremental rehashing, on open addressing). */
-#define HM_SMALL_BITS 10
-#define HM_MIGRATE 64
-/* Cleanup looks at no more than this many slots per entry it may visit,
- * so a sparse table cannot make one access slow (as Redis' dictScan caps
- * empty buckets). */
-#define HM_SCAN_FACTOR 16
-
-/* One (key, ns) entry: a single allocation with the key, namespace and
- * value inline, the value 8-byte aligned. For maps the value is a pointer
- * to the entry's hm_map. */
-typedef struct hm_entry {
-  uint32_t key_len, ns_len;
-  uint32_t val_len, val_cap;
-  unsigned char data[]; /* key | ns | pad to 8 | value (val_cap bytes) */
-} hm_entry;
-
-/* The slot keeps the full hash, so a probe rarely touches a wrong entry. */
-typedef struct hm_slot {
-  uint64_t hash;
-  hm_entry *e; /* NULL: empty; HM_TOMB: moved out of an old table */
-} hm_slot;
-
-static hm_entry hm_tomb_;
-#define HM_TOMB (&hm_tomb_)
-
-typedef struct hm_table {
-  hm_slot *slots;
-  hm_slot *old; /* previous array while growing, being migrated */
-  size_t count; /* live entries in slots */
-  size_t old_count;
-  size_t mig; /* next old slot to migrate */
-  uint8_t bits, old_bits;
-} hm_table;
-
-/* A map entry: map key and value inline, the value 8-byte aligned. */
-typedef struct hm_mentry {
-  uint32_t mk_len, val_len, val_cap, pad_;
-  unsigned char data[];
-} hm_mentry;
-
-typedef struct hm_mslot {
-  uint64_t hash;
-  hm_mentry *e; /* NULL: empty; HM_MTOMB: removed */
-} hm_mslot;
-
-static hm_mentry hm_mtomb_;
-#define HM_MTOMB (&hm_mtomb_)
-
-/* Maps delete with tombstones, not backward shifting, so removing entries
- * (by the user or TTL cleanup) during an iteration never moves others. */
-typedef struct hm_map {
-  hm_mslot *slots;
-  uint32_t count, used; /* used = count + tombstones */
-  uint8_t bits;
-} hm_map;
-
-typedef struct hm_state {
-  char *name;
-  sl__btype type;
-  hm_table *tables; /* one per owned key group */
-  sl__state_stats stats;
-  uint32_t cur_kg; /* incremental cleanup cursor */
-  size_t cur_slot;
-} hm_state;
-
-typedef struct hm {
-  sl__backend base;
-  hm_state *states;
-  uint32_t n_states, cap_states;
-  uint32_t n_kg;
-} hm;
-
-static inline size_t hm_voff(uint32_t kl, uint32_t nl) {
-  return ((size_t)kl + nl + 7) & ~(size_t)7;
-}
-static inline unsigned char *hm_val(hm_entry *e) {
-  return e->data + hm_voff(e->key_len, e->ns_len);
-}
-static inline unsigned char *hm_mval(hm_mentry *e) {
-  return e->data + (((size_t)e->mk_len + 7) & ~(size_t)7);
-}
-static inline hm_map *hm_map_of(hm_entry *e) {
-  hm_map *m;
-  memcpy(&m, hm_val(e), sizeof m);
-  return m;
-}
-/* Top bits: every key of a key group has the same hash % K, so the low
- * bits are useless to spread one key group's table. */
-static inline size_t hm_idx(uint64_t h, uint8_t bits) {
-  return (size_t)(h >> (64 - bits));
-}
-static inline size_t hm_mask(uint8_t bits) {
-  return ((size_t)1 << bits) - 1;
-}
-
-static inline bool hm_eq(const hm_entry *e, const sl__skey *k) {
-  return e->key_len == k->key_len && e->ns_len == k->ns_len &&
-         (!k->key_len || memcmp(e->data, k->key, k->key_len) == 0) &&
-         (!k->ns_len || memcmp(e->data + k->key_len, k->ns, k->ns_len) == 0);
-}
+hm_entry sl__hm_tomb;
+hm_mentry sl__hm_mtomb;
 
 static hm_slot *hm_probe(hm_slot *slots, uint8_t bits, const sl__skey *k) {
   size_t mask = hm_mask(bits);
@@ -158,7 +55,7 @@ static void hm_migrate(hm_table *t, size_t n) {
   }
 }
 
-static hm_slot *hm_find(hm_table *t, const sl__skey *k, bool *in_old) {
+hm_slot *sl__hm_find(hm_table *t, const sl__skey *k, bool *in_old) {
   if (t->old)
     hm_migrate(t, HM_MIGRATE);
   *in_old = false;
@@ -239,15 +136,6 @@ static void hm_unlink(hm_table *t, hm_slot *s, bool in_old) {
   t->count--;
 }
 
-static inline hm_state *hm_st(hm *b, uint32_t id) {
-  assert(id < b->n_states);
-  return &b->states[id];
-}
-static inline hm_table *hm_tab(hm *b, hm_state *st, uint32_t kg) {
-  assert(kg >= b->base.kg_lo && kg < b->base.kg_hi);
-  return &st->tables[kg - b->base.kg_lo];
-}
-
 /* ---- Entries ------------------------------------------------------------ */
 
 static hm_entry *hm_entry_new(const sl__skey *k, size_t cap) {
@@ -281,33 +169,15 @@ static hm_entry *hm_entry_grow(hm *b, hm_slot *s, size_t cap) {
   return n;
 }
 
-static bool hm_key_ok(const sl__skey *k, size_t len) {
+bool sl__hm_key_ok(const sl__skey *k, size_t len) {
   return k->key_len <= UINT32_MAX && k->ns_len <= UINT32_MAX &&
          len <= UINT32_MAX - 64;
-}
-
-static void hm_map_free(hm_state *st, hm_entry *e) {
-  hm_map *m = hm_map_of(e);
-  if (!m)
-    return;
-  size_t cap = m->slots ? (size_t)1 << m->bits : 0;
-  for (size_t i = 0; i < cap; i++) {
-    hm_mentry *me = m->slots[i].e;
-    if (me && me != HM_MTOMB) {
-      st->stats.entries--;
-      st->stats.bytes -= (uint64_t)e->key_len + e->ns_len + me->mk_len +
-                         me->val_len;
-      free(me);
-    }
-  }
-  free(m->slots);
-  free(m);
 }
 
 /* Frees an entry and what it owns, and takes it out of the stats. */
 static void hm_entry_free(hm_state *st, hm_entry *e) {
   if (st->type == SL__BT_MAP) {
-    hm_map_free(st, e);
+    sl__hm_map_free(st, e);
   } else {
     st->stats.entries--;
     st->stats.bytes -= (uint64_t)e->key_len + e->ns_len + e->val_len;
@@ -315,16 +185,15 @@ static void hm_entry_free(hm_state *st, hm_entry *e) {
   free(e);
 }
 
-static void hm_remove(hm *b, hm_state *st, hm_table *t, hm_slot *s,
-                      bool in_old) {
+void sl__hm_remove(hm *b, hm_state *st, hm_table *t, hm_slot *s, bool in_old) {
   hm_entry_free(st, s->e);
   hm_unlink(t, s, in_old);
   b->base.epoch++;
 }
 
 /* Creates an entry of value length len (capacity cap) and inserts it. */
-static hm_entry *hm_create(hm_state *st, hm_table *t, const sl__skey *k,
-                           size_t len, size_t cap, int *rc) {
+hm_entry *sl__hm_create(hm_state *st, hm_table *t, const sl__skey *k,
+                        size_t len, size_t cap, int *rc) {
   hm_entry *e = hm_entry_new(k, cap);
   if (!e) {
     *rc = SL_ERR_NOMEM;
@@ -349,7 +218,7 @@ static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
   (void)for_write; /* entries are modified in place */
   hm *b = (hm *)be;
   bool old;
-  hm_slot *s = hm_find(hm_tab(b, hm_st(b, k->state), k->kg), k, &old);
+  hm_slot *s = sl__hm_find(hm_tab(b, hm_st(b, k->state), k->kg), k, &old);
   if (!s)
     return 0;
   *val = hm_val(s->e);
@@ -360,12 +229,12 @@ static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
 static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
                        void **out) {
   hm *b = (hm *)be;
-  if (!hm_key_ok(k, len))
+  if (!sl__hm_key_ok(k, len))
     return SL_ERR_RANGE;
   hm_state *st = hm_st(b, k->state);
   hm_table *t = hm_tab(b, st, k->kg);
   bool old;
-  hm_slot *s = hm_find(t, k, &old);
+  hm_slot *s = sl__hm_find(t, k, &old);
   if (SL__LIKELY(s != NULL)) {
     hm_entry *e = s->e;
     if (SL__LIKELY(len == e->val_len)) {
@@ -380,22 +249,22 @@ static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
     return 2;
   }
   int rc;
-  hm_entry *e = hm_create(st, t, k, len, len, &rc);
+  hm_entry *e = sl__hm_create(st, t, k, len, len, &rc);
   if (!e)
     return rc;
   *out = hm_val(e);
   return 0;
 }
 
-static int hm_del(sl__backend *be, const sl__skey *k) {
+int sl__hm_del(sl__backend *be, const sl__skey *k) {
   hm *b = (hm *)be;
   hm_state *st = hm_st(b, k->state);
   hm_table *t = hm_tab(b, st, k->kg);
   bool old;
-  hm_slot *s = hm_find(t, k, &old);
+  hm_slot *s = sl__hm_find(t, k, &old);
   if (!s)
     return 0;
-  hm_remove(b, st, t, s, old);
+  sl__hm_remove(b, st, t, s, old);
   return 1;
 }
 
@@ -408,16 +277,16 @@ static void hm_frame_hdr(unsigned char *p, size_t len) {
 static int hm_list_append(sl__backend *be, const sl__skey *k, size_t len,
                           void **out) {
   hm *b = (hm *)be;
-  if (len > UINT32_MAX || !hm_key_ok(k, sl__list_frame(len)))
+  if (len > UINT32_MAX || !sl__hm_key_ok(k, sl__list_frame(len)))
     return SL_ERR_RANGE;
   hm_state *st = hm_st(b, k->state);
   hm_table *t = hm_tab(b, st, k->kg);
   size_t fl = sl__list_frame(len);
   bool old;
-  hm_slot *s = hm_find(t, k, &old);
+  hm_slot *s = sl__hm_find(t, k, &old);
   if (!s) {
     int rc;
-    hm_entry *e = hm_create(st, t, k, fl, fl < 64 ? 64 : fl, &rc);
+    hm_entry *e = sl__hm_create(st, t, k, fl, fl < 64 ? 64 : fl, &rc);
     if (!e)
       return rc;
     hm_frame_hdr(hm_val(e), len);
@@ -445,217 +314,6 @@ static int hm_list_append(sl__backend *be, const sl__skey *k, size_t len,
   st->stats.bytes += fl;
   *out = p + SL__LIST_HDR;
   return 1;
-}
-
-/* ---- Maps --------------------------------------------------------------- */
-
-static hm_mslot *hm_mfind(hm_map *m, const void *mk, size_t mk_len,
-                          uint64_t mh) {
-  if (!m->slots)
-    return NULL;
-  size_t mask = hm_mask(m->bits);
-  for (size_t i = hm_idx(mh, m->bits);; i = (i + 1) & mask) {
-    hm_mslot *s = &m->slots[i];
-    if (!s->e)
-      return NULL;
-    if (s->hash == mh && s->e != HM_MTOMB && s->e->mk_len == mk_len &&
-        (!mk_len || memcmp(s->e->data, mk, mk_len) == 0))
-      return s;
-  }
-}
-
-/* Rebuilds the slot array for at least `need` entries, dropping
- * tombstones (it may shrink). */
-static int hm_mrehash(hm_map *m, size_t need) {
-  uint8_t nb = HM_MIN_BITS;
-  while (need * 2 > ((size_t)1 << nb))
-    nb++;
-  hm_mslot *ns = calloc((size_t)1 << nb, sizeof(*ns));
-  if (!ns)
-    return SL_ERR_NOMEM;
-  size_t cap = m->slots ? (size_t)1 << m->bits : 0, mask = hm_mask(nb);
-  for (size_t i = 0; i < cap; i++) {
-    hm_mslot *s = &m->slots[i];
-    if (!s->e || s->e == HM_MTOMB)
-      continue;
-    size_t j = hm_idx(s->hash, nb);
-    while (ns[j].e)
-      j = (j + 1) & mask;
-    ns[j] = *s;
-  }
-  free(m->slots);
-  m->slots = ns;
-  m->bits = nb;
-  m->used = m->count;
-  return 0;
-}
-
-static hm_mslot *hm_minsert(hm_map *m, uint64_t mh, hm_mentry *e) {
-  if (!m->slots || ((size_t)m->used + 1) * 4 > ((size_t)3 << m->bits)) {
-    if (hm_mrehash(m, (size_t)m->count + 1))
-      return NULL;
-  }
-  size_t mask = hm_mask(m->bits), i = hm_idx(mh, m->bits);
-  while (m->slots[i].e && m->slots[i].e != HM_MTOMB)
-    i = (i + 1) & mask;
-  if (!m->slots[i].e)
-    m->used++;
-  m->slots[i].hash = mh;
-  m->slots[i].e = e;
-  m->count++;
-  return &m->slots[i];
-}
-
-static int hm_map_get(sl__backend *be, const sl__skey *k, const void *mk,
-                      size_t mk_len, uint64_t mh, void **val, size_t *len,
-                      bool for_write) {
-  (void)for_write;
-  hm *b = (hm *)be;
-  bool old;
-  hm_slot *s = hm_find(hm_tab(b, hm_st(b, k->state), k->kg), k, &old);
-  if (!s)
-    return 0;
-  hm_mslot *ms = hm_mfind(hm_map_of(s->e), mk, mk_len, mh);
-  if (!ms)
-    return 0;
-  *val = hm_mval(ms->e);
-  *len = ms->e->val_len;
-  return 1;
-}
-
-static int hm_map_slot(sl__backend *be, const sl__skey *k, const void *mk,
-                       size_t mk_len, uint64_t mh, size_t len, void **out) {
-  hm *b = (hm *)be;
-  if (!hm_key_ok(k, len) || mk_len > UINT32_MAX)
-    return SL_ERR_RANGE;
-  hm_state *st = hm_st(b, k->state);
-  hm_table *t = hm_tab(b, st, k->kg);
-  bool old;
-  hm_slot *s = hm_find(t, k, &old);
-  hm_entry *top;
-  if (s) {
-    top = s->e;
-  } else {
-    int rc;
-    hm_map *m = calloc(1, sizeof(*m));
-    if (!m)
-      return SL_ERR_NOMEM;
-    if (!(top = hm_create(st, t, k, sizeof(m), sizeof(m), &rc))) {
-      free(m);
-      return rc;
-    }
-    memcpy(hm_val(top), &m, sizeof(m));
-  }
-  hm_map *m = hm_map_of(top);
-  uint64_t kn = (uint64_t)top->key_len + top->ns_len;
-  hm_mslot *ms = hm_mfind(m, mk, mk_len, mh);
-  if (ms) {
-    hm_mentry *e = ms->e;
-    if (len == e->val_len) {
-      *out = hm_mval(e);
-      return 1;
-    }
-    if (len > e->val_cap) {
-      size_t cap = (len + 7) & ~(size_t)7;
-      hm_mentry *n = realloc(e, sizeof(*e) + ((mk_len + 7) & ~(size_t)7) + cap);
-      if (!n)
-        return SL_ERR_NOMEM;
-      n->val_cap = (uint32_t)cap;
-      ms->e = e = n;
-      b->base.epoch++;
-    }
-    st->stats.bytes = st->stats.bytes - e->val_len + len;
-    e->val_len = (uint32_t)len;
-    *out = hm_mval(e);
-    return 2;
-  }
-  size_t mo = (mk_len + 7) & ~(size_t)7;
-  hm_mentry *e = malloc(sizeof(*e) + mo + len);
-  if (!e)
-    goto nomem;
-  e->mk_len = (uint32_t)mk_len;
-  e->val_len = e->val_cap = (uint32_t)len;
-  e->pad_ = 0;
-  if (mk_len)
-    memcpy(e->data, mk, mk_len);
-  memset(e->data + mk_len, 0, mo - mk_len + len);
-  if (!hm_minsert(m, mh, e)) {
-    free(e);
-    goto nomem;
-  }
-  st->stats.entries++;
-  st->stats.bytes += kn + mk_len + len;
-  *out = hm_mval(e);
-  return 0;
-nomem:
-  if (!m->count) /* do not leave an empty map behind */
-    hm_del(be, k);
-  return SL_ERR_NOMEM;
-}
-
-static int hm_map_remove(sl__backend *be, const sl__skey *k, const void *mk,
-                         size_t mk_len, uint64_t mh) {
-  hm *b = (hm *)be;
-  hm_state *st = hm_st(b, k->state);
-  hm_table *t = hm_tab(b, st, k->kg);
-  bool old;
-  hm_slot *s = hm_find(t, k, &old);
-  if (!s)
-    return 0;
-  hm_map *m = hm_map_of(s->e);
-  hm_mslot *ms = hm_mfind(m, mk, mk_len, mh);
-  if (!ms)
-    return 0;
-  st->stats.entries--;
-  st->stats.bytes -=
-      (uint64_t)s->e->key_len + s->e->ns_len + ms->e->mk_len + ms->e->val_len;
-  free(ms->e);
-  ms->e = HM_MTOMB;
-  m->count--;
-  b->base.epoch++;
-  if (!m->count) /* an empty map is no entry at all */
-    hm_remove(b, st, t, s, old);
-  return 1;
-}
-
-static int hm_map_iter(sl__backend *be, sl__map_cursor *c) {
-  hm *b = (hm *)be;
-  bool old;
-  hm_slot *s = hm_find(hm_tab(b, hm_st(b, c->k.state), c->k.kg), &c->k, &old);
-  c->p = s ? hm_map_of(s->e) : NULL;
-  c->i = 0;
-  c->epoch = be->epoch;
-  return s != NULL;
-}
-
-static int hm_map_next(sl__backend *be, sl__map_cursor *c, const void **mk,
-                       size_t *mk_len, void **val, size_t *len,
-                       bool for_write) {
-  (void)for_write;
-  if (c->epoch != be->epoch) {
-    /* Something was freed or moved: find the map again (it may be gone;
-     * then the iteration is over). The hm_map itself never moves. */
-    size_t i = c->i;
-    hm_map_iter(be, c);
-    c->i = i;
-  }
-  hm_map *m = c->p;
-  if (!m || !m->slots)
-    return 0;
-  size_t cap = (size_t)1 << m->bits;
-  for (size_t i = c->i; i < cap; i++) {
-    hm_mentry *e = m->slots[i].e;
-    if (e && e != HM_MTOMB) {
-      c->i = i + 1;
-      *mk = e->data;
-      *mk_len = e->mk_len;
-      *val = hm_mval(e);
-      *len = e->val_len;
-      return 1;
-    }
-  }
-  c->i = cap;
-  return 0;
 }
 
 /* ---- Key groups: snapshots, restore, rescaling -------------------------- */
@@ -719,11 +377,11 @@ static int hm_insert_raw(sl__backend *be, uint32_t state, uint32_t kg,
    * found again. */
   if (sl__key_group(kh, be->max_par) != kg)
     return SL_ERR_CORRUPT;
-  sl__skey k = {state, kg, sl__state_hash(kh, ns, ns_len),
-                key,   key_len, ns, ns_len};
+  sl__skey k = {state, kg,    sl__state_hash(kh, ns, ns_len), key, key_len,
+                ns,    ns_len};
   void *slot;
-  int rc = mk ? hm_map_slot(be, &k, mk, mk_len, sl__hash64(mk, mk_len), len,
-                            &slot)
+  int rc = mk ? sl__hm_map_slot(be, &k, mk, mk_len, sl__hash64(mk, mk_len), len,
+                                &slot)
               : hm_slot_get(be, &k, len, &slot);
   if (rc < 0)
     return rc;
@@ -777,7 +435,7 @@ static size_t hm_clean(hm *b, hm_state *st, hm_table *t, hm_slot *s,
   if (st->type == SL__BT_VALUE) {
     if (!expired(hm_val(e), e->val_len, opaque))
       return 0;
-    hm_remove(b, st, t, s, false);
+    sl__hm_remove(b, st, t, s, false);
     *gone = true;
     return 1;
   }
@@ -798,7 +456,7 @@ static size_t hm_clean(hm *b, hm_state *st, hm_table *t, hm_slot *s,
       return 0;
     size_t nl = (size_t)(w - hm_val(e));
     if (!nl) {
-      hm_remove(b, st, t, s, false);
+      sl__hm_remove(b, st, t, s, false);
       *gone = true;
       return removed;
     }
@@ -824,7 +482,7 @@ static size_t hm_clean(hm *b, hm_state *st, hm_table *t, hm_slot *s,
   if (removed)
     b->base.epoch++;
   if (!m->count) {
-    hm_remove(b, st, t, s, false);
+    sl__hm_remove(b, st, t, s, false);
     *gone = true;
   }
   return removed;
@@ -914,8 +572,9 @@ static sl__backend *hm_open(const sl__backend_conf *bc, char *err,
                             size_t errlen) {
   if (!bc->max_par || bc->max_par > 65536 || bc->kg_lo >= bc->kg_hi ||
       bc->kg_hi > bc->max_par) {
-    sl__errf(err, errlen, "hashmap state backend: bad key-group range %u..%u "
-                          "of %u",
+    sl__errf(err, errlen,
+             "hashmap state backend: bad key-group range %u..%u "
+             "of %u",
              bc->kg_lo, bc->kg_hi, bc->max_par);
     return NULL;
   }
@@ -956,13 +615,13 @@ const sl__backend_ops sl__hashmap_ops = {
     .state_info = hm_state_info,
     .get = hm_get,
     .slot = hm_slot_get,
-    .del = hm_del,
+    .del = sl__hm_del,
     .list_append = hm_list_append,
-    .map_get = hm_map_get,
-    .map_slot = hm_map_slot,
-    .map_remove = hm_map_remove,
-    .map_iter = hm_map_iter,
-    .map_next = hm_map_next,
+    .map_get = sl__hm_map_get,
+    .map_slot = sl__hm_map_slot,
+    .map_remove = sl__hm_map_remove,
+    .map_iter = sl__hm_map_iter,
+    .map_next = sl__hm_map_next,
     .kg_scan = hm_kg_scan,
     .insert = hm_insert_raw,
     .kg_drop = hm_kg_drop,

@@ -15,8 +15,8 @@ struct sl_state {
   sl_state_desc_t d; /* copy of the descriptor; d.name == name */
   uint32_t id;       /* in the backend */
   bool ttl;
-  size_t hdr;        /* bytes before the user's: 8 (timestamp) with TTL */
-  size_t cleanup_n;  /* incremental cleanup budget per access */
+  size_t hdr;            /* bytes before the user's: 8 (timestamp) with TTL */
+  size_t cleanup_n;      /* incremental cleanup budget per access */
   unsigned char *result; /* AGGREGATING with a result fn */
   /* A list iteration that returns expired elements once iterates this
    * copy while the stored list is cleaned. */

@@ -29,9 +29,8 @@ sl__backend *sl__backend_open(const sl__backend_conf *bc, char *err,
   return backends[i]->open(bc, err, errlen);
 }
 
-struct sl__kstate *sl__kstate_new(sl__backend *be, bool own_be,
-                                  const char *uid, sl__now_fn now,
-                                  void *now_opaque) {
+struct sl__kstate *sl__kstate_new(sl__backend *be, bool own_be, const char *uid,
+                                  sl__now_fn now, void *now_opaque) {
   struct sl__kstate *ks = calloc(1, sizeof(*ks));
   if (ks)
     ks->uid = sl__strdup(uid ? uid : "");
@@ -150,10 +149,9 @@ static bool desc_same(const sl_state_desc_t *a, const sl_state_desc_t *b) {
   bool ttl_a = a->ttl.ttl_ms > 0, ttl_b = b->ttl.ttl_ms > 0;
   if (a->kind != b->kind || ttl_a != ttl_b)
     return false;
-  if (ttl_a && (a->ttl.ttl_ms != b->ttl.ttl_ms ||
-                a->ttl.update != b->ttl.update ||
-                a->ttl.visibility != b->ttl.visibility ||
-                a->ttl.time != b->ttl.time))
+  if (ttl_a &&
+      (a->ttl.ttl_ms != b->ttl.ttl_ms || a->ttl.update != b->ttl.update ||
+       a->ttl.visibility != b->ttl.visibility || a->ttl.time != b->ttl.time))
     return false;
   switch (a->kind) {
   case SL_STATE_REDUCING:
@@ -229,9 +227,9 @@ int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
   snprintf(full, n, "%s/%s", ks->uid, desc->name);
   rc = ks->be->ops->register_state(ks->be, full, btype_of(desc->kind), &st->id);
   if (rc) {
-    sl__errf(err, errlen, rc == SL_ERR_INVAL
-                              ? "state \"%s\" is stored as another kind"
-                              : "cannot register state \"%s\"",
+    sl__errf(err, errlen,
+             rc == SL_ERR_INVAL ? "state \"%s\" is stored as another kind"
+                                : "cannot register state \"%s\"",
              full);
     free(full);
     free(st->name);
@@ -355,8 +353,7 @@ static void *vmodify(sl__keyed *k, sl_state_t *st, size_t size, bool *fresh,
 
 /* ---- Value state -------------------------------------------------------- */
 
-int sl__value_get(sl__keyed *k, sl_state_t *st, const void **val,
-                  size_t *len) {
+int sl__value_get(sl__keyed *k, sl_state_t *st, const void **val, size_t *len) {
   int rc = sl__state_check(k, st, SL_STATE_VALUE);
   if (rc)
     return rc;
@@ -509,7 +506,8 @@ static int merge_one(sl__keyed *k, sl_state_t *st, const sl__skey *tk,
       off += sl__list_frame(el);
       if (off > len)
         return SL_ERR_CORRUPT;
-      if (st->ttl && (el < st->hdr || sl__ttl_expired(sl__ts_load(e), ttl, now)))
+      if (st->ttl &&
+          (el < st->hdr || sl__ttl_expired(sl__ts_load(e), ttl, now)))
         continue;
       void *slot;
       int rc = be->ops->list_append(be, tk, el, &slot);
@@ -520,8 +518,8 @@ static int merge_one(sl__keyed *k, sl_state_t *st, const sl__skey *tk,
     }
     return 0;
   }
-  size_t size = st->d.kind == SL_STATE_REDUCING ? st->d.value_size
-                                                : st->d.acc_size;
+  size_t size =
+      st->d.kind == SL_STATE_REDUCING ? st->d.value_size : st->d.acc_size;
   if (len != size + st->hdr)
     return SL_ERR_CORRUPT;
   if (st->ttl && sl__ttl_expired(sl__ts_load(src), ttl, now))

@@ -31,9 +31,8 @@ void sl__kstate_close(sl__keyed *k);
  * ownership when own_be), with states named "<uid>/<name>" in it, so
  * several operators can share one backend per worker. NULL when out of
  * memory (an owned be is then closed). */
-struct sl__kstate *sl__kstate_new(sl__backend *be, bool own_be,
-                                  const char *uid, sl__now_fn now,
-                                  void *now_opaque);
+struct sl__kstate *sl__kstate_new(sl__backend *be, bool own_be, const char *uid,
+                                  sl__now_fn now, void *now_opaque);
 void sl__kstate_destroy(struct sl__kstate *ks);
 sl__backend *sl__kstate_backend(const struct sl__kstate *ks);
 
@@ -48,8 +47,7 @@ const char *sl__state_name(const sl_state_t *st);
 /* The state functions, on the current key and namespace of k (k->state
  * must be the kstate st was registered in). Same contracts as the public
  * functions of the same name; sl__value_ptr sets *err on NULL. */
-int sl__value_get(sl__keyed *k, sl_state_t *st, const void **val,
-                  size_t *len);
+int sl__value_get(sl__keyed *k, sl_state_t *st, const void **val, size_t *len);
 int sl__value_put(sl__keyed *k, sl_state_t *st, const void *val, size_t len);
 void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
                     int *err);
@@ -64,15 +62,13 @@ int sl__map_get(sl__keyed *k, sl_state_t *st, const void *mk, size_t mk_len,
                 const void **val, size_t *len);
 int sl__map_put(sl__keyed *k, sl_state_t *st, const void *mk, size_t mk_len,
                 const void *val, size_t len);
-int sl__map_remove(sl__keyed *k, sl_state_t *st, const void *mk,
-                   size_t mk_len);
+int sl__map_remove(sl__keyed *k, sl_state_t *st, const void *mk, size_t mk_len);
 int sl__map_contains(sl__keyed *k, sl_state_t *st, const void *mk,
                      size_t mk_len);
 int sl__map_is_empty(sl__keyed *k, sl_state_t *st);
 int sl__map_iter(sl__keyed *k, sl_state_t *st, sl_map_iter_t *it);
 
-int sl__reducing_add(sl__keyed *k, sl_state_t *st, const void *val,
-                     size_t len);
+int sl__reducing_add(sl__keyed *k, sl_state_t *st, const void *val, size_t len);
 int sl__reducing_get(sl__keyed *k, sl_state_t *st, const void **val,
                      size_t *len);
 int sl__aggregating_add(sl__keyed *k, sl_state_t *st, const void *in,

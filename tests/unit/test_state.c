@@ -312,7 +312,8 @@ START_TEST(test_list) {
   ck_assert_int_eq(sl__state_clear(&f.k, st), 0);
   ck_assert_str_eq(lget(&f, st), "");
   fx_ns(&f, "w1");
-  ck_assert_str_eq(lget(&f, st), "alicew10,alicew11,alicew12,alicew13,alicew14");
+  ck_assert_str_eq(lget(&f, st),
+                   "alicew10,alicew11,alicew12,alicew13,alicew14");
   ck_assert_uint_eq(stats(&f, st).entries, 10);
 
   /* An iterator survives other state calls, including appends that move
@@ -354,7 +355,8 @@ START_TEST(test_map) {
   ck_assert_uint_eq(stats(&f, st).entries, 36);
   fx_key(&f, "alice");
   fx_ns(&f, "w1");
-  ck_assert_str_eq(mget_all(&f, st), "k0=alice|w1|0,k1=alice|w1|1,k2=alice|w1|2");
+  ck_assert_str_eq(mget_all(&f, st),
+                   "k0=alice|w1|0,k1=alice|w1|1,k2=alice|w1|2");
   ck_assert_str_eq(mget(&f, st, "k1"), "alice|w1|1");
   ck_assert_str_eq(mget(&f, st, "k9"), "<absent>");
   ck_assert_int_eq(sl__map_contains(&f.k, st, "k2", 2), 1);
@@ -369,7 +371,8 @@ START_TEST(test_map) {
                    "grow,k2=alice|w1|2");
   /* Others untouched. */
   fx_ns(&f, "w2");
-  ck_assert_str_eq(mget_all(&f, st), "k0=alice|w2|0,k1=alice|w2|1,k2=alice|w2|2");
+  ck_assert_str_eq(mget_all(&f, st),
+                   "k0=alice|w2|0,k1=alice|w2|1,k2=alice|w2|2");
   fx_key(&f, "bob");
   fx_ns(&f, "w1");
   ck_assert_str_eq(mget(&f, st, "k0"), "bob|w1|0");
@@ -628,8 +631,8 @@ START_TEST(test_register) {
   /* A second operator on the same backend gets its own states. */
   struct sl__kstate *ks2 = sl__kstate_new(f.be, false, "op2", fx_now, &f);
   sl_state_t *a2;
-  ck_assert_int_eq(sl__state_register(ks2, &(sl_state_desc_t){.name = "a"},
-                                      &a2, err, sizeof(err)),
+  ck_assert_int_eq(sl__state_register(ks2, &(sl_state_desc_t){.name = "a"}, &a2,
+                                      err, sizeof(err)),
                    0);
   ck_assert_uint_ne(sl__state_id(a2), sl__state_id(a));
   sl__keyed k2 = f.k;
@@ -650,14 +653,13 @@ END_TEST
 /* ---- many keys and key groups ------------------------------------------- */
 
 static int count_fn(uint32_t state, const void *k, size_t kl, const void *ns,
-             size_t nl, const void *mk, size_t mkl, const void *val,
-             size_t len, void *opaque) {
+                    size_t nl, const void *mk, size_t mkl, const void *val,
+                    size_t len, void *opaque) {
   (void)state, (void)k, (void)kl, (void)ns, (void)nl, (void)mk, (void)mkl;
   (void)val, (void)len;
   (*(uint64_t *)opaque)++;
   return 0;
 }
-
 
 START_TEST(test_many_keys) {
   fx f;
@@ -873,9 +875,8 @@ END_TEST
 START_TEST(test_ttl_huge) {
   fx f;
   fx_init(&f, _i);
-  sl_state_desc_t d = {.name = "v",
-                       .kind = SL_STATE_VALUE,
-                       .ttl = {.ttl_ms = INT64_MAX}};
+  sl_state_desc_t d = {
+      .name = "v", .kind = SL_STATE_VALUE, .ttl = {.ttl_ms = INT64_MAX}};
   sl_state_t *st = reg(&f, &d);
   fx_key(&f, "k");
   f.now = 1700000000000; /* a real epoch time */
@@ -891,12 +892,12 @@ END_TEST
 START_TEST(test_ttl_value_ptr) {
   fx f;
   fx_init(&f, _i);
-  sl_state_desc_t d = {.name = "c",
-                       .kind = SL_STATE_VALUE,
-                       .ttl = {.ttl_ms = 10,
-                               .visibility =
-                                   SL_TTL_RETURN_EXPIRED_IF_NOT_CLEANED_UP,
-                               .cleanup_per_access = -1}};
+  sl_state_desc_t d = {
+      .name = "c",
+      .kind = SL_STATE_VALUE,
+      .ttl = {.ttl_ms = 10,
+              .visibility = SL_TTL_RETURN_EXPIRED_IF_NOT_CLEANED_UP,
+              .cleanup_per_access = -1}};
   sl_state_t *st = reg(&f, &d);
   fx_key(&f, "k");
   int err;
@@ -1041,8 +1042,11 @@ END_TEST
 
 static sl__skey skey(sl__backend *be, uint32_t state, const char *key,
                      const char *ns) {
-  sl__skey k = {.state = state, .key = key, .key_len = strlen(key),
-                .ns = ns, .ns_len = strlen(ns)};
+  sl__skey k = {.state = state,
+                .key = key,
+                .key_len = strlen(key),
+                .ns = ns,
+                .ns_len = strlen(ns)};
   uint64_t h = sl__hash64(key, k.key_len);
   k.kg = sl__key_group(h, be->max_par);
   k.hash = sl__state_hash(h, ns, k.ns_len);
@@ -1125,18 +1129,16 @@ static void contract_list_map(const sl__backend_ops *ops) {
   for (int i = 0; i < 50; i++) {
     char key[8];
     snprintf(key, sizeof(key), "m%d", i);
-    ck_assert_int_eq(
-        ops->map_slot(be, &mk, key, strlen(key), sl__hash64(key, strlen(key)),
-                      4, &p),
-        0);
+    ck_assert_int_eq(ops->map_slot(be, &mk, key, strlen(key),
+                                   sl__hash64(key, strlen(key)), 4, &p),
+                     0);
     memcpy(p, &i, 4);
   }
   sl__state_stats s;
   ops->stats(be, ms, &s);
   ck_assert_uint_eq(s.entries, 50);
-  ck_assert_int_eq(ops->map_get(be, &mk, "m7", 2, sl__hash64("m7", 2), &p, &l,
-                                false),
-                   1);
+  ck_assert_int_eq(
+      ops->map_get(be, &mk, "m7", 2, sl__hash64("m7", 2), &p, &l, false), 1);
   ck_assert_int_eq(*(int *)p, 7);
   /* Iterate, removing every other entry and touching other state. */
   sl__map_cursor c = {.k = mk};
@@ -1165,7 +1167,8 @@ static void contract_list_map(const sl__backend_ops *ops) {
     char k2[8];
     snprintf(k2, sizeof(k2), "m%d", i);
     ck_assert_int_eq(
-        ops->map_remove(be, &mk, k2, strlen(k2), sl__hash64(k2, strlen(k2))), 1);
+        ops->map_remove(be, &mk, k2, strlen(k2), sl__hash64(k2, strlen(k2))),
+        1);
   }
   ck_assert_int_eq(ops->map_iter(be, &c), 0);
   ck_assert_int_eq(ops->map_next(be, &c, &key, &kl, &p, &l, false), 0);
@@ -1270,12 +1273,12 @@ static void contract_kg(const sl__backend_ops *ops) {
   ck_assert_int_eq(ops->insert(be2, v, (kg0 + 1) % 8, r->key, r->kl, r->ns,
                                r->nl, NULL, 0, "x", 1),
                    SL_ERR_CORRUPT);
-  ck_assert_int_eq(ops->insert(be2, 99, kg0, r->key, r->kl, "", 0, NULL, 0,
-                               "x", 1),
-                   SL_ERR_INVAL);
-  ck_assert_int_eq(ops->insert(be2, m, kg0, r->key, r->kl, "", 0, NULL, 0,
-                               "x", 1),
-                   SL_ERR_INVAL);
+  ck_assert_int_eq(
+      ops->insert(be2, 99, kg0, r->key, r->kl, "", 0, NULL, 0, "x", 1),
+      SL_ERR_INVAL);
+  ck_assert_int_eq(
+      ops->insert(be2, m, kg0, r->key, r->kl, "", 0, NULL, 0, "x", 1),
+      SL_ERR_INVAL);
   /* Dropping a key group removes exactly its entries. */
   sl__state_stats s1, s2;
   ops->stats(be, v, &s1);

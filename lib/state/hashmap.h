@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Private to the hashmap backend (hashmap.c, hashmap_map.c): the memory
+ * layout of entries, tables and per-(key, ns) maps, and the functions the
+ * two files share. See docs/state.md. */
+#ifndef SL_STATE_HASHMAP_H
+#define SL_STATE_HASHMAP_H
+
+#include <assert.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "state/backend.h"
+
+#define HM_MIN_BITS 3
+/* Tables up to 2^10 slots move to their doubled array at once; larger ones
+ * move HM_MIGRATE old slots per access, so no access pays for a whole
+ * rehash (Redis' incremental rehashing, on open addressing). */
+#define HM_SMALL_BITS 10
+#define HM_MIGRATE 64
+/* Cleanup looks at no more than this many slots per entry it may visit,
+ * so a sparse table cannot make one access slow (as Redis' dictScan caps
+ * empty buckets). */
+#define HM_SCAN_FACTOR 16
+
+/* One (key, ns) entry: a single allocation with the key, namespace and
+ * value inline, the value 8-byte aligned. For maps the value is a pointer
+ * to the entry's hm_map. */
+typedef struct hm_entry {
+  uint32_t key_len, ns_len;
+  uint32_t val_len, val_cap;
+  unsigned char data[]; /* key | ns | pad to 8 | value (val_cap bytes) */
+} hm_entry;
+
+/* The slot keeps the full hash, so a probe rarely touches a wrong entry. */
+typedef struct hm_slot {
+  uint64_t hash;
+  hm_entry *e; /* NULL: empty; HM_TOMB: moved out of an old table */
+} hm_slot;
+
+extern hm_entry sl__hm_tomb;
+#define HM_TOMB (&sl__hm_tomb)
+
+typedef struct hm_table {
+  hm_slot *slots;
+  hm_slot *old; /* previous array while growing, being migrated */
+  size_t count; /* live entries in slots */
+  size_t old_count;
+  size_t mig; /* next old slot to migrate */
+  uint8_t bits, old_bits;
+} hm_table;
+
+/* A map entry: map key and value inline, the value 8-byte aligned. */
+typedef struct hm_mentry {
+  uint32_t mk_len, val_len, val_cap, pad_;
+  unsigned char data[];
+} hm_mentry;
+
+typedef struct hm_mslot {
+  uint64_t hash;
+  hm_mentry *e; /* NULL: empty; HM_MTOMB: removed */
+} hm_mslot;
+
+extern hm_mentry sl__hm_mtomb;
+#define HM_MTOMB (&sl__hm_mtomb)
+
+/* Maps delete with tombstones, not backward shifting, so removing entries
+ * (by the user or TTL cleanup) during an iteration never moves others. */
+typedef struct hm_map {
+  hm_mslot *slots;
+  uint32_t count, used; /* used = count + tombstones */
+  uint8_t bits;
+} hm_map;
+
+typedef struct hm_state {
+  char *name;
+  sl__btype type;
+  hm_table *tables; /* one per owned key group */
+  sl__state_stats stats;
+  uint32_t cur_kg; /* incremental cleanup cursor */
+  size_t cur_slot;
+} hm_state;
+
+typedef struct hm {
+  sl__backend base;
+  hm_state *states;
+  uint32_t n_states, cap_states;
+  uint32_t n_kg;
+} hm;
+
+static inline size_t hm_voff(uint32_t kl, uint32_t nl) {
+  return ((size_t)kl + nl + 7) & ~(size_t)7;
+}
+static inline unsigned char *hm_val(hm_entry *e) {
+  return e->data + hm_voff(e->key_len, e->ns_len);
+}
+static inline unsigned char *hm_mval(hm_mentry *e) {
+  return e->data + (((size_t)e->mk_len + 7) & ~(size_t)7);
+}
+static inline hm_map *hm_map_of(hm_entry *e) {
+  hm_map *m;
+  memcpy(&m, hm_val(e), sizeof m);
+  return m;
+}
+/* Top bits: every key of a key group has the same hash % K, so the low
+ * bits are useless to spread one key group's table. */
+static inline size_t hm_idx(uint64_t h, uint8_t bits) {
+  return (size_t)(h >> (64 - bits));
+}
+static inline size_t hm_mask(uint8_t bits) {
+  return ((size_t)1 << bits) - 1;
+}
+
+/* Byte equality for short keys without a call into libc and with few
+ * branches: a hit is usually decided by two overlapping word loads. The
+ * lookup is on every record, so a mispredicted branch here costs more
+ * than the comparison itself. */
+static inline bool hm_bytes_eq(const unsigned char *a, const unsigned char *b,
+                               size_t n) {
+  if (n >= 8 && n <= 16) {
+    uint64_t x, y, z, w;
+    memcpy(&x, a, 8);
+    memcpy(&y, b, 8);
+    memcpy(&z, a + n - 8, 8);
+    memcpy(&w, b + n - 8, 8);
+    return ((x ^ y) | (z ^ w)) == 0;
+  }
+  if (n >= 4 && n < 8) {
+    uint32_t x, y, z, w;
+    memcpy(&x, a, 4);
+    memcpy(&y, b, 4);
+    memcpy(&z, a + n - 4, 4);
+    memcpy(&w, b + n - 4, 4);
+    return ((x ^ y) | (z ^ w)) == 0;
+  }
+  if (n < 4)
+    return !n || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
+  return memcmp(a, b, n) == 0;
+}
+
+static inline bool hm_eq(const hm_entry *e, const sl__skey *k) {
+  /* key_len and ns_len in one compare. */
+  uint64_t lens;
+  memcpy(&lens, e, sizeof(lens));
+  uint64_t want =
+      (uint64_t)(uint32_t)k->key_len | ((uint64_t)(uint32_t)k->ns_len << 32);
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+  want = ((uint64_t)(uint32_t)k->key_len << 32) | (uint32_t)k->ns_len;
+#endif
+  return lens == want && hm_bytes_eq(e->data, k->key, k->key_len) &&
+         (!k->ns_len || hm_bytes_eq(e->data + k->key_len, k->ns, k->ns_len));
+}
+
+static inline hm_state *hm_st(hm *b, uint32_t id) {
+  assert(id < b->n_states);
+  return &b->states[id];
+}
+static inline hm_table *hm_tab(hm *b, hm_state *st, uint32_t kg) {
+  assert(kg >= b->base.kg_lo && kg < b->base.kg_hi);
+  return &st->tables[kg - b->base.kg_lo];
+}
+
+/* hashmap.c */
+hm_slot *sl__hm_find(hm_table *t, const sl__skey *k, bool *in_old);
+hm_entry *sl__hm_create(hm_state *st, hm_table *t, const sl__skey *k,
+                        size_t len, size_t cap, int *rc);
+void sl__hm_remove(hm *b, hm_state *st, hm_table *t, hm_slot *s, bool in_old);
+bool sl__hm_key_ok(const sl__skey *k, size_t len);
+int sl__hm_del(sl__backend *be, const sl__skey *k);
+
+/* hashmap_map.c: the MAP part of the contract. */
+void sl__hm_map_free(hm_state *st, hm_entry *e);
+int sl__hm_map_get(sl__backend *be, const sl__skey *k, const void *mk,
+                   size_t mk_len, uint64_t mh, void **val, size_t *len,
+                   bool for_write);
+int sl__hm_map_slot(sl__backend *be, const sl__skey *k, const void *mk,
+                    size_t mk_len, uint64_t mh, size_t len, void **out);
+int sl__hm_map_remove(sl__backend *be, const sl__skey *k, const void *mk,
+                      size_t mk_len, uint64_t mh);
+int sl__hm_map_iter(sl__backend *be, sl__map_cursor *c);
+int sl__hm_map_next(sl__backend *be, sl__map_cursor *c, const void **mk,
+                    size_t *mk_len, void **val, size_t *len, bool for_write);
+
+#endif
