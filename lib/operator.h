@@ -30,8 +30,9 @@ typedef struct sl_operator_ops {
   int (*on_proc_time)(sl_ctx_t *op, int64_t now);
   /* Every input ended (after their final watermark). Optional. */
   int (*on_end)(sl_ctx_t *op);
-  /* Frees the instance's data; called once per opened instance, also when
-   * the job fails. Optional. */
+  /* Frees the instance's data; called once for every instance whose open
+   * ran — also when open failed (so it must cope with a half-opened
+   * instance) and when the job fails. Optional. */
   void (*close)(sl_ctx_t *op);
   /* Frees the graph-time argument when the job is destroyed. Optional. */
   void (*free_arg)(void *arg);

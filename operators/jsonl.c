@@ -192,6 +192,7 @@ typedef struct jsink {
   pthread_mutex_t lock;
   int fd;
   int opens;
+  bool truncated;
 } jsink;
 
 typedef struct jsink_inst {
@@ -215,9 +216,14 @@ static int jsink_open(sl_ctx_t *op) {
     return SL_ERR_NOMEM;
   sl_op_set_data(op, in);
   pthread_mutex_lock(&s->lock);
+  /* Truncate only once per job: a worker may open after another one has
+   * already written everything and closed. */
   if (s->opens++ == 0 && s->path) {
-    s->fd = open(s->path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
+    s->fd = open(s->path,
+                 O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC |
+                     (s->truncated ? 0 : O_TRUNC),
                  0644);
+    s->truncated = true;
   }
   int fd = s->fd;
   pthread_mutex_unlock(&s->lock);

@@ -115,7 +115,8 @@ enum {
 /* A user source. Every callback runs on the worker thread that owns the
  * subtask. With parallel = true there is one subtask per worker (each gets
  * its index from sl_source_ctx_subtask()); otherwise only worker 0 runs it.
- * open and close are optional. poll emits records with sl_source_emit(); it
+ * open and close are optional; close runs whenever open ran, even if open
+ * failed. poll emits records with sl_source_emit(); it
  * should emit at most sl_source_ctx_budget() records per call so the worker
  * can serve its other inputs. */
 typedef struct sl_source_ops {

@@ -24,7 +24,8 @@ typedef enum sl_time_domain {
  * - on_element: one record; the current key is the record's key.
  * - on_timer: a timer set for the current key fired at ts (event time:
  *   when the watermark reached ts; processing time: when the clock did).
- * - close: once per opened instance, also when the job fails.
+ * - close: once for every instance whose open ran, also when open failed
+ *   or the job fails (so it must cope with what a failed open left).
  * Records emitted from on_element carry the input record's timestamp, and
  * from an event-time on_timer the timer's timestamp (as in Flink); from a
  * processing-time on_timer the timestamp the function gives them. A

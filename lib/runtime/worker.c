@@ -172,13 +172,15 @@ int sl__worker_open(sl__worker *w) {
     sl_ctx_t *c = w->inst[i];
     if (!c)
       continue;
+    /* close() runs for every instance whose open() ran, even a failed
+     * one, so a half-opened instance frees what it got (as in Flink). */
+    c->opened = true;
     if (c->ops->open) {
       int rc = c->ops->open(c);
       if (rc)
         return sl__job_failing(job) ? job->err
                                     : sl_op_fail(c, rc, "open failed (%d)", rc);
     }
-    c->opened = true;
     if (c->ops->on_proc_time) {
       sl_ctx_t **pt = realloc(w->proc_time,
                               (size_t)(w->n_proc_time + 1) * sizeof(*pt));
