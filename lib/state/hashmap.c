@@ -11,71 +11,120 @@
 #include "sluice/common.h"
 #include "state/hashmap.h"
 
-hm_entry sl__hm_tomb;
 hm_mentry sl__hm_mtomb;
 
-static hm_slot *hm_probe(hm_slot *slots, uint8_t bits, const sl__skey *k) {
+/* Inline key equality: key and ns are at most HM_INL_BYTES, and the
+ * common 8-byte key with no namespace is one word compare. */
+static inline bool hm_inl_eq(const hm_slot *s, const sl__skey *k) {
+  return hm_bytes_eq(s->u.data, k->key, k->key_len) &&
+         (!k->ns_len || hm_bytes_eq(s->u.data + k->key_len, k->ns, k->ns_len));
+}
+
+static inline bool hm_fits_inline(size_t kl, size_t nl, size_t cap) {
+  return hm_voff((uint32_t)kl, (uint32_t)nl) + cap <= HM_INL_BYTES;
+}
+
+/* Inlined into each caller: on the per-record path the call and its
+ * register saves cost as much as the probe itself. */
+static inline __attribute__((always_inline)) hm_slot *
+hm_probe(hm_slot *slots, uint8_t bits, const sl__skey *k) {
   size_t mask = hm_mask(bits);
+  uint64_t hh = k->hash & HM_HASH_BITS;
+  /* What meta is, length of the value aside, for this key stored inline;
+   * all ones (no such tag) when the key cannot be inline. */
+  uint64_t want =
+      k->key_len + k->ns_len <= HM_INL_BYTES
+          ? hh | (uint64_t)k->ns_len << 16 | (uint64_t)k->key_len << 8 | HM_INL
+          : ~(uint64_t)0;
   for (size_t i = hm_idx(k->hash, bits);; i = (i + 1) & mask) {
     hm_slot *s = &slots[i];
-    if (!s->e)
+    uint64_t m = s->meta;
+    if ((m & ~HM_VLEN_BITS) == want) {
+      if (SL__LIKELY(hm_inl_eq(s, k)))
+        return s;
+    } else if (!(m & 0xff)) {
       return NULL;
-    if (s->hash == k->hash && s->e != HM_TOMB && hm_eq(s->e, k))
+    } else if ((m & (HM_HASH_BITS | 0xff)) == (hh | HM_EXT) &&
+               hm_eq(s->u.e, k)) {
       return s;
+    }
   }
 }
 
-/* Places an entry known to be absent into an array without tombstones. */
-static hm_slot *hm_place(hm_slot *slots, uint8_t bits, uint64_t hash,
-                         hm_entry *e) {
+/* The empty slot where an entry of hash, known to be absent, goes in an
+ * array without tombstones. */
+static hm_slot *hm_place(hm_slot *slots, uint8_t bits, uint64_t hash) {
   size_t mask = hm_mask(bits), i = hm_idx(hash, bits);
-  while (slots[i].e)
+  while (slots[i].meta)
     i = (i + 1) & mask;
-  slots[i].hash = hash;
-  slots[i].e = e;
   return &slots[i];
 }
 
-static void hm_migrate(hm_table *t, size_t n) {
+static hm_slot *hm_slots_new(uint8_t bits) {
+  size_t n = ((size_t)1 << bits) * sizeof(hm_slot);
+  /* Cache-line aligned, so that no slot straddles two lines. */
+  hm_slot *s = aligned_alloc(HM_SLOT_ALIGN, n);
+  if (s)
+    memset(s, 0, n);
+  return s;
+}
+
+static void hm_migrate(hm *b, hm_table *t, size_t n) {
   size_t cap = (size_t)1 << t->old_bits;
+  bool moved = false;
   while (n-- && t->old_count && t->mig < cap) {
     hm_slot *s = &t->old[t->mig++];
-    if (s->e && s->e != HM_TOMB) {
-      hm_place(t->slots, t->bits, s->hash, s->e);
+    if (hm_live(s)) {
+      *hm_place(t->slots, t->bits, s->meta) = *s;
       t->count++;
       t->old_count--;
       /* A tombstone, not empty: probes for entries still in old must
        * walk past this slot. */
-      s->e = HM_TOMB;
+      s->meta = HM_TOMB;
+      moved = true;
     }
   }
+  if (moved) /* inline values handed out before now live elsewhere */
+    b->base.epoch++;
   if (!t->old_count) {
     free(t->old);
     t->old = NULL;
   }
 }
 
-hm_slot *sl__hm_find(hm_table *t, const sl__skey *k, bool *in_old) {
-  if (t->old)
-    hm_migrate(t, HM_MIGRATE);
-  *in_old = false;
-  if (!t->slots)
-    return NULL;
+/* Lookup while the table grows: both arrays, after a migration step. */
+static __attribute__((noinline)) hm_slot *
+hm_find_growing(hm *b, hm_table *t, const sl__skey *k, bool *in_old) {
+  hm_migrate(b, t, HM_MIGRATE);
+  if (!t->old)
+    return hm_probe(t->slots, t->bits, k);
   hm_slot *s = hm_probe(t->slots, t->bits, k);
-  if (!s && t->old) {
+  if (!s) {
     s = hm_probe(t->old, t->old_bits, k);
     *in_old = s != NULL;
   }
   return s;
 }
 
-static int hm_grow(hm_table *t) {
+static inline __attribute__((always_inline)) hm_slot *
+hm_find(hm *b, hm_table *t, const sl__skey *k, bool *in_old) {
+  *in_old = false;
+  if (SL__UNLIKELY(t->old != NULL))
+    return hm_find_growing(b, t, k, in_old);
+  return t->slots ? hm_probe(t->slots, t->bits, k) : NULL;
+}
+
+hm_slot *sl__hm_find(hm *b, hm_table *t, const sl__skey *k, bool *in_old) {
+  return hm_find(b, t, k, in_old);
+}
+
+static int hm_grow(hm *b, hm_table *t) {
   if (t->old)
-    hm_migrate(t, SIZE_MAX);
+    hm_migrate(b, t, SIZE_MAX);
   uint8_t nb = t->slots ? (uint8_t)(t->bits + 1) : HM_MIN_BITS;
-  if (nb > 40)
+  if (nb > HM_MAX_BITS) /* meta keeps 32 bits of hash for the index */
     return SL_ERR_NOMEM;
-  hm_slot *ns = calloc((size_t)1 << nb, sizeof(*ns));
+  hm_slot *ns = hm_slots_new(nb);
   if (!ns)
     return SL_ERR_NOMEM;
   if (t->slots) {
@@ -88,29 +137,30 @@ static int hm_grow(hm_table *t) {
   t->bits = nb;
   t->count = 0;
   if (t->old && t->old_bits <= HM_SMALL_BITS)
-    hm_migrate(t, SIZE_MAX);
+    hm_migrate(b, t, SIZE_MAX);
   return 0;
 }
 
-/* Load factor 3/4 counting entries not yet migrated, so the new array
- * has room for all of them when the migration ends. */
-static int hm_insert(hm_table *t, uint64_t hash, hm_entry *e) {
+/* Load factor 7/8 counting entries not yet migrated, so the new array
+ * has room for all of them when the migration ends. 7/8 rather than 3/4:
+ * the lookup's cost is whether the slot array stays in cache, and for
+ * ~800 keys per table this keeps 1024 slots (32 KiB) instead of 2048;
+ * linear probing over 32-byte slots still ends within a line or two. */
+static hm_slot *hm_insert(hm *b, hm_table *t, uint64_t hash, int *rc) {
   size_t total = t->count + t->old_count + 1;
-  if (!t->slots || total * 4 > ((size_t)3 << t->bits)) {
-    int rc = hm_grow(t);
-    if (rc)
-      return rc;
+  if (!t->slots || total * 8 > ((size_t)7 << t->bits)) {
+    if ((*rc = hm_grow(b, t)))
+      return NULL;
   }
-  hm_place(t->slots, t->bits, hash, e);
   t->count++;
-  return 0;
+  return hm_place(t->slots, t->bits, hash);
 }
 
 /* Removes slot s. In the live array: backward-shift deletion (no
  * tombstones, so probe lengths do not decay over time). */
 static void hm_unlink(hm_table *t, hm_slot *s, bool in_old) {
   if (in_old) {
-    s->e = HM_TOMB;
+    s->meta = HM_TOMB;
     if (!--t->old_count) {
       free(t->old);
       t->old = NULL;
@@ -120,9 +170,9 @@ static void hm_unlink(hm_table *t, hm_slot *s, bool in_old) {
   size_t mask = hm_mask(t->bits), i = (size_t)(s - t->slots), j = i;
   for (;;) {
     j = (j + 1) & mask;
-    if (!t->slots[j].e)
+    if (!t->slots[j].meta)
       break;
-    size_t h = hm_idx(t->slots[j].hash, t->bits);
+    size_t h = hm_idx(t->slots[j].meta, t->bits);
     /* The entry at j may fill the hole at i unless its home h lies
      * cyclically in (i, j]. */
     bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
@@ -131,42 +181,60 @@ static void hm_unlink(hm_table *t, hm_slot *s, bool in_old) {
       i = j;
     }
   }
-  t->slots[i].e = NULL;
-  t->slots[i].hash = 0;
+  memset(&t->slots[i], 0, sizeof(hm_slot));
   t->count--;
 }
 
 /* ---- Entries ------------------------------------------------------------ */
 
-static hm_entry *hm_entry_new(const sl__skey *k, size_t cap) {
-  size_t vo = hm_voff((uint32_t)k->key_len, (uint32_t)k->ns_len);
+static hm_entry *hm_entry_new(const void *key, size_t kl, const void *ns,
+                              size_t nl, size_t cap) {
+  size_t vo = hm_voff((uint32_t)kl, (uint32_t)nl);
   hm_entry *e = malloc(sizeof(*e) + vo + cap);
   if (!e)
     return NULL;
-  e->key_len = (uint32_t)k->key_len;
-  e->ns_len = (uint32_t)k->ns_len;
+  e->key_len = (uint32_t)kl;
+  e->ns_len = (uint32_t)nl;
   e->val_len = 0;
   e->val_cap = (uint32_t)cap;
-  if (k->key_len)
-    memcpy(e->data, k->key, k->key_len);
-  if (k->ns_len)
-    memcpy(e->data + k->key_len, k->ns, k->ns_len);
-  memset(e->data + k->key_len + k->ns_len, 0,
-         vo - k->key_len - k->ns_len + cap);
+  if (kl)
+    memcpy(e->data, key, kl);
+  if (nl)
+    memcpy(e->data + kl, ns, nl);
+  memset(e->data + kl + nl, 0, vo - kl - nl + cap);
   return e;
 }
 
-/* Grows the entry in slot s to hold cap value bytes. */
-static hm_entry *hm_entry_grow(hm *b, hm_slot *s, size_t cap) {
-  hm_entry *e = s->e;
-  size_t vo = hm_voff(e->key_len, e->ns_len);
-  hm_entry *n = realloc(e, sizeof(*e) + vo + cap);
-  if (!n)
-    return NULL;
-  n->val_cap = (uint32_t)cap;
-  s->e = n;
+/* Makes the entry in slot s hold cap value bytes (cap larger than it
+ * holds): an inline entry moves out of line, keeping its value bytes. */
+static bool hm_entry_grow(hm *b, hm_slot *s, size_t cap) {
+  if (hm_tag(s) == HM_INL) {
+    uint32_t kl = hm_klen(s), nl = hm_nlen(s), vl = hm_vlen(s);
+    hm_entry *e = hm_entry_new(s->u.data, kl, s->u.data + kl, nl, cap);
+    if (!e)
+      return false;
+    e->val_len = vl;
+    memcpy(hm_val(e), s->u.data + hm_voff(kl, nl), vl);
+    s->meta = (s->meta & HM_HASH_BITS) | HM_EXT;
+    memset(s->u.data, 0, sizeof(s->u.data));
+    s->u.e = e;
+  } else {
+    hm_entry *e = s->u.e;
+    size_t vo = hm_voff(e->key_len, e->ns_len);
+    hm_entry *n = realloc(e, sizeof(*e) + vo + cap);
+    if (!n)
+      return false;
+    n->val_cap = (uint32_t)cap;
+    s->u.e = n;
+  }
   b->base.epoch++;
-  return n;
+  return true;
+}
+
+static size_t hm_cap(const hm_slot *s) {
+  if (hm_tag(s) == HM_EXT)
+    return s->u.e->val_cap;
+  return HM_INL_BYTES - hm_voff(hm_klen(s), hm_nlen(s));
 }
 
 bool sl__hm_key_ok(const sl__skey *k, size_t len) {
@@ -174,41 +242,58 @@ bool sl__hm_key_ok(const sl__skey *k, size_t len) {
          len <= UINT32_MAX - 64;
 }
 
-/* Frees an entry and what it owns, and takes it out of the stats. */
-static void hm_entry_free(hm_state *st, hm_entry *e) {
+/* Frees what slot s owns, and takes it out of the stats. */
+static void hm_entry_free(hm_state *st, hm_slot *s) {
   if (st->type == SL__BT_MAP) {
-    sl__hm_map_free(st, e);
+    sl__hm_map_free(st, s);
   } else {
     st->stats.entries--;
-    st->stats.bytes -= (uint64_t)e->key_len + e->ns_len + e->val_len;
+    st->stats.bytes -= (uint64_t)hm_klen(s) + hm_nlen(s) + hm_vlen(s);
   }
-  free(e);
+  if (hm_tag(s) == HM_EXT)
+    free(s->u.e);
 }
 
 void sl__hm_remove(hm *b, hm_state *st, hm_table *t, hm_slot *s, bool in_old) {
-  hm_entry_free(st, s->e);
+  hm_entry_free(st, s);
   hm_unlink(t, s, in_old);
   b->base.epoch++;
 }
 
-/* Creates an entry of value length len (capacity cap) and inserts it. */
-hm_entry *sl__hm_create(hm_state *st, hm_table *t, const sl__skey *k,
-                        size_t len, size_t cap, int *rc) {
-  hm_entry *e = hm_entry_new(k, cap);
-  if (!e) {
+/* Creates an entry of value length len (capacity at least cap), inline
+ * when it fits, and inserts it. */
+hm_slot *sl__hm_create(hm *b, hm_state *st, hm_table *t, const sl__skey *k,
+                       size_t len, size_t cap, int *rc) {
+  bool inl = hm_fits_inline(k->key_len, k->ns_len, cap);
+  hm_entry *e = NULL;
+  if (!inl && !(e = hm_entry_new(k->key, k->key_len, k->ns, k->ns_len, cap))) {
     *rc = SL_ERR_NOMEM;
     return NULL;
   }
-  e->val_len = (uint32_t)len;
-  if ((*rc = hm_insert(t, k->hash, e))) {
+  hm_slot *s = hm_insert(b, t, k->hash, rc);
+  if (!s) {
     free(e);
     return NULL;
+  }
+  uint64_t hh = k->hash & HM_HASH_BITS;
+  if (inl) {
+    s->meta = hh | (uint64_t)len << 24 | (uint64_t)k->ns_len << 16 |
+              (uint64_t)k->key_len << 8 | HM_INL;
+    /* The slot is zeroed: copy the key and ns, the value stays 0. */
+    if (k->key_len)
+      memcpy(s->u.data, k->key, k->key_len);
+    if (k->ns_len)
+      memcpy(s->u.data + k->key_len, k->ns, k->ns_len);
+  } else {
+    e->val_len = (uint32_t)len;
+    s->meta = hh | HM_EXT;
+    s->u.e = e;
   }
   if (st->type != SL__BT_MAP) {
     st->stats.entries++;
     st->stats.bytes += (uint64_t)k->key_len + k->ns_len + len;
   }
-  return e;
+  return s;
 }
 
 /* ---- Values and lists --------------------------------------------------- */
@@ -218,42 +303,57 @@ static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
   (void)for_write; /* entries are modified in place */
   hm *b = (hm *)be;
   bool old;
-  hm_slot *s = sl__hm_find(hm_tab(b, hm_st(b, k->state), k->kg), k, &old);
+  hm_slot *s = hm_find(b, hm_tab(b, hm_st(b, k->state), k->kg), k, &old);
   if (!s)
     return 0;
-  *val = hm_val(s->e);
-  *len = s->e->val_len;
+  *val = hm_sval(s);
+  *len = hm_vlen(s);
   return 1;
+}
+
+/* hm_slot_get beyond the same-length hit: create, resize, out of line. */
+static int hm_slot_slow(hm *b, hm_state *st, hm_table *t, hm_slot *s, bool old,
+                        const sl__skey *k, size_t len, void **out) {
+  (void)old;
+  if (!sl__hm_key_ok(k, len))
+    return SL_ERR_RANGE;
+  if (s) {
+    size_t vl = hm_vlen(s);
+    if (len == vl) {
+      *out = hm_sval(s);
+      return 1;
+    }
+    if (len > hm_cap(s) && !hm_entry_grow(b, s, (len + 7) & ~(size_t)7))
+      return SL_ERR_NOMEM;
+    st->stats.bytes = st->stats.bytes - vl + len;
+    hm_set_vlen(s, len);
+    *out = hm_sval(s);
+    return 2;
+  }
+  int rc;
+  if (!(s = sl__hm_create(b, st, t, k, len, len, &rc)))
+    return rc;
+  *out = hm_sval(s);
+  return 0;
 }
 
 static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
                        void **out) {
   hm *b = (hm *)be;
-  if (!sl__hm_key_ok(k, len))
-    return SL_ERR_RANGE;
   hm_state *st = hm_st(b, k->state);
   hm_table *t = hm_tab(b, st, k->kg);
   bool old;
-  hm_slot *s = sl__hm_find(t, k, &old);
+  hm_slot *s = hm_find(b, t, k, &old);
   if (SL__LIKELY(s != NULL)) {
-    hm_entry *e = s->e;
-    if (SL__LIKELY(len == e->val_len)) {
-      *out = hm_val(e);
+    uint64_t m = s->meta;
+    /* The per-record case: an inline value of the same length. The key
+     * and ns lengths are the caller's, since the lookup matched them. */
+    if (SL__LIKELY((m & 0xff) == HM_INL && ((m >> 24) & 0xff) == len)) {
+      *out = s->u.data + hm_voff((uint32_t)k->key_len, (uint32_t)k->ns_len);
       return 1;
     }
-    if (len > e->val_cap && !(e = hm_entry_grow(b, s, (len + 7) & ~(size_t)7)))
-      return SL_ERR_NOMEM;
-    st->stats.bytes = st->stats.bytes - e->val_len + len;
-    e->val_len = (uint32_t)len;
-    *out = hm_val(e);
-    return 2;
   }
-  int rc;
-  hm_entry *e = sl__hm_create(st, t, k, len, len, &rc);
-  if (!e)
-    return rc;
-  *out = hm_val(e);
-  return 0;
+  return hm_slot_slow(b, st, t, s, old, k, len, out);
 }
 
 int sl__hm_del(sl__backend *be, const sl__skey *k) {
@@ -261,7 +361,7 @@ int sl__hm_del(sl__backend *be, const sl__skey *k) {
   hm_state *st = hm_st(b, k->state);
   hm_table *t = hm_tab(b, st, k->kg);
   bool old;
-  hm_slot *s = sl__hm_find(t, k, &old);
+  hm_slot *s = sl__hm_find(b, t, k, &old);
   if (!s)
     return 0;
   sl__hm_remove(b, st, t, s, old);
@@ -283,34 +383,33 @@ static int hm_list_append(sl__backend *be, const sl__skey *k, size_t len,
   hm_table *t = hm_tab(b, st, k->kg);
   size_t fl = sl__list_frame(len);
   bool old;
-  hm_slot *s = sl__hm_find(t, k, &old);
+  hm_slot *s = sl__hm_find(b, t, k, &old);
   if (!s) {
     int rc;
-    hm_entry *e = sl__hm_create(st, t, k, fl, fl < 64 ? 64 : fl, &rc);
-    if (!e)
+    /* Lists start at 64 bytes, so they always live out of line. */
+    if (!(s = sl__hm_create(b, st, t, k, fl, fl < 64 ? 64 : fl, &rc)))
       return rc;
-    hm_frame_hdr(hm_val(e), len);
-    *out = hm_val(e) + SL__LIST_HDR;
+    hm_frame_hdr(hm_sval(s), len);
+    *out = hm_sval(s) + SL__LIST_HDR;
     return 0;
   }
-  hm_entry *e = s->e;
-  size_t need = (size_t)e->val_len + fl;
+  size_t vl = hm_vlen(s), need = vl + fl;
   if (need > UINT32_MAX - 64)
     return SL_ERR_RANGE;
-  if (need > e->val_cap) {
+  if (need > hm_cap(s)) {
     /* Doubling keeps appends amortized O(1). */
-    size_t cap = (size_t)e->val_cap * 2;
+    size_t cap = hm_cap(s) * 2;
     if (cap < need)
       cap = need;
     if (cap > UINT32_MAX - 64)
       cap = need;
-    if (!(e = hm_entry_grow(b, s, cap)))
+    if (!hm_entry_grow(b, s, cap))
       return SL_ERR_NOMEM;
   }
-  unsigned char *p = hm_val(e) + e->val_len;
+  unsigned char *p = hm_sval(s) + vl;
   hm_frame_hdr(p, len);
   memset(p + SL__LIST_HDR, 0, fl - SL__LIST_HDR);
-  e->val_len = (uint32_t)need;
+  hm_set_vlen(s, need);
   st->stats.bytes += fl;
   *out = p + SL__LIST_HDR;
   return 1;
@@ -318,20 +417,20 @@ static int hm_list_append(sl__backend *be, const sl__skey *k, size_t len,
 
 /* ---- Key groups: snapshots, restore, rescaling -------------------------- */
 
-static int hm_scan_entry(uint32_t id, hm_state *st, hm_entry *e,
-                         sl__entry_fn fn, void *opaque) {
-  const unsigned char *key = e->data, *ns = e->data + e->key_len;
+static int hm_scan_entry(uint32_t id, hm_state *st, hm_slot *s, sl__entry_fn fn,
+                         void *opaque) {
+  uint32_t kl = hm_klen(s), nl = hm_nlen(s);
+  const unsigned char *key = hm_key(s), *ns = key + kl;
   if (st->type != SL__BT_MAP)
-    return fn(id, key, e->key_len, ns, e->ns_len, NULL, 0, hm_val(e),
-              e->val_len, opaque);
-  hm_map *m = hm_map_of(e);
+    return fn(id, key, kl, ns, nl, NULL, 0, hm_sval(s), hm_vlen(s), opaque);
+  hm_map *m = hm_map_of(s);
   size_t cap = m->slots ? (size_t)1 << m->bits : 0;
   for (size_t i = 0; i < cap; i++) {
     hm_mentry *me = m->slots[i].e;
     if (!me || me == HM_MTOMB)
       continue;
-    int rc = fn(id, key, e->key_len, ns, e->ns_len, me->data, me->mk_len,
-                hm_mval(me), me->val_len, opaque);
+    int rc = fn(id, key, kl, ns, nl, me->data, me->mk_len, hm_mval(me),
+                me->val_len, opaque);
     if (rc)
       return rc;
   }
@@ -351,10 +450,9 @@ static int hm_kg_scan(sl__backend *be, uint32_t kg, sl__entry_fn fn,
     for (int a = 0; a < 2; a++) {
       size_t cap = arrs[a] ? (size_t)1 << bits[a] : 0;
       for (size_t i = 0; i < cap; i++) {
-        hm_entry *e = arrs[a][i].e;
-        if (!e || e == HM_TOMB)
+        if (!hm_live(&arrs[a][i]))
           continue;
-        int rc = hm_scan_entry(id, st, e, fn, opaque);
+        int rc = hm_scan_entry(id, st, &arrs[a][i], fn, opaque);
         if (rc)
           return rc;
       }
@@ -395,11 +493,9 @@ static void hm_table_free(hm_state *st, hm_table *t) {
   uint8_t bits[2] = {t->bits, t->old_bits};
   for (int a = 0; a < 2; a++) {
     size_t cap = arrs[a] ? (size_t)1 << bits[a] : 0;
-    for (size_t i = 0; i < cap; i++) {
-      hm_entry *e = arrs[a][i].e;
-      if (e && e != HM_TOMB)
-        hm_entry_free(st, e);
-    }
+    for (size_t i = 0; i < cap; i++)
+      if (hm_live(&arrs[a][i]))
+        hm_entry_free(st, &arrs[a][i]);
     free(arrs[a]);
   }
   memset(t, 0, sizeof(*t));
@@ -429,18 +525,18 @@ static void hm_stats(const sl__backend *be, uint32_t state,
  * entry itself was removed (its slot may now hold a shifted entry). */
 static size_t hm_clean(hm *b, hm_state *st, hm_table *t, hm_slot *s,
                        sl__expired_fn expired, void *opaque, bool *gone) {
-  hm_entry *e = s->e;
   size_t removed = 0;
   *gone = false;
   if (st->type == SL__BT_VALUE) {
-    if (!expired(hm_val(e), e->val_len, opaque))
+    if (!expired(hm_sval(s), hm_vlen(s), opaque))
       return 0;
     sl__hm_remove(b, st, t, s, false);
     *gone = true;
     return 1;
   }
   if (st->type == SL__BT_LIST) {
-    unsigned char *p = hm_val(e), *w = p, *end = p + e->val_len;
+    size_t vl = hm_vlen(s);
+    unsigned char *p = hm_sval(s), *w = p, *end = p + vl;
     while (p + SL__LIST_HDR <= end) {
       size_t l = sl__list_elem_len(p), fl = sl__list_frame(l);
       if (expired(p + SL__LIST_HDR, l, opaque)) {
@@ -454,26 +550,26 @@ static size_t hm_clean(hm *b, hm_state *st, hm_table *t, hm_slot *s,
     }
     if (!removed)
       return 0;
-    size_t nl = (size_t)(w - hm_val(e));
+    size_t nl = (size_t)(w - hm_sval(s));
     if (!nl) {
       sl__hm_remove(b, st, t, s, false);
       *gone = true;
       return removed;
     }
-    st->stats.bytes -= e->val_len - nl;
-    e->val_len = (uint32_t)nl;
+    st->stats.bytes -= vl - nl;
+    hm_set_vlen(s, nl);
     b->base.epoch++;
     return removed;
   }
-  hm_map *m = hm_map_of(e);
+  hm_map *m = hm_map_of(s);
+  uint64_t kn = (uint64_t)hm_klen(s) + hm_nlen(s);
   size_t cap = m->slots ? (size_t)1 << m->bits : 0;
   for (size_t i = 0; i < cap; i++) {
     hm_mentry *me = m->slots[i].e;
     if (!me || me == HM_MTOMB || !expired(hm_mval(me), me->val_len, opaque))
       continue;
     st->stats.entries--;
-    st->stats.bytes -=
-        (uint64_t)e->key_len + e->ns_len + me->mk_len + me->val_len;
+    st->stats.bytes -= kn + me->mk_len + me->val_len;
     free(me);
     m->slots[i].e = HM_MTOMB;
     m->count--;
@@ -506,7 +602,7 @@ static size_t hm_cleanup(sl__backend *be, uint32_t state, size_t budget,
       continue;
     }
     hm_slot *s = &t->slots[st->cur_slot];
-    if (!s->e) {
+    if (!s->meta) {
       st->cur_slot++;
       continue;
     }

@@ -23,23 +23,49 @@
  * empty buckets). */
 #define HM_SCAN_FACTOR 16
 
-/* One (key, ns) entry: a single allocation with the key, namespace and
- * value inline, the value 8-byte aligned. For maps the value is a pointer
- * to the entry's hm_map. */
+/* An out-of-line (key, ns) entry, for what does not fit in a slot: a
+ * single allocation with the key, namespace and value, the value 8-byte
+ * aligned. */
 typedef struct hm_entry {
   uint32_t key_len, ns_len;
   uint32_t val_len, val_cap;
   unsigned char data[]; /* key | ns | pad to 8 | value (val_cap bytes) */
 } hm_entry;
 
-/* The slot keeps the full hash, so a probe rarely touches a wrong entry. */
-typedef struct hm_slot {
-  uint64_t hash;
-  hm_entry *e; /* NULL: empty; HM_TOMB: moved out of an old table */
-} hm_slot;
+/* Slot tags. Empty is 0 so that a zeroed array is an empty table; tombstones
+ * only occur in the old array of a growing table (moved or removed). */
+enum { HM_EMPTY = 0, HM_INL = 1, HM_EXT = 2, HM_TOMB = 3 };
 
-extern hm_entry sl__hm_tomb;
-#define HM_TOMB (&sl__hm_tomb)
+/* Bytes of key | ns | pad | value a slot holds inline: an 8-byte key with
+ * an 8-byte value and its 8-byte TTL timestamp fit, so the usual lookup
+ * reads one 32-byte slot and nothing else (one cache miss, not two). */
+#define HM_INL_BYTES 24
+
+/* meta packs, from the top: the hash's top 32 bits | val_len | ns_len |
+ * key_len | tag (lengths for HM_INL only). One load and one compare then
+ * decide a probe step; the top bits double as the home index
+ * (hm_idx(meta, bits) == hm_idx(hash, bits) while bits <= 32). */
+typedef struct hm_slot {
+  uint64_t meta;
+  union {
+    unsigned char data[HM_INL_BYTES]; /* HM_INL: key | ns | pad | value */
+    hm_entry *e;                      /* HM_EXT */
+  } u;
+} hm_slot;
+_Static_assert(sizeof(hm_slot) == 32, "two slots per cache line");
+
+#define HM_HASH_BITS 0xffffffff00000000ULL
+#define HM_VLEN_BITS 0x00000000ff000000ULL
+#define HM_MAX_BITS 32
+#define HM_SLOT_ALIGN 64
+
+static inline unsigned hm_tag(const hm_slot *s) {
+  return (unsigned)(s->meta & 0xff);
+}
+static inline bool hm_live(const hm_slot *s) {
+  unsigned t = hm_tag(s);
+  return t == HM_INL || t == HM_EXT;
+}
 
 typedef struct hm_table {
   hm_slot *slots;
@@ -97,9 +123,37 @@ static inline unsigned char *hm_val(hm_entry *e) {
 static inline unsigned char *hm_mval(hm_mentry *e) {
   return e->data + (((size_t)e->mk_len + 7) & ~(size_t)7);
 }
-static inline hm_map *hm_map_of(hm_entry *e) {
+
+/* Slot accessors, whether the entry is inline or not (cold paths; the
+ * lookup reads meta directly). */
+static inline uint32_t hm_klen(const hm_slot *s) {
+  return hm_tag(s) == HM_INL ? (uint32_t)(s->meta >> 8) & 0xff
+                             : s->u.e->key_len;
+}
+static inline uint32_t hm_nlen(const hm_slot *s) {
+  return hm_tag(s) == HM_INL ? (uint32_t)(s->meta >> 16) & 0xff
+                             : s->u.e->ns_len;
+}
+static inline uint32_t hm_vlen(const hm_slot *s) {
+  return hm_tag(s) == HM_INL ? (uint32_t)(s->meta >> 24) & 0xff
+                             : s->u.e->val_len;
+}
+static inline unsigned char *hm_key(hm_slot *s) {
+  return hm_tag(s) == HM_INL ? s->u.data : s->u.e->data;
+}
+static inline unsigned char *hm_sval(hm_slot *s) {
+  return hm_tag(s) == HM_INL ? s->u.data + hm_voff(hm_klen(s), hm_nlen(s))
+                             : hm_val(s->u.e);
+}
+static inline void hm_set_vlen(hm_slot *s, size_t len) {
+  if (hm_tag(s) == HM_INL)
+    s->meta = (s->meta & ~HM_VLEN_BITS) | ((uint64_t)len << 24);
+  else
+    s->u.e->val_len = (uint32_t)len;
+}
+static inline hm_map *hm_map_of(hm_slot *s) {
   hm_map *m;
-  memcpy(&m, hm_val(e), sizeof m);
+  memcpy(&m, hm_sval(s), sizeof m);
   return m;
 }
 /* Top bits: every key of a key group has the same hash % K, so the low
@@ -160,16 +214,17 @@ static inline hm_table *hm_tab(hm *b, hm_state *st, uint32_t kg) {
   return &st->tables[kg - b->base.kg_lo];
 }
 
-/* hashmap.c */
-hm_slot *sl__hm_find(hm_table *t, const sl__skey *k, bool *in_old);
-hm_entry *sl__hm_create(hm_state *st, hm_table *t, const sl__skey *k,
-                        size_t len, size_t cap, int *rc);
+/* hashmap.c. find and create may move inline entries (bumping the
+ * epoch), so a slot pointer is only good until the next of these calls. */
+hm_slot *sl__hm_find(hm *b, hm_table *t, const sl__skey *k, bool *in_old);
+hm_slot *sl__hm_create(hm *b, hm_state *st, hm_table *t, const sl__skey *k,
+                       size_t len, size_t cap, int *rc);
 void sl__hm_remove(hm *b, hm_state *st, hm_table *t, hm_slot *s, bool in_old);
 bool sl__hm_key_ok(const sl__skey *k, size_t len);
 int sl__hm_del(sl__backend *be, const sl__skey *k);
 
 /* hashmap_map.c: the MAP part of the contract. */
-void sl__hm_map_free(hm_state *st, hm_entry *e);
+void sl__hm_map_free(hm_state *st, hm_slot *s);
 int sl__hm_map_get(sl__backend *be, const sl__skey *k, const void *mk,
                    size_t mk_len, uint64_t mh, void **val, size_t *len,
                    bool for_write);

@@ -8,17 +8,17 @@
 #include "sluice/common.h"
 #include "state/hashmap.h"
 
-void sl__hm_map_free(hm_state *st, hm_entry *e) {
-  hm_map *m = hm_map_of(e);
+void sl__hm_map_free(hm_state *st, hm_slot *s) {
+  hm_map *m = hm_map_of(s);
   if (!m)
     return;
+  uint64_t kn = (uint64_t)hm_klen(s) + hm_nlen(s);
   size_t cap = m->slots ? (size_t)1 << m->bits : 0;
   for (size_t i = 0; i < cap; i++) {
     hm_mentry *me = m->slots[i].e;
     if (me && me != HM_MTOMB) {
       st->stats.entries--;
-      st->stats.bytes -=
-          (uint64_t)e->key_len + e->ns_len + me->mk_len + me->val_len;
+      st->stats.bytes -= kn + me->mk_len + me->val_len;
       free(me);
     }
   }
@@ -89,10 +89,10 @@ int sl__hm_map_get(sl__backend *be, const sl__skey *k, const void *mk,
   (void)for_write;
   hm *b = (hm *)be;
   bool old;
-  hm_slot *s = sl__hm_find(hm_tab(b, hm_st(b, k->state), k->kg), k, &old);
+  hm_slot *s = sl__hm_find(b, hm_tab(b, hm_st(b, k->state), k->kg), k, &old);
   if (!s)
     return 0;
-  hm_mslot *ms = hm_mfind(hm_map_of(s->e), mk, mk_len, mh);
+  hm_mslot *ms = hm_mfind(hm_map_of(s), mk, mk_len, mh);
   if (!ms)
     return 0;
   *val = hm_mval(ms->e);
@@ -108,23 +108,22 @@ int sl__hm_map_slot(sl__backend *be, const sl__skey *k, const void *mk,
   hm_state *st = hm_st(b, k->state);
   hm_table *t = hm_tab(b, st, k->kg);
   bool old;
-  hm_slot *s = sl__hm_find(t, k, &old);
-  hm_entry *top;
-  if (s) {
-    top = s->e;
-  } else {
+  hm_slot *top = sl__hm_find(b, t, k, &old);
+  if (!top) {
     int rc;
     hm_map *m = calloc(1, sizeof(*m));
     if (!m)
       return SL_ERR_NOMEM;
-    if (!(top = sl__hm_create(st, t, k, sizeof(m), sizeof(m), &rc))) {
+    /* The top entry's value is the map's address (inline when key and ns
+     * fit); the hm_map itself never moves, which cursors rely on. */
+    if (!(top = sl__hm_create(b, st, t, k, sizeof(m), sizeof(m), &rc))) {
       free(m);
       return rc;
     }
-    memcpy(hm_val(top), &m, sizeof(m));
+    memcpy(hm_sval(top), &m, sizeof(m));
   }
   hm_map *m = hm_map_of(top);
-  uint64_t kn = (uint64_t)top->key_len + top->ns_len;
+  uint64_t kn = (uint64_t)hm_klen(top) + hm_nlen(top);
   hm_mslot *ms = hm_mfind(m, mk, mk_len, mh);
   if (ms) {
     hm_mentry *e = ms->e;
@@ -176,16 +175,16 @@ int sl__hm_map_remove(sl__backend *be, const sl__skey *k, const void *mk,
   hm_state *st = hm_st(b, k->state);
   hm_table *t = hm_tab(b, st, k->kg);
   bool old;
-  hm_slot *s = sl__hm_find(t, k, &old);
+  hm_slot *s = sl__hm_find(b, t, k, &old);
   if (!s)
     return 0;
-  hm_map *m = hm_map_of(s->e);
+  hm_map *m = hm_map_of(s);
   hm_mslot *ms = hm_mfind(m, mk, mk_len, mh);
   if (!ms)
     return 0;
   st->stats.entries--;
   st->stats.bytes -=
-      (uint64_t)s->e->key_len + s->e->ns_len + ms->e->mk_len + ms->e->val_len;
+      (uint64_t)hm_klen(s) + hm_nlen(s) + ms->e->mk_len + ms->e->val_len;
   free(ms->e);
   ms->e = HM_MTOMB;
   m->count--;
@@ -199,8 +198,8 @@ int sl__hm_map_iter(sl__backend *be, sl__map_cursor *c) {
   hm *b = (hm *)be;
   bool old;
   hm_slot *s =
-      sl__hm_find(hm_tab(b, hm_st(b, c->k.state), c->k.kg), &c->k, &old);
-  c->p = s ? hm_map_of(s->e) : NULL;
+      sl__hm_find(b, hm_tab(b, hm_st(b, c->k.state), c->k.kg), &c->k, &old);
+  c->p = s ? hm_map_of(s) : NULL;
   c->i = 0;
   c->epoch = be->epoch;
   return s != NULL;

@@ -323,9 +323,11 @@ static int vread(sl__keyed *k, sl_state_t *st, void **val, size_t *len) {
 
 /* The slot of a read-modify-write of size user bytes (value_ptr, reducing
  * and aggregating add). *fresh: there was no live value (created, another
- * length, or expired). The timestamp is refreshed: it is a write. */
-static void *vmodify(sl__keyed *k, sl_state_t *st, size_t size, bool *fresh,
-                     int *err) {
+ * length, or expired). The timestamp is refreshed: it is a write. Inlined:
+ * it is on the per-record path, where a call's register saves cost as
+ * much as the rest of it. */
+static inline __attribute__((always_inline)) void *
+vmodify(sl__keyed *k, sl_state_t *st, size_t size, bool *fresh, int *err) {
   sl__backend *be = st->ks->be;
   sl__skey sk;
   void *p;
