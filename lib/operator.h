@@ -25,6 +25,11 @@ typedef struct sl_operator_ops {
    * reaches downstream before the watermark itself, which the runtime
    * forwards when this returns 0. Optional. */
   int (*on_watermark)(sl_ctx_t *op, int64_t wm);
+  /* Keyed operators: a record of this key (hash and key group) will be
+   * processed soon; start loading its state into the cache. The exchange
+   * calls it a few records ahead of delivery so that state lookups overlap
+   * instead of each stalling on memory. Optional. */
+  void (*prefetch)(sl_ctx_t *op, uint64_t hash, uint32_t kg);
   /* Processing time moved on: called by the worker every round with the
    * clock's time (timers, processing-time windows). Optional. */
   int (*on_proc_time)(sl_ctx_t *op, int64_t now);

@@ -102,6 +102,11 @@ static int proc_time(sl_ctx_t *op, int64_t now) {
   return sl__keyed_fire(&p->k, SL_PROC_TIME, now, proc_timer);
 }
 
+static void proc_prefetch(sl_ctx_t *op, uint64_t hash, uint32_t kg) {
+  proc *p = sl_op_data(op);
+  sl__kstate_prefetch(p->k.state, hash, kg);
+}
+
 static const sl_operator_ops_t process_ops = {
     .kind = "process",
     .keyed = true,
@@ -109,6 +114,7 @@ static const sl_operator_ops_t process_ops = {
     .process = proc_process,
     .on_watermark = proc_watermark,
     .on_proc_time = proc_time,
+    .prefetch = proc_prefetch,
     .close = proc_close,
     .free_arg = free,
 };
@@ -120,6 +126,7 @@ static const sl_operator_ops_t co_process_ops = {
     .process = proc_process,
     .on_watermark = proc_watermark,
     .on_proc_time = proc_time,
+    .prefetch = proc_prefetch,
     .close = proc_close,
     .free_arg = free,
 };

@@ -68,6 +68,10 @@ struct sl__xchg {
   size_t batch_size;
   size_t batch_bytes;
   chan *ch; /* ch[producer * par + consumer]; diagonal unused */
+  /* Per worker: records for the producing worker itself, held back only
+   * when the consumer's operators can prefetch their state (see
+   * deliver_batch), else delivered at once without a copy. */
+  batch **self;
 };
 
 #define SL__BATCH_BYTES (256 * 1024)
@@ -159,6 +163,11 @@ int sl__xchg_create(sl_job_t *job, sl__node *n, sl__xchg **out) {
   x->par = job->par;
   x->batch_size = job->batch_size;
   x->batch_bytes = SL__BATCH_BYTES;
+  x->self = calloc((size_t)job->par, sizeof(*x->self));
+  if (!x->self) {
+    free(x);
+    return SL_ERR_NOMEM;
+  }
   if (job->par > 1) {
     x->ch = calloc((size_t)job->par * job->par, sizeof(chan));
     if (!x->ch) {
@@ -208,6 +217,9 @@ void sl__xchg_destroy(sl__xchg *x) {
     }
     free(x->ch);
   }
+  for (int w = 0; w < x->par; w++)
+    batch_free(x->self[w]);
+  free(x->self);
   free(x);
 }
 
@@ -256,19 +268,21 @@ static int chan_flush(sl__worker *w, sl__xchg *x, chan *ch) {
   return chan_push(w, x, ch, &e);
 }
 
-static batch *chan_batch(sl__xchg *x, chan *ch, size_t need) {
-  batch *b = ch->open;
+/* Makes room for `need` more bytes in *slot's batch, taking an empty
+ * batch from spare (may be NULL) or allocating one. */
+static batch *batch_room(sl__xchg *x, batch **slot, ring *spare, size_t need) {
+  batch *b = *slot;
   if (!b) {
-    batch **bp = ring_peek(&ch->spare, sizeof(batch *));
+    batch **bp = spare ? ring_peek(spare, sizeof(batch *)) : NULL;
     if (bp) {
       b = *bp;
-      ring_pop(&ch->spare);
+      ring_pop(spare);
     } else if (!(b = batch_new(x->batch_size, x->batch_bytes))) {
       return NULL;
     }
     b->n = 0;
     b->used = 0;
-    ch->open = b;
+    *slot = b;
   }
   if (b->bytes_cap - b->used < need) {
     size_t cap = b->bytes_cap * 2;
@@ -294,6 +308,78 @@ static inline int cons_deliver(sl_ctx_t *cons, uint64_t hash, uint32_t kg,
   return sl__emit_outs(cons, &cons->main, rec);
 }
 
+static inline void batch_add(batch *b, uint64_t hash, const sl_record_t *rec) {
+  brec *r = &b->recs[b->n++];
+  r->hash = hash;
+  r->ts = rec->ts;
+  r->koff = (uint32_t)b->used;
+  r->klen = (uint32_t)rec->key_len;
+  if (rec->key_len)
+    memcpy(b->bytes + b->used, rec->key, rec->key_len);
+  b->used += rec->key_len;
+  r->voff = (uint32_t)b->used;
+  r->vlen = (uint32_t)rec->value_len;
+  if (rec->value_len)
+    memcpy(b->bytes + b->used, rec->value, rec->value_len);
+  b->used += rec->value_len;
+}
+
+static void prefetch_outs(sl_ctx_t *cons, uint64_t hash, uint32_t max_par) {
+  uint32_t kg = sl__key_group(hash, max_par);
+  for (int i = 0; i < cons->main.n; i++) {
+    sl_ctx_t *to = cons->main.e[i].to;
+    if (to->ops->prefetch)
+      to->ops->prefetch(to, hash, kg);
+  }
+}
+
+/* How many records ahead of delivery state is prefetched: far enough for a
+ * memory access to complete while the records in between are processed,
+ * near enough that the prefetched lines are still in the cache. */
+#define SL__PREFETCH_AHEAD 8
+
+/* Delivers a batch of keyed records. When the consumers can prefetch, the
+ * state of record i + AHEAD is requested while record i is processed:
+ * with state larger than the cache, each record otherwise waits for its
+ * own lookup's memory access, one after the other. */
+static int deliver_batch(sl_ctx_t *cons, const batch *b) {
+  uint32_t max_par = cons->w->job->max_par;
+  bool pf = cons->prefetch_outs;
+  if (pf)
+    for (uint32_t i = 0; i < b->n && i < SL__PREFETCH_AHEAD; i++)
+      prefetch_outs(cons, b->recs[i].hash, max_par);
+  for (uint32_t i = 0; i < b->n; i++) {
+    const brec *r = &b->recs[i];
+    if (pf && i + SL__PREFETCH_AHEAD < b->n)
+      prefetch_outs(cons, b->recs[i + SL__PREFETCH_AHEAD].hash, max_par);
+    sl_record_t rec = {b->bytes + r->koff, r->klen, b->bytes + r->voff,
+                       r->vlen, r->ts};
+    int rc = cons_deliver(cons, r->hash, sl__key_group(r->hash, max_par),
+                          &rec);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+/* Delivers the records a worker held back for itself. The batch is taken
+ * out first: delivering may emit into other exchanges, never this one (the
+ * graph is acyclic), but it keeps the invariant obvious. */
+static int self_flush(sl__xchg *x, sl__worker *w) {
+  batch *b = x->self[w->index];
+  if (!b || b->n == 0)
+    return 0;
+  x->self[w->index] = NULL;
+  int rc = deliver_batch(w->inst[x->node->id], b);
+  b->n = 0;
+  b->used = 0;
+  if (x->self[w->index])
+    batch_free(b);
+  else
+    x->self[w->index] = b;
+  return rc;
+}
+
 static int prod_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   (void)port;
   sl__node *n = op->node;
@@ -309,27 +395,26 @@ static int prod_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   sl__counter_add(&op->out, 1);
   uint32_t kg = sl__key_group(hash, job->max_par);
   int target = job->kg_worker[kg];
-  if (target == w->index)
-    return cons_deliver(w->inst[n->id], hash, kg, &rec);
-
   sl__xchg *x = op->xchg;
+  size_t need = rec.key_len + rec.value_len;
+  if (target == w->index) {
+    sl_ctx_t *cons = w->inst[n->id];
+    if (!cons->prefetch_outs)
+      return cons_deliver(cons, hash, kg, &rec);
+    batch *b = batch_room(x, &x->self[w->index], NULL, need);
+    if (SL__UNLIKELY(!b))
+      return sl_op_fail(op, SL_ERR_NOMEM,
+                        "out of memory for an exchange batch");
+    batch_add(b, hash, &rec);
+    if (b->n == b->cap || b->used >= x->batch_bytes)
+      return self_flush(x, w);
+    return 0;
+  }
   chan *ch = &x->ch[w->index * x->par + target];
-  batch *b = chan_batch(x, ch, rec.key_len + rec.value_len);
+  batch *b = batch_room(x, &ch->open, &ch->spare, need);
   if (SL__UNLIKELY(!b))
     return sl_op_fail(op, SL_ERR_NOMEM, "out of memory for an exchange batch");
-  brec *r = &b->recs[b->n++];
-  r->hash = hash;
-  r->ts = rec.ts;
-  r->koff = (uint32_t)b->used;
-  r->klen = (uint32_t)rec.key_len;
-  if (rec.key_len)
-    memcpy(b->bytes + b->used, rec.key, rec.key_len);
-  b->used += rec.key_len;
-  r->voff = (uint32_t)b->used;
-  r->vlen = (uint32_t)rec.value_len;
-  if (rec.value_len)
-    memcpy(b->bytes + b->used, rec.value, rec.value_len);
-  b->used += rec.value_len;
+  batch_add(b, hash, &rec);
   if (b->n == b->cap || b->used >= x->batch_bytes)
     return chan_flush(w, x, ch);
   return 0;
@@ -343,6 +428,8 @@ int sl__xchg_broadcast(sl_ctx_t *op, int kind, int64_t arg) {
   for (int c = 0; c < x->par; c++) {
     int rc;
     if (c == w->index) {
+      if ((rc = self_flush(x, w)))
+        return rc;
       rc = kind == EL_WATERMARK ? sl__port_watermark(self, c, arg)
            : kind == EL_IDLE    ? sl__port_idle(self, c, arg != 0)
                                 : sl__port_end(self, c);
@@ -382,7 +469,6 @@ const sl_operator_ops_t sl__keyby_cons_ops = {
 
 static int drain_chan(sl__worker *w, sl__xchg *x, int producer, chan *ch) {
   sl_ctx_t *cons = w->inst[x->node->id];
-  uint32_t max_par = w->job->max_par;
   int handled = 0;
   elem *e;
   /* A bounded number of elements per call keeps every input served. */
@@ -394,13 +480,7 @@ static int drain_chan(sl__worker *w, sl__xchg *x, int producer, chan *ch) {
     switch (el.kind) {
     case EL_BATCH: {
       batch *b = el.b;
-      for (uint32_t i = 0; i < b->n && !rc; i++) {
-        const brec *r = &b->recs[i];
-        sl_record_t rec = {b->bytes + r->koff, r->klen, b->bytes + r->voff,
-                           r->vlen, r->ts};
-        rc = cons_deliver(cons, r->hash, sl__key_group(r->hash, max_par),
-                          &rec);
-      }
+      rc = deliver_batch(cons, b);
       batch **slot = ring_slot(&ch->spare, sizeof(batch *));
       if (slot) {
         *slot = b;
@@ -451,10 +531,13 @@ int sl__xchg_drain(sl__worker *w, int min_xidx) {
 
 int sl__xchg_flush(sl__worker *w) {
   sl_job_t *job = w->job;
-  if (job->par == 1)
-    return 0;
+  /* In topological order: delivering one exchange's records may fill the
+   * batches of exchanges after it, which are flushed next. */
   for (int xi = 0; xi < job->n_xchg; xi++) {
     sl__xchg *x = job->xchgs[xi];
+    int rc = self_flush(x, w);
+    if (rc)
+      return rc;
     for (int c = 0; c < x->par; c++) {
       if (c == w->index)
         continue;

@@ -233,7 +233,11 @@ int sl_harness_push(sl_harness_t *h, size_t input, const sl_record_t *rec) {
     return h->job->err;
   if (s->done)
     return SL_ERR_STATE;
-  return step_result(h, sl_source_emit(s, rec));
+  int rc = sl_source_emit(s, rec);
+  /* key_by may hold records back to batch them: deliver them now. */
+  if (!rc)
+    rc = sl__xchg_flush(&h->job->workers[0]);
+  return step_result(h, rc);
 }
 
 int sl_harness_push_kv(sl_harness_t *h, size_t input, const char *key,

@@ -105,6 +105,8 @@ struct sl_ctx {
    * the event-time timer's timestamp). */
   bool fix_ts;
   int64_t out_ts;
+  /* Some main output's operator has a prefetch hook (set at open). */
+  bool prefetch_outs;
 };
 
 /* A source subtask: its operator instance plus the generator of

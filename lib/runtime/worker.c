@@ -175,6 +175,8 @@ int sl__worker_open(sl__worker *w) {
     /* close() runs for every instance whose open() ran, even a failed
      * one, so a half-opened instance frees what it got (as in Flink). */
     c->opened = true;
+    for (int e = 0; e < c->main.n; e++)
+      c->prefetch_outs |= c->main.e[e].to->ops->prefetch != NULL;
     if (c->ops->open) {
       int rc = c->ops->open(c);
       if (rc)

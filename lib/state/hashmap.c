@@ -702,6 +702,16 @@ static void hm_close(sl__backend *be) {
   free(b);
 }
 
+static void hm_prefetch(sl__backend *be, uint32_t state, uint32_t kg,
+                        uint64_t hash) {
+  hm *b = (hm *)be;
+  if (state >= b->n_states || kg < be->kg_lo || kg >= be->kg_hi)
+    return;
+  hm_table *t = hm_tab(b, hm_st(b, state), kg);
+  if (t->slots)
+    __builtin_prefetch(&t->slots[hm_idx(hash, t->bits)]);
+}
+
 const sl__backend_ops sl__hashmap_ops = {
     .name = "hashmap",
     .open = hm_open,
@@ -723,4 +733,5 @@ const sl__backend_ops sl__hashmap_ops = {
     .kg_drop = hm_kg_drop,
     .stats = hm_stats,
     .cleanup = hm_cleanup,
+    .prefetch = hm_prefetch,
 };

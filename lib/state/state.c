@@ -99,6 +99,13 @@ void sl__kstate_close(sl__keyed *k) {
   k->state = NULL;
 }
 
+void sl__kstate_prefetch(struct sl__kstate *ks, uint64_t hash, uint32_t kg) {
+  if (!ks || !ks->be->ops->prefetch)
+    return;
+  for (size_t i = 0; i < ks->n_states; i++)
+    ks->be->ops->prefetch(ks->be, ks->states[i]->id, kg, hash);
+}
+
 void *sl__kstate_scratch(struct sl__kstate *ks, size_t n) {
   if (n > ks->scratch_cap || !ks->scratch) {
     size_t cap = n < 256 ? 256 : n;

@@ -36,6 +36,11 @@ struct sl__kstate *sl__kstate_new(sl__backend *be, bool own_be, const char *uid,
 void sl__kstate_destroy(struct sl__kstate *ks);
 sl__backend *sl__kstate_backend(const struct sl__kstate *ks);
 
+/* Asks the backend to start loading the entries that a record with this
+ * key hash and key group will touch (empty namespace): see the backend's
+ * prefetch. Cheap and safe to call for any key. */
+void sl__kstate_prefetch(struct sl__kstate *ks, uint64_t hash, uint32_t kg);
+
 /* sl_state_register() without a job: SL_ERR_INVAL / SL_ERR_NOMEM with a
  * message in err. */
 int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
