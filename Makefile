@@ -41,7 +41,7 @@ test-asan: deps
 	  CK_FORK=no meson test -C $(ASAN_BUILD) -v --print-errorlogs --num-processes 2 --timeout-multiplier 3
 
 test-tsan: deps
-	[ -f $(TSAN_BUILD)/build.ninja ] || CC=clang meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false
+	[ -f $(TSAN_BUILD)/build.ninja ] || meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false
 	ninja -C $(TSAN_BUILD)
 	TSAN_OPTIONS=halt_on_error=1 CK_FORK=no meson test -C $(TSAN_BUILD) --print-errorlogs --num-processes 1 --timeout-multiplier 5
 

@@ -92,14 +92,17 @@ static double run(int par) {
 
 /* The baseline: what a C programmer writes by hand. */
 static double baseline(void) {
-  size_t cap = 1 << 18; /* load factor ~0.4 */
+  int bits = 1;
+  while (((size_t)1 << bits) < KEYS * 5 / 2) /* load factor <= 0.4 */
+    bits++;
+  size_t cap = (size_t)1 << bits;
   uint64_t *keys = calloc(cap, sizeof(uint64_t));
   uint64_t *counts = calloc(cap, sizeof(uint64_t));
   double t0 = bench_now();
   for (uint64_t i = 0; i < N; i++) {
     uint64_t k = events[i] + 1; /* 0 marks an empty slot */
     uint64_t h = k * 0x9e3779b97f4a7c15ULL;
-    size_t j = (size_t)(h >> 46) & (cap - 1);
+    size_t j = (size_t)(h >> (64 - bits));
     while (keys[j] && keys[j] != k)
       j = (j + 1) & (cap - 1);
     keys[j] = k;

@@ -4,5 +4,5 @@ set -euo pipefail
 build=${1:-build}
 cd "$(dirname "$0")/.."
 for b in "$build"/bench/bench_*; do
-  [ -x "$b" ] && "$b"
+  [ -f "$b" ] && [ -x "$b" ] && "$b"
 done

@@ -155,42 +155,34 @@ static void batch_free(batch *b) {
   free(b);
 }
 
+/* On failure *out still holds the partial exchange, for
+ * sl__xchg_destroy(). */
 int sl__xchg_create(sl_job_t *job, sl__node *n, sl__xchg **out) {
-  sl__xchg *x = calloc(1, sizeof(*x));
+  sl__xchg *x = *out = calloc(1, sizeof(*x));
   if (!x)
     return SL_ERR_NOMEM;
   x->node = n;
   x->par = job->par;
   x->batch_size = job->batch_size;
   x->batch_bytes = SL__BATCH_BYTES;
-  x->self = calloc((size_t)job->par, sizeof(*x->self));
-  if (!x->self) {
-    free(x);
+  if (!(x->self = calloc((size_t)job->par, sizeof(*x->self))))
     return SL_ERR_NOMEM;
-  }
-  if (job->par > 1) {
-    x->ch = calloc((size_t)job->par * job->par, sizeof(chan));
-    if (!x->ch) {
-      free(x);
-      return SL_ERR_NOMEM;
-    }
-    for (int p = 0; p < job->par; p++) {
-      for (int c = 0; c < job->par; c++) {
-        if (p == c)
-          continue;
-        chan *ch = &x->ch[p * job->par + c];
-        /* The spare ring holds every batch that can exist: those in the
-         * data ring, the open one and the one being consumed. */
-        if (ring_init(&ch->data, job->chan_cap, sizeof(elem)) ||
-            ring_init(&ch->spare, (size_t)ch->data.mask + 3,
-                      sizeof(batch *))) {
-          *out = x;
-          return SL_ERR_NOMEM;
-        }
-      }
+  if (job->par == 1)
+    return 0;
+  if (!(x->ch = calloc((size_t)job->par * job->par, sizeof(chan))))
+    return SL_ERR_NOMEM;
+  for (int p = 0; p < job->par; p++) {
+    for (int c = 0; c < job->par; c++) {
+      if (p == c)
+        continue;
+      chan *ch = &x->ch[p * job->par + c];
+      /* The spare ring holds every batch that can exist: those in the
+       * data ring, the open one and the one being consumed. */
+      if (ring_init(&ch->data, job->chan_cap, sizeof(elem)) ||
+          ring_init(&ch->spare, (size_t)ch->data.mask + 3, sizeof(batch *)))
+        return SL_ERR_NOMEM;
     }
   }
-  *out = x;
   return 0;
 }
 
@@ -217,7 +209,7 @@ void sl__xchg_destroy(sl__xchg *x) {
     }
     free(x->ch);
   }
-  for (int w = 0; w < x->par; w++)
+  for (int w = 0; x->self && w < x->par; w++)
     batch_free(x->self[w]);
   free(x->self);
   free(x);
