@@ -107,29 +107,15 @@ static void proc_prefetch(sl_ctx_t *op, uint64_t hash, uint32_t kg) {
   sl__kstate_prefetch(p->k.state, hash, kg);
 }
 
-static const sl_operator_ops_t process_ops = {
-    .kind = "process",
-    .keyed = true,
-    .open = proc_open,
-    .process = proc_process,
-    .on_watermark = proc_watermark,
-    .on_proc_time = proc_time,
-    .prefetch = proc_prefetch,
-    .close = proc_close,
-    .free_arg = free,
-};
-
-static const sl_operator_ops_t co_process_ops = {
-    .kind = "co_process",
-    .keyed = true,
-    .open = proc_open,
-    .process = proc_process,
-    .on_watermark = proc_watermark,
-    .on_proc_time = proc_time,
-    .prefetch = proc_prefetch,
-    .close = proc_close,
-    .free_arg = free,
-};
+/* process and co_process differ only in their number of inputs. */
+#define PROC_OPS(name)                                                         \
+  {                                                                            \
+    .kind = name, .keyed = true, .open = proc_open, .process = proc_process,   \
+    .on_watermark = proc_watermark, .on_proc_time = proc_time,                 \
+    .prefetch = proc_prefetch, .close = proc_close, .free_arg = free,         \
+  }
+static const sl_operator_ops_t process_ops = PROC_OPS("process");
+static const sl_operator_ops_t co_process_ops = PROC_OPS("co_process");
 
 static sl_stream_t *add(sl_stream_t *const *in, size_t n, const char *uid,
                         const sl_co_process_ops_t *ops, void *opaque,

@@ -48,18 +48,10 @@ int sl__list_add(sl__keyed *k, sl_state_t *st, const void *val, size_t len) {
   sl__backend *be = st->ks->be;
   sl__skey sk;
   void *slot;
-  int64_t now = 0;
-  sl__skey_of(&sk, k, st);
-  if (st->ttl) {
-    now = sl__ttl_now(k, st);
-    sl__ttl_access(st, now);
-  }
+  int64_t now = sl__write_begin(&sk, k, st);
   if ((rc = be->ops->list_append(be, &sk, len + st->hdr, &slot)) < 0)
     return rc;
-  if (st->ttl)
-    sl__ts_store(slot, now);
-  if (len)
-    memcpy((unsigned char *)slot + st->hdr, val, len);
+  sl__write_fill(st, slot, now, val, len);
   return 0;
 }
 

@@ -82,6 +82,27 @@ static inline int sl__state_check(const sl__keyed *k, const sl_state_t *st,
 /* Incremental cleanup of a TTL state, run at the start of an access (so
  * it cannot free what the access returns). */
 void sl__ttl_access(sl_state_t *st, int64_t now);
+
+/* A write of the current key's entry, in two steps around the backend call
+ * that finds or makes room for it: begin addresses the entry and, with
+ * TTL, takes the time (running incremental cleanup); fill stamps the time
+ * and copies the user's bytes after the header. */
+static inline int64_t sl__write_begin(sl__skey *sk, const sl__keyed *k,
+                                      sl_state_t *st) {
+  sl__skey_of(sk, k, st);
+  if (!st->ttl)
+    return 0;
+  int64_t now = sl__ttl_now(k, st);
+  sl__ttl_access(st, now);
+  return now;
+}
+static inline void sl__write_fill(const sl_state_t *st, void *slot,
+                                  int64_t now, const void *val, size_t len) {
+  if (st->ttl)
+    sl__ts_store(slot, now);
+  if (len)
+    memcpy((unsigned char *)slot + st->hdr, val, len);
+}
 /* Scratch of at least n bytes (8-byte aligned), NULL when out of memory. */
 void *sl__kstate_scratch(struct sl__kstate *ks, size_t n);
 

@@ -380,18 +380,10 @@ int sl__value_put(sl__keyed *k, sl_state_t *st, const void *val, size_t len) {
   sl__backend *be = st->ks->be;
   sl__skey sk;
   void *p;
-  int64_t now = 0;
-  sl__skey_of(&sk, k, st);
-  if (st->ttl) {
-    now = sl__ttl_now(k, st);
-    sl__ttl_access(st, now);
-  }
+  int64_t now = sl__write_begin(&sk, k, st);
   if ((rc = be->ops->slot(be, &sk, len + st->hdr, &p)) < 0)
     return rc;
-  if (st->ttl)
-    sl__ts_store(p, now);
-  if (len)
-    memcpy((unsigned char *)p + st->hdr, val, len);
+  sl__write_fill(st, p, now, val, len);
   return 0;
 }
 
