@@ -51,8 +51,7 @@ static double run(int par) {
   for (int i = 0; i < 8; i++)
     sum += counts[i].n;
   if (sum != N) {
-    fprintf(stderr, "lost records: %llu of %llu\n", (unsigned long long)sum,
-            N);
+    fprintf(stderr, "lost records: %llu of %llu\n", (unsigned long long)sum, N);
     exit(1);
   }
   return secs;

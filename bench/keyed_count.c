@@ -48,13 +48,12 @@ static int count_open(sl_ctx_t *ctx, void *opaque) {
   return st ? 0 : SL_ERR_STATE;
 }
 
-static int count_element(sl_ctx_t *ctx, const sl_record_t *rec,
-                         void *opaque) {
+static int count_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   (void)rec;
   (void)opaque;
   bool created;
-  uint64_t *c = sl_value_ptr(ctx, sl_ctx_local(ctx), sizeof(uint64_t),
-                             &created);
+  uint64_t *c =
+      sl_value_ptr(ctx, sl_ctx_local(ctx), sizeof(uint64_t), &created);
   if (!c)
     return SL_ERR_NOMEM;
   ++*c;

@@ -73,8 +73,8 @@ static const sl_operator_ops_t sink_ops = {
     .kind = "sink", .process = record_fn_process, .free_arg = free};
 
 static sl_stream_t *add_fn(sl_stream_t *in, const char *uid,
-                           const sl_operator_ops_t *ops, void *fn,
-                           void *opaque, bool sink) {
+                           const sl_operator_ops_t *ops, void *fn, void *opaque,
+                           bool sink) {
   fn_arg *a = fn_arg_new(in, fn, opaque, ops->kind);
   if (!a)
     return NULL;

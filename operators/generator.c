@@ -42,8 +42,9 @@ static int gen_poll(sl_source_ctx_t *ctx, void *opaque) {
     int rc = s->g.o.gen(st->next, &rec, s->g.o.opaque);
     st->next += st->step;
     if (rc) {
-      if ((rc = sl_source_bad_input(ctx, "generator", "generator function "
-                                                      "failed")))
+      if ((rc = sl_source_bad_input(ctx, "generator",
+                                    "generator function "
+                                    "failed")))
         return rc;
       continue;
     }

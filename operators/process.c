@@ -35,13 +35,11 @@ static int proc_open(sl_ctx_t *op) {
   if (!rc)
     rc = sl__kstate_open(&p->k);
   if (rc)
-    return sl_op_fail(op, rc, "cannot create keyed state: %s",
-                      sl_strerror(rc));
+    return sl_op_fail(op, rc, "cannot create keyed state: %s", sl_strerror(rc));
   /* A failed open fails the job whatever error.policy says: there is no
    * record to skip. */
   if (a->ops.open && (rc = a->ops.open(op, a->opaque)))
-    return sl_op_fail(op, rc < 0 ? rc : SL_ERR_USER,
-                      "open() returned %d", rc);
+    return sl_op_fail(op, rc < 0 ? rc : SL_ERR_USER, "open() returned %d", rc);
   return 0;
 }
 
@@ -112,7 +110,7 @@ static void proc_prefetch(sl_ctx_t *op, uint64_t hash, uint32_t kg) {
   {                                                                            \
     .kind = name, .keyed = true, .open = proc_open, .process = proc_process,   \
     .on_watermark = proc_watermark, .on_proc_time = proc_time,                 \
-    .prefetch = proc_prefetch, .close = proc_close, .free_arg = free,         \
+    .prefetch = proc_prefetch, .close = proc_close, .free_arg = free,          \
   }
 static const sl_operator_ops_t process_ops = PROC_OPS("process");
 static const sl_operator_ops_t co_process_ops = PROC_OPS("co_process");

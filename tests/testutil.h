@@ -87,8 +87,8 @@ static inline void tu_log_free(tu_log *l) {
   pthread_mutex_destroy(&l->lock);
 }
 
-static inline void tu_log_add(tu_log *l, char kind, int64_t ts,
-                              const void *v, size_t vlen) {
+static inline void tu_log_add(tu_log *l, char kind, int64_t ts, const void *v,
+                              size_t vlen) {
   pthread_mutex_lock(&l->lock);
   if (l->n == l->cap) {
     l->cap = l->cap ? l->cap * 2 : 256;

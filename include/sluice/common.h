@@ -24,7 +24,7 @@ extern "C" {
   X(NOMEM, -2, "out of memory")                                                \
   X(CONF, -3, "invalid configuration")                                         \
   X(GRAPH, -4, "invalid job graph")                                            \
-  X(STATE, -5, "operation not allowed in the job's current state")            \
+  X(STATE, -5, "operation not allowed in the job's current state")             \
   X(USER, -6, "user function failed")                                          \
   X(IO, -7, "input/output error")                                              \
   X(DECODE, -8, "malformed input record")                                      \

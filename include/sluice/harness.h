@@ -70,8 +70,8 @@ SL_API int sl_harness_end(sl_harness_t *h);
  * emission order. Records are owned by the harness, valid until
  * sl_harness_clear() or sl_harness_destroy(); i out of range gives NULL. */
 SL_API size_t sl_harness_count(const sl_harness_t *h, const char *tag);
-SL_API const sl_record_t *sl_harness_get(const sl_harness_t *h,
-                                         const char *tag, size_t i);
+SL_API const sl_record_t *sl_harness_get(const sl_harness_t *h, const char *tag,
+                                         size_t i);
 /* Forgets every captured record. */
 SL_API void sl_harness_clear(sl_harness_t *h);
 

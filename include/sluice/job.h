@@ -61,7 +61,7 @@ SL_API const char *sl_job_errmsg(const sl_job_t *job);
 typedef struct sl_op_stats {
   uint64_t records_in;
   uint64_t records_out;
-  uint64_t errors;  /* records skipped under error.policy=skip */
+  uint64_t errors; /* records skipped under error.policy=skip */
   uint64_t late_dropped;
   int64_t watermark; /* lowest current input watermark over workers */
 } sl_op_stats_t;
@@ -139,8 +139,8 @@ SL_API int sl_source_bad_input(sl_source_ctx_t *ctx, const char *where,
 /* Fails the job from a source callback with a message (the source's uid
  * is prepended), e.g. when the input cannot be opened. Returns err (or the
  * job's first error), for the callback to return. */
-SL_API int sl_source_fail(sl_source_ctx_t *ctx, int err, const char *fmt,
-                          ...) __attribute__((format(printf, 3, 4)));
+SL_API int sl_source_fail(sl_source_ctx_t *ctx, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Adds a user source. opaque is passed to every callback; the job does not
  * own it. Returns the source's stream, or NULL on error (see
@@ -187,8 +187,8 @@ SL_API sl_stream_t *sl_source_jsonl(sl_job_t *job, const char *uid,
 /* map: out starts as a copy of *in (bytes borrowed from in); the function
  * may change any field, pointing bytes at in, at its own memory valid until
  * the next call, or at sl_ctx_alloc() memory. Non-zero return = error. */
-typedef int (*sl_map_fn)(sl_ctx_t *ctx, const sl_record_t *in,
-                         sl_record_t *out, void *opaque);
+typedef int (*sl_map_fn)(sl_ctx_t *ctx, const sl_record_t *in, sl_record_t *out,
+                         void *opaque);
 /* filter: returns 1 to keep the record, 0 to drop it, negative on error. */
 typedef int (*sl_filter_fn)(sl_ctx_t *ctx, const sl_record_t *rec,
                             void *opaque);
@@ -203,8 +203,8 @@ typedef int (*sl_key_fn)(const sl_record_t *rec, const void **key,
 
 SL_API sl_stream_t *sl_map(sl_stream_t *in, const char *uid, sl_map_fn fn,
                            void *opaque);
-SL_API sl_stream_t *sl_filter(sl_stream_t *in, const char *uid,
-                              sl_filter_fn fn, void *opaque);
+SL_API sl_stream_t *sl_filter(sl_stream_t *in, const char *uid, sl_filter_fn fn,
+                              void *opaque);
 SL_API sl_stream_t *sl_flat_map(sl_stream_t *in, const char *uid,
                                 sl_record_fn fn, void *opaque);
 

@@ -58,8 +58,7 @@ typedef struct sl_co_process_ops {
 
 SL_API sl_stream_t *sl_co_process(sl_stream_t *keyed1, sl_stream_t *keyed2,
                                   const char *uid,
-                                  const sl_co_process_ops_t *ops,
-                                  void *opaque);
+                                  const sl_co_process_ops_t *ops, void *opaque);
 
 /* ---- Inside a keyed callback ------------------------------------------- */
 

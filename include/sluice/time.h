@@ -35,9 +35,9 @@ SL_API int sl_clock_advance(sl_clock_t *clock, int64_t delta_ms);
 /* How a source turns record timestamps into watermarks (Flink's
  * WatermarkStrategy). */
 typedef enum sl_watermark_kind {
-  SL_WM_NONE = 0,     /* no event time: the watermark stays at SL_TS_MIN */
-  SL_WM_BOUNDED,      /* bounded out-of-orderness: max_ts - bound - 1 */
-  SL_WM_MONOTONOUS,   /* ascending timestamps: bounded with bound = 0 */
+  SL_WM_NONE = 0,   /* no event time: the watermark stays at SL_TS_MIN */
+  SL_WM_BOUNDED,    /* bounded out-of-orderness: max_ts - bound - 1 */
+  SL_WM_MONOTONOUS, /* ascending timestamps: bounded with bound = 0 */
 } sl_watermark_kind;
 
 /* Extracts the event time of a record; returns the timestamp in *ts and 0,

@@ -15,7 +15,7 @@ typedef struct sl__arena_chunk {
 } sl__arena_chunk;
 
 typedef struct sl__arena {
-  sl__arena_chunk *head; /* chunk in use; older ones follow via next */
+  sl__arena_chunk *head;  /* chunk in use; older ones follow via next */
   sl__arena_chunk *spare; /* released chunks kept for reuse */
 } sl__arena;
 

@@ -56,8 +56,8 @@ typedef struct ring {
 } ring;
 
 typedef struct chan {
-  ring data;  /* elem: producer -> consumer */
-  ring spare; /* batch *: empty batches back to the producer */
+  ring data;   /* elem: producer -> consumer */
+  ring spare;  /* batch *: empty batches back to the producer */
   batch *open; /* producer's batch being filled */
   bool ended;  /* consumer side: END received */
 } chan;
@@ -344,10 +344,9 @@ static int deliver_batch(sl_ctx_t *cons, const batch *b) {
     const brec *r = &b->recs[i];
     if (pf && i + SL__PREFETCH_AHEAD < b->n)
       prefetch_outs(cons, b->recs[i + SL__PREFETCH_AHEAD].hash, max_par);
-    sl_record_t rec = {b->bytes + r->koff, r->klen, b->bytes + r->voff,
-                       r->vlen, r->ts};
-    int rc = cons_deliver(cons, r->hash, sl__key_group(r->hash, max_par),
-                          &rec);
+    sl_record_t rec = {b->bytes + r->koff, r->klen, b->bytes + r->voff, r->vlen,
+                       r->ts};
+    int rc = cons_deliver(cons, r->hash, sl__key_group(r->hash, max_par), &rec);
     if (rc)
       return rc;
   }

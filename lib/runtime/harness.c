@@ -203,8 +203,7 @@ static sl_stream_t *build_process(sl_stream_t *const *in, size_t n,
 }
 
 sl_harness_t *sl_harness_new_process(sl_conf_t *conf,
-                                     const sl_process_ops_t *ops,
-                                     void *opaque,
+                                     const sl_process_ops_t *ops, void *opaque,
                                      const char *const *side_tags, char *err,
                                      size_t errlen) {
   proc_build pb = {ops, opaque};
@@ -242,8 +241,8 @@ int sl_harness_push(sl_harness_t *h, size_t input, const sl_record_t *rec) {
 
 int sl_harness_push_kv(sl_harness_t *h, size_t input, const char *key,
                        const char *value, int64_t ts) {
-  sl_record_t r = {key, key ? strlen(key) : 0, value,
-                   value ? strlen(value) : 0, ts};
+  sl_record_t r = {key, key ? strlen(key) : 0, value, value ? strlen(value) : 0,
+                   ts};
   return sl_harness_push(h, input, &r);
 }
 

@@ -74,7 +74,9 @@ static void plan_free(sl_job_t *job) {
       for (int i = job->n_nodes - 1; i >= 0; i--) {
         sl_ctx_t *c = wk->inst[i];
         sl__node *n = job->nodes[i];
-        sl_ctx_t *all[2] = {c, n->kind == SL__NODE_KEYBY ? wk->inst[job->n_nodes + n->xidx] : NULL};
+        sl_ctx_t *all[2] = {c, n->kind == SL__NODE_KEYBY
+                                   ? wk->inst[job->n_nodes + n->xidx]
+                                   : NULL};
         for (int k = 0; k < 2; k++) {
           if (!all[k])
             continue;
@@ -223,16 +225,16 @@ static int plan_worker(sl_job_t *job, sl__worker *w) {
     if (n->kind == SL__NODE_SOURCE) {
       if (!here)
         continue;
-      sl_ctx_t *c = inst_new(w, n, &sl__source_ops, 0,
-                             sizeof(struct sl_source_ctx));
+      sl_ctx_t *c =
+          inst_new(w, n, &sl__source_ops, 0, sizeof(struct sl_source_ctx));
       if (!c)
         return SL_ERR_NOMEM;
       w->inst[i] = c;
       continue;
     }
     if (n->kind == SL__NODE_KEYBY) {
-      sl_ctx_t *cons = inst_new(w, n, &sl__keyby_cons_ops, job->par,
-                                sizeof(struct sl_ctx));
+      sl_ctx_t *cons =
+          inst_new(w, n, &sl__keyby_cons_ops, job->par, sizeof(struct sl_ctx));
       if (!cons)
         return SL_ERR_NOMEM;
       w->inst[i] = cons;
@@ -243,8 +245,8 @@ static int plan_worker(sl_job_t *job, sl__worker *w) {
           port_absent(cons, p);
       sl_ctx_t *up = w->inst[n->inputs[0].from->id];
       if (up) {
-        sl_ctx_t *prod = inst_new(w, n, &sl__keyby_prod_ops, 1,
-                                  sizeof(struct sl_ctx));
+        sl_ctx_t *prod =
+            inst_new(w, n, &sl__keyby_prod_ops, 1, sizeof(struct sl_ctx));
         if (!prod)
           return SL_ERR_NOMEM;
         prod->xchg = job->xchgs[n->xidx];
@@ -319,8 +321,7 @@ static int plan(sl_job_t *job) {
 
 int sl__job_prepare(sl_job_t *job) {
   int expect = SL__JOB_NEW;
-  if (!atomic_compare_exchange_strong(&job->phase, &expect,
-                                      SL__JOB_RUNNING)) {
+  if (!atomic_compare_exchange_strong(&job->phase, &expect, SL__JOB_RUNNING)) {
     return sl__job_fail(job, SL_ERR_STATE,
                         "job \"%s\": sl_job_run() can be called only once",
                         job->name);

@@ -26,22 +26,18 @@ int sl_timer_set(sl_ctx_t *ctx, sl_time_domain domain, int64_t ts) {
   sl__keyed *k = sl_op_keyed(ctx);
   if (!k || !k->timers)
     return SL_ERR_STATE;
-  return sl__timers_add(k->timers,
-                        domain == SL_PROC_TIME ? SL__TIMER_PROC
-                                               : SL__TIMER_EVENT,
-                        ts, k->hash, k->kg, k->key, k->key_len, k->ns,
-                        k->ns_len);
+  return sl__timers_add(
+      k->timers, domain == SL_PROC_TIME ? SL__TIMER_PROC : SL__TIMER_EVENT, ts,
+      k->hash, k->kg, k->key, k->key_len, k->ns, k->ns_len);
 }
 
 int sl_timer_del(sl_ctx_t *ctx, sl_time_domain domain, int64_t ts) {
   sl__keyed *k = sl_op_keyed(ctx);
   if (!k || !k->timers)
     return SL_ERR_STATE;
-  int rc = sl__timers_del(k->timers,
-                          domain == SL_PROC_TIME ? SL__TIMER_PROC
-                                                 : SL__TIMER_EVENT,
-                          ts, k->hash, k->kg, k->key, k->key_len, k->ns,
-                          k->ns_len);
+  int rc = sl__timers_del(
+      k->timers, domain == SL_PROC_TIME ? SL__TIMER_PROC : SL__TIMER_EVENT, ts,
+      k->hash, k->kg, k->key, k->key_len, k->ns, k->ns_len);
   return rc < 0 ? rc : SL_OK;
 }
 

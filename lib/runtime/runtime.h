@@ -90,9 +90,9 @@ struct sl_ctx {
   int n_ports;
   int n_ended;
   bool opened;
-  bool ended;    /* end forwarded */
-  bool idle_out; /* idle status forwarded */
-  int64_t wm;    /* combined input watermark (last forwarded) */
+  bool ended;             /* end forwarded */
+  bool idle_out;          /* idle status forwarded */
+  int64_t wm;             /* combined input watermark (last forwarded) */
   _Atomic int64_t wm_pub; /* wm, for readers on other threads */
   sl__counter in, out, errors, late;
   /* Set on a key_by producer only: the exchange it feeds. */
@@ -154,7 +154,7 @@ struct sl_job {
   struct sl__adopted {
     void *ptr;
     void (*free_fn)(void *);
-  } *adopted;
+  } * adopted;
   int n_adopted;
   /* Settings resolved at sl_job_new. */
   int par;

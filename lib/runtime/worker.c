@@ -88,8 +88,7 @@ int sl_source_bad_input(sl_source_ctx_t *s, const char *where,
     sl__counter_add(&op->errors, 1);
     return 0;
   }
-  return sl_op_fail(op, SL_ERR_DECODE, "malformed input at %s: %s", where,
-                    why);
+  return sl_op_fail(op, SL_ERR_DECODE, "malformed input at %s: %s", where, why);
 }
 
 int sl_source_fail(sl_source_ctx_t *s, int err, const char *fmt, ...) {
@@ -184,8 +183,8 @@ int sl__worker_open(sl__worker *w) {
                                     : sl_op_fail(c, rc, "open failed (%d)", rc);
     }
     if (c->ops->on_proc_time) {
-      sl_ctx_t **pt = realloc(w->proc_time,
-                              (size_t)(w->n_proc_time + 1) * sizeof(*pt));
+      sl_ctx_t **pt =
+          realloc(w->proc_time, (size_t)(w->n_proc_time + 1) * sizeof(*pt));
       if (!pt)
         return sl_op_fail(c, SL_ERR_NOMEM, "out of memory");
       w->proc_time = pt;

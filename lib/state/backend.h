@@ -191,8 +191,7 @@ typedef struct sl__backend_ops {
    * loading it into the cache. The runtime calls it a few records ahead of
    * delivery, so a lookup that would miss the cache overlaps with the work
    * on the records before it. Never fails; optional (NULL). */
-  void (*prefetch)(sl__backend *be, uint32_t state, uint32_t kg,
-                   uint64_t hash);
+  void (*prefetch)(sl__backend *be, uint32_t state, uint32_t kg, uint64_t hash);
 } sl__backend_ops;
 
 extern const sl__backend_ops sl__hashmap_ops;

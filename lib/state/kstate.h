@@ -96,8 +96,8 @@ static inline int64_t sl__write_begin(sl__skey *sk, const sl__keyed *k,
   sl__ttl_access(st, now);
   return now;
 }
-static inline void sl__write_fill(const sl_state_t *st, void *slot,
-                                  int64_t now, const void *val, size_t len) {
+static inline void sl__write_fill(const sl_state_t *st, void *slot, int64_t now,
+                                  const void *val, size_t len) {
   if (st->ttl)
     sl__ts_store(slot, now);
   if (len)

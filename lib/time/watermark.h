@@ -21,8 +21,7 @@ typedef struct sl__wmgen {
   bool idle;
 } sl__wmgen;
 
-void sl__wmgen_init(sl__wmgen *g, const sl_watermark_spec_t *spec,
-                    int64_t now);
+void sl__wmgen_init(sl__wmgen *g, const sl_watermark_spec_t *spec, int64_t now);
 
 /* Observes a record's timestamp. Returns true when the generator was idle
  * and is now active again (the caller forwards an "active" status first). */

@@ -154,8 +154,8 @@ END_TEST
 
 START_TEST(missing_file_is_a_clear_error) {
   sl_job_t *job = tu_job(1, NULL);
-  sl_sink(sl_source_jsonl(job, "in", "/nonexistent/clicks.jsonl", NULL),
-          "sink", tu_discard, NULL);
+  sl_sink(sl_source_jsonl(job, "in", "/nonexistent/clicks.jsonl", NULL), "sink",
+          tu_discard, NULL);
   ck_assert_int_eq(sl_job_run(job), SL_ERR_IO);
   ck_assert_ptr_nonnull(
       strstr(sl_job_errmsg(job), "cannot open /nonexistent/clicks.jsonl"));
@@ -180,11 +180,10 @@ START_TEST(jsonl_sink_formats) {
   char *value_out = tmp_name(), *env_out = tmp_name();
   sl_job_t *job = tu_job(2, NULL);
   sl_jsonl_source_opts_t o = {.key_field = "user", .ts_field = "ts"};
-  sl_stream_t *s = sl_map(sl_key_by(sl_source_jsonl(job, "in", in, &o), NULL,
-                                    NULL),
-                          "text", to_text, NULL);
-  ck_assert_int_eq(sl_sink_jsonl(s, "values", value_out, SL_LINE_VALUE),
-                   SL_OK);
+  sl_stream_t *s =
+      sl_map(sl_key_by(sl_source_jsonl(job, "in", in, &o), NULL, NULL), "text",
+             to_text, NULL);
+  ck_assert_int_eq(sl_sink_jsonl(s, "values", value_out, SL_LINE_VALUE), SL_OK);
   ck_assert_int_eq(sl_sink_jsonl(s, "envelopes", env_out, SL_LINE_ENVELOPE),
                    SL_OK);
   ck_assert_int_eq(sl_job_run(job), SL_OK);

@@ -20,8 +20,8 @@ static _Thread_local char tl_val[32], tl_key[32];
 
 static int gen_num(uint64_t i, sl_record_t *out, void *opaque) {
   numgen *g = opaque;
-  out->value_len = (size_t)snprintf(tl_val, sizeof(tl_val), "%llu",
-                                    (unsigned long long)i);
+  out->value_len =
+      (size_t)snprintf(tl_val, sizeof(tl_val), "%llu", (unsigned long long)i);
   out->value = tl_val;
   out->ts = (int64_t)i;
   if (g && g->keys) {
@@ -163,8 +163,8 @@ START_TEST(p1_p2_same_per_key_results) {
     total += r2.count[k];
     char key[16];
     int len = snprintf(key, sizeof(key), "k%d", k);
-    int expect = sl__kg_worker(sl__key_group(sl__hash64(key, (size_t)len), 128),
-                               2, 128);
+    int expect =
+        sl__kg_worker(sl__key_group(sl__hash64(key, (size_t)len), 128), 2, 128);
     if (r2.count[k]) {
       ck_assert_int_eq(r2.worker[k], expect);
       on_w1 += expect == 1;
@@ -180,8 +180,8 @@ START_TEST(parallel_source_through_exchange) {
   static numgen g = {.keys = 97};
   static keyed_result r;
   memset(&r, 0, sizeof(r));
-  sl_generator_opts_t go = {.count = 200000, .gen = gen_num, .opaque = &g,
-                            .parallel = true};
+  sl_generator_opts_t go = {
+      .count = 200000, .gen = gen_num, .opaque = &g, .parallel = true};
   sl_stream_t *s = sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
   sl_sink(s, "sink", keyed_sink, &r);
   ck_assert_int_eq(sl_job_run(job), SL_OK);
@@ -223,8 +223,8 @@ START_TEST(bounded_watermarks_follow_max_ts) {
   tu_log_init(&log);
   sl_generator_opts_t go = {.count = 9, .gen = ooo_gen};
   sl_watermark_spec_t spec = {.kind = SL_WM_BOUNDED, .bound_ms = 10};
-  sl_stream_t *s = sl_with_watermarks(sl_source_generator(job, "g", &go),
-                                      &spec);
+  sl_stream_t *s =
+      sl_with_watermarks(sl_source_generator(job, "g", &go), &spec);
   sl_sink(tu_log_op(s, "log", &log), "sink", tu_discard, NULL);
   ck_assert_int_eq(sl_job_run(job), SL_OK);
   /* After each record (one per poll) the watermark is max_ts - 11 when it
@@ -286,8 +286,8 @@ START_TEST(watermark_outputs_precede_watermark) {
   tu_log_init(&log);
   sl_generator_opts_t go = {.count = 9, .gen = ooo_gen};
   sl_watermark_spec_t spec = {.kind = SL_WM_BOUNDED, .bound_ms = 10};
-  sl_stream_t *s = sl_with_watermarks(sl_source_generator(job, "g", &go),
-                                      &spec);
+  sl_stream_t *s =
+      sl_with_watermarks(sl_source_generator(job, "g", &go), &spec);
   s = sl_key_by(s, NULL, NULL);
   sl_stream_t *f = sl_op_add(&s, 1, "fire", &fire_ops, NULL, false);
   sl_sink(tu_log_op(f, "log", &log), "sink", tu_discard, NULL);
@@ -491,8 +491,8 @@ static void run_unbounded(bool by_signal) {
   static numgen g = {.keys = 1000};
   atomic_store(&stop_seen, 0);
   stop_target = job;
-  sl_generator_opts_t go = {.count = 0, .gen = gen_num, .opaque = &g,
-                            .parallel = true};
+  sl_generator_opts_t go = {
+      .count = 0, .gen = gen_num, .opaque = &g, .parallel = true};
   sl_stream_t *s = sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
   sl_sink(s, "sink", stop_sink, by_signal ? &g : NULL);
   pthread_t t;
@@ -610,9 +610,9 @@ START_TEST(bad_graphs_are_rejected_clearly) {
   job = tu_job(1, NULL);
   s = sl_map(sl_source_generator(job, "g", &go), "m", NULL, NULL);
   ck_assert_ptr_null(s);
-  ck_assert_int_eq(sl_sink(sl_filter(s, "f", keep_mult4, NULL), "s",
-                           tu_discard, NULL),
-                   SL_ERR_INVAL);
+  ck_assert_int_eq(
+      sl_sink(sl_filter(s, "f", keep_mult4, NULL), "s", tu_discard, NULL),
+      SL_ERR_INVAL);
   ck_assert_int_eq(sl_job_run(job), SL_ERR_INVAL);
   sl_job_destroy(job);
   /* parallelism > max.parallelism */
@@ -627,8 +627,7 @@ START_TEST(bad_graphs_are_rejected_clearly) {
 }
 END_TEST
 
-static int add_during_run(sl_ctx_t *ctx, const sl_record_t *rec,
-                          void *opaque) {
+static int add_during_run(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   (void)ctx;
   (void)rec;
   sl_stream_t **s = opaque;

@@ -101,8 +101,7 @@ static int pf_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   return 0;
 }
 
-static int pf_timer(sl_ctx_t *ctx, sl_time_domain d, int64_t ts,
-                    void *opaque) {
+static int pf_timer(sl_ctx_t *ctx, sl_time_domain d, int64_t ts, void *opaque) {
   pf *p = opaque;
   const void *key;
   size_t klen;
@@ -127,8 +126,8 @@ static sl_harness_t *pf_harness(pf *p, const char *policy) {
     sl_conf_set(c, "error.policy", policy, err, sizeof(err));
   }
   const char *tags[] = {"side", NULL};
-  sl_harness_t *h = sl_harness_new_process(c, &pf_ops, p, tags, err,
-                                           sizeof(err));
+  sl_harness_t *h =
+      sl_harness_new_process(c, &pf_ops, p, tags, err, sizeof(err));
   ck_assert_msg(h != NULL, "harness: %s", err);
   return h;
 }
@@ -351,8 +350,7 @@ static int co_e2(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   return rc ? rc : co_emit_all(ctx, c);
 }
 
-static int co_timer(sl_ctx_t *ctx, sl_time_domain d, int64_t ts,
-                    void *opaque) {
+static int co_timer(sl_ctx_t *ctx, sl_time_domain d, int64_t ts, void *opaque) {
   (void)d;
   (void)ts;
   return co_emit_all(ctx, opaque);
@@ -370,8 +368,8 @@ static sl_stream_t *build_co(sl_stream_t *const *in, size_t n, void *opaque) {
 START_TEST(co_process_shares_state_across_inputs) {
   co c = {0};
   char err[256];
-  sl_harness_t *h = sl_harness_new(NULL, 2, true, build_co, &c, NULL, err,
-                                   sizeof(err));
+  sl_harness_t *h =
+      sl_harness_new(NULL, 2, true, build_co, &c, NULL, err, sizeof(err));
   ck_assert_msg(h != NULL, "%s", err);
   sl_harness_push_kv(h, 0, "k", "a", 1);
   sl_harness_push_kv(h, 1, "k", "b", 2);
@@ -434,7 +432,8 @@ static int s_sink(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   const char *v = rec->value;
   const char *colon = memchr(v, ':', rec->value_len);
   int k = (int)tu_num(v, (size_t)(colon - v));
-  uint64_t n = (uint64_t)tu_num(colon + 1, rec->value_len - (size_t)(colon - v) - 1);
+  uint64_t n =
+      (uint64_t)tu_num(colon + 1, rec->value_len - (size_t)(colon - v) - 1);
   r->chain[k] = r->chain[k] * 31 + n;
   r->last[k] = n;
   return 0;

@@ -48,7 +48,7 @@ START_TEST(quickstart_same_sessions_at_p1_and_p2) {
   run_quickstart("1", &a);
   run_quickstart("2", &b);
   ck_assert_uint_eq(a.n, b.n);
-  ck_assert_uint_gt(a.n, 8); /* several sessions per user */
+  ck_assert_uint_gt(a.n, 8);      /* several sessions per user */
   ck_assert_int_eq(a.clicks, 93); /* every valid line of the file */
   ck_assert_int_eq(b.clicks, 93);
   for (size_t i = 0; i < a.n; i++) {

@@ -70,7 +70,8 @@ START_TEST(no_timeout_never_idle) {
 END_TEST
 
 START_TEST(merge_min_ignores_idle) {
-  sl__wmport p[3] = {{100, false, false}, {50, true, false}, {70, false, false}};
+  sl__wmport p[3] = {
+      {100, false, false}, {50, true, false}, {70, false, false}};
   sl__wm_min m = sl__wm_merge(p, 3);
   ck_assert(!m.all_idle);
   ck_assert_int_eq(m.wm, 70);
