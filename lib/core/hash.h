@@ -25,6 +25,14 @@ static inline uint64_t sl__mix64(uint64_t h) {
 static inline uint64_t sl__hash64(const void *data, size_t len) {
   const unsigned char *p = data;
   uint64_t h = 0x9e3779b97f4a7c15ULL ^ (len * 0x100000001b3ULL);
+  if (len >= 8 && len <= 16) {
+    /* Most keys: two (possibly overlapping) word loads, no loop. */
+    uint64_t a, b;
+    memcpy(&a, p, 8);
+    memcpy(&b, p + len - 8, 8);
+    h = (h ^ sl__mix64(a)) * 0x9e3779b97f4a7c15ULL;
+    return sl__mix64(h ^ (b * 0xc2b2ae3d27d4eb4fULL));
+  }
   while (len >= 8) {
     uint64_t w;
     memcpy(&w, p, 8);

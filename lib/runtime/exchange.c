@@ -262,7 +262,8 @@ static int chan_flush(sl__worker *w, sl__xchg *x, chan *ch) {
 
 /* Makes room for `need` more bytes in *slot's batch, taking an empty
  * batch from spare (may be NULL) or allocating one. */
-static batch *batch_room(sl__xchg *x, batch **slot, ring *spare, size_t need) {
+static batch *batch_room_slow(sl__xchg *x, batch **slot, ring *spare,
+                              size_t need) {
   batch *b = *slot;
   if (!b) {
     batch **bp = spare ? ring_peek(spare, sizeof(batch *)) : NULL;
@@ -287,6 +288,14 @@ static batch *batch_room(sl__xchg *x, batch **slot, ring *spare, size_t need) {
     b->bytes_cap = cap;
   }
   return b;
+}
+
+static inline batch *batch_room(sl__xchg *x, batch **slot, ring *spare,
+                                size_t need) {
+  batch *b = *slot;
+  if (SL__LIKELY(b && b->bytes_cap - b->used >= need))
+    return b;
+  return batch_room_slow(x, slot, spare, need);
 }
 
 /* Delivers a keyed record on the consumer instance of the exchange. */
