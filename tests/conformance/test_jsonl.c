@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "testutil.h"
 
 static char *write_tmp(const char *text) {
@@ -272,9 +273,5 @@ int main(void) {
   tcase_add_test(tc, stdout_sink_writes_lines);
   tcase_add_test(tc, sink_to_unwritable_path_fails_clearly);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return tu_run(s);
 }

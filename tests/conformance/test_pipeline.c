@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/hash.h"
+#include "check_main.h"
 #include "testutil.h"
 
 /* ---- Generators --------------------------------------------------------- */
@@ -673,9 +674,5 @@ int main(void) {
   tcase_add_test(tc, bad_graphs_are_rejected_clearly);
   tcase_add_test(tc, job_cannot_change_after_start);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return tu_run(s);
 }

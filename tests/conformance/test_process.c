@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 
+#include "check_main.h"
 #include "testutil.h"
 
 /* ---- A process function driven by commands in the record value -------- *
@@ -482,9 +483,5 @@ int main(void) {
   tcase_add_test(tc, harness_rejects_bad_builds);
   tcase_add_test(tc, stateful_p1_equals_p2);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return tu_run(s);
 }

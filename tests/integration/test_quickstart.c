@@ -3,6 +3,8 @@
  * over the bundled clicks file must produce the same sessions at P=1 and
  * P=2, account for every valid click and skip the one malformed line. */
 #include <check.h>
+
+#include "check_main.h"
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,9 +67,5 @@ int main(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, quickstart_same_sessions_at_p1_and_p2);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return tu_run(s);
 }

@@ -6,6 +6,8 @@
 #include "sluice/conf.h"
 
 #include <check.h>
+
+#include "check_main.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -840,9 +842,5 @@ static Suite *conf_suite(void) {
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(conf_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed != 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+  return tu_run(conf_suite());
 }

@@ -10,6 +10,8 @@
 #include "state/state.h"
 
 #include <check.h>
+
+#include "check_main.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1438,9 +1440,5 @@ static Suite *state_suite(void) {
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(state_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed != 0;
+  return tu_run(state_suite());
 }

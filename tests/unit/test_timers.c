@@ -8,6 +8,8 @@
 #include "time/timers.h"
 
 #include <check.h>
+
+#include "check_main.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -663,9 +665,5 @@ static Suite *timers_suite(void) {
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(timers_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return tu_run(timers_suite());
 }

@@ -2,6 +2,8 @@
 /* Watermark generation (bounded out-of-orderness, monotonous, idleness)
  * and the min-merge of input ports that ignores idle inputs. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdlib.h>
 
 #include "time/watermark.h"
@@ -109,9 +111,5 @@ int main(void) {
   tcase_add_test(tc, merge_all_idle);
   tcase_add_test(tc, merge_ended_counts_with_last_watermark);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return tu_run(s);
 }
