@@ -47,9 +47,10 @@ typedef struct sl_operator_ops {
  * order of inputs). arg is handed to every instance through sl_op_arg();
  * the job owns it from this call on (freed with ops->free_arg), also when
  * the call fails. uid names the operator for messages, metrics and state;
- * it must be unique in the job. A sink passes sink = true: its stream
- * cannot be consumed. Returns the output stream, or NULL on error (recorded
- * in the job). */
+ * it must be unique in the job. An operator that keeps no state may pass
+ * uid NULL: it is then named "<kind>#<node number>", stable for a given
+ * graph. A sink passes sink = true: its stream cannot be consumed. Returns
+ * the output stream, or NULL on error (recorded in the job). */
 sl_stream_t *sl_op_add(sl_stream_t *const *inputs, size_t n, const char *uid,
                        const sl_operator_ops_t *ops, void *arg, bool sink);
 
@@ -61,6 +62,10 @@ void sl_job_adopt(sl_job_t *job, void *ptr, void (*free_fn)(void *));
 
 /* The job a stream belongs to (for recording build errors). */
 sl_job_t *sl_stream_job(const sl_stream_t *s);
+/* What a builder that returns an int reports after a failed call: the
+ * job's first graph-building error, or SL_ERR_STATE for a change refused
+ * because the job already started. */
+int sl_job_build_err(const sl_job_t *job);
 /* Records a graph-building error in the job (first one wins). */
 void sl_job_build_error(sl_job_t *job, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -2,7 +2,6 @@
 /* Stateless operators: map, filter, flat_map, union and the user-function
  * sink. Each wraps one user callback; a failing callback goes through the
  * job's error policy. */
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -99,8 +98,9 @@ sl_stream_t *sl_flat_map(sl_stream_t *in, const char *uid, sl_record_fn fn,
 int sl_sink(sl_stream_t *in, const char *uid, sl_record_fn fn, void *opaque) {
   if (!in)
     return SL_ERR_INVAL;
-  return add_fn(in, uid, &sink_ops, (void *)fn, opaque, true) ? SL_OK
-                                                              : SL_ERR_GRAPH;
+  return add_fn(in, uid, &sink_ops, (void *)fn, opaque, true)
+             ? SL_OK
+             : sl_job_build_err(sl_stream_job(in));
 }
 
 static int union_process(sl_ctx_t *op, int port, const sl_record_t *in) {
@@ -119,9 +119,6 @@ sl_stream_t *sl_union(sl_stream_t *const *streams, size_t n) {
     sl_job_build_error(job, SL_ERR_INVAL, "union: needs at least 2 streams");
     return NULL;
   }
-  /* Unions are stateless, so their uid is generated. */
-  static _Atomic unsigned seq;
-  char uid[40];
-  snprintf(uid, sizeof(uid), "union#%u", ++seq);
-  return sl_op_add(streams, n, uid, &union_ops, NULL, false);
+  /* Unions keep no state: a generated uid will do. */
+  return sl_op_add(streams, n, NULL, &union_ops, NULL, false);
 }

@@ -84,18 +84,23 @@ static void jsrc_close(sl_source_ctx_t *ctx, void *opaque) {
   s->f = NULL;
 }
 
-static int jsrc_line(sl_source_ctx_t *ctx, jsrc *s, char *line, size_t len) {
+/* The location is formatted only for a bad line, not for every line. */
+static int jsrc_bad(sl_source_ctx_t *ctx, const jsrc *s, const char *why) {
   char where[512];
   snprintf(where, sizeof(where), "%s:%" PRIu64, s->path, s->lineno);
+  return sl_source_bad_input(ctx, where, why);
+}
+
+static int jsrc_line(sl_source_ctx_t *ctx, jsrc *s, char *line, size_t len) {
   sl_record_t rec = {NULL, 0, line, len, 0};
   if (!s->key_field && !s->ts_field)
     return sl_source_emit(ctx, &rec);
   json_error_t jerr;
   json_t *root = json_loadb(line, len, 0, &jerr);
   if (!root || !json_is_object(root)) {
+    bool parsed = root != NULL;
     json_decref(root);
-    return sl_source_bad_input(ctx, where,
-                               root ? "not a JSON object" : jerr.text);
+    return jsrc_bad(ctx, s, parsed ? "not a JSON object" : jerr.text);
   }
   char num[32];
   int rc = 0;
@@ -109,16 +114,14 @@ static int jsrc_line(sl_source_ctx_t *ctx, jsrc *s, char *line, size_t len) {
                                      json_integer_value(k));
       rec.key = num;
     } else {
-      rc = sl_source_bad_input(ctx, where,
-                               "key field missing or not a string/integer");
+      rc = jsrc_bad(ctx, s, "key field missing or not a string/integer");
       goto out;
     }
   }
   if (s->ts_field) {
     json_t *t = json_field(root, s->ts_field);
     if (!json_is_integer(t)) {
-      rc = sl_source_bad_input(
-          ctx, where, "timestamp field missing or not an integer (ms)");
+      rc = jsrc_bad(ctx, s, "timestamp field missing or not an integer (ms)");
       goto out;
     }
     rec.ts = json_integer_value(t);
@@ -355,7 +358,9 @@ static int add_jsink(sl_stream_t *in, const char *uid, const char *path,
   pthread_mutex_init(&s->lock, NULL);
   s->format = format;
   s->fd = path ? -1 : STDOUT_FILENO;
-  return sl_op_add(&in, 1, uid, &jsink_ops, s, true) ? SL_OK : SL_ERR_GRAPH;
+  return sl_op_add(&in, 1, uid, &jsink_ops, s, true)
+             ? SL_OK
+             : sl_job_build_err(sl_stream_job(in));
 }
 
 int sl_sink_jsonl(sl_stream_t *in, const char *uid, const char *path,

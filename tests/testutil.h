@@ -14,6 +14,16 @@
 #include "operator.h"
 #include "sluice.h"
 
+/* Room for one more element in a growable array (test data only). */
+static inline void *tu_grow(void *arr, size_t n, size_t *cap, size_t elem) {
+  if (n < *cap)
+    return arr;
+  *cap = *cap ? *cap * 2 : 256;
+  arr = realloc(arr, *cap * elem);
+  ck_assert_ptr_nonnull(arr);
+  return arr;
+}
+
 /* ---- Collecting sink ---------------------------------------------------- */
 
 typedef struct tu_rec {
@@ -43,10 +53,7 @@ static inline int tu_sink_fn(sl_ctx_t *ctx, const sl_record_t *rec,
                              void *opaque) {
   tu_sink *s = opaque;
   pthread_mutex_lock(&s->lock);
-  if (s->n == s->cap) {
-    s->cap = s->cap ? s->cap * 2 : 256;
-    s->recs = realloc(s->recs, s->cap * sizeof(*s->recs));
-  }
+  s->recs = tu_grow(s->recs, s->n, &s->cap, sizeof(*s->recs));
   tu_rec *r = &s->recs[s->n++];
   size_t kl = rec->key_len < 63 ? rec->key_len : 63;
   size_t vl = rec->value_len < 255 ? rec->value_len : 255;
@@ -90,10 +97,7 @@ static inline void tu_log_free(tu_log *l) {
 static inline void tu_log_add(tu_log *l, char kind, int64_t ts, const void *v,
                               size_t vlen) {
   pthread_mutex_lock(&l->lock);
-  if (l->n == l->cap) {
-    l->cap = l->cap ? l->cap * 2 : 256;
-    l->ev = realloc(l->ev, l->cap * sizeof(*l->ev));
-  }
+  l->ev = tu_grow(l->ev, l->n, &l->cap, sizeof(*l->ev));
   tu_event *e = &l->ev[l->n++];
   e->kind = kind;
   e->ts = ts;
@@ -130,18 +134,24 @@ static inline sl_stream_t *tu_log_op(sl_stream_t *in, const char *uid,
 
 /* ---- Misc --------------------------------------------------------------- */
 
-static inline sl_job_t *tu_job(int par, const char *policy) {
-  char err[256];
+/* A job of parallelism par with extra settings (key, value, ..., NULL);
+ * a setting that is refused fails the test. */
+static inline sl_job_t *tu_job_kv(int par, const char *const *kv) {
+  char err[256], p[16];
   sl_conf_t *c = sl_conf_new();
-  char p[16];
   snprintf(p, sizeof(p), "%d", par);
   ck_assert_int_eq(sl_conf_set(c, "parallelism", p, err, sizeof(err)), SL_OK);
-  if (policy)
-    ck_assert_int_eq(sl_conf_set(c, "error.policy", policy, err, sizeof(err)),
-                     SL_OK);
+  for (; kv && kv[0]; kv += 2)
+    ck_assert_msg(sl_conf_set(c, kv[0], kv[1], err, sizeof(err)) == SL_OK, "%s",
+                  err);
   sl_job_t *job = sl_job_new("test", c, err, sizeof(err));
   ck_assert_msg(job != NULL, "sl_job_new: %s", err);
   return job;
+}
+
+static inline sl_job_t *tu_job(int par, const char *policy) {
+  const char *kv[] = {"error.policy", policy, NULL};
+  return tu_job_kv(par, policy ? kv : NULL);
 }
 
 /* Record bytes are not NUL-terminated: parse numbers within their length. */

@@ -154,11 +154,25 @@ static sl_job_t *check_inputs(sl_stream_t *const *in, size_t n,
   return job;
 }
 
+int sl_job_build_err(const sl_job_t *job) {
+  if (!job)
+    return SL_ERR_INVAL;
+  if (job->build_err)
+    return job->build_err;
+  /* A change refused while running is not recorded as a build error. */
+  return atomic_load(&job->phase) != SL__JOB_NEW ? SL_ERR_STATE : SL_OK;
+}
+
 sl_stream_t *sl_op_add(sl_stream_t *const *inputs, size_t n, const char *uid,
                        const sl_operator_ops_t *ops, void *arg, bool sink) {
   const char *what = ops && ops->kind ? ops->kind : "operator";
   sl_job_t *job = check_inputs(inputs, n, what);
   sl__node *node = NULL;
+  char gen[64];
+  if (job && !uid) {
+    snprintf(gen, sizeof(gen), "%s#%d", what, job->n_nodes);
+    uid = gen;
+  }
   if (!job || !job_editable(job, what) || !uid_ok(job, uid, what))
     goto fail;
   if (ops->keyed) {

@@ -362,21 +362,16 @@ static int deliver_batch(sl_ctx_t *cons, const batch *b) {
   return 0;
 }
 
-/* Delivers the records a worker held back for itself. The batch is taken
- * out first: delivering may emit into other exchanges, never this one (the
- * graph is acyclic), but it keeps the invariant obvious. */
+/* Delivers the records a worker held back for itself. Delivering may emit
+ * into other exchanges, never into this one (the graph is acyclic), so the
+ * batch is not appended to while it is read. */
 static int self_flush(sl__xchg *x, sl__worker *w) {
   batch *b = x->self[w->index];
   if (!b || b->n == 0)
     return 0;
-  x->self[w->index] = NULL;
   int rc = deliver_batch(w->inst[x->node->id], b);
   b->n = 0;
   b->used = 0;
-  if (x->self[w->index])
-    batch_free(b);
-  else
-    x->self[w->index] = b;
   return rc;
 }
 

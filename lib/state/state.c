@@ -362,8 +362,10 @@ vmodify(sl__keyed *k, sl_state_t *st, size_t size, bool *fresh, int *err) {
 
 /* ---- Value state -------------------------------------------------------- */
 
-int sl__value_get(sl__keyed *k, sl_state_t *st, const void **val, size_t *len) {
-  int rc = sl__state_check(k, st, SL_STATE_VALUE);
+/* Reading a value or a reducing state's value: the same stored bytes. */
+static int vget(sl__keyed *k, sl_state_t *st, sl_state_kind kind,
+                const void **val, size_t *len) {
+  int rc = sl__state_check(k, st, kind);
   if (rc)
     return rc;
   void *p;
@@ -371,6 +373,10 @@ int sl__value_get(sl__keyed *k, sl_state_t *st, const void **val, size_t *len) {
   if (rc == 1)
     *val = p;
   return rc;
+}
+
+int sl__value_get(sl__keyed *k, sl_state_t *st, const void **val, size_t *len) {
+  return vget(k, st, SL_STATE_VALUE, val, len);
 }
 
 int sl__value_put(sl__keyed *k, sl_state_t *st, const void *val, size_t len) {
@@ -439,14 +445,7 @@ int sl__reducing_add(sl__keyed *k, sl_state_t *st, const void *val,
 
 int sl__reducing_get(sl__keyed *k, sl_state_t *st, const void **val,
                      size_t *len) {
-  int rc = sl__state_check(k, st, SL_STATE_REDUCING);
-  if (rc)
-    return rc;
-  void *p;
-  rc = vread(k, st, &p, len);
-  if (rc == 1)
-    *val = p;
-  return rc;
+  return vget(k, st, SL_STATE_REDUCING, val, len);
 }
 
 static void acc_init(sl_state_t *st, void *acc) {

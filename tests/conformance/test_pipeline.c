@@ -207,15 +207,8 @@ static int ooo_gen(uint64_t i, sl_record_t *out, void *opaque) {
 }
 
 static sl_job_t *wm_job(int par) {
-  char err[128];
-  sl_conf_t *c = sl_conf_new();
-  char p[8];
-  snprintf(p, sizeof(p), "%d", par);
-  sl_conf_set(c, "parallelism", p, err, sizeof(err));
-  sl_conf_set(c, "source.batch.size", "1", err, sizeof(err));
-  sl_job_t *job = sl_job_new("wm", c, err, sizeof(err));
-  ck_assert_ptr_nonnull(job);
-  return job;
+  const char *kv[] = {"source.batch.size", "1", NULL};
+  return tu_job_kv(par, kv);
 }
 
 START_TEST(bounded_watermarks_follow_max_ts) {
@@ -494,7 +487,10 @@ static void run_unbounded(bool by_signal) {
   stop_target = job;
   sl_generator_opts_t go = {
       .count = 0, .gen = gen_num, .opaque = &g, .parallel = true};
-  sl_stream_t *s = sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
+  sl_watermark_spec_t wm = {.kind = SL_WM_MONOTONOUS};
+  sl_stream_t *s =
+      sl_key_by(sl_with_watermarks(sl_source_generator(job, "gen", &go), &wm),
+                NULL, NULL);
   sl_sink(s, "sink", stop_sink, by_signal ? &g : NULL);
   pthread_t t;
   if (by_signal)
@@ -510,6 +506,9 @@ static void run_unbounded(bool by_signal) {
   sl_job_op_stats(job, "sink", &snk);
   ck_assert_uint_ge(snk.records_in, 300000);
   ck_assert_uint_eq(snk.records_in, src.records_out);
+  /* Watermarks flowed, but a stop is not the end of the input: the
+   * maximum watermark (which would fire every window) was never sent. */
+  ck_assert_int_gt(snk.watermark, SL_TS_MIN);
   ck_assert_int_ne(snk.watermark, SL_WATERMARK_MAX);
   sl_job_destroy(job);
 }
@@ -551,13 +550,9 @@ static int slow_sink(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
 }
 
 START_TEST(slow_sink_backpressures_bounded_memory) {
-  char err[128];
-  sl_conf_t *c = sl_conf_new();
-  sl_conf_set(c, "parallelism", "2", err, sizeof(err));
-  sl_conf_set(c, "channel.capacity", "4", err, sizeof(err));
-  sl_conf_set(c, "batch.size", "64", err, sizeof(err));
-  sl_conf_set(c, "source.batch.size", "128", err, sizeof(err));
-  sl_job_t *job = sl_job_new("bp", c, err, sizeof(err));
+  const char *kv[] = {"channel.capacity",  "4",   "batch.size", "64",
+                      "source.batch.size", "128", NULL};
+  sl_job_t *job = tu_job_kv(2, kv);
   static numgen g = {.keys = 1000};
   bp b = {.job = job};
   sl_generator_opts_t go = {.count = 100000, .gen = gen_num, .opaque = &g};
@@ -647,6 +642,7 @@ START_TEST(job_cannot_change_after_start) {
   ck_assert_ptr_null(probe);
   ck_assert_ptr_null(sl_filter(s, "after", keep_mult4, NULL));
   ck_assert_ptr_nonnull(strstr(sl_job_errmsg(job), "already started"));
+  ck_assert_int_eq(sl_sink(s, "late-sink", tu_discard, NULL), SL_ERR_STATE);
   ck_assert_int_eq(sl_job_run(job), SL_ERR_STATE);
   sl_job_destroy(job);
 }
