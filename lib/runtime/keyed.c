@@ -5,6 +5,8 @@
  * and hand it to the operator. */
 #include "runtime/keyed.h"
 
+#include "runtime/runtime.h"
+
 #include "state/keyed.h"
 #include "time/timers.h"
 
@@ -44,8 +46,9 @@ int sl_timer_del(sl_ctx_t *ctx, sl_time_domain domain, int64_t ts) {
 void sl__keyed_set_key(sl__keyed *k, const sl_record_t *rec) {
   k->key = rec->key;
   k->key_len = rec->key_len;
-  k->hash = sl_op_key_hash(k->op);
-  k->kg = sl_op_key_group(k->op);
+  /* Read straight from the worker: this runs on every keyed record. */
+  k->hash = k->op->w->cur_hash;
+  k->kg = k->op->w->cur_kg;
   k->ns = NULL;
   k->ns_len = 0;
   k->event_now = rec->ts;
