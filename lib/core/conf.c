@@ -48,6 +48,16 @@ static const sl__conf_key keys[] = {
     KEY_ENUM("log.level", "info", "error|warn|info|debug",
              "least severe log message that is written"),
     KEY_ENUM("state.backend", "hashmap", "hashmap", "keyed state backend"),
+    KEY_STRING("metrics.listen", "off",
+               "address of the Prometheus /metrics and /healthz endpoint "
+               "(host:port), or off"),
+    KEY_BOOL("metrics.listen.allow.remote", "false",
+             "allow metrics.listen on a non-loopback address"),
+    KEY_INT("metrics.log.interval.ms", "0", 0, 86400000,
+            "period of the JSON metrics log line; 0 = off"),
+    KEY_INT("health.checkpoint.max.age.ms", "0", 0, INT64_MAX,
+            "/healthz is unhealthy when the last completed checkpoint is "
+            "older; 0 = no check"),
 };
 
 #define KAFKA_PREFIX "kafka."

@@ -553,3 +553,18 @@ bool sl__xchg_inputs_ended(sl__worker *w) {
   }
   return true;
 }
+
+bool sl__xchg_chan_fill(const sl__xchg *x, int from, int to, uint32_t *queued,
+                        uint32_t *capacity) {
+  if (!x->ch || from == to || from < 0 || to < 0 || from >= x->par ||
+      to >= x->par)
+    return false;
+  ring *r = &x->ch[from * x->par + to].data;
+  /* head first: tail read after it is at least as new, so the difference
+   * never underflows. */
+  uint32_t h = atomic_load_explicit(&r->head, memory_order_acquire);
+  uint32_t t = atomic_load_explicit(&r->tail, memory_order_acquire);
+  *queued = t - h;
+  *capacity = r->mask + 1;
+  return true;
+}

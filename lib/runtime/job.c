@@ -9,6 +9,7 @@
 
 #include "core/conf.h"
 #include "core/hash.h"
+#include "metrics/metrics.h"
 #include "runtime/runtime.h"
 
 void sl__graph_free(sl_job_t *job);
@@ -62,6 +63,12 @@ sl_job_t *sl_job_new(const char *name, sl_conf_t *conf, char *err,
   job->chan_cap = (size_t)sl__conf_int(conf, "channel.capacity");
   job->source_budget = (size_t)sl__conf_int(conf, "source.batch.size");
   pthread_mutex_init(&job->err_lock, NULL);
+  if (sl__metrics_job_new(job, err, errlen)) {
+    job->conf = NULL; /* the caller keeps conf on failure */
+    sl_job_destroy(job);
+    sl_conf_destroy(own);
+    return NULL;
+  }
   return job;
 }
 
@@ -106,6 +113,7 @@ static void plan_free(sl_job_t *job) {
 void sl_job_destroy(sl_job_t *job) {
   if (!job)
     return;
+  sl__metrics_job_destroy(job); /* stops the endpoint before the plan goes */
   plan_free(job);
   sl__graph_free(job);
   sl_conf_destroy(job->conf);
@@ -341,6 +349,11 @@ int sl_job_run(sl_job_t *job) {
   int rc = sl__job_prepare(job);
   if (rc)
     return rc;
+  if ((rc = sl__metrics_job_start(job))) {
+    sl__metrics_job_end(job);
+    atomic_store(&job->phase, SL__JOB_DONE);
+    return rc;
+  }
   int started = 0;
   for (; started < job->par; started++) {
     sl__worker *w = &job->workers[started];
@@ -352,6 +365,7 @@ int sl_job_run(sl_job_t *job) {
   }
   for (int i = 0; i < started; i++)
     pthread_join(job->workers[i].thread, NULL);
+  sl__metrics_job_end(job);
   atomic_store(&job->phase, SL__JOB_DONE);
   return job->err;
 }

@@ -107,6 +107,12 @@ struct sl_ctx {
   int64_t out_ts;
   /* Some main output's operator has a prefetch hook (set at open). */
   bool prefetch_outs;
+  /* State and timer sizes of a keyed instance, published by its worker
+   * about once a second for metrics readers (runtime/stats.c). */
+  struct {
+    _Atomic bool keyed;
+    _Atomic uint64_t entries, bytes, timers_event, timers_proc;
+  } pub;
 };
 
 /* A source subtask: its operator instance plus the generator of
@@ -132,6 +138,9 @@ struct sl__worker {
   uint64_t cur_hash;
   uint32_t cur_kg;
   int rc;
+  /* runtime/stats.c: loop rounds and when sizes are next published. */
+  unsigned pub_rounds;
+  int64_t pub_next_ms;
 };
 
 enum { SL__JOB_NEW, SL__JOB_RUNNING, SL__JOB_DONE };
@@ -170,6 +179,10 @@ struct sl_job {
   pthread_mutex_t err_lock;
   int err;
   char errmsg[1024];
+  /* Metrics (lib/metrics) and what they read of the run (stats.c). */
+  struct sl__jmetrics *metrics;
+  _Atomic int planned;  /* the plan may be read from other threads */
+  _Atomic int n_opened; /* workers past open, in their loop */
 };
 
 /* Records the job's first error and makes every worker unwind. */
@@ -238,6 +251,11 @@ int sl__xchg_drain(sl__worker *w, int min_xidx);
 int sl__xchg_flush(sl__worker *w);
 /* Whether w has received end-of-input on every exchange channel. */
 bool sl__xchg_inputs_ended(sl__worker *w);
+/* Batches queued in the channel from worker `from` to worker `to` and its
+ * capacity; false when there is no such channel (P = 1, from == to). Safe
+ * from any thread. */
+bool sl__xchg_chan_fill(const sl__xchg *x, int from, int to, uint32_t *queued,
+                        uint32_t *capacity);
 
 /* Backoff for a worker with nothing to do: spin, yield, then sleep up to
  * 1 ms. *spins counts the idle rounds; reset it to 0 on progress. */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "runtime/runtime.h"
+#include "runtime/stats.h"
 
 typedef struct sl_source_ctx src_t;
 
@@ -108,6 +109,8 @@ int sl__source_finish(src_t *s, bool natural) {
   int rc = 0;
   if (natural && s->wm_emitted < SL_WATERMARK_MAX) {
     s->wm_emitted = SL_WATERMARK_MAX;
+    atomic_store_explicit(&s->op.wm_pub, SL_WATERMARK_MAX,
+                          memory_order_relaxed);
     rc = sl__forward_watermark(&s->op, SL_WATERMARK_MAX);
   }
   return rc ? rc : sl__forward_end(&s->op);
@@ -141,6 +144,7 @@ static int src_poll(sl__worker *w, src_t *s) {
   int64_t wm = sl__wmgen_current(&s->wmgen);
   if (wm > s->wm_emitted) {
     s->wm_emitted = wm;
+    atomic_store_explicit(&s->op.wm_pub, wm, memory_order_relaxed);
     int e = sl__forward_watermark(&s->op, wm);
     if (e)
       return e;
@@ -215,8 +219,11 @@ void *sl__worker_main(void *arg) {
   sl__worker *w = arg;
   sl_job_t *job = w->job;
   int rc = sl__worker_open(w);
+  if (!rc)
+    sl__stats_worker_opened(w);
   unsigned spins = 0;
   while (!rc && !sl__job_failing(job)) {
+    SL__STATS_TICK(w);
     int progress = 0;
     int n = sl__xchg_drain(w, 0);
     if (n < 0) {
@@ -247,6 +254,7 @@ void *sl__worker_main(void *arg) {
   }
   if (rc && !sl__job_failing(job))
     sl__job_fail(job, rc, "worker %d failed: %s", w->index, sl_strerror(rc));
+  sl__stats_publish(w); /* final sizes, readable after the job ends */
   sl__worker_close(w);
   return NULL;
 }

@@ -581,3 +581,16 @@ int sl__state_merge_ns(sl__keyed *k, sl_state_t *st, const void *const *src_ns,
   }
   return 0;
 }
+
+void sl__kstate_stats(const struct sl__kstate *ks, uint64_t *entries,
+                      uint64_t *bytes) {
+  *entries = *bytes = 0;
+  if (!ks || !ks->be->ops->stats)
+    return;
+  for (size_t i = 0; i < ks->n_states; i++) {
+    sl__state_stats st = {0, 0};
+    ks->be->ops->stats(ks->be, ks->states[i]->id, &st);
+    *entries += st.entries;
+    *bytes += st.bytes;
+  }
+}

@@ -41,6 +41,11 @@ sl__backend *sl__kstate_backend(const struct sl__kstate *ks);
  * prefetch. Cheap and safe to call for any key. */
 void sl__kstate_prefetch(struct sl__kstate *ks, uint64_t hash, uint32_t kg);
 
+/* Entries and bytes of every state of ks, summed (for metrics). Owning
+ * worker only, like every backend call. */
+void sl__kstate_stats(const struct sl__kstate *ks, uint64_t *entries,
+                      uint64_t *bytes);
+
 /* sl_state_register() without a job: SL_ERR_INVAL / SL_ERR_NOMEM with a
  * message in err. */
 int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,

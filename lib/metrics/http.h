@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The HTTP side of metrics: the metrics.listen address and a small server
+ * (libmicrohttpd, one internal thread) that hands each GET to a handler.
+ * Kept apart from the registry so that the rest of the metrics layer never
+ * sees the HTTP library. */
+#ifndef SL_METRICS_HTTP_H
+#define SL_METRICS_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+typedef struct sl__listen_addr {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  char text[128]; /* as configured, for messages */
+} sl__listen_addr;
+
+/* Parses metrics.listen: "off" (returns 0), or host:port where host is an
+ * IPv4 address, a bracketed IPv6 address or "localhost" and port 0..65535
+ * (0 = any free port) (returns 1, *out filled). Non-loopback hosts are
+ * refused unless allow_remote. SL_ERR_CONF with a message otherwise. */
+int sl__http_parse_listen(const char *value, bool allow_remote,
+                          sl__listen_addr *out, char *err, size_t errlen);
+
+/* What a handler answers: body is malloc'ed (the server frees it); len 0
+ * means strlen(body). */
+typedef struct sl__http_reply {
+  int status;
+  char *body;
+  size_t len;
+  const char *content_type;
+} sl__http_reply;
+
+/* Called on the server thread for every GET/HEAD with the URL path. */
+typedef void (*sl__http_handler)(const char *path, sl__http_reply *r,
+                                 void *opaque);
+
+typedef struct sl__http sl__http;
+
+/* Binds addr and starts serving. SL_ERR_IO with a message (e.g. "Address
+ * already in use") or SL_ERR_NOMEM on failure. */
+int sl__http_start(const sl__listen_addr *addr, sl__http_handler fn,
+                   void *opaque, sl__http **out, char *err, size_t errlen);
+/* The bound port (the real one when 0 was asked for). */
+int sl__http_port(const sl__http *h);
+/* Stops serving and waits for the server thread. NULL is a no-op. */
+void sl__http_stop(sl__http *h);
+
+#endif

@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Internal metrics API: a registry of metric families (counters, gauges,
+ * histograms, with labels) that any module registers into, plus the job
+ * hooks of the metrics layer and the functions through which the checkpoint
+ * coordinator and the Kafka source/sink report their numbers. See
+ * docs/monitoring/README.md ("Adding metrics to a module"). */
+#ifndef SL_METRICS_METRICS_H
+#define SL_METRICS_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice/job.h"
+#include "sluice/metrics.h"
+
+typedef struct sl__metrics sl__metrics;
+typedef struct sl__mfamily sl__mfamily;
+typedef struct sl__mseries sl__mseries;
+typedef struct sl__mcollect sl__mcollect;
+
+/* ---- Registry ------------------------------------------------------------
+ * Registration and scraping take the registry's lock; updating a series
+ * (inc, set, observe) is lock-free (relaxed atomics) and may be done from
+ * any thread. A series pointer stays valid until sl__mseries_remove() or
+ * sl__metrics_free(). */
+
+/* A registry with no families; NULL when out of memory. */
+sl__metrics *sl__metrics_new(void);
+/* Frees every family and series. NULL is a no-op. */
+void sl__metrics_free(sl__metrics *m);
+
+/* Registers the family `name` (or returns the one already registered with
+ * the same type and label names). labels is a comma-separated list of label
+ * names ("operator,worker"), or NULL/"" for none. Names follow Prometheus:
+ * [a-zA-Z_:][a-zA-Z0-9_:]*, counters end in "_total", label names do not
+ * start with "__" and "le" is reserved for histograms. For histograms,
+ * bounds[0..n_bounds) are the finite bucket upper bounds, strictly
+ * increasing (+Inf is implied). Returns NULL with a message in err on a bad
+ * name, a clash with an existing family, or out of memory. */
+sl__mfamily *sl__metrics_family(sl__metrics *m, sl_metric_type type,
+                                const char *name, const char *help,
+                                const char *labels, const double *bounds,
+                                size_t n_bounds, char *err, size_t errlen);
+
+/* The series of fam with these label values (one per label name, in the
+ * family's order; NULL for a family without labels), created at zero on
+ * first use. NULL when out of memory or when fam has a collector. */
+sl__mseries *sl__mfamily_series(sl__mfamily *fam,
+                                const char *const *label_values);
+/* Unregisters a series (e.g. a Kafka partition that was revoked). The
+ * caller must not use s afterwards. NULL is a no-op. */
+void sl__mseries_remove(sl__mseries *s);
+
+/* Counters: adds n (any thread). For a per-record count on one thread,
+ * keep an sl__counter in your own structure and report it with a collector
+ * instead: that costs nothing per record. */
+void sl__mseries_inc(sl__mseries *s, uint64_t n);
+/* Gauges: sets / adds to the value (any thread). */
+void sl__mseries_set(sl__mseries *s, double v);
+void sl__mseries_add(sl__mseries *s, double delta);
+/* Gauges: reads the value from fn(opaque) at scrape time instead (a
+ * callback-driven gauge). fn runs on the scraping thread with the registry
+ * locked: it must be thread-safe and must not touch the registry. */
+void sl__mseries_set_fn(sl__mseries *s, double (*fn)(void *opaque),
+                        void *opaque);
+/* Histograms: counts one observation. */
+void sl__mseries_observe(sl__mseries *s, double v);
+/* Current value (counter, gauge) or sum (histogram): for tests. */
+double sl__mseries_value(const sl__mseries *s);
+
+/* A collector produces the whole series set of a family at scrape time,
+ * from numbers the module keeps itself (the runtime's per-operator
+ * counters are reported this way). collect runs on the scraping thread
+ * with the registry locked; it calls sl__mcollect_value() once per series
+ * and must not touch the registry. A family has either a collector or
+ * series of its own. Returns SL_OK, or SL_ERR_INVAL when fam already has
+ * series or a collector. */
+typedef void (*sl__mcollect_fn)(sl__mcollect *c, void *opaque);
+int sl__mfamily_set_collector(sl__mfamily *fam, sl__mcollect_fn collect,
+                              void *opaque);
+/* Reports one counter or gauge series (label values in the family's
+ * order). NaN values are skipped. */
+void sl__mcollect_value(sl__mcollect *c, const char *const *label_values,
+                        double v);
+
+/* Calls fn once per sample, families in registration order and the series
+ * of a family in creation (or collection) order. Stops at fn's first
+ * non-zero return and returns it. */
+int sl__metrics_visit(sl__metrics *m, sl_metric_fn fn, void *opaque);
+
+/* Renders every sample as the Prometheus text exposition format 0.0.4 or
+ * as one JSON object (see sl_job_metrics_format()) into a malloc'ed,
+ * NUL-terminated buffer. job_name and now_ms are used by JSON only. */
+int sl__metrics_render(sl__metrics *m, sl_metrics_format fmt,
+                       const char *job_name, int64_t now_ms, char **out,
+                       size_t *len);
+
+/* Sum over the series of name whose labels include every "k=v" pair of
+ * labels (see sl_job_metric_value()). */
+int sl__metrics_value(sl__metrics *m, const char *name, const char *labels,
+                      double *value);
+
+/* ---- Job hooks (lib/runtime/job.c) --------------------------------------- */
+
+/* sl_job_new: reads the metrics.* and health.* settings (a malformed
+ * metrics.listen fails here, with a message in err) and registers the
+ * built-in families. Returns SL_OK or SL_ERR_CONF / SL_ERR_NOMEM. */
+int sl__metrics_job_new(sl_job_t *job, char *err, size_t errlen);
+/* sl_job_run, after the plan is built and before workers start: starts
+ * the HTTP endpoint and the JSON log line when configured. On failure
+ * (e.g. the port is in use) fails the job with a message and returns the
+ * error. */
+int sl__metrics_job_start(sl_job_t *job);
+/* sl_job_run, after the workers joined: stops the log line (writing a
+ * last one). The HTTP endpoint keeps serving until sl_job_destroy(). */
+void sl__metrics_job_end(sl_job_t *job);
+/* sl_job_destroy, first: stops the endpoint and frees the registry. */
+void sl__metrics_job_destroy(sl_job_t *job);
+/* The job's registry, for modules that register their own metrics. */
+sl__metrics *sl__metrics_of(sl_job_t *job);
+
+/* ---- Checkpoint coordinator ----------------------------------------------
+ * The sluice_checkpoint_* series appear once enable() is called (a job
+ * without checkpointing shows none). Any thread. */
+
+/* Checkpointing is on for this job (call once, when the coordinator
+ * starts). */
+void sl__metrics_checkpoint_enable(sl_job_t *job);
+/* Checkpoint id completed (its _metadata is durable) after duration_ms,
+ * with bytes of state written. The completion time is the job clock's
+ * now. */
+void sl__metrics_checkpoint_done(sl_job_t *job, int64_t id, int64_t duration_ms,
+                                 uint64_t bytes);
+/* A checkpoint failed or expired (timeout, a task declined, I/O error). */
+void sl__metrics_checkpoint_failed(sl_job_t *job);
+/* On restore: how many times the job has been restarted from a checkpoint
+ * (keep the count in the checkpoint metadata and pass old + 1). */
+void sl__metrics_job_restarts(sl_job_t *job, uint64_t restarts);
+
+/* ---- Kafka source and sink ----------------------------------------------- */
+
+/* The series of one assigned source partition; NULL when out of memory.
+ * Call on assignment; sl__metrics_kafka_partition_remove() on revocation. */
+typedef struct sl__kafka_pmetrics sl__kafka_pmetrics;
+sl__kafka_pmetrics *sl__metrics_kafka_partition(sl_job_t *job,
+                                                const char *source_uid,
+                                                const char *topic,
+                                                int32_t partition);
+/* offset: the next offset the source will read (its position);
+ * high_watermark: the partition's high watermark (log end offset) as last
+ * reported by the broker. Either may be negative = unknown (not updated).
+ * Consumer lag is high_watermark - offset (0 when negative). Any thread. */
+void sl__metrics_kafka_partition_update(sl__kafka_pmetrics *p, int64_t offset,
+                                        int64_t high_watermark);
+void sl__metrics_kafka_partition_remove(sl__kafka_pmetrics *p);
+/* n records of operator `uid` went to the dead-letter topic; reason is
+ * "decode" (input that failed to decode) or "user" (a user function
+ * returned an error). Any thread; a registry lookup per call. */
+void sl__metrics_dead_letter(sl_job_t *job, const char *uid, const char *reason,
+                             uint64_t n);
+/* The counter series behind sl__metrics_dead_letter(), to keep and
+ * increment with sl__mseries_inc() without a lookup per record. */
+sl__mseries *sl__metrics_dead_letter_series(sl_job_t *job, const char *uid,
+                                            const char *reason);
+
+#endif

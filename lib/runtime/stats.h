@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What the metrics layer reads from a running job, from any thread: the
+ * per-instance counters and watermarks, state and timer sizes that each
+ * worker publishes about once a second, exchange channel fill, and the
+ * job's phase. Nothing here runs on the per-record path. */
+#ifndef SL_RUNTIME_STATS_H
+#define SL_RUNTIME_STATS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sluice/job.h"
+
+struct sl__worker;
+
+/* One operator instance (one node on one worker). */
+typedef struct sl__op_stat {
+  const char *uid;
+  const char *kind; /* "source", "map", "process", "sink", ... */
+  int worker;
+  uint64_t in, out, errors, late;
+  int64_t wm; /* combined input watermark; sources: last emitted */
+  /* Keyed operators (state and timers below are set), as last published
+   * by the worker. */
+  bool keyed;
+  uint64_t state_entries, state_bytes;
+  uint64_t timers_event, timers_proc;
+} sl__op_stat;
+
+/* One key_by channel from worker `from` to worker `to`. */
+typedef struct sl__chan_stat {
+  const char *from_op; /* uid of the operator feeding the key_by */
+  const char *to_op;   /* uid of the first operator reading it */
+  int from, to;
+  uint32_t queued, capacity; /* batches */
+} sl__chan_stat;
+
+/* Calls fn for every operator instance (nodes with a uid; key_by halves
+ * are reported as channels), in node then worker order; nothing before the
+ * plan exists. Stops at fn's first non-zero return and returns it. */
+int sl__stats_ops(sl_job_t *job, int (*fn)(const sl__op_stat *, void *),
+                  void *opaque);
+int sl__stats_channels(sl_job_t *job, int (*fn)(const sl__chan_stat *, void *),
+                       void *opaque);
+
+typedef struct sl__job_stat {
+  const char *name;
+  int parallelism;
+  bool planned; /* sl_job_run() built the plan */
+  int opened;   /* workers that opened their operators and run */
+  bool running; /* sl_job_run() has not returned */
+  bool failed;
+  int64_t now_ms; /* the job clock (processing time) */
+} sl__job_stat;
+
+/* The job's phase. errmsg (may be NULL) receives sl_job_errmsg(). */
+void sl__stats_job(sl_job_t *job, sl__job_stat *out, char *errmsg,
+                   size_t errlen);
+
+/* sl_job_run(): the plan is built, readers may walk it. */
+void sl__stats_planned(sl_job_t *job);
+
+/* ---- Worker side ---------------------------------------------------------
+ * Called by the worker thread only. */
+
+/* The worker opened every instance and enters its loop: counts it as
+ * ready and publishes a first set of sizes. */
+void sl__stats_worker_opened(struct sl__worker *w);
+/* Publishes the state and timer sizes of every keyed instance of w. */
+void sl__stats_publish(struct sl__worker *w);
+/* Once per loop round: publishes when a second has passed since the last
+ * time (checked every 64 rounds, so a round costs an increment). */
+void sl__stats_tick_slow(struct sl__worker *w);
+#define SL__STATS_TICK(w)                                                      \
+  do {                                                                         \
+    if (SL__UNLIKELY((++(w)->pub_rounds & 63) == 0))                           \
+      sl__stats_tick_slow(w);                                                  \
+  } while (0)
+
+#endif
