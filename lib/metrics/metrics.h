@@ -89,6 +89,14 @@ void sl__mcollect_value(sl__mcollect *c, const char *const *label_values,
  * non-zero return and returns it. */
 int sl__metrics_visit(sl__metrics *m, sl_metric_fn fn, void *opaque);
 
+/* Calls fn(name, type, opaque) for every registered family, series or
+ * not: the names the registry can produce (histograms also produce
+ * name_bucket, name_sum and name_count). */
+int sl__metrics_families(sl__metrics *m,
+                         int (*fn)(const char *name, sl_metric_type type,
+                                   void *opaque),
+                         void *opaque);
+
 /* Renders every sample as the Prometheus text exposition format 0.0.4 or
  * as one JSON object (see sl_job_metrics_format()) into a malloc'ed,
  * NUL-terminated buffer. job_name and now_ms are used by JSON only. */

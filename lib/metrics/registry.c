@@ -479,3 +479,17 @@ int sl__metrics_visit(sl__metrics *m, sl_metric_fn fn, void *opaque) {
   pthread_mutex_unlock(&m->lock);
   return rc;
 }
+
+int sl__metrics_families(sl__metrics *m,
+                         int (*fn)(const char *name, sl_metric_type type,
+                                   void *opaque),
+                         void *opaque) {
+  if (!m || !fn)
+    return SL_ERR_INVAL;
+  int rc = 0;
+  pthread_mutex_lock(&m->lock);
+  for (sl__mfamily *f = m->fams; f && !rc; f = f->next)
+    rc = fn(f->name, f->type, opaque);
+  pthread_mutex_unlock(&m->lock);
+  return rc;
+}
