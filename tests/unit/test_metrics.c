@@ -18,9 +18,8 @@
 static char *render(sl__metrics *m) {
   char *out = NULL;
   size_t len = 0;
-  ck_assert_int_eq(sl__metrics_render(m, SL_METRICS_PROMETHEUS, "j", 0, &out,
-                                      &len),
-                   SL_OK);
+  ck_assert_int_eq(
+      sl__metrics_render(m, SL_METRICS_PROMETHEUS, "j", 0, &out, &len), SL_OK);
   ck_assert_uint_eq(len, strlen(out));
   return out;
 }
@@ -78,8 +77,8 @@ END_TEST
 START_TEST(test_naming_rules) {
   sl__metrics *m = sl__metrics_new();
   char err[256];
-  ck_assert_ptr_null(sl__metrics_family(m, SL_METRIC_COUNTER, "t_requests",
-                                        "", NULL, NULL, 0, err, sizeof(err)));
+  ck_assert_ptr_null(sl__metrics_family(m, SL_METRIC_COUNTER, "t_requests", "",
+                                        NULL, NULL, 0, err, sizeof(err)));
   ck_assert_msg(strstr(err, "_total") != NULL, "%s", err);
   ck_assert_ptr_null(sl__metrics_family(m, SL_METRIC_GAUGE, "t_x_total", "",
                                         NULL, NULL, 0, err, sizeof(err)));
@@ -133,8 +132,8 @@ START_TEST(test_collectors_and_fn_gauges) {
   sl__metrics *m = sl__metrics_new();
   char err[256];
   int calls = 0;
-  sl__mfamily *f = sl__metrics_family(m, SL_METRIC_GAUGE, "t_pulled", "P.",
-                                      "k", NULL, 0, err, sizeof(err));
+  sl__mfamily *f = sl__metrics_family(m, SL_METRIC_GAUGE, "t_pulled", "P.", "k",
+                                      NULL, 0, err, sizeof(err));
   ck_assert_int_eq(sl__mfamily_set_collector(f, collect_two, &calls), SL_OK);
   ck_assert_int_eq(sl__mfamily_set_collector(f, collect_two, &calls),
                    SL_ERR_INVAL);
@@ -238,9 +237,8 @@ START_TEST(test_listen_address_rules) {
       sl__http_parse_listen("127.0.0.1:9249", false, &a, err, sizeof(err)), 1);
   ck_assert_int_eq(
       sl__http_parse_listen("localhost:0", false, &a, err, sizeof(err)), 1);
-  ck_assert_int_eq(sl__http_parse_listen("[::1]:9249", false, &a, err,
-                                         sizeof(err)),
-                   1);
+  ck_assert_int_eq(
+      sl__http_parse_listen("[::1]:9249", false, &a, err, sizeof(err)), 1);
   ck_assert_int_eq(a.ss.ss_family, AF_INET6);
   static const struct {
     const char *value, *says;

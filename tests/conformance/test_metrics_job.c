@@ -1,0 +1,492 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Metrics of a running job, as a user reads them: per-operator counters,
+ * watermark and event-time lag (manual clock), keyed state and timers,
+ * channels, the HTTP endpoint (/metrics passes promtool, /healthz
+ * transitions from starting to ready to finished or unhealthy), checkpoint
+ * staleness, a port in use, the JSON log line, and the Kafka and
+ * dead-letter series other modules feed. */
+#include <check.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "check_main.h"
+#include "httpget.h"
+#include "metrics/metrics.h"
+#include "sluice.h"
+#include "testutil.h"
+
+#define START_MS 1000000
+
+/* ---- A job fed on demand ------------------------------------------------- */
+
+typedef struct feed {
+  _Atomic uint64_t limit; /* emit records while next < limit */
+  _Atomic int end;        /* then end the input */
+  uint64_t next;          /* worker 0 only */
+  int keys;
+  char key[16];
+  char value[16];
+  uint64_t boom_at; /* value "boom" at this index (0 = never) */
+} feed;
+
+static int feed_poll(sl_source_ctx_t *ctx, void *opaque) {
+  feed *f = opaque;
+  uint64_t limit = atomic_load(&f->limit);
+  if (f->next >= limit)
+    return atomic_load(&f->end) ? SL_POLL_END : SL_POLL_EMPTY;
+  size_t budget = sl_source_ctx_budget(ctx);
+  for (size_t k = 0; k < budget && f->next < limit; k++, f->next++) {
+    int kl = snprintf(f->key, sizeof(f->key), "k%d", (int)(f->next % f->keys));
+    int vl = snprintf(f->value, sizeof(f->value), "%s",
+                      f->boom_at && f->next == f->boom_at ? "boom" : "v");
+    sl_record_t r = {f->key, (size_t)kl, f->value, (size_t)vl,
+                     (int64_t)(1000 + f->next)};
+    int rc = sl_source_emit(ctx, &r);
+    if (rc)
+      return rc;
+  }
+  return SL_POLL_MORE;
+}
+
+static int count_open(sl_ctx_t *ctx, void *opaque) {
+  (void)opaque;
+  sl_state_desc_t d = {.name = "count", .kind = SL_STATE_VALUE};
+  sl_state_t *st = sl_state_register(ctx, &d);
+  sl_ctx_set_local(ctx, st);
+  return st ? 0 : SL_ERR_STATE;
+}
+
+/* Counts per key and keeps one event-time timer per key far ahead, so that
+ * pending timers equal the number of keys while the job runs. */
+static int count_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)opaque;
+  if (rec->value_len == 4 && memcmp(rec->value, "boom", 4) == 0)
+    return 1;
+  bool created;
+  uint64_t *c = sl_value_ptr(ctx, sl_ctx_local(ctx), sizeof(*c), &created);
+  if (!c)
+    return SL_ERR_NOMEM;
+  ++*c;
+  return sl_timer_set(ctx, SL_EVENT_TIME, (int64_t)1 << 40);
+}
+
+static int count_timer(sl_ctx_t *ctx, sl_time_domain d, int64_t ts,
+                       void *opaque) {
+  (void)ctx;
+  (void)d;
+  (void)ts;
+  (void)opaque;
+  return 0;
+}
+
+typedef struct fixture {
+  sl_job_t *job;
+  sl_clock_t *clock;
+  feed f;
+  pthread_t thread;
+  int rc;
+} fixture;
+
+static void fx_build(fixture *fx, int par, const char *const *kv) {
+  memset(fx, 0, sizeof(*fx));
+  fx->f.keys = 10;
+  fx->job = tu_job_kv(par, kv);
+  fx->clock = sl_clock_new_manual(START_MS);
+  ck_assert_int_eq(sl_job_set_clock(fx->job, fx->clock), SL_OK);
+  static const sl_source_ops_t so = {.poll = feed_poll};
+  sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED, .bound_ms = 0};
+  sl_stream_t *src =
+      sl_with_watermarks(sl_source(fx->job, "events", &so, &fx->f), &wm);
+  static const sl_process_ops_t po = {
+      .open = count_open, .on_element = count_element, .on_timer = count_timer};
+  sl_stream_t *k = sl_key_by(src, NULL, NULL);
+  ck_assert_int_eq(
+      sl_sink(sl_process(k, "count", &po, NULL), "sink", tu_discard, NULL),
+      SL_OK);
+}
+
+static void *fx_run(void *arg) {
+  fixture *fx = arg;
+  fx->rc = sl_job_run(fx->job);
+  return NULL;
+}
+
+static void fx_start(fixture *fx) {
+  ck_assert_int_eq(pthread_create(&fx->thread, NULL, fx_run, fx), 0);
+}
+
+static void fx_finish(fixture *fx) {
+  atomic_store(&fx->f.end, 1);
+  pthread_join(fx->thread, NULL);
+}
+
+static void fx_free(fixture *fx) {
+  sl_job_destroy(fx->job);
+  sl_clock_destroy(fx->clock);
+}
+
+static double value(sl_job_t *job, const char *name, const char *labels) {
+  double v = -1;
+  int rc = sl_job_metric_value(job, name, labels, &v);
+  ck_assert_msg(rc == SL_OK, "%s{%s}: %s", name, labels ? labels : "",
+                sl_strerror(rc));
+  return v;
+}
+
+/* Polls until name{labels} == want (10 s deadline); returns the last
+ * value read. */
+static double await_value(sl_job_t *job, const char *name, const char *labels,
+                          double want) {
+  double deadline = hg_now() + 10, v = -1;
+  while (hg_now() < deadline) {
+    if (sl_job_metric_value(job, name, labels, &v) == SL_OK && v == want)
+      return v;
+    hg_nap();
+  }
+  return v;
+}
+
+static sl_health await_health(sl_job_t *job, sl_health want) {
+  double deadline = hg_now() + 10;
+  sl_health h;
+  while ((h = sl_job_health(job, NULL, 0)) != want && hg_now() < deadline)
+    hg_nap();
+  return h;
+}
+
+/* promtool check metrics on text; 0 when it passes, -1 when promtool is
+ * not installed. */
+static int promtool_check(const char *text, char *out, size_t outlen) {
+  if (system("command -v promtool >/dev/null 2>&1") != 0)
+    return -1;
+  char path[] = "/tmp/sluice-metrics-XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+  close(fd);
+  char cmd[256];
+  snprintf(cmd, sizeof(cmd), "promtool check metrics < %s 2>&1", path);
+  FILE *p = popen(cmd, "r");
+  size_t n = fread(out, 1, outlen - 1, p);
+  out[n] = '\0';
+  int st = pclose(p);
+  unlink(path);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+}
+
+/* ---- Tests -----------------------------------------------------------------
+ */
+
+START_TEST(test_running_job_metrics_and_endpoint) {
+  const char *kv[] = {"metrics.listen", "127.0.0.1:0", NULL};
+  fixture fx;
+  fx_build(&fx, 2, kv);
+  char reason[512];
+  ck_assert_int_eq(sl_job_health(fx.job, reason, sizeof(reason)),
+                   SL_HEALTH_STARTING);
+  ck_assert_int_eq(sl_job_metrics_port(fx.job), SL_ERR_STATE);
+  atomic_store(&fx.f.limit, 1000);
+  fx_start(&fx);
+  ck_assert_int_eq(await_health(fx.job, SL_HEALTH_READY), SL_HEALTH_READY);
+  int port = sl_job_metrics_port(fx.job);
+  ck_assert_int_gt(port, 0);
+
+  ck_assert_double_eq(await_value(fx.job, "sluice_operator_records_in_total",
+                                  "operator=count", 1000),
+                      1000);
+  ck_assert_double_eq(value(fx.job, "sluice_operator_records_out_total",
+                            "operator=events,kind=source"),
+                      1000);
+  /* Published by the workers about once a second. */
+  ck_assert_double_eq(await_value(fx.job, "sluice_operator_state_entries",
+                                  "operator=count", 10),
+                      10);
+  ck_assert_double_eq(await_value(fx.job, "sluice_operator_timers_pending",
+                                  "operator=count,domain=event_time", 10),
+                      10);
+  ck_assert_double_eq(value(fx.job, "sluice_operator_timers_pending",
+                            "operator=count,domain=processing_time"),
+                      0);
+  ck_assert_double_gt(
+      value(fx.job, "sluice_operator_state_bytes", "operator=count"), 10 * 8);
+  /* Bounded(0) watermark after ts 1000..1999: 1998 ms; the clock is at
+   * START_MS, so event time trails it by (START_MS - 1998) ms. */
+  ck_assert_double_eq(await_value(fx.job,
+                                  "sluice_operator_watermark_timestamp_seconds",
+                                  "operator=count,worker=1", 1.998),
+                      1.998);
+  ck_assert_double_eq(value(fx.job, "sluice_operator_event_time_lag_seconds",
+                            "operator=count,worker=1"),
+                      (START_MS - 1998) / 1000.0);
+  ck_assert_double_eq(
+      value(fx.job, "sluice_channel_capacity_batches",
+            "from_operator=events,to_operator=count,from_worker=0,to_worker=1"),
+      32);
+  ck_assert_double_eq(value(fx.job, "sluice_job_parallelism", NULL), 2);
+  ck_assert_double_eq(value(fx.job, "sluice_job_ready", NULL), 1);
+
+  char *body = NULL;
+  ck_assert_int_eq(hg_get(port, "/healthz", &body), 200);
+  ck_assert_msg(strstr(body, "\"status\":\"ready\"") != NULL, "%s", body);
+  free(body);
+  ck_assert_int_eq(hg_get(port, "/metrics", &body), 200);
+  ck_assert_msg(strstr(body,
+                       "sluice_operator_records_in_total{operator="
+                       "\"count\",kind=\"process\",worker=\"0\"}") != NULL,
+                "%s", body);
+  ck_assert_ptr_nonnull(strstr(body, "# TYPE sluice_operator_records_in_total "
+                                     "counter\n"));
+  char out[4096];
+  int pc = promtool_check(body, out, sizeof(out));
+  if (pc < 0)
+    fprintf(stderr, "SKIP promtool check metrics: promtool is not installed "
+                    "(apt-get install prometheus)\n");
+  else
+    ck_assert_msg(pc == 0, "promtool check metrics failed:\n%s\n---\n%s", out,
+                  body);
+  free(body);
+  ck_assert_int_eq(hg_get(port, "/nope", NULL), 404);
+
+  fx_finish(&fx);
+  ck_assert_int_eq(fx.rc, SL_OK);
+  /* Final sizes were published when the workers ended: the end of input
+   * fired every timer. */
+  ck_assert_double_eq(value(fx.job, "sluice_operator_timers_pending",
+                            "operator=count,domain=event_time"),
+                      0);
+  ck_assert_int_eq(sl_job_health(fx.job, reason, sizeof(reason)),
+                   SL_HEALTH_FINISHED);
+  /* The endpoint serves until the job is destroyed. */
+  ck_assert_int_eq(hg_get(port, "/healthz", &body), 503);
+  ck_assert_msg(strstr(body, "finished") != NULL, "%s", body);
+  free(body);
+  fx_free(&fx);
+  ck_assert_int_eq(hg_get(port, "/healthz", NULL), -1);
+}
+END_TEST
+
+START_TEST(test_checkpoint_staleness_and_metrics) {
+  const char *kv[] = {"health.checkpoint.max.age.ms", "5000", NULL};
+  fixture fx;
+  fx_build(&fx, 1, kv);
+  double v;
+  ck_assert_int_eq(sl_job_metric_value(
+                       fx.job, "sluice_checkpoint_completed_total", NULL, &v),
+                   SL_ERR_NOTFOUND);
+  fx_start(&fx);
+  ck_assert_int_eq(await_health(fx.job, SL_HEALTH_READY), SL_HEALTH_READY);
+  char reason[512];
+  sl_clock_advance(fx.clock, 5000);
+  ck_assert_int_eq(sl_job_health(fx.job, reason, sizeof(reason)),
+                   SL_HEALTH_READY);
+  sl_clock_advance(fx.clock, 1);
+  ck_assert_int_eq(sl_job_health(fx.job, reason, sizeof(reason)),
+                   SL_HEALTH_UNHEALTHY);
+  ck_assert_msg(strstr(reason, "no checkpoint completed") != NULL, "%s",
+                reason);
+
+  sl__metrics_checkpoint_done(fx.job, 7, 250, 4096);
+  ck_assert_int_eq(sl_job_health(fx.job, reason, sizeof(reason)),
+                   SL_HEALTH_READY);
+  ck_assert_double_eq(value(fx.job, "sluice_checkpoint_completed_total", NULL),
+                      1);
+  ck_assert_double_eq(
+      value(fx.job, "sluice_checkpoint_last_duration_seconds", NULL), 0.25);
+  ck_assert_double_eq(value(fx.job, "sluice_checkpoint_last_size_bytes", NULL),
+                      4096);
+  ck_assert_double_eq(
+      value(fx.job, "sluice_checkpoint_last_completed_id", NULL), 7);
+  ck_assert_double_eq(
+      value(fx.job, "sluice_checkpoint_last_completed_timestamp_seconds", NULL),
+      (START_MS + 5001) / 1000.0);
+  ck_assert_double_eq(value(fx.job, "sluice_checkpoint_duration_seconds", NULL),
+                      1); /* a histogram reads as its count */
+  ck_assert_double_eq(value(fx.job, "sluice_checkpoint_failures_total", NULL),
+                      0);
+  sl_clock_advance(fx.clock, 3000);
+  ck_assert_double_eq(
+      value(fx.job, "sluice_checkpoint_last_completed_age_seconds", NULL), 3);
+  sl_clock_advance(fx.clock, 2001);
+  ck_assert_int_eq(sl_job_health(fx.job, reason, sizeof(reason)),
+                   SL_HEALTH_UNHEALTHY);
+  ck_assert_msg(strstr(reason, "5001 ms old") != NULL, "%s", reason);
+  ck_assert_double_eq(value(fx.job, "sluice_job_ready", NULL), 0);
+  sl__metrics_checkpoint_failed(fx.job);
+  ck_assert_double_eq(value(fx.job, "sluice_checkpoint_failures_total", NULL),
+                      1);
+  fx_finish(&fx);
+  fx_free(&fx);
+}
+END_TEST
+
+START_TEST(test_failed_job_is_unhealthy) {
+  const char *kv[] = {"metrics.listen", "127.0.0.1:0", NULL};
+  fixture fx;
+  fx_build(&fx, 1, kv);
+  fx.f.boom_at = 5;
+  atomic_store(&fx.f.limit, 10);
+  atomic_store(&fx.f.end, 1);
+  ck_assert_int_eq(sl_job_run(fx.job), SL_ERR_USER);
+  char reason[1024];
+  ck_assert_int_eq(sl_job_health(fx.job, reason, sizeof(reason)),
+                   SL_HEALTH_UNHEALTHY);
+  ck_assert_msg(strstr(reason, "failed: ") && strstr(reason, "\"count\""), "%s",
+                reason);
+  ck_assert_double_eq(value(fx.job, "sluice_job_failed", NULL), 1);
+  char *body = NULL;
+  ck_assert_int_eq(hg_get(sl_job_metrics_port(fx.job), "/healthz", &body), 503);
+  ck_assert_msg(strstr(body, "\"status\":\"unhealthy\"") != NULL, "%s", body);
+  free(body);
+  fx_free(&fx);
+}
+END_TEST
+
+START_TEST(test_port_in_use_is_a_clear_error) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {0};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  ck_assert_int_eq(listen(fd, 1), 0);
+  ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  char addr[64];
+  snprintf(addr, sizeof(addr), "127.0.0.1:%d", ntohs(a.sin_port));
+  const char *kv[] = {"metrics.listen", addr, NULL};
+  fixture fx;
+  fx_build(&fx, 1, kv);
+  atomic_store(&fx.f.end, 1);
+  ck_assert_int_eq(sl_job_run(fx.job), SL_ERR_IO);
+  const char *msg = sl_job_errmsg(fx.job);
+  ck_assert_msg(strstr(msg, "metrics.listen") && strstr(msg, addr) &&
+                    strstr(msg, "in use"),
+                "%s", msg);
+  fx_free(&fx);
+  close(fd);
+}
+END_TEST
+
+typedef struct lines {
+  pthread_mutex_t lock;
+  char *last;
+  int n;
+} lines;
+
+static void collect_line(const char *line, void *opaque) {
+  lines *l = opaque;
+  pthread_mutex_lock(&l->lock);
+  free(l->last);
+  l->last = strdup(line);
+  l->n++;
+  pthread_mutex_unlock(&l->lock);
+}
+
+static int line_count(lines *l) {
+  pthread_mutex_lock(&l->lock);
+  int n = l->n;
+  pthread_mutex_unlock(&l->lock);
+  return n;
+}
+
+START_TEST(test_json_log_line) {
+  const char *kv[] = {"metrics.log.interval.ms", "10", NULL};
+  fixture fx;
+  fx_build(&fx, 1, kv);
+  lines l = {PTHREAD_MUTEX_INITIALIZER, NULL, 0};
+  ck_assert_int_eq(sl_job_set_metrics_log(fx.job, collect_line, &l), SL_OK);
+  atomic_store(&fx.f.limit, 100);
+  fx_start(&fx);
+  double deadline = hg_now() + 10;
+  while (line_count(&l) < 2 && hg_now() < deadline)
+    hg_nap();
+  ck_assert_int_ge(line_count(&l), 2);
+  ck_assert_int_eq(sl_job_set_metrics_log(fx.job, NULL, NULL), SL_ERR_STATE);
+  fx_finish(&fx);
+  int n = line_count(&l);
+  ck_assert_int_ge(n, 3); /* and a last one when the job ended */
+  json_error_t je;
+  json_t *root = json_loads(l.last, 0, &je);
+  ck_assert_msg(root != NULL, "%s: %s", je.text, l.last);
+  ck_assert_str_eq(json_string_value(json_object_get(root, "job")), "test");
+  json_t *in = json_object_get(json_object_get(root, "metrics"),
+                               "sluice_operator_records_in_total");
+  double total = 0;
+  size_t i;
+  json_t *s;
+  json_array_foreach(in, i, s) {
+    json_t *lab = json_object_get(s, "labels");
+    if (strcmp(json_string_value(json_object_get(lab, "operator")), "count") ==
+        0)
+      total += json_number_value(json_object_get(s, "value"));
+  }
+  ck_assert_double_eq(total, 100);
+  json_decref(root);
+  free(l.last);
+  pthread_mutex_destroy(&l.lock);
+  /* Nothing more is written once the job has ended. */
+  fx_free(&fx);
+}
+END_TEST
+
+START_TEST(test_kafka_dead_letter_and_restart_series) {
+  fixture fx;
+  fx_build(&fx, 1, NULL);
+  sl_job_t *job = fx.job;
+  sl__kafka_pmetrics *p = sl__metrics_kafka_partition(job, "in", "orders", 3);
+  ck_assert_ptr_nonnull(p);
+  double v;
+  /* No value before the source reports one. */
+  ck_assert_int_eq(
+      sl_job_metric_value(job, "sluice_kafka_consumer_lag", "topic=orders", &v),
+      SL_ERR_NOTFOUND);
+  const char *lab = "source=in,topic=orders,partition=3";
+  sl__metrics_kafka_partition_update(p, 100, 150);
+  ck_assert_double_eq(value(job, "sluice_kafka_partition_offset", lab), 100);
+  ck_assert_double_eq(value(job, "sluice_kafka_partition_high_watermark", lab),
+                      150);
+  ck_assert_double_eq(value(job, "sluice_kafka_consumer_lag", lab), 50);
+  sl__metrics_kafka_partition_update(p, 160, -1); /* stale high watermark */
+  ck_assert_double_eq(value(job, "sluice_kafka_consumer_lag", lab), 0);
+  sl__metrics_kafka_partition_update(p, -1, 200);
+  ck_assert_double_eq(value(job, "sluice_kafka_consumer_lag", lab), 40);
+  sl__metrics_kafka_partition_remove(p);
+  ck_assert_int_eq(
+      sl_job_metric_value(job, "sluice_kafka_partition_offset", lab, &v),
+      SL_ERR_NOTFOUND);
+  sl__metrics_dead_letter(job, "parse", "decode", 2);
+  sl__mseries_inc(sl__metrics_dead_letter_series(job, "parse", "decode"), 3);
+  sl__metrics_dead_letter(job, "parse", "user", 1);
+  ck_assert_double_eq(value(job, "sluice_dead_letter_records_total",
+                            "operator=parse,reason=decode"),
+                      5);
+  ck_assert_double_eq(
+      value(job, "sluice_dead_letter_records_total", "operator=parse"), 6);
+  ck_assert_double_eq(value(job, "sluice_job_restarts_total", NULL), 0);
+  sl__metrics_job_restarts(job, 3);
+  ck_assert_double_eq(value(job, "sluice_job_restarts_total", NULL), 3);
+  fx_free(&fx);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("metrics_job");
+  TCase *tc = tcase_create("job");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_running_job_metrics_and_endpoint);
+  tcase_add_test(tc, test_checkpoint_staleness_and_metrics);
+  tcase_add_test(tc, test_failed_job_is_unhealthy);
+  tcase_add_test(tc, test_port_in_use_is_a_clear_error);
+  tcase_add_test(tc, test_json_log_line);
+  tcase_add_test(tc, test_kafka_dead_letter_and_restart_series);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  return tu_run(suite());
+}
