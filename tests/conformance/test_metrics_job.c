@@ -53,8 +53,17 @@ static int feed_poll(sl_source_ctx_t *ctx, void *opaque) {
   return SL_POLL_MORE;
 }
 
+/* When set, open() waits until *gate becomes 0: a slow restore. */
+static _Atomic int *open_gate;
+static _Atomic int open_entered;
+
 static int count_open(sl_ctx_t *ctx, void *opaque) {
   (void)opaque;
+  atomic_store(&open_entered, 1);
+  while (open_gate && atomic_load(open_gate)) {
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
   sl_state_desc_t d = {.name = "count", .kind = SL_STATE_VALUE};
   sl_state_t *st = sl_state_register(ctx, &d);
   sl_ctx_set_local(ctx, st);
@@ -270,6 +279,37 @@ START_TEST(test_running_job_metrics_and_endpoint) {
 }
 END_TEST
 
+START_TEST(test_not_ready_until_operators_opened) {
+  const char *kv[] = {"metrics.listen", "127.0.0.1:0", NULL};
+  fixture fx;
+  fx_build(&fx, 1, kv);
+  static _Atomic int gate;
+  atomic_store(&gate, 1);
+  atomic_store(&open_entered, 0);
+  open_gate = &gate;
+  fx_start(&fx);
+  double deadline = hg_now() + 10;
+  while (!atomic_load(&open_entered) && hg_now() < deadline)
+    hg_nap();
+  ck_assert_int_eq(atomic_load(&open_entered), 1);
+  /* The operator is still opening (as while restoring state). */
+  char reason[512], *body = NULL;
+  ck_assert_int_eq(sl_job_health(fx.job, reason, sizeof(reason)),
+                   SL_HEALTH_STARTING);
+  ck_assert_msg(strstr(reason, "0 of 1 workers") != NULL, "%s", reason);
+  ck_assert_int_eq(hg_get(sl_job_metrics_port(fx.job), "/healthz", &body), 503);
+  ck_assert_msg(strstr(body, "\"status\":\"starting\"") != NULL, "%s", body);
+  free(body);
+  ck_assert_double_eq(value(fx.job, "sluice_job_ready", NULL), 0);
+  atomic_store(&gate, 0);
+  ck_assert_int_eq(await_health(fx.job, SL_HEALTH_READY), SL_HEALTH_READY);
+  ck_assert_int_eq(hg_get(sl_job_metrics_port(fx.job), "/healthz", NULL), 200);
+  fx_finish(&fx);
+  open_gate = NULL;
+  fx_free(&fx);
+}
+END_TEST
+
 START_TEST(test_checkpoint_staleness_and_metrics) {
   const char *kv[] = {"health.checkpoint.max.age.ms", "5000", NULL};
   fixture fx;
@@ -478,6 +518,7 @@ static Suite *suite(void) {
   TCase *tc = tcase_create("job");
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_running_job_metrics_and_endpoint);
+  tcase_add_test(tc, test_not_ready_until_operators_opened);
   tcase_add_test(tc, test_checkpoint_staleness_and_metrics);
   tcase_add_test(tc, test_failed_job_is_unhealthy);
   tcase_add_test(tc, test_port_in_use_is_a_clear_error);
