@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Private to lib/metrics: a job's metrics state (struct sl__jmetrics), shared
+ * by the built-in families (builtin.c), the lifecycle, health and endpoint
+ * (job_metrics.c) and what other modules report (report.c). */
+#ifndef SL_METRICS_JMETRICS_H
+#define SL_METRICS_JMETRICS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "metrics/http.h"
+#include "metrics/metrics.h"
+
+typedef enum sl__opf {
+  SL__OPF_IN,
+  SL__OPF_OUT,
+  SL__OPF_ERRORS,
+  SL__OPF_LATE,
+  SL__OPF_WM,
+  SL__OPF_LAG,
+  SL__OPF_ENTRIES,
+  SL__OPF_BYTES,
+  SL__OPF_TIMERS,
+  SL__OPF_CH_QUEUED,
+  SL__OPF_CH_CAP,
+  SL__OPF_COUNT
+} sl__opf;
+
+typedef struct sl__jmetrics sl__jmetrics;
+typedef struct sl__opf_arg {
+  sl__jmetrics *jm;
+  sl__opf field;
+} sl__opf_arg;
+
+struct sl__jmetrics {
+  sl_job_t *job;
+  sl__metrics *reg;
+  sl__opf_arg args[SL__OPF_COUNT];
+  /* Settings. */
+  sl__listen_addr addr;
+  bool listen;
+  int64_t log_interval_ms;
+  int64_t ckpt_max_age_ms;
+  /* Endpoint. */
+  sl__http *http;
+  _Atomic int port; /* 0 = not listening */
+  /* Log line. */
+  sl_metrics_log_fn log_fn;
+  void *log_opaque;
+  pthread_t log_thread;
+  bool log_running, log_stop;
+  pthread_mutex_t log_lock;
+  pthread_cond_t log_cond;
+  /* Run. */
+  _Atomic int started, ended;
+  _Atomic int64_t start_unix_ms, start_mono_ms, start_job_ms, end_mono_ms;
+  /* Checkpoints. */
+  _Atomic int ckpt_enabled;
+  _Atomic int64_t ckpt_done_ms; /* job clock; INT64_MIN = none yet */
+  sl__mfamily *f_ck[7], *f_ck_hist;
+  sl__mseries *ck_done, *ck_failed, *ck_dur, *ck_size, *ck_ts, *ck_age, *ck_id,
+      *ck_hist;
+  sl__mseries *restarts;
+  /* Kafka. */
+  sl__mfamily *f_offset, *f_hw, *f_lag, *f_dlq;
+};
+
+static inline int64_t sl__mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Registers every built-in family in jm->reg (builtin.c). */
+int sl__jm_register_builtins(sl__jmetrics *jm, char *err, size_t errlen);
+
+/* Scrape-time value of sluice_checkpoint_last_completed_age_seconds
+ * (report.c). */
+double sl__jm_ckpt_age(void *jm);
+
+#endif
