@@ -14,6 +14,7 @@
 #include "metrics/http.h"
 #include "metrics/metrics.h"
 
+/* Which field an operator or channel family reports. */
 typedef enum sl__opf {
   SL__OPF_IN,
   SL__OPF_OUT,
@@ -58,7 +59,8 @@ struct sl__jmetrics {
   _Atomic int started, ended;
   _Atomic int64_t start_unix_ms, start_mono_ms, start_job_ms, end_mono_ms;
   /* Checkpoints. */
-  _Atomic int ckpt_enabled;
+  pthread_mutex_t ck_lock; /* guards enabling and the series pointers */
+  bool ckpt_enabled;
   _Atomic int64_t ckpt_done_ms; /* job clock; INT64_MIN = none yet */
   sl__mfamily *f_ck[7], *f_ck_hist;
   sl__mseries *ck_done, *ck_failed, *ck_dur, *ck_size, *ck_ts, *ck_age, *ck_id,

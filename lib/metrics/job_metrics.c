@@ -37,6 +37,7 @@ static void jm_free(sl__jmetrics *jm) {
     return;
   sl__metrics_free(jm->reg);
   pthread_mutex_destroy(&jm->log_lock);
+  pthread_mutex_destroy(&jm->ck_lock);
   pthread_cond_destroy(&jm->log_cond);
   free(jm);
 }
@@ -49,6 +50,7 @@ int sl__metrics_job_new(sl_job_t *job, char *err, size_t errlen) {
   }
   jm->job = job;
   pthread_mutex_init(&jm->log_lock, NULL);
+  pthread_mutex_init(&jm->ck_lock, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -15,7 +15,6 @@ struct sl__kafka_pmetrics {
   _Atomic int64_t off_v, hw_v;
 };
 
-/* Which field an operator or channel family reports. */
 /* Without a completed checkpoint, the age counts from the job's start, so
  * a job that never completes one looks stale too. */
 double sl__jm_ckpt_age(void *opaque) {
@@ -33,8 +32,15 @@ double sl__jm_ckpt_age(void *opaque) {
 
 void sl__metrics_checkpoint_enable(sl_job_t *job) {
   sl__jmetrics *jm = job ? job->metrics : NULL;
-  if (!jm || atomic_exchange(&jm->ckpt_enabled, 1))
+  if (!jm)
     return;
+  /* Locked, so a caller on another thread sees the series once enabled. */
+  pthread_mutex_lock(&jm->ck_lock);
+  if (jm->ckpt_enabled) {
+    pthread_mutex_unlock(&jm->ck_lock);
+    return;
+  }
+  jm->ckpt_enabled = true;
   sl__mseries **s[7] = {&jm->ck_done, &jm->ck_failed, &jm->ck_dur, &jm->ck_size,
                         &jm->ck_ts,   &jm->ck_age,    &jm->ck_id};
   for (int i = 0; i < 7; i++)
@@ -46,6 +52,7 @@ void sl__metrics_checkpoint_enable(sl_job_t *job) {
   sl__mseries_set(jm->ck_size, NAN);
   sl__mseries_set(jm->ck_ts, NAN);
   sl__mseries_set(jm->ck_id, NAN);
+  pthread_mutex_unlock(&jm->ck_lock);
 }
 
 void sl__metrics_checkpoint_done(sl_job_t *job, int64_t id, int64_t duration_ms,
