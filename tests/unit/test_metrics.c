@@ -6,6 +6,7 @@
 #include <check.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,6 +289,59 @@ START_TEST(test_job_new_refuses_bad_listen) {
 }
 END_TEST
 
+typedef struct hammer {
+  sl__mseries *c, *g, *h;
+} hammer;
+
+static void *hammer_main(void *arg) {
+  hammer *hm = arg;
+  for (int i = 0; i < 100000; i++) {
+    sl__mseries_inc(hm->c, 1);
+    sl__mseries_add(hm->g, 0.5);
+    sl__mseries_observe(hm->h, i % 2 ? 0.5 : 5);
+  }
+  return NULL;
+}
+
+/* Updates from several threads while another renders: nothing is lost and
+ * every rendering is well-formed (TSan checks the rest). */
+START_TEST(test_concurrent_updates_and_scrapes) {
+  sl__metrics *m = sl__metrics_new();
+  char err[256];
+  double b[] = {1};
+  hammer hm = {
+      sl__mfamily_series(sl__metrics_family(m, SL_METRIC_COUNTER, "t_c_total",
+                                            "", NULL, NULL, 0, err,
+                                            sizeof(err)),
+                         NULL),
+      sl__mfamily_series(sl__metrics_family(m, SL_METRIC_GAUGE, "t_g", "", NULL,
+                                            NULL, 0, err, sizeof(err)),
+                         NULL),
+      sl__mfamily_series(sl__metrics_family(m, SL_METRIC_HISTOGRAM, "t_h", "",
+                                            NULL, b, 1, err, sizeof(err)),
+                         NULL)};
+  pthread_t t[3];
+  for (int i = 0; i < 3; i++)
+    ck_assert_int_eq(pthread_create(&t[i], NULL, hammer_main, &hm), 0);
+  for (int i = 0; i < 20; i++) {
+    char *text = render(m);
+    ck_assert_ptr_nonnull(strstr(text, "t_h_bucket{le=\"+Inf\"}"));
+    free(text);
+  }
+  for (int i = 0; i < 3; i++)
+    pthread_join(t[i], NULL);
+  double v;
+  ck_assert_int_eq(sl__metrics_value(m, "t_c_total", NULL, &v), SL_OK);
+  ck_assert_double_eq(v, 300000);
+  ck_assert_int_eq(sl__metrics_value(m, "t_g", NULL, &v), SL_OK);
+  ck_assert_double_eq(v, 150000);
+  ck_assert_int_eq(sl__metrics_value(m, "t_h", NULL, &v), SL_OK);
+  ck_assert_double_eq(v, 300000);
+  ck_assert_double_eq(sl__mseries_value(hm.h), 150000 * 0.5 + 150000 * 5);
+  sl__metrics_free(m);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("metrics");
   TCase *tc = tcase_create("registry");
@@ -296,6 +350,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_collectors_and_fn_gauges);
   tcase_add_test(tc, test_series_remove_and_value_lookup);
   tcase_add_test(tc, test_json_rendering);
+  tcase_add_test(tc, test_concurrent_updates_and_scrapes);
   tcase_add_test(tc, test_listen_address_rules);
   tcase_add_test(tc, test_job_new_refuses_bad_listen);
   suite_add_tcase(s, tc);
