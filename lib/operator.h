@@ -84,6 +84,13 @@ uint64_t sl_op_key_hash(const sl_ctx_t *op);
 uint32_t sl_op_key_group(const sl_ctx_t *op);
 uint32_t sl_op_max_parallelism(const sl_ctx_t *op);
 
+/* The state backend of the instance's worker (state.backend, owning the
+ * worker's key groups), opened on first use and closed after every
+ * instance of the worker closed. NULL with a message in err when it cannot
+ * be opened. */
+struct sl__backend;
+struct sl__backend *sl_op_backend(sl_ctx_t *op, char *err, size_t errlen);
+
 /* Keyed operators attach their keyed context (lib/state/keyed.h) so that
  * the public state and timer functions can find it from the sl_ctx_t. */
 struct sl__keyed;

@@ -239,7 +239,7 @@ static int chan_push(sl__worker *w, sl__xchg *x, chan *ch, const elem *e) {
   while (!(slot = ring_slot(&ch->data, sizeof(elem)))) {
     if (sl__job_failing(w->job))
       return w->job->err ? w->job->err : SL_ERR_STOPPED;
-    int n = sl__xchg_drain(w, x->node->xidx + 1);
+    int n = sl__xchg_drain(w, x->node->xidx);
     if (n < 0)
       return n;
     if (n == 0)

@@ -131,6 +131,8 @@ struct sl__worker {
   /* Key of the record being delivered by an exchange. */
   uint64_t cur_hash;
   uint32_t cur_kg;
+  /* Keyed state of every keyed instance on this worker (sl_op_backend). */
+  struct sl__backend *be;
   int rc;
 };
 

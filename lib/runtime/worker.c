@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "runtime/runtime.h"
+#include "state/backend.h"
 
 typedef struct sl_source_ctx src_t;
 
@@ -162,6 +163,19 @@ void sl__worker_close(sl__worker *w) {
     if (c)
       c->opened = false;
   }
+  sl__backend_close(w->be);
+  w->be = NULL;
+}
+
+sl__backend *sl_op_backend(sl_ctx_t *op, char *err, size_t errlen) {
+  sl__worker *w = op->w;
+  if (w->be)
+    return w->be;
+  sl_job_t *job = w->job;
+  sl__backend_conf bc = {
+      .conf = job->conf, .max_par = job->max_par, .worker = w->index};
+  sl__kg_range(w->index, job->par, job->max_par, &bc.kg_lo, &bc.kg_hi);
+  return w->be = sl__backend_open(&bc, err, errlen);
 }
 
 int sl__worker_open(sl__worker *w) {
