@@ -112,8 +112,23 @@ void sl_job_destroy(sl_job_t *job) {
   sl_clock_destroy(job->own_clock);
   pthread_mutex_destroy(&job->err_lock);
   free(job->kg_worker);
+  free(job->parts);
   free(job->name);
   free(job);
+}
+
+int sl_job_add_ckpt_participant(sl_job_t *job, const sl_ckpt_participant_t *p) {
+  if (!job || !p)
+    return SL_ERR_INVAL;
+  if (atomic_load(&job->phase) != SL__JOB_NEW)
+    return SL_ERR_STATE;
+  sl_ckpt_participant_t *a =
+      realloc(job->parts, (size_t)(job->n_parts + 1) * sizeof(*a));
+  if (!a)
+    return SL_ERR_NOMEM;
+  job->parts = a;
+  job->parts[job->n_parts++] = *p;
+  return SL_OK;
 }
 
 int sl_job_set_clock(sl_job_t *job, sl_clock_t *clock) {

@@ -158,6 +158,8 @@ struct sl_job {
     void (*free_fn)(void *);
   } * adopted;
   int n_adopted;
+  sl_ckpt_participant_t *parts; /* sl_job_add_ckpt_participant */
+  int n_parts;
   /* Settings resolved at sl_job_new. */
   int par;
   uint32_t max_par;
