@@ -2,6 +2,7 @@
 /* Job lifecycle: creation from a conf, validation, the physical plan (one
  * instance of each node per worker that runs it, wired by direct edges or
  * exchanges), worker threads, stop, failure and statistics. */
+#include "checkpoint/ckpt.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +107,7 @@ static void plan_free(sl_job_t *job) {
 void sl_job_destroy(sl_job_t *job) {
   if (!job)
     return;
+  sl__ckpt_free(job);
   plan_free(job);
   sl__graph_free(job);
   sl_conf_destroy(job->conf);
@@ -354,6 +356,8 @@ int sl_job_run(sl_job_t *job) {
   if (!job)
     return SL_ERR_INVAL;
   int rc = sl__job_prepare(job);
+  if (!rc)
+    rc = sl__ckpt_setup(job);
   if (rc)
     return rc;
   int started = 0;
@@ -365,8 +369,7 @@ int sl_job_run(sl_job_t *job) {
       break;
     }
   }
-  for (int i = 0; i < started; i++)
-    pthread_join(job->workers[i].thread, NULL);
+  sl__ckpt_run(job, started);
   atomic_store(&job->phase, SL__JOB_DONE);
   return job->err;
 }

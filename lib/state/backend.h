@@ -229,6 +229,10 @@ static inline void sl__kg_range(int w, int par, uint32_t max_par, uint32_t *lo,
                    (uint64_t)par);
 }
 
+/* The backend called name (its ops->name, a value of state.backend), or
+ * NULL. */
+const sl__backend_ops *sl__backend_find(const char *name);
+
 /* Opens the backend named by state.backend in bc->conf. NULL with a
  * message in err on failure. sl__backend_close(NULL) is a no-op. */
 sl__backend *sl__backend_open(const sl__backend_conf *bc, char *err,

@@ -16,10 +16,18 @@
 
 /* ---- Backends and keyed-state lifecycle --------------------------------- */
 
+/* Indexed by the value of state.backend in the configuration table. */
+static const sl__backend_ops *const backends[] = {&sl__hashmap_ops};
+
+const sl__backend_ops *sl__backend_find(const char *name) {
+  for (size_t i = 0; name && i < SL__ARRAY_LEN(backends); i++)
+    if (strcmp(backends[i]->name, name) == 0)
+      return backends[i];
+  return NULL;
+}
+
 sl__backend *sl__backend_open(const sl__backend_conf *bc, char *err,
                               size_t errlen) {
-  /* Indexed by the value of state.backend in the configuration table. */
-  static const sl__backend_ops *const backends[] = {&sl__hashmap_ops};
   int i = sl__conf_enum(bc->conf, "state.backend");
   if (i < 0 || (size_t)i >= SL__ARRAY_LEN(backends)) {
     sl__errf(err, errlen, "state.backend \"%s\" is not available",
