@@ -960,6 +960,9 @@ static int pick_restore(struct sl__ckpt *ck, const char *from) {
     if (!rc && !allow_drop && (rc = check_uids(job, ck->rs, err, sizeof(err)))) {
       restore_free(ck->rs);
       ck->rs = NULL;
+      char msg[1200];
+      pathf(msg, sizeof(msg), "%s", err);
+      pathf(err, sizeof(err), "%s: %s", chk, msg);
       break; /* the job changed: an older checkpoint would not help */
     }
     if (!rc) {
@@ -988,9 +991,11 @@ static int pick_restore(struct sl__ckpt *ck, const char *from) {
       continue;
     }
     if (rc) {
-      char msg[1200];
-      pathf(msg, sizeof(msg), "%s", err);
-      pathf(err, sizeof(err), "%s: %s", chk, msg);
+      if (rc != SL_ERR_STATE) {
+        char msg[1200];
+        pathf(msg, sizeof(msg), "%s", err);
+        pathf(err, sizeof(err), "%s: %s", chk, msg);
+      }
       break;
     }
   }
