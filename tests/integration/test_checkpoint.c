@@ -59,7 +59,6 @@ static int gen_fn(uint64_t i, sl_record_t *out, void *opaque) {
   return 0;
 }
 
-
 typedef struct acc {
   int64_t sum, cnt;
 } acc;
@@ -96,7 +95,8 @@ static int sum_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   return 0;
 }
 
-static int sum_timer(sl_ctx_t *ctx, sl_time_domain d, int64_t ts, void *opaque) {
+static int sum_timer(sl_ctx_t *ctx, sl_time_domain d, int64_t ts,
+                     void *opaque) {
   (void)d;
   (void)ts;
   run *r = opaque;
@@ -321,8 +321,8 @@ START_TEST(max_parallelism_mismatch_is_a_clear_error) {
   char *dir = tmpdir();
   run a = {.par = 1, .dir = dir, .n = 1000, .stop_after = 500};
   ck_assert_int_eq(run_job(&a), SL_OK);
-  run b = {.par = 1, .dir = dir, .restore = "latest", .n = 1000,
-           .max_par = "64"};
+  run b = {
+      .par = 1, .dir = dir, .restore = "latest", .n = 1000, .max_par = "64"};
   ck_assert_int_eq(run_job(&b), SL_ERR_CONF);
   rmrf(dir);
   free(dir);
@@ -333,8 +333,8 @@ START_TEST(state_of_a_removed_uid_needs_permission) {
   char *dir = tmpdir();
   run a = {.par = 1, .dir = dir, .n = 100000, .stop_after = 500};
   ck_assert_int_eq(run_job(&a), SL_OK);
-  run b = {.par = 1, .dir = dir, .restore = "latest", .n = 100000,
-           .uid = "sum2"};
+  run b = {
+      .par = 1, .dir = dir, .restore = "latest", .n = 100000, .uid = "sum2"};
   ck_assert_int_eq(run_job(&b), SL_ERR_STATE);
   run c = {.par = 1,
            .dir = dir,
