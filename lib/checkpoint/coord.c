@@ -310,7 +310,7 @@ static json_t *operators_json(sl_job_t *job) {
 /* Writes chk-<id>: worker files, then _metadata (temp, fsync, rename). */
 static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
                             int64_t duration_ms, uint64_t *total_bytes,
-                            char *err, size_t errlen) {
+                            uint64_t *new_bytes, char *err, size_t errlen) {
   sl_job_t *job = ck->job;
   char chk[4096], path[4200];
   sl__ckpt_path(ck, id, chk, sizeof(chk));
@@ -389,6 +389,7 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
     ck->prev = next;
     ck->n_prev = n_next;
     *total_bytes = bytes;
+    *new_bytes = bytes_new;
   } else {
     for (size_t i = 0; i < n_next; i++)
       free(next[i].path);
@@ -507,9 +508,9 @@ static void complete_cur(struct sl__ckpt *ck) {
   }
   int64_t duration = mono_ms() - ck->cur_start;
   pthread_mutex_unlock(&ck->mu);
-  uint64_t bytes = 0;
-  int rc =
-      write_checkpoint(ck, id, ck->acks, duration, &bytes, why, sizeof(why));
+  uint64_t bytes = 0, bytes_new = 0;
+  int rc = write_checkpoint(ck, id, ck->acks, duration, &bytes, &bytes_new,
+                            why, sizeof(why));
   for (int i = 0; !rc && i < job->n_parts; i++) {
     if (job->parts[i].commit &&
         (rc = job->parts[i].commit(id, job->parts[i].opaque))) {
@@ -543,6 +544,7 @@ static void complete_cur(struct sl__ckpt *ck) {
   ck->last_done_ms = wall_ms();
   ck->last_duration_ms = duration;
   ck->last_bytes = (int64_t)bytes;
+  ck->last_bytes_new = (int64_t)bytes_new;
   ck->completed++;
   ck->fails_in_row = 0;
   ck->last_end = mono_ms();
@@ -1163,6 +1165,7 @@ int sl_job_checkpoint_info(sl_job_t *job, sl_checkpoint_info_t *out) {
   out->completed_at_ms = ck->last_done_ms;
   out->duration_ms = ck->last_duration_ms;
   out->bytes = (uint64_t)ck->last_bytes;
+  out->bytes_new = (uint64_t)ck->last_bytes_new;
   out->completed = ck->completed;
   out->failed = ck->failed;
   out->restored_from = ck->restored_id;

@@ -68,7 +68,7 @@ struct sl__ckpt {
   uint64_t demand;    /* sl_job_checkpoint() asked for one */
   uint64_t last_id;   /* newest id used (triggered or found on disk) */
   uint64_t last_done; /* newest completed */
-  int64_t last_done_ms, last_duration_ms, last_bytes;
+  int64_t last_done_ms, last_duration_ms, last_bytes, last_bytes_new;
   uint64_t completed, failed;
   int fails_in_row;
 
