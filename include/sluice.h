@@ -11,6 +11,7 @@
 #include "sluice/state.h"
 #include "sluice/process.h"
 #include "sluice/harness.h"
+#include "sluice/checkpoint.h"
 #include "sluice/metrics.h"
 
 #define SLUICE_VERSION_MAJOR 0

@@ -41,7 +41,48 @@ typedef struct sl_operator_ops {
   void (*close)(sl_ctx_t *op);
   /* Frees the graph-time argument when the job is destroyed. Optional. */
   void (*free_arg)(void *arg);
+
+  /* Checkpoints (optional). Keyed state and timers are snapshotted by the
+   * runtime (the worker's backend, the keyed context's timers); these are
+   * for an operator's own state (e.g. a sink's pending output).
+   * snapshot  every input delivered barrier id and nothing after it was
+   *           processed: append the state to out (sl_buf_append). An
+   *           at-least-once sink flushes here. Non-zero fails the
+   *           checkpoint (not the job).
+   * restore   before open: the snapshots of every instance of this uid in
+   *           the checkpoint (union, any old parallelism); n may be 0.
+   * checkpoint_complete / checkpoint_abort  on the worker thread, once
+   *           checkpoint id is durable / was given up. */
+  int (*snapshot)(sl_ctx_t *op, uint64_t id, sl_buf_t *out);
+  int (*restore)(sl_ctx_t *op, const sl_blob_t *snaps, size_t n);
+  int (*checkpoint_complete)(sl_ctx_t *op, uint64_t id);
+  void (*checkpoint_abort)(sl_ctx_t *op, uint64_t id);
 } sl_operator_ops_t;
+
+/* Job-wide checkpoint participants (one per job process, e.g. the
+ * transactional Kafka producer), called on the thread that runs
+ * sl_job_run(), in checkpoint order:
+ * commit   after checkpoint id's metadata is durable and before it is
+ *          marked committed (chk-N/_COMMITTED). Non-zero: the checkpoint
+ *          stays uncommitted and the job fails (exactly-once output could
+ *          not be committed).
+ * abort    checkpoint id was given up (timeout, failure).
+ * resolve  at restore, for a checkpoint that has metadata but no
+ *          _COMMITTED mark (the process died between the two): given the
+ *          source positions it recorded (per source uid, every subtask's
+ *          blob), return 1 when its output is known to be committed (use
+ *          it), 0 when not (fall back to the previous checkpoint), or a
+ *          negative error. */
+typedef struct sl_ckpt_participant {
+  int (*commit)(uint64_t id, void *opaque);
+  void (*abort)(uint64_t id, void *opaque);
+  int (*resolve)(uint64_t id, const char *const *uids,
+                 const sl_blob_t *const *positions, const size_t *n,
+                 size_t n_uids, void *opaque);
+  void *opaque;
+} sl_ckpt_participant_t;
+/* Registers a participant at graph-build time; SL_OK or an error. */
+int sl_job_add_ckpt_participant(sl_job_t *job, const sl_ckpt_participant_t *p);
 
 /* Adds an operator node reading n input streams (n >= 1; ports follow the
  * order of inputs). arg is handed to every instance through sl_op_arg();
@@ -83,6 +124,13 @@ const sl_conf_t *sl_op_conf(const sl_ctx_t *op);
 uint64_t sl_op_key_hash(const sl_ctx_t *op);
 uint32_t sl_op_key_group(const sl_ctx_t *op);
 uint32_t sl_op_max_parallelism(const sl_ctx_t *op);
+
+/* The state backend of the instance's worker (state.backend, owning the
+ * worker's key groups), opened on first use and closed after every
+ * instance of the worker closed. NULL with a message in err when it cannot
+ * be opened. */
+struct sl__backend;
+struct sl__backend *sl_op_backend(sl_ctx_t *op, char *err, size_t errlen);
 
 /* Keyed operators attach their keyed context (lib/state/keyed.h) so that
  * the public state and timer functions can find it from the sl_ctx_t. */

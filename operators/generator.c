@@ -3,6 +3,7 @@
  * [0, count), split across workers (i = w, w+P, ...) when parallel. Used by
  * benchmarks and tests for deterministic, allocation-free input. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "operator.h"
 
@@ -13,6 +14,7 @@ typedef struct gen {
 
 typedef struct gen_state {
   uint64_t next, step;
+  bool restored;
 } gen_state;
 
 /* Per-subtask position lives in a small array indexed by worker, owned by
@@ -25,8 +27,47 @@ typedef struct gen_src {
 static int gen_open(sl_source_ctx_t *ctx, void *opaque) {
   gen_src *s = opaque;
   int sub = sl_source_ctx_subtask(ctx);
-  s->st[sub].next = (uint64_t)sub;
+  if (!s->st[sub].restored)
+    s->st[sub].next = (uint64_t)sub;
   s->st[sub].step = (uint64_t)sl_source_ctx_subtasks(ctx);
+  return 0;
+}
+
+/* Position: the next i, and the stride it was made with. */
+static int gen_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
+                        void *opaque) {
+  (void)id;
+  gen_src *s = opaque;
+  const gen_state *st = &s->st[sl_source_ctx_subtask(ctx)];
+  uint64_t v[2] = {st->next, st->step};
+  return sl_buf_append(out, v, sizeof(v));
+}
+
+/* Each subtask takes the position of the old subtask it continues. The
+ * interleaving i = w, w+P... cannot be re-split for another parallelism,
+ * so a parallel generator refuses to restore with a different one. */
+static int gen_restore(sl_source_ctx_t *ctx, const sl_blob_t *pos, size_t n,
+                       void *opaque) {
+  gen_src *s = opaque;
+  int sub = sl_source_ctx_subtask(ctx);
+  uint64_t step = (uint64_t)sl_source_ctx_subtasks(ctx);
+  for (size_t i = 0; i < n; i++) {
+    uint64_t v[2];
+    if (pos[i].len != sizeof(v))
+      return sl_source_fail(ctx, SL_ERR_CORRUPT,
+                            "generator position has %zu bytes, expected %zu",
+                            pos[i].len, sizeof(v));
+    memcpy(v, pos[i].data, sizeof(v));
+    if (v[1] != step)
+      return sl_source_fail(ctx, SL_ERR_STATE,
+                            "a parallel generator cannot restore with another "
+                            "parallelism (was %llu, now %llu)",
+                            (unsigned long long)v[1], (unsigned long long)step);
+    if (v[0] % step == (uint64_t)sub) {
+      s->st[sub].next = v[0];
+      s->st[sub].restored = true;
+    }
+  }
   return 0;
 }
 
@@ -74,6 +115,8 @@ sl_stream_t *sl_source_generator(sl_job_t *job, const char *uid,
   s->g.ops.open = gen_open;
   s->g.ops.poll = gen_poll;
   s->g.ops.parallel = opts->parallel;
+  s->g.ops.snapshot = gen_snapshot;
+  s->g.ops.restore = gen_restore;
   sl_stream_t *st = sl_source(job, uid, &s->g.ops, s);
   if (!st) {
     free(s);

@@ -20,6 +20,17 @@ typedef struct sl_stream sl_stream_t;
 typedef struct sl_ctx sl_ctx_t;
 typedef struct sl_source_ctx sl_source_ctx_t;
 
+/* Bytes handed to a callback (borrowed for the call). */
+typedef struct sl_blob {
+  const void *data;
+  size_t len;
+} sl_blob_t;
+
+/* A growable byte buffer owned by the runtime, for snapshots. */
+typedef struct sl_buf sl_buf_t;
+/* Appends n bytes; SL_OK or SL_ERR_NOMEM. */
+SL_API int sl_buf_append(sl_buf_t *buf, const void *data, size_t n);
+
 /* ---- Job lifecycle ------------------------------------------------------ */
 
 /* Creates a job. conf may be NULL (all defaults); on success the job owns
@@ -124,6 +135,27 @@ typedef struct sl_source_ops {
   int (*poll)(sl_source_ctx_t *ctx, void *opaque);
   void (*close)(sl_source_ctx_t *ctx, void *opaque);
   bool parallel;
+
+  /* Checkpoints (all optional; a source without snapshot starts from its
+   * beginning after a restore, so the job is not exactly-once).
+   * snapshot  on the subtask's worker, between two polls, when the
+   *           checkpoint's barrier is emitted: appends the subtask's
+   *           position (everything emitted so far, nothing more) to out
+   *           with sl_buf_append(). Non-zero fails the checkpoint.
+   * restore   before open, when the job starts from a checkpoint: the
+   *           positions of every subtask of this source (uid) in the
+   *           checkpoint, whatever the parallelism was then (Flink's union
+   *           redistribution), so each subtask takes what is its own
+   *           (e.g. the partitions it is assigned). n may be 0 (the source
+   *           is new in the job). Non-zero fails the job.
+   * checkpoint_complete  on the worker, once checkpoint id is durable
+   *           (its metadata written): e.g. commit offsets to a consumer
+   *           group for monitoring. Errors here are logged, not fatal. */
+  int (*snapshot)(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
+                  void *opaque);
+  int (*restore)(sl_source_ctx_t *ctx, const sl_blob_t *positions, size_t n,
+                 void *opaque);
+  void (*checkpoint_complete)(sl_source_ctx_t *ctx, uint64_t id, void *opaque);
 } sl_source_ops_t;
 
 SL_API int sl_source_emit(sl_source_ctx_t *ctx, const sl_record_t *rec);

@@ -48,6 +48,31 @@ static const sl__conf_key keys[] = {
     KEY_ENUM("log.level", "info", "error|warn|info|debug",
              "least severe log message that is written"),
     KEY_ENUM("state.backend", "hashmap", "hashmap", "keyed state backend"),
+    KEY_STRING("checkpoint.dir", "",
+               "directory of the job's checkpoints (chk-<id>/); empty turns "
+               "checkpoints off"),
+    KEY_INT("checkpoint.interval.ms", "0", 0, INT64_MAX,
+            "time between periodic checkpoints; 0: only on demand "
+            "(sl_job_checkpoint) and the final one"),
+    KEY_INT("checkpoint.min.pause.ms", "0", 0, INT64_MAX,
+            "least time from the end of one checkpoint to the start of the "
+            "next"),
+    KEY_INT("checkpoint.timeout.ms", "600000", 1, INT64_MAX,
+            "a checkpoint not complete after this long is given up"),
+    KEY_INT("checkpoint.tolerable.failures", "0", 0, 1000000,
+            "consecutive failed checkpoints tolerated before the job fails"),
+    KEY_INT("checkpoint.retained", "3", 1, 1000000,
+            "complete checkpoints kept; older ones are deleted"),
+    KEY_BOOL("checkpoint.final", "true",
+             "take a checkpoint when the job ends cleanly (input finished or "
+             "sl_job_stop)"),
+    KEY_STRING("restore.from", "",
+               "start from a checkpoint: empty (no restore), \"latest\" (the "
+               "newest valid one in checkpoint.dir, none is fine) or a "
+               "chk-<id> directory"),
+    KEY_BOOL("restore.allow.dropped.state", "false",
+             "restore even when the checkpoint holds state of operator uids "
+             "the job no longer has (that state is dropped)"),
     KEY_STRING("metrics.listen", "off",
                "address of the Prometheus /metrics and /healthz endpoint "
                "(host:port), or off"),
@@ -290,7 +315,7 @@ static void fmt_allowed(char *buf, size_t len, const sl__conf_key *k) {
     snprintf(buf, len, "true, false, 1, 0, yes, no, on, off");
     return;
   case SL__CONF_STRING:
-    snprintf(buf, len, "any non-empty string");
+    snprintf(buf, len, k->def[0] ? "any non-empty string" : "any string");
     return;
   case SL__CONF_ENUM: {
     size_t o = 0;
@@ -324,7 +349,8 @@ int sl__conf_check(const sl__conf_key *k, const char *value, int64_t *num,
   int64_t n = 0;
   int rc = PARSE_OK;
   const char *syntax = "is not valid";
-  if (*value == '\0')
+  /* A string key whose default is empty is optional: empty unsets it. */
+  if (*value == '\0' && !(k->type == SL__CONF_STRING && !k->def[0]))
     return bad_value(k, value, "is empty", err, errlen);
   switch (k->type) {
   case SL__CONF_INT:

@@ -15,7 +15,7 @@
 typedef enum sl__conf_type {
   SL__CONF_INT,    /* decimal int64 within [min, max]; "*.ms" keys are ms */
   SL__CONF_BOOL,   /* true/false/1/0/yes/no/on/off, any case */
-  SL__CONF_STRING, /* any non-empty string */
+  SL__CONF_STRING, /* any non-empty string; may be empty when the default is */
   SL__CONF_ENUM,   /* one of `values`, case-sensitive */
   SL__CONF_SIZE,   /* bytes within [min, max]; suffix k/m/g = 1024^1/2/3 */
 } sl__conf_type;

@@ -21,7 +21,8 @@ enum {
   EL_BATCH,
   EL_WATERMARK = SL__CTL_WATERMARK,
   EL_IDLE = SL__CTL_IDLE,
-  EL_END = SL__CTL_END
+  EL_END = SL__CTL_END,
+  EL_BARRIER = SL__CTL_BARRIER
 };
 
 typedef struct brec {
@@ -239,7 +240,7 @@ static int chan_push(sl__worker *w, sl__xchg *x, chan *ch, const elem *e) {
   while (!(slot = ring_slot(&ch->data, sizeof(elem)))) {
     if (sl__job_failing(w->job))
       return w->job->err ? w->job->err : SL_ERR_STOPPED;
-    int n = sl__xchg_drain(w, x->node->xidx + 1);
+    int n = sl__xchg_drain(w, x->node->xidx);
     if (n < 0)
       return n;
     if (n == 0)
@@ -427,6 +428,7 @@ int sl__xchg_broadcast(sl_ctx_t *op, int kind, int64_t arg) {
         return rc;
       rc = kind == EL_WATERMARK ? sl__port_watermark(self, c, arg)
            : kind == EL_IDLE    ? sl__port_idle(self, c, arg != 0)
+           : kind == EL_BARRIER ? sl__port_barrier(self, c, (uint64_t)arg)
                                 : sl__port_end(self, c);
     } else {
       chan *ch = &x->ch[w->index * x->par + c];
@@ -462,12 +464,21 @@ const sl_operator_ops_t sl__keyby_cons_ops = {
 
 /* ---- Consumer side ------------------------------------------------------ */
 
+/* Whether a channel is held back because it delivered the barrier of the
+ * checkpoint its consumer's worker is aligning: what follows the barrier
+ * must wait until the worker's snapshot is taken. */
+static inline bool chan_blocked(const sl__worker *w, const sl_ctx_t *cons,
+                                int producer) {
+  return w->ckpt_id && cons->ports[producer].bar == w->ckpt_id;
+}
+
 static int drain_chan(sl__worker *w, sl__xchg *x, int producer, chan *ch) {
   sl_ctx_t *cons = w->inst[x->node->id];
   int handled = 0;
   elem *e;
   /* A bounded number of elements per call keeps every input served. */
-  while (handled < 8 && (e = ring_peek(&ch->data, sizeof(elem)))) {
+  while (handled < 8 && !chan_blocked(w, cons, producer) &&
+         (e = ring_peek(&ch->data, sizeof(elem)))) {
     elem el = *e;
     ring_pop(&ch->data);
     handled++;
@@ -494,6 +505,9 @@ static int drain_chan(sl__worker *w, sl__xchg *x, int producer, chan *ch) {
     case EL_END:
       ch->ended = true;
       rc = sl__port_end(cons, producer);
+      break;
+    case EL_BARRIER:
+      rc = sl__port_barrier(cons, producer, (uint64_t)el.arg);
       break;
     }
     if (rc)

@@ -2,6 +2,7 @@
 /* Job lifecycle: creation from a conf, validation, the physical plan (one
  * instance of each node per worker that runs it, wired by direct edges or
  * exchanges), worker threads, stop, failure and statistics. */
+#include "checkpoint/ckpt.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,14 +115,30 @@ void sl_job_destroy(sl_job_t *job) {
   if (!job)
     return;
   sl__metrics_job_destroy(job); /* stops the endpoint before the plan goes */
+  sl__ckpt_free(job);
   plan_free(job);
   sl__graph_free(job);
   sl_conf_destroy(job->conf);
   sl_clock_destroy(job->own_clock);
   pthread_mutex_destroy(&job->err_lock);
   free(job->kg_worker);
+  free(job->parts);
   free(job->name);
   free(job);
+}
+
+int sl_job_add_ckpt_participant(sl_job_t *job, const sl_ckpt_participant_t *p) {
+  if (!job || !p)
+    return SL_ERR_INVAL;
+  if (atomic_load(&job->phase) != SL__JOB_NEW)
+    return SL_ERR_STATE;
+  sl_ckpt_participant_t *a =
+      realloc(job->parts, (size_t)(job->n_parts + 1) * sizeof(*a));
+  if (!a)
+    return SL_ERR_NOMEM;
+  job->parts = a;
+  job->parts[job->n_parts++] = *p;
+  return SL_OK;
 }
 
 int sl_job_set_clock(sl_job_t *job, sl_clock_t *clock) {
@@ -347,6 +364,8 @@ int sl_job_run(sl_job_t *job) {
   if (!job)
     return SL_ERR_INVAL;
   int rc = sl__job_prepare(job);
+  if (!rc)
+    rc = sl__ckpt_setup(job);
   if (rc)
     return rc;
   if ((rc = sl__metrics_job_start(job))) {
@@ -363,8 +382,7 @@ int sl_job_run(sl_job_t *job) {
       break;
     }
   }
-  for (int i = 0; i < started; i++)
-    pthread_join(job->workers[i].thread, NULL);
+  sl__ckpt_run(job, started); /* joins the workers */
   sl__metrics_job_end(job);
   atomic_store(&job->phase, SL__JOB_DONE);
   return job->err;

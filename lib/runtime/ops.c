@@ -167,6 +167,9 @@ static int port_end_cb(sl_ctx_t *to, int port, int64_t unused) {
   (void)unused;
   return sl__port_end(to, port);
 }
+static int port_bar_cb(sl_ctx_t *to, int port, int64_t id) {
+  return sl__port_barrier(to, port, (uint64_t)id);
+}
 
 /* A key_by producer's outputs are the exchange channels. */
 int sl__forward_watermark(sl_ctx_t *op, int64_t wm) {
@@ -183,6 +186,37 @@ int sl__forward_end(sl_ctx_t *op) {
   if (op->xchg)
     return sl__xchg_broadcast(op, SL__CTL_END, 0);
   return forward_all(op, port_end_cb, 0);
+}
+int sl__forward_barrier(sl_ctx_t *op, uint64_t id) {
+  if (op->xchg)
+    return sl__xchg_broadcast(op, SL__CTL_BARRIER, (int64_t)id);
+  return forward_all(op, port_bar_cb, (int64_t)id);
+}
+
+/* Forwards the worker's checkpoint barrier once every input that has not
+ * ended delivered it. Inputs that ended count as aligned: nothing can
+ * follow their end. */
+static int try_align(sl_ctx_t *op) {
+  uint64_t id = op->w->ckpt_id;
+  if (!id || op->bar_done == id || op->ended)
+    return 0;
+  for (int i = 0; i < op->n_ports; i++)
+    if (!op->ports[i].ended && op->ports[i].bar != id)
+      return 0;
+  op->bar_done = id;
+  return sl__forward_barrier(op, id);
+}
+
+int sl__port_barrier(sl_ctx_t *op, int port, uint64_t id) {
+  sl__worker *w = op->w;
+  /* A barrier may reach a worker before it saw the trigger itself; a
+   * newer one supersedes a checkpoint some producer skipped. */
+  if (id > w->ckpt_id && id > w->ckpt_done)
+    w->ckpt_id = id;
+  if (id != w->ckpt_id)
+    return 0; /* of a checkpoint this worker already finished or dropped */
+  op->ports[port].bar = id;
+  return try_align(op);
 }
 
 /* Recomputes the combined input state after a port changed. Idleness is
@@ -231,6 +265,8 @@ int sl__port_end(sl_ctx_t *op, int port) {
   p->ended = true;
   p->idle = false;
   int rc = recompute(op);
+  if (!rc)
+    rc = try_align(op);
   if (rc)
     return rc;
   if (++op->n_ended < op->n_ports || op->ended)

@@ -107,6 +107,9 @@ struct sl_ctx {
   int64_t out_ts;
   /* Some main output's operator has a prefetch hook (set at open). */
   bool prefetch_outs;
+  /* Checkpoint whose barrier this instance has received on every live
+   * input and forwarded (aligned). */
+  uint64_t bar_done;
   /* State and timer sizes of a keyed instance, published by its worker
    * about once a second for metrics readers (runtime/stats.c). */
   struct {
@@ -137,6 +140,17 @@ struct sl__worker {
   /* Key of the record being delivered by an exchange. */
   uint64_t cur_hash;
   uint32_t cur_kg;
+  /* Keyed state of every keyed instance on this worker (sl_op_backend). */
+  struct sl__backend *be;
+  /* Checkpoints (lib/checkpoint/worker.c): the checkpoint being aligned
+   * (0: none), the last one snapshotted, the one whose barrier the
+   * worker's sources emitted, and the last completion passed on to the
+   * instances. While ckpt_id is set the worker's sources and
+   * processing-time callbacks wait, and every input that delivered the
+   * barrier is blocked, so the worker's state stops exactly at it. */
+  uint64_t ckpt_id, ckpt_done, ckpt_injected, ckpt_notified;
+  struct sl__wsnap *snap;       /* the snapshot being collected */
+  const char *restore_dir; /* native state snapshot to start from */
   int rc;
   /* runtime/stats.c: loop rounds and when sizes are next published. */
   unsigned pub_rounds;
@@ -165,6 +179,8 @@ struct sl_job {
     void (*free_fn)(void *);
   } * adopted;
   int n_adopted;
+  sl_ckpt_participant_t *parts; /* sl_job_add_ckpt_participant */
+  int n_parts;
   /* Settings resolved at sl_job_new. */
   int par;
   uint32_t max_par;
@@ -179,6 +195,12 @@ struct sl_job {
   pthread_mutex_t err_lock;
   int err;
   char errmsg[1024];
+  /* Checkpoints: the coordinator (NULL when checkpoint.dir is unset), the
+   * newest checkpoint the workers are asked to take, and the newest
+   * completed one (for checkpoint_complete hooks). */
+  struct sl__ckpt *ckpt;
+  _Atomic uint64_t ckpt_trigger;
+  _Atomic uint64_t ckpt_complete;
   /* Metrics (lib/metrics) and what they read of the run (stats.c). */
   struct sl__jmetrics *metrics;
   _Atomic int planned;  /* the plan may be read from other threads */
@@ -216,11 +238,15 @@ static inline int sl__emit_outs(sl_ctx_t *op, const sl__outs *o,
 int sl__port_watermark(sl_ctx_t *op, int port, int64_t wm);
 int sl__port_idle(sl_ctx_t *op, int port, bool idle);
 int sl__port_end(sl_ctx_t *op, int port);
+/* Barrier of checkpoint id on an input port (alignment, then forwarding
+ * once every live input delivered it). */
+int sl__port_barrier(sl_ctx_t *op, int port, uint64_t id);
 
 /* Output events of an instance, to every main and side output. */
 int sl__forward_watermark(sl_ctx_t *op, int64_t wm);
 int sl__forward_idle(sl_ctx_t *op, bool idle);
 int sl__forward_end(sl_ctx_t *op);
+int sl__forward_barrier(sl_ctx_t *op, uint64_t id);
 
 /* ---- Job and worker steps (job.c, worker.c) ---------------------------- */
 
@@ -230,6 +256,10 @@ int sl__job_prepare(sl_job_t *job);
 int sl__worker_open(sl__worker *w);
 void sl__worker_close(sl__worker *w);
 int sl__worker_proc_time(sl__worker *w);
+/* The worker's state backend, opened on first use (sl_op_backend). */
+struct sl__backend *sl__worker_backend(sl__worker *w, char *err,
+                                       size_t errlen);
+extern const sl_operator_ops_t sl__source_ops;
 /* Ends a source subtask; a natural end first advances the watermark to
  * the maximum. */
 int sl__source_finish(struct sl_source_ctx *s, bool natural);
@@ -239,7 +269,7 @@ int sl__source_finish(struct sl_source_ctx *s, bool natural);
 int sl__xchg_create(sl_job_t *job, sl__node *n, sl__xchg **out);
 void sl__xchg_destroy(sl__xchg *x);
 extern const sl_operator_ops_t sl__keyby_prod_ops;
-enum { SL__CTL_WATERMARK = 1, SL__CTL_IDLE, SL__CTL_END };
+enum { SL__CTL_WATERMARK = 1, SL__CTL_IDLE, SL__CTL_END, SL__CTL_BARRIER };
 /* Sends a control element from a key_by producer to every consumer. */
 int sl__xchg_broadcast(sl_ctx_t *prod, int kind, int64_t arg);
 extern const sl_operator_ops_t sl__keyby_cons_ops;

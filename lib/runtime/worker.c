@@ -8,8 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint/ckpt.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
+#include "state/backend.h"
 
 typedef struct sl_source_ctx src_t;
 
@@ -166,6 +168,24 @@ void sl__worker_close(sl__worker *w) {
     if (c)
       c->opened = false;
   }
+  sl__backend_close(w->be);
+  w->be = NULL;
+}
+
+sl__backend *sl_op_backend(sl_ctx_t *op, char *err, size_t errlen) {
+  return sl__worker_backend(op->w, err, errlen);
+}
+
+sl__backend *sl__worker_backend(sl__worker *w, char *err, size_t errlen) {
+  if (w->be)
+    return w->be;
+  sl_job_t *job = w->job;
+  sl__backend_conf bc = {.conf = job->conf,
+                         .max_par = job->max_par,
+                         .worker = w->index,
+                         .restore_dir = w->restore_dir};
+  sl__kg_range(w->index, job->par, job->max_par, &bc.kg_lo, &bc.kg_hi);
+  return w->be = sl__backend_open(&bc, err, errlen);
 }
 
 int sl__worker_open(sl__worker *w) {
@@ -218,7 +238,11 @@ int sl__worker_proc_time(sl__worker *w) {
 void *sl__worker_main(void *arg) {
   sl__worker *w = arg;
   sl_job_t *job = w->job;
-  int rc = sl__worker_open(w);
+  int rc = sl__ckpt_restore_early(w);
+  if (!rc)
+    rc = sl__worker_open(w);
+  if (!rc)
+    rc = sl__ckpt_restore_late(w);
   if (!rc)
     sl__stats_worker_opened(w);
   unsigned spins = 0;
@@ -231,19 +255,27 @@ void *sl__worker_main(void *arg) {
       break;
     }
     progress += n;
+    if ((rc = sl__ckpt_round(w)))
+      break;
+    /* While the worker aligns a checkpoint, its sources and timers wait:
+     * nothing after the barrier may touch its state before the snapshot. */
+    bool aligning = sl__ckpt_aligning(w);
     bool sources_done = true;
     for (int i = 0; i < job->n_nodes && !rc; i++) {
       sl_ctx_t *c = w->inst[i];
       if (!c || c->node->kind != SL__NODE_SOURCE || ((src_t *)c)->done)
         continue;
-      int p = src_poll(w, (src_t *)c);
-      if (p < 0)
-        rc = p;
-      else
-        progress += p;
+      if (!aligning) {
+        int p = src_poll(w, (src_t *)c);
+        if (p < 0)
+          rc = p;
+        else
+          progress += p;
+      }
       sources_done = sources_done && ((src_t *)c)->done;
     }
-    if (rc || (rc = sl__worker_proc_time(w)) || (rc = sl__xchg_flush(w)))
+    if (rc || (!aligning && (rc = sl__worker_proc_time(w))) ||
+        (rc = sl__xchg_flush(w)))
       break;
     if (sources_done && sl__xchg_inputs_ended(w))
       break;
@@ -255,6 +287,7 @@ void *sl__worker_main(void *arg) {
   if (rc && !sl__job_failing(job))
     sl__job_fail(job, rc, "worker %d failed: %s", w->index, sl_strerror(rc));
   sl__stats_publish(w); /* final sizes, readable after the job ends */
+  sl__ckpt_park(w, !rc && !sl__job_failing(job));
   sl__worker_close(w);
   return NULL;
 }

@@ -105,6 +105,11 @@ typedef struct sl__backend_conf {
   const sl_conf_t *conf; /* job configuration (may be NULL) */
   uint32_t kg_lo, kg_hi, max_par;
   int worker;
+  /* Restore: a native snapshot (see ops->snapshot) of a backend of the same
+   * kind that owned exactly [kg_lo, kg_hi), to start from instead of an
+   * empty state. NULL: start empty. Backends without native snapshots
+   * ignore it (the checkpoint layer then inserts entries instead). */
+  const char *restore_dir;
 } sl__backend_conf;
 
 /* The contract. All calls come from the owning worker thread. Return
@@ -192,6 +197,25 @@ typedef struct sl__backend_ops {
    * delivery, so a lookup that would miss the cache overlaps with the work
    * on the records before it. Never fails; optional (NULL). */
   void (*prefetch)(sl__backend *be, uint32_t state, uint32_t kg, uint64_t hash);
+
+  /* Checkpoints. A backend either has native snapshots (RocksDB: flush,
+   * then a checkpoint of hard-linked immutable files) or is serialized
+   * entry by entry through kg_scan (the hashmap; snapshot is NULL).
+   *
+   * snapshot: writes a self-contained, consistent copy of every state into
+   * dir (which it creates; it must not exist), on the owning worker. Files
+   * that are immutable once written should be hard links, so snapshots
+   * share them and one costs what changed since the last. The backend must
+   * stay usable afterwards. SL_OK, or a negative error with err set and
+   * nothing left half-written in dir that could pass for a snapshot.
+   *
+   * open_snapshot: opens such a directory read-only, for kg_scan over the
+   * key groups a worker restores when the parallelism changed (or to dump
+   * it from a tool). register_state finds the snapshot's states by name;
+   * writes fail. NULL with err set. */
+  int (*snapshot)(sl__backend *be, const char *dir, char *err, size_t errlen);
+  sl__backend *(*open_snapshot)(const char *dir, const sl__backend_conf *bc,
+                                char *err, size_t errlen);
 } sl__backend_ops;
 
 extern const sl__backend_ops sl__hashmap_ops;
@@ -204,6 +228,10 @@ static inline void sl__kg_range(int w, int par, uint32_t max_par, uint32_t *lo,
   *hi = (uint32_t)(((uint64_t)(w + 1) * max_par + (uint64_t)par - 1) /
                    (uint64_t)par);
 }
+
+/* The backend called name (its ops->name, a value of state.backend), or
+ * NULL. */
+const sl__backend_ops *sl__backend_find(const char *name);
 
 /* Opens the backend named by state.backend in bc->conf. NULL with a
  * message in err on failure. sl__backend_close(NULL) is a no-op. */

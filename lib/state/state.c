@@ -16,10 +16,18 @@
 
 /* ---- Backends and keyed-state lifecycle --------------------------------- */
 
+/* Indexed by the value of state.backend in the configuration table. */
+static const sl__backend_ops *const backends[] = {&sl__hashmap_ops};
+
+const sl__backend_ops *sl__backend_find(const char *name) {
+  for (size_t i = 0; name && i < SL__ARRAY_LEN(backends); i++)
+    if (strcmp(backends[i]->name, name) == 0)
+      return backends[i];
+  return NULL;
+}
+
 sl__backend *sl__backend_open(const sl__backend_conf *bc, char *err,
                               size_t errlen) {
-  /* Indexed by the value of state.backend in the configuration table. */
-  static const sl__backend_ops *const backends[] = {&sl__hashmap_ops};
   int i = sl__conf_enum(bc->conf, "state.backend");
   if (i < 0 || (size_t)i >= SL__ARRAY_LEN(backends)) {
     sl__errf(err, errlen, "state.backend \"%s\" is not available",
@@ -76,19 +84,13 @@ static int64_t op_now(void *op) {
 int sl__kstate_open(sl__keyed *k) {
   sl_ctx_t *op = k->op;
   char err[256];
-  sl__backend_conf bc = {
-      .conf = sl_op_conf(op),
-      .max_par = sl_op_max_parallelism(op),
-      .worker = sl_ctx_worker(op),
-  };
-  /* One backend per instance, owning its worker's key groups. Tables are
-   * per (state, key group), so this costs the same as one per worker. */
-  sl__kg_range(bc.worker, sl_ctx_parallelism(op), bc.max_par, &bc.kg_lo,
-               &bc.kg_hi);
-  sl__backend *be = sl__backend_open(&bc, err, sizeof(err));
+  /* Every keyed operator on a worker shares the worker's backend (one
+   * RocksDB per worker; one snapshot per worker), its states named
+   * "<uid>/<name>". */
+  sl__backend *be = sl_op_backend(op, err, sizeof(err));
   if (!be)
     return sl_op_fail(op, SL_ERR_CONF, "%s", err);
-  k->state = sl__kstate_new(be, true, sl_op_uid(op), op_now, op);
+  k->state = sl__kstate_new(be, false, sl_op_uid(op), op_now, op);
   if (!k->state)
     return sl_op_fail(op, SL_ERR_NOMEM, "out of memory for keyed state");
   return 0;

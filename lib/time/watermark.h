@@ -55,6 +55,7 @@ typedef struct sl__wmport {
   int64_t wm;
   bool idle;
   bool ended;
+  uint64_t bar; /* last checkpoint barrier delivered on this port */
 } sl__wmport;
 
 /* Result of sl__wm_merge(): the minimum watermark over non-idle ports, or

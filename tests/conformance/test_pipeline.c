@@ -570,6 +570,34 @@ START_TEST(slow_sink_backpressures_bounded_memory) {
 }
 END_TEST
 
+static int count_sink(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx;
+  (void)rec;
+  (void)opaque;
+  return 0;
+}
+
+/* Both workers produce into each other's full channels at once: each
+ * producer must keep consuming its own inputs of the same exchange while
+ * it waits, or the two wait for each other forever. */
+START_TEST(cross_traffic_on_full_channels_does_not_deadlock) {
+  const char *kv[] = {"channel.capacity",  "2",   "batch.size", "16",
+                      "source.batch.size", "256", NULL};
+  sl_job_t *job = tu_job_kv(2, kv);
+  static numgen g = {.keys = 1000};
+  sl_generator_opts_t go = {
+      .count = 200000, .gen = gen_num, .opaque = &g, .parallel = true};
+  sl_stream_t *s = sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
+  s = sl_key_by(sl_map(s, "m", double_map, NULL), NULL, NULL);
+  sl_sink(s, "sink", count_sink, NULL);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  sl_op_stats_t snk;
+  sl_job_op_stats(job, "sink", &snk);
+  ck_assert_uint_eq(snk.records_in, 200000);
+  sl_job_destroy(job);
+}
+END_TEST
+
 /* ---- Graph validation --------------------------------------------------- */
 
 static const sl_operator_ops_t keyed_ops = {
@@ -667,6 +695,7 @@ int main(void) {
   tcase_add_test(tc, stop_under_load_from_thread);
   tcase_add_test(tc, stop_under_load_from_signal_handler);
   tcase_add_test(tc, slow_sink_backpressures_bounded_memory);
+  tcase_add_test(tc, cross_traffic_on_full_channels_does_not_deadlock);
   tcase_add_test(tc, bad_graphs_are_rejected_clearly);
   tcase_add_test(tc, job_cannot_change_after_start);
   suite_add_tcase(s, tc);

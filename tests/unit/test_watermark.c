@@ -72,8 +72,9 @@ START_TEST(no_timeout_never_idle) {
 END_TEST
 
 START_TEST(merge_min_ignores_idle) {
-  sl__wmport p[3] = {
-      {100, false, false}, {50, true, false}, {70, false, false}};
+  sl__wmport p[3] = {{.wm = 100, .idle = false, .ended = false},
+                     {.wm = 50, .idle = true, .ended = false},
+                     {.wm = 70, .idle = false, .ended = false}};
   sl__wm_min m = sl__wm_merge(p, 3);
   ck_assert(!m.all_idle);
   ck_assert_int_eq(m.wm, 70);
@@ -83,13 +84,15 @@ START_TEST(merge_min_ignores_idle) {
 END_TEST
 
 START_TEST(merge_all_idle) {
-  sl__wmport p[2] = {{100, true, false}, {50, true, false}};
+  sl__wmport p[2] = {{.wm = 100, .idle = true, .ended = false},
+                     {.wm = 50, .idle = true, .ended = false}};
   ck_assert(sl__wm_merge(p, 2).all_idle);
 }
 END_TEST
 
 START_TEST(merge_ended_counts_with_last_watermark) {
-  sl__wmport p[2] = {{SL_TS_MAX, false, true}, {40, true, false}};
+  sl__wmport p[2] = {{.wm = SL_TS_MAX, .idle = false, .ended = true},
+                     {.wm = 40, .idle = true, .ended = false}};
   sl__wm_min m = sl__wm_merge(p, 2);
   ck_assert(!m.all_idle);
   ck_assert_int_eq(m.wm, SL_TS_MAX);

@@ -1,0 +1,1176 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The checkpoint coordinator, on the thread of sl_job_run(): triggers
+ * checkpoints (interval, min pause, on demand, final), collects the
+ * workers' snapshots, writes chk-<id>/ (files, then _metadata atomically,
+ * participants' commit, then _COMMITTED), keeps the newest N, and at
+ * start picks and loads the checkpoint to restore. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "checkpoint/internal.h"
+#include "core/conf.h"
+#include "core/crc32c.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "sluice/checkpoint.h"
+
+#define FORMAT_VERSION 1
+
+/* snprintf for paths and messages: truncation is acceptable (paths are
+ * checked when used), so no return value to ignore. */
+__attribute__((format(printf, 3, 4))) static void pathf(char *buf, size_t len,
+                                                        const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, len, fmt, ap);
+  va_end(ap);
+}
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define LOG(ck, lvl, ...)                                                      \
+  sl__log((ck)->job->conf, (ck)->job->name, lvl, __VA_ARGS__)
+
+void sl__ckpt_path(const struct sl__ckpt *ck, uint64_t id, char *buf,
+                   size_t len) {
+  pathf(buf, len, "%s/chk-%" PRIu64, ck->dir, id);
+}
+
+void sl__wsnap_free(sl__wsnap *s) {
+  if (!s)
+    return;
+  sl__buf_free(&s->file);
+  free(s);
+}
+
+/* ---- Files -------------------------------------------------------------- */
+
+static int mkdirs(const char *path) {
+  char buf[4096];
+  size_t n = strlen(path);
+  if (n >= sizeof(buf))
+    return -1;
+  memcpy(buf, path, n + 1);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/')
+      continue;
+    *p = 0;
+    if (mkdir(buf, 0755) && errno != EEXIST)
+      return -1;
+    *p = '/';
+  }
+  return mkdir(buf, 0755) && errno != EEXIST ? -1 : 0;
+}
+
+static int fsync_path(const char *path, bool dir) {
+  int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  int rc = fsync(fd);
+  close(fd);
+  return rc;
+}
+
+/* Writes len bytes to path and fsyncs it. */
+static int write_file(const char *path, const void *data, size_t len) {
+  int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return -1;
+  const char *p = data;
+  while (len) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      close(fd);
+      return -1;
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  int rc = fsync(fd);
+  return close(fd) || rc ? -1 : 0;
+}
+
+int sl__ckpt_read_file(const char *path, unsigned char **data, size_t *len) {
+  *data = NULL;
+  *len = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  struct stat st;
+  if (fstat(fd, &st)) {
+    close(fd);
+    return -1;
+  }
+  unsigned char *d = malloc(st.st_size ? (size_t)st.st_size : 1);
+  size_t got = 0;
+  while (d && got < (size_t)st.st_size) {
+    ssize_t n = read(fd, d + got, (size_t)st.st_size - got);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    got += (size_t)n;
+  }
+  close(fd);
+  if (!d || got != (size_t)st.st_size) {
+    free(d);
+    return -1;
+  }
+  *data = d;
+  *len = got;
+  return 0;
+}
+
+/* CRC32C of a file, streamed. */
+static int crc_file(const char *path, uint32_t *crc, uint64_t *size) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  static __thread unsigned char buf[1 << 16];
+  uint32_t c = 0;
+  uint64_t total = 0;
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      close(fd);
+      return -1;
+    }
+    if (n == 0)
+      break;
+    c = sl__crc32c(c, buf, (size_t)n);
+    total += (uint64_t)n;
+  }
+  close(fd);
+  *crc = c;
+  *size = total;
+  return 0;
+}
+
+static int rm_cb(const char *path, const struct stat *sb, int flag,
+                 struct FTW *ftw) {
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+int sl__ckpt_rmtree(const char *path) {
+  return nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* chk-<id> directories of dir, newest first. */
+int sl__ckpt_list(const char *dir, uint64_t **ids, size_t *n) {
+  *ids = NULL;
+  *n = 0;
+  DIR *d = opendir(dir);
+  if (!d)
+    return errno == ENOENT ? 0 : -1;
+  size_t cap = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    char *end;
+    if (strncmp(e->d_name, "chk-", 4) != 0 || !e->d_name[4])
+      continue;
+    errno = 0;
+    unsigned long long v = strtoull(e->d_name + 4, &end, 10);
+    if (*end || errno || v == 0)
+      continue;
+    if (*n == cap) {
+      cap = cap ? cap * 2 : 16;
+      uint64_t *a = realloc(*ids, cap * sizeof(*a));
+      if (!a) {
+        closedir(d);
+        return -1;
+      }
+      *ids = a;
+    }
+    (*ids)[(*n)++] = v;
+  }
+  closedir(d);
+  for (size_t i = 1; i < *n; i++) /* insertion sort, descending */
+    for (size_t j = i; j > 0 && (*ids)[j - 1] < (*ids)[j]; j--) {
+      uint64_t t = (*ids)[j];
+      (*ids)[j] = (*ids)[j - 1];
+      (*ids)[j - 1] = t;
+    }
+  return 0;
+}
+
+static bool exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+/* ---- Writing a checkpoint ----------------------------------------------- */
+
+typedef sl__prev_file prev_file;
+
+/* Files of native state directories, with their checksums reused from the
+ * previous checkpoint when the file is the same inode (a hard link to the
+ * same immutable file): that is what makes such checkpoints incremental. */
+static int add_native_files(struct sl__ckpt *ck, json_t *files, const char *chk,
+                            const char *sub, uint64_t *bytes,
+                            uint64_t *bytes_new, prev_file **next,
+                            size_t *n_next, char *err, size_t errlen) {
+  char dir[4096];
+  pathf(dir, sizeof(dir), "%s/%s", chk, sub);
+  DIR *d = opendir(dir);
+  if (!d) {
+    sl__errf(err, errlen, "cannot read %s: %s", dir, strerror(errno));
+    return SL_ERR_IO;
+  }
+  struct dirent *e;
+  int rc = 0;
+  while (!rc && (e = readdir(d))) {
+    if (e->d_name[0] == '.')
+      continue;
+    char path[4096], rel[1024];
+    pathf(path, sizeof(path), "%s/%s", dir, e->d_name);
+    pathf(rel, sizeof(rel), "%s/%s", sub, e->d_name);
+    struct stat st;
+    if (stat(path, &st) || !S_ISREG(st.st_mode))
+      continue;
+    uint32_t crc = 0;
+    uint64_t size = (uint64_t)st.st_size;
+    bool shared = false;
+    for (size_t i = 0; i < ck->n_prev; i++)
+      if (ck->prev[i].ino == (uint64_t)st.st_ino && ck->prev[i].size == size &&
+          strcmp(ck->prev[i].path, rel) == 0) {
+        crc = ck->prev[i].crc;
+        shared = true;
+        break;
+      }
+    if (!shared && crc_file(path, &crc, &size)) {
+      sl__errf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+      rc = SL_ERR_IO;
+      break;
+    }
+    char hex[9];
+    pathf(hex, sizeof(hex), "%08x", crc);
+    json_array_append_new(files, json_pack("{s:s,s:I,s:s,s:b}", "path", rel,
+                                           "bytes", (json_int_t)size, "crc32c",
+                                           hex, "shared", shared));
+    *bytes += size;
+    if (!shared)
+      *bytes_new += size;
+    prev_file *a = realloc(*next, (*n_next + 1) * sizeof(*a));
+    if (!a) {
+      rc = SL_ERR_NOMEM;
+      break;
+    }
+    *next = a;
+    a[*n_next] = (prev_file){strdup(rel), (uint64_t)st.st_ino, size, crc};
+    (*n_next)++;
+  }
+  closedir(d);
+  return rc;
+}
+
+static json_t *operators_json(sl_job_t *job) {
+  json_t *ops = json_array();
+  for (int i = 0; i < job->n_nodes; i++) {
+    sl__node *n = job->nodes[i];
+    if (!n->uid)
+      continue;
+    const char *kind = n->kind == SL__NODE_SOURCE ? "source"
+                       : n->ops                   ? n->ops->kind
+                                                  : "?";
+    json_array_append_new(ops,
+                          json_pack("{s:s,s:s,s:b}", "uid", n->uid, "kind",
+                                    kind, "keyed", n->ops && n->ops->keyed));
+  }
+  return ops;
+}
+
+/* Writes chk-<id>: worker files, then _metadata (temp, fsync, rename). */
+static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
+                            int64_t duration_ms, uint64_t *total_bytes,
+                            uint64_t *new_bytes, char *err, size_t errlen) {
+  sl_job_t *job = ck->job;
+  char chk[4096], path[4200];
+  sl__ckpt_path(ck, id, chk, sizeof(chk));
+  json_t *files = json_array(), *workers = json_array();
+  uint64_t bytes = 0, bytes_new = 0;
+  prev_file *next = NULL;
+  size_t n_next = 0;
+  int rc = 0;
+  for (int w = 0; !rc && w < job->par; w++) {
+    sl__wsnap *s = snaps[w];
+    char name[64];
+    pathf(name, sizeof(name), "w%d.snap", w);
+    pathf(path, sizeof(path), "%s/%s", chk, name);
+    if (write_file(path, s->file.data, s->file.len)) {
+      sl__errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+      rc = SL_ERR_IO;
+      break;
+    }
+    char hex[9];
+    pathf(hex, sizeof(hex), "%08x", sl__crc32c(0, s->file.data, s->file.len));
+    json_array_append_new(files, json_pack("{s:s,s:I,s:s,s:b}", "path", name,
+                                           "bytes", (json_int_t)s->file.len,
+                                           "crc32c", hex, "shared", 0));
+    bytes += s->file.len;
+    bytes_new += s->file.len;
+    char native[64] = "";
+    if (s->native) {
+      pathf(native, sizeof(native), "w%d.state", w);
+      rc = add_native_files(ck, files, chk, native, &bytes, &bytes_new, &next,
+                            &n_next, err, errlen);
+    }
+    json_t *wj = json_pack("{s:i,s:i,s:i,s:s,s:I,s:I}", "index", w, "kg_lo",
+                           (int)s->kg_lo, "kg_hi", (int)s->kg_hi, "file", name,
+                           "state_entries", (json_int_t)s->state_entries,
+                           "timers", (json_int_t)s->timers);
+    json_object_set_new(wj, "native",
+                        s->native ? json_string(native) : json_null());
+    json_array_append_new(workers, wj);
+  }
+  if (!rc && fsync_path(chk, true)) {
+    sl__errf(err, errlen, "cannot sync %s: %s", chk, strerror(errno));
+    rc = SL_ERR_IO;
+  }
+  json_t *meta = NULL;
+  if (!rc) {
+    meta = json_pack(
+        "{s:i,s:I,s:s,s:I,s:I,s:i,s:i,s:s,s:I,s:I,s:o,s:o,s:o}", "format",
+        FORMAT_VERSION, "id", (json_int_t)id, "job", job->name, "created_ms",
+        (json_int_t)wall_ms(), "duration_ms", (json_int_t)duration_ms,
+        "parallelism", job->par, "max_parallelism", (int)job->max_par,
+        "backend", sl__conf_str(job->conf, "state.backend"), "bytes",
+        (json_int_t)bytes, "bytes_new", (json_int_t)bytes_new, "operators",
+        operators_json(job), "workers", workers, "files", files);
+    workers = files = NULL;
+    char tmp[4200];
+    pathf(tmp, sizeof(tmp), "%s/_metadata.tmp", chk);
+    pathf(path, sizeof(path), "%s/_metadata", chk);
+    char *text =
+        meta ? json_dumps(meta, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
+    if (!text) {
+      rc = SL_ERR_NOMEM;
+    } else if (write_file(tmp, text, strlen(text)) || rename(tmp, path) ||
+               fsync_path(chk, true)) {
+      sl__errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+      rc = SL_ERR_IO;
+    }
+    free(text);
+  }
+  json_decref(meta);
+  json_decref(workers);
+  json_decref(files);
+  if (!rc) {
+    for (size_t i = 0; i < ck->n_prev; i++)
+      free(ck->prev[i].path);
+    free(ck->prev);
+    ck->prev = next;
+    ck->n_prev = n_next;
+    *total_bytes = bytes;
+    *new_bytes = bytes_new;
+  } else {
+    for (size_t i = 0; i < n_next; i++)
+      free(next[i].path);
+    free(next);
+  }
+  return rc;
+}
+
+/* Keeps the newest `retained` complete checkpoints; removes older ones and
+ * incomplete directories older than the newest complete one. */
+static void retain(struct sl__ckpt *ck) {
+  uint64_t *ids;
+  size_t n;
+  if (sl__ckpt_list(ck->dir, &ids, &n))
+    return;
+  int kept = 0;
+  bool seen_complete = false;
+  for (size_t i = 0; i < n; i++) {
+    char chk[4096], meta[4200];
+    sl__ckpt_path(ck, ids[i], chk, sizeof(chk));
+    pathf(meta, sizeof(meta), "%s/_metadata", chk);
+    bool complete = exists(meta);
+    if (ids[i] == ck->cur)
+      continue;
+    if (complete && kept < ck->retained) {
+      kept++;
+      seen_complete = true;
+      continue;
+    }
+    if (!complete && !seen_complete)
+      continue; /* newer than any complete one: maybe still being written */
+    if (sl__ckpt_rmtree(chk))
+      LOG(ck, SL__LOG_WARN, "cannot remove old checkpoint %s: %s", chk,
+          strerror(errno));
+  }
+  free(ids);
+}
+
+/* ---- Coordinator -------------------------------------------------------- */
+
+void sl__ckpt_ack(struct sl__ckpt *ck, sl__wsnap *s) {
+  pthread_mutex_lock(&ck->mu);
+  if (s->id == ck->cur && !ck->acks[s->worker]) {
+    ck->acks[s->worker] = s;
+    ck->n_acks++;
+    s = NULL;
+  }
+  pthread_cond_broadcast(&ck->cv);
+  pthread_mutex_unlock(&ck->mu);
+  sl__wsnap_free(s); /* of a checkpoint given up meanwhile */
+}
+
+static void trigger(struct sl__ckpt *ck) {
+  uint64_t id = ++ck->last_id;
+  char chk[4096];
+  sl__ckpt_path(ck, id, chk, sizeof(chk));
+  if (mkdirs(chk)) {
+    LOG(ck, SL__LOG_WARN, "checkpoint %" PRIu64 ": cannot create %s: %s", id,
+        chk, strerror(errno));
+    ck->failed++;
+    ck->fails_in_row++;
+    ck->last_end = mono_ms();
+    return;
+  }
+  ck->cur = id;
+  ck->cur_start = mono_ms();
+  ck->n_acks = 0;
+  atomic_store_explicit(&ck->job->ckpt_trigger, id, memory_order_release);
+  pthread_cond_broadcast(&ck->cv);
+}
+
+static void clear_acks(struct sl__ckpt *ck) {
+  for (int w = 0; w < ck->job->par; w++) {
+    sl__wsnap_free(ck->acks[w]);
+    ck->acks[w] = NULL;
+  }
+  ck->n_acks = 0;
+}
+
+/* Gives up checkpoint cur (mu held). */
+static void fail_cur(struct sl__ckpt *ck, const char *why) {
+  sl_job_t *job = ck->job;
+  uint64_t id = ck->cur;
+  char chk[4096];
+  sl__ckpt_path(ck, id, chk, sizeof(chk));
+  LOG(ck, SL__LOG_WARN, "checkpoint %" PRIu64 " failed: %s", id, why);
+  clear_acks(ck);
+  ck->cur = 0;
+  ck->failed++;
+  ck->fails_in_row++;
+  ck->last_end = mono_ms();
+  pthread_mutex_unlock(&ck->mu);
+  for (int i = 0; i < job->n_parts; i++)
+    if (job->parts[i].abort)
+      job->parts[i].abort(id, job->parts[i].opaque);
+  sl__ckpt_rmtree(chk);
+  if (ck->fails_in_row > ck->tolerable && !sl__job_failing(job))
+    sl__job_fail(job, SL_ERR_IO,
+                 "checkpoint %" PRIu64 " failed (%s) and %d consecutive "
+                 "failures exceed checkpoint.tolerable.failures=%d",
+                 id, why, ck->fails_in_row, ck->tolerable);
+  pthread_mutex_lock(&ck->mu);
+}
+
+/* Every worker acked cur (mu held; released during the I/O). */
+static void complete_cur(struct sl__ckpt *ck) {
+  sl_job_t *job = ck->job;
+  uint64_t id = ck->cur;
+  char why[512] = "";
+  for (int w = 0; w < job->par && !why[0]; w++)
+    if (ck->acks[w]->rc)
+      pathf(why, sizeof(why), "%s", ck->acks[w]->err);
+  if (why[0]) {
+    fail_cur(ck, why);
+    return;
+  }
+  int64_t duration = mono_ms() - ck->cur_start;
+  pthread_mutex_unlock(&ck->mu);
+  uint64_t bytes = 0, bytes_new = 0;
+  int rc = write_checkpoint(ck, id, ck->acks, duration, &bytes, &bytes_new,
+                            why, sizeof(why));
+  for (int i = 0; !rc && i < job->n_parts; i++) {
+    if (job->parts[i].commit &&
+        (rc = job->parts[i].commit(id, job->parts[i].opaque))) {
+      /* The state is durable but the output is not committed: the
+       * checkpoint stays without _COMMITTED and restart resolves it. */
+      pthread_mutex_lock(&ck->mu);
+      clear_acks(ck);
+      ck->cur = 0;
+      pthread_mutex_unlock(&ck->mu);
+      sl__job_fail(job, rc, "checkpoint %" PRIu64 ": commit failed: %s", id,
+                   sl_strerror(rc));
+      pthread_mutex_lock(&ck->mu);
+      return;
+    }
+  }
+  if (!rc) {
+    char path[4200];
+    sl__ckpt_path(ck, id, path, sizeof(path));
+    strcat(path, "/_COMMITTED");
+    if (write_file(path, "", 0))
+      LOG(ck, SL__LOG_WARN, "cannot write %s: %s", path, strerror(errno));
+  }
+  pthread_mutex_lock(&ck->mu);
+  if (rc) {
+    fail_cur(ck, why);
+    return;
+  }
+  clear_acks(ck);
+  ck->cur = 0;
+  ck->last_done = id;
+  ck->last_done_ms = wall_ms();
+  ck->last_duration_ms = duration;
+  ck->last_bytes = (int64_t)bytes;
+  ck->last_bytes_new = (int64_t)bytes_new;
+  ck->completed++;
+  ck->fails_in_row = 0;
+  ck->last_end = mono_ms();
+  atomic_store_explicit(&job->ckpt_complete, id, memory_order_release);
+  pthread_cond_broadcast(&ck->cv);
+  LOG(ck, SL__LOG_DEBUG,
+      "checkpoint %" PRIu64 " complete: %" PRIu64 " bytes in %" PRId64 " ms",
+      id, bytes, duration);
+  pthread_mutex_unlock(&ck->mu);
+  retain(ck);
+  pthread_mutex_lock(&ck->mu);
+}
+
+static void wait_until(struct sl__ckpt *ck, int64_t deadline_mono) {
+  int64_t now = mono_ms();
+  int64_t wait = deadline_mono - now;
+  if (wait <= 0)
+    return;
+  if (wait > 100)
+    wait = 100; /* stop and failure are seen without a signal */
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  ts.tv_sec += wait / 1000;
+  ts.tv_nsec += (wait % 1000) * 1000000;
+  if (ts.tv_nsec >= 1000000000) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000;
+  }
+  pthread_cond_timedwait(&ck->cv, &ck->mu, &ts);
+}
+
+int sl__ckpt_run(sl_job_t *job, int started) {
+  struct sl__ckpt *ck = job->ckpt;
+  if (ck) {
+    bool final_taken = false;
+    int64_t last_trigger = mono_ms();
+    pthread_mutex_lock(&ck->mu);
+    for (;;) {
+      int64_t now = mono_ms();
+      bool all_done = ck->parked + ck->exited >= started;
+      if (sl__job_failing(job) || started < job->par) {
+        if (ck->cur)
+          fail_cur(ck, "the job failed");
+        break;
+      }
+      if (ck->cur && ck->n_acks == job->par) {
+        complete_cur(ck);
+        continue;
+      }
+      if (ck->cur && now - ck->cur_start >= ck->timeout_ms) {
+        char why[128];
+        pathf(why, sizeof(why),
+              "not complete after checkpoint.timeout.ms=%" PRId64,
+              ck->timeout_ms);
+        fail_cur(ck, why);
+        continue;
+      }
+      if (all_done && !ck->cur) {
+        if (ck->dir && ck->final && !final_taken && ck->exited == 0) {
+          final_taken = true;
+          trigger(ck);
+          continue;
+        }
+        break;
+      }
+      int64_t due = INT64_MAX;
+      if (!ck->cur && ck->dir) {
+        if (ck->demand)
+          due = now;
+        else if (ck->interval_ms > 0)
+          due = last_trigger + ck->interval_ms;
+        if (due != INT64_MAX && due < ck->last_end + ck->min_pause_ms)
+          due = ck->last_end + ck->min_pause_ms;
+        if (due <= now) {
+          ck->demand = 0;
+          last_trigger = now;
+          trigger(ck);
+          continue;
+        }
+      }
+      if (ck->cur && ck->cur_start + ck->timeout_ms < due)
+        due = ck->cur_start + ck->timeout_ms;
+      wait_until(ck, due == INT64_MAX ? now + 100 : due);
+    }
+    ck->release = true;
+    pthread_cond_broadcast(&ck->cv);
+    pthread_mutex_unlock(&ck->mu);
+  }
+  for (int i = 0; i < started; i++)
+    pthread_join(job->workers[i].thread, NULL);
+  return job->err;
+}
+
+/* ---- Restore ------------------------------------------------------------ */
+
+static void restore_free(sl__restore *rs) {
+  if (!rs)
+    return;
+  for (int i = 0; i < rs->n_files; i++) {
+    free(rs->files[i].data);
+    free(rs->files[i].native_dir);
+  }
+  free(rs->files);
+  free(rs->path);
+  free(rs->backend);
+  free(rs);
+}
+
+static bool job_has_uid(const sl_job_t *job, const char *uid, size_t len) {
+  for (int i = 0; i < job->n_nodes; i++) {
+    const char *u = job->nodes[i]->uid;
+    if (u && strlen(u) == len && memcmp(u, uid, len) == 0)
+      return true;
+  }
+  return false;
+}
+
+/* Whether a state name "<uid>/<name>" belongs to an operator of the job. */
+static bool job_has_state(const sl_job_t *job, const void *name, size_t len) {
+  const char *s = name;
+  for (size_t i = len; i-- > 0;)
+    if (s[i] == '/' && job_has_uid(job, s, i))
+      return true;
+  return false;
+}
+
+/* Checks that every piece of state in the files belongs to an operator the
+ * job still has. */
+static int check_uids(sl_job_t *job, const sl__restore *rs, char *err,
+                      size_t errlen) {
+  for (int f = 0; f < rs->n_files; f++) {
+    sl__rd body = rs->files[f].body, p;
+    uint32_t t, kg;
+    int r;
+    while ((r = sl__snap_next(&body, &t, &kg, &p)) == 1) {
+      const void *u;
+      size_t ul;
+      if (t == SL__SEC_STATES) {
+        uint32_t n, id, type;
+        if (!sl__rd_u32(&p, &n))
+          return SL_ERR_CORRUPT;
+        for (uint32_t i = 0; i < n; i++) {
+          if (!sl__rd_u32(&p, &id) || !sl__rd_u32(&p, &type) ||
+              !sl__rd_bytes(&p, &u, &ul))
+            return SL_ERR_CORRUPT;
+          if (!job_has_state(job, u, ul)) {
+            sl__errf(err, errlen,
+                     "it holds state \"%.*s\" of an operator uid the job no "
+                     "longer has (set restore.allow.dropped.state=true to "
+                     "drop it)",
+                     (int)ul, (const char *)u);
+            return SL_ERR_STATE;
+          }
+        }
+      } else if (t == SL__SEC_TIMERS || t == SL__SEC_OPSTATE ||
+                 t == SL__SEC_SOURCE) {
+        if (!sl__rd_bytes(&p, &u, &ul))
+          return SL_ERR_CORRUPT;
+        if (!job_has_uid(job, u, ul)) {
+          sl__errf(err, errlen,
+                   "it holds state of operator uid \"%.*s\" which the job no "
+                   "longer has (set restore.allow.dropped.state=true to drop "
+                   "it)",
+                   (int)ul, (const char *)u);
+          return SL_ERR_STATE;
+        }
+      }
+    }
+    if (r < 0)
+      return r;
+  }
+  return 0;
+}
+
+/* Loads and verifies chk-<id> (path). Returns SL_OK, SL_ERR_CORRUPT /
+ * SL_ERR_NOTFOUND for a damaged or incomplete checkpoint (the caller may
+ * fall back to an older one), or another error that must stop the job
+ * (e.g. SL_ERR_CONF for a max.parallelism mismatch). */
+int sl__ckpt_load(const char *path, uint32_t want_max_par, sl__restore **out,
+                  json_t **meta_out, char *err, size_t errlen) {
+  *out = NULL;
+  char mpath[4200];
+  pathf(mpath, sizeof(mpath), "%s/_metadata", path);
+  if (!exists(mpath)) {
+    sl__errf(err, errlen, "no _metadata (incomplete)");
+    return SL_ERR_NOTFOUND;
+  }
+  json_error_t je;
+  json_t *meta = json_load_file(mpath, 0, &je);
+  if (!meta) {
+    sl__errf(err, errlen, "_metadata is not valid JSON: %s (line %d)", je.text,
+             je.line);
+    return SL_ERR_CORRUPT;
+  }
+  int rc = 0;
+  json_int_t format = 0, id = 0, max_par = 0;
+  const char *backend = NULL;
+  json_t *files = NULL, *workers = NULL;
+  if (json_unpack_ex(meta, &je, 0, "{s:I,s:I,s:I,s:s,s:o,s:o}", "format",
+                     &format, "id", &id, "max_parallelism", &max_par, "backend",
+                     &backend, "files", &files, "workers", &workers) ||
+      !json_is_array(files) || !json_is_array(workers)) {
+    sl__errf(err, errlen, "_metadata is incomplete: %s", je.text);
+    rc = SL_ERR_CORRUPT;
+    goto out;
+  }
+  if (format != FORMAT_VERSION) {
+    sl__errf(err, errlen, "unsupported checkpoint format %lld",
+             (long long)format);
+    rc = SL_ERR_CORRUPT;
+    goto out;
+  }
+  if (want_max_par && (uint32_t)max_par != want_max_par) {
+    sl__errf(err, errlen,
+             "it was taken with max.parallelism=%lld but the job has %u; "
+             "key groups cannot change for the life of the job's state",
+             (long long)max_par, want_max_par);
+    rc = SL_ERR_CONF;
+    goto out;
+  }
+  /* Every listed file exists with its size and checksum. */
+  size_t i;
+  json_t *fj;
+  json_array_foreach(files, i, fj) {
+    const char *rel, *hex;
+    json_int_t bytes;
+    if (json_unpack(fj, "{s:s,s:I,s:s}", "path", &rel, "bytes", &bytes,
+                    "crc32c", &hex)) {
+      sl__errf(err, errlen, "_metadata has a malformed file entry");
+      rc = SL_ERR_CORRUPT;
+      goto out;
+    }
+    char fp[4200];
+    pathf(fp, sizeof(fp), "%s/%s", path, rel);
+    uint32_t crc;
+    uint64_t size;
+    if (crc_file(fp, &crc, &size)) {
+      sl__errf(err, errlen, "%s is missing: %s", rel, strerror(errno));
+      rc = SL_ERR_CORRUPT;
+      goto out;
+    }
+    char got[9];
+    pathf(got, sizeof(got), "%08x", crc);
+    if (size != (uint64_t)bytes || strcmp(got, hex) != 0) {
+      sl__errf(err, errlen,
+               "%s is damaged (%" PRIu64 " bytes, crc32c %s; expected %lld "
+               "bytes, crc32c %s)",
+               rel, size, got, (long long)bytes, hex);
+      rc = SL_ERR_CORRUPT;
+      goto out;
+    }
+  }
+  sl__restore *rs = calloc(1, sizeof(*rs));
+  if (!rs) {
+    rc = SL_ERR_NOMEM;
+    goto out;
+  }
+  *out = rs;
+  rs->id = (uint64_t)id;
+  rs->path = strdup(path);
+  rs->backend = strdup(backend);
+  rs->files = calloc(json_array_size(workers) + 1, sizeof(*rs->files));
+  if (!rs->path || !rs->backend || !rs->files) {
+    rc = SL_ERR_NOMEM;
+    goto out;
+  }
+  json_t *wj;
+  json_array_foreach(workers, i, wj) {
+    const char *file;
+    json_t *native = json_object_get(wj, "native");
+    if (json_unpack(wj, "{s:s}", "file", &file)) {
+      sl__errf(err, errlen, "_metadata has a malformed worker entry");
+      rc = SL_ERR_CORRUPT;
+      goto out;
+    }
+    sl__rfile *rf = &rs->files[rs->n_files++];
+    char fp[4200];
+    pathf(fp, sizeof(fp), "%s/%s", path, file);
+    if (sl__ckpt_read_file(fp, &rf->data, &rf->len)) {
+      sl__errf(err, errlen, "cannot read %s: %s", file, strerror(errno));
+      rc = SL_ERR_CORRUPT;
+      goto out;
+    }
+    char why[256];
+    if (sl__snap_check(rf->data, rf->len, &rf->head, &rf->body, why,
+                       sizeof(why))) {
+      sl__errf(err, errlen, "%s: %s", file, why);
+      rc = SL_ERR_CORRUPT;
+      goto out;
+    }
+    if (json_is_string(native)) {
+      char *abs = realpath(path, NULL);
+      if (!abs || asprintf(&rf->native_dir, "%s/%s", abs,
+                           json_string_value(native)) < 0) {
+        rf->native_dir = NULL;
+        free(abs);
+        rc = SL_ERR_NOMEM;
+        goto out;
+      }
+      free(abs);
+    }
+  }
+out:
+  if (rc) {
+    restore_free(*out);
+    *out = NULL;
+  }
+  if (meta_out && !rc)
+    *meta_out = meta;
+  else
+    json_decref(meta);
+  return rc;
+}
+
+/* Restart resolution for exactly-once sinks (DESIGN §8): a checkpoint
+ * whose _COMMITTED mark is missing is used only if every participant
+ * says its output was committed. */
+static int resolve(sl_job_t *job, const sl__restore *rs) {
+  if (!job->n_parts)
+    return 1;
+  char mark[4200];
+  pathf(mark, sizeof(mark), "%s/_COMMITTED", rs->path);
+  if (exists(mark))
+    return 1;
+  /* Source positions, grouped per source uid. */
+  size_t n_uids = 0;
+  const char **uids = calloc((size_t)job->n_nodes + 1, sizeof(*uids));
+  const sl_blob_t **pos = calloc((size_t)job->n_nodes + 1, sizeof(*pos));
+  size_t *counts = calloc((size_t)job->n_nodes + 1, sizeof(*counts));
+  sl_blob_t **own = calloc((size_t)job->n_nodes + 1, sizeof(*own));
+  int rc = uids && pos && counts && own ? 1 : SL_ERR_NOMEM;
+  for (int i = 0; rc == 1 && i < job->n_nodes; i++) {
+    sl__node *n = job->nodes[i];
+    if (n->kind != SL__NODE_SOURCE || !n->uid)
+      continue;
+    size_t cap = 0;
+    for (int f = 0; f < rs->n_files; f++) {
+      sl__rd body = rs->files[f].body, p;
+      uint32_t t, kg;
+      while (sl__snap_next(&body, &t, &kg, &p) == 1) {
+        const void *u, *blob;
+        size_t ul, bl;
+        uint32_t sub;
+        if (t != SL__SEC_SOURCE || !sl__rd_bytes(&p, &u, &ul) ||
+            !sl__rd_u32(&p, &sub) || !sl__rd_bytes(&p, &blob, &bl) ||
+            ul != strlen(n->uid) || memcmp(u, n->uid, ul) != 0)
+          continue;
+        if (counts[n_uids] == cap) {
+          cap = cap ? 2 * cap : 4;
+          sl_blob_t *a = realloc(own[n_uids], cap * sizeof(*a));
+          if (!a) {
+            rc = SL_ERR_NOMEM;
+            break;
+          }
+          own[n_uids] = a;
+        }
+        own[n_uids][counts[n_uids]++] = (sl_blob_t){blob, bl};
+      }
+    }
+    uids[n_uids] = n->uid;
+    pos[n_uids] = own[n_uids];
+    n_uids++;
+  }
+  for (int i = 0; rc == 1 && i < job->n_parts; i++)
+    if (job->parts[i].resolve)
+      rc = job->parts[i].resolve(rs->id, uids, pos, counts, n_uids,
+                                 job->parts[i].opaque);
+  for (size_t i = 0; own && i < n_uids; i++)
+    free(own[i]);
+  free(own);
+  free(uids);
+  free(pos);
+  free(counts);
+  return rc;
+}
+
+static int pick_restore(struct sl__ckpt *ck, const char *from) {
+  sl_job_t *job = ck->job;
+  char err[1024];
+  bool allow_drop = sl__conf_bool(job->conf, "restore.allow.dropped.state");
+  if (strcmp(from, "latest") != 0) {
+    int rc = sl__ckpt_load(from, job->max_par, &ck->rs, NULL, err, sizeof(err));
+    if (!rc && !allow_drop)
+      rc = check_uids(job, ck->rs, err, sizeof(err));
+    if (!rc && resolve(job, ck->rs) != 1) {
+      sl__errf(err, sizeof(err),
+               "its exactly-once output was not committed (no _COMMITTED "
+               "and the sinks could not confirm it)");
+      rc = SL_ERR_STATE;
+    }
+    if (rc)
+      return sl__job_fail(job, rc, "cannot restore from checkpoint %s: %s",
+                          from, err);
+    return 0;
+  }
+  if (!ck->dir)
+    return sl__job_fail(job, SL_ERR_CONF,
+                        "restore.from=latest needs checkpoint.dir");
+  uint64_t *ids;
+  size_t n;
+  if (sl__ckpt_list(ck->dir, &ids, &n))
+    return sl__job_fail(job, SL_ERR_IO, "cannot list %s: %s", ck->dir,
+                        strerror(errno));
+  int rc = 0, complete = 0;
+  for (size_t i = 0; i < n && !ck->rs; i++) {
+    char chk[4096];
+    sl__ckpt_path(ck, ids[i], chk, sizeof(chk));
+    rc = sl__ckpt_load(chk, job->max_par, &ck->rs, NULL, err, sizeof(err));
+    if (rc == SL_ERR_NOTFOUND) {
+      LOG(ck, SL__LOG_INFO,
+          "checkpoint %s is incomplete (no _metadata); "
+          "ignored",
+          chk);
+      rc = 0;
+      continue;
+    }
+    complete++;
+    if (!rc && !allow_drop &&
+        (rc = check_uids(job, ck->rs, err, sizeof(err)))) {
+      restore_free(ck->rs);
+      ck->rs = NULL;
+      char msg[1200];
+      pathf(msg, sizeof(msg), "%s", err);
+      pathf(err, sizeof(err), "%s: %s", chk, msg);
+      break; /* the job changed: an older checkpoint would not help */
+    }
+    if (!rc) {
+      int r = resolve(job, ck->rs);
+      if (r != 1) {
+        LOG(ck, SL__LOG_WARN,
+            "checkpoint %s skipped: its exactly-once output was not "
+            "committed; using the previous one",
+            chk);
+        restore_free(ck->rs);
+        ck->rs = NULL;
+        if (r < 0) {
+          rc = r;
+          pathf(err, sizeof(err), "resolving it failed: %s", sl_strerror(r));
+          break;
+        }
+        continue;
+      }
+    }
+    if (rc == SL_ERR_CORRUPT) {
+      LOG(ck, SL__LOG_WARN,
+          "checkpoint %s is damaged and skipped: %s; trying the previous one",
+          chk, err);
+      rc = 0;
+      continue;
+    }
+    if (rc) {
+      if (rc != SL_ERR_STATE) {
+        char msg[1200];
+        pathf(msg, sizeof(msg), "%s", err);
+        pathf(err, sizeof(err), "%s: %s", chk, msg);
+      }
+      break;
+    }
+  }
+  free(ids);
+  if (rc)
+    return sl__job_fail(job, rc, "cannot restore: checkpoint %s", err);
+  if (!ck->rs && complete)
+    return sl__job_fail(job, SL_ERR_CORRUPT,
+                        "cannot restore: none of the %d complete checkpoints "
+                        "in %s is valid (see the log); remove them or unset "
+                        "restore.from to start empty",
+                        complete, ck->dir);
+  if (ck->rs)
+    LOG(ck, SL__LOG_INFO, "restoring from %s", ck->rs->path);
+  return 0;
+}
+
+static struct sl__ckpt *ckpt_new(sl_job_t *job) {
+  struct sl__ckpt *ck = calloc(1, sizeof(*ck));
+  if (!ck || !(ck->acks = calloc((size_t)job->par, sizeof(*ck->acks)))) {
+    free(ck);
+    return NULL;
+  }
+  job->ckpt = ck;
+  ck->job = job;
+  pthread_mutex_init(&ck->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&ck->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  return ck;
+}
+
+int sl__ckpt_setup_image(sl_job_t *job, const void *data, size_t len, char *err,
+                         size_t errlen) {
+  struct sl__ckpt *ck = ckpt_new(job);
+  sl__restore *rs = ck ? calloc(1, sizeof(*rs)) : NULL;
+  if (rs) {
+    rs->files = calloc(1, sizeof(*rs->files));
+    rs->path = strdup("(snapshot)");
+    rs->backend = strdup("hashmap");
+  }
+  if (!rs || !rs->files || !rs->path || !rs->backend ||
+      !(rs->files[0].data = malloc(len ? len : 1))) {
+    restore_free(rs);
+    pathf(err, errlen, "out of memory");
+    return SL_ERR_NOMEM;
+  }
+  ck->rs = rs;
+  rs->id = 1;
+  rs->n_files = 1;
+  memcpy(rs->files[0].data, data, len);
+  rs->files[0].len = len;
+  char why[256];
+  if (sl__snap_check(rs->files[0].data, len, &rs->files[0].head,
+                     &rs->files[0].body, why, sizeof(why))) {
+    pathf(err, errlen, "not a valid snapshot: %s", why);
+    return SL_ERR_CORRUPT;
+  }
+  if (rs->files[0].head.max_par != job->max_par) {
+    pathf(err, errlen,
+          "the snapshot has max.parallelism=%u but the harness has %u",
+          rs->files[0].head.max_par, job->max_par);
+    return SL_ERR_CONF;
+  }
+  return 0;
+}
+
+int sl__ckpt_setup(sl_job_t *job) {
+  const char *dir = sl__conf_str(job->conf, "checkpoint.dir");
+  const char *from = sl__conf_str(job->conf, "restore.from");
+  if (!dir[0] && !from[0])
+    return 0;
+  struct sl__ckpt *ck = ckpt_new(job);
+  if (!ck)
+    return sl__job_fail(job, SL_ERR_NOMEM, "out of memory");
+  ck->interval_ms = sl__conf_int(job->conf, "checkpoint.interval.ms");
+  ck->min_pause_ms = sl__conf_int(job->conf, "checkpoint.min.pause.ms");
+  ck->timeout_ms = sl__conf_int(job->conf, "checkpoint.timeout.ms");
+  ck->tolerable = (int)sl__conf_int(job->conf, "checkpoint.tolerable.failures");
+  ck->retained = (int)sl__conf_int(job->conf, "checkpoint.retained");
+  ck->final = sl__conf_bool(job->conf, "checkpoint.final");
+  ck->last_end = INT64_MIN / 2;
+  if (dir[0]) {
+    if (!(ck->dir = strdup(dir)))
+      return sl__job_fail(job, SL_ERR_NOMEM, "out of memory");
+    size_t l = strlen(ck->dir);
+    while (l > 1 && ck->dir[l - 1] == '/')
+      ck->dir[--l] = 0;
+    if (mkdirs(ck->dir))
+      return sl__job_fail(job, SL_ERR_IO,
+                          "checkpoint.dir \"%s\" cannot be created: %s", dir,
+                          strerror(errno));
+    uint64_t *ids;
+    size_t n;
+    if (sl__ckpt_list(ck->dir, &ids, &n))
+      return sl__job_fail(job, SL_ERR_IO, "checkpoint.dir \"%s\": %s", dir,
+                          strerror(errno));
+    ck->last_id = n ? ids[0] : 0; /* new checkpoints never reuse an id */
+    free(ids);
+  }
+  int rc = from[0] ? pick_restore(ck, from) : 0;
+  if (!rc && ck->rs) {
+    ck->restored_id = ck->rs->id;
+    if (ck->rs->id > ck->last_id)
+      ck->last_id = ck->rs->id;
+  }
+  return rc;
+}
+
+void sl__ckpt_free(sl_job_t *job) {
+  struct sl__ckpt *ck = job->ckpt;
+  if (!ck)
+    return;
+  clear_acks(ck);
+  free(ck->acks);
+  restore_free(ck->rs);
+  for (size_t i = 0; i < ck->n_prev; i++)
+    free(ck->prev[i].path);
+  free(ck->prev);
+  pthread_mutex_destroy(&ck->mu);
+  pthread_cond_destroy(&ck->cv);
+  free(ck->dir);
+  free(ck);
+  job->ckpt = NULL;
+}
+
+void sl__ckpt_restored(struct sl__ckpt *ck) {
+  pthread_mutex_lock(&ck->mu);
+  if (++ck->restored == ck->job->par) {
+    restore_free(ck->rs); /* every worker took its part */
+    ck->rs = NULL;
+  }
+  pthread_mutex_unlock(&ck->mu);
+}
+
+/* ---- Public API --------------------------------------------------------- */
+
+int sl_job_checkpoint(sl_job_t *job) {
+  if (!job)
+    return SL_ERR_INVAL;
+  struct sl__ckpt *ck = job->ckpt;
+  if (!ck || !ck->dir || atomic_load(&job->phase) != SL__JOB_RUNNING)
+    return SL_ERR_STATE;
+  pthread_mutex_lock(&ck->mu);
+  ck->demand = 1;
+  pthread_cond_broadcast(&ck->cv);
+  pthread_mutex_unlock(&ck->mu);
+  return SL_OK;
+}
+
+int sl_job_checkpoint_info(sl_job_t *job, sl_checkpoint_info_t *out) {
+  if (!job || !out)
+    return SL_ERR_INVAL;
+  memset(out, 0, sizeof(*out));
+  struct sl__ckpt *ck = job->ckpt;
+  if (!ck)
+    return SL_OK;
+  pthread_mutex_lock(&ck->mu);
+  out->id = ck->last_done;
+  out->completed_at_ms = ck->last_done_ms;
+  out->duration_ms = ck->last_duration_ms;
+  out->bytes = (uint64_t)ck->last_bytes;
+  out->bytes_new = (uint64_t)ck->last_bytes_new;
+  out->completed = ck->completed;
+  out->failed = ck->failed;
+  out->restored_from = ck->restored_id;
+  if (ck->last_done && ck->dir)
+    sl__ckpt_path(ck, ck->last_done, out->path, sizeof(out->path));
+  pthread_mutex_unlock(&ck->mu);
+  return SL_OK;
+}

@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Encoding and checking of worker snapshot files (format.h). */
+#include "checkpoint/format.h"
+
+#include <string.h>
+
+#include "core/crc32c.h"
+#include "core/util.h"
+
+static uint32_t get32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+         (uint32_t)p[3] << 24;
+}
+static uint64_t get64(const unsigned char *p) {
+  return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+int sl__snap_begin_file(sl_buf_t *b, const sl__snap_head *h) {
+  int rc = sl_buf_append(b, SL__SNAP_MAGIC, 8);
+  if (!rc)
+    rc = sl__buf_u32(b, SL__SNAP_VERSION);
+  if (!rc)
+    rc = sl__buf_u32(b, h->worker);
+  if (!rc)
+    rc = sl__buf_u64(b, h->id);
+  if (!rc)
+    rc = sl__buf_u32(b, h->kg_lo);
+  if (!rc)
+    rc = sl__buf_u32(b, h->kg_hi);
+  if (!rc)
+    rc = sl__buf_u32(b, h->max_par);
+  if (!rc)
+    rc = sl__buf_u32(b, 0);
+  return rc;
+}
+
+int sl__snap_begin_section(sl_buf_t *b, uint32_t type, uint32_t kg,
+                           size_t *mark) {
+  int rc = sl__buf_u32(b, type);
+  if (!rc)
+    rc = sl__buf_u32(b, kg);
+  *mark = b->len;
+  return rc ? rc : sl__buf_u64(b, 0);
+}
+
+void sl__snap_end_section(sl_buf_t *b, size_t mark) {
+  uint64_t len = b->len - mark - 8;
+  for (int i = 0; i < 8; i++)
+    b->data[mark + i] = (unsigned char)(len >> (8 * i));
+}
+
+int sl__snap_finish_file(sl_buf_t *b) {
+  uint64_t len = b->len;
+  uint32_t crc = sl__crc32c(0, b->data, b->len);
+  int rc = sl__buf_u64(b, len);
+  if (!rc)
+    rc = sl__buf_u32(b, crc);
+  return rc ? rc : sl_buf_append(b, SL__SNAP_TRAILER, 8);
+}
+
+bool sl__rd_u8(sl__rd *r, uint8_t *v) {
+  if (r->bad || r->end - r->p < 1)
+    return !(r->bad = true);
+  *v = *r->p++;
+  return true;
+}
+bool sl__rd_u32(sl__rd *r, uint32_t *v) {
+  if (r->bad || r->end - r->p < 4)
+    return !(r->bad = true);
+  *v = get32(r->p);
+  r->p += 4;
+  return true;
+}
+bool sl__rd_u64(sl__rd *r, uint64_t *v) {
+  if (r->bad || r->end - r->p < 8)
+    return !(r->bad = true);
+  *v = get64(r->p);
+  r->p += 8;
+  return true;
+}
+bool sl__rd_bytes(sl__rd *r, const void **p, size_t *n) {
+  uint32_t len;
+  if (!sl__rd_u32(r, &len))
+    return false;
+  if ((size_t)(r->end - r->p) < len)
+    return !(r->bad = true);
+  *p = r->p;
+  *n = len;
+  r->p += len;
+  return true;
+}
+
+int sl__snap_check(const void *data, size_t len, sl__snap_head *h, sl__rd *body,
+                   char *err, size_t errlen) {
+  const unsigned char *d = data;
+  if (len < SL__SNAP_HEADER + SL__SNAP_TRAILER_LEN) {
+    sl__errf(err, errlen, "file too short (%zu bytes): truncated", len);
+    return SL_ERR_CORRUPT;
+  }
+  if (memcmp(d, SL__SNAP_MAGIC, 8) != 0) {
+    sl__errf(err, errlen, "not a sluice snapshot file (bad magic)");
+    return SL_ERR_CORRUPT;
+  }
+  const unsigned char *t = d + len - SL__SNAP_TRAILER_LEN;
+  if (memcmp(t + 12, SL__SNAP_TRAILER, 8) != 0 || get64(t) != len - 20) {
+    sl__errf(err, errlen, "incomplete file (no valid trailer): truncated");
+    return SL_ERR_CORRUPT;
+  }
+  uint32_t want = get32(t + 8), got = sl__crc32c(0, d, len - 20);
+  if (want != got) {
+    sl__errf(err, errlen, "checksum mismatch (crc32c %08x, expected %08x)", got,
+             want);
+    return SL_ERR_CORRUPT;
+  }
+  h->version = get32(d + 8);
+  if (h->version != SL__SNAP_VERSION) {
+    sl__errf(err, errlen, "unsupported snapshot version %u", h->version);
+    return SL_ERR_CORRUPT;
+  }
+  h->worker = get32(d + 12);
+  h->id = get64(d + 16);
+  h->kg_lo = get32(d + 24);
+  h->kg_hi = get32(d + 28);
+  h->max_par = get32(d + 32);
+  body->p = d + SL__SNAP_HEADER;
+  body->end = t;
+  body->bad = false;
+  return SL_OK;
+}
+
+int sl__snap_next(sl__rd *body, uint32_t *type, uint32_t *kg, sl__rd *payload) {
+  if (sl__rd_done(body))
+    return 0;
+  uint64_t len;
+  if (!sl__rd_u32(body, type) || !sl__rd_u32(body, kg) ||
+      !sl__rd_u64(body, &len) || (uint64_t)(body->end - body->p) < len)
+    return SL_ERR_CORRUPT;
+  payload->p = body->p;
+  payload->end = body->p + len;
+  payload->bad = false;
+  body->p += len;
+  return 1;
+}

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The snapshot file of one worker in a checkpoint (chk-<id>/w<i>.snap):
+ * a header, typed sections (state names, per-key-group entries and
+ * timers, operator state, source positions) and a trailer with the
+ * CRC32C of everything before it, so a file can be verified on its own.
+ * Integers are little-endian; byte strings are u32-length-prefixed. */
+#ifndef SL_CHECKPOINT_FORMAT_H
+#define SL_CHECKPOINT_FORMAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "checkpoint/buf.h"
+
+#define SL__SNAP_MAGIC "SLSNAP\x01\x00"
+#define SL__SNAP_TRAILER "SLSNAPOK"
+#define SL__SNAP_VERSION 1u
+#define SL__SNAP_HEADER 40      /* magic, version, worker, id, kg range, K */
+#define SL__SNAP_TRAILER_LEN 20 /* u64 length, u32 crc, magic */
+#define SL__SNAP_NO_KG UINT32_MAX
+
+enum {
+  SL__SEC_STATES = 1,  /* u32 n; n x (u32 id, u32 type, bytes name) */
+  SL__SEC_ENTRIES = 2, /* per kg: (u32 state, bytes key, bytes ns,
+                          u8 has_mk, [bytes mk], bytes value)* */
+  SL__SEC_TIMERS = 3,  /* per (uid, kg): bytes uid, (u8 domain, i64 ts,
+                          bytes key, bytes ns)* */
+  SL__SEC_OPSTATE = 4, /* bytes uid, bytes blob */
+  SL__SEC_SOURCE = 5,  /* bytes uid, u32 subtask, bytes blob */
+};
+
+typedef struct sl__snap_head {
+  uint32_t version, worker;
+  uint64_t id;
+  uint32_t kg_lo, kg_hi, max_par;
+} sl__snap_head;
+
+/* Writing: header, then sections (begin, payload appended to the buffer,
+ * end patches the length), then the trailer. */
+int sl__snap_begin_file(sl_buf_t *b, const sl__snap_head *h);
+int sl__snap_begin_section(sl_buf_t *b, uint32_t type, uint32_t kg,
+                           size_t *mark);
+void sl__snap_end_section(sl_buf_t *b, size_t mark);
+int sl__snap_finish_file(sl_buf_t *b);
+
+/* Reading from memory, bounds-checked: every read returns false (and
+ * poisons the reader) past the end. */
+typedef struct sl__rd {
+  const unsigned char *p, *end;
+  bool bad;
+} sl__rd;
+bool sl__rd_u8(sl__rd *r, uint8_t *v);
+bool sl__rd_u32(sl__rd *r, uint32_t *v);
+bool sl__rd_u64(sl__rd *r, uint64_t *v);
+bool sl__rd_bytes(sl__rd *r, const void **p, size_t *n);
+static inline bool sl__rd_done(const sl__rd *r) {
+  return r->p == r->end;
+}
+
+/* Checks a whole file image: header magic and version, trailer, length
+ * and CRC32C. On success sets *h and *body (the sections). SL_OK or
+ * SL_ERR_CORRUPT with the reason in err. */
+int sl__snap_check(const void *data, size_t len, sl__snap_head *h, sl__rd *body,
+                   char *err, size_t errlen);
+/* Next section of body: 1 with its type, kg and payload reader, 0 at the
+ * end, SL_ERR_CORRUPT on a malformed section. */
+int sl__snap_next(sl__rd *body, uint32_t *type, uint32_t *kg, sl__rd *payload);
+
+#endif
