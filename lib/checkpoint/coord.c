@@ -23,6 +23,7 @@
 #include "core/crc32c.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "metrics/metrics.h"
 #include "sluice/checkpoint.h"
 
 #define FORMAT_VERSION 1
@@ -449,6 +450,7 @@ static void trigger(struct sl__ckpt *ck) {
   if (mkdirs(chk)) {
     LOG(ck, SL__LOG_WARN, "checkpoint %" PRIu64 ": cannot create %s: %s", id,
         chk, strerror(errno));
+    sl__metrics_checkpoint_failed(ck->job);
     ck->failed++;
     ck->fails_in_row++;
     ck->last_end = mono_ms();
@@ -476,6 +478,7 @@ static void fail_cur(struct sl__ckpt *ck, const char *why) {
   char chk[4096];
   sl__ckpt_path(ck, id, chk, sizeof(chk));
   LOG(ck, SL__LOG_WARN, "checkpoint %" PRIu64 " failed: %s", id, why);
+  sl__metrics_checkpoint_failed(job);
   clear_acks(ck);
   ck->cur = 0;
   ck->failed++;
@@ -549,6 +552,7 @@ static void complete_cur(struct sl__ckpt *ck) {
   ck->fails_in_row = 0;
   ck->last_end = mono_ms();
   atomic_store_explicit(&job->ckpt_complete, id, memory_order_release);
+  sl__metrics_checkpoint_done(job, (int64_t)id, duration, bytes);
   pthread_cond_broadcast(&ck->cv);
   LOG(ck, SL__LOG_DEBUG,
       "checkpoint %" PRIu64 " complete: %" PRIu64 " bytes in %" PRId64 " ms",
@@ -1102,6 +1106,7 @@ int sl__ckpt_setup(sl_job_t *job) {
                           strerror(errno));
     ck->last_id = n ? ids[0] : 0; /* new checkpoints never reuse an id */
     free(ids);
+    sl__metrics_checkpoint_enable(job);
   }
   int rc = from[0] ? pick_restore(ck, from) : 0;
   if (!rc && ck->rs) {

@@ -364,6 +364,50 @@ START_TEST(test_checkpoint_staleness_and_metrics) {
 }
 END_TEST
 
+/* The checkpoint coordinator reports real checkpoints. */
+START_TEST(test_checkpoints_of_a_running_job) {
+  char dir[] = "/tmp/sluice-ckpt-metrics-XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  const char *kv[] = {"checkpoint.dir",
+                      dir,
+                      "checkpoint.interval.ms",
+                      "20",
+                      "health.checkpoint.max.age.ms",
+                      "60000",
+                      NULL};
+  fixture fx;
+  fx_build(&fx, 2, kv);
+  atomic_store(&fx.f.limit, 500);
+  fx_start(&fx);
+  double deadline = hg_now() + 10, done = 0;
+  while (hg_now() < deadline &&
+         (sl_job_metric_value(fx.job, "sluice_checkpoint_completed_total", NULL,
+                              &done) != SL_OK ||
+          done < 3))
+    hg_nap();
+  ck_assert_double_ge(done, 3);
+  ck_assert_int_eq(await_health(fx.job, SL_HEALTH_READY), SL_HEALTH_READY);
+  /* Keyed state of 10 keys and the timers are in every checkpoint. */
+  ck_assert_double_gt(value(fx.job, "sluice_checkpoint_last_size_bytes", NULL),
+                      10 * 8);
+  ck_assert_double_ge(
+      value(fx.job, "sluice_checkpoint_last_completed_id", NULL), 3);
+  ck_assert_double_ge(value(fx.job, "sluice_checkpoint_duration_seconds", NULL),
+                      3);
+  ck_assert_double_eq(value(fx.job, "sluice_checkpoint_failures_total", NULL),
+                      0);
+  /* The job clock is manual and did not move: the age is 0. */
+  ck_assert_double_eq(
+      value(fx.job, "sluice_checkpoint_last_completed_age_seconds", NULL), 0);
+  fx_finish(&fx);
+  ck_assert_int_eq(fx.rc, SL_OK);
+  fx_free(&fx);
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 START_TEST(test_failed_job_is_unhealthy) {
   const char *kv[] = {"metrics.listen", "127.0.0.1:0", NULL};
   fixture fx;
@@ -520,6 +564,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_running_job_metrics_and_endpoint);
   tcase_add_test(tc, test_not_ready_until_operators_opened);
   tcase_add_test(tc, test_checkpoint_staleness_and_metrics);
+  tcase_add_test(tc, test_checkpoints_of_a_running_job);
   tcase_add_test(tc, test_failed_job_is_unhealthy);
   tcase_add_test(tc, test_port_in_use_is_a_clear_error);
   tcase_add_test(tc, test_json_log_line);
