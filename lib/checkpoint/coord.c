@@ -366,6 +366,10 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
         (json_int_t)bytes, "bytes_new", (json_int_t)bytes_new, "operators",
         operators_json(job), "workers", workers, "files", files);
     workers = files = NULL;
+    /* For sluice_job_restarts_total across restarts. */
+    if (meta)
+      json_object_set_new(meta, "restarts",
+                          json_integer((json_int_t)ck->restarts));
     char tmp[4200];
     pathf(tmp, sizeof(tmp), "%s/_metadata.tmp", chk);
     pathf(path, sizeof(path), "%s/_metadata", chk);
@@ -808,6 +812,8 @@ int sl__ckpt_load(const char *path, uint32_t want_max_par, sl__restore **out,
   }
   *out = rs;
   rs->id = (uint64_t)id;
+  json_int_t restarts = json_integer_value(json_object_get(meta, "restarts"));
+  rs->restarts = restarts > 0 ? (uint64_t)restarts : 0;
   rs->path = strdup(path);
   rs->backend = strdup(backend);
   rs->files = calloc(json_array_size(workers) + 1, sizeof(*rs->files));
@@ -1111,6 +1117,8 @@ int sl__ckpt_setup(sl_job_t *job) {
   int rc = from[0] ? pick_restore(ck, from) : 0;
   if (!rc && ck->rs) {
     ck->restored_id = ck->rs->id;
+    ck->restarts = ck->rs->restarts + 1;
+    sl__metrics_job_restarts(job, ck->restarts);
     if (ck->rs->id > ck->last_id)
       ck->last_id = ck->rs->id;
   }

@@ -37,6 +37,7 @@ typedef struct sl__rfile {
 
 typedef struct sl__restore {
   uint64_t id;
+  uint64_t restarts; /* "restarts" of its metadata (0 when absent) */
   char *path; /* chk-<id> directory */
   char *backend;
   sl__rfile *files;
@@ -81,6 +82,7 @@ struct sl__ckpt {
 
   sl__restore *rs;      /* NULL when not restoring; freed once restored */
   uint64_t restored_id; /* the checkpoint the job started from */
+  uint64_t restarts;    /* restores over the job's life, kept in metadata */
   int restored;         /* workers done restoring (mu) */
 };
 

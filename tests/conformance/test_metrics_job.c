@@ -408,6 +408,29 @@ START_TEST(test_checkpoints_of_a_running_job) {
 }
 END_TEST
 
+/* Each restore from a checkpoint counts one restart over the job's life. */
+START_TEST(test_restarts_counted_across_restores) {
+  char dir[] = "/tmp/sluice-restarts-XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  for (int run = 0; run < 3; run++) {
+    const char *kv[] = {"checkpoint.dir", dir, "restore.from", "latest", NULL};
+    fixture fx;
+    fx_build(&fx, 1, kv);
+    atomic_store(&fx.f.limit, 50);
+    atomic_store(&fx.f.end, 1);
+    ck_assert_int_eq(sl_job_run(fx.job), SL_OK);
+    /* The first run finds no checkpoint: a fresh start. */
+    ck_assert_double_eq(value(fx.job, "sluice_job_restarts_total", NULL), run);
+    ck_assert_double_ge(
+        value(fx.job, "sluice_checkpoint_completed_total", NULL), 1);
+    fx_free(&fx);
+  }
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 START_TEST(test_failed_job_is_unhealthy) {
   const char *kv[] = {"metrics.listen", "127.0.0.1:0", NULL};
   fixture fx;
@@ -565,6 +588,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_not_ready_until_operators_opened);
   tcase_add_test(tc, test_checkpoint_staleness_and_metrics);
   tcase_add_test(tc, test_checkpoints_of_a_running_job);
+  tcase_add_test(tc, test_restarts_counted_across_restores);
   tcase_add_test(tc, test_failed_job_is_unhealthy);
   tcase_add_test(tc, test_port_in_use_is_a_clear_error);
   tcase_add_test(tc, test_json_log_line);
