@@ -190,16 +190,21 @@ sl_health sl_job_health(sl_job_t *job, char *reason, size_t len) {
     len = sizeof(dummy);
   }
   sl__jmetrics *jm = job ? job->metrics : NULL;
-  if (!jm || !atomic_load(&jm->started)) {
+  if (!jm) {
     snprintf(reason, len, "not started: sl_job_run() has not been called");
     return SL_HEALTH_STARTING;
   }
   char msg[1024];
   sl__job_stat st;
   sl__stats_job(job, &st, msg, sizeof(msg));
+  /* Before the start too: sl_job_run() may fail before it starts. */
   if (st.failed) {
     snprintf(reason, len, "failed: %s", msg);
     return SL_HEALTH_UNHEALTHY;
+  }
+  if (!atomic_load(&jm->started)) {
+    snprintf(reason, len, "not started: sl_job_run() has not been called");
+    return SL_HEALTH_STARTING;
   }
   if (atomic_load(&jm->ended)) {
     snprintf(reason, len, "finished: sl_job_run() returned");

@@ -453,6 +453,20 @@ START_TEST(test_failed_job_is_unhealthy) {
 }
 END_TEST
 
+START_TEST(test_job_failing_before_start_is_unhealthy) {
+  sl_job_t *job = tu_job(1, NULL);
+  static const sl_source_ops_t so = {.poll = feed_poll};
+  feed f = {.keys = 1};
+  ck_assert_ptr_nonnull(sl_source(job, "events", &so, &f)); /* no sink */
+  ck_assert_int_eq(sl_job_run(job), SL_ERR_GRAPH);
+  char reason[512];
+  ck_assert_int_eq(sl_job_health(job, reason, sizeof(reason)),
+                   SL_HEALTH_UNHEALTHY);
+  ck_assert_msg(strstr(reason, "no sink") != NULL, "%s", reason);
+  sl_job_destroy(job);
+}
+END_TEST
+
 START_TEST(test_port_in_use_is_a_clear_error) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {0};
@@ -473,6 +487,7 @@ START_TEST(test_port_in_use_is_a_clear_error) {
   ck_assert_msg(strstr(msg, "metrics.listen") && strstr(msg, addr) &&
                     strstr(msg, "in use"),
                 "%s", msg);
+  ck_assert_int_eq(sl_job_health(fx.job, NULL, 0), SL_HEALTH_UNHEALTHY);
   fx_free(&fx);
   close(fd);
 }
@@ -590,6 +605,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_checkpoints_of_a_running_job);
   tcase_add_test(tc, test_restarts_counted_across_restores);
   tcase_add_test(tc, test_failed_job_is_unhealthy);
+  tcase_add_test(tc, test_job_failing_before_start_is_unhealthy);
   tcase_add_test(tc, test_port_in_use_is_a_clear_error);
   tcase_add_test(tc, test_json_log_line);
   tcase_add_test(tc, test_kafka_dead_letter_and_restart_series);
