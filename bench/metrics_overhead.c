@@ -100,6 +100,7 @@ static void *scrape_main(void *arg) {
 }
 
 static int total_scrapes, total_lines;
+static double render_us; /* rendering /metrics once, last P=2 job */
 
 static double run(int par, bool metrics) {
   const char *on[] = {"metrics.listen", "127.0.0.1:0",
@@ -130,6 +131,15 @@ static double run(int par, bool metrics) {
   double in = 0;
   sl_job_metric_value(job, "sluice_operator_records_in_total", "operator=count",
                       &in);
+  if (metrics) { /* what one scrape costs the endpoint's thread */
+    double r0 = bench_now();
+    for (int i = 0; i < 200; i++) {
+      char *text = NULL;
+      sl_job_metrics_format(job, SL_METRICS_PROMETHEUS, &text, NULL);
+      free(text);
+    }
+    render_us = (bench_now() - r0) / 200 * 1e6;
+  }
   sl_job_destroy(job);
   if (in != (double)N) {
     fprintf(stderr, "processed %.0f of %llu\n", in, N);
@@ -196,9 +206,9 @@ int main(void) {
          "p1_off_events_per_sec=%.0f p1_on_events_per_sec=%.0f "
          "p1_ratio_on_off=%.3f p2_off_events_per_sec=%.0f "
          "p2_on_events_per_sec=%.0f p2_ratio_on_off=%.3f scrapes=%d "
-         "log_lines=%d\n",
+         "log_lines=%d render_us=%.1f\n",
          N, KEYS, 2 * ROUNDS, off1, on1, r1, off2, on2, r2, total_scrapes,
-         total_lines);
+         total_lines, render_us);
   free(events);
   return 0;
 }
