@@ -19,8 +19,7 @@
   STR(SLUICE_VERSION_MAJOR)                                                    \
   "." STR(SLUICE_VERSION_MINOR) "." STR(SLUICE_VERSION_PATCH)
 
-/* ---- Operator and channel collectors --------------------------------------
- */
+/* ---- Operator and channel collectors ------------------------------------- */
 
 typedef struct op_walk {
   sl__mcollect *c;
@@ -147,7 +146,7 @@ static const struct builtin {
      "to a power of two)."},
 };
 
-/* ---- Job gauges read at scrape time ------------------------------------- */
+/* ---- Job gauges read at scrape time -------------------------------------- */
 
 static double uptime_fn(void *opaque) {
   sl__jmetrics *jm = opaque;

@@ -29,8 +29,7 @@ sl__metrics *sl__metrics_of(sl_job_t *job) {
   return job && job->metrics ? job->metrics->reg : NULL;
 }
 
-/* ---- Lifecycle ------------------------------------------------------------
- */
+/* ---- Lifecycle ----------------------------------------------------------- */
 
 static void jm_free(sl__jmetrics *jm) {
   if (!jm)
@@ -166,8 +165,7 @@ void sl__metrics_job_destroy(sl_job_t *job) {
   jm_free(jm);
 }
 
-/* ---- Health ---------------------------------------------------------------
- */
+/* ---- Health -------------------------------------------------------------- */
 
 const char *sl_health_name(sl_health h) {
   switch (h) {
@@ -240,8 +238,7 @@ sl_health sl_job_health(sl_job_t *job, char *reason, size_t len) {
   return SL_HEALTH_READY;
 }
 
-/* ---- HTTP -----------------------------------------------------------------
- */
+/* ---- HTTP ---------------------------------------------------------------- */
 
 static char *health_json(sl__jmetrics *jm, sl_health *h) {
   char reason[1200];
@@ -290,8 +287,7 @@ static void http_handler(const char *path, sl__http_reply *r, void *opaque) {
   r->body = sl__strdup("not found: try /metrics or /healthz\n");
 }
 
-/* ---- Public reading API -----------------------------------------------------
- */
+/* ---- Public reading API -------------------------------------------------- */
 
 int sl_job_metrics_foreach(sl_job_t *job, sl_metric_fn fn, void *opaque) {
   if (!job || !fn || !job->metrics)

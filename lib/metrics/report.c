@@ -28,7 +28,7 @@ double sl__jm_ckpt_age(void *opaque) {
   return (double)(sl_clock_now(jm->job->clock) - ref) / 1000.0;
 }
 
-/* ---- Checkpoint coordinator --------------------------------------------- */
+/* ---- Checkpoint coordinator ---------------------------------------------- */
 
 void sl__metrics_checkpoint_enable(sl_job_t *job) {
   sl__jmetrics *jm = job ? job->metrics : NULL;
@@ -88,8 +88,7 @@ void sl__metrics_job_restarts(sl_job_t *job, uint64_t restarts) {
     sl__mseries_inc(jm->restarts, restarts - cur);
 }
 
-/* ---- Kafka ------------------------------------------------------------------
- */
+/* ---- Kafka --------------------------------------------------------------- */
 
 sl__kafka_pmetrics *sl__metrics_kafka_partition(sl_job_t *job,
                                                 const char *source_uid,
