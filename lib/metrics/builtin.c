@@ -82,9 +82,10 @@ static int chan_emit(const sl__chan_stat *s, void *opaque) {
   snprintf(from, sizeof(from), "%d", s->from);
   snprintf(to, sizeof(to), "%d", s->to);
   const char *lv[4] = {s->from_op, s->to_op, from, to};
-  sl__mcollect_value(ow->c, lv,
-                     ow->field == SL__OPF_CH_QUEUED ? (double)s->queued
-                                                    : (double)s->capacity);
+  double v = ow->field == SL__OPF_CH_QUEUED ? (double)s->queued
+             : ow->field == SL__OPF_CH_CAP  ? (double)s->capacity
+                                            : (double)s->full_ns / 1e9;
+  sl__mcollect_value(ow->c, lv, v);
   return 0;
 }
 
@@ -92,7 +93,7 @@ static void collect_ops(sl__mcollect *c, void *opaque) {
   sl__opf_arg *a = opaque;
   sl_job_t *job = a->jm->job;
   op_walk ow = {c, a->field, sl_clock_now(job->clock)};
-  if (a->field == SL__OPF_CH_QUEUED || a->field == SL__OPF_CH_CAP)
+  if (a->field >= SL__OPF_CH_QUEUED)
     sl__stats_channels(job, chan_emit, &ow);
   else
     sl__stats_ops(job, op_emit, &ow);
@@ -144,6 +145,11 @@ static const struct builtin {
      CH_LABELS,
      "Capacity of a key_by channel in batches (channel.capacity rounded up "
      "to a power of two)."},
+    {SL__OPF_CH_FULL, SL_METRIC_COUNTER,
+     "sluice_channel_backpressure_seconds_total", CH_LABELS,
+     "Seconds the producing worker waited for room in a full key_by "
+     "channel; its rate is the share of time the producer was "
+     "backpressured."},
 };
 
 /* ---- Job gauges read at scrape time -------------------------------------- */

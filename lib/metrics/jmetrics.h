@@ -27,6 +27,7 @@ typedef enum sl__opf {
   SL__OPF_TIMERS,
   SL__OPF_CH_QUEUED,
   SL__OPF_CH_CAP,
+  SL__OPF_CH_FULL,
   SL__OPF_COUNT
 } sl__opf;
 

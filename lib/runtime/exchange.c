@@ -61,6 +61,8 @@ typedef struct chan {
   ring spare;  /* batch *: empty batches back to the producer */
   batch *open; /* producer's batch being filled */
   bool ended;  /* consumer side: END received */
+  /* Producer: ns spent waiting for room (backpressure), for metrics. */
+  sl__counter full_ns;
 } chan;
 
 struct sl__xchg {
@@ -233,11 +235,20 @@ void sl__backoff(unsigned *spins) {
   }
 }
 
+static int64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* Pushes an element, helping downstream while the channel is full. */
 static int chan_push(sl__worker *w, sl__xchg *x, chan *ch, const elem *e) {
   unsigned spins = 0;
   elem *slot;
+  int64_t full_since = 0; /* the clock is read only when the ring is full */
   while (!(slot = ring_slot(&ch->data, sizeof(elem)))) {
+    if (!full_since)
+      full_since = mono_ns();
     if (sl__job_failing(w->job))
       return w->job->err ? w->job->err : SL_ERR_STOPPED;
     int n = sl__xchg_drain(w, x->node->xidx);
@@ -248,6 +259,8 @@ static int chan_push(sl__worker *w, sl__xchg *x, chan *ch, const elem *e) {
     else
       spins = 0;
   }
+  if (SL__UNLIKELY(full_since))
+    sl__counter_add(&ch->full_ns, (uint64_t)(mono_ns() - full_since));
   *slot = *e;
   ring_push(&ch->data);
   return 0;
@@ -569,11 +582,13 @@ bool sl__xchg_inputs_ended(sl__worker *w) {
 }
 
 bool sl__xchg_chan_fill(const sl__xchg *x, int from, int to, uint32_t *queued,
-                        uint32_t *capacity) {
+                        uint32_t *capacity, uint64_t *full_ns) {
   if (!x->ch || from == to || from < 0 || to < 0 || from >= x->par ||
       to >= x->par)
     return false;
-  ring *r = &x->ch[from * x->par + to].data;
+  const chan *ch = &x->ch[from * x->par + to];
+  *full_ns = sl__counter_get(&ch->full_ns);
+  ring *r = (ring *)&ch->data;
   /* head first: tail read after it is at least as new, so the difference
    * never underflows. */
   uint32_t h = atomic_load_explicit(&r->head, memory_order_acquire);

@@ -281,11 +281,11 @@ int sl__xchg_drain(sl__worker *w, int min_xidx);
 int sl__xchg_flush(sl__worker *w);
 /* Whether w has received end-of-input on every exchange channel. */
 bool sl__xchg_inputs_ended(sl__worker *w);
-/* Batches queued in the channel from worker `from` to worker `to` and its
- * capacity; false when there is no such channel (P = 1, from == to). Safe
- * from any thread. */
+/* Batches queued in the channel from worker `from` to worker `to`, its
+ * capacity, and the ns its producer waited for room; false when there is
+ * no such channel (P = 1, from == to). Safe from any thread. */
 bool sl__xchg_chan_fill(const sl__xchg *x, int from, int to, uint32_t *queued,
-                        uint32_t *capacity);
+                        uint32_t *capacity, uint64_t *full_ns);
 
 /* Backoff for a worker with nothing to do: spin, yield, then sleep up to
  * 1 ms. *spins counts the idle rounds; reset it to 0 on progress. */

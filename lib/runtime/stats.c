@@ -90,7 +90,7 @@ int sl__stats_channels(sl_job_t *job, int (*fn)(const sl__chan_stat *, void *),
     for (int f = 0; f < job->par; f++) {
       for (int t = 0; t < job->par; t++) {
         if (!sl__xchg_chan_fill(job->xchgs[n->xidx], f, t, &s.queued,
-                                &s.capacity))
+                                &s.capacity, &s.full_ns))
           continue;
         s.from = f;
         s.to = t;

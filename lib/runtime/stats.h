@@ -33,6 +33,7 @@ typedef struct sl__chan_stat {
   const char *to_op;   /* uid of the first operator reading it */
   int from, to;
   uint32_t queued, capacity; /* batches */
+  uint64_t full_ns;          /* the producer waited for room (backpressure) */
 } sl__chan_stat;
 
 /* Calls fn for every operator instance (nodes with a uid; key_by halves

@@ -431,6 +431,41 @@ START_TEST(test_restarts_counted_across_restores) {
 }
 END_TEST
 
+static int slow_sink(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)rec;
+  (void)opaque;
+  if (sl_ctx_worker(ctx) == 1) { /* a slow consumer on worker 1 */
+    struct timespec ts = {0, 2 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  return 0;
+}
+
+/* A slow consumer fills its channel: the producer's wait shows up as
+ * backpressure time, and only on the channel into the slow worker. */
+START_TEST(test_backpressure_time) {
+  const char *kv[] = {"channel.capacity", "2", "batch.size", "1", NULL};
+  sl_job_t *job = tu_job_kv(2, kv);
+  static const sl_source_ops_t so = {.poll = feed_poll};
+  feed f = {.keys = 64};
+  atomic_store(&f.limit, 200);
+  atomic_store(&f.end, 1);
+  sl_stream_t *k = sl_key_by(sl_source(job, "events", &so, &f), NULL, NULL);
+  ck_assert_int_eq(sl_sink(k, "slow", slow_sink, NULL), SL_OK);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  double into_slow =
+      value(job, "sluice_channel_backpressure_seconds_total",
+            "from_operator=events,to_operator=slow,from_worker=0,to_worker=1");
+  double into_fast =
+      value(job, "sluice_channel_backpressure_seconds_total",
+            "from_operator=events,to_operator=slow,from_worker=1,to_worker=0");
+  /* About 100 records x 2 ms behind a 2-batch channel. */
+  ck_assert_double_gt(into_slow, 0.05);
+  ck_assert_double_eq(into_fast, 0);
+  sl_job_destroy(job);
+}
+END_TEST
+
 START_TEST(test_failed_job_is_unhealthy) {
   const char *kv[] = {"metrics.listen", "127.0.0.1:0", NULL};
   fixture fx;
@@ -604,6 +639,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_checkpoint_staleness_and_metrics);
   tcase_add_test(tc, test_checkpoints_of_a_running_job);
   tcase_add_test(tc, test_restarts_counted_across_restores);
+  tcase_add_test(tc, test_backpressure_time);
   tcase_add_test(tc, test_failed_job_is_unhealthy);
   tcase_add_test(tc, test_job_failing_before_start_is_unhealthy);
   tcase_add_test(tc, test_port_in_use_is_a_clear_error);
