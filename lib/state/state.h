@@ -41,6 +41,11 @@ sl__backend *sl__kstate_backend(const struct sl__kstate *ks);
  * prefetch. Cheap and safe to call for any key. */
 void sl__kstate_prefetch(struct sl__kstate *ks, uint64_t hash, uint32_t kg);
 
+/* Cleanup on snapshot: removes every expired item of the TTL states of ks
+ * (event-time TTL compares with event_now, e.g. the operator's watermark,
+ * which no later element can be older than). */
+void sl__kstate_cleanup_full(struct sl__kstate *ks, int64_t event_now);
+
 /* Entries and bytes of every state of ks, summed (for metrics). Owning
  * worker only, like every backend call. */
 void sl__kstate_stats(const struct sl__kstate *ks, uint64_t *entries,
