@@ -65,16 +65,19 @@ static void fmt_double(char *out, size_t len, double v) {
 /* Escapes per the exposition format: backslash and newline everywhere,
  * double quotes in label values. */
 static void buf_escaped(buf *b, const char *s, bool quote) {
+  const char *run = s; /* copied in spans, not byte by byte */
   for (; *s; s++) {
-    if (*s == '\\')
-      buf_str(b, "\\\\");
-    else if (*s == '\n')
-      buf_str(b, "\\n");
-    else if (quote && *s == '"')
-      buf_str(b, "\\\"");
-    else
-      buf_put(b, s, 1);
+    const char *rep = *s == '\\'           ? "\\\\"
+                      : *s == '\n'         ? "\\n"
+                      : quote && *s == '"' ? "\\\""
+                                           : NULL;
+    if (!rep)
+      continue;
+    buf_put(b, run, (size_t)(s - run));
+    buf_str(b, rep);
+    run = s + 1;
   }
+  buf_put(b, run, (size_t)(s - run));
 }
 
 static void put_labels(buf *b, const sl_metric_sample_t *s, const char *le) {
