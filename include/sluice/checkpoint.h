@@ -20,6 +20,7 @@ typedef struct sl_checkpoint_info {
   int64_t completed_at_ms; /* wall-clock time it completed */
   int64_t duration_ms;     /* trigger to metadata written */
   uint64_t bytes;          /* size of its files */
+  uint64_t bytes_new;      /* of which not shared with the previous one */
   uint64_t completed;      /* checkpoints completed by this run */
   uint64_t failed;         /* checkpoints failed or given up */
   uint64_t restored_from;  /* checkpoint the run started from; 0: none */

@@ -42,6 +42,21 @@ SL_API sl_harness_t *sl_harness_new_process(sl_conf_t *conf,
                                             const char *const *side_tags,
                                             char *err, size_t errlen);
 
+/* Snapshot and restore (Flink's snapshot / initializeState): the
+ * operator's keyed state, timers and operator state, as the bytes of a
+ * checkpoint's worker file. sl_harness_snapshot() takes it between two
+ * calls and sets *data (malloc'd; the caller frees it) and *len; SL_OK or
+ * the error (the harness is then failed). sl_harness_new_restored() is
+ * sl_harness_new() whose operator starts from such a snapshot; the
+ * operator must have the same uid, and the harness the same
+ * max.parallelism. NULL with a message in err for a damaged snapshot. */
+SL_API int sl_harness_snapshot(sl_harness_t *h, void **data, size_t *len);
+SL_API sl_harness_t *
+sl_harness_new_restored(sl_conf_t *conf, size_t n_inputs, bool keyed,
+                        sl_harness_build_fn build, void *opaque,
+                        const char *const *side_tags, const void *snapshot,
+                        size_t len, char *err, size_t errlen);
+
 /* Frees the harness (closing the operator). NULL is a no-op. */
 SL_API void sl_harness_destroy(sl_harness_t *h);
 

@@ -155,8 +155,7 @@ typedef struct sl_source_ops {
                   void *opaque);
   int (*restore)(sl_source_ctx_t *ctx, const sl_blob_t *positions, size_t n,
                  void *opaque);
-  void (*checkpoint_complete)(sl_source_ctx_t *ctx, uint64_t id,
-                              void *opaque);
+  void (*checkpoint_complete)(sl_source_ctx_t *ctx, uint64_t id, void *opaque);
 } sl_source_ops_t;
 
 SL_API int sl_source_emit(sl_source_ctx_t *ctx, const sl_record_t *rec);

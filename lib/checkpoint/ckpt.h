@@ -40,4 +40,12 @@ static inline bool sl__ckpt_aligning(const sl__worker *w) {
  * until the coordinator took the final checkpoint. */
 void sl__ckpt_park(sl__worker *w, bool clean);
 
+/* The harness's snapshot and restore: the worker's snapshot file image
+ * (every entry in the file, whatever the backend) in *data (malloc'd),
+ * and a restore from such an image (before the worker opens). */
+int sl__ckpt_snapshot_image(sl__worker *w, void **data, size_t *len, char *err,
+                            size_t errlen);
+int sl__ckpt_setup_image(sl_job_t *job, const void *data, size_t len, char *err,
+                         size_t errlen);
+
 #endif

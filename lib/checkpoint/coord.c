@@ -50,7 +50,8 @@ static int64_t wall_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-#define LOG(ck, lvl, ...) sl__log((ck)->job->conf, (ck)->job->name, lvl, __VA_ARGS__)
+#define LOG(ck, lvl, ...)                                                      \
+  sl__log((ck)->job->conf, (ck)->job->name, lvl, __VA_ARGS__)
 
 void sl__ckpt_path(const struct sl__ckpt *ck, uint64_t id, char *buf,
                    size_t len) {
@@ -206,11 +207,10 @@ typedef sl__prev_file prev_file;
 /* Files of native state directories, with their checksums reused from the
  * previous checkpoint when the file is the same inode (a hard link to the
  * same immutable file): that is what makes such checkpoints incremental. */
-static int add_native_files(struct sl__ckpt *ck, json_t *files,
-                            const char *chk, const char *sub,
-                            uint64_t *bytes, uint64_t *bytes_new,
-                            prev_file **next, size_t *n_next, char *err,
-                            size_t errlen) {
+static int add_native_files(struct sl__ckpt *ck, json_t *files, const char *chk,
+                            const char *sub, uint64_t *bytes,
+                            uint64_t *bytes_new, prev_file **next,
+                            size_t *n_next, char *err, size_t errlen) {
   char dir[4096];
   pathf(dir, sizeof(dir), "%s/%s", chk, sub);
   DIR *d = opendir(dir);
@@ -233,8 +233,8 @@ static int add_native_files(struct sl__ckpt *ck, json_t *files,
     uint64_t size = (uint64_t)st.st_size;
     bool shared = false;
     for (size_t i = 0; i < ck->n_prev; i++)
-      if (ck->prev[i].ino == (uint64_t)st.st_ino &&
-          ck->prev[i].size == size && strcmp(ck->prev[i].path, rel) == 0) {
+      if (ck->prev[i].ino == (uint64_t)st.st_ino && ck->prev[i].size == size &&
+          strcmp(ck->prev[i].path, rel) == 0) {
         crc = ck->prev[i].crc;
         shared = true;
         break;
@@ -272,11 +272,11 @@ static json_t *operators_json(sl_job_t *job) {
     if (!n->uid)
       continue;
     const char *kind = n->kind == SL__NODE_SOURCE ? "source"
-                       : n->ops                  ? n->ops->kind
-                                                 : "?";
-    json_array_append_new(ops, json_pack("{s:s,s:s,s:b}", "uid", n->uid, "kind",
-                                         kind, "keyed",
-                                         n->ops && n->ops->keyed));
+                       : n->ops                   ? n->ops->kind
+                                                  : "?";
+    json_array_append_new(ops,
+                          json_pack("{s:s,s:s,s:b}", "uid", n->uid, "kind",
+                                    kind, "keyed", n->ops && n->ops->keyed));
   }
   return ops;
 }
@@ -284,7 +284,7 @@ static json_t *operators_json(sl_job_t *job) {
 /* Writes chk-<id>: worker files, then _metadata (temp, fsync, rename). */
 static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
                             int64_t duration_ms, uint64_t *total_bytes,
-                            char *err, size_t errlen) {
+                            uint64_t *new_bytes, char *err, size_t errlen) {
   sl_job_t *job = ck->job;
   char chk[4096], path[4200];
   sl__ckpt_path(ck, id, chk, sizeof(chk));
@@ -304,8 +304,7 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
       break;
     }
     char hex[9];
-    pathf(hex, sizeof(hex), "%08x",
-             sl__crc32c(0, s->file.data, s->file.len));
+    pathf(hex, sizeof(hex), "%08x", sl__crc32c(0, s->file.data, s->file.len));
     json_array_append_new(files, json_pack("{s:s,s:I,s:s,s:b}", "path", name,
                                            "bytes", (json_int_t)s->file.len,
                                            "crc32c", hex, "shared", 0));
@@ -321,8 +320,8 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
                            (int)s->kg_lo, "kg_hi", (int)s->kg_hi, "file", name,
                            "state_entries", (json_int_t)s->state_entries,
                            "timers", (json_int_t)s->timers);
-    json_object_set_new(wj, "native", s->native ? json_string(native)
-                                                : json_null());
+    json_object_set_new(wj, "native",
+                        s->native ? json_string(native) : json_null());
     json_array_append_new(workers, wj);
   }
   if (!rc && fsync_path(chk, true)) {
@@ -343,7 +342,8 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
     char tmp[4200];
     pathf(tmp, sizeof(tmp), "%s/_metadata.tmp", chk);
     pathf(path, sizeof(path), "%s/_metadata", chk);
-    char *text = meta ? json_dumps(meta, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
+    char *text =
+        meta ? json_dumps(meta, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
     if (!text) {
       rc = SL_ERR_NOMEM;
     } else if (write_file(tmp, text, strlen(text)) || rename(tmp, path) ||
@@ -363,6 +363,7 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
     ck->prev = next;
     ck->n_prev = n_next;
     *total_bytes = bytes;
+    *new_bytes = bytes_new;
   } else {
     for (size_t i = 0; i < n_next; i++)
       free(next[i].path);
@@ -481,9 +482,9 @@ static void complete_cur(struct sl__ckpt *ck) {
   }
   int64_t duration = mono_ms() - ck->cur_start;
   pthread_mutex_unlock(&ck->mu);
-  uint64_t bytes = 0;
-  int rc = write_checkpoint(ck, id, ck->acks, duration, &bytes, why,
-                            sizeof(why));
+  uint64_t bytes = 0, bytes_new = 0;
+  int rc = write_checkpoint(ck, id, ck->acks, duration, &bytes, &bytes_new,
+                            why, sizeof(why));
   for (int i = 0; !rc && i < job->n_parts; i++) {
     if (job->parts[i].commit &&
         (rc = job->parts[i].commit(id, job->parts[i].opaque))) {
@@ -517,13 +518,15 @@ static void complete_cur(struct sl__ckpt *ck) {
   ck->last_done_ms = wall_ms();
   ck->last_duration_ms = duration;
   ck->last_bytes = (int64_t)bytes;
+  ck->last_bytes_new = (int64_t)bytes_new;
   ck->completed++;
   ck->fails_in_row = 0;
   ck->last_end = mono_ms();
   atomic_store_explicit(&job->ckpt_complete, id, memory_order_release);
   pthread_cond_broadcast(&ck->cv);
-  LOG(ck, SL__LOG_DEBUG, "checkpoint %" PRIu64 " complete: %" PRIu64
-      " bytes in %" PRId64 " ms", id, bytes, duration);
+  LOG(ck, SL__LOG_DEBUG,
+      "checkpoint %" PRIu64 " complete: %" PRIu64 " bytes in %" PRId64 " ms",
+      id, bytes, duration);
   pthread_mutex_unlock(&ck->mu);
   retain(ck);
   pthread_mutex_lock(&ck->mu);
@@ -568,8 +571,8 @@ int sl__ckpt_run(sl_job_t *job, int started) {
       if (ck->cur && now - ck->cur_start >= ck->timeout_ms) {
         char why[128];
         pathf(why, sizeof(why),
-                 "not complete after checkpoint.timeout.ms=%" PRId64,
-                 ck->timeout_ms);
+              "not complete after checkpoint.timeout.ms=%" PRId64,
+              ck->timeout_ms);
         fail_cur(ck, why);
         continue;
       }
@@ -879,15 +882,21 @@ static int pick_restore(struct sl__ckpt *ck, const char *from) {
     sl__ckpt_path(ck, ids[i], chk, sizeof(chk));
     rc = sl__ckpt_load(chk, job->max_par, &ck->rs, NULL, err, sizeof(err));
     if (rc == SL_ERR_NOTFOUND) {
-      LOG(ck, SL__LOG_INFO, "checkpoint %s is incomplete (no _metadata); "
-          "ignored", chk);
+      LOG(ck, SL__LOG_INFO,
+          "checkpoint %s is incomplete (no _metadata); "
+          "ignored",
+          chk);
       rc = 0;
       continue;
     }
     complete++;
-    if (!rc && !allow_drop && (rc = check_uids(job, ck->rs, err, sizeof(err)))) {
+    if (!rc && !allow_drop &&
+        (rc = check_uids(job, ck->rs, err, sizeof(err)))) {
       restore_free(ck->rs);
       ck->rs = NULL;
+      char msg[1200];
+      pathf(msg, sizeof(msg), "%s", err);
+      pathf(err, sizeof(err), "%s: %s", chk, msg);
       break; /* the job changed: an older checkpoint would not help */
     }
     if (!rc) {
@@ -901,8 +910,7 @@ static int pick_restore(struct sl__ckpt *ck, const char *from) {
         ck->rs = NULL;
         if (r < 0) {
           rc = r;
-          pathf(err, sizeof(err), "resolving it failed: %s",
-                   sl_strerror(r));
+          pathf(err, sizeof(err), "resolving it failed: %s", sl_strerror(r));
           break;
         }
         continue;
@@ -916,9 +924,11 @@ static int pick_restore(struct sl__ckpt *ck, const char *from) {
       continue;
     }
     if (rc) {
-      char msg[1200];
-      pathf(msg, sizeof(msg), "%s", err);
-      pathf(err, sizeof(err), "%s: %s", chk, msg);
+      if (rc != SL_ERR_STATE) {
+        char msg[1200];
+        pathf(msg, sizeof(msg), "%s", err);
+        pathf(err, sizeof(err), "%s: %s", chk, msg);
+      }
       break;
     }
   }
@@ -936,15 +946,11 @@ static int pick_restore(struct sl__ckpt *ck, const char *from) {
   return 0;
 }
 
-int sl__ckpt_setup(sl_job_t *job) {
-  const char *dir = sl__conf_str(job->conf, "checkpoint.dir");
-  const char *from = sl__conf_str(job->conf, "restore.from");
-  if (!dir[0] && !from[0])
-    return 0;
+static struct sl__ckpt *ckpt_new(sl_job_t *job) {
   struct sl__ckpt *ck = calloc(1, sizeof(*ck));
   if (!ck || !(ck->acks = calloc((size_t)job->par, sizeof(*ck->acks)))) {
     free(ck);
-    return sl__job_fail(job, SL_ERR_NOMEM, "out of memory");
+    return NULL;
   }
   job->ckpt = ck;
   ck->job = job;
@@ -954,6 +960,52 @@ int sl__ckpt_setup(sl_job_t *job) {
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&ck->cv, &ca);
   pthread_condattr_destroy(&ca);
+  return ck;
+}
+
+int sl__ckpt_setup_image(sl_job_t *job, const void *data, size_t len, char *err,
+                         size_t errlen) {
+  struct sl__ckpt *ck = ckpt_new(job);
+  sl__restore *rs = ck ? calloc(1, sizeof(*rs)) : NULL;
+  if (rs) {
+    rs->files = calloc(1, sizeof(*rs->files));
+    rs->path = strdup("(snapshot)");
+    rs->backend = strdup("hashmap");
+  }
+  if (!rs || !rs->files || !rs->path || !rs->backend ||
+      !(rs->files[0].data = malloc(len ? len : 1))) {
+    restore_free(rs);
+    pathf(err, errlen, "out of memory");
+    return SL_ERR_NOMEM;
+  }
+  ck->rs = rs;
+  rs->id = 1;
+  rs->n_files = 1;
+  memcpy(rs->files[0].data, data, len);
+  rs->files[0].len = len;
+  char why[256];
+  if (sl__snap_check(rs->files[0].data, len, &rs->files[0].head,
+                     &rs->files[0].body, why, sizeof(why))) {
+    pathf(err, errlen, "not a valid snapshot: %s", why);
+    return SL_ERR_CORRUPT;
+  }
+  if (rs->files[0].head.max_par != job->max_par) {
+    pathf(err, errlen,
+          "the snapshot has max.parallelism=%u but the harness has %u",
+          rs->files[0].head.max_par, job->max_par);
+    return SL_ERR_CONF;
+  }
+  return 0;
+}
+
+int sl__ckpt_setup(sl_job_t *job) {
+  const char *dir = sl__conf_str(job->conf, "checkpoint.dir");
+  const char *from = sl__conf_str(job->conf, "restore.from");
+  if (!dir[0] && !from[0])
+    return 0;
+  struct sl__ckpt *ck = ckpt_new(job);
+  if (!ck)
+    return sl__job_fail(job, SL_ERR_NOMEM, "out of memory");
   ck->interval_ms = sl__conf_int(job->conf, "checkpoint.interval.ms");
   ck->min_pause_ms = sl__conf_int(job->conf, "checkpoint.min.pause.ms");
   ck->timeout_ms = sl__conf_int(job->conf, "checkpoint.timeout.ms");
@@ -1041,6 +1093,7 @@ int sl_job_checkpoint_info(sl_job_t *job, sl_checkpoint_info_t *out) {
   out->completed_at_ms = ck->last_done_ms;
   out->duration_ms = ck->last_duration_ms;
   out->bytes = (uint64_t)ck->last_bytes;
+  out->bytes_new = (uint64_t)ck->last_bytes_new;
   out->completed = ck->completed;
   out->failed = ck->failed;
   out->restored_from = ck->restored_id;

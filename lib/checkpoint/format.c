@@ -108,8 +108,8 @@ int sl__snap_check(const void *data, size_t len, sl__snap_head *h, sl__rd *body,
   }
   uint32_t want = get32(t + 8), got = sl__crc32c(0, d, len - 20);
   if (want != got) {
-    sl__errf(err, errlen, "checksum mismatch (crc32c %08x, expected %08x)",
-             got, want);
+    sl__errf(err, errlen, "checksum mismatch (crc32c %08x, expected %08x)", got,
+             want);
     return SL_ERR_CORRUPT;
   }
   h->version = get32(d + 8);
@@ -128,8 +128,7 @@ int sl__snap_check(const void *data, size_t len, sl__snap_head *h, sl__rd *body,
   return SL_OK;
 }
 
-int sl__snap_next(sl__rd *body, uint32_t *type, uint32_t *kg,
-                  sl__rd *payload) {
+int sl__snap_next(sl__rd *body, uint32_t *type, uint32_t *kg, sl__rd *payload) {
   if (sl__rd_done(body))
     return 0;
   uint64_t len;

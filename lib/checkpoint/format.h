@@ -16,7 +16,7 @@
 #define SL__SNAP_MAGIC "SLSNAP\x01\x00"
 #define SL__SNAP_TRAILER "SLSNAPOK"
 #define SL__SNAP_VERSION 1u
-#define SL__SNAP_HEADER 40 /* magic, version, worker, id, kg range, K */
+#define SL__SNAP_HEADER 40      /* magic, version, worker, id, kg range, K */
 #define SL__SNAP_TRAILER_LEN 20 /* u64 length, u32 crc, magic */
 #define SL__SNAP_NO_KG UINT32_MAX
 

@@ -19,8 +19,8 @@ typedef struct sl__wsnap {
   uint64_t id;
   int worker;
   uint32_t kg_lo, kg_hi;
-  sl_buf_t file;  /* w<i>.snap image, trailer included */
-  bool native;    /* keyed state is in the native directory w<i>.state */
+  sl_buf_t file; /* w<i>.snap image, trailer included */
+  bool native;   /* keyed state is in the native directory w<i>.state */
   uint64_t state_entries, timers;
   int rc;
   char err[256];
@@ -60,21 +60,21 @@ struct sl__ckpt {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   /* Guarded by mu. */
-  uint64_t cur;        /* in progress (0: none) */
-  sl__wsnap **acks;    /* per worker, for cur */
+  uint64_t cur;     /* in progress (0: none) */
+  sl__wsnap **acks; /* per worker, for cur */
   int n_acks;
-  int parked, exited;  /* workers done with their loop */
-  bool release;        /* parked workers may close */
-  uint64_t demand;     /* sl_job_checkpoint() asked for one */
-  uint64_t last_id;    /* newest id used (triggered or found on disk) */
-  uint64_t last_done;  /* newest completed */
-  int64_t last_done_ms, last_duration_ms, last_bytes;
+  int parked, exited; /* workers done with their loop */
+  bool release;       /* parked workers may close */
+  uint64_t demand;    /* sl_job_checkpoint() asked for one */
+  uint64_t last_id;   /* newest id used (triggered or found on disk) */
+  uint64_t last_done; /* newest completed */
+  int64_t last_done_ms, last_duration_ms, last_bytes, last_bytes_new;
   uint64_t completed, failed;
   int fails_in_row;
 
-  int64_t cur_start;   /* monotonic ms */
-  int64_t last_end;    /* monotonic ms of the last completion or failure */
-  uint64_t prev_id;    /* previous complete checkpoint, for incremental reuse */
+  int64_t cur_start; /* monotonic ms */
+  int64_t last_end;  /* monotonic ms of the last completion or failure */
+  uint64_t prev_id;  /* previous complete checkpoint, for incremental reuse */
 
   sl__prev_file *prev; /* for checksums of shared (hard-linked) files */
   size_t n_prev;

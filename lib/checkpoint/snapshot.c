@@ -136,7 +136,7 @@ static int snap_hooks(sl__worker *w, sl__wsnap *s) {
   return 0;
 }
 
-static int snap_keyed(sl__worker *w, sl__wsnap *s) {
+static int snap_keyed(sl__worker *w, sl__wsnap *s, bool native_ok) {
   sl__backend *be = w->be;
   sl_buf_t *b = &s->file;
   size_t mark;
@@ -156,7 +156,7 @@ static int snap_keyed(sl__worker *w, sl__wsnap *s) {
         return rc;
     }
     sl__snap_end_section(b, mark);
-    if (be->ops->snapshot) {
+    if (be->ops->snapshot && native_ok) {
       char dir[4096];
       sl__ckpt_path(w->job->ckpt, s->id, dir, sizeof(dir));
       size_t l = strlen(dir);
@@ -200,15 +200,15 @@ static int snap_keyed(sl__worker *w, sl__wsnap *s) {
   return 0;
 }
 
-/* Takes the worker's snapshot of checkpoint id and hands it to the
- * coordinator. Failures fail the checkpoint, not the job. */
-static void take_snapshot(sl__worker *w, uint64_t id) {
+/* Builds the worker's snapshot of checkpoint id; NULL when out of
+ * memory. Other failures are in s->rc and s->err. With native_ok, a
+ * backend with native snapshots writes its state directory into the
+ * checkpoint; otherwise every entry goes into the file. */
+static sl__wsnap *build_snapshot(sl__worker *w, uint64_t id, bool native_ok) {
   sl_job_t *job = w->job;
   sl__wsnap *s = calloc(1, sizeof(*s));
-  if (!s) {
-    sl__job_fail(job, SL_ERR_NOMEM, "out of memory for a checkpoint");
-    return;
-  }
+  if (!s)
+    return NULL;
   s->id = id;
   s->worker = w->index;
   sl__kg_range(w->index, job->par, job->max_par, &s->kg_lo, &s->kg_hi);
@@ -222,14 +222,44 @@ static void take_snapshot(sl__worker *w, uint64_t id) {
   if (!rc)
     rc = snap_hooks(w, s);
   if (!rc)
-    rc = snap_keyed(w, s);
+    rc = snap_keyed(w, s, native_ok);
   if (!rc)
     rc = sl__snap_finish_file(&s->file);
   if (rc && !s->err[0])
-    snprintf(s->err, sizeof(s->err), "worker %d: snapshot failed: %s",
-             w->index, sl_strerror(rc));
+    snprintf(s->err, sizeof(s->err), "worker %d: snapshot failed: %s", w->index,
+             sl_strerror(rc));
   s->rc = rc;
-  sl__ckpt_ack(job->ckpt, s);
+  return s;
+}
+
+/* Takes the worker's snapshot of checkpoint id and hands it to the
+ * coordinator. Failures fail the checkpoint, not the job. */
+static void take_snapshot(sl__worker *w, uint64_t id) {
+  sl__wsnap *s = build_snapshot(w, id, true);
+  if (!s) {
+    sl__job_fail(w->job, SL_ERR_NOMEM, "out of memory for a checkpoint");
+    return;
+  }
+  sl__ckpt_ack(w->job->ckpt, s);
+}
+
+int sl__ckpt_snapshot_image(sl__worker *w, void **data, size_t *len, char *err,
+                            size_t errlen) {
+  sl__wsnap *s = build_snapshot(w, 1, false);
+  if (!s) {
+    snprintf(err, errlen, "out of memory");
+    return SL_ERR_NOMEM;
+  }
+  int rc = s->rc;
+  if (rc) {
+    snprintf(err, errlen, "%s", s->err);
+  } else {
+    *data = s->file.data;
+    *len = s->file.len;
+    sl__buf_init(&s->file);
+  }
+  sl__wsnap_free(s);
+  return rc;
 }
 
 static int notify(sl__worker *w, uint64_t done) {
@@ -452,14 +482,12 @@ static int read_states(sl__backend *be, sl__rd p, id_map *m) {
   m->n = n;
   for (uint32_t i = 0; i < n; i++) {
     sl__snap_state st;
-    if (sl__snap_state_next(&p, &st) != 1 || st.id >= n ||
-        st.type > SL__BT_MAP)
+    if (sl__snap_state_next(&p, &st) != 1 || st.id >= n || st.type > SL__BT_MAP)
       return SL_ERR_CORRUPT;
     char *s = strndup(st.name, st.name_len);
     if (!s)
       return SL_ERR_NOMEM;
-    int rc =
-        be->ops->register_state(be, s, (sl__btype)st.type, &m->ids[st.id]);
+    int rc = be->ops->register_state(be, s, (sl__btype)st.type, &m->ids[st.id]);
     free(s);
     if (rc)
       return rc;
@@ -504,9 +532,9 @@ static int restore_timers(sl__worker *w, sl__rd p, uint32_t lo, uint32_t hi) {
       return SL_ERR_CORRUPT;
     if (!k || !k->timers || t.kg < lo || t.kg >= hi)
       continue; /* another worker's, or of a dropped operator */
-    int rc = sl__timers_add(k->timers, t.domain, t.ts,
-                            sl__hash64(t.key, t.key_len), t.kg, t.key,
-                            t.key_len, t.ns, t.ns_len);
+    int rc =
+        sl__timers_add(k->timers, t.domain, t.ts, sl__hash64(t.key, t.key_len),
+                       t.kg, t.key, t.key_len, t.ns, t.ns_len);
     if (rc)
       return rc;
   }
@@ -532,7 +560,8 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   }
   if (!rc && r < 0)
     rc = r;
-  if (!rc && overlap && be && rf->native_dir && w->restore_dir != rf->native_dir) {
+  if (!rc && overlap && be && rf->native_dir &&
+      w->restore_dir != rf->native_dir) {
     /* Native state of other key-group ranges (the parallelism changed) or
      * of another backend: read the key groups this worker owns. */
     const sl__backend_ops *ops = sl__backend_find(rs->backend);
@@ -542,15 +571,14 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
                            .kg_hi = rf->head.kg_hi,
                            .max_par = rf->head.max_par,
                            .worker = w->index};
-    sl__backend *snap = ops && ops->open_snapshot
-                            ? ops->open_snapshot(rf->native_dir, &bc, err,
-                                                 sizeof(err))
-                            : NULL;
+    sl__backend *snap =
+        ops && ops->open_snapshot
+            ? ops->open_snapshot(rf->native_dir, &bc, err, sizeof(err))
+            : NULL;
     if (!snap) {
       free(m.ids);
-      return sl__job_fail(w->job, SL_ERR_CORRUPT,
-                          "restore: cannot open %s: %s", rf->native_dir,
-                          err[0] ? err : "backend unavailable");
+      return sl__job_fail(w->job, SL_ERR_CORRUPT, "restore: cannot open %s: %s",
+                          rf->native_dir, err[0] ? err : "backend unavailable");
     }
     uint32_t n = snap->ops->state_count(snap);
     free(m.ids);

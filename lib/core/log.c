@@ -8,8 +8,8 @@
 
 #include "core/conf.h"
 
-void sl__log(const sl_conf_t *conf, const char *job, int level,
-             const char *fmt, ...) {
+void sl__log(const sl_conf_t *conf, const char *job, int level, const char *fmt,
+             ...) {
   static const char *const names[] = {"error", "warn", "info", "debug"};
   int max = conf ? sl__conf_enum(conf, "log.level") : SL__LOG_INFO;
   if (level > max || level < 0 || level > SL__LOG_DEBUG)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint/ckpt.h"
 #include "runtime/runtime.h"
 
 typedef struct cap_rec {
@@ -117,10 +118,10 @@ static sl_harness_t *fail(sl_harness_t *h, bool callers_conf, char *err,
   return NULL;
 }
 
-sl_harness_t *sl_harness_new(sl_conf_t *conf, size_t n_inputs, bool keyed,
-                             sl_harness_build_fn build, void *opaque,
-                             const char *const *side_tags, char *err,
-                             size_t errlen) {
+static sl_harness_t *harness_new(sl_conf_t *conf, size_t n_inputs, bool keyed,
+                                 sl_harness_build_fn build, void *opaque,
+                                 const char *const *side_tags, const void *snap,
+                                 size_t snap_len, char *err, size_t errlen) {
   if (n_inputs < 1 || n_inputs > 2 || !build)
     return fail(NULL, true, err, errlen,
                 "needs 1 or 2 inputs and a build function");
@@ -183,11 +184,51 @@ sl_harness_t *sl_harness_new(sl_conf_t *conf, size_t n_inputs, bool keyed,
   }
   h->n_caps = ntags + 1;
   int rc = sl__job_prepare(job);
+  if (!rc && snap) {
+    if ((rc = sl__ckpt_setup_image(job, snap, snap_len, e, sizeof(e))))
+      return fail(h, callers, err, errlen, e);
+    rc = sl__ckpt_restore_early(&job->workers[0]);
+  }
   if (!rc)
     rc = sl__worker_open(&job->workers[0]);
+  if (!rc && snap)
+    rc = sl__ckpt_restore_late(&job->workers[0]);
   if (rc)
     return fail(h, callers, err, errlen, sl_job_errmsg(job));
   return h;
+}
+
+sl_harness_t *sl_harness_new(sl_conf_t *conf, size_t n_inputs, bool keyed,
+                             sl_harness_build_fn build, void *opaque,
+                             const char *const *side_tags, char *err,
+                             size_t errlen) {
+  return harness_new(conf, n_inputs, keyed, build, opaque, side_tags, NULL, 0,
+                     err, errlen);
+}
+
+sl_harness_t *sl_harness_new_restored(sl_conf_t *conf, size_t n_inputs,
+                                      bool keyed, sl_harness_build_fn build,
+                                      void *opaque,
+                                      const char *const *side_tags,
+                                      const void *snapshot, size_t len,
+                                      char *err, size_t errlen) {
+  if (!snapshot)
+    return fail(NULL, true, err, errlen, "no snapshot given");
+  return harness_new(conf, n_inputs, keyed, build, opaque, side_tags, snapshot,
+                     len, err, errlen);
+}
+
+int sl_harness_snapshot(sl_harness_t *h, void **data, size_t *len) {
+  if (!h || !data || !len)
+    return SL_ERR_INVAL;
+  if (h->job->err)
+    return h->job->err;
+  char e[256];
+  int rc =
+      sl__ckpt_snapshot_image(&h->job->workers[0], data, len, e, sizeof(e));
+  if (rc)
+    sl__job_fail(h->job, rc, "snapshot failed: %s", e);
+  return rc;
 }
 
 typedef struct proc_build {

@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* checkpoint: per state backend, the final checkpoint of 10^6 and 10^7
+ * keys (duration, size), the next one after 1% of the keys changed (its
+ * new bytes: incremental on RocksDB, everything on the hashmap), restore
+ * time; and keyed_count throughput with a checkpoint every second against
+ * the same job without checkpoints, in the same run. One line per
+ * measurement. BENCH_CKPT_KEYS overrides the key counts (e.g. "1000000"). */
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+typedef struct src {
+  uint64_t n, keys, stride, next[8];
+} src;
+
+static int src_open(sl_source_ctx_t *ctx, void *opaque) {
+  src *s = opaque;
+  s->next[sl_source_ctx_subtask(ctx)] = (uint64_t)sl_source_ctx_subtask(ctx);
+  return 0;
+}
+
+/* Event i has key (i * stride) % keys as 8 binary bytes. */
+static int src_poll(sl_source_ctx_t *ctx, void *opaque) {
+  src *s = opaque;
+  int sub = sl_source_ctx_subtask(ctx);
+  uint64_t step = (uint64_t)sl_source_ctx_subtasks(ctx);
+  uint64_t i = s->next[sub];
+  size_t budget = sl_source_ctx_budget(ctx);
+  for (size_t k = 0; k < budget && i < s->n; k++, i += step) {
+    uint64_t key = (i * s->stride) % s->keys;
+    sl_record_t r = {&key, 8, NULL, 0, (int64_t)i};
+    int rc = sl_source_emit(ctx, &r);
+    if (rc)
+      return rc;
+  }
+  s->next[sub] = i;
+  return i >= s->n ? SL_POLL_END : SL_POLL_MORE;
+}
+
+static int count_open(sl_ctx_t *ctx, void *opaque) {
+  (void)opaque;
+  sl_state_desc_t d = {.name = "count", .kind = SL_STATE_VALUE};
+  sl_state_t *st = sl_state_register(ctx, &d);
+  sl_ctx_set_local(ctx, st);
+  return st ? 0 : SL_ERR_STATE;
+}
+
+static int count_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)rec;
+  (void)opaque;
+  uint64_t *c = sl_value_ptr(ctx, sl_ctx_local(ctx), sizeof(uint64_t), NULL);
+  if (!c)
+    return SL_ERR_NOMEM;
+  ++*c;
+  return 0;
+}
+
+static int discard(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx;
+  (void)rec;
+  (void)opaque;
+  return 0;
+}
+
+/* Runs keyed counting over the events of s; returns seconds. */
+static double run(const char *backend, const char *const *extra, src *s,
+                  sl_checkpoint_info_t *info) {
+  const char *kv[24] = {"state.backend", backend, "log.level", "warn"};
+  int n = 4;
+  for (; extra && extra[0]; extra += 2) {
+    kv[n++] = extra[0];
+    kv[n++] = extra[1];
+  }
+  kv[n] = NULL;
+  sl_job_t *job = bench_job("checkpoint", 1, kv);
+  sl_source_ops_t so = {.open = src_open, .poll = src_poll, .parallel = true};
+  sl_process_ops_t po = {.open = count_open, .on_element = count_element};
+  sl_stream_t *k = sl_key_by(sl_source(job, "events", &so, s), NULL, NULL);
+  sl_sink(sl_process(k, "count", &po, NULL), "sink", discard, NULL);
+  double t0 = bench_now();
+  bench_run(job);
+  double secs = bench_now() - t0;
+  if (info)
+    sl_job_checkpoint_info(job, info);
+  sl_job_destroy(job);
+  return secs;
+}
+
+static bool backend_exists(const char *name) {
+  sl_conf_t *c = sl_conf_new();
+  char err[256];
+  bool ok = sl_conf_set(c, "state.backend", name, err, sizeof(err)) == SL_OK;
+  sl_conf_destroy(c);
+  return ok;
+}
+
+static void sizes(const char *backend, uint64_t keys) {
+  char dir[] = "/tmp/sluice-bench-ckpt-XXXXXX";
+  if (!mkdtemp(dir))
+    exit(2);
+  const char *first[] = {"checkpoint.dir", dir, NULL};
+  src s = {.n = keys, .keys = keys, .stride = 1};
+  sl_checkpoint_info_t full, incr;
+  run(backend, first, &s, &full);
+  /* 1% of the keys change; the restored state carries the rest. */
+  const char *again[] = {"checkpoint.dir", dir, "restore.from", "latest", NULL};
+  src s1 = {.n = keys / 100, .keys = keys, .stride = 97};
+  run(backend, again, &s1, &incr);
+  /* Restore alone: no input, no final checkpoint. */
+  const char *rest[] = {"checkpoint.dir",   dir,     "restore.from",
+                        "latest",           "checkpoint.final", "false",
+                        NULL};
+  src s0 = {.n = 0, .keys = 1};
+  double restore = run(backend, rest, &s0, NULL);
+  printf("bench=checkpoint backend=%s keys=%llu duration_ms=%lld "
+         "bytes=%llu incr_duration_ms=%lld incr_bytes_new=%llu "
+         "incr_new_fraction=%.3f restore_ms=%.0f\n",
+         backend, (unsigned long long)keys, (long long)full.duration_ms,
+         (unsigned long long)full.bytes, (long long)incr.duration_ms,
+         (unsigned long long)incr.bytes_new,
+         full.bytes ? (double)incr.bytes_new / (double)full.bytes : 0.0,
+         restore * 1000);
+  fflush(stdout);
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  if (system(cmd))
+    exit(2);
+}
+
+static void throughput(const char *backend) {
+  char dir[] = "/tmp/sluice-bench-ckpt-XXXXXX";
+  if (!mkdtemp(dir))
+    exit(2);
+  const uint64_t n = 20000000, keys = 100000;
+  const char *on[] = {"checkpoint.dir", dir, "checkpoint.interval.ms", "1000",
+                      "checkpoint.final", "false", NULL};
+  double off_s = 0, on_s = 0;
+  sl_checkpoint_info_t info = {0};
+  /* Alternate the two so drift on a shared machine hits both. */
+  for (int r = 0; r < 2; r++) {
+    src a = {.n = n, .keys = keys, .stride = 7919};
+    off_s += run(backend, NULL, &a, NULL);
+    src b = {.n = n, .keys = keys, .stride = 7919};
+    on_s += run(backend, on, &b, &info);
+  }
+  printf("bench=checkpoint_throughput backend=%s events=%llu keys=%llu "
+         "no_ckpt_events_per_sec=%.0f ckpt_1s_events_per_sec=%.0f "
+         "checkpoints=%llu ratio=%.3f\n",
+         backend, (unsigned long long)n, (unsigned long long)keys,
+         2 * n / off_s, 2 * n / on_s, (unsigned long long)info.completed,
+         off_s / on_s);
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  if (system(cmd))
+    exit(2);
+}
+
+int main(void) {
+  const char *backends[] = {"hashmap", "rocksdb"};
+  uint64_t keys[2] = {1000000, 10000000};
+  int nk = 2;
+  const char *env = getenv("BENCH_CKPT_KEYS");
+  if (env) {
+    keys[0] = strtoull(env, NULL, 10);
+    nk = 1;
+  }
+  for (size_t b = 0; b < 2; b++) {
+    if (!backend_exists(backends[b]))
+      continue;
+    for (int k = 0; k < nk; k++)
+      sizes(backends[b], keys[k]);
+    throughput(backends[b]);
+  }
+  return 0;
+}

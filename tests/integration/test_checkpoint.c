@@ -1,0 +1,412 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Checkpoints end to end: a keyed sum over a deterministic input, stopped
+ * and restored (also with another parallelism), killed with SIGKILL at
+ * random points many times, and restored from damaged checkpoints; the
+ * final result must equal an uninterrupted run's (state exactly-once). */
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check_main.h"
+#include "testutil.h"
+
+#define KEYS 97
+
+/* ---- The job ------------------------------------------------------------ */
+
+typedef struct run {
+  int par;
+  const char *dir;
+  const char *restore; /* restore.from, or NULL */
+  int64_t interval_ms;
+  uint64_t n;          /* records */
+  uint64_t stop_after; /* sl_job_stop() after this many sums (0: never) */
+  bool slow;           /* throttle the source (crash test children) */
+  const char *uid;     /* of the keyed operator */
+  const char *max_par;
+  const char *allow_drop;
+  /* Results: the final sum and count per key, from the end-of-input
+   * timer. */
+  pthread_mutex_t lock;
+  int64_t sum[KEYS], cnt[KEYS];
+  int outputs;
+  const char *out_file; /* also append results here (crash test) */
+  sl_job_t *job;
+  _Atomic uint64_t seen;
+  sl_checkpoint_info_t info;
+} run;
+
+static int gen_fn(uint64_t i, sl_record_t *out, void *opaque) {
+  run *r = opaque;
+  static __thread char key[8];
+  static __thread uint64_t val;
+  if (r->slow && i % 40 == 0) {
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+  snprintf(key, sizeof(key), "k%02d", (int)(i % KEYS));
+  val = i;
+  out->key = key;
+  out->key_len = strlen(key);
+  out->value = &val;
+  out->value_len = sizeof(val);
+  out->ts = (int64_t)i;
+  return 0;
+}
+
+typedef struct acc {
+  int64_t sum, cnt;
+} acc;
+
+static sl_state_t *state_of(sl_ctx_t *ctx) {
+  return sl_ctx_local(ctx);
+}
+
+static int sum_open(sl_ctx_t *ctx, void *opaque) {
+  (void)opaque;
+  sl_state_desc_t d = {.name = "acc", .kind = SL_STATE_VALUE};
+  sl_state_t *st = sl_state_register(ctx, &d);
+  if (!st)
+    return SL_ERR_STATE;
+  sl_ctx_set_local(ctx, st);
+  return 0;
+}
+
+static int sum_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  run *r = opaque;
+  bool created;
+  acc *a = sl_value_ptr(ctx, state_of(ctx), sizeof(acc), &created);
+  if (!a)
+    return SL_ERR_NOMEM;
+  uint64_t v;
+  memcpy(&v, rec->value, sizeof(v));
+  a->sum += (int64_t)v;
+  a->cnt++;
+  if (created)
+    sl_timer_set(ctx, SL_EVENT_TIME, SL_TS_MAX - 1);
+  uint64_t seen = atomic_fetch_add(&r->seen, 1) + 1;
+  if (r->stop_after && seen == r->stop_after)
+    sl_job_stop(r->job);
+  return 0;
+}
+
+static int sum_timer(sl_ctx_t *ctx, sl_time_domain d, int64_t ts,
+                     void *opaque) {
+  (void)d;
+  (void)ts;
+  run *r = opaque;
+  const void *key;
+  size_t kl;
+  sl_ctx_key(ctx, &key, &kl);
+  const void *v;
+  size_t len;
+  if (sl_value_get(ctx, state_of(ctx), &v, &len) != 1 || len != sizeof(acc))
+    return SL_ERR_STATE;
+  const acc *a = v;
+  int k = (int)tu_num((const char *)key + 1, kl - 1);
+  if (k < 0 || k >= KEYS)
+    return SL_ERR_STATE;
+  pthread_mutex_lock(&r->lock);
+  r->sum[k] += a->sum;
+  r->cnt[k] += a->cnt;
+  r->outputs++;
+  if (r->out_file) {
+    FILE *f = fopen(r->out_file, "a");
+    if (f) {
+      fprintf(f, "%d %lld %lld\n", k, (long long)a->sum, (long long)a->cnt);
+      fclose(f);
+    }
+  }
+  pthread_mutex_unlock(&r->lock);
+  return 0;
+}
+
+static int run_job(run *r) {
+  char p[16], iv[32];
+  snprintf(p, sizeof(p), "%d", r->par);
+  snprintf(iv, sizeof(iv), "%lld", (long long)r->interval_ms);
+  const char *kv[20];
+  int n = 0;
+  kv[n++] = "checkpoint.dir";
+  kv[n++] = r->dir;
+  kv[n++] = "checkpoint.interval.ms";
+  kv[n++] = iv;
+  kv[n++] = "log.level";
+  kv[n++] = "warn";
+  if (r->restore) {
+    kv[n++] = "restore.from";
+    kv[n++] = r->restore;
+  }
+  if (r->max_par) {
+    kv[n++] = "max.parallelism";
+    kv[n++] = r->max_par;
+  }
+  if (r->allow_drop) {
+    kv[n++] = "restore.allow.dropped.state";
+    kv[n++] = r->allow_drop;
+  }
+  kv[n] = NULL;
+  sl_job_t *job = tu_job_kv(r->par, kv);
+  r->job = job;
+  pthread_mutex_init(&r->lock, NULL);
+  sl_generator_opts_t go = {.count = r->n, .gen = gen_fn, .opaque = r};
+  sl_stream_t *s = sl_source_generator(job, "gen", &go);
+  s = sl_key_by(s, NULL, NULL);
+  sl_process_ops_t ops = {
+      .open = sum_open, .on_element = sum_element, .on_timer = sum_timer};
+  s = sl_process(s, r->uid ? r->uid : "sum", &ops, r);
+  sl_sink(s, "sink", tu_discard, NULL);
+  int rc = sl_job_run(job);
+  sl_job_checkpoint_info(job, &r->info);
+  if (rc)
+    fprintf(stderr, "job: %s\n", sl_job_errmsg(job));
+  sl_job_destroy(job);
+  r->job = NULL;
+  return rc;
+}
+
+static void expect_complete(const run *r, uint64_t n) {
+  for (int k = 0; k < KEYS; k++) {
+    int64_t sum = 0, cnt = 0;
+    for (uint64_t i = (uint64_t)k; i < n; i += KEYS) {
+      sum += (int64_t)i;
+      cnt++;
+    }
+    ck_assert_msg(r->sum[k] == sum && r->cnt[k] == cnt,
+                  "key %d: sum %lld count %lld, expected %lld / %lld", k,
+                  (long long)r->sum[k], (long long)r->cnt[k], (long long)sum,
+                  (long long)cnt);
+  }
+}
+
+static char *tmpdir(void) {
+  char *d = strdup("/tmp/sluice-ckpt-XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(d));
+  return d;
+}
+
+static void rmrf(const char *d) {
+  char cmd[512];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+static int count_chk(const char *dir) {
+  DIR *d = opendir(dir);
+  int n = 0;
+  struct dirent *e;
+  while (d && (e = readdir(d)))
+    n += strncmp(e->d_name, "chk-", 4) == 0;
+  if (d)
+    closedir(d);
+  return n;
+}
+
+/* ---- Tests -------------------------------------------------------------- */
+
+/* Stop half-way (final checkpoint), restore with parallelism from -> to,
+ * finish: the sums are those of one uninterrupted run. */
+static void stop_restore(int from, int to) {
+  char *dir = tmpdir();
+  run a = {.par = from, .dir = dir, .n = 100000, .stop_after = 40000};
+  ck_assert_int_eq(run_job(&a), SL_OK);
+  ck_assert_int_eq(a.outputs, 0); /* a stop fires no end-of-input timer */
+  ck_assert_uint_gt(a.info.id, 0);
+  run b = {.par = to, .dir = dir, .restore = "latest", .n = 100000};
+  ck_assert_int_eq(run_job(&b), SL_OK);
+  ck_assert_uint_eq(b.info.restored_from, a.info.id);
+  /* Every key's timer came back with its state. */
+  ck_assert_int_eq(b.outputs, KEYS);
+  expect_complete(&b, 100000);
+  /* Only records after the checkpoint were read again. */
+  ck_assert_uint_lt(atomic_load(&b.seen), 100000 - 40000 + 1);
+  rmrf(dir);
+  free(dir);
+}
+
+START_TEST(stop_and_restore_same_parallelism) {
+  stop_restore(2, 2);
+}
+END_TEST
+
+START_TEST(restore_with_parallelism_1_to_2) {
+  stop_restore(1, 2);
+}
+END_TEST
+
+START_TEST(restore_with_parallelism_2_to_1) {
+  stop_restore(2, 1);
+}
+END_TEST
+
+/* Periodic checkpoints happen while the job runs; only the newest
+ * checkpoint.retained (3) are kept. */
+START_TEST(periodic_checkpoints_and_retention) {
+  char *dir = tmpdir();
+  run a = {.par = 2, .dir = dir, .n = 30000, .slow = true, .interval_ms = 20};
+  ck_assert_int_eq(run_job(&a), SL_OK);
+  expect_complete(&a, 30000);
+  ck_assert_uint_ge(a.info.completed, 4);
+  ck_assert_int_eq(count_chk(dir), 3);
+  rmrf(dir);
+  free(dir);
+}
+END_TEST
+
+static void damage(const char *dir, uint64_t id, const char *file, int how) {
+  char p[512];
+  snprintf(p, sizeof(p), "%s/chk-%llu/%s", dir, (unsigned long long)id, file);
+  if (how == 0) { /* flip a byte in the middle */
+    int fd = open(p, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    struct stat st;
+    fstat(fd, &st);
+    unsigned char c;
+    ck_assert_int_eq(pread(fd, &c, 1, st.st_size / 2), 1);
+    c ^= 0x40;
+    ck_assert_int_eq(pwrite(fd, &c, 1, st.st_size / 2), 1);
+    close(fd);
+  } else if (how == 1) { /* truncate */
+    struct stat st;
+    ck_assert_int_eq(stat(p, &st), 0);
+    ck_assert_int_eq(truncate(p, st.st_size - 7), 0);
+  } else { /* remove */
+    ck_assert_int_eq(unlink(p), 0);
+  }
+}
+
+/* Two checkpoints; the newest is damaged in one way: restore uses the
+ * previous one and the result is still exact. */
+static void damaged_newest(const char *file, int how) {
+  char *dir = tmpdir();
+  run a = {.par = 2, .dir = dir, .n = 90000, .stop_after = 30000};
+  ck_assert_int_eq(run_job(&a), SL_OK);
+  run b = {.par = 2,
+           .dir = dir,
+           .restore = "latest",
+           .n = 90000,
+           .stop_after = 20000};
+  ck_assert_int_eq(run_job(&b), SL_OK);
+  ck_assert_uint_gt(b.info.id, a.info.id);
+  damage(dir, b.info.id, file, how);
+  run c = {.par = 2, .dir = dir, .restore = "latest", .n = 90000};
+  ck_assert_int_eq(run_job(&c), SL_OK);
+  ck_assert_uint_eq(c.info.restored_from, a.info.id);
+  expect_complete(&c, 90000);
+  rmrf(dir);
+  free(dir);
+}
+
+START_TEST(flipped_byte_falls_back_to_previous) {
+  damaged_newest("w1.snap", 0);
+}
+END_TEST
+
+START_TEST(truncated_file_falls_back_to_previous) {
+  damaged_newest("w0.snap", 1);
+}
+END_TEST
+
+START_TEST(missing_metadata_falls_back_to_previous) {
+  damaged_newest("_metadata", 2);
+}
+END_TEST
+
+START_TEST(max_parallelism_mismatch_is_a_clear_error) {
+  char *dir = tmpdir();
+  run a = {.par = 1, .dir = dir, .n = 1000, .stop_after = 500};
+  ck_assert_int_eq(run_job(&a), SL_OK);
+  run b = {
+      .par = 1, .dir = dir, .restore = "latest", .n = 1000, .max_par = "64"};
+  ck_assert_int_eq(run_job(&b), SL_ERR_CONF);
+  rmrf(dir);
+  free(dir);
+}
+END_TEST
+
+START_TEST(state_of_a_removed_uid_needs_permission) {
+  char *dir = tmpdir();
+  run a = {.par = 1, .dir = dir, .n = 100000, .stop_after = 500};
+  ck_assert_int_eq(run_job(&a), SL_OK);
+  run b = {
+      .par = 1, .dir = dir, .restore = "latest", .n = 100000, .uid = "sum2"};
+  ck_assert_int_eq(run_job(&b), SL_ERR_STATE);
+  run c = {.par = 1,
+           .dir = dir,
+           .restore = "latest",
+           .n = 100000,
+           .uid = "sum2",
+           .allow_drop = "true"};
+  ck_assert_int_eq(run_job(&c), SL_OK);
+  /* The old state was dropped: sum2 saw only the records after it. */
+  ck_assert_int_eq(c.outputs, KEYS);
+  rmrf(dir);
+  free(dir);
+}
+END_TEST
+
+/* A child runs the job with checkpoints every 30 ms and is killed with
+ * SIGKILL at a random point, 20 times, alternating parallelism 1 and 2;
+ * then one run finishes the input. State is exactly-once: the sums equal
+ * an uninterrupted run's. */
+START_TEST(sigkill_and_restore_twenty_times) {
+  char *dir = tmpdir();
+  const uint64_t n = 400000;
+  srand((unsigned)time(NULL));
+  for (int round = 0; round < 20; round++) {
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+      run r = {.par = 1 + round % 2,
+               .dir = dir,
+               .restore = "latest",
+               .n = n,
+               .slow = true,
+               .interval_ms = 30};
+      int rc = run_job(&r);
+      _exit(rc == SL_OK ? 3 : 4); /* reaching the end is a test failure */
+    }
+    struct timespec ts = {0, (80 + rand() % 220) * 1000000L};
+    nanosleep(&ts, NULL);
+    kill(pid, SIGKILL);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFSIGNALED(status),
+                  "round %d: the child ended by itself (status %d)", round,
+                  status);
+  }
+  run last = {.par = 2, .dir = dir, .restore = "latest", .n = n};
+  ck_assert_int_eq(run_job(&last), SL_OK);
+  ck_assert_uint_gt(last.info.restored_from, 0);
+  expect_complete(&last, n);
+  rmrf(dir);
+  free(dir);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("checkpoint");
+  TCase *tc = tcase_create("restore");
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, stop_and_restore_same_parallelism);
+  tcase_add_test(tc, restore_with_parallelism_1_to_2);
+  tcase_add_test(tc, restore_with_parallelism_2_to_1);
+  tcase_add_test(tc, periodic_checkpoints_and_retention);
+  tcase_add_test(tc, flipped_byte_falls_back_to_previous);
+  tcase_add_test(tc, truncated_file_falls_back_to_previous);
+  tcase_add_test(tc, missing_metadata_falls_back_to_previous);
+  tcase_add_test(tc, max_parallelism_mismatch_is_a_clear_error);
+  tcase_add_test(tc, state_of_a_removed_uid_needs_permission);
+  tcase_add_test(tc, sigkill_and_restore_twenty_times);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  return tu_run(suite());
+}
