@@ -483,8 +483,8 @@ static void complete_cur(struct sl__ckpt *ck) {
   int64_t duration = mono_ms() - ck->cur_start;
   pthread_mutex_unlock(&ck->mu);
   uint64_t bytes = 0, bytes_new = 0;
-  int rc = write_checkpoint(ck, id, ck->acks, duration, &bytes, &bytes_new,
-                            why, sizeof(why));
+  int rc = write_checkpoint(ck, id, ck->acks, duration, &bytes, &bytes_new, why,
+                            sizeof(why));
   for (int i = 0; !rc && i < job->n_parts; i++) {
     if (job->parts[i].commit &&
         (rc = job->parts[i].commit(id, job->parts[i].opaque))) {
@@ -657,13 +657,15 @@ static int check_uids(sl_job_t *job, const sl__restore *rs, char *err,
       const void *u;
       size_t ul;
       if (t == SL__SEC_STATES) {
-        uint32_t n, id, type;
-        if (!sl__rd_u32(&p, &n))
+        uint32_t n;
+        sl__snap_state st;
+        if (sl__snap_states_count(&p, &n))
           return SL_ERR_CORRUPT;
         for (uint32_t i = 0; i < n; i++) {
-          if (!sl__rd_u32(&p, &id) || !sl__rd_u32(&p, &type) ||
-              !sl__rd_bytes(&p, &u, &ul))
+          if (sl__snap_state_next(&p, &st) != 1)
             return SL_ERR_CORRUPT;
+          u = st.name;
+          ul = st.name_len;
           if (!job_has_state(job, u, ul)) {
             sl__errf(err, errlen,
                      "it holds state \"%.*s\" of an operator uid the job no "
@@ -816,8 +818,8 @@ static int resolve(sl_job_t *job, const sl__restore *rs) {
         const void *u, *blob;
         size_t ul, bl;
         uint32_t sub;
-        if (t != SL__SEC_SOURCE || !sl__rd_bytes(&p, &u, &ul) ||
-            !sl__rd_u32(&p, &sub) || !sl__rd_bytes(&p, &blob, &bl) ||
+        if (t != SL__SEC_SOURCE ||
+            sl__snap_blob(p, t, &u, &ul, &sub, &blob, &bl) ||
             ul != strlen(n->uid) || memcmp(u, n->uid, ul) != 0)
           continue;
         if (counts[n_uids] == cap) {
