@@ -455,10 +455,12 @@ int cmd_verify(const tool_opts *o) {
     size_t i;
     json_t *pj;
     /* Each message starts with the file it is about. */
-    json_array_foreach(json_object_get(rep, "problems"), i, pj)
-        printf("  %s\n", json_string_value(json_object_get(pj, "error")));
-    json_array_foreach(json_object_get(rep, "notes"), i, pj)
-        printf("  note: %s\n", json_string_value(pj));
+    json_array_foreach(json_object_get(rep, "problems"), i, pj) {
+      printf("  %s\n", json_string_value(json_object_get(pj, "error")));
+    }
+    json_array_foreach(json_object_get(rep, "notes"), i, pj) {
+      printf("  note: %s\n", json_string_value(pj));
+    }
   }
   json_decref(rep);
   return rc;

@@ -319,8 +319,10 @@ int cmd_restore(const tool_opts *o) {
       tool_err("%s is not valid; not copying it:", o->path);
       size_t i;
       json_t *pj;
-      json_array_foreach(json_object_get(rep, "problems"), i, pj) fprintf(
-          stderr, "  %s\n", json_string_value(json_object_get(pj, "error")));
+      json_array_foreach(json_object_get(rep, "problems"), i, pj) {
+        fprintf(stderr, "  %s\n",
+                json_string_value(json_object_get(pj, "error")));
+      }
       json_decref(rep);
     }
     return rc;

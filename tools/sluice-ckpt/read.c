@@ -337,25 +337,30 @@ static void print_inspect(const json_t *doc) {
     }
   }
   printf("\noperators\n  %-24s %-16s %s\n", "UID", "KIND", "KEYED");
-  json_array_foreach(json_object_get(doc, "operators"), i, r)
-      printf("  %-24s %-16s %s\n", S(r, "uid"), S(r, "kind"),
-             json_is_true(json_object_get(r, "keyed")) ? "yes" : "no");
+  json_array_foreach(json_object_get(doc, "operators"), i, r) {
+    printf("  %-24s %-16s %s\n", S(r, "uid"), S(r, "kind"),
+           json_is_true(json_object_get(r, "keyed")) ? "yes" : "no");
+  }
   printf("\nstates\n  %-32s %-6s %10s %12s\n", "NAME (uid/state)", "TYPE",
          "ENTRIES", "BYTES");
-  json_array_foreach(json_object_get(doc, "states"), i, r)
-      printf("  %-32s %-6s %10lld %12lld\n", S(r, "name"), S(r, "type"),
-             I(r, "entries"), I(r, "bytes"));
+  json_array_foreach(json_object_get(doc, "states"), i, r) {
+    printf("  %-32s %-6s %10lld %12lld\n", S(r, "name"), S(r, "type"),
+           I(r, "entries"), I(r, "bytes"));
+  }
   if (json_is_string(json_object_get(doc, "states_note")))
     printf("  (%s)\n", S(doc, "states_note"));
   printf("\ntimers\n  %-24s %-11s %10s\n", "UID", "DOMAIN", "COUNT");
-  json_array_foreach(json_object_get(doc, "timers"), i, r) printf(
-      "  %-24s %-11s %10lld\n", S(r, "uid"), S(r, "domain"), I(r, "count"));
+  json_array_foreach(json_object_get(doc, "timers"), i, r) {
+    printf("  %-24s %-11s %10lld\n", S(r, "uid"), S(r, "domain"),
+           I(r, "count"));
+  }
   json_t *ops = json_object_get(doc, "operator_state");
   if (json_array_size(ops)) {
     printf("\noperator state\n");
-    json_array_foreach(ops, i, r)
-        printf("  %-24s worker %lld: %lld bytes\n", S(r, "uid"), I(r, "worker"),
-               I(r, "bytes"));
+    json_array_foreach(ops, i, r) {
+      printf("  %-24s worker %lld: %lld bytes\n", S(r, "uid"), I(r, "worker"),
+             I(r, "bytes"));
+    }
   }
   printf("\nkey groups (non-empty ones listed)\n");
   json_array_foreach(json_object_get(doc, "key_groups"), i, r) {
@@ -369,9 +374,10 @@ static void print_inspect(const json_t *doc) {
            tool_size((uint64_t)I(r, "bytes"), a, sizeof(a)));
     size_t k;
     json_t *g;
-    json_array_foreach(json_object_get(r, "groups"), k, g)
-        printf("    kg %5lld: %8lld entries %12lld bytes\n", I(g, "kg"),
-               I(g, "entries"), I(g, "bytes"));
+    json_array_foreach(json_object_get(r, "groups"), k, g) {
+      printf("    kg %5lld: %8lld entries %12lld bytes\n", I(g, "kg"),
+             I(g, "entries"), I(g, "bytes"));
+    }
   }
 #undef I
 #undef S
