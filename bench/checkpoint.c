@@ -4,7 +4,8 @@
  * new bytes: incremental on RocksDB, everything on the hashmap), restore
  * time; and keyed_count throughput with a checkpoint every second against
  * the same job without checkpoints, in the same run. One line per
- * measurement. BENCH_CKPT_KEYS overrides the key counts (e.g. "1000000"). */
+ * measurement. BENCH_CKPT_KEYS overrides the key counts (e.g. "1000000");
+ * BENCH_CKPT_SIZES_ONLY skips the throughput runs. */
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -171,7 +172,8 @@ int main(void) {
       continue;
     for (int k = 0; k < nk; k++)
       sizes(backends[b], keys[k]);
-    throughput(backends[b]);
+    if (!getenv("BENCH_CKPT_SIZES_ONLY"))
+      throughput(backends[b]);
   }
   return 0;
 }
