@@ -592,6 +592,10 @@ START_TEST(restore_copy_restarts_the_same) {
   tool(&o, true, "restore %s --to %s", chk, copies);
   ck_assert_msg(o.code == 2 && strstr(o.text, "exists"), "%s", o.text);
   free(o.text);
+  tool(&o, true, "restore %s --to %s/sub", chk, chk);
+  ck_assert_msg(o.code == 2 && strstr(o.text, "inside"), "%s", o.text);
+  free(o.text);
+  ck_assert(!present(chk, "sub"));
 
   /* The original and the copy continue the job alike; the copy stands
    * alone once the original is gone. */

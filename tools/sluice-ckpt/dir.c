@@ -172,6 +172,7 @@ int cmd_prune(const tool_opts *o) {
    * complete ones; remove everything else older than the newest complete
    * one; leave what is newer alone (a job may be writing it). */
   json_t *removed = json_array(), *kept = json_array();
+  struct stat st;
   long n_kept = 0;
   bool seen_complete = false;
   for (size_t i = 0; i < n; i++) {
@@ -195,7 +196,9 @@ int cmd_prune(const tool_opts *o) {
       json_array_append_new(kept, j);
       continue;
     }
-    if (!o->dry_run && sl__ckpt_rmtree(chk)) {
+    /* A running job's retention may remove it at the same time: what is
+     * gone is removed, whoever removed it. */
+    if (!o->dry_run && sl__ckpt_rmtree(chk) && lstat(chk, &st) == 0) {
       tool_err("cannot remove %s: %s", chk, strerror(errno));
       json_decref(j);
       rc = TOOL_USAGE;
@@ -307,9 +310,38 @@ static int copy_rel(const char *chk, const char *tmp, const char *rel) {
   return copy_file(from, to);
 }
 
+/* Whether path (which need not exist yet) is dir or lies inside it, after
+ * resolving symlinks of the part that exists. */
+static bool inside(const char *path, const char *dir) {
+  char *d = realpath(dir, NULL), buf[4200], *p = NULL;
+  snprintf(buf, sizeof(buf), "%s", path);
+  while (d && !(p = realpath(buf, NULL))) {
+    char *slash = strrchr(buf, '/');
+    if (!slash)
+      p = realpath(".", NULL);
+    if (!slash || slash == buf) {
+      if (!p)
+        p = realpath("/", NULL);
+      break;
+    }
+    *slash = 0;
+  }
+  size_t dl = d ? strlen(d) : 0;
+  bool in = d && p && strncmp(p, d, dl) == 0 && (p[dl] == 0 || p[dl] == '/');
+  free(d);
+  free(p);
+  return in;
+}
+
 int cmd_restore(const tool_opts *o) {
   if (!o->to) {
     tool_err("restore needs --to DIR (where to put the copy)");
+    return TOOL_USAGE;
+  }
+  if (inside(o->to, o->path)) {
+    tool_err("--to %s is inside %s: the copy must go elsewhere (restore "
+             "never writes into the checkpoint it copies)",
+             o->to, o->path);
     return TOOL_USAGE;
   }
   json_t *rep;
