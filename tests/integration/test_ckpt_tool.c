@@ -344,6 +344,7 @@ START_TEST(list_inspect_verify_dump) {
           "v3");
       saw_list = true;
     }
+    json_decref(j);
   }
   ck_assert_int_eq(lines, 3 + 1 + 3);
   ck_assert(saw_last && saw_list);

@@ -78,8 +78,12 @@ static void quick_check(const char *chk, uint64_t id, quick *q) {
  * first; TOOL_USAGE with a message when dir cannot be read. */
 static int list_ids(const char *dir, uint64_t **ids, size_t *n) {
   struct stat st;
-  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-    tool_err("%s: %s", dir, errno ? strerror(errno) : "not a directory");
+  if (stat(dir, &st) != 0) {
+    tool_err("%s: %s", dir, strerror(errno));
+    return TOOL_USAGE;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    tool_err("%s is not a directory", dir);
     return TOOL_USAGE;
   }
   if (sl__ckpt_list(dir, ids, n)) {

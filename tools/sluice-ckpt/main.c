@@ -27,7 +27,8 @@ static const char usage[] =
     "  restore CHK --to DIR          copy a checkpoint to DIR/chk-<id> and "
     "verify it\n"
     "--json prints one JSON document (dump always prints JSON lines).\n"
-    "Only prune and restore write; nothing writes into CHK.\n";
+    "list, inspect, verify and dump only read; exit codes: 0 ok, 1 damaged "
+    "or\nincomplete checkpoint, 2 usage or I/O error.\n";
 
 void tool_err(const char *fmt, ...) {
   va_list ap;
