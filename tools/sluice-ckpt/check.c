@@ -260,6 +260,47 @@ static void check_sections(report *r, const char *file, const tool_worker *w,
             sec + 1);
 }
 
+static int count_entry(uint32_t state, const void *key, size_t key_len,
+                       const void *ns, size_t ns_len, const void *mk,
+                       size_t mk_len, const void *val, size_t len,
+                       void *opaque) {
+  (void)state, (void)key, (void)key_len, (void)ns, (void)ns_len, (void)mk;
+  (void)mk_len, (void)val, (void)len;
+  (*(uint64_t *)opaque)++;
+  return 0;
+}
+
+/* A native state directory whose files all have their checksums: the
+ * backend must also open it and read every key group of the worker. */
+static void check_native(report *r, const char *chk, const char *backend,
+                         const tool_worker *w, uint64_t *entries) {
+  char err[512] = "";
+  bool missing;
+  sl__backend *be =
+      tool_native_open(chk, backend, w, &missing, err, sizeof(err));
+  if (missing) {
+    char msg[700];
+    snprintf(msg, sizeof(msg),
+             "%s: files checked, contents not read (this build has no "
+             "\"%s\" backend)",
+             w->native, backend);
+    json_array_append_new(r->notes, json_string(msg));
+    return;
+  }
+  if (!be) {
+    problem(r, w->native, "%s: the %s backend cannot open it: %s", w->native,
+            backend, err);
+    return;
+  }
+  int rc = 0;
+  for (uint32_t g = w->kg_lo; !rc && g < w->kg_hi; g++)
+    rc = be->ops->kg_scan(be, g, count_entry, entries);
+  be->ops->close(be);
+  if (rc)
+    problem(r, w->native, "%s: reading its key groups failed: %s", w->native,
+            sl_strerror(rc));
+}
+
 /* Files in dir (relative to chk) that _metadata does not list. */
 static void unlisted(report *r, const char *chk, const char *sub,
                      json_t *files) {
@@ -331,8 +372,10 @@ int tool_verify_report(const char *chk, json_t **out) {
   if (meta) {
     json_int_t id = 0, par = 0, max_par = 0;
     json_t *files = NULL, *workers = NULL;
-    json_unpack(meta, "{s:I,s:I,s:o,s:o}", "id", &id, "max_parallelism",
-                &max_par, "files", &files, "workers", &workers);
+    const char *backend = "";
+    json_unpack(meta, "{s:I,s:I,s:s,s:o,s:o}", "id", &id, "max_parallelism",
+                &max_par, "backend", &backend, "files", &files, "workers",
+                &workers);
     json_object_set_new(rep, "id", json_integer(id));
     uint64_t want = dir_id(chk);
     if (want && want != (uint64_t)id)
@@ -408,7 +451,12 @@ int tool_verify_report(const char *chk, json_t **out) {
       } else {
         w.kg_lo = (uint32_t)lo;
         w.kg_hi = (uint32_t)hi;
+        w.index = (int)i;
         check_sections(&r, w.file, &w, (uint32_t)max_par, &entries, &timers);
+        if (json_is_string(native) && !json_array_size(r.problems)) {
+          w.native = json_string_value(native);
+          check_native(&r, chk, backend, &w, &entries);
+        }
       }
       free(w.data);
     }

@@ -94,6 +94,22 @@ static void free_names(walk *wk) {
   wk->n = 0;
 }
 
+sl__backend *tool_native_open(const char *chk, const char *backend,
+                              const tool_worker *w, bool *missing, char *err,
+                              size_t errlen) {
+  const sl__backend_ops *ops = sl__backend_find(backend);
+  *missing = !ops || !ops->open_snapshot;
+  if (*missing)
+    return NULL;
+  char dir[4200];
+  snprintf(dir, sizeof(dir), "%s/%s", chk, w->native);
+  sl__backend_conf bc = {.kg_lo = w->kg_lo,
+                         .kg_hi = w->kg_hi,
+                         .max_par = w->head.max_par,
+                         .worker = w->index};
+  return ops->open_snapshot(dir, &bc, err, errlen);
+}
+
 /* The worker's entries of key groups [lo, hi). Returns TOOL_OK, or an
  * exit code with the reason printed; *native_missing is set (and nothing
  * visited) when the state is in a native directory whose backend this
@@ -107,18 +123,11 @@ static int walk_worker(const tool_ckpt *ck, const tool_worker *w, uint32_t lo,
   if (hi > w->kg_hi)
     hi = w->kg_hi;
   if (w->native) {
-    const sl__backend_ops *ops = sl__backend_find(ck->backend);
-    if (!ops || !ops->open_snapshot) {
-      *native_missing = true;
+    char err[512] = "";
+    sl__backend *be = tool_native_open(ck->path, ck->backend, w, native_missing,
+                                       err, sizeof(err));
+    if (*native_missing)
       return TOOL_OK;
-    }
-    char dir[4200], err[512] = "";
-    snprintf(dir, sizeof(dir), "%s/%s", ck->path, w->native);
-    sl__backend_conf bc = {.kg_lo = w->head.kg_lo,
-                           .kg_hi = w->head.kg_hi,
-                           .max_par = w->head.max_par,
-                           .worker = w->index};
-    sl__backend *be = ops->open_snapshot(dir, &bc, err, sizeof(err));
     if (!be) {
       tool_err("%s: cannot open the %s state in %s: %s", ck->path, ck->backend,
                w->native, err);

@@ -67,6 +67,13 @@ void tool_close(tool_ckpt *ck);
  * caller) with status, problems and notes. Returns the exit code. */
 int tool_verify_report(const char *chk, json_t **report);
 
+/* Opens w's native state directory (w->native, key groups of w) with the
+ * checkpoint's backend, read-only. NULL with *missing set when this build
+ * does not have that backend, or NULL with the reason in err. */
+sl__backend *tool_native_open(const char *chk, const char *backend,
+                              const tool_worker *w, bool *missing, char *err,
+                              size_t errlen);
+
 int cmd_list(const tool_opts *o);
 int cmd_inspect(const tool_opts *o);
 int cmd_verify(const tool_opts *o);
