@@ -504,6 +504,103 @@ START_TEST(prune_keeps_n) {
 }
 END_TEST
 
+/* Sources with their own position layouts: one laid out as the Kafka
+ * source's, one the tool cannot know. */
+static int src_end(sl_source_ctx_t *ctx, void *opaque) {
+  (void)ctx, (void)opaque;
+  return SL_POLL_END;
+}
+
+static void put32(sl_buf_t *b, uint32_t v) {
+  unsigned char x[4] = {v & 255, (v >> 8) & 255, (v >> 16) & 255, v >> 24};
+  sl_buf_append(b, x, 4);
+}
+
+static void put_str(sl_buf_t *b, const char *s) {
+  put32(b, (uint32_t)strlen(s));
+  sl_buf_append(b, s, strlen(s));
+}
+
+static int kafkaish_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
+                             void *opaque) {
+  (void)ctx, (void)id, (void)opaque;
+  put32(out, 0x314b4c53u); /* "SLK1" */
+  put_str(out, "grp");
+  put32(out, 2);
+  for (uint32_t p = 0; p < 2; p++) {
+    put_str(out, "orders");
+    put32(out, p);
+    put32(out, p ? 7 : 42); /* u64 offset, little-endian */
+    put32(out, 0);
+  }
+  return 0;
+}
+
+static int opaque_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
+                           void *opaque) {
+  (void)ctx, (void)id, (void)opaque;
+  return sl_buf_append(out, "abc", 3);
+}
+
+static int drop(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx, (void)rec, (void)opaque;
+  return 0;
+}
+
+START_TEST(positions_decoded_or_hex) {
+  char *dir = tmpdir(), err[256];
+  sl_conf_t *conf = sl_conf_new();
+  ck_assert_int_eq(sl_conf_set(conf, "checkpoint.dir", dir, err, sizeof(err)),
+                   0);
+  sl_job_t *job = sl_job_new("positions", conf, err, sizeof(err));
+  ck_assert_ptr_nonnull(job);
+  sl_source_ops_t k = {.poll = src_end, .snapshot = kafkaish_snapshot};
+  sl_source_ops_t x = {.poll = src_end, .snapshot = opaque_snapshot};
+  ck_assert_int_eq(
+      sl_sink(sl_source(job, "orders", &k, NULL), "s1", drop, NULL), 0);
+  ck_assert_int_eq(
+      sl_sink(sl_source(job, "custom", &x, NULL), "s2", drop, NULL), 0);
+  ck_assert_msg(sl_job_run(job) == 0, "%s", sl_job_errmsg(job));
+  sl_job_destroy(job);
+  char *chk = newest(dir);
+  json_t *in = tool_json(0, "--json inspect %s%s", chk, "");
+  json_t *p;
+  size_t i;
+  int seen = 0;
+  json_array_foreach(json_object_get(in, "positions"), i, p) {
+    const char *uid = json_string_value(json_object_get(p, "uid"));
+    json_t *f = json_object_get(p, "fields");
+    if (!strcmp(uid, "orders")) {
+      ck_assert_str_eq(json_string_value(json_object_get(p, "decoder")),
+                       "kafka");
+      ck_assert_str_eq(json_string_value(json_object_get(f, "group")), "grp");
+      json_t *p1 = json_array_get(json_object_get(f, "partitions"), 1);
+      ck_assert_str_eq(json_string_value(json_object_get(p1, "topic")),
+                       "orders");
+      ck_assert_int_eq(json_integer_value(json_object_get(p1, "offset")), 7);
+      seen++;
+    } else if (!strcmp(uid, "custom")) {
+      ck_assert(json_is_null(json_object_get(p, "decoder")) ||
+                !json_object_get(p, "decoder"));
+      ck_assert_str_eq(json_string_value(json_object_get(p, "hex")), "616263");
+      ck_assert_int_eq(json_integer_value(json_object_get(p, "bytes")), 3);
+      seen++;
+    }
+  }
+  ck_assert_int_eq(seen, 2);
+  json_decref(in);
+  out o;
+  tool(&o, true, "inspect %s", chk);
+  ck_assert_msg(strstr(o.text, "kafka group=grp") &&
+                    strstr(o.text, "3 bytes: 616263"),
+                "%s", o.text);
+  free(o.text);
+  free(chk);
+  rmrf(dir);
+  free(dir);
+}
+END_TEST
+
 /* A checkpoint whose worker 0 keeps its keyed state in a native directory
  * of a backend this build lacks: verify still checks the files, inspect
  * says what it cannot read, dump refuses clearly. */
@@ -625,6 +722,7 @@ int main(void) {
   tcase_add_test(tc, list_inspect_verify_dump);
   tcase_add_test(tc, damage_is_found);
   tcase_add_test(tc, prune_keeps_n);
+  tcase_add_test(tc, positions_decoded_or_hex);
   tcase_add_test(tc, native_backend_unavailable);
   tcase_add_test(tc, restore_copy_restarts_the_same);
   suite_add_tcase(s, tc);

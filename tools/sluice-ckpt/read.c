@@ -42,7 +42,46 @@ static bool gen_decode(const char *uid, uint32_t subtask, const void *blob,
   return true;
 }
 
+/* The Kafka source (lib/kafka, sl__kpos_encode): u32 magic "SLK1", bytes
+ * consumer group, u32 n, n x (bytes topic, u32 partition, u64 next
+ * offset), little-endian like the snapshot files. Keep in step with the
+ * source; a blob that does not parse exactly falls back to hex. */
+static bool kafka_decode(const char *uid, uint32_t subtask, const void *blob,
+                         size_t len, json_t *out) {
+  (void)uid, (void)subtask;
+  sl__rd r = {blob, (const unsigned char *)blob + len, false};
+  uint32_t magic, n;
+  const void *group;
+  size_t gl;
+  if (!sl__rd_u32(&r, &magic) || magic != 0x314b4c53u ||
+      !sl__rd_bytes(&r, &group, &gl) || !sl__rd_u32(&r, &n) ||
+      n > (size_t)(r.end - r.p) / 16)
+    return false;
+  json_t *parts = json_array();
+  for (uint32_t i = 0; i < n; i++) {
+    const void *topic;
+    size_t tl;
+    uint32_t part;
+    uint64_t off;
+    if (!sl__rd_bytes(&r, &topic, &tl) || !sl__rd_u32(&r, &part) ||
+        !sl__rd_u64(&r, &off))
+      break;
+    json_array_append_new(parts, json_pack("{s:s%,s:i,s:I}", "topic", topic, tl,
+                                           "partition", (int)part, "offset",
+                                           (json_int_t)off));
+  }
+  if (r.bad || !sl__rd_done(&r) || json_array_size(parts) != n) {
+    json_decref(parts);
+    return false;
+  }
+  json_object_set_new(out, "group", json_stringn(group, gl));
+  json_object_set_new(out, "partitions", parts);
+  return true;
+}
+
+/* Tried in order; the first that recognizes a blob describes it. */
 static const pos_decoder decoders[] = {
+    {"kafka", kafka_decode},
     {"generator", gen_decode},
 };
 
@@ -335,10 +374,15 @@ static void print_inspect(const json_t *doc) {
       const char *k;
       json_t *v;
       json_object_foreach(json_object_get(r, "fields"), k, v) {
-        if (json_is_integer(v))
+        if (json_is_integer(v)) {
           printf(" %s=%lld", k, (long long)json_integer_value(v));
-        else if (json_is_string(v))
+        } else if (json_is_string(v)) {
           printf(" %s=%s", k, json_string_value(v));
+        } else {
+          char *t = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
+          printf(" %s=%s", k, t ? t : "?");
+          free(t);
+        }
       }
       printf("\n");
     } else {
