@@ -458,7 +458,7 @@ typedef struct id_map {
   sl__backend *to;
   uint32_t *ids;
   uint32_t n;
-  uint32_t kg_lo, kg_hi;
+  uint32_t kg; /* of the entries being inserted (the backend checks it) */
 } id_map;
 
 static int insert_cb(uint32_t state, const void *key, size_t key_len,
@@ -467,9 +467,8 @@ static int insert_cb(uint32_t state, const void *key, size_t key_len,
   id_map *m = opaque;
   if (state >= m->n)
     return SL_ERR_CORRUPT;
-  uint32_t kg = sl__key_group(sl__hash64(key, key_len), m->to->max_par);
-  return m->to->ops->insert(m->to, m->ids[state], kg, key, key_len, ns, ns_len,
-                            mk, mk_len, val, len);
+  return m->to->ops->insert(m->to, m->ids[state], m->kg, key, key_len, ns,
+                            ns_len, mk, mk_len, val, len);
 }
 
 static int read_states(sl__backend *be, sl__rd p, id_map *m) {
@@ -546,7 +545,7 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   sl__rd body = rf->body, p;
   uint32_t t, kg;
   int r, rc = 0;
-  id_map m = {.to = be, .kg_lo = lo, .kg_hi = hi};
+  id_map m = {.to = be};
   bool overlap = rf->head.kg_lo < hi && lo < rf->head.kg_hi;
   while (!rc && (r = sl__snap_next(&body, &t, &kg, &p)) == 1) {
     if (t == SL__SEC_TIMERS)
@@ -555,8 +554,10 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
       continue;
     else if (t == SL__SEC_STATES)
       rc = read_states(be, p, &m);
-    else if (t == SL__SEC_ENTRIES && kg >= lo && kg < hi)
+    else if (t == SL__SEC_ENTRIES && kg >= lo && kg < hi) {
+      m.kg = kg;
       rc = m.ids ? restore_entries(be, p, &m) : SL_ERR_CORRUPT;
+    }
   }
   if (!rc && r < 0)
     rc = r;
@@ -594,8 +595,10 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
     }
     uint32_t a = lo > rf->head.kg_lo ? lo : rf->head.kg_lo;
     uint32_t b = hi < rf->head.kg_hi ? hi : rf->head.kg_hi;
-    for (uint32_t g = a; !rc && g < b; g++)
+    for (uint32_t g = a; !rc && g < b; g++) {
+      m.kg = g;
       rc = snap->ops->kg_scan(snap, g, insert_cb, &m);
+    }
     snap->ops->close(snap);
   }
   free(m.ids);
