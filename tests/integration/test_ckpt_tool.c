@@ -651,6 +651,19 @@ START_TEST(native_backend_unavailable) {
                     strstr(o.text, "nosuchdb"),
                 "%s", o.text);
   free(o.text);
+  /* restore copies the native directory too, as real files. */
+  char *to = tmpdir();
+  json_t *j = tool_json(0, "--json restore %s --to %s", chk, to);
+  char cp[1024];
+  snprintf(cp, sizeof(cp), "%s/w0.state/000001.sst",
+           json_string_value(json_object_get(j, "to")));
+  struct stat st;
+  ck_assert_int_eq(stat(cp, &st), 0);
+  ck_assert(st.st_size == 6 && st.st_nlink == 1);
+  ck_assert_int_eq(json_integer_value(json_object_get(j, "files")), 3);
+  json_decref(j);
+  rmrf(to);
+  free(to);
   /* A damaged native file is named like any other. */
   flip_byte(strcat(strcpy(p, chk), "/w0.state/000001.sst"), 2);
   tool(&o, true, "verify %s", chk);
