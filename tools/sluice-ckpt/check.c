@@ -153,6 +153,16 @@ int tool_open(const char *chk, tool_ckpt *ck) {
       tool_close(ck);
       return TOOL_DAMAGED;
     }
+    /* Readers index arrays by key group: the ranges must be sane. */
+    if (w->head.kg_lo != w->kg_lo || w->head.kg_hi != w->kg_hi ||
+        w->kg_lo > w->kg_hi || w->kg_hi > ck->max_par ||
+        w->head.max_par != ck->max_par) {
+      tool_err("%s: %s and _metadata disagree on its key groups (run "
+               "sluice-ckpt verify)",
+               chk, w->file);
+      tool_close(ck);
+      return TOOL_DAMAGED;
+    }
   }
   return TOOL_OK;
 }

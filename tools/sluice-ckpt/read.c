@@ -194,10 +194,13 @@ static int walk_worker(const tool_ckpt *ck, const tool_worker *w, uint32_t lo,
       uint32_t n;
       sl__snap_state s;
       free_names(&wk);
-      if (sl__snap_states_count(&p, &n) ||
-          !(wk.names = calloc(n + 1, sizeof(*wk.names))) ||
-          !(wk.types = calloc(n + 1, sizeof(*wk.types)))) {
+      if (sl__snap_states_count(&p, &n)) {
         rc = SL_ERR_CORRUPT;
+        break;
+      }
+      if (!(wk.names = calloc(n + 1, sizeof(*wk.names))) ||
+          !(wk.types = calloc(n + 1, sizeof(*wk.types)))) {
+        rc = SL_ERR_NOMEM;
         break;
       }
       wk.n = n;
@@ -227,6 +230,10 @@ static int walk_worker(const tool_ckpt *ck, const tool_worker *w, uint32_t lo,
   if (!rc && r < 0)
     rc = r;
   free_names(&wk);
+  if (rc == SL_ERR_NOMEM) {
+    tool_err("out of memory reading %s/%s", ck->path, w->file);
+    return TOOL_USAGE;
+  }
   if (rc < 0) {
     tool_err("%s: %s is damaged (%s); run sluice-ckpt verify", ck->path,
              w->file, sl_strerror(rc));
