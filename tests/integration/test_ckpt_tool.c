@@ -478,6 +478,24 @@ START_TEST(prune_keeps_n) {
   snprintf(p, sizeof(p), "%s/chk-x", dir);
   ck_assert_int_eq(mkdir(p, 0755), 0);
 
+  /* Newest first, each with its status; other names are not listed. */
+  json_t *l = tool_json(0, "--json list %s%s", dir, "");
+  json_t *cs = json_object_get(l, "checkpoints");
+  static const char *const want[][2] = {{"9", "incomplete"},
+                                        {"4", "complete"},
+                                        {"3", "complete"},
+                                        {"2", "incomplete"},
+                                        {"1", "complete"}};
+  ck_assert_uint_eq(json_array_size(cs), 5);
+  for (size_t i = 0; i < 5; i++) {
+    json_t *c = json_array_get(cs, i);
+    ck_assert_int_eq(json_integer_value(json_object_get(c, "id")),
+                     atoi(want[i][0]));
+    ck_assert_str_eq(json_string_value(json_object_get(c, "status")),
+                     want[i][1]);
+  }
+  json_decref(l);
+
   out o;
   tool(&o, true, "prune %s --keep 2 --dry-run", dir);
   ck_assert_int_eq(o.code, 0);
