@@ -379,22 +379,14 @@ static void retain(struct sl__ckpt *ck) {
   size_t n;
   if (sl__ckpt_list(ck->dir, &ids, &n))
     return;
-  int kept = 0;
-  bool seen_complete = false;
+  sl__retention r = {.keep = ck->retained};
   for (size_t i = 0; i < n; i++) {
     char chk[4096], meta[4200];
     sl__ckpt_path(ck, ids[i], chk, sizeof(chk));
     pathf(meta, sizeof(meta), "%s/_metadata", chk);
     bool complete = exists(meta);
-    if (ids[i] == ck->cur)
+    if (ids[i] == ck->cur || !sl__ckpt_retain_next(&r, complete))
       continue;
-    if (complete && kept < ck->retained) {
-      kept++;
-      seen_complete = true;
-      continue;
-    }
-    if (!complete && !seen_complete)
-      continue; /* newer than any complete one: maybe still being written */
     if (sl__ckpt_rmtree(chk))
       LOG(ck, SL__LOG_WARN, "cannot remove old checkpoint %s: %s", chk,
           strerror(errno));

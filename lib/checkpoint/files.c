@@ -148,3 +148,12 @@ int sl__ckpt_file_check(const char *chk, json_t *entry, bool full, char *err,
   }
   return SL_OK;
 }
+
+bool sl__ckpt_retain_next(sl__retention *r, bool complete) {
+  if (complete && r->kept < r->keep) {
+    r->kept++;
+    r->seen_complete = true;
+    return false;
+  }
+  return r->seen_complete;
+}

@@ -44,4 +44,15 @@ int sl__ckpt_meta_read(const char *chk, json_t **meta, char *err,
 int sl__ckpt_file_check(const char *chk, json_t *entry, bool full, char *err,
                         size_t errlen);
 
+/* Retention, shared by the coordinator (checkpoint.retained) and
+ * `sluice-ckpt prune`: fed the checkpoints of a directory newest first,
+ * says for each whether to remove it. The newest `keep` complete ones
+ * stay; everything else older than the newest complete one goes; what is
+ * newer than that may still be being written and stays. */
+typedef struct sl__retention {
+  long keep, kept;
+  bool seen_complete;
+} sl__retention;
+bool sl__ckpt_retain_next(sl__retention *r, bool complete);
+
 #endif

@@ -171,14 +171,11 @@ int cmd_prune(const tool_opts *o) {
   int rc = list_ids(o->path, &ids, &n);
   if (rc)
     return rc;
-  /* As the coordinator's retention (coord.c), except that a damaged
-   * checkpoint does not count as one of the N kept: keep the newest N
-   * complete ones; remove everything else older than the newest complete
-   * one; leave what is newer alone (a job may be writing it). */
+  /* The coordinator's retention rule (files.h), except that "complete"
+   * is the quick check, so a damaged checkpoint is not one of the N. */
   json_t *removed = json_array(), *kept = json_array();
   struct stat st;
-  long n_kept = 0;
-  bool seen_complete = false;
+  sl__retention ret = {.keep = o->keep};
   for (size_t i = 0; i < n; i++) {
     char chk[4200];
     snprintf(chk, sizeof(chk), "%s/chk-%" PRIu64, o->path, ids[i]);
@@ -186,14 +183,8 @@ int cmd_prune(const tool_opts *o) {
     quick_check(chk, ids[i], &q);
     bool complete = strcmp(q.status, "complete") == 0;
     const char *why = NULL;
-    if (complete && n_kept < o->keep) {
-      n_kept++;
-      seen_complete = true;
-    } else if (!seen_complete) {
-      /* newer than every complete one */
-    } else {
+    if (sl__ckpt_retain_next(&ret, complete))
       why = complete ? "older than the newest kept" : q.status;
-    }
     json_t *j = json_pack("{s:I,s:s,s:s}", "id", (json_int_t)ids[i], "path",
                           chk, "status", q.status);
     if (!why) {
