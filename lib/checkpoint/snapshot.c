@@ -11,6 +11,7 @@
 #include "core/conf.h"
 #include "core/hash.h"
 #include "state/keyed.h"
+#include "state/state.h"
 #include "time/timers.h"
 
 typedef struct sl_source_ctx src_t;
@@ -138,6 +139,13 @@ static int snap_hooks(sl__worker *w, sl__wsnap *s) {
 
 static int snap_keyed(sl__worker *w, sl__wsnap *s, bool native_ok) {
   sl__backend *be = w->be;
+  /* Expired entries are not worth writing (Flink's cleanup on snapshot). */
+  for (int i = 0; be && i < w->job->n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    sl__keyed *k = c && !is_source(c) ? sl_op_keyed(c) : NULL;
+    if (k && k->state)
+      sl__kstate_cleanup_full(k->state, c->wm);
+  }
   sl_buf_t *b = &s->file;
   size_t mark;
   int rc = 0;

@@ -284,6 +284,20 @@ void sl__ttl_access(sl_state_t *st, int64_t now) {
   be->ops->cleanup(be, st->id, st->cleanup_n, ttl_pred, &a);
 }
 
+void sl__kstate_cleanup_full(struct sl__kstate *ks, int64_t event_now) {
+  if (!ks)
+    return;
+  for (size_t i = 0; i < ks->n_states; i++) {
+    sl_state_t *st = ks->states[i];
+    if (!st->ttl)
+      continue;
+    int64_t now = st->d.ttl.time == SL_TTL_EVENT_TIME ? event_now
+                                                      : ks->now(ks->now_opaque);
+    ttl_pred_arg a = {st->d.ttl.ttl_ms, now};
+    ks->be->ops->cleanup(ks->be, st->id, SIZE_MAX, ttl_pred, &a);
+  }
+}
+
 /* Reads a VALUE-typed entry through the TTL layer: 1 with the user's
  * bytes, 0 when absent or expired. An expired entry is removed by this
  * read; with RETURN_EXPIRED_IF_NOT_CLEANED_UP a copy is returned once. */

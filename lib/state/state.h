@@ -41,6 +41,11 @@ sl__backend *sl__kstate_backend(const struct sl__kstate *ks);
  * prefetch. Cheap and safe to call for any key. */
 void sl__kstate_prefetch(struct sl__kstate *ks, uint64_t hash, uint32_t kg);
 
+/* Cleanup on snapshot: removes every expired item of the TTL states of ks
+ * (event-time TTL compares with event_now, e.g. the operator's watermark,
+ * which no later element can be older than). */
+void sl__kstate_cleanup_full(struct sl__kstate *ks, int64_t event_now);
+
 /* sl_state_register() without a job: SL_ERR_INVAL / SL_ERR_NOMEM with a
  * message in err. */
 int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,

@@ -208,6 +208,27 @@ START_TEST(harness_snapshot_and_restore) {
 }
 END_TEST
 
+/* Expired state is not written into a snapshot (cleanup on snapshot): a
+ * snapshot after the only entry expired is as small as an empty one. */
+START_TEST(snapshot_drops_expired_state) {
+  pf p = {.ttl = {.ttl_ms = 100, .cleanup_per_access = -1}};
+  sl_harness_t *h = pf_harness(&p, NULL);
+  void *empty, *snap;
+  size_t empty_len, len;
+  ck_assert_int_eq(sl_harness_snapshot(h, &empty, &empty_len), SL_OK);
+  sl_harness_push_kv(h, 0, "a", "put:x", 1);
+  ck_assert_int_eq(sl_harness_snapshot(h, &snap, &len), SL_OK);
+  ck_assert_uint_gt(len, empty_len); /* live: written */
+  free(snap);
+  ck_assert_int_eq(sl_harness_set_time(h, 500), SL_OK);
+  ck_assert_int_eq(sl_harness_snapshot(h, &snap, &len), SL_OK);
+  ck_assert_uint_eq(len, empty_len);
+  free(snap);
+  free(empty);
+  sl_harness_destroy(h);
+}
+END_TEST
+
 START_TEST(timer_registered_in_on_timer_fires_in_same_watermark) {
   pf p = {.reregister = 50};
   sl_harness_t *h = pf_harness(&p, NULL);
@@ -524,6 +545,7 @@ int main(void) {
   tcase_add_test(tc, harness_rejects_bad_builds);
   tcase_add_test(tc, stateful_p1_equals_p2);
   tcase_add_test(tc, harness_snapshot_and_restore);
+  tcase_add_test(tc, snapshot_drops_expired_state);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }

@@ -26,6 +26,8 @@ typedef struct run {
   int64_t interval_ms;
   uint64_t n;          /* records */
   uint64_t stop_after; /* sl_job_stop() after this many sums (0: never) */
+  uint64_t ckpt_at;    /* sl_job_checkpoint() after this many sums */
+  int ckpt_rc;
   bool slow;           /* throttle the source (crash test children) */
   const char *uid;     /* of the keyed operator */
   const char *max_par;
@@ -92,6 +94,8 @@ static int sum_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   uint64_t seen = atomic_fetch_add(&r->seen, 1) + 1;
   if (r->stop_after && seen == r->stop_after)
     sl_job_stop(r->job);
+  if (r->ckpt_at && seen == r->ckpt_at)
+    r->ckpt_rc = sl_job_checkpoint(r->job);
   return 0;
 }
 
@@ -241,6 +245,24 @@ END_TEST
 
 START_TEST(restore_with_parallelism_2_to_1) {
   stop_restore(2, 1);
+}
+END_TEST
+
+/* A checkpoint asked for while the job runs is taken (besides the final
+ * one), without periodic checkpoints. */
+START_TEST(checkpoint_on_demand) {
+  char *dir = tmpdir();
+  run a = {.par = 2, .dir = dir, .n = 20000, .slow = true, .ckpt_at = 2000};
+  ck_assert_int_eq(run_job(&a), SL_OK);
+  ck_assert_int_eq(a.ckpt_rc, SL_OK);
+  ck_assert_uint_eq(a.info.completed, 2);
+  expect_complete(&a, 20000);
+  /* Off: refused. */
+  sl_job_t *job = tu_job(1, NULL);
+  ck_assert_int_eq(sl_job_checkpoint(job), SL_ERR_STATE);
+  sl_job_destroy(job);
+  rmrf(dir);
+  free(dir);
 }
 END_TEST
 
@@ -397,6 +419,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, restore_with_parallelism_1_to_2);
   tcase_add_test(tc, restore_with_parallelism_2_to_1);
   tcase_add_test(tc, periodic_checkpoints_and_retention);
+  tcase_add_test(tc, checkpoint_on_demand);
   tcase_add_test(tc, flipped_byte_falls_back_to_previous);
   tcase_add_test(tc, truncated_file_falls_back_to_previous);
   tcase_add_test(tc, missing_metadata_falls_back_to_previous);
