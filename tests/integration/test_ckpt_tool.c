@@ -350,6 +350,14 @@ START_TEST(list_inspect_verify_dump) {
   ck_assert(saw_last && saw_list);
   free(o.text);
 
+  /* The same key given as base64 ("user-3"), as dump prints binary keys. */
+  tool(&o, false, "dump %s --uid counter --state last --key-base64 dXNlci0z",
+       chk);
+  ck_assert_msg(o.code == 0 && strstr(o.text, "\"value\":\"v993\"") &&
+                    !strchr(strchr(o.text, '\n') + 1, '\n'),
+                "%s", o.text);
+  free(o.text);
+
   tool(&o, false, "dump %s --uid counter --state seen", chk);
   ck_assert_int_eq(o.code, 0);
   ck_assert_msg(strstr(o.text, "\"mk\":\"m0\""), "%s", o.text);

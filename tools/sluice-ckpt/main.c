@@ -21,7 +21,7 @@ static const char usage[] =
     "  verify CHK                    check every file; exit 0 valid, 1 "
     "damaged,\n"
     "                                2 usage or I/O error\n"
-    "  dump CHK --uid U [--state S] [--key K] [--ttl]\n"
+    "  dump CHK --uid U [--state S] [--key K | --key-base64 B] [--ttl]\n"
     "                                keyed state entries as JSON lines\n"
     "  prune DIR --keep N [--dry-run]  remove all but the newest N complete\n"
     "  restore CHK --to DIR          copy a checkpoint to DIR/chk-<id> and "
@@ -164,6 +164,34 @@ static bool is_opt(const char *a, const char *name) {
   return strncmp(a, name, n) == 0 && (a[n] == 0 || a[n] == '=');
 }
 
+/* Decodes standard base64 (padding optional); NULL when s is not. */
+static char *unbase64(const char *s, size_t *len) {
+  size_t n = strlen(s);
+  char *out = malloc(n / 4 * 3 + 3), *o = out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (const char *p = s; out && *p && *p != '='; p++) {
+    const char *t =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *c = strchr(t, *p);
+    if (!c) {
+      free(out);
+      return NULL;
+    }
+    acc = acc << 6 | (uint32_t)(c - t);
+    if ((bits += 6) >= 8) {
+      bits -= 8;
+      *o++ = (char)(acc >> bits & 255);
+    }
+  }
+  if (out)
+    *len = (size_t)(o - out);
+  return out;
+}
+
+/* --key-base64's bytes; file scope, so an early exit leaves it reachable. */
+static char *key_buf;
+
 int main(int argc, char **argv) {
   tool_opts o = {.keep = -1};
   const char *cmd = NULL;
@@ -188,6 +216,18 @@ int main(int argc, char **argv) {
       if (need_value(argc, argv, &i, &o.key))
         return TOOL_USAGE;
       o.key_len = strlen(o.key);
+      o.have_key = true;
+    } else if (is_opt(a, "--key-base64")) {
+      /* For keys that are not text: dump prints them base64, so they can
+       * be given back the same way. */
+      if (need_value(argc, argv, &i, &v))
+        return TOOL_USAGE;
+      free(key_buf);
+      if (!(key_buf = unbase64(v, &o.key_len))) {
+        tool_err("--key-base64: \"%s\" is not base64", v);
+        return TOOL_USAGE;
+      }
+      o.key = key_buf;
       o.have_key = true;
     } else if (is_opt(a, "--to")) {
       if (need_value(argc, argv, &i, &o.to))
@@ -231,7 +271,9 @@ int main(int argc, char **argv) {
       tool_err("%s needs a directory\n%s", cmd, usage);
       return TOOL_USAGE;
     }
-    return cmds[i].fn(&o);
+    int rc = cmds[i].fn(&o);
+    free(key_buf);
+    return rc;
   }
   tool_err("unknown command \"%s\"\n%s", cmd, usage);
   return TOOL_USAGE;
