@@ -475,8 +475,8 @@ static void complete_cur(struct sl__ckpt *ck) {
   int64_t duration = mono_ms() - ck->cur_start;
   pthread_mutex_unlock(&ck->mu);
   uint64_t bytes = 0, bytes_new = 0;
-  int rc = write_checkpoint(ck, id, ck->acks, duration, &bytes, &bytes_new, why,
-                            sizeof(why));
+  int rc = write_checkpoint(ck, id, ck->acks, duration, &bytes, &bytes_new,
+                            why, sizeof(why));
   for (int i = 0; !rc && i < job->n_parts; i++) {
     if (job->parts[i].commit &&
         (rc = job->parts[i].commit(id, job->parts[i].opaque))) {
