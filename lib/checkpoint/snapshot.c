@@ -505,13 +505,26 @@ static int read_states(sl__backend *be, sl__rd p, id_map *m) {
 static int restore_entries(sl__backend *be, sl__rd p, id_map *m) {
   sl__snap_entry e;
   int r;
+  if (be->ops->reserve && m->n) {
+    /* Count per state first: see the reserve hint in backend.h. */
+    size_t *cnt = calloc(m->n, sizeof(*cnt));
+    if (!cnt)
+      return SL_ERR_NOMEM;
+    sl__rd q = p;
+    while ((r = sl__snap_entry_next(&q, &e)) == 1)
+      if (e.state < m->n)
+        cnt[e.state]++;
+    for (uint32_t i = 0; i < m->n; i++)
+      if (cnt[i])
+        be->ops->reserve(be, m->ids[i], m->kg, cnt[i]);
+    free(cnt);
+  }
   while ((r = sl__snap_entry_next(&p, &e)) == 1) {
     int rc = insert_cb(e.state, e.key, e.key_len, e.ns, e.ns_len, e.mk,
                        e.mk_len, e.val, e.val_len, m);
     if (rc)
       return rc;
   }
-  (void)be;
   return r;
 }
 
