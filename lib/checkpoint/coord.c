@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "checkpoint/files.h"
 #include "checkpoint/internal.h"
 #include "core/conf.h"
 #include "core/crc32c.h"
@@ -26,7 +27,7 @@
 #include "metrics/metrics.h"
 #include "sluice/checkpoint.h"
 
-#define FORMAT_VERSION 1
+#define FORMAT_VERSION SL__CKPT_FORMAT
 
 /* snprintf for paths and messages: truncation is acceptable (paths are
  * checked when used), so no return value to ignore. */
@@ -145,33 +146,6 @@ int sl__ckpt_read_file(const char *path, unsigned char **data, size_t *len) {
   return 0;
 }
 
-/* CRC32C of a file, streamed. */
-static int crc_file(const char *path, uint32_t *crc, uint64_t *size) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return -1;
-  static __thread unsigned char buf[1 << 16];
-  uint32_t c = 0;
-  uint64_t total = 0;
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      close(fd);
-      return -1;
-    }
-    if (n == 0)
-      break;
-    c = sl__crc32c(c, buf, (size_t)n);
-    total += (uint64_t)n;
-  }
-  close(fd);
-  *crc = c;
-  *size = total;
-  return 0;
-}
-
 static int rm_cb(const char *path, const struct stat *sb, int flag,
                  struct FTW *ftw) {
   (void)sb;
@@ -266,7 +240,7 @@ static int add_native_files(struct sl__ckpt *ck, json_t *files, const char *chk,
         shared = true;
         break;
       }
-    if (!shared && crc_file(path, &crc, &size)) {
+    if (!shared && sl__ckpt_crc_file(path, &crc, &size)) {
       sl__errf(err, errlen, "cannot read %s: %s", path, strerror(errno));
       rc = SL_ERR_IO;
       break;
@@ -410,22 +384,14 @@ static void retain(struct sl__ckpt *ck) {
   size_t n;
   if (sl__ckpt_list(ck->dir, &ids, &n))
     return;
-  int kept = 0;
-  bool seen_complete = false;
+  sl__retention r = {.keep = ck->retained};
   for (size_t i = 0; i < n; i++) {
     char chk[4096], meta[4200];
     sl__ckpt_path(ck, ids[i], chk, sizeof(chk));
     pathf(meta, sizeof(meta), "%s/_metadata", chk);
     bool complete = exists(meta);
-    if (ids[i] == ck->cur)
+    if (ids[i] == ck->cur || !sl__ckpt_retain_next(&r, complete))
       continue;
-    if (complete && kept < ck->retained) {
-      kept++;
-      seen_complete = true;
-      continue;
-    }
-    if (!complete && !seen_complete)
-      continue; /* newer than any complete one: maybe still being written */
     if (sl__ckpt_rmtree(chk))
       LOG(ck, SL__LOG_WARN, "cannot remove old checkpoint %s: %s", chk,
           strerror(errno));
@@ -691,13 +657,15 @@ static int check_uids(sl_job_t *job, const sl__restore *rs, char *err,
       const void *u;
       size_t ul;
       if (t == SL__SEC_STATES) {
-        uint32_t n, id, type;
-        if (!sl__rd_u32(&p, &n))
+        uint32_t n;
+        sl__snap_state st;
+        if (sl__snap_states_count(&p, &n))
           return SL_ERR_CORRUPT;
         for (uint32_t i = 0; i < n; i++) {
-          if (!sl__rd_u32(&p, &id) || !sl__rd_u32(&p, &type) ||
-              !sl__rd_bytes(&p, &u, &ul))
+          if (sl__snap_state_next(&p, &st) != 1)
             return SL_ERR_CORRUPT;
+          u = st.name;
+          ul = st.name_len;
           if (!job_has_state(job, u, ul)) {
             sl__errf(err, errlen,
                      "it holds state \"%.*s\" of an operator uid the job no "
@@ -734,37 +702,16 @@ static int check_uids(sl_job_t *job, const sl__restore *rs, char *err,
 int sl__ckpt_load(const char *path, uint32_t want_max_par, sl__restore **out,
                   json_t **meta_out, char *err, size_t errlen) {
   *out = NULL;
-  char mpath[4200];
-  pathf(mpath, sizeof(mpath), "%s/_metadata", path);
-  if (!exists(mpath)) {
-    sl__errf(err, errlen, "no _metadata (incomplete)");
-    return SL_ERR_NOTFOUND;
-  }
-  json_error_t je;
-  json_t *meta = json_load_file(mpath, 0, &je);
-  if (!meta) {
-    sl__errf(err, errlen, "_metadata is not valid JSON: %s (line %d)", je.text,
-             je.line);
-    return SL_ERR_CORRUPT;
-  }
-  int rc = 0;
-  json_int_t format = 0, id = 0, max_par = 0;
+  json_t *meta;
+  int rc = sl__ckpt_meta_read(path, &meta, err, errlen);
+  if (rc)
+    return rc;
+  json_int_t id = 0, max_par = 0;
   const char *backend = NULL;
   json_t *files = NULL, *workers = NULL;
-  if (json_unpack_ex(meta, &je, 0, "{s:I,s:I,s:I,s:s,s:o,s:o}", "format",
-                     &format, "id", &id, "max_parallelism", &max_par, "backend",
-                     &backend, "files", &files, "workers", &workers) ||
-      !json_is_array(files) || !json_is_array(workers)) {
-    sl__errf(err, errlen, "_metadata is incomplete: %s", je.text);
-    rc = SL_ERR_CORRUPT;
-    goto out;
-  }
-  if (format != FORMAT_VERSION) {
-    sl__errf(err, errlen, "unsupported checkpoint format %lld",
-             (long long)format);
-    rc = SL_ERR_CORRUPT;
-    goto out;
-  }
+  json_unpack(meta, "{s:I,s:I,s:s,s:o,s:o}", "id", &id, "max_parallelism",
+              &max_par, "backend", &backend, "files", &files, "workers",
+              &workers);
   if (want_max_par && (uint32_t)max_par != want_max_par) {
     sl__errf(err, errlen,
              "it was taken with max.parallelism=%lld but the job has %u; "
@@ -777,33 +724,8 @@ int sl__ckpt_load(const char *path, uint32_t want_max_par, sl__restore **out,
   size_t i;
   json_t *fj;
   json_array_foreach(files, i, fj) {
-    const char *rel, *hex;
-    json_int_t bytes;
-    if (json_unpack(fj, "{s:s,s:I,s:s}", "path", &rel, "bytes", &bytes,
-                    "crc32c", &hex)) {
-      sl__errf(err, errlen, "_metadata has a malformed file entry");
-      rc = SL_ERR_CORRUPT;
+    if ((rc = sl__ckpt_file_check(path, fj, true, err, errlen)))
       goto out;
-    }
-    char fp[4200];
-    pathf(fp, sizeof(fp), "%s/%s", path, rel);
-    uint32_t crc;
-    uint64_t size;
-    if (crc_file(fp, &crc, &size)) {
-      sl__errf(err, errlen, "%s is missing: %s", rel, strerror(errno));
-      rc = SL_ERR_CORRUPT;
-      goto out;
-    }
-    char got[9];
-    pathf(got, sizeof(got), "%08x", crc);
-    if (size != (uint64_t)bytes || strcmp(got, hex) != 0) {
-      sl__errf(err, errlen,
-               "%s is damaged (%" PRIu64 " bytes, crc32c %s; expected %lld "
-               "bytes, crc32c %s)",
-               rel, size, got, (long long)bytes, hex);
-      rc = SL_ERR_CORRUPT;
-      goto out;
-    }
   }
   sl__restore *rs = calloc(1, sizeof(*rs));
   if (!rs) {
@@ -898,8 +820,8 @@ static int resolve(sl_job_t *job, const sl__restore *rs) {
         const void *u, *blob;
         size_t ul, bl;
         uint32_t sub;
-        if (t != SL__SEC_SOURCE || !sl__rd_bytes(&p, &u, &ul) ||
-            !sl__rd_u32(&p, &sub) || !sl__rd_bytes(&p, &blob, &bl) ||
+        if (t != SL__SEC_SOURCE ||
+            sl__snap_blob(p, t, &u, &ul, &sub, &blob, &bl) ||
             ul != strlen(n->uid) || memcmp(u, n->uid, ul) != 0)
           continue;
         if (counts[n_uids] == cap) {

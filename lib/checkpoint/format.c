@@ -141,3 +141,56 @@ int sl__snap_next(sl__rd *body, uint32_t *type, uint32_t *kg, sl__rd *payload) {
   body->p += len;
   return 1;
 }
+
+int sl__snap_states_count(sl__rd *p, uint32_t *n) {
+  /* Each state takes at least 12 bytes: a count beyond that is damage,
+   * not a reason to allocate. */
+  if (!sl__rd_u32(p, n) || *n > (uint32_t)((p->end - p->p) / 12))
+    return SL_ERR_CORRUPT;
+  return 0;
+}
+
+int sl__snap_state_next(sl__rd *p, sl__snap_state *s) {
+  if (sl__rd_done(p))
+    return 0;
+  if (!sl__rd_u32(p, &s->id) || !sl__rd_u32(p, &s->type) ||
+      !sl__rd_bytes(p, &s->name, &s->name_len))
+    return SL_ERR_CORRUPT;
+  return 1;
+}
+
+int sl__snap_entry_next(sl__rd *p, sl__snap_entry *e) {
+  if (sl__rd_done(p))
+    return 0;
+  uint8_t has_mk;
+  e->mk = NULL;
+  e->mk_len = 0;
+  if (!sl__rd_u32(p, &e->state) || !sl__rd_bytes(p, &e->key, &e->key_len) ||
+      !sl__rd_bytes(p, &e->ns, &e->ns_len) || !sl__rd_u8(p, &has_mk) ||
+      has_mk > 1 || (has_mk && !sl__rd_bytes(p, &e->mk, &e->mk_len)) ||
+      !sl__rd_bytes(p, &e->val, &e->val_len))
+    return SL_ERR_CORRUPT;
+  return 1;
+}
+
+int sl__snap_timer_next(sl__rd *p, sl__snap_timer *t) {
+  if (sl__rd_done(p))
+    return 0;
+  uint64_t ts;
+  if (!sl__rd_u32(p, &t->kg) || !sl__rd_u8(p, &t->domain) ||
+      !sl__rd_u64(p, &ts) || !sl__rd_bytes(p, &t->key, &t->key_len) ||
+      !sl__rd_bytes(p, &t->ns, &t->ns_len))
+    return SL_ERR_CORRUPT;
+  t->ts = (int64_t)ts;
+  return 1;
+}
+
+int sl__snap_blob(sl__rd p, uint32_t type, const void **uid, size_t *uid_len,
+                  uint32_t *subtask, const void **blob, size_t *blob_len) {
+  *subtask = 0;
+  if (!sl__rd_bytes(&p, uid, uid_len) ||
+      (type == SL__SEC_SOURCE && !sl__rd_u32(&p, subtask)) ||
+      !sl__rd_bytes(&p, blob, blob_len) || !sl__rd_done(&p))
+    return SL_ERR_CORRUPT;
+  return 0;
+}

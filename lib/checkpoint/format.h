@@ -67,4 +67,40 @@ int sl__snap_check(const void *data, size_t len, sl__snap_head *h, sl__rd *body,
  * end, SL_ERR_CORRUPT on a malformed section. */
 int sl__snap_next(sl__rd *body, uint32_t *type, uint32_t *kg, sl__rd *payload);
 
+/* Decoding section payloads, shared by restore and sluice-ckpt so both
+ * read the layout of the enum above the same way. Each *_next returns 1
+ * with the next item (pointers into the file image), 0 at the end of the
+ * payload, SL_ERR_CORRUPT when it is malformed. */
+typedef struct sl__snap_state {
+  uint32_t id, type;
+  const void *name;
+  size_t name_len;
+} sl__snap_state;
+/* SL__SEC_STATES: the count first (bounded by what the payload can hold),
+ * then state_next n times. */
+int sl__snap_states_count(sl__rd *p, uint32_t *n);
+int sl__snap_state_next(sl__rd *p, sl__snap_state *s);
+
+typedef struct sl__snap_entry {
+  uint32_t state;
+  const void *key, *ns, *mk, *val; /* mk NULL: not a map entry */
+  size_t key_len, ns_len, mk_len, val_len;
+} sl__snap_entry;
+int sl__snap_entry_next(sl__rd *p, sl__snap_entry *e);
+
+/* SL__SEC_TIMERS: the uid first (sl__rd_bytes), then timer_next. */
+typedef struct sl__snap_timer {
+  uint32_t kg;
+  uint8_t domain;
+  int64_t ts;
+  const void *key, *ns;
+  size_t key_len, ns_len;
+} sl__snap_timer;
+int sl__snap_timer_next(sl__rd *p, sl__snap_timer *t);
+
+/* SL__SEC_OPSTATE and SL__SEC_SOURCE: the whole payload (subtask is set
+ * for sources only). */
+int sl__snap_blob(sl__rd p, uint32_t type, const void **uid, size_t *uid_len,
+                  uint32_t *subtask, const void **blob, size_t *blob_len);
+
 #endif

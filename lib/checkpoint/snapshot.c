@@ -400,9 +400,7 @@ static int collect(const sl__restore *rs, uint32_t type, const char *uid,
       const void *u, *blob;
       size_t ul, bl;
       uint32_t sub;
-      if (!sl__rd_bytes(&p, &u, &ul) ||
-          (type == SL__SEC_SOURCE && !sl__rd_u32(&p, &sub)) ||
-          !sl__rd_bytes(&p, &blob, &bl))
+      if (sl__snap_blob(p, type, &u, &ul, &sub, &blob, &bl))
         return SL_ERR_CORRUPT;
       if (ul != strlen(uid) || memcmp(u, uid, ul) != 0)
         continue;
@@ -483,23 +481,20 @@ static int insert_cb(uint32_t state, const void *key, size_t key_len,
 
 static int read_states(sl__backend *be, sl__rd p, id_map *m) {
   uint32_t n;
-  if (!sl__rd_u32(&p, &n) || n > (uint32_t)((p.end - p.p) / 12))
+  if (sl__snap_states_count(&p, &n))
     return SL_ERR_CORRUPT;
   m->ids = calloc(n ? n : 1, sizeof(*m->ids));
   if (!m->ids)
     return SL_ERR_NOMEM;
   m->n = n;
   for (uint32_t i = 0; i < n; i++) {
-    uint32_t id, type;
-    const void *name;
-    size_t nl;
-    if (!sl__rd_u32(&p, &id) || !sl__rd_u32(&p, &type) ||
-        !sl__rd_bytes(&p, &name, &nl) || id >= n || type > SL__BT_MAP)
+    sl__snap_state st;
+    if (sl__snap_state_next(&p, &st) != 1 || st.id >= n || st.type > SL__BT_MAP)
       return SL_ERR_CORRUPT;
-    char *s = strndup(name, nl);
+    char *s = strndup(st.name, st.name_len);
     if (!s)
       return SL_ERR_NOMEM;
-    int rc = be->ops->register_state(be, s, (sl__btype)type, &m->ids[id]);
+    int rc = be->ops->register_state(be, s, (sl__btype)st.type, &m->ids[st.id]);
     free(s);
     if (rc)
       return rc;
@@ -508,22 +503,29 @@ static int read_states(sl__backend *be, sl__rd p, id_map *m) {
 }
 
 static int restore_entries(sl__backend *be, sl__rd p, id_map *m) {
-  while (!sl__rd_done(&p)) {
-    uint32_t state;
-    const void *key, *ns, *mk = NULL, *val;
-    size_t kl, nl, ml = 0, vl;
-    uint8_t has_mk;
-    if (!sl__rd_u32(&p, &state) || !sl__rd_bytes(&p, &key, &kl) ||
-        !sl__rd_bytes(&p, &ns, &nl) || !sl__rd_u8(&p, &has_mk) ||
-        (has_mk && !sl__rd_bytes(&p, &mk, &ml)) || !sl__rd_bytes(&p, &val, &vl))
-      return SL_ERR_CORRUPT;
-    int rc = insert_cb(state, key, kl, ns, nl, has_mk ? (mk ? mk : "") : NULL,
-                       ml, val, vl, m);
+  sl__snap_entry e;
+  int r;
+  if (be->ops->reserve && m->n) {
+    /* Count per state first: see the reserve hint in backend.h. */
+    size_t *cnt = calloc(m->n, sizeof(*cnt));
+    if (!cnt)
+      return SL_ERR_NOMEM;
+    sl__rd q = p;
+    while ((r = sl__snap_entry_next(&q, &e)) == 1)
+      if (e.state < m->n)
+        cnt[e.state]++;
+    for (uint32_t i = 0; i < m->n; i++)
+      if (cnt[i])
+        be->ops->reserve(be, m->ids[i], m->kg, cnt[i]);
+    free(cnt);
+  }
+  while ((r = sl__snap_entry_next(&p, &e)) == 1) {
+    int rc = insert_cb(e.state, e.key, e.key_len, e.ns, e.ns_len, e.mk,
+                       e.mk_len, e.val, e.val_len, m);
     if (rc)
       return rc;
   }
-  (void)be;
-  return 0;
+  return r;
 }
 
 static sl_ctx_t *keyed_inst(sl__worker *w, const void *uid, size_t ul) {
@@ -543,24 +545,20 @@ static int restore_timers(sl__worker *w, sl__rd p, uint32_t lo, uint32_t hi) {
     return SL_ERR_CORRUPT;
   sl_ctx_t *c = keyed_inst(w, uid, ul);
   sl__keyed *k = c ? sl_op_keyed(c) : NULL;
-  while (!sl__rd_done(&p)) {
-    uint32_t kg;
-    uint8_t d;
-    uint64_t ts;
-    const void *key, *ns;
-    size_t kl, nl;
-    if (!sl__rd_u32(&p, &kg) || !sl__rd_u8(&p, &d) || !sl__rd_u64(&p, &ts) ||
-        !sl__rd_bytes(&p, &key, &kl) || !sl__rd_bytes(&p, &ns, &nl) ||
-        d >= SL__TIMER_DOMAINS)
+  sl__snap_timer t;
+  int r;
+  while ((r = sl__snap_timer_next(&p, &t)) == 1) {
+    if (t.domain >= SL__TIMER_DOMAINS)
       return SL_ERR_CORRUPT;
-    if (!k || !k->timers || kg < lo || kg >= hi)
+    if (!k || !k->timers || t.kg < lo || t.kg >= hi)
       continue; /* another worker's, or of a dropped operator */
-    int rc = sl__timers_add(k->timers, d, (int64_t)ts, sl__hash64(key, kl), kg,
-                            key, kl, ns, nl);
+    int rc =
+        sl__timers_add(k->timers, t.domain, t.ts, sl__hash64(t.key, t.key_len),
+                       t.kg, t.key, t.key_len, t.ns, t.ns_len);
     if (rc)
       return rc;
   }
-  return 0;
+  return r;
 }
 
 static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,

@@ -179,6 +179,12 @@ typedef struct sl__backend_ops {
   int (*insert)(sl__backend *be, uint32_t state, uint32_t kg, const void *key,
                 size_t key_len, const void *ns, size_t ns_len, const void *mk,
                 size_t mk_len, const void *val, size_t len);
+  /* Restore hint: about n entries of state are about to be inserted into
+   * key group kg. Entries come in the order another table scanned them,
+   * i.e. sorted by hash; an open-addressing table that grows while such a
+   * run is inserted piles them into one probe cluster (quadratic time), so
+   * the hashmap sizes the table for all of them first. Optional (NULL). */
+  void (*reserve)(sl__backend *be, uint32_t state, uint32_t kg, size_t n);
   /* Drops every entry of key group kg (handed to another worker). */
   void (*kg_drop)(sl__backend *be, uint32_t kg);
 

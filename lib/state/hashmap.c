@@ -461,6 +461,21 @@ static int hm_kg_scan(sl__backend *be, uint32_t kg, sl__entry_fn fn,
   return 0;
 }
 
+static void hm_reserve(sl__backend *be, uint32_t state, uint32_t kg, size_t n) {
+  hm *b = (hm *)be;
+  if (kg < be->kg_lo || kg >= be->kg_hi || state >= b->n_states)
+    return;
+  hm_table *t = hm_tab(b, hm_st(b, state), kg);
+  /* Grow (finishing migrations) until n more entries fit at load 7/8. */
+  while ((t->count + t->old_count + n) * 8 > ((size_t)7 << t->bits) ||
+         !t->slots) {
+    if (hm_grow(b, t))
+      return; /* a hint: inserting will report the error */
+  }
+  if (t->old)
+    hm_migrate(b, t, SIZE_MAX);
+}
+
 static int hm_insert_raw(sl__backend *be, uint32_t state, uint32_t kg,
                          const void *key, size_t key_len, const void *ns,
                          size_t ns_len, const void *mk, size_t mk_len,
@@ -729,6 +744,7 @@ const sl__backend_ops sl__hashmap_ops = {
     .map_iter = sl__hm_map_iter,
     .map_next = sl__hm_map_next,
     .kg_scan = hm_kg_scan,
+    .reserve = hm_reserve,
     .insert = hm_insert_raw,
     .kg_drop = hm_kg_drop,
     .stats = hm_stats,

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Reading a checkpoint directory without a job: listing chk-<id>, loading
+ * and checking _metadata, checking one listed file. Shared by restore
+ * (coord.c) and the sluice-ckpt tool, so both judge a checkpoint alike. */
+#ifndef SL_CHECKPOINT_FILES_H
+#define SL_CHECKPOINT_FILES_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "checkpoint/internal.h"
+
+/* Version of _metadata ("format") this build reads and writes. */
+#define SL__CKPT_FORMAT 1
+
+/* chk-<id> directory ids of dir (id > 0, decimal), newest first; *ids is
+ * malloc'd. A missing dir is empty. 0 or -1 with errno. (coord.c) */
+int sl__ckpt_list(const char *dir, uint64_t **ids, size_t *n);
+/* Reads a whole file into malloc'd memory. 0 or -1 with errno. (coord.c) */
+int sl__ckpt_read_file(const char *path, unsigned char **data, size_t *len);
+/* Removes a directory tree without following symlinks. (coord.c) */
+int sl__ckpt_rmtree(const char *path);
+/* Loads and verifies chk-<id> for restore. (coord.c) */
+int sl__ckpt_load(const char *path, uint32_t want_max_par, sl__restore **out,
+                  json_t **meta_out, char *err, size_t errlen);
+
+/* CRC32C and size of a file, streamed. 0 or -1 with errno. */
+int sl__ckpt_crc_file(const char *path, uint32_t *crc, uint64_t *size);
+
+/* Loads chk/_metadata and checks what every reader relies on: format
+ * version, id, max_parallelism, backend, and the files and workers
+ * arrays. SL_OK with *meta (the caller's reference), SL_ERR_NOTFOUND when
+ * there is no _metadata (an incomplete checkpoint), SL_ERR_CORRUPT with
+ * the reason in err. */
+int sl__ckpt_meta_read(const char *chk, json_t **meta, char *err,
+                       size_t errlen);
+
+/* Checks one entry of _metadata's "files" against the file in chk: its
+ * path stays inside chk, it exists with the recorded size and, when full,
+ * the recorded CRC32C (without full it is the quick check: size only).
+ * SL_OK or SL_ERR_CORRUPT with e.g. "w0.snap is damaged (...)" in err. */
+int sl__ckpt_file_check(const char *chk, json_t *entry, bool full, char *err,
+                        size_t errlen);
+
+/* Retention, shared by the coordinator (checkpoint.retained) and
+ * `sluice-ckpt prune`: fed the checkpoints of a directory newest first,
+ * says for each whether to remove it. The newest `keep` complete ones
+ * stay; everything else older than the newest complete one goes; what is
+ * newer than that may still be being written and stays. */
+typedef struct sl__retention {
+  long keep, kept;
+  bool seen_complete;
+} sl__retention;
+bool sl__ckpt_retain_next(sl__retention *r, bool complete);
+
+#endif

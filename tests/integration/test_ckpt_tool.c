@@ -1,0 +1,769 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* sluice-ckpt end to end: a real keyed job (generator, process function
+ * with value, list and map state and timers) leaves checkpoints; the built
+ * tool lists, inspects, verifies, dumps, prunes and copies them, finds
+ * damage (a flipped byte, a truncated file, no _metadata), and a copy made
+ * by restore --to restarts the job exactly as the original does. */
+#include <check.h>
+
+#include <dirent.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check_main.h"
+#include "core/crc32c.h"
+#include "sluice.h"
+
+#define KEYS 10
+
+/* ---- The job ------------------------------------------------------------ */
+
+static int gen(uint64_t i, sl_record_t *out, void *opaque) {
+  (void)opaque;
+  static __thread char key[32], val[32];
+  snprintf(key, sizeof(key), "user-%d", (int)(i % KEYS));
+  snprintf(val, sizeof(val), "v%llu", (unsigned long long)i);
+  out->key = key;
+  out->key_len = strlen(key);
+  out->value = val;
+  out->value_len = strlen(val);
+  out->ts = (int64_t)i;
+  return 0;
+}
+
+typedef struct states {
+  sl_state_t *count, *last, *firsts, *seen, *ttl;
+} states;
+
+static int p_open(sl_ctx_t *ctx, void *opaque) {
+  (void)opaque;
+  states *s = calloc(1, sizeof(*s));
+  sl_state_desc_t d = {.name = "count", .kind = SL_STATE_VALUE};
+  s->count = sl_state_register(ctx, &d);
+  d.name = "last";
+  s->last = sl_state_register(ctx, &d);
+  d.name = "firsts";
+  d.kind = SL_STATE_LIST;
+  s->firsts = sl_state_register(ctx, &d);
+  d.name = "seen";
+  d.kind = SL_STATE_MAP;
+  s->seen = sl_state_register(ctx, &d);
+  /* With TTL: each value starts with the TTL layer's 8-byte timestamp. */
+  sl_state_desc_t t = {.name = "ttl",
+                       .kind = SL_STATE_VALUE,
+                       .ttl = {.ttl_ms = INT64_MAX, .time = SL_TTL_EVENT_TIME}};
+  s->ttl = sl_state_register(ctx, &t);
+  sl_ctx_set_local(ctx, s);
+  return s->count && s->last && s->firsts && s->seen && s->ttl ? 0
+                                                               : SL_ERR_STATE;
+}
+
+static void p_close(sl_ctx_t *ctx, void *opaque) {
+  (void)opaque;
+  free(sl_ctx_local(ctx));
+}
+
+static int p_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)opaque;
+  states *s = sl_ctx_local(ctx);
+  uint64_t n = 0;
+  const void *v;
+  size_t len;
+  if (sl_value_get(ctx, s->count, &v, &len) == 1 && len == sizeof(n))
+    memcpy(&n, v, sizeof(n));
+  n++;
+  int rc = sl_value_put(ctx, s->count, &n, sizeof(n));
+  if (!rc)
+    rc = sl_value_put(ctx, s->last, rec->value, rec->value_len);
+  if (!rc && n <= 2)
+    rc = sl_list_add(ctx, s->firsts, rec->value, rec->value_len);
+  char mk[8];
+  snprintf(mk, sizeof(mk), "m%d", (int)(n % 3));
+  if (!rc)
+    rc = sl_map_put(ctx, s->seen, mk, strlen(mk), "1", 1);
+  if (!rc)
+    rc = sl_value_put(ctx, s->ttl, "t", 1);
+  /* Far in the future: still pending in the final checkpoint. */
+  if (!rc && n == 1)
+    rc = sl_timer_set(ctx, SL_PROC_TIME, sl_ctx_now(ctx) + 3600 * 1000);
+  char out[32];
+  snprintf(out, sizeof(out), "%llu", (unsigned long long)n);
+  sl_record_t o = *rec;
+  o.value = out;
+  o.value_len = strlen(out);
+  return rc ? rc : sl_emit(ctx, &o);
+}
+
+static int p_timer(sl_ctx_t *ctx, sl_time_domain d, int64_t ts, void *op) {
+  (void)ctx;
+  (void)d;
+  (void)ts;
+  (void)op;
+  return 0;
+}
+
+/* Highest count emitted per key. */
+typedef struct result {
+  pthread_mutex_t mu;
+  long max[KEYS];
+} result;
+
+static int sink(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx;
+  result *r = opaque;
+  char k[32] = "", v[32] = "";
+  memcpy(k, rec->key, rec->key_len < 31 ? rec->key_len : 31);
+  memcpy(v, rec->value, rec->value_len < 31 ? rec->value_len : 31);
+  int i = atoi(k + 5);
+  long n = atol(v);
+  pthread_mutex_lock(&r->mu);
+  if (i >= 0 && i < KEYS && n > r->max[i])
+    r->max[i] = n;
+  pthread_mutex_unlock(&r->mu);
+  return 0;
+}
+
+/* Runs the job over records [0, count) at P=2 with checkpoints in dir,
+ * restoring from `from` when set; fills r. */
+static void run_job(const char *dir, const char *from, uint64_t count,
+                    result *r) {
+  char err[256];
+  sl_conf_t *conf = sl_conf_new();
+  ck_assert_int_eq(sl_conf_set(conf, "parallelism", "2", err, sizeof(err)), 0);
+  ck_assert_int_eq(sl_conf_set(conf, "checkpoint.dir", dir, err, sizeof(err)),
+                   0);
+  ck_assert_int_eq(
+      sl_conf_set(conf, "checkpoint.retained", "10", err, sizeof(err)), 0);
+  ck_assert_int_eq(sl_conf_set(conf, "log.level", "error", err, sizeof(err)),
+                   0);
+  if (from)
+    ck_assert_int_eq(sl_conf_set(conf, "restore.from", from, err, sizeof(err)),
+                     0);
+  sl_job_t *job = sl_job_new("ckpt-tool", conf, err, sizeof(err));
+  ck_assert_msg(job != NULL, "%s", err);
+  memset(r, 0, sizeof(*r));
+  pthread_mutex_init(&r->mu, NULL);
+  sl_generator_opts_t g = {.count = count, .gen = gen, .parallel = true};
+  sl_stream_t *s = sl_source_generator(job, "gen", &g);
+  sl_process_ops_t ops = {.open = p_open,
+                          .on_element = p_element,
+                          .on_timer = p_timer,
+                          .close = p_close};
+  s = sl_process(sl_key_by(s, NULL, NULL), "counter", &ops, NULL);
+  ck_assert_int_eq(sl_sink(s, "sink", sink, r), 0);
+  int rc = sl_job_run(job);
+  ck_assert_msg(rc == 0, "job failed: %s", sl_job_errmsg(job));
+  sl_job_destroy(job);
+  pthread_mutex_destroy(&r->mu);
+}
+
+/* ---- Running the tool --------------------------------------------------- */
+
+typedef struct out {
+  char *text;
+  int code;
+} out;
+
+/* Runs sluice-ckpt with args (a shell fragment); stdout in o->text (with
+ * stderr too when merge). */
+static void tool(out *o, bool merge, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void tool(out *o, bool merge, const char *fmt, ...) {
+  const char *build = getenv("SLUICE_BUILD_ROOT");
+  char args[2048], cmd[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(args, sizeof(args), fmt, ap);
+  va_end(ap);
+  snprintf(cmd, sizeof(cmd), "%s/tools/sluice-ckpt %s %s",
+           build ? build : "build", args, merge ? "2>&1" : "2>/dev/null");
+  FILE *p = popen(cmd, "r");
+  ck_assert_ptr_nonnull(p);
+  size_t cap = 1 << 16, n = 0;
+  o->text = malloc(cap);
+  for (size_t got; (got = fread(o->text + n, 1, cap - n - 1, p)) > 0;) {
+    n += got;
+    if (n + 1 == cap)
+      o->text = realloc(o->text, cap *= 2);
+  }
+  o->text[n] = 0;
+  int st = pclose(p);
+  o->code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static json_t *tool_json(int want_code, const char *fmt, const char *a,
+                         const char *b) {
+  out o;
+  tool(&o, false, fmt, a, b);
+  ck_assert_msg(o.code == want_code, "exit %d, expected %d: %s", o.code,
+                want_code, o.text);
+  json_error_t je;
+  json_t *j = json_loads(o.text, 0, &je);
+  ck_assert_msg(j != NULL, "not JSON (%s): %s", je.text, o.text);
+  free(o.text);
+  return j;
+}
+
+static char *tmpdir(void) {
+  char *d = strdup("/tmp/sl-ckpt-tool-XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(d));
+  return d;
+}
+
+static void rmrf(const char *path) {
+  char cmd[512];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+/* The newest checkpoint's path in dir. */
+static char *newest(const char *dir) {
+  json_t *l = tool_json(0, "--json list %s%s", dir, "");
+  json_t *c = json_array_get(json_object_get(l, "checkpoints"), 0);
+  ck_assert_ptr_nonnull(c);
+  ck_assert_str_eq(json_string_value(json_object_get(c, "status")), "complete");
+  char *p = strdup(json_string_value(json_object_get(c, "path")));
+  json_decref(l);
+  return p;
+}
+
+static void flip_byte(const char *path, long off) {
+  FILE *f = fopen(path, "r+b");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_int_eq(fseek(f, off, SEEK_SET), 0);
+  int c = fgetc(f);
+  ck_assert_int_ne(c, EOF);
+  ck_assert_int_eq(fseek(f, off, SEEK_SET), 0);
+  fputc(c ^ 0x40, f);
+  ck_assert_int_eq(fclose(f), 0);
+}
+
+/* ---- Tests -------------------------------------------------------------- */
+
+START_TEST(list_inspect_verify_dump) {
+  char *dir = tmpdir();
+  result r;
+  run_job(dir, NULL, 1000, &r);
+  char *chk = newest(dir);
+
+  out o;
+  tool(&o, true, "list %s", dir);
+  ck_assert_int_eq(o.code, 0);
+  ck_assert_msg(strstr(o.text, "complete") && strstr(o.text, "yes"), "%s",
+                o.text);
+  free(o.text);
+
+  json_t *in = tool_json(0, "--json inspect %s%s", chk, "");
+  ck_assert_int_eq(json_integer_value(json_object_get(in, "parallelism")), 2);
+  ck_assert_str_eq(json_string_value(json_object_get(in, "backend")),
+                   "hashmap");
+  /* Two generator subtasks, together at the end of the input. */
+  json_t *pos = json_object_get(in, "positions");
+  ck_assert_uint_eq(json_array_size(pos), 2);
+  long next_sum = 0;
+  for (size_t i = 0; i < 2; i++) {
+    json_t *p = json_array_get(pos, i);
+    ck_assert_str_eq(json_string_value(json_object_get(p, "decoder")),
+                     "generator");
+    json_t *f = json_object_get(p, "fields");
+    ck_assert_int_eq(json_integer_value(json_object_get(f, "step")), 2);
+    next_sum += (long)json_integer_value(json_object_get(f, "next"));
+  }
+  ck_assert_int_eq(next_sum, 1000 + 1001);
+  /* One entry per key in each value state; states named uid/name. */
+  json_t *st, *count = NULL;
+  size_t i;
+  json_array_foreach(json_object_get(in, "states"), i, st) {
+    if (!strcmp(json_string_value(json_object_get(st, "name")),
+                "counter/count"))
+      count = st;
+  }
+  ck_assert_ptr_nonnull(count);
+  ck_assert_int_eq(json_integer_value(json_object_get(count, "entries")), KEYS);
+  ck_assert_str_eq(json_string_value(json_object_get(count, "type")), "value");
+  long kg_entries = 0;
+  json_t *kg;
+  json_array_foreach(json_object_get(in, "key_groups"), i, kg) {
+    kg_entries += (long)json_integer_value(json_object_get(kg, "entries"));
+  }
+  /* values count, last, ttl; list firsts; map seen (3 keys) */
+  ck_assert_int_eq(kg_entries, KEYS * (3 + 1 + 3));
+  json_t *t;
+  long timers = 0;
+  json_array_foreach(json_object_get(in, "timers"), i, t) {
+    if (!strcmp(json_string_value(json_object_get(t, "domain")), "processing"))
+      timers += (long)json_integer_value(json_object_get(t, "count"));
+  }
+  ck_assert_int_eq(timers, KEYS);
+  json_decref(in);
+
+  tool(&o, true, "inspect %s", chk);
+  ck_assert_int_eq(o.code, 0);
+  ck_assert_msg(strstr(o.text, "generator next=") &&
+                    strstr(o.text, "counter/firsts"),
+                "%s", o.text);
+  free(o.text);
+
+  tool(&o, true, "verify %s", chk);
+  ck_assert_msg(o.code == 0 && strstr(o.text, "valid"), "%s", o.text);
+  free(o.text);
+
+  /* One key: its last value as text, its count as binary (base64). */
+  tool(&o, false, "dump %s --uid counter --key user-3", chk);
+  ck_assert_int_eq(o.code, 0);
+  int lines = 0;
+  bool saw_last = false, saw_list = false;
+  for (char *save, *l = strtok_r(o.text, "\n", &save); l;
+       l = strtok_r(NULL, "\n", &save), lines++) {
+    json_t *j = json_loads(l, 0, NULL);
+    ck_assert_msg(j != NULL, "not JSON: %s", l);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "key")), "user-3");
+    const char *s = json_string_value(json_object_get(j, "state"));
+    if (!strcmp(s, "last")) {
+      ck_assert_str_eq(json_string_value(json_object_get(j, "value")), "v993");
+      ck_assert_str_eq(json_string_value(json_object_get(j, "value_enc")),
+                       "utf8");
+      saw_last = true;
+    } else if (!strcmp(s, "count")) {
+      /* 100 as a little-endian u64 */
+      ck_assert_str_eq(json_string_value(json_object_get(j, "value")),
+                       "ZAAAAAAAAAA=");
+      ck_assert_str_eq(json_string_value(json_object_get(j, "value_enc")),
+                       "base64");
+    } else if (!strcmp(s, "firsts")) {
+      json_t *e = json_object_get(j, "elements");
+      ck_assert_uint_eq(json_array_size(e), 2);
+      ck_assert_str_eq(
+          json_string_value(json_object_get(json_array_get(e, 0), "value")),
+          "v3");
+      saw_list = true;
+    }
+    json_decref(j);
+  }
+  ck_assert_int_eq(lines, 3 + 1 + 3);
+  ck_assert(saw_last && saw_list);
+  free(o.text);
+
+  /* The same key given as base64 ("user-3"), as dump prints binary keys. */
+  tool(&o, false, "dump %s --uid counter --state last --key-base64 dXNlci0z",
+       chk);
+  ck_assert_msg(o.code == 0 && strstr(o.text, "\"value\":\"v993\"") &&
+                    !strchr(strchr(o.text, '\n') + 1, '\n'),
+                "%s", o.text);
+  free(o.text);
+
+  tool(&o, false, "dump %s --uid counter --state seen", chk);
+  ck_assert_int_eq(o.code, 0);
+  ck_assert_msg(strstr(o.text, "\"mk\":\"m0\""), "%s", o.text);
+  free(o.text);
+
+  /* TTL: raw bytes by default (8-byte timestamp + "t"), split by --ttl;
+   * event-time TTL stamps the record's timestamp, 993 for user-3. */
+  tool(&o, false, "dump %s --uid counter --state ttl --key user-3", chk);
+  ck_assert_msg(o.code == 0 && strstr(o.text, "\"value_enc\":\"base64\""), "%s",
+                o.text);
+  free(o.text);
+  tool(&o, false, "dump %s --uid counter --state ttl --key user-3 --ttl", chk);
+  ck_assert_msg(o.code == 0 && strstr(o.text, "\"ttl_ts\":993") &&
+                    strstr(o.text, "\"value\":\"t\""),
+                "%s", o.text);
+  free(o.text);
+
+  tool(&o, true, "dump %s --uid counter --state nosuch", chk);
+  ck_assert_msg(o.code == 2 && strstr(o.text, "firsts"), "%s", o.text);
+  free(o.text);
+
+  tool(&o, true, "dump %s --uid nosuch", chk);
+  ck_assert_msg(o.code == 2 && strstr(o.text, "nosuch"), "%s", o.text);
+  free(o.text);
+
+  free(chk);
+  rmrf(dir);
+  free(dir);
+}
+END_TEST
+
+START_TEST(damage_is_found) {
+  char *dir = tmpdir();
+  result r;
+  run_job(dir, NULL, 1000, &r);
+  char *chk = newest(dir);
+  char path[1024];
+
+  /* A flipped byte in the middle of a worker file. */
+  snprintf(path, sizeof(path), "%s/w1.snap", chk);
+  struct stat st;
+  ck_assert_int_eq(stat(path, &st), 0);
+  flip_byte(path, st.st_size / 2);
+  out o;
+  tool(&o, true, "verify %s", chk);
+  ck_assert_msg(o.code == 1 && strstr(o.text, "w1.snap") &&
+                    strstr(o.text, "damaged") && !strstr(o.text, "w0.snap"),
+                "%s", o.text);
+  free(o.text);
+  json_t *v = tool_json(1, "--json verify %s%s", chk, "");
+  json_t *p0 = json_array_get(json_object_get(v, "problems"), 0);
+  ck_assert_str_eq(json_string_value(json_object_get(p0, "file")), "w1.snap");
+  ck_assert(json_is_false(json_object_get(v, "valid")));
+  json_decref(v);
+  tool(&o, true, "inspect %s", chk);
+  ck_assert_msg(o.code == 1 && strstr(o.text, "w1.snap"), "%s", o.text);
+  free(o.text);
+  flip_byte(path, st.st_size / 2); /* repaired */
+  tool(&o, true, "verify %s", chk);
+  ck_assert_msg(o.code == 0, "%s", o.text);
+  free(o.text);
+
+  /* A truncated file. */
+  snprintf(path, sizeof(path), "%s/w0.snap", chk);
+  ck_assert_int_eq(truncate(path, 50), 0);
+  tool(&o, true, "verify %s", chk);
+  ck_assert_msg(o.code == 1 && strstr(o.text, "w0.snap") &&
+                    strstr(o.text, "truncated"),
+                "%s", o.text);
+  free(o.text);
+  tool(&o, false, "list %s", dir);
+  ck_assert_msg(strstr(o.text, "damaged"), "%s", o.text);
+  free(o.text);
+
+  /* No _metadata: incomplete, in verify and in list. */
+  snprintf(path, sizeof(path), "%s/_metadata", chk);
+  ck_assert_int_eq(unlink(path), 0);
+  tool(&o, true, "verify %s", chk);
+  ck_assert_msg(o.code == 1 && strstr(o.text, "incomplete") &&
+                    strstr(o.text, "_metadata"),
+                "%s", o.text);
+  free(o.text);
+  tool(&o, false, "list %s", dir);
+  ck_assert_msg(strstr(o.text, "incomplete"), "%s", o.text);
+  free(o.text);
+
+  /* Not a checkpoint at all, and bad usage: 2. */
+  char *empty = tmpdir();
+  tool(&o, true, "verify %s", empty);
+  ck_assert_msg(o.code == 2 && strstr(o.text, "not a checkpoint"), "%s",
+                o.text);
+  free(o.text);
+  tool(&o, true, "verify %s/nonexistent", empty);
+  ck_assert_int_eq(o.code, 2);
+  free(o.text);
+  tool(&o, true, "frobnicate %s", empty);
+  ck_assert_int_eq(o.code, 2);
+  free(o.text);
+  rmrf(empty);
+  free(empty);
+  free(chk);
+  rmrf(dir);
+  free(dir);
+}
+END_TEST
+
+static bool present(const char *dir, const char *name) {
+  char p[1024];
+  snprintf(p, sizeof(p), "%s/%s", dir, name);
+  struct stat st;
+  return stat(p, &st) == 0;
+}
+
+START_TEST(prune_keeps_n) {
+  char *dir = tmpdir();
+  result r;
+  for (int i = 0; i < 4; i++)
+    run_job(dir, NULL, 200, &r); /* chk-1 .. chk-4, one final each */
+  char p[1024];
+  snprintf(p, sizeof(p), "%s/chk-2/_metadata", dir);
+  ck_assert_int_eq(unlink(p), 0); /* an old incomplete one */
+  snprintf(p, sizeof(p), "%s/chk-9", dir);
+  ck_assert_int_eq(mkdir(p, 0755), 0); /* a newer one being written */
+  snprintf(p, sizeof(p), "%s/other", dir);
+  ck_assert_int_eq(mkdir(p, 0755), 0);
+  snprintf(p, sizeof(p), "%s/chk-x", dir);
+  ck_assert_int_eq(mkdir(p, 0755), 0);
+
+  /* Newest first, each with its status; other names are not listed. */
+  json_t *l = tool_json(0, "--json list %s%s", dir, "");
+  json_t *cs = json_object_get(l, "checkpoints");
+  static const char *const want[][2] = {{"9", "incomplete"},
+                                        {"4", "complete"},
+                                        {"3", "complete"},
+                                        {"2", "incomplete"},
+                                        {"1", "complete"}};
+  ck_assert_uint_eq(json_array_size(cs), 5);
+  for (size_t i = 0; i < 5; i++) {
+    json_t *c = json_array_get(cs, i);
+    ck_assert_int_eq(json_integer_value(json_object_get(c, "id")),
+                     atoi(want[i][0]));
+    ck_assert_str_eq(json_string_value(json_object_get(c, "status")),
+                     want[i][1]);
+  }
+  json_decref(l);
+
+  out o;
+  tool(&o, true, "prune %s --keep 2 --dry-run", dir);
+  ck_assert_int_eq(o.code, 0);
+  ck_assert(present(dir, "chk-1"));
+  free(o.text);
+
+  json_t *j = tool_json(0, "--json prune %s --keep 2%s", dir, "");
+  ck_assert_uint_eq(json_array_size(json_object_get(j, "removed")), 2);
+  json_decref(j);
+  ck_assert(!present(dir, "chk-1") && !present(dir, "chk-2"));
+  ck_assert(present(dir, "chk-3") && present(dir, "chk-4"));
+  ck_assert(present(dir, "chk-9") && present(dir, "other") &&
+            present(dir, "chk-x"));
+
+  tool(&o, true, "prune %s --keep 1", dir);
+  ck_assert_msg(o.code == 0 && strstr(o.text, "chk-3"), "%s", o.text);
+  free(o.text);
+  ck_assert(!present(dir, "chk-3") && present(dir, "chk-4"));
+  tool(&o, true, "prune %s", dir);
+  ck_assert_int_eq(o.code, 2);
+  free(o.text);
+  rmrf(dir);
+  free(dir);
+}
+END_TEST
+
+/* Sources with their own position layouts: one laid out as the Kafka
+ * source's, one the tool cannot know. */
+static int src_end(sl_source_ctx_t *ctx, void *opaque) {
+  (void)ctx, (void)opaque;
+  return SL_POLL_END;
+}
+
+static void put32(sl_buf_t *b, uint32_t v) {
+  unsigned char x[4] = {v & 255, (v >> 8) & 255, (v >> 16) & 255, v >> 24};
+  sl_buf_append(b, x, 4);
+}
+
+static void put_str(sl_buf_t *b, const char *s) {
+  put32(b, (uint32_t)strlen(s));
+  sl_buf_append(b, s, strlen(s));
+}
+
+static int kafkaish_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
+                             void *opaque) {
+  (void)ctx, (void)id, (void)opaque;
+  put32(out, 0x314b4c53u); /* "SLK1" */
+  put_str(out, "grp");
+  put32(out, 2);
+  for (uint32_t p = 0; p < 2; p++) {
+    put_str(out, "orders");
+    put32(out, p);
+    put32(out, p ? 7 : 42); /* u64 offset, little-endian */
+    put32(out, 0);
+  }
+  return 0;
+}
+
+static int opaque_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
+                           void *opaque) {
+  (void)ctx, (void)id, (void)opaque;
+  return sl_buf_append(out, "abc", 3);
+}
+
+static int drop(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx, (void)rec, (void)opaque;
+  return 0;
+}
+
+START_TEST(positions_decoded_or_hex) {
+  char *dir = tmpdir(), err[256];
+  sl_conf_t *conf = sl_conf_new();
+  ck_assert_int_eq(sl_conf_set(conf, "checkpoint.dir", dir, err, sizeof(err)),
+                   0);
+  sl_job_t *job = sl_job_new("positions", conf, err, sizeof(err));
+  ck_assert_ptr_nonnull(job);
+  sl_source_ops_t k = {.poll = src_end, .snapshot = kafkaish_snapshot};
+  sl_source_ops_t x = {.poll = src_end, .snapshot = opaque_snapshot};
+  ck_assert_int_eq(
+      sl_sink(sl_source(job, "orders", &k, NULL), "s1", drop, NULL), 0);
+  ck_assert_int_eq(
+      sl_sink(sl_source(job, "custom", &x, NULL), "s2", drop, NULL), 0);
+  ck_assert_msg(sl_job_run(job) == 0, "%s", sl_job_errmsg(job));
+  sl_job_destroy(job);
+  char *chk = newest(dir);
+  json_t *in = tool_json(0, "--json inspect %s%s", chk, "");
+  json_t *p;
+  size_t i;
+  int seen = 0;
+  json_array_foreach(json_object_get(in, "positions"), i, p) {
+    const char *uid = json_string_value(json_object_get(p, "uid"));
+    json_t *f = json_object_get(p, "fields");
+    if (!strcmp(uid, "orders")) {
+      ck_assert_str_eq(json_string_value(json_object_get(p, "decoder")),
+                       "kafka");
+      ck_assert_str_eq(json_string_value(json_object_get(f, "group")), "grp");
+      json_t *p1 = json_array_get(json_object_get(f, "partitions"), 1);
+      ck_assert_str_eq(json_string_value(json_object_get(p1, "topic")),
+                       "orders");
+      ck_assert_int_eq(json_integer_value(json_object_get(p1, "offset")), 7);
+      seen++;
+    } else if (!strcmp(uid, "custom")) {
+      ck_assert(json_is_null(json_object_get(p, "decoder")) ||
+                !json_object_get(p, "decoder"));
+      ck_assert_str_eq(json_string_value(json_object_get(p, "hex")), "616263");
+      ck_assert_int_eq(json_integer_value(json_object_get(p, "bytes")), 3);
+      seen++;
+    }
+  }
+  ck_assert_int_eq(seen, 2);
+  json_decref(in);
+  out o;
+  tool(&o, true, "inspect %s", chk);
+  ck_assert_msg(strstr(o.text, "kafka group=grp") &&
+                    strstr(o.text, "3 bytes: 616263"),
+                "%s", o.text);
+  free(o.text);
+  free(chk);
+  rmrf(dir);
+  free(dir);
+}
+END_TEST
+
+/* A checkpoint whose worker 0 keeps its keyed state in a native directory
+ * of a backend this build lacks: verify still checks the files, inspect
+ * says what it cannot read, dump refuses clearly. */
+START_TEST(native_backend_unavailable) {
+  char *dir = tmpdir();
+  result r;
+  run_job(dir, NULL, 200, &r);
+  char *chk = newest(dir);
+  char p[1024];
+  snprintf(p, sizeof(p), "%s/w0.state", chk);
+  ck_assert_int_eq(mkdir(p, 0755), 0);
+  snprintf(p, sizeof(p), "%s/w0.state/000001.sst", chk);
+  FILE *f = fopen(p, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("native", f);
+  ck_assert_int_eq(fclose(f), 0);
+  char crc[9];
+  snprintf(crc, sizeof(crc), "%08x", sl__crc32c(0, "native", 6));
+  snprintf(p, sizeof(p), "%s/_metadata", chk);
+  json_t *m = json_load_file(p, 0, NULL);
+  ck_assert_ptr_nonnull(m);
+  json_object_set_new(m, "backend", json_string("nosuchdb"));
+  json_object_set_new(json_array_get(json_object_get(m, "workers"), 0),
+                      "native", json_string("w0.state"));
+  json_array_append_new(json_object_get(m, "files"),
+                        json_pack("{s:s,s:i,s:s,s:b}", "path",
+                                  "w0.state/000001.sst", "bytes", 6, "crc32c",
+                                  crc, "shared", 1));
+  ck_assert_int_eq(json_dump_file(m, p, JSON_INDENT(1)), 0);
+  json_decref(m);
+
+  out o;
+  tool(&o, true, "verify %s", chk);
+  ck_assert_msg(o.code == 0 && strstr(o.text, "contents not read"), "%s",
+                o.text);
+  free(o.text);
+  json_t *in = tool_json(0, "--json inspect %s%s", chk, "");
+  json_t *w0 = json_array_get(json_object_get(in, "key_groups"), 0);
+  ck_assert_str_eq(json_string_value(json_object_get(w0, "location")),
+                   "w0.state");
+  ck_assert_ptr_nonnull(
+      strstr(json_string_value(json_object_get(w0, "note")), "cannot read"));
+  json_t *sz = json_object_get(in, "size");
+  ck_assert_int_eq(json_integer_value(json_object_get(sz, "shared_bytes")), 6);
+  json_decref(in);
+  tool(&o, true, "dump %s --uid counter", chk);
+  ck_assert_msg(o.code == 2 && strstr(o.text, "w0.state") &&
+                    strstr(o.text, "nosuchdb"),
+                "%s", o.text);
+  free(o.text);
+  /* restore copies the native directory too, as real files. */
+  char *to = tmpdir();
+  json_t *j = tool_json(0, "--json restore %s --to %s", chk, to);
+  char cp[1024];
+  snprintf(cp, sizeof(cp), "%s/w0.state/000001.sst",
+           json_string_value(json_object_get(j, "to")));
+  struct stat st;
+  ck_assert_int_eq(stat(cp, &st), 0);
+  ck_assert(st.st_size == 6 && st.st_nlink == 1);
+  ck_assert_int_eq(json_integer_value(json_object_get(j, "files")), 3);
+  json_decref(j);
+  rmrf(to);
+  free(to);
+  /* A damaged native file is named like any other. */
+  flip_byte(strcat(strcpy(p, chk), "/w0.state/000001.sst"), 2);
+  tool(&o, true, "verify %s", chk);
+  ck_assert_msg(o.code == 1 && strstr(o.text, "w0.state/000001.sst"), "%s",
+                o.text);
+  free(o.text);
+  free(chk);
+  rmrf(dir);
+  free(dir);
+}
+END_TEST
+
+START_TEST(restore_copy_restarts_the_same) {
+  char *dir = tmpdir(), *dir2 = tmpdir(), *dir3 = tmpdir();
+  result r1, ra, rb;
+  run_job(dir, NULL, 1000, &r1);
+  for (int k = 0; k < KEYS; k++)
+    ck_assert_int_eq(r1.max[k], 100);
+  char *chk = newest(dir);
+  char copies[1024];
+  snprintf(copies, sizeof(copies), "%s/copies", dir2);
+  json_t *j = tool_json(0, "--json restore %s --to %s", chk, copies);
+  char *copy = strdup(json_string_value(json_object_get(j, "to")));
+  json_decref(j);
+
+  /* Copied, not linked. */
+  char a[1024], b[1024];
+  struct stat sa, sb;
+  snprintf(a, sizeof(a), "%s/w0.snap", chk);
+  snprintf(b, sizeof(b), "%s/w0.snap", copy);
+  ck_assert_int_eq(stat(a, &sa), 0);
+  ck_assert_int_eq(stat(b, &sb), 0);
+  ck_assert(sa.st_ino != sb.st_ino && sb.st_nlink == 1);
+  out o;
+  tool(&o, true, "verify %s", copy);
+  ck_assert_msg(o.code == 0, "%s", o.text);
+  free(o.text);
+  tool(&o, true, "restore %s --to %s", chk, copies);
+  ck_assert_msg(o.code == 2 && strstr(o.text, "exists"), "%s", o.text);
+  free(o.text);
+  tool(&o, true, "restore %s --to %s/sub", chk, chk);
+  ck_assert_msg(o.code == 2 && strstr(o.text, "inside"), "%s", o.text);
+  free(o.text);
+  ck_assert(!present(chk, "sub"));
+
+  /* The original and the copy continue the job alike; the copy stands
+   * alone once the original is gone. */
+  run_job(dir3, chk, 2000, &ra);
+  rmrf(dir);
+  run_job(dir3, copy, 2000, &rb);
+  for (int k = 0; k < KEYS; k++) {
+    ck_assert_int_eq(ra.max[k], 200);
+    ck_assert_int_eq(rb.max[k], ra.max[k]);
+  }
+  free(copy);
+  free(chk);
+  rmrf(dir2);
+  rmrf(dir3);
+  free(dir);
+  free(dir2);
+  free(dir3);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("ckpt_tool");
+  TCase *tc = tcase_create("sluice-ckpt");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, list_inspect_verify_dump);
+  tcase_add_test(tc, damage_is_found);
+  tcase_add_test(tc, prune_keeps_n);
+  tcase_add_test(tc, positions_decoded_or_hex);
+  tcase_add_test(tc, native_backend_unavailable);
+  tcase_add_test(tc, restore_copy_restarts_the_same);
+  suite_add_tcase(s, tc);
+  return tu_run(s);
+}
