@@ -20,12 +20,6 @@ typedef struct elem_hdr {
   int32_t pad;
 } elem_hdr;
 
-/* One stored session: the window and the start of its state window (the
- * namespace its contents live in, which stays put when it merges). */
-typedef struct sess {
-  int64_t start, end, sstart;
-} sess;
-
 void *sl__win_buf(win *w, size_t n) {
   if (n > w->buf_cap) {
     size_t cap = w->buf_cap ? w->buf_cap : 256;
@@ -46,14 +40,14 @@ static int tdom(int d) {
   return d == SL_PROC_TIME ? SL__TIMER_PROC : SL__TIMER_EVENT;
 }
 
-static int tset(win *w, int d, int64_t ts, const sl_window_t *wd) {
+int sl__win_tset(win *w, int d, int64_t ts, const sl_window_t *wd) {
   w->tns[0] = wd->start;
   w->tns[1] = wd->end;
   return sl__timers_add(w->k.timers, tdom(d), ts, w->k.hash, w->k.kg, w->k.key,
                         w->k.key_len, w->tns, sizeof(w->tns));
 }
 
-static void tdel(win *w, int d, int64_t ts, const sl_window_t *wd) {
+void sl__win_tdel(win *w, int d, int64_t ts, const sl_window_t *wd) {
   w->tns[0] = wd->start;
   w->tns[1] = wd->end;
   sl__timers_del(w->k.timers, tdom(d), ts, w->k.hash, w->k.kg, w->k.key,
@@ -64,7 +58,7 @@ static int cleanup_timer(win *w, const sl_window_t *wd) {
   int64_t c = w_cleanup(w->a, wd);
   if (c == INT64_MAX)
     return 0; /* global window: never cleaned (Flink) */
-  return tset(w, w->a->event ? SL_EVENT_TIME : SL_PROC_TIME, c, wd);
+  return sl__win_tset(w, w->a->event ? SL_EVENT_TIME : SL_PROC_TIME, c, wd);
 }
 
 /* ---- Elements ----------------------------------------------------------- */
@@ -177,7 +171,7 @@ static int emit_join(win *w, sl_list_iter_t *it) {
 }
 
 /* Emits the contents of window wd, stored in namespace w->ns. */
-static int emit_window(win *w, const sl_window_t *wd) {
+int sl__win_emit(win *w, const sl_window_t *wd) {
   const warg *a = w->a;
   sl_ctx_t *op = w->k.op;
   int rc;
@@ -208,19 +202,19 @@ static int emit_window(win *w, const sl_window_t *wd) {
   return rc < 0 || rc > 1 ? rc : 0;
 }
 
-static int clear_contents(win *w) {
+int sl__win_clear(win *w) {
   return sl__state_clear(&w->k, w->a->agg ? w->acc : w->list);
 }
 
 /* ---- Triggers ----------------------------------------------------------- */
 
 /* Continuous trigger: the next early firing at or after ts. */
-static int cont_register(win *w, const sl_window_t *wd, int64_t next) {
+int sl__win_cont_register(win *w, const sl_window_t *wd, int64_t next) {
   int64_t m = w_max_ts(wd);
   if (next > m)
     next = m;
   int rc = sl__value_put(&w->k, w->fire, &next, sizeof(next));
-  return rc ? rc : tset(w, SL_EVENT_TIME, next, wd);
+  return rc ? rc : sl__win_tset(w, SL_EVENT_TIME, next, wd);
 }
 
 static int trig_element(win *w, const sl_window_t *wd, const sl_record_t *rec,
@@ -232,11 +226,11 @@ static int trig_element(win *w, const sl_window_t *wd, const sl_record_t *rec,
   case SL_TRIGGER_EVENT_TIME:
     if (m <= wm)
       r = W_FIRE;
-    else if (fresh && (rc = tset(w, SL_EVENT_TIME, m, wd)))
+    else if (fresh && (rc = sl__win_tset(w, SL_EVENT_TIME, m, wd)))
       return rc;
     break;
   case SL_TRIGGER_PROC_TIME:
-    if (fresh && (rc = tset(w, SL_PROC_TIME, m, wd)))
+    if (fresh && (rc = sl__win_tset(w, SL_PROC_TIME, m, wd)))
       return rc;
     break;
   case SL_TRIGGER_COUNT: {
@@ -254,7 +248,7 @@ static int trig_element(win *w, const sl_window_t *wd, const sl_record_t *rec,
   case SL_TRIGGER_CONTINUOUS_EVENT_TIME: {
     if (m <= wm)
       return W_FIRE | (a->s.purge ? W_PURGE : 0);
-    if (fresh && (rc = tset(w, SL_EVENT_TIME, m, wd)))
+    if (fresh && (rc = sl__win_tset(w, SL_EVENT_TIME, m, wd)))
       return rc;
     const void *v;
     size_t len;
@@ -264,7 +258,7 @@ static int trig_element(win *w, const sl_window_t *wd, const sl_record_t *rec,
     if (rc == 0) {
       int64_t iv = a->s.interval;
       int64_t start = rec->ts - w_fmod(rec->ts, iv);
-      if ((rc = cont_register(w, wd, w_sat_add(start, iv))))
+      if ((rc = sl__win_cont_register(w, wd, w_sat_add(start, iv))))
         return rc;
     }
     break;
@@ -302,7 +296,7 @@ static int trig_timer(win *w, const sl_window_t *wd, int d, int64_t ts) {
     int64_t f;
     if (rc == 1 && len == sizeof(f) && (memcpy(&f, v, sizeof(f)), f == ts)) {
       if ((rc = sl__state_clear(&w->k, w->fire)) ||
-          (rc = cont_register(w, wd, w_sat_add(ts, a->s.interval))))
+          (rc = sl__win_cont_register(w, wd, w_sat_add(ts, a->s.interval))))
         return rc;
       r = W_FIRE;
     }
@@ -319,26 +313,26 @@ static int trig_timer(win *w, const sl_window_t *wd, int d, int64_t ts) {
 /* Flink's Trigger.clear(): the trigger's timers and (with state) its state
  * of window wd. A session merge keeps the state, which merge_state folds
  * into the merged window's. */
-static int trig_clear(win *w, const sl_window_t *wd, bool state) {
+int sl__win_trig_clear(win *w, const sl_window_t *wd, bool state) {
   const warg *a = w->a;
   switch (a->trig) {
   case SL_TRIGGER_EVENT_TIME:
-    tdel(w, SL_EVENT_TIME, w_max_ts(wd), wd);
+    sl__win_tdel(w, SL_EVENT_TIME, w_max_ts(wd), wd);
     break;
   case SL_TRIGGER_PROC_TIME:
-    tdel(w, SL_PROC_TIME, w_max_ts(wd), wd);
+    sl__win_tdel(w, SL_PROC_TIME, w_max_ts(wd), wd);
     break;
   case SL_TRIGGER_COUNT:
     return state ? sl__state_clear(&w->k, w->cnt) : 0;
   case SL_TRIGGER_CONTINUOUS_EVENT_TIME: {
-    tdel(w, SL_EVENT_TIME, w_max_ts(wd), wd);
+    sl__win_tdel(w, SL_EVENT_TIME, w_max_ts(wd), wd);
     const void *v;
     size_t len;
     int64_t f;
     int rc = sl__value_get(&w->k, w->fire, &v, &len);
     if (rc == 1 && len == sizeof(f)) {
       memcpy(&f, v, sizeof(f));
-      tdel(w, SL_EVENT_TIME, f, wd);
+      sl__win_tdel(w, SL_EVENT_TIME, f, wd);
     }
     return rc < 0 || !state ? (rc < 0 ? rc : 0)
                             : sl__state_clear(&w->k, w->fire);
@@ -351,14 +345,35 @@ static int trig_clear(win *w, const sl_window_t *wd, bool state) {
 
 /* ---- Per-window element path --------------------------------------------- */
 
-static int add_contents(win *w, int port, const sl_record_t *rec,
+/* sl__state_hash() of the current namespace, with the namespace's own
+ * hash cached: consecutive elements mostly share their window, and the
+ * per-record path should hash nothing but the key (once, in key_by). The
+ * formula must stay that of sl__state_hash(); every read goes through the
+ * state layer, so a mismatch would lose all contents (tests would fail). */
+static inline uint64_t ns_state_hash(win *w) {
+  if (SL__UNLIKELY(w->ns != w->last_start || !w->ns_hash_ok)) {
+    w->last_start = w->ns;
+    w->last_ns_hash = sl__hash64(&w->ns, sizeof(w->ns));
+    w->ns_hash_ok = true;
+  }
+  return sl__mix64(w->k.hash ^ (w->last_ns_hash + 0x2545f4914f6cdd1dULL));
+}
+
+int sl__win_add(win *w, int port, const sl_record_t *rec,
                         bool *fresh) {
   const warg *a = w->a;
   if (a->agg) {
-    int e = 0;
-    void *acc = sl__value_ptr(&w->k, w->acc, a->acc_size, fresh, &e);
-    if (SL__UNLIKELY(!acc))
-      return e;
+    /* The accumulator has no TTL, so its stored bytes are exactly ours:
+     * the backend's slot is sl__value_ptr() without the namespace hash. */
+    sl__backend *be = sl__kstate_backend(w->k.state);
+    sl__skey sk = {sl__state_id(w->acc), w->k.kg,      ns_state_hash(w),
+                   w->k.key,             w->k.key_len, &w->ns,
+                   sizeof(w->ns)};
+    void *acc;
+    int rc = be->ops->slot(be, &sk, a->acc_size, &acc);
+    if (SL__UNLIKELY(rc < 0))
+      return rc;
+    *fresh = rc != 1;
     if (*fresh)
       w_agg_init(a, acc);
     return w_agg_add(a, acc, rec);
@@ -378,10 +393,10 @@ static int add_contents(win *w, int port, const sl_record_t *rec,
 /* One (non-late) window of an element: add, trigger, fire, purge, and the
  * cleanup timer of a window that just got contents. need_timers forces
  * the trigger to (re-)register its timers (merged sessions). */
-static int one_window(win *w, int port, const sl_record_t *rec,
+int sl__win_one(win *w, int port, const sl_record_t *rec,
                       const sl_window_t *wd, int64_t wm, bool need_timers) {
   bool fresh;
-  int rc = add_contents(w, port, rec, &fresh);
+  int rc = sl__win_add(w, port, rec, &fresh);
   if (SL__UNLIKELY(rc))
     return rc;
   fresh |= need_timers;
@@ -389,223 +404,17 @@ static int one_window(win *w, int port, const sl_record_t *rec,
   if (SL__UNLIKELY(r < 0))
     return r;
   if (r & W_FIRE) {
-    if ((rc = emit_window(w, wd)))
+    if ((rc = sl__win_emit(w, wd)))
       return rc;
     w_set_ns(w, w->ns); /* emitting may have run other operators */
   }
-  if ((r & W_PURGE) && (rc = clear_contents(w)))
+  if ((r & W_PURGE) && (rc = sl__win_clear(w)))
     return rc;
   return fresh ? cleanup_timer(w, wd) : 0;
 }
 
-static bool window_late(const warg *a, const sl_window_t *wd, int64_t wm) {
+bool sl__win_late(const warg *a, const sl_window_t *wd, int64_t wm) {
   return a->event && w_cleanup(a, wd) <= wm;
-}
-
-/* ---- Session windows (Flink's MergingWindowSet) -------------------------- */
-
-/* The current key's sessions, sorted by start, copied into w->buf. */
-static int sess_load(win *w, sess **out, size_t *n, size_t extra) {
-  const void *v;
-  size_t len;
-  w->k.ns = NULL;
-  w->k.ns_len = 0;
-  int rc = sl__value_get(&w->k, w->sess, &v, &len);
-  if (rc < 0)
-    return rc;
-  size_t cnt = rc == 1 ? len / sizeof(sess) : 0;
-  sess *s = sl__win_buf(w, (cnt + extra) * sizeof(sess));
-  if (!s)
-    return SL_ERR_NOMEM;
-  if (cnt)
-    memcpy(s, v, cnt * sizeof(sess));
-  *out = s;
-  *n = cnt;
-  return 0;
-}
-
-static int sess_store(win *w, const sess *s, size_t n) {
-  w->k.ns = NULL;
-  w->k.ns_len = 0;
-  if (!n)
-    return sl__state_clear(&w->k, w->sess);
-  return sl__value_put(&w->k, w->sess, s, n * sizeof(sess));
-}
-
-/* Folds the contents and trigger state of namespace from into w->ns. */
-static int merge_state(win *w, int64_t from) {
-  const warg *a = w->a;
-  int64_t into = w->ns;
-  const void *src_ns = &from;
-  size_t src_len = sizeof(from);
-  int rc;
-  if (!a->agg) {
-    rc = sl__state_merge_ns(&w->k, w->list, &src_ns, &src_len, 1);
-  } else {
-    const void *v;
-    size_t len;
-    w_set_ns(w, from);
-    rc = sl__value_get(&w->k, w->acc, &v, &len);
-    if (rc == 1) {
-      unsigned char *tmp = w_spare(w);
-      memcpy(tmp, v, a->acc_size);
-      if ((rc = sl__state_clear(&w->k, w->acc)) == 0) {
-        bool fresh;
-        int e = 0;
-        w_set_ns(w, into);
-        void *acc = sl__value_ptr(&w->k, w->acc, a->acc_size, &fresh, &e);
-        if (!acc)
-          return e;
-        if (fresh)
-          memcpy(acc, tmp, a->acc_size);
-        else
-          w_agg_merge(a, acc, tmp);
-      }
-    }
-    w_set_ns(w, into);
-  }
-  if (rc < 0)
-    return rc;
-  if (a->trig == SL_TRIGGER_COUNT) {
-    /* Count trigger: the merged window's count is the sum. */
-    const void *v;
-    size_t len;
-    int64_t c = 0;
-    w_set_ns(w, from);
-    if ((rc = sl__value_get(&w->k, w->cnt, &v, &len)) == 1 &&
-        len == sizeof(c)) {
-      memcpy(&c, v, sizeof(c));
-      rc = sl__state_clear(&w->k, w->cnt);
-    }
-    w_set_ns(w, into);
-    if (rc < 0)
-      return rc;
-    int e = 0;
-    int64_t *t = sl__value_ptr(&w->k, w->cnt, sizeof(int64_t), NULL, &e);
-    if (!t)
-      return e;
-    *t += c;
-  }
-  if (a->trig == SL_TRIGGER_CONTINUOUS_EVENT_TIME) {
-    w_set_ns(w, from);
-    rc = sl__state_clear(&w->k, w->fire);
-    w_set_ns(w, into);
-  }
-  return rc < 0 ? rc : 0;
-}
-
-/* Flink's onMerge for the trigger of the merged window. */
-static int trig_merge(win *w, const sl_window_t *wd, int64_t wm) {
-  const warg *a = w->a;
-  int64_t m = w_max_ts(wd);
-  switch (a->trig) {
-  case SL_TRIGGER_EVENT_TIME:
-    return m > wm ? tset(w, SL_EVENT_TIME, m, wd) : 0;
-  case SL_TRIGGER_PROC_TIME:
-    return tset(w, SL_PROC_TIME, m, wd);
-  case SL_TRIGGER_CONTINUOUS_EVENT_TIME: {
-    int rc = m > wm ? tset(w, SL_EVENT_TIME, m, wd) : 0;
-    /* The merged window starts its early firings afresh at the next
-     * interval boundary after the watermark. */
-    int64_t iv = a->s.interval;
-    if (!rc && m > wm)
-      rc = cont_register(w, wd, w_sat_add(wm - w_fmod(wm, iv), iv));
-    return rc;
-  }
-  default:
-    return 0;
-  }
-}
-
-static int session_element(win *w, int port, const sl_record_t *rec,
-                           int64_t t, int64_t wm, bool *skipped) {
-  const warg *a = w->a;
-  int64_t gap = a->s.gap;
-  if (a->s.gap_fn && (gap = a->s.gap_fn(rec, a->opaque)) <= 0)
-    return SL_ERR_USER;
-  sl_window_t nw = {t, w_sat_add(t, gap)};
-  sess *s;
-  size_t n;
-  int rc = sess_load(w, &s, &n, 1);
-  if (rc)
-    return rc;
-  /* Sessions are disjoint and sorted; those intersecting nw (touching
-   * counts) are contiguous: [i, j). */
-  size_t i = 0, j;
-  while (i < n && s[i].end < nw.start)
-    i++;
-  j = i;
-  while (j < n && s[j].start <= nw.end)
-    j++;
-  sl_window_t aw; /* the actual window the element ends up in */
-  int64_t sstart;
-  if (i == j) {
-    if (window_late(a, &nw, wm))
-      return 0; /* never stored: Flink retires it at once */
-    memmove(s + i + 1, s + i, (n - i) * sizeof(sess));
-    s[i] = (sess){nw.start, nw.end, nw.start};
-    n++;
-    aw = nw;
-    sstart = nw.start;
-  } else {
-    aw.start = s[i].start < nw.start ? s[i].start : nw.start;
-    aw.end = s[j - 1].end > nw.end ? s[j - 1].end : nw.end;
-    sstart = s[i].sstart;
-    if (j - i > 1 || aw.start != s[i].start || aw.end != s[i].end) {
-      /* Flink's merge function: the merged windows' trigger timers and
-       * cleanup timers go, their state folds into the first one's state
-       * window, then the trigger learns of the merged window. */
-      for (size_t x = i; x < j; x++) {
-        sl_window_t old = {s[x].start, s[x].end};
-        w_set_ns(w, s[x].sstart);
-        if ((rc = trig_clear(w, &old, false)))
-          return rc;
-        int64_t c = w_cleanup(a, &old);
-        if (c != INT64_MAX)
-          tdel(w, a->event ? SL_EVENT_TIME : SL_PROC_TIME, c, &old);
-        if (x > i) {
-          w_set_ns(w, sstart);
-          if ((rc = merge_state(w, s[x].sstart)))
-            return rc;
-        }
-      }
-      w_set_ns(w, sstart);
-      if ((rc = trig_merge(w, &aw, wm)))
-        return rc;
-      s[i] = (sess){aw.start, aw.end, sstart};
-      memmove(s + i + 1, s + j, (n - j) * sizeof(sess));
-      n -= j - i - 1;
-    }
-  }
-  if ((rc = sess_store(w, s, n)))
-    return rc;
-  if (window_late(a, &aw, wm))
-    return 0;
-  *skipped = false;
-  w_set_ns(w, sstart);
-  return one_window(w, port, rec, &aw, wm, true);
-}
-
-/* Removes session wd from the set; *sstart gets its state window start.
- * Returns 1 when found, 0 when wd is not (or no longer) a session. */
-static int sess_find(win *w, const sl_window_t *wd, int64_t *sstart,
-                     bool remove) {
-  sess *s;
-  size_t n;
-  int rc = sess_load(w, &s, &n, 0);
-  if (rc)
-    return rc;
-  for (size_t i = 0; i < n; i++) {
-    if (s[i].start != wd->start || s[i].end != wd->end)
-      continue;
-    *sstart = s[i].sstart;
-    if (!remove)
-      return 1;
-    memmove(s + i, s + i + 1, (n - i - 1) * sizeof(sess));
-    rc = sess_store(w, s, n - 1);
-    return rc ? rc : 1;
-  }
-  return 0;
 }
 
 /* ---- Operator callbacks ------------------------------------------------- */
@@ -622,10 +431,10 @@ static int win_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
   case SL_WINDOW_TUMBLING: {
     int64_t st = w_start(t, a->s.offset, a->s.size);
     sl_window_t wd = {st, w_sat_add(st, a->s.size)};
-    if (!window_late(a, &wd, wm)) {
+    if (!sl__win_late(a, &wd, wm)) {
       skipped = false;
       w_set_ns(w, st);
-      rc = one_window(w, port, rec, &wd, wm, false);
+      rc = sl__win_one(w, port, rec, &wd, wm, false);
     }
     break;
   }
@@ -637,21 +446,21 @@ static int win_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
     for (int64_t st = w_start(t, a->s.offset, a->s.slide);
          st > t - a->s.size && !rc; st -= a->s.slide) {
       sl_window_t wd = {st, w_sat_add(st, a->s.size)};
-      if (window_late(a, &wd, wm))
+      if (sl__win_late(a, &wd, wm))
         continue;
       skipped = false;
       w_set_ns(w, st);
-      rc = one_window(w, port, rec, &wd, wm, false);
+      rc = sl__win_one(w, port, rec, &wd, wm, false);
     }
     break;
   case SL_WINDOW_SESSION:
-    rc = session_element(w, port, rec, t, wm, &skipped);
+    rc = sl__session_element(w, port, rec, t, wm, &skipped);
     break;
   default: {
     sl_window_t wd = {INT64_MIN, INT64_MAX};
     skipped = false;
     w_set_ns(w, INT64_MIN);
-    rc = one_window(w, port, rec, &wd, wm, false);
+    rc = sl__win_one(w, port, rec, &wd, wm, false);
   }
   }
   if (SL__UNLIKELY(rc))
@@ -669,9 +478,9 @@ static int win_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
 }
 
 static int clear_all(win *w, const sl_window_t *wd) {
-  int rc = clear_contents(w);
+  int rc = sl__win_clear(w);
   if (!rc)
-    rc = trig_clear(w, wd, true);
+    rc = sl__win_trig_clear(w, wd, true);
   return rc;
 }
 
@@ -681,6 +490,16 @@ static int win_timer(sl__keyed *k, sl_time_domain d, int64_t ts) {
   sl_ctx_t *op = k->op;
   if (a->sliced)
     return d == SL_EVENT_TIME ? sl__sliced_timer(w, ts) : 0;
+  if (a->lazy_sessions) {
+    int rc = d == SL_EVENT_TIME && k->ns_len == sizeof(int64_t)
+                 ? sl__session_lazy_timer(w, ts)
+                 : 0;
+    if (rc) {
+      sl_record_t r = {k->key, k->key_len, NULL, 0, ts};
+      return sl_op_user_error(op, &r, rc);
+    }
+    return 0;
+  }
   if (k->ns_len != sizeof(w->tns))
     return 0;
   sl_window_t wd;
@@ -688,22 +507,22 @@ static int win_timer(sl__keyed *k, sl_time_domain d, int64_t ts) {
   int64_t sstart = wd.start;
   int rc = 0;
   if (a->s.assigner == SL_WINDOW_SESSION &&
-      (rc = sess_find(w, &wd, &sstart, false)) != 1)
+      (rc = sl__session_find(w, &wd, &sstart, false)) != 1)
     goto out; /* a window that has merged into another meanwhile */
   w_set_ns(w, sstart);
   int r = trig_timer(w, &wd, d, ts);
   if ((rc = r) < 0)
     goto out;
-  if ((r & W_FIRE) && (rc = emit_window(w, &wd)))
+  if ((r & W_FIRE) && (rc = sl__win_emit(w, &wd)))
     goto out;
   w_set_ns(w, sstart);
-  if ((r & W_PURGE) && (rc = clear_contents(w)))
+  if ((r & W_PURGE) && (rc = sl__win_clear(w)))
     goto out;
   if ((a->event == (d == SL_EVENT_TIME)) && ts == w_cleanup(a, &wd)) {
     if ((rc = clear_all(w, &wd)))
       goto out;
     if (a->s.assigner == SL_WINDOW_SESSION)
-      rc = sess_find(w, &wd, &sstart, true);
+      rc = sl__session_find(w, &wd, &sstart, true);
   }
 out:
   if (rc < 0 || rc > 1) {
@@ -726,12 +545,24 @@ static int win_time(sl_ctx_t *op, int64_t now) {
   return sl__keyed_fire(&w->k, SL_PROC_TIME, now, win_timer);
 }
 
+/* The state of a tumbling window lives under the window's namespace,
+ * unknown before the record's timestamp is: guess the window of the last
+ * element, right for all but the first elements of each window in a
+ * mostly ordered stream. Sliced and session state is under the key alone. */
 static void win_prefetch(sl_ctx_t *op, uint64_t hash, uint32_t kg) {
-  (void)op;
-  (void)hash;
-  (void)kg;
-  /* State lives under the window namespace, whose hash is not known
-   * before the record's timestamp is: nothing useful to prefetch. */
+  win *w = sl_op_data(op);
+  const warg *a = w->a;
+  sl__backend *be = sl__kstate_backend(w->k.state);
+  if (!be->ops->prefetch)
+    return;
+  if (a->sliced)
+    be->ops->prefetch(be, sl__state_id(w->slices), kg, hash);
+  else if (a->s.assigner == SL_WINDOW_SESSION)
+    be->ops->prefetch(be, sl__state_id(w->sess), kg, hash);
+  else if (a->agg && a->s.assigner == SL_WINDOW_TUMBLING && w->ns_hash_ok)
+    be->ops->prefetch(
+        be, sl__state_id(w->acc), kg,
+        sl__mix64(hash ^ (w->last_ns_hash + 0x2545f4914f6cdd1dULL)));
 }
 
 static sl_state_t *reg(win *w, sl_state_desc_t *d, char *err, size_t n,
@@ -932,6 +763,8 @@ static sl_stream_t *add(sl_stream_t *const *in, size_t n, const char *uid,
               (a->f.builtin || a->f.merge);
   if (a->sliced)
     a->slice = gcd64(spec->size, spec->slide);
+  a->lazy_sessions = spec->assigner == SL_WINDOW_SESSION && a->event &&
+                     a->trig == SL_TRIGGER_EVENT_TIME && !spec->purge;
   return sl_op_add(in, n, uid, &window_ops, a, false);
 }
 

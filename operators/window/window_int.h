@@ -33,6 +33,9 @@ typedef struct warg {
   size_t acc_size;
   size_t res_size;
   int64_t slice; /* sliced: slice length, gcd(size, slide) */
+  /* Event-time sessions with the default trigger keep one lazy timer per
+   * session (see window.c), not a timer per window version. */
+  bool lazy_sessions;
 } warg;
 
 typedef struct win {
@@ -46,6 +49,11 @@ typedef struct win {
   size_t buf_cap;
   void *pairs; /* window join: element views of one firing */
   size_t pairs_cap;
+  /* Prefetch guess for tumbling windows: the namespace hash of the last
+   * window an element went to (streams are mostly in order). */
+  int64_t last_start;
+  uint64_t last_ns_hash;
+  bool ns_hash_ok;
 } win;
 
 /* floor(a mod m) for m > 0, also for negative a. */
@@ -194,6 +202,28 @@ void *sl__win_buf(win *w, size_t n);
 /* Emits the result of one aggregate for window wd of the current key:
  * through process (combined form) or as a record. */
 int sl__win_emit_result(win *w, const sl_window_t *wd, const void *acc);
+
+/* The per-window machinery of window.c, shared with session.c. */
+int sl__win_tset(win *w, int d, int64_t ts, const sl_window_t *wd);
+void sl__win_tdel(win *w, int d, int64_t ts, const sl_window_t *wd);
+int sl__win_add(win *w, int port, const sl_record_t *rec, bool *fresh);
+int sl__win_one(win *w, int port, const sl_record_t *rec,
+                const sl_window_t *wd, int64_t wm, bool need_timers);
+int sl__win_emit(win *w, const sl_window_t *wd);
+int sl__win_clear(win *w);
+int sl__win_trig_clear(win *w, const sl_window_t *wd, bool state);
+int sl__win_cont_register(win *w, const sl_window_t *wd, int64_t next);
+bool sl__win_late(const warg *a, const sl_window_t *wd, int64_t wm);
+
+/* Session windows (session.c): an element, and finding (and removing)
+ * the session wd, whose state window start goes to *sstart; 1 found, 0
+ * not (a window merged away meanwhile). */
+int sl__session_element(win *w, int port, const sl_record_t *rec, int64_t t,
+                        int64_t wm, bool *skipped);
+int sl__session_find(win *w, const sl_window_t *wd, int64_t *sstart,
+                     bool remove);
+/* Lazy session timer (ns = 8-byte state window start). */
+int sl__session_lazy_timer(win *w, int64_t ts);
 
 /* Sliced sliding path (sliced.c). */
 int sl__sliced_element(win *w, const sl_record_t *rec, int64_t wm,
