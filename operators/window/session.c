@@ -142,13 +142,26 @@ static int trig_merge(win *w, const sl_window_t *wd, int64_t wm) {
  * deadlines later, so the timer stays valid; when it fires early it is
  * re-registered at the current deadline. Firing happens exactly when the
  * watermark passes max_ts, as with Flink's timers, and at most once per
- * max_ts (timers are unique per (key, namespace, timestamp)). */
+ * max_ts (timers are unique per (key, namespace, timestamp)).
+ * With an incremental aggregate the accumulator is stored in the session's
+ * entry of the array, so an element costs one state lookup. */
 
 static int lazy_set(win *w, int64_t sstart, int64_t ts) {
   if (ts == INT64_MAX)
     return 0;
   return sl__timers_add(w->k.timers, SL__TIMER_EVENT, ts, w->k.hash, w->k.kg,
                         w->k.key, w->k.key_len, &sstart, sizeof(sstart));
+}
+
+/* Bytes per session entry: the session, then the accumulator if any. */
+static size_t lazy_es(const warg *a) {
+  return sizeof(sess) + (a->agg ? (a->acc_size + 7) & ~(size_t)7 : 0);
+}
+static sess *lazy_at(const warg *a, void *base, size_t i) {
+  return (sess *)((unsigned char *)base + i * lazy_es(a));
+}
+static void *lazy_acc(sess *e) {
+  return e + 1;
 }
 
 static void lazy_skey(const win *w, sl__skey *sk) {
@@ -158,23 +171,23 @@ static void lazy_skey(const win *w, sl__skey *sk) {
 
 /* The current key's session array, in place (the state has no TTL, so the
  * stored bytes are the array): *n sessions, 0 when none. */
-static int lazy_load(win *w, sess **s, size_t *n) {
+static int lazy_load(win *w, void **s, size_t *n) {
   sl__backend *be = sl__kstate_backend(w->k.state);
   sl__skey sk;
   lazy_skey(w, &sk);
-  void *v;
   size_t len;
-  int rc = be->ops->get(be, &sk, &v, &len, true);
+  int rc = be->ops->get(be, &sk, s, &len, true);
   if (rc < 0)
     return rc;
-  *s = rc == 1 ? v : NULL;
-  *n = rc == 1 ? len / sizeof(sess) : 0;
+  if (rc == 0)
+    *s = NULL;
+  *n = rc == 1 ? len / lazy_es(w->a) : 0;
   return 0;
 }
 
 /* Resizes the array to n sessions (bytes kept up to the shorter length),
  * or removes it when n is 0. */
-static int lazy_resize(win *w, size_t n, sess **s) {
+static int lazy_resize(win *w, size_t n, void **s) {
   sl__backend *be = sl__kstate_backend(w->k.state);
   sl__skey sk;
   lazy_skey(w, &sk);
@@ -183,111 +196,141 @@ static int lazy_resize(win *w, size_t n, sess **s) {
     int rc = be->ops->del(be, &sk);
     return rc < 0 ? rc : 0;
   }
-  void *v;
-  int rc = be->ops->slot(be, &sk, n * sizeof(sess), &v);
-  if (rc < 0)
-    return rc;
-  *s = v;
-  return 0;
+  int rc = be->ops->slot(be, &sk, n * lazy_es(w->a), s);
+  return rc < 0 ? rc : 0;
+}
+
+static int lazy_fire(win *w, const sl_window_t *aw, const void *acc) {
+  if (!w->a->agg)
+    return sl__win_emit(w, aw);
+  sl_ctx_t *op = w->k.op;
+  sl_op_set_out_ts(op, true, w_max_ts(aw));
+  sl_arena_mark_t m = sl_op_arena_mark(op);
+  int rc = sl__win_emit_result(w, aw, acc);
+  sl_op_arena_release(op, m);
+  return rc;
 }
 
 static int lazy_element(win *w, int port, const sl_record_t *rec,
                         sl_window_t nw, int64_t wm, bool *skipped) {
   const warg *a = w->a;
-  sess *s;
+  size_t es = lazy_es(a);
+  void *s;
   size_t n;
   int rc = lazy_load(w, &s, &n);
   if (rc)
     return rc;
   size_t i = 0, j;
-  while (i < n && s[i].end < nw.start)
+  while (i < n && lazy_at(a, s, i)->end < nw.start)
     i++;
   j = i;
-  while (j < n && s[j].start <= nw.end)
+  while (j < n && lazy_at(a, s, j)->start <= nw.end)
     j++;
   sl_window_t aw;
   int64_t sstart;
-  size_t merged = 0;
+  sess *e;
   if (i == j) {
     if (sl__win_late(a, &nw, wm))
       return 0;
     if ((rc = lazy_resize(w, n + 1, &s)))
       return rc;
-    memmove(s + i + 1, s + i, (n - i) * sizeof(sess));
-    s[i] = (sess){nw.start, nw.end, nw.start};
+    e = lazy_at(a, s, i);
+    memmove(lazy_at(a, s, i + 1), e, (n - i) * es);
+    *e = (sess){nw.start, nw.end, nw.start};
+    if (a->agg)
+      w_agg_init(a, lazy_acc(e));
     aw = nw;
     sstart = nw.start;
     int64_t m = w_max_ts(&aw);
     if ((rc = lazy_set(w, sstart, m > wm ? m : w_cleanup(a, &aw))))
       return rc;
   } else {
-    aw.start = s[i].start < nw.start ? s[i].start : nw.start;
-    aw.end = s[j - 1].end > nw.end ? s[j - 1].end : nw.end;
-    sstart = s[i].sstart;
-    sl_window_t first = {s[i].start, s[i].end};
+    e = lazy_at(a, s, i);
+    sess *last = lazy_at(a, s, j - 1);
+    aw.start = e->start < nw.start ? e->start : nw.start;
+    aw.end = last->end > nw.end ? last->end : nw.end;
+    sstart = e->sstart;
+    sl_window_t first = {e->start, e->end};
     /* A session that fired already waits for its cleanup: the merged one
      * must fire at its own max_ts first. */
     bool refire = w_max_ts(&first) <= wm && w_max_ts(&aw) > wm;
-    merged = j - i - 1;
-    if (merged) {
-      int64_t *m = sl__win_buf(w, merged * sizeof(int64_t));
-      if (!m)
+    size_t merged = j - i - 1;
+    int64_t *ms = NULL;
+    if (merged && !a->agg) {
+      if (!(ms = sl__win_buf(w, merged * sizeof(int64_t))))
         return SL_ERR_NOMEM;
       for (size_t x = 0; x < merged; x++)
-        m[x] = s[i + 1 + x].sstart;
-      memmove(s + i + 1, s + j, (n - j) * sizeof(sess));
+        ms[x] = lazy_at(a, s, i + 1 + x)->sstart;
     }
-    s[i] = (sess){aw.start, aw.end, sstart};
-    if (merged && (rc = lazy_resize(w, n - merged, &s)))
-      return rc;
+    for (size_t x = 0; x < merged && a->agg; x++)
+      w_agg_merge(a, lazy_acc(e), lazy_acc(lazy_at(a, s, i + 1 + x)));
+    *e = (sess){aw.start, aw.end, sstart};
+    if (merged) {
+      memmove(lazy_at(a, s, i + 1), lazy_at(a, s, j), (n - j) * es);
+      if ((rc = lazy_resize(w, n - merged, &s)))
+        return rc;
+      e = lazy_at(a, s, i);
+    }
     if (refire && (rc = lazy_set(w, sstart, w_max_ts(&aw))))
       return rc;
     /* The merged sessions' timers find no session of theirs and lapse. */
     w_set_ns(w, sstart);
-    for (size_t x = 0; x < merged; x++)
-      if ((rc = merge_state(w, ((int64_t *)w->buf)[x])))
+    for (size_t x = 0; x < merged && !a->agg; x++)
+      if ((rc = merge_state(w, ms[x])))
         return rc;
   }
   *skipped = false;
+  if (a->agg) {
+    if ((rc = w_agg_add(a, lazy_acc(e), rec)))
+      return rc;
+    return w_max_ts(&aw) <= wm ? lazy_fire(w, &aw, lazy_acc(e)) : 0;
+  }
   w_set_ns(w, sstart);
   bool fresh;
   if ((rc = sl__win_add(w, port, rec, &fresh)))
     return rc;
-  return w_max_ts(&aw) <= wm ? sl__win_emit(w, &aw) : 0;
+  return w_max_ts(&aw) <= wm ? lazy_fire(w, &aw, NULL) : 0;
 }
 
 int sl__session_lazy_timer(win *w, int64_t ts) {
   const warg *a = w->a;
   int64_t sstart;
   memcpy(&sstart, w->k.ns, sizeof(sstart));
-  sess *s;
+  void *s;
   size_t n, i;
   int rc = lazy_load(w, &s, &n);
   if (rc)
     return rc;
-  for (i = 0; i < n && s[i].sstart != sstart; i++)
+  for (i = 0; i < n && lazy_at(a, s, i)->sstart != sstart; i++)
     ;
   if (i == n)
     return 0; /* merged into another session, or cleaned */
-  sl_window_t aw = {s[i].start, s[i].end};
+  sess *e = lazy_at(a, s, i);
+  sl_window_t aw = {e->start, e->end};
   int64_t m = w_max_ts(&aw), c = w_cleanup(a, &aw);
   if (ts < m)
     return lazy_set(w, sstart, m);
   if (ts > m && ts < c)
     return lazy_set(w, sstart, c);
+  unsigned char *acc = NULL;
+  if (a->agg) {
+    /* Firing passes the accumulator to user code: a copy, as the array
+     * may move or shrink meanwhile. */
+    acc = w_spare(w);
+    memcpy(acc, lazy_acc(e), a->acc_size);
+  }
   if (ts == c) {
-    /* Cleanup (and, without lateness, the firing just before it): the
-     * session leaves the set first, as the emit may move its bytes. */
-    memmove(s + i, s + i + 1, (n - i - 1) * sizeof(sess));
+    /* Cleanup (and, without lateness, the firing just before it). */
+    memmove(e, lazy_at(a, s, i + 1), (n - i - 1) * lazy_es(a));
     if ((rc = lazy_resize(w, n - 1, &s)))
       return rc;
   }
   w_set_ns(w, sstart);
-  if (ts == m && (rc = sl__win_emit(w, &aw)))
+  if (ts == m && (rc = lazy_fire(w, &aw, acc)))
     return rc;
   if (ts == c) {
     w_set_ns(w, sstart);
-    return sl__win_clear(w);
+    return a->agg ? 0 : sl__win_clear(w);
   }
   return lazy_set(w, sstart, c);
 }
