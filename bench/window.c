@@ -147,7 +147,8 @@ int main(void) {
   uint64_t o;
   sl_window_spec_t t = sl_window_tumbling(60000);
   double tumb = run_window(&t, &o);
-  static const int64_t sz[3][2] = {{10000, 2000}, {60000, 1000}, {300000, 1000}};
+  static const int64_t sz[3][2] = {
+      {10000, 2000}, {60000, 1000}, {300000, 1000}};
   double eps[3];
   for (int i = 0; i < 3; i++) {
     sl_window_spec_t s = sl_window_sliding(sz[i][0], sz[i][1]);
@@ -158,8 +159,7 @@ int main(void) {
          "s10s_2s_events_per_sec=%.0f s60s_1s_events_per_sec=%.0f "
          "s300s_1s_events_per_sec=%.0f s300s_1s_outputs=%llu "
          "ratio_300s_1s_to_tumbling=%.2f\n",
-         N, tumb, eps[0], eps[1], eps[2], (unsigned long long)o,
-         eps[2] / tumb);
+         N, tumb, eps[0], eps[1], eps[2], (unsigned long long)o, eps[2] / tumb);
   free(keys);
   return 0;
 }

@@ -84,8 +84,19 @@ typedef struct sl_window_spec {
 /* Shorthands for the common specifications (event time, default trigger,
  * no lateness); adjust the returned struct's fields for anything else. */
 static inline sl_window_spec_t sl_window_tumbling(int64_t size) {
-  sl_window_spec_t s = {SL_WINDOW_TUMBLING, SL_EVENT_TIME, size, 0, 0, 0, 0,
-                        SL_TRIGGER_DEFAULT, 0, 0, false, 0, 0};
+  sl_window_spec_t s = {SL_WINDOW_TUMBLING,
+                        SL_EVENT_TIME,
+                        size,
+                        0,
+                        0,
+                        0,
+                        0,
+                        SL_TRIGGER_DEFAULT,
+                        0,
+                        0,
+                        false,
+                        0,
+                        0};
   return s;
 }
 static inline sl_window_spec_t sl_window_sliding(int64_t size, int64_t slide) {

@@ -117,8 +117,8 @@ static int ij_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
   if (rc)
     return sl_op_user_error(op, rec, rc);
   int64_t cleanup = rhi > 0 ? w_sat_add(rec->ts, rhi) : rec->ts;
-  rc = sl__timers_add(j->k.timers, SL__TIMER_EVENT, cleanup, j->k.hash,
-                      j->k.kg, j->k.key, j->k.key_len, &side_ns[port], 1);
+  rc = sl__timers_add(j->k.timers, SL__TIMER_EVENT, cleanup, j->k.hash, j->k.kg,
+                      j->k.key, j->k.key_len, &side_ns[port], 1);
   return rc ? sl_op_user_error(op, rec, rc) : 0;
 }
 

@@ -166,7 +166,7 @@ static void *lazy_acc(sess *e) {
 
 static void lazy_skey(const win *w, sl__skey *sk) {
   *sk = (sl__skey){sl__state_id(w->sess), w->k.kg, w->k.hash, w->k.key,
-                   w->k.key_len, NULL, 0};
+                   w->k.key_len,          NULL,    0};
 }
 
 /* The current key's session array, in place (the state has no TTL, so the
@@ -335,8 +335,8 @@ int sl__session_lazy_timer(win *w, int64_t ts) {
   return lazy_set(w, sstart, c);
 }
 
-int sl__session_element(win *w, int port, const sl_record_t *rec,
-                           int64_t t, int64_t wm, bool *skipped) {
+int sl__session_element(win *w, int port, const sl_record_t *rec, int64_t t,
+                        int64_t wm, bool *skipped) {
   const warg *a = w->a;
   int64_t gap = a->s.gap;
   if (a->s.gap_fn && (gap = a->s.gap_fn(rec, a->opaque)) <= 0)
@@ -427,4 +427,3 @@ int sl__session_find(win *w, const sl_window_t *wd, int64_t *sstart,
   }
   return 0;
 }
-

@@ -237,8 +237,8 @@ int sl__sliced_timer(win *w, int64_t ts) {
   if (h.next_fire == INT64_MAX && h.n) {
     /* No more firings, but slices kept for allowed lateness: a timer for
      * when the newest of them is past it. */
-    int64_t c = w_sat_add(
-        last_end_of(a, *item_se(p, a, h.n - 1) - a->slice) - 1, L);
+    int64_t c =
+        w_sat_add(last_end_of(a, *item_se(p, a, h.n - 1) - a->slice) - 1, L);
     return sl__timers_add(w->k.timers, SL__TIMER_EVENT, c, w->k.hash, w->k.kg,
                           w->k.key, w->k.key_len, NULL, 0);
   }

@@ -95,9 +95,9 @@ int sl_window_elems_next(sl_window_elems_t *it, sl_record_t *out) {
       continue;
     elem_hdr h;
     memcpy(&h, v, sizeof(h));
-    *out = (sl_record_t){e->key, e->key_len,
-                         (const unsigned char *)v + sizeof(h),
-                         len - sizeof(h), h.ts};
+    *out =
+        (sl_record_t){e->key, e->key_len, (const unsigned char *)v + sizeof(h),
+                      len - sizeof(h), h.ts};
     return 1;
   }
 }
@@ -182,8 +182,8 @@ int sl__win_emit(win *w, const sl_window_t *wd) {
     size_t len;
     rc = sl__value_get(&w->k, w->acc, &acc, &len);
     if (rc == 1)
-      rc = len == a->acc_size ? sl__win_emit_result(w, wd, acc)
-                              : SL_ERR_CORRUPT;
+      rc =
+          len == a->acc_size ? sl__win_emit_result(w, wd, acc) : SL_ERR_CORRUPT;
   } else {
     elems_int e;
     memset(&e, 0, sizeof(e));
@@ -238,7 +238,7 @@ static int trig_element(win *w, const sl_window_t *wd, const sl_record_t *rec,
     int64_t *c = sl__value_ptr(&w->k, w->cnt, sizeof(int64_t), NULL, &e);
     if (!c)
       return e;
-    if ((uint64_t)++*c >= a->s.count) {
+    if ((uint64_t)++ * c >= a->s.count) {
       if ((rc = sl__state_clear(&w->k, w->cnt)))
         return rc;
       r = W_FIRE;
@@ -359,16 +359,14 @@ static inline uint64_t ns_state_hash(win *w) {
   return sl__mix64(w->k.hash ^ (w->last_ns_hash + 0x2545f4914f6cdd1dULL));
 }
 
-int sl__win_add(win *w, int port, const sl_record_t *rec,
-                        bool *fresh) {
+int sl__win_add(win *w, int port, const sl_record_t *rec, bool *fresh) {
   const warg *a = w->a;
   if (a->agg) {
     /* The accumulator has no TTL, so its stored bytes are exactly ours:
      * the backend's slot is sl__value_ptr() without the namespace hash. */
     sl__backend *be = sl__kstate_backend(w->k.state);
-    sl__skey sk = {sl__state_id(w->acc), w->k.kg,      ns_state_hash(w),
-                   w->k.key,             w->k.key_len, &w->ns,
-                   sizeof(w->ns)};
+    sl__skey sk = {sl__state_id(w->acc), w->k.kg, ns_state_hash(w), w->k.key,
+                   w->k.key_len,         &w->ns,  sizeof(w->ns)};
     void *acc;
     int rc = be->ops->slot(be, &sk, a->acc_size, &acc);
     if (SL__UNLIKELY(rc < 0))
@@ -393,8 +391,8 @@ int sl__win_add(win *w, int port, const sl_record_t *rec,
 /* One (non-late) window of an element: add, trigger, fire, purge, and the
  * cleanup timer of a window that just got contents. need_timers forces
  * the trigger to (re-)register its timers (merged sessions). */
-int sl__win_one(win *w, int port, const sl_record_t *rec,
-                      const sl_window_t *wd, int64_t wm, bool need_timers) {
+int sl__win_one(win *w, int port, const sl_record_t *rec, const sl_window_t *wd,
+                int64_t wm, bool need_timers) {
   bool fresh;
   int rc = sl__win_add(w, port, rec, &fresh);
   if (SL__UNLIKELY(rc))
@@ -465,8 +463,7 @@ static int win_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
   }
   if (SL__UNLIKELY(rc))
     return sl_op_user_error(op, rec, rc);
-  if (skipped && a->event &&
-      w_sat_add(rec->ts, a->s.allowed_lateness) <= wm) {
+  if (skipped && a->event && w_sat_add(rec->ts, a->s.allowed_lateness) <= wm) {
     if (!a->late_tag) {
       sl_op_count_late(op);
       return 0;
@@ -684,8 +681,7 @@ static const char *spec_check(const sl_window_spec_t *s, bool join) {
     return "the continuous trigger needs interval > 0";
   if (s->allowed_lateness < 0)
     return "allowed_lateness must be >= 0";
-  if (join && s->assigner == SL_WINDOW_GLOBAL &&
-      s->trigger != SL_TRIGGER_COUNT)
+  if (join && s->assigner == SL_WINDOW_GLOBAL && s->trigger != SL_TRIGGER_COUNT)
     return "a global window join needs the count trigger";
   return NULL;
 }
@@ -715,16 +711,16 @@ static sl_stream_t *add(sl_stream_t *const *in, size_t n, const char *uid,
     return NULL;
   sl_job_t *job = sl_stream_job(in[0]);
   const char *kind = join ? "window join" : "window";
-  const char *why = !spec              ? "no window spec"
-                    : !join && !fn     ? "no window function"
-                                       : NULL;
+  const char *why = !spec          ? "no window spec"
+                    : !join && !fn ? "no window function"
+                                   : NULL;
   if (!why)
     why = spec_check(spec, join != NULL);
   if (!why && !join)
     why = fn_check(fn, spec->assigner == SL_WINDOW_SESSION);
   if (why) {
-    sl_job_build_error(job, SL_ERR_INVAL, "%s \"%s\": %s", kind,
-                       uid ? uid : "", why);
+    sl_job_build_error(job, SL_ERR_INVAL, "%s \"%s\": %s", kind, uid ? uid : "",
+                       why);
     return NULL;
   }
   warg *a = calloc(1, sizeof(*a));

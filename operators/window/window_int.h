@@ -42,8 +42,8 @@ typedef struct win {
   sl__keyed k; /* first: timer callbacks get &k */
   const warg *a;
   sl_state_t *acc, *list, *cnt, *fire, *sess, *slices;
-  int64_t ns;       /* state namespace bytes: the (state) window start */
-  int64_t tns[2];   /* timer namespace: window start, end */
+  int64_t ns;     /* state namespace bytes: the (state) window start */
+  int64_t tns[2]; /* timer namespace: window start, end */
   unsigned char *res;
   unsigned char *buf; /* element frames, session sets, slice arrays */
   size_t buf_cap;
@@ -70,8 +70,7 @@ static inline int64_t w_start(int64_t ts, int64_t offset, int64_t size) {
 
 static inline int64_t w_sat_add(int64_t a, int64_t b) {
   int64_t r;
-  return __builtin_add_overflow(a, b, &r) ? (b > 0 ? INT64_MAX : INT64_MIN)
-                                          : r;
+  return __builtin_add_overflow(a, b, &r) ? (b > 0 ? INT64_MAX : INT64_MIN) : r;
 }
 
 /* max_ts: end - 1, and SL_TS_MAX for the global window (Flink). */
@@ -207,8 +206,8 @@ int sl__win_emit_result(win *w, const sl_window_t *wd, const void *acc);
 int sl__win_tset(win *w, int d, int64_t ts, const sl_window_t *wd);
 void sl__win_tdel(win *w, int d, int64_t ts, const sl_window_t *wd);
 int sl__win_add(win *w, int port, const sl_record_t *rec, bool *fresh);
-int sl__win_one(win *w, int port, const sl_record_t *rec,
-                const sl_window_t *wd, int64_t wm, bool need_timers);
+int sl__win_one(win *w, int port, const sl_record_t *rec, const sl_window_t *wd,
+                int64_t wm, bool need_timers);
 int sl__win_emit(win *w, const sl_window_t *wd);
 int sl__win_clear(win *w);
 int sl__win_trig_clear(win *w, const sl_window_t *wd, bool state);

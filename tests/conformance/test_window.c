@@ -277,8 +277,7 @@ START_TEST(count_window_fires_and_purges) {
     push(h, "a", i == 7 ? "100" : "1", i);
   push(h, "b", "5", 1);
   /* Global windows carry max_ts = SL_TS_MAX. */
-  WU_EXPECT(h, false, "(a,3)@9223372036854775807",
-            "(a,3)@9223372036854775807");
+  WU_EXPECT(h, false, "(a,3)@9223372036854775807", "(a,3)@9223372036854775807");
   sl_harness_end(h); /* a global window never fires on the watermark */
   WU_EXPECT_NONE(h);
   sl_harness_destroy(h);
@@ -288,8 +287,7 @@ START_TEST(count_window_fires_and_purges) {
   h = wu_harness(BE, &b, NULL);
   for (int i = 1; i <= 6; i++)
     push(h, "a", "1", i);
-  WU_EXPECT(h, false, "(a,3)@9223372036854775807",
-            "(a,6)@9223372036854775807");
+  WU_EXPECT(h, false, "(a,3)@9223372036854775807", "(a,6)@9223372036854775807");
   sl_harness_destroy(h);
 }
 END_TEST
@@ -391,8 +389,8 @@ static int full_fn(sl_ctx_t *ctx, const sl_window_t *w, sl_window_elems_t *e,
     key = r.key;
     kl = r.key_len;
   }
-  int len = snprintf(b, 256, "%" PRId64 "..%" PRId64 ":%d:%s", w->start,
-                     w->end, n, vals);
+  int len = snprintf(b, 256, "%" PRId64 "..%" PRId64 ":%d:%s", w->start, w->end,
+                     n, vals);
   sl_record_t o = {key, kl, b, (size_t)len, 0};
   return sl_emit(ctx, &o);
 }
@@ -445,8 +443,8 @@ static int combined_fn(sl_ctx_t *ctx, const sl_window_t *w,
   }
   ck_assert_int_eq(n, 1);
   char *b = sl_ctx_alloc(ctx, 64);
-  int len = snprintf(b, 64, "%" PRId64 "/%" PRId64 "=%" PRId64, w->start,
-                     w->end, c);
+  int len =
+      snprintf(b, 64, "%" PRId64 "/%" PRId64 "=%" PRId64, w->start, w->end, c);
   sl_record_t o = {r.key, r.key_len, b, (size_t)len, 0};
   return sl_emit(ctx, &o);
 }
@@ -533,9 +531,9 @@ static int join_fmt(sl_ctx_t *ctx, const sl_record_t *l, const sl_record_t *r,
                     void *opaque) {
   (void)opaque;
   char *b = sl_ctx_alloc(ctx, 64);
-  int n = snprintf(b, 64, "%.*s|%.*s", (int)l->value_len,
-                   (const char *)l->value, (int)r->value_len,
-                   (const char *)r->value);
+  int n =
+      snprintf(b, 64, "%.*s|%.*s", (int)l->value_len, (const char *)l->value,
+               (int)r->value_len, (const char *)r->value);
   sl_record_t o = {l->key, l->key_len, b, (size_t)n, 0};
   return sl_emit(ctx, &o);
 }
@@ -631,9 +629,8 @@ START_TEST(interval_join_flink_semantics) {
   sl_harness_destroy(h);
 
   /* Exclusive bounds. */
-  b.ij = (sl_interval_join_spec_t){.lower = 0, .upper = 2,
-                                   .lower_exclusive = true,
-                                   .upper_exclusive = true};
+  b.ij = (sl_interval_join_spec_t){
+      .lower = 0, .upper = 2, .lower_exclusive = true, .upper_exclusive = true};
   h = wu_harness(BE, &b, NULL);
   sl_harness_push_kv(h, 0, "a", "l", 10);
   sl_harness_push_kv(h, 1, "a", "r10", 10);

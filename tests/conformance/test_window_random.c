@@ -61,8 +61,8 @@ static void gen(rrec *r, size_t n, uint64_t seed, bool join) {
     r[i].left = join && rnd(2);
     r[i].ts = ts;
     snprintf(r[i].key, sizeof(r[i].key), "k%d", r[i].keyi);
-    snprintf(r[i].val, sizeof(r[i].val), "%s%d", join ? (r[i].left ? "L" : "R") : "",
-             r[i].v);
+    snprintf(r[i].val, sizeof(r[i].val), "%s%d",
+             join ? (r[i].left ? "L" : "R") : "", r[i].v);
   }
 }
 
@@ -102,8 +102,7 @@ static int outs_sink(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
     outs_addd(o, k, d, rec->ts);
     return 0;
   }
-  snprintf(v, sizeof(v), "%.*s", (int)rec->value_len,
-           (const char *)rec->value);
+  snprintf(v, sizeof(v), "%.*s", (int)rec->value_len, (const char *)rec->value);
   outs_add(o, k, v, rec->ts);
   return 0;
 }
@@ -134,7 +133,8 @@ static void outs_check(outs *got, outs *want, const char *what) {
                 i < want->n ? want->s[i] : "(end)");
 }
 
-/* ---- Reference model ------------------------------------------------------ */
+/* ---- Reference model ------------------------------------------------------
+ */
 
 typedef struct mwin {
   int key;
@@ -277,7 +277,8 @@ static void model_run(model *m, const rrec *r, size_t n, int64_t size,
   madvance(m, wm, INT64_MAX - 1, join);
 }
 
-/* ---- Jobs ------------------------------------------------------------------ */
+/* ---- Jobs ------------------------------------------------------------------
+ */
 
 typedef struct rcase {
   int kind; /* 0 window, 1 window join, 2 interval join */
@@ -293,9 +294,9 @@ static int join_fn(sl_ctx_t *ctx, const sl_record_t *l, const sl_record_t *r,
   if (((const char *)l->value)[0] != 'L' || ((const char *)r->value)[0] != 'R')
     return 0;
   char *b = sl_ctx_alloc(ctx, 64);
-  int n = snprintf(b, 64, "%.*s|%.*s", (int)l->value_len,
-                   (const char *)l->value, (int)r->value_len,
-                   (const char *)r->value);
+  int n =
+      snprintf(b, 64, "%.*s|%.*s", (int)l->value_len, (const char *)l->value,
+               (int)r->value_len, (const char *)r->value);
   sl_record_t o = {l->key, l->key_len, b, (size_t)n, 0};
   return sl_emit(ctx, &o);
 }
@@ -392,8 +393,8 @@ static void model_count(const rcase *c, const rrec *r, size_t n, outs *main,
  * watermark; otherwise it is buffered and joined with the other side's
  * buffered elements in range; a buffered element goes when the watermark
  * reaches its cleanup time. */
-static void model_interval(const rcase *c, const rrec *r, size_t n,
-                           outs *main, outs *late) {
+static void model_interval(const rcase *c, const rrec *r, size_t n, outs *main,
+                           outs *late) {
   (void)late;
   int64_t lo = c->ij.lower + c->ij.lower_exclusive;
   int64_t hi = c->ij.upper - c->ij.upper_exclusive;
@@ -516,11 +517,11 @@ START_TEST(random_interval_join) {
   c.ij.lower = -20;
   c.ij.upper = 10;
   check_case(&c, 51, wu_backends[_i], model_interval);
-  c.ij = (sl_interval_join_spec_t){.lower = 3, .upper = 30,
-                                   .lower_exclusive = true};
+  c.ij = (sl_interval_join_spec_t){
+      .lower = 3, .upper = 30, .lower_exclusive = true};
   check_case(&c, 52, wu_backends[_i], model_interval);
-  c.ij = (sl_interval_join_spec_t){.lower = -30, .upper = -2,
-                                   .upper_exclusive = true};
+  c.ij = (sl_interval_join_spec_t){
+      .lower = -30, .upper = -2, .upper_exclusive = true};
   check_case(&c, 53, wu_backends[_i], model_interval);
 }
 END_TEST

@@ -41,18 +41,17 @@ static inline sl_stream_t *wu_build_fn(sl_stream_t *const *in, size_t n,
   if (b->kind == 1)
     return sl_window_join(in[0], in[n - 1], "join", &b->spec, b->join,
                           b->opaque);
-  return sl_interval_join(in[0], in[n - 1], "join", &b->ij, b->join,
-                          b->opaque);
+  return sl_interval_join(in[0], in[n - 1], "join", &b->ij, b->join, b->opaque);
 }
 
 static inline sl_harness_t *wu_harness(const char *backend, wu_build *b,
                                        const char *const *tags) {
   char err[256];
   sl_conf_t *c = sl_conf_new();
-  ck_assert_int_eq(
-      sl_conf_set(c, "state.backend", backend, err, sizeof(err)), SL_OK);
-  sl_harness_t *h = sl_harness_new(c, b->kind == 0 ? 1 : 2, true,
-                                   wu_build_fn, b, tags, err, sizeof(err));
+  ck_assert_int_eq(sl_conf_set(c, "state.backend", backend, err, sizeof(err)),
+                   SL_OK);
+  sl_harness_t *h = sl_harness_new(c, b->kind == 0 ? 1 : 2, true, wu_build_fn,
+                                   b, tags, err, sizeof(err));
   ck_assert_msg(h != NULL, "harness: %s", err);
   return h;
 }
