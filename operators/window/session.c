@@ -103,8 +103,24 @@ static int merge_state(win *w, int64_t from) {
     *t += c;
   }
   if (a->trig == SL_TRIGGER_CONTINUOUS_EVENT_TIME) {
+    /* The next early firing is the earliest of the merged ones (Flink
+     * merges the fire-timestamp state with min). */
+    const void *v;
+    size_t len;
+    int64_t f;
     w_set_ns(w, from);
-    rc = sl__state_clear(&w->k, w->fire);
+    rc = sl__value_get(&w->k, w->fire, &v, &len);
+    if (rc == 1 && len == sizeof(f)) {
+      memcpy(&f, v, sizeof(f));
+      if ((rc = sl__state_clear(&w->k, w->fire)) == 0) {
+        w_set_ns(w, into);
+        rc = sl__value_get(&w->k, w->fire, &v, &len);
+        int64_t g;
+        if (rc == 0 || (rc == 1 && len == sizeof(g) &&
+                        (memcpy(&g, v, sizeof(g)), f < g)))
+          rc = sl__value_put(&w->k, w->fire, &f, sizeof(f));
+      }
+    }
     w_set_ns(w, into);
   }
   return rc < 0 ? rc : 0;
@@ -121,12 +137,16 @@ static int trig_merge(win *w, const sl_window_t *wd, int64_t wm) {
     return sl__win_tset(w, SL_PROC_TIME, m, wd);
   case SL_TRIGGER_CONTINUOUS_EVENT_TIME: {
     int rc = m > wm ? sl__win_tset(w, SL_EVENT_TIME, m, wd) : 0;
-    /* The merged window starts its early firings afresh at the next
-     * interval boundary after the watermark. */
-    int64_t iv = a->s.interval;
-    if (!rc && m > wm)
-      rc = sl__win_cont_register(w, wd, w_sat_add(wm - w_fmod(wm, iv), iv));
-    return rc;
+    /* The merged fire timestamp, now a timer of the merged window. */
+    const void *v;
+    size_t len;
+    int64_t f;
+    if (!rc && (rc = sl__value_get(&w->k, w->fire, &v, &len)) == 1 &&
+        len == sizeof(f)) {
+      memcpy(&f, v, sizeof(f));
+      rc = sl__win_tset(w, SL_EVENT_TIME, f, wd);
+    }
+    return rc < 0 ? rc : 0;
   }
   default:
     return 0;

@@ -335,6 +335,27 @@ START_TEST(continuous_event_time_trigger) {
 }
 END_TEST
 
+START_TEST(continuous_trigger_on_merging_sessions) {
+  wu_build b = sum_of(sl_window_session(1000));
+  b.spec.trigger = SL_TRIGGER_CONTINUOUS_EVENT_TIME;
+  b.spec.interval = 500;
+  sl_harness_t *h = wu_harness(BE, &b, NULL);
+  push(h, "a", "1", 0);   /* [0, 1000), early firing at 500 */
+  push(h, "a", "2", 900); /* merges: [0, 1900), keeps the firing at 500 */
+  wm(h, 499);
+  WU_EXPECT_NONE(h);
+  wm(h, 500);
+  WU_EXPECT(h, false, "(a,3)@1899");
+  wm(h, 999); /* no firing at the old window's end */
+  WU_EXPECT_NONE(h);
+  wm(h, 1000);
+  WU_EXPECT(h, false, "(a,3)@1899");
+  wm(h, 1899); /* 1500, then the end */
+  WU_EXPECT(h, false, "(a,3)@1899", "(a,3)@1899");
+  sl_harness_destroy(h);
+}
+END_TEST
+
 START_TEST(processing_time_windows) {
   wu_build b = {.spec = sl_window_tumbling(1000)};
   b.spec.time = SL_PROC_TIME;
@@ -659,6 +680,7 @@ int main(void) {
   tcase_add_loop_test(tc, count_window_fires_and_purges, 0, n);
   tcase_add_loop_test(tc, count_trigger_on_tumbling_windows, 0, n);
   tcase_add_loop_test(tc, continuous_event_time_trigger, 0, n);
+  tcase_add_loop_test(tc, continuous_trigger_on_merging_sessions, 0, n);
   tcase_add_loop_test(tc, processing_time_windows, 0, n);
   tcase_add_loop_test(tc, full_window_function_sees_elements_and_bounds, 0, n);
   tcase_add_loop_test(tc, combined_aggregate_and_window_function, 0, n);
