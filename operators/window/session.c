@@ -116,8 +116,8 @@ static int merge_state(win *w, int64_t from) {
         w_set_ns(w, into);
         rc = sl__value_get(&w->k, w->fire, &v, &len);
         int64_t g;
-        if (rc == 0 || (rc == 1 && len == sizeof(g) &&
-                        (memcpy(&g, v, sizeof(g)), f < g)))
+        if (rc == 0 ||
+            (rc == 1 && len == sizeof(g) && (memcpy(&g, v, sizeof(g)), f < g)))
           rc = sl__value_put(&w->k, w->fire, &f, sizeof(f));
       }
     }
@@ -345,14 +345,17 @@ int sl__session_lazy_timer(win *w, int64_t ts) {
     if ((rc = lazy_resize(w, n - 1, &s)))
       return rc;
   }
-  w_set_ns(w, sstart);
-  if (ts == m && (rc = lazy_fire(w, &aw, acc)))
+  /* The cleanup timer goes in before firing, so that a firing skipped by
+   * error.policy does not leave the session behind. */
+  if (ts != c && (rc = lazy_set(w, sstart, c)))
     return rc;
-  if (ts == c) {
+  w_set_ns(w, sstart);
+  int fired = ts == m ? lazy_fire(w, &aw, acc) : 0;
+  if (ts == c && !a->agg) {
     w_set_ns(w, sstart);
-    return a->agg ? 0 : sl__win_clear(w);
+    rc = sl__win_clear(w);
   }
-  return lazy_set(w, sstart, c);
+  return fired ? fired : rc;
 }
 
 int sl__session_element(win *w, int port, const sl_record_t *rec, int64_t t,

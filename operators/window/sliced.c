@@ -202,12 +202,10 @@ int sl__sliced_timer(win *w, int64_t ts) {
     return rc;
   sl_hdr h;
   memcpy(&h, p, sizeof(h));
+  int fired = 0;
   if (end == h.next_fire) {
-    if ((rc = fire(w, end)))
-      return rc;
-    if ((rc = load(w, &p, &len)) != 1)
-      return rc;
-    /* The next window end that has a slice. */
+    /* The next window end that has a slice, chained before firing so
+     * that a firing skipped by error.policy does not stop the chain. */
     h.next_fire = INT64_MAX;
     for (size_t i = 0; i < h.n; i++) {
       int64_t se = *item_se(p, a, i);
@@ -217,8 +215,13 @@ int sl__sliced_timer(win *w, int64_t ts) {
       h.next_fire = e > end + a->s.slide ? e : end + a->s.slide;
       break;
     }
+    memcpy(p, &h, sizeof(h));
     if (h.next_fire != INT64_MAX && (rc = chain(w, h.next_fire)))
       return rc;
+    fired = fire(w, end);
+    if ((rc = load(w, &p, &len)) != 1)
+      return rc;
+    memcpy(&h, p, sizeof(h));
   }
   /* Drop the slices whose every window is past its lateness: slices are
    * sorted, and so are their last windows. */
@@ -232,19 +235,21 @@ int sl__sliced_timer(win *w, int64_t ts) {
     h.n -= (uint32_t)k;
   }
   if (!h.n && h.next_fire == INT64_MAX)
-    return drop(w);
+    return (rc = drop(w)) ? rc : fired;
   memcpy(p, &h, sizeof(h));
   if (h.next_fire == INT64_MAX && h.n) {
     /* No more firings, but slices kept for allowed lateness: a timer for
      * when the newest of them is past it. */
     int64_t c =
         w_sat_add(last_end_of(a, *item_se(p, a, h.n - 1) - a->slice) - 1, L);
-    return sl__timers_add(w->k.timers, SL__TIMER_EVENT, c, w->k.hash, w->k.kg,
-                          w->k.key, w->k.key_len, NULL, 0);
+    rc = sl__timers_add(w->k.timers, SL__TIMER_EVENT, c, w->k.hash, w->k.kg,
+                        w->k.key, w->k.key_len, NULL, 0);
+    return rc ? rc : fired;
   }
   /* Keep the array small once slices have been dropped. */
   size_t cap = (len - sizeof(sl_hdr)) / isz;
-  if (cap > 8 && h.n < cap / 4)
-    rc = resize(w, sizeof(sl_hdr) + cap / 2 * isz, &p);
-  return rc < 0 ? rc : 0;
+  if (cap > 8 && h.n < cap / 4 &&
+      (rc = resize(w, sizeof(sl_hdr) + cap / 2 * isz, &p)) < 0)
+    return rc;
+  return fired;
 }

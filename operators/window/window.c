@@ -485,24 +485,22 @@ static int win_timer(sl__keyed *k, sl_time_domain d, int64_t ts) {
   win *w = (win *)k;
   const warg *a = w->a;
   sl_ctx_t *op = k->op;
-  if (a->sliced)
-    return d == SL_EVENT_TIME ? sl__sliced_timer(w, ts) : 0;
+  int rc = 0;
+  if (a->sliced) {
+    rc = d == SL_EVENT_TIME ? sl__sliced_timer(w, ts) : 0;
+    goto out;
+  }
   if (a->lazy_sessions) {
-    int rc = d == SL_EVENT_TIME && k->ns_len == sizeof(int64_t)
-                 ? sl__session_lazy_timer(w, ts)
-                 : 0;
-    if (rc) {
-      sl_record_t r = {k->key, k->key_len, NULL, 0, ts};
-      return sl_op_user_error(op, &r, rc);
-    }
-    return 0;
+    rc = d == SL_EVENT_TIME && k->ns_len == sizeof(int64_t)
+             ? sl__session_lazy_timer(w, ts)
+             : 0;
+    goto out;
   }
   if (k->ns_len != sizeof(w->tns))
     return 0;
   sl_window_t wd;
   memcpy(&wd, k->ns, sizeof(wd));
   int64_t sstart = wd.start;
-  int rc = 0;
   if (a->s.assigner == SL_WINDOW_SESSION &&
       (rc = sl__session_find(w, &wd, &sstart, false)) != 1)
     goto out; /* a window that has merged into another meanwhile */
@@ -510,17 +508,18 @@ static int win_timer(sl__keyed *k, sl_time_domain d, int64_t ts) {
   int r = trig_timer(w, &wd, d, ts);
   if ((rc = r) < 0)
     goto out;
-  if ((r & W_FIRE) && (rc = sl__win_emit(w, &wd)))
-    goto out;
+  /* A failed firing (skipped by error.policy) still purges and cleans up:
+   * the window's state must not outlive it. */
+  rc = (r & W_FIRE) ? sl__win_emit(w, &wd) : 0;
   w_set_ns(w, sstart);
-  if ((r & W_PURGE) && (rc = sl__win_clear(w)))
-    goto out;
-  if ((a->event == (d == SL_EVENT_TIME)) && ts == w_cleanup(a, &wd)) {
-    if ((rc = clear_all(w, &wd)))
-      goto out;
-    if (a->s.assigner == SL_WINDOW_SESSION)
-      rc = sl__session_find(w, &wd, &sstart, true);
+  int rc2 = (r & W_PURGE) ? sl__win_clear(w) : 0;
+  if (!rc2 && (a->event == (d == SL_EVENT_TIME)) && ts == w_cleanup(a, &wd)) {
+    rc2 = clear_all(w, &wd);
+    if (!rc2 && a->s.assigner == SL_WINDOW_SESSION)
+      rc2 = sl__session_find(w, &wd, &sstart, true);
   }
+  if (!rc && rc2 != 1)
+    rc = rc2;
 out:
   if (rc < 0 || rc > 1) {
     sl_record_t r = {k->key, k->key_len, NULL, 0, ts};

@@ -487,6 +487,47 @@ START_TEST(combined_aggregate_and_window_function) {
 }
 END_TEST
 
+/* Combined count + function that fails for windows of exactly 2. */
+static int fail_on_two(sl_ctx_t *ctx, const sl_window_t *w,
+                       sl_window_elems_t *e, void *opaque) {
+  (void)w;
+  (void)opaque;
+  sl_record_t r;
+  int64_t c = 0;
+  if (sl_window_elems_next(e, &r))
+    memcpy(&c, r.value, 8);
+  if (c == 2)
+    return -1;
+  return sl_emit(ctx, &r);
+}
+
+START_TEST(failing_window_function_is_skipped_by_policy) {
+  sl_window_spec_t specs[] = {sl_window_tumbling(1000),
+                              sl_window_sliding(2000, 1000),
+                              sl_window_session(500)};
+  static const char *want[][2] = {
+      {"(a,1)@1999", NULL}, {"(a,3)@1999", "(a,1)@2999"}, {"(a,1)@1999", NULL}};
+  for (int i = 0; i < 3; i++) {
+    wu_build b = {.spec = specs[i]};
+    b.fn.builtin = SL_AGG_COUNT;
+    b.fn.process = fail_on_two;
+    sl_harness_t *h = wu_harness_p(BE, &b, NULL, "skip");
+    push(h, "a", "x", 100);
+    push(h, "a", "x", 200);
+    push(h, "a", "x", 1500);
+    wm(h, 999);
+    WU_EXPECT_NONE(h); /* the window of 2 failed: skipped, counted */
+    sl_op_stats_t st;
+    ck_assert_int_eq(sl_job_op_stats(sl_harness_job(h), "win", &st), SL_OK);
+    ck_assert_uint_eq(st.errors, 1);
+    /* Later windows of the key still fire. */
+    ck_assert_int_eq(sl_harness_end(h), SL_OK);
+    wu_expect(h, true, want[i], want[i][1] ? 2 : 1);
+    sl_harness_destroy(h);
+  }
+}
+END_TEST
+
 START_TEST(builtin_aggregates) {
   static const sl_window_agg aggs[] = {SL_AGG_COUNT, SL_AGG_SUM, SL_AGG_MIN,
                                        SL_AGG_MAX, SL_AGG_AVG};
@@ -685,6 +726,7 @@ int main(void) {
   tcase_add_loop_test(tc, full_window_function_sees_elements_and_bounds, 0, n);
   tcase_add_loop_test(tc, combined_aggregate_and_window_function, 0, n);
   tcase_add_loop_test(tc, builtin_aggregates, 0, n);
+  tcase_add_loop_test(tc, failing_window_function_is_skipped_by_policy, 0, n);
   tcase_add_test(tc, bad_specs_are_refused);
   tcase_add_loop_test(tc, window_join_pairs_per_window, 0, n);
   tcase_add_loop_test(tc, interval_join_flink_semantics, 0, n);

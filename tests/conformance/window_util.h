@@ -44,16 +44,26 @@ static inline sl_stream_t *wu_build_fn(sl_stream_t *const *in, size_t n,
   return sl_interval_join(in[0], in[n - 1], "join", &b->ij, b->join, b->opaque);
 }
 
-static inline sl_harness_t *wu_harness(const char *backend, wu_build *b,
-                                       const char *const *tags) {
+/* A harness on backend with error.policy (NULL: the default, fail). */
+static inline sl_harness_t *wu_harness_p(const char *backend, wu_build *b,
+                                         const char *const *tags,
+                                         const char *policy) {
   char err[256];
   sl_conf_t *c = sl_conf_new();
   ck_assert_int_eq(sl_conf_set(c, "state.backend", backend, err, sizeof(err)),
                    SL_OK);
+  if (policy)
+    ck_assert_int_eq(sl_conf_set(c, "error.policy", policy, err, sizeof(err)),
+                     SL_OK);
   sl_harness_t *h = sl_harness_new(c, b->kind == 0 ? 1 : 2, true, wu_build_fn,
                                    b, tags, err, sizeof(err));
   ck_assert_msg(h != NULL, "harness: %s", err);
   return h;
+}
+
+static inline sl_harness_t *wu_harness(const char *backend, wu_build *b,
+                                       const char *const *tags) {
+  return wu_harness_p(backend, b, tags, NULL);
 }
 
 /* A built-in result as text: COUNT's int64 or the others' double. */
