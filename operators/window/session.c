@@ -153,80 +153,112 @@ static int trig_merge(win *w, const sl_window_t *wd, int64_t wm) {
   }
 }
 
-/* ---- Lazy timers for event-time sessions with the default trigger -------
+/* ---- Event-time sessions with the default trigger: the fast path --------
  * A session extends with nearly every element; moving its trigger and
  * cleanup timers each time (as Flink does) costs a timer delete and add per
- * element. Instead each session keeps one pending event-time timer, under
- * namespace = its state window start, at or before its next deadline: its
- * max_ts until it fired, then max_ts + lateness. Extensions only push the
- * deadlines later, so the timer stays valid; when it fires early it is
- * re-registered at the current deadline. Firing happens exactly when the
- * watermark passes max_ts, as with Flink's timers, and at most once per
- * max_ts (timers are unique per (key, namespace, timestamp)).
- * With an incremental aggregate the accumulator is stored in the session's
- * entry of the array, so an element costs one state lookup. */
+ * element, and a session set plus a separately namespaced accumulator cost
+ * two lookups, one of them impossible to prefetch. Here a key's sessions
+ * are two parallel arrays in two value states without namespace, both
+ * small enough to sit inline in the backend and both prefetched with the
+ * key: `sessions` (start, end) and `session_data` (the accumulator, or
+ * without an aggregate the namespace of the session's element list).
+ * Each key has one chain of event-time timers: a timer is pending exactly
+ * at the earliest deadline of its sessions (max_ts until fired, then
+ * max_ts + lateness), registered again at the next deadline when it fires.
+ * Extensions only move deadlines later, so a pending timer that became
+ * early just re-registers; a new session or a re-opened fired one adds
+ * its own exact deadline. Firing and cleanup so happen at exactly Flink's
+ * watermarks, each session once per max_ts. */
 
-static int lazy_set(win *w, int64_t sstart, int64_t ts) {
-  if (ts == INT64_MAX)
-    return 0;
-  return sl__timers_add(w->k.timers, SL__TIMER_EVENT, ts, w->k.hash, w->k.kg,
-                        w->k.key, w->k.key_len, &sstart, sizeof(sstart));
-}
+typedef struct sbound {
+  int64_t start, end;
+} sbound;
 
-/* Bytes per session entry: the session, then the accumulator if any. */
-static size_t lazy_es(const warg *a) {
-  return sizeof(sess) + (a->agg ? (a->acc_size + 7) & ~(size_t)7 : 0);
-}
-static sess *lazy_at(const warg *a, void *base, size_t i) {
-  return (sess *)((unsigned char *)base + i * lazy_es(a));
-}
-static void *lazy_acc(sess *e) {
-  return e + 1;
-}
+typedef struct lz {
+  sbound *b;
+  unsigned char *d;
+  size_t n;
+} lz;
 
-static void lazy_skey(const win *w, sl__skey *sk) {
-  *sk = (sl__skey){sl__state_id(w->sess), w->k.kg, w->k.hash, w->k.key,
-                   w->k.key_len,          NULL,    0};
+static size_t lz_ds(const warg *a) {
+  return a->agg ? (a->acc_size + 7) & ~(size_t)7 : sizeof(int64_t);
 }
 
-/* The current key's session array, in place (the state has no TTL, so the
- * stored bytes are the array): *n sessions, 0 when none. */
-static int lazy_load(win *w, void **s, size_t *n) {
+static void lz_skey(const win *w, const sl_state_t *st, sl__skey *sk) {
+  *sk = (sl__skey){sl__state_id(st), w->k.kg, w->k.hash, w->k.key,
+                   w->k.key_len, NULL, 0};
+}
+
+static int lz_get(win *w, const sl_state_t *st, void **p, size_t *len) {
   sl__backend *be = sl__kstate_backend(w->k.state);
   sl__skey sk;
-  lazy_skey(w, &sk);
-  size_t len;
-  int rc = be->ops->get(be, &sk, s, &len, true);
-  if (rc < 0)
+  lz_skey(w, st, &sk);
+  return be->ops->get(be, &sk, p, len, true);
+}
+
+/* Both arrays of the current key, writable in place (the states have no
+ * TTL, so the stored bytes are the arrays). z->n = 0 when none. */
+static int lz_load(win *w, lz *z) {
+  void *b, *d;
+  size_t bl, dl;
+  int rc = lz_get(w, w->sess, &b, &bl);
+  if (rc <= 0) {
+    *z = (lz){NULL, NULL, 0};
     return rc;
-  if (rc == 0)
-    *s = NULL;
-  *n = rc == 1 ? len / lazy_es(w->a) : 0;
+  }
+  z->n = bl / sizeof(sbound);
+  if ((rc = lz_get(w, w->sdata, &d, &dl)) < 0)
+    return rc;
+  if (rc == 0 || dl != z->n * lz_ds(w->a))
+    return SL_ERR_CORRUPT;
+  /* The second lookup may have moved the first entry's bytes. */
+  if ((rc = lz_get(w, w->sess, &b, &bl)) != 1)
+    return rc < 0 ? rc : SL_ERR_CORRUPT;
+  z->b = b;
+  z->d = d;
   return 0;
 }
 
-/* Resizes the array to n sessions (bytes kept up to the shorter length),
- * or removes it when n is 0. */
-static int lazy_resize(win *w, size_t n, void **s) {
+/* Resizes both arrays to n sessions (each keeps its first bytes), or
+ * removes them when n is 0, then reloads z. */
+static int lz_resize(win *w, lz *z, size_t n) {
   sl__backend *be = sl__kstate_backend(w->k.state);
-  sl__skey sk;
-  lazy_skey(w, &sk);
+  sl__skey sb, sd;
+  lz_skey(w, w->sess, &sb);
+  lz_skey(w, w->sdata, &sd);
+  int rc;
+  void *p;
   if (!n) {
-    *s = NULL;
-    int rc = be->ops->del(be, &sk);
-    return rc < 0 ? rc : 0;
+    if ((rc = be->ops->del(be, &sb)) < 0 || (rc = be->ops->del(be, &sd)) < 0)
+      return rc;
+    *z = (lz){NULL, NULL, 0};
+    return 0;
   }
-  int rc = be->ops->slot(be, &sk, n * lazy_es(w->a), s);
-  return rc < 0 ? rc : 0;
+  if ((rc = be->ops->slot(be, &sb, n * sizeof(sbound), &p)) < 0 ||
+      (rc = be->ops->slot(be, &sd, n * lz_ds(w->a), &p)) < 0)
+    return rc;
+  return lz_load(w, z);
 }
 
-static int lazy_fire(win *w, const sl_window_t *aw, const void *acc) {
-  if (!w->a->agg)
+static int lz_timer_at(win *w, int64_t ts) {
+  if (ts == INT64_MAX)
+    return 0;
+  return sl__timers_add(w->k.timers, SL__TIMER_EVENT, ts, w->k.hash, w->k.kg,
+                        w->k.key, w->k.key_len, NULL, 0);
+}
+
+/* Fires session aw: data is its accumulator (a copy) or its namespace. */
+static int lz_fire(win *w, const sl_window_t *aw, const void *data) {
+  if (!w->a->agg) {
+    int64_t ns;
+    memcpy(&ns, data, sizeof(ns));
+    w_set_ns(w, ns);
     return sl__win_emit(w, aw);
+  }
   sl_ctx_t *op = w->k.op;
   sl_op_set_out_ts(op, true, w_max_ts(aw));
   sl_arena_mark_t m = sl_op_arena_mark(op);
-  int rc = sl__win_emit_result(w, aw, acc);
+  int rc = sl__win_emit_result(w, aw, data);
   sl_op_arena_release(op, m);
   return rc;
 }
@@ -234,128 +266,153 @@ static int lazy_fire(win *w, const sl_window_t *aw, const void *acc) {
 static int lazy_element(win *w, int port, const sl_record_t *rec,
                         sl_window_t nw, int64_t wm, bool *skipped) {
   const warg *a = w->a;
-  size_t es = lazy_es(a);
-  void *s;
-  size_t n;
-  int rc = lazy_load(w, &s, &n);
+  size_t ds = lz_ds(a);
+  lz z;
+  int rc = lz_load(w, &z);
   if (rc)
     return rc;
-  size_t i = 0, j;
-  while (i < n && lazy_at(a, s, i)->end < nw.start)
+  size_t i = 0, j, n = z.n;
+  while (i < n && z.b[i].end < nw.start)
     i++;
   j = i;
-  while (j < n && lazy_at(a, s, j)->start <= nw.end)
+  while (j < n && z.b[j].start <= nw.end)
     j++;
   sl_window_t aw;
-  int64_t sstart;
-  sess *e;
   if (i == j) {
     if (sl__win_late(a, &nw, wm))
       return 0;
-    if ((rc = lazy_resize(w, n + 1, &s)))
+    if ((rc = lz_resize(w, &z, n + 1)))
       return rc;
-    e = lazy_at(a, s, i);
-    memmove(lazy_at(a, s, i + 1), e, (n - i) * es);
-    *e = (sess){nw.start, nw.end, nw.start};
+    memmove(z.b + i + 1, z.b + i, (n - i) * sizeof(sbound));
+    memmove(z.d + (i + 1) * ds, z.d + i * ds, (n - i) * ds);
+    z.b[i] = (sbound){nw.start, nw.end};
     if (a->agg)
-      w_agg_init(a, lazy_acc(e));
+      w_agg_init(a, z.d + i * ds);
+    else
+      memcpy(z.d + i * ds, &nw.start, sizeof(int64_t));
     aw = nw;
-    sstart = nw.start;
     int64_t m = w_max_ts(&aw);
-    if ((rc = lazy_set(w, sstart, m > wm ? m : w_cleanup(a, &aw))))
+    if ((rc = lz_timer_at(w, m > wm ? m : w_cleanup(a, &aw))))
       return rc;
   } else {
-    e = lazy_at(a, s, i);
-    sess *last = lazy_at(a, s, j - 1);
-    aw.start = e->start < nw.start ? e->start : nw.start;
-    aw.end = last->end > nw.end ? last->end : nw.end;
-    sstart = e->sstart;
-    sl_window_t first = {e->start, e->end};
-    /* A session that fired already waits for its cleanup: the merged one
-     * must fire at its own max_ts first. */
+    aw.start = z.b[i].start < nw.start ? z.b[i].start : nw.start;
+    aw.end = z.b[j - 1].end > nw.end ? z.b[j - 1].end : nw.end;
+    sl_window_t first = {z.b[i].start, z.b[i].end};
+    /* A session that fired already waits for its cleanup: merged into a
+     * window whose max_ts is ahead of the watermark, it must fire again
+     * there first. */
     bool refire = w_max_ts(&first) <= wm && w_max_ts(&aw) > wm;
     size_t merged = j - i - 1;
     int64_t *ms = NULL;
-    if (merged && !a->agg) {
-      if (!(ms = sl__win_buf(w, merged * sizeof(int64_t))))
-        return SL_ERR_NOMEM;
-      for (size_t x = 0; x < merged; x++)
-        ms[x] = lazy_at(a, s, i + 1 + x)->sstart;
-    }
-    for (size_t x = 0; x < merged && a->agg; x++)
-      w_agg_merge(a, lazy_acc(e), lazy_acc(lazy_at(a, s, i + 1 + x)));
-    *e = (sess){aw.start, aw.end, sstart};
     if (merged) {
-      memmove(lazy_at(a, s, i + 1), lazy_at(a, s, j), (n - j) * es);
-      if ((rc = lazy_resize(w, n - merged, &s)))
-        return rc;
-      e = lazy_at(a, s, i);
+      if (a->agg) {
+        for (size_t x = i + 1; x < j; x++)
+          w_agg_merge(a, z.d + i * ds, z.d + x * ds);
+      } else {
+        if (!(ms = sl__win_buf(w, merged * sizeof(int64_t))))
+          return SL_ERR_NOMEM;
+        memcpy(ms, z.d + (i + 1) * ds, merged * ds);
+      }
+      memmove(z.b + i + 1, z.b + j, (n - j) * sizeof(sbound));
+      memmove(z.d + (i + 1) * ds, z.d + j * ds, (n - j) * ds);
     }
-    if (refire && (rc = lazy_set(w, sstart, w_max_ts(&aw))))
+    z.b[i] = (sbound){aw.start, aw.end};
+    if (merged && (rc = lz_resize(w, &z, n - merged)))
       return rc;
-    /* The merged sessions' timers find no session of theirs and lapse. */
-    w_set_ns(w, sstart);
-    for (size_t x = 0; x < merged && !a->agg; x++)
-      if ((rc = merge_state(w, ms[x])))
-        return rc;
+    if (refire && (rc = lz_timer_at(w, w_max_ts(&aw))))
+      return rc;
+    if (ms) {
+      int64_t into;
+      memcpy(&into, z.d + i * ds, sizeof(into));
+      w_set_ns(w, into);
+      for (size_t x = 0; x < merged; x++)
+        if ((rc = merge_state(w, ((int64_t *)w->buf)[x])))
+          return rc;
+    }
   }
   *skipped = false;
+  bool fire = w_max_ts(&aw) <= wm;
   if (a->agg) {
-    if ((rc = w_agg_add(a, lazy_acc(e), rec)))
+    if ((rc = w_agg_add(a, z.d + i * ds, rec)))
       return rc;
-    return w_max_ts(&aw) <= wm ? lazy_fire(w, &aw, lazy_acc(e)) : 0;
+    if (!fire)
+      return 0;
+    /* User code gets a copy: the array may move meanwhile. */
+    void *acc = w_spare(w);
+    memcpy(acc, z.d + i * ds, a->acc_size);
+    return lz_fire(w, &aw, acc);
   }
-  w_set_ns(w, sstart);
+  int64_t ns;
+  memcpy(&ns, z.d + i * ds, sizeof(ns));
+  w_set_ns(w, ns);
   bool fresh;
   if ((rc = sl__win_add(w, port, rec, &fresh)))
     return rc;
-  return w_max_ts(&aw) <= wm ? lazy_fire(w, &aw, NULL) : 0;
+  return fire ? lz_fire(w, &aw, &ns) : 0;
 }
 
 int sl__session_lazy_timer(win *w, int64_t ts) {
   const warg *a = w->a;
-  int64_t sstart;
-  memcpy(&sstart, w->k.ns, sizeof(sstart));
-  void *s;
-  size_t n, i;
-  int rc = lazy_load(w, &s, &n);
-  if (rc)
+  size_t ds = lz_ds(a);
+  lz z;
+  int rc = lz_load(w, &z);
+  if (rc || !z.n)
     return rc;
-  for (i = 0; i < n && lazy_at(a, s, i)->sstart != sstart; i++)
-    ;
-  if (i == n)
-    return 0; /* merged into another session, or cleaned */
-  sess *e = lazy_at(a, s, i);
-  sl_window_t aw = {e->start, e->end};
-  int64_t m = w_max_ts(&aw), c = w_cleanup(a, &aw);
-  if (ts < m)
-    return lazy_set(w, sstart, m);
-  if (ts > m && ts < c)
-    return lazy_set(w, sstart, c);
-  unsigned char *acc = NULL;
-  if (a->agg) {
-    /* Firing passes the accumulator to user code: a copy, as the array
-     * may move or shrink meanwhile. */
-    acc = w_spare(w);
-    memcpy(acc, lazy_acc(e), a->acc_size);
+  /* Decide everything first, then fire: firing runs user code and may
+   * move the arrays. Fired sessions are copied (window, then data). */
+  size_t fs = sizeof(sl_window_t) + ds + sizeof(int64_t);
+  unsigned char *fb = sl__win_buf(w, z.n * fs);
+  if (!fb)
+    return SL_ERR_NOMEM;
+  size_t nf = 0, keep = 0;
+  int64_t next = INT64_MAX;
+  for (size_t i = 0; i < z.n; i++) {
+    sl_window_t aw = {z.b[i].start, z.b[i].end};
+    int64_t m = w_max_ts(&aw), c = w_cleanup(a, &aw);
+    bool clean = c <= ts;
+    if (m == ts || clean) {
+      unsigned char *f = fb + nf++ * fs;
+      int64_t what = (m == ts) | (clean ? 2 : 0);
+      memcpy(f, &aw, sizeof(aw));
+      memcpy(f + sizeof(aw), &what, sizeof(what));
+      memcpy(f + sizeof(aw) + sizeof(what), z.d + i * ds, ds);
+    }
+    if (clean)
+      continue;
+    int64_t d = m > ts ? m : c;
+    if (d < next)
+      next = d;
+    if (keep != i) {
+      z.b[keep] = z.b[i];
+      memmove(z.d + keep * ds, z.d + i * ds, ds);
+    }
+    keep++;
   }
-  if (ts == c) {
-    /* Cleanup (and, without lateness, the firing just before it). */
-    memmove(e, lazy_at(a, s, i + 1), (n - i - 1) * lazy_es(a));
-    if ((rc = lazy_resize(w, n - 1, &s)))
-      return rc;
-  }
-  /* The cleanup timer goes in before firing, so that a firing skipped by
-   * error.policy does not leave the session behind. */
-  if (ts != c && (rc = lazy_set(w, sstart, c)))
+  if (keep != z.n && (rc = lz_resize(w, &z, keep)))
     return rc;
-  w_set_ns(w, sstart);
-  int fired = ts == m ? lazy_fire(w, &aw, acc) : 0;
-  if (ts == c && !a->agg) {
-    w_set_ns(w, sstart);
-    rc = sl__win_clear(w);
+  /* The chain goes on before firing, so that a firing skipped by
+   * error.policy does not stop it. */
+  if ((rc = lz_timer_at(w, next)))
+    return rc;
+  int first = 0;
+  for (size_t f = 0; f < nf; f++) {
+    unsigned char *e = fb + f * fs;
+    sl_window_t aw;
+    int64_t what;
+    memcpy(&aw, e, sizeof(aw));
+    memcpy(&what, e + sizeof(aw), sizeof(what));
+    void *data = e + sizeof(aw) + sizeof(what);
+    if ((what & 1) && (rc = lz_fire(w, &aw, data)) && !first)
+      first = rc;
+    if ((what & 2) && !a->agg) {
+      int64_t ns;
+      memcpy(&ns, data, sizeof(ns));
+      w_set_ns(w, ns);
+      if ((rc = sl__win_clear(w)) && !first)
+        first = rc;
+    }
   }
-  return fired ? fired : rc;
+  return first;
 }
 
 int sl__session_element(win *w, int port, const sl_record_t *rec, int64_t t,

@@ -491,9 +491,8 @@ static int win_timer(sl__keyed *k, sl_time_domain d, int64_t ts) {
     goto out;
   }
   if (a->lazy_sessions) {
-    rc = d == SL_EVENT_TIME && k->ns_len == sizeof(int64_t)
-             ? sl__session_lazy_timer(w, ts)
-             : 0;
+    rc = d == SL_EVENT_TIME && k->ns_len == 0 ? sl__session_lazy_timer(w, ts)
+                                              : 0;
     goto out;
   }
   if (k->ns_len != sizeof(w->tns))
@@ -553,7 +552,10 @@ static void win_prefetch(sl_ctx_t *op, uint64_t hash, uint32_t kg) {
     return;
   if (a->sliced)
     be->ops->prefetch(be, sl__state_id(w->slices), kg, hash);
-  else if (a->s.assigner == SL_WINDOW_SESSION)
+  else if (a->lazy_sessions) {
+    be->ops->prefetch(be, sl__state_id(w->sess), kg, hash);
+    be->ops->prefetch(be, sl__state_id(w->sdata), kg, hash);
+  } else if (a->s.assigner == SL_WINDOW_SESSION)
     be->ops->prefetch(be, sl__state_id(w->sess), kg, hash);
   else if (a->agg && a->s.assigner == SL_WINDOW_TUMBLING && w->ns_hash_ok)
     be->ops->prefetch(
@@ -610,6 +612,10 @@ static int win_open(sl_ctx_t *op) {
   if (a->s.assigner == SL_WINDOW_SESSION) {
     sl_state_desc_t c = {.name = "sessions", .kind = SL_STATE_VALUE};
     w->sess = reg(w, &c, err, sizeof(err), &rc);
+  }
+  if (a->lazy_sessions) {
+    sl_state_desc_t c = {.name = "session_data", .kind = SL_STATE_VALUE};
+    w->sdata = reg(w, &c, err, sizeof(err), &rc);
   }
   if (rc)
     return sl_op_fail(op, rc, "%s", err);

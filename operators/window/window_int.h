@@ -41,7 +41,7 @@ typedef struct warg {
 typedef struct win {
   sl__keyed k; /* first: timer callbacks get &k */
   const warg *a;
-  sl_state_t *acc, *list, *cnt, *fire, *sess, *slices;
+  sl_state_t *acc, *list, *cnt, *fire, *sess, *sdata, *slices;
   int64_t ns;     /* state namespace bytes: the (state) window start */
   int64_t tns[2]; /* timer namespace: window start, end */
   unsigned char *res;
@@ -221,7 +221,8 @@ int sl__session_element(win *w, int port, const sl_record_t *rec, int64_t t,
                         int64_t wm, bool *skipped);
 int sl__session_find(win *w, const sl_window_t *wd, int64_t *sstart,
                      bool remove);
-/* Lazy session timer (ns = 8-byte state window start). */
+/* Event-time sessions with the default trigger: the key's timer chain
+ * (empty namespace). */
 int sl__session_lazy_timer(win *w, int64_t ts);
 
 /* Sliced sliding path (sliced.c). */
