@@ -186,7 +186,7 @@ static size_t lz_ds(const warg *a) {
 
 static void lz_skey(const win *w, const sl_state_t *st, sl__skey *sk) {
   *sk = (sl__skey){sl__state_id(st), w->k.kg, w->k.hash, w->k.key,
-                   w->k.key_len, NULL, 0};
+                   w->k.key_len,     NULL,    0};
 }
 
 static int lz_get(win *w, const sl_state_t *st, void **p, size_t *len) {
