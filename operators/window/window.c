@@ -595,9 +595,9 @@ static int win_open(sl_ctx_t *op) {
   if (a->sliced) {
     d.name = "slices";
     w->slices = reg(w, &d, err, sizeof(err), &rc);
-  } else if (a->agg) {
+  } else if (a->agg && !a->lazy_sessions) {
     w->acc = reg(w, &d, err, sizeof(err), &rc);
-  } else {
+  } else if (!a->agg) {
     d.kind = SL_STATE_LIST;
     w->list = reg(w, &d, err, sizeof(err), &rc);
   }
