@@ -393,6 +393,7 @@ int sl__win_add(win *w, int port, const sl_record_t *rec, bool *fresh) {
  * the trigger to (re-)register its timers (merged sessions). */
 int sl__win_one(win *w, int port, const sl_record_t *rec, const sl_window_t *wd,
                 int64_t wm, bool need_timers) {
+  const warg *a = w->a;
   bool fresh;
   int rc = sl__win_add(w, port, rec, &fresh);
   if (SL__UNLIKELY(rc))
@@ -408,7 +409,14 @@ int sl__win_one(win *w, int port, const sl_record_t *rec, const sl_window_t *wd,
   }
   if ((r & W_PURGE) && (rc = sl__win_clear(w)))
     return rc;
-  return fresh ? cleanup_timer(w, wd) : 0;
+  if (!fresh)
+    return 0;
+  /* Without lateness the cleanup timer is the event-time trigger's own
+   * timer, just registered: skip the duplicate's lookup. */
+  if (a->trig == SL_TRIGGER_EVENT_TIME && !(r & W_FIRE) &&
+      w_cleanup(a, wd) == w_max_ts(wd))
+    return 0;
+  return cleanup_timer(w, wd);
 }
 
 bool sl__win_late(const warg *a, const sl_window_t *wd, int64_t wm) {
