@@ -180,7 +180,8 @@ int main(int argc, char **argv) {
          "p=1 backend=hashmap outputs=%llu events_per_sec=%.0f "
          "process_count_events_per_sec=%.0f ratio_to_process_count=%.2f "
          "baseline_events_per_sec=%.0f ratio_to_baseline=%.2f\n",
-         (unsigned long long)n_events, (unsigned long long)o2, eps, pc, eps / pc, base, eps / base);
+         (unsigned long long)n_events, (unsigned long long)o2, eps, pc,
+         eps / pc, base, eps / base);
   free(keys);
   return 0;
 }
@@ -205,7 +206,8 @@ int main(int argc, char **argv) {
          "s10s_2s_events_per_sec=%.0f s60s_1s_events_per_sec=%.0f "
          "s300s_1s_events_per_sec=%.0f s300s_1s_outputs=%llu "
          "ratio_300s_1s_to_tumbling=%.2f\n",
-         (unsigned long long)n_events, tumb, eps[0], eps[1], eps[2], (unsigned long long)o, eps[2] / tumb);
+         (unsigned long long)n_events, tumb, eps[0], eps[1], eps[2],
+         (unsigned long long)o, eps[2] / tumb);
   free(keys);
   return 0;
 }
@@ -223,7 +225,8 @@ int main(int argc, char **argv) {
   printf("bench=window_session gap=10s agg=count events=%llu keys=100000 p=1 "
          "backend=hashmap outputs=%llu events_per_sec=%.0f "
          "tumbling_60s_events_per_sec=%.0f ratio_to_tumbling=%.2f\n",
-         (unsigned long long)n_events, (unsigned long long)o2, ses, tumb, ses / tumb);
+         (unsigned long long)n_events, (unsigned long long)o2, ses, tumb,
+         ses / tumb);
   free(keys);
   return 0;
 }

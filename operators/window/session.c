@@ -458,7 +458,7 @@ int sl__session_element(win *w, int port, const sl_record_t *rec, int64_t t,
       for (size_t x = i; x < j; x++) {
         sl_window_t old = {s[x].start, s[x].end};
         w_set_ns(w, s[x].sstart);
-        if ((rc = sl__win_trig_clear(w, &old, false)))
+        if ((rc = sl__win_trig_clear(w, &old, false, true)))
           return rc;
         int64_t c = w_cleanup(a, &old);
         if (c != INT64_MAX)
