@@ -207,12 +207,15 @@ static int lz_load(win *w, lz *z) {
     return rc;
   }
   z->n = bl / sizeof(sbound);
+  sl__backend *be = sl__kstate_backend(w->k.state);
+  uint64_t epoch = be->epoch;
   if ((rc = lz_get(w, w->sdata, &d, &dl)) < 0)
     return rc;
   if (rc == 0 || dl != z->n * lz_ds(w->a))
     return SL_ERR_CORRUPT;
-  /* The second lookup may have moved the first entry's bytes. */
-  if ((rc = lz_get(w, w->sess, &b, &bl)) != 1)
+  /* The second lookup may have moved the first entry's bytes: the
+   * backend's epoch says when (never, for a plain read of the hashmap). */
+  if (be->epoch != epoch && (rc = lz_get(w, w->sess, &b, &bl)) != 1)
     return rc < 0 ? rc : SL_ERR_CORRUPT;
   z->b = b;
   z->d = d;
@@ -328,6 +331,10 @@ static int lazy_element(win *w, int port, const sl_record_t *rec,
       for (size_t x = 0; x < merged; x++)
         if ((rc = merge_state(w, ((int64_t *)w->buf)[x])))
           return rc;
+      /* Merging moved state around: z's bytes may be stale (only the
+       * list namespace is read below). */
+      if ((rc = lz_load(w, &z)))
+        return rc;
     }
   }
   *skipped = false;
