@@ -108,6 +108,29 @@ START_TEST(sliding_per_window_path_matches) {
 }
 END_TEST
 
+/* Slide larger than size: elements between windows belong to none. */
+START_TEST(sliding_with_gaps_between_windows) {
+  for (int sliced = 0; sliced < 2; sliced++) {
+    wu_build b = {.spec = sl_window_sliding(1000, 3000)};
+    if (sliced) {
+      b.fn.builtin = SL_AGG_COUNT;
+    } else {
+      b.fn.add = cnt_add; /* no merge: per-window path */
+      b.fn.acc_size = sizeof(double);
+    }
+    sl_harness_t *h = wu_harness(BE, &b, NULL);
+    push(h, "a", "1", 1500); /* in no window */
+    push(h, "a", "1", 500);
+    push(h, "a", "1", -2500);
+    sl_harness_end(h);
+    ck_assert_uint_eq(sl_harness_count(h, NULL), 2);
+    ck_assert_int_eq(sl_harness_get(h, NULL, 0)->ts, -2001);
+    ck_assert_int_eq(sl_harness_get(h, NULL, 1)->ts, 999);
+    sl_harness_destroy(h);
+  }
+}
+END_TEST
+
 START_TEST(negative_timestamps_and_offset) {
   wu_build b = {.spec = sl_window_tumbling(1000)};
   b.fn.builtin = SL_AGG_COUNT;
@@ -771,6 +794,7 @@ int main(void) {
   tcase_add_loop_test(tc, sliding_flink_sequence, 0, n);
   tcase_add_loop_test(tc, sliding_per_window_path_matches, 0, n);
   tcase_add_loop_test(tc, negative_timestamps_and_offset, 0, n);
+  tcase_add_loop_test(tc, sliding_with_gaps_between_windows, 0, n);
   tcase_add_loop_test(tc, sessions_merge_when_they_touch, 0, n);
   tcase_add_loop_test(tc, session_dynamic_gap, 0, n);
   tcase_add_loop_test(tc, lateness_refires_and_side_output, 0, n);
