@@ -17,9 +17,14 @@
 
 #define KEYS 97
 
+/* Every suite runs on every state backend (tcase_add_loop_test). */
+static const char *const backends[] = {"hashmap"};
+#define N_BACKENDS ((int)(sizeof(backends) / sizeof(backends[0])))
+
 /* ---- The job ------------------------------------------------------------ */
 
 typedef struct run {
+  const char *backend;
   int par;
   const char *dir;
   const char *restore; /* restore.from, or NULL */
@@ -28,8 +33,8 @@ typedef struct run {
   uint64_t stop_after; /* sl_job_stop() after this many sums (0: never) */
   uint64_t ckpt_at;    /* sl_job_checkpoint() after this many sums */
   int ckpt_rc;
-  bool slow;           /* throttle the source (crash test children) */
-  const char *uid;     /* of the keyed operator */
+  bool slow;       /* throttle the source (crash test children) */
+  const char *uid; /* of the keyed operator */
   const char *max_par;
   const char *allow_drop;
   /* Results: the final sum and count per key, from the end-of-input
@@ -142,6 +147,10 @@ static int run_job(run *r) {
   kv[n++] = iv;
   kv[n++] = "log.level";
   kv[n++] = "warn";
+  if (r->backend) {
+    kv[n++] = "state.backend";
+    kv[n++] = r->backend;
+  }
   if (r->restore) {
     kv[n++] = "restore.from";
     kv[n++] = r->restore;
@@ -215,13 +224,21 @@ static int count_chk(const char *dir) {
 
 /* Stop half-way (final checkpoint), restore with parallelism from -> to,
  * finish: the sums are those of one uninterrupted run. */
-static void stop_restore(int from, int to) {
+static void stop_restore(const char *backend, int from, int to) {
   char *dir = tmpdir();
-  run a = {.par = from, .dir = dir, .n = 100000, .stop_after = 40000};
+  run a = {.backend = backend,
+           .par = from,
+           .dir = dir,
+           .n = 100000,
+           .stop_after = 40000};
   ck_assert_int_eq(run_job(&a), SL_OK);
   ck_assert_int_eq(a.outputs, 0); /* a stop fires no end-of-input timer */
   ck_assert_uint_gt(a.info.id, 0);
-  run b = {.par = to, .dir = dir, .restore = "latest", .n = 100000};
+  run b = {.backend = backend,
+           .par = to,
+           .dir = dir,
+           .restore = "latest",
+           .n = 100000};
   ck_assert_int_eq(run_job(&b), SL_OK);
   ck_assert_uint_eq(b.info.restored_from, a.info.id);
   /* Every key's timer came back with its state. */
@@ -234,17 +251,17 @@ static void stop_restore(int from, int to) {
 }
 
 START_TEST(stop_and_restore_same_parallelism) {
-  stop_restore(2, 2);
+  stop_restore(backends[_i], 2, 2);
 }
 END_TEST
 
 START_TEST(restore_with_parallelism_1_to_2) {
-  stop_restore(1, 2);
+  stop_restore(backends[_i], 1, 2);
 }
 END_TEST
 
 START_TEST(restore_with_parallelism_2_to_1) {
-  stop_restore(2, 1);
+  stop_restore(backends[_i], 2, 1);
 }
 END_TEST
 
@@ -270,7 +287,12 @@ END_TEST
  * checkpoint.retained (3) are kept. */
 START_TEST(periodic_checkpoints_and_retention) {
   char *dir = tmpdir();
-  run a = {.par = 2, .dir = dir, .n = 30000, .slow = true, .interval_ms = 20};
+  run a = {.backend = backends[_i],
+           .par = 2,
+           .dir = dir,
+           .n = 30000,
+           .slow = true,
+           .interval_ms = 20};
   ck_assert_int_eq(run_job(&a), SL_OK);
   expect_complete(&a, 30000);
   ck_assert_uint_ge(a.info.completed, 4);
@@ -384,7 +406,8 @@ START_TEST(sigkill_and_restore_twenty_times) {
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-      run r = {.par = 1 + round % 2,
+      run r = {.backend = backends[_i],
+               .par = 1 + round % 2,
                .dir = dir,
                .restore = "latest",
                .n = n,
@@ -402,7 +425,11 @@ START_TEST(sigkill_and_restore_twenty_times) {
                   "round %d: the child ended by itself (status %d)", round,
                   status);
   }
-  run last = {.par = 2, .dir = dir, .restore = "latest", .n = n};
+  run last = {.backend = backends[_i],
+              .par = 2,
+              .dir = dir,
+              .restore = "latest",
+              .n = n};
   ck_assert_int_eq(run_job(&last), SL_OK);
   ck_assert_uint_gt(last.info.restored_from, 0);
   expect_complete(&last, n);
@@ -415,17 +442,17 @@ static Suite *suite(void) {
   Suite *s = suite_create("checkpoint");
   TCase *tc = tcase_create("restore");
   tcase_set_timeout(tc, 300);
-  tcase_add_test(tc, stop_and_restore_same_parallelism);
-  tcase_add_test(tc, restore_with_parallelism_1_to_2);
-  tcase_add_test(tc, restore_with_parallelism_2_to_1);
-  tcase_add_test(tc, periodic_checkpoints_and_retention);
+  tcase_add_loop_test(tc, stop_and_restore_same_parallelism, 0, N_BACKENDS);
+  tcase_add_loop_test(tc, restore_with_parallelism_1_to_2, 0, N_BACKENDS);
+  tcase_add_loop_test(tc, restore_with_parallelism_2_to_1, 0, N_BACKENDS);
+  tcase_add_loop_test(tc, periodic_checkpoints_and_retention, 0, N_BACKENDS);
   tcase_add_test(tc, checkpoint_on_demand);
   tcase_add_test(tc, flipped_byte_falls_back_to_previous);
   tcase_add_test(tc, truncated_file_falls_back_to_previous);
   tcase_add_test(tc, missing_metadata_falls_back_to_previous);
   tcase_add_test(tc, max_parallelism_mismatch_is_a_clear_error);
   tcase_add_test(tc, state_of_a_removed_uid_needs_permission);
-  tcase_add_test(tc, sigkill_and_restore_twenty_times);
+  tcase_add_loop_test(tc, sigkill_and_restore_twenty_times, 0, N_BACKENDS);
   suite_add_tcase(s, tc);
   return s;
 }
