@@ -11,6 +11,7 @@
 #include "sluice/state.h"
 #include "sluice/process.h"
 #include "sluice/harness.h"
+#include "sluice/kafka.h"
 
 #define SLUICE_VERSION_MAJOR 0
 #define SLUICE_VERSION_MINOR 1
