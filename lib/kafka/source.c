@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/conf.h"
 #include "kafka/kafka_int.h"
@@ -16,10 +17,18 @@
 
 #define MAX_SUBTASKS 1024
 
+/* Broker timeouts are real time even when the job runs on a manual clock
+ * (tests): a broker does not wait for a test's clock. */
+static int64_t mono_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
 typedef struct kpart {
   int topic; /* index in ksrc.topics */
   int32_t partition;
-  int64_t next; /* next offset to emit: the position in checkpoints */
+  int64_t next;      /* next offset to emit: the position in checkpoints */
   int64_t committed; /* last offset committed to the group */
   sl__wmgen wm;
 } kpart;
@@ -94,7 +103,8 @@ static const char *group_of(const ksrc *s, sl_source_ctx_t *ctx, char *buf,
   return buf;
 }
 
-/* ---- Restore: union of every old subtask's positions ---------------------- */
+/* ---- Restore: union of every old subtask's positions ----------------------
+ */
 
 static int restore_visit(const char *group, const char *topic,
                          int32_t partition, int64_t offset, void *arg) {
@@ -141,7 +151,8 @@ static bool restored_offset(ksrc *s, int topic, int32_t partition,
   return false;
 }
 
-/* ---- Open: metadata, assignment, start offsets ---------------------------- */
+/* ---- Open: metadata, assignment, start offsets ----------------------------
+ */
 
 static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
@@ -153,7 +164,7 @@ static int topic_partitions(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
                             int *counts) {
   sl_ctx_t *op = sl_source_op(ctx);
   int64_t timeout = sl__conf_int(sl_op_conf(op), "broker.timeout.ms");
-  int64_t start = sl_ctx_now(op);
+  int64_t start = mono_ms();
   char why[512] = "";
   for (int attempt = 0;; attempt++) {
     bool all = true;
@@ -182,7 +193,7 @@ static int topic_partitions(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
       return 0;
     if (sl_op_job_failing(op))
       return SL_ERR_STOPPED;
-    int64_t now = sl_ctx_now(op);
+    int64_t now = mono_ms();
     if (now - start >= timeout)
       return sl_source_fail(ctx, SL_ERR_KAFKA,
                             "no metadata after %" PRId64
@@ -210,9 +221,9 @@ static int start_offsets(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
     ts = sl__conf_int(conf, "source.startup.timestamp.ms");
   }
   const char *reset = sl__kconf_get(conf, "auto.offset.reset");
-  bool reset_latest = reset && (strcmp(reset, "latest") == 0 ||
-                                strcmp(reset, "largest") == 0 ||
-                                strcmp(reset, "end") == 0);
+  bool reset_latest =
+      reset && (strcmp(reset, "latest") == 0 || strcmp(reset, "largest") == 0 ||
+                strcmp(reset, "end") == 0);
   rd_kafka_topic_partition_list_t *l =
       rd_kafka_topic_partition_list_new((int)k->n_parts);
   for (size_t i = 0; i < k->n_parts; i++) {
@@ -339,7 +350,7 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   rd_kafka_topic_partition_list_destroy(l);
   if (e)
     return sl_source_fail(ctx, SL_ERR_KAFKA, "assign: %s", rd_kafka_err2str(e));
-  k->last_ok = now;
+  k->last_ok = mono_ms();
   /* A subtask without partitions is idle from the start, so it never
    * holds back the watermark downstream. */
   if (k->n_parts == 0 && k->spec->idle_timeout_ms > 0) {
@@ -367,7 +378,8 @@ static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
   s->sub[sub] = NULL;
 }
 
-/* ---- Poll ------------------------------------------------------------------ */
+/* ---- Poll ------------------------------------------------------------------
+ */
 
 static kpart *find_part(ksrc *s, ksub *k, const rd_kafka_message_t *m) {
   if (m->rkt != k->last_rkt) {
@@ -569,14 +581,14 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
   if (n < 0)
     return sl_source_fail(ctx, SL_ERR_KAFKA, "consume: %s",
                           rd_kafka_err2str(rd_kafka_last_error()));
-  int64_t now = sl_ctx_now(sl_source_op(ctx));
+  int64_t now = sl_ctx_now(sl_source_op(ctx)), mono = mono_ms();
   int rc = 0;
   bool got = false;
   for (ssize_t i = 0; i < n; i++) {
     rd_kafka_message_t *m = k->msgs[i];
     if (!rc) {
       if (m->err) {
-        rc = consumer_error(ctx, s, k, m, now);
+        rc = consumer_error(ctx, s, k, m, mono);
       } else {
         got = true;
         rc = one(ctx, s, k, m, now);
@@ -588,8 +600,8 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
     return rc;
   if (got) {
     k->down_since = 0;
-    k->last_ok = now;
-  } else if ((rc = check_down(ctx, k, now))) {
+    k->last_ok = mono;
+  } else if ((rc = check_down(ctx, k, mono))) {
     return rc;
   }
   if ((rc = watermarks(ctx, k, now)))
@@ -597,7 +609,8 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
   return n > 0 ? SL_POLL_MORE : SL_POLL_EMPTY;
 }
 
-/* ---- Checkpoints ------------------------------------------------------------ */
+/* ---- Checkpoints ------------------------------------------------------------
+ */
 
 static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
                          void *opaque) {
@@ -657,7 +670,8 @@ static void ksrc_complete(sl_source_ctx_t *ctx, uint64_t id, void *opaque) {
   rd_kafka_topic_partition_list_destroy(l);
 }
 
-/* ---- Builder ----------------------------------------------------------------- */
+/* ---- Builder
+ * ----------------------------------------------------------------- */
 
 sl_stream_t *sl_source_kafka(sl_job_t *job, const char *uid, const char *topics,
                              const sl_kafka_source_opts_t *opts) {
@@ -684,7 +698,8 @@ sl_stream_t *sl_source_kafka(sl_job_t *job, const char *uid, const char *topics,
     s->o = *opts;
   if (!(s->uid = strdup(uid)) ||
       (opts && opts->group_id && !(s->group = strdup(opts->group_id))) ||
-      (opts && opts->key_pointer && !(s->key_ptr = strdup(opts->key_pointer))) ||
+      (opts && opts->key_pointer &&
+       !(s->key_ptr = strdup(opts->key_pointer))) ||
       (opts && opts->ts_pointer && !(s->ts_ptr = strdup(opts->ts_pointer))))
     goto oom;
   /* Split "a, b,c" into sorted, distinct names. */
