@@ -89,7 +89,9 @@ uint64_t sl__ktxn_released(sl__kprod *p) {
  * fails the job: never silent. */
 static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   (void)rk;
-  if (m->err)
+  /* Purges come only from aborting a transaction on purpose. */
+  if (m->err && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
+      m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
     set_failed(opaque, "delivery to %s[%" PRId32 "] failed: %s",
                m->rkt ? rd_kafka_topic_name(m->rkt) : "?", m->partition,
                rd_kafka_err2str(m->err));
