@@ -42,8 +42,7 @@ typedef struct ksub {
   size_t cap_msgs;
   const sl_watermark_spec_t *spec;
   bool idle;
-  int64_t down_since; /* processing time all brokers went down, or 0 */
-  int64_t last_ok;    /* processing time of the last message */
+  int64_t last_ok; /* monotonic ms of the last sign of a live broker */
   const rd_kafka_topic_t *last_rkt;
   int last_topic;
   char keybuf[32];
@@ -502,40 +501,38 @@ static int consumer_error(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
     return 0;
   if (rd_kafka_fatal_error(k->rk, why, sizeof(why)))
     return sl_source_fail(ctx, SL_ERR_KAFKA, "fatal consumer error: %s", why);
-  if (m->err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN && !k->down_since) {
-    k->down_since = now;
-    sl__klog("source %s: all brokers down; retrying for up to "
-             "broker.timeout.ms",
-             s->uid);
-  } else if (m->err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN &&
-             m->err != RD_KAFKA_RESP_ERR__TRANSPORT) {
+  (void)k;
+  (void)now;
+  if (m->err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN &&
+      m->err != RD_KAFKA_RESP_ERR__TRANSPORT) {
     sl__klog("source %s: %s", s->uid, rd_kafka_message_errstr(m));
   }
   return 0;
 }
 
-/* After all brokers went down: once broker.timeout.ms has passed without
- * a message, ask for metadata; if that fails too, fail the job. */
+/* Broker loss: librdkafka reconnects with backoff by itself, so the
+ * source only has to notice when that has not worked for
+ * broker.timeout.ms. After that long without a message it asks for
+ * metadata (also what keeps an idle but healthy topic from looking
+ * dead); if even that fails, the job fails with a clear message. */
 static int check_down(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
   const sl_conf_t *conf = sl_op_conf(sl_source_op(ctx));
   int64_t timeout = sl__conf_int(conf, "broker.timeout.ms");
-  if (!k->down_since || now - k->down_since < timeout)
+  if (now - k->last_ok < timeout)
     return 0;
   const struct rd_kafka_metadata *md = NULL;
   rd_kafka_resp_err_t e = rd_kafka_metadata(k->rk, 0, NULL, &md, 1000);
   if (md)
     rd_kafka_metadata_destroy(md);
   if (!e) {
-    k->down_since = 0;
+    k->last_ok = mono_ms();
     return 0;
   }
+  const char *bs = sl__kconf_get(conf, "bootstrap.servers");
   return sl_source_fail(ctx, SL_ERR_KAFKA,
                         "no Kafka broker reachable for %" PRId64
                         " ms (broker.timeout.ms; bootstrap.servers=%s): %s",
-                        now - k->down_since,
-                        sl__kconf_get(conf, "bootstrap.servers")
-                            ? sl__kconf_get(conf, "bootstrap.servers")
-                            : "?",
+                        mono_ms() - k->last_ok, bs ? bs : "?",
                         rd_kafka_err2str(e));
 }
 
@@ -599,7 +596,6 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
   if (rc)
     return rc;
   if (got) {
-    k->down_since = 0;
     k->last_ok = mono;
   } else if ((rc = check_down(ctx, k, mono))) {
     return rc;

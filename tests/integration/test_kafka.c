@@ -388,6 +388,182 @@ START_TEST(restart_resumes_at_checkpointed_offsets) {
 }
 END_TEST
 
+/* ---- Bad input: dead-letter queue, skip ------------------------------------
+ */
+
+/* A user function that fails on {"boom": true}, reading the JSON the
+ * source already parsed (decode once per record). */
+static int boom_map(sl_ctx_t *ctx, const sl_record_t *in, sl_record_t *out,
+                    void *opaque) {
+  (void)in;
+  (void)out;
+  (void)opaque;
+  const sl_kafka_msg_t *m = sl_kafka_current(ctx);
+  ck_assert_ptr_nonnull(m);
+  json_t *j = sl_kafka_msg_json(m);
+  ck_assert_ptr_nonnull(j);
+  return json_is_true(sl_json_pointer(j, "/boom")) ? -1 : 0;
+}
+
+static sl_job_t *bad_input_job(tk_cluster *c, const char *policy) {
+  const char *kv[] = {"error.policy", policy, "dlq.topic", "dead", NULL};
+  sl_job_t *job = tk_job("bad", tk_conf(c, 1, kv));
+  sl_kafka_source_opts_t so = {.codec = SL_KAFKA_JSON,
+                               .start = SL_KAFKA_START_EARLIEST};
+  sl_stream_t *src = sl_source_kafka(job, "in", "in", &so);
+  sl_stream_t *m = sl_map(src, "boom-map", boom_map, NULL);
+  ck_assert_int_eq(sl_sink_kafka(m, "out", "good", NULL), 0);
+  return job;
+}
+
+static void produce_bad_input(tk_cluster *c) {
+  rd_kafka_t *p = tk_producer(c);
+  tk_send(p, "in", 0, "k1", "{\"id\":1}", 0, NULL, NULL);
+  tk_send(p, "in", 0, "k2", "{oops", 1234, "trace", "abc");
+  tk_send(p, "in", 0, "k3", "{\"id\":2,\"boom\":true}", 0, "trace", "def");
+  tk_send(p, "in", 0, "k4", "{\"id\":3}", 0, NULL, NULL);
+  tk_flush(p);
+  rd_kafka_destroy(p);
+}
+
+START_TEST(poison_records_reach_dead_letter_topic) {
+  tk_cluster c;
+  tk_start(&c, 1);
+  tk_topic(&c, "in", 1);
+  tk_topic(&c, "good", 1);
+  tk_topic(&c, "dead", 1);
+  produce_bad_input(&c);
+  sl_job_t *job = bad_input_job(&c, "dlq");
+  tk_run r;
+  tk_run_start(&r, job);
+  tk_reader good, dead;
+  tk_reader_open(&good, &c, "good", 1);
+  tk_reader_open(&dead, &c, "dead", 1);
+  tk_read(&good, 2, 15000);
+  tk_read(&dead, 2, 15000);
+  ck_assert_int_eq(tk_run_stop(&r), SL_OK);
+  ck_assert_uint_eq(good.n, 2);
+  ck_assert_str_eq(good.m[0].value, "{\"id\":1}");
+  ck_assert_str_eq(good.m[1].value, "{\"id\":3}");
+  ck_assert_uint_eq(dead.n, 2);
+  char b[256];
+  /* Undecodable: the original message with its headers, plus why and
+   * where it came from. */
+  ck_assert_str_eq(dead.m[0].key, "k2");
+  ck_assert_str_eq(dead.m[0].value, "{oops");
+  ck_assert_int_eq(dead.m[0].ts, 1234);
+  ck_assert_str_eq(tk_header(&dead.m[0], "trace", b, sizeof(b)), "abc");
+  ck_assert_ptr_nonnull(strstr(
+      tk_header(&dead.m[0], "sluice.error", b, sizeof(b)), "invalid JSON"));
+  ck_assert_str_eq(tk_header(&dead.m[0], "sluice.source.topic", b, sizeof(b)),
+                   "in");
+  ck_assert_str_eq(
+      tk_header(&dead.m[0], "sluice.source.partition", b, sizeof(b)), "0");
+  ck_assert_str_eq(tk_header(&dead.m[0], "sluice.source.offset", b, sizeof(b)),
+                   "1");
+  ck_assert_str_eq(tk_header(&dead.m[0], "sluice.error.operator", b, sizeof(b)),
+                   "in");
+  /* A user-function error in an operator chained to the source. */
+  ck_assert_str_eq(dead.m[1].value, "{\"id\":2,\"boom\":true}");
+  ck_assert_str_eq(tk_header(&dead.m[1], "trace", b, sizeof(b)), "def");
+  ck_assert_str_eq(tk_header(&dead.m[1], "sluice.error.operator", b, sizeof(b)),
+                   "boom-map");
+  ck_assert_str_eq(tk_header(&dead.m[1], "sluice.source.offset", b, sizeof(b)),
+                   "2");
+  sl_op_stats_t st;
+  ck_assert_int_eq(sl_job_op_stats(job, "in", &st), 0);
+  ck_assert_uint_eq(st.errors, 1);
+  ck_assert_int_eq(sl_job_op_stats(job, "boom-map", &st), 0);
+  ck_assert_uint_eq(st.errors, 1);
+  tk_reader_close(&good);
+  tk_reader_close(&dead);
+  sl_job_destroy(job);
+  tk_stop(&c);
+}
+END_TEST
+
+START_TEST(poison_records_skipped_and_counted_or_fail) {
+  tk_cluster c;
+  tk_start(&c, 1);
+  tk_topic(&c, "in", 1);
+  tk_topic(&c, "good", 1);
+  tk_topic(&c, "dead", 1);
+  produce_bad_input(&c);
+  sl_job_t *job = bad_input_job(&c, "skip");
+  tk_run r;
+  tk_run_start(&r, job);
+  tk_reader good;
+  tk_reader_open(&good, &c, "good", 1);
+  tk_read(&good, 2, 15000);
+  ck_assert_int_eq(tk_run_stop(&r), SL_OK);
+  ck_assert_uint_eq(good.n, 2);
+  sl_op_stats_t st;
+  ck_assert_int_eq(sl_job_op_stats(job, "in", &st), 0);
+  ck_assert_uint_eq(st.errors, 1);
+  tk_reader_close(&good);
+  sl_job_destroy(job);
+
+  /* fail: the job stops with the record's location. */
+  job = bad_input_job(&c, "fail");
+  ck_assert_int_eq(sl_job_run(job), SL_ERR_DECODE);
+  ck_assert_ptr_nonnull(strstr(sl_job_errmsg(job), "in[0]@1"));
+  sl_job_destroy(job);
+  tk_stop(&c);
+}
+END_TEST
+
+/* ---- Broker loss -----------------------------------------------------------
+ */
+
+START_TEST(broker_gone_source_fails_after_timeout) {
+  tk_cluster c;
+  tk_start(&c, 1);
+  tk_topic(&c, "in", 1);
+  const char *kv[] = {"broker.timeout.ms", "1000", NULL};
+  sl_job_t *job = tk_job("down", tk_conf(&c, 1, kv));
+  sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST};
+  tu_sink sink;
+  tu_sink_init(&sink);
+  sl_sink(sl_source_kafka(job, "in", "in", &so), "s", tu_sink_fn, &sink);
+  tk_run r;
+  tk_run_start(&r, job);
+  tk_sleep_ms(500);
+  rd_kafka_mock_broker_set_down(c.mc, 1);
+  pthread_join(r.t, NULL);
+  ck_assert_int_eq(r.rc, SL_ERR_KAFKA);
+  ck_assert_msg(strstr(sl_job_errmsg(job), "no Kafka broker reachable"), "%s",
+                sl_job_errmsg(job));
+  sl_job_destroy(job);
+  tu_sink_free(&sink);
+  tk_stop(&c);
+}
+END_TEST
+
+static int gen5(uint64_t i, sl_record_t *out, void *opaque) {
+  (void)opaque;
+  static const char *v[] = {"a", "b", "c", "d", "e"};
+  out->value = v[i % 5];
+  out->value_len = 1;
+  return 0;
+}
+
+START_TEST(broker_gone_sink_delivery_error_fails_job) {
+  tk_cluster c;
+  tk_start(&c, 1);
+  tk_topic(&c, "out", 1);
+  rd_kafka_mock_broker_set_down(c.mc, 1);
+  const char *kv[] = {"broker.timeout.ms", "1000", NULL};
+  sl_job_t *job = tk_job("down", tk_conf(&c, 1, kv));
+  sl_generator_opts_t g = {.count = 5, .gen = gen5};
+  sl_stream_t *src = sl_source_generator(job, "gen", &g);
+  ck_assert_int_eq(sl_sink_kafka(src, "out", "out", NULL), 0);
+  ck_assert_int_eq(sl_job_run(job), SL_ERR_KAFKA);
+  ck_assert_msg(strstr(sl_job_errmsg(job), "out"), "%s", sl_job_errmsg(job));
+  sl_job_destroy(job);
+  tk_stop(&c);
+}
+END_TEST
+
 Suite *kafka_suite(void);
 Suite *kafka_suite(void) {
   Suite *s = suite_create("kafka");
@@ -397,6 +573,10 @@ Suite *kafka_suite(void) {
   tcase_add_test(tc, json_window_json_p2);
   tcase_add_test(tc, per_partition_watermarks_idle_partition);
   tcase_add_test(tc, restart_resumes_at_checkpointed_offsets);
+  tcase_add_test(tc, poison_records_reach_dead_letter_topic);
+  tcase_add_test(tc, poison_records_skipped_and_counted_or_fail);
+  tcase_add_test(tc, broker_gone_source_fails_after_timeout);
+  tcase_add_test(tc, broker_gone_sink_delivery_error_fails_job);
   suite_add_tcase(s, tc);
   return s;
 }
