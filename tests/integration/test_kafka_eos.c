@@ -351,6 +351,33 @@ START_TEST(eos_sink_in_job_aborts_uncheckpointed_tail) {
 }
 END_TEST
 
+/* at_least_once: a barrier returns only once everything before it is
+ * acknowledged by the broker. */
+START_TEST(at_least_once_barrier_flushes) {
+  tk_cluster c;
+  tk_start(&c, 1);
+  tk_topic(&c, "out", 1);
+  sl_job_t *job;
+  sl__kjob *kj = eos_job(c.bootstrap, &job);
+  char err[256];
+  sl__kprod *p = sl__kprod_acquire(kj, false, kj->conf, err, sizeof(err));
+  ck_assert_msg(p != NULL, "%s", err);
+  sl__kwriter *w = sl__kwriter_new(p, "out", false);
+  write_n(w, 50, "alo");
+  ck_assert_int_eq(sl__kwriter_barrier(w, 1, true, err, sizeof(err)), 0);
+  ck_assert_int_eq(rd_kafka_outq_len(sl__kprod_handle(p)), 0);
+  tk_reader r;
+  tk_reader_open(&r, &c, "out", 1);
+  ck_assert_uint_eq(tk_read(&r, 50, 5000), 50);
+  ck_assert_int_eq(count_epoch(&r, "0"), 0); /* no epoch header */
+  tk_reader_close(&r);
+  sl__kwriter_free(w);
+  sl__kprod_release(p);
+  sl_job_destroy(job);
+  tk_stop(&c);
+}
+END_TEST
+
 static Suite *eos_suite(void) {
   Suite *s = suite_create("kafka_eos");
   TCase *tc = tcase_create("eos");
@@ -358,6 +385,7 @@ static Suite *eos_suite(void) {
   tcase_add_test(tc, eos_protocol_epochs_and_holding);
   tcase_add_test(tc, eos_commit_after_delivery_failure_aborts);
   tcase_add_test(tc, eos_restart_resolution_injected);
+  tcase_add_test(tc, at_least_once_barrier_flushes);
   tcase_add_test(tc, eos_sink_in_job_aborts_uncheckpointed_tail);
   tcase_add_test(tc, eos_read_committed_real_broker);
   suite_add_tcase(s, tc);
