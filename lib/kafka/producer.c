@@ -460,6 +460,8 @@ void sl__ktxn_abort(uint64_t id, void *arg) {
   if (atomic_load(&p->released) < id)
     atomic_store_explicit(&p->released, id, memory_order_release);
   pthread_mutex_unlock(&p->lock);
+  /* The next commit carries its own, later positions. */
+  sl__kpos_drop(kj, id);
 }
 
 /* ---- Restart resolution
