@@ -14,6 +14,7 @@
 #include "sluice/harness.h"
 #include "sluice/checkpoint.h"
 #include "sluice/metrics.h"
+#include "sluice/kafka.h"
 
 #define SLUICE_VERSION_MAJOR 0
 #define SLUICE_VERSION_MINOR 1
