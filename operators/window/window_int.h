@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Private to operators/window: the window operator's graph-time argument
+ * and per-instance data, the window arithmetic (correct for negative
+ * timestamps) and the aggregate dispatch shared by the generic per-window
+ * path (window.c) and the sliced sliding path (sliced.c). */
+#ifndef SL_WINDOW_INT_H
+#define SL_WINDOW_INT_H
+
+#include <math.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "operator.h"
+#include "sluice/window.h"
+#include "state/keyed.h"
+
+/* Trigger results (Flink's TriggerResult as bits). */
+#define W_FIRE 1
+#define W_PURGE 2
+/* Resolved trigger of a global window without one: never fires. */
+#define W_TRIG_NEVER 100
+
+typedef struct warg {
+  sl_window_spec_t s;
+  sl_window_fn_t f;
+  void *opaque;
+  char *late_tag;
+  sl_join_fn join; /* window join: two ports, elements tagged by port */
+  bool event;      /* event-time assigner */
+  int trig;        /* sl_trigger_kind or W_TRIG_NEVER */
+  bool agg;        /* incremental aggregate (builtin or add) */
+  bool sliced;     /* sliding windows aggregated per slice (sliced.c) */
+  size_t acc_size;
+  size_t res_size;
+  int64_t slice; /* sliced: slice length, gcd(size, slide) */
+  /* Event-time sessions with the default trigger keep one lazy timer per
+   * session (see window.c), not a timer per window version. */
+  bool lazy_sessions;
+} warg;
+
+typedef struct win {
+  sl__keyed k; /* first: timer callbacks get &k */
+  const warg *a;
+  sl_state_t *acc, *list, *cnt, *fire, *sess, *sdata, *slices;
+  int64_t ns;     /* state namespace bytes: the (state) window start */
+  int64_t tns[2]; /* timer namespace: window start, end */
+  unsigned char *res;
+  unsigned char *buf; /* element frames, session sets, slice arrays */
+  size_t buf_cap;
+  void *pairs; /* window join: element views of one firing */
+  size_t pairs_cap;
+  /* Prefetch guess for tumbling windows: the namespace hash of the last
+   * window an element went to (streams are mostly in order). */
+  int64_t last_start;
+  uint64_t last_ns_hash;
+  bool ns_hash_ok;
+} win;
+
+/* floor(a mod m) for m > 0, also for negative a. */
+static inline int64_t w_fmod(int64_t a, int64_t m) {
+  int64_t r = a % m;
+  return r < 0 ? r + m : r;
+}
+
+/* Start of the window of length size (offset already in [0, size)) that
+ * holds ts: ts - floormod(ts - offset, size). */
+static inline int64_t w_start(int64_t ts, int64_t offset, int64_t size) {
+  return ts - w_fmod(ts - offset, size);
+}
+
+static inline int64_t w_sat_add(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_add_overflow(a, b, &r) ? (b > 0 ? INT64_MAX : INT64_MIN) : r;
+}
+
+/* max_ts: end - 1, and SL_TS_MAX for the global window (Flink). */
+static inline int64_t w_max_ts(const sl_window_t *w) {
+  return w->end == INT64_MAX ? INT64_MAX : w->end - 1;
+}
+
+/* When the window's state is dropped: max_ts + lateness in event time,
+ * max_ts in processing time; SL_TS_MAX means never. */
+static inline int64_t w_cleanup(const warg *a, const sl_window_t *w) {
+  int64_t m = w_max_ts(w);
+  return a->event ? w_sat_add(m, a->s.allowed_lateness) : m;
+}
+
+static inline void w_set_ns(win *w, int64_t start) {
+  w->ns = start;
+  w->k.ns = &w->ns;
+  w->k.ns_len = sizeof(w->ns);
+}
+
+/* ---- Aggregates: built-ins inline, user functions through pointers ---- */
+
+typedef struct w_avg {
+  double sum;
+  int64_t n;
+} w_avg;
+
+static inline void w_agg_init(const warg *a, void *acc) {
+  memset(acc, 0, a->acc_size);
+  switch (a->f.builtin) {
+  case SL_AGG_MIN:
+    *(double *)acc = INFINITY;
+    break;
+  case SL_AGG_MAX:
+    *(double *)acc = -INFINITY;
+    break;
+  case SL_AGG_NONE:
+    if (a->f.init)
+      a->f.init(acc, a->opaque);
+    break;
+  default:
+    break;
+  }
+}
+
+static inline int w_agg_add(const warg *a, void *acc, const sl_record_t *rec) {
+  double v = 0;
+  if (a->f.builtin == SL_AGG_COUNT) {
+    ++*(int64_t *)acc;
+    return 0;
+  }
+  if (a->f.builtin == SL_AGG_NONE)
+    return a->f.add(acc, rec, a->opaque) ? SL_ERR_USER : 0;
+  if (a->f.num(rec, &v, a->opaque))
+    return SL_ERR_USER;
+  double *d = acc;
+  switch (a->f.builtin) {
+  case SL_AGG_SUM:
+    *d += v;
+    break;
+  case SL_AGG_MIN:
+    if (v < *d)
+      *d = v;
+    break;
+  case SL_AGG_MAX:
+    if (v > *d)
+      *d = v;
+    break;
+  default: {
+    w_avg *x = acc;
+    x->sum += v;
+    x->n++;
+  }
+  }
+  return 0;
+}
+
+static inline void w_agg_merge(const warg *a, void *acc, const void *o) {
+  switch (a->f.builtin) {
+  case SL_AGG_COUNT:
+    *(int64_t *)acc += *(const int64_t *)o;
+    break;
+  case SL_AGG_SUM:
+    *(double *)acc += *(const double *)o;
+    break;
+  case SL_AGG_MIN:
+    if (*(const double *)o < *(double *)acc)
+      *(double *)acc = *(const double *)o;
+    break;
+  case SL_AGG_MAX:
+    if (*(const double *)o > *(double *)acc)
+      *(double *)acc = *(const double *)o;
+    break;
+  case SL_AGG_AVG:
+    ((w_avg *)acc)->sum += ((const w_avg *)o)->sum;
+    ((w_avg *)acc)->n += ((const w_avg *)o)->n;
+    break;
+  default:
+    a->f.merge(acc, o, a->opaque);
+  }
+}
+
+/* The result bytes of acc: acc itself, or res filled by result(). */
+static inline const void *w_agg_result(const warg *a, const void *acc,
+                                       unsigned char *res) {
+  if (a->f.builtin == SL_AGG_AVG) {
+    const w_avg *x = acc;
+    double r = x->n ? x->sum / (double)x->n : 0.0;
+    memcpy(res, &r, sizeof(r));
+    return res;
+  }
+  if (a->f.builtin == SL_AGG_NONE && a->f.result) {
+    a->f.result(acc, res, a->opaque);
+    return res;
+  }
+  return acc;
+}
+
+/* Spare accumulator bytes after the result buffer (8-byte aligned). */
+static inline void *w_spare(win *w) {
+  return w->res + ((w->a->res_size + 7) & ~(size_t)7);
+}
+
+/* Room for n bytes in w->buf (kept between records: no per-record
+ * allocation once warm). NULL when out of memory. */
+void *sl__win_buf(win *w, size_t n);
+
+/* Emits the result of one aggregate for window wd of the current key:
+ * through process (combined form) or as a record. */
+int sl__win_emit_result(win *w, const sl_window_t *wd, const void *acc);
+
+/* The per-window machinery of window.c, shared with session.c. */
+int sl__win_tset(win *w, int d, int64_t ts, const sl_window_t *wd);
+void sl__win_tdel(win *w, int d, int64_t ts, const sl_window_t *wd);
+int sl__win_add(win *w, int port, const sl_record_t *rec, bool *fresh);
+int sl__win_one(win *w, int port, const sl_record_t *rec, const sl_window_t *wd,
+                int64_t wm, bool need_timers);
+int sl__win_emit(win *w, const sl_window_t *wd);
+int sl__win_clear(win *w);
+int sl__win_trig_clear(win *w, const sl_window_t *wd, bool state);
+int sl__win_cont_register(win *w, const sl_window_t *wd, int64_t next);
+bool sl__win_late(const warg *a, const sl_window_t *wd, int64_t wm);
+
+/* Session windows (session.c): an element, and finding (and removing)
+ * the session wd, whose state window start goes to *sstart; 1 found, 0
+ * not (a window merged away meanwhile). */
+int sl__session_element(win *w, int port, const sl_record_t *rec, int64_t t,
+                        int64_t wm, bool *skipped);
+int sl__session_find(win *w, const sl_window_t *wd, int64_t *sstart,
+                     bool remove);
+/* Event-time sessions with the default trigger: the key's timer chain
+ * (empty namespace). */
+int sl__session_lazy_timer(win *w, int64_t ts);
+
+/* Sliced sliding path (sliced.c). */
+int sl__sliced_element(win *w, const sl_record_t *rec, int64_t wm,
+                       bool *skipped);
+int sl__sliced_timer(win *w, int64_t ts);
+
+#endif
