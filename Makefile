@@ -6,7 +6,8 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 DEB_PACKAGES = meson ninja-build pkg-config gcc libc6-dev check libjansson-dev \
-               librdkafka-dev librocksdb-dev libmicrohttpd-dev
+               librdkafka-dev librocksdb-dev libmicrohttpd-dev \
+               kcat python3-confluent-kafka
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build test test-asan test-tsan demo bench clean format

@@ -13,6 +13,7 @@
 #include "sluice/window.h"
 #include "sluice/harness.h"
 #include "sluice/checkpoint.h"
+#include "sluice/kafka.h"
 
 #define SLUICE_VERSION_MAJOR 0
 #define SLUICE_VERSION_MINOR 1

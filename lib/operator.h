@@ -156,6 +156,40 @@ void sl_op_set_out_ts(sl_ctx_t *op, bool fixed, int64_t ts);
 /* Counts a record dropped as late. */
 void sl_op_count_late(sl_ctx_t *op);
 
+/* ---- Hooks for connector sources and sinks (Kafka) ---------------------- */
+
+/* The operator instance of a source subtask (for sl_op_conf, sl_op_fail,
+ * sl_ctx_now...). */
+sl_ctx_t *sl_source_op(sl_source_ctx_t *s);
+/* Called in open(): the source generates its own watermarks and idleness
+ * (e.g. per Kafka partition) instead of the worker's generator, and
+ * applies the timestamp assigner itself. Returns the stream's watermark
+ * spec (sl_with_watermarks), never NULL. */
+const sl_watermark_spec_t *sl_source_own_watermarks(sl_source_ctx_t *s);
+/* Forwards the source's watermark when it is higher than the last one;
+ * forwards a change of the source's idleness. 0 or an error to return. */
+int sl_source_watermark(sl_source_ctx_t *s, int64_t wm);
+int sl_source_idle(sl_source_ctx_t *s, bool idle);
+
+/* Whether no key_by lies between op and its sources, i.e. op runs inside
+ * the source's emit call on the source's thread (chained). */
+bool sl_op_chained_to_sources(const sl_ctx_t *op);
+
+/* error.policy=dlq: the job hands each bad record (rec NULL for a
+ * malformed input the source could not turn into a record) with a
+ * message to fn, on the thread that hit the error. fn returns 0 when the
+ * record was written to the dead-letter queue. One hook per job (the last
+ * one set wins); set at graph-build time. */
+typedef int (*sl_dlq_fn)(sl_ctx_t *op, const sl_record_t *rec, const char *why,
+                         void *opaque);
+void sl_job_set_dlq(sl_job_t *job, sl_dlq_fn fn, void *opaque);
+
+const char *sl_job_name(const sl_job_t *job);
+/* The job's configuration (owned by the job; read-only). */
+const sl_conf_t *sl_job_conf(const sl_job_t *job);
+/* Whether the job is failing (a close hook aborts instead of committing). */
+bool sl_op_job_failing(const sl_ctx_t *op);
+
 /* Scratch memory: a mark/release pair bounds sl_ctx_alloc() use to one
  * record's processing. */
 typedef struct sl_arena_mark {

@@ -34,10 +34,11 @@ static const sl__conf_key keys[] = {
     KEY_INT("parallelism", "1", 1, 1024, "worker threads of the job"),
     KEY_INT("max.parallelism", "128", 1, 32768,
             "number of key groups K; fixed for the life of the job's state"),
-    KEY_ENUM("error.policy", "fail", "fail|skip",
+    KEY_ENUM("error.policy", "fail", "fail|skip|dlq",
              "what a user-function error or a malformed input record does: "
-             "fail the job with the record's context, or skip the record and "
-             "count it"),
+             "fail the job with the record's context, skip the record and "
+             "count it, or write it to the Kafka dead-letter topic and count "
+             "it"),
     KEY_INT("batch.size", "512", 1, 65536, "records per exchange batch"),
     KEY_INT("channel.capacity", "32", 2, 65536,
             "batches in flight per exchange channel; a full channel "
@@ -73,6 +74,24 @@ static const sl__conf_key keys[] = {
     KEY_BOOL("restore.allow.dropped.state", "false",
              "restore even when the checkpoint holds state of operator uids "
              "the job no longer has (that state is dropped)"),
+    KEY_ENUM("source.startup.mode", "committed",
+             "earliest|latest|committed|timestamp",
+             "where a Kafka source starts when it does not restore from a "
+             "checkpoint"),
+    KEY_INT("source.startup.timestamp.ms", "0", 0, INT64_MAX,
+            "source.startup.mode=timestamp: first offset whose message "
+            "timestamp is at least this"),
+    KEY_ENUM("sink.delivery.guarantee", "at_least_once",
+             "none|at_least_once|exactly_once",
+             "what a Kafka sink guarantees across failures"),
+    KEY_STRING("sink.transactional.id.prefix", "sluice",
+               "exactly_once: the producer's transactional.id is this, '-', "
+               "and the job name"),
+    KEY_STRING("dlq.topic", "sluice-dlq",
+               "error.policy=dlq: the Kafka topic bad records go to"),
+    KEY_INT("broker.timeout.ms", "60000", 1000, 86400000,
+            "how long Kafka clients retry while no broker is reachable "
+            "before the job fails"),
 };
 
 #define KAFKA_PREFIX "kafka."

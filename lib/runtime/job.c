@@ -59,6 +59,7 @@ sl_job_t *sl_job_new(const char *name, sl_conf_t *conf, char *err,
   for (uint32_t kg = 0; kg < (uint32_t)max_par; kg++)
     job->kg_worker[kg] = (uint16_t)sl__kg_worker(kg, par, (uint32_t)max_par);
   job->skip_errors = strcmp(sl__conf_str(conf, "error.policy"), "skip") == 0;
+  job->dlq_errors = strcmp(sl__conf_str(conf, "error.policy"), "dlq") == 0;
   job->batch_size = (size_t)sl__conf_int(conf, "batch.size");
   job->chan_cap = (size_t)sl__conf_int(conf, "channel.capacity");
   job->source_budget = (size_t)sl__conf_int(conf, "source.batch.size");

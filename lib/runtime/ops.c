@@ -126,6 +126,12 @@ int sl_op_user_error(sl_ctx_t *op, const sl_record_t *rec, int rc) {
     sl__counter_add(&op->errors, 1);
     return 0;
   }
+  if (job->dlq_errors) {
+    char msg[160];
+    snprintf(msg, sizeof(msg), "user function of %s returned %d",
+             op->node->uid ? op->node->uid : op->ops->kind, rc);
+    return sl__dlq(op, rec, msg, SL_ERR_USER);
+  }
   char key[96], val[160];
   sl__escape(key, sizeof(key), rec ? rec->key : NULL, rec ? rec->key_len : 0,
              64);
@@ -135,6 +141,57 @@ int sl_op_user_error(sl_ctx_t *op, const sl_record_t *rec, int rc) {
                     "user function returned %d on record key=\"%s\" ts=%lld "
                     "value=\"%s\"",
                     rc, key, rec ? (long long)rec->ts : 0LL, val);
+}
+
+/* error.policy=dlq: hands the record to the dead-letter hook a Kafka
+ * source or sink installed; counts it like a skipped record on success. */
+int sl__dlq(sl_ctx_t *op, const sl_record_t *rec, const char *why, int err) {
+  sl_job_t *job = op->w->job;
+  if (!job->dlq_fn)
+    return sl_op_fail(op, err,
+                      "%s; error.policy=dlq but the job has no Kafka "
+                      "dead-letter queue (it needs a Kafka source or sink)",
+                      why);
+  int rc = job->dlq_fn(op, rec, why, job->dlq_opaque);
+  if (rc)
+    return sl__job_failing(job) ? job->err
+                                : sl_op_fail(op, rc, "%s; dead-letter write "
+                                                     "failed",
+                                             why);
+  sl__counter_add(&op->errors, 1);
+  return 0;
+}
+
+void sl_job_set_dlq(sl_job_t *job, sl_dlq_fn fn, void *opaque) {
+  job->dlq_fn = fn;
+  job->dlq_opaque = opaque;
+}
+
+const char *sl_job_name(const sl_job_t *job) {
+  return job->name;
+}
+
+const sl_conf_t *sl_job_conf(const sl_job_t *job) {
+  return job->conf;
+}
+
+bool sl_op_job_failing(const sl_ctx_t *op) {
+  return sl__job_failing(op->w->job);
+}
+
+/* No key_by between op and its sources: every record op sees is processed
+ * synchronously inside the emit of a source subtask on this thread. */
+static bool node_chained(const sl__node *n) {
+  if (n->kind == SL__NODE_KEYBY)
+    return false;
+  for (int i = 0; i < n->n_inputs; i++)
+    if (!node_chained(n->inputs[i].from))
+      return false;
+  return true;
+}
+
+bool sl_op_chained_to_sources(const sl_ctx_t *op) {
+  return node_chained(op->node);
 }
 
 /* ---- Watermarks, idleness and end of input ----------------------------- */

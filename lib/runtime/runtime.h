@@ -120,6 +120,10 @@ struct sl_source_ctx {
   int64_t wm_emitted;
   bool done;
   size_t budget;
+  /* The source drives its own watermark and idleness (e.g. per Kafka
+   * partition): the worker's generator above is not used. */
+  bool own_wm;
+  bool own_idle;
 };
 
 struct sl__worker {
@@ -177,6 +181,9 @@ struct sl_job {
   uint32_t max_par;
   uint16_t *kg_worker; /* key group -> worker, precomputed */
   bool skip_errors;
+  bool dlq_errors; /* error.policy=dlq: bad records go to dlq_fn */
+  sl_dlq_fn dlq_fn;
+  void *dlq_opaque;
   size_t batch_size;
   size_t chan_cap;
   size_t source_budget;
@@ -219,6 +226,9 @@ static inline int sl__emit_outs(sl_ctx_t *op, const sl__outs *o,
   (void)op;
   return 0;
 }
+
+/* error.policy=dlq for one record (rec may be NULL); 0 or the error. */
+int sl__dlq(sl_ctx_t *op, const sl_record_t *rec, const char *why, int err);
 
 /* Input-port events: update the port, recompute the combined watermark /
  * idleness / end, call the operator and forward downstream. */

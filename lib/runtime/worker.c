@@ -54,6 +54,8 @@ int sl_source_emit(sl_source_ctx_t *s, const sl_record_t *rec) {
   sl_ctx_t *op = &s->op;
   const sl__node *n = op->node;
   sl_record_t r;
+  if (s->own_wm)
+    return sl_emit(op, rec);
   if (n->wm_spec.ts_fn) {
     r = *rec;
     int rc = n->wm_spec.ts_fn(rec, &r.ts, n->wm_spec.ts_opaque);
@@ -90,6 +92,11 @@ int sl_source_bad_input(sl_source_ctx_t *s, const char *where,
     sl__counter_add(&op->errors, 1);
     return 0;
   }
+  if (op->w->job->dlq_errors) {
+    char msg[768];
+    snprintf(msg, sizeof(msg), "malformed input at %s: %s", where, why);
+    return sl__dlq(op, NULL, msg, SL_ERR_DECODE);
+  }
   return sl_op_fail(op, SL_ERR_DECODE, "malformed input at %s: %s", where, why);
 }
 
@@ -100,6 +107,31 @@ int sl_source_fail(sl_source_ctx_t *s, int err, const char *fmt, ...) {
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
   return sl_op_fail(&s->op, err < 0 ? err : SL_ERR_USER, "%s", msg);
+}
+
+/* ---- Sources that generate their own watermarks ------------------------ */
+
+sl_ctx_t *sl_source_op(sl_source_ctx_t *s) {
+  return &s->op;
+}
+
+const sl_watermark_spec_t *sl_source_own_watermarks(sl_source_ctx_t *s) {
+  s->own_wm = true;
+  return &s->op.node->wm_spec;
+}
+
+int sl_source_watermark(sl_source_ctx_t *s, int64_t wm) {
+  if (wm <= s->wm_emitted)
+    return 0;
+  s->wm_emitted = wm;
+  return sl__forward_watermark(&s->op, wm);
+}
+
+int sl_source_idle(sl_source_ctx_t *s, bool idle) {
+  if (idle == s->own_idle)
+    return 0;
+  s->own_idle = idle;
+  return sl__forward_idle(&s->op, idle);
 }
 
 /* Ends a source subtask. Only a natural end of input advances the
@@ -132,7 +164,9 @@ static int src_poll(sl__worker *w, src_t *s) {
     return job->err;
   }
   bool emitted = sl__counter_get(&s->op.out) != before;
-  if (emitted || rc == SL_POLL_EMPTY) {
+  if (s->own_wm) {
+    /* The source forwarded its own watermarks and idleness. */
+  } else if (emitted || rc == SL_POLL_EMPTY) {
     int64_t now = sl_clock_now(job->clock);
     if (emitted)
       sl__wmgen_touch(&s->wmgen, now);
@@ -140,7 +174,7 @@ static int src_poll(sl__worker *w, src_t *s) {
              (rc = sl__forward_idle(&s->op, true)))
       return rc;
   }
-  int64_t wm = sl__wmgen_current(&s->wmgen);
+  int64_t wm = s->own_wm ? SL_TS_MIN : sl__wmgen_current(&s->wmgen);
   if (wm > s->wm_emitted) {
     s->wm_emitted = wm;
     int e = sl__forward_watermark(&s->op, wm);

@@ -416,15 +416,15 @@ START_TEST(test_enum) {
   ck_assert_int_eq(sl__conf_enum(c, "error.policy"), 1);
   set_bad(c, "error.policy", "Skip",
           "error.policy: \"Skip\" is not one of the allowed values (allowed: "
-          "fail, skip)");
+          "fail, skip, dlq)");
   set_bad(c, "error.policy", "fail|skip",
           "error.policy: \"fail|skip\" is not one of the allowed values "
-          "(allowed: fail, skip)");
+          "(allowed: fail, skip, dlq)");
   set_bad(c, "error.policy", "fai",
           "error.policy: \"fai\" is not one of the allowed values (allowed: "
-          "fail, skip)");
+          "fail, skip, dlq)");
   set_bad(c, "error.policy", "",
-          "error.policy: \"\" is empty (allowed: fail, skip)");
+          "error.policy: \"\" is empty (allowed: fail, skip, dlq)");
   set_bad(c, "log.level", "WARN",
           "log.level: \"WARN\" is not one of the allowed values (allowed: "
           "error, warn, info, debug)");

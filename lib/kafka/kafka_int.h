@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Internals shared by the Kafka source, sink, transactional producer and
+ * dead-letter queue: the per-job Kafka context (source positions per
+ * checkpoint, shared producers, committed-offsets lookup), librdkafka
+ * configuration from the job's kafka.* keys, and the consumed message. */
+#ifndef SL_KAFKA_INT_H
+#define SL_KAFKA_INT_H
+
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "operator.h"
+#include "sluice/kafka.h"
+
+struct sl_kafka_msg {
+  const rd_kafka_message_t *m;
+  const char *topic;
+  struct json_t *json;
+};
+
+/* The message whose record is being emitted by a Kafka source subtask on
+ * this thread (NULL otherwise); see sl_kafka_current(). */
+extern _Thread_local const sl_kafka_msg_t *sl__kafka_cur;
+
+/* One source position recorded at checkpoint `id` (for the transaction of
+ * that checkpoint). */
+typedef struct sl__kpos {
+  uint64_t id;
+  char *group, *topic;
+  int32_t partition;
+  int64_t offset;
+} sl__kpos;
+
+typedef struct sl__kprod sl__kprod;
+
+/* Everything Kafka that is shared by the instances of one job. Created
+ * at graph-build time, freed with the job. */
+typedef struct sl__kjob {
+  sl_job_t *job;
+  char *name; /* job name */
+  pthread_mutex_t lock;
+  sl__kpos *pos;
+  size_t n_pos, cap_pos;
+  char **src_uids; /* Kafka source uids, for restart resolution */
+  size_t n_src;
+  sl__kprod *plain; /* none/at_least_once sinks and the DLQ */
+  sl__kprod *txn;   /* exactly_once sinks */
+  sl__kprod *dlq;   /* plain, once the dead-letter queue was used */
+  pthread_mutex_t dlq_lock;
+  sl_kafka_committed_fn committed;
+  void *committed_opaque;
+  const sl_conf_t *conf; /* the job's */
+  bool participant;      /* the exactly-once participant is registered */
+} sl__kjob;
+
+/* The job's Kafka context, created on first use (graph-build time). */
+sl__kjob *sl__kjob_get(sl_job_t *job);
+
+/* Builds a librdkafka configuration: defaults (key, value pairs ending in
+ * NULL) apply unless the job sets kafka.<key>; then every kafka.* key of
+ * conf. SL_OK or SL_ERR_CONF with the message in err. */
+int sl__kconf(const sl_conf_t *conf, const char *const *defaults,
+              rd_kafka_conf_t **out, char *err, size_t errlen);
+/* The value of kafka.<key> in conf, or NULL. */
+const char *sl__kconf_get(const sl_conf_t *conf, const char *key);
+
+/* Source positions per checkpoint. */
+int sl__kpos_add(sl__kjob *kj, uint64_t id, const char *group,
+                 const char *topic, int32_t partition, int64_t offset);
+/* Drops the positions of checkpoints <= id. */
+void sl__kpos_drop(sl__kjob *kj, uint64_t id);
+
+/* Position blobs (a source subtask's snapshot): group, then (topic,
+ * partition, next offset) entries; little-endian, with a magic. */
+int sl__kpos_encode(sl_buf_t *out, const char *group, const char *const *topic,
+                    const int32_t *partition, const int64_t *offset, size_t n);
+typedef int (*sl__kpos_visit)(const char *group, const char *topic,
+                              int32_t partition, int64_t offset, void *arg);
+/* Calls visit for every entry; SL_ERR_CORRUPT for a malformed blob, or
+ * the first non-zero return of visit. */
+int sl__kpos_decode(const sl_blob_t *blob, sl__kpos_visit visit, void *arg);
+
+/* ---- Producers (sink.c) -------------------------------------------------- */
+
+/* Events of the transactional producer, recorded for tests. */
+typedef enum sl__ktxn_event {
+  SL__KTXN_INIT = 1,
+  SL__KTXN_BEGIN,
+  SL__KTXN_SEND_OFFSETS,
+  SL__KTXN_COMMIT,
+  SL__KTXN_ABORT,
+} sl__ktxn_event;
+
+/* The shared producer of a job (plain or transactional), created by the
+ * first instance that opens it. */
+sl__kprod *sl__kprod_acquire(sl__kjob *kj, bool txn, const sl_conf_t *conf,
+                             char *err, size_t errlen);
+void sl__kprod_release(sl__kprod *p);
+/* Frees a producer at job destruction (NULL is a no-op). */
+void sl__kprod_destroy(sl__kprod *p);
+rd_kafka_t *sl__kprod_handle(sl__kprod *p);
+/* The first delivery error, or NULL. */
+const char *sl__kprod_error(sl__kprod *p);
+/* Waits for every queued message; SL_OK or SL_ERR_KAFKA. */
+int sl__kprod_flush(sl__kprod *p, char *err, size_t errlen);
+/* Produces one message (copied); waits while librdkafka's queue is full.
+ * hdrs is consumed (also on failure). */
+int sl__kprod_send(sl__kprod *p, const char *topic, const void *key,
+                   size_t key_len, const void *value, size_t value_len,
+                   int64_t ts, rd_kafka_headers_t *hdrs, char *err,
+                   size_t errlen);
+
+/* The job's transactional producer (its client is created by the first
+ * exactly_once sink that opens). NULL when out of memory. */
+sl__kprod *sl__ktxn_get(sl__kjob *kj);
+
+/* Exactly-once protocol steps (the job-wide participant): commit the open
+ * transaction with the source offsets of checkpoint id and begin the
+ * next one; or give up checkpoint id (the transaction continues). Called
+ * on the coordinator thread. */
+int sl__ktxn_commit(uint64_t id, void *kjob);
+void sl__ktxn_abort(uint64_t id, void *kjob);
+int sl__ktxn_resolve(uint64_t id, const char *const *uids,
+                     const sl_blob_t *const *positions, const size_t *n,
+                     size_t n_uids, void *kjob);
+/* Highest checkpoint id whose records may be written into the open
+ * transaction (see sink.c). */
+uint64_t sl__ktxn_released(sl__kprod *p);
+/* The protocol calls made so far (tests): copies up to cap events. */
+size_t sl__ktxn_log(sl__kprod *p, sl__ktxn_event *ev, uint64_t *ids,
+                    size_t cap);
+
+/* Writer: what one sink instance does, independent of the runtime so that
+ * the exactly-once protocol can be tested by direct calls. */
+typedef struct sl__kwriter sl__kwriter;
+sl__kwriter *sl__kwriter_new(sl__kprod *p, const char *topic, bool eos);
+void sl__kwriter_free(sl__kwriter *w);
+/* Writes (or, exactly_once after a barrier whose transaction is not yet
+ * committed, holds) one record; hdrs consumed. */
+int sl__kwriter_write(sl__kwriter *w, const sl_record_t *rec,
+                      rd_kafka_headers_t *hdrs, char *err, size_t errlen);
+/* Barrier id passed: at_least_once flushes; exactly_once starts holding. */
+int sl__kwriter_barrier(sl__kwriter *w, uint64_t id, bool flush, char *err,
+                        size_t errlen);
+/* Writes held records whose transaction is now open. */
+int sl__kwriter_drain(sl__kwriter *w, char *err, size_t errlen);
+size_t sl__kwriter_held(const sl__kwriter *w);
+
+/* ---- Dead-letter queue (dlq.c) ------------------------------------------- */
+
+/* Installs the job's error.policy=dlq hook (idempotent). */
+void sl__kdlq_install(sl__kjob *kj);
+/* Flushes dead-letter records written so far; SL_OK or SL_ERR_KAFKA. */
+int sl__kdlq_flush(sl__kjob *kj, char *err, size_t errlen);
+
+/* Calls a user headers callback with librdkafka's header list. */
+int sl__kheaders_call(sl_kafka_headers_fn fn, sl_ctx_t *ctx,
+                      const sl_record_t *rec, rd_kafka_headers_t *h,
+                      void *opaque);
+
+void sl__klog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

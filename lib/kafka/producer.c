@@ -1,0 +1,687 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The job's shared producers: a plain idempotent one (none and
+ * at_least_once sinks, the dead-letter queue) and the one transactional
+ * producer of exactly_once sinks, with the exactly-once protocol steps the
+ * checkpoint coordinator calls (commit, abort, restart resolution).
+ * Delivery reports are served on librdkafka's background thread, so no
+ * worker has to poll and a failed delivery is seen by every sink. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/conf.h"
+#include "kafka/kafka_int.h"
+
+#define LOG_CAP 1024
+
+struct sl__kprod {
+  sl__kjob *kj;
+  bool txn;
+  rd_kafka_t *rk;
+  int refs; /* under kj->lock */
+  /* Serializes transaction steps; never taken on the per-record path. */
+  pthread_mutex_t lock;
+  _Atomic int failed;
+  char err[512]; /* written once, before failed is set */
+  /* Records after barrier b may join the open transaction iff
+   * b <= released: the checkpoint ids committed or given up. */
+  _Atomic uint64_t released;
+  bool txn_open;
+  int timeout_ms;
+  sl__ktxn_event log[LOG_CAP];
+  uint64_t log_id[LOG_CAP];
+  size_t n_log;
+};
+
+static void log_event(sl__kprod *p, sl__ktxn_event e, uint64_t id) {
+  if (p->n_log < LOG_CAP) {
+    p->log[p->n_log] = e;
+    p->log_id[p->n_log++] = id;
+  }
+}
+
+size_t sl__ktxn_log(sl__kprod *p, sl__ktxn_event *ev, uint64_t *ids,
+                    size_t cap) {
+  pthread_mutex_lock(&p->lock);
+  size_t n = p->n_log < cap ? p->n_log : cap;
+  memcpy(ev, p->log, n * sizeof(*ev));
+  memcpy(ids, p->log_id, n * sizeof(*ids));
+  pthread_mutex_unlock(&p->lock);
+  return n;
+}
+
+static void set_failed(sl__kprod *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void set_failed(sl__kprod *p, const char *fmt, ...) {
+  static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
+  pthread_mutex_lock(&once);
+  if (!atomic_load(&p->failed)) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->err, sizeof(p->err), fmt, ap);
+    va_end(ap);
+    atomic_store(&p->failed, 1);
+    sl__klog("%s", p->err);
+  }
+  pthread_mutex_unlock(&once);
+}
+
+const char *sl__kprod_error(sl__kprod *p) {
+  return atomic_load_explicit(&p->failed, memory_order_acquire) ? p->err
+                                                                : NULL;
+}
+
+rd_kafka_t *sl__kprod_handle(sl__kprod *p) {
+  return p->rk;
+}
+
+uint64_t sl__ktxn_released(sl__kprod *p) {
+  return atomic_load_explicit(&p->released, memory_order_acquire);
+}
+
+/* librdkafka's background thread: delivery reports and errors. A failed
+ * delivery (after librdkafka's own retries) fails the job: never silent. */
+static void on_event(rd_kafka_t *rk, rd_kafka_event_t *ev, void *opaque) {
+  sl__kprod *p = opaque;
+  char buf[512];
+  switch (rd_kafka_event_type(ev)) {
+  case RD_KAFKA_EVENT_DR: {
+    const rd_kafka_message_t *m;
+    while ((m = rd_kafka_event_message_next(ev))) {
+      if (m->err)
+        set_failed(p, "delivery to %s[%" PRId32 "] failed: %s",
+                   m->rkt ? rd_kafka_topic_name(m->rkt) : "?", m->partition,
+                   rd_kafka_err2str(m->err));
+    }
+    break;
+  }
+  case RD_KAFKA_EVENT_ERROR:
+    if (rd_kafka_event_error_is_fatal(ev)) {
+      rd_kafka_fatal_error(rk, buf, sizeof(buf));
+      set_failed(p, "fatal producer error: %s", buf);
+    }
+    break;
+  default:
+    break;
+  }
+  rd_kafka_event_destroy(ev);
+}
+
+static sl__kprod *kprod_new(sl__kjob *kj, bool txn) {
+  sl__kprod *p = calloc(1, sizeof(*p));
+  if (!p)
+    return NULL;
+  p->kj = kj;
+  p->txn = txn;
+  pthread_mutex_init(&p->lock, NULL);
+  return p;
+}
+
+/* The transactional producer exists from graph-build time (the
+ * participant points at it); its client is created by the first sink. */
+sl__kprod *sl__ktxn_get(sl__kjob *kj) {
+  pthread_mutex_lock(&kj->lock);
+  if (!kj->txn)
+    kj->txn = kprod_new(kj, true);
+  sl__kprod *p = kj->txn;
+  pthread_mutex_unlock(&kj->lock);
+  return p;
+}
+
+void sl__kprod_destroy(sl__kprod *p) {
+  if (!p)
+    return;
+  /* Whatever is still queued (e.g. dead-letter records of a stopped job)
+   * gets its chance; rd_kafka_destroy alone would drop it. */
+  if (p->rk && !p->txn && rd_kafka_flush(p->rk, p->timeout_ms))
+    sl__klog("%d messages undelivered when the job was destroyed",
+             rd_kafka_outq_len(p->rk));
+  if (p->rk)
+    rd_kafka_destroy(p->rk);
+  pthread_mutex_destroy(&p->lock);
+  free(p);
+}
+
+/* A failed transactional call: retriable errors are retried by the
+ * caller, abortable ones abort the transaction; the message is kept. */
+static int txn_error(sl__kprod *p, const char *what, rd_kafka_error_t *e) {
+  set_failed(p, "%s: %s", what, rd_kafka_error_string(e));
+  bool abortable = rd_kafka_error_txn_requires_abort(e);
+  rd_kafka_error_destroy(e);
+  if (abortable && p->txn_open) {
+    rd_kafka_error_t *a = rd_kafka_abort_transaction(p->rk, p->timeout_ms);
+    log_event(p, SL__KTXN_ABORT, 0);
+    p->txn_open = false;
+    if (a)
+      rd_kafka_error_destroy(a);
+  }
+  return SL_ERR_KAFKA;
+}
+
+static int begin(sl__kprod *p) {
+  rd_kafka_error_t *e = rd_kafka_begin_transaction(p->rk);
+  if (e)
+    return txn_error(p, "begin_transaction", e);
+  p->txn_open = true;
+  log_event(p, SL__KTXN_BEGIN, atomic_load(&p->released));
+  return 0;
+}
+
+static int create(sl__kprod *p, const sl_conf_t *conf, char *err,
+                  size_t errlen) {
+  char tmo[32], txn_tmo[32], tid[512], cid[300];
+  int64_t bt = sl__conf_int(conf, "broker.timeout.ms");
+  p->timeout_ms = (int)bt;
+  snprintf(tmo, sizeof(tmo), "%" PRId64, bt);
+  snprintf(txn_tmo, sizeof(txn_tmo), "%" PRId64, bt > 60000 ? bt : 60000);
+  snprintf(tid, sizeof(tid), "%s-%s",
+           sl__conf_str(conf, "sink.transactional.id.prefix"), p->kj->name);
+  snprintf(cid, sizeof(cid), "sluice-%s-%s", p->kj->name,
+           p->txn ? "txn" : "producer");
+  const char *defaults[] = {"client.id",
+                            cid,
+                            "enable.idempotence",
+                            "true",
+                            "partitioner",
+                            "murmur2_random",
+                            "message.timeout.ms",
+                            tmo,
+                            "transaction.timeout.ms",
+                            p->txn ? txn_tmo : NULL,
+                            "transactional.id",
+                            p->txn ? tid : NULL,
+                            NULL};
+  rd_kafka_conf_t *rc;
+  int r = sl__kconf(conf, defaults, &rc, err, errlen);
+  if (r)
+    return r;
+  rd_kafka_conf_set_events(rc, RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR);
+  rd_kafka_conf_set_background_event_cb(rc, on_event);
+  rd_kafka_conf_set_opaque(rc, p);
+  char e[512];
+  p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, e, sizeof(e));
+  if (!p->rk) {
+    rd_kafka_conf_destroy(rc);
+    snprintf(err, errlen, "cannot create producer: %s", e);
+    return SL_ERR_KAFKA;
+  }
+  if (!p->txn)
+    return SL_OK;
+  rd_kafka_error_t *ie = rd_kafka_init_transactions(p->rk, p->timeout_ms);
+  if (ie) {
+    snprintf(err, errlen, "init_transactions (transactional.id %s): %s", tid,
+             rd_kafka_error_string(ie));
+    rd_kafka_error_destroy(ie);
+    rd_kafka_destroy(p->rk);
+    p->rk = NULL;
+    return SL_ERR_KAFKA;
+  }
+  log_event(p, SL__KTXN_INIT, 0);
+  if (begin(p)) {
+    snprintf(err, errlen, "%s", p->err);
+    return SL_ERR_KAFKA;
+  }
+  return SL_OK;
+}
+
+sl__kprod *sl__kprod_acquire(sl__kjob *kj, bool txn, const sl_conf_t *conf,
+                             char *err, size_t errlen) {
+  sl__kprod *p = txn ? sl__ktxn_get(kj) : NULL;
+  pthread_mutex_lock(&kj->lock);
+  if (!txn) {
+    if (!kj->plain)
+      kj->plain = kprod_new(kj, false);
+    p = kj->plain;
+  }
+  int rc = p ? SL_OK : SL_ERR_NOMEM;
+  if (p && !p->rk) {
+    pthread_mutex_lock(&p->lock);
+    rc = create(p, conf, err, errlen);
+    pthread_mutex_unlock(&p->lock);
+  }
+  if (!rc)
+    p->refs++;
+  pthread_mutex_unlock(&kj->lock);
+  if (rc && !p)
+    snprintf(err, errlen, "out of memory");
+  return rc ? NULL : p;
+}
+
+/* The last sink of a transactional producer aborts the open transaction:
+ * its records come after the last completed checkpoint, so a restart
+ * replays them (committing here would duplicate them). */
+void sl__kprod_release(sl__kprod *p) {
+  if (!p)
+    return;
+  pthread_mutex_lock(&p->kj->lock);
+  bool last = --p->refs == 0;
+  pthread_mutex_unlock(&p->kj->lock);
+  if (!last || !p->rk)
+    return;
+  pthread_mutex_lock(&p->lock);
+  if (p->txn && p->txn_open) {
+    rd_kafka_error_t *e = rd_kafka_abort_transaction(p->rk, p->timeout_ms);
+    log_event(p, SL__KTXN_ABORT, atomic_load(&p->released));
+    p->txn_open = false;
+    if (e)
+      rd_kafka_error_destroy(e);
+  } else if (!p->txn) {
+    rd_kafka_flush(p->rk, p->timeout_ms);
+  }
+  pthread_mutex_unlock(&p->lock);
+}
+
+int sl__kprod_flush(sl__kprod *p, char *err, size_t errlen) {
+  rd_kafka_resp_err_t e = rd_kafka_flush(p->rk, p->timeout_ms);
+  const char *f = sl__kprod_error(p);
+  if (f) {
+    snprintf(err, errlen, "%s", f);
+    return SL_ERR_KAFKA;
+  }
+  if (e) {
+    snprintf(err, errlen,
+             "flush: %s (%d messages undelivered after broker.timeout.ms)",
+             rd_kafka_err2str(e), rd_kafka_outq_len(p->rk));
+    return SL_ERR_KAFKA;
+  }
+  return SL_OK;
+}
+
+int sl__kprod_send(sl__kprod *p, const char *topic, const void *key,
+                   size_t key_len, const void *value, size_t value_len,
+                   int64_t ts, rd_kafka_headers_t *hdrs, char *err,
+                   size_t errlen) {
+  const char *f = sl__kprod_error(p);
+  if (f) {
+    if (hdrs)
+      rd_kafka_headers_destroy(hdrs);
+    snprintf(err, errlen, "%s", f);
+    return SL_ERR_KAFKA;
+  }
+  for (;;) {
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, value_len),
+        RD_KAFKA_V_TIMESTAMP(ts >= 0 ? ts : 0), RD_KAFKA_V_HEADERS(hdrs),
+        RD_KAFKA_V_END);
+    if (!e)
+      return SL_OK;
+    if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+      if (hdrs)
+        rd_kafka_headers_destroy(hdrs);
+      snprintf(err, errlen, "produce to %s: %s", topic, rd_kafka_err2str(e));
+      return SL_ERR_KAFKA;
+    }
+    /* Backpressure from librdkafka's queue: the background thread drains
+     * it as the broker acknowledges. */
+    if ((f = sl__kprod_error(p))) {
+      if (hdrs)
+        rd_kafka_headers_destroy(hdrs);
+      snprintf(err, errlen, "%s", f);
+      return SL_ERR_KAFKA;
+    }
+    struct timespec t = {0, 1000 * 1000};
+    nanosleep(&t, NULL);
+  }
+}
+
+/* ---- Exactly-once protocol --------------------------------------------------- */
+
+/* Adds the source positions of checkpoint id to the transaction, one
+ * send_offsets_to_transaction per consumer group. */
+static int send_offsets(sl__kprod *p, uint64_t id) {
+  sl__kjob *kj = p->kj;
+  int rc = 0;
+  for (;;) {
+    const char *group = NULL;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
+    char gbuf[512];
+    pthread_mutex_lock(&kj->lock);
+    for (size_t i = 0; i < kj->n_pos; i++) {
+      sl__kpos *q = &kj->pos[i];
+      if (q->id != id || q->offset < 0)
+        continue;
+      if (!group) {
+        snprintf(gbuf, sizeof(gbuf), "%s", q->group);
+        group = gbuf;
+      }
+      if (strcmp(q->group, group) == 0) {
+        rd_kafka_topic_partition_list_add(l, q->topic, q->partition)->offset =
+            q->offset;
+        q->offset = -1; /* sent */
+      }
+    }
+    pthread_mutex_unlock(&kj->lock);
+    if (!group) {
+      rd_kafka_topic_partition_list_destroy(l);
+      return rc;
+    }
+    rd_kafka_consumer_group_metadata_t *md =
+        rd_kafka_consumer_group_metadata_new(group);
+    rd_kafka_error_t *e =
+        rd_kafka_send_offsets_to_transaction(p->rk, l, md, p->timeout_ms);
+    rd_kafka_consumer_group_metadata_destroy(md);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e)
+      return txn_error(p, "send_offsets_to_transaction", e);
+    log_event(p, SL__KTXN_SEND_OFFSETS, id);
+  }
+}
+
+int sl__ktxn_commit(uint64_t id, void *arg) {
+  sl__kjob *kj = arg;
+  sl__kprod *p = kj->txn;
+  int rc = 0;
+  pthread_mutex_lock(&p->lock);
+  if (!p->rk) {
+    /* No exactly_once sink opened in this process. */
+    atomic_store(&p->released, id);
+    goto out;
+  }
+  if (sl__kprod_error(p) || !p->txn_open) {
+    if (p->txn_open) {
+      rd_kafka_error_t *e = rd_kafka_abort_transaction(p->rk, p->timeout_ms);
+      log_event(p, SL__KTXN_ABORT, id);
+      p->txn_open = false;
+      if (e)
+        rd_kafka_error_destroy(e);
+    }
+    rc = SL_ERR_KAFKA;
+    goto out;
+  }
+  if ((rc = send_offsets(p, id)))
+    goto out;
+  for (int attempt = 0;; attempt++) {
+    rd_kafka_error_t *e = rd_kafka_commit_transaction(p->rk, p->timeout_ms);
+    if (!e)
+      break;
+    if (rd_kafka_error_is_retriable(e) && attempt < 3) {
+      rd_kafka_error_destroy(e);
+      continue;
+    }
+    rc = txn_error(p, "commit_transaction", e);
+    goto out;
+  }
+  p->txn_open = false;
+  log_event(p, SL__KTXN_COMMIT, id);
+  atomic_store_explicit(&p->released, id, memory_order_release);
+  rc = begin(p);
+out:
+  pthread_mutex_unlock(&p->lock);
+  sl__kpos_drop(kj, id);
+  if (rc)
+    sl__klog("checkpoint %" PRIu64 ": exactly-once commit failed: %s", id,
+             p->err);
+  return rc;
+}
+
+/* A checkpoint given up: its records stay in the open transaction, which
+ * the next completed checkpoint commits (as Flink's two-phase sinks do). */
+void sl__ktxn_abort(uint64_t id, void *arg) {
+  sl__kjob *kj = arg;
+  sl__kprod *p = kj->txn;
+  pthread_mutex_lock(&p->lock);
+  if (atomic_load(&p->released) < id)
+    atomic_store_explicit(&p->released, id, memory_order_release);
+  pthread_mutex_unlock(&p->lock);
+}
+
+/* ---- Restart resolution ------------------------------------------------------ */
+
+typedef struct rentry {
+  char *group, *topic;
+  int32_t partition;
+  int64_t offset;
+} rentry;
+
+typedef struct rlist {
+  rentry *e;
+  size_t n;
+} rlist;
+
+static int collect(const char *group, const char *topic, int32_t partition,
+                   int64_t offset, void *arg) {
+  rlist *l = arg;
+  rentry *e = realloc(l->e, (l->n + 1) * sizeof(*e));
+  if (!e)
+    return SL_ERR_NOMEM;
+  l->e = e;
+  e[l->n] = (rentry){strdup(group), strdup(topic), partition, offset};
+  if (!e[l->n].group || !e[l->n].topic) {
+    free(e[l->n].group);
+    free(e[l->n].topic);
+    return SL_ERR_NOMEM;
+  }
+  l->n++;
+  return 0;
+}
+
+/* The default lookup: the group's committed offsets from the cluster. */
+static int lookup_cluster(sl__kjob *kj, rlist *l, int64_t *committed) {
+  char err[512];
+  for (size_t i = 0; i < l->n; i++) {
+    if (committed[i] != INT64_MIN)
+      continue;
+    const char *group = l->e[i].group;
+    const char *defaults[] = {"group.id", group, "enable.auto.commit", "false",
+                              NULL};
+    rd_kafka_conf_t *rc;
+    if (sl__kconf(kj->conf, defaults, &rc, err, sizeof(err))) {
+      sl__klog("resolve: %s", err);
+      return SL_ERR_CONF;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc, err, sizeof(err));
+    if (!rk) {
+      rd_kafka_conf_destroy(rc);
+      sl__klog("resolve: %s", err);
+      return SL_ERR_KAFKA;
+    }
+    rd_kafka_topic_partition_list_t *tl = rd_kafka_topic_partition_list_new(8);
+    for (size_t j = i; j < l->n; j++)
+      if (strcmp(l->e[j].group, group) == 0)
+        rd_kafka_topic_partition_list_add(tl, l->e[j].topic,
+                                          l->e[j].partition);
+    rd_kafka_resp_err_t e = rd_kafka_committed(
+        rk, tl, (int)sl__conf_int(kj->conf, "broker.timeout.ms"));
+    for (size_t j = i; j < l->n && !e; j++) {
+      if (strcmp(l->e[j].group, group) != 0)
+        continue;
+      rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(
+          tl, l->e[j].topic, l->e[j].partition);
+      committed[j] = tp && !tp->err && tp->offset >= 0 ? tp->offset : -1;
+    }
+    rd_kafka_topic_partition_list_destroy(tl);
+    rd_kafka_destroy(rk);
+    if (e) {
+      sl__klog("resolve: committed offsets of group %s: %s", group,
+               rd_kafka_err2str(e));
+      return SL_ERR_KAFKA;
+    }
+  }
+  return 0;
+}
+
+/* Checkpoint id has metadata but no _COMMITTED mark: its transaction
+ * committed iff the group's committed offsets equal its positions (the
+ * transaction carried exactly those). */
+int sl__ktxn_resolve(uint64_t id, const char *const *uids,
+                     const sl_blob_t *const *positions, const size_t *n,
+                     size_t n_uids, void *arg) {
+  sl__kjob *kj = arg;
+  rlist l = {NULL, 0};
+  int rc = 0;
+  for (size_t u = 0; u < n_uids && !rc; u++) {
+    bool kafka = false;
+    for (size_t k = 0; k < kj->n_src; k++)
+      kafka = kafka || strcmp(kj->src_uids[k], uids[u]) == 0;
+    for (size_t b = 0; kafka && b < n[u] && !rc; b++)
+      rc = sl__kpos_decode(&positions[u][b], collect, &l);
+  }
+  int64_t *committed = l.n ? malloc(l.n * sizeof(int64_t)) : NULL;
+  if (!rc && l.n && !committed)
+    rc = SL_ERR_NOMEM;
+  for (size_t i = 0; i < l.n && !rc; i++) {
+    committed[i] = INT64_MIN;
+    if (kj->committed)
+      rc = kj->committed(l.e[i].group, l.e[i].topic, l.e[i].partition,
+                         &committed[i], kj->committed_opaque);
+  }
+  if (!rc && !kj->committed && l.n)
+    rc = lookup_cluster(kj, &l, committed);
+  int result = rc ? rc : l.n > 0;
+  for (size_t i = 0; i < l.n; i++) {
+    if (!rc && committed[i] != l.e[i].offset) {
+      sl__klog("checkpoint %" PRIu64 ": %s[%" PRId32 "] committed %" PRId64
+               " != checkpoint position %" PRId64
+               ": its transaction did not commit",
+               id, l.e[i].topic, l.e[i].partition, committed[i],
+               l.e[i].offset);
+      result = 0;
+    }
+    free(l.e[i].group);
+    free(l.e[i].topic);
+  }
+  free(l.e);
+  free(committed);
+  return result;
+}
+
+/* ---- Writer --------------------------------------------------------------------- */
+
+typedef struct held {
+  uint64_t after; /* barrier the record came after */
+  char *key, *value;
+  size_t key_len, value_len;
+  bool null_key;
+  int64_t ts;
+  rd_kafka_headers_t *hdrs;
+} held;
+
+struct sl__kwriter {
+  sl__kprod *p;
+  char *topic;
+  bool eos;
+  uint64_t barrier; /* last barrier passed */
+  held *h;
+  size_t head, n, cap;
+};
+
+sl__kwriter *sl__kwriter_new(sl__kprod *p, const char *topic, bool eos) {
+  sl__kwriter *w = calloc(1, sizeof(*w));
+  if (!w || !(w->topic = strdup(topic))) {
+    free(w);
+    return NULL;
+  }
+  w->p = p;
+  w->eos = eos;
+  return w;
+}
+
+void sl__kwriter_free(sl__kwriter *w) {
+  if (!w)
+    return;
+  for (size_t i = w->head; i < w->n; i++) {
+    free(w->h[i].key);
+    if (w->h[i].hdrs)
+      rd_kafka_headers_destroy(w->h[i].hdrs);
+  }
+  free(w->h);
+  free(w->topic);
+  free(w);
+}
+
+size_t sl__kwriter_held(const sl__kwriter *w) {
+  return w->n - w->head;
+}
+
+static int hold(sl__kwriter *w, const sl_record_t *rec,
+                rd_kafka_headers_t *hdrs) {
+  if (w->n == w->cap) {
+    if (w->head > 0) {
+      memmove(w->h, w->h + w->head, (w->n - w->head) * sizeof(held));
+      w->n -= w->head;
+      w->head = 0;
+    }
+    if (w->n == w->cap) {
+      size_t cap = w->cap ? w->cap * 2 : 256;
+      held *h = realloc(w->h, cap * sizeof(*h));
+      if (!h)
+        return SL_ERR_NOMEM;
+      w->h = h;
+      w->cap = cap;
+    }
+  }
+  held *x = &w->h[w->n];
+  x->key = malloc(rec->key_len + rec->value_len + 1);
+  if (!x->key)
+    return SL_ERR_NOMEM;
+  if (rec->key_len)
+    memcpy(x->key, rec->key, rec->key_len);
+  x->value = x->key + rec->key_len;
+  if (rec->value_len)
+    memcpy(x->value, rec->value, rec->value_len);
+  x->null_key = rec->key == NULL;
+  x->key_len = rec->key_len;
+  x->value_len = rec->value_len;
+  x->ts = rec->ts;
+  x->hdrs = hdrs;
+  x->after = w->barrier;
+  w->n++;
+  return 0;
+}
+
+int sl__kwriter_drain(sl__kwriter *w, char *err, size_t errlen) {
+  if (w->head == w->n)
+    return 0;
+  uint64_t rel = sl__ktxn_released(w->p);
+  while (w->head < w->n && w->h[w->head].after <= rel) {
+    held *x = &w->h[w->head++];
+    int rc = sl__kprod_send(w->p, w->topic, x->null_key ? NULL : x->key,
+                            x->key_len, x->value, x->value_len, x->ts, x->hdrs,
+                            err, errlen);
+    free(x->key);
+    x->hdrs = NULL;
+    if (rc)
+      return rc;
+  }
+  if (w->head == w->n)
+    w->head = w->n = 0;
+  return 0;
+}
+
+int sl__kwriter_write(sl__kwriter *w, const sl_record_t *rec,
+                      rd_kafka_headers_t *hdrs, char *err, size_t errlen) {
+  if (w->eos) {
+    char ep[24];
+    int n = snprintf(ep, sizeof(ep), "%" PRIu64, w->barrier);
+    if (!hdrs)
+      hdrs = rd_kafka_headers_new(1);
+    rd_kafka_header_add(hdrs, "sluice.epoch", -1, ep, n);
+    /* After a barrier whose transaction is not committed yet, output
+     * waits: it belongs to the next transaction (DESIGN §8). */
+    if (w->head < w->n || w->barrier > sl__ktxn_released(w->p)) {
+      int rc = hold(w, rec, hdrs);
+      if (rc) {
+        rd_kafka_headers_destroy(hdrs);
+        snprintf(err, errlen, "out of memory holding output");
+      }
+      return rc;
+    }
+  }
+  return sl__kprod_send(w->p, w->topic, rec->key, rec->key_len, rec->value,
+                        rec->value_len, rec->ts, hdrs, err, errlen);
+}
+
+int sl__kwriter_barrier(sl__kwriter *w, uint64_t id, bool flush, char *err,
+                        size_t errlen) {
+  if (w->eos) {
+    int rc = sl__kwriter_drain(w, err, errlen);
+    if (id > w->barrier)
+      w->barrier = id;
+    return rc;
+  }
+  return flush ? sl__kprod_flush(w->p, err, errlen) : 0;
+}

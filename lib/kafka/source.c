@@ -1,0 +1,737 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The Kafka source: one consumer per subtask with partitions assigned by
+ * the job (not by a group rebalance, so checkpoint positions map to
+ * subtasks deterministically), concrete start offsets, decode (raw, JSON
+ * or user), per-partition watermarks and idleness, positions in
+ * checkpoints, and offsets committed to the group for lag monitoring. */
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/conf.h"
+#include "kafka/kafka_int.h"
+#include "time/watermark.h"
+
+#define MAX_SUBTASKS 1024
+
+typedef struct kpart {
+  int topic; /* index in ksrc.topics */
+  int32_t partition;
+  int64_t next; /* next offset to emit: the position in checkpoints */
+  int64_t committed; /* last offset committed to the group */
+  sl__wmgen wm;
+} kpart;
+
+typedef struct ksub {
+  rd_kafka_t *rk;
+  rd_kafka_queue_t *q;
+  kpart *parts;
+  size_t n_parts;
+  rd_kafka_message_t **msgs;
+  size_t cap_msgs;
+  const sl_watermark_spec_t *spec;
+  bool idle;
+  int64_t down_since; /* processing time all brokers went down, or 0 */
+  int64_t last_ok;    /* processing time of the last message */
+  const rd_kafka_topic_t *last_rkt;
+  int last_topic;
+  char keybuf[32];
+} ksub;
+
+typedef struct rpos {
+  int topic;
+  int32_t partition;
+  int64_t offset;
+} rpos;
+
+typedef struct ksrc {
+  sl_source_ops_t ops;
+  sl__kjob *kj;
+  char *uid;
+  char **topics; /* sorted */
+  int n_topics;
+  char *group; /* NULL: from conf at open */
+  sl_kafka_source_opts_t o;
+  char *key_ptr, *ts_ptr;
+  pthread_mutex_t lock;
+  rpos *restored;
+  size_t n_restored;
+  bool restoring;
+  ksub *sub[MAX_SUBTASKS];
+} ksrc;
+
+static void ksrc_free(void *p) {
+  ksrc *s = p;
+  for (int i = 0; i < s->n_topics; i++)
+    free(s->topics[i]);
+  free(s->topics);
+  free(s->uid);
+  free(s->group);
+  free(s->key_ptr);
+  free(s->ts_ptr);
+  free(s->restored);
+  pthread_mutex_destroy(&s->lock);
+  free(s);
+}
+
+static int topic_index(const ksrc *s, const char *name) {
+  for (int i = 0; i < s->n_topics; i++)
+    if (strcmp(s->topics[i], name) == 0)
+      return i;
+  return -1;
+}
+
+static const char *group_of(const ksrc *s, sl_source_ctx_t *ctx, char *buf,
+                            size_t cap) {
+  if (s->group)
+    return s->group;
+  const char *g = sl__kconf_get(sl_op_conf(sl_source_op(ctx)), "group.id");
+  if (g && *g)
+    return g;
+  snprintf(buf, cap, "sluice-%s", s->kj->name);
+  return buf;
+}
+
+/* ---- Restore: union of every old subtask's positions ---------------------- */
+
+static int restore_visit(const char *group, const char *topic,
+                         int32_t partition, int64_t offset, void *arg) {
+  (void)group;
+  ksrc *s = arg;
+  int t = topic_index(s, topic);
+  if (t < 0)
+    return 0; /* a topic no longer read */
+  rpos *r = realloc(s->restored, (s->n_restored + 1) * sizeof(*r));
+  if (!r)
+    return SL_ERR_NOMEM;
+  s->restored = r;
+  s->restored[s->n_restored++] = (rpos){t, partition, offset};
+  return 0;
+}
+
+static int ksrc_restore(sl_source_ctx_t *ctx, const sl_blob_t *positions,
+                        size_t n, void *opaque) {
+  ksrc *s = opaque;
+  int rc = 0;
+  pthread_mutex_lock(&s->lock);
+  /* Every subtask receives the same union; decode it once. */
+  if (!s->restoring) {
+    s->restoring = true;
+    for (size_t i = 0; i < n && !rc; i++)
+      rc = sl__kpos_decode(&positions[i], restore_visit, s);
+  }
+  pthread_mutex_unlock(&s->lock);
+  if (rc)
+    return sl_source_fail(ctx, rc, "cannot restore Kafka positions: %s",
+                          sl_strerror(rc));
+  return 0;
+}
+
+static bool restored_offset(ksrc *s, int topic, int32_t partition,
+                            int64_t *off) {
+  for (size_t i = 0; i < s->n_restored; i++) {
+    if (s->restored[i].topic == topic &&
+        s->restored[i].partition == partition) {
+      *off = s->restored[i].offset;
+      return true;
+    }
+  }
+  return false;
+}
+
+/* ---- Open: metadata, assignment, start offsets ---------------------------- */
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Partition counts of every topic, retrying while the cluster is not
+ * reachable or the topic has no leader yet, up to broker.timeout.ms. */
+static int topic_partitions(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
+                            int *counts) {
+  sl_ctx_t *op = sl_source_op(ctx);
+  int64_t timeout = sl__conf_int(sl_op_conf(op), "broker.timeout.ms");
+  int64_t start = sl_ctx_now(op);
+  char why[512] = "";
+  for (int attempt = 0;; attempt++) {
+    bool all = true;
+    for (int t = 0; t < s->n_topics; t++) {
+      counts[t] = 0;
+      rd_kafka_topic_t *rkt = rd_kafka_topic_new(k->rk, s->topics[t], NULL);
+      const struct rd_kafka_metadata *md = NULL;
+      rd_kafka_resp_err_t e = rkt ? rd_kafka_metadata(k->rk, 0, rkt, &md, 2000)
+                                  : rd_kafka_last_error();
+      if (!e && md->topic_cnt == 1 && !md->topics[0].err &&
+          md->topics[0].partition_cnt > 0)
+        counts[t] = md->topics[0].partition_cnt;
+      else
+        snprintf(why, sizeof(why), "topic %s: %s", s->topics[t],
+                 rd_kafka_err2str(e ? e
+                                  : md && md->topic_cnt
+                                      ? md->topics[0].err
+                                      : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+      if (md)
+        rd_kafka_metadata_destroy(md);
+      if (rkt)
+        rd_kafka_topic_destroy(rkt);
+      all = all && counts[t] > 0;
+    }
+    if (all)
+      return 0;
+    if (sl_op_job_failing(op))
+      return SL_ERR_STOPPED;
+    int64_t now = sl_ctx_now(op);
+    if (now - start >= timeout)
+      return sl_source_fail(ctx, SL_ERR_KAFKA,
+                            "no metadata after %" PRId64
+                            " ms (broker.timeout.ms): %s",
+                            timeout, why);
+    if (attempt == 0)
+      sl__klog("source %s: waiting for metadata: %s", s->uid, why);
+    struct timespec ts = {0, 200 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* Turns the start position into a concrete offset per partition, so that
+ * a checkpoint taken before the first message still names a position. */
+static int start_offsets(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
+                         const char *group) {
+  sl_ctx_t *op = sl_source_op(ctx);
+  const sl_conf_t *conf = sl_op_conf(op);
+  int timeout = (int)sl__conf_int(conf, "broker.timeout.ms");
+  sl_kafka_start mode = s->o.start;
+  int64_t ts = s->o.start_ts_ms;
+  if (mode == SL_KAFKA_START_DEFAULT) {
+    mode = (sl_kafka_start)(SL_KAFKA_START_EARLIEST +
+                            sl__conf_enum(conf, "source.startup.mode"));
+    ts = sl__conf_int(conf, "source.startup.timestamp.ms");
+  }
+  const char *reset = sl__kconf_get(conf, "auto.offset.reset");
+  bool reset_latest = reset && (strcmp(reset, "latest") == 0 ||
+                                strcmp(reset, "largest") == 0 ||
+                                strcmp(reset, "end") == 0);
+  rd_kafka_topic_partition_list_t *l =
+      rd_kafka_topic_partition_list_new((int)k->n_parts);
+  for (size_t i = 0; i < k->n_parts; i++) {
+    rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(
+        l, s->topics[k->parts[i].topic], k->parts[i].partition);
+    tp->offset = ts;
+  }
+  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (mode == SL_KAFKA_START_COMMITTED)
+    e = rd_kafka_committed(k->rk, l, timeout);
+  else if (mode == SL_KAFKA_START_TIMESTAMP)
+    e = rd_kafka_offsets_for_times(k->rk, l, timeout);
+  if (e) {
+    rd_kafka_topic_partition_list_destroy(l);
+    return sl_source_fail(ctx, SL_ERR_KAFKA, "start offsets (group %s): %s",
+                          group, rd_kafka_err2str(e));
+  }
+  int rc = 0;
+  for (size_t i = 0; i < k->n_parts && !rc; i++) {
+    kpart *p = &k->parts[i];
+    int64_t off = -1;
+    if (restored_offset(s, p->topic, p->partition, &p->next))
+      continue;
+    if (mode == SL_KAFKA_START_COMMITTED || mode == SL_KAFKA_START_TIMESTAMP)
+      off = l->elems[i].err ? -1 : l->elems[i].offset;
+    if (off < 0) {
+      int64_t lo, hi;
+      e = rd_kafka_query_watermark_offsets(k->rk, s->topics[p->topic],
+                                           p->partition, &lo, &hi, timeout);
+      if (e) {
+        rc = sl_source_fail(ctx, SL_ERR_KAFKA, "offsets of %s[%" PRId32 "]: %s",
+                            s->topics[p->topic], p->partition,
+                            rd_kafka_err2str(e));
+        break;
+      }
+      bool latest = mode == SL_KAFKA_START_LATEST ||
+                    mode == SL_KAFKA_START_TIMESTAMP ||
+                    (mode == SL_KAFKA_START_COMMITTED && reset_latest);
+      off = latest ? hi : lo;
+    }
+    p->next = off;
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+  return rc;
+}
+
+static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
+  ksrc *s = opaque;
+  int sub = sl_source_ctx_subtask(ctx), subs = sl_source_ctx_subtasks(ctx);
+  sl_ctx_t *op = sl_source_op(ctx);
+  const sl_conf_t *conf = sl_op_conf(op);
+  ksub *k = calloc(1, sizeof(*k));
+  if (!k)
+    return SL_ERR_NOMEM;
+  s->sub[sub] = k;
+  k->spec = sl_source_own_watermarks(ctx);
+  k->last_topic = -1;
+  char gbuf[256], cid[300], err[512];
+  const char *group = group_of(s, ctx, gbuf, sizeof(gbuf));
+  snprintf(cid, sizeof(cid), "sluice-%s-%s-%d", s->kj->name, s->uid, sub);
+  const char *defaults[] = {"group.id",
+                            group,
+                            "client.id",
+                            cid,
+                            "enable.auto.commit",
+                            "false",
+                            "enable.auto.offset.store",
+                            "false",
+                            "enable.partition.eof",
+                            "false",
+                            "auto.offset.reset",
+                            "earliest",
+                            "queued.max.messages.kbytes",
+                            "16384",
+                            NULL};
+  rd_kafka_conf_t *rc_conf;
+  int rc = sl__kconf(conf, defaults, &rc_conf, err, sizeof(err));
+  if (rc)
+    return sl_source_fail(ctx, rc, "%s", err);
+  k->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc_conf, err, sizeof(err));
+  if (!k->rk) {
+    rd_kafka_conf_destroy(rc_conf);
+    return sl_source_fail(ctx, SL_ERR_KAFKA, "cannot create consumer: %s", err);
+  }
+  rd_kafka_poll_set_consumer(k->rk);
+  k->q = rd_kafka_queue_get_consumer(k->rk);
+
+  int *counts = calloc((size_t)s->n_topics, sizeof(int));
+  if (!counts)
+    return SL_ERR_NOMEM;
+  rc = topic_partitions(ctx, s, k, counts);
+  size_t total = 0;
+  for (int t = 0; t < s->n_topics && !rc; t++)
+    total += (size_t)counts[t];
+  if (!rc && !(k->parts = calloc(total ? total : 1, sizeof(kpart))))
+    rc = SL_ERR_NOMEM;
+  /* Round-robin over (topic, partition) in sorted order: partition i of
+   * that list belongs to subtask i % P, at any parallelism. */
+  int64_t now = sl_ctx_now(op);
+  size_t i = 0;
+  for (int t = 0; t < s->n_topics && !rc; t++) {
+    for (int32_t p = 0; p < counts[t]; p++, i++) {
+      if ((int)(i % (size_t)subs) != sub)
+        continue;
+      kpart *kp = &k->parts[k->n_parts++];
+      kp->topic = t;
+      kp->partition = p;
+      kp->committed = -1;
+      sl__wmgen_init(&kp->wm, k->spec, now);
+    }
+  }
+  free(counts);
+  if (!rc)
+    rc = start_offsets(ctx, s, k, group);
+  if (rc)
+    return rc;
+  rd_kafka_topic_partition_list_t *l =
+      rd_kafka_topic_partition_list_new((int)k->n_parts);
+  for (size_t j = 0; j < k->n_parts; j++)
+    rd_kafka_topic_partition_list_add(l, s->topics[k->parts[j].topic],
+                                      k->parts[j].partition)
+        ->offset = k->parts[j].next;
+  rd_kafka_resp_err_t e = rd_kafka_assign(k->rk, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  if (e)
+    return sl_source_fail(ctx, SL_ERR_KAFKA, "assign: %s", rd_kafka_err2str(e));
+  k->last_ok = now;
+  /* A subtask without partitions is idle from the start, so it never
+   * holds back the watermark downstream. */
+  if (k->n_parts == 0 && k->spec->idle_timeout_ms > 0) {
+    k->idle = true;
+    return sl_source_idle(ctx, true);
+  }
+  return 0;
+}
+
+static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
+  ksrc *s = opaque;
+  int sub = sl_source_ctx_subtask(ctx);
+  ksub *k = s->sub[sub];
+  if (!k)
+    return;
+  if (k->q)
+    rd_kafka_queue_destroy(k->q);
+  if (k->rk) {
+    rd_kafka_consumer_close(k->rk);
+    rd_kafka_destroy(k->rk);
+  }
+  free(k->parts);
+  free(k->msgs);
+  free(k);
+  s->sub[sub] = NULL;
+}
+
+/* ---- Poll ------------------------------------------------------------------ */
+
+static kpart *find_part(ksrc *s, ksub *k, const rd_kafka_message_t *m) {
+  if (m->rkt != k->last_rkt) {
+    k->last_rkt = m->rkt;
+    k->last_topic = topic_index(s, rd_kafka_topic_name(m->rkt));
+  }
+  for (size_t i = 0; i < k->n_parts; i++)
+    if (k->parts[i].topic == k->last_topic &&
+        k->parts[i].partition == m->partition)
+      return &k->parts[i];
+  return NULL;
+}
+
+static int bad(sl_source_ctx_t *ctx, ksrc *s, const rd_kafka_message_t *m,
+               const char *why) {
+  char where[512];
+  snprintf(where, sizeof(where), "%s[%" PRId32 "]@%" PRId64,
+           rd_kafka_topic_name(m->rkt), m->partition, m->offset);
+  (void)s;
+  return sl_source_bad_input(ctx, where, why);
+}
+
+/* Decodes with the configured codec into rec. 0 ok, 1 drop, else the
+ * reason in err and -1. */
+static int decode(ksrc *s, ksub *k, sl_kafka_msg_t *km, sl_record_t *rec,
+                  char *err, size_t errlen) {
+  const rd_kafka_message_t *m = km->m;
+  int64_t mts = rd_kafka_message_timestamp(m, NULL);
+  rec->key = m->key;
+  rec->key_len = m->key ? m->key_len : 0;
+  rec->value = m->payload;
+  rec->value_len = m->payload ? m->len : 0;
+  rec->ts = mts >= 0 ? mts : SL_TS_MIN;
+  if (s->o.decode) {
+    int rc = s->o.decode(km, rec, err, errlen, s->o.decode_opaque);
+    if (rc < 0 && !*err)
+      snprintf(err, errlen, "decode returned %d", rc);
+    return rc < 0 ? -1 : rc;
+  }
+  if (s->o.codec != SL_KAFKA_JSON)
+    return 0;
+  json_error_t je;
+  km->json = json_loadb(m->payload ? m->payload : "", rec->value_len,
+                        JSON_DECODE_ANY, &je);
+  if (!km->json) {
+    snprintf(err, errlen, "invalid JSON: %s (line %d column %d)", je.text,
+             je.line, je.column);
+    return -1;
+  }
+  if (s->key_ptr) {
+    json_t *kv = sl_json_pointer(km->json, s->key_ptr);
+    if (json_is_string(kv)) {
+      rec->key = json_string_value(kv);
+      rec->key_len = json_string_length(kv);
+    } else if (json_is_integer(kv)) {
+      rec->key_len =
+          (size_t)snprintf(k->keybuf, sizeof(k->keybuf),
+                           "%" JSON_INTEGER_FORMAT, json_integer_value(kv));
+      rec->key = k->keybuf;
+    } else {
+      snprintf(err, errlen, "key %s missing or not a string/integer",
+               s->key_ptr);
+      return -1;
+    }
+  }
+  if (s->ts_ptr) {
+    json_t *tv = sl_json_pointer(km->json, s->ts_ptr);
+    if (!json_is_integer(tv)) {
+      snprintf(err, errlen, "timestamp %s missing or not an integer (ms)",
+               s->ts_ptr);
+      return -1;
+    }
+    rec->ts = json_integer_value(tv);
+  }
+  return 0;
+}
+
+static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
+               int64_t now) {
+  kpart *p = find_part(s, k, m);
+  if (!p || m->offset < p->next)
+    return 0; /* not ours, or a replay after a seek */
+  sl_kafka_msg_t km = {m, s->topics[p->topic], NULL};
+  sl_record_t rec;
+  char err[512] = "";
+  sl__kafka_cur = &km;
+  int rc = decode(s, k, &km, &rec, err, sizeof(err));
+  if (rc == 0 && k->spec->ts_fn &&
+      k->spec->ts_fn(&rec, &rec.ts, k->spec->ts_opaque)) {
+    snprintf(err, sizeof(err), "timestamp assigner failed");
+    rc = -1;
+  }
+  if (rc < 0) {
+    rc = bad(ctx, s, m, err);
+  } else if (rc == 0) {
+    sl__wmgen_touch(&p->wm, now);
+    if (sl__wmgen_on_event(&p->wm, rec.ts) && k->idle) {
+      k->idle = false;
+      rc = sl_source_idle(ctx, false);
+    }
+    if (!rc)
+      rc = sl_source_emit(ctx, &rec);
+  } else {
+    rc = 0;
+  }
+  sl__kafka_cur = NULL;
+  json_decref(km.json);
+  if (!rc)
+    p->next = m->offset + 1;
+  return rc;
+}
+
+/* Consumer-level errors arrive as messages with err set. Everything but a
+ * fatal error is retried by librdkafka; the source only fails when no
+ * broker has been reachable for broker.timeout.ms. */
+static int consumer_error(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
+                          const rd_kafka_message_t *m, int64_t now) {
+  char why[512];
+  if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+    return 0;
+  if (rd_kafka_fatal_error(k->rk, why, sizeof(why)))
+    return sl_source_fail(ctx, SL_ERR_KAFKA, "fatal consumer error: %s", why);
+  if (m->err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN && !k->down_since) {
+    k->down_since = now;
+    sl__klog("source %s: all brokers down; retrying for up to "
+             "broker.timeout.ms",
+             s->uid);
+  } else if (m->err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN &&
+             m->err != RD_KAFKA_RESP_ERR__TRANSPORT) {
+    sl__klog("source %s: %s", s->uid, rd_kafka_message_errstr(m));
+  }
+  return 0;
+}
+
+/* After all brokers went down: once broker.timeout.ms has passed without
+ * a message, ask for metadata; if that fails too, fail the job. */
+static int check_down(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
+  const sl_conf_t *conf = sl_op_conf(sl_source_op(ctx));
+  int64_t timeout = sl__conf_int(conf, "broker.timeout.ms");
+  if (!k->down_since || now - k->down_since < timeout)
+    return 0;
+  const struct rd_kafka_metadata *md = NULL;
+  rd_kafka_resp_err_t e = rd_kafka_metadata(k->rk, 0, NULL, &md, 1000);
+  if (md)
+    rd_kafka_metadata_destroy(md);
+  if (!e) {
+    k->down_since = 0;
+    return 0;
+  }
+  return sl_source_fail(ctx, SL_ERR_KAFKA,
+                        "no Kafka broker reachable for %" PRId64
+                        " ms (broker.timeout.ms; bootstrap.servers=%s): %s",
+                        now - k->down_since,
+                        sl__kconf_get(conf, "bootstrap.servers")
+                            ? sl__kconf_get(conf, "bootstrap.servers")
+                            : "?",
+                        rd_kafka_err2str(e));
+}
+
+/* The subtask's watermark: the minimum over partitions that are not idle;
+ * the subtask is idle when every partition is. */
+static int watermarks(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
+  if (k->n_parts == 0)
+    return 0;
+  int64_t wm = SL_TS_MAX;
+  bool all_idle = true;
+  for (size_t i = 0; i < k->n_parts; i++) {
+    kpart *p = &k->parts[i];
+    if (!p->wm.idle)
+      sl__wmgen_check_idle(&p->wm, now);
+    if (p->wm.idle)
+      continue;
+    all_idle = false;
+    int64_t w = sl__wmgen_current(&p->wm);
+    if (w < wm)
+      wm = w;
+  }
+  if (all_idle != k->idle) {
+    k->idle = all_idle;
+    int rc = sl_source_idle(ctx, all_idle);
+    if (rc)
+      return rc;
+  }
+  return all_idle ? 0 : sl_source_watermark(ctx, wm);
+}
+
+static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
+  ksrc *s = opaque;
+  ksub *k = s->sub[sl_source_ctx_subtask(ctx)];
+  size_t budget = sl_source_ctx_budget(ctx);
+  if (k->cap_msgs < budget) {
+    rd_kafka_message_t **m = realloc(k->msgs, budget * sizeof(*m));
+    if (!m)
+      return SL_ERR_NOMEM;
+    k->msgs = m;
+    k->cap_msgs = budget;
+  }
+  ssize_t n = rd_kafka_consume_batch_queue(k->q, 0, k->msgs, budget);
+  if (n < 0)
+    return sl_source_fail(ctx, SL_ERR_KAFKA, "consume: %s",
+                          rd_kafka_err2str(rd_kafka_last_error()));
+  int64_t now = sl_ctx_now(sl_source_op(ctx));
+  int rc = 0;
+  bool got = false;
+  for (ssize_t i = 0; i < n; i++) {
+    rd_kafka_message_t *m = k->msgs[i];
+    if (!rc) {
+      if (m->err) {
+        rc = consumer_error(ctx, s, k, m, now);
+      } else {
+        got = true;
+        rc = one(ctx, s, k, m, now);
+      }
+    }
+    rd_kafka_message_destroy(m);
+  }
+  if (rc)
+    return rc;
+  if (got) {
+    k->down_since = 0;
+    k->last_ok = now;
+  } else if ((rc = check_down(ctx, k, now))) {
+    return rc;
+  }
+  if ((rc = watermarks(ctx, k, now)))
+    return rc;
+  return n > 0 ? SL_POLL_MORE : SL_POLL_EMPTY;
+}
+
+/* ---- Checkpoints ------------------------------------------------------------ */
+
+static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
+                         void *opaque) {
+  ksrc *s = opaque;
+  ksub *k = s->sub[sl_source_ctx_subtask(ctx)];
+  char gbuf[256], err[512];
+  const char *group = group_of(s, ctx, gbuf, sizeof(gbuf));
+  const char **topics = calloc(k->n_parts + 1, sizeof(char *));
+  int32_t *parts = calloc(k->n_parts + 1, sizeof(int32_t));
+  int64_t *offs = calloc(k->n_parts + 1, sizeof(int64_t));
+  int rc = topics && parts && offs ? 0 : SL_ERR_NOMEM;
+  for (size_t i = 0; i < k->n_parts && !rc; i++) {
+    topics[i] = s->topics[k->parts[i].topic];
+    parts[i] = k->parts[i].partition;
+    offs[i] = k->parts[i].next;
+    /* The exactly-once transaction of checkpoint id carries these. */
+    rc = sl__kpos_add(s->kj, id, group, topics[i], parts[i], offs[i]);
+  }
+  if (!rc)
+    rc = sl__kpos_encode(out, group, topics, parts, offs, k->n_parts);
+  free(topics);
+  free(parts);
+  free(offs);
+  /* Dead-letter records of what this subtask emitted before the barrier
+   * must be durable before the checkpoint is. */
+  if (!rc && (rc = sl__kdlq_flush(s->kj, err, sizeof(err))))
+    sl__klog("source %s: checkpoint %" PRIu64 ": %s", s->uid, id, err);
+  return rc;
+}
+
+static void ksrc_complete(sl_source_ctx_t *ctx, uint64_t id, void *opaque) {
+  ksrc *s = opaque;
+  ksub *k = s->sub[sl_source_ctx_subtask(ctx)];
+  /* With an exactly_once sink the transaction commits the offsets; an
+   * early commit here would make restart resolution see a transaction as
+   * committed when it was not. */
+  if (!k || s->kj->txn)
+    return;
+  (void)id;
+  rd_kafka_topic_partition_list_t *l =
+      rd_kafka_topic_partition_list_new((int)k->n_parts);
+  for (size_t i = 0; i < k->n_parts; i++) {
+    kpart *p = &k->parts[i];
+    if (p->next == p->committed)
+      continue;
+    rd_kafka_topic_partition_list_add(l, s->topics[p->topic], p->partition)
+        ->offset = p->next;
+    p->committed = p->next;
+  }
+  /* Async: lag monitoring must not stall the worker. */
+  if (l->cnt) {
+    rd_kafka_resp_err_t e = rd_kafka_commit(k->rk, l, 1);
+    if (e)
+      sl__klog("source %s: committing offsets: %s", s->uid,
+               rd_kafka_err2str(e));
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* ---- Builder ----------------------------------------------------------------- */
+
+sl_stream_t *sl_source_kafka(sl_job_t *job, const char *uid, const char *topics,
+                             const sl_kafka_source_opts_t *opts) {
+  if (!job)
+    return NULL;
+  if (!topics || !*topics) {
+    sl_job_build_error(job, SL_ERR_INVAL, "kafka source \"%s\": no topics",
+                       uid ? uid : "");
+    return NULL;
+  }
+  if (!uid || !*uid) {
+    sl_job_build_error(job, SL_ERR_INVAL,
+                       "kafka source: a uid is required (positions in "
+                       "checkpoints belong to it)");
+    return NULL;
+  }
+  sl__kjob *kj = sl__kjob_get(job);
+  ksrc *s = kj ? calloc(1, sizeof(*s)) : NULL;
+  if (!s)
+    goto oom;
+  pthread_mutex_init(&s->lock, NULL);
+  s->kj = kj;
+  if (opts)
+    s->o = *opts;
+  if (!(s->uid = strdup(uid)) ||
+      (opts && opts->group_id && !(s->group = strdup(opts->group_id))) ||
+      (opts && opts->key_pointer && !(s->key_ptr = strdup(opts->key_pointer))) ||
+      (opts && opts->ts_pointer && !(s->ts_ptr = strdup(opts->ts_pointer))))
+    goto oom;
+  /* Split "a, b,c" into sorted, distinct names. */
+  for (const char *p = topics; *p;) {
+    while (*p == ',' || *p == ' ')
+      p++;
+    size_t n = strcspn(p, ", ");
+    if (!n)
+      break;
+    char **t = realloc(s->topics, (size_t)(s->n_topics + 1) * sizeof(char *));
+    if (!t)
+      goto oom;
+    s->topics = t;
+    if (!(s->topics[s->n_topics] = strndup(p, n)))
+      goto oom;
+    s->n_topics++;
+    p += n;
+  }
+  qsort(s->topics, (size_t)s->n_topics, sizeof(char *), cmp_str);
+  s->ops = (sl_source_ops_t){.open = ksrc_open,
+                             .poll = ksrc_poll,
+                             .close = ksrc_close,
+                             .parallel = true,
+                             .snapshot = ksrc_snapshot,
+                             .restore = ksrc_restore,
+                             .checkpoint_complete = ksrc_complete};
+  pthread_mutex_lock(&kj->lock);
+  char **u = realloc(kj->src_uids, (kj->n_src + 1) * sizeof(char *));
+  if (u)
+    kj->src_uids = u;
+  char *ud = u ? strdup(uid) : NULL;
+  if (ud)
+    kj->src_uids[kj->n_src++] = ud;
+  pthread_mutex_unlock(&kj->lock);
+  if (!ud)
+    goto oom;
+  sl__kdlq_install(kj);
+  sl_stream_t *st = sl_source(job, uid, &s->ops, s);
+  if (!st) {
+    ksrc_free(s);
+    return NULL;
+  }
+  sl_job_adopt(job, s, ksrc_free);
+  return st;
+oom:
+  if (s)
+    ksrc_free(s);
+  sl_job_build_error(job, SL_ERR_NOMEM, "kafka source: out of memory");
+  return NULL;
+}
