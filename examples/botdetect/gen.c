@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* botdetect-gen: web requests for the bot detection example. People visit
+ * in sessions of a few pages with random reading times; labelled bots,
+ * each from its own IP, either scrape fast or crawl on a fixed schedule.
+ * Same seed, same records; the model is in docs/examples.md. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/exutil.h"
+
+#define PROG "botdetect-gen"
+
+static const char *const agents[] = {
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/120.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) Safari/605.1.15",
+    "Mozilla/5.0 (Linux; Android 14) Chrome/119.0 Mobile",
+};
+
+typedef struct gen {
+  ex_rng rng;
+  ex_queue q;
+  FILE *labels;
+  int64_t max_delay;
+  long long queued;
+  uint64_t labelled[2];
+} gen;
+
+static const char *const rule_names[2] = {"request_rate", "regular_timing"};
+
+static int queue_req(gen *g, const char *ip, int64_t ts, const char *ua) {
+  char json[256];
+  snprintf(json, sizeof(json),
+           "{\"type\":\"req\",\"ip\":\"%s\",\"ts\":%" PRId64
+           ",\"path\":\"/item/%d\",\"ua\":\"%s\"}",
+           ip, ts, (int)ex_rng_range(&g->rng, 1, 5000), ua);
+  g->queued++;
+  return ex_queue_push(&g->q, ts + ex_rng_range(&g->rng, 0, g->max_delay), ip,
+                       json, ts);
+}
+
+/* A visit: 1 + geometric(mean 9) pages, reading each for an exponential
+ * time of mean 8 s (at least 300 ms). */
+static int human_session(gen *g, long long who, int64_t t) {
+  char ip[32];
+  snprintf(ip, sizeof(ip), "10.%lld.%lld.%lld", (who >> 16) & 255,
+           (who >> 8) & 255, who & 255);
+  const char *ua = agents[who % 3];
+  int pages = 1;
+  while (ex_rng_unit(&g->rng) < 0.9)
+    pages++;
+  for (int i = 0; i < pages; i++) {
+    if (queue_req(g, ip, t, ua))
+      return -1;
+    t += 300 + (int64_t)ex_rng_exp(&g->rng, 7700);
+  }
+  return 0;
+}
+
+/* A bot of kind rule from a fresh IP, starting after t: request_rate makes
+ * 80 requests with exponential gaps of mean 120 ms (about 10 s);
+ * regular_timing makes 40 requests every 2 s +- 50 ms (78 s). */
+static int bot(gen *g, int rule, int n, int64_t t) {
+  char ip[32];
+  snprintf(ip, sizeof(ip), "172.16.%d.%d", (n >> 8) & 255, n & 255);
+  const char *ua = rule ? "crawler/2.1" : "python-requests/2.31";
+  int64_t first = t + ex_rng_range(&g->rng, 0, 5000), ts = first;
+  int count = rule ? 40 : 80;
+  for (int i = 0; i < count; i++) {
+    if (i)
+      ts += rule ? 2000 + ex_rng_range(&g->rng, -50, 50)
+                 : 1 + (int64_t)ex_rng_exp(&g->rng, 120);
+    if (queue_req(g, ip, ts, ua))
+      return -1;
+  }
+  fprintf(g->labels,
+          "{\"rule\":\"%s\",\"entity\":\"%s\",\"start\":%" PRId64
+          ",\"end\":%" PRId64 "}\n",
+          rule_names[rule], ip, first, ts);
+  g->labelled[rule]++;
+  return 0;
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: " PROG " [--brokers host:port | --bootstrap-file F] "
+          "[--topic botdetect.requests]\n"
+          "       [--labels botdetect-labels.jsonl] [--events N] [--rate R] "
+          "[--people N] [--seed S]\n"
+          "       [--inject-every N] [--max-delay-ms MS]\n"
+          "Writes about N requests (0 = until killed) at R records/s (0 = as "
+          "fast as possible),\n"
+          "then one end-of-input record per partition, and the bots to the "
+          "labels file.\n");
+}
+
+int main(int argc, char **argv) {
+  const char *brokers = NULL, *bootstrap = NULL, *topic = "botdetect.requests";
+  const char *labels_path = "botdetect-labels.jsonl";
+  long long events = 100000, people = 3000, seed = 1, inject_every = 25;
+  long long max_delay = 2000;
+  double rate = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout);
+      return 0;
+    }
+    if (!v) {
+      usage(stderr);
+      return 2;
+    }
+    i++;
+    if (!strcmp(a, "--brokers"))
+      brokers = v;
+    else if (!strcmp(a, "--bootstrap-file"))
+      bootstrap = v;
+    else if (!strcmp(a, "--topic"))
+      topic = v;
+    else if (!strcmp(a, "--labels"))
+      labels_path = v;
+    else if (!strcmp(a, "--events"))
+      events = ex_arg_ll(PROG, a, v);
+    else if (!strcmp(a, "--rate"))
+      rate = ex_arg_double(PROG, a, v);
+    else if (!strcmp(a, "--people"))
+      people = ex_arg_ll(PROG, a, v);
+    else if (!strcmp(a, "--seed"))
+      seed = ex_arg_ll(PROG, a, v);
+    else if (!strcmp(a, "--inject-every"))
+      inject_every = ex_arg_ll(PROG, a, v);
+    else if (!strcmp(a, "--max-delay-ms"))
+      max_delay = ex_arg_ll(PROG, a, v);
+    else {
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (people < 10 || people > 1 << 24 || inject_every < 1 || max_delay < 0 ||
+      events < 0) {
+    fprintf(stderr, PROG ": --people must be 10..16777216, --inject-every "
+                         ">= 1, --max-delay-ms and --events >= 0\n");
+    return 2;
+  }
+  char addr[512];
+  if (ex_resolve_brokers(brokers, bootstrap, 10000, addr, sizeof(addr)))
+    return 1;
+  gen g = {.max_delay = max_delay};
+  ex_rng_seed(&g.rng, (uint64_t)seed);
+  if (!(g.labels = fopen(labels_path, "w"))) {
+    perror(labels_path);
+    return 1;
+  }
+  ex_producer *p = ex_producer_new(addr, topic, rate);
+  if (!p)
+    return 1;
+  /* Each person starts a visit on average every 20 minutes of event time:
+   * together a Poisson stream of people/1200 visits per second. */
+  const double gap_ms = 1200000.0 / (double)people;
+  int64_t t = EX_EPOCH_MS;
+  int rc = 0, bots = 0;
+  ex_pending e;
+  while (!rc && (events == 0 || g.queued < events)) {
+    t += (int64_t)ceil(ex_rng_exp(&g.rng, gap_ms));
+    rc = human_session(&g, ex_rng_range(&g.rng, 0, people - 1), t);
+    if (!rc && ex_rng_unit(&g.rng) < 1.0 / (double)inject_every) {
+      rc = bot(&g, bots % 2, bots, t);
+      bots++;
+    }
+    while (!rc && ex_queue_pop_due(&g.q, t, &e)) {
+      rc = ex_producer_send(p, e.key, -1, e.json, strlen(e.json), e.ts);
+      free(e.key);
+      free(e.json);
+    }
+  }
+  int64_t last = t;
+  while (!rc && ex_queue_pop_due(&g.q, INT64_MAX, &e)) {
+    if (e.ts > last)
+      last = e.ts;
+    rc = ex_producer_send(p, e.key, -1, e.json, strlen(e.json), e.ts);
+    free(e.key);
+    free(e.json);
+  }
+  /* End of input: see fraud-gen; an hour past the last request closes
+   * every window and session. */
+  int parts = rc ? -1 : ex_producer_partitions(p);
+  if (!rc && parts < 1) {
+    fprintf(stderr, PROG ": cannot read the partitions of %s\n", topic);
+    rc = 1;
+  }
+  char end[64];
+  snprintf(end, sizeof(end), "{\"type\":\"end\",\"ts\":%" PRId64 "}",
+           last + 3600000);
+  for (int i = 0; !rc && i < parts; i++)
+    rc = ex_producer_send(p, NULL, i, end, strlen(end), last + 3600000);
+  if (ex_producer_close(p))
+    rc = 1;
+  if (fclose(g.labels))
+    rc = 1;
+  ex_queue_free(&g.q);
+  fprintf(stderr,
+          PROG ": %lld requests, %.1f min of event time; labelled "
+               "request_rate %" PRIu64 ", regular_timing %" PRIu64 "%s\n",
+          g.queued, (double)(last - EX_EPOCH_MS) / 60000.0, g.labelled[0],
+          g.labelled[1], rc ? " (FAILED)" : "");
+  return rc ? 1 : 0;
+}
