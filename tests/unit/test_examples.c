@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The example jobs' detection rules and the evaluator's scoring, without
+ * Kafka: each rule fires on the case it is meant for and stays quiet on
+ * the honest traffic next to it, and duplicate alerts do not change the
+ * score. */
+#include <check.h>
+
+#include "check_main.h"
+#include <math.h>
+#include <string.h>
+
+#include "../../examples/botdetect/rules.h"
+#include "../../examples/common/eval.h"
+#include "../../examples/fraud/rules.h"
+
+static fraud_txn txn(int64_t ts, double amount, double lat, double lon) {
+  fraud_txn t = {.ts = ts, .amount = amount, .lat = lat, .lon = lon};
+  return t;
+}
+
+START_TEST(velocity_counts_and_merges) {
+  fraud_velocity_acc a, b;
+  fraud_velocity_init(&a);
+  fraud_velocity_init(&b);
+  for (int i = 0; i < FRAUD_VELOCITY_MIN - 1; i++) {
+    fraud_txn t = txn(1000 + i, 10, 0, 0);
+    fraud_velocity_add(i % 2 ? &a : &b, &t);
+  }
+  fraud_velocity_merge(&a, &b);
+  ck_assert_int_eq(a.count, FRAUD_VELOCITY_MIN - 1);
+  ck_assert(!fraud_velocity_hit(&a));
+  ck_assert_int_eq(a.first, 1000);
+  ck_assert_int_eq(a.last, 1000 + FRAUD_VELOCITY_MIN - 2);
+  fraud_txn t = txn(999, 10, 0, 0);
+  fraud_velocity_add(&a, &t);
+  ck_assert(fraud_velocity_hit(&a));
+  ck_assert_int_eq(a.first, 999);
+  ck_assert(fabs(a.total - 10.0 * FRAUD_VELOCITY_MIN) < 1e-9);
+}
+END_TEST
+
+START_TEST(spike_needs_history_and_keeps_mean_clean) {
+  fraud_profile p = {0};
+  double ratio;
+  /* Without history even a huge amount is not a spike: it joins the mean. */
+  ck_assert(!fraud_spike_check(&p, 5000, &ratio));
+  p = (fraud_profile){0};
+  for (int i = 0; i < FRAUD_SPIKE_MIN_HISTORY; i++)
+    ck_assert(!fraud_spike_check(&p, 100, &ratio));
+  ck_assert(fabs(p.mean - 100) < 1e-9);
+  /* 9x is honest (and joins the mean); so is anything under the floor. */
+  fraud_profile nine = p;
+  ck_assert(!fraud_spike_check(&nine, 900, &ratio));
+  ck_assert_int_eq(nine.n, p.n + 1);
+  fraud_profile small = {.n = 20, .mean = 20};
+  ck_assert(!fraud_spike_check(&small, 400, &ratio));
+  fraud_profile q = p;
+  ck_assert(fraud_spike_check(&q, 2000, &ratio));
+  ck_assert(fabs(ratio - 20) < 1e-9);
+  /* The flagged amount stays out of the profile: the next fraud shows. */
+  ck_assert_int_eq(q.n, p.n);
+  ck_assert(fraud_spike_check(&q, 2000, &ratio));
+}
+END_TEST
+
+START_TEST(travel_needs_distance_and_speed) {
+  /* London -> Paris (about 340 km) in a minute: under the distance floor. */
+  fraud_txn lon1 = txn(0, 1, 51.51, -0.13), par = txn(60000, 1, 48.86, 2.35);
+  double km, kmh;
+  ck_assert(!fraud_travel_check(&lon1, &par, &km, &kmh));
+  ck_assert(km > 300 && km < 400);
+  /* London -> New York (about 5570 km): 2 h is impossible, 8 h is a
+   * flight; the order of the arguments does not matter. */
+  fraud_txn ny = txn(2 * 3600000, 1, 40.71, -74.01);
+  ck_assert(fraud_travel_check(&ny, &lon1, &km, &kmh));
+  ck_assert(km > 5500 && km < 5650);
+  ck_assert(kmh > 2700 && kmh < 2850);
+  ny.ts = 8 * 3600000;
+  ck_assert(!fraud_travel_check(&lon1, &ny, &km, &kmh));
+  /* Same instant: impossible, with a finite speed in the evidence. */
+  ny.ts = 0;
+  ck_assert(fraud_travel_check(&lon1, &ny, &km, &kmh));
+  ck_assert(isfinite(kmh));
+}
+END_TEST
+
+START_TEST(bot_rate_threshold) {
+  ck_assert(!bot_rate_hit(BOT_RATE_MIN - 1));
+  ck_assert(bot_rate_hit(BOT_RATE_MIN));
+}
+END_TEST
+
+START_TEST(bot_regular_timing) {
+  int64_t ts[40];
+  double mean, cv;
+  /* A crawler every 2 s, delivered out of order. */
+  for (int i = 0; i < 40; i++)
+    ts[i] = (int64_t)((i * 7) % 40) * 2000 + (i % 3) * 20;
+  ck_assert(bot_regular_check(ts, 40, &mean, &cv));
+  ck_assert(mean > 1900 && mean < 2100);
+  ck_assert(cv < 0.05);
+  for (int i = 1; i < 40; i++)
+    ck_assert(ts[i - 1] <= ts[i]);
+  /* Too short a session is never judged. */
+  ck_assert(!bot_regular_check(ts, BOT_REGULAR_MIN - 1, &mean, &cv));
+  /* A reader: gaps of 1, 9, 3, 20, 2 ... seconds. */
+  const int64_t gaps[] = {1000, 9000, 3000, 20000, 2000, 7000, 500, 12000};
+  int64_t t = 0;
+  for (int i = 0; i < 40; i++) {
+    ts[i] = t;
+    t += gaps[i % 8];
+  }
+  ck_assert(!bot_regular_check(ts, 40, &mean, &cv));
+  ck_assert(cv > 0.5);
+}
+END_TEST
+
+static void add(ex_eval *ev, int label, const char *json) {
+  int rc = label ? ex_eval_add_label(ev, json, strlen(json))
+                 : ex_eval_add_alert(ev, json, strlen(json));
+  ck_assert_msg(rc == 0, "rejected: %s", json);
+}
+
+START_TEST(eval_scores_distinct_alerts) {
+  ex_eval *ev = ex_eval_new();
+  add(ev, 1, "{\"rule\":\"r\",\"entity\":\"a\",\"start\":100,\"end\":200}");
+  add(ev, 1, "{\"rule\":\"r\",\"entity\":\"b\",\"start\":100,\"end\":200}");
+  /* Overlaps a's label: true positive, twice (a replay) counts once. */
+  const char *tp =
+      "{\"id\":\"r/a/150\",\"rule\":\"r\",\"entity\":\"a\",\"start\":150,"
+      "\"end\":300}";
+  add(ev, 0, tp);
+  add(ev, 0, tp);
+  /* Right entity, wrong time; right time, other rule: false positives. */
+  add(ev, 0,
+      "{\"id\":\"r/b/201\",\"rule\":\"r\",\"entity\":\"b\",\"start\":201,"
+      "\"end\":250}");
+  add(ev, 0,
+      "{\"id\":\"s/b/100\",\"rule\":\"s\",\"entity\":\"b\",\"start\":100,"
+      "\"end\":100}");
+  ck_assert_int_eq(ex_eval_add_alert(ev, "{\"rule\":\"r\"}", 12), -1);
+  ck_assert_int_eq(ex_eval_add_label(ev, "not json", 8), -1);
+
+  ex_eval_result r;
+  ex_eval_score(ev, "r", &r);
+  ck_assert_uint_eq(r.alerts, 2);
+  ck_assert_uint_eq(r.duplicates, 1);
+  ck_assert_uint_eq(r.true_pos, 1);
+  ck_assert_uint_eq(r.labels, 2);
+  ck_assert_uint_eq(r.detected, 1);
+  ck_assert(fabs(r.precision - 0.5) < 1e-9);
+  ck_assert(fabs(r.recall - 0.5) < 1e-9);
+  ex_eval_score(ev, "s", &r);
+  ck_assert_uint_eq(r.alerts, 1);
+  ck_assert_uint_eq(r.true_pos, 0);
+  ck_assert(fabs(r.recall - 1.0) < 1e-9); /* no labels */
+  ck_assert_str_eq(ex_eval_rule_at(ev, 0), "r");
+  ck_assert_str_eq(ex_eval_rule_at(ev, 1), "s");
+  ck_assert_ptr_null(ex_eval_rule_at(ev, 2));
+  ex_eval_free(ev);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("examples");
+  TCase *tc = tcase_create("rules");
+  tcase_add_test(tc, velocity_counts_and_merges);
+  tcase_add_test(tc, spike_needs_history_and_keeps_mean_clean);
+  tcase_add_test(tc, travel_needs_distance_and_speed);
+  tcase_add_test(tc, bot_rate_threshold);
+  tcase_add_test(tc, bot_regular_timing);
+  tcase_add_test(tc, eval_scores_distinct_alerts);
+  suite_add_tcase(s, tc);
+  return tu_run(s);
+}
