@@ -76,9 +76,8 @@ static int add(ex_eval *ev, vec *v, const char *json, size_t len,
   json_t *start = json_object_get(j, "start");
   json_t *end = json_object_get(j, "end");
   int rc = -1;
-  if (json_is_string(rule) && json_is_string(ent) &&
-      json_is_integer(start) && json_is_integer(end) &&
-      (!want_id || json_is_string(id))) {
+  if (json_is_string(rule) && json_is_string(ent) && json_is_integer(start) &&
+      json_is_integer(end) && (!want_id || json_is_string(id))) {
     if (v->n == v->cap) {
       size_t cap = v->cap ? v->cap * 2 : 256;
       item *nv = realloc(v->v, cap * sizeof(*nv));
@@ -88,9 +87,8 @@ static int add(ex_eval *ev, vec *v, const char *json, size_t len,
       v->cap = cap;
     }
     item it = {want_id ? strdup(json_string_value(id)) : NULL,
-               strdup(json_string_value(rule)),
-               strdup(json_string_value(ent)), json_integer_value(start),
-               json_integer_value(end)};
+               strdup(json_string_value(rule)), strdup(json_string_value(ent)),
+               json_integer_value(start), json_integer_value(end)};
     if ((want_id && !it.id) || !it.rule || !it.entity ||
         note_rule(ev, it.rule)) {
       free(it.id);
@@ -144,8 +142,8 @@ static void dedupe(ex_eval *ev) {
 
 static bool matches(const item *alert, const item *label) {
   return !strcmp(alert->rule, label->rule) &&
-         !strcmp(alert->entity, label->entity) &&
-         alert->start <= label->end && label->start <= alert->end;
+         !strcmp(alert->entity, label->entity) && alert->start <= label->end &&
+         label->start <= alert->end;
 }
 
 void ex_eval_score(ex_eval *ev, const char *rule, ex_eval_result *out) {

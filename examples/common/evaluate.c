@@ -40,8 +40,7 @@ static void usage(FILE *f) {
 
 typedef int (*line_fn)(ex_eval *, const char *, size_t);
 
-static int read_lines(ex_eval *ev, const char *path, line_fn add,
-                      size_t *n) {
+static int read_lines(ex_eval *ev, const char *path, line_fn add, size_t *n) {
   FILE *f = fopen(path, "r");
   if (!f) {
     perror(path);
@@ -75,8 +74,7 @@ static int read_topic(ex_eval *ev, const char *brokers, const char *topic,
                       size_t *n) {
   char err[512];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err,
-                        sizeof(err)) ||
+  if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof(err)) ||
       rd_kafka_conf_set(conf, "group.id", "sluice-evaluator", err,
                         sizeof(err)) ||
       rd_kafka_conf_set(conf, "enable.auto.commit", "false", err,
@@ -109,8 +107,7 @@ static int read_topic(ex_eval *ev, const char *brokers, const char *topic,
   int open = 0;
   for (int p = 0; p < np; p++) {
     int64_t lo;
-    if (rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &high[p],
-                                         10000)) {
+    if (rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &high[p], 10000)) {
       fprintf(stderr, EVAL_PROG ": cannot read the end of %s/%d\n", topic, p);
       free(high);
       goto out;
@@ -206,8 +203,8 @@ int main(int argc, char **argv) {
       return 2;
   }
 
-  printf("%-18s %7s %6s %6s %7s %9s %10s %7s\n", "rule", "alerts", "tp",
-         "fp", "labels", "detected", "precision", "recall");
+  printf("%-18s %7s %6s %6s %7s %9s %10s %7s\n", "rule", "alerts", "tp", "fp",
+         "labels", "detected", "precision", "recall");
   int fail = 0;
   /* The expected rules first (a rule that never fired must still show),
    * then any other rule the alerts or labels mention. */
@@ -219,9 +216,8 @@ int main(int argc, char **argv) {
     bool ok = r.labels > 0 && r.precision >= target && r.recall >= target;
     fail |= !ok;
     printf("%-18s %7zu %6zu %6zu %7zu %9zu %10.4f %7.4f%s\n", rule, r.alerts,
-           r.true_pos, r.alerts - r.true_pos, r.labels, r.detected,
-           r.precision, r.recall,
-           ok ? "" : (r.labels ? "  BELOW TARGET" : "  NO LABELS"));
+           r.true_pos, r.alerts - r.true_pos, r.labels, r.detected, r.precision,
+           r.recall, ok ? "" : (r.labels ? "  BELOW TARGET" : "  NO LABELS"));
   }
   for (size_t i = 0; ex_eval_rule_at(ev, i); i++) {
     const char *rule = ex_eval_rule_at(ev, i);
@@ -232,9 +228,9 @@ int main(int argc, char **argv) {
     if (strstr(list, pat))
       continue;
     ex_eval_score(ev, rule, &r);
-    printf("%-18s %7zu %6zu %6zu %7zu %9zu %10.4f %7.4f  (not scored)\n",
-           rule, r.alerts, r.true_pos, r.alerts - r.true_pos, r.labels,
-           r.detected, r.precision, r.recall);
+    printf("%-18s %7zu %6zu %6zu %7zu %9zu %10.4f %7.4f  (not scored)\n", rule,
+           r.alerts, r.true_pos, r.alerts - r.true_pos, r.labels, r.detected,
+           r.precision, r.recall);
   }
   free(want);
   ex_eval_score(ev, "", &r);

@@ -21,8 +21,8 @@ static void on_signal(int sig) {
     sl_job_stop(running_job);
 }
 
-static void usage(FILE *f, const char *prog, const char *conf,
-                  const char *in, const char *out) {
+static void usage(FILE *f, const char *prog, const char *conf, const char *in,
+                  const char *out) {
   fprintf(f,
           "usage: %s [--config FILE] [--brokers host:port | --bootstrap-file "
           "F] [--set key=value ...]\n"
@@ -182,11 +182,12 @@ int ex_alert_emit(sl_ctx_t *ctx, const char *rule, const void *entity,
     return SL_ERR_NOMEM;
   int e = (int)entity_len;
   const char *ent = entity;
-  int n = snprintf(out, cap,
-                   "{\"id\":\"%s/%.*s/%" PRId64 "\",\"rule\":\"%s\","
-                   "\"entity\":\"%.*s\",\"start\":%" PRId64
-                   ",\"end\":%" PRId64 ",\"evidence\":{%s}}",
-                   rule, e, ent, start, rule, e, ent, start, end, evidence);
+  int n =
+      snprintf(out, cap,
+               "{\"id\":\"%s/%.*s/%" PRId64 "-%" PRId64
+               "\",\"rule\":\"%s\",\"entity\":\"%.*s\",\"start\":%" PRId64
+               ",\"end\":%" PRId64 ",\"evidence\":{%s}}",
+               rule, e, ent, start, end, rule, e, ent, start, end, evidence);
   sl_record_t r = {entity, entity_len, out, (size_t)n, end};
   return sl_emit(ctx, &r);
 }

@@ -21,9 +21,9 @@ typedef struct ex_job {
   sl_job_t *job;
   const char *in_topic;
   const char *alerts_topic;
-  bool print;       /* also write each alert to stdout */
-  bool exit_at_end; /* stop once the end marker's watermark has passed */
-  int64_t bound_ms; /* out-of-orderness bound of the watermarks */
+  bool print;             /* also write each alert to stdout */
+  bool exit_at_end;       /* stop once the end marker's watermark has passed */
+  int64_t bound_ms;       /* out-of-orderness bound of the watermarks */
   _Atomic int64_t end_ts; /* event time of the end-of-input marker, or 0 */
   atomic_bool done;       /* sl_job_run() returned: the watcher quits */
 } ex_job;
@@ -50,9 +50,10 @@ bool ex_job_is_end(ex_job *ej, const char *type, int64_t ts);
 int ex_job_sink_alerts(ex_job *ej, sl_stream_t **alerts, size_t n);
 
 /* Emits one alert as JSON:
- * {"id":"<rule>/<entity>/<start>","rule","entity","start","end",
+ * {"id":"<rule>/<entity>/<start>-<end>","rule","entity","start","end",
  *  "evidence":{<evidence>}} with key = entity. The id names the alert for
- * deduplication: a replay after a restart emits the same id again. */
+ * deduplication: a replay after a restart emits the same id again, and two
+ * different alerts of a rule and entity never cover the same span. */
 int ex_alert_emit(sl_ctx_t *ctx, const char *rule, const void *entity,
                   size_t entity_len, int64_t start, int64_t end,
                   const char *evidence);

@@ -54,7 +54,8 @@ int ex_resolve_brokers(const char *brokers, const char *bootstrap_file,
     snprintf(out, outlen, "%s", brokers);
     return 0;
   }
-  const char *path = bootstrap_file ? bootstrap_file : ex_default_bootstrap_file();
+  const char *path =
+      bootstrap_file ? bootstrap_file : ex_default_bootstrap_file();
   /* The dev broker writes the file atomically once its topics exist, so a
    * file that is there is complete. */
   for (int waited = 0;; waited += 50) {
@@ -111,10 +112,8 @@ ex_producer *ex_producer_new(const char *brokers, const char *topic,
     goto fail;
   /* Idempotence keeps each partition in the order we produced it even
    * across retries: the generators rely on per-key order. */
-  if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err,
-                        sizeof(err)) ||
-      rd_kafka_conf_set(conf, "enable.idempotence", "true", err,
-                        sizeof(err)) ||
+  if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof(err)) ||
+      rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof(err)) ||
       rd_kafka_conf_set(conf, "linger.ms", "5", err, sizeof(err)) ||
       rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err))) {
     fprintf(stderr, "producer: %s\n", err);
@@ -153,8 +152,7 @@ int ex_producer_send(ex_producer *p, const char *key, int32_t partition,
   for (;;) {
     rd_kafka_resp_err_t e = rd_kafka_producev(
         p->rk, RD_KAFKA_V_RKT(p->rkt),
-        RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA
-                                           : partition),
+        RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
         RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
         RD_KAFKA_V_VALUE((void *)value, len),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_TIMESTAMP(ts),
@@ -184,9 +182,8 @@ int ex_producer_partitions(ex_producer *p) {
   const struct rd_kafka_metadata *md;
   if (rd_kafka_metadata(p->rk, 0, p->rkt, &md, 10000))
     return -1;
-  int n = md->topic_cnt == 1 && !md->topics[0].err
-              ? md->topics[0].partition_cnt
-              : -1;
+  int n = md->topic_cnt == 1 && !md->topics[0].err ? md->topics[0].partition_cnt
+                                                   : -1;
   rd_kafka_metadata_destroy(md);
   return n;
 }

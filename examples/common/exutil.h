@@ -24,7 +24,7 @@ typedef struct ex_rng {
 
 void ex_rng_seed(ex_rng *r, uint64_t seed);
 uint64_t ex_rng_next(ex_rng *r);
-double ex_rng_unit(ex_rng *r);                        /* [0, 1) */
+double ex_rng_unit(ex_rng *r);                           /* [0, 1) */
 int64_t ex_rng_range(ex_rng *r, int64_t lo, int64_t hi); /* [lo, hi] */
 double ex_rng_exp(ex_rng *r, double mean);
 double ex_rng_normal(ex_rng *r);

@@ -20,12 +20,12 @@ typedef struct city {
 } city;
 
 static const city cities[] = {
-    {"London", 51.51, -0.13},    {"Paris", 48.86, 2.35},
-    {"Berlin", 52.52, 13.40},    {"Madrid", 40.42, -3.70},
-    {"New York", 40.71, -74.01}, {"Chicago", 41.88, -87.63},
+    {"London", 51.51, -0.13},      {"Paris", 48.86, 2.35},
+    {"Berlin", 52.52, 13.40},      {"Madrid", 40.42, -3.70},
+    {"New York", 40.71, -74.01},   {"Chicago", 41.88, -87.63},
     {"São Paulo", -23.55, -46.63}, {"Tokyo", 35.68, 139.69},
-    {"Singapore", 1.35, 103.82}, {"Sydney", -33.87, 151.21},
-    {"Mumbai", 19.08, 72.88},    {"Lagos", 6.52, 3.38},
+    {"Singapore", 1.35, 103.82},   {"Sydney", -33.87, 151.21},
+    {"Mumbai", 19.08, 72.88},      {"Lagos", 6.52, 3.38},
 };
 #define N_CITIES (int)(sizeof(cities) / sizeof(cities[0]))
 
@@ -48,8 +48,8 @@ typedef struct gen {
 static const char *const rule_names[3] = {"velocity", "amount_spike",
                                           "impossible_travel"};
 
-static int queue_txn(gen *g, int c, const card *cd, int64_t ts,
-                     double amount, double lat, double lon) {
+static int queue_txn(gen *g, int c, const card *cd, int64_t ts, double amount,
+                     double lat, double lon) {
   char key[16], json[256];
   snprintf(key, sizeof(key), "c%05d", c);
   snprintf(json, sizeof(json),
@@ -113,8 +113,8 @@ static int inject(gen *g, int rule, int c, card *cd, int64_t t) {
   int far;
   do
     far = (int)ex_rng_range(&g->rng, 0, N_CITIES - 1);
-  while (fraud_distance_km(h->lat, h->lon, cities[far].lat,
-                           cities[far].lon) < 3000);
+  while (fraud_distance_km(h->lat, h->lon, cities[far].lat, cities[far].lon) <
+         3000);
   int64_t ts = t + ex_rng_range(&g->rng, 60000, 600000);
   if (queue_txn(g, c, cd, ts, honest_amount(g, cd), cities[far].lat,
                 cities[far].lon))
@@ -124,16 +124,15 @@ static int inject(gen *g, int rule, int c, card *cd, int64_t t) {
 }
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: " PROG " [--brokers host:port | --bootstrap-file F] "
-          "[--topic fraud.txns]\n"
-          "       [--labels fraud-labels.jsonl] [--events N] [--rate R] "
-          "[--cards N] [--seed S]\n"
-          "       [--inject-every N] [--max-delay-ms MS]\n"
-          "Writes N transactions (0 = until killed) at R records/s (0 = as "
-          "fast as possible),\n"
-          "then one end-of-input record per partition, and the injected "
-          "frauds to the labels file.\n");
+  fprintf(f, "usage: " PROG " [--brokers host:port | --bootstrap-file F] "
+             "[--topic fraud.txns]\n"
+             "       [--labels fraud-labels.jsonl] [--events N] [--rate R] "
+             "[--cards N] [--seed S]\n"
+             "       [--inject-every N] [--max-delay-ms MS]\n"
+             "Writes N transactions (0 = until killed) at R records/s (0 = as "
+             "fast as possible),\n"
+             "then one end-of-input record per partition, and the injected "
+             "frauds to the labels file.\n");
 }
 
 int main(int argc, char **argv) {

@@ -154,8 +154,8 @@ static int card_txn(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
       snprintf(ev, sizeof(ev),
                "\"txns\":[\"%s\",\"%s\"],\"km\":%.0f,\"kmh\":%.0f", a->id,
                b->id, km, kmh);
-      if ((rc = ex_alert_emit(ctx, "impossible_travel", rec->key,
-                              rec->key_len, a->ts, b->ts, ev)))
+      if ((rc = ex_alert_emit(ctx, "impossible_travel", rec->key, rec->key_len,
+                              a->ts, b->ts, ev)))
         return rc;
     }
   }

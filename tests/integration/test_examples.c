@@ -47,10 +47,9 @@ static void run_example(const char *example, const char *extra, run *r) {
   while (fgets(line, sizeof(line), p)) {
     fputs(line, stderr); /* the test log shows the evaluation */
     score s;
-    if (r->n < MAX_RULES &&
-        sscanf(line, "%31s %ld %ld %ld %ld %ld %lf %lf", s.rule, &s.alerts,
-               &s.tp, &s.fp, &s.labels, &s.detected, &s.precision,
-               &s.recall) == 8)
+    if (r->n < MAX_RULES && sscanf(line, "%31s %ld %ld %ld %ld %ld %lf %lf",
+                                   s.rule, &s.alerts, &s.tp, &s.fp, &s.labels,
+                                   &s.detected, &s.precision, &s.recall) == 8)
       r->rules[r->n++] = s;
     sscanf(line, "%ld alert records (%ld duplicates", &r->records,
            &r->duplicates);
@@ -71,8 +70,8 @@ static void assert_on_target(const run *r, int rules, double target) {
     const score *s = &r->rules[i];
     /* Enough labelled cases that the ratios mean something. */
     ck_assert_msg(s->labels >= 30, "%s: %ld labels", s->rule, s->labels);
-    ck_assert_msg(s->precision >= target, "%s: precision %.4f < %.2f",
-                  s->rule, s->precision, target);
+    ck_assert_msg(s->precision >= target, "%s: precision %.4f < %.2f", s->rule,
+                  s->precision, target);
     ck_assert_msg(s->recall >= target, "%s: recall %.4f < %.2f", s->rule,
                   s->recall, target);
   }
@@ -99,15 +98,15 @@ static void kill_and_restart(const char *example, int rules, double target) {
   run clean, killed;
   run_example(example, "", &clean);
   assert_on_target(&clean, rules, target);
-  run_example(example, "--rate 20000 --checkpoint-interval-ms 200 "
-                       "--kill-after-ms 300",
+  run_example(example,
+              "--rate 20000 --checkpoint-interval-ms 200 "
+              "--kill-after-ms 300",
               &killed);
   /* Mid-stream: the first job had written alerts, and the restarted one
    * resumed from a checkpoint's positions instead of the beginning. */
   ck_assert_msg(killed.alerts_before_kill > 0, "killed after %ld alerts",
                 killed.alerts_before_kill);
-  ck_assert_msg(killed.restarted_read > 0 &&
-                    killed.restarted_read < 40000,
+  ck_assert_msg(killed.restarted_read > 0 && killed.restarted_read < 40000,
                 "the restarted job read %ld records", killed.restarted_read);
   assert_on_target(&killed, rules, target);
   for (int i = 0; i < rules; i++) {
