@@ -208,12 +208,15 @@ typedef int (*sl_join_fn)(sl_ctx_t *ctx, const sl_record_t *left,
                           const sl_record_t *right, void *opaque);
 
 /* Window join (Flink's join().where().equalTo().window()): both keyed
- * inputs are windowed by spec (tumbling, sliding or session; default or
- * count trigger; lateness and late_tag apply to both sides); when a window
- * fires, fn is called for every pair (left, right) of elements of that
- * key and window, lefts in arrival order, then rights in arrival order.
- * Output timestamp: the window's max_ts. Returns the joined stream or
- * NULL (error recorded in the job). */
+ * inputs are windowed by spec (any assigner and trigger; a global window
+ * needs the count trigger; lateness and late_tag apply to both inputs,
+ * whose late elements share the tag). When a window of key k fires, fn is
+ * called for every pair (left, right) of that window's elements, lefts in
+ * arrival order, then rights in arrival order; a window with elements on
+ * one side only produces nothing. Output timestamp: the window's max_ts.
+ * opaque is passed to fn and not owned. Returns the joined stream or NULL
+ * (SL_ERR_INVAL for a bad spec or no fn, recorded in the job). Thread:
+ * graph building only. */
 SL_API sl_stream_t *sl_window_join(sl_stream_t *left, sl_stream_t *right,
                                    const char *uid,
                                    const sl_window_spec_t *spec, sl_join_fn fn,
@@ -236,8 +239,10 @@ typedef struct sl_interval_join_spec {
 /* Interval join (Flink's intervalJoin().between().process()): each pair
  * is joined as soon as its second element arrives; output timestamp
  * max(l.ts, r.ts). Buffered elements are removed by event-time timers once
- * the watermark shows they can join nothing more. Returns the joined
- * stream or NULL (error recorded in the job). */
+ * the watermark shows they can join nothing more. spec is copied (tags
+ * too); opaque is passed to fn and not owned. Returns the joined stream or
+ * NULL (SL_ERR_INVAL for no spec or fn, or an empty interval, recorded in
+ * the job). Thread: graph building only. */
 SL_API sl_stream_t *sl_interval_join(sl_stream_t *left, sl_stream_t *right,
                                      const char *uid,
                                      const sl_interval_join_spec_t *spec,

@@ -186,7 +186,7 @@ static size_t lz_ds(const warg *a) {
 
 static void lz_skey(const win *w, const sl_state_t *st, sl__skey *sk) {
   *sk = (sl__skey){sl__state_id(st), w->k.kg, w->k.hash, w->k.key,
-                   w->k.key_len, NULL, 0};
+                   w->k.key_len,     NULL,    0};
 }
 
 static int lz_get(win *w, const sl_state_t *st, void **p, size_t *len) {
@@ -207,12 +207,15 @@ static int lz_load(win *w, lz *z) {
     return rc;
   }
   z->n = bl / sizeof(sbound);
+  sl__backend *be = sl__kstate_backend(w->k.state);
+  uint64_t epoch = be->epoch;
   if ((rc = lz_get(w, w->sdata, &d, &dl)) < 0)
     return rc;
   if (rc == 0 || dl != z->n * lz_ds(w->a))
     return SL_ERR_CORRUPT;
-  /* The second lookup may have moved the first entry's bytes. */
-  if ((rc = lz_get(w, w->sess, &b, &bl)) != 1)
+  /* The second lookup may have moved the first entry's bytes: the
+   * backend's epoch says when (never, for a plain read of the hashmap). */
+  if (be->epoch != epoch && (rc = lz_get(w, w->sess, &b, &bl)) != 1)
     return rc < 0 ? rc : SL_ERR_CORRUPT;
   z->b = b;
   z->d = d;
@@ -328,6 +331,10 @@ static int lazy_element(win *w, int port, const sl_record_t *rec,
       for (size_t x = 0; x < merged; x++)
         if ((rc = merge_state(w, ((int64_t *)w->buf)[x])))
           return rc;
+      /* Merging moved state around: z's bytes may be stale (only the
+       * list namespace is read below). */
+      if ((rc = lz_load(w, &z)))
+        return rc;
     }
   }
   *skipped = false;
@@ -458,7 +465,7 @@ int sl__session_element(win *w, int port, const sl_record_t *rec, int64_t t,
       for (size_t x = i; x < j; x++) {
         sl_window_t old = {s[x].start, s[x].end};
         w_set_ns(w, s[x].sstart);
-        if ((rc = sl__win_trig_clear(w, &old, false)))
+        if ((rc = sl__win_trig_clear(w, &old, false, true)))
           return rc;
         int64_t c = w_cleanup(a, &old);
         if (c != INT64_MAX)

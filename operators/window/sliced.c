@@ -137,6 +137,8 @@ int sl__sliced_element(win *w, const sl_record_t *rec, int64_t wm,
   const warg *a = w->a;
   int64_t t = rec->ts, L = a->s.allowed_lateness;
   int64_t last = last_end_of(a, t);
+  if (t >= last)
+    return 0; /* slide > size: ts falls between windows, in none */
   if (w_sat_add(last - 1, L) <= wm)
     return 0; /* every window of the element is late */
   *skipped = false;

@@ -313,26 +313,31 @@ static int trig_timer(win *w, const sl_window_t *wd, int d, int64_t ts) {
 /* Flink's Trigger.clear(): the trigger's timers and (with state) its state
  * of window wd. A session merge keeps the state, which merge_state folds
  * into the merged window's. */
-int sl__win_trig_clear(win *w, const sl_window_t *wd, bool state) {
+int sl__win_trig_clear(win *w, const sl_window_t *wd, bool state, bool timers) {
   const warg *a = w->a;
   switch (a->trig) {
   case SL_TRIGGER_EVENT_TIME:
-    sl__win_tdel(w, SL_EVENT_TIME, w_max_ts(wd), wd);
+    if (timers)
+      sl__win_tdel(w, SL_EVENT_TIME, w_max_ts(wd), wd);
     break;
   case SL_TRIGGER_PROC_TIME:
-    sl__win_tdel(w, SL_PROC_TIME, w_max_ts(wd), wd);
+    if (timers)
+      sl__win_tdel(w, SL_PROC_TIME, w_max_ts(wd), wd);
     break;
   case SL_TRIGGER_COUNT:
     return state ? sl__state_clear(&w->k, w->cnt) : 0;
   case SL_TRIGGER_CONTINUOUS_EVENT_TIME: {
-    sl__win_tdel(w, SL_EVENT_TIME, w_max_ts(wd), wd);
     const void *v;
     size_t len;
     int64_t f;
-    int rc = sl__value_get(&w->k, w->fire, &v, &len);
-    if (rc == 1 && len == sizeof(f)) {
-      memcpy(&f, v, sizeof(f));
-      sl__win_tdel(w, SL_EVENT_TIME, f, wd);
+    int rc = 0;
+    if (timers) {
+      sl__win_tdel(w, SL_EVENT_TIME, w_max_ts(wd), wd);
+      rc = sl__value_get(&w->k, w->fire, &v, &len);
+      if (rc == 1 && len == sizeof(f)) {
+        memcpy(&f, v, sizeof(f));
+        sl__win_tdel(w, SL_EVENT_TIME, f, wd);
+      }
     }
     return rc < 0 || !state ? (rc < 0 ? rc : 0)
                             : sl__state_clear(&w->k, w->fire);
@@ -393,6 +398,7 @@ int sl__win_add(win *w, int port, const sl_record_t *rec, bool *fresh) {
  * the trigger to (re-)register its timers (merged sessions). */
 int sl__win_one(win *w, int port, const sl_record_t *rec, const sl_window_t *wd,
                 int64_t wm, bool need_timers) {
+  const warg *a = w->a;
   bool fresh;
   int rc = sl__win_add(w, port, rec, &fresh);
   if (SL__UNLIKELY(rc))
@@ -408,7 +414,14 @@ int sl__win_one(win *w, int port, const sl_record_t *rec, const sl_window_t *wd,
   }
   if ((r & W_PURGE) && (rc = sl__win_clear(w)))
     return rc;
-  return fresh ? cleanup_timer(w, wd) : 0;
+  if (!fresh)
+    return 0;
+  /* Without lateness the cleanup timer is the event-time trigger's own
+   * timer, just registered: skip the duplicate's lookup. */
+  if (a->trig == SL_TRIGGER_EVENT_TIME && !(r & W_FIRE) &&
+      w_cleanup(a, wd) == w_max_ts(wd))
+    return 0;
+  return cleanup_timer(w, wd);
 }
 
 bool sl__win_late(const warg *a, const sl_window_t *wd, int64_t wm) {
@@ -475,10 +488,17 @@ static int win_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
 }
 
 static int clear_all(win *w, const sl_window_t *wd) {
+  const warg *a = w->a;
   int rc = sl__win_clear(w);
-  if (!rc)
-    rc = sl__win_trig_clear(w, wd, true);
-  return rc;
+  if (rc)
+    return rc;
+  /* Cleanup runs from the cleanup timer, in the trigger's own time domain
+   * for the usual triggers: their timers (at or before max_ts) have fired
+   * already, so there is nothing to delete. */
+  bool popped = a->event ? (a->trig == SL_TRIGGER_EVENT_TIME ||
+                            a->trig == SL_TRIGGER_CONTINUOUS_EVENT_TIME)
+                         : a->trig == SL_TRIGGER_PROC_TIME;
+  return sl__win_trig_clear(w, wd, true, !popped);
 }
 
 static int win_timer(sl__keyed *k, sl_time_domain d, int64_t ts) {
@@ -595,9 +615,9 @@ static int win_open(sl_ctx_t *op) {
   if (a->sliced) {
     d.name = "slices";
     w->slices = reg(w, &d, err, sizeof(err), &rc);
-  } else if (a->agg) {
+  } else if (a->agg && !a->lazy_sessions) {
     w->acc = reg(w, &d, err, sizeof(err), &rc);
-  } else {
+  } else if (!a->agg) {
     d.kind = SL_STATE_LIST;
     w->list = reg(w, &d, err, sizeof(err), &rc);
   }

@@ -210,7 +210,7 @@ int sl__win_one(win *w, int port, const sl_record_t *rec, const sl_window_t *wd,
                 int64_t wm, bool need_timers);
 int sl__win_emit(win *w, const sl_window_t *wd);
 int sl__win_clear(win *w);
-int sl__win_trig_clear(win *w, const sl_window_t *wd, bool state);
+int sl__win_trig_clear(win *w, const sl_window_t *wd, bool state, bool timers);
 int sl__win_cont_register(win *w, const sl_window_t *wd, int64_t next);
 bool sl__win_late(const warg *a, const sl_window_t *wd, int64_t wm);
 

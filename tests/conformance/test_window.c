@@ -108,6 +108,29 @@ START_TEST(sliding_per_window_path_matches) {
 }
 END_TEST
 
+/* Slide larger than size: elements between windows belong to none. */
+START_TEST(sliding_with_gaps_between_windows) {
+  for (int sliced = 0; sliced < 2; sliced++) {
+    wu_build b = {.spec = sl_window_sliding(1000, 3000)};
+    if (sliced) {
+      b.fn.builtin = SL_AGG_COUNT;
+    } else {
+      b.fn.add = cnt_add; /* no merge: per-window path */
+      b.fn.acc_size = sizeof(double);
+    }
+    sl_harness_t *h = wu_harness(BE, &b, NULL);
+    push(h, "a", "1", 1500); /* in no window */
+    push(h, "a", "1", 500);
+    push(h, "a", "1", -2500);
+    sl_harness_end(h);
+    ck_assert_uint_eq(sl_harness_count(h, NULL), 2);
+    ck_assert_int_eq(sl_harness_get(h, NULL, 0)->ts, -2001);
+    ck_assert_int_eq(sl_harness_get(h, NULL, 1)->ts, 999);
+    sl_harness_destroy(h);
+  }
+}
+END_TEST
+
 START_TEST(negative_timestamps_and_offset) {
   wu_build b = {.spec = sl_window_tumbling(1000)};
   b.fn.builtin = SL_AGG_COUNT;
@@ -565,6 +588,64 @@ static int gen_one(uint64_t i, sl_record_t *out, void *opaque) {
   return 0;
 }
 
+/* A user aggregate: mean of the values, with merge and result. */
+typedef struct mean_acc {
+  double sum;
+  int64_t n;
+} mean_acc;
+static void mean_init(void *acc, void *opaque) {
+  (void)opaque;
+  ((mean_acc *)acc)->sum = 0;
+  ((mean_acc *)acc)->n = 0;
+}
+static int mean_add(void *acc, const sl_record_t *rec, void *opaque) {
+  (void)opaque;
+  double v;
+  if (wu_num(rec, &v, NULL))
+    return -1;
+  ((mean_acc *)acc)->sum += v;
+  ((mean_acc *)acc)->n++;
+  return 0;
+}
+static void mean_merge(void *acc, const void *o, void *opaque) {
+  (void)opaque;
+  ((mean_acc *)acc)->sum += ((const mean_acc *)o)->sum;
+  ((mean_acc *)acc)->n += ((const mean_acc *)o)->n;
+}
+static void mean_result(const void *acc, void *out, void *opaque) {
+  (void)opaque;
+  const mean_acc *a = acc;
+  double r = a->sum / (double)a->n;
+  memcpy(out, &r, sizeof(r));
+}
+
+START_TEST(user_aggregate_with_merge_and_result) {
+  wu_build b = {.spec = sl_window_sliding(2000, 1000)};
+  b.fn = (sl_window_fn_t){.acc_size = sizeof(mean_acc),
+                          .init = mean_init,
+                          .add = mean_add,
+                          .merge = mean_merge,
+                          .result_size = sizeof(double),
+                          .result = mean_result};
+  sl_harness_t *h = wu_harness(BE, &b, NULL);
+  push(h, "a", "1", 500);
+  push(h, "a", "2", 1500);
+  push(h, "a", "6", 1700);
+  sl_harness_end(h);
+  WU_EXPECT(h, false, "(a,1)@999", "(a,3)@1999", "(a,4)@2999");
+  sl_harness_destroy(h);
+  /* Sessions merge accumulators with merge. */
+  b.spec = sl_window_session(600);
+  h = wu_harness(BE, &b, NULL);
+  push(h, "a", "1", 0);
+  push(h, "a", "2", 1000);
+  push(h, "a", "6", 500); /* bridges [0, 600) and [1000, 1600) */
+  sl_harness_end(h);
+  WU_EXPECT(h, false, "(a,3)@1599");
+  sl_harness_destroy(h);
+}
+END_TEST
+
 START_TEST(bad_specs_are_refused) {
   sl_job_t *job = tu_job(1, NULL);
   sl_generator_opts_t go = {.count = 1, .gen = gen_one};
@@ -713,6 +794,7 @@ int main(void) {
   tcase_add_loop_test(tc, sliding_flink_sequence, 0, n);
   tcase_add_loop_test(tc, sliding_per_window_path_matches, 0, n);
   tcase_add_loop_test(tc, negative_timestamps_and_offset, 0, n);
+  tcase_add_loop_test(tc, sliding_with_gaps_between_windows, 0, n);
   tcase_add_loop_test(tc, sessions_merge_when_they_touch, 0, n);
   tcase_add_loop_test(tc, session_dynamic_gap, 0, n);
   tcase_add_loop_test(tc, lateness_refires_and_side_output, 0, n);
@@ -727,6 +809,7 @@ int main(void) {
   tcase_add_loop_test(tc, combined_aggregate_and_window_function, 0, n);
   tcase_add_loop_test(tc, builtin_aggregates, 0, n);
   tcase_add_loop_test(tc, failing_window_function_is_skipped_by_policy, 0, n);
+  tcase_add_loop_test(tc, user_aggregate_with_merge_and_result, 0, n);
   tcase_add_test(tc, bad_specs_are_refused);
   tcase_add_loop_test(tc, window_join_pairs_per_window, 0, n);
   tcase_add_loop_test(tc, interval_join_flink_semantics, 0, n);
