@@ -110,15 +110,16 @@ int main(int argc, char **argv) {
     int parts = colon ? atoi(colon + 1) : 1;
     size_t len = colon ? (size_t)(colon - topics[i]) : strlen(topics[i]);
     if (len == 0 || len >= sizeof(name) || parts < 1) {
-      fprintf(stderr, "sluice-kafka-dev: bad --topic \"%s\" (name:partitions)\n",
+      fprintf(stderr,
+              "sluice-kafka-dev: bad --topic \"%s\" (name:partitions)\n",
               topics[i]);
       rc = 2;
       break;
     }
     memcpy(name, topics[i], len);
     name[len] = '\0';
-    rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(
-        mc, name, parts, brokers < 3 ? brokers : 3);
+    rd_kafka_resp_err_t e =
+        rd_kafka_mock_topic_create(mc, name, parts, brokers < 3 ? brokers : 3);
     if (e) {
       fprintf(stderr, "sluice-kafka-dev: creating %s: %s\n", name,
               rd_kafka_err2str(e));
@@ -130,8 +131,8 @@ int main(int argc, char **argv) {
     printf("%s\n", bootstraps);
     fflush(stdout);
     if (bootstrap_file && write_atomic(bootstrap_file, bootstraps)) {
-      fprintf(stderr, "sluice-kafka-dev: cannot write %s: %s\n",
-              bootstrap_file, strerror(errno));
+      fprintf(stderr, "sluice-kafka-dev: cannot write %s: %s\n", bootstrap_file,
+              strerror(errno));
       rc = 1;
     }
   }

@@ -151,7 +151,8 @@ int sl__kconf(const sl_conf_t *conf, const char *const *defaults,
   return SL_OK;
 }
 
-/* ---- Positions ------------------------------------------------------------ */
+/* ---- Positions ------------------------------------------------------------
+ */
 
 int sl__kpos_add(sl__kjob *kj, uint64_t id, const char *group,
                  const char *topic, int32_t partition, int64_t offset) {
@@ -203,8 +204,7 @@ void sl__kpos_drop(sl__kjob *kj, uint64_t id) {
 #define KPOS_MAGIC 0x314b4c53u /* "SLK1" */
 
 int sl__kpos_encode(sl_buf_t *out, const char *group, const char *const *topic,
-                    const int32_t *partition, const int64_t *offset,
-                    size_t n) {
+                    const int32_t *partition, const int64_t *offset, size_t n) {
   int rc = sl__buf_u32(out, KPOS_MAGIC);
   if (!rc)
     rc = sl__buf_bytes(out, group, strlen(group));
@@ -274,7 +274,8 @@ int sl__kpos_decode(const sl_blob_t *blob, sl__kpos_visit visit, void *arg) {
   return r.p == r.end ? SL_OK : SL_ERR_CORRUPT;
 }
 
-/* ---- Consumed messages ----------------------------------------------------- */
+/* ---- Consumed messages -----------------------------------------------------
+ */
 
 const char *sl_kafka_msg_topic(const sl_kafka_msg_t *m) {
   return m->topic;
@@ -347,7 +348,8 @@ const sl_kafka_msg_t *sl_kafka_current(const sl_ctx_t *ctx) {
   return last_chained ? sl__kafka_cur : NULL;
 }
 
-/* ---- Sink headers and JSON helpers ---------------------------------------- */
+/* ---- Sink headers and JSON helpers ----------------------------------------
+ */
 
 struct sl_kafka_headers {
   rd_kafka_headers_t *h;

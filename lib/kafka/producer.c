@@ -25,6 +25,9 @@ struct sl__kprod {
   /* Serializes transaction steps; never taken on the per-record path. */
   pthread_mutex_t lock;
   _Atomic int failed;
+  _Atomic int stop; /* poller thread */
+  pthread_t thread;
+  bool polling;
   char err[512]; /* written once, before failed is set */
   /* Records after barrier b may join the open transaction iff
    * b <= released: the checkpoint ids committed or given up. */
@@ -70,8 +73,7 @@ static void set_failed(sl__kprod *p, const char *fmt, ...) {
 }
 
 const char *sl__kprod_error(sl__kprod *p) {
-  return atomic_load_explicit(&p->failed, memory_order_acquire) ? p->err
-                                                                : NULL;
+  return atomic_load_explicit(&p->failed, memory_order_acquire) ? p->err : NULL;
 }
 
 rd_kafka_t *sl__kprod_handle(sl__kprod *p) {
@@ -82,32 +84,37 @@ uint64_t sl__ktxn_released(sl__kprod *p) {
   return atomic_load_explicit(&p->released, memory_order_acquire);
 }
 
-/* librdkafka's background thread: delivery reports and errors. A failed
- * delivery (after librdkafka's own retries) fails the job: never silent. */
-static void on_event(rd_kafka_t *rk, rd_kafka_event_t *ev, void *opaque) {
-  sl__kprod *p = opaque;
+/* Delivery reports and errors, served by the producer's poller thread
+ * (and by flush). A failed delivery (after librdkafka's own retries)
+ * fails the job: never silent. */
+static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+  (void)rk;
+  /* Purges come only from aborting a transaction on purpose. */
+  if (m->err && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
+      m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
+    set_failed(opaque, "delivery to %s[%" PRId32 "] failed: %s",
+               m->rkt ? rd_kafka_topic_name(m->rkt) : "?", m->partition,
+               rd_kafka_err2str(m->err));
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason,
+                     void *opaque) {
   char buf[512];
-  switch (rd_kafka_event_type(ev)) {
-  case RD_KAFKA_EVENT_DR: {
-    const rd_kafka_message_t *m;
-    while ((m = rd_kafka_event_message_next(ev))) {
-      if (m->err)
-        set_failed(p, "delivery to %s[%" PRId32 "] failed: %s",
-                   m->rkt ? rd_kafka_topic_name(m->rkt) : "?", m->partition,
-                   rd_kafka_err2str(m->err));
-    }
-    break;
+  if (err == RD_KAFKA_RESP_ERR__FATAL) {
+    rd_kafka_fatal_error(rk, buf, sizeof(buf));
+    set_failed(opaque, "fatal producer error: %s", buf);
+  } else if (err != RD_KAFKA_RESP_ERR__TRANSPORT &&
+             err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+    sl__klog("producer: %s", reason);
   }
-  case RD_KAFKA_EVENT_ERROR:
-    if (rd_kafka_event_error_is_fatal(ev)) {
-      rd_kafka_fatal_error(rk, buf, sizeof(buf));
-      set_failed(p, "fatal producer error: %s", buf);
-    }
-    break;
-  default:
-    break;
-  }
-  rd_kafka_event_destroy(ev);
+}
+
+/* Workers never poll the producer: this thread serves its callbacks. */
+static void *poller(void *arg) {
+  sl__kprod *p = arg;
+  while (!atomic_load_explicit(&p->stop, memory_order_relaxed))
+    rd_kafka_poll(p->rk, 50);
+  return NULL;
 }
 
 static sl__kprod *kprod_new(sl__kjob *kj, bool txn) {
@@ -139,6 +146,10 @@ void sl__kprod_destroy(sl__kprod *p) {
   if (p->rk && !p->txn && rd_kafka_flush(p->rk, p->timeout_ms))
     sl__klog("%d messages undelivered when the job was destroyed",
              rd_kafka_outq_len(p->rk));
+  if (p->polling) {
+    atomic_store(&p->stop, 1);
+    pthread_join(p->thread, NULL);
+  }
   if (p->rk)
     rd_kafka_destroy(p->rk);
   pthread_mutex_destroy(&p->lock);
@@ -198,8 +209,8 @@ static int create(sl__kprod *p, const sl_conf_t *conf, char *err,
   int r = sl__kconf(conf, defaults, &rc, err, errlen);
   if (r)
     return r;
-  rd_kafka_conf_set_events(rc, RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR);
-  rd_kafka_conf_set_background_event_cb(rc, on_event);
+  rd_kafka_conf_set_dr_msg_cb(rc, on_dr);
+  rd_kafka_conf_set_error_cb(rc, on_error);
   rd_kafka_conf_set_opaque(rc, p);
   char e[512];
   p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, e, sizeof(e));
@@ -208,16 +219,22 @@ static int create(sl__kprod *p, const sl_conf_t *conf, char *err,
     snprintf(err, errlen, "cannot create producer: %s", e);
     return SL_ERR_KAFKA;
   }
+  if (pthread_create(&p->thread, NULL, poller, p)) {
+    rd_kafka_destroy(p->rk);
+    p->rk = NULL;
+    snprintf(err, errlen, "cannot start the producer's poller thread");
+    return SL_ERR_NOMEM;
+  }
+  p->polling = true;
   if (!p->txn)
     return SL_OK;
   rd_kafka_error_t *ie = rd_kafka_init_transactions(p->rk, p->timeout_ms);
   if (ie) {
     snprintf(err, errlen, "init_transactions (transactional.id %s): %s", tid,
              rd_kafka_error_string(ie));
+    set_failed(p, "%s", err);
     rd_kafka_error_destroy(ie);
-    rd_kafka_destroy(p->rk);
-    p->rk = NULL;
-    return SL_ERR_KAFKA;
+    return SL_ERR_KAFKA; /* the client is freed with the job */
   }
   log_event(p, SL__KTXN_INIT, 0);
   if (begin(p)) {
@@ -241,6 +258,9 @@ sl__kprod *sl__kprod_acquire(sl__kjob *kj, bool txn, const sl_conf_t *conf,
     pthread_mutex_lock(&p->lock);
     rc = create(p, conf, err, errlen);
     pthread_mutex_unlock(&p->lock);
+  } else if (p && sl__kprod_error(p)) {
+    snprintf(err, errlen, "%s", sl__kprod_error(p));
+    rc = SL_ERR_KAFKA;
   }
   if (!rc)
     p->refs++;
@@ -303,8 +323,9 @@ int sl__kprod_send(sl__kprod *p, const char *topic, const void *key,
   }
   for (;;) {
     rd_kafka_resp_err_t e = rd_kafka_producev(
-        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, value_len),
+        p->rk, RD_KAFKA_V_TOPIC(topic),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key_len),
+        RD_KAFKA_V_VALUE((void *)value, value_len),
         RD_KAFKA_V_TIMESTAMP(ts >= 0 ? ts : 0), RD_KAFKA_V_HEADERS(hdrs),
         RD_KAFKA_V_END);
     if (!e)
@@ -328,7 +349,8 @@ int sl__kprod_send(sl__kprod *p, const char *topic, const void *key,
   }
 }
 
-/* ---- Exactly-once protocol --------------------------------------------------- */
+/* ---- Exactly-once protocol
+ * --------------------------------------------------- */
 
 /* Adds the source positions of checkpoint id to the transaction, one
  * send_offsets_to_transaction per consumer group. */
@@ -429,7 +451,8 @@ void sl__ktxn_abort(uint64_t id, void *arg) {
   pthread_mutex_unlock(&p->lock);
 }
 
-/* ---- Restart resolution ------------------------------------------------------ */
+/* ---- Restart resolution
+ * ------------------------------------------------------ */
 
 typedef struct rentry {
   char *group, *topic;
@@ -482,8 +505,7 @@ static int lookup_cluster(sl__kjob *kj, rlist *l, int64_t *committed) {
     rd_kafka_topic_partition_list_t *tl = rd_kafka_topic_partition_list_new(8);
     for (size_t j = i; j < l->n; j++)
       if (strcmp(l->e[j].group, group) == 0)
-        rd_kafka_topic_partition_list_add(tl, l->e[j].topic,
-                                          l->e[j].partition);
+        rd_kafka_topic_partition_list_add(tl, l->e[j].topic, l->e[j].partition);
     rd_kafka_resp_err_t e = rd_kafka_committed(
         rk, tl, (int)sl__conf_int(kj->conf, "broker.timeout.ms"));
     for (size_t j = i; j < l->n && !e; j++) {
@@ -537,8 +559,7 @@ int sl__ktxn_resolve(uint64_t id, const char *const *uids,
       sl__klog("checkpoint %" PRIu64 ": %s[%" PRId32 "] committed %" PRId64
                " != checkpoint position %" PRId64
                ": its transaction did not commit",
-               id, l.e[i].topic, l.e[i].partition, committed[i],
-               l.e[i].offset);
+               id, l.e[i].topic, l.e[i].partition, committed[i], l.e[i].offset);
       result = 0;
     }
     free(l.e[i].group);
@@ -549,7 +570,8 @@ int sl__ktxn_resolve(uint64_t id, const char *const *uids,
   return result;
 }
 
-/* ---- Writer --------------------------------------------------------------------- */
+/* ---- Writer
+ * --------------------------------------------------------------------- */
 
 typedef struct held {
   uint64_t after; /* barrier the record came after */
@@ -639,9 +661,9 @@ int sl__kwriter_drain(sl__kwriter *w, char *err, size_t errlen) {
   uint64_t rel = sl__ktxn_released(w->p);
   while (w->head < w->n && w->h[w->head].after <= rel) {
     held *x = &w->h[w->head++];
-    int rc = sl__kprod_send(w->p, w->topic, x->null_key ? NULL : x->key,
-                            x->key_len, x->value, x->value_len, x->ts, x->hdrs,
-                            err, errlen);
+    int rc =
+        sl__kprod_send(w->p, w->topic, x->null_key ? NULL : x->key, x->key_len,
+                       x->value, x->value_len, x->ts, x->hdrs, err, errlen);
     free(x->key);
     x->hdrs = NULL;
     if (rc)

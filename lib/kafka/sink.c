@@ -78,8 +78,8 @@ static int ksink_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
   if (s->o.headers) {
     if (!hdrs)
       hdrs = rd_kafka_headers_new(4);
-    int rc = sl__kheaders_call(s->o.headers, op, rec, hdrs,
-                               s->o.headers_opaque);
+    int rc =
+        sl__kheaders_call(s->o.headers, op, rec, hdrs, s->o.headers_opaque);
     if (rc) {
       rd_kafka_headers_destroy(hdrs);
       return sl_op_user_error(op, rec, rc);
@@ -125,9 +125,8 @@ static int ksink_snapshot(sl_ctx_t *op, uint64_t id, sl_buf_t *out) {
   ksink *s = sl_op_arg(op);
   kinst *in = sl_op_data(op);
   char err[512];
-  int rc = sl__kwriter_barrier(in->w, id,
-                               s->delivery == SL_KAFKA_AT_LEAST_ONCE, err,
-                               sizeof(err));
+  int rc = sl__kwriter_barrier(in->w, id, s->delivery == SL_KAFKA_AT_LEAST_ONCE,
+                               err, sizeof(err));
   if (!rc && (rc = sl__kdlq_flush(s->kj, err, sizeof(err))) == 0)
     return 0;
   sl__klog("sink %s: checkpoint %" PRIu64 ": %s", sl_op_uid(op), id, err);
@@ -180,8 +179,9 @@ int sl_sink_kafka(sl_stream_t *in, const char *uid, const char *topic,
     s->o = *opts;
   s->delivery = s->o.delivery;
   if (s->delivery == SL_KAFKA_DELIVERY_DEFAULT)
-    s->delivery = (sl_kafka_delivery)(
-        SL_KAFKA_NONE + sl__conf_enum(kj->conf, "sink.delivery.guarantee"));
+    s->delivery =
+        (sl_kafka_delivery)(SL_KAFKA_NONE +
+                            sl__conf_enum(kj->conf, "sink.delivery.guarantee"));
   if (s->delivery == SL_KAFKA_EXACTLY_ONCE && !kj->participant) {
     sl_ckpt_participant_t part = {.commit = sl__ktxn_commit,
                                   .abort = sl__ktxn_abort,
@@ -199,5 +199,5 @@ int sl_sink_kafka(sl_stream_t *in, const char *uid, const char *topic,
   }
   sl__kdlq_install(kj);
   return sl_op_add(&in, 1, uid, &ksink_ops, s, true) ? SL_OK
-                                                      : sl_job_build_err(job);
+                                                     : sl_job_build_err(job);
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/conf.h"
 #include "kafka/kafka_int.h"
@@ -16,10 +17,18 @@
 
 #define MAX_SUBTASKS 1024
 
+/* Broker timeouts are real time even when the job runs on a manual clock
+ * (tests): a broker does not wait for a test's clock. */
+static int64_t mono_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
 typedef struct kpart {
   int topic; /* index in ksrc.topics */
   int32_t partition;
-  int64_t next; /* next offset to emit: the position in checkpoints */
+  int64_t next;      /* next offset to emit: the position in checkpoints */
   int64_t committed; /* last offset committed to the group */
   sl__wmgen wm;
 } kpart;
@@ -33,8 +42,7 @@ typedef struct ksub {
   size_t cap_msgs;
   const sl_watermark_spec_t *spec;
   bool idle;
-  int64_t down_since; /* processing time all brokers went down, or 0 */
-  int64_t last_ok;    /* processing time of the last message */
+  int64_t last_ok; /* monotonic ms of the last sign of a live broker */
   const rd_kafka_topic_t *last_rkt;
   int last_topic;
   char keybuf[32];
@@ -94,7 +102,8 @@ static const char *group_of(const ksrc *s, sl_source_ctx_t *ctx, char *buf,
   return buf;
 }
 
-/* ---- Restore: union of every old subtask's positions ---------------------- */
+/* ---- Restore: union of every old subtask's positions ----------------------
+ */
 
 static int restore_visit(const char *group, const char *topic,
                          int32_t partition, int64_t offset, void *arg) {
@@ -141,7 +150,8 @@ static bool restored_offset(ksrc *s, int topic, int32_t partition,
   return false;
 }
 
-/* ---- Open: metadata, assignment, start offsets ---------------------------- */
+/* ---- Open: metadata, assignment, start offsets ----------------------------
+ */
 
 static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
@@ -153,7 +163,7 @@ static int topic_partitions(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
                             int *counts) {
   sl_ctx_t *op = sl_source_op(ctx);
   int64_t timeout = sl__conf_int(sl_op_conf(op), "broker.timeout.ms");
-  int64_t start = sl_ctx_now(op);
+  int64_t start = mono_ms();
   char why[512] = "";
   for (int attempt = 0;; attempt++) {
     bool all = true;
@@ -182,7 +192,7 @@ static int topic_partitions(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
       return 0;
     if (sl_op_job_failing(op))
       return SL_ERR_STOPPED;
-    int64_t now = sl_ctx_now(op);
+    int64_t now = mono_ms();
     if (now - start >= timeout)
       return sl_source_fail(ctx, SL_ERR_KAFKA,
                             "no metadata after %" PRId64
@@ -210,9 +220,9 @@ static int start_offsets(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
     ts = sl__conf_int(conf, "source.startup.timestamp.ms");
   }
   const char *reset = sl__kconf_get(conf, "auto.offset.reset");
-  bool reset_latest = reset && (strcmp(reset, "latest") == 0 ||
-                                strcmp(reset, "largest") == 0 ||
-                                strcmp(reset, "end") == 0);
+  bool reset_latest =
+      reset && (strcmp(reset, "latest") == 0 || strcmp(reset, "largest") == 0 ||
+                strcmp(reset, "end") == 0);
   rd_kafka_topic_partition_list_t *l =
       rd_kafka_topic_partition_list_new((int)k->n_parts);
   for (size_t i = 0; i < k->n_parts; i++) {
@@ -339,7 +349,7 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   rd_kafka_topic_partition_list_destroy(l);
   if (e)
     return sl_source_fail(ctx, SL_ERR_KAFKA, "assign: %s", rd_kafka_err2str(e));
-  k->last_ok = now;
+  k->last_ok = mono_ms();
   /* A subtask without partitions is idle from the start, so it never
    * holds back the watermark downstream. */
   if (k->n_parts == 0 && k->spec->idle_timeout_ms > 0) {
@@ -367,7 +377,8 @@ static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
   s->sub[sub] = NULL;
 }
 
-/* ---- Poll ------------------------------------------------------------------ */
+/* ---- Poll ------------------------------------------------------------------
+ */
 
 static kpart *find_part(ksrc *s, ksub *k, const rd_kafka_message_t *m) {
   if (m->rkt != k->last_rkt) {
@@ -490,40 +501,38 @@ static int consumer_error(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
     return 0;
   if (rd_kafka_fatal_error(k->rk, why, sizeof(why)))
     return sl_source_fail(ctx, SL_ERR_KAFKA, "fatal consumer error: %s", why);
-  if (m->err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN && !k->down_since) {
-    k->down_since = now;
-    sl__klog("source %s: all brokers down; retrying for up to "
-             "broker.timeout.ms",
-             s->uid);
-  } else if (m->err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN &&
-             m->err != RD_KAFKA_RESP_ERR__TRANSPORT) {
+  (void)k;
+  (void)now;
+  if (m->err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN &&
+      m->err != RD_KAFKA_RESP_ERR__TRANSPORT) {
     sl__klog("source %s: %s", s->uid, rd_kafka_message_errstr(m));
   }
   return 0;
 }
 
-/* After all brokers went down: once broker.timeout.ms has passed without
- * a message, ask for metadata; if that fails too, fail the job. */
+/* Broker loss: librdkafka reconnects with backoff by itself, so the
+ * source only has to notice when that has not worked for
+ * broker.timeout.ms. After that long without a message it asks for
+ * metadata (also what keeps an idle but healthy topic from looking
+ * dead); if even that fails, the job fails with a clear message. */
 static int check_down(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
   const sl_conf_t *conf = sl_op_conf(sl_source_op(ctx));
   int64_t timeout = sl__conf_int(conf, "broker.timeout.ms");
-  if (!k->down_since || now - k->down_since < timeout)
+  if (now - k->last_ok < timeout)
     return 0;
   const struct rd_kafka_metadata *md = NULL;
   rd_kafka_resp_err_t e = rd_kafka_metadata(k->rk, 0, NULL, &md, 1000);
   if (md)
     rd_kafka_metadata_destroy(md);
   if (!e) {
-    k->down_since = 0;
+    k->last_ok = mono_ms();
     return 0;
   }
+  const char *bs = sl__kconf_get(conf, "bootstrap.servers");
   return sl_source_fail(ctx, SL_ERR_KAFKA,
                         "no Kafka broker reachable for %" PRId64
                         " ms (broker.timeout.ms; bootstrap.servers=%s): %s",
-                        now - k->down_since,
-                        sl__kconf_get(conf, "bootstrap.servers")
-                            ? sl__kconf_get(conf, "bootstrap.servers")
-                            : "?",
+                        mono_ms() - k->last_ok, bs ? bs : "?",
                         rd_kafka_err2str(e));
 }
 
@@ -569,14 +578,14 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
   if (n < 0)
     return sl_source_fail(ctx, SL_ERR_KAFKA, "consume: %s",
                           rd_kafka_err2str(rd_kafka_last_error()));
-  int64_t now = sl_ctx_now(sl_source_op(ctx));
+  int64_t now = sl_ctx_now(sl_source_op(ctx)), mono = mono_ms();
   int rc = 0;
   bool got = false;
   for (ssize_t i = 0; i < n; i++) {
     rd_kafka_message_t *m = k->msgs[i];
     if (!rc) {
       if (m->err) {
-        rc = consumer_error(ctx, s, k, m, now);
+        rc = consumer_error(ctx, s, k, m, mono);
       } else {
         got = true;
         rc = one(ctx, s, k, m, now);
@@ -587,9 +596,8 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
   if (rc)
     return rc;
   if (got) {
-    k->down_since = 0;
-    k->last_ok = now;
-  } else if ((rc = check_down(ctx, k, now))) {
+    k->last_ok = mono;
+  } else if ((rc = check_down(ctx, k, mono))) {
     return rc;
   }
   if ((rc = watermarks(ctx, k, now)))
@@ -597,7 +605,8 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
   return n > 0 ? SL_POLL_MORE : SL_POLL_EMPTY;
 }
 
-/* ---- Checkpoints ------------------------------------------------------------ */
+/* ---- Checkpoints ------------------------------------------------------------
+ */
 
 static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
                          void *opaque) {
@@ -657,7 +666,8 @@ static void ksrc_complete(sl_source_ctx_t *ctx, uint64_t id, void *opaque) {
   rd_kafka_topic_partition_list_destroy(l);
 }
 
-/* ---- Builder ----------------------------------------------------------------- */
+/* ---- Builder
+ * ----------------------------------------------------------------- */
 
 sl_stream_t *sl_source_kafka(sl_job_t *job, const char *uid, const char *topics,
                              const sl_kafka_source_opts_t *opts) {
@@ -684,7 +694,8 @@ sl_stream_t *sl_source_kafka(sl_job_t *job, const char *uid, const char *topics,
     s->o = *opts;
   if (!(s->uid = strdup(uid)) ||
       (opts && opts->group_id && !(s->group = strdup(opts->group_id))) ||
-      (opts && opts->key_pointer && !(s->key_ptr = strdup(opts->key_pointer))) ||
+      (opts && opts->key_pointer &&
+       !(s->key_ptr = strdup(opts->key_pointer))) ||
       (opts && opts->ts_pointer && !(s->ts_ptr = strdup(opts->ts_pointer))))
     goto oom;
   /* Split "a, b,c" into sorted, distinct names. */

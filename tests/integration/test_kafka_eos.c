@@ -1,0 +1,333 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Exactly-once Kafka output, by direct calls of the sink writers and the
+ * job-wide participant (what the checkpoint coordinator calls): the
+ * transactional calls in order, epochs on records, output held after a
+ * barrier until its transaction commits, abort on failure, and restart
+ * resolution through an injected committed-offsets lookup. On the mock
+ * (which neither filters aborted transactions nor keeps transactional
+ * offsets) the outputs are checked per epoch header; with
+ * SLUICE_TEST_KAFKA=host:port a real broker also checks read_committed. */
+#include <check.h>
+
+#include "checkpoint/buf.h"
+#include "kafka/kafka_int.h"
+#include "test_kafka_util.h"
+
+static void write_n(sl__kwriter *w, int n, const char *tag) {
+  char v[64], err[256];
+  for (int i = 0; i < n; i++) {
+    snprintf(v, sizeof(v), "%s-%d", tag, i);
+    sl_record_t r = {"k", 1, v, strlen(v), 1000 + i};
+    ck_assert_msg(sl__kwriter_write(w, &r, NULL, err, sizeof(err)) == 0, "%s",
+                  err);
+  }
+}
+
+static int count_epoch(const tk_reader *r, const char *epoch) {
+  char buf[32];
+  int n = 0;
+  for (size_t i = 0; i < r->n; i++)
+    n += strcmp(tk_header(&r->m[i], "sluice.epoch", buf, sizeof(buf)), epoch) ==
+         0;
+  return n;
+}
+
+/* Builds the job-level objects the sinks would; the job never runs. */
+static sl__kjob *eos_job(const char *bootstrap, sl_job_t **job) {
+  char err[256];
+  sl_conf_t *conf = sl_conf_new();
+  ck_assert_int_eq(
+      sl_conf_set(conf, "kafka.bootstrap.servers", bootstrap, err, sizeof(err)),
+      0);
+  sl_conf_set(conf, "kafka.log_level", "2", err, sizeof(err));
+  sl_conf_set(conf, "broker.timeout.ms", "10000", err, sizeof(err));
+  *job = sl_job_new("eos", conf, err, sizeof(err));
+  ck_assert_ptr_nonnull(*job);
+  sl__kjob *kj = sl__kjob_get(*job);
+  ck_assert_ptr_nonnull(kj);
+  return kj;
+}
+
+START_TEST(eos_protocol_epochs_and_holding) {
+  tk_cluster c;
+  tk_start(&c, 1);
+  tk_topic(&c, "out", 1);
+  sl_job_t *job;
+  sl__kjob *kj = eos_job(c.bootstrap, &job);
+  char err[256];
+  /* Two sink instances (two workers) share the one producer. */
+  sl__kprod *p = sl__kprod_acquire(kj, true, kj->conf, err, sizeof(err));
+  ck_assert_msg(p != NULL, "%s", err);
+  sl__kprod *p2 = sl__kprod_acquire(kj, true, kj->conf, err, sizeof(err));
+  ck_assert_ptr_eq(p, p2);
+  sl__kwriter *a = sl__kwriter_new(p, "out", true);
+  sl__kwriter *b = sl__kwriter_new(p, "out", true);
+
+  /* Epoch 0: before the first barrier, straight into transaction 1. */
+  write_n(a, 3, "a0");
+  write_n(b, 2, "b0");
+  /* Barrier 1 reaches a first: a's later output waits for the commit
+   * while b, not yet at the barrier, still writes into the transaction. */
+  ck_assert_int_eq(sl__kwriter_barrier(a, 1, false, err, sizeof(err)), 0);
+  write_n(a, 2, "a1");
+  ck_assert_uint_eq(sl__kwriter_held(a), 2);
+  write_n(b, 1, "b0x");
+  ck_assert_uint_eq(sl__kwriter_held(b), 0);
+  ck_assert_int_eq(sl__kwriter_barrier(b, 1, false, err, sizeof(err)), 0);
+  write_n(b, 1, "b1");
+  ck_assert_uint_eq(sl__kwriter_held(b), 1);
+
+  /* The sources' positions at barrier 1 travel with the transaction. */
+  ck_assert_int_eq(sl__kpos_add(kj, 1, "grp", "in", 0, 42), 0);
+  ck_assert_int_eq(sl__kpos_add(kj, 1, "grp", "in", 1, 7), 0);
+  ck_assert_int_eq(sl__ktxn_commit(1, kj), 0);
+  ck_assert_uint_eq(sl__ktxn_released(p), 1);
+  ck_assert_int_eq(sl__kwriter_drain(a, err, sizeof(err)), 0);
+  ck_assert_int_eq(sl__kwriter_drain(b, err, sizeof(err)), 0);
+  ck_assert_uint_eq(sl__kwriter_held(a) + sl__kwriter_held(b), 0);
+
+  /* Checkpoint 2 is given up (e.g. timeout): its records stay in the open
+   * transaction, which checkpoint 3 commits. */
+  ck_assert_int_eq(sl__kwriter_barrier(a, 2, false, err, sizeof(err)), 0);
+  ck_assert_int_eq(sl__kwriter_barrier(b, 2, false, err, sizeof(err)), 0);
+  write_n(a, 1, "a2");
+  ck_assert_uint_eq(sl__kwriter_held(a), 1);
+  sl__ktxn_abort(2, kj);
+  ck_assert_int_eq(sl__kwriter_drain(a, err, sizeof(err)), 0);
+  ck_assert_uint_eq(sl__kwriter_held(a), 0);
+  ck_assert_int_eq(sl__kwriter_barrier(a, 3, false, err, sizeof(err)), 0);
+  ck_assert_int_eq(sl__kwriter_barrier(b, 3, false, err, sizeof(err)), 0);
+  ck_assert_int_eq(sl__ktxn_commit(3, kj), 0);
+
+  /* Epoch 3's output is open when the job ends without another
+   * checkpoint: the last instance's release aborts it. */
+  write_n(a, 2, "a3");
+  sl__kwriter_free(a);
+  sl__kwriter_free(b);
+  sl__kprod_release(p);
+  sl__kprod_release(p);
+
+  sl__ktxn_event ev[32];
+  uint64_t ids[32];
+  size_t n = sl__ktxn_log(p, ev, ids, 32);
+  const sl__ktxn_event want[] = {
+      SL__KTXN_INIT,  SL__KTXN_BEGIN,  SL__KTXN_SEND_OFFSETS, SL__KTXN_COMMIT,
+      SL__KTXN_BEGIN, SL__KTXN_COMMIT, SL__KTXN_BEGIN,        SL__KTXN_ABORT};
+  ck_assert_uint_eq(n, sizeof(want) / sizeof(want[0]));
+  for (size_t i = 0; i < n; i++)
+    ck_assert_msg(ev[i] == want[i], "event %zu: %d, expected %d", i, ev[i],
+                  want[i]);
+  ck_assert_uint_eq(ids[2], 1); /* offsets of checkpoint 1 */
+  ck_assert_uint_eq(ids[3], 1);
+  ck_assert_uint_eq(ids[5], 3);
+
+  /* Every record carries its epoch (the barrier it came after). */
+  tk_reader r;
+  tk_reader_open(&r, &c, "out", 1);
+  tk_read(&r, 10, 10000);
+  tk_read(&r, 12, 500);
+  ck_assert_int_eq(count_epoch(&r, "0"), 6);
+  ck_assert_int_eq(count_epoch(&r, "1"), 3);
+  ck_assert_int_eq(count_epoch(&r, "2"), 1);
+  /* Aborted: librdkafka purges what it had not sent yet, and the mock
+   * would show what it had (it does not filter aborted records). */
+  ck_assert_int_le(count_epoch(&r, "3"), 2);
+  /* Held output is written after the commit, so in the log each epoch's
+   * records follow every record of the epochs before it. */
+  char buf[32];
+  long prev = 0;
+  for (size_t i = 0; i < r.n; i++) {
+    long e = atol(tk_header(&r.m[i], "sluice.epoch", buf, sizeof(buf)));
+    ck_assert_int_ge(e, prev);
+    prev = e;
+  }
+  tk_reader_close(&r);
+  sl_job_destroy(job);
+  tk_stop(&c);
+}
+END_TEST
+
+START_TEST(eos_commit_after_delivery_failure_aborts) {
+  tk_cluster c;
+  tk_start(&c, 1);
+  tk_topic(&c, "out", 1);
+  sl_job_t *job;
+  sl__kjob *kj = eos_job(c.bootstrap, &job);
+  char err[256];
+  sl__kprod *p = sl__kprod_acquire(kj, true, kj->conf, err, sizeof(err));
+  ck_assert_msg(p != NULL, "%s", err);
+  sl__kwriter *a = sl__kwriter_new(p, "out", true);
+  write_n(a, 2, "x");
+  ck_assert_int_eq(sl__kprod_flush(p, err, sizeof(err)), 0);
+  /* The broker refuses the next produce request for good: delivery
+   * fails, and so must the commit. */
+  rd_kafka_mock_push_request_errors(
+      c.mc, 0 /* Produce */, 1, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+  sl__kwriter *bad = sl__kwriter_new(p, "out", true);
+  write_n(bad, 1, "y");
+  for (int i = 0; i < 100 && !sl__kprod_error(p); i++)
+    tk_sleep_ms(20);
+  ck_assert_int_ne(sl__ktxn_commit(1, kj), 0);
+  ck_assert_ptr_nonnull(sl__kprod_error(p));
+  sl__ktxn_event ev[16];
+  uint64_t ids[16];
+  size_t n = sl__ktxn_log(p, ev, ids, 16);
+  ck_assert_uint_ge(n, 3);
+  ck_assert_int_eq(ev[n - 1], SL__KTXN_ABORT);
+  /* Later writes report the failure instead of losing records. */
+  sl_record_t rec = {"k", 1, "v", 1, 0};
+  ck_assert_int_ne(sl__kwriter_write(a, &rec, NULL, err, sizeof(err)), 0);
+  sl__kwriter_free(a);
+  sl__kwriter_free(bad);
+  sl__kprod_release(p);
+  sl_job_destroy(job);
+  tk_stop(&c);
+}
+END_TEST
+
+/* ---- Restart resolution ---------------------------------------------------
+ */
+
+typedef struct lookup {
+  int64_t answer[2];
+  int calls;
+} lookup;
+
+static int fake_committed(const char *group, const char *topic, int32_t part,
+                          int64_t *offset, void *opaque) {
+  lookup *l = opaque;
+  ck_assert_str_eq(group, "grp");
+  ck_assert_str_eq(topic, "in");
+  *offset = l->answer[part];
+  l->calls++;
+  return 0;
+}
+
+START_TEST(eos_restart_resolution_injected) {
+  char err[256];
+  sl_job_t *job = sl_job_new("resolve", NULL, err, sizeof(err));
+  sl__kjob *kj = sl__kjob_get(job);
+  lookup l = {{42, 7}, 0};
+  ck_assert_int_eq(sl_kafka_set_committed_lookup(job, fake_committed, &l), 0);
+  /* The job's Kafka source uid, as sl_source_kafka registers it. */
+  ck_assert_ptr_nonnull(sl_source_kafka(job, "src", "in", NULL));
+  /* Checkpoint 5's positions as two old subtasks wrote them. */
+  sl_buf_t b1, b2;
+  sl__buf_init(&b1);
+  sl__buf_init(&b2);
+  const char *t[] = {"in"};
+  int32_t p0[] = {0}, p1[] = {1};
+  int64_t o0[] = {42}, o1[] = {7};
+  ck_assert_int_eq(sl__kpos_encode(&b1, "grp", t, p0, o0, 1), 0);
+  ck_assert_int_eq(sl__kpos_encode(&b2, "grp", t, p1, o1, 1), 0);
+  sl_blob_t blobs[2] = {{b1.data, b1.len}, {b2.data, b2.len}};
+  const sl_blob_t *pos[2] = {blobs, NULL};
+  const char *uids[2] = {"src", "not-kafka"};
+  size_t n[2] = {2, 0};
+  /* Committed offsets equal the positions: the transaction committed. */
+  ck_assert_int_eq(sl__ktxn_resolve(5, uids, pos, n, 2, kj), 1);
+  ck_assert_int_eq(l.calls, 2);
+  /* One partition behind: it did not; fall back to checkpoint 4. */
+  l.answer[1] = 6;
+  ck_assert_int_eq(sl__ktxn_resolve(5, uids, pos, n, 2, kj), 0);
+  /* Nothing committed at all. */
+  l.answer[0] = l.answer[1] = -1;
+  ck_assert_int_eq(sl__ktxn_resolve(5, uids, pos, n, 2, kj), 0);
+  /* A corrupt blob is an error, not a guess. */
+  sl_blob_t junk = {"xx", 2};
+  const sl_blob_t *jp[2] = {&junk, NULL};
+  size_t jn[2] = {1, 0};
+  ck_assert_int_lt(sl__ktxn_resolve(5, uids, jp, jn, 2, kj), 0);
+  sl__buf_free(&b1);
+  sl__buf_free(&b2);
+  sl_job_destroy(job);
+}
+END_TEST
+
+/* ---- A real broker: read_committed ------------------------------------------
+ */
+
+START_TEST(eos_read_committed_real_broker) {
+  const char *bs = getenv("SLUICE_TEST_KAFKA");
+  if (!bs || !*bs) {
+    fprintf(stderr, "eos_read_committed_real_broker: SKIPPED: set "
+                    "SLUICE_TEST_KAFKA=host:port to run it against a real "
+                    "broker\n");
+    return;
+  }
+  char topic[64], err[256];
+  snprintf(topic, sizeof(topic), "sluice-eos-%ld", (long)time(NULL));
+  sl_job_t *job;
+  sl__kjob *kj = eos_job(bs, &job);
+  /* Auto-created topic on first produce (broker default). */
+  sl__kprod *p = sl__kprod_acquire(kj, true, kj->conf, err, sizeof(err));
+  ck_assert_msg(p != NULL, "%s", err);
+  sl__kwriter *a = sl__kwriter_new(p, topic, true);
+  write_n(a, 5, "committed");
+  ck_assert_int_eq(sl__kwriter_barrier(a, 1, false, err, sizeof(err)), 0);
+  ck_assert_int_eq(sl__kpos_add(kj, 1, "sluice-eos-grp", topic, 0, 5), 0);
+  ck_assert_int_eq(sl__ktxn_commit(1, kj), 0);
+  ck_assert_int_eq(sl__kwriter_drain(a, err, sizeof(err)), 0);
+  write_n(a, 3, "aborted");
+  sl__kwriter_free(a);
+  sl__kprod_release(p); /* aborts epoch 1 */
+
+  /* read_committed sees epoch 0 only. */
+  tk_cluster c;
+  snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
+  tk_reader r;
+  tk_reader_open(&r, &c, topic, 1);
+  rd_kafka_destroy(r.rk);
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bs, NULL, 0);
+  rd_kafka_conf_set(conf, "group.id", "tk-reader", NULL, 0);
+  rd_kafka_conf_set(conf, "isolation.level", "read_committed", NULL, 0);
+  r.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  rd_kafka_poll_set_consumer(r.rk);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, topic, 0)->offset =
+      RD_KAFKA_OFFSET_BEGINNING;
+  rd_kafka_assign(r.rk, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  tk_read(&r, 100, 5000);
+  ck_assert_int_eq(count_epoch(&r, "0"), 5);
+  ck_assert_int_eq(count_epoch(&r, "1"), 0);
+  tk_reader_close(&r);
+  /* The transaction carried the offsets: the real lookup resolves. */
+  sl_buf_t b;
+  sl__buf_init(&b);
+  const char *t[] = {topic};
+  int32_t p0[] = {0};
+  int64_t o0[] = {5};
+  sl__kpos_encode(&b, "sluice-eos-grp", t, p0, o0, 1);
+  sl_blob_t blob = {b.data, b.len};
+  const sl_blob_t *pos[1] = {&blob};
+  size_t n[1] = {1};
+  ck_assert_ptr_nonnull(sl_source_kafka(job, "src", topic, NULL));
+  const char *uids[1] = {"src"};
+  ck_assert_int_eq(sl__ktxn_resolve(1, uids, pos, n, 1, kj), 1);
+  sl__buf_free(&b);
+  sl_job_destroy(job);
+}
+END_TEST
+
+static Suite *eos_suite(void) {
+  Suite *s = suite_create("kafka_eos");
+  TCase *tc = tcase_create("eos");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, eos_protocol_epochs_and_holding);
+  tcase_add_test(tc, eos_commit_after_delivery_failure_aborts);
+  tcase_add_test(tc, eos_restart_resolution_injected);
+  tcase_add_test(tc, eos_read_committed_real_broker);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(eos_suite());
+  srunner_set_fork_status(sr, CK_NOFORK);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
