@@ -13,6 +13,11 @@
 
 #define PROG "botdetect-gen"
 
+/* Human near misses: one visit in SLIDESHOW_EVERY is a slideshow, one page
+ * in TABS_EVERY opens a burst of tabs. */
+#define SLIDESHOW_EVERY 100.0
+#define TABS_EVERY 50.0
+
 static const char *const agents[] = {
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/120.0",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) Safari/605.1.15",
@@ -41,20 +46,34 @@ static int queue_req(gen *g, const char *ip, int64_t ts, const char *ua) {
                        json, ts);
 }
 
-/* A visit: 1 + geometric(mean 9) pages, reading each for an exponential
- * time of mean 8 s (at least 300 ms). */
+/* A visit: 1 + geometric(mean 9) pages, reading each for 300 ms plus an
+ * exponential time of mean 7.7 s. Near misses (docs/examples.md): some
+ * visits open a burst of tabs (up to 15 requests within 5 s), some are a
+ * slideshow (20-40 pages every 2-8 s, evenly spread: far steadier than
+ * reading, not as steady as a scheduler). */
 static int human_session(gen *g, long long who, int64_t t) {
   char ip[32];
   snprintf(ip, sizeof(ip), "10.%lld.%lld.%lld", (who >> 16) & 255,
            (who >> 8) & 255, who & 255);
   const char *ua = agents[who % 3];
+  bool slideshow = ex_rng_unit(&g->rng) < 1.0 / SLIDESHOW_EVERY;
   int pages = 1;
-  while (ex_rng_unit(&g->rng) < 0.9)
-    pages++;
+  if (slideshow)
+    pages = (int)ex_rng_range(&g->rng, 20, 40);
+  else
+    while (ex_rng_unit(&g->rng) < 0.9)
+      pages++;
   for (int i = 0; i < pages; i++) {
     if (queue_req(g, ip, t, ua))
       return -1;
-    t += 300 + (int64_t)ex_rng_exp(&g->rng, 7700);
+    if (!slideshow && ex_rng_unit(&g->rng) < 1.0 / TABS_EVERY) {
+      int tabs = (int)ex_rng_range(&g->rng, 5, 14);
+      for (int k = 0; k < tabs; k++)
+        if (queue_req(g, ip, t + ex_rng_range(&g->rng, 50, 5000), ua))
+          return -1;
+    }
+    t += slideshow ? ex_rng_range(&g->rng, 2000, 8000)
+                   : 300 + (int64_t)ex_rng_exp(&g->rng, 7700);
   }
   return 0;
 }

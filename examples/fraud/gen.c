@@ -14,6 +14,11 @@
 
 #define PROG "fraud-gen"
 
+/* Honest near misses, one in this many payments. */
+#define TRIP_EVERY 500.0
+#define BURST_EVERY 300.0
+#define BIG_EVERY 200.0
+
 typedef struct city {
   const char *name;
   double lat, lon;
@@ -33,7 +38,10 @@ typedef struct card {
   int home;
   double mean_amount;
   int64_t txns;
-  bool injected;
+  bool injected;                   /* had its one fraud */
+  bool travelled;                  /* made an honest trip: never gets fraud */
+  int dest;                        /* trip destination, or -1 at home */
+  int64_t land, leave, home_again; /* the trip's times */
 } card;
 
 typedef struct gen {
@@ -67,12 +75,45 @@ static double honest_amount(gen *g, const card *cd) {
   return exp(log(cd->mean_amount) - 0.08 + 0.4 * ex_rng_normal(&g->rng));
 }
 
+/* Honest payments, including the near misses that keep the rules honest
+ * (docs/examples.md): trips by plane, a few payments in a row, a big but
+ * ordinary purchase. Returns the number of records queued (0 while the
+ * card is in the air), or -1. */
 static int honest_txn(gen *g, int c, card *cd, int64_t ts) {
-  const city *h = &cities[cd->home];
-  cd->txns++;
-  return queue_txn(g, c, cd, ts, honest_amount(g, cd),
-                   h->lat + 0.05 * ex_rng_normal(&g->rng),
-                   h->lon + 0.05 * ex_rng_normal(&g->rng));
+  if (cd->dest >= 0 && ts >= cd->home_again)
+    cd->dest = -1;
+  if (cd->dest >= 0 && (ts < cd->land || ts >= cd->leave))
+    return 0;
+  const city *at = &cities[cd->dest >= 0 ? cd->dest : cd->home];
+  if (cd->dest < 0 && !cd->injected &&
+      ex_rng_unit(&g->rng) < 1.0 / TRIP_EVERY) {
+    /* Fly after this payment: 800 km/h plus an hour at the airports, so
+     * the payments either side are never faster than 800 km/h. */
+    do
+      cd->dest = (int)ex_rng_range(&g->rng, 0, N_CITIES - 1);
+    while (cd->dest == cd->home);
+    const city *d = &cities[cd->dest];
+    double km = fraud_distance_km(at->lat, at->lon, d->lat, d->lon);
+    int64_t flight = (int64_t)(km / 800.0 * 3600000.0) + 3600000;
+    cd->land = ts + flight;
+    cd->leave = cd->land + ex_rng_range(&g->rng, 2 * 3600000, 6 * 3600000);
+    cd->home_again = cd->leave + flight;
+    cd->travelled = true;
+  }
+  int n = 1;
+  if (ex_rng_unit(&g->rng) < 1.0 / BURST_EVERY)
+    n += (int)ex_rng_range(&g->rng, 2, 4); /* at most 5 within a minute */
+  for (int i = 0; i < n; i++) {
+    double amount = honest_amount(g, cd);
+    if (ex_rng_unit(&g->rng) < 1.0 / BIG_EVERY)
+      amount = cd->mean_amount * (3.0 + 3.0 * ex_rng_unit(&g->rng));
+    cd->txns++;
+    if (queue_txn(g, c, cd, ts + i * ex_rng_range(&g->rng, 5000, 15000), amount,
+                  at->lat + 0.05 * ex_rng_normal(&g->rng),
+                  at->lon + 0.05 * ex_rng_normal(&g->rng)))
+      return -1;
+  }
+  return n;
 }
 
 static void label(gen *g, int rule, int c, int64_t start, int64_t end) {
@@ -197,6 +238,7 @@ int main(int argc, char **argv) {
   if (!p || !cd)
     return 1;
   for (long long c = 0; c < cards; c++) {
+    cd[c].dest = -1;
     cd[c].home = (int)ex_rng_range(&g.rng, 0, N_CITIES - 1);
     cd[c].mean_amount = 20.0 + 180.0 * ex_rng_unit(&g.rng);
   }
@@ -210,11 +252,12 @@ int main(int argc, char **argv) {
   while (!rc && (events == 0 || produced < events)) {
     t += (int64_t)ceil(ex_rng_exp(&g.rng, gap_ms));
     int c = (int)ex_rng_range(&g.rng, 0, cards - 1);
-    rc = honest_txn(&g, c, &cd[c], t);
-    produced++;
+    int n = honest_txn(&g, c, &cd[c], t);
+    rc = n < 0;
+    produced += n;
     /* Fraud goes to cards without earlier fraud, and an outsized amount
      * only to cards with enough history to have a profile. */
-    if (!rc && !cd[c].injected &&
+    if (!rc && n > 0 && !cd[c].injected && !cd[c].travelled &&
         ex_rng_unit(&g.rng) < 1.0 / (double)inject_every &&
         (next_rule != 1 || cd[c].txns >= 12)) {
       int n = inject(&g, next_rule, c, &cd[c], t);
