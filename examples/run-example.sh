@@ -59,14 +59,28 @@ elif [ -n "$(ls -A "$ckpt_dir" 2>/dev/null)" ]; then
   rm -rf "$work"
   exit 2
 fi
-pids=()
+pids=()   # generator and jobs: stopped first
+broker_pid=""
+
+# Stops pid with SIGTERM (a job stops cleanly, with a final checkpoint),
+# then SIGKILL if it is still there after `grace` seconds.
+stop() {
+  local pid=$1 grace=$2 i
+  kill "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < grace * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
 
 cleanup() {
-  local rc=$?
+  local rc=$? pid
   trap - EXIT INT TERM
-  # Children first, then wait for them, so nothing outlives the script.
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # The broker goes last: a job stopping needs it for its final flush.
+  for pid in "${pids[@]}"; do stop "$pid" 10; done
+  [ -z "$broker_pid" ] || stop "$broker_pid" 5
   rm -rf "$work"
   exit "$rc"
 }
@@ -93,9 +107,11 @@ wait_for() {
   wait "$pid" || st=$?
 }
 
-"$build/tools/sluice-kafka-dev" --bootstrap-file "$work/bootstrap" \
+# Its own session: Ctrl-C in the terminal must not take the broker away
+# while the job is still stopping (cleanup stops it last).
+setsid "$build/tools/sluice-kafka-dev" --bootstrap-file "$work/bootstrap" \
   --topic "$in_topic:4" --topic "$alerts_topic:4" >"$work/broker.log" 2>&1 &
-pids+=($!)
+broker_pid=$!
 for _ in $(seq 100); do [ -s "$work/bootstrap" ] && break; sleep 0.05; done
 [ -s "$work/bootstrap" ] || fail "the dev broker did not start"
 broker=(--bootstrap-file "$work/bootstrap")
