@@ -108,28 +108,27 @@ int ex_job_init(ex_job *ej, int argc, char **argv, const char *prog,
   }
   sl_conf_t *conf = sl_conf_new();
   char addr[512];
-  if (sl_conf_load_file(conf, config, err, sizeof(err))) {
-    fprintf(stderr, "%s: %s\n", prog, err);
-    return 1;
-  }
-  if (ex_resolve_brokers(brokers, bootstrap, 10000, addr, sizeof(addr)) ||
-      sl_conf_set(conf, "kafka.bootstrap.servers", addr, err, sizeof(err)))
-    return 1;
-  /* --set wins over the file: apply the overrides last. */
   struct apply ap = {conf, err, sizeof(err)};
-  if (sl_conf_foreach(sets, apply_set, &ap)) {
-    fprintf(stderr, "%s: %s\n", prog, err);
-    return 1;
-  }
-  sl_conf_destroy(sets);
+  err[0] = '\0';
+  if (sl_conf_load_file(conf, config, err, sizeof(err)) ||
+      ex_resolve_brokers(brokers, bootstrap, 10000, addr, sizeof(addr)) ||
+      sl_conf_set(conf, "kafka.bootstrap.servers", addr, err, sizeof(err)) ||
+      /* --set wins over the file: apply the overrides last. */
+      sl_conf_foreach(sets, apply_set, &ap))
+    goto fail;
   ej->bound_ms = EX_WATERMARK_BOUND_MS;
   ej->job = sl_job_new(name, conf, err, sizeof(err));
-  if (!ej->job) {
-    fprintf(stderr, "%s: %s\n", prog, err);
-    sl_conf_destroy(conf);
-    return 1;
-  }
+  if (!ej->job)
+    goto fail;
+  sl_conf_destroy(sets);
   return 0;
+fail:
+  /* ex_resolve_brokers printed its own reason and left err empty. */
+  if (err[0])
+    fprintf(stderr, "%s: %s\n", prog, err);
+  sl_conf_destroy(conf);
+  sl_conf_destroy(sets);
+  return 1;
 }
 
 sl_stream_t *ex_job_source(ex_job *ej) {
