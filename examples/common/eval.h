@@ -12,7 +12,7 @@ typedef struct ex_eval ex_eval;
 
 typedef struct ex_eval_result {
   size_t alerts;     /* distinct alerts of the rule */
-  size_t duplicates; /* alert records that repeated an id already seen */
+  size_t duplicates; /* records repeating an alert id (all rules) */
   size_t true_pos;   /* distinct alerts that match a label */
   size_t labels;     /* injected cases of the rule */
   size_t detected;   /* labels matched by at least one alert */

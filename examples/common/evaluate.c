@@ -209,6 +209,8 @@ int main(int argc, char **argv) {
   /* The expected rules first (a rule that never fired must still show),
    * then any other rule the alerts or labels mention. */
   char *want = strdup(rules);
+  if (!want)
+    return 2;
   ex_eval_result r = {0};
   for (char *save = NULL, *rule = strtok_r(want, ",", &save); rule;
        rule = strtok_r(NULL, ",", &save)) {

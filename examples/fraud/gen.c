@@ -56,15 +56,14 @@ typedef struct gen {
 static const char *const rule_names[3] = {"velocity", "amount_spike",
                                           "impossible_travel"};
 
-static int queue_txn(gen *g, int c, const card *cd, int64_t ts, double amount,
-                     double lat, double lon) {
+static int queue_txn(gen *g, int c, int64_t ts, double amount, double lat,
+                     double lon) {
   char key[16], json[256];
   snprintf(key, sizeof(key), "c%05d", c);
   snprintf(json, sizeof(json),
            "{\"type\":\"txn\",\"id\":\"t%08" PRIu64 "\",\"card\":\"%s\","
            "\"ts\":%" PRId64 ",\"amount\":%.2f,\"lat\":%.4f,\"lon\":%.4f}",
            g->next_id++, key, ts, amount, lat, lon);
-  (void)cd;
   return ex_queue_push(&g->q, ts + ex_rng_range(&g->rng, 0, g->max_delay), key,
                        json, ts);
 }
@@ -108,7 +107,7 @@ static int honest_txn(gen *g, int c, card *cd, int64_t ts) {
     if (ex_rng_unit(&g->rng) < 1.0 / BIG_EVERY)
       amount = cd->mean_amount * (3.0 + 3.0 * ex_rng_unit(&g->rng));
     cd->txns++;
-    if (queue_txn(g, c, cd, ts + i * ex_rng_range(&g->rng, 5000, 15000), amount,
+    if (queue_txn(g, c, ts + i * ex_rng_range(&g->rng, 5000, 15000), amount,
                   at->lat + 0.05 * ex_rng_normal(&g->rng),
                   at->lon + 0.05 * ex_rng_normal(&g->rng)))
       return -1;
@@ -135,7 +134,7 @@ static int inject(gen *g, int rule, int c, card *cd, int64_t t) {
       if (i)
         ts += ex_rng_range(&g->rng, 1000, 3000);
       cd->txns++;
-      if (queue_txn(g, c, cd, ts, honest_amount(g, cd), h->lat, h->lon))
+      if (queue_txn(g, c, ts, honest_amount(g, cd), h->lat, h->lon))
         return -1;
     }
     label(g, rule, c, first, ts);
@@ -144,7 +143,7 @@ static int inject(gen *g, int rule, int c, card *cd, int64_t t) {
   if (rule == 1) {
     int64_t ts = t + ex_rng_range(&g->rng, 1000, 60000);
     double amount = cd->mean_amount * (30.0 + 30.0 * ex_rng_unit(&g->rng));
-    if (queue_txn(g, c, cd, ts, amount, h->lat, h->lon))
+    if (queue_txn(g, c, ts, amount, h->lat, h->lon))
       return -1;
     label(g, rule, c, ts, ts);
     return 1;
@@ -157,7 +156,7 @@ static int inject(gen *g, int rule, int c, card *cd, int64_t t) {
   while (fraud_distance_km(h->lat, h->lon, cities[far].lat, cities[far].lon) <
          3000);
   int64_t ts = t + ex_rng_range(&g->rng, 60000, 600000);
-  if (queue_txn(g, c, cd, ts, honest_amount(g, cd), cities[far].lat,
+  if (queue_txn(g, c, ts, honest_amount(g, cd), cities[far].lat,
                 cities[far].lon))
     return -1;
   label(g, rule, c, ts, ts);
