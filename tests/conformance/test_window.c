@@ -668,6 +668,111 @@ START_TEST(bad_specs_are_refused) {
 }
 END_TEST
 
+/* Processing-time windows of every assigner against a small reference
+ * model, with a manual clock moved at random between random elements. */
+typedef struct pt_win {
+  int key;
+  int64_t start, end;
+  double sum;
+} pt_win;
+
+static int pt_cmp(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+START_TEST(random_processing_time_windows) {
+  for (int kind = 0; kind < 3; kind++) {
+    wu_build b = {.spec = kind == 0   ? sl_window_tumbling(50)
+                          : kind == 1 ? sl_window_sliding(60, 20)
+                                      : sl_window_session(15)};
+    b.spec.time = SL_PROC_TIME;
+    b.spec.offset = kind == 0 ? 7 : 0;
+    b.fn.builtin = SL_AGG_SUM;
+    b.fn.num = wu_num;
+    sl_harness_t *h = wu_harness(BE, &b, NULL);
+    pt_win *open = calloc(4096, sizeof(*open));
+    size_t n_open = 0, n_want = 0;
+    char **want = calloc(20000, sizeof(char *));
+    uint64_t x = 99 + (uint64_t)kind;
+    int64_t now = 0;
+    for (int op = 0; op < 3000; op++) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      bool last = op == 2999;
+      if (!last && x % 10 < 7) {
+        int key = (int)(x / 10 % 5), v = 1 + (int)(x / 50 % 9);
+        char k[4], vs[4];
+        snprintf(k, sizeof(k), "k%d", key);
+        snprintf(vs, sizeof(vs), "%d", v);
+        push(h, k, vs, -123); /* the record's own timestamp plays no part */
+        if (kind == 2) {      /* sessions merge when they touch */
+          pt_win nw = {key, now, now + 15, v};
+          for (size_t i = 0; i < n_open;) {
+            pt_win *o = &open[i];
+            if (o->key == key && o->start <= nw.end && o->end >= nw.start) {
+              nw.start = o->start < nw.start ? o->start : nw.start;
+              nw.end = o->end > nw.end ? o->end : nw.end;
+              nw.sum += o->sum;
+              *o = open[--n_open];
+            } else {
+              i++;
+            }
+          }
+          open[n_open++] = nw;
+        } else {
+          int64_t size = kind == 0 ? 50 : 60, slide = kind == 0 ? 50 : 20;
+          int64_t off = kind == 0 ? 7 : 0;
+          int64_t r = (now - off) % slide;
+          for (int64_t st = now - (r < 0 ? r + slide : r); st > now - size;
+               st -= slide) {
+            size_t i = 0;
+            while (i < n_open && (open[i].key != key || open[i].start != st))
+              i++;
+            if (i == n_open)
+              open[n_open++] = (pt_win){key, st, st + size, 0};
+            open[i].sum += v;
+          }
+        }
+        continue;
+      }
+      now += last ? 1000000 : (int64_t)(x / 10 % 26);
+      ck_assert_int_eq(sl_harness_set_time(h, now), SL_OK);
+      for (size_t i = 0; i < n_open;) {
+        if (open[i].end - 1 <= now) {
+          char *w = malloc(64);
+          snprintf(w, 64, "(k%d,%g)@%" PRId64, open[i].key, open[i].sum,
+                   open[i].end - 1);
+          want[n_want++] = w;
+          open[i] = open[--n_open];
+        } else {
+          i++;
+        }
+      }
+    }
+    size_t n = sl_harness_count(h, NULL);
+    char **got = calloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+      got[i] = malloc(96);
+      wu_fmt(sl_harness_get(h, NULL, i), false, got[i], 96);
+    }
+    qsort(got, n, sizeof(char *), pt_cmp);
+    qsort(want, n_want, sizeof(char *), pt_cmp);
+    ck_assert_msg(n_want > 100, "too few windows: %zu", n_want);
+    ck_assert_msg(n == n_want, "kind %d: %zu results, expected %zu", kind, n,
+                  n_want);
+    for (size_t i = 0; i < n; i++)
+      ck_assert_str_eq(got[i], want[i]);
+    for (size_t i = 0; i < n; i++)
+      free(got[i]);
+    for (size_t i = 0; i < n_want; i++)
+      free(want[i]);
+    free(got);
+    free(want);
+    free(open);
+    sl_harness_destroy(h);
+  }
+}
+END_TEST
+
 /* ---- Joins ----------------------------------------------------------------*/
 
 static int join_fmt(sl_ctx_t *ctx, const sl_record_t *l, const sl_record_t *r,
@@ -805,6 +910,7 @@ int main(void) {
   tcase_add_loop_test(tc, continuous_event_time_trigger, 0, n);
   tcase_add_loop_test(tc, continuous_trigger_on_merging_sessions, 0, n);
   tcase_add_loop_test(tc, processing_time_windows, 0, n);
+  tcase_add_loop_test(tc, random_processing_time_windows, 0, n);
   tcase_add_loop_test(tc, full_window_function_sees_elements_and_bounds, 0, n);
   tcase_add_loop_test(tc, combined_aggregate_and_window_function, 0, n);
   tcase_add_loop_test(tc, builtin_aggregates, 0, n);
