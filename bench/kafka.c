@@ -147,10 +147,10 @@ static int w_timer(sl_ctx_t *ctx, sl_time_domain d, int64_t ts, void *opaque) {
   sl_map_remove(ctx, st, &end, sizeof(end));
   sl_ctx_key(ctx, &key, &klen);
   char *buf = sl_ctx_alloc(ctx, klen + 96);
-  int bl = snprintf(buf, klen + 96,
-                    "{\"user\":\"%.*s\",\"end\":%" PRId64 ",\"count\":%" PRIu64
-                    "}",
-                    (int)klen, (const char *)key, end, n);
+  int bl =
+      snprintf(buf, klen + 96,
+               "{\"user\":\"%.*s\",\"end\":%" PRId64 ",\"count\":%" PRIu64 "}",
+               (int)klen, (const char *)key, end, n);
   sl_record_t out = {key, klen, buf, (size_t)bl, ts};
   return sl_emit(ctx, &out);
 }

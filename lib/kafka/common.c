@@ -335,17 +335,13 @@ json_t *sl_kafka_msg_json(const sl_kafka_msg_t *m) {
 
 /* Only a chained operator runs inside the source's emit on this thread;
  * anything behind a key_by may run during some other message's emit, so
- * it must not see that message. The answer per operator is cached. */
+ * it must not see that message. The check walks the few nodes between
+ * the operator and its sources (no cache: instances of a later job may
+ * reuse an address). */
 const sl_kafka_msg_t *sl_kafka_current(const sl_ctx_t *ctx) {
-  static _Thread_local const sl_ctx_t *last;
-  static _Thread_local bool last_chained;
   if (!sl__kafka_cur || !ctx)
     return NULL;
-  if (ctx != last) {
-    last = ctx;
-    last_chained = sl_op_chained_to_sources(ctx);
-  }
-  return last_chained ? sl__kafka_cur : NULL;
+  return sl_op_chained_to_sources(ctx) ? sl__kafka_cur : NULL;
 }
 
 /* ---- Sink headers and JSON helpers ----------------------------------------

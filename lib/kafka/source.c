@@ -365,6 +365,11 @@ static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
   ksub *k = s->sub[sub];
   if (!k)
     return;
+  /* Dead letters of this subtask's last records go out before the job
+   * reports that it ended. */
+  char err[512];
+  if (sl__kdlq_flush(s->kj, err, sizeof(err)))
+    sl__klog("source %s: %s", s->uid, err);
   if (k->q)
     rd_kafka_queue_destroy(k->q);
   if (k->rk) {

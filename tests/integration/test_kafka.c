@@ -239,6 +239,8 @@ static int w_poll(sl_source_ctx_t *ctx, void *o) {
     int i = w->n_snaps++;
     pthread_mutex_unlock(&w->lock);
     ck_assert_int_eq(w->ops->snapshot(ctx, 1, &w->snaps[i], w->opaque), 0);
+    /* Checkpoint 1 completes: offsets go to the group (lag monitoring). */
+    w->ops->checkpoint_complete(ctx, 1, w->opaque);
     pthread_mutex_lock(&w->lock);
     if (w->n_snaps == sl_source_ctx_subtasks(ctx)) {
       w->snapped = true;
@@ -347,6 +349,22 @@ START_TEST(restart_resumes_at_checkpointed_offsets) {
   sl_blob_t blob = {w1.snaps[0].data, w1.snaps[0].len};
   ck_assert_int_eq(sl__kpos_decode(&blob, get_pos, &pos), 0);
   ck_assert_int_eq(pos.off[0] + pos.off[1], (int64_t)w1.seen_at_snap);
+  /* The completed checkpoint's positions are the group's offsets. */
+  {
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", c.bootstrap, NULL, 0);
+    rd_kafka_conf_set(conf, "group.id", "sluice-restart", NULL, 0);
+    rd_kafka_t *k = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(2);
+    rd_kafka_topic_partition_list_add(l, "in", 0);
+    rd_kafka_topic_partition_list_add(l, "in", 1);
+    ck_assert_int_eq(rd_kafka_committed(k, l, 5000), 0);
+    ck_assert_int_eq(l->elems[0].offset, pos.off[0]);
+    ck_assert_int_eq(l->elems[1].offset, pos.off[1]);
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(k);
+  }
 
   /* Run 2 at P=2 from the snapshot (union redistribution). */
   w2.restore[0] = blob;
@@ -564,6 +582,98 @@ START_TEST(broker_gone_sink_delivery_error_fails_job) {
 }
 END_TEST
 
+/* ---- Start positions -------------------------------------------------------
+ */
+
+typedef struct firsts {
+  pthread_mutex_t lock;
+  int n;
+  int64_t off[64];
+} firsts;
+
+static int note_offset(sl_ctx_t *ctx, const sl_record_t *rec, void *o) {
+  (void)rec;
+  firsts *f = o;
+  const sl_kafka_msg_t *m = sl_kafka_current(ctx);
+  pthread_mutex_lock(&f->lock);
+  if (f->n < 64)
+    f->off[f->n++] = sl_kafka_msg_offset(m);
+  pthread_mutex_unlock(&f->lock);
+  return 0;
+}
+
+/* Runs a job reading topic "pos" from the given start until it saw want
+ * records (then waits a little for extras) and returns the offsets. */
+static void run_from(tk_cluster *c, const sl_kafka_source_opts_t *so, int want,
+                     firsts *f, rd_kafka_t *late) {
+  memset(f, 0, sizeof(*f));
+  pthread_mutex_init(&f->lock, NULL);
+  sl_job_t *job = tk_job("pos", tk_conf(c, 1, NULL));
+  ck_assert_int_eq(
+      sl_sink(sl_source_kafka(job, "pos", "pos", so), "s", note_offset, f), 0);
+  tk_run r;
+  tk_run_start(&r, job);
+  if (late) {
+    tk_sleep_ms(300); /* subtask open: its start position is fixed */
+    tk_send(late, "pos", 0, "k", "late", 20000, NULL, NULL);
+    tk_flush(late);
+  }
+  for (int i = 0; i < 400; i++) {
+    pthread_mutex_lock(&f->lock);
+    int n = f->n;
+    pthread_mutex_unlock(&f->lock);
+    if (n >= want)
+      break;
+    tk_sleep_ms(25);
+  }
+  tk_sleep_ms(200);
+  ck_assert_int_eq(tk_run_stop(&r), SL_OK);
+  sl_job_destroy(job);
+  pthread_mutex_destroy(&f->lock);
+}
+
+START_TEST(start_positions) {
+  tk_cluster c;
+  tk_start(&c, 1);
+  tk_topic(&c, "pos", 1);
+  rd_kafka_t *p = tk_producer(&c);
+  for (int i = 0; i < 10; i++)
+    tk_send(p, "pos", 0, "k", "v", 1000 * (i + 1), NULL, NULL);
+  tk_flush(p);
+  firsts f;
+  sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST};
+  run_from(&c, &so, 10, &f, NULL);
+  ck_assert_int_eq(f.n, 10);
+  ck_assert_int_eq(f.off[0], 0);
+  /* SL_KAFKA_START_TIMESTAMP is not tested here: the mock answers every
+   * offsets-for-times lookup with -1 (which the source treats as "past the
+   * end"), so it would prove nothing. */
+  /* The group's committed offset. */
+  char err[256];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", c.bootstrap, NULL, 0);
+  rd_kafka_conf_set(conf, "group.id", "grp-pos", NULL, 0);
+  rd_kafka_t *k = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, "pos", 0)->offset = 7;
+  ck_assert_int_eq(rd_kafka_commit(k, l, 0), 0);
+  rd_kafka_topic_partition_list_destroy(l);
+  rd_kafka_destroy(k);
+  so = (sl_kafka_source_opts_t){.start = SL_KAFKA_START_COMMITTED,
+                                .group_id = "grp-pos"};
+  run_from(&c, &so, 3, &f, NULL);
+  ck_assert_int_eq(f.n, 3);
+  ck_assert_int_eq(f.off[0], 7);
+  /* Latest: only what arrives after the start. */
+  so = (sl_kafka_source_opts_t){.start = SL_KAFKA_START_LATEST};
+  run_from(&c, &so, 1, &f, p);
+  ck_assert_int_eq(f.n, 1);
+  ck_assert_int_eq(f.off[0], 10);
+  rd_kafka_destroy(p);
+  tk_stop(&c);
+}
+END_TEST
+
 Suite *kafka_suite(void);
 Suite *kafka_suite(void) {
   Suite *s = suite_create("kafka");
@@ -573,6 +683,7 @@ Suite *kafka_suite(void) {
   tcase_add_test(tc, json_window_json_p2);
   tcase_add_test(tc, per_partition_watermarks_idle_partition);
   tcase_add_test(tc, restart_resumes_at_checkpointed_offsets);
+  tcase_add_test(tc, start_positions);
   tcase_add_test(tc, poison_records_reach_dead_letter_topic);
   tcase_add_test(tc, poison_records_skipped_and_counted_or_fail);
   tcase_add_test(tc, broker_gone_source_fails_after_timeout);

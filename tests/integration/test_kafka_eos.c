@@ -311,6 +311,73 @@ START_TEST(eos_read_committed_real_broker) {
 }
 END_TEST
 
+/* A full job with an exactly_once sink and no checkpoint: its output goes
+ * into the open transaction with epoch 0, and stopping the job aborts it
+ * (a restart would replay those records). */
+START_TEST(eos_sink_in_job_aborts_uncheckpointed_tail) {
+  tk_cluster c;
+  tk_start(&c, 1);
+  tk_topic(&c, "in", 2);
+  tk_topic(&c, "out", 1);
+  rd_kafka_t *p = tk_producer(&c);
+  for (int i = 0; i < 6; i++)
+    tk_send(p, "in", i % 2, "k", "v", 0, NULL, NULL);
+  tk_flush(p);
+  rd_kafka_destroy(p);
+  const char *kv[] = {"sink.delivery.guarantee", "exactly_once", NULL};
+  sl_job_t *job = tk_job("eosjob", tk_conf(&c, 2, kv));
+  sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST};
+  ck_assert_int_eq(
+      sl_sink_kafka(sl_source_kafka(job, "in", "in", &so), "out", "out", NULL),
+      0);
+  tk_run r;
+  tk_run_start(&r, job);
+  tk_reader rd;
+  tk_reader_open(&rd, &c, "out", 1);
+  tk_read(&rd, 6, 15000);
+  ck_assert_int_eq(tk_run_stop(&r), SL_OK);
+  ck_assert_int_eq(count_epoch(&rd, "0"), 6);
+  tk_reader_close(&rd);
+  sl__kjob *kj = sl__kjob_get(job);
+  sl__ktxn_event ev[8];
+  uint64_t ids[8];
+  size_t n = sl__ktxn_log(kj->txn, ev, ids, 8);
+  ck_assert_uint_eq(n, 3);
+  ck_assert_int_eq(ev[0], SL__KTXN_INIT);
+  ck_assert_int_eq(ev[1], SL__KTXN_BEGIN);
+  ck_assert_int_eq(ev[2], SL__KTXN_ABORT);
+  sl_job_destroy(job);
+  tk_stop(&c);
+}
+END_TEST
+
+/* at_least_once: a barrier returns only once everything before it is
+ * acknowledged by the broker. */
+START_TEST(at_least_once_barrier_flushes) {
+  tk_cluster c;
+  tk_start(&c, 1);
+  tk_topic(&c, "out", 1);
+  sl_job_t *job;
+  sl__kjob *kj = eos_job(c.bootstrap, &job);
+  char err[256];
+  sl__kprod *p = sl__kprod_acquire(kj, false, kj->conf, err, sizeof(err));
+  ck_assert_msg(p != NULL, "%s", err);
+  sl__kwriter *w = sl__kwriter_new(p, "out", false);
+  write_n(w, 50, "alo");
+  ck_assert_int_eq(sl__kwriter_barrier(w, 1, true, err, sizeof(err)), 0);
+  ck_assert_int_eq(rd_kafka_outq_len(sl__kprod_handle(p)), 0);
+  tk_reader r;
+  tk_reader_open(&r, &c, "out", 1);
+  ck_assert_uint_eq(tk_read(&r, 50, 5000), 50);
+  ck_assert_int_eq(count_epoch(&r, "0"), 0); /* no epoch header */
+  tk_reader_close(&r);
+  sl__kwriter_free(w);
+  sl__kprod_release(p);
+  sl_job_destroy(job);
+  tk_stop(&c);
+}
+END_TEST
+
 static Suite *eos_suite(void) {
   Suite *s = suite_create("kafka_eos");
   TCase *tc = tcase_create("eos");
@@ -318,6 +385,8 @@ static Suite *eos_suite(void) {
   tcase_add_test(tc, eos_protocol_epochs_and_holding);
   tcase_add_test(tc, eos_commit_after_delivery_failure_aborts);
   tcase_add_test(tc, eos_restart_resolution_injected);
+  tcase_add_test(tc, at_least_once_barrier_flushes);
+  tcase_add_test(tc, eos_sink_in_job_aborts_uncheckpointed_tail);
   tcase_add_test(tc, eos_read_committed_real_broker);
   suite_add_tcase(s, tc);
   return s;

@@ -300,13 +300,12 @@ static inline int tkw_timer(sl_ctx_t *ctx, sl_time_domain d, int64_t ts,
   memcpy(&n, v, sizeof(n));
   sl_map_remove(ctx, st, &end, sizeof(end));
   sl_ctx_key(ctx, &key, &klen);
-  char *buf = sl_ctx_alloc(ctx, klen + 96);
-  int bl =
-      snprintf(buf, klen + 96,
-               "{\"key\":\"%.*s\",\"end\":%" PRId64 ",\"count\":%" PRIu64 "}",
-               (int)klen, (const char *)key, end, n);
-  sl_record_t out = {key, klen, buf, (size_t)bl, ts};
-  return sl_emit(ctx, &out);
+  /* Encoded with the JSON helper the Kafka module offers. */
+  json_t *o = json_pack("{s:s%,s:I,s:I}", "key", (const char *)key, klen, "end",
+                        (json_int_t)end, "count", (json_int_t)n);
+  int rc = o ? sl_json_emit(ctx, key, klen, o, ts) : SL_ERR_NOMEM;
+  json_decref(o);
+  return rc;
 }
 
 static const sl_process_ops_t tk_window_ops = {
