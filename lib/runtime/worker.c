@@ -172,8 +172,12 @@ sl__backend *sl_op_backend(sl_ctx_t *op, char *err, size_t errlen) {
   if (w->be)
     return w->be;
   sl_job_t *job = w->job;
-  sl__backend_conf bc = {
-      .conf = job->conf, .max_par = job->max_par, .worker = w->index};
+  sl__backend_conf bc = {.conf = job->conf,
+                         .max_par = job->max_par,
+                         .worker = w->index,
+                         .job = job->name,
+                         .par = job->par,
+                         .shared = &job->backend_shared};
   sl__kg_range(w->index, job->par, job->max_par, &bc.kg_lo, &bc.kg_hi);
   return w->be = sl__backend_open(&bc, err, errlen);
 }
