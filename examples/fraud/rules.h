@@ -10,21 +10,36 @@
 #include <stdint.h>
 
 /* A card transaction as the job carries it between operators: fixed size,
- * so records need no parsing after the first map. */
+ * so records need no parsing after the first operator. */
 typedef struct fraud_txn {
   int64_t ts;
   double amount;
-  double lat, lon;
   char id[24];
-  char card[24];
+  char account[24];
+  char merchant[16];
+  char country[4]; /* ISO 3166-1 alpha-2 */
 } fraud_txn;
 
-/* velocity: at least VELOCITY_MIN transactions of one card in a sliding
- * 60 s window (slide 10 s, so any burst shorter than 50 s lies whole in
- * one window). */
-#define FRAUD_VELOCITY_SIZE_MS 60000
-#define FRAUD_VELOCITY_SLIDE_MS 10000
-#define FRAUD_VELOCITY_MIN 8
+/* small_then_large: a transaction under SMALL_BELOW followed, on the same
+ * account within SMALL_LARGE_WITHIN_MS of event time, by one over
+ * LARGE_ABOVE (a stolen card tested with a tiny payment, then used). */
+#define FRAUD_SMALL_BELOW 1.00
+#define FRAUD_LARGE_ABOVE 500.00
+#define FRAUD_SMALL_LARGE_WITHIN_MS 60000
+
+bool fraud_is_small(double amount);
+bool fraud_is_large(double amount);
+/* True when large follows small (by event time, inclusive) within the
+ * limit; the two may have arrived in either order. */
+bool fraud_small_then_large(const fraud_txn *small, const fraud_txn *large);
+
+/* velocity: more than VELOCITY_MAX_TXNS transactions, or more than
+ * VELOCITY_MAX_TOTAL in total, on one account in a sliding 10-minute window
+ * (slide 2 minutes: any burst of up to 8 minutes lies whole in a window). */
+#define FRAUD_VELOCITY_SIZE_MS 600000
+#define FRAUD_VELOCITY_SLIDE_MS 120000
+#define FRAUD_VELOCITY_MAX_TXNS 10
+#define FRAUD_VELOCITY_MAX_TOTAL 3000.0
 
 typedef struct fraud_velocity_acc {
   int64_t count;
@@ -38,32 +53,28 @@ void fraud_velocity_merge(fraud_velocity_acc *acc,
                           const fraud_velocity_acc *other);
 bool fraud_velocity_hit(const fraud_velocity_acc *acc);
 
-/* amount_spike: an amount over SPIKE_FACTOR times the card's mean of
- * earlier (unflagged) amounts and over SPIKE_MIN_AMOUNT, once the card has
- * SPIKE_MIN_HISTORY earlier transactions. Flagged amounts stay out of the
- * mean, so one fraud does not hide the next. */
-#define FRAUD_SPIKE_FACTOR 10.0
-#define FRAUD_SPIKE_MIN_AMOUNT 500.0
-#define FRAUD_SPIKE_MIN_HISTORY 10
-
-typedef struct fraud_profile {
-  int64_t n;
-  double mean;
-} fraud_profile;
-
-/* Checks amount against the profile and, when it is not a spike, adds it
- * to the profile. Returns true for a spike and sets *ratio (amount/mean). */
-bool fraud_spike_check(fraud_profile *p, double amount, double *ratio);
-
-/* impossible_travel: two transactions of one card whose distance needs
- * more than TRAVEL_MAX_KMH, and at least TRAVEL_MIN_KM apart (a city's
- * own spread never counts, however close in time). */
+/* impossible_travel: two transactions of one account in countries at
+ * least TRAVEL_MIN_KM apart (between their capitals) that would need more
+ * than TRAVEL_MAX_KMH. */
 #define FRAUD_TRAVEL_MAX_KMH 900.0
 #define FRAUD_TRAVEL_MIN_KM 500.0
 
+typedef struct fraud_country {
+  const char *code;
+  const char *capital;
+  double lat, lon;
+} fraud_country;
+
+/* The countries the rule knows (the generator draws from the same table);
+ * NULL past the end. */
+const fraud_country *fraud_country_at(int i);
+const fraud_country *fraud_country_find(const char *code);
 double fraud_distance_km(double lat1, double lon1, double lat2, double lon2);
+/* Distance between two countries' capitals; -1 when one is unknown. */
+double fraud_country_km(const char *a, const char *b);
 /* True when going from a to b (in either time order) is impossible; sets
- * *km and *kmh (kmh is a large number when the times are equal). */
+ * *km and *kmh (kmh is a large number when the times are equal). Unknown
+ * countries never match. */
 bool fraud_travel_check(const fraud_txn *a, const fraud_txn *b, double *km,
                         double *kmh);
 

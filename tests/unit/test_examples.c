@@ -7,80 +7,90 @@
 
 #include "check_main.h"
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../../examples/botdetect/rules.h"
 #include "../../examples/common/eval.h"
 #include "../../examples/fraud/rules.h"
 
-static fraud_txn txn(int64_t ts, double amount, double lat, double lon) {
-  fraud_txn t = {.ts = ts, .amount = amount, .lat = lat, .lon = lon};
+static fraud_txn txn(int64_t ts, double amount, const char *country) {
+  fraud_txn t = {.ts = ts, .amount = amount};
+  snprintf(t.country, sizeof(t.country), "%s", country);
   return t;
 }
 
-START_TEST(velocity_counts_and_merges) {
-  fraud_velocity_acc a, b;
-  fraud_velocity_init(&a);
-  fraud_velocity_init(&b);
-  for (int i = 0; i < FRAUD_VELOCITY_MIN - 1; i++) {
-    fraud_txn t = txn(1000 + i, 10, 0, 0);
-    fraud_velocity_add(i % 2 ? &a : &b, &t);
-  }
-  fraud_velocity_merge(&a, &b);
-  ck_assert_int_eq(a.count, FRAUD_VELOCITY_MIN - 1);
-  ck_assert(!fraud_velocity_hit(&a));
-  ck_assert_int_eq(a.first, 1000);
-  ck_assert_int_eq(a.last, 1000 + FRAUD_VELOCITY_MIN - 2);
-  fraud_txn t = txn(999, 10, 0, 0);
-  fraud_velocity_add(&a, &t);
-  ck_assert(fraud_velocity_hit(&a));
-  ck_assert_int_eq(a.first, 999);
-  ck_assert(fabs(a.total - 10.0 * FRAUD_VELOCITY_MIN) < 1e-9);
+START_TEST(small_then_large_within_a_minute) {
+  fraud_txn small = txn(10000, 0.99, "GB"), large = txn(70000, 500.01, "GB");
+  ck_assert(fraud_small_then_large(&small, &large)); /* exactly 60 s */
+  large.ts = 70001;
+  ck_assert(!fraud_small_then_large(&small, &large));
+  large.ts = 9999; /* before the small one */
+  ck_assert(!fraud_small_then_large(&small, &large));
+  large.ts = 20000;
+  large.amount = 500.00; /* the bounds are strict: < 1.00, > 500.00 */
+  ck_assert(!fraud_small_then_large(&small, &large));
+  large.amount = 2000;
+  small.amount = 1.00;
+  ck_assert(!fraud_small_then_large(&small, &large));
+  ck_assert(fraud_is_small(0.5) && !fraud_is_small(1.0));
+  ck_assert(fraud_is_large(500.5) && !fraud_is_large(500.0));
 }
 END_TEST
 
-START_TEST(spike_needs_history_and_keeps_mean_clean) {
-  fraud_profile p = {0};
-  double ratio;
-  /* Without history even a huge amount is not a spike: it joins the mean. */
-  ck_assert(!fraud_spike_check(&p, 5000, &ratio));
-  p = (fraud_profile){0};
-  for (int i = 0; i < FRAUD_SPIKE_MIN_HISTORY; i++)
-    ck_assert(!fraud_spike_check(&p, 100, &ratio));
-  ck_assert(fabs(p.mean - 100) < 1e-9);
-  /* 9x is honest (and joins the mean); so is anything under the floor. */
-  fraud_profile nine = p;
-  ck_assert(!fraud_spike_check(&nine, 900, &ratio));
-  ck_assert_int_eq(nine.n, p.n + 1);
-  fraud_profile small = {.n = 20, .mean = 20};
-  ck_assert(!fraud_spike_check(&small, 400, &ratio));
-  fraud_profile q = p;
-  ck_assert(fraud_spike_check(&q, 2000, &ratio));
-  ck_assert(fabs(ratio - 20) < 1e-9);
-  /* The flagged amount stays out of the profile: the next fraud shows. */
-  ck_assert_int_eq(q.n, p.n);
-  ck_assert(fraud_spike_check(&q, 2000, &ratio));
+START_TEST(velocity_counts_totals_and_merges) {
+  fraud_velocity_acc a, b;
+  fraud_velocity_init(&a);
+  fraud_velocity_init(&b);
+  for (int i = 0; i < FRAUD_VELOCITY_MAX_TXNS; i++) {
+    fraud_txn t = txn(1000 + i, 10, "GB");
+    fraud_velocity_add(i % 2 ? &a : &b, &t);
+  }
+  fraud_velocity_merge(&a, &b);
+  ck_assert_int_eq(a.count, FRAUD_VELOCITY_MAX_TXNS);
+  ck_assert(!fraud_velocity_hit(&a)); /* "more than" N */
+  ck_assert_int_eq(a.first, 1000);
+  ck_assert_int_eq(a.last, 1000 + FRAUD_VELOCITY_MAX_TXNS - 1);
+  fraud_txn t = txn(999, 10, "GB");
+  fraud_velocity_add(&a, &t);
+  ck_assert(fraud_velocity_hit(&a));
+  ck_assert_int_eq(a.first, 999);
+  /* Few payments, large total. */
+  fraud_velocity_init(&b);
+  t.amount = FRAUD_VELOCITY_MAX_TOTAL / 2;
+  fraud_velocity_add(&b, &t);
+  fraud_velocity_add(&b, &t);
+  ck_assert(!fraud_velocity_hit(&b));
+  t.amount = 0.01;
+  fraud_velocity_add(&b, &t);
+  ck_assert(fraud_velocity_hit(&b));
 }
 END_TEST
 
 START_TEST(travel_needs_distance_and_speed) {
   /* London -> Paris (about 340 km) in a minute: under the distance floor. */
-  fraud_txn lon1 = txn(0, 1, 51.51, -0.13), par = txn(60000, 1, 48.86, 2.35);
+  fraud_txn gb = txn(0, 1, "GB"), fr = txn(60000, 1, "FR");
   double km, kmh;
-  ck_assert(!fraud_travel_check(&lon1, &par, &km, &kmh));
+  ck_assert(!fraud_travel_check(&gb, &fr, &km, &kmh));
   ck_assert(km > 300 && km < 400);
-  /* London -> New York (about 5570 km): 2 h is impossible, 8 h is a
+  /* London -> Washington (about 5900 km): 2 h is impossible, 8 h is a
    * flight; the order of the arguments does not matter. */
-  fraud_txn ny = txn(2 * 3600000, 1, 40.71, -74.01);
-  ck_assert(fraud_travel_check(&ny, &lon1, &km, &kmh));
-  ck_assert(km > 5500 && km < 5650);
-  ck_assert(kmh > 2700 && kmh < 2850);
-  ny.ts = 8 * 3600000;
-  ck_assert(!fraud_travel_check(&lon1, &ny, &km, &kmh));
+  fraud_txn us = txn(2 * 3600000, 1, "US");
+  ck_assert(fraud_travel_check(&us, &gb, &km, &kmh));
+  ck_assert(km > 5800 && km < 6000);
+  ck_assert(kmh > 2900 && kmh < 3000);
+  us.ts = 8 * 3600000;
+  ck_assert(!fraud_travel_check(&gb, &us, &km, &kmh));
   /* Same instant: impossible, with a finite speed in the evidence. */
-  ny.ts = 0;
-  ck_assert(fraud_travel_check(&lon1, &ny, &km, &kmh));
+  us.ts = 0;
+  ck_assert(fraud_travel_check(&gb, &us, &km, &kmh));
   ck_assert(isfinite(kmh));
+  /* Same country, or one the table does not know: never. */
+  fraud_txn gb2 = txn(0, 1, "GB"), xx = txn(0, 1, "XX");
+  ck_assert(!fraud_travel_check(&gb, &gb2, &km, &kmh));
+  ck_assert(!fraud_travel_check(&gb, &xx, &km, &kmh));
+  ck_assert_ptr_nonnull(fraud_country_at(0));
+  ck_assert_ptr_null(fraud_country_find("XX"));
 }
 END_TEST
 
@@ -164,8 +174,8 @@ END_TEST
 int main(void) {
   Suite *s = suite_create("examples");
   TCase *tc = tcase_create("rules");
-  tcase_add_test(tc, velocity_counts_and_merges);
-  tcase_add_test(tc, spike_needs_history_and_keeps_mean_clean);
+  tcase_add_test(tc, small_then_large_within_a_minute);
+  tcase_add_test(tc, velocity_counts_totals_and_merges);
   tcase_add_test(tc, travel_needs_distance_and_speed);
   tcase_add_test(tc, bot_rate_threshold);
   tcase_add_test(tc, bot_regular_timing);
