@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* botdetect-gen: web requests for the bot detection example. People visit
- * in sessions of a few pages with random reading times; labelled bots,
- * each from its own IP, either scrape fast or crawl on a fixed schedule.
+ * in sessions of a few pages (each with its assets) with random reading
+ * times; labelled bots, each from its own IP, scrape fast, poll on a timer,
+ * or crawl without assets probing for paths that are not there.
  * Same seed, same records; the model is in docs/examples.md. */
 #include <inttypes.h>
 #include <math.h>
@@ -13,9 +14,11 @@
 
 #define PROG "botdetect-gen"
 
-/* Human near misses: one visit in SLIDESHOW_EVERY is a slideshow, one page
- * in TABS_EVERY opens a burst of tabs. */
+/* Human near misses: one visit in SLIDESHOW_EVERY is a slideshow, one in
+ * CACHED_EVERY fetches no assets, one page in TABS_EVERY opens a burst of
+ * tabs. */
 #define SLIDESHOW_EVERY 100.0
+#define CACHED_EVERY 30.0
 #define TABS_EVERY 50.0
 
 static const char *const agents[] = {
@@ -30,33 +33,62 @@ typedef struct gen {
   FILE *labels;
   int64_t max_delay;
   long long queued;
-  uint64_t labelled[2];
+  uint64_t labelled[3];
 } gen;
 
-static const char *const rule_names[2] = {"request_rate", "regular_timing"};
+static const char *const rule_names[3] = {"request_rate", "regular_timing",
+                                          "crawler_session"};
 
-static int queue_req(gen *g, const char *ip, int64_t ts, const char *ua) {
-  char json[256];
+static int queue_req(gen *g, const char *ip, int64_t ts, const char *ua,
+                     const char *path, int status) {
+  char json[320];
   snprintf(json, sizeof(json),
            "{\"type\":\"req\",\"ip\":\"%s\",\"ts\":%" PRId64
-           ",\"path\":\"/item/%d\",\"ua\":\"%s\"}",
-           ip, ts, (int)ex_rng_range(&g->rng, 1, 5000), ua);
+           ",\"path\":\"%s\",\"status\":%d,\"ua\":\"%s\"}",
+           ip, ts, path, status, ua);
   g->queued++;
   return ex_queue_push(&g->q, ts + ex_rng_range(&g->rng, 0, g->max_delay), ip,
                        json, ts);
 }
 
+/* A page and, unless cached, the 2-5 assets a browser fetches for it within
+ * 400 ms. People favour popular items: the item number is log-uniform. */
+static int page_view(gen *g, const char *ip, int64_t t, const char *ua,
+                     bool assets) {
+  static const char *const files[] = {"/static/app.js", "/static/app.css",
+                                      "/static/logo.svg", "/favicon.ico"};
+  char path[64];
+  int item = (int)exp(ex_rng_unit(&g->rng) * log(5000.0));
+  snprintf(path, sizeof(path), "/item/%d", item);
+  bool missing = ex_rng_unit(&g->rng) < 0.02;
+  if (queue_req(g, ip, t, ua, path, missing ? 404 : 200))
+    return -1;
+  int n = assets && !missing ? (int)ex_rng_range(&g->rng, 2, 5) : 0;
+  for (int i = 0; i < n; i++) {
+    const char *f = files[i % 4];
+    char img[64];
+    if (i >= 4) {
+      snprintf(img, sizeof(img), "/img/%d.png", item);
+      f = img;
+    }
+    if (queue_req(g, ip, t + ex_rng_range(&g->rng, 20, 400), ua, f, 200))
+      return -1;
+  }
+  return 0;
+}
+
 /* A visit: 1 + geometric(mean 9) pages, reading each for 300 ms plus an
- * exponential time of mean 7.7 s. Near misses (docs/examples.md): some
- * visits open a burst of tabs (up to 15 requests within 5 s), some are a
- * slideshow (20-40 pages every 2-8 s, evenly spread: far steadier than
- * reading, not as steady as a scheduler). */
+ * exponential time of mean 7.7 s. Near misses (docs/examples.md): cached
+ * visits fetch no assets, some pages open a burst of tabs (up to 15 pages
+ * within 5 s), some visits are a slideshow (20-40 pages every 1.5-9 s:
+ * steadier than reading, not as steady as a scheduler). */
 static int human_session(gen *g, long long who, int64_t t) {
   char ip[32];
   snprintf(ip, sizeof(ip), "10.%lld.%lld.%lld", (who >> 16) & 255,
            (who >> 8) & 255, who & 255);
   const char *ua = agents[who % 3];
   bool slideshow = ex_rng_unit(&g->rng) < 1.0 / SLIDESHOW_EVERY;
+  bool cached = ex_rng_unit(&g->rng) < 1.0 / CACHED_EVERY;
   int pages = 1;
   if (slideshow)
     pages = (int)ex_rng_range(&g->rng, 20, 40);
@@ -64,34 +96,57 @@ static int human_session(gen *g, long long who, int64_t t) {
     while (ex_rng_unit(&g->rng) < 0.9)
       pages++;
   for (int i = 0; i < pages; i++) {
-    if (queue_req(g, ip, t, ua))
+    if (page_view(g, ip, t, ua, !cached))
       return -1;
     if (!slideshow && ex_rng_unit(&g->rng) < 1.0 / TABS_EVERY) {
       int tabs = (int)ex_rng_range(&g->rng, 5, 14);
       for (int k = 0; k < tabs; k++)
-        if (queue_req(g, ip, t + ex_rng_range(&g->rng, 50, 5000), ua))
+        if (page_view(g, ip, t + ex_rng_range(&g->rng, 50, 5000), ua, !cached))
           return -1;
     }
-    t += slideshow ? ex_rng_range(&g->rng, 2000, 8000)
+    t += slideshow ? ex_rng_range(&g->rng, 1500, 9000)
                    : 300 + (int64_t)ex_rng_exp(&g->rng, 7700);
   }
   return 0;
 }
 
-/* A bot of kind rule from a fresh IP, starting after t: request_rate makes
- * 80 requests with exponential gaps of mean 120 ms (about 10 s);
- * regular_timing makes 40 requests every 2 s +- 50 ms (78 s). */
+/* A bot of kind rule from a fresh IP, starting after t; each shows one
+ * trait and passes the other two rules:
+ * - request_rate: a headless browser scraping 80 pages (with assets) with
+ *   exponential gaps of mean 120 ms (about 10 s);
+ * - regular_timing: a headless browser on a timer, 40 pages every
+ *   2 s +- 50 ms (78 s), with assets;
+ * - crawler_session: a script reading 30-50 pages at a person's pace, no
+ *   assets, every third one a probe that is not found. */
 static int bot(gen *g, int rule, int n, int64_t t) {
-  char ip[32];
+  static const char *const probes[] = {"/wp-login.php", "/.env",
+                                       "/admin",        "/phpmyadmin",
+                                       "/.git/config",  "/backup.zip"};
+  char ip[32], path[64];
   snprintf(ip, sizeof(ip), "172.16.%d.%d", (n >> 8) & 255, n & 255);
-  const char *ua = rule ? "crawler/2.1" : "python-requests/2.31";
+  const char *ua = rule == 2 ? "python-requests/2.31" : agents[n % 3];
   int64_t first = t + ex_rng_range(&g->rng, 0, 5000), ts = first;
-  int count = rule ? 40 : 80;
+  int count = rule == 0   ? 80
+              : rule == 1 ? 40
+                          : (int)ex_rng_range(&g->rng, 30, 50);
   for (int i = 0; i < count; i++) {
     if (i)
-      ts += rule ? 2000 + ex_rng_range(&g->rng, -50, 50)
-                 : 1 + (int64_t)ex_rng_exp(&g->rng, 120);
-    if (queue_req(g, ip, ts, ua))
+      ts += rule == 0   ? 1 + (int64_t)ex_rng_exp(&g->rng, 120)
+            : rule == 1 ? 2000 + ex_rng_range(&g->rng, -50, 50)
+                        : 300 + (int64_t)ex_rng_exp(&g->rng, 3000);
+    int rc;
+    if (rule < 2) {
+      rc = page_view(g, ip, ts, ua, true);
+    } else if (i % 3 == 0) {
+      snprintf(path, sizeof(path), "%s%s", probes[ex_rng_range(&g->rng, 0, 5)],
+               i % 2 ? "" : ".bak");
+      rc = queue_req(g, ip, ts, ua, path, 404);
+    } else {
+      snprintf(path, sizeof(path), "/item/%d",
+               (int)ex_rng_range(&g->rng, 1, 5000));
+      rc = queue_req(g, ip, ts, ua, path, 200);
+    }
+    if (rc)
       return -1;
   }
   fprintf(g->labels,
@@ -118,7 +173,7 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
   const char *brokers = NULL, *bootstrap = NULL, *topic = "botdetect.requests";
   const char *labels_path = "botdetect-labels.jsonl";
-  long long events = 100000, people = 3000, seed = 1, inject_every = 25;
+  long long events = 100000, people = 3000, seed = 1, inject_every = 10;
   long long max_delay = 2000;
   double rate = 0;
   for (int i = 1; i < argc; i++) {
@@ -185,7 +240,7 @@ int main(int argc, char **argv) {
     t += (int64_t)ceil(ex_rng_exp(&g.rng, gap_ms));
     rc = human_session(&g, ex_rng_range(&g.rng, 0, people - 1), t);
     if (!rc && ex_rng_unit(&g.rng) < 1.0 / (double)inject_every) {
-      rc = bot(&g, bots % 2, bots, t);
+      rc = bot(&g, bots % 3, bots, t);
       bots++;
     }
     while (!rc && ex_queue_pop_due(&g.q, t, &e)) {
@@ -221,8 +276,9 @@ int main(int argc, char **argv) {
   ex_queue_free(&g.q);
   fprintf(stderr,
           PROG ": %lld requests, %.1f min of event time; labelled "
-               "request_rate %" PRIu64 ", regular_timing %" PRIu64 "%s\n",
+               "request_rate %" PRIu64 ", regular_timing %" PRIu64
+               ", crawler_session %" PRIu64 "%s\n",
           g.queued, (double)(last - EX_EPOCH_MS) / 60000.0, g.labelled[0],
-          g.labelled[1], rc ? " (FAILED)" : "");
+          g.labelled[1], g.labelled[2], rc ? " (FAILED)" : "");
   return rc ? 1 : 0;
 }

@@ -94,34 +94,68 @@ START_TEST(travel_needs_distance_and_speed) {
 }
 END_TEST
 
-START_TEST(bot_rate_threshold) {
-  ck_assert(!bot_rate_hit(BOT_RATE_MIN - 1));
-  ck_assert(bot_rate_hit(BOT_RATE_MIN));
+START_TEST(bot_assets_and_rate) {
+  ck_assert(bot_is_asset("/static/app.js"));
+  ck_assert(bot_is_asset("/img/12.png"));
+  ck_assert(bot_is_asset("/favicon.ico"));
+  ck_assert(!bot_is_asset("/item/12"));
+  ck_assert(!bot_is_asset("/backup.zip"));
+  ck_assert(!bot_rate_hit(BOT_RATE_MIN_PAGES - 1));
+  ck_assert(bot_rate_hit(BOT_RATE_MIN_PAGES));
+}
+END_TEST
+
+START_TEST(bot_crawler_session) {
+  bot_session s = {.requests = 40,
+                   .pages = 40,
+                   .assets = 0,
+                   .not_found = 8,
+                   .distinct_paths = 30};
+  ck_assert(bot_crawler_hit(&s)); /* 20 % not found */
+  s.not_found = 7;
+  ck_assert(!bot_crawler_hit(&s));
+  s.not_found = 20;
+  s.assets = 1; /* a browser */
+  ck_assert(!bot_crawler_hit(&s));
+  s.assets = 0;
+  s.distinct_paths = BOT_CRAWL_MIN_DISTINCT - 1; /* hammering one page */
+  ck_assert(!bot_crawler_hit(&s));
+  s.distinct_paths = 14;
+  s.pages = s.requests = BOT_CRAWL_MIN_PAGES - 1;
+  ck_assert(!bot_crawler_hit(&s));
 }
 END_TEST
 
 START_TEST(bot_regular_timing) {
-  int64_t ts[40];
-  double mean, cv;
-  /* A crawler every 2 s, delivered out of order. */
-  for (int i = 0; i < 40; i++)
-    ts[i] = (int64_t)((i * 7) % 40) * 2000 + (i % 3) * 20;
-  ck_assert(bot_regular_check(ts, 40, &mean, &cv));
-  ck_assert(mean > 1900 && mean < 2100);
-  ck_assert(cv < 0.05);
-  for (int i = 1; i < 40; i++)
-    ck_assert(ts[i - 1] <= ts[i]);
-  /* Too short a session is never judged. */
-  ck_assert(!bot_regular_check(ts, BOT_REGULAR_MIN - 1, &mean, &cv));
+  bot_regularity r = {0};
+  /* A timer every 2 s +- 20 ms: reported once, at its 15th page. */
+  int hits = 0;
+  int64_t t = 1000;
+  for (int i = 0; i < 40; i++) {
+    if (bot_regularity_add(&r, t)) {
+      hits++;
+      ck_assert_int_eq(r.pages, BOT_REGULAR_MIN_PAGES);
+      ck_assert_int_eq(r.start, 1000);
+    }
+    t += 2000 + (i % 3 - 1) * 20;
+  }
+  ck_assert_int_eq(hits, 1);
+  ck_assert(bot_regularity_cv(&r) < 0.05);
+  ck_assert(fabs(r.mean - 2000) < 20);
+  /* A pause of 30 s starts a new run, which can be reported again. */
+  t += 30000;
+  for (int i = 0; i < BOT_REGULAR_MIN_PAGES; i++, t += 2000)
+    hits += bot_regularity_add(&r, t);
+  ck_assert_int_eq(hits, 2);
   /* A reader: gaps of 1, 9, 3, 20, 2 ... seconds. */
   const int64_t gaps[] = {1000, 9000, 3000, 20000, 2000, 7000, 500, 12000};
-  int64_t t = 0;
+  bot_regularity h = {0};
+  t = 0;
   for (int i = 0; i < 40; i++) {
-    ts[i] = t;
+    ck_assert(!bot_regularity_add(&h, t));
     t += gaps[i % 8];
   }
-  ck_assert(!bot_regular_check(ts, 40, &mean, &cv));
-  ck_assert(cv > 0.5);
+  ck_assert(bot_regularity_cv(&h) > 0.5);
 }
 END_TEST
 
@@ -177,7 +211,8 @@ int main(void) {
   tcase_add_test(tc, small_then_large_within_a_minute);
   tcase_add_test(tc, velocity_counts_totals_and_merges);
   tcase_add_test(tc, travel_needs_distance_and_speed);
-  tcase_add_test(tc, bot_rate_threshold);
+  tcase_add_test(tc, bot_assets_and_rate);
+  tcase_add_test(tc, bot_crawler_session);
   tcase_add_test(tc, bot_regular_timing);
   tcase_add_test(tc, eval_scores_distinct_alerts);
   suite_add_tcase(s, tc);
