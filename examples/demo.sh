@@ -17,11 +17,13 @@ cat <<INTRO
 == sluice demo: card fraud detection ==
 A local Kafka (sluice-kafka-dev) receives 45000 card transactions at 1500/s
 from fraud-gen, which labels the frauds it injects. fraud-job reads them with
-event time from each record, checkpoints every 2 s to $ckpt,
+event time from each record, keeps its state in RocksDB, checkpoints every
+2 s to $ckpt,
 and writes an alert with its rule and evidence to the topic fraud.alerts:
-  velocity           8+ payments of one card within 60 s (sliding window)
-  amount_spike       an amount over 10x the card's usual (keyed state, TTL)
-  impossible_travel  two payments too far apart for the time between them
+  small_then_large   under 1.00, then over 500.00 within a minute (process
+                     function, TTL state, event-time timers)
+  velocity           over 10 payments or 3000 in 10 minutes (sliding window)
+  impossible_travel  two payments in countries too far apart for the time
 Alerts as they come:
 INTRO
 

@@ -124,6 +124,7 @@ pids+=($gen)
 job_cmd=("$bin/$example-job" --config "examples/$example/$example.conf"
   "${broker[@]}" --set "parallelism=$parallelism"
   --set "checkpoint.dir=$ckpt_dir" --set "checkpoint.interval.ms=$ckpt_ms"
+  --set "state.dir=$work/state"
   --set restore.from=latest --exit-at-end)
 
 if [ -n "$kill_after" ]; then
