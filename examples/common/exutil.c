@@ -4,6 +4,7 @@
 #include "exutil.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +87,7 @@ int ex_resolve_brokers(const char *brokers, const char *bootstrap_file,
 
 struct ex_producer {
   rd_kafka_t *rk;
+  const char *topic;
   rd_kafka_topic_t *rkt;
   double rate;
   int64_t started;
@@ -135,6 +137,7 @@ ex_producer *ex_producer_new(const char *brokers, const char *topic,
             rd_kafka_err2str(rd_kafka_last_error()));
     goto fail;
   }
+  p->topic = rd_kafka_topic_name(p->rkt);
   p->rate = rate;
   p->started = ex_wall_ms();
   return p;
@@ -251,6 +254,34 @@ bool ex_queue_pop_due(ex_queue *q, int64_t now, ex_pending *out) {
   if (q->n)
     q->v[i] = last;
   return true;
+}
+
+int ex_queue_send_due(ex_queue *q, ex_producer *p, int64_t now,
+                      int64_t *max_ts) {
+  ex_pending e;
+  int rc = 0;
+  while (!rc && ex_queue_pop_due(q, now, &e)) {
+    if (e.ts > *max_ts)
+      *max_ts = e.ts;
+    rc = ex_producer_send(p, e.key, -1, e.json, strlen(e.json), e.ts);
+    free(e.key);
+    free(e.json);
+  }
+  return rc;
+}
+
+int ex_producer_end(ex_producer *p, int64_t ts) {
+  int parts = ex_producer_partitions(p);
+  if (parts < 1) {
+    fprintf(stderr, "cannot read the partitions of %s\n", p->topic);
+    return -1;
+  }
+  char end[64];
+  snprintf(end, sizeof(end), "{\"type\":\"end\",\"ts\":%" PRId64 "}", ts);
+  for (int i = 0; i < parts; i++)
+    if (ex_producer_send(p, NULL, i, end, strlen(end), ts))
+      return -1;
+  return 0;
 }
 
 void ex_queue_free(ex_queue *q) {

@@ -88,6 +88,18 @@ int ex_queue_push(ex_queue *q, int64_t deliver_at, const char *key,
 bool ex_queue_pop_due(ex_queue *q, int64_t now, ex_pending *out);
 void ex_queue_free(ex_queue *q);
 
+/* Writes every queued event due at or before now (INT64_MAX: all) to p, in
+ * delivery order; raises *max_ts to the latest event time written. 0 or
+ * -1 (printed). */
+int ex_queue_send_due(ex_queue *q, ex_producer *p, int64_t now,
+                      int64_t *max_ts);
+
+/* Ends a generator's output: {"type":"end","ts":ts} on every partition of
+ * the producer's topic. With ts past every window and timer, it moves each
+ * partition's watermark past them, so the job emits all its alerts and
+ * knows the input is over (docs/examples.md). 0 or -1 (printed). */
+int ex_producer_end(ex_producer *p, int64_t ts);
+
 /* ---- Command lines ------------------------------------------------------- */
 
 /* Strict number parsing for flags: exits with a message on bad input (the

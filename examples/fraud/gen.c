@@ -253,9 +253,8 @@ int main(int argc, char **argv) {
   /* Every account pays on average every 10 minutes of event time:
    * together a Poisson stream of accounts/600 payments per second. */
   const double gap_ms = 600000.0 / (double)accounts;
-  int64_t t = EX_EPOCH_MS;
+  int64_t t = EX_EPOCH_MS, last = t;
   int next_rule = 0, rc = 0;
-  ex_pending e;
   while (!rc && (events == 0 || g.queued < events)) {
     t += (int64_t)ceil(ex_rng_exp(&g.rng, gap_ms));
     int a = (int)ex_rng_range(&g.rng, 0, accounts - 1);
@@ -269,33 +268,14 @@ int main(int argc, char **argv) {
       ac[a].injected = true;
       next_rule = (next_rule + 1) % 3;
     }
-    while (!rc && ex_queue_pop_due(&g.q, t, &e)) {
-      rc = ex_producer_send(p, e.key, -1, e.json, strlen(e.json), e.ts);
-      free(e.key);
-      free(e.json);
-    }
+    if (!rc)
+      rc = ex_queue_send_due(&g.q, p, t, &last);
   }
-  int64_t last = t;
-  while (!rc && ex_queue_pop_due(&g.q, INT64_MAX, &e)) {
-    if (e.ts > last)
-      last = e.ts;
-    rc = ex_producer_send(p, e.key, -1, e.json, strlen(e.json), e.ts);
-    free(e.key);
-    free(e.json);
-  }
-  /* End of input: one record per partition an hour of event time after
-   * the last payment moves every partition's watermark past every window
-   * and timer, so the job emits all its alerts and can tell it is done. */
-  int parts = rc ? -1 : ex_producer_partitions(p);
-  if (!rc && parts < 1) {
-    fprintf(stderr, PROG ": cannot read the partitions of %s\n", topic);
-    rc = 1;
-  }
-  char end[64];
-  snprintf(end, sizeof(end), "{\"type\":\"end\",\"ts\":%" PRId64 "}",
-           last + 3600000);
-  for (int i = 0; !rc && i < parts; i++)
-    rc = ex_producer_send(p, NULL, i, end, strlen(end), last + 3600000);
+  /* The rest, then the end of input an hour of event time after the last
+   * payment. */
+  if (!rc)
+    rc = ex_queue_send_due(&g.q, p, INT64_MAX, &last) ||
+         ex_producer_end(p, last + 3600000);
   if (ex_producer_close(p))
     rc = 1;
   if (fclose(g.labels))
