@@ -6,6 +6,7 @@
  * scoring the regularity of page gaps, in event-time order through
  * timers). Alerts go to Kafka as JSON with the rule and its evidence. */
 #include <inttypes.h>
+#include <stddef.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,18 +44,26 @@ static int parse(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   return rc;
 }
 
-static const bot_req *req_of(const sl_record_t *rec) {
-  return rec->value_len == sizeof(bot_req) ? rec->value : NULL;
+/* Record bytes carry no alignment (they sit packed in exchange batches):
+ * read the status with memcpy, and the path, a char array, in place. */
+static bool req_of(const sl_record_t *rec, int32_t *status, const char **path) {
+  if (rec->value_len != sizeof(bot_req))
+    return false;
+  const char *b = rec->value;
+  memcpy(status, b + offsetof(bot_req, status), sizeof(*status));
+  *path = b + offsetof(bot_req, path);
+  return true;
 }
 
 /* ---- request_rate: sliding window, incremental page count --------------- */
 
 static int rate_add(void *acc, const sl_record_t *rec, void *opaque) {
   (void)opaque;
-  const bot_req *r = req_of(rec);
-  if (!r)
+  int32_t status;
+  const char *path;
+  if (!req_of(rec, &status, &path))
     return SL_ERR_INVAL;
-  if (!bot_is_asset(r->path))
+  if (!bot_is_asset(path))
     ++*(int64_t *)acc;
   return 0;
 }
@@ -100,19 +109,20 @@ static int session_fire(sl_ctx_t *ctx, const sl_window_t *win,
   int rc = 0;
   /* The paths point into the window's elements, valid until we return. */
   while (paths && sl_window_elems_next(elems, &r)) {
-    const bot_req *q = req_of(&r);
-    if (!q)
+    int32_t status;
+    const char *path;
+    if (!req_of(&r, &status, &path))
       continue;
     key = r.key;
     klen = r.key_len;
     first = r.ts < first ? r.ts : first;
     last = r.ts > last ? r.ts : last;
     s.requests++;
-    if (bot_is_asset(q->path)) {
+    if (bot_is_asset(path)) {
       s.assets++;
       continue;
     }
-    s.not_found += q->status == 404;
+    s.not_found += status == 404;
     if ((size_t)s.pages == cap) {
       char **p2 = realloc(paths, (cap *= 2) * sizeof(*paths));
       if (!p2) {
@@ -121,7 +131,7 @@ static int session_fire(sl_ctx_t *ctx, const sl_window_t *win,
       }
       paths = p2;
     }
-    paths[s.pages++] = (char *)q->path;
+    paths[s.pages++] = (char *)path;
   }
   if (!paths)
     return SL_ERR_NOMEM;
@@ -180,10 +190,11 @@ static void ip_close(sl_ctx_t *ctx, void *opaque) {
  * watermark says nothing earlier can still come. */
 static int ip_req(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   (void)opaque;
-  const bot_req *q = req_of(rec);
-  if (!q)
+  int32_t status;
+  const char *path;
+  if (!req_of(rec, &status, &path))
     return SL_ERR_INVAL;
-  if (bot_is_asset(q->path))
+  if (bot_is_asset(path))
     return 0;
   ip_states *s = sl_ctx_local(ctx);
   int rc = sl_list_add(ctx, s->pending, &rec->ts, sizeof(rec->ts));
