@@ -138,7 +138,9 @@ typedef struct sl_window_elems {
 /* Next element of the window: returns 1 and sets *out (key, value and
  * timestamp, bytes valid until the window function returns), or 0 at the
  * end. In the combined form (aggregate + process) there is exactly one
- * element: the aggregate's result bytes, with the window's max_ts. */
+ * element: the aggregate's result bytes, with the window's max_ts.
+ * Thread: only inside the window function that received it (on the
+ * worker that owns the key); it never fails. */
 SL_API int sl_window_elems_next(sl_window_elems_t *it, sl_record_t *out);
 
 /* Numeric extractor of the built-in aggregates: sets *out from the record
