@@ -244,30 +244,41 @@ static int create(sl__kprod *p, const sl_conf_t *conf, char *err,
   return SL_OK;
 }
 
+/* Lock order: p->lock is never held while kj->lock is taken for long
+ * (commit takes kj->lock inside p->lock to read positions), so creation
+ * happens under p->lock alone. A failed creation marks the producer
+ * failed, so later instances report the same error. */
 sl__kprod *sl__kprod_acquire(sl__kjob *kj, bool txn, const sl_conf_t *conf,
                              char *err, size_t errlen) {
   sl__kprod *p = txn ? sl__ktxn_get(kj) : NULL;
-  pthread_mutex_lock(&kj->lock);
   if (!txn) {
+    pthread_mutex_lock(&kj->lock);
     if (!kj->plain)
       kj->plain = kprod_new(kj, false);
     p = kj->plain;
+    pthread_mutex_unlock(&kj->lock);
   }
-  int rc = p ? SL_OK : SL_ERR_NOMEM;
-  if (p && !p->rk) {
-    pthread_mutex_lock(&p->lock);
+  if (!p) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  int rc = SL_OK;
+  pthread_mutex_lock(&p->lock);
+  if (!p->rk && !sl__kprod_error(p)) {
     rc = create(p, conf, err, errlen);
-    pthread_mutex_unlock(&p->lock);
-  } else if (p && sl__kprod_error(p)) {
+    if (rc && !sl__kprod_error(p))
+      set_failed(p, "%s", err);
+  } else if (sl__kprod_error(p)) {
     snprintf(err, errlen, "%s", sl__kprod_error(p));
     rc = SL_ERR_KAFKA;
   }
-  if (!rc)
-    p->refs++;
+  pthread_mutex_unlock(&p->lock);
+  if (rc)
+    return NULL;
+  pthread_mutex_lock(&kj->lock);
+  p->refs++;
   pthread_mutex_unlock(&kj->lock);
-  if (rc && !p)
-    snprintf(err, errlen, "out of memory");
-  return rc ? NULL : p;
+  return p;
 }
 
 /* The last sink of a transactional producer aborts the open transaction:
@@ -449,6 +460,8 @@ void sl__ktxn_abort(uint64_t id, void *arg) {
   if (atomic_load(&p->released) < id)
     atomic_store_explicit(&p->released, id, memory_order_release);
   pthread_mutex_unlock(&p->lock);
+  /* The next commit carries its own, later positions. */
+  sl__kpos_drop(kj, id);
 }
 
 /* ---- Restart resolution

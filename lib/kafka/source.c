@@ -627,8 +627,10 @@ static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
     topics[i] = s->topics[k->parts[i].topic];
     parts[i] = k->parts[i].partition;
     offs[i] = k->parts[i].next;
-    /* The exactly-once transaction of checkpoint id carries these. */
-    rc = sl__kpos_add(s->kj, id, group, topics[i], parts[i], offs[i]);
+    /* The exactly-once transaction of checkpoint id carries these; only
+     * kept when there is one (they are dropped when it commits). */
+    if (s->kj->txn)
+      rc = sl__kpos_add(s->kj, id, group, topics[i], parts[i], offs[i]);
   }
   if (!rc)
     rc = sl__kpos_encode(out, group, topics, parts, offs, k->n_parts);
