@@ -220,11 +220,12 @@ static rk_entry *entry_new(const sl__skey *k, bool map, uint64_t mh,
   return e;
 }
 
-/* The slot array (with the dirty list) may take up to a third of the
- * cache; beyond that entries are evicted to keep it under 3/4 full. */
+/* The slot array (with the dirty list) grows while the doubling fits in
+ * the limit, so small entries get the slots they need; beyond that entries
+ * are evicted to keep it under 3/4 full. */
 static bool can_grow(const rk_cache *c) {
-  return ((size_t)2 << c->bits) * (sizeof(rk_slot) + sizeof(rk_entry *)) <=
-         c->limit / 3;
+  size_t more = ((size_t)1 << c->bits) * (sizeof(rk_slot) + sizeof(rk_entry *));
+  return c->bytes + more <= c->limit;
 }
 static bool crowded(const rk_cache *c) {
   return (c->count + 1) * 4 > ((size_t)3 << c->bits);
