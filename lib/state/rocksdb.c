@@ -668,6 +668,7 @@ static int open_existing(rk *b, const char *dir, char *what, size_t whatlen) {
   if (err) {
     sl__errf(what, whatlen, "cannot open \"%s\": %s", dir, err);
     rocksdb_free(err);
+    rocksdb_list_column_families_destroy(names, n); /* allocated anyway */
     return SL_ERR_IO;
   }
   const rocksdb_options_t **copts = calloc(n, sizeof(*copts));
@@ -759,6 +760,9 @@ static void rk_close(sl__backend *be) {
   free(b->kbuf);
   if (b->dir && !b->readonly)
     rm_rf(b->dir);
+  if (b->logdir)
+    rm_rf(b->logdir);
+  free(b->logdir);
   free(b->dir);
   if (b->own_env)
     env_free(b->env);
@@ -893,6 +897,18 @@ static sl__backend *rk_open_snapshot(const char *dir,
   char what[1024] = "";
   uint32_t range[3] = {0, 0, 0};
   int rc = (b->dir = sl__strdup(dir)) ? 0 : SL_ERR_NOMEM;
+  /* Even read-only, RocksDB writes a LOG file where the database is: not
+   * in a snapshot, which must stay as the checkpoint wrote it. */
+  const char *tmp = getenv("TMPDIR");
+  size_t n = strlen(tmp && *tmp ? tmp : "/tmp") + 32;
+  if (!rc && (b->logdir = malloc(n))) {
+    snprintf(b->logdir, n, "%s/sluice-reader-XXXXXX",
+             tmp && *tmp ? tmp : "/tmp");
+    if (mkdtemp(b->logdir))
+      rocksdb_options_set_db_log_dir(b->opts, b->logdir);
+    else
+      free(b->logdir), b->logdir = NULL; /* the LOG goes beside it */
+  }
   if (!rc && !(rc = open_existing(b, dir, what, sizeof(what))) &&
       !(rc = meta_load(b, range, what, sizeof(what))) && bc->max_par &&
       range[0] != bc->max_par) {

@@ -144,7 +144,8 @@ typedef struct rk {
   bool own_env;
   bool readonly; /* open_snapshot */
   int worker;
-  char *dir; /* the DB directory */
+  char *dir;    /* the DB directory */
+  char *logdir; /* read-only handles: where RocksDB's LOG goes instead */
   rocksdb_t *db;
   rocksdb_options_t *opts; /* DB options, and the base of every CF's */
   rocksdb_block_based_table_options_t *topts;

@@ -328,8 +328,11 @@ START_TEST(open_snapshot_scans_exactly_a_key_group) {
   ck_assert_int_eq(ro->ops->del(ro, &k), SL_ERR_STATE);
   ck_assert_int_ne(ro->ops->snapshot(ro, snap, err, sizeof(err)), 0);
   ro->ops->close(ro);
-  /* The snapshot is still there for the next reader. */
+  /* The snapshot is still there for the next reader, as it was written. */
   ck_assert_int_eq(access(snap, F_OK), 0);
+  char log[192];
+  snprintf(log, sizeof(log), "%s/LOG", snap);
+  ck_assert_int_ne(access(log, F_OK), 0);
 
   /* Another key-group count is refused with a clear message. */
   bc.max_par = 256;
