@@ -226,8 +226,8 @@ static rk_env *env_new(const sl__backend_conf *bc, int kind, char *err,
     env_free(e);
     return NULL;
   }
-  e->write_buffer = e->budget / 100 * (size_t)wbp;
-  e->write_back = e->budget / 100 * (size_t)wkp;
+  e->write_buffer = e->budget * (size_t)wbp / 100; /* < 2^47: no overflow */
+  e->write_back = e->budget * (size_t)wkp / 100;
   e->block_cache = e->budget - e->write_buffer - e->write_back;
   if (kind == ENV_NODIR) {
     /* A reader of snapshots: a small cache is enough. */
@@ -289,7 +289,18 @@ static rk_env *env_new(const sl__backend_conf *bc, int kind, char *err,
       }
     }
   }
-  e->cache = rocksdb_cache_create_lru(e->block_cache);
+  /* Shards of at least 8 MiB: a block bigger than its shard is evicted
+   * as soon as it is inserted, and read again on every access. */
+  int bits = 0;
+  while (bits < 6 && (e->block_cache >> (bits + 1)) >= 8 * MIB)
+    bits++;
+  rocksdb_lru_cache_options_t *lo = rocksdb_lru_cache_options_create();
+  if (lo) {
+    rocksdb_lru_cache_options_set_capacity(lo, e->block_cache);
+    rocksdb_lru_cache_options_set_num_shard_bits(lo, bits);
+    e->cache = rocksdb_cache_create_lru_opts(lo);
+    rocksdb_lru_cache_options_destroy(lo);
+  }
   if (!e->cache)
     goto nomem;
   return e;
@@ -625,13 +636,21 @@ static int make_options(rk *b) {
   rocksdb_options_set_max_log_file_size(o, MIB);
   rocksdb_options_set_merge_operator(o, sl__rk_merge_operator());
   /* Index and filter blocks live in the block cache, so the budget bounds
-   * them too; bloom filters make a miss for a new key cheap. */
+   * them too; bloom filters make a miss for a new key cheap. Both are
+   * partitioned (a small top level, pinned, over 4 KiB partitions): a
+   * whole-file filter of a large table is megabytes, and one that does
+   * not stay cached is read from disk on every lookup. */
   rocksdb_block_based_options_set_block_cache(b->topts, e->cache);
   rocksdb_block_based_options_set_filter_policy(
       b->topts, rocksdb_filterpolicy_create_bloom_full(10));
+  rocksdb_block_based_options_set_index_type(
+      b->topts, rocksdb_block_based_table_index_type_two_level_index_search);
+  rocksdb_block_based_options_set_partition_filters(b->topts, 1);
+  rocksdb_block_based_options_set_metadata_block_size(b->topts, 4096);
   rocksdb_block_based_options_set_cache_index_and_filter_blocks(b->topts, 1);
   rocksdb_block_based_options_set_cache_index_and_filter_blocks_with_high_priority(
       b->topts, 1);
+  rocksdb_block_based_options_set_pin_top_level_index_and_filter(b->topts, 1);
   rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(
       b->topts, 1);
   rocksdb_block_based_options_set_format_version(b->topts, 5);
@@ -649,6 +668,7 @@ static int open_existing(rk *b, const char *dir, char *what, size_t whatlen) {
   if (err) {
     sl__errf(what, whatlen, "cannot open \"%s\": %s", dir, err);
     rocksdb_free(err);
+    rocksdb_list_column_families_destroy(names, n); /* allocated anyway */
     return SL_ERR_IO;
   }
   const rocksdb_options_t **copts = calloc(n, sizeof(*copts));
@@ -740,6 +760,9 @@ static void rk_close(sl__backend *be) {
   free(b->kbuf);
   if (b->dir && !b->readonly)
     rm_rf(b->dir);
+  if (b->logdir)
+    rm_rf(b->logdir);
+  free(b->logdir);
   free(b->dir);
   if (b->own_env)
     env_free(b->env);
@@ -874,6 +897,18 @@ static sl__backend *rk_open_snapshot(const char *dir,
   char what[1024] = "";
   uint32_t range[3] = {0, 0, 0};
   int rc = (b->dir = sl__strdup(dir)) ? 0 : SL_ERR_NOMEM;
+  /* Even read-only, RocksDB writes a LOG file where the database is: not
+   * in a snapshot, which must stay as the checkpoint wrote it. */
+  const char *tmp = getenv("TMPDIR");
+  size_t n = strlen(tmp && *tmp ? tmp : "/tmp") + 32;
+  if (!rc && (b->logdir = malloc(n))) {
+    snprintf(b->logdir, n, "%s/sluice-reader-XXXXXX",
+             tmp && *tmp ? tmp : "/tmp");
+    if (mkdtemp(b->logdir))
+      rocksdb_options_set_db_log_dir(b->opts, b->logdir);
+    else
+      free(b->logdir), b->logdir = NULL; /* the LOG goes beside it */
+  }
   if (!rc && !(rc = open_existing(b, dir, what, sizeof(what))) &&
       !(rc = meta_load(b, range, what, sizeof(what))) && bc->max_par &&
       range[0] != bc->max_par) {
@@ -962,6 +997,8 @@ void sl__rocksdb_compact(sl__backend *be) {
   for (uint32_t id = 0; id < b->n_states; id++)
     rocksdb_compact_range_cf(b->db, b->states[id]->cf, NULL, 0, NULL, 0);
   b->wseq++;
+  /* What the filter dropped may still be cached: read it all anew. */
+  sl__rk_cache_drop_kg(b, UINT32_MAX);
 }
 
 /* ---- Ops tables --------------------------------------------------------- */

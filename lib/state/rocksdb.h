@@ -77,18 +77,29 @@ typedef struct rk_entry {
   uint32_t dirty_idx; /* index in cache.dirty while RK_DIRTY */
   uint16_t kg;
   uint8_t flags, pad_;
-  unsigned char data[]; /* key | ns | map key | pad to 8 | value */
+  unsigned char data[]; /* key | ns | [map key | mh] | pad to 8 | value */
 } rk_entry;
 _Static_assert(sizeof(rk_entry) == 32, "entry header size");
 
 static inline uint32_t rk_mklen(const rk_entry *e, const rk_state *st) {
   return st->type == SL__BT_MAP ? e->u.mk_len : 0;
 }
-static inline size_t rk_voff(size_t kl, size_t nl, size_t ml) {
-  return (sizeof(rk_entry) + kl + nl + ml + 7) & ~(size_t)7;
+/* Bytes of an entry's name after key | ns: for a map entry the map key and
+ * the map key's hash as the caller gave it (8 bytes, unaligned), which the
+ * RocksDB key holds too. */
+static inline uint32_t rk_xlen(const rk_entry *e, const rk_state *st) {
+  return st->type == SL__BT_MAP ? e->u.mk_len + 8 : 0;
 }
-static inline unsigned char *rk_val(rk_entry *e, uint32_t ml) {
-  return (unsigned char *)e + rk_voff(e->key_len, e->ns_len, ml);
+static inline uint64_t rk_entry_mh(const rk_entry *e) {
+  uint64_t mh;
+  memcpy(&mh, e->data + e->key_len + e->ns_len + e->u.mk_len, 8);
+  return mh;
+}
+static inline size_t rk_voff(size_t kl, size_t nl, size_t xl) {
+  return (sizeof(rk_entry) + kl + nl + xl + 7) & ~(size_t)7;
+}
+static inline unsigned char *rk_val(rk_entry *e, uint32_t xl) {
+  return (unsigned char *)e + rk_voff(e->key_len, e->ns_len, xl);
 }
 
 typedef struct rk_slot {
@@ -102,7 +113,7 @@ typedef struct rk_cache {
   size_t count;
   size_t bytes; /* entries (with allocator overhead), slots, dirty list */
   size_t limit;
-  size_t hand; /* clock hand: the next slot eviction looks at */
+  uint64_t hand; /* the clock hand: random state of the slot order */
   rk_entry **dirty;
   size_t n_dirty, cap_dirty;
 } rk_cache;
@@ -133,7 +144,8 @@ typedef struct rk {
   bool own_env;
   bool readonly; /* open_snapshot */
   int worker;
-  char *dir; /* the DB directory */
+  char *dir;    /* the DB directory */
+  char *logdir; /* read-only handles: where RocksDB's LOG goes instead */
   rocksdb_t *db;
   rocksdb_options_t *opts; /* DB options, and the base of every CF's */
   rocksdb_block_based_table_options_t *topts;
@@ -279,7 +291,8 @@ int sl__rk_fetch(rk *b, const sl__skey *k, bool map, uint64_t mh,
 int sl__rk_adopt(rk *b, const sl__skey *k, uint64_t mh, const void *mk,
                  size_t ml, const void *val, size_t vl, rk_entry **e,
                  size_t *slot);
-/* Makes room for cap value bytes in the entry at slot (it may move). */
+/* Makes room for cap value bytes in the entry at slot: it may move, and
+ * other entries may be evicted (slot is stale afterwards). */
 int sl__rk_reserve(rk *b, size_t slot, rk_entry **e, size_t cap);
 /* Loads the RocksDB part of an RK_APPEND list, so the entry holds all of
  * it. */
@@ -289,7 +302,7 @@ int sl__rk_flush(rk *b);
 /* Evicts down to the limit when above it (flushing first); entries with
  * RK_PIN stay. */
 int sl__rk_evict(rk *b);
-/* Removes every cached entry of key group kg (all must be clean). */
+/* Removes every clean cached entry of key group kg (UINT32_MAX: of all). */
 void sl__rk_cache_drop_kg(rk *b, uint32_t kg);
 
 /* rocksdb.c: errors. Records a RocksDB failure (sticky), frees rerr (NULL:

@@ -5,6 +5,7 @@
  * event. Dirty entries are written in write batches (no WAL) when the
  * cache is over its share of the memory budget, before iterations and at
  * snapshots; eviction is CLOCK (second chance) over clean entries. */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,8 +27,8 @@ static size_t list_max(const rk_cache *c) {
   return m < 4096 ? 4096 : m;
 }
 
-static size_t ent_bytes(const rk_entry *e, uint32_t ml) {
-  size_t n = rk_voff(e->key_len, e->ns_len, ml) + e->val_cap;
+static size_t ent_bytes(const rk_entry *e, uint32_t xl) {
+  size_t n = rk_voff(e->key_len, e->ns_len, xl) + e->val_cap;
   return ((n + 15) & ~(size_t)15) + RK_MALLOC_OVERHEAD;
 }
 
@@ -35,11 +36,14 @@ int sl__rk_cache_init(rk *b, size_t limit) {
   rk_cache *c = &b->cache;
   memset(c, 0, sizeof(*c));
   c->bits = RK_MIN_BITS;
-  c->slots = calloc((size_t)1 << c->bits, sizeof(*c->slots));
-  if (!c->slots)
+  c->cap_dirty = (size_t)1 << c->bits;
+  c->slots = calloc(c->cap_dirty, sizeof(*c->slots));
+  c->dirty = malloc(c->cap_dirty * sizeof(*c->dirty));
+  if (!c->slots || !c->dirty)
     return SL_ERR_NOMEM;
   c->limit = limit;
-  c->bytes = ((size_t)1 << c->bits) * sizeof(*c->slots);
+  c->bytes = c->cap_dirty * (sizeof(*c->slots) + sizeof(*c->dirty));
+  c->hand = 0x9e3779b97f4a7c15ULL; /* the eviction order's random state */
   return 0;
 }
 
@@ -76,8 +80,15 @@ static void table_remove(rk_cache *c, size_t i) {
   c->count--;
 }
 
+/* The dirty list grows with the table (it never holds more than the
+ * table), so marking an entry dirty never allocates. */
 static int table_grow(rk_cache *c) {
   uint8_t nb = (uint8_t)(c->bits + 1);
+  rk_entry **nd = realloc(c->dirty, ((size_t)1 << nb) * sizeof(*nd));
+  if (!nd)
+    return SL_ERR_NOMEM;
+  c->dirty = nd;
+  c->cap_dirty = (size_t)1 << nb;
   rk_slot *ns = calloc((size_t)1 << nb, sizeof(*ns));
   if (!ns)
     return SL_ERR_NOMEM;
@@ -92,9 +103,8 @@ static int table_grow(rk_cache *c) {
   }
   free(c->slots);
   c->slots = ns;
-  c->bytes += cap * sizeof(*ns);
+  c->bytes += cap * (sizeof(*ns) + sizeof(*nd));
   c->bits = nb;
-  c->hand = 0;
   return 0;
 }
 
@@ -112,7 +122,7 @@ static size_t slot_of(rk *b, rk_entry *e) {
   k.hash = sl__state_hash(sl__hash64(k.key, k.key_len), k.ns, k.ns_len);
   const unsigned char *mk = e->data + e->key_len + e->ns_len;
   uint64_t h =
-      st->type == SL__BT_MAP ? rk_mhash(&k, sl__hash64(mk, ml)) : rk_hash(&k);
+      st->type == SL__BT_MAP ? rk_mhash(&k, rk_entry_mh(e)) : rk_hash(&k);
   rk_entry *f;
   size_t i = rk_probe(&b->cache, h, &k, st->type == SL__BT_MAP, mk, ml, &f);
   return f == e ? i : SIZE_MAX;
@@ -124,15 +134,7 @@ int sl__rk_dirty(rk *b, rk_entry *e) {
   if (e->flags & RK_DIRTY)
     return 0;
   rk_cache *c = &b->cache;
-  if (c->n_dirty == c->cap_dirty) {
-    size_t cap = c->cap_dirty ? c->cap_dirty * 2 : 1024;
-    rk_entry **d = realloc(c->dirty, cap * sizeof(*d));
-    if (!d)
-      return SL_ERR_NOMEM;
-    c->bytes += (cap - c->cap_dirty) * sizeof(*d);
-    c->dirty = d;
-    c->cap_dirty = cap;
-  }
+  assert(c->n_dirty < c->cap_dirty);
   e->dirty_idx = (uint32_t)c->n_dirty;
   c->dirty[c->n_dirty++] = e;
   e->flags |= RK_DIRTY;
@@ -147,14 +149,14 @@ int sl__rk_reserve(rk *b, size_t slot, rk_entry **ep, size_t cap) {
   if (cap > UINT32_MAX - 64)
     return SL_ERR_RANGE;
   rk_cache *c = &b->cache;
-  uint32_t ml = rk_mklen(e, rk_st(b, e->state));
-  size_t before = ent_bytes(e, ml);
-  size_t vo = rk_voff(e->key_len, e->ns_len, ml);
+  uint32_t xl = rk_xlen(e, rk_st(b, e->state));
+  size_t before = ent_bytes(e, xl);
+  size_t vo = rk_voff(e->key_len, e->ns_len, xl);
   rk_entry *n = realloc(e, vo + cap);
   if (!n)
     return SL_ERR_NOMEM;
   n->val_cap = (uint32_t)cap;
-  c->bytes += ent_bytes(n, ml) - before;
+  c->bytes += ent_bytes(n, xl) - before;
   if (n != e) {
     c->slots[slot].e = n;
     if (n->flags & RK_DIRTY)
@@ -162,6 +164,13 @@ int sl__rk_reserve(rk *b, size_t slot, rk_entry **ep, size_t cap) {
     b->base.epoch++; /* bytes handed out before now live elsewhere */
   }
   *ep = n;
+  if (c->bytes > c->limit) { /* make room for what grew, except it */
+    uint8_t pinned = n->flags & RK_PIN;
+    n->flags |= RK_PIN;
+    int rc = sl__rk_evict(b);
+    n->flags = (uint8_t)((n->flags & ~RK_PIN) | pinned);
+    return rc;
+  }
   return 0;
 }
 
@@ -186,9 +195,9 @@ static void demote_list(rk *b, rk_entry *e) {
 
 /* ---- Reading through the cache ------------------------------------------ */
 
-static rk_entry *entry_new(const sl__skey *k, bool map, const void *mk,
-                           size_t ml, size_t cap) {
-  size_t vo = rk_voff(k->key_len, k->ns_len, ml);
+static rk_entry *entry_new(const sl__skey *k, bool map, uint64_t mh,
+                           const void *mk, size_t ml, size_t cap) {
+  size_t vo = rk_voff(k->key_len, k->ns_len, map ? ml + 8 : 0);
   rk_entry *e = malloc(vo + cap);
   if (!e)
     return NULL;
@@ -206,16 +215,34 @@ static rk_entry *entry_new(const sl__skey *k, bool map, const void *mk,
     memcpy(e->data + k->key_len, k->ns, k->ns_len);
   if (ml)
     memcpy(e->data + k->key_len + k->ns_len, mk, ml);
+  if (map)
+    memcpy(e->data + k->key_len + k->ns_len + ml, &mh, 8);
   return e;
 }
 
-/* Adds new entry e (not in the table) under hash h. */
+/* The slot array (with the dirty list) grows while the doubling fits in
+ * the limit, so small entries get the slots they need; beyond that entries
+ * are evicted to keep it under 3/4 full. */
+static bool can_grow(const rk_cache *c) {
+  size_t more = ((size_t)1 << c->bits) * (sizeof(rk_slot) + sizeof(rk_entry *));
+  return c->bytes + more <= c->limit;
+}
+static bool crowded(const rk_cache *c) {
+  return (c->count + 1) * 4 > ((size_t)3 << c->bits);
+}
+
+/* Adds new entry e (not in the table) under hash h, evicting others when
+ * the cache is over its limit (never e). */
 static int insert(rk *b, uint64_t h, const sl__skey *k, bool map,
                   const void *mk, size_t ml, rk_entry *e, rk_entry **out,
                   size_t *slot) {
   rk_cache *c = &b->cache;
-  int rc;
-  if (((c->count + 1) * 4 > ((size_t)3 << c->bits)) && (rc = table_grow(c))) {
+  int rc = 0;
+  if ((c->count + 1) * 4 > ((size_t)3 << c->bits) && can_grow(c))
+    rc = table_grow(c);
+  else if (crowded(c))
+    rc = sl__rk_evict(b);
+  if (rc) {
     free(e);
     return rc;
   }
@@ -224,7 +251,15 @@ static int insert(rk *b, uint64_t h, const sl__skey *k, bool map,
   c->slots[i].h = h;
   c->slots[i].e = e;
   c->count++;
-  c->bytes += ent_bytes(e, (uint32_t)ml);
+  c->bytes += ent_bytes(e, map ? (uint32_t)ml + 8 : 0);
+  if (c->bytes > c->limit) {
+    e->flags |= RK_PIN;
+    rc = sl__rk_evict(b);
+    e->flags &= (uint8_t)~RK_PIN;
+    i = rk_probe(c, h, k, map, mk, ml, &none); /* entries moved */
+    if (rc)
+      return rc;
+  }
   *out = e;
   *slot = i;
   return 0;
@@ -234,6 +269,9 @@ int sl__rk_fetch(rk *b, const sl__skey *k, bool map, uint64_t mh,
                  const void *mk, size_t ml, bool full, rk_entry **out,
                  size_t *slot) {
   rk_cache *c = &b->cache;
+  int rc = rk_failed(b);
+  if (rc)
+    return rc;
   uint64_t h = map ? rk_mhash(k, mh) : rk_hash(k);
   rk_entry *e;
   size_t i = rk_probe(c, h, k, map, mk, ml, &e);
@@ -245,14 +283,9 @@ int sl__rk_fetch(rk *b, const sl__skey *k, bool map, uint64_t mh,
       return sl__rk_list_full(b, i, out);
     return 0;
   }
-  int rc = rk_failed(b);
-  if (rc)
-    return rc;
   if (k->key_len > UINT32_MAX / 2 || k->ns_len > UINT32_MAX / 2 ||
       ml > UINT32_MAX / 2)
     return SL_ERR_RANGE;
-  if (c->bytes > c->limit && (rc = sl__rk_evict(b)))
-    return rc;
   rk_state *st = rk_st(b, k->state);
   size_t kl = sl__rk_encode(b, k->kg, k->key, k->key_len, k->ns, k->ns_len, map,
                             mh, mk, ml);
@@ -270,7 +303,7 @@ int sl__rk_fetch(rk *b, const sl__skey *k, bool map, uint64_t mh,
     rocksdb_pinnableslice_destroy(ps);
     return SL_ERR_RANGE;
   }
-  e = entry_new(k, map, mk, ml, ps && !append ? vl : 0);
+  e = entry_new(k, map, mh, mk, ml, ps && !append ? vl : 0);
   if (!e) {
     rocksdb_pinnableslice_destroy(ps);
     return SL_ERR_NOMEM;
@@ -282,7 +315,7 @@ int sl__rk_fetch(rk *b, const sl__skey *k, bool map, uint64_t mh,
     e->flags = RK_PRESENT | RK_REF;
     e->val_len = (uint32_t)vl;
     if (vl)
-      memcpy(rk_val(e, (uint32_t)ml), v, vl);
+      memcpy(rk_val(e, map ? (uint32_t)ml + 8 : 0), v, vl);
   } else {
     e->flags = RK_REF;
   }
@@ -303,17 +336,14 @@ int sl__rk_adopt(rk *b, const sl__skey *k, uint64_t mh, const void *mk,
     *slot = i;
     return 0;
   }
-  int rc;
   if (vl > UINT32_MAX - 64)
     return SL_ERR_RANGE;
-  if (c->bytes > c->limit && (rc = sl__rk_evict(b)))
-    return rc;
-  if (!(e = entry_new(k, true, mk, ml, vl)))
+  if (!(e = entry_new(k, true, mh, mk, ml, vl)))
     return SL_ERR_NOMEM;
   e->flags = RK_PRESENT | RK_REF;
   e->val_len = (uint32_t)vl;
   if (vl)
-    memcpy(rk_val(e, (uint32_t)ml), val, vl);
+    memcpy(rk_val(e, (uint32_t)ml + 8), val, vl);
   return insert(b, h, k, true, mk, ml, e, out, slot);
 }
 
@@ -403,13 +433,13 @@ static int write_entries(rk *b, rk_entry **v, size_t n) {
     const unsigned char *mk = e->data + e->key_len + e->ns_len;
     size_t kl =
         sl__rk_encode(b, e->kg, e->data, e->key_len, e->data + e->key_len,
-                      e->ns_len, map, map ? sl__hash64(mk, ml) : 0, mk, ml);
+                      e->ns_len, map, map ? rk_entry_mh(e) : 0, mk, ml);
     if (!kl) {
       rc = SL_ERR_NOMEM;
       break;
     }
     const char *key = (const char *)b->kbuf;
-    const char *val = (const char *)rk_val(e, ml);
+    const char *val = (const char *)rk_val(e, rk_xlen(e, st));
     if (!(e->flags & RK_PRESENT))
       rocksdb_writebatch_delete_cf(wb, st->cf, key, kl);
     else if (e->flags & RK_APPEND)
@@ -461,42 +491,45 @@ static void undirty(rk *b, rk_entry *e) {
   rk_st(b, e->state)->n_dirty--;
 }
 
-/* CLOCK over the table down to 3/4 of the limit, so evictions come in
- * rounds, not on every miss. Only the dirty victims are written: a hot
- * entry that stays is written once, at the next flush, however many
- * rounds it survives. */
+/* Second chance (CLOCK) down to 3/4 of the limit, so evictions come in
+ * rounds, not on every miss. The hand visits slots in a random order, not
+ * in turn: sweeping the table in order would thin it behind the hand and
+ * leave it crowded ahead, and linear probing degrades into runs tens of
+ * thousands of slots long. Only the dirty victims are written: a hot entry
+ * that stays is written once, at the next flush, however many rounds it
+ * survives. */
 int sl__rk_evict(rk *b) {
   rk_cache *c = &b->cache;
-  if (c->bytes <= c->limit)
+  if (c->bytes <= c->limit && !crowded(c))
     return 0;
   int rc = rk_failed(b);
   if (rc)
     return rc;
   size_t target = c->limit - c->limit / 4;
+  size_t max_count = can_grow(c) ? SIZE_MAX : ((size_t)5 << c->bits) / 8;
   size_t mask = ((size_t)1 << c->bits) - 1;
-  size_t steps = 2 * (mask + 1); /* two passes clear every reference */
+  size_t steps = 4 * (mask + 1); /* enough to clear every reference */
   rk_entry **out = NULL;
   size_t n_out = 0, cap_out = 0;
   bool freed = false;
-  while (c->bytes > target && steps--) {
-    size_t i = c->hand & mask;
+  while ((c->bytes > target || c->count > max_count) && steps--) {
+    /* xorshift64 */
+    c->hand ^= c->hand << 13, c->hand ^= c->hand >> 7, c->hand ^= c->hand << 17;
+    size_t i = (size_t)(c->hand >> 11) & mask;
     rk_entry *e = c->slots[i].e;
-    if (!e || (e->flags & RK_PIN)) {
-      c->hand = i + 1;
+    if (!e || (e->flags & RK_PIN))
       continue;
-    }
     if (e->flags & RK_REF) {
       e->flags &= (uint8_t)~RK_REF;
-      c->hand = i + 1;
       continue;
     }
-    c->bytes -= ent_bytes(e, rk_mklen(e, rk_st(b, e->state)));
+    c->bytes -= ent_bytes(e, rk_xlen(e, rk_st(b, e->state)));
     if (e->flags & RK_DIRTY) {
       if (n_out == cap_out) {
         size_t cap = cap_out ? cap_out * 2 : 1024;
         rk_entry **o = realloc(out, cap * sizeof(*o));
         if (!o) { /* write what we have; the next miss evicts again */
-          c->bytes += ent_bytes(e, rk_mklen(e, rk_st(b, e->state)));
+          c->bytes += ent_bytes(e, rk_xlen(e, rk_st(b, e->state)));
           rc = SL_ERR_NOMEM;
           break;
         }
@@ -508,7 +541,7 @@ int sl__rk_evict(rk *b) {
     } else {
       free(e);
     }
-    table_remove(c, i); /* slot i now holds the next entry: look again */
+    table_remove(c, i);
     freed = true;
   }
   if (n_out) {
@@ -530,13 +563,14 @@ void sl__rk_cache_drop_kg(rk *b, uint32_t kg) {
   bool freed = false;
   for (size_t i = 0; i < cap;) {
     rk_entry *e = c->slots[i].e;
-    if (!e || e->kg != kg) {
+    if (!e || (kg != UINT32_MAX && e->kg != kg) ||
+        (e->flags & (RK_DIRTY | RK_PIN))) {
       i++;
       continue;
     }
-    c->bytes -= ent_bytes(e, rk_mklen(e, rk_st(b, e->state)));
+    c->bytes -= ent_bytes(e, rk_xlen(e, rk_st(b, e->state)));
     free(e);
-    table_remove(c, i);
+    table_remove(c, i); /* slot i now holds the next entry: look again */
     freed = true;
   }
   if (freed)

@@ -153,9 +153,11 @@ int sl__rk_slot(sl__backend *be, const sl__skey *k, size_t len, void **out) {
   rk *b = (rk *)be;
   rk_entry *e;
   rk_probe(&b->cache, rk_hash(k), k, false, NULL, 0, &e);
-  /* The per-record case: a cached value of the same length. */
+  /* The per-record case: a cached value of the same length (and a backend
+   * that has not failed: nothing may pass for success after a lost
+   * write). */
   if (SL__LIKELY(e && (e->flags & (RK_PRESENT | RK_APPEND)) == RK_PRESENT &&
-                 e->val_len == len)) {
+                 e->val_len == len && !b->failed)) {
     e->flags |= RK_REF;
     if (!(e->flags & RK_DIRTY)) {
       int rc = sl__rk_dirty(b, e);
@@ -278,7 +280,7 @@ int sl__rk_map_get(sl__backend *be, const sl__skey *k, const void *mk,
     return 0;
   if (for_write && (rc = sl__rk_dirty(b, e)))
     return rc;
-  *val = rk_val(e, (uint32_t)mk_len);
+  *val = rk_val(e, (uint32_t)mk_len + 8);
   *len = e->val_len;
   return 1;
 }
@@ -294,7 +296,7 @@ int sl__rk_map_slot(sl__backend *be, const sl__skey *k, const void *mk,
   if (rc)
     return rc;
   rk_state *st = rk_st(b, k->state);
-  uint32_t ml = (uint32_t)mk_len;
+  uint32_t xl = (uint32_t)mk_len + 8;
   size_t vl = e->val_len;
   int ret = 1;
   if (!(e->flags & RK_PRESENT) || len != vl) {
@@ -311,12 +313,12 @@ int sl__rk_map_slot(sl__backend *be, const sl__skey *k, const void *mk,
       ret = 2;
     }
     if (len > vl)
-      memset(rk_val(e, ml) + vl, 0, len - vl);
+      memset(rk_val(e, xl) + vl, 0, len - vl);
     e->val_len = (uint32_t)len;
   }
   if ((rc = sl__rk_dirty(b, e)))
     return rc;
-  *out = rk_val(e, ml);
+  *out = rk_val(e, xl);
   return ret;
 }
 
@@ -724,7 +726,7 @@ int sl__rk_map_next(sl__backend *be, sl__map_cursor *c, const void **mk,
   m->h2 = cd.h2;
   *mk = e->data + e->key_len + e->ns_len;
   *mk_len = e->u.mk_len;
-  *val = rk_val(e, e->u.mk_len);
+  *val = rk_val(e, e->u.mk_len + 8);
   *len = e->val_len;
   return 1;
 }
