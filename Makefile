@@ -48,7 +48,7 @@ test-tsan: deps
 	TSAN_OPTIONS=halt_on_error=1 CK_FORK=no meson test -C $(TSAN_BUILD) --print-errorlogs --num-processes 1 --timeout-multiplier 5
 
 demo: build
-	./examples/quickstart/run-demo.sh $(BUILD)
+	./examples/demo.sh $(BUILD)
 
 bench: build
 	./bench/run.sh $(BUILD)

@@ -48,7 +48,21 @@ static const sl__conf_key keys[] = {
             "other inputs"),
     KEY_ENUM("log.level", "info", "error|warn|info|debug",
              "least severe log message that is written"),
-    KEY_ENUM("state.backend", "hashmap", "hashmap", "keyed state backend"),
+    KEY_ENUM("state.backend", "hashmap", "hashmap|rocksdb",
+             "keyed state backend"),
+    KEY_STRING("state.dir", "/tmp/sluice-state",
+               "directory of the RocksDB backend's working state: "
+               "<state.dir>/<job name>/w<worker>, locked by the running job"),
+    KEY_SIZE("state.rocksdb.memory", "512m", (int64_t)8 << 20, (int64_t)1 << 40,
+             "memory budget of a job's RocksDB state, shared by all workers: "
+             "block cache + write buffers + write-back caches"),
+    KEY_INT("state.rocksdb.write_buffer.percent", "25", 5, 80,
+            "share of state.rocksdb.memory for memtables (write buffers)"),
+    KEY_INT("state.rocksdb.write_buffer.count", "2", 2, 16,
+            "memtables per column family (max_write_buffer_number)"),
+    KEY_INT("state.rocksdb.write_back.percent", "25", 1, 80,
+            "share of state.rocksdb.memory for the write-back caches in "
+            "front of RocksDB"),
     KEY_STRING("checkpoint.dir", "",
                "directory of the job's checkpoints (chk-<id>/); empty turns "
                "checkpoints off"),

@@ -46,6 +46,7 @@ sl_job_t *sl_job_new(const char *name, sl_conf_t *conf, char *err,
     return NULL;
   }
   job->conf = conf;
+  sl__backend_shared_init(&job->backend_shared);
   job->clock = job->own_clock;
   job->par = par;
   job->max_par = (uint32_t)max_par;
@@ -122,6 +123,7 @@ void sl_job_destroy(sl_job_t *job) {
   sl_conf_destroy(job->conf);
   sl_clock_destroy(job->own_clock);
   pthread_mutex_destroy(&job->err_lock);
+  sl__backend_shared_fini(&job->backend_shared);
   free(job->kg_worker);
   free(job->parts);
   free(job->name);

@@ -13,6 +13,7 @@
 #include "core/arena.h"
 #include "core/util.h"
 #include "operator.h"
+#include "state/backend.h"
 #include "time/watermark.h"
 
 typedef enum sl__node_kind {
@@ -199,6 +200,9 @@ struct sl_job {
   /* Runtime. */
   sl__worker *workers;
   sl__xchg **xchgs;
+  /* What the workers' state backends share (RocksDB: block cache, the
+   * job's directory lock), made by the first backend that opens. */
+  sl__backend_shared backend_shared;
   pthread_mutex_t err_lock;
   int err;
   char errmsg[1024];

@@ -217,7 +217,10 @@ sl__backend *sl__worker_backend(sl__worker *w, char *err, size_t errlen) {
   sl__backend_conf bc = {.conf = job->conf,
                          .max_par = job->max_par,
                          .worker = w->index,
-                         .restore_dir = w->restore_dir};
+                         .restore_dir = w->restore_dir,
+                         .job = job->name,
+                         .par = job->par,
+                         .shared = &job->backend_shared};
   sl__kg_range(w->index, job->par, job->max_par, &bc.kg_lo, &bc.kg_hi);
   return w->be = sl__backend_open(&bc, err, errlen);
 }

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The state backend contract: a table of functions (Redis dictType style)
  * that the keyed-state layer (state.c) calls, implemented by the in-memory
- * hashmap backend and later by RocksDB. Backends store opaque bytes; TTL
+ * hashmap backend and by RocksDB. Backends store opaque bytes; TTL
  * timestamps, reduce and aggregate logic live above this line. */
 #ifndef SL_STATE_BACKEND_H
 #define SL_STATE_BACKEND_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,7 +37,23 @@ typedef struct sl__backend {
   uint64_t epoch;
   /* Key groups owned: [kg_lo, kg_hi) of max_par. */
   uint32_t kg_lo, kg_hi, max_par;
+  /* The TTL layer's latest clock reading per time domain (index 0:
+   * processing time, 1: event time), published on every access to a TTL
+   * state (sl__backend_ttl_clock), for expiry that runs on other threads
+   * (the RocksDB compaction filter). INT64_MIN until published. */
+  _Atomic int64_t ttl_now[2];
+  /* NULL, or why the backend failed beyond the arguments of one call (an
+   * I/O error, a full disk, corruption): a message naming the directory
+   * and the cause, for the job's error. Once set, every later call that
+   * touches storage fails too, so nothing after a lost write passes for
+   * success. */
+  const char *errmsg;
 } sl__backend;
+
+static inline void sl__backend_ttl_clock(sl__backend *be, int domain,
+                                         int64_t now) {
+  atomic_store_explicit(&be->ttl_now[domain != 0], now, memory_order_relaxed);
+}
 
 /* Address of an entry. hash is sl__state_hash(key hash, ns): computed by
  * the caller (the key hash once per record by key_by), never by the
@@ -100,11 +118,42 @@ typedef struct sl__state_stats {
   uint64_t bytes;   /* key + ns + map key + value bytes of those rows */
 } sl__state_stats;
 
+/* Job-wide resources that the backends of one job's workers share (the
+ * RocksDB backend: one block cache for every worker's DB, the job's
+ * directory and its lock). The runtime embeds one in each job, calls
+ * sl__backend_shared_init when the job is made and sl__backend_shared_fini
+ * when it is destroyed (after every backend closed); the first backend to
+ * open sets p and free_fn under the lock. */
+typedef struct sl__backend_shared {
+  pthread_mutex_t lock;
+  void *p;
+  void (*free_fn)(void *p);
+} sl__backend_shared;
+
+static inline void sl__backend_shared_init(sl__backend_shared *s) {
+  pthread_mutex_init(&s->lock, NULL);
+  s->p = NULL;
+  s->free_fn = NULL;
+}
+static inline void sl__backend_shared_fini(sl__backend_shared *s) {
+  if (s->p && s->free_fn)
+    s->free_fn(s->p);
+  s->p = NULL;
+  pthread_mutex_destroy(&s->lock);
+}
+
 /* What a backend is opened with. */
 typedef struct sl__backend_conf {
   const sl_conf_t *conf; /* job configuration (may be NULL) */
   uint32_t kg_lo, kg_hi, max_par;
   int worker;
+  /* The job: its name (names the RocksDB directory), its parallelism (the
+   * memory budget is split between that many workers) and its shared
+   * resources. All may be 0/NULL (tests, tools): the backend then uses
+   * private resources, sized as for a job of one worker. */
+  const char *job;
+  int par;
+  sl__backend_shared *shared;
   /* Restore: a native snapshot (see ops->snapshot) of a backend of the same
    * kind that owned exactly [kg_lo, kg_hi), to start from instead of an
    * empty state. NULL: start empty. Backends without native snapshots
@@ -148,7 +197,9 @@ typedef struct sl__backend_ops {
 
   /* LIST: appends one framed element of len bytes (len < 2^32) and
    * returns its zero-filled bytes to fill in *slot. 0 when the list was
-   * created, 1 when appended to an existing one. */
+   * created, 1 when appended to an existing one. A backend may append
+   * without reading the list (RocksDB: a merge operand) as long as a later
+   * get returns the whole list. */
   int (*list_append)(sl__backend *be, const sl__skey *k, size_t len,
                      void **slot);
 
@@ -193,10 +244,19 @@ typedef struct sl__backend_ops {
   /* Incremental TTL cleanup: visits up to budget stored (key, ns) entries
    * of the state, continuing where the previous call stopped, and removes
    * every item for which expired() is true (a list or map left empty is
-   * removed). Returns the number of items removed. A backend that cleans
-   * up by other means (RocksDB compaction filter) may do nothing. */
+   * removed). Returns the number of items removed. NULL for a backend
+   * that cleans up by other means (RocksDB: a compaction filter, set_ttl):
+   * the TTL layer then skips it. */
   size_t (*cleanup)(sl__backend *be, uint32_t state, size_t budget,
                     sl__expired_fn expired, void *opaque);
+
+  /* TTL of a state, for a backend that expires items itself on other
+   * threads (the RocksDB compaction filter): every item of the state (a
+   * value, one list element, one map value) starts with the 8-byte
+   * timestamp of its last access and is expired iff last + ttl_ms <= now,
+   * now being ttl_now[domain] (0: processing time, 1: event time). Called
+   * by the TTL layer when it registers a state with a TTL. Optional. */
+  void (*set_ttl)(sl__backend *be, uint32_t state, int64_t ttl_ms, int domain);
 
   /* A hint: the entry of (state, kg, hash) will be accessed soon, so start
    * loading it into the cache. The runtime calls it a few records ahead of
@@ -209,7 +269,8 @@ typedef struct sl__backend_ops {
    * entry by entry through kg_scan (the hashmap; snapshot is NULL).
    *
    * snapshot: writes a self-contained, consistent copy of every state into
-   * dir (which it creates; it must not exist), on the owning worker. Files
+   * dir (which it creates; it must not exist, its parent must), on the
+   * owning worker. Files
    * that are immutable once written should be hard links, so snapshots
    * share them and one costs what changed since the last. The backend must
    * stay usable afterwards. SL_OK, or a negative error with err set and
@@ -217,7 +278,9 @@ typedef struct sl__backend_ops {
    *
    * open_snapshot: opens such a directory read-only, for kg_scan over the
    * key groups a worker restores when the parallelism changed (or to dump
-   * it from a tool). register_state finds the snapshot's states by name;
+   * it from a tool). The handle owns the key groups the snapshot holds
+   * (its kg_lo/kg_hi; bc's range is not used, bc's max_par, when set,
+   * must match). register_state finds the snapshot's states by name;
    * writes fail. NULL with err set. */
   int (*snapshot)(sl__backend *be, const char *dir, char *err, size_t errlen);
   sl__backend *(*open_snapshot)(const char *dir, const sl__backend_conf *bc,
@@ -225,6 +288,7 @@ typedef struct sl__backend_ops {
 } sl__backend_ops;
 
 extern const sl__backend_ops sl__hashmap_ops;
+extern const sl__backend_ops sl__rocksdb_ops;
 
 /* Key groups [*lo, *hi) that worker w of par owns out of max_par: the
  * inverse of sl__kg_worker (kg * par / max_par == w). */

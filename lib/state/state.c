@@ -17,7 +17,8 @@
 /* ---- Backends and keyed-state lifecycle --------------------------------- */
 
 /* Indexed by the value of state.backend in the configuration table. */
-static const sl__backend_ops *const backends[] = {&sl__hashmap_ops};
+static const sl__backend_ops *const backends[] = {&sl__hashmap_ops,
+                                                  &sl__rocksdb_ops};
 
 const sl__backend_ops *sl__backend_find(const char *name) {
   for (size_t i = 0; name && i < SL__ARRAY_LEN(backends); i++)
@@ -236,10 +237,11 @@ int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
   snprintf(full, n, "%s/%s", ks->uid, desc->name);
   rc = ks->be->ops->register_state(ks->be, full, btype_of(desc->kind), &st->id);
   if (rc) {
-    sl__errf(err, errlen,
-             rc == SL_ERR_INVAL ? "state \"%s\" is stored as another kind"
-                                : "cannot register state \"%s\"",
-             full);
+    if (rc == SL_ERR_INVAL)
+      sl__errf(err, errlen, "state \"%s\" is stored as another kind", full);
+    else
+      sl__errf(err, errlen, "cannot register state \"%s\": %s", full,
+               ks->be->errmsg ? ks->be->errmsg : sl_strerror(rc));
     free(full);
     free(st->name);
     free(st->result);
@@ -247,6 +249,11 @@ int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
     return rc;
   }
   free(full);
+  /* A backend that expires entries itself (the RocksDB compaction filter)
+   * needs the TTL. */
+  if (st->ttl && ks->be->ops->set_ttl)
+    ks->be->ops->set_ttl(ks->be, st->id, desc->ttl.ttl_ms,
+                         desc->ttl.time == SL_TTL_EVENT_TIME);
   ks->states[ks->n_states++] = st;
   *out = st;
   return 0;
@@ -277,10 +284,12 @@ static bool ttl_pred(const void *val, size_t len, void *opaque) {
 }
 
 void sl__ttl_access(sl_state_t *st, int64_t now) {
-  if (!st->cleanup_n)
+  sl__backend *be = st->ks->be;
+  /* The clock of cleanup that runs elsewhere (compaction filter). */
+  sl__backend_ttl_clock(be, st->d.ttl.time == SL_TTL_EVENT_TIME, now);
+  if (!st->cleanup_n || !be->ops->cleanup)
     return;
   ttl_pred_arg a = {st->d.ttl.ttl_ms, now};
-  sl__backend *be = st->ks->be;
   be->ops->cleanup(be, st->id, st->cleanup_n, ttl_pred, &a);
 }
 

@@ -4,11 +4,32 @@
  * code): timers deduplicated and fired in order on watermarks and on
  * processing time, output timestamps, state TTL, co-process state sharing,
  * the error policy, and P=1 vs P=2 equivalence of a stateful job. */
+#include <ftw.h>
 #include <inttypes.h>
 #include <stdarg.h>
 
 #include "check_main.h"
 #include "testutil.h"
+
+/* Every stateful test runs once per state backend (a loop test: _i). */
+static const char *const backends[] = {"hashmap", "rocksdb"};
+#define N_BACKENDS ((int)(sizeof(backends) / sizeof(backends[0])))
+/* state.dir of the rocksdb runs: a directory of this test process. */
+static char g_state_dir[64];
+
+/* A configuration for backend bi (plus the error policy when set). */
+static sl_conf_t *backend_conf(int bi, const char *policy) {
+  char err[256];
+  sl_conf_t *c = sl_conf_new();
+  ck_assert_int_eq(
+      sl_conf_set(c, "state.backend", backends[bi], err, sizeof(err)), SL_OK);
+  ck_assert_int_eq(sl_conf_set(c, "state.dir", g_state_dir, err, sizeof(err)),
+                   SL_OK);
+  if (policy)
+    ck_assert_int_eq(sl_conf_set(c, "error.policy", policy, err, sizeof(err)),
+                     SL_OK);
+  return c;
+}
 
 /* ---- A process function driven by commands in the record value -------- *
  * "count"          increment a per-key counter, emit "<key>:<n>"
@@ -119,13 +140,9 @@ static const sl_process_ops_t pf_ops = {.open = pf_open,
                                         .on_timer = pf_timer,
                                         .close = pf_close};
 
-static sl_harness_t *pf_harness(pf *p, const char *policy) {
-  char err[256];
-  sl_conf_t *c = NULL;
-  if (policy) {
-    c = sl_conf_new();
-    sl_conf_set(c, "error.policy", policy, err, sizeof(err));
-  }
+static sl_harness_t *pf_harness(pf *p, int bi, const char *policy) {
+  char err[512];
+  sl_conf_t *c = backend_conf(bi, policy);
   const char *tags[] = {"side", NULL};
   sl_harness_t *h =
       sl_harness_new_process(c, &pf_ops, p, tags, err, sizeof(err));
@@ -142,7 +159,7 @@ static const char *out(sl_harness_t *h, size_t i) {
 
 START_TEST(event_timers_dedup_and_fire_in_order) {
   pf p = {0};
-  sl_harness_t *h = pf_harness(&p, NULL);
+  sl_harness_t *h = pf_harness(&p, _i, NULL);
   ck_assert_int_eq(sl_harness_push_kv(h, 0, "a", "et:300", 1), SL_OK);
   sl_harness_push_kv(h, 0, "a", "et:100", 2);
   sl_harness_push_kv(h, 0, "a", "et:100", 3); /* duplicate: one timer */
@@ -177,7 +194,7 @@ static sl_stream_t *build_pf(sl_stream_t *const *in, size_t n, void *opaque) {
  * harness does not leak into it. */
 START_TEST(harness_snapshot_and_restore) {
   pf p = {0};
-  sl_harness_t *h = pf_harness(&p, NULL);
+  sl_harness_t *h = pf_harness(&p, _i, NULL);
   sl_harness_push_kv(h, 0, "a", "count", 1);
   sl_harness_push_kv(h, 0, "a", "count", 2);
   sl_harness_push_kv(h, 0, "b", "put:x", 3);
@@ -188,8 +205,8 @@ START_TEST(harness_snapshot_and_restore) {
   sl_harness_push_kv(h, 0, "a", "count", 5); /* after the snapshot */
   sl_harness_destroy(h);
   char err[256];
-  h = sl_harness_new_restored(NULL, 1, true, build_pf, &p, NULL, snap, len, err,
-                              sizeof(err));
+  h = sl_harness_new_restored(backend_conf(_i, NULL), 1, true, build_pf, &p,
+                              NULL, snap, len, err, sizeof(err));
   ck_assert_msg(h != NULL, "%s", err);
   sl_harness_push_kv(h, 0, "a", "count", 6);
   sl_harness_push_kv(h, 0, "b", "get", 7);
@@ -200,9 +217,11 @@ START_TEST(harness_snapshot_and_restore) {
   sl_harness_destroy(h);
   /* A damaged snapshot is refused with a reason. */
   ((unsigned char *)snap)[len / 2] ^= 1;
-  h = sl_harness_new_restored(NULL, 1, true, build_pf, &p, NULL, snap, len, err,
+  sl_conf_t *bc = backend_conf(_i, NULL);
+  h = sl_harness_new_restored(bc, 1, true, build_pf, &p, NULL, snap, len, err,
                               sizeof(err));
   ck_assert_ptr_null(h);
+  sl_conf_destroy(bc); /* still ours: the call failed */
   ck_assert_ptr_nonnull(strstr(err, "checksum"));
   free(snap);
 }
@@ -212,7 +231,9 @@ END_TEST
  * snapshot after the only entry expired is as small as an empty one. */
 START_TEST(snapshot_drops_expired_state) {
   pf p = {.ttl = {.ttl_ms = 100, .cleanup_per_access = -1}};
-  sl_harness_t *h = pf_harness(&p, NULL);
+  /* The hashmap cleans up on snapshot; RocksDB's compaction filter does
+   * it in the background instead. */
+  sl_harness_t *h = pf_harness(&p, 0, NULL);
   void *empty, *snap;
   size_t empty_len, len;
   ck_assert_int_eq(sl_harness_snapshot(h, &empty, &empty_len), SL_OK);
@@ -231,7 +252,7 @@ END_TEST
 
 START_TEST(timer_registered_in_on_timer_fires_in_same_watermark) {
   pf p = {.reregister = 50};
-  sl_harness_t *h = pf_harness(&p, NULL);
+  sl_harness_t *h = pf_harness(&p, _i, NULL);
   sl_harness_push_kv(h, 0, "a", "et:10", 1);
   sl_harness_push_kv(h, 0, "a", "et:40", 1);
   sl_harness_watermark(h, 0, 100);
@@ -248,7 +269,7 @@ END_TEST
 
 START_TEST(timer_at_or_below_watermark_fires_with_next_watermark) {
   pf p = {0};
-  sl_harness_t *h = pf_harness(&p, NULL);
+  sl_harness_t *h = pf_harness(&p, _i, NULL);
   sl_harness_watermark(h, 0, 500);
   sl_harness_push_kv(h, 0, "a", "et:400", 1);
   ck_assert_uint_eq(sl_harness_count(h, NULL), 0);
@@ -261,7 +282,7 @@ END_TEST
 
 START_TEST(processing_time_timers) {
   pf p = {0};
-  sl_harness_t *h = pf_harness(&p, NULL);
+  sl_harness_t *h = pf_harness(&p, _i, NULL);
   sl_harness_push_kv(h, 0, "a", "pt:1000", 1);
   sl_harness_push_kv(h, 0, "b", "pt:500", 1);
   sl_harness_push_kv(h, 0, "b", "pt:500", 1);
@@ -278,7 +299,7 @@ END_TEST
 
 START_TEST(element_output_carries_input_timestamp) {
   pf p = {0};
-  sl_harness_t *h = pf_harness(&p, NULL);
+  sl_harness_t *h = pf_harness(&p, _i, NULL);
   sl_harness_push_kv(h, 0, "k", "count", 1234);
   sl_harness_push_kv(h, 0, "k", "count", 99);
   ck_assert_str_eq(out(h, 0), "k:1");
@@ -292,7 +313,7 @@ END_TEST
 
 START_TEST(side_output_through_harness) {
   pf p = {0};
-  sl_harness_t *h = pf_harness(&p, NULL);
+  sl_harness_t *h = pf_harness(&p, _i, NULL);
   sl_harness_push_kv(h, 0, "k", "side", 5);
   ck_assert_uint_eq(sl_harness_count(h, NULL), 0);
   ck_assert_uint_eq(sl_harness_count(h, "side"), 1);
@@ -308,7 +329,7 @@ START_TEST(ttl_on_create_and_write_never_return_expired) {
   pf p = {.ttl = {.ttl_ms = 100,
                   .update = SL_TTL_ON_CREATE_AND_WRITE,
                   .visibility = SL_TTL_NEVER_RETURN_EXPIRED}};
-  sl_harness_t *h = pf_harness(&p, NULL);
+  sl_harness_t *h = pf_harness(&p, _i, NULL);
   sl_harness_set_time(h, 0);
   sl_harness_push_kv(h, 0, "k", "put:v1", 1);
   sl_harness_set_time(h, 20);
@@ -331,7 +352,7 @@ START_TEST(ttl_on_read_and_write_return_expired_once) {
                   .update = SL_TTL_ON_READ_AND_WRITE,
                   .visibility = SL_TTL_RETURN_EXPIRED_IF_NOT_CLEANED_UP,
                   .cleanup_per_access = -1}};
-  sl_harness_t *h = pf_harness(&p, NULL);
+  sl_harness_t *h = pf_harness(&p, _i, NULL);
   sl_harness_push_kv(h, 0, "k", "put:v", 1);
   sl_harness_set_time(h, 90);
   sl_harness_push_kv(h, 0, "k", "get", 1); /* read refreshes: last = 90 */
@@ -350,14 +371,14 @@ END_TEST
 
 START_TEST(user_error_policies_in_process) {
   pf p = {0};
-  sl_harness_t *h = pf_harness(&p, "skip");
+  sl_harness_t *h = pf_harness(&p, _i, "skip");
   ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "fail", 1), SL_OK);
   ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "count", 1), SL_OK);
   sl_op_stats_t st;
   sl_job_op_stats(sl_harness_job(h), "process", &st);
   ck_assert_uint_eq(st.errors, 1);
   sl_harness_destroy(h);
-  h = pf_harness(&p, NULL);
+  h = pf_harness(&p, _i, NULL);
   ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "fail", 1), SL_ERR_USER);
   ck_assert_ptr_nonnull(strstr(sl_harness_errmsg(h), "returned -7"));
   ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "count", 1), SL_ERR_USER);
@@ -431,8 +452,8 @@ static sl_stream_t *build_co(sl_stream_t *const *in, size_t n, void *opaque) {
 START_TEST(co_process_shares_state_across_inputs) {
   co c = {0};
   char err[256];
-  sl_harness_t *h =
-      sl_harness_new(NULL, 2, true, build_co, &c, NULL, err, sizeof(err));
+  sl_harness_t *h = sl_harness_new(backend_conf(_i, NULL), 2, true, build_co,
+                                   &c, NULL, err, sizeof(err));
   ck_assert_msg(h != NULL, "%s", err);
   sl_harness_push_kv(h, 0, "k", "a", 1);
   sl_harness_push_kv(h, 1, "k", "b", 2);
@@ -502,9 +523,11 @@ static int s_sink(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   return 0;
 }
 
-static void run_stateful(int par, srun *r) {
+static void run_stateful(int par, int bi, srun *r) {
   memset(r, 0, sizeof(*r));
-  sl_job_t *job = tu_job(par, NULL);
+  const char *kv[] = {"state.backend", backends[bi], "state.dir", g_state_dir,
+                      NULL};
+  sl_job_t *job = tu_job_kv(par, kv);
   pf p = {0};
   sl_generator_opts_t go = {.count = 200000, .gen = s_gen};
   sl_stream_t *s = sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
@@ -516,8 +539,8 @@ static void run_stateful(int par, srun *r) {
 
 START_TEST(stateful_p1_equals_p2) {
   static srun a, b;
-  run_stateful(1, &a);
-  run_stateful(2, &b);
+  run_stateful(1, _i, &a);
+  run_stateful(2, _i, &b);
   uint64_t total = 0;
   for (int k = 0; k < SKEYS; k++) {
     ck_assert_uint_eq(a.last[k], b.last[k]);
@@ -528,24 +551,44 @@ START_TEST(stateful_p1_equals_p2) {
 }
 END_TEST
 
+static int rm_one(const char *path, const struct stat *sb, int flag,
+                  struct FTW *ftw) {
+  (void)sb, (void)flag, (void)ftw;
+  return remove(path);
+}
+
 int main(void) {
+  snprintf(g_state_dir, sizeof(g_state_dir), "/tmp/sluice-test-process-XXXXXX");
+  if (!mkdtemp(g_state_dir)) {
+    perror("state.dir");
+    return EXIT_FAILURE;
+  }
   Suite *s = suite_create("process");
   TCase *tc = tcase_create("keyed");
   tcase_set_timeout(tc, 300);
-  tcase_add_test(tc, event_timers_dedup_and_fire_in_order);
-  tcase_add_test(tc, timer_registered_in_on_timer_fires_in_same_watermark);
-  tcase_add_test(tc, timer_at_or_below_watermark_fires_with_next_watermark);
-  tcase_add_test(tc, processing_time_timers);
-  tcase_add_test(tc, element_output_carries_input_timestamp);
-  tcase_add_test(tc, side_output_through_harness);
-  tcase_add_test(tc, ttl_on_create_and_write_never_return_expired);
-  tcase_add_test(tc, ttl_on_read_and_write_return_expired_once);
-  tcase_add_test(tc, user_error_policies_in_process);
-  tcase_add_test(tc, co_process_shares_state_across_inputs);
+  /* Timers and outputs touch state only through "count": every test runs
+   * on each backend. */
+  tcase_add_loop_test(tc, event_timers_dedup_and_fire_in_order, 0, N_BACKENDS);
+  tcase_add_loop_test(tc, timer_registered_in_on_timer_fires_in_same_watermark,
+                      0, N_BACKENDS);
+  tcase_add_loop_test(tc, timer_at_or_below_watermark_fires_with_next_watermark,
+                      0, N_BACKENDS);
+  tcase_add_loop_test(tc, processing_time_timers, 0, N_BACKENDS);
+  tcase_add_loop_test(tc, element_output_carries_input_timestamp, 0,
+                      N_BACKENDS);
+  tcase_add_loop_test(tc, side_output_through_harness, 0, N_BACKENDS);
+  tcase_add_loop_test(tc, ttl_on_create_and_write_never_return_expired, 0,
+                      N_BACKENDS);
+  tcase_add_loop_test(tc, ttl_on_read_and_write_return_expired_once, 0,
+                      N_BACKENDS);
+  tcase_add_loop_test(tc, user_error_policies_in_process, 0, N_BACKENDS);
+  tcase_add_loop_test(tc, co_process_shares_state_across_inputs, 0, N_BACKENDS);
   tcase_add_test(tc, harness_rejects_bad_builds);
-  tcase_add_test(tc, stateful_p1_equals_p2);
-  tcase_add_test(tc, harness_snapshot_and_restore);
+  tcase_add_loop_test(tc, stateful_p1_equals_p2, 0, N_BACKENDS);
+  tcase_add_loop_test(tc, harness_snapshot_and_restore, 0, N_BACKENDS);
   tcase_add_test(tc, snapshot_drops_expired_state);
   suite_add_tcase(s, tc);
-  return tu_run(s);
+  int rc = tu_run(s);
+  nftw(g_state_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  return rc;
 }

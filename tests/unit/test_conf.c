@@ -428,9 +428,9 @@ START_TEST(test_enum) {
   set_bad(c, "log.level", "WARN",
           "log.level: \"WARN\" is not one of the allowed values (allowed: "
           "error, warn, info, debug)");
-  set_bad(c, "state.backend", "rocksdb",
-          "state.backend: \"rocksdb\" is not one of the allowed values "
-          "(allowed: hashmap)");
+  set_bad(c, "state.backend", "RocksDB",
+          "state.backend: \"RocksDB\" is not one of the allowed values "
+          "(allowed: hashmap, rocksdb)");
   ck_assert_int_eq(sl__conf_enum(c, "error.policy"), 1);
   sl_conf_destroy(c);
 }

@@ -1,0 +1,244 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The examples' evaluator: reads every alert in the alerts topic (or a
+ * JSON-lines file) and the generator's labels, prints precision and recall
+ * per rule over distinct alerts, and exits 1 when a rule is below target.
+ * Built once per example with that example's rules and target. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "eval.h"
+#include "exutil.h"
+
+#ifndef EVAL_PROG
+#define EVAL_PROG "evaluate"
+#endif
+#ifndef EVAL_RULES
+#define EVAL_RULES ""
+#endif
+#ifndef EVAL_TARGET
+#define EVAL_TARGET 0.9
+#endif
+#ifndef EVAL_TOPIC
+#define EVAL_TOPIC "alerts"
+#endif
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: " EVAL_PROG " --labels FILE [--alerts-topic T | "
+          "--alerts-file F]\n"
+          "       [--brokers host:port | --bootstrap-file F] [--rules "
+          "a,b,...] [--target X]\n"
+          "Scores alerts against labels; exits 1 when a rule's precision or "
+          "recall is below\n"
+          "the target (default %.2f) or it has no labelled case. Rules: "
+          "%s. Topic: %s.\n",
+          EVAL_TARGET, EVAL_RULES, EVAL_TOPIC);
+}
+
+typedef int (*line_fn)(ex_eval *, const char *, size_t);
+
+static int read_lines(ex_eval *ev, const char *path, line_fn add, size_t *n) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    perror(path);
+    return -1;
+  }
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  long no = 0;
+  int rc = 0;
+  while ((len = getline(&line, &cap, f)) >= 0) {
+    no++;
+    if (len <= 1)
+      continue;
+    if (add(ev, line, (size_t)len)) {
+      fprintf(stderr, EVAL_PROG ": %s:%ld: not a label/alert object\n", path,
+              no);
+      rc = -1;
+      break;
+    }
+    (*n)++;
+  }
+  free(line);
+  fclose(f);
+  return rc;
+}
+
+/* Reads the topic from its beginning up to the end offsets it had when we
+ * started: alerts written later belong to a later evaluation. */
+static int read_topic(ex_eval *ev, const char *brokers, const char *topic,
+                      size_t *n) {
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof(err)) ||
+      rd_kafka_conf_set(conf, "group.id", "sluice-evaluator", err,
+                        sizeof(err)) ||
+      rd_kafka_conf_set(conf, "enable.auto.commit", "false", err,
+                        sizeof(err)) ||
+      rd_kafka_conf_set(conf, "isolation.level", "read_uncommitted", err,
+                        sizeof(err)) ||
+      rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err))) {
+    fprintf(stderr, EVAL_PROG ": %s\n", err);
+    rd_kafka_conf_destroy(conf);
+    return -1;
+  }
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  if (!rk) {
+    fprintf(stderr, EVAL_PROG ": %s\n", err);
+    rd_kafka_conf_destroy(conf);
+    return -1;
+  }
+  int rc = -1;
+  const struct rd_kafka_metadata *md = NULL;
+  rd_kafka_topic_partition_list_t *parts = NULL;
+  rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+  if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) || md->topic_cnt != 1 ||
+      md->topics[0].err) {
+    fprintf(stderr, EVAL_PROG ": no topic %s at %s\n", topic, brokers);
+    goto out;
+  }
+  int np = md->topics[0].partition_cnt;
+  int64_t *high = calloc((size_t)np, sizeof(int64_t));
+  parts = rd_kafka_topic_partition_list_new(np);
+  int open = 0;
+  for (int p = 0; p < np; p++) {
+    int64_t lo;
+    if (rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &high[p], 10000)) {
+      fprintf(stderr, EVAL_PROG ": cannot read the end of %s/%d\n", topic, p);
+      free(high);
+      goto out;
+    }
+    if (high[p] > lo) {
+      rd_kafka_topic_partition_list_add(parts, topic, p)->offset =
+          RD_KAFKA_OFFSET_BEGINNING;
+      open++;
+    }
+  }
+  rd_kafka_assign(rk, parts);
+  int64_t idle_since = ex_wall_ms();
+  while (open > 0) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+    if (!m) {
+      if (ex_wall_ms() - idle_since > 20000) {
+        fprintf(stderr, EVAL_PROG ": timed out reading %s\n", topic);
+        break;
+      }
+      continue;
+    }
+    idle_since = ex_wall_ms();
+    if (m->err) {
+      if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        fprintf(stderr, EVAL_PROG ": %s\n", rd_kafka_message_errstr(m));
+    } else if (m->offset < high[m->partition]) {
+      if (ex_eval_add_alert(ev, m->payload, m->len))
+        fprintf(stderr, EVAL_PROG ": %s/%d@%lld: not an alert, ignored\n",
+                topic, (int)m->partition, (long long)m->offset);
+      else
+        (*n)++;
+      if (m->offset + 1 == high[m->partition])
+        open--;
+    }
+    rd_kafka_message_destroy(m);
+  }
+  free(high);
+  rc = open > 0 ? -1 : 0;
+out:
+  if (md)
+    rd_kafka_metadata_destroy(md);
+  if (parts)
+    rd_kafka_topic_partition_list_destroy(parts);
+  rd_kafka_topic_destroy(rkt);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  const char *labels = NULL, *alerts_file = NULL, *topic = EVAL_TOPIC;
+  const char *brokers = NULL, *bootstrap = NULL, *rules = EVAL_RULES;
+  double target = EVAL_TARGET;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--labels") && v)
+      labels = argv[++i];
+    else if (!strcmp(a, "--alerts-file") && v)
+      alerts_file = argv[++i];
+    else if (!strcmp(a, "--alerts-topic") && v)
+      topic = argv[++i];
+    else if (!strcmp(a, "--brokers") && v)
+      brokers = argv[++i];
+    else if (!strcmp(a, "--bootstrap-file") && v)
+      bootstrap = argv[++i];
+    else if (!strcmp(a, "--rules") && v)
+      rules = argv[++i];
+    else if (!strcmp(a, "--target") && v)
+      target = ex_arg_double(EVAL_PROG, a, argv[++i]);
+    else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout);
+      return 0;
+    } else {
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (!labels) {
+    usage(stderr);
+    return 2;
+  }
+  ex_eval *ev = ex_eval_new();
+  size_t n_labels = 0, n_alerts = 0;
+  if (!ev || read_lines(ev, labels, ex_eval_add_label, &n_labels))
+    return 2;
+  if (alerts_file) {
+    if (read_lines(ev, alerts_file, ex_eval_add_alert, &n_alerts))
+      return 2;
+  } else {
+    char addr[512];
+    if (ex_resolve_brokers(brokers, bootstrap, 5000, addr, sizeof(addr)) ||
+        read_topic(ev, addr, topic, &n_alerts))
+      return 2;
+  }
+
+  printf("%-18s %7s %6s %6s %7s %9s %10s %7s\n", "rule", "alerts", "tp", "fp",
+         "labels", "detected", "precision", "recall");
+  int fail = 0;
+  /* The expected rules first (a rule that never fired must still show),
+   * then any other rule the alerts or labels mention. */
+  char *want = strdup(rules);
+  if (!want)
+    return 2;
+  ex_eval_result r = {0};
+  for (char *save = NULL, *rule = strtok_r(want, ",", &save); rule;
+       rule = strtok_r(NULL, ",", &save)) {
+    ex_eval_score(ev, rule, &r);
+    bool ok = r.labels > 0 && r.precision >= target && r.recall >= target;
+    fail |= !ok;
+    printf("%-18s %7zu %6zu %6zu %7zu %9zu %10.4f %7.4f%s\n", rule, r.alerts,
+           r.true_pos, r.alerts - r.true_pos, r.labels, r.detected, r.precision,
+           r.recall, ok ? "" : (r.labels ? "  BELOW TARGET" : "  NO LABELS"));
+  }
+  for (size_t i = 0; ex_eval_rule_at(ev, i); i++) {
+    const char *rule = ex_eval_rule_at(ev, i);
+    char pat[256];
+    snprintf(pat, sizeof(pat), ",%s,", rule);
+    char list[1024];
+    snprintf(list, sizeof(list), ",%s,", rules);
+    if (strstr(list, pat))
+      continue;
+    ex_eval_score(ev, rule, &r);
+    printf("%-18s %7zu %6zu %6zu %7zu %9zu %10.4f %7.4f  (not scored)\n", rule,
+           r.alerts, r.true_pos, r.alerts - r.true_pos, r.labels, r.detected,
+           r.precision, r.recall);
+  }
+  free(want);
+  ex_eval_score(ev, "", &r);
+  printf("%zu alert records (%zu duplicates of an alert already counted), "
+         "%zu labels; target %.2f: %s\n",
+         n_alerts, r.duplicates, n_labels, target, fail ? "FAIL" : "PASS");
+  ex_eval_free(ev);
+  return fail ? 1 : 0;
+}

@@ -1,0 +1,241 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The skeleton the example jobs share (see exjob.h): flags and config,
+ * Kafka in and out, stopping on a signal or at the end of a finite input. */
+#include "exjob.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exutil.h"
+
+/* The signal handler needs the job; sl_job_stop() is async-signal-safe. */
+static sl_job_t *volatile running_job;
+
+static void on_signal(int sig) {
+  (void)sig;
+  if (running_job)
+    sl_job_stop(running_job);
+}
+
+static void usage(FILE *f, const char *prog, const char *conf, const char *in,
+                  const char *out) {
+  fprintf(f,
+          "usage: %s [--config FILE] [--brokers host:port | --bootstrap-file "
+          "F] [--set key=value ...]\n"
+          "       [--in-topic T] [--alerts-topic T] [--print] "
+          "[--exit-at-end]\n"
+          "Reads %s, writes alerts to %s. Config defaults to %s; --set "
+          "overrides it\n"
+          "(e.g. --set parallelism=2 --set restore.from=latest). Without "
+          "--brokers it uses the\n"
+          "local dev broker (sluice-kafka-dev) through its bootstrap file. "
+          "--exit-at-end stops\n"
+          "after the generator's end-of-input marker, once every alert is "
+          "written.\n",
+          prog, in, out, conf);
+}
+
+struct apply {
+  sl_conf_t *conf;
+  char *err;
+  size_t errlen;
+};
+
+static int apply_set(const char *key, const char *value, void *opaque) {
+  struct apply *ap = opaque;
+  return sl_conf_set(ap->conf, key, value, ap->err, ap->errlen);
+}
+
+int ex_job_init(ex_job *ej, int argc, char **argv, const char *prog,
+                const char *name, const char *default_conf,
+                const char *in_topic, const char *alerts_topic) {
+  memset(ej, 0, sizeof(*ej));
+  ej->prog = prog;
+  ej->in_topic = in_topic;
+  ej->alerts_topic = alerts_topic;
+  const char *config = default_conf, *brokers = NULL, *bootstrap = NULL;
+  char err[512];
+  sl_conf_t *sets = sl_conf_new();
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--print")) {
+      ej->print = true;
+      continue;
+    }
+    if (!strcmp(a, "--exit-at-end")) {
+      ej->exit_at_end = true;
+      continue;
+    }
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout, prog, default_conf, in_topic, alerts_topic);
+      exit(0);
+    }
+    if (!v) {
+      usage(stderr, prog, default_conf, in_topic, alerts_topic);
+      exit(2);
+    }
+    i++;
+    if (!strcmp(a, "--config"))
+      config = v;
+    else if (!strcmp(a, "--brokers"))
+      brokers = v;
+    else if (!strcmp(a, "--bootstrap-file"))
+      bootstrap = v;
+    else if (!strcmp(a, "--in-topic"))
+      ej->in_topic = v;
+    else if (!strcmp(a, "--alerts-topic"))
+      ej->alerts_topic = v;
+    else if (!strcmp(a, "--set")) {
+      char *kv = strdup(v), *eq = kv ? strchr(kv, '=') : NULL;
+      if (!eq) {
+        fprintf(stderr, "%s: --set needs key=value, got \"%s\"\n", prog, v);
+        exit(2);
+      }
+      *eq = '\0';
+      if (sl_conf_set(sets, kv, eq + 1, err, sizeof(err))) {
+        fprintf(stderr, "%s: --set %s\n", prog, err);
+        exit(2);
+      }
+      free(kv);
+    } else {
+      usage(stderr, prog, default_conf, in_topic, alerts_topic);
+      exit(2);
+    }
+  }
+  sl_conf_t *conf = sl_conf_new();
+  char addr[512];
+  struct apply ap = {conf, err, sizeof(err)};
+  err[0] = '\0';
+  if (sl_conf_load_file(conf, config, err, sizeof(err)) ||
+      ex_resolve_brokers(brokers, bootstrap, 10000, addr, sizeof(addr)) ||
+      sl_conf_set(conf, "kafka.bootstrap.servers", addr, err, sizeof(err)) ||
+      /* --set wins over the file: apply the overrides last. */
+      sl_conf_foreach(sets, apply_set, &ap))
+    goto fail;
+  ej->bound_ms = EX_WATERMARK_BOUND_MS;
+  ej->job = sl_job_new(name, conf, err, sizeof(err));
+  if (!ej->job)
+    goto fail;
+  sl_conf_destroy(sets);
+  return 0;
+fail:
+  /* ex_resolve_brokers printed its own reason and left err empty. */
+  if (err[0])
+    fprintf(stderr, "%s: %s\n", prog, err);
+  sl_conf_destroy(conf);
+  sl_conf_destroy(sets);
+  return 1;
+}
+
+sl_stream_t *ex_job_source(ex_job *ej) {
+  sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST,
+                               .codec = SL_KAFKA_JSON,
+                               .ts_pointer = "/ts"};
+  sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED, .bound_ms = ej->bound_ms};
+  return sl_with_watermarks(
+      sl_source_kafka(ej->job, "input", ej->in_topic, &so), &wm);
+}
+
+bool ex_job_is_end(ex_job *ej, const char *type, int64_t ts) {
+  if (!type || strcmp(type, "end"))
+    return false;
+  int64_t seen = atomic_load(&ej->end_ts);
+  while (ts > seen && !atomic_compare_exchange_weak(&ej->end_ts, &seen, ts))
+    ;
+  return true;
+}
+
+static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int print_alert(sl_ctx_t *ctx, const sl_record_t *in, sl_record_t *out,
+                       void *opaque) {
+  (void)ctx;
+  (void)out;
+  (void)opaque;
+  /* Workers print concurrently; whole lines only. */
+  pthread_mutex_lock(&print_lock);
+  fwrite(in->value, 1, in->value_len, stdout);
+  fputc('\n', stdout);
+  fflush(stdout);
+  pthread_mutex_unlock(&print_lock);
+  return 0;
+}
+
+int ex_job_sink_alerts(ex_job *ej, sl_stream_t **alerts, size_t n) {
+  sl_stream_t *all = n > 1 ? sl_union(alerts, n) : alerts[0];
+  if (ej->print)
+    all = sl_map(all, "print", print_alert, NULL);
+  return sl_sink_kafka(all, "alerts", ej->alerts_topic, NULL);
+}
+
+int ex_alert_emit(sl_ctx_t *ctx, const char *rule, const void *entity,
+                  size_t entity_len, int64_t start, int64_t end,
+                  const char *evidence) {
+  size_t cap = 256 + 2 * entity_len + strlen(rule) + strlen(evidence);
+  char *out = sl_ctx_alloc(ctx, cap);
+  if (!out)
+    return SL_ERR_NOMEM;
+  int e = (int)entity_len;
+  const char *ent = entity;
+  int n =
+      snprintf(out, cap,
+               "{\"id\":\"%s/%.*s/%" PRId64 "-%" PRId64
+               "\",\"rule\":\"%s\",\"entity\":\"%.*s\",\"start\":%" PRId64
+               ",\"end\":%" PRId64 ",\"evidence\":{%s}}",
+               rule, e, ent, start, end, rule, e, ent, start, end, evidence);
+  sl_record_t r = {entity, entity_len, out, (size_t)n, end};
+  return sl_emit(ctx, &r);
+}
+
+/* --exit-at-end: the generator ends with a marker on every partition whose
+ * event time lies past every window and timer. Once the alerts sink's
+ * watermark has passed what that marker yields, every alert was handed to
+ * the sink (operators emit a watermark's output before forwarding it), so
+ * a stop now loses nothing and takes a final checkpoint. */
+static void *watch_end(void *arg) {
+  ex_job *ej = arg;
+  while (!atomic_load(&ej->done)) {
+    ex_sleep_ms(50);
+    int64_t end = atomic_load(&ej->end_ts);
+    sl_op_stats_t st;
+    if (end && !sl_job_op_stats(ej->job, "alerts", &st) &&
+        st.watermark >= end - ej->bound_ms - 1) {
+      sl_job_stop(ej->job);
+      break;
+    }
+  }
+  return NULL;
+}
+
+int ex_job_run(ex_job *ej) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_signal;
+  running_job = ej->job;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  pthread_t watcher;
+  bool watching =
+      ej->exit_at_end && !pthread_create(&watcher, NULL, watch_end, ej);
+  int rc = sl_job_run(ej->job);
+  if (rc)
+    fprintf(stderr, "%s: %s: %s\n", ej->prog, sl_strerror(rc),
+            sl_job_errmsg(ej->job));
+  sl_op_stats_t in = {0}, out = {0};
+  sl_job_op_stats(ej->job, "input", &in);
+  sl_job_op_stats(ej->job, "alerts", &out);
+  fprintf(stderr,
+          "%s: read %" PRIu64 " records, wrote %" PRIu64 " alerts, %" PRIu64
+          " bad records skipped\n",
+          ej->prog, in.records_out, out.records_in, in.errors);
+  running_job = NULL;
+  atomic_store(&ej->done, true);
+  if (watching)
+    pthread_join(watcher, NULL);
+  sl_job_destroy(ej->job);
+  return rc ? 1 : 0;
+}

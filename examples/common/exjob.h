@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The parts the fraud and botdetect jobs share: command line and config
+ * file, the Kafka source with event time from the record and the end-of-
+ * input marker, the alerts sink, and running until stopped or, with
+ * --exit-at-end, until every alert of a finite input has been written. */
+#ifndef EX_JOB_H
+#define EX_JOB_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <sluice.h>
+
+/* Bounded out-of-orderness of the input's watermarks: the generators delay
+ * records by at most 2 s (--max-delay-ms), so none is ever late. */
+#define EX_WATERMARK_BOUND_MS 5000
+
+typedef struct ex_job {
+  const char *prog;
+  sl_job_t *job;
+  const char *in_topic;
+  const char *alerts_topic;
+  bool print;             /* also write each alert to stdout */
+  bool exit_at_end;       /* stop once the end marker's watermark has passed */
+  int64_t bound_ms;       /* out-of-orderness bound of the watermarks */
+  _Atomic int64_t end_ts; /* event time of the end-of-input marker, or 0 */
+  atomic_bool done;       /* sl_job_run() returned: the watcher quits */
+} ex_job;
+
+/* Parses the common flags (prints usage with `extra_usage` and exits on a
+ * bad command line: these are programs), loads the config file, points
+ * kafka.bootstrap.servers at --brokers or the dev broker, and creates the
+ * job named `name`. Returns 0, or 1 after printing why. */
+int ex_job_init(ex_job *ej, int argc, char **argv, const char *prog,
+                const char *name, const char *default_conf,
+                const char *in_topic, const char *alerts_topic);
+
+/* The input: JSON records from in_topic, event time from the "ts" member,
+ * bounded out-of-orderness watermarks per partition. */
+sl_stream_t *ex_job_source(ex_job *ej);
+
+/* For the job's parse function: true (and noted) when the JSON object is
+ * the generator's end-of-input marker {"type":"end","ts":...}. */
+bool ex_job_is_end(ex_job *ej, const char *type, int64_t ts);
+
+/* Writes the union of the alert streams to alerts_topic (uid "alerts"),
+ * keyed by entity, echoing them to stdout with --print. SL_OK or an
+ * error (recorded in the job). */
+int ex_job_sink_alerts(ex_job *ej, sl_stream_t **alerts, size_t n);
+
+/* Emits one alert as JSON:
+ * {"id":"<rule>/<entity>/<start>-<end>","rule","entity","start","end",
+ *  "evidence":{<evidence>}} with key = entity. The id names the alert for
+ * deduplication: a replay after a restart emits the same id again, and two
+ * different alerts of a rule and entity never cover the same span. */
+int ex_alert_emit(sl_ctx_t *ctx, const char *rule, const void *entity,
+                  size_t entity_len, int64_t start, int64_t end,
+                  const char *evidence);
+
+/* Runs the job (SIGINT/SIGTERM stop it cleanly, with a final checkpoint)
+ * and destroys it. Returns the process exit code. */
+int ex_job_run(ex_job *ej);
+
+#endif

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Runs one example end to end on a private dev broker: sluice-kafka-dev,
+# the generator, the job (optionally SIGKILLed once a checkpoint exists and
+# restarted from it), then the evaluator, whose exit code this returns.
+# Every process it starts is stopped on exit, also on failure or Ctrl-C.
+set -euo pipefail
+
+usage() {
+  cat <<EOF
+usage: $0 fraud|botdetect [--build DIR] [--events N] [--rate R] [--seed S]
+          [--parallelism P] [--checkpoint-dir DIR] [--checkpoint-interval-ms MS]
+          [--kill-after-ms MS] [--print] [--timeout S]
+--kill-after-ms: SIGKILL the job MS ms after its first complete checkpoint,
+then restart it with restore.from=latest (the evaluator dedupes alerts).
+--print: show alerts as the job writes them. Exit code: the evaluator's
+(0 = every rule on target), or 3 when a process failed.
+EOF
+}
+
+[ $# -ge 1 ] || { usage >&2; exit 2; }
+example=$1
+shift
+case $example in
+  fraud) in_topic=fraud.txns ;;
+  botdetect) in_topic=botdetect.requests ;;
+  -h|--help) usage; exit 0 ;;
+  *) usage >&2; exit 2 ;;
+esac
+alerts_topic=$example.alerts
+build=build events=40000 rate=0 seed=1 parallelism=2 ckpt_dir="" ckpt_ms=500
+kill_after="" print="" timeout_s=60
+while [ $# -gt 0 ]; do
+  case $1 in
+    --build) build=$2; shift ;;
+    --events) events=$2; shift ;;
+    --rate) rate=$2; shift ;;
+    --seed) seed=$2; shift ;;
+    --parallelism) parallelism=$2; shift ;;
+    --checkpoint-dir) ckpt_dir=$2; shift ;;
+    --checkpoint-interval-ms) ckpt_ms=$2; shift ;;
+    --kill-after-ms) kill_after=$2; shift ;;
+    --print) print=--print ;;
+    --timeout) timeout_s=$2; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+  shift
+done
+cd "$(dirname "$0")/.."
+[[ $build = /* ]] || build=$PWD/$build
+bin=$build/examples/$example
+work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-$example.XXXXXX")
+if [ -z "$ckpt_dir" ]; then
+  ckpt_dir=$work/checkpoints
+elif [ -n "$(ls -A "$ckpt_dir" 2>/dev/null)" ]; then
+  # restore.from=latest would resume an earlier run against a new broker.
+  echo "run-example: $ckpt_dir is not empty; give an empty or new directory" >&2
+  rm -rf "$work"
+  exit 2
+fi
+pids=()   # generator and jobs: stopped first
+broker_pid=""
+
+# Stops pid with SIGTERM (a job stops cleanly, with a final checkpoint),
+# then SIGKILL if it is still there after `grace` seconds.
+stop() {
+  local pid=$1 grace=$2 i
+  kill "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < grace * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$? pid
+  trap - EXIT INT TERM
+  # The broker goes last: a job stopping needs it for its final flush.
+  for pid in "${pids[@]}"; do stop "$pid" 10; done
+  [ -z "$broker_pid" ] || stop "$broker_pid" 5
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+fail() {
+  echo "run-example: $*" >&2
+  for f in "$work"/*.log; do
+    [ -s "$f" ] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }
+  done
+  exit 3
+}
+
+# Waits for pid to exit within timeout_s; its exit status ends up in $st.
+wait_for() {
+  local pid=$1 what=$2 deadline=$((SECONDS + timeout_s))
+  while kill -0 "$pid" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || fail "$what still running after ${timeout_s}s"
+    sleep 0.1
+  done
+  st=0
+  wait "$pid" || st=$?
+}
+
+# Its own session: Ctrl-C in the terminal must not take the broker away
+# while the job is still stopping (cleanup stops it last).
+setsid "$build/tools/sluice-kafka-dev" --bootstrap-file "$work/bootstrap" \
+  --topic "$in_topic:4" --topic "$alerts_topic:4" >"$work/broker.log" 2>&1 &
+broker_pid=$!
+for _ in $(seq 100); do [ -s "$work/bootstrap" ] && break; sleep 0.05; done
+[ -s "$work/bootstrap" ] || fail "the dev broker did not start"
+broker=(--bootstrap-file "$work/bootstrap")
+
+"$bin/$example-gen" "${broker[@]}" --labels "$work/labels.jsonl" \
+  --events "$events" --rate "$rate" --seed "$seed" >"$work/gen.log" 2>&1 &
+gen=$!
+pids+=($gen)
+
+job_cmd=("$bin/$example-job" --config "examples/$example/$example.conf"
+  "${broker[@]}" --set "parallelism=$parallelism"
+  --set "checkpoint.dir=$ckpt_dir" --set "checkpoint.interval.ms=$ckpt_ms"
+  --set "state.dir=$work/state"
+  --set restore.from=latest --exit-at-end)
+
+if [ -n "$kill_after" ]; then
+  # The first job's alerts go to a file: they show when it is mid-stream.
+  "${job_cmd[@]}" --print >"$work/alerts-before-kill.jsonl" 2>"$work/job.log" &
+else
+  "${job_cmd[@]}" $print 2>"$work/job.log" &
+fi
+job=$!
+pids+=($job)
+
+newest_checkpoint() {
+  # A checkpoint is complete once its _metadata exists (written last).
+  local n=0 m
+  for m in "$ckpt_dir"/chk-*/_metadata; do
+    [ -e "$m" ] || continue
+    m=${m%/_metadata}
+    m=${m##*/chk-}
+    [ "$m" -gt "$n" ] && n=$m
+  done
+  echo "$n"
+}
+
+if [ -n "$kill_after" ]; then
+  # Kill mid-stream: once alerts flow, after a checkpoint taken since then
+  # (so there is state and a position to restore), plus kill_after ms.
+  deadline=$((SECONDS + timeout_s))
+  until [ -s "$work/alerts-before-kill.jsonl" ]; do
+    kill -0 "$job" 2>/dev/null || fail "the job ended before writing an alert"
+    [ $SECONDS -lt $deadline ] || fail "no alert after ${timeout_s}s"
+    sleep 0.02
+  done
+  seen=$(newest_checkpoint)
+  while [ "$(newest_checkpoint)" -le "$seen" ]; do
+    kill -0 "$job" 2>/dev/null || fail "the job ended before a checkpoint"
+    [ $SECONDS -lt $deadline ] || fail "no checkpoint after ${timeout_s}s"
+    sleep 0.02
+  done
+  sleep "$(awk "BEGIN { print $kill_after / 1000 }")"
+  kill -0 "$job" 2>/dev/null || fail "the job ended before it could be killed"
+  kill -KILL "$job"
+  wait "$job" 2>/dev/null || true
+  echo "run-example: killed the job with SIGKILL after it wrote" \
+    "$(wc -l <"$work/alerts-before-kill.jsonl") alerts; newest checkpoint:" \
+    "chk-$(newest_checkpoint); restarting it with restore.from=latest"
+  "${job_cmd[@]}" $print 2>"$work/job2.log" &
+  job=$!
+  pids+=($job)
+fi
+
+wait_for "$gen" generator
+[ "$st" = 0 ] || fail "the generator failed (exit $st)"
+cat "$work/gen.log" >&2
+wait_for "$job" job
+[ "$st" = 0 ] || fail "the job failed (exit $st)"
+cat "$work"/job*.log >&2
+if [ -n "$kill_after" ]; then
+  echo "run-example: restarted $(grep -h "records, wrote" "$work/job2.log")"
+fi
+
+st=0
+"$bin/$example-eval" "${broker[@]}" --labels "$work/labels.jsonl" || st=$?
+exit "$st"

@@ -1,0 +1,1112 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The RocksDB state backend: one DB per worker under state.dir with a
+ * column family per state; the job's memory budget (one block cache for
+ * every worker's DB; write buffers and write-back caches split between
+ * workers); the job directory's lock; metadata; native snapshots (flush,
+ * then a hard-linked checkpoint), restores and read-only snapshot handles;
+ * errors that name the directory and RocksDB's reason. Data operations
+ * are in rocksdb_ops.c, the write-back cache in rocksdb_cache.c. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/conf.h"
+#include "core/util.h"
+#include "sluice/common.h"
+#include "state/rocksdb.h"
+
+#define RK_FORMAT 1
+/* Metadata lives in the default column family; states are "s:<name>". */
+#define META_FORMAT "sluice/format"
+#define META_RANGE "sluice/range"
+#define META_STATE "sluice/state/"
+#define META_STATS "sluice/stats/"
+#define CF_PREFIX "s:"
+#define MIB ((size_t)1 << 20)
+
+static const sl__backend_ops rk_ro_ops;
+
+/* ---- Files -------------------------------------------------------------- */
+
+/* mkdir -p; 0 or an errno. */
+static int mkdir_p(const char *path) {
+  char *p = sl__strdup(path);
+  if (!p)
+    return ENOMEM;
+  int rc = 0;
+  for (char *s = p + 1;; s++) {
+    if (*s != '/' && *s)
+      continue;
+    char c = *s;
+    *s = '\0';
+    if (mkdir(p, 0777) && errno != EEXIST) {
+      rc = errno;
+      break;
+    }
+    *s = c;
+    if (!c)
+      break;
+  }
+  struct stat sb;
+  if (!rc && (stat(p, &sb) || !S_ISDIR(sb.st_mode)))
+    rc = ENOTDIR;
+  free(p);
+  return rc;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag,
+                  struct FTW *ftw) {
+  (void)sb, (void)ftw;
+  if (flag == FTW_DP)
+    rmdir(path);
+  else
+    unlink(path);
+  return 0;
+}
+
+static void rm_rf(const char *path) {
+  nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int copy_file(const char *from, const char *to) {
+  int in = open(from, O_RDONLY | O_CLOEXEC), rc = 0;
+  if (in < 0)
+    return errno;
+  int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (out < 0) {
+    rc = errno;
+    close(in);
+    return rc;
+  }
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = read(in, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      rc = n < 0 ? errno : 0;
+      break;
+    }
+    for (ssize_t o = 0; o < n;) {
+      ssize_t w = write(out, buf + o, (size_t)(n - o));
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w < 0) {
+        rc = errno;
+        goto done;
+      }
+      o += w;
+    }
+  }
+done:
+  if (close(out) && !rc)
+    rc = errno;
+  close(in);
+  return rc;
+}
+
+static int path_join(char *buf, size_t n, const char *dir, const char *name) {
+  int l = snprintf(buf, n, "%s/%s", dir, name);
+  return l < 0 || (size_t)l >= n ? -1 : 0;
+}
+
+/* A working copy of a snapshot: immutable table files hard-linked (copied
+ * across filesystems), the rest (MANIFEST, CURRENT, OPTIONS) copied, since
+ * RocksDB may write to those and the snapshot must stay intact. */
+static int clone_dir(const char *from, const char *to, char *what,
+                     size_t whatlen) {
+  DIR *d = opendir(from);
+  if (!d) {
+    sl__errf(what, whatlen, "cannot read \"%s\": %s", from, strerror(errno));
+    return -1;
+  }
+  int rc = mkdir(to, 0777) ? errno : 0;
+  struct dirent *de;
+  while (!rc && (de = readdir(d))) {
+    const char *n = de->d_name;
+    if (!strcmp(n, ".") || !strcmp(n, "..") || !strcmp(n, "LOCK") ||
+        !strncmp(n, "LOG", 3))
+      continue;
+    char src[PATH_MAX], dst[PATH_MAX];
+    if (path_join(src, sizeof(src), from, n) ||
+        path_join(dst, sizeof(dst), to, n)) {
+      rc = ENAMETOOLONG;
+      sl__errf(what, whatlen, "\"%s/%s\": %s", to, n, strerror(rc));
+      break;
+    }
+    size_t l = strlen(n);
+    bool immutable = (l > 4 && !strcmp(n + l - 4, ".sst")) ||
+                     (l > 5 && !strcmp(n + l - 5, ".blob"));
+    if (immutable && link(src, dst) == 0)
+      continue;
+    if ((rc = copy_file(src, dst)))
+      sl__errf(what, whatlen, "cannot copy \"%s\" to \"%s\": %s", src, dst,
+               strerror(rc));
+  }
+  closedir(d);
+  if (rc && !*what)
+    sl__errf(what, whatlen, "cannot create \"%s\": %s", to, strerror(rc));
+  return rc ? -1 : 0;
+}
+
+/* ---- Job-wide resources ------------------------------------------------- */
+
+static void env_free(void *p) {
+  rk_env *e = p;
+  if (!e)
+    return;
+  if (e->cache)
+    rocksdb_cache_destroy(e->cache);
+  if (e->private_dir && e->dir)
+    rm_rf(e->dir);
+  /* The lock file stays (unlinking it would let a process that opened the
+   * old one hold a lock nobody else sees); the directory goes if empty. */
+  if (e->lock_fd >= 0)
+    close(e->lock_fd);
+  free(e->dir);
+  free(e->state_dir);
+  free(e);
+}
+
+/* Job names become directory names: anything but [A-Za-z0-9._-] is '_'. */
+static char *dir_name(const char *job) {
+  size_t n = job && *job ? strlen(job) : 3;
+  char *s = malloc(n + 1);
+  if (!s)
+    return NULL;
+  if (!job || !*job)
+    job = "job";
+  for (size_t i = 0; i < n; i++) {
+    char c = job[i];
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    s[i] = ok ? c : '_';
+  }
+  s[n] = '\0';
+  if (s[0] == '.')
+    s[0] = '_'; /* never ".", ".." or hidden */
+  return s;
+}
+
+/* Sizes from the configuration; the directory: the job's (locked), a
+ * private one (no job), or none (read-only snapshot handles). */
+enum { ENV_JOB, ENV_PRIVATE, ENV_NODIR };
+
+static rk_env *env_new(const sl__backend_conf *bc, int kind, char *err,
+                       size_t errlen) {
+  const sl_conf_t *conf = bc->conf;
+  rk_env *e = calloc(1, sizeof(*e));
+  if (!e) {
+    sl__errf(err, errlen, "RocksDB state: out of memory");
+    return NULL;
+  }
+  e->lock_fd = -1;
+  e->state_dir = sl__strdup(sl__conf_str(conf, "state.dir"));
+  e->budget = (size_t)sl__conf_int(conf, "state.rocksdb.memory");
+  int wbp = (int)sl__conf_int(conf, "state.rocksdb.write_buffer.percent");
+  int wkp = (int)sl__conf_int(conf, "state.rocksdb.write_back.percent");
+  e->wb_count = (int)sl__conf_int(conf, "state.rocksdb.write_buffer.count");
+  e->par = bc->par > 0 ? bc->par : 1;
+  if (!e->state_dir)
+    goto nomem;
+  if (wbp + wkp > 90) {
+    sl__errf(err, errlen,
+             "RocksDB state: state.rocksdb.write_buffer.percent (%d) + "
+             "state.rocksdb.write_back.percent (%d) must leave at least 10%% "
+             "of state.rocksdb.memory for the block cache",
+             wbp, wkp);
+    env_free(e);
+    return NULL;
+  }
+  e->write_buffer = e->budget * (size_t)wbp / 100; /* < 2^47: no overflow */
+  e->write_back = e->budget * (size_t)wkp / 100;
+  e->block_cache = e->budget - e->write_buffer - e->write_back;
+  if (kind == ENV_NODIR) {
+    /* A reader of snapshots: a small cache is enough. */
+    e->block_cache = e->block_cache < 32 * MIB ? e->block_cache : 32 * MIB;
+  } else {
+    int rc = mkdir_p(e->state_dir);
+    if (rc) {
+      sl__errf(err, errlen,
+               "RocksDB state: state.dir \"%s\": cannot create it: %s",
+               e->state_dir, strerror(rc));
+      env_free(e);
+      return NULL;
+    }
+    if (kind == ENV_PRIVATE) {
+      size_t n = strlen(e->state_dir) + 32;
+      if (!(e->dir = malloc(n)))
+        goto nomem;
+      snprintf(e->dir, n, "%s/private-XXXXXX", e->state_dir);
+      if (!mkdtemp(e->dir)) {
+        sl__errf(err, errlen,
+                 "RocksDB state: state.dir \"%s\": cannot create a directory "
+                 "in it: %s",
+                 e->state_dir, strerror(errno));
+        env_free(e);
+        return NULL;
+      }
+      e->private_dir = true;
+    } else {
+      char *name = dir_name(bc->job);
+      size_t n = strlen(e->state_dir) + (name ? strlen(name) : 0) + 16;
+      if (!name || !(e->dir = malloc(n))) {
+        free(name);
+        goto nomem;
+      }
+      snprintf(e->dir, n, "%s/%s", e->state_dir, name);
+      free(name);
+      char lock[PATH_MAX];
+      errno = ENAMETOOLONG;
+      if (path_join(lock, sizeof(lock), e->dir, ".lock") ||
+          (mkdir(e->dir, 0777) && errno != EEXIST) ||
+          (e->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0) {
+        sl__errf(err, errlen,
+                 "RocksDB state: state.dir \"%s\": cannot create \"%s\": %s",
+                 e->state_dir, lock, strerror(errno));
+        env_free(e);
+        return NULL;
+      }
+      if (flock(e->lock_fd, LOCK_EX | LOCK_NB)) {
+        int en = errno;
+        sl__errf(err, errlen,
+                 "RocksDB state: state.dir \"%s\" is in use: job \"%s\" is "
+                 "already running with it (\"%s\" is locked by another "
+                 "process or job: %s); give each running job its own "
+                 "state.dir or job name",
+                 e->state_dir, bc->job ? bc->job : "", lock,
+                 en == EWOULDBLOCK ? "held" : strerror(en));
+        env_free(e);
+        return NULL;
+      }
+    }
+  }
+  /* Shards of at least 8 MiB: a block bigger than its shard is evicted
+   * as soon as it is inserted, and read again on every access. */
+  int bits = 0;
+  while (bits < 6 && (e->block_cache >> (bits + 1)) >= 8 * MIB)
+    bits++;
+  rocksdb_lru_cache_options_t *lo = rocksdb_lru_cache_options_create();
+  if (lo) {
+    rocksdb_lru_cache_options_set_capacity(lo, e->block_cache);
+    rocksdb_lru_cache_options_set_num_shard_bits(lo, bits);
+    e->cache = rocksdb_cache_create_lru_opts(lo);
+    rocksdb_lru_cache_options_destroy(lo);
+  }
+  if (!e->cache)
+    goto nomem;
+  return e;
+nomem:
+  sl__errf(err, errlen, "RocksDB state: out of memory");
+  env_free(e);
+  return NULL;
+}
+
+/* The job's env, made by whichever worker comes first. */
+static rk_env *env_get(const sl__backend_conf *bc, int kind, bool *own,
+                       char *err, size_t errlen) {
+  *own = !bc->shared;
+  if (!bc->shared)
+    return env_new(bc, kind == ENV_JOB ? ENV_PRIVATE : kind, err, errlen);
+  pthread_mutex_lock(&bc->shared->lock);
+  rk_env *e = bc->shared->p;
+  if (!e && (e = env_new(bc, ENV_JOB, err, errlen))) {
+    bc->shared->p = e;
+    bc->shared->free_fn = env_free;
+  }
+  pthread_mutex_unlock(&bc->shared->lock);
+  return e;
+}
+
+/* ---- Errors ------------------------------------------------------------- */
+
+int sl__rk_fail(rk *b, const char *what, char *rerr) {
+  int rc = rerr && !strncmp(rerr, "Corruption", 10) ? SL_ERR_CORRUPT
+           : rerr                                   ? SL_ERR_IO
+                                                    : SL_ERR_CORRUPT;
+  if (!b->failed) {
+    b->failed = rc;
+    sl__errf(b->errbuf, sizeof(b->errbuf),
+             "RocksDB state of worker %d in \"%s\" (state.dir \"%s\"): %s "
+             "failed: %s",
+             b->worker, b->dir ? b->dir : "", b->env->state_dir, what,
+             rerr ? rerr : "a key that this backend did not write");
+    b->base.errmsg = b->errbuf;
+  }
+  rocksdb_free(rerr);
+  return rc;
+}
+
+/* ---- States and metadata ------------------------------------------------ */
+
+static void be32(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16);
+  p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
+}
+static uint32_t get_le32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+         (uint32_t)p[3] << 24;
+}
+static void le32(unsigned char *p, uint32_t v) {
+  for (int i = 0; i < 4; i++, v >>= 8)
+    p[i] = (unsigned char)v;
+}
+static void le64(unsigned char *p, uint64_t v) {
+  for (int i = 0; i < 8; i++, v >>= 8)
+    p[i] = (unsigned char)v;
+}
+static uint64_t get_le64(const unsigned char *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--)
+    v = v << 8 | p[i];
+  return v;
+}
+
+static size_t meta_key(char *buf, const char *prefix, uint32_t id) {
+  size_t n = strlen(prefix);
+  memcpy(buf, prefix, n);
+  be32((unsigned char *)buf + n, id);
+  return n + 4;
+}
+
+static int meta_put(rk *b, const char *key, size_t kl, const void *val,
+                    size_t vl) {
+  char *err = NULL;
+  rocksdb_put_cf(b->db, b->wo, b->cf_meta, key, kl, val, vl, &err);
+  b->wseq++;
+  return err ? sl__rk_fail(b, "writing metadata", err) : 0;
+}
+
+/* A metadata value (malloc'd, rocksdb_free), NULL when absent. */
+static char *meta_get(rk *b, const char *key, size_t kl, size_t *vl,
+                      char **err) {
+  return rocksdb_get_cf(b->db, b->ro, b->cf_meta, key, kl, vl, err);
+}
+
+static rk_state *state_new(rk *b, const char *name, sl__btype type) {
+  rk_state *st = calloc(1, sizeof(*st));
+  if (!st)
+    return NULL;
+  st->b = b;
+  st->type = type;
+  atomic_init(&st->ttl_ms, 0);
+  atomic_init(&st->ttl_domain, 0);
+  atomic_init(&st->dropped_entries, 0);
+  atomic_init(&st->dropped_bytes, 0);
+  st->name = sl__strdup(name);
+  st->opts = rocksdb_options_create_copy(b->opts);
+  st->filter = sl__rk_filter(st);
+  if (!st->name || !st->opts || !st->filter) {
+    if (st->opts)
+      rocksdb_options_destroy(st->opts);
+    if (st->filter)
+      rocksdb_compactionfilter_destroy(st->filter);
+    free(st->name);
+    free(st);
+    return NULL;
+  }
+  rocksdb_options_set_compaction_filter(st->opts, st->filter);
+  return st;
+}
+
+/* After the DB is closed: the filter may run until then. */
+static void state_free(rk_state *st) {
+  if (!st)
+    return;
+  rocksdb_options_destroy(st->opts);
+  rocksdb_compactionfilter_destroy(st->filter);
+  free(st->name);
+  free(st);
+}
+
+static int states_reserve(rk *b, uint32_t n) {
+  if (n <= b->cap_states)
+    return 0;
+  uint32_t cap = b->cap_states ? b->cap_states * 2 : 8;
+  while (cap < n)
+    cap *= 2;
+  rk_state **s = realloc(b->states, cap * sizeof(*s));
+  if (!s)
+    return SL_ERR_NOMEM;
+  memset(s + b->cap_states, 0, (cap - b->cap_states) * sizeof(*s));
+  b->states = s;
+  b->cap_states = cap;
+  return 0;
+}
+
+static int rk_register(sl__backend *be, const char *name, sl__btype type,
+                       uint32_t *id) {
+  rk *b = (rk *)be;
+  for (uint32_t i = 0; i < b->n_states; i++) {
+    if (strcmp(b->states[i]->name, name) == 0) {
+      if (b->states[i]->type != type)
+        return SL_ERR_INVAL;
+      *id = i;
+      return 0;
+    }
+  }
+  if (b->readonly)
+    return SL_ERR_NOTFOUND;
+  int rc = rk_failed(b);
+  if (rc || (rc = states_reserve(b, b->n_states + 1)))
+    return rc;
+  rk_state *st = state_new(b, name, type);
+  size_t nl = strlen(name);
+  char *cfname = malloc(nl + sizeof(CF_PREFIX));
+  unsigned char *val = malloc(nl + 1);
+  if (!st || !cfname || !val) {
+    state_free(st);
+    free(cfname);
+    free(val);
+    return SL_ERR_NOMEM;
+  }
+  snprintf(cfname, nl + sizeof(CF_PREFIX), "%s%s", CF_PREFIX, name);
+  char *err = NULL;
+  st->cf = rocksdb_create_column_family(b->db, st->opts, cfname, &err);
+  free(cfname);
+  if (err) {
+    state_free(st);
+    free(val);
+    return sl__rk_fail(b, "creating a column family", err);
+  }
+  st->id = b->n_states;
+  b->states[b->n_states++] = st;
+  char key[32];
+  val[0] = (unsigned char)type;
+  memcpy(val + 1, name, nl);
+  rc = meta_put(b, key, meta_key(key, META_STATE, st->id), val, nl + 1);
+  free(val);
+  if (rc)
+    return rc;
+  *id = st->id;
+  return 0;
+}
+
+static uint32_t rk_state_count(const sl__backend *be) {
+  return ((const rk *)be)->n_states;
+}
+
+static int rk_state_info(const sl__backend *be, uint32_t id, const char **name,
+                         sl__btype *type) {
+  const rk *b = (const rk *)be;
+  if (id >= b->n_states)
+    return SL_ERR_NOTFOUND;
+  *name = b->states[id]->name;
+  *type = b->states[id]->type;
+  return 0;
+}
+
+static void rk_stats(const sl__backend *be, uint32_t state,
+                     sl__state_stats *out) {
+  const rk *b = (const rk *)be;
+  memset(out, 0, sizeof(*out));
+  if (state >= b->n_states)
+    return;
+  rk_state *st = b->states[state];
+  uint64_t de =
+      atomic_load_explicit(&st->dropped_entries, memory_order_relaxed);
+  uint64_t db = atomic_load_explicit(&st->dropped_bytes, memory_order_relaxed);
+  out->entries = st->stats.entries > de ? st->stats.entries - de : 0;
+  out->bytes = st->stats.bytes > db ? st->stats.bytes - db : 0;
+}
+
+static void rk_set_ttl(sl__backend *be, uint32_t state, int64_t ttl_ms,
+                       int domain) {
+  rk *b = (rk *)be;
+  if (state >= b->n_states)
+    return;
+  rk_state *st = b->states[state];
+  atomic_store_explicit(&st->ttl_domain, domain != 0, memory_order_relaxed);
+  atomic_store_explicit(&st->ttl_ms, ttl_ms > 0 ? ttl_ms : 0,
+                        memory_order_release);
+}
+
+/* Reads what open needs from the metadata of an existing DB: its format,
+ * key groups, states (in id order) and their stats. */
+static int meta_load(rk *b, uint32_t range[3], char *what, size_t whatlen) {
+  char *err = NULL;
+  size_t vl;
+  char *v = meta_get(b, META_FORMAT, strlen(META_FORMAT), &vl, &err);
+  if (err || !v || vl != 4 || get_le32((unsigned char *)v) != RK_FORMAT) {
+    sl__errf(what, whatlen, "not a sluice RocksDB state: %s",
+             err ? err : "no or unknown format marker");
+    rocksdb_free(err);
+    rocksdb_free(v);
+    return SL_ERR_CORRUPT;
+  }
+  rocksdb_free(v);
+  v = meta_get(b, META_RANGE, strlen(META_RANGE), &vl, &err);
+  if (err || !v || vl != 12) {
+    sl__errf(what, whatlen, "no key-group range: %s", err ? err : "missing");
+    rocksdb_free(err);
+    rocksdb_free(v);
+    return SL_ERR_CORRUPT;
+  }
+  for (int i = 0; i < 3; i++)
+    range[i] = get_le32((unsigned char *)v + 4 * i);
+  rocksdb_free(v);
+  /* Every column family but the default is a state with metadata. */
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < b->cap_states && b->states[i]; i++)
+    n++;
+  rk_state **byid = calloc(n ? n : 1, sizeof(*byid));
+  if (!byid)
+    return SL_ERR_NOMEM;
+  int rc = 0;
+  for (uint32_t id = 0; id < n && !rc; id++) {
+    char key[32];
+    v = meta_get(b, key, meta_key(key, META_STATE, id), &vl, &err);
+    if (err || !v || vl < 1) {
+      sl__errf(what, whatlen, "state %u has no metadata: %s", id,
+               err ? err : "missing");
+      rc = SL_ERR_CORRUPT;
+    } else {
+      for (uint32_t i = 0; i < n; i++) {
+        rk_state *st = b->states[i];
+        if (strlen(st->name) == vl - 1 && !memcmp(st->name, v + 1, vl - 1)) {
+          st->type = (sl__btype)(unsigned char)v[0];
+          st->id = id;
+          byid[id] = st;
+        }
+      }
+      if (!byid[id] || (unsigned char)v[0] > SL__BT_MAP) {
+        sl__errf(what, whatlen, "state %u (\"%.*s\") has no column family", id,
+                 (int)(vl - 1), v + 1);
+        rc = SL_ERR_CORRUPT;
+      }
+    }
+    rocksdb_free(err);
+    err = NULL;
+    rocksdb_free(v);
+    if (rc)
+      break;
+    v = meta_get(b, key, meta_key(key, META_STATS, id), &vl, &err);
+    if (v && vl == 16) {
+      byid[id]->stats.entries = get_le64((unsigned char *)v);
+      byid[id]->stats.bytes = get_le64((unsigned char *)v + 8);
+    }
+    rocksdb_free(err);
+    err = NULL;
+    rocksdb_free(v);
+  }
+  if (!rc) {
+    memcpy(b->states, byid, n * sizeof(*byid));
+    b->n_states = n;
+  }
+  free(byid);
+  return rc;
+}
+
+/* ---- Open and close ----------------------------------------------------- */
+
+static int make_options(rk *b) {
+  rk_env *e = b->env;
+  size_t wb = e->write_buffer / (size_t)e->par;
+  if (wb < 2 * MIB)
+    wb = 2 * MIB;
+  rocksdb_options_t *o = b->opts = rocksdb_options_create();
+  b->topts = rocksdb_block_based_options_create();
+  b->ro = rocksdb_readoptions_create();
+  b->wo = rocksdb_writeoptions_create();
+  if (!o || !b->topts || !b->ro || !b->wo)
+    return SL_ERR_NOMEM;
+  rocksdb_options_set_create_if_missing(o, 1);
+  rocksdb_options_set_max_background_jobs(o, 2);
+  /* All memtables of this worker's DB; per column family, room for
+   * write_buffer.count of them within that. */
+  rocksdb_options_set_db_write_buffer_size(o, wb);
+  rocksdb_options_set_write_buffer_size(o, wb / (size_t)e->wb_count);
+  rocksdb_options_set_max_write_buffer_number(o, e->wb_count);
+  /* A bloom filter over each memtable's keys too: most lookups that miss
+   * the write-back cache are for new keys, and a big memtable's skiplist
+   * walk is the costliest part of such a miss. */
+  rocksdb_options_set_memtable_prefix_bloom_size_ratio(o, 0.05);
+  rocksdb_options_set_memtable_whole_key_filtering(o, 1);
+  rocksdb_options_set_level_compaction_dynamic_level_bytes(o, 1);
+  rocksdb_options_set_info_log_level(o, 2); /* warnings and errors */
+  rocksdb_options_set_keep_log_file_num(o, 2);
+  rocksdb_options_set_max_log_file_size(o, MIB);
+  rocksdb_options_set_merge_operator(o, sl__rk_merge_operator());
+  /* Index and filter blocks live in the block cache, so the budget bounds
+   * them too; bloom filters make a miss for a new key cheap. Both are
+   * partitioned (a small top level, pinned, over 4 KiB partitions): a
+   * whole-file filter of a large table is megabytes, and one that does
+   * not stay cached is read from disk on every lookup. */
+  rocksdb_block_based_options_set_block_cache(b->topts, e->cache);
+  rocksdb_block_based_options_set_filter_policy(
+      b->topts, rocksdb_filterpolicy_create_bloom_full(10));
+  rocksdb_block_based_options_set_index_type(
+      b->topts, rocksdb_block_based_table_index_type_two_level_index_search);
+  rocksdb_block_based_options_set_partition_filters(b->topts, 1);
+  rocksdb_block_based_options_set_metadata_block_size(b->topts, 4096);
+  rocksdb_block_based_options_set_cache_index_and_filter_blocks(b->topts, 1);
+  rocksdb_block_based_options_set_cache_index_and_filter_blocks_with_high_priority(
+      b->topts, 1);
+  rocksdb_block_based_options_set_pin_top_level_index_and_filter(b->topts, 1);
+  rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(
+      b->topts, 1);
+  rocksdb_block_based_options_set_format_version(b->topts, 5);
+  rocksdb_options_set_block_based_table_factory(o, b->topts);
+  /* Checkpoints make the state durable; a WAL would only cost. */
+  rocksdb_writeoptions_disable_WAL(b->wo, 1);
+  return 0;
+}
+
+/* Opens b->dir (or dir, read-only) as it exists: every column family. */
+static int open_existing(rk *b, const char *dir, char *what, size_t whatlen) {
+  char *err = NULL;
+  size_t n = 0;
+  char **names = rocksdb_list_column_families(b->opts, dir, &n, &err);
+  if (err) {
+    sl__errf(what, whatlen, "cannot open \"%s\": %s", dir, err);
+    rocksdb_free(err);
+    rocksdb_list_column_families_destroy(names, n); /* allocated anyway */
+    return SL_ERR_IO;
+  }
+  const rocksdb_options_t **copts = calloc(n, sizeof(*copts));
+  rocksdb_column_family_handle_t **h = calloc(n, sizeof(*h));
+  int rc = copts && h ? states_reserve(b, (uint32_t)n) : SL_ERR_NOMEM;
+  uint32_t ns = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    if (!strcmp(names[i], "default")) {
+      copts[i] = b->opts;
+      continue;
+    }
+    if (strncmp(names[i], CF_PREFIX, strlen(CF_PREFIX))) {
+      sl__errf(what, whatlen,
+               "\"%s\" has a column family \"%s\" we did not make", dir,
+               names[i]);
+      rc = SL_ERR_CORRUPT;
+      break;
+    }
+    rk_state *st = state_new(b, names[i] + strlen(CF_PREFIX), SL__BT_VALUE);
+    if (!st) {
+      rc = SL_ERR_NOMEM;
+      break;
+    }
+    b->states[ns++] = st;
+    copts[i] = st->opts;
+  }
+  if (!rc) {
+    if (b->readonly)
+      b->db = rocksdb_open_for_read_only_column_families(
+          b->opts, dir, (int)n, (const char *const *)names, copts, h, 0, &err);
+    else
+      b->db = rocksdb_open_column_families(
+          b->opts, dir, (int)n, (const char *const *)names, copts, h, &err);
+    if (err) {
+      sl__errf(what, whatlen, "cannot open \"%s\": %s", dir, err);
+      rc = !strncmp(err, "Corruption", 10) ? SL_ERR_CORRUPT : SL_ERR_IO;
+      rocksdb_free(err);
+    }
+  }
+  for (size_t i = 0, s = 0; !rc && i < n; i++) {
+    if (!strcmp(names[i], "default"))
+      b->cf_meta = h[i];
+    else
+      b->states[s++]->cf = h[i];
+  }
+  if (!rc && !b->cf_meta) {
+    sl__errf(what, whatlen, "\"%s\" has no default column family", dir);
+    rc = SL_ERR_CORRUPT;
+  }
+  rocksdb_list_column_families_destroy(names, n);
+  free(copts);
+  free(h);
+  return rc;
+}
+
+static void rk_close(sl__backend *be) {
+  rk *b = (rk *)be;
+  if (!b)
+    return;
+  sl__rk_mapit_reset(b);
+  if (b->mit.ro)
+    rocksdb_readoptions_destroy(b->mit.ro);
+  free(b->mit.prefix);
+  free(b->mit.upper);
+  free(b->mit_buf);
+  if (b->db) {
+    /* The state is discarded (checkpoints hold what must last): stop the
+     * background work instead of finishing it. */
+    rocksdb_cancel_all_background_work(b->db, 1);
+    if (b->cf_meta)
+      rocksdb_column_family_handle_destroy(b->cf_meta);
+    for (uint32_t i = 0; i < b->cap_states && b->states[i]; i++)
+      if (b->states[i]->cf)
+        rocksdb_column_family_handle_destroy(b->states[i]->cf);
+    rocksdb_close(b->db);
+  }
+  for (uint32_t i = 0; i < b->cap_states && b->states[i]; i++)
+    state_free(b->states[i]);
+  free(b->states);
+  if (b->opts)
+    rocksdb_options_destroy(b->opts);
+  if (b->topts)
+    rocksdb_block_based_options_destroy(b->topts);
+  if (b->ro)
+    rocksdb_readoptions_destroy(b->ro);
+  if (b->wo)
+    rocksdb_writeoptions_destroy(b->wo);
+  sl__rk_cache_free(b);
+  free(b->kbuf);
+  if (b->dir && !b->readonly)
+    rm_rf(b->dir);
+  if (b->logdir)
+    rm_rf(b->logdir);
+  free(b->logdir);
+  free(b->dir);
+  if (b->own_env)
+    env_free(b->env);
+  free(b);
+}
+
+static bool range_ok(const sl__backend_conf *bc, char *err, size_t errlen) {
+  /* Key groups are 2 bytes in keys; a key group's end must be too. */
+  if (!bc->max_par || bc->max_par > 32768 || bc->kg_lo >= bc->kg_hi ||
+      bc->kg_hi > bc->max_par) {
+    sl__errf(err, errlen,
+             "RocksDB state backend: bad key-group range %u..%u of %u",
+             bc->kg_lo, bc->kg_hi, bc->max_par);
+    return false;
+  }
+  return true;
+}
+
+static rk *rk_new(const sl__backend_conf *bc, int env_kind, char *err,
+                  size_t errlen) {
+  rk *b = calloc(1, sizeof(*b));
+  if (!b) {
+    sl__errf(err, errlen, "RocksDB state: out of memory");
+    return NULL;
+  }
+  b->worker = bc->worker;
+  atomic_init(&b->base.ttl_now[0], INT64_MIN);
+  atomic_init(&b->base.ttl_now[1], INT64_MIN);
+  if (!(b->env = env_get(bc, env_kind, &b->own_env, err, errlen))) {
+    free(b);
+    return NULL;
+  }
+  size_t wbc = b->env->write_back / (size_t)b->env->par;
+  if (env_kind == ENV_NODIR)
+    wbc = 8 * MIB; /* reads only */
+  if (make_options(b) || sl__rk_cache_init(b, wbc < MIB ? MIB : wbc)) {
+    sl__errf(err, errlen, "RocksDB state: out of memory");
+    rk_close(&b->base);
+    return NULL;
+  }
+  return b;
+}
+
+static sl__backend *rk_open(const sl__backend_conf *bc, char *err,
+                            size_t errlen) {
+  if (!range_ok(bc, err, errlen))
+    return NULL;
+  rk *b = rk_new(bc, ENV_JOB, err, errlen);
+  if (!b)
+    return NULL;
+  b->base.ops = &sl__rocksdb_ops;
+  b->base.kg_lo = bc->kg_lo;
+  b->base.kg_hi = bc->kg_hi;
+  b->base.max_par = bc->max_par;
+  rk_env *e = b->env;
+  size_t n = strlen(e->dir) + 32;
+  char what[1024] = "";
+  int rc = 0;
+  if (!(b->dir = malloc(n))) {
+    rk_close(&b->base);
+    sl__errf(err, errlen, "RocksDB state: out of memory");
+    return NULL;
+  }
+  if (e->private_dir)
+    snprintf(b->dir, n, "%s/db", e->dir);
+  else
+    snprintf(b->dir, n, "%s/w%d", e->dir, bc->worker);
+  /* Left over from a run that did not end cleanly: the job's lock says
+   * nobody uses it. */
+  rm_rf(b->dir);
+  if (bc->restore_dir) {
+    if (clone_dir(bc->restore_dir, b->dir, what, sizeof(what)))
+      rc = SL_ERR_IO;
+    else if (!(rc = open_existing(b, b->dir, what, sizeof(what)))) {
+      uint32_t range[3];
+      if (!(rc = meta_load(b, range, what, sizeof(what))) &&
+          (range[0] != bc->max_par || range[1] != bc->kg_lo ||
+           range[2] != bc->kg_hi)) {
+        sl__errf(what, sizeof(what),
+                 "it holds key groups %u..%u of %u, this worker owns %u..%u "
+                 "of %u",
+                 range[1], range[2], range[0], bc->kg_lo, bc->kg_hi,
+                 bc->max_par);
+        rc = SL_ERR_INVAL;
+      }
+    }
+    if (rc) {
+      sl__errf(err, errlen,
+               "RocksDB state of worker %d: cannot restore from \"%s\": %s",
+               bc->worker, bc->restore_dir, what);
+      rk_close(&b->base);
+      return NULL;
+    }
+    return &b->base;
+  }
+  const char *names[] = {"default"};
+  const rocksdb_options_t *copts[] = {b->opts};
+  rocksdb_column_family_handle_t *h[1] = {NULL};
+  char *rerr = NULL;
+  b->db =
+      rocksdb_open_column_families(b->opts, b->dir, 1, names, copts, h, &rerr);
+  b->cf_meta = h[0];
+  if (!rerr) {
+    unsigned char v[12];
+    le32(v, RK_FORMAT);
+    if (!(rc = meta_put(b, META_FORMAT, strlen(META_FORMAT), v, 4))) {
+      le32(v, bc->max_par), le32(v + 4, bc->kg_lo), le32(v + 8, bc->kg_hi);
+      rc = meta_put(b, META_RANGE, strlen(META_RANGE), v, 12);
+    }
+  }
+  if (rerr || rc) {
+    sl__errf(
+        err, errlen,
+        "RocksDB state of worker %d: state.dir \"%s\": cannot open \"%s\": "
+        "%s",
+        bc->worker, e->state_dir, b->dir, rerr ? rerr : b->errbuf);
+    rocksdb_free(rerr);
+    rk_close(&b->base);
+    return NULL;
+  }
+  return &b->base;
+}
+
+static sl__backend *rk_open_snapshot(const char *dir,
+                                     const sl__backend_conf *bc, char *err,
+                                     size_t errlen) {
+  rk *b = rk_new(bc, ENV_NODIR, err, errlen);
+  if (!b)
+    return NULL;
+  b->base.ops = &rk_ro_ops;
+  b->readonly = true;
+  char what[1024] = "";
+  uint32_t range[3] = {0, 0, 0};
+  int rc = (b->dir = sl__strdup(dir)) ? 0 : SL_ERR_NOMEM;
+  /* Even read-only, RocksDB writes a LOG file where the database is: not
+   * in a snapshot, which must stay as the checkpoint wrote it. */
+  const char *tmp = getenv("TMPDIR");
+  size_t n = strlen(tmp && *tmp ? tmp : "/tmp") + 32;
+  if (!rc && (b->logdir = malloc(n))) {
+    snprintf(b->logdir, n, "%s/sluice-reader-XXXXXX",
+             tmp && *tmp ? tmp : "/tmp");
+    if (mkdtemp(b->logdir))
+      rocksdb_options_set_db_log_dir(b->opts, b->logdir);
+    else
+      free(b->logdir), b->logdir = NULL; /* the LOG goes beside it */
+  }
+  if (!rc && !(rc = open_existing(b, dir, what, sizeof(what))) &&
+      !(rc = meta_load(b, range, what, sizeof(what))) && bc->max_par &&
+      range[0] != bc->max_par) {
+    sl__errf(what, sizeof(what),
+             "it has %u key groups (max.parallelism), the job %u: that cannot "
+             "change",
+             range[0], bc->max_par);
+    rc = SL_ERR_INVAL;
+  }
+  if (rc) {
+    sl__errf(err, errlen, "RocksDB snapshot \"%s\": %s", dir,
+             *what ? what : sl_strerror(rc));
+    rk_close(&b->base);
+    return NULL;
+  }
+  b->base.max_par = range[0];
+  b->base.kg_lo = range[1];
+  b->base.kg_hi = range[2];
+  return &b->base;
+}
+
+/* ---- Snapshots ---------------------------------------------------------- */
+
+/* Makes RocksDB's files hold everything: the write-back cache, then the
+ * memtables. */
+static int flush_all(rk *b) {
+  int rc = rk_failed(b);
+  if (rc || (rc = sl__rk_flush(b)))
+    return rc;
+  for (uint32_t id = 0; id < b->n_states && !rc; id++) {
+    rk_state *st = b->states[id];
+    sl__state_stats s;
+    rk_stats(&b->base, id, &s);
+    unsigned char v[16];
+    char key[32];
+    le64(v, s.entries);
+    le64(v + 8, s.bytes);
+    rc = meta_put(b, key, meta_key(key, META_STATS, st->id), v, 16);
+  }
+  rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+  rocksdb_flushoptions_set_wait(fo, 1);
+  char *err = NULL;
+  rocksdb_flush_cf(b->db, fo, b->cf_meta, &err);
+  for (uint32_t id = 0; id < b->n_states && !err && !rc; id++)
+    rocksdb_flush_cf(b->db, fo, b->states[id]->cf, &err);
+  rocksdb_flushoptions_destroy(fo);
+  if (err && !rc)
+    rc = sl__rk_fail(b, "flush", err);
+  else
+    rocksdb_free(err);
+  return rc;
+}
+
+static int rk_snapshot(sl__backend *be, const char *dir, char *err,
+                       size_t errlen) {
+  rk *b = (rk *)be;
+  int rc = flush_all(b);
+  if (rc) {
+    sl__errf(err, errlen, "snapshot into \"%s\": %s", dir,
+             b->base.errmsg ? b->base.errmsg : sl_strerror(rc));
+    return rc;
+  }
+  /* RocksDB builds it in "<dir>.tmp" and renames it when complete, so a
+   * failure leaves nothing that could pass for a snapshot. */
+  char *rerr = NULL;
+  rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(b->db, &rerr);
+  if (!rerr)
+    rocksdb_checkpoint_create(cp, dir, 0, &rerr);
+  if (cp)
+    rocksdb_checkpoint_object_destroy(cp);
+  if (rerr) {
+    sl__errf(err, errlen,
+             "RocksDB state of worker %d (state.dir \"%s\"): snapshot into "
+             "\"%s\" failed: %s",
+             b->worker, b->env->state_dir, dir, rerr);
+    rocksdb_free(rerr);
+    return SL_ERR_IO;
+  }
+  return 0;
+}
+
+void sl__rocksdb_compact(sl__backend *be) {
+  rk *b = (rk *)be;
+  if (b->readonly || flush_all(b))
+    return;
+  for (uint32_t id = 0; id < b->n_states; id++)
+    rocksdb_compact_range_cf(b->db, b->states[id]->cf, NULL, 0, NULL, 0);
+  b->wseq++;
+  /* What the filter dropped may still be cached: read it all anew. */
+  sl__rk_cache_drop_kg(b, UINT32_MAX);
+}
+
+/* ---- Ops tables --------------------------------------------------------- */
+
+const sl__backend_ops sl__rocksdb_ops = {
+    .name = "rocksdb",
+    .open = rk_open,
+    .close = rk_close,
+    .register_state = rk_register,
+    .state_count = rk_state_count,
+    .state_info = rk_state_info,
+    .get = sl__rk_get,
+    .slot = sl__rk_slot,
+    .del = sl__rk_del,
+    .list_append = sl__rk_list_append,
+    .map_get = sl__rk_map_get,
+    .map_slot = sl__rk_map_slot,
+    .map_remove = sl__rk_map_remove,
+    .map_iter = sl__rk_map_iter,
+    .map_next = sl__rk_map_next,
+    .kg_scan = sl__rk_kg_scan,
+    .insert = sl__rk_insert,
+    .kg_drop = sl__rk_kg_drop,
+    .stats = rk_stats,
+    .cleanup = NULL, /* the compaction filter (set_ttl) */
+    .set_ttl = rk_set_ttl,
+    .prefetch = sl__rk_prefetch,
+    .snapshot = rk_snapshot,
+    .open_snapshot = rk_open_snapshot,
+};
+
+/* A snapshot opened read-only: reads work, writes fail. */
+static int ro_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
+                  bool for_write) {
+  return for_write ? SL_ERR_STATE : sl__rk_get(be, k, val, len, false);
+}
+static int ro_slot(sl__backend *be, const sl__skey *k, size_t len, void **s) {
+  (void)be, (void)k, (void)len, (void)s;
+  return SL_ERR_STATE;
+}
+static int ro_del(sl__backend *be, const sl__skey *k) {
+  (void)be, (void)k;
+  return SL_ERR_STATE;
+}
+static int ro_map_get(sl__backend *be, const sl__skey *k, const void *mk,
+                      size_t ml, uint64_t mh, void **val, size_t *len,
+                      bool for_write) {
+  return for_write ? SL_ERR_STATE
+                   : sl__rk_map_get(be, k, mk, ml, mh, val, len, false);
+}
+static int ro_map_slot(sl__backend *be, const sl__skey *k, const void *mk,
+                       size_t ml, uint64_t mh, size_t len, void **s) {
+  (void)be, (void)k, (void)mk, (void)ml, (void)mh, (void)len, (void)s;
+  return SL_ERR_STATE;
+}
+static int ro_map_remove(sl__backend *be, const sl__skey *k, const void *mk,
+                         size_t ml, uint64_t mh) {
+  (void)be, (void)k, (void)mk, (void)ml, (void)mh;
+  return SL_ERR_STATE;
+}
+static int ro_map_next(sl__backend *be, sl__map_cursor *c, const void **mk,
+                       size_t *ml, void **val, size_t *len, bool for_write) {
+  return for_write ? SL_ERR_STATE
+                   : sl__rk_map_next(be, c, mk, ml, val, len, false);
+}
+static int ro_insert(sl__backend *be, uint32_t state, uint32_t kg,
+                     const void *key, size_t kl, const void *ns, size_t nl,
+                     const void *mk, size_t ml, const void *val, size_t len) {
+  (void)be, (void)state, (void)kg, (void)key, (void)kl, (void)ns, (void)nl;
+  (void)mk, (void)ml, (void)val, (void)len;
+  return SL_ERR_STATE;
+}
+static void ro_kg_drop(sl__backend *be, uint32_t kg) {
+  (void)be, (void)kg;
+}
+static int ro_snapshot(sl__backend *be, const char *dir, char *err,
+                       size_t errlen) {
+  (void)be;
+  sl__errf(err, errlen,
+           "snapshot into \"%s\": the source is a read-only "
+           "snapshot",
+           dir);
+  return SL_ERR_STATE;
+}
+
+static const sl__backend_ops rk_ro_ops = {
+    .name = "rocksdb",
+    .open = rk_open,
+    .close = rk_close,
+    .register_state = rk_register,
+    .state_count = rk_state_count,
+    .state_info = rk_state_info,
+    .get = ro_get,
+    .slot = ro_slot,
+    .del = ro_del,
+    .list_append = ro_slot,
+    .map_get = ro_map_get,
+    .map_slot = ro_map_slot,
+    .map_remove = ro_map_remove,
+    .map_iter = sl__rk_map_iter,
+    .map_next = ro_map_next,
+    .kg_scan = sl__rk_kg_scan,
+    .insert = ro_insert,
+    .kg_drop = ro_kg_drop,
+    .stats = rk_stats,
+    .cleanup = NULL,
+    .set_ttl = NULL,
+    .prefetch = sl__rk_prefetch,
+    .snapshot = ro_snapshot,
+    .open_snapshot = rk_open_snapshot,
+};

@@ -1,0 +1,352 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Private to the RocksDB backend (rocksdb*.c): the backend and its states,
+ * the write-back cache in front of RocksDB, the key encoding of DESIGN §6
+ * and the functions the files share. See docs/state.md. */
+#ifndef SL_STATE_ROCKSDB_H
+#define SL_STATE_ROCKSDB_H
+
+#include <rocksdb/c.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "state/backend.h"
+
+/* ---- Job-wide resources ------------------------------------------------- */
+
+/* One per job (in sl__backend_shared), or private to a backend opened
+ * without a job. Sizes are the job's; a worker gets 1/par of the write
+ * buffers and of the write-back cache, and shares the block cache. */
+typedef struct rk_env {
+  char *state_dir; /* state.dir as configured, for messages */
+  char *dir;       /* <state.dir>/<job>, or a private temporary directory */
+  int lock_fd;     /* flock(2) on dir/.lock; -1 for a private directory */
+  bool private_dir;
+  rocksdb_cache_t *cache;
+  size_t budget, block_cache, write_buffer, write_back;
+  int par, wb_count;
+} rk_env;
+
+/* ---- States ------------------------------------------------------------- */
+
+/* One registered state: a column family. Allocated alone and never moved,
+ * since the compaction filter (on RocksDB's threads) points at it. */
+typedef struct rk_state {
+  struct rk *b;
+  char *name;
+  sl__btype type;
+  uint32_t id;
+  rocksdb_column_family_handle_t *cf;
+  rocksdb_options_t *opts;            /* the column family's options */
+  rocksdb_compactionfilter_t *filter; /* owned; freed after the DB closes */
+  /* TTL for the compaction filter (set_ttl): 0 for none. Written before
+   * the filter can see it (release), read by the filter (acquire). */
+  _Atomic int64_t ttl_ms;
+  _Atomic int ttl_domain;
+  /* What the worker wrote and removed (exact: every write knows whether
+   * the entry existed), minus what the compaction filter dropped. */
+  sl__state_stats stats;
+  _Atomic uint64_t dropped_entries, dropped_bytes;
+  uint32_t n_dirty; /* dirty cache entries of this state */
+} rk_state;
+
+/* ---- Write-back cache --------------------------------------------------- */
+
+/* Entry flags. */
+enum {
+  RK_PRESENT = 1, /* holds a value (else known absent: a negative entry) */
+  RK_DIRTY = 2,   /* differs from RocksDB; listed in cache.dirty */
+  RK_REF = 4,     /* used since the clock hand last passed */
+  /* LIST only: val holds just the frames appended since the last flush (a
+   * merge operand); the first base_len bytes of the list are in RocksDB. */
+  RK_APPEND = 8,
+  RK_PIN = 16, /* in use by the current call: not evictable */
+};
+
+/* A cached (key, ns) entry, or map entry: one allocation. Entries move only
+ * when they grow (realloc), and the table slot and dirty list follow. */
+typedef struct rk_entry {
+  uint32_t state;
+  uint32_t key_len, ns_len;
+  union {
+    uint32_t mk_len;   /* MAP states */
+    uint32_t base_len; /* LIST states with RK_APPEND */
+  } u;
+  uint32_t val_len, val_cap;
+  uint32_t dirty_idx; /* index in cache.dirty while RK_DIRTY */
+  uint16_t kg;
+  uint8_t flags, pad_;
+  unsigned char data[]; /* key | ns | [map key | mh] | pad to 8 | value */
+} rk_entry;
+_Static_assert(sizeof(rk_entry) == 32, "entry header size");
+
+static inline uint32_t rk_mklen(const rk_entry *e, const rk_state *st) {
+  return st->type == SL__BT_MAP ? e->u.mk_len : 0;
+}
+/* Bytes of an entry's name after key | ns: for a map entry the map key and
+ * the map key's hash as the caller gave it (8 bytes, unaligned), which the
+ * RocksDB key holds too. */
+static inline uint32_t rk_xlen(const rk_entry *e, const rk_state *st) {
+  return st->type == SL__BT_MAP ? e->u.mk_len + 8 : 0;
+}
+static inline uint64_t rk_entry_mh(const rk_entry *e) {
+  uint64_t mh;
+  memcpy(&mh, e->data + e->key_len + e->ns_len + e->u.mk_len, 8);
+  return mh;
+}
+static inline size_t rk_voff(size_t kl, size_t nl, size_t xl) {
+  return (sizeof(rk_entry) + kl + nl + xl + 7) & ~(size_t)7;
+}
+static inline unsigned char *rk_val(rk_entry *e, uint32_t xl) {
+  return (unsigned char *)e + rk_voff(e->key_len, e->ns_len, xl);
+}
+
+typedef struct rk_slot {
+  uint64_t h;
+  rk_entry *e; /* NULL: empty */
+} rk_slot;
+
+typedef struct rk_cache {
+  rk_slot *slots;
+  uint8_t bits;
+  size_t count;
+  size_t bytes; /* entries (with allocator overhead), slots, dirty list */
+  size_t limit;
+  uint64_t hand; /* the clock hand: random state of the slot order */
+  rk_entry **dirty;
+  size_t n_dirty, cap_dirty;
+} rk_cache;
+
+/* ---- The backend -------------------------------------------------------- */
+
+/* Position of the one RocksDB iterator kept between map_next calls: it
+ * serves the cursor whose position (state, prefix, last mh/h2) matches, as
+ * long as nothing was written to RocksDB since it was made (wseq). */
+typedef struct rk_mapit {
+  rocksdb_iterator_t *it;
+  rocksdb_readoptions_t *ro;
+  uint64_t wseq;
+  uint32_t state;
+  unsigned char *prefix; /* owned, grown as needed */
+  size_t prefix_len, prefix_cap;
+  unsigned char *upper; /* the iterator's upper bound (prefix successor) */
+  size_t upper_cap;
+  uint64_t mh; /* position: the last returned entry's (mh, h2) */
+  uintptr_t h2;
+  bool started;    /* else the position is the start of the map */
+  bool positioned; /* the iterator stands just after that position */
+} rk_mapit;
+
+typedef struct rk {
+  sl__backend base;
+  rk_env *env;
+  bool own_env;
+  bool readonly; /* open_snapshot */
+  int worker;
+  char *dir;    /* the DB directory */
+  char *logdir; /* read-only handles: where RocksDB's LOG goes instead */
+  rocksdb_t *db;
+  rocksdb_options_t *opts; /* DB options, and the base of every CF's */
+  rocksdb_block_based_table_options_t *topts;
+  rocksdb_mergeoperator_t *merge; /* owned by the options once set */
+  rocksdb_readoptions_t *ro;
+  rocksdb_writeoptions_t *wo;
+  rocksdb_column_family_handle_t *cf_meta; /* "default": our metadata */
+  rk_state **states;
+  uint32_t n_states, cap_states;
+  rk_cache cache;
+  uint64_t wseq; /* bumped by every write to RocksDB */
+  rk_mapit mit;
+  unsigned char *mit_buf; /* the entry map_next is about to return */
+  size_t mit_buf_cap;
+  /* Scratch for encoded keys. */
+  unsigned char *kbuf;
+  size_t kcap;
+  int failed; /* the sticky error (base.errmsg says why), or 0 */
+  char errbuf[768];
+} rk;
+
+static inline rk_state *rk_st(rk *b, uint32_t id) {
+  return b->states[id];
+}
+
+/* ---- Keys (DESIGN §6) --------------------------------------------------- *
+ * In the state's column family: key group (2 bytes, big-endian) | varint
+ * key length | key | varint ns length | ns, and for map entries then the
+ * map key's hash (8 bytes, big-endian: map iteration order) | map key. The
+ * lengths make every (key, ns) prefix unambiguous, so a map is a prefix
+ * range and a key group a 2-byte prefix range.                             */
+
+#define RK_VARINT_MAX 5
+
+static inline size_t rk_varint_put(unsigned char *p, uint32_t v) {
+  size_t n = 0;
+  while (v >= 0x80) {
+    p[n++] = (unsigned char)(v | 0x80);
+    v >>= 7;
+  }
+  p[n++] = (unsigned char)v;
+  return n;
+}
+
+/* Bytes consumed, 0 when malformed. */
+static inline size_t rk_varint_get(const unsigned char *p, size_t len,
+                                   uint32_t *v) {
+  uint32_t r = 0;
+  for (size_t i = 0; i < len && i < RK_VARINT_MAX; i++) {
+    r |= (uint32_t)(p[i] & 0x7f) << (7 * i);
+    if (!(p[i] & 0x80)) {
+      *v = r;
+      return i + 1;
+    }
+  }
+  return 0;
+}
+
+static inline void rk_be64(unsigned char *p, uint64_t v) {
+  for (int i = 7; i >= 0; i--, v >>= 8)
+    p[i] = (unsigned char)v;
+}
+static inline uint64_t rk_get_be64(const unsigned char *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++)
+    v = v << 8 | p[i];
+  return v;
+}
+
+/* A decoded key. */
+typedef struct rk_dkey {
+  uint32_t kg;
+  const unsigned char *key, *ns, *mk;
+  size_t key_len, ns_len, mk_len;
+  uint64_t mh;
+} rk_dkey;
+
+/* Decodes k (map: with mh and map key). 0, or -1 when malformed. */
+int sl__rk_decode(const unsigned char *k, size_t len, bool map, rk_dkey *out);
+
+/* Encodes into b->kbuf (grown): the (key, ns) prefix, plus mh and mk when
+ * map. Returns the length, or 0 when out of memory. */
+size_t sl__rk_encode(rk *b, uint32_t kg, const void *key, size_t kl,
+                     const void *ns, size_t nl, bool map, uint64_t mh,
+                     const void *mk, size_t ml);
+
+/* ---- Cache lookups (inlined on the per-record path) --------------------- */
+
+static inline uint64_t rk_hash(const sl__skey *k) {
+  return k->hash ^ ((uint64_t)(k->state + 1) * 0x9e3779b97f4a7c15ULL);
+}
+static inline uint64_t rk_mhash(const sl__skey *k, uint64_t mh) {
+  return sl__mix64(rk_hash(k) ^ (mh * 0xc2b2ae3d27d4eb4fULL));
+}
+static inline size_t rk_idx(uint64_t h, uint8_t bits) {
+  return (size_t)(h >> (64 - bits));
+}
+
+static inline bool rk_eq(const rk_entry *e, const sl__skey *k, bool map,
+                         const void *mk, size_t ml) {
+  if (e->state != k->state || e->key_len != k->key_len ||
+      e->ns_len != k->ns_len || (map && e->u.mk_len != ml))
+    return false;
+  const unsigned char *d = e->data;
+  return (!k->key_len || memcmp(d, k->key, k->key_len) == 0) &&
+         (!k->ns_len || memcmp(d + k->key_len, k->ns, k->ns_len) == 0) &&
+         (!ml || memcmp(d + k->key_len + k->ns_len, mk, ml) == 0);
+}
+
+/* The slot holding the entry, or the empty slot where it would go; *e is
+ * the entry or NULL. */
+static inline __attribute__((always_inline)) size_t
+rk_probe(const rk_cache *c, uint64_t h, const sl__skey *k, bool map,
+         const void *mk, size_t ml, rk_entry **e) {
+  size_t mask = ((size_t)1 << c->bits) - 1;
+  for (size_t i = rk_idx(h, c->bits);; i = (i + 1) & mask) {
+    const rk_slot *s = &c->slots[i];
+    if (!s->e) {
+      *e = NULL;
+      return i;
+    }
+    if (s->h == h && SL__LIKELY(rk_eq(s->e, k, map, mk, ml))) {
+      *e = s->e;
+      return i;
+    }
+  }
+}
+
+/* rocksdb_cache.c: the write-back cache. */
+int sl__rk_cache_init(rk *b, size_t limit);
+void sl__rk_cache_free(rk *b);
+/* Marks e dirty (listing it for the next flush). */
+int sl__rk_dirty(rk *b, rk_entry *e);
+/* Finds the entry of (k, map key), loading it from RocksDB on a miss (a
+ * negative entry when absent there). *slot is its table slot. For LIST
+ * states a list in RocksDB larger than the cache keeps for lists comes
+ * back as an RK_APPEND entry unless full is set. */
+int sl__rk_fetch(rk *b, const sl__skey *k, bool map, uint64_t mh,
+                 const void *mk, size_t ml, bool full, rk_entry **e,
+                 size_t *slot);
+/* The cached entry of map key mk, made from val (as read from RocksDB by
+ * an iteration) when not cached. */
+int sl__rk_adopt(rk *b, const sl__skey *k, uint64_t mh, const void *mk,
+                 size_t ml, const void *val, size_t vl, rk_entry **e,
+                 size_t *slot);
+/* Makes room for cap value bytes in the entry at slot: it may move, and
+ * other entries may be evicted (slot is stale afterwards). */
+int sl__rk_reserve(rk *b, size_t slot, rk_entry **e, size_t cap);
+/* Loads the RocksDB part of an RK_APPEND list, so the entry holds all of
+ * it. */
+int sl__rk_list_full(rk *b, size_t slot, rk_entry **e);
+/* Writes every dirty entry to RocksDB in write batches (no WAL). */
+int sl__rk_flush(rk *b);
+/* Evicts down to the limit when above it (flushing first); entries with
+ * RK_PIN stay. */
+int sl__rk_evict(rk *b);
+/* Removes every clean cached entry of key group kg (UINT32_MAX: of all). */
+void sl__rk_cache_drop_kg(rk *b, uint32_t kg);
+
+/* rocksdb.c: errors. Records a RocksDB failure (sticky), frees rerr (NULL:
+ * a malformed key), and returns SL_ERR_IO or SL_ERR_CORRUPT. */
+int sl__rk_fail(rk *b, const char *what, char *rerr);
+/* The sticky error, or 0. */
+static inline int rk_failed(const rk *b) {
+  return b->failed;
+}
+
+/* Flushes the cache and the memtables and compacts every column family
+ * fully, so the compaction filter drops what has expired now (tests and
+ * tools; a running job leaves compaction to RocksDB). */
+void sl__rocksdb_compact(sl__backend *be);
+
+/* rocksdb_filter.c: the list merge operator and the TTL compaction filter
+ * (both run on RocksDB's threads). */
+rocksdb_mergeoperator_t *sl__rk_merge_operator(void);
+rocksdb_compactionfilter_t *sl__rk_filter(rk_state *st);
+
+/* rocksdb_ops.c: the data half of the ops table. */
+int sl__rk_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
+               bool for_write);
+int sl__rk_slot(sl__backend *be, const sl__skey *k, size_t len, void **out);
+int sl__rk_del(sl__backend *be, const sl__skey *k);
+int sl__rk_list_append(sl__backend *be, const sl__skey *k, size_t len,
+                       void **out);
+int sl__rk_map_get(sl__backend *be, const sl__skey *k, const void *mk,
+                   size_t mk_len, uint64_t mh, void **val, size_t *len,
+                   bool for_write);
+int sl__rk_map_slot(sl__backend *be, const sl__skey *k, const void *mk,
+                    size_t mk_len, uint64_t mh, size_t len, void **out);
+int sl__rk_map_remove(sl__backend *be, const sl__skey *k, const void *mk,
+                      size_t mk_len, uint64_t mh);
+int sl__rk_map_iter(sl__backend *be, sl__map_cursor *c);
+int sl__rk_map_next(sl__backend *be, sl__map_cursor *c, const void **mk,
+                    size_t *mk_len, void **val, size_t *len, bool for_write);
+int sl__rk_kg_scan(sl__backend *be, uint32_t kg, sl__entry_fn fn, void *opaque);
+int sl__rk_insert(sl__backend *be, uint32_t state, uint32_t kg, const void *key,
+                  size_t key_len, const void *ns, size_t ns_len, const void *mk,
+                  size_t mk_len, const void *val, size_t len);
+void sl__rk_kg_drop(sl__backend *be, uint32_t kg);
+void sl__rk_prefetch(sl__backend *be, uint32_t state, uint32_t kg,
+                     uint64_t hash);
+void sl__rk_mapit_reset(rk *b);
+
+#endif

@@ -1,0 +1,578 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The RocksDB backend's write-back cache: hot entries live in an
+ * open-addressing table in front of RocksDB, so a hot key's
+ * read-modify-write costs one table probe, not a RocksDB get and put per
+ * event. Dirty entries are written in write batches (no WAL) when the
+ * cache is over its share of the memory budget, before iterations and at
+ * snapshots; eviction is CLOCK (second chance) over clean entries. */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/common.h"
+#include "state/rocksdb.h"
+
+#define RK_MIN_BITS 10
+/* What the allocator adds to each block (glibc: 8 bytes, 16-aligned). */
+#define RK_MALLOC_OVERHEAD 16
+/* Writes go out in batches of about this many bytes, so a flush of a
+ * large cache does not build one huge batch outside the budget. */
+#define RK_BATCH_BYTES ((size_t)4 << 20)
+
+/* A list held whole in the cache is at most this large (or 1/64 of the
+ * cache); a longer one keeps only its unflushed appends (RK_APPEND), so a
+ * long list costs one merge operand per flush, not a rewrite. */
+static size_t list_max(const rk_cache *c) {
+  size_t m = c->limit / 64;
+  return m < 4096 ? 4096 : m;
+}
+
+static size_t ent_bytes(const rk_entry *e, uint32_t xl) {
+  size_t n = rk_voff(e->key_len, e->ns_len, xl) + e->val_cap;
+  return ((n + 15) & ~(size_t)15) + RK_MALLOC_OVERHEAD;
+}
+
+int sl__rk_cache_init(rk *b, size_t limit) {
+  rk_cache *c = &b->cache;
+  memset(c, 0, sizeof(*c));
+  c->bits = RK_MIN_BITS;
+  c->cap_dirty = (size_t)1 << c->bits;
+  c->slots = calloc(c->cap_dirty, sizeof(*c->slots));
+  c->dirty = malloc(c->cap_dirty * sizeof(*c->dirty));
+  if (!c->slots || !c->dirty)
+    return SL_ERR_NOMEM;
+  c->limit = limit;
+  c->bytes = c->cap_dirty * (sizeof(*c->slots) + sizeof(*c->dirty));
+  c->hand = 0x9e3779b97f4a7c15ULL; /* the eviction order's random state */
+  return 0;
+}
+
+void sl__rk_cache_free(rk *b) {
+  rk_cache *c = &b->cache;
+  size_t cap = c->slots ? (size_t)1 << c->bits : 0;
+  for (size_t i = 0; i < cap; i++)
+    free(c->slots[i].e);
+  free(c->slots);
+  free(c->dirty);
+  memset(c, 0, sizeof(*c));
+}
+
+/* ---- Table -------------------------------------------------------------- */
+
+/* Backward-shift deletion: no tombstones, so probes stay short. */
+static void table_remove(rk_cache *c, size_t i) {
+  size_t mask = ((size_t)1 << c->bits) - 1, j = i;
+  for (;;) {
+    j = (j + 1) & mask;
+    if (!c->slots[j].e)
+      break;
+    size_t h = rk_idx(c->slots[j].h, c->bits);
+    /* The entry at j may fill the hole at i unless its home h lies
+     * cyclically in (i, j]. */
+    bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+    if (!stays) {
+      c->slots[i] = c->slots[j];
+      i = j;
+    }
+  }
+  c->slots[i].e = NULL;
+  c->slots[i].h = 0;
+  c->count--;
+}
+
+/* The dirty list grows with the table (it never holds more than the
+ * table), so marking an entry dirty never allocates. */
+static int table_grow(rk_cache *c) {
+  uint8_t nb = (uint8_t)(c->bits + 1);
+  rk_entry **nd = realloc(c->dirty, ((size_t)1 << nb) * sizeof(*nd));
+  if (!nd)
+    return SL_ERR_NOMEM;
+  c->dirty = nd;
+  c->cap_dirty = (size_t)1 << nb;
+  rk_slot *ns = calloc((size_t)1 << nb, sizeof(*ns));
+  if (!ns)
+    return SL_ERR_NOMEM;
+  size_t cap = (size_t)1 << c->bits, mask = ((size_t)1 << nb) - 1;
+  for (size_t i = 0; i < cap; i++) {
+    if (!c->slots[i].e)
+      continue;
+    size_t j = rk_idx(c->slots[i].h, nb);
+    while (ns[j].e)
+      j = (j + 1) & mask;
+    ns[j] = c->slots[i];
+  }
+  free(c->slots);
+  c->slots = ns;
+  c->bytes += cap * (sizeof(*ns) + sizeof(*nd));
+  c->bits = nb;
+  return 0;
+}
+
+/* The slot of entry e, found again from its key (after a flush, which
+ * works from the dirty list and has no slot indices). */
+static size_t slot_of(rk *b, rk_entry *e) {
+  rk_state *st = rk_st(b, e->state);
+  uint32_t ml = rk_mklen(e, st);
+  sl__skey k = {.state = e->state,
+                .kg = e->kg,
+                .key = e->data,
+                .key_len = e->key_len,
+                .ns = e->data + e->key_len,
+                .ns_len = e->ns_len};
+  k.hash = sl__state_hash(sl__hash64(k.key, k.key_len), k.ns, k.ns_len);
+  const unsigned char *mk = e->data + e->key_len + e->ns_len;
+  uint64_t h =
+      st->type == SL__BT_MAP ? rk_mhash(&k, rk_entry_mh(e)) : rk_hash(&k);
+  rk_entry *f;
+  size_t i = rk_probe(&b->cache, h, &k, st->type == SL__BT_MAP, mk, ml, &f);
+  return f == e ? i : SIZE_MAX;
+}
+
+/* ---- Entries ------------------------------------------------------------ */
+
+int sl__rk_dirty(rk *b, rk_entry *e) {
+  if (e->flags & RK_DIRTY)
+    return 0;
+  rk_cache *c = &b->cache;
+  assert(c->n_dirty < c->cap_dirty);
+  e->dirty_idx = (uint32_t)c->n_dirty;
+  c->dirty[c->n_dirty++] = e;
+  e->flags |= RK_DIRTY;
+  rk_st(b, e->state)->n_dirty++;
+  return 0;
+}
+
+int sl__rk_reserve(rk *b, size_t slot, rk_entry **ep, size_t cap) {
+  rk_entry *e = *ep;
+  if (cap <= e->val_cap)
+    return 0;
+  if (cap > UINT32_MAX - 64)
+    return SL_ERR_RANGE;
+  rk_cache *c = &b->cache;
+  uint32_t xl = rk_xlen(e, rk_st(b, e->state));
+  size_t before = ent_bytes(e, xl);
+  size_t vo = rk_voff(e->key_len, e->ns_len, xl);
+  rk_entry *n = realloc(e, vo + cap);
+  if (!n)
+    return SL_ERR_NOMEM;
+  n->val_cap = (uint32_t)cap;
+  c->bytes += ent_bytes(n, xl) - before;
+  if (n != e) {
+    c->slots[slot].e = n;
+    if (n->flags & RK_DIRTY)
+      c->dirty[n->dirty_idx] = n;
+    b->base.epoch++; /* bytes handed out before now live elsewhere */
+  }
+  *ep = n;
+  if (c->bytes > c->limit) { /* make room for what grew, except it */
+    uint8_t pinned = n->flags & RK_PIN;
+    n->flags |= RK_PIN;
+    int rc = sl__rk_evict(b);
+    n->flags = (uint8_t)((n->flags & ~RK_PIN) | pinned);
+    return rc;
+  }
+  return 0;
+}
+
+/* A list larger than list_max() after a flush keeps only what the cache
+ * needs: that it exists, and its length. */
+static void demote_list(rk *b, rk_entry *e) {
+  size_t i = slot_of(b, e);
+  if (i == SIZE_MAX)
+    return;
+  rk_cache *c = &b->cache;
+  size_t before = ent_bytes(e, 0);
+  rk_entry *n = realloc(e, rk_voff(e->key_len, e->ns_len, 0));
+  if (!n)
+    return; /* keeping it whole is fine too */
+  n->u.base_len = n->val_len;
+  n->val_len = n->val_cap = 0;
+  n->flags |= RK_APPEND;
+  c->slots[i].e = n;
+  c->bytes -= before - ent_bytes(n, 0);
+  b->base.epoch++;
+}
+
+/* ---- Reading through the cache ------------------------------------------ */
+
+static rk_entry *entry_new(const sl__skey *k, bool map, uint64_t mh,
+                           const void *mk, size_t ml, size_t cap) {
+  size_t vo = rk_voff(k->key_len, k->ns_len, map ? ml + 8 : 0);
+  rk_entry *e = malloc(vo + cap);
+  if (!e)
+    return NULL;
+  memset(e, 0, sizeof(*e));
+  e->state = k->state;
+  e->key_len = (uint32_t)k->key_len;
+  e->ns_len = (uint32_t)k->ns_len;
+  if (map)
+    e->u.mk_len = (uint32_t)ml;
+  e->val_cap = (uint32_t)cap;
+  e->kg = (uint16_t)k->kg;
+  if (k->key_len)
+    memcpy(e->data, k->key, k->key_len);
+  if (k->ns_len)
+    memcpy(e->data + k->key_len, k->ns, k->ns_len);
+  if (ml)
+    memcpy(e->data + k->key_len + k->ns_len, mk, ml);
+  if (map)
+    memcpy(e->data + k->key_len + k->ns_len + ml, &mh, 8);
+  return e;
+}
+
+/* The slot array (with the dirty list) grows while the doubling fits in
+ * the limit, so small entries get the slots they need; beyond that entries
+ * are evicted to keep it under 3/4 full. */
+static bool can_grow(const rk_cache *c) {
+  size_t more = ((size_t)1 << c->bits) * (sizeof(rk_slot) + sizeof(rk_entry *));
+  return c->bytes + more <= c->limit;
+}
+static bool crowded(const rk_cache *c) {
+  return (c->count + 1) * 4 > ((size_t)3 << c->bits);
+}
+
+/* Adds new entry e (not in the table) under hash h, evicting others when
+ * the cache is over its limit (never e). */
+static int insert(rk *b, uint64_t h, const sl__skey *k, bool map,
+                  const void *mk, size_t ml, rk_entry *e, rk_entry **out,
+                  size_t *slot) {
+  rk_cache *c = &b->cache;
+  int rc = 0;
+  if ((c->count + 1) * 4 > ((size_t)3 << c->bits) && can_grow(c))
+    rc = table_grow(c);
+  else if (crowded(c))
+    rc = sl__rk_evict(b);
+  if (rc) {
+    free(e);
+    return rc;
+  }
+  rk_entry *none;
+  size_t i = rk_probe(c, h, k, map, mk, ml, &none);
+  c->slots[i].h = h;
+  c->slots[i].e = e;
+  c->count++;
+  c->bytes += ent_bytes(e, map ? (uint32_t)ml + 8 : 0);
+  if (c->bytes > c->limit) {
+    e->flags |= RK_PIN;
+    rc = sl__rk_evict(b);
+    e->flags &= (uint8_t)~RK_PIN;
+    i = rk_probe(c, h, k, map, mk, ml, &none); /* entries moved */
+    if (rc)
+      return rc;
+  }
+  *out = e;
+  *slot = i;
+  return 0;
+}
+
+int sl__rk_fetch(rk *b, const sl__skey *k, bool map, uint64_t mh,
+                 const void *mk, size_t ml, bool full, rk_entry **out,
+                 size_t *slot) {
+  rk_cache *c = &b->cache;
+  int rc = rk_failed(b);
+  if (rc)
+    return rc;
+  uint64_t h = map ? rk_mhash(k, mh) : rk_hash(k);
+  rk_entry *e;
+  size_t i = rk_probe(c, h, k, map, mk, ml, &e);
+  if (e) {
+    e->flags |= RK_REF;
+    *out = e;
+    *slot = i;
+    if (full && (e->flags & RK_APPEND))
+      return sl__rk_list_full(b, i, out);
+    return 0;
+  }
+  if (k->key_len > UINT32_MAX / 2 || k->ns_len > UINT32_MAX / 2 ||
+      ml > UINT32_MAX / 2)
+    return SL_ERR_RANGE;
+  rk_state *st = rk_st(b, k->state);
+  size_t kl = sl__rk_encode(b, k->kg, k->key, k->key_len, k->ns, k->ns_len, map,
+                            mh, mk, ml);
+  if (!kl)
+    return SL_ERR_NOMEM;
+  char *err = NULL;
+  rocksdb_pinnableslice_t *ps = rocksdb_get_pinned_cf(
+      b->db, b->ro, st->cf, (const char *)b->kbuf, kl, &err);
+  if (err)
+    return sl__rk_fail(b, "read", err);
+  size_t vl = 0;
+  const char *v = ps ? rocksdb_pinnableslice_value(ps, &vl) : NULL;
+  bool append = ps && st->type == SL__BT_LIST && !full && vl > list_max(c);
+  if (ps && vl > UINT32_MAX - 64) {
+    rocksdb_pinnableslice_destroy(ps);
+    return SL_ERR_RANGE;
+  }
+  e = entry_new(k, map, mh, mk, ml, ps && !append ? vl : 0);
+  if (!e) {
+    rocksdb_pinnableslice_destroy(ps);
+    return SL_ERR_NOMEM;
+  }
+  if (append) {
+    e->flags = RK_PRESENT | RK_APPEND | RK_REF;
+    e->u.base_len = (uint32_t)vl;
+  } else if (ps) {
+    e->flags = RK_PRESENT | RK_REF;
+    e->val_len = (uint32_t)vl;
+    if (vl)
+      memcpy(rk_val(e, map ? (uint32_t)ml + 8 : 0), v, vl);
+  } else {
+    e->flags = RK_REF;
+  }
+  rocksdb_pinnableslice_destroy(ps);
+  return insert(b, h, k, map, mk, ml, e, out, slot);
+}
+
+int sl__rk_adopt(rk *b, const sl__skey *k, uint64_t mh, const void *mk,
+                 size_t ml, const void *val, size_t vl, rk_entry **out,
+                 size_t *slot) {
+  rk_cache *c = &b->cache;
+  uint64_t h = rk_mhash(k, mh);
+  rk_entry *e;
+  size_t i = rk_probe(c, h, k, true, mk, ml, &e);
+  if (e) {
+    e->flags |= RK_REF;
+    *out = e;
+    *slot = i;
+    return 0;
+  }
+  if (vl > UINT32_MAX - 64)
+    return SL_ERR_RANGE;
+  if (!(e = entry_new(k, true, mh, mk, ml, vl)))
+    return SL_ERR_NOMEM;
+  e->flags = RK_PRESENT | RK_REF;
+  e->val_len = (uint32_t)vl;
+  if (vl)
+    memcpy(rk_val(e, (uint32_t)ml + 8), val, vl);
+  return insert(b, h, k, true, mk, ml, e, out, slot);
+}
+
+int sl__rk_list_full(rk *b, size_t slot, rk_entry **ep) {
+  rk_entry *e = *ep;
+  if (!(e->flags & RK_APPEND))
+    return 0;
+  /* Flush first (the pending appends go out as a merge operand), so the
+   * list read below is all of it. */
+  int rc = sl__rk_flush(b);
+  if (rc)
+    return rc;
+  rk_state *st = rk_st(b, e->state);
+  size_t kl = sl__rk_encode(b, e->kg, e->data, e->key_len, e->data + e->key_len,
+                            e->ns_len, false, 0, NULL, 0);
+  if (!kl)
+    return SL_ERR_NOMEM;
+  char *err = NULL;
+  rocksdb_pinnableslice_t *ps = rocksdb_get_pinned_cf(
+      b->db, b->ro, st->cf, (const char *)b->kbuf, kl, &err);
+  if (err)
+    return sl__rk_fail(b, "read", err);
+  size_t vl = 0;
+  const char *v = ps ? rocksdb_pinnableslice_value(ps, &vl) : NULL;
+  /* The list differs from what we wrote only when the compaction filter
+   * dropped expired elements (or all of them) meanwhile; its drops are
+   * already in the state's dropped counters. */
+  if (!ps)
+    e->flags &= (uint8_t)~RK_PRESENT;
+  if ((rc = sl__rk_reserve(b, slot, ep, vl))) {
+    rocksdb_pinnableslice_destroy(ps);
+    return rc;
+  }
+  e = *ep;
+  if (vl)
+    memcpy(rk_val(e, 0), v, vl);
+  e->val_len = (uint32_t)vl;
+  e->u.base_len = 0;
+  e->flags &= (uint8_t)~RK_APPEND;
+  rocksdb_pinnableslice_destroy(ps);
+  return 0;
+}
+
+/* ---- Writing back ------------------------------------------------------- */
+
+static int batch_write(rk *b, rocksdb_writebatch_t *wb) {
+  char *err = NULL;
+  rocksdb_write(b->db, b->wo, wb, &err);
+  rocksdb_writebatch_clear(wb);
+  b->wseq++;
+  return err ? sl__rk_fail(b, "write", err) : 0;
+}
+
+/* Key order, nearly: (state, key group, key length, key, ns length, ns, map
+ * key) is the order of the encoded keys whenever lengths fit in one varint
+ * byte, and close to it otherwise (map entries are stored by the map key's
+ * hash first). It only needs to be close: RocksDB's memtable inserts keys
+ * that arrive in order several times faster than random ones. */
+static int dirty_cmp(const void *pa, const void *pb, void *be) {
+  const rk_entry *a = *(rk_entry *const *)pa, *b = *(rk_entry *const *)pb;
+  if (a->state != b->state)
+    return a->state < b->state ? -1 : 1;
+  if (a->kg != b->kg)
+    return a->kg < b->kg ? -1 : 1;
+  if (a->key_len != b->key_len)
+    return a->key_len < b->key_len ? -1 : 1;
+  /* The rest of both entries' names (key | ns | map key) are adjacent. */
+  const rk_state *st = rk_st(be, a->state);
+  size_t la = a->key_len + a->ns_len + rk_mklen(a, st);
+  size_t lb = b->key_len + b->ns_len + rk_mklen(b, st);
+  int r = memcmp(a->data, b->data, la < lb ? la : lb);
+  return r ? r : (la > lb) - (la < lb);
+}
+
+/* Writes entries v[0..n) as they are in the cache (sorted first) in write
+ * batches. On failure the backend fails for good (sticky error). */
+static int write_entries(rk *b, rk_entry **v, size_t n) {
+  if (n > 1)
+    qsort_r(v, n, sizeof(*v), dirty_cmp, b);
+  rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+  int rc = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    rk_entry *e = v[i];
+    rk_state *st = rk_st(b, e->state);
+    uint32_t ml = rk_mklen(e, st);
+    bool map = st->type == SL__BT_MAP;
+    const unsigned char *mk = e->data + e->key_len + e->ns_len;
+    size_t kl =
+        sl__rk_encode(b, e->kg, e->data, e->key_len, e->data + e->key_len,
+                      e->ns_len, map, map ? rk_entry_mh(e) : 0, mk, ml);
+    if (!kl) {
+      rc = SL_ERR_NOMEM;
+      break;
+    }
+    const char *key = (const char *)b->kbuf;
+    const char *val = (const char *)rk_val(e, rk_xlen(e, st));
+    if (!(e->flags & RK_PRESENT))
+      rocksdb_writebatch_delete_cf(wb, st->cf, key, kl);
+    else if (e->flags & RK_APPEND)
+      rocksdb_writebatch_merge_cf(wb, st->cf, key, kl, val, e->val_len);
+    else
+      rocksdb_writebatch_put_cf(wb, st->cf, key, kl, val, e->val_len);
+    size_t sz;
+    rocksdb_writebatch_data(wb, &sz);
+    if (sz >= RK_BATCH_BYTES)
+      rc = batch_write(b, wb);
+  }
+  if (!rc && rocksdb_writebatch_count(wb))
+    rc = batch_write(b, wb);
+  rocksdb_writebatch_destroy(wb);
+  return rc;
+}
+
+int sl__rk_flush(rk *b) {
+  rk_cache *c = &b->cache;
+  if (!c->n_dirty)
+    return 0;
+  int rc = rk_failed(b);
+  if (rc || (rc = write_entries(b, c->dirty, c->n_dirty)))
+    return rc; /* the sticky error fails every later call */
+  size_t lmax = list_max(c);
+  for (size_t i = 0; i < c->n_dirty; i++) {
+    rk_entry *e = c->dirty[i];
+    e->flags &= (uint8_t)~RK_DIRTY;
+    rk_st(b, e->state)->n_dirty = 0;
+    if (e->flags & RK_APPEND) {
+      e->u.base_len += e->val_len;
+      e->val_len = 0;
+    } else if ((e->flags & RK_PRESENT) && !(e->flags & RK_PIN) &&
+               rk_st(b, e->state)->type == SL__BT_LIST && e->val_len > lmax) {
+      demote_list(b, e);
+    }
+  }
+  c->n_dirty = 0;
+  return 0;
+}
+
+/* Takes e off the dirty list (the last one takes its place). */
+static void undirty(rk *b, rk_entry *e) {
+  rk_cache *c = &b->cache;
+  rk_entry *last = c->dirty[--c->n_dirty];
+  c->dirty[e->dirty_idx] = last;
+  last->dirty_idx = e->dirty_idx;
+  e->flags &= (uint8_t)~RK_DIRTY;
+  rk_st(b, e->state)->n_dirty--;
+}
+
+/* Second chance (CLOCK) down to 3/4 of the limit, so evictions come in
+ * rounds, not on every miss. The hand visits slots in a random order, not
+ * in turn: sweeping the table in order would thin it behind the hand and
+ * leave it crowded ahead, and linear probing degrades into runs tens of
+ * thousands of slots long. Only the dirty victims are written: a hot entry
+ * that stays is written once, at the next flush, however many rounds it
+ * survives. */
+int sl__rk_evict(rk *b) {
+  rk_cache *c = &b->cache;
+  if (c->bytes <= c->limit && !crowded(c))
+    return 0;
+  int rc = rk_failed(b);
+  if (rc)
+    return rc;
+  size_t target = c->limit - c->limit / 4;
+  size_t max_count = can_grow(c) ? SIZE_MAX : ((size_t)5 << c->bits) / 8;
+  size_t mask = ((size_t)1 << c->bits) - 1;
+  size_t steps = 4 * (mask + 1); /* enough to clear every reference */
+  rk_entry **out = NULL;
+  size_t n_out = 0, cap_out = 0;
+  bool freed = false;
+  while ((c->bytes > target || c->count > max_count) && steps--) {
+    /* xorshift64 */
+    c->hand ^= c->hand << 13, c->hand ^= c->hand >> 7, c->hand ^= c->hand << 17;
+    size_t i = (size_t)(c->hand >> 11) & mask;
+    rk_entry *e = c->slots[i].e;
+    if (!e || (e->flags & RK_PIN))
+      continue;
+    if (e->flags & RK_REF) {
+      e->flags &= (uint8_t)~RK_REF;
+      continue;
+    }
+    c->bytes -= ent_bytes(e, rk_xlen(e, rk_st(b, e->state)));
+    if (e->flags & RK_DIRTY) {
+      if (n_out == cap_out) {
+        size_t cap = cap_out ? cap_out * 2 : 1024;
+        rk_entry **o = realloc(out, cap * sizeof(*o));
+        if (!o) { /* write what we have; the next miss evicts again */
+          c->bytes += ent_bytes(e, rk_xlen(e, rk_st(b, e->state)));
+          rc = SL_ERR_NOMEM;
+          break;
+        }
+        out = o;
+        cap_out = cap;
+      }
+      undirty(b, e);
+      out[n_out++] = e;
+    } else {
+      free(e);
+    }
+    table_remove(c, i);
+    freed = true;
+  }
+  if (n_out) {
+    int wrc = write_entries(b, out, n_out);
+    for (size_t i = 0; i < n_out; i++)
+      free(out[i]);
+    if (!rc)
+      rc = wrc;
+  }
+  free(out);
+  if (freed)
+    b->base.epoch++;
+  return rc == SL_ERR_NOMEM ? 0 : rc;
+}
+
+void sl__rk_cache_drop_kg(rk *b, uint32_t kg) {
+  rk_cache *c = &b->cache;
+  size_t cap = (size_t)1 << c->bits;
+  bool freed = false;
+  for (size_t i = 0; i < cap;) {
+    rk_entry *e = c->slots[i].e;
+    if (!e || (kg != UINT32_MAX && e->kg != kg) ||
+        (e->flags & (RK_DIRTY | RK_PIN))) {
+      i++;
+      continue;
+    }
+    c->bytes -= ent_bytes(e, rk_xlen(e, rk_st(b, e->state)));
+    free(e);
+    table_remove(c, i); /* slot i now holds the next entry: look again */
+    freed = true;
+  }
+  if (freed)
+    b->base.epoch++;
+}

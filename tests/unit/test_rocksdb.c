@@ -1,0 +1,883 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What only the RocksDB backend has (the shared state suite in test_state.c
+ * covers the contract): native snapshots, restores and read-only snapshot
+ * handles; state larger than the block cache; the compaction filter;
+ * map iteration over entries that share a hash, under eviction; and the
+ * errors a user meets: an unusable or locked state.dir, a full disk, a
+ * corrupt snapshot. */
+#include "core/hash.h"
+#include "sluice.h"
+#include "state/backend.h"
+#include "state/kstate.h"
+#include "state/rocksdb.h"
+#include "state/state.h"
+
+#include <check.h>
+
+#include "check_main.h"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const sl__backend_ops *const ops = &sl__rocksdb_ops;
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static int rm_one(const char *path, const struct stat *sb, int flag,
+                  struct FTW *ftw) {
+  (void)sb, (void)flag, (void)ftw;
+  return remove(path);
+}
+static void rm_rf(const char *path) {
+  nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A fresh directory for one test, and a configuration whose state.dir is
+ * in it (plus key/value settings, NULL-terminated). */
+typedef struct tdir {
+  char path[64];
+  char state[128];
+} tdir;
+
+static void tdir_make(tdir *t) {
+  snprintf(t->path, sizeof(t->path), "/tmp/sluice-test-rocksdb-XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(t->path));
+  snprintf(t->state, sizeof(t->state), "%s/state", t->path);
+}
+
+static sl_conf_t *conf_kv(const tdir *t, const char *const *kv) {
+  char err[256];
+  sl_conf_t *c = sl_conf_new();
+  ck_assert_int_eq(sl_conf_set(c, "state.dir", t->state, err, sizeof(err)),
+                   SL_OK);
+  ck_assert_int_eq(sl_conf_set(c, "state.backend", "rocksdb", err, sizeof(err)),
+                   SL_OK);
+  for (; kv && kv[0]; kv += 2)
+    ck_assert_msg(sl_conf_set(c, kv[0], kv[1], err, sizeof(err)) == SL_OK, "%s",
+                  err);
+  return c;
+}
+
+static sl__backend *open_range(const sl_conf_t *c, uint32_t lo, uint32_t hi,
+                               uint32_t K, const char *restore) {
+  char err[512] = "";
+  sl__backend_conf bc = {.conf = c,
+                         .kg_lo = lo,
+                         .kg_hi = hi,
+                         .max_par = K,
+                         .restore_dir = restore};
+  sl__backend *be = ops->open(&bc, err, sizeof(err));
+  ck_assert_msg(be != NULL, "open: %s", err);
+  return be;
+}
+
+static sl__skey skey(sl__backend *be, uint32_t state, const char *key,
+                     const char *ns) {
+  sl__skey k = {.state = state,
+                .key = key,
+                .key_len = strlen(key),
+                .ns = ns,
+                .ns_len = strlen(ns)};
+  uint64_t h = sl__hash64(key, k.key_len);
+  k.kg = sl__key_group(h, be->max_par);
+  k.hash = sl__state_hash(h, ns, k.ns_len);
+  return k;
+}
+
+static void put_u64(sl__backend *be, uint32_t st, const char *key, uint64_t v) {
+  sl__skey k = skey(be, st, key, "");
+  void *p;
+  ck_assert_int_ge(be->ops->slot(be, &k, 8, &p), 0);
+  memcpy(p, &v, 8);
+}
+
+/* The value of key, or UINT64_MAX when absent. */
+static uint64_t get_u64(sl__backend *be, uint32_t st, const char *key) {
+  sl__skey k = skey(be, st, key, "");
+  void *p;
+  size_t l;
+  int rc = be->ops->get(be, &k, &p, &l, false);
+  ck_assert_int_ge(rc, 0);
+  if (!rc)
+    return UINT64_MAX;
+  ck_assert_uint_eq(l, 8);
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+typedef struct row {
+  uint32_t state;
+  char key[24], ns[8], mk[8];
+  unsigned char val[64];
+  size_t kl, nl, mkl, vl;
+  int has_mk;
+} row;
+typedef struct rows {
+  row *r;
+  size_t n, cap;
+} rows;
+
+static int collect(uint32_t state, const void *k, size_t kl, const void *ns,
+                   size_t nl, const void *mk, size_t mkl, const void *val,
+                   size_t len, void *opaque) {
+  rows *rs = opaque;
+  if (rs->n == rs->cap) {
+    rs->cap = rs->cap ? rs->cap * 2 : 64;
+    rs->r = realloc(rs->r, rs->cap * sizeof(row));
+  }
+  row *r = &rs->r[rs->n++];
+  memset(r, 0, sizeof(*r));
+  ck_assert_uint_le(kl, sizeof(r->key));
+  ck_assert_uint_le(len, sizeof(r->val));
+  r->state = state;
+  memcpy(r->key, k, kl);
+  memcpy(r->ns, ns, nl);
+  if (mk)
+    memcpy(r->mk, mk, mkl);
+  memcpy(r->val, val, len);
+  r->kl = kl, r->nl = nl, r->mkl = mkl, r->vl = len, r->has_mk = mk != NULL;
+  return 0;
+}
+
+static int cmp_row(const void *a, const void *b) {
+  return memcmp(a, b, sizeof(row));
+}
+
+static void rows_sorted(sl__backend *be, uint32_t kg, rows *out) {
+  memset(out, 0, sizeof(*out));
+  ck_assert_int_eq(be->ops->kg_scan(be, kg, collect, out), 0);
+  if (out->n)
+    qsort(out->r, out->n, sizeof(row), cmp_row);
+}
+
+/* ---- snapshots and restores --------------------------------------------- */
+
+/* Three kinds of state over two key groups, in a backend owning kg 0..7 of
+ * 8. */
+static void fill(sl__backend *be, uint32_t v, uint32_t l, uint32_t m, int from,
+                 int to) {
+  char key[24];
+  void *p;
+  for (int i = from; i < to; i++) {
+    snprintf(key, sizeof(key), "key-%d", i);
+    put_u64(be, v, key, (uint64_t)i);
+    sl__skey k = skey(be, l, key, i % 3 ? "" : "ns");
+    ck_assert_int_ge(be->ops->list_append(be, &k, 2, &p), 0);
+    memcpy(p, "el", 2);
+    k.state = m;
+    ck_assert_int_ge(
+        be->ops->map_slot(be, &k, "mk", 2, sl__hash64("mk", 2), 3, &p), 0);
+    memcpy(p, "map", 3);
+  }
+}
+
+START_TEST(snapshot_restore_sees_the_snapshot_not_later_writes) {
+  tdir t;
+  tdir_make(&t);
+  sl_conf_t *c = conf_kv(&t, NULL);
+  sl__backend *be = open_range(c, 0, 8, 8, NULL);
+  uint32_t v, l, m;
+  ck_assert_int_eq(ops->register_state(be, "op/v", SL__BT_VALUE, &v), 0);
+  ck_assert_int_eq(ops->register_state(be, "op/l", SL__BT_LIST, &l), 0);
+  ck_assert_int_eq(ops->register_state(be, "op/m", SL__BT_MAP, &m), 0);
+  fill(be, v, l, m, 0, 500);
+  rows before[8];
+  for (uint32_t kg = 0; kg < 8; kg++)
+    rows_sorted(be, kg, &before[kg]);
+  char snap[160], err[512] = "";
+  snprintf(snap, sizeof(snap), "%s/snap1", t.path);
+  ck_assert_msg(ops->snapshot(be, snap, err, sizeof(err)) == 0, "%s", err);
+  /* The snapshot directory must not exist yet. */
+  ck_assert_int_ne(ops->snapshot(be, snap, err, sizeof(err)), 0);
+  ck_assert_ptr_nonnull(strstr(err, snap));
+
+  /* Keep writing: overwrite, add, delete. */
+  put_u64(be, v, "key-1", 1111);
+  fill(be, v, l, m, 500, 600);
+  sl__skey k = skey(be, v, "key-2", "");
+  ck_assert_int_eq(ops->del(be, &k), 1);
+  ck_assert_uint_eq(get_u64(be, v, "key-1"), 1111);
+
+  /* Two restores from the same snapshot: it stays intact. */
+  for (int round = 0; round < 2; round++) {
+    char conf_dir[160];
+    snprintf(conf_dir, sizeof(conf_dir), "%s/restore%d", t.path, round);
+    const char *kv[] = {"state.dir", conf_dir, NULL};
+    sl_conf_t *c2 = conf_kv(&t, kv);
+    sl__backend *r = open_range(c2, 0, 8, 8, snap);
+    ck_assert_uint_eq(ops->state_count(r), 3);
+    uint32_t id;
+    ck_assert_int_eq(ops->register_state(r, "op/m", SL__BT_MAP, &id), 0);
+    ck_assert_uint_eq(id, m);
+    ck_assert_int_eq(ops->register_state(r, "op/m", SL__BT_LIST, &id),
+                     SL_ERR_INVAL);
+    ck_assert_uint_eq(get_u64(r, v, "key-1"), 1);
+    ck_assert_uint_eq(get_u64(r, v, "key-2"), 2);
+    ck_assert_uint_eq(get_u64(r, v, "key-550"), UINT64_MAX);
+    for (uint32_t kg = 0; kg < 8; kg++) {
+      rows after;
+      rows_sorted(r, kg, &after);
+      ck_assert_uint_eq(after.n, before[kg].n);
+      if (after.n)
+        ck_assert_mem_eq(after.r, before[kg].r, after.n * sizeof(row));
+      free(after.r);
+    }
+    /* Stats come back with the state. */
+    sl__state_stats s;
+    ops->stats(r, v, &s);
+    ck_assert_uint_eq(s.entries, 500);
+    /* The restored state is writable (and writing it leaves the snapshot
+     * alone: the next round restores the original again). */
+    put_u64(r, v, "key-1", 77);
+    put_u64(r, v, "new", 5);
+    ck_assert_uint_eq(get_u64(r, v, "key-1"), 77);
+    char snap2[160];
+    snprintf(snap2, sizeof(snap2), "%s/snap-r%d", t.path, round);
+    ck_assert_msg(ops->snapshot(r, snap2, err, sizeof(err)) == 0, "%s", err);
+    ops->close(r);
+    sl_conf_destroy(c2);
+  }
+  for (uint32_t kg = 0; kg < 8; kg++)
+    free(before[kg].r);
+  ops->close(be);
+  sl_conf_destroy(c);
+  rm_rf(t.path);
+}
+END_TEST
+
+START_TEST(open_snapshot_scans_exactly_a_key_group) {
+  tdir t;
+  tdir_make(&t);
+  sl_conf_t *c = conf_kv(&t, NULL);
+  /* A worker owning key groups 32..63 of 128 (worker 1 of 4). */
+  sl__backend *be = open_range(c, 32, 64, 128, NULL);
+  uint32_t v, l, m;
+  ops->register_state(be, "op/v", SL__BT_VALUE, &v);
+  ops->register_state(be, "op/l", SL__BT_LIST, &l);
+  ops->register_state(be, "op/m", SL__BT_MAP, &m);
+  char key[24];
+  void *p;
+  int stored = 0;
+  for (int i = 0; i < 20000 && stored < 2000; i++) {
+    snprintf(key, sizeof(key), "key-%d", i);
+    sl__skey k = skey(be, v, key, "");
+    if (k.kg < 32 || k.kg >= 64)
+      continue;
+    stored++;
+    put_u64(be, v, key, (uint64_t)i);
+    k.state = l;
+    ops->list_append(be, &k, 3, &p);
+    memcpy(p, "abc", 3);
+    k.state = m;
+    ops->map_slot(be, &k, key, strlen(key), sl__hash64(key, strlen(key)), 1,
+                  &p);
+    memcpy(p, "x", 1);
+  }
+  rows live[32];
+  for (uint32_t kg = 32; kg < 64; kg++)
+    rows_sorted(be, kg, &live[kg - 32]);
+  char snap[160], err[512] = "";
+  snprintf(snap, sizeof(snap), "%s/snap", t.path);
+  ck_assert_msg(ops->snapshot(be, snap, err, sizeof(err)) == 0, "%s", err);
+  put_u64(be, v, "after", 1); /* not in the snapshot */
+
+  /* A reader (a tool, or a worker of another parallelism). */
+  sl__backend_conf bc = {.conf = c, .max_par = 128};
+  sl__backend *ro = ops->open_snapshot(snap, &bc, err, sizeof(err));
+  ck_assert_msg(ro != NULL, "%s", err);
+  ck_assert_uint_eq(ro->kg_lo, 32);
+  ck_assert_uint_eq(ro->kg_hi, 64);
+  ck_assert_uint_eq(ro->ops->state_count(ro), 3);
+  uint64_t total = 0;
+  for (uint32_t kg = 32; kg < 64; kg++) {
+    rows got;
+    rows_sorted(ro, kg, &got);
+    ck_assert_uint_eq(got.n, live[kg - 32].n);
+    if (got.n)
+      ck_assert_mem_eq(got.r, live[kg - 32].r, got.n * sizeof(row));
+    for (size_t i = 0; i < got.n; i++) {
+      ck_assert_uint_eq(
+          sl__key_group(sl__hash64(got.r[i].key, got.r[i].kl), 128), kg);
+    }
+    total += got.n;
+    free(got.r);
+    free(live[kg - 32].r);
+  }
+  ck_assert_uint_eq(total, 3 * (uint64_t)stored);
+  ck_assert_int_eq(ro->ops->kg_scan(ro, 31, collect, &(rows){0}), SL_ERR_RANGE);
+  /* Reads work, by name; writes do not. */
+  uint32_t id;
+  ck_assert_int_eq(ro->ops->register_state(ro, "op/v", SL__BT_VALUE, &id), 0);
+  ck_assert_uint_eq(id, v);
+  ck_assert_int_eq(ro->ops->register_state(ro, "op/none", SL__BT_VALUE, &id),
+                   SL_ERR_NOTFOUND);
+  ck_assert_uint_eq(get_u64(ro, v, "after"), UINT64_MAX);
+  sl__skey k = skey(ro, v, "key-1", "");
+  ck_assert_int_eq(ro->ops->slot(ro, &k, 8, &p), SL_ERR_STATE);
+  ck_assert_int_eq(ro->ops->del(ro, &k), SL_ERR_STATE);
+  ck_assert_int_ne(ro->ops->snapshot(ro, snap, err, sizeof(err)), 0);
+  ro->ops->close(ro);
+  /* The snapshot is still there for the next reader, as it was written. */
+  ck_assert_int_eq(access(snap, F_OK), 0);
+  char log[192];
+  snprintf(log, sizeof(log), "%s/LOG", snap);
+  ck_assert_int_ne(access(log, F_OK), 0);
+
+  /* Another key-group count is refused with a clear message. */
+  bc.max_par = 256;
+  ck_assert_ptr_null(ops->open_snapshot(snap, &bc, err, sizeof(err)));
+  ck_assert_ptr_nonnull(strstr(err, "128 key groups"));
+  /* So is restoring a worker of another range from it. */
+  sl__backend_conf rc = {.conf = c,
+                         .kg_lo = 0,
+                         .kg_hi = 32,
+                         .max_par = 128,
+                         .worker = 3,
+                         .restore_dir = snap};
+  ck_assert_ptr_null(ops->open(&rc, err, sizeof(err)));
+  ck_assert_ptr_nonnull(strstr(err, "holds key groups 32..64 of 128"));
+  ops->close(be);
+  sl_conf_destroy(c);
+  rm_rf(t.path);
+}
+END_TEST
+
+/* ---- a state larger than the block cache -------------------------------- */
+
+/* Under the sanitizers everything is several times slower: a smaller
+ * state, with a block cache smaller by as much. */
+#if defined(__SANITIZE_ADDRESS__)
+#define BIG_KEYS 1000000
+#define BIG_MEMORY "32m"
+#else
+#define BIG_KEYS 5000000
+#define BIG_MEMORY "128m"
+#endif
+
+static void big_val(uint32_t i, unsigned char *val) {
+  memset(val, (int)(i & 0xff), 24);
+  memcpy(val, &i, 4);
+  if (i % 97 == 0)
+    val[23] ^= 0xff; /* the sample that was read-modify-written */
+}
+
+typedef struct big_check {
+  uint64_t n;
+  int bad;
+} big_check;
+
+static int big_fn(uint32_t state, const void *k, size_t kl, const void *ns,
+                  size_t nl, const void *mk, size_t mkl, const void *val,
+                  size_t len, void *opaque) {
+  (void)state, (void)ns, (void)mk, (void)mkl;
+  big_check *c = opaque;
+  char key[32];
+  uint32_t i;
+  unsigned char want[24];
+  c->n++;
+  if (kl >= sizeof(key) || nl || len != 24)
+    return c->bad = 1;
+  memcpy(key, k, kl);
+  key[kl] = '\0';
+  if (sscanf(key, "user-%u", &i) != 1)
+    return c->bad = 1;
+  big_val(i, want);
+  return c->bad = memcmp(val, want, 24) != 0;
+}
+
+START_TEST(state_larger_than_the_cache) {
+  tdir t;
+  tdir_make(&t);
+  /* 128 MiB: a 64 MiB block cache, 32 MiB of write buffers, 32 MiB of
+   * write-back cache; 5 * 10^6 keys with 24-byte values are several times
+   * that. */
+  const char *kv[] = {"state.rocksdb.memory", BIG_MEMORY, NULL};
+  sl_conf_t *c = conf_kv(&t, kv);
+  sl__backend *be = open_range(c, 0, 128, 128, NULL);
+  rk *b = (rk *)be;
+  ck_assert_uint_eq(b->env->block_cache, b->env->budget / 2);
+  uint32_t v;
+  ops->register_state(be, "op/count", SL__BT_VALUE, &v);
+  const char *env = getenv("SLUICE_TEST_BIG_KEYS");
+  const uint32_t N = env ? (uint32_t)atol(env) : BIG_KEYS;
+  char key[32];
+  unsigned char val[24];
+  for (uint32_t i = 0; i < N; i++) {
+    snprintf(key, sizeof(key), "user-%u", i);
+    sl__skey k = skey(be, v, key, "");
+    void *p;
+    int rc = ops->slot(be, &k, sizeof(val), &p);
+    if (rc != 0)
+      ck_abort_msg("key %u: slot %d", i, rc);
+    big_val(i, val);
+    val[23] ^= i % 97 == 0 ? 0xff : 0; /* as it was before the sample */
+    memcpy(p, val, sizeof(val));
+    /* The write-back cache stays within its share after every call. */
+    if (b->cache.bytes > b->cache.limit)
+      ck_abort_msg("key %u: cache %zu > %zu", i, b->cache.bytes,
+                   b->cache.limit);
+  }
+  sl__state_stats s;
+  ops->stats(be, v, &s);
+  ck_assert_uint_eq(s.entries, N);
+  /* Read-modify-write a sample (mostly RocksDB reads, not cache hits),
+   * read another back. */
+  for (uint32_t i = 0; i < N; i += 97) {
+    snprintf(key, sizeof(key), "user-%u", i);
+    sl__skey k = skey(be, v, key, "");
+    void *p;
+    ck_assert_int_eq(ops->slot(be, &k, sizeof(val), &p), 1);
+    ((unsigned char *)p)[23] ^= 0xff;
+  }
+  for (uint32_t i = 1; i < N; i += 89) {
+    snprintf(key, sizeof(key), "user-%u", i);
+    sl__skey k = skey(be, v, key, "");
+    void *p;
+    size_t l;
+    if (ops->get(be, &k, &p, &l, false) != 1 || l != sizeof(val))
+      ck_abort_msg("key %u missing", i);
+    big_val(i, val);
+    if (memcmp(p, val, sizeof(val)))
+      ck_abort_msg("key %u has another value", i);
+  }
+  /* Every entry, checked by scanning the key groups. */
+  big_check chk = {0, 0};
+  for (uint32_t kg = 0; kg < 128 && !chk.bad; kg++)
+    ck_assert_int_eq(ops->kg_scan(be, kg, big_fn, &chk), chk.bad);
+  ck_assert_int_eq(chk.bad, 0);
+  ck_assert_uint_eq(chk.n, N);
+  /* Within the budget: the block cache at its capacity (RocksDB may
+   * overshoot it by what readers pin), the write-back cache at its
+   * share. */
+  ck_assert_uint_le(rocksdb_cache_get_usage(b->env->cache),
+                    b->env->block_cache + ((size_t)4 << 20));
+  ck_assert_uint_le(b->cache.bytes, b->cache.limit);
+  ops->close(be);
+  sl_conf_destroy(c);
+  rm_rf(t.path);
+}
+END_TEST
+
+/* ---- TTL: the compaction filter ----------------------------------------- */
+
+static void frame(sl__backend *be, sl__skey *k, int64_t ts, const char *s) {
+  void *p;
+  size_t n = strlen(s);
+  ck_assert_int_ge(be->ops->list_append(be, k, 8 + n, &p), 0);
+  memcpy(p, &ts, 8);
+  memcpy((char *)p + 8, s, n);
+}
+
+START_TEST(compaction_filter_drops_expired_items) {
+  tdir t;
+  tdir_make(&t);
+  sl_conf_t *c = conf_kv(&t, NULL);
+  sl__backend *be = open_range(c, 0, 4, 4, NULL);
+  uint32_t v, l, m, keep;
+  ops->register_state(be, "op/v", SL__BT_VALUE, &v);
+  ops->register_state(be, "op/l", SL__BT_LIST, &l);
+  ops->register_state(be, "op/m", SL__BT_MAP, &m);
+  ops->register_state(be, "op/keep", SL__BT_VALUE, &keep);
+  ops->set_ttl(be, v, 100, 0);
+  ops->set_ttl(be, l, 100, 0);
+  ops->set_ttl(be, m, 100, 1); /* event time */
+  char key[16];
+  void *p;
+  for (int i = 0; i < 100; i++) {
+    snprintf(key, sizeof(key), "k%d", i);
+    int64_t ts = i < 50 ? 0 : 1000; /* half old, half fresh */
+    sl__skey k = skey(be, v, key, "");
+    ops->slot(be, &k, 16, &p);
+    memcpy(p, &ts, 8);
+    memcpy((char *)p + 8, "payload!", 8);
+    k.state = keep;
+    ops->slot(be, &k, 8, &p);
+    memcpy(p, &ts, 8);
+    k.state = l;
+    frame(be, &k, 0, "old");
+    frame(be, &k, ts, "mixed");
+    k.state = m;
+    ops->map_slot(be, &k, "a", 1, sl__hash64("a", 1), 9, &p);
+    memcpy(p, &ts, 8);
+  }
+  sl__state_stats sv, sl, sm;
+  ops->stats(be, l, &sl);
+  /* Nothing is expired before the clock says so. */
+  sl__rocksdb_compact(be);
+  ops->stats(be, v, &sv);
+  ck_assert_uint_eq(sv.entries, 100);
+  /* Processing time 1050; event time still unknown. */
+  sl__backend_ttl_clock(be, 0, 1050);
+  sl__rocksdb_compact(be);
+  ops->stats(be, v, &sv);
+  ck_assert_uint_eq(sv.entries, 50);
+  sl__state_stats sl2;
+  ops->stats(be, l, &sl2);
+  ck_assert_uint_eq(sl2.entries, 50); /* all-old lists gone */
+  /* The rest lost their "old" element (a frame of 8 + 8 + 3 bytes). */
+  uint64_t want = 0;
+  for (int i = 50; i < 100; i++)
+    want += 3 + sl__list_frame(13);
+  ck_assert_uint_eq(sl2.bytes, want);
+  ck_assert_uint_gt(sl.bytes, want);
+  ops->stats(be, m, &sm);
+  ck_assert_uint_eq(sm.entries, 100);
+  sl__skey k = skey(be, l, "k70", "");
+  size_t len;
+  ck_assert_int_eq(ops->get(be, &k, &p, &len, false), 1);
+  ck_assert_uint_eq(len, sl__list_frame(13));
+  ck_assert_mem_eq((char *)p + SL__LIST_HDR + 8, "mixed", 5);
+  k = skey(be, v, "k10", "");
+  ck_assert_int_eq(ops->get(be, &k, &p, &len, false), 0);
+  k = skey(be, keep, "k10", "");
+  ck_assert_int_eq(ops->get(be, &k, &p, &len, false), 1); /* no TTL */
+  /* Event time reaches the map. */
+  sl__backend_ttl_clock(be, 1, 100);
+  sl__rocksdb_compact(be);
+  ops->stats(be, m, &sm);
+  ck_assert_uint_eq(sm.entries, 50);
+  ops->close(be);
+  sl_conf_destroy(c);
+  rm_rf(t.path);
+}
+END_TEST
+
+/* ---- map iteration ------------------------------------------------------ */
+
+/* Entries sharing a map-key hash (the backend trusts the caller's hash, so
+ * the test can make them), removed and added while iterating, with a
+ * write-back cache small enough to evict meanwhile. */
+START_TEST(map_iteration_with_equal_hashes_and_eviction) {
+  tdir t;
+  tdir_make(&t);
+  const char *kv[] = {"state.rocksdb.memory", "8m", NULL};
+  sl_conf_t *c = conf_kv(&t, kv);
+  sl__backend *be = open_range(c, 0, 1, 1, NULL);
+  uint32_t m, other;
+  ops->register_state(be, "op/m", SL__BT_MAP, &m);
+  ops->register_state(be, "op/other", SL__BT_VALUE, &other);
+  sl__skey k = skey(be, m, "the-key", "");
+  enum { N = 3000 };
+  char mk[16];
+  void *p;
+  size_t len;
+  /* mh: groups of 1 to 4 entries share one. */
+  for (int i = 0; i < N; i++) {
+    snprintf(mk, sizeof(mk), "mk%d", i);
+    uint64_t mh = (uint64_t)(i / (1 + i % 4)) * 0x9e3779b97f4a7c15ULL;
+    ck_assert_int_eq(ops->map_slot(be, &k, mk, strlen(mk), mh, 4, &p), 0);
+    memcpy(p, &i, 4);
+  }
+  for (int pass = 0; pass < 2; pass++) {
+    static unsigned char seen[N];
+    memset(seen, 0, sizeof(seen));
+    sl__map_cursor cur = {.k = k};
+    ck_assert_int_eq(ops->map_iter(be, &cur), 1);
+    const void *key;
+    size_t kl;
+    int n = 0, removed = 0;
+    while (ops->map_next(be, &cur, &key, &kl, &p, &len, false) == 1) {
+      int i;
+      memcpy(&i, p, 4);
+      ck_assert_int_lt(i, N);
+      ck_assert_int_eq(seen[i]++, 0);
+      n++;
+      char copy[16];
+      memcpy(copy, key, kl);
+      uint64_t mh = (uint64_t)(i / (1 + i % 4)) * 0x9e3779b97f4a7c15ULL;
+      if (pass == 0 && i % 2) { /* the entry just returned */
+        ck_assert_int_eq(ops->map_remove(be, &k, copy, kl, mh), 1);
+        removed++;
+      }
+      /* Other state, enough of it to evict and flush. */
+      for (int j = 0; j < 20; j++) {
+        char ok[24];
+        snprintf(ok, sizeof(ok), "o-%d-%d", pass, n * 20 + j);
+        put_u64(be, other, ok, (uint64_t)j);
+      }
+    }
+    if (pass == 0) {
+      ck_assert_int_eq(n, N);
+      ck_assert_int_eq(removed, N / 2);
+    } else {
+      ck_assert_int_eq(n, N / 2);
+      for (int i = 0; i < N; i++)
+        ck_assert_int_eq(seen[i], i % 2 == 0);
+    }
+  }
+  /* del removes the rest, and the map is gone. */
+  ck_assert_int_eq(ops->del(be, &k), 1);
+  sl__map_cursor cur = {.k = k};
+  ck_assert_int_eq(ops->map_iter(be, &cur), 0);
+  sl__state_stats s;
+  ops->stats(be, m, &s);
+  ck_assert_uint_eq(s.entries, 0);
+  ops->close(be);
+  sl_conf_destroy(c);
+  rm_rf(t.path);
+}
+END_TEST
+
+/* ---- errors ------------------------------------------------------------- */
+
+static int count_open(sl_ctx_t *ctx, void *opaque) {
+  (void)opaque;
+  sl_state_desc_t d = {.name = "count", .kind = SL_STATE_VALUE};
+  sl_state_t *st = sl_state_register(ctx, &d);
+  sl_ctx_set_local(ctx, st);
+  return st ? 0 : SL_ERR_STATE;
+}
+
+/* Stores 4 KiB of noise per record (incompressible: a full disk fills). */
+static int count_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)rec, (void)opaque;
+  static uint64_t x = 88172645463325252ULL;
+  uint64_t buf[512];
+  for (int i = 0; i < 512; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    buf[i] = x;
+  }
+  return sl_value_put(ctx, sl_ctx_local(ctx), buf, sizeof(buf));
+}
+
+static const sl_process_ops_t count_ops = {.open = count_open,
+                                           .on_element = count_element};
+
+START_TEST(state_dir_that_cannot_be_created) {
+  tdir t;
+  tdir_make(&t);
+  /* A regular file where a directory should be. */
+  char file[128], dir[160], err[1024] = "";
+  snprintf(file, sizeof(file), "%s/file", t.path);
+  fclose(fopen(file, "w"));
+  snprintf(dir, sizeof(dir), "%s/sub", file);
+  const char *kv[] = {"state.dir", dir, NULL};
+  sl_conf_t *c = conf_kv(&t, kv);
+  sl_harness_t *h =
+      sl_harness_new_process(c, &count_ops, NULL, NULL, err, sizeof(err));
+  ck_assert_ptr_null(h);
+  ck_assert_msg(strstr(err, dir) && strstr(err, "cannot create") &&
+                    strstr(err, "Not a directory"),
+                "message: %s", err);
+  sl_conf_destroy(c);
+  /* Backends opened without a job say the same. */
+  c = conf_kv(&t, kv);
+  sl__backend_conf bc = {.conf = c, .kg_lo = 0, .kg_hi = 1, .max_par = 1};
+  ck_assert_ptr_null(ops->open(&bc, err, sizeof(err)));
+  ck_assert_ptr_nonnull(strstr(err, dir));
+  sl_conf_destroy(c);
+  rm_rf(t.path);
+}
+END_TEST
+
+START_TEST(state_dir_locked_by_another_job) {
+  tdir t;
+  tdir_make(&t);
+  char err[1024] = "";
+  sl_harness_t *h1 = sl_harness_new_process(conf_kv(&t, NULL), &count_ops, NULL,
+                                            NULL, err, sizeof(err));
+  ck_assert_msg(h1 != NULL, "%s", err);
+  ck_assert_int_eq(sl_harness_push_kv(h1, 0, "k", "v", 1), SL_OK);
+  /* The same job name and state.dir, in this process ... */
+  sl_conf_t *c = conf_kv(&t, NULL);
+  sl_harness_t *h2 =
+      sl_harness_new_process(c, &count_ops, NULL, NULL, err, sizeof(err));
+  ck_assert_ptr_null(h2);
+  ck_assert_msg(strstr(err, t.state) && strstr(err, "is in use") &&
+                    strstr(err, "locked by another process or job"),
+                "message: %s", err);
+  sl_conf_destroy(c);
+  /* ... and in another. */
+  pid_t pid = fork();
+  if (pid == 0) {
+    c = conf_kv(&t, NULL);
+    h2 = sl_harness_new_process(c, &count_ops, NULL, NULL, err, sizeof(err));
+    _exit(!h2 && strstr(err, "is in use") ? 0 : 1);
+  }
+  int status;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  /* Once the first job is gone, the directory is free again. */
+  sl_harness_destroy(h1);
+  h2 = sl_harness_new_process(conf_kv(&t, NULL), &count_ops, NULL, NULL, err,
+                              sizeof(err));
+  ck_assert_msg(h2 != NULL, "%s", err);
+  sl_harness_destroy(h2);
+  /* Nothing left of the workers' databases. */
+  char w0[160];
+  snprintf(w0, sizeof(w0), "%s/harness/w0", t.state);
+  ck_assert_int_ne(access(w0, F_OK), 0);
+  rm_rf(t.path);
+}
+END_TEST
+
+START_TEST(full_disk_fails_the_job_and_the_snapshot) {
+  tdir t;
+  tdir_make(&t);
+  char mnt[128];
+  snprintf(mnt, sizeof(mnt), "%s/mnt", t.path);
+  ck_assert_int_eq(mkdir(mnt, 0777), 0);
+  if (mount("tmpfs", mnt, "tmpfs", 0, "size=4m")) {
+    fprintf(stderr, "full_disk: skipped: cannot mount a small tmpfs (%s)\n",
+            strerror(errno));
+    rm_rf(t.path);
+    return;
+  }
+  char sdir[160], err[1024] = "";
+  snprintf(sdir, sizeof(sdir), "%s/state", mnt);
+  /* Small write buffers, so memtables are flushed to the (full) disk. */
+  const char *kv[] = {"state.dir", sdir, "state.rocksdb.memory", "16m", NULL};
+
+  /* Through a job: it fails with a message naming state.dir and RocksDB's
+   * reason, and stays failed. */
+  sl_harness_t *h = sl_harness_new_process(conf_kv(&t, kv), &count_ops, NULL,
+                                           NULL, err, sizeof(err));
+  ck_assert_msg(h != NULL, "%s", err);
+  int rc = SL_OK;
+  char key[16];
+  for (int i = 0; i < 20000 && rc == SL_OK; i++) {
+    snprintf(key, sizeof(key), "k%d", i);
+    rc = sl_harness_push_kv(h, 0, key, "x", i);
+  }
+  ck_assert_int_ne(rc, SL_OK);
+  const char *msg = sl_harness_errmsg(h);
+  ck_assert_msg(strstr(msg, sdir) && strstr(msg, "No space left on device"),
+                "message: %s", msg);
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "x", 1), rc);
+  sl_harness_destroy(h);
+
+  /* A snapshot that cannot be written is an error and leaves nothing that
+   * could pass for a snapshot. */
+  sl_conf_t *c = conf_kv(&t, kv);
+  sl__backend *be = open_range(c, 0, 1, 1, NULL);
+  uint32_t v;
+  ck_assert_int_eq(ops->register_state(be, "op/v", SL__BT_VALUE, &v), 0);
+  uint64_t x = 88172645463325252ULL;
+  for (int i = 0; i < 1200; i++) { /* ~5 MB, in the write-back cache */
+    snprintf(key, sizeof(key), "k%d", i);
+    sl__skey k = skey(be, v, key, "");
+    void *p;
+    if (ops->slot(be, &k, 4096, &p) < 0)
+      break;
+    for (int j = 0; j < 512; j++) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      memcpy((char *)p + 8 * j, &x, 8);
+    }
+  }
+  char snap[192];
+  snprintf(snap, sizeof(snap), "%s/snap", mnt);
+  rc = ops->snapshot(be, snap, err, sizeof(err));
+  ck_assert_int_lt(rc, 0);
+  ck_assert_msg(strstr(err, "No space left on device"), "message: %s", err);
+  ck_assert_int_ne(access(snap, F_OK), 0);
+  ck_assert_ptr_nonnull(be->errmsg);
+  sl__skey k = skey(be, v, "k1", "");
+  void *p;
+  ck_assert_int_lt(ops->slot(be, &k, 8, &p) < 0
+                       ? -1
+                       : ops->get(be, &k, &p, &(size_t){0}, false),
+                   1); /* nothing more passes for success */
+  ops->close(be);
+  sl_conf_destroy(c);
+  umount(mnt);
+  rm_rf(t.path);
+}
+END_TEST
+
+static void corrupt(const char *dir, const char *suffix, bool truncate_it) {
+  DIR *d = opendir(dir);
+  ck_assert_ptr_nonnull(d);
+  struct dirent *de;
+  int done = 0;
+  while ((de = readdir(d))) {
+    size_t n = strlen(de->d_name), sl = strlen(suffix);
+    if (n < sl || strcmp(de->d_name + n - sl, suffix))
+      continue;
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+    /* A new file, not a write through the hard link the live DB shares. */
+    unlink(path);
+    FILE *f = fopen(path, "w");
+    fputs(truncate_it ? "" : "garbage garbage garbage", f);
+    fclose(f);
+    done++;
+  }
+  closedir(d);
+  ck_assert_int_gt(done, 0);
+}
+
+START_TEST(corrupt_snapshot_is_a_clear_error) {
+  tdir t;
+  tdir_make(&t);
+  sl_conf_t *c = conf_kv(&t, NULL);
+  sl__backend *be = open_range(c, 0, 1, 1, NULL);
+  uint32_t v;
+  ops->register_state(be, "op/v", SL__BT_VALUE, &v);
+  put_u64(be, v, "a", 1);
+  char snap[160], err[1024] = "";
+  for (int i = 0; i < 3; i++) {
+    snprintf(snap, sizeof(snap), "%s/snap%d", t.path, i);
+    ck_assert_msg(ops->snapshot(be, snap, err, sizeof(err)) == 0, "%s", err);
+  }
+  ops->close(be);
+  snprintf(snap, sizeof(snap), "%s/snap0", t.path);
+  corrupt(snap, ".sst", true);
+  snprintf(snap + strlen(snap) - 1, 2, "1");
+  corrupt(snap, "CURRENT", false);
+  for (int i = 0; i < 2; i++) {
+    snprintf(snap, sizeof(snap), "%s/snap%d", t.path, i);
+    sl__backend_conf bc = {
+        .conf = c, .kg_lo = 0, .kg_hi = 1, .max_par = 1, .restore_dir = snap};
+    ck_assert_ptr_null(ops->open(&bc, err, sizeof(err)));
+    ck_assert_msg(strstr(err, snap) && strstr(err, "cannot restore"),
+                  "message: %s", err);
+    ck_assert_ptr_null(ops->open_snapshot(snap, &bc, err, sizeof(err)));
+    ck_assert_msg(strstr(err, snap), "message: %s", err);
+  }
+  /* A directory that is no snapshot at all. */
+  sl__backend_conf bc = {.conf = c, .max_par = 1};
+  ck_assert_ptr_null(ops->open_snapshot(t.path, &bc, err, sizeof(err)));
+  ck_assert_ptr_nonnull(strstr(err, t.path));
+  /* The intact one still restores. */
+  snprintf(snap, sizeof(snap), "%s/snap2", t.path);
+  sl__backend *r = open_range(c, 0, 1, 1, snap);
+  ck_assert_uint_eq(get_u64(r, 0, "a"), 1);
+  ops->close(r);
+  sl_conf_destroy(c);
+  rm_rf(t.path);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("rocksdb");
+  TCase *tc = tcase_create("snapshots");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, snapshot_restore_sees_the_snapshot_not_later_writes);
+  tcase_add_test(tc, open_snapshot_scans_exactly_a_key_group);
+  tcase_add_test(tc, corrupt_snapshot_is_a_clear_error);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("state");
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, compaction_filter_drops_expired_items);
+  tcase_add_test(tc, map_iteration_with_equal_hashes_and_eviction);
+  tcase_add_test(tc, state_larger_than_the_cache);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("errors");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, state_dir_that_cannot_be_created);
+  tcase_add_test(tc, state_dir_locked_by_another_job);
+  tcase_add_test(tc, full_disk_fails_the_job_and_the_snapshot);
+  suite_add_tcase(s, tc);
+  return tu_run(s);
+}
