@@ -294,8 +294,8 @@ void sl__ttl_access(sl_state_t *st, int64_t now) {
 }
 
 void sl__kstate_cleanup_full(struct sl__kstate *ks, int64_t event_now) {
-  if (!ks)
-    return;
+  if (!ks || !ks->be->ops->cleanup)
+    return; /* e.g. RocksDB: its compaction filter drops expired entries */
   for (size_t i = 0; i < ks->n_states; i++) {
     sl_state_t *st = ks->states[i];
     if (!st->ttl)
