@@ -18,7 +18,7 @@
 #define KEYS 97
 
 /* Every suite runs on every state backend (tcase_add_loop_test). */
-static const char *const backends[] = {"hashmap"};
+static const char *const backends[] = {"hashmap", "rocksdb"};
 #define N_BACKENDS ((int)(sizeof(backends) / sizeof(backends[0])))
 
 /* ---- The job ------------------------------------------------------------ */
@@ -147,9 +147,13 @@ static int run_job(run *r) {
   kv[n++] = iv;
   kv[n++] = "log.level";
   kv[n++] = "warn";
+  char state_dir[512];
+  snprintf(state_dir, sizeof(state_dir), "%s/state", r->dir);
   if (r->backend) {
     kv[n++] = "state.backend";
     kv[n++] = r->backend;
+    kv[n++] = "state.dir";
+    kv[n++] = state_dir;
   }
   if (r->restore) {
     kv[n++] = "restore.from";
