@@ -136,6 +136,10 @@ size_t sl__ktxn_log(sl__kprod *p, sl__ktxn_event *ev, uint64_t *ids,
 typedef struct sl__kwriter sl__kwriter;
 sl__kwriter *sl__kwriter_new(sl__kprod *p, const char *topic, bool eos);
 void sl__kwriter_free(sl__kwriter *w);
+/* The job restored checkpoint id: its output continues epoch id (the
+ * sluice.epoch header), so epochs are unique across runs. Before any
+ * write. */
+void sl__kwriter_resume(sl__kwriter *w, uint64_t id);
 /* Writes (or, exactly_once after a barrier whose transaction is not yet
  * committed, holds) one record; hdrs consumed. */
 int sl__kwriter_write(sl__kwriter *w, const sl_record_t *rec,

@@ -615,6 +615,20 @@ sl__kwriter *sl__kwriter_new(sl__kprod *p, const char *topic, bool eos) {
   return w;
 }
 
+void sl__kwriter_resume(sl__kwriter *w, uint64_t id) {
+  if (!w->eos || id <= w->barrier)
+    return;
+  w->barrier = id;
+  /* Checkpoint id is the restored one: committed (or resolved as such)
+   * by the run that took it, so output after it joins the open
+   * transaction at once. */
+  uint64_t rel = atomic_load_explicit(&w->p->released, memory_order_acquire);
+  while (rel < id && !atomic_compare_exchange_weak_explicit(
+                         &w->p->released, &rel, id, memory_order_acq_rel,
+                         memory_order_acquire))
+    ;
+}
+
 void sl__kwriter_free(sl__kwriter *w) {
   if (!w)
     return;
