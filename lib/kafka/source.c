@@ -13,9 +13,13 @@
 
 #include "core/conf.h"
 #include "kafka/kafka_int.h"
+#include "metrics/metrics.h"
 #include "time/watermark.h"
 
 #define MAX_SUBTASKS 1024
+/* Position and high watermark go to the metrics this often, from the
+ * poll loop: never per record. */
+#define METRICS_EVERY_MS 1000
 
 /* Broker timeouts are real time even when the job runs on a manual clock
  * (tests): a broker does not wait for a test's clock. */
@@ -31,6 +35,7 @@ typedef struct kpart {
   int64_t next;      /* next offset to emit: the position in checkpoints */
   int64_t committed; /* last offset committed to the group */
   sl__wmgen wm;
+  sl__kafka_pmetrics *pm; /* offset, high watermark, lag; NULL: none */
 } kpart;
 
 typedef struct ksub {
@@ -42,7 +47,8 @@ typedef struct ksub {
   size_t cap_msgs;
   const sl_watermark_spec_t *spec;
   bool idle;
-  int64_t last_ok; /* monotonic ms of the last sign of a live broker */
+  int64_t last_ok;      /* monotonic ms of the last sign of a live broker */
+  int64_t last_metrics; /* monotonic ms of the last metrics update */
   const rd_kafka_topic_t *last_rkt;
   int last_topic;
   char keybuf[32];
@@ -269,6 +275,23 @@ static int start_offsets(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
   return rc;
 }
 
+/* Position and high watermark per partition. The high watermark is
+ * librdkafka's cached value from the last fetch response (no request). */
+static void update_metrics(ksrc *s, ksub *k, int64_t mono) {
+  k->last_metrics = mono;
+  for (size_t i = 0; i < k->n_parts; i++) {
+    kpart *p = &k->parts[i];
+    if (!p->pm)
+      continue;
+    int64_t lo, hi = -1;
+    if (rd_kafka_get_watermark_offsets(k->rk, s->topics[p->topic], p->partition,
+                                       &lo, &hi) ||
+        hi < 0)
+      hi = -1;
+    sl__metrics_kafka_partition_update(p->pm, p->next, hi);
+  }
+}
+
 static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   ksrc *s = opaque;
   int sub = sl_source_ctx_subtask(ctx), subs = sl_source_ctx_subtasks(ctx);
@@ -350,6 +373,14 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   if (e)
     return sl_source_fail(ctx, SL_ERR_KAFKA, "assign: %s", rd_kafka_err2str(e));
   k->last_ok = mono_ms();
+  /* The partitions are this subtask's until it closes (the job assigns
+   * them, no rebalance revokes them). Missing metrics are not an error. */
+  for (size_t j = 0; j < k->n_parts; j++) {
+    kpart *kp = &k->parts[j];
+    kp->pm = sl__metrics_kafka_partition(s->kj->job, s->uid,
+                                         s->topics[kp->topic], kp->partition);
+  }
+  update_metrics(s, k, k->last_ok);
   /* A subtask without partitions is idle from the start, so it never
    * holds back the watermark downstream. */
   if (k->n_parts == 0 && k->spec->idle_timeout_ms > 0) {
@@ -372,6 +403,8 @@ static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
     sl__klog("source %s: %s", s->uid, err);
   if (k->q)
     rd_kafka_queue_destroy(k->q);
+  for (size_t i = 0; i < k->n_parts; i++)
+    sl__metrics_kafka_partition_remove(k->parts[i].pm);
   if (k->rk) {
     rd_kafka_consumer_close(k->rk);
     rd_kafka_destroy(k->rk);
@@ -607,6 +640,8 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
   }
   if ((rc = watermarks(ctx, k, now)))
     return rc;
+  if (mono - k->last_metrics >= METRICS_EVERY_MS)
+    update_metrics(s, k, mono);
   return n > 0 ? SL_POLL_MORE : SL_POLL_EMPTY;
 }
 
