@@ -52,6 +52,8 @@ typedef struct ksub {
   const rd_kafka_topic_t *last_rkt;
   int last_topic;
   char keybuf[32];
+  char *kbuf; /* decoded JSON string keys with escapes; reused */
+  size_t kcap;
 } ksub;
 
 typedef struct rpos {
@@ -69,6 +71,12 @@ typedef struct ksrc {
   char *group; /* NULL: from conf at open */
   sl_kafka_source_opts_t o;
   char *key_ptr, *ts_ptr;
+  /* JSON codec: key and timestamp pointers compiled for the scanner;
+   * fast is false when a pointer is too deep (jansson then). */
+  sl__jptr *jp;
+  size_t n_jp;
+  int jkey, jts; /* index in jp, or -1 */
+  bool fast;
   pthread_mutex_t lock;
   rpos *restored;
   size_t n_restored;
@@ -85,6 +93,7 @@ static void ksrc_free(void *p) {
   free(s->group);
   free(s->key_ptr);
   free(s->ts_ptr);
+  free(s->jp);
   free(s->restored);
   pthread_mutex_destroy(&s->lock);
   free(s);
@@ -411,6 +420,7 @@ static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
   }
   free(k->parts);
   free(k->msgs);
+  free(k->kbuf);
   free(k);
   s->sub[sub] = NULL;
 }
@@ -439,6 +449,57 @@ static int bad(sl_source_ctx_t *ctx, ksrc *s, const rd_kafka_message_t *m,
   return sl_source_bad_input(ctx, where, why);
 }
 
+/* The JSON codec without a document: one validating scan finds the key
+ * and the timestamp; the key points into the message (or, with escapes,
+ * into the subtask's buffer). The document is built only if a chained
+ * function calls sl_kafka_msg_json(). */
+static int decode_scan(ksrc *s, ksub *k, sl_kafka_msg_t *km, sl_record_t *rec,
+                       char *err, size_t errlen) {
+  const rd_kafka_message_t *m = km->m;
+  sl__jval v[2];
+  if (sl__jscan(m->payload ? m->payload : "", m->payload ? m->len : 0, s->jp,
+                s->n_jp, v, err, errlen))
+    return -1;
+  km->lazy = true;
+  if (s->jkey >= 0) {
+    const sl__jval *kv = &v[s->jkey];
+    int64_t n;
+    if (kv->kind == SL__J_STRING && !kv->esc) {
+      rec->key = kv->s;
+      rec->key_len = kv->len;
+    } else if (kv->kind == SL__J_STRING) {
+      if (k->kcap < kv->len) {
+        char *b = realloc(k->kbuf, kv->len);
+        if (!b) {
+          snprintf(err, errlen, "out of memory");
+          return -1;
+        }
+        k->kbuf = b;
+        k->kcap = kv->len;
+      }
+      sl__junescape(kv->s, kv->len, k->kbuf, &rec->key_len);
+      rec->key = k->kbuf;
+    } else if (kv->kind == SL__J_INTEGER && !sl__jint(kv->s, kv->len, &n)) {
+      rec->key_len =
+          (size_t)snprintf(k->keybuf, sizeof(k->keybuf), "%" PRId64, n);
+      rec->key = k->keybuf;
+    } else {
+      snprintf(err, errlen, "key %s missing or not a string/integer",
+               s->key_ptr);
+      return -1;
+    }
+  }
+  if (s->jts >= 0) {
+    const sl__jval *tv = &v[s->jts];
+    if (tv->kind != SL__J_INTEGER || sl__jint(tv->s, tv->len, &rec->ts)) {
+      snprintf(err, errlen, "timestamp %s missing or not an integer (ms)",
+               s->ts_ptr);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 /* Decodes with the configured codec into rec. 0 ok, 1 drop, else the
  * reason in err and -1. */
 static int decode(ksrc *s, ksub *k, sl_kafka_msg_t *km, sl_record_t *rec,
@@ -458,6 +519,8 @@ static int decode(ksrc *s, ksub *k, sl_kafka_msg_t *km, sl_record_t *rec,
   }
   if (s->o.codec != SL_KAFKA_JSON)
     return 0;
+  if (s->fast)
+    return decode_scan(s, k, km, rec, err, errlen);
   json_error_t je;
   km->json = json_loadb(m->payload ? m->payload : "", rec->value_len,
                         JSON_DECODE_ANY, &je);
@@ -499,7 +562,7 @@ static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
   kpart *p = find_part(s, k, m);
   if (!p || m->offset < p->next)
     return 0; /* not ours, or a replay after a seek */
-  sl_kafka_msg_t km = {m, s->topics[p->topic], NULL};
+  sl_kafka_msg_t km = {m, s->topics[p->topic], NULL, false};
   sl_record_t rec;
   char err[512] = "";
   sl__kafka_cur = &km;
@@ -757,6 +820,19 @@ sl_stream_t *sl_source_kafka(sl_job_t *job, const char *uid, const char *topics,
     p += n;
   }
   qsort(s->topics, (size_t)s->n_topics, sizeof(char *), cmp_str);
+  s->jkey = s->jts = -1;
+  if (s->o.codec == SL_KAFKA_JSON && !s->o.decode &&
+      !(s->jp = calloc(2, sizeof(*s->jp))))
+    goto oom;
+  s->fast = s->jp != NULL;
+  if (s->fast && s->key_ptr) {
+    s->jkey = (int)s->n_jp;
+    s->fast = !sl__jptr_compile(&s->jp[s->n_jp++], s->key_ptr);
+  }
+  if (s->fast && s->ts_ptr) {
+    s->jts = (int)s->n_jp;
+    s->fast = !sl__jptr_compile(&s->jp[s->n_jp++], s->ts_ptr);
+  }
   s->ops = (sl_source_ops_t){.open = ksrc_open,
                              .poll = ksrc_poll,
                              .close = ksrc_close,
