@@ -369,8 +369,10 @@ int sl_job_run(sl_job_t *job) {
   if (!job)
     return SL_ERR_INVAL;
   int rc = sl__job_prepare(job);
-  if (!rc)
+  if (!rc) {
     rc = sl__ckpt_setup(job);
+    atomic_store_explicit(&job->ckpt_ready, 1, memory_order_release);
+  }
   if (rc)
     return rc;
   if ((rc = sl__metrics_job_start(job))) {
