@@ -15,6 +15,7 @@
 #include "kafka/kafka_int.h"
 #include "operator.h"
 #include "sluice/checkpoint.h"
+#include "sluice/metrics.h"
 #include "test_kafka_util.h"
 
 #define USERS 6
@@ -437,6 +438,84 @@ START_TEST(eos_restart_committed_epochs_once) {
 }
 END_TEST
 
+/* The commit of a checkpoint fails for good (the coordinator refuses to
+ * end the transaction): the job fails, the transaction is not committed,
+ * that checkpoint keeps _metadata without _COMMITTED, and the restart
+ * resolves it as uncommitted and recovers every window exactly once from
+ * the checkpoint before. */
+START_TEST(eos_commit_failure_aborts_then_recovers) {
+  env e;
+  env_start(&e);
+  tk_reader r;
+  tk_reader_open(&r, &e.c, "out", 1);
+  probe pr;
+  sl_job_t *job = build_eos(&e, 1, &pr);
+  produce(&e, 0, 3, false);
+  tk_run run;
+  tk_run_start(&run, job);
+  read_windows(&r, 2, 20000);
+  wait_consumed(job, (uint64_t)(e.end[0] + e.end[1]));
+  wait_checkpoint(job, info(job).id + 1);
+  /* EndTxn (API key 26) is only sent by the job's producer. */
+  rd_kafka_mock_push_request_errors(
+      e.c.mc, 26, 1, RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+  char why[256];
+  for (int i = 0;
+       i < 600 && sl_job_health(job, why, sizeof(why)) != SL_HEALTH_UNHEALTHY;
+       i++)
+    tk_sleep_ms(25);
+  ck_assert_int_ne(tk_run_stop(&run), SL_OK);
+  uint64_t c1 = info(job).id;
+  char path[512];
+  struct stat st;
+  snprintf(path, sizeof(path), "%s/chk-%" PRIu64 "/_metadata", e.dir, c1 + 1);
+  ck_assert_msg(stat(path, &st) == 0, "%s missing", path);
+  snprintf(path, sizeof(path), "%s/chk-%" PRIu64 "/_COMMITTED", e.dir, c1 + 1);
+  ck_assert_msg(stat(path, &st) != 0, "%s exists", path);
+  ck_assert_msg(pr.bad == 0, "%s", pr.why);
+  sl__ktxn_event ev[1024];
+  uint64_t ids[1024];
+  size_t n = sl__ktxn_log(sl__kjob_get(job)->txn, ev, ids, 1024);
+  ck_assert_int_eq(ev[n - 1], SL__KTXN_ABORT);
+  for (size_t i = 0; i < n; i++)
+    if (ev[i] == SL__KTXN_COMMIT)
+      ck_assert_uint_le(ids[i], c1); /* nothing committed after c1 */
+  sl_job_destroy(job);
+  tk_read(&r, r.n + 100, 300);
+  size_t run1 = r.n;
+
+  /* c1 + 1 has _metadata but no _COMMITTED: the group's offsets (the
+   * lookup) do not match it, so the restart uses c1. */
+  job = build_eos(&e, 1, &pr);
+  lookup l = {{0, 0}, true, 0};
+  ck_assert_int_eq(sl_kafka_set_committed_lookup(job, committed_fn, &l), 0);
+  produce(&e, 3, 6, true);
+  tk_run_start(&run, job);
+  read_windows(&r, 6, 20000);
+  wait_checkpoint(job, info(job).id + 2);
+  ck_assert_uint_eq(info(job).restored_from, c1);
+  ck_assert_int_ge(l.calls, 1);
+  ck_assert_int_eq(tk_run_stop(&run), SL_OK);
+  uint64_t c2 = info(job).id;
+  sl_job_destroy(job);
+  tk_read(&r, r.n + 100, 300);
+  int times[USERS][8] = {{0}};
+  for (size_t i = 0; i < r.n; i++) {
+    outrec o = parse(&r.m[i]);
+    if ((uint64_t)o.epoch >= (i < run1 ? c1 : c2) || o.user < 0)
+      continue;
+    ck_assert_int_eq(o.count, PER_WINDOW);
+    times[o.user][o.window]++;
+  }
+  for (int u = 0; u < USERS; u++)
+    for (int w = 0; w < 6; w++)
+      ck_assert_msg(times[u][w] == 1, "u%d window %d: %d times committed", u, w,
+                    times[u][w]);
+  tk_reader_close(&r);
+  env_stop(&e);
+}
+END_TEST
+
 static Suite *restart_suite(void) {
   Suite *s = suite_create("kafka_restart");
   TCase *tc = tcase_create("restart");
@@ -444,6 +523,7 @@ static Suite *restart_suite(void) {
   tcase_add_test(tc, alo_restart_p1);
   tcase_add_test(tc, alo_restart_p1_to_p2);
   tcase_add_test(tc, eos_restart_committed_epochs_once);
+  tcase_add_test(tc, eos_commit_failure_aborts_then_recovers);
   suite_add_tcase(s, tc);
   return s;
 }
