@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Kafka -> decode JSON -> keyed tumbling count -> encode -> Kafka on
- * librdkafka's in-process mock cluster, at P=1 and P=2, against a plain
- * librdkafka consume-and-produce loop over the same data in the same run.
- * Prints one line per parallelism: events/s and the ratio to the loop. */
+/* Kafka -> decode JSON -> keyed tumbling count (sl_window) -> encode ->
+ * Kafka on librdkafka's in-process mock cluster, at P=1 and P=2, against a
+ * plain librdkafka consume-and-produce loop over the same data in the same
+ * run; then at_least_once against exactly_once with 1 s checkpoints.
+ * Prints two lines per parallelism: kafka_pipeline (ratio to the loop) and
+ * kafka_eos (exactly_once over at_least_once). */
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -61,6 +63,7 @@ static void preload(void) {
  * delivered, so client start-up (metadata, offsets) is left out of the
  * steady-state rate and reported separately. */
 static double base_startup, pipe_startup;
+static uint64_t last_checkpoints; /* completed by the last pipeline run */
 
 /* The baseline: consume every event and produce it again, unchanged. */
 static double baseline(void) {
@@ -109,54 +112,45 @@ static double baseline(void) {
   return (double)n_events / dt;
 }
 
-/* Keyed tumbling count (1 s) as a process function, until sl_window is on
- * main: map state window end -> count, event-time timer at max_ts. */
-static int w_open(sl_ctx_t *ctx, void *opaque) {
-  (void)opaque;
-  sl_state_desc_t d = {.name = "counts", .kind = SL_STATE_MAP};
-  sl_state_t *st = sl_state_register(ctx, &d);
-  sl_ctx_set_local(ctx, st);
-  return st ? 0 : SL_ERR_STATE;
+/* The window's result as JSON {"user":..,"end":..,"count":..}, written by
+ * hand into the record's scratch memory (no allocation per result). */
+static char *put_i64(char *o, int64_t v) {
+  char tmp[24];
+  int n = 0;
+  uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+  do
+    tmp[n++] = (char)('0' + u % 10);
+  while ((u /= 10));
+  if (v < 0)
+    *o++ = '-';
+  while (n)
+    *o++ = tmp[--n];
+  return o;
 }
 
-static int w_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+static int encode_count(sl_ctx_t *ctx, const sl_window_t *win,
+                        sl_window_elems_t *elems, void *opaque) {
   (void)opaque;
-  sl_state_t *st = sl_ctx_local(ctx);
-  int64_t end = rec->ts - ((rec->ts % 1000) + 1000) % 1000 + 1000;
-  const void *v;
-  size_t len;
-  uint64_t n = 0;
-  if (sl_map_get(ctx, st, &end, sizeof(end), &v, &len) == 1)
-    memcpy(&n, v, sizeof(n));
-  n++;
-  int rc = sl_map_put(ctx, st, &end, sizeof(end), &n, sizeof(n));
-  return rc ? rc : sl_timer_set(ctx, SL_EVENT_TIME, end - 1);
-}
-
-static int w_timer(sl_ctx_t *ctx, sl_time_domain d, int64_t ts, void *opaque) {
-  (void)opaque;
-  (void)d;
-  sl_state_t *st = sl_ctx_local(ctx);
-  int64_t end = ts + 1;
-  const void *v, *key;
-  size_t len, klen;
-  uint64_t n = 0;
-  if (sl_map_get(ctx, st, &end, sizeof(end), &v, &len) != 1)
-    return 0;
-  memcpy(&n, v, sizeof(n));
-  sl_map_remove(ctx, st, &end, sizeof(end));
+  sl_record_t r;
+  int64_t n = 0;
+  if (sl_window_elems_next(elems, &r) == 1 && r.value_len == sizeof(n))
+    memcpy(&n, r.value, sizeof(n));
+  const void *key;
+  size_t klen;
   sl_ctx_key(ctx, &key, &klen);
-  char *buf = sl_ctx_alloc(ctx, klen + 96);
-  int bl =
-      snprintf(buf, klen + 96,
-               "{\"user\":\"%.*s\",\"end\":%" PRId64 ",\"count\":%" PRIu64 "}",
-               (int)klen, (const char *)key, end, n);
-  sl_record_t out = {key, klen, buf, (size_t)bl, ts};
+  char *buf = sl_ctx_alloc(ctx, klen + 80), *o = buf;
+  if (!buf)
+    return SL_ERR_NOMEM;
+  memcpy(o, "{\"user\":\"", 9), o += 9;
+  memcpy(o, key, klen), o += klen;
+  memcpy(o, "\",\"end\":", 8), o += 8;
+  o = put_i64(o, win->end);
+  memcpy(o, ",\"count\":", 9), o += 9;
+  o = put_i64(o, n);
+  *o++ = '}';
+  sl_record_t out = {key, klen, buf, (size_t)(o - buf), win->end - 1};
   return sl_emit(ctx, &out);
 }
-
-static const sl_process_ops_t window_ops = {
-    .open = w_open, .on_element = w_element, .on_timer = w_timer};
 
 typedef struct run {
   sl_job_t *job;
@@ -169,8 +163,24 @@ static void *run_main(void *arg) {
   return NULL;
 }
 
-static double pipeline(int par, const char *delivery, const char *group) {
-  const char *kv[] = {"kafka.bootstrap.servers",
+/* One run of the pipeline; interval_ms > 0 takes checkpoints into a
+ * temporary directory at that interval. */
+static double pipeline(int par, const char *delivery, const char *group,
+                       int interval_ms) {
+  char dir[64] = "", interval[24];
+  snprintf(interval, sizeof(interval), "%d", interval_ms);
+  if (interval_ms > 0) {
+    snprintf(dir, sizeof(dir), "/tmp/sluice-bench-kafka-XXXXXX");
+    if (!mkdtemp(dir)) {
+      perror("mkdtemp");
+      exit(2);
+    }
+  }
+  const char *kv[] = {"checkpoint.dir",
+                      dir,
+                      "checkpoint.interval.ms",
+                      interval,
+                      "kafka.bootstrap.servers",
                       bootstrap,
                       "kafka.log_level",
                       "2",
@@ -187,8 +197,10 @@ static double pipeline(int par, const char *delivery, const char *group) {
   sl_stream_t *src = sl_source_kafka(job, "src", "in", &so);
   sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED, .bound_ms = 100};
   sl_with_watermarks(src, &wm);
+  sl_window_spec_t spec = sl_window_tumbling(1000);
+  sl_window_fn_t fn = {.builtin = SL_AGG_COUNT, .process = encode_count};
   sl_stream_t *counts =
-      sl_process(sl_key_by(src, NULL, NULL), "count", &window_ops, NULL);
+      sl_window(sl_key_by(src, NULL, NULL), "count", &spec, &fn, NULL);
   if (sl_sink_kafka(counts, "out", "out", NULL)) {
     fprintf(stderr, "kafka bench: %s\n", sl_job_errmsg(job));
     exit(2);
@@ -216,7 +228,16 @@ static double pipeline(int par, const char *delivery, const char *group) {
             st.records_out, sl_job_errmsg(job));
     exit(1);
   }
+  sl_checkpoint_info_t ci;
+  sl_job_checkpoint_info(job, &ci);
+  last_checkpoints = ci.completed;
   sl_job_destroy(job);
+  if (dir[0]) {
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd))
+      fprintf(stderr, "kafka bench: cannot remove %s\n", dir);
+  }
   return (double)n_events / dt;
 }
 
@@ -237,11 +258,23 @@ int main(void) {
     snprintf(group, sizeof(group), "bench-p%d", par);
     /* Baseline right before each run: the machine is noisy. */
     double base = baseline();
-    double eps = pipeline(par, "at_least_once", group);
+    double eps = pipeline(par, "at_least_once", group, 0);
     printf("bench=kafka_pipeline p=%d events=%ld eps=%.0f baseline_eps=%.0f "
            "ratio=%.2f startup_ms=%.0f baseline_startup_ms=%.0f\n",
            par, n_events, eps, base, eps / base, pipe_startup * 1e3,
            base_startup * 1e3);
+    fflush(stdout);
+    /* The price of exactly_once: both guarantees with 1 s checkpoints,
+     * one after the other (each with its own consumer group). */
+    snprintf(group, sizeof(group), "bench-alo-p%d", par);
+    double alo = pipeline(par, "at_least_once", group, 1000);
+    uint64_t alo_ck = last_checkpoints;
+    snprintf(group, sizeof(group), "bench-eos-p%d", par);
+    double eos = pipeline(par, "exactly_once", group, 1000);
+    printf("bench=kafka_eos p=%d events=%ld interval_ms=1000 alo_eps=%.0f "
+           "eos_eps=%.0f eos_over_alo=%.2f alo_checkpoints=%" PRIu64
+           " eos_checkpoints=%" PRIu64 "\n",
+           par, n_events, alo, eos, eos / alo, alo_ck, last_checkpoints);
     fflush(stdout);
   }
   rd_kafka_mock_cluster_destroy(mc);

@@ -42,7 +42,10 @@ SL_API int sl_kafka_msg_header_at(const sl_kafka_msg_t *m, size_t i,
 SL_API int sl_kafka_msg_header(const sl_kafka_msg_t *m, const char *name,
                                const void **value, size_t *len);
 /* The JSON codec's parsed value (a jansson json_t, borrowed: json_incref
- * to keep it), or NULL for other codecs. */
+ * to keep it), or NULL for other codecs. The codec itself only scans the
+ * value; the document is built on the first call for a message (on the
+ * calling thread: the source's, as m is only reachable while its record
+ * is emitted) and freed after the record's emit. */
 SL_API struct json_t *sl_kafka_msg_json(const sl_kafka_msg_t *m);
 
 /* The Kafka message the current record came from, for user functions of
@@ -150,7 +153,9 @@ typedef struct sl_kafka_sink_opts {
  * default broker.timeout.ms). exactly_once: every sink of the job shares
  * one transactional producer (transactional.id =
  * sink.transactional.id.prefix + "-" + job name); each record carries
- * the header sluice.epoch = id of the last checkpoint before it. opts
+ * the header sluice.epoch = id of the last checkpoint barrier before it
+ * (after a restore from checkpoint N, N until the run's first barrier, so
+ * the value names one epoch across runs). opts
  * may be NULL. Returns SL_OK or an error (recorded in the job). */
 SL_API int sl_sink_kafka(sl_stream_t *in, const char *uid, const char *topic,
                          const sl_kafka_sink_opts_t *opts);

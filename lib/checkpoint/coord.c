@@ -1075,10 +1075,19 @@ void sl__ckpt_restored(struct sl__ckpt *ck) {
 
 /* ---- Public API --------------------------------------------------------- */
 
+/* The coordinator for a public call from any thread: NULL until
+ * sl__ckpt_setup() has finished (it writes job->ckpt and its fields while
+ * the job starts). */
+static struct sl__ckpt *public_ckpt(sl_job_t *job) {
+  return atomic_load_explicit(&job->ckpt_ready, memory_order_acquire)
+             ? job->ckpt
+             : NULL;
+}
+
 int sl_job_checkpoint(sl_job_t *job) {
   if (!job)
     return SL_ERR_INVAL;
-  struct sl__ckpt *ck = job->ckpt;
+  struct sl__ckpt *ck = public_ckpt(job);
   if (!ck || !ck->dir || atomic_load(&job->phase) != SL__JOB_RUNNING)
     return SL_ERR_STATE;
   pthread_mutex_lock(&ck->mu);
@@ -1092,7 +1101,7 @@ int sl_job_checkpoint_info(sl_job_t *job, sl_checkpoint_info_t *out) {
   if (!job || !out)
     return SL_ERR_INVAL;
   memset(out, 0, sizeof(*out));
-  struct sl__ckpt *ck = job->ckpt;
+  struct sl__ckpt *ck = public_ckpt(job);
   if (!ck)
     return SL_OK;
   pthread_mutex_lock(&ck->mu);

@@ -330,6 +330,16 @@ int sl_kafka_msg_header(const sl_kafka_msg_t *m, const char *name,
 }
 
 json_t *sl_kafka_msg_json(const sl_kafka_msg_t *m) {
+  if (!m)
+    return NULL;
+  /* The codec only scanned the value; build the document the first time a
+   * function asks (the source frees it after the record's emit). */
+  if (!m->json && m->lazy) {
+    sl_kafka_msg_t *w = (sl_kafka_msg_t *)m;
+    w->json = json_loadb(m->m->payload ? m->m->payload : "",
+                         m->m->payload ? m->m->len : 0, JSON_DECODE_ANY, NULL);
+    w->lazy = false;
+  }
   return m->json;
 }
 

@@ -9,6 +9,7 @@
 
 #include "core/conf.h"
 #include "kafka/kafka_int.h"
+#include "metrics/metrics.h"
 
 static void add(rd_kafka_headers_t *h, const char *name, const char *v) {
   rd_kafka_header_add(h, name, -1, v, -1);
@@ -63,6 +64,10 @@ static int dlq_hook(sl_ctx_t *op, const sl_record_t *rec, const char *why,
                           value, value_len, ts, h, err, sizeof(err));
   if (rc)
     sl__klog("dead-letter queue: %s", err);
+  else
+    /* rec is NULL exactly when the source could not decode the input. */
+    sl__metrics_dead_letter(kj->job, sl_op_uid(op) ? sl_op_uid(op) : "",
+                            rec ? "user" : "decode", 1);
   return rc;
 }
 

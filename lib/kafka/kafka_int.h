@@ -16,7 +16,8 @@
 struct sl_kafka_msg {
   const rd_kafka_message_t *m;
   const char *topic;
-  struct json_t *json;
+  struct json_t *json; /* the parsed value, once built (owned) */
+  bool lazy; /* JSON codec: the value is valid JSON, parse on first use */
 };
 
 /* The message whose record is being emitted by a Kafka source subtask on
@@ -81,6 +82,51 @@ typedef int (*sl__kpos_visit)(const char *group, const char *topic,
  * the first non-zero return of visit. */
 int sl__kpos_decode(const sl_blob_t *blob, sl__kpos_visit visit, void *arg);
 
+/* ---- JSON codec fast path (json_scan.c) ---------------------------------- */
+
+#define SL__JPTR_MAX 16 /* tokens of a compiled pointer */
+
+typedef struct sl__jtok {
+  char s[256]; /* decoded, NUL-terminated; capped like sl_json_pointer() */
+  size_t len;
+  uint64_t index; /* as an array index; UINT64_MAX: none */
+} sl__jtok;
+
+/* An RFC 6901 pointer split into tokens once. */
+typedef struct sl__jptr {
+  sl__jtok tok[SL__JPTR_MAX];
+  size_t n;
+  bool never; /* not "" and not starting with '/': matches nothing */
+} sl__jptr;
+
+typedef enum sl__jkind {
+  SL__J_NONE = 0, /* no value at the pointer */
+  SL__J_STRING,   /* s, len: the raw bytes between the quotes */
+  SL__J_INTEGER,  /* s, len: the number's text */
+  SL__J_OTHER,
+} sl__jkind;
+
+typedef struct sl__jval {
+  sl__jkind kind;
+  const char *s;
+  size_t len;
+  bool esc; /* a string with escapes: decode with sl__junescape() */
+} sl__jval;
+
+/* SL_OK, or SL_ERR_INVAL for a pointer of more than SL__JPTR_MAX tokens
+ * (then use jansson). */
+int sl__jptr_compile(sl__jptr *p, const char *ptr);
+/* Validates text as one JSON value (what jansson's json_loadb with
+ * JSON_DECODE_ANY accepts) and sets out[j] to the value at ptrs[j]
+ * (n <= 64; for a duplicate key the last one wins). 0, or -1 with
+ * "invalid JSON: why (line L column C)" in err. No allocation. */
+int sl__jscan(const void *text, size_t len, const sl__jptr *ptrs, size_t n,
+              sl__jval *out, char *err, size_t errlen);
+/* A JSON integer's text to int64; -1 when it does not fit. */
+int sl__jint(const void *text, size_t len, int64_t *out);
+/* Decodes a validated string's escapes into out (at least len bytes). */
+int sl__junescape(const void *raw, size_t len, char *out, size_t *out_len);
+
 /* ---- Producers (sink.c) -------------------------------------------------- */
 
 /* Events of the transactional producer, recorded for tests. */
@@ -136,6 +182,10 @@ size_t sl__ktxn_log(sl__kprod *p, sl__ktxn_event *ev, uint64_t *ids,
 typedef struct sl__kwriter sl__kwriter;
 sl__kwriter *sl__kwriter_new(sl__kprod *p, const char *topic, bool eos);
 void sl__kwriter_free(sl__kwriter *w);
+/* The job restored checkpoint id: its output continues epoch id (the
+ * sluice.epoch header), so epochs are unique across runs. Before any
+ * write. */
+void sl__kwriter_resume(sl__kwriter *w, uint64_t id);
 /* Writes (or, exactly_once after a barrier whose transaction is not yet
  * committed, holds) one record; hdrs consumed. */
 int sl__kwriter_write(sl__kwriter *w, const sl_record_t *rec,

@@ -172,12 +172,13 @@ static int txn_error(sl__kprod *p, const char *what, rd_kafka_error_t *e) {
   return SL_ERR_KAFKA;
 }
 
-static int begin(sl__kprod *p) {
+/* Opens the transaction that follows checkpoint `after` (logged). */
+static int begin(sl__kprod *p, uint64_t after) {
   rd_kafka_error_t *e = rd_kafka_begin_transaction(p->rk);
   if (e)
     return txn_error(p, "begin_transaction", e);
   p->txn_open = true;
-  log_event(p, SL__KTXN_BEGIN, atomic_load(&p->released));
+  log_event(p, SL__KTXN_BEGIN, after);
   return 0;
 }
 
@@ -237,7 +238,7 @@ static int create(sl__kprod *p, const sl_conf_t *conf, char *err,
     return SL_ERR_KAFKA; /* the client is freed with the job */
   }
   log_event(p, SL__KTXN_INIT, 0);
-  if (begin(p)) {
+  if (begin(p, atomic_load(&p->released))) {
     snprintf(err, errlen, "%s", p->err);
     return SL_ERR_KAFKA;
   }
@@ -440,8 +441,11 @@ int sl__ktxn_commit(uint64_t id, void *arg) {
   }
   p->txn_open = false;
   log_event(p, SL__KTXN_COMMIT, id);
-  atomic_store_explicit(&p->released, id, memory_order_release);
-  rc = begin(p);
+  /* Writers see released >= id and produce directly: only once the next
+   * transaction is open (a produce between commit and begin fails with
+   * "Erroneous state"). */
+  if (!(rc = begin(p, id)))
+    atomic_store_explicit(&p->released, id, memory_order_release);
 out:
   pthread_mutex_unlock(&p->lock);
   sl__kpos_drop(kj, id);
@@ -588,7 +592,7 @@ int sl__ktxn_resolve(uint64_t id, const char *const *uids,
 
 typedef struct held {
   uint64_t after; /* barrier the record came after */
-  char *key, *value;
+  size_t off;     /* key then value bytes in the writer's byte buffer */
   size_t key_len, value_len;
   bool null_key;
   int64_t ts;
@@ -600,9 +604,20 @@ struct sl__kwriter {
   char *topic;
   bool eos;
   uint64_t barrier; /* last barrier passed */
+  char epoch[24];   /* barrier as the sluice.epoch header value */
+  int epoch_len;
   held *h;
   size_t head, n, cap;
+  /* Bytes of held records, one growing buffer instead of an allocation
+   * per record; emptied whenever nothing is held. */
+  char *bytes;
+  size_t bytes_len, bytes_cap;
 };
+
+static void set_epoch(sl__kwriter *w, uint64_t id) {
+  w->barrier = id;
+  w->epoch_len = snprintf(w->epoch, sizeof(w->epoch), "%" PRIu64, id);
+}
 
 sl__kwriter *sl__kwriter_new(sl__kprod *p, const char *topic, bool eos) {
   sl__kwriter *w = calloc(1, sizeof(*w));
@@ -612,18 +627,32 @@ sl__kwriter *sl__kwriter_new(sl__kprod *p, const char *topic, bool eos) {
   }
   w->p = p;
   w->eos = eos;
+  set_epoch(w, 0);
   return w;
+}
+
+void sl__kwriter_resume(sl__kwriter *w, uint64_t id) {
+  if (!w->eos || id <= w->barrier)
+    return;
+  set_epoch(w, id);
+  /* Checkpoint id is the restored one: committed (or resolved as such)
+   * by the run that took it, so output after it joins the open
+   * transaction at once. */
+  uint64_t rel = atomic_load_explicit(&w->p->released, memory_order_acquire);
+  while (rel < id && !atomic_compare_exchange_weak_explicit(
+                         &w->p->released, &rel, id, memory_order_acq_rel,
+                         memory_order_acquire))
+    ;
 }
 
 void sl__kwriter_free(sl__kwriter *w) {
   if (!w)
     return;
-  for (size_t i = w->head; i < w->n; i++) {
-    free(w->h[i].key);
+  for (size_t i = w->head; i < w->n; i++)
     if (w->h[i].hdrs)
       rd_kafka_headers_destroy(w->h[i].hdrs);
-  }
   free(w->h);
+  free(w->bytes);
   free(w->topic);
   free(w);
 }
@@ -649,15 +678,24 @@ static int hold(sl__kwriter *w, const sl_record_t *rec,
       w->cap = cap;
     }
   }
+  size_t need = rec->key_len + rec->value_len;
+  if (w->bytes_cap - w->bytes_len < need) {
+    size_t cap = w->bytes_cap ? w->bytes_cap : 65536;
+    while (cap - w->bytes_len < need)
+      cap *= 2;
+    char *b = realloc(w->bytes, cap);
+    if (!b)
+      return SL_ERR_NOMEM;
+    w->bytes = b;
+    w->bytes_cap = cap;
+  }
   held *x = &w->h[w->n];
-  x->key = malloc(rec->key_len + rec->value_len + 1);
-  if (!x->key)
-    return SL_ERR_NOMEM;
+  x->off = w->bytes_len;
   if (rec->key_len)
-    memcpy(x->key, rec->key, rec->key_len);
-  x->value = x->key + rec->key_len;
+    memcpy(w->bytes + w->bytes_len, rec->key, rec->key_len);
   if (rec->value_len)
-    memcpy(x->value, rec->value, rec->value_len);
+    memcpy(w->bytes + w->bytes_len + rec->key_len, rec->value, rec->value_len);
+  w->bytes_len += need;
   x->null_key = rec->key == NULL;
   x->key_len = rec->key_len;
   x->value_len = rec->value_len;
@@ -674,27 +712,25 @@ int sl__kwriter_drain(sl__kwriter *w, char *err, size_t errlen) {
   uint64_t rel = sl__ktxn_released(w->p);
   while (w->head < w->n && w->h[w->head].after <= rel) {
     held *x = &w->h[w->head++];
-    int rc =
-        sl__kprod_send(w->p, w->topic, x->null_key ? NULL : x->key, x->key_len,
-                       x->value, x->value_len, x->ts, x->hdrs, err, errlen);
-    free(x->key);
+    const char *k = w->bytes + x->off;
+    int rc = sl__kprod_send(w->p, w->topic, x->null_key ? NULL : k, x->key_len,
+                            k + x->key_len, x->value_len, x->ts, x->hdrs, err,
+                            errlen);
     x->hdrs = NULL;
     if (rc)
       return rc;
   }
   if (w->head == w->n)
-    w->head = w->n = 0;
+    w->head = w->n = w->bytes_len = 0;
   return 0;
 }
 
 int sl__kwriter_write(sl__kwriter *w, const sl_record_t *rec,
                       rd_kafka_headers_t *hdrs, char *err, size_t errlen) {
   if (w->eos) {
-    char ep[24];
-    int n = snprintf(ep, sizeof(ep), "%" PRIu64, w->barrier);
     if (!hdrs)
       hdrs = rd_kafka_headers_new(1);
-    rd_kafka_header_add(hdrs, "sluice.epoch", -1, ep, n);
+    rd_kafka_header_add(hdrs, "sluice.epoch", 12, w->epoch, w->epoch_len);
     /* After a barrier whose transaction is not committed yet, output
      * waits: it belongs to the next transaction (DESIGN §8). */
     if (w->head < w->n || w->barrier > sl__ktxn_released(w->p)) {
@@ -715,7 +751,7 @@ int sl__kwriter_barrier(sl__kwriter *w, uint64_t id, bool flush, char *err,
   if (w->eos) {
     int rc = sl__kwriter_drain(w, err, errlen);
     if (id > w->barrier)
-      w->barrier = id;
+      set_epoch(w, id);
     return rc;
   }
   return flush ? sl__kprod_flush(w->p, err, errlen) : 0;

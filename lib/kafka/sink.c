@@ -11,6 +11,7 @@
 
 #include "core/conf.h"
 #include "kafka/kafka_int.h"
+#include "sluice/checkpoint.h"
 
 typedef struct ksink {
   sl__kjob *kj;
@@ -43,6 +44,13 @@ static int ksink_open(sl_ctx_t *op) {
     return sl_op_fail(op, SL_ERR_KAFKA, "%s", err);
   if (!(in->w = sl__kwriter_new(in->p, s->topic, eos)))
     return sl_op_fail(op, SL_ERR_NOMEM, "out of memory");
+  /* After a restore from checkpoint N, output continues epoch N: the
+   * header then names the barrier the record came after in any run, and
+   * new checkpoint ids are always > N. */
+  sl_checkpoint_info_t info;
+  if (eos && sl_job_checkpoint_info(s->kj->job, &info) == SL_OK &&
+      info.restored_from)
+    sl__kwriter_resume(in->w, info.restored_from);
   return 0;
 }
 

@@ -13,9 +13,13 @@
 
 #include "core/conf.h"
 #include "kafka/kafka_int.h"
+#include "metrics/metrics.h"
 #include "time/watermark.h"
 
 #define MAX_SUBTASKS 1024
+/* Position and high watermark go to the metrics this often, from the
+ * poll loop: never per record. */
+#define METRICS_EVERY_MS 1000
 
 /* Broker timeouts are real time even when the job runs on a manual clock
  * (tests): a broker does not wait for a test's clock. */
@@ -31,6 +35,7 @@ typedef struct kpart {
   int64_t next;      /* next offset to emit: the position in checkpoints */
   int64_t committed; /* last offset committed to the group */
   sl__wmgen wm;
+  sl__kafka_pmetrics *pm; /* offset, high watermark, lag; NULL: none */
 } kpart;
 
 typedef struct ksub {
@@ -42,10 +47,13 @@ typedef struct ksub {
   size_t cap_msgs;
   const sl_watermark_spec_t *spec;
   bool idle;
-  int64_t last_ok; /* monotonic ms of the last sign of a live broker */
+  int64_t last_ok;      /* monotonic ms of the last sign of a live broker */
+  int64_t last_metrics; /* monotonic ms of the last metrics update */
   const rd_kafka_topic_t *last_rkt;
   int last_topic;
   char keybuf[32];
+  char *kbuf; /* decoded JSON string keys with escapes; reused */
+  size_t kcap;
 } ksub;
 
 typedef struct rpos {
@@ -63,6 +71,12 @@ typedef struct ksrc {
   char *group; /* NULL: from conf at open */
   sl_kafka_source_opts_t o;
   char *key_ptr, *ts_ptr;
+  /* JSON codec: key and timestamp pointers compiled for the scanner;
+   * fast is false when a pointer is too deep (jansson then). */
+  sl__jptr *jp;
+  size_t n_jp;
+  int jkey, jts; /* index in jp, or -1 */
+  bool fast;
   pthread_mutex_t lock;
   rpos *restored;
   size_t n_restored;
@@ -79,6 +93,7 @@ static void ksrc_free(void *p) {
   free(s->group);
   free(s->key_ptr);
   free(s->ts_ptr);
+  free(s->jp);
   free(s->restored);
   pthread_mutex_destroy(&s->lock);
   free(s);
@@ -269,6 +284,23 @@ static int start_offsets(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
   return rc;
 }
 
+/* Position and high watermark per partition. The high watermark is
+ * librdkafka's cached value from the last fetch response (no request). */
+static void update_metrics(ksrc *s, ksub *k, int64_t mono) {
+  k->last_metrics = mono;
+  for (size_t i = 0; i < k->n_parts; i++) {
+    kpart *p = &k->parts[i];
+    if (!p->pm)
+      continue;
+    int64_t lo, hi = -1;
+    if (rd_kafka_get_watermark_offsets(k->rk, s->topics[p->topic], p->partition,
+                                       &lo, &hi) ||
+        hi < 0)
+      hi = -1;
+    sl__metrics_kafka_partition_update(p->pm, p->next, hi);
+  }
+}
+
 static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   ksrc *s = opaque;
   int sub = sl_source_ctx_subtask(ctx), subs = sl_source_ctx_subtasks(ctx);
@@ -350,6 +382,14 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   if (e)
     return sl_source_fail(ctx, SL_ERR_KAFKA, "assign: %s", rd_kafka_err2str(e));
   k->last_ok = mono_ms();
+  /* The partitions are this subtask's until it closes (the job assigns
+   * them, no rebalance revokes them). Missing metrics are not an error. */
+  for (size_t j = 0; j < k->n_parts; j++) {
+    kpart *kp = &k->parts[j];
+    kp->pm = sl__metrics_kafka_partition(s->kj->job, s->uid,
+                                         s->topics[kp->topic], kp->partition);
+  }
+  update_metrics(s, k, k->last_ok);
   /* A subtask without partitions is idle from the start, so it never
    * holds back the watermark downstream. */
   if (k->n_parts == 0 && k->spec->idle_timeout_ms > 0) {
@@ -372,12 +412,15 @@ static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
     sl__klog("source %s: %s", s->uid, err);
   if (k->q)
     rd_kafka_queue_destroy(k->q);
+  for (size_t i = 0; i < k->n_parts; i++)
+    sl__metrics_kafka_partition_remove(k->parts[i].pm);
   if (k->rk) {
     rd_kafka_consumer_close(k->rk);
     rd_kafka_destroy(k->rk);
   }
   free(k->parts);
   free(k->msgs);
+  free(k->kbuf);
   free(k);
   s->sub[sub] = NULL;
 }
@@ -406,6 +449,57 @@ static int bad(sl_source_ctx_t *ctx, ksrc *s, const rd_kafka_message_t *m,
   return sl_source_bad_input(ctx, where, why);
 }
 
+/* The JSON codec without a document: one validating scan finds the key
+ * and the timestamp; the key points into the message (or, with escapes,
+ * into the subtask's buffer). The document is built only if a chained
+ * function calls sl_kafka_msg_json(). */
+static int decode_scan(ksrc *s, ksub *k, sl_kafka_msg_t *km, sl_record_t *rec,
+                       char *err, size_t errlen) {
+  const rd_kafka_message_t *m = km->m;
+  sl__jval v[2];
+  if (sl__jscan(m->payload ? m->payload : "", m->payload ? m->len : 0, s->jp,
+                s->n_jp, v, err, errlen))
+    return -1;
+  km->lazy = true;
+  if (s->jkey >= 0) {
+    const sl__jval *kv = &v[s->jkey];
+    int64_t n;
+    if (kv->kind == SL__J_STRING && !kv->esc) {
+      rec->key = kv->s;
+      rec->key_len = kv->len;
+    } else if (kv->kind == SL__J_STRING) {
+      if (k->kcap < kv->len) {
+        char *b = realloc(k->kbuf, kv->len);
+        if (!b) {
+          snprintf(err, errlen, "out of memory");
+          return -1;
+        }
+        k->kbuf = b;
+        k->kcap = kv->len;
+      }
+      sl__junescape(kv->s, kv->len, k->kbuf, &rec->key_len);
+      rec->key = k->kbuf;
+    } else if (kv->kind == SL__J_INTEGER && !sl__jint(kv->s, kv->len, &n)) {
+      rec->key_len =
+          (size_t)snprintf(k->keybuf, sizeof(k->keybuf), "%" PRId64, n);
+      rec->key = k->keybuf;
+    } else {
+      snprintf(err, errlen, "key %s missing or not a string/integer",
+               s->key_ptr);
+      return -1;
+    }
+  }
+  if (s->jts >= 0) {
+    const sl__jval *tv = &v[s->jts];
+    if (tv->kind != SL__J_INTEGER || sl__jint(tv->s, tv->len, &rec->ts)) {
+      snprintf(err, errlen, "timestamp %s missing or not an integer (ms)",
+               s->ts_ptr);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 /* Decodes with the configured codec into rec. 0 ok, 1 drop, else the
  * reason in err and -1. */
 static int decode(ksrc *s, ksub *k, sl_kafka_msg_t *km, sl_record_t *rec,
@@ -425,6 +519,8 @@ static int decode(ksrc *s, ksub *k, sl_kafka_msg_t *km, sl_record_t *rec,
   }
   if (s->o.codec != SL_KAFKA_JSON)
     return 0;
+  if (s->fast)
+    return decode_scan(s, k, km, rec, err, errlen);
   json_error_t je;
   km->json = json_loadb(m->payload ? m->payload : "", rec->value_len,
                         JSON_DECODE_ANY, &je);
@@ -466,7 +562,7 @@ static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
   kpart *p = find_part(s, k, m);
   if (!p || m->offset < p->next)
     return 0; /* not ours, or a replay after a seek */
-  sl_kafka_msg_t km = {m, s->topics[p->topic], NULL};
+  sl_kafka_msg_t km = {m, s->topics[p->topic], NULL, false};
   sl_record_t rec;
   char err[512] = "";
   sl__kafka_cur = &km;
@@ -607,6 +703,8 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
   }
   if ((rc = watermarks(ctx, k, now)))
     return rc;
+  if (mono - k->last_metrics >= METRICS_EVERY_MS)
+    update_metrics(s, k, mono);
   return n > 0 ? SL_POLL_MORE : SL_POLL_EMPTY;
 }
 
@@ -722,6 +820,19 @@ sl_stream_t *sl_source_kafka(sl_job_t *job, const char *uid, const char *topics,
     p += n;
   }
   qsort(s->topics, (size_t)s->n_topics, sizeof(char *), cmp_str);
+  s->jkey = s->jts = -1;
+  if (s->o.codec == SL_KAFKA_JSON && !s->o.decode &&
+      !(s->jp = calloc(2, sizeof(*s->jp))))
+    goto oom;
+  s->fast = s->jp != NULL;
+  if (s->fast && s->key_ptr) {
+    s->jkey = (int)s->n_jp;
+    s->fast = !sl__jptr_compile(&s->jp[s->n_jp++], s->key_ptr);
+  }
+  if (s->fast && s->ts_ptr) {
+    s->jts = (int)s->n_jp;
+    s->fast = !sl__jptr_compile(&s->jp[s->n_jp++], s->ts_ptr);
+  }
   s->ops = (sl_source_ops_t){.open = ksrc_open,
                              .poll = ksrc_poll,
                              .close = ksrc_close,

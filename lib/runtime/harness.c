@@ -189,6 +189,7 @@ static sl_harness_t *harness_new(sl_conf_t *conf, size_t n_inputs, bool keyed,
       return fail(h, callers, err, errlen, e);
     rc = sl__ckpt_restore_early(&job->workers[0]);
   }
+  atomic_store_explicit(&job->ckpt_ready, 1, memory_order_release);
   if (!rc)
     rc = sl__worker_open(&job->workers[0]);
   if (!rc && snap)

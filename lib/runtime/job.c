@@ -12,6 +12,7 @@
 #include "core/hash.h"
 #include "metrics/metrics.h"
 #include "runtime/runtime.h"
+#include "runtime/stats.h"
 
 void sl__graph_free(sl_job_t *job);
 void *sl__worker_main(void *arg);
@@ -360,6 +361,9 @@ int sl__job_prepare(sl_job_t *job) {
   if ((rc = plan(job)))
     return sl__job_fail(job, rc, "job \"%s\": cannot build the plan: %s",
                         job->name, sl_strerror(rc));
+  /* From here on other threads may read job->workers and the instances
+   * (sl_job_op_stats, metrics); the release pairs with their acquire. */
+  sl__stats_planned(job);
   return 0;
 }
 
@@ -367,8 +371,10 @@ int sl_job_run(sl_job_t *job) {
   if (!job)
     return SL_ERR_INVAL;
   int rc = sl__job_prepare(job);
-  if (!rc)
+  if (!rc) {
     rc = sl__ckpt_setup(job);
+    atomic_store_explicit(&job->ckpt_ready, 1, memory_order_release);
+  }
   if (rc)
     return rc;
   if ((rc = sl__metrics_job_start(job))) {
@@ -401,7 +407,10 @@ int sl_job_op_stats(sl_job_t *job, const char *uid, sl_op_stats_t *out) {
     memset(out, 0, sizeof(*out));
     out->watermark = SL_TS_MAX;
     bool any = false;
-    for (int w = 0; job->workers && w < job->par; w++) {
+    /* plan() writes job->workers while the job starts; before the
+     * planned flag is published there is nothing to count (zeros). */
+    bool ready = sl__stats_is_planned(job);
+    for (int w = 0; ready && w < job->par; w++) {
       sl_ctx_t *c = job->workers[w].inst ? job->workers[w].inst[i] : NULL;
       if (!c)
         continue;

@@ -210,6 +210,9 @@ struct sl_job {
    * newest checkpoint the workers are asked to take, and the newest
    * completed one (for checkpoint_complete hooks). */
   struct sl__ckpt *ckpt;
+  /* Set (release) once sl__ckpt_setup() is done: only then may another
+   * thread read ckpt (sl_job_checkpoint, sl_job_checkpoint_info). */
+  _Atomic int ckpt_ready;
   _Atomic uint64_t ckpt_trigger;
   _Atomic uint64_t ckpt_complete;
   /* Metrics (lib/metrics) and what they read of the run (stats.c). */

@@ -20,8 +20,12 @@ void sl__stats_planned(sl_job_t *job) {
   atomic_store_explicit(&job->planned, 1, memory_order_release);
 }
 
-static bool planned(sl_job_t *job) {
+bool sl__stats_is_planned(sl_job_t *job) {
   return atomic_load_explicit(&job->planned, memory_order_acquire) != 0;
+}
+
+static bool planned(sl_job_t *job) {
+  return sl__stats_is_planned(job);
 }
 
 int sl__stats_ops(sl_job_t *job, int (*fn)(const sl__op_stat *, void *),

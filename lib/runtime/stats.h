@@ -60,6 +60,9 @@ void sl__stats_job(sl_job_t *job, sl__job_stat *out, char *errmsg,
 
 /* sl_job_run(): the plan is built, readers may walk it. */
 void sl__stats_planned(sl_job_t *job);
+/* Whether sl__stats_planned() was called (acquire): only then may another
+ * thread read job->workers and their instances. */
+bool sl__stats_is_planned(sl_job_t *job);
 
 /* ---- Worker side ---------------------------------------------------------
  * Called by the worker thread only. */

@@ -466,6 +466,51 @@ START_TEST(test_backpressure_time) {
 }
 END_TEST
 
+/* sl_job_op_stats() from another thread while the job starts: zeros until
+ * the plan is published, then the counts (run under ThreadSanitizer to
+ * see that the plan is never read while plan() writes it). */
+typedef struct runner {
+  sl_job_t *job;
+  _Atomic int done;
+  int rc;
+} runner;
+
+static void *run_job(void *arg) {
+  runner *r = arg;
+  r->rc = sl_job_run(r->job);
+  atomic_store(&r->done, 1);
+  return NULL;
+}
+
+START_TEST(test_op_stats_while_starting) {
+  sl_job_t *job = tu_job_kv(2, NULL);
+  static const sl_source_ops_t so = {.poll = feed_poll};
+  feed f = {.keys = 8};
+  atomic_store(&f.limit, 5000);
+  atomic_store(&f.end, 1);
+  sl_stream_t *k = sl_key_by(sl_source(job, "events", &so, &f), NULL, NULL);
+  ck_assert_int_eq(sl_sink(k, "out", tu_discard, NULL), SL_OK);
+  sl_op_stats_t st;
+  ck_assert_int_eq(sl_job_op_stats(job, "events", &st), SL_OK);
+  ck_assert_uint_eq(st.records_out, 0);
+  ck_assert_int_eq(st.watermark, SL_TS_MIN);
+  runner r = {.job = job};
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, run_job, &r), 0);
+  uint64_t prev = 0;
+  while (!atomic_load(&r.done)) {
+    ck_assert_int_eq(sl_job_op_stats(job, "out", &st), SL_OK);
+    ck_assert_uint_ge(st.records_in, prev);
+    prev = st.records_in;
+  }
+  pthread_join(t, NULL);
+  ck_assert_int_eq(r.rc, SL_OK);
+  ck_assert_int_eq(sl_job_op_stats(job, "out", &st), SL_OK);
+  ck_assert_uint_eq(st.records_in, 5000);
+  sl_job_destroy(job);
+}
+END_TEST
+
 START_TEST(test_failed_job_is_unhealthy) {
   const char *kv[] = {"metrics.listen", "127.0.0.1:0", NULL};
   fixture fx;
@@ -640,6 +685,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_checkpoints_of_a_running_job);
   tcase_add_test(tc, test_restarts_counted_across_restores);
   tcase_add_test(tc, test_backpressure_time);
+  tcase_add_test(tc, test_op_stats_while_starting);
   tcase_add_test(tc, test_failed_job_is_unhealthy);
   tcase_add_test(tc, test_job_failing_before_start_is_unhealthy);
   tcase_add_test(tc, test_port_in_use_is_a_clear_error);
