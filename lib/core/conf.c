@@ -63,6 +63,10 @@ static const sl__conf_key keys[] = {
     KEY_INT("state.rocksdb.write_back.percent", "25", 1, 80,
             "share of state.rocksdb.memory for the write-back caches in "
             "front of RocksDB"),
+    KEY_BOOL("state.rocksdb.malloc.tune", "true",
+             "on glibc, fix malloc's mmap threshold at 128 KiB when RocksDB "
+             "state first opens (process-wide), so freed memtables go back "
+             "to the system instead of staying in the heap"),
     KEY_STRING("checkpoint.dir", "",
                "directory of the job's checkpoints (chk-<id>/); empty turns "
                "checkpoints off"),

@@ -159,6 +159,20 @@ static int clone_dir(const char *from, const char *to, char *what,
 
 /* ---- Job-wide resources ------------------------------------------------- */
 
+#ifdef __GLIBC__
+#include <malloc.h>
+/* glibc raises its mmap threshold to the size of each large block freed
+ * (up to 32 MiB): after the first memtable is freed, the next ones come
+ * from the heap, and when they are freed in turn the holes they leave,
+ * filled in part by small blocks, keep tens of megabytes resident beyond
+ * the budget. A fixed threshold keeps large blocks in mmap, returned when
+ * freed. Process-wide, so once, and not over the user's own setting. */
+static void malloc_tune(void) {
+  if (!getenv("MALLOC_MMAP_THRESHOLD_"))
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+}
+#endif
+
 static void env_free(void *p) {
   rk_env *e = p;
   if (!e)
@@ -217,6 +231,11 @@ static rk_env *env_new(const sl__backend_conf *bc, int kind, char *err,
   e->par = bc->par > 0 ? bc->par : 1;
   if (!e->state_dir)
     goto nomem;
+#ifdef __GLIBC__
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  if (sl__conf_bool(conf, "state.rocksdb.malloc.tune"))
+    pthread_once(&once, malloc_tune);
+#endif
   if (wbp + wkp > 90) {
     sl__errf(err, errlen,
              "RocksDB state: state.rocksdb.write_buffer.percent (%d) + "
@@ -745,6 +764,7 @@ static void rk_close(sl__backend *be) {
         rocksdb_column_family_handle_destroy(b->states[i]->cf);
     rocksdb_close(b->db);
   }
+  sl__rk_cache_free(b); /* its entries name their states */
   for (uint32_t i = 0; i < b->cap_states && b->states[i]; i++)
     state_free(b->states[i]);
   free(b->states);
@@ -756,7 +776,6 @@ static void rk_close(sl__backend *be) {
     rocksdb_readoptions_destroy(b->ro);
   if (b->wo)
     rocksdb_writeoptions_destroy(b->wo);
-  sl__rk_cache_free(b);
   free(b->kbuf);
   if (b->dir && !b->readonly)
     rm_rf(b->dir);

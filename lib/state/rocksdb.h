@@ -107,6 +107,16 @@ typedef struct rk_slot {
   rk_entry *e; /* NULL: empty */
 } rk_slot;
 
+/* Slabs of cache entries (rocksdb_cache.c): per size class a free list
+ * and the rest of the slab being carved. */
+#define RK_CLASSES 32
+typedef struct rk_slabs {
+  void *free[RK_CLASSES];
+  unsigned char *bump[RK_CLASSES], *end[RK_CLASSES];
+  void **maps; /* every slab, unmapped at close */
+  size_t n, cap;
+} rk_slabs;
+
 typedef struct rk_cache {
   rk_slot *slots;
   uint8_t bits;
@@ -116,6 +126,9 @@ typedef struct rk_cache {
   uint64_t hand; /* the clock hand: random state of the slot order */
   rk_entry **dirty;
   size_t n_dirty, cap_dirty;
+  rk_entry **victims;       /* eviction's scratch (RK_VICTIMS) */
+  rocksdb_writebatch_t *wb; /* reused by every write of the cache */
+  rk_slabs slabs;
 } rk_cache;
 
 /* ---- The backend -------------------------------------------------------- */
@@ -280,11 +293,12 @@ void sl__rk_cache_free(rk *b);
 /* Marks e dirty (listing it for the next flush). */
 int sl__rk_dirty(rk *b, rk_entry *e);
 /* Finds the entry of (k, map key), loading it from RocksDB on a miss (a
- * negative entry when absent there). *slot is its table slot. For LIST
+ * negative entry when absent there, with room for cap value bytes). *slot
+ * is its table slot. For LIST
  * states a list in RocksDB larger than the cache keeps for lists comes
  * back as an RK_APPEND entry unless full is set. */
 int sl__rk_fetch(rk *b, const sl__skey *k, bool map, uint64_t mh,
-                 const void *mk, size_t ml, bool full, rk_entry **e,
+                 const void *mk, size_t ml, bool full, size_t cap, rk_entry **e,
                  size_t *slot);
 /* The cached entry of map key mk, made from val (as read from RocksDB by
  * an iteration) when not cached. */

@@ -7,6 +7,7 @@
  * snapshots; eviction is CLOCK (second chance) over clean entries. */
 #include <assert.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 
 #include "sluice/common.h"
@@ -15,9 +16,21 @@
 #define RK_MIN_BITS 10
 /* What the allocator adds to each block (glibc: 8 bytes, 16-aligned). */
 #define RK_MALLOC_OVERHEAD 16
+/* Slabs: 256 KiB, size classes of 16 bytes up to 512. Not under
+ * AddressSanitizer, which then checks every entry as a heap block. */
+#define RK_SLAB ((size_t)256 << 10)
+#define RK_CLASS_STEP 16
+#if defined(__SANITIZE_ADDRESS__)
+#define RK_SLAB_MAX 0
+#else
+#define RK_SLAB_MAX 512
+#endif
 /* Writes go out in batches of about this many bytes, so a flush of a
  * large cache does not build one huge batch outside the budget. */
 #define RK_BATCH_BYTES ((size_t)4 << 20)
+/* Dirty victims are written in groups of this many (a fixed array, so
+ * eviction allocates nothing). */
+#define RK_VICTIMS 16384
 
 /* A list held whole in the cache is at most this large (or 1/64 of the
  * cache); a longer one keeps only its unflushed appends (RK_APPEND), so a
@@ -27,9 +40,92 @@ static size_t list_max(const rk_cache *c) {
   return m < 4096 ? 4096 : m;
 }
 
-static size_t ent_bytes(const rk_entry *e, uint32_t xl) {
-  size_t n = rk_voff(e->key_len, e->ns_len, xl) + e->val_cap;
+/* ---- Entry memory ------------------------------------------------------- *
+ * Entries up to RK_SLAB_MAX bytes come from slabs of one size class each,
+ * mapped apart from the heap: mixed in the heap with RocksDB's blocks (a
+ * few KiB, coming and going with the block cache), hundreds of thousands
+ * of small entries freed at each eviction round fragment it until the
+ * process holds tens of megabytes beyond the budget. Slabs are reused, not
+ * returned, until the backend closes.                                      */
+
+static size_t ent_size(const rk_entry *e, uint32_t xl) {
+  return rk_voff(e->key_len, e->ns_len, xl) + e->val_cap;
+}
+
+static size_t cls_of(size_t n) {
+  return (n + RK_CLASS_STEP - 1) / RK_CLASS_STEP - 1;
+}
+
+/* What an entry of n bytes costs: its size class, or for a large one what
+ * the allocator adds. */
+static size_t alloc_bytes(size_t n) {
+  if (n <= RK_SLAB_MAX)
+    return (cls_of(n) + 1) * RK_CLASS_STEP;
   return ((n + 15) & ~(size_t)15) + RK_MALLOC_OVERHEAD;
+}
+
+static size_t ent_bytes(const rk_entry *e, uint32_t xl) {
+  return alloc_bytes(ent_size(e, xl));
+}
+
+static void *ent_alloc(rk_cache *c, size_t n) {
+  if (n > RK_SLAB_MAX)
+    return malloc(n);
+  size_t k = cls_of(n), sz = (k + 1) * RK_CLASS_STEP;
+  rk_slabs *s = &c->slabs;
+  void *p = s->free[k];
+  if (p) {
+    memcpy(&s->free[k], p, sizeof(void *));
+    return p;
+  }
+  if (!s->bump[k] || s->bump[k] + sz > s->end[k]) {
+    if (s->n == s->cap) {
+      size_t cap = s->cap ? s->cap * 2 : 64;
+      void **m = realloc(s->maps, cap * sizeof(*m));
+      if (!m)
+        return NULL;
+      s->maps = m;
+      s->cap = cap;
+    }
+    void *m = mmap(NULL, RK_SLAB, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+      return NULL;
+    s->maps[s->n++] = m;
+    s->bump[k] = m;
+    s->end[k] = (unsigned char *)m + RK_SLAB;
+  }
+  p = s->bump[k];
+  s->bump[k] += sz;
+  return p;
+}
+
+/* Frees an entry whose allocation was n bytes. */
+static void ent_free(rk_cache *c, void *p, size_t n) {
+  if (n > RK_SLAB_MAX) {
+    free(p);
+    return;
+  }
+  size_t k = cls_of(n);
+  memcpy(p, &c->slabs.free[k], sizeof(void *));
+  c->slabs.free[k] = p;
+}
+
+static void *ent_realloc(rk_cache *c, void *p, size_t old, size_t n) {
+  if (old > RK_SLAB_MAX && n > RK_SLAB_MAX)
+    return realloc(p, n);
+  if (old <= RK_SLAB_MAX && n <= RK_SLAB_MAX && cls_of(old) == cls_of(n))
+    return p;
+  void *q = ent_alloc(c, n);
+  if (!q)
+    return NULL;
+  memcpy(q, p, old < n ? old : n);
+  ent_free(c, p, old);
+  return q;
+}
+
+static void free_entry(rk *b, rk_entry *e) {
+  ent_free(&b->cache, e, ent_size(e, rk_xlen(e, rk_st(b, e->state))));
 }
 
 int sl__rk_cache_init(rk *b, size_t limit) {
@@ -39,10 +135,15 @@ int sl__rk_cache_init(rk *b, size_t limit) {
   c->cap_dirty = (size_t)1 << c->bits;
   c->slots = calloc(c->cap_dirty, sizeof(*c->slots));
   c->dirty = malloc(c->cap_dirty * sizeof(*c->dirty));
-  if (!c->slots || !c->dirty)
+  c->victims = malloc(RK_VICTIMS * sizeof(*c->victims));
+  /* One write batch, reused: its buffer (up to RK_BATCH_BYTES and a bit)
+   * stays allocated instead of coming and going between small blocks. */
+  c->wb = rocksdb_writebatch_create();
+  if (!c->slots || !c->dirty || !c->victims || !c->wb)
     return SL_ERR_NOMEM;
   c->limit = limit;
-  c->bytes = c->cap_dirty * (sizeof(*c->slots) + sizeof(*c->dirty));
+  c->bytes = c->cap_dirty * (sizeof(*c->slots) + sizeof(*c->dirty)) +
+             RK_VICTIMS * sizeof(*c->victims) + RK_BATCH_BYTES;
   c->hand = 0x9e3779b97f4a7c15ULL; /* the eviction order's random state */
   return 0;
 }
@@ -51,9 +152,16 @@ void sl__rk_cache_free(rk *b) {
   rk_cache *c = &b->cache;
   size_t cap = c->slots ? (size_t)1 << c->bits : 0;
   for (size_t i = 0; i < cap; i++)
-    free(c->slots[i].e);
+    if (c->slots[i].e)
+      free_entry(b, c->slots[i].e); /* large ones: slabs go below */
+  for (size_t i = 0; i < c->slabs.n; i++)
+    munmap(c->slabs.maps[i], RK_SLAB);
+  free(c->slabs.maps);
   free(c->slots);
   free(c->dirty);
+  free(c->victims);
+  if (c->wb)
+    rocksdb_writebatch_destroy(c->wb);
   memset(c, 0, sizeof(*c));
 }
 
@@ -152,7 +260,7 @@ int sl__rk_reserve(rk *b, size_t slot, rk_entry **ep, size_t cap) {
   uint32_t xl = rk_xlen(e, rk_st(b, e->state));
   size_t before = ent_bytes(e, xl);
   size_t vo = rk_voff(e->key_len, e->ns_len, xl);
-  rk_entry *n = realloc(e, vo + cap);
+  rk_entry *n = ent_realloc(c, e, ent_size(e, xl), vo + cap);
   if (!n)
     return SL_ERR_NOMEM;
   n->val_cap = (uint32_t)cap;
@@ -182,7 +290,8 @@ static void demote_list(rk *b, rk_entry *e) {
     return;
   rk_cache *c = &b->cache;
   size_t before = ent_bytes(e, 0);
-  rk_entry *n = realloc(e, rk_voff(e->key_len, e->ns_len, 0));
+  rk_entry *n =
+      ent_realloc(c, e, ent_size(e, 0), rk_voff(e->key_len, e->ns_len, 0));
   if (!n)
     return; /* keeping it whole is fine too */
   n->u.base_len = n->val_len;
@@ -195,10 +304,10 @@ static void demote_list(rk *b, rk_entry *e) {
 
 /* ---- Reading through the cache ------------------------------------------ */
 
-static rk_entry *entry_new(const sl__skey *k, bool map, uint64_t mh,
-                           const void *mk, size_t ml, size_t cap) {
+static rk_entry *entry_new(rk_cache *c, const sl__skey *k, bool map,
+                           uint64_t mh, const void *mk, size_t ml, size_t cap) {
   size_t vo = rk_voff(k->key_len, k->ns_len, map ? ml + 8 : 0);
-  rk_entry *e = malloc(vo + cap);
+  rk_entry *e = ent_alloc(c, vo + cap);
   if (!e)
     return NULL;
   memset(e, 0, sizeof(*e));
@@ -243,7 +352,7 @@ static int insert(rk *b, uint64_t h, const sl__skey *k, bool map,
   else if (crowded(c))
     rc = sl__rk_evict(b);
   if (rc) {
-    free(e);
+    free_entry(b, e);
     return rc;
   }
   rk_entry *none;
@@ -266,8 +375,8 @@ static int insert(rk *b, uint64_t h, const sl__skey *k, bool map,
 }
 
 int sl__rk_fetch(rk *b, const sl__skey *k, bool map, uint64_t mh,
-                 const void *mk, size_t ml, bool full, rk_entry **out,
-                 size_t *slot) {
+                 const void *mk, size_t ml, bool full, size_t cap,
+                 rk_entry **out, size_t *slot) {
   rk_cache *c = &b->cache;
   int rc = rk_failed(b);
   if (rc)
@@ -303,7 +412,9 @@ int sl__rk_fetch(rk *b, const sl__skey *k, bool map, uint64_t mh,
     rocksdb_pinnableslice_destroy(ps);
     return SL_ERR_RANGE;
   }
-  e = entry_new(k, map, mh, mk, ml, ps && !append ? vl : 0);
+  /* A new entry gets the room its caller is about to fill, so creating
+   * a key costs one allocation, not an allocation and a realloc. */
+  e = entry_new(c, k, map, mh, mk, ml, ps && !append ? vl : cap);
   if (!e) {
     rocksdb_pinnableslice_destroy(ps);
     return SL_ERR_NOMEM;
@@ -338,7 +449,7 @@ int sl__rk_adopt(rk *b, const sl__skey *k, uint64_t mh, const void *mk,
   }
   if (vl > UINT32_MAX - 64)
     return SL_ERR_RANGE;
-  if (!(e = entry_new(k, true, mh, mk, ml, vl)))
+  if (!(e = entry_new(c, k, true, mh, mk, ml, vl)))
     return SL_ERR_NOMEM;
   e->flags = RK_PRESENT | RK_REF;
   e->val_len = (uint32_t)vl;
@@ -402,7 +513,7 @@ static int batch_write(rk *b, rocksdb_writebatch_t *wb) {
  * byte, and close to it otherwise (map entries are stored by the map key's
  * hash first). It only needs to be close: RocksDB's memtable inserts keys
  * that arrive in order several times faster than random ones. */
-static int dirty_cmp(const void *pa, const void *pb, void *be) {
+static int dirty_cmp(rk_entry *const *pa, rk_entry *const *pb, rk *be) {
   const rk_entry *a = *(rk_entry *const *)pa, *b = *(rk_entry *const *)pb;
   if (a->state != b->state)
     return a->state < b->state ? -1 : 1;
@@ -418,12 +529,74 @@ static int dirty_cmp(const void *pa, const void *pb, void *be) {
   return r ? r : (la > lb) - (la < lb);
 }
 
+static void swap_e(rk_entry **a, rk_entry **b) {
+  rk_entry *t = *a;
+  *a = *b;
+  *b = t;
+}
+
+static void sift(rk *b, rk_entry **v, size_t i, size_t n) {
+  for (size_t c; (c = 2 * i + 1) < n; i = c) {
+    if (c + 1 < n && dirty_cmp(&v[c], &v[c + 1], b) < 0)
+      c++;
+    if (dirty_cmp(&v[i], &v[c], b) >= 0)
+      return;
+    swap_e(&v[i], &v[c]);
+  }
+}
+
+/* In place: qsort would allocate a buffer as large as the array, and a
+ * transient multi-megabyte block between small entries is what fragments
+ * the heap (RSS stays above the budget after it is freed). Quicksort with
+ * median of three, insertion sort below 16, heapsort when too deep. */
+static void sort_entries(rk *b, rk_entry **v, size_t n, int depth) {
+  while (n > 16) {
+    if (depth-- == 0) {
+      for (size_t i = n / 2; i-- > 0;)
+        sift(b, v, i, n);
+      for (size_t i = n; i-- > 1;) {
+        swap_e(&v[0], &v[i]);
+        sift(b, v, 0, i);
+      }
+      return;
+    }
+    size_t m = n / 2;
+    if (dirty_cmp(&v[m], &v[0], b) < 0)
+      swap_e(&v[m], &v[0]);
+    if (dirty_cmp(&v[n - 1], &v[0], b) < 0)
+      swap_e(&v[n - 1], &v[0]);
+    if (dirty_cmp(&v[n - 1], &v[m], b) < 0)
+      swap_e(&v[n - 1], &v[m]);
+    rk_entry *pivot = v[m];
+    size_t i = 0, j = n - 1;
+    for (;;) {
+      while (dirty_cmp(&v[i], &pivot, b) < 0)
+        i++;
+      while (dirty_cmp(&pivot, &v[j], b) < 0)
+        j--;
+      if (i >= j)
+        break;
+      swap_e(&v[i++], &v[j--]);
+    }
+    /* [0, j] <= pivot <= [j + 1, n): recurse into the smaller part. */
+    if (j + 1 < n - j - 1) {
+      sort_entries(b, v, j + 1, depth);
+      v += j + 1, n -= j + 1;
+    } else {
+      sort_entries(b, v + j + 1, n - j - 1, depth);
+      n = j + 1;
+    }
+  }
+  for (size_t i = 1; i < n; i++)
+    for (size_t k = i; k > 0 && dirty_cmp(&v[k], &v[k - 1], b) < 0; k--)
+      swap_e(&v[k], &v[k - 1]);
+}
+
 /* Writes entries v[0..n) as they are in the cache (sorted first) in write
  * batches. On failure the backend fails for good (sticky error). */
 static int write_entries(rk *b, rk_entry **v, size_t n) {
-  if (n > 1)
-    qsort_r(v, n, sizeof(*v), dirty_cmp, b);
-  rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+  sort_entries(b, v, n, 64);
+  rocksdb_writebatch_t *wb = b->cache.wb;
   int rc = 0;
   for (size_t i = 0; i < n && !rc; i++) {
     rk_entry *e = v[i];
@@ -453,7 +626,7 @@ static int write_entries(rk *b, rk_entry **v, size_t n) {
   }
   if (!rc && rocksdb_writebatch_count(wb))
     rc = batch_write(b, wb);
-  rocksdb_writebatch_destroy(wb);
+  rocksdb_writebatch_clear(wb);
   return rc;
 }
 
@@ -491,6 +664,14 @@ static void undirty(rk *b, rk_entry *e) {
   rk_st(b, e->state)->n_dirty--;
 }
 
+/* Writes and frees dirty victims (out of the table already). */
+static int write_victims(rk *b, rk_entry **v, size_t n) {
+  int rc = write_entries(b, v, n);
+  for (size_t i = 0; i < n; i++)
+    free_entry(b, v[i]);
+  return rc;
+}
+
 /* Second chance (CLOCK) down to 3/4 of the limit, so evictions come in
  * rounds, not on every miss. The hand visits slots in a random order, not
  * in turn: sweeping the table in order would thin it behind the hand and
@@ -509,8 +690,8 @@ int sl__rk_evict(rk *b) {
   size_t max_count = can_grow(c) ? SIZE_MAX : ((size_t)5 << c->bits) / 8;
   size_t mask = ((size_t)1 << c->bits) - 1;
   size_t steps = 4 * (mask + 1); /* enough to clear every reference */
-  rk_entry **out = NULL;
-  size_t n_out = 0, cap_out = 0;
+  rk_entry **out = c->victims;
+  size_t n_out = 0;
   bool freed = false;
   while ((c->bytes > target || c->count > max_count) && steps--) {
     /* xorshift64 */
@@ -525,36 +706,22 @@ int sl__rk_evict(rk *b) {
     }
     c->bytes -= ent_bytes(e, rk_xlen(e, rk_st(b, e->state)));
     if (e->flags & RK_DIRTY) {
-      if (n_out == cap_out) {
-        size_t cap = cap_out ? cap_out * 2 : 1024;
-        rk_entry **o = realloc(out, cap * sizeof(*o));
-        if (!o) { /* write what we have; the next miss evicts again */
-          c->bytes += ent_bytes(e, rk_xlen(e, rk_st(b, e->state)));
-          rc = SL_ERR_NOMEM;
-          break;
-        }
-        out = o;
-        cap_out = cap;
-      }
       undirty(b, e);
       out[n_out++] = e;
     } else {
-      free(e);
+      free_entry(b, e);
     }
     table_remove(c, i);
     freed = true;
+    if (n_out == RK_VICTIMS && (rc = write_victims(b, out, n_out)))
+      break;
+    n_out = n_out == RK_VICTIMS ? 0 : n_out;
   }
-  if (n_out) {
-    int wrc = write_entries(b, out, n_out);
-    for (size_t i = 0; i < n_out; i++)
-      free(out[i]);
-    if (!rc)
-      rc = wrc;
-  }
-  free(out);
+  if (!rc && n_out)
+    rc = write_victims(b, out, n_out);
   if (freed)
     b->base.epoch++;
-  return rc == SL_ERR_NOMEM ? 0 : rc;
+  return rc;
 }
 
 void sl__rk_cache_drop_kg(rk *b, uint32_t kg) {
@@ -569,7 +736,7 @@ void sl__rk_cache_drop_kg(rk *b, uint32_t kg) {
       continue;
     }
     c->bytes -= ent_bytes(e, rk_xlen(e, rk_st(b, e->state)));
-    free(e);
+    free_entry(b, e);
     table_remove(c, i); /* slot i now holds the next entry: look again */
     freed = true;
   }

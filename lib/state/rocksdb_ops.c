@@ -99,7 +99,7 @@ int sl__rk_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
   rk *b = (rk *)be;
   rk_entry *e;
   size_t slot;
-  int rc = sl__rk_fetch(b, k, false, 0, NULL, 0, true, &e, &slot);
+  int rc = sl__rk_fetch(b, k, false, 0, NULL, 0, true, 0, &e, &slot);
   if (rc)
     return rc;
   if (!(e->flags & RK_PRESENT))
@@ -118,7 +118,7 @@ static __attribute__((noinline)) int slot_slow(rk *b, const sl__skey *k,
     return SL_ERR_RANGE;
   rk_entry *e;
   size_t slot;
-  int rc = sl__rk_fetch(b, k, false, 0, NULL, 0, true, &e, &slot);
+  int rc = sl__rk_fetch(b, k, false, 0, NULL, 0, true, len, &e, &slot);
   if (rc)
     return rc;
   rk_state *st = rk_st(b, k->state);
@@ -179,7 +179,7 @@ int sl__rk_del(sl__backend *be, const sl__skey *k) {
     return map_del(b, k);
   rk_entry *e;
   size_t slot;
-  int rc = sl__rk_fetch(b, k, false, 0, NULL, 0, false, &e, &slot);
+  int rc = sl__rk_fetch(b, k, false, 0, NULL, 0, false, 0, &e, &slot);
   if (rc)
     return rc;
   if (!(e->flags & RK_PRESENT))
@@ -215,7 +215,8 @@ int sl__rk_list_append(sl__backend *be, const sl__skey *k, size_t len,
   /* Reads the list on a miss, to know whether it exists (the return code
    * and the stats say so); a long one stays in RocksDB and the append is
    * a merge operand. */
-  int rc = sl__rk_fetch(b, k, false, 0, NULL, 0, false, &e, &slot);
+  int rc = sl__rk_fetch(b, k, false, 0, NULL, 0, false, sl__list_frame(len), &e,
+                        &slot);
   if (rc)
     return rc;
   rk_state *st = rk_st(b, k->state);
@@ -273,7 +274,7 @@ int sl__rk_map_get(sl__backend *be, const sl__skey *k, const void *mk,
   rk *b = (rk *)be;
   rk_entry *e;
   size_t slot;
-  int rc = sl__rk_fetch(b, k, true, mh, mk, mk_len, true, &e, &slot);
+  int rc = sl__rk_fetch(b, k, true, mh, mk, mk_len, true, 0, &e, &slot);
   if (rc)
     return rc;
   if (!(e->flags & RK_PRESENT))
@@ -292,7 +293,7 @@ int sl__rk_map_slot(sl__backend *be, const sl__skey *k, const void *mk,
     return SL_ERR_RANGE;
   rk_entry *e;
   size_t slot;
-  int rc = sl__rk_fetch(b, k, true, mh, mk, mk_len, true, &e, &slot);
+  int rc = sl__rk_fetch(b, k, true, mh, mk, mk_len, true, len, &e, &slot);
   if (rc)
     return rc;
   rk_state *st = rk_st(b, k->state);
@@ -327,7 +328,7 @@ int sl__rk_map_remove(sl__backend *be, const sl__skey *k, const void *mk,
   rk *b = (rk *)be;
   rk_entry *e;
   size_t slot;
-  int rc = sl__rk_fetch(b, k, true, mh, mk, mk_len, true, &e, &slot);
+  int rc = sl__rk_fetch(b, k, true, mh, mk, mk_len, true, 0, &e, &slot);
   if (rc)
     return rc;
   if (!(e->flags & RK_PRESENT))

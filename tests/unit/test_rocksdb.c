@@ -859,6 +859,73 @@ START_TEST(corrupt_snapshot_is_a_clear_error) {
 }
 END_TEST
 
+/* A table file of the live database damaged under the backend: reads
+ * fail with RocksDB's "Corruption", naming the directory, for good. */
+START_TEST(corrupt_database_is_a_clear_error) {
+  tdir t;
+  tdir_make(&t);
+  sl_conf_t *c = conf_kv(&t, NULL);
+  sl__backend *be = open_range(c, 0, 1, 1, NULL);
+  rk *b = (rk *)be;
+  uint32_t v;
+  ops->register_state(be, "op/v", SL__BT_VALUE, &v);
+  char key[16], err[1024] = "", snap[160];
+  for (int i = 0; i < 20000; i++) {
+    snprintf(key, sizeof(key), "k%d", i);
+    put_u64(be, v, key, (uint64_t)i);
+  }
+  /* Flush everything to table files, and forget what is cached. */
+  snprintf(snap, sizeof(snap), "%s/snap", t.path);
+  ck_assert_msg(ops->snapshot(be, snap, err, sizeof(err)) == 0, "%s", err);
+  sl__rk_cache_drop_kg(b, UINT32_MAX);
+  rocksdb_cache_set_capacity(b->env->cache, 0);
+  rocksdb_cache_set_capacity(b->env->cache, b->env->block_cache);
+  DIR *d = opendir(b->dir);
+  struct dirent *de;
+  int damaged = 0;
+  while ((de = readdir(d))) {
+    size_t n = strlen(de->d_name);
+    if (n < 4 || strcmp(de->d_name + n - 4, ".sst"))
+      continue;
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", b->dir, de->d_name);
+    int fd = open(path, O_WRONLY);
+    struct stat sb;
+    fstat(fd, &sb);
+    static char junk[4096];
+    memset(junk, 0x5a, sizeof(junk));
+    for (off_t o = 0; o + (off_t)sizeof(junk) < sb.st_size / 2;
+         o += 2 * (off_t)sizeof(junk))
+      ck_assert_int_eq(pwrite(fd, junk, sizeof(junk), o),
+                       (ssize_t)sizeof(junk));
+    close(fd);
+    damaged++;
+  }
+  closedir(d);
+  ck_assert_int_gt(damaged, 0);
+  int rc = 0;
+  for (int i = 0; i < 20000 && rc >= 0; i++) {
+    snprintf(key, sizeof(key), "k%d", i);
+    sl__skey k = skey(be, v, key, "");
+    void *p;
+    size_t l;
+    rc = ops->get(be, &k, &p, &l, false);
+  }
+  ck_assert_int_eq(rc, SL_ERR_CORRUPT);
+  ck_assert_ptr_nonnull(be->errmsg);
+  ck_assert_msg(strstr(be->errmsg, b->dir) && strstr(be->errmsg, t.state) &&
+                    strstr(be->errmsg, "Corruption"),
+                "message: %s", be->errmsg);
+  sl__skey k = skey(be, v, "new", "");
+  void *p;
+  ck_assert_int_eq(ops->slot(be, &k, 8, &p), SL_ERR_CORRUPT);
+  ck_assert_int_lt(ops->snapshot(be, snap, err, sizeof(err)), 0);
+  ops->close(be);
+  sl_conf_destroy(c);
+  rm_rf(t.path);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("rocksdb");
   TCase *tc = tcase_create("snapshots");
@@ -878,6 +945,7 @@ int main(void) {
   tcase_add_test(tc, state_dir_that_cannot_be_created);
   tcase_add_test(tc, state_dir_locked_by_another_job);
   tcase_add_test(tc, full_disk_fails_the_job_and_the_snapshot);
+  tcase_add_test(tc, corrupt_database_is_a_clear_error);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }
