@@ -977,5 +977,5 @@ int main(void) {
   tcase_add_loop_test(tc, window_join_pairs_per_window, 0, n);
   tcase_add_loop_test(tc, interval_join_flink_semantics, 0, n);
   suite_add_tcase(s, tc);
-  return tu_run(s);
+  return wu_run(s);
 }

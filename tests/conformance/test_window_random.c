@@ -321,7 +321,8 @@ static int join_fn(sl_ctx_t *ctx, const sl_record_t *l, const sl_record_t *r,
 
 static void run_job(const rcase *c, const rrec *r, size_t n, int par,
                     const char *backend, outs *main, outs *late) {
-  const char *kv[] = {"state.backend", backend, NULL};
+  const char *kv[] = {"state.backend", backend, "state.dir", wu_state_dir(),
+                      NULL};
   sl_job_t *job = tu_job_kv(par, kv);
   rsrc s = {r, n, 0};
   sl_source_ops_t so = {.poll = rsrc_poll};
@@ -560,5 +561,5 @@ int main(void) {
   tcase_add_loop_test(tc, random_window_join, 0, n);
   tcase_add_loop_test(tc, random_interval_join, 0, n);
   suite_add_tcase(s, tc);
-  return tu_run(s);
+  return wu_run(s);
 }

@@ -6,14 +6,39 @@
 #define SL_WINDOW_UTIL_H
 
 #include <inttypes.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <math.h>
 
 #include "testutil.h"
 
 /* Every state backend that exists: each window test runs once per entry
  * (tcase_add_loop_test over wu_backends). */
-static const char *const wu_backends[] = {"hashmap"};
+static const char *const wu_backends[] = {"hashmap", "rocksdb"};
 #define WU_N_BACKENDS ((int)(sizeof(wu_backends) / sizeof(wu_backends[0])))
+
+/* state.dir for the RocksDB runs: one directory per suite process
+ * (made in main before the forked tests run, removed by wu_run), so
+ * suites running side by side never share and lock a job directory. */
+static char wu_dir[64];
+static inline const char *wu_state_dir(void) {
+  if (!wu_dir[0]) {
+    snprintf(wu_dir, sizeof(wu_dir), "/tmp/sluice-wtest-XXXXXX");
+    if (!mkdtemp(wu_dir)) /* then RocksDB reports the missing directory */
+      snprintf(wu_dir, sizeof(wu_dir), "/nonexistent/sluice-wtest");
+  }
+  return wu_dir;
+}
+
+static inline int wu_run(Suite *s) {
+  wu_state_dir();
+  int rc = tu_run(s);
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", wu_dir);
+  if (system(cmd) != 0)
+    fprintf(stderr, "could not remove %s\n", wu_dir);
+  return rc;
+}
 
 /* Numeric extractor: the record value as a decimal integer. */
 static inline int wu_num(const sl_record_t *rec, double *out, void *opaque) {
@@ -52,6 +77,8 @@ static inline sl_harness_t *wu_harness_p(const char *backend, wu_build *b,
   sl_conf_t *c = sl_conf_new();
   ck_assert_int_eq(sl_conf_set(c, "state.backend", backend, err, sizeof(err)),
                    SL_OK);
+  ck_assert_int_eq(
+      sl_conf_set(c, "state.dir", wu_state_dir(), err, sizeof(err)), SL_OK);
   if (policy)
     ck_assert_int_eq(sl_conf_set(c, "error.policy", policy, err, sizeof(err)),
                      SL_OK);
