@@ -482,8 +482,8 @@ static void complete_cur(struct sl__ckpt *ck) {
   int64_t duration = mono_ms() - ck->cur_start;
   pthread_mutex_unlock(&ck->mu);
   uint64_t bytes = 0, bytes_new = 0;
-  int rc = write_checkpoint(ck, id, ck->acks, duration, &bytes, &bytes_new,
-                            why, sizeof(why));
+  int rc = write_checkpoint(ck, id, ck->acks, duration, &bytes, &bytes_new, why,
+                            sizeof(why));
   for (int i = 0; !rc && i < job->n_parts; i++) {
     if (job->parts[i].commit &&
         (rc = job->parts[i].commit(id, job->parts[i].opaque))) {
@@ -1002,6 +1002,41 @@ int sl__ckpt_setup_image(sl_job_t *job, const void *data, size_t len, char *err,
   return 0;
 }
 
+/* After a restore, the files of the restored checkpoint's native state
+ * directories are what the new checkpoints share (the restored database
+ * hard-links them): remember their inodes and checksums, so the first
+ * checkpoint of the run is incremental too. */
+static void seed_prev(struct sl__ckpt *ck, const char *chk) {
+  json_t *meta = NULL;
+  char err[256];
+  if (sl__ckpt_meta_read(chk, &meta, err, sizeof(err)))
+    return;
+  size_t i;
+  json_t *f;
+  json_array_foreach(json_object_get(meta, "files"), i, f) {
+    const char *rel = json_string_value(json_object_get(f, "path"));
+    const char *hex = json_string_value(json_object_get(f, "crc32c"));
+    if (!rel || !hex || !strchr(rel, '/'))
+      continue; /* only files of native state directories are shared */
+    char path[4200];
+    pathf(path, sizeof(path), "%s/%s", chk, rel);
+    struct stat st;
+    prev_file *a = realloc(ck->prev, (ck->n_prev + 1) * sizeof(*a));
+    if (stat(path, &st) || !a) {
+      if (a)
+        ck->prev = a;
+      continue;
+    }
+    ck->prev = a;
+    a[ck->n_prev] =
+        (prev_file){strdup(rel), (uint64_t)st.st_ino, (uint64_t)st.st_size,
+                    (uint32_t)strtoul(hex, NULL, 16)};
+    if (a[ck->n_prev].path)
+      ck->n_prev++;
+  }
+  json_decref(meta);
+}
+
 int sl__ckpt_setup(sl_job_t *job) {
   const char *dir = sl__conf_str(job->conf, "checkpoint.dir");
   const char *from = sl__conf_str(job->conf, "restore.from");
@@ -1038,6 +1073,7 @@ int sl__ckpt_setup(sl_job_t *job) {
   }
   int rc = from[0] ? pick_restore(ck, from) : 0;
   if (!rc && ck->rs) {
+    seed_prev(ck, ck->rs->path);
     ck->restored_id = ck->rs->id;
     ck->restarts = ck->rs->restarts + 1;
     sl__metrics_job_restarts(job, ck->restarts);
