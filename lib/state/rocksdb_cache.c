@@ -53,7 +53,9 @@ static size_t ent_size(const rk_entry *e, uint32_t xl) {
 }
 
 static size_t cls_of(size_t n) {
-  return (n + RK_CLASS_STEP - 1) / RK_CLASS_STEP - 1;
+  /* ceil(n / step) - 1 for n >= 1, written so that n = 0 maps to class 0
+   * instead of wrapping around. */
+  return n ? (n - 1) / RK_CLASS_STEP : 0;
 }
 
 /* What an entry of n bytes costs: its size class, or for a large one what
