@@ -398,15 +398,36 @@ START_TEST(state_of_a_removed_uid_needs_permission) {
 }
 END_TEST
 
+/* The newest complete checkpoint's id in dir (0: none). */
+static unsigned long long newest_complete(const char *dir) {
+  DIR *d = opendir(dir);
+  unsigned long long best = 0;
+  struct dirent *e;
+  while (d && (e = readdir(d))) {
+    char meta[600];
+    unsigned long long id;
+    if (sscanf(e->d_name, "chk-%llu", &id) != 1 || id <= best)
+      continue;
+    snprintf(meta, sizeof(meta), "%s/%s/_metadata", dir, e->d_name);
+    if (access(meta, F_OK) == 0)
+      best = id;
+  }
+  if (d)
+    closedir(d);
+  return best;
+}
+
 /* A child runs the job with checkpoints every 30 ms and is killed with
- * SIGKILL at a random point, 20 times, alternating parallelism 1 and 2;
- * then one run finishes the input. State is exactly-once: the sums equal
- * an uninterrupted run's. */
+ * SIGKILL at a random point after it completed a checkpoint of its own
+ * (so every round makes progress, however slow the build), 20 times,
+ * alternating parallelism 1 and 2; then one run finishes the input. State
+ * is exactly-once: the sums equal an uninterrupted run's. */
 START_TEST(sigkill_and_restore_twenty_times) {
   char *dir = tmpdir();
-  const uint64_t n = 400000;
+  const uint64_t n = 1000000;
   srand((unsigned)time(NULL));
   for (int round = 0; round < 20; round++) {
+    unsigned long long before = newest_complete(dir);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
@@ -420,10 +441,18 @@ START_TEST(sigkill_and_restore_twenty_times) {
       int rc = run_job(&r);
       _exit(rc == SL_OK ? 3 : 4); /* reaching the end is a test failure */
     }
-    struct timespec ts = {0, (80 + rand() % 220) * 1000000L};
+    int status;
+    for (int waited = 0; newest_complete(dir) <= before; waited++) {
+      ck_assert_msg(waitpid(pid, &status, WNOHANG) == 0,
+                    "round %d: the child ended (status %d)", round, status);
+      ck_assert_msg(waited < 60000, "round %d: no checkpoint in 60 s", round);
+      struct timespec ms = {0, 1000000L};
+      nanosleep(&ms, NULL);
+    }
+    /* Anywhere from right after that checkpoint to well into the next. */
+    struct timespec ts = {0, (rand() % 150) * 1000000L};
     nanosleep(&ts, NULL);
     kill(pid, SIGKILL);
-    int status;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert_msg(WIFSIGNALED(status),
                   "round %d: the child ended by itself (status %d)", round,
