@@ -10,6 +10,15 @@
 
 #include "sluice.h"
 
+/* A record from sl_key_by() with its key's 64-bit hash (hashed once, by
+ * the exchange; state backends and timers never hash the key again) and
+ * key group. */
+typedef struct sl_keyed_rec {
+  sl_record_t rec;
+  uint64_t hash;
+  uint32_t kg;
+} sl_keyed_rec_t;
+
 /* One operator instance on one worker. Every callback below receives the
  * instance as an sl_ctx_t, the same handle user callbacks get, so an
  * operator passes it straight through to user code. */
@@ -25,11 +34,15 @@ typedef struct sl_operator_ops {
    * reaches downstream before the watermark itself, which the runtime
    * forwards when this returns 0. Optional. */
   int (*on_watermark)(sl_ctx_t *op, int64_t wm);
-  /* Keyed operators: a record of this key (hash and key group) will be
-   * processed soon; start loading its state into the cache. The exchange
-   * calls it a few records ahead of delivery so that state lookups overlap
-   * instead of each stalling on memory. Optional. */
-  void (*prefetch)(sl_ctx_t *op, uint64_t hash, uint32_t kg);
+  /* Keyed operators (keyed = true) take their records here, in batches
+   * straight from the exchange's buffers: records[i] in order, each with
+   * its key's hash and key group (computed once by key_by). Batches let
+   * the operator request the state of a record a few places ahead while
+   * it processes the current one (runtime/keyed.h: sl__keyed_batch), so
+   * state lookups overlap instead of each stalling on memory. process is
+   * not called on a keyed operator. */
+  int (*process_keyed)(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
+                       size_t n);
   /* Processing time moved on: called by the worker every round with the
    * clock's time (timers, processing-time windows). Optional. */
   int (*on_proc_time)(sl_ctx_t *op, int64_t now);
@@ -117,12 +130,6 @@ void sl_op_set_data(sl_ctx_t *op, void *data);
 const char *sl_op_uid(const sl_ctx_t *op);
 const sl_conf_t *sl_op_conf(const sl_ctx_t *op);
 
-/* Key of the record being processed by a keyed operator: the 64-bit hash
- * the exchange computed (never hash twice) and its key group. Valid at the
- * start of process(); a keyed operator copies them before emitting, since
- * emitting may run other keyed operators on the same worker. */
-uint64_t sl_op_key_hash(const sl_ctx_t *op);
-uint32_t sl_op_key_group(const sl_ctx_t *op);
 uint32_t sl_op_max_parallelism(const sl_ctx_t *op);
 
 /* The state backend of the instance's worker (state.backend, owning the

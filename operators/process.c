@@ -18,7 +18,7 @@ typedef struct proc_arg {
 } proc_arg;
 
 typedef struct proc {
-  sl__keyed k;
+  sl__keyed k; /* first: proc_element gets the proc from its keyed context */
   const proc_arg *a;
 } proc;
 
@@ -56,16 +56,24 @@ static void proc_close(sl_ctx_t *op) {
   free(p);
 }
 
-static int proc_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
+/* One record, its key already current in k (the proc's first member). */
+static int proc_element(sl__keyed *k, int port, const sl_keyed_rec_t *r) {
+  proc *p = (proc *)k;
+  sl_ctx_t *op = k->op;
+  sl_op_set_out_ts(op, true, r->rec.ts);
+  int rc = port == 0 ? p->a->ops.on_element1(op, &r->rec, p->a->opaque)
+                     : p->a->ops.on_element2(op, &r->rec, p->a->opaque);
+  return rc ? sl_op_user_error(op, &r->rec, rc) : 0;
+}
+
+static void proc_prefetch(sl__keyed *k, uint64_t hash, uint32_t kg) {
+  sl__kstate_prefetch(k->state, hash, kg);
+}
+
+static int proc_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
+                        size_t n) {
   proc *p = sl_op_data(op);
-  sl__keyed_set_key(&p->k, rec);
-  sl_op_set_out_ts(op, true, rec->ts);
-  int (*fn)(sl_ctx_t *, const sl_record_t *, void *) =
-      port == 0 ? p->a->ops.on_element1 : p->a->ops.on_element2;
-  sl_arena_mark_t m = sl_op_arena_mark(op);
-  int rc = fn(op, rec, p->a->opaque);
-  sl_op_arena_release(op, m);
-  return rc ? sl_op_user_error(op, rec, rc) : 0;
+  return sl__keyed_batch(&p->k, port, recs, n, proc_prefetch, proc_element);
 }
 
 static int proc_timer(sl__keyed *k, sl_time_domain domain, int64_t ts) {
@@ -100,17 +108,12 @@ static int proc_time(sl_ctx_t *op, int64_t now) {
   return sl__keyed_fire(&p->k, SL_PROC_TIME, now, proc_timer);
 }
 
-static void proc_prefetch(sl_ctx_t *op, uint64_t hash, uint32_t kg) {
-  proc *p = sl_op_data(op);
-  sl__kstate_prefetch(p->k.state, hash, kg);
-}
-
 /* process and co_process differ only in their number of inputs. */
 #define PROC_OPS(name)                                                         \
   {                                                                            \
-    .kind = name, .keyed = true, .open = proc_open, .process = proc_process,   \
-    .on_watermark = proc_watermark, .on_proc_time = proc_time,                 \
-    .prefetch = proc_prefetch, .close = proc_close, .free_arg = free,          \
+    .kind = name, .keyed = true, .open = proc_open,                            \
+    .process_keyed = proc_process, .on_watermark = proc_watermark,             \
+    .on_proc_time = proc_time, .close = proc_close, .free_arg = free,          \
   }
 static const sl_operator_ops_t process_ops = PROC_OPS("process");
 static const sl_operator_ops_t co_process_ops = PROC_OPS("co_process");

@@ -2,8 +2,9 @@
 /* The key_by exchange: a bounded single-producer/single-consumer channel
  * per (producer worker, consumer worker) carrying batches of records plus
  * in-band control elements (watermark, idleness, end of input). Records
- * for the producer's own worker skip the channel and are delivered
- * directly, as is everything at parallelism 1.
+ * for the producer's own worker skip the channel: they are batched in
+ * place for keyed readers (which take whole batches), else delivered
+ * directly; so is everything at parallelism 1.
  *
  * Backpressure without deadlock: a producer that finds a channel full does
  * not sleep; it drains its own worker's inputs of exchanges downstream of
@@ -25,16 +26,13 @@ enum {
   EL_BARRIER = SL__CTL_BARRIER
 };
 
-typedef struct brec {
-  uint64_t hash;
-  int64_t ts;
-  uint32_t koff, klen, voff, vlen;
-} brec;
-
+/* Records in the form keyed operators take them (sl_keyed_rec_t), their
+ * key and value bytes copied into `bytes`, so a consumer gets the batch
+ * as it is, without a conversion pass. */
 typedef struct batch {
   uint32_t n, cap;
   size_t used, bytes_cap;
-  brec *recs;
+  sl_keyed_rec_t *recs;
   char *bytes;
 } batch;
 
@@ -72,8 +70,8 @@ struct sl__xchg {
   size_t batch_bytes;
   chan *ch; /* ch[producer * par + consumer]; diagonal unused */
   /* Per worker: records for the producing worker itself, held back only
-   * when the consumer's operators can prefetch their state (see
-   * deliver_batch), else delivered at once without a copy. */
+   * when a keyed operator reads them (it takes batches), else delivered
+   * at once without a copy. */
   batch **self;
 };
 
@@ -137,7 +135,7 @@ static batch *batch_new(size_t cap, size_t bytes) {
   batch *b = calloc(1, sizeof(*b));
   if (!b)
     return NULL;
-  b->recs = malloc(cap * sizeof(brec));
+  b->recs = malloc(cap * sizeof(sl_keyed_rec_t));
   b->bytes = malloc(bytes);
   if (!b->recs || !b->bytes) {
     free(b->recs);
@@ -298,6 +296,14 @@ static batch *batch_room_slow(sl__xchg *x, batch **slot, ring *spare,
     char *nb = realloc(b->bytes, cap);
     if (!nb)
       return NULL;
+    /* Records already in the batch point into the old buffer. */
+    for (uint32_t i = 0; i < b->n; i++) {
+      sl_record_t *r = &b->recs[i].rec;
+      if (r->key)
+        r->key = nb + ((const char *)r->key - b->bytes);
+      if (r->value)
+        r->value = nb + ((const char *)r->value - b->bytes);
+    }
     b->bytes = nb;
     b->bytes_cap = cap;
   }
@@ -312,64 +318,50 @@ static inline batch *batch_room(sl__xchg *x, batch **slot, ring *spare,
   return batch_room_slow(x, slot, spare, need);
 }
 
-/* Delivers a keyed record on the consumer instance of the exchange. */
-static inline int cons_deliver(sl_ctx_t *cons, uint64_t hash, uint32_t kg,
-                               const sl_record_t *rec) {
-  sl__worker *w = cons->w;
-  w->cur_hash = hash;
-  w->cur_kg = kg;
-  sl__counter_add(&cons->in, 1);
-  sl__counter_add(&cons->out, 1);
-  return sl__emit_outs(cons, &cons->main, rec);
+/* Copies a key or value (usually a few bytes) into the batch; NULL for
+ * an empty one, as the producer's record may have. */
+static inline const void *batch_copy(batch *b, const void *p, size_t len) {
+  if (!len)
+    return NULL;
+  char *d = b->bytes + b->used;
+  if (len == 8) /* the common 8-byte key, without a libc call */
+    memcpy(d, p, 8);
+  else
+    memcpy(d, p, len);
+  b->used += len;
+  return d;
 }
 
-static inline void batch_add(batch *b, uint64_t hash, const sl_record_t *rec) {
-  brec *r = &b->recs[b->n++];
+static inline void batch_add(batch *b, uint64_t hash, uint32_t kg,
+                             const sl_record_t *rec) {
+  sl_keyed_rec_t *r = &b->recs[b->n++];
   r->hash = hash;
-  r->ts = rec->ts;
-  r->koff = (uint32_t)b->used;
-  r->klen = (uint32_t)rec->key_len;
-  if (rec->key_len)
-    memcpy(b->bytes + b->used, rec->key, rec->key_len);
-  b->used += rec->key_len;
-  r->voff = (uint32_t)b->used;
-  r->vlen = (uint32_t)rec->value_len;
-  if (rec->value_len)
-    memcpy(b->bytes + b->used, rec->value, rec->value_len);
-  b->used += rec->value_len;
+  r->kg = kg;
+  r->rec.ts = rec->ts;
+  r->rec.key_len = rec->key_len;
+  r->rec.key = batch_copy(b, rec->key, rec->key_len);
+  r->rec.value_len = rec->value_len;
+  r->rec.value = batch_copy(b, rec->value, rec->value_len);
 }
 
-static void prefetch_outs(sl_ctx_t *cons, uint64_t hash, uint32_t max_par) {
-  uint32_t kg = sl__key_group(hash, max_par);
-  for (int i = 0; i < cons->main.n; i++) {
-    sl_ctx_t *to = cons->main.e[i].to;
-    if (to->ops->prefetch)
-      to->ops->prefetch(to, hash, kg);
-  }
-}
-
-/* How many records ahead of delivery state is prefetched: far enough for a
- * memory access to complete while the records in between are processed,
- * near enough that the prefetched lines are still in the cache. */
-#define SL__PREFETCH_AHEAD 8
-
-/* Delivers a batch of keyed records. When the consumers can prefetch, the
- * state of record i + AHEAD is requested while record i is processed:
- * with state larger than the cache, each record otherwise waits for its
- * own lookup's memory access, one after the other. */
+/* Delivers a batch of keyed records on the consumer instance of the
+ * exchange: whole to every keyed operator reading it, record by record to
+ * any other. */
 static int deliver_batch(sl_ctx_t *cons, const batch *b) {
-  uint32_t max_par = cons->w->job->max_par;
-  bool pf = cons->prefetch_outs;
-  if (pf)
-    for (uint32_t i = 0; i < b->n && i < SL__PREFETCH_AHEAD; i++)
-      prefetch_outs(cons, b->recs[i].hash, max_par);
-  for (uint32_t i = 0; i < b->n; i++) {
-    const brec *r = &b->recs[i];
-    if (pf && i + SL__PREFETCH_AHEAD < b->n)
-      prefetch_outs(cons, b->recs[i + SL__PREFETCH_AHEAD].hash, max_par);
-    sl_record_t rec = {b->bytes + r->koff, r->klen, b->bytes + r->voff, r->vlen,
-                       r->ts};
-    int rc = cons_deliver(cons, r->hash, sl__key_group(r->hash, max_par), &rec);
+  uint32_t n = b->n;
+  sl__counter_add(&cons->in, n);
+  sl__counter_add(&cons->out, n);
+  for (int e = 0; e < cons->main.n; e++) {
+    sl_ctx_t *to = cons->main.e[e].to;
+    int port = cons->main.e[e].port, rc;
+    if (to->ops->process_keyed) {
+      sl__counter_add(&to->in, n);
+      rc = to->ops->process_keyed(to, port, b->recs, n);
+    } else {
+      rc = 0;
+      for (uint32_t i = 0; i < n && !rc; i++)
+        rc = sl__deliver(to, port, &b->recs[i].rec);
+    }
     if (rc)
       return rc;
   }
@@ -408,13 +400,16 @@ static int prod_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   size_t need = rec.key_len + rec.value_len;
   if (target == w->index) {
     sl_ctx_t *cons = w->inst[n->id];
-    if (!cons->prefetch_outs)
-      return cons_deliver(cons, hash, kg, &rec);
+    if (!cons->keyed_outs) { /* no keyed reader: nothing to batch for */
+      sl__counter_add(&cons->in, 1);
+      sl__counter_add(&cons->out, 1);
+      return sl__emit_outs(cons, &cons->main, &rec);
+    }
     batch *b = batch_room(x, &x->self[w->index], NULL, need);
     if (SL__UNLIKELY(!b))
       return sl_op_fail(op, SL_ERR_NOMEM,
                         "out of memory for an exchange batch");
-    batch_add(b, hash, &rec);
+    batch_add(b, hash, kg, &rec);
     if (b->n == b->cap || b->used >= x->batch_bytes)
       return self_flush(x, w);
     return 0;
@@ -423,7 +418,7 @@ static int prod_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   batch *b = batch_room(x, &ch->open, &ch->spare, need);
   if (SL__UNLIKELY(!b))
     return sl_op_fail(op, SL_ERR_NOMEM, "out of memory for an exchange batch");
-  batch_add(b, hash, &rec);
+  batch_add(b, hash, kg, &rec);
   if (b->n == b->cap || b->used >= x->batch_bytes)
     return chan_flush(w, x, ch);
   return 0;
@@ -467,7 +462,7 @@ static int cons_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
   (void)op;
   (void)port;
   (void)rec;
-  return SL_ERR_INTERNAL; /* records reach the consumer via cons_deliver */
+  return SL_ERR_INTERNAL; /* records reach the consumer via deliver_batch */
 }
 
 const sl_operator_ops_t sl__keyby_cons_ops = {

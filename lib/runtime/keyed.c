@@ -43,17 +43,6 @@ int sl_timer_del(sl_ctx_t *ctx, sl_time_domain domain, int64_t ts) {
   return rc < 0 ? rc : SL_OK;
 }
 
-void sl__keyed_set_key(sl__keyed *k, const sl_record_t *rec) {
-  k->key = rec->key;
-  k->key_len = rec->key_len;
-  /* Read straight from the worker: this runs on every keyed record. */
-  k->hash = k->op->w->cur_hash;
-  k->kg = k->op->w->cur_kg;
-  k->ns = NULL;
-  k->ns_len = 0;
-  k->event_now = rec->ts;
-}
-
 int sl__keyed_fire(sl__keyed *k, sl_time_domain domain, int64_t upto,
                    sl__keyed_timer_fn fn) {
   int d = domain == SL_PROC_TIME ? SL__TIMER_PROC : SL__TIMER_EVENT;

@@ -8,10 +8,49 @@
 #include "sluice/process.h"
 #include "state/keyed.h"
 
-/* Sets k's current key from a record delivered by key_by (bytes from the
- * record, hash and key group from the exchange), an empty namespace and
- * the record's timestamp. */
-void sl__keyed_set_key(sl__keyed *k, const sl_record_t *rec);
+/* Sets k's current key from a record delivered by key_by (bytes, hash
+ * and key group), an empty namespace and the record's timestamp. */
+static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
+  k->key = r->rec.key;
+  k->key_len = r->rec.key_len;
+  k->hash = r->hash;
+  k->kg = r->kg;
+  k->ns = NULL;
+  k->ns_len = 0;
+  k->event_now = r->rec.ts;
+}
+
+/* How many records ahead of processing state is requested: far enough for
+ * a memory access to complete while the records in between are
+ * processed, near enough that the lines are still cached when used. */
+#define SL__PREFETCH_AHEAD 16
+
+/* The loop of every keyed operator's process_keyed: for each record in
+ * order, make its key current in k and call process(k, port, record),
+ * stopping at the first non-zero return; meanwhile prefetch(op, hash, kg)
+ * requests the state of the record SL__PREFETCH_AHEAD places later. Always
+ * inlined, so that process and prefetch inline into the loop. Scratch
+ * memory (sl_ctx_alloc) is released once per batch. */
+static inline __attribute__((always_inline)) int
+sl__keyed_batch(sl__keyed *k, int port, const sl_keyed_rec_t *r, size_t n,
+                void (*prefetch)(sl__keyed *k, uint64_t hash, uint32_t kg),
+                int (*process)(sl__keyed *k, int port,
+                               const sl_keyed_rec_t *r)) {
+  sl_ctx_t *op = k->op;
+  size_t i;
+  for (i = 0; i < n && i < SL__PREFETCH_AHEAD; i++)
+    prefetch(k, r[i].hash, r[i].kg);
+  sl_arena_mark_t m = sl_op_arena_mark(op);
+  int rc = 0;
+  for (i = 0; i < n && !rc; i++) {
+    if (i + SL__PREFETCH_AHEAD < n)
+      prefetch(k, r[i + SL__PREFETCH_AHEAD].hash, r[i + SL__PREFETCH_AHEAD].kg);
+    sl__keyed_set_key(k, &r[i]);
+    rc = process(k, port, &r[i]);
+  }
+  sl_op_arena_release(op, m);
+  return rc;
+}
 
 typedef int (*sl__keyed_timer_fn)(sl__keyed *k, sl_time_domain domain,
                                   int64_t ts);

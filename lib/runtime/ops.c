@@ -88,12 +88,6 @@ const char *sl_op_uid(const sl_ctx_t *op) {
 const sl_conf_t *sl_op_conf(const sl_ctx_t *op) {
   return op->w->job->conf;
 }
-uint64_t sl_op_key_hash(const sl_ctx_t *op) {
-  return op->w->cur_hash;
-}
-uint32_t sl_op_key_group(const sl_ctx_t *op) {
-  return op->w->cur_kg;
-}
 uint32_t sl_op_max_parallelism(const sl_ctx_t *op) {
   return op->w->job->max_par;
 }

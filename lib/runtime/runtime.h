@@ -106,8 +106,9 @@ struct sl_ctx {
    * the event-time timer's timestamp). */
   bool fix_ts;
   int64_t out_ts;
-  /* Some main output's operator has a prefetch hook (set at open). */
-  bool prefetch_outs;
+  /* Some main output's operator is keyed: it takes batches (set at
+   * open; key_by consumers). */
+  bool keyed_outs;
   /* Checkpoint whose barrier this instance has received on every live
    * input and forwarded (aligned). */
   uint64_t bar_done;
@@ -142,9 +143,6 @@ struct sl__worker {
   /* Instances with an on_proc_time hook, called every round. */
   sl_ctx_t **proc_time;
   int n_proc_time;
-  /* Key of the record being delivered by an exchange. */
-  uint64_t cur_hash;
-  uint32_t cur_kg;
   /* Keyed state of every keyed instance on this worker (sl_op_backend). */
   struct sl__backend *be;
   /* Checkpoints (lib/checkpoint/worker.c): the checkpoint being aligned

@@ -236,7 +236,7 @@ int sl__worker_open(sl__worker *w) {
      * one, so a half-opened instance frees what it got (as in Flink). */
     c->opened = true;
     for (int e = 0; e < c->main.n; e++)
-      c->prefetch_outs |= c->main.e[e].to->ops->prefetch != NULL;
+      c->keyed_outs |= c->main.e[e].to->ops->process_keyed != NULL;
     if (c->ops->open) {
       int rc = c->ops->open(c);
       if (rc)

@@ -22,7 +22,7 @@ typedef struct jarg {
 } jarg;
 
 typedef struct ij {
-  sl__keyed k;
+  sl__keyed k; /* first: ij_element gets the ij from its keyed context */
   const jarg *a;
   sl_state_t *buf[2];
   unsigned char *tmp;
@@ -67,10 +67,12 @@ static int buffer(ij *j, int side, const sl_record_t *rec) {
   return sl__map_put(&j->k, j->buf[side], &ts, sizeof(ts), b, olen + fl);
 }
 
-static int ij_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
-  ij *j = sl_op_data(op);
+/* One record, its key already current in k (the ij's first member). */
+static int ij_element(sl__keyed *k, int port, const sl_keyed_rec_t *kr) {
+  ij *j = (ij *)k;
+  sl_ctx_t *op = k->op;
+  const sl_record_t *rec = &kr->rec;
   const jarg *a = j->a;
-  sl__keyed_set_key(&j->k, rec);
   int64_t wm = sl_ctx_watermark(op);
   if (wm != INT64_MIN && rec->ts < wm) {
     if (!a->tag[port]) {
@@ -148,9 +150,14 @@ static int ij_watermark(sl_ctx_t *op, int64_t wm) {
   return sl__keyed_fire(&j->k, SL_EVENT_TIME, wm, ij_timer);
 }
 
-static void ij_prefetch(sl_ctx_t *op, uint64_t hash, uint32_t kg) {
+static void ij_prefetch(sl__keyed *k, uint64_t hash, uint32_t kg) {
+  sl__kstate_prefetch(k->state, hash, kg);
+}
+
+static int ij_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
+                      size_t n) {
   ij *j = sl_op_data(op);
-  sl__kstate_prefetch(j->k.state, hash, kg);
+  return sl__keyed_batch(&j->k, port, recs, n, ij_prefetch, ij_element);
 }
 
 static int ij_open(sl_ctx_t *op) {
@@ -200,9 +207,8 @@ static const sl_operator_ops_t interval_join_ops = {
     .kind = "interval_join",
     .keyed = true,
     .open = ij_open,
-    .process = ij_process,
+    .process_keyed = ij_process,
     .on_watermark = ij_watermark,
-    .prefetch = ij_prefetch,
     .close = ij_close,
     .free_arg = jarg_free,
 };

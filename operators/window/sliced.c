@@ -144,7 +144,7 @@ int sl__sliced_element(win *w, const sl_record_t *rec, int64_t wm,
   *skipped = false;
   int64_t se = w_start(t, a->s.offset % a->slice, a->slice) + a->slice;
   size_t isz = item_size(a);
-  unsigned char *p;
+  unsigned char *p = NULL;
   size_t len;
   int rc = load(w, &p, &len);
   if (rc < 0)

@@ -430,10 +430,12 @@ bool sl__win_late(const warg *a, const sl_window_t *wd, int64_t wm) {
 
 /* ---- Operator callbacks ------------------------------------------------- */
 
-static int win_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
-  win *w = sl_op_data(op);
+/* One record, its key already current in k (the win's first member). */
+static int win_element(sl__keyed *k, int port, const sl_keyed_rec_t *kr) {
+  win *w = (win *)k;
+  sl_ctx_t *op = k->op;
+  const sl_record_t *rec = &kr->rec;
   const warg *a = w->a;
-  sl__keyed_set_key(&w->k, rec);
   int64_t wm = sl_ctx_watermark(op);
   int64_t t = a->event ? rec->ts : sl_ctx_now(op);
   bool skipped = true;
@@ -564,8 +566,8 @@ static int win_time(sl_ctx_t *op, int64_t now) {
  * unknown before the record's timestamp is: guess the window of the last
  * element, right for all but the first elements of each window in a
  * mostly ordered stream. Sliced and session state is under the key alone. */
-static void win_prefetch(sl_ctx_t *op, uint64_t hash, uint32_t kg) {
-  win *w = sl_op_data(op);
+static void win_prefetch(sl__keyed *k, uint64_t hash, uint32_t kg) {
+  win *w = (win *)k;
   const warg *a = w->a;
   sl__backend *be = sl__kstate_backend(w->k.state);
   if (!be->ops->prefetch)
@@ -581,6 +583,12 @@ static void win_prefetch(sl_ctx_t *op, uint64_t hash, uint32_t kg) {
     be->ops->prefetch(
         be, sl__state_id(w->acc), kg,
         sl__mix64(hash ^ (w->last_ns_hash + 0x2545f4914f6cdd1dULL)));
+}
+
+static int win_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
+                       size_t n) {
+  win *w = sl_op_data(op);
+  return sl__keyed_batch(&w->k, port, recs, n, win_prefetch, win_element);
 }
 
 static sl_state_t *reg(win *w, sl_state_desc_t *d, char *err, size_t n,
@@ -667,10 +675,9 @@ static const sl_operator_ops_t window_ops = {
     .kind = "window",
     .keyed = true,
     .open = win_open,
-    .process = win_process,
+    .process_keyed = win_process,
     .on_watermark = win_watermark,
     .on_proc_time = win_time,
-    .prefetch = win_prefetch,
     .close = win_close,
     .free_arg = warg_free,
 };

@@ -170,6 +170,10 @@ START_TEST(per_partition_watermarks_idle_partition) {
   /* Partition 1 becomes active again behind: the watermark never goes
    * back, and it follows the minimum again from there. */
   tk_send(p, "ev", 1, "b", "b2", 4000, NULL, NULL);
+  tk_flush(p);
+  /* b2 first: were a5 read before it, partition 1 would still be idle and
+   * the watermark would rightly follow a5 alone. */
+  wait_log(&log, 6, SL_TS_MIN);
   tk_send(p, "ev", 0, "a", "a5", 6000, NULL, NULL);
   tk_flush(p);
   wait_log(&log, 7, 3999);
