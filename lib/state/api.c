@@ -4,7 +4,7 @@
  * same name, which tests and window operators use directly. */
 #include "core/util.h"
 #include "operator.h"
-#include "state/state.h"
+#include "state/kstate.h"
 
 /* A backend that failed beyond one call (I/O error, full disk, corruption)
  * says why, naming its directory: that becomes the job's error, so the job
@@ -52,7 +52,7 @@ int sl_value_put(sl_ctx_t *ctx, sl_state_t *st, const void *val, size_t len) {
 
 void *sl_value_ptr(sl_ctx_t *ctx, sl_state_t *st, size_t size, bool *created) {
   int err = 0;
-  void *p = sl__value_ptr(sl_op_keyed(ctx), st, size, created, &err);
+  void *p = sl__value_ptr_inl(sl_op_keyed(ctx), st, size, created, &err);
   if (!p) {
     sl__keyed *k = sl_op_keyed(ctx);
     sl__backend *be = k && k->state ? sl__kstate_backend(k->state) : NULL;

@@ -339,9 +339,12 @@ static int hm_slot_slow(hm *b, hm_state *st, hm_table *t, hm_slot *s, bool old,
 
 /* hm_slot_get's general case: growing tables, keys that are not inline,
  * creation, another value length. */
-static __attribute__((noinline)) int hm_slot_any(hm *b, hm_state *st,
-                                                 hm_table *t, const sl__skey *k,
-                                                 size_t len, void **out) {
+static __attribute__((noinline)) int hm_slot_any(sl__backend *be,
+                                                 const sl__skey *k, size_t len,
+                                                 void **out) {
+  hm *b = (hm *)be;
+  hm_state *st = hm_st(b, k->state);
+  hm_table *t = hm_tab(b, st, k->kg);
   bool old;
   hm_slot *s = hm_find(b, t, k, &old);
   if (s != NULL) {
@@ -354,31 +357,32 @@ static __attribute__((noinline)) int hm_slot_any(hm *b, hm_state *st,
   return hm_slot_slow(b, st, t, s, old, k, len, out);
 }
 
-/* The per-record lookup, kept a small leaf: an inline entry of the same
- * value length in a table that is not growing is found with one compare
- * per probed slot; anything else (empty slot reached, a slot of the same
- * 32-bit hash that is not exactly this inline entry) goes the general
- * way, which also covers creation. */
+/* The per-record lookup, kept a leaf that needs no stack frame: an inline
+ * entry of the same value length in a table that is not growing is found
+ * with one compare per probed slot; anything else (an empty slot reached,
+ * a slot of the same 32-bit hash that is not exactly this inline entry,
+ * key lengths other than 8) goes the general way, which also creates. */
 static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
                        void **out) {
   hm *b = (hm *)be;
-  hm_state *st = hm_st(b, k->state);
-  hm_table *t = hm_tab(b, st, k->kg);
+  const hm_table *t = hm_tab(b, hm_st(b, k->state), k->kg);
   size_t kl = k->key_len, nl = k->ns_len;
   if (SL__LIKELY(t->slots && !t->old && kl + nl + len <= HM_INL_BYTES - 7)) {
     uint64_t hh = k->hash & HM_HASH_BITS;
-    uint64_t want = hh | (uint64_t)len << 24 | (uint64_t)nl << 16 |
-                    (uint64_t)kl << 8 | HM_INL;
     size_t mask = hm_mask(t->bits);
-    hm_slot *slots = t->slots;
+    const hm_slot *slots = t->slots;
     for (size_t i = hm_idx(k->hash, t->bits);; i = (i + 1) & mask) {
-      hm_slot *s = &slots[i];
+      const hm_slot *s = &slots[i];
       uint64_t m = s->meta;
       if ((m & HM_HASH_BITS) == hh) {
-        /* The usual 8-byte key without namespace: one word compare. */
-        if (m == want && (kl == 8 && !nl ? !memcmp(s->u.data, k->key, 8)
-                                         : hm_inl_eq(s, k))) {
-          *out = s->u.data + hm_voff((uint32_t)kl, (uint32_t)nl);
+        uint64_t want = hh | (uint64_t)len << 24 | (uint64_t)nl << 16 |
+                        (uint64_t)kl << 8 | HM_INL;
+        /* An 8-byte key (usual), with no namespace or an 8-byte one (a
+         * window): word compares; other lengths go the general way. */
+        if (m == want && kl == 8 && (nl == 0 || nl == 8) &&
+            !memcmp(s->u.data, k->key, 8) &&
+            (!nl || !memcmp(s->u.data + 8, k->ns, 8))) {
+          *out = (void *)(s->u.data + hm_voff((uint32_t)kl, (uint32_t)nl));
           return 1;
         }
         break;
@@ -387,7 +391,7 @@ static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
         break;
     }
   }
-  return hm_slot_any(b, st, t, k, len, out);
+  return hm_slot_any(be, k, len, out);
 }
 
 int sl__hm_del(sl__backend *be, const sl__skey *k) {

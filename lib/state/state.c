@@ -353,38 +353,6 @@ static int vread(sl__keyed *k, sl_state_t *st, void **val, size_t *len) {
   return 0;
 }
 
-/* The slot of a read-modify-write of size user bytes (value_ptr, reducing
- * and aggregating add). *fresh: there was no live value (created, another
- * length, or expired). The timestamp is refreshed: it is a write. Inlined:
- * it is on the per-record path, where a call's register saves cost as
- * much as the rest of it. */
-static inline __attribute__((always_inline)) void *
-vmodify(sl__keyed *k, sl_state_t *st, size_t size, bool *fresh, int *err) {
-  sl__backend *be = st->ks->be;
-  sl__skey sk;
-  void *p;
-  sl__skey_of(&sk, k, st);
-  if (SL__LIKELY(!st->ttl)) {
-    int rc = be->ops->slot(be, &sk, size, &p);
-    if (SL__UNLIKELY(rc < 0)) {
-      *err = rc;
-      return NULL;
-    }
-    *fresh = rc != 1;
-    return p;
-  }
-  int64_t now = sl__ttl_now(k, st);
-  sl__ttl_access(st, now);
-  int rc = be->ops->slot(be, &sk, size + sizeof(int64_t), &p);
-  if (rc < 0) {
-    *err = rc;
-    return NULL;
-  }
-  *fresh = rc != 1 || sl__ttl_expired(sl__ts_load(p), st->d.ttl.ttl_ms, now);
-  sl__ts_store(p, now);
-  return (unsigned char *)p + sizeof(int64_t);
-}
-
 /* ---- Value state -------------------------------------------------------- */
 
 /* Reading a value or a reducing state's value: the same stored bytes. */
@@ -420,20 +388,7 @@ int sl__value_put(sl__keyed *k, sl_state_t *st, const void *val, size_t len) {
 
 void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
                     int *err) {
-  int rc = sl__state_check(k, st, SL_STATE_VALUE);
-  if (SL__UNLIKELY(rc)) {
-    *err = rc;
-    return NULL;
-  }
-  bool fresh;
-  void *p = vmodify(k, st, size, &fresh, err);
-  if (SL__LIKELY(p != NULL)) {
-    if (SL__UNLIKELY(fresh) && size)
-      memset(p, 0, size);
-    if (created)
-      *created = fresh;
-  }
-  return p;
+  return sl__value_ptr_inl(k, st, size, created, err);
 }
 
 int sl__state_clear(sl__keyed *k, sl_state_t *st) {
@@ -458,7 +413,7 @@ int sl__reducing_add(sl__keyed *k, sl_state_t *st, const void *val,
   if (len != st->d.value_size)
     return SL_ERR_INVAL;
   bool fresh;
-  void *acc = vmodify(k, st, len, &fresh, &rc);
+  void *acc = sl__vmodify(k, st, len, &fresh, &rc);
   if (!acc)
     return rc;
   if (fresh) /* Flink: the first value is the accumulator */
@@ -485,7 +440,7 @@ int sl__aggregating_add(sl__keyed *k, sl_state_t *st, const void *in,
   if (rc)
     return rc;
   bool fresh;
-  void *acc = vmodify(k, st, st->d.acc_size, &fresh, &rc);
+  void *acc = sl__vmodify(k, st, st->d.acc_size, &fresh, &rc);
   if (!acc)
     return rc;
   if (fresh)
@@ -552,7 +507,7 @@ static int merge_one(sl__keyed *k, sl_state_t *st, const sl__skey *tk,
   src += st->hdr;
   bool fresh;
   int rc;
-  void *acc = vmodify(k, st, size, &fresh, &rc);
+  void *acc = sl__vmodify(k, st, size, &fresh, &rc);
   if (!acc)
     return rc;
   if (fresh)
