@@ -367,7 +367,7 @@ static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
   hm *b = (hm *)be;
   const hm_table *t = hm_tab(b, hm_st(b, k->state), k->kg);
   size_t kl = k->key_len, nl = k->ns_len;
-  if (SL__LIKELY(t->slots && !t->old && kl + nl + len <= HM_INL_BYTES - 7)) {
+  if (SL__LIKELY(t->slots && !t->old && hm_fits_inline(kl, nl, len))) {
     uint64_t hh = k->hash & HM_HASH_BITS;
     size_t mask = hm_mask(t->bits);
     const hm_slot *slots = t->slots;
