@@ -5,6 +5,7 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
+BENCH_BUILD ?= build-release
 DEB_PACKAGES = meson ninja-build pkg-config gcc libc6-dev check libjansson-dev \
                librdkafka-dev librocksdb-dev libmicrohttpd-dev \
                prometheus \
@@ -50,11 +51,15 @@ test-tsan: deps
 demo: build
 	./examples/demo.sh $(BUILD)
 
-bench: build
-	./bench/run.sh $(BUILD)
+# Benchmarks measure a production build: release (-O3, no assertions) with
+# link-time optimization.
+bench: deps
+	[ -f $(BENCH_BUILD)/build.ninja ] || meson setup $(BENCH_BUILD) --buildtype=release -Db_ndebug=true -Db_lto=true -Dtests=false
+	ninja -C $(BENCH_BUILD)
+	./bench/run.sh $(BENCH_BUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(BENCH_BUILD)

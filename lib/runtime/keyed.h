@@ -27,10 +27,12 @@ static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
 
 /* The loop of every keyed operator's process_keyed: for each record in
  * order, make its key current in k and call process(k, port, record),
- * stopping at the first non-zero return; meanwhile prefetch(op, hash, kg)
+ * stopping at the first non-zero return; meanwhile prefetch(k, hash, kg)
  * requests the state of the record SL__PREFETCH_AHEAD places later. Always
  * inlined, so that process and prefetch inline into the loop. Scratch
- * memory (sl_ctx_alloc) is released once per batch. */
+ * memory (sl_ctx_alloc) is released once per batch (at most
+ * batch.size records), not per record: the marks would cost
+ * more than the lookup. */
 static inline __attribute__((always_inline)) int
 sl__keyed_batch(sl__keyed *k, int port, const sl_keyed_rec_t *r, size_t n,
                 void (*prefetch)(sl__keyed *k, uint64_t hash, uint32_t kg),

@@ -236,12 +236,15 @@ static inline int sl__deliver(sl_ctx_t *to, int port, const sl_record_t *rec) {
 
 static inline int sl__emit_outs(sl_ctx_t *op, const sl__outs *o,
                                 const sl_record_t *rec) {
+  (void)op;
+  /* One reader, the usual case: a tail call, no frame kept per hop. */
+  if (SL__LIKELY(o->n == 1))
+    return sl__deliver(o->e[0].to, o->e[0].port, rec);
   for (int i = 0; i < o->n; i++) {
     int rc = sl__deliver(o->e[i].to, o->e[i].port, rec);
     if (SL__UNLIKELY(rc))
       return rc;
   }
-  (void)op;
   return 0;
 }
 
