@@ -194,6 +194,64 @@ START_TEST(parallel_source_through_exchange) {
 }
 END_TEST
 
+/* Records of 100 KB through key_by into a keyed process function: a
+ * batch's byte buffer grows past its 256 KiB with records already in it,
+ * and every record must still read its own bytes. */
+#define BIG_LEN (100 * 1024)
+#define BIG_N 300
+
+static _Thread_local unsigned char tl_big[BIG_LEN];
+
+static int gen_big(uint64_t i, sl_record_t *out, void *opaque) {
+  (void)opaque;
+  for (size_t j = 0; j < BIG_LEN; j += 64)
+    tl_big[j] = (unsigned char)(i * 31 + j / 64);
+  tl_big[BIG_LEN - 1] = (unsigned char)i;
+  snprintf(tl_key, sizeof(tl_key), "k%llu", (unsigned long long)(i % 7));
+  *out = (sl_record_t){tl_key, strlen(tl_key), tl_big, BIG_LEN, (int64_t)i};
+  return 0;
+}
+
+typedef struct big_result {
+  _Atomic uint64_t seen, bad;
+} big_result;
+
+static int big_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx;
+  big_result *r = opaque;
+  uint64_t i = (uint64_t)rec->ts;
+  const unsigned char *v = rec->value;
+  bool ok = rec->value_len == BIG_LEN && v[BIG_LEN - 1] == (unsigned char)i;
+  for (size_t j = 0; ok && j < BIG_LEN; j += 64)
+    ok = v[j] == (unsigned char)(i * 31 + j / 64);
+  char key[32];
+  snprintf(key, sizeof(key), "k%llu", (unsigned long long)(i % 7));
+  ok = ok && rec->key_len == strlen(key) && !memcmp(rec->key, key, rec->key_len);
+  atomic_fetch_add(ok ? &r->seen : &r->bad, 1);
+  return 0;
+}
+
+START_TEST(large_records_through_keyed_batches) {
+  for (int par = 1; par <= 2; par++) {
+    static big_result r;
+    atomic_store(&r.seen, 0);
+    atomic_store(&r.bad, 0);
+    sl_job_t *job = tu_job(par, NULL);
+    sl_generator_opts_t go = {
+        .count = BIG_N, .gen = gen_big, .parallel = true};
+    sl_process_ops_t po = {.on_element = big_element};
+    sl_stream_t *k =
+        sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
+    sl_sink(sl_process(k, "check", &po, &r), "sink", tu_discard, NULL);
+    int rc = sl_job_run(job);
+    ck_assert_msg(rc == SL_OK, "P=%d: %s", par, sl_job_errmsg(job));
+    sl_job_destroy(job);
+    ck_assert_uint_eq(atomic_load(&r.bad), 0);
+    ck_assert_uint_eq(atomic_load(&r.seen), BIG_N);
+  }
+}
+END_TEST
+
 /* ---- Watermarks --------------------------------------------------------- */
 
 static const int64_t ooo_ts[] = {100, 90, 150, 120, 300, 250, 260, 400, 399};
@@ -685,6 +743,7 @@ int main(void) {
   tcase_add_test(tc, union_of_two_sources);
   tcase_add_test(tc, p1_p2_same_per_key_results);
   tcase_add_test(tc, parallel_source_through_exchange);
+  tcase_add_test(tc, large_records_through_keyed_batches);
   tcase_add_test(tc, bounded_watermarks_follow_max_ts);
   tcase_add_test(tc, watermark_outputs_precede_watermark);
   tcase_add_test(tc, idle_input_does_not_hold_watermark);
