@@ -46,7 +46,7 @@ test-asan: deps
 test-tsan: deps
 	[ -f $(TSAN_BUILD)/build.ninja ] || meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false
 	ninja -C $(TSAN_BUILD)
-	TSAN_OPTIONS=halt_on_error=1 CK_FORK=no meson test -C $(TSAN_BUILD) --print-errorlogs --num-processes 1 --timeout-multiplier 5
+	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" CK_FORK=no meson test -C $(TSAN_BUILD) --print-errorlogs --num-processes 1 --timeout-multiplier 5
 
 demo: build
 	./examples/demo.sh $(BUILD)
