@@ -187,10 +187,9 @@ sl_stream_t *sl_op_add(sl_stream_t *const *inputs, size_t n, const char *uid,
     }
   }
   if (ops->keyed ? !ops->process_keyed : !ops->process) {
-    sl_job_build_error(job, SL_ERR_INVAL,
-                       "%s \"%s\": a keyed operator needs process_keyed, "
-                       "any other process",
-                       what, uid);
+    sl_job_build_error(job, SL_ERR_GRAPH,
+                       "%s \"%s\": the operator has no %s callback", what,
+                       uid, ops->keyed ? "process_keyed" : "process");
     goto fail;
   }
   node = new_node(job, SL__NODE_OP, uid, inputs, n);

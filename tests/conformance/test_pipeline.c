@@ -677,6 +677,14 @@ START_TEST(bad_graphs_are_rejected_clearly) {
   ck_assert_ptr_nonnull(strstr(sl_job_errmsg(job), "not keyed"));
   ck_assert_int_eq(sl_job_run(job), SL_ERR_GRAPH);
   sl_job_destroy(job);
+  /* keyed operator that cannot take the exchange's batches */
+  job = tu_job(1, NULL);
+  s = sl_key_by(sl_source_generator(job, "g", &go), NULL, NULL);
+  ck_assert_ptr_null(sl_op_add(&s, 1, "k", &keyed_ops, NULL, false));
+  ck_assert_ptr_nonnull(
+      strstr(sl_job_errmsg(job), "has no process_keyed callback"));
+  ck_assert_int_eq(sl_job_run(job), SL_ERR_GRAPH);
+  sl_job_destroy(job);
   /* missing sink */
   job = tu_job(1, NULL);
   sl_map(sl_source_generator(job, "g", &go), "m", double_map, NULL);
