@@ -275,6 +275,16 @@ static void reset_deeper(scan *c, uint64_t mask, int depth) {
       c->out[j] = (sl__jval){SL__J_NONE, NULL, 0, false};
 }
 
+/* After a member or element: 1 at ',' (another follows), 0 at the
+ * container's closing bracket, -1 (failed) at anything else. */
+static int next_item(scan *c, char close) {
+  ws(c);
+  if (c->s < c->end && (*c->s == ',' || *c->s == close))
+    return *c->s++ == ',';
+  return fail(c, c->s,
+              close == '}' ? "',' or '}' expected" : "',' or ']' expected");
+}
+
 static int object(scan *c, int depth, uint64_t mask) {
   c->s++; /* { */
   ws(c);
@@ -303,16 +313,9 @@ static int object(scan *c, int depth, uint64_t mask) {
     reset_deeper(c, sub, depth + 1);
     if (value(c, depth + 1, sub))
       return -1;
-    ws(c);
-    if (c->s < c->end && *c->s == ',') {
-      c->s++;
-      continue;
-    }
-    if (c->s < c->end && *c->s == '}') {
-      c->s++;
-      return 0;
-    }
-    return fail(c, c->s, "',' or '}' expected");
+    int more = next_item(c, '}');
+    if (more <= 0)
+      return more;
   }
 }
 
@@ -331,16 +334,9 @@ static int array(scan *c, int depth, uint64_t mask) {
         sub |= (uint64_t)1 << j;
     if (value(c, depth + 1, sub))
       return -1;
-    ws(c);
-    if (c->s < c->end && *c->s == ',') {
-      c->s++;
-      continue;
-    }
-    if (c->s < c->end && *c->s == ']') {
-      c->s++;
-      return 0;
-    }
-    return fail(c, c->s, "',' or ']' expected");
+    int more = next_item(c, ']');
+    if (more <= 0)
+      return more;
   }
 }
 
