@@ -311,10 +311,16 @@ static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
   return 1;
 }
 
-/* hm_slot_get beyond the same-length hit: create, resize, out of line. */
-static int hm_slot_slow(hm *b, hm_state *st, hm_table *t, hm_slot *s, bool old,
-                        const sl__skey *k, size_t len, void **out) {
-  (void)old;
+/* hm_slot_get's general case: growing tables, keys that are not inline,
+ * another value length (resize, out of line), creation. */
+static __attribute__((noinline)) int hm_slot_any(sl__backend *be,
+                                                 const sl__skey *k, size_t len,
+                                                 void **out) {
+  hm *b = (hm *)be;
+  hm_state *st = hm_st(b, k->state);
+  hm_table *t = hm_tab(b, st, k->kg);
+  bool old;
+  hm_slot *s = hm_find(b, t, k, &old);
   if (!sl__hm_key_ok(k, len))
     return SL_ERR_RANGE;
   if (s) {
@@ -337,31 +343,12 @@ static int hm_slot_slow(hm *b, hm_state *st, hm_table *t, hm_slot *s, bool old,
   return 0;
 }
 
-/* hm_slot_get's general case: growing tables, keys that are not inline,
- * creation, another value length. */
-static __attribute__((noinline)) int hm_slot_any(sl__backend *be,
-                                                 const sl__skey *k, size_t len,
-                                                 void **out) {
-  hm *b = (hm *)be;
-  hm_state *st = hm_st(b, k->state);
-  hm_table *t = hm_tab(b, st, k->kg);
-  bool old;
-  hm_slot *s = hm_find(b, t, k, &old);
-  if (s != NULL) {
-    uint64_t m = s->meta;
-    if ((m & 0xff) == HM_INL && ((m >> 24) & 0xff) == len) {
-      *out = s->u.data + hm_voff((uint32_t)k->key_len, (uint32_t)k->ns_len);
-      return 1;
-    }
-  }
-  return hm_slot_slow(b, st, t, s, old, k, len, out);
-}
-
-/* The per-record lookup, kept a leaf that needs no stack frame: an inline
- * entry of the same value length in a table that is not growing is found
- * with one compare per probed slot; anything else (an empty slot reached,
- * a slot of the same 32-bit hash that is not exactly this inline entry,
- * key lengths other than 8) goes the general way, which also creates. */
+/* The per-record lookup, kept a leaf (its only call is the tail call to
+ * the general path): an inline entry of the same value length in a table
+ * that is not growing is found with one compare per probed slot; anything
+ * else (an empty slot reached, a slot of the same 32-bit hash that is not
+ * exactly this inline entry, key lengths other than 8) goes the general
+ * way, which also creates. */
 static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
                        void **out) {
   hm *b = (hm *)be;
