@@ -342,6 +342,19 @@ static void unlink_committed(env *e, uint64_t id) {
   ck_assert_int_eq(unlink(path), 0);
 }
 
+/* Starts an exactly-once job at parallelism par on the input of the
+ * first three windows; returns once windows 0 and 1 are out and the whole
+ * input is consumed. */
+static sl_job_t *eos_first_run(env *e, int par, probe *pr, tk_reader *r,
+                               tk_run *run) {
+  sl_job_t *job = build_eos(e, par, pr);
+  produce(e, 0, 3, false);
+  tk_run_start(run, job);
+  read_windows(r, 2, 20000);
+  wait_consumed(job, (uint64_t)(e->end[0] + e->end[1]));
+  return job;
+}
+
 static void expect_aborted_tail(sl_job_t *job) {
   sl__ktxn_event ev[1024];
   uint64_t ids[1024];
@@ -360,12 +373,8 @@ START_TEST(eos_restart_committed_epochs_once) {
 
   /* Run 1 (P=2): windows 0 and 1 come out; checkpoints every 100 ms. Once
    * the whole input is consumed, two more checkpoints commit everything. */
-  sl_job_t *job = build_eos(&e, 2, &pr);
-  produce(&e, 0, 3, false);
   tk_run run;
-  tk_run_start(&run, job);
-  read_windows(&r, 2, 20000);
-  wait_consumed(job, (uint64_t)(e.end[0] + e.end[1]));
+  sl_job_t *job = eos_first_run(&e, 2, &pr, &r, &run);
   uint64_t c1 = wait_checkpoint(job, info(job).id + 2);
   ck_assert_int_eq(tk_run_stop(&run), SL_OK);
   c1 = info(job).id;
@@ -449,12 +458,8 @@ START_TEST(eos_commit_failure_aborts_then_recovers) {
   tk_reader r;
   tk_reader_open(&r, &e.c, "out", 1);
   probe pr;
-  sl_job_t *job = build_eos(&e, 1, &pr);
-  produce(&e, 0, 3, false);
   tk_run run;
-  tk_run_start(&run, job);
-  read_windows(&r, 2, 20000);
-  wait_consumed(job, (uint64_t)(e.end[0] + e.end[1]));
+  sl_job_t *job = eos_first_run(&e, 1, &pr, &r, &run);
   wait_checkpoint(job, info(job).id + 1);
   /* EndTxn (API key 26) is only sent by the job's producer. */
   rd_kafka_mock_push_request_errors(
