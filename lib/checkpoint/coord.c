@@ -1020,13 +1020,14 @@ static void seed_prev(struct sl__ckpt *ck, const char *chk) {
       continue; /* only files of native state directories are shared */
     char path[4200];
     pathf(path, sizeof(path), "%s/%s", chk, rel);
+    /* A file that cannot be remembered is written again: the first
+     * checkpoint is then less incremental, never wrong. */
     struct stat st;
-    prev_file *a = realloc(ck->prev, (ck->n_prev + 1) * sizeof(*a));
-    if (stat(path, &st) || !a) {
-      if (a)
-        ck->prev = a;
+    if (stat(path, &st))
       continue;
-    }
+    prev_file *a = realloc(ck->prev, (ck->n_prev + 1) * sizeof(*a));
+    if (!a)
+      break;
     ck->prev = a;
     a[ck->n_prev] =
         (prev_file){strdup(rel), (uint64_t)st.st_ino, (uint64_t)st.st_size,
