@@ -204,8 +204,9 @@ SL_API int sl_map_get(sl_ctx_t *ctx, sl_state_t *st, const void *mk,
 /* Stores a copy of val under a copy of mk. SL_OK or a negative error. */
 SL_API int sl_map_put(sl_ctx_t *ctx, sl_state_t *st, const void *mk,
                       size_t mk_len, const void *val, size_t len);
-/* Removes mk: returns 1 when an entry was removed, 0 when there was none,
- * negative on error. */
+/* Removes mk: returns 1 when a visible entry was removed, 0 when there was
+ * none (with SL_TTL_NEVER_RETURN_EXPIRED an expired entry is removed and
+ * counts as none), negative on error. */
 SL_API int sl_map_remove(sl_ctx_t *ctx, sl_state_t *st, const void *mk,
                          size_t mk_len);
 /* Returns 1 when mk has a (visible) entry, 0 when not, negative on error. */

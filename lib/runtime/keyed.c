@@ -21,7 +21,7 @@ int sl_ctx_key(const sl_ctx_t *ctx, const void **key, size_t *len) {
 
 int64_t sl_ctx_timestamp(const sl_ctx_t *ctx) {
   const sl__keyed *k = sl_op_keyed(ctx);
-  return k ? k->event_now : SL_TS_MIN;
+  return k ? k->ts : SL_TS_MIN;
 }
 
 int sl_timer_set(sl_ctx_t *ctx, sl_time_domain domain, int64_t ts) {
@@ -56,7 +56,10 @@ int sl__keyed_fire(sl__keyed *k, sl_time_domain domain, int64_t upto,
     k->kg = v.kg;
     k->ns = v.ns;
     k->ns_len = v.ns_len;
-    k->event_now = v.ts;
+    k->ts = v.ts;
+    /* A processing-time timer has no event time of its own: event-time
+     * TTL reads it at the watermark. */
+    k->event_now = d == SL__TIMER_EVENT || !k->wm ? v.ts : *k->wm;
     int rc = fn(k, domain, v.ts);
     if (rc)
       return rc;

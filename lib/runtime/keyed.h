@@ -17,6 +17,7 @@ static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
   k->kg = r->kg;
   k->ns = NULL;
   k->ns_len = 0;
+  k->ts = r->rec.ts;
   k->event_now = r->rec.ts;
 }
 
@@ -33,11 +34,10 @@ static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
  * memory (sl_ctx_alloc) is released once per batch (at most
  * batch.size records), not per record: the marks would cost
  * more than the lookup. */
-static inline __attribute__((always_inline)) int
-sl__keyed_batch(sl__keyed *k, int port, const sl_keyed_rec_t *r, size_t n,
-                void (*prefetch)(sl__keyed *k, uint64_t hash, uint32_t kg),
-                int (*process)(sl__keyed *k, int port,
-                               const sl_keyed_rec_t *r)) {
+static inline __attribute__((always_inline)) int sl__keyed_batch(
+    sl__keyed *k, int port, const sl_keyed_rec_t *r, size_t n,
+    void (*prefetch)(sl__keyed *k, uint64_t hash, uint32_t kg),
+    int (*process)(sl__keyed *k, int port, const sl_keyed_rec_t *r)) {
   sl_ctx_t *op = k->op;
   size_t i;
   for (i = 0; i < n && i < SL__PREFETCH_AHEAD; i++)

@@ -8,6 +8,7 @@
 
 #include "core/conf.h"
 #include "runtime/runtime.h"
+#include "state/keyed.h"
 
 static int emit(sl_ctx_t *ctx, const sl__outs *o, const sl_record_t *rec) {
   sl__counter_add(&ctx->out, 1);
@@ -93,6 +94,8 @@ uint32_t sl_op_max_parallelism(const sl_ctx_t *op) {
 }
 void sl_op_set_keyed(sl_ctx_t *op, struct sl__keyed *keyed) {
   op->keyed = keyed;
+  if (keyed)
+    keyed->wm = &op->wm;
 }
 struct sl__keyed *sl_op_keyed(const sl_ctx_t *op) {
   return op->keyed;
@@ -149,8 +152,9 @@ int sl__dlq(sl_ctx_t *op, const sl_record_t *rec, const char *why, int err) {
   int rc = job->dlq_fn(op, rec, why, job->dlq_opaque);
   if (rc)
     return sl__job_failing(job) ? job->err
-                                : sl_op_fail(op, rc, "%s; dead-letter write "
-                                                     "failed",
+                                : sl_op_fail(op, rc,
+                                             "%s; dead-letter write "
+                                             "failed",
                                              why);
   sl__counter_add(&op->errors, 1);
   return 0;

@@ -65,8 +65,7 @@ int sl__list_update(sl__keyed *k, sl_state_t *st, const void *const *vals,
   int64_t now = 0;
   sl__skey_of(&sk, k, st);
   if (st->ttl) {
-    now = sl__ttl_now(k, st);
-    sl__ttl_access(st, now);
+    now = sl__ttl_access(k, st);
   }
   if (!n)
     return (rc = be->ops->del(be, &sk)) < 0 ? rc : 0;
@@ -167,8 +166,7 @@ int sl__list_get(sl__keyed *k, sl_state_t *st, sl_list_iter_t *it) {
   li.live = true;
   sl__skey_of(&li.k, k, st);
   if (st->ttl) {
-    now = sl__ttl_now(k, st);
-    sl__ttl_access(st, now);
+    now = sl__ttl_access(k, st);
   }
   void *p;
   size_t l;
@@ -237,8 +235,7 @@ _Static_assert(sizeof(map_it) <= sizeof(sl_map_iter_t),
 static int64_t map_access(sl__keyed *k, sl_state_t *st) {
   if (!st->ttl)
     return 0;
-  int64_t now = sl__ttl_now(k, st);
-  sl__ttl_access(st, now);
+  int64_t now = sl__ttl_access(k, st);
   return now;
 }
 
@@ -325,9 +322,22 @@ int sl__map_remove(sl__keyed *k, sl_state_t *st, const void *mk,
     return rc;
   sl__backend *be = st->ks->be;
   sl__skey sk;
+  uint64_t mh = sl__hash64(mk, mk_len);
   sl__skey_of(&sk, k, st);
-  map_access(k, st);
-  return be->ops->map_remove(be, &sk, mk, mk_len, sl__hash64(mk, mk_len));
+  int64_t now = map_access(k, st);
+  if (!st->ttl || st->d.ttl.visibility != SL_TTL_NEVER_RETURN_EXPIRED)
+    return be->ops->map_remove(be, &sk, mk, mk_len, mh);
+  /* An expired entry is invisible: removing it is not removing an entry,
+   * whether or not cleanup came first (which depends on other keys). */
+  void *p;
+  size_t l;
+  if ((rc = be->ops->map_get(be, &sk, mk, mk_len, mh, &p, &l, false)) != 1)
+    return rc;
+  bool live =
+      l >= TS && !sl__ttl_expired(sl__ts_load(p), st->d.ttl.ttl_ms, now);
+  if ((rc = be->ops->map_remove(be, &sk, mk, mk_len, mh)) < 0)
+    return rc;
+  return live;
 }
 
 int sl__map_contains(sl__keyed *k, sl_state_t *st, const void *mk,

@@ -313,9 +313,8 @@ static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
 
 /* hm_slot_get's general case: growing tables, keys that are not inline,
  * another value length (resize, out of line), creation. */
-static __attribute__((noinline)) int hm_slot_any(sl__backend *be,
-                                                 const sl__skey *k, size_t len,
-                                                 void **out) {
+static __attribute__((noinline)) int
+hm_slot_any(sl__backend *be, const sl__skey *k, size_t len, void **out) {
   hm *b = (hm *)be;
   hm_state *st = hm_st(b, k->state);
   hm_table *t = hm_tab(b, st, k->kg);

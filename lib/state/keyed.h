@@ -25,9 +25,17 @@ typedef struct sl__keyed {
    * window operators. */
   const void *ns;
   size_t ns_len;
-  /* Event time of the element being processed (record ts, or the timer's
-   * timestamp in on_timer): the clock of event-time TTL. */
+  /* Timestamp of the element being processed (record ts, or the timer's
+   * timestamp in on_timer): sl_ctx_timestamp(). */
+  int64_t ts;
+  /* The clock of event-time TTL for the current key's own entries: the
+   * record's ts, an event-time timer's ts, the watermark in a
+   * processing-time timer. */
   int64_t event_now;
+  /* The operator's input watermark (set with sl_op_set_keyed; NULL when
+   * there is none, as for a bare state in tests): expiry of other keys'
+   * entries never runs ahead of it (kstate.h, sl__ttl_access). */
+  const int64_t *wm;
   struct sl__kstate *state;
   struct sl__timers *timers;
 } sl__keyed;

@@ -55,6 +55,9 @@ static inline void sl__ts_store(void *p, int64_t t) {
   memcpy(p, &t, sizeof(t));
 }
 
+/* The time a TTL state's access compares the current key's entries with:
+ * processing time, or for event-time TTL the current element's event time
+ * (k->event_now). */
 static inline int64_t sl__ttl_now(const sl__keyed *k, const sl_state_t *st) {
   if (st->d.ttl.time == SL_TTL_EVENT_TIME)
     return k->event_now;
@@ -80,9 +83,21 @@ static inline int sl__state_check(const sl__keyed *k, const sl_state_t *st,
   return st->d.kind == kind ? 0 : SL_ERR_INVAL;
 }
 
-/* Incremental cleanup of a TTL state, run at the start of an access (so
- * it cannot free what the access returns). */
-void sl__ttl_access(sl_state_t *st, int64_t now);
+/* Starts an access of a TTL state: runs its incremental cleanup (at the
+ * start, so it cannot free what the access returns), publishes the clock
+ * of cleanup that runs elsewhere (the RocksDB compaction filter) and
+ * returns sl__ttl_now(k, st), the time the access itself compares with.
+ *
+ * Cleanup removes other keys' entries, so for event-time TTL it must not
+ * use the current element's time: the partitions a worker reads can be
+ * far apart in event time, and an element of the leading one would expire
+ * entries that elements of a lagging one still read as live, so results
+ * would depend on how the partitions interleave. It uses the sweep clock
+ * min(event_now, watermark) instead: every element still to come that is
+ * not late has ts >= watermark, and event-time timers fire in timestamp
+ * order, so an entry expired at the sweep clock is expired for every such
+ * access too, and removing it early changes no result. */
+int64_t sl__ttl_access(const sl__keyed *k, sl_state_t *st);
 
 /* A write of the current key's entry, in two steps around the backend call
  * that finds or makes room for it: begin addresses the entry and, with
@@ -93,9 +108,7 @@ static inline int64_t sl__write_begin(sl__skey *sk, const sl__keyed *k,
   sl__skey_of(sk, k, st);
   if (!st->ttl)
     return 0;
-  int64_t now = sl__ttl_now(k, st);
-  sl__ttl_access(st, now);
-  return now;
+  return sl__ttl_access(k, st);
 }
 static inline void sl__write_fill(const sl_state_t *st, void *slot, int64_t now,
                                   const void *val, size_t len) {
@@ -124,8 +137,7 @@ sl__vmodify(sl__keyed *k, sl_state_t *st, size_t size, bool *fresh, int *err) {
     *fresh = rc != 1;
     return p;
   }
-  int64_t now = sl__ttl_now(k, st);
-  sl__ttl_access(st, now);
+  int64_t now = sl__ttl_access(k, st);
   int rc = be->ops->slot(be, &sk, size + sizeof(int64_t), &p);
   if (rc < 0) {
     *err = rc;

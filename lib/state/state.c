@@ -283,14 +283,20 @@ static bool ttl_pred(const void *val, size_t len, void *opaque) {
          sl__ttl_expired(sl__ts_load(val), a->ttl, a->now);
 }
 
-void sl__ttl_access(sl_state_t *st, int64_t now) {
+int64_t sl__ttl_access(const sl__keyed *k, sl_state_t *st) {
   sl__backend *be = st->ks->be;
-  /* The clock of cleanup that runs elsewhere (compaction filter). */
-  sl__backend_ttl_clock(be, st->d.ttl.time == SL_TTL_EVENT_TIME, now);
-  if (!st->cleanup_n || !be->ops->cleanup)
-    return;
-  ttl_pred_arg a = {st->d.ttl.ttl_ms, now};
-  be->ops->cleanup(be, st->id, st->cleanup_n, ttl_pred, &a);
+  int64_t now = sl__ttl_now(k, st), sweep = now;
+  bool event = st->d.ttl.time == SL_TTL_EVENT_TIME;
+  if (event) {
+    int64_t wm = k->wm ? *k->wm : SL_TS_MIN;
+    sweep = wm < now ? wm : now;
+  }
+  sl__backend_ttl_clock(be, event, sweep);
+  if (st->cleanup_n && be->ops->cleanup) {
+    ttl_pred_arg a = {st->d.ttl.ttl_ms, sweep};
+    be->ops->cleanup(be, st->id, st->cleanup_n, ttl_pred, &a);
+  }
+  return now;
 }
 
 void sl__kstate_cleanup_full(struct sl__kstate *ks, int64_t event_now) {
@@ -324,8 +330,7 @@ static int vread(sl__keyed *k, sl_state_t *st, void **val, size_t *len) {
     }
     return rc;
   }
-  int64_t now = sl__ttl_now(k, st);
-  sl__ttl_access(st, now);
+  int64_t now = sl__ttl_access(k, st);
   bool touch = st->d.ttl.update == SL_TTL_ON_READ_AND_WRITE;
   int rc = be->ops->get(be, &sk, &p, &l, touch);
   if (rc != 1)
@@ -398,7 +403,7 @@ int sl__state_clear(sl__keyed *k, sl_state_t *st) {
   sl__skey sk;
   sl__skey_of(&sk, k, st);
   if (st->ttl)
-    sl__ttl_access(st, sl__ttl_now(k, st));
+    sl__ttl_access(k, st);
   int rc = be->ops->del(be, &sk);
   return rc < 0 ? rc : 0;
 }
@@ -530,8 +535,7 @@ int sl__state_merge_ns(sl__keyed *k, sl_state_t *st, const void *const *src_ns,
   sl__backend *be = st->ks->be;
   int64_t now = 0;
   if (st->ttl) {
-    now = sl__ttl_now(k, st);
-    sl__ttl_access(st, now);
+    now = sl__ttl_access(k, st);
   }
   sl__skey tk;
   sl__skey_of(&tk, k, st);
