@@ -14,6 +14,7 @@
 
 #include "check_main.h"
 #include <ftw.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@ typedef struct fx {
   struct sl__kstate *ks;
   sl__keyed k;
   int64_t now; /* processing time seen by TTL */
+  int64_t wm;  /* the operator's input watermark */
   uint32_t K;
   char keybuf[64], nsbuf[64];
 } fx;
@@ -69,6 +71,8 @@ static void fx_init(fx *f, int bi) {
   f->ks = sl__kstate_new(f->be, true, "op", fx_now, f);
   ck_assert_ptr_nonnull(f->ks);
   f->k.state = f->ks;
+  f->wm = SL_TS_MIN;
+  f->k.wm = &f->wm;
 }
 
 static void fx_fini(fx *f) {
@@ -1061,6 +1065,219 @@ START_TEST(test_ttl_incremental_cleanup) {
 }
 END_TEST
 
+/* Partitions far apart in event time: elements of a leading partition must
+ * not expire entries of other keys that elements of a lagging one still
+ * read. Cleanup of other keys waits for the watermark. */
+START_TEST(test_ttl_event_cleanup_waits_for_watermark) {
+  fx f;
+  fx_init(&f, _i);
+  sl_state_ttl_t ttl = {.ttl_ms = 100, .time = SL_TTL_EVENT_TIME};
+  sl_state_desc_t dv = {.name = "v", .kind = SL_STATE_VALUE, .ttl = ttl};
+  sl_state_desc_t dm = {.name = "m", .kind = SL_STATE_MAP, .ttl = ttl};
+  sl_state_t *v = reg(&f, &dv), *m = reg(&f, &dm);
+  char key[32];
+  f.wm = 900;
+  for (int i = 0; i < 100; i++) { /* the lagging partition's keys */
+    fx_key(&f, (snprintf(key, sizeof(key), "lag-%d", i), key));
+    f.k.event_now = 1000;
+    vput(&f, v, key);
+    mput(&f, m, "x", key);
+  }
+  fx_key(&f, "lead"); /* far ahead */
+  f.k.event_now = 100000;
+  for (int n = 0; n < 200; n++) {
+    vput(&f, v, "x");
+    mput(&f, m, "x", "x");
+  }
+  background_cleanup(f.be);
+  for (int i = 0; i < 100; i++) {
+    fx_key(&f, (snprintf(key, sizeof(key), "lag-%d", i), key));
+    f.k.event_now = 1050; /* still live at its own time */
+    ck_assert_str_eq(vget(&f, v), key);
+    ck_assert_str_eq(mget(&f, m, "x"), key);
+  }
+  /* Once the watermark passes their expiry, they are cleaned up. */
+  f.wm = 1200;
+  fx_key(&f, "lead");
+  f.k.event_now = 100000;
+  for (int n = 0; n < 200; n++) {
+    vput(&f, v, "x");
+    mput(&f, m, "x", "x");
+  }
+  background_cleanup(f.be);
+  ck_assert_uint_eq(stats(&f, v).entries, 1);
+  ck_assert_uint_eq(stats(&f, m).entries, 1);
+  fx_fini(&f);
+}
+END_TEST
+
+/* Both backends, one random sequence of operations: every state kind, keys
+ * and namespaces, TTL in both time domains with event times from several
+ * partitions out of order and a watermark trailing them, incremental and
+ * background cleanup. Every result must be the same on both. */
+static uint64_t agree_rng;
+static uint32_t agree_rnd(uint32_t n) {
+  agree_rng ^= agree_rng << 13, agree_rng ^= agree_rng >> 7,
+      agree_rng ^= agree_rng << 17;
+  return (uint32_t)((agree_rng >> 11) % n);
+}
+
+typedef struct agree_states {
+  sl_state_t *st[10];
+} agree_states;
+
+static void agree_register(fx *f, agree_states *a) {
+  for (int t = 0; t < 2; t++) {
+    sl_state_ttl_t ttl = {.ttl_ms = 50,
+                          .time = t ? SL_TTL_EVENT_TIME
+                                    : SL_TTL_PROCESSING_TIME,
+                          .update = t ? SL_TTL_ON_CREATE_AND_WRITE
+                                      : SL_TTL_ON_READ_AND_WRITE};
+    char names[5][8];
+    for (int k = 0; k < 5; k++)
+      snprintf(names[k], sizeof(names[k]), "%c%d", "vlmra"[k], t);
+    sl_state_desc_t d[5] = {
+        {.name = names[0], .kind = SL_STATE_VALUE, .ttl = ttl},
+        {.name = names[1], .kind = SL_STATE_LIST, .ttl = ttl},
+        {.name = names[2], .kind = SL_STATE_MAP, .ttl = ttl},
+        {.name = names[3],
+         .kind = SL_STATE_REDUCING,
+         .ttl = ttl,
+         .value_size = 8,
+         .reduce = sum_u64},
+        avg_desc(names[4], true)};
+    d[4].ttl = ttl;
+    for (int k = 0; k < 5; k++)
+      a->st[t * 5 + k] = reg(f, &d[k]);
+  }
+}
+
+/* One operation on f; its result as text in out. */
+static void agree_op(fx *f, agree_states *a, uint32_t op, uint32_t arg,
+                     char *out, size_t n) {
+  sl_state_t *st = a->st[op % 10];
+  char v[16], mk[8];
+  snprintf(v, sizeof(v), "%u", arg);
+  snprintf(mk, sizeof(mk), "m%u", arg % 4);
+  uint64_t x = arg;
+  const void *p;
+  size_t l;
+  int rc = 0;
+  out[0] = '\0';
+  switch ((op / 10) % 4 * 5 + op % 5) {
+  case 0: /* value */
+    vput(f, st, v);
+    break;
+  case 5:
+    snprintf(out, n, "%s", vget(f, st));
+    break;
+  case 10:
+    rc = sl__state_clear(&f->k, st);
+    break;
+  case 15: {
+    bool created;
+    int err;
+    uint64_t *c = sl__value_ptr(&f->k, st, 8, &created, &err);
+    ck_assert_ptr_nonnull(c);
+    snprintf(out, n, "%d/%" PRIu64, created, *c);
+    *c = x;
+    break;
+  }
+  case 1: /* list */
+  case 16:
+    rc = sl__list_add(&f->k, st, v, strlen(v));
+    break;
+  case 6:
+    snprintf(out, n, "%s", lget(f, st));
+    break;
+  case 11: {
+    const void *vals[2] = {v, "u"};
+    size_t lens[2] = {strlen(v), 1};
+    rc = sl__list_update(&f->k, st, vals, lens, arg % 3);
+    break;
+  }
+  case 2: /* map */
+    mput(f, st, mk, v);
+    break;
+  case 7:
+    snprintf(out, n, "%s", mget(f, st, mk));
+    break;
+  case 12:
+    rc = sl__map_remove(&f->k, st, mk, strlen(mk));
+    snprintf(out, n, "%d", rc);
+    break;
+  case 17:
+    snprintf(out, n, "%s", mget_all(f, st));
+    break;
+  case 3: /* reducing */
+  case 13:
+    rc = sl__reducing_add(&f->k, st, &x, 8);
+    break;
+  case 8:
+  case 18:
+    rc = sl__reducing_get(&f->k, st, &p, &l);
+    if (rc == 1)
+      snprintf(out, n, "%" PRIu64, *(const uint64_t *)p);
+    break;
+  case 4: /* aggregating */
+  case 14:
+    rc = sl__aggregating_add(&f->k, st, &x, 8);
+    break;
+  case 9:
+  case 19:
+    rc = sl__aggregating_get(&f->k, st, &p, &l);
+    if (rc == 1)
+      snprintf(out, n, "%.3f", *(const double *)p);
+    break;
+  }
+  ck_assert_int_ge(rc, 0);
+}
+
+START_TEST(test_backends_agree_random) {
+  enum { PARTS = 3, KEYS_N = 12, OPS = 20000 };
+  fx f[2];
+  agree_states a[2];
+  for (int b = 0; b < 2; b++) {
+    fx_init(&f[b], b);
+    agree_register(&f[b], &a[b]);
+  }
+  agree_rng = 0x5eed;
+  int64_t part_ts[PARTS], now = 0;
+  for (int p = 0; p < PARTS; p++)
+    part_ts[p] = p * 400; /* apart by more than the TTL */
+  char r0[8192], r1[8192], key[16], ns[8];
+  for (int i = 0; i < OPS; i++) {
+    int p = (int)agree_rnd(PARTS);
+    part_ts[p] += agree_rnd(8);
+    int64_t ts = part_ts[p] - agree_rnd(20); /* out of order */
+    int64_t wm = INT64_MAX;
+    for (int q = 0; q < PARTS; q++)
+      wm = part_ts[q] - 21 < wm ? part_ts[q] - 21 : wm;
+    now += agree_rnd(3);
+    snprintf(key, sizeof(key), "k%u", p + PARTS * agree_rnd(KEYS_N / PARTS));
+    snprintf(ns, sizeof(ns), "%s", agree_rnd(4) ? "" : "w1");
+    uint32_t op = agree_rnd(40), arg = agree_rnd(100);
+    bool compact = agree_rnd(500) == 0;
+    for (int b = 0; b < 2; b++) {
+      f[b].now = now;
+      f[b].wm = wm;
+      fx_key(&f[b], key);
+      fx_ns(&f[b], ns);
+      f[b].k.event_now = ts;
+      agree_op(&f[b], &a[b], op, arg, b ? r1 : r0, sizeof(r0));
+      if (compact)
+        background_cleanup(f[b].be);
+    }
+    ck_assert_msg(strcmp(r0, r1) == 0,
+                  "op %d (%u on %s/%s at %" PRId64 "): hashmap \"%s\", "
+                  "rocksdb \"%s\"",
+                  i, op, key, ns, ts, r0, r1);
+  }
+  for (int b = 0; b < 2; b++)
+    fx_fini(&f[b]);
+}
+END_TEST
+
 /* ---- the backend contract, for any backend ------------------------------ */
 
 static sl__skey skey(sl__backend *be, uint32_t state, const char *key,
@@ -1453,6 +1670,9 @@ static Suite *state_suite(void) {
   tcase_add_loop_test(ttl, test_ttl_list_map_reducing, 0, N_BACKENDS);
   tcase_add_loop_test(ttl, test_ttl_list_map_return_once, 0, N_BACKENDS);
   tcase_add_loop_test(ttl, test_ttl_incremental_cleanup, 0, N_BACKENDS);
+  tcase_add_loop_test(ttl, test_ttl_event_cleanup_waits_for_watermark, 0,
+                      N_BACKENDS);
+  tcase_add_test(ttl, test_backends_agree_random);
   suite_add_tcase(s, ttl);
 
   TCase *contract = tcase_create("contract");
