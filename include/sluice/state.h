@@ -60,8 +60,12 @@ typedef enum sl_ttl_visibility {
 typedef enum sl_ttl_time {
   SL_TTL_PROCESSING_TIME = 0, /* sl_ctx_now(): the job's clock (Flink) */
   /* The event time of the element being processed (the record's
-   * timestamp, or the timer's in on_timer): expiry is reproducible when a
-   * job replays its input. */
+   * timestamp, an event-time timer's in on_timer, the watermark in a
+   * processing-time on_timer): expiry is reproducible when a job replays
+   * its input. Other keys' entries are removed (incremental cleanup,
+   * compaction) only once min(that time, the operator's watermark) has
+   * expired them, so the output does not depend on how the partitions of
+   * the input interleave (docs/state.md, "Which clock expires what"). */
   SL_TTL_EVENT_TIME,
 } sl_ttl_time;
 
