@@ -471,7 +471,6 @@ static int restore_source_time(const sl__restore *rs, src_t *s) {
       if (st.subtasks == subs && sub == me) {
         s->rt_max_ts = st.max_ts;
         s->rt_idle = (st.flags & SL__SRC_IDLE) != 0;
-        s->rt_finished = (st.flags & SL__SRC_FINISHED) != 0;
       }
     }
     if (r < 0)
@@ -482,7 +481,7 @@ static int restore_source_time(const sl__restore *rs, src_t *s) {
   s->rt_set = true;
   if (!same) {
     s->rt_max_ts = min_ts;
-    s->rt_idle = s->rt_finished = false;
+    s->rt_idle = false;
   }
   return 0;
 }

@@ -133,7 +133,7 @@ struct sl_source_ctx {
    * place at open and forwarded by the first poll, before any record. */
   bool rt_set, rt_pending;
   int64_t rt_max_ts;
-  bool rt_idle, rt_finished;
+  bool rt_idle;
   /* The source drives its own watermark and idleness (e.g. per Kafka
    * partition): the worker's generator above is not used. */
   bool own_wm;

@@ -167,13 +167,10 @@ static int src_poll(sl__worker *w, src_t *s) {
   }
   if (s->rt_pending) {
     /* Restored event time goes out before any record: records read after
-     * a restore meet the watermark they met in the run that did not fail,
-     * and a subtask whose input had ended ends again without reading. */
+     * a restore meet the watermark they met in the run that did not fail.
+     * Whether the input ended is the source's to say from its restored
+     * position (a bounded source may have been given more input). */
     s->rt_pending = false;
-    if (s->rt_finished) {
-      int e = sl__source_finish(s, true);
-      return e ? e : 1;
-    }
     if (!s->own_wm) {
       int e = s->wmgen.idle ? sl__forward_idle(&s->op, true) : 0;
       int64_t wm = sl__wmgen_current(&s->wmgen);
