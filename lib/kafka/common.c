@@ -320,8 +320,8 @@ int sl__kpos_decode_time(const sl_blob_t *blob, sl__kpos_visit_time visit,
     rd_u64(&entries, &off);
     if (timed)
       rd_time(&times, &t);
-    int rc = visit(group, topic, (int32_t)part, (int64_t)off,
-                   timed ? &t : NULL, arg);
+    int rc = visit(group, topic, (int32_t)part, (int64_t)off, timed ? &t : NULL,
+                   arg);
     if (rc)
       return rc;
   }

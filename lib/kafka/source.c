@@ -47,7 +47,7 @@ typedef struct ksub {
   size_t cap_msgs;
   const sl_watermark_spec_t *spec;
   bool idle;
-  bool started; /* the first poll forwarded the restored watermark */
+  bool started;         /* the first poll forwarded the restored watermark */
   int64_t last_ok;      /* monotonic ms of the last sign of a live broker */
   int64_t last_metrics; /* monotonic ms of the last metrics update */
   const rd_kafka_topic_t *last_rkt;

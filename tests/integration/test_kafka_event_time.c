@@ -151,9 +151,8 @@ static sl_job_t *build(env *e, int par, int64_t idle_ms, const char *from) {
   sl_stream_t *w =
       sl_window(sl_key_by(src, NULL, NULL), "count", &spec, &fn, NULL);
   ck_assert_int_eq(sl_sink(w, "out", count_sink, NULL), 0);
-  ck_assert_int_eq(sl_sink(sl_side_output(w, "late"), "lateout", late_sink,
-                           NULL),
-                   0);
+  ck_assert_int_eq(
+      sl_sink(sl_side_output(w, "late"), "lateout", late_sink, NULL), 0);
   return job;
 }
 
