@@ -158,7 +158,7 @@ struct sl__worker {
    * processing-time callbacks wait, and every input that delivered the
    * barrier is blocked, so the worker's state stops exactly at it. */
   uint64_t ckpt_id, ckpt_done, ckpt_injected, ckpt_notified;
-  struct sl__wsnap *snap;  /* the snapshot being collected */
+  struct sl__wsnap *snap;       /* the snapshot being collected */
   const char *restore_dir; /* native state snapshot to start from */
   int rc;
   /* runtime/stats.c: loop rounds and when sizes are next published. */
@@ -281,7 +281,8 @@ int sl__worker_open(sl__worker *w);
 void sl__worker_close(sl__worker *w);
 int sl__worker_proc_time(sl__worker *w);
 /* The worker's state backend, opened on first use (sl_op_backend). */
-struct sl__backend *sl__worker_backend(sl__worker *w, char *err, size_t errlen);
+struct sl__backend *sl__worker_backend(sl__worker *w, char *err,
+                                       size_t errlen);
 extern const sl_operator_ops_t sl__source_ops;
 /* Ends a source subtask; a natural end first advances the watermark to
  * the maximum. */
