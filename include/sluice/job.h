@@ -147,7 +147,9 @@ typedef struct sl_source_ops {
    *           checkpoint, whatever the parallelism was then (Flink's union
    *           redistribution), so each subtask takes what is its own
    *           (e.g. the partitions it is assigned). n may be 0 (the source
-   *           is new in the job). Non-zero fails the job.
+   *           is new in the job). Non-zero fails the job. The subtask's
+   *           watermark generator (highest timestamp, idleness) is
+   *           restored with it and forwarded before the first record.
    * checkpoint_complete  on the worker, once checkpoint id is durable
    *           (its metadata written): e.g. commit offsets to a consumer
    *           group for monitoring. Errors here are logged, not fatal. */

@@ -185,12 +185,36 @@ int sl__snap_timer_next(sl__rd *p, sl__snap_timer *t) {
   return 1;
 }
 
+/* The event-time trailer of a source section, p just past the blob. */
+static int src_time(sl__rd *p, sl__snap_src_time *t) {
+  uint32_t magic;
+  uint64_t ts;
+  if (!sl__rd_u32(p, &magic) || magic != SL__SRC_TIME_MAGIC ||
+      !sl__rd_u32(p, &t->subtasks) || !sl__rd_u64(p, &ts) ||
+      !sl__rd_u8(p, &t->flags) || !sl__rd_done(p))
+    return SL_ERR_CORRUPT;
+  t->max_ts = (int64_t)ts;
+  return 1;
+}
+
 int sl__snap_blob(sl__rd p, uint32_t type, const void **uid, size_t *uid_len,
                   uint32_t *subtask, const void **blob, size_t *blob_len) {
   *subtask = 0;
   if (!sl__rd_bytes(&p, uid, uid_len) ||
       (type == SL__SEC_SOURCE && !sl__rd_u32(&p, subtask)) ||
-      !sl__rd_bytes(&p, blob, blob_len) || !sl__rd_done(&p))
+      !sl__rd_bytes(&p, blob, blob_len))
     return SL_ERR_CORRUPT;
-  return 0;
+  if (type == SL__SEC_SOURCE && !sl__rd_done(&p))
+    return src_time(&p, &(sl__snap_src_time){0}) == 1 ? 0 : SL_ERR_CORRUPT;
+  return sl__rd_done(&p) ? 0 : SL_ERR_CORRUPT;
+}
+
+int sl__snap_source_time(sl__rd p, sl__snap_src_time *t) {
+  const void *u, *b;
+  size_t ul, bl;
+  uint32_t sub;
+  if (!sl__rd_bytes(&p, &u, &ul) || !sl__rd_u32(&p, &sub) ||
+      !sl__rd_bytes(&p, &b, &bl))
+    return SL_ERR_CORRUPT;
+  return sl__rd_done(&p) ? 0 : src_time(&p, t);
 }

@@ -27,7 +27,8 @@ enum {
   SL__SEC_TIMERS = 3,  /* per (uid, kg): bytes uid, (u8 domain, i64 ts,
                           bytes key, bytes ns)* */
   SL__SEC_OPSTATE = 4, /* bytes uid, bytes blob */
-  SL__SEC_SOURCE = 5,  /* bytes uid, u32 subtask, bytes blob */
+  SL__SEC_SOURCE = 5,  /* bytes uid, u32 subtask, bytes blob, [event time:
+                          u32 "SLST", u32 subtasks, u64 max_ts, u8 flags] */
 };
 
 typedef struct sl__snap_head {
@@ -102,5 +103,21 @@ int sl__snap_timer_next(sl__rd *p, sl__snap_timer *t);
  * for sources only). */
 int sl__snap_blob(sl__rd p, uint32_t type, const void **uid, size_t *uid_len,
                   uint32_t *subtask, const void **blob, size_t *blob_len);
+
+/* The event time of a source subtask, kept by the runtime after the
+ * source's own blob (sources whose watermarks the runtime generates): the
+ * generator's highest timestamp, whether the subtask was idle and whether
+ * its input had ended (SL_POLL_END, not a stop). Sections written before
+ * it existed have none. */
+#define SL__SRC_TIME_MAGIC 0x54534c53u /* "SLST" */
+enum { SL__SRC_IDLE = 1, SL__SRC_FINISHED = 2 };
+typedef struct sl__snap_src_time {
+  uint32_t subtasks;
+  int64_t max_ts;
+  uint8_t flags;
+} sl__snap_src_time;
+/* 1 with *t when the SL__SEC_SOURCE payload p has it, 0 when not,
+ * SL_ERR_CORRUPT when malformed. */
+int sl__snap_source_time(sl__rd p, sl__snap_src_time *t);
 
 #endif

@@ -90,16 +90,28 @@ static int put_timer(const sl__timer_view *v, int domain, void *opaque) {
   return rc;
 }
 
-static int snap_blob(sl_buf_t *b, uint32_t type, const char *uid, int subtask,
-                     const sl_buf_t *blob) {
+/* src: a source subtask, whose event time follows its blob. */
+static int snap_blob(sl_buf_t *b, uint32_t type, const char *uid,
+                     const src_t *src, const sl_buf_t *blob) {
   size_t mark;
   int rc = sl__snap_begin_section(b, type, SL__SNAP_NO_KG, &mark);
   if (!rc)
     rc = sl__buf_bytes(b, uid, strlen(uid));
-  if (!rc && type == SL__SEC_SOURCE)
-    rc = sl__buf_u32(b, (uint32_t)subtask);
+  if (!rc && src)
+    rc = sl__buf_u32(b, (uint32_t)sl_source_ctx_subtask((src_t *)src));
   if (!rc)
     rc = sl__buf_bytes(b, blob->data, blob->len);
+  if (!rc && src) {
+    uint8_t flags = (uint8_t)((src->wmgen.idle ? SL__SRC_IDLE : 0) |
+                              (src->finished ? SL__SRC_FINISHED : 0));
+    rc = sl__buf_u32(b, SL__SRC_TIME_MAGIC);
+    if (!rc)
+      rc = sl__buf_u32(b, (uint32_t)sl_source_ctx_subtasks((src_t *)src));
+    if (!rc)
+      rc = sl__buf_u64(b, (uint64_t)src->wmgen.max_ts);
+    if (!rc)
+      rc = sl_buf_append(b, &flags, 1);
+  }
   if (!rc)
     sl__snap_end_section(b, mark);
   return rc;
@@ -120,12 +132,12 @@ static int snap_hooks(sl__worker *w, sl__wsnap *s) {
         continue;
       rc = o->snapshot((src_t *)c, s->id, &blob, c->node->src_opaque);
       if (!rc)
-        rc = snap_blob(&s->file, SL__SEC_SOURCE, c->node->uid,
-                       sl_source_ctx_subtask((src_t *)c), &blob);
+        rc = snap_blob(&s->file, SL__SEC_SOURCE, c->node->uid, (src_t *)c,
+                       &blob);
     } else if (c->ops->snapshot && c->node->uid) {
       rc = c->ops->snapshot(c, s->id, &blob);
       if (!rc)
-        rc = snap_blob(&s->file, SL__SEC_OPSTATE, c->node->uid, 0, &blob);
+        rc = snap_blob(&s->file, SL__SEC_OPSTATE, c->node->uid, NULL, &blob);
     }
     sl__buf_free(&blob);
     if (rc) {
@@ -419,6 +431,61 @@ static int collect(const sl__restore *rs, uint32_t type, const char *uid,
   return 0;
 }
 
+/* The event time a source subtask continues from: that of the same
+ * subtask when the number of subtasks is unchanged; otherwise (a parallel
+ * source restored at another parallelism) the lowest highest-timestamp
+ * of the old subtasks, which makes no record late that was not, and
+ * neither idleness nor an end. Checkpoints without it leave the minimum. */
+static int restore_source_time(const sl__restore *rs, src_t *s) {
+  const char *uid = s->op.node->uid;
+  uint32_t me = (uint32_t)sl_source_ctx_subtask(s);
+  uint32_t subs = (uint32_t)sl_source_ctx_subtasks(s);
+  bool any = false, same = true;
+  int64_t min_ts = SL_TS_MAX;
+  for (int f = 0; f < rs->n_files; f++) {
+    sl__rd body = rs->files[f].body, p;
+    uint32_t t, kg;
+    int r;
+    while ((r = sl__snap_next(&body, &t, &kg, &p)) == 1) {
+      const void *u, *blob;
+      size_t ul, bl;
+      uint32_t sub;
+      sl__snap_src_time st;
+      if (t != SL__SEC_SOURCE)
+        continue;
+      if (sl__snap_blob(p, t, &u, &ul, &sub, &blob, &bl))
+        return SL_ERR_CORRUPT;
+      if (ul != strlen(uid) || memcmp(u, uid, ul) != 0)
+        continue;
+      if ((r = sl__snap_source_time(p, &st)) < 0)
+        return r;
+      if (r == 0) {
+        same = false; /* a subtask without event time: start from the min */
+        min_ts = SL_TS_MIN;
+        continue;
+      }
+      any = true;
+      same = same && st.subtasks == subs;
+      if (st.max_ts < min_ts)
+        min_ts = st.max_ts;
+      if (st.subtasks == subs && sub == me) {
+        s->rt_max_ts = st.max_ts;
+        s->rt_idle = (st.flags & SL__SRC_IDLE) != 0;
+      }
+    }
+    if (r < 0)
+      return r;
+  }
+  if (!any)
+    return 0;
+  s->rt_set = true;
+  if (!same) {
+    s->rt_max_ts = min_ts;
+    s->rt_idle = false;
+  }
+  return 0;
+}
+
 int sl__ckpt_restore_early(sl__worker *w) {
   sl_job_t *job = w->job;
   const sl__restore *rs = job->ckpt ? job->ckpt->rs : NULL;
@@ -448,6 +515,10 @@ int sl__ckpt_restore_early(sl__worker *w) {
     size_t n;
     int rc = collect(rs, src ? SL__SEC_SOURCE : SL__SEC_OPSTATE, c->node->uid,
                      &blobs, &n);
+    if (!rc && src) {
+      ((src_t *)c)->rt_max_ts = SL_TS_MIN;
+      rc = restore_source_time(rs, (src_t *)c);
+    }
     if (!rc)
       rc = src ? so->restore((src_t *)c, blobs, n, c->node->src_opaque)
                : c->ops->restore(c, blobs, n);

@@ -201,10 +201,18 @@ void sl__kpos_drop(sl__kjob *kj, uint64_t id) {
   pthread_mutex_unlock(&kj->lock);
 }
 
-#define KPOS_MAGIC 0x314b4c53u /* "SLK1" */
+#define KPOS_MAGIC 0x314b4c53u      /* "SLK1" */
+#define KPOS_TIME_MAGIC 0x544b4c53u /* "SLKT" */
 
 int sl__kpos_encode(sl_buf_t *out, const char *group, const char *const *topic,
                     const int32_t *partition, const int64_t *offset, size_t n) {
+  return sl__kpos_encode_time(out, group, topic, partition, offset, NULL, n);
+}
+
+int sl__kpos_encode_time(sl_buf_t *out, const char *group,
+                         const char *const *topic, const int32_t *partition,
+                         const int64_t *offset, const sl__kpos_time *time,
+                         size_t n) {
   int rc = sl__buf_u32(out, KPOS_MAGIC);
   if (!rc)
     rc = sl__buf_bytes(out, group, strlen(group));
@@ -216,6 +224,16 @@ int sl__kpos_encode(sl_buf_t *out, const char *group, const char *const *topic,
       rc = sl__buf_u32(out, (uint32_t)partition[i]);
     if (!rc)
       rc = sl__buf_u64(out, (uint64_t)offset[i]);
+  }
+  /* Event time follows the positions, so that a reader of the positions
+   * alone (and a blob written before it existed) stays as it was. */
+  if (!rc && time)
+    rc = sl__buf_u32(out, KPOS_TIME_MAGIC);
+  for (size_t i = 0; time && i < n && !rc; i++) {
+    uint8_t flags = time[i].idle ? 1 : 0;
+    rc = sl__buf_u64(out, (uint64_t)time[i].max_ts);
+    if (!rc)
+      rc = sl_buf_append(out, &flags, 1);
   }
   return rc;
 }
@@ -252,7 +270,18 @@ static bool rd_str(rd *r, char *buf, size_t cap) {
   return true;
 }
 
-int sl__kpos_decode(const sl_blob_t *blob, sl__kpos_visit visit, void *arg) {
+static bool rd_time(rd *r, sl__kpos_time *t) {
+  uint64_t ts;
+  if (!rd_u64(r, &ts) || r->p == r->end)
+    return false;
+  t->max_ts = (int64_t)ts;
+  t->idle = (*r->p++ & 1) != 0;
+  return true;
+}
+
+/* Two passes: the event-time part (if any) follows every position. */
+int sl__kpos_decode_time(const sl_blob_t *blob, sl__kpos_visit_time visit,
+                         void *arg) {
   rd r = {blob->data, (const unsigned char *)blob->data + blob->len};
   uint32_t magic, n;
   char group[512], topic[512];
@@ -261,17 +290,59 @@ int sl__kpos_decode(const sl_blob_t *blob, sl__kpos_visit visit, void *arg) {
   if (!rd_u32(&r, &magic) || magic != KPOS_MAGIC ||
       !rd_str(&r, group, sizeof(group)) || !rd_u32(&r, &n))
     return SL_ERR_CORRUPT;
+  rd entries = r;
   for (uint32_t i = 0; i < n; i++) {
     uint32_t part;
     uint64_t off;
     if (!rd_str(&r, topic, sizeof(topic)) || !rd_u32(&r, &part) ||
         !rd_u64(&r, &off))
       return SL_ERR_CORRUPT;
-    int rc = visit(group, topic, (int32_t)part, (int64_t)off, arg);
+  }
+  rd times = r;
+  bool timed = r.p != r.end;
+  if (timed) {
+    sl__kpos_time t;
+    if (!rd_u32(&times, &magic) || magic != KPOS_TIME_MAGIC)
+      return SL_ERR_CORRUPT;
+    rd check = times;
+    for (uint32_t i = 0; i < n; i++)
+      if (!rd_time(&check, &t))
+        return SL_ERR_CORRUPT;
+    if (check.p != check.end)
+      return SL_ERR_CORRUPT;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t part = 0;
+    uint64_t off = 0;
+    sl__kpos_time t = {SL_TS_MIN, false};
+    rd_str(&entries, topic, sizeof(topic));
+    rd_u32(&entries, &part);
+    rd_u64(&entries, &off);
+    if (timed)
+      rd_time(&times, &t);
+    int rc = visit(group, topic, (int32_t)part, (int64_t)off, timed ? &t : NULL,
+                   arg);
     if (rc)
       return rc;
   }
-  return r.p == r.end ? SL_OK : SL_ERR_CORRUPT;
+  return SL_OK;
+}
+
+typedef struct plain_visit {
+  sl__kpos_visit visit;
+  void *arg;
+} plain_visit;
+
+static int visit_plain(const char *group, const char *topic, int32_t partition,
+                       int64_t offset, const sl__kpos_time *t, void *arg) {
+  (void)t;
+  plain_visit *v = arg;
+  return v->visit(group, topic, partition, offset, v->arg);
+}
+
+int sl__kpos_decode(const sl_blob_t *blob, sl__kpos_visit visit, void *arg) {
+  plain_visit v = {visit, arg};
+  return sl__kpos_decode_time(blob, visit_plain, &v);
 }
 
 /* ---- Consumed messages -----------------------------------------------------

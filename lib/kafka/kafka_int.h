@@ -82,6 +82,25 @@ typedef int (*sl__kpos_visit)(const char *group, const char *topic,
  * the first non-zero return of visit. */
 int sl__kpos_decode(const sl_blob_t *blob, sl__kpos_visit visit, void *arg);
 
+/* A partition's event time at a checkpoint: its watermark generator's
+ * highest timestamp and whether it was idle. A blob may carry it after
+ * the positions: u32 magic "SLKT", then per entry (in the same order) u64
+ * max_ts and u8 flags (bit 0: idle). Blobs without it (written before it
+ * existed) decode with time NULL: the partition starts from the minimum. */
+typedef struct sl__kpos_time {
+  int64_t max_ts;
+  bool idle;
+} sl__kpos_time;
+int sl__kpos_encode_time(sl_buf_t *out, const char *group,
+                         const char *const *topic, const int32_t *partition,
+                         const int64_t *offset, const sl__kpos_time *time,
+                         size_t n);
+typedef int (*sl__kpos_visit_time)(const char *group, const char *topic,
+                                   int32_t partition, int64_t offset,
+                                   const sl__kpos_time *time, void *arg);
+int sl__kpos_decode_time(const sl_blob_t *blob, sl__kpos_visit_time visit,
+                         void *arg);
+
 /* ---- JSON codec fast path (json_scan.c) ---------------------------------- */
 
 #define SL__JPTR_MAX 16 /* tokens of a compiled pointer */

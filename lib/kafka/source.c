@@ -47,6 +47,7 @@ typedef struct ksub {
   size_t cap_msgs;
   const sl_watermark_spec_t *spec;
   bool idle;
+  bool started;         /* the first poll forwarded the restored watermark */
   int64_t last_ok;      /* monotonic ms of the last sign of a live broker */
   int64_t last_metrics; /* monotonic ms of the last metrics update */
   const rd_kafka_topic_t *last_rkt;
@@ -60,6 +61,8 @@ typedef struct rpos {
   int topic;
   int32_t partition;
   int64_t offset;
+  bool timed; /* time holds the partition's event time at the checkpoint */
+  sl__kpos_time time;
 } rpos;
 
 typedef struct ksrc {
@@ -121,7 +124,8 @@ static const char *group_of(const ksrc *s, sl_source_ctx_t *ctx, char *buf,
  */
 
 static int restore_visit(const char *group, const char *topic,
-                         int32_t partition, int64_t offset, void *arg) {
+                         int32_t partition, int64_t offset,
+                         const sl__kpos_time *time, void *arg) {
   (void)group;
   ksrc *s = arg;
   int t = topic_index(s, topic);
@@ -131,7 +135,9 @@ static int restore_visit(const char *group, const char *topic,
   if (!r)
     return SL_ERR_NOMEM;
   s->restored = r;
-  s->restored[s->n_restored++] = (rpos){t, partition, offset};
+  s->restored[s->n_restored++] =
+      (rpos){t, partition, offset, time != NULL,
+             time ? *time : (sl__kpos_time){SL_TS_MIN, false}};
   return 0;
 }
 
@@ -144,7 +150,7 @@ static int ksrc_restore(sl_source_ctx_t *ctx, const sl_blob_t *positions,
   if (!s->restoring) {
     s->restoring = true;
     for (size_t i = 0; i < n && !rc; i++)
-      rc = sl__kpos_decode(&positions[i], restore_visit, s);
+      rc = sl__kpos_decode_time(&positions[i], restore_visit, s);
   }
   pthread_mutex_unlock(&s->lock);
   if (rc)
@@ -153,16 +159,19 @@ static int ksrc_restore(sl_source_ctx_t *ctx, const sl_blob_t *positions,
   return 0;
 }
 
+static const rpos *restored_of(const ksrc *s, int topic, int32_t partition) {
+  for (size_t i = 0; i < s->n_restored; i++)
+    if (s->restored[i].topic == topic && s->restored[i].partition == partition)
+      return &s->restored[i];
+  return NULL;
+}
+
 static bool restored_offset(ksrc *s, int topic, int32_t partition,
                             int64_t *off) {
-  for (size_t i = 0; i < s->n_restored; i++) {
-    if (s->restored[i].topic == topic &&
-        s->restored[i].partition == partition) {
-      *off = s->restored[i].offset;
-      return true;
-    }
-  }
-  return false;
+  const rpos *r = restored_of(s, topic, partition);
+  if (r)
+    *off = r->offset;
+  return r != NULL;
 }
 
 /* ---- Open: metadata, assignment, start offsets ----------------------------
@@ -364,6 +373,14 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
       kp->partition = p;
       kp->committed = -1;
       sl__wmgen_init(&kp->wm, k->spec, now);
+      /* Event time continues where the checkpoint left it, so a restored
+       * job fires what was pending and judges lateness as the run that
+       * did not fail (whatever subtask read the partition then). */
+      const rpos *r = restored_of(s, t, p);
+      if (r && r->timed) {
+        kp->wm.max_ts = r->time.max_ts;
+        kp->wm.idle = r->time.idle;
+      }
     }
   }
   free(counts);
@@ -390,9 +407,10 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
                                          s->topics[kp->topic], kp->partition);
   }
   update_metrics(s, k, k->last_ok);
-  /* A subtask without partitions is idle from the start, so it never
-   * holds back the watermark downstream. */
-  if (k->n_parts == 0 && k->spec->idle_timeout_ms > 0) {
+  /* A subtask without partitions (more subtasks than partitions) is idle
+   * from the start, with or without an idle timeout: it has nothing to
+   * read and must never hold back the watermark downstream. */
+  if (k->n_parts == 0) {
     k->idle = true;
     return sl_source_idle(ctx, true);
   }
@@ -675,6 +693,15 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
     k->msgs = m;
     k->cap_msgs = budget;
   }
+  /* A restored watermark goes out before the first record, so records
+   * read after a restore meet the watermark they met in the run that did
+   * not fail (lateness decisions do not change). */
+  if (!k->started) {
+    k->started = true;
+    int rc = watermarks(ctx, k, sl_ctx_now(sl_source_op(ctx)));
+    if (rc)
+      return rc;
+  }
   ssize_t n = rd_kafka_consume_batch_queue(k->q, 0, k->msgs, budget);
   if (n < 0)
     return sl_source_fail(ctx, SL_ERR_KAFKA, "consume: %s",
@@ -720,18 +747,22 @@ static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
   const char **topics = calloc(k->n_parts + 1, sizeof(char *));
   int32_t *parts = calloc(k->n_parts + 1, sizeof(int32_t));
   int64_t *offs = calloc(k->n_parts + 1, sizeof(int64_t));
-  int rc = topics && parts && offs ? 0 : SL_ERR_NOMEM;
+  sl__kpos_time *times = calloc(k->n_parts + 1, sizeof(*times));
+  int rc = topics && parts && offs && times ? 0 : SL_ERR_NOMEM;
   for (size_t i = 0; i < k->n_parts && !rc; i++) {
     topics[i] = s->topics[k->parts[i].topic];
     parts[i] = k->parts[i].partition;
     offs[i] = k->parts[i].next;
+    times[i] = (sl__kpos_time){k->parts[i].wm.max_ts, k->parts[i].wm.idle};
     /* The exactly-once transaction of checkpoint id carries these; only
      * kept when there is one (they are dropped when it commits). */
     if (s->kj->txn)
       rc = sl__kpos_add(s->kj, id, group, topics[i], parts[i], offs[i]);
   }
   if (!rc)
-    rc = sl__kpos_encode(out, group, topics, parts, offs, k->n_parts);
+    rc = sl__kpos_encode_time(out, group, topics, parts, offs, times,
+                              k->n_parts);
+  free(times);
   free(topics);
   free(parts);
   free(offs);

@@ -127,7 +127,13 @@ struct sl_source_ctx {
   sl__wmgen wmgen;
   int64_t wm_emitted;
   bool done;
+  bool finished; /* done because the input ended (not stopped) */
   size_t budget;
+  /* Event time restored from a checkpoint (checkpoint/snapshot.c), put in
+   * place at open and forwarded by the first poll, before any record. */
+  bool rt_set, rt_pending;
+  int64_t rt_max_ts;
+  bool rt_idle;
   /* The source drives its own watermark and idleness (e.g. per Kafka
    * partition): the worker's generator above is not used. */
   bool own_wm;

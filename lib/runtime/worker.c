@@ -21,6 +21,11 @@ static int src_open(sl_ctx_t *op) {
   sl_job_t *job = op->w->job;
   sl__wmgen_init(&s->wmgen, &n->wm_spec, sl_clock_now(job->clock));
   s->wm_emitted = SL_TS_MIN;
+  if (s->rt_set) {
+    s->wmgen.max_ts = s->rt_max_ts;
+    s->wmgen.idle = s->rt_idle;
+    s->rt_pending = true;
+  }
   s->budget = job->source_budget;
   if (n->src_ops->open) {
     int rc = n->src_ops->open(s, n->src_opaque);
@@ -139,6 +144,7 @@ int sl_source_idle(sl_source_ctx_t *s, bool idle) {
  * watermark to the maximum, so a stopped job does not fire every window. */
 int sl__source_finish(src_t *s, bool natural) {
   s->done = true;
+  s->finished = natural;
   s->op.ended = true;
   int rc = 0;
   if (natural && s->wm_emitted < SL_WATERMARK_MAX) {
@@ -158,6 +164,24 @@ static int src_poll(sl__worker *w, src_t *s) {
   if (atomic_load_explicit(&job->stop, memory_order_relaxed)) {
     int rc = sl__source_finish(s, false);
     return rc ? rc : 1;
+  }
+  if (s->rt_pending) {
+    /* Restored event time goes out before any record: records read after
+     * a restore meet the watermark they met in the run that did not fail.
+     * Whether the input ended is the source's to say from its restored
+     * position (a bounded source may have been given more input). */
+    s->rt_pending = false;
+    if (!s->own_wm) {
+      int e = s->wmgen.idle ? sl__forward_idle(&s->op, true) : 0;
+      int64_t wm = sl__wmgen_current(&s->wmgen);
+      if (!e && wm > s->wm_emitted) {
+        s->wm_emitted = wm;
+        atomic_store_explicit(&s->op.wm_pub, wm, memory_order_relaxed);
+        e = sl__forward_watermark(&s->op, wm);
+      }
+      if (e)
+        return e;
+    }
   }
   uint64_t before = sl__counter_get(&s->op.out);
   int rc = n->src_ops->poll(s, n->src_opaque);

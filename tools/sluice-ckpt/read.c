@@ -42,10 +42,11 @@ static bool gen_decode(const char *uid, uint32_t subtask, const void *blob,
   return true;
 }
 
-/* The Kafka source (lib/kafka, sl__kpos_encode): u32 magic "SLK1", bytes
- * consumer group, u32 n, n x (bytes topic, u32 partition, u64 next
- * offset), little-endian like the snapshot files. Keep in step with the
- * source; a blob that does not parse exactly falls back to hex. */
+/* The Kafka source (lib/kafka, sl__kpos_encode_time): u32 magic "SLK1",
+ * bytes consumer group, u32 n, n x (bytes topic, u32 partition, u64 next
+ * offset), then optionally u32 magic "SLKT" and n x (u64 max_ts, u8 flags,
+ * bit 0 idle); little-endian like the snapshot files. Keep in step with
+ * the source; a blob that does not parse exactly falls back to hex. */
 static bool kafka_decode(const char *uid, uint32_t subtask, const void *blob,
                          size_t len, json_t *out) {
   (void)uid, (void)subtask;
@@ -69,6 +70,19 @@ static bool kafka_decode(const char *uid, uint32_t subtask, const void *blob,
     json_array_append_new(parts, json_pack("{s:s%,s:i,s:I}", "topic", topic, tl,
                                            "partition", (int)part, "offset",
                                            (json_int_t)off));
+  }
+  uint32_t tmagic;
+  if (!r.bad && !sl__rd_done(&r) && json_array_size(parts) == n &&
+      sl__rd_u32(&r, &tmagic) && tmagic == 0x544b4c53u) {
+    for (uint32_t i = 0; i < n; i++) {
+      uint64_t ts;
+      uint8_t flags;
+      if (!sl__rd_u64(&r, &ts) || !sl__rd_u8(&r, &flags))
+        break;
+      json_t *e = json_array_get(parts, i);
+      json_object_set_new(e, "max_ts", json_integer((json_int_t)ts));
+      json_object_set_new(e, "idle", json_boolean(flags & 1));
+    }
   }
   if (r.bad || !sl__rd_done(&r) || json_array_size(parts) != n) {
     json_decref(parts);
