@@ -63,6 +63,10 @@ sl__kjob *sl__kjob_get(sl_job_t *job);
  * conf. SL_OK or SL_ERR_CONF with the message in err. */
 int sl__kconf(const sl_conf_t *conf, const char *const *defaults,
               rd_kafka_conf_t **out, char *err, size_t errlen);
+/* SL_OK when conf names at least one broker (kafka.bootstrap.servers or
+ * kafka.metadata.broker.list), else SL_ERR_CONF with why in err: a client
+ * without brokers would only retry for broker.timeout.ms. */
+int sl__kconf_brokers(const sl_conf_t *conf, char *err, size_t errlen);
 /* The value of kafka.<key> in conf, or NULL. */
 const char *sl__kconf_get(const sl_conf_t *conf, const char *key);
 

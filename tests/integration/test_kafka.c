@@ -749,6 +749,46 @@ START_TEST(dead_letter_refused_by_broker_retried_truncated) {
 }
 END_TEST
 
+/* ---- Configuration errors --------------------------------------------------
+ */
+
+static int end_at_once(sl_source_ctx_t *ctx, void *opaque) {
+  (void)ctx;
+  (void)opaque;
+  return SL_POLL_END;
+}
+
+/* A job with Kafka clients but no broker to reach is a configuration error
+ * when it is built, not a minute of retries (broker.timeout.ms) at run
+ * time; both for a source and for a sink. */
+START_TEST(no_bootstrap_servers_is_a_configuration_error) {
+  char err[256];
+  for (int sink = 0; sink < 2; sink++) {
+    sl_conf_t *conf = sl_conf_new();
+    ck_assert_int_eq(
+        sl_conf_set(conf, "broker.timeout.ms", "1000", err, sizeof(err)), 0);
+    sl_job_t *job = tk_job("nobroker", conf);
+    if (sink) {
+      sl_source_ops_t ops = {.poll = end_at_once};
+      ck_assert_int_eq(
+          sl_sink_kafka(sl_source(job, "gen", &ops, NULL), "out", "t", NULL),
+          SL_ERR_CONF);
+    } else {
+      ck_assert_ptr_null(sl_source_kafka(job, "in", "in", NULL));
+    }
+    ck_assert_int_eq(sl_job_run(job), SL_ERR_CONF);
+    ck_assert_str_eq(sl_job_errmsg(job),
+                     sink ? "kafka sink \"out\": kafka.bootstrap.servers is "
+                            "not set: set it to the brokers' comma-separated "
+                            "host:port list"
+                          : "kafka source \"in\": kafka.bootstrap.servers is "
+                            "not set: set it to the brokers' comma-separated "
+                            "host:port list");
+    sl_job_destroy(job);
+  }
+}
+END_TEST
+
 /* ---- Broker loss -----------------------------------------------------------
  */
 
@@ -991,6 +1031,7 @@ Suite *kafka_suite(void) {
   tcase_add_test(tc, poison_records_skipped_and_counted_or_fail);
   tcase_add_test(tc, oversized_dead_letter_written_truncated);
   tcase_add_test(tc, dead_letter_refused_by_broker_retried_truncated);
+  tcase_add_test(tc, no_bootstrap_servers_is_a_configuration_error);
   tcase_add_test(tc, broker_gone_source_fails_after_timeout);
   tcase_add_test(tc, broker_gone_sink_delivery_error_fails_job);
   suite_add_tcase(s, tc);
