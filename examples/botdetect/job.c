@@ -296,7 +296,7 @@ int main(int argc, char **argv) {
                   "examples/botdetect/botdetect.conf", "botdetect.requests",
                   "botdetect.alerts"))
     return 1;
-  sl_stream_t *reqs = sl_flat_map(ex_job_source(&ej), "parse", parse, &ej);
+  sl_stream_t *reqs = ex_job_parse(&ej, parse);
   sl_stream_t *by_ip = sl_key_by(reqs, NULL, NULL);
 
   sl_window_spec_t rs = sl_window_sliding(BOT_RATE_SIZE_MS, BOT_RATE_SLIDE_MS);

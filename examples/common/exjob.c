@@ -140,6 +140,10 @@ sl_stream_t *ex_job_source(ex_job *ej) {
       sl_source_kafka(ej->job, "input", ej->in_topic, &so), &wm);
 }
 
+sl_stream_t *ex_job_parse(ex_job *ej, sl_record_fn parse) {
+  return sl_flat_map(ex_job_source(ej), "parse", parse, ej);
+}
+
 bool ex_job_is_end(ex_job *ej, const char *type, int64_t ts) {
   if (!type || strcmp(type, "end"))
     return false;
@@ -225,13 +229,16 @@ int ex_job_run(ex_job *ej) {
   if (rc)
     fprintf(stderr, "%s: %s: %s\n", ej->prog, sl_strerror(rc),
             sl_job_errmsg(ej->job));
-  sl_op_stats_t in = {0}, out = {0};
+  sl_op_stats_t in = {0}, parsed = {0}, out = {0};
   sl_job_op_stats(ej->job, "input", &in);
+  sl_job_op_stats(ej->job, "parse", &parsed);
   sl_job_op_stats(ej->job, "alerts", &out);
+  /* Bad records are both what the source could not decode (not JSON) and
+   * what the parse step rejected (JSON, but not a valid event). */
   fprintf(stderr,
           "%s: read %" PRIu64 " records, wrote %" PRIu64 " alerts, %" PRIu64
           " bad records skipped\n",
-          ej->prog, in.records_out, out.records_in, in.errors);
+          ej->prog, in.records_out, out.records_in, in.errors + parsed.errors);
   running_job = NULL;
   atomic_store(&ej->done, true);
   if (watching)

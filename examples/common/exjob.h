@@ -40,6 +40,13 @@ int ex_job_init(ex_job *ej, int argc, char **argv, const char *prog,
  * bounded out-of-orderness watermarks per partition. */
 sl_stream_t *ex_job_source(ex_job *ej);
 
+/* The job's parse step: a flat_map (uid "parse", opaque ej) over
+ * ex_job_source() that turns each JSON record into the job's own record,
+ * or returns SL_ERR_DECODE for one it rejects (error.policy decides). Its
+ * rejections count among the "bad records skipped" ex_job_run() reports,
+ * with what the source could not decode. */
+sl_stream_t *ex_job_parse(ex_job *ej, sl_record_fn parse);
+
 /* For the job's parse function: true (and noted) when the JSON object is
  * the generator's end-of-input marker {"type":"end","ts":...}. */
 bool ex_job_is_end(ex_job *ej, const char *type, int64_t ts);

@@ -225,7 +225,7 @@ int main(int argc, char **argv) {
   if (ex_job_init(&ej, argc, argv, "fraud-job", "fraud",
                   "examples/fraud/fraud.conf", "fraud.txns", "fraud.alerts"))
     return 1;
-  sl_stream_t *txns = sl_flat_map(ex_job_source(&ej), "parse", parse, &ej);
+  sl_stream_t *txns = ex_job_parse(&ej, parse);
   sl_stream_t *by_account = sl_key_by(txns, NULL, NULL);
 
   sl_window_spec_t ws =

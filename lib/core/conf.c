@@ -26,6 +26,8 @@
   { name, SL__CONF_STRING, def, 0, 0, NULL, doc }
 #define KEY_ENUM(name, def, values, doc)                                       \
   { name, SL__CONF_ENUM, def, 0, 0, values, doc }
+#define KEY_TOPIC(name, def, doc)                                              \
+  { name, SL__CONF_TOPIC, def, 0, 0, NULL, doc }
 
 /* Keep docs/configuration.md in step: a unit test checks that every name
  * here appears there. ENUM value order is the index sl__conf_enum() returns,
@@ -115,8 +117,8 @@ static const sl__conf_key keys[] = {
     KEY_STRING("sink.transactional.id.prefix", "sluice",
                "exactly_once: the producer's transactional.id is this, '-', "
                "and the job name"),
-    KEY_STRING("dlq.topic", "sluice-dlq",
-               "error.policy=dlq: the Kafka topic bad records go to"),
+    KEY_TOPIC("dlq.topic", "sluice-dlq",
+              "error.policy=dlq: the Kafka topic bad records go to"),
     KEY_INT("broker.timeout.ms", "60000", 1000, 86400000,
             "how long Kafka clients retry while no broker is reachable "
             "before the job fails"),
@@ -354,6 +356,11 @@ static void fmt_allowed(char *buf, size_t len, const sl__conf_key *k) {
   case SL__CONF_STRING:
     snprintf(buf, len, k->def[0] ? "any non-empty string" : "any string");
     return;
+  case SL__CONF_TOPIC:
+    snprintf(buf, len,
+             "1 to 249 of a-z, A-Z, 0-9, '.', '_', '-'; "
+             "not \".\" or \"..\"");
+    return;
   case SL__CONF_ENUM: {
     size_t o = 0;
     for (const char *p = k->values; *p && o + 3 < len; p++) {
@@ -408,6 +415,21 @@ int sl__conf_check(const sl__conf_key *k, const char *value, int64_t *num,
     syntax = "is not one of the allowed values";
     break;
   case SL__CONF_STRING:
+    break;
+  case SL__CONF_TOPIC:
+    /* Kafka's own rule (Topic.validate in the Java client): a broker
+     * refuses any other name, and only when the first record is sent. */
+    if (strlen(value) > 249) {
+      rc = PARSE_SYNTAX;
+      syntax = "is longer than 249 characters";
+      break;
+    }
+    rc = strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                       "0123456789._-") != strlen(value) ||
+                 !strcmp(value, ".") || !strcmp(value, "..")
+             ? PARSE_SYNTAX
+             : PARSE_OK;
+    syntax = "is not a valid Kafka topic name";
     break;
   }
   if (rc == PARSE_SYNTAX)
@@ -470,6 +492,12 @@ oom:
   return NULL;
 }
 
+/* librdkafka's bootstrap.servers and its older alias. */
+static bool is_broker_list(const char *key) {
+  return strcmp(key, KAFKA_PREFIX "bootstrap.servers") == 0 ||
+         strcmp(key, KAFKA_PREFIX "metadata.broker.list") == 0;
+}
+
 int sl_conf_set(sl_conf_t *conf, const char *key, const char *value, char *err,
                 size_t errlen) {
   sl__errf(err, errlen, "%s", "");
@@ -523,6 +551,17 @@ int sl_conf_set(sl_conf_t *conf, const char *key, const char *value, char *err,
       free(v);
       return rc;
     }
+  } else if (is_broker_list(key) && v[strspn(v, ", \t")] == '\0') {
+    /* The one kafka.* value checked here: librdkafka accepts a list
+     * without brokers and then retries for broker.timeout.ms. */
+    char quoted[QUOTE_MAX * 4 + 8];
+    sl__escape(quoted, sizeof quoted, v, strlen(v), QUOTE_MAX);
+    sl__errf(err, errlen,
+             "%s: \"%s\" names no broker (allowed: a comma-separated list "
+             "of host:port)",
+             key, quoted);
+    free(v);
+    return SL_ERR_CONF;
   }
   if (e) {
     free(e->value);

@@ -18,6 +18,7 @@ typedef enum sl__conf_type {
   SL__CONF_STRING, /* any non-empty string; may be empty when the default is */
   SL__CONF_ENUM,   /* one of `values`, case-sensitive */
   SL__CONF_SIZE,   /* bytes within [min, max]; suffix k/m/g = 1024^1/2/3 */
+  SL__CONF_TOPIC, /* a Kafka topic name: 1-249 of [a-zA-Z0-9._-], not . or .. */
 } sl__conf_type;
 
 /* One row of the key table. `def` is the default as the user would write
@@ -50,7 +51,7 @@ const sl__conf_key *sl__conf_key_at(size_t i);
 /* Validates value (already stripped of surrounding blanks) against row k:
  * the same check sl_conf_set() applies. On success stores the parsed value
  * in *num when num is not NULL (INT/SIZE: the number, BOOL: 0 or 1, ENUM:
- * the index, STRING: 0) and returns SL_OK; otherwise writes a message
+ * the index, STRING and TOPIC: 0) and returns SL_OK; otherwise writes a message
  * naming the key, the value and what is allowed, and returns SL_ERR_CONF.
  * Exposed so that types without a key in the table yet can be tested. */
 int sl__conf_check(const sl__conf_key *k, const char *value, int64_t *num,

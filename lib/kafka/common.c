@@ -126,6 +126,19 @@ const char *sl__kconf_get(const sl_conf_t *conf, const char *key) {
   return conf ? sl_conf_get(conf, k) : NULL;
 }
 
+int sl__kconf_brokers(const sl_conf_t *conf, char *err, size_t errlen) {
+  const char *b = sl__kconf_get(conf, "bootstrap.servers");
+  if (!b)
+    b = sl__kconf_get(conf, "metadata.broker.list");
+  if (b && b[strspn(b, ", \t")] != '\0')
+    return SL_OK;
+  snprintf(err, errlen,
+           "kafka.bootstrap.servers is %s: set it to the brokers' "
+           "comma-separated host:port list",
+           b ? "empty" : "not set");
+  return SL_ERR_CONF;
+}
+
 int sl__kconf(const sl_conf_t *conf, const char *const *defaults,
               rd_kafka_conf_t **out, char *err, size_t errlen) {
   rd_kafka_conf_t *rc = rd_kafka_conf_new();

@@ -63,6 +63,10 @@ sl__kjob *sl__kjob_get(sl_job_t *job);
  * conf. SL_OK or SL_ERR_CONF with the message in err. */
 int sl__kconf(const sl_conf_t *conf, const char *const *defaults,
               rd_kafka_conf_t **out, char *err, size_t errlen);
+/* SL_OK when conf names at least one broker (kafka.bootstrap.servers or
+ * kafka.metadata.broker.list), else SL_ERR_CONF with why in err: a client
+ * without brokers would only retry for broker.timeout.ms. */
+int sl__kconf_brokers(const sl_conf_t *conf, char *err, size_t errlen);
 /* The value of kafka.<key> in conf, or NULL. */
 const char *sl__kconf_get(const sl_conf_t *conf, const char *key);
 
@@ -175,6 +179,12 @@ int sl__kprod_send(sl__kprod *p, const char *topic, const void *key,
                    size_t key_len, const void *value, size_t value_len,
                    int64_t ts, rd_kafka_headers_t *hdrs, char *err,
                    size_t errlen);
+/* The same with librdkafka's per-message opaque, which the delivery
+ * report sees (&sl__kdlq_tag marks dead letters). */
+int sl__kprod_sendv(sl__kprod *p, const char *topic, const void *key,
+                    size_t key_len, const void *value, size_t value_len,
+                    int64_t ts, rd_kafka_headers_t *hdrs, void *msg_opaque,
+                    char *err, size_t errlen);
 
 /* The job's transactional producer (its client is created by the first
  * exactly_once sink that opens). NULL when out of memory. */
@@ -222,6 +232,13 @@ size_t sl__kwriter_held(const sl__kwriter *w);
 void sl__kdlq_install(sl__kjob *kj);
 /* Flushes dead-letter records written so far; SL_OK or SL_ERR_KAFKA. */
 int sl__kdlq_flush(sl__kjob *kj, char *err, size_t errlen);
+/* The msg_opaque of every dead letter. */
+extern char sl__kdlq_tag;
+/* From a delivery report (librdkafka's callback thread): a dead letter
+ * the broker refused as too large is produced again, smaller, with
+ * headers saying so. True when the retry is queued (the failure is
+ * handled); false for any other message or error. */
+bool sl__kdlq_redeliver(rd_kafka_t *rk, const rd_kafka_message_t *m);
 
 /* Calls a user headers callback with librdkafka's header list. */
 int sl__kheaders_call(sl_kafka_headers_fn fn, sl_ctx_t *ctx,

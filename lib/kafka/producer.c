@@ -88,10 +88,10 @@ uint64_t sl__ktxn_released(sl__kprod *p) {
  * (and by flush). A failed delivery (after librdkafka's own retries)
  * fails the job: never silent. */
 static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
-  (void)rk;
-  /* Purges come only from aborting a transaction on purpose. */
+  /* Purges come only from aborting a transaction on purpose; a dead
+   * letter the broker found too large is retried smaller (dlq.c). */
   if (m->err && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
-      m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
+      m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT && !sl__kdlq_redeliver(rk, m))
     set_failed(opaque, "delivery to %s[%" PRId32 "] failed: %s",
                m->rkt ? rd_kafka_topic_name(m->rkt) : "?", m->partition,
                rd_kafka_err2str(m->err));
@@ -326,6 +326,14 @@ int sl__kprod_send(sl__kprod *p, const char *topic, const void *key,
                    size_t key_len, const void *value, size_t value_len,
                    int64_t ts, rd_kafka_headers_t *hdrs, char *err,
                    size_t errlen) {
+  return sl__kprod_sendv(p, topic, key, key_len, value, value_len, ts, hdrs,
+                         NULL, err, errlen);
+}
+
+int sl__kprod_sendv(sl__kprod *p, const char *topic, const void *key,
+                    size_t key_len, const void *value, size_t value_len,
+                    int64_t ts, rd_kafka_headers_t *hdrs, void *msg_opaque,
+                    char *err, size_t errlen) {
   const char *f = sl__kprod_error(p);
   if (f) {
     if (hdrs)
@@ -339,7 +347,7 @@ int sl__kprod_send(sl__kprod *p, const char *topic, const void *key,
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key_len),
         RD_KAFKA_V_VALUE((void *)value, value_len),
         RD_KAFKA_V_TIMESTAMP(ts >= 0 ? ts : 0), RD_KAFKA_V_HEADERS(hdrs),
-        RD_KAFKA_V_END);
+        RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
     if (!e)
       return SL_OK;
     if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {

@@ -175,6 +175,12 @@ int sl_sink_kafka(sl_stream_t *in, const char *uid, const char *topic,
                        uid ? uid : "");
     return SL_ERR_INVAL;
   }
+  char berr[256];
+  if (sl__kconf_brokers(sl_job_conf(job), berr, sizeof(berr))) {
+    sl_job_build_error(job, SL_ERR_CONF, "kafka sink \"%s\": %s",
+                       uid ? uid : "", berr);
+    return SL_ERR_CONF;
+  }
   sl__kjob *kj = sl__kjob_get(job);
   ksink *s = kj ? calloc(1, sizeof(*s)) : NULL;
   if (!s || !(s->topic = strdup(topic))) {

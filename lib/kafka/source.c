@@ -820,6 +820,11 @@ sl_stream_t *sl_source_kafka(sl_job_t *job, const char *uid, const char *topics,
                        "checkpoints belong to it)");
     return NULL;
   }
+  char berr[256];
+  if (sl__kconf_brokers(sl_job_conf(job), berr, sizeof(berr))) {
+    sl_job_build_error(job, SL_ERR_CONF, "kafka source \"%s\": %s", uid, berr);
+    return NULL;
+  }
   sl__kjob *kj = sl__kjob_get(job);
   ksrc *s = kj ? calloc(1, sizeof(*s)) : NULL;
   if (!s)

@@ -3,15 +3,20 @@
  * (examples/run-example.sh): a few seconds of generated input must meet the
  * example's precision and recall target per rule, and a job SIGKILLed
  * after a checkpoint and restarted from it must find exactly the same
- * distinct alerts (no alert lost, duplicates only). */
+ * distinct alerts (no alert lost, duplicates only). A job's report of bad
+ * records counts both kinds of bad input. */
 #include <check.h>
 
 #include "check_main.h"
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #define MAX_RULES 4
 
@@ -141,6 +146,102 @@ START_TEST(botdetect_kill_restart_loses_no_alert) {
 }
 END_TEST
 
+/* fraud-job's closing line counts as bad both what the source could not
+ * decode (not JSON) and what the parse step rejected (JSON, not a
+ * transaction); before, only the first kind. */
+START_TEST(fraud_counts_every_bad_record) {
+  const char *build = getenv("SLUICE_BUILD_ROOT");
+  if (!build)
+    build = "build";
+  char dir[] = "/tmp/sluice-bad-records.XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char tool[1024], file[1100];
+  snprintf(tool, sizeof(tool), "%s/tools/sluice-kafka-dev", build);
+  snprintf(file, sizeof(file), "%s/bootstrap", dir);
+  pid_t broker = fork();
+  ck_assert_int_ge(broker, 0);
+  if (broker == 0) {
+    freopen("/dev/null", "w", stdout);
+    execl(tool, tool, "--topic", "txns:1", "--topic", "alerts:1",
+          "--bootstrap-file", file, (char *)NULL);
+    _exit(127);
+  }
+  char bs[256] = "";
+  for (int i = 0; i < 400 && !bs[0]; i++) {
+    FILE *f = fopen(file, "r");
+    if (f) {
+      if (!fgets(bs, sizeof(bs), f))
+        bs[0] = '\0';
+      fclose(f);
+    }
+    if (!bs[0]) {
+      struct timespec t = {0, 25 * 1000000L};
+      nanosleep(&t, NULL);
+    }
+  }
+  ck_assert_msg(bs[0], "no bootstrap file %s", file);
+  bs[strcspn(bs, "\n")] = '\0';
+
+  const char *in[] = {
+      "{\"type\":\"txn\",\"id\":\"t1\",\"account\":\"a1\",\"merchant\":\"m1\","
+      "\"country\":\"GB\",\"amount\":10.5,\"ts\":1000}",
+      "{not json",                                    /* the source rejects */
+      "{\"type\":\"txn\",\"id\":\"t2\",\"ts\":2000}", /* parse rejects */
+      "{\"type\":\"payment\",\"ts\":2500}",           /* parse rejects */
+      "{\"type\":\"txn\",\"id\":\"t3\",\"account\":\"a1\",\"merchant\":\"m2\","
+      "\"country\":\"GB\",\"amount\":3.0,\"ts\":3000}",
+      "{\"type\":\"end\",\"ts\":3600000}",
+  };
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bs, NULL, 0);
+  rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  ck_assert_msg(p != NULL, "%s", err);
+  for (size_t i = 0; i < sizeof(in) / sizeof(*in); i++)
+    ck_assert_int_eq(
+        rd_kafka_producev(p, RD_KAFKA_V_TOPIC("txns"), RD_KAFKA_V_PARTITION(0),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                          RD_KAFKA_V_VALUE((void *)in[i], strlen(in[i])),
+                          RD_KAFKA_V_END),
+        0);
+  ck_assert_int_eq(rd_kafka_flush(p, 10000), 0);
+  rd_kafka_destroy(p);
+
+  char cmd[4096], log[1100], line[512];
+  snprintf(log, sizeof(log), "%s/job.log", dir);
+  snprintf(cmd, sizeof(cmd),
+           "cd %s && timeout 60 %s/examples/fraud/fraud-job --bootstrap-file "
+           "%s --in-topic txns --alerts-topic alerts --set parallelism=1 "
+           "--set state.backend=hashmap --set error.policy=skip --set "
+           "checkpoint.dir=%s/ckpt --set state.dir=%s/state --exit-at-end "
+           "2>%s",
+           SLUICE_SOURCE_ROOT, build, file, dir, dir, log);
+  int st = system(cmd);
+  kill(broker, SIGTERM);
+  waitpid(broker, NULL, 0);
+  FILE *f = fopen(log, "r");
+  ck_assert_ptr_nonnull(f);
+  long read = -1, alerts = -1, bad = -1;
+  while (fgets(line, sizeof(line), f)) {
+    fputs(line, stderr);
+    const char *r = strstr(line, "fraud-job: read ");
+    if (r)
+      sscanf(r, "fraud-job: read %ld records, wrote %ld alerts, %ld bad", &read,
+             &alerts, &bad);
+  }
+  fclose(f);
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fraud-job status %d",
+                st);
+  /* Read: every record the source decoded (5 of 6). Bad: one the source
+   * could not decode, two the parse step rejected. */
+  ck_assert_int_eq(read, 5);
+  ck_assert_int_eq(alerts, 0);
+  ck_assert_int_eq(bad, 3);
+}
+END_TEST
+
 int main(void) {
 #ifdef __SANITIZE_THREAD__
   /* The examples run as separate processes talking TCP to the dev broker.
@@ -156,6 +257,7 @@ int main(void) {
   TCase *tc = tcase_create("end_to_end");
   tcase_set_timeout(tc, 180);
   tcase_add_test(tc, fraud_meets_target);
+  tcase_add_test(tc, fraud_counts_every_bad_record);
   tcase_add_test(tc, botdetect_meets_target);
   tcase_add_test(tc, fraud_kill_restart_loses_no_alert);
   tcase_add_test(tc, botdetect_kill_restart_loses_no_alert);

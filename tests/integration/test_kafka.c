@@ -534,6 +534,261 @@ START_TEST(poison_records_skipped_and_counted_or_fail) {
 }
 END_TEST
 
+/* ---- Oversized dead letters ------------------------------------------------
+ */
+
+/* One message read back whole: key, value and headers as they are. */
+typedef struct big_msg {
+  char key[64];
+  unsigned char *value;
+  size_t value_len, key_len;
+  size_t headers_size; /* sum over headers of name + value + 10 bytes */
+  char headers[512];   /* "a=1;b=2;", values cut at 100 bytes */
+} big_msg;
+
+static void read_whole(tk_cluster *c, const char *topic, big_msg *out) {
+  char err[512];
+  memset(out, 0, sizeof(*out));
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", c->bootstrap, NULL, 0);
+  rd_kafka_conf_set(conf, "group.id", "big-reader", NULL, 0);
+  rd_kafka_conf_set(conf, "log_level", "2", NULL, 0);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  ck_assert_msg(rk != NULL, "%s", err);
+  rd_kafka_poll_set_consumer(rk);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, topic, 0)->offset =
+      RD_KAFKA_OFFSET_BEGINNING;
+  ck_assert_int_eq(rd_kafka_assign(rk, l), 0);
+  rd_kafka_topic_partition_list_destroy(l);
+  for (int i = 0; i < 300 && !out->value; i++) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 50);
+    if (!m)
+      continue;
+    if (!m->err) {
+      out->value = malloc(m->len + 1);
+      memcpy(out->value, m->payload, m->len);
+      out->value_len = m->len;
+      out->key_len = m->key_len;
+      snprintf(out->key, sizeof(out->key), "%.*s", (int)m->key_len,
+               (const char *)m->key);
+      rd_kafka_headers_t *h = NULL;
+      const char *name;
+      const void *v;
+      size_t len, o = 0;
+      if (!rd_kafka_message_headers(m, &h))
+        for (size_t j = 0; !rd_kafka_header_get_all(h, j, &name, &v, &len);
+             j++) {
+          out->headers_size += strlen(name) + len + 10;
+          o += (size_t)snprintf(out->headers + o, sizeof(out->headers) - o,
+                                "%s=%.*s;", name, (int)(len < 100 ? len : 100),
+                                v ? (const char *)v : "");
+        }
+    }
+    rd_kafka_message_destroy(m);
+  }
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  ck_assert_msg(out->value != NULL, "nothing on %s", topic);
+}
+
+static const char *big_header(const big_msg *m, const char *name, char *buf,
+                              size_t cap) {
+  tk_msg t;
+  snprintf(t.headers, sizeof(t.headers), "%s", m->headers);
+  return tk_header(&t, name, buf, cap);
+}
+
+/* A value of n bytes that varies along its length, so a prefix check
+ * sees where it was cut; valid JSON when boom. */
+static char *big_value(size_t n, bool boom) {
+  char *v = malloc(n + 1);
+  const char *head = boom ? "{\"boom\":true,\"pad\":\"" : "{not json ";
+  size_t hl = strlen(head);
+  memcpy(v, head, hl);
+  for (size_t i = hl; i < n; i++)
+    v[i] = (char)('a' + i % 26);
+  if (boom)
+    memcpy(v + n - 2, "\"}", 2);
+  v[n] = '\0';
+  return v;
+}
+
+/* A bad record larger than the producer's message.max.bytes (librdkafka's
+ * default, 1000000): before, its dead letter failed the job, and a
+ * restart failed on it again. It is written cut to fit, with headers
+ * saying so, and the records after it are processed. */
+START_TEST(oversized_dead_letter_written_truncated) {
+  tk_cluster c;
+  tk_start(&c, 1);
+  tk_topic(&c, "in", 1);
+  tk_topic(&c, "good", 1);
+  tk_topic(&c, "dead", 1);
+  const size_t n = 1200000;
+  char *huge = big_value(n, false);
+  char err[512];
+  rd_kafka_conf_t *pc = rd_kafka_conf_new();
+  rd_kafka_conf_set(pc, "bootstrap.servers", c.bootstrap, NULL, 0);
+  rd_kafka_conf_set(pc, "message.max.bytes", "2000000", NULL, 0);
+  rd_kafka_conf_set(pc, "log_level", "2", NULL, 0);
+  rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof(err));
+  ck_assert_msg(p != NULL, "%s", err);
+  tk_send(p, "in", 0, "k1", "{\"id\":1}", 0, NULL, NULL);
+  tk_send(p, "in", 0, "k2", huge, 1234, "trace", "abc");
+  tk_send(p, "in", 0, "k3", "{\"id\":2}", 0, NULL, NULL);
+  tk_flush(p);
+  rd_kafka_destroy(p);
+
+  sl_job_t *job = bad_input_job(&c, "dlq");
+  tk_run r;
+  tk_run_start(&r, job);
+  tk_reader good;
+  tk_reader_open(&good, &c, "good", 1);
+  tk_read(&good, 2, 15000);
+  big_msg dead;
+  read_whole(&c, "dead", &dead);
+  ck_assert_int_eq(tk_run_stop(&r), SL_OK);
+  ck_assert_uint_eq(good.n, 2);
+  ck_assert_str_eq(good.m[0].value, "{\"id\":1}");
+  ck_assert_str_eq(good.m[1].value, "{\"id\":2}");
+
+  char b[256];
+  ck_assert_str_eq(dead.key, "k2");
+  ck_assert_str_eq(big_header(&dead, "sluice.truncated", b, sizeof(b)), "true");
+  ck_assert_str_eq(big_header(&dead, "sluice.original.size", b, sizeof(b)),
+                   "1200000");
+  ck_assert_str_eq(big_header(&dead, "sluice.original.key.size", b, sizeof(b)),
+                   "2");
+  ck_assert_str_eq(big_header(&dead, "sluice.source.topic", b, sizeof(b)),
+                   "in");
+  ck_assert_str_eq(big_header(&dead, "sluice.source.partition", b, sizeof(b)),
+                   "0");
+  ck_assert_str_eq(big_header(&dead, "sluice.source.offset", b, sizeof(b)),
+                   "1");
+  ck_assert_ptr_nonnull(
+      strstr(big_header(&dead, "sluice.error", b, sizeof(b)), "invalid JSON"));
+  ck_assert_str_eq(big_header(&dead, "trace", b, sizeof(b)), "abc");
+  /* The value is the original's prefix that fills message.max.bytes less
+   * the 1 KiB reserve, the key and the headers (docs/kafka.md). */
+  ck_assert_uint_eq(dead.key_len + dead.value_len + dead.headers_size,
+                    1000000 - 1024);
+  ck_assert_int_eq(memcmp(dead.value, huge, dead.value_len), 0);
+  sl_op_stats_t st;
+  ck_assert_int_eq(sl_job_op_stats(job, "in", &st), 0);
+  ck_assert_uint_eq(st.errors, 1);
+  free(dead.value);
+  free(huge);
+  tk_reader_close(&good);
+  sl_job_destroy(job);
+  tk_stop(&c);
+}
+END_TEST
+
+/* A dead letter within the producer's limit that the broker refuses as
+ * too large (a topic's max.message.bytes below it; injected here) is
+ * written again with half its value, and the job goes on. */
+START_TEST(dead_letter_refused_by_broker_retried_truncated) {
+  tk_cluster c;
+  tk_start(&c, 1);
+  tk_topic(&c, "in", 1);
+  tk_topic(&c, "dead", 1);
+  const size_t n = 5000;
+  char *boom = big_value(n, true);
+  rd_kafka_t *p = tk_producer(&c);
+  tk_send(p, "in", 0, "k1", "{\"id\":1}", 0, NULL, NULL);
+  tk_send(p, "in", 0, "k2", boom, 0, NULL, NULL);
+  tk_send(p, "in", 0, "k3", "{\"id\":3}", 0, NULL, NULL);
+  tk_flush(p);
+  rd_kafka_destroy(p);
+  /* The job's only produce requests are dead letters: the first one
+   * fails (0 = the Produce API). */
+  rd_kafka_mock_push_request_errors(c.mc, 0, 1,
+                                    RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+
+  const char *kv[] = {"error.policy", "dlq", "dlq.topic", "dead", NULL};
+  sl_job_t *job = tk_job("refused", tk_conf(&c, 1, kv));
+  sl_kafka_source_opts_t so = {.codec = SL_KAFKA_JSON,
+                               .start = SL_KAFKA_START_EARLIEST};
+  tu_sink sink;
+  tu_sink_init(&sink);
+  sl_sink(
+      sl_map(sl_source_kafka(job, "in", "in", &so), "boom-map", boom_map, NULL),
+      "s", tu_sink_fn, &sink);
+  tk_run r;
+  tk_run_start(&r, job);
+  big_msg dead;
+  read_whole(&c, "dead", &dead);
+  for (int i = 0; i < 200; i++) {
+    pthread_mutex_lock(&sink.lock);
+    size_t got = sink.n;
+    pthread_mutex_unlock(&sink.lock);
+    if (got >= 2)
+      break;
+    tk_sleep_ms(25);
+  }
+  ck_assert_int_eq(tk_run_stop(&r), SL_OK);
+  ck_assert_uint_eq(sink.n, 2);
+  ck_assert_str_eq(sink.recs[0].value, "{\"id\":1}");
+  ck_assert_str_eq(sink.recs[1].value, "{\"id\":3}");
+  char b[256];
+  ck_assert_str_eq(dead.key, "k2");
+  ck_assert_uint_eq(dead.value_len, n / 2);
+  ck_assert_int_eq(memcmp(dead.value, boom, n / 2), 0);
+  ck_assert_str_eq(big_header(&dead, "sluice.truncated", b, sizeof(b)), "true");
+  ck_assert_str_eq(big_header(&dead, "sluice.original.size", b, sizeof(b)),
+                   "5000");
+  ck_assert_str_eq(big_header(&dead, "sluice.source.offset", b, sizeof(b)),
+                   "1");
+  ck_assert_str_eq(big_header(&dead, "sluice.error.operator", b, sizeof(b)),
+                   "boom-map");
+  free(dead.value);
+  free(boom);
+  sl_job_destroy(job);
+  tu_sink_free(&sink);
+  tk_stop(&c);
+}
+END_TEST
+
+/* ---- Configuration errors --------------------------------------------------
+ */
+
+static int end_at_once(sl_source_ctx_t *ctx, void *opaque) {
+  (void)ctx;
+  (void)opaque;
+  return SL_POLL_END;
+}
+
+/* A job with Kafka clients but no broker to reach is a configuration error
+ * when it is built, not a minute of retries (broker.timeout.ms) at run
+ * time; both for a source and for a sink. */
+START_TEST(no_bootstrap_servers_is_a_configuration_error) {
+  char err[256];
+  for (int sink = 0; sink < 2; sink++) {
+    sl_conf_t *conf = sl_conf_new();
+    ck_assert_int_eq(
+        sl_conf_set(conf, "broker.timeout.ms", "1000", err, sizeof(err)), 0);
+    sl_job_t *job = tk_job("nobroker", conf);
+    if (sink) {
+      sl_source_ops_t ops = {.poll = end_at_once};
+      ck_assert_int_eq(
+          sl_sink_kafka(sl_source(job, "gen", &ops, NULL), "out", "t", NULL),
+          SL_ERR_CONF);
+    } else {
+      ck_assert_ptr_null(sl_source_kafka(job, "in", "in", NULL));
+    }
+    ck_assert_int_eq(sl_job_run(job), SL_ERR_CONF);
+    ck_assert_str_eq(sl_job_errmsg(job),
+                     sink ? "kafka sink \"out\": kafka.bootstrap.servers is "
+                            "not set: set it to the brokers' comma-separated "
+                            "host:port list"
+                          : "kafka source \"in\": kafka.bootstrap.servers is "
+                            "not set: set it to the brokers' comma-separated "
+                            "host:port list");
+    sl_job_destroy(job);
+  }
+}
+END_TEST
+
 /* ---- Broker loss -----------------------------------------------------------
  */
 
@@ -774,6 +1029,9 @@ Suite *kafka_suite(void) {
   tcase_add_test(tc, decode_callback_sees_headers);
   tcase_add_test(tc, poison_records_reach_dead_letter_topic);
   tcase_add_test(tc, poison_records_skipped_and_counted_or_fail);
+  tcase_add_test(tc, oversized_dead_letter_written_truncated);
+  tcase_add_test(tc, dead_letter_refused_by_broker_retried_truncated);
+  tcase_add_test(tc, no_bootstrap_servers_is_a_configuration_error);
   tcase_add_test(tc, broker_gone_source_fails_after_timeout);
   tcase_add_test(tc, broker_gone_sink_delivery_error_fails_job);
   suite_add_tcase(s, tc);

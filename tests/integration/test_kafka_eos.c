@@ -205,7 +205,13 @@ static int fake_committed(const char *group, const char *topic, int32_t part,
 
 START_TEST(eos_restart_resolution_injected) {
   char err[256];
-  sl_job_t *job = sl_job_new("resolve", NULL, err, sizeof(err));
+  /* A Kafka source needs a broker list; the job never runs, and the
+   * lookup is injected, so nothing is contacted. */
+  sl_conf_t *conf = sl_conf_new();
+  ck_assert_int_eq(sl_conf_set(conf, "kafka.bootstrap.servers",
+                               "localhost:9092", err, sizeof(err)),
+                   0);
+  sl_job_t *job = sl_job_new("resolve", conf, err, sizeof(err));
   sl__kjob *kj = sl__kjob_get(job);
   lookup l = {{42, 7}, 0};
   ck_assert_int_eq(sl_kafka_set_committed_lookup(job, fake_committed, &l), 0);

@@ -410,6 +410,45 @@ START_TEST(test_string) {
 }
 END_TEST
 
+/* dlq.topic must be a name Kafka accepts; before, a bad one passed and
+ * failed only when the first dead letter was written. */
+START_TEST(test_topic) {
+  sl_conf_t *c = conf_new();
+  const char *allowed = " (allowed: 1 to 249 of a-z, A-Z, 0-9, '.', '_', "
+                        "'-'; not \".\" or \"..\")";
+  char msg[512], name[251], err[512];
+  set_ok(c, "dlq.topic", "orders.dead-letters_V2");
+  ck_assert_str_eq(sl__conf_str(c, "dlq.topic"), "orders.dead-letters_V2");
+  memset(name, 'a', 249);
+  name[249] = '\0';
+  set_ok(c, "dlq.topic", name);
+  set_ok(c, "dlq.topic", "...");
+  /* Value as set, as quoted in the message. */
+  const char *bad[][2] = {{"dead letters", "dead letters"},
+                          {".", "."},
+                          {"..", ".."},
+                          {"a/b", "a/b"},
+                          {"dlq:1", "dlq:1"},
+                          {"t\xc3\xa9", "t\\xc3\\xa9"},
+                          {"a,b", "a,b"}};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    snprintf(msg, sizeof msg,
+             "dlq.topic: \"%s\" is not a valid Kafka topic name%s", bad[i][1],
+             allowed);
+    set_bad(c, "dlq.topic", bad[i][0], msg);
+  }
+  snprintf(msg, sizeof msg, "dlq.topic: \"\" is empty%s", allowed);
+  set_bad(c, "dlq.topic", "", msg);
+  memset(name, 'a', 250);
+  name[250] = '\0';
+  ck_assert_int_eq(sl_conf_set(c, "dlq.topic", name, err, sizeof err),
+                   SL_ERR_CONF);
+  ck_assert_ptr_nonnull(strstr(err, "is longer than 249 characters"));
+  ck_assert_str_eq(sl__conf_str(c, "dlq.topic"), "...");
+  sl_conf_destroy(c);
+}
+END_TEST
+
 START_TEST(test_enum) {
   sl_conf_t *c = conf_new();
   set_ok(c, "error.policy", " skip\n");
@@ -522,6 +561,28 @@ START_TEST(test_kafka_passthrough) {
           "after \"kafka.\"");
   ck_assert_str_eq(dump(c, &col), "kafka.bootstrap.servers=localhost:9092;"
                                   "kafka.client.id=;");
+  sl_conf_destroy(c);
+}
+END_TEST
+
+/* A broker list that names no broker is a configuration error here:
+ * librdkafka would accept it and retry for broker.timeout.ms. */
+START_TEST(test_kafka_bootstrap_not_empty) {
+  sl_conf_t *c = conf_new();
+  set_bad(c, "kafka.bootstrap.servers", "",
+          "kafka.bootstrap.servers: \"\" names no broker (allowed: a "
+          "comma-separated list of host:port)");
+  set_bad(c, "kafka.bootstrap.servers", "  ,, ",
+          "kafka.bootstrap.servers: \",,\" names no broker (allowed: a "
+          "comma-separated list of host:port)");
+  set_bad(c, "kafka.metadata.broker.list", " ",
+          "kafka.metadata.broker.list: \"\" names no broker (allowed: a "
+          "comma-separated list of host:port)");
+  set_ok(c, "kafka.bootstrap.servers", "localhost:9092");
+  set_bad(c, "kafka.bootstrap.servers", "",
+          "kafka.bootstrap.servers: \"\" names no broker (allowed: a "
+          "comma-separated list of host:port)");
+  ck_assert_str_eq(sl_conf_get(c, "kafka.bootstrap.servers"), "localhost:9092");
   sl_conf_destroy(c);
 }
 END_TEST
@@ -819,6 +880,7 @@ static Suite *conf_suite(void) {
   tcase_add_test(tc, test_size);
   tcase_add_test(tc, test_bool);
   tcase_add_test(tc, test_string);
+  tcase_add_test(tc, test_topic);
   tcase_add_test(tc, test_enum);
   tcase_add_test(tc, test_message_quotes_safely);
   tcase_add_test(tc, test_unknown_key);
@@ -826,6 +888,7 @@ static Suite *conf_suite(void) {
 
   tc = tcase_create("map");
   tcase_add_test(tc, test_kafka_passthrough);
+  tcase_add_test(tc, test_kafka_bootstrap_not_empty);
   tcase_add_test(tc, test_foreach_order);
   tcase_add_test(tc, test_dup_is_independent);
   suite_add_tcase(s, tc);
