@@ -186,7 +186,7 @@ int main(int argc, char **argv) {
   const char *brokers = NULL, *bootstrap = NULL, *topic = "fraud.txns";
   const char *labels_path = "fraud-labels.jsonl";
   long long events = 100000, accounts = 2000, seed = 1, inject_every = 150;
-  long long max_delay = 2000;
+  long long max_delay = 2000, batch = 0;
   double rate = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -219,6 +219,8 @@ int main(int argc, char **argv) {
       inject_every = ex_arg_ll(PROG, a, v);
     else if (!strcmp(a, "--max-delay-ms"))
       max_delay = ex_arg_ll(PROG, a, v);
+    else if (!strcmp(a, "--batch"))
+      batch = ex_arg_ll(PROG, a, v);
     else {
       usage(stderr);
       return 2;
@@ -241,7 +243,7 @@ int main(int argc, char **argv) {
     perror(labels_path);
     return 1;
   }
-  ex_producer *p = ex_producer_new(addr, topic, rate);
+  ex_producer *p = ex_producer_new(addr, topic, rate, (int)batch);
   account *ac = calloc((size_t)accounts, sizeof(*ac));
   if (!p || !ac)
     return 1;
