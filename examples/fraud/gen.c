@@ -175,11 +175,13 @@ static void usage(FILE *f) {
              "[--topic fraud.txns]\n"
              "       [--labels fraud-labels.jsonl] [--events N] [--rate R] "
              "[--accounts N] [--seed S]\n"
-             "       [--inject-every N] [--max-delay-ms MS]\n"
+             "       [--inject-every N] [--max-delay-ms MS] [--batch N]\n"
              "Writes about N transactions (0 = until killed) at R records/s (0 "
              "= as fast as possible),\n"
              "then one end-of-input record per partition, and the injected "
-             "frauds to the labels file.\n");
+             "frauds to the labels file.\n"
+             "--batch N: at most N records per produced batch (0 = "
+             "librdkafka's default), as a slow producer writes them.\n");
 }
 
 int main(int argc, char **argv) {
@@ -227,9 +229,10 @@ int main(int argc, char **argv) {
     }
   }
   if (accounts < 10 || accounts > 99999 || inject_every < 1 || max_delay < 0 ||
-      events < 0) {
+      events < 0 || batch < 0 || batch > 1000000) {
     fprintf(stderr, PROG ": --accounts must be 10..99999, --inject-every "
-                         ">= 1, --max-delay-ms and --events >= 0\n");
+                         ">= 1, --max-delay-ms and --events >= 0, --batch "
+                         "0..1000000\n");
     return 2;
   }
   char addr[512];

@@ -37,8 +37,7 @@ static const struct input {
 static const struct config {
   const char *backend;
   int parallelism;
-} configs[] = {
-    {"rocksdb", 1}, {"hashmap", 1}, {"rocksdb", 2}, {"hashmap", 2}};
+} configs[] = {{"rocksdb", 1}, {"hashmap", 1}, {"rocksdb", 2}, {"hashmap", 2}};
 
 static char work[] = "/tmp/sluice-determinism.XXXXXX";
 static const char *build_root;
@@ -116,14 +115,12 @@ static void assert_same_set(const lines *got, const lines *want,
   char shown[1024] = "";
   size_t used = 0;
   while (i < got->n || k < want->n) {
-    int c = i == got->n    ? 1
-            : k == want->n ? -1
-                           : strcmp(got->v[i], want->v[k]);
+    int c = i == got->n ? 1 : k == want->n ? -1 : strcmp(got->v[i], want->v[k]);
     const char *line = c < 0 ? got->v[i] : want->v[k];
     if (c && missing + extra < 4 && used < sizeof(shown))
-      used += (size_t)snprintf(shown + used, sizeof(shown) - used,
-                               "\n  %s %.160s", c < 0 ? "extra" : "missing",
-                               line);
+      used +=
+          (size_t)snprintf(shown + used, sizeof(shown) - used, "\n  %s %.160s",
+                           c < 0 ? "extra" : "missing", line);
     if (c < 0)
       extra++, i++;
     else if (c > 0)
@@ -162,8 +159,8 @@ static const char *run_job(const struct config *c, const struct input *in,
               run % 2 ? "--set checkpoint.interval.ms=100" : "", out, dir);
   if (rc)
     sh("tail -n 20 '%s/job.log' >&2", dir);
-  ck_assert_msg(rc == 0, "%s P=%d on %s, run %d: fraud-job exit %d",
-                c->backend, c->parallelism, in->topic, run, rc);
+  ck_assert_msg(rc == 0, "%s P=%d on %s, run %d: fraud-job exit %d", c->backend,
+                c->parallelism, in->topic, run, rc);
   return out;
 }
 
