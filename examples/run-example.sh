@@ -10,9 +10,13 @@ usage() {
   cat <<EOF
 usage: $0 fraud|botdetect [--build DIR] [--events N] [--rate R] [--seed S]
           [--parallelism P] [--checkpoint-dir DIR] [--checkpoint-interval-ms MS]
-          [--kill-after-ms MS] [--print] [--timeout S]
+          [--kill-after-ms MS] [--set key=value ...] [--save-alerts FILE]
+          [--reference FILE] [--print] [--timeout S]
 --kill-after-ms: SIGKILL the job MS ms after its first complete checkpoint,
 then restart it with restore.from=latest (the evaluator dedupes alerts).
+--set: a job configuration override (e.g. state.backend=hashmap).
+--save-alerts: keep the distinct alerts; --reference: require exactly the
+alerts of such a file (the evaluator's options).
 --print: show alerts as the job writes them. Exit code: the evaluator's
 (0 = every rule on target), or 3 when a process failed.
 EOF
@@ -30,6 +34,7 @@ esac
 alerts_topic=$example.alerts
 build=build events=40000 rate=0 seed=1 parallelism=2 ckpt_dir="" ckpt_ms=500
 kill_after="" print="" timeout_s=60
+sets=() eval_args=()
 while [ $# -gt 0 ]; do
   case $1 in
     --build) build=$2; shift ;;
@@ -40,6 +45,9 @@ while [ $# -gt 0 ]; do
     --checkpoint-dir) ckpt_dir=$2; shift ;;
     --checkpoint-interval-ms) ckpt_ms=$2; shift ;;
     --kill-after-ms) kill_after=$2; shift ;;
+    --set) sets+=(--set "$2"); shift ;;
+    --save-alerts) eval_args+=(--save-alerts "$(realpath -m "$2")"); shift ;;
+    --reference) eval_args+=(--reference "$(realpath -m "$2")"); shift ;;
     --print) print=--print ;;
     --timeout) timeout_s=$2; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -125,7 +133,7 @@ job_cmd=("$bin/$example-job" --config "examples/$example/$example.conf"
   "${broker[@]}" --set "parallelism=$parallelism"
   --set "checkpoint.dir=$ckpt_dir" --set "checkpoint.interval.ms=$ckpt_ms"
   --set "state.dir=$work/state"
-  --set restore.from=latest --exit-at-end)
+  --set restore.from=latest ${sets[@]+"${sets[@]}"} --exit-at-end)
 
 if [ -n "$kill_after" ]; then
   # The first job's alerts go to a file: they show when it is mid-stream.
@@ -186,5 +194,6 @@ if [ -n "$kill_after" ]; then
 fi
 
 st=0
-"$bin/$example-eval" "${broker[@]}" --labels "$work/labels.jsonl" || st=$?
+"$bin/$example-eval" "${broker[@]}" --labels "$work/labels.jsonl" \
+  ${eval_args[@]+"${eval_args[@]}"} || st=$?
 exit "$st"

@@ -227,7 +227,7 @@ int main(int argc, char **argv) {
     perror(labels_path);
     return 1;
   }
-  ex_producer *p = ex_producer_new(addr, topic, rate);
+  ex_producer *p = ex_producer_new(addr, topic, rate, 0);
   if (!p)
     return 1;
   /* Each person starts a visit on average every 20 minutes of event time:

@@ -10,7 +10,8 @@
 #include <string.h>
 
 typedef struct item {
-  char *id; /* alerts only */
+  char *id;   /* alerts only */
+  char *text; /* alerts only: the whole alert, as read */
   char *rule;
   char *entity;
   int64_t start, end;
@@ -26,7 +27,7 @@ struct ex_eval {
   char **rules;
   size_t n_rules;
   bool sorted;
-  size_t dups;
+  size_t dups, conflicts;
 };
 
 ex_eval *ex_eval_new(void) {
@@ -36,6 +37,7 @@ ex_eval *ex_eval_new(void) {
 static void vec_free(vec *v) {
   for (size_t i = 0; i < v->n; i++) {
     free(v->v[i].id);
+    free(v->v[i].text);
     free(v->v[i].rule);
     free(v->v[i].entity);
   }
@@ -86,12 +88,19 @@ static int add(ex_eval *ev, vec *v, const char *json, size_t len,
       v->v = nv;
       v->cap = cap;
     }
+    /* The text without its line end: a file and a topic compare equal. */
+    while (len && (json[len - 1] == '\n' || json[len - 1] == '\r'))
+      len--;
     item it = {want_id ? strdup(json_string_value(id)) : NULL,
-               strdup(json_string_value(rule)), strdup(json_string_value(ent)),
-               json_integer_value(start), json_integer_value(end)};
-    if ((want_id && !it.id) || !it.rule || !it.entity ||
+               want_id ? strndup(json, len) : NULL,
+               strdup(json_string_value(rule)),
+               strdup(json_string_value(ent)),
+               json_integer_value(start),
+               json_integer_value(end)};
+    if ((want_id && (!it.id || !it.text)) || !it.rule || !it.entity ||
         note_rule(ev, it.rule)) {
       free(it.id);
+      free(it.text);
       free(it.rule);
       free(it.entity);
       goto out;
@@ -128,7 +137,12 @@ static void dedupe(ex_eval *ev) {
   size_t w = 0;
   for (size_t r = 0; r < a->n; r++) {
     if (w && !strcmp(a->v[w - 1].id, a->v[r].id)) {
+      /* A repeat must repeat the alert: a replay that computes it
+       * differently is not deterministic. */
+      if (strcmp(a->v[w - 1].text, a->v[r].text))
+        ev->conflicts++;
       free(a->v[r].id);
+      free(a->v[r].text);
       free(a->v[r].rule);
       free(a->v[r].entity);
       ev->dups++;
@@ -150,6 +164,7 @@ void ex_eval_score(ex_eval *ev, const char *rule, ex_eval_result *out) {
   dedupe(ev);
   memset(out, 0, sizeof(*out));
   out->duplicates = ev->dups;
+  out->conflicts = ev->conflicts;
   for (size_t i = 0; i < ev->alerts.n; i++) {
     const item *a = &ev->alerts.v[i];
     if (strcmp(a->rule, rule))
@@ -179,4 +194,56 @@ void ex_eval_score(ex_eval *ev, const char *rule, ex_eval_result *out) {
 
 const char *ex_eval_rule_at(const ex_eval *ev, size_t i) {
   return i < ev->n_rules ? ev->rules[i] : NULL;
+}
+
+int ex_eval_write_alerts(ex_eval *ev, FILE *f) {
+  dedupe(ev);
+  for (size_t i = 0; i < ev->alerts.n; i++)
+    if (fprintf(f, "%s\n", ev->alerts.v[i].text) < 0)
+      return -1;
+  return 0;
+}
+
+static void report(FILE *f, size_t *shown, const char *what, const char *id) {
+  if (f && (*shown)++ < EX_EVAL_DIFF_SHOWN)
+    fprintf(f, "  %s %s\n", what, id);
+}
+
+void ex_eval_compare(ex_eval *ev, ex_eval *ref, const char *rule,
+                     ex_eval_diff *out, FILE *f) {
+  dedupe(ev);
+  dedupe(ref);
+  memset(out, 0, sizeof(*out));
+  size_t shown = 0;
+  /* Both sorted by id: one merge pass. */
+  const vec *a = &ev->alerts, *b = &ref->alerts;
+  size_t i = 0, k = 0;
+  while (i < a->n || k < b->n) {
+    int c = i == a->n ? 1 : k == b->n ? -1 : strcmp(a->v[i].id, b->v[k].id);
+    const item *it = c <= 0 ? &a->v[i] : &b->v[k];
+    bool mine = !strcmp(it->rule, rule);
+    if (c < 0) {
+      if (mine) {
+        out->extra++;
+        report(f, &shown, "extra", it->id);
+      }
+      i++;
+    } else if (c > 0) {
+      if (mine) {
+        out->missing++;
+        report(f, &shown, "missing", it->id);
+      }
+      k++;
+    } else {
+      if (mine) {
+        out->same++;
+        if (strcmp(a->v[i].text, b->v[k].text)) {
+          out->changed++;
+          report(f, &shown, "changed", it->id);
+        }
+      }
+      i++;
+      k++;
+    }
+  }
 }

@@ -7,12 +7,14 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct ex_eval ex_eval;
 
 typedef struct ex_eval_result {
   size_t alerts;     /* distinct alerts of the rule */
   size_t duplicates; /* records repeating an alert id (all rules) */
+  size_t conflicts;  /* of those, repeats whose text differs (all rules) */
   size_t true_pos;   /* distinct alerts that match a label */
   size_t labels;     /* injected cases of the rule */
   size_t detected;   /* labels matched by at least one alert */
@@ -38,5 +40,29 @@ void ex_eval_score(ex_eval *ev, const char *rule, ex_eval_result *out);
 /* The rules seen in labels or alerts, in first-seen order; NULL past the
  * end. */
 const char *ex_eval_rule_at(const ex_eval *ev, size_t i);
+
+/* Writes the distinct alerts (the first record of each id), sorted by id,
+ * one JSON line each: a reference for ex_eval_compare. 0 or -1. */
+int ex_eval_write_alerts(ex_eval *ev, FILE *f);
+
+/* How a run's distinct alerts of one rule differ from a reference run's
+ * (the same job on the same input must give the same alerts, however it
+ * ran). */
+typedef struct ex_eval_diff {
+  size_t missing; /* ids in the reference only */
+  size_t extra;   /* ids in this run only */
+  size_t same;    /* ids in both */
+  size_t changed; /* of those, alerts whose text differs */
+} ex_eval_diff;
+
+/* Shown per call when f is given. */
+#define EX_EVAL_DIFF_SHOWN 10
+
+/* Compares ev's distinct alerts of rule with ref's, by id and then by the
+ * alert's whole text. Writes the first EX_EVAL_DIFF_SHOWN differences
+ * ("  missing <id>", "  extra <id>", "  changed <id>") to f unless it is
+ * NULL. */
+void ex_eval_compare(ex_eval *ev, ex_eval *ref, const char *rule,
+                     ex_eval_diff *out, FILE *f);
 
 #endif

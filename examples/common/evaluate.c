@@ -2,7 +2,10 @@
 /* The examples' evaluator: reads every alert in the alerts topic (or a
  * JSON-lines file) and the generator's labels, prints precision and recall
  * per rule over distinct alerts, and exits 1 when a rule is below target.
- * Built once per example with that example's rules and target. */
+ * Given a reference (the distinct alerts of another run, saved with
+ * --save-alerts), it also requires the same alerts exactly: one job on one
+ * input must give one result, whatever its parallelism, backend or
+ * restarts. Built once per example with that example's rules and target. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,10 +34,15 @@ static void usage(FILE *f) {
           "--alerts-file F]\n"
           "       [--brokers host:port | --bootstrap-file F] [--rules "
           "a,b,...] [--target X]\n"
+          "       [--save-alerts FILE] [--reference FILE]\n"
           "Scores alerts against labels; exits 1 when a rule's precision or "
           "recall is below\n"
           "the target (default %.2f) or it has no labelled case. Rules: "
-          "%s. Topic: %s.\n",
+          "%s. Topic: %s.\n"
+          "--save-alerts writes the distinct alerts (JSON lines, by id); "
+          "--reference compares\n"
+          "the distinct alerts with such a file and exits 1 unless they are "
+          "the same.\n",
           EVAL_TARGET, EVAL_RULES, EVAL_TOPIC);
 }
 
@@ -157,9 +165,52 @@ out:
   return rc;
 }
 
+/* One line per rule of either run ("vs-ref <rule> same N missing N extra N
+ * changed N", then the first differences); 0 when the distinct alerts are
+ * those of the reference, text for text, and no repeat differed. */
+static int compare(ex_eval *ev, ex_eval *ref, const char *path) {
+  size_t differ = 0;
+  ex_eval_diff d;
+  printf("compared with the reference %s:\n", path);
+  for (int pass = 0; pass < 2; pass++) {
+    ex_eval *from = pass ? ev : ref;
+    for (size_t i = 0; ex_eval_rule_at(from, i); i++) {
+      const char *rule = ex_eval_rule_at(from, i);
+      if (pass) { /* a rule of this run only: not shown yet */
+        bool seen = false;
+        for (size_t k = 0; !seen && ex_eval_rule_at(ref, k); k++)
+          seen = !strcmp(ex_eval_rule_at(ref, k), rule);
+        if (seen)
+          continue;
+      }
+      ex_eval_compare(ev, ref, rule, &d, NULL);
+      printf("vs-ref %s same %zu missing %zu extra %zu changed %zu\n", rule,
+             d.same, d.missing, d.extra, d.changed);
+      ex_eval_compare(ev, ref, rule, &d, stdout);
+      differ += d.missing + d.extra + d.changed;
+    }
+  }
+  ex_eval_result r;
+  ex_eval_score(ev, "", &r);
+  differ += r.conflicts;
+  printf("%s alerts as the reference%s\n", differ ? "NOT the same" : "the same",
+         r.conflicts ? " (and a repeated alert differs)" : "");
+  return differ ? -1 : 0;
+}
+
+static int save_alerts(ex_eval *ev, const char *path) {
+  FILE *f = fopen(path, "w");
+  if (!f || ex_eval_write_alerts(ev, f) || fclose(f)) {
+    perror(path);
+    return -1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   const char *labels = NULL, *alerts_file = NULL, *topic = EVAL_TOPIC;
   const char *brokers = NULL, *bootstrap = NULL, *rules = EVAL_RULES;
+  const char *save = NULL, *reference = NULL;
   double target = EVAL_TARGET;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -175,6 +226,10 @@ int main(int argc, char **argv) {
       bootstrap = argv[++i];
     else if (!strcmp(a, "--rules") && v)
       rules = argv[++i];
+    else if (!strcmp(a, "--save-alerts") && v)
+      save = argv[++i];
+    else if (!strcmp(a, "--reference") && v)
+      reference = argv[++i];
     else if (!strcmp(a, "--target") && v)
       target = ex_arg_double(EVAL_PROG, a, argv[++i]);
     else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -189,9 +244,12 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  ex_eval *ev = ex_eval_new();
-  size_t n_labels = 0, n_alerts = 0;
+  ex_eval *ev = ex_eval_new(), *ref = NULL;
+  size_t n_labels = 0, n_alerts = 0, n_ref = 0;
   if (!ev || read_lines(ev, labels, ex_eval_add_label, &n_labels))
+    return 2;
+  if (reference && (!(ref = ex_eval_new()) ||
+                    read_lines(ref, reference, ex_eval_add_alert, &n_ref)))
     return 2;
   if (alerts_file) {
     if (read_lines(ev, alerts_file, ex_eval_add_alert, &n_alerts))
@@ -236,9 +294,15 @@ int main(int argc, char **argv) {
   }
   free(want);
   ex_eval_score(ev, "", &r);
-  printf("%zu alert records (%zu duplicates of an alert already counted), "
-         "%zu labels; target %.2f: %s\n",
-         n_alerts, r.duplicates, n_labels, target, fail ? "FAIL" : "PASS");
+  printf("%zu alert records (%zu duplicates of an alert already counted, "
+         "%zu of them different), %zu labels; target %.2f: %s\n",
+         n_alerts, r.duplicates, r.conflicts, n_labels, target,
+         fail ? "FAIL" : "PASS");
+  if (ref && compare(ev, ref, reference))
+    fail = 1;
+  if (save && save_alerts(ev, save))
+    fail = 1;
+  ex_eval_free(ref);
   ex_eval_free(ev);
   return fail ? 1 : 0;
 }

@@ -106,8 +106,9 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
 }
 
 ex_producer *ex_producer_new(const char *brokers, const char *topic,
-                             double rate) {
-  char err[512];
+                             double rate, int batch) {
+  char err[512], batch_s[32];
+  snprintf(batch_s, sizeof(batch_s), "%d", batch);
   ex_producer *p = calloc(1, sizeof(*p));
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   if (!p || !conf)
@@ -117,6 +118,8 @@ ex_producer *ex_producer_new(const char *brokers, const char *topic,
   if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof(err)) ||
       rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof(err)) ||
       rd_kafka_conf_set(conf, "linger.ms", "5", err, sizeof(err)) ||
+      (batch > 0 && rd_kafka_conf_set(conf, "batch.num.messages", batch_s, err,
+                                      sizeof(err))) ||
       rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err))) {
     fprintf(stderr, "producer: %s\n", err);
     goto fail;

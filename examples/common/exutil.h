@@ -49,9 +49,11 @@ typedef struct ex_producer ex_producer;
 /* A producer writing to topic with the Java client's keyed partitioner
  * (murmur2), so each key's records stay in one partition in order.
  * rate > 0 paces produce() to that many records per second of wall time.
- * NULL on error (printed). */
+ * batch > 0 caps the records per produced batch (batch.num.messages): a
+ * consumer then fetches each partition in as many small steps as input
+ * produced slowly gives it. NULL on error (printed). */
 ex_producer *ex_producer_new(const char *brokers, const char *topic,
-                             double rate);
+                             double rate, int batch);
 /* Writes one record; partition < 0 lets the partitioner choose. 0 or -1
  * (printed). */
 int ex_producer_send(ex_producer *p, const char *key, int32_t partition,

@@ -175,18 +175,20 @@ static void usage(FILE *f) {
              "[--topic fraud.txns]\n"
              "       [--labels fraud-labels.jsonl] [--events N] [--rate R] "
              "[--accounts N] [--seed S]\n"
-             "       [--inject-every N] [--max-delay-ms MS]\n"
+             "       [--inject-every N] [--max-delay-ms MS] [--batch N]\n"
              "Writes about N transactions (0 = until killed) at R records/s (0 "
              "= as fast as possible),\n"
              "then one end-of-input record per partition, and the injected "
-             "frauds to the labels file.\n");
+             "frauds to the labels file.\n"
+             "--batch N: at most N records per produced batch (0 = "
+             "librdkafka's default), as a slow producer writes them.\n");
 }
 
 int main(int argc, char **argv) {
   const char *brokers = NULL, *bootstrap = NULL, *topic = "fraud.txns";
   const char *labels_path = "fraud-labels.jsonl";
   long long events = 100000, accounts = 2000, seed = 1, inject_every = 150;
-  long long max_delay = 2000;
+  long long max_delay = 2000, batch = 0;
   double rate = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -219,15 +221,18 @@ int main(int argc, char **argv) {
       inject_every = ex_arg_ll(PROG, a, v);
     else if (!strcmp(a, "--max-delay-ms"))
       max_delay = ex_arg_ll(PROG, a, v);
+    else if (!strcmp(a, "--batch"))
+      batch = ex_arg_ll(PROG, a, v);
     else {
       usage(stderr);
       return 2;
     }
   }
   if (accounts < 10 || accounts > 99999 || inject_every < 1 || max_delay < 0 ||
-      events < 0) {
+      events < 0 || batch < 0 || batch > 1000000) {
     fprintf(stderr, PROG ": --accounts must be 10..99999, --inject-every "
-                         ">= 1, --max-delay-ms and --events >= 0\n");
+                         ">= 1, --max-delay-ms and --events >= 0, --batch "
+                         "0..1000000\n");
     return 2;
   }
   char addr[512];
@@ -241,7 +246,7 @@ int main(int argc, char **argv) {
     perror(labels_path);
     return 1;
   }
-  ex_producer *p = ex_producer_new(addr, topic, rate);
+  ex_producer *p = ex_producer_new(addr, topic, rate, (int)batch);
   account *ac = calloc((size_t)accounts, sizeof(*ac));
   if (!p || !ac)
     return 1;

@@ -205,6 +205,62 @@ START_TEST(eval_scores_distinct_alerts) {
 }
 END_TEST
 
+/* A run against a reference: by id and by text, per rule; a repeat
+ * with other text is a conflict; the saved alerts read back equal. */
+START_TEST(eval_compares_with_a_reference) {
+  ex_eval *ref = ex_eval_new(), *ev = ex_eval_new();
+  const char *a = "{\"id\":\"a\",\"rule\":\"r\",\"entity\":\"x\","
+                  "\"start\":1,\"end\":2}";
+  const char *b = "{\"id\":\"b\",\"rule\":\"r\",\"entity\":\"x\","
+                  "\"start\":3,\"end\":4}";
+  const char *b2 = "{\"id\":\"b\",\"rule\":\"r\",\"entity\":\"x\","
+                   "\"start\":3,\"end\":5}";
+  const char *c = "{\"id\":\"c\",\"rule\":\"r\",\"entity\":\"x\","
+                  "\"start\":5,\"end\":6}";
+  const char *s = "{\"id\":\"d\",\"rule\":\"s\",\"entity\":\"x\","
+                  "\"start\":5,\"end\":6}";
+  add(ref, 0, a);
+  add(ref, 0, b);
+  add(ref, 0, s);
+  add(ev, 0, b2);
+  add(ev, 0, c);
+  add(ev, 0, s);
+  add(ev, 0, s);
+  ex_eval_diff d;
+  ex_eval_compare(ev, ref, "r", &d, NULL);
+  ck_assert_uint_eq(d.missing, 1); /* a */
+  ck_assert_uint_eq(d.extra, 1);   /* c */
+  ck_assert_uint_eq(d.same, 1);    /* b */
+  ck_assert_uint_eq(d.changed, 1); /* b's end */
+  ex_eval_compare(ev, ref, "s", &d, NULL);
+  ck_assert(d.same == 1 && !d.missing && !d.extra && !d.changed);
+  ex_eval_result r;
+  ex_eval_score(ev, "", &r);
+  ck_assert_uint_eq(r.duplicates, 1);
+  ck_assert_uint_eq(r.conflicts, 0);
+  add(ev, 0, b); /* b again, with the reference's text */
+  ex_eval_score(ev, "", &r);
+  ck_assert_uint_eq(r.conflicts, 1);
+
+  /* Saved and read back: the same alerts. */
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  ck_assert_int_eq(ex_eval_write_alerts(ref, f), 0);
+  fclose(f);
+  ex_eval *back = ex_eval_new();
+  for (char *save = NULL, *line = strtok_r(buf, "\n", &save); line;
+       line = strtok_r(NULL, "\n", &save))
+    add(back, 0, line);
+  ex_eval_compare(back, ref, "r", &d, NULL);
+  ck_assert(d.same == 2 && !d.missing && !d.extra && !d.changed);
+  free(buf);
+  ex_eval_free(back);
+  ex_eval_free(ev);
+  ex_eval_free(ref);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("examples");
   TCase *tc = tcase_create("rules");
@@ -215,6 +271,7 @@ int main(void) {
   tcase_add_test(tc, bot_crawler_session);
   tcase_add_test(tc, bot_regular_timing);
   tcase_add_test(tc, eval_scores_distinct_alerts);
+  tcase_add_test(tc, eval_compares_with_a_reference);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }
