@@ -37,12 +37,13 @@ static int src_open(sl_source_ctx_t *ctx, void *opaque) {
 static int src_poll(sl_source_ctx_t *ctx, void *opaque) {
   nx_src *s = opaque;
   const nx_run_opts *o = s->o;
-  uint64_t *next = &s->next[sl_source_ctx_subtask(ctx)];
+  int sub = sl_source_ctx_subtask(ctx);
+  uint64_t *next = &s->next[sub];
   uint64_t step = (uint64_t)sl_source_ctx_subtasks(ctx);
   size_t budget = sl_source_ctx_budget(ctx);
   nx_event e;
   for (size_t k = 0; k < budget && *next < o->events; k++, *next += step) {
-    if (o->hold && o->hold(s->job, *next, o->hold_opaque))
+    if (o->hold && o->hold(s->job, sub, *next, o->hold_opaque))
       return SL_POLL_EMPTY;
     nx_generate(&o->gen, *next, &e);
     sl_record_t r = {NULL, 0, &e, nx_event_size(&e), e.u.bid.date_time};
@@ -58,7 +59,7 @@ static int src_poll(sl_source_ctx_t *ctx, void *opaque) {
     return SL_POLL_MORE;
   /* The end: the hook may hold the source open (q12's test waits for
    * processing-time windows to fire). */
-  if (o->hold && o->hold(s->job, o->events, o->hold_opaque))
+  if (o->hold && o->hold(s->job, sub, o->events, o->hold_opaque))
     return SL_POLL_EMPTY;
   return SL_POLL_END;
 }

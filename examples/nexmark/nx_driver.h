@@ -18,10 +18,10 @@ typedef struct nx_run_opts {
   sl_clock_t *clock; /* processing time; NULL: the system clock */
   sl_record_fn sink; /* called for every output record */
   void *sink_opaque;
-  /* Optional, for tests: called by a source subtask before it makes event
-   * i (and with i = events at the end); true makes it wait and ask again
-   * on the next poll. */
-  bool (*hold)(sl_job_t *job, uint64_t i, void *opaque);
+  /* Optional, for tests: called by source subtask `subtask` (which runs
+   * on the worker of that index) before it makes event i, and with i =
+   * events at the end; true makes it wait and ask again on the next poll. */
+  bool (*hold)(sl_job_t *job, int subtask, uint64_t i, void *opaque);
   void *hold_opaque;
 } nx_run_opts;
 
