@@ -12,7 +12,7 @@ DEB_PACKAGES = meson ninja-build pkg-config gcc libc6-dev check libjansson-dev \
                kcat python3-confluent-kafka
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test test-asan test-tsan demo bench clean format
+.PHONY: all deps build test test-asan test-tsan demo bench nexmark clean format
 
 all: build
 
@@ -57,6 +57,14 @@ bench: deps
 	[ -f $(BENCH_BUILD)/build.ninja ] || meson setup $(BENCH_BUILD) --buildtype=release -Db_ndebug=true -Db_lto=true -Dtests=false
 	ninja -C $(BENCH_BUILD)
 	./bench/run.sh $(BENCH_BUILD)
+
+# Nexmark (examples/nexmark): every query at P=1 and P=2 on both backends,
+# 10^7 events each unless NEXMARK_EVENTS says otherwise; see
+# examples/nexmark/README.md for the other settings.
+nexmark: deps
+	[ -f $(BENCH_BUILD)/build.ninja ] || meson setup $(BENCH_BUILD) --buildtype=release -Db_ndebug=true -Db_lto=true -Dtests=false
+	ninja -C $(BENCH_BUILD)
+	./$(BENCH_BUILD)/examples/nexmark/nexmark
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

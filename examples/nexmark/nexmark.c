@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The Nexmark benchmark: runs each query over generated events, in
+ * process, for every parallelism and state backend asked for, each run in
+ * its own child process (so peak RSS is the run's own), and prints one
+ * line per run:
+ *   bench=nexmark query=q5 backend=hashmap P=1 events=... events_per_s=...
+ *   events_per_s_per_core=... peak_rss_mb=...
+ * events_per_s_per_core divides by the CPU seconds (user + system, from
+ * getrusage) the run used. Settings come from the environment:
+ *   NEXMARK_EVENTS (10^7), NEXMARK_QUERIES (all), NEXMARK_P ("1,2"),
+ *   NEXMARK_BACKENDS ("hashmap,rocksdb"), NEXMARK_DELAY_US (10),
+ *   NEXMARK_OOO_GROUP (1), NEXMARK_WM_BOUND_MS (4000). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nx_driver.h"
+
+typedef struct counter {
+  uint64_t n;
+  char pad[56];
+} counter;
+static counter outputs[256];
+
+static int count_out(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)rec, (void)opaque;
+  outputs[sl_ctx_worker(ctx) & 255].n++;
+  return 0;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double cpu_s(const struct rusage *u) {
+  return (double)u->ru_utime.tv_sec + (double)u->ru_utime.tv_usec / 1e6 +
+         (double)u->ru_stime.tv_sec + (double)u->ru_stime.tv_usec / 1e6;
+}
+
+static const char *env_or(const char *name, const char *dflt) {
+  const char *v = getenv(name);
+  return v && *v ? v : dflt;
+}
+
+static int run_one(nx_run_opts *o) {
+  char dir[128], err[512];
+  snprintf(dir, sizeof(dir), "/tmp/sluice-nexmark-%d", (int)getpid());
+  o->state_dir = dir;
+  o->sink = count_out;
+  struct rusage u0, u1;
+  getrusage(RUSAGE_SELF, &u0);
+  double t0 = now_s();
+  int rc = nx_run(o, err, sizeof(err));
+  double secs = now_s() - t0;
+  getrusage(RUSAGE_SELF, &u1);
+  if (rc) {
+    fprintf(stderr, "nexmark %s: %s\n", o->query->name, err);
+    return 1;
+  }
+  uint64_t outs = 0;
+  for (int i = 0; i < 256; i++)
+    outs += outputs[i].n;
+  double cpu = cpu_s(&u1) - cpu_s(&u0);
+  printf("bench=nexmark query=%s backend=%s P=%d events=%" PRIu64
+         " outputs=%" PRIu64 " secs=%.2f cpu_s=%.2f events_per_s=%.0f "
+         "events_per_s_per_core=%.0f peak_rss_mb=%.0f\n",
+         o->query->name, o->backend, o->parallelism, o->events, outs, secs, cpu,
+         (double)o->events / secs, (double)o->events / cpu,
+         (double)u1.ru_maxrss / 1024.0);
+  fflush(stdout);
+  return 0;
+}
+
+/* Calls fn on each comma-separated item of list. */
+static int each(const char *list, int (*fn)(const char *item, void *arg),
+                void *arg) {
+  char buf[256];
+  snprintf(buf, sizeof(buf), "%s", list);
+  int rc = 0;
+  for (char *save, *t = strtok_r(buf, ",", &save); t;
+       t = strtok_r(NULL, ",", &save))
+    rc |= fn(t, arg);
+  return rc;
+}
+
+static int run_backend(const char *backend, void *arg) {
+  nx_run_opts *o = arg;
+  o->backend = backend;
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid == 0)
+    _exit(run_one(o));
+  int status = 0;
+  if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+      WEXITSTATUS(status)) {
+    fprintf(stderr, "nexmark %s P=%d %s: run failed\n", o->query->name,
+            o->parallelism, backend);
+    return 1;
+  }
+  return 0;
+}
+
+static int run_par(const char *p, void *arg) {
+  nx_run_opts *o = arg;
+  o->parallelism = atoi(p);
+  return each(env_or("NEXMARK_BACKENDS", "hashmap,rocksdb"), run_backend, o);
+}
+
+static int run_query(const char *name, void *arg) {
+  nx_run_opts *o = arg;
+  if (!(o->query = nx_query_find(name))) {
+    fprintf(stderr, "nexmark: no query %s\n", name);
+    return 1;
+  }
+  return each(env_or("NEXMARK_P", "1,2"), run_par, o);
+}
+
+int main(int argc, char **argv) {
+  nx_run_opts o;
+  nx_run_opts_default(&o);
+  o.events = strtoull(env_or("NEXMARK_EVENTS", "10000000"), NULL, 10);
+  o.gen.inter_event_delay_us = atoll(env_or("NEXMARK_DELAY_US", "10"));
+  o.gen.out_of_order_group = (uint32_t)atoi(env_or("NEXMARK_OOO_GROUP", "1"));
+  o.watermark_bound_ms = atoll(env_or("NEXMARK_WM_BOUND_MS", "4000"));
+  char all[128] = "";
+  for (size_t i = 0; i < nx_n_queries; i++)
+    snprintf(all + strlen(all), sizeof(all) - strlen(all), "%s%s", i ? "," : "",
+             nx_queries[i].name);
+  const char *queries = argc > 1 ? argv[1] : env_or("NEXMARK_QUERIES", all);
+  return each(queries, run_query, &o) ? 1 : 0;
+}
