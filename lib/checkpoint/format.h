@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "checkpoint/buf.h"
+#include "core/buf.h"
 
 #define SL__SNAP_MAGIC "SLSNAP\x01\x00"
 #define SL__SNAP_TRAILER "SLSNAPOK"

@@ -8,7 +8,7 @@
 
 #include <pthread.h>
 
-#include "checkpoint/buf.h"
+#include "core/buf.h"
 #include "checkpoint/ckpt.h"
 #include "checkpoint/format.h"
 #include "state/backend.h"

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint/buf.h"
+#include "core/buf.h"
 #include "kafka/kafka_int.h"
 
 _Thread_local const sl_kafka_msg_t *sl__kafka_cur;

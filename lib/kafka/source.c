@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/conf.h"
 #include "kafka/kafka_int.h"
 #include "metrics/metrics.h"
@@ -21,13 +22,8 @@
  * poll loop: never per record. */
 #define METRICS_EVERY_MS 1000
 
-/* Broker timeouts are real time even when the job runs on a manual clock
- * (tests): a broker does not wait for a test's clock. */
-static int64_t mono_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
+/* Broker timeouts are real time (sl__mono_ms) even when the job runs on a
+ * manual clock (tests): a broker does not wait for a test's clock. */
 
 typedef struct kpart {
   int topic; /* index in ksrc.topics */
@@ -187,7 +183,7 @@ static int topic_partitions(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
                             int *counts) {
   sl_ctx_t *op = sl_source_op(ctx);
   int64_t timeout = sl__conf_int(sl_op_conf(op), "broker.timeout.ms");
-  int64_t start = mono_ms();
+  int64_t start = sl__mono_ms();
   char why[512] = "";
   for (int attempt = 0;; attempt++) {
     bool all = true;
@@ -216,7 +212,7 @@ static int topic_partitions(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
       return 0;
     if (sl_op_job_failing(op))
       return SL_ERR_STOPPED;
-    int64_t now = mono_ms();
+    int64_t now = sl__mono_ms();
     if (now - start >= timeout)
       return sl_source_fail(ctx, SL_ERR_KAFKA,
                             "no metadata after %" PRId64
@@ -398,7 +394,7 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   rd_kafka_topic_partition_list_destroy(l);
   if (e)
     return sl_source_fail(ctx, SL_ERR_KAFKA, "assign: %s", rd_kafka_err2str(e));
-  k->last_ok = mono_ms();
+  k->last_ok = sl__mono_ms();
   /* The partitions are this subtask's until it closes (the job assigns
    * them, no rebalance revokes them). Missing metrics are not an error. */
   for (size_t j = 0; j < k->n_parts; j++) {
@@ -644,14 +640,14 @@ static int check_down(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
   if (md)
     rd_kafka_metadata_destroy(md);
   if (!e) {
-    k->last_ok = mono_ms();
+    k->last_ok = sl__mono_ms();
     return 0;
   }
   const char *bs = sl__kconf_get(conf, "bootstrap.servers");
   return sl_source_fail(ctx, SL_ERR_KAFKA,
                         "no Kafka broker reachable for %" PRId64
                         " ms (broker.timeout.ms; bootstrap.servers=%s): %s",
-                        mono_ms() - k->last_ok, bs ? bs : "?",
+                        sl__mono_ms() - k->last_ok, bs ? bs : "?",
                         rd_kafka_err2str(e));
 }
 
@@ -706,7 +702,7 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
   if (n < 0)
     return sl_source_fail(ctx, SL_ERR_KAFKA, "consume: %s",
                           rd_kafka_err2str(rd_kafka_last_error()));
-  int64_t now = sl_ctx_now(sl_source_op(ctx)), mono = mono_ms();
+  int64_t now = sl_ctx_now(sl_source_op(ctx)), mono = sl__mono_ms();
   int rc = 0;
   bool got = false;
   for (ssize_t i = 0; i < n; i++) {

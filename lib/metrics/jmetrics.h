@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "metrics/http.h"
 #include "metrics/metrics.h"
 
@@ -70,12 +71,6 @@ struct sl__jmetrics {
   /* Kafka. */
   sl__mfamily *f_offset, *f_hw, *f_lag, *f_dlq;
 };
-
-static inline int64_t sl__mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Registers every built-in family in jm->reg (builtin.c). */
 int sl__jm_register_builtins(sl__jmetrics *jm, char *err, size_t errlen);

@@ -12,18 +12,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/conf.h"
 #include "core/util.h"
 #include "sluice.h"
 #include "metrics/jmetrics.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
-
-static int64_t unix_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 sl__metrics *sl__metrics_of(sl_job_t *job) {
   return job && job->metrics ? job->metrics->reg : NULL;
@@ -115,7 +110,7 @@ static void http_handler(const char *path, sl__http_reply *r, void *opaque);
 int sl__metrics_job_start(sl_job_t *job) {
   sl__jmetrics *jm = job->metrics;
   sl__stats_planned(job);
-  atomic_store(&jm->start_unix_ms, unix_ms());
+  atomic_store(&jm->start_unix_ms, sl__wall_ms());
   atomic_store(&jm->start_mono_ms, sl__mono_ms());
   atomic_store(&jm->start_job_ms, sl_clock_now(job->clock));
   atomic_store(&jm->started, 1);

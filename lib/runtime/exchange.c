@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/hash.h"
 #include "runtime/runtime.h"
 
@@ -233,12 +234,6 @@ void sl__backoff(unsigned *spins) {
   }
 }
 
-static int64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* Pushes an element, helping downstream while the channel is full. */
 static int chan_push(sl__worker *w, sl__xchg *x, chan *ch, const elem *e) {
   unsigned spins = 0;
@@ -246,7 +241,7 @@ static int chan_push(sl__worker *w, sl__xchg *x, chan *ch, const elem *e) {
   int64_t full_since = 0; /* the clock is read only when the ring is full */
   while (!(slot = ring_slot(&ch->data, sizeof(elem)))) {
     if (!full_since)
-      full_since = mono_ns();
+      full_since = sl__mono_ns();
     if (sl__job_failing(w->job))
       return w->job->err ? w->job->err : SL_ERR_STOPPED;
     int n = sl__xchg_drain(w, x->node->xidx);
@@ -258,7 +253,7 @@ static int chan_push(sl__worker *w, sl__xchg *x, chan *ch, const elem *e) {
       spins = 0;
   }
   if (SL__UNLIKELY(full_since))
-    sl__counter_add(&ch->full_ns, (uint64_t)(mono_ns() - full_since));
+    sl__counter_add(&ch->full_ns, (uint64_t)(sl__mono_ns() - full_since));
   *slot = *e;
   ring_push(&ch->data);
   return 0;

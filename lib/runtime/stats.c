@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
 #include "state/keyed.h"
@@ -126,12 +127,6 @@ void sl__stats_job(sl_job_t *job, sl__job_stat *out, char *errmsg,
 
 /* ---- Worker side --------------------------------------------------------- */
 
-static int64_t mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void sl__stats_publish(sl__worker *w) {
   sl_job_t *job = w->job;
   for (int i = 0; i < job->n_nodes; i++) {
@@ -152,11 +147,11 @@ void sl__stats_publish(sl__worker *w) {
     atomic_store_explicit(&c->pub.timers_proc, tp, memory_order_relaxed);
     atomic_store_explicit(&c->pub.keyed, true, memory_order_relaxed);
   }
-  w->pub_next_ms = mono_ms() + PUBLISH_EVERY_MS;
+  w->pub_next_ms = sl__mono_coarse_ms() + PUBLISH_EVERY_MS;
 }
 
 void sl__stats_tick_slow(sl__worker *w) {
-  if (mono_ms() >= w->pub_next_ms)
+  if (sl__mono_coarse_ms() >= w->pub_next_ms)
     sl__stats_publish(w);
 }
 

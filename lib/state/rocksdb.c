@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/fs.h"
 #include "core/conf.h"
 #include "core/util.h"
 #include "sluice/common.h"
@@ -35,46 +36,6 @@
 static const sl__backend_ops rk_ro_ops;
 
 /* ---- Files -------------------------------------------------------------- */
-
-/* mkdir -p; 0 or an errno. */
-static int mkdir_p(const char *path) {
-  char *p = sl__strdup(path);
-  if (!p)
-    return ENOMEM;
-  int rc = 0;
-  for (char *s = p + 1;; s++) {
-    if (*s != '/' && *s)
-      continue;
-    char c = *s;
-    *s = '\0';
-    if (mkdir(p, 0777) && errno != EEXIST) {
-      rc = errno;
-      break;
-    }
-    *s = c;
-    if (!c)
-      break;
-  }
-  struct stat sb;
-  if (!rc && (stat(p, &sb) || !S_ISDIR(sb.st_mode)))
-    rc = ENOTDIR;
-  free(p);
-  return rc;
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag,
-                  struct FTW *ftw) {
-  (void)sb, (void)ftw;
-  if (flag == FTW_DP)
-    rmdir(path);
-  else
-    unlink(path);
-  return 0;
-}
-
-static void rm_rf(const char *path) {
-  nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static int copy_file(const char *from, const char *to) {
   int in = open(from, O_RDONLY | O_CLOEXEC), rc = 0;
@@ -180,7 +141,7 @@ static void env_free(void *p) {
   if (e->cache)
     rocksdb_cache_destroy(e->cache);
   if (e->private_dir && e->dir)
-    rm_rf(e->dir);
+    (void)sl__rmtree(e->dir);
   /* The lock file stays (unlinking it would let a process that opened the
    * old one hold a lock nobody else sees); the directory goes if empty. */
   if (e->lock_fd >= 0)
@@ -252,7 +213,7 @@ static rk_env *env_new(const sl__backend_conf *bc, int kind, char *err,
     /* A reader of snapshots: a small cache is enough. */
     e->block_cache = e->block_cache < 32 * MIB ? e->block_cache : 32 * MIB;
   } else {
-    int rc = mkdir_p(e->state_dir);
+    int rc = sl__mkdirs(e->state_dir, 0777) ? errno : 0;
     if (rc) {
       sl__errf(err, errlen,
                "RocksDB state: state.dir \"%s\": cannot create it: %s",
@@ -778,9 +739,9 @@ static void rk_close(sl__backend *be) {
     rocksdb_writeoptions_destroy(b->wo);
   free(b->kbuf);
   if (b->dir && !b->readonly)
-    rm_rf(b->dir);
+    (void)sl__rmtree(b->dir);
   if (b->logdir)
-    rm_rf(b->logdir);
+    (void)sl__rmtree(b->logdir);
   free(b->logdir);
   free(b->dir);
   if (b->own_env)
@@ -851,7 +812,7 @@ static sl__backend *rk_open(const sl__backend_conf *bc, char *err,
     snprintf(b->dir, n, "%s/w%d", e->dir, bc->worker);
   /* Left over from a run that did not end cleanly: the job's lock says
    * nobody uses it. */
-  rm_rf(b->dir);
+  (void)sl__rmtree(b->dir);
   if (bc->restore_dir) {
     if (clone_dir(bc->restore_dir, b->dir, what, sizeof(what)))
       rc = SL_ERR_IO;

@@ -6,7 +6,7 @@
  * positions, dead-letter queue, broker loss. */
 #include <check.h>
 
-#include "checkpoint/buf.h"
+#include "core/buf.h"
 #include "kafka/kafka_int.h"
 #include "runtime/runtime.h"
 #include "test_kafka_util.h"

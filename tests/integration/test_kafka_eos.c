@@ -9,7 +9,7 @@
  * SLUICE_TEST_KAFKA=host:port a real broker also checks read_committed. */
 #include <check.h>
 
-#include "checkpoint/buf.h"
+#include "core/buf.h"
 #include "kafka/kafka_int.h"
 #include "test_kafka_util.h"
 

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/fs.h"
 #include "tools/sluice-ckpt/tool.h"
 
 /* ---- Quick look at one checkpoint --------------------------------------- */
@@ -222,20 +223,6 @@ int cmd_prune(const tool_opts *o) {
 
 /* ---- restore ------------------------------------------------------------ */
 
-static int mkdirs(const char *path) {
-  char buf[4200];
-  snprintf(buf, sizeof(buf), "%s", path);
-  for (char *p = buf + 1; *p; p++) {
-    if (*p != '/')
-      continue;
-    *p = 0;
-    if (mkdir(buf, 0755) && errno != EEXIST)
-      return -1;
-    *p = '/';
-  }
-  return mkdir(buf, 0755) && errno != EEXIST ? -1 : 0;
-}
-
 static int fsync_dir(const char *path) {
   int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
@@ -296,7 +283,7 @@ static int copy_rel(const char *chk, const char *tmp, const char *rel) {
   snprintf(to, sizeof(to), "%s/%s", tmp, rel);
   char *slash = strrchr(to, '/');
   *slash = 0;
-  int rc = mkdirs(to);
+  int rc = sl__mkdirs(to, 0755);
   if (!rc && strchr(rel, '/'))
     rc = fsync_dir(to);
   *slash = '/';
@@ -365,7 +352,7 @@ int cmd_restore(const tool_opts *o) {
     tool_err("%s already exists; not overwriting it", dst);
     return TOOL_USAGE;
   }
-  if (mkdirs(o->to) || mkdir(tmp, 0755)) {
+  if (sl__mkdirs(o->to, 0755) || mkdir(tmp, 0755)) {
     tool_err("cannot create %s: %s", tmp, strerror(errno));
     return TOOL_USAGE;
   }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Growable byte buffer for snapshots. Integers are written little-endian
  * so snapshot files read the same on every machine. */
-#include "checkpoint/buf.h"
+#include "core/buf.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The growable byte buffer behind sl_buf_t: what snapshots of sources and
- * operators, and the snapshot file writer, append to. */
-#ifndef SL_CHECKPOINT_BUF_H
-#define SL_CHECKPOINT_BUF_H
+/* The growable byte buffer behind the public sl_buf_t: what snapshots of
+ * sources and operators, and the snapshot file writer, append to. */
+#ifndef SL_CORE_BUF_H
+#define SL_CORE_BUF_H
 
 #include <stddef.h>
 #include <stdint.h>
