@@ -268,8 +268,8 @@ static int add_native_files(struct sl__ckpt *ck, json_t *files, const char *chk,
 
 static json_t *operators_json(sl_job_t *job) {
   json_t *ops = json_array();
-  for (int i = 0; i < job->n_nodes; i++) {
-    sl__node *n = job->nodes[i];
+  for (int i = 0; i < job->g.n_nodes; i++) {
+    sl__node *n = job->g.nodes[i];
     if (!n->uid)
       continue;
     const char *kind = n->kind == SL__NODE_SOURCE ? "source"
@@ -628,8 +628,8 @@ static void restore_free(sl__restore *rs) {
 }
 
 static bool job_has_uid(const sl_job_t *job, const char *uid, size_t len) {
-  for (int i = 0; i < job->n_nodes; i++) {
-    const char *u = job->nodes[i]->uid;
+  for (int i = 0; i < job->g.n_nodes; i++) {
+    const char *u = job->g.nodes[i]->uid;
     if (u && strlen(u) == len && memcmp(u, uid, len) == 0)
       return true;
   }
@@ -803,13 +803,13 @@ static int resolve(sl_job_t *job, const sl__restore *rs) {
     return 1;
   /* Source positions, grouped per source uid. */
   size_t n_uids = 0;
-  const char **uids = calloc((size_t)job->n_nodes + 1, sizeof(*uids));
-  const sl_blob_t **pos = calloc((size_t)job->n_nodes + 1, sizeof(*pos));
-  size_t *counts = calloc((size_t)job->n_nodes + 1, sizeof(*counts));
-  sl_blob_t **own = calloc((size_t)job->n_nodes + 1, sizeof(*own));
+  const char **uids = calloc((size_t)job->g.n_nodes + 1, sizeof(*uids));
+  const sl_blob_t **pos = calloc((size_t)job->g.n_nodes + 1, sizeof(*pos));
+  size_t *counts = calloc((size_t)job->g.n_nodes + 1, sizeof(*counts));
+  sl_blob_t **own = calloc((size_t)job->g.n_nodes + 1, sizeof(*own));
   int rc = uids && pos && counts && own ? 1 : SL_ERR_NOMEM;
-  for (int i = 0; rc == 1 && i < job->n_nodes; i++) {
-    sl__node *n = job->nodes[i];
+  for (int i = 0; rc == 1 && i < job->g.n_nodes; i++) {
+    sl__node *n = job->g.nodes[i];
     if (n->kind != SL__NODE_SOURCE || !n->uid)
       continue;
     size_t cap = 0;

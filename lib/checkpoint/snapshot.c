@@ -17,7 +17,7 @@
 typedef struct sl_source_ctx src_t;
 
 static int n_inst(const sl_job_t *job) {
-  return job->n_nodes + job->n_xchg;
+  return job->g.n_nodes + job->g.n_xchg;
 }
 
 static bool is_source(const sl_ctx_t *c) {
@@ -119,7 +119,7 @@ static int snap_blob(sl_buf_t *b, uint32_t type, const char *uid,
 
 static int snap_hooks(sl__worker *w, sl__wsnap *s) {
   sl_job_t *job = w->job;
-  for (int i = 0; i < job->n_nodes; i++) {
+  for (int i = 0; i < job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
     if (!c)
       continue;
@@ -152,7 +152,7 @@ static int snap_hooks(sl__worker *w, sl__wsnap *s) {
 static int snap_keyed(sl__worker *w, sl__wsnap *s, bool native_ok) {
   sl__backend *be = w->be;
   /* Expired entries are not worth writing (Flink's cleanup on snapshot). */
-  for (int i = 0; be && i < w->job->n_nodes; i++) {
+  for (int i = 0; be && i < w->job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
     sl__keyed *k = c && !is_source(c) ? sl_op_keyed(c) : NULL;
     if (k && k->state)
@@ -201,7 +201,7 @@ static int snap_keyed(sl__worker *w, sl__wsnap *s, bool native_ok) {
     }
   }
   sl_job_t *job = w->job;
-  for (int i = 0; i < job->n_nodes; i++) {
+  for (int i = 0; i < job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
     sl__keyed *k = c && !is_source(c) ? sl_op_keyed(c) : NULL;
     if (!k || !k->timers || !c->node->uid)
@@ -284,7 +284,7 @@ int sl__ckpt_snapshot_image(sl__worker *w, void **data, size_t *len, char *err,
 
 static int notify(sl__worker *w, uint64_t done) {
   sl_job_t *job = w->job;
-  for (int i = 0; i < job->n_nodes; i++) {
+  for (int i = 0; i < job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
     if (!c || !c->opened)
       continue;
@@ -305,7 +305,7 @@ static void abandon(sl__worker *w, uint64_t id) {
   sl_job_t *job = w->job;
   w->ckpt_done = id;
   w->ckpt_id = 0;
-  for (int i = 0; i < job->n_nodes; i++) {
+  for (int i = 0; i < job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
     if (c && c->opened && !is_source(c) && c->ops->checkpoint_abort)
       c->ops->checkpoint_abort(c, id);
@@ -327,7 +327,7 @@ int sl__ckpt_round(sl__worker *w) {
   uint64_t id = w->ckpt_id;
   if (id && w->ckpt_injected != id) {
     w->ckpt_injected = id;
-    for (int i = 0; i < job->n_nodes; i++) {
+    for (int i = 0; i < job->g.n_nodes; i++) {
       sl_ctx_t *c = w->inst[i];
       if (!c || !is_source(c) || ((src_t *)c)->done)
         continue;
@@ -503,7 +503,7 @@ int sl__ckpt_restore_early(sl__worker *w) {
         strcmp(rs->backend, be_name) == 0)
       w->restore_dir = rf->native_dir;
   }
-  for (int i = 0; i < job->n_nodes; i++) {
+  for (int i = 0; i < job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
     if (!c || !c->node->uid)
       continue;
@@ -600,7 +600,7 @@ static int restore_entries(sl__backend *be, sl__rd p, id_map *m) {
 }
 
 static sl_ctx_t *keyed_inst(sl__worker *w, const void *uid, size_t ul) {
-  for (int i = 0; i < w->job->n_nodes; i++) {
+  for (int i = 0; i < w->job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
     if (c && !is_source(c) && c->node->uid && strlen(c->node->uid) == ul &&
         memcmp(c->node->uid, uid, ul) == 0)
@@ -718,7 +718,7 @@ static int restore_late(sl__worker *w, const sl__restore *rs) {
    * the restore check (setup) made sure no state is lost that way. */
   sl__backend *be = w->be;
   bool keyed = false;
-  for (int i = 0; i < job->n_nodes; i++)
+  for (int i = 0; i < job->g.n_nodes; i++)
     keyed |= w->inst[i] && w->inst[i]->ops->keyed;
   if (!be && keyed && !(be = sl__worker_backend(w, err, sizeof(err))))
     return sl__job_fail(job, SL_ERR_CONF, "%s", err);

@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The logical job graph: nodes and streams created by the builder API, and
- * the checks that catch a bad graph where it is built (duplicate uid, keyed
- * operator without key_by, changes after start). Errors are sticky: the
- * first is kept in the job and returned again by sl_job_run(). */
+/* The logical job graph: nodes and streams created by the builder API, the
+ * checks that catch a bad graph where it is built (duplicate uid, keyed
+ * operator without key_by, changes after start), and the validation of the
+ * whole before it runs. Errors are sticky: the first is kept in the job
+ * and returned again by sl_job_run(). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/runtime.h"
+#include "core/util.h"
+#include "graph/graph.h"
 
 sl_job_t *sl_stream_job(const sl_stream_t *s) {
   return s ? s->job : NULL;
@@ -20,22 +22,18 @@ sl_job_t *sl_stream_job(const sl_stream_t *s) {
 void sl_job_build_error(sl_job_t *job, int err, const char *fmt, ...) {
   if (!job)
     return;
-  bool building = atomic_load(&job->phase) == SL__JOB_NEW;
-  pthread_mutex_lock(&job->err_lock);
-  if (!job->err && !job->build_err) {
-    if (building)
-      job->build_err = job->err = err;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(job->errmsg, sizeof(job->errmsg), fmt, ap);
-    va_end(ap);
-  }
-  pthread_mutex_unlock(&job->err_lock);
+  sl__graph *g = sl__graph_of(job);
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  g->report(job, err, !atomic_load(&g->sealed), msg);
 }
 
 /* Builder calls are only allowed before sl_job_run(). */
 static bool job_editable(sl_job_t *job, const char *what) {
-  if (atomic_load(&job->phase) != SL__JOB_NEW) {
+  if (atomic_load(&sl__graph_of(job)->sealed)) {
     sl_job_build_error(job, SL_ERR_STATE,
                        "%s: the job was already started; a running job "
                        "cannot be changed",
@@ -46,13 +44,14 @@ static bool job_editable(sl_job_t *job, const char *what) {
 }
 
 static bool uid_ok(sl_job_t *job, const char *uid, const char *what) {
+  sl__graph *g = sl__graph_of(job);
   if (!uid || !*uid) {
     sl_job_build_error(job, SL_ERR_INVAL, "%s: uid must be a non-empty string",
                        what);
     return false;
   }
-  for (int i = 0; i < job->n_nodes; i++) {
-    if (job->nodes[i]->uid && strcmp(job->nodes[i]->uid, uid) == 0) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    if (g->nodes[i]->uid && strcmp(g->nodes[i]->uid, uid) == 0) {
       sl_job_build_error(job, SL_ERR_GRAPH,
                          "%s: duplicate uid \"%s\" (uids name operators and "
                          "their state, so they must be unique)",
@@ -65,13 +64,14 @@ static bool uid_ok(sl_job_t *job, const char *uid, const char *what) {
 
 static sl_stream_t *new_stream(sl_job_t *job, sl__node *n, const char *tag,
                                bool keyed) {
-  if (job->n_streams == job->cap_streams) {
-    int cap = job->cap_streams ? job->cap_streams * 2 : 16;
-    sl_stream_t **s = realloc(job->streams, (size_t)cap * sizeof(*s));
+  sl__graph *g = sl__graph_of(job);
+  if (g->n_streams == g->cap_streams) {
+    int cap = g->cap_streams ? g->cap_streams * 2 : 16;
+    sl_stream_t **s = realloc(g->streams, (size_t)cap * sizeof(*s));
     if (!s)
       return NULL;
-    job->streams = s;
-    job->cap_streams = cap;
+    g->streams = s;
+    g->cap_streams = cap;
   }
   sl_stream_t *s = calloc(1, sizeof(*s));
   if (!s)
@@ -83,25 +83,26 @@ static sl_stream_t *new_stream(sl_job_t *job, sl__node *n, const char *tag,
     free(s);
     return NULL;
   }
-  job->streams[job->n_streams++] = s;
+  g->streams[g->n_streams++] = s;
   return s;
 }
 
 static sl__node *new_node(sl_job_t *job, sl__node_kind kind, const char *uid,
                           sl_stream_t *const *inputs, size_t n_inputs) {
-  if (job->n_nodes == job->cap_nodes) {
-    int cap = job->cap_nodes ? job->cap_nodes * 2 : 16;
-    sl__node **nn = realloc(job->nodes, (size_t)cap * sizeof(*nn));
+  sl__graph *g = sl__graph_of(job);
+  if (g->n_nodes == g->cap_nodes) {
+    int cap = g->cap_nodes ? g->cap_nodes * 2 : 16;
+    sl__node **nn = realloc(g->nodes, (size_t)cap * sizeof(*nn));
     if (!nn)
       return NULL;
-    job->nodes = nn;
-    job->cap_nodes = cap;
+    g->nodes = nn;
+    g->cap_nodes = cap;
   }
   sl__node *n = calloc(1, sizeof(*n));
   if (!n)
     return NULL;
   n->kind = kind;
-  n->id = job->n_nodes;
+  n->id = g->n_nodes;
   if (uid && !(n->uid = sl__strdup(uid)))
     goto oom;
   if (n_inputs) {
@@ -118,7 +119,7 @@ static sl__node *new_node(sl_job_t *job, sl__node_kind kind, const char *uid,
     }
     n->n_inputs = (int)n_inputs;
   }
-  job->nodes[job->n_nodes++] = n;
+  g->nodes[g->n_nodes++] = n;
   return n;
 oom:
   free(n->uid);
@@ -157,10 +158,11 @@ static sl_job_t *check_inputs(sl_stream_t *const *in, size_t n,
 int sl_job_build_err(const sl_job_t *job) {
   if (!job)
     return SL_ERR_INVAL;
-  if (job->build_err)
-    return job->build_err;
+  const sl__graph *g = sl__graph_of_const(job);
+  if (g->build_err)
+    return g->build_err;
   /* A change refused while running is not recorded as a build error. */
-  return atomic_load(&job->phase) != SL__JOB_NEW ? SL_ERR_STATE : SL_OK;
+  return atomic_load(&((sl__graph *)g)->sealed) ? SL_ERR_STATE : SL_OK;
 }
 
 sl_stream_t *sl_op_add(sl_stream_t *const *inputs, size_t n, const char *uid,
@@ -170,7 +172,7 @@ sl_stream_t *sl_op_add(sl_stream_t *const *inputs, size_t n, const char *uid,
   sl__node *node = NULL;
   char gen[64];
   if (job && !uid) {
-    snprintf(gen, sizeof(gen), "%s#%d", what, job->n_nodes);
+    snprintf(gen, sizeof(gen), "%s#%d", what, sl__graph_of(job)->n_nodes);
     uid = gen;
   }
   if (!job || !job_editable(job, what) || !uid_ok(job, uid, what))
@@ -188,8 +190,8 @@ sl_stream_t *sl_op_add(sl_stream_t *const *inputs, size_t n, const char *uid,
   }
   if (ops->keyed ? !ops->process_keyed : !ops->process) {
     sl_job_build_error(job, SL_ERR_GRAPH,
-                       "%s \"%s\": the operator has no %s callback", what,
-                       uid, ops->keyed ? "process_keyed" : "process");
+                       "%s \"%s\": the operator has no %s callback", what, uid,
+                       ops->keyed ? "process_keyed" : "process");
     goto fail;
   }
   node = new_node(job, SL__NODE_OP, uid, inputs, n);
@@ -273,7 +275,7 @@ sl_stream_t *sl_key_by(sl_stream_t *in, sl_key_fn fn, void *opaque) {
     return oom(job, "key_by");
   n->key_fn = fn;
   n->key_opaque = opaque;
-  n->xidx = job->n_xchg++;
+  n->xidx = sl__graph_of(job)->n_xchg++;
   n->parallel = true;
   sl_stream_t *s = new_stream(job, n, NULL, true);
   return s ? s : oom(job, "key_by");
@@ -297,35 +299,59 @@ sl_stream_t *sl_side_output(sl_stream_t *op, const char *tag) {
 }
 
 void sl_job_adopt(sl_job_t *job, void *ptr, void (*free_fn)(void *)) {
+  sl__graph *g = sl__graph_of(job);
   struct sl__adopted *a =
-      realloc(job->adopted, (size_t)(job->n_adopted + 1) * sizeof(*a));
+      realloc(g->adopted, (size_t)(g->n_adopted + 1) * sizeof(*a));
   if (!a) {
     free_fn(ptr);
     sl_job_build_error(job, SL_ERR_NOMEM, "out of memory");
     return;
   }
-  job->adopted = a;
-  a[job->n_adopted].ptr = ptr;
-  a[job->n_adopted].free_fn = free_fn;
-  job->n_adopted++;
+  g->adopted = a;
+  a[g->n_adopted].ptr = ptr;
+  a[g->n_adopted].free_fn = free_fn;
+  g->n_adopted++;
 }
 
-void sl__graph_free(sl_job_t *job) {
-  for (int i = 0; i < job->n_adopted; i++)
-    job->adopted[i].free_fn(job->adopted[i].ptr);
-  free(job->adopted);
-  for (int i = 0; i < job->n_nodes; i++) {
-    sl__node *n = job->nodes[i];
+int sl__graph_validate(const sl__graph *g, const char *job_name, char *err,
+                       size_t errlen) {
+  if (g->build_err)
+    return g->build_err; /* its message is already the job's */
+  int sources = 0, sinks = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    sources += g->nodes[i]->kind == SL__NODE_SOURCE;
+    sinks += g->nodes[i]->sink;
+  }
+  if (!sources) {
+    sl__errf(err, errlen, "job \"%s\" has no source", job_name);
+    return SL_ERR_GRAPH;
+  }
+  if (!sinks) {
+    sl__errf(err, errlen,
+             "job \"%s\" has no sink: add one with sl_sink(), "
+             "sl_sink_jsonl() or sl_sink_stdout()",
+             job_name);
+    return SL_ERR_GRAPH;
+  }
+  return SL_OK;
+}
+
+void sl__graph_free(sl__graph *g) {
+  for (int i = 0; i < g->n_adopted; i++)
+    g->adopted[i].free_fn(g->adopted[i].ptr);
+  free(g->adopted);
+  for (int i = 0; i < g->n_nodes; i++) {
+    sl__node *n = g->nodes[i];
     if (n->ops && n->ops->free_arg && n->arg)
       n->ops->free_arg(n->arg);
     free(n->uid);
     free(n->inputs);
     free(n);
   }
-  for (int i = 0; i < job->n_streams; i++) {
-    free(job->streams[i]->tag);
-    free(job->streams[i]);
+  for (int i = 0; i < g->n_streams; i++) {
+    free(g->streams[i]->tag);
+    free(g->streams[i]);
   }
-  free(job->nodes);
-  free(job->streams);
+  free(g->nodes);
+  free(g->streams);
 }

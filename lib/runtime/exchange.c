@@ -524,7 +524,7 @@ int sl__xchg_drain(sl__worker *w, int min_xidx) {
   if (job->par == 1)
     return 0;
   int total = 0;
-  for (int xi = job->n_xchg - 1; xi >= min_xidx; xi--) {
+  for (int xi = job->g.n_xchg - 1; xi >= min_xidx; xi--) {
     sl__xchg *x = job->xchgs[xi];
     for (int p = 0; p < x->par; p++) {
       if (p == w->index)
@@ -545,7 +545,7 @@ int sl__xchg_flush(sl__worker *w) {
   sl_job_t *job = w->job;
   /* In topological order: delivering one exchange's records may fill the
    * batches of exchanges after it, which are flushed next. */
-  for (int xi = 0; xi < job->n_xchg; xi++) {
+  for (int xi = 0; xi < job->g.n_xchg; xi++) {
     sl__xchg *x = job->xchgs[xi];
     int rc = self_flush(x, w);
     if (rc)
@@ -563,7 +563,7 @@ int sl__xchg_flush(sl__worker *w) {
 
 bool sl__xchg_inputs_ended(sl__worker *w) {
   sl_job_t *job = w->job;
-  for (int xi = 0; xi < job->n_xchg; xi++) {
+  for (int xi = 0; xi < job->g.n_xchg; xi++) {
     sl_ctx_t *cons = w->inst[job->xchgs[xi]->node->id];
     if (!cons->ended)
       return false;

@@ -14,9 +14,22 @@
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
 
-void sl__graph_free(sl_job_t *job);
 void *sl__worker_main(void *arg);
 extern const sl_operator_ops_t sl__source_ops;
+
+/* The graph's build errors (sl__graph.report): while the job is built the
+ * first one fails the coming run; once running, a refused change only
+ * explains itself in the message and must not fail the running job. */
+static void report_build_error(sl_job_t *job, int err, bool building,
+                               const char *msg) {
+  pthread_mutex_lock(&job->err_lock);
+  if (!job->err && !job->g.build_err) {
+    if (building)
+      job->g.build_err = job->err = err;
+    snprintf(job->errmsg, sizeof(job->errmsg), "%s", msg);
+  }
+  pthread_mutex_unlock(&job->err_lock);
+}
 
 sl_job_t *sl_job_new(const char *name, sl_conf_t *conf, char *err,
                      size_t errlen) {
@@ -47,6 +60,7 @@ sl_job_t *sl_job_new(const char *name, sl_conf_t *conf, char *err,
     return NULL;
   }
   job->conf = conf;
+  job->g.report = report_build_error;
   sl__backend_shared_init(&job->backend_shared);
   job->clock = job->own_clock;
   job->par = par;
@@ -82,11 +96,11 @@ static void plan_free(sl_job_t *job) {
       sl__worker *wk = &job->workers[w];
       if (!wk->inst)
         continue;
-      for (int i = job->n_nodes - 1; i >= 0; i--) {
+      for (int i = job->g.n_nodes - 1; i >= 0; i--) {
         sl_ctx_t *c = wk->inst[i];
-        sl__node *n = job->nodes[i];
+        sl__node *n = job->g.nodes[i];
         sl_ctx_t *all[2] = {c, n->kind == SL__NODE_KEYBY
-                                   ? wk->inst[job->n_nodes + n->xidx]
+                                   ? wk->inst[job->g.n_nodes + n->xidx]
                                    : NULL};
         for (int k = 0; k < 2; k++) {
           if (!all[k])
@@ -107,7 +121,7 @@ static void plan_free(sl_job_t *job) {
     job->workers = NULL;
   }
   if (job->xchgs) {
-    for (int i = 0; i < job->n_xchg; i++)
+    for (int i = 0; i < job->g.n_xchg; i++)
       sl__xchg_destroy(job->xchgs[i]);
     free(job->xchgs);
     job->xchgs = NULL;
@@ -120,7 +134,7 @@ void sl_job_destroy(sl_job_t *job) {
   sl__metrics_job_destroy(job); /* stops the endpoint before the plan goes */
   sl__ckpt_free(job);
   plan_free(job);
-  sl__graph_free(job);
+  sl__graph_free(&job->g);
   sl_conf_destroy(job->conf);
   sl_clock_destroy(job->own_clock);
   pthread_mutex_destroy(&job->err_lock);
@@ -244,12 +258,12 @@ static void port_absent(sl_ctx_t *c, int port) {
  * consumer half. Instances of the key_by producer halves live after the
  * nodes in w->inst, at n_nodes + xidx. */
 static int plan_worker(sl_job_t *job, sl__worker *w) {
-  int nn = job->n_nodes;
-  w->inst = calloc((size_t)(nn + job->n_xchg), sizeof(*w->inst));
+  int nn = job->g.n_nodes;
+  w->inst = calloc((size_t)(nn + job->g.n_xchg), sizeof(*w->inst));
   if (!w->inst)
     return SL_ERR_NOMEM;
   for (int i = 0; i < nn; i++) {
-    sl__node *n = job->nodes[i];
+    sl__node *n = job->g.nodes[i];
     bool here = n->parallel || w->index == 0;
     if (n->kind == SL__NODE_SOURCE) {
       if (!here)
@@ -306,32 +320,13 @@ static int plan_worker(sl_job_t *job, sl__worker *w) {
   return 0;
 }
 
-static int validate(sl_job_t *job) {
-  if (job->build_err)
-    return job->build_err;
-  int sources = 0, sinks = 0;
-  for (int i = 0; i < job->n_nodes; i++) {
-    sources += job->nodes[i]->kind == SL__NODE_SOURCE;
-    sinks += job->nodes[i]->sink;
-  }
-  if (!sources)
-    return sl__job_fail(job, SL_ERR_GRAPH, "job \"%s\" has no source",
-                        job->name);
-  if (!sinks)
-    return sl__job_fail(job, SL_ERR_GRAPH,
-                        "job \"%s\" has no sink: add one with sl_sink(), "
-                        "sl_sink_jsonl() or sl_sink_stdout()",
-                        job->name);
-  return 0;
-}
-
 static int plan(sl_job_t *job) {
   job->workers = calloc((size_t)job->par, sizeof(*job->workers));
-  job->xchgs = calloc((size_t)job->n_xchg + 1, sizeof(*job->xchgs));
+  job->xchgs = calloc((size_t)job->g.n_xchg + 1, sizeof(*job->xchgs));
   if (!job->workers || !job->xchgs)
     return SL_ERR_NOMEM;
-  for (int i = 0; i < job->n_nodes; i++) {
-    sl__node *n = job->nodes[i];
+  for (int i = 0; i < job->g.n_nodes; i++) {
+    sl__node *n = job->g.nodes[i];
     if (n->kind == SL__NODE_KEYBY) {
       int rc = sl__xchg_create(job, n, &job->xchgs[n->xidx]);
       if (rc)
@@ -355,9 +350,11 @@ int sl__job_prepare(sl_job_t *job) {
                         "job \"%s\": sl_job_run() can be called only once",
                         job->name);
   }
-  int rc = validate(job);
+  sl__graph_seal(&job->g);
+  char why[512];
+  int rc = sl__graph_validate(&job->g, job->name, why, sizeof(why));
   if (rc)
-    return rc;
+    return job->g.build_err ? rc : sl__job_fail(job, rc, "%s", why);
   if ((rc = plan(job)))
     return sl__job_fail(job, rc, "job \"%s\": cannot build the plan: %s",
                         job->name, sl_strerror(rc));
@@ -400,8 +397,8 @@ int sl_job_run(sl_job_t *job) {
 int sl_job_op_stats(sl_job_t *job, const char *uid, sl_op_stats_t *out) {
   if (!job || !uid || !out)
     return SL_ERR_INVAL;
-  for (int i = 0; i < job->n_nodes; i++) {
-    sl__node *n = job->nodes[i];
+  for (int i = 0; i < job->g.n_nodes; i++) {
+    sl__node *n = job->g.nodes[i];
     if (!n->uid || strcmp(n->uid, uid) != 0)
       continue;
     memset(out, 0, sizeof(*out));

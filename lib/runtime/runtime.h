@@ -9,58 +9,17 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "core/arena.h"
 #include "core/util.h"
+#include "graph/graph.h"
 #include "operator.h"
 #include "state/backend.h"
 #include "time/watermark.h"
 
-typedef enum sl__node_kind {
-  SL__NODE_SOURCE,
-  SL__NODE_OP,
-  SL__NODE_KEYBY,
-} sl__node_kind;
-
-typedef struct sl__node sl__node;
 typedef struct sl__worker sl__worker;
 typedef struct sl__xchg sl__xchg;
-
-/* A stream is a node's main output (tag NULL) or one of its side outputs. */
-struct sl_stream {
-  sl_job_t *job;
-  sl__node *node;
-  char *tag;
-  bool keyed;
-};
-
-typedef struct sl__input {
-  sl__node *from;
-  const char *tag; /* owned by the stream that named it */
-} sl__input;
-
-struct sl__node {
-  int id; /* creation order, which is a topological order */
-  sl__node_kind kind;
-  char *uid; /* NULL for key_by */
-  const sl_operator_ops_t *ops;
-  void *arg;
-  bool sink;
-  sl__input *inputs;
-  int n_inputs;
-  /* Sources. */
-  const sl_source_ops_t *src_ops;
-  sl_source_ops_t src_ops_copy;
-  void *src_opaque;
-  sl_watermark_spec_t wm_spec;
-  /* key_by. */
-  sl_key_fn key_fn;
-  void *key_opaque;
-  int xidx; /* index among key_by nodes, in topological order */
-  /* Plan: whether this node has an instance on every worker or only on
-   * worker 0 (a non-parallel source and what is chained to it). */
-  bool parallel;
-};
 
 typedef struct sl__edge {
   sl_ctx_t *to;
@@ -169,6 +128,7 @@ struct sl__worker {
 enum { SL__JOB_NEW, SL__JOB_RUNNING, SL__JOB_DONE };
 
 struct sl_job {
+  sl__graph g; /* first: sl__graph_of() (graph/graph.h) */
   char *name;
   sl_conf_t *conf;
   sl_clock_t *clock;
@@ -176,18 +136,6 @@ struct sl_job {
   _Atomic int phase;
   _Atomic int stop;   /* sl_job_stop() was called */
   _Atomic int failed; /* a worker failed: everyone unwinds */
-  /* Graph. */
-  sl__node **nodes;
-  int n_nodes, cap_nodes;
-  sl_stream_t **streams;
-  int n_streams, cap_streams;
-  int n_xchg;
-  int build_err;
-  struct sl__adopted {
-    void *ptr;
-    void (*free_fn)(void *);
-  } * adopted;
-  int n_adopted;
   sl_ckpt_participant_t *parts; /* sl_job_add_ckpt_participant */
   int n_parts;
   /* Settings resolved at sl_job_new. */
@@ -224,6 +172,9 @@ struct sl_job {
   _Atomic int planned;  /* the plan may be read from other threads */
   _Atomic int n_opened; /* workers past open, in their loop */
 };
+
+_Static_assert(offsetof(struct sl_job, g) == 0,
+               "sl__graph_of() needs the graph first in sl_job_t");
 
 /* Records the job's first error and makes every worker unwind. */
 int sl__job_fail(sl_job_t *job, int err, const char *fmt, ...)

@@ -33,8 +33,8 @@ int sl__stats_ops(sl_job_t *job, int (*fn)(const sl__op_stat *, void *),
                   void *opaque) {
   if (!planned(job))
     return 0;
-  for (int i = 0; i < job->n_nodes; i++) {
-    sl__node *n = job->nodes[i];
+  for (int i = 0; i < job->g.n_nodes; i++) {
+    sl__node *n = job->g.nodes[i];
     if (!n->uid || n->kind == SL__NODE_KEYBY)
       continue;
     for (int w = 0; w < job->par; w++) {
@@ -72,8 +72,8 @@ int sl__stats_ops(sl_job_t *job, int (*fn)(const sl__op_stat *, void *),
 
 /* The first operator reading key_by node k. */
 static const char *first_reader(sl_job_t *job, const sl__node *k) {
-  for (int i = k->id + 1; i < job->n_nodes; i++) {
-    const sl__node *n = job->nodes[i];
+  for (int i = k->id + 1; i < job->g.n_nodes; i++) {
+    const sl__node *n = job->g.nodes[i];
     for (int p = 0; p < n->n_inputs; p++)
       if (n->inputs[p].from == k)
         return n->uid ? n->uid : "key_by";
@@ -85,8 +85,8 @@ int sl__stats_channels(sl_job_t *job, int (*fn)(const sl__chan_stat *, void *),
                        void *opaque) {
   if (!planned(job))
     return 0;
-  for (int i = 0; i < job->n_nodes; i++) {
-    sl__node *n = job->nodes[i];
+  for (int i = 0; i < job->g.n_nodes; i++) {
+    sl__node *n = job->g.nodes[i];
     if (n->kind != SL__NODE_KEYBY)
       continue;
     const sl__node *up = n->inputs[0].from;
@@ -129,7 +129,7 @@ void sl__stats_job(sl_job_t *job, sl__job_stat *out, char *errmsg,
 
 void sl__stats_publish(sl__worker *w) {
   sl_job_t *job = w->job;
-  for (int i = 0; i < job->n_nodes; i++) {
+  for (int i = 0; i < job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
     const sl__keyed *k = c ? c->keyed : NULL;
     if (!k)

@@ -218,7 +218,7 @@ static int src_poll(sl__worker *w, src_t *s) {
 
 void sl__worker_close(sl__worker *w) {
   sl_job_t *job = w->job;
-  int total = job->n_nodes + job->n_xchg;
+  int total = job->g.n_nodes + job->g.n_xchg;
   for (int i = total - 1; i >= 0; i--) {
     sl_ctx_t *c = w->inst[i];
     if (c && c->opened && c->ops->close)
@@ -251,7 +251,7 @@ sl__backend *sl__worker_backend(sl__worker *w, char *err, size_t errlen) {
 
 int sl__worker_open(sl__worker *w) {
   sl_job_t *job = w->job;
-  int total = job->n_nodes + job->n_xchg;
+  int total = job->g.n_nodes + job->g.n_xchg;
   for (int i = 0; i < total; i++) {
     sl_ctx_t *c = w->inst[i];
     if (!c)
@@ -322,7 +322,7 @@ void *sl__worker_main(void *arg) {
      * nothing after the barrier may touch its state before the snapshot. */
     bool aligning = sl__ckpt_aligning(w);
     bool sources_done = true;
-    for (int i = 0; i < job->n_nodes && !rc; i++) {
+    for (int i = 0; i < job->g.n_nodes && !rc; i++) {
       sl_ctx_t *c = w->inst[i];
       if (!c || c->node->kind != SL__NODE_SOURCE || ((src_t *)c)->done)
         continue;

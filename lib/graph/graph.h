@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The logical job graph the builder API makes (nodes, the streams between
+ * them) and its validation. The runtime owns a graph as the first member
+ * of its sl_job_t, builds the physical plan from it and runs it; the
+ * graph knows nothing of threads or instances. Calls back into the
+ * runtime (reporting a build error) go through the hook the runtime sets
+ * (DESIGN §2: function tables carry calls upward). */
+#ifndef SL_GRAPH_GRAPH_H
+#define SL_GRAPH_GRAPH_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "operator.h"
+#include "sluice.h"
+
+typedef enum sl__node_kind {
+  SL__NODE_SOURCE,
+  SL__NODE_OP,
+  SL__NODE_KEYBY,
+} sl__node_kind;
+
+typedef struct sl__node sl__node;
+
+/* A stream is a node's main output (tag NULL) or one of its side outputs. */
+struct sl_stream {
+  sl_job_t *job;
+  sl__node *node;
+  char *tag;
+  bool keyed;
+};
+
+typedef struct sl__input {
+  sl__node *from;
+  const char *tag; /* owned by the stream that named it */
+} sl__input;
+
+struct sl__node {
+  int id; /* creation order, which is a topological order */
+  sl__node_kind kind;
+  char *uid; /* NULL for key_by */
+  const sl_operator_ops_t *ops;
+  void *arg;
+  bool sink;
+  sl__input *inputs;
+  int n_inputs;
+  /* Sources. */
+  const sl_source_ops_t *src_ops;
+  sl_source_ops_t src_ops_copy;
+  void *src_opaque;
+  sl_watermark_spec_t wm_spec;
+  /* key_by. */
+  sl_key_fn key_fn;
+  void *key_opaque;
+  int xidx; /* index among key_by nodes, in topological order */
+  /* Whether this node has an instance on every worker or only on worker 0
+   * (a non-parallel source and what is chained to it). */
+  bool parallel;
+};
+
+/* Reports a build error to the graph's owner: building says whether the
+ * job is still being built (then the error fails the coming run). */
+typedef void (*sl__graph_report_fn)(sl_job_t *job, int err, bool building,
+                                    const char *msg);
+
+typedef struct sl__graph {
+  sl__node **nodes;
+  int n_nodes, cap_nodes;
+  sl_stream_t **streams;
+  int n_streams, cap_streams;
+  int n_xchg;         /* key_by nodes */
+  _Atomic int sealed; /* the job started: the graph no longer changes */
+  int build_err;      /* the first build error (written by report) */
+  sl__graph_report_fn report;
+  struct sl__adopted {
+    void *ptr;
+    void (*free_fn)(void *);
+  } * adopted;
+  int n_adopted;
+} sl__graph;
+
+/* The graph of a job: the runtime's sl_job_t begins with it (runtime.h
+ * asserts so), which lets the builder functions reach the graph from the
+ * public handle without calling up into the runtime. */
+static inline sl__graph *sl__graph_of(sl_job_t *job) {
+  return (sl__graph *)(void *)job;
+}
+static inline const sl__graph *sl__graph_of_const(const sl_job_t *job) {
+  return (const sl__graph *)(const void *)job;
+}
+
+/* Seals the graph when the job starts: later builder calls are refused
+ * with an error that does not fail the running job. */
+static inline void sl__graph_seal(sl__graph *g) {
+  atomic_store(&g->sealed, 1);
+}
+
+/* Whether the graph can run: the first build error, or a graph without a
+ * source or a sink. SL_OK, or the error with a message in err. */
+int sl__graph_validate(const sl__graph *g, const char *job_name, char *err,
+                       size_t errlen);
+
+/* Frees the nodes, streams and adopted objects (calling free_arg and the
+ * adopters' free functions). */
+void sl__graph_free(sl__graph *g);
+
+#endif
