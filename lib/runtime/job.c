@@ -2,7 +2,6 @@
 /* Job lifecycle: creation from a conf, validation, the physical plan (one
  * instance of each node per worker that runs it, wired by direct edges or
  * exchanges), worker threads, stop, failure and statistics. */
-#include "checkpoint/ckpt.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +9,7 @@
 
 #include "core/conf.h"
 #include "core/hash.h"
-#include "metrics/metrics.h"
+#include "core/clock.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
 
@@ -31,8 +30,8 @@ static void report_build_error(sl_job_t *job, int err, bool building,
   pthread_mutex_unlock(&job->err_lock);
 }
 
-sl_job_t *sl_job_new(const char *name, sl_conf_t *conf, char *err,
-                     size_t errlen) {
+sl_job_t *sl__job_create(const char *name, sl_conf_t *conf, char *err,
+                         size_t errlen) {
   sl_conf_t *own = NULL;
   if (!conf && !(conf = own = sl_conf_new())) {
     sl__errf(err, errlen, "out of memory");
@@ -81,13 +80,31 @@ sl_job_t *sl_job_new(const char *name, sl_conf_t *conf, char *err,
   job->chan_cap = (size_t)sl__conf_int(conf, "channel.capacity");
   job->source_budget = (size_t)sl__conf_int(conf, "source.batch.size");
   pthread_mutex_init(&job->err_lock, NULL);
-  if (sl__metrics_job_new(job, err, errlen)) {
-    job->conf = NULL; /* the caller keeps conf on failure */
-    sl_job_destroy(job);
-    sl_conf_destroy(own);
-    return NULL;
-  }
+  pthread_mutex_init(&job->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&job->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  (void)err, (void)errlen;
   return job;
+}
+
+int sl__job_add_service(sl_job_t *job, const sl__service_ops *ops, void *svc) {
+  struct sl__svc *a =
+      realloc(job->svcs, (size_t)(job->n_svcs + 1) * sizeof(*a));
+  if (!a)
+    return SL_ERR_NOMEM;
+  job->svcs = a;
+  job->svcs[job->n_svcs++] = (struct sl__svc){ops, svc};
+  return SL_OK;
+}
+
+void sl__job_wake(sl_job_t *job) {
+  pthread_mutex_lock(&job->mu);
+  job->woken = true;
+  pthread_cond_broadcast(&job->cv);
+  pthread_mutex_unlock(&job->mu);
 }
 
 static void plan_free(sl_job_t *job) {
@@ -131,13 +148,18 @@ static void plan_free(sl_job_t *job) {
 void sl_job_destroy(sl_job_t *job) {
   if (!job)
     return;
-  sl__metrics_job_destroy(job); /* stops the endpoint before the plan goes */
-  sl__ckpt_free(job);
+  /* Services first: the metrics endpoint stops before the plan goes. */
+  for (int i = job->n_svcs - 1; i >= 0; i--)
+    if (job->svcs[i].ops->destroy)
+      job->svcs[i].ops->destroy(job->svcs[i].svc);
+  free(job->svcs);
   plan_free(job);
   sl__graph_free(&job->g);
   sl_conf_destroy(job->conf);
   sl_clock_destroy(job->own_clock);
   pthread_mutex_destroy(&job->err_lock);
+  pthread_mutex_destroy(&job->mu);
+  pthread_cond_destroy(&job->cv);
   sl__backend_shared_fini(&job->backend_shared);
   free(job->kg_worker);
   free(job->parts);
@@ -364,18 +386,90 @@ int sl__job_prepare(sl_job_t *job) {
   return 0;
 }
 
+/* Starts the services in order; on a failure stops those started. */
+static int start_services(sl_job_t *job) {
+  for (int i = 0; i < job->n_svcs; i++) {
+    const sl__service_ops *o = job->svcs[i].ops;
+    char err[1024] = "";
+    int rc = o->start ? o->start(job->svcs[i].svc, err, sizeof(err)) : 0;
+    if (!rc)
+      continue;
+    for (int j = i - 1; j >= 0; j--)
+      if (job->svcs[j].ops->stop)
+        job->svcs[j].ops->stop(job->svcs[j].svc);
+    return sl__job_fail(job, rc, "job \"%s\": %s", job->name,
+                        err[0] ? err : sl_strerror(rc));
+  }
+  return 0;
+}
+
+/* The supervisor loop, on the thread of sl_job_run() (libuv's uv_run):
+ * tick every service when it is due or something woke the loop, until
+ * the job fails or every worker finished and no service is busy. */
+static void supervise(sl_job_t *job, int started) {
+  pthread_mutex_lock(&job->mu);
+  for (;;) {
+    sl__tick t = {.now = sl__mono_ms(),
+                  .workers_done = job->n_finished >= started,
+                  .workers_clean = job->n_unclean == 0 && started == job->par};
+    job->woken = false;
+    pthread_mutex_unlock(&job->mu);
+    int64_t due = t.now + 100; /* stop and failure are seen without a wake */
+    bool busy = false, failing = sl__job_failing(job) || started < job->par;
+    for (int i = 0; i < job->n_svcs && !failing; i++) {
+      const sl__service_ops *o = job->svcs[i].ops;
+      if (!o->tick)
+        continue;
+      char err[1024] = "";
+      int rc = o->tick(job->svcs[i].svc, &t, &due, err, sizeof(err));
+      if (rc < 0) {
+        sl__job_fail(job, rc, "%s: %s", o->name,
+                     err[0] ? err : sl_strerror(rc));
+        failing = true;
+      }
+      busy |= rc == SL__SVC_BUSY;
+    }
+    pthread_mutex_lock(&job->mu);
+    if (failing || (t.workers_done && !busy))
+      break;
+    if (job->woken)
+      continue;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t wait = due - sl__mono_ms();
+    if (wait <= 0)
+      continue;
+    ts.tv_sec += wait / 1000;
+    ts.tv_nsec += (wait % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&job->cv, &job->mu, &ts);
+  }
+  /* Workers parked after their loop may close now. */
+  job->release = true;
+  pthread_cond_broadcast(&job->cv);
+  pthread_mutex_unlock(&job->mu);
+}
+
+void sl__worker_finished(sl__worker *w, bool clean) {
+  sl_job_t *job = w->job;
+  pthread_mutex_lock(&job->mu);
+  job->n_finished++;
+  job->n_unclean += !clean;
+  job->woken = true;
+  pthread_cond_broadcast(&job->cv);
+  pthread_mutex_unlock(&job->mu);
+}
+
 int sl_job_run(sl_job_t *job) {
   if (!job)
     return SL_ERR_INVAL;
   int rc = sl__job_prepare(job);
-  if (!rc) {
-    rc = sl__ckpt_setup(job);
-    atomic_store_explicit(&job->ckpt_ready, 1, memory_order_release);
-  }
-  if (rc)
-    return rc;
-  if ((rc = sl__metrics_job_start(job))) {
-    sl__metrics_job_end(job);
+  if (!rc)
+    rc = start_services(job);
+  if (rc) {
     atomic_store(&job->phase, SL__JOB_DONE);
     return rc;
   }
@@ -388,8 +482,12 @@ int sl_job_run(sl_job_t *job) {
       break;
     }
   }
-  sl__ckpt_run(job, started); /* joins the workers */
-  sl__metrics_job_end(job);
+  supervise(job, started);
+  for (int i = 0; i < started; i++)
+    pthread_join(job->workers[i].thread, NULL);
+  for (int i = job->n_svcs - 1; i >= 0; i--)
+    if (job->svcs[i].ops->stop)
+      job->svcs[i].ops->stop(job->svcs[i].svc);
   atomic_store(&job->phase, SL__JOB_DONE);
   return job->err;
 }

@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "core/arena.h"
+#include "core/service.h"
 #include "core/util.h"
 #include "graph/graph.h"
 #include "operator.h"
@@ -158,6 +159,19 @@ struct sl_job {
   pthread_mutex_t err_lock;
   int err;
   char errmsg[1024];
+  /* Services (core/service.h), in registration order. */
+  struct sl__svc {
+    const sl__service_ops *ops;
+    void *svc;
+  } * svcs;
+  int n_svcs;
+  /* The supervisor of sl_job_run() waits on cv; workers (finishing,
+   * acking a checkpoint) and services wake it. Guarded by mu: */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool woken;
+  int n_finished, n_unclean; /* workers past their loop */
+  bool release;              /* parked workers may close */
   /* Checkpoints: the coordinator (NULL when checkpoint.dir is unset), the
    * newest checkpoint the workers are asked to take, and the newest
    * completed one (for checkpoint_complete hooks). */
@@ -175,6 +189,16 @@ struct sl_job {
 
 _Static_assert(offsetof(struct sl_job, g) == 0,
                "sl__graph_of() needs the graph first in sl_job_t");
+
+/* Adds a service (core/service.h) before the job runs: the assembly of a
+ * job in sl_job_new() does, the job itself names none. The job keeps ops
+ * and svc until sl_job_destroy(). SL_OK or SL_ERR_NOMEM. */
+int sl__job_add_service(sl_job_t *job, const sl__service_ops *ops, void *svc);
+/* Any thread: something a service waits for happened; tick them now. */
+void sl__job_wake(sl_job_t *job);
+/* sl_job_new() without its services: the runtime's part of a job. */
+sl_job_t *sl__job_create(const char *name, sl_conf_t *conf, char *err,
+                         size_t errlen);
 
 /* Records the job's first error and makes every worker unwind. */
 int sl__job_fail(sl_job_t *job, int err, const char *fmt, ...)
@@ -205,6 +229,12 @@ static inline int sl__emit_outs(sl_ctx_t *op, const sl__outs *o,
   return 0;
 }
 
+extern const sl_operator_ops_t sl__source_ops;
+/* Whether an instance is a source subtask (struct sl_source_ctx). */
+static inline bool sl__is_source(const sl_ctx_t *c) {
+  return c->node->kind == SL__NODE_SOURCE && c->ops == &sl__source_ops;
+}
+
 /* error.policy=dlq for one record (rec may be NULL); 0 or the error. */
 int sl__dlq(sl_ctx_t *op, const sl_record_t *rec, const char *why, int err);
 
@@ -231,10 +261,12 @@ int sl__job_prepare(sl_job_t *job);
 int sl__worker_open(sl__worker *w);
 void sl__worker_close(sl__worker *w);
 int sl__worker_proc_time(sl__worker *w);
+/* A worker finished its loop (clean: its input ended or the job was
+ * stopped): counted for the supervisor, which it wakes. */
+void sl__worker_finished(sl__worker *w, bool clean);
 /* The worker's state backend, opened on first use (sl_op_backend). */
 struct sl__backend *sl__worker_backend(sl__worker *w, char *err,
                                        size_t errlen);
-extern const sl_operator_ops_t sl__source_ops;
 /* Ends a source subtask; a natural end first advances the watermark to
  * the maximum. */
 int sl__source_finish(struct sl_source_ctx *s, bool natural);

@@ -1,0 +1,382 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The worker side of checkpoints: barriers from the worker's sources, the
+ * worker's snapshot once every instance on it is aligned (source
+ * positions, operator state, keyed state of the worker's backend, timers)
+ * handed to the coordinator, completion hooks, and parking after the loop
+ * (a finished worker still snapshots until the job releases it). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint/internal.h"
+#include "core/conf.h"
+#include "core/hash.h"
+#include "state/keyed.h"
+#include "state/state.h"
+#include "time/timers.h"
+
+typedef struct sl_source_ctx src_t;
+
+static int n_inst(const sl_job_t *job) {
+  return job->g.n_nodes + job->g.n_xchg;
+}
+
+/* ---- Alignment ---------------------------------------------------------- */
+
+static bool inst_aligned(const sl__worker *w, const sl_ctx_t *c) {
+  if (sl__is_source(c))
+    return ((const src_t *)c)->done || w->ckpt_injected == w->ckpt_id;
+  if (c->bar_done == w->ckpt_id || c->ended)
+    return true;
+  for (int i = 0; i < c->n_ports; i++)
+    if (!c->ports[i].ended)
+      return false;
+  return true;
+}
+
+static bool worker_aligned(const sl__worker *w) {
+  for (int i = 0; i < n_inst(w->job); i++)
+    if (w->inst[i] && !inst_aligned(w, w->inst[i]))
+      return false;
+  return true;
+}
+
+/* ---- Snapshot ----------------------------------------------------------- */
+
+typedef struct scan_ctx {
+  sl_buf_t *b;
+  uint64_t n;
+  int rc;
+} scan_ctx;
+
+static int put_entry(uint32_t state, const void *key, size_t key_len,
+                     const void *ns, size_t ns_len, const void *mk,
+                     size_t mk_len, const void *val, size_t len, void *opaque) {
+  scan_ctx *s = opaque;
+  sl_buf_t *b = s->b;
+  uint8_t has_mk = mk != NULL;
+  int rc = sl__buf_u32(b, state);
+  if (!rc)
+    rc = sl__buf_bytes(b, key, key_len);
+  if (!rc)
+    rc = sl__buf_bytes(b, ns, ns_len);
+  if (!rc)
+    rc = sl_buf_append(b, &has_mk, 1);
+  if (!rc && has_mk)
+    rc = sl__buf_bytes(b, mk, mk_len);
+  if (!rc)
+    rc = sl__buf_bytes(b, val, len);
+  s->n++;
+  return rc;
+}
+
+static int put_timer(const sl__timer_view *v, int domain, void *opaque) {
+  scan_ctx *s = opaque;
+  sl_buf_t *b = s->b;
+  uint8_t d = (uint8_t)domain;
+  int rc = sl__buf_u32(b, v->kg);
+  if (!rc)
+    rc = sl_buf_append(b, &d, 1);
+  if (!rc)
+    rc = sl__buf_u64(b, (uint64_t)v->ts);
+  if (!rc)
+    rc = sl__buf_bytes(b, v->key, v->key_len);
+  if (!rc)
+    rc = sl__buf_bytes(b, v->ns, v->ns_len);
+  s->n++;
+  return rc;
+}
+
+/* src: a source subtask, whose event time follows its blob. */
+static int snap_blob(sl_buf_t *b, uint32_t type, const char *uid,
+                     const src_t *src, const sl_buf_t *blob) {
+  size_t mark;
+  int rc = sl__snap_begin_section(b, type, SL__SNAP_NO_KG, &mark);
+  if (!rc)
+    rc = sl__buf_bytes(b, uid, strlen(uid));
+  if (!rc && src)
+    rc = sl__buf_u32(b, (uint32_t)sl_source_ctx_subtask((src_t *)src));
+  if (!rc)
+    rc = sl__buf_bytes(b, blob->data, blob->len);
+  if (!rc && src) {
+    uint8_t flags = (uint8_t)((src->wmgen.idle ? SL__SRC_IDLE : 0) |
+                              (src->finished ? SL__SRC_FINISHED : 0));
+    rc = sl__buf_u32(b, SL__SRC_TIME_MAGIC);
+    if (!rc)
+      rc = sl__buf_u32(b, (uint32_t)sl_source_ctx_subtasks((src_t *)src));
+    if (!rc)
+      rc = sl__buf_u64(b, (uint64_t)src->wmgen.max_ts);
+    if (!rc)
+      rc = sl_buf_append(b, &flags, 1);
+  }
+  if (!rc)
+    sl__snap_end_section(b, mark);
+  return rc;
+}
+
+static int snap_hooks(sl__worker *w, sl__wsnap *s) {
+  sl_job_t *job = w->job;
+  for (int i = 0; i < job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    if (!c)
+      continue;
+    sl_buf_t blob;
+    sl__buf_init(&blob);
+    int rc = 0;
+    if (sl__is_source(c)) {
+      const sl_source_ops_t *o = c->node->src_ops;
+      if (!o->snapshot)
+        continue;
+      rc = o->snapshot((src_t *)c, s->id, &blob, c->node->src_opaque);
+      if (!rc)
+        rc = snap_blob(&s->file, SL__SEC_SOURCE, c->node->uid, (src_t *)c,
+                       &blob);
+    } else if (c->ops->snapshot && c->node->uid) {
+      rc = c->ops->snapshot(c, s->id, &blob);
+      if (!rc)
+        rc = snap_blob(&s->file, SL__SEC_OPSTATE, c->node->uid, NULL, &blob);
+    }
+    sl__buf_free(&blob);
+    if (rc) {
+      snprintf(s->err, sizeof(s->err), "operator \"%s\": snapshot failed: %s",
+               c->node->uid ? c->node->uid : "?", sl_strerror(rc));
+      return rc < 0 ? rc : SL_ERR_USER;
+    }
+  }
+  return 0;
+}
+
+static int snap_keyed(sl__worker *w, sl__wsnap *s, bool native_ok) {
+  sl__backend *be = w->be;
+  /* Expired entries are not worth writing (Flink's cleanup on snapshot). */
+  for (int i = 0; be && i < w->job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    sl__keyed *k = c && !sl__is_source(c) ? sl_op_keyed(c) : NULL;
+    if (k && k->state)
+      sl__kstate_cleanup_full(k->state, c->wm);
+  }
+  sl_buf_t *b = &s->file;
+  size_t mark;
+  int rc = 0;
+  if (be) {
+    uint32_t n = be->ops->state_count(be);
+    if ((rc = sl__snap_begin_section(b, SL__SEC_STATES, SL__SNAP_NO_KG,
+                                     &mark)) ||
+        (rc = sl__buf_u32(b, n)))
+      return rc;
+    for (uint32_t id = 0; id < n; id++) {
+      const char *name;
+      sl__btype type;
+      if ((rc = be->ops->state_info(be, id, &name, &type)) ||
+          (rc = sl__buf_u32(b, id)) || (rc = sl__buf_u32(b, (uint32_t)type)) ||
+          (rc = sl__buf_bytes(b, name, strlen(name))))
+        return rc;
+    }
+    sl__snap_end_section(b, mark);
+    if (be->ops->snapshot && native_ok) {
+      char dir[4096];
+      sl__ckpt_path(w->job->ckpt, s->id, dir, sizeof(dir));
+      size_t l = strlen(dir);
+      snprintf(dir + l, sizeof(dir) - l, "/w%d.state", w->index);
+      if ((rc = be->ops->snapshot(be, dir, s->err, sizeof(s->err))))
+        return rc;
+      s->native = true;
+    } else {
+      for (uint32_t kg = be->kg_lo; kg < be->kg_hi; kg++) {
+        if ((rc = sl__snap_begin_section(b, SL__SEC_ENTRIES, kg, &mark)))
+          return rc;
+        scan_ctx sc = {b, 0, 0};
+        if ((rc = be->ops->kg_scan(be, kg, put_entry, &sc)))
+          return rc;
+        if (sc.n == 0) {
+          b->len = mark - 8; /* drop an empty section */
+          continue;
+        }
+        sl__snap_end_section(b, mark);
+        s->state_entries += sc.n;
+      }
+    }
+  }
+  sl_job_t *job = w->job;
+  for (int i = 0; i < job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    sl__keyed *k = c && !sl__is_source(c) ? sl_op_keyed(c) : NULL;
+    if (!k || !k->timers || !c->node->uid)
+      continue;
+    const char *uid = c->node->uid;
+    if ((rc = sl__snap_begin_section(b, SL__SEC_TIMERS, SL__SNAP_NO_KG,
+                                     &mark)) ||
+        (rc = sl__buf_bytes(b, uid, strlen(uid))))
+      return rc;
+    scan_ctx sc = {b, 0, 0};
+    if ((rc = sl__timers_foreach(k->timers, put_timer, &sc)))
+      return rc;
+    sl__snap_end_section(b, mark);
+    s->timers += sc.n;
+  }
+  return 0;
+}
+
+/* Builds the worker's snapshot of checkpoint id; NULL when out of
+ * memory. Other failures are in s->rc and s->err. With native_ok, a
+ * backend with native snapshots writes its state directory into the
+ * checkpoint; otherwise every entry goes into the file. */
+static sl__wsnap *build_snapshot(sl__worker *w, uint64_t id, bool native_ok) {
+  sl_job_t *job = w->job;
+  sl__wsnap *s = calloc(1, sizeof(*s));
+  if (!s)
+    return NULL;
+  s->id = id;
+  s->worker = w->index;
+  sl__kg_range(w->index, job->par, job->max_par, &s->kg_lo, &s->kg_hi);
+  sl__buf_init(&s->file);
+  sl__snap_head h = {.worker = (uint32_t)w->index,
+                     .id = id,
+                     .kg_lo = s->kg_lo,
+                     .kg_hi = s->kg_hi,
+                     .max_par = job->max_par};
+  int rc = sl__snap_begin_file(&s->file, &h);
+  if (!rc)
+    rc = snap_hooks(w, s);
+  if (!rc)
+    rc = snap_keyed(w, s, native_ok);
+  if (!rc)
+    rc = sl__snap_finish_file(&s->file);
+  if (rc && !s->err[0])
+    snprintf(s->err, sizeof(s->err), "worker %d: snapshot failed: %s", w->index,
+             sl_strerror(rc));
+  s->rc = rc;
+  return s;
+}
+
+/* Takes the worker's snapshot of checkpoint id and hands it to the
+ * coordinator. Failures fail the checkpoint, not the job. */
+static void take_snapshot(sl__worker *w, uint64_t id) {
+  sl__wsnap *s = build_snapshot(w, id, true);
+  if (!s) {
+    sl__job_fail(w->job, SL_ERR_NOMEM, "out of memory for a checkpoint");
+    return;
+  }
+  sl__ckpt_ack(w->job->ckpt, s);
+}
+
+int sl__ckpt_snapshot_image(sl__worker *w, void **data, size_t *len, char *err,
+                            size_t errlen) {
+  sl__wsnap *s = build_snapshot(w, 1, false);
+  if (!s) {
+    snprintf(err, errlen, "out of memory");
+    return SL_ERR_NOMEM;
+  }
+  int rc = s->rc;
+  if (rc) {
+    snprintf(err, errlen, "%s", s->err);
+  } else {
+    *data = s->file.data;
+    *len = s->file.len;
+    sl__buf_init(&s->file);
+  }
+  sl__wsnap_free(s);
+  return rc;
+}
+
+static int notify(sl__worker *w, uint64_t done) {
+  sl_job_t *job = w->job;
+  for (int i = 0; i < job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    if (!c || !c->opened)
+      continue;
+    if (sl__is_source(c)) {
+      const sl_source_ops_t *o = c->node->src_ops;
+      if (o->checkpoint_complete)
+        o->checkpoint_complete((src_t *)c, done, c->node->src_opaque);
+    } else if (c->ops->checkpoint_complete) {
+      int rc = c->ops->checkpoint_complete(c, done);
+      if (rc)
+        return rc;
+    }
+  }
+  return 0;
+}
+
+static void abandon(sl__worker *w, uint64_t id) {
+  sl_job_t *job = w->job;
+  w->ckpt_done = id;
+  w->ckpt_id = 0;
+  for (int i = 0; i < job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    if (c && c->opened && !sl__is_source(c) && c->ops->checkpoint_abort)
+      c->ops->checkpoint_abort(c, id);
+  }
+}
+
+int sl__ckpt_round(sl__worker *w) {
+  sl_job_t *job = w->job;
+  if (!job->ckpt)
+    return 0;
+  uint64_t t = atomic_load_explicit(&job->ckpt_trigger, memory_order_acquire);
+  if (t > w->ckpt_done && t > w->ckpt_id)
+    w->ckpt_id = t;
+  if (w->ckpt_id && w->ckpt_id < t) {
+    /* The coordinator gave this one up and moved on. */
+    abandon(w, w->ckpt_id);
+    w->ckpt_id = t;
+  }
+  uint64_t id = w->ckpt_id;
+  if (id && w->ckpt_injected != id) {
+    w->ckpt_injected = id;
+    for (int i = 0; i < job->g.n_nodes; i++) {
+      sl_ctx_t *c = w->inst[i];
+      if (!c || !sl__is_source(c) || ((src_t *)c)->done)
+        continue;
+      int rc = sl__forward_barrier(c, id);
+      if (rc)
+        return rc;
+    }
+  }
+  if (id && worker_aligned(w)) {
+    take_snapshot(w, id);
+    w->ckpt_done = id;
+    w->ckpt_id = 0;
+  }
+  uint64_t done =
+      atomic_load_explicit(&job->ckpt_complete, memory_order_acquire);
+  if (done > w->ckpt_notified) {
+    w->ckpt_notified = done;
+    return notify(w, done);
+  }
+  return 0;
+}
+
+void sl__ckpt_park(sl__worker *w, bool clean) {
+  sl_job_t *job = w->job;
+  sl__worker_finished(w, clean);
+  if (!job->ckpt || !clean)
+    return;
+  pthread_mutex_lock(&job->mu);
+  while (!job->release) {
+    uint64_t t = atomic_load(&job->ckpt_trigger);
+    uint64_t done = atomic_load(&job->ckpt_complete);
+    if (t > w->ckpt_done || done > w->ckpt_notified) {
+      pthread_mutex_unlock(&job->mu);
+      if (t > w->ckpt_done) {
+        /* Nothing moves on a finished worker: its state is consistent
+         * with any barrier, so it snapshots without aligning. */
+        w->ckpt_id = w->ckpt_injected = t;
+        take_snapshot(w, t);
+        w->ckpt_done = t;
+        w->ckpt_id = 0;
+      }
+      if (done > w->ckpt_notified) {
+        w->ckpt_notified = done;
+        int rc = notify(w, done);
+        if (rc && !sl__job_failing(job))
+          sl__job_fail(job, rc, "worker %d: checkpoint completion failed: %s",
+                       w->index, sl_strerror(rc));
+      }
+      pthread_mutex_lock(&job->mu);
+      continue;
+    }
+    pthread_cond_wait(&job->cv, &job->mu);
+  }
+  pthread_mutex_unlock(&job->mu);
+}
