@@ -177,23 +177,23 @@ static void parse_files(ctx *x, sl__ckpt_meta *m) {
 /* The "workers" array against parallelism, max_parallelism and files:
  * worker i has index i, Flink's key-group range for i and a worker file
  * listed in files. Malformed entries stay !ok. */
-static void parse_workers(ctx *x, sl__ckpt_meta *m, bool par_ok) {
+static int parse_workers(ctx *x, sl__ckpt_meta *m, bool par_ok) {
   json_t *workers = json_object_get(m->json, "workers");
   if (!json_is_array(workers)) {
     bad(x, "_metadata", "_metadata: %s",
         workers ? "\"workers\" is not an array" : "no \"workers\"");
-    return;
+    return SL_OK;
   }
   size_t n = json_array_size(workers);
   if (par_ok && n != (size_t)m->par) {
     bad(x, "_metadata", "_metadata: parallelism is %d but it lists %zu workers",
         m->par, n);
     if (stop(x))
-      return;
+      return SL_OK;
   }
   m->workers = calloc(n + 1, sizeof(*m->workers));
   if (!m->workers)
-    return;
+    return SL_ERR_NOMEM;
   m->n_workers = (int)n;
   size_t i;
   json_t *wj;
@@ -206,7 +206,7 @@ static void parse_workers(ctx *x, sl__ckpt_meta *m, bool par_ok) {
     if (!json_is_object(wj)) {
       bad(x, "_metadata", "%s is not an object", where);
       if (stop(x))
-        return;
+        return SL_OK;
       continue;
     }
     get_int(x, wj, where, "index", true, 0, INT32_MAX, &idx);
@@ -258,8 +258,9 @@ static void parse_workers(ctx *x, sl__ckpt_meta *m, bool par_ok) {
       w->kg_hi = (uint32_t)hi;
     }
     if (stop(x))
-      return;
+      return SL_OK;
   }
+  return SL_OK;
 }
 
 /* "operators": {uid, kind, keyed} per operator, for inspect. */
@@ -359,8 +360,7 @@ static int parse_meta(ctx *x, const char *chk, sl__ckpt_meta *m) {
   parse_files(x, m);
   if (stop(x))
     return SL_ERR_CORRUPT;
-  parse_workers(x, m, kp && pp);
-  if (!m->workers && json_is_array(json_object_get(m->json, "workers")))
+  if (parse_workers(x, m, kp && pp))
     return SL_ERR_NOMEM;
   return x->c->n_problems ? SL_ERR_CORRUPT : SL_OK;
 }
