@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -469,6 +470,13 @@ static void wait_until(struct sl__ckpt *ck, int64_t deadline_mono) {
   pthread_cond_timedwait(&ck->cv, &ck->mu, &ts);
 }
 
+/* Releases the lock on checkpoint.dir (lock_dir, below). */
+static void unlock_dir(struct sl__ckpt *ck) {
+  if (ck->lock_fd >= 0)
+    close(ck->lock_fd); /* releases the flock */
+  ck->lock_fd = -1;
+}
+
 int sl__ckpt_run(sl_job_t *job, int started) {
   struct sl__ckpt *ck = job->ckpt;
   if (ck) {
@@ -528,6 +536,8 @@ int sl__ckpt_run(sl_job_t *job, int started) {
   }
   for (int i = 0; i < started; i++)
     pthread_join(job->workers[i].thread, NULL);
+  if (ck)
+    unlock_dir(ck); /* the job is over: the directory is free */
   return job->err;
 }
 
@@ -839,6 +849,7 @@ static struct sl__ckpt *ckpt_new(sl_job_t *job) {
   }
   job->ckpt = ck;
   ck->job = job;
+  ck->lock_fd = -1;
   pthread_mutex_init(&ck->mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
@@ -919,6 +930,35 @@ static void seed_prev(struct sl__ckpt *ck, const char *chk) {
   sl__ckpt_meta_free(&meta);
 }
 
+/* One job at a time per checkpoint.dir: two jobs writing chk-<id> into
+ * one directory would overwrite each other's checkpoints and delete them
+ * by retention. An flock on <dir>/.lock, held while the job runs, says so
+ * at start; the kernel drops it when the process dies, so a crash never
+ * leaves a stale lock. Each job opens the file itself, and locks on
+ * separate open files conflict within one process too. */
+static int lock_dir(struct sl__ckpt *ck) {
+  char lock[4200];
+  pathf(lock, sizeof(lock), "%s/.lock", ck->dir);
+  ck->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (ck->lock_fd < 0)
+    return sl__job_fail(ck->job, SL_ERR_IO,
+                        "checkpoint.dir \"%s\": cannot create \"%s\": %s",
+                        ck->dir, lock, strerror(errno));
+  if (flock(ck->lock_fd, LOCK_EX | LOCK_NB)) {
+    int en = errno;
+    close(ck->lock_fd);
+    ck->lock_fd = -1;
+    return sl__job_fail(ck->job, SL_ERR_STATE,
+                        "checkpoint.dir \"%s\" is in use: another job is "
+                        "running with it (\"%s\" is locked by this or "
+                        "another process: %s); give each running job its own "
+                        "checkpoint.dir",
+                        ck->dir, lock,
+                        en == EWOULDBLOCK ? "held" : strerror(en));
+  }
+  return 0;
+}
+
 int sl__ckpt_setup(sl_job_t *job) {
   const char *dir = sl__conf_str(job->conf, "checkpoint.dir");
   const char *from = sl__conf_str(job->conf, "restore.from");
@@ -944,6 +984,9 @@ int sl__ckpt_setup(sl_job_t *job) {
       return sl__job_fail(job, SL_ERR_IO,
                           "checkpoint.dir \"%s\" cannot be created: %s", dir,
                           strerror(errno));
+    int lrc = lock_dir(ck);
+    if (lrc)
+      return lrc;
     uint64_t *ids;
     size_t n;
     if (sl__ckpt_list(ck->dir, &ids, &n))
@@ -969,6 +1012,7 @@ void sl__ckpt_free(sl_job_t *job) {
   struct sl__ckpt *ck = job->ckpt;
   if (!ck)
     return;
+  unlock_dir(ck);
   clear_acks(ck);
   free(ck->acks);
   restore_free(ck->rs);
