@@ -7,17 +7,18 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "checkpoint/check.h"
 #include "checkpoint/files.h"
 #include "checkpoint/internal.h"
 #include "core/conf.h"
@@ -113,87 +114,6 @@ static int write_file(const char *path, const void *data, size_t len) {
   }
   int rc = fsync(fd);
   return close(fd) || rc ? -1 : 0;
-}
-
-int sl__ckpt_read_file(const char *path, unsigned char **data, size_t *len) {
-  *data = NULL;
-  *len = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return -1;
-  struct stat st;
-  if (fstat(fd, &st)) {
-    close(fd);
-    return -1;
-  }
-  unsigned char *d = malloc(st.st_size ? (size_t)st.st_size : 1);
-  size_t got = 0;
-  while (d && got < (size_t)st.st_size) {
-    ssize_t n = read(fd, d + got, (size_t)st.st_size - got);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    got += (size_t)n;
-  }
-  close(fd);
-  if (!d || got != (size_t)st.st_size) {
-    free(d);
-    return -1;
-  }
-  *data = d;
-  *len = got;
-  return 0;
-}
-
-static int rm_cb(const char *path, const struct stat *sb, int flag,
-                 struct FTW *ftw) {
-  (void)sb;
-  (void)flag;
-  (void)ftw;
-  return remove(path);
-}
-
-int sl__ckpt_rmtree(const char *path) {
-  return nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* chk-<id> directories of dir, newest first. */
-int sl__ckpt_list(const char *dir, uint64_t **ids, size_t *n) {
-  *ids = NULL;
-  *n = 0;
-  DIR *d = opendir(dir);
-  if (!d)
-    return errno == ENOENT ? 0 : -1;
-  size_t cap = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    char *end;
-    if (strncmp(e->d_name, "chk-", 4) != 0 || !e->d_name[4])
-      continue;
-    errno = 0;
-    unsigned long long v = strtoull(e->d_name + 4, &end, 10);
-    if (*end || errno || v == 0)
-      continue;
-    if (*n == cap) {
-      cap = cap ? cap * 2 : 16;
-      uint64_t *a = realloc(*ids, cap * sizeof(*a));
-      if (!a) {
-        closedir(d);
-        return -1;
-      }
-      *ids = a;
-    }
-    (*ids)[(*n)++] = v;
-  }
-  closedir(d);
-  for (size_t i = 1; i < *n; i++) /* insertion sort, descending */
-    for (size_t j = i; j > 0 && (*ids)[j - 1] < (*ids)[j]; j--) {
-      uint64_t t = (*ids)[j];
-      (*ids)[j] = (*ids)[j - 1];
-      (*ids)[j - 1] = t;
-    }
-  return 0;
 }
 
 static bool exists(const char *path) {
@@ -550,6 +470,13 @@ static void wait_until(struct sl__ckpt *ck, int64_t deadline_mono) {
   pthread_cond_timedwait(&ck->cv, &ck->mu, &ts);
 }
 
+/* Releases the lock on checkpoint.dir (lock_dir, below). */
+static void unlock_dir(struct sl__ckpt *ck) {
+  if (ck->lock_fd >= 0)
+    close(ck->lock_fd); /* releases the flock */
+  ck->lock_fd = -1;
+}
+
 int sl__ckpt_run(sl_job_t *job, int started) {
   struct sl__ckpt *ck = job->ckpt;
   if (ck) {
@@ -609,6 +536,8 @@ int sl__ckpt_run(sl_job_t *job, int started) {
   }
   for (int i = 0; i < started; i++)
     pthread_join(job->workers[i].thread, NULL);
+  if (ck)
+    unlock_dir(ck); /* the job is over: the directory is free */
   return job->err;
 }
 
@@ -695,99 +624,61 @@ static int check_uids(sl_job_t *job, const sl__restore *rs, char *err,
   return 0;
 }
 
-/* Loads and verifies chk-<id> (path). Returns SL_OK, SL_ERR_CORRUPT /
- * SL_ERR_NOTFOUND for a damaged or incomplete checkpoint (the caller may
- * fall back to an older one), or another error that must stop the job
- * (e.g. SL_ERR_CONF for a max.parallelism mismatch). */
-int sl__ckpt_load(const char *path, uint32_t want_max_par, sl__restore **out,
-                  json_t **meta_out, char *err, size_t errlen) {
+/* Loads chk-<id> (path) after the checkpoint check that sluice-ckpt
+ * verify runs too (check.h): restore takes nothing verify refuses.
+ * Returns SL_OK, SL_ERR_CORRUPT / SL_ERR_NOTFOUND for a damaged or
+ * incomplete checkpoint (the caller may fall back to an older one), or
+ * another error that must stop the job (e.g. SL_ERR_CONF for a
+ * max.parallelism mismatch). */
+static int ckpt_load(const char *path, uint32_t want_max_par, sl__restore **out,
+                     char *err, size_t errlen) {
   *out = NULL;
-  json_t *meta;
-  int rc = sl__ckpt_meta_read(path, &meta, err, errlen);
-  if (rc)
-    return rc;
-  json_int_t id = 0, max_par = 0;
-  const char *backend = NULL;
-  json_t *files = NULL, *workers = NULL;
-  json_unpack(meta, "{s:I,s:I,s:s,s:o,s:o}", "id", &id, "max_parallelism",
-              &max_par, "backend", &backend, "files", &files, "workers",
-              &workers);
-  if (want_max_par && (uint32_t)max_par != want_max_par) {
+  sl__ckpt_check c = {.keep = true};
+  int rc = sl__ckpt_check_run(path, &c, err, errlen);
+  const sl__ckpt_meta *m = &c.meta;
+  if (!rc && want_max_par && m->max_par != want_max_par) {
     sl__errf(err, errlen,
-             "it was taken with max.parallelism=%lld but the job has %u; "
+             "it was taken with max.parallelism=%u but the job has %u; "
              "key groups cannot change for the life of the job's state",
-             (long long)max_par, want_max_par);
+             m->max_par, want_max_par);
     rc = SL_ERR_CONF;
-    goto out;
   }
-  /* Every listed file exists with its size and checksum. */
-  size_t i;
-  json_t *fj;
-  json_array_foreach(files, i, fj) {
-    if ((rc = sl__ckpt_file_check(path, fj, true, err, errlen)))
-      goto out;
-  }
-  sl__restore *rs = calloc(1, sizeof(*rs));
-  if (!rs) {
+  sl__restore *rs = NULL;
+  if (!rc && !(rs = calloc(1, sizeof(*rs))))
     rc = SL_ERR_NOMEM;
-    goto out;
+  if (!rc) {
+    *out = rs;
+    rs->id = m->id;
+    rs->restarts = m->restarts;
+    rs->path = strdup(path);
+    rs->backend = strdup(m->backend);
+    rs->files = calloc((size_t)m->n_workers + 1, sizeof(*rs->files));
+    if (!rs->path || !rs->backend || !rs->files)
+      rc = SL_ERR_NOMEM;
   }
-  *out = rs;
-  rs->id = (uint64_t)id;
-  json_int_t restarts = json_integer_value(json_object_get(meta, "restarts"));
-  rs->restarts = restarts > 0 ? (uint64_t)restarts : 0;
-  rs->path = strdup(path);
-  rs->backend = strdup(backend);
-  rs->files = calloc(json_array_size(workers) + 1, sizeof(*rs->files));
-  if (!rs->path || !rs->backend || !rs->files) {
-    rc = SL_ERR_NOMEM;
-    goto out;
-  }
-  json_t *wj;
-  json_array_foreach(workers, i, wj) {
-    const char *file;
-    json_t *native = json_object_get(wj, "native");
-    if (json_unpack(wj, "{s:s}", "file", &file)) {
-      sl__errf(err, errlen, "_metadata has a malformed worker entry");
-      rc = SL_ERR_CORRUPT;
-      goto out;
-    }
+  char *abs = NULL;
+  for (int i = 0; !rc && i < m->n_workers; i++) {
     sl__rfile *rf = &rs->files[rs->n_files++];
-    char fp[4200];
-    pathf(fp, sizeof(fp), "%s/%s", path, file);
-    if (sl__ckpt_read_file(fp, &rf->data, &rf->len)) {
-      sl__errf(err, errlen, "cannot read %s: %s", file, strerror(errno));
-      rc = SL_ERR_CORRUPT;
-      goto out;
-    }
-    char why[256];
-    if (sl__snap_check(rf->data, rf->len, &rf->head, &rf->body, why,
-                       sizeof(why))) {
-      sl__errf(err, errlen, "%s: %s", file, why);
-      rc = SL_ERR_CORRUPT;
-      goto out;
-    }
-    if (json_is_string(native)) {
-      char *abs = realpath(path, NULL);
-      if (!abs || asprintf(&rf->native_dir, "%s/%s", abs,
-                           json_string_value(native)) < 0) {
-        rf->native_dir = NULL;
-        free(abs);
-        rc = SL_ERR_NOMEM;
-        goto out;
-      }
-      free(abs);
+    sl__ckpt_image *im = &c.images[i];
+    rf->data = im->data;
+    rf->len = im->len;
+    rf->head = im->head;
+    rf->body = im->body;
+    im->data = NULL; /* now the restore's */
+    if (!m->workers[i].native)
+      continue;
+    if ((!abs && !(abs = realpath(path, NULL))) ||
+        asprintf(&rf->native_dir, "%s/%s", abs, m->workers[i].native) < 0) {
+      rf->native_dir = NULL;
+      rc = SL_ERR_NOMEM;
     }
   }
-out:
+  free(abs);
+  sl__ckpt_check_free(&c);
   if (rc) {
     restore_free(*out);
     *out = NULL;
   }
-  if (meta_out && !rc)
-    *meta_out = meta;
-  else
-    json_decref(meta);
   return rc;
 }
 
@@ -858,7 +749,7 @@ static int pick_restore(struct sl__ckpt *ck, const char *from) {
   char err[1024];
   bool allow_drop = sl__conf_bool(job->conf, "restore.allow.dropped.state");
   if (strcmp(from, "latest") != 0) {
-    int rc = sl__ckpt_load(from, job->max_par, &ck->rs, NULL, err, sizeof(err));
+    int rc = ckpt_load(from, job->max_par, &ck->rs, err, sizeof(err));
     if (!rc && !allow_drop)
       rc = check_uids(job, ck->rs, err, sizeof(err));
     if (!rc && resolve(job, ck->rs) != 1) {
@@ -884,7 +775,7 @@ static int pick_restore(struct sl__ckpt *ck, const char *from) {
   for (size_t i = 0; i < n && !ck->rs; i++) {
     char chk[4096];
     sl__ckpt_path(ck, ids[i], chk, sizeof(chk));
-    rc = sl__ckpt_load(chk, job->max_par, &ck->rs, NULL, err, sizeof(err));
+    rc = ckpt_load(chk, job->max_par, &ck->rs, err, sizeof(err));
     if (rc == SL_ERR_NOTFOUND) {
       LOG(ck, SL__LOG_INFO,
           "checkpoint %s is incomplete (no _metadata); "
@@ -958,6 +849,7 @@ static struct sl__ckpt *ckpt_new(sl_job_t *job) {
   }
   job->ckpt = ck;
   ck->job = job;
+  ck->lock_fd = -1;
   pthread_mutex_init(&ck->mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
@@ -1007,13 +899,13 @@ int sl__ckpt_setup_image(sl_job_t *job, const void *data, size_t len, char *err,
  * hard-links them): remember their inodes and checksums, so the first
  * checkpoint of the run is incremental too. */
 static void seed_prev(struct sl__ckpt *ck, const char *chk) {
-  json_t *meta = NULL;
+  sl__ckpt_meta meta;
   char err[256];
   if (sl__ckpt_meta_read(chk, &meta, err, sizeof(err)))
     return;
   size_t i;
   json_t *f;
-  json_array_foreach(json_object_get(meta, "files"), i, f) {
+  json_array_foreach(meta.files, i, f) {
     const char *rel = json_string_value(json_object_get(f, "path"));
     const char *hex = json_string_value(json_object_get(f, "crc32c"));
     if (!rel || !hex || !strchr(rel, '/'))
@@ -1035,7 +927,36 @@ static void seed_prev(struct sl__ckpt *ck, const char *chk) {
     if (a[ck->n_prev].path)
       ck->n_prev++;
   }
-  json_decref(meta);
+  sl__ckpt_meta_free(&meta);
+}
+
+/* One job at a time per checkpoint.dir: two jobs writing chk-<id> into
+ * one directory would overwrite each other's checkpoints and delete them
+ * by retention. An flock on <dir>/.lock, held while the job runs, says so
+ * at start; the kernel drops it when the process dies, so a crash never
+ * leaves a stale lock. Each job opens the file itself, and locks on
+ * separate open files conflict within one process too. */
+static int lock_dir(struct sl__ckpt *ck) {
+  char lock[4200];
+  pathf(lock, sizeof(lock), "%s/.lock", ck->dir);
+  ck->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (ck->lock_fd < 0)
+    return sl__job_fail(ck->job, SL_ERR_IO,
+                        "checkpoint.dir \"%s\": cannot create \"%s\": %s",
+                        ck->dir, lock, strerror(errno));
+  if (flock(ck->lock_fd, LOCK_EX | LOCK_NB)) {
+    int en = errno;
+    close(ck->lock_fd);
+    ck->lock_fd = -1;
+    return sl__job_fail(ck->job, SL_ERR_STATE,
+                        "checkpoint.dir \"%s\" is in use: another job is "
+                        "running with it (\"%s\" is locked by this or "
+                        "another process: %s); give each running job its own "
+                        "checkpoint.dir",
+                        ck->dir, lock,
+                        en == EWOULDBLOCK ? "held" : strerror(en));
+  }
+  return 0;
 }
 
 int sl__ckpt_setup(sl_job_t *job) {
@@ -1063,6 +984,9 @@ int sl__ckpt_setup(sl_job_t *job) {
       return sl__job_fail(job, SL_ERR_IO,
                           "checkpoint.dir \"%s\" cannot be created: %s", dir,
                           strerror(errno));
+    int lrc = lock_dir(ck);
+    if (lrc)
+      return lrc;
     uint64_t *ids;
     size_t n;
     if (sl__ckpt_list(ck->dir, &ids, &n))
@@ -1088,6 +1012,7 @@ void sl__ckpt_free(sl_job_t *job) {
   struct sl__ckpt *ck = job->ckpt;
   if (!ck)
     return;
+  unlock_dir(ck);
   clear_acks(ck);
   free(ck->acks);
   restore_free(ck->rs);

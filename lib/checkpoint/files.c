@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Checks of a checkpoint directory shared by restore and sluice-ckpt
- * (files.h): _metadata's required fields and each listed file's size and
- * checksum. Restore stops at the first problem; the tool reports all. */
+/* Files of a checkpoint directory, shared by the coordinator, the
+ * checkpoint check and sluice-ckpt (files.h): listing, reading, removing,
+ * each listed file's size and checksum, retention. */
 #include "checkpoint/files.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <stdlib.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,6 +17,7 @@
 
 #include "core/crc32c.h"
 #include "core/util.h"
+#include "sluice/common.h"
 
 int sl__ckpt_crc_file(const char *path, uint32_t *crc, uint64_t *size) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -43,48 +47,7 @@ int sl__ckpt_crc_file(const char *path, uint32_t *crc, uint64_t *size) {
   return 0;
 }
 
-int sl__ckpt_meta_read(const char *chk, json_t **meta, char *err,
-                       size_t errlen) {
-  *meta = NULL;
-  char path[4200];
-  snprintf(path, sizeof(path), "%s/_metadata", chk);
-  struct stat st;
-  if (stat(path, &st) != 0) {
-    sl__errf(err, errlen, "no _metadata (incomplete)");
-    return SL_ERR_NOTFOUND;
-  }
-  json_error_t je;
-  json_t *m = json_load_file(path, 0, &je);
-  if (!m) {
-    sl__errf(err, errlen, "_metadata is not valid JSON: %s (line %d)", je.text,
-             je.line);
-    return SL_ERR_CORRUPT;
-  }
-  json_int_t format = 0, id = 0, max_par = 0;
-  const char *backend = NULL;
-  json_t *files = NULL, *workers = NULL;
-  if (json_unpack_ex(m, &je, 0, "{s:I,s:I,s:I,s:s,s:o,s:o}", "format", &format,
-                     "id", &id, "max_parallelism", &max_par, "backend",
-                     &backend, "files", &files, "workers", &workers) ||
-      !json_is_array(files) || !json_is_array(workers)) {
-    sl__errf(err, errlen, "_metadata is incomplete: %s",
-             json_is_array(files) ? je.text : "no files array");
-    json_decref(m);
-    return SL_ERR_CORRUPT;
-  }
-  if (format != SL__CKPT_FORMAT) {
-    sl__errf(err, errlen, "unsupported checkpoint format %lld",
-             (long long)format);
-    json_decref(m);
-    return SL_ERR_CORRUPT;
-  }
-  *meta = m;
-  return SL_OK;
-}
-
-/* A listed path must name a file inside the checkpoint: a damaged or
- * hostile _metadata must not make a reader (or a copy) leave it. */
-static bool safe_rel(const char *rel) {
+bool sl__ckpt_safe_rel(const char *rel) {
   if (!rel[0] || rel[0] == '/')
     return false;
   for (const char *p = rel; *p;) {
@@ -99,6 +62,87 @@ static bool safe_rel(const char *rel) {
   return true;
 }
 
+int sl__ckpt_read_file(const char *path, unsigned char **data, size_t *len) {
+  *data = NULL;
+  *len = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  struct stat st;
+  if (fstat(fd, &st)) {
+    close(fd);
+    return -1;
+  }
+  unsigned char *d = malloc(st.st_size ? (size_t)st.st_size : 1);
+  size_t got = 0;
+  while (d && got < (size_t)st.st_size) {
+    ssize_t n = read(fd, d + got, (size_t)st.st_size - got);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    got += (size_t)n;
+  }
+  close(fd);
+  if (!d || got != (size_t)st.st_size) {
+    free(d);
+    return -1;
+  }
+  *data = d;
+  *len = got;
+  return 0;
+}
+
+static int rm_cb(const char *path, const struct stat *sb, int flag,
+                 struct FTW *ftw) {
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+int sl__ckpt_rmtree(const char *path) {
+  return nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* chk-<id> directories of dir, newest first. */
+int sl__ckpt_list(const char *dir, uint64_t **ids, size_t *n) {
+  *ids = NULL;
+  *n = 0;
+  DIR *d = opendir(dir);
+  if (!d)
+    return errno == ENOENT ? 0 : -1;
+  size_t cap = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    char *end;
+    if (strncmp(e->d_name, "chk-", 4) != 0 || !e->d_name[4])
+      continue;
+    errno = 0;
+    unsigned long long v = strtoull(e->d_name + 4, &end, 10);
+    if (*end || errno || v == 0)
+      continue;
+    if (*n == cap) {
+      cap = cap ? cap * 2 : 16;
+      uint64_t *a = realloc(*ids, cap * sizeof(*a));
+      if (!a) {
+        closedir(d);
+        return -1;
+      }
+      *ids = a;
+    }
+    (*ids)[(*n)++] = v;
+  }
+  closedir(d);
+  for (size_t i = 1; i < *n; i++) /* insertion sort, descending */
+    for (size_t j = i; j > 0 && (*ids)[j - 1] < (*ids)[j]; j--) {
+      uint64_t t = (*ids)[j];
+      (*ids)[j] = (*ids)[j - 1];
+      (*ids)[j - 1] = t;
+    }
+  return 0;
+}
+
 int sl__ckpt_file_check(const char *chk, json_t *entry, bool full, char *err,
                         size_t errlen) {
   const char *rel, *hex;
@@ -108,7 +152,7 @@ int sl__ckpt_file_check(const char *chk, json_t *entry, bool full, char *err,
     sl__errf(err, errlen, "_metadata has a malformed file entry");
     return SL_ERR_CORRUPT;
   }
-  if (!safe_rel(rel)) {
+  if (!sl__ckpt_safe_rel(rel)) {
     sl__errf(err, errlen,
              "_metadata lists \"%s\", which is not a file "
              "inside the checkpoint",

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Reading a checkpoint directory without a job: listing chk-<id>, loading
- * and checking _metadata, checking one listed file. Shared by restore
- * (coord.c) and the sluice-ckpt tool, so both judge a checkpoint alike. */
+/* Reading a checkpoint directory without a job: listing chk-<id>, reading
+ * and checking one listed file, retention. Shared by the coordinator
+ * (coord.c), the checkpoint check (check.h) and the sluice-ckpt tool; uses
+ * nothing above the checkpoint layer. */
 #ifndef SL_CHECKPOINT_FILES_H
 #define SL_CHECKPOINT_FILES_H
 
@@ -10,32 +11,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "checkpoint/internal.h"
-
 /* Version of _metadata ("format") this build reads and writes. */
 #define SL__CKPT_FORMAT 1
 
 /* chk-<id> directory ids of dir (id > 0, decimal), newest first; *ids is
- * malloc'd. A missing dir is empty. 0 or -1 with errno. (coord.c) */
+ * malloc'd. A missing dir is empty. 0 or -1 with errno. */
 int sl__ckpt_list(const char *dir, uint64_t **ids, size_t *n);
-/* Reads a whole file into malloc'd memory. 0 or -1 with errno. (coord.c) */
+/* Reads a whole file into malloc'd memory. 0 or -1 with errno. */
 int sl__ckpt_read_file(const char *path, unsigned char **data, size_t *len);
-/* Removes a directory tree without following symlinks. (coord.c) */
+/* Removes a directory tree without following symlinks. */
 int sl__ckpt_rmtree(const char *path);
-/* Loads and verifies chk-<id> for restore. (coord.c) */
-int sl__ckpt_load(const char *path, uint32_t want_max_par, sl__restore **out,
-                  json_t **meta_out, char *err, size_t errlen);
 
 /* CRC32C and size of a file, streamed. 0 or -1 with errno. */
 int sl__ckpt_crc_file(const char *path, uint32_t *crc, uint64_t *size);
 
-/* Loads chk/_metadata and checks what every reader relies on: format
- * version, id, max_parallelism, backend, and the files and workers
- * arrays. SL_OK with *meta (the caller's reference), SL_ERR_NOTFOUND when
- * there is no _metadata (an incomplete checkpoint), SL_ERR_CORRUPT with
- * the reason in err. */
-int sl__ckpt_meta_read(const char *chk, json_t **meta, char *err,
-                       size_t errlen);
+/* Whether a path from _metadata names something inside the checkpoint
+ * (relative, no "." or ".." component): a damaged or hostile _metadata
+ * must not make a reader, or a copy, leave it. */
+bool sl__ckpt_safe_rel(const char *rel);
 
 /* Checks one entry of _metadata's "files" against the file in chk: its
  * path stays inside chk, it exists with the recorded size and, when full,

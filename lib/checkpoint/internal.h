@@ -38,7 +38,7 @@ typedef struct sl__rfile {
 typedef struct sl__restore {
   uint64_t id;
   uint64_t restarts; /* "restarts" of its metadata (0 when absent) */
-  char *path; /* chk-<id> directory */
+  char *path;        /* chk-<id> directory */
   char *backend;
   sl__rfile *files;
   int n_files;
@@ -54,6 +54,7 @@ typedef struct sl__prev_file {
 struct sl__ckpt {
   sl_job_t *job;
   char *dir;
+  int lock_fd; /* flock on <dir>/.lock while the job runs; -1: none */
   int64_t interval_ms, min_pause_ms, timeout_ms;
   int tolerable, retained;
   bool final;

@@ -5,7 +5,9 @@
  * final result must equal an uninterrupted run's (state exactly-once). */
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -377,6 +379,105 @@ START_TEST(max_parallelism_mismatch_is_a_clear_error) {
 }
 END_TEST
 
+/* ---- One job per checkpoint.dir ---------------------------------------- */
+
+/* A source that has nothing to read until its job is stopped, and says
+ * when it first polled (the job is then past its checkpoint setup). */
+typedef struct idle_src {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool polled;
+} idle_src;
+
+static int idle_poll(sl_source_ctx_t *ctx, void *opaque) {
+  (void)ctx;
+  idle_src *s = opaque;
+  pthread_mutex_lock(&s->mu);
+  s->polled = true;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+  return SL_POLL_EMPTY;
+}
+
+static sl_job_t *idle_job(const char *dir, idle_src *src) {
+  const char *kv[] = {"checkpoint.dir", dir, "log.level", "error", NULL};
+  sl_job_t *job = tu_job_kv(1, kv);
+  sl_source_ops_t ops = {.poll = idle_poll};
+  sl_stream_t *s = sl_source(job, "idle", &ops, src);
+  ck_assert_int_eq(sl_sink(s, "sink", tu_discard, NULL), SL_OK);
+  return job;
+}
+
+static void *run_thread(void *job) {
+  return (void *)(intptr_t)sl_job_run(job);
+}
+
+/* A second job on a checkpoint.dir in use fails at start with a clear
+ * error and writes nothing there; once the first job ended, the directory
+ * is free again. Both jobs are in this process: flock conflicts between
+ * separate open files of one process as between processes. */
+START_TEST(checkpoint_dir_is_one_jobs_at_a_time) {
+  char *dir = tmpdir();
+  idle_src src = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+  sl_job_t *a = idle_job(dir, &src);
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, run_thread, a), 0);
+  pthread_mutex_lock(&src.mu);
+  while (!src.polled)
+    pthread_cond_wait(&src.cv, &src.mu);
+  pthread_mutex_unlock(&src.mu);
+
+  run b = {.par = 2, .dir = dir, .n = 1000};
+  ck_assert_int_eq(run_job(&b), SL_ERR_STATE);
+  ck_assert_int_eq(b.outputs, 0);
+  ck_assert_uint_eq(b.info.id, 0);
+
+  sl_job_stop(a);
+  void *rc;
+  ck_assert_int_eq(pthread_join(t, &rc), 0);
+  ck_assert_int_eq((int)(intptr_t)rc, SL_OK);
+  sl_checkpoint_info_t ia;
+  ck_assert_int_eq(sl_job_checkpoint_info(a, &ia), SL_OK);
+  ck_assert_uint_eq(ia.id, 1); /* its final checkpoint, untouched by b */
+
+  /* a has ended (not yet destroyed): the directory is free. */
+  run c = {.par = 2, .dir = dir, .n = 1000};
+  ck_assert_int_eq(run_job(&c), SL_OK);
+  expect_complete(&c, 1000);
+  ck_assert_uint_eq(c.info.id, 2);
+  sl_job_destroy(a);
+  rmrf(dir);
+  free(dir);
+}
+END_TEST
+
+/* The message names the directory and the reason. */
+START_TEST(checkpoint_dir_in_use_message) {
+  char *dir = tmpdir();
+  idle_src src = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+  sl_job_t *a = idle_job(dir, &src);
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, run_thread, a), 0);
+  pthread_mutex_lock(&src.mu);
+  while (!src.polled)
+    pthread_cond_wait(&src.cv, &src.mu);
+  pthread_mutex_unlock(&src.mu);
+  idle_src src2 = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+  sl_job_t *b = idle_job(dir, &src2);
+  ck_assert_int_eq(sl_job_run(b), SL_ERR_STATE);
+  char want[1024];
+  snprintf(want, sizeof(want), "checkpoint.dir \"%s\" is in use", dir);
+  ck_assert_msg(strstr(sl_job_errmsg(b), want), "%s", sl_job_errmsg(b));
+  ck_assert_msg(!src2.polled, "the refused job ran");
+  sl_job_destroy(b);
+  sl_job_stop(a);
+  ck_assert_int_eq(pthread_join(t, NULL), 0);
+  sl_job_destroy(a);
+  rmrf(dir);
+  free(dir);
+}
+END_TEST
+
 START_TEST(state_of_a_removed_uid_needs_permission) {
   char *dir = tmpdir();
   run a = {.par = 1, .dir = dir, .n = 100000, .stop_after = 500};
@@ -490,6 +591,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, missing_metadata_falls_back_to_previous);
   tcase_add_test(tc, max_parallelism_mismatch_is_a_clear_error);
   tcase_add_test(tc, state_of_a_removed_uid_needs_permission);
+  tcase_add_test(tc, checkpoint_dir_is_one_jobs_at_a_time);
+  tcase_add_test(tc, checkpoint_dir_in_use_message);
   suite_add_tcase(s, tc);
   return s;
 }

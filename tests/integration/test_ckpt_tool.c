@@ -129,10 +129,18 @@ static int sink(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   return 0;
 }
 
+/* A run of the job: its return code, message and the checkpoint it
+ * restored. */
+typedef struct run {
+  int rc;
+  char msg[1024];
+  uint64_t restored_from;
+} run;
+
 /* Runs the job over records [0, count) at P=2 with checkpoints in dir,
- * restoring from `from` when set; fills r. */
-static void run_job(const char *dir, const char *from, uint64_t count,
-                    result *r) {
+ * restoring from `from` when set; fills r and *out. */
+static void run_job_as(const char *dir, const char *from, uint64_t count,
+                       result *r, run *out) {
   char err[256];
   sl_conf_t *conf = sl_conf_new();
   ck_assert_int_eq(sl_conf_set(conf, "parallelism", "2", err, sizeof(err)), 0);
@@ -157,10 +165,20 @@ static void run_job(const char *dir, const char *from, uint64_t count,
                           .close = p_close};
   s = sl_process(sl_key_by(s, NULL, NULL), "counter", &ops, NULL);
   ck_assert_int_eq(sl_sink(s, "sink", sink, r), 0);
-  int rc = sl_job_run(job);
-  ck_assert_msg(rc == 0, "job failed: %s", sl_job_errmsg(job));
+  out->rc = sl_job_run(job);
+  snprintf(out->msg, sizeof(out->msg), "%s", sl_job_errmsg(job));
+  sl_checkpoint_info_t info;
+  ck_assert_int_eq(sl_job_checkpoint_info(job, &info), 0);
+  out->restored_from = info.restored_from;
   sl_job_destroy(job);
   pthread_mutex_destroy(&r->mu);
+}
+
+static void run_job(const char *dir, const char *from, uint64_t count,
+                    result *r) {
+  run x;
+  run_job_as(dir, from, count, r, &x);
+  ck_assert_msg(x.rc == 0, "job failed: %s", x.msg);
 }
 
 /* ---- Running the tool --------------------------------------------------- */
@@ -754,6 +772,239 @@ START_TEST(restore_copy_restarts_the_same) {
 }
 END_TEST
 
+/* ---- Restore and verify agree ------------------------------------------ */
+
+/* The member at path ("workers/1/kg_lo": objects by key, arrays by index)
+ * and its parent, for a mutation. */
+static json_t *at(json_t *root, const char *path, json_t **parent, char *last,
+                  size_t last_len) {
+  char buf[256];
+  snprintf(buf, sizeof(buf), "%s", path);
+  json_t *cur = root, *par = NULL;
+  for (char *save, *seg = strtok_r(buf, "/", &save); seg;
+       seg = strtok_r(NULL, "/", &save)) {
+    par = cur;
+    snprintf(last, last_len, "%s", seg);
+    cur = json_is_array(cur) ? json_array_get(cur, (size_t)atoi(seg))
+                             : json_object_get(cur, seg);
+  }
+  *parent = par;
+  return cur;
+}
+
+/* Sets path to v (NULL: removes it); v is stolen. */
+static void mutate(json_t *root, const char *path, json_t *v) {
+  json_t *parent;
+  char last[64];
+  at(root, path, &parent, last, sizeof(last));
+  ck_assert_ptr_nonnull(parent);
+  if (json_is_array(parent)) {
+    if (v)
+      json_array_set_new(parent, (size_t)atoi(last), v);
+    else
+      json_array_remove(parent, (size_t)atoi(last));
+  } else if (v) {
+    json_object_set_new(parent, last, v);
+  } else {
+    ck_assert_int_eq(json_object_del(parent, last), 0);
+  }
+}
+
+/* The files entry of w1.snap, removed: the worker file would be read
+ * without any recorded checksum. */
+static void unlist_w1(json_t *m) {
+  json_t *files = json_object_get(m, "files");
+  size_t i;
+  json_t *f;
+  json_array_foreach(files, i, f) {
+    if (!strcmp(json_string_value(json_object_get(f, "path")), "w1.snap")) {
+      json_array_remove(files, i);
+      return;
+    }
+  }
+  ck_abort_msg("no w1.snap in files");
+}
+
+static void workers_swapped(json_t *m) {
+  json_t *w = json_object_get(m, "workers");
+  json_t *w0 = json_incref(json_array_get(w, 0));
+  json_array_remove(w, 0);
+  json_array_append_new(w, w0);
+}
+
+static void file_twice(json_t *m) {
+  json_t *files = json_object_get(m, "files");
+  json_array_append(files, json_array_get(files, 0));
+}
+
+typedef struct mutation {
+  const char *path; /* member to change, or NULL for fn */
+  const char *json; /* its new value as JSON; NULL removes it */
+  void (*fn)(json_t *m);
+  const char *why; /* in both verify's report and the job's error */
+} mutation;
+
+static const mutation mutations[] = {
+    /* The ones restore used to take. */
+    {"parallelism", NULL, NULL, "parallelism"},
+    {"workers/1/index", NULL, NULL, "index"},
+    {"workers/0/kg_lo", NULL, NULL, "kg_lo"},
+    {"workers/1/kg_hi", NULL, NULL, "kg_hi"},
+    {"workers/0/kg_lo", "-1", NULL, "kg_lo"},
+    {NULL, NULL, unlist_w1, "w1.snap is not listed"},
+    /* Verify passed it, inspect and dump did not. */
+    {"job", "true", NULL, "\"job\" is not a string"},
+    /* Wrong types. */
+    {"parallelism", "\"2\"", NULL, "\"parallelism\" is not an integer"},
+    {"max_parallelism", "128.0", NULL, "\"max_parallelism\" is not an integer"},
+    {"id", "\"1\"", NULL, "\"id\" is not an integer"},
+    {"backend", "1", NULL, "\"backend\" is not a string"},
+    {"workers", "{}", NULL, "\"workers\" is not an array"},
+    {"files", "null", NULL, "\"files\" is not an array"},
+    {"workers/0", "[]", NULL, "workers[0] is not an object"},
+    {"workers/1/file", "1", NULL, "\"file\" is not a string"},
+    {"workers/0/native", "7", NULL, "\"native\" is not a string or null"},
+    {"files/0/bytes", "\"12\"", NULL, "\"bytes\" is not an integer"},
+    {"files/0/crc32c", "305419896", NULL, "\"crc32c\" is not a string"},
+    {"files/0/shared", "0", NULL, "\"shared\" is not true or false"},
+    {"operators", "\"gen\"", NULL, "\"operators\" is not an array"},
+    {"restarts", "\"0\"", NULL, "\"restarts\" is not an integer"},
+    {"created_ms", "-5", NULL, "\"created_ms\" is -5"},
+    /* Values out of range or disagreeing. */
+    {"format", "2", NULL, "unsupported checkpoint format 2"},
+    {"parallelism", "3", NULL, "parallelism is 3 but it lists 2 workers"},
+    {"parallelism", "0", NULL, "\"parallelism\" is 0"},
+    {"max_parallelism", "1", NULL, "above max_parallelism 1"},
+    {"max_parallelism", "64", NULL, "expected [0, 32)"},
+    {"workers/1/index", "0", NULL, "\"index\" is 0"},
+    {"workers/0/kg_hi", "65", NULL, "key groups [0, 65)"},
+    {NULL, NULL, workers_swapped, "\"index\" is 1"},
+    {"workers/1/file", "\"w0.snap\"", NULL, "also workers[0]'s"},
+    {"workers/0/file", "\"../w0.snap\"", NULL, "is not a file name"},
+    {"files/0/path", "\"/etc/passwd\"", NULL, "not a file inside"},
+    {NULL, NULL, file_twice, "listed twice"},
+    {"files/0/crc32c", "\"xyz\"", NULL, "is not 8 hex digits"},
+    {"files/0/bytes", "-1", NULL, "\"bytes\" is -1"},
+    {"backend", "\"\"", NULL, "\"backend\" is empty"},
+    {"id", "0", NULL, "\"id\" is 0"},
+    {"id", "99", NULL, "_metadata is of checkpoint 99"},
+};
+
+/* verify (the tool) and restore.from=<chk> (a job) over the same mutated
+ * _metadata: both refuse each mutation, naming the problem, and both take
+ * the checkpoint as written and with members they do not know. */
+START_TEST(restore_refuses_what_verify_refuses) {
+  char *dir = tmpdir(), *dir2 = tmpdir();
+  result r;
+  run_job(dir, NULL, 1000, &r);
+  char *chk = newest(dir);
+  char meta_path[1024];
+  snprintf(meta_path, sizeof(meta_path), "%s/_metadata", chk);
+  json_error_t je;
+  json_t *orig = json_load_file(meta_path, 0, &je);
+  ck_assert_ptr_nonnull(orig);
+  ck_assert_int_eq(json_integer_value(json_object_get(orig, "max_parallelism")),
+                   128);
+
+  for (size_t i = 0; i < sizeof(mutations) / sizeof(mutations[0]); i++) {
+    const mutation *mu = &mutations[i];
+    json_t *m = json_deep_copy(orig);
+    if (mu->fn) {
+      mu->fn(m);
+    } else {
+      json_t *v = mu->json ? json_loads(mu->json, JSON_DECODE_ANY, &je) : NULL;
+      ck_assert_msg(!mu->json || v, "case %zu: bad JSON", i);
+      mutate(m, mu->path, v);
+    }
+    ck_assert_int_eq(json_dump_file(m, meta_path, JSON_INDENT(1)), 0);
+    json_decref(m);
+    out o;
+    tool(&o, true, "verify %s", chk);
+    ck_assert_msg(o.code == 1 && strstr(o.text, mu->why),
+                  "case %zu (%s): verify exit %d, expected 1 naming \"%s\": "
+                  "%s",
+                  i, mu->path ? mu->path : "fn", o.code, mu->why, o.text);
+    free(o.text);
+    tool(&o, true, "inspect %s", chk);
+    ck_assert_msg(o.code == 1, "case %zu: inspect exit %d: %s", i, o.code,
+                  o.text);
+    free(o.text);
+    run x;
+    run_job_as(dir2, chk, 1000, &r, &x);
+    ck_assert_msg(x.rc == SL_ERR_CORRUPT && strstr(x.msg, mu->why) &&
+                      strstr(x.msg, "cannot restore from checkpoint"),
+                  "case %zu (%s): restore returned %d (%s), expected "
+                  "SL_ERR_CORRUPT naming \"%s\"",
+                  i, mu->path ? mu->path : "fn", x.rc, x.msg, mu->why);
+  }
+
+  /* Members this build does not know are not damage (newer writers add
+   * some): both take it, as they take the original. */
+  for (int pass = 0; pass < 2; pass++) {
+    json_t *m = json_deep_copy(orig);
+    if (pass == 1) {
+      json_object_set_new(m, "future", json_pack("{s:i}", "x", 1));
+      json_object_set_new(json_array_get(json_object_get(m, "workers"), 1),
+                          "future", json_true());
+      json_object_set_new(json_array_get(json_object_get(m, "files"), 0),
+                          "future", json_string("x"));
+    }
+    ck_assert_int_eq(json_dump_file(m, meta_path, JSON_INDENT(1)), 0);
+    json_decref(m);
+    out o;
+    tool(&o, true, "verify %s", chk);
+    ck_assert_msg(o.code == 0, "pass %d: %s", pass, o.text);
+    free(o.text);
+    tool(&o, true, "inspect %s", chk);
+    ck_assert_msg(o.code == 0, "pass %d: %s", pass, o.text);
+    free(o.text);
+    run x;
+    run_job_as(dir2, chk, 1000, &r, &x);
+    ck_assert_msg(x.rc == 0, "pass %d: %s", pass, x.msg);
+    ck_assert_uint_eq(x.restored_from, strtoull(strrchr(chk, '-') + 1, 0, 10));
+  }
+  json_decref(orig);
+  free(chk);
+  rmrf(dir);
+  rmrf(dir2);
+  free(dir);
+  free(dir2);
+}
+END_TEST
+
+/* restore.from=latest skips a newest checkpoint that verify refuses, in
+ * favour of the previous one. */
+START_TEST(latest_skips_what_verify_refuses) {
+  char *dir = tmpdir();
+  result r;
+  run_job(dir, NULL, 500, &r);      /* chk-1 */
+  run_job(dir, "latest", 1000, &r); /* chk-2, restored from chk-1 */
+  char chk2[1024], meta_path[1100];
+  snprintf(chk2, sizeof(chk2), "%s/chk-2", dir);
+  snprintf(meta_path, sizeof(meta_path), "%s/_metadata", chk2);
+  json_error_t je;
+  json_t *m = json_load_file(meta_path, 0, &je);
+  ck_assert_ptr_nonnull(m);
+  json_object_del(json_array_get(json_object_get(m, "workers"), 1), "kg_lo");
+  ck_assert_int_eq(json_dump_file(m, meta_path, JSON_INDENT(1)), 0);
+  json_decref(m);
+  out o;
+  tool(&o, true, "verify %s", chk2);
+  ck_assert_msg(o.code == 1 && strstr(o.text, "kg_lo"), "%s", o.text);
+  free(o.text);
+  /* chk-1 holds the state of records [0, 500): the rerun over [0, 1000)
+   * continues from there, so every key's count reaches 100 again. */
+  run x;
+  run_job_as(dir, "latest", 1000, &r, &x);
+  ck_assert_msg(x.rc == 0, "%s", x.msg);
+  ck_assert_uint_eq(x.restored_from, 1);
+  for (int k = 0; k < KEYS; k++)
+    ck_assert_int_eq(r.max[k], 100);
+  rmrf(dir);
+  free(dir);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ckpt_tool");
   TCase *tc = tcase_create("sluice-ckpt");
@@ -764,6 +1015,8 @@ int main(void) {
   tcase_add_test(tc, positions_decoded_or_hex);
   tcase_add_test(tc, native_backend_unavailable);
   tcase_add_test(tc, restore_copy_restarts_the_same);
+  tcase_add_test(tc, restore_refuses_what_verify_refuses);
+  tcase_add_test(tc, latest_skips_what_verify_refuses);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }

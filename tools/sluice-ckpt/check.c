@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Opening one checkpoint for reading, and `verify`: every listed file's
- * size and CRC32C (files.c, as restore checks them), then what restore
- * would only find out while loading: each .snap file's header against
- * _metadata and its sections decoded to the last byte. */
+/* Opening one checkpoint for reading, and `verify`: both run the
+ * checkpoint check restore runs (lib/checkpoint/check.h); verify collects
+ * every problem, adds notes on unlisted files and lets the backend read
+ * native state directories. */
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -19,25 +19,6 @@
 static bool exists(const char *path) {
   struct stat st;
   return stat(path, &st) == 0;
-}
-
-/* The id in a "chk-<id>" base name, 0 when the name has another form. */
-static uint64_t dir_id(const char *path) {
-  char *copy = strdup(path);
-  if (!copy)
-    return 0;
-  size_t l = strlen(copy);
-  while (l > 1 && copy[l - 1] == '/')
-    copy[--l] = 0;
-  const char *b = basename(copy);
-  uint64_t id = 0;
-  if (strncmp(b, "chk-", 4) == 0 && b[4]) {
-    char *end;
-    unsigned long long v = strtoull(b + 4, &end, 10);
-    id = *end ? 0 : v;
-  }
-  free(copy);
-  return id;
 }
 
 /* Whether dir is a directory; TOOL_USAGE with a message when not. */
@@ -58,7 +39,9 @@ static int need_dir(const char *path) {
  * (its name, or worker files in it): then it is incomplete, not a wrong
  * path. */
 static bool looks_like_checkpoint(const char *path) {
-  if (dir_id(path))
+  const char *b = strrchr(path, '/');
+  b = b && b[1] ? b + 1 : path;
+  if (strncmp(b, "chk-", 4) == 0 && b[4] >= '0' && b[4] <= '9')
     return true;
   DIR *d = opendir(path);
   if (!d)
@@ -81,7 +64,7 @@ void tool_close(tool_ckpt *ck) {
     free(ck->w[i].data);
   free(ck->w);
   free(ck->path);
-  json_decref(ck->meta);
+  sl__ckpt_meta_free(&ck->m);
   memset(ck, 0, sizeof(*ck));
 }
 
@@ -91,79 +74,54 @@ int tool_open(const char *chk, tool_ckpt *ck) {
   if (rc)
     return rc;
   char err[1024];
-  int r = sl__ckpt_meta_read(chk, &ck->meta, err, sizeof(err));
+  sl__ckpt_check c = {.keep = true};
+  int r = sl__ckpt_check_run(chk, &c, err, sizeof(err));
   if (r == SL_ERR_NOTFOUND && !looks_like_checkpoint(chk)) {
+    sl__ckpt_check_free(&c);
     tool_err("%s is not a checkpoint directory (no _metadata)", chk);
     return TOOL_USAGE;
   }
   if (r) {
-    tool_err("%s: %s", chk, err);
-    return TOOL_DAMAGED;
+    sl__ckpt_check_free(&c);
+    tool_err("%s: %s%s", chk, err,
+             r == SL_ERR_CORRUPT ? " (run sluice-ckpt verify)" : "");
+    return r == SL_ERR_NOMEM ? TOOL_USAGE : TOOL_DAMAGED;
   }
+  /* Everything below was validated by the check. */
+  ck->m = c.meta;
+  ck->meta = c.meta.json;
+  ck->id = ck->m.id;
+  ck->par = ck->m.par;
+  ck->max_par = ck->m.max_par;
+  ck->backend = ck->m.backend;
+  ck->job = ck->m.job;
   ck->path = strdup(chk);
-  json_int_t id = 0, par = 0, max_par = 0;
-  json_t *workers = NULL;
-  ck->job = "";
-  if (!ck->path ||
-      json_unpack(ck->meta, "{s:I,s:I,s:I,s:s,s?s,s:o}", "id", &id,
-                  "parallelism", &par, "max_parallelism", &max_par, "backend",
-                  &ck->backend, "job", &ck->job, "workers", &workers)) {
-    tool_err("%s: _metadata lacks parallelism", chk);
-    tool_close(ck);
-    return TOOL_DAMAGED;
-  }
-  ck->id = (uint64_t)id;
-  ck->par = (int)par;
-  ck->max_par = (uint32_t)max_par;
   char mark[4200];
   snprintf(mark, sizeof(mark), "%s/_COMMITTED", chk);
   ck->committed = exists(mark);
-  ck->w = calloc(json_array_size(workers) + 1, sizeof(*ck->w));
-  if (!ck->w) {
+  ck->w = calloc((size_t)ck->m.n_workers + 1, sizeof(*ck->w));
+  if (!ck->w || !ck->path) {
+    for (int i = 0; i < ck->m.n_workers; i++)
+      free(c.images[i].data);
+    free(c.images);
     tool_err("out of memory");
     tool_close(ck);
     return TOOL_USAGE;
   }
-  size_t i;
-  json_t *wj;
-  json_array_foreach(workers, i, wj) {
+  for (int i = 0; i < ck->m.n_workers; i++) {
     tool_worker *w = &ck->w[ck->n_w++];
-    json_int_t idx = 0, lo = 0, hi = 0;
-    json_t *native = json_object_get(wj, "native");
-    if (json_unpack(wj, "{s:I,s:I,s:I,s:s}", "index", &idx, "kg_lo", &lo,
-                    "kg_hi", &hi, "file", &w->file)) {
-      tool_err("%s: _metadata has a malformed worker entry", chk);
-      tool_close(ck);
-      return TOOL_DAMAGED;
-    }
-    w->index = (int)idx;
-    w->kg_lo = (uint32_t)lo;
-    w->kg_hi = (uint32_t)hi;
-    w->native = json_is_string(native) ? json_string_value(native) : NULL;
-    char fp[4200];
-    snprintf(fp, sizeof(fp), "%s/%s", chk, w->file);
-    if (sl__ckpt_read_file(fp, &w->data, &w->len)) {
-      tool_err("%s: cannot read %s: %s", chk, w->file, strerror(errno));
-      tool_close(ck);
-      return TOOL_DAMAGED;
-    }
-    if (sl__snap_check(w->data, w->len, &w->head, &w->body, err, sizeof(err))) {
-      tool_err("%s: %s is damaged: %s (run sluice-ckpt verify)", chk, w->file,
-               err);
-      tool_close(ck);
-      return TOOL_DAMAGED;
-    }
-    /* Readers index arrays by key group: the ranges must be sane. */
-    if (w->head.kg_lo != w->kg_lo || w->head.kg_hi != w->kg_hi ||
-        w->kg_lo > w->kg_hi || w->kg_hi > ck->max_par ||
-        w->head.max_par != ck->max_par) {
-      tool_err("%s: %s and _metadata disagree on its key groups (run "
-               "sluice-ckpt verify)",
-               chk, w->file);
-      tool_close(ck);
-      return TOOL_DAMAGED;
-    }
+    const sl__ckpt_worker *mw = &ck->m.workers[i];
+    w->index = mw->index;
+    w->file = mw->file;
+    w->native = mw->native;
+    w->kg_lo = mw->kg_lo;
+    w->kg_hi = mw->kg_hi;
+    w->data = c.images[i].data;
+    w->len = c.images[i].len;
+    w->head = c.images[i].head;
+    w->body = c.images[i].body;
   }
+  free(c.images);
   return TOOL_OK;
 }
 
@@ -182,92 +140,6 @@ problem(report *r, const char *file, const char *fmt, ...) {
   va_end(ap);
   json_array_append_new(r->problems,
                         json_pack("{s:s,s:s}", "file", file, "error", msg));
-}
-
-/* Walks every section of one worker file; the first malformed item ends
- * the walk (what follows cannot be located reliably). */
-static void check_sections(report *r, const char *file, const tool_worker *w,
-                           uint32_t max_par, uint64_t *entries,
-                           uint64_t *timers) {
-  sl__rd body = w->body, p;
-  uint32_t type, kg, n_states = 0;
-  bool have_states = false;
-  int sec = 0, rc;
-  while ((rc = sl__snap_next(&body, &type, &kg, &p)) == 1) {
-    sec++;
-    const char *what = NULL;
-    char why[256] = "";
-    if (type == SL__SEC_STATES) {
-      sl__snap_state s;
-      uint32_t n, got = 0;
-      what = "state names";
-      if (have_states)
-        snprintf(why, sizeof(why), "a second state-name section");
-      else if (sl__snap_states_count(&p, &n))
-        snprintf(why, sizeof(why), "bad state count");
-      while (!why[0] && (rc = sl__snap_state_next(&p, &s)) == 1) {
-        if (s.id >= n || s.type > SL__BT_MAP)
-          snprintf(why, sizeof(why), "state id %u or type %u out of range",
-                   s.id, s.type);
-        got++;
-      }
-      if (!why[0] && (rc < 0 || got != n))
-        snprintf(why, sizeof(why), "%u of %u state names readable", got, n);
-      have_states = true;
-      n_states = n;
-    } else if (type == SL__SEC_ENTRIES) {
-      sl__snap_entry e;
-      what = "keyed state entries";
-      if (!have_states)
-        snprintf(why, sizeof(why), "entries before the state names");
-      else if (kg < w->kg_lo || kg >= w->kg_hi)
-        snprintf(why, sizeof(why), "key group %u outside the worker's [%u, %u)",
-                 kg, w->kg_lo, w->kg_hi);
-      while (!why[0] && (rc = sl__snap_entry_next(&p, &e)) == 1) {
-        if (e.state >= n_states)
-          snprintf(why, sizeof(why), "unknown state id %u", e.state);
-        else if (sl__key_group(sl__hash64(e.key, e.key_len), max_par) != kg)
-          snprintf(why, sizeof(why), "a key that belongs to another key group");
-        (*entries)++;
-      }
-      if (!why[0] && rc < 0)
-        snprintf(why, sizeof(why), "an entry is cut short");
-    } else if (type == SL__SEC_TIMERS) {
-      sl__snap_timer t;
-      const void *uid;
-      size_t ul;
-      what = "timers";
-      if (!sl__rd_bytes(&p, &uid, &ul))
-        snprintf(why, sizeof(why), "no operator uid");
-      while (!why[0] && (rc = sl__snap_timer_next(&p, &t)) == 1) {
-        if (t.kg < w->kg_lo || t.kg >= w->kg_hi)
-          snprintf(why, sizeof(why), "timer of key group %u outside [%u, %u)",
-                   t.kg, w->kg_lo, w->kg_hi);
-        else if (t.domain >= SL__TIMER_DOMAINS)
-          snprintf(why, sizeof(why), "unknown time domain %u", t.domain);
-        (*timers)++;
-      }
-      if (!why[0] && rc < 0)
-        snprintf(why, sizeof(why), "a timer is cut short");
-    } else if (type == SL__SEC_OPSTATE || type == SL__SEC_SOURCE) {
-      const void *u, *b;
-      size_t ul, bl;
-      uint32_t sub;
-      what = type == SL__SEC_SOURCE ? "source position" : "operator state";
-      if (sl__snap_blob(p, type, &u, &ul, &sub, &b, &bl))
-        snprintf(why, sizeof(why), "malformed");
-    } else {
-      snprintf(why, sizeof(why), "unknown section type %u", type);
-    }
-    if (why[0]) {
-      problem(r, file, "%s: section %d (%s): %s", file, sec, what ? what : "?",
-              why);
-      return;
-    }
-  }
-  if (rc < 0)
-    problem(r, file, "%s: section %d is cut short or has a bad length", file,
-            sec + 1);
 }
 
 static int count_entry(uint32_t state, const void *key, size_t key_len,
@@ -351,25 +223,39 @@ static void unlisted(report *r, const char *chk, const char *sub,
   closedir(d);
 }
 
+static void add_problem(const char *file, const char *msg, void *opaque) {
+  report *r = opaque;
+  json_array_append_new(r->problems,
+                        json_pack("{s:s,s:s}", "file", file, "error", msg));
+}
+
 int tool_verify_report(const char *chk, json_t **out) {
   *out = NULL;
   int rc = need_dir(chk);
   if (rc)
     return rc;
   report r = {json_array(), json_array()};
-  json_t *rep = json_pack("{s:s}", "path", chk);
-  const char *status = "valid";
-  uint64_t n_files = 0, bytes = 0, entries = 0, timers = 0;
   char err[1024];
-  json_t *meta = NULL;
-  int m = sl__ckpt_meta_read(chk, &meta, err, sizeof(err));
+  /* The check restore runs, collecting every problem instead of stopping
+   * at the first. */
+  sl__ckpt_check c = {.problem = add_problem, .opaque = &r};
+  int m = sl__ckpt_check_run(chk, &c, err, sizeof(err));
   if (m == SL_ERR_NOTFOUND && !looks_like_checkpoint(chk)) {
     tool_err("%s is not a checkpoint directory (no _metadata)", chk);
-    json_decref(rep);
+    sl__ckpt_check_free(&c);
     json_decref(r.problems);
     json_decref(r.notes);
     return TOOL_USAGE;
   }
+  if (m == SL_ERR_NOMEM) {
+    tool_err("out of memory");
+    sl__ckpt_check_free(&c);
+    json_decref(r.problems);
+    json_decref(r.notes);
+    return TOOL_USAGE;
+  }
+  json_t *rep = json_pack("{s:s}", "path", chk);
+  const char *status = "valid";
   if (m == SL_ERR_NOTFOUND) {
     status = "incomplete";
     problem(&r, "_metadata",
@@ -377,98 +263,29 @@ int tool_verify_report(const char *chk, json_t **out) {
             "being written); restore skips it");
   } else if (m) {
     status = "damaged";
-    problem(&r, "_metadata", "%s", err);
   }
-  if (meta) {
-    json_int_t id = 0, par = 0, max_par = 0;
-    json_t *files = NULL, *workers = NULL;
-    const char *backend = "";
-    json_unpack(meta, "{s:I,s:I,s:s,s:o,s:o}", "id", &id, "max_parallelism",
-                &max_par, "backend", &backend, "files", &files, "workers",
-                &workers);
-    json_object_set_new(rep, "id", json_integer(id));
-    uint64_t want = dir_id(chk);
-    if (want && want != (uint64_t)id)
-      problem(&r, "_metadata",
-              "_metadata is of checkpoint %lld but the "
-              "directory is chk-%" PRIu64,
-              (long long)id, want);
-    if (json_unpack(meta, "{s:I}", "parallelism", &par) || par < 1 ||
-        (json_int_t)json_array_size(workers) != par || max_par < par)
-      problem(&r, "_metadata",
-              "_metadata: parallelism %lld does not match "
-              "its %zu workers (max_parallelism %lld)",
-              (long long)par, json_array_size(workers), (long long)max_par);
-    /* Every listed file: size and checksum. */
-    size_t i;
-    json_t *fj;
-    json_array_foreach(files, i, fj) {
-      const char *rel = json_string_value(json_object_get(fj, "path"));
-      if (sl__ckpt_file_check(chk, fj, true, err, sizeof(err)))
-        problem(&r, rel ? rel : "_metadata", "%s", err);
-      n_files++;
-      bytes += (uint64_t)json_integer_value(json_object_get(fj, "bytes"));
+  const sl__ckpt_meta *meta = &c.meta;
+  if (meta->json) {
+    json_object_set_new(rep, "id", json_integer((json_int_t)meta->id));
+    if (meta->files) {
+      unlisted(&r, chk, NULL, meta->files);
+      for (int i = 0; i < meta->n_workers; i++)
+        if (meta->workers[i].native)
+          unlisted(&r, chk, meta->workers[i].native, meta->files);
     }
-    unlisted(&r, chk, NULL, files);
-    /* Every worker file: listed, its own trailer, header, sections. */
-    json_t *wj;
-    json_array_foreach(workers, i, wj) {
-      tool_worker w = {0};
-      json_int_t idx = -1, lo = 0, hi = 0;
-      json_t *native = json_object_get(wj, "native");
-      if (json_unpack(wj, "{s:I,s:I,s:I,s:s}", "index", &idx, "kg_lo", &lo,
-                      "kg_hi", &hi, "file", &w.file)) {
-        problem(&r, "_metadata", "_metadata: worker entry %zu is malformed", i);
+    /* What only a backend can tell about native state directories, once
+     * everything else holds. */
+    for (int i = 0; !m && i < meta->n_workers; i++) {
+      const sl__ckpt_worker *mw = &meta->workers[i];
+      if (!mw->native)
         continue;
-      }
-      uint32_t elo, ehi;
-      if (par >= 1 && max_par >= par) {
-        sl__kg_range((int)i, (int)par, (uint32_t)max_par, &elo, &ehi);
-        if (idx != (json_int_t)i || lo != elo || hi != ehi)
-          problem(&r, "_metadata",
-                  "_metadata: worker %zu has index %lld and "
-                  "key groups [%lld, %lld), expected [%u, %u)",
-                  i, (long long)idx, (long long)lo, (long long)hi, elo, ehi);
-      }
-      bool listed = false;
-      size_t j;
-      json_array_foreach(files, j, fj) {
-        const char *p = json_string_value(json_object_get(fj, "path"));
-        listed |= p && strcmp(p, w.file) == 0;
-      }
-      if (!listed)
-        problem(&r, w.file, "%s is not listed in _metadata's files", w.file);
-      if (json_is_string(native))
-        unlisted(&r, chk, json_string_value(native), files);
-      char fp[4200];
-      snprintf(fp, sizeof(fp), "%s/%s", chk, w.file);
-      if (strchr(w.file, '/') || sl__ckpt_read_file(fp, &w.data, &w.len)) {
-        if (listed)
-          continue; /* the file check above said why */
-        problem(&r, w.file, "%s cannot be read: %s", w.file, strerror(errno));
-        continue;
-      }
-      if (sl__snap_check(w.data, w.len, &w.head, &w.body, err, sizeof(err))) {
-        problem(&r, w.file, "%s: %s", w.file, err);
-      } else if (w.head.worker != (uint32_t)i || w.head.id != (uint64_t)id ||
-                 w.head.kg_lo != (uint32_t)lo || w.head.kg_hi != (uint32_t)hi ||
-                 w.head.max_par != (uint32_t)max_par) {
-        problem(&r, w.file,
-                "%s: its header (worker %u, checkpoint %" PRIu64
-                ", key groups [%u, %u) of %u) does not match _metadata",
-                w.file, w.head.worker, w.head.id, w.head.kg_lo, w.head.kg_hi,
-                w.head.max_par);
-      } else {
-        w.kg_lo = (uint32_t)lo;
-        w.kg_hi = (uint32_t)hi;
-        w.index = (int)i;
-        check_sections(&r, w.file, &w, (uint32_t)max_par, &entries, &timers);
-        if (json_is_string(native) && !json_array_size(r.problems)) {
-          w.native = json_string_value(native);
-          check_native(&r, chk, backend, &w, &entries);
-        }
-      }
-      free(w.data);
+      tool_worker w = {.index = mw->index,
+                       .file = mw->file,
+                       .native = mw->native,
+                       .kg_lo = mw->kg_lo,
+                       .kg_hi = mw->kg_hi,
+                       .head = {.max_par = meta->max_par}};
+      check_native(&r, chk, meta->backend, &w, &c.entries);
     }
     if (json_array_size(r.problems) && !strcmp(status, "valid"))
       status = "damaged";
@@ -478,13 +295,15 @@ int tool_verify_report(const char *chk, json_t **out) {
   json_object_set_new(rep, "status", json_string(status));
   json_object_set_new(rep, "valid", json_boolean(!strcmp(status, "valid")));
   json_object_set_new(rep, "committed", json_boolean(exists(mark)));
-  json_object_set_new(rep, "files_checked", json_integer((json_int_t)n_files));
-  json_object_set_new(rep, "bytes_checked", json_integer((json_int_t)bytes));
-  json_object_set_new(rep, "state_entries", json_integer((json_int_t)entries));
-  json_object_set_new(rep, "timers", json_integer((json_int_t)timers));
+  json_object_set_new(rep, "files_checked",
+                      json_integer((json_int_t)c.n_files));
+  json_object_set_new(rep, "bytes_checked", json_integer((json_int_t)c.bytes));
+  json_object_set_new(rep, "state_entries",
+                      json_integer((json_int_t)c.entries));
+  json_object_set_new(rep, "timers", json_integer((json_int_t)c.timers));
   json_object_set_new(rep, "problems", r.problems);
   json_object_set_new(rep, "notes", r.notes);
-  json_decref(meta);
+  sl__ckpt_check_free(&c);
   *out = rep;
   return strcmp(status, "valid") ? TOOL_DAMAGED : TOOL_OK;
 }

@@ -48,7 +48,7 @@ static void quick_check(const char *chk, uint64_t id, quick *q) {
   struct stat st;
   snprintf(mark, sizeof(mark), "%s/_COMMITTED", chk);
   q->committed = stat(mark, &st) == 0;
-  json_t *meta;
+  sl__ckpt_meta meta;
   int rc = sl__ckpt_meta_read(chk, &meta, q->why, sizeof(q->why));
   if (rc) {
     q->status = rc == SL_ERR_NOTFOUND ? "incomplete" : "damaged";
@@ -61,18 +61,14 @@ static void quick_check(const char *chk, uint64_t id, quick *q) {
     q->bytes = du_total;
     return;
   }
-  q->status = "complete";
-  q->created_ms = json_integer_value(json_object_get(meta, "created_ms"));
-  q->par = (int)json_integer_value(json_object_get(meta, "parallelism"));
-  size_t i;
-  json_t *fj;
-  json_array_foreach(json_object_get(meta, "files"), i, fj) {
-    q->bytes += (uint64_t)json_integer_value(json_object_get(fj, "bytes"));
-    if (strcmp(q->status, "complete") == 0 &&
-        sl__ckpt_file_check(chk, fj, false, q->why, sizeof(q->why)))
-      q->status = "damaged";
-  }
-  json_decref(meta);
+  q->created_ms = meta.created_ms;
+  q->par = meta.par;
+  sl__ckpt_meta_free(&meta);
+  sl__ckpt_check c = {.quick = true};
+  rc = sl__ckpt_check_run(chk, &c, q->why, sizeof(q->why));
+  q->status = rc ? "damaged" : "complete";
+  q->bytes = c.bytes;
+  sl__ckpt_check_free(&c);
 }
 
 /* ids of dir's chk-<id> directories (not symlinks or files), newest
@@ -356,7 +352,7 @@ int cmd_restore(const tool_opts *o) {
     tool_err("cannot create %s: %s", tmp, strerror(errno));
     return TOOL_USAGE;
   }
-  json_t *meta;
+  sl__ckpt_meta meta;
   char err[1024];
   if (sl__ckpt_meta_read(o->path, &meta, err, sizeof(err))) {
     tool_err("%s: %s", o->path, err);
@@ -369,7 +365,7 @@ int cmd_restore(const tool_opts *o) {
   uint64_t bytes = 0;
   json_t *fj;
   const char *bad = NULL;
-  json_array_foreach(json_object_get(meta, "files"), i, fj) {
+  json_array_foreach(meta.files, i, fj) {
     const char *rel = json_string_value(json_object_get(fj, "path"));
     if (copy_rel(o->path, tmp, rel)) {
       bad = rel;
@@ -385,7 +381,7 @@ int cmd_restore(const tool_opts *o) {
     bad = "_COMMITTED";
   if (!bad && copy_rel(o->path, tmp, "_metadata"))
     bad = "_metadata";
-  json_decref(meta);
+  sl__ckpt_meta_free(&meta);
   if (bad) {
     tool_err("cannot copy %s/%s to %s: %s", o->path, bad, tmp, strerror(errno));
     sl__ckpt_rmtree(tmp);

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* sluice-ckpt, the operator's tool for checkpoint directories: what the
- * commands share (options, an opened checkpoint, output helpers). Reads go
- * through lib/checkpoint (files.h, format.h) so the tool judges a
- * checkpoint exactly as restore does. */
+ * commands share (options, an opened checkpoint, output helpers). Every
+ * judgment goes through lib/checkpoint's check (check.h), the one restore
+ * runs, so the tool accepts exactly the checkpoints a job restores. */
 #ifndef SLUICE_CKPT_TOOL_H
 #define SLUICE_CKPT_TOOL_H
 
@@ -11,7 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "checkpoint/check.h"
 #include "checkpoint/files.h"
+#include "state/backend.h"
 #include "checkpoint/format.h"
 
 /* Exit codes, the contract for scripts (docs/checkpoints.md). */
@@ -44,11 +46,12 @@ typedef struct tool_worker {
   sl__rd body;
 } tool_worker;
 
-/* A checkpoint opened for reading: _metadata checked and every .snap
- * file read and checked against its own trailer. */
+/* A checkpoint opened for reading: the whole check passed (as verify and
+ * restore run it) and every .snap file is in memory. */
 typedef struct tool_ckpt {
   char *path;
-  json_t *meta;
+  sl__ckpt_meta m; /* owns the JSON the strings point into */
+  json_t *meta;    /* m.json */
   uint64_t id;
   int par;
   uint32_t max_par;

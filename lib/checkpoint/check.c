@@ -1,0 +1,558 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The checkpoint check shared by restore and sluice-ckpt (check.h):
+ * _metadata parsed and validated field by field, the listed files, and
+ * every worker file decoded to its last byte. Restore stops at the first
+ * problem; the tool's verify collects them all. */
+#include "checkpoint/check.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "checkpoint/files.h"
+#include "core/hash.h"
+#include "core/util.h"
+#include "state/backend.h"
+#include "time/timers.h"
+
+/* Largest max.parallelism a job accepts (lib/core/conf.c). */
+#define MAX_KEY_GROUPS 32768
+
+typedef struct ctx {
+  sl__ckpt_check *c;
+  char *err;
+  size_t errlen;
+} ctx;
+
+/* Whether to stop: a problem was found and nobody collects them. */
+static bool stop(const ctx *x) {
+  return x->c->n_problems && !x->c->problem;
+}
+
+__attribute__((format(printf, 3, 4))) static void bad(ctx *x, const char *file,
+                                                      const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  if (!x->c->n_problems)
+    sl__errf(x->err, x->errlen, "%s", msg);
+  x->c->n_problems++;
+  if (x->c->problem)
+    x->c->problem(file, msg, x->c->opaque);
+}
+
+/* ---- _metadata ---------------------------------------------------------- */
+
+/* Member key of obj (described as `where`) as an integer in [lo, hi].
+ * Absent: false, a problem only when required. */
+static bool get_int(ctx *x, json_t *obj, const char *where, const char *key,
+                    bool required, json_int_t lo, json_int_t hi,
+                    json_int_t *out) {
+  json_t *v = json_object_get(obj, key);
+  if (!v) {
+    if (required)
+      bad(x, "_metadata", "%s: no \"%s\"", where, key);
+    return false;
+  }
+  if (!json_is_integer(v)) {
+    bad(x, "_metadata", "%s: \"%s\" is not an integer", where, key);
+    return false;
+  }
+  json_int_t i = json_integer_value(v);
+  if (i < lo || i > hi) {
+    bad(x, "_metadata", "%s: \"%s\" is %lld, outside [%lld, %lld]", where, key,
+        (long long)i, (long long)lo, (long long)hi);
+    return false;
+  }
+  *out = i;
+  return true;
+}
+
+static bool get_str(ctx *x, json_t *obj, const char *where, const char *key,
+                    bool required, const char **out) {
+  json_t *v = json_object_get(obj, key);
+  if (!v) {
+    if (required)
+      bad(x, "_metadata", "%s: no \"%s\"", where, key);
+    return false;
+  }
+  if (!json_is_string(v)) {
+    bad(x, "_metadata", "%s: \"%s\" is not a string", where, key);
+    return false;
+  }
+  *out = json_string_value(v);
+  return true;
+}
+
+static void opt_bool(ctx *x, json_t *obj, const char *where, const char *key) {
+  json_t *v = json_object_get(obj, key);
+  if (v && !json_is_boolean(v))
+    bad(x, "_metadata", "%s: \"%s\" is not true or false", where, key);
+}
+
+static bool is_crc_hex(const char *s) {
+  for (int i = 0; i < 8; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+      return false;
+  return s[8] == 0;
+}
+
+/* The id in a "chk-<id>" base name, 0 when the name has another form (a
+ * copy being made, or a checkpoint kept under another name). */
+static uint64_t dir_id(const char *path) {
+  char *copy = strdup(path);
+  if (!copy)
+    return 0;
+  size_t l = strlen(copy);
+  while (l > 1 && copy[l - 1] == '/')
+    copy[--l] = 0;
+  const char *b = basename(copy);
+  uint64_t id = 0;
+  if (strncmp(b, "chk-", 4) == 0 && b[4] >= '0' && b[4] <= '9') {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(b + 4, &end, 10);
+    id = *end || errno ? 0 : v;
+  }
+  free(copy);
+  return id;
+}
+
+static json_t *listed(json_t *files, const char *rel) {
+  size_t i;
+  json_t *f;
+  json_array_foreach(files, i, f) {
+    const char *p = json_string_value(json_object_get(f, "path"));
+    if (p && strcmp(p, rel) == 0)
+      return f;
+  }
+  return NULL;
+}
+
+/* The "files" array: well-formed entries, no path twice. Sets m->files
+ * when it is an array at all. */
+static void parse_files(ctx *x, sl__ckpt_meta *m) {
+  json_t *files = json_object_get(m->json, "files");
+  if (!json_is_array(files)) {
+    bad(x, "_metadata", "_metadata: %s",
+        files ? "\"files\" is not an array" : "no \"files\"");
+    return;
+  }
+  m->files = files;
+  size_t i;
+  json_t *f;
+  json_array_foreach(files, i, f) {
+    char where[64];
+    snprintf(where, sizeof(where), "_metadata: files[%zu]", i);
+    const char *path = NULL, *hex = NULL;
+    json_int_t bytes;
+    if (!json_is_object(f)) {
+      bad(x, "_metadata", "%s is not an object", where);
+    } else {
+      get_int(x, f, where, "bytes", true, 0, INT64_MAX, &bytes);
+      opt_bool(x, f, where, "shared");
+      if (get_str(x, f, where, "crc32c", true, &hex) && !is_crc_hex(hex))
+        bad(x, "_metadata", "%s: \"crc32c\" \"%s\" is not 8 hex digits", where,
+            hex);
+      if (get_str(x, f, where, "path", true, &path)) {
+        if (!sl__ckpt_safe_rel(path))
+          bad(x, "_metadata", "%s: \"%s\" is not a file inside the checkpoint",
+              where, path);
+        else if (listed(files, path) != f)
+          bad(x, "_metadata", "%s: \"%s\" is listed twice", where, path);
+      }
+    }
+    if (stop(x))
+      return;
+  }
+}
+
+/* The "workers" array against parallelism, max_parallelism and files:
+ * worker i has index i, Flink's key-group range for i and a worker file
+ * listed in files. Malformed entries stay !ok. */
+static int parse_workers(ctx *x, sl__ckpt_meta *m, bool par_ok) {
+  json_t *workers = json_object_get(m->json, "workers");
+  if (!json_is_array(workers)) {
+    bad(x, "_metadata", "_metadata: %s",
+        workers ? "\"workers\" is not an array" : "no \"workers\"");
+    return SL_OK;
+  }
+  size_t n = json_array_size(workers);
+  if (par_ok && n != (size_t)m->par) {
+    bad(x, "_metadata", "_metadata: parallelism is %d but it lists %zu workers",
+        m->par, n);
+    if (stop(x))
+      return SL_OK;
+  }
+  m->workers = calloc(n + 1, sizeof(*m->workers));
+  if (!m->workers)
+    return SL_ERR_NOMEM;
+  m->n_workers = (int)n;
+  size_t i;
+  json_t *wj;
+  json_array_foreach(workers, i, wj) {
+    sl__ckpt_worker *w = &m->workers[i];
+    char where[64];
+    snprintf(where, sizeof(where), "_metadata: workers[%zu]", i);
+    int before = x->c->n_problems;
+    json_int_t idx = -1, lo = -1, hi = -1;
+    if (!json_is_object(wj)) {
+      bad(x, "_metadata", "%s is not an object", where);
+      if (stop(x))
+        return SL_OK;
+      continue;
+    }
+    get_int(x, wj, where, "index", true, 0, INT32_MAX, &idx);
+    get_int(x, wj, where, "kg_lo", true, 0, MAX_KEY_GROUPS, &lo);
+    get_int(x, wj, where, "kg_hi", true, 0, MAX_KEY_GROUPS, &hi);
+    json_int_t ignored;
+    get_int(x, wj, where, "state_entries", false, 0, INT64_MAX, &ignored);
+    get_int(x, wj, where, "timers", false, 0, INT64_MAX, &ignored);
+    if (get_str(x, wj, where, "file", true, &w->file)) {
+      if (!sl__ckpt_safe_rel(w->file) || strchr(w->file, '/'))
+        bad(x, "_metadata", "%s: \"file\" \"%s\" is not a file name", where,
+            w->file);
+      else if (m->files && !listed(m->files, w->file))
+        bad(x, w->file,
+            "%s is not listed in _metadata's files (its size and checksum "
+            "are recorded nowhere)",
+            w->file);
+      for (size_t j = 0; j < i; j++)
+        if (m->workers[j].file && strcmp(m->workers[j].file, w->file) == 0)
+          bad(x, "_metadata", "%s: \"file\" \"%s\" is also workers[%zu]'s",
+              where, w->file, j);
+    }
+    json_t *native = json_object_get(wj, "native");
+    if (json_is_string(native)) {
+      w->native = json_string_value(native);
+      if (!sl__ckpt_safe_rel(w->native))
+        bad(x, "_metadata",
+            "%s: \"native\" \"%s\" is not a directory inside the checkpoint",
+            where, w->native);
+    } else if (native && !json_is_null(native)) {
+      bad(x, "_metadata", "%s: \"native\" is not a string or null", where);
+    }
+    if (x->c->n_problems == before && idx != (json_int_t)i)
+      bad(x, "_metadata", "%s: \"index\" is %lld", where, (long long)idx);
+    if (x->c->n_problems == before && par_ok) {
+      uint32_t elo, ehi;
+      sl__kg_range((int)i, m->par, m->max_par, &elo, &ehi);
+      if (lo != elo || hi != ehi)
+        bad(x, "_metadata",
+            "%s: key groups [%lld, %lld), expected [%u, %u) for worker %zu "
+            "of %d with max_parallelism %u",
+            where, (long long)lo, (long long)hi, elo, ehi, i, m->par,
+            m->max_par);
+    }
+    if (x->c->n_problems == before && par_ok) {
+      w->ok = true;
+      w->index = (int)i;
+      w->kg_lo = (uint32_t)lo;
+      w->kg_hi = (uint32_t)hi;
+    }
+    if (stop(x))
+      return SL_OK;
+  }
+  return SL_OK;
+}
+
+/* "operators": {uid, kind, keyed} per operator, for inspect. */
+static void parse_operators(ctx *x, sl__ckpt_meta *m) {
+  json_t *ops = json_object_get(m->json, "operators");
+  if (!ops)
+    return;
+  if (!json_is_array(ops)) {
+    bad(x, "_metadata", "_metadata: \"operators\" is not an array");
+    return;
+  }
+  size_t i;
+  json_t *o;
+  json_array_foreach(ops, i, o) {
+    char where[64];
+    const char *s;
+    snprintf(where, sizeof(where), "_metadata: operators[%zu]", i);
+    if (!json_is_object(o)) {
+      bad(x, "_metadata", "%s is not an object", where);
+    } else {
+      get_str(x, o, where, "uid", true, &s);
+      get_str(x, o, where, "kind", false, &s);
+      opt_bool(x, o, where, "keyed");
+    }
+    if (stop(x))
+      return;
+  }
+}
+
+static int parse_meta(ctx *x, const char *chk, sl__ckpt_meta *m) {
+  memset(m, 0, sizeof(*m));
+  m->job = "";
+  m->backend = "";
+  char path[4200];
+  snprintf(path, sizeof(path), "%s/_metadata", chk);
+  struct stat st;
+  if (stat(path, &st) != 0) {
+    sl__errf(x->err, x->errlen, "no _metadata (incomplete)");
+    return SL_ERR_NOTFOUND;
+  }
+  json_error_t je;
+  m->json = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+  if (!m->json || !json_is_object(m->json)) {
+    if (m->json)
+      bad(x, "_metadata", "_metadata is not a JSON object");
+    else
+      bad(x, "_metadata", "_metadata is not valid JSON: %s (line %d)", je.text,
+          je.line);
+    json_decref(m->json);
+    m->json = NULL;
+    return SL_ERR_CORRUPT;
+  }
+  const char *where = "_metadata";
+  json_int_t v;
+  if (get_int(x, m->json, where, "format", true, INT64_MIN, INT64_MAX, &v) &&
+      v != SL__CKPT_FORMAT)
+    bad(x, "_metadata", "_metadata: unsupported checkpoint format %lld",
+        (long long)v);
+  if (stop(x))
+    return SL_ERR_CORRUPT;
+  if (get_int(x, m->json, where, "id", true, 1, INT64_MAX, &v)) {
+    m->id = (uint64_t)v;
+    uint64_t want = dir_id(chk);
+    if (want && want != m->id)
+      bad(x, "_metadata",
+          "_metadata is of checkpoint %" PRIu64 " but the directory is "
+          "chk-%" PRIu64,
+          m->id, want);
+  }
+  get_str(x, m->json, where, "job", false, &m->job);
+  if (get_str(x, m->json, where, "backend", true, &m->backend) &&
+      !m->backend[0])
+    bad(x, "_metadata", "_metadata: \"backend\" is empty");
+  if (get_int(x, m->json, where, "created_ms", false, 0, INT64_MAX, &v))
+    m->created_ms = v;
+  if (get_int(x, m->json, where, "duration_ms", false, 0, INT64_MAX, &v))
+    m->duration_ms = v;
+  if (get_int(x, m->json, where, "restarts", false, 0, INT64_MAX, &v))
+    m->restarts = (uint64_t)v;
+  get_int(x, m->json, where, "bytes", false, 0, INT64_MAX, &v);
+  get_int(x, m->json, where, "bytes_new", false, 0, INT64_MAX, &v);
+  bool kp = get_int(x, m->json, where, "max_parallelism", true, 1,
+                    MAX_KEY_GROUPS, &v);
+  m->max_par = kp ? (uint32_t)v : 0;
+  bool pp = get_int(x, m->json, where, "parallelism", true, 1, INT32_MAX, &v);
+  m->par = pp ? (int)v : 0;
+  if (kp && pp && (uint32_t)m->par > m->max_par) {
+    bad(x, "_metadata", "_metadata: parallelism %d is above max_parallelism %u",
+        m->par, m->max_par);
+    pp = false;
+  }
+  if (stop(x))
+    return SL_ERR_CORRUPT;
+  parse_operators(x, m);
+  if (stop(x))
+    return SL_ERR_CORRUPT;
+  parse_files(x, m);
+  if (stop(x))
+    return SL_ERR_CORRUPT;
+  if (parse_workers(x, m, kp && pp))
+    return SL_ERR_NOMEM;
+  return x->c->n_problems ? SL_ERR_CORRUPT : SL_OK;
+}
+
+void sl__ckpt_meta_free(sl__ckpt_meta *m) {
+  json_decref(m->json);
+  free(m->workers);
+  memset(m, 0, sizeof(*m));
+}
+
+int sl__ckpt_meta_read(const char *chk, sl__ckpt_meta *m, char *err,
+                       size_t errlen) {
+  sl__ckpt_check c = {0};
+  ctx x = {&c, err, errlen};
+  int rc = parse_meta(&x, chk, m);
+  if (rc)
+    sl__ckpt_meta_free(m);
+  return rc;
+}
+
+/* ---- Worker files ------------------------------------------------------- */
+
+/* Walks every section of one worker file; the first malformed item ends
+ * the walk (what follows cannot be located reliably). */
+static void check_sections(ctx *x, const char *file, const sl__ckpt_image *im,
+                           uint32_t kg_lo, uint32_t kg_hi, uint32_t max_par,
+                           uint64_t *entries, uint64_t *timers) {
+  sl__rd body = im->body, p;
+  uint32_t type, kg, n_states = 0;
+  bool have_states = false;
+  int sec = 0, rc;
+  while ((rc = sl__snap_next(&body, &type, &kg, &p)) == 1) {
+    sec++;
+    const char *what = NULL;
+    char why[256] = "";
+    if (type == SL__SEC_STATES) {
+      sl__snap_state s;
+      uint32_t n, got = 0;
+      what = "state names";
+      if (have_states)
+        snprintf(why, sizeof(why), "a second state-name section");
+      else if (sl__snap_states_count(&p, &n))
+        snprintf(why, sizeof(why), "bad state count");
+      while (!why[0] && (rc = sl__snap_state_next(&p, &s)) == 1) {
+        if (s.id >= n || s.type > SL__BT_MAP)
+          snprintf(why, sizeof(why), "state id %u or type %u out of range",
+                   s.id, s.type);
+        got++;
+      }
+      if (!why[0] && (rc < 0 || got != n))
+        snprintf(why, sizeof(why), "%u of %u state names readable", got, n);
+      have_states = true;
+      n_states = n;
+    } else if (type == SL__SEC_ENTRIES) {
+      sl__snap_entry e;
+      what = "keyed state entries";
+      if (!have_states)
+        snprintf(why, sizeof(why), "entries before the state names");
+      else if (kg < kg_lo || kg >= kg_hi)
+        snprintf(why, sizeof(why), "key group %u outside the worker's [%u, %u)",
+                 kg, kg_lo, kg_hi);
+      while (!why[0] && (rc = sl__snap_entry_next(&p, &e)) == 1) {
+        if (e.state >= n_states)
+          snprintf(why, sizeof(why), "unknown state id %u", e.state);
+        else if (sl__key_group(sl__hash64(e.key, e.key_len), max_par) != kg)
+          snprintf(why, sizeof(why), "a key that belongs to another key group");
+        (*entries)++;
+      }
+      if (!why[0] && rc < 0)
+        snprintf(why, sizeof(why), "an entry is cut short");
+    } else if (type == SL__SEC_TIMERS) {
+      sl__snap_timer t;
+      const void *uid;
+      size_t ul;
+      what = "timers";
+      if (!sl__rd_bytes(&p, &uid, &ul))
+        snprintf(why, sizeof(why), "no operator uid");
+      while (!why[0] && (rc = sl__snap_timer_next(&p, &t)) == 1) {
+        if (t.kg < kg_lo || t.kg >= kg_hi)
+          snprintf(why, sizeof(why), "timer of key group %u outside [%u, %u)",
+                   t.kg, kg_lo, kg_hi);
+        else if (t.domain >= SL__TIMER_DOMAINS)
+          snprintf(why, sizeof(why), "unknown time domain %u", t.domain);
+        (*timers)++;
+      }
+      if (!why[0] && rc < 0)
+        snprintf(why, sizeof(why), "a timer is cut short");
+    } else if (type == SL__SEC_OPSTATE || type == SL__SEC_SOURCE) {
+      const void *u, *b;
+      size_t ul, bl;
+      uint32_t sub;
+      what = type == SL__SEC_SOURCE ? "source position" : "operator state";
+      if (sl__snap_blob(p, type, &u, &ul, &sub, &b, &bl))
+        snprintf(why, sizeof(why), "malformed");
+    } else {
+      snprintf(why, sizeof(why), "unknown section type %u", type);
+    }
+    if (why[0]) {
+      bad(x, file, "%s: section %d (%s): %s", file, sec, what ? what : "?",
+          why);
+      return;
+    }
+  }
+  if (rc < 0)
+    bad(x, file, "%s: section %d is cut short or has a bad length", file,
+        sec + 1);
+}
+
+/* Worker w's file: read, its own trailer, its header against _metadata,
+ * its sections. The image goes to *im (freed by the caller). */
+static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
+                         const sl__ckpt_worker *w, sl__ckpt_image *im,
+                         bool file_listed_ok) {
+  char fp[4200], why[256];
+  snprintf(fp, sizeof(fp), "%s/%s", chk, w->file);
+  if (sl__ckpt_read_file(fp, &im->data, &im->len)) {
+    if (!file_listed_ok)
+      return; /* the file check said why */
+    bad(x, w->file, "%s cannot be read: %s", w->file, strerror(errno));
+    return;
+  }
+  if (sl__snap_check(im->data, im->len, &im->head, &im->body, why,
+                     sizeof(why))) {
+    bad(x, w->file, "%s: %s", w->file, why);
+    return;
+  }
+  const sl__snap_head *h = &im->head;
+  if (h->worker != (uint32_t)w->index || h->id != m->id ||
+      h->kg_lo != w->kg_lo || h->kg_hi != w->kg_hi ||
+      h->max_par != m->max_par) {
+    bad(x, w->file,
+        "%s: its header (worker %u, checkpoint %" PRIu64
+        ", key groups [%u, %u) of %u) does not match _metadata",
+        w->file, h->worker, h->id, h->kg_lo, h->kg_hi, h->max_par);
+    return;
+  }
+  check_sections(x, w->file, im, w->kg_lo, w->kg_hi, m->max_par, &x->c->entries,
+                 &x->c->timers);
+}
+
+int sl__ckpt_check_run(const char *chk, sl__ckpt_check *c, char *err,
+                       size_t errlen) {
+  c->n_problems = 0;
+  c->images = NULL;
+  c->n_files = c->bytes = c->entries = c->timers = 0;
+  ctx x = {c, err, errlen};
+  int rc = parse_meta(&x, chk, &c->meta);
+  if (rc == SL_ERR_NOTFOUND || rc == SL_ERR_NOMEM || !c->meta.json || stop(&x))
+    return rc;
+  sl__ckpt_meta *m = &c->meta;
+  /* Every listed file: size, and checksum unless quick. */
+  size_t i;
+  json_t *fj;
+  json_array_foreach(m->files, i, fj) {
+    const char *rel = json_string_value(json_object_get(fj, "path"));
+    char why[1024];
+    c->n_files++;
+    c->bytes += (uint64_t)json_integer_value(json_object_get(fj, "bytes"));
+    if (sl__ckpt_file_check(chk, fj, !c->quick, why, sizeof(why))) {
+      bad(&x, rel ? rel : "_metadata", "%s", why);
+      if (stop(&x))
+        return SL_ERR_CORRUPT;
+    }
+  }
+  if (c->quick || !m->workers)
+    return c->n_problems ? SL_ERR_CORRUPT : SL_OK;
+  c->images = calloc((size_t)m->n_workers + 1, sizeof(*c->images));
+  if (!c->images)
+    return SL_ERR_NOMEM;
+  for (int w = 0; w < m->n_workers; w++) {
+    const sl__ckpt_worker *mw = &m->workers[w];
+    if (!mw->ok)
+      continue;
+    json_t *entry = listed(m->files, mw->file);
+    char why[1024];
+    bool ok = entry &&
+              sl__ckpt_file_check(chk, entry, false, why, sizeof(why)) == SL_OK;
+    check_worker(&x, chk, m, mw, &c->images[w], !entry || ok);
+    if (!c->keep) {
+      free(c->images[w].data);
+      memset(&c->images[w], 0, sizeof(c->images[w]));
+    }
+    if (stop(&x))
+      return SL_ERR_CORRUPT;
+  }
+  return c->n_problems ? SL_ERR_CORRUPT : SL_OK;
+}
+
+void sl__ckpt_check_free(sl__ckpt_check *c) {
+  for (int i = 0; c->images && i < c->meta.n_workers; i++)
+    free(c->images[i].data);
+  free(c->images);
+  c->images = NULL;
+  sl__ckpt_meta_free(&c->meta);
+}
