@@ -476,7 +476,7 @@ static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
                          bool file_listed_ok) {
   char fp[4200], why[256];
   snprintf(fp, sizeof(fp), "%s/%s", chk, w->file);
-  if (sl__ckpt_read_file(fp, &im->data, &im->len)) {
+  if (sl__read_file(fp, &im->data, &im->len)) {
     if (!file_listed_ok)
       return; /* the file check said why */
     bad(x, w->file, "%s cannot be read: %s", w->file, strerror(errno));

@@ -24,8 +24,9 @@
 #include "core/conf.h"
 #include "core/crc32c.h"
 #include "core/log.h"
+#include "core/clock.h"
+#include "core/fs.h"
 #include "core/util.h"
-#include "metrics/metrics.h"
 #include "sluice/checkpoint.h"
 
 #define FORMAT_VERSION SL__CKPT_FORMAT
@@ -40,20 +41,18 @@ __attribute__((format(printf, 3, 4))) static void pathf(char *buf, size_t len,
   va_end(ap);
 }
 
-static int64_t mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+/* Formats err and returns rc: an error with its message. */
+__attribute__((format(printf, 4, 5))) static int
+failf(char *err, size_t errlen, int rc, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  sl__verrf(err, errlen, fmt, ap);
+  va_end(ap);
+  return rc;
 }
 
 #define LOG(ck, lvl, ...)                                                      \
-  sl__log((ck)->job->conf, (ck)->job->name, lvl, __VA_ARGS__)
+  sl__log((ck)->env.conf, (ck)->env.name, lvl, __VA_ARGS__)
 
 void sl__ckpt_path(const struct sl__ckpt *ck, uint64_t id, char *buf,
                    size_t len) {
@@ -68,53 +67,6 @@ void sl__wsnap_free(sl__wsnap *s) {
 }
 
 /* ---- Files -------------------------------------------------------------- */
-
-static int mkdirs(const char *path) {
-  char buf[4096];
-  size_t n = strlen(path);
-  if (n >= sizeof(buf))
-    return -1;
-  memcpy(buf, path, n + 1);
-  for (char *p = buf + 1; *p; p++) {
-    if (*p != '/')
-      continue;
-    *p = 0;
-    if (mkdir(buf, 0755) && errno != EEXIST)
-      return -1;
-    *p = '/';
-  }
-  return mkdir(buf, 0755) && errno != EEXIST ? -1 : 0;
-}
-
-static int fsync_path(const char *path, bool dir) {
-  int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0)
-    return -1;
-  int rc = fsync(fd);
-  close(fd);
-  return rc;
-}
-
-/* Writes len bytes to path and fsyncs it. */
-static int write_file(const char *path, const void *data, size_t len) {
-  int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    return -1;
-  const char *p = data;
-  while (len) {
-    ssize_t n = write(fd, p, len);
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      close(fd);
-      return -1;
-    }
-    p += n;
-    len -= (size_t)n;
-  }
-  int rc = fsync(fd);
-  return close(fd) || rc ? -1 : 0;
-}
 
 static bool exists(const char *path) {
   struct stat st;
@@ -186,10 +138,10 @@ static int add_native_files(struct sl__ckpt *ck, json_t *files, const char *chk,
   return rc;
 }
 
-static json_t *operators_json(sl_job_t *job) {
+static json_t *operators_json(const sl__graph *g) {
   json_t *ops = json_array();
-  for (int i = 0; i < job->g.n_nodes; i++) {
-    sl__node *n = job->g.nodes[i];
+  for (int i = 0; i < g->n_nodes; i++) {
+    sl__node *n = g->nodes[i];
     if (!n->uid)
       continue;
     const char *kind = n->kind == SL__NODE_SOURCE ? "source"
@@ -206,7 +158,7 @@ static json_t *operators_json(sl_job_t *job) {
 static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
                             int64_t duration_ms, uint64_t *total_bytes,
                             uint64_t *new_bytes, char *err, size_t errlen) {
-  sl_job_t *job = ck->job;
+  const sl__ckpt_env *env = &ck->env;
   char chk[4096], path[4200];
   sl__ckpt_path(ck, id, chk, sizeof(chk));
   json_t *files = json_array(), *workers = json_array();
@@ -214,12 +166,12 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
   prev_file *next = NULL;
   size_t n_next = 0;
   int rc = 0;
-  for (int w = 0; !rc && w < job->par; w++) {
+  for (int w = 0; !rc && w < env->par; w++) {
     sl__wsnap *s = snaps[w];
     char name[64];
     pathf(name, sizeof(name), "w%d.snap", w);
     pathf(path, sizeof(path), "%s/%s", chk, name);
-    if (write_file(path, s->file.data, s->file.len)) {
+    if (sl__ckpt_write_file(path, s->file.data, s->file.len)) {
       sl__errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
       rc = SL_ERR_IO;
       break;
@@ -245,7 +197,7 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
                         s->native ? json_string(native) : json_null());
     json_array_append_new(workers, wj);
   }
-  if (!rc && fsync_path(chk, true)) {
+  if (!rc && sl__ckpt_fsync_path(chk, true)) {
     sl__errf(err, errlen, "cannot sync %s: %s", chk, strerror(errno));
     rc = SL_ERR_IO;
   }
@@ -253,12 +205,12 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
   if (!rc) {
     meta = json_pack(
         "{s:i,s:I,s:s,s:I,s:I,s:i,s:i,s:s,s:I,s:I,s:o,s:o,s:o}", "format",
-        FORMAT_VERSION, "id", (json_int_t)id, "job", job->name, "created_ms",
-        (json_int_t)wall_ms(), "duration_ms", (json_int_t)duration_ms,
-        "parallelism", job->par, "max_parallelism", (int)job->max_par,
-        "backend", sl__conf_str(job->conf, "state.backend"), "bytes",
+        FORMAT_VERSION, "id", (json_int_t)id, "job", env->name, "created_ms",
+        (json_int_t)sl__wall_ms(), "duration_ms", (json_int_t)duration_ms,
+        "parallelism", env->par, "max_parallelism", (int)env->max_par,
+        "backend", sl__conf_str(env->conf, "state.backend"), "bytes",
         (json_int_t)bytes, "bytes_new", (json_int_t)bytes_new, "operators",
-        operators_json(job), "workers", workers, "files", files);
+        operators_json(env->graph), "workers", workers, "files", files);
     workers = files = NULL;
     /* For sluice_job_restarts_total across restarts. */
     if (meta)
@@ -271,8 +223,8 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
         meta ? json_dumps(meta, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
     if (!text) {
       rc = SL_ERR_NOMEM;
-    } else if (write_file(tmp, text, strlen(text)) || rename(tmp, path) ||
-               fsync_path(chk, true)) {
+    } else if (sl__ckpt_write_file(tmp, text, strlen(text)) || rename(tmp, path) ||
+               sl__ckpt_fsync_path(chk, true)) {
       sl__errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
       rc = SL_ERR_IO;
     }
@@ -312,7 +264,7 @@ static void retain(struct sl__ckpt *ck) {
     bool complete = exists(meta);
     if (ids[i] == ck->cur || !sl__ckpt_retain_next(&r, complete))
       continue;
-    if (sl__ckpt_rmtree(chk))
+    if (sl__rmtree(chk))
       LOG(ck, SL__LOG_WARN, "cannot remove old checkpoint %s: %s", chk,
           strerror(errno));
   }
@@ -328,146 +280,145 @@ void sl__ckpt_ack(struct sl__ckpt *ck, sl__wsnap *s) {
     ck->n_acks++;
     s = NULL;
   }
-  pthread_cond_broadcast(&ck->cv);
   pthread_mutex_unlock(&ck->mu);
   sl__wsnap_free(s); /* of a checkpoint given up meanwhile */
+}
+
+/* The bookkeeping of a checkpoint that failed or could not start (mu
+ * held). */
+static void count_failure(struct sl__ckpt *ck) {
+  ck->failed++;
+  ck->fails_in_row++;
+  ck->last_end = sl__mono_ms();
+}
+
+/* The bookkeeping of a completed checkpoint (mu held): what
+ * sl_job_checkpoint_info and the metrics read. */
+static void note_done(struct sl__ckpt *ck, uint64_t id, int64_t duration,
+                      uint64_t bytes, uint64_t bytes_new) {
+  ck->last_done = id;
+  ck->last_done_ms = sl__wall_ms();
+  ck->last_done_job_ms = sl_clock_now(*ck->env.clock);
+  ck->last_duration_ms = duration;
+  ck->durations[ck->completed % SL__CKPT_DURATIONS] = duration;
+  ck->last_bytes = (int64_t)bytes;
+  ck->last_bytes_new = (int64_t)bytes_new;
+  ck->completed++;
+  ck->fails_in_row = 0;
+  ck->last_end = sl__mono_ms();
+}
+
+void sl__ckpt_note(struct sl__ckpt *ck, uint64_t id, int64_t duration_ms,
+                   uint64_t bytes, uint64_t restarts) {
+  pthread_mutex_lock(&ck->mu);
+  if (id)
+    note_done(ck, id, duration_ms, bytes, bytes);
+  else if (!restarts)
+    count_failure(ck);
+  if (restarts)
+    ck->restarts = restarts;
+  pthread_mutex_unlock(&ck->mu);
 }
 
 static void trigger(struct sl__ckpt *ck) {
   uint64_t id = ++ck->last_id;
   char chk[4096];
   sl__ckpt_path(ck, id, chk, sizeof(chk));
-  if (mkdirs(chk)) {
+  if (sl__mkdirs(chk, 0755)) {
     LOG(ck, SL__LOG_WARN, "checkpoint %" PRIu64 ": cannot create %s: %s", id,
         chk, strerror(errno));
-    sl__metrics_checkpoint_failed(ck->job);
-    ck->failed++;
-    ck->fails_in_row++;
-    ck->last_end = mono_ms();
+    count_failure(ck);
     return;
   }
   ck->cur = id;
-  ck->cur_start = mono_ms();
+  ck->cur_start = sl__mono_ms();
   ck->n_acks = 0;
-  atomic_store_explicit(&ck->job->ckpt_trigger, id, memory_order_release);
-  pthread_cond_broadcast(&ck->cv);
+  atomic_store_explicit(&ck->trigger, id, memory_order_release);
 }
 
 static void clear_acks(struct sl__ckpt *ck) {
-  for (int w = 0; w < ck->job->par; w++) {
+  for (int w = 0; w < ck->env.par; w++) {
     sl__wsnap_free(ck->acks[w]);
     ck->acks[w] = NULL;
   }
   ck->n_acks = 0;
 }
 
-/* Gives up checkpoint cur (mu held). */
-static void fail_cur(struct sl__ckpt *ck, const char *why) {
-  sl_job_t *job = ck->job;
+/* Gives up checkpoint cur (mu held, released meanwhile). Returns the
+ * error that must fail the job when too many failed in a row, else 0. */
+static int fail_cur(struct sl__ckpt *ck, const char *why, char *err,
+                    size_t errlen) {
   uint64_t id = ck->cur;
   char chk[4096];
   sl__ckpt_path(ck, id, chk, sizeof(chk));
   LOG(ck, SL__LOG_WARN, "checkpoint %" PRIu64 " failed: %s", id, why);
-  sl__metrics_checkpoint_failed(job);
   clear_acks(ck);
   ck->cur = 0;
-  ck->failed++;
-  ck->fails_in_row++;
-  ck->last_end = mono_ms();
+  count_failure(ck);
   pthread_mutex_unlock(&ck->mu);
-  for (int i = 0; i < job->n_parts; i++)
-    if (job->parts[i].abort)
-      job->parts[i].abort(id, job->parts[i].opaque);
-  sl__ckpt_rmtree(chk);
-  if (ck->fails_in_row > ck->tolerable && !sl__job_failing(job))
-    sl__job_fail(job, SL_ERR_IO,
-                 "checkpoint %" PRIu64 " failed (%s) and %d consecutive "
-                 "failures exceed checkpoint.tolerable.failures=%d",
-                 id, why, ck->fails_in_row, ck->tolerable);
+  for (int i = 0; i < ck->n_parts; i++)
+    if (ck->parts[i].abort)
+      ck->parts[i].abort(id, ck->parts[i].opaque);
+  sl__rmtree(chk);
   pthread_mutex_lock(&ck->mu);
+  if (ck->fails_in_row <= ck->tolerable)
+    return 0;
+  sl__errf(err, errlen,
+           "checkpoint %" PRIu64 " failed (%s) and %d consecutive "
+           "failures exceed checkpoint.tolerable.failures=%d",
+           id, why, ck->fails_in_row, ck->tolerable);
+  return SL_ERR_IO;
 }
 
-/* Every worker acked cur (mu held; released during the I/O). */
-static void complete_cur(struct sl__ckpt *ck) {
-  sl_job_t *job = ck->job;
+/* Every worker acked cur (mu held; released during the I/O). Returns an
+ * error that must fail the job, else 0. */
+static int complete_cur(struct sl__ckpt *ck, char *err, size_t errlen) {
   uint64_t id = ck->cur;
   char why[512] = "";
-  for (int w = 0; w < job->par && !why[0]; w++)
+  for (int w = 0; w < ck->env.par && !why[0]; w++)
     if (ck->acks[w]->rc)
       pathf(why, sizeof(why), "%s", ck->acks[w]->err);
-  if (why[0]) {
-    fail_cur(ck, why);
-    return;
-  }
-  int64_t duration = mono_ms() - ck->cur_start;
+  if (why[0])
+    return fail_cur(ck, why, err, errlen);
+  int64_t duration = sl__mono_ms() - ck->cur_start;
   pthread_mutex_unlock(&ck->mu);
   uint64_t bytes = 0, bytes_new = 0;
   int rc = write_checkpoint(ck, id, ck->acks, duration, &bytes, &bytes_new, why,
                             sizeof(why));
-  for (int i = 0; !rc && i < job->n_parts; i++) {
-    if (job->parts[i].commit &&
-        (rc = job->parts[i].commit(id, job->parts[i].opaque))) {
+  for (int i = 0; !rc && i < ck->n_parts; i++) {
+    if (ck->parts[i].commit &&
+        (rc = ck->parts[i].commit(id, ck->parts[i].opaque))) {
       /* The state is durable but the output is not committed: the
        * checkpoint stays without _COMMITTED and restart resolves it. */
       pthread_mutex_lock(&ck->mu);
       clear_acks(ck);
       ck->cur = 0;
-      pthread_mutex_unlock(&ck->mu);
-      sl__job_fail(job, rc, "checkpoint %" PRIu64 ": commit failed: %s", id,
-                   sl_strerror(rc));
-      pthread_mutex_lock(&ck->mu);
-      return;
+      sl__errf(err, errlen, "checkpoint %" PRIu64 ": commit failed: %s", id,
+               sl_strerror(rc));
+      return rc;
     }
   }
   if (!rc) {
     char path[4200];
     sl__ckpt_path(ck, id, path, sizeof(path));
     strcat(path, "/_COMMITTED");
-    if (write_file(path, "", 0))
+    if (sl__ckpt_write_file(path, "", 0))
       LOG(ck, SL__LOG_WARN, "cannot write %s: %s", path, strerror(errno));
   }
   pthread_mutex_lock(&ck->mu);
-  if (rc) {
-    fail_cur(ck, why);
-    return;
-  }
+  if (rc)
+    return fail_cur(ck, why, err, errlen);
   clear_acks(ck);
   ck->cur = 0;
-  ck->last_done = id;
-  ck->last_done_ms = wall_ms();
-  ck->last_duration_ms = duration;
-  ck->last_bytes = (int64_t)bytes;
-  ck->last_bytes_new = (int64_t)bytes_new;
-  ck->completed++;
-  ck->fails_in_row = 0;
-  ck->last_end = mono_ms();
-  atomic_store_explicit(&job->ckpt_complete, id, memory_order_release);
-  sl__metrics_checkpoint_done(job, (int64_t)id, duration, bytes);
-  pthread_cond_broadcast(&ck->cv);
+  note_done(ck, id, duration, bytes, bytes_new);
+  atomic_store_explicit(&ck->complete, id, memory_order_release);
   LOG(ck, SL__LOG_DEBUG,
       "checkpoint %" PRIu64 " complete: %" PRIu64 " bytes in %" PRId64 " ms",
       id, bytes, duration);
   pthread_mutex_unlock(&ck->mu);
   retain(ck);
   pthread_mutex_lock(&ck->mu);
-}
-
-static void wait_until(struct sl__ckpt *ck, int64_t deadline_mono) {
-  int64_t now = mono_ms();
-  int64_t wait = deadline_mono - now;
-  if (wait <= 0)
-    return;
-  if (wait > 100)
-    wait = 100; /* stop and failure are seen without a signal */
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  ts.tv_sec += wait / 1000;
-  ts.tv_nsec += (wait % 1000) * 1000000;
-  if (ts.tv_nsec >= 1000000000) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000;
-  }
-  pthread_cond_timedwait(&ck->cv, &ck->mu, &ts);
+  return 0;
 }
 
 /* Releases the lock on checkpoint.dir (lock_dir, below). */
@@ -477,68 +428,76 @@ static void unlock_dir(struct sl__ckpt *ck) {
   ck->lock_fd = -1;
 }
 
-int sl__ckpt_run(sl_job_t *job, int started) {
-  struct sl__ckpt *ck = job->ckpt;
-  if (ck) {
-    bool final_taken = false;
-    int64_t last_trigger = mono_ms();
-    pthread_mutex_lock(&ck->mu);
-    for (;;) {
-      int64_t now = mono_ms();
-      bool all_done = ck->parked + ck->exited >= started;
-      if (sl__job_failing(job) || started < job->par) {
-        if (ck->cur)
-          fail_cur(ck, "the job failed");
+/* One step of the state machine, at t->now: complete, time out, trigger
+ * (interval, min pause, demand), or take the final checkpoint once the
+ * workers finished cleanly. */
+static int ckpt_tick(void *svc, const sl__tick *t, int64_t *next_due,
+                     char *err, size_t errlen) {
+  struct sl__ckpt *ck = svc;
+  if (!ck->dir)
+    return SL__SVC_IDLE;
+  int rc = 0;
+  pthread_mutex_lock(&ck->mu);
+  for (;;) {
+    int64_t now = sl__mono_ms();
+    if (ck->cur && ck->n_acks == ck->env.par) {
+      if ((rc = complete_cur(ck, err, errlen)))
         break;
-      }
-      if (ck->cur && ck->n_acks == job->par) {
-        complete_cur(ck);
-        continue;
-      }
-      if (ck->cur && now - ck->cur_start >= ck->timeout_ms) {
-        char why[128];
-        pathf(why, sizeof(why),
-              "not complete after checkpoint.timeout.ms=%" PRId64,
-              ck->timeout_ms);
-        fail_cur(ck, why);
-        continue;
-      }
-      if (all_done && !ck->cur) {
-        if (ck->dir && ck->final && !final_taken && ck->exited == 0) {
-          final_taken = true;
-          trigger(ck);
-          continue;
-        }
-        break;
-      }
-      int64_t due = INT64_MAX;
-      if (!ck->cur && ck->dir) {
-        if (ck->demand)
-          due = now;
-        else if (ck->interval_ms > 0)
-          due = last_trigger + ck->interval_ms;
-        if (due != INT64_MAX && due < ck->last_end + ck->min_pause_ms)
-          due = ck->last_end + ck->min_pause_ms;
-        if (due <= now) {
-          ck->demand = 0;
-          last_trigger = now;
-          trigger(ck);
-          continue;
-        }
-      }
-      if (ck->cur && ck->cur_start + ck->timeout_ms < due)
-        due = ck->cur_start + ck->timeout_ms;
-      wait_until(ck, due == INT64_MAX ? now + 100 : due);
+      continue;
     }
-    ck->release = true;
-    pthread_cond_broadcast(&ck->cv);
-    pthread_mutex_unlock(&ck->mu);
+    if (ck->cur && now - ck->cur_start >= ck->timeout_ms) {
+      char why[128];
+      pathf(why, sizeof(why),
+            "not complete after checkpoint.timeout.ms=%" PRId64,
+            ck->timeout_ms);
+      if ((rc = fail_cur(ck, why, err, errlen)))
+        break;
+      continue;
+    }
+    if (ck->cur) {
+      if (ck->cur_start + ck->timeout_ms < *next_due)
+        *next_due = ck->cur_start + ck->timeout_ms;
+      rc = t->workers_done ? SL__SVC_BUSY : SL__SVC_IDLE;
+      break;
+    }
+    if (t->workers_done) {
+      if (ck->final && !ck->final_taken && t->workers_clean) {
+        ck->final_taken = true;
+        trigger(ck);
+        continue;
+      }
+      break;
+    }
+    int64_t due = INT64_MAX;
+    if (atomic_load(&ck->demand))
+      due = now;
+    else if (ck->interval_ms > 0)
+      due = ck->last_trigger + ck->interval_ms;
+    if (due != INT64_MAX && due < ck->last_end + ck->min_pause_ms)
+      due = ck->last_end + ck->min_pause_ms;
+    if (due <= now) {
+      atomic_store(&ck->demand, 0);
+      ck->last_trigger = now;
+      trigger(ck);
+      continue;
+    }
+    if (due < *next_due)
+      *next_due = due;
+    break;
   }
-  for (int i = 0; i < started; i++)
-    pthread_join(job->workers[i].thread, NULL);
-  if (ck)
-    unlock_dir(ck); /* the job is over: the directory is free */
-  return job->err;
+  pthread_mutex_unlock(&ck->mu);
+  return rc;
+}
+
+static void ckpt_stop(void *svc) {
+  struct sl__ckpt *ck = svc;
+  pthread_mutex_lock(&ck->mu);
+  if (ck->cur) {
+    char err[64];
+    fail_cur(ck, "the job ended before it completed", err, sizeof(err));
+  }
+  pthread_mutex_unlock(&ck->mu);
+  unlock_dir(ck); /* the job is over: the directory is free */
 }
 
 /* ---- Restore ------------------------------------------------------------ */
@@ -556,9 +515,9 @@ static void restore_free(sl__restore *rs) {
   free(rs);
 }
 
-static bool job_has_uid(const sl_job_t *job, const char *uid, size_t len) {
-  for (int i = 0; i < job->g.n_nodes; i++) {
-    const char *u = job->g.nodes[i]->uid;
+static bool job_has_uid(const sl__graph *g, const char *uid, size_t len) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    const char *u = g->nodes[i]->uid;
     if (u && strlen(u) == len && memcmp(u, uid, len) == 0)
       return true;
   }
@@ -566,17 +525,17 @@ static bool job_has_uid(const sl_job_t *job, const char *uid, size_t len) {
 }
 
 /* Whether a state name "<uid>/<name>" belongs to an operator of the job. */
-static bool job_has_state(const sl_job_t *job, const void *name, size_t len) {
+static bool job_has_state(const sl__graph *g, const void *name, size_t len) {
   const char *s = name;
   for (size_t i = len; i-- > 0;)
-    if (s[i] == '/' && job_has_uid(job, s, i))
+    if (s[i] == '/' && job_has_uid(g, s, i))
       return true;
   return false;
 }
 
 /* Checks that every piece of state in the files belongs to an operator the
  * job still has. */
-static int check_uids(sl_job_t *job, const sl__restore *rs, char *err,
+static int check_uids(const sl__graph *g, const sl__restore *rs, char *err,
                       size_t errlen) {
   for (int f = 0; f < rs->n_files; f++) {
     sl__rd body = rs->files[f].body, p;
@@ -595,7 +554,7 @@ static int check_uids(sl_job_t *job, const sl__restore *rs, char *err,
             return SL_ERR_CORRUPT;
           u = st.name;
           ul = st.name_len;
-          if (!job_has_state(job, u, ul)) {
+          if (!job_has_state(g, u, ul)) {
             sl__errf(err, errlen,
                      "it holds state \"%.*s\" of an operator uid the job no "
                      "longer has (set restore.allow.dropped.state=true to "
@@ -608,7 +567,7 @@ static int check_uids(sl_job_t *job, const sl__restore *rs, char *err,
                  t == SL__SEC_SOURCE) {
         if (!sl__rd_bytes(&p, &u, &ul))
           return SL_ERR_CORRUPT;
-        if (!job_has_uid(job, u, ul)) {
+        if (!job_has_uid(g, u, ul)) {
           sl__errf(err, errlen,
                    "it holds state of operator uid \"%.*s\" which the job no "
                    "longer has (set restore.allow.dropped.state=true to drop "
@@ -685,8 +644,9 @@ static int ckpt_load(const char *path, uint32_t want_max_par, sl__restore **out,
 /* Restart resolution for exactly-once sinks (DESIGN §8): a checkpoint
  * whose _COMMITTED mark is missing is used only if every participant
  * says its output was committed. */
-static int resolve(sl_job_t *job, const sl__restore *rs) {
-  if (!job->n_parts)
+static int resolve(const struct sl__ckpt *ck, const sl__restore *rs) {
+  const sl__graph *g = ck->env.graph;
+  if (!ck->n_parts)
     return 1;
   char mark[4200];
   pathf(mark, sizeof(mark), "%s/_COMMITTED", rs->path);
@@ -694,13 +654,13 @@ static int resolve(sl_job_t *job, const sl__restore *rs) {
     return 1;
   /* Source positions, grouped per source uid. */
   size_t n_uids = 0;
-  const char **uids = calloc((size_t)job->g.n_nodes + 1, sizeof(*uids));
-  const sl_blob_t **pos = calloc((size_t)job->g.n_nodes + 1, sizeof(*pos));
-  size_t *counts = calloc((size_t)job->g.n_nodes + 1, sizeof(*counts));
-  sl_blob_t **own = calloc((size_t)job->g.n_nodes + 1, sizeof(*own));
+  const char **uids = calloc((size_t)g->n_nodes + 1, sizeof(*uids));
+  const sl_blob_t **pos = calloc((size_t)g->n_nodes + 1, sizeof(*pos));
+  size_t *counts = calloc((size_t)g->n_nodes + 1, sizeof(*counts));
+  sl_blob_t **own = calloc((size_t)g->n_nodes + 1, sizeof(*own));
   int rc = uids && pos && counts && own ? 1 : SL_ERR_NOMEM;
-  for (int i = 0; rc == 1 && i < job->g.n_nodes; i++) {
-    sl__node *n = job->g.nodes[i];
+  for (int i = 0; rc == 1 && i < g->n_nodes; i++) {
+    sl__node *n = g->nodes[i];
     if (n->kind != SL__NODE_SOURCE || !n->uid)
       continue;
     size_t cap = 0;
@@ -731,10 +691,10 @@ static int resolve(sl_job_t *job, const sl__restore *rs) {
     pos[n_uids] = own[n_uids];
     n_uids++;
   }
-  for (int i = 0; rc == 1 && i < job->n_parts; i++)
-    if (job->parts[i].resolve)
-      rc = job->parts[i].resolve(rs->id, uids, pos, counts, n_uids,
-                                 job->parts[i].opaque);
+  for (int i = 0; rc == 1 && i < ck->n_parts; i++)
+    if (ck->parts[i].resolve)
+      rc = ck->parts[i].resolve(rs->id, uids, pos, counts, n_uids,
+                                ck->parts[i].opaque);
   for (size_t i = 0; own && i < n_uids; i++)
     free(own[i]);
   free(own);
@@ -744,38 +704,39 @@ static int resolve(sl_job_t *job, const sl__restore *rs) {
   return rc;
 }
 
-static int pick_restore(struct sl__ckpt *ck, const char *from) {
-  sl_job_t *job = ck->job;
+static int pick_restore(struct sl__ckpt *ck, const char *from, char *out,
+                        size_t outlen) {
+  const sl__ckpt_env *env = &ck->env;
   char err[1024];
-  bool allow_drop = sl__conf_bool(job->conf, "restore.allow.dropped.state");
+  bool allow_drop = sl__conf_bool(env->conf, "restore.allow.dropped.state");
   if (strcmp(from, "latest") != 0) {
-    int rc = ckpt_load(from, job->max_par, &ck->rs, err, sizeof(err));
+    int rc = ckpt_load(from, env->max_par, &ck->rs, err, sizeof(err));
     if (!rc && !allow_drop)
-      rc = check_uids(job, ck->rs, err, sizeof(err));
-    if (!rc && resolve(job, ck->rs) != 1) {
+      rc = check_uids(env->graph, ck->rs, err, sizeof(err));
+    if (!rc && resolve(ck, ck->rs) != 1) {
       sl__errf(err, sizeof(err),
                "its exactly-once output was not committed (no _COMMITTED "
                "and the sinks could not confirm it)");
       rc = SL_ERR_STATE;
     }
     if (rc)
-      return sl__job_fail(job, rc, "cannot restore from checkpoint %s: %s",
+      return failf(out, outlen, rc, "cannot restore from checkpoint %s: %s",
                           from, err);
     return 0;
   }
   if (!ck->dir)
-    return sl__job_fail(job, SL_ERR_CONF,
+    return failf(out, outlen, SL_ERR_CONF,
                         "restore.from=latest needs checkpoint.dir");
   uint64_t *ids;
   size_t n;
   if (sl__ckpt_list(ck->dir, &ids, &n))
-    return sl__job_fail(job, SL_ERR_IO, "cannot list %s: %s", ck->dir,
+    return failf(out, outlen, SL_ERR_IO, "cannot list %s: %s", ck->dir,
                         strerror(errno));
   int rc = 0, complete = 0;
   for (size_t i = 0; i < n && !ck->rs; i++) {
     char chk[4096];
     sl__ckpt_path(ck, ids[i], chk, sizeof(chk));
-    rc = ckpt_load(chk, job->max_par, &ck->rs, err, sizeof(err));
+    rc = ckpt_load(chk, env->max_par, &ck->rs, err, sizeof(err));
     if (rc == SL_ERR_NOTFOUND) {
       LOG(ck, SL__LOG_INFO,
           "checkpoint %s is incomplete (no _metadata); "
@@ -786,7 +747,7 @@ static int pick_restore(struct sl__ckpt *ck, const char *from) {
     }
     complete++;
     if (!rc && !allow_drop &&
-        (rc = check_uids(job, ck->rs, err, sizeof(err)))) {
+        (rc = check_uids(env->graph, ck->rs, err, sizeof(err)))) {
       restore_free(ck->rs);
       ck->rs = NULL;
       char msg[1200];
@@ -795,7 +756,7 @@ static int pick_restore(struct sl__ckpt *ck, const char *from) {
       break; /* the job changed: an older checkpoint would not help */
     }
     if (!rc) {
-      int r = resolve(job, ck->rs);
+      int r = resolve(ck, ck->rs);
       if (r != 1) {
         LOG(ck, SL__LOG_WARN,
             "checkpoint %s skipped: its exactly-once output was not "
@@ -829,9 +790,9 @@ static int pick_restore(struct sl__ckpt *ck, const char *from) {
   }
   free(ids);
   if (rc)
-    return sl__job_fail(job, rc, "cannot restore: checkpoint %s", err);
+    return failf(out, outlen, rc, "cannot restore: checkpoint %s", err);
   if (!ck->rs && complete)
-    return sl__job_fail(job, SL_ERR_CORRUPT,
+    return failf(out, outlen, SL_ERR_CORRUPT,
                         "cannot restore: none of the %d complete checkpoints "
                         "in %s is valid (see the log); remove them or unset "
                         "restore.from to start empty",
@@ -841,28 +802,33 @@ static int pick_restore(struct sl__ckpt *ck, const char *from) {
   return 0;
 }
 
-static struct sl__ckpt *ckpt_new(sl_job_t *job) {
+struct sl__ckpt *sl__ckpt_new(const sl__ckpt_env *env) {
   struct sl__ckpt *ck = calloc(1, sizeof(*ck));
-  if (!ck || !(ck->acks = calloc((size_t)job->par, sizeof(*ck->acks)))) {
+  if (!ck || !(ck->acks = calloc((size_t)env->par, sizeof(*ck->acks)))) {
     free(ck);
     return NULL;
   }
-  job->ckpt = ck;
-  ck->job = job;
+  ck->env = *env;
   ck->lock_fd = -1;
+  ck->last_end = INT64_MIN / 2;
   pthread_mutex_init(&ck->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&ck->cv, &ca);
-  pthread_condattr_destroy(&ca);
   return ck;
 }
 
-int sl__ckpt_setup_image(sl_job_t *job, const void *data, size_t len, char *err,
-                         size_t errlen) {
-  struct sl__ckpt *ck = ckpt_new(job);
-  sl__restore *rs = ck ? calloc(1, sizeof(*rs)) : NULL;
+int sl__ckpt_add_participant(struct sl__ckpt *ck,
+                             const sl_ckpt_participant_t *p) {
+  sl_ckpt_participant_t *a =
+      realloc(ck->parts, (size_t)(ck->n_parts + 1) * sizeof(*a));
+  if (!a)
+    return SL_ERR_NOMEM;
+  ck->parts = a;
+  ck->parts[ck->n_parts++] = *p;
+  return SL_OK;
+}
+
+int sl__ckpt_setup_image(struct sl__ckpt *ck, const void *data, size_t len,
+                         char *err, size_t errlen) {
+  sl__restore *rs = calloc(1, sizeof(*rs));
   if (rs) {
     rs->files = calloc(1, sizeof(*rs->files));
     rs->path = strdup("(snapshot)");
@@ -875,6 +841,7 @@ int sl__ckpt_setup_image(sl_job_t *job, const void *data, size_t len, char *err,
     return SL_ERR_NOMEM;
   }
   ck->rs = rs;
+  ck->on = true;
   rs->id = 1;
   rs->n_files = 1;
   memcpy(rs->files[0].data, data, len);
@@ -885,10 +852,10 @@ int sl__ckpt_setup_image(sl_job_t *job, const void *data, size_t len, char *err,
     pathf(err, errlen, "not a valid snapshot: %s", why);
     return SL_ERR_CORRUPT;
   }
-  if (rs->files[0].head.max_par != job->max_par) {
+  if (rs->files[0].head.max_par != ck->env.max_par) {
     pathf(err, errlen,
           "the snapshot has max.parallelism=%u but the harness has %u",
-          rs->files[0].head.max_par, job->max_par);
+          rs->files[0].head.max_par, ck->env.max_par);
     return SL_ERR_CONF;
   }
   return 0;
@@ -936,19 +903,19 @@ static void seed_prev(struct sl__ckpt *ck, const char *chk) {
  * at start; the kernel drops it when the process dies, so a crash never
  * leaves a stale lock. Each job opens the file itself, and locks on
  * separate open files conflict within one process too. */
-static int lock_dir(struct sl__ckpt *ck) {
+static int lock_dir(struct sl__ckpt *ck, char *err, size_t errlen) {
   char lock[4200];
   pathf(lock, sizeof(lock), "%s/.lock", ck->dir);
   ck->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (ck->lock_fd < 0)
-    return sl__job_fail(ck->job, SL_ERR_IO,
-                        "checkpoint.dir \"%s\": cannot create \"%s\": %s",
-                        ck->dir, lock, strerror(errno));
+    return failf(err, errlen, SL_ERR_IO,
+                 "checkpoint.dir \"%s\": cannot create \"%s\": %s", ck->dir,
+                 lock, strerror(errno));
   if (flock(ck->lock_fd, LOCK_EX | LOCK_NB)) {
     int en = errno;
     close(ck->lock_fd);
     ck->lock_fd = -1;
-    return sl__job_fail(ck->job, SL_ERR_STATE,
+    return failf(err, errlen, SL_ERR_STATE,
                         "checkpoint.dir \"%s\" is in use: another job is "
                         "running with it (\"%s\" is locked by this or "
                         "another process: %s); give each running job its own "
@@ -959,57 +926,66 @@ static int lock_dir(struct sl__ckpt *ck) {
   return 0;
 }
 
-int sl__ckpt_setup(sl_job_t *job) {
-  const char *dir = sl__conf_str(job->conf, "checkpoint.dir");
-  const char *from = sl__conf_str(job->conf, "restore.from");
+static int ckpt_start_locked(struct sl__ckpt *ck, char *err, size_t errlen);
+
+/* Under mu: other threads read what start sets (sl_job_checkpoint_info,
+ * the metrics). */
+static int ckpt_start(void *svc, char *err, size_t errlen) {
+  struct sl__ckpt *ck = svc;
+  pthread_mutex_lock(&ck->mu);
+  int rc = ckpt_start_locked(ck, err, errlen);
+  pthread_mutex_unlock(&ck->mu);
+  return rc;
+}
+
+static int ckpt_start_locked(struct sl__ckpt *ck, char *err, size_t errlen) {
+  const sl_conf_t *conf = ck->env.conf;
+  const char *dir = sl__conf_str(conf, "checkpoint.dir");
+  const char *from = sl__conf_str(conf, "restore.from");
   if (!dir[0] && !from[0])
     return 0;
-  struct sl__ckpt *ck = ckpt_new(job);
-  if (!ck)
-    return sl__job_fail(job, SL_ERR_NOMEM, "out of memory");
-  ck->interval_ms = sl__conf_int(job->conf, "checkpoint.interval.ms");
-  ck->min_pause_ms = sl__conf_int(job->conf, "checkpoint.min.pause.ms");
-  ck->timeout_ms = sl__conf_int(job->conf, "checkpoint.timeout.ms");
-  ck->tolerable = (int)sl__conf_int(job->conf, "checkpoint.tolerable.failures");
-  ck->retained = (int)sl__conf_int(job->conf, "checkpoint.retained");
-  ck->final = sl__conf_bool(job->conf, "checkpoint.final");
-  ck->last_end = INT64_MIN / 2;
+  ck->on = true;
+  ck->interval_ms = sl__conf_int(conf, "checkpoint.interval.ms");
+  ck->min_pause_ms = sl__conf_int(conf, "checkpoint.min.pause.ms");
+  ck->timeout_ms = sl__conf_int(conf, "checkpoint.timeout.ms");
+  ck->tolerable = (int)sl__conf_int(conf, "checkpoint.tolerable.failures");
+  ck->retained = (int)sl__conf_int(conf, "checkpoint.retained");
+  ck->final = sl__conf_bool(conf, "checkpoint.final");
+  ck->last_trigger = sl__mono_ms();
   if (dir[0]) {
     if (!(ck->dir = strdup(dir)))
-      return sl__job_fail(job, SL_ERR_NOMEM, "out of memory");
+      return failf(err, errlen, SL_ERR_NOMEM, "out of memory");
     size_t l = strlen(ck->dir);
     while (l > 1 && ck->dir[l - 1] == '/')
       ck->dir[--l] = 0;
-    if (mkdirs(ck->dir))
-      return sl__job_fail(job, SL_ERR_IO,
-                          "checkpoint.dir \"%s\" cannot be created: %s", dir,
-                          strerror(errno));
-    int lrc = lock_dir(ck);
+    if (sl__mkdirs(ck->dir, 0755))
+      return failf(err, errlen, SL_ERR_IO,
+                   "checkpoint.dir \"%s\" cannot be created: %s", dir,
+                   strerror(errno));
+    int lrc = lock_dir(ck, err, errlen);
     if (lrc)
       return lrc;
     uint64_t *ids;
     size_t n;
     if (sl__ckpt_list(ck->dir, &ids, &n))
-      return sl__job_fail(job, SL_ERR_IO, "checkpoint.dir \"%s\": %s", dir,
-                          strerror(errno));
+      return failf(err, errlen, SL_ERR_IO, "checkpoint.dir \"%s\": %s", dir,
+                   strerror(errno));
     ck->last_id = n ? ids[0] : 0; /* new checkpoints never reuse an id */
     free(ids);
-    sl__metrics_checkpoint_enable(job);
   }
-  int rc = from[0] ? pick_restore(ck, from) : 0;
+  int rc = from[0] ? pick_restore(ck, from, err, errlen) : 0;
   if (!rc && ck->rs) {
     seed_prev(ck, ck->rs->path);
     ck->restored_id = ck->rs->id;
     ck->restarts = ck->rs->restarts + 1;
-    sl__metrics_job_restarts(job, ck->restarts);
     if (ck->rs->id > ck->last_id)
       ck->last_id = ck->rs->id;
   }
   return rc;
 }
 
-void sl__ckpt_free(sl_job_t *job) {
-  struct sl__ckpt *ck = job->ckpt;
+static void ckpt_destroy(void *svc) {
+  struct sl__ckpt *ck = svc;
   if (!ck)
     return;
   unlock_dir(ck);
@@ -1019,53 +995,53 @@ void sl__ckpt_free(sl_job_t *job) {
   for (size_t i = 0; i < ck->n_prev; i++)
     free(ck->prev[i].path);
   free(ck->prev);
+  free(ck->parts);
   pthread_mutex_destroy(&ck->mu);
-  pthread_cond_destroy(&ck->cv);
   free(ck->dir);
   free(ck);
-  job->ckpt = NULL;
 }
+
+const sl__service_ops sl__ckpt_service = {.name = "checkpoint coordinator",
+                                          .start = ckpt_start,
+                                          .tick = ckpt_tick,
+                                          .stop = ckpt_stop,
+                                          .destroy = ckpt_destroy};
 
 void sl__ckpt_restored(struct sl__ckpt *ck) {
   pthread_mutex_lock(&ck->mu);
-  if (++ck->restored == ck->job->par) {
+  if (++ck->restored == ck->env.par) {
     restore_free(ck->rs); /* every worker took its part */
     ck->rs = NULL;
   }
   pthread_mutex_unlock(&ck->mu);
 }
 
-/* ---- Public API --------------------------------------------------------- */
+/* ---- What other threads read ------------------------------------------- */
 
-/* The coordinator for a public call from any thread: NULL until
- * sl__ckpt_setup() has finished (it writes job->ckpt and its fields while
- * the job starts). */
-static struct sl__ckpt *public_ckpt(sl_job_t *job) {
-  return atomic_load_explicit(&job->ckpt_ready, memory_order_acquire)
-             ? job->ckpt
-             : NULL;
+const sl__restore *sl__ckpt_restoring(const struct sl__ckpt *ck) {
+  return ck ? ck->rs : NULL;
 }
 
-int sl_job_checkpoint(sl_job_t *job) {
-  if (!job)
-    return SL_ERR_INVAL;
-  struct sl__ckpt *ck = public_ckpt(job);
-  if (!ck || !ck->dir || atomic_load(&job->phase) != SL__JOB_RUNNING)
-    return SL_ERR_STATE;
-  pthread_mutex_lock(&ck->mu);
-  ck->demand = 1;
-  pthread_cond_broadcast(&ck->cv);
-  pthread_mutex_unlock(&ck->mu);
-  return SL_OK;
+bool sl__ckpt_enabled(const struct sl__ckpt *ck) {
+  return ck && ck->dir;
 }
 
-int sl_job_checkpoint_info(sl_job_t *job, sl_checkpoint_info_t *out) {
-  if (!job || !out)
-    return SL_ERR_INVAL;
+uint64_t sl__ckpt_triggered(const struct sl__ckpt *ck) {
+  return atomic_load_explicit(&((struct sl__ckpt *)ck)->trigger,
+                              memory_order_acquire);
+}
+
+uint64_t sl__ckpt_completed(const struct sl__ckpt *ck) {
+  return atomic_load_explicit(&((struct sl__ckpt *)ck)->complete,
+                              memory_order_acquire);
+}
+
+void sl__ckpt_demand(struct sl__ckpt *ck) {
+  atomic_store(&ck->demand, 1);
+}
+
+void sl__ckpt_info(struct sl__ckpt *ck, sl_checkpoint_info_t *out) {
   memset(out, 0, sizeof(*out));
-  struct sl__ckpt *ck = public_ckpt(job);
-  if (!ck)
-    return SL_OK;
   pthread_mutex_lock(&ck->mu);
   out->id = ck->last_done;
   out->completed_at_ms = ck->last_done_ms;
@@ -1078,5 +1054,19 @@ int sl_job_checkpoint_info(sl_job_t *job, sl_checkpoint_info_t *out) {
   if (ck->last_done && ck->dir)
     sl__ckpt_path(ck, ck->last_done, out->path, sizeof(out->path));
   pthread_mutex_unlock(&ck->mu);
-  return SL_OK;
+}
+
+void sl__ckpt_stats_get(struct sl__ckpt *ck, sl__ckpt_stats *out) {
+  memset(out, 0, sizeof(*out));
+  pthread_mutex_lock(&ck->mu);
+  out->enabled = ck->dir || ck->completed || ck->failed;
+  out->completed = ck->completed;
+  out->failed = ck->failed;
+  out->restarts = ck->restarts;
+  out->last_id = ck->last_done;
+  out->last_duration_ms = ck->last_duration_ms;
+  out->last_bytes = ck->last_bytes;
+  out->last_done_job_ms = ck->last_done_job_ms;
+  memcpy(out->durations, ck->durations, sizeof(out->durations));
+  pthread_mutex_unlock(&ck->mu);
 }

@@ -62,47 +62,34 @@ bool sl__ckpt_safe_rel(const char *rel) {
   return true;
 }
 
-int sl__ckpt_read_file(const char *path, unsigned char **data, size_t *len) {
-  *data = NULL;
-  *len = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+/* Writes len bytes to path and fsyncs it. */
+int sl__ckpt_write_file(const char *path, const void *data, size_t len) {
+  int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0)
     return -1;
-  struct stat st;
-  if (fstat(fd, &st)) {
-    close(fd);
+  const char *p = data;
+  while (len) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      close(fd);
+      return -1;
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  int rc = fsync(fd);
+  return close(fd) || rc ? -1 : 0;
+}
+
+int sl__ckpt_fsync_path(const char *path, bool dir) {
+  int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0)
     return -1;
-  }
-  unsigned char *d = malloc(st.st_size ? (size_t)st.st_size : 1);
-  size_t got = 0;
-  while (d && got < (size_t)st.st_size) {
-    ssize_t n = read(fd, d + got, (size_t)st.st_size - got);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    got += (size_t)n;
-  }
+  int rc = fsync(fd);
   close(fd);
-  if (!d || got != (size_t)st.st_size) {
-    free(d);
-    return -1;
-  }
-  *data = d;
-  *len = got;
-  return 0;
-}
-
-static int rm_cb(const char *path, const struct stat *sb, int flag,
-                 struct FTW *ftw) {
-  (void)sb;
-  (void)flag;
-  (void)ftw;
-  return remove(path);
-}
-
-int sl__ckpt_rmtree(const char *path) {
-  return nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+  return rc;
 }
 
 /* chk-<id> directories of dir, newest first. */

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Reading a checkpoint directory without a job: listing chk-<id>, reading
- * and checking one listed file, retention. Shared by the coordinator
+/* The checkpoint store, without a job: writing files durably, listing
+ * chk-<id>, reading and checking one listed file, retention (reading a
+ * whole file, mkdir -p and removing a tree are core/fs.h). Shared by the coordinator
  * (coord.c), the checkpoint check (check.h) and the sluice-ckpt tool; uses
  * nothing above the checkpoint layer. */
 #ifndef SL_CHECKPOINT_FILES_H
@@ -11,16 +12,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/fs.h"
+
 /* Version of _metadata ("format") this build reads and writes. */
 #define SL__CKPT_FORMAT 1
 
 /* chk-<id> directory ids of dir (id > 0, decimal), newest first; *ids is
  * malloc'd. A missing dir is empty. 0 or -1 with errno. */
 int sl__ckpt_list(const char *dir, uint64_t **ids, size_t *n);
-/* Reads a whole file into malloc'd memory. 0 or -1 with errno. */
-int sl__ckpt_read_file(const char *path, unsigned char **data, size_t *len);
-/* Removes a directory tree without following symlinks. */
-int sl__ckpt_rmtree(const char *path);
+/* Writes len bytes to path and fsyncs it (a temp name, then rename, makes
+ * it atomic). 0 or -1 with errno. */
+int sl__ckpt_write_file(const char *path, const void *data, size_t len);
+/* fsync of a file, or of a directory (after a rename in it). */
+int sl__ckpt_fsync_path(const char *path, bool dir);
 
 /* CRC32C and size of a file, streamed. 0 or -1 with errno. */
 int sl__ckpt_crc_file(const char *path, uint32_t *crc, uint64_t *size);

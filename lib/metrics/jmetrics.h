@@ -53,16 +53,14 @@ struct sl__jmetrics {
   /* Log line. */
   sl_metrics_log_fn log_fn;
   void *log_opaque;
-  pthread_t log_thread;
-  bool log_running, log_stop;
-  pthread_mutex_t log_lock;
-  pthread_cond_t log_cond;
+  int64_t log_next; /* monotonic ms of the next line */
   /* Run. */
   _Atomic int started, ended;
   _Atomic int64_t start_unix_ms, start_mono_ms, start_job_ms, end_mono_ms;
   /* Checkpoints. */
-  pthread_mutex_t ck_lock; /* guards enabling and the series pointers */
+  pthread_mutex_t ck_lock; /* guards enabling, the series and seen counts */
   bool ckpt_enabled;
+  uint64_t ck_seen_done, ck_seen_failed, ck_seen_restarts;
   _Atomic int64_t ckpt_done_ms; /* job clock; INT64_MIN = none yet */
   sl__mfamily *f_ck[7], *f_ck_hist;
   sl__mseries *ck_done, *ck_failed, *ck_dur, *ck_size, *ck_ts, *ck_age, *ck_id,
@@ -71,6 +69,10 @@ struct sl__jmetrics {
   /* Kafka. */
   sl__mfamily *f_offset, *f_hw, *f_lag, *f_dlq;
 };
+
+/* Brings the checkpoint families up to the coordinator's figures
+ * (report.c): before every scrape and on every tick. */
+void sl__jm_sync_checkpoints(sl__jmetrics *jm);
 
 /* Registers every built-in family in jm->reg (builtin.c). */
 int sl__jm_register_builtins(sl__jmetrics *jm, char *err, size_t errlen);

@@ -19,6 +19,7 @@
 #include "metrics/jmetrics.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
+#include "core/service.h"
 
 sl__metrics *sl__metrics_of(sl_job_t *job) {
   return job && job->metrics ? job->metrics->reg : NULL;
@@ -30,9 +31,7 @@ static void jm_free(sl__jmetrics *jm) {
   if (!jm)
     return;
   sl__metrics_free(jm->reg);
-  pthread_mutex_destroy(&jm->log_lock);
   pthread_mutex_destroy(&jm->ck_lock);
-  pthread_cond_destroy(&jm->log_cond);
   free(jm);
 }
 
@@ -43,13 +42,7 @@ int sl__metrics_job_new(sl_job_t *job, char *err, size_t errlen) {
     return SL_ERR_NOMEM;
   }
   jm->job = job;
-  pthread_mutex_init(&jm->log_lock, NULL);
   pthread_mutex_init(&jm->ck_lock, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&jm->log_cond, &ca);
-  pthread_condattr_destroy(&ca);
   atomic_init(&jm->ckpt_done_ms, INT64_MIN);
   int rc = sl__http_parse_listen(
       sl__conf_str(job->conf, "metrics.listen"),
@@ -84,81 +77,76 @@ static void emit_log_line(sl__jmetrics *jm) {
   free(line);
 }
 
-static void *log_main(void *arg) {
-  sl__jmetrics *jm = arg;
-  pthread_mutex_lock(&jm->log_lock);
-  struct timespec next;
-  clock_gettime(CLOCK_MONOTONIC, &next);
-  while (!jm->log_stop) {
-    int64_t ns = next.tv_nsec + (jm->log_interval_ms % 1000) * 1000000;
-    next.tv_sec += jm->log_interval_ms / 1000 + ns / 1000000000;
-    next.tv_nsec = ns % 1000000000;
-    while (!jm->log_stop &&
-           pthread_cond_timedwait(&jm->log_cond, &jm->log_lock, &next) == 0) {
-    }
-    /* Render without the lock, so stopping never waits for a slow sink. */
-    pthread_mutex_unlock(&jm->log_lock);
-    emit_log_line(jm);
-    pthread_mutex_lock(&jm->log_lock);
-  }
-  pthread_mutex_unlock(&jm->log_lock);
-  return NULL;
-}
+/* ---- The metrics service (core/service.h) -------------------------------- */
 
 static void http_handler(const char *path, sl__http_reply *r, void *opaque);
 
-int sl__metrics_job_start(sl_job_t *job) {
-  sl__jmetrics *jm = job->metrics;
-  sl__stats_planned(job);
+static int jm_start(void *svc, char *err, size_t errlen) {
+  sl__jmetrics *jm = svc;
+  sl_job_t *job = jm->job;
   atomic_store(&jm->start_unix_ms, sl__wall_ms());
   atomic_store(&jm->start_mono_ms, sl__mono_ms());
   atomic_store(&jm->start_job_ms, sl_clock_now(job->clock));
   atomic_store(&jm->started, 1);
+  jm->log_next = sl__mono_ms() + jm->log_interval_ms;
   if (jm->listen) {
-    char err[512];
     int rc = sl__http_start(&jm->addr, http_handler, jm, &jm->http, err,
-                            sizeof(err));
+                            errlen);
     if (rc)
-      return sl__job_fail(job, rc, "job \"%s\": %s", job->name, err);
+      return rc;
     atomic_store(&jm->port, sl__http_port(jm->http));
-  }
-  if (jm->log_interval_ms > 0) {
-    if (pthread_create(&jm->log_thread, NULL, log_main, jm))
-      return sl__job_fail(job, SL_ERR_NOMEM,
-                          "job \"%s\": cannot start the metrics log thread",
-                          job->name);
-    jm->log_running = true;
   }
   return SL_OK;
 }
 
-void sl__metrics_job_end(sl_job_t *job) {
-  sl__jmetrics *jm = job->metrics;
+/* The JSON log line every metrics.log.interval.ms, on the supervisor's
+ * thread: no thread of its own. */
+static int jm_tick(void *svc, const sl__tick *t, int64_t *next_due, char *err,
+                   size_t errlen) {
+  (void)err, (void)errlen;
+  sl__jmetrics *jm = svc;
+  sl__jm_sync_checkpoints(jm);
+  if (jm->log_interval_ms <= 0)
+    return SL__SVC_IDLE;
+  if (t->now >= jm->log_next) {
+    emit_log_line(jm);
+    while (jm->log_next <= t->now)
+      jm->log_next += jm->log_interval_ms;
+  }
+  if (jm->log_next < *next_due)
+    *next_due = jm->log_next;
+  return SL__SVC_IDLE;
+}
+
+/* After the workers joined: the run's end, and a last log line. The HTTP
+ * endpoint keeps serving until the job is destroyed. */
+static void jm_stop(void *svc) {
+  sl__jmetrics *jm = svc;
   if (!atomic_load(&jm->started))
     return;
   atomic_store(&jm->end_mono_ms, sl__mono_ms());
   atomic_store(&jm->ended, 1);
-  if (jm->log_running) {
-    pthread_mutex_lock(&jm->log_lock);
-    jm->log_stop = true;
-    pthread_cond_signal(&jm->log_cond);
-    pthread_mutex_unlock(&jm->log_lock);
-    pthread_join(jm->log_thread, NULL);
-    jm->log_running = false;
-  }
+  sl__jm_sync_checkpoints(jm);
+  if (jm->log_interval_ms > 0)
+    emit_log_line(jm);
 }
 
-void sl__metrics_job_destroy(sl_job_t *job) {
-  sl__jmetrics *jm = job->metrics;
+static void jm_destroy(void *svc) {
+  sl__jmetrics *jm = svc;
   if (!jm)
     return;
-  sl__metrics_job_end(job);
   atomic_store(&jm->port, 0);
   sl__http_stop(jm->http);
   jm->http = NULL;
-  job->metrics = NULL;
+  jm->job->metrics = NULL;
   jm_free(jm);
 }
+
+const sl__service_ops sl__metrics_service = {.name = "metrics",
+                                             .start = jm_start,
+                                             .tick = jm_tick,
+                                             .stop = jm_stop,
+                                             .destroy = jm_destroy};
 
 /* ---- Health -------------------------------------------------------------- */
 
@@ -187,6 +175,7 @@ sl_health sl_job_health(sl_job_t *job, char *reason, size_t len) {
     snprintf(reason, len, "not started: sl_job_run() has not been called");
     return SL_HEALTH_STARTING;
   }
+  sl__jm_sync_checkpoints(jm);
   char msg[1024];
   sl__job_stat st;
   sl__stats_job(job, &st, msg, sizeof(msg));
@@ -256,6 +245,7 @@ static char *health_json(sl__jmetrics *jm, sl_health *h) {
 static void http_handler(const char *path, sl__http_reply *r, void *opaque) {
   sl__jmetrics *jm = opaque;
   if (strcmp(path, "/metrics") == 0) {
+    sl__jm_sync_checkpoints(jm);
     if (sl__metrics_render(jm->reg, SL_METRICS_PROMETHEUS, jm->job->name, 0,
                            &r->body, &r->len)) {
       r->status = 500;
@@ -287,6 +277,7 @@ static void http_handler(const char *path, sl__http_reply *r, void *opaque) {
 int sl_job_metrics_foreach(sl_job_t *job, sl_metric_fn fn, void *opaque) {
   if (!job || !fn || !job->metrics)
     return SL_ERR_INVAL;
+  sl__jm_sync_checkpoints(job->metrics);
   return sl__metrics_visit(job->metrics->reg, fn, opaque);
 }
 
@@ -294,6 +285,7 @@ int sl_job_metric_value(sl_job_t *job, const char *name, const char *labels,
                         double *value) {
   if (!job || !job->metrics)
     return SL_ERR_INVAL;
+  sl__jm_sync_checkpoints(job->metrics);
   return sl__metrics_value(job->metrics->reg, name, labels, value);
 }
 
@@ -301,6 +293,7 @@ int sl_job_metrics_format(sl_job_t *job, sl_metrics_format fmt, char **out,
                           size_t *len) {
   if (!job || !job->metrics || !out)
     return SL_ERR_INVAL;
+  sl__jm_sync_checkpoints(job->metrics);
   return sl__metrics_render(job->metrics->reg, fmt, job->name,
                             sl_clock_now(job->clock), out, len);
 }

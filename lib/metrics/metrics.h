@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Internal metrics API: a registry of metric families (counters, gauges,
  * histograms, with labels) that any module registers into, plus the job
- * hooks of the metrics layer and the functions through which the checkpoint
- * coordinator and the Kafka source/sink report their numbers. See
+ * metrics service of a job and the functions through which the Kafka
+ * source and sink report their numbers (checkpoint figures are pulled from
+ * the coordinator). See
  * docs/monitoring/README.md ("Adding metrics to a module"). */
 #ifndef SL_METRICS_METRICS_H
 #define SL_METRICS_METRICS_H
@@ -13,6 +14,8 @@
 
 #include "sluice/job.h"
 #include "sluice/metrics.h"
+
+#include "core/service.h"
 
 typedef struct sl__metrics sl__metrics;
 typedef struct sl__mfamily sl__mfamily;
@@ -109,42 +112,20 @@ int sl__metrics_render(sl__metrics *m, sl_metrics_format fmt,
 int sl__metrics_value(sl__metrics *m, const char *name, const char *labels,
                       double *value);
 
-/* ---- Job hooks (lib/runtime/job.c) --------------------------------------- */
+/* ---- The job's metrics (sl_job_new's assembly) --------------------------- */
 
 /* sl_job_new: reads the metrics.* and health.* settings (a malformed
  * metrics.listen fails here, with a message in err) and registers the
  * built-in families. Returns SL_OK or SL_ERR_CONF / SL_ERR_NOMEM. */
 int sl__metrics_job_new(sl_job_t *job, char *err, size_t errlen);
-/* sl_job_run, after the plan is built and before workers start: starts
- * the HTTP endpoint and the JSON log line when configured. On failure
- * (e.g. the port is in use) fails the job with a message and returns the
- * error. */
-int sl__metrics_job_start(sl_job_t *job);
-/* sl_job_run, after the workers joined: stops the log line (writing a
- * last one). The HTTP endpoint keeps serving until sl_job_destroy(). */
-void sl__metrics_job_end(sl_job_t *job);
-/* sl_job_destroy, first: stops the endpoint and frees the registry. */
-void sl__metrics_job_destroy(sl_job_t *job);
+/* The metrics of a job as a service of its runtime (core/service.h;
+ * svc = job->metrics): start opens the HTTP endpoint when configured,
+ * tick writes the JSON log line when due and pulls the coordinator's
+ * checkpoint figures, stop writes a last line (the endpoint keeps serving
+ * until the job is destroyed), destroy stops it and frees the registry. */
+extern const sl__service_ops sl__metrics_service;
 /* The job's registry, for modules that register their own metrics. */
 sl__metrics *sl__metrics_of(sl_job_t *job);
-
-/* ---- Checkpoint coordinator ----------------------------------------------
- * The sluice_checkpoint_* series appear once enable() is called (a job
- * without checkpointing shows none). Any thread. */
-
-/* Checkpointing is on for this job (call once, when the coordinator
- * starts). */
-void sl__metrics_checkpoint_enable(sl_job_t *job);
-/* Checkpoint id completed (its _metadata is durable) after duration_ms,
- * with bytes of state written. The completion time is the job clock's
- * now. */
-void sl__metrics_checkpoint_done(sl_job_t *job, int64_t id, int64_t duration_ms,
-                                 uint64_t bytes);
-/* A checkpoint failed or expired (timeout, a task declined, I/O error). */
-void sl__metrics_checkpoint_failed(sl_job_t *job);
-/* On restore: how many times the job has been restarted from a checkpoint
- * (keep the count in the checkpoint metadata and pass old + 1). */
-void sl__metrics_job_restarts(sl_job_t *job, uint64_t restarts);
 
 /* ---- Kafka source and sink ----------------------------------------------- */
 

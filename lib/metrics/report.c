@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "metrics/jmetrics.h"
+#include "checkpoint/coord.h"
 #include "runtime/runtime.h"
 
 struct sl__kafka_pmetrics {
@@ -28,18 +29,12 @@ double sl__jm_ckpt_age(void *opaque) {
   return (double)(sl_clock_now(jm->job->clock) - ref) / 1000.0;
 }
 
-/* ---- Checkpoint coordinator ---------------------------------------------- */
+/* ---- Checkpoint coordinator ---------------------------------------------- *
+ * Pulled: the coordinator keeps its figures (sl__ckpt_stats_get) and the
+ * metrics layer reads them before every scrape and on every tick, so the
+ * coordinator never calls up into metrics. */
 
-void sl__metrics_checkpoint_enable(sl_job_t *job) {
-  sl__jmetrics *jm = job ? job->metrics : NULL;
-  if (!jm)
-    return;
-  /* Locked, so a caller on another thread sees the series once enabled. */
-  pthread_mutex_lock(&jm->ck_lock);
-  if (jm->ckpt_enabled) {
-    pthread_mutex_unlock(&jm->ck_lock);
-    return;
-  }
+static void ckpt_enable(sl__jmetrics *jm) {
   jm->ckpt_enabled = true;
   sl__mseries **s[7] = {&jm->ck_done, &jm->ck_failed, &jm->ck_dur, &jm->ck_size,
                         &jm->ck_ts,   &jm->ck_age,    &jm->ck_id};
@@ -52,40 +47,44 @@ void sl__metrics_checkpoint_enable(sl_job_t *job) {
   sl__mseries_set(jm->ck_size, NAN);
   sl__mseries_set(jm->ck_ts, NAN);
   sl__mseries_set(jm->ck_id, NAN);
+}
+
+void sl__jm_sync_checkpoints(sl__jmetrics *jm) {
+  struct sl__ckpt *ck = jm->job->ckpt;
+  if (!ck)
+    return;
+  sl__ckpt_stats st;
+  sl__ckpt_stats_get(ck, &st);
+  /* Locked: scrapes and ticks run on different threads. */
+  pthread_mutex_lock(&jm->ck_lock);
+  if (st.restarts > jm->ck_seen_restarts) {
+    sl__mseries_inc(jm->restarts, st.restarts - jm->ck_seen_restarts);
+    jm->ck_seen_restarts = st.restarts;
+  }
+  if (st.enabled && !jm->ckpt_enabled)
+    ckpt_enable(jm);
+  if (jm->ckpt_enabled) {
+    if (st.failed > jm->ck_seen_failed)
+      sl__mseries_inc(jm->ck_failed, (double)(st.failed - jm->ck_seen_failed));
+    jm->ck_seen_failed = st.failed;
+    /* Each completion once in the histogram; the ring holds the newest. */
+    for (uint64_t n = jm->ck_seen_done; n < st.completed; n++) {
+      if (st.completed - n <= SL__CKPT_DURATIONS)
+        sl__mseries_observe(jm->ck_hist,
+                            (double)st.durations[n % SL__CKPT_DURATIONS] /
+                                1000.0);
+      sl__mseries_inc(jm->ck_done, 1);
+    }
+    if (st.completed > jm->ck_seen_done) {
+      jm->ck_seen_done = st.completed;
+      sl__mseries_set(jm->ck_dur, (double)st.last_duration_ms / 1000.0);
+      sl__mseries_set(jm->ck_size, (double)st.last_bytes);
+      sl__mseries_set(jm->ck_ts, (double)st.last_done_job_ms / 1000.0);
+      sl__mseries_set(jm->ck_id, (double)st.last_id);
+      atomic_store(&jm->ckpt_done_ms, st.last_done_job_ms);
+    }
+  }
   pthread_mutex_unlock(&jm->ck_lock);
-}
-
-void sl__metrics_checkpoint_done(sl_job_t *job, int64_t id, int64_t duration_ms,
-                                 uint64_t bytes) {
-  sl__jmetrics *jm = job ? job->metrics : NULL;
-  if (!jm)
-    return;
-  sl__metrics_checkpoint_enable(job);
-  int64_t now = sl_clock_now(job->clock);
-  sl__mseries_inc(jm->ck_done, 1);
-  sl__mseries_set(jm->ck_dur, (double)duration_ms / 1000.0);
-  sl__mseries_observe(jm->ck_hist, (double)duration_ms / 1000.0);
-  sl__mseries_set(jm->ck_size, (double)bytes);
-  sl__mseries_set(jm->ck_ts, (double)now / 1000.0);
-  sl__mseries_set(jm->ck_id, (double)id);
-  atomic_store(&jm->ckpt_done_ms, now);
-}
-
-void sl__metrics_checkpoint_failed(sl_job_t *job) {
-  sl__jmetrics *jm = job ? job->metrics : NULL;
-  if (!jm)
-    return;
-  sl__metrics_checkpoint_enable(job);
-  sl__mseries_inc(jm->ck_failed, 1);
-}
-
-void sl__metrics_job_restarts(sl_job_t *job, uint64_t restarts) {
-  sl__jmetrics *jm = job ? job->metrics : NULL;
-  if (!jm)
-    return;
-  uint64_t cur = (uint64_t)sl__mseries_value(jm->restarts);
-  if (restarts > cur)
-    sl__mseries_inc(jm->restarts, restarts - cur);
 }
 
 /* ---- Kafka --------------------------------------------------------------- */

@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint/internal.h"
+#include "checkpoint/coord.h"
+#include "runtime/barrier.h"
 #include "core/conf.h"
 #include "core/hash.h"
 #include "state/keyed.h"
@@ -258,9 +259,10 @@ static void take_snapshot(sl__worker *w, uint64_t id) {
     return;
   }
   sl__ckpt_ack(w->job->ckpt, s);
+  sl__job_wake(w->job);
 }
 
-int sl__ckpt_snapshot_image(sl__worker *w, void **data, size_t *len, char *err,
+int sl__barrier_snapshot_image(sl__worker *w, void **data, size_t *len, char *err,
                             size_t errlen) {
   sl__wsnap *s = build_snapshot(w, 1, false);
   if (!s) {
@@ -309,11 +311,11 @@ static void abandon(sl__worker *w, uint64_t id) {
   }
 }
 
-int sl__ckpt_round(sl__worker *w) {
+int sl__barrier_round(sl__worker *w) {
   sl_job_t *job = w->job;
-  if (!job->ckpt)
+  if (!sl__ckpt_enabled(job->ckpt))
     return 0;
-  uint64_t t = atomic_load_explicit(&job->ckpt_trigger, memory_order_acquire);
+  uint64_t t = sl__ckpt_triggered(job->ckpt);
   if (t > w->ckpt_done && t > w->ckpt_id)
     w->ckpt_id = t;
   if (w->ckpt_id && w->ckpt_id < t) {
@@ -339,7 +341,7 @@ int sl__ckpt_round(sl__worker *w) {
     w->ckpt_id = 0;
   }
   uint64_t done =
-      atomic_load_explicit(&job->ckpt_complete, memory_order_acquire);
+      sl__ckpt_completed(job->ckpt);
   if (done > w->ckpt_notified) {
     w->ckpt_notified = done;
     return notify(w, done);
@@ -347,15 +349,15 @@ int sl__ckpt_round(sl__worker *w) {
   return 0;
 }
 
-void sl__ckpt_park(sl__worker *w, bool clean) {
+void sl__barrier_park(sl__worker *w, bool clean) {
   sl_job_t *job = w->job;
   sl__worker_finished(w, clean);
-  if (!job->ckpt || !clean)
+  if (!sl__ckpt_enabled(job->ckpt) || !clean)
     return;
   pthread_mutex_lock(&job->mu);
   while (!job->release) {
-    uint64_t t = atomic_load(&job->ckpt_trigger);
-    uint64_t done = atomic_load(&job->ckpt_complete);
+    uint64_t t = sl__ckpt_triggered(job->ckpt);
+    uint64_t done = sl__ckpt_completed(job->ckpt);
     if (t > w->ckpt_done || done > w->ckpt_notified) {
       pthread_mutex_unlock(&job->mu);
       if (t > w->ckpt_done) {

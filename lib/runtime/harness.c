@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint/ckpt.h"
+#include "checkpoint/coord.h"
+#include "runtime/barrier.h"
 #include "runtime/runtime.h"
 
 typedef struct cap_rec {
@@ -185,15 +186,14 @@ static sl_harness_t *harness_new(sl_conf_t *conf, size_t n_inputs, bool keyed,
   h->n_caps = ntags + 1;
   int rc = sl__job_prepare(job);
   if (!rc && snap) {
-    if ((rc = sl__ckpt_setup_image(job, snap, snap_len, e, sizeof(e))))
+    if ((rc = sl__ckpt_setup_image(job->ckpt, snap, snap_len, e, sizeof(e))))
       return fail(h, callers, err, errlen, e);
-    rc = sl__ckpt_restore_early(&job->workers[0]);
+    rc = sl__restore_early(&job->workers[0]);
   }
-  atomic_store_explicit(&job->ckpt_ready, 1, memory_order_release);
   if (!rc)
     rc = sl__worker_open(&job->workers[0]);
   if (!rc && snap)
-    rc = sl__ckpt_restore_late(&job->workers[0]);
+    rc = sl__restore_late(&job->workers[0]);
   if (rc)
     return fail(h, callers, err, errlen, sl_job_errmsg(job));
   return h;
@@ -226,7 +226,7 @@ int sl_harness_snapshot(sl_harness_t *h, void **data, size_t *len) {
     return h->job->err;
   char e[256];
   int rc =
-      sl__ckpt_snapshot_image(&h->job->workers[0], data, len, e, sizeof(e));
+      sl__barrier_snapshot_image(&h->job->workers[0], data, len, e, sizeof(e));
   if (rc)
     sl__job_fail(h->job, rc, "snapshot failed: %s", e);
   return rc;

@@ -9,6 +9,7 @@
 
 #include "core/conf.h"
 #include "core/hash.h"
+#include "checkpoint/coord.h"
 #include "core/clock.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
@@ -162,7 +163,6 @@ void sl_job_destroy(sl_job_t *job) {
   pthread_cond_destroy(&job->cv);
   sl__backend_shared_fini(&job->backend_shared);
   free(job->kg_worker);
-  free(job->parts);
   free(job->name);
   free(job);
 }
@@ -172,12 +172,35 @@ int sl_job_add_ckpt_participant(sl_job_t *job, const sl_ckpt_participant_t *p) {
     return SL_ERR_INVAL;
   if (atomic_load(&job->phase) != SL__JOB_NEW)
     return SL_ERR_STATE;
-  sl_ckpt_participant_t *a =
-      realloc(job->parts, (size_t)(job->n_parts + 1) * sizeof(*a));
-  if (!a)
-    return SL_ERR_NOMEM;
-  job->parts = a;
-  job->parts[job->n_parts++] = *p;
+  return sl__ckpt_add_participant(job->ckpt, p);
+}
+
+/* The coordinator for a public call from any thread: NULL until every
+ * service started (start writes the coordinator's settings). */
+static struct sl__ckpt *started_ckpt(sl_job_t *job) {
+  return atomic_load_explicit(&job->svcs_started, memory_order_acquire)
+             ? job->ckpt
+             : NULL;
+}
+
+int sl_job_checkpoint(sl_job_t *job) {
+  if (!job)
+    return SL_ERR_INVAL;
+  struct sl__ckpt *ck = started_ckpt(job);
+  if (!sl__ckpt_enabled(ck) || atomic_load(&job->phase) != SL__JOB_RUNNING)
+    return SL_ERR_STATE;
+  sl__ckpt_demand(ck);
+  sl__job_wake(job);
+  return SL_OK;
+}
+
+int sl_job_checkpoint_info(sl_job_t *job, sl_checkpoint_info_t *out) {
+  if (!job || !out)
+    return SL_ERR_INVAL;
+  memset(out, 0, sizeof(*out));
+  struct sl__ckpt *ck = started_ckpt(job);
+  if (ck)
+    sl__ckpt_info(ck, out);
   return SL_OK;
 }
 
@@ -430,6 +453,8 @@ static void supervise(sl_job_t *job, int started) {
       busy |= rc == SL__SVC_BUSY;
     }
     pthread_mutex_lock(&job->mu);
+    /* Workers parked after their loop take what the ticks triggered. */
+    pthread_cond_broadcast(&job->cv);
     if (failing || (t.workers_done && !busy))
       break;
     if (job->woken)
@@ -469,6 +494,7 @@ int sl_job_run(sl_job_t *job) {
   int rc = sl__job_prepare(job);
   if (!rc)
     rc = start_services(job);
+  atomic_store_explicit(&job->svcs_started, !rc, memory_order_release);
   if (rc) {
     atomic_store(&job->phase, SL__JOB_DONE);
     return rc;

@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint/internal.h"
+#include "checkpoint/coord.h"
+#include "runtime/barrier.h"
 #include "core/conf.h"
 #include "core/hash.h"
 #include "state/keyed.h"
@@ -110,9 +111,9 @@ static int restore_source_time(const sl__restore *rs, src_t *s) {
   return 0;
 }
 
-int sl__ckpt_restore_early(sl__worker *w) {
+int sl__restore_early(sl__worker *w) {
   sl_job_t *job = w->job;
-  const sl__restore *rs = job->ckpt ? job->ckpt->rs : NULL;
+  const sl__restore *rs = sl__ckpt_restoring(job->ckpt);
   if (!rs)
     return 0;
   /* Native keyed state of exactly this worker's key groups, of the same
@@ -321,9 +322,9 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   return rc;
 }
 
-int sl__ckpt_restore_late(sl__worker *w) {
+int sl__restore_late(sl__worker *w) {
   sl_job_t *job = w->job;
-  const sl__restore *rs = job->ckpt ? job->ckpt->rs : NULL;
+  const sl__restore *rs = sl__ckpt_restoring(job->ckpt);
   if (!rs)
     return 0;
   int rc = restore_late(w, rs);

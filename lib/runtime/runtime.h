@@ -137,8 +137,6 @@ struct sl_job {
   _Atomic int phase;
   _Atomic int stop;   /* sl_job_stop() was called */
   _Atomic int failed; /* a worker failed: everyone unwinds */
-  sl_ckpt_participant_t *parts; /* sl_job_add_ckpt_participant */
-  int n_parts;
   /* Settings resolved at sl_job_new. */
   int par;
   uint32_t max_par;
@@ -172,15 +170,13 @@ struct sl_job {
   bool woken;
   int n_finished, n_unclean; /* workers past their loop */
   bool release;              /* parked workers may close */
-  /* Checkpoints: the coordinator (NULL when checkpoint.dir is unset), the
-   * newest checkpoint the workers are asked to take, and the newest
-   * completed one (for checkpoint_complete hooks). */
+  /* The checkpoint coordinator the worker side of barriers (barrier.c,
+   * restore.c) talks to: a service like any other, given to the runtime
+   * by the assembly of the job (sl_job_new). */
   struct sl__ckpt *ckpt;
-  /* Set (release) once sl__ckpt_setup() is done: only then may another
-   * thread read ckpt (sl_job_checkpoint, sl_job_checkpoint_info). */
-  _Atomic int ckpt_ready;
-  _Atomic uint64_t ckpt_trigger;
-  _Atomic uint64_t ckpt_complete;
+  /* Set (release) once every service started: only then may another
+   * thread call into them (sl_job_checkpoint, sl_job_checkpoint_info). */
+  _Atomic int svcs_started;
   /* Metrics (lib/metrics) and what they read of the run (stats.c). */
   struct sl__jmetrics *metrics;
   _Atomic int planned;  /* the plan may be read from other threads */

@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint/ckpt.h"
+#include "checkpoint/coord.h"
+#include "runtime/barrier.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
 #include "state/backend.h"
@@ -299,11 +300,11 @@ int sl__worker_proc_time(sl__worker *w) {
 void *sl__worker_main(void *arg) {
   sl__worker *w = arg;
   sl_job_t *job = w->job;
-  int rc = sl__ckpt_restore_early(w);
+  int rc = sl__restore_early(w);
   if (!rc)
     rc = sl__worker_open(w);
   if (!rc)
-    rc = sl__ckpt_restore_late(w);
+    rc = sl__restore_late(w);
   if (!rc)
     sl__stats_worker_opened(w);
   unsigned spins = 0;
@@ -316,11 +317,11 @@ void *sl__worker_main(void *arg) {
       break;
     }
     progress += n;
-    if ((rc = sl__ckpt_round(w)))
+    if ((rc = sl__barrier_round(w)))
       break;
     /* While the worker aligns a checkpoint, its sources and timers wait:
      * nothing after the barrier may touch its state before the snapshot. */
-    bool aligning = sl__ckpt_aligning(w);
+    bool aligning = sl__barrier_aligning(w);
     bool sources_done = true;
     for (int i = 0; i < job->g.n_nodes && !rc; i++) {
       sl_ctx_t *c = w->inst[i];
@@ -348,7 +349,7 @@ void *sl__worker_main(void *arg) {
   if (rc && !sl__job_failing(job))
     sl__job_fail(job, rc, "worker %d failed: %s", w->index, sl_strerror(rc));
   sl__stats_publish(w); /* final sizes, readable after the job ends */
-  sl__ckpt_park(w, !rc && !sl__job_failing(job));
+  sl__barrier_park(w, !rc && !sl__job_failing(job));
   sl__worker_close(w);
   return NULL;
 }

@@ -15,6 +15,8 @@
 #include <sys/wait.h>
 
 #include "check_main.h"
+#include "checkpoint/coord.h"
+#include "runtime/runtime.h"
 #include "httpget.h"
 #include "metrics/metrics.h"
 #include "sluice.h"
@@ -330,7 +332,7 @@ START_TEST(test_checkpoint_staleness_and_metrics) {
   ck_assert_msg(strstr(reason, "no checkpoint completed") != NULL, "%s",
                 reason);
 
-  sl__metrics_checkpoint_done(fx.job, 7, 250, 4096);
+  sl__ckpt_note(fx.job->ckpt, 7, 250, 4096, 0);
   ck_assert_int_eq(sl_job_health(fx.job, reason, sizeof(reason)),
                    SL_HEALTH_READY);
   ck_assert_double_eq(value(fx.job, "sluice_checkpoint_completed_total", NULL),
@@ -356,7 +358,7 @@ START_TEST(test_checkpoint_staleness_and_metrics) {
                    SL_HEALTH_UNHEALTHY);
   ck_assert_msg(strstr(reason, "5001 ms old") != NULL, "%s", reason);
   ck_assert_double_eq(value(fx.job, "sluice_job_ready", NULL), 0);
-  sl__metrics_checkpoint_failed(fx.job);
+  sl__ckpt_note(fx.job->ckpt, 0, 0, 0, 0);
   ck_assert_double_eq(value(fx.job, "sluice_checkpoint_failures_total", NULL),
                       1);
   fx_finish(&fx);
@@ -669,7 +671,7 @@ START_TEST(test_kafka_dead_letter_and_restart_series) {
   ck_assert_double_eq(
       value(job, "sluice_dead_letter_records_total", "operator=parse"), 6);
   ck_assert_double_eq(value(job, "sluice_job_restarts_total", NULL), 0);
-  sl__metrics_job_restarts(job, 3);
+  sl__ckpt_note(job->ckpt, 0, 0, 0, 3);
   ck_assert_double_eq(value(job, "sluice_job_restarts_total", NULL), 3);
   fx_free(&fx);
 }

@@ -190,7 +190,7 @@ int cmd_prune(const tool_opts *o) {
     }
     /* A running job's retention may remove it at the same time: what is
      * gone is removed, whoever removed it. */
-    if (!o->dry_run && sl__ckpt_rmtree(chk) && lstat(chk, &st) == 0) {
+    if (!o->dry_run && sl__rmtree(chk) && lstat(chk, &st) == 0) {
       tool_err("cannot remove %s: %s", chk, strerror(errno));
       json_decref(j);
       rc = TOOL_USAGE;
@@ -356,7 +356,7 @@ int cmd_restore(const tool_opts *o) {
   char err[1024];
   if (sl__ckpt_meta_read(o->path, &meta, err, sizeof(err))) {
     tool_err("%s: %s", o->path, err);
-    sl__ckpt_rmtree(tmp);
+    sl__rmtree(tmp);
     return TOOL_DAMAGED;
   }
   /* The listed files, then _COMMITTED, then _metadata last: the copy is
@@ -384,12 +384,12 @@ int cmd_restore(const tool_opts *o) {
   sl__ckpt_meta_free(&meta);
   if (bad) {
     tool_err("cannot copy %s/%s to %s: %s", o->path, bad, tmp, strerror(errno));
-    sl__ckpt_rmtree(tmp);
+    sl__rmtree(tmp);
     return TOOL_USAGE;
   }
   if (fsync_dir(tmp)) {
     tool_err("cannot sync %s: %s", tmp, strerror(errno));
-    sl__ckpt_rmtree(tmp);
+    sl__rmtree(tmp);
     return TOOL_USAGE;
   }
   /* The copy is checked before it gets its final name. */
@@ -397,13 +397,13 @@ int cmd_restore(const tool_opts *o) {
   if (rc) {
     tool_err("the copy in %s does not verify; removed it", tmp);
     json_decref(rep);
-    sl__ckpt_rmtree(tmp);
+    sl__rmtree(tmp);
     return rc;
   }
   json_decref(rep);
   if (rename(tmp, dst) || fsync_dir(o->to)) {
     tool_err("cannot rename %s to %s: %s", tmp, dst, strerror(errno));
-    sl__ckpt_rmtree(tmp);
+    sl__rmtree(tmp);
     return TOOL_USAGE;
   }
   if (o->json) {
