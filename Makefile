@@ -6,7 +6,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 BENCH_BUILD ?= build-release
-DEB_PACKAGES = meson ninja-build pkg-config gcc libc6-dev check libjansson-dev \
+DEB_PACKAGES = meson ninja-build pkg-config gcc libc6-dev binutils check libjansson-dev \
                librdkafka-dev librocksdb-dev libmicrohttpd-dev \
                prometheus \
                kcat python3-confluent-kafka
