@@ -247,8 +247,8 @@ static bool cycle_from(const layers *l, bool (*edges)[MAX_FOLDERS], size_t u,
   return false;
 }
 
-static bool find_cycle(const layers *l, bool (*edges)[MAX_FOLDERS],
-                       char *path, size_t pathlen) {
+static bool find_cycle(const layers *l, bool (*edges)[MAX_FOLDERS], char *path,
+                       size_t pathlen) {
   int state[MAX_FOLDERS] = {0};
   size_t stack[MAX_FOLDERS];
   for (size_t u = 0; u < l->n; u++)
@@ -273,7 +273,7 @@ typedef struct violation {
 } violation;
 
 typedef struct checker {
-  const char *root;  /* source root, absolute */
+  const char *root; /* source root, absolute */
   layers l;
   violation *v;
   size_t nv, capv;
@@ -298,8 +298,8 @@ static void add_use(checker *c, const char *file, int to, use_kind kind,
     return;
   c->uses++;
   c->used[from][to] = true;
-  bool ok = kind == USE_INCLUDE ? c->l.includes[from][to]
-                                : c->l.calls[from][to];
+  bool ok =
+      kind == USE_INCLUDE ? c->l.includes[from][to] : c->l.calls[from][to];
   if (ok)
     return;
   violation *x = NULL;
@@ -320,8 +320,8 @@ static void add_use(checker *c, const char *file, int to, use_kind kind,
     x->kind = kind;
     x->what = xstrdup(what);
   }
-  strv_push(&x->where, detail ? xasprintf("%s (%s)", file, detail)
-                              : xstrdup(file));
+  strv_push(&x->where,
+            detail ? xasprintf("%s (%s)", file, detail) : xstrdup(file));
 }
 
 /* Resolves `#include "name"` from file the way the build does: the file's
@@ -339,8 +339,8 @@ static char *resolve_include(const checker *c, const char *file,
   const char *bases[] = {dir, "include", "lib", ""};
   char *found = NULL;
   for (size_t i = 0; i < 4 && !found; i++) {
-    char *rel = bases[i][0] ? xasprintf("%s/%s", bases[i], name)
-                            : xstrdup(name);
+    char *rel =
+        bases[i][0] ? xasprintf("%s/%s", bases[i], name) : xstrdup(name);
     char *abs = xasprintf("%s/%s", c->root, rel);
     char real[PATH_MAX];
     if (access(abs, F_OK) == 0 && realpath(abs, real)) {
@@ -386,8 +386,10 @@ static void scan_includes(checker *c, const char *file) {
           if (hdr) {
             int to = folder_of(&c->l, hdr);
             if (to < 0)
-              add_error(c, "%s includes %s, which is in no folder of the "
-                           "layer table", file, hdr);
+              add_error(c,
+                        "%s includes %s, which is in no folder of the "
+                        "layer table",
+                        file, hdr);
             add_use(c, file, to, USE_INCLUDE, hdr, NULL);
           }
           free(hdr);
@@ -431,8 +433,7 @@ static void scan_tree(checker *c) {
   qsort(walked.v, walked.n, sizeof(*walked.v), cmp_str);
   for (size_t i = 0; i < walked.n; i++) {
     if (folder_of(&c->l, walked.v[i]) < 0)
-      add_error(c, "%s: its folder has no row in the layer table",
-                walked.v[i]);
+      add_error(c, "%s: its folder has no row in the layer table", walked.v[i]);
     scan_includes(c, walked.v[i]);
   }
   strv_free(&walked);
@@ -498,8 +499,10 @@ static void list_objects(checker *c, const char *build_root, strv *objs,
   json_decref(db);
   free(path);
   if (objs->n == 0)
-    add_error(c, "compile_commands.json in %s names no object of lib/, "
-                 "operators/ or tools/", build_root);
+    add_error(c,
+              "compile_commands.json in %s names no object of lib/, "
+              "operators/ or tools/",
+              build_root);
 }
 
 static void scan_symbols(checker *c, const char *build_root) {
@@ -614,8 +617,10 @@ static size_t apply_known(checker *c, const char *path) {
       const char *hash = strchr(p, '#');
       if (sscanf(p, "%255s %255s %511s", from, to, what) != 3 || !hash ||
           strstr(hash, "issue ") == NULL) {
-        add_error(c, "%s:%zu: want \"from to header-or-symbol  # issue N: "
-                     "why\", got: %s", path, lineno, line);
+        add_error(c,
+                  "%s:%zu: want \"from to header-or-symbol  # issue N: "
+                  "why\", got: %s",
+                  path, lineno, line);
       } else {
         n++;
         int f = folder_index(&c->l, from), t = folder_index(&c->l, to);
@@ -624,13 +629,14 @@ static size_t apply_known(checker *c, const char *path) {
           if (c->v[i].from == f && c->v[i].to == t &&
               strcmp(c->v[i].what, what) == 0) {
             if (c->v[i].listed)
-              add_error(c, "%s:%zu: listed twice: %s %s %s", path, lineno,
-                        from, to, what);
+              add_error(c, "%s:%zu: listed twice: %s %s %s", path, lineno, from,
+                        to, what);
             c->v[i].listed = found = true;
           }
         if (!found)
-          add_error(c, "%s:%zu: %s -> %s %s is listed as a known violation "
-                       "but the tree no longer has it: remove the line",
+          add_error(c,
+                    "%s:%zu: %s -> %s %s is listed as a known violation "
+                    "but the tree no longer has it: remove the line",
                     path, lineno, from, to, what);
       }
     }
@@ -686,13 +692,13 @@ static result check_tree(const char *root, const char *md_path,
       continue;
     res.unlisted++;
     for (size_t k = 0; k < x->where.n; k++)
-      fprintf(out,
-              "layering: %s %s %s %s, of %s, which %s may not use\n",
+      fprintf(out, "layering: %s %s %s %s, of %s, which %s may not use\n",
               x->where.v[k], x->kind == USE_INCLUDE ? "includes" : "uses",
               x->kind == USE_INCLUDE ? "header" : "symbol", x->what,
               c.l.name[x->to], c.l.name[x->from]);
-    fprintf(out, "  (to allow it for now, list \"%s %s %s  # issue N: why\" "
-                 "in %s)\n",
+    fprintf(out,
+            "  (to allow it for now, list \"%s %s %s  # issue N: why\" "
+            "in %s)\n",
             c.l.name[x->from], c.l.name[x->to], x->what, known_path);
   }
   for (size_t i = 0; i < c.errors.n; i++)
@@ -751,10 +757,9 @@ START_TEST(tree_follows_the_layer_table) {
   const char *build = getenv("SLUICE_BUILD_ROOT");
   ck_assert_msg(build != NULL, "SLUICE_BUILD_ROOT is not set (run me with "
                                "meson test)");
-  result r = check_tree(SLUICE_SOURCE_ROOT,
-                        SLUICE_SOURCE_ROOT "/docs/architecture.md", build,
-                        SLUICE_SOURCE_ROOT "/tests/unit/layering_known.txt",
-                        stdout);
+  result r = check_tree(
+      SLUICE_SOURCE_ROOT, SLUICE_SOURCE_ROOT "/docs/architecture.md", build,
+      SLUICE_SOURCE_ROOT "/tests/unit/layering_known.txt", stdout);
   fflush(stdout);
   ck_assert_msg(r.unlisted == 0 && r.stale_or_errors == 0,
                 "%zu uses break the layer table, %zu other problems (listed "
@@ -768,7 +773,8 @@ END_TEST
  * list names one of the two and one use that does not exist. */
 static void put(const char *dir, const char *rel, const char *text) {
   char *path = xasprintf("%s/%s", dir, rel);
-  for (char *s = strchr(path + strlen(dir) + 1, '/'); s; s = strchr(s + 1, '/')) {
+  for (char *s = strchr(path + strlen(dir) + 1, '/'); s;
+       s = strchr(s + 1, '/')) {
     *s = '\0';
     mkdir(path, 0755);
     *s = '/';
@@ -804,12 +810,12 @@ static char *make_tree(void) {
                         dir);
   ck_assert_int_eq(system(cmd), 0);
   free(cmd);
-  char *json = xasprintf(
-      "[{\"directory\": \"%s/build\", \"file\": \"../lib/low/a.c\", "
-      "\"output\": \"a.o\"},\n"
-      " {\"directory\": \"%s/build\", \"file\": \"../lib/high/h.c\", "
-      "\"output\": \"h.o\"}]\n",
-      dir, dir);
+  char *json =
+      xasprintf("[{\"directory\": \"%s/build\", \"file\": \"../lib/low/a.c\", "
+                "\"output\": \"a.o\"},\n"
+                " {\"directory\": \"%s/build\", \"file\": \"../lib/high/h.c\", "
+                "\"output\": \"h.o\"}]\n",
+                dir, dir);
   put(dir, "build/compile_commands.json", json);
   free(json);
   return dir;
@@ -842,15 +848,15 @@ static result check_made_tree(const char *dir, const char *known,
 START_TEST(checker_reports_unlisted_and_stale_uses) {
   char *dir = make_tree();
   char *text = NULL;
-  result r = check_made_tree(
-      dir,
-      "# known\n"
-      "lib/low lib/high lib/high/h.h  # issue 1: moving\n"
-      "lib/low lib/high gone_fn  # issue 1: already gone\n",
-      &text);
+  result r =
+      check_made_tree(dir,
+                      "# known\n"
+                      "lib/low lib/high lib/high/h.h  # issue 1: moving\n"
+                      "lib/low lib/high gone_fn  # issue 1: already gone\n",
+                      &text);
   ck_assert_msg(r.unlisted == 1 && r.stale_or_errors == 1 && r.listed == 2,
-                "unlisted %zu, stale %zu, listed %zu; output:\n%s",
-                r.unlisted, r.stale_or_errors, r.listed, text);
+                "unlisted %zu, stale %zu, listed %zu; output:\n%s", r.unlisted,
+                r.stale_or_errors, r.listed, text);
   ck_assert_msg(strstr(text, "layering: lib/low/a.c (defined in "
                              "lib/high/h.c) uses symbol high_fn, of "
                              "lib/high, which lib/low may not use\n"),
@@ -878,8 +884,8 @@ START_TEST(checker_reports_unlisted_and_stale_uses) {
                       "lib/low lib/high lib/high/h.h\n"
                       "lib/low lib/high high_fn  # issue 1: moving\n",
                       &text);
-  ck_assert_msg(r.stale_or_errors == 1 && strstr(text, "# issue N: why"),
-                "%s", text);
+  ck_assert_msg(r.stale_or_errors == 1 && strstr(text, "# issue N: why"), "%s",
+                text);
   free(text);
   rm_tree(dir);
 }
