@@ -6,20 +6,22 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 BENCH_BUILD ?= build-release
-DEB_PACKAGES = meson ninja-build pkg-config gcc libc6-dev check libjansson-dev \
+DEB_PACKAGES = meson ninja-build pkg-config gcc libc6-dev binutils check libjansson-dev \
                librdkafka-dev librocksdb-dev libmicrohttpd-dev \
                prometheus \
                kcat python3-confluent-kafka
+# Only for `make format` and `make format-check`: Debian's clang-format,
+# whose version decides the layout (.clang-format is checked in).
+FORMAT_PACKAGES = clang-format
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test test-asan test-tsan demo bench nexmark clean format
+.PHONY: all deps build test test-asan test-tsan demo bench release-build nexmark clean format format-check
 
 all: build
 
-# Installs only the packages that are missing; apt-get update runs only
-# when something has to be installed.
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+# Installs only the packages of $(1) that are missing; apt-get update runs
+# only when something has to be installed.
+install_missing = missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -27,6 +29,9 @@ deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+deps:
+	@$(call install_missing,$(DEB_PACKAGES))
 
 $(BUILD)/build.ninja:
 	meson setup $(BUILD)
@@ -53,21 +58,49 @@ demo: build
 
 # Benchmarks measure a production build: release (-O3, no assertions) with
 # link-time optimization.
+RELEASE_OPTS = --buildtype=release -Db_ndebug=true -Db_lto=true -Dtests=false -Dwerror=true
+
 bench: deps
-	[ -f $(BENCH_BUILD)/build.ninja ] || meson setup $(BENCH_BUILD) --buildtype=release -Db_ndebug=true -Db_lto=true -Dtests=false
+	[ -f $(BENCH_BUILD)/build.ninja ] || meson setup $(BENCH_BUILD) $(RELEASE_OPTS)
 	ninja -C $(BENCH_BUILD)
 	./bench/run.sh $(BENCH_BUILD)
+
+# The build `make bench` and `make nexmark` measure, with warnings as
+# errors (-O3 and link-time optimization warn about things the default
+# build does not), and nothing run. -Dwerror=true is set again in case the
+# directory was configured before.
+release-build: deps
+	[ -f $(BENCH_BUILD)/build.ninja ] || meson setup $(BENCH_BUILD) $(RELEASE_OPTS)
+	meson configure $(BENCH_BUILD) -Dwerror=true
+	ninja -C $(BENCH_BUILD)
 
 # Nexmark (examples/nexmark): every query at P=1 and P=2 on both backends,
 # 10^7 events each unless NEXMARK_EVENTS says otherwise; see
 # examples/nexmark/README.md for the other settings.
 nexmark: deps
-	[ -f $(BENCH_BUILD)/build.ninja ] || meson setup $(BENCH_BUILD) --buildtype=release -Db_ndebug=true -Db_lto=true -Dtests=false
+	[ -f $(BENCH_BUILD)/build.ninja ] || meson setup $(BENCH_BUILD) $(RELEASE_OPTS)
 	ninja -C $(BENCH_BUILD)
 	./$(BENCH_BUILD)/examples/nexmark/nexmark
 
 format:
+	@$(call install_missing,$(FORMAT_PACKAGES))
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# Fails, naming each tracked .c/.h file that `make format` would change;
+# `clang-format --dry-run FILE` shows where.
+format-check:
+	@$(call install_missing,$(FORMAT_PACKAGES))
+	@bad=""; n=0; for f in $$(git ls-files '*.c' '*.h'); do \
+	  n=$$((n + 1)); \
+	  clang-format --dry-run -Werror "$$f" >/dev/null 2>&1 || bad="$$bad $$f"; \
+	done; \
+	if [ -n "$$bad" ]; then \
+	  echo "format-check: not formatted as .clang-format says ($$(clang-format --version)):"; \
+	  for f in $$bad; do echo "  $$f"; done; \
+	  echo "format-check: run 'make format' (or 'clang-format --dry-run FILE' to see where)"; \
+	  exit 1; \
+	fi; \
+	echo "format-check: $$n files clean"
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(BENCH_BUILD)

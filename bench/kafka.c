@@ -135,8 +135,8 @@ static int encode_count(sl_ctx_t *ctx, const sl_window_t *win,
   int64_t n = 0;
   if (sl_window_elems_next(elems, &r) == 1 && r.value_len == sizeof(n))
     memcpy(&n, r.value, sizeof(n));
-  const void *key;
-  size_t klen;
+  const void *key = NULL;
+  size_t klen = 0;
   sl_ctx_key(ctx, &key, &klen);
   char *buf = sl_ctx_alloc(ctx, klen + 80), *o = buf;
   if (!buf)

@@ -309,7 +309,7 @@ static int q4_park(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
 static int q4_fire(sl_ctx_t *ctx, sl_time_domain d, int64_t ts, void *opaque) {
   (void)d, (void)opaque;
   avg_state *s = sl_ctx_local(ctx);
-  const void *v;
+  const void *v = NULL;
   size_t len;
   int64_t acc[2];
   int rc = sl_map_get(ctx, s->pending, &ts, sizeof(ts), &v, &len);

@@ -398,7 +398,7 @@ static void check_sections(ctx *x, const char *file, const sl__ckpt_image *im,
     char why[256] = "";
     if (type == SL__SEC_STATES) {
       sl__snap_state s;
-      uint32_t n, got = 0;
+      uint32_t n = 0, got = 0;
       what = "state names";
       if (have_states)
         snprintf(why, sizeof(why), "a second state-name section");

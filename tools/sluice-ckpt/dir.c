@@ -13,7 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/fs.h"
 #include "tools/sluice-ckpt/tool.h"
 
 /* ---- Quick look at one checkpoint --------------------------------------- */
