@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "core/util.h"
-#include "metrics/jmetrics.h"
+#include "metrics/metrics_int.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
 #include "sluice.h"

@@ -16,7 +16,7 @@
 #include "core/conf.h"
 #include "core/util.h"
 #include "sluice.h"
-#include "metrics/jmetrics.h"
+#include "metrics/metrics_int.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
 #include "core/service.h"

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "metrics/jmetrics.h"
+#include "metrics/metrics_int.h"
 #include "checkpoint/coord.h"
 #include "runtime/runtime.h"
 

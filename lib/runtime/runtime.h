@@ -89,7 +89,7 @@ struct sl_source_ctx {
   bool done;
   bool finished; /* done because the input ended (not stopped) */
   size_t budget;
-  /* Event time restored from a checkpoint (checkpoint/snapshot.c), put in
+  /* Event time restored from a checkpoint (runtime/restore.c), put in
    * place at open and forwarded by the first poll, before any record. */
   bool rt_set, rt_pending;
   int64_t rt_max_ts;
@@ -111,7 +111,7 @@ struct sl__worker {
   int n_proc_time;
   /* Keyed state of every keyed instance on this worker (sl_op_backend). */
   struct sl__backend *be;
-  /* Checkpoints (lib/checkpoint/worker.c): the checkpoint being aligned
+  /* Checkpoints (runtime/barrier.c): the checkpoint being aligned
    * (0: none), the last one snapshotted, the one whose barrier the
    * worker's sources emitted, and the last completion passed on to the
    * instances. While ckpt_id is set the worker's sources and

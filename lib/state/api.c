@@ -4,7 +4,7 @@
  * same name, which tests and window operators use directly. */
 #include "core/util.h"
 #include "operator.h"
-#include "state/kstate.h"
+#include "state/kstate_int.h"
 
 /* A backend that failed beyond one call (I/O error, full disk, corruption)
  * says why, naming its directory: that becomes the job's error, so the job

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "core/util.h"
-#include "state/kstate.h"
+#include "state/kstate_int.h"
 
 #define TS sizeof(int64_t)
 

@@ -34,7 +34,7 @@ typedef struct sl__keyed {
   int64_t event_now;
   /* The operator's input watermark (set with sl_op_set_keyed; NULL when
    * there is none, as for a bare state in tests): expiry of other keys'
-   * entries never runs ahead of it (kstate.h, sl__ttl_access). */
+   * entries never runs ahead of it (kstate_int.h, sl__ttl_access). */
   const int64_t *wm;
   struct sl__kstate *state;
   struct sl__timers *timers;

@@ -22,7 +22,7 @@
 #include "core/conf.h"
 #include "core/util.h"
 #include "sluice/common.h"
-#include "state/rocksdb.h"
+#include "state/rocksdb_int.h"
 
 #define RK_FORMAT 1
 /* Metadata lives in the default column family; states are "s:<name>". */

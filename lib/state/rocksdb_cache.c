@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "sluice/common.h"
-#include "state/rocksdb.h"
+#include "state/rocksdb_int.h"
 
 #define RK_MIN_BITS 10
 /* What the allocator adds to each block (glibc: 8 bytes, 16-aligned). */

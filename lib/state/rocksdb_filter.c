@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "state/kstate.h"
-#include "state/rocksdb.h"
+#include "state/kstate_int.h"
+#include "state/rocksdb_int.h"
 
 /* ---- List merge operator ------------------------------------------------ */
 

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "sluice/common.h"
-#include "state/rocksdb.h"
+#include "state/rocksdb_int.h"
 
 /* Map cursors keep their position in sl__map_cursor's two words. */
 _Static_assert(sizeof(size_t) == 8 && sizeof(uintptr_t) == 8,

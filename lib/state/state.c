@@ -10,7 +10,7 @@
 #include "core/conf.h"
 #include "core/util.h"
 #include "operator.h"
-#include "state/kstate.h"
+#include "state/kstate_int.h"
 
 #define TTL_CLEANUP_DEFAULT 5 /* Flink's cleanupIncrementally(5, false) */
 

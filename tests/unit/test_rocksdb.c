@@ -8,8 +8,8 @@
 #include "core/hash.h"
 #include "sluice.h"
 #include "state/backend.h"
-#include "state/kstate.h"
-#include "state/rocksdb.h"
+#include "state/kstate_int.h"
+#include "state/rocksdb_int.h"
 #include "state/state.h"
 
 #include <check.h>

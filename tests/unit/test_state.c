@@ -6,8 +6,8 @@
 #include "core/hash.h"
 #include "state/backend.h"
 #include "state/keyed.h"
-#include "state/kstate.h"  /* sl__ttl_expired */
-#include "state/rocksdb.h" /* sl__rocksdb_compact */
+#include "state/kstate_int.h"  /* sl__ttl_expired */
+#include "state/rocksdb_int.h" /* sl__rocksdb_compact */
 #include "state/state.h"
 
 #include <check.h>

@@ -564,7 +564,7 @@ typedef struct dump_ctx {
 } dump_ctx;
 
 /* With --ttl, the first 8 bytes of a stored item are the TTL layer's
- * timestamp (state/kstate.h, host byte order). */
+ * timestamp (state/kstate_int.h, host byte order). */
 static void set_item(json_t *obj, const tool_opts *o, const void *p, size_t n) {
   if (o->ttl && n >= 8) {
     int64_t ts;

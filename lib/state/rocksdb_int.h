@@ -2,8 +2,8 @@
 /* Private to the RocksDB backend (rocksdb*.c): the backend and its states,
  * the write-back cache in front of RocksDB, the key encoding of DESIGN §6
  * and the functions the files share. See docs/state.md. */
-#ifndef SL_STATE_ROCKSDB_H
-#define SL_STATE_ROCKSDB_H
+#ifndef SL_STATE_ROCKSDB_INT_H
+#define SL_STATE_ROCKSDB_INT_H
 
 #include <rocksdb/c.h>
 #include <stdbool.h>

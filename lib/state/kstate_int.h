@@ -2,8 +2,8 @@
 /* Private to lib/state: the registry of one operator instance's states
  * (struct sl__kstate, struct sl_state) and the TTL primitives shared by
  * state.c (values, reducing, aggregating) and collections.c (lists, maps). */
-#ifndef SL_STATE_KSTATE_H
-#define SL_STATE_KSTATE_H
+#ifndef SL_STATE_KSTATE_INT_H
+#define SL_STATE_KSTATE_INT_H
 
 #include <string.h>
 

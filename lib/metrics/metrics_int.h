@@ -2,8 +2,8 @@
 /* Private to lib/metrics: a job's metrics state (struct sl__jmetrics), shared
  * by the built-in families (builtin.c), the lifecycle, health and endpoint
  * (job_metrics.c) and what other modules report (report.c). */
-#ifndef SL_METRICS_JMETRICS_H
-#define SL_METRICS_JMETRICS_H
+#ifndef SL_METRICS_METRICS_INT_H
+#define SL_METRICS_METRICS_INT_H
 
 #include <pthread.h>
 #include <stdatomic.h>
