@@ -263,6 +263,9 @@ void sl__worker_finished(sl__worker *w, bool clean);
 /* The worker's state backend, opened on first use (sl_op_backend). */
 struct sl__backend *sl__worker_backend(sl__worker *w, char *err,
                                        size_t errlen);
+/* Source subtasks (source.c). Polls one subtask once: 1 when it did
+ * work, 0 when it had nothing, or a negative error. */
+int sl__source_poll(sl__worker *w, struct sl_source_ctx *s);
 /* Ends a source subtask; a natural end first advances the watermark to
  * the maximum. */
 int sl__source_finish(struct sl_source_ctx *s, bool natural);

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A worker thread: opens its operator instances, then alternates between
- * draining its exchange inputs and polling its source subtasks until every
- * input has ended, the job is stopped, or it fails. Also the source context
- * that user sources emit through. */
+ * draining its exchange inputs and polling its source subtasks
+ * (source.c) until every input has ended, the job is stopped, or it
+ * fails. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,207 +15,6 @@
 #include "state/backend.h"
 
 typedef struct sl_source_ctx src_t;
-
-static int src_open(sl_ctx_t *op) {
-  src_t *s = (src_t *)op;
-  sl__node *n = op->node;
-  sl_job_t *job = op->w->job;
-  sl__wmgen_init(&s->wmgen, &n->wm_spec, sl_clock_now(job->clock));
-  s->wm_emitted = SL_TS_MIN;
-  if (s->rt_set) {
-    s->wmgen.max_ts = s->rt_max_ts;
-    s->wmgen.idle = s->rt_idle;
-    s->rt_pending = true;
-  }
-  s->budget = job->source_budget;
-  if (n->src_ops->open) {
-    int rc = n->src_ops->open(s, n->src_opaque);
-    if (rc)
-      return sl_op_fail(op, rc < 0 ? rc : SL_ERR_USER,
-                        "source open failed (%d)", rc);
-  }
-  return 0;
-}
-
-static void src_close(sl_ctx_t *op) {
-  sl__node *n = op->node;
-  if (n->src_ops->close)
-    n->src_ops->close((src_t *)op, n->src_opaque);
-}
-
-static int src_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
-  (void)op;
-  (void)port;
-  (void)rec;
-  return SL_ERR_INTERNAL; /* sources have no inputs */
-}
-
-const sl_operator_ops_t sl__source_ops = {
-    .kind = "source",
-    .open = src_open,
-    .process = src_process,
-    .close = src_close,
-};
-
-int sl_source_emit(sl_source_ctx_t *s, const sl_record_t *rec) {
-  sl_ctx_t *op = &s->op;
-  const sl__node *n = op->node;
-  sl_record_t r;
-  if (s->own_wm)
-    return sl_emit(op, rec);
-  if (n->wm_spec.ts_fn) {
-    r = *rec;
-    int rc = n->wm_spec.ts_fn(rec, &r.ts, n->wm_spec.ts_opaque);
-    if (rc)
-      return sl_op_user_error(op, rec, rc);
-    rec = &r;
-  }
-  if (SL__UNLIKELY(sl__wmgen_on_event(&s->wmgen, rec->ts))) {
-    int rc = sl__forward_idle(op, false);
-    if (rc)
-      return rc;
-  }
-  return sl_emit(op, rec);
-}
-
-int sl_source_ctx_subtask(const sl_source_ctx_t *s) {
-  return s->op.node->parallel ? s->op.w->index : 0;
-}
-
-int sl_source_ctx_subtasks(const sl_source_ctx_t *s) {
-  return s->op.node->parallel ? s->op.w->job->par : 1;
-}
-
-size_t sl_source_ctx_budget(const sl_source_ctx_t *s) {
-  return s->budget;
-}
-
-int sl_source_bad_input(sl_source_ctx_t *s, const char *where,
-                        const char *why) {
-  sl_ctx_t *op = &s->op;
-  if (sl__job_failing(op->w->job))
-    return op->w->job->err;
-  if (op->w->job->skip_errors) {
-    sl__counter_add(&op->errors, 1);
-    return 0;
-  }
-  if (op->w->job->dlq_errors) {
-    char msg[768];
-    snprintf(msg, sizeof(msg), "malformed input at %s: %s", where, why);
-    return sl__dlq(op, NULL, msg, SL_ERR_DECODE);
-  }
-  return sl_op_fail(op, SL_ERR_DECODE, "malformed input at %s: %s", where, why);
-}
-
-int sl_source_fail(sl_source_ctx_t *s, int err, const char *fmt, ...) {
-  char msg[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof(msg), fmt, ap);
-  va_end(ap);
-  return sl_op_fail(&s->op, err < 0 ? err : SL_ERR_USER, "%s", msg);
-}
-
-/* ---- Sources that generate their own watermarks ------------------------ */
-
-sl_ctx_t *sl_source_op(sl_source_ctx_t *s) {
-  return &s->op;
-}
-
-const sl_watermark_spec_t *sl_source_own_watermarks(sl_source_ctx_t *s) {
-  s->own_wm = true;
-  return &s->op.node->wm_spec;
-}
-
-int sl_source_watermark(sl_source_ctx_t *s, int64_t wm) {
-  if (wm <= s->wm_emitted)
-    return 0;
-  s->wm_emitted = wm;
-  return sl__forward_watermark(&s->op, wm);
-}
-
-int sl_source_idle(sl_source_ctx_t *s, bool idle) {
-  if (idle == s->own_idle)
-    return 0;
-  s->own_idle = idle;
-  return sl__forward_idle(&s->op, idle);
-}
-
-/* Ends a source subtask. Only a natural end of input advances the
- * watermark to the maximum, so a stopped job does not fire every window. */
-int sl__source_finish(src_t *s, bool natural) {
-  s->done = true;
-  s->finished = natural;
-  s->op.ended = true;
-  int rc = 0;
-  if (natural && s->wm_emitted < SL_WATERMARK_MAX) {
-    s->wm_emitted = SL_WATERMARK_MAX;
-    atomic_store_explicit(&s->op.wm_pub, SL_WATERMARK_MAX,
-                          memory_order_relaxed);
-    rc = sl__forward_watermark(&s->op, SL_WATERMARK_MAX);
-  }
-  return rc ? rc : sl__forward_end(&s->op);
-}
-
-/* Polls one source subtask once. Returns 1 when it did work, 0 when it had
- * nothing, or a negative error. */
-static int src_poll(sl__worker *w, src_t *s) {
-  sl_job_t *job = w->job;
-  sl__node *n = s->op.node;
-  if (atomic_load_explicit(&job->stop, memory_order_relaxed)) {
-    int rc = sl__source_finish(s, false);
-    return rc ? rc : 1;
-  }
-  if (s->rt_pending) {
-    /* Restored event time goes out before any record: records read after
-     * a restore meet the watermark they met in the run that did not fail.
-     * Whether the input ended is the source's to say from its restored
-     * position (a bounded source may have been given more input). */
-    s->rt_pending = false;
-    if (!s->own_wm) {
-      int e = s->wmgen.idle ? sl__forward_idle(&s->op, true) : 0;
-      int64_t wm = sl__wmgen_current(&s->wmgen);
-      if (!e && wm > s->wm_emitted) {
-        s->wm_emitted = wm;
-        atomic_store_explicit(&s->op.wm_pub, wm, memory_order_relaxed);
-        e = sl__forward_watermark(&s->op, wm);
-      }
-      if (e)
-        return e;
-    }
-  }
-  uint64_t before = sl__counter_get(&s->op.out);
-  int rc = n->src_ops->poll(s, n->src_opaque);
-  if (rc < 0) {
-    if (!sl__job_failing(job))
-      sl_op_fail(&s->op, rc, "source poll failed: %s", sl_strerror(rc));
-    return job->err;
-  }
-  bool emitted = sl__counter_get(&s->op.out) != before;
-  if (s->own_wm) {
-    /* The source forwarded its own watermarks and idleness. */
-  } else if (emitted || rc == SL_POLL_EMPTY) {
-    int64_t now = sl_clock_now(job->clock);
-    if (emitted)
-      sl__wmgen_touch(&s->wmgen, now);
-    else if (sl__wmgen_check_idle(&s->wmgen, now) &&
-             (rc = sl__forward_idle(&s->op, true)))
-      return rc;
-  }
-  int64_t wm = s->own_wm ? SL_TS_MIN : sl__wmgen_current(&s->wmgen);
-  if (wm > s->wm_emitted) {
-    s->wm_emitted = wm;
-    atomic_store_explicit(&s->op.wm_pub, wm, memory_order_relaxed);
-    int e = sl__forward_watermark(&s->op, wm);
-    if (e)
-      return e;
-  }
-  if (rc == SL_POLL_END) {
-    int e = sl__source_finish(s, true);
-    return e ? e : 1;
-  }
-  return emitted;
-}
 
 void sl__worker_close(sl__worker *w) {
   sl_job_t *job = w->job;
@@ -328,7 +127,7 @@ void *sl__worker_main(void *arg) {
       if (!c || c->node->kind != SL__NODE_SOURCE || ((src_t *)c)->done)
         continue;
       if (!aligning) {
-        int p = src_poll(w, (src_t *)c);
+        int p = sl__source_poll(w, (src_t *)c);
         if (p < 0)
           rc = p;
         else
