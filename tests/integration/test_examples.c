@@ -141,6 +141,33 @@ START_TEST(botdetect_kill_restart_loses_no_alert) {
 }
 END_TEST
 
+/* The job (P=1) consumed everything, end markers included, before its
+ * last checkpoint; restarted with restore.from=latest --exit-at-end it
+ * reads nothing, must still end (its partitions are finished in the
+ * checkpoint), and adds no alert and loses none. */
+START_TEST(fraud_restart_after_the_end_ends) {
+  run clean, again;
+  run_example("fraud", "--parallelism 1", &clean);
+  assert_on_target(&clean, 3, 0.95);
+  run_example("fraud", "--parallelism 1 --restart-after-end --timeout 30",
+              &again);
+  ck_assert_msg(again.status == 0, "run-example exit %d", again.status);
+  ck_assert_int_eq(again.restarted_read, 0);
+  ck_assert_int_eq(again.n, 3);
+  for (int i = 0; i < 3; i++) {
+    const score *a = &clean.rules[i], *b = &again.rules[i];
+    ck_assert_str_eq(a->rule, b->rule);
+    ck_assert_msg(a->alerts == b->alerts && a->detected == b->detected &&
+                      a->tp == b->tp && a->fp == b->fp,
+                  "%s: clean run %ld alerts, %ld detected; restarted %ld "
+                  "alerts, %ld detected",
+                  a->rule, a->alerts, a->detected, b->alerts, b->detected);
+  }
+  ck_assert_int_eq(again.records, clean.records);
+  ck_assert_int_eq(again.duplicates, 0);
+}
+END_TEST
+
 int main(void) {
 #ifdef __SANITIZE_THREAD__
   /* The examples run as separate processes talking TCP to the dev broker.
@@ -159,6 +186,7 @@ int main(void) {
   tcase_add_test(tc, botdetect_meets_target);
   tcase_add_test(tc, fraud_kill_restart_loses_no_alert);
   tcase_add_test(tc, botdetect_kill_restart_loses_no_alert);
+  tcase_add_test(tc, fraud_restart_after_the_end_ends);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }
