@@ -154,8 +154,8 @@ sl_stream_t *ex_job_source(ex_job *ej) {
   sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST,
                                .codec = SL_KAFKA_JSON,
                                .ts_pointer = "/ts",
-                               .is_end = ej->exit_at_end ? end_of_partition
-                                                         : NULL};
+                               .is_end =
+                                   ej->exit_at_end ? end_of_partition : NULL};
   sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED, .bound_ms = ej->bound_ms};
   return sl_with_watermarks(
       sl_source_kafka(ej->job, "input", ej->in_topic, &so), &wm);

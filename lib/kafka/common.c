@@ -235,9 +235,8 @@ int sl__kpos_encode_time(sl_buf_t *out, const char *group,
   if (!rc && time)
     rc = sl__buf_u32(out, KPOS_TIME_MAGIC);
   for (size_t i = 0; time && i < n && !rc; i++) {
-    uint8_t flags =
-        (uint8_t)((time[i].idle ? KPOS_IDLE : 0) |
-                  (time[i].finished ? KPOS_FINISHED : 0));
+    uint8_t flags = (uint8_t)((time[i].idle ? KPOS_IDLE : 0) |
+                              (time[i].finished ? KPOS_FINISHED : 0));
     rc = sl__buf_u64(out, (uint64_t)time[i].max_ts);
     if (!rc)
       rc = sl_buf_append(out, &flags, 1);

@@ -474,8 +474,9 @@ static uint64_t run_alone(sl_job_t *job) {
     fprintf(stderr, "job failed: %s: %s\n", sl_strerror(a.rc),
             sl_job_errmsg(job));
   sl_job_destroy(job);
-  ck_assert_msg(ended, "the job did not end by itself within %d ms "
-                       "(its source emitted %" PRIu64 " records)",
+  ck_assert_msg(ended,
+                "the job did not end by itself within %d ms "
+                "(its source emitted %" PRIu64 " records)",
                 WAIT_MS, st.records_out);
   ck_assert_int_eq(a.rc, 0);
   return st.records_out;
@@ -501,8 +502,8 @@ START_TEST(bounded_job_ends_by_itself) {
     ck_assert_uint_eq(run_alone(build_job(&e, par, 0, NULL, true)),
                       e.produced - e.markers - 2);
     char *got = outs_take();
-    ck_assert_msg(strcmp(got, want) == 0, "P=%d:\n%s\nexpected:\n%s", par,
-                  got, want);
+    ck_assert_msg(strcmp(got, want) == 0, "P=%d:\n%s\nexpected:\n%s", par, got,
+                  want);
     free(got);
   }
   free(want);
