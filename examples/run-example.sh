@@ -10,10 +10,13 @@ usage() {
   cat <<EOF
 usage: $0 fraud|botdetect [--build DIR] [--events N] [--rate R] [--seed S]
           [--parallelism P] [--checkpoint-dir DIR] [--checkpoint-interval-ms MS]
-          [--kill-after-ms MS] [--set key=value ...] [--save-alerts FILE]
-          [--reference FILE] [--print] [--timeout S]
+          [--kill-after-ms MS] [--restart-after-end] [--set key=value ...]
+          [--save-alerts FILE] [--reference FILE] [--print] [--timeout S]
 --kill-after-ms: SIGKILL the job MS ms after its first complete checkpoint,
 then restart it with restore.from=latest (the evaluator dedupes alerts).
+--restart-after-end: once the job has ended at the end of its input, run
+it again with restore.from=latest: with every partition finished in its
+last checkpoint it must read nothing and end.
 --set: a job configuration override (e.g. state.backend=hashmap).
 --save-alerts: keep the distinct alerts; --reference: require exactly the
 alerts of such a file (the evaluator's options).
@@ -33,7 +36,7 @@ case $example in
 esac
 alerts_topic=$example.alerts
 build=build events=40000 rate=0 seed=1 parallelism=2 ckpt_dir="" ckpt_ms=500
-kill_after="" print="" timeout_s=60
+kill_after="" restart_after_end="" print="" timeout_s=60
 sets=() eval_args=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -45,6 +48,7 @@ while [ $# -gt 0 ]; do
     --checkpoint-dir) ckpt_dir=$2; shift ;;
     --checkpoint-interval-ms) ckpt_ms=$2; shift ;;
     --kill-after-ms) kill_after=$2; shift ;;
+    --restart-after-end) restart_after_end=1 ;;
     --set) sets+=(--set "$2"); shift ;;
     --save-alerts) eval_args+=(--save-alerts "$(realpath -m "$2")"); shift ;;
     --reference) eval_args+=(--reference "$(realpath -m "$2")"); shift ;;
@@ -188,8 +192,16 @@ wait_for "$gen" generator
 cat "$work/gen.log" >&2
 wait_for "$job" job
 [ "$st" = 0 ] || fail "the job failed (exit $st)"
+if [ -n "$restart_after_end" ]; then
+  echo "run-example: the job ended; restarting it with restore.from=latest"
+  "${job_cmd[@]}" $print 2>"$work/job2.log" &
+  job=$!
+  pids+=($job)
+  wait_for "$job" "the restarted job"
+  [ "$st" = 0 ] || fail "the restarted job failed (exit $st)"
+fi
 cat "$work"/job*.log >&2
-if [ -n "$kill_after" ]; then
+if [ -n "$kill_after$restart_after_end" ]; then
   echo "run-example: restarted $(grep -h "records, wrote" "$work/job2.log")"
 fi
 

@@ -18,14 +18,14 @@
 /* Requests travel keyed by IP as bot_req structs: the JSON is read once,
  * on the source's thread. */
 static int parse(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
-  ex_job *ej = opaque;
+  (void)opaque;
   const sl_kafka_msg_t *m = sl_kafka_current(ctx);
   json_t *own = NULL, *j = m ? sl_kafka_msg_json(m) : NULL;
   if (!j)
     j = own = json_loadb(rec->value, rec->value_len, 0, NULL);
   const char *type = json_string_value(json_object_get(j, "type"));
   int rc = 0;
-  if (!ex_job_is_end(ej, type, rec->ts)) {
+  if (!ex_is_end_marker(type)) {
     const char *ip = json_string_value(json_object_get(j, "ip"));
     const char *path = json_string_value(json_object_get(j, "path"));
     json_t *status = json_object_get(j, "status");

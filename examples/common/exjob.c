@@ -4,6 +4,7 @@
 #include "exjob.h"
 
 #include <inttypes.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -33,9 +34,9 @@ static void usage(FILE *f, const char *prog, const char *conf, const char *in,
           "(e.g. --set parallelism=2 --set restore.from=latest). Without "
           "--brokers it uses the\n"
           "local dev broker (sluice-kafka-dev) through its bootstrap file. "
-          "--exit-at-end stops\n"
-          "after the generator's end-of-input marker, once every alert is "
-          "written.\n",
+          "--exit-at-end ends\n"
+          "the job at the generator's end-of-input markers, once every "
+          "alert is written.\n",
           prog, in, out, conf);
 }
 
@@ -131,10 +132,30 @@ fail:
   return 1;
 }
 
+bool ex_is_end_marker(const char *type) {
+  return type && !strcmp(type, "end");
+}
+
+/* The source's end-of-partition predicate. The JSON document it builds is
+ * the one the chained parse function reads next (built once per message). */
+static bool end_of_partition(const sl_kafka_msg_t *m, const sl_record_t *rec,
+                             void *opaque) {
+  (void)rec, (void)opaque;
+  json_t *j = sl_kafka_msg_json(m);
+  return ex_is_end_marker(json_string_value(json_object_get(j, "type")));
+}
+
 sl_stream_t *ex_job_source(ex_job *ej) {
+  /* --exit-at-end: the input is bounded by its end markers. Each finishes
+   * its partition (and is recorded so in checkpoints); once all have, the
+   * source ends, the maximum watermark fires every window and timer, and
+   * the job ends with a final checkpoint, also when a restore finds every
+   * partition already finished. */
   sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST,
                                .codec = SL_KAFKA_JSON,
-                               .ts_pointer = "/ts"};
+                               .ts_pointer = "/ts",
+                               .is_end =
+                                   ej->exit_at_end ? end_of_partition : NULL};
   sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED, .bound_ms = ej->bound_ms};
   return sl_with_watermarks(
       sl_source_kafka(ej->job, "input", ej->in_topic, &so), &wm);
@@ -142,15 +163,6 @@ sl_stream_t *ex_job_source(ex_job *ej) {
 
 sl_stream_t *ex_job_parse(ex_job *ej, sl_record_fn parse) {
   return sl_flat_map(ex_job_source(ej), "parse", parse, ej);
-}
-
-bool ex_job_is_end(ex_job *ej, const char *type, int64_t ts) {
-  if (!type || strcmp(type, "end"))
-    return false;
-  int64_t seen = atomic_load(&ej->end_ts);
-  while (ts > seen && !atomic_compare_exchange_weak(&ej->end_ts, &seen, ts))
-    ;
-  return true;
 }
 
 static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -195,26 +207,6 @@ int ex_alert_emit(sl_ctx_t *ctx, const char *rule, const void *entity,
   return sl_emit(ctx, &r);
 }
 
-/* --exit-at-end: the generator ends with a marker on every partition whose
- * event time lies past every window and timer. Once the alerts sink's
- * watermark has passed what that marker yields, every alert was handed to
- * the sink (operators emit a watermark's output before forwarding it), so
- * a stop now loses nothing and takes a final checkpoint. */
-static void *watch_end(void *arg) {
-  ex_job *ej = arg;
-  while (!atomic_load(&ej->done)) {
-    ex_sleep_ms(50);
-    int64_t end = atomic_load(&ej->end_ts);
-    sl_op_stats_t st;
-    if (end && !sl_job_op_stats(ej->job, "alerts", &st) &&
-        st.watermark >= end - ej->bound_ms - 1) {
-      sl_job_stop(ej->job);
-      break;
-    }
-  }
-  return NULL;
-}
-
 int ex_job_run(ex_job *ej) {
   struct sigaction sa;
   memset(&sa, 0, sizeof(sa));
@@ -222,9 +214,6 @@ int ex_job_run(ex_job *ej) {
   running_job = ej->job;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
-  pthread_t watcher;
-  bool watching =
-      ej->exit_at_end && !pthread_create(&watcher, NULL, watch_end, ej);
   int rc = sl_job_run(ej->job);
   if (rc)
     fprintf(stderr, "%s: %s: %s\n", ej->prog, sl_strerror(rc),
@@ -240,9 +229,6 @@ int ex_job_run(ex_job *ej) {
           " bad records skipped\n",
           ej->prog, in.records_out, out.records_in, in.errors + parsed.errors);
   running_job = NULL;
-  atomic_store(&ej->done, true);
-  if (watching)
-    pthread_join(watcher, NULL);
   sl_job_destroy(ej->job);
   return rc ? 1 : 0;
 }

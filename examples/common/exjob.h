@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The parts the fraud and botdetect jobs share: command line and config
  * file, the Kafka source with event time from the record and the end-of-
- * input marker, the alerts sink, and running until stopped or, with
- * --exit-at-end, until every alert of a finite input has been written. */
+ * input markers, the alerts sink, and running until stopped or, with
+ * --exit-at-end, until every partition reached its end marker and every
+ * alert was written. */
 #ifndef EX_JOB_H
 #define EX_JOB_H
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -21,11 +21,9 @@ typedef struct ex_job {
   sl_job_t *job;
   const char *in_topic;
   const char *alerts_topic;
-  bool print;             /* also write each alert to stdout */
-  bool exit_at_end;       /* stop once the end marker's watermark has passed */
-  int64_t bound_ms;       /* out-of-orderness bound of the watermarks */
-  _Atomic int64_t end_ts; /* event time of the end-of-input marker, or 0 */
-  atomic_bool done;       /* sl_job_run() returned: the watcher quits */
+  bool print;       /* also write each alert to stdout */
+  bool exit_at_end; /* end markers end the input (the source's is_end) */
+  int64_t bound_ms; /* out-of-orderness bound of the watermarks */
 } ex_job;
 
 /* Parses the common flags (prints usage with `extra_usage` and exits on a
@@ -37,7 +35,9 @@ int ex_job_init(ex_job *ej, int argc, char **argv, const char *prog,
                 const char *in_topic, const char *alerts_topic);
 
 /* The input: JSON records from in_topic, event time from the "ts" member,
- * bounded out-of-orderness watermarks per partition. */
+ * bounded out-of-orderness watermarks per partition. With --exit-at-end
+ * the generator's end-of-input markers end their partitions (they never
+ * reach the job), and the job ends once every partition delivered one. */
 sl_stream_t *ex_job_source(ex_job *ej);
 
 /* The job's parse step: a flat_map (uid "parse", opaque ej) over
@@ -47,9 +47,10 @@ sl_stream_t *ex_job_source(ex_job *ej);
  * with what the source could not decode. */
 sl_stream_t *ex_job_parse(ex_job *ej, sl_record_fn parse);
 
-/* For the job's parse function: true (and noted) when the JSON object is
- * the generator's end-of-input marker {"type":"end","ts":...}. */
-bool ex_job_is_end(ex_job *ej, const char *type, int64_t ts);
+/* Whether a record's "type" is the generator's end-of-input marker
+ * {"type":"end","ts":...}: the parse function drops markers that reach it
+ * (without --exit-at-end, where the input never ends). */
+bool ex_is_end_marker(const char *type);
 
 /* Writes the union of the alert streams to alerts_topic (uid "alerts"),
  * keyed by entity, echoing them to stdout with --print. SL_OK or an

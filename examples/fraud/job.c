@@ -15,14 +15,14 @@
 /* Transactions, once parsed, travel as fraud_txn structs keyed by account:
  * the JSON is read once, on the source's thread. */
 static int parse(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
-  ex_job *ej = opaque;
+  (void)opaque;
   const sl_kafka_msg_t *m = sl_kafka_current(ctx);
   json_t *own = NULL, *j = m ? sl_kafka_msg_json(m) : NULL;
   if (!j)
     j = own = json_loadb(rec->value, rec->value_len, 0, NULL);
   const char *type = json_string_value(json_object_get(j, "type"));
   int rc = 0;
-  if (ex_job_is_end(ej, type, rec->ts))
+  if (ex_is_end_marker(type))
     goto out;
   fraud_txn t = {.ts = rec->ts};
   const char *id = json_string_value(json_object_get(j, "id"));

@@ -80,6 +80,17 @@ typedef enum sl_kafka_codec {
 typedef int (*sl_kafka_decode_fn)(const sl_kafka_msg_t *msg, sl_record_t *out,
                                   char *err, size_t errlen, void *opaque);
 
+/* Says whether a decoded record is the end of its partition (Flink's
+ * DeserializationSchema.isEndOfStream): msg is the message (headers, the
+ * JSON codec's document through sl_kafka_msg_json()), rec the record the
+ * codec or decode made of it, with its final event time. Return true for
+ * an end-of-partition marker: it is not emitted and its partition is
+ * finished (see sl_kafka_source_opts_t.is_end). Runs on the source
+ * subtask's worker thread, for every record that decoded; it must not
+ * fail (a malformed record is decode's to reject). */
+typedef bool (*sl_kafka_end_fn)(const sl_kafka_msg_t *msg,
+                                const sl_record_t *rec, void *opaque);
+
 typedef struct sl_kafka_source_opts {
   /* Consumer group for committed offsets (start position `committed`,
    * lag monitoring, exactly-once). NULL: kafka.group.id, else
@@ -96,6 +107,18 @@ typedef struct sl_kafka_source_opts {
   /* A user codec; replaces codec when set. */
   sl_kafka_decode_fn decode;
   void *decode_opaque;
+  /* Bounded input: when set, a record for which is_end returns true
+   * finishes its partition. The marker is not emitted, but its event time
+   * counts for the partition's watermark as the record's would; the
+   * partition is not read any further (records after the marker are
+   * never emitted), no longer holds the subtask's watermark back, and is
+   * recorded as finished in checkpoints. A subtask whose partitions have
+   * all finished ends (SL_POLL_END: the maximum watermark fires every
+   * window and timer), and so does at once a subtask without partitions;
+   * the job ends by itself once every subtask of every source has ended.
+   * NULL (the default): Kafka input never ends. */
+  sl_kafka_end_fn is_end;
+  void *is_end_opaque;
 } sl_kafka_source_opts_t;
 
 /* A Kafka source reading the comma-separated topics. It runs one subtask
@@ -106,7 +129,11 @@ typedef struct sl_kafka_source_opts {
  * Event time is the message timestamp unless the codec or decode sets
  * another, or the stream's watermark spec has a timestamp assigner;
  * watermarks and idleness (sl_with_watermarks) are tracked per partition
- * and the subtask emits the minimum over its non-idle partitions.
+ * and the subtask emits the minimum over its non-idle, unfinished
+ * partitions. Checkpoints record each partition's next offset, event
+ * time, idleness and whether it finished (opts->is_end); a restore
+ * resumes them whatever subtask now owns the partition, and a finished
+ * partition is not read again (also by a job without is_end).
  * Consumer settings come from the job's kafka.* keys. opts may be NULL;
  * it and its strings are copied. Returns the stream or NULL (error in the
  * job). */

@@ -216,6 +216,11 @@ void sl__kpos_drop(sl__kjob *kj, uint64_t id) {
 
 #define KPOS_MAGIC 0x314b4c53u      /* "SLK1" */
 #define KPOS_TIME_MAGIC 0x544b4c53u /* "SLKT" */
+/* Flags of an SLKT entry. Bits only ever get added: a reader ignores
+ * those it does not know, and a blob written before a bit existed reads
+ * as that bit clear (finished: false, the partition is read). */
+#define KPOS_IDLE 1u
+#define KPOS_FINISHED 2u
 
 int sl__kpos_encode(sl_buf_t *out, const char *group, const char *const *topic,
                     const int32_t *partition, const int64_t *offset, size_t n) {
@@ -243,7 +248,8 @@ int sl__kpos_encode_time(sl_buf_t *out, const char *group,
   if (!rc && time)
     rc = sl__buf_u32(out, KPOS_TIME_MAGIC);
   for (size_t i = 0; time && i < n && !rc; i++) {
-    uint8_t flags = time[i].idle ? 1 : 0;
+    uint8_t flags = (uint8_t)((time[i].idle ? KPOS_IDLE : 0) |
+                              (time[i].finished ? KPOS_FINISHED : 0));
     rc = sl__buf_u64(out, (uint64_t)time[i].max_ts);
     if (!rc)
       rc = sl_buf_append(out, &flags, 1);
@@ -288,7 +294,8 @@ static bool rd_time(rd *r, sl__kpos_time *t) {
   if (!rd_u64(r, &ts) || r->p == r->end)
     return false;
   t->max_ts = (int64_t)ts;
-  t->idle = (*r->p++ & 1) != 0;
+  t->idle = (*r->p & KPOS_IDLE) != 0;
+  t->finished = (*r->p++ & KPOS_FINISHED) != 0;
   return true;
 }
 
@@ -327,7 +334,7 @@ int sl__kpos_decode_time(const sl_blob_t *blob, sl__kpos_visit_time visit,
   for (uint32_t i = 0; i < n; i++) {
     uint32_t part = 0;
     uint64_t off = 0;
-    sl__kpos_time t = {SL_TS_MIN, false};
+    sl__kpos_time t = {SL_TS_MIN, false, false};
     rd_str(&entries, topic, sizeof(topic));
     rd_u32(&entries, &part);
     rd_u64(&entries, &off);

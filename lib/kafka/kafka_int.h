@@ -87,13 +87,17 @@ typedef int (*sl__kpos_visit)(const char *group, const char *topic,
 int sl__kpos_decode(const sl_blob_t *blob, sl__kpos_visit visit, void *arg);
 
 /* A partition's event time at a checkpoint: its watermark generator's
- * highest timestamp and whether it was idle. A blob may carry it after
- * the positions: u32 magic "SLKT", then per entry (in the same order) u64
- * max_ts and u8 flags (bit 0: idle). Blobs without it (written before it
- * existed) decode with time NULL: the partition starts from the minimum. */
+ * highest timestamp, whether it was idle, and whether it finished (its
+ * end-of-partition marker was read). A blob may carry it after the
+ * positions: u32 magic "SLKT", then per entry (in the same order) u64
+ * max_ts and u8 flags (bit 0: idle, bit 1: finished; readers ignore the
+ * others). Blobs without it (written before it existed) decode with time
+ * NULL: the partition starts from the minimum; blobs from before the
+ * finished bit decode with finished false. */
 typedef struct sl__kpos_time {
   int64_t max_ts;
   bool idle;
+  bool finished;
 } sl__kpos_time;
 int sl__kpos_encode_time(sl_buf_t *out, const char *group,
                          const char *const *topic, const int32_t *partition,

@@ -2,8 +2,9 @@
 /* The Kafka source: one consumer per subtask with partitions assigned by
  * the job (not by a group rebalance, so checkpoint positions map to
  * subtasks deterministically), concrete start offsets, decode (raw, JSON
- * or user), per-partition watermarks and idleness, positions in
- * checkpoints, and offsets committed to the group for lag monitoring. */
+ * or user), per-partition watermarks and idleness, the end of bounded
+ * partitions (is_end), positions in checkpoints, and offsets committed to
+ * the group for lag monitoring. */
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -31,6 +32,9 @@ typedef struct kpart {
   int64_t next;      /* next offset to emit: the position in checkpoints */
   int64_t committed; /* last offset committed to the group */
   sl__wmgen wm;
+  /* Its end-of-partition marker was read (now or before a restore): it
+   * is not read any further and holds no watermark back. */
+  bool finished;
   sl__kafka_pmetrics *pm; /* offset, high watermark, lag; NULL: none */
 } kpart;
 
@@ -44,6 +48,7 @@ typedef struct ksub {
   const sl_watermark_spec_t *spec;
   bool idle;
   bool started;         /* the first poll forwarded the restored watermark */
+  size_t n_finished;    /* partitions with finished set */
   int64_t last_ok;      /* monotonic ms of the last sign of a live broker */
   int64_t last_metrics; /* monotonic ms of the last metrics update */
   const rd_kafka_topic_t *last_rkt;
@@ -133,7 +138,7 @@ static int restore_visit(const char *group, const char *topic,
   s->restored = r;
   s->restored[s->n_restored++] =
       (rpos){t, partition, offset, time != NULL,
-             time ? *time : (sl__kpos_time){SL_TS_MIN, false}};
+             time ? *time : (sl__kpos_time){SL_TS_MIN, false, false}};
   return 0;
 }
 
@@ -376,6 +381,10 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
       if (r && r->timed) {
         kp->wm.max_ts = r->time.max_ts;
         kp->wm.idle = r->time.idle;
+        /* A partition that delivered its end marker stays finished, so a
+         * restore after the end reads nothing and ends. */
+        kp->finished = r->time.finished;
+        k->n_finished += kp->finished;
       }
     }
   }
@@ -384,12 +393,14 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
     rc = start_offsets(ctx, s, k, group);
   if (rc)
     return rc;
+  /* Finished partitions are not fetched at all. */
   rd_kafka_topic_partition_list_t *l =
       rd_kafka_topic_partition_list_new((int)k->n_parts);
   for (size_t j = 0; j < k->n_parts; j++)
-    rd_kafka_topic_partition_list_add(l, s->topics[k->parts[j].topic],
-                                      k->parts[j].partition)
-        ->offset = k->parts[j].next;
+    if (!k->parts[j].finished)
+      rd_kafka_topic_partition_list_add(l, s->topics[k->parts[j].topic],
+                                        k->parts[j].partition)
+          ->offset = k->parts[j].next;
   rd_kafka_resp_err_t e = rd_kafka_assign(k->rk, l);
   rd_kafka_topic_partition_list_destroy(l);
   if (e)
@@ -571,11 +582,37 @@ static int decode(ksrc *s, ksub *k, sl_kafka_msg_t *km, sl_record_t *rec,
   return 0;
 }
 
+/* Whether the subtask has nothing left to read: every partition finished,
+ * or, in a bounded source (is_end), it has none. Finished partitions
+ * restored from a checkpoint end the subtask without is_end too: their
+ * end was read, whichever job read it. */
+static bool subtask_done(const ksrc *s, const ksub *k) {
+  return k->n_parts ? k->n_finished == k->n_parts : s->o.is_end != NULL;
+}
+
+/* p's end marker was read: its event time counts as a record's would
+ * (the partition's last max_ts goes into checkpoints), and the consumer
+ * stops fetching it. */
+static void finish_part(ksrc *s, ksub *k, kpart *p, int64_t ts, int64_t now) {
+  sl__wmgen_touch(&p->wm, now);
+  sl__wmgen_on_event(&p->wm, ts);
+  p->finished = true;
+  k->n_finished++;
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, s->topics[p->topic], p->partition);
+  /* A failed pause only costs fetches: records after the marker are
+   * dropped by one() anyway. */
+  rd_kafka_pause_partitions(k->rk, l);
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
 static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
                int64_t now) {
   kpart *p = find_part(s, k, m);
-  if (!p || m->offset < p->next)
-    return 0; /* not ours, or a replay after a seek */
+  /* Not ours, a replay after a seek, or past the partition's end marker
+   * (not consumed: the position stays right after the marker). */
+  if (!p || p->finished || m->offset < p->next)
+    return 0;
   sl_kafka_msg_t km = {m, s->topics[p->topic], NULL, false};
   sl_record_t rec;
   char err[512] = "";
@@ -588,6 +625,9 @@ static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
   }
   if (rc < 0) {
     rc = bad(ctx, s, m, err);
+  } else if (rc == 0 && s->o.is_end &&
+             s->o.is_end(&km, &rec, s->o.is_end_opaque)) {
+    finish_part(s, k, p, rec.ts, now);
   } else if (rc == 0) {
     sl__wmgen_touch(&p->wm, now);
     if (sl__wmgen_on_event(&p->wm, rec.ts) && k->idle) {
@@ -651,8 +691,11 @@ static int check_down(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
                         rd_kafka_err2str(e));
 }
 
-/* The subtask's watermark: the minimum over partitions that are not idle;
- * the subtask is idle when every partition is. */
+/* The subtask's watermark: the minimum over partitions that are neither
+ * idle nor finished (a finished partition never advances again, so it
+ * must not hold the others back: Flink drops a finished split's output
+ * the same way); the subtask is idle when every partition is one or the
+ * other. */
 static int watermarks(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
   if (k->n_parts == 0)
     return 0;
@@ -660,6 +703,8 @@ static int watermarks(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
   bool all_idle = true;
   for (size_t i = 0; i < k->n_parts; i++) {
     kpart *p = &k->parts[i];
+    if (p->finished)
+      continue;
     if (!p->wm.idle)
       sl__wmgen_check_idle(&p->wm, now);
     if (p->wm.idle)
@@ -689,6 +734,10 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
     k->msgs = m;
     k->cap_msgs = budget;
   }
+  /* Nothing to read (restored finished, or no partitions in a bounded
+   * source): the runtime sends the maximum watermark and ends it. */
+  if (subtask_done(s, k))
+    return SL_POLL_END;
   /* A restored watermark goes out before the first record, so records
    * read after a restore meet the watermark they met in the run that did
    * not fail (lateness decisions do not change). */
@@ -719,6 +768,9 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
   }
   if (rc)
     return rc;
+  /* What this batch emitted is downstream; the end follows it. */
+  if (subtask_done(s, k))
+    return SL_POLL_END;
   if (got) {
     k->last_ok = mono;
   } else if ((rc = check_down(ctx, k, mono))) {
@@ -749,7 +801,8 @@ static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
     topics[i] = s->topics[k->parts[i].topic];
     parts[i] = k->parts[i].partition;
     offs[i] = k->parts[i].next;
-    times[i] = (sl__kpos_time){k->parts[i].wm.max_ts, k->parts[i].wm.idle};
+    times[i] = (sl__kpos_time){k->parts[i].wm.max_ts, k->parts[i].wm.idle,
+                               k->parts[i].finished};
     /* The exactly-once transaction of checkpoint id carries these; only
      * kept when there is one (they are dropped when it commits). */
     if (s->kj->txn)

@@ -577,6 +577,14 @@ static int kafkaish_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
     put32(out, p ? 7 : 42); /* u64 offset, little-endian */
     put32(out, 0);
   }
+  /* Event time: partition 0 finished at 5000, partition 1 idle at 900. */
+  put32(out, 0x544b4c53u); /* "SLKT" */
+  for (uint32_t p = 0; p < 2; p++) {
+    put32(out, p ? 900 : 5000); /* u64 max_ts */
+    put32(out, 0);
+    unsigned char flags = p ? 1 : 2; /* bit 0 idle, bit 1 finished */
+    sl_buf_append(out, &flags, 1);
+  }
   return 0;
 }
 
@@ -622,6 +630,13 @@ START_TEST(positions_decoded_or_hex) {
       ck_assert_str_eq(json_string_value(json_object_get(p1, "topic")),
                        "orders");
       ck_assert_int_eq(json_integer_value(json_object_get(p1, "offset")), 7);
+      json_t *p0 = json_array_get(json_object_get(f, "partitions"), 0);
+      ck_assert_int_eq(json_integer_value(json_object_get(p0, "max_ts")), 5000);
+      ck_assert(json_is_true(json_object_get(p0, "finished")));
+      ck_assert(json_is_false(json_object_get(p0, "idle")));
+      ck_assert_int_eq(json_integer_value(json_object_get(p1, "max_ts")), 900);
+      ck_assert(json_is_false(json_object_get(p1, "finished")));
+      ck_assert(json_is_true(json_object_get(p1, "idle")));
       seen++;
     } else if (!strcmp(uid, "custom")) {
       ck_assert(json_is_null(json_object_get(p, "decoder")) ||
@@ -636,6 +651,7 @@ START_TEST(positions_decoded_or_hex) {
   out o;
   tool(&o, true, "inspect %s", chk);
   ck_assert_msg(strstr(o.text, "kafka group=grp") &&
+                    strstr(o.text, "\"idle\":false,\"finished\":true") &&
                     strstr(o.text, "3 bytes: 616263"),
                 "%s", o.text);
   free(o.text);

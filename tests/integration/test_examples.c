@@ -295,11 +295,32 @@ START_TEST(fraud_counts_every_bad_record) {
   ck_assert_int_eq(system(cmd), 0);
   ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fraud-job status %d",
                 st);
-  /* Read: every record the source decoded (5 of 6). Bad: one the source
+  /* Read: every record the source decoded and emitted (4 of 6: the end
+   * marker ends its partition and is not emitted). Bad: one the source
    * could not decode, two the parse step rejected. */
-  ck_assert_int_eq(read, 5);
+  ck_assert_int_eq(read, 4);
   ck_assert_int_eq(alerts, 0);
   ck_assert_int_eq(bad, 3);
+}
+END_TEST
+
+/* The job (P=1) consumed everything, end markers included, before its
+ * last checkpoint; restarted with restore.from=latest --exit-at-end it
+ * reads nothing, must still end (its partitions are finished in the
+ * checkpoint), and adds no alert and loses none. */
+START_TEST(fraud_restart_after_the_end_ends) {
+  const char *ref = reference_of("fraud", 3, 0.95);
+  char extra[700];
+  snprintf(extra, sizeof(extra),
+           "--parallelism 1 --restart-after-end --timeout 30 --reference %s",
+           ref);
+  run again;
+  run_example("fraud", extra, &again);
+  ck_assert_msg(again.status == 0, "run-example exit %d", again.status);
+  ck_assert_int_eq(again.restarted_read, 0);
+  /* Exactly the reference's alerts, none written twice. */
+  assert_same_as_reference(&again, 3);
+  ck_assert_int_eq(again.duplicates, 0);
 }
 END_TEST
 
@@ -327,6 +348,7 @@ int main(void) {
   tcase_add_loop_test(tc, botdetect_meets_target, 0, n);
   tcase_add_test(tc, fraud_kill_restart_loses_no_alert);
   tcase_add_test(tc, botdetect_kill_restart_loses_no_alert);
+  tcase_add_test(tc, fraud_restart_after_the_end_ends);
   suite_add_tcase(s, tc);
   int rc = tu_run(s);
   char cmd[600];

@@ -5,9 +5,12 @@
  * checkpoint taken after it consumed everything reaches the watermark of
  * the run that did not fail and ends with the same output; and a restore
  * never changes which records are late. Jobs "end" as the examples'
- * --exit-at-end does: once the output's watermark has passed the input's
- * end marker. */
+ * --exit-at-end did before sources knew their end: once the output's
+ * watermark has passed the input's end marker. Bounded jobs (is_end:
+ * the end marker finishes its partition) end by themselves, also when
+ * restored after every partition finished, at any parallelism. */
 #include <check.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -84,12 +87,21 @@ static char *outs_take(void) {
 
 /* ---- The job ------------------------------------------------------------- */
 
+/* What was produced, in order: the expected output of a bounded job. */
+typedef struct sent {
+  int part;
+  char key[16];
+  int64_t ts;
+} sent;
+
 typedef struct env {
   tk_cluster c;
   rd_kafka_t *prod;
   char dir[256];
   int parts;
   uint64_t produced;
+  uint64_t markers; /* end markers among produced */
+  sent sent[512];
 } env;
 
 static void env_start(env *e, int parts) {
@@ -114,24 +126,37 @@ static void env_stop(env *e) {
 
 static void send_ts(env *e, int part, const char *key, int64_t ts) {
   tk_send(e->prod, "in", part, key, "x", ts, NULL, NULL);
-  e->produced++;
+  ck_assert_uint_lt(e->produced, sizeof(e->sent) / sizeof(e->sent[0]));
+  sent *x = &e->sent[e->produced++];
+  x->part = part;
+  snprintf(x->key, sizeof(x->key), "%s", key);
+  x->ts = ts;
 }
 
 static void send_end(env *e, int part) {
   send_ts(e, part, "end", END_TS);
+  e->markers++;
+}
+
+/* The end-of-partition predicate of bounded jobs: the marker's key. */
+static bool is_end(const sl_kafka_msg_t *m, const sl_record_t *r, void *o) {
+  (void)m, (void)o;
+  return r->key_len == 3 && memcmp(r->key, "end", 3) == 0;
 }
 
 /* Kafka (message timestamps, watermark = max - 1 per partition) -> key_by
  * -> tumbling 1 s count with allowed lateness 0 and a late side output ->
  * in-memory sinks. idle_ms: the watermark's idle timeout (0: none). from:
- * restore.from, or NULL. */
-static sl_job_t *build(env *e, int par, int64_t idle_ms, const char *from) {
+ * restore.from, or NULL. bounded: the end marker ends its partition
+ * (is_end), and a job that ends takes a final checkpoint. */
+static sl_job_t *build_job(env *e, int par, int64_t idle_ms, const char *from,
+                           bool bounded) {
   const char *kv[] = {"checkpoint.dir",
                       e->dir,
                       "checkpoint.interval.ms",
                       "3600000",
                       "checkpoint.final",
-                      "false",
+                      bounded ? "true" : "false",
                       "broker.timeout.ms",
                       "10000",
                       "log.level",
@@ -140,7 +165,8 @@ static sl_job_t *build(env *e, int par, int64_t idle_ms, const char *from) {
                       from,
                       NULL};
   sl_job_t *job = tk_job("event-time", tk_conf(&e->c, par, kv));
-  sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST};
+  sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST,
+                               .is_end = bounded ? is_end : NULL};
   sl_stream_t *src = sl_source_kafka(job, "in", "in", &so);
   sl_watermark_spec_t wm = {
       .kind = SL_WM_BOUNDED, .bound_ms = 0, .idle_timeout_ms = idle_ms};
@@ -154,6 +180,10 @@ static sl_job_t *build(env *e, int par, int64_t idle_ms, const char *from) {
   ck_assert_int_eq(
       sl_sink(sl_side_output(w, "late"), "lateout", late_sink, NULL), 0);
   return job;
+}
+
+static sl_job_t *build(env *e, int par, int64_t idle_ms, const char *from) {
+  return build_job(e, par, idle_ms, from, false);
 }
 
 static void wait_op(sl_job_t *job, const char *uid, uint64_t records_in,
@@ -362,6 +392,195 @@ START_TEST(restore_keeps_lateness) {
 }
 END_TEST
 
+/* ---- Bounded input: the end marker finishes its partition -------------- */
+
+/* What a bounded job must write for everything produced so far: per key
+ * and 1 s window the count of records before their partition's first end
+ * marker (none is late: each partition is in order and the watermark is
+ * the minimum over partitions). Sorted like outs_take(); caller frees. */
+static char *expected(const env *e) {
+  char *line[512];
+  int64_t count[512];
+  size_t n = 0;
+  bool ended[16] = {false};
+  for (uint64_t i = 0; i < e->produced; i++) {
+    const sent *x = &e->sent[i];
+    if (ended[x->part])
+      continue;
+    if (!strcmp(x->key, "end")) {
+      ended[x->part] = true;
+      continue;
+    }
+    char buf[128];
+    int64_t end = x->ts - x->ts % 1000 + 1000;
+    snprintf(buf, sizeof(buf), "window key=%s ts=%" PRId64 " v=", x->key,
+             end - 1);
+    size_t j = 0;
+    while (j < n && strcmp(line[j], buf))
+      j++;
+    if (j == n) {
+      line[n] = strdup(buf);
+      count[n++] = 0;
+    }
+    count[j]++;
+  }
+  for (size_t j = 0; j < n; j++) {
+    char buf[160];
+    snprintf(buf, sizeof(buf), "%s%" PRId64, line[j], count[j]);
+    free(line[j]);
+    line[j] = strdup(buf);
+  }
+  qsort(line, n, sizeof(char *), cmp_line);
+  size_t len = 1;
+  for (size_t j = 0; j < n; j++)
+    len += strlen(line[j]) + 1;
+  char *s = calloc(1, len);
+  for (size_t j = 0; j < n; j++) {
+    strcat(strcat(s, line[j]), "\n");
+    free(line[j]);
+  }
+  return s;
+}
+
+typedef struct alone {
+  sl_job_t *job;
+  int rc;
+  atomic_bool done;
+} alone;
+
+static void *alone_main(void *arg) {
+  alone *a = arg;
+  a->rc = sl_job_run(a->job);
+  atomic_store(&a->done, true);
+  return NULL;
+}
+
+/* Runs a bounded job, which must end by itself within WAIT_MS (else it is
+ * stopped and the test fails), and destroys it. Returns how many records
+ * its source emitted. */
+static uint64_t run_alone(sl_job_t *job) {
+  alone a = {job, -999, false};
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, alone_main, &a), 0);
+  for (int i = 0; i < WAIT_MS / 25 && !atomic_load(&a.done); i++)
+    tk_sleep_ms(25);
+  bool ended = atomic_load(&a.done);
+  if (!ended)
+    sl_job_stop(job);
+  pthread_join(t, NULL);
+  sl_op_stats_t st = {0};
+  ck_assert_int_eq(sl_job_op_stats(job, "in", &st), 0);
+  if (a.rc)
+    fprintf(stderr, "job failed: %s: %s\n", sl_strerror(a.rc),
+            sl_job_errmsg(job));
+  sl_job_destroy(job);
+  ck_assert_msg(ended,
+                "the job did not end by itself within %d ms "
+                "(its source emitted %" PRIu64 " records)",
+                WAIT_MS, st.records_out);
+  ck_assert_int_eq(a.rc, 0);
+  return st.records_out;
+}
+
+/* Records after a partition's end marker: never read by a bounded job. */
+static void after_the_ends(env *e) {
+  for (int p = 0; p < e->parts; p++)
+    send_ts(e, p, "after", END_TS + 5000);
+  tk_flush(e->prod);
+}
+
+START_TEST(bounded_job_ends_by_itself) {
+  env e;
+  env_start(&e, 2);
+  produce_two_partitions(&e);
+  after_the_ends(&e);
+  char *want = expected(&e);
+  ck_assert(strstr(want, "window key=k6") != NULL);
+  /* P=3: the subtask without partitions ends at once. */
+  for (int par = 1; par <= 3; par += 2) {
+    outs_reset();
+    ck_assert_uint_eq(run_alone(build_job(&e, par, 0, NULL, true)),
+                      e.produced - e.markers - 2);
+    char *got = outs_take();
+    ck_assert_msg(strcmp(got, want) == 0, "P=%d:\n%s\nexpected:\n%s", par, got,
+                  want);
+    free(got);
+  }
+  free(want);
+  env_stop(&e);
+}
+END_TEST
+
+/* The job ran to its end (its final checkpoint has every partition
+ * finished, positions after the markers); restored, at P=1 and then P=2,
+ * it reads nothing (not even what was written after the markers since),
+ * ends by itself and writes nothing more. */
+START_TEST(bounded_restore_after_the_end_reads_nothing) {
+  env e;
+  env_start(&e, 2);
+  produce_two_partitions(&e);
+  char *want = expected(&e);
+  run_alone(build_job(&e, 1, 0, NULL, true));
+  char *got = outs_take();
+  ck_assert_msg(strcmp(got, want) == 0, "%s\nexpected:\n%s", got, want);
+  free(got);
+  after_the_ends(&e);
+  for (int par = 1; par <= 2; par++) {
+    outs_reset();
+    ck_assert_uint_eq(run_alone(build_job(&e, par, 0, "latest", true)), 0);
+    got = outs_take();
+    ck_assert_msg(strcmp(got, "") == 0, "restored at P=%d wrote:\n%s", par,
+                  got);
+    free(got);
+  }
+  free(want);
+  env_stop(&e);
+}
+END_TEST
+
+/* A crash after partition 0 finished (the checkpoint records it) while
+ * partition 1 is half read; the rest of partition 1 and records after
+ * partition 0's marker are written, and the job restored at par2 runs to
+ * its end by itself. Both runs' output must be exactly the output of one
+ * bounded run over it all. */
+static void bounded_restored(int par2) {
+  env e;
+  env_start(&e, 2);
+  p0_done_p1_half(&e);
+  sl_job_t *job = build_job(&e, 1, 0, NULL, true);
+  tk_run r;
+  tk_run_start(&r, job);
+  wait_op(job, "count", e.produced - e.markers, 2100 - 1);
+  ck_assert_int_eq(sl_job_checkpoint(job), 0);
+  wait_checkpoint(job, 1);
+  /* A stop, not an end: no maximum watermark. Its final checkpoint is
+   * the same as the one above (nothing was read since). */
+  ck_assert_int_eq(tk_run_stop(&r), 0);
+  sl_job_destroy(job);
+  p1_rest(&e);
+  after_the_ends(&e);
+  run_alone(build_job(&e, par2, 0, "latest", true));
+  char *got = outs_take();
+  char *want = expected(&e);
+  ck_assert_msg(strcmp(got, want) == 0, "restored at P=%d:\n%s\nexpected:\n%s",
+                par2, got, want);
+  free(got);
+  free(want);
+  env_stop(&e);
+}
+
+START_TEST(bounded_restore_mid_way_ends) {
+  bounded_restored(1);
+}
+END_TEST
+
+START_TEST(bounded_restore_mid_way_at_other_parallelism_ends) {
+  /* P=1 -> 2: subtask 0 owns only the finished partition 0 and ends at
+   * once; subtask 1 reads the rest of partition 1. */
+  bounded_restored(2);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("kafka_event_time");
   TCase *tc = tcase_create("event_time");
@@ -372,6 +591,10 @@ int main(void) {
   tcase_add_test(tc, restore_fires_pending_windows);
   tcase_add_test(tc, restore_at_other_parallelism_fires_pending_windows);
   tcase_add_test(tc, restore_keeps_lateness);
+  tcase_add_test(tc, bounded_job_ends_by_itself);
+  tcase_add_test(tc, bounded_restore_after_the_end_reads_nothing);
+  tcase_add_test(tc, bounded_restore_mid_way_ends);
+  tcase_add_test(tc, bounded_restore_mid_way_at_other_parallelism_ends);
   suite_add_tcase(s, tc);
   /* The mock cluster's control API hangs in a forked child. */
   SRunner *sr = srunner_create(s);

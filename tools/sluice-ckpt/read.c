@@ -45,8 +45,8 @@ static bool gen_decode(const char *uid, uint32_t subtask, const void *blob,
 /* The Kafka source (lib/kafka, sl__kpos_encode_time): u32 magic "SLK1",
  * bytes consumer group, u32 n, n x (bytes topic, u32 partition, u64 next
  * offset), then optionally u32 magic "SLKT" and n x (u64 max_ts, u8 flags,
- * bit 0 idle); little-endian like the snapshot files. Keep in step with
- * the source; a blob that does not parse exactly falls back to hex. */
+ * bit 0 idle, bit 1 finished); little-endian like the snapshot files. Keep
+ * in step with the source; a blob that does not parse exactly is hex. */
 static bool kafka_decode(const char *uid, uint32_t subtask, const void *blob,
                          size_t len, json_t *out) {
   (void)uid, (void)subtask;
@@ -82,6 +82,7 @@ static bool kafka_decode(const char *uid, uint32_t subtask, const void *blob,
       json_t *e = json_array_get(parts, i);
       json_object_set_new(e, "max_ts", json_integer((json_int_t)ts));
       json_object_set_new(e, "idle", json_boolean(flags & 1));
+      json_object_set_new(e, "finished", json_boolean(flags & 2));
     }
   }
   if (r.bad || !sl__rd_done(&r) || json_array_size(parts) != n) {
