@@ -173,7 +173,7 @@ static double start_time_fn(void *opaque) {
 
 static double ready_fn(void *opaque) {
   sl__jmetrics *jm = opaque;
-  return sl_job_health(jm->job, NULL, 0) == SL_HEALTH_READY ? 1 : 0;
+  return sl__jm_health(jm->job, NULL, 0) == SL_HEALTH_READY ? 1 : 0;
 }
 
 static double failed_fn(void *opaque) {

@@ -164,7 +164,10 @@ const char *sl_health_name(sl_health h) {
   return "unknown";
 }
 
-sl_health sl_job_health(sl_job_t *job, char *reason, size_t len) {
+/* sl_job_health without bringing the checkpoint figures up to date: for
+ * the ready gauge, read during a scrape that already did (with the
+ * registry locked, which the update takes too). */
+sl_health sl__jm_health(sl_job_t *job, char *reason, size_t len) {
   char dummy[1];
   if (!reason || !len) {
     reason = dummy;
@@ -175,7 +178,6 @@ sl_health sl_job_health(sl_job_t *job, char *reason, size_t len) {
     snprintf(reason, len, "not started: sl_job_run() has not been called");
     return SL_HEALTH_STARTING;
   }
-  sl__jm_sync_checkpoints(jm);
   char msg[1024];
   sl__job_stat st;
   sl__stats_job(job, &st, msg, sizeof(msg));
@@ -220,6 +222,12 @@ sl_health sl_job_health(sl_job_t *job, char *reason, size_t len) {
   }
   snprintf(reason, len, "running on %d workers", st.parallelism);
   return SL_HEALTH_READY;
+}
+
+sl_health sl_job_health(sl_job_t *job, char *reason, size_t len) {
+  if (job && job->metrics)
+    sl__jm_sync_checkpoints(job->metrics);
+  return sl__jm_health(job, reason, len);
 }
 
 /* ---- HTTP ---------------------------------------------------------------- */

@@ -73,6 +73,9 @@ struct sl__jmetrics {
 /* Brings the checkpoint families up to the coordinator's figures
  * (report.c): before every scrape and on every tick. */
 void sl__jm_sync_checkpoints(sl__jmetrics *jm);
+/* sl_job_health without that update (for the ready gauge, during a
+ * scrape, which updated them first). */
+sl_health sl__jm_health(sl_job_t *job, char *reason, size_t len);
 
 /* Registers every built-in family in jm->reg (builtin.c). */
 int sl__jm_register_builtins(sl__jmetrics *jm, char *err, size_t errlen);

@@ -51,10 +51,15 @@ typedef struct op {
   char kbuf[8], vbuf[48];
 } op;
 
+/* xorshift; each source subtask has its own state (they run on their
+ * workers' threads), the generator uses rng. */
+static uint32_t rnd_r(uint64_t *s, uint32_t n) {
+  *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+  return (uint32_t)((*s >> 11) % n);
+}
 static uint64_t rng;
 static uint32_t rnd(uint32_t n) {
-  rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-  return (uint32_t)((rng >> 11) % n);
+  return rnd_r(&rng, n);
 }
 
 /* ---- Input: per partition, in partition order ---------------------------- */
@@ -165,10 +170,8 @@ static int src_poll(sl_source_ctx_t *ctx, void *opaque) {
       for (int i = 0; i < u->n_parts; i++)
         if (u->pos[i] < s->in->n[u->parts[i]] && u->pos[i] <= slowest + AHEAD)
           cand[nc++] = i;
-      rng = u->rng;
-      u->cur = cand[rnd((uint32_t)nc)];
-      u->left = 1 + (int)rnd(CHUNK);
-      u->rng = rng;
+      u->cur = cand[rnd_r(&u->rng, (uint32_t)nc)];
+      u->left = 1 + (int)rnd_r(&u->rng, CHUNK);
     }
     int i = u->cur, p = u->parts[i];
     if (u->pos[i] >= s->in->n[p]) {
