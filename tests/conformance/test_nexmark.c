@@ -600,6 +600,7 @@ int main(void) {
   gen.out_of_order_group = 250;   /* up to 50 ms out of order */
   nx_query_conf_default(&qc);
   qc.window_ms = W;
+  qc.proc_window_ms = W;
   qc.slide_ms = SLIDE;
   qc.session_ms = GAP;
   qc.closed_retention_ms = 2000;
