@@ -12,7 +12,7 @@ DEB_PACKAGES = meson ninja-build pkg-config gcc libc6-dev check libjansson-dev \
                kcat python3-confluent-kafka
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test test-asan test-tsan demo bench nexmark clean format
+.PHONY: all deps build test test-asan test-tsan demo bench nexmark nexmark-kafka clean format
 
 all: build
 
@@ -65,6 +65,14 @@ nexmark: deps
 	[ -f $(BENCH_BUILD)/build.ninja ] || meson setup $(BENCH_BUILD) --buildtype=release -Db_ndebug=true -Db_lto=true -Dtests=false
 	ninja -C $(BENCH_BUILD)
 	./$(BENCH_BUILD)/examples/nexmark/nexmark
+
+# The same end to end: the events as JSON through the dev broker
+# (sluice-kafka-dev, started and stopped by the program), 10^6 unless
+# NEXMARK_KAFKA_EVENTS says otherwise.
+nexmark-kafka: deps
+	[ -f $(BENCH_BUILD)/build.ninja ] || meson setup $(BENCH_BUILD) --buildtype=release -Db_ndebug=true -Db_lto=true -Dtests=false
+	ninja -C $(BENCH_BUILD)
+	./$(BENCH_BUILD)/examples/nexmark/nexmark --kafka
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "nx_driver.h"
+#include "nx_kafka.h"
 
 /* Output per worker (cache-line apart): the count, and for q12 the
  * distinct processing-time windows that fired. A worker fires its windows
@@ -121,11 +122,12 @@ static int run_one(nx_run_opts *o) {
              " proc_window_ms=%" PRId64 " windows=%zu", o->qc.proc_window_ms,
              fired);
   double cpu = cpu_s(&u1) - cpu_s(&u0);
-  printf("bench=nexmark query=%s backend=%s P=%d events=%" PRIu64
+  printf("bench=nexmark query=%s source=%s backend=%s P=%d events=%" PRIu64
          " outputs=%" PRIu64 "%s secs=%.2f cpu_s=%.2f events_per_s=%.0f "
          "events_per_s_per_core=%.0f peak_rss_mb=%.0f\n",
-         o->query->name, o->backend, o->parallelism, o->events, outs, windows,
-         secs, cpu, (double)o->events / secs, (double)o->events / cpu,
+         o->query->name, o->kafka_bootstrap ? "kafka" : "generator", o->backend,
+         o->parallelism, o->events, outs, windows, secs, cpu,
+         (double)o->events / secs, (double)o->events / cpu,
          (double)u1.ru_maxrss / 1024.0);
   fflush(stdout);
   /* The figure is the query's only if the query produced something. */
@@ -187,6 +189,58 @@ static int run_query(const char *name, void *arg) {
   return each(env_or("NEXMARK_P", "1,2"), run_par, o);
 }
 
+/* The dev broker beside this program in the build tree:
+ * <build>/examples/nexmark/nexmark -> <build>/tools/sluice-kafka-dev. */
+static void dev_tool(char *path, size_t n) {
+  const char *env = getenv("NEXMARK_KAFKA_DEV");
+  if (env && *env) {
+    snprintf(path, n, "%s", env);
+    return;
+  }
+  char exe[4096];
+  ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  exe[len > 0 ? len : 0] = '\0';
+  for (int up = 0; up < 3; up++) {
+    char *slash = strrchr(exe, '/');
+    if (slash)
+      *slash = '\0';
+  }
+  snprintf(path, n, "%s/tools/sluice-kafka-dev", exe);
+}
+
+/* End to end: the dev broker, the events produced to it once, then every
+ * run reads them from the start. */
+static int run_kafka(nx_run_opts *o, const char *queries) {
+  static const char topic[] = "nexmark.events";
+  char tool[4200], err[512];
+  dev_tool(tool, sizeof(tool));
+  o->events = strtoull(env_or("NEXMARK_KAFKA_EVENTS", "1000000"), NULL, 10);
+  o->kafka_partitions = atoi(env_or("NEXMARK_KAFKA_PARTITIONS", "16"));
+  o->kafka_topic = topic;
+  nx_kafka_dev dev;
+  if (o->kafka_partitions < 1 ||
+      nx_kafka_dev_start(tool, topic, o->kafka_partitions, &dev, err,
+                         sizeof(err))) {
+    fprintf(stderr, "nexmark: the dev broker: %s\n",
+            o->kafka_partitions < 1 ? "bad NEXMARK_KAFKA_PARTITIONS" : err);
+    return 1;
+  }
+  o->kafka_bootstrap = dev.bootstrap;
+  double t0 = now_s();
+  int rc = nx_kafka_produce(dev.bootstrap, topic, o->kafka_partitions, &o->gen,
+                            o->events, err, sizeof(err));
+  if (rc)
+    fprintf(stderr, "nexmark: producing the events: %s\n", err);
+  else
+    fprintf(stderr,
+            "nexmark: %" PRIu64 " events as JSON in %s (%d partitions) at %s, "
+            "produced in %.1f s\n",
+            o->events, topic, o->kafka_partitions, dev.bootstrap, now_s() - t0);
+  rc = rc || each(queries, run_query, o);
+  nx_kafka_dev_stop(&dev);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   nx_run_opts o;
   nx_run_opts_default(&o);
@@ -199,6 +253,11 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < nx_n_queries; i++)
     snprintf(all + strlen(all), sizeof(all) - strlen(all), "%s%s", i ? "," : "",
              nx_queries[i].name);
+  bool kafka = argc > 1 && !strcmp(argv[1], "--kafka");
+  if (kafka)
+    argc--, argv++;
   const char *queries = argc > 1 ? argv[1] : env_or("NEXMARK_QUERIES", all);
+  if (kafka)
+    return run_kafka(&o, queries) ? 1 : 0;
   return each(queries, run_query, &o) ? 1 : 0;
 }

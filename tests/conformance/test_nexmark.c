@@ -16,6 +16,7 @@
 
 #include "check_main.h"
 #include "examples/nexmark/nx_driver.h"
+#include "examples/nexmark/nx_kafka.h"
 
 #define N_EVENTS 40000
 #define W 1000     /* q7, q8, q12 window; q5 size */
@@ -28,6 +29,10 @@ static nx_config gen;
 static nx_query_conf qc;
 static nx_event ev[N_EVENTS];
 static char state_dir[64];
+/* Set while the end-to-end test reads the events from the dev broker. */
+static const char *kafka_bootstrap;
+#define KAFKA_TOPIC "nexmark.events"
+#define KAFKA_PARTS 4
 
 /* ---- Text lines ---------------------------------------------------------- */
 
@@ -427,6 +432,10 @@ static int run_query(const nx_query *q, int par, const char *backend,
   o.watermark_bound_ms = 60;
   o.sink = sink_fn;
   o.sink_opaque = got;
+  o.kafka_bootstrap = kafka_bootstrap;
+  o.kafka_topic = KAFKA_TOPIC;
+  o.kafka_partitions = KAFKA_PARTS;
+  o.kafka_timeout_s = 120;
   pace p = {.got = got, .expected = expected, .par = par};
   if (q->proc_time) {
     p.clock = sl_clock_new_manual(T0);
@@ -561,6 +570,34 @@ START_TEST(q8_jobs_concurrently) {
 }
 END_TEST
 
+/* End to end: the events as JSON through the dev broker (a child
+ * process), read back by the Kafka source, give the model's output. q5
+ * needs event-time windows and q9 timers at every auction's expiry, which
+ * only the end marker's watermark fires for the last auctions. */
+START_TEST(kafka_end_to_end) {
+  const char *build = getenv("SLUICE_BUILD_ROOT");
+  char tool[1024], err[512];
+  snprintf(tool, sizeof(tool), "%s/tools/sluice-kafka-dev",
+           build ? build : "build");
+  nx_kafka_dev dev;
+  ck_assert_msg(!nx_kafka_dev_start(tool, KAFKA_TOPIC, KAFKA_PARTS, &dev, err,
+                                    sizeof(err)),
+                "%s", err);
+  int rc = nx_kafka_produce(dev.bootstrap, KAFKA_TOPIC, KAFKA_PARTS, &gen,
+                            N_EVENTS, err, sizeof(err));
+  if (rc)
+    nx_kafka_dev_stop(&dev);
+  ck_assert_msg(rc == 0, "%s", err);
+  kafka_bootstrap = dev.bootstrap;
+  static const char *const queries[] = {"q5", "q9"};
+  for (int k = 0; k < 2; k++)
+    for (int par = 1; par <= 2; par++)
+      check_query(nx_query_find(queries[k]), par, backends[par - 1]);
+  kafka_bootstrap = NULL;
+  nx_kafka_dev_stop(&dev);
+}
+END_TEST
+
 /* The generator is deterministic, has Nexmark's mix, and keeps its
  * disorder within the bound the tests rely on. */
 START_TEST(generator_model) {
@@ -617,6 +654,10 @@ int main(void) {
   tcase_add_test(tc, q8_jobs_concurrently);
   tcase_add_loop_test(tc, query_matches_model, 0, (int)nx_n_queries);
   suite_add_tcase(s, tc);
+  TCase *kafka = tcase_create("kafka");
+  tcase_set_timeout(kafka, 300);
+  tcase_add_test(kafka, kafka_end_to_end);
+  suite_add_tcase(s, kafka);
   int rc = tu_run(s);
   char cmd[128];
   snprintf(cmd, sizeof(cmd), "rm -rf '%s'", state_dir);
