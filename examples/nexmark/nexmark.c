@@ -13,7 +13,11 @@
  *   NEXMARK_Q12_WINDOW_MS (100).
  * A run that produced no output fails (exit 1, with the reason): its
  * figure would measure ingest only. q12's line also says how many
- * processing-time windows fired. */
+ * processing-time windows fired.
+ * `nexmark --kafka [queries]` runs end to end instead: it starts the dev
+ * broker, produces NEXMARK_KAFKA_EVENTS (10^6) events as JSON to
+ * NEXMARK_KAFKA_PARTITIONS (16) partitions, and every run reads them
+ * with the Kafka source (lines with source=kafka). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
