@@ -15,7 +15,7 @@ DEB_PACKAGES = meson ninja-build pkg-config gcc libc6-dev binutils check libjans
 FORMAT_PACKAGES = clang-format
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test test-asan test-tsan demo bench release-build nexmark clean format format-check
+.PHONY: all deps build test test-asan test-tsan demo bench release-build nexmark nexmark-kafka clean format format-check
 
 all: build
 
@@ -81,6 +81,14 @@ nexmark: deps
 	[ -f $(BENCH_BUILD)/build.ninja ] || meson setup $(BENCH_BUILD) $(RELEASE_OPTS)
 	ninja -C $(BENCH_BUILD)
 	./$(BENCH_BUILD)/examples/nexmark/nexmark
+
+# The same end to end: the events as JSON through the dev broker
+# (sluice-kafka-dev, started and stopped by the program), 10^6 unless
+# NEXMARK_KAFKA_EVENTS says otherwise.
+nexmark-kafka: deps
+	[ -f $(BENCH_BUILD)/build.ninja ] || meson setup $(BENCH_BUILD) $(RELEASE_OPTS)
+	ninja -C $(BENCH_BUILD)
+	./$(BENCH_BUILD)/examples/nexmark/nexmark --kafka
 
 format:
 	@$(call install_missing,$(FORMAT_PACKAGES))

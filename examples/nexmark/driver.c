@@ -3,11 +3,15 @@
  * (worker w makes events w, w+P, ...), bounded out-of-orderness
  * watermarks, the query, and the caller's sink. Shared by the benchmark
  * driver and the correctness tests. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nx_driver.h"
+#include "nx_kafka.h"
 
 void nx_run_opts_default(nx_run_opts *o) {
   memset(o, 0, sizeof(*o));
@@ -66,6 +70,15 @@ static int src_poll(sl_source_ctx_t *ctx, void *opaque) {
 
 sl_stream_t *nx_events_source(sl_job_t *job, const nx_run_opts *o,
                               void **state) {
+  sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED,
+                            .bound_ms = o->watermark_bound_ms};
+  if (o->kafka_bootstrap) {
+    *state = NULL;
+    sl_kafka_source_opts_t ko = {.start = SL_KAFKA_START_EARLIEST,
+                                 .decode = nx_kafka_decode};
+    return sl_with_watermarks(
+        sl_source_kafka(job, "nexmark.events", o->kafka_topic, &ko), &wm);
+  }
   nx_src *s = calloc(1, sizeof(*s));
   *state = s;
   if (!s)
@@ -73,8 +86,6 @@ sl_stream_t *nx_events_source(sl_job_t *job, const nx_run_opts *o,
   s->o = o;
   s->job = job;
   sl_source_ops_t ops = {.open = src_open, .poll = src_poll, .parallel = true};
-  sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED,
-                            .bound_ms = o->watermark_bound_ms};
   return sl_with_watermarks(sl_source(job, "nexmark.events", &ops, s), &wm);
 }
 
@@ -85,7 +96,11 @@ sl_job_t *nx_job_new(const nx_run_opts *o, char *err, size_t errlen) {
   if (!c || sl_conf_set(c, "parallelism", p, err, errlen) ||
       sl_conf_set(c, "state.backend", o->backend, err, errlen) ||
       (o->state_dir &&
-       sl_conf_set(c, "state.dir", o->state_dir, err, errlen))) {
+       sl_conf_set(c, "state.dir", o->state_dir, err, errlen)) ||
+      (o->kafka_bootstrap &&
+       (sl_conf_set(c, "kafka.bootstrap.servers", o->kafka_bootstrap, err,
+                    errlen) ||
+        sl_conf_set(c, "kafka.log_level", "2", err, errlen)))) {
     sl_conf_destroy(c);
     return NULL;
   }
@@ -99,7 +114,71 @@ sl_job_t *nx_job_new(const nx_run_opts *o, char *err, size_t errlen) {
   return job;
 }
 
+/* A Kafka source never ends: the run stops once the end marker's
+ * watermark has reached the sink. Operators emit what a watermark causes
+ * before they forward it, so by then the sink has every output, and a
+ * stop loses nothing. */
+typedef struct end_watch {
+  sl_job_t *job;
+  int64_t until;
+  int timeout_s;
+  atomic_bool done;
+  bool reached;
+} end_watch;
+
+static void *watch_end(void *arg) {
+  end_watch *w = arg;
+  struct timespec t0, now, tick = {0, 2 * 1000 * 1000};
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  while (!atomic_load(&w->done)) {
+    nanosleep(&tick, NULL);
+    sl_op_stats_t st;
+    if (sl_job_op_stats(w->job, "nexmark.sink", &st) == SL_OK &&
+        st.watermark >= w->until) {
+      w->reached = true;
+      break;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec - t0.tv_sec > w->timeout_s)
+      break;
+  }
+  sl_job_stop(w->job);
+  return NULL;
+}
+
+/* Runs the job; from Kafka, until the end marker and with every event
+ * read. */
+static int run_job(sl_job_t *job, const nx_run_opts *o, char *err,
+                   size_t errlen) {
+  if (!o->kafka_bootstrap)
+    return sl_job_run(job);
+  end_watch w = {.job = job,
+                 .until = NX_KAFKA_END_TS - o->watermark_bound_ms - 1,
+                 .timeout_s = o->kafka_timeout_s ? o->kafka_timeout_s : 600};
+  pthread_t t;
+  if (pthread_create(&t, NULL, watch_end, &w))
+    return SL_ERR_NOMEM;
+  int rc = sl_job_run(job);
+  atomic_store(&w.done, true);
+  pthread_join(t, NULL);
+  if (rc)
+    return rc;
+  sl_op_stats_t st = {0};
+  uint64_t want = o->events + (uint64_t)o->kafka_partitions;
+  sl_job_op_stats(job, "nexmark.events", &st);
+  if (!w.reached || st.records_out != want) {
+    snprintf(err, errlen,
+             "read %" PRIu64 " of %" PRIu64
+             " messages (events and end markers) from %s%s",
+             st.records_out, want, o->kafka_topic,
+             w.reached ? "" : ", and the end was not reached in time");
+    return SL_ERR_KAFKA;
+  }
+  return SL_OK;
+}
+
 int nx_run(const nx_run_opts *o, char *err, size_t errlen) {
+  err[0] = '\0';
   sl_job_t *job = nx_job_new(o, err, errlen);
   if (!job)
     return SL_ERR_CONF;
@@ -109,8 +188,8 @@ int nx_run(const nx_run_opts *o, char *err, size_t errlen) {
   /* A graph error (out == NULL) is recorded in the job; run reports it. */
   int rc = out ? sl_sink(out, "nexmark.sink", o->sink, o->sink_opaque) : 0;
   if (!rc)
-    rc = sl_job_run(job);
-  if (rc)
+    rc = run_job(job, o, err, errlen);
+  if (rc && !err[0])
     snprintf(err, errlen, "%s: %s", sl_strerror(rc), sl_job_errmsg(job));
   sl_job_destroy(job);
   free(st);

@@ -115,40 +115,63 @@ sl_stream_t *nx_q3(sl_stream_t *events, const nx_query_conf *qc) {
  * JOIN (distinct sellers per 10 s tumbling window) A
  *   ON P.id = A.seller AND P.starttime = A.starttime
  * The window join calls q8_join once per (person, auction) pair of a
- * window; a person id occurs once, so the pairs of one person are
- * consecutive and keeping the last (id, window) emitted per worker makes
- * the sellers distinct, as the GROUP BY on auctions does. */
-typedef struct q8_last {
-  int64_t id, start;
-  char pad[48]; /* one cache line per worker */
-} q8_last;
-
-static q8_last q8_seen[256];
-
+ * window. The sellers are made distinct (the GROUP BY on auctions)
+ * downstream, keyed by person id: value state holds the window start
+ * already emitted for the id, and a timer at the window's end (the pairs'
+ * timestamp) clears it. Every pair of a window reaches the dedup before
+ * the watermark that fires that timer: the join emits a window's output
+ * before it forwards the watermark that fired it. */
 static int q8_join(sl_ctx_t *ctx, const sl_record_t *left,
                    const sl_record_t *right, void *opaque) {
   (void)right;
   const nx_query_conf *qc = opaque;
   const nx_person *p = &nx_rec_event(left)->u.person;
-  int64_t start = p->date_time - p->date_time % qc->window_ms;
-  q8_last *seen = &q8_seen[sl_ctx_worker(ctx) & 255];
-  if (seen->id == p->id && seen->start == start)
-    return 0;
-  seen->id = p->id;
-  seen->start = start;
-  nx_q8_out o = {.id = p->id, .start = start};
+  nx_q8_out o = {.id = p->id,
+                 .start = p->date_time - p->date_time % qc->window_ms};
   memcpy(o.name, p->name, sizeof(o.name));
   sl_record_t r = {&p->id, sizeof(p->id), &o, sizeof(o), 0};
   return sl_emit(ctx, &r);
 }
 
+static int q8_open(sl_ctx_t *ctx, void *opaque) {
+  (void)opaque;
+  sl_state_t *emitted = nx_state(ctx, "emitted", SL_STATE_VALUE);
+  sl_ctx_set_local(ctx, emitted);
+  return emitted ? 0 : SL_ERR_STATE;
+}
+
+static int q8_first(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)opaque;
+  const nx_q8_out *o = rec->value;
+  bool created;
+  int64_t *start =
+      sl_value_ptr(ctx, sl_ctx_local(ctx), sizeof(*start), &created);
+  if (!start)
+    return SL_ERR_NOMEM;
+  if (!created && *start == o->start)
+    return 0;
+  *start = o->start;
+  int rc = sl_timer_set(ctx, SL_EVENT_TIME, rec->ts);
+  return rc ? rc : sl_emit(ctx, rec);
+}
+
+static int q8_window_end(sl_ctx_t *ctx, sl_time_domain d, int64_t ts,
+                         void *opaque) {
+  (void)d, (void)ts, (void)opaque;
+  return sl_state_clear(ctx, sl_ctx_local(ctx));
+}
+
 sl_stream_t *nx_q8(sl_stream_t *events, const nx_query_conf *qc) {
-  memset(q8_seen, 0, sizeof(q8_seen));
   sl_stream_t *split =
       sl_flat_map(events, "q8.split", nx_split_people_auctions, NULL);
   sl_stream_t *people = sl_key_by(split, nx_key_person_id, NULL);
   sl_stream_t *auctions =
       sl_key_by(sl_side_output(split, "auction"), nx_key_auction_seller, NULL);
   sl_window_spec_t w = sl_window_tumbling(qc->window_ms);
-  return sl_window_join(people, auctions, "q8.join", &w, q8_join, (void *)qc);
+  sl_stream_t *pairs =
+      sl_window_join(people, auctions, "q8.join", &w, q8_join, (void *)qc);
+  sl_process_ops_t dedup = {
+      .open = q8_open, .on_element = q8_first, .on_timer = q8_window_end};
+  /* NULL key function: the record's key, the person id. */
+  return sl_process(sl_key_by(pairs, NULL, NULL), "q8.distinct", &dedup, NULL);
 }

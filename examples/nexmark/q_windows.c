@@ -179,7 +179,7 @@ sl_stream_t *nx_q11(sl_stream_t *events, const nx_query_conf *qc) {
  * FROM TUMBLE(bid, PROCTIME(), INTERVAL '10' SECOND) GROUP BY bidder, ... */
 sl_stream_t *nx_q12(sl_stream_t *events, const nx_query_conf *qc) {
   sl_stream_t *bids = bids_by(events, "q12.bids", nx_key_bid_bidder);
-  sl_window_spec_t w = sl_window_tumbling(qc->window_ms);
+  sl_window_spec_t w = sl_window_tumbling(qc->proc_window_ms);
   w.time = SL_PROC_TIME;
   sl_window_fn_t count = {.builtin = SL_AGG_COUNT, .process = emit_count};
   return sl_window(bids, "q12.count", &w, &count, NULL);

@@ -12,6 +12,7 @@ void nx_query_conf_default(nx_query_conf *qc) {
   qc->window_ms = 10000;
   qc->slide_ms = 2000;
   qc->session_ms = 10000;
+  qc->proc_window_ms = 10000;
   qc->closed_retention_ms = 60000;
 }
 

@@ -16,6 +16,7 @@
 
 #include "check_main.h"
 #include "examples/nexmark/nx_driver.h"
+#include "examples/nexmark/nx_kafka.h"
 
 #define N_EVENTS 40000
 #define W 1000     /* q7, q8, q12 window; q5 size */
@@ -28,6 +29,10 @@ static nx_config gen;
 static nx_query_conf qc;
 static nx_event ev[N_EVENTS];
 static char state_dir[64];
+/* Set while the end-to-end test reads the events from the dev broker. */
+static const char *kafka_bootstrap;
+#define KAFKA_TOPIC "nexmark.events"
+#define KAFKA_PARTS 4
 
 /* ---- Text lines ---------------------------------------------------------- */
 
@@ -411,12 +416,10 @@ static bool hold(sl_job_t *job, int w, uint64_t i, void *opaque) {
 
 static const char *const backends[] = {"hashmap", "rocksdb"};
 
-static void check_query(const nx_query *q, int par, const char *backend) {
-  lines want = {.q = q}, got = {.q = q};
-  pthread_mutex_init(&got.lock, NULL);
-  model(q->name, &want);
-  ck_assert_msg(want.n > 0, "%s: the model has no output", q->name);
-
+/* Runs query q and collects its output lines into *got. */
+static int run_query(const nx_query *q, int par, const char *backend,
+                     const char *dir, lines *got, size_t expected, char *err,
+                     size_t errlen) {
   nx_run_opts o;
   nx_run_opts_default(&o);
   o.query = q;
@@ -425,11 +428,15 @@ static void check_query(const nx_query *q, int par, const char *backend) {
   o.events = N_EVENTS;
   o.parallelism = par;
   o.backend = backend;
-  o.state_dir = state_dir;
+  o.state_dir = dir;
   o.watermark_bound_ms = 60;
   o.sink = sink_fn;
-  o.sink_opaque = &got;
-  pace p = {.got = &got, .expected = want.n, .par = par};
+  o.sink_opaque = got;
+  o.kafka_bootstrap = kafka_bootstrap;
+  o.kafka_topic = KAFKA_TOPIC;
+  o.kafka_partitions = KAFKA_PARTS;
+  o.kafka_timeout_s = 120;
+  pace p = {.got = got, .expected = expected, .par = par};
   if (q->proc_time) {
     p.clock = sl_clock_new_manual(T0);
     for (size_t s = 0; s <= SEGS; s++)
@@ -439,20 +446,36 @@ static void check_query(const nx_query *q, int par, const char *backend) {
     o.hold = hold;
     o.hold_opaque = &p;
   }
-  char err[512];
-  int rc = nx_run(&o, err, sizeof(err));
-  ck_assert_msg(rc == SL_OK, "%s: %s", q->name, err);
-  qsort(want.v, want.n, sizeof(char *), cmp_str);
-  qsort(got.v, got.n, sizeof(char *), cmp_str);
-  for (size_t i = 0; i < want.n && i < got.n; i++)
-    ck_assert_msg(!strcmp(want.v[i], got.v[i]),
-                  "%s P=%d %s: line %zu: model %s, job %s", q->name, par,
-                  backend, i, want.v[i], got.v[i]);
-  ck_assert_msg(want.n == got.n, "%s P=%d %s: model %zu lines, job %zu",
-                q->name, par, backend, want.n, got.n);
-  lines_free(&want);
-  lines_free(&got);
+  int rc = nx_run(&o, err, errlen);
   sl_clock_destroy(p.clock);
+  return rc;
+}
+
+/* got's lines equal the model's (want), sorted; frees both. */
+static void expect_model(const nx_query *q, int par, const char *backend,
+                         lines *want, lines *got) {
+  qsort(want->v, want->n, sizeof(char *), cmp_str);
+  qsort(got->v, got->n, sizeof(char *), cmp_str);
+  for (size_t i = 0; i < want->n && i < got->n; i++)
+    ck_assert_msg(!strcmp(want->v[i], got->v[i]),
+                  "%s P=%d %s: line %zu: model %s, job %s", q->name, par,
+                  backend, i, want->v[i], got->v[i]);
+  ck_assert_msg(want->n == got->n, "%s P=%d %s: model %zu lines, job %zu",
+                q->name, par, backend, want->n, got->n);
+  lines_free(want);
+  lines_free(got);
+}
+
+static void check_query(const nx_query *q, int par, const char *backend) {
+  lines want = {.q = q}, got = {.q = q};
+  pthread_mutex_init(&got.lock, NULL);
+  model(q->name, &want);
+  ck_assert_msg(want.n > 0, "%s: the model has no output", q->name);
+  char err[512];
+  int rc =
+      run_query(q, par, backend, state_dir, &got, want.n, err, sizeof(err));
+  ck_assert_msg(rc == SL_OK, "%s: %s", q->name, err);
+  expect_model(q, par, backend, &want, &got);
 }
 
 START_TEST(query_matches_model) {
@@ -460,6 +483,118 @@ START_TEST(query_matches_model) {
   for (int par = 1; par <= 2; par++)
     for (int b = 0; b < 2; b++)
       check_query(q, par, backends[b]);
+}
+END_TEST
+
+/* Two q8 jobs at once in one process, then one more after them: a
+ * query keeps no process-wide state, so each job's output is exactly the
+ * model's. At P=1 the sink is chained into the join, so it runs between
+ * two pairs of one window; job 0's sink waits there until job 1 has
+ * caught up, which interleaves the two jobs' joins at every output. */
+typedef struct q8_run {
+  const char *backend;
+  char dir[96];
+  lines got;
+  struct q8_run *other; /* job 0 waits for this one */
+  size_t n;
+  bool done;
+  int rc;
+  char err[512];
+} q8_run;
+
+static pthread_mutex_t q8_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t q8_cond = PTHREAD_COND_INITIALIZER;
+
+static int q8_sink(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  q8_run *r = opaque;
+  sink_fn(ctx, rec, &r->got);
+  pthread_mutex_lock(&q8_mu);
+  r->n++;
+  pthread_cond_broadcast(&q8_cond);
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 10; /* never hang: a slow other job only loses overlap */
+  while (r->other && !r->other->done && r->other->n < r->n &&
+         pthread_cond_timedwait(&q8_cond, &q8_mu, &until) == 0)
+    ;
+  pthread_mutex_unlock(&q8_mu);
+  return 0;
+}
+
+static void *q8_thread(void *arg) {
+  q8_run *r = arg;
+  nx_run_opts o;
+  nx_run_opts_default(&o);
+  o.query = nx_query_find("q8");
+  o.gen = gen;
+  o.qc = qc;
+  o.events = N_EVENTS;
+  o.backend = r->backend;
+  o.state_dir = r->dir;
+  o.watermark_bound_ms = 60;
+  o.sink = q8_sink;
+  o.sink_opaque = r;
+  r->rc = nx_run(&o, r->err, sizeof(r->err));
+  pthread_mutex_lock(&q8_mu);
+  r->done = true;
+  pthread_cond_broadcast(&q8_cond);
+  pthread_mutex_unlock(&q8_mu);
+  return NULL;
+}
+
+START_TEST(q8_jobs_concurrently) {
+  const nx_query *q = nx_query_find("q8");
+  for (int round = 0; round < 2; round++) {
+    q8_run runs[2] = {{.backend = "hashmap"}, {.backend = "rocksdb"}};
+    int n = round == 0 ? 2 : 1;
+    if (n == 2)
+      runs[0].other = &runs[1];
+    pthread_t t[2];
+    for (int k = 0; k < n; k++) {
+      runs[k].got.q = q;
+      pthread_mutex_init(&runs[k].got.lock, NULL);
+      snprintf(runs[k].dir, sizeof(runs[k].dir), "%s/q8-%d-%d", state_dir,
+               round, k);
+      ck_assert_int_eq(pthread_create(&t[k], NULL, q8_thread, &runs[k]), 0);
+    }
+    for (int k = 0; k < n; k++)
+      pthread_join(t[k], NULL);
+    for (int k = 0; k < n; k++) {
+      ck_assert_msg(runs[k].rc == SL_OK, "q8 %s: %s", runs[k].backend,
+                    runs[k].err);
+      lines want = {.q = q};
+      model("q8", &want);
+      expect_model(q, 1, runs[k].backend, &want, &runs[k].got);
+    }
+  }
+}
+END_TEST
+
+/* End to end: the events as JSON through the dev broker (a child
+ * process), read back by the Kafka source, give the model's output. q5
+ * needs event-time windows and q9 timers at every auction's expiry, which
+ * only the end marker's watermark fires for the last auctions. */
+START_TEST(kafka_end_to_end) {
+  const char *build = getenv("SLUICE_BUILD_ROOT");
+  char tool[1024], err[512];
+  snprintf(tool, sizeof(tool), "%s/tools/sluice-kafka-dev",
+           build ? build : "build");
+  nx_kafka_dev dev;
+  ck_assert_msg(!nx_kafka_dev_start(tool, KAFKA_TOPIC, KAFKA_PARTS, &dev, err,
+                                    sizeof(err)),
+                "%s", err);
+  int rc = nx_kafka_produce(dev.bootstrap, KAFKA_TOPIC, KAFKA_PARTS, &gen,
+                            N_EVENTS, err, sizeof(err));
+  if (rc)
+    nx_kafka_dev_stop(&dev);
+  ck_assert_msg(rc == 0, "%s", err);
+  kafka_bootstrap = dev.bootstrap;
+  static const char *const queries[] = {"q5", "q9"};
+  for (int k = 0; k < 2; k++)
+    for (int par = 1; par <= 2; par++)
+      check_query(nx_query_find(queries[k]), par, backends[par - 1]);
+  kafka_bootstrap = NULL;
+  nx_kafka_dev_stop(&dev);
 }
 END_TEST
 
@@ -502,6 +637,7 @@ int main(void) {
   gen.out_of_order_group = 250;   /* up to 50 ms out of order */
   nx_query_conf_default(&qc);
   qc.window_ms = W;
+  qc.proc_window_ms = W;
   qc.slide_ms = SLIDE;
   qc.session_ms = GAP;
   qc.closed_retention_ms = 2000;
@@ -515,8 +651,13 @@ int main(void) {
   TCase *tc = tcase_create("queries");
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, generator_model);
+  tcase_add_test(tc, q8_jobs_concurrently);
   tcase_add_loop_test(tc, query_matches_model, 0, (int)nx_n_queries);
   suite_add_tcase(s, tc);
+  TCase *kafka = tcase_create("kafka");
+  tcase_set_timeout(kafka, 300);
+  tcase_add_test(kafka, kafka_end_to_end);
+  suite_add_tcase(s, kafka);
   int rc = tu_run(s);
   char cmd[128];
   snprintf(cmd, sizeof(cmd), "rm -rf '%s'", state_dir);
