@@ -110,9 +110,9 @@ static void sizes(const char *backend, uint64_t keys) {
   src s1 = {.n = keys / 100, .keys = keys, .stride = 97};
   run(backend, again, &s1, &incr);
   /* Restore alone: no input, no final checkpoint. */
-  const char *rest[] = {"checkpoint.dir",   dir,     "restore.from",
-                        "latest",           "checkpoint.final", "false",
-                        NULL};
+  const char *rest[] = {
+      "checkpoint.dir", dir, "restore.from", "latest", "checkpoint.final",
+      "false",          NULL};
   src s0 = {.n = 0, .keys = 1};
   double restore = run(backend, rest, &s0, NULL);
   printf("bench=checkpoint backend=%s keys=%llu duration_ms=%lld "
@@ -135,8 +135,13 @@ static void throughput(const char *backend) {
   if (!mkdtemp(dir))
     exit(2);
   const uint64_t n = 20000000, keys = 100000;
-  const char *on[] = {"checkpoint.dir", dir, "checkpoint.interval.ms", "1000",
-                      "checkpoint.final", "false", NULL};
+  const char *on[] = {"checkpoint.dir",
+                      dir,
+                      "checkpoint.interval.ms",
+                      "1000",
+                      "checkpoint.final",
+                      "false",
+                      NULL};
   double off_s = 0, on_s = 0;
   sl_checkpoint_info_t info = {0};
   /* Alternate the two so drift on a shared machine hits both. */

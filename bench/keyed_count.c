@@ -190,8 +190,8 @@ int main(int argc, char **argv) {
     printf("bench=keyed_count events=%llu keys=%llu backend=hashmap "
            "p1_events_per_sec=%.0f p2_events_per_sec=%.0f speedup_p2=%.2f "
            "baseline_events_per_sec=%.0f ratio_to_baseline=%.2f\n",
-           (unsigned long long)N, (unsigned long long)KEYS, N / p1, N / p2, p1 / p2, N / base,
-           base / p1);
+           (unsigned long long)N, (unsigned long long)KEYS, N / p1, N / p2,
+           p1 / p2, N / base, base / p1);
   }
   KEYS = argc > 2 ? strtoull(argv[2], NULL, 10) : 1000000ULL;
   make_events();

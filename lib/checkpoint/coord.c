@@ -43,7 +43,7 @@ struct sl__ckpt {
   sl__ckpt_env env;
   sl_ckpt_participant_t *parts; /* sl__ckpt_add_participant */
   int n_parts;
-  bool on;   /* checkpoint.dir or restore.from is set */
+  bool on; /* checkpoint.dir or restore.from is set */
   char *dir;
   int lock_fd; /* flock on <dir>/.lock while the job runs; -1: none */
   int64_t interval_ms, min_pause_ms, timeout_ms;
@@ -55,11 +55,11 @@ struct sl__ckpt {
   uint64_t cur;     /* in progress (0: none) */
   sl__wsnap **acks; /* per worker, for cur */
   int n_acks;
-  _Atomic uint64_t demand; /* sl_job_checkpoint() asked for one */
+  _Atomic uint64_t demand;            /* sl_job_checkpoint() asked for one */
   _Atomic uint64_t trigger, complete; /* newest triggered / completed */
   bool final_taken;
-  int64_t last_trigger; /* monotonic ms */
-  int64_t last_done_job_ms; /* job clock at the last completion */
+  int64_t last_trigger;                  /* monotonic ms */
+  int64_t last_done_job_ms;              /* job clock at the last completion */
   int64_t durations[SL__CKPT_DURATIONS]; /* of the newest completions */
   uint64_t last_id;   /* newest id used (triggered or found on disk) */
   uint64_t last_done; /* newest completed */
@@ -274,8 +274,8 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
         meta ? json_dumps(meta, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
     if (!text) {
       rc = SL_ERR_NOMEM;
-    } else if (sl__ckpt_write_file(tmp, text, strlen(text)) || rename(tmp, path) ||
-               sl__ckpt_fsync_path(chk, true)) {
+    } else if (sl__ckpt_write_file(tmp, text, strlen(text)) ||
+               rename(tmp, path) || sl__ckpt_fsync_path(chk, true)) {
       sl__errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
       rc = SL_ERR_IO;
     }
@@ -482,8 +482,8 @@ static void unlock_dir(struct sl__ckpt *ck) {
 /* One step of the state machine, at t->now: complete, time out, trigger
  * (interval, min pause, demand), or take the final checkpoint once the
  * workers finished cleanly. */
-static int ckpt_tick(void *svc, const sl__tick *t, int64_t *next_due,
-                     char *err, size_t errlen) {
+static int ckpt_tick(void *svc, const sl__tick *t, int64_t *next_due, char *err,
+                     size_t errlen) {
   struct sl__ckpt *ck = svc;
   if (!ck->dir)
     return SL__SVC_IDLE;
@@ -772,17 +772,17 @@ static int pick_restore(struct sl__ckpt *ck, const char *from, char *out,
     }
     if (rc)
       return failf(out, outlen, rc, "cannot restore from checkpoint %s: %s",
-                          from, err);
+                   from, err);
     return 0;
   }
   if (!ck->dir)
     return failf(out, outlen, SL_ERR_CONF,
-                        "restore.from=latest needs checkpoint.dir");
+                 "restore.from=latest needs checkpoint.dir");
   uint64_t *ids;
   size_t n;
   if (sl__ckpt_list(ck->dir, &ids, &n))
     return failf(out, outlen, SL_ERR_IO, "cannot list %s: %s", ck->dir,
-                        strerror(errno));
+                 strerror(errno));
   int rc = 0, complete = 0;
   for (size_t i = 0; i < n && !ck->rs; i++) {
     char chk[4096];
@@ -844,10 +844,10 @@ static int pick_restore(struct sl__ckpt *ck, const char *from, char *out,
     return failf(out, outlen, rc, "cannot restore: checkpoint %s", err);
   if (!ck->rs && complete)
     return failf(out, outlen, SL_ERR_CORRUPT,
-                        "cannot restore: none of the %d complete checkpoints "
-                        "in %s is valid (see the log); remove them or unset "
-                        "restore.from to start empty",
-                        complete, ck->dir);
+                 "cannot restore: none of the %d complete checkpoints "
+                 "in %s is valid (see the log); remove them or unset "
+                 "restore.from to start empty",
+                 complete, ck->dir);
   if (ck->rs)
     LOG(ck, SL__LOG_INFO, "restoring from %s", ck->rs->path);
   return 0;
@@ -967,12 +967,11 @@ static int lock_dir(struct sl__ckpt *ck, char *err, size_t errlen) {
     close(ck->lock_fd);
     ck->lock_fd = -1;
     return failf(err, errlen, SL_ERR_STATE,
-                        "checkpoint.dir \"%s\" is in use: another job is "
-                        "running with it (\"%s\" is locked by this or "
-                        "another process: %s); give each running job its own "
-                        "checkpoint.dir",
-                        ck->dir, lock,
-                        en == EWOULDBLOCK ? "held" : strerror(en));
+                 "checkpoint.dir \"%s\" is in use: another job is "
+                 "running with it (\"%s\" is locked by this or "
+                 "another process: %s); give each running job its own "
+                 "checkpoint.dir",
+                 ck->dir, lock, en == EWOULDBLOCK ? "held" : strerror(en));
   }
   return 0;
 }

@@ -23,12 +23,12 @@ struct sl__ckpt;
 
 /* What the coordinator knows of its job; every pointer outlives it. */
 typedef struct sl__ckpt_env {
-  const char *name;       /* for logs and _metadata */
-  const sl_conf_t *conf;  /* checkpoint.*, restore.*, state.backend */
+  const char *name;      /* for logs and _metadata */
+  const sl_conf_t *conf; /* checkpoint.*, restore.*, state.backend */
   /* The job's processing-time clock (it may be replaced until the job
    * runs): completion times. */
   sl_clock_t *const *clock;
-  int par;                /* workers: acks per checkpoint */
+  int par; /* workers: acks per checkpoint */
   uint32_t max_par;
   const sl__graph *graph; /* operator uids (_metadata, restore checks) */
 } sl__ckpt_env;

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The checkpoint store, without a job: writing files durably, listing
  * chk-<id>, reading and checking one listed file, retention (reading a
- * whole file, mkdir -p and removing a tree are core/fs.h). Shared by the coordinator
- * (coord.c), the checkpoint check (check.h) and the sluice-ckpt tool; uses
- * nothing above the checkpoint layer. */
+ * whole file, mkdir -p and removing a tree are core/fs.h). Shared by the
+ * coordinator (coord.c), the checkpoint check (check.h) and the sluice-ckpt
+ * tool; uses nothing above the checkpoint layer. */
 #ifndef SL_CHECKPOINT_FILES_H
 #define SL_CHECKPOINT_FILES_H
 

@@ -11,7 +11,7 @@ enum { SL__LOG_ERROR = 0, SL__LOG_WARN, SL__LOG_INFO, SL__LOG_DEBUG };
 
 /* Writes "sluice[<job>] <level>: <message>" when level is enabled by
  * conf's log.level (conf may be NULL: info). */
-void sl__log(const sl_conf_t *conf, const char *job, int level,
-             const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void sl__log(const sl_conf_t *conf, const char *job, int level, const char *fmt,
+             ...) __attribute__((format(printf, 4, 5)));
 
 #endif

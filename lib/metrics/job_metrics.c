@@ -90,8 +90,8 @@ static int jm_start(void *svc, char *err, size_t errlen) {
   atomic_store(&jm->started, 1);
   jm->log_next = sl__mono_ms() + jm->log_interval_ms;
   if (jm->listen) {
-    int rc = sl__http_start(&jm->addr, http_handler, jm, &jm->http, err,
-                            errlen);
+    int rc =
+        sl__http_start(&jm->addr, http_handler, jm, &jm->http, err, errlen);
     if (rc)
       return rc;
     atomic_store(&jm->port, sl__http_port(jm->http));

@@ -70,9 +70,8 @@ void sl__jm_sync_checkpoints(sl__jmetrics *jm) {
     /* Each completion once in the histogram; the ring holds the newest. */
     for (uint64_t n = jm->ck_seen_done; n < st.completed; n++) {
       if (st.completed - n <= SL__CKPT_DURATIONS)
-        sl__mseries_observe(jm->ck_hist,
-                            (double)st.durations[n % SL__CKPT_DURATIONS] /
-                                1000.0);
+        sl__mseries_observe(
+            jm->ck_hist, (double)st.durations[n % SL__CKPT_DURATIONS] / 1000.0);
       sl__mseries_inc(jm->ck_done, 1);
     }
     if (st.completed > jm->ck_seen_done) {

@@ -262,8 +262,8 @@ static void take_snapshot(sl__worker *w, uint64_t id) {
   sl__job_wake(w->job);
 }
 
-int sl__barrier_snapshot_image(sl__worker *w, void **data, size_t *len, char *err,
-                            size_t errlen) {
+int sl__barrier_snapshot_image(sl__worker *w, void **data, size_t *len,
+                               char *err, size_t errlen) {
   sl__wsnap *s = build_snapshot(w, 1, false);
   if (!s) {
     snprintf(err, errlen, "out of memory");
@@ -340,8 +340,7 @@ int sl__barrier_round(sl__worker *w) {
     w->ckpt_done = id;
     w->ckpt_id = 0;
   }
-  uint64_t done =
-      sl__ckpt_completed(job->ckpt);
+  uint64_t done = sl__ckpt_completed(job->ckpt);
   if (done > w->ckpt_notified) {
     w->ckpt_notified = done;
     return notify(w, done);

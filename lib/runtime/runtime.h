@@ -118,7 +118,7 @@ struct sl__worker {
    * processing-time callbacks wait, and every input that delivered the
    * barrier is blocked, so the worker's state stops exactly at it. */
   uint64_t ckpt_id, ckpt_done, ckpt_injected, ckpt_notified;
-  struct sl__wsnap *snap;       /* the snapshot being collected */
+  struct sl__wsnap *snap;  /* the snapshot being collected */
   const char *restore_dir; /* native state snapshot to start from */
   int rc;
   /* runtime/stats.c: loop rounds and when sizes are next published. */
@@ -261,8 +261,7 @@ int sl__worker_proc_time(sl__worker *w);
  * stopped): counted for the supervisor, which it wakes. */
 void sl__worker_finished(sl__worker *w, bool clean);
 /* The worker's state backend, opened on first use (sl_op_backend). */
-struct sl__backend *sl__worker_backend(sl__worker *w, char *err,
-                                       size_t errlen);
+struct sl__backend *sl__worker_backend(sl__worker *w, char *err, size_t errlen);
 /* Source subtasks (source.c). Polls one subtask once: 1 when it did
  * work, 0 when it had nothing, or a negative error. */
 int sl__source_poll(sl__worker *w, struct sl_source_ctx *s);

@@ -212,4 +212,3 @@ int sl__source_poll(sl__worker *w, src_t *s) {
   }
   return emitted;
 }
-

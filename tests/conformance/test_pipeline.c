@@ -226,7 +226,8 @@ static int big_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
     ok = v[j] == (unsigned char)(i * 31 + j / 64);
   char key[32];
   snprintf(key, sizeof(key), "k%llu", (unsigned long long)(i % 7));
-  ok = ok && rec->key_len == strlen(key) && !memcmp(rec->key, key, rec->key_len);
+  ok =
+      ok && rec->key_len == strlen(key) && !memcmp(rec->key, key, rec->key_len);
   atomic_fetch_add(ok ? &r->seen : &r->bad, 1);
   return 0;
 }
@@ -237,8 +238,7 @@ START_TEST(large_records_through_keyed_batches) {
     atomic_store(&r.seen, 0);
     atomic_store(&r.bad, 0);
     sl_job_t *job = tu_job(par, NULL);
-    sl_generator_opts_t go = {
-        .count = BIG_N, .gen = gen_big, .parallel = true};
+    sl_generator_opts_t go = {.count = BIG_N, .gen = gen_big, .parallel = true};
     sl_process_ops_t po = {.on_element = big_element};
     sl_stream_t *k =
         sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);

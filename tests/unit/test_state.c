@@ -1128,11 +1128,10 @@ typedef struct agree_states {
 
 static void agree_register(fx *f, agree_states *a) {
   for (int t = 0; t < 2; t++) {
-    sl_state_ttl_t ttl = {.ttl_ms = 50,
-                          .time = t ? SL_TTL_EVENT_TIME
-                                    : SL_TTL_PROCESSING_TIME,
-                          .update = t ? SL_TTL_ON_CREATE_AND_WRITE
-                                      : SL_TTL_ON_READ_AND_WRITE};
+    sl_state_ttl_t ttl = {
+        .ttl_ms = 50,
+        .time = t ? SL_TTL_EVENT_TIME : SL_TTL_PROCESSING_TIME,
+        .update = t ? SL_TTL_ON_CREATE_AND_WRITE : SL_TTL_ON_READ_AND_WRITE};
     char names[5][8];
     for (int k = 0; k < 5; k++)
       snprintf(names[k], sizeof(names[k]), "%c%d", "vlmra"[k], t);
