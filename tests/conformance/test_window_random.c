@@ -121,16 +121,7 @@ static void outs_free(outs *o) {
 }
 
 static void outs_check(outs *got, outs *want, const char *what) {
-  qsort(got->s, got->n, sizeof(char *), wu_cmp);
-  qsort(want->s, want->n, sizeof(char *), wu_cmp);
-  size_t i = 0;
-  while (i < got->n && i < want->n && strcmp(got->s[i], want->s[i]) == 0)
-    i++;
-  ck_assert_msg(i == got->n && i == want->n,
-                "%s: %zu outputs, expected %zu; first difference at %zu: "
-                "got %s, want %s",
-                what, got->n, want->n, i, i < got->n ? got->s[i] : "(end)",
-                i < want->n ? want->s[i] : "(end)");
+  wu_same_lines(got->s, got->n, want->s, want->n, what);
 }
 
 /* ---- Reference model ------------------------------------------------------

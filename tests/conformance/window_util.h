@@ -113,6 +113,22 @@ static inline int wu_cmp(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Asserts that two collections of output lines are the same multiset
+ * (sorting both), naming the first difference. */
+static inline void wu_same_lines(char **got, size_t n_got, char **want,
+                                 size_t n_want, const char *what) {
+  qsort(got, n_got, sizeof(char *), wu_cmp);
+  qsort(want, n_want, sizeof(char *), wu_cmp);
+  size_t i = 0;
+  while (i < n_got && i < n_want && strcmp(got[i], want[i]) == 0)
+    i++;
+  ck_assert_msg(i == n_got && i == n_want,
+                "%s: %zu outputs, expected %zu; first difference at %zu: "
+                "got \"%s\", expected \"%s\"",
+                what, n_got, n_want, i, i < n_got ? got[i] : "(end)",
+                i < n_want ? want[i] : "(end)");
+}
+
 /* Asserts that the main output since the last clear is exactly the
  * expected records in any order ("(key,value)@ts" with built-in results),
  * then clears it. */
