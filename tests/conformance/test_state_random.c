@@ -558,7 +558,8 @@ static void model_run(const input *in, outs *want) {
     mkey *k = &keys[key];
     char kb[8];
     snprintf(kb, sizeof(kb), "k%d", key);
-    qsort(tm[key].t, tm[key].n, sizeof(int64_t), cmp_i64);
+    if (tm[key].n)
+      qsort(tm[key].t, tm[key].n, sizeof(int64_t), cmp_i64);
     for (size_t i = 0; i < tm[key].n; i++) {
       int64_t t = tm[key].t[i];
       k->c_n = live(&k->c, t) ? k->c_n + 1 : 1;

@@ -117,8 +117,10 @@ static inline int wu_cmp(const void *a, const void *b) {
  * (sorting both), naming the first difference. */
 static inline void wu_same_lines(char **got, size_t n_got, char **want,
                                  size_t n_want, const char *what) {
-  qsort(got, n_got, sizeof(char *), wu_cmp);
-  qsort(want, n_want, sizeof(char *), wu_cmp);
+  if (n_got) /* an empty collection may have no array */
+    qsort(got, n_got, sizeof(char *), wu_cmp);
+  if (n_want)
+    qsort(want, n_want, sizeof(char *), wu_cmp);
   size_t i = 0;
   while (i < n_got && i < n_want && strcmp(got[i], want[i]) == 0)
     i++;

@@ -74,7 +74,8 @@ static int cmp_line(const void *a, const void *b) {
 /* The collected output, sorted, as one string (caller frees). */
 static char *outs_take(void) {
   pthread_mutex_lock(&out.mu);
-  qsort(out.line, out.n, sizeof(char *), cmp_line);
+  if (out.n) /* out.line is NULL before the first line */
+    qsort(out.line, out.n, sizeof(char *), cmp_line);
   size_t len = 1;
   for (size_t i = 0; i < out.n; i++)
     len += strlen(out.line[i]) + 1;
