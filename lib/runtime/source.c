@@ -137,19 +137,23 @@ int sl_source_idle(sl_source_ctx_t *s, bool idle) {
   return sl__forward_idle(&s->op, idle);
 }
 
+/* Forwards the subtask's generated watermark when it advanced, publishing
+ * it for readers on other threads. */
+static int advance_wm(src_t *s, int64_t wm) {
+  if (wm <= s->wm_emitted)
+    return 0;
+  s->wm_emitted = wm;
+  atomic_store_explicit(&s->op.wm_pub, wm, memory_order_relaxed);
+  return sl__forward_watermark(&s->op, wm);
+}
+
 /* Ends a source subtask. Only a natural end of input advances the
  * watermark to the maximum, so a stopped job does not fire every window. */
 int sl__source_finish(src_t *s, bool natural) {
   s->done = true;
   s->finished = natural;
   s->op.ended = true;
-  int rc = 0;
-  if (natural && s->wm_emitted < SL_WATERMARK_MAX) {
-    s->wm_emitted = SL_WATERMARK_MAX;
-    atomic_store_explicit(&s->op.wm_pub, SL_WATERMARK_MAX,
-                          memory_order_relaxed);
-    rc = sl__forward_watermark(&s->op, SL_WATERMARK_MAX);
-  }
+  int rc = natural ? advance_wm(s, SL_WATERMARK_MAX) : 0;
   return rc ? rc : sl__forward_end(&s->op);
 }
 
@@ -170,18 +174,12 @@ int sl__source_poll(sl__worker *w, src_t *s) {
     s->rt_pending = false;
     if (!s->own_wm) {
       int e = s->wmgen.idle ? sl__forward_idle(&s->op, true) : 0;
-      int64_t wm = sl__wmgen_current(&s->wmgen);
-      if (!e && wm > s->wm_emitted) {
-        s->wm_emitted = wm;
-        atomic_store_explicit(&s->op.wm_pub, wm, memory_order_relaxed);
-        e = sl__forward_watermark(&s->op, wm);
-      }
-      if (e)
+      if (e || (e = advance_wm(s, sl__wmgen_current(&s->wmgen))))
         return e;
     }
   }
   uint64_t before = sl__counter_get(&s->op.out);
-  int rc = n->src_ops->poll(s, n->src_opaque);
+  int rc = n->src_ops->poll(s, n->src_opaque), rc2;
   if (rc < 0) {
     if (!sl__job_failing(job))
       sl_op_fail(&s->op, rc, "source poll failed: %s", sl_strerror(rc));
@@ -198,14 +196,8 @@ int sl__source_poll(sl__worker *w, src_t *s) {
              (rc = sl__forward_idle(&s->op, true)))
       return rc;
   }
-  int64_t wm = s->own_wm ? SL_TS_MIN : sl__wmgen_current(&s->wmgen);
-  if (wm > s->wm_emitted) {
-    s->wm_emitted = wm;
-    atomic_store_explicit(&s->op.wm_pub, wm, memory_order_relaxed);
-    int e = sl__forward_watermark(&s->op, wm);
-    if (e)
-      return e;
-  }
+  if (!s->own_wm && (rc2 = advance_wm(s, sl__wmgen_current(&s->wmgen))))
+    return rc2;
   if (rc == SL_POLL_END) {
     int e = sl__source_finish(s, true);
     return e ? e : 1;
