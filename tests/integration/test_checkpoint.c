@@ -412,6 +412,18 @@ static void *run_thread(void *job) {
   return (void *)(intptr_t)sl_job_run(job);
 }
 
+/* Starts an idle job on dir in thread *t and returns once it runs (its
+ * source polled): it then holds dir. */
+static sl_job_t *start_idle_job(const char *dir, idle_src *src, pthread_t *t) {
+  sl_job_t *job = idle_job(dir, src);
+  ck_assert_int_eq(pthread_create(t, NULL, run_thread, job), 0);
+  pthread_mutex_lock(&src->mu);
+  while (!src->polled)
+    pthread_cond_wait(&src->cv, &src->mu);
+  pthread_mutex_unlock(&src->mu);
+  return job;
+}
+
 /* A second job on a checkpoint.dir in use fails at start with a clear
  * error and writes nothing there; once the first job ended, the directory
  * is free again. Both jobs are in this process: flock conflicts between
@@ -419,13 +431,8 @@ static void *run_thread(void *job) {
 START_TEST(checkpoint_dir_is_one_jobs_at_a_time) {
   char *dir = tmpdir();
   idle_src src = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
-  sl_job_t *a = idle_job(dir, &src);
   pthread_t t;
-  ck_assert_int_eq(pthread_create(&t, NULL, run_thread, a), 0);
-  pthread_mutex_lock(&src.mu);
-  while (!src.polled)
-    pthread_cond_wait(&src.cv, &src.mu);
-  pthread_mutex_unlock(&src.mu);
+  sl_job_t *a = start_idle_job(dir, &src, &t);
 
   run b = {.par = 2, .dir = dir, .n = 1000};
   ck_assert_int_eq(run_job(&b), SL_ERR_STATE);
@@ -455,13 +462,8 @@ END_TEST
 START_TEST(checkpoint_dir_in_use_message) {
   char *dir = tmpdir();
   idle_src src = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
-  sl_job_t *a = idle_job(dir, &src);
   pthread_t t;
-  ck_assert_int_eq(pthread_create(&t, NULL, run_thread, a), 0);
-  pthread_mutex_lock(&src.mu);
-  while (!src.polled)
-    pthread_cond_wait(&src.cv, &src.mu);
-  pthread_mutex_unlock(&src.mu);
+  sl_job_t *a = start_idle_job(dir, &src, &t);
   idle_src src2 = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
   sl_job_t *b = idle_job(dir, &src2);
   ck_assert_int_eq(sl_job_run(b), SL_ERR_STATE);
