@@ -1,8 +1,20 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The operator plug-in interface: everything an operator (map, keyed
  * process, window, sink...) needs from the runtime, and the table of
- * functions the runtime calls on it. Operators include only this header and
- * the public ones; they never reach into the runtime's structures. */
+ * functions the runtime calls on it. They never reach into the runtime's
+ * structures.
+ *
+ * The operator SDK is this header plus, for keyed operators, the keyed
+ * tier (the layer table of docs/architecture.md checks it):
+ *   runtime/keyed.h  a batch of keyed records with prefetch, timers fired
+ *                    with their key made current, opening keyed state;
+ *   state/state.h    keyed state on the sl__keyed context (state/keyed.h)
+ *                    and the backend contract (state/backend.h), for
+ *                    operators that lay out their own state (windows);
+ *   time/timers.h    the timer service of a keyed context;
+ *   lib/core         helpers (core/util.h, core/hash.h).
+ * Nothing else of lib/: no _int.h header of another folder, no runtime
+ * structure (runtime/runtime.h). */
 #ifndef SL_OPERATOR_H
 #define SL_OPERATOR_H
 

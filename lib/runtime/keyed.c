@@ -8,7 +8,27 @@
 #include "runtime/runtime.h"
 
 #include "state/keyed.h"
+#include "state/state.h"
 #include "time/timers.h"
+
+static int64_t op_now(void *op) {
+  return sl_ctx_now(op);
+}
+
+int sl__kstate_open(sl__keyed *k) {
+  sl_ctx_t *op = k->op;
+  char err[256];
+  /* Every keyed operator on a worker shares the worker's backend (one
+   * RocksDB per worker; one snapshot per worker), its states named
+   * "<uid>/<name>". */
+  sl__backend *be = sl_op_backend(op, err, sizeof(err));
+  if (!be)
+    return sl_op_fail(op, SL_ERR_CONF, "%s", err);
+  k->state = sl__kstate_new(be, false, sl_op_uid(op), op_now, op);
+  if (!k->state)
+    return sl_op_fail(op, SL_ERR_NOMEM, "out of memory for keyed state");
+  return 0;
+}
 
 int sl_ctx_key(const sl_ctx_t *ctx, const void **key, size_t *len) {
   const sl__keyed *k = sl_op_keyed(ctx);

@@ -54,6 +54,13 @@ static inline __attribute__((always_inline)) int sl__keyed_batch(
   return rc;
 }
 
+/* For keyed operators, in open(): creates k->state for the instance k->op
+ * (k->op must be set) over the worker's backend (state.backend, owning
+ * the worker's key groups), with TTL processing time from sl_ctx_now(k->op).
+ * On failure the job is failed with a message and the error returned.
+ * sl__kstate_close() (state/state.h) frees it. */
+int sl__kstate_open(sl__keyed *k);
+
 typedef int (*sl__keyed_timer_fn)(sl__keyed *k, sl_time_domain domain,
                                   int64_t ts);
 

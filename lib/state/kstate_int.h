@@ -148,26 +148,6 @@ sl__vmodify(sl__keyed *k, sl_state_t *st, size_t size, bool *fresh, int *err) {
   return (unsigned char *)p + sizeof(int64_t);
 }
 
-/* sl__value_ptr, inlined into the public sl_value_ptr (per record). */
-static inline __attribute__((always_inline)) void *
-sl__value_ptr_inl(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
-                  int *err) {
-  int rc = sl__state_check(k, st, SL_STATE_VALUE);
-  if (SL__UNLIKELY(rc)) {
-    *err = rc;
-    return NULL;
-  }
-  bool fresh;
-  void *p = sl__vmodify(k, st, size, &fresh, err);
-  if (SL__LIKELY(p != NULL)) {
-    if (SL__UNLIKELY(fresh) && size)
-      memset(p, 0, size);
-    if (created)
-      *created = fresh;
-  }
-  return p;
-}
-
 /* Scratch of at least n bytes (8-byte aligned), NULL when out of memory. */
 void *sl__kstate_scratch(struct sl__kstate *ks, size_t n);
 

@@ -9,7 +9,6 @@
 
 #include "core/conf.h"
 #include "core/util.h"
-#include "operator.h"
 #include "state/kstate_int.h"
 
 #define TTL_CLEANUP_DEFAULT 5 /* Flink's cleanupIncrementally(5, false) */
@@ -54,25 +53,6 @@ void sl__kstate_destroy(struct sl__kstate *ks) {
 
 sl__backend *sl__kstate_backend(const struct sl__kstate *ks) {
   return ks->be;
-}
-
-static int64_t op_now(void *op) {
-  return sl_ctx_now(op);
-}
-
-int sl__kstate_open(sl__keyed *k) {
-  sl_ctx_t *op = k->op;
-  char err[256];
-  /* Every keyed operator on a worker shares the worker's backend (one
-   * RocksDB per worker; one snapshot per worker), its states named
-   * "<uid>/<name>". */
-  sl__backend *be = sl_op_backend(op, err, sizeof(err));
-  if (!be)
-    return sl_op_fail(op, SL_ERR_CONF, "%s", err);
-  k->state = sl__kstate_new(be, false, sl_op_uid(op), op_now, op);
-  if (!k->state)
-    return sl_op_fail(op, SL_ERR_NOMEM, "out of memory for keyed state");
-  return 0;
 }
 
 void sl__kstate_close(sl__keyed *k) {
@@ -369,9 +349,24 @@ int sl__value_put(sl__keyed *k, sl_state_t *st, const void *val, size_t len) {
   return 0;
 }
 
+/* Per record in most keyed jobs: the release build's link-time
+ * optimization inlines it into the public sl_value_ptr. */
 void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
                     int *err) {
-  return sl__value_ptr_inl(k, st, size, created, err);
+  int rc = sl__state_check(k, st, SL_STATE_VALUE);
+  if (SL__UNLIKELY(rc)) {
+    *err = rc;
+    return NULL;
+  }
+  bool fresh;
+  void *p = sl__vmodify(k, st, size, &fresh, err);
+  if (SL__LIKELY(p != NULL)) {
+    if (SL__UNLIKELY(fresh) && size)
+      memset(p, 0, size);
+    if (created)
+      *created = fresh;
+  }
+  return p;
 }
 
 int sl__state_clear(sl__keyed *k, sl_state_t *st) {

@@ -14,17 +14,12 @@
 
 struct sl__kstate;
 
-/* Processing time for TTL: the operator's clock (sl_ctx_now), or a manual
- * one in tests. */
+/* Processing time for TTL: the operator's clock (sl_ctx_now, given by the
+ * runtime), or a manual one in tests. */
 typedef int64_t (*sl__now_fn)(void *opaque);
 
-/* For keyed operators, in open(): creates k->state for the instance k->op
- * (k->op must be set): a backend per state.backend owning the key groups
- * of the instance's worker, TTL processing time from sl_ctx_now(k->op).
- * On failure the job is failed with a message and the error returned.
- * sl__kstate_close() frees it (and sets k->state to NULL); it is a no-op
- * when k->state is NULL. */
-int sl__kstate_open(sl__keyed *k);
+/* Frees k->state (made by the runtime's sl__kstate_open, runtime/keyed.h)
+ * and sets it to NULL; a no-op when k->state is NULL. */
 void sl__kstate_close(sl__keyed *k);
 
 /* Lower level: a keyed state over an existing backend be (taking

@@ -355,6 +355,17 @@ static char *resolve_include(const checker *c, const char *file,
   return found;
 }
 
+/* Whether hdr is a private header (name ending in _int.h) of a folder
+ * other than file's: those are for the files beside them only. */
+static bool private_elsewhere(const char *file, const char *hdr) {
+  size_t hl = strlen(hdr);
+  if (hl < 6 || strcmp(hdr + hl - 6, "_int.h") != 0)
+    return false;
+  const char *hs = strrchr(hdr, '/'), *fs = strrchr(file, '/');
+  size_t hd = hs ? (size_t)(hs - hdr) : 0, fd = fs ? (size_t)(fs - file) : 0;
+  return hd != fd || strncmp(hdr, file, hd) != 0;
+}
+
 static void scan_includes(checker *c, const char *file) {
   char *abs = xasprintf("%s/%s", c->root, file);
   char *text = read_all(abs);
@@ -391,6 +402,11 @@ static void scan_includes(checker *c, const char *file) {
                         "layer table",
                         file, hdr);
             add_use(c, file, to, USE_INCLUDE, hdr, NULL);
+            if (private_elsewhere(file, hdr))
+              add_error(c,
+                        "%s includes %s, a header private to its own "
+                        "folder (_int.h)",
+                        file, hdr);
           }
           free(hdr);
           free(name);
@@ -912,6 +928,28 @@ START_TEST(table_with_a_cycle_fails) {
 }
 END_TEST
 
+/* A header ending in _int.h is for its own folder: another folder that
+ * includes it fails even where the table lets it include that folder. */
+START_TEST(private_header_of_another_folder_fails) {
+  char *dir = make_tree();
+  put(dir, "lib/low/q_int.h", "int q;\n");
+  put(dir, "lib/low/b.h", "#include \"q_int.h\"\n");
+  put(dir, "lib/high/x.h", "#include \"low/q_int.h\"\n");
+  char *text = NULL;
+  result r =
+      check_made_tree(dir,
+                      "lib/low lib/high lib/high/h.h  # issue 1: moving\n"
+                      "lib/low lib/high high_fn  # issue 1: moving\n",
+                      &text);
+  ck_assert_msg(r.unlisted == 0 && r.stale_or_errors == 1 &&
+                    strstr(text, "lib/high/x.h includes lib/low/q_int.h, a "
+                                 "header private to its own folder"),
+                "%s", text);
+  free(text);
+  rm_tree(dir);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("layering");
   TCase *tc = tcase_create("layering");
@@ -919,6 +957,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, tree_follows_the_layer_table);
   tcase_add_test(tc, checker_reports_unlisted_and_stale_uses);
   tcase_add_test(tc, table_with_a_cycle_fails);
+  tcase_add_test(tc, private_header_of_another_folder_fails);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The public keyed-state functions of sluice/state.h: each finds the
- * operator instance's keyed context and calls the sl__ function of the
- * same name, which tests and window operators use directly. */
+ * operator instance's keyed context (the runtime's) and calls the sl__
+ * function of the same name in lib/state, which tests and window
+ * operators use directly. A failure the backend explains fails the
+ * operator here, so lib/state never reaches into the runtime. */
 #include "core/util.h"
 #include "operator.h"
-#include "state/kstate_int.h"
+#include "state/state.h"
 
 /* A backend that failed beyond one call (I/O error, full disk, corruption)
  * says why, naming its directory: that becomes the job's error, so the job
@@ -52,7 +54,7 @@ int sl_value_put(sl_ctx_t *ctx, sl_state_t *st, const void *val, size_t len) {
 
 void *sl_value_ptr(sl_ctx_t *ctx, sl_state_t *st, size_t size, bool *created) {
   int err = 0;
-  void *p = sl__value_ptr_inl(sl_op_keyed(ctx), st, size, created, &err);
+  void *p = sl__value_ptr(sl_op_keyed(ctx), st, size, created, &err);
   if (!p) {
     sl__keyed *k = sl_op_keyed(ctx);
     sl__backend *be = k && k->state ? sl__kstate_backend(k->state) : NULL;
