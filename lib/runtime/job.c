@@ -11,6 +11,7 @@
 #include "core/hash.h"
 #include "checkpoint/coord.h"
 #include "core/clock.h"
+#include "graph/plan.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
 
@@ -299,70 +300,47 @@ static void port_absent(sl_ctx_t *c, int port) {
   c->n_ended++;
 }
 
-/* The instance producing a node's output on worker w: for key_by, its
- * consumer half. Instances of the key_by producer halves live after the
- * nodes in w->inst, at n_nodes + xidx. */
+/* Creates worker w's instances and connects them as the graph's plan for
+ * the worker says (graph/plan.h). */
 static int plan_worker(sl_job_t *job, sl__worker *w) {
-  int nn = job->g.n_nodes;
-  w->inst = calloc((size_t)(nn + job->g.n_xchg), sizeof(*w->inst));
+  sl__plan p;
+  int rc = sl__plan_worker(&job->g, w->index, job->par, &p);
+  if (rc)
+    return rc;
+  w->inst = calloc((size_t)p.n_slots, sizeof(*w->inst));
   if (!w->inst)
-    return SL_ERR_NOMEM;
-  for (int i = 0; i < nn; i++) {
-    sl__node *n = job->g.nodes[i];
-    bool here = n->parallel || w->index == 0;
-    if (n->kind == SL__NODE_SOURCE) {
-      if (!here)
-        continue;
-      sl_ctx_t *c =
-          inst_new(w, n, &sl__source_ops, 0, sizeof(struct sl_source_ctx));
-      if (!c)
-        return SL_ERR_NOMEM;
-      w->inst[i] = c;
-      continue;
+    rc = SL_ERR_NOMEM;
+  for (int i = 0; !rc && i < p.n_inst; i++) {
+    const sl__plan_inst *in = &p.inst[i];
+    sl__node *n = in->node;
+    const sl_operator_ops_t *ops = n->ops;
+    size_t size = sizeof(struct sl_ctx);
+    if (in->kind == SL__INST_SOURCE) {
+      ops = &sl__source_ops;
+      size = sizeof(struct sl_source_ctx);
+    } else if (in->kind == SL__INST_KEYBY_PROD) {
+      ops = &sl__keyby_prod_ops;
+    } else if (in->kind == SL__INST_KEYBY_CONS) {
+      ops = &sl__keyby_cons_ops;
     }
-    if (n->kind == SL__NODE_KEYBY) {
-      sl_ctx_t *cons =
-          inst_new(w, n, &sl__keyby_cons_ops, job->par, sizeof(struct sl_ctx));
-      if (!cons)
-        return SL_ERR_NOMEM;
-      w->inst[i] = cons;
-      /* Which workers run the producer: those with the upstream. */
-      bool up_everywhere = n->inputs[0].from->parallel;
-      for (int p = 0; p < job->par; p++)
-        if (!up_everywhere && p != 0)
-          port_absent(cons, p);
-      sl_ctx_t *up = w->inst[n->inputs[0].from->id];
-      if (up) {
-        sl_ctx_t *prod =
-            inst_new(w, n, &sl__keyby_prod_ops, 1, sizeof(struct sl_ctx));
-        if (!prod)
-          return SL_ERR_NOMEM;
-        prod->xchg = job->xchgs[n->xidx];
-        w->inst[nn + n->xidx] = prod;
-        int rc = connect(up, n->inputs[0].tag, prod, 0);
-        if (rc)
-          return rc;
-      }
-      continue;
+    sl_ctx_t *c = inst_new(w, n, ops, in->n_ports, size);
+    if (!c) {
+      rc = SL_ERR_NOMEM;
+      break;
     }
-    if (!here)
-      continue;
-    sl_ctx_t *c = inst_new(w, n, n->ops, n->n_inputs, sizeof(struct sl_ctx));
-    if (!c)
-      return SL_ERR_NOMEM;
-    w->inst[i] = c;
-    for (int p = 0; p < n->n_inputs; p++) {
-      sl_ctx_t *up = w->inst[n->inputs[p].from->id];
-      if (!up) {
-        port_absent(c, p);
-        continue;
-      }
-      int rc = connect(up, n->inputs[p].tag, c, p);
-      if (rc)
-        return rc;
+    w->inst[in->slot] = c;
+    if (in->kind == SL__INST_KEYBY_PROD)
+      c->xchg = job->xchgs[n->xidx];
+    for (int port = 0; !rc && port < in->n_ports; port++) {
+      const sl__plan_port *pp = &in->ports[port];
+      if (pp->from == SL__PORT_ABSENT)
+        port_absent(c, port);
+      else if (pp->from >= 0)
+        rc = connect(w->inst[pp->from], pp->tag, c, port);
     }
   }
-  return 0;
+  sl__plan_free(&p);
+  return rc;
 }
 
 static int plan(sl_job_t *job) {
