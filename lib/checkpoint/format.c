@@ -179,7 +179,8 @@ int sl__snap_timer_next(sl__rd *p, sl__snap_timer *t) {
   uint64_t ts;
   if (!sl__rd_u32(p, &t->kg) || !sl__rd_u8(p, &t->domain) ||
       !sl__rd_u64(p, &ts) || !sl__rd_bytes(p, &t->key, &t->key_len) ||
-      !sl__rd_bytes(p, &t->ns, &t->ns_len))
+      !sl__rd_bytes(p, &t->ns, &t->ns_len) ||
+      t->domain >= SL__SNAP_TIMER_DOMAINS)
     return SL_ERR_CORRUPT;
   t->ts = (int64_t)ts;
   return 1;

@@ -72,6 +72,9 @@ int sl__snap_next(sl__rd *body, uint32_t *type, uint32_t *kg, sl__rd *payload);
  * read the layout of the enum above the same way. Each *_next returns 1
  * with the next item (pointers into the file image), 0 at the end of the
  * payload, SL_ERR_CORRUPT when it is malformed. */
+/* The type of a state in SL__SEC_STATES: how its values are laid out. A
+ * LIST value is framed elements (sl__snap_list_next). */
+enum { SL__SNAP_VALUE = 0, SL__SNAP_LIST = 1, SL__SNAP_MAP = 2 };
 typedef struct sl__snap_state {
   uint32_t id, type;
   const void *name;
@@ -89,7 +92,16 @@ typedef struct sl__snap_entry {
 } sl__snap_entry;
 int sl__snap_entry_next(sl__rd *p, sl__snap_entry *e);
 
-/* SL__SEC_TIMERS: the uid first (sl__rd_bytes), then timer_next. */
+/* The elements of a LIST entry's value: 1 with the element at *off (then
+ * advanced past it), 0 at the end, SL_ERR_CORRUPT when the framing does
+ * not add up. Start with *off = 0. */
+int sl__snap_list_next(const sl__snap_entry *e, size_t *off, const void **elem,
+                       size_t *len);
+
+/* SL__SEC_TIMERS: the uid first (sl__rd_bytes), then timer_next. A
+ * domain is SL_EVENT_TIME or SL_PROC_TIME (a larger one is
+ * corrupt). */
+#define SL__SNAP_TIMER_DOMAINS 2
 typedef struct sl__snap_timer {
   uint32_t kg;
   uint8_t domain;

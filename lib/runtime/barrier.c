@@ -8,13 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint/codec.h"
 #include "checkpoint/coord.h"
 #include "runtime/barrier.h"
-#include "core/conf.h"
 #include "core/hash.h"
 #include "state/keyed.h"
 #include "state/state.h"
-#include "time/timers.h"
 
 typedef struct sl_source_ctx src_t;
 
@@ -44,75 +43,14 @@ static bool worker_aligned(const sl__worker *w) {
 
 /* ---- Snapshot ----------------------------------------------------------- */
 
-typedef struct scan_ctx {
-  sl_buf_t *b;
-  uint64_t n;
-  int rc;
-} scan_ctx;
-
-static int put_entry(uint32_t state, const void *key, size_t key_len,
-                     const void *ns, size_t ns_len, const void *mk,
-                     size_t mk_len, const void *val, size_t len, void *opaque) {
-  scan_ctx *s = opaque;
-  sl_buf_t *b = s->b;
-  uint8_t has_mk = mk != NULL;
-  int rc = sl__buf_u32(b, state);
-  if (!rc)
-    rc = sl__buf_bytes(b, key, key_len);
-  if (!rc)
-    rc = sl__buf_bytes(b, ns, ns_len);
-  if (!rc)
-    rc = sl_buf_append(b, &has_mk, 1);
-  if (!rc && has_mk)
-    rc = sl__buf_bytes(b, mk, mk_len);
-  if (!rc)
-    rc = sl__buf_bytes(b, val, len);
-  s->n++;
-  return rc;
-}
-
-static int put_timer(const sl__timer_view *v, int domain, void *opaque) {
-  scan_ctx *s = opaque;
-  sl_buf_t *b = s->b;
-  uint8_t d = (uint8_t)domain;
-  int rc = sl__buf_u32(b, v->kg);
-  if (!rc)
-    rc = sl_buf_append(b, &d, 1);
-  if (!rc)
-    rc = sl__buf_u64(b, (uint64_t)v->ts);
-  if (!rc)
-    rc = sl__buf_bytes(b, v->key, v->key_len);
-  if (!rc)
-    rc = sl__buf_bytes(b, v->ns, v->ns_len);
-  s->n++;
-  return rc;
-}
-
-/* src: a source subtask, whose event time follows its blob. */
-static int snap_blob(sl_buf_t *b, uint32_t type, const char *uid,
-                     const src_t *src, const sl_buf_t *blob) {
-  size_t mark;
-  int rc = sl__snap_begin_section(b, type, SL__SNAP_NO_KG, &mark);
-  if (!rc)
-    rc = sl__buf_bytes(b, uid, strlen(uid));
-  if (!rc && src)
-    rc = sl__buf_u32(b, (uint32_t)sl_source_ctx_subtask((src_t *)src));
-  if (!rc)
-    rc = sl__buf_bytes(b, blob->data, blob->len);
-  if (!rc && src) {
-    uint8_t flags = (uint8_t)((src->wmgen.idle ? SL__SRC_IDLE : 0) |
-                              (src->finished ? SL__SRC_FINISHED : 0));
-    rc = sl__buf_u32(b, SL__SRC_TIME_MAGIC);
-    if (!rc)
-      rc = sl__buf_u32(b, (uint32_t)sl_source_ctx_subtasks((src_t *)src));
-    if (!rc)
-      rc = sl__buf_u64(b, (uint64_t)src->wmgen.max_ts);
-    if (!rc)
-      rc = sl_buf_append(b, &flags, 1);
-  }
-  if (!rc)
-    sl__snap_end_section(b, mark);
-  return rc;
+/* A source subtask's event time, written after its blob. */
+static sl__snap_src src_time(const src_t *src) {
+  return (sl__snap_src){
+      .subtask = (uint32_t)sl_source_ctx_subtask((src_t *)src),
+      .time = {.subtasks = (uint32_t)sl_source_ctx_subtasks((src_t *)src),
+               .max_ts = src->wmgen.max_ts,
+               .flags = (uint8_t)((src->wmgen.idle ? SL__SRC_IDLE : 0) |
+                                  (src->finished ? SL__SRC_FINISHED : 0))}};
 }
 
 static int snap_hooks(sl__worker *w, sl__wsnap *s) {
@@ -129,13 +67,15 @@ static int snap_hooks(sl__worker *w, sl__wsnap *s) {
       if (!o->snapshot)
         continue;
       rc = o->snapshot((src_t *)c, s->id, &blob, c->node->src_opaque);
+      sl__snap_src src = src_time((src_t *)c);
       if (!rc)
-        rc = snap_blob(&s->file, SL__SEC_SOURCE, c->node->uid, (src_t *)c,
-                       &blob);
+        rc = sl__snap_put_blob(&s->file, SL__SEC_SOURCE, c->node->uid, &src,
+                               blob.data, blob.len);
     } else if (c->ops->snapshot && c->node->uid) {
       rc = c->ops->snapshot(c, s->id, &blob);
       if (!rc)
-        rc = snap_blob(&s->file, SL__SEC_OPSTATE, c->node->uid, NULL, &blob);
+        rc = sl__snap_put_blob(&s->file, SL__SEC_OPSTATE, c->node->uid, NULL,
+                               blob.data, blob.len);
     }
     sl__buf_free(&blob);
     if (rc) {
@@ -157,23 +97,10 @@ static int snap_keyed(sl__worker *w, sl__wsnap *s, bool native_ok) {
       sl__kstate_cleanup_full(k->state, c->wm);
   }
   sl_buf_t *b = &s->file;
-  size_t mark;
   int rc = 0;
   if (be) {
-    uint32_t n = be->ops->state_count(be);
-    if ((rc = sl__snap_begin_section(b, SL__SEC_STATES, SL__SNAP_NO_KG,
-                                     &mark)) ||
-        (rc = sl__buf_u32(b, n)))
+    if ((rc = sl__snap_put_states(b, be)))
       return rc;
-    for (uint32_t id = 0; id < n; id++) {
-      const char *name;
-      sl__btype type;
-      if ((rc = be->ops->state_info(be, id, &name, &type)) ||
-          (rc = sl__buf_u32(b, id)) || (rc = sl__buf_u32(b, (uint32_t)type)) ||
-          (rc = sl__buf_bytes(b, name, strlen(name))))
-        return rc;
-    }
-    sl__snap_end_section(b, mark);
     if (be->ops->snapshot && native_ok) {
       char dir[4096];
       sl__ckpt_path(w->job->ckpt, s->id, dir, sizeof(dir));
@@ -182,38 +109,17 @@ static int snap_keyed(sl__worker *w, sl__wsnap *s, bool native_ok) {
       if ((rc = be->ops->snapshot(be, dir, s->err, sizeof(s->err))))
         return rc;
       s->native = true;
-    } else {
-      for (uint32_t kg = be->kg_lo; kg < be->kg_hi; kg++) {
-        if ((rc = sl__snap_begin_section(b, SL__SEC_ENTRIES, kg, &mark)))
-          return rc;
-        scan_ctx sc = {b, 0, 0};
-        if ((rc = be->ops->kg_scan(be, kg, put_entry, &sc)))
-          return rc;
-        if (sc.n == 0) {
-          b->len = mark - 8; /* drop an empty section */
-          continue;
-        }
-        sl__snap_end_section(b, mark);
-        s->state_entries += sc.n;
-      }
+    } else if ((rc = sl__snap_put_entries(b, be, &s->state_entries))) {
+      return rc;
     }
   }
   sl_job_t *job = w->job;
   for (int i = 0; i < job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
     sl__keyed *k = c && !sl__is_source(c) ? sl_op_keyed(c) : NULL;
-    if (!k || !k->timers || !c->node->uid)
-      continue;
-    const char *uid = c->node->uid;
-    if ((rc = sl__snap_begin_section(b, SL__SEC_TIMERS, SL__SNAP_NO_KG,
-                                     &mark)) ||
-        (rc = sl__buf_bytes(b, uid, strlen(uid))))
+    if (k && k->timers && c->node->uid &&
+        (rc = sl__snap_put_timers(b, c->node->uid, k->timers, &s->timers)))
       return rc;
-    scan_ctx sc = {b, 0, 0};
-    if ((rc = sl__timers_foreach(k->timers, put_timer, &sc)))
-      return rc;
-    sl__snap_end_section(b, mark);
-    s->timers += sc.n;
   }
   return 0;
 }

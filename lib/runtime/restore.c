@@ -7,13 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint/codec.h"
 #include "checkpoint/coord.h"
 #include "runtime/barrier.h"
 #include "core/conf.h"
 #include "core/hash.h"
 #include "state/keyed.h"
-#include "state/state.h"
-#include "time/timers.h"
 
 typedef struct sl_source_ctx src_t;
 
@@ -156,74 +155,6 @@ int sl__restore_early(sl__worker *w) {
   return 0;
 }
 
-/* Maps a snapshot's state ids to the worker backend's, registering the
- * names (restore registers states before operators ask for them). */
-typedef struct id_map {
-  sl__backend *to;
-  uint32_t *ids;
-  uint32_t n;
-  uint32_t kg; /* of the entries being inserted (the backend checks it) */
-} id_map;
-
-static int insert_cb(uint32_t state, const void *key, size_t key_len,
-                     const void *ns, size_t ns_len, const void *mk,
-                     size_t mk_len, const void *val, size_t len, void *opaque) {
-  id_map *m = opaque;
-  if (state >= m->n)
-    return SL_ERR_CORRUPT;
-  return m->to->ops->insert(m->to, m->ids[state], m->kg, key, key_len, ns,
-                            ns_len, mk, mk_len, val, len);
-}
-
-static int read_states(sl__backend *be, sl__rd p, id_map *m) {
-  uint32_t n;
-  if (sl__snap_states_count(&p, &n))
-    return SL_ERR_CORRUPT;
-  m->ids = calloc(n ? n : 1, sizeof(*m->ids));
-  if (!m->ids)
-    return SL_ERR_NOMEM;
-  m->n = n;
-  for (uint32_t i = 0; i < n; i++) {
-    sl__snap_state st;
-    if (sl__snap_state_next(&p, &st) != 1 || st.id >= n || st.type > SL__BT_MAP)
-      return SL_ERR_CORRUPT;
-    char *s = strndup(st.name, st.name_len);
-    if (!s)
-      return SL_ERR_NOMEM;
-    int rc = be->ops->register_state(be, s, (sl__btype)st.type, &m->ids[st.id]);
-    free(s);
-    if (rc)
-      return rc;
-  }
-  return 0;
-}
-
-static int restore_entries(sl__backend *be, sl__rd p, id_map *m) {
-  sl__snap_entry e;
-  int r;
-  if (be->ops->reserve && m->n) {
-    /* Count per state first: see the reserve hint in backend.h. */
-    size_t *cnt = calloc(m->n, sizeof(*cnt));
-    if (!cnt)
-      return SL_ERR_NOMEM;
-    sl__rd q = p;
-    while ((r = sl__snap_entry_next(&q, &e)) == 1)
-      if (e.state < m->n)
-        cnt[e.state]++;
-    for (uint32_t i = 0; i < m->n; i++)
-      if (cnt[i])
-        be->ops->reserve(be, m->ids[i], m->kg, cnt[i]);
-    free(cnt);
-  }
-  while ((r = sl__snap_entry_next(&p, &e)) == 1) {
-    int rc = insert_cb(e.state, e.key, e.key_len, e.ns, e.ns_len, e.mk,
-                       e.mk_len, e.val, e.val_len, m);
-    if (rc)
-      return rc;
-  }
-  return r;
-}
-
 static sl_ctx_t *keyed_inst(sl__worker *w, const void *uid, size_t ul) {
   for (int i = 0; i < w->job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
@@ -241,20 +172,7 @@ static int restore_timers(sl__worker *w, sl__rd p, uint32_t lo, uint32_t hi) {
     return SL_ERR_CORRUPT;
   sl_ctx_t *c = keyed_inst(w, uid, ul);
   sl__keyed *k = c ? sl_op_keyed(c) : NULL;
-  sl__snap_timer t;
-  int r;
-  while ((r = sl__snap_timer_next(&p, &t)) == 1) {
-    if (t.domain >= SL__TIMER_DOMAINS)
-      return SL_ERR_CORRUPT;
-    if (!k || !k->timers || t.kg < lo || t.kg >= hi)
-      continue; /* another worker's, or of a dropped operator */
-    int rc =
-        sl__timers_add(k->timers, t.domain, t.ts, sl__hash64(t.key, t.key_len),
-                       t.kg, t.key, t.key_len, t.ns, t.ns_len);
-    if (rc)
-      return rc;
-  }
-  return r;
+  return sl__snap_load_timers(p, k ? k->timers : NULL, lo, hi);
 }
 
 static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
@@ -262,7 +180,7 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   sl__rd body = rf->body, p;
   uint32_t t, kg;
   int r, rc = 0;
-  id_map m = {.to = be};
+  sl__snap_ids m = {.to = be};
   bool overlap = rf->head.kg_lo < hi && lo < rf->head.kg_hi;
   while (!rc && (r = sl__snap_next(&body, &t, &kg, &p)) == 1) {
     if (t == SL__SEC_TIMERS)
@@ -270,11 +188,9 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
     else if (!overlap || !be)
       continue;
     else if (t == SL__SEC_STATES)
-      rc = read_states(be, p, &m);
-    else if (t == SL__SEC_ENTRIES && kg >= lo && kg < hi) {
-      m.kg = kg;
-      rc = m.ids ? restore_entries(be, p, &m) : SL_ERR_CORRUPT;
-    }
+      rc = sl__snap_load_states(p, &m);
+    else if (t == SL__SEC_ENTRIES && kg >= lo && kg < hi)
+      rc = sl__snap_load_entries(p, &m, kg);
   }
   if (!rc && r < 0)
     rc = r;
@@ -282,43 +198,20 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
       w->restore_dir != rf->native_dir) {
     /* Native state of other key-group ranges (the parallelism changed) or
      * of another backend: read the key groups this worker owns. */
-    const sl__backend_ops *ops = sl__backend_find(rs->backend);
     char err[256] = "";
-    sl__backend_conf bc = {.conf = w->job->conf,
-                           .kg_lo = rf->head.kg_lo,
-                           .kg_hi = rf->head.kg_hi,
-                           .max_par = rf->head.max_par,
-                           .worker = w->index};
-    sl__backend *snap =
-        ops && ops->open_snapshot
-            ? ops->open_snapshot(rf->native_dir, &bc, err, sizeof(err))
-            : NULL;
-    if (!snap) {
-      free(m.ids);
+    bool missing;
+    sl__native *n = sl__native_open(
+        rf->native_dir, rs->backend, w->job->conf, rf->head.kg_lo,
+        rf->head.kg_hi, rf->head.max_par, w->index, &missing, err, sizeof(err));
+    if (!n) {
+      sl__snap_ids_free(&m);
       return sl__job_fail(w->job, SL_ERR_CORRUPT, "restore: cannot open %s: %s",
                           rf->native_dir, err[0] ? err : "backend unavailable");
     }
-    uint32_t n = snap->ops->state_count(snap);
-    free(m.ids);
-    m.ids = calloc(n ? n : 1, sizeof(*m.ids));
-    m.n = n;
-    rc = m.ids ? 0 : SL_ERR_NOMEM;
-    for (uint32_t i = 0; !rc && i < n; i++) {
-      const char *name;
-      sl__btype type;
-      rc = snap->ops->state_info(snap, i, &name, &type);
-      if (!rc)
-        rc = be->ops->register_state(be, name, type, &m.ids[i]);
-    }
-    uint32_t a = lo > rf->head.kg_lo ? lo : rf->head.kg_lo;
-    uint32_t b = hi < rf->head.kg_hi ? hi : rf->head.kg_hi;
-    for (uint32_t g = a; !rc && g < b; g++) {
-      m.kg = g;
-      rc = snap->ops->kg_scan(snap, g, insert_cb, &m);
-    }
-    snap->ops->close(snap);
+    rc = sl__snap_load_native(n, &m, lo, hi);
+    sl__native_close(n);
   }
-  free(m.ids);
+  sl__snap_ids_free(&m);
   return rc;
 }
 

@@ -12,8 +12,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "core/hash.h"
-#include "time/timers.h"
 #include "tools/sluice-ckpt/tool.h"
 
 static bool exists(const char *path) {
@@ -142,12 +140,8 @@ problem(report *r, const char *file, const char *fmt, ...) {
                         json_pack("{s:s,s:s}", "file", file, "error", msg));
 }
 
-static int count_entry(uint32_t state, const void *key, size_t key_len,
-                       const void *ns, size_t ns_len, const void *mk,
-                       size_t mk_len, const void *val, size_t len,
-                       void *opaque) {
-  (void)state, (void)key, (void)key_len, (void)ns, (void)ns_len, (void)mk;
-  (void)mk_len, (void)val, (void)len;
+static int count_entry(const sl__snap_entry *e, void *opaque) {
+  (void)e;
   (*(uint64_t *)opaque)++;
   return 0;
 }
@@ -158,7 +152,7 @@ static void check_native(report *r, const char *chk, const char *backend,
                          const tool_worker *w, uint64_t *entries) {
   char err[512] = "";
   bool missing;
-  sl__backend *be =
+  sl__native *be =
       tool_native_open(chk, backend, w, &missing, err, sizeof(err));
   if (missing) {
     char msg[700];
@@ -176,8 +170,8 @@ static void check_native(report *r, const char *chk, const char *backend,
   }
   int rc = 0;
   for (uint32_t g = w->kg_lo; !rc && g < w->kg_hi; g++)
-    rc = be->ops->kg_scan(be, g, count_entry, entries);
-  be->ops->close(be);
+    rc = sl__native_scan(be, g, count_entry, entries);
+  sl__native_close(be);
   if (rc)
     problem(r, w->native, "%s: reading its key groups failed: %s", w->native,
             sl_strerror(rc));

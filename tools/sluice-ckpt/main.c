@@ -135,11 +135,11 @@ const char *tool_time(int64_t ms, char *buf, size_t len) {
 
 const char *tool_btype(uint32_t type) {
   switch (type) {
-  case SL__BT_VALUE:
+  case SL__SNAP_VALUE:
     return "value";
-  case SL__BT_LIST:
+  case SL__SNAP_LIST:
     return "list";
-  case SL__BT_MAP:
+  case SL__SNAP_MAP:
     return "map";
   }
   return "?";

@@ -9,8 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/hash.h"
-#include "time/timers.h"
 #include "tools/sluice-ckpt/tool.h"
 
 /* ---- Source positions --------------------------------------------------- */
@@ -119,23 +117,20 @@ typedef struct walk {
   const tool_worker *w;
   visit_fn fn;
   void *opaque;
-  const sl__backend *snap; /* native: names from the backend */
-  char **names;            /* serialized: names of the file's state ids */
+  const sl__native *snap; /* native: names from the backend */
+  char **names;           /* serialized: names of the file's state ids */
   uint32_t *types;
   uint32_t n;
   uint32_t kg;
 } walk;
 
-static int native_cb(uint32_t state, const void *key, size_t key_len,
-                     const void *ns, size_t ns_len, const void *mk,
-                     size_t mk_len, const void *val, size_t len, void *opaque) {
+static int native_cb(const sl__snap_entry *e, void *opaque) {
   walk *wk = opaque;
   const char *name;
-  sl__btype type;
-  if (wk->snap->ops->state_info(wk->snap, state, &name, &type))
+  uint32_t type;
+  if (sl__native_state_info(wk->snap, e->state, &name, &type))
     return SL_ERR_CORRUPT;
-  sl__snap_entry e = {state, key, ns, mk, val, key_len, ns_len, mk_len, len};
-  return wk->fn(wk->w, name, type, wk->kg, &e, wk->opaque);
+  return wk->fn(wk->w, name, type, wk->kg, e, wk->opaque);
 }
 
 static void free_names(walk *wk) {
@@ -148,20 +143,13 @@ static void free_names(walk *wk) {
   wk->n = 0;
 }
 
-sl__backend *tool_native_open(const char *chk, const char *backend,
-                              const tool_worker *w, bool *missing, char *err,
-                              size_t errlen) {
-  const sl__backend_ops *ops = sl__backend_find(backend);
-  *missing = !ops || !ops->open_snapshot;
-  if (*missing)
-    return NULL;
+sl__native *tool_native_open(const char *chk, const char *backend,
+                             const tool_worker *w, bool *missing, char *err,
+                             size_t errlen) {
   char dir[4200];
   snprintf(dir, sizeof(dir), "%s/%s", chk, w->native);
-  sl__backend_conf bc = {.kg_lo = w->kg_lo,
-                         .kg_hi = w->kg_hi,
-                         .max_par = w->head.max_par,
-                         .worker = w->index};
-  return ops->open_snapshot(dir, &bc, err, errlen);
+  return sl__native_open(dir, backend, NULL, w->kg_lo, w->kg_hi,
+                         w->head.max_par, w->index, missing, err, errlen);
 }
 
 /* The worker's entries of key groups [lo, hi). Returns TOOL_OK, or an
@@ -178,8 +166,8 @@ static int walk_worker(const tool_ckpt *ck, const tool_worker *w, uint32_t lo,
     hi = w->kg_hi;
   if (w->native) {
     char err[512] = "";
-    sl__backend *be = tool_native_open(ck->path, ck->backend, w, native_missing,
-                                       err, sizeof(err));
+    sl__native *be = tool_native_open(ck->path, ck->backend, w, native_missing,
+                                      err, sizeof(err));
     if (*native_missing)
       return TOOL_OK;
     if (!be) {
@@ -191,9 +179,9 @@ static int walk_worker(const tool_ckpt *ck, const tool_worker *w, uint32_t lo,
     int rc = 0;
     for (uint32_t g = lo; !rc && g < hi; g++) {
       wk.kg = g;
-      rc = be->ops->kg_scan(be, g, native_cb, &wk);
+      rc = sl__native_scan(be, g, native_cb, &wk);
     }
-    be->ops->close(be);
+    sl__native_close(be);
     if (rc < 0) {
       tool_err("%s: reading %s failed: %s", ck->path, w->native,
                sl_strerror(rc));
@@ -332,15 +320,14 @@ static void other_sections(const tool_ckpt *ck, json_t *positions,
       } else if (type == SL__SEC_TIMERS) {
         const void *uid;
         size_t ul;
-        uint64_t n[SL__TIMER_DOMAINS] = {0};
+        uint64_t n[SL__SNAP_TIMER_DOMAINS] = {0};
         sl__snap_timer t;
         if (!sl__rd_bytes(&p, &uid, &ul))
           continue;
         while (sl__snap_timer_next(&p, &t) == 1)
-          if (t.domain < SL__TIMER_DOMAINS)
-            n[t.domain]++;
+          n[t.domain]++;
         /* One row per (uid, domain), summed over workers. */
-        for (int d = 0; d < SL__TIMER_DOMAINS; d++) {
+        for (int d = 0; d < SL__SNAP_TIMER_DOMAINS; d++) {
           const char *dn = d == 0 ? "event" : "processing";
           json_t *row = NULL, *rj;
           size_t k;
@@ -565,7 +552,7 @@ typedef struct dump_ctx {
 } dump_ctx;
 
 /* With --ttl, the first 8 bytes of a stored item are the TTL layer's
- * timestamp (state/kstate_int.h, host byte order). */
+ * timestamp (host byte order; docs/state.md). */
 static void set_item(json_t *obj, const tool_opts *o, const void *p, size_t n) {
   if (o->ttl && n >= 8) {
     int64_t ts;
@@ -598,24 +585,22 @@ static int dump_cb(const tool_worker *w, const char *state, uint32_t type,
   tool_set_bytes(j, "ns", e->ns, e->ns_len);
   if (e->mk)
     tool_set_bytes(j, "mk", e->mk, e->mk_len);
-  /* A list is stored as framed elements (state/backend.h): split it, or
-   * print it whole if the framing does not add up. */
-  json_t *elems = type == SL__BT_LIST ? json_array() : NULL;
-  const unsigned char *v = e->val;
+  /* A list is stored as framed elements: split it, or print it whole if
+   * the framing does not add up. */
+  json_t *elems = type == SL__SNAP_LIST ? json_array() : NULL;
   size_t off = 0;
-  while (elems && off < e->val_len) {
-    size_t l;
-    if (e->val_len - off < SL__LIST_HDR ||
-        (l = sl__list_elem_len(v + off)) > e->val_len - off - SL__LIST_HDR) {
+  const void *el_p;
+  size_t el_len;
+  int r;
+  while (elems && (r = sl__snap_list_next(e, &off, &el_p, &el_len)) != 0) {
+    if (r < 0) {
       json_decref(elems);
       elems = NULL;
       break;
     }
     json_t *el = json_object();
-    set_item(el, o, v + off + SL__LIST_HDR, l);
+    set_item(el, o, el_p, el_len);
     json_array_append_new(elems, el);
-    off += sl__list_frame(l) < e->val_len - off ? sl__list_frame(l)
-                                                : e->val_len - off;
   }
   if (elems)
     json_object_set_new(j, "elements", elems);
@@ -686,7 +671,7 @@ int cmd_dump(const tool_opts *o) {
   /* A key lives in one key group: only that one is read. */
   uint32_t lo = 0, hi = UINT32_MAX;
   if (o->have_key) {
-    lo = sl__key_group(sl__hash64(o->key, o->key_len), ck.max_par);
+    lo = sl__snap_key_group(o->key, o->key_len, ck.max_par);
     hi = lo + 1;
   }
   for (int w = 0; rc == TOOL_OK && w < ck.n_w; w++) {

@@ -12,8 +12,8 @@
 #include <stdint.h>
 
 #include "checkpoint/check.h"
+#include "checkpoint/codec.h"
 #include "checkpoint/files.h"
-#include "state/backend.h"
 #include "checkpoint/format.h"
 
 /* Exit codes, the contract for scripts (docs/checkpoints.md). */
@@ -73,9 +73,9 @@ int tool_verify_report(const char *chk, json_t **report);
 /* Opens w's native state directory (w->native, key groups of w) with the
  * checkpoint's backend, read-only. NULL with *missing set when this build
  * does not have that backend, or NULL with the reason in err. */
-sl__backend *tool_native_open(const char *chk, const char *backend,
-                              const tool_worker *w, bool *missing, char *err,
-                              size_t errlen);
+sl__native *tool_native_open(const char *chk, const char *backend,
+                             const tool_worker *w, bool *missing, char *err,
+                             size_t errlen);
 
 int cmd_list(const tool_opts *o);
 int cmd_inspect(const tool_opts *o);

@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Snapshots of keyed state over an explicit backend, timer service and
+ * buffer (codec.h). */
+#include "checkpoint/codec.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/hash.h"
+#include "state/backend.h"
+#include "time/timers.h"
+
+_Static_assert(SL__SNAP_TIMER_DOMAINS == SL__TIMER_DOMAINS,
+               "the snapshot format names every timer domain");
+_Static_assert(SL__SNAP_VALUE == (int)SL__BT_VALUE &&
+                   SL__SNAP_LIST == (int)SL__BT_LIST &&
+                   SL__SNAP_MAP == (int)SL__BT_MAP,
+               "the snapshot format's state types are the backend's");
+
+/* ---- Writing ------------------------------------------------------------ */
+
+typedef struct put_ctx {
+  sl_buf_t *b;
+  uint64_t n;
+} put_ctx;
+
+int sl__snap_put_states(sl_buf_t *b, sl__backend *be) {
+  size_t mark;
+  uint32_t n = be->ops->state_count(be);
+  int rc = sl__snap_begin_section(b, SL__SEC_STATES, SL__SNAP_NO_KG, &mark);
+  if (!rc)
+    rc = sl__buf_u32(b, n);
+  for (uint32_t id = 0; !rc && id < n; id++) {
+    const char *name;
+    sl__btype type;
+    if (!(rc = be->ops->state_info(be, id, &name, &type)) &&
+        !(rc = sl__buf_u32(b, id)) && !(rc = sl__buf_u32(b, (uint32_t)type)))
+      rc = sl__buf_bytes(b, name, strlen(name));
+  }
+  if (!rc)
+    sl__snap_end_section(b, mark);
+  return rc;
+}
+
+static int put_entry(uint32_t state, const void *key, size_t key_len,
+                     const void *ns, size_t ns_len, const void *mk,
+                     size_t mk_len, const void *val, size_t len, void *opaque) {
+  put_ctx *s = opaque;
+  sl_buf_t *b = s->b;
+  uint8_t has_mk = mk != NULL;
+  int rc = sl__buf_u32(b, state);
+  if (!rc)
+    rc = sl__buf_bytes(b, key, key_len);
+  if (!rc)
+    rc = sl__buf_bytes(b, ns, ns_len);
+  if (!rc)
+    rc = sl_buf_append(b, &has_mk, 1);
+  if (!rc && has_mk)
+    rc = sl__buf_bytes(b, mk, mk_len);
+  if (!rc)
+    rc = sl__buf_bytes(b, val, len);
+  s->n++;
+  return rc;
+}
+
+int sl__snap_put_entries(sl_buf_t *b, sl__backend *be, uint64_t *entries) {
+  for (uint32_t kg = be->kg_lo; kg < be->kg_hi; kg++) {
+    size_t mark;
+    int rc = sl__snap_begin_section(b, SL__SEC_ENTRIES, kg, &mark);
+    put_ctx pc = {b, 0};
+    if (!rc)
+      rc = be->ops->kg_scan(be, kg, put_entry, &pc);
+    if (rc)
+      return rc;
+    if (pc.n == 0) {
+      b->len = mark - 8; /* drop an empty section */
+      continue;
+    }
+    sl__snap_end_section(b, mark);
+    *entries += pc.n;
+  }
+  return 0;
+}
+
+static int put_timer(const sl__timer_view *v, int domain, void *opaque) {
+  put_ctx *s = opaque;
+  sl_buf_t *b = s->b;
+  uint8_t d = (uint8_t)domain;
+  int rc = sl__buf_u32(b, v->kg);
+  if (!rc)
+    rc = sl_buf_append(b, &d, 1);
+  if (!rc)
+    rc = sl__buf_u64(b, (uint64_t)v->ts);
+  if (!rc)
+    rc = sl__buf_bytes(b, v->key, v->key_len);
+  if (!rc)
+    rc = sl__buf_bytes(b, v->ns, v->ns_len);
+  s->n++;
+  return rc;
+}
+
+int sl__snap_put_timers(sl_buf_t *b, const char *uid, struct sl__timers *t,
+                        uint64_t *timers) {
+  size_t mark;
+  put_ctx pc = {b, 0};
+  int rc = sl__snap_begin_section(b, SL__SEC_TIMERS, SL__SNAP_NO_KG, &mark);
+  if (!rc)
+    rc = sl__buf_bytes(b, uid, strlen(uid));
+  if (!rc)
+    rc = sl__timers_foreach(t, put_timer, &pc);
+  if (rc)
+    return rc;
+  sl__snap_end_section(b, mark);
+  *timers += pc.n;
+  return 0;
+}
+
+int sl__snap_put_blob(sl_buf_t *b, uint32_t type, const char *uid,
+                      const sl__snap_src *src, const void *blob, size_t len) {
+  size_t mark;
+  int rc = sl__snap_begin_section(b, type, SL__SNAP_NO_KG, &mark);
+  if (!rc)
+    rc = sl__buf_bytes(b, uid, strlen(uid));
+  if (!rc && src)
+    rc = sl__buf_u32(b, src->subtask);
+  if (!rc)
+    rc = sl__buf_bytes(b, blob, len);
+  if (!rc && src) {
+    rc = sl__buf_u32(b, SL__SRC_TIME_MAGIC);
+    if (!rc)
+      rc = sl__buf_u32(b, src->time.subtasks);
+    if (!rc)
+      rc = sl__buf_u64(b, (uint64_t)src->time.max_ts);
+    if (!rc)
+      rc = sl_buf_append(b, &src->time.flags, 1);
+  }
+  if (!rc)
+    sl__snap_end_section(b, mark);
+  return rc;
+}
+
+int sl__snap_list_next(const sl__snap_entry *e, size_t *off, const void **elem,
+                       size_t *len) {
+  const unsigned char *v = e->val;
+  size_t rest = e->val_len - *off, l;
+  if (*off >= e->val_len)
+    return 0;
+  if (rest < SL__LIST_HDR ||
+      (l = sl__list_elem_len(v + *off)) > rest - SL__LIST_HDR)
+    return SL_ERR_CORRUPT;
+  *elem = v + *off + SL__LIST_HDR;
+  *len = l;
+  /* The last element's padding may be cut short. */
+  *off += sl__list_frame(l) < rest ? sl__list_frame(l) : rest;
+  return 1;
+}
+
+/* ---- Reading into a backend and timers ---------------------------------- */
+
+void sl__snap_ids_free(sl__snap_ids *m) {
+  free(m->ids);
+  m->ids = NULL;
+  m->n = 0;
+}
+
+static int ids_alloc(sl__snap_ids *m, uint32_t n) {
+  sl__snap_ids_free(m);
+  m->ids = calloc(n ? n : 1, sizeof(*m->ids));
+  if (!m->ids)
+    return SL_ERR_NOMEM;
+  m->n = n;
+  return 0;
+}
+
+static int insert(const sl__snap_entry *e, void *opaque) {
+  sl__snap_ids *m = opaque;
+  if (e->state >= m->n)
+    return SL_ERR_CORRUPT;
+  return m->to->ops->insert(m->to, m->ids[e->state], m->kg, e->key, e->key_len,
+                            e->ns, e->ns_len, e->mk, e->mk_len, e->val,
+                            e->val_len);
+}
+
+int sl__snap_load_states(sl__rd p, sl__snap_ids *m) {
+  uint32_t n;
+  if (sl__snap_states_count(&p, &n))
+    return SL_ERR_CORRUPT;
+  int rc = ids_alloc(m, n);
+  for (uint32_t i = 0; !rc && i < n; i++) {
+    sl__snap_state st;
+    if (sl__snap_state_next(&p, &st) != 1 || st.id >= n || st.type > SL__BT_MAP)
+      return SL_ERR_CORRUPT;
+    char *s = strndup(st.name, st.name_len);
+    if (!s)
+      return SL_ERR_NOMEM;
+    rc = m->to->ops->register_state(m->to, s, (sl__btype)st.type,
+                                    &m->ids[st.id]);
+    free(s);
+  }
+  return rc;
+}
+
+int sl__snap_load_entries(sl__rd p, sl__snap_ids *m, uint32_t kg) {
+  sl__backend *be = m->to;
+  sl__snap_entry e;
+  int r;
+  if (!m->ids)
+    return SL_ERR_CORRUPT; /* entries before the states section */
+  m->kg = kg;
+  if (be->ops->reserve && m->n) {
+    /* Count per state first: see the reserve hint in backend.h. */
+    size_t *cnt = calloc(m->n, sizeof(*cnt));
+    if (!cnt)
+      return SL_ERR_NOMEM;
+    sl__rd q = p;
+    while ((r = sl__snap_entry_next(&q, &e)) == 1)
+      if (e.state < m->n)
+        cnt[e.state]++;
+    for (uint32_t i = 0; i < m->n; i++)
+      if (cnt[i])
+        be->ops->reserve(be, m->ids[i], kg, cnt[i]);
+    free(cnt);
+  }
+  while ((r = sl__snap_entry_next(&p, &e)) == 1) {
+    int rc = insert(&e, m);
+    if (rc)
+      return rc;
+  }
+  return r;
+}
+
+int sl__snap_load_timers(sl__rd p, struct sl__timers *t, uint32_t lo,
+                         uint32_t hi) {
+  sl__snap_timer tm;
+  int r;
+  while ((r = sl__snap_timer_next(&p, &tm)) == 1) {
+    if (!t || tm.kg < lo || tm.kg >= hi)
+      continue; /* another worker's, or of a dropped operator */
+    int rc = sl__timers_add(t, tm.domain, tm.ts, sl__hash64(tm.key, tm.key_len),
+                            tm.kg, tm.key, tm.key_len, tm.ns, tm.ns_len);
+    if (rc)
+      return rc;
+  }
+  return r;
+}
+
+/* ---- Native state directories ------------------------------------------- */
+
+struct sl__native {
+  sl__backend *be;
+  sl__snap_entry_fn fn;
+  void *opaque;
+};
+
+sl__native *sl__native_open(const char *dir, const char *backend,
+                            const sl_conf_t *conf, uint32_t kg_lo,
+                            uint32_t kg_hi, uint32_t max_par, int worker,
+                            bool *missing, char *err, size_t errlen) {
+  const sl__backend_ops *ops = sl__backend_find(backend);
+  *missing = !ops || !ops->open_snapshot;
+  if (*missing)
+    return NULL;
+  sl__native *n = calloc(1, sizeof(*n));
+  if (!n) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  sl__backend_conf bc = {.conf = conf,
+                         .kg_lo = kg_lo,
+                         .kg_hi = kg_hi,
+                         .max_par = max_par,
+                         .worker = worker};
+  if (!(n->be = ops->open_snapshot(dir, &bc, err, errlen))) {
+    free(n);
+    return NULL;
+  }
+  return n;
+}
+
+uint32_t sl__native_state_count(const sl__native *n) {
+  return n->be->ops->state_count(n->be);
+}
+
+int sl__native_state_info(const sl__native *n, uint32_t id, const char **name,
+                          uint32_t *type) {
+  sl__btype t;
+  int rc = n->be->ops->state_info(n->be, id, name, &t);
+  if (!rc)
+    *type = (uint32_t)t;
+  return rc;
+}
+
+static int native_entry(uint32_t state, const void *key, size_t key_len,
+                        const void *ns, size_t ns_len, const void *mk,
+                        size_t mk_len, const void *val, size_t len,
+                        void *opaque) {
+  sl__native *n = opaque;
+  sl__snap_entry e = {state, key, ns, mk, val, key_len, ns_len, mk_len, len};
+  return n->fn(&e, n->opaque);
+}
+
+int sl__native_scan(sl__native *n, uint32_t kg, sl__snap_entry_fn fn,
+                    void *opaque) {
+  n->fn = fn;
+  n->opaque = opaque;
+  return n->be->ops->kg_scan(n->be, kg, native_entry, n);
+}
+
+void sl__native_close(sl__native *n) {
+  if (!n)
+    return;
+  n->be->ops->close(n->be);
+  free(n);
+}
+
+int sl__snap_load_native(sl__native *n, sl__snap_ids *m, uint32_t lo,
+                         uint32_t hi) {
+  uint32_t count = sl__native_state_count(n);
+  int rc = ids_alloc(m, count);
+  for (uint32_t i = 0; !rc && i < count; i++) {
+    const char *name;
+    sl__btype type;
+    rc = n->be->ops->state_info(n->be, i, &name, &type);
+    if (!rc)
+      rc = m->to->ops->register_state(m->to, name, type, &m->ids[i]);
+  }
+  if (lo < n->be->kg_lo)
+    lo = n->be->kg_lo;
+  if (hi > n->be->kg_hi)
+    hi = n->be->kg_hi;
+  for (uint32_t g = lo; !rc && g < hi; g++) {
+    m->kg = g;
+    rc = sl__native_scan(n, g, insert, m);
+  }
+  return rc;
+}
+
+uint32_t sl__snap_key_group(const void *key, size_t len, uint32_t max_par) {
+  return sl__key_group(sl__hash64(key, len), max_par);
+}

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Snapshots of keyed state over an explicit backend, timer service and
+ * buffer: the sections of a worker's snapshot file (format.h) written from
+ * them and read back into them, and a worker's native state directory read
+ * through the backend that wrote it. The runtime calls these at barriers
+ * and on restore; sluice-ckpt reads with them (and format.h alone), never
+ * with the state or time layers' headers. */
+#ifndef SL_CHECKPOINT_CODEC_H
+#define SL_CHECKPOINT_CODEC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "checkpoint/format.h"
+#include "sluice/conf.h"
+
+struct sl__backend; /* state/backend.h */
+struct sl__timers;  /* time/timers.h */
+
+/* ---- Writing ------------------------------------------------------------ */
+
+/* SL__SEC_STATES: every state registered in be (id, type, name). */
+int sl__snap_put_states(sl_buf_t *b, struct sl__backend *be);
+/* SL__SEC_ENTRIES: one section per non-empty key group of be, in order;
+ * adds the number of entries written to *entries. */
+int sl__snap_put_entries(sl_buf_t *b, struct sl__backend *be,
+                         uint64_t *entries);
+/* SL__SEC_TIMERS: every timer of t, under the operator's uid; adds the
+ * number written to *timers. */
+int sl__snap_put_timers(sl_buf_t *b, const char *uid, struct sl__timers *t,
+                        uint64_t *timers);
+/* SL__SEC_OPSTATE (src NULL) or SL__SEC_SOURCE: an operator's or a source
+ * subtask's blob; a source subtask's event time follows its blob. */
+typedef struct sl__snap_src {
+  uint32_t subtask;
+  sl__snap_src_time time;
+} sl__snap_src;
+int sl__snap_put_blob(sl_buf_t *b, uint32_t type, const char *uid,
+                      const sl__snap_src *src, const void *blob, size_t len);
+
+/* ---- Reading into a backend and timers ---------------------------------- */
+
+/* A snapshot's state ids mapped to the target backend's: load_states
+ * registers the names (restore registers states before operators ask for
+ * them). Free with sl__snap_ids_free. */
+typedef struct sl__snap_ids {
+  struct sl__backend *to;
+  uint32_t *ids;
+  uint32_t n;
+  uint32_t kg; /* of the entries being inserted (the backend checks it) */
+} sl__snap_ids;
+void sl__snap_ids_free(sl__snap_ids *m);
+
+/* The SL__SEC_STATES payload p into m (m->to set). */
+int sl__snap_load_states(sl__rd p, sl__snap_ids *m);
+/* An SL__SEC_ENTRIES payload of key group kg into m->to. */
+int sl__snap_load_entries(sl__rd p, sl__snap_ids *m, uint32_t kg);
+/* The timers of an SL__SEC_TIMERS payload p (read past its uid) whose key
+ * group is in [lo, hi), into t; with t NULL (a dropped operator) the
+ * payload is only checked. */
+int sl__snap_load_timers(sl__rd p, struct sl__timers *t, uint32_t lo,
+                         uint32_t hi);
+
+/* ---- Native state directories ------------------------------------------- */
+
+/* A worker's native state directory (chk-<id>/w<i>.state), opened
+ * read-only through the backend named in the checkpoint, for key groups
+ * [kg_lo, kg_hi) of max_par. NULL with *missing set when this build has
+ * no such backend (or it writes no native snapshots); NULL with the
+ * reason in err otherwise. conf may be NULL (defaults). */
+typedef struct sl__native sl__native;
+sl__native *sl__native_open(const char *dir, const char *backend,
+                            const sl_conf_t *conf, uint32_t kg_lo,
+                            uint32_t kg_hi, uint32_t max_par, int worker,
+                            bool *missing, char *err, size_t errlen);
+uint32_t sl__native_state_count(const sl__native *n);
+int sl__native_state_info(const sl__native *n, uint32_t id, const char **name,
+                          uint32_t *type);
+/* Calls fn for every entry of key group kg (e->state is the directory's
+ * state id), stopping at its first non-zero return. */
+typedef int (*sl__snap_entry_fn)(const sl__snap_entry *e, void *opaque);
+int sl__native_scan(sl__native *n, uint32_t kg, sl__snap_entry_fn fn,
+                    void *opaque);
+void sl__native_close(sl__native *n);
+/* The key groups [lo, hi) of native directory dir into m->to: registers
+ * its states in m and inserts their entries (restore at another
+ * parallelism, or from another backend). */
+int sl__snap_load_native(sl__native *n, sl__snap_ids *m, uint32_t lo,
+                         uint32_t hi);
+
+/* The key group the writer of a snapshot gave key (sluice-ckpt's
+ * selection by key). */
+uint32_t sl__snap_key_group(const void *key, size_t len, uint32_t max_par);
+
+#endif
