@@ -53,8 +53,8 @@ typedef struct sl_broadcast_process_ops {
  * copied; opaque is not owned. Returns the output stream, or NULL on
  * error (recorded in the job; SL_ERR_GRAPH when keyed is not keyed or
  * bcast not broadcast). */
-SL_API sl_stream_t *sl_broadcast_process(sl_stream_t *keyed,
-                                         sl_stream_t *bcast, const char *uid,
+SL_API sl_stream_t *sl_broadcast_process(sl_stream_t *keyed, sl_stream_t *bcast,
+                                         const char *uid,
                                          const sl_broadcast_process_ops_t *ops,
                                          void *opaque);
 

@@ -173,8 +173,8 @@ static int writable(const sl_bstate_t *st) {
   return st->owner->writable ? 0 : SL_ERR_STATE;
 }
 
-int sl_bstate_get(sl_ctx_t *ctx, sl_bstate_t *st, const void *mk,
-                  size_t mk_len, const void **val, size_t *len) {
+int sl_bstate_get(sl_ctx_t *ctx, sl_bstate_t *st, const void *mk, size_t mk_len,
+                  const void **val, size_t *len) {
   (void)ctx;
   if (!st || (!mk && mk_len))
     return SL_ERR_INVAL;
@@ -187,8 +187,8 @@ int sl_bstate_get(sl_ctx_t *ctx, sl_bstate_t *st, const void *mk,
   return 1;
 }
 
-int sl_bstate_put(sl_ctx_t *ctx, sl_bstate_t *st, const void *mk,
-                  size_t mk_len, const void *val, size_t len) {
+int sl_bstate_put(sl_ctx_t *ctx, sl_bstate_t *st, const void *mk, size_t mk_len,
+                  const void *val, size_t len) {
   (void)ctx;
   int rc = writable(st);
   if (rc)
