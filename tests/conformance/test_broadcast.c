@@ -644,6 +644,51 @@ START_TEST(every_key_on_every_worker_sees_rules) {
 }
 END_TEST
 
+/* Runs sluice-ckpt with args; its stdout, malloc'd. */
+static char *ckpt_tool(const char *args) {
+  const char *build = getenv("SLUICE_BUILD_ROOT");
+  char cmd[2048];
+  snprintf(cmd, sizeof(cmd), "%s/tools/sluice-ckpt %s 2>&1",
+           build ? build : "build", args);
+  FILE *p = popen(cmd, "r");
+  ck_assert_ptr_nonnull(p);
+  size_t cap = 1 << 16, n = 0;
+  char *text = malloc(cap);
+  for (size_t got; (got = fread(text + n, 1, cap - n - 1, p)) > 0;) {
+    n += got;
+    if (n + 1 == cap)
+      text = realloc(text, cap *= 2);
+  }
+  text[n] = 0;
+  ck_assert_int_eq(pclose(p), 0);
+  return text;
+}
+
+/* sluice-ckpt shows the broadcast state of checkpoint id once, with the
+ * number of copies, and dumps its entries from one copy. */
+static void expect_tool_sees_rules(const char *dir, uint64_t id, int par) {
+  char args[600];
+  snprintf(args, sizeof(args), "--json inspect %s/chk-%llu", dir,
+           (unsigned long long)id);
+  char *text = ckpt_tool(args);
+  char want[256];
+  snprintf(want, sizeof(want),
+           "\"broadcast_state\": [\n    {\n      \"uid\": \"judge\",\n      "
+           "\"state\": \"versions\",\n      \"entries\": %d,\n      "
+           "\"bytes\": %d,\n      \"copies\": %d\n    }\n  ]",
+           N_RULES, N_RULES * 16, par);
+  ck_assert_msg(strstr(text, want), "inspect: %s\nwant %s", text, want);
+  free(text);
+  snprintf(args, sizeof(args), "dump %s/chk-%llu --uid judge --state versions",
+           dir, (unsigned long long)id);
+  text = ckpt_tool(args);
+  int lines = 0;
+  for (const char *l = text; (l = strstr(l, "\"type\":\"broadcast\"")); l++)
+    lines++;
+  ck_assert_msg(lines == N_RULES, "dump: %s", text);
+  free(text);
+}
+
 /* Stop after a third of the input (final checkpoint), restore at another
  * parallelism: the rules source is done, so every rule the second run
  * applies comes from the restored broadcast state. */
@@ -655,6 +700,7 @@ static void restore_rescaled(int bi, int from, int to) {
             .stop_after = N_TX / 3 / (uint64_t)from};
   ck_assert_int_eq(run_rules_job(&a), SL_OK);
   ck_assert_uint_gt(a.info.id, 0);
+  expect_tool_sees_rules(dir, a.info.id, from);
   jrun b = {
       .par = to, .backend = backends[bi], .dir = dir, .restore = "latest"};
   ck_assert_int_eq(run_rules_job(&b), SL_OK);
