@@ -10,6 +10,7 @@
 #include "sluice/job.h"
 #include "sluice/state.h"
 #include "sluice/process.h"
+#include "sluice/broadcast.h"
 #include "sluice/window.h"
 #include "sluice/harness.h"
 #include "sluice/checkpoint.h"

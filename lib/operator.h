@@ -37,6 +37,9 @@ typedef struct sl_keyed_rec {
 typedef struct sl_operator_ops {
   const char *kind; /* "map", "process", ... for messages */
   bool keyed;       /* every input must come straight from sl_key_by() */
+  /* The last input is a broadcast stream (sl_broadcast()), the others
+   * keyed; its records reach process_keyed with hash and key group 0. */
+  bool broadcast_in;
 
   /* Creates the instance's data (sl_op_set_data) from sl_op_arg(). */
   int (*open)(sl_ctx_t *op);
@@ -156,6 +159,13 @@ struct sl__backend *sl_op_backend(sl_ctx_t *op, char *err, size_t errlen);
 struct sl__keyed;
 void sl_op_set_keyed(sl_ctx_t *op, struct sl__keyed *keyed);
 struct sl__keyed *sl_op_keyed(const sl_ctx_t *op);
+
+/* Broadcast process operators attach their broadcast states
+ * (state/state.h) so that the runtime snapshots and restores them and
+ * sl_bstate_register() finds them from the sl_ctx_t. */
+struct sl__bstates;
+void sl_op_set_bcast(sl_ctx_t *op, struct sl__bstates *bs);
+struct sl__bstates *sl_op_bcast(const sl_ctx_t *op);
 
 /* Applies error.policy to a failed user function (rc != 0) on rec:
  * returns 0 when the record is to be skipped (counted in the operator's

@@ -455,6 +455,17 @@ static void check_sections(ctx *x, const char *file, const sl__ckpt_image *im,
       what = type == SL__SEC_SOURCE ? "source position" : "operator state";
       if (sl__snap_blob(p, type, &u, &ul, &sub, &b, &bl))
         snprintf(why, sizeof(why), "malformed");
+    } else if (type == SL__SEC_BCAST) {
+      sl__snap_bentry e;
+      const void *uid;
+      size_t ul;
+      what = "broadcast state";
+      if (!sl__rd_bytes(&p, &uid, &ul))
+        snprintf(why, sizeof(why), "no operator uid");
+      while (!why[0] && (rc = sl__snap_bcast_next(&p, &e)) == 1)
+        ;
+      if (!why[0] && rc < 0)
+        snprintf(why, sizeof(why), "an entry is cut short");
     } else {
       snprintf(why, sizeof(why), "unknown section type %u", type);
     }

@@ -615,7 +615,7 @@ static int check_uids(const sl__graph *g, const sl__restore *rs, char *err,
           }
         }
       } else if (t == SL__SEC_TIMERS || t == SL__SEC_OPSTATE ||
-                 t == SL__SEC_SOURCE) {
+                 t == SL__SEC_SOURCE || t == SL__SEC_BCAST) {
         if (!sl__rd_bytes(&p, &u, &ul))
           return SL_ERR_CORRUPT;
         if (!job_has_uid(g, u, ul)) {

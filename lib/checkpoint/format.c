@@ -186,6 +186,16 @@ int sl__snap_timer_next(sl__rd *p, sl__snap_timer *t) {
   return 1;
 }
 
+int sl__snap_bcast_next(sl__rd *p, sl__snap_bentry *e) {
+  if (sl__rd_done(p))
+    return 0;
+  if (!sl__rd_bytes(p, &e->name, &e->name_len) ||
+      !sl__rd_bytes(p, &e->mk, &e->mk_len) ||
+      !sl__rd_bytes(p, &e->val, &e->val_len))
+    return SL_ERR_CORRUPT;
+  return 1;
+}
+
 /* The event-time trailer of a source section, p just past the blob. */
 static int src_time(sl__rd *p, sl__snap_src_time *t) {
   uint32_t magic;

@@ -29,6 +29,8 @@ enum {
   SL__SEC_OPSTATE = 4, /* bytes uid, bytes blob */
   SL__SEC_SOURCE = 5,  /* bytes uid, u32 subtask, bytes blob, [event time:
                           u32 "SLST", u32 subtasks, u64 max_ts, u8 flags] */
+  SL__SEC_BCAST = 6,   /* broadcast state of one instance: bytes uid,
+                          (bytes state name, bytes map key, bytes value)* */
 };
 
 typedef struct sl__snap_head {
@@ -115,6 +117,14 @@ int sl__snap_timer_next(sl__rd *p, sl__snap_timer *t);
  * for sources only). */
 int sl__snap_blob(sl__rd p, uint32_t type, const void **uid, size_t *uid_len,
                   uint32_t *subtask, const void **blob, size_t *blob_len);
+
+/* SL__SEC_BCAST: the uid first (sl__rd_bytes), then bcast_next, in state
+ * then map-key order. */
+typedef struct sl__snap_bentry {
+  const void *name, *mk, *val;
+  size_t name_len, mk_len, val_len;
+} sl__snap_bentry;
+int sl__snap_bcast_next(sl__rd *p, sl__snap_bentry *e);
 
 /* The event time of a source subtask, kept by the runtime after the
  * source's own blob (sources whose watermarks the runtime generates): the

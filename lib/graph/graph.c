@@ -177,8 +177,20 @@ sl_stream_t *sl_op_add(sl_stream_t *const *inputs, size_t n, const char *uid,
   }
   if (!job || !job_editable(job, what) || !uid_ok(job, uid, what))
     goto fail;
+  for (size_t i = 0; i < n; i++) {
+    bool want = ops->broadcast_in && i == n - 1;
+    if (inputs[i]->broadcast != want) {
+      sl_job_build_error(job, SL_ERR_GRAPH,
+                         want ? "%s \"%s\": input %zu must be a broadcast "
+                                "stream (sl_broadcast())"
+                              : "%s \"%s\": input %zu is a broadcast stream, "
+                                "which only sl_broadcast_process() reads",
+                         what, uid, i);
+      goto fail;
+    }
+  }
   if (ops->keyed) {
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n - (ops->broadcast_in ? 1 : 0); i++) {
       if (!inputs[i]->keyed) {
         sl_job_build_error(job, SL_ERR_GRAPH,
                            "%s \"%s\": input %zu is not keyed; a keyed "
@@ -270,6 +282,12 @@ sl_stream_t *sl_key_by(sl_stream_t *in, sl_key_fn fn, void *opaque) {
   sl_job_t *job = check_inputs(&in, 1, "key_by");
   if (!job || !job_editable(job, "key_by"))
     return NULL;
+  if (in->broadcast) {
+    sl_job_build_error(job, SL_ERR_GRAPH,
+                       "key_by: a broadcast stream is read only by "
+                       "sl_broadcast_process()");
+    return NULL;
+  }
   sl__node *n = new_node(job, SL__NODE_KEYBY, NULL, &in, 1);
   if (!n)
     return oom(job, "key_by");
@@ -279,6 +297,30 @@ sl_stream_t *sl_key_by(sl_stream_t *in, sl_key_fn fn, void *opaque) {
   n->parallel = true;
   sl_stream_t *s = new_stream(job, n, NULL, true);
   return s ? s : oom(job, "key_by");
+}
+
+sl_stream_t *sl_broadcast(sl_stream_t *in) {
+  sl_job_t *job = check_inputs(&in, 1, "broadcast");
+  if (!job || !job_editable(job, "broadcast"))
+    return NULL;
+  if (in->broadcast) {
+    sl_job_build_error(job, SL_ERR_GRAPH,
+                       "broadcast: the stream is already a broadcast stream");
+    return NULL;
+  }
+  /* An exchange like key_by's, whose producer sends each record to every
+   * consumer. */
+  sl__node *n = new_node(job, SL__NODE_KEYBY, NULL, &in, 1);
+  if (!n)
+    return oom(job, "broadcast");
+  n->broadcast = true;
+  n->xidx = sl__graph_of(job)->n_xchg++;
+  n->parallel = true;
+  sl_stream_t *s = new_stream(job, n, NULL, false);
+  if (!s)
+    return oom(job, "broadcast");
+  s->broadcast = true;
+  return s;
 }
 
 sl_stream_t *sl_side_output(sl_stream_t *op, const char *tag) {

@@ -28,6 +28,7 @@ struct sl_stream {
   sl__node *node;
   char *tag;
   bool keyed;
+  bool broadcast; /* from sl_broadcast(): every worker gets every record */
 };
 
 typedef struct sl__input {
@@ -53,6 +54,8 @@ struct sl__node {
   sl_key_fn key_fn;
   void *key_opaque;
   int xidx; /* index among key_by nodes, in topological order */
+  /* An exchange of sl_broadcast(): every record to every worker, no key. */
+  bool broadcast;
   /* Whether this node has an instance on every worker or only on worker 0
    * (a non-parallel source and what is chained to it). */
   bool parallel;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint/bcast.h"
 #include "checkpoint/codec.h"
 #include "checkpoint/coord.h"
 #include "runtime/barrier.h"
@@ -87,6 +88,23 @@ static int snap_hooks(sl__worker *w, sl__wsnap *s) {
   return 0;
 }
 
+/* Broadcast state: each instance writes its copy (checkpoint/bcast.c). */
+static int snap_bcast(sl__worker *w, sl__wsnap *s) {
+  for (int i = 0; i < w->job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    if (!c || !c->bcast || !c->node->uid)
+      continue;
+    int rc = sl__snap_put_bcast(&s->file, c->node->uid, c->bcast);
+    if (rc) {
+      snprintf(s->err, sizeof(s->err),
+               "operator \"%s\": broadcast state snapshot failed: %s",
+               c->node->uid, sl_strerror(rc));
+      return rc;
+    }
+  }
+  return 0;
+}
+
 static int snap_keyed(sl__worker *w, sl__wsnap *s, bool native_ok) {
   sl__backend *be = w->be;
   /* Expired entries are not worth writing (Flink's cleanup on snapshot). */
@@ -145,6 +163,8 @@ static sl__wsnap *build_snapshot(sl__worker *w, uint64_t id, bool native_ok) {
   int rc = sl__snap_begin_file(&s->file, &h);
   if (!rc)
     rc = snap_hooks(w, s);
+  if (!rc)
+    rc = snap_bcast(w, s);
   if (!rc)
     rc = snap_keyed(w, s, native_ok);
   if (!rc)

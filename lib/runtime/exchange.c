@@ -376,9 +376,57 @@ static int self_flush(sl__xchg *x, sl__worker *w) {
   return rc;
 }
 
+/* Adds a record for worker `target` of x: into the worker's own batch
+ * (delivered at once when no keyed operator reads it), or the open batch
+ * of the channel to target. */
+static inline __attribute__((always_inline)) int
+prod_add(sl_ctx_t *op, sl__xchg *x, int target, uint64_t hash, uint32_t kg,
+         const sl_record_t *rec) {
+  sl__worker *w = op->w;
+  size_t need = rec->key_len + rec->value_len;
+  if (target == w->index) {
+    sl_ctx_t *cons = w->inst[op->node->id];
+    if (!cons->keyed_outs) { /* no keyed reader: nothing to batch for */
+      sl__counter_add(&cons->in, 1);
+      sl__counter_add(&cons->out, 1);
+      return sl__emit_outs(cons, &cons->main, rec);
+    }
+    batch *b = batch_room(x, &x->self[w->index], NULL, need);
+    if (SL__UNLIKELY(!b))
+      return sl_op_fail(op, SL_ERR_NOMEM,
+                        "out of memory for an exchange batch");
+    batch_add(b, hash, kg, rec);
+    if (b->n == b->cap || b->used >= x->batch_bytes)
+      return self_flush(x, w);
+    return 0;
+  }
+  chan *ch = &x->ch[w->index * x->par + target];
+  batch *b = batch_room(x, &ch->open, &ch->spare, need);
+  if (SL__UNLIKELY(!b))
+    return sl_op_fail(op, SL_ERR_NOMEM, "out of memory for an exchange batch");
+  batch_add(b, hash, kg, rec);
+  if (b->n == b->cap || b->used >= x->batch_bytes)
+    return chan_flush(w, x, ch);
+  return 0;
+}
+
+/* sl_broadcast(): a copy for every worker, with no key (hash and key
+ * group 0; the broadcast process operator ignores them). */
+static int prod_broadcast(sl_ctx_t *op, const sl_record_t *in) {
+  sl__counter_add(&op->out, 1);
+  for (int c = 0; c < op->xchg->par; c++) {
+    int rc = prod_add(op, op->xchg, c, 0, 0, in);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
 static int prod_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   (void)port;
   sl__node *n = op->node;
+  if (n->broadcast)
+    return prod_broadcast(op, in);
   sl__worker *w = op->w;
   sl_job_t *job = w->job;
   sl_record_t rec = *in;
@@ -391,32 +439,7 @@ static int prod_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   sl__counter_add(&op->out, 1);
   uint32_t kg = sl__key_group(hash, job->max_par);
   int target = job->kg_worker[kg];
-  sl__xchg *x = op->xchg;
-  size_t need = rec.key_len + rec.value_len;
-  if (target == w->index) {
-    sl_ctx_t *cons = w->inst[n->id];
-    if (!cons->keyed_outs) { /* no keyed reader: nothing to batch for */
-      sl__counter_add(&cons->in, 1);
-      sl__counter_add(&cons->out, 1);
-      return sl__emit_outs(cons, &cons->main, &rec);
-    }
-    batch *b = batch_room(x, &x->self[w->index], NULL, need);
-    if (SL__UNLIKELY(!b))
-      return sl_op_fail(op, SL_ERR_NOMEM,
-                        "out of memory for an exchange batch");
-    batch_add(b, hash, kg, &rec);
-    if (b->n == b->cap || b->used >= x->batch_bytes)
-      return self_flush(x, w);
-    return 0;
-  }
-  chan *ch = &x->ch[w->index * x->par + target];
-  batch *b = batch_room(x, &ch->open, &ch->spare, need);
-  if (SL__UNLIKELY(!b))
-    return sl_op_fail(op, SL_ERR_NOMEM, "out of memory for an exchange batch");
-  batch_add(b, hash, kg, &rec);
-  if (b->n == b->cap || b->used >= x->batch_bytes)
-    return chan_flush(w, x, ch);
-  return 0;
+  return prod_add(op, op->xchg, target, hash, kg, &rec);
 }
 
 /* Control elements go to every consumer, after the records before them. */

@@ -32,7 +32,9 @@ int sl__kstate_open(sl__keyed *k) {
 
 int sl_ctx_key(const sl_ctx_t *ctx, const void **key, size_t *len) {
   const sl__keyed *k = sl_op_keyed(ctx);
-  if (!k)
+  /* A context with neither state nor timers has no key (the broadcast
+   * side of a broadcast process function). */
+  if (!k || (!k->state && !k->timers))
     return SL_ERR_STATE;
   *key = k->key;
   *len = k->key_len;

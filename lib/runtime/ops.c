@@ -100,6 +100,12 @@ void sl_op_set_keyed(sl_ctx_t *op, struct sl__keyed *keyed) {
 struct sl__keyed *sl_op_keyed(const sl_ctx_t *op) {
   return op->keyed;
 }
+void sl_op_set_bcast(sl_ctx_t *op, struct sl__bstates *bs) {
+  op->bcast = bs;
+}
+struct sl__bstates *sl_op_bcast(const sl_ctx_t *op) {
+  return op->bcast;
+}
 
 void sl_op_count_late(sl_ctx_t *op) {
   sl__counter_add(&op->late, 1);

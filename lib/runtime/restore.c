@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint/bcast.h"
 #include "checkpoint/codec.h"
 #include "checkpoint/coord.h"
 #include "runtime/barrier.h"
@@ -226,8 +227,45 @@ int sl__restore_late(sl__worker *w) {
   return rc;
 }
 
+/* Broadcast state of instance c: every instance of the old job wrote a
+ * copy and the copies are equal (only broadcast records change them), so
+ * the first one found serves every new instance, whatever the old and
+ * new parallelism (Flink hands each new instance one copy too). */
+static int restore_bcast(const sl__restore *rs, sl_ctx_t *c) {
+  const char *uid = c->node->uid;
+  for (int f = 0; f < rs->n_files; f++) {
+    sl__rd body = rs->files[f].body, p;
+    uint32_t t, kg;
+    int r;
+    while ((r = sl__snap_next(&body, &t, &kg, &p)) == 1) {
+      const void *u;
+      size_t ul;
+      if (t != SL__SEC_BCAST)
+        continue;
+      if (!sl__rd_bytes(&p, &u, &ul))
+        return SL_ERR_CORRUPT;
+      if (ul == strlen(uid) && memcmp(u, uid, ul) == 0)
+        return sl__snap_load_bcast(p, c->bcast);
+    }
+    if (r < 0)
+      return r;
+  }
+  return 0;
+}
+
 static int restore_late(sl__worker *w, const sl__restore *rs) {
   sl_job_t *job = w->job;
+  for (int i = 0; i < job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    if (!c || !c->bcast || !c->node->uid)
+      continue;
+    int rc = restore_bcast(rs, c);
+    if (rc)
+      return sl_op_fail(c, rc,
+                        "restore of broadcast state from checkpoint %llu "
+                        "failed: %s",
+                        (unsigned long long)rs->id, sl_strerror(rc));
+  }
   uint32_t lo, hi;
   sl__kg_range(w->index, job->par, job->max_par, &lo, &hi);
   char err[256];

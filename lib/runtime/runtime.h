@@ -60,6 +60,8 @@ struct sl_ctx {
   sl__xchg *xchg;
   /* Set by keyed operators: state, timers and current key. */
   struct sl__keyed *keyed;
+  /* Set by broadcast process operators: their broadcast states. */
+  struct sl__bstates *bcast;
   void *local; /* sl_ctx_set_local() */
   /* When set, records emitted through this instance carry out_ts (Flink's
    * TimestampedCollector: a process function's output has the input's or

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 
+#include "sluice/broadcast.h"
 #include "sluice/state.h"
 #include "state/backend.h"
 #include "state/keyed.h"
@@ -93,5 +94,26 @@ int sl__aggregating_get(sl__keyed *k, sl_state_t *st, const void **out,
  * The merged entry's TTL timestamp is refreshed (it is a write). */
 int sl__state_merge_ns(sl__keyed *k, sl_state_t *st, const void *const *src_ns,
                        const size_t *src_ns_len, size_t n);
+
+/* ---- Broadcast state (sluice/broadcast.h, bstate.c) --------------------
+ * The broadcast states of one broadcast process instance: named maps in
+ * memory, written by the broadcast side only (writable is set around
+ * on_broadcast), snapshotted and restored by the checkpoint layer. */
+typedef struct sl__bstates sl__bstates;
+sl__bstates *sl__bstates_new(void);
+void sl__bstates_free(sl__bstates *bs); /* NULL is a no-op */
+void sl__bstates_set_writable(sl__bstates *bs, bool writable);
+/* The state called name: SL_OK with *out, SL_ERR_NOTFOUND when there is
+ * none and !create, SL_ERR_NOMEM. */
+int sl__bstates_find(sl__bstates *bs, const char *name, size_t name_len,
+                     bool create, sl_bstate_t **out);
+size_t sl__bstates_count(const sl__bstates *bs);
+sl_bstate_t *sl__bstates_at(const sl__bstates *bs, size_t i);
+const char *sl__bstate_name(const sl_bstate_t *st);
+/* Empties every state (restore replaces what open() may have put). */
+void sl__bstates_clear(sl__bstates *bs);
+/* sl_bstate_put() whatever the side (restore). */
+int sl__bstate_put(sl_bstate_t *st, const void *mk, size_t mk_len,
+                   const void *val, size_t len);
 
 #endif

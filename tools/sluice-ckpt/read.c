@@ -288,6 +288,86 @@ static int count_cb(const tool_worker *w, const char *state, uint32_t type,
   return 0;
 }
 
+/* Broadcast state: every instance wrote a copy (equal by contract), so
+ * each (uid, state) is reported once, from the first copy in worker
+ * order, with the number of copies. fn gets every entry of the first copy
+ * of each uid (uid NULL: every uid); copies(uid) is counted meanwhile. */
+typedef int (*bcast_fn)(const char *uid, const sl__snap_bentry *e,
+                        int copies_so_far, void *opaque);
+static int bcast_walk(const tool_ckpt *ck, const char *only_uid, bcast_fn fn,
+                      void *opaque, json_t *copies) {
+  for (int i = 0; i < ck->n_w; i++) {
+    sl__rd body = ck->w[i].body, p;
+    uint32_t type, kg;
+    while (sl__snap_next(&body, &type, &kg, &p) == 1) {
+      const void *u;
+      size_t ul;
+      if (type != SL__SEC_BCAST || !sl__rd_bytes(&p, &u, &ul))
+        continue;
+      char *uid = strndup(u, ul);
+      if (!uid)
+        return TOOL_USAGE;
+      if (only_uid && strcmp(uid, only_uid) != 0) {
+        free(uid);
+        continue;
+      }
+      json_t *c = json_object_get(copies, uid);
+      json_int_t n = c ? json_integer_value(c) : 0;
+      json_object_set_new(copies, uid, json_integer(n + 1));
+      sl__snap_bentry e;
+      int rc = 0;
+      while (!n && !rc && sl__snap_bcast_next(&p, &e) == 1)
+        rc = fn(uid, &e, (int)n, opaque);
+      free(uid);
+      if (rc)
+        return rc;
+    }
+  }
+  return 0;
+}
+
+/* inspect: one row per (uid, state) with its entries and bytes. */
+static int bcast_count(const char *uid, const sl__snap_bentry *e, int copies,
+                       void *opaque) {
+  (void)copies;
+  json_t *rows = opaque, *row = NULL, *r;
+  size_t i;
+  json_array_foreach(rows, i, r) {
+    const char *ru = json_string_value(json_object_get(r, "uid"));
+    const char *rs = json_string_value(json_object_get(r, "state"));
+    if (!strcmp(ru, uid) && strlen(rs) == e->name_len &&
+        !memcmp(rs, e->name, e->name_len))
+      row = r;
+  }
+  if (!row) {
+    char *nm = strndup(e->name, e->name_len);
+    row = json_pack("{s:s,s:s,s:I,s:I}", "uid", uid, "state", nm ? nm : "",
+                    "entries", (json_int_t)0, "bytes", (json_int_t)0);
+    free(nm);
+    json_array_append_new(rows, row);
+  }
+#define ADD(k, v)                                                              \
+  json_object_set_new(                                                         \
+      row, k, json_integer(json_integer_value(json_object_get(row, k)) + (v)))
+  ADD("entries", 1);
+  ADD("bytes", (json_int_t)(e->mk_len + e->val_len));
+#undef ADD
+  return 0;
+}
+
+static json_t *bcast_rows(const tool_ckpt *ck) {
+  json_t *rows = json_array(), *copies = json_object(), *r;
+  bcast_walk(ck, NULL, bcast_count, rows, copies);
+  size_t i;
+  json_array_foreach(rows, i, r) {
+    json_t *c =
+        json_object_get(copies, json_string_value(json_object_get(r, "uid")));
+    json_object_set_new(r, "copies", json_integer(json_integer_value(c)));
+  }
+  json_decref(copies);
+  return rows;
+}
+
 /* Positions, operator state and timers: the non-keyed sections. */
 static void other_sections(const tool_ckpt *ck, json_t *positions,
                            json_t *opstate, json_t *timers) {
@@ -424,6 +504,16 @@ static void print_inspect(const json_t *doc) {
              I(r, "bytes"));
     }
   }
+  json_t *bst = json_object_get(doc, "broadcast_state");
+  if (json_array_size(bst)) {
+    printf("\nbroadcast state (one copy per worker, equal by contract)\n"
+           "  %-24s %-16s %10s %12s %6s\n",
+           "UID", "STATE", "ENTRIES", "BYTES", "COPIES");
+    json_array_foreach(bst, i, r) {
+      printf("  %-24s %-16s %10lld %12lld %6lld\n", S(r, "uid"), S(r, "state"),
+             I(r, "entries"), I(r, "bytes"), I(r, "copies"));
+    }
+  }
   printf("\nkey groups (non-empty ones listed)\n");
   json_array_foreach(json_object_get(doc, "key_groups"), i, r) {
     printf("  worker %lld [%lld, %lld) in %s: ", I(r, "worker"), I(r, "kg_lo"),
@@ -533,6 +623,7 @@ int cmd_inspect(const tool_opts *o) {
   json_object_set_new(doc, "key_groups", kgs);
   json_object_set_new(doc, "timers", tim);
   json_object_set_new(doc, "operator_state", opst);
+  json_object_set_new(doc, "broadcast_state", bcast_rows(&ck));
   if (rc == TOOL_OK) {
     if (o->json)
       tool_print_json(doc);
@@ -611,6 +702,40 @@ static int dump_cb(const tool_worker *w, const char *state, uint32_t type,
   return 0;
 }
 
+/* dump: a broadcast entry, from the first copy. */
+static int bcast_dump(const char *uid, const sl__snap_bentry *e, int copies,
+                      void *opaque) {
+  (void)copies;
+  dump_ctx *d = opaque;
+  const tool_opts *o = d->o;
+  char *nm = strndup(e->name, e->name_len);
+  if (!nm)
+    return TOOL_USAGE;
+  if (!o->state || !strcmp(nm, o->state)) {
+    json_t *j = json_pack("{s:s,s:s,s:s}", "uid", uid, "state", nm, "type",
+                          "broadcast");
+    tool_set_bytes(j, "mk", e->mk, e->mk_len);
+    tool_set_bytes(j, "value", e->val, e->val_len);
+    tool_print_line(j);
+    json_decref(j);
+  }
+  free(nm);
+  return 0;
+}
+
+/* Names of the broadcast states of uid, as check_names lists them. */
+static int bcast_names(const char *uid, const sl__snap_bentry *e, int copies,
+                       void *opaque) {
+  (void)uid, (void)copies;
+  json_t *names = opaque;
+  char *nm = strndup(e->name, e->name_len);
+  if (!nm)
+    return TOOL_USAGE;
+  json_object_set_new(names, nm, json_true());
+  free(nm);
+  return 0;
+}
+
 /* The uid (and --state) must name registered state: a typo should not
  * look like an empty state. Every .snap file lists the names, also when
  * the entries are in a native directory. */
@@ -640,6 +765,22 @@ static int check_names(const tool_ckpt *ck, const tool_opts *o) {
       }
     }
   }
+  /* Broadcast state counts too; its states may be empty (no section
+   * entry names them), so a bare section is enough for the uid. */
+  json_t *bnames = json_object(), *copies = json_object();
+  bcast_walk(ck, o->uid, bcast_names, bnames, copies);
+  uid_found |= json_object_get(copies, o->uid) != NULL;
+  const char *bn;
+  json_t *bv;
+  json_object_foreach(bnames, bn, bv) {
+    (void)bv;
+    state_found |= o->state && !strcmp(bn, o->state);
+    size_t al = strlen(avail), sl = strlen(bn);
+    if (al + sl + 3 < sizeof(avail))
+      snprintf(avail + al, sizeof(avail) - al, "%s%s", al ? ", " : "", bn);
+  }
+  json_decref(bnames);
+  json_decref(copies);
   if (!uid_found) {
     tool_err("%s: operator uid \"%s\" has no keyed state in this checkpoint "
              "(sluice-ckpt inspect lists the states)",
@@ -667,6 +808,12 @@ int cmd_dump(const tool_opts *o) {
   if ((rc = check_names(&ck, o))) {
     tool_close(&ck);
     return rc;
+  }
+  /* Broadcast state first (it has no key). */
+  if (!o->have_key) {
+    json_t *copies = json_object();
+    rc = bcast_walk(&ck, o->uid, bcast_dump, &d, copies);
+    json_decref(copies);
   }
   /* A key lives in one key group: only that one is read. */
   uint32_t lo = 0, hi = UINT32_MAX;
