@@ -18,6 +18,7 @@
 #include "checkpoint/coord.h"
 #include "runtime/runtime.h"
 #include "httpget.h"
+#include "kafka/kafka_int.h"
 #include "metrics/metrics.h"
 #include "sluice.h"
 #include "testutil.h"
@@ -641,7 +642,10 @@ START_TEST(test_kafka_dead_letter_and_restart_series) {
   fixture fx;
   fx_build(&fx, 1, NULL);
   sl_job_t *job = fx.job;
-  sl__kafka_pmetrics *p = sl__metrics_kafka_partition(job, "in", "orders", 3);
+  /* Kafka keeps the figures; metrics read them when scraped. */
+  sl__kjob *kj = sl__kjob_get(job);
+  ck_assert_ptr_nonnull(kj);
+  sl__kpart_stat *p = sl__kstats_partition(kj, "in", "orders", 3);
   ck_assert_ptr_nonnull(p);
   double v;
   /* No value before the source reports one. */
@@ -649,22 +653,22 @@ START_TEST(test_kafka_dead_letter_and_restart_series) {
       sl_job_metric_value(job, "sluice_kafka_consumer_lag", "topic=orders", &v),
       SL_ERR_NOTFOUND);
   const char *lab = "source=in,topic=orders,partition=3";
-  sl__metrics_kafka_partition_update(p, 100, 150);
+  sl__kstats_partition_update(p, 100, 150);
   ck_assert_double_eq(value(job, "sluice_kafka_partition_offset", lab), 100);
   ck_assert_double_eq(value(job, "sluice_kafka_partition_high_watermark", lab),
                       150);
   ck_assert_double_eq(value(job, "sluice_kafka_consumer_lag", lab), 50);
-  sl__metrics_kafka_partition_update(p, 160, -1); /* stale high watermark */
+  sl__kstats_partition_update(p, 160, -1); /* stale high watermark */
   ck_assert_double_eq(value(job, "sluice_kafka_consumer_lag", lab), 0);
-  sl__metrics_kafka_partition_update(p, -1, 200);
+  sl__kstats_partition_update(p, -1, 200);
   ck_assert_double_eq(value(job, "sluice_kafka_consumer_lag", lab), 40);
-  sl__metrics_kafka_partition_remove(p);
+  sl__kstats_partition_remove(kj, p);
   ck_assert_int_eq(
       sl_job_metric_value(job, "sluice_kafka_partition_offset", lab, &v),
       SL_ERR_NOTFOUND);
-  sl__metrics_dead_letter(job, "parse", "decode", 2);
-  sl__mseries_inc(sl__metrics_dead_letter_series(job, "parse", "decode"), 3);
-  sl__metrics_dead_letter(job, "parse", "user", 1);
+  for (int i = 0; i < 5; i++)
+    sl__kstats_dead_letter(kj, "parse", "decode");
+  sl__kstats_dead_letter(kj, "parse", "user");
   ck_assert_double_eq(value(job, "sluice_dead_letter_records_total",
                             "operator=parse,reason=decode"),
                       5);
