@@ -701,8 +701,8 @@ static int user_open(sl_ctx_t *ctx, void *opaque) {
   sl_ctx_set_local(ctx, u);
   u->records = sl_ctx_counter(ctx, "score_records_total", "Records scored.");
   u->last = sl_ctx_gauge(ctx, "score_seen", "Records seen by the instance.");
-  u->key_len = sl_ctx_histogram(ctx, "score_key_bytes", "Key sizes.",
-                                key_len_le, 2);
+  u->key_len =
+      sl_ctx_histogram(ctx, "score_key_bytes", "Key sizes.", key_len_le, 2);
   /* Registering again returns the same metric. */
   ck_assert_ptr_eq(sl_ctx_counter(ctx, "score_records_total", NULL),
                    u->records);
@@ -755,9 +755,9 @@ START_TEST(test_user_metrics_on_endpoint_and_value) {
   char out[4096];
   int pt = promtool_check(body, out, sizeof(out));
   ck_assert_msg(pt <= 0, "promtool: %s", out);
-  ck_assert_ptr_nonnull(strstr(
-      body, "# HELP score_records_total Records scored.\n"
-            "# TYPE score_records_total counter\n"));
+  ck_assert_ptr_nonnull(strstr(body,
+                               "# HELP score_records_total Records scored.\n"
+                               "# TYPE score_records_total counter\n"));
   ck_assert_ptr_nonnull(strstr(body, "# TYPE score_seen gauge\n"));
   ck_assert_ptr_nonnull(strstr(body, "# TYPE score_key_bytes histogram\n"));
   double total = 0;
