@@ -99,8 +99,8 @@ struct sl__stat_out {
                     const uint64_t *buckets, double sum);
   void *opaque;
 };
-/* fn runs on the scraping thread with no lock of the reporting module
- * held: it takes what it needs. */
+/* fn runs on the scraping thread under the job's stat_lock (it must not
+ * add reporters or user metrics) and takes its own locks as it needs. */
 typedef void (*sl__stat_reporter)(sl__stat_out *o, void *opaque);
 /* Registers a reporter for the life of the job (graph-build time).
  * SL_OK or SL_ERR_NOMEM. */
