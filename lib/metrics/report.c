@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/util.h"
 #include "metrics/metrics_int.h"
 #include "checkpoint/coord.h"
 #include "runtime/runtime.h"
@@ -110,29 +111,46 @@ static void collect_user(sl__mcollect *c, void *opaque) {
 }
 
 typedef struct user_walk {
-  sl__jmetrics *jm;
-  size_t i;
+  size_t seen, skip;
+  const sl__ufamily *fresh[16];
+  size_t n;
 } user_walk;
 
-/* Families are only added, in order: the ones past n_user are new. A
- * family the registry refuses (it checks names again) is skipped. */
-static void add_user(const sl__ufamily *f, void *opaque) {
+/* Families are only added, in order (and never freed before the job): the
+ * ones past those registered here already are new. */
+static void note_user(const sl__ufamily *f, void *opaque) {
   user_walk *uw = opaque;
-  if (uw->i++ < uw->jm->n_user)
-    return;
-  uw->jm->n_user++;
-  char err[256];
-  sl__mfamily *fam = sl__metrics_family(
-      uw->jm->reg, (sl_metric_type)f->type, f->name, f->help, "operator,worker",
-      f->bounds, f->n_bounds, err, sizeof(err));
-  if (fam)
-    sl__mfamily_set_collector(fam, collect_user, uw->jm);
+  if (uw->seen++ >= uw->skip && uw->n < SL__ARRAY_LEN(uw->fresh))
+    uw->fresh[uw->n++] = f;
+}
+
+/* Registers the user families operators added since the last call. The
+ * runtime's list is read under its lock and the registry is changed after
+ * it is released: a scrape holds the registry's lock while the collectors
+ * take the runtime's. A family the registry refuses (it checks names
+ * again) is skipped. */
+static void sync_user(sl__jmetrics *jm) {
+  for (;;) {
+    pthread_mutex_lock(&jm->ck_lock);
+    user_walk uw = {.skip = jm->n_user};
+    sl__stats_user_families(jm->job, note_user, &uw);
+    for (size_t i = 0; i < uw.n; i++) {
+      const sl__ufamily *f = uw.fresh[i];
+      char err[256];
+      sl__mfamily *fam = sl__metrics_family(
+          jm->reg, (sl_metric_type)f->type, f->name, f->help, "operator,worker",
+          f->bounds, f->n_bounds, err, sizeof(err));
+      if (fam)
+        sl__mfamily_set_collector(fam, collect_user, jm);
+    }
+    jm->n_user += uw.n;
+    pthread_mutex_unlock(&jm->ck_lock);
+    if (uw.n < SL__ARRAY_LEN(uw.fresh))
+      return;
+  }
 }
 
 void sl__jm_sync(sl__jmetrics *jm) {
   sync_checkpoints(jm);
-  pthread_mutex_lock(&jm->ck_lock);
-  user_walk uw = {jm, 0};
-  sl__stats_user_families(jm->job, add_user, &uw);
-  pthread_mutex_unlock(&jm->ck_lock);
+  sync_user(jm);
 }
