@@ -143,6 +143,8 @@ void *sl_op_arg(const sl_ctx_t *op);
 void *sl_op_data(const sl_ctx_t *op);
 void sl_op_set_data(sl_ctx_t *op, void *data);
 const char *sl_op_uid(const sl_ctx_t *op);
+/* The index of the instance's worker, 0..parallelism-1. */
+int sl_op_worker(const sl_ctx_t *op);
 const sl_conf_t *sl_op_conf(const sl_ctx_t *op);
 
 uint32_t sl_op_max_parallelism(const sl_ctx_t *op);

@@ -22,8 +22,30 @@ SL_API sl_conf_t *sl_conf_new(void);
 SL_API void sl_conf_destroy(sl_conf_t *conf);
 
 /* A deep copy of conf, or NULL when out of memory (or conf is NULL). The
- * copy and the original are independent from then on. */
+ * copy and the original are independent from then on (the copy has the
+ * same log callback). */
 SL_API sl_conf_t *sl_conf_dup(const sl_conf_t *conf);
+
+/* Log levels, in the order of the values of log.level. */
+typedef enum sl_log_level {
+  SL_LOG_ERROR = 0,
+  SL_LOG_WARN,
+  SL_LOG_INFO,
+  SL_LOG_DEBUG,
+} sl_log_level;
+
+/* Receives one log line of the job: its level, the component that wrote it
+ * ("job", "checkpoint", ...) and the message (one line, no newline, no
+ * prefix). Lines above log.level are not sent. Called on the thread that
+ * logs (the job's supervisor, a worker...), so it must be thread-safe; it
+ * must not call back into the job. Valid during the call only. */
+typedef void (*sl_log_fn)(sl_log_level level, const char *component,
+                          const char *message, void *opaque);
+
+/* Sends the log lines of jobs made with conf to fn instead of stderr (the
+ * default, as "sluice[<job>] <level>: <message>"); fn NULL restores
+ * stderr. Set it before sl_job_new(). NULL conf is a no-op. */
+SL_API void sl_conf_set_log_cb(sl_conf_t *conf, sl_log_fn fn, void *opaque);
 
 /* Sets key to value after validating both: the key must be known (or start
  * with "kafka."), the value must parse as the key's type and lie in its

@@ -7,6 +7,8 @@
 #define SLUICE_METRICS_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "sluice/common.h"
 #include "sluice/job.h"
@@ -108,6 +110,44 @@ typedef void (*sl_metrics_log_fn)(const char *line, void *opaque);
  * restores stderr. Only before sl_job_run(): SL_ERR_STATE after. */
 SL_API int sl_job_set_metrics_log(sl_job_t *job, sl_metrics_log_fn fn,
                                   void *opaque);
+
+/* ---- User metrics ----------------------------------------------------------
+ * An operator registers its own metrics through its context, usually in
+ * open (a process function's, a window function's, a source's through
+ * sl_source_op()): counters, gauges and histograms, exported like the
+ * built-in ones on /metrics, in the JSON line, by sl_job_metrics_foreach()
+ * and sl_job_metric_value(), each series labelled operator (the uid) and
+ * worker. Updating one costs a few plain stores on the operator's own
+ * thread, no lock and no shared atomic: call the update functions only
+ * from the callbacks of the instance that registered the metric. The
+ * metrics layer reads the values when it is scraped.
+ *
+ * Names follow Prometheus ([a-zA-Z_:][a-zA-Z0-9_:]*); counters end in
+ * "_total"; the prefix "sluice_" is the library's own. Every instance of
+ * an operator registers the same names; one name has one type, help and
+ * bucket layout across the job. Registering a name again on the same
+ * instance returns the same metric. On a bad name or a clash the call
+ * returns NULL and fails the job with a message (sl_job_errmsg()); the
+ * update functions accept NULL and do nothing. */
+typedef struct sl_metric sl_metric_t;
+
+SL_API sl_metric_t *sl_ctx_counter(sl_ctx_t *ctx, const char *name,
+                                   const char *help);
+SL_API sl_metric_t *sl_ctx_gauge(sl_ctx_t *ctx, const char *name,
+                                 const char *help);
+/* bounds[0..n_bounds): the finite bucket upper bounds, strictly
+ * increasing, at most 64 (+Inf is implied). */
+SL_API sl_metric_t *sl_ctx_histogram(sl_ctx_t *ctx, const char *name,
+                                     const char *help, const double *bounds,
+                                     size_t n_bounds);
+
+/* Counters: adds n. */
+SL_API void sl_metric_inc(sl_metric_t *m, uint64_t n);
+/* Gauges: sets the value, or adds delta to it. */
+SL_API void sl_metric_set(sl_metric_t *m, double v);
+SL_API void sl_metric_add(sl_metric_t *m, double delta);
+/* Histograms: counts one observation of v. */
+SL_API void sl_metric_observe(sl_metric_t *m, double v);
 
 #ifdef __cplusplus
 }

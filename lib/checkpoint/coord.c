@@ -103,7 +103,7 @@ failf(char *err, size_t errlen, int rc, const char *fmt, ...) {
 }
 
 #define LOG(ck, lvl, ...)                                                      \
-  sl__log((ck)->env.conf, (ck)->env.name, lvl, __VA_ARGS__)
+  sl__log((ck)->env.conf, (ck)->env.name, lvl, "checkpoint", __VA_ARGS__)
 
 void sl__ckpt_path(const struct sl__ckpt *ck, uint64_t id, char *buf,
                    size_t len) {
@@ -463,9 +463,9 @@ static int complete_cur(struct sl__ckpt *ck, char *err, size_t errlen) {
   ck->cur = 0;
   note_done(ck, id, duration, bytes, bytes_new);
   atomic_store_explicit(&ck->complete, id, memory_order_release);
-  LOG(ck, SL__LOG_DEBUG,
-      "checkpoint %" PRIu64 " complete: %" PRIu64 " bytes in %" PRId64 " ms",
-      id, bytes, duration);
+  LOG(ck, SL__LOG_INFO,
+      "checkpoint %" PRIu64 " completed in %" PRId64 " ms, %" PRIu64 " bytes",
+      id, duration, bytes);
   pthread_mutex_unlock(&ck->mu);
   retain(ck);
   pthread_mutex_lock(&ck->mu);

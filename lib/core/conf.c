@@ -117,6 +117,9 @@ static const sl__conf_key keys[] = {
     KEY_STRING("sink.transactional.id.prefix", "sluice",
                "exactly_once: the producer's transactional.id is this, '-', "
                "and the job name"),
+    KEY_SIZE("sink.held.max.bytes", "64m", 1, (int64_t)1 << 40,
+             "exactly_once: output a sink instance holds between a barrier "
+             "and its commit, past which it waits (backpressure)"),
     KEY_TOPIC("dlq.topic", "sluice-dlq",
               "error.policy=dlq: the Kafka topic bad records go to"),
     KEY_INT("broker.timeout.ms", "60000", 1000, 86400000,
@@ -144,7 +147,21 @@ typedef struct entry {
 struct sl_conf {
   entry *v;
   size_t n, cap;
+  sl_log_fn log_fn;
+  void *log_opaque;
 };
+
+void sl_conf_set_log_cb(sl_conf_t *conf, sl_log_fn fn, void *opaque) {
+  if (!conf)
+    return;
+  conf->log_fn = fn;
+  conf->log_opaque = opaque;
+}
+
+sl_log_fn sl__conf_log_cb(const sl_conf_t *conf, void **opaque) {
+  *opaque = conf->log_opaque;
+  return conf->log_fn;
+}
 
 size_t sl__conf_key_count(void) {
   return SL__ARRAY_LEN(keys);
@@ -470,6 +487,8 @@ sl_conf_t *sl_conf_dup(const sl_conf_t *conf) {
   sl_conf_t *d = sl_conf_new();
   if (!d)
     return NULL;
+  d->log_fn = conf->log_fn;
+  d->log_opaque = conf->log_opaque;
   if (conf->n == 0)
     return d;
   d->v = calloc(conf->n, sizeof(entry));

@@ -39,6 +39,8 @@ typedef struct sl__conf_key {
  * sl__conf_str: any key of the table, as a string (see sl_conf_get()).
  * sl__conf_enum: ENUM keys; the index of the value in the row's list. */
 int64_t sl__conf_int(const sl_conf_t *conf, const char *key);
+/* The log callback of conf (sl_conf_set_log_cb), or NULL. */
+sl_log_fn sl__conf_log_cb(const sl_conf_t *conf, void **opaque);
 bool sl__conf_bool(const sl_conf_t *conf, const char *key);
 const char *sl__conf_str(const sl_conf_t *conf, const char *key);
 int sl__conf_enum(const sl_conf_t *conf, const char *key);

@@ -45,6 +45,7 @@ static void kjob_free(void *arg) {
   pthread_mutex_unlock(&reg_lock);
   sl__kprod_destroy(kj->plain);
   sl__kprod_destroy(kj->txn);
+  sl__kstats_free(kj);
   sl__kpos_drop(kj, UINT64_MAX);
   free(kj->pos);
   for (size_t i = 0; i < kj->n_src; i++)
@@ -79,6 +80,16 @@ sl__kjob *sl__kjob_get(sl_job_t *job) {
   kj->conf = sl_job_conf(job);
   pthread_mutex_init(&kj->lock, NULL);
   pthread_mutex_init(&kj->dlq_lock, NULL);
+  if (sl__kstats_init(kj)) {
+    pthread_mutex_unlock(&reg_lock);
+    sl__kstats_free(kj);
+    pthread_mutex_destroy(&kj->lock);
+    pthread_mutex_destroy(&kj->dlq_lock);
+    free(kj->name);
+    free(kj);
+    sl_job_build_error(job, SL_ERR_NOMEM, "kafka: out of memory");
+    return NULL;
+  }
   reg[n_reg++] = kj;
   pthread_mutex_unlock(&reg_lock);
   sl_job_adopt(job, kj, kjob_free);

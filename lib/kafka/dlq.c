@@ -12,7 +12,6 @@
 
 #include "core/conf.h"
 #include "kafka/kafka_int.h"
-#include "metrics/metrics.h"
 
 /* Room kept below message.max.bytes for what librdkafka and the broker
  * count besides key, value and headers: the record's own framing (at most
@@ -224,8 +223,8 @@ static int dlq_hook(sl_ctx_t *op, const sl_record_t *rec, const char *why,
     sl__klog("dead-letter queue: %s", err);
   else
     /* rec is NULL exactly when the source could not decode the input. */
-    sl__metrics_dead_letter(kj->job, sl_op_uid(op) ? sl_op_uid(op) : "",
-                            rec ? "user" : "decode", 1);
+    sl__kstats_dead_letter(kj, sl_op_uid(op) ? sl_op_uid(op) : "",
+                           rec ? "user" : "decode");
   return rc;
 }
 

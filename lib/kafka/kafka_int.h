@@ -34,6 +34,15 @@ typedef struct sl__kpos {
 } sl__kpos;
 
 typedef struct sl__kprod sl__kprod;
+typedef struct sl__kpart_stat sl__kpart_stat;
+typedef struct sl__ksink_stat sl__ksink_stat;
+typedef struct sl__kdlq_stat sl__kdlq_stat;
+
+/* Transaction commit latency buckets (seconds), as the metrics layer
+ * registers sluice_kafka_transaction_commit_seconds. */
+#define SL__KCOMMIT_BOUNDS                                                     \
+  { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 }
+#define SL__KCOMMIT_N 12
 
 /* Everything Kafka that is shared by the instances of one job. Created
  * at graph-build time, freed with the job. */
@@ -53,6 +62,16 @@ typedef struct sl__kjob {
   void *committed_opaque;
   const sl_conf_t *conf; /* the job's */
   bool participant;      /* the exactly-once participant is registered */
+  /* Figures (stats.c), read at scrape time through the runtime's
+   * reporter; the lists are guarded by stat_lock, the values are atomics
+   * written by their owner. */
+  pthread_mutex_t stat_lock;
+  sl__kpart_stat *parts;
+  sl__ksink_stat *sinks;
+  sl__kdlq_stat *dlqs;
+  /* Exactly-once commits, observed on the coordinator thread. */
+  _Atomic uint64_t commit_buckets[SL__KCOMMIT_N + 1];
+  _Atomic uint64_t commit_sum; /* bits of a double */
 } sl__kjob;
 
 /* The job's Kafka context, created on first use (graph-build time). */
@@ -108,6 +127,64 @@ typedef int (*sl__kpos_visit_time)(const char *group, const char *topic,
                                    const sl__kpos_time *time, void *arg);
 int sl__kpos_decode_time(const sl_blob_t *blob, sl__kpos_visit_time visit,
                          void *arg);
+
+/* ---- Figures (stats.c) ------------------------------------------------------
+ * Kafka keeps its figures here; the metrics layer reads them when it is
+ * scraped, through the reporter sl__kjob_get() registers with the runtime
+ * (runtime/stats.h). Nothing here runs per record except plain stores. */
+
+/* One assigned source partition, from its subtask's open to its close. */
+struct sl__kpart_stat {
+  sl__kpart_stat *next;
+  char *source, *topic;
+  int32_t partition;
+  _Atomic int64_t offset, hw; /* -1: unknown */
+};
+/* NULL when out of memory (the partition then has no metrics). */
+sl__kpart_stat *sl__kstats_partition(sl__kjob *kj, const char *source,
+                                     const char *topic, int32_t partition);
+/* offset: the next offset the source reads; high_watermark: the
+ * partition's log end offset as last reported. Negative: not updated. */
+void sl__kstats_partition_update(sl__kpart_stat *p, int64_t offset,
+                                 int64_t high_watermark);
+void sl__kstats_partition_remove(sl__kjob *kj, sl__kpart_stat *p);
+
+/* One Kafka sink instance, for the life of the job (counts stay readable
+ * after the run). delivered and failed are counted by delivery reports
+ * (librdkafka's threads), held_bytes and blocked_ns by the instance. */
+struct sl__ksink_stat {
+  sl__ksink_stat *next;
+  char *sink;
+  int worker;
+  _Atomic uint64_t delivered, failed;
+  _Atomic uint64_t held_bytes, blocked_ns;
+};
+sl__ksink_stat *sl__kstats_sink(sl__kjob *kj, const char *sink, int worker);
+
+/* A record of operator uid went to the dead-letter topic; reason is
+ * "decode" or "user". */
+void sl__kstats_dead_letter(sl__kjob *kj, const char *uid, const char *reason);
+/* An exactly-once commit took seconds. */
+void sl__kstats_commit(sl__kjob *kj, double seconds);
+/* Registers kj's reporter (sl__kjob_get); frees the figures (kjob_free). */
+int sl__kstats_init(sl__kjob *kj);
+void sl__kstats_free(sl__kjob *kj);
+/* Producer figures for the reporter (producer.c): messages in the queue,
+ * and from librdkafka's statistics (kafka.statistics.interval.ms) request
+ * retries and per-broker round trip and throttle time. */
+typedef struct sl__kbroker_stat {
+  int32_t id;
+  double rtt_s, throttle_s;
+} sl__kbroker_stat;
+typedef struct sl__kprod_stat {
+  bool live;       /* the client exists */
+  int64_t queue;   /* rd_kafka_outq_len() */
+  bool have_stats; /* statistics arrived at least once */
+  uint64_t retries;
+  sl__kbroker_stat brokers[16];
+  size_t n_brokers;
+} sl__kprod_stat;
+void sl__kprod_stats(sl__kprod *p, sl__kprod_stat *out);
 
 /* ---- JSON codec fast path (json_scan.c) ---------------------------------- */
 
@@ -214,6 +291,14 @@ size_t sl__ktxn_log(sl__kprod *p, sl__ktxn_event *ev, uint64_t *ids,
  * the exactly-once protocol can be tested by direct calls. */
 typedef struct sl__kwriter sl__kwriter;
 sl__kwriter *sl__kwriter_new(sl__kprod *p, const char *topic, bool eos);
+/* Delivery reports of the writer's records count in st (may be NULL). */
+void sl__kwriter_set_stats(sl__kwriter *w, sl__ksink_stat *st);
+/* exactly_once: a write that would hold more than max_held_bytes of key
+ * and value bytes waits until the commit releases held output (0: no
+ * bound); give_up(arg), asked while waiting, ends the wait with
+ * SL_ERR_STOPPED (the job is failing). */
+void sl__kwriter_set_limit(sl__kwriter *w, size_t max_held_bytes,
+                           bool (*give_up)(void *arg), void *arg);
 void sl__kwriter_free(sl__kwriter *w);
 /* The job restored checkpoint id: its output continues epoch id (the
  * sluice.epoch header), so epochs are unique across runs. Before any

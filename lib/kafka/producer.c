@@ -6,12 +6,14 @@
  * Delivery reports are served on librdkafka's background thread, so no
  * worker has to poll and a failed delivery is seen by every sink. */
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/conf.h"
 #include "kafka/kafka_int.h"
 
@@ -37,6 +39,12 @@ struct sl__kprod {
   sl__ktxn_event log[LOG_CAP];
   uint64_t log_id[LOG_CAP];
   size_t n_log;
+  /* For the metrics reporter: the client once created (rk is written
+   * under lock, which a long transaction step holds), and what the last
+   * statistics said, under st_lock. */
+  _Atomic(rd_kafka_t *) rk_pub;
+  pthread_mutex_t st_lock;
+  sl__kprod_stat st;
 };
 
 static void log_event(sl__kprod *p, sl__ktxn_event e, uint64_t id) {
@@ -86,15 +94,68 @@ uint64_t sl__ktxn_released(sl__kprod *p) {
 
 /* Delivery reports and errors, served by the producer's poller thread
  * (and by flush). A failed delivery (after librdkafka's own retries)
- * fails the job: never silent. */
+ * fails the job: never silent. A sink's records carry its figures as
+ * their opaque (dead letters carry &sl__kdlq_tag). */
 static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+  bool purged = m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
+                m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT;
+  sl__ksink_stat *st =
+      m->_private && m->_private != &sl__kdlq_tag ? m->_private : NULL;
+  if (st && !purged)
+    atomic_fetch_add_explicit(m->err ? &st->failed : &st->delivered, 1,
+                              memory_order_relaxed);
   /* Purges come only from aborting a transaction on purpose; a dead
    * letter the broker found too large is retried smaller (dlq.c). */
-  if (m->err && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
-      m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT && !sl__kdlq_redeliver(rk, m))
+  if (m->err && !purged && !sl__kdlq_redeliver(rk, m))
     set_failed(opaque, "delivery to %s[%" PRId32 "] failed: %s",
                m->rkt ? rd_kafka_topic_name(m->rkt) : "?", m->partition,
                rd_kafka_err2str(m->err));
+}
+
+/* librdkafka's statistics (kafka.statistics.interval.ms): request retries
+ * over all brokers, and each broker's average round trip and throttle
+ * time over the last window. Brokers without a node id (bootstrap
+ * addresses) are left out. */
+static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+  (void)rk;
+  sl__kprod *p = opaque;
+  json_t *root = json_loadb(json, len, 0, NULL);
+  json_t *brokers = root ? json_object_get(root, "brokers") : NULL;
+  if (!json_is_object(brokers)) {
+    json_decref(root);
+    return 0;
+  }
+  sl__kprod_stat st = {.have_stats = true};
+  const char *name;
+  json_t *b;
+  json_object_foreach(brokers, name, b) {
+    json_int_t id = json_integer_value(json_object_get(b, "nodeid"));
+    st.retries += (uint64_t)json_integer_value(json_object_get(b, "txretries"));
+    if (id < 0 || st.n_brokers == sizeof(st.brokers) / sizeof(st.brokers[0]))
+      continue;
+    json_t *rtt = json_object_get(json_object_get(b, "rtt"), "avg");
+    json_t *thr = json_object_get(json_object_get(b, "throttle"), "avg");
+    st.brokers[st.n_brokers++] =
+        (sl__kbroker_stat){(int32_t)id, (double)json_integer_value(rtt) / 1e6,
+                           (double)json_integer_value(thr) / 1e3};
+  }
+  json_decref(root);
+  pthread_mutex_lock(&p->st_lock);
+  p->st.have_stats = true;
+  p->st.retries = st.retries;
+  memcpy(p->st.brokers, st.brokers, sizeof(st.brokers));
+  p->st.n_brokers = st.n_brokers;
+  pthread_mutex_unlock(&p->st_lock);
+  return 0; /* librdkafka frees json */
+}
+
+void sl__kprod_stats(sl__kprod *p, sl__kprod_stat *out) {
+  pthread_mutex_lock(&p->st_lock);
+  *out = p->st;
+  pthread_mutex_unlock(&p->st_lock);
+  rd_kafka_t *rk = atomic_load_explicit(&p->rk_pub, memory_order_acquire);
+  out->live = rk != NULL;
+  out->queue = rk ? rd_kafka_outq_len(rk) : 0;
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason,
@@ -124,6 +185,7 @@ static sl__kprod *kprod_new(sl__kjob *kj, bool txn) {
   p->kj = kj;
   p->txn = txn;
   pthread_mutex_init(&p->lock, NULL);
+  pthread_mutex_init(&p->st_lock, NULL);
   return p;
 }
 
@@ -153,6 +215,7 @@ void sl__kprod_destroy(sl__kprod *p) {
   if (p->rk)
     rd_kafka_destroy(p->rk);
   pthread_mutex_destroy(&p->lock);
+  pthread_mutex_destroy(&p->st_lock);
   free(p);
 }
 
@@ -212,6 +275,7 @@ static int create(sl__kprod *p, const sl_conf_t *conf, char *err,
     return r;
   rd_kafka_conf_set_dr_msg_cb(rc, on_dr);
   rd_kafka_conf_set_error_cb(rc, on_error);
+  rd_kafka_conf_set_stats_cb(rc, on_stats);
   rd_kafka_conf_set_opaque(rc, p);
   char e[512];
   p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, e, sizeof(e));
@@ -227,6 +291,7 @@ static int create(sl__kprod *p, const sl_conf_t *conf, char *err,
     return SL_ERR_NOMEM;
   }
   p->polling = true;
+  atomic_store_explicit(&p->rk_pub, p->rk, memory_order_release);
   if (!p->txn)
     return SL_OK;
   rd_kafka_error_t *ie = rd_kafka_init_transactions(p->rk, p->timeout_ms);
@@ -434,12 +499,15 @@ int sl__ktxn_commit(uint64_t id, void *arg) {
     rc = SL_ERR_KAFKA;
     goto out;
   }
+  int64_t t0 = sl__mono_ms();
   if ((rc = send_offsets(p, id)))
     goto out;
   for (int attempt = 0;; attempt++) {
     rd_kafka_error_t *e = rd_kafka_commit_transaction(p->rk, p->timeout_ms);
-    if (!e)
+    if (!e) {
+      sl__kstats_commit(kj, (double)(sl__mono_ms() - t0) / 1000.0);
       break;
+    }
     if (rd_kafka_error_is_retriable(e) && attempt < 3) {
       rd_kafka_error_destroy(e);
       continue;
@@ -620,7 +688,30 @@ struct sl__kwriter {
    * per record; emptied whenever nothing is held. */
   char *bytes;
   size_t bytes_len, bytes_cap;
+  /* Key and value bytes of the records held now, and the bound past
+   * which a write waits for the commit (0: none). */
+  size_t held_bytes, max_held;
+  bool (*give_up)(void *arg);
+  void *give_up_arg;
+  sl__ksink_stat *st; /* NULL: no figures */
 };
+
+static void set_held(sl__kwriter *w, size_t bytes) {
+  w->held_bytes = bytes;
+  if (w->st)
+    atomic_store_explicit(&w->st->held_bytes, bytes, memory_order_relaxed);
+}
+
+void sl__kwriter_set_stats(sl__kwriter *w, sl__ksink_stat *st) {
+  w->st = st;
+}
+
+void sl__kwriter_set_limit(sl__kwriter *w, size_t max_held_bytes,
+                           bool (*give_up)(void *arg), void *arg) {
+  w->max_held = max_held_bytes;
+  w->give_up = give_up;
+  w->give_up_arg = arg;
+}
 
 static void set_epoch(sl__kwriter *w, uint64_t id) {
   w->barrier = id;
@@ -711,6 +802,7 @@ static int hold(sl__kwriter *w, const sl_record_t *rec,
   x->hdrs = hdrs;
   x->after = w->barrier;
   w->n++;
+  set_held(w, w->held_bytes + need);
   return 0;
 }
 
@@ -721,16 +813,58 @@ int sl__kwriter_drain(sl__kwriter *w, char *err, size_t errlen) {
   while (w->head < w->n && w->h[w->head].after <= rel) {
     held *x = &w->h[w->head++];
     const char *k = w->bytes + x->off;
-    int rc = sl__kprod_send(w->p, w->topic, x->null_key ? NULL : k, x->key_len,
-                            k + x->key_len, x->value_len, x->ts, x->hdrs, err,
-                            errlen);
+    int rc = sl__kprod_sendv(w->p, w->topic, x->null_key ? NULL : k, x->key_len,
+                             k + x->key_len, x->value_len, x->ts, x->hdrs,
+                             w->st, err, errlen);
     x->hdrs = NULL;
+    set_held(w, w->held_bytes - x->key_len - x->value_len);
     if (rc)
       return rc;
   }
-  if (w->head == w->n)
+  if (w->head == w->n) {
     w->head = w->n = w->bytes_len = 0;
+    set_held(w, 0);
+  }
   return 0;
+}
+
+/* Backpressure on held output: while holding need more bytes would pass
+ * max_held, waits for the commit that releases what is held (the
+ * coordinator's thread commits; this worker has already acked the
+ * checkpoint, so nothing it could do would bring the commit sooner). One
+ * record is always let in, however large. The time waited is counted. */
+static int room(sl__kwriter *w, size_t need, char *err, size_t errlen) {
+  if (!w->max_held || w->held_bytes == 0 || w->held_bytes + need <= w->max_held)
+    return 0;
+  int64_t t0 = sl__mono_ns();
+  int rc = 0;
+  unsigned spins = 0;
+  for (;;) {
+    if ((rc = sl__kwriter_drain(w, err, errlen)))
+      break;
+    if (w->held_bytes == 0 || w->held_bytes + need <= w->max_held)
+      break;
+    const char *f = sl__kprod_error(w->p);
+    if (f) {
+      snprintf(err, errlen, "%s", f);
+      rc = SL_ERR_KAFKA;
+      break;
+    }
+    if (w->give_up && w->give_up(w->give_up_arg)) {
+      snprintf(err, errlen, "stopped while waiting for a commit");
+      rc = SL_ERR_STOPPED;
+      break;
+    }
+    struct timespec t = {0, spins++ < 100 ? 100 * 1000 : 1000 * 1000};
+    nanosleep(&t, NULL);
+  }
+  if (w->st)
+    atomic_store_explicit(
+        &w->st->blocked_ns,
+        atomic_load_explicit(&w->st->blocked_ns, memory_order_relaxed) +
+            (uint64_t)(sl__mono_ns() - t0),
+        memory_order_relaxed);
+  return rc;
 }
 
 int sl__kwriter_write(sl__kwriter *w, const sl_record_t *rec,
@@ -742,7 +876,14 @@ int sl__kwriter_write(sl__kwriter *w, const sl_record_t *rec,
     /* After a barrier whose transaction is not committed yet, output
      * waits: it belongs to the next transaction (DESIGN §8). */
     if (w->head < w->n || w->barrier > sl__ktxn_released(w->p)) {
-      int rc = hold(w, rec, hdrs);
+      int rc = room(w, rec->key_len + rec->value_len, err, errlen);
+      if (rc) {
+        rd_kafka_headers_destroy(hdrs);
+        return rc;
+      }
+      if (w->head == w->n && w->barrier <= sl__ktxn_released(w->p))
+        goto send; /* the commit came while waiting */
+      rc = hold(w, rec, hdrs);
       if (rc) {
         rd_kafka_headers_destroy(hdrs);
         snprintf(err, errlen, "out of memory holding output");
@@ -750,8 +891,9 @@ int sl__kwriter_write(sl__kwriter *w, const sl_record_t *rec,
       return rc;
     }
   }
-  return sl__kprod_send(w->p, w->topic, rec->key, rec->key_len, rec->value,
-                        rec->value_len, rec->ts, hdrs, err, errlen);
+send:
+  return sl__kprod_sendv(w->p, w->topic, rec->key, rec->key_len, rec->value,
+                         rec->value_len, rec->ts, hdrs, w->st, err, errlen);
 }
 
 int sl__kwriter_barrier(sl__kwriter *w, uint64_t id, bool flush, char *err,

@@ -31,6 +31,10 @@ static void ksink_free(void *arg) {
   free(s);
 }
 
+static bool give_up(void *op) {
+  return sl_op_job_failing(op);
+}
+
 static int ksink_open(sl_ctx_t *op) {
   ksink *s = sl_op_arg(op);
   kinst *in = calloc(1, sizeof(*in));
@@ -44,6 +48,14 @@ static int ksink_open(sl_ctx_t *op) {
     return sl_op_fail(op, SL_ERR_KAFKA, "%s", err);
   if (!(in->w = sl__kwriter_new(in->p, s->topic, eos)))
     return sl_op_fail(op, SL_ERR_NOMEM, "out of memory");
+  /* Figures outlive the instance (read after the run); none when out of
+   * memory, which is not an error. */
+  sl__kwriter_set_stats(
+      in->w, sl__kstats_sink(s->kj, sl_op_uid(op), sl_op_worker(op)));
+  if (eos)
+    sl__kwriter_set_limit(
+        in->w, (size_t)sl__conf_int(sl_op_conf(op), "sink.held.max.bytes"),
+        give_up, op);
   /* After a restore from checkpoint N, output continues epoch N: the
    * header then names the barrier the record came after in any run, and
    * new checkpoint ids are always > N. */

@@ -15,12 +15,11 @@
 #include "core/clock.h"
 #include "core/conf.h"
 #include "kafka/kafka_int.h"
-#include "metrics/metrics.h"
 #include "time/watermark.h"
 
 #define MAX_SUBTASKS 1024
-/* Position and high watermark go to the metrics this often, from the
- * poll loop: never per record. */
+/* Position and high watermark are published this often, from the poll
+ * loop: never per record. */
 #define METRICS_EVERY_MS 1000
 
 /* Broker timeouts are real time (sl__mono_ms) even when the job runs on a
@@ -35,7 +34,7 @@ typedef struct kpart {
   /* Its end-of-partition marker was read (now or before a restore): it
    * is not read any further and holds no watermark back. */
   bool finished;
-  sl__kafka_pmetrics *pm; /* offset, high watermark, lag; NULL: none */
+  sl__kpart_stat *pm; /* published position and high watermark; NULL: none */
 } kpart;
 
 typedef struct ksub {
@@ -50,7 +49,7 @@ typedef struct ksub {
   bool started;         /* the first poll forwarded the restored watermark */
   size_t n_finished;    /* partitions with finished set */
   int64_t last_ok;      /* monotonic ms of the last sign of a live broker */
-  int64_t last_metrics; /* monotonic ms of the last metrics update */
+  int64_t last_metrics; /* monotonic ms of the last publication */
   const rd_kafka_topic_t *last_rkt;
   int last_topic;
   char keybuf[32];
@@ -307,7 +306,7 @@ static void update_metrics(ksrc *s, ksub *k, int64_t mono) {
                                        &lo, &hi) ||
         hi < 0)
       hi = -1;
-    sl__metrics_kafka_partition_update(p->pm, p->next, hi);
+    sl__kstats_partition_update(p->pm, p->next, hi);
   }
 }
 
@@ -410,8 +409,8 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
    * them, no rebalance revokes them). Missing metrics are not an error. */
   for (size_t j = 0; j < k->n_parts; j++) {
     kpart *kp = &k->parts[j];
-    kp->pm = sl__metrics_kafka_partition(s->kj->job, s->uid,
-                                         s->topics[kp->topic], kp->partition);
+    kp->pm = sl__kstats_partition(s->kj, s->uid, s->topics[kp->topic],
+                                  kp->partition);
   }
   update_metrics(s, k, k->last_ok);
   /* A subtask without partitions (more subtasks than partitions) is idle
@@ -438,7 +437,7 @@ static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
   if (k->q)
     rd_kafka_queue_destroy(k->q);
   for (size_t i = 0; i < k->n_parts; i++)
-    sl__metrics_kafka_partition_remove(k->parts[i].pm);
+    sl__kstats_partition_remove(s->kj, k->parts[i].pm);
   if (k->rk) {
     rd_kafka_consumer_close(k->rk);
     rd_kafka_destroy(k->rk);

@@ -2,7 +2,8 @@
 /* The built-in metric families of a job: operators and channels, collected
  * at scrape time from the runtime's own counters (runtime/stats.h) so that
  * the per-record path pays nothing, job gauges read by callback, and the
- * checkpoint and Kafka families that other modules feed (report.c). */
+ * checkpoint and Kafka families whose figures other modules keep
+ * (report.c). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -184,6 +185,59 @@ static double failed_fn(void *opaque) {
 static const double ckpt_bounds[] = {0.05, 0.1, 0.25, 0.5, 1,   2.5, 5,
                                      10,   30,  60,   120, 300, 600};
 
+/* Must equal the Kafka layer's SL__KCOMMIT_BOUNDS (a histogram reported
+ * with other bounds is left out). */
+static const double commit_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                       0.5,   1,    2.5,   5,    10,  30};
+
+#define PART_LABELS "source,topic,partition"
+#define SINK_LABELS "sink,worker"
+
+static const struct kfam {
+  sl_metric_type type;
+  const char *name, *labels, *help;
+} kafka[] = {
+    {SL_METRIC_GAUGE, "sluice_kafka_partition_offset", PART_LABELS,
+     "Next offset the source will read from the partition (its position)."},
+    {SL_METRIC_GAUGE, "sluice_kafka_partition_high_watermark", PART_LABELS,
+     "The partition's high watermark (log end offset) as last reported by "
+     "the broker."},
+    {SL_METRIC_GAUGE, "sluice_kafka_consumer_lag", PART_LABELS,
+     "Records between the source's position and the partition's high "
+     "watermark."},
+    {SL_METRIC_COUNTER, "sluice_dead_letter_records_total", "operator,reason",
+     "Records sent to the dead-letter topic, by operator and reason (decode, "
+     "user)."},
+    {SL_METRIC_COUNTER, "sluice_kafka_sink_records_delivered_total",
+     SINK_LABELS, "Records of a Kafka sink instance the broker acknowledged."},
+    {SL_METRIC_COUNTER, "sluice_kafka_sink_records_failed_total", SINK_LABELS,
+     "Records of a Kafka sink instance whose delivery failed after the "
+     "producer's retries (the job fails)."},
+    {SL_METRIC_GAUGE, "sluice_kafka_sink_held_bytes", SINK_LABELS,
+     "exactly_once: key and value bytes a sink instance holds between a "
+     "barrier and its transaction's commit."},
+    {SL_METRIC_COUNTER, "sluice_kafka_sink_backpressure_seconds_total",
+     SINK_LABELS,
+     "exactly_once: seconds a sink instance waited for a commit because it "
+     "held sink.held.max.bytes."},
+    {SL_METRIC_GAUGE, "sluice_kafka_producer_queue_messages", "producer",
+     "Messages in a producer's queue, not yet acknowledged (producer: plain "
+     "or transactional)."},
+    {SL_METRIC_COUNTER, "sluice_kafka_producer_request_retries_total",
+     "producer",
+     "Requests the producer retried, from librdkafka's statistics "
+     "(kafka.statistics.interval.ms)."},
+    {SL_METRIC_GAUGE, "sluice_kafka_broker_rtt_seconds", "producer,broker",
+     "Average round trip of the producer's requests to a broker over the "
+     "last statistics window."},
+    {SL_METRIC_GAUGE, "sluice_kafka_broker_throttle_seconds", "producer,broker",
+     "Average time a broker throttled the producer over the last statistics "
+     "window."},
+    {SL_METRIC_HISTOGRAM, "sluice_kafka_transaction_commit_seconds", NULL,
+     "exactly_once: time to commit a checkpoint's transaction (sending the "
+     "source offsets and committing)."},
+};
+
 /* Registers every built-in family; series that exist from the start are
  * created here. */
 int sl__jm_register_builtins(sl__jmetrics *jm, char *err, size_t errlen) {
@@ -268,27 +322,17 @@ int sl__jm_register_builtins(sl__jmetrics *jm, char *err, size_t errlen) {
             "Durations of completed checkpoints.", NULL, ckpt_bounds,
             SL__ARRAY_LEN(ckpt_bounds), err, errlen)))
     return SL_ERR_NOMEM;
-  /* Kafka. */
-  if (!(jm->f_offset = sl__metrics_family(
-            m, SL_METRIC_GAUGE, "sluice_kafka_partition_offset",
-            "Next offset the source will read from the partition (its "
-            "position).",
-            "source,topic,partition", NULL, 0, err, errlen)) ||
-      !(jm->f_hw = sl__metrics_family(
-            m, SL_METRIC_GAUGE, "sluice_kafka_partition_high_watermark",
-            "The partition's high watermark (log end offset) as last reported "
-            "by the broker.",
-            "source,topic,partition", NULL, 0, err, errlen)) ||
-      !(jm->f_lag = sl__metrics_family(
-            m, SL_METRIC_GAUGE, "sluice_kafka_consumer_lag",
-            "Records between the source's position and the partition's high "
-            "watermark.",
-            "source,topic,partition", NULL, 0, err, errlen)) ||
-      !(jm->f_dlq = sl__metrics_family(
-            m, SL_METRIC_COUNTER, "sluice_dead_letter_records_total",
-            "Records sent to the dead-letter topic, by operator and reason "
-            "(decode, user).",
-            "operator,reason", NULL, 0, err, errlen)))
-    return SL_ERR_NOMEM;
+  /* Kafka: what the Kafka source, sink and dead-letter queue keep,
+   * collected at scrape time through the runtime's reporters. */
+  for (size_t i = 0; i < SL__ARRAY_LEN(kafka); i++) {
+    const struct kfam *k = &kafka[i];
+    if (!(f = sl__metrics_family(
+              m, k->type, k->name, k->help, k->labels,
+              k->type == SL_METRIC_HISTOGRAM ? commit_bounds : NULL,
+              k->type == SL_METRIC_HISTOGRAM ? SL__ARRAY_LEN(commit_bounds) : 0,
+              err, errlen)) ||
+        sl__mfamily_set_collector(f, sl__jm_collect_reported, jm))
+      return SL_ERR_NOMEM;
+  }
   return SL_OK;
 }

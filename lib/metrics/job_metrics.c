@@ -105,7 +105,7 @@ static int jm_tick(void *svc, const sl__tick *t, int64_t *next_due, char *err,
                    size_t errlen) {
   (void)err, (void)errlen;
   sl__jmetrics *jm = svc;
-  sl__jm_sync_checkpoints(jm);
+  sl__jm_sync(jm);
   if (jm->log_interval_ms <= 0)
     return SL__SVC_IDLE;
   if (t->now >= jm->log_next) {
@@ -126,7 +126,7 @@ static void jm_stop(void *svc) {
     return;
   atomic_store(&jm->end_mono_ms, sl__mono_ms());
   atomic_store(&jm->ended, 1);
-  sl__jm_sync_checkpoints(jm);
+  sl__jm_sync(jm);
   if (jm->log_interval_ms > 0)
     emit_log_line(jm);
 }
@@ -226,7 +226,7 @@ sl_health sl__jm_health(sl_job_t *job, char *reason, size_t len) {
 
 sl_health sl_job_health(sl_job_t *job, char *reason, size_t len) {
   if (job && job->metrics)
-    sl__jm_sync_checkpoints(job->metrics);
+    sl__jm_sync(job->metrics);
   return sl__jm_health(job, reason, len);
 }
 
@@ -253,7 +253,7 @@ static char *health_json(sl__jmetrics *jm, sl_health *h) {
 static void http_handler(const char *path, sl__http_reply *r, void *opaque) {
   sl__jmetrics *jm = opaque;
   if (strcmp(path, "/metrics") == 0) {
-    sl__jm_sync_checkpoints(jm);
+    sl__jm_sync(jm);
     if (sl__metrics_render(jm->reg, SL_METRICS_PROMETHEUS, jm->job->name, 0,
                            &r->body, &r->len)) {
       r->status = 500;
@@ -285,7 +285,7 @@ static void http_handler(const char *path, sl__http_reply *r, void *opaque) {
 int sl_job_metrics_foreach(sl_job_t *job, sl_metric_fn fn, void *opaque) {
   if (!job || !fn || !job->metrics)
     return SL_ERR_INVAL;
-  sl__jm_sync_checkpoints(job->metrics);
+  sl__jm_sync(job->metrics);
   return sl__metrics_visit(job->metrics->reg, fn, opaque);
 }
 
@@ -293,7 +293,7 @@ int sl_job_metric_value(sl_job_t *job, const char *name, const char *labels,
                         double *value) {
   if (!job || !job->metrics)
     return SL_ERR_INVAL;
-  sl__jm_sync_checkpoints(job->metrics);
+  sl__jm_sync(job->metrics);
   return sl__metrics_value(job->metrics->reg, name, labels, value);
 }
 
@@ -301,7 +301,7 @@ int sl_job_metrics_format(sl_job_t *job, sl_metrics_format fmt, char **out,
                           size_t *len) {
   if (!job || !job->metrics || !out)
     return SL_ERR_INVAL;
-  sl__jm_sync_checkpoints(job->metrics);
+  sl__jm_sync(job->metrics);
   return sl__metrics_render(job->metrics->reg, fmt, job->name,
                             sl_clock_now(job->clock), out, len);
 }

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Internal metrics API: a registry of metric families (counters, gauges,
- * histograms, with labels) that any module registers into, plus the job
- * metrics service of a job and the functions through which the Kafka
- * source and sink report their numbers (checkpoint figures are pulled from
- * the coordinator). See
+ * histograms, with labels) and the job metrics service of a job. Every
+ * figure is pulled: the runtime's counters, the coordinator's checkpoint
+ * figures, what the Kafka source and sink report through the runtime's
+ * reporters (runtime/stats.h) and the user metrics of operators. See
  * docs/monitoring/README.md ("Adding metrics to a module"). */
 #ifndef SL_METRICS_METRICS_H
 #define SL_METRICS_METRICS_H
@@ -76,16 +76,24 @@ double sl__mseries_value(const sl__mseries *s);
  * from numbers the module keeps itself (the runtime's per-operator
  * counters are reported this way). collect runs on the scraping thread
  * with the registry locked; it calls sl__mcollect_value() once per series
+ * (sl__mcollect_histogram() for a histogram family)
  * and must not touch the registry. A family has either a collector or
  * series of its own. Returns SL_OK, or SL_ERR_INVAL when fam already has
  * series or a collector. */
 typedef void (*sl__mcollect_fn)(sl__mcollect *c, void *opaque);
 int sl__mfamily_set_collector(sl__mfamily *fam, sl__mcollect_fn collect,
                               void *opaque);
+/* The name of the family being collected. */
+const char *sl__mcollect_family(const sl__mcollect *c);
 /* Reports one counter or gauge series (label values in the family's
  * order). NaN values are skipped. */
 void sl__mcollect_value(sl__mcollect *c, const char *const *label_values,
                         double v);
+/* Reports one histogram series: buckets[0..n_bounds] per-bucket counts.
+ * Skipped unless bounds are the family's. */
+void sl__mcollect_histogram(sl__mcollect *c, const char *const *label_values,
+                            const double *bounds, size_t n_bounds,
+                            const uint64_t *buckets, double sum);
 
 /* Calls fn once per sample, families in registration order and the series
  * of a family in creation (or collection) order. Stops at fn's first
@@ -126,31 +134,5 @@ int sl__metrics_job_new(sl_job_t *job, char *err, size_t errlen);
 extern const sl__service_ops sl__metrics_service;
 /* The job's registry, for modules that register their own metrics. */
 sl__metrics *sl__metrics_of(sl_job_t *job);
-
-/* ---- Kafka source and sink ----------------------------------------------- */
-
-/* The series of one assigned source partition; NULL when out of memory.
- * Call on assignment; sl__metrics_kafka_partition_remove() on revocation. */
-typedef struct sl__kafka_pmetrics sl__kafka_pmetrics;
-sl__kafka_pmetrics *sl__metrics_kafka_partition(sl_job_t *job,
-                                                const char *source_uid,
-                                                const char *topic,
-                                                int32_t partition);
-/* offset: the next offset the source will read (its position);
- * high_watermark: the partition's high watermark (log end offset) as last
- * reported by the broker. Either may be negative = unknown (not updated).
- * Consumer lag is high_watermark - offset (0 when negative). Any thread. */
-void sl__metrics_kafka_partition_update(sl__kafka_pmetrics *p, int64_t offset,
-                                        int64_t high_watermark);
-void sl__metrics_kafka_partition_remove(sl__kafka_pmetrics *p);
-/* n records of operator `uid` went to the dead-letter topic; reason is
- * "decode" (input that failed to decode) or "user" (a user function
- * returned an error). Any thread; a registry lookup per call. */
-void sl__metrics_dead_letter(sl_job_t *job, const char *uid, const char *reason,
-                             uint64_t n);
-/* The counter series behind sl__metrics_dead_letter(), to keep and
- * increment with sl__mseries_inc() without a lookup per record. */
-sl__mseries *sl__metrics_dead_letter_series(sl_job_t *job, const char *uid,
-                                            const char *reason);
 
 #endif

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Private to lib/metrics: a job's metrics state (struct sl__jmetrics), shared
  * by the built-in families (builtin.c), the lifecycle, health and endpoint
- * (job_metrics.c) and what other modules report (report.c). */
+ * (job_metrics.c) and what is pulled from other modules (report.c). */
 #ifndef SL_METRICS_METRICS_INT_H
 #define SL_METRICS_METRICS_INT_H
 
@@ -66,13 +66,18 @@ struct sl__jmetrics {
   sl__mseries *ck_done, *ck_failed, *ck_dur, *ck_size, *ck_ts, *ck_age, *ck_id,
       *ck_hist;
   sl__mseries *restarts;
-  /* Kafka. */
-  sl__mfamily *f_offset, *f_hw, *f_lag, *f_dlq;
+  /* User metrics: how many of the runtime's user families are
+   * registered here (under ck_lock). */
+  size_t n_user;
 };
 
-/* Brings the checkpoint families up to the coordinator's figures
- * (report.c): before every scrape and on every tick. */
-void sl__jm_sync_checkpoints(sl__jmetrics *jm);
+/* Brings the checkpoint families up to the coordinator's figures and
+ * registers the user families operators added (report.c): before every
+ * scrape and on every tick. */
+void sl__jm_sync(sl__jmetrics *jm);
+/* Collector of a family whose figures another module keeps: asks the
+ * runtime's reporters for it (report.c); opaque is the sl__jmetrics. */
+void sl__jm_collect_reported(sl__mcollect *c, void *opaque);
 /* sl_job_health without that update (for the ready gauge, during a
  * scrape, which updated them first). */
 sl_health sl__jm_health(sl_job_t *job, char *reason, size_t len);

@@ -386,7 +386,7 @@ double sl__mseries_value(const sl__mseries *s) {
 
 int sl__mfamily_set_collector(sl__mfamily *f, sl__mcollect_fn collect,
                               void *opaque) {
-  if (!f || !collect || f->type == SL_METRIC_HISTOGRAM)
+  if (!f || !collect)
     return SL_ERR_INVAL;
   pthread_mutex_lock(&f->m->lock);
   int rc = SL_ERR_INVAL;
@@ -408,6 +408,10 @@ static void sample_init(sl_metric_sample_t *smp, const sl__mfamily *f) {
   smp->label_names = (const char *const *)f->labels;
 }
 
+const char *sl__mcollect_family(const sl__mcollect *c) {
+  return c->fam->name;
+}
+
 void sl__mcollect_value(sl__mcollect *c, const char *const *label_values,
                         double v) {
   if (c->rc || isnan(v))
@@ -418,6 +422,46 @@ void sl__mcollect_value(sl__mcollect *c, const char *const *label_values,
   smp.label_values = label_values ? label_values : none;
   smp.value = v;
   c->rc = c->fn(&smp, c->opaque);
+}
+
+/* Reports a histogram series from per-bucket counts (n_bounds + 1 of
+ * them, the family's). */
+static int visit_histogram(const sl__mfamily *f, const char *const *lv,
+                           const uint64_t *buckets, double sum, sl_metric_fn fn,
+                           void *opaque) {
+  sl_metric_sample_t smp;
+  sample_init(&smp, f);
+  static const char *const none[1] = {""};
+  smp.label_values = lv ? lv : none;
+  uint64_t cum[64], *c = cum;
+  if (f->n_bounds > SL__ARRAY_LEN(cum) &&
+      !(c = malloc(f->n_bounds * sizeof(uint64_t))))
+    return SL_ERR_NOMEM;
+  uint64_t total = 0;
+  for (size_t b = 0; b <= f->n_bounds; b++) {
+    total += buckets[b];
+    if (b < f->n_bounds)
+      c[b] = total;
+  }
+  smp.count = total;
+  smp.value = sum;
+  smp.n_buckets = f->n_bounds;
+  smp.bucket_le = f->bounds;
+  smp.bucket_counts = c;
+  int rc = fn(&smp, opaque);
+  if (c != cum)
+    free(c);
+  return rc;
+}
+
+void sl__mcollect_histogram(sl__mcollect *c, const char *const *label_values,
+                            const double *bounds, size_t n_bounds,
+                            const uint64_t *buckets, double sum) {
+  const sl__mfamily *f = c->fam;
+  if (c->rc || f->type != SL_METRIC_HISTOGRAM || n_bounds != f->n_bounds ||
+      (n_bounds && memcmp(bounds, f->bounds, n_bounds * sizeof(double))))
+    return;
+  c->rc = visit_histogram(f, label_values, buckets, sum, c->fn, c->opaque);
 }
 
 /* Visits one owned series. Histogram buckets are read bucket by bucket
@@ -432,24 +476,17 @@ static int visit_series(const sl__mfamily *f, sl__mseries *s, sl_metric_fn fn,
   if (!smp.label_values)
     smp.label_values = none;
   if (f->type == SL_METRIC_HISTOGRAM) {
-    uint64_t cum[64], *c = cum;
-    if (f->n_bounds > SL__ARRAY_LEN(cum) &&
-        !(c = malloc(f->n_bounds * sizeof(uint64_t))))
+    uint64_t b[65], *per = b;
+    if (f->n_bounds >= SL__ARRAY_LEN(b) &&
+        !(per = malloc((f->n_bounds + 1) * sizeof(uint64_t))))
       return SL_ERR_NOMEM;
-    uint64_t total = 0;
-    for (size_t b = 0; b <= f->n_bounds; b++) {
-      total += atomic_load_explicit(&s->buckets[b], memory_order_relaxed);
-      if (b < f->n_bounds)
-        c[b] = total;
-    }
-    smp.count = total;
-    smp.value = bitsd(atomic_load_explicit(&s->sum, memory_order_relaxed));
-    smp.n_buckets = f->n_bounds;
-    smp.bucket_le = f->bounds;
-    smp.bucket_counts = c;
-    int rc = fn(&smp, opaque);
-    if (c != cum)
-      free(c);
+    for (size_t i = 0; i <= f->n_bounds; i++)
+      per[i] = atomic_load_explicit(&s->buckets[i], memory_order_relaxed);
+    int rc = visit_histogram(
+        f, smp.label_values, per,
+        bitsd(atomic_load_explicit(&s->sum, memory_order_relaxed)), fn, opaque);
+    if (per != b)
+      free(per);
     return rc;
   }
   if (s->fn)

@@ -1,20 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* What other modules report into a job's metrics: the checkpoint
- * coordinator (completions, failures, restarts) and the Kafka source and
- * DLQ path (per-partition offsets and lag, dead-letter counts). */
+/* What a job's metrics pull from other modules: the checkpoint
+ * coordinator's figures (completions, failures, restarts), what modules
+ * beside metrics keep and report through the runtime (the Kafka source,
+ * sink and dead-letter queue), and the user metrics of operators. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/util.h"
 #include "metrics/metrics_int.h"
 #include "checkpoint/coord.h"
 #include "runtime/runtime.h"
-
-struct sl__kafka_pmetrics {
-  sl__mseries *offset, *hw, *lag;
-  _Atomic int64_t off_v, hw_v;
-};
+#include "runtime/stats.h"
 
 /* Without a completed checkpoint, the age counts from the job's start, so
  * a job that never completes one looks stale too. */
@@ -49,7 +47,7 @@ static void ckpt_enable(sl__jmetrics *jm) {
   sl__mseries_set(jm->ck_id, NAN);
 }
 
-void sl__jm_sync_checkpoints(sl__jmetrics *jm) {
+static void sync_checkpoints(sl__jmetrics *jm) {
   struct sl__ckpt *ck = jm->job->ckpt;
   if (!ck)
     return;
@@ -86,73 +84,73 @@ void sl__jm_sync_checkpoints(sl__jmetrics *jm) {
   pthread_mutex_unlock(&jm->ck_lock);
 }
 
-/* ---- Kafka --------------------------------------------------------------- */
+/* ---- Figures other modules keep ------------------------------------------ */
 
-sl__kafka_pmetrics *sl__metrics_kafka_partition(sl_job_t *job,
-                                                const char *source_uid,
-                                                const char *topic,
-                                                int32_t partition) {
-  sl__jmetrics *jm = job ? job->metrics : NULL;
-  if (!jm)
-    return NULL;
-  char part[16];
-  snprintf(part, sizeof(part), "%" PRId32, partition);
-  const char *lv[3] = {source_uid, topic, part};
-  sl__kafka_pmetrics *p = calloc(1, sizeof(*p));
-  if (!p)
-    return NULL;
-  atomic_init(&p->off_v, -1);
-  atomic_init(&p->hw_v, -1);
-  p->offset = sl__mfamily_series(jm->f_offset, lv);
-  p->hw = sl__mfamily_series(jm->f_hw, lv);
-  p->lag = sl__mfamily_series(jm->f_lag, lv);
-  if (!p->offset || !p->hw || !p->lag) {
-    sl__metrics_kafka_partition_remove(p);
-    return NULL;
+static void out_value(sl__stat_out *o, const char *const *lv, double v) {
+  sl__mcollect_value(o->opaque, lv, v);
+}
+
+static void out_histogram(sl__stat_out *o, const char *const *lv,
+                          const double *bounds, size_t n_bounds,
+                          const uint64_t *buckets, double sum) {
+  sl__mcollect_histogram(o->opaque, lv, bounds, n_bounds, buckets, sum);
+}
+
+void sl__jm_collect_reported(sl__mcollect *c, void *opaque) {
+  sl__jmetrics *jm = opaque;
+  sl__stat_out o = {sl__mcollect_family(c), out_value, out_histogram, c};
+  sl__stats_report(jm->job, &o);
+}
+
+/* ---- User metrics -------------------------------------------------------- */
+
+static void collect_user(sl__mcollect *c, void *opaque) {
+  sl__jmetrics *jm = opaque;
+  sl__stat_out o = {sl__mcollect_family(c), out_value, out_histogram, c};
+  sl__stats_user_series(jm->job, o.family, &o);
+}
+
+typedef struct user_walk {
+  size_t seen, skip;
+  const sl__ufamily *fresh[16];
+  size_t n;
+} user_walk;
+
+/* Families are only added, in order (and never freed before the job): the
+ * ones past those registered here already are new. */
+static void note_user(const sl__ufamily *f, void *opaque) {
+  user_walk *uw = opaque;
+  if (uw->seen++ >= uw->skip && uw->n < SL__ARRAY_LEN(uw->fresh))
+    uw->fresh[uw->n++] = f;
+}
+
+/* Registers the user families operators added since the last call. The
+ * runtime's list is read under its lock and the registry is changed after
+ * it is released: a scrape holds the registry's lock while the collectors
+ * take the runtime's. A family the registry refuses (it checks names
+ * again) is skipped. */
+static void sync_user(sl__jmetrics *jm) {
+  for (;;) {
+    pthread_mutex_lock(&jm->ck_lock);
+    user_walk uw = {.skip = jm->n_user};
+    sl__stats_user_families(jm->job, note_user, &uw);
+    for (size_t i = 0; i < uw.n; i++) {
+      const sl__ufamily *f = uw.fresh[i];
+      char err[256];
+      sl__mfamily *fam = sl__metrics_family(
+          jm->reg, (sl_metric_type)f->type, f->name, f->help, "operator,worker",
+          f->bounds, f->n_bounds, err, sizeof(err));
+      if (fam)
+        sl__mfamily_set_collector(fam, collect_user, jm);
+    }
+    jm->n_user += uw.n;
+    pthread_mutex_unlock(&jm->ck_lock);
+    if (uw.n < SL__ARRAY_LEN(uw.fresh))
+      return;
   }
-  /* Unknown until the first update. */
-  sl__mseries_set(p->offset, NAN);
-  sl__mseries_set(p->hw, NAN);
-  sl__mseries_set(p->lag, NAN);
-  return p;
 }
 
-void sl__metrics_kafka_partition_update(sl__kafka_pmetrics *p, int64_t offset,
-                                        int64_t high_watermark) {
-  if (!p)
-    return;
-  if (offset >= 0) {
-    atomic_store(&p->off_v, offset);
-    sl__mseries_set(p->offset, (double)offset);
-  }
-  if (high_watermark >= 0) {
-    atomic_store(&p->hw_v, high_watermark);
-    sl__mseries_set(p->hw, (double)high_watermark);
-  }
-  int64_t o = atomic_load(&p->off_v), h = atomic_load(&p->hw_v);
-  if (o >= 0 && h >= 0)
-    sl__mseries_set(p->lag, h > o ? (double)(h - o) : 0.0);
-}
-
-void sl__metrics_kafka_partition_remove(sl__kafka_pmetrics *p) {
-  if (!p)
-    return;
-  sl__mseries_remove(p->offset);
-  sl__mseries_remove(p->hw);
-  sl__mseries_remove(p->lag);
-  free(p);
-}
-
-sl__mseries *sl__metrics_dead_letter_series(sl_job_t *job, const char *uid,
-                                            const char *reason) {
-  sl__jmetrics *jm = job ? job->metrics : NULL;
-  if (!jm)
-    return NULL;
-  const char *lv[2] = {uid, reason};
-  return sl__mfamily_series(jm->f_dlq, lv);
-}
-
-void sl__metrics_dead_letter(sl_job_t *job, const char *uid, const char *reason,
-                             uint64_t n) {
-  sl__mseries_inc(sl__metrics_dead_letter_series(job, uid, reason), n);
+void sl__jm_sync(sl__jmetrics *jm) {
+  sync_checkpoints(jm);
+  sync_user(jm);
 }

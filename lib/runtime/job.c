@@ -2,6 +2,7 @@
 /* Job lifecycle: creation from a conf, validation, the physical plan (one
  * instance of each node per worker that runs it, wired by direct edges or
  * exchanges), worker threads, stop, failure and statistics. */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include "core/conf.h"
 #include "core/hash.h"
+#include "core/log.h"
 #include "checkpoint/coord.h"
 #include "core/clock.h"
 #include "graph/plan.h"
@@ -61,6 +63,7 @@ sl_job_t *sl__job_create(const char *name, sl_conf_t *conf, char *err,
     return NULL;
   }
   job->conf = conf;
+  pthread_mutex_init(&job->stat_lock, NULL);
   job->g.report = report_build_error;
   sl__backend_shared_init(&job->backend_shared);
   job->clock = job->own_clock;
@@ -83,6 +86,7 @@ sl_job_t *sl__job_create(const char *name, sl_conf_t *conf, char *err,
   job->source_budget = (size_t)sl__conf_int(conf, "source.batch.size");
   pthread_mutex_init(&job->err_lock, NULL);
   pthread_mutex_init(&job->mu, NULL);
+
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -159,8 +163,11 @@ void sl_job_destroy(sl_job_t *job) {
   sl__graph_free(&job->g);
   sl_conf_destroy(job->conf);
   sl_clock_destroy(job->own_clock);
+  sl__umetrics_free(job);
+  free(job->reporters);
   pthread_mutex_destroy(&job->err_lock);
   pthread_mutex_destroy(&job->mu);
+  pthread_mutex_destroy(&job->stat_lock);
   pthread_cond_destroy(&job->cv);
   sl__backend_shared_fini(&job->backend_shared);
   free(job->kg_worker);
@@ -477,6 +484,16 @@ int sl_job_run(sl_job_t *job) {
     atomic_store(&job->phase, SL__JOB_DONE);
     return rc;
   }
+  sl_checkpoint_info_t ci;
+  sl_job_checkpoint_info(job, &ci);
+  if (ci.restored_from)
+    sl__log(job->conf, job->name, SL__LOG_INFO, "job",
+            "starting from checkpoint %" PRIu64 ", parallelism %d",
+            ci.restored_from, job->par);
+  else
+    sl__log(job->conf, job->name, SL__LOG_INFO, "job",
+            "starting fresh (no checkpoint restored), parallelism %d",
+            job->par);
   int started = 0;
   for (; started < job->par; started++) {
     sl__worker *w = &job->workers[started];
@@ -493,6 +510,16 @@ int sl_job_run(sl_job_t *job) {
     if (job->svcs[i].ops->stop)
       job->svcs[i].ops->stop(job->svcs[i].svc);
   atomic_store(&job->phase, SL__JOB_DONE);
+  if (job->err) {
+    pthread_mutex_lock(&job->err_lock);
+    sl__log(job->conf, job->name, SL__LOG_ERROR, "job", "failed: %s",
+            job->errmsg);
+    pthread_mutex_unlock(&job->err_lock);
+  } else {
+    sl__log(job->conf, job->name, SL__LOG_INFO, "job", "%s",
+            atomic_load(&job->stop) ? "stopped (sl_job_stop)"
+                                    : "finished: every input ended");
+  }
   return job->err;
 }
 

@@ -86,6 +86,9 @@ void sl_op_set_data(sl_ctx_t *op, void *data) {
 const char *sl_op_uid(const sl_ctx_t *op) {
   return op->node->uid ? op->node->uid : "key_by";
 }
+int sl_op_worker(const sl_ctx_t *op) {
+  return op->w->index;
+}
 const sl_conf_t *sl_op_conf(const sl_ctx_t *op) {
   return op->w->job->conf;
 }

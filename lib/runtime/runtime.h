@@ -16,6 +16,7 @@
 #include "core/util.h"
 #include "graph/graph.h"
 #include "operator.h"
+#include "runtime/stats.h"
 #include "state/backend.h"
 #include "time/watermark.h"
 
@@ -183,6 +184,16 @@ struct sl_job {
   struct sl__jmetrics *metrics;
   _Atomic int planned;  /* the plan may be read from other threads */
   _Atomic int n_opened; /* workers past open, in their loop */
+  /* Figures other modules keep and metrics read (stats.c), and the user
+   * metrics operators registered in open (umetrics.c); each list is
+   * guarded by stat_lock, never taken on the per-record path. */
+  pthread_mutex_t stat_lock;
+  struct sl__reporter {
+    sl__stat_reporter fn;
+    void *opaque;
+  } * reporters;
+  int n_reporters;
+  struct sl__umetric *umetrics;
 };
 
 _Static_assert(offsetof(struct sl_job, g) == 0,

@@ -5,6 +5,7 @@
  * called from its worker, so the worker copies the numbers into atomics
  * that any thread can read). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -158,4 +159,26 @@ void sl__stats_tick_slow(sl__worker *w) {
 void sl__stats_worker_opened(sl__worker *w) {
   sl__stats_publish(w);
   atomic_fetch_add_explicit(&w->job->n_opened, 1, memory_order_release);
+}
+
+/* ---- Reporters ----------------------------------------------------------- */
+
+int sl__stats_add_reporter(sl_job_t *job, sl__stat_reporter fn, void *opaque) {
+  pthread_mutex_lock(&job->stat_lock);
+  struct sl__reporter *r =
+      realloc(job->reporters, (size_t)(job->n_reporters + 1) * sizeof(*r));
+  if (r) {
+    job->reporters = r;
+    r[job->n_reporters++] = (struct sl__reporter){fn, opaque};
+  }
+  pthread_mutex_unlock(&job->stat_lock);
+  return r ? SL_OK : SL_ERR_NOMEM;
+}
+
+/* Under stat_lock: reporters are added from builder threads. */
+void sl__stats_report(sl_job_t *job, sl__stat_out *o) {
+  pthread_mutex_lock(&job->stat_lock);
+  for (int i = 0; i < job->n_reporters; i++)
+    job->reporters[i].fn(o, job->reporters[i].opaque);
+  pthread_mutex_unlock(&job->stat_lock);
 }

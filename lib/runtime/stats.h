@@ -7,6 +7,7 @@
 #define SL_RUNTIME_STATS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "sluice/job.h"
@@ -80,5 +81,51 @@ void sl__stats_tick_slow(struct sl__worker *w);
     if (SL__UNLIKELY((++(w)->pub_rounds & 63) == 0))                           \
       sl__stats_tick_slow(w);                                                  \
   } while (0)
+
+/* ---- Figures of modules beside metrics ------------------------------------
+ * A module of the metrics layer's own level (the Kafka source, sink and
+ * dead-letter queue) keeps its figures itself and registers a reporter;
+ * the metrics layer calls every reporter at scrape time, asking for one
+ * family at a time. Neither module calls the other. */
+typedef struct sl__stat_out sl__stat_out;
+struct sl__stat_out {
+  const char *family; /* the family asked for: report only its series */
+  /* One counter or gauge series (label values in the family's order). */
+  void (*value)(sl__stat_out *o, const char *const *label_values, double v);
+  /* One histogram series: buckets[0..n_bounds] are per-bucket (not
+   * cumulative) counts, the last one above every bound. */
+  void (*histogram)(sl__stat_out *o, const char *const *label_values,
+                    const double *bounds, size_t n_bounds,
+                    const uint64_t *buckets, double sum);
+  void *opaque;
+};
+/* fn runs on the scraping thread under the job's stat_lock (it must not
+ * add reporters or user metrics) and takes its own locks as it needs. */
+typedef void (*sl__stat_reporter)(sl__stat_out *o, void *opaque);
+/* Registers a reporter for the life of the job (graph-build time).
+ * SL_OK or SL_ERR_NOMEM. */
+int sl__stats_add_reporter(sl_job_t *job, sl__stat_reporter fn, void *opaque);
+/* Asks every reporter for o->family. */
+void sl__stats_report(sl_job_t *job, sl__stat_out *o);
+
+/* ---- User metrics (umetrics.c) --------------------------------------------
+ * Registered by operators in open (sl_ctx_counter and the like): one
+ * family per name, one series per operator instance. */
+typedef struct sl__ufamily {
+  const char *name, *help;
+  int type; /* sl_metric_type */
+  const double *bounds;
+  size_t n_bounds;
+} sl__ufamily;
+/* Calls fn for every user family registered so far, in registration
+ * order. */
+void sl__stats_user_families(sl_job_t *job,
+                             void (*fn)(const sl__ufamily *f, void *opaque),
+                             void *opaque);
+/* Calls value (counters, gauges) or histogram for every instance's series
+ * of family `name`, labelled operator and worker. */
+void sl__stats_user_series(sl_job_t *job, const char *name, sl__stat_out *o);
+/* Frees the job's user metrics (sl_job_destroy). */
+void sl__umetrics_free(sl_job_t *job);
 
 #endif

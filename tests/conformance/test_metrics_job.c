@@ -18,6 +18,7 @@
 #include "checkpoint/coord.h"
 #include "runtime/runtime.h"
 #include "httpget.h"
+#include "kafka/kafka_int.h"
 #include "metrics/metrics.h"
 #include "sluice.h"
 #include "testutil.h"
@@ -641,7 +642,10 @@ START_TEST(test_kafka_dead_letter_and_restart_series) {
   fixture fx;
   fx_build(&fx, 1, NULL);
   sl_job_t *job = fx.job;
-  sl__kafka_pmetrics *p = sl__metrics_kafka_partition(job, "in", "orders", 3);
+  /* Kafka keeps the figures; metrics read them when scraped. */
+  sl__kjob *kj = sl__kjob_get(job);
+  ck_assert_ptr_nonnull(kj);
+  sl__kpart_stat *p = sl__kstats_partition(kj, "in", "orders", 3);
   ck_assert_ptr_nonnull(p);
   double v;
   /* No value before the source reports one. */
@@ -649,22 +653,22 @@ START_TEST(test_kafka_dead_letter_and_restart_series) {
       sl_job_metric_value(job, "sluice_kafka_consumer_lag", "topic=orders", &v),
       SL_ERR_NOTFOUND);
   const char *lab = "source=in,topic=orders,partition=3";
-  sl__metrics_kafka_partition_update(p, 100, 150);
+  sl__kstats_partition_update(p, 100, 150);
   ck_assert_double_eq(value(job, "sluice_kafka_partition_offset", lab), 100);
   ck_assert_double_eq(value(job, "sluice_kafka_partition_high_watermark", lab),
                       150);
   ck_assert_double_eq(value(job, "sluice_kafka_consumer_lag", lab), 50);
-  sl__metrics_kafka_partition_update(p, 160, -1); /* stale high watermark */
+  sl__kstats_partition_update(p, 160, -1); /* stale high watermark */
   ck_assert_double_eq(value(job, "sluice_kafka_consumer_lag", lab), 0);
-  sl__metrics_kafka_partition_update(p, -1, 200);
+  sl__kstats_partition_update(p, -1, 200);
   ck_assert_double_eq(value(job, "sluice_kafka_consumer_lag", lab), 40);
-  sl__metrics_kafka_partition_remove(p);
+  sl__kstats_partition_remove(kj, p);
   ck_assert_int_eq(
       sl_job_metric_value(job, "sluice_kafka_partition_offset", lab, &v),
       SL_ERR_NOTFOUND);
-  sl__metrics_dead_letter(job, "parse", "decode", 2);
-  sl__mseries_inc(sl__metrics_dead_letter_series(job, "parse", "decode"), 3);
-  sl__metrics_dead_letter(job, "parse", "user", 1);
+  for (int i = 0; i < 5; i++)
+    sl__kstats_dead_letter(kj, "parse", "decode");
+  sl__kstats_dead_letter(kj, "parse", "user");
   ck_assert_double_eq(value(job, "sluice_dead_letter_records_total",
                             "operator=parse,reason=decode"),
                       5);
@@ -674,6 +678,181 @@ START_TEST(test_kafka_dead_letter_and_restart_series) {
   sl__ckpt_note(job->ckpt, 0, 0, 0, 3);
   ck_assert_double_eq(value(job, "sluice_job_restarts_total", NULL), 3);
   fx_free(&fx);
+}
+END_TEST
+
+/* ---- User metrics ---------------------------------------------------------
+ * A process function registers a counter, a gauge and a histogram in open
+ * and updates them per record: each instance's counter and gauge equal
+ * the records it received (the runtime's own count is the reference) and
+ * every key ("k0".."k9", 2 bytes) lands in the le=2.5 bucket. */
+
+typedef struct umetrics {
+  sl_metric_t *records, *last, *key_len;
+  uint64_t n;
+} umetrics;
+
+static const double key_len_le[] = {1.5, 2.5};
+
+static int user_open(sl_ctx_t *ctx, void *opaque) {
+  (void)opaque;
+  umetrics *u = calloc(1, sizeof(*u));
+  ck_assert_ptr_nonnull(u);
+  sl_ctx_set_local(ctx, u);
+  u->records = sl_ctx_counter(ctx, "score_records_total", "Records scored.");
+  u->last = sl_ctx_gauge(ctx, "score_seen", "Records seen by the instance.");
+  u->key_len =
+      sl_ctx_histogram(ctx, "score_key_bytes", "Key sizes.", key_len_le, 2);
+  /* Registering again returns the same metric. */
+  ck_assert_ptr_eq(sl_ctx_counter(ctx, "score_records_total", NULL),
+                   u->records);
+  return u->records && u->last && u->key_len ? 0 : SL_ERR_INVAL;
+}
+
+static int user_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)opaque;
+  umetrics *u = sl_ctx_local(ctx);
+  sl_metric_inc(u->records, 1);
+  sl_metric_set(u->last, (double)++u->n);
+  sl_metric_observe(u->key_len, (double)rec->key_len);
+  return 0;
+}
+
+static void user_close(sl_ctx_t *ctx, void *opaque) {
+  (void)opaque;
+  free(sl_ctx_local(ctx));
+}
+
+static char *line_of(const char *body, const char *prefix) {
+  const char *p = strstr(body, prefix);
+  ck_assert_msg(p != NULL, "no line %s in:\n%s", prefix, body);
+  const char *e = strchr(p, '\n');
+  return strndup(p, e ? (size_t)(e - p) : strlen(p));
+}
+
+START_TEST(test_user_metrics_on_endpoint_and_value) {
+  const char *kv[] = {"metrics.listen", "127.0.0.1:0", NULL};
+  feed f = {.keys = 10};
+  atomic_store(&f.limit, 1000);
+  atomic_store(&f.end, 1);
+  sl_job_t *job = tu_job_kv(2, kv);
+  static const sl_source_ops_t so = {.poll = feed_poll};
+  static const sl_process_ops_t po = {
+      .open = user_open, .on_element = user_element, .close = user_close};
+  sl_stream_t *k = sl_key_by(sl_source(job, "events", &so, &f), NULL, NULL);
+  ck_assert_int_eq(
+      sl_sink(sl_process(k, "score", &po, NULL), "sink", tu_discard, NULL),
+      SL_OK);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+
+  ck_assert_double_eq(value(job, "score_records_total", "operator=score"),
+                      1000);
+  ck_assert_double_eq(value(job, "score_key_bytes", NULL), 1000);
+  int port = sl_job_metrics_port(job);
+  ck_assert_int_gt(port, 0);
+  char *body = NULL;
+  ck_assert_int_eq(hg_get(port, "/metrics", &body), 200);
+  char out[4096];
+  int pt = promtool_check(body, out, sizeof(out));
+  ck_assert_msg(pt <= 0, "promtool: %s", out);
+  ck_assert_ptr_nonnull(strstr(body,
+                               "# HELP score_records_total Records scored.\n"
+                               "# TYPE score_records_total counter\n"));
+  ck_assert_ptr_nonnull(strstr(body, "# TYPE score_seen gauge\n"));
+  ck_assert_ptr_nonnull(strstr(body, "# TYPE score_key_bytes histogram\n"));
+  double total = 0;
+  for (int w = 0; w < 2; w++) {
+    char lab[64], pre[128], want[160];
+    snprintf(lab, sizeof(lab), "operator=score,kind=process,worker=%d", w);
+    double n = value(job, "sluice_operator_records_in_total", lab);
+    total += n;
+    snprintf(lab, sizeof(lab), "operator=score,worker=%d", w);
+    ck_assert_double_eq(value(job, "score_records_total", lab), n);
+    ck_assert_double_eq(value(job, "score_seen", lab), n);
+    ck_assert_double_eq(value(job, "score_key_bytes", lab), n);
+    struct {
+      const char *name, *extra;
+      double v;
+    } want_lines[] = {
+        {"score_records_total", "", n},
+        {"score_seen", "", n},
+        {"score_key_bytes_bucket", ",le=\"1.5\"", 0},
+        {"score_key_bytes_bucket", ",le=\"2.5\"", n},
+        {"score_key_bytes_bucket", ",le=\"+Inf\"", n},
+        {"score_key_bytes_sum", "", 2 * n},
+        {"score_key_bytes_count", "", n},
+    };
+    for (size_t i = 0; i < sizeof(want_lines) / sizeof(want_lines[0]); i++) {
+      snprintf(pre, sizeof(pre), "%s{operator=\"score\",worker=\"%d\"%s} ",
+               want_lines[i].name, w, want_lines[i].extra);
+      snprintf(want, sizeof(want), "%s%.0f", pre, want_lines[i].v);
+      char *got = line_of(body, pre);
+      ck_assert_str_eq(got, want);
+      free(got);
+    }
+  }
+  ck_assert_double_eq(total, 1000);
+  free(body);
+  /* The JSON line carries them too. */
+  char *json = NULL;
+  ck_assert_int_eq(sl_job_metrics_format(job, SL_METRICS_JSON, &json, NULL),
+                   SL_OK);
+  ck_assert_ptr_nonnull(strstr(json, "\"score_records_total\":[{\"labels\":"
+                                     "{\"operator\":\"score\",\"worker\":"));
+  free(json);
+  sl_job_destroy(job);
+}
+END_TEST
+
+/* Bad names and clashes fail the job with a message naming the operator
+ * and the metric. */
+static const char *bad_kind;
+static int bad_open(sl_ctx_t *ctx, void *opaque) {
+  (void)opaque;
+  static const double le[] = {2, 1};
+  if (strcmp(bad_kind, "prefix") == 0)
+    return sl_ctx_counter(ctx, "sluice_mine_total", "") ? 0 : -1;
+  if (strcmp(bad_kind, "suffix") == 0)
+    return sl_ctx_counter(ctx, "mine", "") ? 0 : -1;
+  if (strcmp(bad_kind, "bounds") == 0)
+    return sl_ctx_histogram(ctx, "mine", "", le, 2) ? 0 : -1;
+  ck_assert_ptr_nonnull(sl_ctx_gauge(ctx, "mine", ""));
+  sl_metric_t *m = sl_ctx_histogram(ctx, "mine", "", le + 1, 1);
+  sl_metric_inc(m, 1); /* NULL: nothing */
+  return m ? 0 : -1;
+}
+
+START_TEST(test_user_metric_mistakes_fail_clearly) {
+  static const struct {
+    const char *kind, *msg;
+  } cases[] = {
+      {"prefix", "metric \"sluice_mine_total\": the prefix sluice_ is "
+                 "reserved for the library's metrics"},
+      {"suffix", "metric \"mine\": a counter's name ends in _total"},
+      {"bounds", "metric \"mine\": bucket bounds must be finite and strictly "
+                 "increasing"},
+      {"clash", "metric \"mine\": registered before as a gauge: one name has "
+                "one type and one bucket layout"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    bad_kind = cases[i].kind;
+    feed f = {.keys = 1};
+    atomic_store(&f.end, 1);
+    sl_job_t *job = tu_job_kv(1, NULL);
+    static const sl_source_ops_t so = {.poll = feed_poll};
+    static const sl_process_ops_t po = {.open = bad_open,
+                                        .on_element = user_element};
+    sl_stream_t *k = sl_key_by(sl_source(job, "events", &so, &f), NULL, NULL);
+    ck_assert_int_eq(
+        sl_sink(sl_process(k, "bad", &po, NULL), "sink", tu_discard, NULL),
+        SL_OK);
+    ck_assert_int_eq(sl_job_run(job), SL_ERR_INVAL);
+    char want[512];
+    snprintf(want, sizeof(want), "operator \"bad\" (process) on worker 0: %s",
+             cases[i].msg);
+    ck_assert_str_eq(sl_job_errmsg(job), want);
+    sl_job_destroy(job);
+  }
 }
 END_TEST
 
@@ -693,6 +872,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_port_in_use_is_a_clear_error);
   tcase_add_test(tc, test_json_log_line);
   tcase_add_test(tc, test_kafka_dead_letter_and_restart_series);
+  tcase_add_test(tc, test_user_metrics_on_endpoint_and_value);
+  tcase_add_test(tc, test_user_metric_mistakes_fail_clearly);
   suite_add_tcase(s, tc);
   return s;
 }
