@@ -4,7 +4,7 @@
 #include "exjob.h"
 
 #include <inttypes.h>
-#include <jansson.h>
+#include <sluice/json.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
