@@ -72,7 +72,10 @@ SL_API const char *sl_job_errmsg(const sl_job_t *job);
 typedef struct sl_op_stats {
   uint64_t records_in;
   uint64_t records_out;
-  uint64_t errors; /* records skipped under error.policy=skip */
+  /* Records a user function or the input rejected that did not fail the
+   * job: skipped under error.policy=skip, written to the dead-letter
+   * topic under error.policy=dlq. */
+  uint64_t errors;
   uint64_t late_dropped;
   int64_t watermark; /* lowest current input watermark over workers */
 } sl_op_stats_t;
@@ -248,9 +251,13 @@ SL_API sl_stream_t *sl_flat_map(sl_stream_t *in, const char *uid,
  * the output record's key is what fn returned. Returns a keyed stream. */
 SL_API sl_stream_t *sl_key_by(sl_stream_t *in, sl_key_fn fn, void *opaque);
 
-/* Merges n streams (n >= 2) into one; its watermark is the minimum over
- * the non-idle inputs. */
-SL_API sl_stream_t *sl_union(sl_stream_t *const *streams, size_t n);
+/* Merges n streams (n >= 2) into one operator named uid; its watermark is
+ * the minimum over the non-idle inputs. uid names it as any operator's
+ * does (sl_job_op_stats(), metrics labels; unique in the job); NULL
+ * gives "union#<node number>". Returns the merged stream or NULL (error
+ * in the job). */
+SL_API sl_stream_t *sl_union(sl_stream_t *const *streams, size_t n,
+                             const char *uid);
 
 /* The side output `tag` of an operator's stream (records emitted with
  * sl_emit_to(ctx, tag, ...)). Watermarks flow to side outputs too. */
