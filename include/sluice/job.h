@@ -117,6 +117,28 @@ SL_API void *sl_ctx_local(const sl_ctx_t *ctx);
 SL_API int sl_ctx_worker(const sl_ctx_t *ctx);
 SL_API int sl_ctx_parallelism(const sl_ctx_t *ctx);
 
+/* Rejects the record the callback is handling, saying why, and returns
+ * SL_ERR_USER for the callback to return:
+ *
+ *   if (!parse_amount(rec, &cents))
+ *     return sl_ctx_reject(ctx, "amount \"%.*s\" is not a number", n, p);
+ *
+ * The error goes through error.policy like any non-zero return, with the
+ * reason (printf format, cut to 255 bytes) in place of the generic "user
+ * function of <uid> returned -6": under dlq it is the dead letter's
+ * sluice.error header; under fail it ends the job's error message
+ * (sl_job_errmsg()); under skip the record is counted in errors. The
+ * reason belongs to the next error of this operator instance, so a
+ * callback that rejects must return the error (a reason left behind by a
+ * callback that returned 0 would name a later error). Thread: the
+ * callback's. */
+#if defined(__GNUC__)
+#define SL__PRINTF_2_3 __attribute__((format(printf, 2, 3)))
+#else
+#define SL__PRINTF_2_3
+#endif
+SL_API int sl_ctx_reject(sl_ctx_t *ctx, const char *fmt, ...) SL__PRINTF_2_3;
+
 /* ---- Sources ------------------------------------------------------------ */
 
 /* Return values of sl_source_ops_t.poll. Negative values are errors. */
