@@ -115,7 +115,8 @@ static bool put_string(out *o, const char *str, size_t len) {
   return true;
 }
 
-/* Writes v into buf (at least 32 bytes); see sluice/json.h for the form. */
+/* Writes v into buf (32 bytes are enough); see sluice/json.h for the
+ * form. Returns the length. */
 static size_t fmt_real(double v, char *buf, size_t size) {
   char e[32];
   int digits = 1;
@@ -158,12 +159,34 @@ static size_t fmt_real(double v, char *buf, size_t size) {
   return strlen(buf);
 }
 
-static bool put_value(out *o, const json_t *v, int depth) {
+/* Numbers and literals, outside put_value so that its recursion keeps
+ * small frames (2048 levels deep run on the caller's stack). */
+static __attribute__((noinline)) void put_scalar(out *o, const json_t *v) {
   char num[48];
+  switch (json_typeof(v)) {
+  case JSON_INTEGER:
+    put(o, num,
+        (size_t)snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT,
+                         json_integer_value(v)));
+    break;
+  case JSON_REAL:
+    put(o, num, fmt_real(json_real_value(v), num, sizeof(num)));
+    break;
+  case JSON_TRUE:
+    put(o, "true", 4);
+    break;
+  case JSON_FALSE:
+    put(o, "false", 5);
+    break;
+  default:
+    put(o, "null", 4);
+  }
+}
+
+static bool put_value(out *o, const json_t *v, int depth) {
   if (!v || depth >= MAX_DEPTH)
     return false;
-  switch (json_typeof(v)) {
-  case JSON_OBJECT: {
+  if (json_is_object(v)) {
     const char *key;
     size_t key_len;
     json_t *m;
@@ -182,7 +205,7 @@ static bool put_value(out *o, const json_t *v, int depth) {
     put_c(o, '}');
     return true;
   }
-  case JSON_ARRAY: {
+  if (json_is_array(v)) {
     size_t n = json_array_size(v);
     put_c(o, '[');
     for (size_t i = 0; i < n; i++) {
@@ -194,27 +217,10 @@ static bool put_value(out *o, const json_t *v, int depth) {
     put_c(o, ']');
     return true;
   }
-  case JSON_STRING:
+  if (json_is_string(v))
     return put_string(o, json_string_value(v), json_string_length(v));
-  case JSON_INTEGER:
-    put(o, num,
-        (size_t)snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT,
-                         json_integer_value(v)));
-    return true;
-  case JSON_REAL:
-    put(o, num, fmt_real(json_real_value(v), num, sizeof(num)));
-    return true;
-  case JSON_TRUE:
-    put(o, "true", 4);
-    return true;
-  case JSON_FALSE:
-    put(o, "false", 5);
-    return true;
-  case JSON_NULL:
-    put(o, "null", 4);
-    return true;
-  }
-  return false;
+  put_scalar(o, v);
+  return true;
 }
 
 size_t sl_json_dumpb(const json_t *value, char *buf, size_t size) {
