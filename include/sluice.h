@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* sluice.h — the umbrella header: include this one. The module headers
- * under sluice/ are the reference documentation of the public API. */
+ * under sluice/ are the reference documentation of the public API. The
+ * JSON helpers, which expose jansson's json_t, are in sluice/json.h:
+ * include it too when a job uses them. */
 #ifndef SLUICE_H
 #define SLUICE_H
 

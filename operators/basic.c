@@ -111,14 +111,15 @@ static int union_process(sl_ctx_t *op, int port, const sl_record_t *in) {
 static const sl_operator_ops_t union_ops = {.kind = "union",
                                             .process = union_process};
 
-sl_stream_t *sl_union(sl_stream_t *const *streams, size_t n) {
+sl_stream_t *sl_union(sl_stream_t *const *streams, size_t n, const char *uid) {
   if (!streams || n == 0 || !streams[0])
     return NULL;
   sl_job_t *job = sl_stream_job(streams[0]);
   if (n < 2) {
-    sl_job_build_error(job, SL_ERR_INVAL, "union: needs at least 2 streams");
+    sl_job_build_error(job, SL_ERR_INVAL,
+                       "union \"%s\": needs at least 2 streams",
+                       uid ? uid : "");
     return NULL;
   }
-  /* Unions keep no state: a generated uid will do. */
-  return sl_op_add(streams, n, NULL, &union_ops, NULL, false);
+  return sl_op_add(streams, n, uid, &union_ops, NULL, false);
 }

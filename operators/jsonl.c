@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "operator.h"
+#include "sluice/json.h"
 
 /* ---- Source ------------------------------------------------------------- */
 
@@ -298,7 +299,7 @@ static int jsink_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
     json_object_set_new(o, "key", as_json(rec->key, rec->key_len));
     json_object_set_new(o, "ts", json_integer(rec->ts));
     json_object_set_new(o, "value", as_json(rec->value, rec->value_len));
-    char *txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *txt = sl_json_dumps(o, NULL);
     json_decref(o);
     rc = txt ? buf_append(in, txt, strlen(txt)) : SL_ERR_NOMEM;
     free(txt);

@@ -7,7 +7,7 @@
  * timers). Alerts go to Kafka as JSON with the rule and its evidence. */
 #include <inttypes.h>
 #include <stddef.h>
-#include <jansson.h>
+#include <sluice/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -4,7 +4,7 @@
 #include "exjob.h"
 
 #include <inttypes.h>
-#include <jansson.h>
+#include <sluice/json.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -182,7 +182,7 @@ static int print_alert(sl_ctx_t *ctx, const sl_record_t *in, sl_record_t *out,
 }
 
 int ex_job_sink_alerts(ex_job *ej, sl_stream_t **alerts, size_t n) {
-  sl_stream_t *all = n > 1 ? sl_union(alerts, n) : alerts[0];
+  sl_stream_t *all = n > 1 ? sl_union(alerts, n, "alerts.union") : alerts[0];
   if (ej->print)
     all = sl_map(all, "print", print_alert, NULL);
   return sl_sink_kafka(all, "alerts", ej->alerts_topic, NULL);

@@ -5,7 +5,7 @@
  * (sliding event-time window per account, count and total). Alerts go to
  * Kafka as JSON with the rule and its evidence. */
 #include <inttypes.h>
-#include <jansson.h>
+#include <sluice/json.h>
 #include <stdio.h>
 #include <string.h>
 

@@ -57,6 +57,34 @@ sl_harness_new_restored(sl_conf_t *conf, size_t n_inputs, bool keyed,
                         const char *const *side_tags, const void *snapshot,
                         size_t len, char *err, size_t errlen);
 
+/* Everything the constructors above take, plus the job's name and
+ * state.dir. Each harness is a job of its own: with the rocksdb backend it
+ * keeps its working state in <state.dir>/<job name>/ and locks that
+ * directory while it lives, so harnesses that live at the same time (in
+ * one process or in test processes running side by side) need different
+ * names or state directories. */
+typedef struct sl_harness_opts {
+  size_t n_inputs; /* 1 or 2 */
+  bool keyed;
+  sl_harness_build_fn build;
+  void *opaque;
+  const char *const *side_tags; /* NULL-terminated, may be NULL */
+  const char *job_name;         /* NULL: "harness" */
+  const char *state_dir;        /* NULL: conf's state.dir */
+  /* A snapshot from sl_harness_snapshot() to start from; NULL: a fresh
+   * start. */
+  const void *snapshot;
+  size_t snapshot_len;
+} sl_harness_opts_t;
+
+/* sl_harness_new() or, with opts->snapshot, sl_harness_new_restored(),
+ * with opts' job name and state.dir (set in conf, which is consumed on
+ * success as there). opts and its strings are copied. NULL with a message
+ * in err on failure. */
+SL_API sl_harness_t *sl_harness_new_opts(sl_conf_t *conf,
+                                         const sl_harness_opts_t *opts,
+                                         char *err, size_t errlen);
+
 /* Frees the harness (closing the operator). NULL is a no-op. */
 SL_API void sl_harness_destroy(sl_harness_t *h);
 
@@ -82,13 +110,19 @@ SL_API int sl_harness_set_time(sl_harness_t *h, int64_t now_ms);
 SL_API int sl_harness_end(sl_harness_t *h);
 
 /* Captured outputs of the main output (tag NULL) or a side output, in
- * emission order. Records are owned by the harness, valid until
- * sl_harness_clear() or sl_harness_destroy(); i out of range gives NULL. */
+ * emission order. Records are owned by the harness, valid until their
+ * output is cleared (sl_harness_clear(), sl_harness_clear_output()) or
+ * sl_harness_destroy(); i out of range gives NULL. */
 SL_API size_t sl_harness_count(const sl_harness_t *h, const char *tag);
 SL_API const sl_record_t *sl_harness_get(const sl_harness_t *h, const char *tag,
                                          size_t i);
 /* Forgets every captured record. */
 SL_API void sl_harness_clear(sl_harness_t *h);
+/* Forgets the captured records of one output: the main output (tag NULL)
+ * or the side output tag; the others keep theirs. SL_OK, or
+ * SL_ERR_NOTFOUND for a tag the harness does not capture (SL_ERR_INVAL for
+ * h NULL). */
+SL_API int sl_harness_clear_output(sl_harness_t *h, const char *tag);
 
 /* The last watermark that reached the main output (SL_TS_MIN if none). */
 SL_API int64_t sl_harness_output_watermark(const sl_harness_t *h);

@@ -72,7 +72,10 @@ SL_API const char *sl_job_errmsg(const sl_job_t *job);
 typedef struct sl_op_stats {
   uint64_t records_in;
   uint64_t records_out;
-  uint64_t errors; /* records skipped under error.policy=skip */
+  /* Records a user function or the input rejected that did not fail the
+   * job: skipped under error.policy=skip, written to the dead-letter
+   * topic under error.policy=dlq. */
+  uint64_t errors;
   uint64_t late_dropped;
   int64_t watermark; /* lowest current input watermark over workers */
 } sl_op_stats_t;
@@ -113,6 +116,28 @@ SL_API void *sl_ctx_local(const sl_ctx_t *ctx);
  * job's parallelism. */
 SL_API int sl_ctx_worker(const sl_ctx_t *ctx);
 SL_API int sl_ctx_parallelism(const sl_ctx_t *ctx);
+
+/* Rejects the record the callback is handling, saying why, and returns
+ * SL_ERR_USER for the callback to return:
+ *
+ *   if (!parse_amount(rec, &cents))
+ *     return sl_ctx_reject(ctx, "amount \"%.*s\" is not a number", n, p);
+ *
+ * The error goes through error.policy like any non-zero return, with the
+ * reason (printf format, cut to 255 bytes) in place of the generic "user
+ * function of <uid> returned -6": under dlq it is the dead letter's
+ * sluice.error header; under fail it ends the job's error message
+ * (sl_job_errmsg()); under skip the record is counted in errors. The
+ * reason belongs to the next error of this operator instance, so a
+ * callback that rejects must return the error (a reason left behind by a
+ * callback that returned 0 would name a later error). Thread: the
+ * callback's. */
+#if defined(__GNUC__)
+#define SL__PRINTF_2_3 __attribute__((format(printf, 2, 3)))
+#else
+#define SL__PRINTF_2_3
+#endif
+SL_API int sl_ctx_reject(sl_ctx_t *ctx, const char *fmt, ...) SL__PRINTF_2_3;
 
 /* ---- Sources ------------------------------------------------------------ */
 
@@ -248,9 +273,13 @@ SL_API sl_stream_t *sl_flat_map(sl_stream_t *in, const char *uid,
  * the output record's key is what fn returned. Returns a keyed stream. */
 SL_API sl_stream_t *sl_key_by(sl_stream_t *in, sl_key_fn fn, void *opaque);
 
-/* Merges n streams (n >= 2) into one; its watermark is the minimum over
- * the non-idle inputs. */
-SL_API sl_stream_t *sl_union(sl_stream_t *const *streams, size_t n);
+/* Merges n streams (n >= 2) into one operator named uid; its watermark is
+ * the minimum over the non-idle inputs. uid names it as any operator's
+ * does (sl_job_op_stats(), metrics labels; unique in the job); NULL
+ * gives "union#<node number>". Returns the merged stream or NULL (error
+ * in the job). */
+SL_API sl_stream_t *sl_union(sl_stream_t *const *streams, size_t n,
+                             const char *uid);
 
 /* The side output `tag` of an operator's stream (records emitted with
  * sl_emit_to(ctx, tag, ...)). Watermarks flow to side outputs too. */

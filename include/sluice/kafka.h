@@ -14,8 +14,6 @@
 extern "C" {
 #endif
 
-struct json_t; /* jansson */
-
 /* ---- Consumed messages -------------------------------------------------- */
 
 /* A message as the Kafka source read it: borrowed, valid only during the
@@ -41,12 +39,7 @@ SL_API int sl_kafka_msg_header_at(const sl_kafka_msg_t *m, size_t i,
                                   size_t *len);
 SL_API int sl_kafka_msg_header(const sl_kafka_msg_t *m, const char *name,
                                const void **value, size_t *len);
-/* The JSON codec's parsed value (a jansson json_t, borrowed: json_incref
- * to keep it), or NULL for other codecs. The codec itself only scans the
- * value; the document is built on the first call for a message (on the
- * calling thread: the source's, as m is only reachable while its record
- * is emitted) and freed after the record's emit. */
-SL_API struct json_t *sl_kafka_msg_json(const sl_kafka_msg_t *m);
+/* The JSON codec's parsed document: sl_kafka_msg_json() in sluice/json.h. */
 
 /* The Kafka message the current record came from, for user functions of
  * operators chained directly after a Kafka source (no key_by in between):
@@ -186,17 +179,6 @@ typedef struct sl_kafka_sink_opts {
  * may be NULL. Returns SL_OK or an error (recorded in the job). */
 SL_API int sl_sink_kafka(sl_stream_t *in, const char *uid, const char *topic,
                          const sl_kafka_sink_opts_t *opts);
-
-/* ---- JSON helpers ------------------------------------------------------- */
-
-/* The value at an RFC 6901 pointer ("/a/0/b"; "" is the whole document),
- * or NULL. Borrowed from root. */
-SL_API struct json_t *sl_json_pointer(struct json_t *root, const char *ptr);
-
-/* Encodes value compactly into scratch memory of ctx (valid until the
- * callback returns) and emits {key, encoded, ts}. SL_OK or an error. */
-SL_API int sl_json_emit(sl_ctx_t *ctx, const void *key, size_t key_len,
-                        const struct json_t *value, int64_t ts);
 
 /* ---- Exactly-once restart resolution ------------------------------------ */
 

@@ -143,13 +143,21 @@ typedef struct sl_window_elems {
  * worker that owns the key); it never fails. */
 SL_API int sl_window_elems_next(sl_window_elems_t *it, sl_record_t *out);
 
-/* Numeric extractor of the built-in aggregates: sets *out from the record
- * and returns 0, or non-zero for a malformed record (error.policy). */
+/* Numeric extractors of the built-in aggregates: set *out from the record
+ * and return 0, or non-zero for a malformed record (error.policy). */
 typedef int (*sl_num_fn)(const sl_record_t *rec, double *out, void *opaque);
+typedef int (*sl_int_fn)(const sl_record_t *rec, int64_t *out, void *opaque);
 
-/* Built-in incremental aggregates over fn.num (COUNT needs none). Result
- * value bytes (native byte order): COUNT an int64_t, the others a double;
- * AVG is sum / count. */
+/* Built-in incremental aggregates. Result value bytes (native byte
+ * order): 8 bytes each.
+ * - COUNT: an int64_t, the number of elements (no extractor).
+ * - SUM, MIN, MAX, AVG over fn.num: a double; AVG is sum / count.
+ * - SUM_INT, MIN_INT, MAX_INT over fn.num_int: an int64_t, exact for
+ *   every int64 value (doubles lose integers beyond 2^53). SUM_INT wraps
+ *   around on overflow (two's complement, as Java's long sum in Flink):
+ *   addition modulo 2^64 gives the same result in any order, so sliced
+ *   sliding windows and merged sessions agree with one pass over the
+ *   elements. */
 typedef enum sl_window_agg {
   SL_AGG_NONE = 0,
   SL_AGG_COUNT,
@@ -157,6 +165,9 @@ typedef enum sl_window_agg {
   SL_AGG_MIN,
   SL_AGG_MAX,
   SL_AGG_AVG,
+  SL_AGG_SUM_INT,
+  SL_AGG_MIN_INT,
+  SL_AGG_MAX_INT,
 } sl_window_agg;
 
 /* What a window computes, in one of three forms (Flink's aggregate(),
@@ -178,7 +189,8 @@ typedef enum sl_window_agg {
  * (without it, sliding windows keep one accumulator per window). */
 typedef struct sl_window_fn {
   sl_window_agg builtin;
-  sl_num_fn num; /* builtin extractor (SUM, MIN, MAX, AVG) */
+  sl_num_fn num;     /* builtin extractor (SUM, MIN, MAX, AVG) */
+  sl_int_fn num_int; /* builtin extractor (SUM_INT, MIN_INT, MAX_INT) */
 
   size_t acc_size; /* bytes, 8-byte aligned storage; <= 65536 */
   void (*init)(void *acc, void *opaque);

@@ -5,6 +5,7 @@
  * Files ("key = value" or JSON) load all-or-nothing through a copy. */
 #include "core/conf.h"
 #include "core/util.h"
+#include "sluice/json.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -762,20 +763,6 @@ static int load_properties(sl_conf_t *conf, const char *path, const char *buf,
   return SL_OK;
 }
 
-/* Shortest of %.15g/%.17g that reads back as the same double, so 0.1 stays
- * "0.1"; jansson keeps a ".0" on integral reals, which keeps 2.0 from
- * passing as an integer. jansson also formats independently of locale. */
-static char *json_real_text(const json_t *v) {
-  char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
-  json_t *back = s ? json_loads(s, JSON_DECODE_ANY, NULL) : NULL;
-  bool exact = back && json_real_value(back) == json_real_value(v);
-  json_decref(back);
-  if (exact)
-    return s;
-  free(s);
-  return json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
-}
-
 static int load_json(sl_conf_t *conf, const char *path, const char *buf,
                      size_t len, char *err, size_t errlen) {
   char msg[MSG_MAX], quoted[QUOTE_MAX * 4 + 8];
@@ -809,7 +796,7 @@ static int load_json(sl_conf_t *conf, const char *path, const char *buf,
       text = num;
       break;
     case JSON_REAL:
-      text = owned = json_real_text(v);
+      text = owned = sl_json_dumps(v, NULL);
       if (!owned)
         rc = SL_ERR_NOMEM;
       break;

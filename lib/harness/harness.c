@@ -78,15 +78,17 @@ static int never_poll(sl_source_ctx_t *ctx, void *opaque) {
 }
 static const sl_source_ops_t harness_src = {.poll = never_poll};
 
-static void caps_clear(sl_harness_t *h) {
-  for (size_t i = 0; i < h->n_caps; i++) {
-    capture *c = &h->caps[i];
-    for (size_t j = 0; j < c->n; j++) {
-      free((void *)c->recs[j].r.key);
-      free((void *)c->recs[j].r.value);
-    }
-    c->n = 0;
+static void cap_clear(capture *c) {
+  for (size_t j = 0; j < c->n; j++) {
+    free((void *)c->recs[j].r.key);
+    free((void *)c->recs[j].r.value);
   }
+  c->n = 0;
+}
+
+static void caps_clear(sl_harness_t *h) {
+  for (size_t i = 0; i < h->n_caps; i++)
+    cap_clear(&h->caps[i]);
 }
 
 void sl_harness_destroy(sl_harness_t *h) {
@@ -119,24 +121,30 @@ static sl_harness_t *fail(sl_harness_t *h, bool callers_conf, char *err,
   return NULL;
 }
 
-static sl_harness_t *harness_new(sl_conf_t *conf, size_t n_inputs, bool keyed,
-                                 sl_harness_build_fn build, void *opaque,
-                                 const char *const *side_tags, const void *snap,
-                                 size_t snap_len, char *err, size_t errlen) {
-  if (n_inputs < 1 || n_inputs > 2 || !build)
+sl_harness_t *sl_harness_new_opts(sl_conf_t *conf, const sl_harness_opts_t *o,
+                                  char *err, size_t errlen) {
+  if (!o || o->n_inputs < 1 || o->n_inputs > 2 || !o->build)
     return fail(NULL, true, err, errlen,
                 "needs 1 or 2 inputs and a build function");
+  size_t n_inputs = o->n_inputs;
+  bool keyed = o->keyed;
+  const char *const *side_tags = o->side_tags;
+  const void *snap = o->snapshot;
+  size_t snap_len = o->snapshot_len;
   bool callers = conf != NULL;
   char e[512];
   if (!conf && !(conf = sl_conf_new()))
     return fail(NULL, true, err, errlen, "out of memory");
-  if (sl_conf_set(conf, "parallelism", "1", e, sizeof(e))) {
+  if (sl_conf_set(conf, "parallelism", "1", e, sizeof(e)) ||
+      (o->state_dir &&
+       sl_conf_set(conf, "state.dir", o->state_dir, e, sizeof(e)))) {
     if (!callers)
       sl_conf_destroy(conf);
     return fail(NULL, true, err, errlen, e);
   }
   sl_harness_t *h = calloc(1, sizeof(*h));
-  if (!h || !(h->job = sl_job_new("harness", conf, e, sizeof(e)))) {
+  if (!h || !(h->job = sl_job_new(o->job_name ? o->job_name : "harness", conf,
+                                  e, sizeof(e)))) {
     free(h);
     if (!callers)
       sl_conf_destroy(conf);
@@ -163,7 +171,7 @@ static sl_harness_t *harness_new(sl_conf_t *conf, size_t n_inputs, bool keyed,
       in[i] = sl_key_by(in[i], NULL, NULL);
   }
   h->n_inputs = n_inputs;
-  sl_stream_t *out = build(in, n_inputs, opaque);
+  sl_stream_t *out = o->build(in, n_inputs, o->opaque);
   if (!out || out->node->sink) {
     snprintf(e, sizeof(e), "building the operator failed: %s",
              sl_job_errmsg(job)[0] ? sl_job_errmsg(job)
@@ -203,8 +211,12 @@ sl_harness_t *sl_harness_new(sl_conf_t *conf, size_t n_inputs, bool keyed,
                              sl_harness_build_fn build, void *opaque,
                              const char *const *side_tags, char *err,
                              size_t errlen) {
-  return harness_new(conf, n_inputs, keyed, build, opaque, side_tags, NULL, 0,
-                     err, errlen);
+  sl_harness_opts_t o = {.n_inputs = n_inputs,
+                         .keyed = keyed,
+                         .build = build,
+                         .opaque = opaque,
+                         .side_tags = side_tags};
+  return sl_harness_new_opts(conf, &o, err, errlen);
 }
 
 sl_harness_t *sl_harness_new_restored(sl_conf_t *conf, size_t n_inputs,
@@ -215,8 +227,14 @@ sl_harness_t *sl_harness_new_restored(sl_conf_t *conf, size_t n_inputs,
                                       char *err, size_t errlen) {
   if (!snapshot)
     return fail(NULL, true, err, errlen, "no snapshot given");
-  return harness_new(conf, n_inputs, keyed, build, opaque, side_tags, snapshot,
-                     len, err, errlen);
+  sl_harness_opts_t o = {.n_inputs = n_inputs,
+                         .keyed = keyed,
+                         .build = build,
+                         .opaque = opaque,
+                         .side_tags = side_tags,
+                         .snapshot = snapshot,
+                         .snapshot_len = len};
+  return sl_harness_new_opts(conf, &o, err, errlen);
 }
 
 int sl_harness_snapshot(sl_harness_t *h, void **data, size_t *len) {
@@ -344,6 +362,16 @@ const sl_record_t *sl_harness_get(const sl_harness_t *h, const char *tag,
 void sl_harness_clear(sl_harness_t *h) {
   if (h)
     caps_clear(h);
+}
+
+int sl_harness_clear_output(sl_harness_t *h, const char *tag) {
+  if (!h)
+    return SL_ERR_INVAL;
+  capture *c = (capture *)find_cap(h, tag);
+  if (!c)
+    return SL_ERR_NOTFOUND;
+  cap_clear(c);
+  return SL_OK;
 }
 
 int64_t sl_harness_output_watermark(const sl_harness_t *h) {

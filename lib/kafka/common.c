@@ -509,13 +509,19 @@ int sl_json_emit(sl_ctx_t *ctx, const void *key, size_t key_len,
                  const json_t *value, int64_t ts) {
   if (!ctx || !value)
     return SL_ERR_INVAL;
-  size_t n = json_dumpb(value, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+  /* One pass for values that fit the stack buffer, else a second one into
+   * scratch memory of the right size. */
+  char small[512];
+  size_t n = sl_json_dumpb(value, small, sizeof(small));
   if (n == 0)
     return SL_ERR_INVAL;
   char *buf = sl_ctx_alloc(ctx, n);
   if (!buf)
     return SL_ERR_NOMEM;
-  json_dumpb(value, buf, n, JSON_COMPACT | JSON_ENCODE_ANY);
+  if (n <= sizeof(small))
+    memcpy(buf, small, n);
+  else
+    sl_json_dumpb(value, buf, n);
   sl_record_t r = {key, key_len, buf, n, ts};
   return sl_emit(ctx, &r);
 }

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 
 #include "operator.h"
+#include "sluice/json.h"
 #include "sluice/kafka.h"
 
 struct sl_kafka_msg {

@@ -11,6 +11,7 @@
 
 #include "core/util.h"
 #include "metrics/metrics.h"
+#include "sluice/json.h"
 
 typedef struct buf {
   char *p;
@@ -232,7 +233,7 @@ int sl__metrics_render(sl__metrics *m, sl_metrics_format fmt,
   if (!rc)
     rc = sl__metrics_visit(m, json_sample, metrics);
   /* Insertion order keeps families in registration order. */
-  char *s = rc ? NULL : json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  char *s = rc ? NULL : sl_json_dumps(root, NULL);
   json_decref(root);
   if (!s)
     return rc ? rc : SL_ERR_NOMEM;

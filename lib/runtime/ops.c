@@ -124,8 +124,23 @@ int sl_op_fail(sl_ctx_t *op, int err, const char *fmt, ...) {
                       sl_op_uid(op), op->ops->kind, op->w->index, msg);
 }
 
+int sl_ctx_reject(sl_ctx_t *ctx, const char *fmt, ...) {
+  if (!ctx || !fmt)
+    return SL_ERR_USER;
+  sl__worker *w = ctx->w;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(w->reject, sizeof(w->reject), fmt, ap);
+  va_end(ap);
+  w->reject_op = ctx;
+  return SL_ERR_USER;
+}
+
 int sl_op_user_error(sl_ctx_t *op, const sl_record_t *rec, int rc) {
   sl_job_t *job = op->w->job;
+  /* The reason sl_ctx_reject() gave for this error, taken either way. */
+  const char *reason = op->w->reject_op == op ? op->w->reject : NULL;
+  op->w->reject_op = NULL;
   if (sl__job_failing(job))
     return job->err ? job->err : SL_ERR_STOPPED;
   if (job->skip_errors) {
@@ -134,9 +149,10 @@ int sl_op_user_error(sl_ctx_t *op, const sl_record_t *rec, int rc) {
   }
   if (job->dlq_errors) {
     char msg[160];
-    snprintf(msg, sizeof(msg), "user function of %s returned %d",
-             op->node->uid ? op->node->uid : op->ops->kind, rc);
-    return sl__dlq(op, rec, msg, SL_ERR_USER);
+    if (!reason)
+      snprintf(msg, sizeof(msg), "user function of %s returned %d",
+               op->node->uid ? op->node->uid : op->ops->kind, rc);
+    return sl__dlq(op, rec, reason ? reason : msg, SL_ERR_USER);
   }
   char key[96], val[160];
   sl__escape(key, sizeof(key), rec ? rec->key : NULL, rec ? rec->key_len : 0,
@@ -145,8 +161,9 @@ int sl_op_user_error(sl_ctx_t *op, const sl_record_t *rec, int rc) {
              rec ? rec->value_len : 0, 96);
   return sl_op_fail(op, SL_ERR_USER,
                     "user function returned %d on record key=\"%s\" ts=%lld "
-                    "value=\"%s\"",
-                    rc, key, rec ? (long long)rec->ts : 0LL, val);
+                    "value=\"%s\"%s%s",
+                    rc, key, rec ? (long long)rec->ts : 0LL, val,
+                    reason ? ": " : "", reason ? reason : "");
 }
 
 /* error.policy=dlq: hands the record to the dead-letter hook a Kafka

@@ -127,6 +127,10 @@ struct sl__worker {
   /* runtime/stats.c: loop rounds and when sizes are next published. */
   unsigned pub_rounds;
   int64_t pub_next_ms;
+  /* sl_ctx_reject(): the reason of the instance whose user function
+   * rejected a record, until sl_op_user_error() takes it. */
+  const sl_ctx_t *reject_op;
+  char reject[256];
 };
 
 enum { SL__JOB_NEW, SL__JOB_RUNNING, SL__JOB_DONE };

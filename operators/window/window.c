@@ -719,12 +719,15 @@ static const char *spec_check(const sl_window_spec_t *s, bool join) {
 }
 
 static const char *fn_check(const sl_window_fn_t *f, bool session) {
-  if ((unsigned)f->builtin > SL_AGG_AVG)
+  if ((unsigned)f->builtin > SL_AGG_MAX_INT)
     return "unknown built-in aggregate";
   if (f->builtin && f->add)
     return "give either a built-in aggregate or add, not both";
-  if (f->builtin > SL_AGG_COUNT && !f->num)
+  if (f->builtin > SL_AGG_COUNT && f->builtin <= SL_AGG_AVG && !f->num)
     return "the built-in aggregate needs a numeric extractor (num)";
+  if (f->builtin >= SL_AGG_SUM_INT && !f->num_int)
+    return "the built-in integer aggregate needs an integer extractor "
+           "(num_int)";
   if (f->add && (!f->acc_size || f->acc_size > 65536))
     return "an aggregate needs 0 < acc_size <= 65536";
   if (f->add && f->result && (!f->result_size || f->result_size > 65536))

@@ -107,6 +107,12 @@ static inline void w_agg_init(const warg *a, void *acc) {
   case SL_AGG_MAX:
     *(double *)acc = -INFINITY;
     break;
+  case SL_AGG_MIN_INT:
+    *(int64_t *)acc = INT64_MAX;
+    break;
+  case SL_AGG_MAX_INT:
+    *(int64_t *)acc = INT64_MIN;
+    break;
   case SL_AGG_NONE:
     if (a->f.init)
       a->f.init(acc, a->opaque);
@@ -124,6 +130,16 @@ static inline int w_agg_add(const warg *a, void *acc, const sl_record_t *rec) {
   }
   if (a->f.builtin == SL_AGG_NONE)
     return a->f.add(acc, rec, a->opaque) ? SL_ERR_USER : 0;
+  if (a->f.builtin >= SL_AGG_SUM_INT) {
+    int64_t i, *x = acc;
+    if (a->f.num_int(rec, &i, a->opaque))
+      return SL_ERR_USER;
+    if (a->f.builtin == SL_AGG_SUM_INT)
+      *x = (int64_t)((uint64_t)*x + (uint64_t)i); /* wraps, no UB */
+    else if (a->f.builtin == SL_AGG_MIN_INT ? i < *x : i > *x)
+      *x = i;
+    return 0;
+  }
   if (a->f.num(rec, &v, a->opaque))
     return SL_ERR_USER;
   double *d = acc;
@@ -167,6 +183,18 @@ static inline void w_agg_merge(const warg *a, void *acc, const void *o) {
   case SL_AGG_AVG:
     ((w_avg *)acc)->sum += ((const w_avg *)o)->sum;
     ((w_avg *)acc)->n += ((const w_avg *)o)->n;
+    break;
+  case SL_AGG_SUM_INT:
+    *(int64_t *)acc = (int64_t)((uint64_t) * (int64_t *)acc +
+                                (uint64_t) * (const int64_t *)o);
+    break;
+  case SL_AGG_MIN_INT:
+    if (*(const int64_t *)o < *(int64_t *)acc)
+      *(int64_t *)acc = *(const int64_t *)o;
+    break;
+  case SL_AGG_MAX_INT:
+    if (*(const int64_t *)o > *(int64_t *)acc)
+      *(int64_t *)acc = *(const int64_t *)o;
     break;
   default:
     a->f.merge(acc, o, a->opaque);

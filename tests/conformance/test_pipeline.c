@@ -110,11 +110,40 @@ START_TEST(union_of_two_sources) {
   sl_generator_opts_t b = {.count = 200, .gen = gen_num};
   sl_stream_t *in[2] = {sl_source_generator(job, "a", &a),
                         sl_source_generator(job, "b", &b)};
-  sl_sink(sl_union(in, 2), "sink", tu_sink_fn, &sink);
+  sl_sink(sl_union(in, 2, "union"), "sink", tu_sink_fn, &sink);
   ck_assert_int_eq(sl_job_run(job), SL_OK);
   ck_assert_uint_eq(sink.n, 500);
+  /* The union is an operator named by its uid like any other. */
+  sl_op_stats_t st;
+  ck_assert_int_eq(sl_job_op_stats(job, "union", &st), SL_OK);
+  ck_assert_uint_eq(st.records_in, 500);
+  ck_assert_uint_eq(st.records_out, 500);
   sl_job_destroy(job);
   tu_sink_free(&sink);
+}
+END_TEST
+
+START_TEST(union_uid_is_checked_like_any_other) {
+  sl_job_t *job = tu_job(1, NULL);
+  sl_generator_opts_t a = {.count = 3, .gen = gen_num};
+  sl_stream_t *in[2] = {sl_source_generator(job, "a", &a),
+                        sl_source_generator(job, "b", &a)};
+  /* Without a uid: a generated one, stable for a given graph. */
+  sl_stream_t *u = sl_union(in, 2, NULL);
+  ck_assert_ptr_nonnull(u);
+  sl_op_stats_t st;
+  ck_assert_int_eq(sl_job_op_stats(job, "union#2", &st), SL_OK);
+  /* A uid taken by another operator is refused, as for a map. */
+  ck_assert_ptr_null(sl_union(in, 2, "a"));
+  ck_assert_str_eq(sl_job_errmsg(job),
+                   "union: duplicate uid \"a\" (uids name operators and "
+                   "their state, so they must be unique)");
+  sl_job_destroy(job);
+  job = tu_job(1, NULL);
+  in[0] = sl_source_generator(job, "a", &a);
+  ck_assert_ptr_null(sl_union(in, 1, "u"));
+  ck_assert_str_eq(sl_job_errmsg(job), "union \"u\": needs at least 2 streams");
+  sl_job_destroy(job);
 }
 END_TEST
 
@@ -413,7 +442,8 @@ static void run_idle(int64_t timeout, int late, tu_log *log) {
   sl_stream_t *in[2] = {
       sl_with_watermarks(sl_source(job, "busy", &busy, &ic), &spec),
       sl_with_watermarks(sl_source(job, "quiet", &quiet, &ic), &spec)};
-  sl_sink(tu_log_op(sl_union(in, 2), "log", log), "sink", tu_discard, NULL);
+  sl_sink(tu_log_op(sl_union(in, 2, "union"), "log", log), "sink", tu_discard,
+          NULL);
   ck_assert_int_eq(sl_job_run(job), SL_OK);
   sl_job_destroy(job);
   sl_clock_destroy(ic.clock);
@@ -749,6 +779,7 @@ int main(void) {
   tcase_add_test(tc, chain_map_filter_sink);
   tcase_add_test(tc, flat_map_and_side_output);
   tcase_add_test(tc, union_of_two_sources);
+  tcase_add_test(tc, union_uid_is_checked_like_any_other);
   tcase_add_test(tc, p1_p2_same_per_key_results);
   tcase_add_test(tc, parallel_source_through_exchange);
   tcase_add_test(tc, large_records_through_keyed_batches);

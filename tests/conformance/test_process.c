@@ -39,6 +39,7 @@ static sl_conf_t *backend_conf(int bi, const char *policy) {
  * "put:<v>"/"get"  value state with the descriptor's TTL
  * "side"           emit to side output "side"
  * "fail"           return an error
+ * "reject:<why>"   return sl_ctx_reject(ctx, "<why>")
  * on_timer emits "<key>@<ts>:<domain>".                                    */
 
 typedef struct pf {
@@ -120,6 +121,9 @@ static int pf_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
     return sl_emit_to(ctx, "side", rec);
   if (strcmp(cmd, "fail") == 0)
     return -7;
+  if (strncmp(cmd, "reject:", 7) == 0)
+    return sl_ctx_reject(ctx, "%s (key %.*s)", cmd + 7, (int)klen,
+                         (const char *)key);
   return 0;
 }
 
@@ -386,6 +390,65 @@ START_TEST(user_error_policies_in_process) {
 }
 END_TEST
 
+/* A user function gives the reason of its error (sl_ctx_reject): the job's
+ * error message ends with it; under skip it is counted like any error and
+ * does not outlive its record. */
+START_TEST(rejected_record_says_why) {
+  pf p = {0};
+  sl_harness_t *h = pf_harness(&p, _i, "skip");
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "reject:too big", 1), SL_OK);
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "count", 2), SL_OK);
+  sl_op_stats_t st;
+  sl_job_op_stats(sl_harness_job(h), "process", &st);
+  ck_assert_uint_eq(st.errors, 1);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 1);
+  sl_harness_destroy(h);
+  h = pf_harness(&p, _i, NULL);
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "count", 1), SL_OK);
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "reject:too big", 2),
+                   SL_ERR_USER);
+  ck_assert_str_eq(sl_harness_errmsg(h),
+                   "operator \"process\" (process) on worker 0: user "
+                   "function returned -6 on record key=\"k\" ts=2 "
+                   "value=\"reject:too big\": too big (key k)");
+  sl_harness_destroy(h);
+  /* Without a reason, the message is the generic one. */
+  h = pf_harness(&p, _i, NULL);
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "fail", 3), SL_ERR_USER);
+  ck_assert_str_eq(sl_harness_errmsg(h),
+                   "operator \"process\" (process) on worker 0: user "
+                   "function returned -7 on record key=\"k\" ts=3 "
+                   "value=\"fail\"");
+  sl_harness_destroy(h);
+}
+END_TEST
+
+/* One output's captured records are cleared, the others' kept. */
+START_TEST(harness_clears_one_output) {
+  pf p = {0};
+  sl_harness_t *h = pf_harness(&p, _i, NULL);
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "side", 1), SL_OK);
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "count", 2), SL_OK);
+  ck_assert_uint_eq(sl_harness_count(h, "side"), 1);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 1);
+  ck_assert_int_eq(sl_harness_clear_output(h, "side"), SL_OK);
+  ck_assert_uint_eq(sl_harness_count(h, "side"), 0);
+  ck_assert_ptr_null(sl_harness_get(h, "side", 0));
+  ck_assert_str_eq(out(h, 0), "k:1");
+  ck_assert_int_eq(sl_harness_clear_output(h, "nope"), SL_ERR_NOTFOUND);
+  ck_assert_int_eq(sl_harness_clear_output(NULL, NULL), SL_ERR_INVAL);
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "side", 3), SL_OK);
+  ck_assert_int_eq(sl_harness_clear_output(h, NULL), SL_OK);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 0);
+  ck_assert_uint_eq(sl_harness_count(h, "side"), 1);
+  ck_assert_str_eq(sl_harness_get(h, "side", 0)->value, "side");
+  ck_assert_int_eq(sl_harness_get(h, "side", 0)->ts, 3);
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "k", "count", 4), SL_OK);
+  ck_assert_str_eq(out(h, 0), "k:2");
+  sl_harness_destroy(h);
+}
+END_TEST
+
 /* ---- co_process: both inputs share state and timers per key ----------- */
 
 typedef struct co {
@@ -582,6 +645,8 @@ int main(void) {
   tcase_add_loop_test(tc, ttl_on_read_and_write_return_expired_once, 0,
                       N_BACKENDS);
   tcase_add_loop_test(tc, user_error_policies_in_process, 0, N_BACKENDS);
+  tcase_add_loop_test(tc, rejected_record_says_why, 0, N_BACKENDS);
+  tcase_add_loop_test(tc, harness_clears_one_output, 0, N_BACKENDS);
   tcase_add_loop_test(tc, co_process_shares_state_across_inputs, 0, N_BACKENDS);
   tcase_add_test(tc, harness_rejects_bad_builds);
   tcase_add_loop_test(tc, stateful_p1_equals_p2, 0, N_BACKENDS);

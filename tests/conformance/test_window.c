@@ -6,6 +6,8 @@
  * output, count, continuous and processing-time triggers, full-window and
  * combined functions, the built-in aggregates, and both joins. Every test
  * runs on each state backend of wu_backends. */
+#include <errno.h>
+
 #include "check_main.h"
 #include "window_util.h"
 
@@ -636,6 +638,71 @@ START_TEST(builtin_aggregates) {
 }
 END_TEST
 
+/* Integer extractor: the record value as a decimal int64, all of it. */
+static int num_int(const sl_record_t *rec, int64_t *out, void *opaque) {
+  (void)opaque;
+  char b[32], *end;
+  if (!rec->value_len || rec->value_len >= sizeof(b))
+    return -1;
+  memcpy(b, rec->value, rec->value_len);
+  b[rec->value_len] = '\0';
+  errno = 0;
+  long long v = strtoll(b, &end, 10);
+  if (*end || errno)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* SUM_INT, MIN_INT and MAX_INT are exact beyond 2^53 (where a double
+ * would round: 2^53 + 1 twice sums to 2^54 + 2, not 2^54), and SUM_INT
+ * wraps around like Java's long. Tumbling windows (one accumulator),
+ * sessions (merged accumulators) and sliding windows (per-slice
+ * accumulators merged at firing) give the same results. */
+START_TEST(builtin_int_aggregates) {
+  static const sl_window_agg aggs[] = {SL_AGG_SUM_INT, SL_AGG_MIN_INT,
+                                       SL_AGG_MAX_INT};
+  static const char *vals[3][3] = {
+      {"9007199254740993", "9007199254740993", "-1"},
+      {"9223372036854775807", "9223372036854775806", "1"},
+      {"-9223372036854775808", "-9223372036854775807", "0"}};
+  static const char *want[3][3] = {
+      {"(a,18014398509481985)", "(b,-2)", "(c,1)"},
+      {"(a,-1)", "(b,1)", "(c,-9223372036854775808)"},
+      {"(a,9007199254740993)", "(b,9223372036854775807)", "(c,0)"}};
+  static const char *keys[] = {"a", "b", "c"};
+  for (int s = 0; s < 3; s++) { /* tumbling, sessions, sliding */
+    for (size_t i = 0; i < 3; i++) {
+      wu_build b = {.spec = s == 0   ? sl_window_tumbling(1000)
+                            : s == 1 ? sl_window_session(300)
+                                     : sl_window_sliding(1000, 500)};
+      b.fn.builtin = aggs[i];
+      b.fn.num_int = num_int;
+      sl_harness_t *h = wu_harness(BE, &b, NULL);
+      for (int k = 0; k < 3; k++) /* at 600, 700, 800: one window each */
+        for (int e = 0; e < 3; e++)
+          push(h, keys[k], vals[k][e], 600 + 100 * e);
+      ck_assert_int_eq(sl_harness_end(h), SL_OK);
+      /* Results carry max_ts: 999; the session [600, 1100); sliding
+       * windows [500, 1500) and [0, 1000) hold all three. */
+      size_t nw = s == 2 ? 6 : 3;
+      char lines[6][64];
+      const char *ws[6];
+      for (size_t j = 0; j < nw; j++) {
+        snprintf(lines[j], sizeof(lines[j]), "%s@%s", want[i][j % 3],
+                 s == 0   ? "999"
+                 : s == 1 ? "1099"
+                 : j < 3  ? "999"
+                          : "1499");
+        ws[j] = lines[j];
+      }
+      wu_expect(h, true, ws, nw);
+      sl_harness_destroy(h);
+    }
+  }
+}
+END_TEST
+
 static int gen_one(uint64_t i, sl_record_t *out, void *opaque) {
   (void)opaque;
   *out = (sl_record_t){"k", 1, "1", 1, (int64_t)i};
@@ -713,12 +780,28 @@ START_TEST(bad_specs_are_refused) {
   sl_window_fn_t none = {0}, sum_no_num = {.builtin = SL_AGG_SUM};
   ck_assert_ptr_null(sl_window(k, "w", &ok, &none, NULL));
   ck_assert_ptr_null(sl_window(k, "w", &ok, &sum_no_num, NULL));
+
   sl_window_spec_t ses = sl_window_session(5);
   sl_window_fn_t no_merge = {.add = cnt_add, .acc_size = 8};
   ck_assert_ptr_null(sl_window(k, "w", &ses, &no_merge, NULL));
   ck_assert_int_eq(sl_job_run(job), SL_ERR_INVAL);
   ck_assert_ptr_nonnull(strstr(sl_job_errmsg(job), "size must be > 0"));
   sl_job_destroy(job);
+  /* An integer aggregate needs the integer extractor, not num. */
+  sl_window_fn_t int_with_num = {.builtin = SL_AGG_MAX_INT, .num = wu_num};
+  sl_window_fn_t unknown = {.builtin = (sl_window_agg)(SL_AGG_MAX_INT + 1),
+                            .num = wu_num};
+  const sl_window_fn_t *fns[] = {&int_with_num, &unknown};
+  const char *msgs[] = {"window \"w\": the built-in integer aggregate needs "
+                        "an integer extractor (num_int)",
+                        "window \"w\": unknown built-in aggregate"};
+  for (int i = 0; i < 2; i++) {
+    job = tu_job(1, NULL);
+    k = sl_key_by(sl_source_generator(job, "g", &go), NULL, NULL);
+    ck_assert_ptr_null(sl_window(k, "w", &ok, fns[i], NULL));
+    ck_assert_str_eq(sl_job_errmsg(job), msgs[i]);
+    sl_job_destroy(job);
+  }
 }
 END_TEST
 
@@ -971,6 +1054,7 @@ int main(void) {
   tcase_add_loop_test(tc, full_window_function_sees_elements_and_bounds, 0, n);
   tcase_add_loop_test(tc, combined_aggregate_and_window_function, 0, n);
   tcase_add_loop_test(tc, builtin_aggregates, 0, n);
+  tcase_add_loop_test(tc, builtin_int_aggregates, 0, n);
   tcase_add_loop_test(tc, failing_window_function_is_skipped_by_policy, 0, n);
   tcase_add_loop_test(tc, user_aggregate_with_merge_and_result, 0, n);
   tcase_add_test(tc, bad_specs_are_refused);

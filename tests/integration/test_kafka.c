@@ -414,7 +414,8 @@ END_TEST
  */
 
 /* A user function that fails on {"boom": true}, reading the JSON the
- * source already parsed (decode once per record). */
+ * source already parsed (decode once per record), and rejects
+ * {"reject": "<why>"} with a reason. */
 static int boom_map(sl_ctx_t *ctx, const sl_record_t *in, sl_record_t *out,
                     void *opaque) {
   (void)in;
@@ -424,6 +425,12 @@ static int boom_map(sl_ctx_t *ctx, const sl_record_t *in, sl_record_t *out,
   ck_assert_ptr_nonnull(m);
   json_t *j = sl_kafka_msg_json(m);
   ck_assert_ptr_nonnull(j);
+  json_t *why = sl_json_pointer(j, "/reject");
+  if (why)
+    return sl_ctx_reject(
+        ctx, "id %lld: %s",
+        (long long)json_integer_value(sl_json_pointer(j, "/id")),
+        json_string_value(why));
   return json_is_true(sl_json_pointer(j, "/boom")) ? -1 : 0;
 }
 
@@ -455,6 +462,12 @@ START_TEST(poison_records_reach_dead_letter_topic) {
   tk_topic(&c, "good", 1);
   tk_topic(&c, "dead", 1);
   produce_bad_input(&c);
+  /* A record the user function rejects with a reason. */
+  rd_kafka_t *p = tk_producer(&c);
+  tk_send(p, "in", 0, "k5", "{\"id\":5,\"reject\":\"amount over limit\"}", 0,
+          NULL, NULL);
+  tk_flush(p);
+  rd_kafka_destroy(p);
   sl_job_t *job = bad_input_job(&c, "dlq");
   tk_run r;
   tk_run_start(&r, job);
@@ -462,12 +475,12 @@ START_TEST(poison_records_reach_dead_letter_topic) {
   tk_reader_open(&good, &c, "good", 1);
   tk_reader_open(&dead, &c, "dead", 1);
   tk_read(&good, 2, 15000);
-  tk_read(&dead, 2, 15000);
+  tk_read(&dead, 3, 15000);
   ck_assert_int_eq(tk_run_stop(&r), SL_OK);
   ck_assert_uint_eq(good.n, 2);
   ck_assert_str_eq(good.m[0].value, "{\"id\":1}");
   ck_assert_str_eq(good.m[1].value, "{\"id\":3}");
-  ck_assert_uint_eq(dead.n, 2);
+  ck_assert_uint_eq(dead.n, 3);
   char b[256];
   /* Undecodable: the original message with its headers, plus why and
    * where it came from. */
@@ -492,11 +505,22 @@ START_TEST(poison_records_reach_dead_letter_topic) {
                    "boom-map");
   ck_assert_str_eq(tk_header(&dead.m[1], "sluice.source.offset", b, sizeof(b)),
                    "2");
+  ck_assert_str_eq(tk_header(&dead.m[1], "sluice.error", b, sizeof(b)),
+                   "user function of boom-map returned -1");
+  /* The reason the user function gave (sl_ctx_reject) is the header. */
+  ck_assert_str_eq(dead.m[2].key, "k5");
+  ck_assert_str_eq(tk_header(&dead.m[2], "sluice.error", b, sizeof(b)),
+                   "id 5: amount over limit");
+  ck_assert_str_eq(tk_header(&dead.m[2], "sluice.error.operator", b, sizeof(b)),
+                   "boom-map");
+  ck_assert_str_eq(tk_header(&dead.m[2], "sluice.source.offset", b, sizeof(b)),
+                   "4");
+  /* errors counts the dead letters of each operator. */
   sl_op_stats_t st;
   ck_assert_int_eq(sl_job_op_stats(job, "in", &st), 0);
   ck_assert_uint_eq(st.errors, 1);
   ck_assert_int_eq(sl_job_op_stats(job, "boom-map", &st), 0);
-  ck_assert_uint_eq(st.errors, 1);
+  ck_assert_uint_eq(st.errors, 2);
   tk_reader_close(&good);
   tk_reader_close(&dead);
   sl_job_destroy(job);

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "sluice.h"
+#include "sluice/json.h"
 
 /* ---- Mock cluster -------------------------------------------------------- */
 

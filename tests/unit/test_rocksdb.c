@@ -6,6 +6,7 @@
  * errors a user meets: an unusable or locked state.dir, a full disk, a
  * corrupt snapshot. */
 #include "core/hash.h"
+#include "operator.h"
 #include "sluice.h"
 #include "state/backend.h"
 #include "state/kstate_int.h"
@@ -722,6 +723,69 @@ START_TEST(state_dir_locked_by_another_job) {
 }
 END_TEST
 
+static sl_stream_t *build_count(sl_stream_t *const *in, size_t n,
+                                void *opaque) {
+  (void)n;
+  return sl_process(in[0], "process", &count_ops, opaque);
+}
+
+static sl_harness_t *named_harness(const tdir *t, const char *name,
+                                   const char *state_dir, char *err,
+                                   size_t errlen) {
+  sl_harness_opts_t o = {.n_inputs = 1,
+                         .keyed = true,
+                         .build = build_count,
+                         .job_name = name,
+                         .state_dir = state_dir};
+  sl_conf_t *c = conf_kv(t, NULL);
+  sl_harness_t *h = sl_harness_new_opts(c, &o, err, errlen);
+  if (!h)
+    sl_conf_destroy(c);
+  return h;
+}
+
+static bool exists(const char *dir, const char *sub) {
+  char p[256];
+  snprintf(p, sizeof(p), "%s/%s", dir, sub);
+  return access(p, F_OK) == 0;
+}
+
+/* Harnesses that live at the same time, each with its own job name or
+ * state.dir, each with its own RocksDB directory. */
+START_TEST(harnesses_with_own_job_names_and_state_dirs) {
+  tdir t;
+  tdir_make(&t);
+  char err[1024] = "", other[160];
+  snprintf(other, sizeof(other), "%s/other", t.path);
+  sl_harness_t *left = named_harness(&t, "left", NULL, err, sizeof(err));
+  ck_assert_msg(left != NULL, "%s", err);
+  sl_harness_t *right = named_harness(&t, "right", NULL, err, sizeof(err));
+  ck_assert_msg(right != NULL, "%s", err);
+  ck_assert_str_eq(sl_job_name(sl_harness_job(left)), "left");
+  ck_assert_str_eq(sl_job_name(sl_harness_job(right)), "right");
+  ck_assert_int_eq(sl_harness_push_kv(left, 0, "k", "v", 1), SL_OK);
+  ck_assert_int_eq(sl_harness_push_kv(right, 0, "k", "v", 1), SL_OK);
+  ck_assert(exists(t.state, "left/w0") && exists(t.state, "right/w0"));
+  /* A third "left" in the same state.dir is refused ... */
+  sl_harness_t *again = named_harness(&t, "left", NULL, err, sizeof(err));
+  ck_assert_ptr_null(again);
+  ck_assert_msg(strstr(err, "is in use"), "message: %s", err);
+  /* ... and takes its own state.dir. */
+  again = named_harness(&t, "left", other, err, sizeof(err));
+  ck_assert_msg(again != NULL, "%s", err);
+  ck_assert_int_eq(sl_harness_push_kv(again, 0, "k", "v", 1), SL_OK);
+  ck_assert(exists(other, "left/w0"));
+  ck_assert_str_eq(sl_conf_get(sl_job_conf(sl_harness_job(again)), "state.dir"),
+                   other);
+  sl_harness_destroy(again);
+  sl_harness_destroy(right);
+  sl_harness_destroy(left);
+  ck_assert(!exists(t.state, "left/w0") && !exists(t.state, "right/w0") &&
+            !exists(other, "left/w0"));
+  rm_rf(t.path);
+}
+END_TEST
+
 START_TEST(full_disk_fails_the_job_and_the_snapshot) {
   tdir t;
   tdir_make(&t);
@@ -944,6 +1008,7 @@ int main(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, state_dir_that_cannot_be_created);
   tcase_add_test(tc, state_dir_locked_by_another_job);
+  tcase_add_test(tc, harnesses_with_own_job_names_and_state_dirs);
   tcase_add_test(tc, full_disk_fails_the_job_and_the_snapshot);
   tcase_add_test(tc, corrupt_database_is_a_clear_error);
   suite_add_tcase(s, tc);
