@@ -91,8 +91,7 @@ int sl__kgroup_conf(rd_kafka_conf_t *c, const sl_conf_t *conf, sl__kgroup *g,
                     char *err, size_t errlen) {
   if (!sl__kconf_get(conf, "partition.assignment.strategy") &&
       rd_kafka_conf_set(c, "partition.assignment.strategy",
-                        "cooperative-sticky", err,
-                        errlen) != RD_KAFKA_CONF_OK)
+                        "cooperative-sticky", err, errlen) != RD_KAFKA_CONF_OK)
     return SL_ERR_CONF;
   rd_kafka_conf_set_rebalance_cb(c, on_rebalance);
   rd_kafka_conf_set_opaque(c, g);

@@ -359,8 +359,8 @@ static void group_assigned(void *sub, rd_kafka_topic_partition_list_t *l) {
 static void group_revoked(void *sub, const rd_kafka_topic_partition_list_t *l) {
   ksub *k = sub;
   ksrc *s = k->src;
-  rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_new(
-      l->cnt ? l->cnt : 1);
+  rd_kafka_topic_partition_list_t *c =
+      rd_kafka_topic_partition_list_new(l->cnt ? l->cnt : 1);
   for (int i = 0; i < l->cnt; i++) {
     int t = topic_index(s, l->elems[i].topic);
     for (size_t j = 0; j < k->n_parts; j++) {
@@ -459,8 +459,8 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
                                  sizeof(err))))
         rc = sl_source_fail(ctx, rc, "kafka source %s: %s", s->uid, err);
     free(counts);
-    if (!rc && (rc = sl__kgroup_join(k->rk, s->topics, s->n_topics, err,
-                                     sizeof(err))))
+    if (!rc &&
+        (rc = sl__kgroup_join(k->rk, s->topics, s->n_topics, err, sizeof(err))))
       rc = sl_source_fail(ctx, rc, "kafka source %s: %s", s->uid, err);
     if (rc)
       return rc;

@@ -84,8 +84,7 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   int rc = sl_job_run(job);
   if (rc)
-    fprintf(stderr, "group-job: %s: %s\n", sl_strerror(rc),
-            sl_job_errmsg(job));
+    fprintf(stderr, "group-job: %s: %s\n", sl_strerror(rc), sl_job_errmsg(job));
   sl_job_destroy(job);
   return rc ? 1 : 0;
 }

@@ -102,7 +102,8 @@ static void stop_broker(void) {
 /* A job process; its stderr goes to <dir>/<name>.err. */
 static pid_t start_job(const char *mode, const char *parts, const char *name) {
   char bin[1024], errf[512];
-  snprintf(bin, sizeof(bin), "%s/tests/integration/test-group-job", build_root());
+  snprintf(bin, sizeof(bin), "%s/tests/integration/test-group-job",
+           build_root());
   snprintf(errf, sizeof(errf), "%s/%s.err", dir, name);
   pid_t pid = fork();
   ck_assert_int_ge(pid, 0);
@@ -158,8 +159,8 @@ static void key_of(int i, char *buf, size_t cap) {
   snprintf(buf, cap, "user-%d", i);
 }
 
-/* Every key gets i % 3 + 1 events in each of SECONDS windows from T0, written to
- * the partition Kafka's default partitioner gives the key; then every
+/* Every key gets i % 3 + 1 events in each of SECONDS windows from T0, written
+ * to the partition Kafka's default partitioner gives the key; then every
  * partition gets one record at 100 s, which moves its watermark past
  * every window without firing its own. */
 static void produce(void) {
@@ -171,8 +172,7 @@ static void produce(void) {
     for (int i = 0; i < KEYS; i++)
       for (int j = 0; j <= i % 3; j++) {
         key_of(i, key, sizeof(key));
-        int32_t part =
-            (int32_t)sl__murmur2_partition(key, strlen(key), PARTS);
+        int32_t part = (int32_t)sl__murmur2_partition(key, strlen(key), PARTS);
         tk_send(p, "in", part, key, "x", T0 + s * 1000 + j * 10, NULL, NULL);
       }
   for (int32_t part = 0; part < PARTS; part++) {
@@ -215,8 +215,7 @@ static void check_output(void) {
       char key[64];
       key_of(i, key, sizeof(key));
       exp[n] = malloc(128);
-      snprintf(exp[n++], 128, "%s,%d,%d", key, T0 + s * 1000 + 999,
-               i % 3 + 1);
+      snprintf(exp[n++], 128, "%s,%d,%d", key, T0 + s * 1000 + 999, i % 3 + 1);
     }
   qsort(got, r.n, sizeof(char *), cmp_line);
   qsort(exp, n, sizeof(char *), cmp_line);
@@ -302,6 +301,75 @@ START_TEST(three_processes_share_the_partitions) {
 }
 END_TEST
 
+/* The partitions the job's group committed offsets for, each checked
+ * against the partition's end: a member that leaves commits everything
+ * it read of its partitions before they move. */
+static int committed_at_end(void) {
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bs, NULL, 0);
+  rd_kafka_conf_set(conf, "group.id", "sluice-group-job", NULL, 0);
+  rd_kafka_conf_set(conf, "log_level", "2", NULL, 0);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  ck_assert_msg(rk != NULL, "%s", err);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTS);
+  for (int p = 0; p < PARTS; p++)
+    rd_kafka_topic_partition_list_add(l, "in", p);
+  ck_assert_int_eq(rd_kafka_committed(rk, l, 10000), 0);
+  int n = 0;
+  for (int p = 0; p < PARTS; p++) {
+    if (l->elems[p].offset < 0)
+      continue;
+    int64_t lo, hi;
+    ck_assert_int_eq(
+        rd_kafka_query_watermark_offsets(rk, "in", p, &lo, &hi, 10000), 0);
+    ck_assert_int_eq(l->elems[p].offset, hi);
+    n++;
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+  rd_kafka_destroy(rk);
+  return n;
+}
+
+/* Three processes, then one leaves on SIGTERM: it gives its partitions
+ * back at once with everything it read committed, and the two others
+ * take them over. */
+START_TEST(sigterm_hands_partitions_over) {
+  start_broker();
+  pid_t p[3];
+  const char *names[] = {"a", "b", "c"};
+  for (int i = 0; i < 3; i++)
+    p[i] = start_job("copartitioned", "12", names[i]);
+  wait_assigned(names, 3, PARTS);
+  produce();
+  check_output();
+  int had = status_of("c");
+  stop_pid(p[2], SIGTERM, 0);
+  ck_assert_int_eq(status_of("c"), 0);
+  ck_assert_int_eq(committed_at_end(), had);
+  wait_assigned(names, 2, PARTS);
+  for (int i = 0; i < 2; i++)
+    stop_pid(p[i], SIGTERM, 0);
+  stop_broker();
+}
+END_TEST
+
+/* A process that dies (SIGKILL) leaves its partitions to the survivor
+ * once the group's session timeout (kafka.session.timeout.ms, 6 s in
+ * group_job.c) noticed. */
+START_TEST(killed_member_partitions_move_to_the_survivor) {
+  start_broker();
+  const char *names[] = {"a", "b"};
+  pid_t a = start_job("copartitioned", "12", "a");
+  pid_t b = start_job("copartitioned", "12", "b");
+  wait_assigned(names, 2, PARTS);
+  stop_pid(b, SIGKILL, -1);
+  wait_assigned(names, 1, PARTS);
+  stop_pid(a, SIGTERM, 0);
+  stop_broker();
+}
+END_TEST
+
 /* A declaration that does not match the topic is a clear error. */
 START_TEST(wrong_partition_count_is_an_error) {
   start_broker();
@@ -333,6 +401,8 @@ int main(void) {
   tcase_add_test(tc, one_process_without_group_mode);
   tcase_add_test(tc, one_process_in_group_mode);
   tcase_add_test(tc, three_processes_share_the_partitions);
+  tcase_add_test(tc, sigterm_hands_partitions_over);
+  tcase_add_test(tc, killed_member_partitions_move_to_the_survivor);
   tcase_add_test(tc, wrong_partition_count_is_an_error);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
