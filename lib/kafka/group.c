@@ -51,14 +51,12 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
   rd_kafka_error_t *ke = NULL;
   rd_kafka_resp_err_t re = RD_KAFKA_RESP_ERR_NO_ERROR;
   if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-    g->assigns++;
     g->assigned(g->sub, l);
     if (coop)
       ke = rd_kafka_incremental_assign(rk, l);
     else
       re = rd_kafka_assign(rk, l);
   } else if (e == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-    g->revokes++;
     g->revoked(g->sub, l);
     if (coop)
       ke = rd_kafka_incremental_unassign(rk, l);
@@ -66,8 +64,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
       re = rd_kafka_assign(rk, NULL);
   } else {
     /* A rebalance error: give everything up, as librdkafka asks. */
-    sl__klog("group rebalance: %s", rd_kafka_err2str(e));
-    g->revoked(g->sub, l);
+    sl__klog("source %s: group rebalance: %s", g->uid, rd_kafka_err2str(e));
+    if (l)
+      g->revoked(g->sub, l);
     re = rd_kafka_assign(rk, NULL);
   }
   rd_kafka_topic_partition_list_t *now = NULL;

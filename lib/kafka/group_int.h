@@ -27,8 +27,7 @@ typedef struct sl__kgroup {
   void *sub;
   const sl_conf_t *conf; /* the job's: log lines */
   const char *job, *uid;
-  uint64_t assigns, revokes; /* rebalance events seen */
-  int err;                   /* first failure, 0: none */
+  int err; /* first failure, 0: none */
   char errmsg[256];
 } sl__kgroup;
 

@@ -239,6 +239,32 @@ static void check_output(void) {
   tk_reader_close(&r);
 }
 
+/* Settings group mode cannot run with are refused by sl_job_new. */
+static void refused(const char *const *kv, const char *want) {
+  char err[512];
+  sl_conf_t *conf = sl_conf_new();
+  ck_assert_int_eq(
+      sl_conf_set(conf, "group.mode", "copartitioned", err, sizeof(err)), 0);
+  for (; kv[0]; kv += 2)
+    ck_assert_int_eq(sl_conf_set(conf, kv[0], kv[1], err, sizeof(err)), 0);
+  err[0] = '\0';
+  sl_job_t *job = sl_job_new("group-job", conf, err, sizeof(err));
+  ck_assert_ptr_null(job);
+  ck_assert_msg(strstr(err, want), "%s", err);
+  sl_conf_destroy(conf);
+}
+
+START_TEST(group_settings_are_checked) {
+  const char *none[] = {NULL};
+  refused(none, "group.mode=copartitioned needs group.partitions");
+  const char *ckpt[] = {"group.partitions", "12", "checkpoint.dir", "/tmp/x",
+                        NULL};
+  refused(ckpt, "does not take checkpoints yet");
+  const char *par[] = {"group.partitions", "2", "parallelism", "3", NULL};
+  refused(par, "parallelism (3) must not exceed group.partitions (2)");
+}
+END_TEST
+
 START_TEST(murmur2_partition_is_kafkas) {
   /* librdkafka's murmur2 partitioner is the Java client's. */
   char err[512], key[64];
@@ -397,6 +423,7 @@ int main(void) {
   Suite *s = suite_create("group");
   TCase *tc = tcase_create("group");
   tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, group_settings_are_checked);
   tcase_add_test(tc, murmur2_partition_is_kafkas);
   tcase_add_test(tc, one_process_without_group_mode);
   tcase_add_test(tc, one_process_in_group_mode);
