@@ -205,8 +205,8 @@ static void check_output(void) {
   char **got = calloc(r.n + 1, sizeof(char *));
   char **exp = calloc(WANT, sizeof(char *));
   for (size_t i = 0; i < r.n; i++) {
-    got[i] = malloc(128);
-    snprintf(got[i], 128, "%s,%" PRId64 ",%s", r.m[i].key, r.m[i].ts,
+    got[i] = malloc(640);
+    snprintf(got[i], 640, "%s,%" PRId64 ",%s", r.m[i].key, r.m[i].ts,
              r.m[i].value);
   }
   size_t n = 0;
