@@ -127,6 +127,11 @@ typedef struct sl_kafka_source_opts {
  * time, idleness and whether it finished (opts->is_end); a restore
  * resumes them whatever subtask now owns the partition, and a finished
  * partition is not read again (also by a job without is_end).
+ * In group mode (group.mode=copartitioned, docs/scaling.md) the
+ * partitions are not dealt by the job: each subtask is a member of the
+ * consumer group and reads what the group assigns it, every topic must
+ * have group.partitions partitions, and the subtask runs until the job
+ * stops.
  * Consumer settings come from the job's kafka.* keys. opts may be NULL;
  * it and its strings are copied. Returns the stream or NULL (error in the
  * job). */

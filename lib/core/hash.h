@@ -58,6 +58,46 @@ static inline uint32_t sl__key_group(uint64_t hash, uint32_t max_par) {
     return (uint32_t)(hash & (max_par - 1));
   return (uint32_t)(hash % max_par);
 }
+/* Kafka's default partitioner (the Java client's murmur2, which
+ * librdkafka's "murmur2" and "murmur2_random" partitioners reproduce):
+ * partition = (murmur2(key) & 0x7fffffff) % partitions. In group mode
+ * (docs/scaling.md) a key's key group is this partition, so the process
+ * that owns a Kafka partition owns the state of its keys. */
+static inline uint32_t sl__murmur2(const void *data, size_t len) {
+  const unsigned char *p = data;
+  const uint32_t m = 0x5bd1e995;
+  uint32_t h = 0x9747b28c ^ (uint32_t)len;
+  size_t n4 = len / 4;
+  for (size_t i = 0; i < n4; i++, p += 4) {
+    uint32_t k = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                 (uint32_t)p[3] << 24;
+    k *= m;
+    k ^= k >> 24;
+    k *= m;
+    h *= m;
+    h ^= k;
+  }
+  switch (len & 3) {
+  case 3:
+    h ^= (uint32_t)p[2] << 16;
+    /* fall through */
+  case 2:
+    h ^= (uint32_t)p[1] << 8;
+    /* fall through */
+  case 1:
+    h ^= p[0];
+    h *= m;
+  }
+  h ^= h >> 13;
+  h *= m;
+  h ^= h >> 15;
+  return h;
+}
+static inline uint32_t sl__murmur2_partition(const void *key, size_t len,
+                                             uint32_t partitions) {
+  return (sl__murmur2(key, len) & 0x7fffffff) % partitions;
+}
+
 static inline int sl__kg_worker(uint32_t kg, int par, uint32_t max_par) {
   return (int)((uint64_t)kg * (uint64_t)par / max_par);
 }

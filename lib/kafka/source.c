@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The Kafka source: one consumer per subtask with partitions assigned by
  * the job (not by a group rebalance, so checkpoint positions map to
- * subtasks deterministically), concrete start offsets, decode (raw, JSON
+ * subtasks deterministically) or, in group mode, by the consumer group
+ * (group.c), concrete start offsets, decode (raw, JSON
  * or user), per-partition watermarks and idleness, the end of bounded
  * partitions (is_end), positions in checkpoints, and offsets committed to
  * the group for lag monitoring. */
@@ -14,6 +15,7 @@
 
 #include "core/clock.h"
 #include "core/conf.h"
+#include "kafka/group_int.h"
 #include "kafka/kafka_int.h"
 #include "time/watermark.h"
 
@@ -37,7 +39,11 @@ typedef struct kpart {
   sl__kpart_stat *pm; /* published position and high watermark; NULL: none */
 } kpart;
 
+struct ksrc;
+
 typedef struct ksub {
+  struct ksrc *src;
+  sl_source_ctx_t *ctx;
   rd_kafka_t *rk;
   rd_kafka_queue_t *q;
   kpart *parts;
@@ -55,6 +61,11 @@ typedef struct ksub {
   char keybuf[32];
   char *kbuf; /* decoded JSON string keys with escapes; reused */
   size_t kcap;
+  /* Group mode: parts holds room for every partition and Kafka's group
+   * decides which are in it (assigned, revoked). */
+  bool group;
+  sl__kgroup grp;
+  size_t cap_parts;
 } ksub;
 
 typedef struct rpos {
@@ -299,7 +310,7 @@ static void update_metrics(ksrc *s, ksub *k, int64_t mono) {
   k->last_metrics = mono;
   for (size_t i = 0; i < k->n_parts; i++) {
     kpart *p = &k->parts[i];
-    if (!p->pm)
+    if (!p->pm || p->next < 0) /* group mode: no message yet */
       continue;
     int64_t lo, hi = -1;
     if (rd_kafka_get_watermark_offsets(k->rk, s->topics[p->topic], p->partition,
@@ -308,6 +319,70 @@ static void update_metrics(ksrc *s, ksub *k, int64_t mono) {
       hi = -1;
     sl__kstats_partition_update(p->pm, p->next, hi);
   }
+}
+
+/* ---- Group mode: partitions from the consumer group ----------------------
+ */
+
+/* New partitions start at the group's committed offset (else
+ * auto.offset.reset), with event time from the minimum. */
+static void group_assigned(void *sub, rd_kafka_topic_partition_list_t *l) {
+  ksub *k = sub;
+  ksrc *s = k->src;
+  int64_t now = sl_ctx_now(sl_source_op(k->ctx));
+  for (int i = 0; i < l->cnt; i++) {
+    rd_kafka_topic_partition_t *tp = &l->elems[i];
+    tp->offset = RD_KAFKA_OFFSET_INVALID;
+    int t = topic_index(s, tp->topic);
+    if (t < 0 || k->n_parts == k->cap_parts) {
+      sl__kgroup_fail(&k->grp, SL_ERR_KAFKA,
+                      "assigned %s[%" PRId32 "], which the job does not read",
+                      tp->topic, tp->partition);
+      continue;
+    }
+    kpart *kp = &k->parts[k->n_parts++];
+    memset(kp, 0, sizeof(*kp));
+    kp->topic = t;
+    kp->partition = tp->partition;
+    kp->next = -1; /* known once its first message arrives */
+    kp->committed = -1;
+    sl__wmgen_init(&kp->wm, k->spec, now);
+    kp->pm = sl__kstats_partition(s->kj, s->uid, s->topics[t], tp->partition);
+  }
+}
+
+/* Revoked partitions: what was read of them is committed before the
+ * group gives them to another member, and nothing more of them is
+ * emitted (messages already fetched are dropped by one()). */
+static void group_revoked(void *sub, const rd_kafka_topic_partition_list_t *l) {
+  ksub *k = sub;
+  ksrc *s = k->src;
+  rd_kafka_topic_partition_list_t *c =
+      rd_kafka_topic_partition_list_new(l->cnt ? l->cnt : 1);
+  for (int i = 0; i < l->cnt; i++) {
+    int t = topic_index(s, l->elems[i].topic);
+    for (size_t j = 0; j < k->n_parts; j++) {
+      kpart *p = &k->parts[j];
+      if (p->topic != t || p->partition != l->elems[i].partition)
+        continue;
+      if (p->next >= 0 && p->next != p->committed)
+        rd_kafka_topic_partition_list_add(c, s->topics[t], p->partition)
+            ->offset = p->next;
+      k->n_finished -= p->finished;
+      sl__kstats_partition_remove(s->kj, p->pm);
+      k->parts[j] = k->parts[--k->n_parts];
+      break;
+    }
+  }
+  if (c->cnt) {
+    /* Synchronous: the next owner must find the offsets. A failure costs
+     * duplicates, not data: log it. */
+    rd_kafka_resp_err_t e = rd_kafka_commit(k->rk, c, 0);
+    if (e)
+      sl__klog("source %s: committing revoked partitions: %s", s->uid,
+               rd_kafka_err2str(e));
+  }
+  rd_kafka_topic_partition_list_destroy(c);
 }
 
 static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
@@ -343,6 +418,21 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   int rc = sl__kconf(conf, defaults, &rc_conf, err, sizeof(err));
   if (rc)
     return sl_source_fail(ctx, rc, "%s", err);
+  k->src = s;
+  k->ctx = ctx;
+  k->group = sl__kgroup_on(conf);
+  if (k->group) {
+    k->grp = (sl__kgroup){.assigned = group_assigned,
+                          .revoked = group_revoked,
+                          .sub = k,
+                          .conf = conf,
+                          .job = s->kj->name,
+                          .uid = s->uid};
+    if ((rc = sl__kgroup_conf(rc_conf, conf, &k->grp, err, sizeof(err)))) {
+      rd_kafka_conf_destroy(rc_conf);
+      return sl_source_fail(ctx, rc, "%s", err);
+    }
+  }
   k->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc_conf, err, sizeof(err));
   if (!k->rk) {
     rd_kafka_conf_destroy(rc_conf);
@@ -360,6 +450,23 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
     total += (size_t)counts[t];
   if (!rc && !(k->parts = calloc(total ? total : 1, sizeof(kpart))))
     rc = SL_ERR_NOMEM;
+  k->cap_parts = total;
+  if (k->group) {
+    for (int t = 0; t < s->n_topics && !rc; t++)
+      if ((rc = sl__kgroup_check(conf, s->topics[t], counts[t], err,
+                                 sizeof(err))))
+        rc = sl_source_fail(ctx, rc, "kafka source %s: %s", s->uid, err);
+    free(counts);
+    if (!rc &&
+        (rc = sl__kgroup_join(k->rk, s->topics, s->n_topics, err, sizeof(err))))
+      rc = sl_source_fail(ctx, rc, "kafka source %s: %s", s->uid, err);
+    if (rc)
+      return rc;
+    /* Idle until the group assigns it partitions. */
+    k->last_ok = sl__mono_ms();
+    k->idle = true;
+    return sl_source_idle(ctx, true);
+  }
   /* Round-robin over (topic, partition) in sorted order: partition i of
    * that list belongs to subtask i % P, at any parallelism. */
   int64_t now = sl_ctx_now(op);
@@ -405,8 +512,9 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   if (e)
     return sl_source_fail(ctx, SL_ERR_KAFKA, "assign: %s", rd_kafka_err2str(e));
   k->last_ok = sl__mono_ms();
-  /* The partitions are this subtask's until it closes (the job assigns
-   * them, no rebalance revokes them). Missing metrics are not an error. */
+  /* Figures of the partitions assigned at open (in group mode the
+   * rebalance callback adds and removes them). Missing metrics are not an
+   * error. */
   for (size_t j = 0; j < k->n_parts; j++) {
     kpart *kp = &k->parts[j];
     kp->pm = sl__kstats_partition(s->kj, s->uid, s->topics[kp->topic],
@@ -436,10 +544,15 @@ static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
     sl__klog("source %s: %s", s->uid, err);
   if (k->q)
     rd_kafka_queue_destroy(k->q);
+  /* Group mode: leaving the group revokes (and commits) every partition
+   * first, so the other members take them over at once. */
+  if (k->group && k->rk)
+    rd_kafka_consumer_close(k->rk);
   for (size_t i = 0; i < k->n_parts; i++)
     sl__kstats_partition_remove(s->kj, k->parts[i].pm);
   if (k->rk) {
-    rd_kafka_consumer_close(k->rk);
+    if (!k->group)
+      rd_kafka_consumer_close(k->rk);
     rd_kafka_destroy(k->rk);
   }
   free(k->parts);
@@ -586,6 +699,10 @@ static int decode(ksrc *s, ksub *k, sl_kafka_msg_t *km, sl_record_t *rec,
  * restored from a checkpoint end the subtask without is_end too: their
  * end was read, whichever job read it. */
 static bool subtask_done(const ksrc *s, const ksub *k) {
+  /* In group mode partitions come and go: the subtask runs until the job
+   * stops. */
+  if (k->group)
+    return false;
   return k->n_parts ? k->n_finished == k->n_parts : s->o.is_end != NULL;
 }
 
@@ -722,6 +839,19 @@ static int watermarks(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
   return all_idle ? 0 : sl_source_watermark(ctx, wm);
 }
 
+/* After each consume: a failed rebalance step fails the job; a member
+ * left without partitions is idle, so it holds no watermark back. */
+static int group_poll(sl_source_ctx_t *ctx, ksub *k) {
+  if (k->grp.err)
+    return sl_source_fail(ctx, k->grp.err, "kafka source %s: %s", k->src->uid,
+                          k->grp.errmsg);
+  if (k->n_parts == 0 && !k->idle) {
+    k->idle = true;
+    return sl_source_idle(ctx, true);
+  }
+  return 0;
+}
+
 static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
   ksrc *s = opaque;
   ksub *k = s->sub[sl_source_ctx_subtask(ctx)];
@@ -766,6 +896,8 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
     rd_kafka_message_destroy(m);
   }
   if (rc)
+    return rc;
+  if (k->group && (rc = group_poll(ctx, k)))
     return rc;
   /* What this batch emitted is downstream; the end follows it. */
   if (subtask_done(s, k))

@@ -437,7 +437,9 @@ static int prod_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   }
   uint64_t hash = sl__hash64(rec.key, rec.key_len);
   sl__counter_add(&op->out, 1);
-  uint32_t kg = sl__key_group(hash, job->max_par);
+  uint32_t kg = SL__UNLIKELY(job->kg_murmur2)
+                    ? sl__murmur2_partition(rec.key, rec.key_len, job->max_par)
+                    : sl__key_group(hash, job->max_par);
   int target = job->kg_worker[kg];
   return prod_add(op, op->xchg, target, hash, kg, &rec);
 }

@@ -43,11 +43,33 @@ sl_job_t *sl__job_create(const char *name, sl_conf_t *conf, char *err,
   }
   int par = (int)sl__conf_int(conf, "parallelism");
   int64_t max_par = sl__conf_int(conf, "max.parallelism");
+  /* Group mode: a key group is a partition of the keyed stage's input
+   * topic (docs/scaling.md), so there are as many as it has partitions. */
+  bool group = sl__conf_enum(conf, "group.mode") != 0;
+  if (group) {
+    max_par = sl__conf_int(conf, "group.partitions");
+    if (max_par == 0) {
+      sl__errf(err, errlen,
+               "group.mode=copartitioned needs group.partitions: the "
+               "partition count of the topics the keyed stage reads");
+      sl_conf_destroy(own);
+      return NULL;
+    }
+    if (*sl__conf_str(conf, "checkpoint.dir")) {
+      sl__errf(err, errlen,
+               "group.mode=copartitioned does not take checkpoints yet: "
+               "state is not moved between processes (docs/scaling.md); "
+               "unset checkpoint.dir");
+      sl_conf_destroy(own);
+      return NULL;
+    }
+  }
   if (par > max_par) {
     sl__errf(err, errlen,
-             "parallelism (%d) must not exceed max.parallelism (%lld): each "
+             "parallelism (%d) must not exceed %s (%lld): each "
              "worker needs at least one key group",
-             par, (long long)max_par);
+             par, group ? "group.partitions" : "max.parallelism",
+             (long long)max_par);
     sl_conf_destroy(own);
     return NULL;
   }
@@ -69,6 +91,7 @@ sl_job_t *sl__job_create(const char *name, sl_conf_t *conf, char *err,
   job->clock = job->own_clock;
   job->par = par;
   job->max_par = (uint32_t)max_par;
+  job->kg_murmur2 = group;
   job->kg_worker = malloc((size_t)max_par * sizeof(*job->kg_worker));
   if (!job->kg_worker) {
     job->conf = NULL;

@@ -148,6 +148,9 @@ struct sl_job {
   int par;
   uint32_t max_par;
   uint16_t *kg_worker; /* key group -> worker, precomputed */
+  /* Group mode: a key's key group is its Kafka partition (murmur2 modulo
+   * max_par), not its hash modulo max_par (docs/scaling.md). */
+  bool kg_murmur2;
   bool skip_errors;
   bool dlq_errors; /* error.policy=dlq: bad records go to dlq_fn */
   sl_dlq_fn dlq_fn;

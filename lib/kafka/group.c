@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Group mode's consumer-group membership (group_int.h): the rebalance
+ * callback over librdkafka's cooperative protocol, with the eager one as
+ * a fallback when the job chose an eager assignor, and the check of the
+ * declared co-partitioning. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/conf.h"
+#include "core/log.h"
+#include "kafka/group_int.h"
+#include "kafka/kafka_int.h"
+
+bool sl__kgroup_on(const sl_conf_t *conf) {
+  return sl__conf_enum(conf, "group.mode") != 0;
+}
+
+int sl__kgroup_check(const sl_conf_t *conf, const char *topic, int partitions,
+                     char *err, size_t errlen) {
+  int64_t declared = sl__conf_int(conf, "group.partitions");
+  if (partitions == declared)
+    return SL_OK;
+  snprintf(err, errlen,
+           "topic %s has %d partitions but group.partitions declares %lld: "
+           "group.mode=copartitioned needs the topic partitioned by the key "
+           "into exactly the declared number of partitions",
+           topic, partitions, (long long)declared);
+  return SL_ERR_CONF;
+}
+
+void sl__kgroup_fail(sl__kgroup *g, int err, const char *fmt, ...) {
+  if (g->err)
+    return;
+  g->err = err;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(g->errmsg, sizeof(g->errmsg), fmt, ap);
+  va_end(ap);
+}
+
+/* librdkafka calls this from the consumer's poll (and from its close):
+ * with the cooperative protocol each event names only the partitions
+ * that move, so the partitions a member keeps are never interrupted. A
+ * revocation commits before the partitions are let go, so the next owner
+ * starts where this member stopped. */
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                         rd_kafka_topic_partition_list_t *l, void *opaque) {
+  sl__kgroup *g = opaque;
+  bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+  rd_kafka_error_t *ke = NULL;
+  rd_kafka_resp_err_t re = RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    g->assigned(g->sub, l);
+    if (coop)
+      ke = rd_kafka_incremental_assign(rk, l);
+    else
+      re = rd_kafka_assign(rk, l);
+  } else if (e == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+    g->revoked(g->sub, l);
+    if (coop)
+      ke = rd_kafka_incremental_unassign(rk, l);
+    else
+      re = rd_kafka_assign(rk, NULL);
+  } else {
+    /* A rebalance error: give everything up, as librdkafka asks. */
+    sl__klog("source %s: group rebalance: %s", g->uid, rd_kafka_err2str(e));
+    if (l)
+      g->revoked(g->sub, l);
+    re = rd_kafka_assign(rk, NULL);
+  }
+  rd_kafka_topic_partition_list_t *now = NULL;
+  if (!rd_kafka_assignment(rk, &now)) {
+    sl__log(g->conf, g->job, SL__LOG_INFO, "kafka",
+            "source %s: group rebalance: %s %d partition(s); reads %d", g->uid,
+            e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigned" : "revoked",
+            l ? l->cnt : 0, now->cnt);
+    rd_kafka_topic_partition_list_destroy(now);
+  }
+  if (ke) {
+    sl__kgroup_fail(g, SL_ERR_KAFKA, "rebalance: %s",
+                    rd_kafka_error_string(ke));
+    rd_kafka_error_destroy(ke);
+  } else if (re) {
+    sl__kgroup_fail(g, SL_ERR_KAFKA, "rebalance: %s", rd_kafka_err2str(re));
+  }
+}
+
+int sl__kgroup_conf(rd_kafka_conf_t *c, const sl_conf_t *conf, sl__kgroup *g,
+                    char *err, size_t errlen) {
+  if (!sl__kconf_get(conf, "partition.assignment.strategy") &&
+      rd_kafka_conf_set(c, "partition.assignment.strategy",
+                        "cooperative-sticky", err, errlen) != RD_KAFKA_CONF_OK)
+    return SL_ERR_CONF;
+  rd_kafka_conf_set_rebalance_cb(c, on_rebalance);
+  rd_kafka_conf_set_opaque(c, g);
+  return SL_OK;
+}
+
+int sl__kgroup_join(rd_kafka_t *rk, char *const *topics, int n, char *err,
+                    size_t errlen) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+  for (int i = 0; i < n; i++)
+    rd_kafka_topic_partition_list_add(l, topics[i], RD_KAFKA_PARTITION_UA);
+  rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  if (e) {
+    snprintf(err, errlen, "subscribe: %s", rd_kafka_err2str(e));
+    return SL_ERR_KAFKA;
+  }
+  return SL_OK;
+}

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Group membership of the Kafka source in group mode (docs/scaling.md):
+ * each source subtask's consumer is a member of the job's consumer group
+ * with the cooperative-sticky assignor, and Kafka, not the job, decides
+ * which partitions it reads. The source hands in what to do when
+ * partitions arrive and leave; this file speaks librdkafka's rebalance
+ * protocol (incremental assign/unassign) and checks the co-partitioning
+ * the user declared. */
+#ifndef SL_KAFKA_GROUP_INT_H
+#define SL_KAFKA_GROUP_INT_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sluice/conf.h"
+
+typedef struct sl__kgroup {
+  /* Called from librdkafka's rebalance callback, on the thread that
+   * polls or closes the consumer (the subtask's worker). assigned sets
+   * the offset of each element of l to where the partition starts
+   * (RD_KAFKA_OFFSET_INVALID: the group's committed offset, else
+   * auto.offset.reset); revoked commits what was read of each element of
+   * l and forgets it. A failure is reported through sl__kgroup_fail(). */
+  void (*assigned)(void *sub, rd_kafka_topic_partition_list_t *l);
+  void (*revoked)(void *sub, const rd_kafka_topic_partition_list_t *l);
+  void *sub;
+  const sl_conf_t *conf; /* the job's: log lines */
+  const char *job, *uid;
+  int err; /* first failure, 0: none */
+  char errmsg[256];
+} sl__kgroup;
+
+/* Whether the job runs in group mode (group.mode is not off). */
+bool sl__kgroup_on(const sl_conf_t *conf);
+/* The declared partition count (group.partitions) against a topic's:
+ * SL_OK or SL_ERR_CONF with the reason in err. */
+int sl__kgroup_check(const sl_conf_t *conf, const char *topic, int partitions,
+                     char *err, size_t errlen);
+/* Before rd_kafka_new(): the rebalance callback with g as the client's
+ * opaque, and the cooperative-sticky assignor unless the job sets
+ * kafka.partition.assignment.strategy. SL_OK or SL_ERR_CONF. */
+int sl__kgroup_conf(rd_kafka_conf_t *c, const sl_conf_t *conf, sl__kgroup *g,
+                    char *err, size_t errlen);
+/* Subscribes the consumer to the topics: it joins the group. */
+int sl__kgroup_join(rd_kafka_t *rk, char *const *topics, int n, char *err,
+                    size_t errlen);
+/* Records the first failure of a rebalance step (the source fails the
+ * job with it on its next poll). */
+void sl__kgroup_fail(sl__kgroup *g, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

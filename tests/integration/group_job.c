@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The job the group-mode tests run as several processes: Kafka topic "in"
+ * (message keys and timestamps) -> key_by -> tumbling 1 s count -> the
+ * count as text -> Kafka topic "out". It runs until SIGTERM; its log
+ * (stderr, level info) says how many partitions it reads after each
+ * rebalance. usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice.h"
+
+static sl_job_t *job;
+
+static void on_term(int sig) {
+  (void)sig;
+  sl_job_stop(job);
+}
+
+static int fmt_count(sl_ctx_t *ctx, const sl_record_t *in, sl_record_t *out,
+                     void *opaque) {
+  (void)opaque;
+  int64_t n;
+  memcpy(&n, in->value, sizeof(n));
+  char *s = sl_ctx_alloc(ctx, 32);
+  if (!s)
+    return -1;
+  out->value = s;
+  out->value_len = (size_t)snprintf(s, 32, "%" PRId64, n);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 4) {
+    fprintf(stderr, "usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS\n");
+    return 2;
+  }
+  const char *kv[] = {"kafka.bootstrap.servers",
+                      argv[1],
+                      "group.mode",
+                      argv[2],
+                      "group.partitions",
+                      argv[3],
+                      "kafka.log_level",
+                      "2",
+                      "log.level",
+                      "info",
+                      "broker.timeout.ms",
+                      "20000",
+                      "kafka.session.timeout.ms",
+                      "6000",
+                      "kafka.heartbeat.interval.ms",
+                      "500",
+                      NULL};
+  char err[512];
+  sl_conf_t *conf = sl_conf_new();
+  for (int i = 0; kv[i]; i += 2)
+    if (sl_conf_set(conf, kv[i], kv[i + 1], err, sizeof(err))) {
+      fprintf(stderr, "group-job: %s\n", err);
+      return 2;
+    }
+  /* Debugging a test: librdkafka's debug contexts, e.g. "cgrp". */
+  const char *dbg = getenv("GROUP_JOB_KAFKA_DEBUG");
+  if (dbg && sl_conf_set(conf, "kafka.debug", dbg, err, sizeof(err))) {
+    fprintf(stderr, "group-job: %s\n", err);
+    return 2;
+  }
+  if (!(job = sl_job_new("group-job", conf, err, sizeof(err)))) {
+    fprintf(stderr, "group-job: %s\n", err);
+    return 2;
+  }
+  sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST};
+  sl_stream_t *src = sl_source_kafka(job, "in", "in", &so);
+  sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED, .bound_ms = 0};
+  sl_with_watermarks(src, &wm);
+  sl_window_spec_t spec = sl_window_tumbling(1000);
+  sl_window_fn_t fn = {.builtin = SL_AGG_COUNT};
+  sl_stream_t *w =
+      sl_window(sl_key_by(src, NULL, NULL), "count", &spec, &fn, NULL);
+  sl_sink_kafka(sl_map(w, "fmt", fmt_count, NULL), "out", "out", NULL);
+  struct sigaction sa = {.sa_handler = on_term};
+  sigaction(SIGTERM, &sa, NULL);
+  int rc = sl_job_run(job);
+  if (rc)
+    fprintf(stderr, "group-job: %s: %s\n", sl_strerror(rc), sl_job_errmsg(job));
+  sl_job_destroy(job);
+  return rc ? 1 : 0;
+}

@@ -1,0 +1,445 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Group mode across processes: a dev broker (sluice-kafka-dev) and
+ * several processes of one windowed job (group_job.c) started by the
+ * test, sharing a co-partitioned input through Kafka's consumer group.
+ * Every process is stopped at the end of its test. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/hash.h"
+#include "test_kafka_util.h"
+
+#define PARTS 12
+#define KEYS 48
+#define SECONDS 5
+#define WAIT_MS 60000
+/* Event time of the first window: a message timestamp of 0 would mean
+ * "now" to the producer. */
+#define T0 10000
+
+static char bs[256];
+/* Processes started and not yet stopped: a failed assertion leaves them,
+ * and main() kills them so none outlives the suite. */
+static pid_t kids[16];
+static int n_kids;
+
+static void track(pid_t pid) {
+  if (n_kids < 16)
+    kids[n_kids++] = pid;
+}
+
+static void untrack(pid_t pid) {
+  for (int i = 0; i < n_kids; i++)
+    if (kids[i] == pid)
+      kids[i] = kids[--n_kids];
+}
+static pid_t broker;
+static char dir[256];
+
+static const char *build_root(void) {
+  const char *b = getenv("SLUICE_BUILD_ROOT");
+  return b ? b : "build";
+}
+
+static void start_broker(void) {
+  char tool[1024], file[512];
+  snprintf(dir, sizeof(dir), "/tmp/sluice-group-test-%ld", (long)getpid());
+  mkdir(dir, 0700);
+  snprintf(tool, sizeof(tool), "%s/tools/sluice-kafka-dev", build_root());
+  snprintf(file, sizeof(file), "%s/bootstrap", dir);
+  unlink(file);
+  broker = fork();
+  ck_assert_int_ge(broker, 0);
+  if (broker == 0) {
+    int null = open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    execl(tool, tool, "--topic", "in:12", "--topic", "out:1", "--topic",
+          "in5:5", "--bootstrap-file", file, (char *)NULL);
+    _exit(127);
+  }
+  track(broker);
+  bs[0] = '\0';
+  for (int i = 0; i < 400 && !bs[0]; i++) {
+    FILE *f = fopen(file, "r");
+    if (f) {
+      if (!fgets(bs, sizeof(bs), f))
+        bs[0] = '\0';
+      fclose(f);
+    }
+    if (!bs[0])
+      tk_sleep_ms(25);
+  }
+  ck_assert_msg(bs[0], "no bootstrap file %s", file);
+  bs[strcspn(bs, "\n")] = '\0';
+}
+
+static void stop_pid(pid_t pid, int sig, int want_exit) {
+  ck_assert_int_eq(kill(pid, sig), 0);
+  int status = 0;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  untrack(pid);
+  if (want_exit >= 0) {
+    ck_assert_msg(WIFEXITED(status), "process %ld did not exit", (long)pid);
+    ck_assert_int_eq(WEXITSTATUS(status), want_exit);
+  }
+}
+
+static void stop_broker(void) {
+  stop_pid(broker, SIGTERM, 0);
+  char cmd[300];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+/* A job process; its stderr goes to <dir>/<name>.err. */
+static pid_t start_job(const char *mode, const char *parts, const char *name) {
+  char bin[1024], errf[512];
+  snprintf(bin, sizeof(bin), "%s/tests/integration/test-group-job",
+           build_root());
+  snprintf(errf, sizeof(errf), "%s/%s.err", dir, name);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    int fd = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int null = open("/dev/null", O_WRONLY);
+    dup2(fd, 2);
+    dup2(null, 1);
+    execl(bin, bin, bs, mode, parts, (char *)NULL);
+    _exit(127);
+  }
+  track(pid);
+  return pid;
+}
+
+/* How many partitions the process reads: the last count its log gave
+ * after a rebalance, or 0. */
+static int status_of(const char *name) {
+  char path[512], line[1024];
+  snprintf(path, sizeof(path), "%s/%s.err", dir, name);
+  FILE *f = fopen(path, "r");
+  int n = 0;
+  if (!f)
+    return 0;
+  while (fgets(line, sizeof(line), f)) {
+    const char *r = strstr(line, "group rebalance:");
+    if (r && (r = strstr(r, "; reads ")))
+      n = atoi(r + 8);
+  }
+  fclose(f);
+  return n;
+}
+
+/* Waits until the named processes read want partitions in all, each at
+ * least one: the group is stable before any data is produced. */
+static void wait_assigned(const char *const *names, int n, int want) {
+  for (int i = 0; i < WAIT_MS / 50; i++) {
+    int sum = 0, least = PARTS;
+    for (int j = 0; j < n; j++) {
+      int s = status_of(names[j]);
+      sum += s;
+      if (s < least)
+        least = s;
+    }
+    if (sum == want && least > 0)
+      return;
+    tk_sleep_ms(50);
+  }
+  ck_abort_msg("the group never settled on %d partitions", want);
+}
+
+static void key_of(int i, char *buf, size_t cap) {
+  snprintf(buf, cap, "user-%d", i);
+}
+
+/* Every key gets i % 3 + 1 events in each of SECONDS windows from T0, written
+ * to the partition Kafka's default partitioner gives the key; then every
+ * partition gets one record at 100 s, which moves its watermark past
+ * every window without firing its own. */
+static void produce(void) {
+  tk_cluster c = {0};
+  snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
+  rd_kafka_t *p = tk_producer(&c);
+  char key[64];
+  for (int s = 0; s < SECONDS; s++)
+    for (int i = 0; i < KEYS; i++)
+      for (int j = 0; j <= i % 3; j++) {
+        key_of(i, key, sizeof(key));
+        int32_t part = (int32_t)sl__murmur2_partition(key, strlen(key), PARTS);
+        tk_send(p, "in", part, key, "x", T0 + s * 1000 + j * 10, NULL, NULL);
+      }
+  for (int32_t part = 0; part < PARTS; part++) {
+    for (int i = 0;; i++) {
+      snprintf(key, sizeof(key), "flush-%d", i);
+      if ((int32_t)sl__murmur2_partition(key, strlen(key), PARTS) == part)
+        break;
+    }
+    tk_send(p, "in", part, key, "x", 100000, NULL, NULL);
+  }
+  tk_flush(p);
+  rd_kafka_destroy(p);
+}
+
+static int cmp_line(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Reads "out" until the expected number of windows arrived and then a
+ * second more (so extra output would show), and compares the sorted
+ * "key,max_ts,count" lines with the model of produce(). */
+static void check_output(void) {
+  enum { WANT = KEYS * SECONDS };
+  tk_cluster c = {0};
+  snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
+  tk_reader r;
+  tk_reader_open(&r, &c, "out", 1);
+  tk_read(&r, WANT, WAIT_MS);
+  tk_read(&r, WANT + 1, 1000);
+  char **got = calloc(r.n + 1, sizeof(char *));
+  char **exp = calloc(WANT, sizeof(char *));
+  for (size_t i = 0; i < r.n; i++) {
+    got[i] = malloc(640);
+    snprintf(got[i], 640, "%s,%" PRId64 ",%s", r.m[i].key, r.m[i].ts,
+             r.m[i].value);
+  }
+  size_t n = 0;
+  for (int s = 0; s < SECONDS; s++)
+    for (int i = 0; i < KEYS; i++) {
+      char key[64];
+      key_of(i, key, sizeof(key));
+      exp[n] = malloc(128);
+      snprintf(exp[n++], 128, "%s,%d,%d", key, T0 + s * 1000 + 999, i % 3 + 1);
+    }
+  qsort(got, r.n, sizeof(char *), cmp_line);
+  qsort(exp, n, sizeof(char *), cmp_line);
+  for (size_t i = 0, j = 0; i < n || j < r.n;) {
+    int c = i == n ? 1 : j == r.n ? -1 : strcmp(exp[i], got[j]);
+    if (c)
+      fprintf(stderr, "%s %s\n", c < 0 ? "missing" : "extra",
+              c < 0 ? exp[i] : got[j]);
+    i += c <= 0;
+    j += c >= 0;
+  }
+  ck_assert_uint_eq(r.n, n);
+  for (size_t i = 0; i < n; i++)
+    ck_assert_str_eq(got[i], exp[i]);
+  for (size_t i = 0; i < r.n; i++)
+    free(got[i]);
+  for (size_t i = 0; i < n; i++)
+    free(exp[i]);
+  free(got);
+  free(exp);
+  tk_reader_close(&r);
+}
+
+/* Settings group mode cannot run with are refused by sl_job_new. */
+static void refused(const char *const *kv, const char *want) {
+  char err[512];
+  sl_conf_t *conf = sl_conf_new();
+  ck_assert_int_eq(
+      sl_conf_set(conf, "group.mode", "copartitioned", err, sizeof(err)), 0);
+  for (; kv[0]; kv += 2)
+    ck_assert_int_eq(sl_conf_set(conf, kv[0], kv[1], err, sizeof(err)), 0);
+  err[0] = '\0';
+  sl_job_t *job = sl_job_new("group-job", conf, err, sizeof(err));
+  ck_assert_ptr_null(job);
+  ck_assert_msg(strstr(err, want), "%s", err);
+  sl_conf_destroy(conf);
+}
+
+START_TEST(group_settings_are_checked) {
+  const char *none[] = {NULL};
+  refused(none, "group.mode=copartitioned needs group.partitions");
+  const char *ckpt[] = {"group.partitions", "12", "checkpoint.dir", "/tmp/x",
+                        NULL};
+  refused(ckpt, "does not take checkpoints yet");
+  const char *par[] = {"group.partitions", "2", "parallelism", "3", NULL};
+  refused(par, "parallelism (3) must not exceed group.partitions (2)");
+}
+END_TEST
+
+START_TEST(murmur2_partition_is_kafkas) {
+  /* librdkafka's murmur2 partitioner is the Java client's. */
+  char err[512], key[64];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  ck_assert_ptr_nonnull(rk);
+  rd_kafka_topic_t *t = rd_kafka_topic_new(rk, "t", NULL);
+  for (int i = 0; i < 2000; i++) {
+    size_t len = (size_t)snprintf(key, sizeof(key), "key-%d-%.*s", i, i % 13,
+                                  "abcdefghijklm");
+    for (int32_t parts = 1; parts <= 40; parts += 13)
+      ck_assert_int_eq(
+          (int32_t)sl__murmur2_partition(key, len, (uint32_t)parts),
+          rd_kafka_msg_partitioner_murmur2(t, key, len, parts, NULL, NULL));
+  }
+  rd_kafka_topic_destroy(t);
+  rd_kafka_destroy(rk);
+}
+END_TEST
+
+/* The reference: one process, group mode off. */
+START_TEST(one_process_without_group_mode) {
+  start_broker();
+  pid_t a = start_job("off", "0", "a");
+  produce();
+  check_output();
+  stop_pid(a, SIGTERM, 0);
+  stop_broker();
+}
+END_TEST
+
+/* One process in group mode reads all 12 partitions and writes what the
+ * job without group mode writes. */
+START_TEST(one_process_in_group_mode) {
+  start_broker();
+  pid_t a = start_job("copartitioned", "12", "a");
+  const char *names[] = {"a"};
+  wait_assigned(names, 1, PARTS);
+  produce();
+  check_output();
+  stop_pid(a, SIGTERM, 0);
+  stop_broker();
+}
+END_TEST
+
+/* Three processes share the 12 partitions (each reads some); together
+ * they write exactly what one process writes. */
+START_TEST(three_processes_share_the_partitions) {
+  start_broker();
+  pid_t p[3];
+  const char *names[] = {"a", "b", "c"};
+  for (int i = 0; i < 3; i++)
+    p[i] = start_job("copartitioned", "12", names[i]);
+  wait_assigned(names, 3, PARTS);
+  produce();
+  check_output();
+  for (int i = 0; i < 3; i++)
+    stop_pid(p[i], SIGTERM, 0);
+  stop_broker();
+}
+END_TEST
+
+/* The partitions the job's group committed offsets for, each checked
+ * against the partition's end: a member that leaves commits everything
+ * it read of its partitions before they move. */
+static int committed_at_end(void) {
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bs, NULL, 0);
+  rd_kafka_conf_set(conf, "group.id", "sluice-group-job", NULL, 0);
+  rd_kafka_conf_set(conf, "log_level", "2", NULL, 0);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  ck_assert_msg(rk != NULL, "%s", err);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTS);
+  for (int p = 0; p < PARTS; p++)
+    rd_kafka_topic_partition_list_add(l, "in", p);
+  ck_assert_int_eq(rd_kafka_committed(rk, l, 10000), 0);
+  int n = 0;
+  for (int p = 0; p < PARTS; p++) {
+    if (l->elems[p].offset < 0)
+      continue;
+    int64_t lo, hi;
+    ck_assert_int_eq(
+        rd_kafka_query_watermark_offsets(rk, "in", p, &lo, &hi, 10000), 0);
+    ck_assert_int_eq(l->elems[p].offset, hi);
+    n++;
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+  rd_kafka_destroy(rk);
+  return n;
+}
+
+/* Three processes, then one leaves on SIGTERM: it gives its partitions
+ * back at once with everything it read committed, and the two others
+ * take them over. */
+START_TEST(sigterm_hands_partitions_over) {
+  start_broker();
+  pid_t p[3];
+  const char *names[] = {"a", "b", "c"};
+  for (int i = 0; i < 3; i++)
+    p[i] = start_job("copartitioned", "12", names[i]);
+  wait_assigned(names, 3, PARTS);
+  produce();
+  check_output();
+  int had = status_of("c");
+  stop_pid(p[2], SIGTERM, 0);
+  ck_assert_int_eq(status_of("c"), 0);
+  ck_assert_int_eq(committed_at_end(), had);
+  wait_assigned(names, 2, PARTS);
+  for (int i = 0; i < 2; i++)
+    stop_pid(p[i], SIGTERM, 0);
+  stop_broker();
+}
+END_TEST
+
+/* A process that dies (SIGKILL) leaves its partitions to the survivor
+ * once the group's session timeout (kafka.session.timeout.ms, 6 s in
+ * group_job.c) noticed. */
+START_TEST(killed_member_partitions_move_to_the_survivor) {
+  start_broker();
+  const char *names[] = {"a", "b"};
+  pid_t a = start_job("copartitioned", "12", "a");
+  pid_t b = start_job("copartitioned", "12", "b");
+  wait_assigned(names, 2, PARTS);
+  stop_pid(b, SIGKILL, -1);
+  wait_assigned(names, 1, PARTS);
+  stop_pid(a, SIGTERM, 0);
+  stop_broker();
+}
+END_TEST
+
+/* A declaration that does not match the topic is a clear error. */
+START_TEST(wrong_partition_count_is_an_error) {
+  start_broker();
+  pid_t a = start_job("copartitioned", "8", "a");
+  int status = 0;
+  ck_assert_int_eq(waitpid(a, &status, 0), a);
+  untrack(a);
+  ck_assert(WIFEXITED(status));
+  ck_assert_int_eq(WEXITSTATUS(status), 1);
+  char path[512], msg[1024] = "";
+  snprintf(path, sizeof(path), "%s/a.err", dir);
+  FILE *f = fopen(path, "r");
+  ck_assert_ptr_nonnull(f);
+  size_t n = fread(msg, 1, sizeof(msg) - 1, f);
+  msg[n] = '\0';
+  fclose(f);
+  ck_assert_msg(strstr(msg, "topic in has 12 partitions but "
+                            "group.partitions declares 8"),
+                "%s", msg);
+  stop_broker();
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("group");
+  TCase *tc = tcase_create("group");
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, group_settings_are_checked);
+  tcase_add_test(tc, murmur2_partition_is_kafkas);
+  tcase_add_test(tc, one_process_without_group_mode);
+  tcase_add_test(tc, one_process_in_group_mode);
+  tcase_add_test(tc, three_processes_share_the_partitions);
+  tcase_add_test(tc, sigterm_hands_partitions_over);
+  tcase_add_test(tc, killed_member_partitions_move_to_the_survivor);
+  tcase_add_test(tc, wrong_partition_count_is_an_error);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_set_fork_status(sr, CK_NOFORK);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  for (int i = 0; i < n_kids; i++) {
+    kill(kids[i], SIGKILL);
+    waitpid(kids[i], NULL, 0);
+  }
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
