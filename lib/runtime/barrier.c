@@ -100,13 +100,15 @@ static int snap_blob(sl_buf_t *b, uint32_t type, const char *uid,
   if (!rc)
     rc = sl__buf_bytes(b, blob->data, blob->len);
   if (!rc && src) {
+    bool user = src->wmgen.kind == SL_WM_CUSTOM;
     uint8_t flags = (uint8_t)((src->wmgen.idle ? SL__SRC_IDLE : 0) |
-                              (src->finished ? SL__SRC_FINISHED : 0));
+                              (src->finished ? SL__SRC_FINISHED : 0) |
+                              (user ? SL__SRC_WM : 0));
     rc = sl__buf_u32(b, SL__SRC_TIME_MAGIC);
     if (!rc)
       rc = sl__buf_u32(b, (uint32_t)sl_source_ctx_subtasks((src_t *)src));
     if (!rc)
-      rc = sl__buf_u64(b, (uint64_t)src->wmgen.max_ts);
+      rc = sl__buf_u64(b, (uint64_t)(user ? src->wmgen.wm : src->wmgen.max_ts));
     if (!rc)
       rc = sl_buf_append(b, &flags, 1);
   }
