@@ -32,9 +32,14 @@ typedef struct kpart {
   int64_t next;      /* next offset to emit: the position in checkpoints */
   int64_t committed; /* last offset committed to the group */
   sl__wmgen wm;
-  /* Its end-of-partition marker was read (now or before a restore): it
-   * is not read any further and holds no watermark back. */
+  /* Its end-of-partition marker was read or its stop offset reached (now
+   * or before a restore): it is not read any further and holds no
+   * watermark back. */
   bool finished;
+  int64_t end; /* stop offset of a bounded source; -1: none */
+  /* Watermark alignment paused it (its watermark ran ahead): records
+   * read are dropped, and it is read again from next once resumed. */
+  bool paused;
   sl__kafka_pmetrics *pm; /* offset, high watermark, lag; NULL: none */
 } kpart;
 
@@ -46,6 +51,8 @@ typedef struct ksub {
   rd_kafka_message_t **msgs;
   size_t cap_msgs;
   const sl_watermark_spec_t *spec;
+  struct ksrc *src;
+  int64_t limit; /* alignment: highest watermark still read (align_limit) */
   bool idle;
   bool started;         /* the first poll forwarded the restored watermark */
   size_t n_finished;    /* partitions with finished set */
@@ -66,7 +73,7 @@ typedef struct rpos {
   sl__kpos_time time;
 } rpos;
 
-typedef struct ksrc {
+struct ksrc {
   sl_source_ops_t ops;
   sl__kjob *kj;
   char *uid;
@@ -85,8 +92,14 @@ typedef struct ksrc {
   rpos *restored;
   size_t n_restored;
   bool restoring;
+  sl_kafka_offset_t *stop_offs; /* opts' stop_offsets, copied */
+  size_t n_stop_offs;
+  /* Watermark alignment: each subtask's minimum watermark over its
+   * active partitions (SL_TS_MAX: none), for every other subtask. */
+  _Atomic int64_t align_wm[MAX_SUBTASKS];
   ksub *sub[MAX_SUBTASKS];
-} ksrc;
+};
+typedef struct ksrc ksrc;
 
 static void ksrc_free(void *p) {
   ksrc *s = p;
@@ -99,6 +112,9 @@ static void ksrc_free(void *p) {
   free(s->ts_ptr);
   free(s->jp);
   free(s->restored);
+  for (size_t i = 0; i < s->n_stop_offs; i++)
+    free((char *)s->stop_offs[i].topic);
+  free(s->stop_offs);
   pthread_mutex_destroy(&s->lock);
   free(s);
 }
@@ -121,6 +137,8 @@ static const char *group_of(const ksrc *s, sl_source_ctx_t *ctx, char *buf,
   return buf;
 }
 
+static int64_t min_wm(const ksub *k, bool *all_idle);
+
 /* ---- Restore: union of every old subtask's positions ----------------------
  */
 
@@ -138,7 +156,8 @@ static int restore_visit(const char *group, const char *topic,
   s->restored = r;
   s->restored[s->n_restored++] =
       (rpos){t, partition, offset, time != NULL,
-             time ? *time : (sl__kpos_time){SL_TS_MIN, false, false}};
+             time ? *time
+                  : (sl__kpos_time){SL_TS_MIN, false, false, false, false, -1}};
   return 0;
 }
 
@@ -294,6 +313,61 @@ static int start_offsets(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
   return rc;
 }
 
+static bool bounded(const ksrc *s) {
+  return s->o.is_end != NULL || s->o.stop != SL_KAFKA_STOP_NONE;
+}
+
+/* The stop offset of every partition of a source bounded by position:
+ * the one its checkpoint recorded, else resolved now. A partition whose
+ * position is already at or past it is finished. */
+static int stop_offsets(sl_source_ctx_t *ctx, ksrc *s, ksub *k) {
+  if (s->o.stop == SL_KAFKA_STOP_NONE)
+    return 0;
+  int timeout = (int)sl__conf_int(sl_op_conf(sl_source_op(ctx)),
+                                  "broker.timeout.ms");
+  rd_kafka_topic_partition_list_t *l = NULL;
+  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (s->o.stop == SL_KAFKA_STOP_TIMESTAMP) {
+    l = rd_kafka_topic_partition_list_new((int)k->n_parts);
+    for (size_t i = 0; i < k->n_parts; i++)
+      rd_kafka_topic_partition_list_add(l, s->topics[k->parts[i].topic],
+                                        k->parts[i].partition)
+          ->offset = s->o.stop_ts_ms;
+    e = rd_kafka_offsets_for_times(k->rk, l, timeout);
+  }
+  for (size_t i = 0; i < k->n_parts && !e; i++) {
+    kpart *p = &k->parts[i];
+    const rpos *r = restored_of(s, p->topic, p->partition);
+    int64_t end = -1, lo, hi;
+    if (r && r->timed && r->time.bounded) {
+      end = r->time.end;
+    } else if (l) {
+      end = l->elems[i].err ? -1 : l->elems[i].offset;
+    } else if (s->o.stop == SL_KAFKA_STOP_OFFSETS) {
+      for (size_t j = 0; j < s->n_stop_offs; j++)
+        if (s->stop_offs[j].partition == p->partition &&
+            !strcmp(s->stop_offs[j].topic, s->topics[p->topic]))
+          end = s->stop_offs[j].offset;
+    }
+    if (end < 0) {
+      e = rd_kafka_query_watermark_offsets(k->rk, s->topics[p->topic],
+                                           p->partition, &lo, &hi, timeout);
+      end = hi;
+    }
+    p->end = end;
+    if (!e && !p->finished && p->next >= p->end) {
+      p->finished = true;
+      k->n_finished++;
+    }
+  }
+  if (l)
+    rd_kafka_topic_partition_list_destroy(l);
+  if (e)
+    return sl_source_fail(ctx, SL_ERR_KAFKA, "stop offsets of %s: %s",
+                          s->uid, rd_kafka_err2str(e));
+  return 0;
+}
+
 /* Position and high watermark per partition. The high watermark is
  * librdkafka's cached value from the last fetch response (no request). */
 static void update_metrics(ksrc *s, ksub *k, int64_t mono) {
@@ -321,6 +395,8 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
     return SL_ERR_NOMEM;
   s->sub[sub] = k;
   k->spec = sl_source_own_watermarks(ctx);
+  k->src = s;
+  k->limit = SL_TS_MAX;
   k->last_topic = -1;
   char gbuf[256], cid[300], err[512];
   const char *group = group_of(s, ctx, gbuf, sizeof(gbuf));
@@ -334,7 +410,10 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
                             "enable.auto.offset.store",
                             "false",
                             "enable.partition.eof",
-                            "false",
+                            /* A stop offset after the last message
+                             * (transaction markers) is seen at EOF. */
+                            s->o.stop != SL_KAFKA_STOP_NONE ? "true"
+                                                            : "false",
                             "auto.offset.reset",
                             "earliest",
                             "queued.max.messages.kbytes",
@@ -364,6 +443,7 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   /* Round-robin over (topic, partition) in sorted order: partition i of
    * that list belongs to subtask i % P, at any parallelism. */
   int64_t now = sl_ctx_now(op);
+  int64_t interval = sl__conf_int(conf, "watermark.interval.ms");
   size_t i = 0;
   for (int t = 0; t < s->n_topics && !rc; t++) {
     for (int32_t p = 0; p < counts[t]; p++, i++) {
@@ -373,13 +453,23 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
       kp->topic = t;
       kp->partition = p;
       kp->committed = -1;
+      kp->end = -1;
       sl__wmgen_init(&kp->wm, k->spec, now);
+      if ((rc = sl__wmgen_open(&kp->wm, interval))) {
+        rc = sl_source_fail(ctx, rc, "watermark generator: create failed");
+        break;
+      }
       /* Event time continues where the checkpoint left it, so a restored
        * job fires what was pending and judges lateness as the run that
-       * did not fail (whatever subtask read the partition then). */
+       * did not fail (whatever subtask read the partition then). A user
+       * generator is created anew and re-derives its watermark from the
+       * records it sees, starting from the watermark it had emitted. */
       const rpos *r = restored_of(s, t, p);
       if (r && r->timed) {
-        kp->wm.max_ts = r->time.max_ts;
+        if (kp->wm.kind == SL_WM_CUSTOM)
+          kp->wm.wm = r->time.wm ? r->time.max_ts : SL_TS_MIN;
+        else
+          kp->wm.max_ts = r->time.max_ts;
         kp->wm.idle = r->time.idle;
         /* A partition that delivered its end marker stays finished, so a
          * restore after the end reads nothing and ends. */
@@ -391,6 +481,8 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   free(counts);
   if (!rc)
     rc = start_offsets(ctx, s, k, group);
+  if (!rc)
+    rc = stop_offsets(ctx, s, k);
   if (rc)
     return rc;
   /* Finished partitions are not fetched at all. */
@@ -437,8 +529,12 @@ static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
     sl__klog("source %s: %s", s->uid, err);
   if (k->q)
     rd_kafka_queue_destroy(k->q);
-  for (size_t i = 0; i < k->n_parts; i++)
+  for (size_t i = 0; i < k->n_parts; i++) {
     sl__metrics_kafka_partition_remove(k->parts[i].pm);
+    sl__wmgen_close(&k->parts[i].wm);
+  }
+  if (k->spec && k->spec->align_drift_ms > 0)
+    atomic_store(&s->align_wm[sub], SL_TS_MAX);
   if (k->rk) {
     rd_kafka_consumer_close(k->rk);
     rd_kafka_destroy(k->rk);
@@ -587,32 +683,76 @@ static int decode(ksrc *s, ksub *k, sl_kafka_msg_t *km, sl_record_t *rec,
  * restored from a checkpoint end the subtask without is_end too: their
  * end was read, whichever job read it. */
 static bool subtask_done(const ksrc *s, const ksub *k) {
-  return k->n_parts ? k->n_finished == k->n_parts : s->o.is_end != NULL;
+  return k->n_parts ? k->n_finished == k->n_parts : bounded(s);
 }
 
-/* p's end marker was read: its event time counts as a record's would
- * (the partition's last max_ts goes into checkpoints), and the consumer
- * stops fetching it. */
-static void finish_part(ksrc *s, ksub *k, kpart *p, int64_t ts, int64_t now) {
-  sl__wmgen_touch(&p->wm, now);
-  sl__wmgen_on_event(&p->wm, ts);
+/* Pauses or resumes fetching p; a resumed partition is read again from
+ * its position (records fetched while it was paused were dropped). A
+ * failure only costs fetches: one() drops what it must not emit. */
+static void pause_part(ksrc *s, ksub *k, kpart *p, bool pause) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, s->topics[p->topic], p->partition)
+      ->offset = p->next;
+  if (pause) {
+    rd_kafka_pause_partitions(k->rk, l);
+  } else {
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(k->rk, l, 0);
+    if (e)
+      rd_kafka_error_destroy(e);
+    rd_kafka_resume_partitions(k->rk, l);
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* p's end marker was read (rec: its event time counts as a record's
+ * would, the partition's last max_ts goes into checkpoints) or its stop
+ * offset reached (rec NULL); the consumer stops fetching it. */
+static void finish_part(ksrc *s, ksub *k, kpart *p, const sl_record_t *rec,
+                        int64_t now) {
+  if (rec) {
+    sl__wmgen_touch(&p->wm, now);
+    sl__wmgen_on_record(&p->wm, rec);
+  }
   p->finished = true;
   k->n_finished++;
-  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(l, s->topics[p->topic], p->partition);
-  /* A failed pause only costs fetches: records after the marker are
-   * dropped by one() anyway. */
-  rd_kafka_pause_partitions(k->rk, l);
-  rd_kafka_topic_partition_list_destroy(l);
+  pause_part(s, k, p, true);
+}
+
+/* Watermark alignment: the highest watermark a partition may have and
+ * still be read, from the slowest active partition of every subtask
+ * (published in align_wm); SL_TS_MAX without alignment. */
+static int64_t align_limit(const ksrc *s, const ksub *k, int subs) {
+  int64_t drift = k->spec->align_drift_ms;
+  if (drift <= 0)
+    return SL_TS_MAX;
+  int64_t min = SL_TS_MAX;
+  for (int i = 0; i < subs; i++) {
+    int64_t w = atomic_load_explicit(&((ksrc *)s)->align_wm[i],
+                                     memory_order_relaxed);
+    if (w < min)
+      min = w;
+  }
+  return min > SL_TS_MAX - drift ? SL_TS_MAX : min + drift;
 }
 
 static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
                int64_t now) {
   kpart *p = find_part(s, k, m);
-  /* Not ours, a replay after a seek, or past the partition's end marker
-   * (not consumed: the position stays right after the marker). */
-  if (!p || p->finished || m->offset < p->next)
+  /* Not ours, a replay after a seek, past the partition's end marker
+   * (not consumed: the position stays right after the marker), or of a
+   * partition paused for alignment (read again once it resumes). */
+  if (!p || p->finished || p->paused || m->offset < p->next)
     return 0;
+  if (p->end >= 0 && m->offset >= p->end) {
+    finish_part(s, k, p, NULL, now);
+    return 0;
+  }
+  /* Alignment: a partition ahead stops before this record. */
+  if (sl__wmgen_current(&p->wm) > k->limit) {
+    p->paused = true;
+    pause_part(s, k, p, true);
+    return 0;
+  }
   sl_kafka_msg_t km = {m, s->topics[p->topic], NULL, false};
   sl_record_t rec;
   char err[512] = "";
@@ -627,15 +767,19 @@ static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
     rc = bad(ctx, s, m, err);
   } else if (rc == 0 && s->o.is_end &&
              s->o.is_end(&km, &rec, s->o.is_end_opaque)) {
-    finish_part(s, k, p, rec.ts, now);
+    finish_part(s, k, p, &rec, now);
   } else if (rc == 0) {
+    int64_t before = p->wm.wm;
     sl__wmgen_touch(&p->wm, now);
-    if (sl__wmgen_on_event(&p->wm, rec.ts) && k->idle) {
+    if (sl__wmgen_on_record(&p->wm, &rec) && k->idle) {
       k->idle = false;
       rc = sl_source_idle(ctx, false);
     }
     if (!rc)
       rc = sl_source_emit(ctx, &rec);
+    /* A user generator's punctuated watermark follows its record. */
+    if (!rc && p->wm.wm > before && !k->idle)
+      rc = sl_source_watermark(ctx, min_wm(k, NULL));
   } else {
     rc = 0;
   }
@@ -643,6 +787,9 @@ static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
   json_decref(km.json);
   if (!rc)
     p->next = m->offset + 1;
+  /* The last offset before the stop: nothing more to wait for. */
+  if (!rc && !p->finished && p->end >= 0 && p->next >= p->end)
+    finish_part(s, k, p, NULL, now);
   return rc;
 }
 
@@ -652,8 +799,14 @@ static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
 static int consumer_error(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
                           const rd_kafka_message_t *m, int64_t now) {
   char why[512];
-  if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+  if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+    /* At the end of what was written: a stop offset there (behind
+     * transaction markers, which are never delivered) is reached. */
+    kpart *p = m->rkt ? find_part(s, k, m) : NULL;
+    if (p && !p->finished && p->end >= 0 && m->offset >= p->end)
+      finish_part(s, k, p, NULL, now);
     return 0;
+  }
   if (rd_kafka_fatal_error(k->rk, why, sizeof(why)))
     return sl_source_fail(ctx, SL_ERR_KAFKA, "fatal consumer error: %s", why);
   (void)k;
@@ -696,23 +849,54 @@ static int check_down(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
  * must not hold the others back: Flink drops a finished split's output
  * the same way); the subtask is idle when every partition is one or the
  * other. */
+static int64_t min_wm(const ksub *k, bool *all_idle) {
+  int64_t wm = SL_TS_MAX;
+  bool idle = true;
+  for (size_t i = 0; i < k->n_parts; i++) {
+    const kpart *p = &k->parts[i];
+    if (p->finished || p->wm.idle)
+      continue;
+    idle = false;
+    int64_t w = sl__wmgen_current(&p->wm);
+    if (w < wm)
+      wm = w;
+  }
+  if (all_idle)
+    *all_idle = idle;
+  return wm;
+}
+
+/* A user generator's on_periodic, idleness, and alignment: partitions
+ * paused for being ahead resume once within the drift of the slowest
+ * (paused ones are not idle: they have records they may not read). */
 static int watermarks(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
   if (k->n_parts == 0)
     return 0;
-  int64_t wm = SL_TS_MAX;
-  bool all_idle = true;
+  ksrc *s = k->src;
   for (size_t i = 0; i < k->n_parts; i++) {
     kpart *p = &k->parts[i];
     if (p->finished)
       continue;
-    if (!p->wm.idle)
+    sl__wmgen_periodic(&p->wm, now);
+    if (!p->wm.idle && !p->paused)
       sl__wmgen_check_idle(&p->wm, now);
-    if (p->wm.idle)
-      continue;
-    all_idle = false;
-    int64_t w = sl__wmgen_current(&p->wm);
-    if (w < wm)
-      wm = w;
+  }
+  bool all_idle;
+  int64_t wm = min_wm(k, &all_idle);
+  if (k->spec->align_drift_ms > 0) {
+    int sub = sl_source_ctx_subtask(ctx);
+    atomic_store_explicit(&s->align_wm[sub], all_idle ? SL_TS_MAX : wm,
+                          memory_order_relaxed);
+    k->limit = align_limit(s, k, sl_source_ctx_subtasks(ctx));
+    for (size_t i = 0; i < k->n_parts; i++) {
+      kpart *p = &k->parts[i];
+      if (p->paused && !p->finished &&
+          sl__wmgen_current(&p->wm) <= k->limit) {
+        p->paused = false;
+        sl__wmgen_touch(&p->wm, now);
+        pause_part(s, k, p, false);
+      }
+    }
   }
   if (all_idle != k->idle) {
     k->idle = all_idle;
@@ -801,8 +985,14 @@ static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
     topics[i] = s->topics[k->parts[i].topic];
     parts[i] = k->parts[i].partition;
     offs[i] = k->parts[i].next;
-    times[i] = (sl__kpos_time){k->parts[i].wm.max_ts, k->parts[i].wm.idle,
-                               k->parts[i].finished};
+    const kpart *p = &k->parts[i];
+    bool user = p->wm.kind == SL_WM_CUSTOM;
+    times[i] = (sl__kpos_time){user ? p->wm.wm : p->wm.max_ts,
+                               p->wm.idle,
+                               p->finished,
+                               user,
+                               p->end >= 0,
+                               p->end};
     /* The exactly-once transaction of checkpoint id carries these; only
      * kept when there is one (they are dropped when it commits). */
     if (s->kj->txn)
@@ -874,6 +1064,20 @@ sl_stream_t *sl_source_kafka(sl_job_t *job, const char *uid, const char *topics,
     sl_job_build_error(job, SL_ERR_CONF, "kafka source \"%s\": %s", uid, berr);
     return NULL;
   }
+  bool bad_stop = opts && opts->stop == SL_KAFKA_STOP_OFFSETS &&
+                  opts->n_stop_offsets && !opts->stop_offsets;
+  for (size_t i = 0; opts && !bad_stop && opts->stop == SL_KAFKA_STOP_OFFSETS &&
+                     i < opts->n_stop_offsets;
+       i++)
+    bad_stop = !opts->stop_offsets[i].topic || opts->stop_offsets[i].offset < 0;
+  if (bad_stop || (opts && (opts->stop < SL_KAFKA_STOP_NONE ||
+                            opts->stop > SL_KAFKA_STOP_TIMESTAMP))) {
+    sl_job_build_error(job, SL_ERR_INVAL,
+                       "kafka source \"%s\": bad stop (a stop offset needs "
+                       "a topic and an offset >= 0)",
+                       uid);
+    return NULL;
+  }
   sl__kjob *kj = sl__kjob_get(job);
   ksrc *s = kj ? calloc(1, sizeof(*s)) : NULL;
   if (!s)
@@ -905,6 +1109,20 @@ sl_stream_t *sl_source_kafka(sl_job_t *job, const char *uid, const char *topics,
     p += n;
   }
   qsort(s->topics, (size_t)s->n_topics, sizeof(char *), cmp_str);
+  if (s->o.stop == SL_KAFKA_STOP_OFFSETS && s->o.n_stop_offsets) {
+    if (!(s->stop_offs = calloc(s->o.n_stop_offsets, sizeof(*s->stop_offs))))
+      goto oom;
+    for (size_t i = 0; i < s->o.n_stop_offsets; i++) {
+      const sl_kafka_offset_t *o = &s->o.stop_offsets[i];
+      s->stop_offs[i] = *o;
+      if (!(s->stop_offs[i].topic = strdup(o->topic)))
+        goto oom;
+      s->n_stop_offs++;
+    }
+  }
+  s->o.stop_offsets = NULL;
+  for (int i = 0; i < MAX_SUBTASKS; i++)
+    atomic_init(&s->align_wm[i], SL_TS_MAX);
   s->jkey = s->jts = -1;
   if (s->o.codec == SL_KAFKA_JSON && !s->o.decode &&
       !(s->jp = calloc(2, sizeof(*s->jp))))
