@@ -743,7 +743,14 @@ static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
    * partition paused for alignment (read again once it resumes). */
   if (!p || p->finished || p->paused || m->offset < p->next)
     return 0;
-  if (p->end >= 0 && m->offset >= p->end) {
+  /* The stop offset, or (a timestamp bound) the first message at or past
+   * the timestamp: the offset the broker's lookup gives, found here too
+   * where the lookup found none (the mock cluster's answer). */
+  bool at_ts = s->o.stop == SL_KAFKA_STOP_TIMESTAMP &&
+               rd_kafka_message_timestamp(m, NULL) >= s->o.stop_ts_ms;
+  if (at_ts || (p->end >= 0 && m->offset >= p->end)) {
+    if (at_ts && (p->end < 0 || m->offset < p->end))
+      p->end = m->offset;
     finish_part(s, k, p, NULL, now);
     return 0;
   }
