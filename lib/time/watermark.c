@@ -15,6 +15,7 @@ void sl__wmgen_init(sl__wmgen *g, const sl_watermark_spec_t *spec,
   g->gen = g->kind == SL_WM_CUSTOM ? spec->gen : NULL;
   g->gen_opaque = g->gen ? spec->gen_opaque : NULL;
   g->state = NULL;
+  g->created = false;
   g->wm = SL_TS_MIN;
   g->interval = 0;
   g->next_periodic = now;
@@ -31,12 +32,14 @@ int sl__wmgen_open(sl__wmgen *g, int64_t interval) {
     g->state = NULL;
     return rc < 0 ? rc : SL_ERR_USER;
   }
+  g->created = true;
   return SL_OK;
 }
 
 void sl__wmgen_close(sl__wmgen *g) {
-  if (g->kind == SL_WM_CUSTOM && g->gen->destroy && g->state)
+  if (g->created && g->gen->destroy)
     g->gen->destroy(g->state, g->gen_opaque);
+  g->created = false;
   g->state = NULL;
 }
 

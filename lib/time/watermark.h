@@ -25,6 +25,7 @@ typedef struct sl_wm_output {
    * emitted (only moves forward), an idle mark not yet reported, and the
    * processing time of the next on_periodic (every interval ms). */
   bool mark_idle;
+  bool created; /* create ran (destroy is due) */
   const sl_watermark_gen_t *gen;
   void *gen_opaque;
   void *state;

@@ -447,6 +447,77 @@ START_TEST(bounded_restore_at_other_parallelism_keeps_stop_offsets) {
 }
 END_TEST
 
+/* ---- A user generator per partition -------------------------------------- */
+
+/* Punctuated: a record whose value is "p" emits its timestamp. Counts the
+ * instances alive and made. */
+static _Atomic int gens_live, gens_made;
+
+static int pgen_create(void **state, void *opaque) {
+  (void)opaque;
+  *state = NULL;
+  gens_live++;
+  gens_made++;
+  return 0;
+}
+static void pgen_destroy(void *state, void *opaque) {
+  (void)state, (void)opaque;
+  gens_live--;
+}
+static void pgen_event(sl_wm_output_t *out, const sl_record_t *rec,
+                       void *state, void *opaque) {
+  (void)state, (void)opaque;
+  if (rec->value_len == 1 && *(const char *)rec->value == 'p')
+    sl_wm_emit(out, rec->ts);
+}
+static const sl_watermark_gen_t pgen = {
+    .create = pgen_create, .destroy = pgen_destroy, .on_event = pgen_event};
+
+START_TEST(user_generator_per_partition) {
+  env e;
+  env_start(&e, 2);
+  /* Partition 0 punctuates at 3000, then has a record of [1 s, 2 s);
+   * partition 1 never punctuates. One generator per partition: the
+   * source's watermark is the minimum, held at the start by partition 1,
+   * so the record at 1200 is not late (with one generator for both it
+   * would be, whatever the order they are read in). */
+  tk_send(e.prod, "in", 0, "a", "x", 100, NULL, NULL);
+  tk_send(e.prod, "in", 0, "a", "p", 3000, NULL, NULL);
+  tk_send(e.prod, "in", 0, "a", "x", 1200, NULL, NULL);
+  tk_send(e.prod, "in", 1, "b", "x", 200, NULL, NULL);
+  tk_flush(e.prod);
+  gens_made = 0;
+  for (int par = 1; par <= 2; par++) {
+    outs_reset();
+    const char *kv[] = {"broker.timeout.ms", "10000", "log.level", "error",
+                        NULL};
+    sl_job_t *job = tk_job("bounded", tk_conf(&e.c, par, kv));
+    sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST,
+                                 .stop = SL_KAFKA_STOP_LATEST};
+    sl_stream_t *src = sl_source_kafka(job, "in", "in", &so);
+    sl_watermark_spec_t wm = {.kind = SL_WM_CUSTOM, .gen = &pgen};
+    sl_with_watermarks(src, &wm);
+    sl_window_spec_t spec = sl_window_tumbling(1000);
+    spec.late_tag = "late";
+    sl_window_fn_t fn = {.builtin = SL_AGG_COUNT};
+    sl_stream_t *w =
+        sl_window(sl_key_by(src, NULL, NULL), "count", &spec, &fn, NULL);
+    ck_assert_int_eq(sl_sink(w, "out", count_sink, NULL), 0);
+    ck_assert_int_eq(
+        sl_sink(sl_side_output(w, "late"), "lateout", late_sink, NULL), 0);
+    ck_assert_uint_eq(run_alone(job), 4);
+    check_output("window key=a ts=1999 v=1\n"
+                 "window key=a ts=3999 v=1\n"
+                 "window key=a ts=999 v=1\n"
+                 "window key=b ts=999 v=1\n",
+                 par);
+    ck_assert_int_eq(gens_live, 0);
+  }
+  ck_assert_int_eq(gens_made, 4); /* two partitions, two runs */
+  env_stop(&e);
+}
+END_TEST
+
 /* ---- Watermark alignment ------------------------------------------------- */
 
 static void wait_records(sl_job_t *job, uint64_t n) {
@@ -519,6 +590,7 @@ int main(void) {
   tcase_add_test(tc, bounded_options_are_checked);
   tcase_add_test(tc, bounded_restore_keeps_stop_offsets);
   tcase_add_test(tc, bounded_restore_at_other_parallelism_keeps_stop_offsets);
+  tcase_add_test(tc, user_generator_per_partition);
   tcase_add_test(tc, alignment_pauses_partition_ahead);
   suite_add_tcase(s, tc);
   /* The mock cluster's control API hangs in a forked child. */
