@@ -141,11 +141,11 @@ sl_stream_t *ex_job_source(ex_job *ej) {
    * ends, the maximum watermark fires every window and timer, and the job
    * ends with a final checkpoint, also when a restore finds every
    * partition already finished. */
-  sl_kafka_source_opts_t so = {
-      .start = SL_KAFKA_START_EARLIEST,
-      .codec = SL_KAFKA_JSON,
-      .ts_pointer = "/ts",
-      .stop = ej->exit_at_end ? SL_KAFKA_STOP_LATEST : SL_KAFKA_STOP_NONE};
+  sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST,
+                               .codec = SL_KAFKA_JSON,
+                               .ts_pointer = "/ts",
+                               .stop = ej->exit_at_end ? SL_KAFKA_STOP_LATEST
+                                                       : SL_KAFKA_STOP_NONE};
   sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED, .bound_ms = ej->bound_ms};
   return sl_with_watermarks(
       sl_source_kafka(ej->job, "input", ej->in_topic, &so), &wm);

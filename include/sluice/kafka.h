@@ -70,9 +70,9 @@ typedef enum sl_kafka_start {
  * each partition is read up to, not including, its stop offset, then
  * finished, as by an end marker (sl_kafka_source_opts_t.is_end). */
 typedef enum sl_kafka_stop {
-  SL_KAFKA_STOP_NONE = 0, /* unbounded (unless is_end) */
-  SL_KAFKA_STOP_LATEST,   /* the partitions' end offsets when it started */
-  SL_KAFKA_STOP_OFFSETS,  /* stop_offsets; partitions not listed: latest */
+  SL_KAFKA_STOP_NONE = 0,  /* unbounded (unless is_end) */
+  SL_KAFKA_STOP_LATEST,    /* the partitions' end offsets when it started */
+  SL_KAFKA_STOP_OFFSETS,   /* stop_offsets; partitions not listed: latest */
   SL_KAFKA_STOP_TIMESTAMP, /* the first offset whose message timestamp is
                               >= stop_ts_ms; partitions without one:
                               latest */

@@ -323,8 +323,8 @@ static bool bounded(const ksrc *s) {
 static int stop_offsets(sl_source_ctx_t *ctx, ksrc *s, ksub *k) {
   if (s->o.stop == SL_KAFKA_STOP_NONE)
     return 0;
-  int timeout = (int)sl__conf_int(sl_op_conf(sl_source_op(ctx)),
-                                  "broker.timeout.ms");
+  int timeout =
+      (int)sl__conf_int(sl_op_conf(sl_source_op(ctx)), "broker.timeout.ms");
   rd_kafka_topic_partition_list_t *l = NULL;
   rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
   if (s->o.stop == SL_KAFKA_STOP_TIMESTAMP) {
@@ -363,8 +363,8 @@ static int stop_offsets(sl_source_ctx_t *ctx, ksrc *s, ksub *k) {
   if (l)
     rd_kafka_topic_partition_list_destroy(l);
   if (e)
-    return sl_source_fail(ctx, SL_ERR_KAFKA, "stop offsets of %s: %s",
-                          s->uid, rd_kafka_err2str(e));
+    return sl_source_fail(ctx, SL_ERR_KAFKA, "stop offsets of %s: %s", s->uid,
+                          rd_kafka_err2str(e));
   return 0;
 }
 
@@ -401,24 +401,13 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   char gbuf[256], cid[300], err[512];
   const char *group = group_of(s, ctx, gbuf, sizeof(gbuf));
   snprintf(cid, sizeof(cid), "sluice-%s-%s-%d", s->kj->name, s->uid, sub);
-  const char *defaults[] = {"group.id",
-                            group,
-                            "client.id",
-                            cid,
-                            "enable.auto.commit",
-                            "false",
-                            "enable.auto.offset.store",
-                            "false",
-                            "enable.partition.eof",
-                            /* A stop offset after the last message
-                             * (transaction markers) is seen at EOF. */
-                            s->o.stop != SL_KAFKA_STOP_NONE ? "true"
-                                                            : "false",
-                            "auto.offset.reset",
-                            "earliest",
-                            "queued.max.messages.kbytes",
-                            "16384",
-                            NULL};
+  const char *defaults[] = {
+      "group.id", group, "client.id", cid, "enable.auto.commit", "false",
+      "enable.auto.offset.store", "false", "enable.partition.eof",
+      /* A stop offset after the last message
+       * (transaction markers) is seen at EOF. */
+      s->o.stop != SL_KAFKA_STOP_NONE ? "true" : "false", "auto.offset.reset",
+      "earliest", "queued.max.messages.kbytes", "16384", NULL};
   rd_kafka_conf_t *rc_conf;
   int rc = sl__kconf(conf, defaults, &rc_conf, err, sizeof(err));
   if (rc)
@@ -727,8 +716,8 @@ static int64_t align_limit(const ksrc *s, const ksub *k, int subs) {
     return SL_TS_MAX;
   int64_t min = SL_TS_MAX;
   for (int i = 0; i < subs; i++) {
-    int64_t w = atomic_load_explicit(&((ksrc *)s)->align_wm[i],
-                                     memory_order_relaxed);
+    int64_t w =
+        atomic_load_explicit(&((ksrc *)s)->align_wm[i], memory_order_relaxed);
     if (w < min)
       min = w;
   }
@@ -897,8 +886,7 @@ static int watermarks(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
     k->limit = align_limit(s, k, sl_source_ctx_subtasks(ctx));
     for (size_t i = 0; i < k->n_parts; i++) {
       kpart *p = &k->parts[i];
-      if (p->paused && !p->finished &&
-          sl__wmgen_current(&p->wm) <= k->limit) {
+      if (p->paused && !p->finished && sl__wmgen_current(&p->wm) <= k->limit) {
         p->paused = false;
         sl__wmgen_touch(&p->wm, now);
         pause_part(s, k, p, false);

@@ -211,8 +211,7 @@ int sl__source_poll(sl__worker *w, src_t *s) {
   bool emitted = sl__counter_get(&s->op.out) != before;
   if (s->own_wm) {
     /* The source forwarded its own watermarks and idleness. */
-  } else if (emitted || rc == SL_POLL_EMPTY ||
-             s->wmgen.kind == SL_WM_CUSTOM) {
+  } else if (emitted || rc == SL_POLL_EMPTY || s->wmgen.kind == SL_WM_CUSTOM) {
     int64_t now = sl_clock_now(job->clock);
     if (emitted)
       sl__wmgen_touch(&s->wmgen, now);

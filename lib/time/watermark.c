@@ -44,8 +44,7 @@ void sl__wmgen_close(sl__wmgen *g) {
 }
 
 void sl__wmgen_periodic(sl__wmgen *g, int64_t now) {
-  if (g->kind != SL_WM_CUSTOM || !g->gen->on_periodic ||
-      now < g->next_periodic)
+  if (g->kind != SL_WM_CUSTOM || !g->gen->on_periodic || now < g->next_periodic)
     return;
   /* Missed intervals are not made up: one call, the next a full interval
    * later (Flink's periodic emitter on a busy thread). */

@@ -33,7 +33,8 @@ static char *log_str(const tu_log *l) {
   return s;
 }
 
-/* ---- A user generator ----------------------------------------------------- */
+/* ---- A user generator -----------------------------------------------------
+ */
 
 /* Periodic: on_periodic emits the highest timestamp seen - 1 (Flink's
  * BoundedOutOfOrdernessWatermarks with bound 0). Punctuated: on_event
@@ -64,8 +65,8 @@ static void ugen_destroy(void *state, void *opaque) {
   live_gens--;
 }
 
-static void ugen_event(sl_wm_output_t *out, const sl_record_t *rec,
-                       void *state, void *opaque) {
+static void ugen_event(sl_wm_output_t *out, const sl_record_t *rec, void *state,
+                       void *opaque) {
   ugen *g = state;
   bool punctuated = opaque != NULL;
   if (rec->ts > g->max_ts)
@@ -82,8 +83,7 @@ static void ugen_periodic(sl_wm_output_t *out, void *state, void *opaque) {
     sl_wm_emit(out, g->max_ts - 1);
 }
 
-static void ugen_periodic_idle(sl_wm_output_t *out, void *state,
-                               void *opaque) {
+static void ugen_periodic_idle(sl_wm_output_t *out, void *state, void *opaque) {
   ugen *g = state;
   ugen_periodic(out, state, opaque);
   if (!g->seen)
@@ -95,16 +95,16 @@ static const sl_watermark_gen_t periodic_gen = {.create = ugen_create,
                                                 .destroy = ugen_destroy,
                                                 .on_event = ugen_event,
                                                 .on_periodic = ugen_periodic};
-static const sl_watermark_gen_t punctuated_gen = {.create = ugen_create,
-                                                  .destroy = ugen_destroy,
-                                                  .on_event = ugen_event};
-static const sl_watermark_gen_t idle_mark_gen = {
-    .create = ugen_create,
-    .destroy = ugen_destroy,
-    .on_event = ugen_event,
-    .on_periodic = ugen_periodic_idle};
+static const sl_watermark_gen_t punctuated_gen = {
+    .create = ugen_create, .destroy = ugen_destroy, .on_event = ugen_event};
+static const sl_watermark_gen_t idle_mark_gen = {.create = ugen_create,
+                                                 .destroy = ugen_destroy,
+                                                 .on_event = ugen_event,
+                                                 .on_periodic =
+                                                     ugen_periodic_idle};
 
-/* ---- A scripted source on a manual clock ----------------------------------- */
+/* ---- A scripted source on a manual clock -----------------------------------
+ */
 
 /* Each poll takes the next step: emit records (ts, value) or nothing,
  * then move the clock by adv ms; past the last step the input ends. */
@@ -221,10 +221,9 @@ static char *run_idle_union(const sl_watermark_gen_t *gen, int64_t idle_ms,
                         sl_with_watermarks(sl_source(job, "b", &ops, &b), &sb)};
   tu_log log;
   tu_log_init(&log);
-  ck_assert_int_eq(
-      sl_sink(tu_log_op(sl_union(in, 2), "log", &log), "sink", tu_discard,
-              NULL),
-      0);
+  ck_assert_int_eq(sl_sink(tu_log_op(sl_union(in, 2), "log", &log), "sink",
+                           tu_discard, NULL),
+                   0);
   ck_assert_int_eq(sl_job_run(job), SL_OK);
   sl_job_destroy(job);
   sl_clock_destroy(clock);
@@ -262,8 +261,8 @@ START_TEST(custom_generator_marks_idle_and_record_reactivates) {
    * it never goes back), and a's periodic 19 holds it there until a
    * ends (its last poll after b's 1070), when it follows b again. */
   static const step a_steps[] = {
-      {1, {10}, {0}, 0},  {0, {0}, {0}, 100}, {0, {0}, {0}, 100},
-      {0, {0}, {0}, 100}, {0, {0}, {0}, 100}, {0, {0}, {0}, 100},
+      {1, {10}, {0}, 0},   {0, {0}, {0}, 100}, {0, {0}, {0}, 100},
+      {0, {0}, {0}, 100},  {0, {0}, {0}, 100}, {0, {0}, {0}, 100},
       {1, {20}, {0}, 100}, {0, {0}, {0}, 100},
   };
   char *got = run_idle_union(&idle_mark_gen, 0, a_steps, 8);
@@ -278,14 +277,16 @@ START_TEST(custom_generator_refused_without_gen) {
   sl_job_t *job = tu_job_kv(1, NULL);
   sl_source_ops_t ops = {.poll = script_poll};
   sl_watermark_spec_t spec = {.kind = SL_WM_CUSTOM};
-  ck_assert_ptr_null(sl_with_watermarks(sl_source(job, "s", &ops, NULL), &spec));
+  ck_assert_ptr_null(
+      sl_with_watermarks(sl_source(job, "s", &ops, NULL), &spec));
   ck_assert_int_eq(sl_job_run(job), SL_ERR_INVAL);
   ck_assert(strstr(sl_job_errmsg(job), "needs a generator") != NULL);
   sl_job_destroy(job);
 }
 END_TEST
 
-/* ---- Restore ----------------------------------------------------------------- */
+/* ---- Restore
+ * ----------------------------------------------------------------- */
 
 /* A generator is created anew at a restore and re-derives its watermark
  * from the records it sees, starting from the watermark it had emitted
@@ -323,9 +324,8 @@ static char *run_ckpt(const char *dir, const step *steps, int n, bool stop,
   sl_job_t *job = tu_job_kv(1, kv);
   stop_script ss = {{steps, n, 0, sl_clock_new_manual(0)}, stop ? job : NULL};
   sl_job_set_clock(job, ss.sc.clock);
-  sl_source_ops_t ops = {.poll = stop_script_poll,
-                         .snapshot = no_snapshot,
-                         .restore = no_restore};
+  sl_source_ops_t ops = {
+      .poll = stop_script_poll, .snapshot = no_snapshot, .restore = no_restore};
   sl_watermark_spec_t spec = {
       .kind = SL_WM_CUSTOM, .gen = &punctuated_gen, .gen_opaque = (void *)1};
   tu_log log;
@@ -353,8 +353,7 @@ START_TEST(custom_generator_restores_its_watermark) {
   free(got);
   /* Run 2 starts at 150 before any record; a lower punctuation (140)
    * emits nothing, a higher one does. */
-  static const step run2[] = {
-      {3, {200, 140, 320}, {"a", "p", "p"}, 100}};
+  static const step run2[] = {{3, {200, 140, 320}, {"a", "p", "p"}, 100}};
   got = run_ckpt(dir, run2, 1, false, "latest");
   ck_assert_str_eq(got, "W150 R200 R140 R320 W320 WMAX E");
   free(got);
@@ -364,7 +363,8 @@ START_TEST(custom_generator_restores_its_watermark) {
 }
 END_TEST
 
-/* ---- Stop with and without drain ------------------------------------------- */
+/* ---- Stop with and without drain -------------------------------------------
+ */
 
 /* Emits keys a/b at 100, 1500, 2200, 3900 (one per poll), then asks for
  * the stop (with drain or not) and waits for it with empty polls. */
@@ -420,7 +420,8 @@ static char *run_stop(bool drain, int par) {
   sl_window_fn_t fn = {.builtin = SL_AGG_COUNT};
   tu_sink out;
   tu_sink_init(&out);
-  sl_stream_t *w = sl_window(sl_key_by(s, NULL, NULL), "count", &spec, &fn, NULL);
+  sl_stream_t *w =
+      sl_window(sl_key_by(s, NULL, NULL), "count", &spec, &fn, NULL);
   ck_assert_int_eq(sl_sink(w, "out", window_line, &out), 0);
   ck_assert_int_eq(sl_job_run(job), SL_OK);
   sl_job_destroy(job);

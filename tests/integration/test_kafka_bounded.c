@@ -366,9 +366,8 @@ START_TEST(bounded_options_are_checked) {
   env_start(&e, 1);
   sl_job_t *job = tk_job("bounded", tk_conf(&e.c, 1, NULL));
   sl_kafka_offset_t bad[] = {{NULL, 0, 1}};
-  sl_kafka_source_opts_t so = {.stop = SL_KAFKA_STOP_OFFSETS,
-                               .stop_offsets = bad,
-                               .n_stop_offsets = 1};
+  sl_kafka_source_opts_t so = {
+      .stop = SL_KAFKA_STOP_OFFSETS, .stop_offsets = bad, .n_stop_offsets = 1};
   ck_assert_ptr_null(sl_source_kafka(job, "in", "in", &so));
   ck_assert(strstr(sl_job_errmsg(job), "bad stop") != NULL);
   sl_job_destroy(job);
@@ -417,10 +416,9 @@ static void bounded_restored(int par2) {
   sl_stream_t *src;
   sl_job_t *job = build_job(&e, 1, &so, NULL, &src);
   stopper st = {job, 25, 0};
-  ck_assert_int_eq(
-      sl_sink(sl_map(src, "stopper", stop_after, &st), "discard", discard,
-              NULL),
-      0);
+  ck_assert_int_eq(sl_sink(sl_map(src, "stopper", stop_after, &st), "discard",
+                           discard, NULL),
+                   0);
   tk_run r;
   tk_run_start(&r, job);
   pthread_join(r.t, NULL);
@@ -464,8 +462,8 @@ static void pgen_destroy(void *state, void *opaque) {
   (void)state, (void)opaque;
   gens_live--;
 }
-static void pgen_event(sl_wm_output_t *out, const sl_record_t *rec,
-                       void *state, void *opaque) {
+static void pgen_event(sl_wm_output_t *out, const sl_record_t *rec, void *state,
+                       void *opaque) {
   (void)state, (void)opaque;
   if (rec->value_len == 1 && *(const char *)rec->value == 'p')
     sl_wm_emit(out, rec->ts);
@@ -541,16 +539,14 @@ START_TEST(alignment_pauses_partition_ahead) {
   for (int i = 1; i <= 11; i++)
     send_ts(&e, 1, "b", i * 100);
   tk_flush(e.prod);
-  const char *kv[] = {"broker.timeout.ms", "10000", "log.level", "error",
-                      NULL};
+  const char *kv[] = {"broker.timeout.ms", "10000", "log.level", "error", NULL};
   sl_job_t *job = tk_job("align", tk_conf(&e.c, 1, kv));
   sl_clock_t *clock = sl_clock_new_manual(0);
   sl_job_set_clock(job, clock);
   sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST};
   sl_stream_t *src = sl_source_kafka(job, "in", "in", &so);
-  sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED,
-                            .idle_timeout_ms = 1000,
-                            .align_drift_ms = 2000};
+  sl_watermark_spec_t wm = {
+      .kind = SL_WM_BOUNDED, .idle_timeout_ms = 1000, .align_drift_ms = 2000};
   sl_with_watermarks(src, &wm);
   ck_assert_int_eq(sl_sink(src, "out", discard, NULL), 0);
   tk_run r;
