@@ -95,7 +95,8 @@ typedef struct sl_watermark_spec {
   /* Watermark alignment (Flink's withWatermarkAlignment), Kafka sources:
    * > 0 pauses reading a partition whose watermark is more than this far
    * ahead of the slowest non-idle, unfinished partition of the source
-   * (over every subtask), until the slowest catches up. 0 = off. */
+   * (over every subtask), until the slowest catches up or goes idle.
+   * Other sources ignore it. 0 = off. */
   int64_t align_drift_ms;
 } sl_watermark_spec_t;
 
