@@ -401,13 +401,24 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   char gbuf[256], cid[300], err[512];
   const char *group = group_of(s, ctx, gbuf, sizeof(gbuf));
   snprintf(cid, sizeof(cid), "sluice-%s-%s-%d", s->kj->name, s->uid, sub);
-  const char *defaults[] = {
-      "group.id", group, "client.id", cid, "enable.auto.commit", "false",
-      "enable.auto.offset.store", "false", "enable.partition.eof",
-      /* A stop offset after the last message
-       * (transaction markers) is seen at EOF. */
-      s->o.stop != SL_KAFKA_STOP_NONE ? "true" : "false", "auto.offset.reset",
-      "earliest", "queued.max.messages.kbytes", "16384", NULL};
+  /* A stop offset after the last message (behind transaction markers) is
+   * seen at the partition's EOF. */
+  const char *eof = s->o.stop != SL_KAFKA_STOP_NONE ? "true" : "false";
+  const char *defaults[] = {"group.id",
+                            group,
+                            "client.id",
+                            cid,
+                            "enable.auto.commit",
+                            "false",
+                            "enable.auto.offset.store",
+                            "false",
+                            "enable.partition.eof",
+                            eof,
+                            "auto.offset.reset",
+                            "earliest",
+                            "queued.max.messages.kbytes",
+                            "16384",
+                            NULL};
   rd_kafka_conf_t *rc_conf;
   int rc = sl__kconf(conf, defaults, &rc_conf, err, sizeof(err));
   if (rc)
