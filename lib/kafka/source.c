@@ -37,6 +37,7 @@ typedef struct kpart {
    * watermark back. */
   bool finished;
   int64_t end; /* stop offset of a bounded source; -1: none */
+  size_t gidx; /* index among all partitions of the source (ksrc.ends) */
   /* Watermark alignment paused it (its watermark ran ahead): records
    * read are dropped, and it is read again from next once resumed. */
   bool paused;
@@ -94,8 +95,15 @@ struct ksrc {
   bool restoring;
   sl_kafka_offset_t *stop_offs; /* opts' stop_offsets, copied */
   size_t n_stop_offs;
+  /* The stop offset of every partition (by gidx), resolved once for the
+   * whole source by the first subtask that opens (under lock), so
+   * "latest" means one moment for every partition. */
+  int64_t *ends;
+  size_t n_ends;
   /* Watermark alignment: each subtask's minimum watermark over its
-   * active partitions (SL_TS_MAX: none), for every other subtask. */
+   * active partitions (SL_TS_MAX: none), for every other subtask;
+   * SL_TS_MIN until the subtask first published it, so no partition
+   * runs ahead of a subtask that has not started yet. */
   _Atomic int64_t align_wm[MAX_SUBTASKS];
   ksub *sub[MAX_SUBTASKS];
 };
@@ -115,6 +123,7 @@ static void ksrc_free(void *p) {
   for (size_t i = 0; i < s->n_stop_offs; i++)
     free((char *)s->stop_offs[i].topic);
   free(s->stop_offs);
+  free(s->ends);
   pthread_mutex_destroy(&s->lock);
   free(s);
 }
@@ -317,54 +326,88 @@ static bool bounded(const ksrc *s) {
   return s->o.is_end != NULL || s->o.stop != SL_KAFKA_STOP_NONE;
 }
 
-/* The stop offset of every partition of a source bounded by position:
- * the one its checkpoint recorded, else resolved now. A partition whose
- * position is already at or past it is finished. */
-static int stop_offsets(sl_source_ctx_t *ctx, ksrc *s, ksub *k) {
+/* Resolves the stop offset of every partition of the source (counts:
+ * partitions per topic, total of them): the one a checkpoint recorded,
+ * else from opts.stop. SL_OK, SL_ERR_NOMEM, or SL_ERR_KAFKA with *ke. */
+static int resolve_ends(ksrc *s, rd_kafka_t *rk, const int *counts,
+                        size_t total, int timeout, rd_kafka_resp_err_t *ke) {
+  if (!(s->ends = calloc(total ? total : 1, sizeof(*s->ends))))
+    return SL_ERR_NOMEM;
+  s->n_ends = total;
+  rd_kafka_topic_partition_list_t *l =
+      rd_kafka_topic_partition_list_new((int)total);
+  for (int t = 0; t < s->n_topics; t++)
+    for (int32_t p = 0; p < counts[t]; p++)
+      rd_kafka_topic_partition_list_add(l, s->topics[t], p)->offset =
+          s->o.stop_ts_ms;
+  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (s->o.stop == SL_KAFKA_STOP_TIMESTAMP)
+    e = rd_kafka_offsets_for_times(rk, l, timeout);
+  for (size_t i = 0; i < total && !e; i++) {
+    const rd_kafka_topic_partition_t *tp = &l->elems[i];
+    int t = topic_index(s, tp->topic);
+    const rpos *r = restored_of(s, t, tp->partition);
+    int64_t end = -1, lo, hi;
+    if (r && r->timed && r->time.bounded)
+      end = r->time.end;
+    else if (s->o.stop == SL_KAFKA_STOP_TIMESTAMP)
+      end = tp->err ? -1 : tp->offset;
+    else if (s->o.stop == SL_KAFKA_STOP_OFFSETS)
+      for (size_t j = 0; j < s->n_stop_offs; j++)
+        if (s->stop_offs[j].partition == tp->partition &&
+            !strcmp(s->stop_offs[j].topic, tp->topic))
+          end = s->stop_offs[j].offset;
+    if (end < 0) {
+      e = rd_kafka_query_watermark_offsets(rk, tp->topic, tp->partition, &lo,
+                                           &hi, timeout);
+      end = hi;
+    }
+    s->ends[i] = end;
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+  if (e) {
+    free(s->ends);
+    s->ends = NULL;
+    *ke = e;
+    return SL_ERR_KAFKA;
+  }
+  return SL_OK;
+}
+
+/* The stop offset of each of the subtask's partitions, for a source
+ * bounded by position. A partition whose position is already at or past
+ * it is finished. */
+static int stop_offsets(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
+                        const int *counts, size_t total) {
   if (s->o.stop == SL_KAFKA_STOP_NONE)
     return 0;
   int timeout =
       (int)sl__conf_int(sl_op_conf(sl_source_op(ctx)), "broker.timeout.ms");
-  rd_kafka_topic_partition_list_t *l = NULL;
   rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
-  if (s->o.stop == SL_KAFKA_STOP_TIMESTAMP) {
-    l = rd_kafka_topic_partition_list_new((int)k->n_parts);
-    for (size_t i = 0; i < k->n_parts; i++)
-      rd_kafka_topic_partition_list_add(l, s->topics[k->parts[i].topic],
-                                        k->parts[i].partition)
-          ->offset = s->o.stop_ts_ms;
-    e = rd_kafka_offsets_for_times(k->rk, l, timeout);
-  }
-  for (size_t i = 0; i < k->n_parts && !e; i++) {
+  int rc = 0;
+  pthread_mutex_lock(&s->lock);
+  if (!s->ends)
+    rc = resolve_ends(s, k->rk, counts, total, timeout, &e);
+  bool same = s->ends && s->n_ends == total;
+  for (size_t i = 0; i < k->n_parts && same; i++) {
     kpart *p = &k->parts[i];
-    const rpos *r = restored_of(s, p->topic, p->partition);
-    int64_t end = -1, lo, hi;
-    if (r && r->timed && r->time.bounded) {
-      end = r->time.end;
-    } else if (l) {
-      end = l->elems[i].err ? -1 : l->elems[i].offset;
-    } else if (s->o.stop == SL_KAFKA_STOP_OFFSETS) {
-      for (size_t j = 0; j < s->n_stop_offs; j++)
-        if (s->stop_offs[j].partition == p->partition &&
-            !strcmp(s->stop_offs[j].topic, s->topics[p->topic]))
-          end = s->stop_offs[j].offset;
-    }
-    if (end < 0) {
-      e = rd_kafka_query_watermark_offsets(k->rk, s->topics[p->topic],
-                                           p->partition, &lo, &hi, timeout);
-      end = hi;
-    }
-    p->end = end;
-    if (!e && !p->finished && p->next >= p->end) {
+    p->end = s->ends[p->gidx];
+    if (!p->finished && p->next >= p->end) {
       p->finished = true;
       k->n_finished++;
     }
   }
-  if (l)
-    rd_kafka_topic_partition_list_destroy(l);
-  if (e)
+  pthread_mutex_unlock(&s->lock);
+  if (rc == SL_ERR_NOMEM)
+    return rc;
+  if (rc)
     return sl_source_fail(ctx, SL_ERR_KAFKA, "stop offsets of %s: %s", s->uid,
                           rd_kafka_err2str(e));
+  if (!same)
+    return sl_source_fail(ctx, SL_ERR_KAFKA,
+                          "stop offsets of %s: the number of partitions "
+                          "changed while the source opened",
+                          s->uid);
   return 0;
 }
 
@@ -454,6 +497,7 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
       kp->partition = p;
       kp->committed = -1;
       kp->end = -1;
+      kp->gidx = i;
       sl__wmgen_init(&kp->wm, k->spec, now);
       if ((rc = sl__wmgen_open(&kp->wm, interval))) {
         rc = sl_source_fail(ctx, rc, "watermark generator: create failed");
@@ -478,11 +522,11 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
       }
     }
   }
-  free(counts);
   if (!rc)
     rc = start_offsets(ctx, s, k, group);
   if (!rc)
-    rc = stop_offsets(ctx, s, k);
+    rc = stop_offsets(ctx, s, k, counts, total);
+  free(counts);
   if (rc)
     return rc;
   /* Finished partitions are not fetched at all. */
@@ -511,6 +555,7 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
    * read and must never hold back the watermark downstream. */
   if (k->n_parts == 0) {
     k->idle = true;
+    atomic_store(&s->align_wm[sub], SL_TS_MAX);
     return sl_source_idle(ctx, true);
   }
   return 0;
@@ -1128,7 +1173,7 @@ sl_stream_t *sl_source_kafka(sl_job_t *job, const char *uid, const char *topics,
   }
   s->o.stop_offsets = NULL;
   for (int i = 0; i < MAX_SUBTASKS; i++)
-    atomic_init(&s->align_wm[i], SL_TS_MAX);
+    atomic_init(&s->align_wm[i], SL_TS_MIN);
   s->jkey = s->jts = -1;
   if (s->o.codec == SL_KAFKA_JSON && !s->o.decode &&
       !(s->jp = calloc(2, sizeof(*s->jp))))

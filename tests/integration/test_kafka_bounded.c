@@ -445,6 +445,17 @@ START_TEST(bounded_restore_at_other_parallelism_keeps_stop_offsets) {
 }
 END_TEST
 
+static void wait_records(sl_job_t *job, uint64_t n) {
+  sl_op_stats_t st = {0};
+  for (int i = 0; i < WAIT_MS / 25; i++) {
+    ck_assert_int_eq(sl_job_op_stats(job, "in", &st), 0);
+    if (st.records_out >= n)
+      return;
+    tk_sleep_ms(25);
+  }
+  ck_abort_msg("%" PRIu64 " of %" PRIu64 " records read", st.records_out, n);
+}
+
 /* ---- A user generator per partition -------------------------------------- */
 
 /* Punctuated: a record whose value is "p" emits its timestamp. Counts the
@@ -476,9 +487,11 @@ START_TEST(user_generator_per_partition) {
   env_start(&e, 2);
   /* Partition 0 punctuates at 3000, then has a record of [1 s, 2 s);
    * partition 1 never punctuates. One generator per partition: the
-   * source's watermark is the minimum, held at the start by partition 1,
-   * so the record at 1200 is not late (with one generator for both it
-   * would be, whatever the order they are read in). */
+   * watermark is the minimum, held at the start by partition 1, so the
+   * record at 1200 is not late (with one generator for both it would be,
+   * whatever the order they are read in). The source is unbounded (a
+   * finished partition 1 would no longer hold it back): once it read
+   * everything, a stop with drain fires every window. */
   tk_send(e.prod, "in", 0, "a", "x", 100, NULL, NULL);
   tk_send(e.prod, "in", 0, "a", "p", 3000, NULL, NULL);
   tk_send(e.prod, "in", 0, "a", "x", 1200, NULL, NULL);
@@ -490,8 +503,7 @@ START_TEST(user_generator_per_partition) {
     const char *kv[] = {"broker.timeout.ms", "10000", "log.level", "error",
                         NULL};
     sl_job_t *job = tk_job("bounded", tk_conf(&e.c, par, kv));
-    sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST,
-                                 .stop = SL_KAFKA_STOP_LATEST};
+    sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST};
     sl_stream_t *src = sl_source_kafka(job, "in", "in", &so);
     sl_watermark_spec_t wm = {.kind = SL_WM_CUSTOM, .gen = &pgen};
     sl_with_watermarks(src, &wm);
@@ -503,7 +515,13 @@ START_TEST(user_generator_per_partition) {
     ck_assert_int_eq(sl_sink(w, "out", count_sink, NULL), 0);
     ck_assert_int_eq(
         sl_sink(sl_side_output(w, "late"), "lateout", late_sink, NULL), 0);
-    ck_assert_uint_eq(run_alone(job), 4);
+    tk_run r;
+    tk_run_start(&r, job);
+    wait_records(job, 4);
+    sl_job_stop_drain(job);
+    pthread_join(r.t, NULL);
+    ck_assert_int_eq(r.rc, 0);
+    sl_job_destroy(job);
     check_output("window key=a ts=1999 v=1\n"
                  "window key=a ts=3999 v=1\n"
                  "window key=a ts=999 v=1\n"
@@ -518,18 +536,9 @@ END_TEST
 
 /* ---- Watermark alignment ------------------------------------------------- */
 
-static void wait_records(sl_job_t *job, uint64_t n) {
-  sl_op_stats_t st = {0};
-  for (int i = 0; i < WAIT_MS / 25; i++) {
-    ck_assert_int_eq(sl_job_op_stats(job, "in", &st), 0);
-    if (st.records_out >= n)
-      return;
-    tk_sleep_ms(25);
-  }
-  ck_abort_msg("%" PRIu64 " of %" PRIu64 " records read", st.records_out, n);
-}
-
-START_TEST(alignment_pauses_partition_ahead) {
+/* At P=1 both partitions are read by one subtask; at P=2 each by its own,
+ * the slowest found over both. */
+static void alignment(int par) {
   env e;
   env_start(&e, 2);
   /* Partition 0: ts 100..10000 every 100; partition 1: 100..1100 (a
@@ -540,7 +549,7 @@ START_TEST(alignment_pauses_partition_ahead) {
     send_ts(&e, 1, "b", i * 100);
   tk_flush(e.prod);
   const char *kv[] = {"broker.timeout.ms", "10000", "log.level", "error", NULL};
-  sl_job_t *job = tk_job("align", tk_conf(&e.c, 1, kv));
+  sl_job_t *job = tk_job("align", tk_conf(&e.c, par, kv));
   sl_clock_t *clock = sl_clock_new_manual(0);
   sl_job_set_clock(job, clock);
   sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST};
@@ -574,6 +583,15 @@ START_TEST(alignment_pauses_partition_ahead) {
   sl_clock_destroy(clock);
   env_stop(&e);
 }
+
+START_TEST(alignment_pauses_partition_ahead) {
+  alignment(1);
+}
+END_TEST
+
+START_TEST(alignment_over_subtasks_pauses_partition_ahead) {
+  alignment(2);
+}
 END_TEST
 
 int main(void) {
@@ -588,6 +606,7 @@ int main(void) {
   tcase_add_test(tc, bounded_restore_at_other_parallelism_keeps_stop_offsets);
   tcase_add_test(tc, user_generator_per_partition);
   tcase_add_test(tc, alignment_pauses_partition_ahead);
+  tcase_add_test(tc, alignment_over_subtasks_pauses_partition_ahead);
   suite_add_tcase(s, tc);
   /* The mock cluster's control API hangs in a forked child. */
   SRunner *sr = srunner_create(s);
