@@ -138,10 +138,11 @@ typedef struct sl_kafka_source_opts {
    * NULL (the default): Kafka input never ends. */
   sl_kafka_end_fn is_end;
   void *is_end_opaque;
-  /* Bounded input by position: stop offsets are resolved once, when a
-   * subtask first opens its partitions (latest: the partition's high
-   * watermark then; timestamp: the broker's offset for stop_ts_ms), and
-   * kept in checkpoints, so a restored job stops where the first run
+  /* Bounded input by position: stop offsets are resolved once for every
+   * partition, when the first subtask of the source opens (latest: each
+   * partition's high watermark then; timestamp: the broker's offset for
+   * stop_ts_ms, and the first message at or past it met while reading),
+   * and kept in checkpoints, so a restored job stops where the first run
    * would have, whatever was written since. A partition whose position
    * reaches its stop offset finishes exactly as after an end marker (with
    * is_end set too, whichever comes first). Resolved at or below the
