@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Runs one example end to end on a private dev broker: sluice-kafka-dev,
-# the generator, the job (optionally SIGKILLed once a checkpoint exists and
-# restarted from it), then the evaluator, whose exit code this returns.
+# the generator, then the job over everything it wrote (a bounded read,
+# --exit-at-end), then the evaluator, whose exit code this returns. With
+# --kill-after-ms a first job reads while the generator writes, is
+# SIGKILLed mid-stream and restarted (bounded) from its checkpoint.
 # Every process it starts is stopped on exit, also on failure or Ctrl-C.
 set -euo pipefail
 
@@ -17,6 +19,9 @@ then restart it with restore.from=latest (the evaluator dedupes alerts).
 --restart-after-end: once the job has ended at the end of its input, run
 it again with restore.from=latest: with every partition finished in its
 last checkpoint it must read nothing and end.
+The bounded job starts once the generator has written everything (--rate
+paces the generator) and reads what the input topic holds then; the job
+that is killed runs unbounded beside the generator.
 --set: a job configuration override (e.g. state.backend=hashmap).
 --save-alerts: keep the distinct alerts; --reference: require exactly the
 alerts of such a file (the evaluator's options).
@@ -128,6 +133,7 @@ for _ in $(seq 100); do [ -s "$work/bootstrap" ] && break; sleep 0.05; done
 [ -s "$work/bootstrap" ] || fail "the dev broker did not start"
 broker=(--bootstrap-file "$work/bootstrap")
 
+echo "run-example: writing $events events to $in_topic"
 "$bin/$example-gen" "${broker[@]}" --labels "$work/labels.jsonl" \
   --events "$events" --rate "$rate" --seed "$seed" >"$work/gen.log" 2>&1 &
 gen=$!
@@ -137,13 +143,24 @@ job_cmd=("$bin/$example-job" --config "examples/$example/$example.conf"
   "${broker[@]}" --set "parallelism=$parallelism"
   --set "checkpoint.dir=$ckpt_dir" --set "checkpoint.interval.ms=$ckpt_ms"
   --set "state.dir=$work/state"
-  --set restore.from=latest ${sets[@]+"${sets[@]}"} --exit-at-end)
+  --set restore.from=latest ${sets[@]+"${sets[@]}"})
+
+# Waits for the generator: a bounded job reads what the topic holds when
+# it starts.
+wait_generator() {
+  wait_for "$gen" generator
+  [ "$st" = 0 ] || fail "the generator failed (exit $st)"
+  cat "$work/gen.log" >&2
+}
 
 if [ -n "$kill_after" ]; then
-  # The first job's alerts go to a file: they show when it is mid-stream.
+  # The first job reads while the generator writes, never ends by itself
+  # (no --exit-at-end), and its alerts go to a file: they show when it is
+  # mid-stream.
   "${job_cmd[@]}" --print >"$work/alerts-before-kill.jsonl" 2>"$work/job.log" &
 else
-  "${job_cmd[@]}" $print 2>"$work/job.log" &
+  wait_generator
+  "${job_cmd[@]}" --exit-at-end $print 2>"$work/job.log" &
 fi
 job=$!
 pids+=($job)
@@ -181,20 +198,19 @@ if [ -n "$kill_after" ]; then
   wait "$job" 2>/dev/null || true
   echo "run-example: killed the job with SIGKILL after it wrote" \
     "$(wc -l <"$work/alerts-before-kill.jsonl") alerts; newest checkpoint:" \
-    "chk-$(newest_checkpoint); restarting it with restore.from=latest"
-  "${job_cmd[@]}" $print 2>"$work/job2.log" &
+    "chk-$(newest_checkpoint); restarting it with restore.from=latest" \
+    "once the generator is done"
+  wait_generator
+  "${job_cmd[@]}" --exit-at-end $print 2>"$work/job2.log" &
   job=$!
   pids+=($job)
 fi
 
-wait_for "$gen" generator
-[ "$st" = 0 ] || fail "the generator failed (exit $st)"
-cat "$work/gen.log" >&2
 wait_for "$job" job
 [ "$st" = 0 ] || fail "the job failed (exit $st)"
 if [ -n "$restart_after_end" ]; then
   echo "run-example: the job ended; restarting it with restore.from=latest"
-  "${job_cmd[@]}" $print 2>"$work/job2.log" &
+  "${job_cmd[@]}" --exit-at-end $print 2>"$work/job2.log" &
   job=$!
   pids+=($job)
   wait_for "$job" "the restarted job"

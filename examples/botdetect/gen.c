@@ -166,8 +166,7 @@ static void usage(FILE *f) {
           "       [--inject-every N] [--max-delay-ms MS]\n"
           "Writes about N requests (0 = until killed) at R records/s (0 = as "
           "fast as possible),\n"
-          "then one end-of-input record per partition, and the bots to the "
-          "labels file.\n");
+          "and the bots to the labels file.\n");
 }
 
 int main(int argc, char **argv) {
@@ -245,11 +244,9 @@ int main(int argc, char **argv) {
     if (!rc)
       rc = ex_queue_send_due(&g.q, p, t, &last);
   }
-  /* The rest, then the end of input an hour of event time after the last
-   * request. */
+  /* The rest. */
   if (!rc)
-    rc = ex_queue_send_due(&g.q, p, INT64_MAX, &last) ||
-         ex_producer_end(p, last + 3600000);
+    rc = ex_queue_send_due(&g.q, p, INT64_MAX, &last);
   if (ex_producer_close(p))
     rc = 1;
   if (fclose(g.labels))

@@ -25,20 +25,18 @@ static int parse(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
     j = own = json_loadb(rec->value, rec->value_len, 0, NULL);
   const char *type = json_string_value(json_object_get(j, "type"));
   int rc = 0;
-  if (!ex_is_end_marker(type)) {
-    const char *ip = json_string_value(json_object_get(j, "ip"));
-    const char *path = json_string_value(json_object_get(j, "path"));
-    json_t *status = json_object_get(j, "status");
-    bot_req r = {0};
-    if (!type || strcmp(type, "req") || !ip || !path ||
-        !json_is_integer(status) || strlen(path) >= sizeof(r.path)) {
-      rc = SL_ERR_DECODE; /* error.policy: skip and count, or the DLQ */
-    } else {
-      r.status = (int32_t)json_integer_value(status);
-      strcpy(r.path, path);
-      sl_record_t out = {ip, strlen(ip), &r, sizeof(r), rec->ts};
-      rc = sl_emit(ctx, &out);
-    }
+  const char *ip = json_string_value(json_object_get(j, "ip"));
+  const char *path = json_string_value(json_object_get(j, "path"));
+  json_t *status = json_object_get(j, "status");
+  bot_req r = {0};
+  if (!type || strcmp(type, "req") || !ip || !path ||
+      !json_is_integer(status) || strlen(path) >= sizeof(r.path)) {
+    rc = SL_ERR_DECODE; /* error.policy: skip and count, or the DLQ */
+  } else {
+    r.status = (int32_t)json_integer_value(status);
+    strcpy(r.path, path);
+    sl_record_t out = {ip, strlen(ip), &r, sizeof(r), rec->ts};
+    rc = sl_emit(ctx, &out);
   }
   json_decref(own);
   return rc;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The skeleton the example jobs share (see exjob.h): flags and config,
- * Kafka in and out, stopping on a signal or at the end of a finite input. */
+ * Kafka in and out, stopping on a signal or, bounded, at the end of what
+ * the input topic held when the job started. */
 #include "exjob.h"
 
 #include <inttypes.h>
@@ -34,9 +35,9 @@ static void usage(FILE *f, const char *prog, const char *conf, const char *in,
           "(e.g. --set parallelism=2 --set restore.from=latest). Without "
           "--brokers it uses the\n"
           "local dev broker (sluice-kafka-dev) through its bootstrap file. "
-          "--exit-at-end ends\n"
-          "the job at the generator's end-of-input markers, once every "
-          "alert is written.\n",
+          "--exit-at-end reads\n"
+          "what the input topic holds when the job starts, writes every "
+          "alert and ends.\n",
           prog, in, out, conf);
 }
 
@@ -132,30 +133,19 @@ fail:
   return 1;
 }
 
-bool ex_is_end_marker(const char *type) {
-  return type && !strcmp(type, "end");
-}
-
-/* The source's end-of-partition predicate. The JSON document it builds is
- * the one the chained parse function reads next (built once per message). */
-static bool end_of_partition(const sl_kafka_msg_t *m, const sl_record_t *rec,
-                             void *opaque) {
-  (void)rec, (void)opaque;
-  json_t *j = sl_kafka_msg_json(m);
-  return ex_is_end_marker(json_string_value(json_object_get(j, "type")));
-}
-
 sl_stream_t *ex_job_source(ex_job *ej) {
-  /* --exit-at-end: the input is bounded by its end markers. Each finishes
-   * its partition (and is recorded so in checkpoints); once all have, the
-   * source ends, the maximum watermark fires every window and timer, and
-   * the job ends with a final checkpoint, also when a restore finds every
+  /* --exit-at-end: the input is bounded by the offsets that were latest
+   * when the job first started (kept in checkpoints, so a restarted job
+   * stops at the same place). A partition that reaches its stop offset is
+   * finished (and recorded so in checkpoints); once all have, the source
+   * ends, the maximum watermark fires every window and timer, and the job
+   * ends with a final checkpoint, also when a restore finds every
    * partition already finished. */
   sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST,
                                .codec = SL_KAFKA_JSON,
                                .ts_pointer = "/ts",
-                               .is_end =
-                                   ej->exit_at_end ? end_of_partition : NULL};
+                               .stop = ej->exit_at_end ? SL_KAFKA_STOP_LATEST
+                                                       : SL_KAFKA_STOP_NONE};
   sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED, .bound_ms = ej->bound_ms};
   return sl_with_watermarks(
       sl_source_kafka(ej->job, "input", ej->in_topic, &so), &wm);

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The parts the fraud and botdetect jobs share: command line and config
- * file, the Kafka source with event time from the record and the end-of-
- * input markers, the alerts sink, and running until stopped or, with
- * --exit-at-end, until every partition reached its end marker and every
+ * file, the Kafka source with event time from the record, the alerts
+ * sink, and running until stopped or, with --exit-at-end, until every
+ * partition was read up to where it ended when the job started and every
  * alert was written. */
 #ifndef EX_JOB_H
 #define EX_JOB_H
@@ -22,7 +22,7 @@ typedef struct ex_job {
   const char *in_topic;
   const char *alerts_topic;
   bool print;       /* also write each alert to stdout */
-  bool exit_at_end; /* end markers end the input (the source's is_end) */
+  bool exit_at_end; /* bounded input: the offsets latest at the start */
   int64_t bound_ms; /* out-of-orderness bound of the watermarks */
 } ex_job;
 
@@ -36,8 +36,8 @@ int ex_job_init(ex_job *ej, int argc, char **argv, const char *prog,
 
 /* The input: JSON records from in_topic, event time from the "ts" member,
  * bounded out-of-orderness watermarks per partition. With --exit-at-end
- * the generator's end-of-input markers end their partitions (they never
- * reach the job), and the job ends once every partition delivered one. */
+ * the source is bounded (SL_KAFKA_STOP_LATEST): it reads what each
+ * partition held when the job started, and the job then ends. */
 sl_stream_t *ex_job_source(ex_job *ej);
 
 /* The job's parse step: a flat_map (uid "parse", opaque ej) over
@@ -46,11 +46,6 @@ sl_stream_t *ex_job_source(ex_job *ej);
  * rejections count among the "bad records skipped" ex_job_run() reports,
  * with what the source could not decode. */
 sl_stream_t *ex_job_parse(ex_job *ej, sl_record_fn parse);
-
-/* Whether a record's "type" is the generator's end-of-input marker
- * {"type":"end","ts":...}: the parse function drops markers that reach it
- * (without --exit-at-end, where the input never ends). */
-bool ex_is_end_marker(const char *type);
 
 /* Writes the union of the alert streams to alerts_topic (uid "alerts"),
  * keyed by entity, echoing them to stdout with --print. SL_OK or an

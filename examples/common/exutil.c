@@ -184,16 +184,6 @@ int ex_producer_send(ex_producer *p, const char *key, int32_t partition,
   return p->failed ? -1 : 0;
 }
 
-int ex_producer_partitions(ex_producer *p) {
-  const struct rd_kafka_metadata *md;
-  if (rd_kafka_metadata(p->rk, 0, p->rkt, &md, 10000))
-    return -1;
-  int n = md->topic_cnt == 1 && !md->topics[0].err ? md->topics[0].partition_cnt
-                                                   : -1;
-  rd_kafka_metadata_destroy(md);
-  return n;
-}
-
 int ex_producer_close(ex_producer *p) {
   if (!p)
     return 0;
@@ -271,20 +261,6 @@ int ex_queue_send_due(ex_queue *q, ex_producer *p, int64_t now,
     free(e.json);
   }
   return rc;
-}
-
-int ex_producer_end(ex_producer *p, int64_t ts) {
-  int parts = ex_producer_partitions(p);
-  if (parts < 1) {
-    fprintf(stderr, "cannot read the partitions of %s\n", p->topic);
-    return -1;
-  }
-  char end[64];
-  snprintf(end, sizeof(end), "{\"type\":\"end\",\"ts\":%" PRId64 "}", ts);
-  for (int i = 0; i < parts; i++)
-    if (ex_producer_send(p, NULL, i, end, strlen(end), ts))
-      return -1;
-  return 0;
 }
 
 void ex_queue_free(ex_queue *q) {

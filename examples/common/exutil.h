@@ -58,8 +58,6 @@ ex_producer *ex_producer_new(const char *brokers, const char *topic,
  * (printed). */
 int ex_producer_send(ex_producer *p, const char *key, int32_t partition,
                      const char *value, size_t len, int64_t ts);
-/* Number of partitions of the topic (from metadata), or -1. */
-int ex_producer_partitions(ex_producer *p);
 /* Flushes and frees; returns 0 when every record was delivered. */
 int ex_producer_close(ex_producer *p);
 
@@ -95,12 +93,6 @@ void ex_queue_free(ex_queue *q);
  * -1 (printed). */
 int ex_queue_send_due(ex_queue *q, ex_producer *p, int64_t now,
                       int64_t *max_ts);
-
-/* Ends a generator's output: {"type":"end","ts":ts} on every partition of
- * the producer's topic. With ts past every window and timer, it moves each
- * partition's watermark past them, so the job emits all its alerts and
- * knows the input is over (docs/examples.md). 0 or -1 (printed). */
-int ex_producer_end(ex_producer *p, int64_t ts);
 
 /* ---- Command lines ------------------------------------------------------- */
 

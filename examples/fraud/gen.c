@@ -178,8 +178,7 @@ static void usage(FILE *f) {
              "       [--inject-every N] [--max-delay-ms MS] [--batch N]\n"
              "Writes about N transactions (0 = until killed) at R records/s (0 "
              "= as fast as possible),\n"
-             "then one end-of-input record per partition, and the injected "
-             "frauds to the labels file.\n"
+             "and the injected frauds to the labels file.\n"
              "--batch N: at most N records per produced batch (0 = "
              "librdkafka's default), as a slow producer writes them.\n");
 }
@@ -276,11 +275,9 @@ int main(int argc, char **argv) {
     if (!rc)
       rc = ex_queue_send_due(&g.q, p, t, &last);
   }
-  /* The rest, then the end of input an hour of event time after the last
-   * payment. */
+  /* The rest. */
   if (!rc)
-    rc = ex_queue_send_due(&g.q, p, INT64_MAX, &last) ||
-         ex_producer_end(p, last + 3600000);
+    rc = ex_queue_send_due(&g.q, p, INT64_MAX, &last);
   if (ex_producer_close(p))
     rc = 1;
   if (fclose(g.labels))

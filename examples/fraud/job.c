@@ -22,8 +22,6 @@ static int parse(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
     j = own = json_loadb(rec->value, rec->value_len, 0, NULL);
   const char *type = json_string_value(json_object_get(j, "type"));
   int rc = 0;
-  if (ex_is_end_marker(type))
-    goto out;
   fraud_txn t = {.ts = rec->ts};
   const char *id = json_string_value(json_object_get(j, "id"));
   const char *acct = json_string_value(json_object_get(j, "account"));

@@ -25,13 +25,13 @@ typedef struct nx_run_opts {
   void *hold_opaque;
   /* End to end: when kafka_bootstrap is set, the events are read from
    * kafka_topic (nx_kafka_produce wrote `events` events to its
-   * kafka_partitions partitions) and the run ends once the end marker's
-   * watermark has reached the sink; it fails unless the source read every
-   * event and marker. */
+   * kafka_partitions partitions) by a bounded source (what the topic
+   * holds at the start), and the run ends by itself; it fails unless the
+   * source read every event. */
   const char *kafka_bootstrap;
   const char *kafka_topic;
   int kafka_partitions;
-  int kafka_timeout_s; /* give up waiting for the end (default 600) */
+  int kafka_timeout_s; /* stop and fail a longer run (default 600 s) */
 } nx_run_opts;
 
 /* 10^7 events, P=1, hashmap, 4 s watermark bound, default generator. */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Nexmark events through Kafka: the dev broker as a child process, a
- * producer that writes the generated events as JSON with an end-of-input
- * marker per partition, and the decode function of the Kafka source. */
+ * producer that writes the generated events as JSON, and the decode
+ * function of the Kafka source. */
 #include <errno.h>
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
@@ -138,7 +138,7 @@ static int check_kept(rd_kafka_t *rk, const char *topic, int partitions,
   for (int p = 0; p < partitions; p++) {
     int64_t lo = -1, hi = -1;
     uint64_t want =
-        n / (uint64_t)partitions + ((uint64_t)p < n % (uint64_t)partitions) + 1;
+        n / (uint64_t)partitions + ((uint64_t)p < n % (uint64_t)partitions);
     rd_kafka_resp_err_t e =
         rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000);
     if (e) {
@@ -172,11 +172,6 @@ int nx_kafka_produce(const char *bootstrap, const char *topic, int partitions,
     rc = send_one(rk, topic, (int32_t)(i % (uint64_t)partitions), buf,
                   (size_t)len, err, errlen);
   }
-  int len =
-      snprintf(buf, sizeof(buf), "{\"type\":\"end\",\"dateTime\":%" PRId64 "}",
-               NX_KAFKA_END_TS);
-  for (int p = 0; p < partitions && !rc; p++)
-    rc = send_one(rk, topic, p, buf, (size_t)len, err, errlen);
   if (!rc && rd_kafka_flush(rk, 120000)) {
     snprintf(err, errlen, "producing to %s did not finish in 120 s", topic);
     rc = -1;
@@ -197,13 +192,6 @@ int nx_kafka_decode(const sl_kafka_msg_t *msg, sl_record_t *out, char *err,
   const void *v;
   size_t len;
   sl_kafka_msg_value(msg, &v, &len);
-  static const char end[] = "{\"type\":\"end\"";
-  if (len >= sizeof(end) - 1 && !memcmp(v, end, sizeof(end) - 1)) {
-    decoded.type = NX_END;
-    *out =
-        (sl_record_t){NULL, 0, &decoded, sizeof(decoded.type), NX_KAFKA_END_TS};
-    return 0;
-  }
   if (nx_event_from_json(v, len, &decoded)) {
     snprintf(err, errlen, "not a Nexmark event");
     return SL_ERR_DECODE;

@@ -1,22 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Nexmark end to end through Kafka (nx_kafka.c): starting the dev broker
- * (sluice-kafka-dev), producing the generated events to a topic as JSON
- * followed by an end-of-input marker, and the Kafka source that reads them
- * back for a query. */
+ * (sluice-kafka-dev), producing the generated events to a topic as JSON,
+ * and the decode function of the Kafka source that reads them back for a
+ * query. */
 #ifndef NX_KAFKA_H
 #define NX_KAFKA_H
 
 #include <sys/types.h>
 
 #include "nexmark.h"
-
-/* Event time of the end-of-input marker, {"type":"end"}, written last to
- * every partition: far past any event, so its watermark fires every
- * event-time window and timer, as the end of an in-process input does. */
-#define NX_KAFKA_END_TS ((int64_t)1 << 62)
-/* Type of the record the marker decodes to (8 bytes: the type only); the
- * queries ignore it as they ignore any type they do not read. */
-enum { NX_END = 3 };
 
 typedef struct nx_kafka_dev {
   pid_t pid;
@@ -32,14 +24,14 @@ int nx_kafka_dev_start(const char *tool, const char *topic, int partitions,
 void nx_kafka_dev_stop(nx_kafka_dev *dev);
 
 /* Produces events 0..n-1 of c as JSON (nx_event_to_json), event i to
- * partition i % partitions, then the end marker to every partition; then
- * checks that the broker kept every message (the dev broker silently drops
+ * partition i % partitions; then checks that the broker kept every
+ * message (the dev broker silently drops
  * a partition's oldest data beyond ~5 MiB). 0, or -1 with err. */
 int nx_kafka_produce(const char *bootstrap, const char *topic, int partitions,
                      const nx_config *c, uint64_t n, char *err, size_t errlen);
 
 /* sl_kafka_decode_fn: a JSON event to its nx_event record, event time
- * from the event; the end marker to an NX_END record. */
+ * from the event. */
 int nx_kafka_decode(const sl_kafka_msg_t *msg, sl_record_t *out, char *err,
                     size_t errlen, void *opaque);
 

@@ -63,6 +63,17 @@ SL_API int sl_job_run(sl_job_t *job);
  * async-signal-safe; may be called before or during sl_job_run(). */
 SL_API void sl_job_stop(sl_job_t *job);
 
+/* Stops a running job with drain (Flink's stop --drain): as sl_job_stop(),
+ * but every source subtask advances its watermark to the maximum before
+ * it ends, so every event-time window fires and every event-time timer
+ * runs before the final checkpoint (checkpoint.final). Its sources are
+ * not recorded as ended: a job restored from that checkpoint reads on
+ * from their positions. Processing-time timers do not fire. Called after
+ * sl_job_stop(), it turns the stop into a drain for the sources that have
+ * not ended yet; sl_job_stop() after it keeps the drain. Thread-safe and
+ * async-signal-safe; may be called before or during sl_job_run(). */
+SL_API void sl_job_stop_drain(sl_job_t *job);
+
 /* The message of the job's first error, "" if none. Valid until the job is
  * destroyed. */
 SL_API const char *sl_job_errmsg(const sl_job_t *job);

@@ -59,6 +59,25 @@ typedef enum sl_kafka_start {
   SL_KAFKA_START_TIMESTAMP, /* first offset with timestamp >= start_ts_ms */
 } sl_kafka_start;
 
+/* Where a bounded Kafka source stops (Flink's KafkaSource.setBounded):
+ * each partition is read up to, not including, its stop offset, then
+ * finished, as by an end marker (sl_kafka_source_opts_t.is_end). */
+typedef enum sl_kafka_stop {
+  SL_KAFKA_STOP_NONE = 0,  /* unbounded (unless is_end) */
+  SL_KAFKA_STOP_LATEST,    /* the partitions' end offsets when it started */
+  SL_KAFKA_STOP_OFFSETS,   /* stop_offsets; partitions not listed: latest */
+  SL_KAFKA_STOP_TIMESTAMP, /* the first offset whose message timestamp is
+                              >= stop_ts_ms; partitions without one:
+                              latest */
+} sl_kafka_stop;
+
+/* A partition's offset (SL_KAFKA_STOP_OFFSETS: the first offset not read). */
+typedef struct sl_kafka_offset {
+  const char *topic;
+  int32_t partition;
+  int64_t offset;
+} sl_kafka_offset_t;
+
 typedef enum sl_kafka_codec {
   SL_KAFKA_RAW = 0, /* key, value and timestamp of the message as they are */
   SL_KAFKA_JSON,    /* the value must be JSON; parsed once per message */
@@ -109,9 +128,22 @@ typedef struct sl_kafka_source_opts {
    * all finished ends (SL_POLL_END: the maximum watermark fires every
    * window and timer), and so does at once a subtask without partitions;
    * the job ends by itself once every subtask of every source has ended.
-   * NULL (the default): Kafka input never ends. */
+   * NULL (the default) and no stop (below): the input never ends. */
   sl_kafka_end_fn is_end;
   void *is_end_opaque;
+  /* Bounded input by position: stop offsets are resolved once for every
+   * partition, when the first subtask of the source opens (latest: each
+   * partition's high watermark then; timestamp: the broker's offset for
+   * stop_ts_ms, and the first message at or past it met while reading),
+   * and kept in checkpoints, so a restored job stops where the first run
+   * would have, whatever was written since. A partition whose position
+   * reaches its stop offset finishes exactly as after an end marker (with
+   * is_end set too, whichever comes first). Resolved at or below the
+   * start position: finished at once, nothing read. */
+  sl_kafka_stop stop;
+  int64_t stop_ts_ms;                    /* SL_KAFKA_STOP_TIMESTAMP */
+  const sl_kafka_offset_t *stop_offsets; /* SL_KAFKA_STOP_OFFSETS (copied) */
+  size_t n_stop_offsets;
 } sl_kafka_source_opts_t;
 
 /* A Kafka source reading the comma-separated topics. It runs one subtask
@@ -123,8 +155,11 @@ typedef struct sl_kafka_source_opts {
  * another, or the stream's watermark spec has a timestamp assigner;
  * watermarks and idleness (sl_with_watermarks) are tracked per partition
  * and the subtask emits the minimum over its non-idle, unfinished
- * partitions. Checkpoints record each partition's next offset, event
- * time, idleness and whether it finished (opts->is_end); a restore
+ * partitions; a user generator (SL_WM_CUSTOM) runs one instance per
+ * partition, and watermark alignment (align_drift_ms) pauses partitions
+ * ahead. Checkpoints record each partition's next offset, event time,
+ * idleness, whether it finished (opts->is_end, opts->stop) and its stop
+ * offset; a restore
  * resumes them whatever subtask now owns the partition, and a finished
  * partition is not read again (also by a job without is_end).
  * In group mode (group.mode=copartitioned, docs/scaling.md) the

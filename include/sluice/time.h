@@ -38,7 +38,44 @@ typedef enum sl_watermark_kind {
   SL_WM_NONE = 0,   /* no event time: the watermark stays at SL_TS_MIN */
   SL_WM_BOUNDED,    /* bounded out-of-orderness: max_ts - bound - 1 */
   SL_WM_MONOTONOUS, /* ascending timestamps: bounded with bound = 0 */
+  SL_WM_CUSTOM,     /* a user generator (sl_watermark_gen_t) */
 } sl_watermark_kind;
+
+/* What a user watermark generator emits into: one per generator instance
+ * (per source subtask, or per Kafka partition in a Kafka source). */
+typedef struct sl_wm_output sl_wm_output_t;
+
+/* Emits the watermark wm: the generator's watermark becomes wm when that
+ * is higher (watermarks only move forward; lower ones are ignored). From
+ * on_event, the watermark follows the record at once (punctuated); from
+ * on_periodic, it goes out with the poll that called it. Thread: the
+ * generator's callback's. */
+SL_API void sl_wm_emit(sl_wm_output_t *out, int64_t wm);
+
+/* Marks the generator's input idle (Flink's WatermarkOutput.markIdle):
+ * it no longer holds the watermark downstream back, until its next
+ * record makes it active again. */
+SL_API void sl_wm_mark_idle(sl_wm_output_t *out);
+
+/* A user watermark generator (Flink's WatermarkGenerator): every source
+ * subtask, and every partition of a Kafka source, runs its own instance
+ * with its own state. Callbacks run on the source subtask's worker
+ * thread. A generator starts with the watermark at SL_TS_MIN. */
+typedef struct sl_watermark_gen {
+  /* Makes an instance's state in *state (NULL allowed); non-zero fails
+   * the source. Optional (state NULL). */
+  int (*create)(void **state, void *opaque);
+  /* Frees an instance's state. Optional. */
+  void (*destroy)(void *state, void *opaque);
+  /* Every record with its final event time (rec->ts), before the record
+   * is emitted downstream. A watermark emitted here (punctuated) follows
+   * the record. Optional. */
+  void (*on_event)(sl_wm_output_t *out, const sl_record_t *rec, void *state,
+                   void *opaque);
+  /* Every watermark.interval.ms of processing time (the job's clock),
+   * checked once per poll of the source. Optional. */
+  void (*on_periodic)(sl_wm_output_t *out, void *state, void *opaque);
+} sl_watermark_gen_t;
 
 /* Extracts the event time of a record; returns the timestamp in *ts and 0,
  * or non-zero when the record is malformed (handled by error.policy). */
@@ -51,6 +88,16 @@ typedef struct sl_watermark_spec {
                               processing time without records; 0 = never */
   sl_ts_fn ts_fn;          /* optional timestamp assigner; NULL keeps rec->ts */
   void *ts_opaque;
+  /* SL_WM_CUSTOM: the generator (borrowed: it and gen_opaque must
+   * outlive the job). */
+  const sl_watermark_gen_t *gen;
+  void *gen_opaque;
+  /* Watermark alignment (Flink's withWatermarkAlignment), Kafka sources:
+   * > 0 pauses reading a partition whose watermark is more than this far
+   * ahead of the slowest non-idle, unfinished partition of the source
+   * (over every subtask), until the slowest catches up or goes idle.
+   * Other sources ignore it. 0 = off. */
+  int64_t align_drift_ms;
 } sl_watermark_spec_t;
 
 /* Watermarks that cover everything: end of input emits this. */

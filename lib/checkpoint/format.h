@@ -132,7 +132,9 @@ int sl__snap_bcast_next(sl__rd *p, sl__snap_bentry *e);
  * its input had ended (SL_POLL_END, not a stop). Sections written before
  * it existed have none. */
 #define SL__SRC_TIME_MAGIC 0x54534c53u /* "SLST" */
-enum { SL__SRC_IDLE = 1, SL__SRC_FINISHED = 2 };
+/* SL__SRC_WM: max_ts holds the watermark a user generator (SL_WM_CUSTOM)
+ * had emitted, not a highest timestamp. */
+enum { SL__SRC_IDLE = 1, SL__SRC_FINISHED = 2, SL__SRC_WM = 4 };
 typedef struct sl__snap_src_time {
   uint32_t subtasks;
   int64_t max_ts;

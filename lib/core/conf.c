@@ -55,6 +55,9 @@ static const sl__conf_key keys[] = {
     KEY_INT("channel.capacity", "32", 2, 65536,
             "batches in flight per exchange channel; a full channel "
             "backpressures the producer"),
+    KEY_INT("watermark.interval.ms", "200", 1, 86400000,
+            "processing time between calls of a user watermark generator's "
+            "on_periodic (Flink's auto watermark interval)"),
     KEY_INT("source.batch.size", "1024", 1, 1000000,
             "records a source emits per poll before the worker services its "
             "other inputs"),

@@ -274,6 +274,20 @@ sl_stream_t *sl_with_watermarks(sl_stream_t *src,
                        src->node->uid, (long long)spec->idle_timeout_ms);
     return NULL;
   }
+  if (spec->kind == SL_WM_CUSTOM && !spec->gen) {
+    sl_job_build_error(job, SL_ERR_INVAL,
+                       "with_watermarks \"%s\": SL_WM_CUSTOM needs a "
+                       "generator (gen)",
+                       src->node->uid);
+    return NULL;
+  }
+  if (spec->align_drift_ms < 0) {
+    sl_job_build_error(job, SL_ERR_INVAL,
+                       "with_watermarks \"%s\": align_drift_ms must be >= "
+                       "0, got %lld",
+                       src->node->uid, (long long)spec->align_drift_ms);
+    return NULL;
+  }
   src->node->wm_spec = *spec;
   return src;
 }

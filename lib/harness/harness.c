@@ -334,7 +334,7 @@ int sl_harness_end(sl_harness_t *h) {
   for (size_t i = 0; i < h->n_inputs && !rc; i++) {
     struct sl_source_ctx *s = input_src(h, i);
     if (!s->done)
-      rc = sl__source_finish(s, true);
+      rc = sl__source_finish(s, true, false);
   }
   return step_result(h, rc);
 }

@@ -227,11 +227,13 @@ void sl__kpos_drop(sl__kjob *kj, uint64_t id) {
 
 #define KPOS_MAGIC 0x314b4c53u      /* "SLK1" */
 #define KPOS_TIME_MAGIC 0x544b4c53u /* "SLKT" */
+#define KPOS_END_MAGIC 0x454b4c53u  /* "SLKE" */
 /* Flags of an SLKT entry. Bits only ever get added: a reader ignores
  * those it does not know, and a blob written before a bit existed reads
  * as that bit clear (finished: false, the partition is read). */
 #define KPOS_IDLE 1u
 #define KPOS_FINISHED 2u
+#define KPOS_WM 4u
 
 int sl__kpos_encode(sl_buf_t *out, const char *group, const char *const *topic,
                     const int32_t *partition, const int64_t *offset, size_t n) {
@@ -260,11 +262,21 @@ int sl__kpos_encode_time(sl_buf_t *out, const char *group,
     rc = sl__buf_u32(out, KPOS_TIME_MAGIC);
   for (size_t i = 0; time && i < n && !rc; i++) {
     uint8_t flags = (uint8_t)((time[i].idle ? KPOS_IDLE : 0) |
-                              (time[i].finished ? KPOS_FINISHED : 0));
+                              (time[i].finished ? KPOS_FINISHED : 0) |
+                              (time[i].wm ? KPOS_WM : 0));
     rc = sl__buf_u64(out, (uint64_t)time[i].max_ts);
     if (!rc)
       rc = sl_buf_append(out, &flags, 1);
   }
+  /* Stop offsets only for a bounded source: unbounded blobs stay as they
+   * were before bounds existed. */
+  bool bounded = false;
+  for (size_t i = 0; time && i < n; i++)
+    bounded = bounded || time[i].bounded;
+  if (!rc && bounded)
+    rc = sl__buf_u32(out, KPOS_END_MAGIC);
+  for (size_t i = 0; bounded && i < n && !rc; i++)
+    rc = sl__buf_u64(out, (uint64_t)(time[i].bounded ? time[i].end : -1));
   return rc;
 }
 
@@ -306,7 +318,10 @@ static bool rd_time(rd *r, sl__kpos_time *t) {
     return false;
   t->max_ts = (int64_t)ts;
   t->idle = (*r->p & KPOS_IDLE) != 0;
-  t->finished = (*r->p++ & KPOS_FINISHED) != 0;
+  t->finished = (*r->p & KPOS_FINISHED) != 0;
+  t->wm = (*r->p++ & KPOS_WM) != 0;
+  t->bounded = false;
+  t->end = -1;
   return true;
 }
 
@@ -329,8 +344,8 @@ int sl__kpos_decode_time(const sl_blob_t *blob, sl__kpos_visit_time visit,
         !rd_u64(&r, &off))
       return SL_ERR_CORRUPT;
   }
-  rd times = r;
-  bool timed = r.p != r.end;
+  rd times = r, ends = r;
+  bool timed = r.p != r.end, bounded = false;
   if (timed) {
     sl__kpos_time t;
     if (!rd_u32(&times, &magic) || magic != KPOS_TIME_MAGIC)
@@ -339,18 +354,33 @@ int sl__kpos_decode_time(const sl_blob_t *blob, sl__kpos_visit_time visit,
     for (uint32_t i = 0; i < n; i++)
       if (!rd_time(&check, &t))
         return SL_ERR_CORRUPT;
-    if (check.p != check.end)
-      return SL_ERR_CORRUPT;
+    ends = check;
+    if (check.p != check.end) {
+      uint64_t e;
+      bounded = true;
+      if (!rd_u32(&ends, &magic) || magic != KPOS_END_MAGIC)
+        return SL_ERR_CORRUPT;
+      check = ends;
+      for (uint32_t i = 0; i < n; i++)
+        if (!rd_u64(&check, &e))
+          return SL_ERR_CORRUPT;
+      if (check.p != check.end)
+        return SL_ERR_CORRUPT;
+    }
   }
   for (uint32_t i = 0; i < n; i++) {
     uint32_t part = 0;
-    uint64_t off = 0;
-    sl__kpos_time t = {SL_TS_MIN, false, false};
+    uint64_t off = 0, end = 0;
+    sl__kpos_time t = {SL_TS_MIN, false, false, false, false, -1};
     rd_str(&entries, topic, sizeof(topic));
     rd_u32(&entries, &part);
     rd_u64(&entries, &off);
     if (timed)
       rd_time(&times, &t);
+    if (bounded && rd_u64(&ends, &end) && (int64_t)end >= 0) {
+      t.bounded = true;
+      t.end = (int64_t)end;
+    }
     int rc = visit(group, topic, (int32_t)part, (int64_t)off, timed ? &t : NULL,
                    arg);
     if (rc)

@@ -107,17 +107,24 @@ typedef int (*sl__kpos_visit)(const char *group, const char *topic,
 int sl__kpos_decode(const sl_blob_t *blob, sl__kpos_visit visit, void *arg);
 
 /* A partition's event time at a checkpoint: its watermark generator's
- * highest timestamp, whether it was idle, and whether it finished (its
- * end-of-partition marker was read). A blob may carry it after the
+ * highest timestamp (wm: the watermark a user generator emitted
+ * instead), whether it was idle, whether it finished (its end-of-partition
+ * marker was read, or its stop offset reached), and the stop offset of a
+ * bounded source (bounded: end holds it). A blob may carry it after the
  * positions: u32 magic "SLKT", then per entry (in the same order) u64
- * max_ts and u8 flags (bit 0: idle, bit 1: finished; readers ignore the
- * others). Blobs without it (written before it existed) decode with time
- * NULL: the partition starts from the minimum; blobs from before the
- * finished bit decode with finished false. */
+ * max_ts and u8 flags (bit 0: idle, bit 1: finished, bit 2: wm; readers
+ * ignore the others); then, only when some entry is bounded, u32 magic
+ * "SLKE" and per entry an i64 stop offset (-1: none). Blobs without the
+ * event time (written before it existed) decode with time NULL: the
+ * partition starts from the minimum; blobs from before the finished bit
+ * decode with finished false, and without "SLKE" unbounded. */
 typedef struct sl__kpos_time {
   int64_t max_ts;
   bool idle;
   bool finished;
+  bool wm;
+  bool bounded;
+  int64_t end;
 } sl__kpos_time;
 int sl__kpos_encode_time(sl_buf_t *out, const char *group,
                          const char *const *topic, const int32_t *partition,

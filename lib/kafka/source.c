@@ -33,9 +33,15 @@ typedef struct kpart {
   int64_t next;      /* next offset to emit: the position in checkpoints */
   int64_t committed; /* last offset committed to the group */
   sl__wmgen wm;
-  /* Its end-of-partition marker was read (now or before a restore): it
-   * is not read any further and holds no watermark back. */
+  /* Its end-of-partition marker was read or its stop offset reached (now
+   * or before a restore): it is not read any further and holds no
+   * watermark back. */
   bool finished;
+  int64_t end; /* stop offset of a bounded source; -1: none */
+  size_t gidx; /* index among all partitions of the source (ksrc.ends) */
+  /* Watermark alignment paused it (its watermark ran ahead): records
+   * read are dropped, and it is read again from next once resumed. */
+  bool paused;
   sl__kpart_stat *pm; /* published position and high watermark; NULL: none */
 } kpart;
 
@@ -51,6 +57,7 @@ typedef struct ksub {
   rd_kafka_message_t **msgs;
   size_t cap_msgs;
   const sl_watermark_spec_t *spec;
+  int64_t limit; /* alignment: highest watermark still read (align_limit) */
   bool idle;
   bool started;         /* the first poll forwarded the restored watermark */
   size_t n_finished;    /* partitions with finished set */
@@ -76,7 +83,7 @@ typedef struct rpos {
   sl__kpos_time time;
 } rpos;
 
-typedef struct ksrc {
+struct ksrc {
   sl_source_ops_t ops;
   sl__kjob *kj;
   char *uid;
@@ -95,8 +102,21 @@ typedef struct ksrc {
   rpos *restored;
   size_t n_restored;
   bool restoring;
+  sl_kafka_offset_t *stop_offs; /* opts' stop_offsets, copied */
+  size_t n_stop_offs;
+  /* The stop offset of every partition (by gidx), resolved once for the
+   * whole source by the first subtask that opens (under lock), so
+   * "latest" means one moment for every partition. */
+  int64_t *ends;
+  size_t n_ends;
+  /* Watermark alignment: each subtask's minimum watermark over its
+   * active partitions (SL_TS_MAX: none), for every other subtask;
+   * SL_TS_MIN until the subtask first published it, so no partition
+   * runs ahead of a subtask that has not started yet. */
+  _Atomic int64_t align_wm[MAX_SUBTASKS];
   ksub *sub[MAX_SUBTASKS];
-} ksrc;
+};
+typedef struct ksrc ksrc;
 
 static void ksrc_free(void *p) {
   ksrc *s = p;
@@ -109,6 +129,10 @@ static void ksrc_free(void *p) {
   free(s->ts_ptr);
   free(s->jp);
   free(s->restored);
+  for (size_t i = 0; i < s->n_stop_offs; i++)
+    free((char *)s->stop_offs[i].topic);
+  free(s->stop_offs);
+  free(s->ends);
   pthread_mutex_destroy(&s->lock);
   free(s);
 }
@@ -131,6 +155,8 @@ static const char *group_of(const ksrc *s, sl_source_ctx_t *ctx, char *buf,
   return buf;
 }
 
+static int64_t min_wm(const ksub *k, bool *all_idle);
+
 /* ---- Restore: union of every old subtask's positions ----------------------
  */
 
@@ -148,7 +174,8 @@ static int restore_visit(const char *group, const char *topic,
   s->restored = r;
   s->restored[s->n_restored++] =
       (rpos){t, partition, offset, time != NULL,
-             time ? *time : (sl__kpos_time){SL_TS_MIN, false, false}};
+             time ? *time
+                  : (sl__kpos_time){SL_TS_MIN, false, false, false, false, -1}};
   return 0;
 }
 
@@ -304,6 +331,95 @@ static int start_offsets(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
   return rc;
 }
 
+static bool bounded(const ksrc *s) {
+  return s->o.is_end != NULL || s->o.stop != SL_KAFKA_STOP_NONE;
+}
+
+/* Resolves the stop offset of every partition of the source (counts:
+ * partitions per topic, total of them): the one a checkpoint recorded,
+ * else from opts.stop. SL_OK, SL_ERR_NOMEM, or SL_ERR_KAFKA with *ke. */
+static int resolve_ends(ksrc *s, rd_kafka_t *rk, const int *counts,
+                        size_t total, int timeout, rd_kafka_resp_err_t *ke) {
+  if (!(s->ends = calloc(total ? total : 1, sizeof(*s->ends))))
+    return SL_ERR_NOMEM;
+  s->n_ends = total;
+  rd_kafka_topic_partition_list_t *l =
+      rd_kafka_topic_partition_list_new((int)total);
+  for (int t = 0; t < s->n_topics; t++)
+    for (int32_t p = 0; p < counts[t]; p++)
+      rd_kafka_topic_partition_list_add(l, s->topics[t], p)->offset =
+          s->o.stop_ts_ms;
+  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (s->o.stop == SL_KAFKA_STOP_TIMESTAMP)
+    e = rd_kafka_offsets_for_times(rk, l, timeout);
+  for (size_t i = 0; i < total && !e; i++) {
+    const rd_kafka_topic_partition_t *tp = &l->elems[i];
+    int t = topic_index(s, tp->topic);
+    const rpos *r = restored_of(s, t, tp->partition);
+    int64_t end = -1, lo, hi;
+    if (r && r->timed && r->time.bounded)
+      end = r->time.end;
+    else if (s->o.stop == SL_KAFKA_STOP_TIMESTAMP)
+      end = tp->err ? -1 : tp->offset;
+    else if (s->o.stop == SL_KAFKA_STOP_OFFSETS)
+      for (size_t j = 0; j < s->n_stop_offs; j++)
+        if (s->stop_offs[j].partition == tp->partition &&
+            !strcmp(s->stop_offs[j].topic, tp->topic))
+          end = s->stop_offs[j].offset;
+    if (end < 0) {
+      e = rd_kafka_query_watermark_offsets(rk, tp->topic, tp->partition, &lo,
+                                           &hi, timeout);
+      end = hi;
+    }
+    s->ends[i] = end;
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+  if (e) {
+    free(s->ends);
+    s->ends = NULL;
+    *ke = e;
+    return SL_ERR_KAFKA;
+  }
+  return SL_OK;
+}
+
+/* The stop offset of each of the subtask's partitions, for a source
+ * bounded by position. A partition whose position is already at or past
+ * it is finished. */
+static int stop_offsets(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
+                        const int *counts, size_t total) {
+  if (s->o.stop == SL_KAFKA_STOP_NONE)
+    return 0;
+  int timeout =
+      (int)sl__conf_int(sl_op_conf(sl_source_op(ctx)), "broker.timeout.ms");
+  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+  int rc = 0;
+  pthread_mutex_lock(&s->lock);
+  if (!s->ends)
+    rc = resolve_ends(s, k->rk, counts, total, timeout, &e);
+  bool same = s->ends && s->n_ends == total;
+  for (size_t i = 0; i < k->n_parts && same; i++) {
+    kpart *p = &k->parts[i];
+    p->end = s->ends[p->gidx];
+    if (!p->finished && p->next >= p->end) {
+      p->finished = true;
+      k->n_finished++;
+    }
+  }
+  pthread_mutex_unlock(&s->lock);
+  if (rc == SL_ERR_NOMEM)
+    return rc;
+  if (rc)
+    return sl_source_fail(ctx, SL_ERR_KAFKA, "stop offsets of %s: %s", s->uid,
+                          rd_kafka_err2str(e));
+  if (!same)
+    return sl_source_fail(ctx, SL_ERR_KAFKA,
+                          "stop offsets of %s: the number of partitions "
+                          "changed while the source opened",
+                          s->uid);
+  return 0;
+}
+
 /* Position and high watermark per partition. The high watermark is
  * librdkafka's cached value from the last fetch response (no request). */
 static void update_metrics(ksrc *s, ksub *k, int64_t mono) {
@@ -330,6 +446,9 @@ static void group_assigned(void *sub, rd_kafka_topic_partition_list_t *l) {
   ksub *k = sub;
   ksrc *s = k->src;
   int64_t now = sl_ctx_now(sl_source_op(k->ctx));
+  int64_t interval = sl__conf_int(k->grp.conf, "watermark.interval.ms");
+  /* Every topic has the declared partition count (sl__kgroup_check). */
+  size_t parts = (size_t)sl__conf_int(k->grp.conf, "group.partitions");
   for (int i = 0; i < l->cnt; i++) {
     rd_kafka_topic_partition_t *tp = &l->elems[i];
     tp->offset = RD_KAFKA_OFFSET_INVALID;
@@ -346,7 +465,13 @@ static void group_assigned(void *sub, rd_kafka_topic_partition_list_t *l) {
     kp->partition = tp->partition;
     kp->next = -1; /* known once its first message arrives */
     kp->committed = -1;
+    kp->end = -1; /* bounded reads do not apply in group mode */
+    kp->gidx = (size_t)t * parts + (size_t)tp->partition;
     sl__wmgen_init(&kp->wm, k->spec, now);
+    if (sl__wmgen_open(&kp->wm, interval))
+      sl__kgroup_fail(&k->grp, SL_ERR_NOMEM,
+                      "watermark generator of %s[%" PRId32 "]: create failed",
+                      tp->topic, tp->partition);
     kp->pm = sl__kstats_partition(s->kj, s->uid, s->topics[t], tp->partition);
   }
 }
@@ -370,6 +495,7 @@ static void group_revoked(void *sub, const rd_kafka_topic_partition_list_t *l) {
             ->offset = p->next;
       k->n_finished -= p->finished;
       sl__kstats_partition_remove(s->kj, p->pm);
+      sl__wmgen_close(&p->wm);
       k->parts[j] = k->parts[--k->n_parts];
       break;
     }
@@ -395,10 +521,15 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
     return SL_ERR_NOMEM;
   s->sub[sub] = k;
   k->spec = sl_source_own_watermarks(ctx);
+  k->src = s;
+  k->limit = SL_TS_MAX;
   k->last_topic = -1;
   char gbuf[256], cid[300], err[512];
   const char *group = group_of(s, ctx, gbuf, sizeof(gbuf));
   snprintf(cid, sizeof(cid), "sluice-%s-%s-%d", s->kj->name, s->uid, sub);
+  /* A stop offset after the last message (behind transaction markers) is
+   * seen at the partition's EOF. */
+  const char *eof = s->o.stop != SL_KAFKA_STOP_NONE ? "true" : "false";
   const char *defaults[] = {"group.id",
                             group,
                             "client.id",
@@ -408,7 +539,7 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
                             "enable.auto.offset.store",
                             "false",
                             "enable.partition.eof",
-                            "false",
+                            eof,
                             "auto.offset.reset",
                             "earliest",
                             "queued.max.messages.kbytes",
@@ -470,6 +601,7 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   /* Round-robin over (topic, partition) in sorted order: partition i of
    * that list belongs to subtask i % P, at any parallelism. */
   int64_t now = sl_ctx_now(op);
+  int64_t interval = sl__conf_int(conf, "watermark.interval.ms");
   size_t i = 0;
   for (int t = 0; t < s->n_topics && !rc; t++) {
     for (int32_t p = 0; p < counts[t]; p++, i++) {
@@ -479,13 +611,24 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
       kp->topic = t;
       kp->partition = p;
       kp->committed = -1;
+      kp->end = -1;
+      kp->gidx = i;
       sl__wmgen_init(&kp->wm, k->spec, now);
+      if ((rc = sl__wmgen_open(&kp->wm, interval))) {
+        rc = sl_source_fail(ctx, rc, "watermark generator: create failed");
+        break;
+      }
       /* Event time continues where the checkpoint left it, so a restored
        * job fires what was pending and judges lateness as the run that
-       * did not fail (whatever subtask read the partition then). */
+       * did not fail (whatever subtask read the partition then). A user
+       * generator is created anew and re-derives its watermark from the
+       * records it sees, starting from the watermark it had emitted. */
       const rpos *r = restored_of(s, t, p);
       if (r && r->timed) {
-        kp->wm.max_ts = r->time.max_ts;
+        if (kp->wm.kind == SL_WM_CUSTOM)
+          kp->wm.wm = r->time.wm ? r->time.max_ts : SL_TS_MIN;
+        else
+          kp->wm.max_ts = r->time.max_ts;
         kp->wm.idle = r->time.idle;
         /* A partition that delivered its end marker stays finished, so a
          * restore after the end reads nothing and ends. */
@@ -494,9 +637,11 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
       }
     }
   }
-  free(counts);
   if (!rc)
     rc = start_offsets(ctx, s, k, group);
+  if (!rc)
+    rc = stop_offsets(ctx, s, k, counts, total);
+  free(counts);
   if (rc)
     return rc;
   /* Finished partitions are not fetched at all. */
@@ -526,6 +671,7 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
    * read and must never hold back the watermark downstream. */
   if (k->n_parts == 0) {
     k->idle = true;
+    atomic_store(&s->align_wm[sub], SL_TS_MAX);
     return sl_source_idle(ctx, true);
   }
   return 0;
@@ -548,8 +694,12 @@ static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
    * first, so the other members take them over at once. */
   if (k->group && k->rk)
     rd_kafka_consumer_close(k->rk);
-  for (size_t i = 0; i < k->n_parts; i++)
+  for (size_t i = 0; i < k->n_parts; i++) {
     sl__kstats_partition_remove(s->kj, k->parts[i].pm);
+    sl__wmgen_close(&k->parts[i].wm);
+  }
+  if (k->spec && k->spec->align_drift_ms > 0)
+    atomic_store(&s->align_wm[sub], SL_TS_MAX);
   if (k->rk) {
     if (!k->group)
       rd_kafka_consumer_close(k->rk);
@@ -703,32 +853,83 @@ static bool subtask_done(const ksrc *s, const ksub *k) {
    * stops. */
   if (k->group)
     return false;
-  return k->n_parts ? k->n_finished == k->n_parts : s->o.is_end != NULL;
+  return k->n_parts ? k->n_finished == k->n_parts : bounded(s);
 }
 
-/* p's end marker was read: its event time counts as a record's would
- * (the partition's last max_ts goes into checkpoints), and the consumer
- * stops fetching it. */
-static void finish_part(ksrc *s, ksub *k, kpart *p, int64_t ts, int64_t now) {
-  sl__wmgen_touch(&p->wm, now);
-  sl__wmgen_on_event(&p->wm, ts);
+/* Pauses or resumes fetching p; a resumed partition is read again from
+ * its position (records fetched while it was paused were dropped). A
+ * failure only costs fetches: one() drops what it must not emit. */
+static void pause_part(ksrc *s, ksub *k, kpart *p, bool pause) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, s->topics[p->topic], p->partition)
+      ->offset = p->next;
+  if (pause) {
+    rd_kafka_pause_partitions(k->rk, l);
+  } else {
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(k->rk, l, 0);
+    if (e)
+      rd_kafka_error_destroy(e);
+    rd_kafka_resume_partitions(k->rk, l);
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* p's end marker was read (rec: its event time counts as a record's
+ * would, the partition's last max_ts goes into checkpoints) or its stop
+ * offset reached (rec NULL); the consumer stops fetching it. */
+static void finish_part(ksrc *s, ksub *k, kpart *p, const sl_record_t *rec,
+                        int64_t now) {
+  if (rec) {
+    sl__wmgen_touch(&p->wm, now);
+    sl__wmgen_on_record(&p->wm, rec);
+  }
   p->finished = true;
   k->n_finished++;
-  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(l, s->topics[p->topic], p->partition);
-  /* A failed pause only costs fetches: records after the marker are
-   * dropped by one() anyway. */
-  rd_kafka_pause_partitions(k->rk, l);
-  rd_kafka_topic_partition_list_destroy(l);
+  pause_part(s, k, p, true);
+}
+
+/* Watermark alignment: the highest watermark a partition may have and
+ * still be read, from the slowest active partition of every subtask
+ * (published in align_wm); SL_TS_MAX without alignment. */
+static int64_t align_limit(const ksrc *s, const ksub *k, int subs) {
+  int64_t drift = k->spec->align_drift_ms;
+  if (drift <= 0)
+    return SL_TS_MAX;
+  int64_t min = SL_TS_MAX;
+  for (int i = 0; i < subs; i++) {
+    int64_t w =
+        atomic_load_explicit(&((ksrc *)s)->align_wm[i], memory_order_relaxed);
+    if (w < min)
+      min = w;
+  }
+  return min > SL_TS_MAX - drift ? SL_TS_MAX : min + drift;
 }
 
 static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
                int64_t now) {
   kpart *p = find_part(s, k, m);
-  /* Not ours, a replay after a seek, or past the partition's end marker
-   * (not consumed: the position stays right after the marker). */
-  if (!p || p->finished || m->offset < p->next)
+  /* Not ours, a replay after a seek, past the partition's end marker
+   * (not consumed: the position stays right after the marker), or of a
+   * partition paused for alignment (read again once it resumes). */
+  if (!p || p->finished || p->paused || m->offset < p->next)
     return 0;
+  /* The stop offset, or (a timestamp bound) the first message at or past
+   * the timestamp: the offset the broker's lookup gives, found here too
+   * where the lookup found none (the mock cluster's answer). */
+  bool at_ts = s->o.stop == SL_KAFKA_STOP_TIMESTAMP &&
+               rd_kafka_message_timestamp(m, NULL) >= s->o.stop_ts_ms;
+  if (at_ts || (p->end >= 0 && m->offset >= p->end)) {
+    if (at_ts && (p->end < 0 || m->offset < p->end))
+      p->end = m->offset;
+    finish_part(s, k, p, NULL, now);
+    return 0;
+  }
+  /* Alignment: a partition ahead stops before this record. */
+  if (sl__wmgen_current(&p->wm) > k->limit) {
+    p->paused = true;
+    pause_part(s, k, p, true);
+    return 0;
+  }
   sl_kafka_msg_t km = {m, s->topics[p->topic], NULL, false};
   sl_record_t rec;
   char err[512] = "";
@@ -743,15 +944,19 @@ static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
     rc = bad(ctx, s, m, err);
   } else if (rc == 0 && s->o.is_end &&
              s->o.is_end(&km, &rec, s->o.is_end_opaque)) {
-    finish_part(s, k, p, rec.ts, now);
+    finish_part(s, k, p, &rec, now);
   } else if (rc == 0) {
+    int64_t before = p->wm.wm;
     sl__wmgen_touch(&p->wm, now);
-    if (sl__wmgen_on_event(&p->wm, rec.ts) && k->idle) {
+    if (sl__wmgen_on_record(&p->wm, &rec) && k->idle) {
       k->idle = false;
       rc = sl_source_idle(ctx, false);
     }
     if (!rc)
       rc = sl_source_emit(ctx, &rec);
+    /* A user generator's punctuated watermark follows its record. */
+    if (!rc && p->wm.wm > before && !k->idle)
+      rc = sl_source_watermark(ctx, min_wm(k, NULL));
   } else {
     rc = 0;
   }
@@ -759,6 +964,9 @@ static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
   json_decref(km.json);
   if (!rc)
     p->next = m->offset + 1;
+  /* The last offset before the stop: nothing more to wait for. */
+  if (!rc && !p->finished && p->end >= 0 && p->next >= p->end)
+    finish_part(s, k, p, NULL, now);
   return rc;
 }
 
@@ -768,8 +976,14 @@ static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
 static int consumer_error(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
                           const rd_kafka_message_t *m, int64_t now) {
   char why[512];
-  if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+  if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+    /* At the end of what was written: a stop offset there (behind
+     * transaction markers, which are never delivered) is reached. */
+    kpart *p = m->rkt ? find_part(s, k, m) : NULL;
+    if (p && !p->finished && p->end >= 0 && m->offset >= p->end)
+      finish_part(s, k, p, NULL, now);
     return 0;
+  }
   if (rd_kafka_fatal_error(k->rk, why, sizeof(why)))
     return sl_source_fail(ctx, SL_ERR_KAFKA, "fatal consumer error: %s", why);
   (void)k;
@@ -812,23 +1026,53 @@ static int check_down(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
  * must not hold the others back: Flink drops a finished split's output
  * the same way); the subtask is idle when every partition is one or the
  * other. */
+static int64_t min_wm(const ksub *k, bool *all_idle) {
+  int64_t wm = SL_TS_MAX;
+  bool idle = true;
+  for (size_t i = 0; i < k->n_parts; i++) {
+    const kpart *p = &k->parts[i];
+    if (p->finished || p->wm.idle)
+      continue;
+    idle = false;
+    int64_t w = sl__wmgen_current(&p->wm);
+    if (w < wm)
+      wm = w;
+  }
+  if (all_idle)
+    *all_idle = idle;
+  return wm;
+}
+
+/* A user generator's on_periodic, idleness, and alignment: partitions
+ * paused for being ahead resume once within the drift of the slowest
+ * (paused ones are not idle: they have records they may not read). */
 static int watermarks(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
   if (k->n_parts == 0)
     return 0;
-  int64_t wm = SL_TS_MAX;
-  bool all_idle = true;
+  ksrc *s = k->src;
   for (size_t i = 0; i < k->n_parts; i++) {
     kpart *p = &k->parts[i];
     if (p->finished)
       continue;
-    if (!p->wm.idle)
+    sl__wmgen_periodic(&p->wm, now);
+    if (!p->wm.idle && !p->paused)
       sl__wmgen_check_idle(&p->wm, now);
-    if (p->wm.idle)
-      continue;
-    all_idle = false;
-    int64_t w = sl__wmgen_current(&p->wm);
-    if (w < wm)
-      wm = w;
+  }
+  bool all_idle;
+  int64_t wm = min_wm(k, &all_idle);
+  if (k->spec->align_drift_ms > 0) {
+    int sub = sl_source_ctx_subtask(ctx);
+    atomic_store_explicit(&s->align_wm[sub], all_idle ? SL_TS_MAX : wm,
+                          memory_order_relaxed);
+    k->limit = align_limit(s, k, sl_source_ctx_subtasks(ctx));
+    for (size_t i = 0; i < k->n_parts; i++) {
+      kpart *p = &k->parts[i];
+      if (p->paused && !p->finished && sl__wmgen_current(&p->wm) <= k->limit) {
+        p->paused = false;
+        sl__wmgen_touch(&p->wm, now);
+        pause_part(s, k, p, false);
+      }
+    }
   }
   if (all_idle != k->idle) {
     k->idle = all_idle;
@@ -932,8 +1176,14 @@ static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
     topics[i] = s->topics[k->parts[i].topic];
     parts[i] = k->parts[i].partition;
     offs[i] = k->parts[i].next;
-    times[i] = (sl__kpos_time){k->parts[i].wm.max_ts, k->parts[i].wm.idle,
-                               k->parts[i].finished};
+    const kpart *p = &k->parts[i];
+    bool user = p->wm.kind == SL_WM_CUSTOM;
+    times[i] = (sl__kpos_time){user ? p->wm.wm : p->wm.max_ts,
+                               p->wm.idle,
+                               p->finished,
+                               user,
+                               p->end >= 0,
+                               p->end};
     /* The exactly-once transaction of checkpoint id carries these; only
      * kept when there is one (they are dropped when it commits). */
     if (s->kj->txn)
@@ -1005,6 +1255,20 @@ sl_stream_t *sl_source_kafka(sl_job_t *job, const char *uid, const char *topics,
     sl_job_build_error(job, SL_ERR_CONF, "kafka source \"%s\": %s", uid, berr);
     return NULL;
   }
+  bool bad_stop = opts && opts->stop == SL_KAFKA_STOP_OFFSETS &&
+                  opts->n_stop_offsets && !opts->stop_offsets;
+  for (size_t i = 0; opts && !bad_stop && opts->stop == SL_KAFKA_STOP_OFFSETS &&
+                     i < opts->n_stop_offsets;
+       i++)
+    bad_stop = !opts->stop_offsets[i].topic || opts->stop_offsets[i].offset < 0;
+  if (bad_stop || (opts && (opts->stop < SL_KAFKA_STOP_NONE ||
+                            opts->stop > SL_KAFKA_STOP_TIMESTAMP))) {
+    sl_job_build_error(job, SL_ERR_INVAL,
+                       "kafka source \"%s\": bad stop (a stop offset needs "
+                       "a topic and an offset >= 0)",
+                       uid);
+    return NULL;
+  }
   sl__kjob *kj = sl__kjob_get(job);
   ksrc *s = kj ? calloc(1, sizeof(*s)) : NULL;
   if (!s)
@@ -1036,6 +1300,20 @@ sl_stream_t *sl_source_kafka(sl_job_t *job, const char *uid, const char *topics,
     p += n;
   }
   qsort(s->topics, (size_t)s->n_topics, sizeof(char *), cmp_str);
+  if (s->o.stop == SL_KAFKA_STOP_OFFSETS && s->o.n_stop_offsets) {
+    if (!(s->stop_offs = calloc(s->o.n_stop_offsets, sizeof(*s->stop_offs))))
+      goto oom;
+    for (size_t i = 0; i < s->o.n_stop_offsets; i++) {
+      const sl_kafka_offset_t *o = &s->o.stop_offsets[i];
+      s->stop_offs[i] = *o;
+      if (!(s->stop_offs[i].topic = strdup(o->topic)))
+        goto oom;
+      s->n_stop_offs++;
+    }
+  }
+  s->o.stop_offsets = NULL;
+  for (int i = 0; i < MAX_SUBTASKS; i++)
+    atomic_init(&s->align_wm[i], SL_TS_MIN);
   s->jkey = s->jts = -1;
   if (s->o.codec == SL_KAFKA_JSON && !s->o.decode &&
       !(s->jp = calloc(2, sizeof(*s->jp))))

@@ -44,14 +44,18 @@ static bool worker_aligned(const sl__worker *w) {
 
 /* ---- Snapshot ----------------------------------------------------------- */
 
-/* A source subtask's event time, written after its blob. */
+/* A source subtask's event time, written after its blob: for a user
+ * generator (SL_WM_CUSTOM) the watermark it had emitted, else the highest
+ * timestamp its generator saw. */
 static sl__snap_src src_time(const src_t *src) {
+  bool user = src->wmgen.kind == SL_WM_CUSTOM;
   return (sl__snap_src){
       .subtask = (uint32_t)sl_source_ctx_subtask((src_t *)src),
       .time = {.subtasks = (uint32_t)sl_source_ctx_subtasks((src_t *)src),
-               .max_ts = src->wmgen.max_ts,
+               .max_ts = user ? src->wmgen.wm : src->wmgen.max_ts,
                .flags = (uint8_t)((src->wmgen.idle ? SL__SRC_IDLE : 0) |
-                                  (src->finished ? SL__SRC_FINISHED : 0))}};
+                                  (src->finished ? SL__SRC_FINISHED : 0) |
+                                  (user ? SL__SRC_WM : 0))}};
 }
 
 static int snap_hooks(sl__worker *w, sl__wsnap *s) {

@@ -245,8 +245,15 @@ int sl_job_set_clock(sl_job_t *job, sl_clock_t *clock) {
 }
 
 void sl_job_stop(sl_job_t *job) {
+  /* A drain asked for earlier stays a drain. */
+  int none = SL__STOP_NONE;
   if (job)
-    atomic_store(&job->stop, 1);
+    atomic_compare_exchange_strong(&job->stop, &none, SL__STOP_PLAIN);
+}
+
+void sl_job_stop_drain(sl_job_t *job) {
+  if (job)
+    atomic_store(&job->stop, SL__STOP_DRAIN);
 }
 
 const char *sl_job_errmsg(const sl_job_t *job) {

@@ -65,7 +65,7 @@ static int restore_source_time(const sl__restore *rs, src_t *s) {
   const char *uid = s->op.node->uid;
   uint32_t me = (uint32_t)sl_source_ctx_subtask(s);
   uint32_t subs = (uint32_t)sl_source_ctx_subtasks(s);
-  bool any = false, same = true;
+  bool any = false, same = true, is_wm = true;
   int64_t min_ts = SL_TS_MAX;
   for (int f = 0; f < rs->n_files; f++) {
     sl__rd body = rs->files[f].body, p;
@@ -90,6 +90,7 @@ static int restore_source_time(const sl__restore *rs, src_t *s) {
         continue;
       }
       any = true;
+      is_wm = is_wm && (st.flags & SL__SRC_WM) != 0;
       same = same && st.subtasks == subs;
       if (st.max_ts < min_ts)
         min_ts = st.max_ts;
@@ -104,6 +105,7 @@ static int restore_source_time(const sl__restore *rs, src_t *s) {
   if (!any)
     return 0;
   s->rt_set = true;
+  s->rt_is_wm = is_wm;
   if (!same) {
     s->rt_max_ts = min_ts;
     s->rt_idle = false;

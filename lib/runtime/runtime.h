@@ -97,6 +97,7 @@ struct sl_source_ctx {
   bool rt_set, rt_pending;
   int64_t rt_max_ts;
   bool rt_idle;
+  bool rt_is_wm; /* rt_max_ts is a user generator's watermark */
   /* The source drives its own watermark and idleness (e.g. per Kafka
    * partition): the worker's generator above is not used. */
   bool own_wm;
@@ -134,6 +135,8 @@ struct sl__worker {
 };
 
 enum { SL__JOB_NEW, SL__JOB_RUNNING, SL__JOB_DONE };
+/* job->stop: not stopped, sl_job_stop(), sl_job_stop_drain(). */
+enum { SL__STOP_NONE, SL__STOP_PLAIN, SL__STOP_DRAIN };
 
 struct sl_job {
   sl__graph g; /* first: sl__graph_of() (graph/graph.h) */
@@ -142,7 +145,7 @@ struct sl_job {
   sl_clock_t *clock;
   sl_clock_t *own_clock;
   _Atomic int phase;
-  _Atomic int stop;   /* sl_job_stop() was called */
+  _Atomic int stop;   /* SL__STOP_*: sl_job_stop() or its drain form */
   _Atomic int failed; /* a worker failed: everyone unwinds */
   /* Settings resolved at sl_job_new. */
   int par;
@@ -285,9 +288,9 @@ struct sl__backend *sl__worker_backend(sl__worker *w, char *err, size_t errlen);
 /* Source subtasks (source.c). Polls one subtask once: 1 when it did
  * work, 0 when it had nothing, or a negative error. */
 int sl__source_poll(sl__worker *w, struct sl_source_ctx *s);
-/* Ends a source subtask; a natural end first advances the watermark to
- * the maximum. */
-int sl__source_finish(struct sl_source_ctx *s, bool natural);
+/* Ends a source subtask; a natural end (recorded as the input's end) and
+ * a stop with drain first advance the watermark to the maximum. */
+int sl__source_finish(struct sl_source_ctx *s, bool natural, bool drain);
 
 /* ---- Exchange (exchange.c) --------------------------------------------- */
 

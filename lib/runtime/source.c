@@ -8,9 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/conf.h"
 #include "runtime/runtime.h"
 
 typedef struct sl_source_ctx src_t;
+
+static int advance_wm(src_t *s, int64_t wm);
 
 static int src_open(sl_ctx_t *op) {
   src_t *s = (src_t *)op;
@@ -19,7 +22,14 @@ static int src_open(sl_ctx_t *op) {
   sl__wmgen_init(&s->wmgen, &n->wm_spec, sl_clock_now(job->clock));
   s->wm_emitted = SL_TS_MIN;
   if (s->rt_set) {
-    s->wmgen.max_ts = s->rt_max_ts;
+    /* A user generator is created anew and re-derives its watermark from
+     * the records it sees; the watermark it had emitted is where it
+     * starts (it only moves forward). A checkpoint of another strategy
+     * gives its highest timestamp, which a user generator cannot use. */
+    if (s->wmgen.kind == SL_WM_CUSTOM)
+      s->wmgen.wm = s->rt_is_wm ? s->rt_max_ts : SL_TS_MIN;
+    else
+      s->wmgen.max_ts = s->rt_max_ts;
     s->wmgen.idle = s->rt_idle;
     s->rt_pending = true;
   }
@@ -30,11 +40,18 @@ static int src_open(sl_ctx_t *op) {
       return sl_op_fail(op, rc < 0 ? rc : SL_ERR_USER,
                         "source open failed (%d)", rc);
   }
+  if (!s->own_wm) {
+    int rc = sl__wmgen_open(&s->wmgen,
+                            sl__conf_int(job->conf, "watermark.interval.ms"));
+    if (rc)
+      return sl_op_fail(op, rc, "watermark generator: create failed (%d)", rc);
+  }
   return 0;
 }
 
 static void src_close(sl_ctx_t *op) {
   sl__node *n = op->node;
+  sl__wmgen_close(&((src_t *)op)->wmgen);
   if (n->src_ops->close)
     n->src_ops->close((src_t *)op, n->src_opaque);
 }
@@ -66,12 +83,16 @@ int sl_source_emit(sl_source_ctx_t *s, const sl_record_t *rec) {
       return sl_op_user_error(op, rec, rc);
     rec = &r;
   }
-  if (SL__UNLIKELY(sl__wmgen_on_event(&s->wmgen, rec->ts))) {
+  if (SL__UNLIKELY(sl__wmgen_on_record(&s->wmgen, rec))) {
     int rc = sl__forward_idle(op, false);
     if (rc)
       return rc;
   }
-  return sl_emit(op, rec);
+  int rc = sl_emit(op, rec);
+  /* A user generator's punctuated watermark follows its record. */
+  if (SL__UNLIKELY(s->wmgen.kind == SL_WM_CUSTOM) && !rc)
+    rc = advance_wm(s, s->wmgen.wm);
+  return rc;
 }
 
 int sl_source_ctx_subtask(const sl_source_ctx_t *s) {
@@ -147,13 +168,14 @@ static int advance_wm(src_t *s, int64_t wm) {
   return sl__forward_watermark(&s->op, wm);
 }
 
-/* Ends a source subtask. Only a natural end of input advances the
- * watermark to the maximum, so a stopped job does not fire every window. */
-int sl__source_finish(src_t *s, bool natural) {
+/* Ends a source subtask. A natural end of input and a stop with drain
+ * advance the watermark to the maximum; a plain stop does not, so it
+ * fires no window. Only a natural end is recorded as the input's end. */
+int sl__source_finish(src_t *s, bool natural, bool drain) {
   s->done = true;
   s->finished = natural;
   s->op.ended = true;
-  int rc = natural ? advance_wm(s, SL_WATERMARK_MAX) : 0;
+  int rc = natural || drain ? advance_wm(s, SL_WATERMARK_MAX) : 0;
   return rc ? rc : sl__forward_end(&s->op);
 }
 
@@ -162,8 +184,9 @@ int sl__source_finish(src_t *s, bool natural) {
 int sl__source_poll(sl__worker *w, src_t *s) {
   sl_job_t *job = w->job;
   sl__node *n = s->op.node;
-  if (atomic_load_explicit(&job->stop, memory_order_relaxed)) {
-    int rc = sl__source_finish(s, false);
+  int stop = atomic_load_explicit(&job->stop, memory_order_relaxed);
+  if (stop) {
+    int rc = sl__source_finish(s, false, stop == SL__STOP_DRAIN);
     return rc ? rc : 1;
   }
   if (s->rt_pending) {
@@ -188,18 +211,20 @@ int sl__source_poll(sl__worker *w, src_t *s) {
   bool emitted = sl__counter_get(&s->op.out) != before;
   if (s->own_wm) {
     /* The source forwarded its own watermarks and idleness. */
-  } else if (emitted || rc == SL_POLL_EMPTY) {
+  } else if (emitted || rc == SL_POLL_EMPTY || s->wmgen.kind == SL_WM_CUSTOM) {
     int64_t now = sl_clock_now(job->clock);
     if (emitted)
       sl__wmgen_touch(&s->wmgen, now);
-    else if (sl__wmgen_check_idle(&s->wmgen, now) &&
-             (rc = sl__forward_idle(&s->op, true)))
-      return rc;
+    sl__wmgen_periodic(&s->wmgen, now);
+    if (((!emitted && rc == SL_POLL_EMPTY) || s->wmgen.mark_idle) &&
+        sl__wmgen_check_idle(&s->wmgen, now) &&
+        (rc2 = sl__forward_idle(&s->op, true)))
+      return rc2;
   }
   if (!s->own_wm && (rc2 = advance_wm(s, sl__wmgen_current(&s->wmgen))))
     return rc2;
   if (rc == SL_POLL_END) {
-    int e = sl__source_finish(s, true);
+    int e = sl__source_finish(s, true, false);
     return e ? e : 1;
   }
   return emitted;

@@ -11,17 +11,36 @@
 #include "sluice/time.h"
 
 /* Generator: tracks the highest timestamp seen and the processing time of
- * the last record, to derive the watermark and idleness. */
-typedef struct sl__wmgen {
+ * the last record, to derive the watermark and idleness. A user generator
+ * (SL_WM_CUSTOM) sets its watermark itself; this struct is the output it
+ * emits into (sl_wm_output_t). */
+typedef struct sl_wm_output {
   sl_watermark_kind kind;
   int64_t bound;
   int64_t idle_timeout;
   int64_t max_ts;      /* SL_TS_MIN until the first record */
   int64_t last_active; /* processing time of the last record (or start) */
   bool idle;
+  /* SL_WM_CUSTOM: the generator, its instance state, the watermark it
+   * emitted (only moves forward), an idle mark not yet reported, and the
+   * processing time of the next on_periodic (every interval ms). */
+  bool mark_idle;
+  bool created; /* create ran (destroy is due) */
+  const sl_watermark_gen_t *gen;
+  void *gen_opaque;
+  void *state;
+  int64_t wm;
+  int64_t interval;
+  int64_t next_periodic;
 } sl__wmgen;
 
 void sl__wmgen_init(sl__wmgen *g, const sl_watermark_spec_t *spec, int64_t now);
+/* Creates a user generator's instance state (nothing for other kinds);
+ * interval: ms between its on_periodic calls.
+ * SL_OK, or the create callback's error (SL_ERR_USER when positive). */
+int sl__wmgen_open(sl__wmgen *g, int64_t interval);
+/* Frees it; safe on a generator never opened. */
+void sl__wmgen_close(sl__wmgen *g);
 
 /* Observes a record's timestamp. Returns true when the generator was idle
  * and is now active again (the caller forwards an "active" status first). */
@@ -35,6 +54,22 @@ static inline bool sl__wmgen_on_event(sl__wmgen *g, int64_t ts) {
   return false;
 }
 
+/* sl__wmgen_on_event() for a record, also calling a user generator's
+ * on_event (which may emit a watermark: punctuated). */
+static inline bool sl__wmgen_on_record(sl__wmgen *g, const sl_record_t *rec) {
+  bool active = sl__wmgen_on_event(g, rec->ts);
+  if (__builtin_expect(g->kind == SL_WM_CUSTOM, 0)) {
+    g->mark_idle = false;
+    if (g->gen->on_event)
+      g->gen->on_event(g, rec, g->state, g->gen_opaque);
+  }
+  return active;
+}
+
+/* Calls a user generator's on_periodic when its interval has passed at
+ * processing time now; nothing for other kinds. */
+void sl__wmgen_periodic(sl__wmgen *g, int64_t now);
+
 /* Notes that records arrived at processing time now. Called once per
  * source poll rather than per record, to keep clock reads off the hot
  * path; idleness is measured in polls' granularity anyway. */
@@ -43,11 +78,13 @@ static inline void sl__wmgen_touch(sl__wmgen *g, int64_t now) {
 }
 
 /* The watermark implied by what was seen: max_ts - bound - 1, never below
- * SL_TS_MIN and SL_TS_MIN for SL_WM_NONE or before the first record. */
+ * SL_TS_MIN and SL_TS_MIN for SL_WM_NONE or before the first record; a
+ * user generator's: the highest it emitted. */
 int64_t sl__wmgen_current(const sl__wmgen *g);
 
 /* Called when the source had nothing to emit: returns true exactly once
- * when the idle timeout has elapsed since the last record. */
+ * when the idle timeout has elapsed since the last record, or a user
+ * generator marked its input idle (then also when records were read). */
 bool sl__wmgen_check_idle(sl__wmgen *g, int64_t now);
 
 /* Merge state of one input port. */
