@@ -8,17 +8,19 @@
 #include <string.h>
 
 #include "core/buf.h"
+#include "core/log.h"
 #include "kafka/kafka_int.h"
 
 _Thread_local const sl_kafka_msg_t *sl__kafka_cur;
 
-void sl__klog(const char *fmt, ...) {
+void sl__klog(const sl__kjob *kj, int level, const char *fmt, ...) {
   char msg[1024];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
-  fprintf(stderr, "sluice kafka: %s\n", msg);
+  sl__log(kj ? kj->conf : NULL, kj ? kj->name : NULL, level, "kafka", "%s",
+          msg);
 }
 
 /* ---- Per-job context ----------------------------------------------------- */

@@ -107,7 +107,8 @@ static bool fit(rd_kafka_t *rk, size_t *key_len, size_t *value_len,
   return true;
 }
 
-bool sl__kdlq_redeliver(rd_kafka_t *rk, const rd_kafka_message_t *m) {
+bool sl__kdlq_redeliver(const sl__kjob *kj, rd_kafka_t *rk,
+                        const rd_kafka_message_t *m) {
   if (m->_private != &sl__kdlq_tag ||
       m->err != RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE || !m->rkt)
     return false;
@@ -149,12 +150,14 @@ bool sl__kdlq_redeliver(rd_kafka_t *rk, const rd_kafka_message_t *m) {
       RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(&sl__kdlq_tag), RD_KAFKA_V_END);
   if (e) {
     rd_kafka_headers_destroy(h);
-    sl__klog("dead-letter queue: retrying a dead letter the broker found too "
+    sl__klog(kj, SL__LOG_WARN,
+             "dead-letter queue: retrying a dead letter the broker found too "
              "large: %s",
              rd_kafka_err2str(e));
     return false;
   }
-  sl__klog("dead-letter queue: %s[%" PRId32 "] refused a dead letter of %zu "
+  sl__klog(kj, SL__LOG_WARN,
+           "dead-letter queue: %s[%" PRId32 "] refused a dead letter of %zu "
            "bytes as too large; writing it cut to %zu bytes",
            topic, m->partition, m->key_len + m->len, key_len + value_len);
   return true;
@@ -170,7 +173,7 @@ static int dlq_hook(sl_ctx_t *op, const sl_record_t *rec, const char *why,
   sl__kprod *p = kj->dlq;
   pthread_mutex_unlock(&kj->dlq_lock);
   if (!p) {
-    sl__klog("dead-letter queue: %s", err);
+    sl__klog(kj, SL__LOG_ERROR, "dead-letter queue: %s", err);
     return SL_ERR_KAFKA;
   }
   const sl_kafka_msg_t *m = sl_kafka_current(op);
@@ -212,7 +215,8 @@ static int dlq_hook(sl_ctx_t *op, const sl_record_t *rec, const char *why,
       snprintf(where, sizeof(where), " from %s[%" PRId32 "]@%" PRId64,
                sl_kafka_msg_topic(m), sl_kafka_msg_partition(m),
                sl_kafka_msg_offset(m));
-    sl__klog("dead-letter queue: the dead letter%s (%zu bytes) exceeds "
+    sl__klog(kj, SL__LOG_WARN,
+             "dead-letter queue: the dead letter%s (%zu bytes) exceeds "
              "kafka.message.max.bytes; writing it cut to %zu bytes",
              where, whole, key_len + value_len);
   }
@@ -220,7 +224,7 @@ static int dlq_hook(sl_ctx_t *op, const sl_record_t *rec, const char *why,
       sl__kprod_sendv(p, sl__conf_str(kj->conf, "dlq.topic"), key, key_len,
                       value, value_len, ts, h, &sl__kdlq_tag, err, sizeof(err));
   if (rc)
-    sl__klog("dead-letter queue: %s", err);
+    sl__klog(kj, SL__LOG_ERROR, "dead-letter queue: %s", err);
   else
     /* rec is NULL exactly when the source could not decode the input. */
     sl__kstats_dead_letter(kj, sl_op_uid(op) ? sl_op_uid(op) : "",

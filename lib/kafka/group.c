@@ -64,7 +64,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
       re = rd_kafka_assign(rk, NULL);
   } else {
     /* A rebalance error: give everything up, as librdkafka asks. */
-    sl__klog("source %s: group rebalance: %s", g->uid, rd_kafka_err2str(e));
+    sl__log(g->conf, g->job, SL__LOG_WARN, "kafka",
+            "source %s: group rebalance: %s", g->uid, rd_kafka_err2str(e));
     if (l)
       g->revoked(g->sub, l);
     re = rd_kafka_assign(rk, NULL);

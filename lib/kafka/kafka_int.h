@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "core/log.h"
 #include "operator.h"
 #include "sluice/json.h"
 #include "sluice/kafka.h"
@@ -335,13 +336,17 @@ extern char sl__kdlq_tag;
  * the broker refused as too large is produced again, smaller, with
  * headers saying so. True when the retry is queued (the failure is
  * handled); false for any other message or error. */
-bool sl__kdlq_redeliver(rd_kafka_t *rk, const rd_kafka_message_t *m);
+bool sl__kdlq_redeliver(const sl__kjob *kj, rd_kafka_t *rk,
+                        const rd_kafka_message_t *m);
 
 /* Calls a user headers callback with librdkafka's header list. */
 int sl__kheaders_call(sl_kafka_headers_fn fn, sl_ctx_t *ctx,
                       const sl_record_t *rec, rd_kafka_headers_t *h,
                       void *opaque);
 
-void sl__klog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A log line of component "kafka" through the job's log (log.level, the
+ * host's callback or stderr); kj NULL: stderr at the default level. */
+void sl__klog(const sl__kjob *kj, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

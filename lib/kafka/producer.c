@@ -75,7 +75,7 @@ static void set_failed(sl__kprod *p, const char *fmt, ...) {
     vsnprintf(p->err, sizeof(p->err), fmt, ap);
     va_end(ap);
     atomic_store(&p->failed, 1);
-    sl__klog("%s", p->err);
+    sl__klog(p->kj, SL__LOG_ERROR, "%s", p->err);
   }
   pthread_mutex_unlock(&once);
 }
@@ -106,7 +106,8 @@ static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
                               memory_order_relaxed);
   /* Purges come only from aborting a transaction on purpose; a dead
    * letter the broker found too large is retried smaller (dlq.c). */
-  if (m->err && !purged && !sl__kdlq_redeliver(rk, m))
+  if (m->err && !purged &&
+      !sl__kdlq_redeliver(((sl__kprod *)opaque)->kj, rk, m))
     set_failed(opaque, "delivery to %s[%" PRId32 "] failed: %s",
                m->rkt ? rd_kafka_topic_name(m->rkt) : "?", m->partition,
                rd_kafka_err2str(m->err));
@@ -166,7 +167,7 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason,
     set_failed(opaque, "fatal producer error: %s", buf);
   } else if (err != RD_KAFKA_RESP_ERR__TRANSPORT &&
              err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
-    sl__klog("producer: %s", reason);
+    sl__klog(((sl__kprod *)opaque)->kj, SL__LOG_WARN, "producer: %s", reason);
   }
 }
 
@@ -206,7 +207,8 @@ void sl__kprod_destroy(sl__kprod *p) {
   /* Whatever is still queued (e.g. dead-letter records of a stopped job)
    * gets its chance; rd_kafka_destroy alone would drop it. */
   if (p->rk && !p->txn && rd_kafka_flush(p->rk, p->timeout_ms))
-    sl__klog("%d messages undelivered when the job was destroyed",
+    sl__klog(p->kj, SL__LOG_WARN,
+             "%d messages undelivered when the job was destroyed",
              rd_kafka_outq_len(p->rk));
   if (p->polling) {
     atomic_store(&p->stop, 1);
@@ -526,7 +528,8 @@ out:
   pthread_mutex_unlock(&p->lock);
   sl__kpos_drop(kj, id);
   if (rc)
-    sl__klog("checkpoint %" PRIu64 ": exactly-once commit failed: %s", id,
+    sl__klog(kj, SL__LOG_ERROR,
+             "checkpoint %" PRIu64 ": exactly-once commit failed: %s", id,
              p->err);
   return rc;
 }
@@ -586,13 +589,13 @@ static int lookup_cluster(sl__kjob *kj, rlist *l, int64_t *committed) {
                               NULL};
     rd_kafka_conf_t *rc;
     if (sl__kconf(kj->conf, defaults, &rc, err, sizeof(err))) {
-      sl__klog("resolve: %s", err);
+      sl__klog(kj, SL__LOG_WARN, "resolve: %s", err);
       return SL_ERR_CONF;
     }
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc, err, sizeof(err));
     if (!rk) {
       rd_kafka_conf_destroy(rc);
-      sl__klog("resolve: %s", err);
+      sl__klog(kj, SL__LOG_WARN, "resolve: %s", err);
       return SL_ERR_KAFKA;
     }
     rd_kafka_topic_partition_list_t *tl = rd_kafka_topic_partition_list_new(8);
@@ -611,8 +614,8 @@ static int lookup_cluster(sl__kjob *kj, rlist *l, int64_t *committed) {
     rd_kafka_topic_partition_list_destroy(tl);
     rd_kafka_destroy(rk);
     if (e) {
-      sl__klog("resolve: committed offsets of group %s: %s", group,
-               rd_kafka_err2str(e));
+      sl__klog(kj, SL__LOG_WARN, "resolve: committed offsets of group %s: %s",
+               group, rd_kafka_err2str(e));
       return SL_ERR_KAFKA;
     }
   }
@@ -649,7 +652,8 @@ int sl__ktxn_resolve(uint64_t id, const char *const *uids,
   int result = rc ? rc : l.n > 0;
   for (size_t i = 0; i < l.n; i++) {
     if (!rc && committed[i] != l.e[i].offset) {
-      sl__klog("checkpoint %" PRIu64 ": %s[%" PRId32 "] committed %" PRId64
+      sl__klog(kj, SL__LOG_WARN,
+               "checkpoint %" PRIu64 ": %s[%" PRId32 "] committed %" PRId64
                " != checkpoint position %" PRId64
                ": its transaction did not commit",
                id, l.e[i].topic, l.e[i].partition, committed[i], l.e[i].offset);

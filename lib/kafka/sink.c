@@ -149,7 +149,8 @@ static int ksink_snapshot(sl_ctx_t *op, uint64_t id, sl_buf_t *out) {
                                err, sizeof(err));
   if (!rc && (rc = sl__kdlq_flush(s->kj, err, sizeof(err))) == 0)
     return 0;
-  sl__klog("sink %s: checkpoint %" PRIu64 ": %s", sl_op_uid(op), id, err);
+  sl__klog(s->kj, SL__LOG_WARN, "sink %s: checkpoint %" PRIu64 ": %s",
+           sl_op_uid(op), id, err);
   return rc;
 }
 

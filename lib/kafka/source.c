@@ -261,7 +261,8 @@ static int topic_partitions(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
                             " ms (broker.timeout.ms): %s",
                             timeout, why);
     if (attempt == 0)
-      sl__klog("source %s: waiting for metadata: %s", s->uid, why);
+      sl__klog(s->kj, SL__LOG_WARN, "source %s: waiting for metadata: %s",
+               s->uid, why);
     struct timespec ts = {0, 200 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
@@ -505,7 +506,8 @@ static void group_revoked(void *sub, const rd_kafka_topic_partition_list_t *l) {
      * duplicates, not data: log it. */
     rd_kafka_resp_err_t e = rd_kafka_commit(k->rk, c, 0);
     if (e)
-      sl__klog("source %s: committing revoked partitions: %s", s->uid,
+      sl__klog(s->kj, SL__LOG_WARN,
+               "source %s: committing revoked partitions: %s", s->uid,
                rd_kafka_err2str(e));
   }
   rd_kafka_topic_partition_list_destroy(c);
@@ -687,7 +689,7 @@ static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
    * reports that it ended. */
   char err[512];
   if (sl__kdlq_flush(s->kj, err, sizeof(err)))
-    sl__klog("source %s: %s", s->uid, err);
+    sl__klog(s->kj, SL__LOG_WARN, "source %s: %s", s->uid, err);
   if (k->q)
     rd_kafka_queue_destroy(k->q);
   /* Group mode: leaving the group revokes (and commits) every partition
@@ -990,7 +992,8 @@ static int consumer_error(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
   (void)now;
   if (m->err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN &&
       m->err != RD_KAFKA_RESP_ERR__TRANSPORT) {
-    sl__klog("source %s: %s", s->uid, rd_kafka_message_errstr(m));
+    sl__klog(s->kj, SL__LOG_WARN, "source %s: %s", s->uid,
+             rd_kafka_message_errstr(m));
   }
   return 0;
 }
@@ -1199,7 +1202,8 @@ static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
   /* Dead-letter records of what this subtask emitted before the barrier
    * must be durable before the checkpoint is. */
   if (!rc && (rc = sl__kdlq_flush(s->kj, err, sizeof(err))))
-    sl__klog("source %s: checkpoint %" PRIu64 ": %s", s->uid, id, err);
+    sl__klog(s->kj, SL__LOG_WARN, "source %s: checkpoint %" PRIu64 ": %s",
+             s->uid, id, err);
   return rc;
 }
 
@@ -1226,7 +1230,7 @@ static void ksrc_complete(sl_source_ctx_t *ctx, uint64_t id, void *opaque) {
   if (l->cnt) {
     rd_kafka_resp_err_t e = rd_kafka_commit(k->rk, l, 1);
     if (e)
-      sl__klog("source %s: committing offsets: %s", s->uid,
+      sl__klog(s->kj, SL__LOG_WARN, "source %s: committing offsets: %s", s->uid,
                rd_kafka_err2str(e));
   }
   rd_kafka_topic_partition_list_destroy(l);

@@ -708,9 +708,28 @@ START_TEST(oversized_dead_letter_written_truncated) {
 }
 END_TEST
 
+/* Kafka's log lines of component "kafka", as the host's log callback
+ * gets them. */
+typedef struct klines {
+  pthread_mutex_t lock;
+  char text[2048];
+} klines;
+
+static void on_klog(sl_log_level level, const char *component, const char *msg,
+                    void *opaque) {
+  klines *k = opaque;
+  if (strcmp(component, "kafka") != 0)
+    return;
+  pthread_mutex_lock(&k->lock);
+  size_t n = strlen(k->text);
+  snprintf(k->text + n, sizeof(k->text) - n, "%d %s\n", (int)level, msg);
+  pthread_mutex_unlock(&k->lock);
+}
+
 /* A dead letter within the producer's limit that the broker refuses as
  * too large (a topic's max.message.bytes below it; injected here) is
- * written again with half its value, and the job goes on. */
+ * written again with half its value, and the job goes on; the host's log
+ * callback is told, as a warning of component "kafka". */
 START_TEST(dead_letter_refused_by_broker_retried_truncated) {
   tk_cluster c;
   tk_start(&c, 1);
@@ -730,7 +749,10 @@ START_TEST(dead_letter_refused_by_broker_retried_truncated) {
                                     RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
 
   const char *kv[] = {"error.policy", "dlq", "dlq.topic", "dead", NULL};
-  sl_job_t *job = tk_job("refused", tk_conf(&c, 1, kv));
+  klines logs = {.lock = PTHREAD_MUTEX_INITIALIZER};
+  sl_conf_t *conf = tk_conf(&c, 1, kv);
+  sl_conf_set_log_cb(conf, on_klog, &logs);
+  sl_job_t *job = tk_job("refused", conf);
   sl_kafka_source_opts_t so = {.codec = SL_KAFKA_JSON,
                                .start = SL_KAFKA_START_EARLIEST};
   tu_sink sink;
@@ -765,6 +787,12 @@ START_TEST(dead_letter_refused_by_broker_retried_truncated) {
                    "1");
   ck_assert_str_eq(big_header(&dead, "sluice.error.operator", b, sizeof(b)),
                    "boom-map");
+  char want[256];
+  snprintf(want, sizeof(want),
+           "%d dead-letter queue: dead[0] refused a dead letter of 5002 bytes "
+           "as too large; writing it cut to 2502 bytes\n",
+           (int)SL_LOG_WARN);
+  ck_assert_str_eq(logs.text, want);
   free(dead.value);
   free(boom);
   sl_job_destroy(job);
