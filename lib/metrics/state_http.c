@@ -121,8 +121,8 @@ static int arg_bytes(const sl__http_req *req, const char *name, bool required,
   const char *b = sl__http_arg(req, bn, &bl);
   int given = (t != NULL) + (h != NULL) + (b != NULL);
   if (given > 1 || (required && !given)) {
-    snprintf(why, whylen, "give exactly %s one of %s (UTF-8 text), %s or %s",
-             required ? "" : "at most", name, hn, bn);
+    snprintf(why, whylen, "give %s one of %s (UTF-8 text), %s or %s",
+             required ? "exactly" : "at most", name, hn, bn);
     return -1;
   }
   if (!given)
