@@ -335,6 +335,8 @@ static inline void sl__query_poll(sl__worker *w) {
 /* Worker thread, leaving its loop (and the job, for workers that never
  * started): queued and later queries are refused (SL_ERR_STATE). */
 void sl__query_close(sl__worker *w);
+/* Any thread: queries answered by workers and queries that timed out. */
+void sl__query_counts(sl_job_t *job, uint64_t *served, uint64_t *timeouts);
 
 /* Backoff for a worker with nothing to do: spin, yield, then sleep up to
  * 1 ms. *spins counts the idle rounds; reset it to 0 on progress. */
