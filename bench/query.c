@@ -149,7 +149,7 @@ static int cmp_d(const void *a, const void *b) {
 }
 
 typedef struct result {
-  double events_per_sec, lookups_per_sec, p50_us, p99_us;
+  double events_per_sec, lookups_per_sec, p50_us, p99_us, lookups;
 } result;
 
 static void *job_main(void *job) {
@@ -193,6 +193,7 @@ static result run(int mode, double rate) {
   if (c.n) {
     qsort(c.lat, c.n, sizeof(*c.lat), cmp_d);
     r.lookups_per_sec = (double)c.n / (c.t1 - c.t0);
+    r.lookups = (double)c.n;
     r.p50_us = c.lat[c.n / 2] * 1e6;
     r.p99_us = c.lat[c.n * 99 / 100] * 1e6;
   }
@@ -210,6 +211,15 @@ int main(void) {
   if (getenv("BENCH_EVENTS"))
     N = strtoull(getenv("BENCH_EVENTS"), NULL, 10);
   int rounds = getenv("BENCH_ROUNDS") ? atoi(getenv("BENCH_ROUNDS")) : 2;
+  /* BENCH_ONE=none|capi: one job run (with the C API client unpaced), for
+   * callgrind: the worker's instructions per lookup. */
+  const char *one = getenv("BENCH_ONE");
+  if (one) {
+    result r = run(strcmp(one, "capi") == 0 ? CAPI : NONE, 0);
+    printf("bench=query_one mode=%s events=%llu lookups=%.0f\n", one,
+           (unsigned long long)N, r.lookups);
+    return 0;
+  }
   result none = {0}, paced = {0}, cmax = {0}, hmax = {0};
   for (int i = 0; i < rounds; i++) {
     best(&none, run(NONE, 0));
