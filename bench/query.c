@@ -68,7 +68,8 @@ static int discard(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   return 0;
 }
 
-/* ---- The client ----------------------------------------------------------- */
+/* ---- The client -----------------------------------------------------------
+ */
 
 enum { NONE, CAPI, HTTP };
 
@@ -86,8 +87,8 @@ typedef struct client {
 static int one_lookup(client *c, uint64_t key) {
   if (c->mode == CAPI) {
     sl_query_result_t *res = NULL;
-    int rc = sl_job_query(c->job, "count", "count", &key, 8, NULL, &res, NULL,
-                          0);
+    int rc =
+        sl_job_query(c->job, "count", "count", &key, 8, NULL, &res, NULL, 0);
     sl_query_result_free(res);
     return rc;
   }

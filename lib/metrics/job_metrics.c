@@ -286,9 +286,8 @@ static void http_handler(const sl__http_req *req, sl__http_reply *r,
     return;
   }
   if (strcmp(path, "/") == 0) {
-    r->body =
-        sl__strdup("sluice job metrics: /metrics (Prometheus), /healthz, "
-                   "/state/<uid>/<state>?key=...\n");
+    r->body = sl__strdup("sluice job metrics: /metrics (Prometheus), /healthz, "
+                         "/state/<uid>/<state>?key=...\n");
     return;
   }
   r->status = 404;

@@ -262,8 +262,9 @@ void sl__jm_state_http(sl__jmetrics *jm, const sl__http_req *req,
   if (jm->query_token &&
       !token_ok(jm->query_token, sl__http_header(req, "Authorization"))) {
     r->challenge = "Bearer realm=\"sluice\"";
-    reply_error(r, 401, "unauthorized: this endpoint needs the bearer token "
-                        "of query.http.token");
+    reply_error(r, 401,
+                "unauthorized: this endpoint needs the bearer token "
+                "of query.http.token");
     return;
   }
   const char *p = req->path + strlen("/state/");

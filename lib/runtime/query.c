@@ -94,8 +94,7 @@ static void answer(sl__worker *w, struct sl__qreq *r) {
   if (r->rc < 0) {
     sl__backend *be = sl__kstate_backend(k->state);
     snprintf(r->err, sizeof(r->err), "query of state \"%s\" of \"%s\": %s",
-             r->state, r->uid,
-             be->errmsg ? be->errmsg : sl_strerror(r->rc));
+             r->state, r->uid, be->errmsg ? be->errmsg : sl_strerror(r->rc));
   }
 }
 
@@ -143,7 +142,8 @@ void sl__query_close(sl__worker *w) {
   pthread_mutex_unlock(&job->q_mu);
 }
 
-/* ---- Caller side ---------------------------------------------------------- */
+/* ---- Caller side ----------------------------------------------------------
+ */
 
 /* The worker of this process that owns key group kg. In group mode (a
  * job spread over processes by Kafka's consumer group) this is where a key
@@ -154,8 +154,8 @@ static int owner_of(const sl_job_t *job, uint32_t kg) {
 }
 
 static struct sl__qreq *req_new(const char *uid, const char *state,
-                                const void *key, size_t key_len,
-                                const void *mk, size_t mk_len) {
+                                const void *key, size_t key_len, const void *mk,
+                                size_t mk_len) {
   size_t ul = strlen(uid) + 1, sl = strlen(state) + 1;
   struct sl__qreq *r = calloc(1, sizeof(*r) + ul + sl + key_len + mk_len);
   if (!r)
@@ -218,8 +218,8 @@ int sl_job_query(sl_job_t *job, const char *uid, const char *state,
   }
   const void *mk = opts ? opts->map_key : NULL;
   size_t mk_len = mk ? opts->map_key_len : 0;
-  int64_t timeout = opts && opts->timeout_ms ? opts->timeout_ms
-                                             : job->q_timeout_ms;
+  int64_t timeout =
+      opts && opts->timeout_ms ? opts->timeout_ms : job->q_timeout_ms;
   struct sl__qreq *r = req_new(uid, state, key, key_len, mk, mk_len);
   if (!r)
     return fail(SL_ERR_NOMEM, err, errlen, "out of memory");

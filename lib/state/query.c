@@ -220,11 +220,8 @@ int sl__state_query(sl_state_t *st, const void *key, size_t key_len,
                     int64_t proc_now, int64_t event_now,
                     sl_query_result_t **out) {
   *out = NULL;
-  sl__skey sk = {.state = st->id,
-                 .kg = kg,
-                 .hash = hash,
-                 .key = key,
-                 .key_len = key_len};
+  sl__skey sk = {
+      .state = st->id, .kg = kg, .hash = hash, .key = key, .key_len = key_len};
   int64_t now = st->d.ttl.time == SL_TTL_EVENT_TIME ? event_now : proc_now;
   qbuild b;
   memset(&b, 0, sizeof(b));

@@ -157,8 +157,7 @@ static int pf_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   gate *g = opaque;
   pf_local *l = sl_ctx_local(ctx);
   char v[64];
-  snprintf(v, sizeof(v), "%.*s", (int)rec->value_len,
-           (const char *)rec->value);
+  snprintf(v, sizeof(v), "%.*s", (int)rec->value_len, (const char *)rec->value);
   const char *a = v + 2, *eq = strchr(v, '=');
   int rc = 0;
   switch (v[0]) {
@@ -231,8 +230,13 @@ static void run_build(run *r, int bi, int par, const char *name,
   sl_conf_t *c = sl_conf_new();
   char p[8];
   snprintf(p, sizeof(p), "%d", par);
-  const char *base[] = {"state.backend", backends[bi], "state.dir", g_state_dir,
-                        "parallelism",   p,            NULL};
+  const char *base[] = {"state.backend",
+                        backends[bi],
+                        "state.dir",
+                        g_state_dir,
+                        "parallelism",
+                        p,
+                        NULL};
   for (int i = 0; base[i]; i += 2)
     ck_assert_int_eq(sl_conf_set(c, base[i], base[i + 1], err, sizeof(err)),
                      SL_OK);
@@ -243,9 +247,8 @@ static void run_build(run *r, int bi, int par, const char *name,
   r->job = sl_job_new(name, c, err, sizeof(err));
   ck_assert_msg(r->job != NULL, "%s", err);
   sl_source_ops_t so = {.poll = gate_poll};
-  sl_process_ops_t po = {.open = pf_open,
-                         .on_element = pf_element,
-                         .close = pf_close};
+  sl_process_ops_t po = {
+      .open = pf_open, .on_element = pf_element, .close = pf_close};
   sl_stream_t *s = sl_source(r->job, "src", &so, &r->g);
   sl_stream_t *k = sl_key_by(s, key_of, NULL);
   sl_stream_t *o = sl_process(k, "proc", &po, &r->g);
@@ -299,9 +302,8 @@ static void model_apply(mkey *m, const char *v) {
     break;
   case 'm': {
     int i = 0;
-    while (i < m->n_map &&
-           (strlen(m->mk[i]) != (size_t)(eq - a) ||
-            memcmp(m->mk[i], a, (size_t)(eq - a)) != 0))
+    while (i < m->n_map && (strlen(m->mk[i]) != (size_t)(eq - a) ||
+                            memcmp(m->mk[i], a, (size_t)(eq - a)) != 0))
       i++;
     if (i == m->n_map) {
       ck_assert_int_lt(m->n_map, MAXI);
@@ -381,8 +383,7 @@ static void model_text(const mkey *m, const char *state, char *out,
       snprintf(out, len, "-");
   } else if (strcmp(state, "list") == 0) {
     for (int i = 0; i < m->n_list; i++)
-      o += (size_t)snprintf(out + o, len - o, "%s%s", i ? "|" : "",
-                            m->list[i]);
+      o += (size_t)snprintf(out + o, len - o, "%s%s", i ? "|" : "", m->list[i]);
     if (!m->n_list)
       snprintf(out, len, "-");
   } else {
@@ -394,8 +395,8 @@ static void model_text(const mkey *m, const char *state, char *out,
       int j = 0;
       while (m->mk[j] != keys[i])
         j++;
-      o += (size_t)snprintf(out + o, len - o, "%s%s=%s", i ? "|" : "",
-                            m->mk[j], m->mv[j]);
+      o += (size_t)snprintf(out + o, len - o, "%s%s=%s", i ? "|" : "", m->mk[j],
+                            m->mv[j]);
     }
     if (!m->n_map)
       snprintf(out, len, "-");
@@ -406,8 +407,8 @@ static int query_text(sl_job_t *job, const char *state, const char *key,
                       const sl_query_opts_t *o, char *out, size_t len) {
   sl_query_result_t *res = NULL;
   char err[256];
-  int rc =
-      sl_job_query(job, "proc", state, key, strlen(key), o, &res, err, sizeof(err));
+  int rc = sl_job_query(job, "proc", state, key, strlen(key), o, &res, err,
+                        sizeof(err));
   ck_assert_msg(rc >= 0, "query %s/%s: %s (job: %s)", state, key, err,
                 sl_job_errmsg(job));
   res_text(res, rc, out, len);
@@ -509,10 +510,14 @@ static void model_rounds(int bi, int par) {
   run_free(&r);
 }
 
-START_TEST(quiescent_answers_equal_model_p1) { model_rounds(_i, 1); }
+START_TEST(quiescent_answers_equal_model_p1) {
+  model_rounds(_i, 1);
+}
 END_TEST
 
-START_TEST(quiescent_answers_equal_model_p2) { model_rounds(_i, 2); }
+START_TEST(quiescent_answers_equal_model_p2) {
+  model_rounds(_i, 2);
+}
 END_TEST
 
 /* Errors: opt-out refused, unknown names, a job not running. */
@@ -521,9 +526,9 @@ START_TEST(refusals_are_clear) {
   run_build(&r, _i, 2, "query-refusals", NULL);
   char err[256];
   sl_query_result_t *res = (void *)1;
-  ck_assert_int_eq(sl_job_query(r.job, "proc", "val", "a", 1, NULL, &res, err,
-                                sizeof(err)),
-                   SL_ERR_STATE);
+  ck_assert_int_eq(
+      sl_job_query(r.job, "proc", "val", "a", 1, NULL, &res, err, sizeof(err)),
+      SL_ERR_STATE);
   ck_assert_ptr_null(res);
   ck_assert_str_eq(err, "job \"query-refusals\" is not running");
   gate_add(&r.g, "a", "s:hidden");
@@ -535,17 +540,17 @@ START_TEST(refusals_are_clear) {
                    SL_ERR_INVAL);
   ck_assert_str_eq(err, "state \"secret\" of operator \"proc\" is not "
                         "queryable (its descriptor does not set queryable)");
-  ck_assert_int_eq(sl_job_query(r.job, "proc", "nope", "a", 1, NULL, &res, err,
-                                sizeof(err)),
-                   SL_ERR_NOTFOUND);
+  ck_assert_int_eq(
+      sl_job_query(r.job, "proc", "nope", "a", 1, NULL, &res, err, sizeof(err)),
+      SL_ERR_NOTFOUND);
   ck_assert_str_eq(err, "operator \"proc\" has no state \"nope\"");
-  ck_assert_int_eq(sl_job_query(r.job, "nope", "val", "a", 1, NULL, &res, err,
-                                sizeof(err)),
-                   SL_ERR_NOTFOUND);
+  ck_assert_int_eq(
+      sl_job_query(r.job, "nope", "val", "a", 1, NULL, &res, err, sizeof(err)),
+      SL_ERR_NOTFOUND);
   ck_assert_str_eq(err, "operator \"nope\" has no keyed state");
-  ck_assert_int_eq(sl_job_query(r.job, "src", "val", "a", 1, NULL, &res, err,
-                                sizeof(err)),
-                   SL_ERR_NOTFOUND);
+  ck_assert_int_eq(
+      sl_job_query(r.job, "src", "val", "a", 1, NULL, &res, err, sizeof(err)),
+      SL_ERR_NOTFOUND);
   ck_assert_int_eq(
       sl_job_query(r.job, "proc", "val", NULL, 1, NULL, &res, err, sizeof(err)),
       SL_ERR_INVAL);
@@ -646,8 +651,8 @@ static void expect(int port, const char *path, const char *hdr, int status,
   char *b = NULL;
   int st = hg_get_hdr(port, path, hdr, &b);
   ck_assert_msg(st == status && b && strcmp(b, body) == 0,
-                "GET %s: %d %s, want %d %s", path, st, b ? b : "(null)",
-                status, body);
+                "GET %s: %d %s, want %d %s", path, st, b ? b : "(null)", status,
+                body);
   free(b);
 }
 
@@ -737,12 +742,10 @@ START_TEST(http_bearer_token) {
   const char *no = "{\"error\":\"unauthorized: this endpoint needs the "
                    "bearer token of query.http.token\"}\n";
   expect(port, "/state/proc/val?key=k", NULL, 401, no);
-  expect(port, "/state/proc/val?key=k", "Authorization: Bearer s3cre", 401,
-         no);
+  expect(port, "/state/proc/val?key=k", "Authorization: Bearer s3cre", 401, no);
   expect(port, "/state/proc/val?key=k", "Authorization: Bearer s3cret!", 401,
          no);
-  expect(port, "/state/proc/val?key=k", "Authorization: Basic s3cret", 401,
-         no);
+  expect(port, "/state/proc/val?key=k", "Authorization: Basic s3cret", 401, no);
   expect(port, "/state/proc/val?key=k", "Authorization: Bearer s3cret", 200,
          "{\"uid\":\"proc\",\"state\":\"val\",\"key\":\"k\",\"key_enc\":"
          "\"utf8\",\"kind\":\"value\",\"value\":\"1\",\"value_enc\":"
