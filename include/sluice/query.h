@@ -43,7 +43,8 @@ typedef struct sl_query_opts {
    * 0 for the empty map key); NULL for every entry. Ignored otherwise. */
   const void *map_key;
   size_t map_key_len;
-  /* How long to wait for the owning worker, in ms; 0 = query.timeout.ms. */
+  /* How long to wait for the owning worker, in ms; 0 = query.timeout.ms
+   * (negative: SL_ERR_INVAL). */
   int64_t timeout_ms;
 } sl_query_opts_t;
 
