@@ -28,7 +28,7 @@ typedef struct cmd {
 
 typedef struct gate {
   cmd *cmds;
-  size_t n, cap;
+  size_t n;                 /* the test's thread only */
   _Atomic size_t allowed;   /* commands the source may emit */
   size_t sent;              /* worker 0 only */
   _Atomic size_t processed; /* by the process function, any worker */
@@ -40,8 +40,14 @@ typedef struct gate {
   bool block, blocked;
 } gate;
 
+/* Commands are added while the source reads the ones released before:
+ * the array never moves. */
+#define GATE_CAP 4096
+
 static void gate_init(gate *g) {
   memset(g, 0, sizeof(*g));
+  g->cmds = calloc(GATE_CAP, sizeof(*g->cmds));
+  ck_assert_ptr_nonnull(g->cmds);
   pthread_mutex_init(&g->mu, NULL);
   pthread_cond_init(&g->cv, NULL);
 }
@@ -53,7 +59,7 @@ static void gate_free(gate *g) {
 }
 
 static void gate_add(gate *g, const char *key, const char *val) {
-  g->cmds = tu_grow(g->cmds, g->n, &g->cap, sizeof(*g->cmds));
+  ck_assert_uint_lt(g->n, GATE_CAP);
   cmd *c = &g->cmds[g->n++];
   snprintf(c->key, sizeof(c->key), "%s", key);
   snprintf(c->val, sizeof(c->val), "%s", val);
@@ -71,8 +77,10 @@ static int gate_poll(sl_source_ctx_t *ctx, void *opaque) {
   }
   pthread_mutex_unlock(&g->mu);
   atomic_store(&g->polled, 1);
+  /* finish is set after the last release: seen set, allowed is final. */
+  int finish = atomic_load(&g->finish);
   size_t allowed = atomic_load(&g->allowed);
-  if (g->sent == g->n && atomic_load(&g->finish))
+  if (g->sent >= allowed && finish)
     return SL_POLL_END;
   if (g->sent >= allowed)
     return SL_POLL_EMPTY;
