@@ -14,7 +14,6 @@
 
 #include "core/util.h"
 #include "metrics/metrics_int.h"
-#include "runtime/runtime.h"
 #include "sluice.h"
 
 static char *b64_encode(const void *p, size_t n) {
