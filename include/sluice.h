@@ -11,6 +11,7 @@
 #include "sluice/time.h"
 #include "sluice/job.h"
 #include "sluice/state.h"
+#include "sluice/query.h"
 #include "sluice/process.h"
 #include "sluice/broadcast.h"
 #include "sluice/window.h"

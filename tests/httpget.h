@@ -18,7 +18,16 @@
 /* GETs path from 127.0.0.1:port. Returns the status code (and the body in
  * *body, malloc'ed, when body is not NULL), or -1 when the connection
  * fails. */
+static inline int hg_get_hdr(int port, const char *path, const char *header,
+                             char **body);
 static inline int hg_get(int port, const char *path, char **body) {
+  return hg_get_hdr(port, path, NULL, body);
+}
+
+/* hg_get with one more request header line (e.g. "Authorization: Bearer
+ * x"), or none when header is NULL. */
+static inline int hg_get_hdr(int port, const char *path, const char *header,
+                             char **body) {
   if (body)
     *body = NULL;
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -36,7 +45,8 @@ static inline int hg_get(int port, const char *path, char **body) {
   }
   char req[2048];
   int n = snprintf(req, sizeof(req),
-                   "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+                   "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n%s%s\r\n", path,
+                   header ? header : "", header ? "\r\n" : "");
   if (write(fd, req, (size_t)n) != n) {
     close(fd);
     return -1;

@@ -33,7 +33,8 @@ extern "C" {
   X(STOPPED, -11, "job was stopped")                                           \
   X(RANGE, -12, "value out of range")                                          \
   X(KAFKA, -13, "kafka error")                                                 \
-  X(INTERNAL, -14, "internal error")
+  X(INTERNAL, -14, "internal error")                                           \
+  X(TIMEOUT, -15, "timed out")
 
 typedef enum sl_err {
   SL_OK = 0,

@@ -119,6 +119,11 @@ typedef struct sl_state_desc {
   void (*result)(const void *acc, void *out, void *opaque);
 
   void *opaque; /* passed to reduce/init/add/merge/result; not owned */
+
+  /* Opt in to queries from outside the job (sl_job_query, sluice/query.h,
+   * and GET /state/<uid>/<name> on the metrics endpoint). A state that
+   * does not set it is refused. */
+  bool queryable;
 } sl_state_desc_t;
 
 /* Registers a state of the operator and returns its handle, owned by the

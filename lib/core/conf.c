@@ -112,6 +112,12 @@ static const sl__conf_key keys[] = {
                "(host:port), or off"),
     KEY_BOOL("metrics.listen.allow.remote", "false",
              "allow metrics.listen on a non-loopback address"),
+    KEY_INT("query.timeout.ms", "1000", 1, 3600000,
+            "how long a state query (sl_job_query, GET /state/...) waits for "
+            "the worker that owns the key"),
+    KEY_STRING("query.http.token", "",
+               "bearer token GET /state/... requires (Authorization: Bearer "
+               "<token>); empty = none"),
     KEY_INT("metrics.log.interval.ms", "0", 0, 86400000,
             "period of the JSON metrics log line; 0 = off"),
     KEY_INT("health.checkpoint.max.age.ms", "0", 0, INT64_MAX,

@@ -177,6 +177,20 @@ static double ready_fn(void *opaque) {
   return sl__jm_health(jm->job, NULL, 0) == SL_HEALTH_READY ? 1 : 0;
 }
 
+static double queries_fn(void *opaque) {
+  sl__jmetrics *jm = opaque;
+  uint64_t served, timeouts;
+  sl__query_counts(jm->job, &served, &timeouts);
+  return (double)served;
+}
+
+static double query_timeouts_fn(void *opaque) {
+  sl__jmetrics *jm = opaque;
+  uint64_t served, timeouts;
+  sl__query_counts(jm->job, &served, &timeouts);
+  return (double)timeouts;
+}
+
 static double failed_fn(void *opaque) {
   sl__jmetrics *jm = opaque;
   return sl__job_failing(jm->job) ? 1 : 0;
@@ -282,6 +296,16 @@ int sl__jm_register_builtins(sl__jmetrics *jm, char *err, size_t errlen) {
             NULL, NULL, 0, err, errlen)) ||
       !(jm->restarts = sl__mfamily_series(f, NULL)))
     return SL_ERR_NOMEM;
+  /* State queries (sl_job_query, GET /state/...). */
+  const char *answered[] = {"answered"}, *timed_out[] = {"timed_out"};
+  if (!(f = sl__metrics_family(
+            m, SL_METRIC_COUNTER, "sluice_state_queries_total",
+            "State queries: answered by the worker owning the key (found, "
+            "absent or refused), or timed out waiting for it.",
+            "outcome", NULL, 0, err, errlen)))
+    return SL_ERR_NOMEM;
+  sl__mseries_set_fn(sl__mfamily_series(f, answered), queries_fn, jm);
+  sl__mseries_set_fn(sl__mfamily_series(f, timed_out), query_timeouts_fn, jm);
   /* Operators and channels. */
   for (size_t i = 0; i < SL__ARRAY_LEN(builtins); i++) {
     const struct builtin *b = &builtins[i];

@@ -124,7 +124,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
   (void)upload;
   (void)con_cls;
   sl__http *h = cls;
-  sl__http_reply r = {200, NULL, 0, "text/plain; charset=utf-8"};
+  sl__http_reply r = {200, NULL, 0, "text/plain; charset=utf-8", NULL};
   if (*upload_size) {
     *upload_size = 0; /* ignore request bodies */
     return MHD_YES;
@@ -133,7 +133,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     r.status = 405;
     r.body = sl__strdup("method not allowed\n");
   } else {
-    h->fn(url, &r, h->opaque);
+    sl__http_req req = {url, conn};
+    h->fn(&req, &r, h->opaque);
   }
   if (!r.body)
     r.len = 0;
@@ -148,9 +149,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
   }
   MHD_add_response_header(resp, "Content-Type", r.content_type);
   MHD_add_response_header(resp, "Cache-Control", "no-store");
+  if (r.challenge)
+    MHD_add_response_header(resp, "WWW-Authenticate", r.challenge);
   enum MHD_Result rc = MHD_queue_response(conn, (unsigned)r.status, resp);
   MHD_destroy_response(resp);
   return rc;
+}
+
+const char *sl__http_arg(const sl__http_req *req, const char *name,
+                         size_t *len) {
+  const char *v = NULL;
+  size_t n = 0;
+  if (MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, name,
+                                    strlen(name), &v, &n) != MHD_YES)
+    return NULL;
+  if (len)
+    *len = v ? n : 0;
+  return v ? v : "";
+}
+
+const char *sl__http_header(const sl__http_req *req, const char *name) {
+  return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
 int sl__http_start(const sl__listen_addr *addr, sl__http_handler fn,

@@ -30,10 +30,26 @@ typedef struct sl__http_reply {
   char *body;
   size_t len;
   const char *content_type;
+  /* Set with status 401: the WWW-Authenticate challenge ("Bearer"). */
+  const char *challenge;
 } sl__http_reply;
 
-/* Called on the server thread for every GET/HEAD with the URL path. */
-typedef void (*sl__http_handler)(const char *path, sl__http_reply *r,
+/* A request as the handler sees it: the URL path (percent-decoded) and,
+ * through the functions below, its query arguments and headers. */
+typedef struct sl__http_req {
+  const char *path;
+  void *conn; /* the server's connection */
+} sl__http_req;
+
+/* The decoded value of query argument name, or NULL when absent; *len
+ * (which may be NULL) is its length (a value may hold NUL bytes). */
+const char *sl__http_arg(const sl__http_req *req, const char *name,
+                         size_t *len);
+/* The value of header name (case-insensitive), or NULL. */
+const char *sl__http_header(const sl__http_req *req, const char *name);
+
+/* Called on the server thread for every GET/HEAD. */
+typedef void (*sl__http_handler)(const sl__http_req *req, sl__http_reply *r,
                                  void *opaque);
 
 typedef struct sl__http sl__http;

@@ -31,6 +31,7 @@ static void jm_free(sl__jmetrics *jm) {
   if (!jm)
     return;
   sl__metrics_free(jm->reg);
+  free(jm->query_token);
   pthread_mutex_destroy(&jm->ck_lock);
   free(jm);
 }
@@ -53,6 +54,12 @@ int sl__metrics_job_new(sl_job_t *job, char *err, size_t errlen) {
     return rc;
   }
   jm->listen = rc == 1;
+  const char *tok = sl__conf_str(job->conf, "query.http.token");
+  if (tok && *tok && !(jm->query_token = sl__strdup(tok))) {
+    jm_free(jm);
+    sl__errf(err, errlen, "out of memory");
+    return SL_ERR_NOMEM;
+  }
   jm->log_interval_ms = sl__conf_int(job->conf, "metrics.log.interval.ms");
   jm->ckpt_max_age_ms = sl__conf_int(job->conf, "health.checkpoint.max.age.ms");
   if (!(jm->reg = sl__metrics_new()) ||
@@ -79,7 +86,8 @@ static void emit_log_line(sl__jmetrics *jm) {
 
 /* ---- The metrics service (core/service.h) -------------------------------- */
 
-static void http_handler(const char *path, sl__http_reply *r, void *opaque);
+static void http_handler(const sl__http_req *req, sl__http_reply *r,
+                         void *opaque);
 
 static int jm_start(void *svc, char *err, size_t errlen) {
   sl__jmetrics *jm = svc;
@@ -250,8 +258,14 @@ static char *health_json(sl__jmetrics *jm, sl_health *h) {
   return nl;
 }
 
-static void http_handler(const char *path, sl__http_reply *r, void *opaque) {
+static void http_handler(const sl__http_req *req, sl__http_reply *r,
+                         void *opaque) {
   sl__jmetrics *jm = opaque;
+  const char *path = req->path;
+  if (strncmp(path, "/state/", 7) == 0) {
+    sl__jm_state_http(jm, req, r);
+    return;
+  }
   if (strcmp(path, "/metrics") == 0) {
     sl__jm_sync(jm);
     if (sl__metrics_render(jm->reg, SL_METRICS_PROMETHEUS, jm->job->name, 0,
@@ -272,8 +286,8 @@ static void http_handler(const char *path, sl__http_reply *r, void *opaque) {
     return;
   }
   if (strcmp(path, "/") == 0) {
-    r->body =
-        sl__strdup("sluice job metrics: /metrics (Prometheus), /healthz\n");
+    r->body = sl__strdup("sluice job metrics: /metrics (Prometheus), /healthz, "
+                         "/state/<uid>/<state>?key=...\n");
     return;
   }
   r->status = 404;

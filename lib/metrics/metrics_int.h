@@ -45,6 +45,7 @@ struct sl__jmetrics {
   /* Settings. */
   sl__listen_addr addr;
   bool listen;
+  char *query_token; /* query.http.token; NULL: none */
   int64_t log_interval_ms;
   int64_t ckpt_max_age_ms;
   /* Endpoint. */
@@ -81,6 +82,11 @@ void sl__jm_collect_reported(sl__mcollect *c, void *opaque);
 /* sl_job_health without that update (for the ready gauge, during a
  * scrape, which updated them first). */
 sl_health sl__jm_health(sl_job_t *job, char *reason, size_t len);
+
+/* GET /state/<uid>/<state>: a state query answered as JSON
+ * (state_http.c). */
+void sl__jm_state_http(sl__jmetrics *jm, const sl__http_req *req,
+                       sl__http_reply *r);
 
 /* Registers every built-in family in jm->reg (builtin.c). */
 int sl__jm_register_builtins(sl__jmetrics *jm, char *err, size_t errlen);

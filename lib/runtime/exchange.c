@@ -343,6 +343,10 @@ static inline void batch_add(batch *b, uint64_t hash, uint32_t kg,
  * exchange: whole to every keyed operator reading it, record by record to
  * any other. */
 static int deliver_batch(sl_ctx_t *cons, const batch *b) {
+  /* Between two batches no keyed operator of this worker is inside a
+   * record: a waiting state query is answered here too, so its latency is
+   * one batch, not one worker round (runtime/query.c). */
+  sl__query_poll(cons->w);
   uint32_t n = b->n;
   sl__counter_add(&cons->in, n);
   sl__counter_add(&cons->out, n);

@@ -109,6 +109,7 @@ sl_job_t *sl__job_create(const char *name, sl_conf_t *conf, char *err,
   job->source_budget = (size_t)sl__conf_int(conf, "source.batch.size");
   pthread_mutex_init(&job->err_lock, NULL);
   pthread_mutex_init(&job->mu, NULL);
+  sl__query_init(job);
 
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
@@ -192,6 +193,7 @@ void sl_job_destroy(sl_job_t *job) {
   pthread_mutex_destroy(&job->mu);
   pthread_mutex_destroy(&job->stat_lock);
   pthread_cond_destroy(&job->cv);
+  sl__query_fini(job);
   sl__backend_shared_fini(&job->backend_shared);
   free(job->kg_worker);
   free(job->name);
@@ -536,6 +538,8 @@ int sl_job_run(sl_job_t *job) {
   supervise(job, started);
   for (int i = 0; i < started; i++)
     pthread_join(job->workers[i].thread, NULL);
+  for (int i = started; i < job->par; i++)
+    sl__query_close(&job->workers[i]);
   for (int i = job->n_svcs - 1; i >= 0; i--)
     if (job->svcs[i].ops->stop)
       job->svcs[i].ops->stop(job->svcs[i].svc);

@@ -132,6 +132,12 @@ struct sl__worker {
    * rejected a record, until sl_op_user_error() takes it. */
   const sl_ctx_t *reject_op;
   char reject[256];
+  /* Queries for keys this worker owns (runtime/query.c): the queue and
+   * closed are guarded by job->q_mu; pending is what the loop checks, one
+   * relaxed load per round. */
+  struct sl__qreq *q_head;
+  _Atomic int q_pending;
+  bool q_closed;
 };
 
 enum { SL__JOB_NEW, SL__JOB_RUNNING, SL__JOB_DONE };
@@ -204,6 +210,12 @@ struct sl_job {
   } * reporters;
   int n_reporters;
   struct sl__umetric *umetrics;
+  /* Queryable state (runtime/query.c): callers wait on q_cv for the
+   * workers' answers; both guard every worker's queue. */
+  pthread_mutex_t q_mu;
+  pthread_cond_t q_cv;
+  int64_t q_timeout_ms;
+  _Atomic uint64_t q_served, q_timeouts;
 };
 
 _Static_assert(offsetof(struct sl_job, g) == 0,
@@ -314,6 +326,23 @@ bool sl__xchg_inputs_ended(sl__worker *w);
  * no such channel (P = 1, from == to). Safe from any thread. */
 bool sl__xchg_chan_fill(const sl__xchg *x, int from, int to, uint32_t *queued,
                         uint32_t *capacity, uint64_t *full_ns);
+
+/* ---- Queryable state (query.c) ----------------------------------------- */
+
+void sl__query_init(sl_job_t *job);
+void sl__query_fini(sl_job_t *job);
+/* Worker thread: answers the queries queued for w (call it when
+ * w->q_pending is set), between batches. */
+void sl__query_serve(sl__worker *w);
+static inline void sl__query_poll(sl__worker *w) {
+  if (SL__UNLIKELY(atomic_load_explicit(&w->q_pending, memory_order_relaxed)))
+    sl__query_serve(w);
+}
+/* Worker thread, leaving its loop (and the job, for workers that never
+ * started): queued and later queries are refused (SL_ERR_STATE). */
+void sl__query_close(sl__worker *w);
+/* Any thread: queries answered by workers and queries that timed out. */
+void sl__query_counts(sl_job_t *job, uint64_t *served, uint64_t *timeouts);
 
 /* Backoff for a worker with nothing to do: spin, yield, then sleep up to
  * 1 ms. *spins counts the idle rounds; reset it to 0 on progress. */

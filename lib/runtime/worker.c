@@ -116,6 +116,7 @@ void *sl__worker_main(void *arg) {
       break;
     }
     progress += n;
+    sl__query_poll(w);
     if ((rc = sl__barrier_round(w)))
       break;
     /* While the worker aligns a checkpoint, its sources and timers wait:
@@ -147,6 +148,7 @@ void *sl__worker_main(void *arg) {
   }
   if (rc && !sl__job_failing(job))
     sl__job_fail(job, rc, "worker %d failed: %s", w->index, sl_strerror(rc));
+  sl__query_close(w);
   sl__stats_publish(w); /* final sizes, readable after the job ends */
   sl__barrier_park(w, !rc && !sl__job_failing(job));
   sl__worker_close(w);

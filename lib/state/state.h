@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "sluice/broadcast.h"
+#include "sluice/query.h"
 #include "sluice/state.h"
 #include "state/backend.h"
 #include "state/keyed.h"
@@ -51,6 +52,23 @@ void sl__kstate_stats(const struct sl__kstate *ks, uint64_t *entries,
  * message in err. */
 int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
                        sl_state_t **out, char *err, size_t errlen);
+/* The state of ks registered under name, or NULL. */
+sl_state_t *sl__kstate_find(const struct sl__kstate *ks, const char *name);
+/* Whether a state opted in to queries (sl_state_desc_t.queryable). */
+bool sl__state_queryable(const sl_state_t *st);
+
+/* A query from outside the job (sluice/query.h), on the owning worker:
+ * copies the live items of key's entry (empty namespace; hash and kg as
+ * key_by computes them) into a new result. For a map, mk non-NULL asks
+ * for that map key only. Nothing is changed (no TTL refresh, no cleanup);
+ * an item is live unless its TTL expired at proc_now (processing-time
+ * TTL) or event_now (event-time TTL), whatever the visibility. Returns 1
+ * with *out, 0 when nothing is live (*out NULL), or a negative error. */
+int sl__state_query(sl_state_t *st, const void *key, size_t key_len,
+                    uint64_t hash, uint32_t kg, const void *mk, size_t mk_len,
+                    int64_t proc_now, int64_t event_now,
+                    sl_query_result_t **out);
+
 /* The backend id and the name of a state (for stats and messages). */
 uint32_t sl__state_id(const sl_state_t *st);
 const char *sl__state_name(const sl_state_t *st);

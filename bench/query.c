@@ -1,0 +1,249 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* query: point lookups of queryable state while keyed_count runs at full
+ * speed (P = 1, 10^5 keys, a per-key uint64 count marked queryable), from
+ * one client thread: through the C API (sl_job_query) and through HTTP
+ * (GET /state/count/count?key_hex=..., one connection per request), each
+ * as fast as it can and, for the C API, paced at 10^4 lookups/s. Reports
+ * lookups/s, lookup latency p50/p99 and the job's throughput with each
+ * client against the same job without queries, interleaved in one run
+ * (best of BENCH_ROUNDS, default 2).
+ *
+ * BENCH_EVENTS=n events per job run (default 2*10^7). */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "../tests/httpget.h"
+#include "bench.h"
+
+static uint64_t N = 20000000ULL;
+#define KEYS 100000ULL
+
+static uint64_t key_of_event(uint64_t i) {
+  uint64_t x = i * 0x9e3779b97f4a7c15ULL + 42;
+  x ^= x >> 31;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 29;
+  return x % KEYS;
+}
+
+typedef struct src {
+  uint64_t next, key;
+} src;
+
+static int src_poll(sl_source_ctx_t *ctx, void *opaque) {
+  src *s = opaque;
+  size_t budget = sl_source_ctx_budget(ctx);
+  for (size_t k = 0; k < budget && s->next < N; k++, s->next++) {
+    s->key = key_of_event(s->next);
+    sl_record_t r = {&s->key, 8, NULL, 0, (int64_t)s->next};
+    int rc = sl_source_emit(ctx, &r);
+    if (rc)
+      return rc;
+  }
+  return s->next >= N ? SL_POLL_END : SL_POLL_MORE;
+}
+
+static int count_open(sl_ctx_t *ctx, void *opaque) {
+  (void)opaque;
+  sl_state_desc_t d = {
+      .name = "count", .kind = SL_STATE_VALUE, .queryable = true};
+  sl_state_t *st = sl_state_register(ctx, &d);
+  sl_ctx_set_local(ctx, st);
+  return st ? 0 : SL_ERR_STATE;
+}
+
+static int count_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)rec, (void)opaque;
+  uint64_t *c = sl_value_ptr(ctx, sl_ctx_local(ctx), sizeof(uint64_t), NULL);
+  if (!c)
+    return SL_ERR_NOMEM;
+  ++*c;
+  return 0;
+}
+
+static int discard(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx, (void)rec, (void)opaque;
+  return 0;
+}
+
+/* ---- The client -----------------------------------------------------------
+ */
+
+enum { NONE, CAPI, HTTP };
+
+typedef struct client {
+  sl_job_t *job;
+  int mode;
+  double rate; /* lookups/s; 0 = as fast as it can */
+  _Atomic int stop;
+  double *lat; /* seconds per lookup */
+  size_t n, cap;
+  double t0, t1;
+  _Atomic int port;
+} client;
+
+static int one_lookup(client *c, uint64_t key) {
+  if (c->mode == CAPI) {
+    sl_query_result_t *res = NULL;
+    int rc =
+        sl_job_query(c->job, "count", "count", &key, 8, NULL, &res, NULL, 0);
+    sl_query_result_free(res);
+    return rc;
+  }
+  char path[128];
+  const unsigned char *b = (const unsigned char *)&key;
+  int o = snprintf(path, sizeof(path), "/state/count/count?key_hex=");
+  for (int i = 0; i < 8; i++)
+    o += snprintf(path + o, sizeof(path) - (size_t)o, "%02x", b[i]);
+  int st = hg_get(c->port, path, NULL);
+  return st == 200 || st == 404 ? 1 : st == 503 ? SL_ERR_STATE : SL_ERR_IO;
+}
+
+static void *client_main(void *arg) {
+  client *c = arg;
+  uint64_t x = 7;
+  size_t i = 0;
+  double start = 0;
+  while (c->mode == HTTP && !atomic_load(&c->port) && !atomic_load(&c->stop))
+    sched_yield();
+  while (!atomic_load(&c->stop)) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    uint64_t key = x % KEYS;
+    if (start && c->rate > 0) {
+      double due = start + (double)i / c->rate, now = bench_now();
+      if (due > now) {
+        struct timespec ts = {0, (long)((due - now) * 1e9)};
+        nanosleep(&ts, NULL);
+      }
+    }
+    double t = bench_now();
+    int rc = one_lookup(c, key);
+    double d = bench_now() - t;
+    if (rc == SL_ERR_STATE) { /* not running yet, or already ended */
+      if (start)
+        break;
+      sched_yield();
+      continue;
+    }
+    if (rc < 0) {
+      fprintf(stderr, "lookup failed: %s\n", sl_strerror(rc));
+      exit(1);
+    }
+    if (!start)
+      start = c->t0 = t;
+    c->t1 = t + d;
+    if (c->n == c->cap) {
+      c->cap = c->cap ? c->cap * 2 : 1 << 16;
+      c->lat = realloc(c->lat, c->cap * sizeof(*c->lat));
+    }
+    c->lat[c->n++] = d;
+    i++;
+  }
+  return NULL;
+}
+
+static int cmp_d(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+typedef struct result {
+  double events_per_sec, lookups_per_sec, p50_us, p99_us, lookups;
+} result;
+
+static void *job_main(void *job) {
+  bench_run(job);
+  return NULL;
+}
+
+static result run(int mode, double rate) {
+  const char *kv[] = {"metrics.listen", "127.0.0.1:0", "log.level", "warn",
+                      NULL};
+  sl_job_t *job = bench_job("query", 1, kv);
+  static src s;
+  memset(&s, 0, sizeof(s));
+  sl_source_ops_t so = {.poll = src_poll};
+  sl_process_ops_t po = {.open = count_open, .on_element = count_element};
+  sl_stream_t *k = sl_key_by(sl_source(job, "events", &so, &s), NULL, NULL);
+  sl_sink(sl_process(k, "count", &po, NULL), "sink", discard, NULL);
+  client c = {.job = job, .mode = mode, .rate = rate};
+  pthread_t t;
+  if (mode != NONE)
+    pthread_create(&t, NULL, client_main, &c);
+  double t0 = bench_now();
+  /* The port is known once the job started: the HTTP client waits. */
+  if (mode == HTTP) {
+    pthread_t rt;
+    pthread_create(&rt, NULL, job_main, job);
+    int port;
+    while ((port = sl_job_metrics_port(job)) <= 0)
+      sched_yield();
+    atomic_store(&c.port, port);
+    pthread_join(rt, NULL);
+  } else {
+    bench_run(job);
+  }
+  double secs = bench_now() - t0;
+  atomic_store(&c.stop, 1);
+  if (mode != NONE)
+    pthread_join(t, NULL);
+  sl_job_destroy(job);
+  result r = {.events_per_sec = (double)N / secs};
+  if (c.n) {
+    qsort(c.lat, c.n, sizeof(*c.lat), cmp_d);
+    r.lookups_per_sec = (double)c.n / (c.t1 - c.t0);
+    r.lookups = (double)c.n;
+    r.p50_us = c.lat[c.n / 2] * 1e6;
+    r.p99_us = c.lat[c.n * 99 / 100] * 1e6;
+  }
+  free(c.lat);
+  return r;
+}
+
+/* Keeps the run with the higher job throughput. */
+static void best(result *b, result r) {
+  if (r.events_per_sec > b->events_per_sec)
+    *b = r;
+}
+
+int main(void) {
+  if (getenv("BENCH_EVENTS"))
+    N = strtoull(getenv("BENCH_EVENTS"), NULL, 10);
+  int rounds = getenv("BENCH_ROUNDS") ? atoi(getenv("BENCH_ROUNDS")) : 2;
+  /* BENCH_ONE=none|capi: one job run (with the C API client unpaced), for
+   * callgrind: the worker's instructions per lookup. */
+  const char *one = getenv("BENCH_ONE");
+  if (one) {
+    result r = run(strcmp(one, "capi") == 0 ? CAPI : NONE, 0);
+    printf("bench=query_one mode=%s events=%llu lookups=%.0f\n", one,
+           (unsigned long long)N, r.lookups);
+    return 0;
+  }
+  result none = {0}, paced = {0}, cmax = {0}, hmax = {0};
+  for (int i = 0; i < rounds; i++) {
+    best(&none, run(NONE, 0));
+    best(&paced, run(CAPI, 1e4));
+    best(&cmax, run(CAPI, 0));
+    best(&hmax, run(HTTP, 0));
+  }
+  printf("bench=query events=%llu keys=%llu "
+         "base_events_per_sec=%.0f "
+         "capi_1e4_events_per_sec=%.0f capi_1e4_lookups_per_sec=%.0f "
+         "capi_1e4_p50_us=%.1f capi_1e4_p99_us=%.1f "
+         "capi_1e4_cost_pct=%.1f "
+         "capi_max_lookups_per_sec=%.0f capi_max_p50_us=%.1f "
+         "capi_max_p99_us=%.1f capi_max_events_ratio=%.3f "
+         "http_max_lookups_per_sec=%.0f http_p50_us=%.1f http_p99_us=%.1f "
+         "http_events_ratio=%.3f best_of=%d\n",
+         (unsigned long long)N, (unsigned long long)KEYS, none.events_per_sec,
+         paced.events_per_sec, paced.lookups_per_sec, paced.p50_us,
+         paced.p99_us,
+         100.0 * (1.0 - paced.events_per_sec / none.events_per_sec),
+         cmax.lookups_per_sec, cmax.p50_us, cmax.p99_us,
+         cmax.events_per_sec / none.events_per_sec, hmax.lookups_per_sec,
+         hmax.p50_us, hmax.p99_us, hmax.events_per_sec / none.events_per_sec,
+         rounds);
+  return 0;
+}
