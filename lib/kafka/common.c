@@ -427,8 +427,9 @@ json_t *sl_kafka_msg_json(const sl_kafka_msg_t *m) {
    * function asks (the source frees it after the record's emit). */
   if (!m->json && m->lazy) {
     sl_kafka_msg_t *w = (sl_kafka_msg_t *)m;
-    w->json = json_loadb(m->m->payload ? m->m->payload : "",
-                         m->m->payload ? m->m->len : 0, JSON_DECODE_ANY, NULL);
+    json_error_t je;
+    w->json = sl__jload(m->m->payload ? m->m->payload : "",
+                        m->m->payload ? m->m->len : 0, &je);
     w->lazy = false;
   }
   return m->json;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The JSON codec's scanner (lib/kafka/json_scan.c) against jansson: it
- * must accept exactly the texts json_loadb(JSON_DECODE_ANY) accepts, and
+ * must accept exactly the texts the codec's jansson path (sl__jload:
+ * json_loadb with JSON_DECODE_ANY, and no NUL byte) accepts, and
  * find at each pointer what sl_json_pointer() finds in jansson's document
  * (kind, string bytes after unescaping, integer value).
  * Input: pointers separated by "\0SL|", the last part is the JSON text. */
@@ -67,7 +68,7 @@ FUZZ_TARGET(json_scan) {
   char err[256];
   int rc = sl__jscan(text, tlen, jp, used, out, err, sizeof(err));
   json_error_t je;
-  json_t *doc = json_loadb((const char *)text, tlen, JSON_DECODE_ANY, &je);
+  json_t *doc = sl__jload(text, tlen, &je);
   FUZZ_ASSERT((rc == 0) == (doc != NULL), "scanner %s, jansson %s (%s)",
               rc ? "rejects" : "accepts", doc ? "accepts" : "rejects",
               rc ? err : je.text);
