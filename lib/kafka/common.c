@@ -113,6 +113,11 @@ static int kconf_set(const char *key, const char *value, void *opaque) {
   char e[512];
   if (rd_kafka_conf_set(a->rc, key + 6, value, e, sizeof(e)) !=
       RD_KAFKA_CONF_OK) {
+    /* librdkafka may quote the value it refused: not a secret's. */
+    if (sl_conf_is_secret(key) && *value && strstr(e, value))
+      snprintf(e, sizeof(e),
+               "librdkafka refused the value (not shown: the "
+               "key holds a secret)");
     snprintf(a->err, a->errlen, "%s: %s", key, e);
     a->rc_err = SL_ERR_CONF;
     return 1;
