@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "checkpoint/files.h"
+#include "checkpoint/layout.h"
 #include "core/hash.h"
 #include "core/util.h"
 #include "state/backend.h"
@@ -455,6 +456,16 @@ static void check_sections(ctx *x, const char *file, const sl__ckpt_image *im,
       what = type == SL__SEC_SOURCE ? "source position" : "operator state";
       if (sl__snap_blob(p, type, &u, &ul, &sub, &b, &bl))
         snprintf(why, sizeof(why), "malformed");
+    } else if (type == SL__SEC_LAYOUT) {
+      sl__layout_rec r;
+      uint32_t n = 0, got = 0;
+      what = "state layouts";
+      if (sl__layout_count(&p, &n))
+        snprintf(why, sizeof(why), "bad version or count");
+      while (!why[0] && (rc = sl__layout_next(&p, &r)) == 1)
+        got++;
+      if (!why[0] && (rc < 0 || got != n))
+        snprintf(why, sizeof(why), "%u of %u layouts readable", got, n);
     } else {
       snprintf(why, sizeof(why), "unknown section type %u", type);
     }

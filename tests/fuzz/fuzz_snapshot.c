@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "checkpoint/format.h"
+#include "checkpoint/layout.h"
 #include "core/crc32c.h"
 #include "fuzz.h"
 #include "sluice.h"
@@ -43,6 +44,19 @@ static void walk(const uint8_t *data, size_t size) {
       while (sl__snap_timer_next(&p, &t) == 1)
         FUZZ_ASSERT((const uint8_t *)t.ns + t.ns_len <= data + size,
                     "timer outside the file");
+    } else if (type == SL__SEC_LAYOUT) {
+      uint32_t n;
+      sl__layout_rec r;
+      char why[256];
+      if (sl__layout_count(&p, &n))
+        continue;
+      while (sl__layout_next(&p, &r) == 1) {
+        FUZZ_ASSERT((const uint8_t *)r.layout + r.layout_len <= data + size,
+                    "layout outside the file");
+        /* Against a layout of its own and a fixed one: no overrun. */
+        (void)sl__layout_diff(r.layout, r.layout_len, "kind=value ttl=off",
+                              why, sizeof(why));
+      }
     } else if (type == SL__SEC_OPSTATE || type == SL__SEC_SOURCE) {
       const void *uid, *blob;
       size_t ul, bl;
