@@ -76,14 +76,13 @@ static void one(const char *key, size_t kl, const char *old, size_t old_len,
   if (strcmp(a, b) == 0 || (only_new && a[0]))
     return;
   size_t l = strlen(why);
-  snprintf(why + l, whylen - l, "%s%.*s changed from %s to %s",
-           l ? ", " : "", (int)kl, key, a[0] ? a : "(none)",
-           b[0] ? b : "(none)");
+  snprintf(why + l, whylen - l, "%s%.*s changed from %s to %s", l ? ", " : "",
+           (int)kl, key, a[0] ? a : "(none)", b[0] ? b : "(none)");
 }
 
 static void each_key(const char *text, size_t len, const char *old,
-                     size_t old_len, const char *now, bool only_new,
-                     char *why, size_t whylen) {
+                     size_t old_len, const char *now, bool only_new, char *why,
+                     size_t whylen) {
   const char *p = text, *end = text + len;
   while (p < end) {
     const char *sp = memchr(p, ' ', (size_t)(end - p));

@@ -331,8 +331,8 @@ static int check_layouts(sl__worker *w, const sl__restore *rs, drops *drop) {
         for (size_t i = lr.state_len; i-- > 0 && !slash;)
           if (lr.state[i] == '/')
             slash = lr.state + i;
-        sl_ctx_t *c = slash ? keyed_inst(w, lr.state, (size_t)(slash - lr.state))
-                            : NULL;
+        sl_ctx_t *c =
+            slash ? keyed_inst(w, lr.state, (size_t)(slash - lr.state)) : NULL;
         sl__keyed *k = c ? sl_op_keyed(c) : NULL;
         if (!k || dropped(drop, lr.state, lr.state_len))
           continue;
@@ -342,8 +342,7 @@ static int check_layouts(sl__worker *w, const sl__restore *rs, drops *drop) {
         char now[512], why[1024];
         if (st) {
           sl__state_layout(st, now, sizeof(now));
-          if (!sl__layout_diff(lr.layout, lr.layout_len, now, why,
-                               sizeof(why)))
+          if (!sl__layout_diff(lr.layout, lr.layout_len, now, why, sizeof(why)))
             continue;
         } else {
           snprintf(why, sizeof(why),
@@ -359,8 +358,8 @@ static int check_layouts(sl__worker *w, const sl__restore *rs, drops *drop) {
               "\"%.*s\": %s; the checkpoint's values cannot be read as they "
               "are now (set restore.allow.dropped.state=true to drop this "
               "state)",
-              (unsigned long long)rs->id, rs->path, uid_len, lr.state,
-              (int)nl, name, why);
+              (unsigned long long)rs->id, rs->path, uid_len, lr.state, (int)nl,
+              name, why);
         if (w->restore_dir)
           return sl__job_fail(
               job, SL_ERR_STATE,
@@ -368,8 +367,8 @@ static int check_layouts(sl__worker *w, const sl__restore *rs, drops *drop) {
               "\"%.*s\": %s; restore.allow.dropped.state cannot drop it from "
               "the native %s snapshot this worker starts from (restore once "
               "with another state.backend, or with the state's old layout)",
-              (unsigned long long)rs->id, rs->path, uid_len, lr.state,
-              (int)nl, name, why, rs->backend);
+              (unsigned long long)rs->id, rs->path, uid_len, lr.state, (int)nl,
+              name, why, rs->backend);
         int rc = drop_add(drop, lr.state, lr.state_len);
         if (rc)
           return rc;
@@ -377,8 +376,8 @@ static int check_layouts(sl__worker *w, const sl__restore *rs, drops *drop) {
           sl__log(job->conf, job->name, SL__LOG_WARN,
                   "restore from checkpoint %llu: operator \"%.*s\", state "
                   "\"%.*s\" dropped (restore.allow.dropped.state): %s",
-                  (unsigned long long)rs->id, uid_len, lr.state, (int)nl,
-                  name, why);
+                  (unsigned long long)rs->id, uid_len, lr.state, (int)nl, name,
+                  why);
       }
       if (r < 0)
         return SL_ERR_CORRUPT;
@@ -488,12 +487,12 @@ static int restore_late(sl__worker *w, const sl__restore *rs) {
     rc = restore_file(w, be, rs, &rs->files[f], lo, hi, &drop);
   drops_free(&drop);
   if (rc)
-      return sl__job_failing(job)
-                 ? job->err
-                 : sl__job_fail(job, rc,
-                                "restore from checkpoint %llu (%s) failed on "
-                                "worker %d: %s",
-                                (unsigned long long)rs->id, rs->path, w->index,
-                                sl_strerror(rc));
+    return sl__job_failing(job)
+               ? job->err
+               : sl__job_fail(job, rc,
+                              "restore from checkpoint %llu (%s) failed on "
+                              "worker %d: %s",
+                              (unsigned long long)rs->id, rs->path, w->index,
+                              sl_strerror(rc));
   return 0;
 }

@@ -223,7 +223,8 @@ int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
       sl__errf(err, errlen,
                "state \"%s\" is stored as another kind than %s (its kind "
                "changed since the checkpoint the state was restored from)",
-               full, kind_names[desc->kind <= SL_STATE_AGGREGATING ? desc->kind : 0]);
+               full,
+               kind_names[desc->kind <= SL_STATE_AGGREGATING ? desc->kind : 0]);
     else
       sl__errf(err, errlen, "cannot register state \"%s\": %s", full,
                ks->be->errmsg ? ks->be->errmsg : sl_strerror(rc));

@@ -7,6 +7,7 @@
  * layout, zeroed or dropped silently. One test per kind of change, plus
  * a checkpoint written before the layout record existed. */
 #include <check.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,13 +145,13 @@ static void run_job(const char *dir, const char *backend, bool restore,
                     bool allow, const variant *v, uint64_t count, run *out) {
   char err[512];
   sl_conf_t *conf = sl_conf_new();
-  const char *kv[][2] = {{"parallelism", "2"},
-                         {"checkpoint.dir", dir},
-                         {"state.backend", backend},
-                         {"log.level", "error"},
-                         {"restore.from", restore ? "latest" : ""},
-                         {"restore.allow.dropped.state",
-                          allow ? "true" : "false"}};
+  const char *kv[][2] = {
+      {"parallelism", "2"},
+      {"checkpoint.dir", dir},
+      {"state.backend", backend},
+      {"log.level", "error"},
+      {"restore.from", restore ? "latest" : ""},
+      {"restore.allow.dropped.state", allow ? "true" : "false"}};
   for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
     ck_assert_msg(sl_conf_set(conf, kv[i][0], kv[i][1], err, sizeof(err)) == 0,
                   "%s", err);
@@ -165,9 +166,8 @@ static void run_job(const char *dir, const char *backend, bool restore,
   if (v->window) {
     sl_window_spec_t ws = {
         .assigner = SL_WINDOW_SLIDING, .size = 400, .slide = 100};
-    sl_window_fn_t fn = {.acc_size = 8,
-                         .add = w_add,
-                         .merge = v->merge ? w_merge : NULL};
+    sl_window_fn_t fn = {
+        .acc_size = 8, .add = w_add, .merge = v->merge ? w_merge : NULL};
     sl_stream_t *w = sl_window(sl_key_by(s, NULL, NULL), "win", &ws, &fn, NULL);
     ck_assert_int_eq(sl_sink(w, "wsink", sink, &(result){0}), 0);
   }
@@ -230,8 +230,9 @@ END_TEST
 START_TEST(version_change_fails) {
   variant b = base;
   b.version = 1;
-  fails_with(&base, &b, "operator \"count\", state \"n\": version changed "
-                        "from 0 to 1");
+  fails_with(&base, &b,
+             "operator \"count\", state \"n\": version changed "
+             "from 0 to 1");
 }
 END_TEST
 
@@ -248,8 +249,8 @@ START_TEST(kind_change_fails) {
                 "%s", r.msg);
   upgrade("rocksdb", &base, &b, false, &r);
   ck_assert_msg(r.rc == SL_ERR_INVAL, "%d: %s", r.rc, r.msg);
-  ck_assert_msg(strstr(r.msg, "operator \"count\" (process) on worker "),
-                "%s", r.msg);
+  ck_assert_msg(strstr(r.msg, "operator \"count\" (process) on worker "), "%s",
+                r.msg);
   ck_assert_msg(strstr(r.msg, "state \"count/n\" is stored as another kind "
                               "than list (its kind changed"),
                 "%s", r.msg);
@@ -294,8 +295,9 @@ START_TEST(window_aggregate_gained_merge_fails) {
              "operator \"win\", state \"contents\": the operator no longer "
              "registers it (its layout was \"kind=value version=0 ttl=off "
              "window=sliding fn=aggregate acc=8 merge=no path=per-window");
-  fails_with(&b, &a, "operator \"win\", state \"slices\": the operator no "
-                     "longer registers it");
+  fails_with(&b, &a,
+             "operator \"win\", state \"slices\": the operator no "
+             "longer registers it");
 }
 END_TEST
 
@@ -316,6 +318,44 @@ START_TEST(allow_dropped_state_drops_changed_state) {
   ck_assert_msg(strstr(r.msg, "cannot drop it from the native rocksdb "
                               "snapshot"),
                 "%s", r.msg);
+}
+END_TEST
+
+/* sluice-ckpt inspect lists each state once (P=2: both workers record
+ * every state), with its recorded layout, states without entries too. */
+START_TEST(inspect_lists_each_state_once_with_its_layout) {
+  char *dir = tmpdir();
+  variant a = base;
+  a.window = true;
+  run r;
+  run_job(dir, "hashmap", false, false, &a, 100, &r);
+  ck_assert_msg(r.rc == 0, "%s", r.msg);
+  const char *build = getenv("SLUICE_BUILD_ROOT");
+  char cmd[1024];
+  snprintf(cmd, sizeof(cmd), "%s/tools/sluice-ckpt --json inspect %s/chk-*",
+           build ? build : "build", dir);
+  FILE *p = popen(cmd, "r");
+  ck_assert_ptr_nonnull(p);
+  json_error_t je;
+  json_t *doc = json_loadf(p, 0, &je);
+  ck_assert_int_eq(pclose(p), 0);
+  ck_assert_msg(doc != NULL, "%s", je.text);
+  json_t *states = json_object_get(doc, "states");
+  static const char *const want[][2] = {
+      {"count/n", "kind=value version=0 ttl=off"},
+      {"win/contents", "kind=value version=0 ttl=off window=sliding "
+                       "fn=aggregate acc=8 merge=no path=per-window slice=0"}};
+  ck_assert_uint_eq(json_array_size(states), 2);
+  for (size_t i = 0; i < 2; i++) {
+    json_t *row = json_array_get(states, i);
+    ck_assert_str_eq(json_string_value(json_object_get(row, "name")),
+                     want[i][0]);
+    ck_assert_str_eq(json_string_value(json_object_get(row, "layout")),
+                     want[i][1]);
+  }
+  json_decref(doc);
+  rmrf(dir);
+  free(dir);
 }
 END_TEST
 
@@ -375,6 +415,7 @@ int main(void) {
   tcase_add_test(tc, window_aggregate_gained_merge_fails);
   tcase_add_test(tc, allow_dropped_state_drops_changed_state);
   tcase_add_test(tc, checkpoint_without_layout_restores);
+  tcase_add_test(tc, inspect_lists_each_state_once_with_its_layout);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }
