@@ -256,6 +256,17 @@ static int restore_entries(sl__backend *be, sl__rd p, id_map *m) {
   return r;
 }
 
+/* The instance of operator uid on w (keyed or not), or NULL. */
+static sl_ctx_t *job_inst(sl__worker *w, const void *uid, size_t ul) {
+  for (int i = 0; i < w->job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    if (c && c->node->uid && strlen(c->node->uid) == ul &&
+        memcmp(c->node->uid, uid, ul) == 0)
+      return c;
+  }
+  return NULL;
+}
+
 static sl_ctx_t *keyed_inst(sl__worker *w, const void *uid, size_t ul) {
   for (int i = 0; i < w->job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
@@ -331,14 +342,17 @@ static int check_layouts(sl__worker *w, const sl__restore *rs, drops *drop) {
         for (size_t i = lr.state_len; i-- > 0 && !slash;)
           if (lr.state[i] == '/')
             slash = lr.state + i;
-        sl_ctx_t *c =
-            slash ? keyed_inst(w, lr.state, (size_t)(slash - lr.state)) : NULL;
+        size_t ul = slash ? (size_t)(slash - lr.state) : 0;
+        if (!slash || !job_inst(w, lr.state, ul) ||
+            dropped(drop, lr.state, lr.state_len))
+          continue; /* state of an operator the job no longer has: see
+                       check_uids */
+        sl_ctx_t *c = keyed_inst(w, lr.state, ul);
         sl__keyed *k = c ? sl_op_keyed(c) : NULL;
-        if (!k || dropped(drop, lr.state, lr.state_len))
-          continue;
         const char *name = slash + 1;
         size_t nl = lr.state_len - (size_t)(name - lr.state);
-        sl_state_t *st = k->state ? sl__kstate_find(k->state, name, nl) : NULL;
+        sl_state_t *st =
+            k && k->state ? sl__kstate_find(k->state, name, nl) : NULL;
         char now[512], why[1024];
         if (st) {
           sl__state_layout(st, now, sizeof(now));
