@@ -374,7 +374,10 @@ static int check_layouts(sl__worker *w, const sl__restore *rs, drops *drop) {
               "state)",
               (unsigned long long)rs->id, rs->path, uid_len, lr.state, (int)nl,
               name, why);
-        if (w->restore_dir)
+        /* A native snapshot already holds the state's old bytes where
+         * the operator reads them; one it no longer registers is merely
+         * never read. */
+        if (w->restore_dir && st)
           return sl__job_fail(
               job, SL_ERR_STATE,
               "restore from checkpoint %llu (%s): operator \"%.*s\", state "
