@@ -540,7 +540,9 @@ int cmd_inspect(const tool_opts *o) {
   other_sections(&ck, pos, opst, tim);
   json_object_set_new(doc, "positions", pos);
   json_t *ops = json_object_get(m, "operators");
-  json_object_set(doc, "operators", json_is_array(ops) ? ops : json_array());
+  /* A new empty array is ours to hand over; the metadata's is shared. */
+  json_object_set_new(doc, "operators",
+                      json_is_array(ops) ? json_incref(ops) : json_array());
   stats s = {.kg = calloc(ck.max_par + 1, sizeof(kg_row))};
   json_t *kgs = json_array();
   char missing[512] = "";
