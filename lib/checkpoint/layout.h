@@ -5,7 +5,7 @@
  * changed under the same name (as Flink's serializer snapshots do). A
  * layout is text of space-separated key=value pairs, e.g.
  * "kind=aggregating version=0 ttl=off acc=16"; window operators add what
- * their state layout depends on ("window=sliding fn=aggregate merge=yes
+ * their state layout depends on ("window=sliding fn=aggregate acc=8
  * path=per-slice"). Checkpoints written before the record existed have no
  * such section: they restore without the comparison. */
 #ifndef SL_CHECKPOINT_LAYOUT_H

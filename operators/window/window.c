@@ -605,7 +605,9 @@ static sl_state_t *reg(win *w, sl_state_desc_t *d, char *err, size_t n,
  * checkpoint (checkpoint/layout.h): the assigner, whether the function
  * aggregates (its accumulator size) or keeps every element, and the path.
  * A sliding aggregate with merge keeps one accumulator per slice, without
- * one per window, so gaining or losing merge changes the layout; and
+ * one per window, so gaining or losing merge changes the path (merge
+ * itself is not recorded: a tumbling aggregate that gains it keeps its
+ * layout); and
  * per-window accumulators cannot be split into slices, nor (without the
  * merge the per-window job lacks) slices combined, so a restore across
  * that change fails instead of reading one layout as the other. */
@@ -614,10 +616,9 @@ static int set_layout(sl_state_t *st, const warg *a) {
                                           "global"};
   char text[256];
   int s = (int)a->s.assigner;
-  snprintf(text, sizeof(text),
-           "window=%s fn=%s acc=%zu merge=%s path=%s slice=%lld",
+  snprintf(text, sizeof(text), "window=%s fn=%s acc=%zu path=%s slice=%lld",
            assigners[s >= 0 && s < 4 ? s : 0], a->agg ? "aggregate" : "full",
-           a->agg ? a->acc_size : 0, a->f.merge ? "yes" : "no",
+           a->agg ? a->acc_size : 0,
            a->sliced          ? "per-slice"
            : a->lazy_sessions ? "sessions"
                               : "per-window",

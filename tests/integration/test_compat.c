@@ -29,6 +29,7 @@ typedef struct variant {
   size_t value_size; /* SL_STATE_REDUCING */
   bool ttl;
   bool window, merge; /* a sliding window "win"; its aggregate has merge */
+  bool tumbling;      /* the window is tumbling instead */
 } variant;
 
 static const variant base = {.kind = SL_STATE_VALUE};
@@ -165,8 +166,10 @@ static void run_job(const char *dir, const char *backend, bool restore,
   s = sl_process(sl_key_by(s, NULL, NULL), "count", &ops, (void *)v);
   ck_assert_int_eq(sl_sink(s, "sink", sink, &r), 0);
   if (v->window) {
-    sl_window_spec_t ws = {
-        .assigner = SL_WINDOW_SLIDING, .size = 400, .slide = 100};
+    sl_window_spec_t ws = {.assigner = v->tumbling ? SL_WINDOW_TUMBLING
+                                                   : SL_WINDOW_SLIDING,
+                           .size = 400,
+                           .slide = v->tumbling ? 0 : 100};
     sl_window_fn_t fn = {
         .acc_size = 8, .add = w_add, .merge = v->merge ? w_merge : NULL};
     sl_stream_t *w = sl_window(sl_key_by(s, NULL, NULL), "win", &ws, &fn, NULL);
@@ -295,10 +298,24 @@ START_TEST(window_aggregate_gained_merge_fails) {
   fails_with(&a, &b,
              "operator \"win\", state \"contents\": the operator no longer "
              "registers it (its layout was \"kind=value version=0 ttl=off "
-             "window=sliding fn=aggregate acc=8 merge=no path=per-window");
+             "window=sliding fn=aggregate acc=8 path=per-window");
   fails_with(&b, &a,
              "operator \"win\", state \"slices\": the operator no "
              "longer registers it");
+}
+END_TEST
+
+/* A tumbling window's aggregate keeps one accumulator per window with or
+ * without merge: gaining it changes nothing stored, and restores. */
+START_TEST(tumbling_aggregate_gained_merge_restores) {
+  variant a = base, b = base;
+  a.window = b.window = a.tumbling = b.tumbling = true;
+  b.merge = true;
+  for (int be = 0; be < 2; be++) {
+    run r;
+    upgrade(backend_of(be), &a, &b, false, &r);
+    ck_assert_msg(r.rc == 0, "%s: %s", backend_of(be), r.msg);
+  }
 }
 END_TEST
 
@@ -353,7 +370,7 @@ START_TEST(inspect_lists_each_state_once_with_its_layout) {
   static const char *const want[][2] = {
       {"count/n", "kind=value version=0 ttl=off"},
       {"win/contents", "kind=value version=0 ttl=off window=sliding "
-                       "fn=aggregate acc=8 merge=no path=per-window slice=0"}};
+                       "fn=aggregate acc=8 path=per-window slice=0"}};
   ck_assert_uint_eq(json_array_size(states), 2);
   for (size_t i = 0; i < 2; i++) {
     json_t *row = json_array_get(states, i);
@@ -422,6 +439,7 @@ int main(void) {
   tcase_add_test(tc, ttl_change_fails);
   tcase_add_test(tc, dropped_state_fails);
   tcase_add_test(tc, window_aggregate_gained_merge_fails);
+  tcase_add_test(tc, tumbling_aggregate_gained_merge_restores);
   tcase_add_test(tc, allow_dropped_state_drops_changed_state);
   tcase_add_test(tc, checkpoint_without_layout_restores);
   tcase_add_test(tc, inspect_lists_each_state_once_with_its_layout);
