@@ -13,9 +13,14 @@ DEB_PACKAGES = meson ninja-build pkg-config gcc libc6-dev binutils check libjans
 # Only for `make format` and `make format-check`: Debian's clang-format,
 # whose version decides the layout (.clang-format is checked in).
 FORMAT_PACKAGES = clang-format
+# Only for `make fuzz`: clang with libFuzzer and the sanitizers' runtime,
+# and llvm-symbolizer for readable reports.
+FUZZ_PACKAGES = clang libclang-rt-dev llvm
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 30
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test test-asan test-tsan demo bench release-build nexmark nexmark-kafka clean format format-check
+.PHONY: all deps build test test-asan test-tsan demo bench release-build nexmark nexmark-kafka fuzz clean format format-check
 
 all: build
 
@@ -90,6 +95,18 @@ nexmark-kafka: deps
 	ninja -C $(BENCH_BUILD)
 	./$(BENCH_BUILD)/examples/nexmark/nexmark --kafka
 
+# Every fuzz target (tests/fuzz) for FUZZ_SECONDS each from its seed
+# corpus, built by clang with libFuzzer, AddressSanitizer and
+# UndefinedBehaviorSanitizer; fails on any finding. Warnings are not
+# errors here: clang warns where gcc, which gates the code, does not.
+fuzz:
+	@$(call install_missing,$(DEB_PACKAGES) $(FUZZ_PACKAGES))
+	[ -f $(FUZZ_BUILD)/build.ninja ] || CC=clang meson setup $(FUZZ_BUILD) \
+	  -Dfuzz=true -Dtests=false -Dwerror=false \
+	  -Db_sanitize=address,undefined -Db_lundef=false
+	ninja -C $(FUZZ_BUILD)
+	./tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 format:
 	@$(call install_missing,$(FORMAT_PACKAGES))
 	clang-format -i $$(git ls-files '*.c' '*.h')
@@ -111,4 +128,4 @@ format-check:
 	echo "format-check: $$n files clean"
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(BENCH_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(BENCH_BUILD) $(FUZZ_BUILD)

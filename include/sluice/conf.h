@@ -90,6 +90,15 @@ SL_API int sl_conf_foreach(const sl_conf_t *conf,
                                      void *opaque),
                            void *opaque);
 
+/* Non-zero when key holds a secret: a key naming a password, secret,
+ * token, credential or key material (kafka.sasl.password,
+ * kafka.ssl.key.password, kafka.ssl.key.pem,
+ * kafka.sasl.oauthbearer.client.secret, ...; any case). The library never
+ * writes such a value into a log line, an error message, _metadata, a
+ * metric or sluice-ckpt output; a host program that prints its
+ * configuration should skip these keys too. Any thread. */
+SL_API int sl_conf_is_secret(const char *key);
+
 #ifdef __cplusplus
 }
 #endif

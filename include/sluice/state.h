@@ -94,6 +94,14 @@ typedef struct sl_state_desc {
                        checkpoints, so keep it stable like the uid */
   sl_state_kind kind;
   sl_state_ttl_t ttl;
+  /* Schema version of the values, chosen by the user (0 by default):
+   * change it when the bytes a state stores change meaning, and a restore
+   * from a checkpoint taken with another version fails with the operator,
+   * the state and both versions named (unless
+   * restore.allow.dropped.state, which then drops the state). The kind,
+   * TTL on or off and the sizes of reducing and aggregating states are
+   * compared the same way without a version. See docs/state.md. */
+  uint32_t version;
 
   /* SL_STATE_REDUCING: values are exactly value_size bytes. The first
    * value added is stored as is; each later one is folded in with

@@ -15,10 +15,10 @@
 #include <sys/stat.h>
 
 #include "checkpoint/files.h"
+#include "checkpoint/layout.h"
 #include "core/hash.h"
 #include "core/util.h"
 #include "state/backend.h"
-#include "time/timers.h"
 
 /* Largest max.parallelism a job accepts (lib/core/conf.c). */
 #define MAX_KEY_GROUPS 32768
@@ -442,12 +442,11 @@ static void check_sections(ctx *x, const char *file, const sl__ckpt_image *im,
         if (t.kg < kg_lo || t.kg >= kg_hi)
           snprintf(why, sizeof(why), "timer of key group %u outside [%u, %u)",
                    t.kg, kg_lo, kg_hi);
-        else if (t.domain >= SL__TIMER_DOMAINS)
-          snprintf(why, sizeof(why), "unknown time domain %u", t.domain);
         (*timers)++;
       }
       if (!why[0] && rc < 0)
-        snprintf(why, sizeof(why), "a timer is cut short");
+        snprintf(why, sizeof(why),
+                 "a timer is cut short or of an unknown time domain");
     } else if (type == SL__SEC_OPSTATE || type == SL__SEC_SOURCE) {
       const void *u, *b;
       size_t ul, bl;
@@ -466,6 +465,16 @@ static void check_sections(ctx *x, const char *file, const sl__ckpt_image *im,
         ;
       if (!why[0] && rc < 0)
         snprintf(why, sizeof(why), "an entry is cut short");
+    } else if (type == SL__SEC_LAYOUT) {
+      sl__layout_rec r;
+      uint32_t n = 0, got = 0;
+      what = "state layouts";
+      if (sl__layout_count(&p, &n))
+        snprintf(why, sizeof(why), "bad version or count");
+      while (!why[0] && (rc = sl__layout_next(&p, &r)) == 1)
+        got++;
+      if (!why[0] && (rc < 0 || got != n))
+        snprintf(why, sizeof(why), "%u of %u layouts readable", got, n);
     } else {
       snprintf(why, sizeof(why), "unknown section type %u", type);
     }

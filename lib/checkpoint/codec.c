@@ -173,10 +173,16 @@ static int ids_alloc(sl__snap_ids *m, uint32_t n) {
   return 0;
 }
 
+static bool dropped(const sl__snap_ids *m, const char *name, size_t len) {
+  return m->drop && m->drop(name, len, m->drop_opaque);
+}
+
 static int insert(const sl__snap_entry *e, void *opaque) {
   sl__snap_ids *m = opaque;
   if (e->state >= m->n)
     return SL_ERR_CORRUPT;
+  if (m->ids[e->state] == SL__SNAP_NO_STATE)
+    return 0;
   return m->to->ops->insert(m->to, m->ids[e->state], m->kg, e->key, e->key_len,
                             e->ns, e->ns_len, e->mk, e->mk_len, e->val,
                             e->val_len);
@@ -191,6 +197,10 @@ int sl__snap_load_states(sl__rd p, sl__snap_ids *m) {
     sl__snap_state st;
     if (sl__snap_state_next(&p, &st) != 1 || st.id >= n || st.type > SL__BT_MAP)
       return SL_ERR_CORRUPT;
+    if (dropped(m, st.name, st.name_len)) {
+      m->ids[st.id] = SL__SNAP_NO_STATE;
+      continue;
+    }
     char *s = strndup(st.name, st.name_len);
     if (!s)
       return SL_ERR_NOMEM;
@@ -218,7 +228,7 @@ int sl__snap_load_entries(sl__rd p, sl__snap_ids *m, uint32_t kg) {
       if (e.state < m->n)
         cnt[e.state]++;
     for (uint32_t i = 0; i < m->n; i++)
-      if (cnt[i])
+      if (cnt[i] && m->ids[i] != SL__SNAP_NO_STATE)
         be->ops->reserve(be, m->ids[i], kg, cnt[i]);
     free(cnt);
   }
@@ -322,7 +332,9 @@ int sl__snap_load_native(sl__native *n, sl__snap_ids *m, uint32_t lo,
     const char *name;
     sl__btype type;
     rc = n->be->ops->state_info(n->be, i, &name, &type);
-    if (!rc)
+    if (!rc && dropped(m, name, strlen(name)))
+      m->ids[i] = SL__SNAP_NO_STATE;
+    else if (!rc)
       rc = m->to->ops->register_state(m->to, name, type, &m->ids[i]);
   }
   if (lo < n->be->kg_lo)

@@ -45,10 +45,15 @@ int sl__snap_put_blob(sl_buf_t *b, uint32_t type, const char *uid,
  * them). Free with sl__snap_ids_free. */
 typedef struct sl__snap_ids {
   struct sl__backend *to;
-  uint32_t *ids;
+  uint32_t *ids; /* SL__SNAP_NO_STATE: a dropped state */
   uint32_t n;
   uint32_t kg; /* of the entries being inserted (the backend checks it) */
+  /* States whose data is dropped, not registered, their entries skipped
+   * (restore.allow.dropped.state): drop(name) true. NULL drops none. */
+  bool (*drop)(const char *name, size_t len, void *opaque);
+  void *drop_opaque;
 } sl__snap_ids;
+#define SL__SNAP_NO_STATE UINT32_MAX
 void sl__snap_ids_free(sl__snap_ids *m);
 
 /* The SL__SEC_STATES payload p into m (m->to set). */

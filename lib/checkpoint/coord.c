@@ -45,7 +45,8 @@ struct sl__ckpt {
   int n_parts;
   bool on; /* checkpoint.dir or restore.from is set */
   char *dir;
-  int lock_fd; /* flock on <dir>/.lock while the job runs; -1: none */
+  sl__fmode fmode; /* files.access */
+  int lock_fd;     /* flock on <dir>/.lock while the job runs; -1: none */
   int64_t interval_ms, min_pause_ms, timeout_ms;
   int tolerable, retained;
   bool final;
@@ -222,7 +223,7 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
     char name[64];
     pathf(name, sizeof(name), "w%d.snap", w);
     pathf(path, sizeof(path), "%s/%s", chk, name);
-    if (sl__ckpt_write_file(path, s->file.data, s->file.len)) {
+    if (sl__ckpt_write_file(path, s->file.data, s->file.len, ck->fmode.file)) {
       sl__errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
       rc = SL_ERR_IO;
       break;
@@ -274,7 +275,7 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
         meta ? json_dumps(meta, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
     if (!text) {
       rc = SL_ERR_NOMEM;
-    } else if (sl__ckpt_write_file(tmp, text, strlen(text)) ||
+    } else if (sl__ckpt_write_file(tmp, text, strlen(text), ck->fmode.file) ||
                rename(tmp, path) || sl__ckpt_fsync_path(chk, true)) {
       sl__errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
       rc = SL_ERR_IO;
@@ -375,7 +376,7 @@ static void trigger(struct sl__ckpt *ck) {
   uint64_t id = ++ck->last_id;
   char chk[4096];
   sl__ckpt_path(ck, id, chk, sizeof(chk));
-  if (sl__mkdirs(chk, 0755)) {
+  if (sl__mkdirs(chk, ck->fmode.dir)) {
     LOG(ck, SL__LOG_WARN, "checkpoint %" PRIu64 ": cannot create %s: %s", id,
         chk, strerror(errno));
     count_failure(ck);
@@ -453,7 +454,7 @@ static int complete_cur(struct sl__ckpt *ck, char *err, size_t errlen) {
     char path[4200];
     sl__ckpt_path(ck, id, path, sizeof(path));
     strcat(path, "/_COMMITTED");
-    if (sl__ckpt_write_file(path, "", 0))
+    if (sl__ckpt_write_file(path, "", 0, ck->fmode.file))
       LOG(ck, SL__LOG_WARN, "cannot write %s: %s", path, strerror(errno));
   }
   pthread_mutex_lock(&ck->mu);
@@ -957,7 +958,7 @@ static void seed_prev(struct sl__ckpt *ck, const char *chk) {
 static int lock_dir(struct sl__ckpt *ck, char *err, size_t errlen) {
   char lock[4200];
   pathf(lock, sizeof(lock), "%s/.lock", ck->dir);
-  ck->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  ck->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, ck->fmode.file);
   if (ck->lock_fd < 0)
     return failf(err, errlen, SL_ERR_IO,
                  "checkpoint.dir \"%s\": cannot create \"%s\": %s", ck->dir,
@@ -1001,6 +1002,7 @@ static int ckpt_start_locked(struct sl__ckpt *ck, char *err, size_t errlen) {
   ck->tolerable = (int)sl__conf_int(conf, "checkpoint.tolerable.failures");
   ck->retained = (int)sl__conf_int(conf, "checkpoint.retained");
   ck->final = sl__conf_bool(conf, "checkpoint.final");
+  ck->fmode = sl__fs_mode(conf);
   ck->last_trigger = sl__mono_ms();
   if (dir[0]) {
     if (!(ck->dir = strdup(dir)))
@@ -1008,7 +1010,7 @@ static int ckpt_start_locked(struct sl__ckpt *ck, char *err, size_t errlen) {
     size_t l = strlen(ck->dir);
     while (l > 1 && ck->dir[l - 1] == '/')
       ck->dir[--l] = 0;
-    if (sl__mkdirs(ck->dir, 0755))
+    if (sl__mkdirs(ck->dir, ck->fmode.dir))
       return failf(err, errlen, SL_ERR_IO,
                    "checkpoint.dir \"%s\" cannot be created: %s", dir,
                    strerror(errno));

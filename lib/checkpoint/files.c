@@ -63,8 +63,9 @@ bool sl__ckpt_safe_rel(const char *rel) {
 }
 
 /* Writes len bytes to path and fsyncs it. */
-int sl__ckpt_write_file(const char *path, const void *data, size_t len) {
-  int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
+int sl__ckpt_write_file(const char *path, const void *data, size_t len,
+                        mode_t mode) {
+  int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0)
     return -1;
   const char *p = data;

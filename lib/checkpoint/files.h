@@ -20,9 +20,10 @@
 /* chk-<id> directory ids of dir (id > 0, decimal), newest first; *ids is
  * malloc'd. A missing dir is empty. 0 or -1 with errno. */
 int sl__ckpt_list(const char *dir, uint64_t **ids, size_t *n);
-/* Writes len bytes to path and fsyncs it (a temp name, then rename, makes
- * it atomic). 0 or -1 with errno. */
-int sl__ckpt_write_file(const char *path, const void *data, size_t len);
+/* Writes len bytes to path, created with mode, and fsyncs it (a temp
+ * name, then rename, makes it atomic). 0 or -1 with errno. */
+int sl__ckpt_write_file(const char *path, const void *data, size_t len,
+                        mode_t mode);
 /* fsync of a file, or of a directory (after a rename in it). */
 int sl__ckpt_fsync_path(const char *path, bool dir);
 

@@ -31,6 +31,7 @@ enum {
                           u32 "SLST", u32 subtasks, u64 max_ts, u8 flags] */
   SL__SEC_BCAST = 6,   /* broadcast state of one instance: bytes uid,
                           (bytes state name, bytes map key, bytes value)* */
+  /* 7: SL__SEC_LAYOUT, the state layouts (checkpoint/layout.h). */
 };
 
 typedef struct sl__snap_head {

@@ -82,6 +82,11 @@ static const sl__conf_key keys[] = {
              "on glibc, fix malloc's mmap threshold at 128 KiB when RocksDB "
              "state first opens (process-wide), so freed memtables go back "
              "to the system instead of staying in the heap"),
+    KEY_ENUM("files.access", "private", "private|group|umask",
+             "who may read the checkpoint files and state directories the "
+             "job creates: private (owner only, files 0600, directories "
+             "0700), group (0640/0750) or umask (0666/0777 less the "
+             "process umask)"),
     KEY_STRING("checkpoint.dir", "",
                "directory of the job's checkpoints (chk-<id>/); empty turns "
                "checkpoints off"),
@@ -652,6 +657,33 @@ int sl_conf_foreach(const sl_conf_t *conf,
   return 0;
 }
 
+/* Words that mark a key as holding a secret, matched anywhere in the key
+ * without regard to case: wide on purpose, since showing a secret costs
+ * more than hiding a harmless value (ssl.key.location is only a path). */
+static const char *const secret_words[] = {
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "credential",
+    "jaas",
+    "oauthbearer.config",
+    "ssl.key",
+    "keystore",
+    "private.key",
+    "api.key",
+    "apikey",
+};
+
+int sl_conf_is_secret(const char *key) {
+  if (!key)
+    return 0;
+  for (size_t i = 0; i < sizeof(secret_words) / sizeof(secret_words[0]); i++)
+    if (strcasestr(key, secret_words[i]))
+      return 1;
+  return 0;
+}
+
 /* ---- typed getters ------------------------------------------------------ */
 
 static int64_t value_num(const sl_conf_t *conf, const sl__conf_key *k) {
@@ -760,6 +792,10 @@ static int load_properties(sl_conf_t *conf, const char *path, const char *buf,
     if (!eq || eq == s) {
       char quoted[QUOTE_MAX * 4 + 8];
       sl__escape(quoted, sizeof quoted, s, (size_t)(e - s), QUOTE_MAX);
+      /* A line such as "kafka.sasl.password s3cret" (no '=') would show
+       * the secret in the message: name the line only. */
+      if (sl_conf_is_secret(quoted))
+        snprintf(quoted, sizeof quoted, "(not shown: it names a secret)");
       sl__errf(err, errlen, "%s:%zu: expected \"key = value\", got \"%s\"",
                path, line, quoted);
       return SL_ERR_CONF;
@@ -781,6 +817,17 @@ static int load_properties(sl_conf_t *conf, const char *path, const char *buf,
   return SL_OK;
 }
 
+/* Whether text mentions a key that holds a secret (sl_conf_is_secret). */
+static bool names_secret(const char *text, size_t len) {
+  for (size_t w = 0; w < sizeof(secret_words) / sizeof(secret_words[0]); w++) {
+    size_t n = strlen(secret_words[w]);
+    for (size_t i = 0; i + n <= len; i++)
+      if (strncasecmp(text + i, secret_words[w], n) == 0)
+        return true;
+  }
+  return false;
+}
+
 static int load_json(sl_conf_t *conf, const char *path, const char *buf,
                      size_t len, char *err, size_t errlen) {
   char msg[MSG_MAX], quoted[QUOTE_MAX * 4 + 8];
@@ -788,6 +835,11 @@ static int load_json(sl_conf_t *conf, const char *path, const char *buf,
   json_t *root =
       json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
   if (!root) {
+    /* jansson quotes the text "near" the error, which may be part of a
+     * secret's value: a file that names a secret gets the position only. */
+    char *near = strstr(je.text, " near ");
+    if (near && names_secret(buf, len))
+      *near = 0;
     sl__errf(err, errlen, "%s:%d:%d: invalid JSON: %s", path, je.line,
              je.column, je.text);
     return SL_ERR_CONF;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* File-system helpers: mkdir -p, read a whole file, remove a tree. */
+#include "core/conf.h"
 #include "core/fs.h"
 
 #include <errno.h>
@@ -10,6 +11,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+sl__fmode sl__fs_mode(const sl_conf_t *conf) {
+  static const sl__fmode modes[] = {{0600, 0700}, {0640, 0750}, {0666, 0777}};
+  int i = sl__conf_enum(conf, "files.access");
+  return modes[i >= 0 && i < 3 ? i : 0];
+}
 
 int sl__mkdirs(const char *path, mode_t mode) {
   size_t n = strlen(path);

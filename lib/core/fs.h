@@ -7,6 +7,16 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "sluice/conf.h"
+
+/* Modes of the files and directories the library creates (checkpoints,
+ * state directories, lock files), from files.access: state is the
+ * user's data and private by default. The process umask still applies. */
+typedef struct sl__fmode {
+  mode_t file, dir;
+} sl__fmode;
+sl__fmode sl__fs_mode(const sl_conf_t *conf);
+
 /* mkdir -p: creates path and its missing parents with mode. 0, or -1 with
  * errno (ENOTDIR when path exists and is not a directory). */
 int sl__mkdirs(const char *path, mode_t mode);

@@ -126,6 +126,11 @@ static int kconf_set(const char *key, const char *value, void *opaque) {
   char e[512];
   if (rd_kafka_conf_set(a->rc, key + 6, value, e, sizeof(e)) !=
       RD_KAFKA_CONF_OK) {
+    /* librdkafka may quote the value it refused: not a secret's. */
+    if (sl_conf_is_secret(key) && *value && strstr(e, value))
+      snprintf(e, sizeof(e),
+               "librdkafka refused the value (not shown: the "
+               "key holds a secret)");
     snprintf(a->err, a->errlen, "%s: %s", key, e);
     a->rc_err = SL_ERR_CONF;
     return 1;
@@ -470,8 +475,9 @@ json_t *sl_kafka_msg_json(const sl_kafka_msg_t *m) {
    * function asks (the source frees it after the record's emit). */
   if (!m->json && m->lazy) {
     sl_kafka_msg_t *w = (sl_kafka_msg_t *)m;
-    w->json = json_loadb(m->m->payload ? m->m->payload : "",
-                         m->m->payload ? m->m->len : 0, JSON_DECODE_ANY, NULL);
+    json_error_t je;
+    w->json = sl__jload(m->m->payload ? m->m->payload : "",
+                        m->m->payload ? m->m->len : 0, &je);
     w->lazy = false;
   }
   return m->json;

@@ -414,6 +414,23 @@ int sl__jscan(const void *text, size_t len, const sl__jptr *ptrs, size_t n,
   return -1;
 }
 
+json_t *sl__jload(const void *text, size_t len, json_error_t *je) {
+  const char *nul = memchr(text, 0, len);
+  if (nul) {
+    /* As jansson reports a position: 1-based line and column. */
+    int line = 1, col = 1;
+    for (const char *p = text; p < nul; p++, col++)
+      if (*p == '\n')
+        line++, col = 0;
+    snprintf(je->text, sizeof(je->text), "NUL byte in the text");
+    je->line = line;
+    je->column = col;
+    je->position = (int)(nul - (const char *)text);
+    return NULL;
+  }
+  return json_loadb(text, len, JSON_DECODE_ANY, je);
+}
+
 int sl__junescape(const void *raw, size_t len, char *out, size_t *out_len) {
   const unsigned char *p = raw, *end = p + len;
   char *o = out;

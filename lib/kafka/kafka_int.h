@@ -6,6 +6,7 @@
 #ifndef SL_KAFKA_INT_H
 #define SL_KAFKA_INT_H
 
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -235,6 +236,11 @@ int sl__jptr_compile(sl__jptr *p, const char *ptr);
  * "invalid JSON: why (line L column C)" in err. No allocation. */
 int sl__jscan(const void *text, size_t len, const sl__jptr *ptrs, size_t n,
               sl__jval *out, char *err, size_t errlen);
+/* The document of a value the scanner accepts, by jansson; NULL with
+ * je set when the scanner would reject it. jansson alone is not the
+ * reference: it skips a NUL byte right after a number or literal
+ * ("[1\0]" loads), which RFC 8259 and the scanner reject. */
+json_t *sl__jload(const void *text, size_t len, json_error_t *je);
 /* A JSON integer's text to int64; -1 when it does not fit. */
 int sl__jint(const void *text, size_t len, int64_t *out);
 /* Decodes a validated string's escapes into out (at least len bytes). */

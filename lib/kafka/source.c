@@ -811,8 +811,7 @@ static int decode(ksrc *s, ksub *k, sl_kafka_msg_t *km, sl_record_t *rec,
   if (s->fast)
     return decode_scan(s, k, km, rec, err, errlen);
   json_error_t je;
-  km->json = json_loadb(m->payload ? m->payload : "", rec->value_len,
-                        JSON_DECODE_ANY, &je);
+  km->json = sl__jload(m->payload ? m->payload : "", rec->value_len, &je);
   if (!km->json) {
     snprintf(err, errlen, "invalid JSON: %s (line %d column %d)", je.text,
              je.line, je.column);

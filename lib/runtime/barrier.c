@@ -11,6 +11,7 @@
 #include "checkpoint/bcast.h"
 #include "checkpoint/codec.h"
 #include "checkpoint/coord.h"
+#include "checkpoint/layout.h"
 #include "runtime/barrier.h"
 #include "core/hash.h"
 #include "state/keyed.h"
@@ -146,6 +147,33 @@ static int snap_keyed(sl__worker *w, sl__wsnap *s, bool native_ok) {
   return 0;
 }
 
+/* The layout record (checkpoint/layout.h) of every state the worker's
+ * keyed operators registered, which restore compares with what the
+ * restored job registers. */
+static int snap_layout(sl__worker *w, sl__wsnap *s) {
+  sl_buf_t *b = &s->file;
+  size_t mark, count_at;
+  uint32_t n = 0;
+  int rc = sl__layout_begin(b, &mark, &count_at);
+  for (int i = 0; !rc && i < w->job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    sl__keyed *k = c && !sl__is_source(c) ? sl_op_keyed(c) : NULL;
+    if (!k || !k->state || !c->node->uid)
+      continue;
+    sl_state_t *st;
+    for (size_t j = 0; !rc && (st = sl__kstate_state(k->state, j)); j++) {
+      char name[1024], text[512];
+      snprintf(name, sizeof(name), "%s/%s", c->node->uid, sl__state_name(st));
+      sl__state_layout(st, text, sizeof(text));
+      rc = sl__layout_add(b, name, text);
+      n++;
+    }
+  }
+  if (!rc)
+    sl__layout_end(b, mark, count_at, n);
+  return rc;
+}
+
 /* Builds the worker's snapshot of checkpoint id; NULL when out of
  * memory. Other failures are in s->rc and s->err. With native_ok, a
  * backend with native snapshots writes its state directory into the
@@ -171,6 +199,8 @@ static sl__wsnap *build_snapshot(sl__worker *w, uint64_t id, bool native_ok) {
     rc = snap_bcast(w, s);
   if (!rc)
     rc = snap_keyed(w, s, native_ok);
+  if (!rc)
+    rc = snap_layout(w, s);
   if (!rc)
     rc = sl__snap_finish_file(&s->file);
   if (rc && !s->err[0])

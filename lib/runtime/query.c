@@ -72,7 +72,7 @@ static void answer(sl__worker *w, struct sl__qreq *r) {
              r->uid);
     return;
   }
-  sl_state_t *st = sl__kstate_find(k->state, r->state);
+  sl_state_t *st = sl__kstate_find(k->state, r->state, strlen(r->state));
   if (!st) {
     snprintf(r->err, sizeof(r->err), "operator \"%s\" has no state \"%s\"",
              r->uid, r->state);

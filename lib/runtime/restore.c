@@ -10,9 +10,11 @@
 #include "checkpoint/bcast.h"
 #include "checkpoint/codec.h"
 #include "checkpoint/coord.h"
+#include "checkpoint/layout.h"
 #include "runtime/barrier.h"
 #include "core/conf.h"
 #include "core/hash.h"
+#include "core/log.h"
 #include "state/keyed.h"
 
 typedef struct sl_source_ctx src_t;
@@ -158,6 +160,39 @@ int sl__restore_early(sl__worker *w) {
   return 0;
 }
 
+/* States ("<uid>/<name>") whose checkpointed data restore drops: their
+ * layout changed, or the operator no longer registers them, and
+ * restore.allow.dropped.state is set. */
+typedef struct drops {
+  char **names;
+  size_t n;
+} drops;
+
+static bool dropped(const char *name, size_t len, void *opaque) {
+  const drops *d = opaque;
+  for (size_t i = 0; d && i < d->n; i++)
+    if (strlen(d->names[i]) == len && memcmp(d->names[i], name, len) == 0)
+      return true;
+  return false;
+}
+
+static void drops_free(drops *d) {
+  for (size_t i = 0; i < d->n; i++)
+    free(d->names[i]);
+  free(d->names);
+}
+
+/* The instance of operator uid on w (keyed or not), or NULL. */
+static sl_ctx_t *job_inst(sl__worker *w, const void *uid, size_t ul) {
+  for (int i = 0; i < w->job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    if (c && c->node->uid && strlen(c->node->uid) == ul &&
+        memcmp(c->node->uid, uid, ul) == 0)
+      return c;
+  }
+  return NULL;
+}
+
 static sl_ctx_t *keyed_inst(sl__worker *w, const void *uid, size_t ul) {
   for (int i = 0; i < w->job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
@@ -178,12 +213,118 @@ static int restore_timers(sl__worker *w, sl__rd p, uint32_t lo, uint32_t hi) {
   return sl__snap_load_timers(p, k ? k->timers : NULL, lo, hi);
 }
 
+/* ---- State layouts (checkpoint/layout.h) -------------------------------- */
+
+static int drop_add(drops *d, const char *name, size_t len) {
+  if (dropped(name, len, d))
+    return 0;
+  char **a = realloc(d->names, (d->n + 1) * sizeof(*a));
+  if (!a)
+    return SL_ERR_NOMEM;
+  d->names = a;
+  if (!(a[d->n] = strndup(name, len)))
+    return SL_ERR_NOMEM;
+  d->n++;
+  return 0;
+}
+
+/* Compares every state layout the checkpoint recorded with what the
+ * job's operators registered on this worker (all of them, by now: states
+ * are registered in open()). A state whose layout changed, or which its
+ * operator no longer registers, fails the restore with the operator, the
+ * state and what changed named, or with restore.allow.dropped.state is
+ * dropped (logged). Nothing is read in the wrong layout, and nothing is
+ * dropped without a word. State of operators the job no longer has is
+ * the coordinator's check (check_uids). Checkpoints from before the
+ * layout record have no layout section and skip this. */
+static int check_layouts(sl__worker *w, const sl__restore *rs, drops *drop) {
+  sl_job_t *job = w->job;
+  bool allow = sl__conf_bool(job->conf, "restore.allow.dropped.state");
+  for (int f = 0; f < rs->n_files; f++) {
+    sl__rd body = rs->files[f].body, p;
+    uint32_t t, kg, n;
+    int r;
+    while ((r = sl__snap_next(&body, &t, &kg, &p)) == 1) {
+      if (t != SL__SEC_LAYOUT)
+        continue;
+      if (sl__layout_count(&p, &n))
+        return SL_ERR_CORRUPT;
+      sl__layout_rec lr;
+      while ((r = sl__layout_next(&p, &lr)) == 1) {
+        const char *slash = NULL;
+        for (size_t i = lr.state_len; i-- > 0 && !slash;)
+          if (lr.state[i] == '/')
+            slash = lr.state + i;
+        size_t ul = slash ? (size_t)(slash - lr.state) : 0;
+        if (!slash || !job_inst(w, lr.state, ul) ||
+            dropped(lr.state, lr.state_len, drop))
+          continue; /* state of an operator the job no longer has: see
+                       check_uids */
+        sl_ctx_t *c = keyed_inst(w, lr.state, ul);
+        sl__keyed *k = c ? sl_op_keyed(c) : NULL;
+        const char *name = slash + 1;
+        size_t nl = lr.state_len - (size_t)(name - lr.state);
+        sl_state_t *st =
+            k && k->state ? sl__kstate_find(k->state, name, nl) : NULL;
+        char now[512], why[1024];
+        if (st) {
+          sl__state_layout(st, now, sizeof(now));
+          if (!sl__layout_diff(lr.layout, lr.layout_len, now, why, sizeof(why)))
+            continue;
+        } else {
+          snprintf(why, sizeof(why),
+                   "the operator no longer registers it (its layout was "
+                   "\"%.*s\")",
+                   (int)lr.layout_len, lr.layout);
+        }
+        int uid_len = (int)(slash - lr.state);
+        if (!allow)
+          return sl__job_fail(
+              job, SL_ERR_STATE,
+              "restore from checkpoint %llu (%s): operator \"%.*s\", state "
+              "\"%.*s\": %s; the checkpoint's values cannot be read as they "
+              "are now (set restore.allow.dropped.state=true to drop this "
+              "state)",
+              (unsigned long long)rs->id, rs->path, uid_len, lr.state, (int)nl,
+              name, why);
+        /* A native snapshot already holds the state's old bytes where
+         * the operator reads them; one it no longer registers is merely
+         * never read. */
+        if (w->restore_dir && st)
+          return sl__job_fail(
+              job, SL_ERR_STATE,
+              "restore from checkpoint %llu (%s): operator \"%.*s\", state "
+              "\"%.*s\": %s; restore.allow.dropped.state cannot drop it from "
+              "the native %s snapshot this worker starts from (restore once "
+              "with another state.backend, or with the state's old layout)",
+              (unsigned long long)rs->id, rs->path, uid_len, lr.state, (int)nl,
+              name, why, rs->backend);
+        int rc = drop_add(drop, lr.state, lr.state_len);
+        if (rc)
+          return rc;
+        if (w->index == 0)
+          sl__log(job->conf, job->name, SL__LOG_WARN, "checkpoint",
+                  "restore from checkpoint %llu: operator \"%.*s\", state "
+                  "\"%.*s\" dropped (restore.allow.dropped.state): %s",
+                  (unsigned long long)rs->id, uid_len, lr.state, (int)nl, name,
+                  why);
+      }
+      if (r < 0)
+        return SL_ERR_CORRUPT;
+    }
+    if (r < 0)
+      return r;
+  }
+  return 0;
+}
+
 static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
-                        const sl__rfile *rf, uint32_t lo, uint32_t hi) {
+                        const sl__rfile *rf, uint32_t lo, uint32_t hi,
+                        const drops *drop) {
   sl__rd body = rf->body, p;
   uint32_t t, kg;
   int r, rc = 0;
-  sl__snap_ids m = {.to = be};
+  sl__snap_ids m = {.to = be, .drop = dropped, .drop_opaque = (void *)drop};
   bool overlap = rf->head.kg_lo < hi && lo < rf->head.kg_hi;
   while (!rc && (r = sl__snap_next(&body, &t, &kg, &p)) == 1) {
     if (t == SL__SEC_TIMERS)
@@ -280,16 +421,18 @@ static int restore_late(sl__worker *w, const sl__restore *rs) {
     keyed |= w->inst[i] && w->inst[i]->ops->keyed;
   if (!be && keyed && !(be = sl__worker_backend(w, err, sizeof(err))))
     return sl__job_fail(job, SL_ERR_CONF, "%s", err);
-  for (int f = 0; f < rs->n_files; f++) {
-    int rc = restore_file(w, be, rs, &rs->files[f], lo, hi);
-    if (rc)
-      return sl__job_failing(job)
-                 ? job->err
-                 : sl__job_fail(job, rc,
-                                "restore from checkpoint %llu (%s) failed on "
-                                "worker %d: %s",
-                                (unsigned long long)rs->id, rs->path, w->index,
-                                sl_strerror(rc));
-  }
+  drops drop = {0};
+  int rc = check_layouts(w, rs, &drop);
+  for (int f = 0; !rc && f < rs->n_files; f++)
+    rc = restore_file(w, be, rs, &rs->files[f], lo, hi, &drop);
+  drops_free(&drop);
+  if (rc)
+    return sl__job_failing(job)
+               ? job->err
+               : sl__job_fail(job, rc,
+                              "restore from checkpoint %llu (%s) failed on "
+                              "worker %d: %s",
+                              (unsigned long long)rs->id, rs->path, w->index,
+                              sl_strerror(rc));
   return 0;
 }

@@ -14,6 +14,7 @@ struct sl_state {
   struct sl__kstate *ks;
   char *name;
   sl_state_desc_t d; /* copy of the descriptor; d.name == name */
+  char *layout;      /* what an operator adds to the layout, or NULL */
   uint32_t id;       /* in the backend */
   bool ttl;
   size_t hdr;            /* bytes before the user's: 8 (timestamp) with TTL */

@@ -12,13 +12,6 @@
 
 #define TS sizeof(int64_t)
 
-sl_state_t *sl__kstate_find(const struct sl__kstate *ks, const char *name) {
-  for (size_t i = 0; ks && i < ks->n_states; i++)
-    if (strcmp(ks->states[i]->name, name) == 0)
-      return ks->states[i];
-  return NULL;
-}
-
 bool sl__state_queryable(const sl_state_t *st) {
   return st->d.queryable;
 }

@@ -37,11 +37,11 @@ static const sl__backend_ops rk_ro_ops;
 
 /* ---- Files -------------------------------------------------------------- */
 
-static int copy_file(const char *from, const char *to) {
+static int copy_file(const char *from, const char *to, mode_t mode) {
   int in = open(from, O_RDONLY | O_CLOEXEC), rc = 0;
   if (in < 0)
     return errno;
-  int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (out < 0) {
     rc = errno;
     close(in);
@@ -82,14 +82,14 @@ static int path_join(char *buf, size_t n, const char *dir, const char *name) {
 /* A working copy of a snapshot: immutable table files hard-linked (copied
  * across filesystems), the rest (MANIFEST, CURRENT, OPTIONS) copied, since
  * RocksDB may write to those and the snapshot must stay intact. */
-static int clone_dir(const char *from, const char *to, char *what,
+static int clone_dir(const char *from, const char *to, sl__fmode fm, char *what,
                      size_t whatlen) {
   DIR *d = opendir(from);
   if (!d) {
     sl__errf(what, whatlen, "cannot read \"%s\": %s", from, strerror(errno));
     return -1;
   }
-  int rc = mkdir(to, 0777) ? errno : 0;
+  int rc = mkdir(to, fm.dir) ? errno : 0;
   struct dirent *de;
   while (!rc && (de = readdir(d))) {
     const char *n = de->d_name;
@@ -108,7 +108,7 @@ static int clone_dir(const char *from, const char *to, char *what,
                      (l > 5 && !strcmp(n + l - 5, ".blob"));
     if (immutable && link(src, dst) == 0)
       continue;
-    if ((rc = copy_file(src, dst)))
+    if ((rc = copy_file(src, dst, fm.file)))
       sl__errf(what, whatlen, "cannot copy \"%s\" to \"%s\": %s", src, dst,
                strerror(rc));
   }
@@ -185,6 +185,7 @@ static rk_env *env_new(const sl__backend_conf *bc, int kind, char *err,
   }
   e->lock_fd = -1;
   e->state_dir = sl__strdup(sl__conf_str(conf, "state.dir"));
+  e->fmode = sl__fs_mode(conf);
   e->budget = (size_t)sl__conf_int(conf, "state.rocksdb.memory");
   int wbp = (int)sl__conf_int(conf, "state.rocksdb.write_buffer.percent");
   int wkp = (int)sl__conf_int(conf, "state.rocksdb.write_back.percent");
@@ -213,7 +214,7 @@ static rk_env *env_new(const sl__backend_conf *bc, int kind, char *err,
     /* A reader of snapshots: a small cache is enough. */
     e->block_cache = e->block_cache < 32 * MIB ? e->block_cache : 32 * MIB;
   } else {
-    int rc = sl__mkdirs(e->state_dir, 0777) ? errno : 0;
+    int rc = sl__mkdirs(e->state_dir, e->fmode.dir) ? errno : 0;
     if (rc) {
       sl__errf(err, errlen,
                "RocksDB state: state.dir \"%s\": cannot create it: %s",
@@ -247,8 +248,9 @@ static rk_env *env_new(const sl__backend_conf *bc, int kind, char *err,
       char lock[PATH_MAX];
       errno = ENAMETOOLONG;
       if (path_join(lock, sizeof(lock), e->dir, ".lock") ||
-          (mkdir(e->dir, 0777) && errno != EEXIST) ||
-          (e->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0) {
+          (mkdir(e->dir, e->fmode.dir) && errno != EEXIST) ||
+          (e->lock_fd =
+               open(lock, O_RDWR | O_CREAT | O_CLOEXEC, e->fmode.file)) < 0) {
         sl__errf(err, errlen,
                  "RocksDB state: state.dir \"%s\": cannot create \"%s\": %s",
                  e->state_dir, lock, strerror(errno));
@@ -814,7 +816,7 @@ static sl__backend *rk_open(const sl__backend_conf *bc, char *err,
    * nobody uses it. */
   (void)sl__rmtree(b->dir);
   if (bc->restore_dir) {
-    if (clone_dir(bc->restore_dir, b->dir, what, sizeof(what)))
+    if (clone_dir(bc->restore_dir, b->dir, e->fmode, what, sizeof(what)))
       rc = SL_ERR_IO;
     else if (!(rc = open_existing(b, b->dir, what, sizeof(what)))) {
       uint32_t range[3];
@@ -942,6 +944,29 @@ static int flush_all(rk *b) {
   return rc;
 }
 
+/* RocksDB creates its files 0644 and directories 0755 (less the umask):
+ * a snapshot leaves the checkpoint directory with files.access's modes.
+ * Its table files are hard links to the live database's, whose directory
+ * is already private. files.access=umask keeps what RocksDB made. */
+static int restrict_modes(const char *dir, sl__fmode fm) {
+  if (fm.file == 0666)
+    return 0;
+  DIR *d = opendir(dir);
+  if (!d)
+    return SL_ERR_IO;
+  int rc = chmod(dir, fm.dir) ? SL_ERR_IO : 0;
+  struct dirent *de;
+  while (!rc && (de = readdir(d))) {
+    char p[PATH_MAX];
+    if (de->d_name[0] == '.' || path_join(p, sizeof(p), dir, de->d_name))
+      continue;
+    if (chmod(p, fm.file))
+      rc = SL_ERR_IO;
+  }
+  closedir(d);
+  return rc;
+}
+
 static int rk_snapshot(sl__backend *be, const char *dir, char *err,
                        size_t errlen) {
   rk *b = (rk *)be;
@@ -965,6 +990,13 @@ static int rk_snapshot(sl__backend *be, const char *dir, char *err,
              "\"%s\" failed: %s",
              b->worker, b->env->state_dir, dir, rerr);
     rocksdb_free(rerr);
+    return SL_ERR_IO;
+  }
+  if (restrict_modes(dir, b->env->fmode)) {
+    sl__errf(err, errlen,
+             "RocksDB state of worker %d: snapshot \"%s\": cannot set the "
+             "modes files.access asks for: %s",
+             b->worker, dir, strerror(errno));
     return SL_ERR_IO;
   }
   return 0;

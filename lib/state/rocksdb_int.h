@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/fs.h"
 #include "core/util.h"
 #include "state/backend.h"
 
@@ -19,6 +20,7 @@
  * without a job. Sizes are the job's; a worker gets 1/par of the write
  * buffers and of the write-back cache, and shares the block cache. */
 typedef struct rk_env {
+  sl__fmode fmode; /* files.access */
   char *state_dir; /* state.dir as configured, for messages */
   char *dir;       /* <state.dir>/<job>, or a private temporary directory */
   int lock_fd;     /* flock(2) on dir/.lock; -1 for a private directory */

@@ -39,6 +39,7 @@ void sl__kstate_destroy(struct sl__kstate *ks) {
   for (size_t i = 0; i < ks->n_states; i++) {
     sl_state_t *st = ks->states[i];
     free(st->name);
+    free(st->layout);
     free(st->result);
     free(st->list_copy);
     free(st);
@@ -113,9 +114,12 @@ static int desc_check(const sl_state_desc_t *d, char *err, size_t errlen) {
 
 /* What must match for a second registration to share the first's handle
  * (the stored layout depends on all of it). */
+static const char *const kind_names[] = {"value", "list", "map", "reducing",
+                                         "aggregating"};
+
 static bool desc_same(const sl_state_desc_t *a, const sl_state_desc_t *b) {
   bool ttl_a = a->ttl.ttl_ms > 0, ttl_b = b->ttl.ttl_ms > 0;
-  if (a->kind != b->kind || ttl_a != ttl_b)
+  if (a->kind != b->kind || ttl_a != ttl_b || a->version != b->version)
     return false;
   if (ttl_a &&
       (a->ttl.ttl_ms != b->ttl.ttl_ms || a->ttl.update != b->ttl.update ||
@@ -196,7 +200,11 @@ int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
   rc = ks->be->ops->register_state(ks->be, full, btype_of(desc->kind), &st->id);
   if (rc) {
     if (rc == SL_ERR_INVAL)
-      sl__errf(err, errlen, "state \"%s\" is stored as another kind", full);
+      sl__errf(err, errlen,
+               "state \"%s\" is stored as another kind than %s (its kind "
+               "changed since the checkpoint the state was restored from)",
+               full,
+               kind_names[desc->kind <= SL_STATE_AGGREGATING ? desc->kind : 0]);
     else
       sl__errf(err, errlen, "cannot register state \"%s\": %s", full,
                ks->be->errmsg ? ks->be->errmsg : sl_strerror(rc));
@@ -226,6 +234,48 @@ uint32_t sl__state_id(const sl_state_t *st) {
 
 const char *sl__state_name(const sl_state_t *st) {
   return st->name;
+}
+
+/* ---- Layout (checkpoint/layout.h) --------------------------------------- */
+
+void sl__state_layout(const sl_state_t *st, char *buf, size_t len) {
+  const sl_state_desc_t *d = &st->d;
+  int n = snprintf(buf, len, "kind=%s version=%u ttl=%s",
+                   kind_names[d->kind <= SL_STATE_AGGREGATING ? d->kind : 0],
+                   d->version, st->ttl ? "on" : "off");
+  size_t l = n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
+  if (d->kind == SL_STATE_REDUCING)
+    n = snprintf(buf + l, len - l, " size=%zu", d->value_size);
+  else if (d->kind == SL_STATE_AGGREGATING)
+    n = snprintf(buf + l, len - l, " acc=%zu result=%zu", d->acc_size,
+                 d->result ? d->result_size : 0);
+  else
+    n = 0;
+  l += n < 0 ? 0 : (size_t)n < len - l ? (size_t)n : len - l - 1;
+  if (st->layout)
+    snprintf(buf + l, len - l, " %s", st->layout);
+}
+
+int sl__state_set_layout(sl_state_t *st, const char *layout) {
+  char *c = sl__strdup(layout);
+  if (!c)
+    return SL_ERR_NOMEM;
+  free(st->layout);
+  st->layout = c;
+  return 0;
+}
+
+sl_state_t *sl__kstate_state(const struct sl__kstate *ks, size_t i) {
+  return ks && i < ks->n_states ? ks->states[i] : NULL;
+}
+
+sl_state_t *sl__kstate_find(const struct sl__kstate *ks, const char *name,
+                            size_t len) {
+  for (size_t i = 0; ks && i < ks->n_states; i++)
+    if (strlen(ks->states[i]->name) == len &&
+        memcmp(ks->states[i]->name, name, len) == 0)
+      return ks->states[i];
+  return NULL;
 }
 
 /* ---- TTL ---------------------------------------------------------------- */

@@ -52,8 +52,6 @@ void sl__kstate_stats(const struct sl__kstate *ks, uint64_t *entries,
  * message in err. */
 int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
                        sl_state_t **out, char *err, size_t errlen);
-/* The state of ks registered under name, or NULL. */
-sl_state_t *sl__kstate_find(const struct sl__kstate *ks, const char *name);
 /* Whether a state opted in to queries (sl_state_desc_t.queryable). */
 bool sl__state_queryable(const sl_state_t *st);
 
@@ -69,6 +67,18 @@ int sl__state_query(sl_state_t *st, const void *key, size_t key_len,
                     int64_t proc_now, int64_t event_now,
                     sl_query_result_t **out);
 
+/* The layout of a state as a checkpoint records it (checkpoint/layout.h):
+ * kind, version, TTL on or off, sizes, then what the operator added with
+ * sl__state_set_layout() (e.g. a window's path and function). */
+void sl__state_layout(const sl_state_t *st, char *buf, size_t len);
+/* Adds operator-specific text (key=value pairs) to the state's layout;
+ * call it right after registering. SL_OK or SL_ERR_NOMEM. */
+int sl__state_set_layout(sl_state_t *st, const char *layout);
+/* The i-th state registered (NULL past the last), and the state of a name
+ * (NULL when none is registered under it). */
+sl_state_t *sl__kstate_state(const struct sl__kstate *ks, size_t i);
+sl_state_t *sl__kstate_find(const struct sl__kstate *ks, const char *name,
+                            size_t len);
 /* The backend id and the name of a state (for stats and messages). */
 uint32_t sl__state_id(const sl_state_t *st);
 const char *sl__state_name(const sl_state_t *st);

@@ -5,12 +5,14 @@
  * handles allowed lateness and late data, merges session windows and their
  * state, and cleans each window at max_ts + lateness. Window joins are this
  * operator with two inputs whose elements are kept tagged by side. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "runtime/keyed.h"
 #include "state/state.h"
 #include "time/timers.h"
+
 #include "window_int.h"
 
 /* Full-window elements are stored as a header and the value bytes. */
@@ -599,6 +601,31 @@ static sl_state_t *reg(win *w, sl_state_desc_t *d, char *err, size_t n,
   return st;
 }
 
+/* What the layout of the window's contents depends on, recorded in each
+ * checkpoint (checkpoint/layout.h): the assigner, whether the function
+ * aggregates (its accumulator size) or keeps every element, and the path.
+ * A sliding aggregate with merge keeps one accumulator per slice, without
+ * one per window, so gaining or losing merge changes the path (merge
+ * itself is not recorded: a tumbling aggregate that gains it keeps its
+ * layout); and
+ * per-window accumulators cannot be split into slices, nor (without the
+ * merge the per-window job lacks) slices combined, so a restore across
+ * that change fails instead of reading one layout as the other. */
+static int set_layout(sl_state_t *st, const warg *a) {
+  static const char *const assigners[] = {"tumbling", "sliding", "session",
+                                          "global"};
+  char text[256];
+  int s = (int)a->s.assigner;
+  snprintf(text, sizeof(text), "window=%s fn=%s acc=%zu path=%s slice=%lld",
+           assigners[s >= 0 && s < 4 ? s : 0], a->agg ? "aggregate" : "full",
+           a->agg ? a->acc_size : 0,
+           a->sliced          ? "per-slice"
+           : a->lazy_sessions ? "sessions"
+                              : "per-window",
+           (long long)(a->sliced ? a->slice : 0));
+  return st ? sl__state_set_layout(st, text) : 0;
+}
+
 static int win_open(sl_ctx_t *op) {
   const warg *a = sl_op_arg(op);
   win *w = calloc(1, sizeof(*w));
@@ -629,6 +656,7 @@ static int win_open(sl_ctx_t *op) {
     d.kind = SL_STATE_LIST;
     w->list = reg(w, &d, err, sizeof(err), &rc);
   }
+
   if (a->trig == SL_TRIGGER_COUNT) {
     sl_state_desc_t c = {.name = "count", .kind = SL_STATE_VALUE};
     w->cnt = reg(w, &c, err, sizeof(err), &rc);
@@ -645,6 +673,12 @@ static int win_open(sl_ctx_t *op) {
     sl_state_desc_t c = {.name = "session_data", .kind = SL_STATE_VALUE};
     w->sdata = reg(w, &c, err, sizeof(err), &rc);
   }
+  if (!rc)
+    rc = set_layout(w->slices ? w->slices
+                    : w->acc  ? w->acc
+                    : w->list ? w->list
+                              : w->sdata,
+                    a);
   if (rc)
     return sl_op_fail(op, rc, "%s", err);
   return 0;

@@ -189,11 +189,39 @@ START_TEST(scanner_agrees_on_mutations) {
 }
 END_TEST
 
+/* Found by the json_scan fuzz target: jansson skips a NUL byte right
+ * after a number or a literal, so a value such as {"uses":17<NUL>} was
+ * valid on the codec's jansson path and invalid on the scanner's. No raw
+ * NUL is valid JSON: both paths reject it, with its position. */
+START_TEST(nul_after_a_token_is_invalid_on_both_paths) {
+  static const struct {
+    const char *text;
+    size_t len;
+  } cases[] = {
+      {"{\"uses\":17\0}", 12}, {"[1\0]", 4},   {"17\0", 3},
+      {"[true\0]", 7},         {"\"a\0\"", 4}, {"\0", 1},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    sl__jptr p;
+    sl__jval v;
+    char err[256];
+    json_error_t je;
+    ck_assert_int_eq(sl__jptr_compile(&p, "/uses"), 0);
+    ck_assert_int_eq(
+        sl__jscan(cases[i].text, cases[i].len, &p, 1, &v, err, sizeof(err)),
+        -1);
+    json_t *doc = sl__jload(cases[i].text, cases[i].len, &je);
+    ck_assert_msg(doc == NULL, "case %zu: the jansson path accepts it", i);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("json_scan");
   TCase *tc = tcase_create("scan");
   tcase_add_test(tc, scanner_agrees_with_jansson);
   tcase_add_test(tc, scanner_agrees_on_mutations);
+  tcase_add_test(tc, nul_after_a_token_is_invalid_on_both_paths);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }

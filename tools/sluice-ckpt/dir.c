@@ -233,7 +233,7 @@ static int copy_file(const char *from, const char *to) {
   int in = open(from, O_RDONLY | O_CLOEXEC);
   if (in < 0)
     return -1;
-  int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (out < 0) {
     close(in);
     return -1;
@@ -278,7 +278,7 @@ static int copy_rel(const char *chk, const char *tmp, const char *rel) {
   snprintf(to, sizeof(to), "%s/%s", tmp, rel);
   char *slash = strrchr(to, '/');
   *slash = 0;
-  int rc = sl__mkdirs(to, 0755);
+  int rc = sl__mkdirs(to, 0700);
   if (!rc && strchr(rel, '/'))
     rc = fsync_dir(to);
   *slash = '/';
@@ -347,7 +347,9 @@ int cmd_restore(const tool_opts *o) {
     tool_err("%s already exists; not overwriting it", dst);
     return TOOL_USAGE;
   }
-  if (sl__mkdirs(o->to, 0755) || mkdir(tmp, 0755)) {
+  /* A copy of the job's state is as private as the job keeps it by
+   * default (files.access=private). */
+  if (sl__mkdirs(o->to, 0700) || mkdir(tmp, 0700)) {
     tool_err("cannot create %s: %s", tmp, strerror(errno));
     return TOOL_USAGE;
   }

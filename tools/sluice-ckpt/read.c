@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint/layout.h"
 #include "tools/sluice-ckpt/tool.h"
 
 /* ---- Source positions --------------------------------------------------- */
@@ -251,6 +252,7 @@ typedef struct st_row {
   char *name;
   uint32_t type;
   uint64_t entries, bytes;
+  char *layout; /* from the layout record; NULL in older checkpoints */
 } st_row;
 
 typedef struct kg_row {
@@ -262,6 +264,48 @@ typedef struct stats {
   size_t n_st;
   kg_row *kg; /* per key group, max_par of them */
 } stats;
+
+/* The recorded layout of each state (checkpoint/layout.h), once per state
+ * however many workers recorded it; a state without entries still gets
+ * its row, its type from the layout's kind. */
+static int add_layouts(const tool_ckpt *ck, stats *s) {
+  for (int w = 0; w < ck->n_w; w++) {
+    sl__rd body = ck->w[w].body, p;
+    uint32_t type, kg, n;
+    int r;
+    while ((r = sl__snap_next(&body, &type, &kg, &p)) == 1) {
+      sl__layout_rec lr;
+      if (type != SL__SEC_LAYOUT || sl__layout_count(&p, &n))
+        continue;
+      while ((r = sl__layout_next(&p, &lr)) == 1) {
+        size_t i = 0;
+        while (i < s->n_st && (strlen(s->st[i].name) != lr.state_len ||
+                               memcmp(s->st[i].name, lr.state, lr.state_len)))
+          i++;
+        if (i < s->n_st && s->st[i].layout)
+          continue;
+        if (i == s->n_st) {
+          st_row *a = realloc(s->st, (s->n_st + 1) * sizeof(*a));
+          if (!a)
+            return SL_ERR_NOMEM;
+          s->st = a;
+          bool list = memmem(lr.layout, lr.layout_len, "kind=list", 9);
+          bool map = memmem(lr.layout, lr.layout_len, "kind=map", 8);
+          a[i] = (st_row){strndup(lr.state, lr.state_len),
+                          list  ? SL__SNAP_LIST
+                          : map ? SL__SNAP_MAP
+                                : SL__SNAP_VALUE,
+                          0, 0, NULL};
+          s->n_st++;
+        }
+        s->st[i].layout = strndup(lr.layout, lr.layout_len);
+        if (!s->st[i].name || !s->st[i].layout)
+          return SL_ERR_NOMEM;
+      }
+    }
+  }
+  return 0;
+}
 
 static int count_cb(const tool_worker *w, const char *state, uint32_t type,
                     uint32_t kg, const sl__snap_entry *e, void *opaque) {
@@ -276,7 +320,7 @@ static int count_cb(const tool_worker *w, const char *state, uint32_t type,
     if (!a)
       return SL_ERR_NOMEM;
     s->st = a;
-    a[i] = (st_row){strdup(state), type, 0, 0};
+    a[i] = (st_row){strdup(state), type, 0, 0, NULL};
     if (!a[i].name)
       return SL_ERR_NOMEM;
     s->n_st++;
@@ -486,8 +530,11 @@ static void print_inspect(const json_t *doc) {
   printf("\nstates\n  %-32s %-6s %10s %12s\n", "NAME (uid/state)", "TYPE",
          "ENTRIES", "BYTES");
   json_array_foreach(json_object_get(doc, "states"), i, r) {
-    printf("  %-32s %-6s %10lld %12lld\n", S(r, "name"), S(r, "type"),
+    printf("  %-32s %-6s %10lld %12lld", S(r, "name"), S(r, "type"),
            I(r, "entries"), I(r, "bytes"));
+    if (json_is_string(json_object_get(r, "layout")))
+      printf("  %s", S(r, "layout"));
+    putchar('\n');
   }
   if (json_is_string(json_object_get(doc, "states_note")))
     printf("  (%s)\n", S(doc, "states_note"));
@@ -570,7 +617,9 @@ int cmd_inspect(const tool_opts *o) {
   other_sections(&ck, pos, opst, tim);
   json_object_set_new(doc, "positions", pos);
   json_t *ops = json_object_get(m, "operators");
-  json_object_set(doc, "operators", json_is_array(ops) ? ops : json_array());
+  /* A new empty array is ours to hand over; the metadata's is shared. */
+  json_object_set_new(doc, "operators",
+                      json_is_array(ops) ? json_incref(ops) : json_array());
   stats s = {.kg = calloc(ck.max_par + 1, sizeof(kg_row))};
   json_t *kgs = json_array();
   char missing[512] = "";
@@ -607,13 +656,18 @@ int cmd_inspect(const tool_opts *o) {
     json_array_append_new(kgs, row);
   }
   json_t *states = json_array();
+  if (add_layouts(&ck, &s))
+    rc = TOOL_USAGE;
   for (size_t k = 0; k < s.n_st; k++) {
-    json_array_append_new(states,
-                          json_pack("{s:s,s:s,s:I,s:I}", "name", s.st[k].name,
-                                    "type", tool_btype(s.st[k].type), "entries",
-                                    (json_int_t)s.st[k].entries, "bytes",
-                                    (json_int_t)s.st[k].bytes));
+    json_t *row = json_pack("{s:s,s:s,s:I,s:I}", "name", s.st[k].name, "type",
+                            tool_btype(s.st[k].type), "entries",
+                            (json_int_t)s.st[k].entries, "bytes",
+                            (json_int_t)s.st[k].bytes);
+    if (s.st[k].layout)
+      json_object_set_new(row, "layout", json_string(s.st[k].layout));
+    json_array_append_new(states, row);
     free(s.st[k].name);
+    free(s.st[k].layout);
   }
   free(s.st);
   free(s.kg);
