@@ -151,8 +151,8 @@ sl_stream_t *ex_job_source(ex_job *ej) {
   return ex_job_kafka_source(ej, "input", ej->in_topic, 0);
 }
 
-sl_stream_t *ex_job_kafka_source(ex_job *ej, const char *uid,
-                                 const char *topic, int64_t idle_ms) {
+sl_stream_t *ex_job_kafka_source(ex_job *ej, const char *uid, const char *topic,
+                                 int64_t idle_ms) {
   /* --exit-at-end: the input is bounded by the offsets that were latest
    * when the job first started (kept in checkpoints, so a restarted job
    * stops at the same place). A partition that reaches its stop offset is

@@ -47,8 +47,7 @@ typedef int (*ex_job_flag_fn)(const char *flag, const char *value,
 int ex_job_init_ext(ex_job *ej, int argc, char **argv, const char *prog,
                     const char *name, const char *default_conf,
                     const char *in_topic, const char *alerts_topic,
-                    const char *extra_usage, ex_job_flag_fn flag,
-                    void *opaque);
+                    const char *extra_usage, ex_job_flag_fn flag, void *opaque);
 
 /* The input: JSON records from in_topic, event time from the "ts" member,
  * bounded out-of-orderness watermarks per partition. With --exit-at-end
@@ -62,8 +61,8 @@ sl_stream_t *ex_job_source(ex_job *ej);
  * topic (rules) does not hold the job's watermark back; bounded, no
  * idleness: the source ends once it has read what the topic held, and
  * until then its watermark is exact. */
-sl_stream_t *ex_job_kafka_source(ex_job *ej, const char *uid,
-                                 const char *topic, int64_t idle_ms);
+sl_stream_t *ex_job_kafka_source(ex_job *ej, const char *uid, const char *topic,
+                                 int64_t idle_ms);
 
 /* The job's parse step: a flat_map (uid "parse", opaque ej) over
  * ex_job_source() that turns each JSON record into the job's own record,

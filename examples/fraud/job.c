@@ -432,9 +432,9 @@ static int acct_open(sl_ctx_t *ctx, void *opaque) {
   s->inc_pair = sl_state_register(ctx, &ip);
   s->inc_trip = sl_state_register(ctx, &it);
   int rc = versions_open(ctx, &s->vs, o->suppress_ms);
-  return rc                                                    ? rc
-         : s->pending && s->last && s->small && s->large &&
-                 s->inc_pair && s->inc_trip
+  return rc ? rc
+         : s->pending && s->last && s->small && s->large && s->inc_pair &&
+                 s->inc_trip
              ? 0
              : SL_ERR_STATE;
 }
@@ -475,7 +475,7 @@ static int small_large_alert(sl_ctx_t *ctx, acct_states *s,
  * event-time timer a minute after either clears it. */
 static int check_small_large(sl_ctx_t *ctx, acct_states *s,
                              const fraud_params *p, const fraud_txn *t) {
-  bool small = t->amount < p->small_below, large = t->amount > p->large_above;
+  bool small = t->amount<p->small_below, large = t->amount> p->large_above;
   if (!small && !large)
     return 0;
   fraud_txn other;
@@ -570,10 +570,9 @@ int main(int argc, char **argv) {
   ex_job ej;
   fraud_opts o = {.suppress_ms = FRAUD_SUPPRESS_MS};
   if (ex_job_init_ext(&ej, argc, argv, "fraud-job", "fraud",
-                      "examples/fraud/fraud.conf", "fraud.txns",
-                      "fraud.alerts",
-                      "\n       [--rules-topic T] [--suppress-ms MS]", fraud_flag,
-                      &o))
+                      "examples/fraud/fraud.conf", "fraud.txns", "fraud.alerts",
+                      "\n       [--rules-topic T] [--suppress-ms MS]",
+                      fraud_flag, &o))
     return 1;
   sl_stream_t *txns = ex_job_parse(&ej, parse);
   sl_stream_t *by_account = sl_key_by(txns, NULL, NULL);
@@ -610,8 +609,8 @@ int main(int argc, char **argv) {
   sl_stream_t *alerts[2] = {
       sl_broadcast_process(sl_key_by(windows, NULL, NULL),
                            sl_broadcast(versions), "velocity-rules", &vp, &o),
-      sl_broadcast_process(by_account, sl_broadcast(versions),
-                           "account-rules", &ap, &o),
+      sl_broadcast_process(by_account, sl_broadcast(versions), "account-rules",
+                           &ap, &o),
   };
   ex_job_sink_alerts(&ej, alerts, 2);
   return ex_job_run(&ej);

@@ -84,12 +84,12 @@ bool fraud_travel_check(const fraud_txn *a, const fraud_txn *b, double *km,
  * rules topic; each sets one threshold from event time T on. The names
  * and their defaults (the constants above): */
 typedef struct fraud_params {
-  double small_below;      /* "small_amount"   FRAUD_SMALL_BELOW */
-  double large_above;      /* "large_amount"   FRAUD_LARGE_ABOVE */
-  double velocity_txns;    /* "velocity_txns"  FRAUD_VELOCITY_MAX_TXNS */
-  double velocity_total;   /* "velocity_total" FRAUD_VELOCITY_MAX_TOTAL */
-  double travel_kmh;       /* "travel_kmh"     FRAUD_TRAVEL_MAX_KMH */
-  double travel_km;        /* "travel_km"      FRAUD_TRAVEL_MIN_KM */
+  double small_below;    /* "small_amount"   FRAUD_SMALL_BELOW */
+  double large_above;    /* "large_amount"   FRAUD_LARGE_ABOVE */
+  double velocity_txns;  /* "velocity_txns"  FRAUD_VELOCITY_MAX_TXNS */
+  double velocity_total; /* "velocity_total" FRAUD_VELOCITY_MAX_TOTAL */
+  double travel_kmh;     /* "travel_kmh"     FRAUD_TRAVEL_MAX_KMH */
+  double travel_km;      /* "travel_km"      FRAUD_TRAVEL_MIN_KM */
 } fraud_params;
 
 /* The longest rule name, with its terminating NUL. */
@@ -117,8 +117,7 @@ void fraud_params_at(const fraud_rule_version *versions, size_t n, int64_t ts,
  * defaults. */
 bool fraud_small_then_large_p(const fraud_params *p, const fraud_txn *small,
                               const fraud_txn *large);
-bool fraud_velocity_hit_p(const fraud_params *p,
-                          const fraud_velocity_acc *acc);
+bool fraud_velocity_hit_p(const fraud_params *p, const fraud_velocity_acc *acc);
 bool fraud_travel_check_p(const fraud_params *p, const fraud_txn *a,
                           const fraud_txn *b, double *km, double *kmh);
 
