@@ -11,7 +11,6 @@
  * grouped into incidents (a suppression interval); the first alert of each
  * goes to Kafka as JSON with the rule and its evidence. */
 #include <inttypes.h>
-#include <math.h>
 #include <sluice/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -331,8 +330,9 @@ static int vel_open(sl_ctx_t *ctx, void *opaque) {
   sl_state_desc_t i = {.name = "incident", .kind = SL_STATE_VALUE};
   s->pending = sl_state_register(ctx, &p);
   s->incident = sl_state_register(ctx, &i);
-  int rc = versions_open(ctx, &s->vs, o->suppress_ms);
-  return rc ? rc : s->pending && s->incident ? 0 : SL_ERR_STATE;
+  if (!s->pending || !s->incident)
+    return SL_ERR_STATE;
+  return versions_open(ctx, &s->vs, o->suppress_ms);
 }
 
 static void vel_close(sl_ctx_t *ctx, void *opaque) {
@@ -431,12 +431,10 @@ static int acct_open(sl_ctx_t *ctx, void *opaque) {
   s->large = sl_state_register(ctx, &lg);
   s->inc_pair = sl_state_register(ctx, &ip);
   s->inc_trip = sl_state_register(ctx, &it);
-  int rc = versions_open(ctx, &s->vs, o->suppress_ms);
-  return rc ? rc
-         : s->pending && s->last && s->small && s->large && s->inc_pair &&
-                 s->inc_trip
-             ? 0
-             : SL_ERR_STATE;
+  if (!s->pending || !s->last || !s->small || !s->large || !s->inc_pair ||
+      !s->inc_trip)
+    return SL_ERR_STATE;
+  return versions_open(ctx, &s->vs, o->suppress_ms);
 }
 
 static void acct_close(sl_ctx_t *ctx, void *opaque) {
