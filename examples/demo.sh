@@ -21,7 +21,10 @@ fraud-gen, which labels the frauds it injects. fraud-job then reads what the
 topic holds (a bounded Kafka read: it ends by itself, every window fired)
 with event time from each record, keeps its state in RocksDB, checkpoints
 every 2 s to $ckpt,
-and writes an alert with its rule and evidence to the topic fraud.alerts:
+judges each payment by the rule thresholds in force at its event time
+(defaults, or versions from the topic fraud.rules in broadcast state), and
+writes one alert per incident (an account's burst of alerts of one rule,
+30 min suppression) with its rule and evidence to the topic fraud.alerts:
   small_then_large   under 1.00, then over 500.00 within a minute (process
                      function, TTL state, event-time timers)
   velocity           over 10 payments or 3000 in 10 minutes (sliding window)

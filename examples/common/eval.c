@@ -154,6 +154,53 @@ static void dedupe(ex_eval *ev) {
   ev->sorted = true;
 }
 
+static int by_burst(const void *a, const void *b) {
+  const item *x = a, *y = b;
+  int c = strcmp(x->rule, y->rule);
+  if (!c)
+    c = strcmp(x->entity, y->entity);
+  if (!c)
+    c = x->end < y->end ? -1 : x->end > y->end;
+  if (!c)
+    c = x->start < y->start ? -1 : x->start > y->start;
+  return c ? c : strcmp(x->id, y->id);
+}
+
+size_t ex_eval_incidents(ex_eval *ev, int64_t interval_ms) {
+  dedupe(ev);
+  vec *a = &ev->alerts;
+  if (interval_ms <= 0 || !a->n)
+    return 0;
+  qsort(a->v, a->n, sizeof(item), by_burst);
+  /* Decide on the sorted alerts first (each against the one before it,
+   * dropped or not), then compact. */
+  bool *drop = calloc(a->n, sizeof(bool));
+  if (!drop)
+    return 0;
+  for (size_t r = 1; r < a->n; r++) {
+    const item *p = &a->v[r - 1], *c = &a->v[r];
+    drop[r] = !strcmp(p->rule, c->rule) && !strcmp(p->entity, c->entity) &&
+              c->end - p->end <= interval_ms;
+  }
+  size_t w = 0;
+  for (size_t r = 0; r < a->n; r++) {
+    if (drop[r]) {
+      free(a->v[r].id);
+      free(a->v[r].text);
+      free(a->v[r].rule);
+      free(a->v[r].entity);
+      continue;
+    }
+    a->v[w++] = a->v[r];
+  }
+  free(drop);
+  size_t dropped = a->n - w;
+  a->n = w;
+  /* Back in id order, as every other function expects. */
+  qsort(a->v, a->n, sizeof(item), by_id);
+  return dropped;
+}
+
 static bool matches(const item *alert, const item *label) {
   return !strcmp(alert->rule, label->rule) &&
          !strcmp(alert->entity, label->entity) && alert->start <= label->end &&

@@ -37,6 +37,14 @@ int ex_eval_add_alert(ex_eval *ev, const char *json, size_t len);
  * exists. */
 void ex_eval_score(ex_eval *ev, const char *rule, ex_eval_result *out);
 
+/* Groups the distinct alerts into incidents (the fraud job's suppression,
+ * as a reference model): per rule and entity, in order of end (then
+ * start, then id), an alert whose end is at most interval_ms after the
+ * previous alert's end belongs to that alert's incident and is dropped;
+ * the others (each incident's first alert) stay. Returns how many alerts
+ * were dropped. interval_ms <= 0 keeps them all. */
+size_t ex_eval_incidents(ex_eval *ev, int64_t interval_ms);
+
 /* The rules seen in labels or alerts, in first-seen order; NULL past the
  * end. */
 const char *ex_eval_rule_at(const ex_eval *ev, size_t i);

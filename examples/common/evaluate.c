@@ -34,7 +34,7 @@ static void usage(FILE *f) {
           "--alerts-file F]\n"
           "       [--brokers host:port | --bootstrap-file F] [--rules "
           "a,b,...] [--target X]\n"
-          "       [--save-alerts FILE] [--reference FILE]\n"
+          "       [--save-alerts FILE] [--reference FILE] [--incidents MS]\n"
           "Scores alerts against labels; exits 1 when a rule's precision or "
           "recall is below\n"
           "the target (default %.2f) or it has no labelled case. Rules: "
@@ -42,7 +42,12 @@ static void usage(FILE *f) {
           "--save-alerts writes the distinct alerts (JSON lines, by id); "
           "--reference compares\n"
           "the distinct alerts with such a file and exits 1 unless they are "
-          "the same.\n",
+          "the same.\n"
+          "--incidents MS groups the alerts of one rule and entity into "
+          "incidents first: an\n"
+          "alert ending at most MS after the previous one's end is part of "
+          "its incident\n"
+          "(what fraud-job --suppress-ms MS writes from per-alert output).\n",
           EVAL_TARGET, EVAL_RULES, EVAL_TOPIC);
 }
 
@@ -212,6 +217,7 @@ int main(int argc, char **argv) {
   const char *brokers = NULL, *bootstrap = NULL, *rules = EVAL_RULES;
   const char *save = NULL, *reference = NULL;
   double target = EVAL_TARGET;
+  long long incidents = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--labels") && v)
@@ -230,6 +236,8 @@ int main(int argc, char **argv) {
       save = argv[++i];
     else if (!strcmp(a, "--reference") && v)
       reference = argv[++i];
+    else if (!strcmp(a, "--incidents") && v)
+      incidents = ex_arg_ll(EVAL_PROG, a, argv[++i]);
     else if (!strcmp(a, "--target") && v)
       target = ex_arg_double(EVAL_PROG, a, argv[++i]);
     else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -261,6 +269,9 @@ int main(int argc, char **argv) {
       return 2;
   }
 
+  if (incidents > 0)
+    printf("grouped into incidents (%lld ms): %zu alerts dropped\n", incidents,
+           ex_eval_incidents(ev, incidents));
   printf("%-18s %7s %6s %6s %7s %9s %10s %7s\n", "rule", "alerts", "tp", "fp",
          "labels", "detected", "precision", "recall");
   int fail = 0;

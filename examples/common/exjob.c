@@ -24,12 +24,12 @@ static void on_signal(int sig) {
 }
 
 static void usage(FILE *f, const char *prog, const char *conf, const char *in,
-                  const char *out) {
+                  const char *out, const char *extra) {
   fprintf(f,
           "usage: %s [--config FILE] [--brokers host:port | --bootstrap-file "
           "F] [--set key=value ...]\n"
           "       [--in-topic T] [--alerts-topic T] [--print] "
-          "[--exit-at-end]\n"
+          "[--exit-at-end]%s\n"
           "Reads %s, writes alerts to %s. Config defaults to %s; --set "
           "overrides it\n"
           "(e.g. --set parallelism=2 --set restore.from=latest). Without "
@@ -38,7 +38,7 @@ static void usage(FILE *f, const char *prog, const char *conf, const char *in,
           "--exit-at-end reads\n"
           "what the input topic holds when the job starts, writes every "
           "alert and ends.\n",
-          prog, in, out, conf);
+          prog, extra ? extra : "", in, out, conf);
 }
 
 struct apply {
@@ -55,6 +55,15 @@ static int apply_set(const char *key, const char *value, void *opaque) {
 int ex_job_init(ex_job *ej, int argc, char **argv, const char *prog,
                 const char *name, const char *default_conf,
                 const char *in_topic, const char *alerts_topic) {
+  return ex_job_init_ext(ej, argc, argv, prog, name, default_conf, in_topic,
+                         alerts_topic, NULL, NULL, NULL);
+}
+
+int ex_job_init_ext(ex_job *ej, int argc, char **argv, const char *prog,
+                    const char *name, const char *default_conf,
+                    const char *in_topic, const char *alerts_topic,
+                    const char *extra_usage, ex_job_flag_fn flag,
+                    void *opaque) {
   memset(ej, 0, sizeof(*ej));
   ej->prog = prog;
   ej->in_topic = in_topic;
@@ -73,11 +82,16 @@ int ex_job_init(ex_job *ej, int argc, char **argv, const char *prog,
       continue;
     }
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      usage(stdout, prog, default_conf, in_topic, alerts_topic);
+      usage(stdout, prog, default_conf, in_topic, alerts_topic, extra_usage);
       exit(0);
     }
+    int took = flag ? flag(a, v, opaque) : 0;
+    if (took > 0) {
+      i += took - 1;
+      continue;
+    }
     if (!v) {
-      usage(stderr, prog, default_conf, in_topic, alerts_topic);
+      usage(stderr, prog, default_conf, in_topic, alerts_topic, extra_usage);
       exit(2);
     }
     i++;
@@ -104,7 +118,7 @@ int ex_job_init(ex_job *ej, int argc, char **argv, const char *prog,
       }
       free(kv);
     } else {
-      usage(stderr, prog, default_conf, in_topic, alerts_topic);
+      usage(stderr, prog, default_conf, in_topic, alerts_topic, extra_usage);
       exit(2);
     }
   }
@@ -134,6 +148,11 @@ fail:
 }
 
 sl_stream_t *ex_job_source(ex_job *ej) {
+  return ex_job_kafka_source(ej, "input", ej->in_topic, 0);
+}
+
+sl_stream_t *ex_job_kafka_source(ex_job *ej, const char *uid, const char *topic,
+                                 int64_t idle_ms) {
   /* --exit-at-end: the input is bounded by the offsets that were latest
    * when the job first started (kept in checkpoints, so a restarted job
    * stops at the same place). A partition that reaches its stop offset is
@@ -146,9 +165,10 @@ sl_stream_t *ex_job_source(ex_job *ej) {
                                .ts_pointer = "/ts",
                                .stop = ej->exit_at_end ? SL_KAFKA_STOP_LATEST
                                                        : SL_KAFKA_STOP_NONE};
-  sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED, .bound_ms = ej->bound_ms};
-  return sl_with_watermarks(
-      sl_source_kafka(ej->job, "input", ej->in_topic, &so), &wm);
+  sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED,
+                            .bound_ms = ej->bound_ms,
+                            .idle_timeout_ms = ej->exit_at_end ? 0 : idle_ms};
+  return sl_with_watermarks(sl_source_kafka(ej->job, uid, topic, &so), &wm);
 }
 
 sl_stream_t *ex_job_parse(ex_job *ej, sl_record_fn parse) {

@@ -34,11 +34,35 @@ int ex_job_init(ex_job *ej, int argc, char **argv, const char *prog,
                 const char *name, const char *default_conf,
                 const char *in_topic, const char *alerts_topic);
 
+/* Example-specific flags for ex_job_init_ext: called with a flag the
+ * common ones do not include and the argument after it (NULL when it is
+ * the last); returns how many arguments it used (1: the flag alone, 2:
+ * with its value), or 0 for a flag it does not know either (a usage
+ * error). It may exit(2) on a bad value, as the common flags do. */
+typedef int (*ex_job_flag_fn)(const char *flag, const char *value,
+                              void *opaque);
+
+/* ex_job_init with the example's own flags; extra_usage (may be NULL) is
+ * appended to the usage line. */
+int ex_job_init_ext(ex_job *ej, int argc, char **argv, const char *prog,
+                    const char *name, const char *default_conf,
+                    const char *in_topic, const char *alerts_topic,
+                    const char *extra_usage, ex_job_flag_fn flag, void *opaque);
+
 /* The input: JSON records from in_topic, event time from the "ts" member,
  * bounded out-of-orderness watermarks per partition. With --exit-at-end
  * the source is bounded (SL_KAFKA_STOP_LATEST): it reads what each
  * partition held when the job started, and the job then ends. */
 sl_stream_t *ex_job_source(ex_job *ej);
+
+/* Another JSON input like ex_job_source's (uid, topic): bounded the same
+ * way with --exit-at-end. Without it, idle_ms > 0 marks a partition idle
+ * after that much processing time without records, so that a quiet
+ * topic (rules) does not hold the job's watermark back; bounded, no
+ * idleness: the source ends once it has read what the topic held, and
+ * until then its watermark is exact. */
+sl_stream_t *ex_job_kafka_source(ex_job *ej, const char *uid, const char *topic,
+                                 int64_t idle_ms);
 
 /* The job's parse step: a flat_map (uid "parse", opaque ej) over
  * ex_job_source() that turns each JSON record into the job's own record,

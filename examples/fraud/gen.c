@@ -5,6 +5,7 @@
  * apart); a few labelled accounts get one injected fraud each. Same seed,
  * same records; the model is in docs/examples.md. */
 #include <inttypes.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,22 +171,69 @@ static int inject(gen *g, int rule, int a, account *ac, int64_t t) {
   return 0;
 }
 
+/* Writes the rule records of a JSON-lines file to the rules topic, keyed by
+ * rule name, with their "ts" as the message time. Returns the number
+ * written, or -1 (printed). */
+static long write_rules(const char *brokers, const char *topic,
+                        const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    perror(path);
+    return -1;
+  }
+  ex_producer *p = ex_producer_new(brokers, topic, 0, 0);
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  long n = 0, no = 0;
+  while (p && n >= 0 && (len = getline(&line, &cap, f)) >= 0) {
+    no++;
+    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+      line[--len] = '\0';
+    if (!len)
+      continue;
+    json_t *j = json_loads(line, 0, NULL);
+    const char *rule = json_string_value(json_object_get(j, "rule"));
+    json_t *ts = json_object_get(j, "ts");
+    if (!rule || !json_is_integer(ts)) {
+      fprintf(stderr, PROG ": %s:%ld: not a rule record\n", path, no);
+      n = -1;
+    } else if (ex_producer_send(p, rule, -1, line, (size_t)len,
+                                json_integer_value(ts))) {
+      n = -1;
+    } else {
+      n++;
+    }
+    json_decref(j);
+  }
+  free(line);
+  fclose(f);
+  if (!p || ex_producer_close(p))
+    return -1;
+  return n;
+}
+
 static void usage(FILE *f) {
   fprintf(f, "usage: " PROG " [--brokers host:port | --bootstrap-file F] "
              "[--topic fraud.txns]\n"
              "       [--labels fraud-labels.jsonl] [--events N] [--rate R] "
              "[--accounts N] [--seed S]\n"
              "       [--inject-every N] [--max-delay-ms MS] [--batch N]\n"
+             "       [--rules FILE] [--rules-topic fraud.rules]\n"
              "Writes about N transactions (0 = until killed) at R records/s (0 "
              "= as fast as possible),\n"
              "and the injected frauds to the labels file.\n"
              "--batch N: at most N records per produced batch (0 = "
-             "librdkafka's default), as a slow producer writes them.\n");
+             "librdkafka's default), as a slow producer writes them.\n"
+             "--rules FILE: first write the rule records of FILE (JSON lines "
+             "{\"rule\",\"threshold\",\"ts\"})\n"
+             "to the rules topic.\n");
 }
 
 int main(int argc, char **argv) {
   const char *brokers = NULL, *bootstrap = NULL, *topic = "fraud.txns";
   const char *labels_path = "fraud-labels.jsonl";
+  const char *rules_path = NULL, *rules_topic = "fraud.rules";
   long long events = 100000, accounts = 2000, seed = 1, inject_every = 150;
   long long max_delay = 2000, batch = 0;
   double rate = 0;
@@ -222,6 +270,10 @@ int main(int argc, char **argv) {
       max_delay = ex_arg_ll(PROG, a, v);
     else if (!strcmp(a, "--batch"))
       batch = ex_arg_ll(PROG, a, v);
+    else if (!strcmp(a, "--rules"))
+      rules_path = v;
+    else if (!strcmp(a, "--rules-topic"))
+      rules_topic = v;
     else {
       usage(stderr);
       return 2;
@@ -237,6 +289,12 @@ int main(int argc, char **argv) {
   char addr[512];
   if (ex_resolve_brokers(brokers, bootstrap, 10000, addr, sizeof(addr)))
     return 1;
+  if (rules_path) {
+    long n = write_rules(addr, rules_topic, rules_path);
+    if (n < 0)
+      return 1;
+    fprintf(stderr, PROG ": %ld rule records to %s\n", n, rules_topic);
+  }
   gen g = {.max_delay = max_delay};
   while (fraud_country_at(g.n_countries))
     g.n_countries++;

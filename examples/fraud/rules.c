@@ -5,7 +5,46 @@
 #include "rules.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
+
+void fraud_params_default(fraud_params *p) {
+  p->small_below = FRAUD_SMALL_BELOW;
+  p->large_above = FRAUD_LARGE_ABOVE;
+  p->velocity_txns = FRAUD_VELOCITY_MAX_TXNS;
+  p->velocity_total = FRAUD_VELOCITY_MAX_TOTAL;
+  p->travel_kmh = FRAUD_TRAVEL_MAX_KMH;
+  p->travel_km = FRAUD_TRAVEL_MIN_KM;
+}
+
+int fraud_params_set(fraud_params *p, const char *name, double v) {
+  static const struct {
+    const char *name;
+    size_t off;
+  } names[] = {
+      {"small_amount", offsetof(fraud_params, small_below)},
+      {"large_amount", offsetof(fraud_params, large_above)},
+      {"velocity_txns", offsetof(fraud_params, velocity_txns)},
+      {"velocity_total", offsetof(fraud_params, velocity_total)},
+      {"travel_kmh", offsetof(fraud_params, travel_kmh)},
+      {"travel_km", offsetof(fraud_params, travel_km)},
+  };
+  if (!isfinite(v) || v < 0)
+    return -1;
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+    if (!strcmp(names[i].name, name)) {
+      *(double *)((char *)p + names[i].off) = v;
+      return 0;
+    }
+  return -1;
+}
+
+void fraud_params_at(const fraud_rule_version *versions, size_t n, int64_t ts,
+                     fraud_params *out) {
+  fraud_params_default(out);
+  for (size_t i = 0; i < n && versions[i].ts <= ts; i++)
+    fraud_params_set(out, versions[i].name, versions[i].threshold);
+}
 
 bool fraud_is_small(double amount) {
   return amount < FRAUD_SMALL_BELOW;
@@ -15,10 +54,17 @@ bool fraud_is_large(double amount) {
   return amount > FRAUD_LARGE_ABOVE;
 }
 
-bool fraud_small_then_large(const fraud_txn *small, const fraud_txn *large) {
-  return fraud_is_small(small->amount) && fraud_is_large(large->amount) &&
+bool fraud_small_then_large_p(const fraud_params *p, const fraud_txn *small,
+                              const fraud_txn *large) {
+  return small->amount < p->small_below && large->amount > p->large_above &&
          small->ts <= large->ts &&
          large->ts - small->ts <= FRAUD_SMALL_LARGE_WITHIN_MS;
+}
+
+bool fraud_small_then_large(const fraud_txn *small, const fraud_txn *large) {
+  fraud_params p;
+  fraud_params_default(&p);
+  return fraud_small_then_large_p(&p, small, large);
 }
 
 void fraud_velocity_init(fraud_velocity_acc *acc) {
@@ -47,9 +93,16 @@ void fraud_velocity_merge(fraud_velocity_acc *acc,
     acc->last = other->last;
 }
 
+bool fraud_velocity_hit_p(const fraud_params *p,
+                          const fraud_velocity_acc *acc) {
+  return (double)acc->count > p->velocity_txns ||
+         acc->total > p->velocity_total;
+}
+
 bool fraud_velocity_hit(const fraud_velocity_acc *acc) {
-  return acc->count > FRAUD_VELOCITY_MAX_TXNS ||
-         acc->total > FRAUD_VELOCITY_MAX_TOTAL;
+  fraud_params p;
+  fraud_params_default(&p);
+  return fraud_velocity_hit_p(&p, acc);
 }
 
 static const fraud_country countries[] = {
@@ -91,10 +144,22 @@ double fraud_country_km(const char *a, const char *b) {
 
 bool fraud_travel_check(const fraud_txn *a, const fraud_txn *b, double *km,
                         double *kmh) {
+  fraud_params p;
+  fraud_params_default(&p);
+  return fraud_travel_check_p(&p, a, b, km, kmh);
+}
+
+bool fraud_travel_check_p(const fraud_params *p, const fraud_txn *a,
+                          const fraud_txn *b, double *km, double *kmh) {
   *km = fraud_country_km(a->country, b->country);
   int64_t dt = a->ts > b->ts ? a->ts - b->ts : b->ts - a->ts;
   /* Equal times: any distance is infinitely fast; report a big finite
    * number so the evidence stays valid JSON. */
   *kmh = dt > 0 ? *km / ((double)dt / 3600000.0) : 1e9;
-  return *km >= FRAUD_TRAVEL_MIN_KM && *kmh > FRAUD_TRAVEL_MAX_KMH;
+  return *km >= p->travel_km && *kmh > p->travel_kmh;
+}
+
+bool fraud_incident_opens(bool has_prev, int64_t prev_end, int64_t end,
+                          int64_t suppress_ms) {
+  return suppress_ms <= 0 || !has_prev || end - prev_end > suppress_ms;
 }

@@ -7,6 +7,7 @@
 #define FRAUD_RULES_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* A card transaction as the job carries it between operators: fixed size,
@@ -77,5 +78,62 @@ double fraud_country_km(const char *a, const char *b);
  * countries never match. */
 bool fraud_travel_check(const fraud_txn *a, const fraud_txn *b, double *km,
                         double *kmh);
+
+/* ---- Thresholds that change at run time ---------------------------------
+ * The job reads rule records {"rule":"<name>","threshold":X,"ts":T} from a
+ * rules topic; each sets one threshold from event time T on. The names
+ * and their defaults (the constants above): */
+typedef struct fraud_params {
+  double small_below;    /* "small_amount"   FRAUD_SMALL_BELOW */
+  double large_above;    /* "large_amount"   FRAUD_LARGE_ABOVE */
+  double velocity_txns;  /* "velocity_txns"  FRAUD_VELOCITY_MAX_TXNS */
+  double velocity_total; /* "velocity_total" FRAUD_VELOCITY_MAX_TOTAL */
+  double travel_kmh;     /* "travel_kmh"     FRAUD_TRAVEL_MAX_KMH */
+  double travel_km;      /* "travel_km"      FRAUD_TRAVEL_MIN_KM */
+} fraud_params;
+
+/* The longest rule name, with its terminating NUL. */
+#define FRAUD_RULE_NAME_MAX 16
+
+void fraud_params_default(fraud_params *p);
+/* Sets the threshold named `name` to v: 0, or -1 for an unknown name or a
+ * value that is negative or not finite. */
+int fraud_params_set(fraud_params *p, const char *name, double v);
+
+/* One rule record. */
+typedef struct fraud_rule_version {
+  int64_t ts;
+  char name[FRAUD_RULE_NAME_MAX];
+  double threshold;
+} fraud_rule_version;
+
+/* The thresholds in force at event time ts: the defaults, then every
+ * version with v->ts <= ts applied in order of ts (versions[] sorted by
+ * ts; equal times in array order). */
+void fraud_params_at(const fraud_rule_version *versions, size_t n, int64_t ts,
+                     fraud_params *out);
+
+/* The rules with explicit thresholds; the functions above use the
+ * defaults. */
+bool fraud_small_then_large_p(const fraud_params *p, const fraud_txn *small,
+                              const fraud_txn *large);
+bool fraud_velocity_hit_p(const fraud_params *p, const fraud_velocity_acc *acc);
+bool fraud_travel_check_p(const fraud_params *p, const fraud_txn *a,
+                          const fraud_txn *b, double *km, double *kmh);
+
+/* ---- Incidents ------------------------------------------------------------
+ * A burst trips a rule several times (each sliding window over it, the
+ * payment that goes abroad and the one back). The job groups the alerts
+ * of one account and rule into incidents: an alert whose end is at most
+ * the suppression interval after the end of the previous alert of the
+ * same account and rule belongs to that alert's incident and is not
+ * written; any other alert opens an incident and is written. Alerts are
+ * taken in order of their end (event time). */
+#define FRAUD_SUPPRESS_MS (30LL * 60 * 1000)
+
+/* Whether an alert ending at `end` opens an incident, given the end of the
+ * previous alert of its account and rule (has_prev false: none). */
+bool fraud_incident_opens(bool has_prev, int64_t prev_end, int64_t end,
+                          int64_t suppress_ms);
 
 #endif

@@ -9,6 +9,7 @@
 #include <check.h>
 
 #include "check_main.h"
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -18,6 +19,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "../../examples/common/exutil.h"
+#include "../../examples/fraud/rules.h"
 
 #define MAX_RULES 4
 
@@ -323,6 +327,178 @@ START_TEST(fraud_restart_after_the_end_ends) {
 }
 END_TEST
 
+/* ---- Incidents and rule updates, against reference models ---------------
+ * The fraud job's per-alert output (--suppress-ms 0) at P=1, made once;
+ * every model below starts from it. */
+static const char *fraud_per_alert(void) {
+  static char path[512];
+  snprintf(path, sizeof(path), "%s/fraud-per-alert.jsonl", ref_dir);
+  if (access(path, R_OK)) {
+    char extra[600];
+    snprintf(extra, sizeof(extra),
+             "--parallelism 1 --suppress-ms 0 --save-alerts %s.tmp", path);
+    run r;
+    run_example("fraud", extra, &r);
+    assert_on_target(&r, 3, 0.95);
+    char tmp[520];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    ck_assert_int_eq(rename(tmp, path), 0);
+  }
+  return path;
+}
+
+/* The evaluator as the incident model: groups the alerts of `alerts` into
+ * incidents (the job's default interval) and saves them to `out`. Returns
+ * the number of incidents. */
+static long model_incidents(const char *alerts, const char *out) {
+  const char *build = getenv("SLUICE_BUILD_ROOT");
+  char labels[600], cmd[2048];
+  snprintf(labels, sizeof(labels), "%s/no-labels.jsonl", ref_dir);
+  FILE *f = fopen(labels, "w");
+  ck_assert_ptr_nonnull(f);
+  fclose(f);
+  snprintf(cmd, sizeof(cmd),
+           "%s/examples/fraud/fraud-eval --labels %s --alerts-file %s "
+           "--incidents %lld --save-alerts %s >/dev/null",
+           build ? build : "build", labels, alerts,
+           (long long)FRAUD_SUPPRESS_MS, out);
+  /* Exit 1: no labels, below target; 2 would be an error. */
+  int st = system(cmd);
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) <= 1, "fraud-eval: %d", st);
+  long n = 0;
+  char line[4096];
+  ck_assert_ptr_nonnull(f = fopen(out, "r"));
+  while (fgets(line, sizeof(line), f))
+    n++;
+  fclose(f);
+  return n;
+}
+
+/* Default output: one incident per account, rule and burst; exactly the
+ * incidents the evaluator's model makes of the per-alert output, at
+ * parallelism 2 too (the reference run is P=1). */
+START_TEST(fraud_incidents_match_the_model) {
+  char model[600];
+  snprintf(model, sizeof(model), "%s/fraud-incidents-model.jsonl", ref_dir);
+  long incidents = model_incidents(fraud_per_alert(), model);
+  char extra[700];
+  snprintf(extra, sizeof(extra), "--parallelism 2 --reference %s", model);
+  run r;
+  run_example("fraud", extra, &r);
+  assert_same_as_reference(&r, 3);
+  assert_on_target(&r, 3, 0.95);
+  long written = 0;
+  for (int i = 0; i < r.n; i++)
+    written += r.rules[i].alerts;
+  ck_assert_int_eq(written, incidents);
+  /* The sliding window's repeats are gone: one velocity incident per
+   * labelled spree. */
+  for (int i = 0; i < r.n; i++)
+    if (!strcmp(r.rules[i].rule, "velocity"))
+      ck_assert_int_eq(r.rules[i].alerts, r.rules[i].labels);
+}
+END_TEST
+
+/* Rule updates mid-stream, in event time: an hour in, higher thresholds
+ * for three rules; two hours in, the defaults again. */
+static const fraud_rule_version updates[] = {
+    {EX_EPOCH_MS + 3600000, "large_amount", 800.005},
+    {EX_EPOCH_MS + 3600000, "travel_kmh", 20000.5},
+    {EX_EPOCH_MS + 3600000, "velocity_total", 4000.005},
+    {EX_EPOCH_MS + 3600000, "velocity_txns", 12},
+    {EX_EPOCH_MS + 7200000, "large_amount", FRAUD_LARGE_ABOVE},
+    {EX_EPOCH_MS + 7200000, "travel_kmh", FRAUD_TRAVEL_MAX_KMH},
+    {EX_EPOCH_MS + 7200000, "velocity_total", FRAUD_VELOCITY_MAX_TOTAL},
+    {EX_EPOCH_MS + 7200000, "velocity_txns", FRAUD_VELOCITY_MAX_TXNS},
+};
+#define N_UPDATES (sizeof(updates) / sizeof(updates[0]))
+
+static double num(json_t *o, const char *path) {
+  json_t *v = o;
+  char buf[64];
+  snprintf(buf, sizeof(buf), "%s", path);
+  for (char *save = NULL, *k = strtok_r(buf, ".", &save); k;
+       k = strtok_r(NULL, ".", &save))
+    v = json_object_get(v, k);
+  ck_assert_msg(json_is_number(v), "no number at %s", path);
+  return json_number_value(v);
+}
+
+/* Whether the job would have written this default-threshold alert under
+ * the thresholds in force at its end (the time the job judges it). With
+ * thresholds at or above the defaults (small_amount and travel_km as
+ * they are), the alerts are a subset of the default ones, decided by the
+ * evidence each carries. */
+static bool model_keeps(const char *line, int *rule) {
+  json_t *a = json_loads(line, 0, NULL);
+  ck_assert_ptr_nonnull(a);
+  const char *name = json_string_value(json_object_get(a, "rule"));
+  json_t *ev = json_object_get(a, "evidence");
+  fraud_params p;
+  fraud_params_at(updates, N_UPDATES, (int64_t)num(a, "end"), &p);
+  bool keep;
+  if (!strcmp(name, "small_then_large")) {
+    *rule = 0;
+    keep = num(ev, "small.amount") < p.small_below &&
+           num(ev, "large.amount") > p.large_above;
+  } else if (!strcmp(name, "velocity")) {
+    *rule = 1;
+    keep = num(ev, "txns") > p.velocity_txns ||
+           num(ev, "total") > p.velocity_total;
+  } else {
+    *rule = 2;
+    keep = num(ev, "km") >= p.travel_km && num(ev, "kmh") > p.travel_kmh;
+  }
+  json_decref(a);
+  return keep;
+}
+
+START_TEST(fraud_rule_update_mid_stream) {
+  char rules[600], kept[600], model[600];
+  snprintf(rules, sizeof(rules), "%s/rules.jsonl", ref_dir);
+  snprintf(kept, sizeof(kept), "%s/fraud-rules-alerts.jsonl", ref_dir);
+  snprintf(model, sizeof(model), "%s/fraud-rules-model.jsonl", ref_dir);
+  FILE *f = fopen(rules, "w");
+  ck_assert_ptr_nonnull(f);
+  /* Written as a user would, in a rules topic of one partition. */
+  for (size_t i = 0; i < N_UPDATES; i++)
+    fprintf(f, "{\"rule\":\"%s\",\"threshold\":%.17g,\"ts\":%lld}\n",
+            updates[i].name, updates[i].threshold, (long long)updates[i].ts);
+  fclose(f);
+  /* The model: the per-alert output filtered by the versions, then
+   * grouped into incidents. */
+  FILE *in = fopen(fraud_per_alert(), "r"), *out = fopen(kept, "w");
+  ck_assert(in && out);
+  long dropped[3] = {0}, before[3] = {0};
+  char line[4096];
+  while (fgets(line, sizeof(line), in)) {
+    int rule;
+    bool keep = model_keeps(line, &rule);
+    before[rule]++;
+    if (keep)
+      fputs(line, out);
+    else
+      dropped[rule]++;
+  }
+  fclose(in);
+  fclose(out);
+  /* The update matters for every rule it touches. */
+  for (int i = 0; i < 3; i++)
+    ck_assert_msg(dropped[i] > 0 && dropped[i] < before[i],
+                  "rule %d: %ld of %ld dropped", i, dropped[i], before[i]);
+  model_incidents(kept, model);
+
+  char extra[1400];
+  snprintf(extra, sizeof(extra), "--parallelism 2 --rules %s --reference %s",
+           rules, model);
+  run r;
+  run_example("fraud", extra, &r);
+  /* Below target now (the higher thresholds miss frauds): exit 1. */
+  ck_assert_msg(r.status <= 1, "run-example exit %d", r.status);
+  assert_same_as_reference(&r, 3);
+}
+END_TEST
+
 int main(void) {
 #ifdef __SANITIZE_THREAD__
   /* The examples run as separate processes talking TCP to the dev broker.
@@ -348,6 +524,8 @@ int main(void) {
   tcase_add_test(tc, fraud_kill_restart_loses_no_alert);
   tcase_add_test(tc, botdetect_kill_restart_loses_no_alert);
   tcase_add_test(tc, fraud_restart_after_the_end_ends);
+  tcase_add_test(tc, fraud_incidents_match_the_model);
+  tcase_add_test(tc, fraud_rule_update_mid_stream);
   suite_add_tcase(s, tc);
   int rc = tu_run(s);
   char cmd[600];

@@ -94,6 +94,59 @@ START_TEST(travel_needs_distance_and_speed) {
 }
 END_TEST
 
+/* Thresholds by name, versions by event time, and the rules under them. */
+START_TEST(rule_versions_by_event_time) {
+  fraud_params p;
+  fraud_params_default(&p);
+  ck_assert(p.large_above == FRAUD_LARGE_ABOVE &&
+            p.velocity_txns == FRAUD_VELOCITY_MAX_TXNS);
+  ck_assert_int_eq(fraud_params_set(&p, "large_amount", 800), 0);
+  ck_assert_int_eq(fraud_params_set(&p, "no_such_rule", 1), -1);
+  ck_assert_int_eq(fraud_params_set(&p, "travel_kmh", -1), -1);
+  ck_assert_int_eq(fraud_params_set(&p, "travel_kmh", NAN), -1);
+  ck_assert(p.large_above == 800);
+
+  const fraud_rule_version v[] = {{100, "large_amount", 800},
+                                  {100, "velocity_txns", 3},
+                                  {200, "large_amount", 900},
+                                  {300, "large_amount", 500}};
+  fraud_params_at(v, 4, 99, &p);
+  ck_assert(p.large_above == FRAUD_LARGE_ABOVE);
+  fraud_params_at(v, 4, 100, &p); /* in force from its time on */
+  ck_assert(p.large_above == 800 && p.velocity_txns == 3);
+  fraud_params_at(v, 4, 250, &p);
+  ck_assert(p.large_above == 900 && p.velocity_txns == 3);
+  fraud_params_at(v, 4, 1000, &p);
+  ck_assert(p.large_above == 500);
+
+  fraud_txn small = txn(0, 0.5, "GB"), large = txn(1000, 850, "GB");
+  fraud_params_at(v, 4, 150, &p);
+  ck_assert(fraud_small_then_large_p(&p, &small, &large));
+  fraud_params_at(v, 4, 250, &p);
+  ck_assert(!fraud_small_then_large_p(&p, &small, &large));
+  fraud_velocity_acc acc;
+  fraud_velocity_init(&acc);
+  for (int i = 0; i < 4; i++)
+    fraud_velocity_add(&acc, &small);
+  ck_assert(fraud_velocity_hit_p(&p, &acc) && !fraud_velocity_hit(&acc));
+  fraud_txn gb = txn(0, 1, "GB"), us = txn(2 * 3600000, 1, "US");
+  double km, kmh;
+  ck_assert(fraud_travel_check_p(&p, &gb, &us, &km, &kmh));
+  ck_assert_int_eq(fraud_params_set(&p, "travel_kmh", 3000), 0);
+  ck_assert(!fraud_travel_check_p(&p, &gb, &us, &km, &kmh));
+}
+END_TEST
+
+/* An alert opens an incident unless it ends within the interval after the
+ * previous alert of its account and rule; 0 turns grouping off. */
+START_TEST(incidents_by_suppression_interval) {
+  ck_assert(fraud_incident_opens(false, 0, 100, 50));
+  ck_assert(!fraud_incident_opens(true, 100, 150, 50));
+  ck_assert(fraud_incident_opens(true, 100, 151, 50));
+  ck_assert(fraud_incident_opens(true, 100, 100, 0));
+}
+END_TEST
+
 START_TEST(bot_assets_and_rate) {
   ck_assert(bot_is_asset("/static/app.js"));
   ck_assert(bot_is_asset("/img/12.png"));
@@ -261,17 +314,63 @@ START_TEST(eval_compares_with_a_reference) {
 }
 END_TEST
 
+/* The evaluator's incident model: per rule and entity, chained by end
+ * within the interval, each incident's first alert kept. */
+START_TEST(eval_groups_incidents) {
+  ex_eval *ev = ex_eval_new();
+  char buf[256];
+  /* entity x, rule r: ends 100, 140, 180 (one chain), 300 (a new one);
+   * rule s at 120 and entity y at 110 are their own incidents. */
+  const struct {
+    const char *id, *rule, *ent;
+    int start, end;
+  } a[] = {{"r/x/180", "r", "x", 170, 180}, {"r/x/100", "r", "x", 90, 100},
+           {"r/x/300", "r", "x", 290, 300}, {"r/x/140", "r", "x", 40, 140},
+           {"s/x/120", "s", "x", 110, 120}, {"r/y/110", "r", "y", 100, 110}};
+  for (size_t i = 0; i < sizeof(a) / sizeof(a[0]); i++) {
+    snprintf(buf, sizeof(buf),
+             "{\"id\":\"%s\",\"rule\":\"%s\",\"entity\":\"%s\","
+             "\"start\":%d,\"end\":%d}",
+             a[i].id, a[i].rule, a[i].ent, a[i].start, a[i].end);
+    add(ev, 0, buf);
+  }
+  add(ev, 0, buf); /* a repeat counts once */
+  ck_assert_uint_eq(ex_eval_incidents(ev, 50), 2);
+  char *out = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&out, &len);
+  ck_assert_int_eq(ex_eval_write_alerts(ev, f), 0);
+  fclose(f);
+  /* By id: r/x/100 and r/x/300 open incidents, r/x/140 and r/x/180 join. */
+  ck_assert_ptr_nonnull(strstr(out, "\"r/x/100\""));
+  ck_assert_ptr_nonnull(strstr(out, "\"r/x/300\""));
+  ck_assert_ptr_null(strstr(out, "\"r/x/140\""));
+  ck_assert_ptr_null(strstr(out, "\"r/x/180\""));
+  ck_assert_ptr_nonnull(strstr(out, "\"s/x/120\""));
+  ck_assert_ptr_nonnull(strstr(out, "\"r/y/110\""));
+  ex_eval_result r;
+  ex_eval_score(ev, "r", &r);
+  ck_assert_uint_eq(r.alerts, 3);
+  ck_assert_uint_eq(ex_eval_incidents(ev, 0), 0);
+  free(out);
+  ex_eval_free(ev);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("examples");
   TCase *tc = tcase_create("rules");
   tcase_add_test(tc, small_then_large_within_a_minute);
   tcase_add_test(tc, velocity_counts_totals_and_merges);
   tcase_add_test(tc, travel_needs_distance_and_speed);
+  tcase_add_test(tc, rule_versions_by_event_time);
+  tcase_add_test(tc, incidents_by_suppression_interval);
   tcase_add_test(tc, bot_assets_and_rate);
   tcase_add_test(tc, bot_crawler_session);
   tcase_add_test(tc, bot_regular_timing);
   tcase_add_test(tc, eval_scores_distinct_alerts);
   tcase_add_test(tc, eval_compares_with_a_reference);
+  tcase_add_test(tc, eval_groups_incidents);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }
