@@ -458,8 +458,10 @@ static int complete_cur(struct sl__ckpt *ck, char *err, size_t errlen) {
       pthread_mutex_lock(&ck->mu);
       clear_acks(ck);
       ck->cur = 0;
+      const char *why =
+          ck->parts[i].error ? ck->parts[i].error(ck->parts[i].opaque) : NULL;
       sl__errf(err, errlen, "checkpoint %" PRIu64 ": commit failed: %s", id,
-               sl_strerror(rc));
+               why ? why : sl_strerror(rc));
       return rc;
     }
   }
