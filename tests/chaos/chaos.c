@@ -617,8 +617,8 @@ static const char *pick_fault(char *buf, size_t len, int *delay_ms,
   else if (restoring)
     snprintf(buf, len, "restore:kill");
   else
-    return NULL;
-  return buf;
+    *delay_ms = 50 + rand_r(&seed) % 1500; /* nothing to restore yet */
+  return *delay_ms == 20000 ? buf : NULL;
 }
 
 int main(int argc, char **argv) {
