@@ -20,8 +20,9 @@
  * what a read_committed reader sees. Every output record carries the
  * sink's sluice.epoch header and a chaos.run header (the run that wrote
  * it); the job logs each checkpoint it commits (a checkpoint participant
- * registered before the Kafka sink's, so the log line is the commit point
- * the driver and the restart agree on), and that log stands in for the
+ * registered after the Kafka sink's: the line is written once the
+ * transaction committed, and it is the commit point the driver and the
+ * restart agree on), and that log stands in for the
  * group offsets the broker would have stored with the transaction when a
  * restart resolves a checkpoint without _COMMITTED. A record of epoch E
  * written by run R is committed iff run R committed a checkpoint > E. */
@@ -326,9 +327,9 @@ static int job_main(jobargs *a) {
   }
   bool eos = strcmp(a->guarantee, "exactly_once") == 0;
   if (eos) {
-    /* Before the sink's participant: the log line is the commit point. */
-    sl_ckpt_participant_t part = {
-        .commit = log_commit, .resolve = resolve_logged, .opaque = a};
+    /* Before the sink's participant, so a restart's resolution consults
+     * the log first and stashes the positions the lookup then reports. */
+    sl_ckpt_participant_t part = {.resolve = resolve_logged, .opaque = a};
     sl_job_add_ckpt_participant(job, &part);
     sl_kafka_set_committed_lookup(job, lookup_stashed, NULL);
   }
@@ -357,6 +358,13 @@ static int job_main(jobargs *a) {
   sl_kafka_sink_opts_t sk = {.headers = run_header, .headers_opaque = a};
   sl_sink_kafka(counts, "out-count", a->out, &sk);
   sl_sink_kafka(sums, "out-sum", a->out, &sk);
+  if (eos) {
+    /* After the sink's participant: the line is logged once the
+     * transaction committed (its records flushed), as a broker stores
+     * the transaction's offsets at its commit. */
+    sl_ckpt_participant_t part = {.commit = log_commit, .opaque = a};
+    sl_job_add_ckpt_participant(job, &part);
+  }
   int rc = sl_job_run(job);
   if (rc)
     fprintf(stderr, "chaos job (scenario %d run %d): %s: %s\n", a->scenario,
