@@ -836,6 +836,9 @@ static int pick_restore(struct sl__ckpt *ck, const char *from, char *out,
             chk);
         restore_free(ck->rs);
         ck->rs = NULL;
+        /* Not damaged: the job's committed state is older. Before the
+         * first committed checkpoint that is the empty start. */
+        complete--;
         if (r < 0) {
           rc = r;
           pathf(err, sizeof(err), "resolving it failed: %s", sl_strerror(r));

@@ -317,11 +317,6 @@ static void end_txn_fails(env *e, sl_job_t *job) {
                                     RD_KAFKA_RESP_ERR_INVALID_TXN_STATE);
 }
 
-static void init_producer_id_fails(env *e, sl_job_t *job) {
-  (void)job;
-  (void)e; /* pushed before the job starts, see below */
-}
-
 typedef struct failing_case {
   const char *name;
   const char *guarantee;
@@ -335,14 +330,19 @@ static const failing_case failing[] = {
     {"Produce refused", "at_least_once", -1, 0, produce_fails,
      "delivery to out[0] failed"},
     {"InitProducerId refused", "exactly_once", API_INIT_PRODUCER_ID,
-     RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-     init_producer_id_fails,
+     RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED, NULL,
      "Failed to acquire transactional PID from broker TxnCoordinator/1: "
      "Broker: Transactional Id authorization failed"},
     {"AddOffsetsToTxn refused", "exactly_once", -1, 0, add_offsets_fails,
      "commit failed: send_offsets_to_transaction: Failed to "
      "add offsets to transaction on broker TxnCoordinator/1: Broker: Topic "
      "authorization failed"},
+    /* chk-1 is complete but its transaction never committed: the restart
+     * skips it and, with no committed checkpoint before it, starts
+     * empty (it failed to start: "none of the 1 complete checkpoints
+     * ... is valid"). */
+    {"EndTxn refused at the first checkpoint", "exactly_once", API_END_TXN,
+     RD_KAFKA_RESP_ERR_INVALID_TXN_STATE, NULL, "Failed to end transaction: "},
     {"EndTxn refused", "exactly_once", -1, 0, end_txn_fails,
      /* commit_transaction's error, or the fatal error it raised */
      "Failed to end transaction: "
