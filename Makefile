@@ -20,7 +20,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 30
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test test-asan test-tsan demo bench release-build nexmark nexmark-kafka fuzz clean format format-check
+.PHONY: all deps build test test-asan test-tsan chaos demo bench release-build nexmark nexmark-kafka fuzz clean format format-check
 
 all: build
 
@@ -57,6 +57,14 @@ test-tsan: deps
 	[ -f $(TSAN_BUILD)/build.ninja ] || meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false
 	ninja -C $(TSAN_BUILD)
 	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" CK_FORK=no meson test -C $(TSAN_BUILD) --print-errorlogs --num-processes 1 --timeout-multiplier 5
+
+# Chaos: real jobs on the mock cluster killed and restarted ROUNDS times,
+# output compared with a failure-free run (docs/reliability.md). SEED
+# repeats a run's choices.
+ROUNDS ?= 100
+SEED ?=
+chaos: build
+	./$(BUILD)/tests/chaos $(ROUNDS) $(SEED)
 
 demo: build
 	./examples/demo.sh $(BUILD)

@@ -107,6 +107,9 @@ typedef struct sl_ckpt_participant {
   int (*resolve)(uint64_t id, const char *const *uids,
                  const sl_blob_t *const *positions, const size_t *n,
                  size_t n_uids, void *opaque);
+  /* Optional: why the last commit failed (NULL: unknown), for the job's
+   * error message. */
+  const char *(*error)(void *opaque);
   void *opaque;
 } sl_ckpt_participant_t;
 /* Registers a participant at graph-build time; SL_OK or an error. */

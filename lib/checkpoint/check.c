@@ -16,6 +16,7 @@
 
 #include "checkpoint/files.h"
 #include "checkpoint/layout.h"
+#include "core/fault.h"
 #include "core/hash.h"
 #include "core/util.h"
 #include "state/backend.h"
@@ -496,7 +497,10 @@ static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
                          bool file_listed_ok) {
   char fp[4200], why[256];
   snprintf(fp, sizeof(fp), "%s/%s", chk, w->file);
-  if (sl__read_file(fp, &im->data, &im->len)) {
+  int fault = sl__fault_hit("restore.read");
+  if (fault || sl__read_file(fp, &im->data, &im->len)) {
+    if (fault)
+      errno = fault;
     if (!file_listed_ok)
       return; /* the file check said why */
     bad(x, w->file, "%s cannot be read: %s", w->file, strerror(errno));

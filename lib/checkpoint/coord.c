@@ -25,6 +25,7 @@
 #include "checkpoint/coord.h"
 #include "core/conf.h"
 #include "core/crc32c.h"
+#include "core/fault.h"
 #include "core/log.h"
 #include "core/clock.h"
 #include "core/fs.h"
@@ -276,6 +277,7 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
     if (!text) {
       rc = SL_ERR_NOMEM;
     } else if (sl__ckpt_write_file(tmp, text, strlen(text), ck->fmode.file) ||
+               (errno = sl__fault_hit("checkpoint.metadata")) ||
                rename(tmp, path) || sl__ckpt_fsync_path(chk, true)) {
       sl__errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
       rc = SL_ERR_IO;
@@ -372,20 +374,32 @@ void sl__ckpt_note(struct sl__ckpt *ck, uint64_t id, int64_t duration_ms,
   pthread_mutex_unlock(&ck->mu);
 }
 
-static void trigger(struct sl__ckpt *ck) {
+/* Starts checkpoint last_id + 1 (mu held). A directory that cannot be
+ * created fails the checkpoint; returns the error that must fail the job
+ * when that makes too many failures in a row, else 0. */
+static int trigger(struct sl__ckpt *ck, char *err, size_t errlen) {
   uint64_t id = ++ck->last_id;
   char chk[4096];
   sl__ckpt_path(ck, id, chk, sizeof(chk));
-  if (sl__mkdirs(chk, ck->fmode.dir)) {
-    LOG(ck, SL__LOG_WARN, "checkpoint %" PRIu64 ": cannot create %s: %s", id,
-        chk, strerror(errno));
+  int fault = sl__fault_hit("checkpoint.mkdir");
+  if (fault || sl__mkdirs(chk, ck->fmode.dir)) {
+    const char *why = strerror(fault ? fault : errno);
+    LOG(ck, SL__LOG_WARN, "checkpoint %" PRIu64 " failed: cannot create %s: %s",
+        id, chk, why);
     count_failure(ck);
-    return;
+    if (ck->fails_in_row <= ck->tolerable)
+      return 0;
+    return failf(err, errlen, SL_ERR_IO,
+                 "checkpoint %" PRIu64 " failed (cannot create %s: %s) and %d "
+                 "consecutive failures exceed "
+                 "checkpoint.tolerable.failures=%d",
+                 id, chk, why, ck->fails_in_row, ck->tolerable);
   }
   ck->cur = id;
   ck->cur_start = sl__mono_ms();
   ck->n_acks = 0;
   atomic_store_explicit(&ck->trigger, id, memory_order_release);
+  return 0;
 }
 
 static void clear_acks(struct sl__ckpt *ck) {
@@ -445,8 +459,10 @@ static int complete_cur(struct sl__ckpt *ck, char *err, size_t errlen) {
       pthread_mutex_lock(&ck->mu);
       clear_acks(ck);
       ck->cur = 0;
+      const char *why =
+          ck->parts[i].error ? ck->parts[i].error(ck->parts[i].opaque) : NULL;
       sl__errf(err, errlen, "checkpoint %" PRIu64 ": commit failed: %s", id,
-               sl_strerror(rc));
+               why ? why : sl_strerror(rc));
       return rc;
     }
   }
@@ -454,7 +470,10 @@ static int complete_cur(struct sl__ckpt *ck, char *err, size_t errlen) {
     char path[4200];
     sl__ckpt_path(ck, id, path, sizeof(path));
     strcat(path, "/_COMMITTED");
-    if (sl__ckpt_write_file(path, "", 0, ck->fmode.file))
+    /* The fault point between the commit and its mark: a crash here is
+     * what restart resolution is for. */
+    if ((errno = sl__fault_hit("checkpoint.commit")) ||
+        sl__ckpt_write_file(path, "", 0, ck->fmode.file))
       LOG(ck, SL__LOG_WARN, "cannot write %s: %s", path, strerror(errno));
   }
   pthread_mutex_lock(&ck->mu);
@@ -515,7 +534,8 @@ static int ckpt_tick(void *svc, const sl__tick *t, int64_t *next_due, char *err,
     if (t->workers_done) {
       if (ck->final && !ck->final_taken && t->workers_clean) {
         ck->final_taken = true;
-        trigger(ck);
+        if ((rc = trigger(ck, err, errlen)))
+          break;
         continue;
       }
       break;
@@ -530,7 +550,8 @@ static int ckpt_tick(void *svc, const sl__tick *t, int64_t *next_due, char *err,
     if (due <= now) {
       atomic_store(&ck->demand, 0);
       ck->last_trigger = now;
-      trigger(ck);
+      if ((rc = trigger(ck, err, errlen)))
+        break;
       continue;
     }
     if (due < *next_due)
@@ -816,6 +837,9 @@ static int pick_restore(struct sl__ckpt *ck, const char *from, char *out,
             chk);
         restore_free(ck->rs);
         ck->rs = NULL;
+        /* Not damaged: the job's committed state is older. Before the
+         * first committed checkpoint that is the empty start. */
+        complete--;
         if (r < 0) {
           rc = r;
           pathf(err, sizeof(err), "resolving it failed: %s", sl_strerror(r));
@@ -1060,6 +1084,7 @@ const sl__service_ops sl__ckpt_service = {.name = "checkpoint coordinator",
                                           .destroy = ckpt_destroy};
 
 void sl__ckpt_restored(struct sl__ckpt *ck) {
+  sl__fault_hit("restore"); /* a crash while the other workers restore */
   pthread_mutex_lock(&ck->mu);
   if (++ck->restored == ck->env.par) {
     restore_free(ck->rs); /* every worker took its part */

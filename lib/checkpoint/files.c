@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/crc32c.h"
+#include "core/fault.h"
 #include "core/util.h"
 #include "sluice/common.h"
 
@@ -62,23 +63,34 @@ bool sl__ckpt_safe_rel(const char *rel) {
   return true;
 }
 
-/* Writes len bytes to path and fsyncs it. */
+/* Writes len bytes to path and fsyncs it. The fault point
+ * checkpoint.write fails it as a full or failing disk would: half the
+ * bytes written, then the error. */
 int sl__ckpt_write_file(const char *path, const void *data, size_t len,
                         mode_t mode) {
+  int fault = sl__fault_hit("checkpoint.write");
   int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0)
     return -1;
   const char *p = data;
-  while (len) {
-    ssize_t n = write(fd, p, len);
+  size_t stop = fault ? len / 2 : 0; /* with a fault: where the disk fails */
+  while (len > stop) {
+    ssize_t n = write(fd, p, len - stop);
     if (n < 0) {
       if (errno == EINTR)
         continue;
+      int e = errno;
       close(fd);
+      errno = e;
       return -1;
     }
     p += n;
     len -= (size_t)n;
+  }
+  if (fault) {
+    close(fd);
+    errno = fault;
+    return -1;
   }
   int rc = fsync(fd);
   return close(fd) || rc ? -1 : 0;

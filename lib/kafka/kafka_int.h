@@ -292,6 +292,8 @@ sl__kprod *sl__ktxn_get(sl__kjob *kj);
  * on the coordinator thread. */
 int sl__ktxn_commit(uint64_t id, void *kjob);
 void sl__ktxn_abort(uint64_t id, void *kjob);
+/* Why the transactional producer failed (NULL: it did not). */
+const char *sl__ktxn_error(void *kjob);
 int sl__ktxn_resolve(uint64_t id, const char *const *uids,
                      const sl_blob_t *const *positions, const size_t *n,
                      size_t n_uids, void *kjob);

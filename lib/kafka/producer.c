@@ -534,6 +534,11 @@ out:
   return rc;
 }
 
+const char *sl__ktxn_error(void *arg) {
+  sl__kjob *kj = arg;
+  return kj->txn ? sl__kprod_error(kj->txn) : NULL;
+}
+
 /* A checkpoint given up: its records stay in the open transaction, which
  * the next completed checkpoint commits (as Flink's two-phase sinks do). */
 void sl__ktxn_abort(uint64_t id, void *arg) {

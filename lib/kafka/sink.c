@@ -151,7 +151,9 @@ static int ksink_snapshot(sl_ctx_t *op, uint64_t id, sl_buf_t *out) {
     return 0;
   sl__klog(s->kj, SL__LOG_WARN, "sink %s: checkpoint %" PRIu64 ": %s",
            sl_op_uid(op), id, err);
-  return rc;
+  /* A failed delivery fails the job (never only the checkpoint), with the
+   * delivery's own message rather than the checkpoint's. */
+  return sl_op_fail(op, rc, "%s", err);
 }
 
 static int ksink_complete(sl_ctx_t *op, uint64_t id) {
@@ -213,6 +215,7 @@ int sl_sink_kafka(sl_stream_t *in, const char *uid, const char *topic,
     sl_ckpt_participant_t part = {.commit = sl__ktxn_commit,
                                   .abort = sl__ktxn_abort,
                                   .resolve = sl__ktxn_resolve,
+                                  .error = sl__ktxn_error,
                                   .opaque = kj};
     int rc = sl__ktxn_get(kj) ? sl_job_add_ckpt_participant(job, &part)
                               : SL_ERR_NOMEM;

@@ -20,6 +20,7 @@
 
 #include "core/fs.h"
 #include "core/conf.h"
+#include "core/fault.h"
 #include "core/util.h"
 #include "sluice/common.h"
 #include "state/rocksdb_int.h"
@@ -933,7 +934,11 @@ static int flush_all(rk *b) {
   rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
   rocksdb_flushoptions_set_wait(fo, 1);
   char *err = NULL;
-  rocksdb_flush_cf(b->db, fo, b->cf_meta, &err);
+  int fault = sl__fault_hit("rocksdb.flush");
+  if (fault)
+    err = strdup(strerror(fault)); /* freed with rocksdb_free (free) */
+  else
+    rocksdb_flush_cf(b->db, fo, b->cf_meta, &err);
   for (uint32_t id = 0; id < b->n_states && !err && !rc; id++)
     rocksdb_flush_cf(b->db, fo, b->states[id]->cf, &err);
   rocksdb_flushoptions_destroy(fo);
