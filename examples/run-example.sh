@@ -10,10 +10,11 @@ set -euo pipefail
 
 usage() {
   cat <<EOF
-usage: $0 fraud|botdetect [--build DIR] [--events N] [--rate R] [--seed S]
+usage: $0 fraud|botdetect|scoring [--build DIR] [--events N] [--rate R] [--seed S]
           [--parallelism P] [--checkpoint-dir DIR] [--checkpoint-interval-ms MS]
           [--kill-after-ms MS] [--restart-after-end] [--set key=value ...]
           [--save-alerts FILE] [--reference FILE] [--print] [--timeout S]
+          [--gen ARG ...] [--job ARG ...] [--eval ARG ...]
 --kill-after-ms: SIGKILL the job MS ms after its first complete checkpoint,
 then restart it with restore.from=latest (the evaluator dedupes alerts).
 --restart-after-end: once the job has ended at the end of its input, run
@@ -25,6 +26,8 @@ that is killed runs unbounded beside the generator.
 --set: a job configuration override (e.g. state.backend=hashmap).
 --save-alerts: keep the distinct alerts; --reference: require exactly the
 alerts of such a file (the evaluator's options).
+--gen / --job / --eval: one more argument for the generator / the job /
+the evaluator.
 --print: show alerts as the job writes them. Exit code: the evaluator's
 (0 = every rule on target), or 3 when a process failed.
 EOF
@@ -36,13 +39,20 @@ shift
 case $example in
   fraud) in_topic=fraud.txns ;;
   botdetect) in_topic=botdetect.requests ;;
+  scoring) in_topic=scoring.events ;;
   -h|--help) usage; exit 0 ;;
   *) usage >&2; exit 2 ;;
 esac
 alerts_topic=$example.alerts
+topics=()
+if [ "$example" = scoring ]; then
+  # Scores instead of alerts; model versions on a one-partition topic.
+  alerts_topic=scoring.scores
+  topics=(--topic scoring.models:1)
+fi
 build=build events=40000 rate=0 seed=1 parallelism=2 ckpt_dir="" ckpt_ms=500
 kill_after="" restart_after_end="" print="" timeout_s=60
-sets=() eval_args=()
+sets=() eval_args=() gen_args=() job_args=()
 while [ $# -gt 0 ]; do
   case $1 in
     --build) build=$2; shift ;;
@@ -58,6 +68,9 @@ while [ $# -gt 0 ]; do
     --save-alerts) eval_args+=(--save-alerts "$(realpath -m "$2")"); shift ;;
     --reference) eval_args+=(--reference "$(realpath -m "$2")"); shift ;;
     --print) print=--print ;;
+    --gen) gen_args+=("$2"); shift ;;
+    --job) job_args+=("$2"); shift ;;
+    --eval) eval_args+=("$2"); shift ;;
     --timeout) timeout_s=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
@@ -127,7 +140,7 @@ wait_for() {
 # Its own session: Ctrl-C in the terminal must not take the broker away
 # while the job is still stopping (cleanup stops it last).
 setsid "$build/tools/sluice-kafka-dev" --bootstrap-file "$work/bootstrap" \
-  --topic "$in_topic:4" --topic "$alerts_topic:4" >"$work/broker.log" 2>&1 &
+  --topic "$in_topic:4" --topic "$alerts_topic:4" ${topics[@]+"${topics[@]}"} >"$work/broker.log" 2>&1 &
 broker_pid=$!
 for _ in $(seq 100); do [ -s "$work/bootstrap" ] && break; sleep 0.05; done
 [ -s "$work/bootstrap" ] || fail "the dev broker did not start"
@@ -135,7 +148,8 @@ broker=(--bootstrap-file "$work/bootstrap")
 
 echo "run-example: writing $events events to $in_topic"
 "$bin/$example-gen" "${broker[@]}" --labels "$work/labels.jsonl" \
-  --events "$events" --rate "$rate" --seed "$seed" >"$work/gen.log" 2>&1 &
+  --events "$events" --rate "$rate" --seed "$seed" \
+  ${gen_args[@]+"${gen_args[@]}"} >"$work/gen.log" 2>&1 &
 gen=$!
 pids+=($gen)
 
@@ -143,7 +157,8 @@ job_cmd=("$bin/$example-job" --config "examples/$example/$example.conf"
   "${broker[@]}" --set "parallelism=$parallelism"
   --set "checkpoint.dir=$ckpt_dir" --set "checkpoint.interval.ms=$ckpt_ms"
   --set "state.dir=$work/state"
-  --set restore.from=latest ${sets[@]+"${sets[@]}"})
+  --set restore.from=latest ${sets[@]+"${sets[@]}"}
+  ${job_args[@]+"${job_args[@]}"})
 
 # Waits for the generator: a bounded job reads what the topic holds when
 # it starts.
