@@ -475,6 +475,17 @@ int main(int argc, char **argv) {
   printf("scores %zu (repeats %zu, unlabelled %zu) auc %.4f latency_ms p50 "
          "%" PRId64 " p99 %" PRId64 "\n",
          scores.n, dups, unlabelled, a, p50, p99);
+  /* Events per model, in order of first use by id. */
+  for (size_t i = 0; i < scores.n; i++) {
+    size_t k = 0, c = 0;
+    while (k < i && strcmp(s[k].model, s[i].model))
+      k++;
+    if (k < i)
+      continue;
+    for (size_t m = i; m < scores.n; m++)
+      c += !strcmp(s[m].model, s[i].model);
+    printf("model %s scored %zu\n", s[i].model, c);
+  }
   int rc = a >= min_auc ? 0 : 1;
   if (do_check) {
     char err[256];
