@@ -123,8 +123,14 @@ void sc_user_add(sc_user *u, const sc_event *e, double *f) {
 
 int sc_features_json(const double *f, int64_t ts, char *buf, size_t cap) {
   int n = snprintf(buf, cap, "{\"ts\":%lld", (long long)ts);
+  /* Most features are counts: integers print in a fraction of a double's
+   * time, and this runs for every event. */
   for (int i = 0; i < SC_N_FEATURES && n > 0 && (size_t)n < cap; i++)
-    n += snprintf(buf + n, cap - (size_t)n, ",\"%s\":%.10g", names[i], f[i]);
+    n += f[i] == (double)(long long)f[i]
+             ? snprintf(buf + n, cap - (size_t)n, ",\"%s\":%lld", names[i],
+                        (long long)f[i])
+             : snprintf(buf + n, cap - (size_t)n, ",\"%s\":%.10g", names[i],
+                        f[i]);
   if (n > 0 && (size_t)n < cap)
     n += snprintf(buf + n, cap - (size_t)n, "}");
   return n;
