@@ -29,7 +29,8 @@ alerts of such a file (the evaluator's options).
 --gen / --job / --eval: one more argument for the generator / the job /
 the evaluator.
 --print: show alerts as the job writes them. Exit code: the evaluator's
-(0 = every rule on target), or 3 when a process failed.
+(0 = every rule on target; scoring: AUC >= 0.9), or 3 when a process
+failed.
 EOF
 }
 

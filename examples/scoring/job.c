@@ -142,6 +142,8 @@ static int f_broadcast(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   }
   sc_model_free(m);
   free(text);
+  /* A version may replace one of the same time: parse them all again. */
+  drop_versions(in);
   return rc ? rc : sync_versions(ctx, in);
 }
 
