@@ -379,8 +379,9 @@ static long check(ref *r, const sc_model *file_model, vec *scores) {
       i++, j++;
     }
   }
-  printf("check: same %ld missing %ld extra %ld changed %ld versions %zu\n",
-         same, missing, extra, changed, r->versions.n);
+  printf("check: same %ld missing %ld extra %ld changed %ld versions %zu "
+         "(rejected %d)\n",
+         same, missing, extra, changed, r->versions.n, r->bad);
   free(mine.v);
   return missing + extra + changed;
 }
