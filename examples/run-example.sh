@@ -10,11 +10,12 @@ set -euo pipefail
 
 usage() {
   cat <<EOF
-usage: $0 fraud|botdetect [--build DIR] [--events N] [--rate R] [--seed S]
+usage: $0 fraud|botdetect|scoring [--build DIR] [--events N] [--rate R] [--seed S]
           [--parallelism P] [--checkpoint-dir DIR] [--checkpoint-interval-ms MS]
           [--kill-after-ms MS] [--restart-after-end] [--set key=value ...]
           [--save-alerts FILE] [--reference FILE] [--print] [--timeout S]
           [--suppress-ms MS] [--rules FILE] [--incidents MS]
+          [--gen ARG ...] [--job ARG ...] [--eval ARG ...]
 --kill-after-ms: SIGKILL the job MS ms after its first complete checkpoint,
 then restart it with restore.from=latest (the evaluator dedupes alerts).
 --restart-after-end: once the job has ended at the end of its input, run
@@ -29,8 +30,11 @@ alerts of such a file (the evaluator's options).
 --suppress-ms (fraud): the job's suppression interval (0: every alert);
 --rules FILE (fraud): rule records the generator writes to fraud.rules
 first; --incidents MS: the evaluator groups the alerts into incidents.
+--gen / --job / --eval: one more argument for the generator / the job /
+the evaluator.
 --print: show alerts as the job writes them. Exit code: the evaluator's
-(0 = every rule on target), or 3 when a process failed.
+(0 = every rule on target; scoring: AUC >= 0.9), or 3 when a process
+failed.
 EOF
 }
 
@@ -41,10 +45,16 @@ case $example in
   fraud) in_topic=fraud.txns extra_topics=(--topic fraud.rules:1)
          job_args=(--rules-topic fraud.rules) ;;
   botdetect) in_topic=botdetect.requests extra_topics=() job_args=() ;;
+  scoring) in_topic=scoring.events extra_topics=() job_args=() ;;
   -h|--help) usage; exit 0 ;;
   *) usage >&2; exit 2 ;;
 esac
 alerts_topic=$example.alerts
+if [ "$example" = scoring ]; then
+  # Scores instead of alerts; model versions on a one-partition topic.
+  alerts_topic=scoring.scores
+  extra_topics=(--topic scoring.models:1)
+fi
 build=build events=40000 rate=0 seed=1 parallelism=2 ckpt_dir="" ckpt_ms=500
 kill_after="" restart_after_end="" print="" timeout_s=60
 sets=() eval_args=() gen_args=()
@@ -66,6 +76,9 @@ while [ $# -gt 0 ]; do
     --suppress-ms) job_args+=(--suppress-ms "$2"); shift ;;
     --rules) gen_args+=(--rules "$(realpath -m "$2")"); shift ;;
     --incidents) eval_args+=(--incidents "$2"); shift ;;
+    --gen) gen_args+=("$2"); shift ;;
+    --job) job_args+=("$2"); shift ;;
+    --eval) eval_args+=("$2"); shift ;;
     --timeout) timeout_s=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
