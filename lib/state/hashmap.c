@@ -387,8 +387,9 @@ static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
   size_t nl = k->ns_len;
   if (SL__LIKELY(!t->old && t->slots && k->key_len == 8 &&
                  (nl & ~(size_t)8) == 0 && 8 + nl + len <= HM_INL_BYTES)) {
-    uint64_t want = (k->hash & HM_HASH_BITS) | (uint64_t)len << 24 |
-                    (uint64_t)nl << 16 | (uint64_t)8 << 8 | HM_INL;
+    /* Equal key and namespace bytes imply an equal hash, so of meta only
+     * the low half (lengths and tag) needs comparing. */
+    uint32_t want = (uint32_t)len << 24 | (uint32_t)nl << 16 | 8u << 8 | HM_INL;
     uint64_t kw, nw = 0, sw, snw;
     memcpy(&kw, k->key, 8);
     if (nl)
@@ -403,7 +404,7 @@ static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
         memcpy(&sw, s->u.data, 8);
         memcpy(&snw, s->u.data + 8, 8);
         /* Without a namespace the second word is the value: not compared. */
-        if (s->meta == want && sw == kw && (!nl || snw == nw)) {
+        if ((uint32_t)s->meta == want && sw == kw && (!nl || snw == nw)) {
           *out = (void *)(s->u.data + 8 + nl);
           return 1;
         }
