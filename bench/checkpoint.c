@@ -4,7 +4,7 @@
  * new bytes: incremental on RocksDB, everything on the hashmap), restore
  * time; and keyed counting over 10^5 and 10^6 keys with a checkpoint every
  * second against the same job without checkpoints, each run for a fixed
- * time (BENCH_CKPT_SECS, default 7) so that at least 5 checkpoints
+ * time (BENCH_CKPT_SECS, default 8) so that at least 5 checkpoints
  * complete — fewer fails the benchmark, as the ratio would measure
  * nothing. One line per measurement. BENCH_CKPT_KEYS overrides the key
  * counts of the size runs (e.g. "1000000"); BENCH_CKPT_SIZES_ONLY skips
@@ -211,7 +211,7 @@ int main(void) {
     nk = 1;
   }
   const char *secs_env = getenv("BENCH_CKPT_SECS");
-  double secs = secs_env ? strtod(secs_env, NULL) : 7.0;
+  double secs = secs_env ? strtod(secs_env, NULL) : 8.0;
   for (size_t b = 0; b < 2; b++) {
     if (!backend_exists(backends[b]))
       continue;
