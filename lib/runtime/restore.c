@@ -122,7 +122,7 @@ int sl__restore_early(sl__worker *w) {
   uint32_t lo, hi;
   sl__kg_range(w->index, job->par, job->max_par, &lo, &hi);
   const char *be_name = sl__conf_str(job->conf, "state.backend");
-  for (int f = 0; f < rs->n_files; f++) {
+  for (int f = 0; f < rs->n_files && rs->format >= SL__HASH_FORMAT; f++) {
     const sl__rfile *rf = &rs->files[f];
     if (rf->native_dir && rf->head.kg_lo == lo && rf->head.kg_hi == hi &&
         strcmp(rs->backend, be_name) == 0)
@@ -163,6 +163,10 @@ typedef struct id_map {
   uint32_t *ids;
   uint32_t n;
   uint32_t kg; /* of the entries being inserted (the backend checks it) */
+  /* A checkpoint of an older key hash: each entry's key group is today's
+   * hash's, and only those in [lo, hi) are this worker's. */
+  bool repartition;
+  uint32_t lo, hi;
 } id_map;
 
 static int insert_cb(uint32_t state, const void *key, size_t key_len,
@@ -171,7 +175,13 @@ static int insert_cb(uint32_t state, const void *key, size_t key_len,
   id_map *m = opaque;
   if (state >= m->n)
     return SL_ERR_CORRUPT;
-  return m->to->ops->insert(m->to, m->ids[state], m->kg, key, key_len, ns,
+  uint32_t kg = m->kg;
+  if (m->repartition) {
+    kg = sl__key_group(sl__hash64(key, key_len), m->to->max_par);
+    if (kg < m->lo || kg >= m->hi)
+      return 0;
+  }
+  return m->to->ops->insert(m->to, m->ids[state], kg, key, key_len, ns,
                             ns_len, mk, mk_len, val, len);
 }
 
@@ -201,7 +211,8 @@ static int read_states(sl__backend *be, sl__rd p, id_map *m) {
 static int restore_entries(sl__backend *be, sl__rd p, id_map *m) {
   sl__snap_entry e;
   int r;
-  if (be->ops->reserve && m->n) {
+  /* Re-partitioned entries land in other key groups than counted. */
+  if (be->ops->reserve && m->n && !m->repartition) {
     /* Count per state first: see the reserve hint in backend.h. */
     size_t *cnt = calloc(m->n, sizeof(*cnt));
     if (!cnt)
@@ -234,7 +245,8 @@ static sl_ctx_t *keyed_inst(sl__worker *w, const void *uid, size_t ul) {
   return NULL;
 }
 
-static int restore_timers(sl__worker *w, sl__rd p, uint32_t lo, uint32_t hi) {
+static int restore_timers(sl__worker *w, sl__rd p, uint32_t lo, uint32_t hi,
+                          bool repartition) {
   const void *uid;
   size_t ul;
   if (!sl__rd_bytes(&p, &uid, &ul))
@@ -246,11 +258,13 @@ static int restore_timers(sl__worker *w, sl__rd p, uint32_t lo, uint32_t hi) {
   while ((r = sl__snap_timer_next(&p, &t)) == 1) {
     if (t.domain >= SL__TIMER_DOMAINS)
       return SL_ERR_CORRUPT;
+    uint64_t h = sl__hash64(t.key, t.key_len);
+    if (repartition)
+      t.kg = sl__key_group(h, w->job->max_par);
     if (!k || !k->timers || t.kg < lo || t.kg >= hi)
       continue; /* another worker's, or of a dropped operator */
-    int rc =
-        sl__timers_add(k->timers, t.domain, t.ts, sl__hash64(t.key, t.key_len),
-                       t.kg, t.key, t.key_len, t.ns, t.ns_len);
+    int rc = sl__timers_add(k->timers, t.domain, t.ts, h, t.kg, t.key,
+                            t.key_len, t.ns, t.ns_len);
     if (rc)
       return rc;
   }
@@ -262,16 +276,19 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   sl__rd body = rf->body, p;
   uint32_t t, kg;
   int r, rc = 0;
-  id_map m = {.to = be};
-  bool overlap = rf->head.kg_lo < hi && lo < rf->head.kg_hi;
+  /* An older key hash put keys in other key groups: every file may hold
+   * keys this worker owns now. */
+  bool repart = rs->format < SL__HASH_FORMAT;
+  id_map m = {.to = be, .repartition = repart, .lo = lo, .hi = hi};
+  bool overlap = repart || (rf->head.kg_lo < hi && lo < rf->head.kg_hi);
   while (!rc && (r = sl__snap_next(&body, &t, &kg, &p)) == 1) {
     if (t == SL__SEC_TIMERS)
-      rc = restore_timers(w, p, lo, hi);
+      rc = restore_timers(w, p, lo, hi, repart);
     else if (!overlap || !be)
       continue;
     else if (t == SL__SEC_STATES)
       rc = read_states(be, p, &m);
-    else if (t == SL__SEC_ENTRIES && kg >= lo && kg < hi) {
+    else if (t == SL__SEC_ENTRIES && (repart || (kg >= lo && kg < hi))) {
       m.kg = kg;
       rc = m.ids ? restore_entries(be, p, &m) : SL_ERR_CORRUPT;
     }
@@ -310,8 +327,8 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
       if (!rc)
         rc = be->ops->register_state(be, name, type, &m.ids[i]);
     }
-    uint32_t a = lo > rf->head.kg_lo ? lo : rf->head.kg_lo;
-    uint32_t b = hi < rf->head.kg_hi ? hi : rf->head.kg_hi;
+    uint32_t a = lo > rf->head.kg_lo && !repart ? lo : rf->head.kg_lo;
+    uint32_t b = hi < rf->head.kg_hi && !repart ? hi : rf->head.kg_hi;
     for (uint32_t g = a; !rc && g < b; g++) {
       m.kg = g;
       rc = snap->ops->kg_scan(snap, g, insert_cb, &m);
