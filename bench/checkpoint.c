@@ -186,12 +186,13 @@ static void throughput(const char *backend, uint64_t keys, double secs) {
     if (info.failed)
       fail("checkpoint_failed", backend, keys);
   }
-  printf("bench=checkpoint_throughput backend=%s keys=%llu seconds_per_run=%.1f "
-         "no_ckpt_events_per_sec=%.0f ckpt_1s_events_per_sec=%.0f "
-         "checkpoints=%llu min_checkpoints_per_run=%llu ratio=%.3f\n",
-         backend, (unsigned long long)keys, secs, off_eps, on_eps,
-         (unsigned long long)ckpts, (unsigned long long)min_ckpts,
-         on_eps / off_eps);
+  printf(
+      "bench=checkpoint_throughput backend=%s keys=%llu seconds_per_run=%.1f "
+      "no_ckpt_events_per_sec=%.0f ckpt_1s_events_per_sec=%.0f "
+      "checkpoints=%llu min_checkpoints_per_run=%llu ratio=%.3f\n",
+      backend, (unsigned long long)keys, secs, off_eps, on_eps,
+      (unsigned long long)ckpts, (unsigned long long)min_ckpts,
+      on_eps / off_eps);
   fflush(stdout);
   char cmd[128];
   snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);

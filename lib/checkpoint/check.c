@@ -502,8 +502,7 @@ static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
     return;
   }
   check_sections(x, w->file, im, w->kg_lo, w->kg_hi, m->max_par, m->format,
-                 &x->c->entries,
-                 &x->c->timers);
+                 &x->c->entries, &x->c->timers);
 }
 
 int sl__ckpt_check_run(const char *chk, sl__ckpt_check *c, char *err,

@@ -76,8 +76,7 @@ static inline uint64_t sl__hash64(const void *data, size_t len) {
 #define SL__HASH_FORMAT 2
 
 /* The key hash a checkpoint of format `format` partitioned keys by. */
-static inline uint64_t sl__hash64_of(int format, const void *data,
-                                     size_t len) {
+static inline uint64_t sl__hash64_of(int format, const void *data, size_t len) {
   return format < SL__HASH_FORMAT ? sl__hash64_v1(data, len)
                                   : sl__hash64(data, len);
 }

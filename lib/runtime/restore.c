@@ -181,8 +181,8 @@ static int insert_cb(uint32_t state, const void *key, size_t key_len,
     if (kg < m->lo || kg >= m->hi)
       return 0;
   }
-  return m->to->ops->insert(m->to, m->ids[state], kg, key, key_len, ns,
-                            ns_len, mk, mk_len, val, len);
+  return m->to->ops->insert(m->to, m->ids[state], kg, key, key_len, ns, ns_len,
+                            mk, mk_len, val, len);
 }
 
 static int read_states(sl__backend *be, sl__rd p, id_map *m) {

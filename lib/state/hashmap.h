@@ -94,7 +94,8 @@ static inline uint32_t hm_group_match(const uint8_t *ctrl, uint8_t tag,
 #if defined(__SSE2__)
   __m128i g = _mm_loadu_si128((const __m128i *)(const void *)ctrl);
   *empty = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(g, _mm_setzero_si128()));
-  return (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(g, _mm_set1_epi8((char)tag)));
+  return (uint32_t)_mm_movemask_epi8(
+      _mm_cmpeq_epi8(g, _mm_set1_epi8((char)tag)));
 #else
   uint32_t m = 0, e = 0;
   for (unsigned j = 0; j < HM_GROUP; j++) {
