@@ -121,7 +121,8 @@ static inline void hm_ctrl_set(uint8_t *ctrl, size_t n, size_t i, uint8_t v) {
 }
 
 /* A table: shift and mask are derived from bits once, when the array is
- * made, so a lookup loads them instead of computing them. 64 bytes. */
+ * made, so a lookup loads them instead of computing them. 64 bytes on a
+ * 64-bit platform, so a table is found with a shift. */
 typedef struct hm_table {
   hm_slot *slots;
   uint8_t *ctrl; /* control bytes of slots (inside its allocation) */
