@@ -619,10 +619,6 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("checkpoint");
-  TCase *f1 = tcase_create("format_1");
-  tcase_add_loop_test(f1, restore_format_1_p1, 0, N_BACKENDS);
-  tcase_add_loop_test(f1, restore_format_1_p2, 0, N_BACKENDS);
-  suite_add_tcase(s, f1);
   TCase *tc = tcase_create("restore");
   tcase_set_timeout(tc, 300);
   /* First: its children are forked from this process, and a fork of a
@@ -643,6 +639,11 @@ static Suite *suite(void) {
   tcase_add_test(tc, checkpoint_dir_is_one_jobs_at_a_time);
   tcase_add_test(tc, checkpoint_dir_in_use_message);
   suite_add_tcase(s, tc);
+  /* After "restore", whose first test must run before any RocksDB. */
+  TCase *f1 = tcase_create("format_1");
+  tcase_add_loop_test(f1, restore_format_1_p1, 0, N_BACKENDS);
+  tcase_add_loop_test(f1, restore_format_1_p2, 0, N_BACKENDS);
+  suite_add_tcase(s, f1);
   return s;
 }
 
