@@ -316,10 +316,13 @@ static int parse_meta(ctx *x, const char *chk, sl__ckpt_meta *m) {
   }
   const char *where = "_metadata";
   json_int_t v;
-  if (get_int(x, m->json, where, "format", true, INT64_MIN, INT64_MAX, &v) &&
-      v != SL__CKPT_FORMAT)
-    bad(x, "_metadata", "_metadata: unsupported checkpoint format %lld",
-        (long long)v);
+  if (get_int(x, m->json, where, "format", true, INT64_MIN, INT64_MAX, &v)) {
+    if (v < SL__CKPT_FORMAT_MIN || v > SL__CKPT_FORMAT)
+      bad(x, "_metadata", "_metadata: unsupported checkpoint format %lld",
+          (long long)v);
+    else
+      m->format = (int)v;
+  }
   if (stop(x))
     return SL_ERR_CORRUPT;
   if (get_int(x, m->json, where, "id", true, 1, INT64_MAX, &v)) {
@@ -388,7 +391,7 @@ int sl__ckpt_meta_read(const char *chk, sl__ckpt_meta *m, char *err,
  * the walk (what follows cannot be located reliably). */
 static void check_sections(ctx *x, const char *file, const sl__ckpt_image *im,
                            uint32_t kg_lo, uint32_t kg_hi, uint32_t max_par,
-                           uint64_t *entries, uint64_t *timers) {
+                           int format, uint64_t *entries, uint64_t *timers) {
   sl__rd body = im->body, p;
   uint32_t type, kg, n_states = 0;
   bool have_states = false;
@@ -426,7 +429,8 @@ static void check_sections(ctx *x, const char *file, const sl__ckpt_image *im,
       while (!why[0] && (rc = sl__snap_entry_next(&p, &e)) == 1) {
         if (e.state >= n_states)
           snprintf(why, sizeof(why), "unknown state id %u", e.state);
-        else if (sl__key_group(sl__hash64(e.key, e.key_len), max_par) != kg)
+        else if (sl__key_group(sl__hash64_of(format, e.key, e.key_len),
+                               max_par) != kg)
           snprintf(why, sizeof(why), "a key that belongs to another key group");
         (*entries)++;
       }
@@ -521,8 +525,8 @@ static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
         w->file, h->worker, h->id, h->kg_lo, h->kg_hi, h->max_par);
     return;
   }
-  check_sections(x, w->file, im, w->kg_lo, w->kg_hi, m->max_par, &x->c->entries,
-                 &x->c->timers);
+  check_sections(x, w->file, im, w->kg_lo, w->kg_hi, m->max_par, m->format,
+                 &x->c->entries, &x->c->timers);
 }
 
 int sl__ckpt_check_run(const char *chk, sl__ckpt_check *c, char *err,

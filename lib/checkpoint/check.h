@@ -26,6 +26,7 @@ typedef struct sl__ckpt_worker {
  * may add some); known ones must have their type and range. */
 typedef struct sl__ckpt_meta {
   json_t *json; /* owned */
+  int format;   /* SL__CKPT_FORMAT_MIN .. SL__CKPT_FORMAT */
   uint64_t id;
   const char *job, *backend; /* job: "" when absent */
   int64_t created_ms, duration_ms;

@@ -183,7 +183,13 @@ static int insert(const sl__snap_entry *e, void *opaque) {
     return SL_ERR_CORRUPT;
   if (m->ids[e->state] == SL__SNAP_NO_STATE)
     return 0;
-  return m->to->ops->insert(m->to, m->ids[e->state], m->kg, e->key, e->key_len,
+  uint32_t kg = m->kg;
+  if (m->repartition) {
+    kg = sl__key_group(sl__hash64(e->key, e->key_len), m->to->max_par);
+    if (kg < m->lo || kg >= m->hi)
+      return 0;
+  }
+  return m->to->ops->insert(m->to, m->ids[e->state], kg, e->key, e->key_len,
                             e->ns, e->ns_len, e->mk, e->mk_len, e->val,
                             e->val_len);
 }
@@ -218,7 +224,8 @@ int sl__snap_load_entries(sl__rd p, sl__snap_ids *m, uint32_t kg) {
   if (!m->ids)
     return SL_ERR_CORRUPT; /* entries before the states section */
   m->kg = kg;
-  if (be->ops->reserve && m->n) {
+  /* Re-partitioned entries land in other key groups than counted. */
+  if (be->ops->reserve && m->n && !m->repartition) {
     /* Count per state first: see the reserve hint in backend.h. */
     size_t *cnt = calloc(m->n, sizeof(*cnt));
     if (!cnt)
@@ -241,14 +248,17 @@ int sl__snap_load_entries(sl__rd p, sl__snap_ids *m, uint32_t kg) {
 }
 
 int sl__snap_load_timers(sl__rd p, struct sl__timers *t, uint32_t lo,
-                         uint32_t hi) {
+                         uint32_t hi, uint32_t rekey) {
   sl__snap_timer tm;
   int r;
   while ((r = sl__snap_timer_next(&p, &tm)) == 1) {
+    uint64_t h = sl__hash64(tm.key, tm.key_len);
+    if (rekey)
+      tm.kg = sl__key_group(h, rekey);
     if (!t || tm.kg < lo || tm.kg >= hi)
       continue; /* another worker's, or of a dropped operator */
-    int rc = sl__timers_add(t, tm.domain, tm.ts, sl__hash64(tm.key, tm.key_len),
-                            tm.kg, tm.key, tm.key_len, tm.ns, tm.ns_len);
+    int rc = sl__timers_add(t, tm.domain, tm.ts, h, tm.kg, tm.key, tm.key_len,
+                            tm.ns, tm.ns_len);
     if (rc)
       return rc;
   }
@@ -337,9 +347,9 @@ int sl__snap_load_native(sl__native *n, sl__snap_ids *m, uint32_t lo,
     else if (!rc)
       rc = m->to->ops->register_state(m->to, name, type, &m->ids[i]);
   }
-  if (lo < n->be->kg_lo)
+  if (lo < n->be->kg_lo || m->repartition)
     lo = n->be->kg_lo;
-  if (hi > n->be->kg_hi)
+  if (hi > n->be->kg_hi || m->repartition)
     hi = n->be->kg_hi;
   for (uint32_t g = lo; !rc && g < hi; g++) {
     m->kg = g;
@@ -348,6 +358,7 @@ int sl__snap_load_native(sl__native *n, sl__snap_ids *m, uint32_t lo,
   return rc;
 }
 
-uint32_t sl__snap_key_group(const void *key, size_t len, uint32_t max_par) {
-  return sl__key_group(sl__hash64(key, len), max_par);
+uint32_t sl__snap_key_group(int format, const void *key, size_t len,
+                            uint32_t max_par) {
+  return sl__key_group(sl__hash64_of(format, key, len), max_par);
 }

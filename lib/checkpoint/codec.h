@@ -52,6 +52,11 @@ typedef struct sl__snap_ids {
    * (restore.allow.dropped.state): drop(name) true. NULL drops none. */
   bool (*drop)(const char *name, size_t len, void *opaque);
   void *drop_opaque;
+  /* A checkpoint of an older key hash (format < SL__HASH_FORMAT): each
+   * entry's key group is recomputed with today's hash, and only entries
+   * whose key group is in [lo, hi) are inserted. */
+  bool repartition;
+  uint32_t lo, hi;
 } sl__snap_ids;
 #define SL__SNAP_NO_STATE UINT32_MAX
 void sl__snap_ids_free(sl__snap_ids *m);
@@ -62,9 +67,11 @@ int sl__snap_load_states(sl__rd p, sl__snap_ids *m);
 int sl__snap_load_entries(sl__rd p, sl__snap_ids *m, uint32_t kg);
 /* The timers of an SL__SEC_TIMERS payload p (read past its uid) whose key
  * group is in [lo, hi), into t; with t NULL (a dropped operator) the
- * payload is only checked. */
+ * payload is only checked. rekey > 0: the checkpoint is of an older key
+ * hash, and each timer's key group is recomputed for max parallelism
+ * rekey first. */
 int sl__snap_load_timers(sl__rd p, struct sl__timers *t, uint32_t lo,
-                         uint32_t hi);
+                         uint32_t hi, uint32_t rekey);
 
 /* ---- Native state directories ------------------------------------------- */
 
@@ -89,12 +96,14 @@ int sl__native_scan(sl__native *n, uint32_t kg, sl__snap_entry_fn fn,
 void sl__native_close(sl__native *n);
 /* The key groups [lo, hi) of native directory dir into m->to: registers
  * its states in m and inserts their entries (restore at another
- * parallelism, or from another backend). */
+ * parallelism, or from another backend). With m->repartition every key
+ * group of the directory is read and m's filter applies. */
 int sl__snap_load_native(sl__native *n, sl__snap_ids *m, uint32_t lo,
                          uint32_t hi);
 
-/* The key group the writer of a snapshot gave key (sluice-ckpt's
- * selection by key). */
-uint32_t sl__snap_key_group(const void *key, size_t len, uint32_t max_par);
+/* The key group the writer of a checkpoint of _metadata format `format`
+ * gave key (sluice-ckpt's selection by key). */
+uint32_t sl__snap_key_group(int format, const void *key, size_t len,
+                            uint32_t max_par);
 
 #endif

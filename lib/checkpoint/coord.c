@@ -681,6 +681,7 @@ static int ckpt_load(const char *path, uint32_t want_max_par, sl__restore **out,
   if (!rc) {
     *out = rs;
     rs->id = m->id;
+    rs->format = m->format;
     rs->restarts = m->restarts;
     rs->path = strdup(path);
     rs->backend = strdup(m->backend);
@@ -919,6 +920,7 @@ int sl__ckpt_setup_image(struct sl__ckpt *ck, const void *data, size_t len,
   ck->rs = rs;
   ck->on = true;
   rs->id = 1;
+  rs->format = SL__CKPT_FORMAT;
   rs->n_files = 1;
   memcpy(rs->files[0].data, data, len);
   rs->files[0].len = len;

@@ -101,6 +101,10 @@ typedef struct sl__rfile {
 
 typedef struct sl__restore {
   uint64_t id;
+  /* _metadata's format: below SL__HASH_FORMAT its key groups came from
+   * another key hash (sl__hash64_of), so keyed state and timers are
+   * re-partitioned and native state is read entry by entry. */
+  int format;
   uint64_t restarts; /* "restarts" of its metadata (0 when absent) */
   char *path;        /* chk-<id> directory */
   char *backend;

@@ -14,8 +14,12 @@
 
 #include "core/fs.h"
 
-/* Version of _metadata ("format") this build reads and writes. */
-#define SL__CKPT_FORMAT 1
+/* Version of _metadata ("format") this build writes; it reads every one
+ * from SL__CKPT_FORMAT_MIN on. 2: keys of 8 and 16 bytes hash
+ * differently (sl__hash64 in core/hash.h), so format 1's key groups are
+ * read with sl__hash64_v1 and re-partitioned on restore. */
+#define SL__CKPT_FORMAT 2
+#define SL__CKPT_FORMAT_MIN 1
 
 /* chk-<id> directory ids of dir (id > 0, decimal), newest first; *ids is
  * malloc'd. A missing dir is empty. 0 or -1 with errno. */

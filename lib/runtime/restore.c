@@ -126,7 +126,7 @@ int sl__restore_early(sl__worker *w) {
   uint32_t lo, hi;
   sl__kg_range(w->index, job->par, job->max_par, &lo, &hi);
   const char *be_name = sl__conf_str(job->conf, "state.backend");
-  for (int f = 0; f < rs->n_files; f++) {
+  for (int f = 0; f < rs->n_files && rs->format >= SL__HASH_FORMAT; f++) {
     const sl__rfile *rf = &rs->files[f];
     if (rf->native_dir && rf->head.kg_lo == lo && rf->head.kg_hi == hi &&
         strcmp(rs->backend, be_name) == 0)
@@ -203,14 +203,16 @@ static sl_ctx_t *keyed_inst(sl__worker *w, const void *uid, size_t ul) {
   return NULL;
 }
 
-static int restore_timers(sl__worker *w, sl__rd p, uint32_t lo, uint32_t hi) {
+static int restore_timers(sl__worker *w, sl__rd p, uint32_t lo, uint32_t hi,
+                          bool repartition) {
   const void *uid;
   size_t ul;
   if (!sl__rd_bytes(&p, &uid, &ul))
     return SL_ERR_CORRUPT;
   sl_ctx_t *c = keyed_inst(w, uid, ul);
   sl__keyed *k = c ? sl_op_keyed(c) : NULL;
-  return sl__snap_load_timers(p, k ? k->timers : NULL, lo, hi);
+  return sl__snap_load_timers(p, k ? k->timers : NULL, lo, hi,
+                              repartition ? w->job->max_par : 0);
 }
 
 /* ---- State layouts (checkpoint/layout.h) -------------------------------- */
@@ -324,16 +326,24 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   sl__rd body = rf->body, p;
   uint32_t t, kg;
   int r, rc = 0;
-  sl__snap_ids m = {.to = be, .drop = dropped, .drop_opaque = (void *)drop};
-  bool overlap = rf->head.kg_lo < hi && lo < rf->head.kg_hi;
+  /* An older key hash put keys in other key groups: every file may hold
+   * keys this worker owns now. */
+  bool repart = rs->format < SL__HASH_FORMAT;
+  sl__snap_ids m = {.to = be,
+                    .drop = dropped,
+                    .drop_opaque = (void *)drop,
+                    .repartition = repart,
+                    .lo = lo,
+                    .hi = hi};
+  bool overlap = repart || (rf->head.kg_lo < hi && lo < rf->head.kg_hi);
   while (!rc && (r = sl__snap_next(&body, &t, &kg, &p)) == 1) {
     if (t == SL__SEC_TIMERS)
-      rc = restore_timers(w, p, lo, hi);
+      rc = restore_timers(w, p, lo, hi, repart);
     else if (!overlap || !be)
       continue;
     else if (t == SL__SEC_STATES)
       rc = sl__snap_load_states(p, &m);
-    else if (t == SL__SEC_ENTRIES && kg >= lo && kg < hi)
+    else if (t == SL__SEC_ENTRIES && (repart || (kg >= lo && kg < hi)))
       rc = sl__snap_load_entries(p, &m, kg);
   }
   if (!rc && r < 0)

@@ -29,6 +29,8 @@ static inline bool hm_fits_inline(size_t kl, size_t nl, size_t cap) {
 static inline __attribute__((always_inline)) hm_slot *
 hm_probe(hm_slot *slots, uint8_t bits, const sl__skey *k) {
   size_t mask = hm_mask(bits);
+  const uint8_t *ctrl = hm_ctrl_of(slots, bits);
+  uint8_t tag = hm_h7(k->hash);
   uint64_t hh = k->hash & HM_HASH_BITS;
   /* What meta is, length of the value aside, for this key stored inline;
    * all ones (no such tag) when the key cannot be inline. */
@@ -36,51 +38,76 @@ hm_probe(hm_slot *slots, uint8_t bits, const sl__skey *k) {
       k->key_len + k->ns_len <= HM_INL_BYTES
           ? hh | (uint64_t)k->ns_len << 16 | (uint64_t)k->key_len << 8 | HM_INL
           : ~(uint64_t)0;
-  for (size_t i = hm_idx(k->hash, bits);; i = (i + 1) & mask) {
-    hm_slot *s = &slots[i];
-    uint64_t m = s->meta;
-    if ((m & ~HM_VLEN_BITS) == want) {
-      if (SL__LIKELY(hm_inl_eq(s, k)))
+  for (size_t i = hm_idx(k->hash, bits);; i = (i + HM_GROUP) & mask) {
+    uint32_t empty, m = hm_group_match(ctrl + i, tag, &empty);
+    for (m = hm_before_empty(m, empty); m; m &= m - 1) {
+      hm_slot *s = &slots[(i + (size_t)__builtin_ctz(m)) & mask];
+      uint64_t sm = s->meta;
+      if ((sm & ~HM_VLEN_BITS) == want) {
+        if (SL__LIKELY(hm_inl_eq(s, k)))
+          return s;
+      } else if ((sm & (HM_HASH_BITS | 0xff)) == (hh | HM_EXT) &&
+                 hm_eq(s->u.e, k)) {
         return s;
-    } else if (!(m & 0xff)) {
+      }
+    }
+    if (empty)
       return NULL;
-    } else if ((m & (HM_HASH_BITS | 0xff)) == (hh | HM_EXT) &&
-               hm_eq(s->u.e, k)) {
-      return s;
+  }
+}
+
+/* Index of the empty slot where an entry of hash, known to be absent,
+ * goes in an array without tombstones; takes it with the entry's tag. */
+static size_t hm_place(hm_slot *slots, uint8_t bits, uint64_t hash,
+                       uint8_t tag) {
+  size_t n = (size_t)1 << bits, mask = n - 1;
+  uint8_t *ctrl = hm_ctrl_of(slots, bits);
+  for (size_t i = hm_idx(hash, bits);; i = (i + HM_GROUP) & mask) {
+    uint32_t empty;
+    hm_group_match(ctrl + i, 0, &empty);
+    if (empty) {
+      size_t j = (i + (size_t)__builtin_ctz(empty)) & mask;
+      hm_ctrl_set(ctrl, n, j, tag);
+      return j;
     }
   }
 }
 
-/* The empty slot where an entry of hash, known to be absent, goes in an
- * array without tombstones. */
-static hm_slot *hm_place(hm_slot *slots, uint8_t bits, uint64_t hash) {
-  size_t mask = hm_mask(bits), i = hm_idx(hash, bits);
-  while (slots[i].meta)
-    i = (i + 1) & mask;
-  return &slots[i];
+/* Slots and their control bytes in one allocation, zeroed (all empty). */
+static hm_slot *hm_slots_new(uint8_t bits) {
+  size_t n = (size_t)1 << bits;
+  size_t sz = n * sizeof(hm_slot) + n + HM_GROUP;
+  sz = (sz + HM_SLOT_ALIGN - 1) & ~(size_t)(HM_SLOT_ALIGN - 1);
+  /* Cache-line aligned, so that no slot straddles two lines. */
+  hm_slot *s = aligned_alloc(HM_SLOT_ALIGN, sz);
+  if (s)
+    memset(s, 0, sz);
+  return s;
 }
 
-static hm_slot *hm_slots_new(uint8_t bits) {
-  size_t n = ((size_t)1 << bits) * sizeof(hm_slot);
-  /* Cache-line aligned, so that no slot straddles two lines. */
-  hm_slot *s = aligned_alloc(HM_SLOT_ALIGN, n);
-  if (s)
-    memset(s, 0, n);
-  return s;
+static void hm_table_set(hm_table *t, hm_slot *slots, uint8_t bits) {
+  t->slots = slots;
+  t->bits = bits;
+  t->ctrl = hm_ctrl_of(slots, bits);
+  t->mask = hm_mask(bits);
+  t->shift = (uint8_t)(64 - bits);
 }
 
 static void hm_migrate(hm *b, hm_table *t, size_t n) {
   size_t cap = (size_t)1 << t->old_bits;
+  uint8_t *octrl = hm_ctrl_of(t->old, t->old_bits);
   bool moved = false;
   while (n-- && t->old_count && t->mig < cap) {
-    hm_slot *s = &t->old[t->mig++];
+    size_t i = t->mig++;
+    hm_slot *s = &t->old[i];
     if (hm_live(s)) {
-      *hm_place(t->slots, t->bits, s->meta) = *s;
+      t->slots[hm_place(t->slots, t->bits, s->meta, octrl[i])] = *s;
       t->count++;
       t->old_count--;
       /* A tombstone, not empty: probes for entries still in old must
        * walk past this slot. */
       s->meta = HM_TOMB;
+      hm_ctrl_set(octrl, cap, i, HM_CTRL_TOMB);
       moved = true;
     }
   }
@@ -133,8 +160,7 @@ static int hm_grow(hm *b, hm_table *t) {
     t->old_count = t->count;
     t->mig = 0;
   }
-  t->slots = ns;
-  t->bits = nb;
+  hm_table_set(t, ns, nb);
   t->count = 0;
   if (t->old && t->old_bits <= HM_SMALL_BITS)
     hm_migrate(b, t, SIZE_MAX);
@@ -153,24 +179,27 @@ static hm_slot *hm_insert(hm *b, hm_table *t, uint64_t hash, int *rc) {
       return NULL;
   }
   t->count++;
-  return hm_place(t->slots, t->bits, hash);
+  return &t->slots[hm_place(t->slots, t->bits, hash, hm_h7(hash))];
 }
 
 /* Removes slot s. In the live array: backward-shift deletion (no
  * tombstones, so probe lengths do not decay over time). */
 static void hm_unlink(hm_table *t, hm_slot *s, bool in_old) {
   if (in_old) {
+    size_t i = (size_t)(s - t->old);
     s->meta = HM_TOMB;
+    hm_ctrl_set(hm_ctrl_of(t->old, t->old_bits), (size_t)1 << t->old_bits, i,
+                HM_CTRL_TOMB);
     if (!--t->old_count) {
       free(t->old);
       t->old = NULL;
     }
     return;
   }
-  size_t mask = hm_mask(t->bits), i = (size_t)(s - t->slots), j = i;
+  size_t n = t->mask + 1, i = (size_t)(s - t->slots), j = i;
   for (;;) {
-    j = (j + 1) & mask;
-    if (!t->slots[j].meta)
+    j = (j + 1) & t->mask;
+    if (!t->ctrl[j])
       break;
     size_t h = hm_idx(t->slots[j].meta, t->bits);
     /* The entry at j may fill the hole at i unless its home h lies
@@ -178,10 +207,12 @@ static void hm_unlink(hm_table *t, hm_slot *s, bool in_old) {
     bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
     if (!stays) {
       t->slots[i] = t->slots[j];
+      hm_ctrl_set(t->ctrl, n, i, t->ctrl[j]);
       i = j;
     }
   }
   memset(&t->slots[i], 0, sizeof(hm_slot));
+  hm_ctrl_set(t->ctrl, n, i, 0);
   t->count--;
 }
 
@@ -343,37 +374,42 @@ hm_slot_any(sl__backend *be, const sl__skey *k, size_t len, void **out) {
 }
 
 /* The per-record lookup, kept a leaf (its only call is the tail call to
- * the general path): an inline entry of the same value length in a table
- * that is not growing is found with one compare per probed slot; anything
- * else (an empty slot reached, a slot of the same 32-bit hash that is not
- * exactly this inline entry, key lengths other than 8) goes the general
- * way, which also creates. */
+ * the general path): an inline entry of an 8-byte key (with no namespace
+ * or an 8-byte one, a window) and the same value length, in a table that
+ * is not growing, is found by one group compare of control bytes and one
+ * compare of the candidate's meta and key words. Anything else (a key not
+ * found before an empty slot, another value length, other key lengths)
+ * goes the general way, which also creates. */
 static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
                        void **out) {
   hm *b = (hm *)be;
   const hm_table *t = hm_tab(b, hm_st(b, k->state), k->kg);
-  size_t kl = k->key_len, nl = k->ns_len;
-  if (SL__LIKELY(t->slots && !t->old && hm_fits_inline(kl, nl, len))) {
-    uint64_t hh = k->hash & HM_HASH_BITS;
-    size_t mask = hm_mask(t->bits);
+  size_t nl = k->ns_len;
+  if (SL__LIKELY(!t->old && t->slots && k->key_len == 8 &&
+                 (nl & ~(size_t)8) == 0 && 8 + nl + len <= HM_INL_BYTES)) {
+    /* Equal key and namespace bytes imply an equal hash, so of meta only
+     * the low half (lengths and tag) needs comparing. */
+    uint32_t want = (uint32_t)len << 24 | (uint32_t)nl << 16 | 8u << 8 | HM_INL;
+    uint64_t kw, nw = 0, sw, snw;
+    memcpy(&kw, k->key, 8);
+    if (nl)
+      memcpy(&nw, k->ns, 8);
     const hm_slot *slots = t->slots;
-    for (size_t i = hm_idx(k->hash, t->bits);; i = (i + 1) & mask) {
-      const hm_slot *s = &slots[i];
-      uint64_t m = s->meta;
-      if ((m & HM_HASH_BITS) == hh) {
-        uint64_t want = hh | (uint64_t)len << 24 | (uint64_t)nl << 16 |
-                        (uint64_t)kl << 8 | HM_INL;
-        /* An 8-byte key (usual), with no namespace or an 8-byte one (a
-         * window): word compares; other lengths go the general way. */
-        if (m == want && kl == 8 && (nl == 0 || nl == 8) &&
-            !memcmp(s->u.data, k->key, 8) &&
-            (!nl || !memcmp(s->u.data + 8, k->ns, 8))) {
-          *out = (void *)(s->u.data + hm_voff((uint32_t)kl, (uint32_t)nl));
+    size_t mask = t->mask;
+    uint8_t tag = hm_h7(k->hash);
+    for (size_t i = (size_t)(k->hash >> t->shift);; i = (i + HM_GROUP) & mask) {
+      uint32_t empty, m = hm_group_match(t->ctrl + i, tag, &empty);
+      for (m = hm_before_empty(m, empty); m; m &= m - 1) {
+        const hm_slot *s = &slots[(i + (size_t)__builtin_ctz(m)) & mask];
+        memcpy(&sw, s->u.data, 8);
+        memcpy(&snw, s->u.data + 8, 8);
+        /* Without a namespace the second word is the value: not compared. */
+        if ((uint32_t)s->meta == want && sw == kw && (!nl || snw == nw)) {
+          *out = (void *)(s->u.data + 8 + nl);
           return 1;
         }
-        break;
       }
-      if (!(m & 0xff))
+      if (empty)
         break;
     }
   }
@@ -747,8 +783,11 @@ static void hm_prefetch(sl__backend *be, uint32_t state, uint32_t kg,
   if (state >= b->n_states || kg < be->kg_lo || kg >= be->kg_hi)
     return;
   hm_table *t = hm_tab(b, hm_st(b, state), kg);
-  if (t->slots)
-    __builtin_prefetch(&t->slots[hm_idx(hash, t->bits)]);
+  if (t->slots) {
+    size_t i = (size_t)(hash >> t->shift);
+    __builtin_prefetch(&t->ctrl[i]);
+    __builtin_prefetch(&t->slots[i]);
+  }
 }
 
 const sl__backend_ops sl__hashmap_ops = {

@@ -9,6 +9,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "state/backend.h"
 
@@ -67,14 +70,73 @@ static inline bool hm_live(const hm_slot *s) {
   return t == HM_INL || t == HM_EXT;
 }
 
+/* Control bytes, one per slot in an array after the slots (Swiss tables'
+ * layout): 0 empty, HM_CTRL_TOMB a tombstone, 0x80 | 7 bits of the hash
+ * (hm_h7) a live entry. A probe compares 16 of them with the wanted byte
+ * at once and reads a slot only where they match (1 in 128 for another
+ * key), instead of loading every slot of the probe sequence. Probing
+ * stays linear slot by slot, a group just covers 16 slots per step, so
+ * backward-shift deletion and incremental migration work unchanged. The
+ * array has HM_GROUP more bytes mirroring its first ones, so a group
+ * starting near the end is one unaligned load (abseil's cloned bytes). */
+#define HM_GROUP 16
+#define HM_CTRL_TOMB 1
+
+/* Bits 16..22: independent of the home index (the top bits) and of the
+ * key group (the low bits for a power-of-two max.parallelism). */
+static inline uint8_t hm_h7(uint64_t hash) {
+  return (uint8_t)(0x80 | (uint8_t)(hash >> 16));
+}
+
+/* Bit j of the result: ctrl[j] == tag; of *empty: ctrl[j] == 0. */
+static inline uint32_t hm_group_match(const uint8_t *ctrl, uint8_t tag,
+                                      uint32_t *empty) {
+#if defined(__SSE2__)
+  __m128i g = _mm_loadu_si128((const __m128i *)(const void *)ctrl);
+  *empty = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(g, _mm_setzero_si128()));
+  return (uint32_t)_mm_movemask_epi8(
+      _mm_cmpeq_epi8(g, _mm_set1_epi8((char)tag)));
+#else
+  uint32_t m = 0, e = 0;
+  for (unsigned j = 0; j < HM_GROUP; j++) {
+    m |= (uint32_t)(ctrl[j] == tag) << j;
+    e |= (uint32_t)(ctrl[j] == 0) << j;
+  }
+  *empty = e;
+  return m;
+#endif
+}
+
+/* The candidates of a group that lie before its first empty slot, where
+ * a linear probe stops (all of them when the group has none). */
+static inline uint32_t hm_before_empty(uint32_t match, uint32_t empty) {
+  return match & ((empty & (0u - empty)) - 1u);
+}
+
+/* Sets the control byte of slot i of an n-slot array, and its mirrors. */
+static inline void hm_ctrl_set(uint8_t *ctrl, size_t n, size_t i, uint8_t v) {
+  ctrl[i] = v;
+  for (size_t p = n + i; p < n + HM_GROUP; p += n)
+    ctrl[p] = v;
+}
+
+/* A table: shift and mask are derived from bits once, when the array is
+ * made, so a lookup loads them instead of computing them. 64 bytes on a
+ * 64-bit platform, so a table is found with a shift. */
 typedef struct hm_table {
   hm_slot *slots;
-  hm_slot *old; /* previous array while growing, being migrated */
-  size_t count; /* live entries in slots */
+  uint8_t *ctrl; /* control bytes of slots (inside its allocation) */
+  size_t mask;   /* slots - 1 */
+  size_t count;  /* live entries in slots */
+  hm_slot *old;  /* previous array while growing, being migrated */
   size_t old_count;
   size_t mig; /* next old slot to migrate */
-  uint8_t bits, old_bits;
+  uint8_t shift, bits, old_bits;
 } hm_table;
+
+static inline uint8_t *hm_ctrl_of(hm_slot *slots, uint8_t bits) {
+  return (uint8_t *)(slots + ((size_t)1 << bits));
+}
 
 /* A map entry: map key and value inline, the value 8-byte aligned. */
 typedef struct hm_mentry {

@@ -39,6 +39,7 @@ typedef struct run {
   const char *uid; /* of the keyed operator */
   const char *max_par;
   const char *allow_drop;
+  bool long_keys; /* keys of 8 and 16 bytes instead of 3 */
   /* Results: the final sum and count per key, from the end-of-input
    * timer. */
   pthread_mutex_t lock;
@@ -58,10 +59,16 @@ static int gen_fn(uint64_t i, sl_record_t *out, void *opaque) {
     struct timespec ts = {0, 1000000};
     nanosleep(&ts, NULL);
   }
+  static __thread char lkey[17];
   snprintf(key, sizeof(key), "k%02d", (int)(i % KEYS));
   val = i;
   out->key = key;
-  out->key_len = strlen(key);
+  if (r->long_keys) { /* even keys 8 bytes, odd ones 16 */
+    int k = (int)(i % KEYS);
+    snprintf(lkey, sizeof(lkey), k % 2 ? "k%015d" : "k%07d", k);
+    out->key = lkey;
+  }
+  out->key_len = strlen(out->key);
   out->value = &val;
   out->value_len = sizeof(val);
   out->ts = (int64_t)i;
@@ -574,6 +581,42 @@ START_TEST(sigkill_and_restore_twenty_times) {
 }
 END_TEST
 
+/* A checkpoint of format 1 (tests/integration/fixtures/ckpt_format1,
+ * written at P=2 by the key hash of that format) restores at P=1 and
+ * P=2 with exact state: its entries and timers are read with the old
+ * hash's key groups and re-partitioned by today's, so every key's sum,
+ * count and timer continue as in one uninterrupted run. */
+static void restore_format_1(const char *backend, int par) {
+  char *dir = tmpdir();
+  char cmd[1024];
+  snprintf(cmd, sizeof(cmd),
+           "cp -r '%s/tests/integration/fixtures/ckpt_format1/%s/chk-1' '%s/'",
+           SLUICE_SOURCE_ROOT, backend, dir);
+  ck_assert_int_eq(system(cmd), 0);
+  run b = {.backend = backend,
+           .par = par,
+           .dir = dir,
+           .restore = "latest",
+           .n = 100000,
+           .long_keys = true};
+  ck_assert_int_eq(run_job(&b), SL_OK);
+  ck_assert_uint_eq(b.info.restored_from, 1);
+  ck_assert_int_eq(b.outputs, KEYS);
+  expect_complete(&b, 100000);
+  ck_assert_uint_lt(atomic_load(&b.seen), 100000 - 40000 + 1);
+  rmrf(dir);
+  free(dir);
+}
+
+START_TEST(restore_format_1_p1) {
+  restore_format_1(backends[_i], 1);
+}
+END_TEST
+START_TEST(restore_format_1_p2) {
+  restore_format_1(backends[_i], 2);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("checkpoint");
   TCase *tc = tcase_create("restore");
@@ -596,6 +639,11 @@ static Suite *suite(void) {
   tcase_add_test(tc, checkpoint_dir_is_one_jobs_at_a_time);
   tcase_add_test(tc, checkpoint_dir_in_use_message);
   suite_add_tcase(s, tc);
+  /* After "restore", whose first test must run before any RocksDB. */
+  TCase *f1 = tcase_create("format_1");
+  tcase_add_loop_test(f1, restore_format_1_p1, 0, N_BACKENDS);
+  tcase_add_loop_test(f1, restore_format_1_p2, 0, N_BACKENDS);
+  suite_add_tcase(s, f1);
   return s;
 }
 

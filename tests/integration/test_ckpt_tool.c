@@ -887,7 +887,8 @@ static const mutation mutations[] = {
     {"restarts", "\"0\"", NULL, "\"restarts\" is not an integer"},
     {"created_ms", "-5", NULL, "\"created_ms\" is -5"},
     /* Values out of range or disagreeing. */
-    {"format", "2", NULL, "unsupported checkpoint format 2"},
+    {"format", "3", NULL, "unsupported checkpoint format 3"},
+    {"format", "0", NULL, "unsupported checkpoint format 0"},
     {"parallelism", "3", NULL, "parallelism is 3 but it lists 2 workers"},
     {"parallelism", "0", NULL, "\"parallelism\" is 0"},
     {"max_parallelism", "1", NULL, "above max_parallelism 1"},

@@ -232,7 +232,7 @@ START_TEST(codec_round_trip_into_another_range) {
       const void *uid;
       size_t ul;
       ck_assert(sl__rd_bytes(&p, &uid, &ul));
-      ck_assert_int_eq(sl__snap_load_timers(p, tb, 0, K / 2), 0);
+      ck_assert_int_eq(sl__snap_load_timers(p, tb, 0, K / 2, 0), 0);
     }
   }
   ck_assert_int_eq(r, 0);
@@ -281,7 +281,7 @@ START_TEST(codec_refuses_malformed_payloads) {
   sl__rd p = {b.data, (const unsigned char *)b.data + b.len, false};
   struct sl__timers *t;
   ck_assert_int_eq(sl__timers_new(&t), 0);
-  ck_assert_int_eq(sl__snap_load_timers(p, t, 0, K), SL_ERR_CORRUPT);
+  ck_assert_int_eq(sl__snap_load_timers(p, t, 0, K, 0), SL_ERR_CORRUPT);
   sl__timers_free(t);
 
   sl__backend *be = open_hashmap(0, K);

@@ -1391,7 +1391,7 @@ static void contract_list_map(const sl__backend_ops *ops) {
     ck_assert_int_eq(mask[v]++, 0);
     seen++;
     if (v % 2 == 0) {
-      char copy[8];
+      char copy[16]; /* sl__hash64 reads 16 bytes when kl is 16 */
       memcpy(copy, key, kl);
       ck_assert_int_eq(ops->map_remove(be, &mk, copy, kl, sl__hash64(copy, kl)),
                        1);
@@ -1639,6 +1639,82 @@ START_TEST(test_contract_cleanup_growth) {
 }
 END_TEST
 
+/* The hashmap's probing under adversarial hashes: every key's hash has
+ * one of two home slots (the first slot, or the last so its cluster wraps
+ * around the end of the array and the mirrored control bytes) and one of
+ * three tags, so clusters run over many 16-slot groups and most control
+ * bytes match. Values of two lengths (inline and out of line), with and
+ * without a namespace, are created, resized, read and deleted at random
+ * while the table grows (incrementally beyond 1024 slots), and every
+ * answer is compared with a model. */
+#define CL_KEYS 3000
+START_TEST(test_hashmap_clusters) {
+  sl__backend_conf bc = {.conf = g_conf, .kg_lo = 0, .kg_hi = 1, .max_par = 1};
+  char err[128];
+  sl__backend *be = sl__hashmap_ops.open(&bc, err, sizeof(err));
+  ck_assert_ptr_nonnull(be);
+  const sl__backend_ops *ops = be->ops;
+  uint32_t id;
+  ck_assert_int_eq(ops->register_state(be, "v", SL__BT_VALUE, &id), 0);
+  static char keys[CL_KEYS][8];
+  static uint64_t model[CL_KEYS]; /* value; 0: absent */
+  static size_t mlen[CL_KEYS];
+  const char ns[8] = "window01";
+  uint64_t rng = 12345, n_live = 0;
+  for (uint32_t i = 0; i < CL_KEYS; i++)
+    memcpy(keys[i], &(uint64_t){0x6b00000000000000ULL | i}, 8);
+  for (uint32_t step = 0; step < 60000; step++) {
+    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    uint32_t i = (uint32_t)(rng >> 33) % CL_KEYS;
+    /* Namespaced entries are other keys (ids with bit 0 set). */
+    bool with_ns = i & 1;
+    sl__skey k = {.state = id,
+                  .kg = 0,
+                  .hash = ((i % 2) ? 0xffffffff00000000ULL : 0) |
+                          (uint64_t)(i % 3) << 16 | (i & 0xffff),
+                  .key = keys[i],
+                  .key_len = 8,
+                  .ns = with_ns ? ns : NULL,
+                  .ns_len = with_ns ? 8 : 0};
+    unsigned op = (unsigned)(rng >> 20) % 8;
+    void *p;
+    size_t l;
+    if (op < 4) { /* write, sometimes with the other length */
+      size_t len = (rng >> 40) % 4 ? 8 : 16;
+      int rc = ops->slot(be, &k, len, &p);
+      ck_assert_int_eq(rc, !model[i] ? 0 : mlen[i] == len ? 1 : 2);
+      if (model[i]) {
+        uint64_t got;
+        memcpy(&got, p, 8);
+        ck_assert_uint_eq(got, model[i]);
+      } else {
+        n_live++;
+      }
+      model[i] = step + 1;
+      mlen[i] = len;
+      memcpy(p, &model[i], 8);
+    } else if (op < 6) {
+      int rc = ops->get(be, &k, &p, &l, false);
+      ck_assert_int_eq(rc, model[i] != 0);
+      if (rc) {
+        uint64_t got;
+        memcpy(&got, p, 8);
+        ck_assert_uint_eq(got, model[i]);
+        ck_assert_uint_eq(l, mlen[i]);
+      }
+    } else {
+      ck_assert_int_eq(ops->del(be, &k), model[i] != 0);
+      n_live -= model[i] != 0;
+      model[i] = 0;
+    }
+  }
+  sl__state_stats st;
+  ops->stats(be, id, &st);
+  ck_assert_uint_eq(st.entries, n_live);
+  ops->close(be);
+}
+END_TEST
+
 static Suite *state_suite(void) {
   Suite *s = suite_create("state");
   TCase *kinds = tcase_create("kinds");
@@ -1656,6 +1732,7 @@ static Suite *state_suite(void) {
   tcase_set_timeout(scale, 300);
   tcase_add_test(scale, test_kg_range);
   tcase_add_loop_test(scale, test_many_keys, 0, N_BACKENDS);
+  tcase_add_test(scale, test_hashmap_clusters);
   tcase_add_loop_test(scale, test_partial_range, 0, N_BACKENDS);
   suite_add_tcase(s, scale);
 

@@ -872,7 +872,7 @@ int cmd_dump(const tool_opts *o) {
   /* A key lives in one key group: only that one is read. */
   uint32_t lo = 0, hi = UINT32_MAX;
   if (o->have_key) {
-    lo = sl__snap_key_group(o->key, o->key_len, ck.max_par);
+    lo = sl__snap_key_group(ck.m.format, o->key, o->key_len, ck.max_par);
     hi = lo + 1;
   }
   for (int w = 0; rc == TOOL_OK && w < ck.n_w; w++) {
