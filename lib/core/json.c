@@ -6,10 +6,12 @@
  * for everything else, compact, and picks the digits of each real. */
 #include <locale.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json.h"
 #include "sluice/json.h"
 
 #define MAX_DEPTH 2048
@@ -244,4 +246,47 @@ char *sl_json_dumps(const json_t *value, size_t *len) {
   if (len)
     *len = n;
   return s;
+}
+
+char *sl__base64(const void *p, size_t n) {
+  static const char t[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const unsigned char *b = p;
+  char *s = malloc(4 * ((n + 2) / 3) + 1), *o = s;
+  if (!s)
+    return NULL;
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t v = (uint32_t)b[i] << 16;
+    if (i + 1 < n)
+      v |= (uint32_t)b[i + 1] << 8;
+    if (i + 2 < n)
+      v |= b[i + 2];
+    *o++ = t[v >> 18];
+    *o++ = t[(v >> 12) & 63];
+    *o++ = i + 1 < n ? t[(v >> 6) & 63] : '=';
+    *o++ = i + 2 < n ? t[v & 63] : '=';
+  }
+  *o = 0;
+  return s;
+}
+
+void sl__json_set_bytes(json_t *obj, const char *name, const void *p,
+                        size_t n) {
+  char enc[64];
+  snprintf(enc, sizeof(enc), "%s_enc", name);
+  const unsigned char *b = p;
+  bool printable = true;
+  for (size_t i = 0; i < n && printable; i++)
+    printable = b[i] >= 0x20 && b[i] != 0x7f;
+  /* jansson refuses invalid UTF-8, which is the rest of the test. */
+  json_t *s = printable ? json_stringn(n ? p : "", n) : NULL;
+  if (s) {
+    json_object_set_new(obj, name, s);
+    json_object_set_new(obj, enc, json_string("utf8"));
+    return;
+  }
+  char *e = sl__base64(p, n);
+  json_object_set_new(obj, name, json_string(e ? e : ""));
+  json_object_set_new(obj, enc, json_string("base64"));
+  free(e);
 }

@@ -12,31 +12,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/json.h"
 #include "core/util.h"
 #include "metrics/metrics_int.h"
 #include "sluice.h"
-
-static char *b64_encode(const void *p, size_t n) {
-  static const char t[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  const unsigned char *b = p;
-  char *s = malloc(4 * ((n + 2) / 3) + 1), *o = s;
-  if (!s)
-    return NULL;
-  for (size_t i = 0; i < n; i += 3) {
-    uint32_t v = (uint32_t)b[i] << 16;
-    if (i + 1 < n)
-      v |= (uint32_t)b[i + 1] << 8;
-    if (i + 2 < n)
-      v |= b[i + 2];
-    *o++ = t[v >> 18];
-    *o++ = t[(v >> 12) & 63];
-    *o++ = i + 1 < n ? t[(v >> 6) & 63] : '=';
-    *o++ = i + 2 < n ? t[v & 63] : '=';
-  }
-  *o = 0;
-  return s;
-}
 
 static int b64_digit(char c) {
   if (c >= 'A' && c <= 'Z')
@@ -167,27 +146,6 @@ static bool token_ok(const char *want, const char *auth) {
   return diff == 0;
 }
 
-/* name: the bytes as a string, name_enc: "utf8" or "base64". */
-static void set_bytes(json_t *o, const char *name, const void *p, size_t n) {
-  char enc[64];
-  snprintf(enc, sizeof(enc), "%s_enc", name);
-  const unsigned char *b = p;
-  bool printable = true;
-  for (size_t i = 0; i < n && printable; i++)
-    printable = b[i] >= 0x20 && b[i] != 0x7f;
-  /* jansson refuses invalid UTF-8, which is the rest of the test. */
-  json_t *s = printable ? json_stringn(n ? p : "", n) : NULL;
-  if (s) {
-    json_object_set_new(o, name, s);
-    json_object_set_new(o, enc, json_string("utf8"));
-    return;
-  }
-  char *e = b64_encode(p, n);
-  json_object_set_new(o, name, json_string(e ? e : ""));
-  json_object_set_new(o, enc, json_string("base64"));
-  free(e);
-}
-
 static const char *kind_name(sl_state_kind k) {
   switch (k) {
   case SL_STATE_VALUE:
@@ -235,10 +193,11 @@ static json_t *answer_json(const char *uid, const char *state,
     return NULL;
   json_object_set_new(o, "uid", json_string(uid));
   json_object_set_new(o, "state", json_string(state));
-  set_bytes(o, "key", key, key_len);
+  sl__json_set_bytes(o, "key", key, key_len);
   json_object_set_new(o, "kind", json_string(kind_name(res->kind)));
   if (res->kind != SL_STATE_LIST && res->kind != SL_STATE_MAP) {
-    set_bytes(o, "value", res->items[0].value, res->items[0].value_len);
+    sl__json_set_bytes(o, "value", res->items[0].value,
+                       res->items[0].value_len);
     return o;
   }
   json_t *a = json_array();
@@ -248,8 +207,8 @@ static json_t *answer_json(const char *uid, const char *state,
     if (!e)
       break;
     if (res->kind == SL_STATE_MAP)
-      set_bytes(e, "map_key", it->map_key, it->map_key_len);
-    set_bytes(e, "value", it->value, it->value_len);
+      sl__json_set_bytes(e, "map_key", it->map_key, it->map_key_len);
+    sl__json_set_bytes(e, "value", it->value, it->value_len);
     json_array_append_new(a, e);
   }
   json_object_set_new(o, res->kind == SL_STATE_MAP ? "entries" : "items", a);

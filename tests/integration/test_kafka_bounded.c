@@ -14,78 +14,11 @@
 #include "sluice/checkpoint.h"
 #include "sluice/window.h"
 #include "test_kafka_util.h"
+#include "test_outs.h"
 
 #define WAIT_MS 20000 /* real-time cutoff for what must happen */
 
-/* ---- Output collected in memory ------------------------------------------ */
-
-typedef struct outs {
-  pthread_mutex_t mu;
-  char **line;
-  size_t n, cap;
-} outs;
-
-static outs out;
-
-static void outs_reset(void) {
-  for (size_t i = 0; i < out.n; i++)
-    free(out.line[i]);
-  free(out.line);
-  memset(&out, 0, sizeof(out));
-  pthread_mutex_init(&out.mu, NULL);
-}
-
-static void outs_add(const char *kind, const sl_record_t *r, int64_t v) {
-  char buf[256];
-  snprintf(buf, sizeof(buf), "%s key=%.*s ts=%" PRId64 " v=%" PRId64, kind,
-           (int)r->key_len, (const char *)r->key, r->ts, v);
-  pthread_mutex_lock(&out.mu);
-  if (out.n == out.cap) {
-    out.cap = out.cap ? out.cap * 2 : 64;
-    out.line = realloc(out.line, out.cap * sizeof(char *));
-  }
-  out.line[out.n++] = strdup(buf);
-  pthread_mutex_unlock(&out.mu);
-}
-
-static int count_sink(sl_ctx_t *ctx, const sl_record_t *r, void *opaque) {
-  (void)ctx, (void)opaque;
-  int64_t n = 0;
-  if (r->value_len == sizeof(n))
-    memcpy(&n, r->value, sizeof(n));
-  outs_add("window", r, n);
-  return 0;
-}
-
-static int late_sink(sl_ctx_t *ctx, const sl_record_t *r, void *opaque) {
-  (void)ctx, (void)opaque;
-  outs_add("late", r, 0);
-  return 0;
-}
-
-static int cmp_line(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Sorted lines joined by newlines; frees them. Caller frees. */
-static char *join(char **line, size_t n) {
-  if (n)
-    qsort(line, n, sizeof(char *), cmp_line);
-  size_t len = 1;
-  for (size_t i = 0; i < n; i++)
-    len += strlen(line[i]) + 1;
-  char *s = calloc(1, len);
-  for (size_t i = 0; i < n; i++)
-    strcat(strcat(s, line[i]), "\n");
-  return s;
-}
-
-static char *outs_take(void) {
-  pthread_mutex_lock(&out.mu);
-  char *s = join(out.line, out.n);
-  pthread_mutex_unlock(&out.mu);
-  return s;
-}
+/* Output collected in memory: test_outs.h. */
 
 /* ---- The data ------------------------------------------------------------ */
 

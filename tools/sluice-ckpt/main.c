@@ -65,48 +65,6 @@ char *tool_hex(const void *p, size_t n) {
   return s;
 }
 
-static char *base64(const void *p, size_t n) {
-  static const char t[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  const unsigned char *b = p;
-  char *s = malloc(4 * ((n + 2) / 3) + 1), *o = s;
-  if (!s)
-    return NULL;
-  for (size_t i = 0; i < n; i += 3) {
-    uint32_t v = (uint32_t)b[i] << 16;
-    if (i + 1 < n)
-      v |= (uint32_t)b[i + 1] << 8;
-    if (i + 2 < n)
-      v |= b[i + 2];
-    *o++ = t[v >> 18];
-    *o++ = t[(v >> 12) & 63];
-    *o++ = i + 1 < n ? t[(v >> 6) & 63] : '=';
-    *o++ = i + 2 < n ? t[v & 63] : '=';
-  }
-  *o = 0;
-  return s;
-}
-
-void tool_set_bytes(json_t *obj, const char *name, const void *p, size_t n) {
-  char enc_name[64];
-  snprintf(enc_name, sizeof(enc_name), "%s_enc", name);
-  const unsigned char *b = p;
-  bool printable = true;
-  for (size_t i = 0; i < n && printable; i++)
-    printable = b[i] >= 0x20 && b[i] != 0x7f;
-  /* jansson refuses invalid UTF-8, which is the rest of the test. */
-  json_t *s = printable ? json_stringn(n ? p : "", n) : NULL;
-  if (s) {
-    json_object_set_new(obj, name, s);
-    json_object_set_new(obj, enc_name, json_string("utf8"));
-    return;
-  }
-  char *e = base64(p, n);
-  json_object_set_new(obj, name, json_string(e ? e : ""));
-  json_object_set_new(obj, enc_name, json_string("base64"));
-  free(e);
-}
-
 const char *tool_size(uint64_t bytes, char *buf, size_t len) {
   static const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double v = (double)bytes;

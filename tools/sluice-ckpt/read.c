@@ -708,7 +708,7 @@ static void set_item(json_t *obj, const tool_opts *o, const void *p, size_t n) {
   } else if (o->ttl) {
     json_object_set_new(obj, "ttl_ts", json_null());
   }
-  tool_set_bytes(obj, "value", p, n);
+  sl__json_set_bytes(obj, "value", p, n);
 }
 
 static int dump_cb(const tool_worker *w, const char *state, uint32_t type,
@@ -726,10 +726,10 @@ static int dump_cb(const tool_worker *w, const char *state, uint32_t type,
   json_t *j =
       json_pack("{s:s,s:s,s:s,s:i,s:i}", "uid", o->uid, "state", name, "type",
                 tool_btype(type), "worker", w->index, "kg", (int)kg);
-  tool_set_bytes(j, "key", e->key, e->key_len);
-  tool_set_bytes(j, "ns", e->ns, e->ns_len);
+  sl__json_set_bytes(j, "key", e->key, e->key_len);
+  sl__json_set_bytes(j, "ns", e->ns, e->ns_len);
   if (e->mk)
-    tool_set_bytes(j, "mk", e->mk, e->mk_len);
+    sl__json_set_bytes(j, "mk", e->mk, e->mk_len);
   /* A list is stored as framed elements: split it, or print it whole if
    * the framing does not add up. */
   json_t *elems = type == SL__SNAP_LIST ? json_array() : NULL;
@@ -768,8 +768,8 @@ static int bcast_dump(const char *uid, const sl__snap_bentry *e, int copies,
   if (!o->state || !strcmp(nm, o->state)) {
     json_t *j = json_pack("{s:s,s:s,s:s}", "uid", uid, "state", nm, "type",
                           "broadcast");
-    tool_set_bytes(j, "mk", e->mk, e->mk_len);
-    tool_set_bytes(j, "value", e->val, e->val_len);
+    sl__json_set_bytes(j, "mk", e->mk, e->mk_len);
+    sl__json_set_bytes(j, "value", e->val, e->val_len);
     tool_print_line(j);
     json_decref(j);
   }

@@ -15,6 +15,7 @@
 #include "checkpoint/codec.h"
 #include "checkpoint/files.h"
 #include "checkpoint/format.h"
+#include "core/json.h"
 
 /* Exit codes, the contract for scripts (docs/checkpoints.md). */
 enum {
@@ -86,11 +87,8 @@ int cmd_restore(const tool_opts *o);
 
 /* Output helpers. */
 __attribute__((format(printf, 1, 2))) void tool_err(const char *fmt, ...);
-void tool_print_json(json_t *j); /* one document, indented, then "\n" */
-void tool_print_line(json_t *j); /* one compact line (JSON lines) */
-/* Sets name (and name_enc) in obj: "utf8" when the bytes are printable
- * UTF-8, else "base64". */
-void tool_set_bytes(json_t *obj, const char *name, const void *p, size_t n);
+void tool_print_json(json_t *j);         /* one document, indented, then "\n" */
+void tool_print_line(json_t *j);         /* one compact line (JSON lines) */
 char *tool_hex(const void *p, size_t n); /* malloc'd */
 /* "12.3 KiB" into buf. */
 const char *tool_size(uint64_t bytes, char *buf, size_t len);
