@@ -77,21 +77,8 @@ static int proc_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
 }
 
 static int proc_timer(sl__keyed *k, sl_time_domain domain, int64_t ts) {
-  sl_ctx_t *op = k->op;
-  proc *p = sl_op_data(op);
-  if (!p->a->ops.on_timer)
-    return 0;
-  /* Event-time timer output carries the timer's timestamp (Flink); a
-   * processing-time timer's output carries what the function sets. */
-  sl_op_set_out_ts(op, domain == SL_EVENT_TIME, ts);
-  sl_arena_mark_t m = sl_op_arena_mark(op);
-  int rc = p->a->ops.on_timer(op, domain, ts, p->a->opaque);
-  sl_op_arena_release(op, m);
-  if (rc) {
-    sl_record_t r = {k->key, k->key_len, NULL, 0, ts};
-    return sl_op_user_error(op, &r, rc);
-  }
-  return 0;
+  proc *p = sl_op_data(k->op);
+  return sl__keyed_user_timer(k, domain, ts, p->a->ops.on_timer, p->a->opaque);
 }
 
 static int proc_watermark(sl_ctx_t *op, int64_t wm) {
@@ -101,10 +88,6 @@ static int proc_watermark(sl_ctx_t *op, int64_t wm) {
 
 static int proc_time(sl_ctx_t *op, int64_t now) {
   proc *p = sl_op_data(op);
-  int64_t next;
-  if (!sl__timers_peek(p->k.timers, 1 /* SL__TIMER_PROC */, &next) ||
-      next > now)
-    return 0;
   return sl__keyed_fire(&p->k, SL_PROC_TIME, now, proc_timer);
 }
 

@@ -69,7 +69,12 @@ int sl__keyed_fire(sl__keyed *k, sl_time_domain domain, int64_t upto,
                    sl__keyed_timer_fn fn) {
   int d = domain == SL_PROC_TIME ? SL__TIMER_PROC : SL__TIMER_EVENT;
   sl__timer_view v;
+  int64_t next;
   int got;
+  /* Called on every watermark and clock tick: nothing due is the common
+   * case, answered by a look at the earliest timer. */
+  if (!sl__timers_peek(k->timers, d, &next) || next > upto)
+    return 0;
   while ((got = sl__timers_pop(k->timers, d, upto, &v)) == 1) {
     /* The view stays valid while fn registers or deletes timers. */
     k->key = v.key;
@@ -87,4 +92,22 @@ int sl__keyed_fire(sl__keyed *k, sl_time_domain domain, int64_t upto,
       return rc;
   }
   return got < 0 ? got : 0;
+}
+
+int sl__keyed_user_timer(sl__keyed *k, sl_time_domain domain, int64_t ts,
+                         sl__user_timer_fn fn, void *opaque) {
+  sl_ctx_t *op = k->op;
+  if (!fn)
+    return 0;
+  /* Event-time timer output carries the timer's timestamp (Flink); a
+   * processing-time timer's output carries what the function sets. */
+  sl_op_set_out_ts(op, domain == SL_EVENT_TIME, ts);
+  sl_arena_mark_t m = sl_op_arena_mark(op);
+  int rc = fn(op, domain, ts, opaque);
+  sl_op_arena_release(op, m);
+  if (rc) {
+    sl_record_t r = {k->key, k->key_len, NULL, 0, ts};
+    return sl_op_user_error(op, &r, rc);
+  }
+  return 0;
 }

@@ -66,8 +66,19 @@ typedef int (*sl__keyed_timer_fn)(sl__keyed *k, sl_time_domain domain,
 
 /* Pops every timer of domain with ts <= upto in timestamp order (including
  * timers registered meanwhile), makes its key, namespace and timestamp
- * current in k, and calls fn. Stops at fn's first non-zero return. */
+ * current in k, and calls fn. Stops at fn's first non-zero return. Cheap when
+ * nothing is due (every watermark and clock tick calls it). */
 int sl__keyed_fire(sl__keyed *k, sl_time_domain domain, int64_t upto,
                    sl__keyed_timer_fn fn);
+
+/* A user function's on_timer, as process functions call it for the timer
+ * current in k: output timestamped as in Flink (an event-time timer's
+ * output carries its timestamp), scratch memory released after, and an
+ * error handed to the operator's error policy with the timer's key. fn
+ * NULL: nothing to call. */
+typedef int (*sl__user_timer_fn)(sl_ctx_t *ctx, sl_time_domain domain,
+                                 int64_t ts, void *opaque);
+int sl__keyed_user_timer(sl__keyed *k, sl_time_domain domain, int64_t ts,
+                         sl__user_timer_fn fn, void *opaque);
 
 #endif

@@ -558,9 +558,6 @@ static int win_watermark(sl_ctx_t *op, int64_t wm) {
 
 static int win_time(sl_ctx_t *op, int64_t now) {
   win *w = sl_op_data(op);
-  int64_t next;
-  if (!sl__timers_peek(w->k.timers, SL__TIMER_PROC, &next) || next > now)
-    return 0;
   return sl__keyed_fire(&w->k, SL_PROC_TIME, now, win_timer);
 }
 
