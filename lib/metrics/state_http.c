@@ -93,7 +93,7 @@ static int arg_bytes(const sl__http_req *req, const char *name, bool required,
   char hn[32], bn[32];
   snprintf(hn, sizeof(hn), "%s_hex", name);
   snprintf(bn, sizeof(bn), "%s_b64", name);
-  size_t tl, hl, bl;
+  size_t tl = 0, hl = 0, bl = 0; /* set with their pointers */
   const char *t = sl__http_arg(req, name, &tl);
   const char *h = sl__http_arg(req, hn, &hl);
   const char *b = sl__http_arg(req, bn, &bl);
