@@ -81,93 +81,10 @@ static int read_lines(ex_eval *ev, const char *path, line_fn add, size_t *n) {
   return rc;
 }
 
-/* Reads the topic from its beginning up to the end offsets it had when we
- * started: alerts written later belong to a later evaluation. */
-static int read_topic(ex_eval *ev, const char *brokers, const char *topic,
-                      size_t *n) {
-  char err[512];
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof(err)) ||
-      rd_kafka_conf_set(conf, "group.id", "sluice-evaluator", err,
-                        sizeof(err)) ||
-      rd_kafka_conf_set(conf, "enable.auto.commit", "false", err,
-                        sizeof(err)) ||
-      rd_kafka_conf_set(conf, "isolation.level", "read_uncommitted", err,
-                        sizeof(err)) ||
-      rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err))) {
-    fprintf(stderr, EVAL_PROG ": %s\n", err);
-    rd_kafka_conf_destroy(conf);
-    return -1;
-  }
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-  if (!rk) {
-    fprintf(stderr, EVAL_PROG ": %s\n", err);
-    rd_kafka_conf_destroy(conf);
-    return -1;
-  }
-  int rc = -1;
-  const struct rd_kafka_metadata *md = NULL;
-  rd_kafka_topic_partition_list_t *parts = NULL;
-  rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-  if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) || md->topic_cnt != 1 ||
-      md->topics[0].err) {
-    fprintf(stderr, EVAL_PROG ": no topic %s at %s\n", topic, brokers);
-    goto out;
-  }
-  int np = md->topics[0].partition_cnt;
-  int64_t *high = calloc((size_t)np, sizeof(int64_t));
-  parts = rd_kafka_topic_partition_list_new(np);
-  int open = 0;
-  for (int p = 0; p < np; p++) {
-    int64_t lo;
-    if (rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &high[p], 10000)) {
-      fprintf(stderr, EVAL_PROG ": cannot read the end of %s/%d\n", topic, p);
-      free(high);
-      goto out;
-    }
-    if (high[p] > lo) {
-      rd_kafka_topic_partition_list_add(parts, topic, p)->offset =
-          RD_KAFKA_OFFSET_BEGINNING;
-      open++;
-    }
-  }
-  rd_kafka_assign(rk, parts);
-  int64_t idle_since = ex_wall_ms();
-  while (open > 0) {
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-    if (!m) {
-      if (ex_wall_ms() - idle_since > 20000) {
-        fprintf(stderr, EVAL_PROG ": timed out reading %s\n", topic);
-        break;
-      }
-      continue;
-    }
-    idle_since = ex_wall_ms();
-    if (m->err) {
-      if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-        fprintf(stderr, EVAL_PROG ": %s\n", rd_kafka_message_errstr(m));
-    } else if (m->offset < high[m->partition]) {
-      if (ex_eval_add_alert(ev, m->payload, m->len))
-        fprintf(stderr, EVAL_PROG ": %s/%d@%lld: not an alert, ignored\n",
-                topic, (int)m->partition, (long long)m->offset);
-      else
-        (*n)++;
-      if (m->offset + 1 == high[m->partition])
-        open--;
-    }
-    rd_kafka_message_destroy(m);
-  }
-  free(high);
-  rc = open > 0 ? -1 : 0;
-out:
-  if (md)
-    rd_kafka_metadata_destroy(md);
-  if (parts)
-    rd_kafka_topic_partition_list_destroy(parts);
-  rd_kafka_topic_destroy(rkt);
-  rd_kafka_consumer_close(rk);
-  rd_kafka_destroy(rk);
-  return rc;
+/* An alert from the alerts topic into the evaluation. */
+static int add_alert(const char *v, size_t len, int64_t ts, void *opaque) {
+  (void)ts;
+  return ex_eval_add_alert(opaque, v, len);
 }
 
 /* One line per rule of either run ("vs-ref <rule> same N missing N extra N
@@ -265,7 +182,8 @@ int main(int argc, char **argv) {
   } else {
     char addr[512];
     if (ex_resolve_brokers(brokers, bootstrap, 5000, addr, sizeof(addr)) ||
-        read_topic(ev, addr, topic, &n_alerts))
+        ex_read_topic(EVAL_PROG, addr, topic, false, "an alert", add_alert, ev,
+                      &n_alerts))
       return 2;
   }
 

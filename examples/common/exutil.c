@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <librdkafka/rdkafka.h>
+
 void ex_rng_seed(ex_rng *r, uint64_t seed) {
   r->s = seed ^ 0x9e3779b97f4a7c15ULL;
 }
@@ -306,4 +308,93 @@ int64_t ex_wall_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int ex_read_topic(const char *prog, const char *brokers, const char *topic,
+                  bool read_committed, const char *what, ex_msg_fn fn,
+                  void *opaque, size_t *taken) {
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof(err)) ||
+      rd_kafka_conf_set(conf, "group.id", "sluice-evaluator", err,
+                        sizeof(err)) ||
+      rd_kafka_conf_set(conf, "enable.auto.commit", "false", err,
+                        sizeof(err)) ||
+      rd_kafka_conf_set(conf, "isolation.level",
+                        read_committed ? "read_committed" : "read_uncommitted",
+                        err, sizeof(err)) ||
+      rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err))) {
+    fprintf(stderr, "%s: %s\n", prog, err);
+    rd_kafka_conf_destroy(conf);
+    return -1;
+  }
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  if (!rk) {
+    fprintf(stderr, "%s: %s\n", prog, err);
+    rd_kafka_conf_destroy(conf);
+    return -1;
+  }
+  int rc = -1, open = 0;
+  const struct rd_kafka_metadata *md = NULL;
+  rd_kafka_topic_partition_list_t *parts = NULL;
+  int64_t *high = NULL;
+  rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+  if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) || md->topic_cnt != 1 ||
+      md->topics[0].err) {
+    fprintf(stderr, "%s: no topic %s at %s\n", prog, topic, brokers);
+    goto out;
+  }
+  int np = md->topics[0].partition_cnt;
+  high = calloc((size_t)np, sizeof(int64_t));
+  parts = rd_kafka_topic_partition_list_new(np);
+  for (int p = 0; p < np; p++) {
+    int64_t lo;
+    if (rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &high[p], 10000)) {
+      fprintf(stderr, "%s: cannot read the end of %s/%d\n", prog, topic, p);
+      goto out;
+    }
+    if (high[p] > lo) {
+      rd_kafka_topic_partition_list_add(parts, topic, p)->offset =
+          RD_KAFKA_OFFSET_BEGINNING;
+      open++;
+    }
+  }
+  rd_kafka_assign(rk, parts);
+  int64_t idle_since = ex_wall_ms();
+  while (open > 0) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+    if (!m) {
+      if (ex_wall_ms() - idle_since > 20000) {
+        fprintf(stderr, "%s: timed out reading %s\n", prog, topic);
+        break;
+      }
+      continue;
+    }
+    idle_since = ex_wall_ms();
+    if (m->err) {
+      if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        fprintf(stderr, "%s: %s\n", prog, rd_kafka_message_errstr(m));
+    } else if (m->offset < high[m->partition]) {
+      rd_kafka_timestamp_type_t tt;
+      if (fn(m->payload, m->len, rd_kafka_message_timestamp(m, &tt), opaque))
+        fprintf(stderr, "%s: %s/%d@%lld: not %s, ignored\n", prog, topic,
+                (int)m->partition, (long long)m->offset, what);
+      else if (taken)
+        (*taken)++;
+      if (m->offset + 1 == high[m->partition])
+        open--;
+    }
+    rd_kafka_message_destroy(m);
+  }
+  rc = open > 0 ? -1 : 0;
+out:
+  free(high);
+  if (md)
+    rd_kafka_metadata_destroy(md);
+  if (parts)
+    rd_kafka_topic_partition_list_destroy(parts);
+  rd_kafka_topic_destroy(rkt);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return rc;
 }

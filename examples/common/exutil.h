@@ -101,6 +101,23 @@ int ex_queue_send_due(ex_queue *q, ex_producer *p, int64_t now,
 long long ex_arg_ll(const char *prog, const char *flag, const char *v);
 double ex_arg_double(const char *prog, const char *flag, const char *v);
 
+/* ---- Reading a topic ---------------------------------------------------- */
+
+/* One message's value and timestamp; 0 when taken, non-zero when it is
+ * not what the reader expects (reported and skipped). */
+typedef int (*ex_msg_fn)(const char *v, size_t len, int64_t ts, void *opaque);
+
+/* Reads every partition of topic at brokers from its beginning up to the
+ * end it had when the read started (what is written later belongs to a
+ * later evaluation), calling fn per message in partition order; with
+ * read_committed the consumer reads only committed transactions. A
+ * message fn refuses is reported as "<prog>: <topic>/<p>@<offset>: not
+ * <what>, ignored". *taken (may be NULL) counts the messages fn took.
+ * 0, or -1 with the reason printed. */
+int ex_read_topic(const char *prog, const char *brokers, const char *topic,
+                  bool read_committed, const char *what, ex_msg_fn fn,
+                  void *opaque, size_t *taken);
+
 /* Sleeps ms milliseconds (the generators' pacing). */
 void ex_sleep_ms(long ms);
 int64_t ex_wall_ms(void);

@@ -19,91 +19,6 @@
 
 #define PROG "scoring-eval"
 
-typedef int (*msg_fn)(const char *v, size_t len, int64_t ts, void *opaque);
-
-/* Reads every partition of topic from the beginning up to the end it had
- * when the read started. 0, or -1 (printed). */
-static int read_topic(const char *brokers, const char *topic, msg_fn fn,
-                      void *opaque) {
-  char err[512];
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof(err)) ||
-      rd_kafka_conf_set(conf, "group.id", "sluice-evaluator", err,
-                        sizeof(err)) ||
-      rd_kafka_conf_set(conf, "enable.auto.commit", "false", err,
-                        sizeof(err)) ||
-      rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err))) {
-    fprintf(stderr, PROG ": %s\n", err);
-    rd_kafka_conf_destroy(conf);
-    return -1;
-  }
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-  if (!rk) {
-    fprintf(stderr, PROG ": %s\n", err);
-    rd_kafka_conf_destroy(conf);
-    return -1;
-  }
-  int rc = -1, open = 0;
-  const struct rd_kafka_metadata *md = NULL;
-  rd_kafka_topic_partition_list_t *parts = NULL;
-  int64_t *high = NULL;
-  rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-  if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) || md->topic_cnt != 1 ||
-      md->topics[0].err) {
-    fprintf(stderr, PROG ": no topic %s at %s\n", topic, brokers);
-    goto out;
-  }
-  int np = md->topics[0].partition_cnt;
-  high = calloc((size_t)np, sizeof(int64_t));
-  parts = rd_kafka_topic_partition_list_new(np);
-  for (int p = 0; p < np; p++) {
-    int64_t lo;
-    if (rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &high[p], 10000)) {
-      fprintf(stderr, PROG ": cannot read the end of %s/%d\n", topic, p);
-      goto out;
-    }
-    if (high[p] > lo) {
-      rd_kafka_topic_partition_list_add(parts, topic, p)->offset =
-          RD_KAFKA_OFFSET_BEGINNING;
-      open++;
-    }
-  }
-  rd_kafka_assign(rk, parts);
-  int64_t idle_since = ex_wall_ms();
-  while (open > 0) {
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-    if (!m) {
-      if (ex_wall_ms() - idle_since > 20000) {
-        fprintf(stderr, PROG ": timed out reading %s\n", topic);
-        break;
-      }
-      continue;
-    }
-    idle_since = ex_wall_ms();
-    if (m->err) {
-      if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-        fprintf(stderr, PROG ": %s\n", rd_kafka_message_errstr(m));
-    } else if (m->offset < high[m->partition]) {
-      rd_kafka_timestamp_type_t tt;
-      fn(m->payload, m->len, rd_kafka_message_timestamp(m, &tt), opaque);
-      if (m->offset + 1 == high[m->partition])
-        open--;
-    }
-    rd_kafka_message_destroy(m);
-  }
-  rc = open > 0 ? -1 : 0;
-out:
-  free(high);
-  if (md)
-    rd_kafka_metadata_destroy(md);
-  if (parts)
-    rd_kafka_topic_partition_list_destroy(parts);
-  rd_kafka_topic_destroy(rkt);
-  rd_kafka_consumer_close(rk);
-  rd_kafka_destroy(rk);
-  return rc;
-}
-
 /* ---- Scores, by event id ------------------------------------------------ */
 
 typedef struct scored {
@@ -449,7 +364,8 @@ int main(int argc, char **argv) {
     return 1;
   vec scores = {.size = sizeof(scored)}, labels = {.size = sizeof(label)};
   if (read_labels(labels_path, &labels) ||
-      read_topic(addr, topic, add_score, &scores))
+      ex_read_topic(PROG, addr, topic, true, "a score", add_score, &scores,
+                    NULL))
     return 1;
   size_t dups = dedupe(&scores);
   pt *pts = calloc(scores.n + 1, sizeof(pt));
@@ -497,10 +413,12 @@ int main(int argc, char **argv) {
       fprintf(stderr, PROG ": %s\n", err);
       return 1;
     }
-    if (read_topic(addr, in_topic, add_event, &r))
+    if (ex_read_topic(PROG, addr, in_topic, true, "an event", add_event, &r,
+                      NULL))
       return 1;
     /* No models topic: no published version. */
-    read_topic(addr, models_topic, add_version, &r);
+    ex_read_topic(PROG, addr, models_topic, true, "a model version",
+                  add_version, &r, NULL);
     if (check(&r, fm, &scores))
       rc = 1;
     version *v = r.versions.v;
