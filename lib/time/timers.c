@@ -41,7 +41,9 @@
 /* Smallest timer array and dedup table of a bucket; a bucket keeps its
  * arrays for reuse unless they are far larger than what it last held. */
 #define TM_MIN_CAP 16u
-#define TM_WHEEL 1024u
+/* A bucket of up to this many timers has no table: it is scanned. */
+#define TM_SCAN 8u
+#define TM_WHEEL 4096u
 
 /* One timer in its bucket's array. 48 bytes. */
 typedef struct tm_ent {
@@ -292,28 +294,40 @@ static inline uint32_t tm_find_bucket(struct sl__timers *t, int domain,
 
 /* ---- a bucket's dedup table ---------------------------------------------- */
 
-/* Slot of the pending timer of b equal to the arguments, or -1. Then
- * *ins is where the timer would go: the first stale slot on its probe path
- * (still before the first empty one, so lookups find it there), else that
- * empty slot. */
+/* Index of the pending timer of b equal to the arguments, or -1. *slot
+ * gets its slot, or where it would go: the first stale slot on its probe
+ * path (still before the first empty one, so lookups find it there), else
+ * that empty slot; TM_NONE for a bucket without a table, which is
+ * searched by scanning its few timers. */
 static inline ptrdiff_t tm_find_timer(const tm_bucket *b, uint32_t tag,
                                       uint64_t key_hash, const void *key,
                                       size_t klen, const void *ns, size_t nslen,
-                                      uint32_t *ins) {
-  *ins = TM_NONE;
-  if (!b->s)
+                                      uint32_t *slot) {
+  *slot = TM_NONE;
+  if (!b->s) {
+    for (uint32_t r = b->head; r < b->len; r++) {
+      const tm_ent *e = &b->e[r];
+      /* A deleted timer's klen never equals a valid one. */
+      if (e->hash != key_hash || e->klen != klen || e->nslen != nslen)
+        continue;
+      const unsigned char *p = tm_bytes((tm_ent *)e);
+      if ((!klen || memcmp(p, key, klen) == 0) &&
+          (!nslen || memcmp(p + klen, ns, nslen) == 0))
+        return (ptrdiff_t)r;
+    }
     return -1;
+  }
   for (uint32_t i = tag & b->smask;; i = (i + 1) & b->smask) {
     uint64_t s = b->s[i];
     if (!s) {
-      if (*ins == TM_NONE)
-        *ins = i;
+      if (*slot == TM_NONE)
+        *slot = i;
       return -1;
     }
     uint32_t idx = (uint32_t)s - 1;
     if (idx < b->head) {
-      if (*ins == TM_NONE)
-        *ins = i;
+      if (*slot == TM_NONE)
+        *slot = i;
       continue;
     }
     if ((uint32_t)(s >> 32) != tag)
@@ -323,38 +337,15 @@ static inline ptrdiff_t tm_find_timer(const tm_bucket *b, uint32_t tag,
       continue;
     const unsigned char *p = tm_bytes((tm_ent *)e);
     if ((!klen || memcmp(p, key, klen) == 0) &&
-        (!nslen || memcmp(p + klen, ns, nslen) == 0))
-      return (ptrdiff_t)i;
+        (!nslen || memcmp(p + klen, ns, nslen) == 0)) {
+      *slot = i;
+      return (ptrdiff_t)idx;
+    }
   }
 }
 
-/* Rebuilds b's table with room for at least `need` timers at a load of at
- * most 1/2, dropping stale slots. */
-static int tm_slots_rebuild(tm_bucket *b, uint32_t need) {
-  size_t ncap = TM_MIN_CAP;
-  while (ncap < (size_t)need * 2)
-    ncap *= 2;
-  if (ncap > ((size_t)1 << 31))
-    return SL_ERR_NOMEM;
-  uint64_t *ns = calloc(ncap, sizeof *ns);
-  if (!ns)
-    return SL_ERR_NOMEM;
-  uint32_t nmask = (uint32_t)ncap - 1, used = 0;
-  for (size_t i = 0; b->s && i <= b->smask; i++) {
-    uint64_t s = b->s[i];
-    if (!s || (uint32_t)s - 1 < b->head)
-      continue;
-    uint32_t j = (uint32_t)(s >> 32) & nmask;
-    while (ns[j])
-      j = (j + 1) & nmask;
-    ns[j] = s;
-    used++;
-  }
-  free(b->s);
-  b->s = ns;
-  b->smask = nmask;
-  b->sused = used;
-  return SL_OK;
+static inline uint32_t tm_ent_tag(tm_ent *e) {
+  return tm_key_tag(e->hash, tm_bytes(e) + e->klen, e->nslen);
 }
 
 /* Puts the timer at idx into slot i (from tm_find_timer's *ins). */
@@ -370,6 +361,27 @@ static void tm_slot_insert(tm_bucket *b, uint32_t tag, uint32_t idx) {
   while (b->s[i] && (uint32_t)b->s[i] - 1 >= b->head)
     i = (i + 1) & b->smask;
   tm_slot_put(b, i, tag, idx);
+}
+
+/* Builds b's table anew from its pending timers, with room for at least
+ * `need` timers at a load of at most 1/2. */
+static int tm_slots_rebuild(tm_bucket *b, uint32_t need) {
+  size_t ncap = TM_MIN_CAP;
+  while (ncap < (size_t)need * 2)
+    ncap *= 2;
+  if (ncap > ((size_t)1 << 31))
+    return SL_ERR_NOMEM;
+  uint64_t *ns = calloc(ncap, sizeof *ns);
+  if (!ns)
+    return SL_ERR_NOMEM;
+  free(b->s);
+  b->s = ns;
+  b->smask = (uint32_t)ncap - 1;
+  b->sused = 0;
+  for (uint32_t r = b->head; r < b->len; r++)
+    if (b->e[r].klen != TM_DEAD)
+      tm_slot_insert(b, tm_ent_tag(&b->e[r]), r);
+  return SL_OK;
 }
 
 static void tm_slot_erase_at(tm_bucket *b, uint32_t i) {
@@ -391,7 +403,8 @@ static void tm_slot_erase_at(tm_bucket *b, uint32_t i) {
 
 /* Makes room to append one timer to b: grows its array, or first drops
  * its fired and deleted timers when they are at least half of it; and
- * keeps its table at a load of at most 1/2. */
+ * keeps its table at a load of at most 1/2, or builds one once the bucket
+ * holds TM_SCAN timers. */
 static int tm_bucket_reserve(tm_bucket *b) {
   if (b->len == b->cap) {
     uint32_t gone = b->len - b->live;
@@ -404,13 +417,11 @@ static int tm_bucket_reserve(tm_bucket *b) {
           b->e[w++] = b->e[r];
       b->len = w;
       b->head = 0;
-      if (b->s)
+      if (b->s) {
         memset(b->s, 0, ((size_t)b->smask + 1) * sizeof *b->s);
-      b->sused = 0;
-      for (uint32_t r = 0; r < w; r++) {
-        const tm_ent *e = &b->e[r];
-        const unsigned char *p = tm_bytes((tm_ent *)e);
-        tm_slot_insert(b, tm_key_tag(e->hash, p + e->klen, e->nslen), r);
+        b->sused = 0;
+        for (uint32_t r = 0; r < w; r++)
+          tm_slot_insert(b, tm_ent_tag(&b->e[r]), r);
       }
     } else {
       if (b->cap >= UINT32_MAX / 4)
@@ -423,7 +434,7 @@ static int tm_bucket_reserve(tm_bucket *b) {
       b->cap = ncap;
     }
   }
-  if (!b->s || (b->sused + 1) * 2 > b->smask + 1)
+  if (b->s ? (b->sused + 1) * 2 > b->smask + 1 : b->len >= TM_SCAN)
     return tm_slots_rebuild(b, b->live + 1);
   return SL_OK;
 }
@@ -508,7 +519,7 @@ static void tm_bucket_free(struct sl__timers *t, uint32_t bid) {
     b->e = NULL;
     b->cap = 0;
   }
-  if (b->s && (size_t)b->smask + 1 > (size_t)8 * held) {
+  if (b->s && (b->len <= TM_SCAN || (size_t)b->smask + 1 > (size_t)8 * held)) {
     free(b->s);
     b->s = NULL;
     b->smask = 0;
@@ -656,8 +667,9 @@ int sl__timers_add(struct sl__timers *t, int domain, int64_t ts,
   if (n > TM_INLINE && !(ext = tm_bytes_alloc(t, n)))
     return SL_ERR_NOMEM;
   int rc;
-  if (!b || b->len == b->cap || ins == TM_NONE ||
-      (b->sused + 1) * 2 > b->smask + 1) {
+  if (!b || b->len == b->cap ||
+      (b->s ? ins == TM_NONE || (b->sused + 1) * 2 > b->smask + 1
+            : b->len >= TM_SCAN)) {
     /* The slow path: a new bucket, a full array or a full table. */
     if (!b) {
       if ((rc = tm_bucket_new(t, domain, ts, &bid)) != SL_OK)
@@ -686,7 +698,8 @@ int sl__timers_add(struct sl__timers *t, int domain, int64_t ts,
     memcpy(p, key, klen);
   if (nslen)
     memcpy(p + klen, ns, nslen);
-  tm_slot_put(b, ins, tag, idx);
+  if (b->s)
+    tm_slot_put(b, ins, tag, idx);
   b->live++;
   h->live++;
   return SL_OK;
@@ -708,13 +721,13 @@ int sl__timers_del(struct sl__timers *t, int domain, int64_t ts,
   if (bid == TM_NONE)
     return 0;
   tm_bucket *b = &t->bk[bid];
-  uint32_t ins;
-  ptrdiff_t i = tm_find_timer(b, tm_key_tag(key_hash, ns, nslen), key_hash, key,
-                              klen, ns, nslen, &ins);
-  if (i < 0)
+  uint32_t slot;
+  ptrdiff_t idx = tm_find_timer(b, tm_key_tag(key_hash, ns, nslen), key_hash,
+                                key, klen, ns, nslen, &slot);
+  if (idx < 0)
     return 0;
-  uint32_t idx = (uint32_t)b->s[i] - 1;
-  tm_slot_erase_at(b, (uint32_t)i);
+  if (b->s)
+    tm_slot_erase_at(b, slot);
   tm_ent_release(t, &b->e[idx]);
   /* Deleted timers at the end are simply forgotten (none has a slot). */
   while (b->len > b->head && b->e[b->len - 1].klen == TM_DEAD)
