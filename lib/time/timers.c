@@ -38,9 +38,12 @@
  * maintain on every sift) until it reaches the top, or until empty
  * buckets outnumber the others and the heap is rebuilt. */
 #define TM_COMPACT_MIN 64
-/* Smallest timer array and dedup table of a bucket; a bucket keeps its
- * arrays for reuse unless they are far larger than what it last held. */
+/* Smallest dedup table of a bucket; a bucket keeps its arrays for reuse
+ * unless they are far larger than what it last held. */
 #define TM_MIN_CAP 16u
+/* A bucket's first array: timestamps with a single timer are common
+ * (all distinct, in the worst case), so it starts small. */
+#define TM_MIN_ENTS 1u
 /* A bucket of up to this many timers has no table: it is scanned. */
 #define TM_SCAN 8u
 #define TM_WHEEL 4096u
@@ -406,33 +409,32 @@ static void tm_slot_erase_at(tm_bucket *b, uint32_t i) {
  * keeps its table at a load of at most 1/2, or builds one once the bucket
  * holds TM_SCAN timers. */
 static int tm_bucket_reserve(tm_bucket *b) {
-  if (b->len == b->cap) {
-    uint32_t gone = b->len - b->live;
-    if (b->cap && gone >= b->len / 2) {
-      /* Pending timers move to the front, in order; indices change, so
-       * the table is rebuilt from the array. */
-      uint32_t w = 0;
-      for (uint32_t r = b->head; r < b->len; r++)
-        if (b->e[r].klen != TM_DEAD)
-          b->e[w++] = b->e[r];
-      b->len = w;
-      b->head = 0;
-      if (b->s) {
-        memset(b->s, 0, ((size_t)b->smask + 1) * sizeof *b->s);
-        b->sused = 0;
-        for (uint32_t r = 0; r < w; r++)
-          tm_slot_insert(b, tm_ent_tag(&b->e[r]), r);
-      }
-    } else {
-      if (b->cap >= UINT32_MAX / 4)
-        return SL_ERR_NOMEM;
-      uint32_t ncap = b->cap ? b->cap * 2 : TM_MIN_CAP;
-      tm_ent *ne = realloc(b->e, (size_t)ncap * sizeof *ne);
-      if (!ne)
-        return SL_ERR_NOMEM;
-      b->e = ne;
-      b->cap = ncap;
+  uint32_t gone = b->len - b->live;
+  if (b->len == b->cap && gone && gone >= b->len / 2) {
+    /* Pending timers move to the front, in order; indices change, so
+     * the table is rebuilt from the array. */
+    uint32_t w = 0;
+    for (uint32_t r = b->head; r < b->len; r++)
+      if (b->e[r].klen != TM_DEAD)
+        b->e[w++] = b->e[r];
+    b->len = w;
+    b->head = 0;
+    if (b->s) {
+      memset(b->s, 0, ((size_t)b->smask + 1) * sizeof *b->s);
+      b->sused = 0;
+      for (uint32_t r = 0; r < w; r++)
+        tm_slot_insert(b, tm_ent_tag(&b->e[r]), r);
     }
+  }
+  if (b->len == b->cap) {
+    if (b->cap >= UINT32_MAX / 4)
+      return SL_ERR_NOMEM;
+    uint32_t ncap = b->cap ? b->cap * 2 : TM_MIN_ENTS;
+    tm_ent *ne = realloc(b->e, (size_t)ncap * sizeof *ne);
+    if (!ne)
+      return SL_ERR_NOMEM;
+    b->e = ne;
+    b->cap = ncap;
   }
   if (b->s ? (b->sused + 1) * 2 > b->smask + 1 : b->len >= TM_SCAN)
     return tm_slots_rebuild(b, b->live + 1);
