@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Timer service (see timers.h). Timers with the same (domain, ts) share a
  * bucket: an array of timers in insertion order, fired front to back, with
- * its own small table that deduplicates them. A 4-ary min-heap per domain
- * orders the buckets, and one table finds a bucket by (domain, ts). */
+ * its own small table that deduplicates them (a bucket of a few timers is
+ * scanned instead). A 4-ary min-heap per domain orders the buckets; a
+ * table finds a bucket by (domain, ts), behind a direct-mapped wheel
+ * indexed by the low bits of ts. */
 #include "time/timers.h"
 
 #include <stdlib.h>
