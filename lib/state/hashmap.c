@@ -333,8 +333,41 @@ static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
                   bool for_write) {
   (void)for_write; /* entries are modified in place */
   hm *b = (hm *)be;
+  hm_table *t = hm_tab(b, hm_st(b, k->state), k->kg);
+  size_t nl = k->ns_len;
+  if (SL__LIKELY(!t->old && t->slots && k->key_len == 8 &&
+                 (nl & ~(size_t)8) == 0)) {
+    /* As hm_slot_get, for a value of any length: an inline entry of the
+     * key is found by its lengths and tag (meta's low 24 bits) and its
+     * key words. Anything else (not found inline: absent, or out of
+     * line) takes the general probe below. */
+    uint32_t want = (uint32_t)nl << 16 | 8u << 8 | HM_INL;
+    uint64_t kw, nw = 0, sw, snw;
+    memcpy(&kw, k->key, 8);
+    if (nl)
+      memcpy(&nw, k->ns, 8);
+    hm_slot *slots = t->slots;
+    size_t mask = t->mask;
+    uint8_t tag = hm_h7(k->hash);
+    for (size_t i = (size_t)(k->hash >> t->shift);; i = (i + HM_GROUP) & mask) {
+      uint32_t empty, m = hm_group_match(t->ctrl + i, tag, &empty);
+      for (m = hm_before_empty(m, empty); m; m &= m - 1) {
+        hm_slot *s = &slots[(i + (size_t)__builtin_ctz(m)) & mask];
+        memcpy(&sw, s->u.data, 8);
+        memcpy(&snw, s->u.data + 8, 8);
+        if (((uint32_t)s->meta & 0xffffff) == want && sw == kw &&
+            (!nl || snw == nw)) {
+          *val = s->u.data + 8 + nl;
+          *len = (uint32_t)(s->meta >> 24) & 0xff;
+          return 1;
+        }
+      }
+      if (empty)
+        break;
+    }
+  }
   bool old;
-  hm_slot *s = hm_find(b, hm_tab(b, hm_st(b, k->state), k->kg), k, &old);
+  hm_slot *s = hm_find(b, t, k, &old);
   if (!s)
     return 0;
   *val = hm_sval(s);

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Timer service (see timers.h). Timers with the same (domain, ts) share a
- * bucket holding them in insertion order; a 4-ary min-heap per domain
- * orders the buckets, and open-addressing tables find timers (dedup,
- * delete) and buckets (add). Records live in pages that never move. */
+ * bucket: an array of timers in insertion order, fired front to back, with
+ * its own small table that deduplicates them (a bucket of a few timers is
+ * scanned instead). A 4-ary min-heap per domain orders the buckets; a
+ * table finds a bucket by (domain, ts), behind a direct-mapped wheel
+ * indexed by the low bits of ts. */
 #include "time/timers.h"
 
 #include <stdlib.h>
@@ -11,19 +13,23 @@
 #include "core/hash.h"
 #include "sluice/common.h"
 
-/* Why buckets: timestamps are milliseconds, so at any real rate many
- * timers share one (window ends, now + timeout); the heap then holds
- * distinct timestamps only, stays small and cache-resident, and equal
- * timestamps fire in insertion order without a sequence number. With all
- * timestamps distinct it degrades to a plain heap plus one table probe. */
+/* Why buckets of arrays: timestamps are milliseconds, so at any real rate
+ * many timers share one (window ends, now + timeout). The heap then holds
+ * distinct timestamps only and stays small and cache-resident; adding a
+ * timer appends to its bucket's array and firing reads the array in order,
+ * both sequential in memory; equal timestamps fire in insertion order
+ * without a sequence number; and a bucket's dedup table is dropped whole
+ * when the bucket has fired, so firing erases nothing. A fired timer's
+ * slot in that table goes stale (its index is below the bucket's fire
+ * cursor, so no read is needed to tell) and is reused or dropped when the
+ * table is rebuilt. With all timestamps distinct it degrades to a plain
+ * heap with a one-timer bucket per timestamp. */
 
 #define TM_NONE UINT32_MAX
-#define TM_POPPED (UINT32_MAX - 1) /* record.bucket of the popped record */
-/* Key + ns bytes up to this size live inside the record: an 8-byte key
+#define TM_DEAD UINT32_MAX /* tm_ent.klen of a deleted timer */
+/* Key + ns bytes up to this size live inside the timer: an 8-byte key
  * plus a 16-byte window namespace needs no extra memory. */
 #define TM_INLINE 24
-#define TM_PAGE_BITS 12
-#define TM_PAGE (1u << TM_PAGE_BITS)
 /* Longer key + ns bytes come from power-of-two size classes carved from
  * chunks and recycled through free lists, so steady state never mallocs;
  * beyond the largest class they are malloc'd one by one. */
@@ -34,32 +40,46 @@
  * maintain on every sift) until it reaches the top, or until empty
  * buckets outnumber the others and the heap is rebuilt. */
 #define TM_COMPACT_MIN 64
+/* Smallest dedup table of a bucket; a bucket keeps its arrays for reuse
+ * unless they are far larger than what it last held. */
+#define TM_MIN_CAP 16u
+/* A bucket's first array: timestamps with a single timer are common
+ * (all distinct, in the worst case), so it starts small. */
+#define TM_MIN_ENTS 1u
+/* A bucket of up to this many timers has no table: it is scanned. */
+#define TM_SCAN 8u
+#define TM_WHEEL 4096u
 
-/* One pending timer. bucket == TM_NONE marks a free record. 64 bytes. */
+/* One timer in its bucket's array. 48 bytes. */
 typedef struct tm_ent {
   uint64_t hash;
   uint32_t kg;
-  uint32_t tag; /* upper half of the timer hash: finds the index slot */
-  uint32_t klen;
+  uint32_t klen; /* TM_DEAD: deleted */
   uint32_t nslen;
-  uint32_t next; /* bucket list; free list while free */
-  uint32_t prev;
-  uint32_t bucket; /* gives ts and domain */
+  uint32_t pad_;
   union {
     unsigned char in[TM_INLINE]; /* klen + nslen <= TM_INLINE */
     unsigned char *ext;          /* otherwise */
   } b;
 } tm_ent;
 
-/* All pending timers of one (domain, ts), oldest first. A bucket is in its
+/* All timers of one (domain, ts). Entries [0, head) have fired; of
+ * [head, len), `live` are pending and the rest deleted. A bucket is in its
  * domain's heap exactly while it is in the bucket table, empty or not. */
 typedef struct tm_bucket {
   int64_t ts;
-  uint32_t head; /* next free bucket while free */
-  uint32_t tail;
-  uint32_t n;
-  uint32_t tag;
+  tm_ent *e;
+  /* Dedup table, linear probing: tag << 32 | (index + 1), 0 empty. A slot
+   * whose index is below head is stale (its timer fired). */
+  uint64_t *s;
+  uint32_t len, cap;
+  uint32_t head;
+  uint32_t live;
+  uint32_t smask; /* slots - 1; 0 while s is NULL */
+  uint32_t sused; /* slots not empty, stale ones included */
+  uint32_t btag;
   uint32_t domain;
+  uint32_t next_free;
 } tm_bucket;
 
 /* 16 bytes, so the four children of a node share one cache line. */
@@ -77,8 +97,8 @@ typedef struct tm_heap {
   size_t live;  /* pending timers */
 } tm_heap;
 
-/* Open addressing, linear probing, backward-shift erase. id1 == 0: empty.
- * home = tag & mask, so growing and erasing never read the records. */
+/* The bucket table: open addressing, linear probing, backward-shift
+ * erase. id1 == 0: empty. home = tag & mask. */
 typedef struct tm_slot {
   uint32_t tag;
   uint32_t id1;
@@ -96,26 +116,25 @@ typedef struct tm_chunk {
 
 struct sl__timers {
   tm_heap q[SL__TIMER_DOMAINS];
-  tm_tab idx;  /* (domain, ts, key, ns) -> record */
+  /* A direct-mapped cache of the bucket table indexed by the low bits of
+   * ts (a timer wheel for the near future): TM_NONE or a bucket id, which
+   * is the bucket of that ts only if its ts says so. */
+  uint32_t wheel[SL__TIMER_DOMAINS][TM_WHEEL];
   tm_tab bidx; /* (domain, ts) -> bucket */
-  tm_ent **pages;
-  size_t npages;
-  uint32_t nents; /* record ids handed out so far (high-water mark) */
-  uint32_t free_ent;
   tm_bucket *bk;
   uint32_t nbk; /* bucket ids handed out so far */
   uint32_t bk_cap;
   uint32_t free_bk;
-  uint32_t pending; /* record behind the last popped view, freed lazily */
+  /* The bytes behind the last popped view: a copy of inline bytes, or the
+   * popped timer's own long bytes, released at the next pop. */
+  unsigned char vin[TM_INLINE];
+  unsigned char *vext;
+  size_t vext_len;
   unsigned char *cls_free[TM_NCLS];
   tm_chunk *chunks;
   unsigned char *chunk_ptr;
   size_t chunk_left;
 };
-
-static inline tm_ent *tm_ent_at(const struct sl__timers *t, uint32_t id) {
-  return &t->pages[id >> TM_PAGE_BITS][id & (TM_PAGE - 1)];
-}
 
 static inline unsigned char *tm_bytes(tm_ent *e) {
   return e->klen + (size_t)e->nslen <= TM_INLINE ? e->b.in : e->b.ext;
@@ -126,14 +145,16 @@ static inline uint64_t tm_ts_mix(int domain, int64_t ts) {
          (domain ? 0xd6e8feb86659fd93ULL : 0);
 }
 
-/* The key hash is already uniform; ts, the namespace and the domain only
- * need to be folded in before one final mix. */
-static inline uint32_t tm_timer_tag(int domain, int64_t ts, uint64_t key_hash,
-                                    const void *ns, size_t nslen) {
-  uint64_t h = key_hash ^ tm_ts_mix(domain, ts);
+/* The key hash is already uniform; only the namespace needs folding in.
+ * Within a bucket, ts and domain are the same for every timer. */
+static inline uint32_t tm_key_tag(uint64_t key_hash, const void *ns,
+                                  size_t nslen) {
+  if (!nslen)
+    return (uint32_t)(key_hash >> 32);
+  uint64_t h = key_hash;
   if (nslen > 16) {
     h ^= sl__hash64(ns, nslen);
-  } else if (nslen) {
+  } else {
     uint64_t a = 0, b = 0;
     size_t la = nslen < 8 ? nslen : 8;
     memcpy(&a, ns, la);
@@ -194,7 +215,14 @@ static void tm_bytes_release(struct sl__timers *t, unsigned char *p,
   t->cls_free[c] = p;
 }
 
-/* ---- tables -------------------------------------------------------------- */
+static void tm_ent_release(struct sl__timers *t, tm_ent *e) {
+  size_t n = e->klen + (size_t)e->nslen;
+  if (n > TM_INLINE)
+    tm_bytes_release(t, e->b.ext, n);
+  e->klen = TM_DEAD;
+}
+
+/* ---- the bucket table ---------------------------------------------------- */
 
 /* Makes room for one more entry at a load of at most 70 %. */
 static int tm_tab_reserve(tm_tab *tb) {
@@ -230,8 +258,11 @@ static void tm_tab_insert(tm_tab *tb, uint32_t tag, uint32_t id) {
   tb->used++;
 }
 
-static void tm_tab_erase_at(tm_tab *tb, size_t i) {
+static void tm_tab_erase_id(tm_tab *tb, uint32_t tag, uint32_t id) {
   size_t mask = tb->mask;
+  size_t i = tag & mask;
+  while (tb->s[i].id1 != id + 1)
+    i = (i + 1) & mask;
   size_t j = i;
   for (;;) {
     j = (j + 1) & mask;
@@ -247,52 +278,169 @@ static void tm_tab_erase_at(tm_tab *tb, size_t i) {
   tb->used--;
 }
 
-static void tm_tab_erase_id(tm_tab *tb, uint32_t tag, uint32_t id) {
-  size_t i = tag & tb->mask;
-  while (tb->s[i].id1 != id + 1)
-    i = (i + 1) & tb->mask;
-  tm_tab_erase_at(tb, i);
-}
-
-/* Slot of the pending timer equal to the arguments, or -1. */
-static ptrdiff_t tm_find_timer(const struct sl__timers *t, uint32_t tag,
-                               int domain, int64_t ts, uint64_t key_hash,
-                               const void *key, size_t klen, const void *ns,
-                               size_t nslen) {
-  const tm_tab *tb = &t->idx;
-  if (!tb->s)
-    return -1;
-  for (size_t i = tag & tb->mask;; i = (i + 1) & tb->mask) {
-    tm_slot s = tb->s[i];
-    if (!s.id1)
-      return -1;
-    if (s.tag != tag)
-      continue;
-    tm_ent *e = tm_ent_at(t, s.id1 - 1);
-    const tm_bucket *b = &t->bk[e->bucket];
-    if (e->hash != key_hash || e->klen != klen || e->nslen != nslen ||
-        b->ts != ts || b->domain != (uint32_t)domain)
-      continue;
-    const unsigned char *p = tm_bytes(e);
-    if ((!klen || memcmp(p, key, klen) == 0) &&
-        (!nslen || memcmp(p + klen, ns, nslen) == 0))
-      return (ptrdiff_t)i;
-  }
-}
-
-static uint32_t tm_find_bucket(const struct sl__timers *t, uint32_t tag,
-                               int domain, int64_t ts) {
+static inline uint32_t tm_find_bucket(struct sl__timers *t, int domain,
+                                      int64_t ts) {
+  uint32_t *w = &t->wheel[domain][(uint64_t)ts & (TM_WHEEL - 1)];
+  if (*w != TM_NONE && t->bk[*w].ts == ts)
+    return *w;
   const tm_tab *tb = &t->bidx;
   if (!tb->s)
     return TM_NONE;
+  uint32_t tag = tm_bucket_tag(domain, ts);
   for (size_t i = tag & tb->mask;; i = (i + 1) & tb->mask) {
     tm_slot s = tb->s[i];
     if (!s.id1)
       return TM_NONE;
     const tm_bucket *b = &t->bk[s.id1 - 1];
     if (s.tag == tag && b->ts == ts && b->domain == (uint32_t)domain)
-      return s.id1 - 1;
+      return *w = s.id1 - 1;
   }
+}
+
+/* ---- a bucket's dedup table ---------------------------------------------- */
+
+/* Index of the pending timer of b equal to the arguments, or -1. *slot
+ * gets its slot, or where it would go: the first stale slot on its probe
+ * path (still before the first empty one, so lookups find it there), else
+ * that empty slot; TM_NONE for a bucket without a table, which is
+ * searched by scanning its few timers. */
+static inline ptrdiff_t tm_find_timer(const tm_bucket *b, uint32_t tag,
+                                      uint64_t key_hash, const void *key,
+                                      size_t klen, const void *ns, size_t nslen,
+                                      uint32_t *slot) {
+  *slot = TM_NONE;
+  if (!b->s) {
+    for (uint32_t r = b->head; r < b->len; r++) {
+      const tm_ent *e = &b->e[r];
+      /* A deleted timer's klen never equals a valid one. */
+      if (e->hash != key_hash || e->klen != klen || e->nslen != nslen)
+        continue;
+      const unsigned char *p = tm_bytes((tm_ent *)e);
+      if ((!klen || memcmp(p, key, klen) == 0) &&
+          (!nslen || memcmp(p + klen, ns, nslen) == 0))
+        return (ptrdiff_t)r;
+    }
+    return -1;
+  }
+  for (uint32_t i = tag & b->smask;; i = (i + 1) & b->smask) {
+    uint64_t s = b->s[i];
+    if (!s) {
+      if (*slot == TM_NONE)
+        *slot = i;
+      return -1;
+    }
+    uint32_t idx = (uint32_t)s - 1;
+    if (idx < b->head) {
+      if (*slot == TM_NONE)
+        *slot = i;
+      continue;
+    }
+    if ((uint32_t)(s >> 32) != tag)
+      continue;
+    const tm_ent *e = &b->e[idx];
+    if (e->hash != key_hash || e->klen != klen || e->nslen != nslen)
+      continue;
+    const unsigned char *p = tm_bytes((tm_ent *)e);
+    if ((!klen || memcmp(p, key, klen) == 0) &&
+        (!nslen || memcmp(p + klen, ns, nslen) == 0)) {
+      *slot = i;
+      return (ptrdiff_t)idx;
+    }
+  }
+}
+
+static inline uint32_t tm_ent_tag(tm_ent *e) {
+  return tm_key_tag(e->hash, tm_bytes(e) + e->klen, e->nslen);
+}
+
+/* Puts the timer at idx into slot i (from tm_find_timer's *ins). */
+static inline void tm_slot_put(tm_bucket *b, uint32_t i, uint32_t tag,
+                               uint32_t idx) {
+  b->sused += !b->s[i];
+  b->s[i] = (uint64_t)tag << 32 | (idx + 1);
+}
+
+/* Inserts the timer at idx, known to be absent. */
+static void tm_slot_insert(tm_bucket *b, uint32_t tag, uint32_t idx) {
+  uint32_t i = tag & b->smask;
+  while (b->s[i] && (uint32_t)b->s[i] - 1 >= b->head)
+    i = (i + 1) & b->smask;
+  tm_slot_put(b, i, tag, idx);
+}
+
+/* Builds b's table anew from its pending timers, with room for at least
+ * `need` timers at a load of at most 1/2. */
+static int tm_slots_rebuild(tm_bucket *b, uint32_t need) {
+  size_t ncap = TM_MIN_CAP;
+  while (ncap < (size_t)need * 2)
+    ncap *= 2;
+  if (ncap > ((size_t)1 << 31))
+    return SL_ERR_NOMEM;
+  uint64_t *ns = calloc(ncap, sizeof *ns);
+  if (!ns)
+    return SL_ERR_NOMEM;
+  free(b->s);
+  b->s = ns;
+  b->smask = (uint32_t)ncap - 1;
+  b->sused = 0;
+  for (uint32_t r = b->head; r < b->len; r++)
+    if (b->e[r].klen != TM_DEAD)
+      tm_slot_insert(b, tm_ent_tag(&b->e[r]), r);
+  return SL_OK;
+}
+
+static void tm_slot_erase_at(tm_bucket *b, uint32_t i) {
+  uint32_t mask = b->smask;
+  uint32_t j = i;
+  for (;;) {
+    j = (j + 1) & mask;
+    if (!b->s[j])
+      break;
+    uint32_t home = (uint32_t)(b->s[j] >> 32) & mask;
+    if (((j - home) & mask) >= ((j - i) & mask)) {
+      b->s[i] = b->s[j];
+      i = j;
+    }
+  }
+  b->s[i] = 0;
+  b->sused--;
+}
+
+/* Makes room to append one timer to b: grows its array, or first drops
+ * its fired and deleted timers when they are at least half of it; and
+ * keeps its table at a load of at most 1/2, or builds one once the bucket
+ * holds TM_SCAN timers. */
+static int tm_bucket_reserve(tm_bucket *b) {
+  uint32_t gone = b->len - b->live;
+  if (b->len == b->cap && gone && gone >= b->len / 2) {
+    /* Pending timers move to the front, in order; indices change, so
+     * the table is rebuilt from the array. */
+    uint32_t w = 0;
+    for (uint32_t r = b->head; r < b->len; r++)
+      if (b->e[r].klen != TM_DEAD)
+        b->e[w++] = b->e[r];
+    b->len = w;
+    b->head = 0;
+    if (b->s) {
+      memset(b->s, 0, ((size_t)b->smask + 1) * sizeof *b->s);
+      b->sused = 0;
+      for (uint32_t r = 0; r < w; r++)
+        tm_slot_insert(b, tm_ent_tag(&b->e[r]), r);
+    }
+  }
+  if (b->len == b->cap) {
+    if (b->cap >= UINT32_MAX / 4)
+      return SL_ERR_NOMEM;
+    uint32_t ncap = b->cap ? b->cap * 2 : TM_MIN_ENTS;
+    tm_ent *ne = realloc(b->e, (size_t)ncap * sizeof *ne);
+    if (!ne)
+      return SL_ERR_NOMEM;
+    b->e = ne;
+    b->cap = ncap;
+  }
+  if (b->s ? (b->sused + 1) * 2 > b->smask + 1 : b->len >= TM_SCAN)
+    return tm_slots_rebuild(b, b->live + 1);
+  return SL_OK;
 }
 
 /* ---- heap ---------------------------------------------------------------- */
@@ -359,10 +507,32 @@ static inline void tm_sift_down(tm_node *n, size_t len, size_t i, tm_node x) {
   n[i] = x;
 }
 
+/* Returns bucket bid, which has no pending timers, to the free list. Its
+ * arrays stay for the next bucket unless they are far larger than what it
+ * held (so that clearing the table on reuse costs in proportion to the
+ * timers it held). */
 static void tm_bucket_free(struct sl__timers *t, uint32_t bid) {
   tm_bucket *b = &t->bk[bid];
-  tm_tab_erase_id(&t->bidx, b->tag, bid);
-  b->head = t->free_bk;
+  tm_tab_erase_id(&t->bidx, b->btag, bid);
+  uint32_t *w = &t->wheel[b->domain][(uint64_t)b->ts & (TM_WHEEL - 1)];
+  if (*w == bid)
+    *w = TM_NONE;
+  uint32_t held = b->len > TM_MIN_CAP ? b->len : TM_MIN_CAP;
+  if (b->cap > 4 * held) {
+    free(b->e);
+    b->e = NULL;
+    b->cap = 0;
+  }
+  if (b->s && (b->len <= TM_SCAN || (size_t)b->smask + 1 > (size_t)8 * held)) {
+    free(b->s);
+    b->s = NULL;
+    b->smask = 0;
+  } else if (b->s && b->sused) {
+    memset(b->s, 0, ((size_t)b->smask + 1) * sizeof *b->s);
+  }
+  b->sused = 0;
+  b->len = b->head = 0;
+  b->next_free = t->free_bk;
   t->free_bk = bid;
 }
 
@@ -379,7 +549,7 @@ static void tm_heap_drop_root(struct sl__timers *t, tm_heap *h) {
 static void tm_heap_compact(struct sl__timers *t, tm_heap *h) {
   size_t w = 0;
   for (size_t r = 0; r < h->len; r++) {
-    if (t->bk[h->n[r].bid].n)
+    if (t->bk[h->n[r].bid].live)
       h->n[w++] = h->n[r];
     else
       tm_bucket_free(t, (uint32_t)h->n[r].bid);
@@ -391,134 +561,22 @@ static void tm_heap_compact(struct sl__timers *t, tm_heap *h) {
       tm_sift_down(h->n, w, i, h->n[i]);
 }
 
-/* ---- records ------------------------------------------------------------- */
-
-static int tm_ent_alloc(struct sl__timers *t, uint32_t *id) {
-  if (t->free_ent != TM_NONE) {
-    *id = t->free_ent;
-    t->free_ent = tm_ent_at(t, *id)->next;
-    return SL_OK;
-  }
-  if (t->nents >= TM_POPPED)
-    return SL_ERR_NOMEM;
-  if (t->nents == t->npages * TM_PAGE) {
-    tm_ent **pages = realloc(t->pages, (t->npages + 1) * sizeof *pages);
-    if (!pages)
-      return SL_ERR_NOMEM;
-    t->pages = pages;
-    tm_ent *pg = aligned_alloc(64, TM_PAGE * sizeof(tm_ent));
-    if (!pg)
-      return SL_ERR_NOMEM;
-    pages[t->npages++] = pg;
-  }
-  *id = t->nents++;
-  return SL_OK;
-}
-
-static void tm_ent_release(struct sl__timers *t, uint32_t id) {
-  tm_ent *e = tm_ent_at(t, id);
-  size_t n = e->klen + (size_t)e->nslen;
-  if (n > TM_INLINE)
-    tm_bytes_release(t, e->b.ext, n);
-  e->bucket = TM_NONE;
-  e->next = t->free_ent;
-  t->free_ent = id;
-}
-
-static void tm_release_pending(struct sl__timers *t) {
-  if (t->pending != TM_NONE) {
-    tm_ent_release(t, t->pending);
-    t->pending = TM_NONE;
-  }
-}
-
-static void tm_view(tm_ent *e, int64_t ts, sl__timer_view *v) {
-  unsigned char *b = tm_bytes(e);
-  v->ts = ts;
-  v->key = b;
-  v->key_len = e->klen;
-  v->hash = e->hash;
-  v->kg = e->kg;
-  v->ns = b + e->klen;
-  v->ns_len = e->nslen;
-}
-
-/* Takes record id out of its bucket's list; returns the bucket. */
-static tm_bucket *tm_unlink(struct sl__timers *t, uint32_t id) {
-  tm_ent *e = tm_ent_at(t, id);
-  tm_bucket *b = &t->bk[e->bucket];
-  if (e->prev != TM_NONE)
-    tm_ent_at(t, e->prev)->next = e->next;
-  else
-    b->head = e->next;
-  if (e->next != TM_NONE)
-    tm_ent_at(t, e->next)->prev = e->prev;
-  else
-    b->tail = e->prev;
-  b->n--;
-  return b;
-}
-
-/* ---- API ----------------------------------------------------------------- */
-
-int sl__timers_new(struct sl__timers **out) {
-  struct sl__timers *t = calloc(1, sizeof *t);
-  if (!t)
-    return SL_ERR_NOMEM;
-  t->free_ent = TM_NONE;
-  t->free_bk = TM_NONE;
-  t->pending = TM_NONE;
-  *out = t;
-  return SL_OK;
-}
-
-void sl__timers_free(struct sl__timers *t) {
-  if (!t)
-    return;
-  /* Only blocks beyond the largest class were malloc'd one by one. */
-  for (uint32_t id = 0; id < t->nents; id++) {
-    tm_ent *e = tm_ent_at(t, id);
-    size_t n = e->klen + (size_t)e->nslen;
-    if (e->bucket != TM_NONE && n > TM_INLINE && tm_cls(n) >= TM_NCLS)
-      free(e->b.ext);
-  }
-  for (size_t p = 0; p < t->npages; p++)
-    free(t->pages[p]);
-  free(t->pages);
-  while (t->chunks) {
-    tm_chunk *c = t->chunks;
-    t->chunks = c->next;
-    free(c);
-  }
-  for (int d = 0; d < SL__TIMER_DOMAINS; d++)
-    free(t->q[d].mem);
-  free(t->idx.s);
-  free(t->bidx.s);
-  free(t->bk);
-  free(t);
-}
-
-int sl__timers_add(struct sl__timers *t, int domain, int64_t ts,
-                   uint64_t key_hash, uint32_t kg, const void *key, size_t klen,
-                   const void *ns, size_t nslen) {
-  if ((unsigned)domain >= SL__TIMER_DOMAINS || klen > UINT32_MAX ||
-      nslen > UINT32_MAX - klen)
-    return SL_ERR_INVAL;
-  uint32_t tag = tm_timer_tag(domain, ts, key_hash, ns, nslen);
-  if (tm_find_timer(t, tag, domain, ts, key_hash, key, klen, ns, nslen) >= 0)
-    return SL_OK;
-
-  /* Everything that can fail happens before the first visible change. */
+/* A new, empty bucket for (domain, ts), in the heap and the table. Every
+ * step that can fail comes first. */
+static int tm_bucket_new(struct sl__timers *t, int domain, int64_t ts,
+                         uint32_t *out) {
   tm_heap *h = &t->q[domain];
-  uint32_t btag = tm_bucket_tag(domain, ts);
-  uint32_t bid = tm_find_bucket(t, btag, domain, ts);
   int rc;
-  if (bid == TM_NONE) {
-    if ((rc = tm_tab_reserve(&t->bidx)) != SL_OK ||
-        (rc = tm_heap_reserve(h, h->len + 1)) != SL_OK)
-      return rc;
-    if (t->free_bk == TM_NONE && t->nbk == t->bk_cap) {
-      if (t->bk_cap >= TM_POPPED / 2)
+  if ((rc = tm_tab_reserve(&t->bidx)) != SL_OK ||
+      (rc = tm_heap_reserve(h, h->len + 1)) != SL_OK)
+    return rc;
+  uint32_t bid;
+  if (t->free_bk != TM_NONE) {
+    bid = t->free_bk;
+    t->free_bk = t->bk[bid].next_free;
+  } else {
+    if (t->nbk == t->bk_cap) {
+      if (t->bk_cap >= UINT32_MAX / 4)
         return SL_ERR_NOMEM;
       uint32_t ncap = t->bk_cap ? t->bk_cap * 2 : 64;
       tm_bucket *nb = realloc(t->bk, ncap * sizeof *nb);
@@ -527,62 +585,132 @@ int sl__timers_add(struct sl__timers *t, int domain, int64_t ts,
       t->bk = nb;
       t->bk_cap = ncap;
     }
+    bid = t->nbk++;
+    t->bk[bid] = (tm_bucket){0};
   }
-  if ((rc = tm_tab_reserve(&t->idx)) != SL_OK)
-    return rc;
+  tm_bucket *b = &t->bk[bid];
+  b->ts = ts;
+  b->live = 0;
+  b->btag = tm_bucket_tag(domain, ts);
+  b->domain = (uint32_t)domain;
+  tm_tab_insert(&t->bidx, b->btag, bid);
+  tm_sift_up(h->n, h->len++, (tm_node){ts, bid});
+  h->empty++;
+  t->wheel[domain][(uint64_t)ts & (TM_WHEEL - 1)] = bid;
+  *out = bid;
+  return SL_OK;
+}
+
+/* ---- API ----------------------------------------------------------------- */
+
+int sl__timers_new(struct sl__timers **out) {
+  struct sl__timers *t = calloc(1, sizeof *t);
+  if (!t)
+    return SL_ERR_NOMEM;
+  t->free_bk = TM_NONE;
+  memset(t->wheel, 0xff, sizeof t->wheel);
+  *out = t;
+  return SL_OK;
+}
+
+static void tm_release_view(struct sl__timers *t) {
+  if (t->vext) {
+    tm_bytes_release(t, t->vext, t->vext_len);
+    t->vext = NULL;
+  }
+}
+
+void sl__timers_free(struct sl__timers *t) {
+  if (!t)
+    return;
+  /* Only blocks beyond the largest class were malloc'd one by one. */
+  for (uint32_t id = 0; id < t->nbk; id++) {
+    tm_bucket *b = &t->bk[id];
+    for (uint32_t i = b->head; i < b->len; i++) {
+      tm_ent *e = &b->e[i];
+      size_t n = e->klen + (size_t)e->nslen;
+      if (e->klen != TM_DEAD && n > TM_INLINE && tm_cls(n) >= TM_NCLS)
+        free(e->b.ext);
+    }
+    free(b->e);
+    free(b->s);
+  }
+  if (t->vext && tm_cls(t->vext_len) >= TM_NCLS)
+    free(t->vext);
+  while (t->chunks) {
+    tm_chunk *c = t->chunks;
+    t->chunks = c->next;
+    free(c);
+  }
+  for (int d = 0; d < SL__TIMER_DOMAINS; d++)
+    free(t->q[d].mem);
+  free(t->bidx.s);
+  free(t->bk);
+  free(t);
+}
+
+int sl__timers_add(struct sl__timers *t, int domain, int64_t ts,
+                   uint64_t key_hash, uint32_t kg, const void *key, size_t klen,
+                   const void *ns, size_t nslen) {
+  if ((unsigned)domain >= SL__TIMER_DOMAINS || klen >= UINT32_MAX ||
+      nslen > UINT32_MAX - klen)
+    return SL_ERR_INVAL;
+  uint32_t tag = tm_key_tag(key_hash, ns, nslen);
+  uint32_t bid = tm_find_bucket(t, domain, ts), ins = TM_NONE;
+  tm_bucket *b = NULL;
+  if (bid != TM_NONE) {
+    b = &t->bk[bid];
+    if (tm_find_timer(b, tag, key_hash, key, klen, ns, nslen, &ins) >= 0)
+      return SL_OK;
+  }
+
+  /* Everything that can fail happens before the first visible change
+   * (a new bucket is empty and invisible but for its slot in the heap). */
   size_t n = klen + nslen;
   unsigned char *ext = NULL;
   if (n > TM_INLINE && !(ext = tm_bytes_alloc(t, n)))
     return SL_ERR_NOMEM;
-  uint32_t id;
-  if ((rc = tm_ent_alloc(t, &id)) != SL_OK) {
-    if (ext)
-      tm_bytes_release(t, ext, n);
-    return rc;
-  }
-
-  if (bid == TM_NONE) {
-    if (t->free_bk != TM_NONE) {
-      bid = t->free_bk;
-      t->free_bk = t->bk[bid].head;
-    } else {
-      bid = t->nbk++;
+  int rc;
+  if (!b || b->len == b->cap ||
+      (b->s ? ins == TM_NONE || (b->sused + 1) * 2 > b->smask + 1
+            : b->len >= TM_SCAN)) {
+    /* The slow path: a new bucket, a full array or a full table. */
+    if (!b) {
+      if ((rc = tm_bucket_new(t, domain, ts, &bid)) != SL_OK)
+        goto fail;
+      b = &t->bk[bid];
     }
-    t->bk[bid] = (tm_bucket){ts, TM_NONE, TM_NONE, 0, btag, (uint32_t)domain};
-    tm_tab_insert(&t->bidx, btag, bid);
-    tm_sift_up(h->n, h->len++, (tm_node){ts, bid});
-    h->empty++;
+    if ((rc = tm_bucket_reserve(b)) != SL_OK)
+      goto fail;
+    tm_find_timer(b, tag, key_hash, key, klen, ns, nslen, &ins);
   }
-  tm_bucket *b = &t->bk[bid];
-  if (!b->n)
-    h->empty--;
 
-  tm_ent *e = tm_ent_at(t, id);
+  tm_heap *h = &t->q[domain];
+  if (!b->live)
+    h->empty--;
+  uint32_t idx = b->len++;
+  tm_ent *e = &b->e[idx];
   e->hash = key_hash;
   e->kg = kg;
-  e->tag = tag;
   e->klen = (uint32_t)klen;
   e->nslen = (uint32_t)nslen;
-  e->bucket = bid;
-  e->next = TM_NONE;
-  e->prev = b->tail;
   if (ext)
     e->b.ext = ext;
   unsigned char *p = tm_bytes(e);
-  /* The source may be the last popped view: another record, no overlap. */
+  /* The source may be the last popped view: other memory, no overlap. */
   if (klen)
     memcpy(p, key, klen);
   if (nslen)
     memcpy(p + klen, ns, nslen);
-  if (b->tail != TM_NONE)
-    tm_ent_at(t, b->tail)->next = id;
-  else
-    b->head = id;
-  b->tail = id;
-  b->n++;
-  tm_tab_insert(&t->idx, tag, id);
+  if (b->s)
+    tm_slot_put(b, ins, tag, idx);
+  b->live++;
   h->live++;
   return SL_OK;
+fail:
+  if (ext)
+    tm_bytes_release(t, ext, n);
+  return rc;
 }
 
 int sl__timers_del(struct sl__timers *t, int domain, int64_t ts,
@@ -591,19 +719,26 @@ int sl__timers_del(struct sl__timers *t, int domain, int64_t ts,
   (void)kg;
   if ((unsigned)domain >= SL__TIMER_DOMAINS)
     return SL_ERR_INVAL;
-  if (klen > UINT32_MAX || nslen > UINT32_MAX - klen)
+  if (klen >= UINT32_MAX || nslen > UINT32_MAX - klen)
     return 0;
-  uint32_t tag = tm_timer_tag(domain, ts, key_hash, ns, nslen);
-  ptrdiff_t i =
-      tm_find_timer(t, tag, domain, ts, key_hash, key, klen, ns, nslen);
-  if (i < 0)
+  uint32_t bid = tm_find_bucket(t, domain, ts);
+  if (bid == TM_NONE)
     return 0;
-  uint32_t id = t->idx.s[i].id1 - 1;
-  tm_tab_erase_at(&t->idx, (size_t)i);
+  tm_bucket *b = &t->bk[bid];
+  uint32_t slot;
+  ptrdiff_t idx = tm_find_timer(b, tm_key_tag(key_hash, ns, nslen), key_hash,
+                                key, klen, ns, nslen, &slot);
+  if (idx < 0)
+    return 0;
+  if (b->s)
+    tm_slot_erase_at(b, slot);
+  tm_ent_release(t, &b->e[idx]);
+  /* Deleted timers at the end are simply forgotten (none has a slot). */
+  while (b->len > b->head && b->e[b->len - 1].klen == TM_DEAD)
+    b->len--;
   tm_heap *h = &t->q[domain];
-  if (!tm_unlink(t, id)->n)
+  if (!--b->live)
     h->empty++;
-  tm_ent_release(t, id);
   h->live--;
   if (h->empty >= TM_COMPACT_MIN && h->empty > h->len - h->empty)
     tm_heap_compact(t, h);
@@ -615,7 +750,7 @@ bool sl__timers_peek(struct sl__timers *t, int domain, int64_t *ts) {
     return false;
   tm_heap *h = &t->q[domain];
   while (h->len) {
-    if (t->bk[h->n[0].bid].n) {
+    if (t->bk[h->n[0].bid].live) {
       *ts = h->n[0].ts;
       return true;
     }
@@ -628,33 +763,40 @@ int sl__timers_pop(struct sl__timers *t, int domain, int64_t upto,
                    sl__timer_view *out) {
   if ((unsigned)domain >= SL__TIMER_DOMAINS)
     return SL_ERR_INVAL;
-  tm_release_pending(t);
+  tm_release_view(t);
   tm_heap *h = &t->q[domain];
   while (h->len) {
     tm_bucket *b = &t->bk[h->n[0].bid];
-    if (!b->n) {
+    if (!b->live) {
       tm_heap_drop_root(t, h);
       continue;
     }
     int64_t ts = b->ts;
     if (ts > upto)
       return 0;
-    uint32_t id = b->head;
-    tm_ent *e = tm_ent_at(t, id);
+    tm_ent *e = &b->e[b->head];
+    while (e->klen == TM_DEAD)
+      e++;
+    b->head = (uint32_t)(e - b->e) + 1;
     /* The caller usually pops again right after this timer's callback. */
-    if (e->next != TM_NONE)
-      __builtin_prefetch(tm_ent_at(t, e->next));
-    tm_unlink(t, id);
-    tm_tab_erase_id(&t->idx, e->tag, id);
+    __builtin_prefetch(e + 2);
+    size_t n = e->klen + (size_t)e->nslen;
+    unsigned char *p;
+    if (n <= TM_INLINE) {
+      memcpy(t->vin, e->b.in, TM_INLINE);
+      p = t->vin;
+    } else {
+      /* Released at the next pop: the view points at it meanwhile. */
+      p = t->vext = e->b.ext;
+      t->vext_len = n;
+    }
+    *out =
+        (sl__timer_view){ts, p, e->klen, e->hash, e->kg, p + e->klen, e->nslen};
     h->live--;
-    if (!b->n) {
+    if (!--b->live) {
       h->empty++;
       tm_heap_drop_root(t, h);
     }
-    /* The record stays allocated behind the view until the next pop. */
-    e->bucket = TM_POPPED;
-    t->pending = id;
-    tm_view(e, ts, out);
     return 1;
   }
   return 0;
@@ -680,21 +822,22 @@ int sl__timers_foreach_kg(struct sl__timers *t, uint32_t kg_first,
     tm_heap *h = &t->q[d];
     if (!h->live)
       continue;
-    /* A sorted copy of the heap: fn may not change t, so bucket ids and
-     * lists stay valid throughout. */
+    /* A sorted copy of the heap: fn may not change t, so buckets and their
+     * arrays stay put throughout. */
     tm_node *tmp = malloc(h->len * sizeof *tmp);
     if (!tmp)
       return SL_ERR_NOMEM;
     memcpy(tmp, h->n, h->len * sizeof *tmp);
     qsort(tmp, h->len, sizeof *tmp, tm_cmp_ts);
     for (size_t k = 0; k < h->len; k++) {
-      for (uint32_t id = t->bk[tmp[k].bid].head; id != TM_NONE;) {
-        tm_ent *e = tm_ent_at(t, id);
-        id = e->next;
-        if (e->kg < kg_first || e->kg > kg_last)
+      tm_bucket *b = &t->bk[tmp[k].bid];
+      for (uint32_t i = b->head; i < b->len; i++) {
+        tm_ent *e = &b->e[i];
+        if (e->klen == TM_DEAD || e->kg < kg_first || e->kg > kg_last)
           continue;
-        sl__timer_view v;
-        tm_view(e, tmp[k].ts, &v);
+        unsigned char *p = tm_bytes(e);
+        sl__timer_view v = {b->ts, p,           e->klen, e->hash,
+                            e->kg, p + e->klen, e->nslen};
         int rc = fn(&v, d, opaque);
         if (rc) {
           free(tmp);

@@ -46,7 +46,8 @@ void sl__timers_free(struct sl__timers *t);
  * (the usual case: on_timer registers a timer for the current key).
  * Registering a timer that is already pending is a no-op, as in Flink.
  * Returns SL_OK (added or already present), SL_ERR_INVAL (bad domain, or
- * klen + nslen >= 2^32) or SL_ERR_NOMEM (nothing changed). */
+ * klen >= 2^32 - 1, or klen + nslen >= 2^32) or SL_ERR_NOMEM (nothing changed).
+ */
 int sl__timers_add(struct sl__timers *t, int domain, int64_t ts,
                    uint64_t key_hash, uint32_t kg, const void *key, size_t klen,
                    const void *ns, size_t nslen);

@@ -184,38 +184,46 @@ static size_t lz_ds(const warg *a) {
   return a->agg ? (a->acc_size + 7) & ~(size_t)7 : sizeof(int64_t);
 }
 
-static void lz_skey(const win *w, const sl_state_t *st, sl__skey *sk) {
-  *sk = (sl__skey){sl__state_id(st), w->k.kg, w->k.hash, w->k.key,
-                   w->k.key_len,     NULL,    0};
+static void lz_skey(const win *w, uint32_t id, sl__skey *sk) {
+  *sk = (sl__skey){id, w->k.kg, w->k.hash, w->k.key, w->k.key_len, NULL, 0};
 }
 
-static int lz_get(win *w, const sl_state_t *st, void **p, size_t *len) {
-  sl__backend *be = sl__kstate_backend(w->k.state);
+/* The current key's session bounds, writable in place; *n = 0 when none. */
+static int lz_bounds(win *w, sl__backend *be, sbound **b, size_t *n) {
   sl__skey sk;
-  lz_skey(w, st, &sk);
-  return be->ops->get(be, &sk, p, len, true);
+  void *p;
+  size_t len;
+  lz_skey(w, w->sess_id, &sk);
+  int rc = be->ops->get(be, &sk, &p, &len, true);
+  *b = rc == 1 ? p : NULL;
+  *n = rc == 1 ? len / sizeof(sbound) : 0;
+  return rc < 0 ? rc : 0;
 }
 
 /* Both arrays of the current key, writable in place (the states have no
  * TTL, so the stored bytes are the arrays). z->n = 0 when none. */
 static int lz_load(win *w, lz *z) {
+  sl__backend *be = sl__kstate_backend(w->k.state);
+  sl__skey sk;
   void *b, *d;
   size_t bl, dl;
-  int rc = lz_get(w, w->sess, &b, &bl);
+  lz_skey(w, w->sess_id, &sk);
+  int rc = be->ops->get(be, &sk, &b, &bl, true);
   if (rc <= 0) {
     *z = (lz){NULL, NULL, 0};
     return rc;
   }
   z->n = bl / sizeof(sbound);
-  sl__backend *be = sl__kstate_backend(w->k.state);
   uint64_t epoch = be->epoch;
-  if ((rc = lz_get(w, w->sdata, &d, &dl)) < 0)
+  sk.state = w->sdata_id;
+  if ((rc = be->ops->get(be, &sk, &d, &dl, true)) < 0)
     return rc;
   if (rc == 0 || dl != z->n * lz_ds(w->a))
     return SL_ERR_CORRUPT;
   /* The second lookup may have moved the first entry's bytes: the
    * backend's epoch says when (never, for a plain read of the hashmap). */
-  if (be->epoch != epoch && (rc = lz_get(w, w->sess, &b, &bl)) != 1)
+  sk.state = w->sess_id;
+  if (be->epoch != epoch && (rc = be->ops->get(be, &sk, &b, &bl, true)) != 1)
     return rc < 0 ? rc : SL_ERR_CORRUPT;
   z->b = b;
   z->d = d;
@@ -227,8 +235,8 @@ static int lz_load(win *w, lz *z) {
 static int lz_resize(win *w, lz *z, size_t n) {
   sl__backend *be = sl__kstate_backend(w->k.state);
   sl__skey sb, sd;
-  lz_skey(w, w->sess, &sb);
-  lz_skey(w, w->sdata, &sd);
+  lz_skey(w, w->sess_id, &sb);
+  lz_skey(w, w->sdata_id, &sd);
   int rc;
   void *p;
   if (!n) {
@@ -361,9 +369,28 @@ static int lazy_element(win *w, int port, const sl_record_t *rec,
 int sl__session_lazy_timer(win *w, int64_t ts) {
   const warg *a = w->a;
   size_t ds = lz_ds(a);
+  /* Most firings are early: the session the timer was set for has grown
+   * since. The bounds alone say so; the chain then just moves on. */
+  sbound *sb;
+  size_t sn;
+  int rc = lz_bounds(w, sl__kstate_backend(w->k.state), &sb, &sn);
+  if (rc || !sn)
+    return rc;
+  int64_t next = INT64_MAX;
+  bool due = false;
+  for (size_t i = 0; i < sn && !due; i++) {
+    sl_window_t aw = {sb[i].start, sb[i].end};
+    int64_t m = w_max_ts(&aw), c = w_cleanup(a, &aw);
+    due = m == ts || c <= ts;
+    int64_t d = m > ts ? m : c;
+    if (d < next)
+      next = d;
+  }
+  if (!due)
+    return lz_timer_at(w, next);
+  next = INT64_MAX;
   lz z;
-  int rc = lz_load(w, &z);
-  if (rc || !z.n)
+  if ((rc = lz_load(w, &z)) || !z.n)
     return rc;
   /* Decide everything first, then fire: firing runs user code and may
    * move the arrays. Fired sessions are copied (window, then data). */
@@ -372,7 +399,6 @@ int sl__session_lazy_timer(win *w, int64_t ts) {
   if (!fb)
     return SL_ERR_NOMEM;
   size_t nf = 0, keep = 0;
-  int64_t next = INT64_MAX;
   for (size_t i = 0; i < z.n; i++) {
     sl_window_t aw = {z.b[i].start, z.b[i].end};
     int64_t m = w_max_ts(&aw), c = w_cleanup(a, &aw);

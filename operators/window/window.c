@@ -574,8 +574,8 @@ static void win_prefetch(sl__keyed *k, uint64_t hash, uint32_t kg) {
   if (a->sliced)
     be->ops->prefetch(be, sl__state_id(w->slices), kg, hash);
   else if (a->lazy_sessions) {
-    be->ops->prefetch(be, sl__state_id(w->sess), kg, hash);
-    be->ops->prefetch(be, sl__state_id(w->sdata), kg, hash);
+    be->ops->prefetch(be, w->sess_id, kg, hash);
+    be->ops->prefetch(be, w->sdata_id, kg, hash);
   } else if (a->s.assigner == SL_WINDOW_SESSION)
     be->ops->prefetch(be, sl__state_id(w->sess), kg, hash);
   else if (a->agg && a->s.assigner == SL_WINDOW_TUMBLING && w->ns_hash_ok)
@@ -669,6 +669,10 @@ static int win_open(sl_ctx_t *op) {
   if (a->lazy_sessions) {
     sl_state_desc_t c = {.name = "session_data", .kind = SL_STATE_VALUE};
     w->sdata = reg(w, &c, err, sizeof(err), &rc);
+    if (!rc) {
+      w->sess_id = sl__state_id(w->sess);
+      w->sdata_id = sl__state_id(w->sdata);
+    }
   }
   if (!rc)
     rc = set_layout(w->slices ? w->slices

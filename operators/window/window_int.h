@@ -42,6 +42,7 @@ typedef struct win {
   sl__keyed k; /* first: timer callbacks get &k */
   const warg *a;
   sl_state_t *acc, *list, *cnt, *fire, *sess, *sdata, *slices;
+  uint32_t sess_id, sdata_id; /* state ids of sess and sdata (lazy path) */
   int64_t ns;     /* state namespace bytes: the (state) window start */
   int64_t tns[2]; /* timer namespace: window start, end */
   unsigned char *res;

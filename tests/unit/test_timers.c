@@ -439,6 +439,226 @@ START_TEST(test_add_while_popping) {
 }
 END_TEST
 
+/* ---- a randomised model -------------------------------------------------- */
+
+/* The model: every pending timer with a sequence number; the next timer to
+ * fire is the one with the least (ts, seq) of its domain, as "ties in
+ * insertion order" means. */
+typedef struct mtimer {
+  int d;
+  int64_t ts;
+  char key[48];
+  size_t kl;
+  char ns[8];
+  size_t nl;
+  uint64_t seq;
+} mtimer;
+
+typedef struct model {
+  mtimer *m;
+  size_t n, cap;
+  uint64_t seq;
+} model;
+
+static ptrdiff_t model_find(const model *md, int d, int64_t ts, const char *k,
+                            size_t kl, const char *ns, size_t nl) {
+  for (size_t i = 0; i < md->n; i++) {
+    const mtimer *x = &md->m[i];
+    if (x->d == d && x->ts == ts && x->kl == kl && x->nl == nl &&
+        memcmp(x->key, k, kl) == 0 && memcmp(x->ns, ns, nl) == 0)
+      return (ptrdiff_t)i;
+  }
+  return -1;
+}
+
+static void model_add(model *md, int d, int64_t ts, const char *k, size_t kl,
+                      const char *ns, size_t nl) {
+  if (model_find(md, d, ts, k, kl, ns, nl) >= 0)
+    return;
+  if (md->n == md->cap) {
+    md->cap = md->cap ? md->cap * 2 : 64;
+    md->m = realloc(md->m, md->cap * sizeof *md->m);
+    ck_assert_ptr_nonnull(md->m);
+  }
+  mtimer *x = &md->m[md->n++];
+  *x = (mtimer){.d = d, .ts = ts, .kl = kl, .nl = nl, .seq = md->seq++};
+  memcpy(x->key, k, kl);
+  memcpy(x->ns, ns, nl);
+}
+
+static ptrdiff_t model_next(const model *md, int d, int64_t upto) {
+  ptrdiff_t best = -1;
+  for (size_t i = 0; i < md->n; i++) {
+    const mtimer *x = &md->m[i];
+    if (x->d != d || x->ts > upto)
+      continue;
+    if (best < 0 || x->ts < md->m[best].ts ||
+        (x->ts == md->m[best].ts && x->seq < md->m[best].seq))
+      best = (ptrdiff_t)i;
+  }
+  return best;
+}
+
+static size_t model_count(const model *md, int d) {
+  size_t c = 0;
+  for (size_t i = 0; i < md->n; i++)
+    c += md->m[i].d == d;
+  return c;
+}
+
+static uint64_t mrng;
+static uint32_t mrand(uint32_t n) {
+  mrng ^= mrng << 13;
+  mrng ^= mrng >> 7;
+  mrng ^= mrng << 17;
+  return (uint32_t)(mrng % n);
+}
+
+/* A random key (8 short ones, some longer than the inline bytes) and a
+ * random namespace (mostly none). */
+static size_t mkey(char *k) {
+  uint32_t r = mrand(12);
+  if (r < 8)
+    return (size_t)snprintf(k, 48, "k%u", (unsigned)r);
+  return (size_t)snprintf(k, 48, "a-key-longer-than-twenty-four-bytes-%u",
+                          (unsigned)r);
+}
+
+static size_t mns(char *ns) {
+  uint32_t r = mrand(6);
+  if (r < 4)
+    return 0;
+  ns[0] = (char)('u' + r);
+  return 1;
+}
+
+static int restore_fn(const sl__timer_view *v, int domain, void *opaque) {
+  return sl__timers_add(opaque, domain, v->ts, v->hash, v->kg, v->key,
+                        v->key_len, v->ns, v->ns_len);
+}
+
+/* Random operations against the model: adds (many duplicates and equal
+ * timestamps), deletes, firing up to a moving time with timers added and
+ * deleted from inside the firing loop (the current key, at the firing
+ * timestamp too), and restores into a new service through foreach. */
+static void model_run(uint64_t seed, int ops, uint32_t span) {
+  mrng = seed;
+  model md = {0};
+  struct sl__timers *t = svc();
+  int64_t now[SL__TIMER_DOMAINS] = {0, 0};
+  for (int op = 0; op < ops; op++) {
+    int d = mrand(4) == 0 ? PT : EV;
+    char k[48], ns[8];
+    size_t kl = mkey(k), nl = mns(ns);
+    int64_t ts = now[d] + (int64_t)mrand(span);
+    uint32_t r = mrand(100);
+    if (r < 55) {
+      model_add(&md, d, ts, k, kl, ns, nl);
+      add_b(t, d, ts, k, kl, ns, nl);
+    } else if (r < 80) {
+      ptrdiff_t i = model_find(&md, d, ts, k, kl, ns, nl);
+      if (i < 0 && md.n && mrand(2)) {
+        /* Mostly delete timers that exist. */
+        i = (ptrdiff_t)mrand((uint32_t)md.n);
+        mtimer *x = &md.m[i];
+        d = x->d;
+        ts = x->ts;
+        kl = x->kl;
+        nl = x->nl;
+        memcpy(k, x->key, kl);
+        memcpy(ns, x->ns, nl);
+      }
+      ck_assert_int_eq(del_b(t, d, ts, k, kl, ns, nl), i >= 0);
+      if (i >= 0)
+        md.m[i] = md.m[--md.n];
+    } else if (r < 97) {
+      now[d] += (int64_t)mrand(span / 2 + 1);
+      sl__timer_view v;
+      int got;
+      while ((got = sl__timers_pop(t, d, now[d], &v)) == 1) {
+        ptrdiff_t i = model_next(&md, d, now[d]);
+        ck_assert_int_ge(i, 0);
+        mtimer x = md.m[i];
+        ck_assert_int_eq(v.ts, x.ts);
+        ck_assert_uint_eq(v.key_len, x.kl);
+        ck_assert_mem_eq(v.key, x.key, x.kl);
+        ck_assert_uint_eq(v.ns_len, x.nl);
+        if (x.nl)
+          ck_assert_mem_eq(v.ns, x.ns, x.nl);
+        ck_assert_uint_eq(v.hash, khash(x.key, x.kl));
+        md.m[i] = md.m[--md.n];
+        uint32_t w = mrand(8);
+        if (w == 0) {
+          /* The popped timer again, at its own timestamp: fires again in
+           * this loop, after the timers of that timestamp added before. */
+          model_add(&md, d, v.ts, x.key, x.kl, x.ns, x.nl);
+          ck_assert_int_eq(sl__timers_add(t, d, v.ts, v.hash, v.kg, v.key,
+                                          v.key_len, v.ns, v.ns_len),
+                           SL_OK);
+        } else if (w == 1) {
+          int64_t ts2 = v.ts + (int64_t)mrand(span);
+          model_add(&md, d, ts2, x.key, x.kl, x.ns, x.nl);
+          ck_assert_int_eq(sl__timers_add(t, d, ts2, v.hash, v.kg, v.key,
+                                          v.key_len, v.ns, v.ns_len),
+                           SL_OK);
+        } else if (w == 2) {
+          int64_t ts2 = v.ts + (int64_t)mrand(4);
+          ptrdiff_t j = model_find(&md, d, ts2, x.key, x.kl, x.ns, x.nl);
+          ck_assert_int_eq(sl__timers_del(t, d, ts2, v.hash, v.kg, v.key,
+                                          v.key_len, v.ns, v.ns_len),
+                           j >= 0);
+          if (j >= 0)
+            md.m[j] = md.m[--md.n];
+        }
+        /* The view is intact after adds and deletes. */
+        ck_assert_mem_eq(v.key, x.key, x.kl);
+      }
+      ck_assert_int_eq(got, 0);
+      ck_assert_int_lt(model_next(&md, d, now[d]), 0);
+    } else {
+      struct sl__timers *t2 = svc();
+      ck_assert_int_eq(sl__timers_foreach(t, restore_fn, t2), SL_OK);
+      sl__timers_free(t);
+      t = t2;
+    }
+    ck_assert_uint_eq(sl__timers_count(t, EV), model_count(&md, EV));
+    ck_assert_uint_eq(sl__timers_count(t, PT), model_count(&md, PT));
+    int64_t pk;
+    for (int dd = 0; dd < SL__TIMER_DOMAINS; dd++) {
+      ptrdiff_t i = model_next(&md, dd, SL_TS_MAX);
+      ck_assert_int_eq(sl__timers_peek(t, dd, &pk), i >= 0);
+      if (i >= 0)
+        ck_assert_int_eq(pk, md.m[i].ts);
+    }
+  }
+  /* Drain both domains against the model. */
+  for (int d = 0; d < SL__TIMER_DOMAINS; d++) {
+    sl__timer_view v;
+    while (sl__timers_pop(t, d, SL_TS_MAX, &v) == 1) {
+      ptrdiff_t i = model_next(&md, d, SL_TS_MAX);
+      ck_assert_int_ge(i, 0);
+      ck_assert_int_eq(v.ts, md.m[i].ts);
+      ck_assert_mem_eq(v.key, md.m[i].key, md.m[i].kl);
+      md.m[i] = md.m[--md.n];
+    }
+  }
+  ck_assert_uint_eq(md.n, 0);
+  free(md.m);
+  sl__timers_free(t);
+}
+
+START_TEST(test_random_ops_vs_model) {
+  /* Narrow spans: buckets with many timers, deletes and re-adds (their
+   * arrays compact, their tables fill with fired slots); wide: mostly one
+   * timer per timestamp. */
+  for (uint64_t s = 1; s <= 6; s++) {
+    model_run(0xa11ce000 + s, 20000, 3);
+    model_run(0xb0b00000 + s, 20000, 40);
+    model_run(0xcafe0000 + s, 5000, 100000);
+  }
+}
+END_TEST
+
 /* ---- foreach and restore ------------------------------------------------- */
 
 typedef struct visit {
@@ -656,6 +876,7 @@ static Suite *timers_suite(void) {
   tcase_add_test(tc, test_pop_respects_upto);
   tcase_add_test(tc, test_domains_independent);
   tcase_add_test(tc, test_add_while_popping);
+  tcase_add_test(tc, test_random_ops_vs_model);
   tcase_add_test(tc, test_foreach_and_restore);
   tcase_add_test(tc, test_foreach_key_group_range);
   tcase_add_test(tc, test_long_keys_and_empty_namespace);
