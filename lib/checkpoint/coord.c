@@ -259,6 +259,17 @@ static int add_segments(struct sl__ckpt *ck, json_t *files, const char *chk,
   }
   for (size_t i = 0; i < o->n_links; i++) {
     const char *name = o->links[i];
+    /* Workers restored at another parallelism share the segments of
+     * the workers before them: one link each. */
+    bool have = false;
+    size_t j;
+    json_t *f;
+    json_array_foreach(files, j, f) {
+      const char *p = json_string_value(json_object_get(f, "path"));
+      have = have || (p && strcmp(p, name) == 0);
+    }
+    if (have)
+      continue;
     int rc = link_segment(ck, chk, name, err, errlen);
     if (rc)
       return rc;
