@@ -720,7 +720,8 @@ START_TEST(native_backend_unavailable) {
   struct stat st;
   ck_assert_int_eq(stat(cp, &st), 0);
   ck_assert(st.st_size == 6 && st.st_nlink == 1);
-  ck_assert_int_eq(json_integer_value(json_object_get(j, "files")), 3);
+  /* w0.snap, w1.snap, their keyed-state segments, the native file. */
+  ck_assert_int_eq(json_integer_value(json_object_get(j, "files")), 5);
   json_decref(j);
   rmrf(to);
   free(to);
@@ -887,7 +888,7 @@ static const mutation mutations[] = {
     {"restarts", "\"0\"", NULL, "\"restarts\" is not an integer"},
     {"created_ms", "-5", NULL, "\"created_ms\" is -5"},
     /* Values out of range or disagreeing. */
-    {"format", "3", NULL, "unsupported checkpoint format 3"},
+    {"format", "4", NULL, "unsupported checkpoint format 4"},
     {"format", "0", NULL, "unsupported checkpoint format 0"},
     {"parallelism", "3", NULL, "parallelism is 3 but it lists 2 workers"},
     {"parallelism", "0", NULL, "\"parallelism\" is 0"},
