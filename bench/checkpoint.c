@@ -2,13 +2,13 @@
 /* checkpoint: per state backend, the final checkpoint of 10^6 and 10^7
  * keys (duration, size, the worker's pause), the next one after 1% of the
  * keys changed (its new bytes and pause: both backends write only what
- * changed and link the rest), restore time; and keyed counting over 10^5 and 10^6 keys with a checkpoint every
- * second against the same job without checkpoints, each run for at least
- * BENCH_CKPT_SECS (default 6) and, with checkpoints, until 5 completed
- * (at most 4 times as long) — fewer fails the benchmark, as the ratio
- * would measure nothing. One line per measurement. BENCH_CKPT_KEYS overrides
- * the key counts of the size runs (e.g. "1000000"); BENCH_CKPT_SIZES_ONLY skips
- * the throughput runs. */
+ * changed and link the rest), restore time; and keyed counting over 10^5 and
+ * 10^6 keys with a checkpoint every second against the same job without
+ * checkpoints, each run for at least BENCH_CKPT_SECS (default 6) and, with
+ * checkpoints, until 5 completed (at most 4 times as long) — fewer fails the
+ * benchmark, as the ratio would measure nothing. One line per measurement.
+ * BENCH_CKPT_KEYS overrides the key counts of the size runs (e.g. "1000000");
+ * BENCH_CKPT_SIZES_ONLY skips the throughput runs. */
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>

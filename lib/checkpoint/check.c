@@ -603,11 +603,10 @@ static int check_segments(ctx *x, const char *chk, const sl__ckpt_meta *m) {
     if (sl__read_file(fp, &sg.data, &sg.len)) {
       bad(x, rel, "%s cannot be read: %s", rel, strerror(errno));
     } else if (sl__snap_check(sg.data, sg.len, &sg.head, &sg.body, why,
-                       sizeof(why))) {
+                              sizeof(why))) {
       bad(x, rel, "%s: %s", rel, why);
     } else if (sg.head.max_par != m->max_par || sg.head.id > m->id ||
-               sg.head.kg_lo >= sg.head.kg_hi ||
-               sg.head.kg_hi > m->max_par) {
+               sg.head.kg_lo >= sg.head.kg_hi || sg.head.kg_hi > m->max_par) {
       bad(x, rel,
           "%s: its header (checkpoint %" PRIu64 ", key groups [%u, %u) of "
           "%u) does not fit checkpoint %" PRIu64 " of max_parallelism %u",

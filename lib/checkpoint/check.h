@@ -74,8 +74,9 @@ typedef struct sl__ckpt_check {
  * every listed file's size and CRC32C, then every segment file and every
  * worker file: its trailer, its header against _metadata and each section
  * decoded to its last byte, and every key group's chain of segments
- * (incr.h) against the segments. Native state directories are checked file by file only; what
- * a backend thinks of them is the caller's business.
+ * (incr.h) against the segments. Native state directories are checked
+ * file by file only; what a backend thinks of them is the caller's
+ * business.
  * SL_OK; SL_ERR_NOTFOUND when there is no _metadata (an incomplete
  * checkpoint); SL_ERR_CORRUPT when anything is wrong, with the first
  * problem in err; SL_ERR_NOMEM. */

@@ -241,10 +241,9 @@ static int add_segments(struct sl__ckpt *ck, json_t *files, const char *chk,
     }
     uint32_t crc = sl__crc32c(0, o->seg.data, o->seg.len);
     pathf(hex, sizeof(hex), "%08x", crc);
-    json_array_append_new(files, json_pack("{s:s,s:I,s:s,s:b}", "path",
-                                           o->seg_name, "bytes",
-                                           (json_int_t)o->seg.len, "crc32c",
-                                           hex, "shared", 0));
+    json_array_append_new(
+        files, json_pack("{s:s,s:I,s:s,s:b}", "path", o->seg_name, "bytes",
+                         (json_int_t)o->seg.len, "crc32c", hex, "shared", 0));
     *bytes += o->seg.len;
     *bytes_new += o->seg.len;
     struct stat st;
@@ -252,9 +251,9 @@ static int add_segments(struct sl__ckpt *ck, json_t *files, const char *chk,
     if (!a)
       return SL_ERR_NOMEM;
     *next = a;
-    a[*n_next] = (prev_file){strdup(o->seg_name),
-                             stat(path, &st) ? 0 : (uint64_t)st.st_ino,
-                             o->seg.len, crc};
+    a[*n_next] =
+        (prev_file){strdup(o->seg_name),
+                    stat(path, &st) ? 0 : (uint64_t)st.st_ino, o->seg.len, crc};
     (*n_next)++;
   }
   for (size_t i = 0; i < o->n_links; i++) {
@@ -282,10 +281,10 @@ static int add_segments(struct sl__ckpt *ck, json_t *files, const char *chk,
     uint32_t crc = 0;
     uint64_t size = (uint64_t)st.st_size;
     bool known = false;
-    for (size_t j = 0; j < ck->n_prev && !known; j++)
-      if (ck->prev[j].ino == (uint64_t)st.st_ino &&
-          ck->prev[j].size == size && strcmp(ck->prev[j].path, name) == 0) {
-        crc = ck->prev[j].crc;
+    for (size_t k = 0; k < ck->n_prev && !known; k++)
+      if (ck->prev[k].ino == (uint64_t)st.st_ino && ck->prev[k].size == size &&
+          strcmp(ck->prev[k].path, name) == 0) {
+        crc = ck->prev[k].crc;
         known = true;
       }
     if (!known && sl__ckpt_crc_file(path, &crc, &size)) {

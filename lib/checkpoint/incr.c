@@ -344,7 +344,8 @@ int sl__chain_check(sl__rd p, const sl__seg *segs, size_t n_segs, uint32_t kg,
       return SL_ERR_CORRUPT;
     }
     if (seg_kg(s, kg, &states, &type, &pl, &count) || count != 1) {
-      snprintf(err, errlen, "key group %u uses %s, which holds %d sections "
+      snprintf(err, errlen,
+               "key group %u uses %s, which holds %d sections "
                "for it (expected 1)",
                kg, s->name, count);
       return SL_ERR_CORRUPT;
@@ -381,8 +382,8 @@ static int load_delta(sl__rd p, sl__snap_ids *m, uint32_t kg) {
       uint64_t kh = sl__hash64(e.key, e.key_len);
       if (sl__key_group(kh, be->max_par) != kg)
         return SL_ERR_CORRUPT;
-      sl__skey k = {id,    kg,      sl__state_hash(kh, e.ns, e.ns_len),
-                    e.key, e.key_len, e.ns,
+      sl__skey k = {id,      kg,        sl__state_hash(kh, e.ns, e.ns_len),
+                    e.key,   e.key_len, e.ns,
                     e.ns_len};
       rc = be->ops->del(be, &k);
     } else {
@@ -409,9 +410,8 @@ int sl__chain_load(sl__rd p, const sl__seg *segs, size_t n_segs,
     int count;
     if (!s || seg_kg(s, kg, &states, &type, &pl, &count) || count != 1)
       return SL_ERR_CORRUPT;
-    sl__snap_ids sm = {.to = m->to,
-                       .drop = m->drop,
-                       .drop_opaque = m->drop_opaque};
+    sl__snap_ids sm = {
+        .to = m->to, .drop = m->drop, .drop_opaque = m->drop_opaque};
     rc = sl__snap_load_states(states, &sm);
     if (!rc)
       rc = type == SL__SEC_ENTRIES ? sl__snap_load_entries(pl, &sm, kg)

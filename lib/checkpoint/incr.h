@@ -18,7 +18,7 @@
 #include "checkpoint/format.h"
 #include "core/buf.h"
 
-struct sl__backend; /* state/backend.h */
+struct sl__backend;  /* state/backend.h */
 struct sl__snap_ids; /* checkpoint/codec.h */
 
 /* Whether a name is that of a segment file (kv-<id>-w<worker>.seg). */
@@ -38,16 +38,16 @@ typedef struct sl__incr_out {
   char seg_name[64]; /* its name */
   char **links;      /* earlier segments the checkpoint uses */
   size_t n_links;
-  uint64_t entries;          /* entries and change records written */
+  uint64_t entries;           /* entries and change records written */
   uint32_t kg_full, kg_delta; /* key groups written whole / as changes */
 } sl__incr_out;
 void sl__incr_out_free(sl__incr_out *o);
 
 /* Writes the keyed state of be for checkpoint id: a chain section per
  * non-empty key group into the worker file snap (after its states
- * section), the new data into o->seg. completed is the newest completed checkpoint:
- * when this worker's previous snapshot is not, its segment never became
- * durable and every key group is written whole. Key groups are written
+ * section), the new data into o->seg. completed is the newest completed
+ * checkpoint: when this worker's previous snapshot is not, its segment never
+ * became durable and every key group is written whole. Key groups are written
  * whole too when their chain would grow too long or too large (see
  * incr.c). SL_OK or a negative sl_err. */
 int sl__incr_put(sl__incr *in, struct sl__backend *be, sl_buf_t *snap,

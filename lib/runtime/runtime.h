@@ -122,7 +122,7 @@ struct sl__worker {
    * processing-time callbacks wait, and every input that delivered the
    * barrier is blocked, so the worker's state stops exactly at it. */
   uint64_t ckpt_id, ckpt_done, ckpt_injected, ckpt_notified;
-  struct sl__wsnap *snap;  /* the snapshot being collected */
+  struct sl__wsnap *snap; /* the snapshot being collected */
   /* Chains of incremental keyed state (checkpoint/incr.h), for a backend
    * with kg_changes; NULL until the first snapshot or restore uses it. */
   struct sl__incr *incr;

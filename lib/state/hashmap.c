@@ -819,9 +819,8 @@ static int hm_kg_changes(sl__backend *be, uint32_t kg, sl__entry_fn fn,
       memcpy(&nl, l->p + off + 4, 4);
       const unsigned char *key = l->p + off + 8, *ns = key + kl;
       off += 8 + (size_t)kl + nl;
-      sl__skey k = {id,  kg, sl__state_hash(sl__hash64(key, kl), ns, nl),
-                    key, kl, ns,
-                    nl};
+      sl__skey k = {
+          id, kg, sl__state_hash(sl__hash64(key, kl), ns, nl), key, kl, ns, nl};
       bool old;
       hm_slot *s = sl__hm_find(b, &st->tables[g], &k, &old);
       if (s && (s->meta & HM_CLEAN))

@@ -221,8 +221,8 @@ static void one_op(world *w) {
   if (nl)
     ns[0] = (char)('a' + rnd(w, 2));
   uint64_t kh = sl__hash64(key, kl);
-  sl__skey k = {0, sl__key_group(kh, K), sl__state_hash(kh, ns, nl),
-                key, kl, ns, nl};
+  sl__skey k = {
+      0, sl__key_group(kh, K), sl__state_hash(kh, ns, nl), key, kl, ns, nl};
   sl__backend *be = w->be;
   model *md = w->md;
   unsigned op = rnd(w, 100);
@@ -268,9 +268,8 @@ static void one_op(world *w) {
     for (size_t i = 0; i < mkl; i++)
       mk[i] = (char)('a' + rnd(w, 3));
     size_t vl = 1 + rnd(w, 9);
-    ck_assert_int_ge(be->ops->map_slot(be, &k, mk, mkl, sl__hash64(mk, mkl),
-                                       vl, &p),
-                     0);
+    ck_assert_int_ge(
+        be->ops->map_slot(be, &k, mk, mkl, sl__hash64(mk, mkl), vl, &p), 0);
     item *x = mput(md, "m", key, kl, ns, nl, mk, mkl);
     x->len = vl;
     for (size_t i = 0; i < vl; i++)
@@ -281,8 +280,8 @@ static void one_op(world *w) {
     for (size_t i = 0; i < mkl; i++)
       mk[i] = (char)('a' + rnd(w, 3));
     int had = mfind(md, "m", key, kl, ns, nl, mk, mkl) != NULL;
-    ck_assert_int_eq(
-        be->ops->map_remove(be, &k, mk, mkl, sl__hash64(mk, mkl)), had);
+    ck_assert_int_eq(be->ops->map_remove(be, &k, mk, mkl, sl__hash64(mk, mkl)),
+                     had);
     item *x = mfind(md, "m", key, kl, ns, nl, mk, mkl);
     if (x)
       mdel_at(md, (int)(x - md->it));
@@ -375,8 +374,8 @@ static void store_retain(store *s, const sl__incr_out *o) {
 
 /* A fresh backend loaded from the chains of the worker file's body. With
  * in, the chains are continued there (a restart). */
-static sl__backend *restore(const sl_buf_t *snap, const store *st,
-                            sl__incr *in, world *w) {
+static sl__backend *restore(const sl_buf_t *snap, const store *st, sl__incr *in,
+                            world *w) {
   sl__backend *be = open_hashmap();
   world tmp = *w;
   tmp.be = be;
@@ -389,8 +388,8 @@ static sl__backend *restore(const sl_buf_t *snap, const store *st,
     if (type != SL__SEC_CHAIN)
       continue;
     char err[256];
-    ck_assert_msg(sl__chain_check(p, st->segs, st->n, kg, err,
-                                  sizeof(err)) == SL_OK,
+    ck_assert_msg(sl__chain_check(p, st->segs, st->n, kg, err, sizeof(err)) ==
+                      SL_OK,
                   "%s", err);
     sl__snap_ids m = {.to = be};
     uint64_t base = 0, delta = 0;
@@ -421,9 +420,8 @@ static void run(unsigned seed, int rounds) {
     sl_buf_t snap;
     sl__buf_init(&snap);
     sl__incr_out o;
-    ck_assert_int_eq(sl__incr_put(in, w.be, &snap, (uint64_t)id, completed, 0,
-                                  K, &o),
-                     0);
+    ck_assert_int_eq(
+        sl__incr_put(in, w.be, &snap, (uint64_t)id, completed, 0, K, &o), 0);
     deltas += o.kg_delta;
     bool fail = rnd(&w, 6) == 0;
     if (fail) { /* its files never become durable */
@@ -433,11 +431,11 @@ static void run(unsigned seed, int rounds) {
       store_add(&st, &o);
       /* A checkpoint only links segments of complete ones. */
       for (size_t l = 0; l < o.n_links; l++)
-        ck_assert_msg(sl__seg_find(st.segs, st.n, o.links[l],
-                                   strlen(o.links[l])) != NULL,
-                      "seed %u checkpoint %d links %s, which is in no "
-                      "complete checkpoint",
-                      seed, id, o.links[l]);
+        ck_assert_msg(
+            sl__seg_find(st.segs, st.n, o.links[l], strlen(o.links[l])) != NULL,
+            "seed %u checkpoint %d links %s, which is in no "
+            "complete checkpoint",
+            seed, id, o.links[l]);
       store_retain(&st, &o);
       bool restart = rnd(&w, 5) == 0;
       sl__incr *in2 = restart ? sl__incr_new(0, K) : NULL;
