@@ -583,6 +583,8 @@ static void hm_table_free(hm_state *st, hm_table *t) {
   memset(t, 0, sizeof(*t));
 }
 
+static void hm_kg_forget(hm *b, uint32_t g);
+
 static void hm_kg_drop(sl__backend *be, uint32_t kg) {
   hm *b = (hm *)be;
   if (kg < be->kg_lo || kg >= be->kg_hi)
@@ -591,7 +593,7 @@ static void hm_kg_drop(sl__backend *be, uint32_t kg) {
     hm_table_free(&b->states[id], hm_tab(b, &b->states[id], kg));
   /* What the key group had is gone, not changed entry by entry. */
   if (b->kg_known)
-    b->kg_known[kg - be->kg_lo] = 0;
+    hm_kg_forget(b, kg - be->kg_lo);
   be->epoch++;
 }
 
@@ -746,43 +748,60 @@ static void hm_dlog_reset(hm_dlog *l) {
   l->len = l->n = 0;
 }
 
+static void hm_table_mark(hm_table *t, bool clean) {
+  hm_slot *arrs[2] = {t->slots, t->old};
+  uint8_t bits[2] = {t->bits, t->old_bits};
+  for (int a = 0; a < 2; a++) {
+    size_t cap = arrs[a] ? (size_t)1 << bits[a] : 0;
+    for (size_t i = 0; i < cap; i++)
+      if (hm_live(&arrs[a][i])) {
+        if (clean)
+          arrs[a][i].meta |= HM_CLEAN;
+        else
+          arrs[a][i].meta &= ~(uint64_t)HM_CLEAN;
+      }
+  }
+}
+
+/* Key group g (relative) is written whole next time: its logs go, and so
+ * do its entries' clean marks, so that writes to them take the
+ * per-record fast path again instead of being logged for nothing. */
+static void hm_kg_forget(hm *b, uint32_t g) {
+  b->kg_known[g] = 0;
+  for (uint32_t id = 0; id < b->n_states; id++) {
+    hm_state *st = &b->states[id];
+    hm_table_mark(&st->tables[g], false);
+    if (st->dlog) {
+      free(st->dlog[g].p);
+      memset(&st->dlog[g], 0, sizeof(st->dlog[g]));
+    }
+  }
+}
+
 void sl__hm_log(hm *b, hm_state *st, uint32_t kg, const void *key,
                 size_t key_len, const void *ns, size_t ns_len) {
   uint32_t g = kg - b->base.kg_lo;
   if (!b->kg_known || !b->kg_known[g])
     return;
   if (!st->dlog && !(st->dlog = calloc(b->n_kg, sizeof(*st->dlog)))) {
-    b->kg_known[g] = 0; /* written whole by the next snapshot */
+    hm_kg_forget(b, g); /* written whole by the next snapshot */
     return;
   }
   hm_dlog *l = &st->dlog[g];
   const hm_table *t = &st->tables[g];
-  /* A log longer than twice the table (churn: keys created and removed
-   * over and over) costs more than the table: the key group is then
-   * written whole, and memory stays bounded. */
-  if ((l->n >= 1024 && l->n > 2 * (t->count + t->old_count)) ||
-      hm_dlog_put(l, key, key_len, ns, ns_len)) {
-    b->kg_known[g] = 0;
-    free(l->p);
-    memset(l, 0, sizeof(*l));
-  }
+  /* Once half the table changed, writing the key group whole costs about
+   * the same bytes and less time (one sequential scan instead of a
+   * lookup per key): stop recording it. This also bounds the log under
+   * churn (keys created and removed over and over). */
+  if ((l->n >= 64 && 2 * l->n > t->count + t->old_count) ||
+      hm_dlog_put(l, key, key_len, ns, ns_len))
+    hm_kg_forget(b, g);
 }
 
 void sl__hm_dirty(hm *b, hm_state *st, uint32_t kg, hm_slot *s) {
   s->meta &= ~(uint64_t)HM_CLEAN;
   uint32_t kl = hm_klen(s);
   sl__hm_log(b, st, kg, hm_key(s), kl, hm_key(s) + kl, hm_nlen(s));
-}
-
-static void hm_table_mark_clean(hm_table *t) {
-  hm_slot *arrs[2] = {t->slots, t->old};
-  uint8_t bits[2] = {t->bits, t->old_bits};
-  for (int a = 0; a < 2; a++) {
-    size_t cap = arrs[a] ? (size_t)1 << bits[a] : 0;
-    for (size_t i = 0; i < cap; i++)
-      if (hm_live(&arrs[a][i]))
-        arrs[a][i].meta |= HM_CLEAN;
-  }
 }
 
 static int hm_kg_clean(sl__backend *be, uint32_t kg) {
@@ -794,7 +813,7 @@ static int hm_kg_clean(sl__backend *be, uint32_t kg) {
   uint32_t g = kg - be->kg_lo;
   for (uint32_t id = 0; id < b->n_states; id++) {
     hm_state *st = &b->states[id];
-    hm_table_mark_clean(&st->tables[g]);
+    hm_table_mark(&st->tables[g], true);
     if (st->dlog)
       hm_dlog_reset(&st->dlog[g]);
   }
