@@ -24,6 +24,9 @@ typedef struct sl_checkpoint_info {
   uint64_t completed;      /* checkpoints completed by this run */
   uint64_t failed;         /* checkpoints failed or given up */
   uint64_t restored_from;  /* checkpoint the run started from; 0: none */
+  /* The longest a worker's processing paused for its snapshot of the
+   * newest checkpoint (from alignment to handing it over), in us. */
+  int64_t pause_us;
 } sl_checkpoint_info_t;
 
 /* Asks for a checkpoint as soon as none is in progress and the minimum

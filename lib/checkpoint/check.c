@@ -389,10 +389,11 @@ int sl__ckpt_meta_read(const char *chk, sl__ckpt_meta *m, char *err,
 
 /* Walks every section of one worker file; the first malformed item ends
  * the walk (what follows cannot be located reliably). */
-static void check_sections(ctx *x, const char *file, const sl__ckpt_image *im,
+static void check_sections(ctx *x, const char *file, sl__rd body,
                            uint32_t kg_lo, uint32_t kg_hi, uint32_t max_par,
-                           int format, uint64_t *entries, uint64_t *timers) {
-  sl__rd body = im->body, p;
+                           int format, bool seg, uint64_t *entries,
+                           uint64_t *timers) {
+  sl__rd p;
   uint32_t type, kg, n_states = 0;
   bool have_states = false;
   int sec = 0, rc;
@@ -418,6 +419,47 @@ static void check_sections(ctx *x, const char *file, const sl__ckpt_image *im,
         snprintf(why, sizeof(why), "%u of %u state names readable", got, n);
       have_states = true;
       n_states = n;
+    } else if (seg && type != SL__SEC_ENTRIES && type != SL__SEC_DELTA) {
+      snprintf(why, sizeof(why), "section type %u in a segment file", type);
+    } else if (type == SL__SEC_DELTA && !seg) {
+      snprintf(why, sizeof(why), "keyed state changes in a worker file");
+    } else if (type == SL__SEC_DELTA) {
+      sl__snap_entry e;
+      bool clear;
+      what = "keyed state changes";
+      if (!have_states)
+        snprintf(why, sizeof(why), "changes before the state names");
+      else if (kg < kg_lo || kg >= kg_hi)
+        snprintf(why, sizeof(why), "key group %u outside the file's [%u, %u)",
+                 kg, kg_lo, kg_hi);
+      while (!why[0] && (rc = sl__snap_delta_next(&p, &e, &clear)) == 1) {
+        if (e.state >= n_states)
+          snprintf(why, sizeof(why), "unknown state id %u", e.state);
+        else if (sl__key_group(sl__hash64_of(format, e.key, e.key_len),
+                               max_par) != kg)
+          snprintf(why, sizeof(why), "a key that belongs to another key group");
+        (*entries)++;
+      }
+      if (!why[0] && rc < 0)
+        snprintf(why, sizeof(why), "a record is cut short");
+    } else if (type == SL__SEC_CHAIN) {
+      uint32_t n = 0, got = 0;
+      const void *name;
+      size_t len;
+      what = "segment chain";
+      if (kg < kg_lo || kg >= kg_hi)
+        snprintf(why, sizeof(why), "key group %u outside the worker's [%u, %u)",
+                 kg, kg_lo, kg_hi);
+      else if (sl__chain_count(&p, &n))
+        snprintf(why, sizeof(why), "bad count");
+      while (!why[0] && (rc = sl__chain_next(&p, &name, &len)) == 1) {
+        if (!sl__seg_name_ok(name, len))
+          snprintf(why, sizeof(why), "\"%.*s\" is not a segment file name",
+                   (int)(len > 64 ? 64 : len), (const char *)name);
+        got++;
+      }
+      if (!why[0] && (rc < 0 || got != n || !n))
+        snprintf(why, sizeof(why), "%u of %u names readable", got, n);
     } else if (type == SL__SEC_ENTRIES) {
       sl__snap_entry e;
       what = "keyed state entries";
@@ -525,14 +567,82 @@ static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
         w->file, h->worker, h->id, h->kg_lo, h->kg_hi, h->max_par);
     return;
   }
-  check_sections(x, w->file, im, w->kg_lo, w->kg_hi, m->max_par, m->format,
-                 &x->c->entries, &x->c->timers);
+  int before = x->c->n_problems;
+  check_sections(x, w->file, im->body, w->kg_lo, w->kg_hi, m->max_par,
+                 m->format, false, &x->c->entries, &x->c->timers);
+  if (x->c->n_problems != before)
+    return;
+  /* Each key group's chain against the segments read: the first broken
+   * one is reported (a missing segment would break them all). */
+  sl__rd body = im->body, p;
+  uint32_t type, kg;
+  while (sl__snap_next(&body, &type, &kg, &p) == 1) {
+    if (type == SL__SEC_CHAIN &&
+        sl__chain_check(p, x->c->segs, x->c->n_segs, kg, why, sizeof(why))) {
+      bad(x, w->file, "%s: %s", w->file, why);
+      return;
+    }
+  }
+}
+
+/* Every segment file _metadata lists: read, its own trailer and header,
+ * its sections. Kept in c->segs for the chains' check and for restore. */
+static int check_segments(ctx *x, const char *chk, const sl__ckpt_meta *m) {
+  size_t i;
+  json_t *fj;
+  json_array_foreach(m->files, i, fj) {
+    const char *rel = json_string_value(json_object_get(fj, "path"));
+    if (!rel || !sl__seg_name_ok(rel, strlen(rel)))
+      continue;
+    char fp[4200], why[256];
+    snprintf(fp, sizeof(fp), "%s/%s", chk, rel);
+    sl__seg sg = {0};
+    struct stat st;
+    if (stat(fp, &st) != 0)
+      continue; /* missing: the file check said so */
+    if (sl__read_file(fp, &sg.data, &sg.len)) {
+      bad(x, rel, "%s cannot be read: %s", rel, strerror(errno));
+    } else if (sl__snap_check(sg.data, sg.len, &sg.head, &sg.body, why,
+                              sizeof(why))) {
+      bad(x, rel, "%s: %s", rel, why);
+    } else if (sg.head.max_par != m->max_par || sg.head.id > m->id ||
+               sg.head.kg_lo >= sg.head.kg_hi || sg.head.kg_hi > m->max_par) {
+      bad(x, rel,
+          "%s: its header (checkpoint %" PRIu64 ", key groups [%u, %u) of "
+          "%u) does not fit checkpoint %" PRIu64 " of max_parallelism %u",
+          rel, sg.head.id, sg.head.kg_lo, sg.head.kg_hi, sg.head.max_par, m->id,
+          m->max_par);
+    } else {
+      int before = x->c->n_problems;
+      check_sections(x, rel, sg.body, sg.head.kg_lo, sg.head.kg_hi, m->max_par,
+                     m->format, true, &x->c->entries, &x->c->timers);
+      if (x->c->n_problems == before) {
+        sl__seg *a =
+            realloc(x->c->segs, (x->c->n_segs + 1) * sizeof(*x->c->segs));
+        if (!a || !(sg.name = strdup(rel))) {
+          if (a)
+            x->c->segs = a;
+          free(sg.data);
+          return SL_ERR_NOMEM;
+        }
+        x->c->segs = a;
+        a[x->c->n_segs++] = sg;
+        continue;
+      }
+    }
+    free(sg.data);
+    if (stop(x))
+      return SL_ERR_CORRUPT;
+  }
+  return 0;
 }
 
 int sl__ckpt_check_run(const char *chk, sl__ckpt_check *c, char *err,
                        size_t errlen) {
   c->n_problems = 0;
   c->images = NULL;
+  c->segs = NULL;
+  c->n_segs = 0;
   c->n_files = c->bytes = c->entries = c->timers = 0;
   ctx x = {c, err, errlen};
   int rc = parse_meta(&x, chk, &c->meta);
@@ -555,6 +665,8 @@ int sl__ckpt_check_run(const char *chk, sl__ckpt_check *c, char *err,
   }
   if (c->quick || !m->workers)
     return c->n_problems ? SL_ERR_CORRUPT : SL_OK;
+  if ((rc = check_segments(&x, chk, m)))
+    return rc;
   c->images = calloc((size_t)m->n_workers + 1, sizeof(*c->images));
   if (!c->images)
     return SL_ERR_NOMEM;
@@ -582,5 +694,8 @@ void sl__ckpt_check_free(sl__ckpt_check *c) {
     free(c->images[i].data);
   free(c->images);
   c->images = NULL;
+  sl__segs_free(c->segs, c->n_segs);
+  c->segs = NULL;
+  c->n_segs = 0;
   sl__ckpt_meta_free(&c->meta);
 }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "checkpoint/format.h"
+#include "checkpoint/incr.h"
 
 /* One worker of _metadata's "workers". Strings point into the JSON. */
 typedef struct sl__ckpt_worker {
@@ -61,6 +62,8 @@ typedef struct sl__ckpt_check {
   /* Out, valid after the call whatever it returned (free them). */
   sl__ckpt_meta meta;     /* meta.json NULL when _metadata is unreadable */
   sl__ckpt_image *images; /* with keep: one per worker */
+  sl__seg *segs;          /* segment files (incremental keyed state) */
+  size_t n_segs;
   uint64_t n_files, bytes, entries, timers;
   int n_problems;
 } sl__ckpt_check;
@@ -68,10 +71,12 @@ typedef struct sl__ckpt_check {
 /* Checks chk (a chk-<id> directory): _metadata (JSON, types, ranges; its
  * id against the directory name chk-<id>; parallelism, workers and
  * key-group ranges agreeing; every worker file listed in "files"), then
- * every listed file's size and CRC32C, then every worker file: its
- * trailer, its header against _metadata and each section decoded to its
- * last byte. Native state directories are checked file by file only; what
- * a backend thinks of them is the caller's business.
+ * every listed file's size and CRC32C, then every segment file and every
+ * worker file: its trailer, its header against _metadata and each section
+ * decoded to its last byte, and every key group's chain of segments
+ * (incr.h) against the segments. Native state directories are checked
+ * file by file only; what a backend thinks of them is the caller's
+ * business.
  * SL_OK; SL_ERR_NOTFOUND when there is no _metadata (an incomplete
  * checkpoint); SL_ERR_CORRUPT when anything is wrong, with the first
  * problem in err; SL_ERR_NOMEM. */

@@ -75,6 +75,10 @@ struct sl__ckpt {
 
   sl__prev_file *prev; /* for checksums of shared (hard-linked) files */
   size_t n_prev;
+  /* Where the segments of incremental keyed state that workers reuse
+   * are: the newest complete checkpoint, else the restored one. */
+  char *link_dir;
+  int64_t last_pause_us;
 
   sl__restore *rs;      /* NULL when not restoring; freed once restored */
   uint64_t restored_id; /* the checkpoint the job started from */
@@ -116,6 +120,7 @@ void sl__wsnap_free(sl__wsnap *s) {
   if (!s)
     return;
   sl__buf_free(&s->file);
+  sl__incr_out_free(&s->incr);
   free(s);
 }
 
@@ -191,6 +196,116 @@ static int add_native_files(struct sl__ckpt *ck, json_t *files, const char *chk,
   return rc;
 }
 
+/* Segment file name of an earlier checkpoint into chk: a hard link to
+ * the same immutable file, or a copy where links are not possible. */
+static int link_segment(const struct sl__ckpt *ck, const char *chk,
+                        const char *name, char *err, size_t errlen) {
+  char src[4200], dst[4200];
+  pathf(src, sizeof(src), "%s/%s", ck->link_dir ? ck->link_dir : "", name);
+  pathf(dst, sizeof(dst), "%s/%s", chk, name);
+  if (!ck->link_dir) {
+    sl__errf(err, errlen, "%s: no earlier checkpoint holds it", name);
+    return SL_ERR_STATE;
+  }
+  if (link(src, dst) == 0)
+    return 0;
+  if (errno == EXDEV || errno == EPERM || errno == EMLINK) {
+    unsigned char *data;
+    size_t len;
+    if (sl__read_file(src, &data, &len) == 0) {
+      int rc = sl__ckpt_write_file(dst, data, len, ck->fmode.file);
+      free(data);
+      if (rc == 0)
+        return 0;
+    }
+  }
+  sl__errf(err, errlen, "cannot link %s into %s: %s", src, chk,
+           strerror(errno));
+  return SL_ERR_IO;
+}
+
+/* A worker's incremental keyed state: its new segment (written), then
+ * the earlier segments it uses (linked, their checksums reused from the
+ * previous checkpoint's list when the file is the same). */
+static int add_segments(struct sl__ckpt *ck, json_t *files, const char *chk,
+                        const sl__wsnap *s, uint64_t *bytes,
+                        uint64_t *bytes_new, prev_file **next, size_t *n_next,
+                        char *err, size_t errlen) {
+  const sl__incr_out *o = &s->incr;
+  char path[4200], hex[9];
+  if (o->seg.len) {
+    pathf(path, sizeof(path), "%s/%s", chk, o->seg_name);
+    if (sl__ckpt_write_file(path, o->seg.data, o->seg.len, ck->fmode.file)) {
+      sl__errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+      return SL_ERR_IO;
+    }
+    uint32_t crc = sl__crc32c(0, o->seg.data, o->seg.len);
+    pathf(hex, sizeof(hex), "%08x", crc);
+    json_array_append_new(
+        files, json_pack("{s:s,s:I,s:s,s:b}", "path", o->seg_name, "bytes",
+                         (json_int_t)o->seg.len, "crc32c", hex, "shared", 0));
+    *bytes += o->seg.len;
+    *bytes_new += o->seg.len;
+    struct stat st;
+    prev_file *a = realloc(*next, (*n_next + 1) * sizeof(*a));
+    if (!a)
+      return SL_ERR_NOMEM;
+    *next = a;
+    a[*n_next] =
+        (prev_file){strdup(o->seg_name),
+                    stat(path, &st) ? 0 : (uint64_t)st.st_ino, o->seg.len, crc};
+    (*n_next)++;
+  }
+  for (size_t i = 0; i < o->n_links; i++) {
+    const char *name = o->links[i];
+    /* Workers restored at another parallelism share the segments of
+     * the workers before them: one link each. */
+    bool have = false;
+    size_t j;
+    json_t *f;
+    json_array_foreach(files, j, f) {
+      const char *p = json_string_value(json_object_get(f, "path"));
+      have = have || (p && strcmp(p, name) == 0);
+    }
+    if (have)
+      continue;
+    int rc = link_segment(ck, chk, name, err, errlen);
+    if (rc)
+      return rc;
+    pathf(path, sizeof(path), "%s/%s", chk, name);
+    struct stat st;
+    if (stat(path, &st)) {
+      sl__errf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+      return SL_ERR_IO;
+    }
+    uint32_t crc = 0;
+    uint64_t size = (uint64_t)st.st_size;
+    bool known = false;
+    for (size_t k = 0; k < ck->n_prev && !known; k++)
+      if (ck->prev[k].ino == (uint64_t)st.st_ino && ck->prev[k].size == size &&
+          strcmp(ck->prev[k].path, name) == 0) {
+        crc = ck->prev[k].crc;
+        known = true;
+      }
+    if (!known && sl__ckpt_crc_file(path, &crc, &size)) {
+      sl__errf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+      return SL_ERR_IO;
+    }
+    pathf(hex, sizeof(hex), "%08x", crc);
+    json_array_append_new(files, json_pack("{s:s,s:I,s:s,s:b}", "path", name,
+                                           "bytes", (json_int_t)size, "crc32c",
+                                           hex, "shared", 1));
+    *bytes += size;
+    prev_file *a = realloc(*next, (*n_next + 1) * sizeof(*a));
+    if (!a)
+      return SL_ERR_NOMEM;
+    *next = a;
+    a[*n_next] = (prev_file){strdup(name), (uint64_t)st.st_ino, size, crc};
+    (*n_next)++;
+  }
+  return 0;
+}
+
 static json_t *operators_json(const sl__graph *g) {
   json_t *ops = json_array();
   for (int i = 0; i < g->n_nodes; i++) {
@@ -236,8 +351,11 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
                                            "crc32c", hex, "shared", 0));
     bytes += s->file.len;
     bytes_new += s->file.len;
+    if (!rc)
+      rc = add_segments(ck, files, chk, s, &bytes, &bytes_new, &next, &n_next,
+                        err, errlen);
     char native[64] = "";
-    if (s->native) {
+    if (!rc && s->native) {
       pathf(native, sizeof(native), "w%d.state", w);
       rc = add_native_files(ck, files, chk, native, &bytes, &bytes_new, &next,
                             &n_next, err, errlen);
@@ -447,6 +565,10 @@ static int complete_cur(struct sl__ckpt *ck, char *err, size_t errlen) {
   if (why[0])
     return fail_cur(ck, why, err, errlen);
   int64_t duration = sl__mono_ms() - ck->cur_start;
+  int64_t pause_us = 0;
+  for (int w = 0; w < ck->env.par; w++)
+    if (ck->acks[w]->pause_us > pause_us)
+      pause_us = ck->acks[w]->pause_us;
   pthread_mutex_unlock(&ck->mu);
   uint64_t bytes = 0, bytes_new = 0;
   int rc = write_checkpoint(ck, id, ck->acks, duration, &bytes, &bytes_new, why,
@@ -482,6 +604,13 @@ static int complete_cur(struct sl__ckpt *ck, char *err, size_t errlen) {
   clear_acks(ck);
   ck->cur = 0;
   note_done(ck, id, duration, bytes, bytes_new);
+  ck->last_pause_us = pause_us;
+  char *done_dir = malloc(4096);
+  if (done_dir) {
+    sl__ckpt_path(ck, id, done_dir, 4096);
+    free(ck->link_dir);
+    ck->link_dir = done_dir;
+  }
   atomic_store_explicit(&ck->complete, id, memory_order_release);
   LOG(ck, SL__LOG_INFO,
       "checkpoint %" PRIu64 " completed in %" PRId64 " ms, %" PRIu64 " bytes",
@@ -583,6 +712,7 @@ static void restore_free(sl__restore *rs) {
     free(rs->files[i].native_dir);
   }
   free(rs->files);
+  sl__segs_free(rs->segs, rs->n_segs);
   free(rs->path);
   free(rs->backend);
   free(rs);
@@ -707,6 +837,12 @@ static int ckpt_load(const char *path, uint32_t want_max_par, sl__restore **out,
     }
   }
   free(abs);
+  if (!rc) {
+    rs->segs = c.segs; /* now the restore's */
+    rs->n_segs = c.n_segs;
+    c.segs = NULL;
+    c.n_segs = 0;
+  }
   sl__ckpt_check_free(&c);
   if (rc) {
     restore_free(*out);
@@ -953,8 +1089,9 @@ static void seed_prev(struct sl__ckpt *ck, const char *chk) {
   json_array_foreach(meta.files, i, f) {
     const char *rel = json_string_value(json_object_get(f, "path"));
     const char *hex = json_string_value(json_object_get(f, "crc32c"));
-    if (!rel || !hex || !strchr(rel, '/'))
-      continue; /* only files of native state directories are shared */
+    if (!rel || !hex ||
+        !(strchr(rel, '/') || sl__seg_name_ok(rel, strlen(rel))))
+      continue; /* only native state and segments are shared */
     char path[4200];
     pathf(path, sizeof(path), "%s/%s", chk, rel);
     /* A file that cannot be remembered is written again: the first
@@ -1054,6 +1191,8 @@ static int ckpt_start_locked(struct sl__ckpt *ck, char *err, size_t errlen) {
   int rc = from[0] ? pick_restore(ck, from, err, errlen) : 0;
   if (!rc && ck->rs) {
     seed_prev(ck, ck->rs->path);
+    if (!(ck->link_dir = strdup(ck->rs->path)))
+      return failf(err, errlen, SL_ERR_NOMEM, "out of memory");
     ck->restored_id = ck->rs->id;
     ck->restarts = ck->rs->restarts + 1;
     if (ck->rs->id > ck->last_id)
@@ -1073,6 +1212,7 @@ static void ckpt_destroy(void *svc) {
   for (size_t i = 0; i < ck->n_prev; i++)
     free(ck->prev[i].path);
   free(ck->prev);
+  free(ck->link_dir);
   free(ck->parts);
   pthread_mutex_destroy(&ck->mu);
   free(ck->dir);
@@ -1130,6 +1270,7 @@ void sl__ckpt_info(struct sl__ckpt *ck, sl_checkpoint_info_t *out) {
   out->completed = ck->completed;
   out->failed = ck->failed;
   out->restored_from = ck->restored_id;
+  out->pause_us = ck->last_pause_us;
   if (ck->last_done && ck->dir)
     sl__ckpt_path(ck, ck->last_done, out->path, sizeof(out->path));
   pthread_mutex_unlock(&ck->mu);

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "checkpoint/format.h"
+#include "checkpoint/incr.h"
 #include "core/buf.h"
 #include "core/service.h"
 #include "graph/graph.h"
@@ -85,7 +86,12 @@ typedef struct sl__wsnap {
   uint32_t kg_lo, kg_hi;
   sl_buf_t file; /* w<i>.snap image, trailer included */
   bool native;   /* keyed state is in the native directory w<i>.state */
+  /* Incremental keyed state: the new segment file (incr.seg, written as
+   * incr.seg_name) and the earlier ones the checkpoint links from the
+   * previous complete (or the restored) checkpoint. */
+  sl__incr_out incr;
   uint64_t state_entries, timers;
+  int64_t pause_us; /* the worker's time building it */
   int rc;
   char err[256];
 } sl__wsnap;
@@ -110,6 +116,8 @@ typedef struct sl__restore {
   char *backend;
   sl__rfile *files;
   int n_files;
+  sl__seg *segs; /* segment files of incremental keyed state */
+  size_t n_segs;
 } sl__restore;
 
 /* Hands over a worker's snapshot (taking ownership); the caller then

@@ -17,8 +17,10 @@
 /* Version of _metadata ("format") this build writes; it reads every one
  * from SL__CKPT_FORMAT_MIN on. 2: keys of 8 and 16 bytes hash
  * differently (sl__hash64 in core/hash.h), so format 1's key groups are
- * read with sl__hash64_v1 and re-partitioned on restore. */
-#define SL__CKPT_FORMAT 2
+ * read with sl__hash64_v1 and re-partitioned on restore. 3: keyed state
+ * of the hashmap backend may be in segment files that later checkpoints
+ * share (checkpoint/incr.h); the key hash is format 2's. */
+#define SL__CKPT_FORMAT 3
 #define SL__CKPT_FORMAT_MIN 1
 
 /* chk-<id> directory ids of dir (id > 0, decimal), newest first; *ids is

@@ -173,6 +173,25 @@ int sl__snap_entry_next(sl__rd *p, sl__snap_entry *e) {
   return 1;
 }
 
+int sl__snap_delta_next(sl__rd *p, sl__snap_entry *e, bool *clear) {
+  if (sl__rd_done(p))
+    return 0;
+  uint8_t has_mk;
+  e->mk = e->val = NULL;
+  e->mk_len = e->val_len = 0;
+  if (!sl__rd_u32(p, &e->state) || !sl__rd_bytes(p, &e->key, &e->key_len) ||
+      !sl__rd_bytes(p, &e->ns, &e->ns_len) || !sl__rd_u8(p, &has_mk) ||
+      has_mk > 2)
+    return SL_ERR_CORRUPT;
+  *clear = has_mk == 2;
+  if (*clear)
+    return 1;
+  if ((has_mk && !sl__rd_bytes(p, &e->mk, &e->mk_len)) ||
+      !sl__rd_bytes(p, &e->val, &e->val_len))
+    return SL_ERR_CORRUPT;
+  return 1;
+}
+
 int sl__snap_timer_next(sl__rd *p, sl__snap_timer *t) {
   if (sl__rd_done(p))
     return 0;

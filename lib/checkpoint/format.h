@@ -32,6 +32,15 @@ enum {
   SL__SEC_BCAST = 6,   /* broadcast state of one instance: bytes uid,
                           (bytes state name, bytes map key, bytes value)* */
   /* 7: SL__SEC_LAYOUT, the state layouts (checkpoint/layout.h). */
+  /* Incremental keyed state (checkpoint/incr.h). In a worker file, per
+   * key group: the segment files whose sections, applied in order to an
+   * empty key group, give its entries. */
+  SL__SEC_CHAIN = 8, /* per kg: u32 n, n x bytes segment file name */
+  /* In a segment file, per kg: changes since the previous link, records
+   * as in SL__SEC_ENTRIES with has_mk 2 for "(state, key, ns) holds
+   * nothing" (no mk, no value): a removal, or a map's clearing before its
+   * current entries. */
+  SL__SEC_DELTA = 9,
 };
 
 typedef struct sl__snap_head {
@@ -94,6 +103,9 @@ typedef struct sl__snap_entry {
   size_t key_len, ns_len, mk_len, val_len;
 } sl__snap_entry;
 int sl__snap_entry_next(sl__rd *p, sl__snap_entry *e);
+/* SL__SEC_DELTA: as entry_next, with *clear set for a record that
+ * empties its (state, key, ns) (e->mk and e->val NULL). */
+int sl__snap_delta_next(sl__rd *p, sl__snap_entry *e, bool *clear);
 
 /* The elements of a LIST entry's value: 1 with the element at *off (then
  * advanced past it), 0 at the end, SL_ERR_CORRUPT when the framing does

@@ -11,7 +11,9 @@
 #include "checkpoint/bcast.h"
 #include "checkpoint/codec.h"
 #include "checkpoint/coord.h"
+#include "checkpoint/incr.h"
 #include "checkpoint/layout.h"
+#include "core/clock.h"
 #include "runtime/barrier.h"
 #include "core/hash.h"
 #include "state/keyed.h"
@@ -132,6 +134,17 @@ static int snap_keyed(sl__worker *w, sl__wsnap *s, bool native_ok) {
       if ((rc = be->ops->snapshot(be, dir, s->err, sizeof(s->err))))
         return rc;
       s->native = true;
+    } else if (be->ops->kg_changes && native_ok) {
+      /* Only what changed since the previous checkpoint, in a segment
+       * file; unchanged parts are linked from earlier checkpoints. */
+      sl_job_t *job = w->job;
+      if (!w->incr && !(w->incr = sl__incr_new(be->kg_lo, be->kg_hi)))
+        return SL_ERR_NOMEM;
+      if ((rc = sl__incr_put(w->incr, be, b, s->id,
+                             sl__ckpt_completed(job->ckpt), w->index,
+                             job->max_par, &s->incr)))
+        return rc;
+      s->state_entries += s->incr.entries;
     } else if ((rc = sl__snap_put_entries(b, be, &s->state_entries))) {
       return rc;
     }
@@ -213,11 +226,13 @@ static sl__wsnap *build_snapshot(sl__worker *w, uint64_t id, bool native_ok) {
 /* Takes the worker's snapshot of checkpoint id and hands it to the
  * coordinator. Failures fail the checkpoint, not the job. */
 static void take_snapshot(sl__worker *w, uint64_t id) {
+  int64_t t0 = sl__mono_ns();
   sl__wsnap *s = build_snapshot(w, id, true);
   if (!s) {
     sl__job_fail(w->job, SL_ERR_NOMEM, "out of memory for a checkpoint");
     return;
   }
+  s->pause_us = (sl__mono_ns() - t0) / 1000;
   sl__ckpt_ack(w->job->ckpt, s);
   sl__job_wake(w->job);
 }

@@ -320,6 +320,23 @@ static int check_layouts(sl__worker *w, const sl__restore *rs, drops *drop) {
   return 0;
 }
 
+/* Key group kg from its chain of segment files. Unless a state was
+ * dropped (the chain's files still hold it), the worker's next snapshot
+ * continues the chain: the backend records changes from here on. */
+static int restore_chain(sl__worker *w, sl__backend *be, const sl__restore *rs,
+                         sl__rd chain, const sl__snap_ids *m, uint32_t kg,
+                         const drops *drop) {
+  uint64_t base = 0, delta = 0;
+  int rc = sl__chain_load(chain, rs->segs, rs->n_segs, m, kg, &base, &delta);
+  if (rc || drop->n || !be->ops->kg_changes)
+    return rc;
+  if (!w->incr && !(w->incr = sl__incr_new(be->kg_lo, be->kg_hi)))
+    return SL_ERR_NOMEM;
+  if ((rc = sl__incr_seed(w->incr, kg, chain, base, delta)))
+    return rc;
+  return be->ops->kg_clean(be, kg);
+}
+
 static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
                         const sl__rfile *rf, uint32_t lo, uint32_t hi,
                         const drops *drop) {
@@ -345,6 +362,8 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
       rc = sl__snap_load_states(p, &m);
     else if (t == SL__SEC_ENTRIES && (repart || (kg >= lo && kg < hi)))
       rc = sl__snap_load_entries(p, &m, kg);
+    else if (t == SL__SEC_CHAIN && kg >= lo && kg < hi)
+      rc = restore_chain(w, be, rs, p, &m, kg, drop);
   }
   if (!rc && r < 0)
     rc = r;

@@ -122,7 +122,10 @@ struct sl__worker {
    * processing-time callbacks wait, and every input that delivered the
    * barrier is blocked, so the worker's state stops exactly at it. */
   uint64_t ckpt_id, ckpt_done, ckpt_injected, ckpt_notified;
-  struct sl__wsnap *snap;  /* the snapshot being collected */
+  struct sl__wsnap *snap; /* the snapshot being collected */
+  /* Chains of incremental keyed state (checkpoint/incr.h), for a backend
+   * with kg_changes; NULL until the first snapshot or restore uses it. */
+  struct sl__incr *incr;
   const char *restore_dir; /* native state snapshot to start from */
   int rc;
   /* runtime/stats.c: loop rounds and when sizes are next published. */

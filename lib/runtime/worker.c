@@ -28,6 +28,8 @@ void sl__worker_close(sl__worker *w) {
   }
   sl__backend_close(w->be);
   w->be = NULL;
+  sl__incr_free(w->incr);
+  w->incr = NULL;
 }
 
 sl__backend *sl_op_backend(sl_ctx_t *op, char *err, size_t errlen) {

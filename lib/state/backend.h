@@ -285,6 +285,27 @@ typedef struct sl__backend_ops {
   int (*snapshot)(sl__backend *be, const char *dir, char *err, size_t errlen);
   sl__backend *(*open_snapshot)(const char *dir, const sl__backend_conf *bc,
                                 char *err, size_t errlen);
+
+  /* Incremental snapshots of a backend without native ones (optional,
+   * both or neither; NULL: every snapshot writes every entry).
+   *
+   * kg_clean: from now on, record what changes in key group kg: every
+   * entry of kg is as the caller has just recorded it (written whole, or
+   * restored). Called after a snapshot wrote kg whole and after a
+   * restore loaded it.
+   *
+   * kg_changes: the (key, ns) of key group kg changed since its last
+   * kg_clean or kg_changes, each once, through fn as kg_scan reports
+   * entries, except that a call with val NULL (and mk NULL) means "the
+   * (key, ns) holds nothing": it was removed, or, for a map, precedes
+   * every entry the map holds now (a map is reported whole). A
+   * reported (key, ns) counts as recorded again. Returns 0; 1 when the
+   * changes of kg are not known (no kg_clean since it was opened or
+   * dropped, or too many to keep): the caller writes kg whole and calls
+   * kg_clean; or fn's non-zero return. */
+  int (*kg_clean)(sl__backend *be, uint32_t kg);
+  int (*kg_changes)(sl__backend *be, uint32_t kg, sl__entry_fn fn,
+                    void *opaque);
 } sl__backend_ops;
 
 extern const sl__backend_ops sl__hashmap_ops;

@@ -43,10 +43,10 @@ hm_probe(hm_slot *slots, uint8_t bits, const sl__skey *k) {
     for (m = hm_before_empty(m, empty); m; m &= m - 1) {
       hm_slot *s = &slots[(i + (size_t)__builtin_ctz(m)) & mask];
       uint64_t sm = s->meta;
-      if ((sm & ~HM_VLEN_BITS) == want) {
+      if ((sm & ~(HM_VLEN_BITS | HM_CLEAN)) == want) {
         if (SL__LIKELY(hm_inl_eq(s, k)))
           return s;
-      } else if ((sm & (HM_HASH_BITS | 0xff)) == (hh | HM_EXT) &&
+      } else if ((sm & (HM_HASH_BITS | 0x7f)) == (hh | HM_EXT) &&
                  hm_eq(s->u.e, k)) {
         return s;
       }
@@ -246,7 +246,7 @@ static bool hm_entry_grow(hm *b, hm_slot *s, size_t cap) {
       return false;
     e->val_len = vl;
     memcpy(hm_val(e), s->u.data + hm_voff(kl, nl), vl);
-    s->meta = (s->meta & HM_HASH_BITS) | HM_EXT;
+    s->meta = (s->meta & (HM_HASH_BITS | HM_CLEAN)) | HM_EXT;
     memset(s->u.data, 0, sizeof(s->u.data));
     s->u.e = e;
   } else {
@@ -324,6 +324,8 @@ hm_slot *sl__hm_create(hm *b, hm_state *st, hm_table *t, const sl__skey *k,
     st->stats.entries++;
     st->stats.bytes += (uint64_t)k->key_len + k->ns_len + len;
   }
+  if (b->kg_known)
+    sl__hm_log(b, st, k->kg, k->key, k->key_len, k->ns, k->ns_len);
   return s;
 }
 
@@ -331,16 +333,17 @@ hm_slot *sl__hm_create(hm *b, hm_state *st, hm_table *t, const sl__skey *k,
 
 static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
                   bool for_write) {
-  (void)for_write; /* entries are modified in place */
   hm *b = (hm *)be;
-  hm_table *t = hm_tab(b, hm_st(b, k->state), k->kg);
+  hm_state *st = hm_st(b, k->state);
+  hm_table *t = hm_tab(b, st, k->kg);
   size_t nl = k->ns_len;
   if (SL__LIKELY(!t->old && t->slots && k->key_len == 8 &&
                  (nl & ~(size_t)8) == 0)) {
-    /* As hm_slot_get, for a value of any length: an inline entry of the
-     * key is found by its lengths and tag (meta's low 24 bits) and its
-     * key words. Anything else (not found inline: absent, or out of
-     * line) takes the general probe below. */
+    /* As hm_slot_get, for a value of any length (an entry marked clean
+     * since the last checkpoint misses here and is logged below): an inline
+     * entry of the key is found by its lengths and tag (meta's low 24 bits) and
+     * its key words. Anything else (not found inline: absent, or out of line)
+     * takes the general probe below. */
     uint32_t want = (uint32_t)nl << 16 | 8u << 8 | HM_INL;
     uint64_t kw, nw = 0, sw, snw;
     memcpy(&kw, k->key, 8);
@@ -370,6 +373,8 @@ static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
   hm_slot *s = hm_find(b, t, k, &old);
   if (!s)
     return 0;
+  if (for_write) /* entries are modified in place */
+    hm_touch(b, st, k->kg, s);
   *val = hm_sval(s);
   *len = hm_vlen(s);
   return 1;
@@ -387,6 +392,7 @@ hm_slot_any(sl__backend *be, const sl__skey *k, size_t len, void **out) {
   if (!sl__hm_key_ok(k, len))
     return SL_ERR_RANGE;
   if (s) {
+    hm_touch(b, st, k->kg, s); /* the caller writes through the slot */
     size_t vl = hm_vlen(s);
     if (len == vl) {
       *out = hm_sval(s);
@@ -457,6 +463,7 @@ int sl__hm_del(sl__backend *be, const sl__skey *k) {
   hm_slot *s = sl__hm_find(b, t, k, &old);
   if (!s)
     return 0;
+  hm_touch(b, st, k->kg, s);
   sl__hm_remove(b, st, t, s, old);
   return 1;
 }
@@ -486,6 +493,7 @@ static int hm_list_append(sl__backend *be, const sl__skey *k, size_t len,
     *out = hm_sval(s) + SL__LIST_HDR;
     return 0;
   }
+  hm_touch(b, st, k->kg, s);
   size_t vl = hm_vlen(s), need = vl + fl;
   if (need > UINT32_MAX - 64)
     return SL_ERR_RANGE;
@@ -609,12 +617,17 @@ static void hm_table_free(hm_state *st, hm_table *t) {
   memset(t, 0, sizeof(*t));
 }
 
+static void hm_kg_forget(hm *b, uint32_t g);
+
 static void hm_kg_drop(sl__backend *be, uint32_t kg) {
   hm *b = (hm *)be;
   if (kg < be->kg_lo || kg >= be->kg_hi)
     return;
   for (uint32_t id = 0; id < b->n_states; id++)
     hm_table_free(&b->states[id], hm_tab(b, &b->states[id], kg));
+  /* What the key group had is gone, not changed entry by entry. */
+  if (b->kg_known)
+    hm_kg_forget(b, kg - be->kg_lo);
   be->epoch++;
 }
 
@@ -631,13 +644,15 @@ static void hm_stats(const sl__backend *be, uint32_t state,
 
 /* Cleans one entry; returns the items removed and sets *gone when the
  * entry itself was removed (its slot may now hold a shifted entry). */
-static size_t hm_clean(hm *b, hm_state *st, hm_table *t, hm_slot *s,
-                       sl__expired_fn expired, void *opaque, bool *gone) {
+static size_t hm_clean(hm *b, hm_state *st, uint32_t kg, hm_table *t,
+                       hm_slot *s, sl__expired_fn expired, void *opaque,
+                       bool *gone) {
   size_t removed = 0;
   *gone = false;
   if (st->type == SL__BT_VALUE) {
     if (!expired(hm_sval(s), hm_vlen(s), opaque))
       return 0;
+    hm_touch(b, st, kg, s);
     sl__hm_remove(b, st, t, s, false);
     *gone = true;
     return 1;
@@ -658,6 +673,7 @@ static size_t hm_clean(hm *b, hm_state *st, hm_table *t, hm_slot *s,
     }
     if (!removed)
       return 0;
+    hm_touch(b, st, kg, s);
     size_t nl = (size_t)(w - hm_sval(s));
     if (!nl) {
       sl__hm_remove(b, st, t, s, false);
@@ -676,6 +692,7 @@ static size_t hm_clean(hm *b, hm_state *st, hm_table *t, hm_slot *s,
     hm_mentry *me = m->slots[i].e;
     if (!me || me == HM_MTOMB || !expired(hm_mval(me), me->val_len, opaque))
       continue;
+    hm_touch(b, st, kg, s);
     st->stats.entries--;
     st->stats.bytes -= kn + me->mk_len + me->val_len;
     free(me);
@@ -716,11 +733,167 @@ static size_t hm_cleanup(sl__backend *be, uint32_t state, size_t budget,
     }
     bool gone;
     visited++;
-    removed += hm_clean(b, st, t, s, expired, opaque, &gone);
+    removed += hm_clean(b, st, b->base.kg_lo + st->cur_kg, t, s, expired,
+                        opaque, &gone);
     if (!gone) /* else look at what shifted into this slot */
       st->cur_slot++;
   }
   return removed;
+}
+
+/* ---- Change tracking for incremental snapshots -------------------------- */
+
+/* Invariant, per key group whose changes are known (kg_known): an entry
+ * without HM_CLEAN has its key in its state's log (or was created since
+ * and logged then), and a removed entry was logged before it went. So
+ * the log names every (key, ns) whose stored bytes may differ from what
+ * the last snapshot recorded, and nothing else needs looking at. */
+
+static int hm_dlog_put(hm_dlog *l, const void *key, size_t kl, const void *ns,
+                       size_t nl) {
+  size_t need = 8 + kl + nl;
+  if (l->len + need > l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 256;
+    while (cap < l->len + need)
+      cap *= 2;
+    unsigned char *p = realloc(l->p, cap);
+    if (!p)
+      return SL_ERR_NOMEM;
+    l->p = p;
+    l->cap = cap;
+  }
+  uint32_t a = (uint32_t)kl, c = (uint32_t)nl;
+  memcpy(l->p + l->len, &a, 4);
+  memcpy(l->p + l->len + 4, &c, 4);
+  if (kl)
+    memcpy(l->p + l->len + 8, key, kl);
+  if (nl)
+    memcpy(l->p + l->len + 8 + kl, ns, nl);
+  l->len += need;
+  l->n++;
+  return 0;
+}
+
+static void hm_dlog_reset(hm_dlog *l) {
+  if (l->cap > 65536) { /* a burst of changes need not stay allocated */
+    free(l->p);
+    memset(l, 0, sizeof(*l));
+  }
+  l->len = l->n = 0;
+}
+
+static void hm_table_mark(hm_table *t, bool clean) {
+  hm_slot *arrs[2] = {t->slots, t->old};
+  uint8_t bits[2] = {t->bits, t->old_bits};
+  for (int a = 0; a < 2; a++) {
+    size_t cap = arrs[a] ? (size_t)1 << bits[a] : 0;
+    for (size_t i = 0; i < cap; i++)
+      if (hm_live(&arrs[a][i])) {
+        if (clean)
+          arrs[a][i].meta |= HM_CLEAN;
+        else
+          arrs[a][i].meta &= ~(uint64_t)HM_CLEAN;
+      }
+  }
+}
+
+/* Key group g (relative) is written whole next time: its logs go, and so
+ * do its entries' clean marks, so that writes to them take the
+ * per-record fast path again instead of being logged for nothing. */
+static void hm_kg_forget(hm *b, uint32_t g) {
+  b->kg_known[g] = 0;
+  for (uint32_t id = 0; id < b->n_states; id++) {
+    hm_state *st = &b->states[id];
+    hm_table_mark(&st->tables[g], false);
+    if (st->dlog) {
+      free(st->dlog[g].p);
+      memset(&st->dlog[g], 0, sizeof(st->dlog[g]));
+    }
+  }
+}
+
+void sl__hm_log(hm *b, hm_state *st, uint32_t kg, const void *key,
+                size_t key_len, const void *ns, size_t ns_len) {
+  uint32_t g = kg - b->base.kg_lo;
+  if (!b->kg_known || !b->kg_known[g])
+    return;
+  if (!st->dlog && !(st->dlog = calloc(b->n_kg, sizeof(*st->dlog)))) {
+    hm_kg_forget(b, g); /* written whole by the next snapshot */
+    return;
+  }
+  hm_dlog *l = &st->dlog[g];
+  const hm_table *t = &st->tables[g];
+  /* Once half the table changed, writing the key group whole costs about
+   * the same bytes and less time (one sequential scan instead of a
+   * lookup per key): stop recording it. This also bounds the log under
+   * churn (keys created and removed over and over). */
+  if ((l->n >= 64 && 2 * l->n > t->count + t->old_count) ||
+      hm_dlog_put(l, key, key_len, ns, ns_len))
+    hm_kg_forget(b, g);
+}
+
+void sl__hm_dirty(hm *b, hm_state *st, uint32_t kg, hm_slot *s) {
+  s->meta &= ~(uint64_t)HM_CLEAN;
+  uint32_t kl = hm_klen(s);
+  sl__hm_log(b, st, kg, hm_key(s), kl, hm_key(s) + kl, hm_nlen(s));
+}
+
+static int hm_kg_clean(sl__backend *be, uint32_t kg) {
+  hm *b = (hm *)be;
+  if (kg < be->kg_lo || kg >= be->kg_hi)
+    return SL_ERR_RANGE;
+  if (!b->kg_known && !(b->kg_known = calloc(b->n_kg, 1)))
+    return SL_ERR_NOMEM;
+  uint32_t g = kg - be->kg_lo;
+  for (uint32_t id = 0; id < b->n_states; id++) {
+    hm_state *st = &b->states[id];
+    hm_table_mark(&st->tables[g], true);
+    if (st->dlog)
+      hm_dlog_reset(&st->dlog[g]);
+  }
+  b->kg_known[g] = 1;
+  return 0;
+}
+
+static int hm_kg_changes(sl__backend *be, uint32_t kg, sl__entry_fn fn,
+                         void *opaque) {
+  hm *b = (hm *)be;
+  if (kg < be->kg_lo || kg >= be->kg_hi)
+    return SL_ERR_RANGE;
+  uint32_t g = kg - be->kg_lo;
+  if (!b->kg_known || !b->kg_known[g])
+    return 1;
+  for (uint32_t id = 0; id < b->n_states; id++) {
+    hm_state *st = &b->states[id];
+    hm_dlog *l = st->dlog ? &st->dlog[g] : NULL;
+    for (size_t off = 0; l && off < l->len;) {
+      uint32_t kl, nl;
+      memcpy(&kl, l->p + off, 4);
+      memcpy(&nl, l->p + off + 4, 4);
+      const unsigned char *key = l->p + off + 8, *ns = key + kl;
+      off += 8 + (size_t)kl + nl;
+      sl__skey k = {
+          id, kg, sl__state_hash(sl__hash64(key, kl), ns, nl), key, kl, ns, nl};
+      bool old;
+      hm_slot *s = sl__hm_find(b, &st->tables[g], &k, &old);
+      if (s && (s->meta & HM_CLEAN))
+        continue; /* logged twice (removed, created again): reported */
+      int rc = 0;
+      /* Absent: removed. A map is replaced whole: cleared, then each of
+       * its entries. */
+      if (!s || st->type == SL__BT_MAP)
+        rc = fn(id, key, kl, ns, nl, NULL, 0, NULL, 0, opaque);
+      if (!rc && s) {
+        s->meta |= HM_CLEAN;
+        rc = hm_scan_entry(id, st, s, fn, opaque);
+      }
+      if (rc)
+        return rc;
+    }
+    if (l)
+      hm_dlog_reset(l);
+  }
+  return 0;
 }
 
 /* ---- Registry and lifecycle --------------------------------------------- */
@@ -801,12 +974,17 @@ static void hm_close(sl__backend *be) {
     return;
   for (uint32_t id = 0; id < b->n_states; id++) {
     hm_state *st = &b->states[id];
-    for (uint32_t g = 0; g < b->n_kg; g++)
+    for (uint32_t g = 0; g < b->n_kg; g++) {
       hm_table_free(st, &st->tables[g]);
+      if (st->dlog)
+        free(st->dlog[g].p);
+    }
+    free(st->dlog);
     free(st->tables);
     free(st->name);
   }
   free(b->states);
+  free(b->kg_known);
   free(b);
 }
 
@@ -846,4 +1024,6 @@ const sl__backend_ops sl__hashmap_ops = {
     .stats = hm_stats,
     .cleanup = hm_cleanup,
     .prefetch = hm_prefetch,
+    .kg_clean = hm_kg_clean,
+    .kg_changes = hm_kg_changes,
 };

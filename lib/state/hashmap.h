@@ -62,8 +62,13 @@ _Static_assert(sizeof(hm_slot) == 32, "two slots per cache line");
 #define HM_MAX_BITS 32
 #define HM_SLOT_ALIGN 64
 
+/* Bit 7 of the tag byte: the entry is as the last incremental snapshot
+ * recorded it (see hm_touch). Only the general paths look at it: the
+ * per-record lookup compares meta's low half whole, so a clean entry
+ * simply misses it once and the general path marks it changed. */
+#define HM_CLEAN 0x80u
 static inline unsigned hm_tag(const hm_slot *s) {
-  return (unsigned)(s->meta & 0xff);
+  return (unsigned)(s->meta & 0x7f);
 }
 static inline bool hm_live(const hm_slot *s) {
   unsigned t = hm_tag(s);
@@ -160,10 +165,21 @@ typedef struct hm_map {
   uint8_t bits;
 } hm_map;
 
+/* The keys (key | ns) of one (state, key group) changed since its last
+ * incremental snapshot, each as u32 key_len, u32 ns_len, key, ns. A key
+ * is logged when a clean entry is first written (or removed) and when an
+ * entry is created, so the log is as long as what changed, not as the
+ * table. */
+typedef struct hm_dlog {
+  unsigned char *p;
+  size_t len, cap, n;
+} hm_dlog;
+
 typedef struct hm_state {
   char *name;
   sl__btype type;
   hm_table *tables; /* one per owned key group */
+  hm_dlog *dlog;    /* one per owned key group; NULL until tracked */
   sl__state_stats stats;
   uint32_t cur_kg; /* incremental cleanup cursor */
   size_t cur_slot;
@@ -174,6 +190,9 @@ typedef struct hm {
   hm_state *states;
   uint32_t n_states, cap_states;
   uint32_t n_kg;
+  /* Per owned key group: whether its changes since the last kg_clean are
+   * all logged (NULL until the first kg_clean). */
+  uint8_t *kg_known;
 } hm;
 
 static inline size_t hm_voff(uint32_t kl, uint32_t nl) {
@@ -274,6 +293,17 @@ static inline hm_state *hm_st(hm *b, uint32_t id) {
 static inline hm_table *hm_tab(hm *b, hm_state *st, uint32_t kg) {
   assert(kg >= b->base.kg_lo && kg < b->base.kg_hi);
   return &st->tables[kg - b->base.kg_lo];
+}
+
+/* Change tracking for incremental snapshots (hashmap.c). */
+void sl__hm_dirty(hm *b, hm_state *st, uint32_t kg, hm_slot *s);
+void sl__hm_log(hm *b, hm_state *st, uint32_t kg, const void *key,
+                size_t key_len, const void *ns, size_t ns_len);
+/* Before a write through, or the removal of, the entry in s: a clean
+ * entry becomes changed and its key is logged. */
+static inline void hm_touch(hm *b, hm_state *st, uint32_t kg, hm_slot *s) {
+  if (__builtin_expect((s->meta & HM_CLEAN) != 0, 0))
+    sl__hm_dirty(b, st, kg, s);
 }
 
 /* hashmap.c. find and create may move inline entries (bumping the

@@ -86,15 +86,17 @@ static hm_mslot *hm_minsert(hm_map *m, uint64_t mh, hm_mentry *e) {
 int sl__hm_map_get(sl__backend *be, const sl__skey *k, const void *mk,
                    size_t mk_len, uint64_t mh, void **val, size_t *len,
                    bool for_write) {
-  (void)for_write;
   hm *b = (hm *)be;
+  hm_state *st = hm_st(b, k->state);
   bool old;
-  hm_slot *s = sl__hm_find(b, hm_tab(b, hm_st(b, k->state), k->kg), k, &old);
+  hm_slot *s = sl__hm_find(b, hm_tab(b, st, k->kg), k, &old);
   if (!s)
     return 0;
   hm_mslot *ms = hm_mfind(hm_map_of(s), mk, mk_len, mh);
   if (!ms)
     return 0;
+  if (for_write)
+    hm_touch(b, st, k->kg, s);
   *val = hm_mval(ms->e);
   *len = ms->e->val_len;
   return 1;
@@ -121,6 +123,8 @@ int sl__hm_map_slot(sl__backend *be, const sl__skey *k, const void *mk,
       return rc;
     }
     memcpy(hm_sval(top), &m, sizeof(m));
+  } else {
+    hm_touch(b, st, k->kg, top);
   }
   hm_map *m = hm_map_of(top);
   uint64_t kn = (uint64_t)hm_klen(top) + hm_nlen(top);
@@ -182,6 +186,7 @@ int sl__hm_map_remove(sl__backend *be, const sl__skey *k, const void *mk,
   hm_mslot *ms = hm_mfind(m, mk, mk_len, mh);
   if (!ms)
     return 0;
+  hm_touch(b, st, k->kg, s);
   st->stats.entries--;
   st->stats.bytes -=
       (uint64_t)hm_klen(s) + hm_nlen(s) + ms->e->mk_len + ms->e->val_len;
@@ -207,7 +212,15 @@ int sl__hm_map_iter(sl__backend *be, sl__map_cursor *c) {
 
 int sl__hm_map_next(sl__backend *be, sl__map_cursor *c, const void **mk,
                     size_t *mk_len, void **val, size_t *len, bool for_write) {
-  (void)for_write;
+  hm *b = (hm *)be;
+  if (for_write && b->kg_known && b->kg_known[c->k.kg - be->kg_lo]) {
+    /* Writes through the entries returned change the (key, ns). */
+    hm_state *st = hm_st(b, c->k.state);
+    bool old;
+    hm_slot *s = sl__hm_find(b, hm_tab(b, st, c->k.kg), &c->k, &old);
+    if (s)
+      hm_touch(b, st, c->k.kg, s);
+  }
   if (c->epoch != be->epoch) {
     /* Something was freed or moved: find the map again (it may be gone;
      * then the iteration is over). The hm_map itself never moves. */

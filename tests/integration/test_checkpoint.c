@@ -263,6 +263,40 @@ static void stop_restore(const char *backend, int from, int to) {
   free(dir);
 }
 
+/* Two hashmap runs leave a checkpoint whose keyed state is a chain of
+ * segments (a base, then changes, the base shared with the checkpoint
+ * before); a run on either backend, at another parallelism, restores it
+ * and finishes as one uninterrupted run would. */
+START_TEST(chain_restores_into_either_backend) {
+  char *dir = tmpdir();
+  run a = {.backend = "hashmap",
+           .par = 2,
+           .dir = dir,
+           .n = 100000,
+           .stop_after = 30000};
+  ck_assert_int_eq(run_job(&a), SL_OK);
+  run a2 = {.backend = "hashmap",
+            .par = 2,
+            .dir = dir,
+            .restore = "latest",
+            .n = 100000,
+            .stop_after = 30000};
+  ck_assert_int_eq(run_job(&a2), SL_OK);
+  ck_assert_uint_eq(a2.info.restored_from, a.info.id);
+  ck_assert_uint_lt(a2.info.bytes_new, a2.info.bytes);
+  run b = {.backend = backends[_i],
+           .par = 1,
+           .dir = dir,
+           .restore = "latest",
+           .n = 100000};
+  ck_assert_int_eq(run_job(&b), SL_OK);
+  ck_assert_uint_eq(b.info.restored_from, a2.info.id);
+  expect_complete(&b, 100000);
+  rmrf(dir);
+  free(dir);
+}
+END_TEST
+
 START_TEST(stop_and_restore_same_parallelism) {
   stop_restore(backends[_i], 2, 2);
 }
@@ -627,6 +661,7 @@ static Suite *suite(void) {
    * thread pool without threads, so the child's flushes never run. */
   tcase_add_loop_test(tc, sigkill_and_restore_twenty_times, 0, N_BACKENDS);
   tcase_add_loop_test(tc, stop_and_restore_same_parallelism, 0, N_BACKENDS);
+  tcase_add_loop_test(tc, chain_restores_into_either_backend, 0, N_BACKENDS);
   tcase_add_loop_test(tc, restore_with_parallelism_1_to_2, 0, N_BACKENDS);
   tcase_add_loop_test(tc, restore_with_parallelism_2_to_1, 0, N_BACKENDS);
   tcase_add_loop_test(tc, periodic_checkpoints_and_retention, 0, N_BACKENDS);

@@ -5,6 +5,7 @@
  * damage (a flipped byte, a truncated file, no _metadata), and a copy made
  * by restore --to restarts the job exactly as the original does. */
 #include <check.h>
+#include <errno.h>
 
 #include <dirent.h>
 #include <jansson.h>
@@ -139,6 +140,9 @@ typedef struct run {
 
 /* Runs the job over records [0, count) at P=2 with checkpoints in dir,
  * restoring from `from` when set; fills r and *out. */
+/* checkpoint.retained of the runs. */
+static const char *retained = "10";
+
 static void run_job_as(const char *dir, const char *from, uint64_t count,
                        result *r, run *out) {
   char err[256];
@@ -147,7 +151,7 @@ static void run_job_as(const char *dir, const char *from, uint64_t count,
   ck_assert_int_eq(sl_conf_set(conf, "checkpoint.dir", dir, err, sizeof(err)),
                    0);
   ck_assert_int_eq(
-      sl_conf_set(conf, "checkpoint.retained", "10", err, sizeof(err)), 0);
+      sl_conf_set(conf, "checkpoint.retained", retained, err, sizeof(err)), 0);
   ck_assert_int_eq(sl_conf_set(conf, "log.level", "error", err, sizeof(err)),
                    0);
   if (from)
@@ -720,7 +724,8 @@ START_TEST(native_backend_unavailable) {
   struct stat st;
   ck_assert_int_eq(stat(cp, &st), 0);
   ck_assert(st.st_size == 6 && st.st_nlink == 1);
-  ck_assert_int_eq(json_integer_value(json_object_get(j, "files")), 3);
+  /* w0.snap, w1.snap, their keyed-state segments, the native file. */
+  ck_assert_int_eq(json_integer_value(json_object_get(j, "files")), 5);
   json_decref(j);
   rmrf(to);
   free(to);
@@ -887,7 +892,7 @@ static const mutation mutations[] = {
     {"restarts", "\"0\"", NULL, "\"restarts\" is not an integer"},
     {"created_ms", "-5", NULL, "\"created_ms\" is -5"},
     /* Values out of range or disagreeing. */
-    {"format", "3", NULL, "unsupported checkpoint format 3"},
+    {"format", "4", NULL, "unsupported checkpoint format 4"},
     {"format", "0", NULL, "unsupported checkpoint format 0"},
     {"parallelism", "3", NULL, "parallelism is 3 but it lists 2 workers"},
     {"parallelism", "0", NULL, "\"parallelism\" is 0"},
@@ -1022,6 +1027,105 @@ START_TEST(latest_skips_what_verify_refuses) {
 }
 END_TEST
 
+/* The lines of text, sorted (dump's order follows the hash tables). */
+static void sort_lines(char *text) {
+  char *v[4096];
+  size_t n = 0, total = strlen(text);
+  for (char *t = strtok(text, "\n"); t && n < 4096; t = strtok(NULL, "\n"))
+    v[n++] = t;
+  ck_assert_uint_lt(n, 4096);
+  for (size_t i = 1; i < n; i++)
+    for (size_t j = i; j > 0 && strcmp(v[j - 1], v[j]) > 0; j--) {
+      char *x = v[j];
+      v[j] = v[j - 1];
+      v[j - 1] = x;
+    }
+  char *out = malloc(total + 2), *p = out;
+  for (size_t i = 0; i < n; i++)
+    p += sprintf(p, "%s\n", v[i]);
+  *p = 0;
+  strcpy(text, out);
+  free(out);
+}
+
+/* Keyed state of the hashmap backend is incremental: each checkpoint
+ * writes what changed into a segment file and hard-links the segments it
+ * still uses from the previous one. Retention removes the checkpoints
+ * that wrote them, never data a retained checkpoint uses; the chain
+ * restores to exactly what one run over the same input checkpoints
+ * whole; a missing segment is named by verify and refused by restore. */
+START_TEST(segments_outlive_their_checkpoint) {
+  char *dir = tmpdir(), *whole = tmpdir(), p[1024];
+  result r;
+  retained = "2";
+  run_job(dir, NULL, 200, &r);
+  for (int i = 1; i <= 4; i++) {
+    run x;
+    run_job_as(dir, "latest", 200 + 40 * (uint64_t)i, &r, &x);
+    ck_assert_msg(x.rc == 0 && x.restored_from == (uint64_t)i, "%d: %s", i,
+                  x.msg);
+  }
+  retained = "10";
+  struct stat st;
+  for (int id = 1; id <= 3; id++) {
+    snprintf(p, sizeof(p), "%s/chk-%d", dir, id);
+    ck_assert_msg(stat(p, &st) != 0, "%s was retained", p);
+  }
+  char *chk = newest(dir);
+  ck_assert_ptr_nonnull(strstr(chk, "chk-5"));
+  /* Checkpoint 1 wrote the base of every key group; it is gone, its
+   * segments are not: checkpoints 4 and 5 link them. */
+  for (int w = 0; w < 2; w++) {
+    snprintf(p, sizeof(p), "%s/kv-1-w%d.seg", chk, w);
+    ck_assert_msg(stat(p, &st) == 0, "%s: %s", p, strerror(errno));
+    ck_assert_uint_eq(st.st_nlink, 2);
+  }
+  json_t *in = tool_json(0, "--json inspect %s%s", chk, "");
+  json_t *sz = json_object_get(in, "size");
+  ck_assert_int_gt(json_integer_value(json_object_get(sz, "shared_bytes")), 0);
+  json_decref(in);
+  out o, a, b;
+  tool(&o, true, "verify %s", chk);
+  ck_assert_msg(o.code == 0, "%s", o.text);
+  free(o.text);
+  /* The same 360 events in one run, checkpointed whole. */
+  run_job(whole, NULL, 360, &r);
+  char *wchk = newest(whole);
+  ck_assert_ptr_nonnull(strstr(wchk, "chk-1"));
+  tool(&a, false, "dump %s --uid counter", chk);
+  tool(&b, false, "dump %s --uid counter", wchk);
+  ck_assert_int_eq(a.code, 0);
+  ck_assert_int_eq(b.code, 0);
+  ck_assert_int_gt(strlen(a.text), 100);
+  sort_lines(a.text);
+  sort_lines(b.text);
+  ck_assert_str_eq(a.text, b.text);
+  free(a.text);
+  free(b.text);
+  /* A segment goes missing: verify names it, restoring exactly this
+   * checkpoint fails, and latest falls back to the one before. */
+  snprintf(p, sizeof(p), "%s/kv-1-w0.seg", chk);
+  ck_assert_int_eq(unlink(p), 0);
+  tool(&o, true, "verify %s", chk);
+  ck_assert_msg(o.code == 1 && strstr(o.text, "kv-1-w0.seg is missing") &&
+                    strstr(o.text, "uses kv-1-w0.seg"),
+                "%s", o.text);
+  free(o.text);
+  run x;
+  run_job_as(dir, chk, 360, &r, &x);
+  ck_assert_msg(x.rc == SL_ERR_CORRUPT && strstr(x.msg, "kv-1-w0.seg"), "%s",
+                x.msg);
+  run_job_as(dir, "latest", 360, &r, &x);
+  ck_assert_msg(x.rc == 0 && x.restored_from == 4, "%s", x.msg);
+  free(chk);
+  free(wchk);
+  rmrf(dir);
+  rmrf(whole);
+  free(dir);
+  free(whole);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ckpt_tool");
   TCase *tc = tcase_create("sluice-ckpt");
@@ -1034,6 +1138,7 @@ int main(void) {
   tcase_add_test(tc, restore_copy_restarts_the_same);
   tcase_add_test(tc, restore_refuses_what_verify_refuses);
   tcase_add_test(tc, latest_skips_what_verify_refuses);
+  tcase_add_test(tc, segments_outlive_their_checkpoint);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }

@@ -291,9 +291,11 @@ START_TEST(rocksdb_flush_error_fails_the_job_clearly) {
 END_TEST
 
 /* _COMMITTED cannot be written: the checkpoint is complete all the same
- * (without an exactly-once sink the mark is not needed to restore it). */
+ * (without an exactly-once sink the mark is not needed to restore it).
+ * Checkpoint 1 writes w0.snap, its keyed-state segment, _metadata, then
+ * _COMMITTED: the fourth write. */
 START_TEST(committed_mark_write_error_is_a_warning) {
-  declined_then_restored("hashmap", "checkpoint.write:ENOSPC:3", 0, "1*,2*,",
+  declined_then_restored("hashmap", "checkpoint.write:ENOSPC:4", 0, "1*,2*,",
                          2);
 }
 END_TEST

@@ -62,6 +62,7 @@ void tool_close(tool_ckpt *ck) {
     free(ck->w[i].data);
   free(ck->w);
   free(ck->path);
+  sl__segs_free(ck->segs, ck->n_segs);
   sl__ckpt_meta_free(&ck->m);
   memset(ck, 0, sizeof(*ck));
 }
@@ -97,6 +98,8 @@ int tool_open(const char *chk, tool_ckpt *ck) {
   char mark[4200];
   snprintf(mark, sizeof(mark), "%s/_COMMITTED", chk);
   ck->committed = exists(mark);
+  ck->segs = c.segs;
+  ck->n_segs = c.n_segs;
   ck->w = calloc((size_t)ck->m.n_workers + 1, sizeof(*ck->w));
   if (!ck->w || !ck->path) {
     for (int i = 0; i < ck->m.n_workers; i++)

@@ -134,6 +134,13 @@ static int native_cb(const sl__snap_entry *e, void *opaque) {
   return wk->fn(wk->w, name, type, wk->kg, e, wk->opaque);
 }
 
+/* An entry of a key group whose state is a chain of segments. */
+static int chain_cb(const char *state, uint32_t type, const sl__snap_entry *e,
+                    void *opaque) {
+  walk *wk = opaque;
+  return wk->fn(wk->w, state, type, wk->kg, e, wk->opaque);
+}
+
 static void free_names(walk *wk) {
   for (uint32_t i = 0; i < wk->n; i++)
     free(wk->names[i]);
@@ -218,6 +225,10 @@ static int walk_worker(const tool_ckpt *ck, const tool_worker *w, uint32_t lo,
       }
       if (!rc && r < 0)
         rc = r;
+    } else if (type == SL__SEC_CHAIN && kg >= lo && kg < hi) {
+      wk.kg = kg;
+      rc = sl__chain_scan(p, ck->segs, ck->n_segs, ck->max_par, kg, chain_cb,
+                          &wk);
     } else if (type == SL__SEC_ENTRIES && kg >= lo && kg < hi) {
       sl__snap_entry e;
       while (!rc && (r = sl__snap_entry_next(&p, &e)) == 1) {

@@ -59,6 +59,8 @@ typedef struct tool_ckpt {
   const char *backend, *job;
   tool_worker *w;
   int n_w;
+  sl__seg *segs; /* segment files of incremental keyed state */
+  size_t n_segs;
   bool committed;
 } tool_ckpt;
 

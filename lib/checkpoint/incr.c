@@ -1,0 +1,466 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Incremental snapshots of keyed state (incr.h): per key group a chain of
+ * segment files, written by the worker that owns it and read back by
+ * restore, verify and sluice-ckpt. */
+#include "checkpoint/incr.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint/codec.h"
+#include "core/hash.h"
+#include "state/backend.h"
+
+/* A key group is written whole again when its chain reaches CHAIN_MAX +
+ * kg % CHAIN_MAX links (staggered, so that key groups changing at the
+ * same pace are not all rewritten by the same checkpoint), or when its
+ * changes take more bytes than its base (plus some slack for small key
+ * groups): restore reads at most about twice the state, from a bounded
+ * number of files. */
+#define CHAIN_MAX 8
+#define DELTA_SLACK 4096
+
+bool sl__seg_name_ok(const char *name, size_t len) {
+  /* kv-<digits>-w<digits>.seg */
+  size_t i = 3;
+  if (len < 11 || memcmp(name, "kv-", 3) != 0 ||
+      memcmp(name + len - 4, ".seg", 4) != 0)
+    return false;
+  size_t d = i;
+  while (i < len && name[i] >= '0' && name[i] <= '9')
+    i++;
+  if (i == d || i + 2 > len || name[i] != '-' || name[i + 1] != 'w')
+    return false;
+  i += 2;
+  d = i;
+  while (i < len && name[i] >= '0' && name[i] <= '9')
+    i++;
+  return i > d && i == len - 4;
+}
+
+/* ---- Writing ------------------------------------------------------------ */
+
+typedef struct kgc {
+  char **segs; /* names, base first */
+  uint32_t n;
+  uint64_t base, delta; /* bytes of the base section and of the changes */
+  bool valid;           /* else: written whole next time */
+} kgc;
+
+struct sl__incr {
+  uint32_t lo, hi;
+  kgc *kg;
+  uint64_t last_id; /* this worker's previous snapshot */
+};
+
+static void kgc_clear(kgc *c) {
+  for (uint32_t i = 0; i < c->n; i++)
+    free(c->segs[i]);
+  free(c->segs);
+  memset(c, 0, sizeof(*c));
+}
+
+static int kgc_push(kgc *c, const void *name, size_t len) {
+  char **a = realloc(c->segs, (c->n + 1) * sizeof(*a));
+  if (!a)
+    return SL_ERR_NOMEM;
+  c->segs = a;
+  if (!(a[c->n] = strndup(name, len)))
+    return SL_ERR_NOMEM;
+  c->n++;
+  return 0;
+}
+
+sl__incr *sl__incr_new(uint32_t kg_lo, uint32_t kg_hi) {
+  sl__incr *in = calloc(1, sizeof(*in));
+  if (!in || !(in->kg = calloc(kg_hi - kg_lo + 1, sizeof(*in->kg)))) {
+    free(in);
+    return NULL;
+  }
+  in->lo = kg_lo;
+  in->hi = kg_hi;
+  return in;
+}
+
+void sl__incr_free(sl__incr *in) {
+  if (!in)
+    return;
+  for (uint32_t g = in->lo; g < in->hi; g++)
+    kgc_clear(&in->kg[g - in->lo]);
+  free(in->kg);
+  free(in);
+}
+
+void sl__incr_out_free(sl__incr_out *o) {
+  sl__buf_free(&o->seg);
+  for (size_t i = 0; i < o->n_links; i++)
+    free(o->links[i]);
+  free(o->links);
+  o->links = NULL;
+  o->n_links = 0;
+}
+
+typedef struct wr {
+  sl_buf_t *b;
+  uint64_t n;
+} wr;
+
+/* One record of an entries or changes section; val NULL: the (state,
+ * key, ns) holds nothing (SL__SEC_DELTA only). */
+static int put_rec(uint32_t state, const void *key, size_t key_len,
+                   const void *ns, size_t ns_len, const void *mk, size_t mk_len,
+                   const void *val, size_t len, void *opaque) {
+  wr *w = opaque;
+  sl_buf_t *b = w->b;
+  uint8_t has = !val ? 2 : mk != NULL;
+  int rc = sl__buf_u32(b, state);
+  if (!rc)
+    rc = sl__buf_bytes(b, key, key_len);
+  if (!rc)
+    rc = sl__buf_bytes(b, ns, ns_len);
+  if (!rc)
+    rc = sl_buf_append(b, &has, 1);
+  if (!rc && has == 1)
+    rc = sl__buf_bytes(b, mk, mk_len);
+  if (!rc && has != 2)
+    rc = sl__buf_bytes(b, val, len);
+  w->n++;
+  return rc;
+}
+
+static int add_link(sl__incr_out *o, const char *name) {
+  if (strcmp(name, o->seg_name) == 0)
+    return 0;
+  for (size_t i = 0; i < o->n_links; i++)
+    if (strcmp(o->links[i], name) == 0)
+      return 0;
+  char **a = realloc(o->links, (o->n_links + 1) * sizeof(*a));
+  if (!a)
+    return SL_ERR_NOMEM;
+  o->links = a;
+  if (!(a[o->n_links] = strdup(name)))
+    return SL_ERR_NOMEM;
+  o->n_links++;
+  return 0;
+}
+
+/* Key group kg: its changes into seg when its chain allows, else whole. */
+static int put_kg(sl__incr *in, sl__backend *be, uint32_t kg, sl__incr_out *o) {
+  kgc *c = &in->kg[kg - in->lo];
+  sl_buf_t *seg = &o->seg;
+  size_t mark;
+  int rc;
+  bool whole = !c->valid || c->n >= CHAIN_MAX + kg % CHAIN_MAX ||
+               c->delta > c->base + DELTA_SLACK;
+  if (!whole) {
+    if ((rc = sl__snap_begin_section(seg, SL__SEC_DELTA, kg, &mark)))
+      return rc;
+    size_t start = mark - 8;
+    wr w = {seg, 0};
+    if ((rc = be->ops->kg_changes(be, kg, put_rec, &w)) < 0)
+      return rc;
+    if (rc == 1 || !w.n) { /* not known, or unchanged */
+      seg->len = start;
+      whole = rc == 1;
+    } else {
+      sl__snap_end_section(seg, mark);
+      c->delta += seg->len - start;
+      o->entries += w.n;
+      o->kg_delta++;
+      if ((rc = kgc_push(c, o->seg_name, strlen(o->seg_name))))
+        return rc;
+    }
+  }
+  if (whole) {
+    if ((rc = sl__snap_begin_section(seg, SL__SEC_ENTRIES, kg, &mark)))
+      return rc;
+    size_t start = mark - 8;
+    wr w = {seg, 0};
+    if ((rc = be->ops->kg_scan(be, kg, put_rec, &w)))
+      return rc;
+    kgc_clear(c);
+    if (!w.n) { /* empty: no section, no chain */
+      seg->len = start;
+    } else {
+      sl__snap_end_section(seg, mark);
+      c->base = seg->len - start;
+      if ((rc = kgc_push(c, o->seg_name, strlen(o->seg_name))))
+        return rc;
+    }
+    c->valid = true;
+    o->entries += w.n;
+    o->kg_full++;
+    if ((rc = be->ops->kg_clean(be, kg)))
+      return rc;
+  }
+  return 0;
+}
+
+int sl__incr_put(sl__incr *in, sl__backend *be, sl_buf_t *snap, uint64_t id,
+                 uint64_t completed, int worker, uint32_t max_par,
+                 sl__incr_out *o) {
+  memset(o, 0, sizeof(*o));
+  sl__buf_init(&o->seg);
+  /* The previous snapshot's segment is durable only if its checkpoint
+   * completed (checkpoints complete in order, one at a time). If not,
+   * the changes it consumed are in no file: start over. */
+  if (in->last_id && completed < in->last_id)
+    for (uint32_t g = in->lo; g < in->hi; g++)
+      kgc_clear(&in->kg[g - in->lo]);
+  in->last_id = id; /* a failure from here on has the same effect */
+  snprintf(o->seg_name, sizeof(o->seg_name), "kv-%" PRIu64 "-w%d.seg", id,
+           worker);
+  sl__snap_head h = {.worker = (uint32_t)worker,
+                     .id = id,
+                     .kg_lo = in->lo,
+                     .kg_hi = in->hi,
+                     .max_par = max_par};
+  int rc = sl__snap_begin_file(&o->seg, &h);
+  if (!rc)
+    rc = sl__snap_put_states(&o->seg, be);
+  size_t empty = o->seg.len;
+  for (uint32_t kg = in->lo; !rc && kg < in->hi; kg++) {
+    kgc *c = &in->kg[kg - in->lo];
+    if ((rc = put_kg(in, be, kg, o)) || !c->n)
+      continue;
+    size_t mark;
+    rc = sl__snap_begin_section(snap, SL__SEC_CHAIN, kg, &mark);
+    if (!rc)
+      rc = sl__buf_u32(snap, c->n);
+    for (uint32_t i = 0; !rc && i < c->n; i++)
+      if (!(rc = sl__buf_bytes(snap, c->segs[i], strlen(c->segs[i]))))
+        rc = add_link(o, c->segs[i]);
+    if (!rc)
+      sl__snap_end_section(snap, mark);
+  }
+  if (!rc && o->seg.len == empty) {
+    sl__buf_free(&o->seg); /* nothing new: no segment file */
+    sl__buf_init(&o->seg);
+  } else if (!rc) {
+    rc = sl__snap_finish_file(&o->seg);
+  }
+  return rc;
+}
+
+int sl__incr_seed(sl__incr *in, uint32_t kg, sl__rd chain, uint64_t base,
+                  uint64_t delta) {
+  if (kg < in->lo || kg >= in->hi)
+    return SL_ERR_RANGE;
+  kgc *c = &in->kg[kg - in->lo];
+  kgc_clear(c);
+  uint32_t n;
+  const void *name;
+  size_t len;
+  int r, rc = sl__chain_count(&chain, &n);
+  while (!rc && (r = sl__chain_next(&chain, &name, &len)) == 1)
+    rc = kgc_push(c, name, len);
+  if (!rc && r < 0)
+    rc = r;
+  if (rc) {
+    kgc_clear(c);
+    return rc;
+  }
+  c->base = base;
+  c->delta = delta;
+  c->valid = true;
+  return 0;
+}
+
+/* ---- Reading ------------------------------------------------------------ */
+
+void sl__segs_free(sl__seg *segs, size_t n) {
+  for (size_t i = 0; segs && i < n; i++) {
+    free(segs[i].name);
+    free(segs[i].data);
+  }
+  free(segs);
+}
+
+const sl__seg *sl__seg_find(const sl__seg *segs, size_t n, const void *name,
+                            size_t len) {
+  for (size_t i = 0; i < n; i++)
+    if (strlen(segs[i].name) == len && memcmp(segs[i].name, name, len) == 0)
+      return &segs[i];
+  return NULL;
+}
+
+int sl__chain_count(sl__rd *p, uint32_t *n) {
+  /* Each name takes at least 4 bytes. */
+  if (!sl__rd_u32(p, n) || *n > (uint32_t)((p->end - p->p) / 4))
+    return SL_ERR_CORRUPT;
+  return 0;
+}
+
+int sl__chain_next(sl__rd *p, const void **name, size_t *len) {
+  if (sl__rd_done(p))
+    return 0;
+  return sl__rd_bytes(p, name, len) ? 1 : SL_ERR_CORRUPT;
+}
+
+/* The states section of seg and its sections for key group kg: how many
+ * (*count), the type and payload of the last one. */
+static int seg_kg(const sl__seg *seg, uint32_t kg, sl__rd *states,
+                  uint32_t *type, sl__rd *payload, int *count) {
+  sl__rd body = seg->body, p;
+  uint32_t t, g;
+  int r;
+  bool have_states = false;
+  *count = 0;
+  while ((r = sl__snap_next(&body, &t, &g, &p)) == 1) {
+    if (t == SL__SEC_STATES) {
+      *states = p;
+      have_states = true;
+    } else if ((t == SL__SEC_ENTRIES || t == SL__SEC_DELTA) && g == kg) {
+      *type = t;
+      *payload = p;
+      (*count)++;
+    }
+  }
+  return r < 0 || !have_states ? SL_ERR_CORRUPT : 0;
+}
+
+int sl__chain_check(sl__rd p, const sl__seg *segs, size_t n_segs, uint32_t kg,
+                    char *err, size_t errlen) {
+  uint32_t n, i = 0;
+  const void *name;
+  size_t len;
+  int r;
+  if (sl__chain_count(&p, &n)) {
+    snprintf(err, errlen, "key group %u: malformed chain", kg);
+    return SL_ERR_CORRUPT;
+  }
+  while ((r = sl__chain_next(&p, &name, &len)) == 1) {
+    const sl__seg *s = sl__seg_find(segs, n_segs, name, len);
+    sl__rd states, pl;
+    uint32_t type = 0;
+    int count;
+    if (!s) {
+      snprintf(err, errlen,
+               "key group %u uses %.*s, which is missing, damaged or not "
+               "listed in _metadata",
+               kg, (int)len, (const char *)name);
+      return SL_ERR_CORRUPT;
+    }
+    if (seg_kg(s, kg, &states, &type, &pl, &count) || count != 1) {
+      snprintf(err, errlen,
+               "key group %u uses %s, which holds %d sections "
+               "for it (expected 1)",
+               kg, s->name, count);
+      return SL_ERR_CORRUPT;
+    }
+    if (type == SL__SEC_ENTRIES && i > 0) {
+      snprintf(err, errlen,
+               "key group %u: %s holds whole entries but is link %u of its "
+               "chain",
+               kg, s->name, i + 1);
+      return SL_ERR_CORRUPT;
+    }
+    i++;
+  }
+  if (r < 0 || i != n) {
+    snprintf(err, errlen, "key group %u: malformed chain", kg);
+    return SL_ERR_CORRUPT;
+  }
+  return 0;
+}
+
+static int load_delta(sl__rd p, sl__snap_ids *m, uint32_t kg) {
+  sl__backend *be = m->to;
+  sl__snap_entry e;
+  bool clear;
+  int r;
+  while ((r = sl__snap_delta_next(&p, &e, &clear)) == 1) {
+    if (e.state >= m->n)
+      return SL_ERR_CORRUPT;
+    uint32_t id = m->ids[e.state];
+    if (id == SL__SNAP_NO_STATE)
+      continue;
+    int rc;
+    if (clear) {
+      uint64_t kh = sl__hash64(e.key, e.key_len);
+      if (sl__key_group(kh, be->max_par) != kg)
+        return SL_ERR_CORRUPT;
+      sl__skey k = {id,      kg,        sl__state_hash(kh, e.ns, e.ns_len),
+                    e.key,   e.key_len, e.ns,
+                    e.ns_len};
+      rc = be->ops->del(be, &k);
+    } else {
+      rc = be->ops->insert(be, id, kg, e.key, e.key_len, e.ns, e.ns_len, e.mk,
+                           e.mk_len, e.val, e.val_len);
+    }
+    if (rc < 0)
+      return rc;
+  }
+  return r;
+}
+
+int sl__chain_load(sl__rd p, const sl__seg *segs, size_t n_segs,
+                   const sl__snap_ids *m, uint32_t kg, uint64_t *base,
+                   uint64_t *delta) {
+  uint32_t n;
+  const void *name;
+  size_t len;
+  int r, rc = sl__chain_count(&p, &n);
+  while (!rc && (r = sl__chain_next(&p, &name, &len)) == 1) {
+    const sl__seg *s = sl__seg_find(segs, n_segs, name, len);
+    sl__rd states, pl;
+    uint32_t type = 0;
+    int count;
+    if (!s || seg_kg(s, kg, &states, &type, &pl, &count) || count != 1)
+      return SL_ERR_CORRUPT;
+    sl__snap_ids sm = {
+        .to = m->to, .drop = m->drop, .drop_opaque = m->drop_opaque};
+    rc = sl__snap_load_states(states, &sm);
+    if (!rc)
+      rc = type == SL__SEC_ENTRIES ? sl__snap_load_entries(pl, &sm, kg)
+                                   : load_delta(pl, &sm, kg);
+    sl__snap_ids_free(&sm);
+    /* Section bytes as the writer counted them: header included. */
+    uint64_t bytes = (uint64_t)(pl.end - pl.p) + 16;
+    if (type == SL__SEC_ENTRIES && base)
+      *base += bytes;
+    else if (type == SL__SEC_DELTA && delta)
+      *delta += bytes;
+  }
+  if (!rc && r < 0)
+    rc = r;
+  return rc;
+}
+
+typedef struct scan_ctx {
+  sl__backend *be;
+  sl__chain_fn fn;
+  void *opaque;
+} scan_ctx;
+
+static int scan_cb(uint32_t state, const void *key, size_t key_len,
+                   const void *ns, size_t ns_len, const void *mk, size_t mk_len,
+                   const void *val, size_t len, void *opaque) {
+  scan_ctx *x = opaque;
+  const char *name;
+  sl__btype type;
+  if (x->be->ops->state_info(x->be, state, &name, &type))
+    return SL_ERR_CORRUPT;
+  sl__snap_entry e = {state, key, ns, mk, val, key_len, ns_len, mk_len, len};
+  return x->fn(name, (uint32_t)type, &e, x->opaque);
+}
+
+int sl__chain_scan(sl__rd p, const sl__seg *segs, size_t n_segs,
+                   uint32_t max_par, uint32_t kg, sl__chain_fn fn,
+                   void *opaque) {
+  const sl__backend_ops *ops = sl__backend_find("hashmap");
+  char err[256];
+  sl__backend_conf bc = {.kg_lo = kg, .kg_hi = kg + 1, .max_par = max_par};
+  sl__backend *be = ops ? ops->open(&bc, err, sizeof(err)) : NULL;
+  if (!be)
+    return SL_ERR_NOMEM;
+  sl__snap_ids m = {.to = be};
+  int rc = sl__chain_load(p, segs, n_segs, &m, kg, NULL, NULL);
+  scan_ctx x = {be, fn, opaque};
+  if (!rc)
+    rc = be->ops->kg_scan(be, kg, scan_cb, &x);
+  be->ops->close(be);
+  return rc;
+}

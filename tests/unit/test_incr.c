@@ -1,0 +1,551 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Incremental snapshots of the hashmap backend (checkpoint/incr.h): random
+ * updates, list appends, map writes and removals, deletions, TTL cleanup
+ * and dropped key groups across many checkpoints, some of which fail;
+ * after every completed one, the key groups loaded from their chains of
+ * segments equal, entry for entry, a model of the state and the live
+ * backend (what a full checkpoint writes), with only the segments the
+ * newest checkpoint uses kept, and restarts continue the chains. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check_main.h"
+#include "checkpoint/codec.h"
+#include "checkpoint/incr.h"
+#include "core/hash.h"
+#include "state/backend.h"
+
+#define K 16 /* max parallelism: every key group on one worker */
+#define KEYS 120
+#define MAX_ITEMS 4096
+
+static sl__backend *open_hashmap(void) {
+  char err[256];
+  sl__backend_conf bc = {.kg_lo = 0, .kg_hi = K, .max_par = K};
+  sl__backend *be = sl__backend_find("hashmap")->open(&bc, err, sizeof(err));
+  ck_assert_msg(be != NULL, "%s", err);
+  return be;
+}
+
+/* ---- The model ---------------------------------------------------------- */
+
+/* One stored item: a value or a whole (framed) list, or one map entry. */
+typedef struct item {
+  char state[2]; /* "v", "l" or "m" */
+  char key[24];
+  size_t kl;
+  char ns[8];
+  size_t nl;
+  char mk[8];
+  size_t mkl;
+  unsigned char val[600];
+  size_t len;
+} item;
+
+typedef struct model {
+  item it[MAX_ITEMS];
+  int n;
+} model;
+
+static item *mfind(model *m, const char *st, const char *key, size_t kl,
+                   const char *ns, size_t nl, const char *mk, size_t mkl) {
+  for (int i = 0; i < m->n; i++) {
+    item *x = &m->it[i];
+    if (!strcmp(x->state, st) && x->kl == kl && !memcmp(x->key, key, kl) &&
+        x->nl == nl && !memcmp(x->ns, ns, nl) && x->mkl == mkl &&
+        !memcmp(x->mk, mk, mkl))
+      return x;
+  }
+  return NULL;
+}
+
+static item *mput(model *m, const char *st, const char *key, size_t kl,
+                  const char *ns, size_t nl, const char *mk, size_t mkl) {
+  item *x = mfind(m, st, key, kl, ns, nl, mk, mkl);
+  if (x)
+    return x;
+  ck_assert_int_lt(m->n, MAX_ITEMS);
+  x = &m->it[m->n++];
+  memset(x, 0, sizeof(*x));
+  strcpy(x->state, st);
+  memcpy(x->key, key, kl);
+  x->kl = kl;
+  memcpy(x->ns, ns, nl);
+  x->nl = nl;
+  memcpy(x->mk, mk, mkl);
+  x->mkl = mkl;
+  return x;
+}
+
+static void mdel_at(model *m, int i) {
+  m->it[i] = m->it[--m->n];
+}
+
+/* Removes every item of (state, key, ns); with key NULL, of key group kg. */
+static void mdel(model *m, const char *st, const char *key, size_t kl,
+                 const char *ns, size_t nl, int kg) {
+  for (int i = m->n - 1; i >= 0; i--) {
+    item *x = &m->it[i];
+    bool hit = key ? !strcmp(x->state, st) && x->kl == kl &&
+                         !memcmp(x->key, key, kl) && x->nl == nl &&
+                         !memcmp(x->ns, ns, nl)
+                   : (int)sl__key_group(sl__hash64(x->key, x->kl), K) == kg;
+    if (hit)
+      mdel_at(m, i);
+  }
+}
+
+/* ---- Rendering: one line per item, sorted ------------------------------- */
+
+typedef struct lines {
+  char **v;
+  size_t n, cap;
+  const sl__backend *be;
+} lines;
+
+static void add_line(lines *l, const char *st, const void *key, size_t kl,
+                     const void *ns, size_t nl, const void *mk, size_t mkl,
+                     bool has_mk, const void *val, size_t len) {
+  size_t sz = 16 + 2 * (kl + nl + mkl + len) + 8;
+  char *s = malloc(sz), *p = s;
+  p += sprintf(p, "%s|", st);
+  for (size_t i = 0; i < kl; i++)
+    p += sprintf(p, "%02x", ((const unsigned char *)key)[i]);
+  *p++ = '|';
+  for (size_t i = 0; i < nl; i++)
+    p += sprintf(p, "%02x", ((const unsigned char *)ns)[i]);
+  *p++ = '|';
+  if (!has_mk)
+    *p++ = '-';
+  for (size_t i = 0; i < mkl; i++)
+    p += sprintf(p, "%02x", ((const unsigned char *)mk)[i]);
+  *p++ = '|';
+  for (size_t i = 0; i < len; i++)
+    p += sprintf(p, "%02x", ((const unsigned char *)val)[i]);
+  *p = 0;
+  if (l->n == l->cap) {
+    l->cap = l->cap ? 2 * l->cap : 256;
+    l->v = realloc(l->v, l->cap * sizeof(*l->v));
+  }
+  l->v[l->n++] = s;
+}
+
+static int line_cb(uint32_t state, const void *key, size_t kl, const void *ns,
+                   size_t nl, const void *mk, size_t mkl, const void *val,
+                   size_t len, void *opaque) {
+  lines *l = opaque;
+  const char *name;
+  sl__btype type;
+  ck_assert_int_eq(l->be->ops->state_info(l->be, state, &name, &type), 0);
+  add_line(l, name, key, kl, ns, nl, mk, mkl, mk != NULL, val, len);
+  return 0;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static char *join(lines *l) {
+  qsort(l->v, l->n, sizeof(*l->v), cmp_str);
+  size_t total = 1;
+  for (size_t i = 0; i < l->n; i++)
+    total += strlen(l->v[i]) + 1;
+  char *out = malloc(total), *p = out;
+  for (size_t i = 0; i < l->n; i++) {
+    p += sprintf(p, "%s\n", l->v[i]);
+    free(l->v[i]);
+  }
+  *p = 0;
+  free(l->v);
+  return out;
+}
+
+static char *render_be(sl__backend *be) {
+  lines l = {.be = be};
+  for (uint32_t kg = 0; kg < K; kg++)
+    ck_assert_int_eq(be->ops->kg_scan(be, kg, line_cb, &l), 0);
+  return join(&l);
+}
+
+static char *render_model(const model *m) {
+  lines l = {0};
+  for (int i = 0; i < m->n; i++) {
+    const item *x = &m->it[i];
+    add_line(&l, x->state, x->key, x->kl, x->ns, x->nl, x->mk, x->mkl,
+             !strcmp(x->state, "m"), x->val, x->len);
+  }
+  return join(&l);
+}
+
+/* ---- Operations --------------------------------------------------------- */
+
+typedef struct world {
+  sl__backend *be;
+  uint32_t v, l, m; /* state ids in be */
+  model *md;
+  unsigned seed;
+} world;
+
+static unsigned rnd(world *w, unsigned n) {
+  return (unsigned)rand_r(&w->seed) % n;
+}
+
+static void reg(world *w) {
+  /* Restarts register in another order: ids differ from the files'. */
+  bool rev = rnd(w, 2);
+  sl__backend *be = w->be;
+  if (rev) {
+    ck_assert_int_eq(be->ops->register_state(be, "m", SL__BT_MAP, &w->m), 0);
+    ck_assert_int_eq(be->ops->register_state(be, "l", SL__BT_LIST, &w->l), 0);
+  }
+  ck_assert_int_eq(be->ops->register_state(be, "v", SL__BT_VALUE, &w->v), 0);
+  ck_assert_int_eq(be->ops->register_state(be, "l", SL__BT_LIST, &w->l), 0);
+  ck_assert_int_eq(be->ops->register_state(be, "m", SL__BT_MAP, &w->m), 0);
+}
+
+static bool expired(const void *val, size_t len, void *opaque) {
+  (void)opaque;
+  return len && ((const unsigned char *)val)[0] < 24;
+}
+
+static void one_op(world *w) {
+  char key[24], ns[8] = {0}, mk[8];
+  unsigned kn = rnd(w, KEYS);
+  /* Mostly 8-byte keys (inline slots), some longer (out of line). */
+  size_t kl = kn % 7 == 0 ? 20 : 8;
+  memset(key, 0, sizeof(key));
+  snprintf(key, sizeof(key), "k%06u", kn);
+  size_t nl = rnd(w, 3) == 0 ? 8 : 0;
+  if (nl)
+    ns[0] = (char)('a' + rnd(w, 2));
+  uint64_t kh = sl__hash64(key, kl);
+  sl__skey k = {
+      0, sl__key_group(kh, K), sl__state_hash(kh, ns, nl), key, kl, ns, nl};
+  sl__backend *be = w->be;
+  model *md = w->md;
+  unsigned op = rnd(w, 100);
+  void *p;
+  size_t len;
+  if (op < 30) { /* value: write a whole value of 8 or 20 bytes */
+    k.state = w->v;
+    size_t vl = rnd(w, 2) ? 8 : 20;
+    ck_assert_int_ge(be->ops->slot(be, &k, vl, &p), 0);
+    item *x = mput(md, "v", key, kl, ns, nl, "", 0);
+    x->len = vl;
+    for (size_t i = 0; i < vl; i++)
+      ((unsigned char *)p)[i] = x->val[i] = (unsigned char)rnd(w, 256);
+  } else if (op < 40) { /* value: read-modify-write in place */
+    k.state = w->v;
+    if (be->ops->get(be, &k, &p, &len, true) == 1) {
+      item *x = mfind(md, "v", key, kl, ns, nl, "", 0);
+      ck_assert_ptr_nonnull(x);
+      ((unsigned char *)p)[0] = x->val[0] = (unsigned char)rnd(w, 256);
+    }
+  } else if (op < 55) { /* list append */
+    k.state = w->l;
+    item *x = mfind(md, "l", key, kl, ns, nl, "", 0);
+    size_t el = 1 + rnd(w, 12);
+    if (x && x->len + sl__list_frame(el) > sizeof(x->val)) {
+      ck_assert_int_eq(be->ops->del(be, &k), 1);
+      mdel(md, "l", key, kl, ns, nl, -1);
+      return;
+    }
+    ck_assert_int_ge(be->ops->list_append(be, &k, el, &p), 0);
+    x = mput(md, "l", key, kl, ns, nl, "", 0);
+    unsigned char *f = x->val + x->len;
+    memset(f, 0, sl__list_frame(el));
+    uint32_t l32 = (uint32_t)el;
+    memcpy(f, &l32, 4);
+    for (size_t i = 0; i < el; i++)
+      ((unsigned char *)p)[i] = f[SL__LIST_HDR + i] =
+          (unsigned char)rnd(w, 256);
+    x->len += sl__list_frame(el);
+  } else if (op < 72) { /* map put */
+    k.state = w->m;
+    size_t mkl = 1 + rnd(w, 4);
+    for (size_t i = 0; i < mkl; i++)
+      mk[i] = (char)('a' + rnd(w, 3));
+    size_t vl = 1 + rnd(w, 9);
+    ck_assert_int_ge(
+        be->ops->map_slot(be, &k, mk, mkl, sl__hash64(mk, mkl), vl, &p), 0);
+    item *x = mput(md, "m", key, kl, ns, nl, mk, mkl);
+    x->len = vl;
+    for (size_t i = 0; i < vl; i++)
+      ((unsigned char *)p)[i] = x->val[i] = (unsigned char)rnd(w, 256);
+  } else if (op < 82) { /* map remove */
+    k.state = w->m;
+    size_t mkl = 1 + rnd(w, 4);
+    for (size_t i = 0; i < mkl; i++)
+      mk[i] = (char)('a' + rnd(w, 3));
+    int had = mfind(md, "m", key, kl, ns, nl, mk, mkl) != NULL;
+    ck_assert_int_eq(be->ops->map_remove(be, &k, mk, mkl, sl__hash64(mk, mkl)),
+                     had);
+    item *x = mfind(md, "m", key, kl, ns, nl, mk, mkl);
+    if (x)
+      mdel_at(md, (int)(x - md->it));
+  } else if (op < 96) { /* delete a (key, ns) of any state */
+    const char *names[3] = {"v", "l", "m"};
+    uint32_t ids[3] = {w->v, w->l, w->m};
+    unsigned s = rnd(w, 3);
+    k.state = ids[s];
+    be->ops->del(be, &k);
+    mdel(md, names[s], key, kl, ns, nl, -1);
+  } else if (op < 99) { /* TTL cleanup of every expired item of a state */
+    const char *names[3] = {"v", "l", "m"};
+    uint32_t ids[3] = {w->v, w->l, w->m};
+    unsigned s = rnd(w, 3);
+    be->ops->cleanup(be, ids[s], 100000, expired, NULL);
+    for (int i = md->n - 1; i >= 0; i--) {
+      item *x = &md->it[i];
+      if (strcmp(x->state, names[s]))
+        continue;
+      if (s != 1) {
+        if (expired(x->val, x->len, NULL))
+          mdel_at(md, i);
+        continue;
+      }
+      unsigned char out[600];
+      size_t o = 0;
+      for (size_t off = 0; off < x->len;) {
+        uint32_t el;
+        memcpy(&el, x->val + off, 4);
+        if (!expired(x->val + off + SL__LIST_HDR, el, NULL)) {
+          memcpy(out + o, x->val + off, sl__list_frame(el));
+          o += sl__list_frame(el);
+        }
+        off += sl__list_frame(el);
+      }
+      if (!o) {
+        mdel_at(md, i);
+      } else {
+        memcpy(x->val, out, o);
+        x->len = o;
+      }
+    }
+  } else { /* a key group handed away: everything in it goes */
+    unsigned kg = rnd(w, K);
+    be->ops->kg_drop(be, kg);
+    mdel(md, NULL, NULL, 0, NULL, 0, (int)kg);
+  }
+}
+
+/* ---- Checkpoints -------------------------------------------------------- */
+
+typedef struct store {
+  sl__seg *segs;
+  size_t n;
+} store;
+
+static void store_add(store *s, const sl__incr_out *o) {
+  if (!o->seg.len)
+    return;
+  s->segs = realloc(s->segs, (s->n + 1) * sizeof(*s->segs));
+  sl__seg *g = &s->segs[s->n++];
+  memset(g, 0, sizeof(*g));
+  g->name = strdup(o->seg_name);
+  g->data = malloc(o->seg.len);
+  memcpy(g->data, o->seg.data, o->seg.len);
+  g->len = o->seg.len;
+  char err[256];
+  ck_assert_msg(sl__snap_check(g->data, g->len, &g->head, &g->body, err,
+                               sizeof(err)) == SL_OK,
+                "%s", err);
+}
+
+/* Keeps only the segments the newest checkpoint uses, as retention of one
+ * checkpoint would: its own and the ones it links. */
+static void store_retain(store *s, const sl__incr_out *o) {
+  size_t j = 0;
+  for (size_t i = 0; i < s->n; i++) {
+    bool keep = !strcmp(s->segs[i].name, o->seg_name);
+    for (size_t l = 0; l < o->n_links && !keep; l++)
+      keep = !strcmp(s->segs[i].name, o->links[l]);
+    if (keep) {
+      s->segs[j++] = s->segs[i];
+    } else {
+      free(s->segs[i].name);
+      free(s->segs[i].data);
+    }
+  }
+  s->n = j;
+}
+
+/* A fresh backend loaded from the chains of the worker file's body. With
+ * in, the chains are continued there (a restart). */
+static sl__backend *restore(const sl_buf_t *snap, const store *st, sl__incr *in,
+                            world *w) {
+  sl__backend *be = open_hashmap();
+  world tmp = *w;
+  tmp.be = be;
+  reg(&tmp);
+  w->seed = tmp.seed;
+  sl__rd body = {snap->data, snap->data + snap->len, false}, p;
+  uint32_t type, kg;
+  int r;
+  while ((r = sl__snap_next(&body, &type, &kg, &p)) == 1) {
+    if (type != SL__SEC_CHAIN)
+      continue;
+    char err[256];
+    ck_assert_msg(sl__chain_check(p, st->segs, st->n, kg, err, sizeof(err)) ==
+                      SL_OK,
+                  "%s", err);
+    sl__snap_ids m = {.to = be};
+    uint64_t base = 0, delta = 0;
+    ck_assert_int_eq(sl__chain_load(p, st->segs, st->n, &m, kg, &base, &delta),
+                     0);
+    if (in) {
+      ck_assert_int_eq(sl__incr_seed(in, kg, p, base, delta), 0);
+      ck_assert_int_eq(be->ops->kg_clean(be, kg), 0);
+    }
+  }
+  ck_assert_int_eq(r, 0);
+  return be;
+}
+
+static void run(unsigned seed, int rounds) {
+  model *md = calloc(1, sizeof(*md));
+  world w = {.be = open_hashmap(), .md = md, .seed = seed};
+  reg(&w);
+  sl__incr *in = sl__incr_new(0, K);
+  store st = {0};
+  uint64_t completed = 0;
+  int restarts = 0, failures = 0, deltas = 0;
+  for (int id = 1; id <= rounds; id++) {
+    /* Quiet rounds too: nothing or a handful of changes. */
+    unsigned ops = rnd(&w, 4) == 0 ? rnd(&w, 4) : rnd(&w, 300);
+    for (unsigned i = 0; i < ops; i++)
+      one_op(&w);
+    sl_buf_t snap;
+    sl__buf_init(&snap);
+    sl__incr_out o;
+    ck_assert_int_eq(
+        sl__incr_put(in, w.be, &snap, (uint64_t)id, completed, 0, K, &o), 0);
+    deltas += o.kg_delta;
+    bool fail = rnd(&w, 6) == 0;
+    if (fail) { /* its files never become durable */
+      failures++;
+    } else {
+      completed = (uint64_t)id;
+      store_add(&st, &o);
+      /* A checkpoint only links segments of complete ones. */
+      for (size_t l = 0; l < o.n_links; l++)
+        ck_assert_msg(
+            sl__seg_find(st.segs, st.n, o.links[l], strlen(o.links[l])) != NULL,
+            "seed %u checkpoint %d links %s, which is in no "
+            "complete checkpoint",
+            seed, id, o.links[l]);
+      store_retain(&st, &o);
+      bool restart = rnd(&w, 5) == 0;
+      sl__incr *in2 = restart ? sl__incr_new(0, K) : NULL;
+      sl__backend *rb = restore(&snap, &st, in2, &w);
+      char *want = render_model(md), *live = render_be(w.be),
+           *got = render_be(rb);
+      ck_assert_msg(strcmp(live, want) == 0,
+                    "seed %u checkpoint %d: the backend differs from the "
+                    "model\nbackend:\n%s\nmodel:\n%s",
+                    seed, id, live, want);
+      ck_assert_msg(strcmp(got, want) == 0,
+                    "seed %u checkpoint %d: restored from the chains:\n%s\n"
+                    "expected:\n%s",
+                    seed, id, got, want);
+      free(want);
+      free(live);
+      free(got);
+      if (restart) {
+        w.be->ops->close(w.be);
+        sl__incr_free(in);
+        w.be = rb;
+        in = in2;
+        /* The ids the restored backend gave the states. */
+        reg(&w);
+        restarts++;
+      } else {
+        rb->ops->close(rb);
+      }
+    }
+    sl__incr_out_free(&o);
+    sl__buf_free(&snap);
+  }
+  /* The run exercised what it claims to. */
+  ck_assert_msg(restarts > 0 && failures > 0 && deltas > 0,
+                "seed %u: %d restarts, %d failed checkpoints, %d key groups "
+                "written as changes",
+                seed, restarts, failures, deltas);
+  sl__incr_free(in);
+  w.be->ops->close(w.be);
+  sl__segs_free(st.segs, st.n);
+  free(md);
+}
+
+START_TEST(chains_restore_exactly_the_state) {
+  for (unsigned seed = 1; seed <= 12; seed++)
+    run(seed * 7919u, 60);
+}
+END_TEST
+
+/* After the first checkpoint, one in a hundred keys changed: the new
+ * segment holds those entries only, and the unchanged key groups are
+ * linked, not written. */
+START_TEST(a_few_changes_cost_a_few_bytes) {
+  sl__backend *be = open_hashmap();
+  uint32_t v;
+  ck_assert_int_eq(be->ops->register_state(be, "v", SL__BT_VALUE, &v), 0);
+  enum { N = 20000 };
+  for (uint64_t i = 0; i < N; i++) {
+    uint64_t kh = sl__hash64(&i, 8);
+    sl__skey k = {v, sl__key_group(kh, K), kh, &i, 8, NULL, 0};
+    void *p;
+    ck_assert_int_eq(be->ops->slot(be, &k, 8, &p), 0);
+    memcpy(p, &i, 8);
+  }
+  sl__incr *in = sl__incr_new(0, K);
+  sl_buf_t snap;
+  sl__buf_init(&snap);
+  sl__incr_out full, next;
+  ck_assert_int_eq(sl__incr_put(in, be, &snap, 1, 0, 0, K, &full), 0);
+  ck_assert_uint_eq(full.kg_full, K);
+  ck_assert_uint_eq(full.entries, N);
+  for (uint64_t i = 0; i < N; i += 100) {
+    uint64_t kh = sl__hash64(&i, 8);
+    sl__skey k = {v, sl__key_group(kh, K), kh, &i, 8, NULL, 0};
+    void *p;
+    ck_assert_int_eq(be->ops->slot(be, &k, 8, &p), 1);
+    ++*(uint64_t *)p;
+  }
+  ck_assert_int_eq(sl__incr_put(in, be, &snap, 2, 1, 0, K, &next), 0);
+  ck_assert_uint_eq(next.kg_full, 0);
+  ck_assert_uint_eq(next.entries, N / 100);
+  ck_assert_uint_eq(next.n_links, 1);
+  ck_assert_str_eq(next.links[0], full.seg_name);
+  ck_assert_msg(next.seg.len * 20 <= full.seg.len,
+                "changes %zu bytes, full %zu bytes", next.seg.len,
+                full.seg.len);
+  /* Nothing changed: no segment at all. */
+  sl__incr_out none;
+  ck_assert_int_eq(sl__incr_put(in, be, &snap, 3, 2, 0, K, &none), 0);
+  ck_assert_uint_eq(none.seg.len, 0);
+  ck_assert_uint_eq(none.n_links, 2);
+  sl__incr_out_free(&full);
+  sl__incr_out_free(&next);
+  sl__incr_out_free(&none);
+  sl__buf_free(&snap);
+  sl__incr_free(in);
+  be->ops->close(be);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("incr");
+  TCase *tc = tcase_create("incr");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, chains_restore_exactly_the_state);
+  tcase_add_test(tc, a_few_changes_cost_a_few_bytes);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  return tu_run(suite());
+}
