@@ -11,12 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/conf.h"
 #include "core/util.h"
 #include "sluice.h"
 #include "metrics/metrics_int.h"
+#include "runtime/group.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
 #include "core/service.h"
@@ -89,6 +91,23 @@ static void emit_log_line(sl__jmetrics *jm) {
 static void http_handler(const sl__http_req *req, sl__http_reply *r,
                          void *opaque);
 
+/* The query endpoint other processes of a group are told to use, unless
+ * query.advertised.endpoint says otherwise: this address with the port
+ * really bound, and this host's name for a wildcard address. */
+static void advertise(sl__jmetrics *jm) {
+  const char *t = jm->addr.text;
+  size_t n = t[0] == '[' ? strcspn(t, "]") + 1 : strcspn(t, ":");
+  char host[256], ep[320];
+  snprintf(host, sizeof(host), "%.*s", (int)n, t);
+  if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "[::]") == 0) {
+    if (gethostname(host, sizeof(host)) != 0)
+      snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+  }
+  snprintf(ep, sizeof(ep), "http://%s:%d", host, sl__http_port(jm->http));
+  sl__job_set_endpoint(jm->job, ep);
+}
+
 static int jm_start(void *svc, char *err, size_t errlen) {
   sl__jmetrics *jm = svc;
   sl_job_t *job = jm->job;
@@ -103,6 +122,7 @@ static int jm_start(void *svc, char *err, size_t errlen) {
     if (rc)
       return rc;
     atomic_store(&jm->port, sl__http_port(jm->http));
+    advertise(jm);
   }
   return SL_OK;
 }
