@@ -13,10 +13,16 @@
  * the wake-up system calls and the cache misses they cause), not in wall
  * time: on a machine whose cores other processes share, wall time mostly
  * measures who else got the CPU, including the client thread itself. The
- * wall-clock figures are printed beside it.
+ * wall-clock figures are printed beside it. With two CPUs or more the
+ * worker runs on CPU 0 and the client on CPU 1 (BENCH_PIN=0: not
+ * pinned), so the client's wake-ups never take the worker's core; the
+ * worker's involuntary context switches per second are printed, which
+ * show how often something else did.
  *
  * BENCH_EVENTS=n events per job run (default 2*10^7). */
 #include <pthread.h>
+#include <sched.h>
+#include <sys/resource.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -41,7 +47,25 @@ typedef struct src {
    * operator and the query answers all run on it) at the first and the
    * last poll. */
   double cpu0, cpu1;
+  long nivcsw0, nivcsw1; /* the worker's involuntary context switches */
 } src;
+
+static bool pin = true;
+
+static void pin_to(int cpu) {
+  if (!pin)
+    return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+static long nivcsw(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_THREAD, &ru);
+  return ru.ru_nivcsw;
+}
 
 static double thread_cpu(void) {
   struct timespec ts;
@@ -51,8 +75,11 @@ static double thread_cpu(void) {
 
 static int src_poll(sl_source_ctx_t *ctx, void *opaque) {
   src *s = opaque;
-  if (s->next == 0)
+  if (s->next == 0) {
+    pin_to(0);
     s->cpu0 = thread_cpu();
+    s->nivcsw0 = nivcsw();
+  }
   size_t budget = sl_source_ctx_budget(ctx);
   for (size_t k = 0; k < budget && s->next < N; k++, s->next++) {
     s->key = key_of_event(s->next);
@@ -64,6 +91,7 @@ static int src_poll(sl_source_ctx_t *ctx, void *opaque) {
   if (s->next < N)
     return SL_POLL_MORE;
   s->cpu1 = thread_cpu();
+  s->nivcsw1 = nivcsw();
   return SL_POLL_END;
 }
 
@@ -126,6 +154,7 @@ static int one_lookup(client *c, uint64_t key) {
 
 static void *client_main(void *arg) {
   client *c = arg;
+  pin_to(1);
   uint64_t x = 7;
   size_t i = 0;
   double start = 0;
@@ -176,6 +205,7 @@ static int cmp_d(const void *a, const void *b) {
 typedef struct result {
   double events_per_sec, lookups_per_sec, p50_us, p99_us, lookups;
   double worker_cpu_s, client_cpu_s;
+  double preempt_per_s; /* the worker's involuntary context switches */
 } result;
 
 static void *job_main(void *job) {
@@ -217,7 +247,8 @@ static result run(int mode, double rate) {
   sl_job_destroy(job);
   result r = {.events_per_sec = (double)N / secs,
               .worker_cpu_s = s.cpu1 - s.cpu0,
-              .client_cpu_s = c.cpu};
+              .client_cpu_s = c.cpu,
+              .preempt_per_s = (double)(s.nivcsw1 - s.nivcsw0) / secs};
   if (c.n) {
     qsort(c.lat, c.n, sizeof(*c.lat), cmp_d);
     r.lookups_per_sec = (double)c.n / (c.t1 - c.t0);
@@ -243,6 +274,8 @@ int main(void) {
   if (getenv("BENCH_EVENTS"))
     N = strtoull(getenv("BENCH_EVENTS"), NULL, 10);
   int rounds = getenv("BENCH_ROUNDS") ? atoi(getenv("BENCH_ROUNDS")) : 3;
+  pin = sysconf(_SC_NPROCESSORS_ONLN) >= 2 &&
+        !(getenv("BENCH_PIN") && strcmp(getenv("BENCH_PIN"), "0") == 0);
   /* BENCH_ONE=none|capi: one job run (with the C API client unpaced), for
    * callgrind: the worker's instructions per lookup. */
   const char *one = getenv("BENCH_ONE");
@@ -272,7 +305,8 @@ int main(void) {
          "capi_1e4_p50_us=%.1f capi_1e4_p99_us=%.1f "
          "capi_1e4_cost_cpu_pct=%.2f capi_1e4_cost_wall_pct=%.1f "
          "base_worker_ns_per_event=%.1f capi_1e4_worker_ns_per_event=%.1f "
-         "capi_1e4_client_cpu_pct=%.1f "
+         "capi_1e4_client_cpu_pct=%.1f base_preempt_per_s=%.0f "
+         "capi_1e4_preempt_per_s=%.0f pinned=%d "
          "capi_max_lookups_per_sec=%.0f capi_max_p50_us=%.1f "
          "capi_max_p99_us=%.1f capi_max_events_ratio=%.3f "
          "http_max_lookups_per_sec=%.0f http_p50_us=%.1f http_p99_us=%.1f "
@@ -285,6 +319,7 @@ int main(void) {
          none.worker_cpu_s / (double)N * 1e9,
          paced.worker_cpu_s / (double)N * 1e9,
          100.0 * paced.client_cpu_s * paced.events_per_sec / (double)N,
+         none.preempt_per_s, paced.preempt_per_s, pin,
          cmax.lookups_per_sec, cmax.p50_us, cmax.p99_us,
          cmax.events_per_sec / none.events_per_sec, hmax.lookups_per_sec,
          hmax.p50_us, hmax.p99_us, hmax.events_per_sec / none.events_per_sec,

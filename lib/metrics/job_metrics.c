@@ -64,7 +64,14 @@ int sl__metrics_job_new(sl_job_t *job, char *err, size_t errlen) {
   }
   jm->log_interval_ms = sl__conf_int(job->conf, "metrics.log.interval.ms");
   jm->ckpt_max_age_ms = sl__conf_int(job->conf, "health.checkpoint.max.age.ms");
+  /* Every series names its process where processes share a job (group
+   * mode), or where the user named the process; a job of one process
+   * keeps its series as they were, without a label that changes with
+   * every restart (the default id has the pid). */
+  bool instance = job->kg_murmur2 || *sl__conf_str(job->conf, "instance.id");
   if (!(jm->reg = sl__metrics_new()) ||
+      (instance && sl__metrics_const_label(jm->reg, "instance",
+                                           sl__job_instance(job))) ||
       (rc = sl__jm_register_builtins(jm, err, errlen))) {
     jm_free(jm);
     sl__errf(err, errlen, "out of memory");
@@ -188,6 +195,8 @@ const char *sl_health_name(sl_health h) {
     return "unhealthy";
   case SL_HEALTH_FINISHED:
     return "finished";
+  case SL_HEALTH_REBALANCING:
+    return "rebalancing";
   }
   return "unknown";
 }
@@ -248,6 +257,15 @@ sl_health sl__jm_health(sl_job_t *job, char *reason, size_t len) {
       return SL_HEALTH_UNHEALTHY;
     }
   }
+  sl__group_stat g;
+  sl__group_stats(job, &g);
+  if (g.rebalancing > 0) {
+    snprintf(reason, len,
+             "rebalancing: %d group member(s) of this process wait for "
+             "their assignment; it owns %d task(s) meanwhile",
+             g.rebalancing, g.tasks);
+    return SL_HEALTH_REBALANCING;
+  }
   snprintf(reason, len, "running on %d workers", st.parallelism);
   return SL_HEALTH_READY;
 }
@@ -301,7 +319,9 @@ static void http_handler(const sl__http_req *req, sl__http_reply *r,
   if (strcmp(path, "/healthz") == 0) {
     sl_health h;
     r->body = health_json(jm, &h);
-    r->status = h == SL_HEALTH_READY ? 200 : 503;
+    /* Rebalancing is alive and serves its other tasks: not a reason to
+     * restart the process (which would move its tasks once more). */
+    r->status = h == SL_HEALTH_READY || h == SL_HEALTH_REBALANCING ? 200 : 503;
     r->content_type = "application/json";
     return;
   }
