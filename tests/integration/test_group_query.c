@@ -130,6 +130,67 @@ static void wait_settled(sl_job_t **jobs, const char **names, int n) {
   ck_abort_msg("the group never settled on one owner per task");
 }
 
+/* Runs job and follows its health until ready: in group mode its members
+ * join the group while it opens, so the first state after starting is
+ * rebalancing (tasks move to it), never ready at once. */
+static void start_rebalancing(tk_run *r, sl_job_t *job) {
+  tk_run_start(r, job);
+  sl_health h = SL_HEALTH_STARTING, first = SL_HEALTH_STARTING;
+  char why[512];
+  for (int i = 0; i < WAIT_MS && h != SL_HEALTH_READY; i++) {
+    h = sl_job_health(job, why, sizeof(why));
+    if (first == SL_HEALTH_STARTING)
+      first = h;
+    if (h != SL_HEALTH_READY)
+      tk_sleep_ms(1);
+  }
+  ck_assert_msg(first == SL_HEALTH_REBALANCING, "first %s: %s",
+                sl_health_name(first), why);
+  ck_assert_msg(h == SL_HEALTH_READY, "%s", why);
+}
+
+static double metric(sl_job_t *job, const char *name, const char *labels) {
+  double v = -1;
+  ck_assert_msg(sl_job_metric_value(job, name, labels, &v) == SL_OK, "%s %s",
+                name, labels);
+  return v;
+}
+
+/* A settled process's figures: its tasks, every member assigned, the
+ * tasks moved in and out adding up to what it holds, one pause per
+ * member's join and per revocation; every series names the instance. */
+static void check_settled_metrics(sl_job_t *job, const char *name) {
+  int local = 0;
+  for (uint32_t t = 0; t < PARTS; t++) {
+    sl_query_owner_t o;
+    local += where(job, t, &o) == SL_QUERY_LOCAL;
+  }
+  char inst[64], in_a[96], in_r[96];
+  snprintf(inst, sizeof(inst), "instance=%s", name);
+  snprintf(in_a, sizeof(in_a), "instance=%s,direction=assigned", name);
+  snprintf(in_r, sizeof(in_r), "instance=%s,direction=revoked", name);
+  ck_assert_int_eq((int)metric(job, "sluice_group_tasks", inst), local);
+  ck_assert_int_eq((int)metric(job, "sluice_group_rebalancing", inst), 0);
+  ck_assert_int_eq((int)(metric(job, "sluice_group_tasks_moved_total", in_a) -
+                         metric(job, "sluice_group_tasks_moved_total", in_r)),
+                   local);
+  snprintf(in_r, sizeof(in_r), "instance=%s,event=revoked", name);
+  ck_assert_int_eq(
+      (int)metric(job, "sluice_group_rebalance_pause_seconds", inst),
+      2 + (int)metric(job, "sluice_group_rebalances_total", in_r));
+  char *text = NULL, want[128];
+  ck_assert_int_eq(sl_job_metrics_format(job, SL_METRICS_PROMETHEUS, &text,
+                                         NULL),
+                   SL_OK);
+  snprintf(want, sizeof(want), "\nsluice_group_tasks{instance=\"%s\"} %d\n",
+           name, local);
+  ck_assert_msg(strstr(text, want), "no %s", want);
+  snprintf(want, sizeof(want), "\nsluice_job_parallelism{instance=\"%s\"} 2\n",
+           name);
+  ck_assert_msg(strstr(text, want), "no %s", want);
+  free(text);
+}
+
 START_TEST(each_member_answers_its_keys_and_names_the_owner) {
   tk_cluster c;
   tk_start(&c, 1);
@@ -137,11 +198,12 @@ START_TEST(each_member_answers_its_keys_and_names_the_owner) {
   sl_job_t *jobs[2] = {member(&c, "a"), member(&c, "b")};
   const char *names[2] = {"a", "b"};
   tk_run ra, rb;
-  tk_run_start(&ra, jobs[0]);
-  tk_run_start(&rb, jobs[1]);
-  while (sl_job_metrics_port(jobs[0]) <= 0 || sl_job_metrics_port(jobs[1]) <= 0)
-    tk_sleep_ms(10);
+  start_rebalancing(&ra, jobs[0]);
+  wait_settled(jobs, names, 1);
+  start_rebalancing(&rb, jobs[1]);
   wait_settled(jobs, names, 2);
+  check_settled_metrics(jobs[0], "a");
+  check_settled_metrics(jobs[1], "b");
 
   rd_kafka_t *p = tk_producer(&c);
   char key[32], val[32];
