@@ -47,10 +47,26 @@ struct sl__kowners {
   bool dirty;
   claim *claims;
   size_t n_claims;
-  /* Supervisor thread only. */
+  /* Supervisor thread only (the delivery report runs in the producer's
+   * poll, on it too). */
   rd_kafka_t *prod, *cons;
   bool warned;
 };
+
+/* A claim that did not reach the topic: the other processes keep the
+ * previous one. Logged once; the next change publishes again. */
+static void delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
+                      void *opaque) {
+  (void)rk;
+  sl__kowners *o = opaque;
+  if (!m->err || o->warned)
+    return;
+  o->warned = true;
+  sl__klog(o->kj, SL__LOG_WARN,
+           "owners topic %s: a claim was not delivered (%s): other "
+           "processes name this one's keys late or not at all",
+           o->topic, rd_kafka_err2str(m->err));
+}
 
 static void claims_free(sl__kowners *o) {
   for (size_t i = 0; i < o->n_claims; i++) {
@@ -271,6 +287,8 @@ static int svc_start(void *svc, char *err, size_t errlen) {
   if (rc)
     return rc;
   char e[512];
+  rd_kafka_conf_set_dr_msg_cb(pc, delivered);
+  rd_kafka_conf_set_opaque(pc, o);
   if (!(o->prod = rd_kafka_new(RD_KAFKA_PRODUCER, pc, e, sizeof(e)))) {
     rd_kafka_conf_destroy(pc);
     rd_kafka_conf_destroy(cc);

@@ -19,6 +19,10 @@ static const double pause_bounds[] = SL__GROUP_PAUSE_BOUNDS;
 _Static_assert(sizeof(pause_bounds) / sizeof(pause_bounds[0]) ==
                    SL__GROUP_PAUSE_N,
                "SL__GROUP_PAUSE_N counts SL__GROUP_PAUSE_BOUNDS");
+_Static_assert(sizeof(((sl_job_t *)0)->grp.pause_buckets) /
+                       sizeof(((sl_job_t *)0)->grp.pause_buckets[0]) ==
+                   SL__GROUP_PAUSE_N + 1,
+               "a bucket per bound and one above them");
 
 int sl__group_init(sl_job_t *job) {
   const char *id = sl__conf_str(job->conf, "instance.id");
