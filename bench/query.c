@@ -325,9 +325,8 @@ static result run(int mode, double rate) {
     qsort(c.lat, c.n, sizeof(*c.lat), cmp_d);
     /* Alternating: lookups only in the query windows (the last one may
      * be cut short by the job's end: it is not counted). */
-    r.lookups_per_sec =
-        alternate ? (double)c.n / ((c.windows - 0.5) * ALT_S)
-                  : (double)c.n / (c.t1 - c.t0);
+    r.lookups_per_sec = alternate ? (double)c.n / ((c.windows - 0.5) * ALT_S)
+                                  : (double)c.n / (c.t1 - c.t0);
     r.lookups = (double)c.n;
     r.p50_us = c.lat[c.n / 2] * 1e6;
     r.p99_us = c.lat[c.n * 99 / 100] * 1e6;
@@ -416,42 +415,38 @@ int main(void) {
             paced.lookups_per_sec, alt_rate);
     return 1;
   }
-  printf("bench=query events=%llu keys=%llu "
-         "cost_1e4_pct=%.2f cost_min_pct=%.2f cost_max_pct=%.2f "
-         "worker_us_per_lookup=%.2f "
-         "alt_on_ns_per_event=%.1f alt_off_ns_per_event=%.1f "
-         "alt_on_sys_ns_per_event=%.2f alt_off_sys_ns_per_event=%.2f "
-         "alt_lookups_per_sec=%.0f "
-         "base_events_per_sec=%.0f "
-         "capi_1e4_events_per_sec=%.0f capi_1e4_lookups_per_sec=%.0f "
-         "capi_1e4_p50_us=%.1f capi_1e4_p99_us=%.1f "
-         "capi_1e4_cost_cpu_pct=%.2f capi_1e4_cost_wall_pct=%.1f "
-         "base_worker_ns_per_event=%.1f capi_1e4_worker_ns_per_event=%.1f "
-         "base_worker_sys_ns_per_event=%.1f "
-         "capi_1e4_worker_sys_ns_per_event=%.1f "
-         "capi_1e4_client_cpu_pct=%.1f base_preempt_per_s=%.0f "
-         "capi_1e4_preempt_per_s=%.0f pinned=%d "
-         "capi_max_lookups_per_sec=%.0f capi_max_p50_us=%.1f "
-         "capi_max_p99_us=%.1f capi_max_events_ratio=%.3f "
-         "http_max_lookups_per_sec=%.0f http_p50_us=%.1f http_p99_us=%.1f "
-         "http_events_ratio=%.3f best_of=%d\n",
-         (unsigned long long)N, (unsigned long long)KEYS, sorted[n_alt / 2],
-         sorted[0], sorted[n_alt - 1], per_lookup_us, on, off, sys_on, sys_off,
-         alt_rate,
-         none.events_per_sec,
-         paced.events_per_sec, paced.lookups_per_sec, paced.p50_us,
-         paced.p99_us,
-         100.0 * (paced.worker_cpu_s / none.worker_cpu_s - 1.0),
-         100.0 * (1.0 - paced.events_per_sec / none.events_per_sec),
-         none.worker_cpu_s / (double)N * 1e9,
-         paced.worker_cpu_s / (double)N * 1e9,
-         none.worker_sys_s / (double)N * 1e9,
-         paced.worker_sys_s / (double)N * 1e9,
-         100.0 * paced.client_cpu_s * paced.events_per_sec / (double)N,
-         none.preempt_per_s, paced.preempt_per_s, pin,
-         cmax.lookups_per_sec, cmax.p50_us, cmax.p99_us,
-         cmax.events_per_sec / none.events_per_sec, hmax.lookups_per_sec,
-         hmax.p50_us, hmax.p99_us, hmax.events_per_sec / none.events_per_sec,
-         rounds);
+  printf(
+      "bench=query events=%llu keys=%llu "
+      "cost_1e4_pct=%.2f cost_min_pct=%.2f cost_max_pct=%.2f "
+      "worker_us_per_lookup=%.2f "
+      "alt_on_ns_per_event=%.1f alt_off_ns_per_event=%.1f "
+      "alt_on_sys_ns_per_event=%.2f alt_off_sys_ns_per_event=%.2f "
+      "alt_lookups_per_sec=%.0f "
+      "base_events_per_sec=%.0f "
+      "capi_1e4_events_per_sec=%.0f capi_1e4_lookups_per_sec=%.0f "
+      "capi_1e4_p50_us=%.1f capi_1e4_p99_us=%.1f "
+      "capi_1e4_cost_cpu_pct=%.2f capi_1e4_cost_wall_pct=%.1f "
+      "base_worker_ns_per_event=%.1f capi_1e4_worker_ns_per_event=%.1f "
+      "base_worker_sys_ns_per_event=%.1f "
+      "capi_1e4_worker_sys_ns_per_event=%.1f "
+      "capi_1e4_client_cpu_pct=%.1f base_preempt_per_s=%.0f "
+      "capi_1e4_preempt_per_s=%.0f pinned=%d "
+      "capi_max_lookups_per_sec=%.0f capi_max_p50_us=%.1f "
+      "capi_max_p99_us=%.1f capi_max_events_ratio=%.3f "
+      "http_max_lookups_per_sec=%.0f http_p50_us=%.1f http_p99_us=%.1f "
+      "http_events_ratio=%.3f best_of=%d\n",
+      (unsigned long long)N, (unsigned long long)KEYS, sorted[n_alt / 2],
+      sorted[0], sorted[n_alt - 1], per_lookup_us, on, off, sys_on, sys_off,
+      alt_rate, none.events_per_sec, paced.events_per_sec,
+      paced.lookups_per_sec, paced.p50_us, paced.p99_us,
+      100.0 * (paced.worker_cpu_s / none.worker_cpu_s - 1.0),
+      100.0 * (1.0 - paced.events_per_sec / none.events_per_sec),
+      none.worker_cpu_s / (double)N * 1e9, paced.worker_cpu_s / (double)N * 1e9,
+      none.worker_sys_s / (double)N * 1e9, paced.worker_sys_s / (double)N * 1e9,
+      100.0 * paced.client_cpu_s * paced.events_per_sec / (double)N,
+      none.preempt_per_s, paced.preempt_per_s, pin, cmax.lookups_per_sec,
+      cmax.p50_us, cmax.p99_us, cmax.events_per_sec / none.events_per_sec,
+      hmax.lookups_per_sec, hmax.p50_us, hmax.p99_us,
+      hmax.events_per_sec / none.events_per_sec, rounds);
   return 0;
 }

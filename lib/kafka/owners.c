@@ -171,8 +171,8 @@ static int publish(sl__kowners *o, char *err, size_t errlen) {
   sl__job_endpoint(o->job, endpoint, sizeof(endpoint));
   const char *self = sl__job_instance(o->job);
   char *v = NULL;
-  json_t *doc = tasks ? json_pack("{s:s,s:s,s:o}", "instance", self,
-                                  "endpoint", endpoint, "tasks", tasks)
+  json_t *doc = tasks ? json_pack("{s:s,s:s,s:o}", "instance", self, "endpoint",
+                                  endpoint, "tasks", tasks)
                       : NULL;
   if (doc)
     v = json_dumps(doc, JSON_COMPACT);
@@ -204,8 +204,9 @@ static void read_claim(sl__kowners *o, const rd_kafka_message_t *m) {
   json_t *doc = json_loadb(m->payload, m->len, 0, NULL);
   const char *inst = NULL, *ep = NULL;
   json_t *tasks = NULL;
-  if (!doc || json_unpack(doc, "{s:s,s:s,s:o}", "instance", &inst, "endpoint",
-                          &ep, "tasks", &tasks) ||
+  if (!doc ||
+      json_unpack(doc, "{s:s,s:s,s:o}", "instance", &inst, "endpoint", &ep,
+                  "tasks", &tasks) ||
       !json_is_array(tasks)) {
     sl__klog(o->kj, SL__LOG_WARN,
              "owners topic %s: offset %lld is not a claim; ignored", o->topic,

@@ -70,8 +70,8 @@ int sl__metrics_job_new(sl_job_t *job, char *err, size_t errlen) {
    * every restart (the default id has the pid). */
   bool instance = job->kg_murmur2 || *sl__conf_str(job->conf, "instance.id");
   if (!(jm->reg = sl__metrics_new()) ||
-      (instance && sl__metrics_const_label(jm->reg, "instance",
-                                           sl__job_instance(job))) ||
+      (instance &&
+       sl__metrics_const_label(jm->reg, "instance", sl__job_instance(job))) ||
       (rc = sl__jm_register_builtins(jm, err, errlen))) {
     jm_free(jm);
     sl__errf(err, errlen, "out of memory");

@@ -67,7 +67,7 @@ typedef struct sl__group_stat {
   int rebalancing;  /* members between a begin and its end */
   uint64_t revoked; /* revocation events, assignment events */
   uint64_t assigned;
-  uint64_t tasks_revoked, tasks_assigned; /* partitions */
+  uint64_t tasks_revoked, tasks_assigned;        /* partitions */
   uint64_t pause_buckets[SL__GROUP_PAUSE_N + 1]; /* per bucket */
   double pause_sum;
 } sl__group_stat;

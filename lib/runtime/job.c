@@ -78,7 +78,7 @@ sl_job_t *sl__job_create(const char *name, sl_conf_t *conf, char *err,
       !(job->own_clock = sl_clock_new_system())) {
     if (job) {
       free(job->name);
-  free(job->instance);
+      free(job->instance);
       free(job);
     }
     sl_conf_destroy(own);

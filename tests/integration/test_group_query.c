@@ -80,9 +80,8 @@ static void key_of_task(uint32_t t, char *buf, size_t cap) {
 static sl_query_where where(sl_job_t *job, uint32_t t, sl_query_owner_t *o) {
   char key[32], err[256];
   key_of_task(t, key, sizeof(key));
-  ck_assert_int_eq(sl_job_query_owner(job, key, strlen(key), o, err,
-                                      sizeof(err)),
-                   SL_OK);
+  ck_assert_int_eq(
+      sl_job_query_owner(job, key, strlen(key), o, err, sizeof(err)), SL_OK);
   ck_assert_uint_eq(o->task, t);
   return o->where;
 }
@@ -179,9 +178,8 @@ static void check_settled_metrics(sl_job_t *job, const char *name) {
       (int)metric(job, "sluice_group_rebalance_pause_seconds", inst),
       2 + (int)metric(job, "sluice_group_rebalances_total", in_r));
   char *text = NULL, want[128];
-  ck_assert_int_eq(sl_job_metrics_format(job, SL_METRICS_PROMETHEUS, &text,
-                                         NULL),
-                   SL_OK);
+  ck_assert_int_eq(
+      sl_job_metrics_format(job, SL_METRICS_PROMETHEUS, &text, NULL), SL_OK);
   snprintf(want, sizeof(want), "\nsluice_group_tasks{instance=\"%s\"} %d\n",
            name, local);
   ck_assert_msg(strstr(text, want), "no %s", want);

@@ -37,8 +37,7 @@ static int add_family(const char *name, sl_metric_type type, void *opaque) {
   return 0;
 }
 
-static int add_new_family(const char *name, sl_metric_type type,
-                          void *opaque) {
+static int add_new_family(const char *name, sl_metric_type type, void *opaque) {
   names *ns = opaque;
   for (size_t i = 0; i < ns->n; i++)
     if (strcmp(ns->v[i], name) == 0)
