@@ -300,27 +300,11 @@ START_TEST(each_member_answers_its_keys_and_names_the_owner) {
 }
 END_TEST
 
-/* Without group mode every key is this process's. */
-START_TEST(one_process_owns_every_key) {
-  sl_conf_t *conf = sl_conf_new();
-  char err[256];
-  sl_job_t *job = sl_job_new("one", conf, err, sizeof(err));
-  ck_assert_ptr_nonnull(job);
-  sl_query_owner_t o;
-  ck_assert_int_eq(sl_job_query_owner(job, "k", 1, &o, err, sizeof(err)),
-                   SL_ERR_STATE);
-  ck_assert_int_eq(sl_job_query_owner(NULL, "k", 1, &o, err, sizeof(err)),
-                   SL_ERR_INVAL);
-  sl_job_destroy(job);
-}
-END_TEST
-
 static Suite *suite(void) {
   Suite *s = suite_create("group_query");
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 180);
   tcase_add_test(tc, each_member_answers_its_keys_and_names_the_owner);
-  tcase_add_test(tc, one_process_owns_every_key);
   suite_add_tcase(s, tc);
   return s;
 }
