@@ -136,9 +136,10 @@ void sl__kowners_event(sl__kowners *o, int64_t *since, rd_kafka_resp_err_t e,
   else if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
     n = hold(o, l, -1);
   o->dirty = true;
-  int held = o->n_held;
+  /* Under the lock: two members' events publish in the order they
+   * counted. */
+  sl__group_set_tasks(o->job, o->n_held);
   pthread_mutex_unlock(&o->mu);
-  sl__group_set_tasks(o->job, held);
   if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     sl__group_assigned(o->job, n,
                        *since ? (double)(now - *since) / 1000.0 : -1);
