@@ -109,7 +109,6 @@ void sl__group_set_tasks(sl_job_t *job, int n) {
 
 void sl__group_stats(sl_job_t *job, sl__group_stat *out) {
   memset(out, 0, sizeof(*out));
-  out->on = job->kg_murmur2;
   out->tasks = atomic_load(&job->grp.tasks);
   out->rebalancing = atomic_load(&job->grp.rebalancing);
   out->revoked = atomic_load(&job->grp.revoked);

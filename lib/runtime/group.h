@@ -62,7 +62,6 @@ void sl__group_assigned(sl_job_t *job, int n, double pause_s);
 void sl__group_set_tasks(sl_job_t *job, int n);
 
 typedef struct sl__group_stat {
-  bool on;          /* group mode */
   int tasks;        /* assigned tasks */
   int rebalancing;  /* members between a begin and its end */
   uint64_t revoked; /* revocation events, assignment events */
