@@ -20,6 +20,8 @@
  * fails. */
 static inline int hg_get_hdr(int port, const char *path, const char *header,
                              char **body);
+static inline int hg_get_head(int port, const char *path, const char *header,
+                              char **head, char **body);
 static inline int hg_get(int port, const char *path, char **body) {
   return hg_get_hdr(port, path, NULL, body);
 }
@@ -28,6 +30,15 @@ static inline int hg_get(int port, const char *path, char **body) {
  * x"), or none when header is NULL. */
 static inline int hg_get_hdr(int port, const char *path, const char *header,
                              char **body) {
+  return hg_get_head(port, path, header, NULL, body);
+}
+
+/* hg_get_hdr that also returns the status line and header lines in *head
+ * (malloc'ed) when head is not NULL. */
+static inline int hg_get_head(int port, const char *path, const char *header,
+                              char **head, char **body) {
+  if (head)
+    *head = NULL;
   if (body)
     *body = NULL;
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -69,6 +80,8 @@ static inline int hg_get_hdr(int port, const char *path, const char *header,
     return -1;
   }
   char *sep = strstr(buf, "\r\n\r\n");
+  if (head)
+    *head = strndup(buf, sep ? (size_t)(sep - buf) : len);
   if (body)
     *body = strdup(sep ? sep + 4 : "");
   free(buf);

@@ -34,7 +34,8 @@ extern "C" {
   X(RANGE, -12, "value out of range")                                          \
   X(KAFKA, -13, "kafka error")                                                 \
   X(INTERNAL, -14, "internal error")                                           \
-  X(TIMEOUT, -15, "timed out")
+  X(TIMEOUT, -15, "timed out")                                                 \
+  X(NOT_OWNER, -16, "key owned by another process of the job")
 
 typedef enum sl_err {
   SL_OK = 0,

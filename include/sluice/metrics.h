@@ -92,6 +92,9 @@ typedef enum sl_health {
                              checkpoint is older than
                              health.checkpoint.max.age.ms */
   SL_HEALTH_FINISHED,     /* sl_job_run() returned without an error */
+  SL_HEALTH_REBALANCING,  /* group mode: a member of this process's
+                             consumer group joins or lost partitions and
+                             waits for its assignment (tasks move) */
 } sl_health;
 
 /* The job's health now, with a one-line human reason in reason (may be

@@ -38,6 +38,27 @@ typedef struct sl_query_result {
   sl_query_item_t *items; /* list: insertion order; map: by map key */
 } sl_query_result_t;
 
+/* Where a key's state lives (Kafka Streams' queryMetadataForKey). In
+ * group mode (docs/scaling.md) every key belongs to one task, the input
+ * partition murmur2 gives it, and a task to the process of the group that
+ * is assigned that partition; a job of one process owns every key. */
+typedef enum sl_query_where {
+  SL_QUERY_LOCAL = 0,  /* this process owns the key: sl_job_query answers */
+  SL_QUERY_REMOTE = 1, /* another process owns it: instance and endpoint */
+  SL_QUERY_MOVING = 2  /* no process owns it right now: its task moves in a
+                          rebalance; ask again shortly */
+} sl_query_where;
+
+typedef struct sl_query_owner {
+  sl_query_where where;
+  /* The key's task: its partition in group mode, else its key group. */
+  uint32_t task;
+  /* The owning process: its instance.id and query.advertised.endpoint
+   * ("" when it advertises none); both "" unless where is REMOTE. */
+  char instance[128];
+  char endpoint[256];
+} sl_query_owner_t;
+
 typedef struct sl_query_opts {
   /* Map states: non-NULL asks for one map key (map_key_len bytes; "" with
    * 0 for the empty map key); NULL for every entry. Ignored otherwise. */
@@ -46,6 +67,9 @@ typedef struct sl_query_opts {
   /* How long to wait for the owning worker, in ms; 0 = query.timeout.ms
    * (negative: SL_ERR_INVAL). */
   int64_t timeout_ms;
+  /* Optional: filled when sl_job_query returns SL_ERR_NOT_OWNER, so a
+   * caller learns where to ask without a second call. */
+  sl_query_owner_t *owner;
 } sl_query_opts_t;
 
 /* Reads the current state of key (key_len bytes, as the job's key_by
@@ -66,6 +90,9 @@ typedef struct sl_query_opts {
  *   SL_ERR_TIMEOUT   the owning worker did not answer in time (it is
  *                    blocked, e.g. waiting on a full channel or in a
  *                    user callback)
+ *   SL_ERR_NOT_OWNER group mode: another process owns the key, or its
+ *                    task is moving (err names the owner; opts->owner,
+ *                    when set, receives it as sl_job_query_owner does)
  *   SL_ERR_NOMEM
  * A query changes nothing: no TTL refresh, no cleanup, so it never alters
  * the job's results. Namespaced state (windows) is not queryable: a query
@@ -74,6 +101,17 @@ SL_API int sl_job_query(sl_job_t *job, const char *uid, const char *state,
                         const void *key, size_t key_len,
                         const sl_query_opts_t *opts, sl_query_result_t **out,
                         char *err, size_t errlen);
+
+/* Which process owns key (key_len bytes, as the job's key_by function
+ * returns it), from any thread while the job runs; *out is filled. In
+ * group mode the process learns the other members' assignments and
+ * endpoints from the owners topic (group.owners.topic), within about a
+ * second of a rebalance; until then a moved key may read MOVING, or the
+ * previous owner. Returns SL_OK, or SL_ERR_INVAL (NULL arguments) or
+ * SL_ERR_STATE (the job is not running) with a message in err (which may
+ * be NULL). */
+SL_API int sl_job_query_owner(sl_job_t *job, const void *key, size_t key_len,
+                              sl_query_owner_t *out, char *err, size_t errlen);
 
 /* Frees a result; NULL is a no-op. */
 SL_API void sl_query_result_free(sl_query_result_t *r);

@@ -46,6 +46,14 @@ static const sl__conf_key keys[] = {
             "group mode: the partition count of the topics the keyed stage "
             "reads, declared; the job checks it against the cluster and "
             "uses it as the number of key groups"),
+    KEY_STRING("group.owners.topic", "",
+               "group mode: the topic where each process announces the "
+               "partitions it owns and its query endpoint; empty = "
+               "sluice-<job name>-owners"),
+    KEY_STRING("instance.id", "",
+               "this process's name: the instance label of every metric and "
+               "its name in the group's owners topic; empty = "
+               "<hostname>-<pid>"),
     KEY_ENUM("error.policy", "fail", "fail|skip|dlq",
              "what a user-function error or a malformed input record does: "
              "fail the job with the record's context, skip the record and "
@@ -120,6 +128,10 @@ static const sl__conf_key keys[] = {
     KEY_INT("query.timeout.ms", "1000", 1, 3600000,
             "how long a state query (sl_job_query, GET /state/...) waits for "
             "the worker that owns the key"),
+    KEY_STRING("query.advertised.endpoint", "",
+               "group mode: the address other processes name for keys this "
+               "process owns (http://host:port); empty = http:// and the "
+               "metrics.listen address, with the bound port"),
     KEY_STRING("query.http.token", "",
                "bearer token GET /state/... requires (Authorization: Bearer "
                "<token>); empty = none"),

@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "kafka/group_int.h"
 #include "kafka/kafka_int.h"
+#include "kafka/owners_int.h"
 
 bool sl__kgroup_on(const sl_conf_t *conf) {
   return sl__conf_enum(conf, "group.mode") != 0;
@@ -70,6 +71,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
       g->revoked(g->sub, l);
     re = rd_kafka_assign(rk, NULL);
   }
+  sl__kowners_event(g->owners, &g->since, e, l);
   rd_kafka_topic_partition_list_t *now = NULL;
   if (!rd_kafka_assignment(rk, &now)) {
     sl__log(g->conf, g->job, SL__LOG_INFO, "kafka",
@@ -95,6 +97,8 @@ int sl__kgroup_conf(rd_kafka_conf_t *c, const sl_conf_t *conf, sl__kgroup *g,
     return SL_ERR_CONF;
   rd_kafka_conf_set_rebalance_cb(c, on_rebalance);
   rd_kafka_conf_set_opaque(c, g);
+  /* The member joins the group: a rebalance until its first assignment. */
+  sl__kowners_event(g->owners, &g->since, RD_KAFKA_RESP_ERR_NO_ERROR, NULL);
   return SL_OK;
 }
 

@@ -29,6 +29,11 @@ typedef struct sl__kgroup {
   const char *job, *uid;
   int err; /* first failure, 0: none */
   char errmsg[256];
+  /* The job's owners directory and rebalance figures (owners_int.h),
+   * told of every rebalance event; since: this member's rebalance began
+   * (monotonic ms), 0 when none. */
+  struct sl__kowners *owners;
+  int64_t since;
 } sl__kgroup;
 
 /* Whether the job runs in group mode (group.mode is not off). */

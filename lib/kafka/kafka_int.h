@@ -65,6 +65,9 @@ typedef struct sl__kjob {
   void *committed_opaque;
   const sl_conf_t *conf; /* the job's */
   bool participant;      /* the exactly-once participant is registered */
+  /* Group mode: the owners directory (owners.c), a service of the job
+   * that frees it. */
+  struct sl__kowners *owners;
   /* Figures (stats.c), read at scrape time through the runtime's
    * reporter; the lists are guarded by stat_lock, the values are atomics
    * written by their owner. */

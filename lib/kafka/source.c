@@ -17,6 +17,7 @@
 #include "core/conf.h"
 #include "kafka/group_int.h"
 #include "kafka/kafka_int.h"
+#include "kafka/owners_int.h"
 #include "time/watermark.h"
 
 #define MAX_SUBTASKS 1024
@@ -560,7 +561,8 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
                           .sub = k,
                           .conf = conf,
                           .job = s->kj->name,
-                          .uid = s->uid};
+                          .uid = s->uid,
+                          .owners = s->kj->owners};
     if ((rc = sl__kgroup_conf(rc_conf, conf, &k->grp, err, sizeof(err)))) {
       rd_kafka_conf_destroy(rc_conf);
       return sl_source_fail(ctx, rc, "%s", err);
@@ -1273,6 +1275,10 @@ sl_stream_t *sl_source_kafka(sl_job_t *job, const char *uid, const char *topics,
     return NULL;
   }
   sl__kjob *kj = sl__kjob_get(job);
+  /* Group mode: the directory of who owns which task, before the job
+   * runs (it is a service of the job). */
+  if (kj && sl__kgroup_on(sl_job_conf(job)) && !sl__kowners_get(kj))
+    return NULL;
   ksrc *s = kj ? calloc(1, sizeof(*s)) : NULL;
   if (!s)
     goto oom;

@@ -10,6 +10,7 @@
 
 #include "core/util.h"
 #include "metrics/metrics_int.h"
+#include "runtime/group.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
 #include "sluice.h"
@@ -252,6 +253,55 @@ static const struct kfam {
      "source offsets and committing)."},
 };
 
+/* ---- Group mode: tasks and rebalances (runtime/group.h) ------------------ */
+
+static const double pause_bounds[] = SL__GROUP_PAUSE_BOUNDS;
+
+static const struct gfam {
+  sl_metric_type type;
+  const char *name, *labels, *help;
+} group[] = {
+    {SL_METRIC_GAUGE, "sluice_group_tasks", NULL,
+     "Tasks (input partitions of the keyed stage) this process owns."},
+    {SL_METRIC_GAUGE, "sluice_group_rebalancing", NULL,
+     "Consumer-group members of this process in a rebalance: joined, or "
+     "partitions revoked, and not assigned since (0: settled)."},
+    {SL_METRIC_COUNTER, "sluice_group_rebalances_total", "event",
+     "Rebalance events of this process's group members: partitions "
+     "assigned (also none, when a rebalance leaves a member as it was) or "
+     "revoked."},
+    {SL_METRIC_COUNTER, "sluice_group_tasks_moved_total", "direction",
+     "Tasks (partitions) assigned to or revoked from this process's "
+     "members."},
+    {SL_METRIC_HISTOGRAM, "sluice_group_rebalance_pause_seconds", NULL,
+     "Per member and rebalance: from its join or the revocation of its "
+     "partitions to its next assignment, while its tasks were not "
+     "processed here."},
+};
+
+static void collect_group(sl__mcollect *c, void *opaque) {
+  sl__jmetrics *jm = opaque;
+  sl__group_stat g;
+  sl__group_stats(jm->job, &g);
+  const char *f = sl__mcollect_family(c);
+  if (strcmp(f, "sluice_group_tasks") == 0) {
+    sl__mcollect_value(c, NULL, g.tasks);
+  } else if (strcmp(f, "sluice_group_rebalancing") == 0) {
+    sl__mcollect_value(c, NULL, g.rebalancing);
+  } else if (strcmp(f, "sluice_group_rebalances_total") == 0) {
+    const char *a[] = {"assigned"}, *r[] = {"revoked"};
+    sl__mcollect_value(c, a, (double)g.assigned);
+    sl__mcollect_value(c, r, (double)g.revoked);
+  } else if (strcmp(f, "sluice_group_tasks_moved_total") == 0) {
+    const char *a[] = {"assigned"}, *r[] = {"revoked"};
+    sl__mcollect_value(c, a, (double)g.tasks_assigned);
+    sl__mcollect_value(c, r, (double)g.tasks_revoked);
+  } else {
+    sl__mcollect_histogram(c, NULL, pause_bounds, SL__GROUP_PAUSE_N,
+                           g.pause_buckets, g.pause_sum);
+  }
+}
+
 /* Registers every built-in family; series that exist from the start are
  * created here. */
 int sl__jm_register_builtins(sl__jmetrics *jm, char *err, size_t errlen) {
@@ -356,6 +406,16 @@ int sl__jm_register_builtins(sl__jmetrics *jm, char *err, size_t errlen) {
               k->type == SL_METRIC_HISTOGRAM ? SL__ARRAY_LEN(commit_bounds) : 0,
               err, errlen)) ||
         sl__mfamily_set_collector(f, sl__jm_collect_reported, jm))
+      return SL_ERR_NOMEM;
+  }
+  /* Group mode only: a job of one process has no tasks to move. */
+  for (size_t i = 0; jm->job->kg_murmur2 && i < SL__ARRAY_LEN(group); i++) {
+    const struct gfam *g = &group[i];
+    bool h = g->type == SL_METRIC_HISTOGRAM;
+    if (!(f = sl__metrics_family(m, g->type, g->name, g->help, g->labels,
+                                 h ? pause_bounds : NULL,
+                                 h ? SL__GROUP_PAUSE_N : 0, err, errlen)) ||
+        sl__mfamily_set_collector(f, collect_group, jm))
       return SL_ERR_NOMEM;
   }
   return SL_OK;

@@ -124,7 +124,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
   (void)upload;
   (void)con_cls;
   sl__http *h = cls;
-  sl__http_reply r = {200, NULL, 0, "text/plain; charset=utf-8", NULL};
+  sl__http_reply r = {.status = 200,
+                      .content_type = "text/plain; charset=utf-8"};
   if (*upload_size) {
     *upload_size = 0; /* ignore request bodies */
     return MHD_YES;
@@ -145,12 +146,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
       r.body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
   if (!resp) {
     free(r.body);
+    free(r.location);
     return MHD_NO;
   }
   MHD_add_response_header(resp, "Content-Type", r.content_type);
   MHD_add_response_header(resp, "Cache-Control", "no-store");
   if (r.challenge)
     MHD_add_response_header(resp, "WWW-Authenticate", r.challenge);
+  if (r.location)
+    MHD_add_response_header(resp, "Location", r.location);
+  if (r.retry_after)
+    MHD_add_response_header(resp, "Retry-After", r.retry_after);
+  free(r.location);
   enum MHD_Result rc = MHD_queue_response(conn, (unsigned)r.status, resp);
   MHD_destroy_response(resp);
   return rc;

@@ -32,6 +32,11 @@ typedef struct sl__http_reply {
   const char *content_type;
   /* Set with status 401: the WWW-Authenticate challenge ("Bearer"). */
   const char *challenge;
+  /* Set with a redirect (3xx): the Location header, malloc'ed (the
+   * server frees it). */
+  char *location;
+  /* Set with 503: the Retry-After header (seconds). */
+  const char *retry_after;
 } sl__http_reply;
 
 /* A request as the handler sees it: the URL path (percent-decoded) and,

@@ -11,12 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/conf.h"
 #include "core/util.h"
 #include "sluice.h"
 #include "metrics/metrics_int.h"
+#include "runtime/group.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
 #include "core/service.h"
@@ -62,7 +64,14 @@ int sl__metrics_job_new(sl_job_t *job, char *err, size_t errlen) {
   }
   jm->log_interval_ms = sl__conf_int(job->conf, "metrics.log.interval.ms");
   jm->ckpt_max_age_ms = sl__conf_int(job->conf, "health.checkpoint.max.age.ms");
+  /* Every series names its process where processes share a job (group
+   * mode), or where the user named the process; a job of one process
+   * keeps its series as they were, without a label that changes with
+   * every restart (the default id has the pid). */
+  bool instance = job->kg_murmur2 || *sl__conf_str(job->conf, "instance.id");
   if (!(jm->reg = sl__metrics_new()) ||
+      (instance &&
+       sl__metrics_const_label(jm->reg, "instance", sl__job_instance(job))) ||
       (rc = sl__jm_register_builtins(jm, err, errlen))) {
     jm_free(jm);
     sl__errf(err, errlen, "out of memory");
@@ -89,6 +98,23 @@ static void emit_log_line(sl__jmetrics *jm) {
 static void http_handler(const sl__http_req *req, sl__http_reply *r,
                          void *opaque);
 
+/* The query endpoint other processes of a group are told to use, unless
+ * query.advertised.endpoint says otherwise: this address with the port
+ * really bound, and this host's name for a wildcard address. */
+static void advertise(sl__jmetrics *jm) {
+  const char *t = jm->addr.text;
+  size_t n = t[0] == '[' ? strcspn(t, "]") + 1 : strcspn(t, ":");
+  char host[256], ep[320];
+  snprintf(host, sizeof(host), "%.*s", (int)n, t);
+  if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "[::]") == 0) {
+    if (gethostname(host, sizeof(host)) != 0)
+      snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+  }
+  snprintf(ep, sizeof(ep), "http://%s:%d", host, sl__http_port(jm->http));
+  sl__job_set_endpoint(jm->job, ep);
+}
+
 static int jm_start(void *svc, char *err, size_t errlen) {
   sl__jmetrics *jm = svc;
   sl_job_t *job = jm->job;
@@ -103,6 +129,7 @@ static int jm_start(void *svc, char *err, size_t errlen) {
     if (rc)
       return rc;
     atomic_store(&jm->port, sl__http_port(jm->http));
+    advertise(jm);
   }
   return SL_OK;
 }
@@ -168,6 +195,8 @@ const char *sl_health_name(sl_health h) {
     return "unhealthy";
   case SL_HEALTH_FINISHED:
     return "finished";
+  case SL_HEALTH_REBALANCING:
+    return "rebalancing";
   }
   return "unknown";
 }
@@ -228,6 +257,15 @@ sl_health sl__jm_health(sl_job_t *job, char *reason, size_t len) {
       return SL_HEALTH_UNHEALTHY;
     }
   }
+  sl__group_stat g;
+  sl__group_stats(job, &g);
+  if (g.rebalancing > 0) {
+    snprintf(reason, len,
+             "rebalancing: %d group member(s) of this process wait for "
+             "their assignment; it owns %d task(s) meanwhile",
+             g.rebalancing, g.tasks);
+    return SL_HEALTH_REBALANCING;
+  }
   snprintf(reason, len, "running on %d workers", st.parallelism);
   return SL_HEALTH_READY;
 }
@@ -281,7 +319,9 @@ static void http_handler(const sl__http_req *req, sl__http_reply *r,
   if (strcmp(path, "/healthz") == 0) {
     sl_health h;
     r->body = health_json(jm, &h);
-    r->status = h == SL_HEALTH_READY ? 200 : 503;
+    /* Rebalancing is alive and serves its other tasks: not a reason to
+     * restart the process (which would move its tasks once more). */
+    r->status = h == SL_HEALTH_READY || h == SL_HEALTH_REBALANCING ? 200 : 503;
     r->content_type = "application/json";
     return;
   }

@@ -95,6 +95,12 @@ void sl__mcollect_histogram(sl__mcollect *c, const char *const *label_values,
                             const double *bounds, size_t n_bounds,
                             const uint64_t *buckets, double sum);
 
+/* A label every sample carries, before its own (the process's
+ * instance): name must not be a label of any family. SL_OK or
+ * SL_ERR_NOMEM. */
+int sl__metrics_const_label(sl__metrics *m, const char *name,
+                            const char *value);
+
 /* Calls fn once per sample, families in registration order and the series
  * of a family in creation (or collection) order. Stops at fn's first
  * non-zero return and returns it. */

@@ -45,6 +45,8 @@ struct sl__mfamily {
 struct sl__metrics {
   pthread_mutex_t lock;
   sl__mfamily *fams, **tail;
+  /* A label every sample carries first (sl__metrics_const_label). */
+  char *cl_name, *cl_value;
 };
 
 struct sl__mcollect {
@@ -108,6 +110,8 @@ void sl__metrics_free(sl__metrics *m) {
     family_free(f);
     f = n;
   }
+  free(m->cl_name);
+  free(m->cl_value);
   pthread_mutex_destroy(&m->lock);
   free(m);
 }
@@ -498,9 +502,54 @@ static int visit_series(const sl__mfamily *f, sl__mseries *s, sl_metric_fn fn,
   return fn(&smp, opaque);
 }
 
+int sl__metrics_const_label(sl__metrics *m, const char *name,
+                            const char *value) {
+  char *n = sl__strdup(name), *v = sl__strdup(value);
+  if (!n || !v) {
+    free(n);
+    free(v);
+    return SL_ERR_NOMEM;
+  }
+  pthread_mutex_lock(&m->lock);
+  free(m->cl_name);
+  free(m->cl_value);
+  m->cl_name = n;
+  m->cl_value = v;
+  pthread_mutex_unlock(&m->lock);
+  return SL_OK;
+}
+
+typedef struct const_ctx {
+  const sl__metrics *m;
+  sl_metric_fn fn;
+  void *opaque;
+} const_ctx;
+
+/* Hands fn the sample with the constant label in front of its own. */
+static int with_const_label(const sl_metric_sample_t *s, void *opaque) {
+  const const_ctx *c = opaque;
+  const char *names[MAX_LABELS + 1], *values[MAX_LABELS + 1];
+  names[0] = c->m->cl_name;
+  values[0] = c->m->cl_value;
+  for (size_t i = 0; i < s->n_labels; i++) {
+    names[i + 1] = s->label_names[i];
+    values[i + 1] = s->label_values[i];
+  }
+  sl_metric_sample_t t = *s;
+  t.n_labels = s->n_labels + 1;
+  t.label_names = names;
+  t.label_values = values;
+  return c->fn(&t, c->opaque);
+}
+
 int sl__metrics_visit(sl__metrics *m, sl_metric_fn fn, void *opaque) {
   if (!m || !fn)
     return SL_ERR_INVAL;
+  const_ctx cc = {m, fn, opaque};
+  if (m->cl_name) {
+    fn = with_const_label;
+    opaque = &cc;
+  }
   int rc = 0;
   pthread_mutex_lock(&m->lock);
   for (sl__mfamily *f = m->fams; f && !rc; f = f->next) {

@@ -215,6 +215,70 @@ static json_t *answer_json(const char *uid, const char *state,
   return o;
 }
 
+/* Appends s (n bytes) to *p percent-encoded for a URL: unreserved bytes
+ * (and '/' in a path) as they are, the rest %XX. At most 3n bytes. */
+static void url_put(char **p, const void *s, size_t n, bool path) {
+  const unsigned char *c = s;
+  for (size_t i = 0; i < n; i++) {
+    bool plain = (c[i] >= 'A' && c[i] <= 'Z') || (c[i] >= 'a' && c[i] <= 'z') ||
+                 (c[i] >= '0' && c[i] <= '9') || c[i] == '-' || c[i] == '_' ||
+                 c[i] == '.' || c[i] == '~' || (path && c[i] == '/');
+    *p += plain ? sprintf(*p, "%c", c[i]) : sprintf(*p, "%%%02X", c[i]);
+  }
+}
+
+/* Appends n bytes as hex (2n bytes). */
+static void hex_put(char **p, const unsigned char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    *p += sprintf(*p, "%02x", s[i]);
+}
+
+/* A key another process owns (group mode): 307 to the same query at the
+ * owner's endpoint, with the owner in the body; 503 while its task moves
+ * (or when the owner advertises no endpoint). */
+static void reply_not_owner(sl__http_reply *r, const sl_query_owner_t *o,
+                            const char *uid, const char *state,
+                            const unsigned char *key, size_t key_len,
+                            const unsigned char *mk, size_t mk_len, int has_mk,
+                            const char *err) {
+  json_t *owner = json_pack("{s:I,s:s,s:s}", "task", (json_int_t)o->task,
+                            "instance", o->instance, "endpoint", o->endpoint);
+  json_t *body =
+      owner ? json_pack("{s:s,s:o}", "error", err, "owner", owner) : NULL;
+  r->content_type = "application/json";
+  r->body = dump(body);
+  if (!r->body) {
+    reply_error(r, 500, "out of memory");
+    return;
+  }
+  if (o->where != SL_QUERY_REMOTE || !o->endpoint[0]) {
+    r->status = 503;
+    r->retry_after = "1";
+    return;
+  }
+  size_t cap = strlen(o->endpoint) + 3 * (strlen(uid) + strlen(state)) +
+               2 * (key_len + mk_len) + 64;
+  char *loc = malloc(cap), *p = loc;
+  if (!loc) {
+    free(r->body);
+    reply_error(r, 500, "out of memory");
+    return;
+  }
+  p += sprintf(p, "%s/state/", o->endpoint);
+  url_put(&p, uid, strlen(uid), true);
+  *p++ = '/';
+  url_put(&p, state, strlen(state), false);
+  p += sprintf(p, "?key_hex=");
+  hex_put(&p, key, key_len);
+  if (has_mk) {
+    p += sprintf(p, "&map_key_hex=");
+    hex_put(&p, mk, mk_len);
+  }
+  *p = '\0';
+  r->status = 307;
+  r->location = loc;
+}
+
 void sl__jm_state_http(sl__jmetrics *jm, const sl__http_req *req,
                        sl__http_reply *r) {
   if (jm->query_token &&
@@ -248,7 +312,9 @@ void sl__jm_state_http(sl__jmetrics *jm, const sl__http_req *req,
     reply_error(r, 400, why);
     goto out;
   }
-  sl_query_opts_t o = {.map_key = has_mk ? mk : NULL, .map_key_len = mk_len};
+  sl_query_owner_t owner;
+  sl_query_opts_t o = {
+      .map_key = has_mk ? mk : NULL, .map_key_len = mk_len, .owner = &owner};
   char err[512];
   int rc = sl_job_query(jm->job, uid, state, key, key_len, &o, &res, err,
                         sizeof(err));
@@ -259,6 +325,9 @@ void sl__jm_state_http(sl__jmetrics *jm, const sl__http_req *req,
       reply_error(r, 500, "out of memory");
   } else if (rc == 0) {
     reply_error(r, 404, "no entry for this key");
+  } else if (rc == SL_ERR_NOT_OWNER) {
+    reply_not_owner(r, &owner, uid, state, key, key_len, mk, mk_len, has_mk,
+                    err);
   } else {
     /* The handler checked its own arguments: an invalid query is a state
      * that did not opt in. */

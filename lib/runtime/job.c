@@ -78,6 +78,7 @@ sl_job_t *sl__job_create(const char *name, sl_conf_t *conf, char *err,
       !(job->own_clock = sl_clock_new_system())) {
     if (job) {
       free(job->name);
+      free(job->instance);
       free(job);
     }
     sl_conf_destroy(own);
@@ -116,7 +117,13 @@ sl_job_t *sl__job_create(const char *name, sl_conf_t *conf, char *err,
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&job->cv, &ca);
   pthread_condattr_destroy(&ca);
-  (void)err, (void)errlen;
+  if (sl__group_init(job)) {
+    job->conf = NULL;
+    sl_job_destroy(job);
+    sl_conf_destroy(own);
+    sl__errf(err, errlen, "out of memory");
+    return NULL;
+  }
   return job;
 }
 
@@ -197,6 +204,7 @@ void sl_job_destroy(sl_job_t *job) {
   sl__backend_shared_fini(&job->backend_shared);
   free(job->kg_worker);
   free(job->name);
+  free(job->instance);
   free(job);
 }
 

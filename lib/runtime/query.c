@@ -15,6 +15,7 @@
 #include "core/clock.h"
 #include "core/conf.h"
 #include "core/hash.h"
+#include "runtime/group.h"
 #include "runtime/runtime.h"
 #include "state/state.h"
 
@@ -145,12 +146,25 @@ void sl__query_close(sl__worker *w) {
 /* ---- Caller side ----------------------------------------------------------
  */
 
-/* The worker of this process that owns key group kg. In group mode (a
- * job spread over processes by Kafka's consumer group) this is where a key
- * owned by another process will be told apart and answered with its
- * owner; a job of one process owns every key group. */
-static int owner_of(const sl_job_t *job, uint32_t kg) {
-  return job->kg_worker[kg];
+/* A key of a task another process owns (group mode): SL_ERR_NOT_OWNER
+ * naming the owner, which *owner receives too when asked for. */
+static int not_owner(const sl_query_owner_t *o, sl_query_owner_t *owner,
+                     char *err, size_t errlen) {
+  if (owner)
+    *owner = *o;
+  if (err && errlen) {
+    if (o->where == SL_QUERY_REMOTE)
+      snprintf(err, errlen,
+               "the key's task %u is owned by instance \"%s\" (endpoint "
+               "\"%s\")",
+               o->task, o->instance, o->endpoint);
+    else
+      snprintf(err, errlen,
+               "the key's task %u is moving to another process (a "
+               "rebalance); ask again shortly",
+               o->task);
+  }
+  return SL_ERR_NOT_OWNER;
 }
 
 static struct sl__qreq *req_new(const char *uid, const char *state,
@@ -220,12 +234,20 @@ int sl_job_query(sl_job_t *job, const char *uid, const char *state,
   size_t mk_len = mk ? opts->map_key_len : 0;
   int64_t timeout =
       opts && opts->timeout_ms ? opts->timeout_ms : job->q_timeout_ms;
+  /* The key group is the task: the same rule as key_by's (in group mode
+   * the key's Kafka partition), so the query finds the worker and the
+   * entry the records went to. */
+  uint32_t kg = sl__job_task_of(job, key, key_len);
+  sl_query_owner_t o;
+  sl__job_owner(job, kg, &o);
+  if (o.where != SL_QUERY_LOCAL)
+    return not_owner(&o, opts ? opts->owner : NULL, err, errlen);
   struct sl__qreq *r = req_new(uid, state, key, key_len, mk, mk_len);
   if (!r)
     return fail(SL_ERR_NOMEM, err, errlen, "out of memory");
   r->hash = sl__hash64(key, key_len);
-  r->kg = sl__key_group(r->hash, job->max_par);
-  sl__worker *w = &job->workers[owner_of(job, r->kg)];
+  r->kg = kg;
+  sl__worker *w = &job->workers[job->kg_worker[r->kg]];
   struct timespec dl;
   deadline_of(&dl, timeout);
   int rc;
@@ -271,6 +293,21 @@ int sl_job_query(sl_job_t *job, const char *uid, const char *state,
     *out = r->res;
   free(r);
   return rc;
+}
+
+int sl_job_query_owner(sl_job_t *job, const void *key, size_t key_len,
+                       sl_query_owner_t *out, char *err, size_t errlen) {
+  if (!job || !out || (!key && key_len))
+    return fail(SL_ERR_INVAL, err, errlen,
+                "sl_job_query_owner: job, out and key (unless key_len is 0) "
+                "are required");
+  if (atomic_load(&job->phase) != SL__JOB_RUNNING) {
+    char msg[256];
+    snprintf(msg, sizeof(msg), "job \"%s\" is not running", job->name);
+    return fail(SL_ERR_STATE, err, errlen, msg);
+  }
+  sl__job_owner(job, sl__job_task_of(job, key, key_len), out);
+  return SL_OK;
 }
 
 void sl__query_counts(sl_job_t *job, uint64_t *served, uint64_t *timeouts) {

@@ -219,6 +219,19 @@ struct sl_job {
   pthread_cond_t q_cv;
   int64_t q_timeout_ms;
   _Atomic uint64_t q_served, q_timeouts;
+  /* Group mode (runtime/group.c): the instance id, the endpoint the
+   * metrics service listens on (under stat_lock), who owns a task, and
+   * the rebalance figures. */
+  char *instance;
+  char endpoint[256];
+  void (*owner_fn)(void *opaque, uint32_t task, struct sl_query_owner *out);
+  void *owner_opaque;
+  struct {
+    _Atomic int tasks, rebalancing;
+    _Atomic uint64_t revoked, assigned, tasks_revoked, tasks_assigned;
+    _Atomic uint64_t pause_buckets[14]; /* SL__GROUP_PAUSE_N + 1 */
+    _Atomic uint64_t pause_us;
+  } grp;
 };
 
 _Static_assert(offsetof(struct sl_job, g) == 0,
@@ -331,6 +344,9 @@ bool sl__xchg_chan_fill(const sl__xchg *x, int from, int to, uint32_t *queued,
                         uint32_t *capacity, uint64_t *full_ns);
 
 /* ---- Queryable state (query.c) ----------------------------------------- */
+
+/* The instance id (group.c); SL_OK or SL_ERR_NOMEM. */
+int sl__group_init(sl_job_t *job);
 
 void sl__query_init(sl_job_t *job);
 void sl__query_fini(sl_job_t *job);

@@ -566,10 +566,21 @@ START_TEST(refusals_are_clear) {
   ck_assert_int_eq(query_text(r.job, "val", "a", NULL, got, sizeof(got)), 1);
   ck_assert_str_eq(got, "shown");
   ck_assert_int_eq(query_text(r.job, "val", "b", NULL, got, sizeof(got)), 0);
+  /* One process owns every key: its task is the key group. */
+  sl_query_owner_t o;
+  ck_assert_int_eq(sl_job_query_owner(r.job, "a", 1, &o, err, sizeof(err)),
+                   SL_OK);
+  ck_assert_int_eq(o.where, SL_QUERY_LOCAL);
+  ck_assert_uint_eq(o.task, sl__key_group(sl__hash64("a", 1), 128));
+  ck_assert_str_eq(o.instance, "");
+  ck_assert_int_eq(sl_job_query_owner(r.job, NULL, 1, &o, err, sizeof(err)),
+                   SL_ERR_INVAL);
   run_finish(&r);
   ck_assert_int_eq(
       sl_job_query(r.job, "proc", "val", "a", 1, NULL, &res, err, sizeof(err)),
       SL_ERR_STATE);
+  ck_assert_int_eq(sl_job_query_owner(r.job, "a", 1, &o, err, sizeof(err)),
+                   SL_ERR_STATE);
   ck_assert_str_eq(err, "job \"query-refusals\" is not running");
   run_free(&r);
 }

@@ -37,7 +37,16 @@ static int add_family(const char *name, sl_metric_type type, void *opaque) {
   return 0;
 }
 
-/* Every name the registry of a fresh job can expose. */
+static int add_new_family(const char *name, sl_metric_type type, void *opaque) {
+  names *ns = opaque;
+  for (size_t i = 0; i < ns->n; i++)
+    if (strcmp(ns->v[i], name) == 0)
+      return 0;
+  return add_family(name, type, opaque);
+}
+
+/* Every name the registry of a fresh job can expose: of one process, and
+ * in group mode (which adds the group's families). */
 static void known_names(names *ns) {
   memset(ns, 0, sizeof(*ns));
   char err[256];
@@ -45,6 +54,16 @@ static void known_names(names *ns) {
   ck_assert_ptr_nonnull(job);
   ck_assert_int_eq(sl__metrics_families(sl__metrics_of(job), add_family, ns),
                    0);
+  sl_job_destroy(job);
+  sl_conf_t *conf = sl_conf_new();
+  ck_assert_int_eq(
+      sl_conf_set(conf, "group.mode", "copartitioned", err, sizeof(err)), 0);
+  ck_assert_int_eq(sl_conf_set(conf, "group.partitions", "4", err, sizeof(err)),
+                   0);
+  job = sl_job_new("docs", conf, err, sizeof(err));
+  ck_assert_msg(job != NULL, "%s", err);
+  ck_assert_int_eq(
+      sl__metrics_families(sl__metrics_of(job), add_new_family, ns), 0);
   sl_job_destroy(job);
   ck_assert_uint_gt(ns->n, 20);
 }

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What the runtime knows of group mode (docs/scaling.md) for serving and
+ * monitoring: the process's instance id and query endpoint, the function
+ * the Kafka layer hands in to say which process owns a task, and the
+ * figures of rebalances that the Kafka layer's membership reports and the
+ * metrics layer reads. The runtime keeps these here, below both, so that
+ * neither of them calls the other. Every function is safe from any
+ * thread. */
+#ifndef SL_RUNTIME_GROUP_H
+#define SL_RUNTIME_GROUP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice/query.h"
+
+/* The process's instance id: instance.id, else "<hostname>-<pid>". */
+const char *sl__job_instance(const sl_job_t *job);
+
+/* The query endpoint other processes are told to use: the
+ * query.advertised.endpoint setting, else the one the metrics endpoint
+ * set once it listened (http://host:port), else "". */
+void sl__job_set_endpoint(sl_job_t *job, const char *endpoint);
+void sl__job_endpoint(sl_job_t *job, char *out, size_t len);
+
+/* The task (key group) of a key: its murmur2 partition in group mode,
+ * else its hash's key group. */
+uint32_t sl__job_task_of(const sl_job_t *job, const void *key, size_t len);
+
+/* Who owns a task: fills out->where and, for another process, its
+ * instance and endpoint (out->task is set by the caller). Called from any
+ * thread, the caller's own. */
+typedef void (*sl__owner_fn)(void *opaque, uint32_t task,
+                             sl_query_owner_t *out);
+/* Group mode: the Kafka layer's membership says who owns which task (at
+ * graph-build time, before sl_job_run). Without one, this process owns
+ * every task. */
+void sl__job_set_owner_fn(sl_job_t *job, sl__owner_fn fn, void *opaque);
+/* out->task and out->where (and owner) of task. */
+void sl__job_owner(sl_job_t *job, uint32_t task, sl_query_owner_t *out);
+
+/* ---- Rebalances ------------------------------------------------------------
+ * A member of the consumer group (one per Kafka source subtask) rebalances
+ * from joining the group, or from a revocation of partitions, to its next
+ * assignment. */
+
+/* Rebalance pause buckets (seconds), as the metrics layer registers
+ * sluice_group_rebalance_pause_seconds. */
+#define SL__GROUP_PAUSE_BOUNDS                                                 \
+  { 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300 }
+#define SL__GROUP_PAUSE_N 13
+
+/* A member starts a rebalance (it joins, or loses partitions). */
+void sl__group_rebalance_begin(sl_job_t *job);
+/* n partitions were revoked from a member. */
+void sl__group_revoked(sl_job_t *job, int n);
+/* A member was assigned n partitions (maybe none); pause_s >= 0 ends the
+ * rebalance it had begun that long ago, < 0 when it had begun none. */
+void sl__group_assigned(sl_job_t *job, int n, double pause_s);
+/* The tasks (distinct partitions) this process reads now. */
+void sl__group_set_tasks(sl_job_t *job, int n);
+
+typedef struct sl__group_stat {
+  int tasks;        /* assigned tasks */
+  int rebalancing;  /* members between a begin and its end */
+  uint64_t revoked; /* revocation events, assignment events */
+  uint64_t assigned;
+  uint64_t tasks_revoked, tasks_assigned;        /* partitions */
+  uint64_t pause_buckets[SL__GROUP_PAUSE_N + 1]; /* per bucket */
+  double pause_sum;
+} sl__group_stat;
+void sl__group_stats(sl_job_t *job, sl__group_stat *out);
+
+#endif
