@@ -144,11 +144,15 @@ typedef struct run {
  * when restoring). */
 static void run_job(const char *dir, const char *backend, bool restore,
                     bool allow, const variant *v, uint64_t count, run *out) {
-  char err[512];
+  char err[512], state_dir[600];
+  /* A state directory of its own: RocksDB locks the job's directory, and
+   * another run of this suite may hold the shared default's. */
+  snprintf(state_dir, sizeof(state_dir), "%s/state", dir);
   sl_conf_t *conf = sl_conf_new();
   const char *kv[][2] = {
       {"parallelism", "2"},
       {"checkpoint.dir", dir},
+      {"state.dir", state_dir},
       {"state.backend", backend},
       {"log.level", "error"},
       {"restore.from", restore ? "latest" : ""},
