@@ -13,6 +13,10 @@
 
 typedef struct sl_source_ctx src_t;
 
+/* Bytes of a source batch to begin with; a record larger than what is
+ * left flushes the batch, and one larger than the buffer grows it. */
+#define SRC_BATCH_BYTES (128 * 1024)
+
 static int advance_wm(src_t *s, int64_t wm);
 
 static int src_open(sl_ctx_t *op) {
@@ -46,14 +50,29 @@ static int src_open(sl_ctx_t *op) {
     if (rc)
       return sl_op_fail(op, rc, "watermark generator: create failed (%d)", rc);
   }
+  s->batching = !s->own_wm && s->wmgen.kind != SL_WM_CUSTOM;
+  if (s->batching) {
+    s->b_cap = (uint32_t)job->batch_size;
+    s->b_bytes_cap = SRC_BATCH_BYTES;
+    s->b_recs = malloc(s->b_cap * sizeof(*s->b_recs));
+    s->b_bytes = malloc(s->b_bytes_cap);
+    if (!s->b_recs || !s->b_bytes)
+      return sl_op_fail(op, SL_ERR_NOMEM, "out of memory for a source batch");
+  }
   return 0;
 }
 
 static void src_close(sl_ctx_t *op) {
   sl__node *n = op->node;
-  sl__wmgen_close(&((src_t *)op)->wmgen);
+  src_t *s = (src_t *)op;
+  sl__wmgen_close(&s->wmgen);
   if (n->src_ops->close)
-    n->src_ops->close((src_t *)op, n->src_opaque);
+    n->src_ops->close(s, n->src_opaque);
+  free(s->b_recs);
+  free(s->b_bytes);
+  s->b_recs = NULL;
+  s->b_bytes = NULL;
+  s->b_n = 0;
 }
 
 static int src_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
@@ -70,7 +89,9 @@ const sl_operator_ops_t sl__source_ops = {
     .close = src_close,
 };
 
-int sl_source_emit(sl_source_ctx_t *s, const sl_record_t *rec) {
+/* One record through the chain at once: outside a poll, or for a
+ * subtask that does not batch. */
+static int emit_one(src_t *s, const sl_record_t *rec) {
   sl_ctx_t *op = &s->op;
   const sl__node *n = op->node;
   sl_record_t r;
@@ -93,6 +114,143 @@ int sl_source_emit(sl_source_ctx_t *s, const sl_record_t *rec) {
   if (SL__UNLIKELY(s->wmgen.kind == SL_WM_CUSTOM) && !rc)
     rc = advance_wm(s, s->wmgen.wm);
   return rc;
+}
+
+int sl__source_flush(src_t *s) {
+  uint32_t n = s->b_n;
+  if (!n)
+    return 0;
+  /* Nothing appends while the batch is delivered: sources emit only
+   * from their own poll, and the graph is acyclic. */
+  int rc = sl_op_emit_batch(&s->op, s->b_recs, n);
+  s->b_n = 0;
+  s->b_used = 0;
+  return rc;
+}
+
+/* Makes room for a record of `need` bytes: delivers the full batch, and
+ * grows the byte buffer for a record larger than it. */
+static int append_room(src_t *s, size_t need) {
+  int rc = sl__source_flush(s);
+  if (rc || need <= s->b_bytes_cap)
+    return rc;
+  size_t cap = s->b_bytes_cap;
+  while (cap < need)
+    cap *= 2;
+  char *b = malloc(cap);
+  if (!b)
+    return sl_op_fail(&s->op, SL_ERR_NOMEM, "out of memory for a source batch");
+  free(s->b_bytes);
+  s->b_bytes = b;
+  s->b_bytes_cap = cap;
+  return 0;
+}
+
+/* Copies a key or value into the batch's bytes at *used. */
+static inline const void *copy_bytes(char *bytes, size_t *used, const void *p,
+                                     size_t len) {
+  if (!len)
+    return p;
+  char *d = bytes + *used;
+  if (len == 8) /* the common 8-byte key, without a libc call */
+    memcpy(d, p, 8);
+  else
+    memcpy(d, p, len);
+  *used += len;
+  return d;
+}
+
+/* sl_source_emit() of a subtask that is not appending (outside a poll,
+ * no batching) or has a timestamp assigner. */
+static __attribute__((noinline)) int emit_slow(src_t *s,
+                                               const sl_record_t *rec) {
+  const sl__node *n = s->op.node;
+  if (!s->in_poll || !s->batching)
+    return emit_one(s, rec);
+  sl_record_t r = *rec;
+  int rc = n->wm_spec.ts_fn(rec, &r.ts, n->wm_spec.ts_opaque);
+  if (rc)
+    return sl_op_user_error(&s->op, rec, rc);
+  s->append = true;
+  rc = sl_source_emit(s, &r);
+  s->append = false;
+  return rc;
+}
+
+int sl_source_emit(sl_source_ctx_t *s, const sl_record_t *rec) {
+  if (SL__UNLIKELY(!s->append))
+    return emit_slow(s, rec);
+  /* Active again: the status goes out after the records before this one
+   * (sl__forward_idle flushes them) and before it. A subtask that batches
+   * has no user generator, so the event is all the generator needs. */
+  if (SL__UNLIKELY(sl__wmgen_on_event(&s->wmgen, rec->ts))) {
+    int rc = sl__forward_idle(&s->op, false);
+    if (rc)
+      return rc;
+  }
+  size_t klen = rec->key_len, vlen = rec->value_len;
+  uint32_t i = s->b_n;
+  size_t used = s->b_used;
+  if (SL__UNLIKELY(i == s->b_cap || s->b_bytes_cap - used < klen + vlen)) {
+    int rc = append_room(s, klen + vlen);
+    if (rc)
+      return rc;
+    i = s->b_n;
+    used = s->b_used;
+  }
+  /* Locals, so that copying bytes (which may alias anything) does not
+   * make the compiler reload the batch's fields. */
+  char *bytes = s->b_bytes;
+  sl_record_t *d = &s->b_recs[i];
+  const void *key = copy_bytes(bytes, &used, rec->key, klen);
+  const void *value = copy_bytes(bytes, &used, rec->value, vlen);
+  d->key = key;
+  d->key_len = klen;
+  d->value = value;
+  d->value_len = vlen;
+  d->ts = rec->ts;
+  s->b_n = i + 1;
+  s->b_used = used;
+  return 0;
+}
+
+/* Records the caller holds, downstream in batches of at most batch.size
+ * (the size every operator's output is bounded by). */
+static int emit_chunks(src_t *s, const sl_record_t *recs, size_t n) {
+  for (size_t i = 0; i < n; i += s->b_cap) {
+    int rc = sl_op_emit_batch(&s->op, &recs[i],
+                              n - i < s->b_cap ? n - i : s->b_cap);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+int sl_source_emit_batch(sl_source_ctx_t *s, const sl_record_t *recs,
+                         size_t n) {
+  if (!s || (!recs && n))
+    return SL_ERR_INVAL;
+  if (!s->append) {
+    for (size_t i = 0; i < n; i++) {
+      int rc = sl_source_emit(s, &recs[i]);
+      if (rc)
+        return rc;
+    }
+    return 0;
+  }
+  /* Records appended before go first. */
+  int rc = sl__source_flush(s);
+  size_t start = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    /* Active again: the status goes out between the records before this
+     * one and it. */
+    if (SL__UNLIKELY(sl__wmgen_on_event(&s->wmgen, recs[i].ts))) {
+      if (!(rc = emit_chunks(s, recs + start, i - start)))
+        rc = sl__forward_idle(&s->op, false);
+      start = i;
+    }
+  }
+  return rc ? rc : emit_chunks(s, recs + start, n - start);
 }
 
 int sl_source_ctx_subtask(const sl_source_ctx_t *s) {
@@ -202,7 +360,14 @@ int sl__source_poll(sl__worker *w, src_t *s) {
     }
   }
   uint64_t before = sl__counter_get(&s->op.out);
+  s->in_poll = true;
+  s->append = s->batching && !n->wm_spec.ts_fn;
   int rc = n->src_ops->poll(s, n->src_opaque), rc2;
+  s->in_poll = s->append = false;
+  /* What the poll appended goes out now (a failed poll fails the job:
+   * nothing more is delivered). */
+  if (rc >= 0 && s->b_n && (rc2 = sl__source_flush(s)))
+    rc = rc2;
   if (rc < 0) {
     if (!sl__job_failing(job))
       sl_op_fail(&s->op, rc, "source poll failed: %s", sl_strerror(rc));
