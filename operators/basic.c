@@ -155,8 +155,13 @@ static int map_batch(sl_ctx_t *op, int port, const sl_record_t *in, size_t n) {
       rc = e ? e : sl_op_user_error(op, &in[i], rc);
       continue;
     }
-    if (SL__UNLIKELY(!borrowed(out->key, out->key_len, &in[i]) ||
-                     !borrowed(out->value, out->value_len, &in[i])) &&
+    /* The usual map leaves the bytes where they were. */
+    bool same = out->key == in[i].key && out->value == in[i].value &&
+                out->key_len <= in[i].key_len &&
+                out->value_len <= in[i].value_len;
+    if (SL__UNLIKELY(!same) &&
+        (!borrowed(out->key, out->key_len, &in[i]) ||
+         !borrowed(out->value, out->value_len, &in[i])) &&
         (rc = map_keep(op, o, &m, &in[i])))
       break;
     if (++m == MAP_OUT)

@@ -146,60 +146,45 @@ static int append_room(src_t *s, size_t need) {
   return 0;
 }
 
+/* Copies len bytes, len <= 64, without a libc call: fixed-size moves
+ * (overlapping at the end) that compile to a few loads and stores. */
+static inline void copy_small(char *d, const char *p, size_t len) {
+  if (len >= 16) {
+    for (size_t o = 0; o + 16 < len; o += 16)
+      memcpy(d + o, p + o, 16);
+    memcpy(d + len - 16, p + len - 16, 16);
+  } else if (len >= 8) {
+    memcpy(d, p, 8);
+    memcpy(d + len - 8, p + len - 8, 8);
+  } else if (len >= 4) {
+    memcpy(d, p, 4);
+    memcpy(d + len - 4, p + len - 4, 4);
+  } else {
+    for (size_t o = 0; o < len; o++)
+      d[o] = p[o];
+  }
+}
+
 /* Copies a key or value into the batch's bytes at *used. */
 static inline const void *copy_bytes(char *bytes, size_t *used, const void *p,
                                      size_t len) {
   if (!len)
     return p;
   char *d = bytes + *used;
-  if (len == 8) /* the common 8-byte key, without a libc call */
-    memcpy(d, p, 8);
+  if (SL__LIKELY(len <= 64))
+    copy_small(d, p, len);
   else
     memcpy(d, p, len);
   *used += len;
   return d;
 }
 
-/* sl_source_emit() of a subtask that is not appending (outside a poll,
- * no batching) or has a timestamp assigner. */
-static __attribute__((noinline)) int emit_slow(src_t *s,
-                                               const sl_record_t *rec) {
-  const sl__node *n = s->op.node;
-  if (!s->in_poll || !s->batching)
-    return emit_one(s, rec);
-  sl_record_t r = *rec;
-  int rc = n->wm_spec.ts_fn(rec, &r.ts, n->wm_spec.ts_opaque);
-  if (rc)
-    return sl_op_user_error(&s->op, rec, rc);
-  s->append = true;
-  rc = sl_source_emit(s, &r);
-  s->append = false;
-  return rc;
-}
-
-int sl_source_emit(sl_source_ctx_t *s, const sl_record_t *rec) {
-  if (SL__UNLIKELY(!s->append))
-    return emit_slow(s, rec);
-  /* Active again: the status goes out after the records before this one
-   * (sl__forward_idle flushes them) and before it. A subtask that batches
-   * has no user generator, so the event is all the generator needs. */
-  if (SL__UNLIKELY(sl__wmgen_on_event(&s->wmgen, rec->ts))) {
-    int rc = sl__forward_idle(&s->op, false);
-    if (rc)
-      return rc;
-  }
-  size_t klen = rec->key_len, vlen = rec->value_len;
+/* Appends rec to the batch, which has room for it. Locals, so that
+ * copying bytes (which may alias anything) does not make the compiler
+ * reload the batch's fields. */
+static inline void append(src_t *s, const sl_record_t *rec) {
+  size_t klen = rec->key_len, vlen = rec->value_len, used = s->b_used;
   uint32_t i = s->b_n;
-  size_t used = s->b_used;
-  if (SL__UNLIKELY(i == s->b_cap || s->b_bytes_cap - used < klen + vlen)) {
-    int rc = append_room(s, klen + vlen);
-    if (rc)
-      return rc;
-    i = s->b_n;
-    used = s->b_used;
-  }
-  /* Locals, so that copying bytes (which may alias anything) does not
-   * make the compiler reload the batch's fields. */
   char *bytes = s->b_bytes;
   sl_record_t *d = &s->b_recs[i];
   const void *key = copy_bytes(bytes, &used, rec->key, klen);
@@ -211,6 +196,48 @@ int sl_source_emit(sl_source_ctx_t *s, const sl_record_t *rec) {
   d->ts = rec->ts;
   s->b_n = i + 1;
   s->b_used = used;
+}
+
+/* sl_source_emit() for all but the common case: outside a poll, a
+ * subtask that does not batch, a timestamp assigner, an idle source
+ * becoming active, or a full batch. Out of line, so that the common case
+ * makes no call and saves no registers. */
+static __attribute__((noinline)) int emit_slow(src_t *s,
+                                               const sl_record_t *rec) {
+  const sl__node *n = s->op.node;
+  int rc;
+  if (!s->append) {
+    if (!s->in_poll || !s->batching)
+      return emit_one(s, rec);
+    sl_record_t r = *rec;
+    if ((rc = n->wm_spec.ts_fn(rec, &r.ts, n->wm_spec.ts_opaque)))
+      return sl_op_user_error(&s->op, rec, rc);
+    s->append = true;
+    rc = sl_source_emit(s, &r);
+    s->append = false;
+    return rc;
+  }
+  /* Active again: the status goes out after the records before this one
+   * (sl__forward_idle flushes them) and before it. A subtask that batches
+   * has no user generator, so the event is all the generator needs. */
+  if (sl__wmgen_on_event(&s->wmgen, rec->ts) &&
+      (rc = sl__forward_idle(&s->op, false)))
+    return rc;
+  size_t need = rec->key_len + rec->value_len;
+  if ((s->b_n == s->b_cap || s->b_bytes_cap - s->b_used < need) &&
+      (rc = append_room(s, need)))
+    return rc;
+  append(s, rec);
+  return 0;
+}
+
+int sl_source_emit(sl_source_ctx_t *s, const sl_record_t *rec) {
+  if (SL__UNLIKELY(!s->append || s->wmgen.idle || s->b_n == s->b_cap ||
+                   s->b_bytes_cap - s->b_used < rec->key_len + rec->value_len))
+    return emit_slow(s, rec);
+  if (rec->ts > s->wmgen.max_ts)
+    s->wmgen.max_ts = rec->ts;
+  append(s, rec);
   return 0;
 }
 
