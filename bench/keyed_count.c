@@ -196,7 +196,8 @@ static void compare(const char *which) {
 int main(int argc, char **argv) {
   if (getenv("BENCH_EVENTS"))
     N = strtoull(getenv("BENCH_EVENTS"), NULL, 10);
-  emit_records = getenv("BENCH_EMIT") && !strcmp(getenv("BENCH_EMIT"), "record");
+  emit_records =
+      getenv("BENCH_EMIT") && !strcmp(getenv("BENCH_EMIT"), "record");
   events = malloc(N * sizeof(uint64_t));
   snprintf(state_dir, sizeof(state_dir), "/tmp/sluice-bench-XXXXXX");
   if (!events || !mkdtemp(state_dir)) {
@@ -212,8 +213,8 @@ int main(int argc, char **argv) {
            "p1_events_per_sec=%.0f p2_events_per_sec=%.0f speedup_p2=%.2f "
            "baseline_events_per_sec=%.0f ratio_to_baseline=%.2f\n",
            (unsigned long long)N, (unsigned long long)KEYS,
-           emit_records ? "record" : "batch", N / p1, N / p2, p1 / p2,
-           N / base, base / p1);
+           emit_records ? "record" : "batch", N / p1, N / p2, p1 / p2, N / base,
+           base / p1);
   }
   KEYS = argc > 2 ? strtoull(argv[2], NULL, 10) : 1000000ULL;
   make_events();

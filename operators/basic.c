@@ -99,7 +99,8 @@ static int map_flush(sl_ctx_t *op, map_out *o, size_t *m) {
 /* Copies the bytes a map function pointed outside its input into the
  * output buffer; the records before this one go downstream first when it
  * is full. */
-static int map_keep(sl_ctx_t *op, map_out *o, size_t *m, const sl_record_t *in) {
+static int map_keep(sl_ctx_t *op, map_out *o, size_t *m,
+                    const sl_record_t *in) {
   sl_record_t *out = &o->out[*m];
   bool kb = borrowed(out->key, out->key_len, in);
   bool vb = borrowed(out->value, out->value_len, in);
@@ -214,8 +215,7 @@ static int record_fn_process(sl_ctx_t *op, int port, const sl_record_t *in) {
 }
 
 /* A sink's batch: one scratch-memory mark for the batch. */
-static int sink_batch(sl_ctx_t *op, int port, const sl_record_t *in,
-                      size_t n) {
+static int sink_batch(sl_ctx_t *op, int port, const sl_record_t *in, size_t n) {
   (void)port;
   const fn_arg *a = sl_op_arg(op);
   sl_record_fn fn = (sl_record_fn)a->fn;

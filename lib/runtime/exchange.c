@@ -477,9 +477,10 @@ static int direct_flush(sl_ctx_t *cons, const sl_record_t *r, size_t n) {
 /* One record of a batch that the fast loop below does not take: a key
  * function's key, a record for another worker, or no keyed reader. Kept
  * out of line so that the fast loop's values stay in registers. */
-static __attribute__((noinline)) int
-prod_one(sl_ctx_t *op, const sl_record_t *in, sl_record_t *direct,
-         size_t *n_direct) {
+static __attribute__((noinline)) int prod_one(sl_ctx_t *op,
+                                              const sl_record_t *in,
+                                              sl_record_t *direct,
+                                              size_t *n_direct) {
   sl__node *nd = op->node;
   sl__worker *w = op->w;
   sl_job_t *job = w->job;
@@ -489,6 +490,7 @@ prod_one(sl_ctx_t *op, const sl_record_t *in, sl_record_t *direct,
     int rc = nd->key_fn(in, &rec.key, &rec.key_len, nd->key_opaque);
     if (SL__UNLIKELY(rc))
       return sl_op_user_error(op, in, rc);
+    sl__counter_add(&op->out, 1); /* as prod_process counts */
   }
   uint64_t hash = sl__hash64(rec.key, rec.key_len);
   uint32_t kg = SL__UNLIKELY(job->kg_murmur2)
@@ -535,7 +537,8 @@ static int prod_process_batch(sl_ctx_t *op, int port, const sl_record_t *in,
   sl_record_t *direct = x->direct[me];
   size_t n_direct = 0;
   int rc = 0;
-  sl__counter_add(&op->out, n);
+  if (!nd->key_fn) /* with one, prod_one counts the records it keyed */
+    sl__counter_add(&op->out, n);
   size_t i = 0;
   if (keyed && !nd->key_fn && !job->kg_murmur2) {
     const uint16_t *kg_worker = job->kg_worker;
@@ -576,9 +579,12 @@ static int prod_process_batch(sl_ctx_t *op, int port, const sl_record_t *in,
     rc = prod_one(op, &in[i], direct, &n_direct);
   if (!rc)
     rc = direct_flush(cons, direct, n_direct);
-  /* Records lent by this batch must be delivered before it returns. */
+  /* Records lent by this batch must be delivered before it returns; on
+   * an error (the job is failing) they are dropped with it. */
   if (!rc && keyed)
     rc = self_flush(x, w);
+  if (rc && keyed && x->self[me])
+    x->self[me]->n = 0, x->self[me]->used = 0;
   return rc;
 }
 

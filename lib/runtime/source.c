@@ -245,8 +245,8 @@ int sl_source_emit(sl_source_ctx_t *s, const sl_record_t *rec) {
  * (the size every operator's output is bounded by). */
 static int emit_chunks(src_t *s, const sl_record_t *recs, size_t n) {
   for (size_t i = 0; i < n; i += s->b_cap) {
-    int rc = sl_op_emit_batch(&s->op, &recs[i],
-                              n - i < s->b_cap ? n - i : s->b_cap);
+    int rc =
+        sl_op_emit_batch(&s->op, &recs[i], n - i < s->b_cap ? n - i : s->b_cap);
     if (rc)
       return rc;
   }

@@ -368,9 +368,9 @@ static int drop_mult5(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
 static int keyed_echo(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   (void)opaque;
   char *b = sl_ctx_alloc(ctx, 64);
-  int n = snprintf(b, 64, "%.*s:%.*s", (int)rec->key_len,
-                   (const char *)rec->key, (int)rec->value_len,
-                   (const char *)rec->value);
+  int n =
+      snprintf(b, 64, "%.*s:%.*s", (int)rec->key_len, (const char *)rec->key,
+               (int)rec->value_len, (const char *)rec->value);
   sl_record_t out = {rec->key, rec->key_len, b, (size_t)n, rec->ts};
   return sl_emit(ctx, &out);
 }
@@ -380,8 +380,7 @@ static void run_held(int par, bool batch, tu_sink *sink) {
   static held_src h;
   memset(&h, 0, sizeof(h));
   h.batch = batch;
-  sl_source_ops_t so = {.open = held_open, .poll = held_poll,
-                        .parallel = true};
+  sl_source_ops_t so = {.open = held_open, .poll = held_poll, .parallel = true};
   sl_process_ops_t po = {.on_element = keyed_echo};
   sl_stream_t *s = sl_source(job, "held", &so, &h);
   s = sl_filter(s, "drop5", drop_mult5, NULL);
