@@ -479,6 +479,69 @@ START_TEST(emit_batch_keeps_watermarks_between_the_same_records) {
 }
 END_TEST
 
+/* Under error.policy=skip, a map and a filter that take batches skip
+ * exactly the records their functions failed on, in order. */
+static int map_fail_mult13(sl_ctx_t *ctx, const sl_record_t *in,
+                           sl_record_t *out, void *opaque) {
+  (void)opaque;
+  long long v = tu_num(in->value, in->value_len);
+  if (v % 13 == 0)
+    return -1;
+  char *b = sl_ctx_alloc(ctx, 32);
+  out->value_len = (size_t)snprintf(b, 32, "m%lld", v);
+  out->value = b;
+  return 0;
+}
+
+static int filter_fail_mult7(sl_ctx_t *ctx, const sl_record_t *rec,
+                             void *opaque) {
+  (void)ctx;
+  (void)opaque;
+  long long v = tu_num((const char *)rec->value + 1, rec->value_len - 1);
+  return v % 7 == 0 ? -1 : v % 2 == 0;
+}
+
+START_TEST(batch_operators_skip_exactly_the_failing_records) {
+  sl_job_t *job = tu_job(1, "skip");
+  tu_sink sink;
+  tu_sink_init(&sink);
+  sl_generator_opts_t go = {.count = 3000, .gen = gen_num};
+  sl_stream_t *s = sl_source_generator(job, "gen", &go);
+  s = sl_map(s, "m13", map_fail_mult13, NULL);
+  s = sl_filter(s, "f7", filter_fail_mult7, NULL);
+  ck_assert_int_eq(sl_sink(s, "sink", tu_sink_fn, &sink), SL_OK);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  size_t n = 0, e13 = 0, e7 = 0;
+  for (long long v = 0; v < 3000; v++) {
+    if (v % 13 == 0) {
+      e13++;
+      continue;
+    }
+    if (v % 7 == 0) {
+      e7++;
+      continue;
+    }
+    if (v % 2)
+      continue;
+    char want[32];
+    snprintf(want, sizeof(want), "m%lld", v);
+    ck_assert_uint_lt(n, sink.n);
+    ck_assert_str_eq(sink.recs[n].value, want);
+    n++;
+  }
+  ck_assert_uint_eq(sink.n, n);
+  sl_op_stats_t st;
+  ck_assert_int_eq(sl_job_op_stats(job, "m13", &st), SL_OK);
+  ck_assert_uint_eq(st.errors, e13);
+  ck_assert_uint_eq(st.records_out, 3000 - e13);
+  ck_assert_int_eq(sl_job_op_stats(job, "f7", &st), SL_OK);
+  ck_assert_uint_eq(st.errors, e7);
+  ck_assert_uint_eq(st.records_out, n);
+  sl_job_destroy(job);
+  tu_sink_free(&sink);
+}
+END_TEST
+
 START_TEST(emit_batch_rejects_null_records) {
   ck_assert_int_eq(sl_source_emit_batch(NULL, NULL, 0), SL_ERR_INVAL);
 }
@@ -989,6 +1052,7 @@ int main(void) {
   tcase_add_test(tc, map_output_in_its_own_buffer_survives_batches);
   tcase_add_test(tc, emit_batch_is_emit_of_each_record);
   tcase_add_test(tc, emit_batch_keeps_watermarks_between_the_same_records);
+  tcase_add_test(tc, batch_operators_skip_exactly_the_failing_records);
   tcase_add_test(tc, emit_batch_rejects_null_records);
   tcase_add_test(tc, bounded_watermarks_follow_max_ts);
   tcase_add_test(tc, watermark_outputs_precede_watermark);
