@@ -45,6 +45,16 @@ typedef struct sl_operator_ops {
   int (*open)(sl_ctx_t *op);
   /* One record on input `port` (the index of the input stream). */
   int (*process)(sl_ctx_t *op, int port, const sl_record_t *rec);
+  /* Optional: recs[0..n) on input `port`, in order — what n calls of
+   * process would do, as one loop. The records (and their bytes) are
+   * borrowed for the call. Sources hand their records on in batches
+   * (sl_source_emit appends to one), and a batch reaches an operator this
+   * way when it is the only reader of its input; operators without it get
+   * the records one by one through process. A chained map or filter
+   * passes its output on with sl_op_emit_batch(), so a chain of them runs
+   * as one loop per operator over the batch. */
+  int (*process_batch)(sl_ctx_t *op, int port, const sl_record_t *recs,
+                       size_t n);
   /* The combined input watermark advanced to wm. Anything emitted here
    * reaches downstream before the watermark itself, which the runtime
    * forwards when this returns 0. Optional. */
@@ -182,6 +192,14 @@ int sl_op_user_error(sl_ctx_t *op, const sl_record_t *rec, int rc);
 /* Fails the job with a message (operator uid prepended); returns err. */
 int sl_op_fail(sl_ctx_t *op, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Emits recs[0..n) on op's main output, in order, with what n calls of
+ * sl_emit() would do: each reader gets the batch whole (process_batch)
+ * when it is the only reader, else the records one by one, each to every
+ * reader before the next, as sl_emit() delivers them. The records must
+ * stay valid until the call returns. Not for operators that fix the
+ * output timestamp (sl_op_set_out_ts). */
+int sl_op_emit_batch(sl_ctx_t *op, const sl_record_t *recs, size_t n);
 
 /* Makes every record emitted through op carry timestamp ts (fixed) or
  * the timestamp given by the emitter (!fixed). */

@@ -3,7 +3,11 @@
  * sink. Each wraps one user callback; a failing callback goes through the
  * job's error policy. */
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
 
 #include "operator.h"
 
@@ -43,6 +47,133 @@ static int map_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   return rc;
 }
 
+/* A map's output for a batch: up to MAP_OUT records at a time, their
+ * bytes where the function pointed them when that is inside the input
+ * record (borrowed until the batch call returns), else copied here, since
+ * a map function's own memory need only last until its next call. */
+enum { MAP_OUT = 256, MAP_BYTES = 16 * 1024 };
+typedef struct map_out {
+  sl_record_t out[MAP_OUT];
+  size_t used, cap;
+  char *bytes;
+} map_out;
+
+static int map_open(sl_ctx_t *op) {
+  map_out *o = calloc(1, sizeof(*o));
+  if (!o || !(o->bytes = malloc(MAP_BYTES))) {
+    free(o);
+    return sl_op_fail(op, SL_ERR_NOMEM, "out of memory");
+  }
+  o->cap = MAP_BYTES;
+  sl_op_set_data(op, o);
+  return 0;
+}
+
+static void map_close(sl_ctx_t *op) {
+  map_out *o = sl_op_data(op);
+  if (o)
+    free(o->bytes);
+  free(o);
+  sl_op_set_data(op, NULL);
+}
+
+static inline bool within(const void *p, size_t len, const void *base,
+                          size_t base_len) {
+  uintptr_t a = (uintptr_t)p, b = (uintptr_t)base;
+  return base && a >= b && a + len <= b + base_len;
+}
+
+/* Where an output's bytes can stay: nowhere new, or inside the input. */
+static inline bool borrowed(const void *p, size_t len, const sl_record_t *in) {
+  return !len || within(p, len, in->value, in->value_len) ||
+         within(p, len, in->key, in->key_len);
+}
+
+static int map_flush(sl_ctx_t *op, map_out *o, size_t *m) {
+  int rc = sl_op_emit_batch(op, o->out, *m);
+  *m = 0;
+  o->used = 0;
+  return rc;
+}
+
+/* Copies the bytes a map function pointed outside its input into the
+ * output buffer; the records before this one go downstream first when it
+ * is full. */
+static int map_keep(sl_ctx_t *op, map_out *o, size_t *m,
+                    const sl_record_t *in) {
+  sl_record_t *out = &o->out[*m];
+  bool kb = borrowed(out->key, out->key_len, in);
+  bool vb = borrowed(out->value, out->value_len, in);
+  size_t need = (kb ? 0 : out->key_len) + (vb ? 0 : out->value_len);
+  if (o->cap - o->used < need) {
+    sl_record_t cur = *out; /* its bytes are not in the buffer yet */
+    int rc = map_flush(op, o, m);
+    out = &o->out[0];
+    *out = cur;
+    if (rc)
+      return rc;
+    if (o->cap < need) {
+      size_t cap = o->cap;
+      while (cap < need)
+        cap *= 2;
+      char *nb = malloc(cap);
+      if (!nb)
+        return sl_op_fail(op, SL_ERR_NOMEM, "out of memory");
+      free(o->bytes);
+      o->bytes = nb;
+      o->cap = cap;
+    }
+  }
+  if (!kb) {
+    memcpy(o->bytes + o->used, out->key, out->key_len);
+    out->key = o->bytes + o->used;
+    o->used += out->key_len;
+  }
+  if (!vb) {
+    memcpy(o->bytes + o->used, out->value, out->value_len);
+    out->value = o->bytes + o->used;
+    o->used += out->value_len;
+  }
+  return 0;
+}
+
+static int map_batch(sl_ctx_t *op, int port, const sl_record_t *in, size_t n) {
+  (void)port;
+  const fn_arg *a = sl_op_arg(op);
+  sl_map_fn fn = (sl_map_fn)a->fn;
+  map_out *o = sl_op_data(op);
+  size_t m = 0;
+  int rc = 0;
+  sl_arena_mark_t mark = sl_op_arena_mark(op);
+  for (size_t i = 0; i < n && !rc; i++) {
+    sl_record_t *out = &o->out[m];
+    *out = in[i];
+    rc = fn(op, &in[i], out, a->opaque);
+    if (SL__UNLIKELY(rc)) {
+      /* The outputs before it go first, as record by record they would
+       * have. */
+      int e = map_flush(op, o, &m);
+      rc = e ? e : sl_op_user_error(op, &in[i], rc);
+      continue;
+    }
+    /* The usual map leaves the bytes where they were. */
+    bool same = out->key == in[i].key && out->value == in[i].value &&
+                out->key_len <= in[i].key_len &&
+                out->value_len <= in[i].value_len;
+    if (SL__UNLIKELY(!same) &&
+        (!borrowed(out->key, out->key_len, &in[i]) ||
+         !borrowed(out->value, out->value_len, &in[i])) &&
+        (rc = map_keep(op, o, &m, &in[i])))
+      break;
+    if (++m == MAP_OUT)
+      rc = map_flush(op, o, &m);
+  }
+  if (!rc)
+    rc = map_flush(op, o, &m);
+  sl_op_arena_release(op, mark);
+  return rc;
+}
+
 static int filter_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   (void)port;
   const fn_arg *a = sl_op_arg(op);
@@ -50,6 +181,27 @@ static int filter_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   if (rc > 0)
     return sl_emit(op, in);
   return rc == 0 ? 0 : sl_op_user_error(op, in, rc);
+}
+
+/* Kept records go on as runs of the input batch, without a copy. */
+static int filter_batch(sl_ctx_t *op, int port, const sl_record_t *in,
+                        size_t n) {
+  (void)port;
+  const fn_arg *a = sl_op_arg(op);
+  sl_filter_fn fn = (sl_filter_fn)a->fn;
+  size_t run = 0; /* first record of the current run of kept ones */
+  for (size_t i = 0; i < n; i++) {
+    int rc = fn(op, &in[i], a->opaque);
+    if (SL__LIKELY(rc > 0))
+      continue;
+    int e = sl_op_emit_batch(op, &in[run], i - run);
+    run = i + 1;
+    if (e)
+      return e;
+    if (rc < 0 && (rc = sl_op_user_error(op, &in[i], rc)))
+      return rc;
+  }
+  return sl_op_emit_batch(op, &in[run], n - run);
 }
 
 /* flat_map and sink share a body: the callback emits (or not) itself. */
@@ -62,14 +214,36 @@ static int record_fn_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   return rc ? sl_op_user_error(op, in, rc) : 0;
 }
 
-static const sl_operator_ops_t map_ops = {
-    .kind = "map", .process = map_process, .free_arg = free};
-static const sl_operator_ops_t filter_ops = {
-    .kind = "filter", .process = filter_process, .free_arg = free};
+/* A sink's batch: one scratch-memory mark for the batch. */
+static int sink_batch(sl_ctx_t *op, int port, const sl_record_t *in, size_t n) {
+  (void)port;
+  const fn_arg *a = sl_op_arg(op);
+  sl_record_fn fn = (sl_record_fn)a->fn;
+  sl_arena_mark_t m = sl_op_arena_mark(op);
+  int rc = 0;
+  for (size_t i = 0; i < n && !rc; i++)
+    if (SL__UNLIKELY(rc = fn(op, &in[i], a->opaque)))
+      rc = sl_op_user_error(op, &in[i], rc);
+  sl_op_arena_release(op, m);
+  return rc;
+}
+
+static const sl_operator_ops_t map_ops = {.kind = "map",
+                                          .open = map_open,
+                                          .process = map_process,
+                                          .process_batch = map_batch,
+                                          .close = map_close,
+                                          .free_arg = free};
+static const sl_operator_ops_t filter_ops = {.kind = "filter",
+                                             .process = filter_process,
+                                             .process_batch = filter_batch,
+                                             .free_arg = free};
 static const sl_operator_ops_t flat_map_ops = {
     .kind = "flat_map", .process = record_fn_process, .free_arg = free};
-static const sl_operator_ops_t sink_ops = {
-    .kind = "sink", .process = record_fn_process, .free_arg = free};
+static const sl_operator_ops_t sink_ops = {.kind = "sink",
+                                           .process = record_fn_process,
+                                           .process_batch = sink_batch,
+                                           .free_arg = free};
 
 static sl_stream_t *add_fn(sl_stream_t *in, const char *uid,
                            const sl_operator_ops_t *ops, void *fn, void *opaque,

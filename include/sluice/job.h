@@ -196,7 +196,24 @@ typedef struct sl_source_ops {
   void (*checkpoint_complete)(sl_source_ctx_t *ctx, uint64_t id, void *opaque);
 } sl_source_ops_t;
 
+/* Emits one record from poll. The record and its bytes are copied before
+ * the call returns, so rec may point to reused memory. During poll the
+ * copy goes into a batch the runtime owns, which travels downstream as a
+ * whole when it holds batch.size records, before any watermark, idleness
+ * change or barrier of the source, and when poll returns; operators read
+ * it in one loop each. Records reach every operator in the order they were
+ * emitted, and control elements fall between the same records as if each
+ * record had been handed on at once. 0, or a negative sl_err to return
+ * from poll (the job is failing). */
 SL_API int sl_source_emit(sl_source_ctx_t *ctx, const sl_record_t *rec);
+/* Emits recs[0..n) from poll, in order: the same as n calls of
+ * sl_source_emit(), for a source that already holds its records in an
+ * array (pre-read events, a consumed batch of messages). The records and
+ * their bytes are borrowed for the call only and are handed downstream
+ * without a copy, in batches of at most batch.size records. 0, or a
+ * negative sl_err (SL_ERR_INVAL for recs NULL with n > 0). */
+SL_API int sl_source_emit_batch(sl_source_ctx_t *ctx, const sl_record_t *recs,
+                                size_t n);
 SL_API int sl_source_ctx_subtask(const sl_source_ctx_t *ctx);
 SL_API int sl_source_ctx_subtasks(const sl_source_ctx_t *ctx);
 SL_API size_t sl_source_ctx_budget(const sl_source_ctx_t *ctx);

@@ -74,6 +74,9 @@ struct sl__xchg {
    * when a keyed operator reads them (it takes batches), else delivered
    * at once without a copy. */
   batch **self;
+  /* Per worker: a batch's records for the worker itself when no keyed
+   * operator reads them (batch_size each), delivered as one batch. */
+  sl_record_t **direct;
 };
 
 #define SL__BATCH_BYTES (256 * 1024)
@@ -167,8 +170,12 @@ int sl__xchg_create(sl_job_t *job, sl__node *n, sl__xchg **out) {
   x->par = job->par;
   x->batch_size = job->batch_size;
   x->batch_bytes = SL__BATCH_BYTES;
-  if (!(x->self = calloc((size_t)job->par, sizeof(*x->self))))
+  if (!(x->self = calloc((size_t)job->par, sizeof(*x->self))) ||
+      !(x->direct = calloc((size_t)job->par, sizeof(*x->direct))))
     return SL_ERR_NOMEM;
+  for (int w = 0; w < job->par; w++)
+    if (!(x->direct[w] = malloc(x->batch_size * sizeof(sl_record_t))))
+      return SL_ERR_NOMEM;
   if (job->par == 1)
     return 0;
   if (!(x->ch = calloc((size_t)job->par * job->par, sizeof(chan))))
@@ -214,6 +221,9 @@ void sl__xchg_destroy(sl__xchg *x) {
   for (int w = 0; x->self && w < x->par; w++)
     batch_free(x->self[w]);
   free(x->self);
+  for (int w = 0; x->direct && w < x->par; w++)
+    free(x->direct[w]);
+  free(x->direct);
   free(x);
 }
 
@@ -267,6 +277,11 @@ static int chan_flush(sl__worker *w, sl__xchg *x, chan *ch) {
   return chan_push(w, x, ch, &e);
 }
 
+static inline bool in_buf(const batch *b, const void *p) {
+  uintptr_t a = (uintptr_t)p, lo = (uintptr_t)b->bytes;
+  return p && a >= lo && a < lo + b->used;
+}
+
 /* Makes room for `need` more bytes in *slot's batch, taking an empty
  * batch from spare (may be NULL) or allocating one. */
 static batch *batch_room_slow(sl__xchg *x, batch **slot, ring *spare,
@@ -291,12 +306,13 @@ static batch *batch_room_slow(sl__xchg *x, batch **slot, ring *spare,
     char *nb = realloc(b->bytes, cap);
     if (!nb)
       return NULL;
-    /* Records already in the batch point into the old buffer. */
+    /* Records already in the batch point into the old buffer, except
+     * those a batch of the producer lent it (prod_process_batch). */
     for (uint32_t i = 0; i < b->n; i++) {
       sl_record_t *r = &b->recs[i].rec;
-      if (r->key)
+      if (in_buf(b, r->key))
         r->key = nb + ((const char *)r->key - b->bytes);
-      if (r->value)
+      if (in_buf(b, r->value))
         r->value = nb + ((const char *)r->value - b->bytes);
     }
     b->bytes = nb;
@@ -448,6 +464,130 @@ static int prod_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   return prod_add(op, op->xchg, target, hash, kg, &rec);
 }
 
+/* Direct records for the worker itself when no keyed operator reads the
+ * exchange, handed on as one batch. */
+static int direct_flush(sl_ctx_t *cons, const sl_record_t *r, size_t n) {
+  if (!n)
+    return 0;
+  sl__counter_add(&cons->in, n);
+  sl__counter_add(&cons->out, n);
+  return sl__emit_outs_batch(&cons->main, r, n);
+}
+
+/* One record of a batch that the fast loop below does not take: a key
+ * function's key, a record for another worker, or no keyed reader. Kept
+ * out of line so that the fast loop's values stay in registers. */
+static __attribute__((noinline)) int prod_one(sl_ctx_t *op,
+                                              const sl_record_t *in,
+                                              sl_record_t *direct,
+                                              size_t *n_direct) {
+  sl__node *nd = op->node;
+  sl__worker *w = op->w;
+  sl_job_t *job = w->job;
+  sl__xchg *x = op->xchg;
+  sl_record_t rec = *in;
+  if (nd->key_fn) {
+    int rc = nd->key_fn(in, &rec.key, &rec.key_len, nd->key_opaque);
+    if (SL__UNLIKELY(rc))
+      return sl_op_user_error(op, in, rc);
+    sl__counter_add(&op->out, 1); /* as prod_process counts */
+  }
+  uint64_t hash = sl__hash64(rec.key, rec.key_len);
+  uint32_t kg = SL__UNLIKELY(job->kg_murmur2)
+                    ? sl__murmur2_partition(rec.key, rec.key_len, job->max_par)
+                    : sl__key_group(hash, job->max_par);
+  int target = job->kg_worker[kg];
+  sl_ctx_t *cons = w->inst[nd->id];
+  if (target != w->index || cons->keyed_outs)
+    return prod_add(op, x, target, hash, kg, &rec);
+  /* No keyed reader: the record goes on with the batch's others. */
+  direct[(*n_direct)++] = rec;
+  if (*n_direct < x->batch_size)
+    return 0;
+  int rc = direct_flush(cons, direct, *n_direct);
+  *n_direct = 0;
+  return rc;
+}
+
+/* A batch from upstream in one loop: hash, key group and worker of every
+ * record. Records for this worker go into its own batch without a copy
+ * (their bytes are borrowed until this returns, and that batch is
+ * delivered before it returns) or, when no keyed operator reads the
+ * exchange, downstream as one batch; those for other workers are copied
+ * into their channels' batches. A key function's key may live only until
+ * its next call, so with one the key is copied. */
+static int prod_process_batch(sl_ctx_t *op, int port, const sl_record_t *in,
+                              size_t n) {
+  (void)port;
+  sl__node *nd = op->node;
+  if (nd->broadcast) {
+    for (size_t i = 0; i < n; i++) {
+      int rc = prod_broadcast(op, &in[i]);
+      if (rc)
+        return rc;
+    }
+    return 0;
+  }
+  sl__worker *w = op->w;
+  sl_job_t *job = w->job;
+  sl__xchg *x = op->xchg;
+  const int me = w->index;
+  sl_ctx_t *cons = w->inst[nd->id];
+  const bool keyed = cons->keyed_outs;
+  sl_record_t *direct = x->direct[me];
+  size_t n_direct = 0;
+  int rc = 0;
+  if (!nd->key_fn) /* with one, prod_one counts the records it keyed */
+    sl__counter_add(&op->out, n);
+  size_t i = 0;
+  if (keyed && !nd->key_fn && !job->kg_murmur2) {
+    const uint16_t *kg_worker = job->kg_worker;
+    const uint32_t max_par = job->max_par;
+    const bool pow2 = (max_par & (max_par - 1)) == 0;
+    while (i < n && !rc) {
+      batch *b = batch_room(x, &x->self[me], NULL, 0);
+      if (SL__UNLIKELY(!b))
+        return sl_op_fail(op, SL_ERR_NOMEM,
+                          "out of memory for an exchange batch");
+      sl_keyed_rec_t *recs = b->recs;
+      uint32_t k = b->n, cap = b->cap;
+      for (; i < n && k < cap; i++) {
+        const sl_record_t *r = &in[i];
+        uint64_t hash = sl__hash64(r->key, r->key_len);
+        uint32_t kg = pow2 ? (uint32_t)(hash & (max_par - 1))
+                           : (uint32_t)(hash % max_par);
+        if (SL__UNLIKELY(kg_worker[kg] != me)) {
+          b->n = k;
+          if ((rc = prod_one(op, r, direct, &n_direct))) {
+            i++;
+            break;
+          }
+          k = b->n; /* prod_add never touches this worker's own batch */
+          continue;
+        }
+        recs[k].rec = *r;
+        recs[k].hash = hash;
+        recs[k].kg = kg;
+        k++;
+      }
+      b->n = k;
+      if (!rc && k == cap)
+        rc = self_flush(x, w);
+    }
+  }
+  for (; i < n && !rc; i++)
+    rc = prod_one(op, &in[i], direct, &n_direct);
+  if (!rc)
+    rc = direct_flush(cons, direct, n_direct);
+  /* Records lent by this batch must be delivered before it returns; on
+   * an error (the job is failing) they are dropped with it. */
+  if (!rc && keyed)
+    rc = self_flush(x, w);
+  if (rc && keyed && x->self[me])
+    x->self[me]->n = 0, x->self[me]->used = 0;
+  return rc;
+}
+
 /* Control elements go to every consumer, after the records before them. */
 int sl__xchg_broadcast(sl_ctx_t *op, int kind, int64_t arg) {
   sl__worker *w = op->w;
@@ -480,6 +620,7 @@ int sl__xchg_broadcast(sl_ctx_t *op, int kind, int64_t arg) {
 const sl_operator_ops_t sl__keyby_prod_ops = {
     .kind = "key_by",
     .process = prod_process,
+    .process_batch = prod_process_batch,
 };
 
 static int cons_process(sl_ctx_t *op, int port, const sl_record_t *rec) {

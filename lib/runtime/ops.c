@@ -24,6 +24,13 @@ int sl_emit(sl_ctx_t *ctx, const sl_record_t *rec) {
   return emit(ctx, &ctx->main, rec);
 }
 
+int sl_op_emit_batch(sl_ctx_t *op, const sl_record_t *recs, size_t n) {
+  if (!n)
+    return 0;
+  sl__counter_add(&op->out, n);
+  return sl__emit_outs_batch(&op->main, recs, n);
+}
+
 int sl_emit_to(sl_ctx_t *ctx, const char *tag, const sl_record_t *rec) {
   for (int i = 0; i < ctx->n_side; i++)
     if (strcmp(ctx->side[i].tag, tag) == 0)
@@ -252,23 +259,43 @@ static int port_bar_cb(sl_ctx_t *to, int port, int64_t id) {
   return sl__port_barrier(to, port, (uint64_t)id);
 }
 
+/* Records a source appended go out before any control element it
+ * forwards. */
+static inline int flush_source(sl_ctx_t *op) {
+  if (SL__UNLIKELY(sl__is_source(op)) && ((struct sl_source_ctx *)op)->b_n)
+    return sl__source_flush((struct sl_source_ctx *)op);
+  return 0;
+}
+
 /* A key_by producer's outputs are the exchange channels. */
 int sl__forward_watermark(sl_ctx_t *op, int64_t wm) {
+  int rc = flush_source(op);
+  if (rc)
+    return rc;
   if (op->xchg)
     return sl__xchg_broadcast(op, SL__CTL_WATERMARK, wm);
   return forward_all(op, port_wm_cb, wm);
 }
 int sl__forward_idle(sl_ctx_t *op, bool idle) {
+  int rc = flush_source(op);
+  if (rc)
+    return rc;
   if (op->xchg)
     return sl__xchg_broadcast(op, SL__CTL_IDLE, idle);
   return forward_all(op, port_idle_cb, idle);
 }
 int sl__forward_end(sl_ctx_t *op) {
+  int rc = flush_source(op);
+  if (rc)
+    return rc;
   if (op->xchg)
     return sl__xchg_broadcast(op, SL__CTL_END, 0);
   return forward_all(op, port_end_cb, 0);
 }
 int sl__forward_barrier(sl_ctx_t *op, uint64_t id) {
+  int rc = flush_source(op);
+  if (rc)
+    return rc;
   if (op->xchg)
     return sl__xchg_broadcast(op, SL__CTL_BARRIER, (int64_t)id);
   return forward_all(op, port_bar_cb, (int64_t)id);

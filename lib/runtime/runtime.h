@@ -102,6 +102,19 @@ struct sl_source_ctx {
    * partition): the worker's generator above is not used. */
   bool own_wm;
   bool own_idle;
+  /* Records sl_source_emit() appended during a poll, their bytes copied
+   * into bytes: handed downstream as one batch when full, before any
+   * control element the source forwards, and at the end of the poll
+   * (runtime/source.c). Only while in_poll, and only for a subtask that
+   * batches (not one driving its own watermarks, whose readers may look
+   * at the message being emitted, nor a user generator's punctuated
+   * watermarks, which follow their record). */
+  bool batching, in_poll;
+  bool append; /* in_poll, batching and no timestamp assigner */
+  uint32_t b_n, b_cap;
+  sl_record_t *b_recs;
+  char *b_bytes;
+  size_t b_used, b_bytes_cap;
 };
 
 struct sl__worker {
@@ -276,6 +289,40 @@ static inline int sl__emit_outs(sl_ctx_t *op, const sl__outs *o,
   return 0;
 }
 
+/* A batch on one input: whole to an operator that takes batches, else
+ * record by record. */
+static inline int sl__deliver_batch(sl_ctx_t *to, int port,
+                                    const sl_record_t *r, size_t n) {
+  sl__counter_add(&to->in, n);
+  if (to->ops->process_batch)
+    return to->ops->process_batch(to, port, r, n);
+  int (*process)(sl_ctx_t *, int, const sl_record_t *) = to->ops->process;
+  for (size_t i = 0; i < n; i++) {
+    int rc = process(to, port, &r[i]);
+    if (SL__UNLIKELY(rc))
+      return rc;
+  }
+  return 0;
+}
+
+/* A batch on the outputs o (counted by the caller): whole to a single
+ * reader; to several, record by record, each to every reader before the
+ * next, so that readers that meet again downstream (a union) see the
+ * records interleaved exactly as sl__emit_outs() would deliver them. */
+static inline int sl__emit_outs_batch(const sl__outs *o, const sl_record_t *r,
+                                      size_t n) {
+  if (SL__LIKELY(o->n == 1))
+    return sl__deliver_batch(o->e[0].to, o->e[0].port, r, n);
+  for (size_t i = 0; i < n; i++) {
+    for (int k = 0; k < o->n; k++) {
+      int rc = sl__deliver(o->e[k].to, o->e[k].port, &r[i]);
+      if (SL__UNLIKELY(rc))
+        return rc;
+    }
+  }
+  return 0;
+}
+
 extern const sl_operator_ops_t sl__source_ops;
 /* Whether an instance is a source subtask (struct sl_source_ctx). */
 static inline bool sl__is_source(const sl_ctx_t *c) {
@@ -316,6 +363,9 @@ struct sl__backend *sl__worker_backend(sl__worker *w, char *err, size_t errlen);
 /* Source subtasks (source.c). Polls one subtask once: 1 when it did
  * work, 0 when it had nothing, or a negative error. */
 int sl__source_poll(sl__worker *w, struct sl_source_ctx *s);
+/* Hands the records a source subtask appended during its poll
+ * downstream as one batch. 0 or an error. */
+int sl__source_flush(struct sl_source_ctx *s);
 /* Ends a source subtask; a natural end (recorded as the input's end) and
  * a stop with drain first advance the watermark to the maximum. */
 int sl__source_finish(struct sl_source_ctx *s, bool natural, bool drain);

@@ -13,6 +13,10 @@
 
 typedef struct sl_source_ctx src_t;
 
+/* Bytes of a source batch to begin with; a record larger than what is
+ * left flushes the batch, and one larger than the buffer grows it. */
+#define SRC_BATCH_BYTES (128 * 1024)
+
 static int advance_wm(src_t *s, int64_t wm);
 
 static int src_open(sl_ctx_t *op) {
@@ -46,14 +50,29 @@ static int src_open(sl_ctx_t *op) {
     if (rc)
       return sl_op_fail(op, rc, "watermark generator: create failed (%d)", rc);
   }
+  s->batching = !s->own_wm && s->wmgen.kind != SL_WM_CUSTOM;
+  if (s->batching) {
+    s->b_cap = (uint32_t)job->batch_size;
+    s->b_bytes_cap = SRC_BATCH_BYTES;
+    s->b_recs = malloc(s->b_cap * sizeof(*s->b_recs));
+    s->b_bytes = malloc(s->b_bytes_cap);
+    if (!s->b_recs || !s->b_bytes)
+      return sl_op_fail(op, SL_ERR_NOMEM, "out of memory for a source batch");
+  }
   return 0;
 }
 
 static void src_close(sl_ctx_t *op) {
   sl__node *n = op->node;
-  sl__wmgen_close(&((src_t *)op)->wmgen);
+  src_t *s = (src_t *)op;
+  sl__wmgen_close(&s->wmgen);
   if (n->src_ops->close)
-    n->src_ops->close((src_t *)op, n->src_opaque);
+    n->src_ops->close(s, n->src_opaque);
+  free(s->b_recs);
+  free(s->b_bytes);
+  s->b_recs = NULL;
+  s->b_bytes = NULL;
+  s->b_n = 0;
 }
 
 static int src_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
@@ -70,7 +89,9 @@ const sl_operator_ops_t sl__source_ops = {
     .close = src_close,
 };
 
-int sl_source_emit(sl_source_ctx_t *s, const sl_record_t *rec) {
+/* One record through the chain at once: outside a poll, or for a
+ * subtask that does not batch. */
+static int emit_one(src_t *s, const sl_record_t *rec) {
   sl_ctx_t *op = &s->op;
   const sl__node *n = op->node;
   sl_record_t r;
@@ -93,6 +114,170 @@ int sl_source_emit(sl_source_ctx_t *s, const sl_record_t *rec) {
   if (SL__UNLIKELY(s->wmgen.kind == SL_WM_CUSTOM) && !rc)
     rc = advance_wm(s, s->wmgen.wm);
   return rc;
+}
+
+int sl__source_flush(src_t *s) {
+  uint32_t n = s->b_n;
+  if (!n)
+    return 0;
+  /* Nothing appends while the batch is delivered: sources emit only
+   * from their own poll, and the graph is acyclic. */
+  int rc = sl_op_emit_batch(&s->op, s->b_recs, n);
+  s->b_n = 0;
+  s->b_used = 0;
+  return rc;
+}
+
+/* Makes room for a record of `need` bytes: delivers the full batch, and
+ * grows the byte buffer for a record larger than it. */
+static int append_room(src_t *s, size_t need) {
+  int rc = sl__source_flush(s);
+  if (rc || need <= s->b_bytes_cap)
+    return rc;
+  size_t cap = s->b_bytes_cap;
+  while (cap < need)
+    cap *= 2;
+  char *b = malloc(cap);
+  if (!b)
+    return sl_op_fail(&s->op, SL_ERR_NOMEM, "out of memory for a source batch");
+  free(s->b_bytes);
+  s->b_bytes = b;
+  s->b_bytes_cap = cap;
+  return 0;
+}
+
+/* Copies len bytes, len <= 64, without a libc call: fixed-size moves
+ * (overlapping at the end) that compile to a few loads and stores. */
+static inline void copy_small(char *d, const char *p, size_t len) {
+  if (len >= 16) {
+    for (size_t o = 0; o + 16 < len; o += 16)
+      memcpy(d + o, p + o, 16);
+    memcpy(d + len - 16, p + len - 16, 16);
+  } else if (len >= 8) {
+    memcpy(d, p, 8);
+    memcpy(d + len - 8, p + len - 8, 8);
+  } else if (len >= 4) {
+    memcpy(d, p, 4);
+    memcpy(d + len - 4, p + len - 4, 4);
+  } else {
+    for (size_t o = 0; o < len; o++)
+      d[o] = p[o];
+  }
+}
+
+/* Copies a key or value into the batch's bytes at *used. */
+static inline const void *copy_bytes(char *bytes, size_t *used, const void *p,
+                                     size_t len) {
+  if (!len)
+    return p;
+  char *d = bytes + *used;
+  if (SL__LIKELY(len <= 64))
+    copy_small(d, p, len);
+  else
+    memcpy(d, p, len);
+  *used += len;
+  return d;
+}
+
+/* Appends rec to the batch, which has room for it. Locals, so that
+ * copying bytes (which may alias anything) does not make the compiler
+ * reload the batch's fields. */
+static inline void append(src_t *s, const sl_record_t *rec) {
+  size_t klen = rec->key_len, vlen = rec->value_len, used = s->b_used;
+  uint32_t i = s->b_n;
+  char *bytes = s->b_bytes;
+  sl_record_t *d = &s->b_recs[i];
+  const void *key = copy_bytes(bytes, &used, rec->key, klen);
+  const void *value = copy_bytes(bytes, &used, rec->value, vlen);
+  d->key = key;
+  d->key_len = klen;
+  d->value = value;
+  d->value_len = vlen;
+  d->ts = rec->ts;
+  s->b_n = i + 1;
+  s->b_used = used;
+}
+
+/* sl_source_emit() for all but the common case: outside a poll, a
+ * subtask that does not batch, a timestamp assigner, an idle source
+ * becoming active, or a full batch. Out of line, so that the common case
+ * makes no call and saves no registers. */
+static __attribute__((noinline)) int emit_slow(src_t *s,
+                                               const sl_record_t *rec) {
+  const sl__node *n = s->op.node;
+  int rc;
+  if (!s->append) {
+    if (!s->in_poll || !s->batching)
+      return emit_one(s, rec);
+    sl_record_t r = *rec;
+    if ((rc = n->wm_spec.ts_fn(rec, &r.ts, n->wm_spec.ts_opaque)))
+      return sl_op_user_error(&s->op, rec, rc);
+    s->append = true;
+    rc = sl_source_emit(s, &r);
+    s->append = false;
+    return rc;
+  }
+  /* Active again: the status goes out after the records before this one
+   * (sl__forward_idle flushes them) and before it. A subtask that batches
+   * has no user generator, so the event is all the generator needs. */
+  if (sl__wmgen_on_event(&s->wmgen, rec->ts) &&
+      (rc = sl__forward_idle(&s->op, false)))
+    return rc;
+  size_t need = rec->key_len + rec->value_len;
+  if ((s->b_n == s->b_cap || s->b_bytes_cap - s->b_used < need) &&
+      (rc = append_room(s, need)))
+    return rc;
+  append(s, rec);
+  return 0;
+}
+
+int sl_source_emit(sl_source_ctx_t *s, const sl_record_t *rec) {
+  if (SL__UNLIKELY(!s->append || s->wmgen.idle || s->b_n == s->b_cap ||
+                   s->b_bytes_cap - s->b_used < rec->key_len + rec->value_len))
+    return emit_slow(s, rec);
+  if (rec->ts > s->wmgen.max_ts)
+    s->wmgen.max_ts = rec->ts;
+  append(s, rec);
+  return 0;
+}
+
+/* Records the caller holds, downstream in batches of at most batch.size
+ * (the size every operator's output is bounded by). */
+static int emit_chunks(src_t *s, const sl_record_t *recs, size_t n) {
+  for (size_t i = 0; i < n; i += s->b_cap) {
+    int rc =
+        sl_op_emit_batch(&s->op, &recs[i], n - i < s->b_cap ? n - i : s->b_cap);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+int sl_source_emit_batch(sl_source_ctx_t *s, const sl_record_t *recs,
+                         size_t n) {
+  if (!s || (!recs && n))
+    return SL_ERR_INVAL;
+  if (!s->append) {
+    for (size_t i = 0; i < n; i++) {
+      int rc = sl_source_emit(s, &recs[i]);
+      if (rc)
+        return rc;
+    }
+    return 0;
+  }
+  /* Records appended before go first. */
+  int rc = sl__source_flush(s);
+  size_t start = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    /* Active again: the status goes out between the records before this
+     * one and it. */
+    if (SL__UNLIKELY(sl__wmgen_on_event(&s->wmgen, recs[i].ts))) {
+      if (!(rc = emit_chunks(s, recs + start, i - start)))
+        rc = sl__forward_idle(&s->op, false);
+      start = i;
+    }
+  }
+  return rc ? rc : emit_chunks(s, recs + start, n - start);
 }
 
 int sl_source_ctx_subtask(const sl_source_ctx_t *s) {
@@ -202,7 +387,14 @@ int sl__source_poll(sl__worker *w, src_t *s) {
     }
   }
   uint64_t before = sl__counter_get(&s->op.out);
+  s->in_poll = true;
+  s->append = s->batching && !n->wm_spec.ts_fn;
   int rc = n->src_ops->poll(s, n->src_opaque), rc2;
+  s->in_poll = s->append = false;
+  /* What the poll appended goes out now (a failed poll fails the job:
+   * nothing more is delivered). */
+  if (rc >= 0 && s->b_n && (rc2 = sl__source_flush(s)))
+    rc = rc2;
   if (rc < 0) {
     if (!sl__job_failing(job))
       sl_op_fail(&s->op, rc, "source poll failed: %s", sl_strerror(rc));

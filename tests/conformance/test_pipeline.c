@@ -281,6 +281,272 @@ START_TEST(large_records_through_keyed_batches) {
 }
 END_TEST
 
+/* ---- Batches from the source on ----------------------------------------- */
+
+/* A map whose output lives in its own buffer, overwritten by its next
+ * call, as the map contract allows: records handed on in a batch must
+ * each keep their own bytes. */
+static int own_buffer_map(sl_ctx_t *ctx, const sl_record_t *in,
+                          sl_record_t *out, void *opaque) {
+  static _Thread_local char buf[32];
+  (void)ctx;
+  (void)opaque;
+  out->value_len = (size_t)snprintf(buf, sizeof(buf), "v%lld",
+                                    tu_num(in->value, in->value_len));
+  out->value = buf;
+  return 0;
+}
+
+START_TEST(map_output_in_its_own_buffer_survives_batches) {
+  sl_job_t *job = tu_job(1, NULL);
+  tu_sink sink;
+  tu_sink_init(&sink);
+  sl_generator_opts_t go = {.count = 5000, .gen = gen_num};
+  sl_stream_t *s = sl_source_generator(job, "gen", &go);
+  s = sl_map(s, "own", own_buffer_map, NULL);
+  ck_assert_int_eq(sl_sink(s, "sink", tu_sink_fn, &sink), SL_OK);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  ck_assert_uint_eq(sink.n, 5000);
+  for (size_t i = 0; i < sink.n; i++) {
+    char want[32];
+    snprintf(want, sizeof(want), "v%zu", i);
+    ck_assert_str_eq(sink.recs[i].value, want);
+  }
+  sl_job_destroy(job);
+  tu_sink_free(&sink);
+}
+END_TEST
+
+/* A source that holds its records in an array and hands them on with
+ * sl_source_emit_batch() in chunks of uneven size (or one by one with
+ * sl_source_emit()), then scribbles over the array: the records are
+ * borrowed for the call only. Every subtask reads i = w, w+P, ... */
+#define HELD_N 20000
+typedef struct held_src {
+  bool batch;
+  uint64_t next[2];
+} held_src;
+
+static _Thread_local sl_record_t tl_held[700];
+static _Thread_local char tl_held_bytes[700][2][16];
+
+static int held_open(sl_source_ctx_t *ctx, void *opaque) {
+  held_src *h = opaque;
+  h->next[sl_source_ctx_subtask(ctx)] = (uint64_t)sl_source_ctx_subtask(ctx);
+  return 0;
+}
+
+static int held_poll(sl_source_ctx_t *ctx, void *opaque) {
+  held_src *h = opaque;
+  int sub = sl_source_ctx_subtask(ctx);
+  uint64_t step = (uint64_t)sl_source_ctx_subtasks(ctx), i = h->next[sub];
+  /* 1, 2, ..., 699 records per poll: batches cut anywhere. */
+  size_t want = 1 + (size_t)(i * 7 % 699), n = 0;
+  for (; n < want && i < HELD_N; n++, i += step) {
+    char *k = tl_held_bytes[n][0], *v = tl_held_bytes[n][1];
+    int kl = snprintf(k, 16, "k%llu", (unsigned long long)(i * 31 % 101));
+    int vl = snprintf(v, 16, "%llu", (unsigned long long)i);
+    tl_held[n] = (sl_record_t){k, (size_t)kl, v, (size_t)vl, (int64_t)i};
+  }
+  int rc = 0;
+  if (h->batch)
+    rc = sl_source_emit_batch(ctx, tl_held, n);
+  for (size_t j = 0; !h->batch && !rc && j < n; j++)
+    rc = sl_source_emit(ctx, &tl_held[j]);
+  memset(tl_held_bytes, 'x', sizeof(tl_held_bytes));
+  h->next[sub] = i;
+  return rc ? rc : i >= HELD_N ? SL_POLL_END : SL_POLL_MORE;
+}
+
+static int drop_mult5(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx;
+  (void)opaque;
+  return tu_num(rec->value, rec->value_len) % 5 != 0;
+}
+
+/* Per key: the values in the order they arrived, as "key:value" lines. */
+static int keyed_echo(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)opaque;
+  char *b = sl_ctx_alloc(ctx, 64);
+  int n =
+      snprintf(b, 64, "%.*s:%.*s", (int)rec->key_len, (const char *)rec->key,
+               (int)rec->value_len, (const char *)rec->value);
+  sl_record_t out = {rec->key, rec->key_len, b, (size_t)n, rec->ts};
+  return sl_emit(ctx, &out);
+}
+
+static void run_held(int par, bool batch, tu_sink *sink) {
+  sl_job_t *job = tu_job(par, NULL);
+  static held_src h;
+  memset(&h, 0, sizeof(h));
+  h.batch = batch;
+  sl_source_ops_t so = {.open = held_open, .poll = held_poll, .parallel = true};
+  sl_process_ops_t po = {.on_element = keyed_echo};
+  sl_stream_t *s = sl_source(job, "held", &so, &h);
+  s = sl_filter(s, "drop5", drop_mult5, NULL);
+  s = sl_map(s, "own", own_buffer_map, NULL);
+  s = sl_process(sl_key_by(s, NULL, NULL), "echo", &po, NULL);
+  ck_assert_int_eq(sl_sink(s, "sink", tu_sink_fn, sink), SL_OK);
+  int rc = sl_job_run(job);
+  ck_assert_msg(rc == SL_OK, "%s", sl_job_errmsg(job));
+  sl_job_destroy(job);
+}
+
+static int cmp_line(const void *a, const void *b) {
+  const tu_rec *x = a, *y = b;
+  int c = strcmp(x->key, y->key);
+  return c ? c : (x->ts > y->ts) - (x->ts < y->ts);
+}
+
+START_TEST(emit_batch_is_emit_of_each_record) {
+  /* The model: every i not a multiple of 5, as "k<i*31%101>:v<i>". */
+  static tu_rec model[HELD_N];
+  size_t m = 0;
+  for (uint64_t i = 0; i < HELD_N; i++) {
+    if (i % 5 == 0)
+      continue;
+    tu_rec *r = &model[m++];
+    unsigned long long k = i * 31 % 101;
+    snprintf(r->key, sizeof(r->key), "k%llu", k);
+    snprintf(r->value, sizeof(r->value), "k%llu:v%llu", k,
+             (unsigned long long)i);
+    r->ts = (int64_t)i;
+  }
+  for (int par = 1; par <= 2; par++) {
+    for (int batch = 0; batch <= 1; batch++) {
+      tu_sink sink;
+      tu_sink_init(&sink);
+      run_held(par, batch, &sink);
+      ck_assert_uint_eq(sink.n, m);
+      /* At P=1 the output is in input order; at P=2 a key's records
+       * come from both workers, so the output is compared as a set. */
+      if (par == 2) {
+        qsort(sink.recs, sink.n, sizeof(*sink.recs), cmp_line);
+        qsort(model, m, sizeof(*model), cmp_line);
+      }
+      for (size_t i = 0; i < m; i++) {
+        ck_assert_str_eq(sink.recs[i].key, model[i].key);
+        ck_assert_str_eq(sink.recs[i].value, model[i].value);
+      }
+      tu_sink_free(&sink);
+    }
+  }
+}
+END_TEST
+
+/* Watermarks fall between the same records whether a source emits one by
+ * one or in batches: after each poll that advanced it. */
+static void held_log(bool batch, tu_log *log) {
+  sl_job_t *job = tu_job(1, NULL);
+  static held_src h;
+  memset(&h, 0, sizeof(h));
+  h.batch = batch;
+  sl_source_ops_t so = {.open = held_open, .poll = held_poll};
+  sl_watermark_spec_t ws = {.kind = SL_WM_BOUNDED, .bound_ms = 3};
+  sl_stream_t *s = sl_with_watermarks(sl_source(job, "held", &so, &h), &ws);
+  s = tu_log_op(sl_map(s, "own", own_buffer_map, NULL), "log", log);
+  ck_assert_int_eq(sl_sink(s, "sink", tu_discard, NULL), SL_OK);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  sl_job_destroy(job);
+}
+
+START_TEST(emit_batch_keeps_watermarks_between_the_same_records) {
+  tu_log a, b;
+  tu_log_init(&a);
+  tu_log_init(&b);
+  held_log(false, &a);
+  held_log(true, &b);
+  ck_assert_uint_eq(a.n, b.n);
+  size_t wms = 0, recs = 0;
+  int64_t max_ts = SL_TS_MIN;
+  for (size_t i = 0; i < a.n; i++) {
+    ck_assert_int_eq(a.ev[i].kind, b.ev[i].kind);
+    ck_assert_int_eq(a.ev[i].ts, b.ev[i].ts);
+    ck_assert_str_eq(a.ev[i].value, b.ev[i].value);
+    if (a.ev[i].kind == TU_REC) {
+      recs++;
+      max_ts = a.ev[i].ts;
+    } else if (a.ev[i].kind == TU_WM && a.ev[i].ts != SL_WATERMARK_MAX) {
+      /* Each poll's watermark follows its last record. */
+      ck_assert_int_eq(a.ev[i].ts, max_ts - 3 - 1);
+      wms++;
+    }
+  }
+  ck_assert_uint_eq(recs, HELD_N);
+  ck_assert_uint_gt(wms, 30);
+  tu_log_free(&a);
+  tu_log_free(&b);
+}
+END_TEST
+
+/* Under error.policy=skip, a map and a filter that take batches skip
+ * exactly the records their functions failed on, in order. */
+static int map_fail_mult13(sl_ctx_t *ctx, const sl_record_t *in,
+                           sl_record_t *out, void *opaque) {
+  (void)opaque;
+  long long v = tu_num(in->value, in->value_len);
+  if (v % 13 == 0)
+    return -1;
+  char *b = sl_ctx_alloc(ctx, 32);
+  out->value_len = (size_t)snprintf(b, 32, "m%lld", v);
+  out->value = b;
+  return 0;
+}
+
+static int filter_fail_mult7(sl_ctx_t *ctx, const sl_record_t *rec,
+                             void *opaque) {
+  (void)ctx;
+  (void)opaque;
+  long long v = tu_num((const char *)rec->value + 1, rec->value_len - 1);
+  return v % 7 == 0 ? -1 : v % 2 == 0;
+}
+
+START_TEST(batch_operators_skip_exactly_the_failing_records) {
+  sl_job_t *job = tu_job(1, "skip");
+  tu_sink sink;
+  tu_sink_init(&sink);
+  sl_generator_opts_t go = {.count = 3000, .gen = gen_num};
+  sl_stream_t *s = sl_source_generator(job, "gen", &go);
+  s = sl_map(s, "m13", map_fail_mult13, NULL);
+  s = sl_filter(s, "f7", filter_fail_mult7, NULL);
+  ck_assert_int_eq(sl_sink(s, "sink", tu_sink_fn, &sink), SL_OK);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  size_t n = 0, e13 = 0, e7 = 0;
+  for (long long v = 0; v < 3000; v++) {
+    if (v % 13 == 0) {
+      e13++;
+      continue;
+    }
+    if (v % 7 == 0) {
+      e7++;
+      continue;
+    }
+    if (v % 2)
+      continue;
+    char want[32];
+    snprintf(want, sizeof(want), "m%lld", v);
+    ck_assert_uint_lt(n, sink.n);
+    ck_assert_str_eq(sink.recs[n].value, want);
+    n++;
+  }
+  ck_assert_uint_eq(sink.n, n);
+  sl_op_stats_t st;
+  ck_assert_int_eq(sl_job_op_stats(job, "m13", &st), SL_OK);
+  ck_assert_uint_eq(st.errors, e13);
+  ck_assert_uint_eq(st.records_out, 3000 - e13);
+  ck_assert_int_eq(sl_job_op_stats(job, "f7", &st), SL_OK);
+  ck_assert_uint_eq(st.errors, e7);
+  ck_assert_uint_eq(st.records_out, n);
+  sl_job_destroy(job);
+  tu_sink_free(&sink);
+}
+END_TEST
+
+START_TEST(emit_batch_rejects_null_records) {
+  ck_assert_int_eq(sl_source_emit_batch(NULL, NULL, 0), SL_ERR_INVAL);
+}
+END_TEST
+
 /* ---- Watermarks --------------------------------------------------------- */
 
 static const int64_t ooo_ts[] = {100, 90, 150, 120, 300, 250, 260, 400, 399};
@@ -783,6 +1049,11 @@ int main(void) {
   tcase_add_test(tc, p1_p2_same_per_key_results);
   tcase_add_test(tc, parallel_source_through_exchange);
   tcase_add_test(tc, large_records_through_keyed_batches);
+  tcase_add_test(tc, map_output_in_its_own_buffer_survives_batches);
+  tcase_add_test(tc, emit_batch_is_emit_of_each_record);
+  tcase_add_test(tc, emit_batch_keeps_watermarks_between_the_same_records);
+  tcase_add_test(tc, batch_operators_skip_exactly_the_failing_records);
+  tcase_add_test(tc, emit_batch_rejects_null_records);
   tcase_add_test(tc, bounded_watermarks_follow_max_ts);
   tcase_add_test(tc, watermark_outputs_precede_watermark);
   tcase_add_test(tc, idle_input_does_not_hold_watermark);
