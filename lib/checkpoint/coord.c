@@ -283,6 +283,10 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
     if (meta)
       json_object_set_new(meta, "restarts",
                           json_integer((json_int_t)ck->restarts));
+    /* Group mode: key groups are Kafka partitions (murmur2), which the
+     * checks of a worker file's keys must know. */
+    if (meta && ck->root)
+      json_object_set_new(meta, "key_groups", json_string("murmur2"));
     char tmp[4200];
     pathf(tmp, sizeof(tmp), "%s/_metadata.tmp", chk);
     pathf(path, sizeof(path), "%s/_metadata", chk);

@@ -44,6 +44,9 @@ void sl__kgroup_fail(sl__kgroup *g, int err, const char *fmt, ...) {
  * that move, so the partitions a member keeps are never interrupted. A
  * revocation commits before the partitions are let go, so the next owner
  * starts where this member stopped. */
+static void settle(rd_kafka_t *rk, sl__kgroup *g, bool assigned, int n,
+                   rd_kafka_error_t *ke, rd_kafka_resp_err_t re);
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                          rd_kafka_topic_partition_list_t *l, void *opaque) {
   sl__kgroup *g = opaque;
@@ -57,7 +60,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     else
       re = rd_kafka_assign(rk, l);
   } else if (e == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-    g->revoked(g->sub, l);
+    /* Kept: librdkafka waits for the unassign (sl__kgroup_release). */
+    if (g->revoked(g->sub, l, rd_kafka_assignment_lost(rk)))
+      return;
     if (coop)
       ke = rd_kafka_incremental_unassign(rk, l);
     else
@@ -67,15 +72,30 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     sl__log(g->conf, g->job, SL__LOG_WARN, "kafka",
             "source %s: group rebalance: %s", g->uid, rd_kafka_err2str(e));
     if (l)
-      g->revoked(g->sub, l);
+      g->revoked(g->sub, l, true);
     re = rd_kafka_assign(rk, NULL);
   }
+  settle(rk, g, e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, l ? l->cnt : 0, ke,
+         re);
+}
+
+void sl__kgroup_release(rd_kafka_t *rk, sl__kgroup *g,
+                        rd_kafka_topic_partition_list_t *l) {
+  bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+  rd_kafka_error_t *ke = coop ? rd_kafka_incremental_unassign(rk, l) : NULL;
+  rd_kafka_resp_err_t re = coop ? RD_KAFKA_RESP_ERR_NO_ERROR
+                                : rd_kafka_assign(rk, NULL);
+  settle(rk, g, false, l->cnt, ke, re);
+}
+
+/* Logs the assignment a rebalance step left and records its failure. */
+static void settle(rd_kafka_t *rk, sl__kgroup *g, bool assigned, int n,
+                   rd_kafka_error_t *ke, rd_kafka_resp_err_t re) {
   rd_kafka_topic_partition_list_t *now = NULL;
   if (!rd_kafka_assignment(rk, &now)) {
     sl__log(g->conf, g->job, SL__LOG_INFO, "kafka",
             "source %s: group rebalance: %s %d partition(s); reads %d", g->uid,
-            e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigned" : "revoked",
-            l ? l->cnt : 0, now->cnt);
+            assigned ? "assigned" : "revoked", n, now->cnt);
     rd_kafka_topic_partition_list_destroy(now);
   }
   if (ke) {

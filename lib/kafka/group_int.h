@@ -23,7 +23,12 @@ typedef struct sl__kgroup {
    * auto.offset.reset); revoked commits what was read of each element of
    * l and forgets it. A failure is reported through sl__kgroup_fail(). */
   void (*assigned)(void *sub, rd_kafka_topic_partition_list_t *l);
-  void (*revoked)(void *sub, const rd_kafka_topic_partition_list_t *l);
+  /* Returns true to keep the partitions until the source calls
+   * sl__kgroup_release() (group mode with checkpoints: a revoked task is
+   * snapshotted first); never when lost (a rebalance error: they may
+   * already be another member's). */
+  bool (*revoked)(void *sub, const rd_kafka_topic_partition_list_t *l,
+                  bool lost);
   void *sub;
   const sl_conf_t *conf; /* the job's: log lines */
   const char *job, *uid;
@@ -45,6 +50,10 @@ int sl__kgroup_conf(rd_kafka_conf_t *c, const sl_conf_t *conf, sl__kgroup *g,
 /* Subscribes the consumer to the topics: it joins the group. */
 int sl__kgroup_join(rd_kafka_t *rk, char *const *topics, int n, char *err,
                     size_t errlen);
+/* Lets go of partitions whose revocation the source kept (revoked
+ * returned true): the group's rebalance goes on. */
+void sl__kgroup_release(rd_kafka_t *rk, sl__kgroup *g,
+                        rd_kafka_topic_partition_list_t *l);
 /* Records the first failure of a rebalance step (the source fails the
  * job with it on its next poll). */
 void sl__kgroup_fail(sl__kgroup *g, int err, const char *fmt, ...)

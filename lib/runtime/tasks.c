@@ -118,6 +118,10 @@ uint64_t sl__task_checkpoint(sl_ctx_t *op) {
   return t;
 }
 
+uint64_t sl__task_completed(sl_ctx_t *op) {
+  return sl__ckpt_completed(job_of(op)->ckpt);
+}
+
 /* ---- The owning worker -------------------------------------------------- */
 
 typedef struct timer_ref {

@@ -46,6 +46,8 @@ int sl__task_publish(sl_ctx_t *op, uint64_t id, sl__task_ptr *p, char *err,
 /* Asks for a checkpoint as soon as possible; returns the newest
  * triggered one: a checkpoint with a larger id starts after this call. */
 uint64_t sl__task_checkpoint(sl_ctx_t *op);
+/* The newest completed checkpoint. */
+uint64_t sl__task_completed(sl_ctx_t *op);
 
 /* The runtime's side: made with the job (NULL when not on), freed with
  * it; served by every worker once per round. */
