@@ -25,10 +25,10 @@ typedef struct sl__kgroup {
   void (*assigned)(void *sub, rd_kafka_topic_partition_list_t *l);
   /* Returns true to keep the partitions until the source calls
    * sl__kgroup_release() (group mode with checkpoints: a revoked task is
-   * snapshotted first); never when lost (a rebalance error: they may
-   * already be another member's). */
+   * snapshotted first); never when now is set (a rebalance error: they
+   * are let go at once). */
   bool (*revoked)(void *sub, const rd_kafka_topic_partition_list_t *l,
-                  bool lost);
+                  bool now);
   void *sub;
   const sl_conf_t *conf; /* the job's: log lines */
   const char *job, *uid;

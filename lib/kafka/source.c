@@ -554,11 +554,14 @@ static void forget(ksrc *s, ksub *k, size_t j) {
  * more, until a checkpoint triggered now has snapshotted it and its
  * pointer names that snapshot (task_complete); then its state is dropped
  * and the partition let go. A task still loading (nothing of it was
- * emitted here) and lost partitions (another member may own them
- * already) go at once, and so does everything when the consumer closes
- * (the final checkpoint has already published them). */
+ * emitted here) goes at once, and so does everything after a rebalance
+ * error (now) and when the consumer closes (the final checkpoint has
+ * already published them). A partition librdkafka calls lost is kept
+ * too: if another member owns it already, the pointer written here is
+ * still a consistent pair of state and offset, only older than that
+ * member's next one (at-least-once: its records may be read twice). */
 static bool task_revoked(ksub *k, const rd_kafka_topic_partition_list_t *l,
-                         bool lost) {
+                         bool now) {
   ksrc *s = k->src;
   sl_ctx_t *op = sl_source_op(k->ctx);
   bool keep = false;
@@ -568,7 +571,7 @@ static bool task_revoked(ksub *k, const rd_kafka_topic_partition_list_t *l,
       kpart *p = &k->parts[j];
       if (p->topic != t || p->partition != l->elems[i].partition)
         continue;
-      if (lost || k->closing || p->loading || p->next < 0) {
+      if (now || k->closing || p->loading || p->next < 0) {
         sl__task_drop(op, (uint32_t)p->partition);
         forget(s, k, j);
       } else {
@@ -593,11 +596,11 @@ static bool task_revoked(ksub *k, const rd_kafka_topic_partition_list_t *l,
 }
 
 static bool group_revoked(void *sub, const rd_kafka_topic_partition_list_t *l,
-                          bool lost) {
+                          bool now) {
   ksub *k = sub;
   ksrc *s = k->src;
   if (k->tasks)
-    return task_revoked(k, l, lost);
+    return task_revoked(k, l, now);
   rd_kafka_topic_partition_list_t *c =
       rd_kafka_topic_partition_list_new(l->cnt ? l->cnt : 1);
   for (int i = 0; i < l->cnt; i++) {
@@ -1324,8 +1327,11 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
 
 /* Group mode with checkpoints, once checkpoint id is complete: every
  * task its snapshot holds is pointed at it (the next owner restores it
- * from there), its offset committed (lag monitoring), and a kept
- * revocation that id covers is let go, its tasks' state dropped. */
+ * from there), and a kept revocation that id covers is let go, its
+ * tasks' state dropped. Offsets are not committed to the group: the
+ * pointers are the positions, and on librdkafka's mock cluster a commit
+ * that meets a rebalance (illegal generation) makes every member drop
+ * its whole assignment. */
 static void task_complete(ksub *k, uint64_t id) {
   ksrc *s = k->src;
   sl_ctx_t *op = sl_source_op(k->ctx);
@@ -1333,8 +1339,6 @@ static void task_complete(ksub *k, uint64_t id) {
   if (ts->id != id || id <= k->published)
     return;
   k->published = id;
-  rd_kafka_topic_partition_list_t *l =
-      rd_kafka_topic_partition_list_new((int)ts->n + 1);
   char err[512];
   for (size_t i = 0; i < ts->n; i++) {
     struct task_pos *tp = &ts->pos[i];
@@ -1346,22 +1350,10 @@ static void task_complete(ksub *k, uint64_t id) {
     int rc = sl__task_publish(op, id, &ptr, err, sizeof(err));
     if (rc) {
       sl__kgroup_fail(&k->grp, rc, "%s", err);
-      break;
+      return;
     }
-    rd_kafka_topic_partition_list_add(l, ptr.topic, tp->partition)->offset =
-        tp->offset;
   }
-  bool release = k->rev && id > k->revoke_after && !k->grp.err;
-  if (l->cnt) {
-    /* Synchronous before a release: the next owner reads the lag from
-     * where this one stopped. */
-    rd_kafka_resp_err_t e = rd_kafka_commit(k->rk, l, release ? 0 : 1);
-    if (e)
-      sl__klog(s->kj, SL__LOG_WARN, "source %s: committing offsets: %s", s->uid,
-               rd_kafka_err2str(e));
-  }
-  rd_kafka_topic_partition_list_destroy(l);
-  if (!release)
+  if (!k->rev || id <= k->revoke_after)
     return;
   for (size_t j = 0; j < k->n_parts;) {
     if (!k->parts[j].revoking) {
