@@ -437,10 +437,10 @@ static void check_sections(ctx *x, const char *file, const sl__ckpt_image *im,
       while (!why[0] && (rc = sl__snap_entry_next(&p, &e)) == 1) {
         if (e.state >= n_states)
           snprintf(why, sizeof(why), "unknown state id %u", e.state);
-        else if ((murmur2 ? sl__murmur2_partition(e.key, e.key_len, max_par)
-                          : sl__key_group(sl__hash64_of(format, e.key,
-                                                        e.key_len),
-                                          max_par)) != kg)
+        else if ((murmur2
+                      ? sl__murmur2_partition(e.key, e.key_len, max_par)
+                      : sl__key_group(sl__hash64_of(format, e.key, e.key_len),
+                                      max_par)) != kg)
           snprintf(why, sizeof(why), "a key that belongs to another key group");
         (*entries)++;
       }

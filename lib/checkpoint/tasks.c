@@ -24,10 +24,10 @@ int sl__task_ptr_write(const char *root, const sl__task_ptr *p, mode_t fmode,
   snprintf(dir, sizeof(dir), "%s/tasks", root);
   if (sl__mkdirs(dir, dmode))
     return -1;
-  json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:i,s:I}", "task", (json_int_t)p->task,
-                        "checkpoint", p->checkpoint, "source", p->source,
-                        "topic", p->topic, "partition", (int)p->partition,
-                        "offset", (json_int_t)p->offset);
+  json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:i,s:I}", "task",
+                        (json_int_t)p->task, "checkpoint", p->checkpoint,
+                        "source", p->source, "topic", p->topic, "partition",
+                        (int)p->partition, "offset", (json_int_t)p->offset);
   char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
   if (!text) {
@@ -67,10 +67,10 @@ int sl__task_ptr_read(const char *root, uint32_t task, sl__task_ptr *p,
   int bad = json_unpack(o, "{s:I,s:s,s:s,s:s,s:i,s:I}", "task", &t,
                         "checkpoint", &chk, "source", &src, "topic", &topic,
                         "partition", &part, "offset", &off);
-  if (!bad && (t != (json_int_t)task || !sl__ckpt_safe_rel(chk) || off < 0 ||
-               strlen(chk) >= sizeof(p->checkpoint) ||
-               strlen(src) >= sizeof(p->source) ||
-               strlen(topic) >= sizeof(p->topic)))
+  if (!bad &&
+      (t != (json_int_t)task || !sl__ckpt_safe_rel(chk) || off < 0 ||
+       strlen(chk) >= sizeof(p->checkpoint) ||
+       strlen(src) >= sizeof(p->source) || strlen(topic) >= sizeof(p->topic)))
     bad = 1;
   if (!bad) {
     p->task = task;

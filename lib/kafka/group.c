@@ -86,8 +86,8 @@ void sl__kgroup_release(rd_kafka_t *rk, sl__kgroup *g,
                         rd_kafka_topic_partition_list_t *l) {
   bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
   rd_kafka_error_t *ke = coop ? rd_kafka_incremental_unassign(rk, l) : NULL;
-  rd_kafka_resp_err_t re = coop ? RD_KAFKA_RESP_ERR_NO_ERROR
-                                : rd_kafka_assign(rk, NULL);
+  rd_kafka_resp_err_t re =
+      coop ? RD_KAFKA_RESP_ERR_NO_ERROR : rd_kafka_assign(rk, NULL);
   settle(rk, g, false, l->cnt, ke, re);
 }
 

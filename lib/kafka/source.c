@@ -482,8 +482,9 @@ static void task_assigned(ksub *k, kpart *kp, rd_kafka_topic_partition_t *tp) {
     sl__kgroup_fail(&k->grp, r, "task %" PRIu32 ": %s", task, err);
     return;
   }
-  if (r == 1 && (strcmp(ptr.topic, tp->topic) || ptr.partition != tp->partition ||
-                 strcmp(ptr.source, s->uid))) {
+  if (r == 1 &&
+      (strcmp(ptr.topic, tp->topic) || ptr.partition != tp->partition ||
+       strcmp(ptr.source, s->uid))) {
     sl__kgroup_fail(&k->grp, SL_ERR_STATE,
                     "task %" PRIu32 ": its pointer names %s[%" PRId32
                     "] of source %s, not %s[%" PRId32 "] of %s",
@@ -1241,9 +1242,8 @@ static int group_poll(sl_source_ctx_t *ctx, ksub *k) {
                           k->grp.errmsg);
   for (size_t i = 0; k->tasks && i < k->n_parts; i++) {
     kpart *p = &k->parts[i];
-    if (!p->loading ||
-        sl__task_state(sl_source_op(ctx), (uint32_t)p->partition) !=
-            SL__TASK_READY)
+    if (!p->loading || sl__task_state(sl_source_op(ctx),
+                                      (uint32_t)p->partition) != SL__TASK_READY)
       continue;
     p->loading = false;
     if (p->next >= 0) /* records were dropped meanwhile: read them again */
@@ -1392,8 +1392,7 @@ static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
     /* The tasks this snapshot holds: loaded, with a position. */
     const kpart *kp = &k->parts[i];
     if (ts && !kp->loading && kp->next >= 0)
-      ts->pos[ts->n++] =
-          (struct task_pos){kp->topic, kp->partition, kp->next};
+      ts->pos[ts->n++] = (struct task_pos){kp->topic, kp->partition, kp->next};
     topics[i] = s->topics[k->parts[i].topic];
     parts[i] = k->parts[i].partition;
     offs[i] = k->parts[i].next;

@@ -37,7 +37,6 @@ int sl__restore_late(sl__worker *w);
 /* Group mode (tasks.c): the keyed state and timers of key group kg from
  * rs into the running worker that owns it (the caller cleared them). */
 struct sl__restore;
-int sl__restore_task(sl__worker *w, const struct sl__restore *rs,
-                     uint32_t kg);
+int sl__restore_task(sl__worker *w, const struct sl__restore *rs, uint32_t kg);
 
 #endif

@@ -149,8 +149,13 @@ static int collect_timer(const sl__timer_view *v, int domain, void *opaque) {
     r->cap = cap;
   }
   timer_ref *t = &r->a[r->n];
-  *t = (timer_ref){domain, v->ts, v->hash, malloc(v->key_len + 1),
-                   malloc(v->ns_len + 1), v->key_len, v->ns_len};
+  *t = (timer_ref){domain,
+                   v->ts,
+                   v->hash,
+                   malloc(v->key_len + 1),
+                   malloc(v->ns_len + 1),
+                   v->key_len,
+                   v->ns_len};
   if (!t->key || !t->ns) {
     free(t->key);
     free(t->ns);
@@ -207,8 +212,8 @@ static int load_task(sl__worker *w, uint32_t kg, const char *path) {
     rc = sl__restore_task(w, rs, kg);
   sl__ckpt_restore_free(rs);
   if (rc && !sl__job_failing(job))
-    sl__job_fail(job, rc, "task %" PRIu32 ": cannot restore it from %s: %s",
-                 kg, path, err[0] ? err : sl_strerror(rc));
+    sl__job_fail(job, rc, "task %" PRIu32 ": cannot restore it from %s: %s", kg,
+                 path, err[0] ? err : sl_strerror(rc));
   return rc ? job->err : 0;
 }
 

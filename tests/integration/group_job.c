@@ -69,9 +69,15 @@ int main(int argc, char **argv) {
   if (argc == 6) {
     char state[1024];
     snprintf(state, sizeof(state), "%s/../state-%ld", argv[4], (long)getpid());
-    const char *ck[] = {"checkpoint.dir",  argv[4], "checkpoint.interval.ms",
-                        "200",             "state.backend", argv[5],
-                        "state.dir",       state,   NULL};
+    const char *ck[] = {"checkpoint.dir",
+                        argv[4],
+                        "checkpoint.interval.ms",
+                        "200",
+                        "state.backend",
+                        argv[5],
+                        "state.dir",
+                        state,
+                        NULL};
     for (int i = 0; ck[i]; i += 2)
       if (sl_conf_set(conf, ck[i], ck[i + 1], err, sizeof(err))) {
         fprintf(stderr, "group-job: %s\n", err);

@@ -105,14 +105,14 @@ static void stop_broker(void) {
 
 /* A job process; its stderr goes to <dir>/<name>.err. With backend, it
  * checkpoints into the shared store <dir>/ckpt with that state backend. */
-static pid_t start_job_ck(const char *mode, const char *parts,
-                          const char *name, const char *backend);
+static pid_t start_job_ck(const char *mode, const char *parts, const char *name,
+                          const char *backend);
 static pid_t start_job(const char *mode, const char *parts, const char *name) {
   return start_job_ck(mode, parts, name, NULL);
 }
 
-static pid_t start_job_ck(const char *mode, const char *parts,
-                          const char *name, const char *backend) {
+static pid_t start_job_ck(const char *mode, const char *parts, const char *name,
+                          const char *backend) {
   char bin[1024], errf[512];
   snprintf(bin, sizeof(bin), "%s/tests/integration/test-group-job",
            build_root());
