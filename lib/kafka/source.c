@@ -540,9 +540,6 @@ static void group_assigned(void *sub, rd_kafka_topic_partition_list_t *l) {
   }
 }
 
-/* Revoked partitions: what was read of them is committed before the
- * group gives them to another member, and nothing more of them is
- * emitted (messages already fetched are dropped by one()). */
 static void forget(ksrc *s, ksub *k, size_t j) {
   kpart *p = &k->parts[j];
   k->n_finished -= p->finished;
@@ -596,6 +593,9 @@ static bool task_revoked(ksub *k, const rd_kafka_topic_partition_list_t *l,
   return true;
 }
 
+/* Revoked partitions: what was read of them is committed before the
+ * group gives them to another member, and nothing more of them is
+ * emitted (messages already fetched are dropped by one()). */
 static bool group_revoked(void *sub, const rd_kafka_topic_partition_list_t *l,
                           bool now) {
   ksub *k = sub;
@@ -1342,6 +1342,14 @@ static void task_complete(ksub *k, uint64_t id) {
   char err[512];
   for (size_t i = 0; i < ts->n; i++) {
     struct task_pos *tp = &ts->pos[i];
+    /* A task let go since the snapshot (a later snapshot may complete
+     * after the release) is its new owner's to point at. */
+    bool mine = false;
+    for (size_t j = 0; j < k->n_parts && !mine; j++)
+      mine = k->parts[j].topic == tp->topic &&
+             k->parts[j].partition == tp->partition && !k->parts[j].loading;
+    if (!mine)
+      continue;
     sl__task_ptr ptr = {.task = (uint32_t)tp->partition,
                         .partition = tp->partition,
                         .offset = tp->offset};
