@@ -97,8 +97,8 @@ static void settle(rd_kafka_t *rk, sl__kgroup *g, bool assigned, int n,
   rd_kafka_topic_partition_list_t *now = NULL;
   if (!rd_kafka_assignment(rk, &now)) {
     sl__log(g->conf, g->job, SL__LOG_INFO, "kafka",
-            "source %s: group rebalance: %s %d partition(s); reads %d", g->uid,
-            assigned ? "assigned" : "revoked", n, now->cnt);
+            "source %s[%d]: group rebalance: %s %d partition(s); reads %d",
+            g->uid, g->subtask, assigned ? "assigned" : "revoked", n, now->cnt);
     rd_kafka_topic_partition_list_destroy(now);
   }
   if (ke) {

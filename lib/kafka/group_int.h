@@ -32,7 +32,8 @@ typedef struct sl__kgroup {
   void *sub;
   const sl_conf_t *conf; /* the job's: log lines */
   const char *job, *uid;
-  int err; /* first failure, 0: none */
+  int subtask; /* in log lines: one member per source subtask */
+  int err;     /* first failure, 0: none */
   char errmsg[256];
 } sl__kgroup;
 

@@ -685,7 +685,8 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
                           .sub = k,
                           .conf = conf,
                           .job = s->kj->name,
-                          .uid = s->uid};
+                          .uid = s->uid,
+                          .subtask = sub};
     if ((rc = sl__kgroup_conf(rc_conf, conf, &k->grp, err, sizeof(err)))) {
       rd_kafka_conf_destroy(rc_conf);
       return sl_source_fail(ctx, rc, "%s", err);

@@ -5,8 +5,10 @@
  * (stderr, level info) says how many partitions it reads after each
  * rebalance. With CHECKPOINT_DIR it checkpoints every 200 ms into that
  * shared store with state backend BACKEND (hashmap or rocksdb; its
- * RocksDB files under CHECKPOINT_DIR/../state-<pid>).
- * usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS [CHECKPOINT_DIR BACKEND] */
+ * RocksDB files under CHECKPOINT_DIR/../state-<pid>), and PARALLELISM
+ * worker threads (default 1).
+ * usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS
+ *        [CHECKPOINT_DIR BACKEND [PARALLELISM]] */
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -37,9 +39,9 @@ static int fmt_count(sl_ctx_t *ctx, const sl_record_t *in, sl_record_t *out,
 }
 
 int main(int argc, char **argv) {
-  if (argc != 4 && argc != 6) {
+  if (argc < 4 || argc == 5 || argc > 7) {
     fprintf(stderr, "usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS "
-                    "[CHECKPOINT_DIR BACKEND]\n");
+                    "[CHECKPOINT_DIR BACKEND [PARALLELISM]]\n");
     return 2;
   }
   const char *kv[] = {"kafka.bootstrap.servers",
@@ -66,10 +68,12 @@ int main(int argc, char **argv) {
       fprintf(stderr, "group-job: %s\n", err);
       return 2;
     }
-  if (argc == 6) {
+  if (argc >= 6) {
     char state[1024];
     snprintf(state, sizeof(state), "%s/../state-%ld", argv[4], (long)getpid());
-    const char *ck[] = {"checkpoint.dir",
+    const char *ck[] = {"parallelism",
+                        argc == 7 ? argv[6] : "1",
+                        "checkpoint.dir",
                         argv[4],
                         "checkpoint.interval.ms",
                         "200",

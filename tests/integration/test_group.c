@@ -104,7 +104,9 @@ static void stop_broker(void) {
 }
 
 /* A job process; its stderr goes to <dir>/<name>.err. With backend, it
- * checkpoints into the shared store <dir>/ckpt with that state backend. */
+ * checkpoints into the shared store <dir>/ckpt with that state backend;
+ * process "b" then runs two workers (a task's partition is read on one
+ * worker and its state loaded on another), the others one. */
 static pid_t start_job_ck(const char *mode, const char *parts, const char *name,
                           const char *backend);
 static pid_t start_job(const char *mode, const char *parts, const char *name) {
@@ -127,7 +129,8 @@ static pid_t start_job_ck(const char *mode, const char *parts, const char *name,
     char ck[300];
     snprintf(ck, sizeof(ck), "%s/ckpt", dir);
     if (backend)
-      execl(bin, bin, bs, mode, parts, ck, backend, (char *)NULL);
+      execl(bin, bin, bs, mode, parts, ck, backend,
+            strcmp(name, "b") ? "1" : "2", (char *)NULL);
     else
       execl(bin, bin, bs, mode, parts, (char *)NULL);
     _exit(127);
@@ -136,21 +139,25 @@ static pid_t start_job_ck(const char *mode, const char *parts, const char *name,
   return pid;
 }
 
-/* How many partitions the process reads: the last count its log gave
+/* How many partitions the process reads: the sum over its source
+ * subtasks ("source in[<subtask>]: ...") of the last count the log gave
  * after a rebalance, or 0. */
 static int status_of(const char *name) {
   char path[512], line[1024];
   snprintf(path, sizeof(path), "%s/%s.err", dir, name);
   FILE *f = fopen(path, "r");
-  int n = 0;
+  int last[8] = {0}, n = 0;
   if (!f)
     return 0;
   while (fgets(line, sizeof(line), f)) {
     const char *r = strstr(line, "group rebalance:");
-    if (r && (r = strstr(r, "; reads ")))
-      n = atoi(r + 8);
+    const char *sub = strstr(line, "source in[");
+    if (r && sub && (r = strstr(r, "; reads ")))
+      last[atoi(sub + 10) & 7] = atoi(r + 8);
   }
   fclose(f);
+  for (int i = 0; i < 8; i++)
+    n += last[i];
   return n;
 }
 
