@@ -131,20 +131,18 @@ void sl__task_gc(const char *root, uint32_t n, const char *self) {
     int fd;
     if (!abandoned(inst, &fd))
       continue;
-    uint64_t *ids;
-    size_t m;
-    bool keep = false;
-    if (sl__ckpt_list(inst, &ids, &m) == 0) {
-      for (size_t i = 0; i < m && !keep; i++) {
-        char rel[600];
-        snprintf(rel, sizeof(rel), "instances/%s/chk-%" PRIu64, e->d_name,
-                 ids[i]);
-        keep = sl__task_ptr_refs(root, n, rel);
-      }
-      free(ids);
-    } else {
-      keep = true;
+    uint64_t *ids = NULL;
+    size_t m = 0;
+    /* Kept when unreadable, and without a checkpoint yet: maybe a
+     * process between creating its directory and locking it. */
+    bool keep = sl__ckpt_list(inst, &ids, &m) != 0 || m == 0;
+    for (size_t i = 0; i < m && !keep; i++) {
+      char rel[600];
+      snprintf(rel, sizeof(rel), "instances/%s/chk-%" PRIu64, e->d_name,
+               ids[i]);
+      keep = sl__task_ptr_refs(root, n, rel);
     }
+    free(ids);
     if (!keep)
       sl__rmtree(inst);
     close(fd);

@@ -39,7 +39,8 @@ bool sl__task_ptr_refs(const char *root, uint32_t n, const char *rel);
 
 /* Removes the directories of instances that are gone: an instance
  * directory under root/instances other than self whose .lock nobody
- * holds, and none of whose checkpoints a pointer names. Best effort. */
+ * holds, that has checkpoints, and none of whose checkpoints a pointer
+ * names. Best effort. */
 void sl__task_gc(const char *root, uint32_t n, const char *self);
 
 #endif
