@@ -1358,6 +1358,8 @@ static void task_complete(ksub *k, uint64_t id) {
     snprintf(ptr.topic, sizeof(ptr.topic), "%s", s->topics[tp->topic]);
     int rc = sl__task_publish(op, id, &ptr, err, sizeof(err));
     if (rc) {
+      /* Logged too: after the final checkpoint no poll reports it. */
+      sl__klog(s->kj, SL__LOG_ERROR, "source %s: %s", s->uid, err);
       sl__kgroup_fail(&k->grp, rc, "%s", err);
       return;
     }
