@@ -344,6 +344,13 @@ static int parse_meta(ctx *x, const char *chk, sl__ckpt_meta *m) {
     m->duration_ms = v;
   if (get_int(x, m->json, where, "restarts", false, 0, INT64_MAX, &v))
     m->restarts = (uint64_t)v;
+  const char *kgs = NULL;
+  if (get_str(x, m->json, where, "key_groups", false, &kgs)) {
+    if (strcmp(kgs, "murmur2") == 0)
+      m->kg_murmur2 = true;
+    else if (strcmp(kgs, "hash") != 0)
+      bad(x, "_metadata", "_metadata: unknown \"key_groups\" \"%s\"", kgs);
+  }
   get_int(x, m->json, where, "bytes", false, 0, INT64_MAX, &v);
   get_int(x, m->json, where, "bytes_new", false, 0, INT64_MAX, &v);
   bool kp = get_int(x, m->json, where, "max_parallelism", true, 1,
@@ -391,8 +398,8 @@ int sl__ckpt_meta_read(const char *chk, sl__ckpt_meta *m, char *err,
  * the walk (what follows cannot be located reliably). */
 static void check_sections(ctx *x, const char *file, sl__rd body,
                            uint32_t kg_lo, uint32_t kg_hi, uint32_t max_par,
-                           int format, bool seg, uint64_t *entries,
-                           uint64_t *timers) {
+                           int format, bool seg, bool murmur2,
+                           uint64_t *entries, uint64_t *timers) {
   sl__rd p;
   uint32_t type, kg, n_states = 0;
   bool have_states = false;
@@ -471,8 +478,10 @@ static void check_sections(ctx *x, const char *file, sl__rd body,
       while (!why[0] && (rc = sl__snap_entry_next(&p, &e)) == 1) {
         if (e.state >= n_states)
           snprintf(why, sizeof(why), "unknown state id %u", e.state);
-        else if (sl__key_group(sl__hash64_of(format, e.key, e.key_len),
-                               max_par) != kg)
+        else if ((murmur2
+                      ? sl__murmur2_partition(e.key, e.key_len, max_par)
+                      : sl__key_group(sl__hash64_of(format, e.key, e.key_len),
+                                      max_par)) != kg)
           snprintf(why, sizeof(why), "a key that belongs to another key group");
         (*entries)++;
       }
@@ -569,7 +578,8 @@ static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
   }
   int before = x->c->n_problems;
   check_sections(x, w->file, im->body, w->kg_lo, w->kg_hi, m->max_par,
-                 m->format, false, &x->c->entries, &x->c->timers);
+                 m->format, false, m->kg_murmur2, &x->c->entries,
+                 &x->c->timers);
   if (x->c->n_problems != before)
     return;
   /* Each key group's chain against the segments read: the first broken
@@ -615,7 +625,8 @@ static int check_segments(ctx *x, const char *chk, const sl__ckpt_meta *m) {
     } else {
       int before = x->c->n_problems;
       check_sections(x, rel, sg.body, sg.head.kg_lo, sg.head.kg_hi, m->max_par,
-                     m->format, true, &x->c->entries, &x->c->timers);
+                     m->format, true, m->kg_murmur2, &x->c->entries,
+                     &x->c->timers);
       if (x->c->n_problems == before) {
         sl__seg *a =
             realloc(x->c->segs, (x->c->n_segs + 1) * sizeof(*x->c->segs));

@@ -34,6 +34,9 @@ typedef struct sl__ckpt_meta {
   uint64_t restarts;
   int par;
   uint32_t max_par;
+  /* "key_groups": "murmur2" (group mode: a key's key group is its Kafka
+   * partition, docs/scaling.md); absent: the key hash modulo max_par. */
+  bool kg_murmur2;
   json_t *files;            /* validated array of {path, bytes, crc32c} */
   sl__ckpt_worker *workers; /* par entries (NULL when par is unknown) */
   int n_workers;

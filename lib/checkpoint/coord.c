@@ -23,6 +23,7 @@
 #include "checkpoint/check.h"
 #include "checkpoint/files.h"
 #include "checkpoint/coord.h"
+#include "checkpoint/tasks.h"
 #include "core/conf.h"
 #include "core/crc32c.h"
 #include "core/fault.h"
@@ -46,6 +47,10 @@ struct sl__ckpt {
   int n_parts;
   bool on; /* checkpoint.dir or restore.from is set */
   char *dir;
+  /* Group mode: checkpoint.dir is the store every process shares (root);
+   * this process writes into root/instances/<inst> (dir), and task
+   * pointers (tasks.h) decide what retention keeps. NULL otherwise. */
+  char *root, *inst;
   sl__fmode fmode; /* files.access */
   int lock_fd;     /* flock on <dir>/.lock while the job runs; -1: none */
   int64_t interval_ms, min_pause_ms, timeout_ms;
@@ -114,6 +119,15 @@ failf(char *err, size_t errlen, int rc, const char *fmt, ...) {
 void sl__ckpt_path(const struct sl__ckpt *ck, uint64_t id, char *buf,
                    size_t len) {
   pathf(buf, len, "%s/chk-%" PRIu64, ck->dir, id);
+}
+
+const char *sl__ckpt_root(const struct sl__ckpt *ck) {
+  return ck->root;
+}
+
+void sl__ckpt_rel(const struct sl__ckpt *ck, uint64_t id, char *buf,
+                  size_t len) {
+  pathf(buf, len, "instances/%s/chk-%" PRIu64, ck->inst, id);
 }
 
 void sl__wsnap_free(sl__wsnap *s) {
@@ -387,6 +401,10 @@ static int write_checkpoint(struct sl__ckpt *ck, uint64_t id, sl__wsnap **snaps,
     if (meta)
       json_object_set_new(meta, "restarts",
                           json_integer((json_int_t)ck->restarts));
+    /* Group mode: key groups are Kafka partitions (murmur2), which the
+     * checks of a worker file's keys must know. */
+    if (meta && ck->root)
+      json_object_set_new(meta, "key_groups", json_string("murmur2"));
     char tmp[4200];
     pathf(tmp, sizeof(tmp), "%s/_metadata.tmp", chk);
     pathf(path, sizeof(path), "%s/_metadata", chk);
@@ -436,11 +454,20 @@ static void retain(struct sl__ckpt *ck) {
     bool complete = exists(meta);
     if (ids[i] == ck->cur || !sl__ckpt_retain_next(&r, complete))
       continue;
+    /* Group mode: a checkpoint some task pointer names is that task's
+     * newest snapshot (maybe of a task this process gave away), kept
+     * until its owner points elsewhere. */
+    char rel[600];
+    if (ck->root && (sl__ckpt_rel(ck, ids[i], rel, sizeof(rel)),
+                     sl__task_ptr_refs(ck->root, ck->env.max_par, rel)))
+      continue;
     if (sl__rmtree(chk))
       LOG(ck, SL__LOG_WARN, "cannot remove old checkpoint %s: %s", chk,
           strerror(errno));
   }
   free(ids);
+  if (ck->root)
+    sl__task_gc(ck->root, ck->env.max_par, ck->inst);
 }
 
 /* ---- Coordinator -------------------------------------------------------- */
@@ -851,6 +878,15 @@ static int ckpt_load(const char *path, uint32_t want_max_par, sl__restore **out,
   return rc;
 }
 
+int sl__ckpt_load_path(const char *path, uint32_t max_par, sl__restore **out,
+                       char *err, size_t errlen) {
+  return ckpt_load(path, max_par, out, err, errlen);
+}
+
+void sl__ckpt_restore_free(sl__restore *rs) {
+  restore_free(rs);
+}
+
 /* Restart resolution for exactly-once sinks (DESIGN §8): a checkpoint
  * whose _COMMITTED mark is missing is used only if every participant
  * says its output was committed. */
@@ -1142,6 +1178,33 @@ static int lock_dir(struct sl__ckpt *ck, char *err, size_t errlen) {
 
 static int ckpt_start_locked(struct sl__ckpt *ck, char *err, size_t errlen);
 
+/* Group mode: checkpoint.dir becomes the shared root, and this process
+ * writes under a directory of its own, named so that no other process,
+ * on this machine or another, ever picks the same (host, pid, start
+ * time): instances never share a directory, so they never race on one. */
+static int group_dirs(struct sl__ckpt *ck) {
+  char host[256] = "host";
+  if (gethostname(host, sizeof(host) - 1) == 0)
+    host[sizeof(host) - 1] = 0;
+  for (char *p = host; *p; p++)
+    if (*p == '/' || *p == '.')
+      *p = '_';
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ck->root = ck->dir;
+  ck->dir = NULL;
+  if (asprintf(&ck->inst, "%s-%ld-%lld%03ld", host, (long)getpid(),
+               (long long)ts.tv_sec, ts.tv_nsec / 1000000) < 0) {
+    ck->inst = NULL;
+    return -1;
+  }
+  if (asprintf(&ck->dir, "%s/instances/%s", ck->root, ck->inst) < 0) {
+    ck->dir = NULL;
+    return -1;
+  }
+  return 0;
+}
+
 /* Under mu: other threads read what start sets (sl_job_checkpoint_info,
  * the metrics). */
 static int ckpt_start(void *svc, char *err, size_t errlen) {
@@ -1173,6 +1236,8 @@ static int ckpt_start_locked(struct sl__ckpt *ck, char *err, size_t errlen) {
     size_t l = strlen(ck->dir);
     while (l > 1 && ck->dir[l - 1] == '/')
       ck->dir[--l] = 0;
+    if (sl__conf_enum(conf, "group.mode") != 0 && group_dirs(ck))
+      return failf(err, errlen, SL_ERR_NOMEM, "out of memory");
     if (sl__mkdirs(ck->dir, ck->fmode.dir))
       return failf(err, errlen, SL_ERR_IO,
                    "checkpoint.dir \"%s\" cannot be created: %s", dir,
@@ -1216,6 +1281,8 @@ static void ckpt_destroy(void *svc) {
   free(ck->parts);
   pthread_mutex_destroy(&ck->mu);
   free(ck->dir);
+  free(ck->root);
+  free(ck->inst);
   free(ck);
 }
 

@@ -127,6 +127,20 @@ void sl__wsnap_free(sl__wsnap *s);
 /* Path of chk-<id> (no trailing slash) into buf. */
 void sl__ckpt_path(const struct sl__ckpt *ck, uint64_t id, char *buf,
                    size_t len);
+/* Group mode (checkpoint/tasks.h): the shared store's root
+ * (checkpoint.dir), NULL when the job is not in group mode or takes no
+ * checkpoints; and chk-<id> of this process relative to that root, as
+ * task pointers name it. */
+const char *sl__ckpt_root(const struct sl__ckpt *ck);
+void sl__ckpt_rel(const struct sl__ckpt *ck, uint64_t id, char *buf,
+                  size_t len);
+/* Loads and checks the complete checkpoint at path, as the restore at
+ * start does (max_par must match): a task taken over in group mode is
+ * read from it. Free with sl__ckpt_restore_free. SL_OK or an error with
+ * the reason in err. */
+int sl__ckpt_load_path(const char *path, uint32_t max_par, sl__restore **out,
+                       char *err, size_t errlen);
+void sl__ckpt_restore_free(sl__restore *rs);
 /* The checkpoint being restored, NULL when none; valid until every
  * worker called sl__ckpt_restored(). */
 const sl__restore *sl__ckpt_restoring(const struct sl__ckpt *ck);

@@ -43,14 +43,21 @@ void sl__kgroup_fail(sl__kgroup *g, int err, const char *fmt, ...) {
 /* librdkafka calls this from the consumer's poll (and from its close):
  * with the cooperative protocol each event names only the partitions
  * that move, so the partitions a member keeps are never interrupted. A
- * revocation commits before the partitions are let go, so the next owner
- * starts where this member stopped. */
+ * revoked partition is kept until a snapshot of its task completes
+ * (sl__kgroup_release), so the next owner starts where this member
+ * stopped. */
+static void settle(rd_kafka_t *rk, sl__kgroup *g, bool assigned, int n,
+                   rd_kafka_error_t *ke, rd_kafka_resp_err_t re);
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                          rd_kafka_topic_partition_list_t *l, void *opaque) {
   sl__kgroup *g = opaque;
   bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
   rd_kafka_error_t *ke = NULL;
   rd_kafka_resp_err_t re = RD_KAFKA_RESP_ERR_NO_ERROR;
+  /* The owners' view and the rebalance figures follow each event, also
+   * a revocation whose release waits for its snapshot. */
+  sl__kowners_event(g->owners, &g->since, e, l);
   if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     g->assigned(g->sub, l);
     if (coop)
@@ -58,7 +65,12 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     else
       re = rd_kafka_assign(rk, l);
   } else if (e == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-    g->revoked(g->sub, l);
+    /* Kept: librdkafka waits for the unassign (sl__kgroup_release).
+     * Also when librdkafka calls the assignment lost: the mock cluster
+     * does on any commit that meets a rebalance (illegal generation),
+     * and a snapshot taken before letting go is safe either way. */
+    if (g->revoked(g->sub, l, false))
+      return;
     if (coop)
       ke = rd_kafka_incremental_unassign(rk, l);
     else
@@ -68,16 +80,30 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     sl__log(g->conf, g->job, SL__LOG_WARN, "kafka",
             "source %s: group rebalance: %s", g->uid, rd_kafka_err2str(e));
     if (l)
-      g->revoked(g->sub, l);
+      g->revoked(g->sub, l, true);
     re = rd_kafka_assign(rk, NULL);
   }
-  sl__kowners_event(g->owners, &g->since, e, l);
+  settle(rk, g, e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, l ? l->cnt : 0, ke,
+         re);
+}
+
+void sl__kgroup_release(rd_kafka_t *rk, sl__kgroup *g,
+                        rd_kafka_topic_partition_list_t *l) {
+  bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+  rd_kafka_error_t *ke = coop ? rd_kafka_incremental_unassign(rk, l) : NULL;
+  rd_kafka_resp_err_t re =
+      coop ? RD_KAFKA_RESP_ERR_NO_ERROR : rd_kafka_assign(rk, NULL);
+  settle(rk, g, false, l->cnt, ke, re);
+}
+
+/* Logs the assignment a rebalance step left and records its failure. */
+static void settle(rd_kafka_t *rk, sl__kgroup *g, bool assigned, int n,
+                   rd_kafka_error_t *ke, rd_kafka_resp_err_t re) {
   rd_kafka_topic_partition_list_t *now = NULL;
   if (!rd_kafka_assignment(rk, &now)) {
     sl__log(g->conf, g->job, SL__LOG_INFO, "kafka",
-            "source %s: group rebalance: %s %d partition(s); reads %d", g->uid,
-            e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigned" : "revoked",
-            l ? l->cnt : 0, now->cnt);
+            "source %s[%d]: group rebalance: %s %d partition(s); reads %d",
+            g->uid, g->subtask, assigned ? "assigned" : "revoked", n, now->cnt);
     rd_kafka_topic_partition_list_destroy(now);
   }
   if (ke) {

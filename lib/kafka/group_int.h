@@ -23,11 +23,17 @@ typedef struct sl__kgroup {
    * auto.offset.reset); revoked commits what was read of each element of
    * l and forgets it. A failure is reported through sl__kgroup_fail(). */
   void (*assigned)(void *sub, rd_kafka_topic_partition_list_t *l);
-  void (*revoked)(void *sub, const rd_kafka_topic_partition_list_t *l);
+  /* Returns true to keep the partitions until the source calls
+   * sl__kgroup_release() (group mode with checkpoints: a revoked task is
+   * snapshotted first); never when now is set (a rebalance error: they
+   * are let go at once). */
+  bool (*revoked)(void *sub, const rd_kafka_topic_partition_list_t *l,
+                  bool now);
   void *sub;
   const sl_conf_t *conf; /* the job's: log lines */
   const char *job, *uid;
-  int err; /* first failure, 0: none */
+  int subtask; /* in log lines: one member per source subtask */
+  int err;     /* first failure, 0: none */
   char errmsg[256];
   /* The job's owners directory and rebalance figures (owners_int.h),
    * told of every rebalance event; since: this member's rebalance began
@@ -50,6 +56,10 @@ int sl__kgroup_conf(rd_kafka_conf_t *c, const sl_conf_t *conf, sl__kgroup *g,
 /* Subscribes the consumer to the topics: it joins the group. */
 int sl__kgroup_join(rd_kafka_t *rk, char *const *topics, int n, char *err,
                     size_t errlen);
+/* Lets go of partitions whose revocation the source kept (revoked
+ * returned true): the group's rebalance goes on. */
+void sl__kgroup_release(rd_kafka_t *rk, sl__kgroup *g,
+                        rd_kafka_topic_partition_list_t *l);
 /* Records the first failure of a rebalance step (the source fails the
  * job with it on its next poll). */
 void sl__kgroup_fail(sl__kgroup *g, int err, const char *fmt, ...)

@@ -18,6 +18,7 @@
 #include "kafka/group_int.h"
 #include "kafka/kafka_int.h"
 #include "kafka/owners_int.h"
+#include "runtime/tasks.h"
 #include "time/watermark.h"
 
 #define MAX_SUBTASKS 1024
@@ -43,6 +44,12 @@ typedef struct kpart {
   /* Watermark alignment paused it (its watermark ran ahead): records
    * read are dropped, and it is read again from next once resumed. */
   bool paused;
+  /* Group mode with checkpoints (runtime/tasks.h): the task's state is
+   * being loaded on its worker, or the partition was revoked and waits
+   * for the checkpoint that snapshots it; either way nothing of it is
+   * emitted (records read are dropped; a loaded one is read again from
+   * next). */
+  bool loading, revoking;
   sl__kpart_stat *pm; /* published position and high watermark; NULL: none */
 } kpart;
 
@@ -74,6 +81,24 @@ typedef struct ksub {
   bool group;
   sl__kgroup grp;
   size_t cap_parts;
+  /* Group mode with checkpoints: per-task state moves with the
+   * partitions. snaps keeps the positions of the last snapshots (a
+   * completion may be passed on after the next snapshot was taken);
+   * rev holds a revocation kept until a checkpoint triggered after it,
+   * revoke_after, completed. */
+  bool tasks, closing;
+  struct task_snap {
+    uint64_t id;
+    size_t n;
+    struct task_pos {
+      int topic;
+      int32_t partition;
+      int64_t offset;
+    } * pos;
+  } snaps[4];
+  uint64_t published;
+  rd_kafka_topic_partition_list_t *rev;
+  uint64_t revoke_after;
 } ksub;
 
 typedef struct rpos {
@@ -442,6 +467,42 @@ static void update_metrics(ksrc *s, ksub *k, int64_t mono) {
 /* ---- Group mode: partitions from the consumer group ----------------------
  */
 
+/* Group mode with checkpoints: the task of a new partition is loaded
+ * from the snapshot its pointer names, and the partition starts at the
+ * offset stored with it; a task without a pointer starts empty, at the
+ * group's committed offset. Until the owning worker has the state, the
+ * partition emits nothing. */
+static void task_assigned(ksub *k, kpart *kp, rd_kafka_topic_partition_t *tp) {
+  ksrc *s = k->src;
+  sl_ctx_t *op = sl_source_op(k->ctx);
+  sl__task_ptr ptr;
+  char err[512];
+  uint32_t task = (uint32_t)tp->partition;
+  int r = sl__task_read(op, task, &ptr, err, sizeof(err));
+  if (r < 0) {
+    sl__kgroup_fail(&k->grp, r, "task %" PRIu32 ": %s", task, err);
+    return;
+  }
+  if (r == 1 &&
+      (strcmp(ptr.topic, tp->topic) || ptr.partition != tp->partition ||
+       strcmp(ptr.source, s->uid))) {
+    sl__kgroup_fail(&k->grp, SL_ERR_STATE,
+                    "task %" PRIu32 ": its pointer names %s[%" PRId32
+                    "] of source %s, not %s[%" PRId32 "] of %s",
+                    task, ptr.topic, ptr.partition, ptr.source, tp->topic,
+                    tp->partition, s->uid);
+    return;
+  }
+  if (r == 1)
+    tp->offset = kp->next = ptr.offset;
+  kp->loading = true;
+  sl__task_load(op, task, r == 1 ? &ptr : NULL);
+  sl__klog(s->kj, SL__LOG_INFO,
+           "source %s: task %" PRIu32 ": %s%s, from offset %" PRId64, s->uid,
+           task, r == 1 ? "restoring from " : "no snapshot",
+           r == 1 ? ptr.checkpoint : "", kp->next);
+}
+
 /* New partitions start at the group's committed offset (else
  * auto.offset.reset), with event time from the minimum. */
 static void group_assigned(void *sub, rd_kafka_topic_partition_list_t *l) {
@@ -475,15 +536,73 @@ static void group_assigned(void *sub, rd_kafka_topic_partition_list_t *l) {
                       "watermark generator of %s[%" PRId32 "]: create failed",
                       tp->topic, tp->partition);
     kp->pm = sl__kstats_partition(s->kj, s->uid, s->topics[t], tp->partition);
+    if (k->tasks)
+      task_assigned(k, kp, tp);
   }
+}
+
+static void forget(ksrc *s, ksub *k, size_t j) {
+  kpart *p = &k->parts[j];
+  k->n_finished -= p->finished;
+  sl__kstats_partition_remove(s->kj, p->pm);
+  sl__wmgen_close(&p->wm);
+  k->parts[j] = k->parts[--k->n_parts];
+}
+
+/* Group mode with checkpoints: a revoked task is kept, emitting nothing
+ * more, until a checkpoint triggered now has snapshotted it and its
+ * pointer names that snapshot (task_complete); then its state is dropped
+ * and the partition let go. A task still loading (nothing of it was
+ * emitted here) goes at once, and so does everything after a rebalance
+ * error (now) and when the consumer closes (the final checkpoint has
+ * already published them). A partition librdkafka calls lost is kept
+ * too: if another member owns it already, the pointer written here is
+ * still a consistent pair of state and offset, only older than that
+ * member's next one (at-least-once: its records may be read twice). */
+static bool task_revoked(ksub *k, const rd_kafka_topic_partition_list_t *l,
+                         bool now) {
+  ksrc *s = k->src;
+  sl_ctx_t *op = sl_source_op(k->ctx);
+  bool keep = false;
+  for (int i = 0; i < l->cnt; i++) {
+    int t = topic_index(s, l->elems[i].topic);
+    for (size_t j = 0; j < k->n_parts; j++) {
+      kpart *p = &k->parts[j];
+      if (p->topic != t || p->partition != l->elems[i].partition)
+        continue;
+      if (now || k->closing || p->loading || p->next < 0) {
+        sl__task_drop(op, (uint32_t)p->partition);
+        forget(s, k, j);
+      } else {
+        p->revoking = true;
+        keep = true;
+      }
+      break;
+    }
+  }
+  if (!keep)
+    return false;
+  if (!(k->rev = rd_kafka_topic_partition_list_copy(l))) {
+    sl__kgroup_fail(&k->grp, SL_ERR_NOMEM, "out of memory");
+    return false;
+  }
+  k->revoke_after = sl__task_checkpoint(op);
+  sl__klog(s->kj, SL__LOG_INFO,
+           "source %s: %d partition(s) revoked: snapshotting their tasks "
+           "(after checkpoint %" PRIu64 ")",
+           s->uid, l->cnt, k->revoke_after);
+  return true;
 }
 
 /* Revoked partitions: what was read of them is committed before the
  * group gives them to another member, and nothing more of them is
  * emitted (messages already fetched are dropped by one()). */
-static void group_revoked(void *sub, const rd_kafka_topic_partition_list_t *l) {
+static bool group_revoked(void *sub, const rd_kafka_topic_partition_list_t *l,
+                          bool now) {
   ksub *k = sub;
   ksrc *s = k->src;
+  if (k->tasks)
+    return task_revoked(k, l, now);
   rd_kafka_topic_partition_list_t *c =
       rd_kafka_topic_partition_list_new(l->cnt ? l->cnt : 1);
   for (int i = 0; i < l->cnt; i++) {
@@ -495,10 +614,7 @@ static void group_revoked(void *sub, const rd_kafka_topic_partition_list_t *l) {
       if (p->next >= 0 && p->next != p->committed)
         rd_kafka_topic_partition_list_add(c, s->topics[t], p->partition)
             ->offset = p->next;
-      k->n_finished -= p->finished;
-      sl__kstats_partition_remove(s->kj, p->pm);
-      sl__wmgen_close(&p->wm);
-      k->parts[j] = k->parts[--k->n_parts];
+      forget(s, k, j);
       break;
     }
   }
@@ -512,6 +628,7 @@ static void group_revoked(void *sub, const rd_kafka_topic_partition_list_t *l) {
                rd_kafka_err2str(e));
   }
   rd_kafka_topic_partition_list_destroy(c);
+  return false;
 }
 
 static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
@@ -555,6 +672,14 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   k->src = s;
   k->ctx = ctx;
   k->group = sl__kgroup_on(conf);
+  k->tasks = k->group && sl__tasks_on(op);
+  /* A task is one partition number: with two topics two partitions
+   * would be one task, which the group may give to two members. */
+  if (k->tasks && s->n_topics > 1)
+    return sl_source_fail(ctx, SL_ERR_CONF,
+                          "kafka source %s: group mode with checkpoint.dir "
+                          "reads one topic per source (it reads %d)",
+                          s->uid, s->n_topics);
   if (k->group) {
     k->grp = (sl__kgroup){.assigned = group_assigned,
                           .revoked = group_revoked,
@@ -562,7 +687,8 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
                           .conf = conf,
                           .job = s->kj->name,
                           .uid = s->uid,
-                          .owners = s->kj->owners};
+                          .owners = s->kj->owners,
+                          .subtask = sub};
     if ((rc = sl__kgroup_conf(rc_conf, conf, &k->grp, err, sizeof(err)))) {
       rd_kafka_conf_destroy(rc_conf);
       return sl_source_fail(ctx, rc, "%s", err);
@@ -681,6 +807,8 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   return 0;
 }
 
+static void task_complete(ksub *k, uint64_t id);
+
 static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
   ksrc *s = opaque;
   int sub = sl_source_ctx_subtask(ctx);
@@ -695,9 +823,25 @@ static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
   if (k->q)
     rd_kafka_queue_destroy(k->q);
   /* Group mode: leaving the group revokes (and commits) every partition
-   * first, so the other members take them over at once. */
+   * first, so the other members take them over at once. With
+   * checkpoints the final one has published every task (task_complete
+   * runs here too: the job may release its workers before they pass the
+   * completion on), and a revocation kept until then goes first. */
+  if (k->tasks && k->rk) {
+    uint64_t done = sl__task_completed(sl_source_op(ctx));
+    if (done > k->published)
+      task_complete(k, done);
+    if (k->rev) {
+      sl__kgroup_release(k->rk, &k->grp, k->rev);
+      rd_kafka_topic_partition_list_destroy(k->rev);
+      k->rev = NULL;
+    }
+    k->closing = true;
+  }
   if (k->group && k->rk)
     rd_kafka_consumer_close(k->rk);
+  for (int i = 0; i < 4; i++)
+    free(k->snaps[i].pos);
   for (size_t i = 0; i < k->n_parts; i++) {
     sl__kstats_partition_remove(s->kj, k->parts[i].pm);
     sl__wmgen_close(&k->parts[i].wm);
@@ -911,10 +1055,16 @@ static int64_t align_limit(const ksrc *s, const ksub *k, int subs) {
 static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
                int64_t now) {
   kpart *p = find_part(s, k, m);
+  /* A task loading its state: dropped, and read again from its start
+   * (the first offset delivered, when the group chose it) once loaded. */
+  if (p && p->loading && p->next < 0)
+    p->next = m->offset;
   /* Not ours, a replay after a seek, past the partition's end marker
-   * (not consumed: the position stays right after the marker), or of a
-   * partition paused for alignment (read again once it resumes). */
-  if (!p || p->finished || p->paused || m->offset < p->next)
+   * (not consumed: the position stays right after the marker), of a
+   * partition paused for alignment (read again once it resumes), of a
+   * task still loading or already revoked. */
+  if (!p || p->finished || p->paused || p->loading || p->revoking ||
+      m->offset < p->next)
     return 0;
   /* The stop offset, or (a timestamp bound) the first message at or past
    * the timestamp: the offset the broker's lookup gives, found here too
@@ -1093,6 +1243,19 @@ static int group_poll(sl_source_ctx_t *ctx, ksub *k) {
   if (k->grp.err)
     return sl_source_fail(ctx, k->grp.err, "kafka source %s: %s", k->src->uid,
                           k->grp.errmsg);
+  for (size_t i = 0; k->tasks && i < k->n_parts; i++) {
+    kpart *p = &k->parts[i];
+    if (!p->loading || sl__task_state(sl_source_op(ctx),
+                                      (uint32_t)p->partition) != SL__TASK_READY)
+      continue;
+    p->loading = false;
+    if (p->next >= 0) /* records were dropped meanwhile: read them again */
+      pause_part(k->src, k, p, false);
+  }
+  /* A kept revocation waits for a checkpoint; ask again in case the one
+   * asked for failed. */
+  if (k->rev && sl__task_completed(sl_source_op(ctx)) <= k->revoke_after)
+    sl__task_checkpoint(sl_source_op(ctx));
   if (k->n_parts == 0 && !k->idle) {
     k->idle = true;
     return sl_source_idle(ctx, true);
@@ -1165,6 +1328,59 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
 /* ---- Checkpoints ------------------------------------------------------------
  */
 
+/* Group mode with checkpoints, once checkpoint id is complete: every
+ * task its snapshot holds is pointed at it (the next owner restores it
+ * from there), and a kept revocation that id covers is let go, its
+ * tasks' state dropped. Offsets are not committed to the group: the
+ * pointers are the positions, and on librdkafka's mock cluster a commit
+ * that meets a rebalance (illegal generation) makes every member drop
+ * its whole assignment. */
+static void task_complete(ksub *k, uint64_t id) {
+  ksrc *s = k->src;
+  sl_ctx_t *op = sl_source_op(k->ctx);
+  struct task_snap *ts = &k->snaps[id % 4];
+  if (ts->id != id || id <= k->published)
+    return;
+  k->published = id;
+  char err[512];
+  for (size_t i = 0; i < ts->n; i++) {
+    struct task_pos *tp = &ts->pos[i];
+    /* A task let go since the snapshot (a later snapshot may complete
+     * after the release) is its new owner's to point at. */
+    bool mine = false;
+    for (size_t j = 0; j < k->n_parts && !mine; j++)
+      mine = k->parts[j].topic == tp->topic &&
+             k->parts[j].partition == tp->partition && !k->parts[j].loading;
+    if (!mine)
+      continue;
+    sl__task_ptr ptr = {.task = (uint32_t)tp->partition,
+                        .partition = tp->partition,
+                        .offset = tp->offset};
+    snprintf(ptr.source, sizeof(ptr.source), "%s", s->uid);
+    snprintf(ptr.topic, sizeof(ptr.topic), "%s", s->topics[tp->topic]);
+    int rc = sl__task_publish(op, id, &ptr, err, sizeof(err));
+    if (rc) {
+      /* Logged too: after the final checkpoint no poll reports it. */
+      sl__klog(s->kj, SL__LOG_ERROR, "source %s: %s", s->uid, err);
+      sl__kgroup_fail(&k->grp, rc, "%s", err);
+      return;
+    }
+  }
+  if (!k->rev || id <= k->revoke_after)
+    return;
+  for (size_t j = 0; j < k->n_parts;) {
+    if (!k->parts[j].revoking) {
+      j++;
+      continue;
+    }
+    sl__task_drop(op, (uint32_t)k->parts[j].partition);
+    forget(s, k, j);
+  }
+  sl__kgroup_release(k->rk, &k->grp, k->rev);
+  rd_kafka_topic_partition_list_destroy(k->rev);
+  k->rev = NULL;
+}
+
 static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
                          void *opaque) {
   ksrc *s = opaque;
@@ -1176,7 +1392,20 @@ static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
   int64_t *offs = calloc(k->n_parts + 1, sizeof(int64_t));
   sl__kpos_time *times = calloc(k->n_parts + 1, sizeof(*times));
   int rc = topics && parts && offs && times ? 0 : SL_ERR_NOMEM;
+  struct task_snap *ts = k->tasks ? &k->snaps[id % 4] : NULL;
+  if (ts) {
+    struct task_pos *a =
+        realloc(ts->pos, (k->n_parts + 1) * sizeof(struct task_pos));
+    if (!a)
+      rc = SL_ERR_NOMEM;
+    else
+      *ts = (struct task_snap){id, 0, a};
+  }
   for (size_t i = 0; i < k->n_parts && !rc; i++) {
+    /* The tasks this snapshot holds: loaded, with a position. */
+    const kpart *kp = &k->parts[i];
+    if (ts && !kp->loading && kp->next >= 0)
+      ts->pos[ts->n++] = (struct task_pos){kp->topic, kp->partition, kp->next};
     topics[i] = s->topics[k->parts[i].topic];
     parts[i] = k->parts[i].partition;
     offs[i] = k->parts[i].next;
@@ -1211,6 +1440,10 @@ static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
 static void ksrc_complete(sl_source_ctx_t *ctx, uint64_t id, void *opaque) {
   ksrc *s = opaque;
   ksub *k = s->sub[sl_source_ctx_subtask(ctx)];
+  if (k && k->tasks) {
+    task_complete(k, id);
+    return;
+  }
   /* With an exactly_once sink the transaction commits the offsets; an
    * early commit here would make restart resolution see a transaction as
    * committed when it was not. */

@@ -34,5 +34,9 @@ int sl__barrier_snapshot_image(sl__worker *w, void **data, size_t *len,
  * timers of the key groups the worker owns). */
 int sl__restore_early(sl__worker *w);
 int sl__restore_late(sl__worker *w);
+/* Group mode (tasks.c): the keyed state and timers of key group kg from
+ * rs into the running worker that owns it (the caller cleared them). */
+struct sl__restore;
+int sl__restore_task(sl__worker *w, const struct sl__restore *rs, uint32_t kg);
 
 #endif

@@ -14,6 +14,7 @@
 #include "checkpoint/coord.h"
 #include "core/clock.h"
 #include "graph/plan.h"
+#include "runtime/tasks.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
 
@@ -55,11 +56,11 @@ sl_job_t *sl__job_create(const char *name, sl_conf_t *conf, char *err,
       sl_conf_destroy(own);
       return NULL;
     }
-    if (*sl__conf_str(conf, "checkpoint.dir")) {
+    if (*sl__conf_str(conf, "restore.from")) {
       sl__errf(err, errlen,
-               "group.mode=copartitioned does not take checkpoints yet: "
-               "state is not moved between processes (docs/scaling.md); "
-               "unset checkpoint.dir");
+               "group.mode=copartitioned restores each task from the "
+               "shared checkpoint.dir when it is assigned "
+               "(docs/scaling.md); unset restore.from");
       sl_conf_destroy(own);
       return NULL;
     }
@@ -94,6 +95,9 @@ sl_job_t *sl__job_create(const char *name, sl_conf_t *conf, char *err,
   job->max_par = (uint32_t)max_par;
   job->kg_murmur2 = group;
   job->kg_worker = malloc((size_t)max_par * sizeof(*job->kg_worker));
+  if (group && *sl__conf_str(conf, "checkpoint.dir") &&
+      !(job->tasks = sl__tasks_new((uint32_t)max_par)))
+    free(job->kg_worker), job->kg_worker = NULL;
   if (!job->kg_worker) {
     job->conf = NULL;
     sl_job_destroy(job);
@@ -202,6 +206,7 @@ void sl_job_destroy(sl_job_t *job) {
   pthread_cond_destroy(&job->cv);
   sl__query_fini(job);
   sl__backend_shared_fini(&job->backend_shared);
+  sl__tasks_free(job->tasks);
   free(job->kg_worker);
   free(job->name);
   free(job->instance);

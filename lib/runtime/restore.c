@@ -388,6 +388,18 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   return rc;
 }
 
+int sl__restore_task(sl__worker *w, const sl__restore *rs, uint32_t kg) {
+  char err[256];
+  sl__backend *be = sl__worker_backend(w, err, sizeof(err));
+  if (!be)
+    return sl__job_fail(w->job, SL_ERR_CONF, "%s", err);
+  drops drop = {0};
+  int rc = 0;
+  for (int f = 0; !rc && f < rs->n_files; f++)
+    rc = restore_file(w, be, rs, &rs->files[f], kg, kg + 1, &drop);
+  return rc;
+}
+
 int sl__restore_late(sl__worker *w) {
   sl_job_t *job = w->job;
   const sl__restore *rs = sl__ckpt_restoring(job->ckpt);

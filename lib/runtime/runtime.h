@@ -209,6 +209,9 @@ struct sl_job {
    * restore.c) talks to: a service like any other, given to the runtime
    * by the assembly of the job (sl_job_new). */
   struct sl__ckpt *ckpt;
+  /* Group mode with checkpoints: per-task load and drop requests
+   * (tasks.c); NULL otherwise. */
+  struct sl__tasks *tasks;
   /* Set (release) once every service started: only then may another
    * thread call into them (sl_job_checkpoint, sl_job_checkpoint_info). */
   _Atomic int svcs_started;

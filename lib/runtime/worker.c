@@ -12,6 +12,7 @@
 #include "runtime/barrier.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
+#include "runtime/tasks.h"
 #include "state/backend.h"
 
 typedef struct sl_source_ctx src_t;
@@ -120,6 +121,11 @@ void *sl__worker_main(void *arg) {
     progress += n;
     sl__query_poll(w);
     if ((rc = sl__barrier_round(w)))
+      break;
+    /* Group mode: tasks assigned or revoked load or drop their state
+     * here, between batches (never while aligning: the snapshot sees the
+     * state as of the barrier). */
+    if (!sl__barrier_aligning(w) && (rc = sl__tasks_serve(w)))
       break;
     /* While the worker aligns a checkpoint, its sources and timers wait:
      * nothing after the barrier may touch its state before the snapshot. */

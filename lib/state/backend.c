@@ -28,5 +28,8 @@ sl__backend *sl__backend_open(const sl__backend_conf *bc, char *err,
              sl__conf_str(bc->conf, "state.backend"));
     return NULL;
   }
-  return backends[i]->open(bc, err, errlen);
+  sl__backend *be = backends[i]->open(bc, err, errlen);
+  if (be)
+    be->kg_murmur2 = sl__conf_enum(bc->conf, "group.mode") != 0;
+  return be;
 }

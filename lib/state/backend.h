@@ -48,7 +48,19 @@ typedef struct sl__backend {
    * touches storage fails too, so nothing after a lost write passes for
    * success. */
   const char *errmsg;
+  /* Group mode: a key's key group is its Kafka partition (murmur2 of the
+   * key modulo max_par), not its hash modulo max_par. */
+  bool kg_murmur2;
 } sl__backend;
+
+/* The key group of a key (kh: its sl__hash64) in be: what an entry
+ * inserted from a checkpoint must agree with. */
+static inline uint32_t sl__backend_key_group(const sl__backend *be,
+                                             const void *key, size_t len,
+                                             uint64_t kh) {
+  return be->kg_murmur2 ? sl__murmur2_partition(key, len, be->max_par)
+                        : sl__key_group(kh, be->max_par);
+}
 
 static inline void sl__backend_ttl_clock(sl__backend *be, int domain,
                                          int64_t now) {

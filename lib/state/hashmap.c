@@ -589,7 +589,7 @@ static int hm_insert_raw(sl__backend *be, uint32_t state, uint32_t kg,
   uint64_t kh = sl__hash64(key, key_len);
   /* Data from a checkpoint: an entry in the wrong key group would never be
    * found again. */
-  if (sl__key_group(kh, be->max_par) != kg)
+  if (sl__backend_key_group(be, key, key_len, kh) != kg)
     return SL_ERR_CORRUPT;
   sl__skey k = {state, kg,    sl__state_hash(kh, ns, ns_len), key, key_len,
                 ns,    ns_len};

@@ -3,12 +3,18 @@
  * (message keys and timestamps) -> key_by -> tumbling 1 s count -> the
  * count as text -> Kafka topic "out". It runs until SIGTERM; its log
  * (stderr, level info) says how many partitions it reads after each
- * rebalance. usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS */
+ * rebalance. With CHECKPOINT_DIR it checkpoints every 200 ms into that
+ * shared store with state backend BACKEND (hashmap or rocksdb; its
+ * RocksDB files under CHECKPOINT_DIR/../state-<pid>), and PARALLELISM
+ * worker threads (default 1).
+ * usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS
+ *        [CHECKPOINT_DIR BACKEND [PARALLELISM]] */
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sluice.h"
 
@@ -33,8 +39,9 @@ static int fmt_count(sl_ctx_t *ctx, const sl_record_t *in, sl_record_t *out,
 }
 
 int main(int argc, char **argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS\n");
+  if (argc < 4 || argc == 5 || argc > 7) {
+    fprintf(stderr, "usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS "
+                    "[CHECKPOINT_DIR BACKEND [PARALLELISM]]\n");
     return 2;
   }
   const char *kv[] = {"kafka.bootstrap.servers",
@@ -61,6 +68,26 @@ int main(int argc, char **argv) {
       fprintf(stderr, "group-job: %s\n", err);
       return 2;
     }
+  if (argc >= 6) {
+    char state[1024];
+    snprintf(state, sizeof(state), "%s/../state-%ld", argv[4], (long)getpid());
+    const char *ck[] = {"parallelism",
+                        argc == 7 ? argv[6] : "1",
+                        "checkpoint.dir",
+                        argv[4],
+                        "checkpoint.interval.ms",
+                        "200",
+                        "state.backend",
+                        argv[5],
+                        "state.dir",
+                        state,
+                        NULL};
+    for (int i = 0; ck[i]; i += 2)
+      if (sl_conf_set(conf, ck[i], ck[i + 1], err, sizeof(err))) {
+        fprintf(stderr, "group-job: %s\n", err);
+        return 2;
+      }
+  }
   /* Debugging a test: librdkafka's debug contexts, e.g. "cgrp". */
   const char *dbg = getenv("GROUP_JOB_KAFKA_DEBUG");
   if (dbg && sl_conf_set(conf, "kafka.debug", dbg, err, sizeof(err))) {

@@ -1,0 +1,248 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Group mode's task state on the runtime's side (tasks.h): one slot per
+ * task, written by the source that is assigned or revoked the task's
+ * partition, served by the worker that owns the task's key group.
+ *
+ * A slot's request is one atomic word. The source stores the request
+ * (after the checkpoint path, under mu) and counts it in pending only
+ * when the slot had none outstanding; the worker serves a request and
+ * then moves the slot on with a compare-and-swap from the request it
+ * served, so a newer request that arrived meanwhile (a drop overtaking a
+ * load) is never lost: the swap fails and the next round serves it. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint/coord.h"
+#include "core/fs.h"
+#include "runtime/barrier.h"
+#include "runtime/runtime.h"
+#include "runtime/tasks.h"
+#include "state/keyed.h"
+#include "time/timers.h"
+
+typedef struct task_slot {
+  _Atomic int st;
+  char path[4600]; /* checkpoint to load (absolute), under mu */
+  bool has_path;
+} task_slot;
+
+struct sl__tasks {
+  uint32_t n;
+  _Atomic int pending; /* requests not yet served */
+  pthread_mutex_t mu;
+  task_slot *slot;
+};
+
+struct sl__tasks *sl__tasks_new(uint32_t n) {
+  struct sl__tasks *t = calloc(1, sizeof(*t));
+  if (!t || !(t->slot = calloc(n, sizeof(*t->slot)))) {
+    free(t);
+    return NULL;
+  }
+  t->n = n;
+  pthread_mutex_init(&t->mu, NULL);
+  return t;
+}
+
+void sl__tasks_free(struct sl__tasks *t) {
+  if (!t)
+    return;
+  pthread_mutex_destroy(&t->mu);
+  free(t->slot);
+  free(t);
+}
+
+static sl_job_t *job_of(sl_ctx_t *op) {
+  return op->w->job;
+}
+
+bool sl__tasks_on(sl_ctx_t *op) {
+  return job_of(op)->tasks != NULL;
+}
+
+int sl__task_read(sl_ctx_t *op, uint32_t task, sl__task_ptr *p, char *err,
+                  size_t errlen) {
+  return sl__task_ptr_read(sl__ckpt_root(job_of(op)->ckpt), task, p, err,
+                           errlen);
+}
+
+static void request(struct sl__tasks *t, uint32_t task, int what) {
+  int old = atomic_exchange(&t->slot[task].st, what);
+  if (old != SL__TASK_LOAD && old != SL__TASK_DROP)
+    atomic_fetch_add(&t->pending, 1);
+}
+
+void sl__task_load(sl_ctx_t *op, uint32_t task, const sl__task_ptr *p) {
+  sl_job_t *job = job_of(op);
+  struct sl__tasks *t = job->tasks;
+  pthread_mutex_lock(&t->mu);
+  t->slot[task].has_path = p != NULL;
+  if (p)
+    snprintf(t->slot[task].path, sizeof(t->slot[task].path), "%s/%s",
+             sl__ckpt_root(job->ckpt), p->checkpoint);
+  pthread_mutex_unlock(&t->mu);
+  request(t, task, SL__TASK_LOAD);
+  sl__job_wake(job);
+}
+
+void sl__task_drop(sl_ctx_t *op, uint32_t task) {
+  request(job_of(op)->tasks, task, SL__TASK_DROP);
+}
+
+int sl__task_state(sl_ctx_t *op, uint32_t task) {
+  return atomic_load(&job_of(op)->tasks->slot[task].st);
+}
+
+int sl__task_publish(sl_ctx_t *op, uint64_t id, sl__task_ptr *p, char *err,
+                     size_t errlen) {
+  sl_job_t *job = job_of(op);
+  sl__ckpt_rel(job->ckpt, id, p->checkpoint, sizeof(p->checkpoint));
+  sl__fmode m = sl__fs_mode(job->conf);
+  if (sl__task_ptr_write(sl__ckpt_root(job->ckpt), p, m.file, m.dir)) {
+    snprintf(err, errlen, "task %" PRIu32 ": cannot write its pointer: %s",
+             p->task, strerror(errno));
+    return SL_ERR_IO;
+  }
+  return 0;
+}
+
+uint64_t sl__task_checkpoint(sl_ctx_t *op) {
+  sl_job_t *job = job_of(op);
+  uint64_t t = sl__ckpt_triggered(job->ckpt);
+  sl__ckpt_demand(job->ckpt);
+  sl__job_wake(job);
+  return t;
+}
+
+uint64_t sl__task_completed(sl_ctx_t *op) {
+  return sl__ckpt_completed(job_of(op)->ckpt);
+}
+
+/* ---- The owning worker -------------------------------------------------- */
+
+typedef struct timer_ref {
+  int domain;
+  int64_t ts;
+  uint64_t hash;
+  void *key, *ns;
+  size_t key_len, ns_len;
+} timer_ref;
+
+typedef struct timer_refs {
+  timer_ref *a;
+  size_t n, cap;
+  bool nomem;
+} timer_refs;
+
+static int collect_timer(const sl__timer_view *v, int domain, void *opaque) {
+  timer_refs *r = opaque;
+  if (r->n == r->cap) {
+    size_t cap = r->cap ? r->cap * 2 : 16;
+    timer_ref *a = realloc(r->a, cap * sizeof(*a));
+    if (!a)
+      return r->nomem = true, SL_ERR_NOMEM;
+    r->a = a;
+    r->cap = cap;
+  }
+  timer_ref *t = &r->a[r->n];
+  *t = (timer_ref){domain,
+                   v->ts,
+                   v->hash,
+                   malloc(v->key_len + 1),
+                   malloc(v->ns_len + 1),
+                   v->key_len,
+                   v->ns_len};
+  if (!t->key || !t->ns) {
+    free(t->key);
+    free(t->ns);
+    return r->nomem = true, SL_ERR_NOMEM;
+  }
+  memcpy(t->key, v->key, v->key_len);
+  if (v->ns_len)
+    memcpy(t->ns, v->ns, v->ns_len);
+  r->n++;
+  return 0;
+}
+
+/* The task's keyed state and timers leave the worker: after a revocation
+ * (its snapshot is written) and before a load (nothing stale may stay). */
+static int clear_task(sl__worker *w, uint32_t kg) {
+  char err[256];
+  sl__backend *be = sl__worker_backend(w, err, sizeof(err));
+  if (!be)
+    return sl__job_fail(w->job, SL_ERR_STATE, "task %" PRIu32 ": %s", kg, err);
+  be->ops->kg_drop(be, kg);
+  for (int i = 0; i < w->job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    sl__keyed *k = c && !sl__is_source(c) ? sl_op_keyed(c) : NULL;
+    if (!k || !k->timers)
+      continue;
+    timer_refs r = {0};
+    int rc = sl__timers_foreach_kg(k->timers, kg, kg, collect_timer, &r);
+    for (size_t j = 0; j < r.n; j++) {
+      timer_ref *t = &r.a[j];
+      if (!rc)
+        sl__timers_del(k->timers, t->domain, t->ts, t->hash, kg, t->key,
+                       t->key_len, t->ns, t->ns_len);
+      free(t->key);
+      free(t->ns);
+    }
+    free(r.a);
+    if (rc)
+      return sl__job_fail(w->job, SL_ERR_NOMEM,
+                          "task %" PRIu32 ": out of memory dropping timers",
+                          kg);
+  }
+  return 0;
+}
+
+static int load_task(sl__worker *w, uint32_t kg, const char *path) {
+  sl_job_t *job = w->job;
+  int rc = clear_task(w, kg);
+  if (rc || !path)
+    return rc;
+  char err[1024] = "";
+  sl__restore *rs = NULL;
+  rc = sl__ckpt_load_path(path, job->max_par, &rs, err, sizeof(err));
+  if (!rc)
+    rc = sl__restore_task(w, rs, kg);
+  sl__ckpt_restore_free(rs);
+  if (rc && !sl__job_failing(job))
+    sl__job_fail(job, rc, "task %" PRIu32 ": cannot restore it from %s: %s", kg,
+                 path, err[0] ? err : sl_strerror(rc));
+  return rc ? job->err : 0;
+}
+
+int sl__tasks_serve(sl__worker *w) {
+  struct sl__tasks *t = w->job->tasks;
+  if (!t || !atomic_load_explicit(&t->pending, memory_order_acquire))
+    return 0;
+  uint32_t lo, hi;
+  sl__kg_range(w->index, w->job->par, w->job->max_par, &lo, &hi);
+  for (uint32_t kg = lo; kg < hi; kg++) {
+    task_slot *s = &t->slot[kg];
+    int st = atomic_load(&s->st), rc;
+    if (st == SL__TASK_LOAD) {
+      char path[sizeof(s->path)];
+      pthread_mutex_lock(&t->mu);
+      bool has = s->has_path;
+      memcpy(path, s->path, sizeof(path));
+      pthread_mutex_unlock(&t->mu);
+      rc = load_task(w, kg, has ? path : NULL);
+    } else if (st == SL__TASK_DROP) {
+      rc = clear_task(w, kg);
+    } else {
+      continue;
+    }
+    if (rc)
+      return rc;
+    int done = st == SL__TASK_LOAD ? SL__TASK_READY : SL__TASK_IDLE;
+    if (atomic_compare_exchange_strong(&s->st, &st, done))
+      atomic_fetch_sub(&t->pending, 1);
+  }
+  return 0;
+}

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Tasks of group mode with checkpoints (docs/scaling.md): a task is an
+ * input partition and the key group of the same number. The Kafka source
+ * that was assigned or revoked a partition asks here for the task's state
+ * to be loaded or dropped; the worker that owns the key group does it
+ * between two of its batches (sl__tasks_serve), so no record of the task
+ * meets the worker's state before it is complete. Pointers to each
+ * task's newest snapshot (checkpoint/tasks.h) are written through here
+ * too, so the Kafka layer needs nothing of the checkpoint store. */
+#ifndef SL_RUNTIME_TASKS_H
+#define SL_RUNTIME_TASKS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "checkpoint/tasks.h"
+#include "operator.h"
+
+struct sl__worker;
+
+/* What became of a task's last request. */
+enum {
+  SL__TASK_IDLE = 0,  /* nothing asked, or dropped */
+  SL__TASK_LOAD = 1,  /* asked: clear, then load the snapshot */
+  SL__TASK_DROP = 2,  /* asked: clear */
+  SL__TASK_READY = 3, /* loaded: records of the task may flow */
+};
+
+/* Whether the job of op keeps per-task state (group mode with
+ * checkpoint.dir). Every call below needs it. */
+bool sl__tasks_on(sl_ctx_t *op);
+/* The task's pointer, if it has one: 1 with *p, 0 when it has none yet,
+ * or an error (reason in err). */
+int sl__task_read(sl_ctx_t *op, uint32_t task, sl__task_ptr *p, char *err,
+                  size_t errlen);
+/* Asks the owning worker to drop the task's state and timers and, with
+ * p, to load them from p's checkpoint. Any thread. */
+void sl__task_load(sl_ctx_t *op, uint32_t task, const sl__task_ptr *p);
+void sl__task_drop(sl_ctx_t *op, uint32_t task);
+/* SL__TASK_*: READY once the load asked for is done. */
+int sl__task_state(sl_ctx_t *op, uint32_t task);
+/* Points the task at this process's checkpoint id (p->checkpoint is
+ * filled in). 0 or an sl_err with the reason in err. */
+int sl__task_publish(sl_ctx_t *op, uint64_t id, sl__task_ptr *p, char *err,
+                     size_t errlen);
+/* Asks for a checkpoint as soon as possible; returns the newest
+ * triggered one: a checkpoint with a larger id starts after this call. */
+uint64_t sl__task_checkpoint(sl_ctx_t *op);
+/* The newest completed checkpoint. */
+uint64_t sl__task_completed(sl_ctx_t *op);
+
+/* The runtime's side: made with the job (NULL when not on), freed with
+ * it; served by every worker once per round. */
+struct sl__tasks *sl__tasks_new(uint32_t n);
+void sl__tasks_free(struct sl__tasks *t);
+int sl__tasks_serve(struct sl__worker *w);
+
+#endif

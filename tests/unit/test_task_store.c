@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Group mode's shared task store (checkpoint/tasks.h): pointers read back
+ * as written, a damaged pointer is an error and not "none", retention
+ * sees which checkpoints pointers name, and the directory of an instance
+ * is removed only when its process is gone (its lock is free) and no
+ * pointer names one of its checkpoints. */
+#include <check.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check_main.h"
+#include "checkpoint/tasks.h"
+#include "sluice/common.h"
+#include "testutil.h"
+
+static char root[128];
+
+static void setup_root(void) {
+  snprintf(root, sizeof(root), "/tmp/sluice-task-store-%ld", (long)getpid());
+  char cmd[400];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s && mkdir -p %s", root, root);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+static void teardown_root(void) {
+  char cmd[400];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+static void put(uint32_t task, const char *chk, int64_t offset) {
+  sl__task_ptr p = {.task = task, .partition = (int32_t)task, .offset = offset};
+  snprintf(p.checkpoint, sizeof(p.checkpoint), "%s", chk);
+  snprintf(p.source, sizeof(p.source), "in");
+  snprintf(p.topic, sizeof(p.topic), "events");
+  ck_assert_int_eq(sl__task_ptr_write(root, &p, 0600, 0700), 0);
+}
+
+static bool exists(const char *rel) {
+  char path[600];
+  snprintf(path, sizeof(path), "%s/%s", root, rel);
+  return access(path, F_OK) == 0;
+}
+
+/* An instance directory with checkpoints chk-<ids> (each with _metadata)
+ * and a .lock file. */
+static void instance(const char *name, const int *ids, int n) {
+  char path[600];
+  snprintf(path, sizeof(path), "mkdir -p %s/instances/%s", root, name);
+  ck_assert_int_eq(system(path), 0);
+  for (int i = 0; i < n; i++) {
+    snprintf(path, sizeof(path), "mkdir -p %s/instances/%s/chk-%d", root, name,
+             ids[i]);
+    ck_assert_int_eq(system(path), 0);
+    snprintf(path, sizeof(path), "%s/instances/%s/chk-%d/_metadata", root, name,
+             ids[i]);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+  }
+  snprintf(path, sizeof(path), "%s/instances/%s/.lock", root, name);
+  int fd = open(path, O_CREAT | O_RDWR, 0600);
+  ck_assert_int_ge(fd, 0);
+  close(fd);
+}
+
+START_TEST(pointer_reads_back_as_written) {
+  setup_root();
+  sl__task_ptr p;
+  char err[256];
+  ck_assert_int_eq(sl__task_ptr_read(root, 3, &p, err, sizeof(err)), 0);
+  put(3, "instances/h-1-2/chk-7", 1234);
+  ck_assert_int_eq(sl__task_ptr_read(root, 3, &p, err, sizeof(err)), 1);
+  ck_assert_uint_eq(p.task, 3);
+  ck_assert_str_eq(p.checkpoint, "instances/h-1-2/chk-7");
+  ck_assert_str_eq(p.source, "in");
+  ck_assert_str_eq(p.topic, "events");
+  ck_assert_int_eq(p.partition, 3);
+  ck_assert_int_eq(p.offset, 1234);
+  /* Replaced whole: the newer one is read. */
+  put(3, "instances/h-1-2/chk-8", 1300);
+  ck_assert_int_eq(sl__task_ptr_read(root, 3, &p, err, sizeof(err)), 1);
+  ck_assert_str_eq(p.checkpoint, "instances/h-1-2/chk-8");
+  ck_assert_int_eq(p.offset, 1300);
+  teardown_root();
+}
+END_TEST
+
+START_TEST(damaged_pointer_is_an_error) {
+  setup_root();
+  const struct {
+    const char *text, *why;
+  } bad[] = {
+      {"{\"task\":5,\"checkpoint\":\"instances/h/chk-1\"", "cut short"},
+      {"{\"task\":4,\"checkpoint\":\"instances/h/chk-1\",\"source\":\"in\","
+       "\"topic\":\"t\",\"partition\":5,\"offset\":1}",
+       "another task's"},
+      {"{\"task\":5,\"checkpoint\":\"../elsewhere/chk-1\",\"source\":\"in\","
+       "\"topic\":\"t\",\"partition\":5,\"offset\":1}",
+       "a path outside the store"},
+      {"{\"task\":5,\"checkpoint\":\"instances/h/chk-1\",\"source\":\"in\","
+       "\"topic\":\"t\",\"partition\":5,\"offset\":-2}",
+       "a negative offset"},
+  };
+  char path[600], err[256];
+  put(5, "instances/h/chk-1", 1);
+  snprintf(path, sizeof(path), "%s/tasks/5.json", root);
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(bad[i].text, f);
+    fclose(f);
+    sl__task_ptr p;
+    err[0] = '\0';
+    ck_assert_msg(sl__task_ptr_read(root, 5, &p, err, sizeof(err)) ==
+                      SL_ERR_CORRUPT,
+                  "%s read as valid", bad[i].why);
+    ck_assert_msg(strstr(err, "tasks/5.json"), "%s: %s", bad[i].why, err);
+    /* Retention keeps everything while it cannot tell. */
+    ck_assert(sl__task_ptr_refs(root, 8, "instances/h/chk-99"));
+  }
+  teardown_root();
+}
+END_TEST
+
+START_TEST(refs_name_the_pointed_checkpoints) {
+  setup_root();
+  put(0, "instances/a/chk-3", 10);
+  put(2, "instances/b/chk-9", 20);
+  ck_assert(sl__task_ptr_refs(root, 4, "instances/a/chk-3"));
+  ck_assert(sl__task_ptr_refs(root, 4, "instances/b/chk-9"));
+  ck_assert(!sl__task_ptr_refs(root, 4, "instances/a/chk-2"));
+  ck_assert(!sl__task_ptr_refs(root, 4, "instances/b/chk-3"));
+  /* Only tasks below n count. */
+  ck_assert(!sl__task_ptr_refs(root, 2, "instances/b/chk-9"));
+  teardown_root();
+}
+END_TEST
+
+START_TEST(gc_removes_only_gone_unreferenced_instances) {
+  setup_root();
+  const int one[] = {4}, two[] = {5, 6};
+  instance("gone", one, 1);      /* lock free, nothing points at it */
+  instance("named", two, 2);     /* lock free, task 1 points at chk-5 */
+  instance("alive", one, 1);     /* its process holds the lock */
+  instance("self", one, 1);      /* the caller */
+  instance("starting", NULL, 0); /* no checkpoint yet */
+  put(1, "instances/named/chk-5", 7);
+  char lock[600];
+  snprintf(lock, sizeof(lock), "%s/instances/alive/.lock", root);
+  int fd = open(lock, O_RDWR);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
+  /* flock locks belong to an open file: gc's own open competes with fd
+   * even in this process. */
+  sl__task_gc(root, 4, "self");
+  close(fd);
+  ck_assert(!exists("instances/gone"));
+  ck_assert(exists("instances/named/chk-5"));
+  ck_assert(exists("instances/alive/chk-4"));
+  ck_assert(exists("instances/self/chk-4"));
+  ck_assert(exists("instances/starting"));
+  /* Once task 1 points elsewhere, "named" goes too. */
+  put(1, "instances/self/chk-4", 9);
+  sl__task_gc(root, 4, "self");
+  ck_assert(!exists("instances/named"));
+  teardown_root();
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("task_store");
+  TCase *tc = tcase_create("task_store");
+  tcase_add_test(tc, pointer_reads_back_as_written);
+  tcase_add_test(tc, damaged_pointer_is_an_error);
+  tcase_add_test(tc, refs_name_the_pointed_checkpoints);
+  tcase_add_test(tc, gc_removes_only_gone_unreferenced_instances);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  return tu_run(suite());
+}
