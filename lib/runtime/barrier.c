@@ -134,9 +134,12 @@ static int snap_keyed(sl__worker *w, sl__wsnap *s, bool native_ok) {
       if ((rc = be->ops->snapshot(be, dir, s->err, sizeof(s->err))))
         return rc;
       s->native = true;
-    } else if (be->ops->kg_changes && native_ok) {
+    } else if (be->ops->kg_changes && native_ok && !w->job->tasks) {
       /* Only what changed since the previous checkpoint, in a segment
-       * file; unchanged parts are linked from earlier checkpoints. */
+       * file; unchanged parts are linked from earlier checkpoints. Not
+       * in group mode: a task's chain would name segments of another
+       * process's checkpoints, which the task store's retention does not
+       * follow; there every snapshot is whole. */
       sl_job_t *job = w->job;
       if (!w->incr && !(w->incr = sl__incr_new(be->kg_lo, be->kg_hi)))
         return SL_ERR_NOMEM;
