@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/hash.h"
 #include "runtime/keyed.h"
 #include "state/state.h"
 
@@ -159,6 +158,18 @@ static int flush(win *w, win_mb *m, size_t ng) {
   return rc;
 }
 
+static inline bool key_eq(const mb_group *g, const sl_record_t *r) {
+  if (g->key_len != r->key_len)
+    return false;
+  if (r->key_len == 8) { /* the common fixed-size key, without a call */
+    uint64_t x, y;
+    memcpy(&x, g->key, 8);
+    memcpy(&y, r->key, 8);
+    return x == y;
+  }
+  return !memcmp(g->key, r->key, r->key_len);
+}
+
 static void no_prefetch(sl__keyed *k, uint64_t hash, uint32_t kg) {
   (void)k, (void)hash, (void)kg;
 }
@@ -173,18 +184,27 @@ int sl__win_minibatch(win *w, int port, const sl_keyed_rec_t *recs, size_t n) {
   sl_arena_mark_t mark = sl_op_arena_mark(op);
   size_t ng = 0;
   int rc = 0;
+  /* The window of the previous record: most records of a batch share it,
+   * which saves the division of w_start(). */
+  sl_window_t wd = {0, 0};
   for (size_t i = 0; i < n && !rc; i++) {
     const sl_keyed_rec_t *kr = &recs[i];
-    int64_t st = w_start(kr->rec.ts, a->s.offset, a->s.size);
-    sl_window_t wd = {st, w_sat_add(st, a->s.size)};
+    int64_t ts = kr->rec.ts;
+    if (SL__UNLIKELY(ts < wd.start || ts >= wd.end || wd.start == wd.end)) {
+      wd.start = w_start(ts, a->s.offset, a->s.size);
+      wd.end = w_sat_add(wd.start, a->s.size);
+    }
+    int64_t st = wd.start;
     if (SL__UNLIKELY(w_max_ts(&wd) <= wm)) {
       /* Late or due: the per-record path, at its place. */
       sl__keyed_set_key(&w->k, kr);
       rc = sl__win_element(&w->k, port, kr);
       continue;
     }
-    uint64_t h = sl__mix64(kr->hash ^ ((uint64_t)st * 0x9e3779b97f4a7c15ULL));
-    uint32_t p = (uint32_t)h & m->mask;
+    /* The key hash is already uniform: its high half, stirred by the
+     * window start, indexes the table. */
+    uint64_t h = kr->hash + (uint64_t)st * 0x9e3779b97f4a7c15ULL;
+    uint32_t p = (uint32_t)(h >> 32) & m->mask;
     mb_group *g;
     for (;;) {
       uint32_t gi = m->table[p];
@@ -197,9 +217,7 @@ int sl__win_minibatch(win *w, int port, const sl_keyed_rec_t *recs, size_t n) {
         break;
       }
       g = &m->groups[gi - 1];
-      if (g->hash == kr->hash && g->start == st &&
-          g->key_len == kr->rec.key_len &&
-          !memcmp(g->key, kr->rec.key, kr->rec.key_len))
+      if (g->hash == kr->hash && g->start == st && key_eq(g, &kr->rec))
         break;
       p = (p + 1) & m->mask;
     }
