@@ -287,12 +287,16 @@ int main(int argc, char **argv) {
   return 0;
 }
 #elif WB_MODE == 4
-/* Mini-batch aggregation: the tumbling count over few keys (100), with
- * mini.batch off and on in the same run. argv[2] "off" or "on" runs one. */
+/* Mini-batch aggregation: the tumbling count over few keys (100, or
+ * argv[3]), with mini.batch off and on in the same run. argv[2] "off" or
+ * "on" runs one. */
 int main(int argc, char **argv) {
   set_events(argc, argv, N);
+  uint64_t n_keys = argc > 3 ? strtoull(argv[3], NULL, 10) : 100;
+  if (!n_keys)
+    n_keys = 100;
   keys = malloc(n_events * sizeof(uint64_t));
-  gen_keys(100);
+  gen_keys(n_keys);
   sl_window_spec_t t = sl_window_tumbling(60000);
   const char *off_kv[] = {"mini.batch", "false", NULL};
   const char *on_kv[] = {"mini.batch", "true", NULL};
@@ -304,11 +308,11 @@ int main(int argc, char **argv) {
             (unsigned long long)o1, (unsigned long long)o2);
     return 1;
   }
-  printf("bench=window_minibatch window=60s agg=count events=%llu keys=100 "
+  printf("bench=window_minibatch window=60s agg=count events=%llu keys=%llu "
          "p=1 backend=hashmap outputs=%llu off_events_per_sec=%.0f "
          "on_events_per_sec=%.0f ratio_on_to_off=%.2f\n",
-         (unsigned long long)n_events, (unsigned long long)(o1 ? o1 : o2), off,
-         on, off > 0 ? on / off : 0);
+         (unsigned long long)n_events, (unsigned long long)n_keys,
+         (unsigned long long)(o1 ? o1 : o2), off, on, off > 0 ? on / off : 0);
   free(keys);
   return 0;
 }
