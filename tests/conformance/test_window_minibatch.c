@@ -4,7 +4,8 @@
  * records between watermarks so that batches fold) run as real jobs with
  * it off and on, at P=1 and P=2 on every state backend, and the outputs,
  * late side output and error counts must be identical: in order at P=1,
- * as multisets at P=2 (two workers' outputs interleave freely). */
+ * as multisets at P=2 (two workers' outputs interleave freely). Some
+ * cases stop the job halfway with a checkpoint and restore it. */
 #include "check_main.h"
 #include "window_util.h"
 
@@ -23,12 +24,17 @@ typedef struct msrc {
   size_t n, i;
   const uint16_t *chunk; /* records per poll, cycled */
   size_t n_chunk, c;
+  sl_job_t *stop; /* stop the job (final checkpoint) after the records */
 } msrc;
 
 /* A chunk of records per poll: the watermark follows each poll, so the
  * records of a chunk reach the window in batches meeting one watermark. */
 static int msrc_poll(sl_source_ctx_t *ctx, void *opaque) {
   msrc *s = opaque;
+  if (s->stop && s->i >= s->n) {
+    sl_job_stop(s->stop);
+    return SL_POLL_EMPTY;
+  }
   size_t k = s->chunk[s->c++ % s->n_chunk];
   for (; k && s->i < s->n; k--) {
     const mrec *r = &s->r[s->i++];
@@ -37,7 +43,20 @@ static int msrc_poll(sl_source_ctx_t *ctx, void *opaque) {
     if (rc)
       return rc;
   }
-  return s->i >= s->n ? SL_POLL_END : SL_POLL_MORE;
+  return s->i >= s->n && !s->stop ? SL_POLL_END : SL_POLL_MORE;
+}
+
+/* The source keeps no position: each run of a split job is given its
+ * part of the records. */
+static int no_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
+                       void *opaque) {
+  (void)ctx, (void)id, (void)out, (void)opaque;
+  return 0;
+}
+static int no_restore(sl_source_ctx_t *ctx, const sl_blob_t *b, size_t n,
+                      void *opaque) {
+  (void)ctx, (void)b, (void)n, (void)opaque;
+  return 0;
 }
 
 static uint64_t rng;
@@ -68,10 +87,18 @@ static void gen(mrec *r, size_t n, uint16_t *chunk, size_t n_chunk,
 
 /* ---- Aggregates ---------------------------------------------------------- */
 
+/* A record's value: a decimal digit string, not NUL-terminated. */
+static int val(const sl_record_t *rec) {
+  int v = 0;
+  for (size_t i = 0; i < rec->value_len; i++)
+    v = v * 10 + (((const char *)rec->value)[i] - '0');
+  return v;
+}
+
 /* Tenths: floating-point sums whose value depends on the order of adds. */
 static int tenth(const sl_record_t *rec, double *out, void *opaque) {
   (void)opaque;
-  *out = atoi((const char *)rec->value) * 0.1 + 1e-9 * (double)rec->ts;
+  *out = val(rec) * 0.1 + 1e-9 * (double)rec->ts;
   return 0;
 }
 
@@ -89,7 +116,7 @@ static void fold_init(void *acc, void *opaque) {
 
 static int fold_add(void *acc, const sl_record_t *rec, void *opaque) {
   fold_acc *a = acc;
-  int v = atoi((const char *)rec->value);
+  int v = val(rec);
   if (opaque && v == 7)
     return SL_ERR_USER;
   a->h = (a->h ^ (uint64_t)v ^ (uint64_t)rec->ts << 8) * 1099511628211ULL;
@@ -140,18 +167,31 @@ typedef struct result {
   uint64_t late_dropped, errors, records_in;
 } result;
 
-static void run_job(const mcase *c, const mrec *r, size_t n,
-                    const uint16_t *chunk, size_t n_chunk, int par,
-                    const char *backend, bool mb, result *res) {
-  const char *kv[] = {"state.backend", backend,      "state.dir",
-                      wu_state_dir(),  "mini.batch", mb ? "true" : "false",
-                      "error.policy",  "skip",       NULL};
-  memset(res, 0, sizeof(*res));
-  pthread_mutex_init(&res->main.lock, NULL);
-  pthread_mutex_init(&res->late.lock, NULL);
+/* One run over r[0, n): alone (ckpt NULL), or the first part of a split
+ * job (stopping with a final checkpoint in ckpt), or its second part
+ * (restoring from it). Outputs and counts are added to res. */
+static void run_part(const mcase *c, const mrec *r, size_t n,
+                     const uint16_t *chunk, size_t n_chunk, int par,
+                     const char *backend, bool mb, const char *ckpt,
+                     bool second, result *res) {
+  const char *kv[] = {"state.backend",
+                      backend,
+                      "state.dir",
+                      wu_state_dir(),
+                      "mini.batch",
+                      mb ? "true" : "false",
+                      "error.policy",
+                      "skip",
+                      "restore.from",
+                      second ? "latest" : "",
+                      ckpt ? "checkpoint.dir" : NULL,
+                      ckpt,
+                      NULL};
   sl_job_t *job = tu_job_kv(par, kv);
-  msrc s = {r, n, 0, chunk, n_chunk, 0};
+  msrc s = {r, n, 0, chunk, n_chunk, 0, ckpt && !second ? job : NULL};
   sl_source_ops_t so = {.poll = msrc_poll};
+  if (ckpt)
+    so.snapshot = no_snapshot, so.restore = no_restore;
   sl_watermark_spec_t ws = {.kind = SL_WM_BOUNDED, .bound_ms = BOUND};
   sl_stream_t *src = sl_with_watermarks(sl_source(job, "src", &so, &s), &ws);
   sl_stream_t *k = sl_key_by(src, NULL, NULL);
@@ -166,10 +206,32 @@ static void run_job(const mcase *c, const mrec *r, size_t n,
   ck_assert_msg(rc == SL_OK, "job: %s", sl_job_errmsg(job));
   sl_op_stats_t st;
   ck_assert_int_eq(sl_job_op_stats(job, "win", &st), SL_OK);
-  res->late_dropped = st.late_dropped;
-  res->errors = st.errors;
-  res->records_in = st.records_in;
+  res->late_dropped += st.late_dropped;
+  res->errors += st.errors;
+  res->records_in += st.records_in;
   sl_job_destroy(job);
+}
+
+/* The whole input in one run, or (split) in two: the first stops after
+ * half the records with a final checkpoint, the second restores it. */
+static void run_job(const mcase *c, const mrec *r, size_t n,
+                    const uint16_t *chunk, size_t n_chunk, int par,
+                    const char *backend, bool mb, bool split, result *res) {
+  memset(res, 0, sizeof(*res));
+  pthread_mutex_init(&res->main.lock, NULL);
+  pthread_mutex_init(&res->late.lock, NULL);
+  if (!split) {
+    run_part(c, r, n, chunk, n_chunk, par, backend, mb, NULL, false, res);
+    return;
+  }
+  char dir[] = "/tmp/sluice-mbck-XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  run_part(c, r, n / 2, chunk, n_chunk, par, backend, mb, dir, false, res);
+  run_part(c, r + n / 2, n - n / 2, chunk, n_chunk, par, backend, mb, dir, true,
+           res);
+  char cmd[64];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+  ck_assert_int_eq(system(cmd), 0);
 }
 
 static void same_seq(outs *got, outs *want, const char *what) {
@@ -183,17 +245,18 @@ static void same_seq(outs *got, outs *want, const char *what) {
                 i < want->n ? want->s[i] : "(end)");
 }
 
-static void check_case(const mcase *c, uint64_t seed, const char *backend) {
+static void check_case(const mcase *c, uint64_t seed, const char *backend,
+                       bool split) {
   mrec *r = calloc(N_REC, sizeof(*r));
   uint16_t chunk[97];
   gen(r, N_REC, chunk, 97, seed);
   for (int par = 1; par <= 2; par++) {
     result off, on;
-    run_job(c, r, N_REC, chunk, 97, par, backend, false, &off);
-    run_job(c, r, N_REC, chunk, 97, par, backend, true, &on);
+    run_job(c, r, N_REC, chunk, 97, par, backend, false, split, &off);
+    run_job(c, r, N_REC, chunk, 97, par, backend, true, split, &on);
     char what[128];
-    snprintf(what, sizeof(what), "seed %" PRIu64 " P=%d %s", seed, par,
-             backend);
+    snprintf(what, sizeof(what), "seed %" PRIu64 " P=%d %s%s", seed, par,
+             backend, split ? " restored" : "");
     ck_assert_msg(off.main.n > 50, "%s: only %zu windows fired", what,
                   off.main.n);
     ck_assert_uint_eq(on.records_in, N_REC);
@@ -230,7 +293,7 @@ START_TEST(minibatch_sum) {
     c.spec.offset = (int64_t)s * 37 - 40;
     c.spec.allowed_lateness = s == 0 ? 0 : 60;
     c.spec.late_tag = s == 2 ? NULL : "late";
-    check_case(&c, seeds[s], wu_backends[_i]);
+    check_case(&c, seeds[s], wu_backends[_i], s == 1);
   }
 }
 END_TEST
@@ -248,7 +311,7 @@ START_TEST(minibatch_user) {
       c.fn = (sl_window_fn_t){.builtin = SL_AGG_AVG, .num = tenth};
     c.spec.allowed_lateness = s == 1 ? 0 : 80;
     c.spec.late_tag = "late";
-    check_case(&c, seeds[s] + 100, wu_backends[_i]);
+    check_case(&c, seeds[s] + 100, wu_backends[_i], s != 1);
   }
 }
 END_TEST
