@@ -367,7 +367,7 @@ static inline uint64_t ns_state_hash(win *w) {
   return sl__mix64(w->k.hash ^ (w->last_ns_hash + 0x2545f4914f6cdd1dULL));
 }
 
-int sl__win_acc(win *w, void **acc, bool *fresh) {
+static inline int win_acc(win *w, void **acc, bool *fresh) {
   const warg *a = w->a;
   /* The accumulator has no TTL, so its stored bytes are exactly ours:
    * the backend's slot is sl__value_ptr() without the namespace hash. */
@@ -383,11 +383,16 @@ int sl__win_acc(win *w, void **acc, bool *fresh) {
   return 0;
 }
 
+/* Out of line for minibatch.c; the per-record path inlines win_acc. */
+int sl__win_acc(win *w, void **acc, bool *fresh) {
+  return win_acc(w, acc, fresh);
+}
+
 int sl__win_add(win *w, int port, const sl_record_t *rec, bool *fresh) {
   const warg *a = w->a;
   if (a->agg) {
     void *acc;
-    int rc = sl__win_acc(w, &acc, fresh);
+    int rc = win_acc(w, &acc, fresh);
     return SL__UNLIKELY(rc) ? rc : w_agg_add(a, acc, rec);
   }
   size_t n = sizeof(elem_hdr) + rec->value_len;
@@ -439,8 +444,11 @@ bool sl__win_late(const warg *a, const sl_window_t *wd, int64_t wm) {
 
 /* ---- Operator callbacks ------------------------------------------------- */
 
-/* One record, its key already current in k (the win's first member). */
-int sl__win_element(sl__keyed *k, int port, const sl_keyed_rec_t *kr) {
+/* One record, its key already current in k (the win's first member).
+ * Always inlined into win_process's loop, as before minibatch.c became
+ * its second caller. */
+static inline __attribute__((always_inline)) int
+win_element(sl__keyed *k, int port, const sl_keyed_rec_t *kr) {
   win *w = (win *)k;
   sl_ctx_t *op = k->op;
   const sl_record_t *rec = &kr->rec;
@@ -496,6 +504,11 @@ int sl__win_element(sl__keyed *k, int port, const sl_keyed_rec_t *kr) {
     return sl_emit_to(op, a->late_tag, rec);
   }
   return 0;
+}
+
+/* Out of line for minibatch.c; win_process inlines win_element. */
+int sl__win_element(sl__keyed *k, int port, const sl_keyed_rec_t *kr) {
+  return win_element(k, port, kr);
 }
 
 static int clear_all(win *w, const sl_window_t *wd) {
@@ -596,7 +609,7 @@ static int win_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
   win *w = sl_op_data(op);
   if (w->mb)
     return sl__win_minibatch(w, port, recs, n);
-  return sl__keyed_batch(&w->k, port, recs, n, win_prefetch, sl__win_element);
+  return sl__keyed_batch(&w->k, port, recs, n, win_prefetch, win_element);
 }
 
 static sl_state_t *reg(win *w, sl_state_desc_t *d, char *err, size_t n,
