@@ -61,6 +61,9 @@ static const sl__conf_key keys[] = {
              "count it, or write it to the Kafka dead-letter topic and count "
              "it"),
     KEY_INT("batch.size", "512", 1, 65536, "records per exchange batch"),
+    KEY_BOOL("mini.batch", "false",
+             "fold each batch's records per key and window before the keyed "
+             "state is touched (event-time tumbling window aggregates)"),
     KEY_INT("channel.capacity", "32", 2, 65536,
             "batches in flight per exchange channel; a full channel "
             "backpressures the producer"),

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/conf.h"
 #include "runtime/keyed.h"
 #include "state/state.h"
 #include "time/timers.h"
@@ -366,22 +367,33 @@ static inline uint64_t ns_state_hash(win *w) {
   return sl__mix64(w->k.hash ^ (w->last_ns_hash + 0x2545f4914f6cdd1dULL));
 }
 
+static inline int win_acc(win *w, void **acc, bool *fresh) {
+  const warg *a = w->a;
+  /* The accumulator has no TTL, so its stored bytes are exactly ours:
+   * the backend's slot is sl__value_ptr() without the namespace hash. */
+  sl__backend *be = sl__kstate_backend(w->k.state);
+  sl__skey sk = {sl__state_id(w->acc), w->k.kg, ns_state_hash(w), w->k.key,
+                 w->k.key_len,         &w->ns,  sizeof(w->ns)};
+  int rc = be->ops->slot(be, &sk, a->acc_size, acc);
+  if (SL__UNLIKELY(rc < 0))
+    return rc;
+  *fresh = rc != 1;
+  if (*fresh)
+    w_agg_init(a, *acc);
+  return 0;
+}
+
+/* Out of line for minibatch.c; the per-record path inlines win_acc. */
+int sl__win_acc(win *w, void **acc, bool *fresh) {
+  return win_acc(w, acc, fresh);
+}
+
 int sl__win_add(win *w, int port, const sl_record_t *rec, bool *fresh) {
   const warg *a = w->a;
   if (a->agg) {
-    /* The accumulator has no TTL, so its stored bytes are exactly ours:
-     * the backend's slot is sl__value_ptr() without the namespace hash. */
-    sl__backend *be = sl__kstate_backend(w->k.state);
-    sl__skey sk = {sl__state_id(w->acc), w->k.kg, ns_state_hash(w), w->k.key,
-                   w->k.key_len,         &w->ns,  sizeof(w->ns)};
     void *acc;
-    int rc = be->ops->slot(be, &sk, a->acc_size, &acc);
-    if (SL__UNLIKELY(rc < 0))
-      return rc;
-    *fresh = rc != 1;
-    if (*fresh)
-      w_agg_init(a, acc);
-    return w_agg_add(a, acc, rec);
+    int rc = win_acc(w, &acc, fresh);
+    return SL__UNLIKELY(rc) ? rc : w_agg_add(a, acc, rec);
   }
   size_t n = sizeof(elem_hdr) + rec->value_len;
   unsigned char *b = sl__win_buf(w, n);
@@ -432,8 +444,11 @@ bool sl__win_late(const warg *a, const sl_window_t *wd, int64_t wm) {
 
 /* ---- Operator callbacks ------------------------------------------------- */
 
-/* One record, its key already current in k (the win's first member). */
-static int win_element(sl__keyed *k, int port, const sl_keyed_rec_t *kr) {
+/* One record, its key already current in k (the win's first member).
+ * Always inlined into win_process's loop, as before minibatch.c became
+ * its second caller. */
+static inline __attribute__((always_inline)) int
+win_element(sl__keyed *k, int port, const sl_keyed_rec_t *kr) {
   win *w = (win *)k;
   sl_ctx_t *op = k->op;
   const sl_record_t *rec = &kr->rec;
@@ -489,6 +504,11 @@ static int win_element(sl__keyed *k, int port, const sl_keyed_rec_t *kr) {
     return sl_emit_to(op, a->late_tag, rec);
   }
   return 0;
+}
+
+/* Out of line for minibatch.c; win_process inlines win_element. */
+int sl__win_element(sl__keyed *k, int port, const sl_keyed_rec_t *kr) {
+  return win_element(k, port, kr);
 }
 
 static int clear_all(win *w, const sl_window_t *wd) {
@@ -587,6 +607,8 @@ static void win_prefetch(sl__keyed *k, uint64_t hash, uint32_t kg) {
 static int win_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
                        size_t n) {
   win *w = sl_op_data(op);
+  if (w->mb)
+    return sl__win_minibatch(w, port, recs, n);
   return sl__keyed_batch(&w->k, port, recs, n, win_prefetch, win_element);
 }
 
@@ -682,6 +704,8 @@ static int win_open(sl_ctx_t *op) {
                     a);
   if (rc)
     return sl_op_fail(op, rc, "%s", err);
+  w->mb = sl__win_minibatch_applies(a) &&
+          sl__conf_bool(sl_op_conf(op), "mini.batch");
   return 0;
 }
 
@@ -696,6 +720,7 @@ static void win_close(sl_ctx_t *op) {
   free(w->res);
   free(w->buf);
   free(w->pairs);
+  sl__win_minibatch_free(w);
   free(w);
 }
 

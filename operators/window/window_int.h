@@ -55,6 +55,8 @@ typedef struct win {
   int64_t last_start;
   uint64_t last_ns_hash;
   bool ns_hash_ok;
+  bool mb;                 /* mini-batch folding (minibatch.c) is on */
+  struct win_mb *mb_state; /* its per-batch tables, NULL until used */
 } win;
 
 /* floor(a mod m) for m > 0, also for negative a. */
@@ -235,6 +237,11 @@ int sl__win_emit_result(win *w, const sl_window_t *wd, const void *acc);
 int sl__win_tset(win *w, int d, int64_t ts, const sl_window_t *wd);
 void sl__win_tdel(win *w, int d, int64_t ts, const sl_window_t *wd);
 int sl__win_add(win *w, int port, const sl_record_t *rec, bool *fresh);
+/* The accumulator slot of the current key and namespace w->ns, created and
+ * initialised when absent (*fresh); valid until the next backend call. */
+int sl__win_acc(win *w, void **acc, bool *fresh);
+/* The per-record path: one record, its key current in k. */
+int sl__win_element(sl__keyed *k, int port, const sl_keyed_rec_t *kr);
 int sl__win_one(win *w, int port, const sl_record_t *rec, const sl_window_t *wd,
                 int64_t wm, bool need_timers);
 int sl__win_emit(win *w, const sl_window_t *wd);
@@ -253,6 +260,13 @@ int sl__session_find(win *w, const sl_window_t *wd, int64_t *sstart,
 /* Event-time sessions with the default trigger: the key's timer chain
  * (empty namespace). */
 int sl__session_lazy_timer(win *w, int64_t ts);
+
+/* Mini-batch aggregation (minibatch.c, config mini.batch): whether the
+ * window a folds a batch's records per key and window, the batch path
+ * that does, and freeing its tables. */
+bool sl__win_minibatch_applies(const warg *a);
+int sl__win_minibatch(win *w, int port, const sl_keyed_rec_t *recs, size_t n);
+void sl__win_minibatch_free(win *w);
 
 /* Sliced sliding path (sliced.c). */
 int sl__sliced_element(win *w, const sl_record_t *rec, int64_t wm,
