@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,16 +202,49 @@ const char *sl__conf_key_name(size_t i) {
   return k ? k->name : NULL;
 }
 
-static const sl__conf_key *key_find(const char *name) {
+/* Whether two key names are equal. Entries are scanned, and names mostly
+ * differ in their first two bytes (both readable when the first ones are
+ * equal and not the end), so those are compared before strcmp. */
+static bool key_eq(const char *a, const char *b) {
+  return a[0] == b[0] && (!a[0] || (a[1] == b[1] && strcmp(a, b) == 0));
+}
+
+/* The table's indices sorted by name, made once: the typed getters look
+ * keys up by name wherever the runtime reads its configuration. */
+static uint16_t by_name[SL__ARRAY_LEN(keys)];
+_Static_assert(SL__ARRAY_LEN(keys) <= UINT16_MAX, "key indices are 16 bits");
+static pthread_once_t by_name_once = PTHREAD_ONCE_INIT;
+
+static int cmp_index(const void *a, const void *b) {
+  return strcmp(keys[*(const uint16_t *)a].name,
+                keys[*(const uint16_t *)b].name);
+}
+
+static void sort_names(void) {
   for (size_t i = 0; i < SL__ARRAY_LEN(keys); i++)
-    if (strcmp(keys[i].name, name) == 0)
-      return &keys[i];
+    by_name[i] = (uint16_t)i;
+  qsort(by_name, SL__ARRAY_LEN(keys), sizeof(by_name[0]), cmp_index);
+}
+
+static const sl__conf_key *key_find(const char *name) {
+  pthread_once(&by_name_once, sort_names);
+  size_t lo = 0, hi = SL__ARRAY_LEN(keys);
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = strcmp(keys[by_name[mid]].name, name);
+    if (c == 0)
+      return &keys[by_name[mid]];
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
   return NULL;
 }
 
 static entry *entry_find(const sl_conf_t *conf, const char *key, size_t *idx) {
   for (size_t i = 0; i < conf->n; i++) {
-    if (strcmp(conf->v[i].key, key) == 0) {
+    if (key_eq(conf->v[i].key, key)) {
       if (idx)
         *idx = i;
       return &conf->v[i];
