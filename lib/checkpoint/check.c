@@ -14,8 +14,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "checkpoint/codec.h"
 #include "checkpoint/files.h"
 #include "checkpoint/layout.h"
+#include "core/buf.h"
 #include "core/fault.h"
 #include "core/hash.h"
 #include "core/util.h"
@@ -387,19 +389,55 @@ int sl__ckpt_meta_read(const char *chk, sl__ckpt_meta *m, char *err,
 
 /* ---- Worker files ------------------------------------------------------- */
 
-/* Walks every section of one worker file; the first malformed item ends
- * the walk (what follows cannot be located reliably). */
-static void check_sections(ctx *x, const char *file, const sl__ckpt_image *im,
-                           uint32_t kg_lo, uint32_t kg_hi, uint32_t max_par,
-                           int format, uint64_t *entries, uint64_t *timers) {
-  sl__rd body = im->body, p;
+/* A section kept for restore (check.h, keep_small): its header and
+ * payload. */
+static int keep_section(sl_buf_t *b, uint32_t type, uint32_t kg,
+                        const void *payload, size_t len) {
+  int rc = sl__buf_u32(b, type);
+  if (!rc)
+    rc = sl__buf_u32(b, kg);
+  if (!rc)
+    rc = sl__buf_u64(b, len);
+  return rc ? rc : sl_buf_append(b, payload, len);
+}
+
+/* A timer section kept as its uid alone (restore checks the uids; it
+ * reads the timers from the file). */
+static int keep_uid(sl_buf_t *b, uint32_t kg, const void *uid, size_t len) {
+  int rc = sl__buf_u32(b, SL__SEC_TIMERS);
+  if (!rc)
+    rc = sl__buf_u32(b, kg);
+  if (!rc)
+    rc = sl__buf_u64(b, 4 + (uint64_t)len);
+  return rc ? rc : sl__buf_bytes(b, uid, len);
+}
+
+/* Walks every section of one worker file, streaming (codec.h); the first
+ * malformed item ends the walk (what follows cannot be located reliably).
+ * With keep, the sections other than keyed-state entries and timers are
+ * appended to it, and each timer section as its uid alone. */
+static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
+                           sl_buf_t *keep, uint32_t kg_lo, uint32_t kg_hi,
+                           uint32_t max_par, int format, uint64_t *entries,
+                           uint64_t *timers) {
+  sl__rd p, whole;
   uint32_t type, kg, n_states = 0;
+  uint64_t len;
   bool have_states = false;
   int sec = 0, rc;
-  while ((rc = sl__snap_next(&body, &type, &kg, &p)) == 1) {
+  while ((rc = sl__snap_stream_next(st, &type, &kg, &len)) == 1) {
     sec++;
     const char *what = NULL;
     char why[256] = "";
+    bool small = type != SL__SEC_ENTRIES && type != SL__SEC_TIMERS;
+    if (small && (rc = sl__snap_stream_payload(st, &p)) < 0) {
+      if (rc == SL_ERR_IO)
+        bad(x, file, "%s cannot be read: %s", file, strerror(errno));
+      else
+        bad(x, file, "%s: out of memory", file);
+      return;
+    }
+    whole = p; /* p is read on below */
     if (type == SL__SEC_STATES) {
       sl__snap_state s;
       uint32_t n = 0, got = 0;
@@ -426,7 +464,7 @@ static void check_sections(ctx *x, const char *file, const sl__ckpt_image *im,
       else if (kg < kg_lo || kg >= kg_hi)
         snprintf(why, sizeof(why), "key group %u outside the worker's [%u, %u)",
                  kg, kg_lo, kg_hi);
-      while (!why[0] && (rc = sl__snap_entry_next(&p, &e)) == 1) {
+      while (!why[0] && (rc = sl__snap_stream_entry(st, &e)) == 1) {
         if (e.state >= n_states)
           snprintf(why, sizeof(why), "unknown state id %u", e.state);
         else if (sl__key_group(sl__hash64_of(format, e.key, e.key_len),
@@ -435,23 +473,29 @@ static void check_sections(ctx *x, const char *file, const sl__ckpt_image *im,
         (*entries)++;
       }
       if (!why[0] && rc < 0)
-        snprintf(why, sizeof(why), "an entry is cut short");
+        snprintf(why, sizeof(why), "%s",
+                 rc == SL_ERR_IO ? strerror(errno) : "an entry is cut short");
     } else if (type == SL__SEC_TIMERS) {
       sl__snap_timer t;
       const void *uid;
       size_t ul;
       what = "timers";
-      if (!sl__rd_bytes(&p, &uid, &ul))
-        snprintf(why, sizeof(why), "no operator uid");
-      while (!why[0] && (rc = sl__snap_timer_next(&p, &t)) == 1) {
+      if ((rc = sl__snap_stream_bytes(st, &uid, &ul)) != 1)
+        snprintf(why, sizeof(why), "%s",
+                 rc == SL_ERR_IO ? strerror(errno) : "no operator uid");
+      else if (keep && keep_uid(keep, kg, uid, ul))
+        snprintf(why, sizeof(why), "out of memory");
+      while (!why[0] && (rc = sl__snap_stream_timer(st, &t)) == 1) {
         if (t.kg < kg_lo || t.kg >= kg_hi)
           snprintf(why, sizeof(why), "timer of key group %u outside [%u, %u)",
                    t.kg, kg_lo, kg_hi);
         (*timers)++;
       }
       if (!why[0] && rc < 0)
-        snprintf(why, sizeof(why),
-                 "a timer is cut short or of an unknown time domain");
+        snprintf(why, sizeof(why), "%s",
+                 rc == SL_ERR_IO
+                     ? strerror(errno)
+                     : "a timer is cut short or of an unknown time domain");
     } else if (type == SL__SEC_OPSTATE || type == SL__SEC_SOURCE) {
       const void *u, *b;
       size_t ul, bl;
@@ -483,26 +527,37 @@ static void check_sections(ctx *x, const char *file, const sl__ckpt_image *im,
     } else {
       snprintf(why, sizeof(why), "unknown section type %u", type);
     }
+    if (!why[0] && small && keep &&
+        keep_section(keep, type, kg, whole.p, (size_t)(whole.end - whole.p)))
+      snprintf(why, sizeof(why), "out of memory");
     if (why[0]) {
       bad(x, file, "%s: section %d (%s): %s", file, sec, what ? what : "?",
           why);
       return;
     }
   }
-  if (rc < 0)
+  if (rc == SL_ERR_IO)
+    bad(x, file, "%s cannot be read: %s", file, strerror(errno));
+  else if (rc < 0)
     bad(x, file, "%s: section %d is cut short or has a bad length", file,
         sec + 1);
 }
 
-/* Worker w's file: read, its own trailer, its header against _metadata,
- * its sections. The image goes to *im (freed by the caller). */
+/* Worker w's file, read as a stream: its own trailer and checksum, its
+ * header against _metadata, its sections. With keep, its image goes to
+ * *im; with keep_small, the sections restore reads whole (check.h);
+ * freed by the caller. */
 static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
                          const sl__ckpt_worker *w, sl__ckpt_image *im,
                          bool file_listed_ok) {
   char fp[4200], why[256];
   snprintf(fp, sizeof(fp), "%s/%s", chk, w->file);
+  sl__snap_stream *st = NULL;
   int fault = sl__fault_hit("restore.read");
-  if (fault || sl__read_file(fp, &im->data, &im->len)) {
+  int rc = fault ? SL_ERR_IO
+                 : sl__snap_stream_open(&st, fp, NULL, 0, true, &im->head, why,
+                                        sizeof(why));
+  if (rc == SL_ERR_IO) {
     if (fault)
       errno = fault;
     if (!file_listed_ok)
@@ -510,8 +565,7 @@ static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
     bad(x, w->file, "%s cannot be read: %s", w->file, strerror(errno));
     return;
   }
-  if (sl__snap_check(im->data, im->len, &im->head, &im->body, why,
-                     sizeof(why))) {
+  if (rc) {
     bad(x, w->file, "%s: %s", w->file, why);
     return;
   }
@@ -523,10 +577,44 @@ static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
         "%s: its header (worker %u, checkpoint %" PRIu64
         ", key groups [%u, %u) of %u) does not match _metadata",
         w->file, h->worker, h->id, h->kg_lo, h->kg_hi, h->max_par);
+    sl__snap_stream_close(st);
     return;
   }
-  check_sections(x, w->file, im, w->kg_lo, w->kg_hi, m->max_par, m->format,
-                 &x->c->entries, &x->c->timers);
+  sl_buf_t keep;
+  sl__buf_init(&keep);
+  bool small = x->c->keep_small && !x->c->keep;
+  if (small && sl__buf_reserve(&keep, SL__SNAP_HEADER)) {
+    bad(x, w->file, "%s: out of memory", w->file);
+    sl__snap_stream_close(st);
+    return;
+  }
+  keep.len = small ? SL__SNAP_HEADER : 0; /* the header is in im->head */
+  int before = x->c->n_problems;
+  check_sections(x, w->file, st, small ? &keep : NULL, w->kg_lo, w->kg_hi,
+                 m->max_par, m->format, &x->c->entries, &x->c->timers);
+  sl__snap_stream_close(st);
+  if (x->c->n_problems != before) {
+    sl__buf_free(&keep);
+    return;
+  }
+  if (small) {
+    memset(keep.data, 0, SL__SNAP_HEADER);
+    im->data = keep.data;
+    im->len = keep.len;
+    im->body =
+        (sl__rd){keep.data + SL__SNAP_HEADER, keep.data + keep.len, false};
+  } else if (x->c->keep) {
+    sl__snap_head again;
+    if (sl__read_file(fp, &im->data, &im->len)) {
+      bad(x, w->file, "%s cannot be read: %s", w->file, strerror(errno));
+    } else if (sl__snap_check(im->data, im->len, &again, &im->body, why,
+                              sizeof(why)) ||
+               again.worker != h->worker || again.id != h->id ||
+               again.kg_lo != h->kg_lo || again.kg_hi != h->kg_hi ||
+               again.max_par != h->max_par) {
+      bad(x, w->file, "%s: changed while it was checked", w->file);
+    }
+  }
 }
 
 int sl__ckpt_check_run(const char *chk, sl__ckpt_check *c, char *err,
@@ -567,7 +655,7 @@ int sl__ckpt_check_run(const char *chk, sl__ckpt_check *c, char *err,
     bool ok = entry &&
               sl__ckpt_file_check(chk, entry, false, why, sizeof(why)) == SL_OK;
     check_worker(&x, chk, m, mw, &c->images[w], !entry || ok);
-    if (!c->keep) {
+    if (!c->keep && !c->keep_small) {
       free(c->images[w].data);
       memset(&c->images[w], 0, sizeof(c->images[w]));
     }
