@@ -491,6 +491,8 @@ size_t sl__snap_stream_peak(const sl__snap_stream *s) {
 static int need(sl__snap_stream *s, uint64_t n) {
   if (n > s->sec_end - s->pos)
     return SL_ERR_CORRUPT;
+  if (n == 0)
+    return 0;
   if (s->item_len + n > s->item_cap) {
     size_t cap = s->item_cap ? s->item_cap : 256;
     while (cap < s->item_len + n)
@@ -516,6 +518,8 @@ static int need_bytes(sl__snap_stream *s) {
 }
 
 static sl__rd item_rd(const sl__snap_stream *s) {
+  if (!s->item)
+    return (sl__rd){NULL, NULL, false}; /* nothing read yet */
   return (sl__rd){s->item, s->item + s->item_len, false};
 }
 
