@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Snapshots of keyed state over an explicit backend, timer service and
- * buffer (codec.h). */
+ * buffer, and the streaming reader restore uses on worker files
+ * (codec.h). */
 #include "checkpoint/codec.h"
 
 #include <errno.h>
