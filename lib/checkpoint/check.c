@@ -14,8 +14,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "checkpoint/codec.h"
 #include "checkpoint/files.h"
 #include "checkpoint/layout.h"
+#include "core/buf.h"
 #include "core/fault.h"
 #include "core/hash.h"
 #include "core/util.h"
@@ -394,20 +396,75 @@ int sl__ckpt_meta_read(const char *chk, sl__ckpt_meta *m, char *err,
 
 /* ---- Worker files ------------------------------------------------------- */
 
-/* Walks every section of one worker file; the first malformed item ends
- * the walk (what follows cannot be located reliably). */
-static void check_sections(ctx *x, const char *file, sl__rd body,
-                           uint32_t kg_lo, uint32_t kg_hi, uint32_t max_par,
-                           int format, bool seg, bool murmur2,
+/* A section kept for restore (check.h, keep_small): its header and
+ * payload. */
+static int keep_section(sl_buf_t *b, uint32_t type, uint32_t kg,
+                        const void *payload, size_t len) {
+  int rc = sl__buf_u32(b, type);
+  if (!rc)
+    rc = sl__buf_u32(b, kg);
+  if (!rc)
+    rc = sl__buf_u64(b, len);
+  return rc ? rc : sl_buf_append(b, payload, len);
+}
+
+/* A timer section kept as its uid alone (restore checks the uids; it
+ * reads the timers from the file). */
+static int keep_uid(sl_buf_t *b, uint32_t kg, const void *uid, size_t len) {
+  int rc = sl__buf_u32(b, SL__SEC_TIMERS);
+  if (!rc)
+    rc = sl__buf_u32(b, kg);
+  if (!rc)
+    rc = sl__buf_u64(b, 4 + (uint64_t)len);
+  return rc ? rc : sl__buf_bytes(b, uid, len);
+}
+
+/* How check_sections reads one file: a worker file (seg false) or a
+ * segment file of incremental keyed state (seg true). */
+typedef struct walk {
+  uint32_t kg_lo, kg_hi;
+  bool seg;
+  /* With keep, the sections other than keyed-state entries and timers
+   * are appended to it, and each timer section as its uid alone. */
+  sl_buf_t *keep;
+  /* Worker files: the first chain of segments that does not match the
+   * segments read (c->segs) is described here, reported by the caller
+   * when nothing else is wrong. */
+  char chain[256];
+} walk;
+
+/* Walks every section of one worker or segment file, streaming (codec.h);
+ * the first malformed item ends the walk (what follows cannot be located
+ * reliably). */
+static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
+                           walk *wk, uint32_t max_par, int format, bool murmur2,
                            uint64_t *entries, uint64_t *timers) {
-  sl__rd p;
+  sl__rd p = {0}, whole = {0};
+  uint32_t kg_lo = wk->kg_lo, kg_hi = wk->kg_hi;
+  bool seg = wk->seg;
+  sl_buf_t *keep = wk->keep;
   uint32_t type, kg, n_states = 0;
+  uint64_t len;
   bool have_states = false;
   int sec = 0, rc;
-  while ((rc = sl__snap_next(&body, &type, &kg, &p)) == 1) {
+  while ((rc = sl__snap_stream_next(st, &type, &kg, &len)) == 1) {
     sec++;
     const char *what = NULL;
     char why[256] = "";
+    bool small = type != SL__SEC_ENTRIES && type != SL__SEC_TIMERS;
+    bool refused = type == SL__SEC_DELTA ? !seg
+                                         : seg && type != SL__SEC_STATES &&
+                                               type != SL__SEC_ENTRIES;
+    if (small && !refused) {
+      if ((rc = sl__snap_stream_payload(st, &p)) < 0) {
+        if (rc == SL_ERR_IO)
+          bad(x, file, "%s cannot be read: %s", file, strerror(errno));
+        else
+          bad(x, file, "%s: out of memory", file);
+        return;
+      }
+      whole = p; /* p is read on below */
+    }
     if (type == SL__SEC_STATES) {
       sl__snap_state s;
       uint32_t n = 0, got = 0;
@@ -452,21 +509,24 @@ static void check_sections(ctx *x, const char *file, sl__rd body,
     } else if (type == SL__SEC_CHAIN) {
       uint32_t n = 0, got = 0;
       const void *name;
-      size_t len;
+      size_t nl;
       what = "segment chain";
       if (kg < kg_lo || kg >= kg_hi)
         snprintf(why, sizeof(why), "key group %u outside the worker's [%u, %u)",
                  kg, kg_lo, kg_hi);
       else if (sl__chain_count(&p, &n))
         snprintf(why, sizeof(why), "bad count");
-      while (!why[0] && (rc = sl__chain_next(&p, &name, &len)) == 1) {
-        if (!sl__seg_name_ok(name, len))
+      while (!why[0] && (rc = sl__chain_next(&p, &name, &nl)) == 1) {
+        if (!sl__seg_name_ok(name, nl))
           snprintf(why, sizeof(why), "\"%.*s\" is not a segment file name",
-                   (int)(len > 64 ? 64 : len), (const char *)name);
+                   (int)(nl > 64 ? 64 : nl), (const char *)name);
         got++;
       }
       if (!why[0] && (rc < 0 || got != n || !n))
         snprintf(why, sizeof(why), "%u of %u names readable", got, n);
+      if (!why[0] && !wk->chain[0])
+        (void)sl__chain_check(whole, x->c->segs, x->c->n_segs, kg, wk->chain,
+                              sizeof(wk->chain));
     } else if (type == SL__SEC_ENTRIES) {
       sl__snap_entry e;
       what = "keyed state entries";
@@ -475,7 +535,7 @@ static void check_sections(ctx *x, const char *file, sl__rd body,
       else if (kg < kg_lo || kg >= kg_hi)
         snprintf(why, sizeof(why), "key group %u outside the worker's [%u, %u)",
                  kg, kg_lo, kg_hi);
-      while (!why[0] && (rc = sl__snap_entry_next(&p, &e)) == 1) {
+      while (!why[0] && (rc = sl__snap_stream_entry(st, &e)) == 1) {
         if (e.state >= n_states)
           snprintf(why, sizeof(why), "unknown state id %u", e.state);
         else if ((murmur2
@@ -486,23 +546,29 @@ static void check_sections(ctx *x, const char *file, sl__rd body,
         (*entries)++;
       }
       if (!why[0] && rc < 0)
-        snprintf(why, sizeof(why), "an entry is cut short");
+        snprintf(why, sizeof(why), "%s",
+                 rc == SL_ERR_IO ? strerror(errno) : "an entry is cut short");
     } else if (type == SL__SEC_TIMERS) {
       sl__snap_timer t;
       const void *uid;
       size_t ul;
       what = "timers";
-      if (!sl__rd_bytes(&p, &uid, &ul))
-        snprintf(why, sizeof(why), "no operator uid");
-      while (!why[0] && (rc = sl__snap_timer_next(&p, &t)) == 1) {
+      if ((rc = sl__snap_stream_bytes(st, &uid, &ul)) != 1)
+        snprintf(why, sizeof(why), "%s",
+                 rc == SL_ERR_IO ? strerror(errno) : "no operator uid");
+      else if (keep && keep_uid(keep, kg, uid, ul))
+        snprintf(why, sizeof(why), "out of memory");
+      while (!why[0] && (rc = sl__snap_stream_timer(st, &t)) == 1) {
         if (t.kg < kg_lo || t.kg >= kg_hi)
           snprintf(why, sizeof(why), "timer of key group %u outside [%u, %u)",
                    t.kg, kg_lo, kg_hi);
         (*timers)++;
       }
       if (!why[0] && rc < 0)
-        snprintf(why, sizeof(why),
-                 "a timer is cut short or of an unknown time domain");
+        snprintf(why, sizeof(why), "%s",
+                 rc == SL_ERR_IO
+                     ? strerror(errno)
+                     : "a timer is cut short or of an unknown time domain");
     } else if (type == SL__SEC_OPSTATE || type == SL__SEC_SOURCE) {
       const void *u, *b;
       size_t ul, bl;
@@ -534,26 +600,43 @@ static void check_sections(ctx *x, const char *file, sl__rd body,
     } else {
       snprintf(why, sizeof(why), "unknown section type %u", type);
     }
+    if (!why[0] && small && keep &&
+        keep_section(keep, type, kg, whole.p, (size_t)(whole.end - whole.p)))
+      snprintf(why, sizeof(why), "out of memory");
     if (why[0]) {
       bad(x, file, "%s: section %d (%s): %s", file, sec, what ? what : "?",
           why);
       return;
     }
   }
-  if (rc < 0)
+  if (rc == SL_ERR_IO)
+    bad(x, file, "%s cannot be read: %s", file, strerror(errno));
+  else if (rc < 0)
     bad(x, file, "%s: section %d is cut short or has a bad length", file,
         sec + 1);
 }
 
-/* Worker w's file: read, its own trailer, its header against _metadata,
- * its sections. The image goes to *im (freed by the caller). */
+/* Worker w's file, read as a stream: its own trailer and checksum, its
+ * header against _metadata, its sections. With keep, its image goes to
+ * *im (read whole besides); with keep_small, once it passed, the
+ * sections restore reads whole (check.h). Freed by the caller. */
 static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
                          const sl__ckpt_worker *w, sl__ckpt_image *im,
                          bool file_listed_ok) {
   char fp[4200], why[256];
   snprintf(fp, sizeof(fp), "%s/%s", chk, w->file);
+  sl__snap_stream *st = NULL;
   int fault = sl__fault_hit("restore.read");
-  if (fault || sl__read_file(fp, &im->data, &im->len)) {
+  if (!fault && x->c->keep && !sl__read_file(fp, &im->data, &im->len)) {
+    /* The tool's image, its body set when its trailer is right (what
+     * it shows of a damaged file); the verdict is the stream's. */
+    sl__snap_head h;
+    (void)sl__snap_check(im->data, im->len, &h, &im->body, why, sizeof(why));
+  }
+  int rc = fault ? SL_ERR_IO
+                 : sl__snap_stream_open(&st, fp, NULL, 0, true, &im->head, why,
+                                        sizeof(why));
+  if (rc == SL_ERR_IO) {
     if (fault)
       errno = fault;
     if (!file_listed_ok)
@@ -561,8 +644,7 @@ static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
     bad(x, w->file, "%s cannot be read: %s", w->file, strerror(errno));
     return;
   }
-  if (sl__snap_check(im->data, im->len, &im->head, &im->body, why,
-                     sizeof(why))) {
+  if (rc) {
     bad(x, w->file, "%s: %s", w->file, why);
     return;
   }
@@ -574,29 +656,46 @@ static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
         "%s: its header (worker %u, checkpoint %" PRIu64
         ", key groups [%u, %u) of %u) does not match _metadata",
         w->file, h->worker, h->id, h->kg_lo, h->kg_hi, h->max_par);
+    sl__snap_stream_close(st);
     return;
   }
-  int before = x->c->n_problems;
-  check_sections(x, w->file, im->body, w->kg_lo, w->kg_hi, m->max_par,
-                 m->format, false, m->kg_murmur2, &x->c->entries,
-                 &x->c->timers);
-  if (x->c->n_problems != before)
+  sl_buf_t keep;
+  sl__buf_init(&keep);
+  bool small = x->c->keep_small && !x->c->keep;
+  if (small && sl__buf_reserve(&keep, SL__SNAP_HEADER)) {
+    bad(x, w->file, "%s: out of memory", w->file);
+    sl__snap_stream_close(st);
     return;
+  }
+  keep.len = small ? SL__SNAP_HEADER : 0; /* the header is in im->head */
+  int before = x->c->n_problems;
+  walk wk = {.kg_lo = w->kg_lo,
+             .kg_hi = w->kg_hi,
+             .seg = false,
+             .keep = small ? &keep : NULL};
+  check_sections(x, w->file, st, &wk, m->max_par, m->format, m->kg_murmur2,
+                 &x->c->entries, &x->c->timers);
+  sl__snap_stream_close(st);
   /* Each key group's chain against the segments read: the first broken
    * one is reported (a missing segment would break them all). */
-  sl__rd body = im->body, p;
-  uint32_t type, kg;
-  while (sl__snap_next(&body, &type, &kg, &p) == 1) {
-    if (type == SL__SEC_CHAIN &&
-        sl__chain_check(p, x->c->segs, x->c->n_segs, kg, why, sizeof(why))) {
-      bad(x, w->file, "%s: %s", w->file, why);
-      return;
-    }
+  if (x->c->n_problems == before && wk.chain[0])
+    bad(x, w->file, "%s: %s", w->file, wk.chain);
+  if (x->c->n_problems != before) {
+    sl__buf_free(&keep);
+    return;
+  }
+  if (small) {
+    memset(keep.data, 0, SL__SNAP_HEADER);
+    im->data = keep.data;
+    im->len = keep.len;
+    im->body =
+        (sl__rd){keep.data + SL__SNAP_HEADER, keep.data + keep.len, false};
   }
 }
 
-/* Every segment file _metadata lists: read, its own trailer and header,
- * its sections. Kept in c->segs for the chains' check and for restore. */
+/* Every segment file _metadata lists: read whole, its own trailer and
+ * header, its sections. Kept in c->segs for the chains' check and for
+ * restore (segments are not streamed: docs/checkpoints.md). */
 static int check_segments(ctx *x, const char *chk, const sl__ckpt_meta *m) {
   size_t i;
   json_t *fj;
@@ -623,11 +722,24 @@ static int check_segments(ctx *x, const char *chk, const sl__ckpt_meta *m) {
           rel, sg.head.id, sg.head.kg_lo, sg.head.kg_hi, sg.head.max_par, m->id,
           m->max_par);
     } else {
+      /* The same walk as a worker file's, over the image in memory. */
+      sl__snap_stream *ss;
+      sl__snap_head h;
+      int rc = sl__snap_stream_open(&ss, NULL, sg.data, sg.len, false, &h, why,
+                                    sizeof(why));
+      if (rc == SL_ERR_NOMEM) {
+        free(sg.data);
+        return rc;
+      }
+      if (rc)
+        bad(x, rel, "%s: %s", rel, why);
       int before = x->c->n_problems;
-      check_sections(x, rel, sg.body, sg.head.kg_lo, sg.head.kg_hi, m->max_par,
-                     m->format, true, m->kg_murmur2, &x->c->entries,
-                     &x->c->timers);
-      if (x->c->n_problems == before) {
+      walk wk = {.kg_lo = sg.head.kg_lo, .kg_hi = sg.head.kg_hi, .seg = true};
+      if (!rc)
+        check_sections(x, rel, ss, &wk, m->max_par, m->format, m->kg_murmur2,
+                       &x->c->entries, &x->c->timers);
+      sl__snap_stream_close(ss);
+      if (!rc && x->c->n_problems == before) {
         sl__seg *a =
             realloc(x->c->segs, (x->c->n_segs + 1) * sizeof(*x->c->segs));
         if (!a || !(sg.name = strdup(rel))) {
@@ -690,7 +802,7 @@ int sl__ckpt_check_run(const char *chk, sl__ckpt_check *c, char *err,
     bool ok = entry &&
               sl__ckpt_file_check(chk, entry, false, why, sizeof(why)) == SL_OK;
     check_worker(&x, chk, m, mw, &c->images[w], !entry || ok);
-    if (!c->keep) {
+    if (!c->keep && !c->keep_small) {
       free(c->images[w].data);
       memset(&c->images[w], 0, sizeof(c->images[w]));
     }

@@ -42,7 +42,12 @@ typedef struct sl__ckpt_meta {
   int n_workers;
 } sl__ckpt_meta;
 
-/* A worker file read into memory and checked (trailer, header). */
+/* A worker file checked (trailer, header), and with keep read into
+ * memory; with keep_small only its sections other than keyed-state
+ * entries and timers are (each timer section as its uid alone), so
+ * restore holds a bounded part of the file and reads the entries and
+ * timers from the file as a stream (codec.h). data's first
+ * SL__SNAP_HEADER bytes are then zero; head holds the header. */
 typedef struct sl__ckpt_image {
   unsigned char *data;
   size_t len;
@@ -58,13 +63,14 @@ typedef void (*sl__ckpt_problem_fn)(const char *file, const char *msg,
 
 typedef struct sl__ckpt_check {
   /* In. */
-  bool quick; /* sizes only: no checksums, worker files not read (list) */
-  bool keep;  /* keep the worker files' images (restore, inspect) */
+  bool quick;      /* sizes only: no checksums, worker files not read (list) */
+  bool keep;       /* keep the worker files' images (inspect, dump) */
+  bool keep_small; /* keep what restore reads whole (see sl__ckpt_image) */
   sl__ckpt_problem_fn problem; /* every problem; NULL: stop at the first */
   void *opaque;
   /* Out, valid after the call whatever it returned (free them). */
   sl__ckpt_meta meta;     /* meta.json NULL when _metadata is unreadable */
-  sl__ckpt_image *images; /* with keep: one per worker */
+  sl__ckpt_image *images; /* with keep or keep_small: one per worker */
   sl__seg *segs;          /* segment files (incremental keyed state) */
   size_t n_segs;
   uint64_t n_files, bytes, entries, timers;
@@ -77,9 +83,10 @@ typedef struct sl__ckpt_check {
  * every listed file's size and CRC32C, then every segment file and every
  * worker file: its trailer, its header against _metadata and each section
  * decoded to its last byte, and every key group's chain of segments
- * (incr.h) against the segments. Native state directories are checked
- * file by file only; what a backend thinks of them is the caller's
- * business.
+ * (incr.h) against the segments. Worker files are read as a stream
+ * (memory bounded by the largest item); segment files are read whole and
+ * kept in segs. Native state directories are checked file by file only;
+ * what a backend thinks of them is the caller's business.
  * SL_OK; SL_ERR_NOTFOUND when there is no _metadata (an incomplete
  * checkpoint); SL_ERR_CORRUPT when anything is wrong, with the first
  * problem in err; SL_ERR_NOMEM. */

@@ -1,13 +1,21 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Snapshots of keyed state over an explicit backend, timer service and
- * buffer (codec.h). */
+ * buffer, and the streaming reader restore uses on worker files
+ * (codec.h). */
 #include "checkpoint/codec.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "core/crc32c.h"
 #include "core/hash.h"
+#include "core/util.h"
 #include "state/backend.h"
 #include "time/timers.h"
 
@@ -247,18 +255,365 @@ int sl__snap_load_entries(sl__rd p, sl__snap_ids *m, uint32_t kg) {
   return r;
 }
 
+static int add_timer(struct sl__timers *t, sl__snap_timer *tm, uint32_t lo,
+                     uint32_t hi, uint32_t rekey) {
+  uint64_t h = sl__hash64(tm->key, tm->key_len);
+  if (rekey)
+    tm->kg = sl__key_group(h, rekey);
+  if (!t || tm->kg < lo || tm->kg >= hi)
+    return 0; /* another worker's, or of a dropped operator */
+  return sl__timers_add(t, tm->domain, tm->ts, h, tm->kg, tm->key, tm->key_len,
+                        tm->ns, tm->ns_len);
+}
+
 int sl__snap_load_timers(sl__rd p, struct sl__timers *t, uint32_t lo,
                          uint32_t hi, uint32_t rekey) {
   sl__snap_timer tm;
   int r;
   while ((r = sl__snap_timer_next(&p, &tm)) == 1) {
-    uint64_t h = sl__hash64(tm.key, tm.key_len);
-    if (rekey)
-      tm.kg = sl__key_group(h, rekey);
-    if (!t || tm.kg < lo || tm.kg >= hi)
-      continue; /* another worker's, or of a dropped operator */
-    int rc = sl__timers_add(t, tm.domain, tm.ts, h, tm.kg, tm.key, tm.key_len,
-                            tm.ns, tm.ns_len);
+    int rc = add_timer(t, &tm, lo, hi, rekey);
+    if (rc)
+      return rc;
+  }
+  return r;
+}
+
+/* ---- Reading a worker file as a stream ---------------------------------- */
+
+#define STREAM_BUF (1 << 16)
+
+struct sl__snap_stream {
+  int fd; /* -1: reading mem */
+  const unsigned char *mem;
+  uint64_t size;               /* of the file */
+  uint64_t pos;                /* offset of the next byte to read */
+  uint64_t body_end;           /* offset of the trailer */
+  uint64_t sec_start, sec_end; /* the current section's payload */
+  unsigned char *item;         /* the current item */
+  size_t item_len, item_cap, peak;
+  unsigned char *io; /* read buffer (files): io[io_off, io_len) is at pos */
+  size_t io_off, io_len;
+};
+
+static int fill(sl__snap_stream *s) {
+  for (;;) {
+    ssize_t n = read(s->fd, s->io, STREAM_BUF);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return SL_ERR_IO;
+    if (n == 0) {
+      errno = EIO; /* shorter than when it was opened */
+      return SL_ERR_IO;
+    }
+    s->io_off = 0;
+    s->io_len = (size_t)n;
+    return 0;
+  }
+}
+
+/* The next n bytes into dst (NULL: skipped). */
+static int get(sl__snap_stream *s, void *dst, uint64_t n) {
+  unsigned char *d = dst;
+  if (s->fd < 0) {
+    if (d)
+      memcpy(d, s->mem + s->pos, (size_t)n);
+    s->pos += n;
+    return 0;
+  }
+  while (n > 0) {
+    if (s->io_off == s->io_len) {
+      int rc = fill(s);
+      if (rc)
+        return rc;
+    }
+    size_t k = s->io_len - s->io_off;
+    if (k > n)
+      k = (size_t)n;
+    if (d) {
+      memcpy(d, s->io + s->io_off, k);
+      d += k;
+    }
+    s->io_off += k;
+    s->pos += k;
+    n -= k;
+  }
+  return 0;
+}
+
+static int seek(sl__snap_stream *s, uint64_t off) {
+  if (s->fd >= 0 && lseek(s->fd, (off_t)off, SEEK_SET) < 0)
+    return SL_ERR_IO;
+  s->pos = off;
+  s->io_off = s->io_len = 0;
+  return 0;
+}
+
+static uint32_t le32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+         (uint32_t)p[3] << 24;
+}
+
+/* The CRC32C of the file before its trailer, read in one pass. */
+static int stream_crc(sl__snap_stream *s, uint32_t *crc) {
+  if (s->fd < 0) {
+    *crc = sl__crc32c(0, s->mem, (size_t)s->body_end);
+    return 0;
+  }
+  uint32_t c = 0;
+  int rc = seek(s, 0);
+  while (!rc && s->pos < s->body_end) {
+    uint64_t k =
+        s->body_end - s->pos < STREAM_BUF ? s->body_end - s->pos : STREAM_BUF;
+    if (!(rc = fill(s))) {
+      if (k > s->io_len)
+        k = s->io_len;
+      c = sl__crc32c(c, s->io, (size_t)k);
+      s->pos += k;
+    }
+  }
+  *crc = c;
+  return rc;
+}
+
+int sl__snap_stream_open(sl__snap_stream **out, const char *path,
+                         const void *data, size_t len, bool crc,
+                         sl__snap_head *h, char *err, size_t errlen) {
+  *out = NULL;
+  sl__snap_stream *s = calloc(1, sizeof(*s));
+  if (!s || (path && !(s->io = malloc(STREAM_BUF)))) {
+    free(s);
+    sl__errf(err, errlen, "out of memory");
+    return SL_ERR_NOMEM;
+  }
+  s->fd = -1;
+  s->mem = data;
+  s->size = len;
+  int rc = 0;
+  struct stat st;
+  if (path) {
+    if ((s->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(s->fd, &st))
+      rc = SL_ERR_IO;
+    else
+      s->size = (uint64_t)st.st_size;
+  }
+  unsigned char hd[SL__SNAP_HEADER], tr[SL__SNAP_TRAILER_LEN];
+  if (!rc && s->size < SL__SNAP_HEADER + SL__SNAP_TRAILER_LEN) {
+    sl__errf(err, errlen, "file too short (%" PRIu64 " bytes): truncated",
+             s->size);
+    rc = SL_ERR_CORRUPT;
+  }
+  s->body_end = s->size - SL__SNAP_TRAILER_LEN;
+  if (!rc && !(rc = get(s, hd, sizeof(hd))) &&
+      memcmp(hd, SL__SNAP_MAGIC, 8) != 0) {
+    sl__errf(err, errlen, "not a sluice snapshot file (bad magic)");
+    rc = SL_ERR_CORRUPT;
+  }
+  if (!rc && !(rc = seek(s, s->body_end)) && !(rc = get(s, tr, sizeof(tr))) &&
+      (memcmp(tr + 12, SL__SNAP_TRAILER, 8) != 0 ||
+       (le32(tr) | (uint64_t)le32(tr + 4) << 32) != s->body_end)) {
+    sl__errf(err, errlen, "incomplete file (no valid trailer): truncated");
+    rc = SL_ERR_CORRUPT;
+  }
+  uint32_t got;
+  if (!rc && crc && !(rc = stream_crc(s, &got)) && got != le32(tr + 8)) {
+    sl__errf(err, errlen, "checksum mismatch (crc32c %08x, expected %08x)", got,
+             le32(tr + 8));
+    rc = SL_ERR_CORRUPT;
+  }
+  if (!rc) {
+    h->version = le32(hd + 8);
+    h->worker = le32(hd + 12);
+    h->id = le32(hd + 16) | (uint64_t)le32(hd + 20) << 32;
+    h->kg_lo = le32(hd + 24);
+    h->kg_hi = le32(hd + 28);
+    h->max_par = le32(hd + 32);
+    if (h->version != SL__SNAP_VERSION) {
+      sl__errf(err, errlen, "unsupported snapshot version %u", h->version);
+      rc = SL_ERR_CORRUPT;
+    }
+  }
+  if (!rc)
+    rc = seek(s, SL__SNAP_HEADER);
+  s->sec_start = s->sec_end = SL__SNAP_HEADER;
+  if (rc == SL_ERR_IO)
+    sl__errf(err, errlen, "%s", strerror(errno));
+  if (rc) {
+    int e = errno;
+    sl__snap_stream_close(s);
+    errno = e;
+    return rc;
+  }
+  *out = s;
+  return SL_OK;
+}
+
+void sl__snap_stream_close(sl__snap_stream *s) {
+  if (!s)
+    return;
+  if (s->fd >= 0)
+    close(s->fd);
+  free(s->io);
+  free(s->item);
+  free(s);
+}
+
+int sl__snap_stream_next(sl__snap_stream *s, uint32_t *type, uint32_t *kg,
+                         uint64_t *len) {
+  int rc = get(s, NULL, s->sec_end - s->pos); /* the rest of the last one */
+  if (rc)
+    return rc;
+  if (s->pos == s->body_end)
+    return 0;
+  unsigned char hd[16];
+  if (s->body_end - s->pos < sizeof(hd))
+    return SL_ERR_CORRUPT;
+  if ((rc = get(s, hd, sizeof(hd))))
+    return rc;
+  *type = le32(hd);
+  *kg = le32(hd + 4);
+  *len = le32(hd + 8) | (uint64_t)le32(hd + 12) << 32;
+  if (*len > s->body_end - s->pos)
+    return SL_ERR_CORRUPT;
+  s->sec_start = s->pos;
+  s->sec_end = s->pos + *len;
+  return 1;
+}
+
+int sl__snap_stream_rewind(sl__snap_stream *s) {
+  return seek(s, s->sec_start);
+}
+
+size_t sl__snap_stream_peak(const sl__snap_stream *s) {
+  return s->peak;
+}
+
+/* Appends the next n bytes of the section to the item. */
+static int need(sl__snap_stream *s, uint64_t n) {
+  if (n > s->sec_end - s->pos)
+    return SL_ERR_CORRUPT;
+  if (n == 0)
+    return 0;
+  if (s->item_len + n > s->item_cap) {
+    size_t cap = s->item_cap ? s->item_cap : 256;
+    while (cap < s->item_len + n)
+      cap *= 2;
+    unsigned char *a = realloc(s->item, cap);
+    if (!a)
+      return SL_ERR_NOMEM;
+    s->item = a;
+    s->item_cap = cap;
+    if (cap > s->peak)
+      s->peak = cap;
+  }
+  int rc = get(s, s->item + s->item_len, n);
+  if (!rc)
+    s->item_len += (size_t)n;
+  return rc;
+}
+
+/* Appends a byte string (u32 length, bytes). */
+static int need_bytes(sl__snap_stream *s) {
+  int rc = need(s, 4);
+  return rc ? rc : need(s, le32(s->item + s->item_len - 4));
+}
+
+static sl__rd item_rd(const sl__snap_stream *s) {
+  if (!s->item)
+    return (sl__rd){NULL, NULL, false}; /* nothing read yet */
+  return (sl__rd){s->item, s->item + s->item_len, false};
+}
+
+int sl__snap_stream_payload(sl__snap_stream *s, sl__rd *p) {
+  s->item_len = 0;
+  int rc = need(s, s->sec_end - s->pos);
+  *p = item_rd(s);
+  return rc;
+}
+
+int sl__snap_stream_bytes(sl__snap_stream *s, const void **p, size_t *n) {
+  s->item_len = 0;
+  if (s->pos == s->sec_end)
+    return 0;
+  int rc = need_bytes(s);
+  if (rc)
+    return rc;
+  sl__rd r = item_rd(s);
+  return sl__rd_bytes(&r, p, n) ? 1 : SL_ERR_CORRUPT;
+}
+
+int sl__snap_stream_entry(sl__snap_stream *s, sl__snap_entry *e) {
+  s->item_len = 0;
+  if (s->pos == s->sec_end)
+    return 0;
+  int rc = need(s, 4);
+  for (int i = 0; !rc && i < 2; i++) /* key, namespace */
+    rc = need_bytes(s);
+  if (!rc)
+    rc = need(s, 1);
+  if (!rc && s->item[s->item_len - 1] == 1)
+    rc = need_bytes(s); /* map key (a has_mk above 1 fails below) */
+  if (!rc)
+    rc = need_bytes(s);
+  if (rc)
+    return rc;
+  sl__rd r = item_rd(s);
+  return sl__snap_entry_next(&r, e) == 1 && sl__rd_done(&r) ? 1
+                                                            : SL_ERR_CORRUPT;
+}
+
+int sl__snap_stream_timer(sl__snap_stream *s, sl__snap_timer *t) {
+  s->item_len = 0;
+  if (s->pos == s->sec_end)
+    return 0;
+  int rc = need(s, 4 + 1 + 8);       /* key group, domain, time */
+  for (int i = 0; !rc && i < 2; i++) /* key, namespace */
+    rc = need_bytes(s);
+  if (rc)
+    return rc;
+  sl__rd r = item_rd(s);
+  return sl__snap_timer_next(&r, t) == 1 && sl__rd_done(&r) ? 1
+                                                            : SL_ERR_CORRUPT;
+}
+
+int sl__snap_stream_load_entries(sl__snap_stream *s, sl__snap_ids *m,
+                                 uint32_t kg) {
+  sl__backend *be = m->to;
+  sl__snap_entry e;
+  int r;
+  if (!m->ids)
+    return SL_ERR_CORRUPT; /* entries before the states section */
+  m->kg = kg;
+  if (be->ops->reserve && m->n && !m->repartition) {
+    /* Count per state first (see sl__snap_load_entries), then read the
+     * section again. */
+    size_t *cnt = calloc(m->n, sizeof(*cnt));
+    if (!cnt)
+      return SL_ERR_NOMEM;
+    while ((r = sl__snap_stream_entry(s, &e)) == 1)
+      if (e.state < m->n)
+        cnt[e.state]++;
+    for (uint32_t i = 0; r == 0 && i < m->n; i++)
+      if (cnt[i] && m->ids[i] != SL__SNAP_NO_STATE)
+        be->ops->reserve(be, m->ids[i], kg, cnt[i]);
+    free(cnt);
+    if (r < 0 || (r = sl__snap_stream_rewind(s)))
+      return r;
+  }
+  while ((r = sl__snap_stream_entry(s, &e)) == 1) {
+    int rc = insert(&e, m);
+    if (rc)
+      return rc;
+  }
+  return r;
+}
+
+int sl__snap_stream_load_timers(sl__snap_stream *s, struct sl__timers *t,
+                                uint32_t lo, uint32_t hi, uint32_t rekey) {
+  sl__snap_timer tm;
+  int r;
+  while ((r = sl__snap_stream_timer(s, &tm)) == 1) {
+    int rc = add_timer(t, &tm, lo, hi, rekey);
     if (rc)
       return rc;
   }

@@ -73,6 +73,53 @@ int sl__snap_load_entries(sl__rd p, sl__snap_ids *m, uint32_t kg);
 int sl__snap_load_timers(sl__rd p, struct sl__timers *t, uint32_t lo,
                          uint32_t hi, uint32_t rekey);
 
+/* ---- Reading a worker file as a stream ---------------------------------- */
+
+/* A worker snapshot file read section by section and, in keyed-state and
+ * timer sections, item by item: checking or restoring it holds the
+ * current item (one entry, one timer) or one small section, never the
+ * file, so memory is bounded by the largest item, not by the size of the
+ * state. Reads a file (path) or an image in memory (path NULL). */
+typedef struct sl__snap_stream sl__snap_stream;
+/* Opens path (or data/len) and checks its header and trailer as
+ * sl__snap_check does, the CRC32C of everything before the trailer
+ * included when crc is set (one pass over the file first). SL_OK with *h
+ * set; SL_ERR_CORRUPT or SL_ERR_IO (errno set) with the reason in err;
+ * SL_ERR_NOMEM. */
+int sl__snap_stream_open(sl__snap_stream **out, const char *path,
+                         const void *data, size_t len, bool crc,
+                         sl__snap_head *h, char *err, size_t errlen);
+void sl__snap_stream_close(sl__snap_stream *s);
+/* The next section (what is left of the current one is skipped): 1 with
+ * its type, key group and payload length, 0 at the end, SL_ERR_CORRUPT
+ * on a malformed section header, SL_ERR_IO. */
+int sl__snap_stream_next(sl__snap_stream *s, uint32_t *type, uint32_t *kg,
+                         uint64_t *len);
+/* What is left of the current section's payload, read into memory (for
+ * the small sections: names, blobs, layouts). Valid until the next call
+ * on s. 0, SL_ERR_IO or SL_ERR_NOMEM. */
+int sl__snap_stream_payload(sl__snap_stream *s, sl__rd *p);
+/* Items of the current section, each valid until the next call on s: a
+ * byte string (a timer section's uid), a keyed-state entry, a timer. 1
+ * with the item, 0 at the end of the section, SL_ERR_CORRUPT when the
+ * item is cut short or malformed, SL_ERR_IO, SL_ERR_NOMEM. */
+int sl__snap_stream_bytes(sl__snap_stream *s, const void **p, size_t *n);
+int sl__snap_stream_entry(sl__snap_stream *s, sl__snap_entry *e);
+int sl__snap_stream_timer(sl__snap_stream *s, sl__snap_timer *t);
+/* Back to the start of the current section's payload. */
+int sl__snap_stream_rewind(sl__snap_stream *s);
+/* The largest item buffer s has held (bytes): what reading it cost beyond
+ * its fixed-size read buffer. */
+size_t sl__snap_stream_peak(const sl__snap_stream *s);
+
+/* Restore's readers over the current section of a stream: an
+ * SL__SEC_ENTRIES section of key group kg into m->to, and the timers of
+ * an SL__SEC_TIMERS section (read past its uid), as the two above. */
+int sl__snap_stream_load_entries(sl__snap_stream *s, sl__snap_ids *m,
+                                 uint32_t kg);
+int sl__snap_stream_load_timers(sl__snap_stream *s, struct sl__timers *t,
+                                uint32_t lo, uint32_t hi, uint32_t rekey);
+
 /* ---- Native state directories ------------------------------------------- */
 
 /* A worker's native state directory (chk-<id>/w<i>.state), opened

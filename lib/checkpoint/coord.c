@@ -736,6 +736,7 @@ static void restore_free(sl__restore *rs) {
     return;
   for (int i = 0; i < rs->n_files; i++) {
     free(rs->files[i].data);
+    free(rs->files[i].snap);
     free(rs->files[i].native_dir);
   }
   free(rs->files);
@@ -822,7 +823,7 @@ static int check_uids(const sl__graph *g, const sl__restore *rs, char *err,
 static int ckpt_load(const char *path, uint32_t want_max_par, sl__restore **out,
                      char *err, size_t errlen) {
   *out = NULL;
-  sl__ckpt_check c = {.keep = true};
+  sl__ckpt_check c = {.keep_small = true};
   int rc = sl__ckpt_check_run(path, &c, err, errlen);
   const sl__ckpt_meta *m = &c.meta;
   if (!rc && want_max_par && m->max_par != want_max_par) {
@@ -855,10 +856,15 @@ static int ckpt_load(const char *path, uint32_t want_max_par, sl__restore **out,
     rf->head = im->head;
     rf->body = im->body;
     im->data = NULL; /* now the restore's */
+    if ((!abs && !(abs = realpath(path, NULL))) ||
+        asprintf(&rf->snap, "%s/%s", abs, m->workers[i].file) < 0) {
+      rf->snap = NULL;
+      rc = SL_ERR_NOMEM;
+      break;
+    }
     if (!m->workers[i].native)
       continue;
-    if ((!abs && !(abs = realpath(path, NULL))) ||
-        asprintf(&rf->native_dir, "%s/%s", abs, m->workers[i].native) < 0) {
+    if (asprintf(&rf->native_dir, "%s/%s", abs, m->workers[i].native) < 0) {
       rf->native_dir = NULL;
       rc = SL_ERR_NOMEM;
     }

@@ -96,12 +96,17 @@ typedef struct sl__wsnap {
   char err[256];
 } sl__wsnap;
 
-/* A worker file of the checkpoint being restored, checked and in memory. */
+/* A worker file of the checkpoint being restored: in memory, the sections
+ * restore reads whole (body: names, blobs, layouts, broadcast state, chains,
+ * each timer section's uid); keyed-state entries and timers are read from the
+ * file (snap) as a stream, item by item (codec.h), so memory does not grow
+ * with the state. The harness's image (snap NULL) is all in data. */
 typedef struct sl__rfile {
   unsigned char *data;
   size_t len;
   sl__snap_head head;
   sl__rd body;
+  char *snap;       /* absolute path of w<i>.snap; NULL: data is the file */
   char *native_dir; /* absolute; NULL when state is in the file */
 } sl__rfile;
 

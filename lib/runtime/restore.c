@@ -3,6 +3,7 @@
  * that belong to the worker's instances — source positions and operator
  * state before they open, keyed state of the key groups the worker owns
  * and timers after. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,16 +204,17 @@ static sl_ctx_t *keyed_inst(sl__worker *w, const void *uid, size_t ul) {
   return NULL;
 }
 
-static int restore_timers(sl__worker *w, sl__rd p, uint32_t lo, uint32_t hi,
-                          bool repartition) {
+static int restore_timers(sl__worker *w, sl__snap_stream *st, uint32_t lo,
+                          uint32_t hi, bool repartition) {
   const void *uid;
   size_t ul;
-  if (!sl__rd_bytes(&p, &uid, &ul))
-    return SL_ERR_CORRUPT;
+  int r = sl__snap_stream_bytes(st, &uid, &ul);
+  if (r != 1)
+    return r < 0 ? r : SL_ERR_CORRUPT;
   sl_ctx_t *c = keyed_inst(w, uid, ul);
   sl__keyed *k = c ? sl_op_keyed(c) : NULL;
-  return sl__snap_load_timers(p, k ? k->timers : NULL, lo, hi,
-                              repartition ? w->job->max_par : 0);
+  return sl__snap_stream_load_timers(st, k ? k->timers : NULL, lo, hi,
+                                     repartition ? w->job->max_par : 0);
 }
 
 /* ---- State layouts (checkpoint/layout.h) -------------------------------- */
@@ -337,12 +339,22 @@ static int restore_chain(sl__worker *w, sl__backend *be, const sl__restore *rs,
   return be->ops->kg_clean(be, kg);
 }
 
+/* The keyed state and timers of one worker file, read from the file as
+ * a stream (coord.h: sl__rfile), one entry or timer at a time. */
 static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
                         const sl__rfile *rf, uint32_t lo, uint32_t hi,
                         const drops *drop) {
-  sl__rd body = rf->body, p;
+  sl__snap_stream *st;
+  sl__snap_head head;
+  sl__rd p;
   uint32_t t, kg;
-  int r, rc = 0;
+  uint64_t len;
+  char err[256];
+  int r, rc = sl__snap_stream_open(&st, rf->snap, rf->data, rf->len, false,
+                                   &head, err, sizeof(err));
+  if (rc)
+    return sl__job_fail(w->job, rc, "restore: cannot read %s: %s",
+                        rf->snap ? rf->snap : "the snapshot", err);
   /* An older key hash put keys in other key groups: every file may hold
    * keys this worker owns now. */
   bool repart = rs->format < SL__HASH_FORMAT;
@@ -353,20 +365,28 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
                     .lo = lo,
                     .hi = hi};
   bool overlap = repart || (rf->head.kg_lo < hi && lo < rf->head.kg_hi);
-  while (!rc && (r = sl__snap_next(&body, &t, &kg, &p)) == 1) {
+  while (!rc && (r = sl__snap_stream_next(st, &t, &kg, &len)) == 1) {
     if (t == SL__SEC_TIMERS)
-      rc = restore_timers(w, p, lo, hi, repart);
+      rc = restore_timers(w, st, lo, hi, repart);
     else if (!overlap || !be)
       continue;
-    else if (t == SL__SEC_STATES)
-      rc = sl__snap_load_states(p, &m);
-    else if (t == SL__SEC_ENTRIES && (repart || (kg >= lo && kg < hi)))
-      rc = sl__snap_load_entries(p, &m, kg);
-    else if (t == SL__SEC_CHAIN && kg >= lo && kg < hi)
-      rc = restore_chain(w, be, rs, p, &m, kg, drop);
+    else if (t == SL__SEC_STATES) {
+      if (!(rc = sl__snap_stream_payload(st, &p)))
+        rc = sl__snap_load_states(p, &m);
+    } else if (t == SL__SEC_ENTRIES && (repart || (kg >= lo && kg < hi)))
+      rc = sl__snap_stream_load_entries(st, &m, kg);
+    else if (t == SL__SEC_CHAIN && kg >= lo && kg < hi) {
+      /* The chain's names; its segments are in memory (rs->segs). */
+      if (!(rc = sl__snap_stream_payload(st, &p)))
+        rc = restore_chain(w, be, rs, p, &m, kg, drop);
+    }
   }
   if (!rc && r < 0)
     rc = r;
+  if (rc == SL_ERR_IO)
+    rc = sl__job_fail(w->job, rc, "restore: cannot read %s: %s",
+                      rf->snap ? rf->snap : "the snapshot", strerror(errno));
+  sl__snap_stream_close(st);
   if (!rc && overlap && be && rf->native_dir &&
       w->restore_dir != rf->native_dir) {
     /* Native state of other key-group ranges (the parallelism changed) or

@@ -2,7 +2,8 @@
 /* The _metadata parser and the checkpoint check (lib/checkpoint/check.c)
  * on a mutated checkpoint: input parts (separated by "\0SL|") are
  * _metadata, w0.snap and w1.snap of a directory chk-1, read the way
- * restore reads them (full check, images kept) and the way `sluice-ckpt
+ * restore reads them (full check, the sections it reads whole kept), the
+ * way `sluice-ckpt inspect` does (images kept) and the way `sluice-ckpt
  * list` does (quick). */
 #include <stdio.h>
 #include <sys/stat.h>
@@ -45,8 +46,11 @@ FUZZ_TARGET(metadata) {
                   m.workers[i].kg_hi, m.max_par);
     sl__ckpt_meta_free(&m);
   }
-  for (int quick = 0; quick < 2; quick++) {
-    sl__ckpt_check c = {.quick = quick, .keep = !quick};
+  /* As sluice-ckpt list (quick), inspect (keep) and restore (keep_small)
+   * check it. */
+  for (int how = 0; how < 3; how++) {
+    sl__ckpt_check c = {
+        .quick = how == 0, .keep = how == 1, .keep_small = how == 2};
     rc = sl__ckpt_check_run(chk, &c, err, sizeof(err));
     FUZZ_ASSERT(rc == SL_OK || rc == SL_ERR_CORRUPT || rc == SL_ERR_NOTFOUND,
                 "check: %d (%s)", rc, err);

@@ -2,9 +2,12 @@
 /* The worker snapshot file reader (lib/checkpoint/format.c): the file
  * check and every section decoder, on the input as is and on the input
  * with a valid trailer appended (so mutations get past the checksum and
- * reach the section decoders restore and sluice-ckpt run). */
+ * reach the section decoders restore and sluice-ckpt run); and the
+ * streaming reader restore uses (checkpoint/codec.h), which must find
+ * exactly what the in-memory decoders find, item for item. */
 #include <string.h>
 
+#include "checkpoint/codec.h"
 #include "checkpoint/format.h"
 #include "checkpoint/layout.h"
 #include "core/crc32c.h"
@@ -71,8 +74,83 @@ static void walk(const uint8_t *data, size_t size) {
   }
 }
 
+static bool same(const void *a, size_t al, const void *b, size_t bl) {
+  return al == bl && (al == 0 || memcmp(a, b, al) == 0);
+}
+
+/* The stream over the same bytes: the same verdict (and message) on the
+ * file, the same sections, entries, timers and payloads. */
+static void same_as_stream(const uint8_t *data, size_t size) {
+  sl__snap_head h, hs;
+  sl__rd body, p;
+  char err[256], serr[256];
+  int rc = sl__snap_check(data, size, &h, &body, err, sizeof(err));
+  sl__snap_stream *st;
+  int src = sl__snap_stream_open(&st, NULL, data, size, true, &hs, serr,
+                                 sizeof(serr));
+  FUZZ_ASSERT(rc == src, "check %d, stream %d", rc, src);
+  if (rc) {
+    FUZZ_ASSERT(strcmp(err, serr) == 0, "\"%s\" vs \"%s\"", err, serr);
+    return;
+  }
+  FUZZ_ASSERT(h.worker == hs.worker && h.id == hs.id && h.kg_lo == hs.kg_lo &&
+                  h.kg_hi == hs.kg_hi && h.max_par == hs.max_par,
+              "headers differ");
+  for (;;) {
+    uint32_t t1, k1, t2, k2;
+    uint64_t l2;
+    int r1 = sl__snap_next(&body, &t1, &k1, &p);
+    int r2 = sl__snap_stream_next(st, &t2, &k2, &l2);
+    FUZZ_ASSERT(r1 == r2, "next: %d vs %d", r1, r2);
+    if (r1 != 1)
+      break;
+    FUZZ_ASSERT(t1 == t2 && k1 == k2 && l2 == (uint64_t)(p.end - p.p),
+                "section headers differ");
+    if (t1 == SL__SEC_ENTRIES) {
+      sl__snap_entry a, b;
+      do {
+        r1 = sl__snap_entry_next(&p, &a);
+        r2 = sl__snap_stream_entry(st, &b);
+        FUZZ_ASSERT(r1 == r2, "entry: %d vs %d", r1, r2);
+        FUZZ_ASSERT(r1 != 1 || (a.state == b.state &&
+                                same(a.key, a.key_len, b.key, b.key_len) &&
+                                same(a.ns, a.ns_len, b.ns, b.ns_len) &&
+                                (a.mk == NULL) == (b.mk == NULL) &&
+                                same(a.mk, a.mk_len, b.mk, b.mk_len) &&
+                                same(a.val, a.val_len, b.val, b.val_len)),
+                    "entries differ");
+      } while (r1 == 1);
+    } else if (t1 == SL__SEC_TIMERS) {
+      const void *u1, *u2;
+      size_t ul1, ul2;
+      bool ok1 = sl__rd_bytes(&p, &u1, &ul1);
+      bool ok2 = sl__snap_stream_bytes(st, &u2, &ul2) == 1;
+      FUZZ_ASSERT(ok1 == ok2 && (!ok1 || same(u1, ul1, u2, ul2)),
+                  "timer uids differ");
+      sl__snap_timer a, b;
+      do {
+        r1 = ok1 ? sl__snap_timer_next(&p, &a) : 0;
+        r2 = ok1 ? sl__snap_stream_timer(st, &b) : 0;
+        FUZZ_ASSERT(r1 == r2, "timer: %d vs %d", r1, r2);
+        FUZZ_ASSERT(r1 != 1 ||
+                        (a.kg == b.kg && a.domain == b.domain && a.ts == b.ts &&
+                         same(a.key, a.key_len, b.key, b.key_len) &&
+                         same(a.ns, a.ns_len, b.ns, b.ns_len)),
+                    "timers differ");
+      } while (r1 == 1);
+    } else {
+      sl__rd q;
+      FUZZ_ASSERT(sl__snap_stream_payload(st, &q) == 0, "payload unread");
+      FUZZ_ASSERT(same(p.p, (size_t)(p.end - p.p), q.p, (size_t)(q.end - q.p)),
+                  "payloads differ");
+    }
+  }
+  sl__snap_stream_close(st);
+}
+
 FUZZ_TARGET(snapshot) {
   walk(data, size);
+  same_as_stream(data, size);
   /* The same bytes as the body of a file whose trailer is right. */
   uint8_t *img = malloc(size + SL__SNAP_TRAILER_LEN);
   FUZZ_ASSERT(img, "out of memory");
@@ -85,6 +163,7 @@ FUZZ_TARGET(snapshot) {
     img[size + 8 + i] = (uint8_t)(crc >> (8 * i));
   memcpy(img + size + 12, SL__SNAP_TRAILER, 8);
   walk(img, size + SL__SNAP_TRAILER_LEN);
+  same_as_stream(img, size + SL__SNAP_TRAILER_LEN);
   free(img);
   return 0;
 }

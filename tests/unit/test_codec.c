@@ -7,9 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check_main.h"
 #include "checkpoint/codec.h"
+#include "core/fs.h"
 #include "core/hash.h"
 #include "state/backend.h"
 #include "testutil.h"
@@ -292,11 +294,167 @@ START_TEST(codec_refuses_malformed_payloads) {
 }
 END_TEST
 
+/* Sums over every entry of be (order-independent): count and a hash of
+ * each (key group, key, value). */
+typedef struct digest {
+  uint64_t n, sum;
+  uint32_t kg;
+} digest;
+
+static int digest_cb(uint32_t state, const void *key, size_t key_len,
+                     const void *ns, size_t ns_len, const void *mk,
+                     size_t mk_len, const void *val, size_t len, void *opaque) {
+  (void)state, (void)ns, (void)ns_len, (void)mk, (void)mk_len;
+  digest *d = opaque;
+  d->n++;
+  d->sum += sl__hash64(key, key_len) * 31 + sl__hash64(val, len) + d->kg;
+  return 0;
+}
+
+static digest digest_of(sl__backend *be) {
+  digest d = {0};
+  for (d.kg = 0; d.kg < K; d.kg++)
+    ck_assert_int_eq(be->ops->kg_scan(be, d.kg, digest_cb, &d), 0);
+  return d;
+}
+
+/* A worker file of n keys (a 64-byte value and a timer each) written to
+ * path; its state in *be (the caller closes it). Returns the file size. */
+static size_t write_big(const char *path, int n, sl__backend **be) {
+  sl__backend *a = open_hashmap(0, K);
+  uint32_t id;
+  ck_assert_int_eq(a->ops->register_state(a, "op/v", SL__BT_VALUE, &id), 0);
+  struct sl__timers *t;
+  ck_assert_int_eq(sl__timers_new(&t), 0);
+  for (int i = 0; i < n; i++) {
+    char key[16], val[64];
+    snprintf(key, sizeof(key), "key%d", i);
+    memset(val, 'a' + i % 26, sizeof(val));
+    uint64_t h = sl__hash64(key, strlen(key));
+    ck_assert_int_eq(a->ops->insert(a, id, kg_of(key), key, strlen(key), NULL,
+                                    0, NULL, 0, val, sizeof(val)),
+                     0);
+    ck_assert_int_eq(
+        sl__timers_add(t, 0, i, h, kg_of(key), key, strlen(key), NULL, 0), 0);
+  }
+  sl_buf_t buf;
+  sl__buf_init(&buf);
+  sl__snap_head head = {.id = 1, .kg_lo = 0, .kg_hi = K, .max_par = K};
+  uint64_t entries = 0, timers = 0;
+  ck_assert_int_eq(sl__snap_begin_file(&buf, &head), 0);
+  ck_assert_int_eq(sl__snap_put_states(&buf, a), 0);
+  ck_assert_int_eq(sl__snap_put_entries(&buf, a, &entries), 0);
+  ck_assert_int_eq(sl__snap_put_timers(&buf, "op", t, &timers), 0);
+  ck_assert_int_eq(sl__snap_finish_file(&buf), 0);
+  FILE *f = fopen(path, "wb");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_uint_eq(fwrite(buf.data, 1, buf.len, f), buf.len);
+  fclose(f);
+  size_t len = buf.len;
+  sl__buf_free(&buf);
+  sl__timers_free(t);
+  *be = a;
+  return len;
+}
+
+/* Restores the file at path through the stream into a fresh backend and
+ * timer service; returns the stream's peak item buffer. */
+static size_t stream_restore(const char *path, sl__backend *want, int n) {
+  char err[256];
+  sl__snap_stream *st;
+  sl__snap_head h;
+  ck_assert_int_eq(
+      sl__snap_stream_open(&st, path, NULL, 0, true, &h, err, sizeof(err)), 0);
+  sl__backend *b = open_hashmap(0, K);
+  struct sl__timers *t;
+  ck_assert_int_eq(sl__timers_new(&t), 0);
+  sl__snap_ids m = {.to = b};
+  uint32_t type, kg;
+  uint64_t len;
+  sl__rd p;
+  const void *uid;
+  size_t ul;
+  int r;
+  while ((r = sl__snap_stream_next(st, &type, &kg, &len)) == 1) {
+    if (type == SL__SEC_STATES) {
+      ck_assert_int_eq(sl__snap_stream_payload(st, &p), 0);
+      ck_assert_int_eq(sl__snap_load_states(p, &m), 0);
+    } else if (type == SL__SEC_ENTRIES) {
+      ck_assert_int_eq(sl__snap_stream_load_entries(st, &m, kg), 0);
+    } else if (type == SL__SEC_TIMERS) {
+      ck_assert_int_eq(sl__snap_stream_bytes(st, &uid, &ul), 1);
+      ck_assert_int_eq(sl__snap_stream_load_timers(st, t, 0, K, 0), 0);
+    }
+  }
+  ck_assert_int_eq(r, 0);
+  digest got = digest_of(b), exp = digest_of(want);
+  ck_assert_uint_eq(got.n, (uint64_t)n);
+  ck_assert_uint_eq(got.n, exp.n);
+  ck_assert_uint_eq(got.sum, exp.sum);
+  ck_assert_uint_eq(sl__timers_count(t, 0), (size_t)n);
+  size_t peak = sl__snap_stream_peak(st);
+  sl__snap_stream_close(st);
+  sl__snap_ids_free(&m);
+  sl__timers_free(t);
+  b->ops->close(b);
+  return peak;
+}
+
+/* Restoring a worker file as a stream holds one item at a time: the
+ * largest buffer it takes is the same for 1 000 and 40 000 keys (and
+ * for the small file no larger than its biggest entry rounded up), while
+ * every entry and timer is read back. A truncated or damaged file fails
+ * at open with the reason. */
+START_TEST(stream_restores_in_bounded_memory) {
+  char dir[] = "/tmp/sluice-codec-XXXXXX", small[64], big[64], cut[64];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(small, sizeof(small), "%s/small.snap", dir);
+  snprintf(big, sizeof(big), "%s/big.snap", dir);
+  snprintf(cut, sizeof(cut), "%s/cut.snap", dir);
+  sl__backend *a, *c;
+  size_t small_len = write_big(small, 1000, &a);
+  size_t big_len = write_big(big, 40000, &c);
+  ck_assert_uint_gt(big_len, 30 * small_len);
+  size_t p_small = stream_restore(small, a, 1000);
+  size_t p_big = stream_restore(big, c, 40000);
+  ck_assert_uint_eq(p_small, p_big);
+  ck_assert_uint_eq(p_big, 256); /* the first item buffer, never grown */
+
+  /* Half the file, and one flipped byte: refused with the reason. */
+  unsigned char *data;
+  size_t len;
+  ck_assert_int_eq(sl__read_file(big, &data, &len), 0);
+  FILE *f = fopen(cut, "wb");
+  ck_assert_uint_eq(fwrite(data, 1, len / 2, f), len / 2);
+  fclose(f);
+  char err[256];
+  sl__snap_stream *st;
+  sl__snap_head h;
+  ck_assert_int_eq(
+      sl__snap_stream_open(&st, cut, NULL, 0, true, &h, err, sizeof(err)),
+      SL_ERR_CORRUPT);
+  ck_assert_str_eq(err, "incomplete file (no valid trailer): truncated");
+  data[len / 2] ^= 1;
+  ck_assert_int_eq(
+      sl__snap_stream_open(&st, NULL, data, len, true, &h, err, sizeof(err)),
+      SL_ERR_CORRUPT);
+  ck_assert_ptr_nonnull(strstr(err, "checksum mismatch"));
+  free(data);
+  unlink(small);
+  unlink(big);
+  unlink(cut);
+  rmdir(dir);
+  a->ops->close(a);
+  c->ops->close(c);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("codec");
   TCase *tc = tcase_create("codec");
   tcase_add_test(tc, codec_round_trip_into_another_range);
   tcase_add_test(tc, codec_refuses_malformed_payloads);
+  tcase_add_test(tc, stream_restores_in_bounded_memory);
   suite_add_tcase(s, tc);
   return s;
 }
