@@ -148,7 +148,8 @@ static int cmp_str(const void *a, const void *b) {
 }
 
 static char *join(lines *l) {
-  qsort(l->v, l->n, sizeof(*l->v), cmp_str);
+  if (l->n) /* an empty state has no array */
+    qsort(l->v, l->n, sizeof(*l->v), cmp_str);
   size_t total = 1;
   for (size_t i = 0; i < l->n; i++)
     total += strlen(l->v[i]) + 1;
