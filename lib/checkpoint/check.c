@@ -443,7 +443,7 @@ static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
   uint32_t kg_lo = wk->kg_lo, kg_hi = wk->kg_hi;
   bool seg = wk->seg;
   sl_buf_t *keep = wk->keep;
-  uint32_t type, kg, n_states = 0;
+  uint32_t type = 0, kg = 0, n_states = 0;
   uint64_t len;
   bool have_states = false;
   int sec = 0, rc;
@@ -550,8 +550,8 @@ static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
                  rc == SL_ERR_IO ? strerror(errno) : "an entry is cut short");
     } else if (type == SL__SEC_TIMERS) {
       sl__snap_timer t;
-      const void *uid;
-      size_t ul;
+      const void *uid = NULL;
+      size_t ul = 0;
       what = "timers";
       if ((rc = sl__snap_stream_bytes(st, &uid, &ul)) != 1)
         snprintf(why, sizeof(why), "%s",
@@ -578,8 +578,8 @@ static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
         snprintf(why, sizeof(why), "malformed");
     } else if (type == SL__SEC_BCAST) {
       sl__snap_bentry e;
-      const void *uid;
-      size_t ul;
+      const void *uid = NULL;
+      size_t ul = 0;
       what = "broadcast state";
       if (!sl__rd_bytes(&p, &uid, &ul))
         snprintf(why, sizeof(why), "no operator uid");

@@ -304,7 +304,7 @@ int sl__chain_next(sl__rd *p, const void **name, size_t *len) {
 static int seg_kg(const sl__seg *seg, uint32_t kg, sl__rd *states,
                   uint32_t *type, sl__rd *payload, int *count) {
   sl__rd body = seg->body, p;
-  uint32_t t, g;
+  uint32_t t = 0, g = 0;
   int r;
   bool have_states = false;
   *count = 0;

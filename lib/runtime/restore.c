@@ -206,8 +206,8 @@ static sl_ctx_t *keyed_inst(sl__worker *w, const void *uid, size_t ul) {
 
 static int restore_timers(sl__worker *w, sl__snap_stream *st, uint32_t lo,
                           uint32_t hi, bool repartition) {
-  const void *uid;
-  size_t ul;
+  const void *uid = NULL;
+  size_t ul = 0;
   int r = sl__snap_stream_bytes(st, &uid, &ul);
   if (r != 1)
     return r < 0 ? r : SL_ERR_CORRUPT;
