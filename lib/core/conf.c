@@ -217,13 +217,6 @@ const char *sl__conf_key_name(size_t i) {
   return k ? k->name : NULL;
 }
 
-/* Whether two key names are equal. Entries are scanned, and names mostly
- * differ in their first two bytes (both readable when the first ones are
- * equal and not the end), so those are compared before strcmp. */
-static bool key_eq(const char *a, const char *b) {
-  return a[0] == b[0] && (!a[0] || (a[1] == b[1] && strcmp(a, b) == 0));
-}
-
 /* The table's indices sorted by name, made once: the typed getters look
  * keys up by name wherever the runtime reads its configuration. */
 static uint16_t by_name[SL__ARRAY_LEN(keys)];
@@ -259,7 +252,7 @@ static const sl__conf_key *key_find(const char *name) {
 
 static entry *entry_find(const sl_conf_t *conf, const char *key, size_t *idx) {
   for (size_t i = 0; i < conf->n; i++) {
-    if (key_eq(conf->v[i].key, key)) {
+    if (strcmp(conf->v[i].key, key) == 0) {
       if (idx)
         *idx = i;
       return &conf->v[i];
