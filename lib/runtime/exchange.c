@@ -514,6 +514,15 @@ static __attribute__((noinline)) int prod_one(sl_ctx_t *op,
   return rc;
 }
 
+/* A record of a batch for another worker, its hash and key group known.
+ * Out of line for the same reason as prod_one. */
+static __attribute__((noinline)) int prod_other(sl_ctx_t *op, sl__xchg *x,
+                                                int target, uint64_t hash,
+                                                uint32_t kg,
+                                                const sl_record_t *r) {
+  return prod_add(op, x, target, hash, kg, r);
+}
+
 /* A batch from upstream in one loop: hash, key group and worker of every
  * record. Records for this worker go into its own batch without a copy
  * (their bytes are borrowed until this returns, and that batch is
@@ -563,7 +572,7 @@ static int prod_process_batch(sl_ctx_t *op, int port, const sl_record_t *in,
                            : (uint32_t)(hash % max_par);
         if (SL__UNLIKELY(kg_worker[kg] != me)) {
           b->n = k;
-          if ((rc = prod_one(op, r, direct, &n_direct))) {
+          if ((rc = prod_other(op, x, kg_worker[kg], hash, kg, r))) {
             i++;
             break;
           }
