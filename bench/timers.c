@@ -32,6 +32,14 @@ static inline uint64_t rnd(void) {
   return rng * 0x2545f4914f6cdd1dULL;
 }
 
+/* The next registration at watermark wm: its key index in *k and its
+ * timestamp, from the same sequence for the baseline and the queue. */
+static inline int64_t next_timer(int64_t wm, uint32_t *k) {
+  uint64_t x = rnd();
+  *k = (uint32_t)(x % N_KEYS);
+  return wm + 1 + (int64_t)((x >> 40) % WINDOW);
+}
+
 /* The baseline, run first in the same process: the same registrations
  * and firings through the least a timer queue can do for this input, a
  * ring of WINDOW + 1 arrays indexed by ts (timestamps here never lie
@@ -51,9 +59,8 @@ static uint64_t baseline(const uint64_t *hash, double *secs) {
   double t0 = bench_now();
   for (uint32_t added = 0; added < N_TIMERS;) {
     for (uint32_t j = 0; j < PER_STEP && added < N_TIMERS; j++, added++) {
-      uint64_t x = rnd();
-      uint32_t k = (uint32_t)(x % N_KEYS);
-      int64_t ts = wm + 1 + (int64_t)((x >> 40) % WINDOW);
+      uint32_t k;
+      int64_t ts = next_timer(wm, &k);
       size_t slot = (size_t)(ts % SLOTS);
       if (len[slot] == cap[slot]) {
         cap[slot] = cap[slot] ? cap[slot] * 2 : 64;
@@ -118,9 +125,8 @@ int main(int argc, char **argv) {
   double t0 = bench_now();
   for (uint32_t added = 0; added < N_TIMERS;) {
     for (uint32_t j = 0; j < PER_STEP && added < N_TIMERS; j++, added++) {
-      uint64_t x = rnd();
-      uint32_t k = (uint32_t)(x % N_KEYS);
-      int64_t ts = wm + 1 + (int64_t)((x >> 40) % WINDOW);
+      uint32_t k;
+      int64_t ts = next_timer(wm, &k);
       if (sl__timers_add(t, SL__TIMER_EVENT, ts, hash[k],
                          sl__key_group(hash[k], MAX_PAR), keys[k], 8, NULL,
                          0) != SL_OK) {

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/util.h"
 
 #include "operator.h"
@@ -54,17 +55,15 @@ static int map_process(sl_ctx_t *op, int port, const sl_record_t *in) {
 enum { MAP_OUT = 256, MAP_BYTES = 16 * 1024 };
 typedef struct map_out {
   sl_record_t out[MAP_OUT];
-  size_t used, cap;
-  char *bytes;
+  sl_buf_t bytes;
 } map_out;
 
 static int map_open(sl_ctx_t *op) {
   map_out *o = calloc(1, sizeof(*o));
-  if (!o || !(o->bytes = malloc(MAP_BYTES))) {
+  if (!o || sl__buf_reserve(&o->bytes, MAP_BYTES)) {
     free(o);
     return sl_op_fail(op, SL_ERR_NOMEM, "out of memory");
   }
-  o->cap = MAP_BYTES;
   sl_op_set_data(op, o);
   return 0;
 }
@@ -72,7 +71,7 @@ static int map_open(sl_ctx_t *op) {
 static void map_close(sl_ctx_t *op) {
   map_out *o = sl_op_data(op);
   if (o)
-    free(o->bytes);
+    sl__buf_free(&o->bytes);
   free(o);
   sl_op_set_data(op, NULL);
 }
@@ -92,7 +91,7 @@ static inline bool borrowed(const void *p, size_t len, const sl_record_t *in) {
 static int map_flush(sl_ctx_t *op, map_out *o, size_t *m) {
   int rc = sl_op_emit_batch(op, o->out, *m);
   *m = 0;
-  o->used = 0;
+  o->bytes.len = 0;
   return rc;
 }
 
@@ -105,34 +104,26 @@ static int map_keep(sl_ctx_t *op, map_out *o, size_t *m,
   bool kb = borrowed(out->key, out->key_len, in);
   bool vb = borrowed(out->value, out->value_len, in);
   size_t need = (kb ? 0 : out->key_len) + (vb ? 0 : out->value_len);
-  if (o->cap - o->used < need) {
+  sl_buf_t *b = &o->bytes;
+  if (b->cap - b->len < need) {
     sl_record_t cur = *out; /* its bytes are not in the buffer yet */
     int rc = map_flush(op, o, m);
     out = &o->out[0];
     *out = cur;
     if (rc)
       return rc;
-    if (o->cap < need) {
-      size_t cap = o->cap;
-      while (cap < need)
-        cap *= 2;
-      char *nb = malloc(cap);
-      if (!nb)
-        return sl_op_fail(op, SL_ERR_NOMEM, "out of memory");
-      free(o->bytes);
-      o->bytes = nb;
-      o->cap = cap;
-    }
+    if (sl__buf_reserve(b, need))
+      return sl_op_fail(op, SL_ERR_NOMEM, "out of memory");
   }
   if (!kb) {
-    memcpy(o->bytes + o->used, out->key, out->key_len);
-    out->key = o->bytes + o->used;
-    o->used += out->key_len;
+    memcpy(b->data + b->len, out->key, out->key_len);
+    out->key = b->data + b->len;
+    b->len += out->key_len;
   }
   if (!vb) {
-    memcpy(o->bytes + o->used, out->value, out->value_len);
-    out->value = o->bytes + o->used;
-    o->used += out->value_len;
+    memcpy(b->data + b->len, out->value, out->value_len);
+    out->value = b->data + b->len;
+    b->len += out->value_len;
   }
   return 0;
 }

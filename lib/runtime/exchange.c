@@ -442,6 +442,16 @@ static int prod_broadcast(sl_ctx_t *op, const sl_record_t *in) {
   return 0;
 }
 
+/* The key group of a record keyed rec->key, and the key's hash in
+ * *hash. */
+static inline uint32_t key_group_of(const sl_job_t *job, const sl_record_t *rec,
+                                    uint64_t *hash) {
+  *hash = sl__hash64(rec->key, rec->key_len);
+  return SL__UNLIKELY(job->kg_murmur2)
+             ? sl__murmur2_partition(rec->key, rec->key_len, job->max_par)
+             : sl__key_group(*hash, job->max_par);
+}
+
 static int prod_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   (void)port;
   sl__node *n = op->node;
@@ -455,13 +465,10 @@ static int prod_process(sl_ctx_t *op, int port, const sl_record_t *in) {
     if (SL__UNLIKELY(rc))
       return sl_op_user_error(op, in, rc);
   }
-  uint64_t hash = sl__hash64(rec.key, rec.key_len);
   sl__counter_add(&op->out, 1);
-  uint32_t kg = SL__UNLIKELY(job->kg_murmur2)
-                    ? sl__murmur2_partition(rec.key, rec.key_len, job->max_par)
-                    : sl__key_group(hash, job->max_par);
-  int target = job->kg_worker[kg];
-  return prod_add(op, op->xchg, target, hash, kg, &rec);
+  uint64_t hash;
+  uint32_t kg = key_group_of(job, &rec, &hash);
+  return prod_add(op, op->xchg, job->kg_worker[kg], hash, kg, &rec);
 }
 
 /* Direct records for the worker itself when no keyed operator reads the
@@ -492,10 +499,8 @@ static __attribute__((noinline)) int prod_one(sl_ctx_t *op,
       return sl_op_user_error(op, in, rc);
     sl__counter_add(&op->out, 1); /* as prod_process counts */
   }
-  uint64_t hash = sl__hash64(rec.key, rec.key_len);
-  uint32_t kg = SL__UNLIKELY(job->kg_murmur2)
-                    ? sl__murmur2_partition(rec.key, rec.key_len, job->max_par)
-                    : sl__key_group(hash, job->max_par);
+  uint64_t hash;
+  uint32_t kg = key_group_of(job, &rec, &hash);
   int target = job->kg_worker[kg];
   sl_ctx_t *cons = w->inst[nd->id];
   if (target != w->index || cons->keyed_outs)
@@ -507,6 +512,15 @@ static __attribute__((noinline)) int prod_one(sl_ctx_t *op,
   int rc = direct_flush(cons, direct, *n_direct);
   *n_direct = 0;
   return rc;
+}
+
+/* A record of a batch for another worker, its hash and key group known.
+ * Out of line for the same reason as prod_one. */
+static __attribute__((noinline)) int prod_other(sl_ctx_t *op, sl__xchg *x,
+                                                int target, uint64_t hash,
+                                                uint32_t kg,
+                                                const sl_record_t *r) {
+  return prod_add(op, x, target, hash, kg, r);
 }
 
 /* A batch from upstream in one loop: hash, key group and worker of every
@@ -558,7 +572,7 @@ static int prod_process_batch(sl_ctx_t *op, int port, const sl_record_t *in,
                            : (uint32_t)(hash % max_par);
         if (SL__UNLIKELY(kg_worker[kg] != me)) {
           b->n = k;
-          if ((rc = prod_one(op, r, direct, &n_direct))) {
+          if ((rc = prod_other(op, x, kg_worker[kg], hash, kg, r))) {
             i++;
             break;
           }

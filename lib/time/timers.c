@@ -368,6 +368,14 @@ static void tm_slot_insert(tm_bucket *b, uint32_t tag, uint32_t idx) {
   tm_slot_put(b, i, tag, idx);
 }
 
+/* Inserts b's pending timers into its empty table. */
+static void tm_slots_fill(tm_bucket *b) {
+  b->sused = 0;
+  for (uint32_t r = b->head; r < b->len; r++)
+    if (b->e[r].klen != TM_DEAD)
+      tm_slot_insert(b, tm_ent_tag(&b->e[r]), r);
+}
+
 /* Builds b's table anew from its pending timers, with room for at least
  * `need` timers at a load of at most 1/2. */
 static int tm_slots_rebuild(tm_bucket *b, uint32_t need) {
@@ -382,10 +390,7 @@ static int tm_slots_rebuild(tm_bucket *b, uint32_t need) {
   free(b->s);
   b->s = ns;
   b->smask = (uint32_t)ncap - 1;
-  b->sused = 0;
-  for (uint32_t r = b->head; r < b->len; r++)
-    if (b->e[r].klen != TM_DEAD)
-      tm_slot_insert(b, tm_ent_tag(&b->e[r]), r);
+  tm_slots_fill(b);
   return SL_OK;
 }
 
@@ -423,9 +428,7 @@ static int tm_bucket_reserve(tm_bucket *b) {
     b->head = 0;
     if (b->s) {
       memset(b->s, 0, ((size_t)b->smask + 1) * sizeof *b->s);
-      b->sused = 0;
-      for (uint32_t r = 0; r < w; r++)
-        tm_slot_insert(b, tm_ent_tag(&b->e[r]), r);
+      tm_slots_fill(b);
     }
   }
   if (b->len == b->cap) {

@@ -317,6 +317,51 @@ START_TEST(map_output_in_its_own_buffer_survives_batches) {
 }
 END_TEST
 
+/* Outputs larger than a map's batch buffer start with: each still keeps
+ * its own bytes. */
+enum { BIG_VALUE = 40000 };
+static int own_big_map(sl_ctx_t *ctx, const sl_record_t *in, sl_record_t *out,
+                       void *opaque) {
+  static _Thread_local char buf[BIG_VALUE];
+  (void)ctx;
+  (void)opaque;
+  long long v = tu_num(in->value, in->value_len);
+  memset(buf, 'a' + (int)(v % 26), sizeof(buf));
+  out->value_len = sizeof(buf) - (size_t)(v % 3);
+  out->value = buf;
+  return 0;
+}
+
+typedef struct big_check {
+  size_t n, bad;
+} big_check;
+
+static int big_sink(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx;
+  big_check *c = opaque;
+  size_t i = c->n++;
+  const char *p = rec->value;
+  bool ok = rec->value_len == BIG_VALUE - i % 3;
+  for (size_t k = 0; ok && k < rec->value_len; k++)
+    ok = p[k] == (char)('a' + (int)(i % 26));
+  c->bad += !ok;
+  return 0;
+}
+
+START_TEST(map_output_larger_than_its_buffer_survives_batches) {
+  sl_job_t *job = tu_job(1, NULL);
+  big_check c = {0};
+  sl_generator_opts_t go = {.count = 2000, .gen = gen_num};
+  sl_stream_t *s = sl_source_generator(job, "gen", &go);
+  s = sl_map(s, "big", own_big_map, NULL);
+  ck_assert_int_eq(sl_sink(s, "sink", big_sink, &c), SL_OK);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  ck_assert_uint_eq(c.n, 2000);
+  ck_assert_uint_eq(c.bad, 0);
+  sl_job_destroy(job);
+}
+END_TEST
+
 /* A source that holds its records in an array and hands them on with
  * sl_source_emit_batch() in chunks of uneven size (or one by one with
  * sl_source_emit()), then scribbles over the array: the records are
@@ -1050,6 +1095,7 @@ int main(void) {
   tcase_add_test(tc, parallel_source_through_exchange);
   tcase_add_test(tc, large_records_through_keyed_batches);
   tcase_add_test(tc, map_output_in_its_own_buffer_survives_batches);
+  tcase_add_test(tc, map_output_larger_than_its_buffer_survives_batches);
   tcase_add_test(tc, emit_batch_is_emit_of_each_record);
   tcase_add_test(tc, emit_batch_keeps_watermarks_between_the_same_records);
   tcase_add_test(tc, batch_operators_skip_exactly_the_failing_records);
