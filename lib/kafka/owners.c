@@ -50,7 +50,7 @@ struct sl__kowners {
   /* Supervisor thread only (the delivery report runs in the producer's
    * poll, on it too). */
   rd_kafka_t *prod, *cons;
-  bool warned;
+  bool warned, read_warned; /* a publish, a read failed: logged once */
 };
 
 /* A claim that did not reach the topic: the other processes keep the
@@ -252,13 +252,27 @@ static void read_claim(sl__kowners *o, const rd_kafka_message_t *m) {
   json_decref(doc);
 }
 
+/* A read error is not a failure of the job (the claims read stay, and
+ * the consumer reads on once it clears), but this process names owners
+ * late meanwhile: logged once. Not the owners topic missing until the
+ * first claim creates it. */
 static void read_claims(sl__kowners *o) {
   for (int i = 0; i < 1000; i++) {
     rd_kafka_message_t *m = rd_kafka_consumer_poll(o->cons, 0);
     if (!m)
       return;
-    if (!m->err)
+    if (!m->err) {
       read_claim(o, m);
+    } else if (!o->read_warned &&
+               m->err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART &&
+               m->err != RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC &&
+               m->err != RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
+      o->read_warned = true;
+      sl__klog(o->kj, SL__LOG_WARN,
+               "owners topic %s: reading claims: %s: other processes' "
+               "keys are named late",
+               o->topic, rd_kafka_message_errstr(m));
+    }
     rd_kafka_message_destroy(m);
   }
 }

@@ -541,6 +541,17 @@ static void group_assigned(void *sub, rd_kafka_topic_partition_list_t *l) {
   }
 }
 
+/* The index in k->parts of tp's partition; n_parts when not held. */
+static size_t part_of(const ksrc *s, const ksub *k,
+                      const rd_kafka_topic_partition_t *tp) {
+  int t = topic_index(s, tp->topic);
+  size_t j = 0;
+  while (j < k->n_parts &&
+         (k->parts[j].topic != t || k->parts[j].partition != tp->partition))
+    j++;
+  return j;
+}
+
 static void forget(ksrc *s, ksub *k, size_t j) {
   kpart *p = &k->parts[j];
   k->n_finished -= p->finished;
@@ -565,19 +576,16 @@ static bool task_revoked(ksub *k, const rd_kafka_topic_partition_list_t *l,
   sl_ctx_t *op = sl_source_op(k->ctx);
   bool keep = false;
   for (int i = 0; i < l->cnt; i++) {
-    int t = topic_index(s, l->elems[i].topic);
-    for (size_t j = 0; j < k->n_parts; j++) {
-      kpart *p = &k->parts[j];
-      if (p->topic != t || p->partition != l->elems[i].partition)
-        continue;
-      if (now || k->closing || p->loading || p->next < 0) {
-        sl__task_drop(op, (uint32_t)p->partition);
-        forget(s, k, j);
-      } else {
-        p->revoking = true;
-        keep = true;
-      }
-      break;
+    size_t j = part_of(s, k, &l->elems[i]);
+    if (j == k->n_parts)
+      continue;
+    kpart *p = &k->parts[j];
+    if (now || k->closing || p->loading || p->next < 0) {
+      sl__task_drop(op, (uint32_t)p->partition);
+      forget(s, k, j);
+    } else {
+      p->revoking = true;
+      keep = true;
     }
   }
   if (!keep)
@@ -606,17 +614,14 @@ static bool group_revoked(void *sub, const rd_kafka_topic_partition_list_t *l,
   rd_kafka_topic_partition_list_t *c =
       rd_kafka_topic_partition_list_new(l->cnt ? l->cnt : 1);
   for (int i = 0; i < l->cnt; i++) {
-    int t = topic_index(s, l->elems[i].topic);
-    for (size_t j = 0; j < k->n_parts; j++) {
-      kpart *p = &k->parts[j];
-      if (p->topic != t || p->partition != l->elems[i].partition)
-        continue;
-      if (p->next >= 0 && p->next != p->committed)
-        rd_kafka_topic_partition_list_add(c, s->topics[t], p->partition)
-            ->offset = p->next;
-      forget(s, k, j);
-      break;
-    }
+    size_t j = part_of(s, k, &l->elems[i]);
+    if (j == k->n_parts)
+      continue;
+    kpart *p = &k->parts[j];
+    if (p->next >= 0 && p->next != p->committed)
+      rd_kafka_topic_partition_list_add(c, s->topics[p->topic], p->partition)
+          ->offset = p->next;
+    forget(s, k, j);
   }
   if (c->cnt) {
     /* Synchronous: the next owner must find the offsets. A failure costs

@@ -208,10 +208,13 @@ static const double commit_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 #define PART_LABELS "source,topic,partition"
 #define SINK_LABELS "sink,worker"
 
-static const struct kfam {
+/* A family reported at scrape time by a collector. */
+struct cfam {
   sl_metric_type type;
   const char *name, *labels, *help;
-} kafka[] = {
+};
+
+static const struct cfam kafka[] = {
     {SL_METRIC_GAUGE, "sluice_kafka_partition_offset", PART_LABELS,
      "Next offset the source will read from the partition (its position)."},
     {SL_METRIC_GAUGE, "sluice_kafka_partition_high_watermark", PART_LABELS,
@@ -257,10 +260,7 @@ static const struct kfam {
 
 static const double pause_bounds[] = SL__GROUP_PAUSE_BOUNDS;
 
-static const struct gfam {
-  sl_metric_type type;
-  const char *name, *labels, *help;
-} group[] = {
+static const struct cfam group[] = {
     {SL_METRIC_GAUGE, "sluice_group_tasks", NULL,
      "Tasks (input partitions of the keyed stage) this process owns."},
     {SL_METRIC_GAUGE, "sluice_group_rebalancing", NULL,
@@ -300,6 +300,22 @@ static void collect_group(sl__mcollect *c, void *opaque) {
     sl__mcollect_histogram(c, NULL, pause_bounds, SL__GROUP_PAUSE_N,
                            g.pause_buckets, g.pause_sum);
   }
+}
+
+/* Registers the families fams[0..n), collected by fn; a histogram's
+ * bounds are bounds[0..nb). */
+static int add_collected(sl__jmetrics *jm, const struct cfam *fams, size_t n,
+                         const double *bounds, size_t nb, sl__mcollect_fn fn,
+                         char *err, size_t errlen) {
+  for (size_t i = 0; i < n; i++) {
+    bool h = fams[i].type == SL_METRIC_HISTOGRAM;
+    sl__mfamily *f = sl__metrics_family(
+        jm->reg, fams[i].type, fams[i].name, fams[i].help, fams[i].labels,
+        h ? bounds : NULL, h ? nb : 0, err, errlen);
+    if (!f || sl__mfamily_set_collector(f, fn, jm))
+      return SL_ERR_NOMEM;
+  }
+  return SL_OK;
 }
 
 /* Registers every built-in family; series that exist from the start are
@@ -398,25 +414,12 @@ int sl__jm_register_builtins(sl__jmetrics *jm, char *err, size_t errlen) {
     return SL_ERR_NOMEM;
   /* Kafka: what the Kafka source, sink and dead-letter queue keep,
    * collected at scrape time through the runtime's reporters. */
-  for (size_t i = 0; i < SL__ARRAY_LEN(kafka); i++) {
-    const struct kfam *k = &kafka[i];
-    if (!(f = sl__metrics_family(
-              m, k->type, k->name, k->help, k->labels,
-              k->type == SL_METRIC_HISTOGRAM ? commit_bounds : NULL,
-              k->type == SL_METRIC_HISTOGRAM ? SL__ARRAY_LEN(commit_bounds) : 0,
-              err, errlen)) ||
-        sl__mfamily_set_collector(f, sl__jm_collect_reported, jm))
-      return SL_ERR_NOMEM;
-  }
+  int rc = add_collected(jm, kafka, SL__ARRAY_LEN(kafka), commit_bounds,
+                         SL__ARRAY_LEN(commit_bounds), sl__jm_collect_reported,
+                         err, errlen);
   /* Group mode only: a job of one process has no tasks to move. */
-  for (size_t i = 0; jm->job->kg_murmur2 && i < SL__ARRAY_LEN(group); i++) {
-    const struct gfam *g = &group[i];
-    bool h = g->type == SL_METRIC_HISTOGRAM;
-    if (!(f = sl__metrics_family(m, g->type, g->name, g->help, g->labels,
-                                 h ? pause_bounds : NULL,
-                                 h ? SL__GROUP_PAUSE_N : 0, err, errlen)) ||
-        sl__mfamily_set_collector(f, collect_group, jm))
-      return SL_ERR_NOMEM;
-  }
-  return SL_OK;
+  if (!rc && jm->job->kg_murmur2)
+    rc = add_collected(jm, group, SL__ARRAY_LEN(group), pause_bounds,
+                       SL__GROUP_PAUSE_N, collect_group, err, errlen);
+  return rc;
 }

@@ -218,19 +218,29 @@ static json_t *answer_json(const char *uid, const char *state,
 /* Appends s (n bytes) to *p percent-encoded for a URL: unreserved bytes
  * (and '/' in a path) as they are, the rest %XX. At most 3n bytes. */
 static void url_put(char **p, const void *s, size_t n, bool path) {
+  static const char hex[] = "0123456789ABCDEF";
   const unsigned char *c = s;
   for (size_t i = 0; i < n; i++) {
     bool plain = (c[i] >= 'A' && c[i] <= 'Z') || (c[i] >= 'a' && c[i] <= 'z') ||
                  (c[i] >= '0' && c[i] <= '9') || c[i] == '-' || c[i] == '_' ||
                  c[i] == '.' || c[i] == '~' || (path && c[i] == '/');
-    *p += plain ? sprintf(*p, "%c", c[i]) : sprintf(*p, "%%%02X", c[i]);
+    if (plain) {
+      *(*p)++ = (char)c[i];
+    } else {
+      *(*p)++ = '%';
+      *(*p)++ = hex[c[i] >> 4];
+      *(*p)++ = hex[c[i] & 15];
+    }
   }
 }
 
 /* Appends n bytes as hex (2n bytes). */
 static void hex_put(char **p, const unsigned char *s, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    *p += sprintf(*p, "%02x", s[i]);
+  static const char hex[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    *(*p)++ = hex[s[i] >> 4];
+    *(*p)++ = hex[s[i] & 15];
+  }
 }
 
 /* A key another process owns (group mode): 307 to the same query at the

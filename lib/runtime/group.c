@@ -60,9 +60,10 @@ void sl__job_endpoint(sl_job_t *job, char *out, size_t len) {
   pthread_mutex_unlock(&job->stat_lock);
 }
 
-uint32_t sl__job_task_of(const sl_job_t *job, const void *key, size_t len) {
+uint32_t sl__job_task_of(const sl_job_t *job, const void *key, size_t len,
+                         uint64_t kh) {
   return job->kg_murmur2 ? sl__murmur2_partition(key, len, job->max_par)
-                         : sl__key_group(sl__hash64(key, len), job->max_par);
+                         : sl__key_group(kh, job->max_par);
 }
 
 void sl__job_set_owner_fn(sl_job_t *job, sl__owner_fn fn, void *opaque) {

@@ -24,9 +24,10 @@ const char *sl__job_instance(const sl_job_t *job);
 void sl__job_set_endpoint(sl_job_t *job, const char *endpoint);
 void sl__job_endpoint(sl_job_t *job, char *out, size_t len);
 
-/* The task (key group) of a key: its murmur2 partition in group mode,
- * else its hash's key group. */
-uint32_t sl__job_task_of(const sl_job_t *job, const void *key, size_t len);
+/* The task (key group) of a key (kh: its sl__hash64): its murmur2
+ * partition in group mode, else its hash's key group. */
+uint32_t sl__job_task_of(const sl_job_t *job, const void *key, size_t len,
+                         uint64_t kh);
 
 /* Who owns a task: fills out->where and, for another process, its
  * instance and endpoint (out->task is set by the caller). Called from any

@@ -237,7 +237,8 @@ int sl_job_query(sl_job_t *job, const char *uid, const char *state,
   /* The key group is the task: the same rule as key_by's (in group mode
    * the key's Kafka partition), so the query finds the worker and the
    * entry the records went to. */
-  uint32_t kg = sl__job_task_of(job, key, key_len);
+  uint64_t hash = sl__hash64(key, key_len);
+  uint32_t kg = sl__job_task_of(job, key, key_len, hash);
   sl_query_owner_t o;
   sl__job_owner(job, kg, &o);
   if (o.where != SL_QUERY_LOCAL)
@@ -245,7 +246,7 @@ int sl_job_query(sl_job_t *job, const char *uid, const char *state,
   struct sl__qreq *r = req_new(uid, state, key, key_len, mk, mk_len);
   if (!r)
     return fail(SL_ERR_NOMEM, err, errlen, "out of memory");
-  r->hash = sl__hash64(key, key_len);
+  r->hash = hash;
   r->kg = kg;
   sl__worker *w = &job->workers[job->kg_worker[r->kg]];
   struct timespec dl;
@@ -306,7 +307,8 @@ int sl_job_query_owner(sl_job_t *job, const void *key, size_t key_len,
     snprintf(msg, sizeof(msg), "job \"%s\" is not running", job->name);
     return fail(SL_ERR_STATE, err, errlen, msg);
   }
-  sl__job_owner(job, sl__job_task_of(job, key, key_len), out);
+  sl__job_owner(
+      job, sl__job_task_of(job, key, key_len, sl__hash64(key, key_len)), out);
   return SL_OK;
 }
 
