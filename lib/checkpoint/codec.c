@@ -289,8 +289,7 @@ struct sl__snap_stream {
   uint64_t pos;                /* offset of the next byte to read */
   uint64_t body_end;           /* offset of the trailer */
   uint64_t sec_start, sec_end; /* the current section's payload */
-  unsigned char *item;         /* the current item */
-  size_t item_len, item_cap, peak;
+  sl_buf_t item;               /* the current item */
   unsigned char *io; /* read buffer (files): io[io_off, io_len) is at pos */
   size_t io_off, io_len;
 };
@@ -454,7 +453,7 @@ void sl__snap_stream_close(sl__snap_stream *s) {
   if (s->fd >= 0)
     close(s->fd);
   free(s->io);
-  free(s->item);
+  sl__buf_free(&s->item);
   free(s);
 }
 
@@ -485,7 +484,7 @@ int sl__snap_stream_rewind(sl__snap_stream *s) {
 }
 
 size_t sl__snap_stream_peak(const sl__snap_stream *s) {
-  return s->peak;
+  return s->item.cap; /* the item buffer only grows */
 }
 
 /* Appends the next n bytes of the section to the item. */
@@ -494,45 +493,35 @@ static int need(sl__snap_stream *s, uint64_t n) {
     return SL_ERR_CORRUPT;
   if (n == 0)
     return 0;
-  if (s->item_len + n > s->item_cap) {
-    size_t cap = s->item_cap ? s->item_cap : 256;
-    while (cap < s->item_len + n)
-      cap *= 2;
-    unsigned char *a = realloc(s->item, cap);
-    if (!a)
-      return SL_ERR_NOMEM;
-    s->item = a;
-    s->item_cap = cap;
-    if (cap > s->peak)
-      s->peak = cap;
-  }
-  int rc = get(s, s->item + s->item_len, n);
+  int rc = sl__buf_reserve(&s->item, (size_t)n);
   if (!rc)
-    s->item_len += (size_t)n;
+    rc = get(s, s->item.data + s->item.len, n);
+  if (!rc)
+    s->item.len += (size_t)n;
   return rc;
 }
 
 /* Appends a byte string (u32 length, bytes). */
 static int need_bytes(sl__snap_stream *s) {
   int rc = need(s, 4);
-  return rc ? rc : need(s, le32(s->item + s->item_len - 4));
+  return rc ? rc : need(s, le32(s->item.data + s->item.len - 4));
 }
 
 static sl__rd item_rd(const sl__snap_stream *s) {
-  if (!s->item)
+  if (!s->item.data)
     return (sl__rd){NULL, NULL, false}; /* nothing read yet */
-  return (sl__rd){s->item, s->item + s->item_len, false};
+  return (sl__rd){s->item.data, s->item.data + s->item.len, false};
 }
 
 int sl__snap_stream_payload(sl__snap_stream *s, sl__rd *p) {
-  s->item_len = 0;
+  s->item.len = 0;
   int rc = need(s, s->sec_end - s->pos);
   *p = item_rd(s);
   return rc;
 }
 
 int sl__snap_stream_bytes(sl__snap_stream *s, const void **p, size_t *n) {
-  s->item_len = 0;
+  s->item.len = 0;
   if (s->pos == s->sec_end)
     return 0;
   int rc = need_bytes(s);
@@ -543,7 +532,7 @@ int sl__snap_stream_bytes(sl__snap_stream *s, const void **p, size_t *n) {
 }
 
 int sl__snap_stream_entry(sl__snap_stream *s, sl__snap_entry *e) {
-  s->item_len = 0;
+  s->item.len = 0;
   if (s->pos == s->sec_end)
     return 0;
   int rc = need(s, 4);
@@ -551,7 +540,7 @@ int sl__snap_stream_entry(sl__snap_stream *s, sl__snap_entry *e) {
     rc = need_bytes(s);
   if (!rc)
     rc = need(s, 1);
-  if (!rc && s->item[s->item_len - 1] == 1)
+  if (!rc && s->item.data[s->item.len - 1] == 1)
     rc = need_bytes(s); /* map key (a has_mk above 1 fails below) */
   if (!rc)
     rc = need_bytes(s);
@@ -563,7 +552,7 @@ int sl__snap_stream_entry(sl__snap_stream *s, sl__snap_entry *e) {
 }
 
 int sl__snap_stream_timer(sl__snap_stream *s, sl__snap_timer *t) {
-  s->item_len = 0;
+  s->item.len = 0;
   if (s->pos == s->sec_end)
     return 0;
   int rc = need(s, 4 + 1 + 8);       /* key group, domain, time */
