@@ -348,11 +348,6 @@ static int seek(sl__snap_stream *s, uint64_t off) {
   return 0;
 }
 
-static uint32_t le32(const unsigned char *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-         (uint32_t)p[3] << 24;
-}
-
 /* The CRC32C of the file before its trailer, read in one pass. */
 static int stream_crc(sl__snap_stream *s, uint32_t *crc) {
   if (s->fd < 0) {
@@ -410,23 +405,23 @@ int sl__snap_stream_open(sl__snap_stream **out, const char *path,
   }
   if (!rc && !(rc = seek(s, s->body_end)) && !(rc = get(s, tr, sizeof(tr))) &&
       (memcmp(tr + 12, SL__SNAP_TRAILER, 8) != 0 ||
-       (le32(tr) | (uint64_t)le32(tr + 4) << 32) != s->body_end)) {
+       sl__le64(tr) != s->body_end)) {
     sl__errf(err, errlen, "incomplete file (no valid trailer): truncated");
     rc = SL_ERR_CORRUPT;
   }
   uint32_t got;
-  if (!rc && crc && !(rc = stream_crc(s, &got)) && got != le32(tr + 8)) {
+  if (!rc && crc && !(rc = stream_crc(s, &got)) && got != sl__le32(tr + 8)) {
     sl__errf(err, errlen, "checksum mismatch (crc32c %08x, expected %08x)", got,
-             le32(tr + 8));
+             sl__le32(tr + 8));
     rc = SL_ERR_CORRUPT;
   }
   if (!rc) {
-    h->version = le32(hd + 8);
-    h->worker = le32(hd + 12);
-    h->id = le32(hd + 16) | (uint64_t)le32(hd + 20) << 32;
-    h->kg_lo = le32(hd + 24);
-    h->kg_hi = le32(hd + 28);
-    h->max_par = le32(hd + 32);
+    h->version = sl__le32(hd + 8);
+    h->worker = sl__le32(hd + 12);
+    h->id = sl__le64(hd + 16);
+    h->kg_lo = sl__le32(hd + 24);
+    h->kg_hi = sl__le32(hd + 28);
+    h->max_par = sl__le32(hd + 32);
     if (h->version != SL__SNAP_VERSION) {
       sl__errf(err, errlen, "unsupported snapshot version %u", h->version);
       rc = SL_ERR_CORRUPT;
@@ -469,9 +464,9 @@ int sl__snap_stream_next(sl__snap_stream *s, uint32_t *type, uint32_t *kg,
     return SL_ERR_CORRUPT;
   if ((rc = get(s, hd, sizeof(hd))))
     return rc;
-  *type = le32(hd);
-  *kg = le32(hd + 4);
-  *len = le32(hd + 8) | (uint64_t)le32(hd + 12) << 32;
+  *type = sl__le32(hd);
+  *kg = sl__le32(hd + 4);
+  *len = sl__le64(hd + 8);
   if (*len > s->body_end - s->pos)
     return SL_ERR_CORRUPT;
   s->sec_start = s->pos;
@@ -504,7 +499,7 @@ static int need(sl__snap_stream *s, uint64_t n) {
 /* Appends a byte string (u32 length, bytes). */
 static int need_bytes(sl__snap_stream *s) {
   int rc = need(s, 4);
-  return rc ? rc : need(s, le32(s->item.data + s->item.len - 4));
+  return rc ? rc : need(s, sl__le32(s->item.data + s->item.len - 4));
 }
 
 static sl__rd item_rd(const sl__snap_stream *s) {
