@@ -28,11 +28,6 @@ _Static_assert(SL__SNAP_VALUE == (int)SL__BT_VALUE &&
 
 /* ---- Writing ------------------------------------------------------------ */
 
-typedef struct put_ctx {
-  sl_buf_t *b;
-  uint64_t n;
-} put_ctx;
-
 int sl__snap_put_states(sl_buf_t *b, sl__backend *be) {
   size_t mark;
   uint32_t n = be->ops->state_count(be);
@@ -51,24 +46,24 @@ int sl__snap_put_states(sl_buf_t *b, sl__backend *be) {
   return rc;
 }
 
-static int put_entry(uint32_t state, const void *key, size_t key_len,
+int sl__snap_put_rec(uint32_t state, const void *key, size_t key_len,
                      const void *ns, size_t ns_len, const void *mk,
                      size_t mk_len, const void *val, size_t len, void *opaque) {
-  put_ctx *s = opaque;
-  sl_buf_t *b = s->b;
-  uint8_t has_mk = mk != NULL;
+  sl__snap_recs *w = opaque;
+  sl_buf_t *b = w->b;
+  uint8_t has = !val ? 2 : mk != NULL;
   int rc = sl__buf_u32(b, state);
   if (!rc)
     rc = sl__buf_bytes(b, key, key_len);
   if (!rc)
     rc = sl__buf_bytes(b, ns, ns_len);
   if (!rc)
-    rc = sl_buf_append(b, &has_mk, 1);
-  if (!rc && has_mk)
+    rc = sl_buf_append(b, &has, 1);
+  if (!rc && has == 1)
     rc = sl__buf_bytes(b, mk, mk_len);
-  if (!rc)
+  if (!rc && has != 2)
     rc = sl__buf_bytes(b, val, len);
-  s->n++;
+  w->n++;
   return rc;
 }
 
@@ -76,9 +71,9 @@ int sl__snap_put_entries(sl_buf_t *b, sl__backend *be, uint64_t *entries) {
   for (uint32_t kg = be->kg_lo; kg < be->kg_hi; kg++) {
     size_t mark;
     int rc = sl__snap_begin_section(b, SL__SEC_ENTRIES, kg, &mark);
-    put_ctx pc = {b, 0};
+    sl__snap_recs pc = {b, 0};
     if (!rc)
-      rc = be->ops->kg_scan(be, kg, put_entry, &pc);
+      rc = be->ops->kg_scan(be, kg, sl__snap_put_rec, &pc);
     if (rc)
       return rc;
     if (pc.n == 0) {
@@ -92,7 +87,7 @@ int sl__snap_put_entries(sl_buf_t *b, sl__backend *be, uint64_t *entries) {
 }
 
 static int put_timer(const sl__timer_view *v, int domain, void *opaque) {
-  put_ctx *s = opaque;
+  sl__snap_recs *s = opaque;
   sl_buf_t *b = s->b;
   uint8_t d = (uint8_t)domain;
   int rc = sl__buf_u32(b, v->kg);
@@ -111,7 +106,7 @@ static int put_timer(const sl__timer_view *v, int domain, void *opaque) {
 int sl__snap_put_timers(sl_buf_t *b, const char *uid, struct sl__timers *t,
                         uint64_t *timers) {
   size_t mark;
-  put_ctx pc = {b, 0};
+  sl__snap_recs pc = {b, 0};
   int rc = sl__snap_begin_section(b, SL__SEC_TIMERS, SL__SNAP_NO_KG, &mark);
   if (!rc)
     rc = sl__buf_bytes(b, uid, strlen(uid));

@@ -102,34 +102,6 @@ void sl__incr_out_free(sl__incr_out *o) {
   o->n_links = 0;
 }
 
-typedef struct wr {
-  sl_buf_t *b;
-  uint64_t n;
-} wr;
-
-/* One record of an entries or changes section; val NULL: the (state,
- * key, ns) holds nothing (SL__SEC_DELTA only). */
-static int put_rec(uint32_t state, const void *key, size_t key_len,
-                   const void *ns, size_t ns_len, const void *mk, size_t mk_len,
-                   const void *val, size_t len, void *opaque) {
-  wr *w = opaque;
-  sl_buf_t *b = w->b;
-  uint8_t has = !val ? 2 : mk != NULL;
-  int rc = sl__buf_u32(b, state);
-  if (!rc)
-    rc = sl__buf_bytes(b, key, key_len);
-  if (!rc)
-    rc = sl__buf_bytes(b, ns, ns_len);
-  if (!rc)
-    rc = sl_buf_append(b, &has, 1);
-  if (!rc && has == 1)
-    rc = sl__buf_bytes(b, mk, mk_len);
-  if (!rc && has != 2)
-    rc = sl__buf_bytes(b, val, len);
-  w->n++;
-  return rc;
-}
-
 static int add_link(sl__incr_out *o, const char *name) {
   if (strcmp(name, o->seg_name) == 0)
     return 0;
@@ -158,8 +130,8 @@ static int put_kg(sl__incr *in, sl__backend *be, uint32_t kg, sl__incr_out *o) {
     if ((rc = sl__snap_begin_section(seg, SL__SEC_DELTA, kg, &mark)))
       return rc;
     size_t start = mark - 8;
-    wr w = {seg, 0};
-    if ((rc = be->ops->kg_changes(be, kg, put_rec, &w)) < 0)
+    sl__snap_recs w = {seg, 0};
+    if ((rc = be->ops->kg_changes(be, kg, sl__snap_put_rec, &w)) < 0)
       return rc;
     if (rc == 1 || !w.n) { /* not known, or unchanged */
       seg->len = start;
@@ -177,8 +149,8 @@ static int put_kg(sl__incr *in, sl__backend *be, uint32_t kg, sl__incr_out *o) {
     if ((rc = sl__snap_begin_section(seg, SL__SEC_ENTRIES, kg, &mark)))
       return rc;
     size_t start = mark - 8;
-    wr w = {seg, 0};
-    if ((rc = be->ops->kg_scan(be, kg, put_rec, &w)))
+    sl__snap_recs w = {seg, 0};
+    if ((rc = be->ops->kg_scan(be, kg, sl__snap_put_rec, &w)))
       return rc;
     kgc_clear(c);
     if (!w.n) { /* empty: no section, no chain */
