@@ -220,36 +220,6 @@ int sl__snap_load_states(sl__rd p, sl__snap_ids *m) {
   return rc;
 }
 
-int sl__snap_load_entries(sl__rd p, sl__snap_ids *m, uint32_t kg) {
-  sl__backend *be = m->to;
-  sl__snap_entry e;
-  int r;
-  if (!m->ids)
-    return SL_ERR_CORRUPT; /* entries before the states section */
-  m->kg = kg;
-  /* Re-partitioned entries land in other key groups than counted. */
-  if (be->ops->reserve && m->n && !m->repartition) {
-    /* Count per state first: see the reserve hint in backend.h. */
-    size_t *cnt = calloc(m->n, sizeof(*cnt));
-    if (!cnt)
-      return SL_ERR_NOMEM;
-    sl__rd q = p;
-    while ((r = sl__snap_entry_next(&q, &e)) == 1)
-      if (e.state < m->n)
-        cnt[e.state]++;
-    for (uint32_t i = 0; i < m->n; i++)
-      if (cnt[i] && m->ids[i] != SL__SNAP_NO_STATE)
-        be->ops->reserve(be, m->ids[i], kg, cnt[i]);
-    free(cnt);
-  }
-  while ((r = sl__snap_entry_next(&p, &e)) == 1) {
-    int rc = insert(&e, m);
-    if (rc)
-      return rc;
-  }
-  return r;
-}
-
 static int add_timer(struct sl__timers *t, sl__snap_timer *tm, uint32_t lo,
                      uint32_t hi, uint32_t rekey) {
   uint64_t h = sl__hash64(tm->key, tm->key_len);
@@ -259,18 +229,6 @@ static int add_timer(struct sl__timers *t, sl__snap_timer *tm, uint32_t lo,
     return 0; /* another worker's, or of a dropped operator */
   return sl__timers_add(t, tm->domain, tm->ts, h, tm->kg, tm->key, tm->key_len,
                         tm->ns, tm->ns_len);
-}
-
-int sl__snap_load_timers(sl__rd p, struct sl__timers *t, uint32_t lo,
-                         uint32_t hi, uint32_t rekey) {
-  sl__snap_timer tm;
-  int r;
-  while ((r = sl__snap_timer_next(&p, &tm)) == 1) {
-    int rc = add_timer(t, &tm, lo, hi, rekey);
-    if (rc)
-      return rc;
-  }
-  return r;
 }
 
 /* ---- Reading a worker file as a stream ---------------------------------- */
@@ -555,31 +513,57 @@ int sl__snap_stream_timer(sl__snap_stream *s, sl__snap_timer *t) {
                                                             : SL_ERR_CORRUPT;
 }
 
-int sl__snap_stream_load_entries(sl__snap_stream *s, sl__snap_ids *m,
-                                 uint32_t kg) {
+/* ---- Loading from memory or from a stream ------------------------------- */
+
+/* The entries or timers of one section: a payload in memory, or the
+ * current section of a stream. */
+typedef struct src {
+  sl__snap_stream *st; /* NULL: p */
+  sl__rd p, start;
+} src;
+
+static int src_entry(src *s, sl__snap_entry *e) {
+  return s->st ? sl__snap_stream_entry(s->st, e)
+               : sl__snap_entry_next(&s->p, e);
+}
+
+static int src_timer(src *s, sl__snap_timer *t) {
+  return s->st ? sl__snap_stream_timer(s->st, t)
+               : sl__snap_timer_next(&s->p, t);
+}
+
+static int src_rewind(src *s) {
+  if (s->st)
+    return sl__snap_stream_rewind(s->st);
+  s->p = s->start;
+  return 0;
+}
+
+static int load_entries(src *s, sl__snap_ids *m, uint32_t kg) {
   sl__backend *be = m->to;
   sl__snap_entry e;
   int r;
   if (!m->ids)
     return SL_ERR_CORRUPT; /* entries before the states section */
   m->kg = kg;
+  /* Re-partitioned entries land in other key groups than counted. */
   if (be->ops->reserve && m->n && !m->repartition) {
-    /* Count per state first (see sl__snap_load_entries), then read the
-     * section again. */
+    /* Count per state first (see the reserve hint in backend.h), then
+     * read the section again. */
     size_t *cnt = calloc(m->n, sizeof(*cnt));
     if (!cnt)
       return SL_ERR_NOMEM;
-    while ((r = sl__snap_stream_entry(s, &e)) == 1)
+    while ((r = src_entry(s, &e)) == 1)
       if (e.state < m->n)
         cnt[e.state]++;
     for (uint32_t i = 0; r == 0 && i < m->n; i++)
       if (cnt[i] && m->ids[i] != SL__SNAP_NO_STATE)
         be->ops->reserve(be, m->ids[i], kg, cnt[i]);
     free(cnt);
-    if (r < 0 || (r = sl__snap_stream_rewind(s)))
+    if (r < 0 || (r = src_rewind(s)))
       return r;
   }
-  while ((r = sl__snap_stream_entry(s, &e)) == 1) {
+  while ((r = src_entry(s, &e)) == 1) {
     int rc = insert(&e, m);
     if (rc)
       return rc;
@@ -587,16 +571,39 @@ int sl__snap_stream_load_entries(sl__snap_stream *s, sl__snap_ids *m,
   return r;
 }
 
-int sl__snap_stream_load_timers(sl__snap_stream *s, struct sl__timers *t,
-                                uint32_t lo, uint32_t hi, uint32_t rekey) {
+static int load_timers(src *s, struct sl__timers *t, uint32_t lo, uint32_t hi,
+                       uint32_t rekey) {
   sl__snap_timer tm;
   int r;
-  while ((r = sl__snap_stream_timer(s, &tm)) == 1) {
+  while ((r = src_timer(s, &tm)) == 1) {
     int rc = add_timer(t, &tm, lo, hi, rekey);
     if (rc)
       return rc;
   }
   return r;
+}
+
+int sl__snap_load_entries(sl__rd p, sl__snap_ids *m, uint32_t kg) {
+  src s = {.p = p, .start = p};
+  return load_entries(&s, m, kg);
+}
+
+int sl__snap_load_timers(sl__rd p, struct sl__timers *t, uint32_t lo,
+                         uint32_t hi, uint32_t rekey) {
+  src s = {.p = p, .start = p};
+  return load_timers(&s, t, lo, hi, rekey);
+}
+
+int sl__snap_stream_load_entries(sl__snap_stream *st, sl__snap_ids *m,
+                                 uint32_t kg) {
+  src s = {.st = st};
+  return load_entries(&s, m, kg);
+}
+
+int sl__snap_stream_load_timers(sl__snap_stream *st, struct sl__timers *t,
+                                uint32_t lo, uint32_t hi, uint32_t rekey) {
+  src s = {.st = st};
+  return load_timers(&s, t, lo, hi, rekey);
 }
 
 /* ---- Native state directories ------------------------------------------- */
