@@ -433,6 +433,20 @@ typedef struct walk {
   char chain[256];
 } walk;
 
+/* What is wrong with entry e of key group kg (why left empty when
+ * nothing is): a state id not in the states section, or a key the writer
+ * would have put in another key group. */
+static void entry_why(const sl__snap_entry *e, uint32_t n_states, uint32_t kg,
+                      uint32_t max_par, int format, bool murmur2, char *why,
+                      size_t len) {
+  if (e->state >= n_states)
+    snprintf(why, len, "unknown state id %u", e->state);
+  else if ((murmur2 ? sl__murmur2_partition(e->key, e->key_len, max_par)
+                    : sl__key_group(sl__hash64_of(format, e->key, e->key_len),
+                                    max_par)) != kg)
+    snprintf(why, len, "a key that belongs to another key group");
+}
+
 /* Walks every section of one worker or segment file, streaming (codec.h);
  * the first malformed item ends the walk (what follows cannot be located
  * reliably). */
@@ -497,11 +511,7 @@ static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
         snprintf(why, sizeof(why), "key group %u outside the file's [%u, %u)",
                  kg, kg_lo, kg_hi);
       while (!why[0] && (rc = sl__snap_delta_next(&p, &e, &clear)) == 1) {
-        if (e.state >= n_states)
-          snprintf(why, sizeof(why), "unknown state id %u", e.state);
-        else if (sl__key_group(sl__hash64_of(format, e.key, e.key_len),
-                               max_par) != kg)
-          snprintf(why, sizeof(why), "a key that belongs to another key group");
+        entry_why(&e, n_states, kg, max_par, format, murmur2, why, sizeof(why));
         (*entries)++;
       }
       if (!why[0] && rc < 0)
@@ -536,13 +546,7 @@ static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
         snprintf(why, sizeof(why), "key group %u outside the worker's [%u, %u)",
                  kg, kg_lo, kg_hi);
       while (!why[0] && (rc = sl__snap_stream_entry(st, &e)) == 1) {
-        if (e.state >= n_states)
-          snprintf(why, sizeof(why), "unknown state id %u", e.state);
-        else if ((murmur2
-                      ? sl__murmur2_partition(e.key, e.key_len, max_par)
-                      : sl__key_group(sl__hash64_of(format, e.key, e.key_len),
-                                      max_par)) != kg)
-          snprintf(why, sizeof(why), "a key that belongs to another key group");
+        entry_why(&e, n_states, kg, max_par, format, murmur2, why, sizeof(why));
         (*entries)++;
       }
       if (!why[0] && rc < 0)

@@ -28,11 +28,6 @@ _Static_assert(SL__SNAP_VALUE == (int)SL__BT_VALUE &&
 
 /* ---- Writing ------------------------------------------------------------ */
 
-typedef struct put_ctx {
-  sl_buf_t *b;
-  uint64_t n;
-} put_ctx;
-
 int sl__snap_put_states(sl_buf_t *b, sl__backend *be) {
   size_t mark;
   uint32_t n = be->ops->state_count(be);
@@ -51,24 +46,24 @@ int sl__snap_put_states(sl_buf_t *b, sl__backend *be) {
   return rc;
 }
 
-static int put_entry(uint32_t state, const void *key, size_t key_len,
+int sl__snap_put_rec(uint32_t state, const void *key, size_t key_len,
                      const void *ns, size_t ns_len, const void *mk,
                      size_t mk_len, const void *val, size_t len, void *opaque) {
-  put_ctx *s = opaque;
-  sl_buf_t *b = s->b;
-  uint8_t has_mk = mk != NULL;
+  sl__snap_recs *w = opaque;
+  sl_buf_t *b = w->b;
+  uint8_t has = !val ? 2 : mk != NULL;
   int rc = sl__buf_u32(b, state);
   if (!rc)
     rc = sl__buf_bytes(b, key, key_len);
   if (!rc)
     rc = sl__buf_bytes(b, ns, ns_len);
   if (!rc)
-    rc = sl_buf_append(b, &has_mk, 1);
-  if (!rc && has_mk)
+    rc = sl_buf_append(b, &has, 1);
+  if (!rc && has == 1)
     rc = sl__buf_bytes(b, mk, mk_len);
-  if (!rc)
+  if (!rc && has != 2)
     rc = sl__buf_bytes(b, val, len);
-  s->n++;
+  w->n++;
   return rc;
 }
 
@@ -76,9 +71,9 @@ int sl__snap_put_entries(sl_buf_t *b, sl__backend *be, uint64_t *entries) {
   for (uint32_t kg = be->kg_lo; kg < be->kg_hi; kg++) {
     size_t mark;
     int rc = sl__snap_begin_section(b, SL__SEC_ENTRIES, kg, &mark);
-    put_ctx pc = {b, 0};
+    sl__snap_recs pc = {b, 0};
     if (!rc)
-      rc = be->ops->kg_scan(be, kg, put_entry, &pc);
+      rc = be->ops->kg_scan(be, kg, sl__snap_put_rec, &pc);
     if (rc)
       return rc;
     if (pc.n == 0) {
@@ -92,7 +87,7 @@ int sl__snap_put_entries(sl_buf_t *b, sl__backend *be, uint64_t *entries) {
 }
 
 static int put_timer(const sl__timer_view *v, int domain, void *opaque) {
-  put_ctx *s = opaque;
+  sl__snap_recs *s = opaque;
   sl_buf_t *b = s->b;
   uint8_t d = (uint8_t)domain;
   int rc = sl__buf_u32(b, v->kg);
@@ -111,7 +106,7 @@ static int put_timer(const sl__timer_view *v, int domain, void *opaque) {
 int sl__snap_put_timers(sl_buf_t *b, const char *uid, struct sl__timers *t,
                         uint64_t *timers) {
   size_t mark;
-  put_ctx pc = {b, 0};
+  sl__snap_recs pc = {b, 0};
   int rc = sl__snap_begin_section(b, SL__SEC_TIMERS, SL__SNAP_NO_KG, &mark);
   if (!rc)
     rc = sl__buf_bytes(b, uid, strlen(uid));
@@ -225,36 +220,6 @@ int sl__snap_load_states(sl__rd p, sl__snap_ids *m) {
   return rc;
 }
 
-int sl__snap_load_entries(sl__rd p, sl__snap_ids *m, uint32_t kg) {
-  sl__backend *be = m->to;
-  sl__snap_entry e;
-  int r;
-  if (!m->ids)
-    return SL_ERR_CORRUPT; /* entries before the states section */
-  m->kg = kg;
-  /* Re-partitioned entries land in other key groups than counted. */
-  if (be->ops->reserve && m->n && !m->repartition) {
-    /* Count per state first: see the reserve hint in backend.h. */
-    size_t *cnt = calloc(m->n, sizeof(*cnt));
-    if (!cnt)
-      return SL_ERR_NOMEM;
-    sl__rd q = p;
-    while ((r = sl__snap_entry_next(&q, &e)) == 1)
-      if (e.state < m->n)
-        cnt[e.state]++;
-    for (uint32_t i = 0; i < m->n; i++)
-      if (cnt[i] && m->ids[i] != SL__SNAP_NO_STATE)
-        be->ops->reserve(be, m->ids[i], kg, cnt[i]);
-    free(cnt);
-  }
-  while ((r = sl__snap_entry_next(&p, &e)) == 1) {
-    int rc = insert(&e, m);
-    if (rc)
-      return rc;
-  }
-  return r;
-}
-
 static int add_timer(struct sl__timers *t, sl__snap_timer *tm, uint32_t lo,
                      uint32_t hi, uint32_t rekey) {
   uint64_t h = sl__hash64(tm->key, tm->key_len);
@@ -264,18 +229,6 @@ static int add_timer(struct sl__timers *t, sl__snap_timer *tm, uint32_t lo,
     return 0; /* another worker's, or of a dropped operator */
   return sl__timers_add(t, tm->domain, tm->ts, h, tm->kg, tm->key, tm->key_len,
                         tm->ns, tm->ns_len);
-}
-
-int sl__snap_load_timers(sl__rd p, struct sl__timers *t, uint32_t lo,
-                         uint32_t hi, uint32_t rekey) {
-  sl__snap_timer tm;
-  int r;
-  while ((r = sl__snap_timer_next(&p, &tm)) == 1) {
-    int rc = add_timer(t, &tm, lo, hi, rekey);
-    if (rc)
-      return rc;
-  }
-  return r;
 }
 
 /* ---- Reading a worker file as a stream ---------------------------------- */
@@ -289,8 +242,7 @@ struct sl__snap_stream {
   uint64_t pos;                /* offset of the next byte to read */
   uint64_t body_end;           /* offset of the trailer */
   uint64_t sec_start, sec_end; /* the current section's payload */
-  unsigned char *item;         /* the current item */
-  size_t item_len, item_cap, peak;
+  sl_buf_t item;               /* the current item */
   unsigned char *io; /* read buffer (files): io[io_off, io_len) is at pos */
   size_t io_off, io_len;
 };
@@ -347,11 +299,6 @@ static int seek(sl__snap_stream *s, uint64_t off) {
   s->pos = off;
   s->io_off = s->io_len = 0;
   return 0;
-}
-
-static uint32_t le32(const unsigned char *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-         (uint32_t)p[3] << 24;
 }
 
 /* The CRC32C of the file before its trailer, read in one pass. */
@@ -411,23 +358,23 @@ int sl__snap_stream_open(sl__snap_stream **out, const char *path,
   }
   if (!rc && !(rc = seek(s, s->body_end)) && !(rc = get(s, tr, sizeof(tr))) &&
       (memcmp(tr + 12, SL__SNAP_TRAILER, 8) != 0 ||
-       (le32(tr) | (uint64_t)le32(tr + 4) << 32) != s->body_end)) {
+       sl__le64(tr) != s->body_end)) {
     sl__errf(err, errlen, "incomplete file (no valid trailer): truncated");
     rc = SL_ERR_CORRUPT;
   }
   uint32_t got;
-  if (!rc && crc && !(rc = stream_crc(s, &got)) && got != le32(tr + 8)) {
+  if (!rc && crc && !(rc = stream_crc(s, &got)) && got != sl__le32(tr + 8)) {
     sl__errf(err, errlen, "checksum mismatch (crc32c %08x, expected %08x)", got,
-             le32(tr + 8));
+             sl__le32(tr + 8));
     rc = SL_ERR_CORRUPT;
   }
   if (!rc) {
-    h->version = le32(hd + 8);
-    h->worker = le32(hd + 12);
-    h->id = le32(hd + 16) | (uint64_t)le32(hd + 20) << 32;
-    h->kg_lo = le32(hd + 24);
-    h->kg_hi = le32(hd + 28);
-    h->max_par = le32(hd + 32);
+    h->version = sl__le32(hd + 8);
+    h->worker = sl__le32(hd + 12);
+    h->id = sl__le64(hd + 16);
+    h->kg_lo = sl__le32(hd + 24);
+    h->kg_hi = sl__le32(hd + 28);
+    h->max_par = sl__le32(hd + 32);
     if (h->version != SL__SNAP_VERSION) {
       sl__errf(err, errlen, "unsupported snapshot version %u", h->version);
       rc = SL_ERR_CORRUPT;
@@ -454,7 +401,7 @@ void sl__snap_stream_close(sl__snap_stream *s) {
   if (s->fd >= 0)
     close(s->fd);
   free(s->io);
-  free(s->item);
+  sl__buf_free(&s->item);
   free(s);
 }
 
@@ -470,9 +417,9 @@ int sl__snap_stream_next(sl__snap_stream *s, uint32_t *type, uint32_t *kg,
     return SL_ERR_CORRUPT;
   if ((rc = get(s, hd, sizeof(hd))))
     return rc;
-  *type = le32(hd);
-  *kg = le32(hd + 4);
-  *len = le32(hd + 8) | (uint64_t)le32(hd + 12) << 32;
+  *type = sl__le32(hd);
+  *kg = sl__le32(hd + 4);
+  *len = sl__le64(hd + 8);
   if (*len > s->body_end - s->pos)
     return SL_ERR_CORRUPT;
   s->sec_start = s->pos;
@@ -485,7 +432,7 @@ int sl__snap_stream_rewind(sl__snap_stream *s) {
 }
 
 size_t sl__snap_stream_peak(const sl__snap_stream *s) {
-  return s->peak;
+  return s->item.cap; /* the item buffer only grows */
 }
 
 /* Appends the next n bytes of the section to the item. */
@@ -494,45 +441,35 @@ static int need(sl__snap_stream *s, uint64_t n) {
     return SL_ERR_CORRUPT;
   if (n == 0)
     return 0;
-  if (s->item_len + n > s->item_cap) {
-    size_t cap = s->item_cap ? s->item_cap : 256;
-    while (cap < s->item_len + n)
-      cap *= 2;
-    unsigned char *a = realloc(s->item, cap);
-    if (!a)
-      return SL_ERR_NOMEM;
-    s->item = a;
-    s->item_cap = cap;
-    if (cap > s->peak)
-      s->peak = cap;
-  }
-  int rc = get(s, s->item + s->item_len, n);
+  int rc = sl__buf_reserve(&s->item, (size_t)n);
   if (!rc)
-    s->item_len += (size_t)n;
+    rc = get(s, s->item.data + s->item.len, n);
+  if (!rc)
+    s->item.len += (size_t)n;
   return rc;
 }
 
 /* Appends a byte string (u32 length, bytes). */
 static int need_bytes(sl__snap_stream *s) {
   int rc = need(s, 4);
-  return rc ? rc : need(s, le32(s->item + s->item_len - 4));
+  return rc ? rc : need(s, sl__le32(s->item.data + s->item.len - 4));
 }
 
 static sl__rd item_rd(const sl__snap_stream *s) {
-  if (!s->item)
+  if (!s->item.data)
     return (sl__rd){NULL, NULL, false}; /* nothing read yet */
-  return (sl__rd){s->item, s->item + s->item_len, false};
+  return (sl__rd){s->item.data, s->item.data + s->item.len, false};
 }
 
 int sl__snap_stream_payload(sl__snap_stream *s, sl__rd *p) {
-  s->item_len = 0;
+  s->item.len = 0;
   int rc = need(s, s->sec_end - s->pos);
   *p = item_rd(s);
   return rc;
 }
 
 int sl__snap_stream_bytes(sl__snap_stream *s, const void **p, size_t *n) {
-  s->item_len = 0;
+  s->item.len = 0;
   if (s->pos == s->sec_end)
     return 0;
   int rc = need_bytes(s);
@@ -543,7 +480,7 @@ int sl__snap_stream_bytes(sl__snap_stream *s, const void **p, size_t *n) {
 }
 
 int sl__snap_stream_entry(sl__snap_stream *s, sl__snap_entry *e) {
-  s->item_len = 0;
+  s->item.len = 0;
   if (s->pos == s->sec_end)
     return 0;
   int rc = need(s, 4);
@@ -551,7 +488,7 @@ int sl__snap_stream_entry(sl__snap_stream *s, sl__snap_entry *e) {
     rc = need_bytes(s);
   if (!rc)
     rc = need(s, 1);
-  if (!rc && s->item[s->item_len - 1] == 1)
+  if (!rc && s->item.data[s->item.len - 1] == 1)
     rc = need_bytes(s); /* map key (a has_mk above 1 fails below) */
   if (!rc)
     rc = need_bytes(s);
@@ -563,7 +500,7 @@ int sl__snap_stream_entry(sl__snap_stream *s, sl__snap_entry *e) {
 }
 
 int sl__snap_stream_timer(sl__snap_stream *s, sl__snap_timer *t) {
-  s->item_len = 0;
+  s->item.len = 0;
   if (s->pos == s->sec_end)
     return 0;
   int rc = need(s, 4 + 1 + 8);       /* key group, domain, time */
@@ -576,31 +513,57 @@ int sl__snap_stream_timer(sl__snap_stream *s, sl__snap_timer *t) {
                                                             : SL_ERR_CORRUPT;
 }
 
-int sl__snap_stream_load_entries(sl__snap_stream *s, sl__snap_ids *m,
-                                 uint32_t kg) {
+/* ---- Loading from memory or from a stream ------------------------------- */
+
+/* The entries or timers of one section: a payload in memory, or the
+ * current section of a stream. */
+typedef struct src {
+  sl__snap_stream *st; /* NULL: p */
+  sl__rd p, start;
+} src;
+
+static int src_entry(src *s, sl__snap_entry *e) {
+  return s->st ? sl__snap_stream_entry(s->st, e)
+               : sl__snap_entry_next(&s->p, e);
+}
+
+static int src_timer(src *s, sl__snap_timer *t) {
+  return s->st ? sl__snap_stream_timer(s->st, t)
+               : sl__snap_timer_next(&s->p, t);
+}
+
+static int src_rewind(src *s) {
+  if (s->st)
+    return sl__snap_stream_rewind(s->st);
+  s->p = s->start;
+  return 0;
+}
+
+static int load_entries(src *s, sl__snap_ids *m, uint32_t kg) {
   sl__backend *be = m->to;
   sl__snap_entry e;
   int r;
   if (!m->ids)
     return SL_ERR_CORRUPT; /* entries before the states section */
   m->kg = kg;
+  /* Re-partitioned entries land in other key groups than counted. */
   if (be->ops->reserve && m->n && !m->repartition) {
-    /* Count per state first (see sl__snap_load_entries), then read the
-     * section again. */
+    /* Count per state first (see the reserve hint in backend.h), then
+     * read the section again. */
     size_t *cnt = calloc(m->n, sizeof(*cnt));
     if (!cnt)
       return SL_ERR_NOMEM;
-    while ((r = sl__snap_stream_entry(s, &e)) == 1)
+    while ((r = src_entry(s, &e)) == 1)
       if (e.state < m->n)
         cnt[e.state]++;
     for (uint32_t i = 0; r == 0 && i < m->n; i++)
       if (cnt[i] && m->ids[i] != SL__SNAP_NO_STATE)
         be->ops->reserve(be, m->ids[i], kg, cnt[i]);
     free(cnt);
-    if (r < 0 || (r = sl__snap_stream_rewind(s)))
+    if (r < 0 || (r = src_rewind(s)))
       return r;
   }
-  while ((r = sl__snap_stream_entry(s, &e)) == 1) {
+  while ((r = src_entry(s, &e)) == 1) {
     int rc = insert(&e, m);
     if (rc)
       return rc;
@@ -608,16 +571,39 @@ int sl__snap_stream_load_entries(sl__snap_stream *s, sl__snap_ids *m,
   return r;
 }
 
-int sl__snap_stream_load_timers(sl__snap_stream *s, struct sl__timers *t,
-                                uint32_t lo, uint32_t hi, uint32_t rekey) {
+static int load_timers(src *s, struct sl__timers *t, uint32_t lo, uint32_t hi,
+                       uint32_t rekey) {
   sl__snap_timer tm;
   int r;
-  while ((r = sl__snap_stream_timer(s, &tm)) == 1) {
+  while ((r = src_timer(s, &tm)) == 1) {
     int rc = add_timer(t, &tm, lo, hi, rekey);
     if (rc)
       return rc;
   }
   return r;
+}
+
+int sl__snap_load_entries(sl__rd p, sl__snap_ids *m, uint32_t kg) {
+  src s = {.p = p, .start = p};
+  return load_entries(&s, m, kg);
+}
+
+int sl__snap_load_timers(sl__rd p, struct sl__timers *t, uint32_t lo,
+                         uint32_t hi, uint32_t rekey) {
+  src s = {.p = p, .start = p};
+  return load_timers(&s, t, lo, hi, rekey);
+}
+
+int sl__snap_stream_load_entries(sl__snap_stream *st, sl__snap_ids *m,
+                                 uint32_t kg) {
+  src s = {.st = st};
+  return load_entries(&s, m, kg);
+}
+
+int sl__snap_stream_load_timers(sl__snap_stream *st, struct sl__timers *t,
+                                uint32_t lo, uint32_t hi, uint32_t rekey) {
+  src s = {.st = st};
+  return load_timers(&s, t, lo, hi, rekey);
 }
 
 /* ---- Native state directories ------------------------------------------- */

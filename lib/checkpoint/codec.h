@@ -25,6 +25,17 @@ int sl__snap_put_states(sl_buf_t *b, struct sl__backend *be);
  * adds the number of entries written to *entries. */
 int sl__snap_put_entries(sl_buf_t *b, struct sl__backend *be,
                          uint64_t *entries);
+/* One record of an SL__SEC_ENTRIES or SL__SEC_DELTA section: a backend
+ * scan callback (kg_scan, kg_changes) over an sl__snap_recs, appending to
+ * b and counting in n. val NULL (kg_changes only): the (state, key, ns)
+ * holds nothing, a record only SL__SEC_DELTA has. */
+typedef struct sl__snap_recs {
+  sl_buf_t *b;
+  uint64_t n;
+} sl__snap_recs;
+int sl__snap_put_rec(uint32_t state, const void *key, size_t key_len,
+                     const void *ns, size_t ns_len, const void *mk,
+                     size_t mk_len, const void *val, size_t len, void *opaque);
 /* SL__SEC_TIMERS: every timer of t, under the operator's uid; adds the
  * number written to *timers. */
 int sl__snap_put_timers(sl_buf_t *b, const char *uid, struct sl__timers *t,

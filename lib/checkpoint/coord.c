@@ -149,9 +149,48 @@ static bool exists(const char *path) {
 
 typedef sl__prev_file prev_file;
 
-/* Files of native state directories, with their checksums reused from the
- * previous checkpoint when the file is the same inode (a hard link to the
- * same immutable file): that is what makes such checkpoints incremental. */
+/* File rel of the checkpoint being written (at path, st its stat) into
+ * its file list and into next (the next checkpoint's prev). Its checksum
+ * is reused from the previous checkpoint when it is the same inode (a
+ * hard link to the same immutable file): that is what makes such
+ * checkpoints incremental. linked: a file of an earlier checkpoint,
+ * shared whether or not its checksum was known. */
+static int add_file(struct sl__ckpt *ck, json_t *files, const char *path,
+                    const char *rel, const struct stat *st, bool linked,
+                    uint64_t *bytes, uint64_t *bytes_new, prev_file **next,
+                    size_t *n_next, char *err, size_t errlen) {
+  uint32_t crc = 0;
+  uint64_t size = (uint64_t)st->st_size;
+  bool known = false;
+  for (size_t i = 0; i < ck->n_prev && !known; i++)
+    if (ck->prev[i].ino == (uint64_t)st->st_ino && ck->prev[i].size == size &&
+        strcmp(ck->prev[i].path, rel) == 0) {
+      crc = ck->prev[i].crc;
+      known = true;
+    }
+  if (!known && sl__ckpt_crc_file(path, &crc, &size)) {
+    sl__errf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+    return SL_ERR_IO;
+  }
+  bool shared = linked || known;
+  char hex[9];
+  pathf(hex, sizeof(hex), "%08x", crc);
+  json_array_append_new(files, json_pack("{s:s,s:I,s:s,s:b}", "path", rel,
+                                         "bytes", (json_int_t)size, "crc32c",
+                                         hex, "shared", shared));
+  *bytes += size;
+  if (!shared)
+    *bytes_new += size;
+  prev_file *a = realloc(*next, (*n_next + 1) * sizeof(*a));
+  if (!a)
+    return SL_ERR_NOMEM;
+  *next = a;
+  a[*n_next] = (prev_file){strdup(rel), (uint64_t)st->st_ino, size, crc};
+  (*n_next)++;
+  return 0;
+}
+
+/* Files of native state directories (see add_file). */
 static int add_native_files(struct sl__ckpt *ck, json_t *files, const char *chk,
                             const char *sub, uint64_t *bytes,
                             uint64_t *bytes_new, prev_file **next,
@@ -174,37 +213,8 @@ static int add_native_files(struct sl__ckpt *ck, json_t *files, const char *chk,
     struct stat st;
     if (stat(path, &st) || !S_ISREG(st.st_mode))
       continue;
-    uint32_t crc = 0;
-    uint64_t size = (uint64_t)st.st_size;
-    bool shared = false;
-    for (size_t i = 0; i < ck->n_prev; i++)
-      if (ck->prev[i].ino == (uint64_t)st.st_ino && ck->prev[i].size == size &&
-          strcmp(ck->prev[i].path, rel) == 0) {
-        crc = ck->prev[i].crc;
-        shared = true;
-        break;
-      }
-    if (!shared && sl__ckpt_crc_file(path, &crc, &size)) {
-      sl__errf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-      rc = SL_ERR_IO;
-      break;
-    }
-    char hex[9];
-    pathf(hex, sizeof(hex), "%08x", crc);
-    json_array_append_new(files, json_pack("{s:s,s:I,s:s,s:b}", "path", rel,
-                                           "bytes", (json_int_t)size, "crc32c",
-                                           hex, "shared", shared));
-    *bytes += size;
-    if (!shared)
-      *bytes_new += size;
-    prev_file *a = realloc(*next, (*n_next + 1) * sizeof(*a));
-    if (!a) {
-      rc = SL_ERR_NOMEM;
-      break;
-    }
-    *next = a;
-    a[*n_next] = (prev_file){strdup(rel), (uint64_t)st.st_ino, size, crc};
-    (*n_next)++;
+    rc = add_file(ck, files, path, rel, &st, false, bytes, bytes_new, next,
+                  n_next, err, errlen);
   }
   closedir(d);
   return rc;
@@ -292,30 +302,9 @@ static int add_segments(struct sl__ckpt *ck, json_t *files, const char *chk,
       sl__errf(err, errlen, "cannot read %s: %s", path, strerror(errno));
       return SL_ERR_IO;
     }
-    uint32_t crc = 0;
-    uint64_t size = (uint64_t)st.st_size;
-    bool known = false;
-    for (size_t k = 0; k < ck->n_prev && !known; k++)
-      if (ck->prev[k].ino == (uint64_t)st.st_ino && ck->prev[k].size == size &&
-          strcmp(ck->prev[k].path, name) == 0) {
-        crc = ck->prev[k].crc;
-        known = true;
-      }
-    if (!known && sl__ckpt_crc_file(path, &crc, &size)) {
-      sl__errf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-      return SL_ERR_IO;
-    }
-    pathf(hex, sizeof(hex), "%08x", crc);
-    json_array_append_new(files, json_pack("{s:s,s:I,s:s,s:b}", "path", name,
-                                           "bytes", (json_int_t)size, "crc32c",
-                                           hex, "shared", 1));
-    *bytes += size;
-    prev_file *a = realloc(*next, (*n_next + 1) * sizeof(*a));
-    if (!a)
-      return SL_ERR_NOMEM;
-    *next = a;
-    a[*n_next] = (prev_file){strdup(name), (uint64_t)st.st_ino, size, crc};
-    (*n_next)++;
+    if ((rc = add_file(ck, files, path, name, &st, true, bytes, bytes_new, next,
+                       n_next, err, errlen)))
+      return rc;
   }
   return 0;
 }

@@ -7,14 +7,6 @@
 #include "core/crc32c.h"
 #include "core/util.h"
 
-static uint32_t get32(const unsigned char *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-         (uint32_t)p[3] << 24;
-}
-static uint64_t get64(const unsigned char *p) {
-  return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 int sl__snap_begin_file(sl_buf_t *b, const sl__snap_head *h) {
   int rc = sl_buf_append(b, SL__SNAP_MAGIC, 8);
   if (!rc)
@@ -67,14 +59,14 @@ bool sl__rd_u8(sl__rd *r, uint8_t *v) {
 bool sl__rd_u32(sl__rd *r, uint32_t *v) {
   if (r->bad || r->end - r->p < 4)
     return !(r->bad = true);
-  *v = get32(r->p);
+  *v = sl__le32(r->p);
   r->p += 4;
   return true;
 }
 bool sl__rd_u64(sl__rd *r, uint64_t *v) {
   if (r->bad || r->end - r->p < 8)
     return !(r->bad = true);
-  *v = get64(r->p);
+  *v = sl__le64(r->p);
   r->p += 8;
   return true;
 }
@@ -102,26 +94,26 @@ int sl__snap_check(const void *data, size_t len, sl__snap_head *h, sl__rd *body,
     return SL_ERR_CORRUPT;
   }
   const unsigned char *t = d + len - SL__SNAP_TRAILER_LEN;
-  if (memcmp(t + 12, SL__SNAP_TRAILER, 8) != 0 || get64(t) != len - 20) {
+  if (memcmp(t + 12, SL__SNAP_TRAILER, 8) != 0 || sl__le64(t) != len - 20) {
     sl__errf(err, errlen, "incomplete file (no valid trailer): truncated");
     return SL_ERR_CORRUPT;
   }
-  uint32_t want = get32(t + 8), got = sl__crc32c(0, d, len - 20);
+  uint32_t want = sl__le32(t + 8), got = sl__crc32c(0, d, len - 20);
   if (want != got) {
     sl__errf(err, errlen, "checksum mismatch (crc32c %08x, expected %08x)", got,
              want);
     return SL_ERR_CORRUPT;
   }
-  h->version = get32(d + 8);
+  h->version = sl__le32(d + 8);
   if (h->version != SL__SNAP_VERSION) {
     sl__errf(err, errlen, "unsupported snapshot version %u", h->version);
     return SL_ERR_CORRUPT;
   }
-  h->worker = get32(d + 12);
-  h->id = get64(d + 16);
-  h->kg_lo = get32(d + 24);
-  h->kg_hi = get32(d + 28);
-  h->max_par = get32(d + 32);
+  h->worker = sl__le32(d + 12);
+  h->id = sl__le64(d + 16);
+  h->kg_lo = sl__le32(d + 24);
+  h->kg_hi = sl__le32(d + 28);
+  h->max_par = sl__le32(d + 32);
   body->p = d + SL__SNAP_HEADER;
   body->end = t;
   body->bad = false;

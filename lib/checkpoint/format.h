@@ -57,6 +57,15 @@ int sl__snap_begin_section(sl_buf_t *b, uint32_t type, uint32_t kg,
 void sl__snap_end_section(sl_buf_t *b, size_t mark);
 int sl__snap_finish_file(sl_buf_t *b);
 
+/* The little-endian integers at p (unchecked). */
+static inline uint32_t sl__le32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+         (uint32_t)p[3] << 24;
+}
+static inline uint64_t sl__le64(const unsigned char *p) {
+  return (uint64_t)sl__le32(p) | (uint64_t)sl__le32(p + 4) << 32;
+}
+
 /* Reading from memory, bounds-checked: every read returns false (and
  * poisons the reader) past the end. */
 typedef struct sl__rd {

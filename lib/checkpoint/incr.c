@@ -44,7 +44,7 @@ bool sl__seg_name_ok(const char *name, size_t len) {
 
 typedef struct kgc {
   char **segs; /* names, base first */
-  uint32_t n;
+  size_t n;
   uint64_t base, delta; /* bytes of the base section and of the changes */
   bool valid;           /* else: written whole next time */
 } kgc;
@@ -56,21 +56,26 @@ struct sl__incr {
 };
 
 static void kgc_clear(kgc *c) {
-  for (uint32_t i = 0; i < c->n; i++)
+  for (size_t i = 0; i < c->n; i++)
     free(c->segs[i]);
   free(c->segs);
   memset(c, 0, sizeof(*c));
 }
 
-static int kgc_push(kgc *c, const void *name, size_t len) {
-  char **a = realloc(c->segs, (c->n + 1) * sizeof(*a));
+/* A copy of name[0, len) appended to the n names of *v. */
+static int names_push(char ***v, size_t *n, const void *name, size_t len) {
+  char **a = realloc(*v, (*n + 1) * sizeof(*a));
   if (!a)
     return SL_ERR_NOMEM;
-  c->segs = a;
-  if (!(a[c->n] = strndup(name, len)))
+  *v = a;
+  if (!(a[*n] = strndup(name, len)))
     return SL_ERR_NOMEM;
-  c->n++;
+  (*n)++;
   return 0;
+}
+
+static int kgc_push(kgc *c, const void *name, size_t len) {
+  return names_push(&c->segs, &c->n, name, len);
 }
 
 sl__incr *sl__incr_new(uint32_t kg_lo, uint32_t kg_hi) {
@@ -102,48 +107,13 @@ void sl__incr_out_free(sl__incr_out *o) {
   o->n_links = 0;
 }
 
-typedef struct wr {
-  sl_buf_t *b;
-  uint64_t n;
-} wr;
-
-/* One record of an entries or changes section; val NULL: the (state,
- * key, ns) holds nothing (SL__SEC_DELTA only). */
-static int put_rec(uint32_t state, const void *key, size_t key_len,
-                   const void *ns, size_t ns_len, const void *mk, size_t mk_len,
-                   const void *val, size_t len, void *opaque) {
-  wr *w = opaque;
-  sl_buf_t *b = w->b;
-  uint8_t has = !val ? 2 : mk != NULL;
-  int rc = sl__buf_u32(b, state);
-  if (!rc)
-    rc = sl__buf_bytes(b, key, key_len);
-  if (!rc)
-    rc = sl__buf_bytes(b, ns, ns_len);
-  if (!rc)
-    rc = sl_buf_append(b, &has, 1);
-  if (!rc && has == 1)
-    rc = sl__buf_bytes(b, mk, mk_len);
-  if (!rc && has != 2)
-    rc = sl__buf_bytes(b, val, len);
-  w->n++;
-  return rc;
-}
-
 static int add_link(sl__incr_out *o, const char *name) {
   if (strcmp(name, o->seg_name) == 0)
     return 0;
   for (size_t i = 0; i < o->n_links; i++)
     if (strcmp(o->links[i], name) == 0)
       return 0;
-  char **a = realloc(o->links, (o->n_links + 1) * sizeof(*a));
-  if (!a)
-    return SL_ERR_NOMEM;
-  o->links = a;
-  if (!(a[o->n_links] = strdup(name)))
-    return SL_ERR_NOMEM;
-  o->n_links++;
-  return 0;
+  return names_push(&o->links, &o->n_links, name, strlen(name));
 }
 
 /* Key group kg: its changes into seg when its chain allows, else whole. */
@@ -158,8 +128,8 @@ static int put_kg(sl__incr *in, sl__backend *be, uint32_t kg, sl__incr_out *o) {
     if ((rc = sl__snap_begin_section(seg, SL__SEC_DELTA, kg, &mark)))
       return rc;
     size_t start = mark - 8;
-    wr w = {seg, 0};
-    if ((rc = be->ops->kg_changes(be, kg, put_rec, &w)) < 0)
+    sl__snap_recs w = {seg, 0};
+    if ((rc = be->ops->kg_changes(be, kg, sl__snap_put_rec, &w)) < 0)
       return rc;
     if (rc == 1 || !w.n) { /* not known, or unchanged */
       seg->len = start;
@@ -177,8 +147,8 @@ static int put_kg(sl__incr *in, sl__backend *be, uint32_t kg, sl__incr_out *o) {
     if ((rc = sl__snap_begin_section(seg, SL__SEC_ENTRIES, kg, &mark)))
       return rc;
     size_t start = mark - 8;
-    wr w = {seg, 0};
-    if ((rc = be->ops->kg_scan(be, kg, put_rec, &w)))
+    sl__snap_recs w = {seg, 0};
+    if ((rc = be->ops->kg_scan(be, kg, sl__snap_put_rec, &w)))
       return rc;
     kgc_clear(c);
     if (!w.n) { /* empty: no section, no chain */
@@ -228,8 +198,8 @@ int sl__incr_put(sl__incr *in, sl__backend *be, sl_buf_t *snap, uint64_t id,
     size_t mark;
     rc = sl__snap_begin_section(snap, SL__SEC_CHAIN, kg, &mark);
     if (!rc)
-      rc = sl__buf_u32(snap, c->n);
-    for (uint32_t i = 0; !rc && i < c->n; i++)
+      rc = sl__buf_u32(snap, (uint32_t)c->n);
+    for (size_t i = 0; !rc && i < c->n; i++)
       if (!(rc = sl__buf_bytes(snap, c->segs[i], strlen(c->segs[i]))))
         rc = add_link(o, c->segs[i]);
     if (!rc)

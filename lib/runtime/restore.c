@@ -347,7 +347,7 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   sl__snap_stream *st;
   sl__snap_head head;
   sl__rd p;
-  uint32_t t, kg;
+  uint32_t t = 0, kg = 0;
   uint64_t len;
   char err[256];
   int r, rc = sl__snap_stream_open(&st, rf->snap, rf->data, rf->len, false,

@@ -135,7 +135,6 @@ typedef struct timer_ref {
 typedef struct timer_refs {
   timer_ref *a;
   size_t n, cap;
-  bool nomem;
 } timer_refs;
 
 static int collect_timer(const sl__timer_view *v, int domain, void *opaque) {
@@ -144,7 +143,7 @@ static int collect_timer(const sl__timer_view *v, int domain, void *opaque) {
     size_t cap = r->cap ? r->cap * 2 : 16;
     timer_ref *a = realloc(r->a, cap * sizeof(*a));
     if (!a)
-      return r->nomem = true, SL_ERR_NOMEM;
+      return SL_ERR_NOMEM;
     r->a = a;
     r->cap = cap;
   }
@@ -159,7 +158,7 @@ static int collect_timer(const sl__timer_view *v, int domain, void *opaque) {
   if (!t->key || !t->ns) {
     free(t->key);
     free(t->ns);
-    return r->nomem = true, SL_ERR_NOMEM;
+    return SL_ERR_NOMEM;
   }
   memcpy(t->key, v->key, v->key_len);
   if (v->ns_len)

@@ -752,34 +752,26 @@ static size_t hm_cleanup(sl__backend *be, uint32_t state, size_t budget,
 static int hm_dlog_put(hm_dlog *l, const void *key, size_t kl, const void *ns,
                        size_t nl) {
   size_t need = 8 + kl + nl;
-  if (l->len + need > l->cap) {
-    size_t cap = l->cap ? l->cap * 2 : 256;
-    while (cap < l->len + need)
-      cap *= 2;
-    unsigned char *p = realloc(l->p, cap);
-    if (!p)
-      return SL_ERR_NOMEM;
-    l->p = p;
-    l->cap = cap;
-  }
+  int rc = sl__buf_reserve(&l->b, need);
+  if (rc)
+    return rc;
+  unsigned char *p = l->b.data + l->b.len;
   uint32_t a = (uint32_t)kl, c = (uint32_t)nl;
-  memcpy(l->p + l->len, &a, 4);
-  memcpy(l->p + l->len + 4, &c, 4);
+  memcpy(p, &a, 4);
+  memcpy(p + 4, &c, 4);
   if (kl)
-    memcpy(l->p + l->len + 8, key, kl);
+    memcpy(p + 8, key, kl);
   if (nl)
-    memcpy(l->p + l->len + 8 + kl, ns, nl);
-  l->len += need;
+    memcpy(p + 8 + kl, ns, nl);
+  l->b.len += need;
   l->n++;
   return 0;
 }
 
 static void hm_dlog_reset(hm_dlog *l) {
-  if (l->cap > 65536) { /* a burst of changes need not stay allocated */
-    free(l->p);
-    memset(l, 0, sizeof(*l));
-  }
-  l->len = l->n = 0;
+  if (l->b.cap > 65536) /* a burst of changes need not stay allocated */
+    sl__buf_free(&l->b);
+  l->b.len = l->n = 0;
 }
 
 static void hm_table_mark(hm_table *t, bool clean) {
@@ -806,8 +798,8 @@ static void hm_kg_forget(hm *b, uint32_t g) {
     hm_state *st = &b->states[id];
     hm_table_mark(&st->tables[g], false);
     if (st->dlog) {
-      free(st->dlog[g].p);
-      memset(&st->dlog[g], 0, sizeof(st->dlog[g]));
+      sl__buf_free(&st->dlog[g].b);
+      st->dlog[g].n = 0;
     }
   }
 }
@@ -866,11 +858,11 @@ static int hm_kg_changes(sl__backend *be, uint32_t kg, sl__entry_fn fn,
   for (uint32_t id = 0; id < b->n_states; id++) {
     hm_state *st = &b->states[id];
     hm_dlog *l = st->dlog ? &st->dlog[g] : NULL;
-    for (size_t off = 0; l && off < l->len;) {
+    for (size_t off = 0; l && off < l->b.len;) {
       uint32_t kl, nl;
-      memcpy(&kl, l->p + off, 4);
-      memcpy(&nl, l->p + off + 4, 4);
-      const unsigned char *key = l->p + off + 8, *ns = key + kl;
+      memcpy(&kl, l->b.data + off, 4);
+      memcpy(&nl, l->b.data + off + 4, 4);
+      const unsigned char *key = l->b.data + off + 8, *ns = key + kl;
       off += 8 + (size_t)kl + nl;
       sl__skey k = {
           id, kg, sl__state_hash(sl__hash64(key, kl), ns, nl), key, kl, ns, nl};
@@ -977,7 +969,7 @@ static void hm_close(sl__backend *be) {
     for (uint32_t g = 0; g < b->n_kg; g++) {
       hm_table_free(st, &st->tables[g]);
       if (st->dlog)
-        free(st->dlog[g].p);
+        sl__buf_free(&st->dlog[g].b);
     }
     free(st->dlog);
     free(st->tables);

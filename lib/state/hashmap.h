@@ -13,6 +13,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "core/buf.h"
 #include "state/backend.h"
 
 #define HM_MIN_BITS 3
@@ -171,8 +172,8 @@ typedef struct hm_map {
  * entry is created, so the log is as long as what changed, not as the
  * table. */
 typedef struct hm_dlog {
-  unsigned char *p;
-  size_t len, cap, n;
+  sl_buf_t b;
+  size_t n; /* keys logged */
 } hm_dlog;
 
 typedef struct hm_state {
