@@ -54,12 +54,19 @@ struct sl__kowners {
 };
 
 /* A claim that did not reach the topic: the other processes keep the
- * previous one. Logged once; the next change publishes again. */
+ * previous one, so the current claim is published again on the next
+ * tick (one more send per failed one: a broker that stays away costs no
+ * more than one claim in flight per change). Logged once. */
 static void delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
                       void *opaque) {
   (void)rk;
   sl__kowners *o = opaque;
-  if (!m->err || o->warned)
+  if (!m->err)
+    return;
+  pthread_mutex_lock(&o->mu);
+  o->dirty = true;
+  pthread_mutex_unlock(&o->mu);
+  if (o->warned)
     return;
   o->warned = true;
   sl__klog(o->kj, SL__LOG_WARN,

@@ -208,6 +208,22 @@ START_TEST(each_member_answers_its_keys_and_names_the_owner) {
   tk_run ra, rb;
   start_rebalancing(&ra, jobs[0]);
   wait_settled(jobs, names, 1);
+  /* Every claim of the rebalance b's join causes is refused at first
+   * (only claims are produced until the input below): each is published
+   * again until one is delivered, else the other never learns of it. */
+  rd_kafka_mock_push_request_errors(
+      c.mc, 0 /* Produce */, 12, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
   start_rebalancing(&rb, jobs[1]);
   wait_settled(jobs, names, 2);
   check_settled_metrics(jobs[0], "a");
