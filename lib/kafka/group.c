@@ -96,6 +96,15 @@ void sl__kgroup_release(rd_kafka_t *rk, sl__kgroup *g,
   settle(rk, g, false, l->cnt, ke, re);
 }
 
+void sl__kgroup_leave(rd_kafka_t *rk, sl__kgroup *g) {
+  rd_kafka_topic_partition_list_t *l = NULL;
+  if (rd_kafka_assignment(rk, &l) || !l)
+    return;
+  if (l->cnt)
+    on_rebalance(rk, RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, l, g);
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
 /* Logs the assignment a rebalance step left and records its failure. */
 static void settle(rd_kafka_t *rk, sl__kgroup *g, bool assigned, int n,
                    rd_kafka_error_t *ke, rd_kafka_resp_err_t re) {

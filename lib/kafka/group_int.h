@@ -60,6 +60,12 @@ int sl__kgroup_join(rd_kafka_t *rk, char *const *topics, int n, char *err,
  * returned true): the group's rebalance goes on. */
 void sl__kgroup_release(rd_kafka_t *rk, sl__kgroup *g,
                         rd_kafka_topic_partition_list_t *l);
+/* Before rd_kafka_consumer_close(): revokes what the member still reads
+ * through the same steps as a rebalance (commit or snapshot, unassign).
+ * librdkafka 2.0.2's close does not always call the rebalance callback
+ * with the cooperative protocol (seen after a second, empty assignment),
+ * and a member that leaves must hand over exactly where it stopped. */
+void sl__kgroup_leave(rd_kafka_t *rk, sl__kgroup *g);
 /* Records the first failure of a rebalance step (the source fails the
  * job with it on its next poll). */
 void sl__kgroup_fail(sl__kgroup *g, int err, const char *fmt, ...)

@@ -843,8 +843,10 @@ static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
     }
     k->closing = true;
   }
-  if (k->group && k->rk)
+  if (k->group && k->rk) {
+    sl__kgroup_leave(k->rk, &k->grp);
     rd_kafka_consumer_close(k->rk);
+  }
   for (int i = 0; i < 4; i++)
     free(k->snaps[i].pos);
   for (size_t i = 0; i < k->n_parts; i++) {
