@@ -7,7 +7,6 @@
  * with the topic's partitions as the tasks; and a service of the job
  * that, before any worker starts, checks the topic's partition count or
  * creates it through the admin API. */
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +14,8 @@
 
 #include "core/clock.h"
 #include "core/conf.h"
-#include "graph/graph.h"
 #include "core/service.h"
+#include "graph/graph.h"
 #include "kafka/kafka_int.h"
 #include "runtime/runtime.h"
 
