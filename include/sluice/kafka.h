@@ -162,11 +162,13 @@ typedef struct sl_kafka_source_opts {
  * offset; a restore
  * resumes them whatever subtask now owns the partition, and a finished
  * partition is not read again (also by a job without is_end).
- * In group mode (group.mode=copartitioned, docs/scaling.md) the
- * partitions are not dealt by the job: each subtask is a member of the
- * consumer group and reads what the group assigns it, every topic must
- * have group.partitions partitions, and the subtask runs until the job
- * stops.
+ * In group mode (group.mode=copartitioned or repartition,
+ * docs/scaling.md) the partitions are not dealt by the job: each subtask
+ * is a member of the consumer group and reads what the group assigns it,
+ * and the subtask runs until the job stops; with copartitioned every
+ * topic must have group.partitions partitions, with repartition any
+ * count (the job's key_by then crosses processes through a repartition
+ * topic, and this source feeds it).
  * Consumer settings come from the job's kafka.* keys. opts may be NULL;
  * it and its strings are copied. Returns the stream or NULL (error in the
  * job). */

@@ -38,11 +38,12 @@ static const sl__conf_key keys[] = {
     KEY_INT("parallelism", "1", 1, 1024, "worker threads of the job"),
     KEY_INT("max.parallelism", "128", 1, 32768,
             "number of key groups K; fixed for the life of the job's state"),
-    KEY_ENUM("group.mode", "off", "off|copartitioned",
+    KEY_ENUM("group.mode", "off", "off|copartitioned|repartition",
              "off: the job is one process; copartitioned: processes of the "
              "same job and Kafka group id share the input partitions through "
-             "Kafka's consumer group, each input partition a task "
-             "(docs/scaling.md)"),
+             "Kafka's consumer group, each input partition a task; "
+             "repartition: the same, with each key_by writing a repartition "
+             "topic whose partitions are the tasks (docs/scaling.md)"),
     KEY_INT("group.partitions", "0", 0, 32768,
             "group mode: the partition count of the topics the keyed stage "
             "reads, declared; the job checks it against the cluster and "

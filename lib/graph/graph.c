@@ -4,6 +4,7 @@
  * operator without key_by, changes after start), and the validation of the
  * whole before it runs. Errors are sticky: the first is kept in the job
  * and returned again by sl_job_run(). */
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -388,6 +389,73 @@ int sl__graph_validate(const sl__graph *g, const char *job_name, char *err,
              "sl_sink_jsonl() or sl_sink_stdout()",
              job_name);
     return SL_ERR_GRAPH;
+  }
+  return SL_OK;
+}
+
+/* The stream that names node n's output tag (tags are compared by
+ * pointer: an input keeps the one its stream owns). */
+static sl_stream_t *stream_of(const sl__graph *g, const sl__node *n,
+                              const char *tag) {
+  for (int i = 0; i < g->n_streams; i++)
+    if (g->streams[i]->node == n && g->streams[i]->tag == tag)
+      return g->streams[i];
+  return NULL;
+}
+
+/* The first source upstream of n, depth first along its inputs. */
+static const sl__node *source_above(const sl__node *n) {
+  if (n->kind == SL__NODE_SOURCE)
+    return n;
+  for (int i = 0; i < n->n_inputs; i++) {
+    const sl__node *s = source_above(n->inputs[i].from);
+    if (s)
+      return s;
+  }
+  return NULL;
+}
+
+int sl__graph_split(sl__graph *g, sl_job_t *job, char *err, size_t errlen) {
+  for (int i = 0; g->split && i < g->n_nodes; i++) {
+    sl__node *k = g->nodes[i];
+    if (k->kind != SL__NODE_KEYBY || k->broadcast)
+      continue;
+    /* The keyed stage: the first reader of the key_by. */
+    const char *uid = NULL;
+    for (int j = i + 1; j < g->n_nodes && !uid; j++)
+      for (int p = 0; p < g->nodes[j]->n_inputs && !uid; p++)
+        if (g->nodes[j]->inputs[p].from == k)
+          uid = g->nodes[j]->uid;
+    if (!uid)
+      continue; /* nothing reads it: nothing to carry */
+    sl_stream_t *in = stream_of(g, k->inputs[0].from, k->inputs[0].tag);
+    sl_stream_t *src = in ? g->split(job, k, in, uid, g->split_arg) : NULL;
+    if (!src) {
+      if (g->build_err)
+        return g->build_err; /* its message is already the job's */
+      sl__errf(err, errlen, "key_by before \"%s\": out of memory", uid);
+      return SL_ERR_NOMEM;
+    }
+    /* The source was added last: move it before the key_by, which keeps
+     * creation order a topological order. */
+    sl__node *r = src->node;
+    int at = r->id;
+    assert(r->kind == SL__NODE_SOURCE && at == g->n_nodes - 1 && at > i);
+    memmove(&g->nodes[i + 1], &g->nodes[i],
+            (size_t)(at - i) * sizeof(*g->nodes));
+    g->nodes[i] = r;
+    for (int j = i; j <= at; j++)
+      g->nodes[j]->id = j;
+    const sl__node *up = source_above(k->inputs[0].from);
+    if (up) {
+      r->wm_spec = up->wm_spec;
+      r->wm_spec.ts_fn = NULL;
+      r->wm_spec.ts_opaque = NULL;
+    }
+    k->inputs[0] = (sl__input){r, NULL};
+    k->key_fn = NULL;
+    k->key_opaque = NULL;
+    i++; /* the key_by moved one place on */
   }
   return SL_OK;
 }

@@ -66,6 +66,17 @@ struct sl__node {
 typedef void (*sl__graph_report_fn)(sl_job_t *job, int err, bool building,
                                     const char *msg);
 
+/* Group mode with a repartition topic (docs/scaling.md): replaces the
+ * input of the key_by node k, whose keyed stage is named uid, by a stream
+ * the layer that owns the topic builds: a sink that writes k's input to
+ * the topic, keyed by k's key function, and a source that reads it back,
+ * whose stream it returns (NULL after recording a build error). It adds
+ * both with the ordinary builder calls; sl__graph_split moves the source
+ * before k. */
+typedef sl_stream_t *(*sl__graph_split_fn)(sl_job_t *job, const sl__node *k,
+                                           sl_stream_t *in, const char *uid,
+                                           void *arg);
+
 typedef struct sl__graph {
   sl__node **nodes;
   int n_nodes, cap_nodes;
@@ -80,6 +91,8 @@ typedef struct sl__graph {
     void (*free_fn)(void *);
   } * adopted;
   int n_adopted;
+  sl__graph_split_fn split; /* set: every key_by crosses a topic */
+  void *split_arg;
 } sl__graph;
 
 /* The graph of a job: the runtime's sl_job_t begins with it (runtime.h
@@ -102,6 +115,15 @@ static inline void sl__graph_seal(sl__graph *g) {
  * source or a sink. SL_OK, or the error with a message in err. */
 int sl__graph_validate(const sl__graph *g, const char *job_name, char *err,
                        size_t errlen);
+
+/* With a split hook: cuts the graph at every key_by (broadcasts aside),
+ * so that the key_by reads the hook's source instead of its input, and
+ * without its key function (the records read back carry the key). The
+ * source gets the watermark strategy of the first source upstream of the
+ * key_by, without its timestamp assigner (records read back carry their
+ * event time). Before the graph is sealed; SL_OK or an error with the
+ * message in err. */
+int sl__graph_split(sl__graph *g, sl_job_t *job, char *err, size_t errlen);
 
 /* Frees the nodes, streams and adopted objects (calling free_arg and the
  * adopters' free functions). */

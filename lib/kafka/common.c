@@ -9,6 +9,8 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "graph/graph.h"
+#include "kafka/group_int.h"
 #include "kafka/kafka_int.h"
 
 _Thread_local const sl_kafka_msg_t *sl__kafka_cur;
@@ -53,6 +55,7 @@ static void kjob_free(void *arg) {
   for (size_t i = 0; i < kj->n_src; i++)
     free(kj->src_uids[i]);
   free(kj->src_uids);
+  free(kj->repart_topic);
   free(kj->name);
   pthread_mutex_destroy(&kj->lock);
   pthread_mutex_destroy(&kj->dlq_lock);
@@ -95,6 +98,13 @@ sl__kjob *sl__kjob_get(sl_job_t *job) {
   reg[n_reg++] = kj;
   pthread_mutex_unlock(&reg_lock);
   sl_job_adopt(job, kj, kjob_free);
+  /* Group mode with repartition topics: every key_by crosses processes
+   * through one (repart.c); the runtime cuts the graph when it starts. */
+  if (sl__kgroup_repartition(kj->conf)) {
+    sl__graph *g = sl__graph_of(job);
+    g->split = sl__krepart_split;
+    g->split_arg = kj;
+  }
   return kj;
 }
 

@@ -220,9 +220,9 @@ static int dlq_hook(sl_ctx_t *op, const sl_record_t *rec, const char *why,
              "kafka.message.max.bytes; writing it cut to %zu bytes",
              where, whole, key_len + value_len);
   }
-  int rc =
-      sl__kprod_sendv(p, sl__conf_str(kj->conf, "dlq.topic"), key, key_len,
-                      value, value_len, ts, h, &sl__kdlq_tag, err, sizeof(err));
+  int rc = sl__kprod_sendv(p, sl__conf_str(kj->conf, "dlq.topic"),
+                           RD_KAFKA_PARTITION_UA, key, key_len, value,
+                           value_len, ts, h, &sl__kdlq_tag, err, sizeof(err));
   if (rc)
     sl__klog(kj, SL__LOG_ERROR, "dead-letter queue: %s", err);
   else

@@ -17,6 +17,10 @@ bool sl__kgroup_on(const sl_conf_t *conf) {
   return sl__conf_enum(conf, "group.mode") != 0;
 }
 
+bool sl__kgroup_repartition(const sl_conf_t *conf) {
+  return strcmp(sl__conf_str(conf, "group.mode"), "repartition") == 0;
+}
+
 int sl__kgroup_check(const sl_conf_t *conf, const char *topic, int partitions,
                      char *err, size_t errlen) {
   int64_t declared = sl__conf_int(conf, "group.partitions");
@@ -24,9 +28,10 @@ int sl__kgroup_check(const sl_conf_t *conf, const char *topic, int partitions,
     return SL_OK;
   snprintf(err, errlen,
            "topic %s has %d partitions but group.partitions declares %lld: "
-           "group.mode=copartitioned needs the topic partitioned by the key "
-           "into exactly the declared number of partitions",
-           topic, partitions, (long long)declared);
+           "group.mode=%s needs the topic partitioned by the key into "
+           "exactly the declared number of partitions",
+           topic, partitions, (long long)declared,
+           sl__conf_str(conf, "group.mode"));
   return SL_ERR_CONF;
 }
 

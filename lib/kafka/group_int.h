@@ -44,6 +44,8 @@ typedef struct sl__kgroup {
 
 /* Whether the job runs in group mode (group.mode is not off). */
 bool sl__kgroup_on(const sl_conf_t *conf);
+/* Whether it runs with repartition topics (group.mode=repartition). */
+bool sl__kgroup_repartition(const sl_conf_t *conf);
 /* The declared partition count (group.partitions) against a topic's:
  * SL_OK or SL_ERR_CONF with the reason in err. */
 int sl__kgroup_check(const sl_conf_t *conf, const char *topic, int partitions,

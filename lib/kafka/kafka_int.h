@@ -68,6 +68,8 @@ typedef struct sl__kjob {
   /* Group mode: the owners directory (owners.c), a service of the job
    * that frees it. */
   struct sl__kowners *owners;
+  /* Group mode with a repartition topic (repart.c): its name. */
+  char *repart_topic;
   /* Figures (stats.c), read at scrape time through the runtime's
    * reporter; the lists are guarded by stat_lock, the values are atomics
    * written by their owner. */
@@ -280,10 +282,13 @@ int sl__kprod_send(sl__kprod *p, const char *topic, const void *key,
                    size_t errlen);
 /* The same with librdkafka's per-message opaque, which the delivery
  * report sees (&sl__kdlq_tag marks dead letters). */
-int sl__kprod_sendv(sl__kprod *p, const char *topic, const void *key,
-                    size_t key_len, const void *value, size_t value_len,
-                    int64_t ts, rd_kafka_headers_t *hdrs, void *msg_opaque,
-                    char *err, size_t errlen);
+int sl__kprod_sendv(sl__kprod *p, const char *topic, int32_t partition,
+                    const void *key, size_t key_len, const void *value,
+                    size_t value_len, int64_t ts, rd_kafka_headers_t *hdrs,
+                    void *msg_opaque, char *err, size_t errlen);
+/* Flushes the job's plain producer when it exists; SL_OK or
+ * SL_ERR_KAFKA. */
+int sl__kprod_flush_plain(sl__kjob *kj, char *err, size_t errlen);
 
 /* The job's transactional producer (its client is created by the first
  * exactly_once sink that opens). NULL when out of memory. */
@@ -320,6 +325,10 @@ void sl__kwriter_set_stats(sl__kwriter *w, sl__ksink_stat *st);
 void sl__kwriter_set_limit(sl__kwriter *w, size_t max_held_bytes,
                            bool (*give_up)(void *arg), void *arg);
 void sl__kwriter_free(sl__kwriter *w);
+/* Writes each record to the partition Kafka's default partitioner gives
+ * its key among partitions (murmur2, whatever kafka.partitioner says):
+ * the repartition topic's contract. 0: the producer's partitioner. */
+void sl__kwriter_set_partitions(sl__kwriter *w, int32_t partitions);
 /* The job restored checkpoint id: its output continues epoch id (the
  * sluice.epoch header), so epochs are unique across runs. Before any
  * write. */
@@ -334,6 +343,30 @@ int sl__kwriter_barrier(sl__kwriter *w, uint64_t id, bool flush, char *err,
 /* Writes held records whose transaction is now open. */
 int sl__kwriter_drain(sl__kwriter *w, char *err, size_t errlen);
 size_t sl__kwriter_held(const sl__kwriter *w);
+
+/* ---- Repartition topics (repart.c) ----------------------------------------
+ * Group mode's group.mode=repartition: a key_by crosses processes through
+ * the topic <job>-<uid>-repartition (docs/scaling.md). */
+
+/* The graph's split hook (graph.h): adds the internal sink and source
+ * of key_by k's topic. */
+struct sl__node;
+sl_stream_t *sl__krepart_split(sl_job_t *job, const struct sl__node *k,
+                               sl_stream_t *in, const char *uid, void *kjob);
+/* Makes sure topic exists with group.partitions partitions: finds it,
+ * or creates it through the admin API. SL_OK, or
+ * SL_ERR_CONF for a topic with another partition count, SL_ERR_KAFKA
+ * when it cannot be created or described; the reason in err. */
+int sl__krepart_ensure(sl__kjob *kj, const sl_conf_t *conf, const char *topic,
+                       char *err, size_t errlen);
+/* The internal source and sink (source.c, sink.c): a Kafka source whose
+ * partitions are the group's tasks; a Kafka sink, at least once, keying
+ * each record by key_fn (NULL: its own key) and writing it to the
+ * murmur2 partition of that key among partitions. */
+sl_stream_t *sl__ksource_new(sl_job_t *job, const char *uid, const char *topics,
+                             const sl_kafka_source_opts_t *opts, bool repart);
+int sl__ksink_repart(sl_stream_t *in, const char *uid, const char *topic,
+                     sl_key_fn key_fn, void *key_opaque, int32_t partitions);
 
 /* ---- Dead-letter queue (dlq.c) ------------------------------------------- */
 

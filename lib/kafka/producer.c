@@ -15,6 +15,7 @@
 
 #include "core/clock.h"
 #include "core/conf.h"
+#include "core/hash.h"
 #include "kafka/kafka_int.h"
 
 #define LOG_CAP 1024
@@ -389,18 +390,27 @@ int sl__kprod_flush(sl__kprod *p, char *err, size_t errlen) {
   return SL_OK;
 }
 
+int sl__kprod_flush_plain(sl__kjob *kj, char *err, size_t errlen) {
+  pthread_mutex_lock(&kj->lock);
+  sl__kprod *p = kj->plain;
+  pthread_mutex_unlock(&kj->lock);
+  return p && atomic_load_explicit(&p->rk_pub, memory_order_acquire)
+             ? sl__kprod_flush(p, err, errlen)
+             : SL_OK;
+}
+
 int sl__kprod_send(sl__kprod *p, const char *topic, const void *key,
                    size_t key_len, const void *value, size_t value_len,
                    int64_t ts, rd_kafka_headers_t *hdrs, char *err,
                    size_t errlen) {
-  return sl__kprod_sendv(p, topic, key, key_len, value, value_len, ts, hdrs,
-                         NULL, err, errlen);
+  return sl__kprod_sendv(p, topic, RD_KAFKA_PARTITION_UA, key, key_len, value,
+                         value_len, ts, hdrs, NULL, err, errlen);
 }
 
-int sl__kprod_sendv(sl__kprod *p, const char *topic, const void *key,
-                    size_t key_len, const void *value, size_t value_len,
-                    int64_t ts, rd_kafka_headers_t *hdrs, void *msg_opaque,
-                    char *err, size_t errlen) {
+int sl__kprod_sendv(sl__kprod *p, const char *topic, int32_t partition,
+                    const void *key, size_t key_len, const void *value,
+                    size_t value_len, int64_t ts, rd_kafka_headers_t *hdrs,
+                    void *msg_opaque, char *err, size_t errlen) {
   const char *f = sl__kprod_error(p);
   if (f) {
     if (hdrs)
@@ -410,7 +420,7 @@ int sl__kprod_sendv(sl__kprod *p, const char *topic, const void *key,
   }
   for (;;) {
     rd_kafka_resp_err_t e = rd_kafka_producev(
-        p->rk, RD_KAFKA_V_TOPIC(topic),
+        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key_len),
         RD_KAFKA_V_VALUE((void *)value, value_len),
         RD_KAFKA_V_TIMESTAMP(ts >= 0 ? ts : 0), RD_KAFKA_V_HEADERS(hdrs),
@@ -703,12 +713,23 @@ struct sl__kwriter {
   bool (*give_up)(void *arg);
   void *give_up_arg;
   sl__ksink_stat *st; /* NULL: no figures */
+  int32_t partitions; /* > 0: murmur2 partition of the key among them */
 };
 
 static void set_held(sl__kwriter *w, size_t bytes) {
   w->held_bytes = bytes;
   if (w->st)
     atomic_store_explicit(&w->st->held_bytes, bytes, memory_order_relaxed);
+}
+
+void sl__kwriter_set_partitions(sl__kwriter *w, int32_t partitions) {
+  w->partitions = partitions;
+}
+
+static int32_t partition_of(const sl__kwriter *w, const void *key, size_t len) {
+  return w->partitions > 0
+             ? (int32_t)sl__murmur2_partition(key, len, (uint32_t)w->partitions)
+             : RD_KAFKA_PARTITION_UA;
 }
 
 void sl__kwriter_set_stats(sl__kwriter *w, sl__ksink_stat *st) {
@@ -822,9 +843,9 @@ int sl__kwriter_drain(sl__kwriter *w, char *err, size_t errlen) {
   while (w->head < w->n && w->h[w->head].after <= rel) {
     held *x = &w->h[w->head++];
     const char *k = w->bytes + x->off;
-    int rc = sl__kprod_sendv(w->p, w->topic, x->null_key ? NULL : k, x->key_len,
-                             k + x->key_len, x->value_len, x->ts, x->hdrs,
-                             w->st, err, errlen);
+    int rc = sl__kprod_sendv(w->p, w->topic, partition_of(w, k, x->key_len),
+                             x->null_key ? NULL : k, x->key_len, k + x->key_len,
+                             x->value_len, x->ts, x->hdrs, w->st, err, errlen);
     x->hdrs = NULL;
     set_held(w, w->held_bytes - x->key_len - x->value_len);
     if (rc)
@@ -901,8 +922,10 @@ int sl__kwriter_write(sl__kwriter *w, const sl_record_t *rec,
     }
   }
 send:
-  return sl__kprod_sendv(w->p, w->topic, rec->key, rec->key_len, rec->value,
-                         rec->value_len, rec->ts, hdrs, w->st, err, errlen);
+  return sl__kprod_sendv(w->p, w->topic,
+                         partition_of(w, rec->key, rec->key_len), rec->key,
+                         rec->key_len, rec->value, rec->value_len, rec->ts,
+                         hdrs, w->st, err, errlen);
 }
 
 int sl__kwriter_barrier(sl__kwriter *w, uint64_t id, bool flush, char *err,

@@ -18,6 +18,11 @@ typedef struct ksink {
   char *topic;
   sl_kafka_sink_opts_t o;
   sl_kafka_delivery delivery;
+  /* A repartition topic's writer (repart.c): records are keyed by key_fn
+   * (NULL: their own key) and go to the murmur2 partition of that key. */
+  sl_key_fn key_fn;
+  void *key_opaque;
+  int32_t partitions;
 } ksink;
 
 typedef struct kinst {
@@ -48,6 +53,7 @@ static int ksink_open(sl_ctx_t *op) {
     return sl_op_fail(op, SL_ERR_KAFKA, "%s", err);
   if (!(in->w = sl__kwriter_new(in->p, s->topic, eos)))
     return sl_op_fail(op, SL_ERR_NOMEM, "out of memory");
+  sl__kwriter_set_partitions(in->w, s->partitions);
   /* Figures outlive the instance (read after the run); none when out of
    * memory, which is not an error. */
   sl__kwriter_set_stats(
@@ -93,6 +99,14 @@ static int ksink_process(sl_ctx_t *op, int port, const sl_record_t *rec) {
   kinst *in = sl_op_data(op);
   rd_kafka_headers_t *hdrs = NULL;
   char err[512];
+  sl_record_t keyed;
+  if (s->key_fn) {
+    keyed = *rec;
+    int rc = s->key_fn(rec, &keyed.key, &keyed.key_len, s->key_opaque);
+    if (rc)
+      return sl_op_user_error(op, rec, rc);
+    rec = &keyed;
+  }
   if (s->o.copy_headers && copy_headers(op, &hdrs))
     return sl_op_fail(op, SL_ERR_NOMEM, "out of memory");
   if (s->o.headers) {
@@ -180,8 +194,26 @@ static const sl_operator_ops_t ksink_ops = {
     .checkpoint_abort = ksink_abort,
 };
 
+static int sink_new(sl_stream_t *in, const char *uid, const char *topic,
+                    const sl_kafka_sink_opts_t *opts, const ksink *repart);
+
 int sl_sink_kafka(sl_stream_t *in, const char *uid, const char *topic,
                   const sl_kafka_sink_opts_t *opts) {
+  return sink_new(in, uid, topic, opts, NULL);
+}
+
+int sl__ksink_repart(sl_stream_t *in, const char *uid, const char *topic,
+                     sl_key_fn key_fn, void *key_opaque, int32_t partitions) {
+  /* At least once: the barrier's flush is what lets the upstream
+   * source's positions of a checkpoint be committed. */
+  sl_kafka_sink_opts_t o = {.delivery = SL_KAFKA_AT_LEAST_ONCE};
+  ksink r = {
+      .key_fn = key_fn, .key_opaque = key_opaque, .partitions = partitions};
+  return sink_new(in, uid, topic, &o, &r);
+}
+
+static int sink_new(sl_stream_t *in, const char *uid, const char *topic,
+                    const sl_kafka_sink_opts_t *opts, const ksink *repart) {
   if (!in)
     return SL_ERR_INVAL;
   sl_job_t *job = sl_stream_job(in);
@@ -202,6 +234,11 @@ int sl_sink_kafka(sl_stream_t *in, const char *uid, const char *topic,
     free(s);
     sl_job_build_error(job, SL_ERR_NOMEM, "kafka sink: out of memory");
     return SL_ERR_NOMEM;
+  }
+  if (repart) {
+    s->key_fn = repart->key_fn;
+    s->key_opaque = repart->key_opaque;
+    s->partitions = repart->partitions;
   }
   s->kj = kj;
   if (opts)

@@ -113,6 +113,10 @@ struct ksrc {
   sl_source_ops_t ops;
   sl__kjob *kj;
   char *uid;
+  /* Group mode with repartition topics: this source reads one back (its
+   * partitions are the tasks); the job's other sources are upstream of
+   * it, stateless, and read their topics with any partitioning. */
+  bool repart;
   char **topics; /* sorted */
   int n_topics;
   char *group; /* NULL: from conf at open */
@@ -623,6 +627,16 @@ static bool group_revoked(void *sub, const rd_kafka_topic_partition_list_t *l,
           ->offset = p->next;
     forget(s, k, j);
   }
+  /* Upstream of a repartition topic: what was emitted of the partitions
+   * is in the producer's queue; it must be in the topic before the
+   * offsets that cover it are (at-least-once). */
+  char err[512];
+  if (c->cnt && !s->repart && sl__kgroup_repartition(k->grp.conf) &&
+      sl__kprod_flush_plain(s->kj, err, sizeof(err))) {
+    sl__klog(s->kj, SL__LOG_WARN,
+             "source %s: not committing revoked partitions: %s", s->uid, err);
+    c->cnt = 0;
+  }
   if (c->cnt) {
     /* Synchronous: the next owner must find the offsets. A failure costs
      * duplicates, not data: log it. */
@@ -677,7 +691,10 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   k->src = s;
   k->ctx = ctx;
   k->group = sl__kgroup_on(conf);
-  k->tasks = k->group && sl__tasks_on(op);
+  /* Whether its partitions are tasks: in repartition mode only the
+   * repartition topic's. */
+  bool owns = !sl__kgroup_repartition(conf) || s->repart;
+  k->tasks = k->group && owns && sl__tasks_on(op);
   /* A task is one partition number: with two topics two partitions
    * would be one task, which the group may give to two members. */
   if (k->tasks && s->n_topics > 1)
@@ -692,7 +709,7 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
                           .conf = conf,
                           .job = s->kj->name,
                           .uid = s->uid,
-                          .owners = s->kj->owners,
+                          .owners = owns ? s->kj->owners : NULL,
                           .subtask = sub};
     if ((rc = sl__kgroup_conf(rc_conf, conf, &k->grp, err, sizeof(err)))) {
       rd_kafka_conf_destroy(rc_conf);
@@ -718,7 +735,7 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
     rc = SL_ERR_NOMEM;
   k->cap_parts = total;
   if (k->group) {
-    for (int t = 0; t < s->n_topics && !rc; t++)
+    for (int t = 0; t < s->n_topics && !rc && owns; t++)
       if ((rc = sl__kgroup_check(conf, s->topics[t], counts[t], err,
                                  sizeof(err))))
         rc = sl_source_fail(ctx, rc, "kafka source %s: %s", s->uid, err);
@@ -1399,7 +1416,9 @@ static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
   int64_t *offs = calloc(k->n_parts + 1, sizeof(int64_t));
   sl__kpos_time *times = calloc(k->n_parts + 1, sizeof(*times));
   int rc = topics && parts && offs && times ? 0 : SL_ERR_NOMEM;
-  struct task_snap *ts = k->tasks ? &k->snaps[id % 4] : NULL;
+  /* Group mode: the positions of the snapshot, which its completion
+   * publishes (tasks) or commits. */
+  struct task_snap *ts = k->group ? &k->snaps[id % 4] : NULL;
   if (ts) {
     struct task_pos *a =
         realloc(ts->pos, (k->n_parts + 1) * sizeof(struct task_pos));
@@ -1409,7 +1428,7 @@ static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
       *ts = (struct task_snap){id, 0, a};
   }
   for (size_t i = 0; i < k->n_parts && !rc; i++) {
-    /* The tasks this snapshot holds: loaded, with a position. */
+    /* The partitions this snapshot holds: loaded, with a position. */
     const kpart *kp = &k->parts[i];
     if (ts && !kp->loading && kp->next >= 0)
       ts->pos[ts->n++] = (struct task_pos){kp->topic, kp->partition, kp->next};
@@ -1444,11 +1463,51 @@ static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
   return rc;
 }
 
+/* Group mode without tasks (a source upstream of a repartition topic,
+ * or no checkpoint.dir): the positions of checkpoint id's snapshot are
+ * committed, not the ones read since. The sinks flushed at that
+ * checkpoint's barrier, so the output of every record before them is
+ * durable; a record after them may not be yet. */
+static void group_complete(ksub *k, uint64_t id) {
+  ksrc *s = k->src;
+  struct task_snap *ts = &k->snaps[id % 4];
+  if (ts->id != id || id <= k->published)
+    return;
+  k->published = id;
+  rd_kafka_topic_partition_list_t *l =
+      rd_kafka_topic_partition_list_new((int)ts->n + 1);
+  for (size_t i = 0; i < ts->n; i++) {
+    const struct task_pos *tp = &ts->pos[i];
+    size_t j = 0;
+    while (j < k->n_parts && (k->parts[j].topic != tp->topic ||
+                              k->parts[j].partition != tp->partition))
+      j++;
+    /* A partition let go since was committed when it was revoked. */
+    if (j == k->n_parts || k->parts[j].committed >= tp->offset)
+      continue;
+    rd_kafka_topic_partition_list_add(l, s->topics[tp->topic], tp->partition)
+        ->offset = tp->offset;
+    k->parts[j].committed = tp->offset;
+  }
+  /* Async: the worker must not stall on it. */
+  if (l->cnt) {
+    rd_kafka_resp_err_t e = rd_kafka_commit(k->rk, l, 1);
+    if (e)
+      sl__klog(s->kj, SL__LOG_WARN, "source %s: committing offsets: %s", s->uid,
+               rd_kafka_err2str(e));
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
 static void ksrc_complete(sl_source_ctx_t *ctx, uint64_t id, void *opaque) {
   ksrc *s = opaque;
   ksub *k = s->sub[sl_source_ctx_subtask(ctx)];
   if (k && k->tasks) {
     task_complete(k, id);
+    return;
+  }
+  if (k && k->group && !s->kj->txn) {
+    group_complete(k, id);
     return;
   }
   /* With an exactly_once sink the transaction commits the offsets; an
@@ -1482,6 +1541,11 @@ static void ksrc_complete(sl_source_ctx_t *ctx, uint64_t id, void *opaque) {
 
 sl_stream_t *sl_source_kafka(sl_job_t *job, const char *uid, const char *topics,
                              const sl_kafka_source_opts_t *opts) {
+  return sl__ksource_new(job, uid, topics, opts, false);
+}
+
+sl_stream_t *sl__ksource_new(sl_job_t *job, const char *uid, const char *topics,
+                             const sl_kafka_source_opts_t *opts, bool repart) {
   if (!job)
     return NULL;
   if (!topics || !*topics) {
@@ -1524,6 +1588,7 @@ sl_stream_t *sl_source_kafka(sl_job_t *job, const char *uid, const char *topics,
     goto oom;
   pthread_mutex_init(&s->lock, NULL);
   s->kj = kj;
+  s->repart = repart;
   if (opts)
     s->o = *opts;
   if (!(s->uid = strdup(uid)) ||

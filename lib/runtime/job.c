@@ -51,16 +51,18 @@ sl_job_t *sl__job_create(const char *name, sl_conf_t *conf, char *err,
     max_par = sl__conf_int(conf, "group.partitions");
     if (max_par == 0) {
       sl__errf(err, errlen,
-               "group.mode=copartitioned needs group.partitions: the "
-               "partition count of the topics the keyed stage reads");
+               "group.mode=%s needs group.partitions: the partition "
+               "count of the topics the keyed stage reads",
+               sl__conf_str(conf, "group.mode"));
       sl_conf_destroy(own);
       return NULL;
     }
     if (*sl__conf_str(conf, "restore.from")) {
       sl__errf(err, errlen,
-               "group.mode=copartitioned restores each task from the "
-               "shared checkpoint.dir when it is assigned "
-               "(docs/scaling.md); unset restore.from");
+               "group.mode=%s restores each task from the shared "
+               "checkpoint.dir when it is assigned (docs/scaling.md); "
+               "unset restore.from",
+               sl__conf_str(conf, "group.mode"));
       sl_conf_destroy(own);
       return NULL;
     }
@@ -425,9 +427,14 @@ int sl__job_prepare(sl_job_t *job) {
                         "job \"%s\": sl_job_run() can be called only once",
                         job->name);
   }
-  sl__graph_seal(&job->g);
   char why[512];
-  int rc = sl__graph_validate(&job->g, job->name, why, sizeof(why));
+  /* Group mode with repartition topics: the graph is cut at each key_by
+   * while it can still change (docs/scaling.md). */
+  int rc = sl__graph_split(&job->g, job, why, sizeof(why));
+  if (rc)
+    return job->g.build_err ? rc : sl__job_fail(job, rc, "%s", why);
+  sl__graph_seal(&job->g);
+  rc = sl__graph_validate(&job->g, job->name, why, sizeof(why));
   if (rc)
     return job->g.build_err ? rc : sl__job_fail(job, rc, "%s", why);
   if ((rc = plan(job)))

@@ -6,10 +6,14 @@
  * rebalance. With CHECKPOINT_DIR it checkpoints every 200 ms into that
  * shared store with state backend BACKEND (hashmap or rocksdb; its
  * RocksDB files under CHECKPOINT_DIR/../state-<pid>), and PARALLELISM
- * worker threads (default 1).
+ * worker threads (default 1). With GROUP_JOB_KEY_BY_VALUE set, key_by
+ * keys by the value instead of the message key, with a watermark bound
+ * of 10 s (records read back from a repartition topic come from several
+ * input partitions, out of order).
  * usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS
  *        [CHECKPOINT_DIR BACKEND [PARALLELISM]] */
 #include <inttypes.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +39,14 @@ static int fmt_count(sl_ctx_t *ctx, const sl_record_t *in, sl_record_t *out,
     return -1;
   out->value = s;
   out->value_len = (size_t)snprintf(s, 32, "%" PRId64, n);
+  return 0;
+}
+
+static int value_key(const sl_record_t *rec, const void **key, size_t *len,
+                     void *opaque) {
+  (void)opaque;
+  *key = rec->value;
+  *len = rec->value_len;
   return 0;
 }
 
@@ -100,12 +112,14 @@ int main(int argc, char **argv) {
   }
   sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST};
   sl_stream_t *src = sl_source_kafka(job, "in", "in", &so);
-  sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED, .bound_ms = 0};
+  bool by_value = getenv("GROUP_JOB_KEY_BY_VALUE") != NULL;
+  sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED,
+                            .bound_ms = by_value ? 10000 : 0};
   sl_with_watermarks(src, &wm);
   sl_window_spec_t spec = sl_window_tumbling(1000);
   sl_window_fn_t fn = {.builtin = SL_AGG_COUNT};
-  sl_stream_t *w =
-      sl_window(sl_key_by(src, NULL, NULL), "count", &spec, &fn, NULL);
+  sl_stream_t *w = sl_window(sl_key_by(src, by_value ? value_key : NULL, NULL),
+                             "count", &spec, &fn, NULL);
   sl_sink_kafka(sl_map(w, "fmt", fmt_count, NULL), "out", "out", NULL);
   struct sigaction sa = {.sa_handler = on_term};
   sigaction(SIGTERM, &sa, NULL);

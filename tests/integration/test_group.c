@@ -50,7 +50,13 @@ static const char *build_root(void) {
   return b ? b : "build";
 }
 
+/* Starts the dev broker; extra names one more topic (name:partitions). */
+static void start_broker_with(const char *extra);
 static void start_broker(void) {
+  start_broker_with(NULL);
+}
+
+static void start_broker_with(const char *extra) {
   char tool[1024], file[512], cmd[300];
   snprintf(dir, sizeof(dir), "/tmp/sluice-group-test-%ld", (long)getpid());
   /* What a failed test before this one left (its checkpoint store). */
@@ -65,8 +71,12 @@ static void start_broker(void) {
   if (broker == 0) {
     int null = open("/dev/null", O_WRONLY);
     dup2(null, 1);
-    execl(tool, tool, "--topic", "in:12", "--topic", "out:1", "--topic",
-          "in5:5", "--bootstrap-file", file, (char *)NULL);
+    if (extra)
+      execl(tool, tool, "--topic", "in:12", "--topic", "out:1", "--topic",
+            "in5:5", "--topic", extra, "--bootstrap-file", file, (char *)NULL);
+    else
+      execl(tool, tool, "--topic", "in:12", "--topic", "out:1", "--topic",
+            "in5:5", "--bootstrap-file", file, (char *)NULL);
     _exit(127);
   }
   track(broker);
@@ -139,10 +149,17 @@ static pid_t start_job_ck(const char *mode, const char *parts, const char *name,
   return pid;
 }
 
-/* How many partitions the process reads: the sum over its source
- * subtasks ("source in[<subtask>]: ...") of the last count the log gave
- * after a rebalance, or 0. */
+/* How many partitions the process reads: the sum over the subtasks of
+ * source src ("source <src>[<subtask>]: ...") of the last count the log
+ * gave after a rebalance, or 0. */
+static int status_of_source(const char *name, const char *src);
 static int status_of(const char *name) {
+  return status_of_source(name, "in");
+}
+
+static int status_of_source(const char *name, const char *src) {
+  char tag[128];
+  size_t tag_len = (size_t)snprintf(tag, sizeof(tag), "source %s[", src);
   char path[512], line[1024];
   snprintf(path, sizeof(path), "%s/%s.err", dir, name);
   FILE *f = fopen(path, "r");
@@ -151,9 +168,9 @@ static int status_of(const char *name) {
     return 0;
   while (fgets(line, sizeof(line), f)) {
     const char *r = strstr(line, "group rebalance:");
-    const char *sub = strstr(line, "source in[");
+    const char *sub = strstr(line, tag);
     if (r && sub && (r = strstr(r, "; reads ")))
-      last[atoi(sub + 10) & 7] = atoi(r + 8);
+      last[atoi(sub + tag_len) & 7] = atoi(r + 8);
   }
   fclose(f);
   for (int i = 0; i < 8; i++)
@@ -163,11 +180,18 @@ static int status_of(const char *name) {
 
 /* Waits until the named processes read want partitions in all, each at
  * least one: the group is stable before any data is produced. */
+static void wait_assigned_source(const char *const *names, int n, int want,
+                                 const char *src);
 static void wait_assigned(const char *const *names, int n, int want) {
+  wait_assigned_source(names, n, want, "in");
+}
+
+static void wait_assigned_source(const char *const *names, int n, int want,
+                                 const char *src) {
   for (int i = 0; i < WAIT_MS / 50; i++) {
     int sum = 0, least = PARTS;
     for (int j = 0; j < n; j++) {
-      int s = status_of(names[j]);
+      int s = status_of_source(names[j], src);
       sum += s;
       if (s < least)
         least = s;
@@ -176,7 +200,8 @@ static void wait_assigned(const char *const *names, int n, int want) {
       return;
     tk_sleep_ms(50);
   }
-  ck_abort_msg("the group never settled on %d partitions", want);
+  ck_abort_msg("the group never settled on %d partitions of source %s", want,
+               src);
 }
 
 static void key_of(int i, char *buf, size_t cap) {
@@ -611,6 +636,139 @@ START_TEST(wrong_partition_count_is_an_error) {
 }
 END_TEST
 
+/* ---- Repartition topic ----------------------------------------------------
+ * group_job.c with GROUP_JOB_KEY_BY_VALUE keys by the value, which the
+ * input's producer did not partition by: the key_by crosses processes
+ * through the topic below (group.mode=repartition). */
+#define REPART "group-job-count-repartition"
+
+/* The events of produce()'s model with the key "user-<i>" in the value,
+ * each message keyed by a counter and written round robin to the 12
+ * partitions, so a key's events are spread over all of them. Returns how
+ * many were written. */
+static int64_t produce_unkeyed(void) {
+  tk_cluster c = {0};
+  snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
+  rd_kafka_t *p = tk_producer(&c);
+  char key[64], value[64];
+  int64_t n = 0;
+  for (int s = 0; s < SECONDS; s++)
+    for (int i = 0; i < KEYS; i++)
+      for (int j = 0; j <= i % 3; j++, n++) {
+        snprintf(key, sizeof(key), "m-%" PRId64, n);
+        key_of(i, value, sizeof(value));
+        tk_send(p, "in", (int32_t)(n % PARTS), key, value,
+                T0 + s * 1000 + j * 10, NULL, NULL);
+      }
+  tk_flush(p);
+  rd_kafka_destroy(p);
+  return n;
+}
+
+/* Messages in the repartition topic, over its partitions. */
+static int64_t repartitioned(void) {
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bs, NULL, 0);
+  rd_kafka_conf_set(conf, "log_level", "2", NULL, 0);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  ck_assert_msg(rk != NULL, "%s", err);
+  int64_t sum = 0;
+  for (int p = 0; p < PARTS; p++) {
+    int64_t lo, hi;
+    ck_assert_int_eq(
+        rd_kafka_query_watermark_offsets(rk, REPART, p, &lo, &hi, 10000), 0);
+    sum += hi;
+  }
+  rd_kafka_destroy(rk);
+  return sum;
+}
+
+/* Once every event is in the repartition topic: one record at 100 s for
+ * each of its partitions (a value whose murmur2 partition it is), which
+ * moves every task's watermark past every window without firing its
+ * own. Records read back from one partition come from all input
+ * partitions in any order, so the flush must come after all of them. */
+static void flush_repartitioned(int64_t events) {
+  for (int i = 0; i < WAIT_MS / 50 && repartitioned() < events; i++)
+    tk_sleep_ms(50);
+  ck_assert_int_eq(repartitioned(), events);
+  tk_cluster c = {0};
+  snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
+  rd_kafka_t *p = tk_producer(&c);
+  char value[64];
+  for (int32_t part = 0; part < PARTS; part++) {
+    for (int i = 0;; i++) {
+      snprintf(value, sizeof(value), "flush-%d", i);
+      if ((int32_t)sl__murmur2_partition(value, strlen(value), PARTS) == part)
+        break;
+    }
+    tk_send(p, "in", part, "flush", value, 100000, NULL, NULL);
+  }
+  tk_flush(p);
+  rd_kafka_destroy(p);
+}
+
+/* Three processes (with backend: checkpointing into the shared store,
+ * process b with two workers) of the job keyed by the value: the input
+ * is not partitioned by that key, the key change crosses processes
+ * through the repartition topic, whose partitions are the tasks, and the
+ * output is exactly the one process's (the model of check_output). */
+static void key_change_through_repartition(const char *backend) {
+  /* librdkafka 2.0's mock cluster does not create topics through the
+   * admin API: the tool creates it, as docs/scaling.md says. */
+  start_broker_with(REPART ":12");
+  setenv("GROUP_JOB_KEY_BY_VALUE", "1", 1);
+  pid_t p[3];
+  const char *names[] = {"a", "b", "c"};
+  for (int i = 0; i < 3; i++)
+    p[i] = start_job_ck("repartition", "12", names[i], backend);
+  unsetenv("GROUP_JOB_KEY_BY_VALUE");
+  wait_assigned(names, 3, PARTS);
+  wait_assigned_source(names, 3, PARTS, "count-repartition");
+  flush_repartitioned(produce_unkeyed());
+  check_output();
+  for (int i = 0; i < 3; i++)
+    stop_pid(p[i], SIGTERM, 0);
+  stop_broker();
+}
+
+START_TEST(key_change_through_repartition_topic) {
+  key_change_through_repartition(NULL);
+}
+END_TEST
+
+START_TEST(key_change_through_repartition_topic_with_store) {
+  key_change_through_repartition("hashmap");
+}
+END_TEST
+
+/* A repartition topic that exists with another partition count than
+ * group.partitions is a clear error. */
+START_TEST(repartition_topic_of_another_count_is_an_error) {
+  start_broker_with(REPART ":5");
+  setenv("GROUP_JOB_KEY_BY_VALUE", "1", 1);
+  pid_t a = start_job("repartition", "12", "a");
+  unsetenv("GROUP_JOB_KEY_BY_VALUE");
+  int status = 0;
+  ck_assert_int_eq(waitpid(a, &status, 0), a);
+  untrack(a);
+  ck_assert(WIFEXITED(status));
+  ck_assert_int_eq(WEXITSTATUS(status), 1);
+  char path[512], msg[4096] = "";
+  snprintf(path, sizeof(path), "%s/a.err", dir);
+  FILE *f = fopen(path, "r");
+  ck_assert_ptr_nonnull(f);
+  size_t n = fread(msg, 1, sizeof(msg) - 1, f);
+  msg[n] = '\0';
+  fclose(f);
+  ck_assert_msg(strstr(msg, "repartition topic " REPART " has 5 partitions "
+                            "but group.partitions is 12"),
+                "%s", msg);
+  stop_broker();
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("group");
   TCase *tc = tcase_create("group");
@@ -623,7 +781,14 @@ int main(void) {
   tcase_add_test(tc, sigterm_hands_partitions_over);
   tcase_add_test(tc, killed_member_partitions_move_to_the_survivor);
   tcase_add_test(tc, wrong_partition_count_is_an_error);
+  tcase_add_test(tc, repartition_topic_of_another_count_is_an_error);
   suite_add_tcase(s, tc);
+  /* The key change through a repartition topic (CK_RUN_CASE=repartition). */
+  TCase *rp = tcase_create("repartition");
+  tcase_set_timeout(rp, 300);
+  tcase_add_test(rp, key_change_through_repartition_topic);
+  tcase_add_test(rp, key_change_through_repartition_topic_with_store);
+  suite_add_tcase(s, rp);
   /* State moving with its tasks, one case per test (CK_RUN_CASE=<name>
    * runs one alone). */
   const struct {

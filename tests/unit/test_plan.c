@@ -121,11 +121,69 @@ START_TEST(plan_of_a_single_producer_key_by) {
 }
 END_TEST
 
+/* The split hook of group.mode=repartition, without Kafka: a sink of
+ * the key_by's input and a parallel source standing for the topic read
+ * back, named after the keyed stage. */
+static sl_stream_t *split(sl_job_t *job, const sl__node *k, sl_stream_t *in,
+                          const char *uid, void *arg) {
+  (void)arg;
+  ck_assert_ptr_eq((void *)k->key_fn, (void *)key);
+  char name[64];
+  snprintf(name, sizeof(name), "%s-out", uid);
+  ck_assert_int_eq(sl_sink(in, name, drop, NULL), SL_OK);
+  snprintf(name, sizeof(name), "%s-back", uid);
+  sl_generator_opts_t all = {.count = 1, .gen = gen, .parallel = true};
+  return sl_source_generator(job, name, &all);
+}
+
+static int ts_of(const sl_record_t *rec, int64_t *ts, void *opaque) {
+  (void)opaque;
+  *ts = rec->ts;
+  return 0;
+}
+
+/* The graph cut at a key_by (sl__graph_split): the source the hook adds
+ * moves before the key_by, which reads it without a key function; the
+ * sink reads the key_by's old input; the source gets the upstream
+ * source's watermark strategy without its timestamp assigner; node ids
+ * stay a topological order. */
+START_TEST(split_cuts_the_graph_at_a_key_by) {
+  sl_job_t *job = tu_job(2, NULL);
+  sl_generator_opts_t all = {.count = 1, .gen = gen, .parallel = true};
+  sl_stream_t *a = sl_source_generator(job, "a", &all);
+  sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED,
+                            .bound_ms = 7,
+                            .idle_timeout_ms = 5,
+                            .ts_fn = ts_of};
+  sl_with_watermarks(a, &wm);
+  sl_stream_t *m = sl_map(a, "m", same, NULL);
+  sl_stream_t *k = sl_map(sl_key_by(m, key, NULL), "k", same, NULL);
+  ck_assert_msg(sl_sink(k, "s", drop, NULL) == SL_OK, "%s", sl_job_errmsg(job));
+  sl__graph *g = sl__graph_of(job);
+  g->split = split;
+  char err[256] = "", got[512];
+  ck_assert_int_eq(sl__graph_split(g, job, err, sizeof(err)), SL_OK);
+  for (int i = 0; i < g->n_nodes; i++)
+    ck_assert_int_eq(g->nodes[i]->id, i);
+  render(job, 0, 2, got, sizeof(got));
+  ck_assert_str_eq(got, "0:src[a] 1:op[m]<-0 2:src[k-back] 3:cons[]<-x,x "
+                        "7:prod[]<-2 4:op[k]<-3 5:op[s]<-4 6:op[k-out]<-1");
+  const sl__node *back = g->nodes[2], *kb = g->nodes[3];
+  ck_assert_ptr_null((void *)kb->key_fn);
+  ck_assert_int_eq(back->wm_spec.kind, SL_WM_BOUNDED);
+  ck_assert_int_eq(back->wm_spec.bound_ms, 7);
+  ck_assert_int_eq(back->wm_spec.idle_timeout_ms, 5);
+  ck_assert_ptr_null((void *)back->wm_spec.ts_fn);
+  sl_job_destroy(job);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("plan");
   TCase *tc = tcase_create("plan");
   tcase_add_test(tc, plan_places_instances_and_ports);
   tcase_add_test(tc, plan_of_a_single_producer_key_by);
+  tcase_add_test(tc, split_cuts_the_graph_at_a_key_by);
   suite_add_tcase(s, tc);
   return s;
 }
