@@ -57,7 +57,6 @@ static void settle(rd_kafka_t *rk, sl__kgroup *g, bool assigned, int n,
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                          rd_kafka_topic_partition_list_t *l, void *opaque) {
   sl__kgroup *g = opaque;
-  bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
   rd_kafka_error_t *ke = NULL;
   rd_kafka_resp_err_t re = RD_KAFKA_RESP_ERR_NO_ERROR;
   /* The owners' view and the rebalance figures follow each event, also
@@ -65,7 +64,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
   sl__kowners_event(g->owners, &g->since, e, l);
   if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     g->assigned(g->sub, l);
-    if (coop)
+    if (g->coop)
       ke = rd_kafka_incremental_assign(rk, l);
     else
       re = rd_kafka_assign(rk, l);
@@ -76,7 +75,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
      * and a snapshot taken before letting go is safe either way. */
     if (g->revoked(g->sub, l, false))
       return;
-    if (coop)
+    if (g->coop)
       ke = rd_kafka_incremental_unassign(rk, l);
     else
       re = rd_kafka_assign(rk, NULL);
@@ -94,10 +93,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 
 void sl__kgroup_release(rd_kafka_t *rk, sl__kgroup *g,
                         rd_kafka_topic_partition_list_t *l) {
-  bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-  rd_kafka_error_t *ke = coop ? rd_kafka_incremental_unassign(rk, l) : NULL;
+  rd_kafka_error_t *ke = g->coop ? rd_kafka_incremental_unassign(rk, l) : NULL;
   rd_kafka_resp_err_t re =
-      coop ? RD_KAFKA_RESP_ERR_NO_ERROR : rd_kafka_assign(rk, NULL);
+      g->coop ? RD_KAFKA_RESP_ERR_NO_ERROR : rd_kafka_assign(rk, NULL);
   settle(rk, g, false, l->cnt, ke, re);
 }
 
@@ -131,10 +129,13 @@ static void settle(rd_kafka_t *rk, sl__kgroup *g, bool assigned, int n,
 
 int sl__kgroup_conf(rd_kafka_conf_t *c, const sl_conf_t *conf, sl__kgroup *g,
                     char *err, size_t errlen) {
-  if (!sl__kconf_get(conf, "partition.assignment.strategy") &&
+  const char *strategy = sl__kconf_get(conf, "partition.assignment.strategy");
+  if (!strategy &&
       rd_kafka_conf_set(c, "partition.assignment.strategy",
                         "cooperative-sticky", err, errlen) != RD_KAFKA_CONF_OK)
     return SL_ERR_CONF;
+  /* librdkafka refuses to mix cooperative and eager assignors. */
+  g->coop = !strategy || strstr(strategy, "cooperative");
   rd_kafka_conf_set_rebalance_cb(c, on_rebalance);
   rd_kafka_conf_set_opaque(c, g);
   /* The member joins the group: a rebalance until its first assignment. */

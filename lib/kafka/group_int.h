@@ -40,6 +40,10 @@ typedef struct sl__kgroup {
    * (monotonic ms), 0 when none. */
   struct sl__kowners *owners;
   int64_t since;
+  /* The assignor's protocol, from the configuration: librdkafka 2.0.2's
+   * rd_kafka_rebalance_protocol() can block when called from the
+   * callback its consumer close makes. */
+  bool coop;
 } sl__kgroup;
 
 /* Whether the job runs in group mode (group.mode is not off). */
