@@ -364,7 +364,7 @@ static size_t stream_restore(const char *path, sl__backend *want, int n) {
   sl__snap_stream *st;
   sl__snap_head h;
   ck_assert_int_eq(
-      sl__snap_stream_open(&st, path, NULL, 0, true, &h, err, sizeof(err)), 0);
+      sl__snap_stream_open(&st, path, NULL, 0, SL__STREAM_CRC, &h, err, sizeof(err)), 0);
   sl__backend *b = open_hashmap(0, K);
   struct sl__timers *t;
   ck_assert_int_eq(sl__timers_new(&t), 0);
@@ -431,12 +431,12 @@ START_TEST(stream_restores_in_bounded_memory) {
   sl__snap_stream *st;
   sl__snap_head h;
   ck_assert_int_eq(
-      sl__snap_stream_open(&st, cut, NULL, 0, true, &h, err, sizeof(err)),
+      sl__snap_stream_open(&st, cut, NULL, 0, SL__STREAM_CRC, &h, err, sizeof(err)),
       SL_ERR_CORRUPT);
   ck_assert_str_eq(err, "incomplete file (no valid trailer): truncated");
   data[len / 2] ^= 1;
   ck_assert_int_eq(
-      sl__snap_stream_open(&st, NULL, data, len, true, &h, err, sizeof(err)),
+      sl__snap_stream_open(&st, NULL, data, len, SL__STREAM_CRC, &h, err, sizeof(err)),
       SL_ERR_CORRUPT);
   ck_assert_ptr_nonnull(strstr(err, "checksum mismatch"));
   free(data);
