@@ -68,9 +68,6 @@ typedef struct sl__snap_ids {
    * whose key group is in [lo, hi) are inserted. */
   bool repartition;
   uint32_t lo, hi;
-  /* The checkpoint's key groups are Kafka partitions (_metadata's
-   * "key_groups": "murmur2"), for the checks of a key's key group. */
-  bool murmur2;
 } sl__snap_ids;
 #define SL__SNAP_NO_STATE UINT32_MAX
 void sl__snap_ids_free(sl__snap_ids *m);

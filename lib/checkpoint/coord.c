@@ -859,7 +859,6 @@ static int ckpt_load(const char *path, uint32_t want_max_par, sl__restore **out,
     }
   }
   if (!rc) {
-    rs->kg_murmur2 = m->kg_murmur2;
     rs->segs = c.segs; /* now the restore's */
     rs->n_segs = c.n_segs;
     c.segs = NULL;

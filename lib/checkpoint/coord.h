@@ -121,7 +121,6 @@ typedef struct sl__restore {
   char *backend;
   sl__rfile *files;
   int n_files;
-  bool kg_murmur2; /* its key groups are Kafka partitions (check.h) */
   /* Segment files of incremental keyed state: where their sections are
    * (absolute paths); each chain is read from the files (incr.h). */
   sl__seg *segs;

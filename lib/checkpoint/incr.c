@@ -391,11 +391,10 @@ static int load_delta(sl__snap_stream *st, sl__snap_ids *m, uint32_t kg) {
       continue;
     int rc;
     if (clear) {
+      /* The key group of the job's keys, as insert checks it: in group
+       * mode a Kafka partition (murmur2), else the key hash's. */
       uint64_t kh = sl__hash64(e.key, e.key_len);
-      uint32_t g = m->murmur2
-                       ? sl__murmur2_partition(e.key, e.key_len, be->max_par)
-                       : sl__key_group(kh, be->max_par);
-      if (g != kg)
+      if (sl__backend_key_group(be, e.key, e.key_len, kh) != kg)
         return SL_ERR_CORRUPT;
       sl__skey k = {id,      kg,        sl__state_hash(kh, e.ns, e.ns_len),
                     e.key,   e.key_len, e.ns,
@@ -430,10 +429,8 @@ static int load_link(const sl__seg *seg, const sl__seg_sec *sec,
     snprintf(err, errlen, "%s changed since it was checked", seg->name);
     return SL_ERR_CORRUPT;
   }
-  sl__snap_ids sm = {.to = m->to,
-                     .drop = m->drop,
-                     .drop_opaque = m->drop_opaque,
-                     .murmur2 = m->murmur2};
+  sl__snap_ids sm = {
+      .to = m->to, .drop = m->drop, .drop_opaque = m->drop_opaque};
   sl__rd p;
   if (!(rc = sl__snap_stream_section(st, seg->states_off, seg->states_len)) &&
       !(rc = sl__snap_stream_payload(st, &p)))

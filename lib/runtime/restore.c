@@ -368,8 +368,7 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
                     .drop_opaque = (void *)drop,
                     .repartition = repart,
                     .lo = lo,
-                    .hi = hi,
-                    .murmur2 = rs->kg_murmur2};
+                    .hi = hi};
   bool overlap = repart || (rf->head.kg_lo < hi && lo < rf->head.kg_hi);
   while (!rc && (r = sl__snap_stream_next(st, &t, &kg, &len)) == 1) {
     if (t == SL__SEC_TIMERS)
