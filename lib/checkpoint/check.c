@@ -472,8 +472,8 @@ static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
     sec++;
     const char *what = NULL;
     char why[256] = "";
-    if (wk->index && sl__seg_note(wk->index, type, kg,
-                                  sl__snap_stream_offset(st), len)) {
+    if (wk->index &&
+        sl__seg_note(wk->index, type, kg, sl__snap_stream_offset(st), len)) {
       snprintf(wk->problem, sizeof(wk->problem), "%s: out of memory", file);
       return;
     }
@@ -488,8 +488,7 @@ static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
           snprintf(wk->problem, sizeof(wk->problem), "%s cannot be read: %s",
                    file, strerror(errno));
         else
-          snprintf(wk->problem, sizeof(wk->problem), "%s: out of memory",
-                   file);
+          snprintf(wk->problem, sizeof(wk->problem), "%s: out of memory", file);
         return;
       }
       whole = p; /* p is read on below */
@@ -637,8 +636,7 @@ static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
 
 /* The CRC32C _metadata records for rel (its "files" entry), false when
  * it lists none. */
-static bool listed_crc(const sl__ckpt_meta *m, const char *rel,
-                       uint32_t *crc) {
+static bool listed_crc(const sl__ckpt_meta *m, const char *rel, uint32_t *crc) {
   json_t *f = m->files ? listed(m->files, rel) : NULL;
   const char *hex = json_string_value(json_object_get(f, "crc32c"));
   if (!hex || !is_crc_hex(hex))
@@ -719,8 +717,7 @@ static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
              .keep = small ? &keep : NULL};
   const sl__snap_head *h = &im->head;
   if (h->worker != (uint32_t)w->index || h->id != m->id ||
-      h->kg_lo != w->kg_lo || h->kg_hi != w->kg_hi ||
-      h->max_par != m->max_par)
+      h->kg_lo != w->kg_lo || h->kg_hi != w->kg_hi || h->max_par != m->max_par)
     snprintf(wk.problem, sizeof(wk.problem),
              "%s: its header (worker %u, checkpoint %" PRIu64
              ", key groups [%u, %u) of %u) does not match _metadata",
@@ -774,8 +771,10 @@ static int check_segments(ctx *x, const char *chk, const sl__ckpt_meta *m) {
     if (rc == SL_ERR_NOMEM)
       return rc;
     int before = x->c->n_problems;
-    if (rc) {
-      bad(x, rel, "%s: %s", rel, rc == SL_ERR_IO ? strerror(errno) : why);
+    if (rc == SL_ERR_IO) {
+      bad(x, rel, "%s cannot be read: %s", rel, why);
+    } else if (rc) {
+      bad(x, rel, "%s: %s", rel, why);
     } else {
       walk wk = {.kg_lo = sg.head.kg_lo,
                  .kg_hi = sg.head.kg_hi,
@@ -787,8 +786,8 @@ static int check_segments(ctx *x, const char *chk, const sl__ckpt_meta *m) {
                  "%s: its header (checkpoint %" PRIu64 ", key groups [%u, "
                  "%u) of %u) does not fit checkpoint %" PRIu64
                  " of max_parallelism %u",
-                 rel, sg.head.id, sg.head.kg_lo, sg.head.kg_hi,
-                 sg.head.max_par, m->id, m->max_par);
+                 rel, sg.head.id, sg.head.kg_lo, sg.head.kg_hi, sg.head.max_par,
+                 m->id, m->max_par);
       else
         check_sections(x, rel, ss, &wk, m->max_par, m->format, m->kg_murmur2,
                        &x->c->entries, &x->c->timers);

@@ -90,8 +90,9 @@ typedef struct sl__ckpt_check {
  * each, as a stream (memory bounded by the largest item), their
  * checksums computed in the same pass; of segment files only where their
  * sections are is kept (segs). entries counts the keyed-state entries
- * of worker files; those of chains are what loading them gives. Native state directories are checked file by file only;
- * what a backend thinks of them is the caller's business.
+ * of worker files; those of chains are what loading them gives. Native
+ * state directories are checked file by file only; what a backend thinks
+ * of them is the caller's business.
  * SL_OK; SL_ERR_NOTFOUND when there is no _metadata (an incomplete
  * checkpoint); SL_ERR_CORRUPT when anything is wrong, with the first
  * problem in err; SL_ERR_NOMEM. */

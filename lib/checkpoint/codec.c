@@ -346,8 +346,8 @@ static int stream_crc(sl__snap_stream *s, uint32_t *crc) {
   }
   uint32_t c = 0;
   for (uint64_t at = 0; at < s->body_end;) {
-    size_t k = s->body_end - at < STREAM_BUF ? (size_t)(s->body_end - at)
-                                             : STREAM_BUF;
+    size_t k =
+        s->body_end - at < STREAM_BUF ? (size_t)(s->body_end - at) : STREAM_BUF;
     s->io_len = 0;
     int rc = read_at(s, s->io, k, at);
     if (rc)
@@ -452,8 +452,8 @@ int sl__snap_stream_finish(sl__snap_stream *s, uint32_t *file_crc, char *err,
     while (s->crc_at < s->body_end) {
       uint64_t k = s->body_end - s->crc_at;
       s->io_len = 0;
-      int rc = read_at(s, s->io, k < STREAM_BUF ? (size_t)k : STREAM_BUF,
-                       s->crc_at);
+      int rc =
+          read_at(s, s->io, k < STREAM_BUF ? (size_t)k : STREAM_BUF, s->crc_at);
       if (rc) {
         sl__errf(err, errlen, "%s", strerror(errno));
         return rc;

@@ -286,8 +286,8 @@ int sl__seg_read(sl__seg *sg, const char *path, const char *name, char *err,
     rc = sl__seg_note(sg, type, kg, sl__snap_stream_offset(st), len);
   if (!rc && r < 0) {
     rc = r;
-    snprintf(err, errlen, "%s", r == SL_ERR_IO ? strerror(errno)
-                                               : "a section is cut short");
+    snprintf(err, errlen, "%s",
+             r == SL_ERR_IO ? strerror(errno) : "a section is cut short");
   }
   if (!rc)
     rc = sl__snap_stream_finish(st, &crc, err, errlen);
@@ -417,8 +417,8 @@ static int load_link(const sl__seg *seg, const sl__seg_sec *sec,
   sl__snap_stream *st;
   sl__snap_head h;
   char why[256];
-  int rc = sl__snap_stream_open(&st, seg->path, NULL, 0, 0, &h, why,
-                                sizeof(why));
+  int rc =
+      sl__snap_stream_open(&st, seg->path, NULL, 0, 0, &h, why, sizeof(why));
   if (rc) {
     snprintf(err, errlen, "%s: %s", seg->name, why);
     return rc;
@@ -438,8 +438,9 @@ static int load_link(const sl__seg *seg, const sl__seg_sec *sec,
   if (!rc)
     rc = sl__snap_stream_section(st, sec->off, sec->len);
   if (!rc)
-    rc = sec->type == SL__SEC_ENTRIES ? sl__snap_stream_load_entries(st, &sm, kg)
-                                      : load_delta(st, &sm, kg);
+    rc = sec->type == SL__SEC_ENTRIES
+             ? sl__snap_stream_load_entries(st, &sm, kg)
+             : load_delta(st, &sm, kg);
   sl__snap_ids_free(&sm);
   if (io) {
     /* Section bytes as the writer counted them: header included. */
@@ -454,8 +455,9 @@ static int load_link(const sl__seg *seg, const sl__seg_sec *sec,
   if (rc == SL_ERR_IO)
     snprintf(err, errlen, "%s cannot be read: %s", seg->name, strerror(errno));
   else if (rc == SL_ERR_CORRUPT)
-    snprintf(err, errlen, "%s: key group %u: a record is cut short or malformed",
-             seg->name, kg);
+    snprintf(err, errlen,
+             "%s: key group %u: a record is cut short or malformed", seg->name,
+             kg);
   sl__snap_stream_close(st);
   return rc;
 }

@@ -56,8 +56,8 @@ int sl__incr_put(sl__incr *in, struct sl__backend *be, sl_buf_t *snap,
 
 /* After a restore loaded key group kg from the chain section payload
  * chain (the restored checkpoint's segments, by name; base and delta
- * bytes as sl__chain_load counted them in sl__chain_io): the next snapshot continues
- * that chain. */
+ * bytes as sl__chain_load counted them in sl__chain_io): the next snapshot
+ * continues that chain. */
 int sl__incr_seed(sl__incr *in, uint32_t kg, sl__rd chain, uint64_t base,
                   uint64_t delta);
 

@@ -330,8 +330,8 @@ static int restore_chain(sl__worker *w, sl__backend *be, const sl__restore *rs,
                          const drops *drop) {
   sl__chain_io io = {0};
   char err[512];
-  int rc = sl__chain_load(chain, rs->segs, rs->n_segs, m, kg, &io, err,
-                          sizeof(err));
+  int rc =
+      sl__chain_load(chain, rs->segs, rs->n_segs, m, kg, &io, err, sizeof(err));
   if (rc == SL_ERR_IO || rc == SL_ERR_CORRUPT)
     return sl__job_fail(w->job, rc, "restore from checkpoint %llu (%s): %s",
                         (unsigned long long)rs->id, rs->path, err);
@@ -355,8 +355,8 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   uint32_t t = 0, kg = 0;
   uint64_t len;
   char err[256];
-  int r, rc = sl__snap_stream_open(&st, rf->snap, rf->data, rf->len, 0,
-                                   &head, err, sizeof(err));
+  int r, rc = sl__snap_stream_open(&st, rf->snap, rf->data, rf->len, 0, &head,
+                                   err, sizeof(err));
   if (rc)
     return sl__job_fail(w->job, rc, "restore: cannot read %s: %s",
                         rf->snap ? rf->snap : "the snapshot", err);

@@ -86,8 +86,8 @@ static void same_as_stream(const uint8_t *data, size_t size) {
   char err[256], serr[256];
   int rc = sl__snap_check(data, size, &h, &body, err, sizeof(err));
   sl__snap_stream *st;
-  int src = sl__snap_stream_open(&st, NULL, data, size, SL__STREAM_CRC, &hs, serr,
-                                 sizeof(serr));
+  int src = sl__snap_stream_open(&st, NULL, data, size, SL__STREAM_CRC, &hs,
+                                 serr, sizeof(serr));
   FUZZ_ASSERT(rc == src, "check %d, stream %d", rc, src);
   if (rc) {
     FUZZ_ASSERT(strcmp(err, serr) == 0, "\"%s\" vs \"%s\"", err, serr);

@@ -374,8 +374,9 @@ static size_t stream_restore(const char *path, sl__backend *want, int n) {
   char err[256];
   sl__snap_stream *st;
   sl__snap_head h;
-  ck_assert_int_eq(
-      sl__snap_stream_open(&st, path, NULL, 0, SL__STREAM_CRC, &h, err, sizeof(err)), 0);
+  ck_assert_int_eq(sl__snap_stream_open(&st, path, NULL, 0, SL__STREAM_CRC, &h,
+                                        err, sizeof(err)),
+                   0);
   sl__backend *b = open_hashmap(0, K);
   struct sl__timers *t;
   ck_assert_int_eq(sl__timers_new(&t), 0);
@@ -441,14 +442,14 @@ START_TEST(stream_restores_in_bounded_memory) {
   char err[256];
   sl__snap_stream *st;
   sl__snap_head h;
-  ck_assert_int_eq(
-      sl__snap_stream_open(&st, cut, NULL, 0, SL__STREAM_CRC, &h, err, sizeof(err)),
-      SL_ERR_CORRUPT);
+  ck_assert_int_eq(sl__snap_stream_open(&st, cut, NULL, 0, SL__STREAM_CRC, &h,
+                                        err, sizeof(err)),
+                   SL_ERR_CORRUPT);
   ck_assert_str_eq(err, "incomplete file (no valid trailer): truncated");
   data[len / 2] ^= 1;
-  ck_assert_int_eq(
-      sl__snap_stream_open(&st, NULL, data, len, SL__STREAM_CRC, &h, err, sizeof(err)),
-      SL_ERR_CORRUPT);
+  ck_assert_int_eq(sl__snap_stream_open(&st, NULL, data, len, SL__STREAM_CRC,
+                                        &h, err, sizeof(err)),
+                   SL_ERR_CORRUPT);
   ck_assert_ptr_nonnull(strstr(err, "checksum mismatch"));
   free(data);
   unlink(small);
@@ -518,20 +519,19 @@ static void put_file(const char *chk, const char *name, const sl_buf_t *b,
   ck_assert_uint_eq(fwrite(b->data, 1, b->len, f), b->len);
   ck_assert_int_eq(fclose(f), 0);
   snprintf(crc, sizeof(crc), "%08x", sl__crc32c(0, b->data, b->len));
-  json_array_append_new(files, json_pack("{s:s,s:I,s:s}", "path", name,
-                                         "bytes", (json_int_t)b->len,
-                                         "crc32c", crc));
+  json_array_append_new(files, json_pack("{s:s,s:I,s:s}", "path", name, "bytes",
+                                         (json_int_t)b->len, "crc32c", crc));
 }
 
 /* _metadata of a one-worker checkpoint id of max parallelism k. */
 static void put_meta(const char *chk, uint64_t id, uint32_t k, json_t *files) {
   char path[256];
   snprintf(path, sizeof(path), "%s/_metadata", chk);
-  json_t *m = json_pack("{s:i,s:I,s:s,s:i,s:i,s:o,s:[{s:i,s:i,s:i,s:s}]}",
-                        "format", 3, "id", (json_int_t)id, "backend",
-                        "hashmap", "max_parallelism", (int)k, "parallelism",
-                        1, "files", files, "workers", "index", 0, "kg_lo", 0,
-                        "kg_hi", (int)k, "file", "w0.snap");
+  json_t *m =
+      json_pack("{s:i,s:I,s:s,s:i,s:i,s:o,s:[{s:i,s:i,s:i,s:s}]}", "format", 3,
+                "id", (json_int_t)id, "backend", "hashmap", "max_parallelism",
+                (int)k, "parallelism", 1, "files", files, "workers", "index", 0,
+                "kg_lo", 0, "kg_hi", (int)k, "file", "w0.snap");
   ck_assert_ptr_nonnull(m);
   ck_assert_int_eq(json_dump_file(m, path, 0), 0);
   json_decref(m);
@@ -702,8 +702,8 @@ START_TEST(loading_one_key_group_reads_only_its_sections) {
     key_of(i, key, sizeof(key), &h);
     memset(val, 'a' + i % 26, sizeof(val));
     uint32_t kg = sl__key_group(h, TK);
-    ck_assert_int_eq(a->ops->insert(a, id, kg, key, strlen(key), NULL, 0,
-                                    NULL, 0, val, sizeof(val)),
+    ck_assert_int_eq(a->ops->insert(a, id, kg, key, strlen(key), NULL, 0, NULL,
+                                    0, val, sizeof(val)),
                      0);
     if (i % 10 == 0)
       ck_assert_int_eq(
@@ -724,8 +724,8 @@ START_TEST(loading_one_key_group_reads_only_its_sections) {
 
   /* What loading key group 5 needs, from the image. */
   const uint32_t want = 5;
-  sl__rd body = {b.data + SL__SNAP_HEADER, b.data + b.len - SL__SNAP_TRAILER_LEN,
-                 false},
+  sl__rd body = {b.data + SL__SNAP_HEADER,
+                 b.data + b.len - SL__SNAP_TRAILER_LEN, false},
          p;
   uint32_t type, kg;
   uint64_t expect = SL__SNAP_HEADER + SL__SNAP_TRAILER_LEN, kg_entries = 0;
