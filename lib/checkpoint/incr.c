@@ -448,7 +448,6 @@ static int load_link(const sl__seg *seg, const sl__seg_sec *sec,
       io->base += sec->len + 16;
     else
       io->delta += sec->len + 16;
-    io->read += sl__snap_stream_read_bytes(st);
     if (sl__snap_stream_peak(st) > io->peak)
       io->peak = sl__snap_stream_peak(st);
   }

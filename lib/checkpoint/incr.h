@@ -107,11 +107,10 @@ int sl__chain_check(sl__rd p, const sl__seg *segs, size_t n_segs, uint32_t kg,
                     char *err, size_t errlen);
 
 /* What loading a chain read: the bytes of its base and of its changes
- * (sections as the writer counted them, for sl__incr_seed), the bytes
- * read from the segment files, and the largest item buffer held. */
+ * (sections as the writer counted them, for sl__incr_seed), and the
+ * largest item buffer held. */
 typedef struct sl__chain_io {
   uint64_t base, delta;
-  uint64_t read;
   size_t peak;
 } sl__chain_io;
 
