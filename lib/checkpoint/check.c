@@ -427,10 +427,15 @@ typedef struct walk {
   /* With keep, the sections other than keyed-state entries and timers
    * are appended to it, and each timer section as its uid alone. */
   sl_buf_t *keep;
+  /* Segment files: where each section is, recorded on the way. */
+  sl__seg *index;
   /* Worker files: the first chain of segments that does not match the
    * segments read (c->segs) is described here, reported by the caller
    * when nothing else is wrong. */
   char chain[256];
+  /* The first problem found, which ends the walk (reported by the
+   * caller, unless the file's checksum explains it). */
+  char problem[1024];
 } walk;
 
 /* What is wrong with entry e of key group kg (why left empty when
@@ -449,7 +454,9 @@ static void entry_why(const sl__snap_entry *e, uint32_t n_states, uint32_t kg,
 
 /* Walks every section of one worker or segment file, streaming (codec.h);
  * the first malformed item ends the walk (what follows cannot be located
- * reliably). */
+ * reliably) and is described in wk->problem. Counts the entries of
+ * worker files (a segment's records count as the chains that use them
+ * give them: sluice-ckpt verify) and the timers. */
 static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
                            walk *wk, uint32_t max_par, int format, bool murmur2,
                            uint64_t *entries, uint64_t *timers) {
@@ -465,16 +472,23 @@ static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
     sec++;
     const char *what = NULL;
     char why[256] = "";
-    bool small = type != SL__SEC_ENTRIES && type != SL__SEC_TIMERS;
+    if (wk->index &&
+        sl__seg_note(wk->index, type, kg, sl__snap_stream_offset(st), len)) {
+      snprintf(wk->problem, sizeof(wk->problem), "%s: out of memory", file);
+      return;
+    }
+    bool small = type != SL__SEC_ENTRIES && type != SL__SEC_TIMERS &&
+                 type != SL__SEC_DELTA;
     bool refused = type == SL__SEC_DELTA ? !seg
                                          : seg && type != SL__SEC_STATES &&
                                                type != SL__SEC_ENTRIES;
     if (small && !refused) {
       if ((rc = sl__snap_stream_payload(st, &p)) < 0) {
         if (rc == SL_ERR_IO)
-          bad(x, file, "%s cannot be read: %s", file, strerror(errno));
+          snprintf(wk->problem, sizeof(wk->problem), "%s cannot be read: %s",
+                   file, strerror(errno));
         else
-          bad(x, file, "%s: out of memory", file);
+          snprintf(wk->problem, sizeof(wk->problem), "%s: out of memory", file);
         return;
       }
       whole = p; /* p is read on below */
@@ -510,12 +524,11 @@ static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
       else if (kg < kg_lo || kg >= kg_hi)
         snprintf(why, sizeof(why), "key group %u outside the file's [%u, %u)",
                  kg, kg_lo, kg_hi);
-      while (!why[0] && (rc = sl__snap_delta_next(&p, &e, &clear)) == 1) {
+      while (!why[0] && (rc = sl__snap_stream_delta(st, &e, &clear)) == 1)
         entry_why(&e, n_states, kg, max_par, format, murmur2, why, sizeof(why));
-        (*entries)++;
-      }
       if (!why[0] && rc < 0)
-        snprintf(why, sizeof(why), "a record is cut short");
+        snprintf(why, sizeof(why), "%s",
+                 rc == SL_ERR_IO ? strerror(errno) : "a record is cut short");
     } else if (type == SL__SEC_CHAIN) {
       uint32_t n = 0, got = 0;
       const void *name;
@@ -547,7 +560,7 @@ static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
                  kg, kg_lo, kg_hi);
       while (!why[0] && (rc = sl__snap_stream_entry(st, &e)) == 1) {
         entry_why(&e, n_states, kg, max_par, format, murmur2, why, sizeof(why));
-        (*entries)++;
+        *entries += !seg;
       }
       if (!why[0] && rc < 0)
         snprintf(why, sizeof(why), "%s",
@@ -608,22 +621,65 @@ static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
         keep_section(keep, type, kg, whole.p, (size_t)(whole.end - whole.p)))
       snprintf(why, sizeof(why), "out of memory");
     if (why[0]) {
-      bad(x, file, "%s: section %d (%s): %s", file, sec, what ? what : "?",
-          why);
+      snprintf(wk->problem, sizeof(wk->problem), "%s: section %d (%s): %s",
+               file, sec, what ? what : "?", why);
       return;
     }
   }
   if (rc == SL_ERR_IO)
-    bad(x, file, "%s cannot be read: %s", file, strerror(errno));
+    snprintf(wk->problem, sizeof(wk->problem), "%s cannot be read: %s", file,
+             strerror(errno));
   else if (rc < 0)
-    bad(x, file, "%s: section %d is cut short or has a bad length", file,
-        sec + 1);
+    snprintf(wk->problem, sizeof(wk->problem),
+             "%s: section %d is cut short or has a bad length", file, sec + 1);
 }
 
-/* Worker w's file, read as a stream: its own trailer and checksum, its
- * header against _metadata, its sections. With keep, its image goes to
- * *im (read whole besides); with keep_small, once it passed, the
- * sections restore reads whole (check.h). Freed by the caller. */
+/* The CRC32C _metadata records for rel (its "files" entry), false when
+ * it lists none. */
+static bool listed_crc(const sl__ckpt_meta *m, const char *rel, uint32_t *crc) {
+  json_t *f = m->files ? listed(m->files, rel) : NULL;
+  const char *hex = json_string_value(json_object_get(f, "crc32c"));
+  if (!hex || !is_crc_hex(hex))
+    return false;
+  *crc = (uint32_t)strtoul(hex, NULL, 16);
+  return true;
+}
+
+/* After a walk of file (rel) over st, read with SL__STREAM_CRC_LAST:
+ * its checksums, then the walk's problem. A file whose checksum is wrong
+ * is reported as damaged (as the files check would), and what the walk
+ * found in it is not reported: it is what the damage did. */
+static void finish_file(ctx *x, const sl__ckpt_meta *m, const char *rel,
+                        sl__snap_stream *st, const walk *wk) {
+  uint32_t got, want;
+  char why[256];
+  int rc = sl__snap_stream_finish(st, &got, why, sizeof(why));
+  x->c->bytes_read += sl__snap_stream_read_bytes(st);
+  if (rc == SL_ERR_IO) {
+    bad(x, rel, "%s cannot be read: %s", rel, why);
+    return;
+  }
+  bool damaged = listed_crc(m, rel, &want) && got != want;
+  if (damaged) {
+    json_t *f = listed(m->files, rel);
+    bad(x, rel,
+        "%s is damaged (%" PRIu64 " bytes, crc32c %08x; expected %lld bytes, "
+        "crc32c %s)",
+        rel, (uint64_t)json_integer_value(json_object_get(f, "bytes")), got,
+        (long long)json_integer_value(json_object_get(f, "bytes")),
+        json_string_value(json_object_get(f, "crc32c")));
+  }
+  if (rc)
+    bad(x, rel, "%s: %s", rel, why);
+  else if (!damaged && wk->problem[0])
+    bad(x, rel, "%s", wk->problem);
+}
+
+/* Worker w's file, read once as a stream: its sections decoded, its
+ * checksums (trailer and _metadata) computed on the way, its header
+ * against _metadata. With keep, its image goes to *im (read whole
+ * besides); with keep_small, once it passed, the sections restore reads
+ * whole (check.h). Freed by the caller. */
 static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
                          const sl__ckpt_worker *w, sl__ckpt_image *im,
                          bool file_listed_ok) {
@@ -638,8 +694,8 @@ static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
     (void)sl__snap_check(im->data, im->len, &h, &im->body, why, sizeof(why));
   }
   int rc = fault ? SL_ERR_IO
-                 : sl__snap_stream_open(&st, fp, NULL, 0, true, &im->head, why,
-                                        sizeof(why));
+                 : sl__snap_stream_open(&st, fp, NULL, 0, SL__STREAM_CRC_LAST,
+                                        &im->head, why, sizeof(why));
   if (rc == SL_ERR_IO) {
     if (fault)
       errno = fault;
@@ -652,33 +708,28 @@ static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
     bad(x, w->file, "%s: %s", w->file, why);
     return;
   }
-  const sl__snap_head *h = &im->head;
-  if (h->worker != (uint32_t)w->index || h->id != m->id ||
-      h->kg_lo != w->kg_lo || h->kg_hi != w->kg_hi ||
-      h->max_par != m->max_par) {
-    bad(x, w->file,
-        "%s: its header (worker %u, checkpoint %" PRIu64
-        ", key groups [%u, %u) of %u) does not match _metadata",
-        w->file, h->worker, h->id, h->kg_lo, h->kg_hi, h->max_par);
-    sl__snap_stream_close(st);
-    return;
-  }
   sl_buf_t keep;
   sl__buf_init(&keep);
   bool small = x->c->keep_small && !x->c->keep;
-  if (small && sl__buf_reserve(&keep, SL__SNAP_HEADER)) {
-    bad(x, w->file, "%s: out of memory", w->file);
-    sl__snap_stream_close(st);
-    return;
-  }
-  keep.len = small ? SL__SNAP_HEADER : 0; /* the header is in im->head */
-  int before = x->c->n_problems;
   walk wk = {.kg_lo = w->kg_lo,
              .kg_hi = w->kg_hi,
              .seg = false,
              .keep = small ? &keep : NULL};
-  check_sections(x, w->file, st, &wk, m->max_par, m->format, m->kg_murmur2,
-                 &x->c->entries, &x->c->timers);
+  const sl__snap_head *h = &im->head;
+  if (h->worker != (uint32_t)w->index || h->id != m->id ||
+      h->kg_lo != w->kg_lo || h->kg_hi != w->kg_hi || h->max_par != m->max_par)
+    snprintf(wk.problem, sizeof(wk.problem),
+             "%s: its header (worker %u, checkpoint %" PRIu64
+             ", key groups [%u, %u) of %u) does not match _metadata",
+             w->file, h->worker, h->id, h->kg_lo, h->kg_hi, h->max_par);
+  else if (small && sl__buf_reserve(&keep, SL__SNAP_HEADER))
+    snprintf(wk.problem, sizeof(wk.problem), "%s: out of memory", w->file);
+  keep.len = small && keep.data ? SL__SNAP_HEADER : 0; /* in im->head */
+  int before = x->c->n_problems;
+  if (!wk.problem[0])
+    check_sections(x, w->file, st, &wk, m->max_par, m->format, m->kg_murmur2,
+                   &x->c->entries, &x->c->timers);
+  finish_file(x, m, w->file, st, &wk);
   sl__snap_stream_close(st);
   /* Each key group's chain against the segments read: the first broken
    * one is reported (a missing segment would break them all). */
@@ -697,9 +748,10 @@ static void check_worker(ctx *x, const char *chk, const sl__ckpt_meta *m,
   }
 }
 
-/* Every segment file _metadata lists: read whole, its own trailer and
- * header, its sections. Kept in c->segs for the chains' check and for
- * restore (segments are not streamed: docs/checkpoints.md). */
+/* Every segment file _metadata lists, read once as a stream as a worker
+ * file is: its checksums, its header, its sections. Where its sections
+ * are is kept in c->segs, for the chains' check and for restore, which
+ * reads each chain from the files (incr.h). */
 static int check_segments(ctx *x, const char *chk, const sl__ckpt_meta *m) {
   size_t i;
   json_t *fj;
@@ -710,58 +762,69 @@ static int check_segments(ctx *x, const char *chk, const sl__ckpt_meta *m) {
     char fp[4200], why[256];
     snprintf(fp, sizeof(fp), "%s/%s", chk, rel);
     sl__seg sg = {0};
-    struct stat st;
-    if (stat(fp, &st) != 0)
+    struct stat sb;
+    if (stat(fp, &sb) != 0)
       continue; /* missing: the file check said so */
-    if (sl__read_file(fp, &sg.data, &sg.len)) {
-      bad(x, rel, "%s cannot be read: %s", rel, strerror(errno));
-    } else if (sl__snap_check(sg.data, sg.len, &sg.head, &sg.body, why,
-                              sizeof(why))) {
+    sl__snap_stream *ss;
+    int rc = sl__snap_stream_open(&ss, fp, NULL, 0, SL__STREAM_CRC_LAST,
+                                  &sg.head, why, sizeof(why));
+    if (rc == SL_ERR_NOMEM)
+      return rc;
+    int before = x->c->n_problems;
+    if (rc == SL_ERR_IO) {
+      bad(x, rel, "%s cannot be read: %s", rel, why);
+    } else if (rc) {
       bad(x, rel, "%s: %s", rel, why);
-    } else if (sg.head.max_par != m->max_par || sg.head.id > m->id ||
-               sg.head.kg_lo >= sg.head.kg_hi || sg.head.kg_hi > m->max_par) {
-      bad(x, rel,
-          "%s: its header (checkpoint %" PRIu64 ", key groups [%u, %u) of "
-          "%u) does not fit checkpoint %" PRIu64 " of max_parallelism %u",
-          rel, sg.head.id, sg.head.kg_lo, sg.head.kg_hi, sg.head.max_par, m->id,
-          m->max_par);
     } else {
-      /* The same walk as a worker file's, over the image in memory. */
-      sl__snap_stream *ss;
-      sl__snap_head h;
-      int rc = sl__snap_stream_open(&ss, NULL, sg.data, sg.len, false, &h, why,
-                                    sizeof(why));
-      if (rc == SL_ERR_NOMEM) {
-        free(sg.data);
-        return rc;
-      }
-      if (rc)
-        bad(x, rel, "%s: %s", rel, why);
-      int before = x->c->n_problems;
-      walk wk = {.kg_lo = sg.head.kg_lo, .kg_hi = sg.head.kg_hi, .seg = true};
-      if (!rc)
+      walk wk = {.kg_lo = sg.head.kg_lo,
+                 .kg_hi = sg.head.kg_hi,
+                 .seg = true,
+                 .index = &sg};
+      if (sg.head.max_par != m->max_par || sg.head.id > m->id ||
+          sg.head.kg_lo >= sg.head.kg_hi || sg.head.kg_hi > m->max_par)
+        snprintf(wk.problem, sizeof(wk.problem),
+                 "%s: its header (checkpoint %" PRIu64 ", key groups [%u, "
+                 "%u) of %u) does not fit checkpoint %" PRIu64
+                 " of max_parallelism %u",
+                 rel, sg.head.id, sg.head.kg_lo, sg.head.kg_hi, sg.head.max_par,
+                 m->id, m->max_par);
+      else
         check_sections(x, rel, ss, &wk, m->max_par, m->format, m->kg_murmur2,
                        &x->c->entries, &x->c->timers);
+      finish_file(x, m, rel, ss, &wk);
       sl__snap_stream_close(ss);
-      if (!rc && x->c->n_problems == before) {
-        sl__seg *a =
-            realloc(x->c->segs, (x->c->n_segs + 1) * sizeof(*x->c->segs));
-        if (!a || !(sg.name = strdup(rel))) {
-          if (a)
-            x->c->segs = a;
-          free(sg.data);
-          return SL_ERR_NOMEM;
-        }
-        x->c->segs = a;
-        a[x->c->n_segs++] = sg;
-        continue;
-      }
     }
-    free(sg.data);
+    if (x->c->n_problems == before) {
+      sl__seg *a =
+          realloc(x->c->segs, (x->c->n_segs + 1) * sizeof(*x->c->segs));
+      if (a)
+        x->c->segs = a;
+      if (!a || !(sg.name = strdup(rel)) || !(sg.path = strdup(fp))) {
+        sl__seg_free(&sg);
+        return SL_ERR_NOMEM;
+      }
+      a[x->c->n_segs++] = sg;
+      continue;
+    }
+    sl__seg_free(&sg);
     if (stop(x))
       return SL_ERR_CORRUPT;
   }
   return 0;
+}
+
+/* Whether rel is a file whose contents a stream pass reads through (a
+ * segment file, or the file of a well-formed worker entry): its CRC32C is
+ * checked there, in the same pass that decodes it. */
+static bool read_through(const sl__ckpt_meta *m, const char *rel) {
+  if (!m->workers)
+    return false; /* no stream pass */
+  if (sl__seg_name_ok(rel, strlen(rel)))
+    return true;
+  for (int w = 0; m->workers && w < m->n_workers; w++)
+    if (m->workers[w].ok && strcmp(m->workers[w].file, rel) == 0)
+      return true;
+  return false;
 }
 
 int sl__ckpt_check_run(const char *chk, sl__ckpt_check *c, char *err,
@@ -770,7 +833,7 @@ int sl__ckpt_check_run(const char *chk, sl__ckpt_check *c, char *err,
   c->images = NULL;
   c->segs = NULL;
   c->n_segs = 0;
-  c->n_files = c->bytes = c->entries = c->timers = 0;
+  c->n_files = c->bytes = c->entries = c->timers = c->bytes_read = 0;
   ctx x = {c, err, errlen};
   int rc = parse_meta(&x, chk, &c->meta);
   if (rc == SL_ERR_NOTFOUND || rc == SL_ERR_NOMEM || !c->meta.json || stop(&x))
@@ -782,9 +845,16 @@ int sl__ckpt_check_run(const char *chk, sl__ckpt_check *c, char *err,
   json_array_foreach(m->files, i, fj) {
     const char *rel = json_string_value(json_object_get(fj, "path"));
     char why[1024];
+    uint64_t bytes = (uint64_t)json_integer_value(json_object_get(fj, "bytes"));
     c->n_files++;
-    c->bytes += (uint64_t)json_integer_value(json_object_get(fj, "bytes"));
-    if (sl__ckpt_file_check(chk, fj, !c->quick, why, sizeof(why))) {
+    c->bytes += bytes;
+    bool full = !c->quick && !(rel && read_through(m, rel));
+    if (full)
+      c->bytes_read += bytes; /* read once if it has them */
+    int bad_file = sl__ckpt_file_check(chk, fj, full, why, sizeof(why));
+    if (bad_file && !full && !c->quick) /* its size is wrong: say how */
+      bad_file = sl__ckpt_file_check(chk, fj, true, why, sizeof(why));
+    if (bad_file) {
       bad(&x, rel ? rel : "_metadata", "%s", why);
       if (stop(&x))
         return SL_ERR_CORRUPT;

@@ -74,6 +74,9 @@ typedef struct sl__ckpt_check {
   sl__seg *segs;          /* segment files (incremental keyed state) */
   size_t n_segs;
   uint64_t n_files, bytes, entries, timers;
+  /* Bytes read from the checkpoint's files (_metadata aside): each file
+   * once, its checksum computed in the pass that decodes it. */
+  uint64_t bytes_read;
   int n_problems;
 } sl__ckpt_check;
 
@@ -83,10 +86,13 @@ typedef struct sl__ckpt_check {
  * every listed file's size and CRC32C, then every segment file and every
  * worker file: its trailer, its header against _metadata and each section
  * decoded to its last byte, and every key group's chain of segments
- * (incr.h) against the segments. Worker files are read as a stream
- * (memory bounded by the largest item); segment files are read whole and
- * kept in segs. Native state directories are checked file by file only;
- * what a backend thinks of them is the caller's business.
+ * (incr.h) against the segments. Worker and segment files are read once
+ * each, as a stream (memory bounded by the largest item), their
+ * checksums computed in the same pass; of segment files only where their
+ * sections are is kept (segs). entries counts the keyed-state entries
+ * of worker files; those of chains are what loading them gives. Native
+ * state directories are checked file by file only; what a backend thinks
+ * of them is the caller's business.
  * SL_OK; SL_ERR_NOTFOUND when there is no _metadata (an incomplete
  * checkpoint); SL_ERR_CORRUPT when anything is wrong, with the first
  * problem in err; SL_ERR_NOMEM. */

@@ -238,66 +238,103 @@ static int add_timer(struct sl__timers *t, sl__snap_timer *tm, uint32_t lo,
 struct sl__snap_stream {
   int fd; /* -1: reading mem */
   const unsigned char *mem;
+  unsigned flags;              /* SL__STREAM_* */
   uint64_t size;               /* of the file */
   uint64_t pos;                /* offset of the next byte to read */
   uint64_t body_end;           /* offset of the trailer */
   uint64_t sec_start, sec_end; /* the current section's payload */
   sl_buf_t item;               /* the current item */
-  unsigned char *io; /* read buffer (files): io[io_off, io_len) is at pos */
-  size_t io_off, io_len;
+  unsigned char *io;           /* read buffer (files): the file's bytes */
+  uint64_t io_at;              /* [io_at, io_at + io_len) */
+  size_t io_len;
+  unsigned char tr[SL__SNAP_TRAILER_LEN];
+  uint32_t crc;    /* SL__STREAM_CRC_LAST: the CRC32C of [0, crc_at) */
+  uint64_t crc_at; /* of the file */
+  uint64_t read;   /* bytes read from the file */
 };
 
-static int fill(sl__snap_stream *s) {
-  for (;;) {
-    ssize_t n = read(s->fd, s->io, STREAM_BUF);
-    if (n < 0 && errno == EINTR)
+/* n bytes of the file at off into dst. With SL__STREAM_CRC_LAST, bytes
+ * that continue what the running CRC covers are added to it. */
+static int read_at(sl__snap_stream *s, unsigned char *dst, size_t n,
+                   uint64_t off) {
+  for (size_t done = 0; done < n;) {
+    ssize_t r = pread(s->fd, dst + done, n - done, (off_t)(off + done));
+    if (r < 0 && errno == EINTR)
       continue;
-    if (n < 0)
+    if (r < 0)
       return SL_ERR_IO;
-    if (n == 0) {
+    if (r == 0) {
       errno = EIO; /* shorter than when it was opened */
       return SL_ERR_IO;
     }
-    s->io_off = 0;
-    s->io_len = (size_t)n;
-    return 0;
+    done += (size_t)r;
   }
+  s->read += n;
+  if ((s->flags & SL__STREAM_CRC_LAST) && off == s->crc_at &&
+      off + n <= s->body_end) {
+    s->crc = sl__crc32c(s->crc, dst, n);
+    s->crc_at += n;
+  }
+  return 0;
 }
 
-/* The next n bytes into dst (NULL: skipped). */
+/* Refills the read buffer at pos with at least want bytes (at most
+ * STREAM_BUF). Reading the file through (SL__STREAM_CRC_LAST), it reads
+ * ahead to the trailer; otherwise no further than the current section
+ * (or, at a section header, than want), so that a section skipped is
+ * never read. */
+static int fill(sl__snap_stream *s, uint64_t want) {
+  uint64_t lim = (s->flags & SL__STREAM_CRC_LAST) ? s->body_end
+                 : s->pos < s->sec_end            ? s->sec_end
+                                                  : s->pos + want;
+  uint64_t n = lim - s->pos < STREAM_BUF ? lim - s->pos : STREAM_BUF;
+  if (n < want)
+    n = want;
+  s->io_len = 0;
+  int rc = read_at(s, s->io, (size_t)n, s->pos);
+  if (!rc) {
+    s->io_at = s->pos;
+    s->io_len = (size_t)n;
+  }
+  return rc;
+}
+
+/* The next n bytes into dst (NULL: skipped, which reads nothing unless
+ * the stream reads the file through). */
 static int get(sl__snap_stream *s, void *dst, uint64_t n) {
   unsigned char *d = dst;
   if (s->fd < 0) {
-    if (d)
+    if (d && n)
       memcpy(d, s->mem + s->pos, (size_t)n);
     s->pos += n;
     return 0;
   }
   while (n > 0) {
-    if (s->io_off == s->io_len) {
-      int rc = fill(s);
-      if (rc)
-        return rc;
+    if (s->pos >= s->io_at && s->pos < s->io_at + s->io_len) {
+      size_t off = (size_t)(s->pos - s->io_at), k = s->io_len - off;
+      if (k > n)
+        k = (size_t)n;
+      if (d) {
+        memcpy(d, s->io + off, k);
+        d += k;
+      }
+      s->pos += k;
+      n -= k;
+      continue;
     }
-    size_t k = s->io_len - s->io_off;
-    if (k > n)
-      k = (size_t)n;
-    if (d) {
-      memcpy(d, s->io + s->io_off, k);
-      d += k;
+    int rc;
+    if (!d && !(s->flags & SL__STREAM_CRC_LAST)) {
+      s->pos += n; /* a seek */
+      return 0;
     }
-    s->io_off += k;
-    s->pos += k;
-    n -= k;
+    if (d && n >= STREAM_BUF) { /* a large item: straight into it */
+      if (!(rc = read_at(s, d, (size_t)n, s->pos)))
+        s->pos += n;
+      return rc;
+    }
+    if ((rc = fill(s, n < STREAM_BUF ? n : STREAM_BUF)))
+      return rc;
   }
-  return 0;
-}
-
-static int seek(sl__snap_stream *s, uint64_t off) {
-  if (s->fd >= 0 && lseek(s->fd, (off_t)off, SEEK_SET) < 0)
-    return SL_ERR_IO;
-  s->pos = off;
-  s->io_off = s->io_len = 0;
   return 0;
 }
 
@@ -308,23 +345,33 @@ static int stream_crc(sl__snap_stream *s, uint32_t *crc) {
     return 0;
   }
   uint32_t c = 0;
-  int rc = seek(s, 0);
-  while (!rc && s->pos < s->body_end) {
-    uint64_t k =
-        s->body_end - s->pos < STREAM_BUF ? s->body_end - s->pos : STREAM_BUF;
-    if (!(rc = fill(s))) {
-      if (k > s->io_len)
-        k = s->io_len;
-      c = sl__crc32c(c, s->io, (size_t)k);
-      s->pos += k;
-    }
+  for (uint64_t at = 0; at < s->body_end;) {
+    size_t k =
+        s->body_end - at < STREAM_BUF ? (size_t)(s->body_end - at) : STREAM_BUF;
+    s->io_len = 0;
+    int rc = read_at(s, s->io, k, at);
+    if (rc)
+      return rc;
+    s->io_at = at;
+    s->io_len = k;
+    c = sl__crc32c(c, s->io, k);
+    at += k;
   }
   *crc = c;
-  return rc;
+  return 0;
+}
+
+/* n bytes at off: from memory, or read. */
+static int get_at(sl__snap_stream *s, void *dst, size_t n, uint64_t off) {
+  if (s->fd < 0) {
+    memcpy(dst, s->mem + off, n);
+    return 0;
+  }
+  return read_at(s, dst, n, off);
 }
 
 int sl__snap_stream_open(sl__snap_stream **out, const char *path,
-                         const void *data, size_t len, bool crc,
+                         const void *data, size_t len, unsigned flags,
                          sl__snap_head *h, char *err, size_t errlen) {
   *out = NULL;
   sl__snap_stream *s = calloc(1, sizeof(*s));
@@ -336,6 +383,7 @@ int sl__snap_stream_open(sl__snap_stream **out, const char *path,
   s->fd = -1;
   s->mem = data;
   s->size = len;
+  s->flags = flags;
   int rc = 0;
   struct stat st;
   if (path) {
@@ -344,28 +392,29 @@ int sl__snap_stream_open(sl__snap_stream **out, const char *path,
     else
       s->size = (uint64_t)st.st_size;
   }
-  unsigned char hd[SL__SNAP_HEADER], tr[SL__SNAP_TRAILER_LEN];
+  unsigned char hd[SL__SNAP_HEADER];
   if (!rc && s->size < SL__SNAP_HEADER + SL__SNAP_TRAILER_LEN) {
     sl__errf(err, errlen, "file too short (%" PRIu64 " bytes): truncated",
              s->size);
     rc = SL_ERR_CORRUPT;
   }
   s->body_end = s->size - SL__SNAP_TRAILER_LEN;
-  if (!rc && !(rc = get(s, hd, sizeof(hd))) &&
+  if (!rc && !(rc = get_at(s, hd, sizeof(hd), 0)) &&
       memcmp(hd, SL__SNAP_MAGIC, 8) != 0) {
     sl__errf(err, errlen, "not a sluice snapshot file (bad magic)");
     rc = SL_ERR_CORRUPT;
   }
-  if (!rc && !(rc = seek(s, s->body_end)) && !(rc = get(s, tr, sizeof(tr))) &&
-      (memcmp(tr + 12, SL__SNAP_TRAILER, 8) != 0 ||
-       sl__le64(tr) != s->body_end)) {
+  if (!rc && !(rc = get_at(s, s->tr, sizeof(s->tr), s->body_end)) &&
+      (memcmp(s->tr + 12, SL__SNAP_TRAILER, 8) != 0 ||
+       sl__le64(s->tr) != s->body_end)) {
     sl__errf(err, errlen, "incomplete file (no valid trailer): truncated");
     rc = SL_ERR_CORRUPT;
   }
   uint32_t got;
-  if (!rc && crc && !(rc = stream_crc(s, &got)) && got != sl__le32(tr + 8)) {
+  if (!rc && (flags & SL__STREAM_CRC) && !(rc = stream_crc(s, &got)) &&
+      got != sl__le32(s->tr + 8)) {
     sl__errf(err, errlen, "checksum mismatch (crc32c %08x, expected %08x)", got,
-             sl__le32(tr + 8));
+             sl__le32(s->tr + 8));
     rc = SL_ERR_CORRUPT;
   }
   if (!rc) {
@@ -380,9 +429,7 @@ int sl__snap_stream_open(sl__snap_stream **out, const char *path,
       rc = SL_ERR_CORRUPT;
     }
   }
-  if (!rc)
-    rc = seek(s, SL__SNAP_HEADER);
-  s->sec_start = s->sec_end = SL__SNAP_HEADER;
+  s->pos = s->sec_start = s->sec_end = SL__SNAP_HEADER;
   if (rc == SL_ERR_IO)
     sl__errf(err, errlen, "%s", strerror(errno));
   if (rc) {
@@ -395,6 +442,33 @@ int sl__snap_stream_open(sl__snap_stream **out, const char *path,
   return SL_OK;
 }
 
+int sl__snap_stream_finish(sl__snap_stream *s, uint32_t *file_crc, char *err,
+                           size_t errlen) {
+  if (s->fd < 0) {
+    s->crc = sl__crc32c(0, s->mem, (size_t)s->body_end);
+  } else {
+    if (!(s->flags & SL__STREAM_CRC_LAST))
+      return SL_ERR_RANGE;
+    while (s->crc_at < s->body_end) {
+      uint64_t k = s->body_end - s->crc_at;
+      s->io_len = 0;
+      int rc =
+          read_at(s, s->io, k < STREAM_BUF ? (size_t)k : STREAM_BUF, s->crc_at);
+      if (rc) {
+        sl__errf(err, errlen, "%s", strerror(errno));
+        return rc;
+      }
+    }
+  }
+  *file_crc = sl__crc32c(s->crc, s->tr, sizeof(s->tr));
+  if (s->crc != sl__le32(s->tr + 8)) {
+    sl__errf(err, errlen, "checksum mismatch (crc32c %08x, expected %08x)",
+             s->crc, sl__le32(s->tr + 8));
+    return SL_ERR_CORRUPT;
+  }
+  return SL_OK;
+}
+
 void sl__snap_stream_close(sl__snap_stream *s) {
   if (!s)
     return;
@@ -403,6 +477,23 @@ void sl__snap_stream_close(sl__snap_stream *s) {
   free(s->io);
   sl__buf_free(&s->item);
   free(s);
+}
+
+uint64_t sl__snap_stream_read_bytes(const sl__snap_stream *s) {
+  return s->read;
+}
+
+uint64_t sl__snap_stream_offset(const sl__snap_stream *s) {
+  return s->sec_start;
+}
+
+int sl__snap_stream_section(sl__snap_stream *s, uint64_t off, uint64_t len) {
+  if (off < SL__SNAP_HEADER + 16 || off > s->body_end ||
+      len > s->body_end - off)
+    return SL_ERR_CORRUPT;
+  s->pos = s->sec_start = off;
+  s->sec_end = off + len;
+  return 0;
 }
 
 int sl__snap_stream_next(sl__snap_stream *s, uint32_t *type, uint32_t *kg,
@@ -428,7 +519,8 @@ int sl__snap_stream_next(sl__snap_stream *s, uint32_t *type, uint32_t *kg,
 }
 
 int sl__snap_stream_rewind(sl__snap_stream *s) {
-  return seek(s, s->sec_start);
+  s->pos = s->sec_start; /* the read buffer may still hold it */
+  return 0;
 }
 
 size_t sl__snap_stream_peak(const sl__snap_stream *s) {
@@ -511,6 +603,30 @@ int sl__snap_stream_timer(sl__snap_stream *s, sl__snap_timer *t) {
   sl__rd r = item_rd(s);
   return sl__snap_timer_next(&r, t) == 1 && sl__rd_done(&r) ? 1
                                                             : SL_ERR_CORRUPT;
+}
+
+int sl__snap_stream_delta(sl__snap_stream *s, sl__snap_entry *e, bool *clear) {
+  s->item.len = 0;
+  if (s->pos == s->sec_end)
+    return 0;
+  int rc = need(s, 4);
+  for (int i = 0; !rc && i < 2; i++) /* key, namespace */
+    rc = need_bytes(s);
+  if (!rc)
+    rc = need(s, 1);
+  uint8_t has = rc ? 0 : s->item.data[s->item.len - 1];
+  if (!rc && has > 2)
+    return SL_ERR_CORRUPT;
+  if (!rc && has == 1)
+    rc = need_bytes(s); /* map key */
+  if (!rc && has != 2)
+    rc = need_bytes(s); /* value; a removal has none */
+  if (rc)
+    return rc;
+  sl__rd r = item_rd(s);
+  return sl__snap_delta_next(&r, e, clear) == 1 && sl__rd_done(&r)
+             ? 1
+             : SL_ERR_CORRUPT;
 }
 
 /* ---- Loading from memory or from a stream ------------------------------- */

@@ -90,16 +90,34 @@ int sl__snap_load_timers(sl__rd p, struct sl__timers *t, uint32_t lo,
  * timer sections, item by item: checking or restoring it holds the
  * current item (one entry, one timer) or one small section, never the
  * file, so memory is bounded by the largest item, not by the size of the
- * state. Reads a file (path) or an image in memory (path NULL). */
+ * state. Reads a file (path) or an image in memory (path NULL). A file
+ * is read with pread through a 64 KiB buffer that reads no further than
+ * the current section, so a section skipped is not read at all (unless
+ * the stream reads the file through, SL__STREAM_CRC_LAST). */
 typedef struct sl__snap_stream sl__snap_stream;
+enum {
+  /* The CRC32C of everything before the trailer is checked at open, in
+   * a pass over the file first. */
+  SL__STREAM_CRC = 1,
+  /* The file is read through in order (skipping reads too) and its CRC32C
+   * computed on the way; sl__snap_stream_finish checks it. One pass
+   * checks and decodes. */
+  SL__STREAM_CRC_LAST = 2,
+};
 /* Opens path (or data/len) and checks its header and trailer as
- * sl__snap_check does, the CRC32C of everything before the trailer
- * included when crc is set (one pass over the file first). SL_OK with *h
- * set; SL_ERR_CORRUPT or SL_ERR_IO (errno set) with the reason in err;
- * SL_ERR_NOMEM. */
+ * sl__snap_check does (flags: SL__STREAM_*, 0 for neither checksum).
+ * SL_OK with *h set; SL_ERR_CORRUPT or SL_ERR_IO (errno set) with the
+ * reason in err; SL_ERR_NOMEM. */
 int sl__snap_stream_open(sl__snap_stream **out, const char *path,
-                         const void *data, size_t len, bool crc,
+                         const void *data, size_t len, unsigned flags,
                          sl__snap_head *h, char *err, size_t errlen);
+/* With SL__STREAM_CRC_LAST, once the sections were read (or not all of
+ * them): reads what is left before the trailer and checks the CRC32C.
+ * *file_crc is that of the whole file, trailer included (what
+ * _metadata records), whatever the verdict. SL_OK, SL_ERR_CORRUPT
+ * ("checksum mismatch ..." in err), SL_ERR_IO. */
+int sl__snap_stream_finish(sl__snap_stream *s, uint32_t *file_crc, char *err,
+                           size_t errlen);
 void sl__snap_stream_close(sl__snap_stream *s);
 /* The next section (what is left of the current one is skipped): 1 with
  * its type, key group and payload length, 0 at the end, SL_ERR_CORRUPT
@@ -117,8 +135,18 @@ int sl__snap_stream_payload(sl__snap_stream *s, sl__rd *p);
 int sl__snap_stream_bytes(sl__snap_stream *s, const void **p, size_t *n);
 int sl__snap_stream_entry(sl__snap_stream *s, sl__snap_entry *e);
 int sl__snap_stream_timer(sl__snap_stream *s, sl__snap_timer *t);
+/* A record of an SL__SEC_DELTA section (*clear: a removal, no value). */
+int sl__snap_stream_delta(sl__snap_stream *s, sl__snap_entry *e, bool *clear);
 /* Back to the start of the current section's payload. */
 int sl__snap_stream_rewind(sl__snap_stream *s);
+/* The file offset of the current section's payload, and the section at
+ * off (payload offset) of len bytes made the current one, as an index
+ * of the file recorded them (segment files, incr.h). 0 or
+ * SL_ERR_CORRUPT when it is not inside the body. */
+uint64_t sl__snap_stream_offset(const sl__snap_stream *s);
+int sl__snap_stream_section(sl__snap_stream *s, uint64_t off, uint64_t len);
+/* Bytes read from the file so far (0 for an image in memory). */
+uint64_t sl__snap_stream_read_bytes(const sl__snap_stream *s);
 /* The largest item buffer s has held (bytes): what reading it cost beyond
  * its fixed-size read buffer. */
 size_t sl__snap_stream_peak(const sl__snap_stream *s);

@@ -858,13 +858,24 @@ static int ckpt_load(const char *path, uint32_t want_max_par, sl__restore **out,
       rc = SL_ERR_NOMEM;
     }
   }
-  free(abs);
   if (!rc) {
     rs->segs = c.segs; /* now the restore's */
     rs->n_segs = c.n_segs;
     c.segs = NULL;
     c.n_segs = 0;
   }
+  for (size_t i = 0; !rc && i < rs->n_segs; i++) {
+    sl__seg *sg = &rs->segs[i];
+    char *p;
+    if ((!abs && !(abs = realpath(path, NULL))) ||
+        asprintf(&p, "%s/%s", abs, sg->name) < 0) {
+      rc = SL_ERR_NOMEM;
+      break;
+    }
+    free(sg->path);
+    sg->path = p;
+  }
+  free(abs);
   sl__ckpt_check_free(&c);
   if (rc) {
     restore_free(*out);

@@ -121,7 +121,9 @@ typedef struct sl__restore {
   char *backend;
   sl__rfile *files;
   int n_files;
-  sl__seg *segs; /* segment files of incremental keyed state */
+  /* Segment files of incremental keyed state: where their sections are
+   * (absolute paths); each chain is read from the files (incr.h). */
+  sl__seg *segs;
   size_t n_segs;
 } sl__restore;
 

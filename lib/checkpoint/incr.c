@@ -4,6 +4,7 @@
  * restore, verify and sluice-ckpt. */
 #include "checkpoint/incr.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,12 +241,62 @@ int sl__incr_seed(sl__incr *in, uint32_t kg, sl__rd chain, uint64_t base,
 
 /* ---- Reading ------------------------------------------------------------ */
 
+void sl__seg_free(sl__seg *sg) {
+  free(sg->name);
+  free(sg->path);
+  free(sg->secs);
+  memset(sg, 0, sizeof(*sg));
+}
+
 void sl__segs_free(sl__seg *segs, size_t n) {
-  for (size_t i = 0; segs && i < n; i++) {
-    free(segs[i].name);
-    free(segs[i].data);
-  }
+  for (size_t i = 0; segs && i < n; i++)
+    sl__seg_free(&segs[i]);
   free(segs);
+}
+
+int sl__seg_note(sl__seg *sg, uint32_t type, uint32_t kg, uint64_t off,
+                 uint64_t len) {
+  if (type == SL__SEC_STATES) {
+    sg->have_states = true;
+    sg->states_off = off;
+    sg->states_len = len;
+    return 0;
+  }
+  if (type != SL__SEC_ENTRIES && type != SL__SEC_DELTA)
+    return 0;
+  sl__seg_sec *a = realloc(sg->secs, (sg->n_secs + 1) * sizeof(*a));
+  if (!a)
+    return SL_ERR_NOMEM;
+  sg->secs = a;
+  a[sg->n_secs++] = (sl__seg_sec){type, kg, off, len};
+  return 0;
+}
+
+int sl__seg_read(sl__seg *sg, const char *path, const char *name, char *err,
+                 size_t errlen) {
+  memset(sg, 0, sizeof(*sg));
+  sl__snap_stream *st;
+  int r, rc = sl__snap_stream_open(&st, path, NULL, 0, SL__STREAM_CRC_LAST,
+                                   &sg->head, err, errlen);
+  if (rc)
+    return rc;
+  uint32_t type, kg, crc;
+  uint64_t len;
+  while (!rc && (r = sl__snap_stream_next(st, &type, &kg, &len)) == 1)
+    rc = sl__seg_note(sg, type, kg, sl__snap_stream_offset(st), len);
+  if (!rc && r < 0) {
+    rc = r;
+    snprintf(err, errlen, "%s",
+             r == SL_ERR_IO ? strerror(errno) : "a section is cut short");
+  }
+  if (!rc)
+    rc = sl__snap_stream_finish(st, &crc, err, errlen);
+  sl__snap_stream_close(st);
+  if (!rc && (!(sg->name = strdup(name)) || !(sg->path = strdup(path))))
+    rc = SL_ERR_NOMEM;
+  if (rc)
+    sl__seg_free(sg);
+  return rc;
 }
 
 const sl__seg *sl__seg_find(const sl__seg *segs, size_t n, const void *name,
@@ -269,26 +320,17 @@ int sl__chain_next(sl__rd *p, const void **name, size_t *len) {
   return sl__rd_bytes(p, name, len) ? 1 : SL_ERR_CORRUPT;
 }
 
-/* The states section of seg and its sections for key group kg: how many
- * (*count), the type and payload of the last one. */
-static int seg_kg(const sl__seg *seg, uint32_t kg, sl__rd *states,
-                  uint32_t *type, sl__rd *payload, int *count) {
-  sl__rd body = seg->body, p;
-  uint32_t t = 0, g = 0;
-  int r;
-  bool have_states = false;
+/* The section of seg for key group kg (the last, if several) and how
+ * many there are. */
+static const sl__seg_sec *seg_kg(const sl__seg *seg, uint32_t kg, int *count) {
+  const sl__seg_sec *found = NULL;
   *count = 0;
-  while ((r = sl__snap_next(&body, &t, &g, &p)) == 1) {
-    if (t == SL__SEC_STATES) {
-      *states = p;
-      have_states = true;
-    } else if ((t == SL__SEC_ENTRIES || t == SL__SEC_DELTA) && g == kg) {
-      *type = t;
-      *payload = p;
+  for (size_t i = 0; i < seg->n_secs; i++)
+    if (seg->secs[i].kg == kg) {
+      found = &seg->secs[i];
       (*count)++;
     }
-  }
-  return r < 0 || !have_states ? SL_ERR_CORRUPT : 0;
+  return found;
 }
 
 int sl__chain_check(sl__rd p, const sl__seg *segs, size_t n_segs, uint32_t kg,
@@ -303,8 +345,6 @@ int sl__chain_check(sl__rd p, const sl__seg *segs, size_t n_segs, uint32_t kg,
   }
   while ((r = sl__chain_next(&p, &name, &len)) == 1) {
     const sl__seg *s = sl__seg_find(segs, n_segs, name, len);
-    sl__rd states, pl;
-    uint32_t type = 0;
     int count;
     if (!s) {
       snprintf(err, errlen,
@@ -313,14 +353,15 @@ int sl__chain_check(sl__rd p, const sl__seg *segs, size_t n_segs, uint32_t kg,
                kg, (int)len, (const char *)name);
       return SL_ERR_CORRUPT;
     }
-    if (seg_kg(s, kg, &states, &type, &pl, &count) || count != 1) {
+    const sl__seg_sec *sec = seg_kg(s, kg, &count);
+    if (!s->have_states || count != 1) {
       snprintf(err, errlen,
                "key group %u uses %s, which holds %d sections "
                "for it (expected 1)",
                kg, s->name, count);
       return SL_ERR_CORRUPT;
     }
-    if (type == SL__SEC_ENTRIES && i > 0) {
+    if (sec->type == SL__SEC_ENTRIES && i > 0) {
       snprintf(err, errlen,
                "key group %u: %s holds whole entries but is link %u of its "
                "chain",
@@ -336,12 +377,13 @@ int sl__chain_check(sl__rd p, const sl__seg *segs, size_t n_segs, uint32_t kg,
   return 0;
 }
 
-static int load_delta(sl__rd p, sl__snap_ids *m, uint32_t kg) {
+/* The changes of key group kg (the current section of st) into m->to. */
+static int load_delta(sl__snap_stream *st, sl__snap_ids *m, uint32_t kg) {
   sl__backend *be = m->to;
   sl__snap_entry e;
   bool clear;
   int r;
-  while ((r = sl__snap_delta_next(&p, &e, &clear)) == 1) {
+  while ((r = sl__snap_stream_delta(st, &e, &clear)) == 1) {
     if (e.state >= m->n)
       return SL_ERR_CORRUPT;
     uint32_t id = m->ids[e.state];
@@ -349,8 +391,10 @@ static int load_delta(sl__rd p, sl__snap_ids *m, uint32_t kg) {
       continue;
     int rc;
     if (clear) {
+      /* The key group of the job's keys, as insert checks it: in group
+       * mode a Kafka partition (murmur2), else the key hash's. */
       uint64_t kh = sl__hash64(e.key, e.key_len);
-      if (sl__key_group(kh, be->max_par) != kg)
+      if (sl__backend_key_group(be, e.key, e.key_len, kh) != kg)
         return SL_ERR_CORRUPT;
       sl__skey k = {id,      kg,        sl__state_hash(kh, e.ns, e.ns_len),
                     e.key,   e.key_len, e.ns,
@@ -366,36 +410,81 @@ static int load_delta(sl__rd p, sl__snap_ids *m, uint32_t kg) {
   return r;
 }
 
+/* One link of a chain: seg's state names and its section for kg. */
+static int load_link(const sl__seg *seg, const sl__seg_sec *sec,
+                     const sl__snap_ids *m, uint32_t kg, sl__chain_io *io,
+                     char *err, size_t errlen) {
+  sl__snap_stream *st;
+  sl__snap_head h;
+  char why[256];
+  int rc =
+      sl__snap_stream_open(&st, seg->path, NULL, 0, 0, &h, why, sizeof(why));
+  if (rc) {
+    snprintf(err, errlen, "%s: %s", seg->name, why);
+    return rc;
+  }
+  if (h.id != seg->head.id || h.kg_lo != seg->head.kg_lo ||
+      h.kg_hi != seg->head.kg_hi || h.max_par != seg->head.max_par) {
+    sl__snap_stream_close(st);
+    snprintf(err, errlen, "%s changed since it was checked", seg->name);
+    return SL_ERR_CORRUPT;
+  }
+  sl__snap_ids sm = {
+      .to = m->to, .drop = m->drop, .drop_opaque = m->drop_opaque};
+  sl__rd p;
+  if (!(rc = sl__snap_stream_section(st, seg->states_off, seg->states_len)) &&
+      !(rc = sl__snap_stream_payload(st, &p)))
+    rc = sl__snap_load_states(p, &sm);
+  if (!rc)
+    rc = sl__snap_stream_section(st, sec->off, sec->len);
+  if (!rc)
+    rc = sec->type == SL__SEC_ENTRIES
+             ? sl__snap_stream_load_entries(st, &sm, kg)
+             : load_delta(st, &sm, kg);
+  sl__snap_ids_free(&sm);
+  if (io) {
+    /* Section bytes as the writer counted them: header included. */
+    if (sec->type == SL__SEC_ENTRIES)
+      io->base += sec->len + 16;
+    else
+      io->delta += sec->len + 16;
+    if (sl__snap_stream_peak(st) > io->peak)
+      io->peak = sl__snap_stream_peak(st);
+  }
+  if (rc == SL_ERR_IO)
+    snprintf(err, errlen, "%s cannot be read: %s", seg->name, strerror(errno));
+  else if (rc == SL_ERR_CORRUPT)
+    snprintf(err, errlen,
+             "%s: key group %u: a record is cut short or malformed", seg->name,
+             kg);
+  sl__snap_stream_close(st);
+  return rc;
+}
+
 int sl__chain_load(sl__rd p, const sl__seg *segs, size_t n_segs,
-                   const sl__snap_ids *m, uint32_t kg, uint64_t *base,
-                   uint64_t *delta) {
+                   const sl__snap_ids *m, uint32_t kg, sl__chain_io *io,
+                   char *err, size_t errlen) {
   uint32_t n;
   const void *name;
   size_t len;
-  int r, rc = sl__chain_count(&p, &n);
+  int r = 0, rc = sl__chain_count(&p, &n);
+  if (rc)
+    snprintf(err, errlen, "key group %u: malformed chain", kg);
   while (!rc && (r = sl__chain_next(&p, &name, &len)) == 1) {
     const sl__seg *s = sl__seg_find(segs, n_segs, name, len);
-    sl__rd states, pl;
-    uint32_t type = 0;
-    int count;
-    if (!s || seg_kg(s, kg, &states, &type, &pl, &count) || count != 1)
+    int count = 0;
+    const sl__seg_sec *sec = s ? seg_kg(s, kg, &count) : NULL;
+    if (!s || !s->have_states || count != 1) {
+      snprintf(err, errlen, "key group %u: %.*s is not a segment it can use",
+               kg, (int)len, (const char *)name);
       return SL_ERR_CORRUPT;
-    sl__snap_ids sm = {
-        .to = m->to, .drop = m->drop, .drop_opaque = m->drop_opaque};
-    rc = sl__snap_load_states(states, &sm);
-    if (!rc)
-      rc = type == SL__SEC_ENTRIES ? sl__snap_load_entries(pl, &sm, kg)
-                                   : load_delta(pl, &sm, kg);
-    sl__snap_ids_free(&sm);
-    /* Section bytes as the writer counted them: header included. */
-    uint64_t bytes = (uint64_t)(pl.end - pl.p) + 16;
-    if (type == SL__SEC_ENTRIES && base)
-      *base += bytes;
-    else if (type == SL__SEC_DELTA && delta)
-      *delta += bytes;
+    }
+    rc = load_link(s, sec, m, kg, io, err, errlen);
   }
-  if (!rc && r < 0)
+  if (!rc && r < 0) {
+    snprintf(err, errlen, "key group %u: malformed chain", kg);
     rc = r;
+  }
   return rc;
 }
 
@@ -427,7 +516,7 @@ int sl__chain_scan(sl__rd p, const sl__seg *segs, size_t n_segs,
   if (!be)
     return SL_ERR_NOMEM;
   sl__snap_ids m = {.to = be};
-  int rc = sl__chain_load(p, segs, n_segs, &m, kg, NULL, NULL);
+  int rc = sl__chain_load(p, segs, n_segs, &m, kg, NULL, err, sizeof(err));
   scan_ctx x = {be, fn, opaque};
   if (!rc)
     rc = be->ops->kg_scan(be, kg, scan_cb, &x);

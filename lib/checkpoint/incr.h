@@ -56,21 +56,40 @@ int sl__incr_put(sl__incr *in, struct sl__backend *be, sl_buf_t *snap,
 
 /* After a restore loaded key group kg from the chain section payload
  * chain (the restored checkpoint's segments, by name; base and delta
- * bytes as sl__chain_load counted them): the next snapshot continues
- * that chain. */
+ * bytes as sl__chain_load counted them in sl__chain_io): the next snapshot
+ * continues that chain. */
 int sl__incr_seed(sl__incr *in, uint32_t kg, sl__rd chain, uint64_t base,
                   uint64_t delta);
 
 /* ---- Reading ------------------------------------------------------------ */
 
-/* A segment file of a checkpoint, read and checked (sl__snap_check). */
+/* A segment file of a checkpoint, checked, and where its sections are:
+ * what reading a key group's chain needs, never the file's data. A chain
+ * is read from the files, one link at a time (docs/checkpoints.md). */
+typedef struct sl__seg_sec {
+  uint32_t type, kg; /* SL__SEC_ENTRIES or SL__SEC_DELTA */
+  uint64_t off, len; /* payload */
+} sl__seg_sec;
 typedef struct sl__seg {
-  char *name;
-  unsigned char *data;
-  size_t len;
+  char *name; /* kv-<id>-w<i>.seg */
+  char *path; /* where it is read from */
   sl__snap_head head;
-  sl__rd body;
+  bool have_states;
+  uint64_t states_off, states_len; /* its state names */
+  sl__seg_sec *secs;               /* its keyed-state sections */
+  size_t n_secs;
 } sl__seg;
+/* Records a section of sg found at payload offset off. */
+int sl__seg_note(sl__seg *sg, uint32_t type, uint32_t kg, uint64_t off,
+                 uint64_t len);
+/* Reads the segment file at path (named name) through once, checking its
+ * trailer and CRC32C, and records where its sections are (the checkpoint
+ * check does the same with more checks). SL_OK, SL_ERR_CORRUPT or
+ * SL_ERR_IO with the reason in err, SL_ERR_NOMEM. Free with
+ * sl__seg_free. */
+int sl__seg_read(sl__seg *sg, const char *path, const char *name, char *err,
+                 size_t errlen);
+void sl__seg_free(sl__seg *sg);
 void sl__segs_free(sl__seg *segs, size_t n);
 const sl__seg *sl__seg_find(const sl__seg *segs, size_t n, const void *name,
                             size_t len);
@@ -87,16 +106,27 @@ int sl__chain_next(sl__rd *p, const void **name, size_t *len);
 int sl__chain_check(sl__rd p, const sl__seg *segs, size_t n_segs, uint32_t kg,
                     char *err, size_t errlen);
 
+/* What loading a chain read: the bytes of its base and of its changes
+ * (sections as the writer counted them, for sl__incr_seed), and the
+ * largest item buffer held. */
+typedef struct sl__chain_io {
+  uint64_t base, delta;
+  size_t peak;
+} sl__chain_io;
+
 /* Loads key group kg from its chain (payload p) into m->to, each
  * segment's state ids mapped through its own states section (m->drop
- * applies); adds the bytes of its base and of its changes to *base and
- * *delta when not NULL. */
+ * applies): every link is opened and its two sections (state names, the
+ * key group's) are read as a stream, one entry at a time, so memory is
+ * that of one read buffer and one item. Adds to *io when not NULL.
+ * SL_OK, SL_ERR_CORRUPT (with the segment named in err), SL_ERR_IO,
+ * SL_ERR_NOMEM, or the backend's error. */
 int sl__chain_load(sl__rd p, const sl__seg *segs, size_t n_segs,
-                   const struct sl__snap_ids *m, uint32_t kg, uint64_t *base,
-                   uint64_t *delta);
+                   const struct sl__snap_ids *m, uint32_t kg, sl__chain_io *io,
+                   char *err, size_t errlen);
 
 /* The entries of key group kg as its chain gives them, through fn with
- * the state's name and type (sluice-ckpt's inspect and dump). */
+ * the state's name and type (sluice-ckpt's inspect, dump and verify). */
 typedef int (*sl__chain_fn)(const char *state, uint32_t type,
                             const sl__snap_entry *e, void *opaque);
 int sl__chain_scan(sl__rd p, const sl__seg *segs, size_t n_segs,

@@ -328,13 +328,18 @@ static int check_layouts(sl__worker *w, const sl__restore *rs, drops *drop) {
 static int restore_chain(sl__worker *w, sl__backend *be, const sl__restore *rs,
                          sl__rd chain, const sl__snap_ids *m, uint32_t kg,
                          const drops *drop) {
-  uint64_t base = 0, delta = 0;
-  int rc = sl__chain_load(chain, rs->segs, rs->n_segs, m, kg, &base, &delta);
+  sl__chain_io io = {0};
+  char err[512];
+  int rc =
+      sl__chain_load(chain, rs->segs, rs->n_segs, m, kg, &io, err, sizeof(err));
+  if (rc == SL_ERR_IO || rc == SL_ERR_CORRUPT)
+    return sl__job_fail(w->job, rc, "restore from checkpoint %llu (%s): %s",
+                        (unsigned long long)rs->id, rs->path, err);
   if (rc || drop->n || !be->ops->kg_changes)
     return rc;
   if (!w->incr && !(w->incr = sl__incr_new(be->kg_lo, be->kg_hi)))
     return SL_ERR_NOMEM;
-  if ((rc = sl__incr_seed(w->incr, kg, chain, base, delta)))
+  if ((rc = sl__incr_seed(w->incr, kg, chain, io.base, io.delta)))
     return rc;
   return be->ops->kg_clean(be, kg);
 }
@@ -350,8 +355,8 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   uint32_t t = 0, kg = 0;
   uint64_t len;
   char err[256];
-  int r, rc = sl__snap_stream_open(&st, rf->snap, rf->data, rf->len, false,
-                                   &head, err, sizeof(err));
+  int r, rc = sl__snap_stream_open(&st, rf->snap, rf->data, rf->len, 0, &head,
+                                   err, sizeof(err));
   if (rc)
     return sl__job_fail(w->job, rc, "restore: cannot read %s: %s",
                         rf->snap ? rf->snap : "the snapshot", err);
@@ -376,7 +381,7 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
     } else if (t == SL__SEC_ENTRIES && (repart || (kg >= lo && kg < hi)))
       rc = sl__snap_stream_load_entries(st, &m, kg);
     else if (t == SL__SEC_CHAIN && kg >= lo && kg < hi) {
-      /* The chain's names; its segments are in memory (rs->segs). */
+      /* The chain's names; each link is read from its segment file. */
       if (!(rc = sl__snap_stream_payload(st, &p)))
         rc = restore_chain(w, be, rs, p, &m, kg, drop);
     }

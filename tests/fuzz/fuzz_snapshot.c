@@ -86,8 +86,8 @@ static void same_as_stream(const uint8_t *data, size_t size) {
   char err[256], serr[256];
   int rc = sl__snap_check(data, size, &h, &body, err, sizeof(err));
   sl__snap_stream *st;
-  int src = sl__snap_stream_open(&st, NULL, data, size, true, &hs, serr,
-                                 sizeof(serr));
+  int src = sl__snap_stream_open(&st, NULL, data, size, SL__STREAM_CRC, &hs,
+                                 serr, sizeof(serr));
   FUZZ_ASSERT(rc == src, "check %d, stream %d", rc, src);
   if (rc) {
     FUZZ_ASSERT(strcmp(err, serr) == 0, "\"%s\" vs \"%s\"", err, serr);
@@ -148,9 +148,66 @@ static void same_as_stream(const uint8_t *data, size_t size) {
   sl__snap_stream_close(st);
 }
 
+/* The same bytes read from a file as the check reads it (through, the
+ * checksum computed on the way) and as restore does (every other section
+ * skipped by offset): the verdict on header and trailer, the sections,
+ * their payloads and the checksum's verdict are those of the image. */
+static void same_from_file(const uint8_t *data, size_t size) {
+  char path[4200];
+  snprintf(path, sizeof(path), "%s/w0.snap", fuzz_tmpdir());
+  fuzz_write(fuzz_tmpdir(), "w0.snap", data, size);
+  for (int sparse = 0; sparse < 2; sparse++) {
+    sl__snap_stream *fs, *ms;
+    sl__snap_head h1, h2;
+    char e1[256], e2[256];
+    int r1 = sl__snap_stream_open(&fs, path, NULL, 0,
+                                  sparse ? 0 : SL__STREAM_CRC_LAST, &h1, e1,
+                                  sizeof(e1));
+    int r2 =
+        sl__snap_stream_open(&ms, NULL, data, size, 0, &h2, e2, sizeof(e2));
+    FUZZ_ASSERT(r1 == r2, "file %d, image %d", r1, r2);
+    if (r1) {
+      FUZZ_ASSERT(strcmp(e1, e2) == 0, "\"%s\" vs \"%s\"", e1, e2);
+      continue;
+    }
+    for (int i = 0;; i++) {
+      uint32_t t1, k1, t2, k2;
+      uint64_t l1, l2;
+      r1 = sl__snap_stream_next(fs, &t1, &k1, &l1);
+      r2 = sl__snap_stream_next(ms, &t2, &k2, &l2);
+      FUZZ_ASSERT(r1 == r2, "next: %d vs %d", r1, r2);
+      if (r1 != 1)
+        break;
+      FUZZ_ASSERT(t1 == t2 && k1 == k2 && l1 == l2, "section headers differ");
+      if (sparse && i % 2)
+        continue; /* skipped: a seek */
+      sl__rd p1, p2;
+      FUZZ_ASSERT(sl__snap_stream_payload(fs, &p1) == 0, "payload unread");
+      FUZZ_ASSERT(sl__snap_stream_payload(ms, &p2) == 0, "payload unread");
+      FUZZ_ASSERT(
+          same(p1.p, (size_t)(p1.end - p1.p), p2.p, (size_t)(p2.end - p2.p)),
+          "payloads differ");
+    }
+    if (!sparse) {
+      uint32_t got;
+      sl__snap_head h;
+      sl__snap_stream *cs;
+      int want = sl__snap_stream_open(&cs, NULL, data, size, SL__STREAM_CRC, &h,
+                                      e2, sizeof(e2));
+      sl__snap_stream_close(cs);
+      r1 = sl__snap_stream_finish(fs, &got, e1, sizeof(e1));
+      FUZZ_ASSERT(r1 == want, "checksum verdict %d, expected %d", r1, want);
+      FUZZ_ASSERT(got == sl__crc32c(0, data, size), "file checksum differs");
+    }
+    sl__snap_stream_close(fs);
+    sl__snap_stream_close(ms);
+  }
+}
+
 FUZZ_TARGET(snapshot) {
   walk(data, size);
   same_as_stream(data, size);
+  same_from_file(data, size);
   /* The same bytes as the body of a file whose trailer is right. */
   uint8_t *img = malloc(size + SL__SNAP_TRAILER_LEN);
   FUZZ_ASSERT(img, "out of memory");
@@ -164,6 +221,7 @@ FUZZ_TARGET(snapshot) {
   memcpy(img + size + 12, SL__SNAP_TRAILER, 8);
   walk(img, size + SL__SNAP_TRAILER_LEN);
   same_as_stream(img, size + SL__SNAP_TRAILER_LEN);
+  same_from_file(img, size + SL__SNAP_TRAILER_LEN);
   free(img);
   return 0;
 }

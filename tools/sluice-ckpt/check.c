@@ -220,6 +220,31 @@ static void unlisted(report *r, const char *chk, const char *sub,
   closedir(d);
 }
 
+static int count_chain_entry(const char *state, uint32_t type,
+                             const sl__snap_entry *e, void *opaque) {
+  (void)state;
+  (void)type;
+  (void)e;
+  (*(uint64_t *)opaque)++;
+  return 0;
+}
+
+/* The entries the chains of worker w give (the check counted those of
+ * its file): each key group loaded from its segments, one at a time. */
+static void chain_entries(report *r, sl__ckpt_check *c,
+                          const sl__ckpt_worker *w, const sl__ckpt_image *im) {
+  sl__rd body = im->body, p;
+  uint32_t type, kg;
+  int rc = 0;
+  while (!rc && sl__snap_next(&body, &type, &kg, &p) == 1)
+    if (type == SL__SEC_CHAIN)
+      rc = sl__chain_scan(p, c->segs, c->n_segs, c->meta.max_par, kg,
+                          count_chain_entry, &c->entries);
+  if (rc)
+    problem(r, w->file, "%s: loading its key groups' chains failed: %s",
+            w->file, sl_strerror(rc));
+}
+
 static void add_problem(const char *file, const char *msg, void *opaque) {
   report *r = opaque;
   json_array_append_new(r->problems,
@@ -235,7 +260,7 @@ int tool_verify_report(const char *chk, json_t **out) {
   char err[1024];
   /* The check restore runs, collecting every problem instead of stopping
    * at the first. */
-  sl__ckpt_check c = {.problem = add_problem, .opaque = &r};
+  sl__ckpt_check c = {.keep_small = true, .problem = add_problem, .opaque = &r};
   int m = sl__ckpt_check_run(chk, &c, err, sizeof(err));
   if (m == SL_ERR_NOTFOUND && !looks_like_checkpoint(chk)) {
     tool_err("%s is not a checkpoint directory (no _metadata)", chk);
@@ -274,8 +299,10 @@ int tool_verify_report(const char *chk, json_t **out) {
      * everything else holds. */
     for (int i = 0; !m && i < meta->n_workers; i++) {
       const sl__ckpt_worker *mw = &meta->workers[i];
-      if (!mw->native)
+      if (!mw->native) {
+        chain_entries(&r, &c, mw, &c.images[i]);
         continue;
+      }
       tool_worker w = {.index = mw->index,
                        .file = mw->file,
                        .native = mw->native,
