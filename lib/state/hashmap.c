@@ -980,16 +980,30 @@ static void hm_close(sl__backend *be) {
   free(b);
 }
 
-static void hm_prefetch(sl__backend *be, uint32_t state, uint32_t kg,
-                        uint64_t hash) {
+/* For each key: its home group's control bytes and its home slot. */
+static void hm_prefetch(sl__backend *be, uint32_t state, const uint64_t *hash,
+                        const uint32_t *kg, size_t stride, size_t n) {
   hm *b = (hm *)be;
-  if (state >= b->n_states || kg < be->kg_lo || kg >= be->kg_hi)
+  if (state >= b->n_states)
     return;
-  hm_table *t = hm_tab(b, hm_st(b, state), kg);
-  if (t->slots) {
-    size_t i = (size_t)(hash >> t->shift);
-    __builtin_prefetch(&t->ctrl[i]);
-    __builtin_prefetch(&t->slots[i]);
+  const hm_table *tables = b->states[state].tables;
+  uint32_t lo = be->kg_lo, n_kg = b->n_kg;
+  const unsigned char *hp = (const unsigned char *)hash;
+  const unsigned char *gp = (const unsigned char *)kg;
+  for (size_t j = 0; j < n; j++, hp += stride, gp += stride) {
+    uint64_t h;
+    uint32_t g;
+    memcpy(&h, hp, sizeof(h));
+    memcpy(&g, gp, sizeof(g));
+    g -= lo; /* a key group below the range wraps and fails the check */
+    if (g >= n_kg || !tables[g].slots)
+      continue;
+    const hm_table *t = &tables[g];
+    {
+      size_t i = (size_t)(h >> t->shift);
+      __builtin_prefetch(&t->ctrl[i]);
+      __builtin_prefetch(&t->slots[i]);
+    }
   }
 }
 
