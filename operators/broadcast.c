@@ -97,7 +97,8 @@ static int bproc_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
                          size_t n) {
   bproc *p = sl_op_data(op);
   if (port == 0)
-    return sl__keyed_batch(&p->k, port, recs, n, sl__keyed_prefetch, bproc_element);
+    return sl__keyed_batch(&p->k, port, recs, n, sl__keyed_prefetch,
+                           bproc_element);
   for (size_t i = 0; i < n; i++) {
     int rc = bproc_broadcast(p, &recs[i].rec);
     if (rc)

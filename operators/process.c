@@ -69,7 +69,8 @@ static int proc_element(sl__keyed *k, int port, const sl_keyed_rec_t *r) {
 static int proc_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
                         size_t n) {
   proc *p = sl_op_data(op);
-  return sl__keyed_batch(&p->k, port, recs, n, sl__keyed_prefetch, proc_element);
+  return sl__keyed_batch(&p->k, port, recs, n, sl__keyed_prefetch,
+                         proc_element);
 }
 
 static int proc_timer(sl__keyed *k, sl_time_domain domain, int64_t ts) {

@@ -459,8 +459,7 @@ static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
       s = hm_probe8(t, k, 0, (uint32_t)len << 24 | 8u << 8 | HM_INL,
                     0xffffffff);
     else if (k->ns_len == 8 && len <= HM_INL_BYTES - 16)
-      s = hm_probe8(t, k, 8,
-                    (uint32_t)len << 24 | 8u << 16 | 8u << 8 | HM_INL,
+      s = hm_probe8(t, k, 8, (uint32_t)len << 24 | 8u << 16 | 8u << 8 | HM_INL,
                     0xffffffff);
     if (SL__LIKELY(s != NULL)) {
       *out = s->u.data + 8 + k->ns_len;
