@@ -76,10 +76,6 @@ static int bproc_element(sl__keyed *k, int port, const sl_keyed_rec_t *r) {
   return rc ? sl_op_user_error(op, &r->rec, rc) : 0;
 }
 
-static void bproc_prefetch(sl__keyed *k, uint64_t hash, uint32_t kg) {
-  sl__kstate_prefetch(k->state, hash, kg);
-}
-
 /* A broadcast record: the only time broadcast state may change. */
 static int bproc_broadcast(bproc *p, const sl_record_t *rec) {
   sl_ctx_t *op = p->k.op;
@@ -101,7 +97,8 @@ static int bproc_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
                          size_t n) {
   bproc *p = sl_op_data(op);
   if (port == 0)
-    return sl__keyed_batch(&p->k, port, recs, n, bproc_prefetch, bproc_element);
+    return sl__keyed_batch(&p->k, port, recs, n, sl__keyed_prefetch,
+                           bproc_element);
   for (size_t i = 0; i < n; i++) {
     int rc = bproc_broadcast(p, &recs[i].rec);
     if (rc)

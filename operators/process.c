@@ -66,14 +66,11 @@ static int proc_element(sl__keyed *k, int port, const sl_keyed_rec_t *r) {
   return rc ? sl_op_user_error(op, &r->rec, rc) : 0;
 }
 
-static void proc_prefetch(sl__keyed *k, uint64_t hash, uint32_t kg) {
-  sl__kstate_prefetch(k->state, hash, kg);
-}
-
 static int proc_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
                         size_t n) {
   proc *p = sl_op_data(op);
-  return sl__keyed_batch(&p->k, port, recs, n, proc_prefetch, proc_element);
+  return sl__keyed_batch(&p->k, port, recs, n, sl__keyed_prefetch,
+                         proc_element);
 }
 
 static int proc_timer(sl__keyed *k, sl_time_domain domain, int64_t ts) {

@@ -7,6 +7,7 @@
 #include "operator.h"
 #include "sluice/process.h"
 #include "state/keyed.h"
+#include "state/state.h"
 
 /* Sets k's current key from a record delivered by key_by (bytes, hash
  * and key group), an empty namespace and the record's timestamp. */
@@ -23,30 +24,39 @@ static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
 
 /* How many records ahead of processing state is requested: far enough for
  * a memory access to complete while the records in between are
- * processed, near enough that the lines are still cached when used. */
+ * processed, near enough that the lines are still cached when used.
+ * Requested in groups of this many (a power of two), so a record's state
+ * is requested between SL__PREFETCH_AHEAD and 2 * SL__PREFETCH_AHEAD - 1
+ * records before it is processed. */
 #define SL__PREFETCH_AHEAD 16
 
 /* The loop of every keyed operator's process_keyed: for each record in
  * order, make its key current in k and call process(k, port, record),
- * stopping at the first non-zero return; meanwhile prefetch(k, hash, kg)
- * requests the state of the record SL__PREFETCH_AHEAD places later. Always
- * inlined, so that process and prefetch inline into the loop. Scratch
- * memory (sl_ctx_alloc) is released once per batch (at most
+ * stopping at the first non-zero return; meanwhile prefetch(k, recs, m)
+ * requests the state of the next group of SL__PREFETCH_AHEAD records
+ * once per group, so the backend is entered once per group rather than
+ * per record. Always inlined, so that process inlines into the loop.
+ * Scratch memory (sl_ctx_alloc) is released once per batch (at most
  * batch.size records), not per record: the marks would cost
  * more than the lookup. */
 static inline __attribute__((always_inline)) int sl__keyed_batch(
     sl__keyed *k, int port, const sl_keyed_rec_t *r, size_t n,
-    void (*prefetch)(sl__keyed *k, uint64_t hash, uint32_t kg),
+    void (*prefetch)(sl__keyed *k, const sl_keyed_rec_t *r, size_t n),
     int (*process)(sl__keyed *k, int port, const sl_keyed_rec_t *r)) {
   sl_ctx_t *op = k->op;
   size_t i;
-  for (i = 0; i < n && i < SL__PREFETCH_AHEAD; i++)
-    prefetch(k, r[i].hash, r[i].kg);
+  _Static_assert((SL__PREFETCH_AHEAD & (SL__PREFETCH_AHEAD - 1)) == 0,
+                 "a power of two");
+  if (n)
+    prefetch(k, r, n < SL__PREFETCH_AHEAD ? n : SL__PREFETCH_AHEAD);
   sl_arena_mark_t m = sl_op_arena_mark(op);
   int rc = 0;
   for (i = 0; i < n && !rc; i++) {
-    if (i + SL__PREFETCH_AHEAD < n)
-      prefetch(k, r[i + SL__PREFETCH_AHEAD].hash, r[i + SL__PREFETCH_AHEAD].kg);
+    if (!(i & (SL__PREFETCH_AHEAD - 1)) && i + SL__PREFETCH_AHEAD < n) {
+      size_t left = n - i - SL__PREFETCH_AHEAD;
+      prefetch(k, r + i + SL__PREFETCH_AHEAD,
+               left < SL__PREFETCH_AHEAD ? left : SL__PREFETCH_AHEAD);
+    }
     sl__keyed_set_key(k, &r[i]);
     rc = process(k, port, &r[i]);
   }
@@ -60,6 +70,12 @@ static inline __attribute__((always_inline)) int sl__keyed_batch(
  * On failure the job is failed with a message and the error returned.
  * sl__kstate_close() (state/state.h) frees it. */
 int sl__kstate_open(sl__keyed *k);
+
+/* A prefetch for sl__keyed_batch: every state of k for the n records. */
+static inline void sl__keyed_prefetch(sl__keyed *k, const sl_keyed_rec_t *r,
+                                      size_t n) {
+  sl__kstate_prefetch(k->state, &r->hash, &r->kg, sizeof(*r), n);
+}
 
 typedef int (*sl__keyed_timer_fn)(sl__keyed *k, sl_time_domain domain,
                                   int64_t ts);

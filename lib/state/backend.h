@@ -270,11 +270,16 @@ typedef struct sl__backend_ops {
    * by the TTL layer when it registers a state with a TTL. Optional. */
   void (*set_ttl)(sl__backend *be, uint32_t state, int64_t ttl_ms, int domain);
 
-  /* A hint: the entry of (state, kg, hash) will be accessed soon, so start
-   * loading it into the cache. The runtime calls it a few records ahead of
+  /* A hint: the entries of state for n keys will be accessed soon, so
+   * start loading them into the cache. Key i has its hash at
+   * (char *)hash + i * stride and its key group at (char *)kg + i * stride,
+   * so an array of records carrying both is passed as it is. The runtime
+   * calls it once per few records, for records a few places ahead of
    * delivery, so a lookup that would miss the cache overlaps with the work
-   * on the records before it. Never fails; optional (NULL). */
-  void (*prefetch)(sl__backend *be, uint32_t state, uint32_t kg, uint64_t hash);
+   * on the records before it, and the call costs one dispatch per group of
+   * records rather than per record. Never fails; optional (NULL). */
+  void (*prefetch)(sl__backend *be, uint32_t state, const uint64_t *hash,
+                   const uint32_t *kg, size_t stride, size_t n);
 
   /* Checkpoints. A backend either has native snapshots (RocksDB: flush,
    * then a checkpoint of hard-linked immutable files) or is serialized

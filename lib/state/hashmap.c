@@ -331,44 +331,52 @@ hm_slot *sl__hm_create(hm *b, hm_state *st, hm_table *t, const sl__skey *k,
 
 /* ---- Values and lists --------------------------------------------------- */
 
-static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
-                  bool for_write) {
+/* The per-record probe of hm_get and hm_slot_get: an inline entry of an
+ * 8-byte key with no namespace (nl 0) or an 8-byte one (nl 8), in a
+ * table that is not growing, found by one group compare of control bytes
+ * and one compare of the candidate's meta (its low 32 bits masked by
+ * want_mask: lengths and tag, with or without the value length) and key
+ * words. Equal key and namespace bytes imply an equal hash, so meta's
+ * hash half is not compared. NULL when not found this way (absent, out of
+ * line, other lengths): the caller takes the general path. nl is a
+ * constant at each call, so each case compiles to its own loop with no
+ * namespace word to keep when there is none. */
+static inline __attribute__((always_inline)) hm_slot *
+hm_probe8(const hm_table *t, const sl__skey *k, size_t nl, uint32_t want,
+          uint32_t want_mask) {
+  uint64_t kw, nw = 0, sw, snw;
+  memcpy(&kw, k->key, 8);
+  if (nl)
+    memcpy(&nw, k->ns, 8);
+  hm_slot *slots = t->slots;
+  size_t mask = t->mask;
+  uint8_t tag = hm_h7(k->hash);
+  for (size_t i = (size_t)(k->hash >> t->shift);; i = (i + HM_GROUP) & mask) {
+    uint32_t empty, m = hm_group_match(t->ctrl + i, tag, &empty);
+    for (m = hm_before_empty(m, empty); m; m &= m - 1) {
+      hm_slot *s = &slots[(i + (size_t)__builtin_ctz(m)) & mask];
+      memcpy(&sw, s->u.data, 8);
+      if (nl)
+        memcpy(&snw, s->u.data + 8, 8);
+      /* Without a namespace the second word is the value: not compared. */
+      if (((uint32_t)s->meta & want_mask) == want && sw == kw &&
+          (!nl || snw == nw))
+        return s;
+    }
+    if (empty)
+      return NULL;
+  }
+}
+
+/* hm_get's general case: growing tables, keys that are not inline, an
+ * entry not found by hm_probe8 (absent, out of line, or marked clean
+ * since the last checkpoint, which is logged here). */
+static __attribute__((noinline)) int hm_get_any(sl__backend *be,
+                                                const sl__skey *k, void **val,
+                                                size_t *len, bool for_write) {
   hm *b = (hm *)be;
   hm_state *st = hm_st(b, k->state);
   hm_table *t = hm_tab(b, st, k->kg);
-  size_t nl = k->ns_len;
-  if (SL__LIKELY(!t->old && t->slots && k->key_len == 8 &&
-                 (nl & ~(size_t)8) == 0)) {
-    /* As hm_slot_get, for a value of any length (an entry marked clean
-     * since the last checkpoint misses here and is logged below): an inline
-     * entry of the key is found by its lengths and tag (meta's low 24 bits) and
-     * its key words. Anything else (not found inline: absent, or out of line)
-     * takes the general probe below. */
-    uint32_t want = (uint32_t)nl << 16 | 8u << 8 | HM_INL;
-    uint64_t kw, nw = 0, sw, snw;
-    memcpy(&kw, k->key, 8);
-    if (nl)
-      memcpy(&nw, k->ns, 8);
-    hm_slot *slots = t->slots;
-    size_t mask = t->mask;
-    uint8_t tag = hm_h7(k->hash);
-    for (size_t i = (size_t)(k->hash >> t->shift);; i = (i + HM_GROUP) & mask) {
-      uint32_t empty, m = hm_group_match(t->ctrl + i, tag, &empty);
-      for (m = hm_before_empty(m, empty); m; m &= m - 1) {
-        hm_slot *s = &slots[(i + (size_t)__builtin_ctz(m)) & mask];
-        memcpy(&sw, s->u.data, 8);
-        memcpy(&snw, s->u.data + 8, 8);
-        if (((uint32_t)s->meta & 0xffffff) == want && sw == kw &&
-            (!nl || snw == nw)) {
-          *val = s->u.data + 8 + nl;
-          *len = (uint32_t)(s->meta >> 24) & 0xff;
-          return 1;
-        }
-      }
-      if (empty)
-        break;
-    }
-  }
   bool old;
   hm_slot *s = hm_find(b, t, k, &old);
   if (!s)
@@ -378,6 +386,29 @@ static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
   *val = hm_sval(s);
   *len = hm_vlen(s);
   return 1;
+}
+
+/* A read, for a value of any length: hm_probe8 compares lengths and tag
+ * but not the value length (meta's low 24 bits), and an entry marked clean
+ * misses it (its tag byte differs) and is logged by the general path.
+ * Kept a leaf but for the tail call to the general path. */
+static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
+                  bool for_write) {
+  hm *b = (hm *)be;
+  const hm_table *t = hm_tab(b, hm_st(b, k->state), k->kg);
+  if (SL__LIKELY(!t->old && t->slots && k->key_len == 8)) {
+    hm_slot *s = NULL;
+    if (k->ns_len == 0)
+      s = hm_probe8(t, k, 0, 8u << 8 | HM_INL, 0xffffff);
+    else if (k->ns_len == 8)
+      s = hm_probe8(t, k, 8, 8u << 16 | 8u << 8 | HM_INL, 0xffffff);
+    if (SL__LIKELY(s != NULL)) {
+      *val = s->u.data + 8 + k->ns_len;
+      *len = (uint32_t)(s->meta >> 24) & 0xff;
+      return 1;
+    }
+  }
+  return hm_get_any(be, k, val, len, for_write);
 }
 
 /* hm_slot_get's general case: growing tables, keys that are not inline,
@@ -414,42 +445,25 @@ hm_slot_any(sl__backend *be, const sl__skey *k, size_t len, void **out) {
 
 /* The per-record lookup, kept a leaf (its only call is the tail call to
  * the general path): an inline entry of an 8-byte key (with no namespace
- * or an 8-byte one, a window) and the same value length, in a table that
- * is not growing, is found by one group compare of control bytes and one
- * compare of the candidate's meta and key words. Anything else (a key not
- * found before an empty slot, another value length, other key lengths)
- * goes the general way, which also creates. */
+ * or an 8-byte one, a window) and the same value length is found by
+ * hm_probe8. Anything else (a key not found before an empty slot, another
+ * value length, other key lengths, a growing table) goes the general way,
+ * which also creates. */
 static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
                        void **out) {
   hm *b = (hm *)be;
   const hm_table *t = hm_tab(b, hm_st(b, k->state), k->kg);
-  size_t nl = k->ns_len;
-  if (SL__LIKELY(!t->old && t->slots && k->key_len == 8 &&
-                 (nl & ~(size_t)8) == 0 && 8 + nl + len <= HM_INL_BYTES)) {
-    /* Equal key and namespace bytes imply an equal hash, so of meta only
-     * the low half (lengths and tag) needs comparing. */
-    uint32_t want = (uint32_t)len << 24 | (uint32_t)nl << 16 | 8u << 8 | HM_INL;
-    uint64_t kw, nw = 0, sw, snw;
-    memcpy(&kw, k->key, 8);
-    if (nl)
-      memcpy(&nw, k->ns, 8);
-    const hm_slot *slots = t->slots;
-    size_t mask = t->mask;
-    uint8_t tag = hm_h7(k->hash);
-    for (size_t i = (size_t)(k->hash >> t->shift);; i = (i + HM_GROUP) & mask) {
-      uint32_t empty, m = hm_group_match(t->ctrl + i, tag, &empty);
-      for (m = hm_before_empty(m, empty); m; m &= m - 1) {
-        const hm_slot *s = &slots[(i + (size_t)__builtin_ctz(m)) & mask];
-        memcpy(&sw, s->u.data, 8);
-        memcpy(&snw, s->u.data + 8, 8);
-        /* Without a namespace the second word is the value: not compared. */
-        if ((uint32_t)s->meta == want && sw == kw && (!nl || snw == nw)) {
-          *out = (void *)(s->u.data + 8 + nl);
-          return 1;
-        }
-      }
-      if (empty)
-        break;
+  if (SL__LIKELY(!t->old && t->slots && k->key_len == 8)) {
+    hm_slot *s = NULL;
+    if (k->ns_len == 0 && len <= HM_INL_BYTES - 8)
+      s = hm_probe8(t, k, 0, (uint32_t)len << 24 | 8u << 8 | HM_INL,
+                    0xffffffff);
+    else if (k->ns_len == 8 && len <= HM_INL_BYTES - 16)
+      s = hm_probe8(t, k, 8, (uint32_t)len << 24 | 8u << 16 | 8u << 8 | HM_INL,
+                    0xffffffff);
+    if (SL__LIKELY(s != NULL)) {
+      *out = s->u.data + 8 + k->ns_len;
+      return 1;
     }
   }
   return hm_slot_any(be, k, len, out);
@@ -980,16 +994,30 @@ static void hm_close(sl__backend *be) {
   free(b);
 }
 
-static void hm_prefetch(sl__backend *be, uint32_t state, uint32_t kg,
-                        uint64_t hash) {
+/* For each key: its home group's control bytes and its home slot. */
+static void hm_prefetch(sl__backend *be, uint32_t state, const uint64_t *hash,
+                        const uint32_t *kg, size_t stride, size_t n) {
   hm *b = (hm *)be;
-  if (state >= b->n_states || kg < be->kg_lo || kg >= be->kg_hi)
+  if (state >= b->n_states)
     return;
-  hm_table *t = hm_tab(b, hm_st(b, state), kg);
-  if (t->slots) {
-    size_t i = (size_t)(hash >> t->shift);
-    __builtin_prefetch(&t->ctrl[i]);
-    __builtin_prefetch(&t->slots[i]);
+  const hm_table *tables = b->states[state].tables;
+  uint32_t lo = be->kg_lo, n_kg = b->n_kg;
+  const unsigned char *hp = (const unsigned char *)hash;
+  const unsigned char *gp = (const unsigned char *)kg;
+  for (size_t j = 0; j < n; j++, hp += stride, gp += stride) {
+    uint64_t h;
+    uint32_t g;
+    memcpy(&h, hp, sizeof(h));
+    memcpy(&g, gp, sizeof(g));
+    g -= lo; /* a key group below the range wraps and fails the check */
+    if (g >= n_kg || !tables[g].slots)
+      continue;
+    const hm_table *t = &tables[g];
+    {
+      size_t i = (size_t)(h >> t->shift);
+      __builtin_prefetch(&t->ctrl[i]);
+      __builtin_prefetch(&t->slots[i]);
+    }
   }
 }
 

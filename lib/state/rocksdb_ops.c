@@ -846,10 +846,15 @@ void sl__rk_kg_drop(sl__backend *be, uint32_t kg) {
   be->epoch++;
 }
 
-void sl__rk_prefetch(sl__backend *be, uint32_t state, uint32_t kg,
-                     uint64_t hash) {
+void sl__rk_prefetch(sl__backend *be, uint32_t state, const uint64_t *hash,
+                     const uint32_t *kg, size_t stride, size_t n) {
   (void)kg;
   rk *b = (rk *)be;
-  uint64_t h = hash ^ ((uint64_t)(state + 1) * 0x9e3779b97f4a7c15ULL);
-  __builtin_prefetch(&b->cache.slots[rk_idx(h, b->cache.bits)]);
+  uint64_t salt = (uint64_t)(state + 1) * 0x9e3779b97f4a7c15ULL;
+  const unsigned char *hp = (const unsigned char *)hash;
+  for (size_t i = 0; i < n; i++, hp += stride) {
+    uint64_t h;
+    memcpy(&h, hp, sizeof(h));
+    __builtin_prefetch(&b->cache.slots[rk_idx(h ^ salt, b->cache.bits)]);
+  }
 }

@@ -61,11 +61,12 @@ void sl__kstate_close(sl__keyed *k) {
   k->state = NULL;
 }
 
-void sl__kstate_prefetch(struct sl__kstate *ks, uint64_t hash, uint32_t kg) {
+void sl__kstate_prefetch(struct sl__kstate *ks, const uint64_t *hash,
+                         const uint32_t *kg, size_t stride, size_t n) {
   if (!ks || !ks->be->ops->prefetch)
     return;
   for (size_t i = 0; i < ks->n_states; i++)
-    ks->be->ops->prefetch(ks->be, ks->states[i]->id, kg, hash);
+    ks->be->ops->prefetch(ks->be, ks->states[i]->id, hash, kg, stride, n);
 }
 
 void *sl__kstate_scratch(struct sl__kstate *ks, size_t n) {

@@ -33,10 +33,13 @@ struct sl__kstate *sl__kstate_new(sl__backend *be, bool own_be, const char *uid,
 void sl__kstate_destroy(struct sl__kstate *ks);
 sl__backend *sl__kstate_backend(const struct sl__kstate *ks);
 
-/* Asks the backend to start loading the entries that a record with this
- * key hash and key group will touch (empty namespace): see the backend's
- * prefetch. Cheap and safe to call for any key. */
-void sl__kstate_prefetch(struct sl__kstate *ks, uint64_t hash, uint32_t kg);
+/* Asks the backend to start loading the entries that n records will
+ * touch (empty namespace), key i with its hash at (char *)hash + i * stride
+ * and its key group at (char *)kg + i * stride: see the backend's
+ * prefetch. One backend call per state for all n. Cheap and safe to call
+ * for any keys. */
+void sl__kstate_prefetch(struct sl__kstate *ks, const uint64_t *hash,
+                         const uint32_t *kg, size_t stride, size_t n);
 
 /* Cleanup on snapshot: removes every expired item of the TTL states of ks
  * (event-time TTL compares with event_now, e.g. the operator's watermark,

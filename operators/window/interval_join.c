@@ -150,14 +150,10 @@ static int ij_watermark(sl_ctx_t *op, int64_t wm) {
   return sl__keyed_fire(&j->k, SL_EVENT_TIME, wm, ij_timer);
 }
 
-static void ij_prefetch(sl__keyed *k, uint64_t hash, uint32_t kg) {
-  sl__kstate_prefetch(k->state, hash, kg);
-}
-
 static int ij_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
                       size_t n) {
   ij *j = sl_op_data(op);
-  return sl__keyed_batch(&j->k, port, recs, n, ij_prefetch, ij_element);
+  return sl__keyed_batch(&j->k, port, recs, n, sl__keyed_prefetch, ij_element);
 }
 
 static int ij_open(sl_ctx_t *op) {

@@ -170,8 +170,8 @@ static inline bool key_eq(const mb_group *g, const sl_record_t *r) {
   return !memcmp(g->key, r->key, r->key_len);
 }
 
-static void no_prefetch(sl__keyed *k, uint64_t hash, uint32_t kg) {
-  (void)k, (void)hash, (void)kg;
+static void no_prefetch(sl__keyed *k, const sl_keyed_rec_t *r, size_t n) {
+  (void)k, (void)r, (void)n;
 }
 
 int sl__win_minibatch(win *w, int port, const sl_keyed_rec_t *recs, size_t n) {

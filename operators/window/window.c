@@ -585,23 +585,38 @@ static int win_time(sl_ctx_t *op, int64_t now) {
  * unknown before the record's timestamp is: guess the window of the last
  * element, right for all but the first elements of each window in a
  * mostly ordered stream. Sliced and session state is under the key alone. */
-static void win_prefetch(sl__keyed *k, uint64_t hash, uint32_t kg) {
+static void win_prefetch(sl__keyed *k, const sl_keyed_rec_t *r, size_t n) {
   win *w = (win *)k;
   const warg *a = w->a;
   sl__backend *be = sl__kstate_backend(w->k.state);
+  const uint64_t *h = &r->hash;
+  const uint32_t *g = &r->kg;
+  size_t stride = sizeof(*r);
   if (!be->ops->prefetch)
     return;
-  if (a->sliced)
-    be->ops->prefetch(be, sl__state_id(w->slices), kg, hash);
-  else if (a->lazy_sessions) {
-    be->ops->prefetch(be, w->sess_id, kg, hash);
-    be->ops->prefetch(be, w->sdata_id, kg, hash);
-  } else if (a->s.assigner == SL_WINDOW_SESSION)
-    be->ops->prefetch(be, sl__state_id(w->sess), kg, hash);
-  else if (a->agg && a->s.assigner == SL_WINDOW_TUMBLING && w->ns_hash_ok)
-    be->ops->prefetch(
-        be, sl__state_id(w->acc), kg,
-        sl__mix64(hash ^ (w->last_ns_hash + 0x2545f4914f6cdd1dULL)));
+  if (a->sliced) {
+    be->ops->prefetch(be, sl__state_id(w->slices), h, g, stride, n);
+  } else if (a->lazy_sessions) {
+    be->ops->prefetch(be, w->sess_id, h, g, stride, n);
+    be->ops->prefetch(be, w->sdata_id, h, g, stride, n);
+  } else if (a->s.assigner == SL_WINDOW_SESSION) {
+    be->ops->prefetch(be, sl__state_id(w->sess), h, g, stride, n);
+  } else if (a->agg && a->s.assigner == SL_WINDOW_TUMBLING && w->ns_hash_ok) {
+    /* The namespaced hashes of the guessed window, beside the key groups. */
+    struct {
+      uint64_t hash;
+      uint32_t kg;
+    } q[SL__PREFETCH_AHEAD];
+    if (n > SL__PREFETCH_AHEAD)
+      n = SL__PREFETCH_AHEAD;
+    for (size_t i = 0; i < n; i++) {
+      q[i].hash =
+          sl__mix64(r[i].hash ^ (w->last_ns_hash + 0x2545f4914f6cdd1dULL));
+      q[i].kg = r[i].kg;
+    }
+    be->ops->prefetch(be, sl__state_id(w->acc), &q[0].hash, &q[0].kg,
+                      sizeof(q[0]), n);
+  }
 }
 
 static int win_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
