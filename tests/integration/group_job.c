@@ -6,7 +6,10 @@
  * rebalance. With CHECKPOINT_DIR it checkpoints every 200 ms into that
  * shared store with state backend BACKEND (hashmap or rocksdb; its
  * RocksDB files under CHECKPOINT_DIR/../state-<pid>), and PARALLELISM
- * worker threads (default 1).
+ * worker threads (default 1). With GROUP_JOB_EXACTLY_ONCE=<name> the sink
+ * is exactly_once, with a transactional id of its own per name, and
+ * every record carries the header gj.proc=<name>, so a test can tell
+ * whose transaction a record belongs to.
  * usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS
  *        [CHECKPOINT_DIR BACKEND [PARALLELISM]] */
 #include <inttypes.h>
@@ -23,6 +26,16 @@ static sl_job_t *job;
 static void on_term(int sig) {
   (void)sig;
   sl_job_stop(job);
+}
+
+static const char *proc_name;
+
+static int proc_header(sl_ctx_t *ctx, const sl_record_t *rec,
+                       sl_kafka_headers_t *h, void *opaque) {
+  (void)ctx;
+  (void)rec;
+  (void)opaque;
+  return sl_kafka_headers_add(h, "gj.proc", proc_name, strlen(proc_name));
 }
 
 static int fmt_count(sl_ctx_t *ctx, const sl_record_t *in, sl_record_t *out,
@@ -88,6 +101,18 @@ int main(int argc, char **argv) {
         return 2;
       }
   }
+  proc_name = getenv("GROUP_JOB_EXACTLY_ONCE");
+  if (proc_name) {
+    char prefix[128];
+    snprintf(prefix, sizeof(prefix), "group-job-%s", proc_name);
+    if (sl_conf_set(conf, "sink.delivery.guarantee", "exactly_once", err,
+                    sizeof(err)) ||
+        sl_conf_set(conf, "sink.transactional.id.prefix", prefix, err,
+                    sizeof(err))) {
+      fprintf(stderr, "group-job: %s\n", err);
+      return 2;
+    }
+  }
   /* Debugging a test: librdkafka's debug contexts, e.g. "cgrp". */
   const char *dbg = getenv("GROUP_JOB_KAFKA_DEBUG");
   if (dbg && sl_conf_set(conf, "kafka.debug", dbg, err, sizeof(err))) {
@@ -106,7 +131,8 @@ int main(int argc, char **argv) {
   sl_window_fn_t fn = {.builtin = SL_AGG_COUNT};
   sl_stream_t *w =
       sl_window(sl_key_by(src, NULL, NULL), "count", &spec, &fn, NULL);
-  sl_sink_kafka(sl_map(w, "fmt", fmt_count, NULL), "out", "out", NULL);
+  sl_kafka_sink_opts_t ko = {.headers = proc_name ? proc_header : NULL};
+  sl_sink_kafka(sl_map(w, "fmt", fmt_count, NULL), "out", "out", &ko);
   struct sigaction sa = {.sa_handler = on_term};
   sigaction(SIGTERM, &sa, NULL);
   int rc = sl_job_run(job);

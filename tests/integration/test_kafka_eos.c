@@ -78,8 +78,8 @@ START_TEST(eos_protocol_epochs_and_holding) {
   ck_assert_uint_eq(sl__kwriter_held(b), 1);
 
   /* The sources' positions at barrier 1 travel with the transaction. */
-  ck_assert_int_eq(sl__kpos_add(kj, 1, "grp", "in", 0, 42), 0);
-  ck_assert_int_eq(sl__kpos_add(kj, 1, "grp", "in", 1, 7), 0);
+  ck_assert_int_eq(sl__kpos_add(kj, 1, "grp", "in", 0, 42, -1), 0);
+  ck_assert_int_eq(sl__kpos_add(kj, 1, "grp", "in", 1, 7, -1), 0);
   ck_assert_int_eq(sl__ktxn_commit(1, kj), 0);
   ck_assert_uint_eq(sl__ktxn_released(p), 1);
   ck_assert_int_eq(sl__kwriter_drain(a, err, sizeof(err)), 0);
@@ -271,7 +271,7 @@ START_TEST(eos_read_committed_real_broker) {
   sl__kwriter *a = sl__kwriter_new(p, topic, true);
   write_n(a, 5, "committed");
   ck_assert_int_eq(sl__kwriter_barrier(a, 1, false, err, sizeof(err)), 0);
-  ck_assert_int_eq(sl__kpos_add(kj, 1, "sluice-eos-grp", topic, 0, 5), 0);
+  ck_assert_int_eq(sl__kpos_add(kj, 1, "sluice-eos-grp", topic, 0, 5, -1), 0);
   ck_assert_int_eq(sl__ktxn_commit(1, kj), 0);
   ck_assert_int_eq(sl__kwriter_drain(a, err, sizeof(err)), 0);
   write_n(a, 3, "aborted");
