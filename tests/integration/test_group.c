@@ -635,6 +635,35 @@ START_TEST(stopped_member_is_fenced) {
 }
 END_TEST
 
+/* The same scaling with an exactly_once sink: every handoff commits the
+ * revoked tasks' output with their offsets before the partitions move,
+ * and the committed output is the one process's, every window once. */
+START_TEST(scale_1_3_2_exactly_once) {
+  start_broker();
+  exactly_once = true;
+  pid_t p[3];
+  const char *names[] = {"a", "b", "c"};
+  p[0] = start_job_ck("copartitioned", "12", "a", "hashmap");
+  wait_assigned(names, 1, PARTS);
+  produce_phase(0);
+  wait_snapshotted();
+  for (int i = 1; i < 3; i++)
+    p[i] = start_job_ck("copartitioned", "12", names[i], "hashmap");
+  wait_assigned(names, 3, PARTS);
+  produce_phase(1);
+  wait_snapshotted();
+  stop_pid(p[2], SIGTERM, 0);
+  wait_assigned(names, 2, PARTS);
+  produce_phase(2);
+  wait_snapshotted();
+  for (int i = 0; i < 2; i++)
+    stop_pid(p[i], SIGTERM, 0);
+  check_committed_output(names, 3);
+  exactly_once = false;
+  stop_broker();
+}
+END_TEST
+
 /* Settings group mode cannot run with are refused by sl_job_new. */
 static void refused(const char *const *kv, const char *want) {
   char err[512];
@@ -837,6 +866,7 @@ int main(void) {
                {"kill-hashmap", killed_member_state_moves_hashmap},
                {"scale-rocksdb", scale_1_3_2_rocksdb},
                {"kill-rocksdb", killed_member_state_moves_rocksdb},
+               {"scale-eos", scale_1_3_2_exactly_once},
                {"fenced", stopped_member_is_fenced}};
   for (size_t i = 0; i < sizeof(state) / sizeof(state[0]); i++) {
     TCase *st = tcase_create(state[i].name);
