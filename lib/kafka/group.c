@@ -4,8 +4,8 @@
  * a fallback when the job chose an eager assignor, and the check of the
  * declared co-partitioning. */
 #include <stdarg.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/conf.h"
@@ -107,7 +107,14 @@ void sl__kgroup_release(rd_kafka_t *rk, sl__kgroup *g,
 static void settle(rd_kafka_t *rk, sl__kgroup *g, bool assigned, int n,
                    rd_kafka_error_t *ke, rd_kafka_resp_err_t re) {
   rd_kafka_topic_partition_list_t *now = NULL;
-  if (!rd_kafka_assignment(rk, &now)) {
+  /* A lost assignment is given up whole; librdkafka may not answer an
+   * assignment query then (seen in the consumer's close, which then
+   * never returns). */
+  if (atomic_load(&g->lost) && !assigned)
+    sl__log(g->conf, g->job, SL__LOG_INFO, "kafka",
+            "source %s[%d]: group rebalance: lost %d partition(s); reads 0",
+            g->uid, g->subtask, n);
+  else if (!rd_kafka_assignment(rk, &now)) {
     sl__log(g->conf, g->job, SL__LOG_INFO, "kafka",
             "source %s[%d]: group rebalance: %s %d partition(s); reads %d",
             g->uid, g->subtask, assigned ? "assigned" : "revoked", n, now->cnt);

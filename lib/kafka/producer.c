@@ -222,19 +222,26 @@ void sl__kprod_destroy(sl__kprod *p) {
   free(p);
 }
 
+/* Aborts the open transaction, if any (p->lock held); logged with id.
+ * Its failure leaves nothing to do: the job fails either way. */
+static void abort_open(sl__kprod *p, uint64_t id) {
+  if (!p->txn_open)
+    return;
+  rd_kafka_error_t *e = rd_kafka_abort_transaction(p->rk, p->timeout_ms);
+  log_event(p, SL__KTXN_ABORT, id);
+  p->txn_open = false;
+  if (e)
+    rd_kafka_error_destroy(e);
+}
+
 /* A failed transactional call: retriable errors are retried by the
  * caller, abortable ones abort the transaction; the message is kept. */
 static int txn_error(sl__kprod *p, const char *what, rd_kafka_error_t *e) {
   set_failed(p, "%s: %s", what, rd_kafka_error_string(e));
   bool abortable = rd_kafka_error_txn_requires_abort(e);
   rd_kafka_error_destroy(e);
-  if (abortable && p->txn_open) {
-    rd_kafka_error_t *a = rd_kafka_abort_transaction(p->rk, p->timeout_ms);
-    log_event(p, SL__KTXN_ABORT, 0);
-    p->txn_open = false;
-    if (a)
-      rd_kafka_error_destroy(a);
-  }
+  if (abortable)
+    abort_open(p, 0);
   return SL_ERR_KAFKA;
 }
 
@@ -362,13 +369,9 @@ void sl__kprod_release(sl__kprod *p) {
   if (!last || !p->rk)
     return;
   pthread_mutex_lock(&p->lock);
-  if (p->txn && p->txn_open) {
-    rd_kafka_error_t *e = rd_kafka_abort_transaction(p->rk, p->timeout_ms);
-    log_event(p, SL__KTXN_ABORT, atomic_load(&p->released));
-    p->txn_open = false;
-    if (e)
-      rd_kafka_error_destroy(e);
-  } else if (!p->txn) {
+  if (p->txn) {
+    abort_open(p, atomic_load(&p->released));
+  } else {
     rd_kafka_flush(p->rk, p->timeout_ms);
   }
   pthread_mutex_unlock(&p->lock);
@@ -542,13 +545,7 @@ int sl__ktxn_commit(uint64_t id, void *arg) {
     goto out;
   }
   if (sl__kprod_error(p) || !p->txn_open) {
-    if (p->txn_open) {
-      rd_kafka_error_t *e = rd_kafka_abort_transaction(p->rk, p->timeout_ms);
-      log_event(p, SL__KTXN_ABORT, id);
-      p->txn_open = false;
-      if (e)
-        rd_kafka_error_destroy(e);
-    }
+    abort_open(p, id);
     rc = SL_ERR_KAFKA;
     goto out;
   }
@@ -562,13 +559,7 @@ int sl__ktxn_commit(uint64_t id, void *arg) {
   if (rc) {
     /* Fenced, or the offsets were refused: nothing of this transaction
      * may become visible, and no pointer names checkpoint id. */
-    if (p->txn_open) {
-      rd_kafka_error_t *e = rd_kafka_abort_transaction(p->rk, p->timeout_ms);
-      log_event(p, SL__KTXN_ABORT, id);
-      p->txn_open = false;
-      if (e)
-        rd_kafka_error_destroy(e);
-    }
+    abort_open(p, id);
     goto out;
   }
   for (int attempt = 0;; attempt++) {
