@@ -52,6 +52,7 @@ static void kjob_free(void *arg) {
   sl__kstats_free(kj);
   sl__kpos_drop(kj, UINT64_MAX);
   free(kj->pos);
+  free(kj->members);
   for (size_t i = 0; i < kj->n_src; i++)
     free(kj->src_uids[i]);
   free(kj->src_uids);
@@ -196,7 +197,8 @@ int sl__kconf(const sl_conf_t *conf, const char *const *defaults,
  */
 
 int sl__kpos_add(sl__kjob *kj, uint64_t id, const char *group,
-                 const char *topic, int32_t partition, int64_t offset) {
+                 const char *topic, int32_t partition, int64_t offset,
+                 int member) {
   pthread_mutex_lock(&kj->lock);
   int rc = SL_OK;
   if (kj->n_pos == kj->cap_pos) {
@@ -213,6 +215,7 @@ int sl__kpos_add(sl__kjob *kj, uint64_t id, const char *group,
   p->id = id;
   p->partition = partition;
   p->offset = offset;
+  p->member = member;
   p->group = strdup(group);
   p->topic = strdup(topic);
   if (!p->group || !p->topic) {

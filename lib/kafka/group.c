@@ -5,6 +5,7 @@
  * declared co-partitioning. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/conf.h"
@@ -62,6 +63,12 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
   /* The owners' view and the rebalance figures follow each event, also
    * a revocation whose release waits for its snapshot. */
   sl__kowners_event(g->owners, &g->since, e, l);
+  /* Before the source hears of it: from here on no transaction of this
+   * process commits (sl__kgroup_check_members). */
+  if (e != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS &&
+      (e != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS ||
+       rd_kafka_assignment_lost(rk)))
+    atomic_store(&g->lost, 1);
   if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     g->assigned(g->sub, l);
     if (g->coop)
@@ -112,7 +119,14 @@ void sl__kgroup_leave(rd_kafka_t *rk, sl__kgroup *g) {
 static void settle(rd_kafka_t *rk, sl__kgroup *g, bool assigned, int n,
                    rd_kafka_error_t *ke, rd_kafka_resp_err_t re) {
   rd_kafka_topic_partition_list_t *now = NULL;
-  if (!rd_kafka_assignment(rk, &now)) {
+  /* A lost assignment is given up whole; librdkafka may not answer an
+   * assignment query then (seen in the consumer's close, which then
+   * never returns). */
+  if (atomic_load(&g->lost) && !assigned)
+    sl__log(g->conf, g->job, SL__LOG_INFO, "kafka",
+            "source %s[%d]: group rebalance: lost %d partition(s); reads 0",
+            g->uid, g->subtask, n);
+  else if (!rd_kafka_assignment(rk, &now)) {
     sl__log(g->conf, g->job, SL__LOG_INFO, "kafka",
             "source %s[%d]: group rebalance: %s %d partition(s); reads %d",
             g->uid, g->subtask, assigned ? "assigned" : "revoked", n, now->cnt);
@@ -141,6 +155,104 @@ int sl__kgroup_conf(rd_kafka_conf_t *c, const sl_conf_t *conf, sl__kgroup *g,
   /* The member joins the group: a rebalance until its first assignment. */
   sl__kowners_event(g->owners, &g->since, RD_KAFKA_RESP_ERR_NO_ERROR, NULL);
   return SL_OK;
+}
+
+int sl__kgroup_register(sl__kjob *kj, sl__kgroup *g) {
+  pthread_mutex_lock(&kj->lock);
+  int rc = SL_OK;
+  if (kj->n_members == kj->cap_members) {
+    size_t cap = kj->cap_members ? kj->cap_members * 2 : 8;
+    sl__kgroup **m = realloc(kj->members, cap * sizeof(*m));
+    if (!m)
+      rc = SL_ERR_NOMEM;
+    else
+      kj->members = m, kj->cap_members = cap;
+  }
+  if (!rc) {
+    g->member = (int)kj->n_members;
+    kj->members[kj->n_members++] = g;
+  }
+  pthread_mutex_unlock(&kj->lock);
+  return rc;
+}
+
+void sl__kgroup_unregister(sl__kjob *kj, sl__kgroup *g) {
+  pthread_mutex_lock(&kj->lock);
+  if (g->member >= 0 && (size_t)g->member < kj->n_members &&
+      kj->members[g->member] == g)
+    kj->members[g->member] = NULL;
+  pthread_mutex_unlock(&kj->lock);
+}
+
+/* Whether a member still holds its assignment, asked right before its
+ * offsets and the output they produced are committed.
+ *
+ * The group gives a member's partitions to another member in two ways
+ * only: after the member itself revoked them (both rebalance protocols
+ * wait for its unassign, and the source keeps a revoked partition until
+ * a checkpoint covering it committed), or after the coordinator expelled
+ * it, which it does when it heard no heartbeat from it for
+ * session.timeout.ms (a process stopped, swapped out, cut off). librdkafka
+ * keeps that lease on its side: each successful heartbeat response moves
+ * the member's session deadline to now + session.timeout.ms, and its
+ * main thread calls the assignment lost (and resets the member id) once
+ * the deadline passed without one (rd_kafka_cgrp_session_timeout_check,
+ * run between two batches of the operations it serves), as it does on a
+ * heartbeat answered "unknown member" or "illegal generation".
+ *
+ * The metadata is asked for twice: each request is one operation served
+ * by the consumer's main thread, and the second is served only after
+ * that thread checked the session deadline once after serving the first,
+ * i.e. after this check began. So if the member's session had run out by
+ * then, the lost flag is already set. A process resumed after a stop
+ * longer than the session timeout therefore cannot commit before it
+ * noticed, whichever of its threads runs first.
+ *
+ * What remains (docs/scaling.md): librdkafka counts the session from a
+ * heartbeat's response, the coordinator from its request (one round trip
+ * of optimism), and a stop between this check and the end of the commit
+ * is not seen. A real broker closes both: it checks the metadata sent
+ * with the offsets against the group (EOS v2), and fails the commit of a
+ * member it expelled. */
+static int still_member(sl__kgroup *g,
+                        rd_kafka_consumer_group_metadata_t **out) {
+  *out = NULL;
+  if (atomic_load(&g->lost))
+    return 0;
+  rd_kafka_consumer_group_metadata_t *md =
+      rd_kafka_consumer_group_metadata(g->rk);
+  if (md)
+    rd_kafka_consumer_group_metadata_destroy(md);
+  md = rd_kafka_consumer_group_metadata(g->rk);
+  if (!md || atomic_load(&g->lost) || rd_kafka_assignment_lost(g->rk)) {
+    if (md)
+      rd_kafka_consumer_group_metadata_destroy(md);
+    atomic_store(&g->lost, 1);
+    return 0;
+  }
+  *out = md;
+  return 1;
+}
+
+int sl__kgroup_check_members(sl__kjob *kj,
+                             rd_kafka_consumer_group_metadata_t **md, char *err,
+                             size_t errlen) {
+  for (size_t i = 0; i < kj->n_members; i++) {
+    sl__kgroup *g = kj->members[i];
+    md[i] = NULL;
+    if (g && !still_member(g, &md[i])) {
+      for (size_t j = 0; j < i; j++)
+        if (md[j])
+          rd_kafka_consumer_group_metadata_destroy(md[j]);
+      snprintf(err, errlen,
+               "fenced: source %s[%d] lost its partitions (its group session "
+               "timed out or the coordinator no longer knows it), so another "
+               "member may own them: the transaction is aborted",
+               g->uid, g->subtask);
+      return SL_ERR_KAFKA;
+    }
+  }
+  return 0;
 }
 
 int sl__kgroup_join(rd_kafka_t *rk, char *const *topics, int n, char *err,

@@ -10,6 +10,7 @@
 #define SL_KAFKA_GROUP_INT_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -44,6 +45,15 @@ typedef struct sl__kgroup {
    * rd_kafka_rebalance_protocol() can block when called from the
    * callback its consumer close makes. */
   bool coop;
+  /* Exactly-once across processes: the member's consumer and its index
+   * in the job's members (sl__kgroup_register); lost is set, never
+   * cleared, once librdkafka called the member's assignment lost (its
+   * session timed out, or the coordinator no longer knew it) or a
+   * rebalance failed: from then on this process commits nothing it read
+   * (sl__kgroup_check_members). */
+  rd_kafka_t *rk;
+  int member;
+  _Atomic int lost;
 } sl__kgroup;
 
 /* Whether the job runs in group mode (group.mode is not off). */
@@ -72,6 +82,21 @@ void sl__kgroup_release(rd_kafka_t *rk, sl__kgroup *g,
  * with the cooperative protocol (seen after a second, empty assignment),
  * and a member that leaves must hand over exactly where it stopped. */
 void sl__kgroup_leave(rd_kafka_t *rk, sl__kgroup *g);
+/* Adds g (its rk set) to the job's members; SL_OK or SL_ERR_NOMEM. The
+ * member must be unregistered before its consumer is closed. */
+struct sl__kjob;
+int sl__kgroup_register(struct sl__kjob *kj, sl__kgroup *g);
+void sl__kgroup_unregister(struct sl__kjob *kj, sl__kgroup *g);
+/* On the thread that commits a transaction, kj->lock held: confirms that
+ * every registered member still holds its assignment (see group.c for
+ * why this is sound and what it cannot see) and returns, in md[i] for
+ * member i (md has n_members entries), the member's current group
+ * metadata for send_offsets_to_transaction. 0, or SL_ERR_KAFKA with the
+ * member that lost its assignment named in err (md then holds nothing to
+ * free). */
+int sl__kgroup_check_members(struct sl__kjob *kj,
+                             rd_kafka_consumer_group_metadata_t **md, char *err,
+                             size_t errlen);
 /* Records the first failure of a rebalance step (the source fails the
  * job with it on its next poll). */
 void sl__kgroup_fail(sl__kgroup *g, int err, const char *fmt, ...)

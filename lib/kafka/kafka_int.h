@@ -28,12 +28,14 @@ struct sl_kafka_msg {
 extern _Thread_local const sl_kafka_msg_t *sl__kafka_cur;
 
 /* One source position recorded at checkpoint `id` (for the transaction of
- * that checkpoint). */
+ * that checkpoint). member: the group member that read it (an index in
+ * sl__kjob.members), -1 outside group mode. */
 typedef struct sl__kpos {
   uint64_t id;
   char *group, *topic;
   int32_t partition;
   int64_t offset;
+  int member;
 } sl__kpos;
 
 typedef struct sl__kprod sl__kprod;
@@ -70,6 +72,13 @@ typedef struct sl__kjob {
   struct sl__kowners *owners;
   /* Group mode with a repartition topic (repart.c): its name. */
   char *repart_topic;
+  /* Group mode: this process's members of the consumer group (one per
+   * Kafka source subtask), each registered while its consumer exists
+   * (NULL after), so that the exactly-once commit can check that every
+   * member still holds its assignment and send its offsets with its
+   * group metadata (group.c). Indices are never reused; under lock. */
+  struct sl__kgroup **members;
+  size_t n_members, cap_members;
   /* Figures (stats.c), read at scrape time through the runtime's
    * reporter; the lists are guarded by stat_lock, the values are atomics
    * written by their owner. */
@@ -99,7 +108,8 @@ const char *sl__kconf_get(const sl_conf_t *conf, const char *key);
 
 /* Source positions per checkpoint. */
 int sl__kpos_add(sl__kjob *kj, uint64_t id, const char *group,
-                 const char *topic, int32_t partition, int64_t offset);
+                 const char *topic, int32_t partition, int64_t offset,
+                 int member);
 /* Drops the positions of checkpoints <= id. */
 void sl__kpos_drop(sl__kjob *kj, uint64_t id);
 

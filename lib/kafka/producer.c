@@ -16,6 +16,7 @@
 #include "core/clock.h"
 #include "core/conf.h"
 #include "core/hash.h"
+#include "kafka/group_int.h"
 #include "kafka/kafka_int.h"
 
 #define LOG_CAP 1024
@@ -222,19 +223,26 @@ void sl__kprod_destroy(sl__kprod *p) {
   free(p);
 }
 
+/* Aborts the open transaction, if any (p->lock held); logged with id.
+ * Its failure leaves nothing to do: the job fails either way. */
+static void abort_open(sl__kprod *p, uint64_t id) {
+  if (!p->txn_open)
+    return;
+  rd_kafka_error_t *e = rd_kafka_abort_transaction(p->rk, p->timeout_ms);
+  log_event(p, SL__KTXN_ABORT, id);
+  p->txn_open = false;
+  if (e)
+    rd_kafka_error_destroy(e);
+}
+
 /* A failed transactional call: retriable errors are retried by the
  * caller, abortable ones abort the transaction; the message is kept. */
 static int txn_error(sl__kprod *p, const char *what, rd_kafka_error_t *e) {
   set_failed(p, "%s: %s", what, rd_kafka_error_string(e));
   bool abortable = rd_kafka_error_txn_requires_abort(e);
   rd_kafka_error_destroy(e);
-  if (abortable && p->txn_open) {
-    rd_kafka_error_t *a = rd_kafka_abort_transaction(p->rk, p->timeout_ms);
-    log_event(p, SL__KTXN_ABORT, 0);
-    p->txn_open = false;
-    if (a)
-      rd_kafka_error_destroy(a);
-  }
+  if (abortable)
+    abort_open(p, 0);
   return SL_ERR_KAFKA;
 }
 
@@ -362,13 +370,9 @@ void sl__kprod_release(sl__kprod *p) {
   if (!last || !p->rk)
     return;
   pthread_mutex_lock(&p->lock);
-  if (p->txn && p->txn_open) {
-    rd_kafka_error_t *e = rd_kafka_abort_transaction(p->rk, p->timeout_ms);
-    log_event(p, SL__KTXN_ABORT, atomic_load(&p->released));
-    p->txn_open = false;
-    if (e)
-      rd_kafka_error_destroy(e);
-  } else if (!p->txn) {
+  if (p->txn) {
+    abort_open(p, atomic_load(&p->released));
+  } else {
     rd_kafka_flush(p->rk, p->timeout_ms);
   }
   pthread_mutex_unlock(&p->lock);
@@ -450,12 +454,19 @@ int sl__kprod_sendv(sl__kprod *p, const char *topic, int32_t partition,
  * --------------------------------------------------- */
 
 /* Adds the source positions of checkpoint id to the transaction, one
- * send_offsets_to_transaction per consumer group. */
-static int send_offsets(sl__kprod *p, uint64_t id) {
+ * send_offsets_to_transaction per consumer group and member. In group
+ * mode each member's offsets go with its own group metadata (md, from
+ * sl__kgroup_check_members: generation and member id, EOS v2), so a
+ * broker refuses them from a member it no longer counts; outside group
+ * mode the source's consumers are not members and the group id is all
+ * there is. */
+static int send_offsets(sl__kprod *p, uint64_t id,
+                        rd_kafka_consumer_group_metadata_t *const *md,
+                        size_t n_md) {
   sl__kjob *kj = p->kj;
-  int rc = 0;
   for (;;) {
     const char *group = NULL;
+    int member = -1;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
     char gbuf[512];
     pthread_mutex_lock(&kj->lock);
@@ -466,8 +477,9 @@ static int send_offsets(sl__kprod *p, uint64_t id) {
       if (!group) {
         snprintf(gbuf, sizeof(gbuf), "%s", q->group);
         group = gbuf;
+        member = q->member;
       }
-      if (strcmp(q->group, group) == 0) {
+      if (strcmp(q->group, group) == 0 && q->member == member) {
         rd_kafka_topic_partition_list_add(l, q->topic, q->partition)->offset =
             q->offset;
         q->offset = -1; /* sent */
@@ -476,18 +488,60 @@ static int send_offsets(sl__kprod *p, uint64_t id) {
     pthread_mutex_unlock(&kj->lock);
     if (!group) {
       rd_kafka_topic_partition_list_destroy(l);
-      return rc;
+      return 0;
     }
-    rd_kafka_consumer_group_metadata_t *md =
-        rd_kafka_consumer_group_metadata_new(group);
-    rd_kafka_error_t *e =
-        rd_kafka_send_offsets_to_transaction(p->rk, l, md, p->timeout_ms);
-    rd_kafka_consumer_group_metadata_destroy(md);
+    rd_kafka_consumer_group_metadata_t *own = NULL;
+    if (member >= 0 && ((size_t)member >= n_md || !md[member])) {
+      /* Its consumer is gone: nothing says it still owns what it read. */
+      rd_kafka_topic_partition_list_destroy(l);
+      set_failed(p,
+                 "checkpoint %" PRIu64 ": a member of group %s that read "
+                 "its positions has left: the transaction is aborted",
+                 id, group);
+      return SL_ERR_KAFKA;
+    }
+    if (member < 0)
+      own = rd_kafka_consumer_group_metadata_new(group);
+    rd_kafka_error_t *e = rd_kafka_send_offsets_to_transaction(
+        p->rk, l, member >= 0 ? md[member] : own, p->timeout_ms);
+    if (own)
+      rd_kafka_consumer_group_metadata_destroy(own);
     rd_kafka_topic_partition_list_destroy(l);
     if (e)
       return txn_error(p, "send_offsets_to_transaction", e);
     log_event(p, SL__KTXN_SEND_OFFSETS, id);
   }
+}
+
+/* Group mode: every member of this process must still hold its
+ * assignment, or the transaction holds output of records another member
+ * may be processing again from the task's pointer (group.c). Fills md
+ * (*n entries, freed by the caller). */
+static int check_members(sl__kprod *p, uint64_t id,
+                         rd_kafka_consumer_group_metadata_t ***md, size_t *n) {
+  sl__kjob *kj = p->kj;
+  char err[512];
+  int rc = 0;
+  pthread_mutex_lock(&kj->lock);
+  *n = kj->n_members;
+  *md = *n ? calloc(*n, sizeof(**md)) : NULL;
+  if (*n && !*md) {
+    snprintf(err, sizeof(err), "out of memory");
+    rc = SL_ERR_NOMEM;
+  } else if (*n) {
+    rc = sl__kgroup_check_members(kj, *md, err, sizeof(err));
+  }
+  pthread_mutex_unlock(&kj->lock);
+  if (rc)
+    set_failed(p, "checkpoint %" PRIu64 ": %s", id, err);
+  return rc;
+}
+
+static void free_md(rd_kafka_consumer_group_metadata_t **md, size_t n) {
+  for (size_t i = 0; md && i < n; i++)
+    if (md[i])
+      rd_kafka_consumer_group_metadata_destroy(md[i]);
+  free(md);
 }
 
 int sl__ktxn_commit(uint64_t id, void *arg) {
@@ -501,19 +555,23 @@ int sl__ktxn_commit(uint64_t id, void *arg) {
     goto out;
   }
   if (sl__kprod_error(p) || !p->txn_open) {
-    if (p->txn_open) {
-      rd_kafka_error_t *e = rd_kafka_abort_transaction(p->rk, p->timeout_ms);
-      log_event(p, SL__KTXN_ABORT, id);
-      p->txn_open = false;
-      if (e)
-        rd_kafka_error_destroy(e);
-    }
+    abort_open(p, id);
     rc = SL_ERR_KAFKA;
     goto out;
   }
   int64_t t0 = sl__mono_ms();
-  if ((rc = send_offsets(p, id)))
+  rd_kafka_consumer_group_metadata_t **md = NULL;
+  size_t n_md = 0;
+  rc = check_members(p, id, &md, &n_md);
+  if (!rc)
+    rc = send_offsets(p, id, md, n_md);
+  free_md(md, n_md);
+  if (rc) {
+    /* Fenced, or the offsets were refused: nothing of this transaction
+     * may become visible, and no pointer names checkpoint id. */
+    abort_open(p, id);
     goto out;
+  }
   for (int attempt = 0;; attempt++) {
     rd_kafka_error_t *e = rd_kafka_commit_transaction(p->rk, p->timeout_ms);
     if (!e) {

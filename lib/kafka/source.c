@@ -579,6 +579,27 @@ static bool task_revoked(ksub *k, const rd_kafka_topic_partition_list_t *l,
   ksrc *s = k->src;
   sl_ctx_t *op = sl_source_op(k->ctx);
   bool keep = false;
+  /* Exactly-once: a lost assignment may already be another member's. Its
+   * output since the last commit must not be committed (the commit checks
+   * the lost flag and aborts), and nothing of it is snapshotted or
+   * pointed at: the process fails, and its open transaction is aborted. */
+  if (s->kj->txn && atomic_load(&k->grp.lost)) {
+    for (int i = 0; i < l->cnt; i++) {
+      size_t j = part_of(s, k, &l->elems[i]);
+      if (j < k->n_parts) {
+        sl__task_drop(op, (uint32_t)k->parts[j].partition);
+        forget(s, k, j);
+      }
+    }
+    if (!k->closing)
+      sl__kgroup_fail(&k->grp, SL_ERR_KAFKA,
+                      "fenced: the group took %d partition(s) from this "
+                      "member (session timed out or rebalance failed); "
+                      "nothing read from them since the last committed "
+                      "checkpoint is committed",
+                      l->cnt);
+    return false;
+  }
   for (int i = 0; i < l->cnt; i++) {
     size_t j = part_of(s, k, &l->elems[i]);
     if (j == k->n_parts)
@@ -723,6 +744,10 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   }
   rd_kafka_poll_set_consumer(k->rk);
   k->q = rd_kafka_queue_get_consumer(k->rk);
+  k->grp.rk = k->rk;
+  k->grp.member = -1;
+  if (k->group && sl__kgroup_register(s->kj, &k->grp))
+    return SL_ERR_NOMEM;
 
   int *counts = calloc((size_t)s->n_topics, sizeof(int));
   if (!counts)
@@ -860,6 +885,10 @@ static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
     }
     k->closing = true;
   }
+  /* The exactly-once commit no longer asks this consumer (it is leaving
+   * the group); the final checkpoint was committed before. */
+  if (k->group)
+    sl__kgroup_unregister(s->kj, &k->grp);
   if (k->group && k->rk) {
     sl__kgroup_leave(k->rk, &k->grp);
     rd_kafka_consumer_close(k->rk);
@@ -1365,6 +1394,11 @@ static void task_complete(ksub *k, uint64_t id) {
   struct task_snap *ts = &k->snaps[id % 4];
   if (ts->id != id || id <= k->published)
     return;
+  /* Exactly-once: a member that lost its assignment points no task at
+   * anything any more, also not at a checkpoint committed before: the
+   * task's new owner may have published a newer pointer already. */
+  if (s->kj->txn && atomic_load(&k->grp.lost))
+    return;
   k->published = id;
   char err[512];
   for (size_t i = 0; i < ts->n; i++) {
@@ -1446,7 +1480,8 @@ static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
     /* The exactly-once transaction of checkpoint id carries these; only
      * kept when there is one (they are dropped when it commits). */
     if (s->kj->txn)
-      rc = sl__kpos_add(s->kj, id, group, topics[i], parts[i], offs[i]);
+      rc = sl__kpos_add(s->kj, id, group, topics[i], parts[i], offs[i],
+                        k->group ? k->grp.member : -1);
   }
   if (!rc)
     rc = sl__kpos_encode_time(out, group, topics, parts, offs, times,

@@ -9,7 +9,10 @@
  * worker threads (default 1). With GROUP_JOB_KEY_BY_VALUE set, key_by
  * keys by the value instead of the message key, with a watermark bound
  * of 10 s (records read back from a repartition topic come from several
- * input partitions, out of order).
+ * input partitions, out of order). With GROUP_JOB_EXACTLY_ONCE=<name>
+ * the sink is exactly_once, with a transactional id of its own per name,
+ * and every record carries the header gj.proc=<name>, so a test can tell
+ * whose transaction a record belongs to.
  * usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS
  *        [CHECKPOINT_DIR BACKEND [PARALLELISM]] */
 #include <inttypes.h>
@@ -27,6 +30,16 @@ static sl_job_t *job;
 static void on_term(int sig) {
   (void)sig;
   sl_job_stop(job);
+}
+
+static const char *proc_name;
+
+static int proc_header(sl_ctx_t *ctx, const sl_record_t *rec,
+                       sl_kafka_headers_t *h, void *opaque) {
+  (void)ctx;
+  (void)rec;
+  (void)opaque;
+  return sl_kafka_headers_add(h, "gj.proc", proc_name, strlen(proc_name));
 }
 
 static int fmt_count(sl_ctx_t *ctx, const sl_record_t *in, sl_record_t *out,
@@ -100,6 +113,18 @@ int main(int argc, char **argv) {
         return 2;
       }
   }
+  proc_name = getenv("GROUP_JOB_EXACTLY_ONCE");
+  if (proc_name) {
+    char prefix[128];
+    snprintf(prefix, sizeof(prefix), "group-job-%s", proc_name);
+    if (sl_conf_set(conf, "sink.delivery.guarantee", "exactly_once", err,
+                    sizeof(err)) ||
+        sl_conf_set(conf, "sink.transactional.id.prefix", prefix, err,
+                    sizeof(err))) {
+      fprintf(stderr, "group-job: %s\n", err);
+      return 2;
+    }
+  }
   /* Debugging a test: librdkafka's debug contexts, e.g. "cgrp". */
   const char *dbg = getenv("GROUP_JOB_KAFKA_DEBUG");
   if (dbg && sl_conf_set(conf, "kafka.debug", dbg, err, sizeof(err))) {
@@ -120,7 +145,8 @@ int main(int argc, char **argv) {
   sl_window_fn_t fn = {.builtin = SL_AGG_COUNT};
   sl_stream_t *w = sl_window(sl_key_by(src, by_value ? value_key : NULL, NULL),
                              "count", &spec, &fn, NULL);
-  sl_sink_kafka(sl_map(w, "fmt", fmt_count, NULL), "out", "out", NULL);
+  sl_kafka_sink_opts_t ko = {.headers = proc_name ? proc_header : NULL};
+  sl_sink_kafka(sl_map(w, "fmt", fmt_count, NULL), "out", "out", &ko);
   struct sigaction sa = {.sa_handler = on_term};
   sigaction(SIGTERM, &sa, NULL);
   int rc = sl_job_run(job);

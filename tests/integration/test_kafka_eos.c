@@ -10,6 +10,7 @@
 #include <check.h>
 
 #include "core/buf.h"
+#include "kafka/group_int.h"
 #include "kafka/kafka_int.h"
 #include "test_kafka_util.h"
 
@@ -78,8 +79,8 @@ START_TEST(eos_protocol_epochs_and_holding) {
   ck_assert_uint_eq(sl__kwriter_held(b), 1);
 
   /* The sources' positions at barrier 1 travel with the transaction. */
-  ck_assert_int_eq(sl__kpos_add(kj, 1, "grp", "in", 0, 42), 0);
-  ck_assert_int_eq(sl__kpos_add(kj, 1, "grp", "in", 1, 7), 0);
+  ck_assert_int_eq(sl__kpos_add(kj, 1, "grp", "in", 0, 42, -1), 0);
+  ck_assert_int_eq(sl__kpos_add(kj, 1, "grp", "in", 1, 7, -1), 0);
   ck_assert_int_eq(sl__ktxn_commit(1, kj), 0);
   ck_assert_uint_eq(sl__ktxn_released(p), 1);
   ck_assert_int_eq(sl__kwriter_drain(a, err, sizeof(err)), 0);
@@ -271,7 +272,7 @@ START_TEST(eos_read_committed_real_broker) {
   sl__kwriter *a = sl__kwriter_new(p, topic, true);
   write_n(a, 5, "committed");
   ck_assert_int_eq(sl__kwriter_barrier(a, 1, false, err, sizeof(err)), 0);
-  ck_assert_int_eq(sl__kpos_add(kj, 1, "sluice-eos-grp", topic, 0, 5), 0);
+  ck_assert_int_eq(sl__kpos_add(kj, 1, "sluice-eos-grp", topic, 0, 5, -1), 0);
   ck_assert_int_eq(sl__ktxn_commit(1, kj), 0);
   ck_assert_int_eq(sl__kwriter_drain(a, err, sizeof(err)), 0);
   write_n(a, 3, "aborted");
@@ -384,6 +385,155 @@ START_TEST(at_least_once_barrier_flushes) {
 }
 END_TEST
 
+/* ---- Fencing in group mode ------------------------------------------------
+ */
+
+static void fence_assigned(void *sub, rd_kafka_topic_partition_list_t *l) {
+  (void)sub;
+  (void)l;
+}
+
+static bool fence_revoked(void *sub, const rd_kafka_topic_partition_list_t *l,
+                          bool now) {
+  (void)sub;
+  (void)l;
+  (void)now;
+  return false;
+}
+
+/* A member of group "fence" reading "in" through the source's rebalance
+ * callback (group.c), with a session timeout longer than the mock's 3 s
+ * wait for a new group's members. After its assignment it is polled
+ * only when the test says so: what a worker that is stopped, or not
+ * scheduled yet, does. */
+static rd_kafka_t *fence_member(const tk_cluster *c, sl__kjob *kj,
+                                sl__kgroup *g) {
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  const char *kv[] = {"bootstrap.servers",
+                      c->bootstrap,
+                      "group.id",
+                      "fence",
+                      "session.timeout.ms",
+                      "4000",
+                      "heartbeat.interval.ms",
+                      "100",
+                      "log_level",
+                      "2",
+                      NULL};
+  for (int i = 0; kv[i]; i += 2)
+    ck_assert_int_eq(
+        rd_kafka_conf_set(conf, kv[i], kv[i + 1], err, sizeof(err)),
+        RD_KAFKA_CONF_OK);
+  *g = (sl__kgroup){.assigned = fence_assigned,
+                    .revoked = fence_revoked,
+                    .conf = kj->conf,
+                    .job = "eos",
+                    .uid = "in"};
+  ck_assert_int_eq(sl__kgroup_conf(conf, kj->conf, g, err, sizeof(err)), 0);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  ck_assert_msg(rk != NULL, "%s", err);
+  g->rk = rk;
+  rd_kafka_poll_set_consumer(rk);
+  char *topics[] = {"in"};
+  ck_assert_int_eq(sl__kgroup_join(rk, topics, 1, err, sizeof(err)), 0);
+  rd_kafka_topic_partition_list_t *now = NULL;
+  for (int i = 0; i < 300; i++) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 50);
+    if (m)
+      rd_kafka_message_destroy(m);
+    ck_assert_int_eq(rd_kafka_assignment(rk, &now), 0);
+    int cnt = now->cnt;
+    rd_kafka_topic_partition_list_destroy(now);
+    if (cnt == 2)
+      return rk;
+  }
+  ck_abort_msg("the member was never assigned its partitions");
+  return NULL;
+}
+
+/* The commit of a process whose group member lost its assignment is
+ * refused and aborted, also when the member's own thread has not polled
+ * since (so no rebalance callback told the source): the heartbeats go
+ * unanswered for longer than the session timeout, librdkafka's lease
+ * runs out, and the commit's check of the member sees it. A commit while
+ * it holds its assignment goes through. */
+static void commit_fenced(bool session_runs_out) {
+  tk_cluster c;
+  tk_start(&c, 1);
+  tk_topic(&c, "in", 2);
+  tk_topic(&c, "out", 1);
+  sl_job_t *job;
+  sl__kjob *kj = eos_job(c.bootstrap, &job);
+  char err[256];
+  sl__kprod *p = sl__kprod_acquire(kj, true, kj->conf, err, sizeof(err));
+  ck_assert_msg(p != NULL, "%s", err);
+  sl__kwriter *w = sl__kwriter_new(p, "out", true);
+  sl__kgroup g;
+  rd_kafka_t *rk = fence_member(&c, kj, &g);
+  ck_assert_int_eq(sl__kgroup_register(kj, &g), 0);
+
+  write_n(w, 2, "held");
+  ck_assert_int_eq(sl__kpos_add(kj, 1, "fence", "in", 0, 5, g.member), 0);
+  ck_assert_int_eq(sl__ktxn_commit(1, kj), 0);
+  ck_assert_uint_eq(sl__ktxn_released(p), 1);
+
+  if (session_runs_out) {
+    /* The coordinator answers the next heartbeat only after 6 s. */
+    ck_assert_int_eq(
+        rd_kafka_mock_broker_push_request_error_rtts(
+            c.mc, 1, 12 /* Heartbeat */, 1, RD_KAFKA_RESP_ERR_NO_ERROR, 6000),
+        0);
+  } else {
+    /* The coordinator no longer knows the member. */
+    rd_kafka_mock_push_request_errors(c.mc, 12 /* Heartbeat */, 1,
+                                      RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID);
+  }
+  /* librdkafka's main thread notices on its own; nobody polls the
+   * member, so no rebalance callback runs. */
+  for (int i = 0; i < 400 && !rd_kafka_assignment_lost(rk); i++)
+    tk_sleep_ms(50);
+  ck_assert_msg(rd_kafka_assignment_lost(rk), "the member never lost it");
+  ck_assert_int_eq(atomic_load(&g.lost), 0);
+  write_n(w, 2, "zombie");
+  ck_assert_int_eq(sl__kpos_add(kj, 2, "fence", "in", 0, 7, g.member), 0);
+  ck_assert_int_eq(sl__ktxn_commit(2, kj), SL_ERR_KAFKA);
+  ck_assert_int_eq(atomic_load(&g.lost), 1);
+  ck_assert_uint_eq(sl__ktxn_released(p), 1);
+  const char *why = sl__kprod_error(p);
+  ck_assert_msg(why && strstr(why, "fenced: source in[0] lost its partitions"),
+                "%s", why ? why : "(none)");
+  sl__ktxn_event ev[16];
+  uint64_t ids[16];
+  size_t n = sl__ktxn_log(p, ev, ids, 16);
+  const sl__ktxn_event want[] = {SL__KTXN_INIT,         SL__KTXN_BEGIN,
+                                 SL__KTXN_SEND_OFFSETS, SL__KTXN_COMMIT,
+                                 SL__KTXN_BEGIN,        SL__KTXN_ABORT};
+  ck_assert_uint_eq(n, sizeof(want) / sizeof(want[0]));
+  for (size_t i = 0; i < n; i++)
+    ck_assert_msg(ev[i] == want[i], "event %zu: %d, expected %d", i, ev[i],
+                  want[i]);
+  ck_assert_uint_eq(ids[5], 2);
+
+  sl__kgroup_unregister(kj, &g);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  sl__kwriter_free(w);
+  sl__kprod_release(p);
+  sl_job_destroy(job);
+  tk_stop(&c);
+}
+
+START_TEST(eos_commit_fenced_when_session_ran_out) {
+  commit_fenced(true);
+}
+END_TEST
+
+START_TEST(eos_commit_fenced_when_member_unknown) {
+  commit_fenced(false);
+}
+END_TEST
+
 static Suite *eos_suite(void) {
   Suite *s = suite_create("kafka_eos");
   TCase *tc = tcase_create("eos");
@@ -394,6 +544,8 @@ static Suite *eos_suite(void) {
   tcase_add_test(tc, at_least_once_barrier_flushes);
   tcase_add_test(tc, eos_sink_in_job_aborts_uncheckpointed_tail);
   tcase_add_test(tc, eos_read_committed_real_broker);
+  tcase_add_test(tc, eos_commit_fenced_when_session_ran_out);
+  tcase_add_test(tc, eos_commit_fenced_when_member_unknown);
   suite_add_tcase(s, tc);
   return s;
 }
