@@ -589,8 +589,8 @@ int main(int argc, char **argv) {
     sl_source_ops_t none = {.poll = no_rules, .parallel = true};
     sl_watermark_spec_t idle = {.kind = SL_WM_BOUNDED,
                                 .idle_timeout_ms = RULES_IDLE_MS};
-    rules = sl_with_watermarks(sl_source(ej.job, "no-rules", &none, &ej),
-                               &idle);
+    rules =
+        sl_with_watermarks(sl_source(ej.job, "no-rules", &none, &ej), &idle);
   }
   sl_stream_t *versions = sl_flat_map(rules, "parse-rules", parse_rule, NULL);
 

@@ -96,8 +96,7 @@ static void run_example(const char *example, const char *extra, run *r) {
     int m;
     long rd;
     if (r->members < 4 &&
-        sscanf(line, "run-example: fraud-%d fraud-job: read %ld", &m, &rd) ==
-            2)
+        sscanf(line, "run-example: fraud-%d fraud-job: read %ld", &m, &rd) == 2)
       r->member_read[r->members++] = rd;
     const char *re = strstr(line, "run-example: restarted ");
     if (re && (re = strstr(re, ": read ")))
@@ -193,8 +192,8 @@ START_TEST(fraud_three_processes_match_one) {
   const char *ref = reference_of("fraud", 3, 0.95);
   char extra[700];
   snprintf(extra, sizeof(extra),
-           "--processes 3 --set state.backend=%s --reference %s",
-           backends[_i], ref);
+           "--processes 3 --set state.backend=%s --reference %s", backends[_i],
+           ref);
   run r;
   run_example("fraud", extra, &r);
   assert_same_as_reference(&r, 3);
