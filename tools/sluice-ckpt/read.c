@@ -831,8 +831,8 @@ int store_inspect(const tool_opts *o) {
   char file[64], when[64];
   snprintf(file, sizeof(file), "tasks/%" PRIu32 ".json", task);
   char inst[256] = "-";
-  const char *a = ptr.checkpoint + strlen("instances/"), *b = strchr(a, '/');
-  if (!strncmp(ptr.checkpoint, "instances/", 10) && b)
+  const char *a = ptr.checkpoint + 10, *b;
+  if (!strncmp(ptr.checkpoint, "instances/", 10) && (b = strchr(a, '/')))
     snprintf(inst, sizeof(inst), "%.*s", (int)(b - a), a);
   char idir[4200];
   snprintf(idir, sizeof(idir), "%s/instances/%s", o->path, inst);

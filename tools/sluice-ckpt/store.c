@@ -108,7 +108,9 @@ static char **instances(const char *root, size_t *n) {
     if (!a)
       break;
     names = a;
-    names[(*n)++] = strdup(e->d_name);
+    if (!(names[*n] = strdup(e->d_name)))
+      break;
+    (*n)++;
   }
   closedir(d);
   qsort(names, *n, sizeof(*names), cmp_str);
@@ -125,9 +127,9 @@ static void free_names(char **names, size_t n) {
  * belongs to, and whether its process runs. */
 static void owner_of(const char *root, const char *rel, char *inst, size_t len,
                      bool *alive) {
-  const char *a = rel + strlen("instances/"), *b;
+  const char *a, *b;
   *alive = false;
-  if (strncmp(rel, "instances/", 10) || !(b = strchr(a, '/'))) {
+  if (strncmp(rel, "instances/", 10) || !(b = strchr(a = rel + 10, '/'))) {
     snprintf(inst, len, "-");
     return;
   }
