@@ -16,7 +16,8 @@
  *     ratio (pause over the baseline's) restore_ratio
  * Environment (CI runs it small): REBALANCE_KEYS (comma-separated, default
  * 100000,1000000), REBALANCE_BACKENDS (hashmap,rocksdb), REBALANCE_EXITS
- * (sigterm,sigkill). */
+ * (sigterm,sigkill); REBALANCE_VERBOSE=1 shows the members' logs with
+ * the time each line arrived. */
 #include <errno.h>
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
@@ -81,8 +82,9 @@ static void *read_log(void *arg) {
     if ((r = strstr(line, "group rebalance:")) && (r = strstr(r, "; reads ")))
       m->reads = atoi(r + 8);
     pthread_mutex_unlock(&m->mu);
-    if (getenv("REBALANCE_VERBOSE"))
-      fprintf(stderr, "[%s] %s", m->name, line);
+    if (getenv("REBALANCE_VERBOSE")) /* wall-clock ms, for the pieces */
+      fprintf(stderr, "%lld [%s] %s", (long long)(now / 1000) % 100000, m->name,
+              line);
   }
   if (f)
     fclose(f);
@@ -288,6 +290,8 @@ static result one_move(const char *backend, long keys, int sig) {
   rd_kafka_topic_partition_list_destroy(tl);
 
   int64_t t0 = wall_us();
+  if (getenv("REBALANCE_VERBOSE"))
+    fprintf(stderr, "%lld signal\n", (long long)(t0 / 1000) % 100000);
   kill(m[0].pid, sig);
   /* Probes go out at once: the survivor answers each after the task is
    * restored. Read until the moved task's answer comes from "b". */
