@@ -47,8 +47,34 @@ static int64_t wall_us(void) {
   return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* Processes started and not yet stopped: a failure stops them. */
+static pid_t started[3];
+
+static void track(pid_t pid) {
+  for (int i = 0; i < 3; i++)
+    if (!started[i]) {
+      started[i] = pid;
+      return;
+    }
+}
+
+static void untrack(pid_t pid) {
+  for (int i = 0; i < 3; i++)
+    if (started[i] == pid)
+      started[i] = 0;
+}
+
 static void die(const char *what) {
   fprintf(stderr, "bench rebalance: %s\n", what);
+  for (int i = 0; i < 3; i++)
+    if (started[i] > 0) {
+      kill(started[i], SIGKILL);
+      waitpid(started[i], NULL, 0);
+    }
+  char cmd[300];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  if (dir[0] && system(cmd))
+    fprintf(stderr, "bench rebalance: cannot remove %s\n", dir);
   exit(1);
 }
 
@@ -114,6 +140,7 @@ static void start_member(member *m, const char *name, const char *backend) {
     execl(bin, bin, bootstrap, parts, ck, st, backend, name, (char *)NULL);
     _exit(127);
   }
+  track(m->pid);
   close(p[1]);
   m->fd = p[0];
   pthread_create(&m->reader, NULL, read_log, m);
@@ -123,6 +150,7 @@ static void end_member(member *m, int sig) {
   if (m->pid > 0) {
     kill(m->pid, sig);
     waitpid(m->pid, NULL, 0);
+    untrack(m->pid);
     m->pid = 0;
   }
   pthread_join(m->reader, NULL);
@@ -147,6 +175,7 @@ static void start_broker(void) {
           file, (char *)NULL);
     _exit(127);
   }
+  track(broker);
   bootstrap[0] = 0;
   for (int i = 0; i < 400 && !bootstrap[0]; i++) {
     FILE *f = fopen(file, "r");
@@ -166,6 +195,7 @@ static void start_broker(void) {
 static void stop_broker(void) {
   kill(broker, SIGTERM);
   waitpid(broker, NULL, 0);
+  untrack(broker);
 }
 
 /* ---- Kafka --------------------------------------------------------------- */
