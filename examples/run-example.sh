@@ -4,7 +4,10 @@
 # the generator, then the job over everything it wrote (a bounded read,
 # --exit-at-end), then the evaluator, whose exit code this returns. With
 # --kill-after-ms a first job reads while the generator writes, is
-# SIGKILLed mid-stream and restarted (bounded) from its checkpoint.
+# SIGKILLed mid-stream and restarted (bounded) from its checkpoint. With
+# --processes N (fraud) the job runs as N processes of one group (group
+# mode, docs/scaling.md) sharing one checkpoint store, until every task's
+# snapshot holds the whole input; then each is stopped with SIGTERM.
 # Every process it starts is stopped on exit, also on failure or Ctrl-C.
 set -euo pipefail
 
@@ -15,7 +18,14 @@ usage: $0 fraud|botdetect|scoring [--build DIR] [--events N] [--rate R] [--seed 
           [--kill-after-ms MS] [--restart-after-end] [--set key=value ...]
           [--save-alerts FILE] [--reference FILE] [--print] [--timeout S]
           [--suppress-ms MS] [--rules FILE] [--incidents MS]
-          [--gen ARG ...] [--job ARG ...] [--eval ARG ...]
+          [--gen ARG ...] [--job ARG ...] [--eval ARG ...] [--processes N]
+--processes N (fraud): N processes of one job in group mode
+(group.mode=copartitioned over a 12-partition input the generator writes
+keyed by account with Kafka's murmur2 partitioner), one shared
+checkpoint.dir, each with its own instance.id, state.dir and metrics
+port; they start before the generator writes, run until every task's
+pointer is at the end of its partition, then get SIGTERM. No rules
+topic (broadcast state does not move between processes).
 --kill-after-ms: SIGKILL the job MS ms after its first complete checkpoint,
 then restart it with restore.from=latest (the evaluator dedupes alerts).
 --restart-after-end: once the job has ended at the end of its input, run
@@ -43,9 +53,9 @@ example=$1
 shift
 case $example in
   fraud) in_topic=fraud.txns extra_topics=(--topic fraud.rules:1)
-         job_args=(--rules-topic fraud.rules) ;;
-  botdetect) in_topic=botdetect.requests extra_topics=() job_args=() ;;
-  scoring) in_topic=scoring.events extra_topics=() job_args=() ;;
+         rules_args=(--rules-topic fraud.rules) ;;
+  botdetect) in_topic=botdetect.requests extra_topics=() rules_args=() ;;
+  scoring) in_topic=scoring.events extra_topics=() rules_args=() ;;
   -h|--help) usage; exit 0 ;;
   *) usage >&2; exit 2 ;;
 esac
@@ -56,8 +66,8 @@ if [ "$example" = scoring ]; then
   extra_topics=(--topic scoring.models:1)
 fi
 build=build events=40000 rate=0 seed=1 parallelism=2 ckpt_dir="" ckpt_ms=500
-kill_after="" restart_after_end="" print="" timeout_s=60
-sets=() eval_args=() gen_args=()
+kill_after="" restart_after_end="" print="" timeout_s=60 processes=1
+sets=() eval_args=() gen_args=() job_args=()
 while [ $# -gt 0 ]; do
   case $1 in
     --build) build=$2; shift ;;
@@ -80,11 +90,28 @@ while [ $# -gt 0 ]; do
     --job) job_args+=("$2"); shift ;;
     --eval) eval_args+=("$2"); shift ;;
     --timeout) timeout_s=$2; shift ;;
+    --processes) processes=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
   shift
 done
+if [ "$processes" != 1 ]; then
+  [[ $processes =~ ^[1-9][0-9]*$ ]] || { usage >&2; exit 2; }
+  if [ "$example" != fraud ]; then
+    echo "run-example: --processes is for fraud" >&2
+    exit 2
+  fi
+  if [ -n "$kill_after$restart_after_end" ] || [[ " ${gen_args[*]-} " = *" --rules "* ]]; then
+    echo "run-example: --processes goes without --kill-after-ms," \
+      "--restart-after-end and --rules" >&2
+    exit 2
+  fi
+fi
+# One process reads the rules topic; a group does not (broadcast state
+# stays with its process).
+[ "$processes" != 1 ] ||
+  job_args=(${rules_args[@]+"${rules_args[@]}"} ${job_args[@]+"${job_args[@]}"})
 cd "$(dirname "$0")/.."
 [[ $build = /* ]] || build=$PWD/$build
 bin=$build/examples/$example
@@ -147,13 +174,100 @@ wait_for() {
 
 # Its own session: Ctrl-C in the terminal must not take the broker away
 # while the job is still stopping (cleanup stops it last).
+# Group mode: more partitions than members (processes x parallelism), so
+# every member has tasks.
+in_parts=4
+[ "$processes" = 1 ] || in_parts=12
 setsid "$build/tools/sluice-kafka-dev" --bootstrap-file "$work/bootstrap" \
-  --topic "$in_topic:4" --topic "$alerts_topic:4" ${extra_topics[@]+"${extra_topics[@]}"} \
+  --topic "$in_topic:$in_parts" --topic "$alerts_topic:4" ${extra_topics[@]+"${extra_topics[@]}"} \
   >"$work/broker.log" 2>&1 &
 broker_pid=$!
 for _ in $(seq 100); do [ -s "$work/bootstrap" ] && break; sleep 0.05; done
 [ -s "$work/bootstrap" ] || fail "the dev broker did not start"
 broker=(--bootstrap-file "$work/bootstrap")
+
+# Partitions the group assigned to one process: the sum over its
+# source subtasks of the count each logged after its last rebalance.
+assigned() {
+  awk '/source input\[[0-9]+\]: group rebalance:.*; reads / {
+         s = $0; sub(/.*source input\[/, "", s); sub(/\].*/, "", s)
+         n = $0; sub(/.*; reads /, "", n); last[s] = n + 0 }
+       END { t = 0; for (k in last) t += last[k]; print t }' "$1"
+}
+
+# Offsets of every task pointer in the shared store, added up.
+pointed() {
+  cat "$ckpt_dir"/tasks/*.json 2>/dev/null |
+    grep -o '"offset":[0-9]*' | awk -F: '{ t += $2 } END { print t + 0 }'
+}
+
+if [ "$processes" != 1 ]; then
+  # One group: same job and group id, one store; per process its own
+  # name, working state directory and metrics port (an ephemeral one).
+  group_cmd=("$bin/$example-job" --config "examples/$example/$example.conf"
+    "${broker[@]}" --set "parallelism=$parallelism"
+    --set group.mode=copartitioned --set "group.partitions=$in_parts"
+    --set "checkpoint.dir=$ckpt_dir" --set "checkpoint.interval.ms=$ckpt_ms"
+    --set restore.from= --set metrics.listen=127.0.0.1:0
+    ${sets[@]+"${sets[@]}"} ${job_args[@]+"${job_args[@]}"})
+  members=()
+  for ((i = 1; i <= processes; i++)); do
+    "${group_cmd[@]}" --set "instance.id=$example-$i" \
+      --set "state.dir=$work/state-$i" $print 2>"$work/job$i.log" &
+    members+=($!)
+    pids+=($!)
+  done
+  # The group settles before any input arrives: a partition that moved
+  # later would start from the minimum watermark at its new owner.
+  deadline=$((SECONDS + timeout_s))
+  while :; do
+    total=0
+    for ((i = 1; i <= processes; i++)); do
+      kill -0 "${members[i - 1]}" 2>/dev/null || fail "process $i ended"
+      total=$((total + $(assigned "$work/job$i.log")))
+    done
+    [ "$total" = "$in_parts" ] && break
+    [ $SECONDS -lt $deadline ] || fail "the group did not settle in ${timeout_s}s"
+    sleep 0.1
+  done
+  echo "run-example: $processes processes of $example-job share $in_parts" \
+    "partitions:" "$(for ((i = 1; i <= processes; i++)); do
+      printf ' %s-%d:%d' "$example" "$i" "$(assigned "$work/job$i.log")"; done)"
+  echo "run-example: writing $events events to $in_topic"
+  "$bin/$example-gen" "${broker[@]}" --labels "$work/labels.jsonl" \
+    --events "$events" --rate "$rate" --seed "$seed" \
+    ${gen_args[@]+"${gen_args[@]}"} >"$work/gen.log" 2>&1 &
+  gen=$!
+  pids+=($gen)
+  wait_for "$gen" generator
+  [ "$st" = 0 ] || fail "the generator failed (exit $st)"
+  cat "$work/gen.log" >&2
+  written=$(sed -n 's/.*: \([0-9]*\) transactions,.*/\1/p' "$work/gen.log")
+  [ -n "$written" ] || fail "the generator did not say how much it wrote"
+  # Done once the tasks' snapshots hold the whole input: their alerts so
+  # far were flushed before those checkpoints completed.
+  deadline=$((SECONDS + timeout_s))
+  until [ "$(pointed)" = "$written" ]; do
+    for ((i = 1; i <= processes; i++)); do
+      kill -0 "${members[i - 1]}" 2>/dev/null || fail "process $i ended"
+    done
+    [ $SECONDS -lt $deadline ] ||
+      fail "the tasks' snapshots hold $(pointed) of $written records after ${timeout_s}s"
+    sleep 0.1
+  done
+  # Stopped draining (SIGUSR1: sl_job_stop_drain), so every window and
+  # timer fires, as at the end of the one-process run's bounded input.
+  for pid in "${members[@]}"; do kill -USR1 "$pid"; done
+  for ((i = 1; i <= processes; i++)); do
+    wait_for "${members[i - 1]}" "process $i"
+    [ "$st" = 0 ] || fail "process $i failed (exit $st)"
+    echo "run-example: $example-$i $(grep -h "records, wrote" "$work/job$i.log")"
+  done
+  st=0
+  "$bin/$example-eval" "${broker[@]}" --labels "$work/labels.jsonl" \
+    ${eval_args[@]+"${eval_args[@]}"} || st=$?
+  exit "$st"
+fi
 
 echo "run-example: writing $events events to $in_topic"
 "$bin/$example-gen" "${broker[@]}" --labels "$work/labels.jsonl" \

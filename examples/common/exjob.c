@@ -14,12 +14,14 @@
 
 #include "exutil.h"
 
-/* The signal handler needs the job; sl_job_stop() is async-signal-safe. */
+/* The signal handler needs the job; sl_job_stop() and sl_job_stop_drain()
+ * are async-signal-safe. */
 static sl_job_t *volatile running_job;
 
 static void on_signal(int sig) {
-  (void)sig;
-  if (running_job)
+  if (running_job && sig == SIGUSR1)
+    sl_job_stop_drain(running_job);
+  else if (running_job)
     sl_job_stop(running_job);
 }
 
@@ -224,6 +226,7 @@ int ex_job_run(ex_job *ej) {
   running_job = ej->job;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGUSR1, &sa, NULL);
   int rc = sl_job_run(ej->job);
   if (rc)
     fprintf(stderr, "%s: %s: %s\n", ej->prog, sl_strerror(rc),

@@ -85,8 +85,10 @@ int ex_alert_emit(sl_ctx_t *ctx, const char *rule, const void *entity,
                   size_t entity_len, int64_t start, int64_t end,
                   const char *evidence);
 
-/* Runs the job (SIGINT/SIGTERM stop it cleanly, with a final checkpoint)
- * and destroys it. Returns the process exit code. */
+/* Runs the job (SIGINT/SIGTERM stop it cleanly, with a final checkpoint;
+ * SIGUSR1 stops it draining, sl_job_stop_drain(): every window and
+ * event-time timer fires first, as at the end of a bounded input) and
+ * destroys it. Returns the process exit code. */
 int ex_job_run(ex_job *ej);
 
 #endif

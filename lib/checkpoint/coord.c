@@ -456,7 +456,7 @@ static void retain(struct sl__ckpt *ck) {
   }
   free(ids);
   if (ck->root)
-    sl__task_gc(ck->root, ck->env.max_par, ck->inst);
+    sl__task_gc(ck->root, ck->env.max_par, ck->inst, false, NULL, NULL);
 }
 
 /* ---- Coordinator -------------------------------------------------------- */

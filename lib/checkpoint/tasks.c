@@ -116,7 +116,20 @@ static bool abandoned(const char *dir, int *fd) {
   return true;
 }
 
-void sl__task_gc(const char *root, uint32_t n, const char *self) {
+bool sl__task_inst_alive(const char *inst_dir) {
+  char lock[4600];
+  snprintf(lock, sizeof(lock), "%s/.lock", inst_dir);
+  int fd = open(lock, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return false;
+  bool alive = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  close(fd); /* releases the probe's lock */
+  return alive;
+}
+
+void sl__task_gc(const char *root, uint32_t n, const char *self, bool dry_run,
+                 void (*removed)(const char *name, void *opaque),
+                 void *opaque) {
   char dir[4200];
   snprintf(dir, sizeof(dir), "%s/instances", root);
   DIR *d = opendir(dir);
@@ -124,7 +137,7 @@ void sl__task_gc(const char *root, uint32_t n, const char *self) {
     return;
   struct dirent *e;
   while ((e = readdir(d))) {
-    if (e->d_name[0] == '.' || strcmp(e->d_name, self) == 0)
+    if (e->d_name[0] == '.' || (self && strcmp(e->d_name, self) == 0))
       continue;
     char inst[4500];
     snprintf(inst, sizeof(inst), "%s/%s", dir, e->d_name);
@@ -143,8 +156,8 @@ void sl__task_gc(const char *root, uint32_t n, const char *self) {
       keep = sl__task_ptr_refs(root, n, rel);
     }
     free(ids);
-    if (!keep)
-      sl__rmtree(inst);
+    if (!keep && (dry_run || !sl__rmtree(inst)) && removed)
+      removed(e->d_name, opaque);
     close(fd);
   }
   closedir(d);

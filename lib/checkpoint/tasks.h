@@ -37,10 +37,19 @@ int sl__task_ptr_read(const char *root, uint32_t task, sl__task_ptr *p,
  * read counts as naming it. */
 bool sl__task_ptr_refs(const char *root, uint32_t n, const char *rel);
 
+/* Whether the process of an instance directory runs: it holds the
+ * directory's .lock. A probe with a shared lock, released at once, so a
+ * reader never keeps a running process's directory from being removed
+ * for longer than the probe. */
+bool sl__task_inst_alive(const char *inst_dir);
+
 /* Removes the directories of instances that are gone: an instance
- * directory under root/instances other than self whose .lock nobody
- * holds, that has checkpoints, and none of whose checkpoints a pointer
- * names. Best effort. */
-void sl__task_gc(const char *root, uint32_t n, const char *self);
+ * directory under root/instances other than self (may be NULL) whose
+ * .lock nobody holds, that has checkpoints, and none of whose
+ * checkpoints a pointer names. Best effort. With dry_run nothing is
+ * removed. removed (may be NULL) is told each directory name removed,
+ * or that would be. */
+void sl__task_gc(const char *root, uint32_t n, const char *self, bool dry_run,
+                 void (*removed)(const char *name, void *opaque), void *opaque);
 
 #endif

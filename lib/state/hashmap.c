@@ -728,7 +728,20 @@ static size_t hm_cleanup(sl__backend *be, uint32_t state, size_t budget,
   hm *b = (hm *)be;
   hm_state *st = hm_st(b, state);
   size_t removed = 0, visited = 0, scanned = 0;
-  size_t max_scan = budget * HM_SCAN_FACTOR + b->n_kg;
+  /* At most one pass over every table: a slot is scanned once, plus once
+   * more after a removal shifted an entry into it, plus a step per key
+   * group. A full cleanup (budget SIZE_MAX, on snapshot) ends there, and
+   * budget * HM_SCAN_FACTOR must not wrap around to a short scan. */
+  size_t max_scan = budget < (SIZE_MAX - b->n_kg) / HM_SCAN_FACTOR
+                        ? budget * HM_SCAN_FACTOR + b->n_kg
+                        : SIZE_MAX;
+  if (budget >= st->stats.entries) {
+    size_t pass = b->n_kg;
+    for (uint32_t g = 0; g < b->n_kg; g++)
+      pass += st->tables[g].slots ? (size_t)2 << st->tables[g].bits : 0;
+    if (pass < max_scan)
+      max_scan = pass;
+  }
   /* Entries still in an old array are skipped: they are migrated soon
    * and visited on a later round. */
   while (visited < budget && scanned < max_scan) {

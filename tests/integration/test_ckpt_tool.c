@@ -6,6 +6,9 @@
  * by restore --to restarts the job exactly as the original does. */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
 
 #include <dirent.h>
 #include <jansson.h>
@@ -19,7 +22,9 @@
 
 #include "check_main.h"
 #include "core/crc32c.h"
+#include "core/hash.h"
 #include "sluice.h"
+#include "test_kafka_util.h"
 
 #define KEYS 10
 
@@ -1139,6 +1144,501 @@ START_TEST(segments_outlive_their_checkpoint) {
 }
 END_TEST
 
+/* ---- A group store ------------------------------------------------------
+ * A dev broker and two processes of tests/integration/group_job.c (Kafka
+ * "in", 4 partitions -> key_by -> tumbling 1 s count) sharing one
+ * checkpoint.dir; the input stays inside one window, so every task's
+ * state is its keys' open windows when both stop. */
+
+#define G_PARTS 4
+#define G_KEYS 20
+#define G_T0 10000
+
+static pid_t spawn(char *const argv[], const char *errf) {
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    int fd = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int null = open("/dev/null", O_WRONLY);
+    dup2(fd, 2);
+    dup2(null, 1);
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  return pid;
+}
+
+static void stop_wait(pid_t pid) {
+  ck_assert_int_eq(kill(pid, SIGTERM), 0);
+  int st = 0;
+  ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "process exit %d", st);
+}
+
+/* Partitions a job's log says it reads after its last rebalance. */
+static int reads_of(const char *errf) {
+  FILE *f = fopen(errf, "r");
+  char line[1024];
+  int n = 0;
+  if (!f)
+    return 0;
+  while (fgets(line, sizeof(line), f)) {
+    const char *r = strstr(line, "group rebalance:");
+    if (r && (r = strstr(r, "; reads ")))
+      n = atoi(r + 8);
+  }
+  fclose(f);
+  return n;
+}
+
+static void g_key(int i, char *buf, size_t cap) {
+  snprintf(buf, cap, "user-%d", i);
+}
+
+static uint32_t g_task(int i) {
+  char k[32];
+  g_key(i, k, sizeof(k));
+  return sl__murmur2_partition(k, strlen(k), G_PARTS);
+}
+
+/* Events of key i: i % 3 + 1, all in the window [G_T0, G_T0 + 1000). */
+static int64_t g_records(uint32_t task) {
+  int64_t n = 0;
+  for (int i = 0; i < G_KEYS; i++)
+    n += g_task(i) == task ? i % 3 + 1 : 0;
+  return n;
+}
+
+static json_t *g_pointer(const char *store, uint32_t t) {
+  char path[600];
+  snprintf(path, sizeof(path), "%s/tasks/%u.json", store, t);
+  return json_load_file(path, 0, NULL);
+}
+
+static void g_put(const char *store, uint32_t t, const char *text) {
+  char path[600];
+  snprintf(path, sizeof(path), "%s/tasks/%u.json", store, t);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs(text, f);
+  ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Runs the two processes over the input; returns the store's path. */
+static char *g_run(const char *dir) {
+  const char *b = getenv("SLUICE_BUILD_ROOT");
+  char dev[600], job[600], bfile[600], bs[256] = "", errs[2][600];
+  snprintf(dev, sizeof(dev), "%s/tools/sluice-kafka-dev", b ? b : "build");
+  snprintf(job, sizeof(job), "%s/tests/integration/test-group-job",
+           b ? b : "build");
+  snprintf(bfile, sizeof(bfile), "%s/bootstrap", dir);
+  char *store = malloc(600), berr[600];
+  snprintf(store, 600, "%s/ckpt", dir);
+  snprintf(berr, sizeof(berr), "%s/broker.err", dir);
+  char *bargv[] = {dev,     "--topic",          "in:4", "--topic",
+                   "out:1", "--bootstrap-file", bfile,  NULL};
+  pid_t broker = spawn(bargv, berr);
+  for (int i = 0; i < 400 && !bs[0]; i++) {
+    FILE *f = fopen(bfile, "r");
+    if (f) {
+      if (!fgets(bs, sizeof(bs), f))
+        bs[0] = 0;
+      fclose(f);
+    }
+    if (!bs[0])
+      tk_sleep_ms(25);
+  }
+  ck_assert_msg(bs[0], "the dev broker did not start");
+  bs[strcspn(bs, "\n")] = 0;
+  pid_t jobs[2];
+  for (int j = 0; j < 2; j++) {
+    snprintf(errs[j], sizeof(errs[j]), "%s/job%d.err", dir, j);
+    char *jargv[] = {job, bs,  "copartitioned", "4", store, "hashmap",
+                     "1", NULL};
+    jobs[j] = spawn(jargv, errs[j]);
+  }
+  /* Both members hold tasks before any input arrives. */
+  int a = 0, c = 0;
+  for (int i = 0; i < 1200 && !(a && c && a + c == G_PARTS); i++) {
+    tk_sleep_ms(50);
+    a = reads_of(errs[0]);
+    c = reads_of(errs[1]);
+  }
+  ck_assert_msg(a && c && a + c == G_PARTS, "reads %d and %d", a, c);
+  tk_cluster cl = {0};
+  snprintf(cl.bootstrap, sizeof(cl.bootstrap), "%s", bs);
+  rd_kafka_t *p = tk_producer(&cl);
+  for (int i = 0; i < G_KEYS; i++)
+    for (int j = 0; j <= i % 3; j++) {
+      char key[32];
+      g_key(i, key, sizeof(key));
+      tk_send(p, "in", (int32_t)g_task(i), key, "x", G_T0 + i * 10 + j, NULL,
+              NULL);
+    }
+  tk_flush(p);
+  rd_kafka_destroy(p);
+  /* Every task's pointer at its partition's end. */
+  bool done = false;
+  for (int i = 0; i < 1200 && !done; i++) {
+    done = true;
+    for (uint32_t t = 0; t < G_PARTS && done; t++) {
+      json_t *j = g_pointer(store, t);
+      done =
+          j && json_integer_value(json_object_get(j, "offset")) == g_records(t);
+      json_decref(j);
+    }
+    if (!done)
+      tk_sleep_ms(50);
+  }
+  ck_assert_msg(done, "the pointers never reached the partitions' ends");
+  stop_wait(jobs[0]);
+  stop_wait(jobs[1]);
+  stop_wait(broker);
+  return store;
+}
+
+/* The text of the sluice-ckpt run, which must exit with code. */
+static char *tool_text(int code, bool merge, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static char *tool_text(int code, bool merge, const char *fmt, ...) {
+  char args[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(args, sizeof(args), fmt, ap);
+  va_end(ap);
+  out o;
+  tool(&o, merge, "%s", args);
+  ck_assert_msg(o.code == code, "%s: exit %d, expected %d: %s", args, o.code,
+                code, o.text);
+  return o.text;
+}
+
+START_TEST(group_store_tasks) {
+  char *dir = tmpdir();
+  char *store = g_run(dir);
+  char want[16384], line[2048];
+
+  /* list: every instance with its checkpoints, then every task. One
+   * instance's lock is held, as its running process would. */
+  json_t *p0 = g_pointer(store, 0);
+  const char *c0 = json_string_value(json_object_get(p0, "checkpoint"));
+  char held[600], lock[700];
+  snprintf(held, sizeof(held), "%.*s", (int)(strrchr(c0, '/') - c0), c0);
+  snprintf(lock, sizeof(lock), "%s/%s/.lock", store, held);
+  int fd = open(lock, O_RDWR);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
+  DIR *d;
+  struct dirent *e;
+  char *names[8];
+  int n_inst = 0;
+  snprintf(line, sizeof(line), "%s/instances", store);
+  ck_assert_ptr_nonnull(d = opendir(line));
+  while ((e = readdir(d)))
+    if (e->d_name[0] != '.' && n_inst < 8)
+      names[n_inst++] = strdup(e->d_name);
+  closedir(d);
+  ck_assert_int_ge(n_inst, 1);
+  for (int i = 0; i < n_inst; i++)
+    for (int j = i + 1; j < n_inst; j++)
+      if (strcmp(names[i], names[j]) > 0) {
+        char *t = names[i];
+        names[i] = names[j];
+        names[j] = t;
+      }
+  snprintf(want, sizeof(want),
+           "group store %s: %d instance%s, 4 task pointers\n", store, n_inst,
+           n_inst == 1 ? "" : "s");
+  for (int i = 0; i < n_inst; i++) {
+    char rel[300];
+    snprintf(rel, sizeof(rel), "instances/%s", names[i]);
+    char *rows = tool_text(0, false, "list %s/%s", store, rel);
+    size_t l = strlen(want);
+    snprintf(want + l, sizeof(want) - l, "\ninstance %s (%s)\n%s", names[i],
+             strcmp(rel, held) ? "gone: nobody holds its lock"
+                               : "alive: its process holds the lock",
+             rows);
+    free(rows);
+  }
+  size_t l = strlen(want);
+  snprintf(want + l, sizeof(want) - l, "\n%-5s %-24s %10s %-10s %-5s  %s\n",
+           "TASK", "TOPIC[PARTITION]", "OFFSET", "STATUS", "ALIVE",
+           "CHECKPOINT");
+  for (uint32_t t = 0; t < G_PARTS; t++) {
+    json_t *p = g_pointer(store, t);
+    const char *c = json_string_value(json_object_get(p, "checkpoint"));
+    char tp[32];
+    snprintf(tp, sizeof(tp), "in[%u]", t);
+    l = strlen(want);
+    snprintf(want + l, sizeof(want) - l, "%-5u %-24s %10lld %-10s %-5s  %s\n",
+             t, tp, (long long)g_records(t), "complete",
+             strncmp(c, held, strlen(held)) ? "no" : "yes", c);
+    json_decref(p);
+  }
+  char *text = tool_text(0, false, "list %s", store);
+  ck_assert_str_eq(text, want);
+  free(text);
+  close(fd);
+
+  for (uint32_t t = 0; t < G_PARTS; t++) {
+    json_t *p = g_pointer(store, t);
+    const char *c = json_string_value(json_object_get(p, "checkpoint"));
+    char chk[700];
+    snprintf(chk, sizeof(chk), "%s/%s", store, c);
+    /* verify: the pointer, then the checkpoint as verify CHK judges it. */
+    text = tool_text(0, false, "verify %s --task %u", store, t);
+    snprintf(want, sizeof(want),
+             "task %u: valid (tasks/%u.json -> %s, in[%u] from offset %lld; "
+             "checkpoint: ",
+             t, t, c, t, (long long)g_records(t));
+    ck_assert_msg(strncmp(text, want, strlen(want)) == 0, "%s\nwanted %s", text,
+                  want);
+    free(text);
+    json_t *v = tool_json(0, "--json verify %s --task %s", store,
+                          t == 0   ? "0"
+                          : t == 1 ? "1"
+                          : t == 2 ? "2"
+                                   : "3");
+    json_t *cv = tool_json(0, "--json verify %s%s", chk, "");
+    ck_assert(json_equal(json_object_get(v, "checkpoint"), cv));
+    ck_assert_str_eq(json_string_value(json_object_get(v, "status")), "valid");
+    json_decref(v);
+    json_decref(cv);
+
+    /* inspect: the task's keys, one open window each, and its timer. */
+    int keys = 0;
+    for (int i = 0; i < G_KEYS; i++)
+      keys += g_task(i) == t;
+    char ts[4];
+    snprintf(ts, sizeof(ts), "%u", t);
+    json_t *in = tool_json(0, "--json inspect %s --task %s", store, ts);
+    ck_assert_int_eq(json_integer_value(json_object_get(in, "position")),
+                     g_records(t));
+    long entries = 0;
+    size_t k;
+    json_t *r;
+    json_array_foreach(json_object_get(in, "states"), k, r) {
+      entries += (long)json_integer_value(json_object_get(r, "entries"));
+    }
+    ck_assert_int_eq(entries, keys);
+    json_t *tm = json_object_get(in, "timers");
+    ck_assert_uint_eq(json_array_size(tm), 1);
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_array_get(tm, 0), "domain")),
+        "event");
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_array_get(tm, 0), "count")),
+        keys);
+    json_decref(in);
+
+    /* dump: exactly the task's keys, each in key group t. */
+    text = tool_text(0, false, "dump %s --task %u --uid count", store, t);
+    want[0] = 0;
+    for (int i = 0; i < G_KEYS; i++) {
+      if (g_task(i) != t)
+        continue;
+      l = strlen(want);
+      snprintf(want + l, sizeof(want) - l, "user-%d,%u\n", i, t);
+    }
+    char got[4096] = "";
+    for (char *ln = strtok(text, "\n"); ln; ln = strtok(NULL, "\n")) {
+      json_t *j = json_loads(ln, 0, NULL);
+      ck_assert_ptr_nonnull(j);
+      l = strlen(got);
+      snprintf(got + l, sizeof(got) - l, "%s,%lld\n",
+               json_string_value(json_object_get(j, "key")),
+               (long long)json_integer_value(json_object_get(j, "kg")));
+      json_decref(j);
+    }
+    free(text);
+    /* Keys print in the order the snapshot holds them. */
+    sort_lines(want);
+    sort_lines(got);
+    ck_assert_str_eq(got, want);
+
+    /* A key of the checkpoint by itself: its key group is its partition. */
+    for (int i = 0; i < G_KEYS; i++) {
+      if (g_task(i) != t)
+        continue;
+      char key[32];
+      g_key(i, key, sizeof(key));
+      text = tool_text(0, false, "dump %s --uid count --key %s", chk, key);
+      ck_assert_msg(strstr(text, key), "%s: no entry for %s", chk, key);
+      free(text);
+      break;
+    }
+    json_decref(p);
+  }
+  /* A key of another task. */
+  int other = 0;
+  while (g_task(other) == 0)
+    other++;
+  text = tool_text(2, true, "dump %s --task 0 --uid count --key user-%d", store,
+                   other);
+  snprintf(want, sizeof(want),
+           "sluice-ckpt: key \"user-%d\" belongs to task %u, not 0\n", other,
+           g_task(other));
+  ck_assert_str_eq(text, want);
+  free(text);
+
+  /* Damaged pointers: a clear message and exit 1. */
+  json_t *p1 = g_pointer(store, 1);
+  char *good = json_dumps(p1, JSON_COMPACT);
+  const char *c1 = json_string_value(json_object_get(p1, "checkpoint"));
+  char *moved;
+  g_put(store, 1, "{\"task\":1}");
+  text = tool_text(1, false, "verify %s --task 1", store);
+  snprintf(want, sizeof(want),
+           "task 1: damaged\n  %s/tasks/1.json: not a task pointer of task 1\n",
+           store);
+  ck_assert_str_eq(text, want);
+  free(text);
+  text = tool_text(1, true, "inspect %s --task 1", store);
+  snprintf(want, sizeof(want),
+           "sluice-ckpt: %s/tasks/1.json: not a task pointer of task 1\n",
+           store);
+  ck_assert_str_eq(text, want);
+  free(text);
+  text = tool_text(1, true, "dump %s --task 1 --uid count", store);
+  ck_assert_str_eq(text, want);
+  free(text);
+  text = tool_text(0, false, "list %s", store);
+  snprintf(want, sizeof(want),
+           "\n1     damaged: %s/tasks/1.json: not a task pointer of task 1\n",
+           store);
+  ck_assert_msg(strstr(text, want), "%s", text);
+  free(text);
+  text = tool_text(1, false, "verify %s", store);
+  ck_assert_msg(strstr(text, "task 0: valid") &&
+                    strstr(text, "task 1: damaged"),
+                "%s", text);
+  free(text);
+  g_put(store, 1,
+        "{\"task\":1,\"checkpoint\":\"instances/nobody/chk-9\","
+        "\"source\":\"in\",\"topic\":\"in\",\"partition\":1,"
+        "\"offset\":3}");
+  text = tool_text(1, false, "verify %s --task 1", store);
+  ck_assert_str_eq(text, "task 1: damaged\n  tasks/1.json names "
+                         "instances/nobody/chk-9, which does not exist\n");
+  free(text);
+  /* A pointer of another partition. */
+  json_t *p2 = json_deep_copy(p1);
+  json_object_set_new(p2, "partition", json_integer(0));
+  moved = json_dumps(p2, JSON_COMPACT);
+  g_put(store, 1, moved);
+  free(moved);
+  json_decref(p2);
+  text = tool_text(1, false, "verify %s --task 1", store);
+  ck_assert_str_eq(text, "task 1: damaged\n  tasks/1.json names in[0]: task 1 "
+                         "is partition 1 of its topic\n");
+  free(text);
+  /* A pointer whose offset is not its checkpoint's. */
+  json_object_set_new(p1, "offset", json_integer(g_records(1) + 5));
+  moved = json_dumps(p1, JSON_COMPACT);
+  g_put(store, 1, moved);
+  free(moved);
+  text = tool_text(1, false, "verify %s --task 1", store);
+  snprintf(want, sizeof(want),
+           "task 1: damaged\n  %s: source in's position of in[1] is %lld, "
+           "the pointer's offset %lld\n",
+           c1, (long long)g_records(1), (long long)g_records(1) + 5);
+  ck_assert_str_eq(text, want);
+  free(text);
+  /* No pointer: nothing to verify. */
+  snprintf(line, sizeof(line), "%s/tasks/1.json", store);
+  ck_assert_int_eq(unlink(line), 0);
+  text = tool_text(2, true, "verify %s --task 1", store);
+  snprintf(want, sizeof(want),
+           "sluice-ckpt: task 1 has no pointer in %s/tasks (it has no "
+           "snapshot yet: it starts empty when assigned)\n",
+           store);
+  ck_assert_str_eq(text, want);
+  free(text);
+  g_put(store, 1, good);
+  free(good);
+  json_decref(p1);
+
+  /* restore --task: a verified copy of the task's checkpoint. */
+  snprintf(line, sizeof(line), "%s/copy", dir);
+  text = tool_text(0, false, "restore %s --task 0 --to %s", store, line);
+  ck_assert_msg(strstr(text, "verified"), "%s", text);
+  free(text);
+
+  /* prune: per instance the newest complete checkpoint and what a
+   * pointer names stay; an instance nobody needs goes. Every task now
+   * points at task 0's checkpoint: the other instances are gone. */
+  for (uint32_t t = 1; t < G_PARTS; t++) {
+    json_object_set_new(p0, "task", json_integer(t));
+    char *tx = json_dumps(p0, JSON_COMPACT);
+    g_put(store, t, tx);
+    free(tx);
+  }
+  want[0] = 0;
+  int kept = 0, removed = 0, gone = 0, kept_held = 0;
+  for (int i = 0; i < n_inst; i++) {
+    char idir[700], rel[300];
+    snprintf(idir, sizeof(idir), "%s/instances/%s", store, names[i]);
+    snprintf(rel, sizeof(rel), "instances/%s", names[i]);
+    json_t *ls = tool_json(0, "--json list %s%s", idir, "");
+    size_t k;
+    json_t *r;
+    json_array_foreach(json_object_get(ls, "checkpoints"), k, r) {
+      char me[400];
+      snprintf(me, sizeof(me), "%s/chk-%lld", rel,
+               (long long)json_integer_value(json_object_get(r, "id")));
+      ck_assert_str_eq(json_string_value(json_object_get(r, "status")),
+                       "complete");
+      if (k == 0 || strcmp(me, c0) == 0) {
+        kept++;
+        kept_held += strcmp(rel, held) == 0;
+        continue;
+      }
+      removed++;
+      l = strlen(want);
+      snprintf(want + l, sizeof(want) - l,
+               "would remove %s (older than the newest kept)\n",
+               json_string_value(json_object_get(r, "path")));
+    }
+    json_decref(ls);
+    if (strcmp(rel, held) != 0) {
+      gone++;
+      l = strlen(want);
+      snprintf(want + l, sizeof(want) - l,
+               "would remove %s (its process is gone and no pointer names "
+               "its checkpoints)\n",
+               idir);
+    }
+  }
+  l = strlen(want);
+  snprintf(want + l, sizeof(want) - l,
+           "kept %d checkpoint director%s, would remove %d and %d instance "
+           "director%s\n",
+           kept, kept == 1 ? "y" : "ies", removed, gone,
+           gone == 1 ? "y" : "ies");
+  text = tool_text(0, false, "prune %s --keep 1 --dry-run", store);
+  sort_lines(text);
+  sort_lines(want);
+  ck_assert_str_eq(text, want);
+  free(text);
+  free(tool_text(0, false, "prune %s --keep 1", store));
+  json_t *ls = tool_json(0, "--json list %s%s", store, "");
+  json_t *insts = json_object_get(ls, "instances");
+  ck_assert_uint_eq(json_array_size(insts), 1);
+  json_t *only = json_array_get(insts, 0);
+  ck_assert_str_eq(json_string_value(json_object_get(only, "name")),
+                   held + strlen("instances/"));
+  ck_assert_int_eq((int)json_array_size(json_object_get(only, "checkpoints")),
+                   kept_held);
+  json_decref(ls);
+  json_decref(p0);
+  for (int i = 0; i < n_inst; i++)
+    free(names[i]);
+  free(store);
+  rmrf(dir);
+  free(dir);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ckpt_tool");
   TCase *tc = tcase_create("sluice-ckpt");
@@ -1152,6 +1652,7 @@ int main(void) {
   tcase_add_test(tc, restore_refuses_what_verify_refuses);
   tcase_add_test(tc, latest_skips_what_verify_refuses);
   tcase_add_test(tc, segments_outlive_their_checkpoint);
+  tcase_add_test(tc, group_store_tasks);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }

@@ -4,7 +4,8 @@
  * example's precision and recall target per rule, and give exactly the
  * distinct alerts of a reference run at parallelism 1 (same seed, same
  * input) — at parallelism 2 on either state backend, and when SIGKILLed
- * after a checkpoint and restarted from it (duplicates only). A job's
+ * after a checkpoint and restarted from it (duplicates only), and as three
+ * processes of one group. A job's
  * report of bad records counts both kinds of bad input. */
 #include <check.h>
 
@@ -47,6 +48,8 @@ typedef struct run {
   long records, duplicates;
   long alerts_before_kill; /* -1: not killed */
   long restarted_read;     /* input records the restarted job read */
+  long member_read[4];     /* --processes: what each process read */
+  int members;
   int status;
 } run;
 
@@ -90,6 +93,11 @@ static void run_example(const char *example, const char *extra, run *r) {
            &r->duplicates);
     sscanf(line, "run-example: killed the job with SIGKILL after it wrote %ld",
            &r->alerts_before_kill);
+    int m;
+    long rd;
+    if (r->members < 4 &&
+        sscanf(line, "run-example: fraud-%d fraud-job: read %ld", &m, &rd) == 2)
+      r->member_read[r->members++] = rd;
     const char *re = strstr(line, "run-example: restarted ");
     if (re && (re = strstr(re, ": read ")))
       sscanf(re, ": read %ld", &r->restarted_read);
@@ -174,6 +182,30 @@ END_TEST
 
 START_TEST(botdetect_meets_target) {
   meets_target("botdetect", 3, 0.9, _i);
+}
+END_TEST
+
+/* Three processes of one group (docs/scaling.md), each reading a share
+ * of the co-partitioned input, write together the alerts one process
+ * writes, on either backend. */
+START_TEST(fraud_three_processes_match_one) {
+  const char *ref = reference_of("fraud", 3, 0.95);
+  char extra[700];
+  snprintf(extra, sizeof(extra),
+           "--processes 3 --set state.backend=%s --reference %s", backends[_i],
+           ref);
+  run r;
+  run_example("fraud", extra, &r);
+  assert_same_as_reference(&r, 3);
+  assert_on_target(&r, 3, 0.95);
+  ck_assert_int_eq(r.duplicates, 0);
+  ck_assert_int_eq(r.members, 3);
+  long sum = 0;
+  for (int i = 0; i < r.members; i++) {
+    ck_assert_msg(r.member_read[i] > 0, "process %d read nothing", i + 1);
+    sum += r.member_read[i];
+  }
+  ck_assert_int_eq(sum, events_of("fraud"));
 }
 END_TEST
 
@@ -526,6 +558,7 @@ int main(void) {
   tcase_add_test(tc, fraud_restart_after_the_end_ends);
   tcase_add_test(tc, fraud_incidents_match_the_model);
   tcase_add_test(tc, fraud_rule_update_mid_stream);
+  tcase_add_loop_test(tc, fraud_three_processes_match_one, 0, n);
   suite_add_tcase(s, tc);
   int rc = tu_run(s);
   char cmd[600];

@@ -1622,6 +1622,45 @@ static void contract_cleanup_and_growth(const sl__backend_ops *ops) {
   ops->close(be);
 }
 
+static bool every_item(const void *val, size_t len, void *opaque) {
+  (void)val, (void)len, (void)opaque;
+  return true;
+}
+
+/* A full cleanup (budget SIZE_MAX, as a snapshot runs it) visits every
+ * key group once and returns: with 128 key groups it removes every item,
+ * with 4 it ends (budget * HM_SCAN_FACTOR must not wrap around). */
+static void contract_full_cleanup(const sl__backend_ops *ops, uint32_t n_kg) {
+  if (!ops->cleanup)
+    return;
+  sl__backend_conf bc = {
+      .conf = g_conf, .kg_lo = 0, .kg_hi = n_kg, .max_par = n_kg};
+  char err[128];
+  sl__backend *be = ops->open(&bc, err, sizeof(err));
+  ck_assert_msg(be != NULL, "%s", err);
+  uint32_t v;
+  ops->register_state(be, "v", SL__BT_VALUE, &v);
+  char key[16];
+  void *p;
+  for (int i = 0; i < 1000; i++) {
+    snprintf(key, sizeof(key), "%d", i);
+    sl__skey k = skey(be, v, key, "");
+    ck_assert_int_eq(ops->slot(be, &k, 4, &p), 0);
+    memcpy(p, &i, 4);
+  }
+  ck_assert_uint_eq(ops->cleanup(be, v, SIZE_MAX, every_item, NULL), 1000);
+  sl__state_stats s;
+  ops->stats(be, v, &s);
+  ck_assert_uint_eq(s.entries, 0);
+  ops->close(be);
+}
+
+START_TEST(test_contract_full_cleanup) {
+  contract_full_cleanup(backends[_i], 128);
+  contract_full_cleanup(backends[_i], 4);
+}
+END_TEST
+
 START_TEST(test_contract_values) {
   contract_values(backends[_i]);
 }
@@ -1757,6 +1796,7 @@ static Suite *state_suite(void) {
   tcase_add_loop_test(contract, test_contract_list_map, 0, N_BACKENDS);
   tcase_add_loop_test(contract, test_contract_kg, 0, N_BACKENDS);
   tcase_add_loop_test(contract, test_contract_cleanup_growth, 0, N_BACKENDS);
+  tcase_add_loop_test(contract, test_contract_full_cleanup, 0, N_BACKENDS);
   suite_add_tcase(s, contract);
   return s;
 }

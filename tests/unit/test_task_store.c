@@ -158,7 +158,7 @@ START_TEST(gc_removes_only_gone_unreferenced_instances) {
   ck_assert_int_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
   /* flock locks belong to an open file: gc's own open competes with fd
    * even in this process. */
-  sl__task_gc(root, 4, "self");
+  sl__task_gc(root, 4, "self", false, NULL, NULL);
   close(fd);
   ck_assert(!exists("instances/gone"));
   ck_assert(exists("instances/named/chk-5"));
@@ -167,8 +167,45 @@ START_TEST(gc_removes_only_gone_unreferenced_instances) {
   ck_assert(exists("instances/starting"));
   /* Once task 1 points elsewhere, "named" goes too. */
   put(1, "instances/self/chk-4", 9);
-  sl__task_gc(root, 4, "self");
+  sl__task_gc(root, 4, "self", false, NULL, NULL);
   ck_assert(!exists("instances/named"));
+  teardown_root();
+}
+END_TEST
+
+static void note_removed(const char *name, void *opaque) {
+  char *buf = opaque;
+  strcat(buf, name);
+  strcat(buf, ";");
+}
+
+START_TEST(gc_dry_run_names_what_it_would_remove) {
+  setup_root();
+  const int one[] = {4};
+  instance("gone", one, 1);
+  instance("alive", one, 1);
+  char lock[600];
+  snprintf(lock, sizeof(lock), "%s/instances/alive/.lock", root);
+  int fd = open(lock, O_RDWR);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
+  char inst[600];
+  snprintf(inst, sizeof(inst), "%s/instances/alive", root);
+  ck_assert(sl__task_inst_alive(inst));
+  snprintf(inst, sizeof(inst), "%s/instances/gone", root);
+  ck_assert(!sl__task_inst_alive(inst));
+  char names[256] = "";
+  sl__task_gc(root, 4, NULL, true, note_removed, names);
+  ck_assert_str_eq(names, "gone;");
+  ck_assert(exists("instances/gone/chk-4"));
+  /* The probe released its lock: the owner still holds its own. */
+  ck_assert_int_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
+  names[0] = 0;
+  sl__task_gc(root, 4, NULL, false, note_removed, names);
+  ck_assert_str_eq(names, "gone;");
+  ck_assert(!exists("instances/gone"));
+  ck_assert(exists("instances/alive/chk-4"));
+  close(fd);
   teardown_root();
 }
 END_TEST
@@ -180,6 +217,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, damaged_pointer_is_an_error);
   tcase_add_test(tc, refs_name_the_pointed_checkpoints);
   tcase_add_test(tc, gc_removes_only_gone_unreferenced_instances);
+  tcase_add_test(tc, gc_dry_run_names_what_it_would_remove);
   suite_add_tcase(s, tc);
   return s;
 }

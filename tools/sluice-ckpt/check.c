@@ -77,7 +77,10 @@ int tool_open(const char *chk, tool_ckpt *ck) {
   int r = sl__ckpt_check_run(chk, &c, err, sizeof(err));
   if (r == SL_ERR_NOTFOUND && !looks_like_checkpoint(chk)) {
     sl__ckpt_check_free(&c);
-    tool_err("%s is not a checkpoint directory (no _metadata)", chk);
+    tool_err("%s is not a checkpoint directory (no _metadata)%s", chk,
+             tool_is_store(chk) ? "; it is a group store: name a task with "
+                                  "--task N"
+                                : "");
     return TOOL_USAGE;
   }
   if (r) {
@@ -333,6 +336,8 @@ int tool_verify_report(const char *chk, json_t **out) {
 }
 
 int cmd_verify(const tool_opts *o) {
+  if (o->task >= 0 || tool_is_store(o->path))
+    return store_verify(o);
   json_t *rep;
   int rc = tool_verify_report(o->path, &rep);
   if (!rep)

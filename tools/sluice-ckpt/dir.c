@@ -70,9 +70,16 @@ static void quick_check(const char *chk, uint64_t id, quick *q) {
   sl__ckpt_check_free(&c);
 }
 
+const char *tool_quick_status(const char *chk, char *why, size_t len) {
+  quick q;
+  quick_check(chk, 0, &q);
+  snprintf(why, len, "%s", q.why);
+  return q.status;
+}
+
 /* ids of dir's chk-<id> directories (not symlinks or files), newest
  * first; TOOL_USAGE with a message when dir cannot be read. */
-static int list_ids(const char *dir, uint64_t **ids, size_t *n) {
+int tool_list_ids(const char *dir, uint64_t **ids, size_t *n) {
   struct stat st;
   if (stat(dir, &st) != 0) {
     tool_err("%s: %s", dir, strerror(errno));
@@ -97,23 +104,18 @@ static int list_ids(const char *dir, uint64_t **ids, size_t *n) {
   return TOOL_OK;
 }
 
-int cmd_list(const tool_opts *o) {
-  uint64_t *ids = NULL;
-  size_t n;
-  int rc = list_ids(o->path, &ids, &n);
-  if (rc)
-    return rc;
-  json_t *arr = json_array();
-  if (!o->json && n)
+void tool_list_rows(const char *dir, const uint64_t *ids, size_t n, bool json,
+                    json_t *arr) {
+  if (!json && n)
     printf("%-8s %-25s %-10s %-9s %10s %3s\n", "ID", "CREATED (UTC)", "STATUS",
            "COMMITTED", "SIZE", "P");
   for (size_t i = 0; i < n; i++) {
     char chk[4200], when[64], sz[32];
-    snprintf(chk, sizeof(chk), "%s/chk-%" PRIu64, o->path, ids[i]);
+    snprintf(chk, sizeof(chk), "%s/chk-%" PRIu64, dir, ids[i]);
     quick q;
     quick_check(chk, ids[i], &q);
     tool_time(q.created_ms, when, sizeof(when));
-    if (o->json) {
+    if (json) {
       json_t *j = json_pack(
           "{s:I,s:s,s:s,s:I,s:s,s:b,s:b,s:I}", "id", (json_int_t)q.id, "path",
           chk, "status", q.status, "created_ms", (json_int_t)q.created_ms,
@@ -135,6 +137,18 @@ int cmd_list(const tool_opts *o) {
       printf("  (%s)", q.why);
     printf("\n");
   }
+}
+
+int cmd_list(const tool_opts *o) {
+  if (tool_is_store(o->path))
+    return store_list(o);
+  uint64_t *ids = NULL;
+  size_t n;
+  int rc = tool_list_ids(o->path, &ids, &n);
+  if (rc)
+    return rc;
+  json_t *arr = json_array();
+  tool_list_rows(o->path, ids, n, o->json, arr);
   if (o->json) {
     json_t *doc = json_pack("{s:s,s:o}", "dir", o->path, "checkpoints", arr);
     tool_print_json(doc);
@@ -157,30 +171,33 @@ int cmd_list(const tool_opts *o) {
 
 /* ---- prune -------------------------------------------------------------- */
 
-int cmd_prune(const tool_opts *o) {
-  if (o->keep < 1) {
-    tool_err("prune needs --keep N (N >= 1 complete checkpoints to keep)");
-    return TOOL_USAGE;
-  }
+int tool_prune_dir(const char *dir, const tool_opts *o, const tool_store *s,
+                   const char *inst, json_t *removed, json_t *kept) {
   uint64_t *ids = NULL;
   size_t n;
-  int rc = list_ids(o->path, &ids, &n);
+  int rc = tool_list_ids(dir, &ids, &n);
   if (rc)
     return rc;
   /* The coordinator's retention rule (files.h), except that "complete"
-   * is the quick check, so a damaged checkpoint is not one of the N. */
-  json_t *removed = json_array(), *kept = json_array();
+   * is the quick check, so a damaged checkpoint is not one of the N; in
+   * a group store, what a task pointer names stays too, as the running
+   * processes' retention keeps it (checkpoint/tasks.h). */
   struct stat st;
   sl__retention ret = {.keep = o->keep};
   for (size_t i = 0; i < n; i++) {
     char chk[4200];
-    snprintf(chk, sizeof(chk), "%s/chk-%" PRIu64, o->path, ids[i]);
+    snprintf(chk, sizeof(chk), "%s/chk-%" PRIu64, dir, ids[i]);
     quick q;
     quick_check(chk, ids[i], &q);
     bool complete = strcmp(q.status, "complete") == 0;
     const char *why = NULL;
     if (sl__ckpt_retain_next(&ret, complete))
       why = complete ? "older than the newest kept" : q.status;
+    char rel[600];
+    snprintf(rel, sizeof(rel), "instances/%s/chk-%" PRIu64, inst ? inst : "",
+             ids[i]);
+    if (why && s && sl__task_ptr_refs(s->root, s->n_tasks, rel))
+      why = NULL;
     json_t *j = json_pack("{s:I,s:s,s:s}", "id", (json_int_t)ids[i], "path",
                           chk, "status", q.status);
     if (!why) {
@@ -199,20 +216,34 @@ int cmd_prune(const tool_opts *o) {
     if (!o->json)
       printf("%s %s (%s)\n", o->dry_run ? "would remove" : "removed", chk, why);
   }
+  free(ids);
+  return rc;
+}
+
+int cmd_prune(const tool_opts *o) {
+  if (o->keep < 1) {
+    tool_err("prune needs --keep N (N >= 1 complete checkpoints to keep)");
+    return TOOL_USAGE;
+  }
+  if (tool_is_store(o->path))
+    return store_prune(o);
+  json_t *removed = json_array(), *kept = json_array();
+  int rc = tool_prune_dir(o->path, o, NULL, NULL, removed, kept);
   if (o->json) {
     json_t *doc = json_pack("{s:s,s:I,s:b,s:o,s:o}", "dir", o->path, "keep",
                             (json_int_t)o->keep, "dry_run", o->dry_run,
                             "removed", removed, "kept", kept);
-    tool_print_json(doc);
+    if (rc != TOOL_USAGE || json_array_size(removed) + json_array_size(kept))
+      tool_print_json(doc);
     json_decref(doc);
   } else {
-    printf("kept %zu checkpoint director%s, %s %zu\n", json_array_size(kept),
-           json_array_size(kept) == 1 ? "y" : "ies",
-           o->dry_run ? "would remove" : "removed", json_array_size(removed));
+    if (rc != TOOL_USAGE || json_array_size(removed) + json_array_size(kept))
+      printf("kept %zu checkpoint director%s, %s %zu\n", json_array_size(kept),
+             json_array_size(kept) == 1 ? "y" : "ies",
+             o->dry_run ? "would remove" : "removed", json_array_size(removed));
     json_decref(removed);
     json_decref(kept);
   }
-  free(ids);
   return rc;
 }
 
@@ -311,6 +342,17 @@ static bool inside(const char *path, const char *dir) {
 }
 
 int cmd_restore(const tool_opts *o) {
+  /* --task: a copy of the checkpoint the task's pointer names. */
+  tool_opts to = *o;
+  sl__task_ptr ptr;
+  char chk[4800];
+  if (o->to && o->task >= 0) {
+    int rc = store_task_checkpoint(o, &ptr, chk, sizeof(chk));
+    if (rc)
+      return rc;
+    to.path = chk;
+    o = &to;
+  }
   if (!o->to) {
     tool_err("restore needs --to DIR (where to put the copy)");
     return TOOL_USAGE;

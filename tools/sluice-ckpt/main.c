@@ -14,23 +14,37 @@
 static const char usage[] =
     "usage: sluice-ckpt [--json] COMMAND ARGS\n"
     "  list DIR                      checkpoints in a checkpoint.dir, newest "
-    "first\n"
+    "first;\n"
+    "                                of a group store: its instances and "
+    "task pointers\n"
     "  inspect CHK                   what a checkpoint holds (positions, "
     "operators,\n"
     "                                states, broadcast state, key groups,\n"
     "                                timers, sizes)\n"
+    "  inspect DIR --task N          what task N's pointer names and holds\n"
     "  verify CHK                    check every file; exit 0 valid, 1 "
     "damaged,\n"
     "                                2 usage or I/O error\n"
+    "  verify DIR [--task N]         check task N's pointer and checkpoint "
+    "(every\n"
+    "                                task's without --task)\n"
     "  dump CHK --uid U [--state S] [--key K | --key-base64 B] [--ttl]\n"
     "                                keyed and broadcast state entries as "
     "JSON lines\n"
-    "  prune DIR --keep N [--dry-run]  remove all but the newest N complete\n"
+    "  dump DIR --task N --uid U ... the keyed state of task N\n"
+    "  prune DIR --keep N [--dry-run]  remove all but the newest N complete "
+    "(of a\n"
+    "                                group store: per instance, keeping what "
+    "a pointer\n"
+    "                                names, and gone instances nobody needs)\n"
     "  restore CHK --to DIR          copy a checkpoint to DIR/chk-<id> and "
     "verify it\n"
+    "  restore DIR --task N --to D   the same with the checkpoint of task N\n"
+    "DIR is a checkpoint.dir, CHK one chk-<id> in it; a group store is the "
+    "checkpoint.dir\nof group mode (instances/, tasks/).\n"
     "--json prints one JSON document (dump always prints JSON lines).\n"
     "list, inspect, verify and dump only read; exit codes: 0 ok, 1 damaged "
-    "or\nincomplete checkpoint, 2 usage or I/O error.\n";
+    "or\nincomplete checkpoint or task pointer, 2 usage or I/O error.\n";
 
 void tool_err(const char *fmt, ...) {
   va_list ap;
@@ -153,7 +167,7 @@ static char *unbase64(const char *s, size_t *len) {
 static char *key_buf;
 
 int main(int argc, char **argv) {
-  tool_opts o = {.keep = -1};
+  tool_opts o = {.keep = -1, .task = -1};
   const char *cmd = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v;
@@ -192,6 +206,17 @@ int main(int argc, char **argv) {
     } else if (is_opt(a, "--to")) {
       if (need_value(argc, argv, &i, &o.to))
         return TOOL_USAGE;
+    } else if (is_opt(a, "--task")) {
+      char *end;
+      if (need_value(argc, argv, &i, &v))
+        return TOOL_USAGE;
+      errno = 0;
+      o.task = strtol(v, &end, 10);
+      if (!*v || *end || errno || o.task < 0 || o.task > INT32_MAX) {
+        tool_err("--task needs a task number (a partition, >= 0), not \"%s\"",
+                 v);
+        return TOOL_USAGE;
+      }
     } else if (is_opt(a, "--keep")) {
       char *end;
       if (need_value(argc, argv, &i, &v))

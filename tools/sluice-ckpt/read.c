@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "checkpoint/layout.h"
+#include "core/hash.h"
 #include "tools/sluice-ckpt/tool.h"
 
 /* ---- Source positions --------------------------------------------------- */
@@ -594,6 +595,8 @@ static void print_inspect(const json_t *doc) {
 }
 
 int cmd_inspect(const tool_opts *o) {
+  if (o->task >= 0)
+    return store_inspect(o);
   tool_ckpt ck;
   int rc = tool_open(o->path, &ck);
   if (rc)
@@ -694,6 +697,191 @@ int cmd_inspect(const tool_opts *o) {
       tool_print_json(doc);
     else
       print_inspect(doc);
+  }
+  json_decref(doc);
+  tool_close(&ck);
+  return rc;
+}
+
+/* ---- One task of a group store ------------------------------------------ */
+
+const tool_worker *tool_task_worker(const tool_ckpt *ck, uint32_t task) {
+  for (int i = 0; i < ck->n_w; i++)
+    if (task >= ck->w[i].kg_lo && task < ck->w[i].kg_hi && task < ck->max_par)
+      return &ck->w[i];
+  return NULL;
+}
+
+int64_t tool_task_position(const tool_ckpt *ck, const sl__task_ptr *ptr) {
+  for (int i = 0; i < ck->n_w; i++) {
+    sl__rd body = ck->w[i].body, p;
+    uint32_t type, kg;
+    while (sl__snap_next(&body, &type, &kg, &p) == 1) {
+      const void *u, *b;
+      size_t ul, bl;
+      uint32_t sub;
+      if (type != SL__SEC_SOURCE ||
+          sl__snap_blob(p, type, &u, &ul, &sub, &b, &bl) ||
+          ul != strlen(ptr->source) || memcmp(u, ptr->source, ul))
+        continue;
+      json_t *f = json_object(), *e;
+      int64_t off = -1;
+      size_t k;
+      if (kafka_decode(ptr->source, sub, b, bl, f))
+        json_array_foreach(json_object_get(f, "partitions"), k, e) {
+          const char *t = json_string_value(json_object_get(e, "topic"));
+          if (off < 0 && t && !strcmp(t, ptr->topic) &&
+              json_integer_value(json_object_get(e, "partition")) ==
+                  ptr->partition)
+            off = (int64_t)json_integer_value(json_object_get(e, "offset"));
+        }
+      json_decref(f);
+      if (off >= 0)
+        return off;
+    }
+  }
+  return -1;
+}
+
+/* Timers of key group kg in w, one row per (uid, domain). */
+static json_t *task_timers(const tool_worker *w, uint32_t kg) {
+  json_t *rows = json_array();
+  sl__rd body = w->body, p;
+  uint32_t type, skg;
+  while (sl__snap_next(&body, &type, &skg, &p) == 1) {
+    const void *uid;
+    size_t ul;
+    uint64_t n[SL__SNAP_TIMER_DOMAINS] = {0};
+    sl__snap_timer t;
+    if (type != SL__SEC_TIMERS || !sl__rd_bytes(&p, &uid, &ul))
+      continue;
+    while (sl__snap_timer_next(&p, &t) == 1)
+      n[t.domain] += t.kg == kg;
+    for (int d = 0; d < SL__SNAP_TIMER_DOMAINS; d++)
+      if (n[d])
+        json_array_append_new(rows, json_pack("{s:s%,s:s,s:I}", "uid", uid, ul,
+                                              "domain",
+                                              d == 0 ? "event" : "processing",
+                                              "count", (json_int_t)n[d]));
+  }
+  return rows;
+}
+
+static void print_task(const json_t *doc) {
+#define I(o, k) ((long long)json_integer_value(json_object_get(o, k)))
+#define S(o, k) (json_string_value(json_object_get(o, k)))
+  const json_t *p = json_object_get(doc, "target"),
+               *c = json_object_get(doc, "checkpoint"),
+               *w = json_object_get(doc, "worker");
+  printf("task %lld of group store %s\n", I(doc, "task"), S(doc, "dir"));
+  printf("  pointer      %s: source %s, %s[%lld], next offset %lld\n",
+         S(doc, "pointer"), S(p, "source"), S(p, "topic"), I(p, "partition"),
+         I(p, "offset"));
+  printf("  checkpoint   %s: id %lld of job \"%s\", created %s, backend %s\n",
+         S(p, "checkpoint"), I(c, "id"), S(c, "job"), S(c, "created"),
+         S(c, "backend"));
+  printf("  instance     %s (%s)\n", S(doc, "instance"),
+         json_is_true(json_object_get(doc, "alive")) ? "alive" : "gone");
+  printf("  key group    %lld of %lld, worker %lld [%lld, %lld) in %s\n",
+         I(doc, "task"), I(c, "max_parallelism"), I(w, "index"), I(w, "kg_lo"),
+         I(w, "kg_hi"), S(w, "location"));
+  if (json_is_integer(json_object_get(doc, "position")))
+    printf("  position     next offset %lld in the checkpoint\n",
+           I(doc, "position"));
+  else
+    printf("  position     not recorded in the checkpoint\n");
+  size_t i;
+  json_t *r;
+  printf("\nstates (key group %lld)\n  %-32s %-6s %10s %12s\n", I(doc, "task"),
+         "NAME (uid/state)", "TYPE", "ENTRIES", "BYTES");
+  json_array_foreach(json_object_get(doc, "states"), i, r) {
+    printf("  %-32s %-6s %10lld %12lld\n", S(r, "name"), S(r, "type"),
+           I(r, "entries"), I(r, "bytes"));
+  }
+  if (json_is_string(json_object_get(doc, "states_note")))
+    printf("  (%s)\n", S(doc, "states_note"));
+  printf("\ntimers (key group %lld)\n  %-24s %-11s %10s\n", I(doc, "task"),
+         "UID", "DOMAIN", "COUNT");
+  json_array_foreach(json_object_get(doc, "timers"), i, r) {
+    printf("  %-24s %-11s %10lld\n", S(r, "uid"), S(r, "domain"),
+           I(r, "count"));
+  }
+#undef I
+#undef S
+}
+
+int store_inspect(const tool_opts *o) {
+  sl__task_ptr ptr;
+  char chk[4800];
+  int rc = store_task_checkpoint(o, &ptr, chk, sizeof(chk));
+  if (rc)
+    return rc;
+  tool_ckpt ck;
+  if ((rc = tool_open(chk, &ck)))
+    return rc;
+  uint32_t task = (uint32_t)o->task;
+  const tool_worker *w = tool_task_worker(&ck, task);
+  if (!ck.m.kg_murmur2 || !w) {
+    tool_err("task %" PRIu32 ": %s does not hold its key group (verify "
+             "--task says why)",
+             task, ptr.checkpoint);
+    tool_close(&ck);
+    return TOOL_DAMAGED;
+  }
+  char file[64], when[64];
+  snprintf(file, sizeof(file), "tasks/%" PRIu32 ".json", task);
+  char inst[256] = "-";
+  const char *a = ptr.checkpoint + 10, *b;
+  if (!strncmp(ptr.checkpoint, "instances/", 10) && (b = strchr(a, '/')))
+    snprintf(inst, sizeof(inst), "%.*s", (int)(b - a), a);
+  char idir[4200];
+  snprintf(idir, sizeof(idir), "%s/instances/%s", o->path, inst);
+  json_int_t created =
+      json_integer_value(json_object_get(ck.meta, "created_ms"));
+  json_t *doc = json_pack(
+      "{s:I,s:s,s:s,s:{s:s,s:s,s:s,s:i,s:I},s:s,s:b,s:{s:s,s:I,s:s,s:I,s:s,"
+      "s:s,s:i},s:{s:i,s:i,s:i,s:s}}",
+      "task", (json_int_t)task, "dir", o->path, "pointer", file, "target",
+      "checkpoint", ptr.checkpoint, "source", ptr.source, "topic", ptr.topic,
+      "partition", (int)ptr.partition, "offset", (json_int_t)ptr.offset,
+      "instance", inst, "alive", sl__task_inst_alive(idir), "checkpoint",
+      "path", ck.path, "id", (json_int_t)ck.id, "job", ck.job, "created_ms",
+      created, "created", tool_time(created, when, sizeof(when)), "backend",
+      ck.backend, "max_parallelism", (int)ck.max_par, "worker", "index",
+      w->index, "kg_lo", (int)w->kg_lo, "kg_hi", (int)w->kg_hi, "location",
+      w->native ? w->native : w->file);
+  int64_t off = tool_task_position(&ck, &ptr);
+  json_object_set_new(doc, "position",
+                      off < 0 ? json_null() : json_integer((json_int_t)off));
+  stats st = {.kg = calloc(ck.max_par + 1, sizeof(kg_row))};
+  bool missing = false;
+  rc = st.kg ? walk_worker(&ck, w, task, task + 1, count_cb, &st, &missing)
+             : TOOL_USAGE;
+  json_t *states = json_array();
+  for (size_t k = 0; k < st.n_st; k++) {
+    json_array_append_new(states,
+                          json_pack("{s:s,s:s,s:I,s:I}", "name", st.st[k].name,
+                                    "type", tool_btype(st.st[k].type),
+                                    "entries", (json_int_t)st.st[k].entries,
+                                    "bytes", (json_int_t)st.st[k].bytes));
+    free(st.st[k].name);
+    free(st.st[k].layout);
+  }
+  free(st.st);
+  free(st.kg);
+  json_object_set_new(doc, "states", states);
+  if (missing)
+    json_object_set_new(
+        doc, "states_note",
+        json_sprintf("state of backend \"%s\" in native directories; this "
+                     "build of sluice-ckpt cannot read that backend",
+                     ck.backend));
+  json_object_set_new(doc, "timers", task_timers(w, task));
+  if (rc == TOOL_OK) {
+    if (o->json)
+      tool_print_json(doc);
+    else
+      print_task(doc);
   }
   json_decref(doc);
   tool_close(&ck);
@@ -860,22 +1048,56 @@ static int check_names(const tool_ckpt *ck, const tool_opts *o) {
   return TOOL_OK;
 }
 
+/* The key group of a key: in a checkpoint of group mode its Kafka
+ * partition (docs/scaling.md), else the key hash's. */
+static uint32_t key_group_of(const tool_ckpt *ck, const void *key, size_t len) {
+  if (ck->m.kg_murmur2)
+    return sl__murmur2_partition(key, len, ck->max_par);
+  return sl__snap_key_group(ck->m.format, key, len, ck->max_par);
+}
+
 int cmd_dump(const tool_opts *o) {
   if (!o->uid) {
     tool_err("dump needs --uid U (the operator whose keyed state to print)");
     return TOOL_USAGE;
   }
+  /* --task: the checkpoint the task's pointer names, only its key group. */
+  tool_opts to = *o;
+  sl__task_ptr ptr;
+  char chk[4800];
+  int rc;
+  if (o->task >= 0) {
+    if ((rc = store_task_checkpoint(o, &ptr, chk, sizeof(chk))))
+      return rc;
+    to.path = chk;
+    o = &to;
+  }
   tool_ckpt ck;
-  int rc = tool_open(o->path, &ck);
-  if (rc)
+  if ((rc = tool_open(o->path, &ck)))
     return rc;
   dump_ctx d = {.o = o, .uid_len = strlen(o->uid)};
   if ((rc = check_names(&ck, o))) {
     tool_close(&ck);
     return rc;
   }
-  /* Broadcast state first (it has no key). */
-  if (!o->have_key) {
+  if (o->task >= 0 &&
+      (!ck.m.kg_murmur2 || !tool_task_worker(&ck, (uint32_t)o->task))) {
+    tool_err("task %ld: %s does not hold its key group (verify --task says "
+             "why)",
+             o->task, ptr.checkpoint);
+    tool_close(&ck);
+    return TOOL_DAMAGED;
+  }
+  if (o->task >= 0 && o->have_key &&
+      key_group_of(&ck, o->key, o->key_len) != (uint32_t)o->task) {
+    tool_err("key \"%.*s\" belongs to task %" PRIu32 ", not %ld",
+             (int)o->key_len, o->key, key_group_of(&ck, o->key, o->key_len),
+             o->task);
+    tool_close(&ck);
+    return TOOL_USAGE;
+  }
+  /* Broadcast state first (it has no key; a task has none of its own). */
+  if (!o->have_key && o->task < 0) {
     json_t *copies = json_object();
     rc = bcast_walk(&ck, o->uid, bcast_dump, &d, copies);
     json_decref(copies);
@@ -883,7 +1105,10 @@ int cmd_dump(const tool_opts *o) {
   /* A key lives in one key group: only that one is read. */
   uint32_t lo = 0, hi = UINT32_MAX;
   if (o->have_key) {
-    lo = sl__snap_key_group(ck.m.format, o->key, o->key_len, ck.max_par);
+    lo = key_group_of(&ck, o->key, o->key_len);
+    hi = lo + 1;
+  } else if (o->task >= 0) {
+    lo = (uint32_t)o->task;
     hi = lo + 1;
   }
   for (int w = 0; rc == TOOL_OK && w < ck.n_w; w++) {

@@ -15,6 +15,7 @@
 #include "checkpoint/codec.h"
 #include "checkpoint/files.h"
 #include "checkpoint/format.h"
+#include "checkpoint/tasks.h"
 #include "core/json.h"
 
 /* Exit codes, the contract for scripts (docs/checkpoints.md). */
@@ -32,6 +33,7 @@ typedef struct tool_opts {
   size_t key_len;
   bool have_key;
   long keep; /* -1: not given */
+  long task; /* --task N of a group store; -1: not given */
   bool ttl, dry_run;
 } tool_opts;
 
@@ -79,6 +81,47 @@ int tool_verify_report(const char *chk, json_t **report);
 sl__native *tool_native_open(const char *chk, const char *backend,
                              const tool_worker *w, bool *missing, char *err,
                              size_t errlen);
+
+/* A group-mode checkpoint.dir (docs/scaling.md): instances/<instance>/
+ * with ordinary checkpoints, tasks/<task>.json pointers. */
+typedef struct tool_store {
+  const char *root;
+  uint32_t *tasks; /* task numbers with a pointer file, ascending */
+  size_t n;
+  uint32_t n_tasks; /* highest task + 1: what retention reads */
+} tool_store;
+
+/* Whether dir is a group store (it has instances/ or tasks/). */
+bool tool_is_store(const char *dir);
+
+/* Checkpoint listing and retention of one directory, shared by the
+ * ordinary and the group commands (dir.c). */
+int tool_list_ids(const char *dir, uint64_t **ids, size_t *n);
+/* list's quick check of one checkpoint: "complete", "incomplete" or
+ * "damaged" (why says why). */
+const char *tool_quick_status(const char *chk, char *why, size_t len);
+void tool_list_rows(const char *dir, const uint64_t *ids, size_t n, bool json,
+                    json_t *arr);
+/* prune of one directory: s and inst (its instance name) given, what a
+ * task pointer names is kept too. Appends {id, path, status} rows. */
+int tool_prune_dir(const char *dir, const tool_opts *o, const tool_store *s,
+                   const char *inst, json_t *removed, json_t *kept);
+
+/* Commands on a group store (store.c). */
+int store_list(const tool_opts *o);
+int store_prune(const tool_opts *o);
+int store_verify(const tool_opts *o);
+int store_inspect(const tool_opts *o);
+/* The part of one checkpoint that is task p->task (read.c): the worker
+ * holding its key group (NULL when none does) and the offset of its
+ * partition in the position of its source (-1 when not recorded). */
+const tool_worker *tool_task_worker(const tool_ckpt *ck, uint32_t task);
+int64_t tool_task_position(const tool_ckpt *ck, const sl__task_ptr *p);
+
+/* The checkpoint --task names, for dump and restore: TOOL_OK with its
+ * path in chk, else an exit code with the reason printed. */
+int store_task_checkpoint(const tool_opts *o, sl__task_ptr *p, char *chk,
+                          size_t len);
 
 int cmd_list(const tool_opts *o);
 int cmd_inspect(const tool_opts *o);
