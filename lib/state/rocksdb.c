@@ -636,12 +636,8 @@ static int make_options(rk *b) {
   rocksdb_options_set_db_write_buffer_size(o, wb);
   rocksdb_options_set_write_buffer_size(o, memtable);
   rocksdb_options_set_max_write_buffer_number(o, e->wb_count);
-  /* A memtable grows by arena blocks (by default 1/8 of it) and switches
-   * when the last one passes its size: smaller blocks, less overshoot. */
-  if (memtable >= 8 * MIB)
-    rocksdb_options_set_arena_block_size(o, MIB);
   /* A table file being built holds its filter and index partitions in
-   * memory until it is finished: about a fifth of the file for small
+   * memory until it is finished: up to a fifth of the file for small
    * entries, on a background thread, outside the budget. Files of 1/16 of
    * the worker's budget (8 to 64 MiB; RocksDB's default is 64) keep that
    * near 1%. */

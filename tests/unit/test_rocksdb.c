@@ -475,22 +475,20 @@ END_TEST
  * state.rocksdb.malloc.tune (default shares: 25% write buffers, 25%
  * write-back, 2 memtables): the block cache gets the rest less 1/8 (the
  * heap's holes around its blocks), table files are 1/16 of the worker's
- * budget within 8..64 MiB, memtables grow by 1 MiB arena blocks (from 8
- * MiB up), and the heap is trimmed after each memtable's worth of writes
- * when malloc.tune is on. */
+ * budget within 8..64 MiB, and the heap is trimmed after each memtable's
+ * worth of writes when malloc.tune is on. */
 START_TEST(budget_becomes_options) {
   static const struct {
     const char *memory, *tune;
     int par;
-    size_t cache, memtable, target, arena, trim;
+    size_t cache, memtable, target, trim;
   } cases[] = {
-      {"256m", "true", 1, 112, 32, 16, 1, 32},
-      {"256m", "false", 1, 112, 32, 16, 1, 0},
-      {"512m", "true", 1, 224, 64, 32, 1, 64},
-      {"2g", "true", 1, 896, 256, 64, 1, 256},
-      {"256m", "true", 4, 112, 8, 8, 1, 8},
-      /* A memtable under 8 MiB keeps RocksDB's arena blocks (1/8 of it). */
-      {"64m", "true", 2, 28, 4, 8, 0, 4},
+      {"256m", "true", 1, 112, 32, 16, 32},
+      {"256m", "false", 1, 112, 32, 16, 0},
+      {"512m", "true", 1, 224, 64, 32, 64},
+      {"2g", "true", 1, 896, 256, 64, 256},
+      {"256m", "true", 4, 112, 8, 8, 8},
+      {"64m", "true", 2, 28, 4, 8, 4},
   };
   const size_t M = (size_t)1 << 20;
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -514,8 +512,6 @@ START_TEST(budget_becomes_options) {
                       cases[i].memtable * M);
     ck_assert_uint_eq(rocksdb_options_get_target_file_size_base(b->opts),
                       cases[i].target * M);
-    ck_assert_uint_eq(rocksdb_options_get_arena_block_size(b->opts),
-                      cases[i].arena * M);
 #ifdef __GLIBC__
     ck_assert_uint_eq(b->trim_every, cases[i].trim * M);
 #else
