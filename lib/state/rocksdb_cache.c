@@ -504,10 +504,15 @@ int sl__rk_list_full(rk *b, size_t slot, rk_entry **ep) {
 
 static int batch_write(rk *b, rocksdb_writebatch_t *wb) {
   char *err = NULL;
+  size_t n;
+  rocksdb_writebatch_data(wb, &n);
   rocksdb_write(b->db, b->wo, wb, &err);
   rocksdb_writebatch_clear(wb);
   b->wseq++;
-  return err ? sl__rk_fail(b, "write", err) : 0;
+  if (err)
+    return sl__rk_fail(b, "write", err);
+  sl__rk_written(b, n);
+  return 0;
 }
 
 /* Key order, nearly: (state, key group, key length, key, ns length, ns, map

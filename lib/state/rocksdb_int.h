@@ -28,6 +28,7 @@ typedef struct rk_env {
   rocksdb_cache_t *cache;
   size_t budget, block_cache, write_buffer, write_back;
   int par, wb_count;
+  bool malloc_trim; /* state.rocksdb.malloc.tune, on glibc */
 } rk_env;
 
 /* ---- States ------------------------------------------------------------- */
@@ -172,6 +173,9 @@ typedef struct rk {
   uint32_t n_states, cap_states;
   rk_cache cache;
   uint64_t wseq; /* bumped by every write to RocksDB */
+  /* Bytes written to RocksDB since the heap was last trimmed, and how
+   * many between trims (0: never; see sl__rk_written). */
+  size_t written, trim_every;
   rk_mapit mit;
   unsigned char *mit_buf; /* the entry map_next is about to return */
   size_t mit_buf_cap;
@@ -320,6 +324,10 @@ int sl__rk_flush(rk *b);
 int sl__rk_evict(rk *b);
 /* Removes every clean cached entry of key group kg (UINT32_MAX: of all). */
 void sl__rk_cache_drop_kg(rk *b, uint32_t kg);
+
+/* rocksdb.c: counts n bytes written to RocksDB; after about a memtable's
+ * worth (trim_every), returns the heap's free pages to the system. */
+void sl__rk_written(rk *b, size_t n);
 
 /* rocksdb.c: errors. Records a RocksDB failure (sticky), frees rerr (NULL:
  * a malformed key), and returns SL_ERR_IO or SL_ERR_CORRUPT. */

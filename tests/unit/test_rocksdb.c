@@ -407,7 +407,8 @@ START_TEST(state_larger_than_the_cache) {
   sl_conf_t *c = conf_kv(&t, kv);
   sl__backend *be = open_range(c, 0, 128, 128, NULL);
   rk *b = (rk *)be;
-  ck_assert_uint_eq(b->env->block_cache, b->env->budget / 2);
+  ck_assert_uint_eq(b->env->block_cache,
+                    b->env->budget / 2 - b->env->budget / 16);
   uint32_t v;
   ops->register_state(be, "op/count", SL__BT_VALUE, &v);
   const char *env = getenv("SLUICE_TEST_BIG_KEYS");
@@ -467,6 +468,59 @@ START_TEST(state_larger_than_the_cache) {
   ops->close(be);
   sl_conf_destroy(c);
   rm_rf(t.path);
+}
+END_TEST
+
+/* How the budget becomes RocksDB's options, per budget, parallelism and
+ * state.rocksdb.malloc.tune (default shares: 25% write buffers, 25%
+ * write-back, 2 memtables): the block cache gets the rest less 1/8 (the
+ * heap's holes around its blocks), table files are 1/16 of the worker's
+ * budget within 8..64 MiB, and the heap is trimmed after each memtable's
+ * worth of writes when malloc.tune is on. */
+START_TEST(budget_becomes_options) {
+  static const struct {
+    const char *memory, *tune;
+    int par;
+    size_t cache, memtable, target, trim;
+  } cases[] = {
+      {"256m", "true", 1, 112, 32, 16, 32},
+      {"256m", "false", 1, 112, 32, 16, 0},
+      {"512m", "true", 1, 224, 64, 32, 64},
+      {"2g", "true", 1, 896, 256, 64, 256},
+      {"256m", "true", 4, 112, 8, 8, 8},
+      {"64m", "true", 2, 28, 4, 8, 4},
+  };
+  const size_t M = (size_t)1 << 20;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    tdir t;
+    tdir_make(&t);
+    const char *kv[] = {"state.rocksdb.memory", cases[i].memory,
+                        "state.rocksdb.malloc.tune", cases[i].tune, NULL};
+    sl_conf_t *c = conf_kv(&t, kv);
+    char err[512] = "";
+    sl__backend_conf bc = {.conf = c,
+                           .kg_lo = 0,
+                           .kg_hi = 128,
+                           .max_par = 128,
+                           .par = cases[i].par};
+    sl__backend *be = ops->open(&bc, err, sizeof(err));
+    ck_assert_msg(be != NULL, "open: %s", err);
+    rk *b = (rk *)be;
+    ck_assert_uint_eq(rocksdb_cache_get_capacity(b->env->cache),
+                      cases[i].cache * M);
+    ck_assert_uint_eq(rocksdb_options_get_write_buffer_size(b->opts),
+                      cases[i].memtable * M);
+    ck_assert_uint_eq(rocksdb_options_get_target_file_size_base(b->opts),
+                      cases[i].target * M);
+#ifdef __GLIBC__
+    ck_assert_uint_eq(b->trim_every, cases[i].trim * M);
+#else
+    ck_assert_uint_eq(b->trim_every, 0);
+#endif
+    ops->close(be);
+    sl_conf_destroy(c);
+    rm_rf(t.path);
+  }
 }
 END_TEST
 
@@ -1003,6 +1057,7 @@ int main(void) {
   tcase_add_test(tc, compaction_filter_drops_expired_items);
   tcase_add_test(tc, map_iteration_with_equal_hashes_and_eviction);
   tcase_add_test(tc, state_larger_than_the_cache);
+  tcase_add_test(tc, budget_becomes_options);
   suite_add_tcase(s, tc);
   tc = tcase_create("errors");
   tcase_set_timeout(tc, 120);
