@@ -52,7 +52,7 @@ void sl__kgroup_fail(sl__kgroup *g, int err, const char *fmt, ...) {
  * revoked partition is kept until a snapshot of its task completes
  * (sl__kgroup_release), so the next owner starts where this member
  * stopped. */
-static void settle(rd_kafka_t *rk, sl__kgroup *g, bool assigned, int n,
+static void settle(sl__kgroup *g, bool assigned, int n, int reads,
                    rd_kafka_error_t *ke, rd_kafka_resp_err_t re);
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
@@ -94,8 +94,13 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
       g->revoked(g->sub, l, true);
     re = rd_kafka_assign(rk, NULL);
   }
-  settle(rk, g, e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, l ? l->cnt : 0, ke,
-         re);
+  int n = l ? l->cnt : 0;
+  bool assigned = e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+  bool failed = !assigned && e != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS;
+  int reads = failed     ? 0 /* everything was given up */
+              : !g->coop ? (assigned ? n : 0)
+                         : g->reads + (assigned ? n : -n);
+  settle(g, assigned, n, reads, ke, re);
 }
 
 void sl__kgroup_release(rd_kafka_t *rk, sl__kgroup *g,
@@ -103,35 +108,34 @@ void sl__kgroup_release(rd_kafka_t *rk, sl__kgroup *g,
   rd_kafka_error_t *ke = g->coop ? rd_kafka_incremental_unassign(rk, l) : NULL;
   rd_kafka_resp_err_t re =
       g->coop ? RD_KAFKA_RESP_ERR_NO_ERROR : rd_kafka_assign(rk, NULL);
-  settle(rk, g, false, l->cnt, ke, re);
+  settle(g, false, l->cnt, g->coop ? g->reads - l->cnt : 0, ke, re);
 }
 
 void sl__kgroup_leave(rd_kafka_t *rk, sl__kgroup *g) {
   rd_kafka_topic_partition_list_t *l = NULL;
-  if (rd_kafka_assignment(rk, &l) || !l)
+  if (!g->reads || atomic_load(&g->lost) || rd_kafka_assignment(rk, &l) || !l)
     return;
   if (l->cnt)
     on_rebalance(rk, RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, l, g);
   rd_kafka_topic_partition_list_destroy(l);
 }
 
-/* Logs the assignment a rebalance step left and records its failure. */
-static void settle(rd_kafka_t *rk, sl__kgroup *g, bool assigned, int n,
+/* Logs the assignment a rebalance step left and records its failure. The
+ * count is the member's own (reads: what the step leaves when it
+ * succeeds): librdkafka's rd_kafka_assignment() was seen to lag an
+ * incremental assign, and may not answer at all for a lost assignment
+ * (seen in the consumer's close, which then never returns). */
+static void settle(sl__kgroup *g, bool assigned, int n, int reads,
                    rd_kafka_error_t *ke, rd_kafka_resp_err_t re) {
-  rd_kafka_topic_partition_list_t *now = NULL;
-  /* A lost assignment is given up whole; librdkafka may not answer an
-   * assignment query then (seen in the consumer's close, which then
-   * never returns). */
-  if (atomic_load(&g->lost) && !assigned)
-    sl__log(g->conf, g->job, SL__LOG_INFO, "kafka",
-            "source %s[%d]: group rebalance: lost %d partition(s); reads 0",
-            g->uid, g->subtask, n);
-  else if (!rd_kafka_assignment(rk, &now)) {
-    sl__log(g->conf, g->job, SL__LOG_INFO, "kafka",
-            "source %s[%d]: group rebalance: %s %d partition(s); reads %d",
-            g->uid, g->subtask, assigned ? "assigned" : "revoked", n, now->cnt);
-    rd_kafka_topic_partition_list_destroy(now);
-  }
+  if (!ke && !re)
+    g->reads = reads < 0 ? 0 : reads;
+  sl__log(g->conf, g->job, SL__LOG_INFO, "kafka",
+          "source %s[%d]: group rebalance: %s %d partition(s); reads %d",
+          g->uid, g->subtask,
+          assigned                ? "assigned"
+          : atomic_load(&g->lost) ? "lost"
+                                  : "revoked",
+          n, g->reads);
   if (ke) {
     sl__kgroup_fail(g, SL_ERR_KAFKA, "rebalance: %s",
                     rd_kafka_error_string(ke));

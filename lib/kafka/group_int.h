@@ -45,6 +45,9 @@ typedef struct sl__kgroup {
    * rd_kafka_rebalance_protocol() can block when called from the
    * callback its consumer close makes. */
   bool coop;
+  /* How many partitions the member reads, by its own count of the
+   * rebalance steps it made (rebalance thread). */
+  int reads;
   /* Exactly-once across processes: the member's consumer and its index
    * in the job's members (sl__kgroup_register); lost is set, never
    * cleared, once librdkafka called the member's assignment lost (its

@@ -665,7 +665,13 @@ START_TEST(chains_restore_in_bounded_memory) {
   (void)restore_chained(small, a, 1000, &held_small);
   size_t p_small = restore_chained(small, a, 1000, &held_small);
   size_t p_big = restore_chained(big, c, 40000, &held_big);
-  ck_assert_uint_eq(held_small, held_big);
+  /* Equal up to malloc's rounding: the counts are usable sizes, which
+   * depend on the heap's layout (a realloc in place or moved), so two
+   * checks of one layout may differ by a few 16-byte steps; a segment
+   * held whole would add megabytes. */
+  ck_assert_msg(held_big <= held_small + 64 && held_small <= held_big + 64,
+                "the check holds %zu bytes for 1000 keys, %zu for 40000",
+                held_small, held_big);
   ck_assert_uint_eq(p_small, p_big);
   ck_assert_uint_eq(p_big, 256); /* the first item buffer, never grown */
   rm_chk(small);
