@@ -156,7 +156,11 @@ trap 'exit 143' TERM
 fail() {
   echo "run-example: $*" >&2
   for f in "$work"/*.log; do
-    [ -s "$f" ] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }
+    # The last lines that say more than that a checkpoint completed.
+    [ -s "$f" ] && {
+      echo "--- $f" >&2
+      grep -v 'info: checkpoint [0-9]* completed' "$f" | tail -n 20 >&2
+    }
   done
   exit 3
 }
