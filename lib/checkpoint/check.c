@@ -465,7 +465,7 @@ static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
   bool seg = wk->seg;
   sl_buf_t *keep = wk->keep;
   uint32_t type = 0, kg = 0, n_states = 0;
-  uint64_t len;
+  uint64_t len = 0;
   bool have_states = false;
   int sec = 0, rc;
   while ((rc = sl__snap_stream_next(st, &type, &kg, &len)) == 1) {
@@ -651,7 +651,7 @@ static bool listed_crc(const sl__ckpt_meta *m, const char *rel, uint32_t *crc) {
  * found in it is not reported: it is what the damage did. */
 static void finish_file(ctx *x, const sl__ckpt_meta *m, const char *rel,
                         sl__snap_stream *st, const walk *wk) {
-  uint32_t got, want;
+  uint32_t got = 0, want = 0;
   char why[256];
   int rc = sl__snap_stream_finish(st, &got, why, sizeof(why));
   x->c->bytes_read += sl__snap_stream_read_bytes(st);
