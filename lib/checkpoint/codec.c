@@ -571,7 +571,10 @@ int sl__snap_stream_bytes(sl__snap_stream *s, const void **p, size_t *n) {
   return sl__rd_bytes(&r, p, n) ? 1 : SL_ERR_CORRUPT;
 }
 
-int sl__snap_stream_entry(sl__snap_stream *s, sl__snap_entry *e) {
+/* Buffers the next keyed-state record of the section: key group, key,
+ * namespace, the map-key flag (2: a removal, only in change records),
+ * the map key and the value. 1, 0 at the section's end, or an error. */
+static int need_record(sl__snap_stream *s, bool delta) {
   s->item.len = 0;
   if (s->pos == s->sec_end)
     return 0;
@@ -580,11 +583,19 @@ int sl__snap_stream_entry(sl__snap_stream *s, sl__snap_entry *e) {
     rc = need_bytes(s);
   if (!rc)
     rc = need(s, 1);
-  if (!rc && s->item.data[s->item.len - 1] == 1)
-    rc = need_bytes(s); /* map key (a has_mk above 1 fails below) */
-  if (!rc)
-    rc = need_bytes(s);
-  if (rc)
+  uint8_t has = rc ? 0 : s->item.data[s->item.len - 1];
+  if (!rc && has > (delta ? 2 : 1))
+    return SL_ERR_CORRUPT;
+  if (!rc && has == 1)
+    rc = need_bytes(s); /* map key */
+  if (!rc && has != 2)
+    rc = need_bytes(s); /* value; a removal has none */
+  return rc ? rc : 1;
+}
+
+int sl__snap_stream_entry(sl__snap_stream *s, sl__snap_entry *e) {
+  int rc = need_record(s, false);
+  if (rc != 1)
     return rc;
   sl__rd r = item_rd(s);
   return sl__snap_entry_next(&r, e) == 1 && sl__rd_done(&r) ? 1
@@ -606,22 +617,8 @@ int sl__snap_stream_timer(sl__snap_stream *s, sl__snap_timer *t) {
 }
 
 int sl__snap_stream_delta(sl__snap_stream *s, sl__snap_entry *e, bool *clear) {
-  s->item.len = 0;
-  if (s->pos == s->sec_end)
-    return 0;
-  int rc = need(s, 4);
-  for (int i = 0; !rc && i < 2; i++) /* key, namespace */
-    rc = need_bytes(s);
-  if (!rc)
-    rc = need(s, 1);
-  uint8_t has = rc ? 0 : s->item.data[s->item.len - 1];
-  if (!rc && has > 2)
-    return SL_ERR_CORRUPT;
-  if (!rc && has == 1)
-    rc = need_bytes(s); /* map key */
-  if (!rc && has != 2)
-    rc = need_bytes(s); /* value; a removal has none */
-  if (rc)
+  int rc = need_record(s, true);
+  if (rc != 1)
     return rc;
   sl__rd r = item_rd(s);
   return sl__snap_delta_next(&r, e, clear) == 1 && sl__rd_done(&r)
