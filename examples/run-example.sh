@@ -23,7 +23,8 @@ usage: $0 fraud|botdetect|scoring [--build DIR] [--events N] [--rate R] [--seed 
 (group.mode=copartitioned over a 12-partition input the generator writes
 keyed by account with Kafka's murmur2 partitioner), one shared
 checkpoint.dir, each with its own instance.id, state.dir and metrics
-port; they start before the generator writes, run until every task's
+port, and a 6 s group session timeout (a dev-broker rebalance waits up
+to it for the members); they start before the generator writes, run until every task's
 pointer is at the end of its partition, then get SIGTERM. No rules
 topic (broadcast state does not move between processes).
 --kill-after-ms: SIGKILL the job MS ms after its first complete checkpoint,
@@ -213,6 +214,7 @@ if [ "$processes" != 1 ]; then
     --set group.mode=copartitioned --set "group.partitions=$in_parts"
     --set "checkpoint.dir=$ckpt_dir" --set "checkpoint.interval.ms=$ckpt_ms"
     --set restore.from= --set metrics.listen=127.0.0.1:0
+    --set kafka.session.timeout.ms=6000 --set kafka.heartbeat.interval.ms=500
     ${sets[@]+"${sets[@]}"} ${job_args[@]+"${job_args[@]}"})
   members=()
   for ((i = 1; i <= processes; i++)); do

@@ -3,6 +3,7 @@
  * callback over librdkafka's cooperative protocol, with the eager one as
  * a fallback when the job chose an eager assignor, and the check of the
  * declared co-partitioning. */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
        rd_kafka_assignment_lost(rk)))
     atomic_store(&g->lost, 1);
   if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    g->synced = true;
     g->assigned(g->sub, l);
     if (g->coop)
       ke = rd_kafka_incremental_assign(rk, l);
@@ -118,6 +120,30 @@ void sl__kgroup_leave(rd_kafka_t *rk, sl__kgroup *g) {
   if (l->cnt)
     on_rebalance(rk, RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, l, g);
   rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Consumers left allocated (sl__kgroup_destroy): kept reachable, so leak
+ * checkers do not report them. */
+static pthread_mutex_t parked_lock = PTHREAD_MUTEX_INITIALIZER;
+static rd_kafka_t *parked[64];
+static size_t n_parked;
+
+void sl__kgroup_destroy(rd_kafka_t *rk, sl__kgroup *g) {
+  bool unsafe = g->coop && !g->synced && rd_kafka_version() < 0x020300ff;
+  if (unsafe) {
+    pthread_mutex_lock(&parked_lock);
+    if (n_parked < sizeof(parked) / sizeof(parked[0]))
+      parked[n_parked++] = rk;
+    pthread_mutex_unlock(&parked_lock);
+    rd_kafka_set_log_level(rk, 0); /* its reconnects are of no interest */
+    sl__log(g->conf, g->job, SL__LOG_WARN, "kafka",
+            "source %s[%d]: stopped before the group gave it an assignment: "
+            "its consumer is closed but not freed (librdkafka %s aborts "
+            "freeing it; fixed in 2.3.0)",
+            g->uid, g->subtask, rd_kafka_version_str());
+    return;
+  }
+  rd_kafka_destroy(rk);
 }
 
 /* Logs the assignment a rebalance step left and records its failure. The

@@ -57,6 +57,9 @@ typedef struct sl__kgroup {
   rd_kafka_t *rk;
   int member;
   _Atomic int lost;
+  /* Whether the group ever gave the member an assignment (an empty one
+   * counts): see sl__kgroup_destroy(). */
+  bool synced;
 } sl__kgroup;
 
 /* Whether the job runs in group mode (group.mode is not off). */
@@ -75,6 +78,13 @@ int sl__kgroup_conf(rd_kafka_conf_t *c, const sl_conf_t *conf, sl__kgroup *g,
 /* Subscribes the consumer to the topics: it joins the group. */
 int sl__kgroup_join(rd_kafka_t *rk, char *const *topics, int n, char *err,
                     size_t errlen);
+/* rd_kafka_destroy() of the member's consumer, once it is closed. Before
+ * librdkafka 2.3.0 destroying a consumer of the cooperative-sticky
+ * assignor that never got an assignment fails an assertion (librdkafka
+ * issue 4312), which aborts the process: such a consumer (it was stopped
+ * while the group was still forming) is closed but left allocated until
+ * the process exits, with a log line. */
+void sl__kgroup_destroy(rd_kafka_t *rk, sl__kgroup *g);
 /* Lets go of partitions whose revocation the source kept (revoked
  * returned true): the group's rebalance goes on. */
 void sl__kgroup_release(rd_kafka_t *rk, sl__kgroup *g,

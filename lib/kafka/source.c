@@ -901,9 +901,10 @@ static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
   }
   if (k->spec && k->spec->align_drift_ms > 0)
     atomic_store(&s->align_wm[sub], SL_TS_MAX);
-  if (k->rk) {
-    if (!k->group)
-      rd_kafka_consumer_close(k->rk);
+  if (k->rk && k->group) {
+    sl__kgroup_destroy(k->rk, &k->grp);
+  } else if (k->rk) {
+    rd_kafka_consumer_close(k->rk);
     rd_kafka_destroy(k->rk);
   }
   free(k->parts);
