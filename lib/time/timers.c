@@ -69,7 +69,7 @@
 #define TM_SCAN 8u
 /* A full array of at least this many timers is deduplicated before it
  * grows; smaller ones just grow. */
-#define TM_PASS_MIN 16u
+#define TM_PASS_MIN 64u
 #define TM_WHEEL 4096u
 
 /* One timer in its bucket's array. 48 bytes. */
@@ -514,6 +514,7 @@ static inline ptrdiff_t tm_scr_find(const struct sl__timers *t,
 static void tm_pass(struct sl__timers *t, uint32_t bid) {
   tm_bucket *b = &t->bk[bid];
   tm_heap *h = &t->q[b->domain];
+
   if (++t->scr_gen == 0) {
     memset(t->scr, 0, (size_t)t->scr_slots * sizeof *t->scr);
     t->scr_gen = 1;
@@ -558,6 +559,17 @@ static void tm_pass(struct sl__timers *t, uint32_t bid) {
   t->scr_mask = mask;
 }
 
+/* Makes every timer of bucket bid, which has no table, checked. A single
+ * timer repeats none (the common bucket when timestamps rarely coincide):
+ * it needs no pass, and the scratch table keeps what it holds. */
+static inline void tm_check(struct sl__timers *t, uint32_t bid) {
+  tm_bucket *b = &t->bk[bid];
+  if (b->len - b->head == 1)
+    b->checked = b->len;
+  else
+    tm_pass(t, bid);
+}
+
 /* Passes over every bucket of domain d with unchecked timers, so that the
  * counts are exact and no timer is visited twice. */
 static void tm_settle(struct sl__timers *t, int d) {
@@ -566,7 +578,7 @@ static void tm_settle(struct sl__timers *t, int d) {
     uint32_t bid = (uint32_t)h->n[i].bid;
     tm_bucket *b = &t->bk[bid];
     if (!b->s && b->checked < b->len)
-      tm_pass(t, bid);
+      tm_check(t, bid);
   }
 }
 
@@ -1024,7 +1036,7 @@ int sl__timers_pop(struct sl__timers *t, int domain, int64_t upto,
       return 0;
     /* Nothing of a bucket fires before it is deduplicated. */
     if (b->checked < b->len && !b->s)
-      tm_pass(t, (uint32_t)h->n[0].bid);
+      tm_check(t, (uint32_t)h->n[0].bid);
     tm_ent *e = &b->e[b->head];
     while (e->klen == TM_DEAD)
       e++;
