@@ -165,7 +165,7 @@ struct sl__timers {
   unsigned char *chunk_ptr;
   size_t chunk_left;
   /* The scratch table of passes: gen << 32 | index, a slot of another
-   * generation is empty, so a pass clears nothing. It has at least twice
+   * generation is empty, so a pass clears nothing. It has at least four times
    * as many slots as the largest bucket array, so a pass never allocates;
    * it holds bucket scr_bid's timers (TM_NONE: none) in scr_mask + 1
    * slots. */
@@ -465,7 +465,7 @@ static inline uint32_t tm_pow2(uint64_t n) {
 /* Makes the scratch table large enough for passes over a bucket array of
  * cap timers. */
 static int tm_scr_reserve(struct sl__timers *t, uint32_t cap) {
-  uint32_t need = tm_pow2((uint64_t)cap * 2);
+  uint32_t need = tm_pow2((uint64_t)cap * 4);
   if (need <= t->scr_slots)
     return SL_OK;
   uint64_t *n = calloc(need, sizeof *n);
@@ -483,7 +483,7 @@ static int tm_scr_reserve(struct sl__timers *t, uint32_t cap) {
  * equal to the arguments, or -1; *slot gets the empty slot where it would
  * go. Slots of fired timers stay (their index is below head) and deleted
  * ones stay too: the table holds at most one slot per index of the array,
- * which is at most half its slots. */
+ * which is at most a quarter of its slots. */
 static inline ptrdiff_t tm_scr_find(const struct sl__timers *t,
                                     const tm_bucket *b, uint32_t tag,
                                     uint64_t key_hash, const void *key,
@@ -519,16 +519,19 @@ static void tm_pass(struct sl__timers *t, uint32_t bid) {
     memset(t->scr, 0, (size_t)t->scr_slots * sizeof *t->scr);
     t->scr_gen = 1;
   }
-  uint32_t mask = tm_pow2((uint64_t)b->cap * 2) - 1;
+  /* A quarter full at most: probes are short, and the table of the
+   * largest buckets still fits the cache. */
+  uint32_t mask = tm_pow2((uint64_t)b->cap * 4) - 1;
   uint64_t gen = (uint64_t)t->scr_gen << 32;
   uint64_t *s = t->scr;
-  uint32_t w = 0, dups = 0;
-  for (uint32_t r = b->head; r < b->len; r++) {
-    tm_ent *e = &b->e[r];
+  tm_ent *ents = b->e;
+  uint32_t w = 0, dups = 0, checked = b->checked, len = b->len;
+  for (uint32_t r = b->head; r < len; r++) {
+    tm_ent *e = &ents[r];
     if (e->klen == TM_DEAD)
       continue;
     uint32_t i = e->tag & mask;
-    if (r < b->checked) {
+    if (r < checked) {
       /* Distinct from the timers before it: only its slot is needed. */
       while ((s[i] & ~(uint64_t)UINT32_MAX) == gen)
         i = (i + 1) & mask;
@@ -537,7 +540,7 @@ static void tm_pass(struct sl__timers *t, uint32_t bid) {
         uint64_t x = s[i];
         if ((x & ~(uint64_t)UINT32_MAX) != gen)
           break;
-        if (tm_ent_eq(&b->e[(uint32_t)x], e))
+        if (tm_ent_eq(&ents[(uint32_t)x], e))
           break;
       }
       if ((s[i] & ~(uint64_t)UINT32_MAX) == gen) {
@@ -548,7 +551,7 @@ static void tm_pass(struct sl__timers *t, uint32_t bid) {
     }
     s[i] = gen | w;
     if (w != r)
-      b->e[w] = *e;
+      ents[w] = *e;
     w++;
   }
   b->live -= dups;
@@ -608,11 +611,15 @@ static int tm_bucket_reserve(struct sl__timers *t, uint32_t bid) {
     }
   }
   /* After a pass, half full is full: the next pass must wait for as many
-   * appends as it will read. */
+   * appends as it will read. A pass that dropped nothing predicts the
+   * next one: the array grows fourfold, halving the passes of a bucket
+   * of distinct timers. */
   if (b->len == b->cap || (passed && b->len * 2 > b->cap)) {
-    if (b->cap >= UINT32_MAX / 4)
+    if (b->cap >= UINT32_MAX / 8)
       return SL_ERR_NOMEM;
-    uint32_t ncap = b->cap ? b->cap * 2 : TM_MIN_ENTS;
+    uint32_t ncap = !b->cap                      ? TM_MIN_ENTS
+                    : passed && b->len == b->cap ? b->cap * 4
+                                                 : b->cap * 2;
     int rc = tm_scr_reserve(t, ncap);
     if (rc != SL_OK)
       return rc;
@@ -621,8 +628,8 @@ static int tm_bucket_reserve(struct sl__timers *t, uint32_t bid) {
       return SL_ERR_NOMEM;
     b->e = ne;
     b->cap = ncap;
-    /* The scratch table would be more than half full. */
-    if (t->scr_bid == bid && (uint64_t)ncap * 2 > (uint64_t)t->scr_mask + 1)
+    /* The scratch table would be more than a quarter full. */
+    if (t->scr_bid == bid && (uint64_t)ncap * 4 > (uint64_t)t->scr_mask + 1)
       t->scr_bid = TM_NONE;
   }
   if (b->s && (b->sused + 1) * 2 > b->smask + 1)
