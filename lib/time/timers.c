@@ -27,8 +27,9 @@
  * registration took). Instead a registration is appended unchecked, and a
  * *pass* deduplicates the whole bucket in one go, through one scratch
  * table shared by all buckets and so kept in cache: when the bucket's
- * array is full (so duplicates at most double its memory), before its
- * first timer fires, and before count or foreach answer. A later copy of
+ * array is full (so repetitions never make it grow past four times its
+ * distinct timers, or TM_PASS_MIN), before its first timer fires, and
+ * before count or foreach answer. A later copy of
  * a timer that was pending when it was registered is dropped, the first
  * stays: the order and the result are those of checking each
  * registration, because nothing of the bucket fires before its pass. The
@@ -59,8 +60,8 @@
  * maintain on every sift) until it reaches the top, or until empty
  * buckets outnumber the others and the heap is rebuilt. */
 #define TM_COMPACT_MIN 64
-/* Smallest dedup table of a bucket; a bucket keeps its arrays for reuse
- * unless they are far larger than what it last held. */
+/* Smallest dedup table of a bucket; a freed bucket keeps its array for
+ * reuse unless it is far larger than what it last held. */
 #define TM_MIN_CAP 16u
 /* A bucket's first array: timestamps with a single timer are common
  * (all distinct, in the worst case), so it starts small. */
