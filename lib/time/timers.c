@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Timer service (see timers.h). Timers with the same (domain, ts) share a
- * bucket: an array of timers in insertion order, fired front to back, with
- * its own small table that deduplicates them (a bucket of a few timers is
- * scanned instead). A 4-ary min-heap per domain orders the buckets; a
- * table finds a bucket by (domain, ts), behind a direct-mapped wheel
- * indexed by the low bits of ts. */
+ * bucket: an array of timers in insertion order, fired front to back,
+ * deduplicated in passes over the array (or, once timers of the bucket are
+ * deleted, by a table of its own). A 4-ary min-heap per domain orders the
+ * buckets; a table finds a bucket by (domain, ts), behind a direct-mapped
+ * wheel indexed by the low bits of ts. */
 #include "time/timers.h"
 
 #include <stdlib.h>
@@ -18,12 +18,32 @@
  * distinct timestamps only and stays small and cache-resident; adding a
  * timer appends to its bucket's array and firing reads the array in order,
  * both sequential in memory; equal timestamps fire in insertion order
- * without a sequence number; and a bucket's dedup table is dropped whole
- * when the bucket has fired, so firing erases nothing. A fired timer's
- * slot in that table goes stale (its index is below the bucket's fire
- * cursor, so no read is needed to tell) and is reused or dropped when the
- * table is rebuilt. With all timestamps distinct it degrades to a plain
- * heap with a one-timer bucket per timestamp. */
+ * without a sequence number. With all timestamps distinct it degrades to a
+ * plain heap with a one-timer bucket per timestamp.
+ *
+ * Why deduplication is deferred: checking each registration against its
+ * bucket at once costs a random read in a structure as large as all
+ * pending timers (one cache miss per timer, most of the time a
+ * registration took). Instead a registration is appended unchecked, and a
+ * *pass* deduplicates the whole bucket in one go, through one scratch
+ * table shared by all buckets and so kept in cache: when the bucket's
+ * array is full (so repetitions never make it grow past four times its
+ * distinct timers, or TM_PASS_MIN), before its first timer fires, and
+ * before count or foreach answer. A later copy of
+ * a timer that was pending when it was registered is dropped, the first
+ * stays: the order and the result are those of checking each
+ * registration, because nothing of the bucket fires before its pass. The
+ * scratch table stays valid for the bucket that had the last pass, whose
+ * registrations are then checked at once, cheaply (the bucket that is
+ * firing, whose on_timer callbacks re-register into it).
+ *
+ * Deletes need to find one timer among many: a bucket of a few timers is
+ * scanned, a larger one gets a dedup table of its own at its first delete
+ * (linear probing, tag and index per slot), and from then on checks every
+ * registration against it, as Flink's timer queue does for all timers. A
+ * fired timer's slot in that table goes stale (its index is below the
+ * bucket's fire cursor, so no read is needed to tell) and is reused or
+ * dropped when the table is rebuilt. */
 
 #define TM_NONE UINT32_MAX
 #define TM_DEAD UINT32_MAX /* tm_ent.klen of a deleted timer */
@@ -40,14 +60,17 @@
  * maintain on every sift) until it reaches the top, or until empty
  * buckets outnumber the others and the heap is rebuilt. */
 #define TM_COMPACT_MIN 64
-/* Smallest dedup table of a bucket; a bucket keeps its arrays for reuse
- * unless they are far larger than what it last held. */
+/* Smallest dedup table of a bucket; a freed bucket keeps its array for
+ * reuse unless it is far larger than what it last held. */
 #define TM_MIN_CAP 16u
 /* A bucket's first array: timestamps with a single timer are common
  * (all distinct, in the worst case), so it starts small. */
 #define TM_MIN_ENTS 1u
-/* A bucket of up to this many timers has no table: it is scanned. */
+/* A delete in a bucket of up to this many timers scans it. */
 #define TM_SCAN 8u
+/* A full array of at least this many timers is deduplicated before it
+ * grows; smaller ones just grow. */
+#define TM_PASS_MIN 64u
 #define TM_WHEEL 4096u
 
 /* One timer in its bucket's array. 48 bytes. */
@@ -56,25 +79,33 @@ typedef struct tm_ent {
   uint32_t kg;
   uint32_t klen; /* TM_DEAD: deleted */
   uint32_t nslen;
-  uint32_t pad_;
+  uint32_t tag; /* tm_key_tag() of hash and namespace */
   union {
-    unsigned char in[TM_INLINE]; /* klen + nslen <= TM_INLINE */
-    unsigned char *ext;          /* otherwise */
+    /* klen + nslen <= TM_INLINE; the bytes after them are zero, so that
+     * two inline timers compare as three words. */
+    unsigned char in[TM_INLINE];
+    unsigned char *ext; /* otherwise */
   } b;
 } tm_ent;
 
 /* All timers of one (domain, ts). Entries [0, head) have fired; of
- * [head, len), `live` are pending and the rest deleted. A bucket is in its
- * domain's heap exactly while it is in the bucket table, empty or not. */
+ * [head, len), `live` are pending or repeat a pending one (until a pass
+ * drops them), the rest deleted. A bucket is in its domain's heap exactly
+ * while it is in the bucket table, empty or not. */
 typedef struct tm_bucket {
   int64_t ts;
   tm_ent *e;
-  /* Dedup table, linear probing: tag << 32 | (index + 1), 0 empty. A slot
-   * whose index is below head is stale (its timer fired). */
+  /* Dedup table once the bucket has seen a delete, else NULL. Linear
+   * probing: tag << 32 | (index + 1), 0 empty. A slot whose index is below
+   * head is stale (its timer fired). */
   uint64_t *s;
   uint32_t len, cap;
   uint32_t head;
   uint32_t live;
+  /* Entries [head, checked) are distinct; [checked, len) were appended
+   * unchecked. checked == len while s is set or the scratch table holds
+   * the bucket. */
+  uint32_t checked;
   uint32_t smask; /* slots - 1; 0 while s is NULL */
   uint32_t sused; /* slots not empty, stale ones included */
   uint32_t btag;
@@ -134,6 +165,16 @@ struct sl__timers {
   tm_chunk *chunks;
   unsigned char *chunk_ptr;
   size_t chunk_left;
+  /* The scratch table of passes: gen << 32 | index, a slot of another
+   * generation is empty, so a pass clears nothing. It has at least four times
+   * as many slots as the largest bucket array, so a pass never allocates;
+   * it holds bucket scr_bid's timers (TM_NONE: none) in scr_mask + 1
+   * slots. */
+  uint64_t *scr;
+  uint32_t scr_slots;
+  uint32_t scr_mask;
+  uint32_t scr_gen;
+  uint32_t scr_bid;
 };
 
 static inline unsigned char *tm_bytes(tm_ent *e) {
@@ -299,29 +340,40 @@ static inline uint32_t tm_find_bucket(struct sl__timers *t, int domain,
 
 /* ---- a bucket's dedup table ---------------------------------------------- */
 
-/* Index of the pending timer of b equal to the arguments, or -1. *slot
- * gets its slot, or where it would go: the first stale slot on its probe
- * path (still before the first empty one, so lookups find it there), else
- * that empty slot; TM_NONE for a bucket without a table, which is
- * searched by scanning its few timers. */
+/* Whether e is the timer given by the arguments. A deleted timer's klen
+ * never equals a valid one. */
+static inline bool tm_ent_is(const tm_ent *e, uint64_t key_hash,
+                             const void *key, size_t klen, const void *ns,
+                             size_t nslen) {
+  if (e->hash != key_hash || e->klen != klen || e->nslen != nslen)
+    return false;
+  const unsigned char *p = tm_bytes((tm_ent *)e);
+  return (!klen || memcmp(p, key, klen) == 0) &&
+         (!nslen || memcmp(p + klen, ns, nslen) == 0);
+}
+
+/* Whether two timers of one bucket, neither deleted, are equal. */
+static inline bool tm_ent_eq(const tm_ent *a, const tm_ent *b) {
+  if (a->hash != b->hash || a->klen != b->klen || a->nslen != b->nslen)
+    return false;
+  size_t n = a->klen + (size_t)a->nslen;
+  if (n > TM_INLINE)
+    return memcmp(a->b.ext, b->b.ext, n) == 0;
+  uint64_t x[3], y[3];
+  memcpy(x, a->b.in, sizeof x);
+  memcpy(y, b->b.in, sizeof y);
+  return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2])) == 0;
+}
+
+/* Index of the pending timer of b equal to the arguments, or -1; b has a
+ * table. *slot gets its slot, or where it would go: the first stale slot
+ * on its probe path (still before the first empty one, so lookups find it
+ * there), else that empty slot. */
 static inline ptrdiff_t tm_find_timer(const tm_bucket *b, uint32_t tag,
                                       uint64_t key_hash, const void *key,
                                       size_t klen, const void *ns, size_t nslen,
                                       uint32_t *slot) {
   *slot = TM_NONE;
-  if (!b->s) {
-    for (uint32_t r = b->head; r < b->len; r++) {
-      const tm_ent *e = &b->e[r];
-      /* A deleted timer's klen never equals a valid one. */
-      if (e->hash != key_hash || e->klen != klen || e->nslen != nslen)
-        continue;
-      const unsigned char *p = tm_bytes((tm_ent *)e);
-      if ((!klen || memcmp(p, key, klen) == 0) &&
-          (!nslen || memcmp(p + klen, ns, nslen) == 0))
-        return (ptrdiff_t)r;
-    }
-    return -1;
-  }
   for (uint32_t i = tag & b->smask;; i = (i + 1) & b->smask) {
     uint64_t s = b->s[i];
     if (!s) {
@@ -337,20 +389,11 @@ static inline ptrdiff_t tm_find_timer(const tm_bucket *b, uint32_t tag,
     }
     if ((uint32_t)(s >> 32) != tag)
       continue;
-    const tm_ent *e = &b->e[idx];
-    if (e->hash != key_hash || e->klen != klen || e->nslen != nslen)
-      continue;
-    const unsigned char *p = tm_bytes((tm_ent *)e);
-    if ((!klen || memcmp(p, key, klen) == 0) &&
-        (!nslen || memcmp(p + klen, ns, nslen) == 0)) {
+    if (tm_ent_is(&b->e[idx], key_hash, key, klen, ns, nslen)) {
       *slot = i;
       return (ptrdiff_t)idx;
     }
   }
-}
-
-static inline uint32_t tm_ent_tag(tm_ent *e) {
-  return tm_key_tag(e->hash, tm_bytes(e) + e->klen, e->nslen);
 }
 
 /* Puts the timer at idx into slot i (from tm_find_timer's *ins). */
@@ -373,7 +416,7 @@ static void tm_slots_fill(tm_bucket *b) {
   b->sused = 0;
   for (uint32_t r = b->head; r < b->len; r++)
     if (b->e[r].klen != TM_DEAD)
-      tm_slot_insert(b, tm_ent_tag(&b->e[r]), r);
+      tm_slot_insert(b, b->e[r].tag, r);
 }
 
 /* Builds b's table anew from its pending timers, with room for at least
@@ -411,37 +454,186 @@ static void tm_slot_erase_at(tm_bucket *b, uint32_t i) {
   b->sused--;
 }
 
-/* Makes room to append one timer to b: grows its array, or first drops
- * its fired and deleted timers when they are at least half of it; and
- * keeps its table at a load of at most 1/2, or builds one once the bucket
- * holds TM_SCAN timers. */
-static int tm_bucket_reserve(tm_bucket *b) {
-  uint32_t gone = b->len - b->live;
-  if (b->len == b->cap && gone && gone >= b->len / 2) {
-    /* Pending timers move to the front, in order; indices change, so
-     * the table is rebuilt from the array. */
-    uint32_t w = 0;
-    for (uint32_t r = b->head; r < b->len; r++)
-      if (b->e[r].klen != TM_DEAD)
-        b->e[w++] = b->e[r];
-    b->len = w;
-    b->head = 0;
-    if (b->s) {
+/* ---- passes through the scratch table ------------------------------------ */
+
+static inline uint32_t tm_pow2(uint64_t n) {
+  uint32_t c = 16;
+  while (c < n)
+    c *= 2;
+  return c;
+}
+
+/* Makes the scratch table large enough for passes over a bucket array of
+ * cap timers. */
+static int tm_scr_reserve(struct sl__timers *t, uint32_t cap) {
+  uint32_t need = tm_pow2((uint64_t)cap * 4);
+  if (need <= t->scr_slots)
+    return SL_OK;
+  uint64_t *n = calloc(need, sizeof *n);
+  if (!n)
+    return SL_ERR_NOMEM;
+  free(t->scr);
+  t->scr = n;
+  t->scr_slots = need;
+  t->scr_gen = 0;
+  t->scr_bid = TM_NONE;
+  return SL_OK;
+}
+
+/* Index of the pending timer of bucket bid, which the scratch table holds,
+ * equal to the arguments, or -1; *slot gets the empty slot where it would
+ * go. Slots of fired timers stay (their index is below head) and deleted
+ * ones stay too: the table holds at most one slot per index of the array,
+ * which is at most a quarter of its slots. */
+static inline ptrdiff_t tm_scr_find(const struct sl__timers *t,
+                                    const tm_bucket *b, uint32_t tag,
+                                    uint64_t key_hash, const void *key,
+                                    size_t klen, const void *ns, size_t nslen,
+                                    uint32_t *slot) {
+  uint32_t mask = t->scr_mask;
+  uint64_t gen = (uint64_t)t->scr_gen << 32;
+  for (uint32_t i = tag & mask;; i = (i + 1) & mask) {
+    uint64_t s = t->scr[i];
+    if ((s & ~(uint64_t)UINT32_MAX) != gen) {
+      *slot = i;
+      return -1;
+    }
+    uint32_t idx = (uint32_t)s;
+    if (idx >= b->head &&
+        tm_ent_is(&b->e[idx], key_hash, key, klen, ns, nslen)) {
+      *slot = i;
+      return (ptrdiff_t)idx;
+    }
+  }
+}
+
+/* The pass over bucket bid, which has no table of its own: drops its
+ * fired and deleted timers and every pending one that repeats an earlier
+ * pending one, moves the rest to the front in order, and leaves the
+ * scratch table holding them. Never allocates (tm_scr_reserve ran for
+ * the bucket's capacity). */
+static void tm_pass(struct sl__timers *t, uint32_t bid) {
+  tm_bucket *b = &t->bk[bid];
+  tm_heap *h = &t->q[b->domain];
+
+  if (++t->scr_gen == 0) {
+    memset(t->scr, 0, (size_t)t->scr_slots * sizeof *t->scr);
+    t->scr_gen = 1;
+  }
+  /* A quarter full at most: probes are short, and the table of the
+   * largest buckets still fits the cache. */
+  uint32_t mask = tm_pow2((uint64_t)b->cap * 4) - 1;
+  uint64_t gen = (uint64_t)t->scr_gen << 32;
+  uint64_t *s = t->scr;
+  tm_ent *ents = b->e;
+  uint32_t w = 0, dups = 0, checked = b->checked, len = b->len;
+  for (uint32_t r = b->head; r < len; r++) {
+    tm_ent *e = &ents[r];
+    if (e->klen == TM_DEAD)
+      continue;
+    uint32_t i = e->tag & mask;
+    if (r < checked) {
+      /* Distinct from the timers before it: only its slot is needed. */
+      while ((s[i] & ~(uint64_t)UINT32_MAX) == gen)
+        i = (i + 1) & mask;
+    } else {
+      for (;; i = (i + 1) & mask) {
+        uint64_t x = s[i];
+        if ((x & ~(uint64_t)UINT32_MAX) != gen)
+          break;
+        if (tm_ent_eq(&ents[(uint32_t)x], e))
+          break;
+      }
+      if ((s[i] & ~(uint64_t)UINT32_MAX) == gen) {
+        tm_ent_release(t, e);
+        dups++;
+        continue;
+      }
+    }
+    s[i] = gen | w;
+    if (w != r)
+      ents[w] = *e;
+    w++;
+  }
+  b->live -= dups;
+  h->live -= dups;
+  b->len = b->checked = w;
+  b->head = 0;
+  t->scr_bid = bid;
+  t->scr_mask = mask;
+}
+
+/* Makes every timer of bucket bid, which has no table, checked. A single
+ * timer repeats none (the common bucket when timestamps rarely coincide):
+ * it needs no pass, and the scratch table keeps what it holds. */
+static inline void tm_check(struct sl__timers *t, uint32_t bid) {
+  tm_bucket *b = &t->bk[bid];
+  if (b->len - b->head == 1)
+    b->checked = b->len;
+  else
+    tm_pass(t, bid);
+}
+
+/* Passes over every bucket of domain d with unchecked timers, so that the
+ * counts are exact and no timer is visited twice. */
+static void tm_settle(struct sl__timers *t, int d) {
+  tm_heap *h = &t->q[d];
+  for (size_t i = 0; i < h->len; i++) {
+    uint32_t bid = (uint32_t)h->n[i].bid;
+    tm_bucket *b = &t->bk[bid];
+    if (!b->s && b->checked < b->len)
+      tm_check(t, bid);
+  }
+}
+
+/* Makes room to append one timer to bucket bid. A full array is first
+ * cleared of its fired and deleted timers (and, without a table, of
+ * repeated ones) when that frees enough, else it doubles; a table is kept
+ * at a load of at most 1/2. */
+static int tm_bucket_reserve(struct sl__timers *t, uint32_t bid) {
+  tm_bucket *b = &t->bk[bid];
+  bool passed = false;
+  if (b->len == b->cap) {
+    uint32_t gone = b->len - b->live;
+    if (!b->s && (b->cap >= TM_PASS_MIN || (gone && gone >= b->len / 2))) {
+      tm_pass(t, bid);
+      passed = true;
+    } else if (b->s && gone && gone >= b->len / 2) {
+      /* Pending timers move to the front, in order; indices change, so
+       * the table is rebuilt from the array. */
+      uint32_t w = 0;
+      for (uint32_t r = b->head; r < b->len; r++)
+        if (b->e[r].klen != TM_DEAD)
+          b->e[w++] = b->e[r];
+      b->len = b->checked = w;
+      b->head = 0;
       memset(b->s, 0, ((size_t)b->smask + 1) * sizeof *b->s);
       tm_slots_fill(b);
     }
   }
-  if (b->len == b->cap) {
-    if (b->cap >= UINT32_MAX / 4)
+  /* After a pass, half full is full: the next pass must wait for as many
+   * appends as it will read. A pass that dropped nothing predicts the
+   * next one: the array grows fourfold, halving the passes of a bucket
+   * of distinct timers. */
+  if (b->len == b->cap || (passed && b->len * 2 > b->cap)) {
+    if (b->cap >= UINT32_MAX / 8)
       return SL_ERR_NOMEM;
-    uint32_t ncap = b->cap ? b->cap * 2 : TM_MIN_ENTS;
+    uint32_t ncap = !b->cap                      ? TM_MIN_ENTS
+                    : passed && b->len == b->cap ? b->cap * 4
+                                                 : b->cap * 2;
+    int rc = tm_scr_reserve(t, ncap);
+    if (rc != SL_OK)
+      return rc;
     tm_ent *ne = realloc(b->e, (size_t)ncap * sizeof *ne);
     if (!ne)
       return SL_ERR_NOMEM;
     b->e = ne;
     b->cap = ncap;
+    /* The scratch table would be more than a quarter full. */
+    if (t->scr_bid == bid && (uint64_t)ncap * 4 > (uint64_t)t->scr_mask + 1)
+      t->scr_bid = TM_NONE;
   }
-  if (b->s ? (b->sused + 1) * 2 > b->smask + 1 : b->len >= TM_SCAN)
+  if (b->s && (b->sused + 1) * 2 > b->smask + 1)
     return tm_slots_rebuild(b, b->live + 1);
   return SL_OK;
 }
@@ -511,30 +703,27 @@ static inline void tm_sift_down(tm_node *n, size_t len, size_t i, tm_node x) {
 }
 
 /* Returns bucket bid, which has no pending timers, to the free list. Its
- * arrays stay for the next bucket unless they are far larger than what it
- * held (so that clearing the table on reuse costs in proportion to the
- * timers it held). */
+ * array stays for the next bucket unless it is far larger than what it
+ * held; its table goes, as the next bucket starts without one. */
 static void tm_bucket_free(struct sl__timers *t, uint32_t bid) {
   tm_bucket *b = &t->bk[bid];
   tm_tab_erase_id(&t->bidx, b->btag, bid);
   uint32_t *w = &t->wheel[b->domain][(uint64_t)b->ts & (TM_WHEEL - 1)];
   if (*w == bid)
     *w = TM_NONE;
+  if (t->scr_bid == bid)
+    t->scr_bid = TM_NONE;
   uint32_t held = b->len > TM_MIN_CAP ? b->len : TM_MIN_CAP;
   if (b->cap > 4 * held) {
     free(b->e);
     b->e = NULL;
     b->cap = 0;
   }
-  if (b->s && (b->len <= TM_SCAN || (size_t)b->smask + 1 > (size_t)8 * held)) {
-    free(b->s);
-    b->s = NULL;
-    b->smask = 0;
-  } else if (b->s && b->sused) {
-    memset(b->s, 0, ((size_t)b->smask + 1) * sizeof *b->s);
-  }
+  free(b->s);
+  b->s = NULL;
+  b->smask = 0;
   b->sused = 0;
-  b->len = b->head = 0;
+  b->len = b->head = b->checked = 0;
   b->next_free = t->free_bk;
   t->free_bk = bid;
 }
@@ -611,6 +800,7 @@ int sl__timers_new(struct sl__timers **out) {
   if (!t)
     return SL_ERR_NOMEM;
   t->free_bk = TM_NONE;
+  t->scr_bid = TM_NONE;
   memset(t->wheel, 0xff, sizeof t->wheel);
   *out = t;
   return SL_OK;
@@ -649,6 +839,7 @@ void sl__timers_free(struct sl__timers *t) {
     free(t->q[d].mem);
   free(t->bidx.s);
   free(t->bk);
+  free(t->scr);
   free(t);
 }
 
@@ -662,30 +853,47 @@ int sl__timers_add(struct sl__timers *t, int domain, int64_t ts,
   uint32_t bid = tm_find_bucket(t, domain, ts), ins = TM_NONE;
   tm_bucket *b = NULL;
   if (bid != TM_NONE) {
+    /* Checked now only where that is cheap or already paid for; otherwise
+     * appended, for the bucket's next pass. */
     b = &t->bk[bid];
-    if (tm_find_timer(b, tag, key_hash, key, klen, ns, nslen, &ins) >= 0)
-      return SL_OK;
+    if (b->s) {
+      if (tm_find_timer(b, tag, key_hash, key, klen, ns, nslen, &ins) >= 0)
+        return SL_OK;
+    } else if (bid == t->scr_bid) {
+      if (tm_scr_find(t, b, tag, key_hash, key, klen, ns, nslen, &ins) >= 0)
+        return SL_OK;
+    }
   }
 
   /* Everything that can fail happens before the first visible change
-   * (a new bucket is empty and invisible but for its slot in the heap). */
+   * (a new bucket is empty and invisible but for its slot in the heap; a
+   * pass changes nothing visible). */
   size_t n = klen + nslen;
   unsigned char *ext = NULL;
   if (n > TM_INLINE && !(ext = tm_bytes_alloc(t, n)))
     return SL_ERR_NOMEM;
   int rc;
   if (!b || b->len == b->cap ||
-      (b->s ? ins == TM_NONE || (b->sused + 1) * 2 > b->smask + 1
-            : b->len >= TM_SCAN)) {
+      (b->s && (ins == TM_NONE || (b->sused + 1) * 2 > b->smask + 1))) {
     /* The slow path: a new bucket, a full array or a full table. */
     if (!b) {
       if ((rc = tm_bucket_new(t, domain, ts, &bid)) != SL_OK)
         goto fail;
       b = &t->bk[bid];
     }
-    if ((rc = tm_bucket_reserve(b)) != SL_OK)
+    if ((rc = tm_bucket_reserve(t, bid)) != SL_OK)
       goto fail;
-    tm_find_timer(b, tag, key_hash, key, klen, ns, nslen, &ins);
+    /* A pass may have made the bucket the scratch table's. */
+    ptrdiff_t found = -1;
+    if (b->s)
+      found = tm_find_timer(b, tag, key_hash, key, klen, ns, nslen, &ins);
+    else if (bid == t->scr_bid)
+      found = tm_scr_find(t, b, tag, key_hash, key, klen, ns, nslen, &ins);
+    if (found >= 0) {
+      if (ext)
+        tm_bytes_release(t, ext, n);
+      return SL_OK;
+    }
   }
 
   tm_heap *h = &t->q[domain];
@@ -693,20 +901,34 @@ int sl__timers_add(struct sl__timers *t, int domain, int64_t ts,
     h->empty--;
   uint32_t idx = b->len++;
   tm_ent *e = &b->e[idx];
+  /* The bucket's next appends write the following lines: fetching them
+   * now, for writing, turns their misses into hits by then. A prefetch
+   * past the array faults nothing. */
+  __builtin_prefetch(e + 2, 1);
   e->hash = key_hash;
   e->kg = kg;
   e->klen = (uint32_t)klen;
   e->nslen = (uint32_t)nslen;
-  if (ext)
-    e->b.ext = ext;
-  unsigned char *p = tm_bytes(e);
+  e->tag = tag;
+  unsigned char *p;
+  if (ext) {
+    p = e->b.ext = ext;
+  } else {
+    memset(e->b.in, 0, TM_INLINE);
+    p = e->b.in;
+  }
   /* The source may be the last popped view: other memory, no overlap. */
   if (klen)
     memcpy(p, key, klen);
   if (nslen)
     memcpy(p + klen, ns, nslen);
-  if (b->s)
+  if (b->s) {
     tm_slot_put(b, ins, tag, idx);
+    b->checked = b->len;
+  } else if (bid == t->scr_bid) {
+    t->scr[ins] = (uint64_t)t->scr_gen << 32 | idx;
+    b->checked = b->len;
+  }
   b->live++;
   h->live++;
   return SL_OK;
@@ -714,6 +936,24 @@ fail:
   if (ext)
     tm_bytes_release(t, ext, n);
   return rc;
+}
+
+/* Deletes every pending copy of the timer in bucket b, which has no table,
+ * by scanning it. Returns whether there was one. */
+static bool tm_scan_del(struct sl__timers *t, tm_bucket *b, uint64_t key_hash,
+                        const void *key, size_t klen, const void *ns,
+                        size_t nslen) {
+  uint32_t killed = 0;
+  for (uint32_t r = b->head; r < b->len; r++) {
+    tm_ent *e = &b->e[r];
+    if (tm_ent_is(e, key_hash, key, klen, ns, nslen)) {
+      tm_ent_release(t, e);
+      killed++;
+    }
+  }
+  b->live -= killed;
+  t->q[b->domain].live -= killed;
+  return killed > 0;
 }
 
 int sl__timers_del(struct sl__timers *t, int domain, int64_t ts,
@@ -728,21 +968,50 @@ int sl__timers_del(struct sl__timers *t, int domain, int64_t ts,
   if (bid == TM_NONE)
     return 0;
   tm_bucket *b = &t->bk[bid];
-  uint32_t slot;
-  ptrdiff_t idx = tm_find_timer(b, tm_key_tag(key_hash, ns, nslen), key_hash,
-                                key, klen, ns, nslen, &slot);
-  if (idx < 0)
-    return 0;
-  if (b->s)
-    tm_slot_erase_at(b, slot);
-  tm_ent_release(t, &b->e[idx]);
-  /* Deleted timers at the end are simply forgotten (none has a slot). */
-  while (b->len > b->head && b->e[b->len - 1].klen == TM_DEAD)
-    b->len--;
   tm_heap *h = &t->q[domain];
-  if (!--b->live)
-    h->empty++;
+  uint32_t tag = tm_key_tag(key_hash, ns, nslen), slot;
+  if (!b->s && bid != t->scr_bid) {
+    if (b->len - b->head <= TM_SCAN) {
+      if (!tm_scan_del(t, b, key_hash, key, klen, ns, nslen))
+        return 0;
+      goto deleted;
+    }
+    /* A larger bucket that sees deletes gets its own table, so that the
+     * next deletes in it are one probe each; without memory for it, the
+     * pass leaves the scratch table to search. */
+    tm_pass(t, bid);
+    if (tm_slots_rebuild(b, b->live) == SL_OK)
+      t->scr_bid = TM_NONE;
+  }
+  if (b->s) {
+    ptrdiff_t idx =
+        tm_find_timer(b, tag, key_hash, key, klen, ns, nslen, &slot);
+    if (idx < 0)
+      return 0;
+    tm_slot_erase_at(b, slot);
+    tm_ent_release(t, &b->e[idx]);
+  } else {
+    /* The scratch table's slot stays; it no longer matches. */
+    ptrdiff_t idx =
+        tm_scr_find(t, b, tag, key_hash, key, klen, ns, nslen, &slot);
+    if (idx < 0)
+      return 0;
+    tm_ent_release(t, &b->e[idx]);
+  }
+  b->live--;
   h->live--;
+deleted:
+  /* Deleted timers at the end are simply forgotten, unless the scratch
+   * table holds the bucket: its slots name array indices, which must not
+   * be handed out twice. */
+  if (bid != t->scr_bid) {
+    while (b->len > b->head && b->e[b->len - 1].klen == TM_DEAD)
+      b->len--;
+    if (b->checked > b->len)
+      b->checked = b->len;
+  }
+  if (!b->live)
+    h->empty++;
   if (h->empty >= TM_COMPACT_MIN && h->empty > h->len - h->empty)
     tm_heap_compact(t, h);
   return 1;
@@ -777,6 +1046,9 @@ int sl__timers_pop(struct sl__timers *t, int domain, int64_t upto,
     int64_t ts = b->ts;
     if (ts > upto)
       return 0;
+    /* Nothing of a bucket fires before it is deduplicated. */
+    if (b->checked < b->len && !b->s)
+      tm_check(t, (uint32_t)h->n[0].bid);
     tm_ent *e = &b->e[b->head];
     while (e->klen == TM_DEAD)
       e++;
@@ -805,9 +1077,10 @@ int sl__timers_pop(struct sl__timers *t, int domain, int64_t upto,
   return 0;
 }
 
-size_t sl__timers_count(const struct sl__timers *t, int domain) {
+size_t sl__timers_count(struct sl__timers *t, int domain) {
   if ((unsigned)domain >= SL__TIMER_DOMAINS)
     return 0;
+  tm_settle(t, domain);
   return t->q[domain].live;
 }
 
@@ -825,6 +1098,7 @@ int sl__timers_foreach_kg(struct sl__timers *t, uint32_t kg_first,
     tm_heap *h = &t->q[d];
     if (!h->live)
       continue;
+    tm_settle(t, d);
     /* A sorted copy of the heap: fn may not change t, so buckets and their
      * arrays stay put throughout. */
     tm_node *tmp = malloc(h->len * sizeof *tmp);

@@ -56,7 +56,8 @@ int sl__timers_add(struct sl__timers *t, int domain, int64_t ts,
  * for symmetry with add and not needed. Deleting a timer that is not
  * pending (never added, deleted, or already popped) is a no-op.
  * Returns 1 if a timer was removed, 0 if none matched, SL_ERR_INVAL for a
- * bad domain. Never allocates. */
+ * bad domain. Never fails for lack of memory (it may allocate an index for
+ * the timestamp's timers, and does without one if that fails). */
 int sl__timers_del(struct sl__timers *t, int domain, int64_t ts,
                    uint64_t key_hash, uint32_t kg, const void *key, size_t klen,
                    const void *ns, size_t nslen);
@@ -83,8 +84,11 @@ bool sl__timers_peek(struct sl__timers *t, int domain, int64_t *ts);
 int sl__timers_pop(struct sl__timers *t, int domain, int64_t upto,
                    sl__timer_view *out);
 
-/* Number of pending timers in domain (0 for a bad domain). */
-size_t sl__timers_count(const struct sl__timers *t, int domain);
+/* Number of pending timers in domain (0 for a bad domain). Not a pure
+ * read: registrations are deduplicated lazily, and this completes that
+ * work for the domain (in time linear in its unchecked registrations, work
+ * that firing would otherwise do). Leaves the last popped view valid. */
+size_t sl__timers_count(struct sl__timers *t, int domain);
 
 /* Calls fn(view, domain, opaque) once per pending timer: first the event-
  * time timers, then the processing-time ones, each in firing order, so that
