@@ -94,7 +94,8 @@ sl__wm_min sl__wm_merge(const sl__wmport *ports, int n) {
   sl__wm_min r = {SL_TS_MAX, false};
   bool open = false, active = false;
   for (int i = 0; i < n; i++) {
-    if (!ports[i].ended) {
+    /* At the maximum an input is as good as ended: its end follows. */
+    if (!ports[i].ended && ports[i].wm != SL_TS_MAX) {
       open = true;
       if (ports[i].idle)
         continue;

@@ -117,6 +117,10 @@ START_TEST(merge_ended_and_idle_is_idle) {
   m = sl__wm_merge(p, 3);
   ck_assert(!m.all_idle);
   ck_assert_int_eq(m.wm, 40);
+  /* The maximum arrives before the end it announces. */
+  p[1].idle = true;
+  p[0].ended = false;
+  ck_assert(sl__wm_merge(p, 3).all_idle);
 }
 END_TEST
 
