@@ -122,7 +122,8 @@ struct ksrc {
    * partitions are the tasks); the job's other sources are upstream of
    * it, stateless, and read their topics with any partitioning. */
   bool repart;
-  const struct sl__node *node; /* its node in the job's graph */
+  /* Its node in the job's graph: whether it only feeds broadcasts. */
+  const struct sl__node *node;
   char **topics; /* sorted */
   int n_topics;
   char *group; /* NULL: from conf at open */

@@ -96,8 +96,8 @@ static int scale_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   scale_states *s = sl_ctx_local(ctx);
   unsigned char mk[8];
   be64(rec->ts, mk);
-  int rc = sl_map_put(ctx, s->pending, mk, sizeof(mk), rec->value,
-                      rec->value_len);
+  int rc =
+      sl_map_put(ctx, s->pending, mk, sizeof(mk), rec->value, rec->value_len);
   return rc ? rc : sl_timer_set(ctx, SL_EVENT_TIME, rec->ts);
 }
 
