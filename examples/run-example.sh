@@ -7,7 +7,7 @@
 # SIGKILLed mid-stream and restarted (bounded) from its checkpoint. With
 # --processes N (fraud) the job runs as N processes of one group (group
 # mode, docs/scaling.md) sharing one checkpoint store, until every task's
-# snapshot holds the whole input; then each is stopped with SIGTERM.
+# snapshot holds the whole input; then each is stopped draining (SIGUSR1).
 # Every process it starts is stopped on exit, also on failure or Ctrl-C.
 set -euo pipefail
 
@@ -25,8 +25,11 @@ keyed by account with Kafka's murmur2 partitioner), one shared
 checkpoint.dir, each with its own instance.id, state.dir and metrics
 port, and a 6 s group session timeout (a dev-broker rebalance waits up
 to it for the members); they start before the generator writes, run until every task's
-pointer is at the end of its partition, then get SIGTERM. No rules
-topic (broadcast state does not move between processes).
+pointer is at the end of its partition, then are stopped draining
+(SIGUSR1). Each process reads the whole rules topic itself, as one
+process does (a source that only feeds broadcasts is not a group
+member). Not with --rules: rule records written while the processes run
+meet an idle rules input and act from their arrival, not their time.
 --kill-after-ms: SIGKILL the job MS ms after its first complete checkpoint,
 then restart it with restore.from=latest (the evaluator dedupes alerts).
 --restart-after-end: once the job has ended at the end of its input, run
@@ -109,10 +112,9 @@ if [ "$processes" != 1 ]; then
     exit 2
   fi
 fi
-# One process reads the rules topic; a group does not (broadcast state
-# stays with its process).
-[ "$processes" != 1 ] ||
-  job_args=(${rules_args[@]+"${rules_args[@]}"} ${job_args[@]+"${job_args[@]}"})
+# Every process reads the rules topic, all of it: in group mode a source
+# that only feeds broadcasts is no member of the group.
+job_args=(${rules_args[@]+"${rules_args[@]}"} ${job_args[@]+"${job_args[@]}"})
 cd "$(dirname "$0")/.."
 [[ $build = /* ]] || build=$PWD/$build
 bin=$build/examples/$example

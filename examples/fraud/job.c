@@ -558,15 +558,12 @@ static int acct_timer(sl_ctx_t *ctx, sl_time_domain domain, int64_t ts,
   return rc ? rc : incident_expire(ctx, &s->vs, s->inc_trip, ts);
 }
 
-/* No rules input: bounded (--exit-at-end), it ends at once; otherwise it
- * stays, idle, until the job stops. In group mode an input that ended
- * at once leaves the broadcast operators without a watermark, so an
- * unbounded job keeps it open instead: an idle input does not hold the
- * watermark back. */
+/* No rules input: it ends at once (an ended input holds no watermark
+ * back, and does not move it alone while the transactions are idle). */
 static int no_rules(sl_source_ctx_t *ctx, void *opaque) {
   (void)ctx;
-  const ex_job *ej = opaque;
-  return ej->exit_at_end ? SL_POLL_END : SL_POLL_EMPTY;
+  (void)opaque;
+  return SL_POLL_END;
 }
 
 int main(int argc, char **argv) {
@@ -586,11 +583,8 @@ int main(int argc, char **argv) {
   if (o.rules_topic) {
     rules = ex_job_kafka_source(&ej, "rules", o.rules_topic, RULES_IDLE_MS);
   } else {
-    sl_source_ops_t none = {.poll = no_rules, .parallel = true};
-    sl_watermark_spec_t idle = {.kind = SL_WM_BOUNDED,
-                                .idle_timeout_ms = RULES_IDLE_MS};
-    rules =
-        sl_with_watermarks(sl_source(ej.job, "no-rules", &none, &ej), &idle);
+    sl_source_ops_t none = {.poll = no_rules};
+    rules = sl_source(ej.job, "no-rules", &none, NULL);
   }
   sl_stream_t *versions = sl_flat_map(rules, "parse-rules", parse_rule, NULL);
 

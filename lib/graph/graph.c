@@ -370,6 +370,28 @@ void sl_job_adopt(sl_job_t *job, void *ptr, void (*free_fn)(void *)) {
   g->n_adopted++;
 }
 
+/* Recursion over readers: the graph is a DAG, so it ends; the nodes
+ * between a source and its broadcasts are few (parsing, filtering). */
+bool sl__graph_only_broadcasts(const sl__graph *g, const sl__node *n) {
+  if (n->kind == SL__NODE_KEYBY)
+    return n->broadcast;
+  if (n->sink)
+    return false;
+  bool read = false;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const sl__node *r = g->nodes[i];
+    for (int j = 0; j < r->n_inputs; j++) {
+      if (r->inputs[j].from != n)
+        continue;
+      if (!sl__graph_only_broadcasts(g, r))
+        return false;
+      read = true;
+      break;
+    }
+  }
+  return read;
+}
+
 int sl__graph_validate(const sl__graph *g, const char *job_name, char *err,
                        size_t errlen) {
   if (g->build_err)

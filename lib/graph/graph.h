@@ -116,6 +116,13 @@ static inline void sl__graph_seal(sl__graph *g) {
 int sl__graph_validate(const sl__graph *g, const char *job_name, char *err,
                        size_t errlen);
 
+/* Whether every record of node n reaches only broadcast exchanges
+ * (sl_broadcast()): each path downstream of n, side outputs included,
+ * ends in one, through operators that are not sinks, and there is at
+ * least one. Group mode reads such a source whole in every process
+ * (docs/scaling.md). For a sealed graph or on the building thread. */
+bool sl__graph_only_broadcasts(const sl__graph *g, const sl__node *n);
+
 /* With a split hook: cuts the graph at every key_by (broadcasts aside),
  * so that the key_by reads the hook's source instead of its input, and
  * without its key function (the records read back carry the key). The

@@ -15,6 +15,7 @@
 
 #include "core/clock.h"
 #include "core/conf.h"
+#include "graph/graph.h"
 #include "kafka/group_int.h"
 #include "kafka/kafka_int.h"
 #include "kafka/owners_int.h"
@@ -80,6 +81,10 @@ typedef struct ksub {
    * decides which are in it (assigned, revoked). */
   bool group;
   sl__kgroup grp;
+  /* Group mode, but the source only feeds broadcasts: not a member;
+   * every process reads all of its partitions, from the earliest
+   * offset, as one process would (docs/scaling.md). */
+  bool bcast;
   size_t cap_parts;
   /* Group mode with checkpoints: per-task state moves with the
    * partitions. snaps keeps the positions of the last snapshots (a
@@ -117,6 +122,8 @@ struct ksrc {
    * partitions are the tasks); the job's other sources are upstream of
    * it, stateless, and read their topics with any partitioning. */
   bool repart;
+  /* Its node in the job's graph: whether it only feeds broadcasts. */
+  const struct sl__node *node;
   char **topics; /* sorted */
   int n_topics;
   char *group; /* NULL: from conf at open */
@@ -312,6 +319,11 @@ static int start_offsets(sl_source_ctx_t *ctx, ksrc *s, ksub *k,
                             sl__conf_enum(conf, "source.startup.mode"));
     ts = sl__conf_int(conf, "source.startup.timestamp.ms");
   }
+  /* Broadcast state is not restored in group mode and a process may
+   * join at any time: only the whole topic gives every process the same
+   * state (Kafka Streams bootstraps a global table the same way). */
+  if (k->bcast)
+    mode = SL_KAFKA_START_EARLIEST;
   const char *reset = sl__kconf_get(conf, "auto.offset.reset");
   bool reset_latest =
       reset && (strcmp(reset, "latest") == 0 || strcmp(reset, "largest") == 0 ||
@@ -712,6 +724,21 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
   k->src = s;
   k->ctx = ctx;
   k->group = sl__kgroup_on(conf);
+  /* A source whose records only go to broadcasts is read whole by every
+   * process (a global table, in Kafka Streams' terms): as a member it
+   * would get some of the partitions, and each process other broadcast
+   * state. */
+  if (k->group &&
+      sl__graph_only_broadcasts(sl__graph_of(s->kj->job), s->node)) {
+    k->group = false;
+    k->bcast = true;
+    if (sub == 0)
+      sl__klog(s->kj, SL__LOG_INFO,
+               "source %s: only feeds broadcasts: every process reads all "
+               "of its partitions from the earliest offset, outside the "
+               "group",
+               s->uid);
+  }
   /* Whether its partitions are tasks: in repartition mode only the
    * repartition topic's. */
   bool owns = !sl__kgroup_repartition(conf) || s->repart;
@@ -1480,7 +1507,7 @@ static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
                                p->end};
     /* The exactly-once transaction of checkpoint id carries these; only
      * kept when there is one (they are dropped when it commits). */
-    if (s->kj->txn)
+    if (s->kj->txn && !k->bcast)
       rc = sl__kpos_add(s->kj, id, group, topics[i], parts[i], offs[i],
                         k->group ? k->grp.member : -1);
   }
@@ -1548,8 +1575,9 @@ static void ksrc_complete(sl_source_ctx_t *ctx, uint64_t id, void *opaque) {
   }
   /* With an exactly_once sink the transaction commits the offsets; an
    * early commit here would make restart resolution see a transaction as
-   * committed when it was not. */
-  if (!k || s->kj->txn)
+   * committed when it was not. A broadcast source in group mode commits
+   * nothing: its positions are every process's own, not the group's. */
+  if (!k || s->kj->txn || k->bcast)
     return;
   (void)id;
   rd_kafka_topic_partition_list_t *l =
@@ -1700,6 +1728,7 @@ sl_stream_t *sl__ksource_new(sl_job_t *job, const char *uid, const char *topics,
     ksrc_free(s);
     return NULL;
   }
+  s->node = st->node;
   sl_job_adopt(job, s, ksrc_free);
   return st;
 oom:

@@ -91,14 +91,20 @@ bool sl__wmgen_check_idle(sl__wmgen *g, int64_t now) {
 }
 
 sl__wm_min sl__wm_merge(const sl__wmport *ports, int n) {
-  sl__wm_min r = {SL_TS_MAX, true};
+  sl__wm_min r = {SL_TS_MAX, false};
+  bool open = false, active = false;
   for (int i = 0; i < n; i++) {
-    if (ports[i].idle && !ports[i].ended)
-      continue;
-    r.all_idle = false;
+    /* At the maximum an input is as good as ended: its end follows. */
+    if (!ports[i].ended && ports[i].wm != SL_TS_MAX) {
+      open = true;
+      if (ports[i].idle)
+        continue;
+      active = true;
+    }
     if (ports[i].wm < r.wm)
       r.wm = ports[i].wm;
   }
+  r.all_idle = n == 0 || (open && !active);
   if (r.all_idle)
     r.wm = SL_TS_MIN;
   return r;

@@ -95,9 +95,13 @@ typedef struct sl__wmport {
   uint64_t bar; /* last checkpoint barrier delivered on this port */
 } sl__wmport;
 
-/* Result of sl__wm_merge(): the minimum watermark over non-idle ports, or
- * all_idle when every port is idle (ended ports count with their last
- * watermark and are never idle). */
+/* Result of sl__wm_merge(): the minimum watermark over non-idle ports
+ * (ended ports count with their last watermark), or all_idle when every
+ * port that has neither ended nor reached the maximum is idle, and one
+ * has not. An ended input (or one at the maximum, whose end follows)
+ * alone does not move the watermark while the others are idle: it would
+ * jump to the maximum, and every record the idle inputs bring later
+ * would be late. When every port has ended, the minimum over them. */
 typedef struct sl__wm_min {
   int64_t wm;
   bool all_idle;

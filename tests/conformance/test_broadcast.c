@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "check_main.h"
+#include "operator.h"
 #include "testutil.h"
 
 static const char *const backends[] = {"hashmap", "rocksdb"};
@@ -725,6 +726,81 @@ START_TEST(restore_broadcast_state_2_to_1) {
 }
 END_TEST
 
+/* ---- An input that ended while the other was idle --------------------
+ * The keyed input is idle from its open (as a Kafka source in group mode
+ * is until the group assigns it partitions), the broadcast input ends at
+ * once (an empty rules input, non-parallel): the operator's watermark
+ * must not go to the maximum with it, or the keyed records that come
+ * later set timers behind the watermark, which never fire. */
+
+static int late_polls;
+
+static int idle_open(sl_source_ctx_t *ctx, void *opaque) {
+  (void)opaque;
+  sl_source_own_watermarks(ctx);
+  return sl_source_idle(ctx, true);
+}
+
+static int idle_then_records(sl_source_ctx_t *ctx, void *opaque) {
+  (void)opaque;
+  if (++late_polls < 50)
+    return SL_POLL_EMPTY;
+  int rc = sl_source_idle(ctx, false);
+  for (int i = 0; i < 3 && !rc; i++) {
+    char key[8];
+    snprintf(key, sizeof(key), "k%d", i);
+    sl_record_t r = {key, strlen(key), "x", 1, 10 * (i + 1)};
+    rc = sl_source_emit(ctx, &r);
+  }
+  return rc ? rc : SL_POLL_END;
+}
+
+static int ends_at_once(sl_source_ctx_t *ctx, void *opaque) {
+  (void)ctx, (void)opaque;
+  return SL_POLL_END;
+}
+
+static int t_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)opaque;
+  return sl_timer_set(ctx, SL_EVENT_TIME, rec->ts);
+}
+
+static int t_broadcast(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx, (void)rec, (void)opaque;
+  return 0;
+}
+
+static int t_timer(sl_ctx_t *ctx, sl_time_domain d, int64_t ts, void *opaque) {
+  (void)d, (void)opaque;
+  return emitf(ctx, "fired@%lld", (long long)ts);
+}
+
+START_TEST(ended_broadcast_input_waits_for_idle_keyed_input) {
+  late_polls = 0;
+  char err[256];
+  sl_job_t *job = sl_job_new("ended-idle", backend_conf(_i), err, sizeof(err));
+  ck_assert_ptr_nonnull(job);
+  sl_source_ops_t keyed = {.open = idle_open, .poll = idle_then_records};
+  sl_source_ops_t none = {.poll = ends_at_once};
+  sl_broadcast_process_ops_t ops = {.on_element = t_element,
+                                    .on_broadcast = t_broadcast,
+                                    .on_timer = t_timer};
+  sl_stream_t *s = sl_broadcast_process(
+      sl_key_by(sl_source(job, "keyed", &keyed, NULL), NULL, NULL),
+      sl_broadcast(sl_source(job, "no-rules", &none, NULL)), "judge", &ops,
+      NULL);
+  tu_sink out = {0};
+  ck_assert_int_eq(sl_sink(s, "sink", tu_sink_fn, &out), SL_OK);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  sl_job_destroy(job);
+  const char *want[] = {"fired@10", "fired@20", "fired@30"};
+  ck_assert_uint_eq(out.n, 3);
+  for (size_t i = 0; i < 3; i++)
+    ck_assert_str_eq(out.recs[i].value, want[i]);
+  tu_sink_free(&out);
+}
+END_TEST
+
 int main(void) {
   snprintf(g_state_dir, sizeof(g_state_dir), "/tmp/sluice-test-bcast-XXXXXX");
   if (!mkdtemp(g_state_dir)) {
@@ -746,6 +822,8 @@ int main(void) {
   tcase_add_loop_test(tc, every_key_on_every_worker_sees_rules, 0, N_BACKENDS);
   tcase_add_loop_test(tc, restore_broadcast_state_1_to_2, 0, N_BACKENDS);
   tcase_add_loop_test(tc, restore_broadcast_state_2_to_1, 0, N_BACKENDS);
+  tcase_add_loop_test(tc, ended_broadcast_input_waits_for_idle_keyed_input, 0,
+                      N_BACKENDS);
   suite_add_tcase(s, tc);
   int rc = tu_run(s);
   nftw(g_state_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);

@@ -125,6 +125,10 @@ static pid_t start_job(const char *mode, const char *parts, const char *name) {
 
 /* Processes started while set run with an exactly_once sink. */
 static bool exactly_once;
+/* Processes started while set multiply each count by the factor that
+ * topic "rules" puts in broadcast state (group_job.c), and check_output
+ * expects that (factor_at). */
+static bool broadcast;
 
 static pid_t start_job_ck(const char *mode, const char *parts, const char *name,
                           const char *backend) {
@@ -143,6 +147,8 @@ static pid_t start_job_ck(const char *mode, const char *parts, const char *name,
     snprintf(ck, sizeof(ck), "%s/ckpt", dir);
     if (exactly_once)
       setenv("GROUP_JOB_EXACTLY_ONCE", name, 1);
+    if (broadcast)
+      setenv("GROUP_JOB_BROADCAST", "1", 1);
     if (backend)
       execl(bin, bin, bs, mode, parts, ck, backend,
             strcmp(name, "b") ? "1" : "2", (char *)NULL);
@@ -260,6 +266,28 @@ static void produce(void) {
   produce_phase(-1);
 }
 
+/* The rules of the broadcast job, in a topic of one partition: factor 10
+ * from the start, 100 from inside the third window, and 100 again far
+ * ahead, which moves the rules' watermark past every window. */
+#define RULE_CHANGE_MS (T0 + 2500)
+static void produce_rules(void) {
+  tk_cluster c = {0};
+  snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
+  rd_kafka_t *p = tk_producer(&c);
+  tk_send(p, "rules", 0, "factor", "10", 1, NULL, NULL);
+  tk_send(p, "rules", 0, "factor", "100", RULE_CHANGE_MS, NULL, NULL);
+  tk_send(p, "rules", 0, "factor", "100", 200000, NULL, NULL);
+  tk_flush(p);
+  rd_kafka_destroy(p);
+}
+
+/* The factor the broadcast job applies to the window ending at max_ts. */
+static int factor_at(int64_t max_ts) {
+  if (!broadcast)
+    return 1;
+  return max_ts < RULE_CHANGE_MS ? 10 : 100;
+}
+
 static int cmp_line(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -301,7 +329,9 @@ static void check_output_dups(bool dups) {
       char key[64];
       key_of(i, key, sizeof(key));
       exp[n] = malloc(128);
-      snprintf(exp[n++], 128, "%s,%d,%d", key, T0 + s * 1000 + 999, i % 3 + 1);
+      int64_t max_ts = T0 + s * 1000 + 999;
+      snprintf(exp[n++], 128, "%s,%" PRId64 ",%d", key, max_ts,
+               (i % 3 + 1) * factor_at(max_ts));
     }
   qsort(got, r.n, sizeof(char *), cmp_line);
   qsort(exp, n, sizeof(char *), cmp_line);
@@ -458,6 +488,47 @@ END_TEST
 
 START_TEST(scale_1_3_2_rocksdb) {
   scale_1_3_2("rocksdb");
+}
+END_TEST
+
+/* Broadcast state in group mode: the rules topic (one partition) feeds
+ * only a broadcast, so every process reads all of it outside the group
+ * and holds the same broadcast state; the one process without group
+ * mode and three processes sharing the input's 12 tasks (one of them
+ * with two workers, whose second rules subtask reads nothing) write
+ * exactly the same, the model's, counts times the factor in force. */
+static void broadcast_in_every_process(const char *backend) {
+  broadcast = true;
+  start_broker_with("rules:1");
+  pid_t a = start_job("off", "0", "a");
+  produce_rules();
+  produce();
+  check_output();
+  stop_pid(a, SIGTERM, 0);
+  stop_broker();
+
+  start_broker_with("rules:1");
+  pid_t p[3];
+  const char *names[] = {"a", "b", "c"};
+  for (int i = 0; i < 3; i++)
+    p[i] = start_job_ck("copartitioned", "12", names[i], backend);
+  wait_assigned(names, 3, PARTS);
+  produce_rules();
+  produce();
+  check_output();
+  for (int i = 0; i < 3; i++)
+    stop_pid(p[i], SIGTERM, 0);
+  stop_broker();
+  broadcast = false;
+}
+
+START_TEST(broadcast_in_every_process_hashmap) {
+  broadcast_in_every_process("hashmap");
+}
+END_TEST
+
+START_TEST(broadcast_in_every_process_rocksdb) {
+  broadcast_in_every_process("rocksdb");
 }
 END_TEST
 
@@ -1032,6 +1103,8 @@ int main(void) {
                {"scale-rocksdb", scale_1_3_2_rocksdb},
                {"kill-rocksdb", killed_member_state_moves_rocksdb},
                {"scale-eos", scale_1_3_2_exactly_once},
+               {"broadcast-hashmap", broadcast_in_every_process_hashmap},
+               {"broadcast-rocksdb", broadcast_in_every_process_rocksdb},
                {"fenced", stopped_member_is_fenced}};
   for (size_t i = 0; i < sizeof(state) / sizeof(state[0]); i++) {
     TCase *st = tcase_create(state[i].name);

@@ -92,12 +92,35 @@ END_TEST
 
 START_TEST(merge_ended_counts_with_last_watermark) {
   sl__wmport p[2] = {{.wm = SL_TS_MAX, .idle = false, .ended = true},
-                     {.wm = 40, .idle = true, .ended = false}};
+                     {.wm = 40, .idle = false, .ended = false}};
   sl__wm_min m = sl__wm_merge(p, 2);
   ck_assert(!m.all_idle);
-  ck_assert_int_eq(m.wm, SL_TS_MAX);
+  ck_assert_int_eq(m.wm, 40);
   p[0].wm = 30; /* a stopped input keeps holding its watermark */
   ck_assert_int_eq(sl__wm_merge(p, 2).wm, 30);
+  p[1].ended = true; /* every input ended: the minimum over them */
+  ck_assert_int_eq(sl__wm_merge(p, 2).wm, 30);
+}
+END_TEST
+
+/* An input that ended does not drive the watermark alone while the others
+ * are idle: it would jump to the maximum, and what the idle inputs bring
+ * later would all be late. */
+START_TEST(merge_ended_and_idle_is_idle) {
+  sl__wmport p[3] = {{.wm = SL_TS_MAX, .idle = false, .ended = true},
+                     {.wm = 40, .idle = true, .ended = false},
+                     {.wm = SL_TS_MAX, .idle = false, .ended = true}};
+  sl__wm_min m = sl__wm_merge(p, 3);
+  ck_assert(m.all_idle);
+  ck_assert_int_eq(m.wm, SL_TS_MIN);
+  p[1].idle = false;
+  m = sl__wm_merge(p, 3);
+  ck_assert(!m.all_idle);
+  ck_assert_int_eq(m.wm, 40);
+  /* The maximum arrives before the end it announces. */
+  p[1].idle = true;
+  p[0].ended = false;
+  ck_assert(sl__wm_merge(p, 3).all_idle);
 }
 END_TEST
 
@@ -113,6 +136,7 @@ int main(void) {
   tcase_add_test(tc, merge_min_ignores_idle);
   tcase_add_test(tc, merge_all_idle);
   tcase_add_test(tc, merge_ended_counts_with_last_watermark);
+  tcase_add_test(tc, merge_ended_and_idle_is_idle);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }
