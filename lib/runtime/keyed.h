@@ -45,20 +45,21 @@ static inline __attribute__((always_inline)) int sl__keyed_batch(
     int (*process)(sl__keyed *k, int port, const sl_keyed_rec_t *r)) {
   sl_ctx_t *op = k->op;
   size_t i;
-  _Static_assert((SL__PREFETCH_AHEAD & (SL__PREFETCH_AHEAD - 1)) == 0,
-                 "a power of two");
   if (n)
     prefetch(k, r, n < SL__PREFETCH_AHEAD ? n : SL__PREFETCH_AHEAD);
   sl_arena_mark_t m = sl_op_arena_mark(op);
   int rc = 0;
-  for (i = 0; i < n && !rc; i++) {
-    if (!(i & (SL__PREFETCH_AHEAD - 1)) && i + SL__PREFETCH_AHEAD < n) {
-      size_t left = n - i - SL__PREFETCH_AHEAD;
-      prefetch(k, r + i + SL__PREFETCH_AHEAD,
-               left < SL__PREFETCH_AHEAD ? left : SL__PREFETCH_AHEAD);
+  /* Group by group: the next group's state is requested, then the
+   * records of this one are processed. */
+  for (i = 0; i < n && !rc;) {
+    size_t end = n - i > SL__PREFETCH_AHEAD ? i + SL__PREFETCH_AHEAD : n;
+    if (end < n)
+      prefetch(k, r + end,
+               n - end < SL__PREFETCH_AHEAD ? n - end : SL__PREFETCH_AHEAD);
+    for (; i < end && !rc; i++) {
+      sl__keyed_set_key(k, &r[i]);
+      rc = process(k, port, &r[i]);
     }
-    sl__keyed_set_key(k, &r[i]);
-    rc = process(k, port, &r[i]);
   }
   sl_op_arena_release(op, m);
   return rc;

@@ -321,7 +321,11 @@ sl__hm_probe8(const hm_table *t, const void *key, const void *ns, uint64_t hash,
   uint8_t tag = hm_h7(hash);
   for (size_t i = (size_t)(hash >> t->shift);; i = (i + HM_GROUP) & mask) {
     uint32_t empty, m = hm_group_match(t->ctrl + i, tag, &empty);
-    for (m = hm_before_empty(m, empty); m; m &= m - 1) {
+    /* Candidates after the group's first empty slot are not dropped
+     * (hm_before_empty): the live array has no tombstones, so the key
+     * cannot lie past an empty slot of its probe sequence, and comparing
+     * such a candidate costs less than masking them on every probe. */
+    for (; m; m &= m - 1) {
       hm_slot *s = &slots[(i + (size_t)__builtin_ctz(m)) & mask];
       memcpy(&sw, s->u.data, 8);
       if (nl)

@@ -5,6 +5,8 @@
 #ifndef SL_STATE_KSTATE_INT_H
 #define SL_STATE_KSTATE_INT_H
 
+#include <assert.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "core/util.h"
@@ -22,9 +24,12 @@ struct sl_state {
   size_t cleanup_n; /* incremental cleanup budget per access */
   /* A VALUE, REDUCING or AGGREGATING state without TTL on a backend with
    * direct probes (backend.h, ops->direct): its tables, resolved once at
-   * registration, for key groups [dt_lo, dt_lo + dt_n). NULL otherwise:
-   * every access goes through the backend's functions. */
+   * registration, for key groups [dt_lo, dt_lo + dt_n), and dt_base, the
+   * address key group 0's table would have, so that a key group's table
+   * is one multiply-add away. NULL (0) otherwise: every access goes
+   * through the backend's functions. */
   const struct hm_table *dt;
+  uintptr_t dt_base;
   uint32_t dt_lo, dt_n;
   unsigned char *result; /* AGGREGATING with a result fn */
   /* A list iteration that returns expired elements once iterates this
@@ -127,13 +132,15 @@ static inline void sl__write_fill(const sl_state_t *st, void *slot, int64_t now,
 }
 /* The table of the current key's key group for a direct probe of st, or
  * NULL when the access must go through the backend: no direct tables, a
- * key other than 8 bytes, a namespace (windows), a key group not owned. */
+ * key other than 8 bytes, a namespace (windows). The current key group is
+ * one the backend owns, as for every state access (sl__skey's kg). */
 static inline const struct hm_table *sl__direct_tab(const sl__keyed *k,
                                                     const sl_state_t *st) {
-  uint32_t g = k->kg - st->dt_lo; /* below the range wraps: not owned */
-  if (SL__LIKELY(st->dt != NULL) && k->key_len == 8 && !k->ns_len &&
-      SL__LIKELY(g < st->dt_n))
-    return &st->dt[g];
+  if (SL__LIKELY(st->dt_base != 0) && k->key_len == 8 && !k->ns_len) {
+    assert(k->kg - st->dt_lo < st->dt_n);
+    return (const struct hm_table *)(st->dt_base +
+                                     (uintptr_t)k->kg * sizeof(hm_table));
+  }
   return NULL;
 }
 

@@ -240,6 +240,8 @@ int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
       ks->be->ops->direct && (st->dt = ks->be->ops->direct(ks->be, st->id))) {
     st->dt_lo = ks->be->kg_lo;
     st->dt_n = ks->be->kg_hi - ks->be->kg_lo;
+    /* Not 0: the tables are on the heap, far above kg_lo tables. */
+    st->dt_base = (uintptr_t)st->dt - (uintptr_t)st->dt_lo * sizeof(hm_table);
   }
   /* A backend that expires entries itself (the RocksDB compaction filter)
    * needs the TTL. */
