@@ -4,6 +4,9 @@
 #ifndef SL_RUNTIME_KEYED_H
 #define SL_RUNTIME_KEYED_H
 
+#include <stddef.h>
+#include <string.h>
+
 #include "operator.h"
 #include "sluice/process.h"
 #include "state/keyed.h"
@@ -12,10 +15,22 @@
 /* Sets k's current key from a record delivered by key_by (bytes, hash
  * and key group), an empty namespace and the record's timestamp. */
 static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
-  k->key = r->rec.key;
-  k->key_len = r->rec.key_len;
-  k->hash = r->hash;
-  k->kg = r->kg;
+  /* Per record: key and length, then hash and key group (with the
+   * padding after it), are each one 16-byte copy, as both structures lay
+   * them out alike. */
+  _Static_assert(offsetof(sl__keyed, key_len) ==
+                         offsetof(sl__keyed, key) + sizeof(void *) &&
+                     offsetof(sl_record_t, key_len) ==
+                         offsetof(sl_record_t, key) + sizeof(void *),
+                 "key and key_len adjacent");
+  _Static_assert(offsetof(sl__keyed, ns) - offsetof(sl__keyed, hash) == 16 &&
+                     sizeof(sl_keyed_rec_t) - offsetof(sl_keyed_rec_t, hash) ==
+                         16,
+                 "hash and kg in 16 bytes");
+  memcpy((char *)k + offsetof(sl__keyed, key),
+         (const char *)r + offsetof(sl_keyed_rec_t, rec.key), 16);
+  memcpy((char *)k + offsetof(sl__keyed, hash),
+         (const char *)r + offsetof(sl_keyed_rec_t, hash), 16);
   k->ns = NULL;
   k->ns_len = 0;
   k->ts = r->rec.ts;

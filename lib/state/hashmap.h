@@ -326,7 +326,8 @@ sl__hm_probe8(const hm_table *t, const void *key, const void *ns, uint64_t hash,
      * cannot lie past an empty slot of its probe sequence, and comparing
      * such a candidate costs less than masking them on every probe. */
     for (; m; m &= m - 1) {
-      hm_slot *s = &slots[(i + (size_t)__builtin_ctz(m)) & mask];
+      /* A 64-bit count: no sign extension of an int. */
+      hm_slot *s = &slots[(i + (size_t)__builtin_ctzll(m)) & mask];
       memcpy(&sw, s->u.data, 8);
       if (nl)
         memcpy(&snw, s->u.data + 8, 8);

@@ -30,6 +30,7 @@ struct sl_state {
    * through the backend's functions. */
   const struct hm_table *dt;
   uintptr_t dt_base;
+  uintptr_t vdt_base; /* dt_base for a VALUE state, else 0 */
   uint32_t dt_lo, dt_n;
   unsigned char *result; /* AGGREGATING with a result fn */
   /* A list iteration that returns expired elements once iterates this

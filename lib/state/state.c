@@ -77,9 +77,11 @@ void sl__kstate_prefetch(struct sl__kstate *ks, const uint64_t *hash,
         uint32_t g;
         memcpy(&h, hp, sizeof(h));
         memcpy(&g, gp, sizeof(g));
-        g -= st->dt_lo; /* below the range wraps and fails the check */
-        if (g < st->dt_n)
-          sl__hm_direct_prefetch(&st->dt[g], h);
+        assert(g - st->dt_lo < st->dt_n);
+        sl__hm_direct_prefetch(
+            (const struct hm_table *)(st->dt_base +
+                                      (uintptr_t)g * sizeof(hm_table)),
+            h);
       }
     } else if (be->ops->prefetch) {
       be->ops->prefetch(be, st->id, hash, kg, stride, n);
@@ -242,6 +244,8 @@ int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
     st->dt_n = ks->be->kg_hi - ks->be->kg_lo;
     /* Not 0: the tables are on the heap, far above kg_lo tables. */
     st->dt_base = (uintptr_t)st->dt - (uintptr_t)st->dt_lo * sizeof(hm_table);
+    if (desc->kind == SL_STATE_VALUE)
+      st->vdt_base = st->dt_base;
   }
   /* A backend that expires entries itself (the RocksDB compaction filter)
    * needs the TTL. */
@@ -469,17 +473,19 @@ int sl__value_put(sl__keyed *k, sl_state_t *st, const void *val, size_t len) {
   return 0;
 }
 
-/* Per record in most keyed jobs: the release build's link-time
- * optimization inlines it into the public sl_value_ptr. */
-void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
-                    int *err) {
+/* sl__value_ptr's general case: any state, any key, through the
+ * backend's slot. */
+static __attribute__((noinline)) void *value_ptr_any(sl__keyed *k,
+                                                     sl_state_t *st,
+                                                     size_t size, bool *created,
+                                                     int *err) {
   int rc = sl__state_check(k, st, SL_STATE_VALUE);
   if (SL__UNLIKELY(rc)) {
     *err = rc;
     return NULL;
   }
   bool fresh;
-  void *p = sl__vmodify(k, st, size, &fresh, err);
+  void *p = sl__vmodify_any(k, st, size, &fresh, err);
   if (SL__LIKELY(p != NULL)) {
     if (SL__UNLIKELY(fresh) && size)
       memset(p, 0, size);
@@ -487,6 +493,29 @@ void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
       *created = fresh;
   }
   return p;
+}
+
+/* Per record in most keyed jobs: the release build's link-time
+ * optimization inlines it into the public sl_value_ptr. The per-record
+ * case, an existing value of that size found by a direct probe, is
+ * decided with as few tests as it needs: vdt_base is set for value
+ * states only, so it stands for the kind check too. */
+void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
+                    int *err) {
+  if (SL__LIKELY(k && st && st->ks == k->state && st->vdt_base) &&
+      size <= HM_INL_BYTES - 8 && k->key_len == 8 && !k->ns_len) {
+    assert(k->kg - st->dt_lo < st->dt_n);
+    const struct hm_table *t =
+        (const struct hm_table *)(st->vdt_base +
+                                  (uintptr_t)k->kg * sizeof(hm_table));
+    void *p = sl__hm_direct_slot(t, k->key, k->hash, size);
+    if (SL__LIKELY(p != NULL)) {
+      if (created)
+        *created = false;
+      return p;
+    }
+  }
+  return value_ptr_any(k, st, size, created, err);
 }
 
 int sl__state_clear(sl__keyed *k, sl_state_t *st) {
