@@ -15,22 +15,23 @@
 /* Sets k's current key from a record delivered by key_by (bytes, hash
  * and key group), an empty namespace and the record's timestamp. */
 static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
-  /* Per record: key and length, then hash and key group (with the
-   * padding after it), are each one 16-byte copy, as both structures lay
-   * them out alike. */
-  _Static_assert(offsetof(sl__keyed, key_len) ==
-                         offsetof(sl__keyed, key) + sizeof(void *) &&
-                     offsetof(sl_record_t, key_len) ==
-                         offsetof(sl_record_t, key) + sizeof(void *),
-                 "key and key_len adjacent");
-  _Static_assert(offsetof(sl__keyed, ns) - offsetof(sl__keyed, hash) == 16 &&
-                     sizeof(sl_keyed_rec_t) - offsetof(sl_keyed_rec_t, hash) ==
-                         16,
-                 "hash and kg in 16 bytes");
-  memcpy((char *)k + offsetof(sl__keyed, key),
-         (const char *)r + offsetof(sl_keyed_rec_t, rec.key), 16);
-  memcpy((char *)k + offsetof(sl__keyed, hash),
-         (const char *)r + offsetof(sl_keyed_rec_t, hash), 16);
+  /* Per record: where both structures lay them out alike (64-bit
+   * platforms), key and length, then hash and key group with the padding
+   * after it, are each one 16-byte copy. The conditions are constants. */
+  if (offsetof(sl__keyed, key_len) == offsetof(sl__keyed, key) + 8 &&
+      offsetof(sl_record_t, key_len) == offsetof(sl_record_t, key) + 8 &&
+      offsetof(sl__keyed, ns) - offsetof(sl__keyed, hash) == 16 &&
+      sizeof(sl_keyed_rec_t) - offsetof(sl_keyed_rec_t, hash) == 16) {
+    memcpy((char *)k + offsetof(sl__keyed, key),
+           (const char *)r + offsetof(sl_keyed_rec_t, rec.key), 16);
+    memcpy((char *)k + offsetof(sl__keyed, hash),
+           (const char *)r + offsetof(sl_keyed_rec_t, hash), 16);
+  } else {
+    k->key = r->rec.key;
+    k->key_len = r->rec.key_len;
+    k->hash = r->hash;
+    k->kg = r->kg;
+  }
   k->ns = NULL;
   k->ns_len = 0;
   k->ts = r->rec.ts;
@@ -40,7 +41,7 @@ static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
 /* How many records ahead of processing state is requested: far enough for
  * a memory access to complete while the records in between are
  * processed, near enough that the lines are still cached when used.
- * Requested in groups of this many (a power of two), so a record's state
+ * Requested in groups of this many, so a record's state
  * is requested between SL__PREFETCH_AHEAD and 2 * SL__PREFETCH_AHEAD - 1
  * records before it is processed. */
 #define SL__PREFETCH_AHEAD 16
