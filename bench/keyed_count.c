@@ -57,9 +57,13 @@ static int src_poll(sl_source_ctx_t *ctx, void *opaque) {
   } else {
     sl_record_t r[256];
     for (size_t k = 0; k < budget && i < N;) {
-      size_t m = 0;
-      for (; m < 256 && k < budget && i < N; m++, k++, i += step)
-        r[m] = (sl_record_t){&events[i], 8, NULL, 0, (int64_t)i};
+      /* As many records as the array, the budget and the events allow. */
+      size_t m = (size_t)((N - i + step - 1) / step);
+      m = m < budget - k ? m : budget - k;
+      m = m < 256 ? m : 256;
+      for (size_t j = 0; j < m; j++, i += step)
+        r[j] = (sl_record_t){&events[i], 8, NULL, 0, (int64_t)i};
+      k += m;
       int rc = sl_source_emit_batch(ctx, r, m);
       if (rc)
         return rc;

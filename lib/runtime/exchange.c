@@ -523,6 +523,55 @@ static __attribute__((noinline)) int prod_other(sl_ctx_t *op, sl__xchg *x,
   return prod_add(op, x, target, hash, kg, r);
 }
 
+/* prod_process_batch's loop over the records of a batch without a key
+ * function, for a keyed reader: hashes each key and appends the record
+ * with its hash and key group to this worker's own batch (lending its
+ * bytes), or hands it to prod_other for another worker. pow2 and
+ * one_worker are constants at each call (see the caller). Returns the
+ * number of records taken; *rc is set on failure. */
+static inline __attribute__((always_inline)) size_t
+prod_self_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, int *rc,
+               bool pow2, bool one_worker) {
+  sl__worker *w = op->w;
+  sl__xchg *x = op->xchg;
+  const int me = w->index;
+  const uint16_t *kg_worker = w->job->kg_worker;
+  const uint32_t max_par = w->job->max_par, kg_mask = max_par - 1;
+  size_t i = 0;
+  while (i < n) {
+    batch *b = batch_room(x, &x->self[me], NULL, 0);
+    if (SL__UNLIKELY(!b)) {
+      *rc = sl_op_fail(op, SL_ERR_NOMEM, "out of memory for an exchange batch");
+      return i;
+    }
+    uint32_t k = b->n;
+    size_t lim = n - i < (size_t)(b->cap - k) ? n - i : (size_t)(b->cap - k);
+    const sl_record_t *r = in + i, *end = r + lim;
+    sl_keyed_rec_t *o = b->recs + k;
+    for (; r < end; r++) {
+      uint64_t hash = sl__hash64(r->key, r->key_len);
+      uint32_t kg =
+          pow2 ? (uint32_t)(hash & kg_mask) : (uint32_t)(hash % max_par);
+      if (!one_worker && SL__UNLIKELY(kg_worker[kg] != me)) {
+        b->n = (uint32_t)(o - b->recs);
+        if ((*rc = prod_other(op, x, kg_worker[kg], hash, kg, r)))
+          return (size_t)(r - in) + 1;
+        o = b->recs + b->n; /* prod_add never touches this worker's batch */
+        continue;
+      }
+      o->rec = *r;
+      o->hash = hash;
+      o->kg = kg;
+      o++;
+    }
+    i = (size_t)(r - in);
+    b->n = (uint32_t)(o - b->recs);
+    if (b->n == b->cap && (*rc = self_flush(x, w)))
+      return i;
+  }
+  return i;
+}
+
 /* A batch from upstream in one loop: hash, key group and worker of every
  * record. Records for this worker go into its own batch without a copy
  * (their bytes are borrowed until this returns, and that batch is
@@ -555,39 +604,16 @@ static int prod_process_batch(sl_ctx_t *op, int port, const sl_record_t *in,
     sl__counter_add(&op->out, n);
   size_t i = 0;
   if (keyed && !nd->key_fn && !job->kg_murmur2) {
-    const uint16_t *kg_worker = job->kg_worker;
     const uint32_t max_par = job->max_par;
-    const bool pow2 = (max_par & (max_par - 1)) == 0;
-    while (i < n && !rc) {
-      batch *b = batch_room(x, &x->self[me], NULL, 0);
-      if (SL__UNLIKELY(!b))
-        return sl_op_fail(op, SL_ERR_NOMEM,
-                          "out of memory for an exchange batch");
-      sl_keyed_rec_t *recs = b->recs;
-      uint32_t k = b->n, cap = b->cap;
-      for (; i < n && k < cap; i++) {
-        const sl_record_t *r = &in[i];
-        uint64_t hash = sl__hash64(r->key, r->key_len);
-        uint32_t kg = pow2 ? (uint32_t)(hash & (max_par - 1))
-                           : (uint32_t)(hash % max_par);
-        if (SL__UNLIKELY(kg_worker[kg] != me)) {
-          b->n = k;
-          if ((rc = prod_other(op, x, kg_worker[kg], hash, kg, r))) {
-            i++;
-            break;
-          }
-          k = b->n; /* prod_add never touches this worker's own batch */
-          continue;
-        }
-        recs[k].rec = *r;
-        recs[k].hash = hash;
-        recs[k].kg = kg;
-        k++;
-      }
-      b->n = k;
-      if (!rc && k == cap)
-        rc = self_flush(x, w);
-    }
+    /* Four copies of the loop, so that none tests per record what holds
+     * for the whole exchange: one worker (every record is its own) and a
+     * power-of-two max.parallelism (a mask, not a division). */
+    if (x->par == 1)
+      i = (max_par & (max_par - 1)) == 0 ? prod_self_loop(op, in, n, &rc, 1, 1)
+                                         : prod_self_loop(op, in, n, &rc, 0, 1);
+    else
+      i = (max_par & (max_par - 1)) == 0 ? prod_self_loop(op, in, n, &rc, 1, 0)
+                                         : prod_self_loop(op, in, n, &rc, 0, 0);
   }
   for (; i < n && !rc; i++)
     rc = prod_one(op, &in[i], direct, &n_direct);

@@ -4,6 +4,9 @@
 #ifndef SL_RUNTIME_KEYED_H
 #define SL_RUNTIME_KEYED_H
 
+#include <stddef.h>
+#include <string.h>
+
 #include "operator.h"
 #include "sluice/process.h"
 #include "state/keyed.h"
@@ -12,10 +15,23 @@
 /* Sets k's current key from a record delivered by key_by (bytes, hash
  * and key group), an empty namespace and the record's timestamp. */
 static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
-  k->key = r->rec.key;
-  k->key_len = r->rec.key_len;
-  k->hash = r->hash;
-  k->kg = r->kg;
+  /* Per record: where both structures lay them out alike (64-bit
+   * platforms), key and length, then hash and key group with the padding
+   * after it, are each one 16-byte copy. The conditions are constants. */
+  if (offsetof(sl__keyed, key_len) == offsetof(sl__keyed, key) + 8 &&
+      offsetof(sl_record_t, key_len) == offsetof(sl_record_t, key) + 8 &&
+      offsetof(sl__keyed, ns) - offsetof(sl__keyed, hash) == 16 &&
+      sizeof(sl_keyed_rec_t) - offsetof(sl_keyed_rec_t, hash) == 16) {
+    memcpy((char *)k + offsetof(sl__keyed, key),
+           (const char *)r + offsetof(sl_keyed_rec_t, rec.key), 16);
+    memcpy((char *)k + offsetof(sl__keyed, hash),
+           (const char *)r + offsetof(sl_keyed_rec_t, hash), 16);
+  } else {
+    k->key = r->rec.key;
+    k->key_len = r->rec.key_len;
+    k->hash = r->hash;
+    k->kg = r->kg;
+  }
   k->ns = NULL;
   k->ns_len = 0;
   k->ts = r->rec.ts;
@@ -25,7 +41,7 @@ static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
 /* How many records ahead of processing state is requested: far enough for
  * a memory access to complete while the records in between are
  * processed, near enough that the lines are still cached when used.
- * Requested in groups of this many (a power of two), so a record's state
+ * Requested in groups of this many, so a record's state
  * is requested between SL__PREFETCH_AHEAD and 2 * SL__PREFETCH_AHEAD - 1
  * records before it is processed. */
 #define SL__PREFETCH_AHEAD 16
@@ -45,20 +61,21 @@ static inline __attribute__((always_inline)) int sl__keyed_batch(
     int (*process)(sl__keyed *k, int port, const sl_keyed_rec_t *r)) {
   sl_ctx_t *op = k->op;
   size_t i;
-  _Static_assert((SL__PREFETCH_AHEAD & (SL__PREFETCH_AHEAD - 1)) == 0,
-                 "a power of two");
   if (n)
     prefetch(k, r, n < SL__PREFETCH_AHEAD ? n : SL__PREFETCH_AHEAD);
   sl_arena_mark_t m = sl_op_arena_mark(op);
   int rc = 0;
-  for (i = 0; i < n && !rc; i++) {
-    if (!(i & (SL__PREFETCH_AHEAD - 1)) && i + SL__PREFETCH_AHEAD < n) {
-      size_t left = n - i - SL__PREFETCH_AHEAD;
-      prefetch(k, r + i + SL__PREFETCH_AHEAD,
-               left < SL__PREFETCH_AHEAD ? left : SL__PREFETCH_AHEAD);
+  /* Group by group: the next group's state is requested, then the
+   * records of this one are processed. */
+  for (i = 0; i < n && !rc;) {
+    size_t end = n - i > SL__PREFETCH_AHEAD ? i + SL__PREFETCH_AHEAD : n;
+    if (end < n)
+      prefetch(k, r + end,
+               n - end < SL__PREFETCH_AHEAD ? n - end : SL__PREFETCH_AHEAD);
+    for (; i < end && !rc; i++) {
+      sl__keyed_set_key(k, &r[i]);
+      rc = process(k, port, &r[i]);
     }
-    sl__keyed_set_key(k, &r[i]);
-    rc = process(k, port, &r[i]);
   }
   sl_op_arena_release(op, m);
   return rc;

@@ -267,17 +267,19 @@ int sl_source_emit_batch(sl_source_ctx_t *s, const sl_record_t *recs,
   }
   /* Records appended before go first. */
   int rc = sl__source_flush(s);
-  size_t start = 0;
-  for (size_t i = 0; i < n && !rc; i++) {
-    /* Active again: the status goes out between the records before this
-     * one and it. */
-    if (SL__UNLIKELY(sl__wmgen_on_event(&s->wmgen, recs[i].ts))) {
-      if (!(rc = emit_chunks(s, recs + start, i - start)))
-        rc = sl__forward_idle(&s->op, false);
-      start = i;
-    }
-  }
-  return rc ? rc : emit_chunks(s, recs + start, n - start);
+  if (rc || !n)
+    return rc;
+  /* Active again: the status goes out before the first record. Only the
+   * first can find the source idle (nothing marks it idle while it
+   * emits), so the rest is a maximum over the timestamps. */
+  if (SL__UNLIKELY(sl__wmgen_on_event(&s->wmgen, recs[0].ts)) &&
+      (rc = sl__forward_idle(&s->op, false)))
+    return rc;
+  int64_t max = s->wmgen.max_ts;
+  for (size_t i = 1; i < n; i++)
+    max = recs[i].ts > max ? recs[i].ts : max;
+  s->wmgen.max_ts = max;
+  return emit_chunks(s, recs, n);
 }
 
 int sl_source_ctx_subtask(const sl_source_ctx_t *s) {

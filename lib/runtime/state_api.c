@@ -53,7 +53,7 @@ int sl_value_put(sl_ctx_t *ctx, sl_state_t *st, const void *val, size_t len) {
 }
 
 void *sl_value_ptr(sl_ctx_t *ctx, sl_state_t *st, size_t size, bool *created) {
-  int err = 0;
+  int err; /* set by sl__value_ptr when it returns NULL */
   void *p = sl__value_ptr(sl_op_keyed(ctx), st, size, created, &err);
   if (!p) {
     sl__keyed *k = sl_op_keyed(ctx);

@@ -281,6 +281,19 @@ typedef struct sl__backend_ops {
   void (*prefetch)(sl__backend *be, uint32_t state, const uint64_t *hash,
                    const uint32_t *kg, size_t stride, size_t n);
 
+  /* Direct probes (optional; NULL: none, as for RocksDB). The array of
+   * state's tables, one per owned key group (kg_hi - kg_lo of them, key
+   * group kg at kg - kg_lo), in the hashmap's layout (struct hm_table,
+   * state/hashmap.h), valid for the backend's life. The state layer
+   * resolves it once, when a state is registered, and for the current
+   * key of a record probes the key group's table inline with the hash
+   * key_by computed (sl__hm_direct_slot, sl__hm_direct_get): no state
+   * key is built and no function of this table is called per access.
+   * What a direct probe does not find as it is (absent, another length,
+   * a growing table, an entry to be logged) goes to get and slot, which
+   * stay the one definition of every access. */
+  const struct hm_table *(*direct)(sl__backend *be, uint32_t state);
+
   /* Checkpoints. A backend either has native snapshots (RocksDB: flush,
    * then a checkpoint of hard-linked immutable files) or is serialized
    * entry by entry through kg_scan (the hashmap; snapshot is NULL).

@@ -331,45 +331,8 @@ hm_slot *sl__hm_create(hm *b, hm_state *st, hm_table *t, const sl__skey *k,
 
 /* ---- Values and lists --------------------------------------------------- */
 
-/* The per-record probe of hm_get and hm_slot_get: an inline entry of an
- * 8-byte key with no namespace (nl 0) or an 8-byte one (nl 8), in a
- * table that is not growing, found by one group compare of control bytes
- * and one compare of the candidate's meta (its low 32 bits masked by
- * want_mask: lengths and tag, with or without the value length) and key
- * words. Equal key and namespace bytes imply an equal hash, so meta's
- * hash half is not compared. NULL when not found this way (absent, out of
- * line, other lengths): the caller takes the general path. nl is a
- * constant at each call, so each case compiles to its own loop with no
- * namespace word to keep when there is none. */
-static inline __attribute__((always_inline)) hm_slot *
-hm_probe8(const hm_table *t, const sl__skey *k, size_t nl, uint32_t want,
-          uint32_t want_mask) {
-  uint64_t kw, nw = 0, sw, snw;
-  memcpy(&kw, k->key, 8);
-  if (nl)
-    memcpy(&nw, k->ns, 8);
-  hm_slot *slots = t->slots;
-  size_t mask = t->mask;
-  uint8_t tag = hm_h7(k->hash);
-  for (size_t i = (size_t)(k->hash >> t->shift);; i = (i + HM_GROUP) & mask) {
-    uint32_t empty, m = hm_group_match(t->ctrl + i, tag, &empty);
-    for (m = hm_before_empty(m, empty); m; m &= m - 1) {
-      hm_slot *s = &slots[(i + (size_t)__builtin_ctz(m)) & mask];
-      memcpy(&sw, s->u.data, 8);
-      if (nl)
-        memcpy(&snw, s->u.data + 8, 8);
-      /* Without a namespace the second word is the value: not compared. */
-      if (((uint32_t)s->meta & want_mask) == want && sw == kw &&
-          (!nl || snw == nw))
-        return s;
-    }
-    if (empty)
-      return NULL;
-  }
-}
-
 /* hm_get's general case: growing tables, keys that are not inline, an
- * entry not found by hm_probe8 (absent, out of line, or marked clean
+ * entry not found by sl__hm_probe8 (absent, out of line, or marked clean
  * since the last checkpoint, which is logged here). */
 static __attribute__((noinline)) int hm_get_any(sl__backend *be,
                                                 const sl__skey *k, void **val,
@@ -388,7 +351,7 @@ static __attribute__((noinline)) int hm_get_any(sl__backend *be,
   return 1;
 }
 
-/* A read, for a value of any length: hm_probe8 compares lengths and tag
+/* A read, for a value of any length: sl__hm_probe8 compares lengths and tag
  * but not the value length (meta's low 24 bits), and an entry marked clean
  * misses it (its tag byte differs) and is logged by the general path.
  * Kept a leaf but for the tail call to the general path. */
@@ -399,9 +362,11 @@ static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
   if (SL__LIKELY(!t->old && t->slots && k->key_len == 8)) {
     hm_slot *s = NULL;
     if (k->ns_len == 0)
-      s = hm_probe8(t, k, 0, 8u << 8 | HM_INL, 0xffffff);
+      s = sl__hm_probe8(t, k->key, NULL, k->hash, 0, 8u << 8 | HM_INL,
+                        0xffffff);
     else if (k->ns_len == 8)
-      s = hm_probe8(t, k, 8, 8u << 16 | 8u << 8 | HM_INL, 0xffffff);
+      s = sl__hm_probe8(t, k->key, k->ns, k->hash, 8,
+                        8u << 16 | 8u << 8 | HM_INL, 0xffffff);
     if (SL__LIKELY(s != NULL)) {
       *val = s->u.data + 8 + k->ns_len;
       *len = (uint32_t)(s->meta >> 24) & 0xff;
@@ -446,7 +411,7 @@ hm_slot_any(sl__backend *be, const sl__skey *k, size_t len, void **out) {
 /* The per-record lookup, kept a leaf (its only call is the tail call to
  * the general path): an inline entry of an 8-byte key (with no namespace
  * or an 8-byte one, a window) and the same value length is found by
- * hm_probe8. Anything else (a key not found before an empty slot, another
+ * sl__hm_probe8. Anything else (a key not found before an empty slot, another
  * value length, other key lengths, a growing table) goes the general way,
  * which also creates. */
 static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
@@ -456,11 +421,12 @@ static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
   if (SL__LIKELY(!t->old && t->slots && k->key_len == 8)) {
     hm_slot *s = NULL;
     if (k->ns_len == 0 && len <= HM_INL_BYTES - 8)
-      s = hm_probe8(t, k, 0, (uint32_t)len << 24 | 8u << 8 | HM_INL,
-                    0xffffffff);
+      s = sl__hm_probe8(t, k->key, NULL, k->hash, 0,
+                        (uint32_t)len << 24 | 8u << 8 | HM_INL, 0xffffffff);
     else if (k->ns_len == 8 && len <= HM_INL_BYTES - 16)
-      s = hm_probe8(t, k, 8, (uint32_t)len << 24 | 8u << 16 | 8u << 8 | HM_INL,
-                    0xffffffff);
+      s = sl__hm_probe8(t, k->key, k->ns, k->hash, 8,
+                        (uint32_t)len << 24 | 8u << 16 | 8u << 8 | HM_INL,
+                        0xffffffff);
     if (SL__LIKELY(s != NULL)) {
       *out = s->u.data + 8 + k->ns_len;
       return 1;
@@ -1023,15 +989,17 @@ static void hm_prefetch(sl__backend *be, uint32_t state, const uint64_t *hash,
     memcpy(&h, hp, sizeof(h));
     memcpy(&g, gp, sizeof(g));
     g -= lo; /* a key group below the range wraps and fails the check */
-    if (g >= n_kg || !tables[g].slots)
-      continue;
-    const hm_table *t = &tables[g];
-    {
-      size_t i = (size_t)(h >> t->shift);
-      __builtin_prefetch(&t->ctrl[i]);
-      __builtin_prefetch(&t->slots[i]);
-    }
+    if (g < n_kg)
+      sl__hm_direct_prefetch(&tables[g], h);
   }
+}
+
+/* The tables of a state, one per owned key group: allocated when the
+ * state is registered and freed with the backend, so the address stays
+ * valid for the backend's life. */
+static const hm_table *hm_direct(sl__backend *be, uint32_t state) {
+  hm *b = (hm *)be;
+  return state < b->n_states ? b->states[state].tables : NULL;
 }
 
 const sl__backend_ops sl__hashmap_ops = {
@@ -1057,6 +1025,7 @@ const sl__backend_ops sl__hashmap_ops = {
     .stats = hm_stats,
     .cleanup = hm_cleanup,
     .prefetch = hm_prefetch,
+    .direct = hm_direct,
     .kg_clean = hm_kg_clean,
     .kg_changes = hm_kg_changes,
 };

@@ -296,6 +296,95 @@ static inline hm_table *hm_tab(hm *b, hm_state *st, uint32_t kg) {
   return &st->tables[kg - b->base.kg_lo];
 }
 
+/* ---- The per-record probe ------------------------------------------------
+ * Shared by the backend's get and slot and by the direct probes of the
+ * state layer (backend.h, ops->direct): an inline entry of an 8-byte key
+ * with no namespace (nl 0) or an 8-byte one (nl 8) in a table that has
+ * slots and is not growing (the caller checks both), found by one group
+ * compare of control bytes and one compare of the candidate's meta (its
+ * low 32 bits masked by want_mask: lengths and tag, with or without the
+ * value length) and key words. Equal key and namespace bytes imply an
+ * equal hash, so meta's hash half is not compared. NULL when not found
+ * this way (absent, out of line, other lengths, or marked clean since the
+ * last incremental snapshot: its tag byte differs): the caller takes the
+ * general path. nl is a constant at each call, so each case compiles to
+ * its own loop with no namespace word to keep when there is none. */
+static inline __attribute__((always_inline)) hm_slot *
+sl__hm_probe8(const hm_table *t, const void *key, const void *ns, uint64_t hash,
+              size_t nl, uint32_t want, uint32_t want_mask) {
+  uint64_t kw, nw = 0, sw, snw;
+  memcpy(&kw, key, 8);
+  if (nl)
+    memcpy(&nw, ns, 8);
+  hm_slot *slots = t->slots;
+  size_t mask = t->mask;
+  uint8_t tag = hm_h7(hash);
+  for (size_t i = (size_t)(hash >> t->shift);; i = (i + HM_GROUP) & mask) {
+    uint32_t empty, m = hm_group_match(t->ctrl + i, tag, &empty);
+    /* Candidates after the group's first empty slot are not dropped
+     * (hm_before_empty): the live array has no tombstones, so the key
+     * cannot lie past an empty slot of its probe sequence, and comparing
+     * such a candidate costs less than masking them on every probe. */
+    for (; m; m &= m - 1) {
+      /* A 64-bit count: no sign extension of an int. */
+      hm_slot *s = &slots[(i + (size_t)__builtin_ctzll(m)) & mask];
+      memcpy(&sw, s->u.data, 8);
+      if (nl)
+        memcpy(&snw, s->u.data + 8, 8);
+      /* Without a namespace the second word is the value: not compared. */
+      if (((uint32_t)s->meta & want_mask) == want && sw == kw &&
+          (!nl || snw == nw))
+        return s;
+    }
+    if (empty)
+      return NULL;
+  }
+}
+
+/* Direct probes: what the state layer inlines for the current key of a
+ * record (an 8-byte key, no namespace) in the table of its state and key
+ * group, handed out by ops->direct, without a call into the backend.
+ * They find only entries that the backend's get and slot would return as
+ * they are, unchanged: anything else (a growing or empty table, an
+ * absent entry, another value length, an entry to be logged for the
+ * incremental snapshot) answers NULL, and the caller takes the backend's
+ * get or slot, which creates, resizes, migrates and logs.
+ *
+ * The value bytes of key's entry when it holds exactly len bytes (len a
+ * constant <= HM_INL_BYTES - 8 at the call), for writing in place. */
+static inline __attribute__((always_inline)) void *
+sl__hm_direct_slot(const hm_table *t, const void *key, uint64_t hash,
+                   size_t len) {
+  if (__builtin_expect(t->old != NULL || t->slots == NULL, 0))
+    return NULL;
+  hm_slot *s =
+      sl__hm_probe8(t, key, NULL, hash, 0,
+                    (uint32_t)len << 24 | 8u << 8 | HM_INL, 0xffffffff);
+  return s ? s->u.data + 8 : NULL;
+}
+
+/* The value bytes of key's entry and their length, for reading. */
+static inline __attribute__((always_inline)) void *
+sl__hm_direct_get(const hm_table *t, const void *key, uint64_t hash,
+                  size_t *len) {
+  if (__builtin_expect(t->old != NULL || t->slots == NULL, 0))
+    return NULL;
+  hm_slot *s = sl__hm_probe8(t, key, NULL, hash, 0, 8u << 8 | HM_INL, 0xffffff);
+  if (!s)
+    return NULL;
+  *len = (uint32_t)(s->meta >> 24) & 0xff;
+  return s->u.data + 8;
+}
+
+/* Requests from memory what a probe of hash in t reads first: its home
+ * group of control bytes and its home slot. Never faults: an empty table
+ * (no slots) requests addresses near 0, which a prefetch ignores. */
+static inline void sl__hm_direct_prefetch(const hm_table *t, uint64_t hash) {
+  size_t i = (size_t)(hash >> t->shift);
+  __builtin_prefetch((const void *)((uintptr_t)t->ctrl + i));
+  __builtin_prefetch((const void *)((uintptr_t)t->slots + i * sizeof(hm_slot)));
+}
+
 /* Change tracking for incremental snapshots (hashmap.c). */
 void sl__hm_dirty(hm *b, hm_state *st, uint32_t kg, hm_slot *s);
 void sl__hm_log(hm *b, hm_state *st, uint32_t kg, const void *key,

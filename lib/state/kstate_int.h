@@ -5,9 +5,12 @@
 #ifndef SL_STATE_KSTATE_INT_H
 #define SL_STATE_KSTATE_INT_H
 
+#include <assert.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "core/util.h"
+#include "state/hashmap.h"
 #include "state/state.h"
 
 struct sl_state {
@@ -17,8 +20,18 @@ struct sl_state {
   char *layout;      /* what an operator adds to the layout, or NULL */
   uint32_t id;       /* in the backend */
   bool ttl;
-  size_t hdr;            /* bytes before the user's: 8 (timestamp) with TTL */
-  size_t cleanup_n;      /* incremental cleanup budget per access */
+  size_t hdr;       /* bytes before the user's: 8 (timestamp) with TTL */
+  size_t cleanup_n; /* incremental cleanup budget per access */
+  /* A VALUE, REDUCING or AGGREGATING state without TTL on a backend with
+   * direct probes (backend.h, ops->direct): its tables, resolved once at
+   * registration, for key groups [dt_lo, dt_lo + dt_n), and dt_base, the
+   * address key group 0's table would have, so that a key group's table
+   * is one multiply-add away. NULL (0) otherwise: every access goes
+   * through the backend's functions. */
+  const struct hm_table *dt;
+  uintptr_t dt_base;
+  uintptr_t vdt_base; /* dt_base for a VALUE state, else 0 */
+  uint32_t dt_lo, dt_n;
   unsigned char *result; /* AGGREGATING with a result fn */
   /* A list iteration that returns expired elements once iterates this
    * copy while the stored list is cleaned. */
@@ -118,35 +131,40 @@ static inline void sl__write_fill(const sl_state_t *st, void *slot, int64_t now,
   if (len)
     memcpy((unsigned char *)slot + st->hdr, val, len);
 }
+/* The table of the current key's key group for a direct probe of st, or
+ * NULL when the access must go through the backend: no direct tables, a
+ * key other than 8 bytes, a namespace (windows). The current key group is
+ * one the backend owns, as for every state access (sl__skey's kg). */
+static inline const struct hm_table *sl__direct_tab(const sl__keyed *k,
+                                                    const sl_state_t *st) {
+  if (SL__LIKELY(st->dt_base != 0) && k->key_len == 8 && !k->ns_len) {
+    assert(k->kg - st->dt_lo < st->dt_n);
+    return (const struct hm_table *)(st->dt_base +
+                                     (uintptr_t)k->kg * sizeof(hm_table));
+  }
+  return NULL;
+}
+
+/* sl__vmodify through the backend's slot: any state, any key. */
+void *sl__vmodify_any(sl__keyed *k, sl_state_t *st, size_t size, bool *fresh,
+                      int *err);
+
 /* The slot of a read-modify-write of size user bytes (value_ptr, reducing
  * and aggregating add). *fresh: there was no live value (created, another
- * length, or expired). The timestamp is refreshed: it is a write. Inlined:
- * it is on the per-record path, where a call's register saves cost as
- * much as the rest of it. */
+ * length, or expired). The timestamp is refreshed: it is a write. The
+ * per-record case (an existing entry of that size, found by a direct
+ * probe) is inlined, with no call at all; the rest is one call. */
 static inline __attribute__((always_inline)) void *
 sl__vmodify(sl__keyed *k, sl_state_t *st, size_t size, bool *fresh, int *err) {
-  sl__backend *be = st->ks->be;
-  sl__skey sk;
-  void *p;
-  sl__skey_of(&sk, k, st);
-  if (SL__LIKELY(!st->ttl)) {
-    int rc = be->ops->slot(be, &sk, size, &p);
-    if (SL__UNLIKELY(rc < 0)) {
-      *err = rc;
-      return NULL;
+  const struct hm_table *t;
+  if (size <= HM_INL_BYTES - 8 && (t = sl__direct_tab(k, st)) != NULL) {
+    void *p = sl__hm_direct_slot(t, k->key, k->hash, size);
+    if (SL__LIKELY(p != NULL)) {
+      *fresh = false;
+      return p;
     }
-    *fresh = rc != 1;
-    return p;
   }
-  int64_t now = sl__ttl_access(k, st);
-  int rc = be->ops->slot(be, &sk, size + sizeof(int64_t), &p);
-  if (rc < 0) {
-    *err = rc;
-    return NULL;
-  }
-  *fresh = rc != 1 || sl__ttl_expired(sl__ts_load(p), st->d.ttl.ttl_ms, now);
-  sl__ts_store(p, now);
-  return (unsigned char *)p + sizeof(int64_t);
+  return sl__vmodify_any(k, st, size, fresh, err);
 }
 
 /* Scratch of at least n bytes (8-byte aligned), NULL when out of memory. */

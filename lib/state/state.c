@@ -63,10 +63,30 @@ void sl__kstate_close(sl__keyed *k) {
 
 void sl__kstate_prefetch(struct sl__kstate *ks, const uint64_t *hash,
                          const uint32_t *kg, size_t stride, size_t n) {
-  if (!ks || !ks->be->ops->prefetch)
+  if (!ks)
     return;
-  for (size_t i = 0; i < ks->n_states; i++)
-    ks->be->ops->prefetch(ks->be, ks->states[i]->id, hash, kg, stride, n);
+  sl__backend *be = ks->be;
+  for (size_t i = 0; i < ks->n_states; i++) {
+    const sl_state_t *st = ks->states[i];
+    if (st->dt) {
+      /* The tables are known: no call into the backend. */
+      const unsigned char *hp = (const unsigned char *)hash;
+      const unsigned char *gp = (const unsigned char *)kg;
+      for (size_t j = 0; j < n; j++, hp += stride, gp += stride) {
+        uint64_t h;
+        uint32_t g;
+        memcpy(&h, hp, sizeof(h));
+        memcpy(&g, gp, sizeof(g));
+        assert(g - st->dt_lo < st->dt_n);
+        sl__hm_direct_prefetch(
+            (const struct hm_table *)(st->dt_base +
+                                      (uintptr_t)g * sizeof(hm_table)),
+            h);
+      }
+    } else if (be->ops->prefetch) {
+      be->ops->prefetch(be, st->id, hash, kg, stride, n);
+    }
+  }
 }
 
 void *sl__kstate_scratch(struct sl__kstate *ks, size_t n) {
@@ -216,6 +236,17 @@ int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
     return rc;
   }
   free(full);
+  /* Direct probes for the per-record accesses of value-typed states; TTL
+   * states keep the general path (timestamps, cleanup). */
+  if (!st->ttl && desc->kind != SL_STATE_LIST && desc->kind != SL_STATE_MAP &&
+      ks->be->ops->direct && (st->dt = ks->be->ops->direct(ks->be, st->id))) {
+    st->dt_lo = ks->be->kg_lo;
+    st->dt_n = ks->be->kg_hi - ks->be->kg_lo;
+    /* Not 0: the tables are on the heap, far above kg_lo tables. */
+    st->dt_base = (uintptr_t)st->dt - (uintptr_t)st->dt_lo * sizeof(hm_table);
+    if (desc->kind == SL_STATE_VALUE)
+      st->vdt_base = st->dt_base;
+  }
   /* A backend that expires entries itself (the RocksDB compaction filter)
    * needs the TTL. */
   if (st->ttl && ks->be->ops->set_ttl)
@@ -330,6 +361,12 @@ static int vread(sl__keyed *k, sl_state_t *st, void **val, size_t *len) {
   sl__skey sk;
   void *p;
   size_t l;
+  const struct hm_table *t = sl__direct_tab(k, st);
+  if (t && (p = sl__hm_direct_get(t, k->key, k->hash, &l)) != NULL) {
+    *val = p;
+    *len = l;
+    return 1;
+  }
   sl__skey_of(&sk, k, st);
   if (!st->ttl) {
     int rc = be->ops->get(be, &sk, &p, &l, false);
@@ -369,6 +406,35 @@ static int vread(sl__keyed *k, sl_state_t *st, void **val, size_t *len) {
 
 /* ---- Value state -------------------------------------------------------- */
 
+/* Out of line, so that the per-record callers keep their registers for
+ * the direct probe. */
+__attribute__((noinline)) void *sl__vmodify_any(sl__keyed *k, sl_state_t *st,
+                                                size_t size, bool *fresh,
+                                                int *err) {
+  sl__backend *be = st->ks->be;
+  sl__skey sk;
+  void *p;
+  sl__skey_of(&sk, k, st);
+  if (SL__LIKELY(!st->ttl)) {
+    int rc = be->ops->slot(be, &sk, size, &p);
+    if (SL__UNLIKELY(rc < 0)) {
+      *err = rc;
+      return NULL;
+    }
+    *fresh = rc != 1;
+    return p;
+  }
+  int64_t now = sl__ttl_access(k, st);
+  int rc = be->ops->slot(be, &sk, size + sizeof(int64_t), &p);
+  if (rc < 0) {
+    *err = rc;
+    return NULL;
+  }
+  *fresh = rc != 1 || sl__ttl_expired(sl__ts_load(p), st->d.ttl.ttl_ms, now);
+  sl__ts_store(p, now);
+  return (unsigned char *)p + sizeof(int64_t);
+}
+
 /* Reading a value or a reducing state's value: the same stored bytes. */
 static int vget(sl__keyed *k, sl_state_t *st, sl_state_kind kind,
                 const void **val, size_t *len) {
@@ -393,6 +459,13 @@ int sl__value_put(sl__keyed *k, sl_state_t *st, const void *val, size_t len) {
   sl__backend *be = st->ks->be;
   sl__skey sk;
   void *p;
+  const struct hm_table *t;
+  if (len <= HM_INL_BYTES - 8 && (t = sl__direct_tab(k, st)) != NULL &&
+      (p = sl__hm_direct_slot(t, k->key, k->hash, len)) != NULL) {
+    if (len)
+      memcpy(p, val, len);
+    return 0;
+  }
   int64_t now = sl__write_begin(&sk, k, st);
   if ((rc = be->ops->slot(be, &sk, len + st->hdr, &p)) < 0)
     return rc;
@@ -400,17 +473,19 @@ int sl__value_put(sl__keyed *k, sl_state_t *st, const void *val, size_t len) {
   return 0;
 }
 
-/* Per record in most keyed jobs: the release build's link-time
- * optimization inlines it into the public sl_value_ptr. */
-void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
-                    int *err) {
+/* sl__value_ptr's general case: any state, any key, through the
+ * backend's slot. */
+static __attribute__((noinline)) void *value_ptr_any(sl__keyed *k,
+                                                     sl_state_t *st,
+                                                     size_t size, bool *created,
+                                                     int *err) {
   int rc = sl__state_check(k, st, SL_STATE_VALUE);
   if (SL__UNLIKELY(rc)) {
     *err = rc;
     return NULL;
   }
   bool fresh;
-  void *p = sl__vmodify(k, st, size, &fresh, err);
+  void *p = sl__vmodify_any(k, st, size, &fresh, err);
   if (SL__LIKELY(p != NULL)) {
     if (SL__UNLIKELY(fresh) && size)
       memset(p, 0, size);
@@ -418,6 +493,29 @@ void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
       *created = fresh;
   }
   return p;
+}
+
+/* Per record in most keyed jobs: the release build's link-time
+ * optimization inlines it into the public sl_value_ptr. The per-record
+ * case, an existing value of that size found by a direct probe, is
+ * decided with as few tests as it needs: vdt_base is set for value
+ * states only, so it stands for the kind check too. */
+void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
+                    int *err) {
+  if (SL__LIKELY(k && st && st->ks == k->state && st->vdt_base) &&
+      size <= HM_INL_BYTES - 8 && k->key_len == 8 && !k->ns_len) {
+    assert(k->kg - st->dt_lo < st->dt_n);
+    const struct hm_table *t =
+        (const struct hm_table *)(st->vdt_base +
+                                  (uintptr_t)k->kg * sizeof(hm_table));
+    void *p = sl__hm_direct_slot(t, k->key, k->hash, size);
+    if (SL__LIKELY(p != NULL)) {
+      if (created)
+        *created = false;
+      return p;
+    }
+  }
+  return value_ptr_any(k, st, size, created, err);
 }
 
 int sl__state_clear(sl__keyed *k, sl_state_t *st) {

@@ -36,8 +36,10 @@ sl__backend *sl__kstate_backend(const struct sl__kstate *ks);
 /* Asks the backend to start loading the entries that n records will
  * touch (empty namespace), key i with its hash at (char *)hash + i * stride
  * and its key group at (char *)kg + i * stride: see the backend's
- * prefetch. One backend call per state for all n. Cheap and safe to call
- * for any keys. */
+ * prefetch. At most one backend call per state for all n, none for a
+ * state with direct probes (its tables are known). The key groups are
+ * owned by the backend, as for every state access (the records of a
+ * keyed batch). */
 void sl__kstate_prefetch(struct sl__kstate *ks, const uint64_t *hash,
                          const uint32_t *kg, size_t stride, size_t n);
 

@@ -717,7 +717,9 @@ typedef struct idle_ctx {
   sl_clock_t *clock;
   _Atomic int busy_done;
   int busy_next;
-  int quiet_late_record; /* emit one record after going idle */
+  /* After going idle, emit one record (1) or an array of three with
+   * sl_source_emit_batch (2), timestamps 7, 5, 6. */
+  int quiet_late_record;
   int quiet_polls;
 } idle_ctx;
 
@@ -736,8 +738,10 @@ static int quiet_poll(sl_source_ctx_t *ctx, void *opaque) {
   idle_ctx *ic = opaque;
   sl_clock_advance(ic->clock, 10);
   if (ic->quiet_late_record && ++ic->quiet_polls == 100) {
-    sl_record_t r = {NULL, 0, "q", 1, 5};
-    int rc = sl_source_emit(ctx, &r);
+    sl_record_t r[3] = {
+        {NULL, 0, "q1", 2, 7}, {NULL, 0, "q2", 2, 5}, {NULL, 0, "q3", 2, 6}};
+    int rc = ic->quiet_late_record == 2 ? sl_source_emit_batch(ctx, r, 3)
+                                        : sl_source_emit(ctx, &r[1]);
     return rc ? rc : SL_POLL_MORE;
   }
   return atomic_load(&ic->busy_done) ? SL_POLL_END : SL_POLL_EMPTY;
@@ -783,28 +787,43 @@ START_TEST(without_idleness_watermark_waits) {
 }
 END_TEST
 
-START_TEST(record_reactivates_idle_input_watermark_never_regresses) {
+/* late: 1 for one record, 2 for an array of records (quiet_poll). */
+static void check_reactivated(int late) {
   tu_log log;
   tu_log_init(&log);
-  run_idle(100, 1, &log);
+  run_idle(100, late, &log);
   int64_t last = SL_TS_MIN;
-  bool saw_q = false;
+  size_t saw_q = 0;
   size_t wms_after_q = 0;
   for (size_t i = 0; i < log.n; i++) {
-    if (log.ev[i].kind == TU_REC && log.ev[i].value[0] == 'q')
-      saw_q = true;
+    if (log.ev[i].kind == TU_REC && log.ev[i].value[0] == 'q') {
+      /* In the order emitted: q2 alone, or q1 q2 q3. */
+      char want[3] = {'q', (char)('1' + (late == 2 ? saw_q : 1)), 0};
+      ck_assert_str_eq(log.ev[i].value, want);
+      saw_q++;
+    }
     if (log.ev[i].kind != TU_WM)
       continue;
     ck_assert_int_gt(log.ev[i].ts, last);
     last = log.ev[i].ts;
     wms_after_q += saw_q && last != SL_WATERMARK_MAX;
   }
-  ck_assert(saw_q);
-  /* The late record made the quiet input active at watermark 4, below the
-   * union's: the union's watermark held still (never regressed) until the
-   * quiet input went idle again, then followed the busy one. */
+  ck_assert_uint_eq(saw_q, late == 2 ? 3 : 1);
+  /* The late record made the quiet input active at watermark 4 (6 for
+   * the array, whose highest timestamp is 7), below the union's: the
+   * union's watermark held still (never regressed) until the quiet input
+   * went idle again, then followed the busy one. */
   ck_assert_uint_gt(wms_after_q, 0);
   tu_log_free(&log);
+}
+
+START_TEST(record_reactivates_idle_input_watermark_never_regresses) {
+  check_reactivated(1);
+}
+END_TEST
+
+START_TEST(record_array_reactivates_idle_input) {
+  check_reactivated(2);
 }
 END_TEST
 
@@ -1105,6 +1124,7 @@ int main(void) {
   tcase_add_test(tc, idle_input_does_not_hold_watermark);
   tcase_add_test(tc, without_idleness_watermark_waits);
   tcase_add_test(tc, record_reactivates_idle_input_watermark_never_regresses);
+  tcase_add_test(tc, record_array_reactivates_idle_input);
   tcase_add_test(tc, user_error_fails_job_with_context);
   tcase_add_test(tc, user_error_skipped_and_counted);
   tcase_add_test(tc, stop_under_load_from_thread);

@@ -1754,6 +1754,171 @@ START_TEST(test_hashmap_clusters) {
 }
 END_TEST
 
+/* ---- Direct probes ------------------------------------------------------
+ * The state layer probes the hashmap's tables itself for the per-record
+ * case (8-byte keys, no namespace, value-typed states without TTL) and
+ * calls the backend for everything else. Random accesses of 8-byte keys
+ * over few key groups (tables of thousands of entries, so they grow and
+ * migrate incrementally) against a model: values, lengths that change
+ * (resized, moved out of line and back), clears, reducing state; and, on
+ * a backend with incremental snapshots, after each round but the first
+ * (which creates the keys) every key written or cleared since kg_clean
+ * is reported by kg_changes, and no other. */
+typedef struct dmodel {
+  uint64_t val[4]; /* the value bytes (up to 32) */
+  size_t len;
+  bool live;
+  uint64_t sum; /* the reducing state, 0: absent */
+  bool touched; /* written or cleared since the last kg_clean */
+} dmodel;
+
+typedef struct dchanges {
+  uint32_t v_id, r_id;
+  uint8_t *seen; /* per key: reported */
+  uint32_t n_keys;
+} dchanges;
+
+static int dchange_fn(uint32_t state, const void *k, size_t kl, const void *ns,
+                      size_t nl, const void *mk, size_t mkl, const void *val,
+                      size_t len, void *opaque) {
+  (void)ns, (void)mk, (void)mkl, (void)val, (void)len;
+  dchanges *c = opaque;
+  uint64_t key;
+  ck_assert_uint_eq(kl, 8);
+  ck_assert_uint_eq(nl, 0);
+  memcpy(&key, k, 8);
+  ck_assert_uint_lt(key, c->n_keys);
+  if (state == c->v_id)
+    c->seen[key] |= 1;
+  return 0;
+}
+
+/* Makes the 8-byte *key current, as key_by would. */
+static void dkey(fx *f, const uint64_t *key) {
+  f->k.key = key;
+  f->k.key_len = 8;
+  f->k.hash = sl__hash64(key, 8);
+  f->k.kg = sl__key_group(f->k.hash, f->K);
+  f->k.ns = NULL;
+  f->k.ns_len = 0;
+}
+
+START_TEST(test_direct_probes_agree_with_model) {
+  fx f;
+  memset(&f, 0, sizeof(f));
+  f.K = 4;
+  f.be = open_be(_i, f.K, 0, f.K);
+  f.ks = sl__kstate_new(f.be, true, "op", fx_now, &f);
+  ck_assert_ptr_nonnull(f.ks);
+  f.k.state = f.ks;
+  f.wm = SL_TS_MIN;
+  f.k.wm = &f.wm;
+  sl_state_t *v = reg_kind(&f, "v", SL_STATE_VALUE);
+  sl_state_desc_t rd = {.name = "r",
+                        .kind = SL_STATE_REDUCING,
+                        .reduce = sum_u64,
+                        .value_size = 8};
+  sl_state_t *r = reg(&f, &rd);
+  const uint32_t N = 6000;
+  dmodel *m = calloc(N, sizeof(*m));
+  dchanges ch = {sl__state_id(v), sl__state_id(r), calloc(N, 1), N};
+  ck_assert(m && ch.seen);
+  bool incr = f.be->ops->kg_clean != NULL;
+  uint64_t rng = 7, key;
+  int err = 0;
+  for (int round = 0; round < 6; round++) {
+    if (incr)
+      for (uint32_t kg = 0; kg < f.K; kg++)
+        ck_assert_int_eq(f.be->ops->kg_clean(f.be, kg), 0);
+    for (uint32_t i = 0; i < N; i++)
+      m[i].touched = false;
+    /* The first round mostly creates; later ones mostly find, and change
+     * fewer keys than a key group's log keeps (half its entries). */
+    for (uint32_t op = 0; op < (round ? 1500u : 3 * N); op++) {
+      rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+      key = round ? (rng >> 8) % N : (op < N ? op : (rng >> 8) % N);
+      dkey(&f, &key);
+      dmodel *d = &m[key];
+      unsigned what = (unsigned)(rng >> 40) % 16;
+      if (what < 8) { /* the per-record case: an 8-byte counter */
+        bool created;
+        uint64_t *p = sl__value_ptr(&f.k, v, 8, &created, &err);
+        ck_assert_ptr_nonnull(p);
+        bool fresh = !d->live || d->len != 8;
+        ck_assert_int_eq(created, fresh);
+        if (!fresh)
+          ck_assert_uint_eq(*p, d->val[0]);
+        else
+          ck_assert_uint_eq(*p, 0);
+        d->val[0] = *p + 1;
+        *p = d->val[0];
+        d->len = 8, d->live = true, d->touched = true;
+      } else if (what < 11) { /* another length: 0 to 32 bytes */
+        size_t len = (size_t)(rng >> 20) % 33;
+        uint64_t buf[4];
+        for (int j = 0; j < 4; j++)
+          buf[j] = rng * (uint64_t)(j + 1);
+        ck_assert_int_eq(sl__value_put(&f.k, v, buf, len), 0);
+        memcpy(d->val, buf, sizeof(buf));
+        d->len = len, d->live = true, d->touched = true;
+      } else if (what < 14) {
+        const void *p;
+        size_t l;
+        int rc = sl__value_get(&f.k, v, &p, &l);
+        ck_assert_int_eq(rc, d->live);
+        if (rc) {
+          ck_assert_uint_eq(l, d->len);
+          ck_assert(memcmp(p, d->val, l) == 0);
+        }
+      } else if (what < 15) {
+        uint64_t x = rng >> 3;
+        ck_assert_int_eq(sl__reducing_add(&f.k, r, &x, 8), 0);
+        d->sum += x;
+        const void *p;
+        size_t l;
+        ck_assert_int_eq(sl__reducing_get(&f.k, r, &p, &l), 1);
+        ck_assert_uint_eq(l, 8);
+        ck_assert_uint_eq(*(const uint64_t *)p, d->sum);
+      } else {
+        ck_assert_int_eq(sl__state_clear(&f.k, v), 0);
+        d->touched |= d->live;
+        d->live = false;
+      }
+    }
+    uint64_t live = 0;
+    for (uint32_t i = 0; i < N; i++)
+      live += m[i].live;
+    ck_assert_uint_eq(stats(&f, v).entries, live);
+    if (!incr || round == 0)
+      continue;
+    memset(ch.seen, 0, N);
+    for (uint32_t kg = 0; kg < f.K; kg++)
+      ck_assert_int_eq(f.be->ops->kg_changes(f.be, kg, dchange_fn, &ch), 0);
+    for (uint32_t i = 0; i < N; i++)
+      if ((ch.seen[i] & 1) != m[i].touched)
+        ck_abort_msg("round %d key %u: touched %d, reported %d", round, i,
+                     m[i].touched, ch.seen[i] & 1);
+  }
+  /* A dropped key group's tables are emptied in place: its keys are
+   * found by neither path, and are created again; the others are as
+   * they were. */
+  f.be->ops->kg_drop(f.be, 1);
+  for (key = 0; key < N; key++) {
+    dkey(&f, &key);
+    bool dropped = f.k.kg == 1, created;
+    const void *p;
+    size_t l;
+    ck_assert_int_eq(sl__value_get(&f.k, v, &p, &l), m[key].live && !dropped);
+    uint64_t *q = sl__value_ptr(&f.k, v, 8, &created, &err);
+    ck_assert_ptr_nonnull(q);
+    ck_assert_int_eq(created, dropped || !m[key].live || m[key].len != 8);
+  }
+  free(ch.seen);
+  free(m);
+  sl__kstate_destroy(f.ks);
+}
+END_TEST
+
 static Suite *state_suite(void) {
   Suite *s = suite_create("state");
   TCase *kinds = tcase_create("kinds");
@@ -1765,6 +1930,8 @@ static Suite *state_suite(void) {
   tcase_add_loop_test(kinds, test_reducing, 0, N_BACKENDS);
   tcase_add_loop_test(kinds, test_aggregating, 0, N_BACKENDS);
   tcase_add_loop_test(kinds, test_merge_namespaces, 0, N_BACKENDS);
+  tcase_add_loop_test(kinds, test_direct_probes_agree_with_model, 0,
+                      N_BACKENDS);
   suite_add_tcase(s, kinds);
 
   TCase *scale = tcase_create("scale");
