@@ -351,7 +351,10 @@ static int64_t pointer_offset(int part) {
   size_t n = fread(text, 1, sizeof(text) - 1, f);
   fclose(f);
   text[n] = '\0';
-  const char *o = strstr(text, "\"offset\":");
+  /* Not "pending_offset" (a checkpoint whose commit is under way). */
+  const char *o = text;
+  while ((o = strstr(o + 1, "\"offset\":")) && o[-1] != ',' && o[-1] != '{')
+    ;
   ck_assert_msg(o, "%s: %s", path, text);
   return strtoll(o + 9, NULL, 10);
 }
@@ -484,14 +487,19 @@ static char *log_of(const char *name) {
 }
 
 /* The newest checkpoint the process's log says completed (its
- * transaction committed before the line is written), 0 if none. */
+ * transaction committed before the line is written) or whose
+ * transaction committed (group_job.c logs that with an exactly_once
+ * sink, also when it dies right after), 0 if none. */
 static long last_completed(const char *name) {
   char *text = log_of(name);
   long last = 0;
   for (const char *p = text; (p = strstr(p, "checkpoint ")); p++) {
     char *end;
     long id = strtol(p + 11, &end, 10);
-    if (end != p + 11 && strncmp(end, " completed in ", 14) == 0 && id > last)
+    if (end != p + 11 &&
+        (strncmp(end, " completed in ", 14) == 0 ||
+         strncmp(end, " committed\n", 11) == 0) &&
+        id > last)
       last = id;
   }
   free(text);
@@ -655,6 +663,82 @@ START_TEST(stopped_member_is_fenced) {
   for (int i = 0; i < 2; i++)
     stop_pid(p[i], SIGTERM, 0);
   check_committed_output(names, 3);
+  exactly_once = false;
+  stop_broker();
+}
+END_TEST
+
+/* Waits until the process's log holds line (a part of one). */
+static void wait_logged(const char *name, const char *line) {
+  for (int i = 0; i < WAIT_MS / 50; i++) {
+    char *text = log_of(name);
+    bool found = strstr(text, line) != NULL;
+    free(text);
+    if (found)
+      return;
+    tk_sleep_ms(50);
+  }
+  ck_abort_msg("process %s never logged \"%s\"", name, line);
+}
+
+/* Restart resolution per task (DESIGN §8 in group mode): three processes
+ * with an exactly_once sink; once everything so far is in complete
+ * snapshots, c commits a transaction holding window output and dies
+ * right after the commit, before _COMMITTED and before it points its
+ * tasks at that checkpoint (group_job.c's GROUP_JOB_KILL_ARM: the fault
+ * point checkpoint.commit). The survivors take its tasks, find the
+ * checkpoint named pending in their pointers, see that its transaction
+ * committed, and restore from it, not from the checkpoint before it,
+ * whose records the committed output already holds: the committed output
+ * is the one process's, every window once. */
+START_TEST(killed_after_commit_before_pointers) {
+  start_broker();
+  exactly_once = true;
+  pid_t p[3];
+  const char *names[] = {"a", "b", "c"};
+  char arm[512];
+  snprintf(arm, sizeof(arm), "%s/arm", dir);
+  for (int i = 0; i < 3; i++) {
+    if (i == 2)
+      setenv("GROUP_JOB_KILL_ARM", arm, 1);
+    p[i] = start_job_ck("copartitioned", "12", names[i], "hashmap");
+  }
+  unsetenv("GROUP_JOB_KILL_ARM");
+  wait_assigned(names, 3, PARTS);
+  produce_phase(0);
+  wait_snapshotted();
+  int had = status_of("c");
+  ck_assert_int_gt(had, 0);
+  FILE *f = fopen(arm, "w");
+  ck_assert_ptr_nonnull(f);
+  fclose(f);
+  wait_logged("c", "group-job: armed at checkpoint ");
+  produce_phase(1);
+  int status = 0;
+  ck_assert_int_eq(waitpid(p[2], &status, 0), p[2]);
+  untrack(p[2]);
+  char *text = log_of("c");
+  ck_assert_msg(strstr(text, "group-job: output after the armed commit"), "%s",
+                text);
+  ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+                "c did not die at the fault point: %s", text);
+  free(text);
+  wait_assigned(names, 2, PARTS);
+  produce_phase(2);
+  wait_snapshotted();
+  for (int i = 0; i < 2; i++)
+    stop_pid(p[i], SIGTERM, 0);
+  int resolved = 0;
+  for (int i = 0; i < 2; i++) {
+    text = log_of(names[i]);
+    for (const char *l = text; (l = strstr(l, " committed: restoring from it"));
+         l++)
+      resolved++;
+    free(text);
+  }
+  check_committed_output(names, 3);
+  /* Each of c's tasks was restored from the checkpoint named pending. */
+  ck_assert_int_eq(resolved, had);
   exactly_once = false;
   stop_broker();
 }
@@ -1032,7 +1116,8 @@ int main(void) {
                {"scale-rocksdb", scale_1_3_2_rocksdb},
                {"kill-rocksdb", killed_member_state_moves_rocksdb},
                {"scale-eos", scale_1_3_2_exactly_once},
-               {"fenced", stopped_member_is_fenced}};
+               {"fenced", stopped_member_is_fenced},
+               {"kill-eos", killed_after_commit_before_pointers}};
   for (size_t i = 0; i < sizeof(state) / sizeof(state[0]); i++) {
     TCase *st = tcase_create(state[i].name);
     tcase_set_timeout(st, 300);
