@@ -28,6 +28,13 @@ int sl__task_ptr_write(const char *root, const sl__task_ptr *p, mode_t fmode,
                         (json_int_t)p->task, "checkpoint", p->checkpoint,
                         "source", p->source, "topic", p->topic, "partition",
                         (int)p->partition, "offset", (json_int_t)p->offset);
+  if (o && p->pending[0] &&
+      (json_object_set_new(o, "pending", json_string(p->pending)) ||
+       json_object_set_new(o, "pending_offset",
+                           json_integer((json_int_t)p->pending_offset)))) {
+    json_decref(o);
+    o = NULL;
+  }
   char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
   if (!text) {
@@ -61,14 +68,20 @@ int sl__task_ptr_read(const char *root, uint32_t task, sl__task_ptr *p,
     sl__errf(err, errlen, "%s: %s", path, je.text);
     return SL_ERR_CORRUPT;
   }
-  const char *chk = NULL, *src = NULL, *topic = NULL;
-  json_int_t t = -1, off = -1;
+  const char *chk = NULL, *src = NULL, *topic = NULL, *pend = NULL;
+  json_int_t t = -1, off = -1, pend_off = -1;
   int part = -1;
-  int bad = json_unpack(o, "{s:I,s:s,s:s,s:s,s:i,s:I}", "task", &t,
+  int bad = json_unpack(o, "{s:I,s:s,s:s,s:s,s:i,s:I,s?s,s?I}", "task", &t,
                         "checkpoint", &chk, "source", &src, "topic", &topic,
-                        "partition", &part, "offset", &off);
+                        "partition", &part, "offset", &off, "pending", &pend,
+                        "pending_offset", &pend_off);
+  /* No snapshot before (checkpoint "") only beside a pending one. */
+  bool none = !bad && !chk[0] && off == -1 && pend;
   if (!bad &&
-      (t != (json_int_t)task || !sl__ckpt_safe_rel(chk) || off < 0 ||
+      (t != (json_int_t)task ||
+       (!none && (!sl__ckpt_safe_rel(chk) || off < 0)) ||
+       (pend && (!sl__ckpt_safe_rel(pend) || pend_off < 0 ||
+                 strlen(pend) >= sizeof(p->pending))) ||
        strlen(chk) >= sizeof(p->checkpoint) ||
        strlen(src) >= sizeof(p->source) || strlen(topic) >= sizeof(p->topic)))
     bad = 1;
@@ -79,6 +92,8 @@ int sl__task_ptr_read(const char *root, uint32_t task, sl__task_ptr *p,
     snprintf(p->topic, sizeof(p->topic), "%s", topic);
     p->partition = part;
     p->offset = off;
+    snprintf(p->pending, sizeof(p->pending), "%s", pend ? pend : "");
+    p->pending_offset = pend ? pend_off : -1;
   }
   json_decref(o);
   if (bad) {
@@ -94,10 +109,20 @@ bool sl__task_ptr_refs(const char *root, uint32_t n, const char *rel) {
     sl__task_ptr p;
     char err[64];
     int r = sl__task_ptr_read(root, t, &p, err, sizeof(err));
-    if (r < 0 || (r == 1 && strcmp(p.checkpoint, rel) == 0))
+    if (r < 0 || (r == 1 && (strcmp(p.checkpoint, rel) == 0 ||
+                             strcmp(p.pending, rel) == 0)))
       return true;
   }
   return false;
+}
+
+int sl__task_ckpt_state(const char *root, const char *rel) {
+  char path[4800];
+  snprintf(path, sizeof(path), "%s/%s/_COMMITTED", root, rel);
+  if (access(path, F_OK) == 0)
+    return SL__TASK_CKPT_COMMITTED;
+  snprintf(path, sizeof(path), "%s/%s/_metadata", root, rel);
+  return access(path, F_OK) == 0 ? SL__TASK_CKPT_DURABLE : SL__TASK_CKPT_NONE;
 }
 
 /* Whether nobody holds dir/.lock (its process is gone); on true the

@@ -15,14 +15,23 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* Where a task's state and input position are. */
+/* Where a task's state and input position are. With an exactly_once
+ * sink the owner also names, before a transaction commits, the
+ * checkpoint that transaction belongs to (pending): if the owner dies
+ * between the commit and the next pointer, the next owner finds out
+ * whether it committed (docs/scaling.md) and restores from the one that
+ * matches the output. */
 typedef struct sl__task_ptr {
   uint32_t task;
-  char checkpoint[512]; /* chk-<id> directory, relative to the root */
-  char source[256];     /* uid of the source that reads the partition */
+  /* chk-<id> directory, relative to the root; "" (offset -1) only with a
+   * pending one: the task had no snapshot before it. */
+  char checkpoint[512];
+  char source[256]; /* uid of the source that reads the partition */
   char topic[256];
   int32_t partition;
-  int64_t offset; /* next offset to read */
+  int64_t offset;    /* next offset to read */
+  char pending[512]; /* "" or a checkpoint whose commit is not known */
+  int64_t pending_offset;
 } sl__task_ptr;
 
 /* Writes root/tasks/<p->task>.json atomically. 0 or -1 with errno. */
@@ -33,9 +42,21 @@ int sl__task_ptr_write(const char *root, const sl__task_ptr *p, mode_t fmode,
 int sl__task_ptr_read(const char *root, uint32_t task, sl__task_ptr *p,
                       char *err, size_t errlen);
 /* Whether some pointer of root (tasks 0..n-1) names the checkpoint rel
- * (relative to root): retention must keep it. A pointer that cannot be
- * read counts as naming it. */
+ * (relative to root), also as its pending one: retention must keep it.
+ * A pointer that cannot be read counts as naming it. */
 bool sl__task_ptr_refs(const char *root, uint32_t n, const char *rel);
+
+/* How far checkpoint rel (relative to root) got: SL__TASK_CKPT_COMMITTED
+ * (its _COMMITTED mark is there), SL__TASK_CKPT_DURABLE (its _metadata
+ * is: the transaction may or may not have committed), or
+ * SL__TASK_CKPT_NONE (neither, or gone: its transaction never began to
+ * commit, which follows the metadata). */
+enum {
+  SL__TASK_CKPT_NONE = 0,
+  SL__TASK_CKPT_DURABLE = 1,
+  SL__TASK_CKPT_COMMITTED = 2,
+};
+int sl__task_ckpt_state(const char *root, const char *rel);
 
 /* Whether the process of an instance directory runs: it holds the
  * directory's .lock. A probe with a shared lock, released at once, so a

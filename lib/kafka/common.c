@@ -198,7 +198,7 @@ int sl__kconf(const sl_conf_t *conf, const char *const *defaults,
 
 int sl__kpos_add(sl__kjob *kj, uint64_t id, const char *group,
                  const char *topic, int32_t partition, int64_t offset,
-                 int member) {
+                 int member, bool task) {
   pthread_mutex_lock(&kj->lock);
   int rc = SL_OK;
   if (kj->n_pos == kj->cap_pos) {
@@ -216,6 +216,7 @@ int sl__kpos_add(sl__kjob *kj, uint64_t id, const char *group,
   p->partition = partition;
   p->offset = offset;
   p->member = member;
+  p->task = task;
   p->group = strdup(group);
   p->topic = strdup(topic);
   if (!p->group || !p->topic) {

@@ -29,13 +29,16 @@ extern _Thread_local const sl_kafka_msg_t *sl__kafka_cur;
 
 /* One source position recorded at checkpoint `id` (for the transaction of
  * that checkpoint). member: the group member that read it (an index in
- * sl__kjob.members), -1 outside group mode. */
+ * sl__kjob.members), -1 outside group mode. task: the partition is a
+ * task of group mode held by this process, whose pointer names the
+ * checkpoint pending before the transaction commits. */
 typedef struct sl__kpos {
   uint64_t id;
   char *group, *topic;
   int32_t partition;
   int64_t offset;
   int member;
+  bool task;
 } sl__kpos;
 
 typedef struct sl__kprod sl__kprod;
@@ -109,7 +112,7 @@ const char *sl__kconf_get(const sl_conf_t *conf, const char *key);
 /* Source positions per checkpoint. */
 int sl__kpos_add(sl__kjob *kj, uint64_t id, const char *group,
                  const char *topic, int32_t partition, int64_t offset,
-                 int member);
+                 int member, bool task);
 /* Drops the positions of checkpoints <= id. */
 void sl__kpos_drop(sl__kjob *kj, uint64_t id);
 
@@ -312,6 +315,11 @@ int sl__ktxn_commit(uint64_t id, void *kjob);
 void sl__ktxn_abort(uint64_t id, void *kjob);
 /* Why the transactional producer failed (NULL: it did not). */
 const char *sl__ktxn_error(void *kjob);
+/* The offset group committed for topic[partition] (-1: none), from the
+ * job's lookup (sl_kafka_set_committed_lookup) or else the cluster.
+ * SL_OK or an error. */
+int sl__ktxn_committed(sl__kjob *kj, const char *group, const char *topic,
+                       int32_t partition, int64_t *offset);
 int sl__ktxn_resolve(uint64_t id, const char *const *uids,
                      const sl_blob_t *const *positions, const size_t *n,
                      size_t n_uids, void *kjob);

@@ -18,6 +18,7 @@
 #include "core/hash.h"
 #include "kafka/group_int.h"
 #include "kafka/kafka_int.h"
+#include "runtime/tasks.h"
 
 #define LOG_CAP 1024
 
@@ -537,6 +538,42 @@ static int check_members(sl__kprod *p, uint64_t id,
   return rc;
 }
 
+/* Group mode with checkpoints: each task whose offset this transaction
+ * carries names checkpoint id pending in its pointer before the commit
+ * (runtime/tasks.h), so that whoever takes the task next can tell,
+ * should this process die before it points the task at id, whether the
+ * transaction committed, and restore the snapshot the output matches
+ * (docs/scaling.md). After check_members: a member that lost its tasks
+ * writes nothing into their pointers. */
+static int prepare_tasks(sl__kprod *p, uint64_t id) {
+  sl__kjob *kj = p->kj;
+  int32_t *tasks = NULL;
+  int64_t *offs = NULL;
+  size_t n = 0;
+  int rc = 0;
+  pthread_mutex_lock(&kj->lock);
+  for (size_t i = 0; i < kj->n_pos; i++)
+    n += kj->pos[i].id == id && kj->pos[i].task;
+  if (n && (!(tasks = malloc(n * sizeof(*tasks))) ||
+            !(offs = malloc(n * sizeof(*offs)))))
+    rc = SL_ERR_NOMEM;
+  for (size_t i = 0, j = 0; !rc && i < kj->n_pos; i++)
+    if (kj->pos[i].id == id && kj->pos[i].task) {
+      tasks[j] = kj->pos[i].partition;
+      offs[j++] = kj->pos[i].offset;
+    }
+  pthread_mutex_unlock(&kj->lock);
+  char err[512] = "out of memory";
+  for (size_t i = 0; i < n && !rc; i++)
+    rc = sl__task_prepare(kj->job, id, (uint32_t)tasks[i], offs[i], err,
+                          sizeof(err));
+  if (rc)
+    set_failed(p, "checkpoint %" PRIu64 ": %s", id, err);
+  free(tasks);
+  free(offs);
+  return rc;
+}
+
 static void free_md(rd_kafka_consumer_group_metadata_t **md, size_t n) {
   for (size_t i = 0; md && i < n; i++)
     if (md[i])
@@ -563,6 +600,8 @@ int sl__ktxn_commit(uint64_t id, void *arg) {
   rd_kafka_consumer_group_metadata_t **md = NULL;
   size_t n_md = 0;
   rc = check_members(p, id, &md, &n_md);
+  if (!rc)
+    rc = prepare_tasks(p, id);
   if (!rc)
     rc = send_offsets(p, id, md, n_md);
   free_md(md, n_md);
@@ -693,6 +732,23 @@ static int lookup_cluster(sl__kjob *kj, rlist *l, int64_t *committed) {
     }
   }
   return 0;
+}
+
+int sl__ktxn_committed(sl__kjob *kj, const char *group, const char *topic,
+                       int32_t partition, int64_t *offset) {
+  *offset = INT64_MIN;
+  if (kj->committed)
+    return kj->committed(group, topic, partition, offset, kj->committed_opaque);
+  rlist l = {NULL, 0};
+  int rc = collect(group, topic, partition, -1, &l);
+  if (!rc)
+    rc = lookup_cluster(kj, &l, offset);
+  for (size_t i = 0; i < l.n; i++) {
+    free(l.e[i].group);
+    free(l.e[i].topic);
+  }
+  free(l.e);
+  return rc;
 }
 
 /* Checkpoint id has metadata but no _COMMITTED mark: its transaction

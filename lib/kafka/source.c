@@ -483,6 +483,37 @@ static void update_metrics(ksrc *s, ksub *k, int64_t mono) {
 /* ---- Group mode: partitions from the consumer group ----------------------
  */
 
+/* Exactly-once: whether the transaction of the checkpoint p names
+ * pending (its previous owner died, or was fenced, between naming it and
+ * pointing the task at it) committed: 1, 0, or an error. The _COMMITTED
+ * mark says yes; a checkpoint without metadata never reached its commit;
+ * otherwise the transaction carried the partition's offset with the
+ * group, so it committed iff the group's committed offset is that one
+ * (no owner of the task commits an offset for it after the one that
+ * named it pending: each names its own checkpoint pending first). */
+static int pending_committed(ksub *k, const sl__task_ptr *p, char *err,
+                             size_t errlen) {
+  ksrc *s = k->src;
+  switch (sl__task_pending_state(sl_source_op(k->ctx), p)) {
+  case SL__TASK_CKPT_COMMITTED:
+    return 1;
+  case SL__TASK_CKPT_NONE:
+    return 0;
+  }
+  char gbuf[256];
+  const char *group = group_of(s, k->ctx, gbuf, sizeof(gbuf));
+  int64_t off;
+  int rc = sl__ktxn_committed(s->kj, group, p->topic, p->partition, &off);
+  if (rc) {
+    snprintf(err, errlen,
+             "cannot read the offset group %s committed for %s[%" PRId32
+             "] to resolve checkpoint %s: %s",
+             group, p->topic, p->partition, p->pending, sl_strerror(rc));
+    return rc;
+  }
+  return off == p->pending_offset;
+}
+
 /* Group mode with checkpoints: the task of a new partition is loaded
  * from the snapshot its pointer names, and the partition starts at the
  * offset stored with it; a task without a pointer starts empty, at the
@@ -492,7 +523,7 @@ static void task_assigned(ksub *k, kpart *kp, rd_kafka_topic_partition_t *tp) {
   ksrc *s = k->src;
   sl_ctx_t *op = sl_source_op(k->ctx);
   sl__task_ptr ptr;
-  char err[512];
+  char err[1024];
   uint32_t task = (uint32_t)tp->partition;
   int r = sl__task_read(op, task, &ptr, err, sizeof(err));
   if (r < 0) {
@@ -509,14 +540,51 @@ static void task_assigned(ksub *k, kpart *kp, rd_kafka_topic_partition_t *tp) {
                     tp->partition, s->uid);
     return;
   }
-  if (r == 1)
+  if (r == 1 && ptr.pending[0]) {
+    int c = pending_committed(k, &ptr, err, sizeof(err));
+    if (c < 0) {
+      sl__kgroup_fail(&k->grp, c, "task %" PRIu32 ": %s", task, err);
+      return;
+    }
+    sl__klog(s->kj, SL__LOG_INFO,
+             "source %s: task %" PRIu32 ": the transaction of checkpoint %s "
+             "%s",
+             s->uid, task, ptr.pending,
+             c ? "committed: restoring from it"
+               : "did not commit: restoring from the one before");
+    if (c) {
+      snprintf(ptr.checkpoint, sizeof(ptr.checkpoint), "%s", ptr.pending);
+      ptr.offset = ptr.pending_offset;
+    }
+    ptr.pending[0] = '\0';
+    ptr.pending_offset = -1;
+    /* A pointer without a snapshot stays as it is: its pending one is
+     * resolved the same way again, and this process's first pointer
+     * replaces it. */
+    if (ptr.checkpoint[0] &&
+        (r = sl__task_settle(op, &ptr, err, sizeof(err)))) {
+      sl__kgroup_fail(&k->grp, r, "%s", err);
+      return;
+    }
+    r = 1;
+  }
+  bool snap = r == 1 && ptr.checkpoint[0];
+  if (snap) {
     tp->offset = kp->next = ptr.offset;
+  } else {
+    ptr = (sl__task_ptr){.task = task,
+                         .partition = tp->partition,
+                         .offset = -1,
+                         .pending_offset = -1};
+    snprintf(ptr.source, sizeof(ptr.source), "%s", s->uid);
+    snprintf(ptr.topic, sizeof(ptr.topic), "%s", tp->topic);
+  }
   kp->loading = true;
-  sl__task_load(op, task, r == 1 ? &ptr : NULL);
+  sl__task_load(op, task, &ptr);
   sl__klog(s->kj, SL__LOG_INFO,
            "source %s: task %" PRIu32 ": %s%s, from offset %" PRId64, s->uid,
-           task, r == 1 ? "restoring from " : "no snapshot",
-           r == 1 ? ptr.checkpoint : "", kp->next);
+           task, snap ? "restoring from " : "no snapshot",
+           snap ? ptr.checkpoint : "", kp->next);
 }
 
 /* New partitions start at the group's committed offset (else
@@ -1509,7 +1577,8 @@ static int ksrc_snapshot(sl_source_ctx_t *ctx, uint64_t id, sl_buf_t *out,
      * kept when there is one (they are dropped when it commits). */
     if (s->kj->txn && !k->bcast)
       rc = sl__kpos_add(s->kj, id, group, topics[i], parts[i], offs[i],
-                        k->group ? k->grp.member : -1);
+                        k->group ? k->grp.member : -1,
+                        k->tasks && !kp->loading && kp->next >= 0);
   }
   if (!rc)
     rc = sl__kpos_encode_time(out, group, topics, parts, offs, times,

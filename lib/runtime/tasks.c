@@ -28,6 +28,15 @@ typedef struct task_slot {
   _Atomic int st;
   char path[4600]; /* checkpoint to load (absolute), under mu */
   bool has_path;
+  /* Under mu: whether this process holds the task (from its load to its
+   * drop), its pointer as last written or restored here, and the
+   * checkpoint named pending in it (0: none). Pointers are written from
+   * the source's thread (after a completion) and from the coordinator's
+   * (before a commit), so each write starts from this copy, never from
+   * a read of the file another thread may be replacing. */
+  bool owned;
+  sl__task_ptr ptr;
+  uint64_t pending_id;
 } task_slot;
 
 struct sl__tasks {
@@ -70,6 +79,10 @@ int sl__task_read(sl_ctx_t *op, uint32_t task, sl__task_ptr *p, char *err,
                            errlen);
 }
 
+int sl__task_pending_state(sl_ctx_t *op, const sl__task_ptr *p) {
+  return sl__task_ckpt_state(sl__ckpt_root(job_of(op)->ckpt), p->pending);
+}
+
 static void request(struct sl__tasks *t, uint32_t task, int what) {
   int old = atomic_exchange(&t->slot[task].st, what);
   if (old != SL__TASK_LOAD && old != SL__TASK_DROP)
@@ -79,28 +92,36 @@ static void request(struct sl__tasks *t, uint32_t task, int what) {
 void sl__task_load(sl_ctx_t *op, uint32_t task, const sl__task_ptr *p) {
   sl_job_t *job = job_of(op);
   struct sl__tasks *t = job->tasks;
+  task_slot *s = &t->slot[task];
   pthread_mutex_lock(&t->mu);
-  t->slot[task].has_path = p != NULL;
-  if (p)
-    snprintf(t->slot[task].path, sizeof(t->slot[task].path), "%s/%s",
-             sl__ckpt_root(job->ckpt), p->checkpoint);
+  s->has_path = p->checkpoint[0] != '\0';
+  if (s->has_path)
+    snprintf(s->path, sizeof(s->path), "%s/%s", sl__ckpt_root(job->ckpt),
+             p->checkpoint);
+  s->owned = true;
+  s->ptr = *p;
+  s->ptr.pending[0] = '\0';
+  s->pending_id = 0;
   pthread_mutex_unlock(&t->mu);
   request(t, task, SL__TASK_LOAD);
   sl__job_wake(job);
 }
 
 void sl__task_drop(sl_ctx_t *op, uint32_t task) {
-  request(job_of(op)->tasks, task, SL__TASK_DROP);
+  struct sl__tasks *t = job_of(op)->tasks;
+  pthread_mutex_lock(&t->mu);
+  t->slot[task].owned = false;
+  pthread_mutex_unlock(&t->mu);
+  request(t, task, SL__TASK_DROP);
 }
 
 int sl__task_state(sl_ctx_t *op, uint32_t task) {
   return atomic_load(&job_of(op)->tasks->slot[task].st);
 }
 
-int sl__task_publish(sl_ctx_t *op, uint64_t id, sl__task_ptr *p, char *err,
+/* mu held. */
+static int write_ptr(sl_job_t *job, const sl__task_ptr *p, char *err,
                      size_t errlen) {
-  sl_job_t *job = job_of(op);
-  sl__ckpt_rel(job->ckpt, id, p->checkpoint, sizeof(p->checkpoint));
   sl__fmode m = sl__fs_mode(job->conf);
   if (sl__task_ptr_write(sl__ckpt_root(job->ckpt), p, m.file, m.dir)) {
     snprintf(err, errlen, "task %" PRIu32 ": cannot write its pointer: %s",
@@ -108,6 +129,61 @@ int sl__task_publish(sl_ctx_t *op, uint64_t id, sl__task_ptr *p, char *err,
     return SL_ERR_IO;
   }
   return 0;
+}
+
+int sl__task_publish(sl_ctx_t *op, uint64_t id, sl__task_ptr *p, char *err,
+                     size_t errlen) {
+  sl_job_t *job = job_of(op);
+  struct sl__tasks *t = job->tasks;
+  task_slot *s = &t->slot[p->task];
+  sl__ckpt_rel(job->ckpt, id, p->checkpoint, sizeof(p->checkpoint));
+  pthread_mutex_lock(&t->mu);
+  /* A later checkpoint's commit may have named itself pending already
+   * (the coordinator moves on while this thread publishes): it stays. */
+  p->pending[0] = '\0';
+  p->pending_offset = -1;
+  if (s->pending_id > id) {
+    snprintf(p->pending, sizeof(p->pending), "%s", s->ptr.pending);
+    p->pending_offset = s->ptr.pending_offset;
+  } else {
+    s->pending_id = 0;
+  }
+  int rc = write_ptr(job, p, err, errlen);
+  if (!rc)
+    s->ptr = *p;
+  pthread_mutex_unlock(&t->mu);
+  return rc;
+}
+
+int sl__task_settle(sl_ctx_t *op, const sl__task_ptr *p, char *err,
+                    size_t errlen) {
+  sl_job_t *job = job_of(op);
+  struct sl__tasks *t = job->tasks;
+  pthread_mutex_lock(&t->mu);
+  int rc = write_ptr(job, p, err, errlen);
+  pthread_mutex_unlock(&t->mu);
+  return rc;
+}
+
+int sl__task_prepare(sl_job_t *job, uint64_t id, uint32_t task, int64_t offset,
+                     char *err, size_t errlen) {
+  struct sl__tasks *t = job->tasks;
+  if (!t || task >= t->n)
+    return 0;
+  task_slot *s = &t->slot[task];
+  int rc = 0;
+  pthread_mutex_lock(&t->mu);
+  if (s->owned) {
+    sl__task_ptr p = s->ptr;
+    sl__ckpt_rel(job->ckpt, id, p.pending, sizeof(p.pending));
+    p.pending_offset = offset;
+    if (!(rc = write_ptr(job, &p, err, errlen))) {
+      s->ptr = p;
+      s->pending_id = id;
+    }
+  }
+  pthread_mutex_unlock(&t->mu);
+  return rc;
 }
 
 uint64_t sl__task_checkpoint(sl_ctx_t *op) {

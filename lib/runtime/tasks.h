@@ -33,16 +33,31 @@ bool sl__tasks_on(sl_ctx_t *op);
  * or an error (reason in err). */
 int sl__task_read(sl_ctx_t *op, uint32_t task, sl__task_ptr *p, char *err,
                   size_t errlen);
-/* Asks the owning worker to drop the task's state and timers and, with
- * p, to load them from p's checkpoint. Any thread. */
+/* How far the checkpoint p names pending got: SL__TASK_CKPT_*. */
+int sl__task_pending_state(sl_ctx_t *op, const sl__task_ptr *p);
+/* Asks the owning worker to drop the task's state and timers and to
+ * load them from p's checkpoint (none when p->checkpoint is ""); from
+ * now on this process holds the task, p its pointer. Any thread. */
 void sl__task_load(sl_ctx_t *op, uint32_t task, const sl__task_ptr *p);
 void sl__task_drop(sl_ctx_t *op, uint32_t task);
 /* SL__TASK_*: READY once the load asked for is done. */
 int sl__task_state(sl_ctx_t *op, uint32_t task);
 /* Points the task at this process's checkpoint id (p->checkpoint is
- * filled in). 0 or an sl_err with the reason in err. */
+ * filled in; a pending checkpoint later than id stays named). 0 or an
+ * sl_err with the reason in err. */
 int sl__task_publish(sl_ctx_t *op, uint64_t id, sl__task_ptr *p, char *err,
                      size_t errlen);
+/* Writes the pointer of a task just assigned as p says (the pending
+ * checkpoint of its previous owner resolved one way or the other). */
+int sl__task_settle(sl_ctx_t *op, const sl__task_ptr *p, char *err,
+                    size_t errlen);
+/* Exactly-once, on the coordinator's thread once checkpoint id's
+ * metadata is durable and before its transaction commits: names id
+ * pending in the pointer of the task, which the transaction carries the
+ * partition's offset of, if this process still holds it. 0, or SL_ERR_IO
+ * (reason in err): the transaction must not commit. */
+int sl__task_prepare(sl_job_t *job, uint64_t id, uint32_t task, int64_t offset,
+                     char *err, size_t errlen);
 /* Asks for a checkpoint as soon as possible; returns the newest
  * triggered one: a checkpoint with a larger id starts after this call. */
 uint64_t sl__task_checkpoint(sl_ctx_t *op);

@@ -18,17 +18,30 @@
  * latest record of topic "rules" (value: the factor as text, message
  * timestamp: from when) at or before it, 1 before the first; each count
  * waits in keyed state for an event-time timer at its window's end, so
- * the rules' watermark decides when it is judged.
+ * the rules' watermark decides when it is judged. With exactly_once and
+ * a store, each committed transaction is logged (stderr and
+ * CHECKPOINT_DIR/../commits), and that log stands in for the group's
+ * committed offsets, which the dev broker drops, when the process
+ * resolves a task's pending checkpoint; with GROUP_JOB_KILL_ARM=<file>
+ * too, once the file exists the process waits in a commit for its next
+ * output and dies at the next commit, between the transaction's commit
+ * and _COMMITTED (the fault point checkpoint.commit), so the output of
+ * that transaction is committed and no pointer names its checkpoint yet.
  * usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS
  *        [CHECKPOINT_DIR BACKEND [PARALLELISM]] */
 #include <inttypes.h>
-#include <stdbool.h>
+#include <jansson.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "core/fault.h"
+#include "operator.h"
 #include "sluice.h"
 
 static sl_job_t *job;
@@ -39,13 +52,108 @@ static void on_term(int sig) {
 }
 
 static const char *proc_name;
+static _Atomic uint64_t emitted; /* records handed to the sink */
 
 static int proc_header(sl_ctx_t *ctx, const sl_record_t *rec,
                        sl_kafka_headers_t *h, void *opaque) {
   (void)ctx;
   (void)rec;
   (void)opaque;
+  atomic_fetch_add(&emitted, 1);
   return sl_kafka_headers_add(h, "gj.proc", proc_name, strlen(proc_name));
+}
+
+/* ---- Exactly-once on the dev broker ----------------------------------- */
+
+static char store[1024], commit_log[1100];
+static const char *kill_arm;
+static int kill_state; /* 0: not armed, 1: output seen, kill at next */
+
+static void sleep_ms(int ms) {
+  struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  nanosleep(&t, NULL);
+}
+
+/* After the sink's participant: its transaction committed. */
+static int log_commit(uint64_t id, void *opaque) {
+  (void)opaque;
+  fprintf(stderr,
+          "group-job: transaction of checkpoint %" PRIu64 " committed\n", id);
+  FILE *f = fopen(commit_log, "a");
+  if (!f)
+    return SL_ERR_IO;
+  fprintf(f, "%ld %" PRIu64 "\n", (long)getpid(), id);
+  fflush(f);
+  int rc = fsync(fileno(f));
+  fclose(f);
+  if (rc)
+    return SL_ERR_IO;
+  if (kill_state == 1) {
+    fprintf(stderr,
+            "group-job: dying before checkpoint %" PRIu64 "'s _COMMITTED\n",
+            id);
+    sl__fault_set("checkpoint.commit:kill");
+  } else if (kill_arm && access(kill_arm, F_OK) == 0) {
+    /* Output from now on is in the next transaction. */
+    uint64_t was = atomic_load(&emitted);
+    fprintf(stderr, "group-job: armed at checkpoint %" PRIu64 "\n", id);
+    for (int i = 0; i < 60000 / 10 && atomic_load(&emitted) == was; i++)
+      sleep_ms(10);
+    kill_state = atomic_load(&emitted) > was;
+    fprintf(stderr, "group-job: %s\n",
+            kill_state ? "output after the armed commit"
+                       : "no output after the armed commit");
+    kill_arm = NULL;
+  }
+  return 0;
+}
+
+/* Whether the log holds the commit of checkpoint id by process pid. */
+static bool logged(long pid, uint64_t id) {
+  FILE *f = fopen(commit_log, "r");
+  long p;
+  uint64_t n;
+  bool found = false;
+  while (f && fscanf(f, "%ld %" SCNu64, &p, &n) == 2)
+    found = found || (p == pid && n == id);
+  if (f)
+    fclose(f);
+  return found;
+}
+
+/* What the group would have committed for a task's partition, had the
+ * broker kept the offsets of the transactions: the offset the task's
+ * pending checkpoint recorded if the transaction of that checkpoint
+ * (instances/<host>-<pid>-<start>/chk-<id>) committed, else the one of
+ * the pointer's checkpoint, committed before. */
+static int lookup_logged(const char *group, const char *topic,
+                         int32_t partition, int64_t *offset, void *opaque) {
+  (void)group, (void)topic, (void)opaque;
+  char path[1200];
+  snprintf(path, sizeof(path), "%s/tasks/%d.json", store, (int)partition);
+  *offset = -1;
+  json_t *o = json_load_file(path, 0, NULL);
+  if (!o)
+    return 0;
+  const char *pend = NULL;
+  json_int_t off = -1, pend_off = -1;
+  json_unpack(o, "{s:I,s?s,s?I}", "offset", &off, "pending", &pend,
+              "pending_offset", &pend_off);
+  *offset = off;
+  const char *slash = pend ? strrchr(pend, '/') : NULL;
+  if (slash && strncmp(slash, "/chk-", 5) == 0) {
+    /* pid: between the last two dashes of the instance name. */
+    const char *end = slash;
+    while (end > pend && *end != '-')
+      end--;
+    const char *beg = end - 1;
+    while (beg > pend && *beg != '-')
+      beg--;
+    if (logged(strtol(beg + 1, NULL, 10), strtoull(slash + 5, NULL, 10)))
+      *offset = pend_off;
+  }
+  json_decref(o);
+  return 0;
 }
 
 static int fmt_count(sl_ctx_t *ctx, const sl_record_t *in, sl_record_t *out,
@@ -255,6 +363,16 @@ int main(int argc, char **argv) {
   }
   sl_kafka_sink_opts_t ko = {.headers = proc_name ? proc_header : NULL};
   sl_sink_kafka(sl_map(w, "fmt", fmt_count, NULL), "out", "out", &ko);
+  if (proc_name && argc >= 6) {
+    snprintf(store, sizeof(store), "%s", argv[4]);
+    snprintf(commit_log, sizeof(commit_log), "%s/../commits", argv[4]);
+    kill_arm = getenv("GROUP_JOB_KILL_ARM");
+    /* After the sink's participant, so a line means a committed
+     * transaction. */
+    sl_ckpt_participant_t part = {.commit = log_commit};
+    sl_kafka_set_committed_lookup(job, lookup_logged, NULL);
+    sl_job_add_ckpt_participant(job, &part);
+  }
   struct sigaction sa = {.sa_handler = on_term};
   sigaction(SIGTERM, &sa, NULL);
   int rc = sl_job_run(job);

@@ -381,14 +381,23 @@ static int64_t pointer_offset(int part) {
   size_t n = fread(text, 1, sizeof(text) - 1, f);
   fclose(f);
   text[n] = '\0';
-  const char *o = strstr(text, "\"offset\":");
+  /* Not "pending_offset" (a checkpoint whose commit is under way). */
+  const char *o = text;
+  while ((o = strstr(o + 1, "\"offset\":")) && o[-1] != ',' && o[-1] != '{')
+    ;
   ck_assert_msg(o, "%s: %s", path, text);
   return strtoll(o + 9, NULL, 10);
 }
 
-/* Waits until every task's pointer is at the end of its partition:
- * everything produced so far is in the state of a complete snapshot. */
+/* Waits until every task's pointer is at the end of its partition of
+ * topic: everything produced so far is in the state of a complete
+ * snapshot. */
+static void wait_snapshotted_of(const char *topic);
 static void wait_snapshotted(void) {
+  wait_snapshotted_of("in");
+}
+
+static void wait_snapshotted_of(const char *topic) {
   char err[512];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   rd_kafka_conf_set(conf, "bootstrap.servers", bs, NULL, 0);
@@ -399,7 +408,7 @@ static void wait_snapshotted(void) {
   for (int p = 0; p < PARTS; p++) {
     int64_t lo;
     ck_assert_int_eq(
-        rd_kafka_query_watermark_offsets(rk, "in", p, &lo, &hi[p], 10000), 0);
+        rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi[p], 10000), 0);
   }
   rd_kafka_destroy(rk);
   for (int i = 0; i < WAIT_MS / 50; i++) {
@@ -555,14 +564,19 @@ static char *log_of(const char *name) {
 }
 
 /* The newest checkpoint the process's log says completed (its
- * transaction committed before the line is written), 0 if none. */
+ * transaction committed before the line is written) or whose
+ * transaction committed (group_job.c logs that with an exactly_once
+ * sink, also when it dies right after), 0 if none. */
 static long last_completed(const char *name) {
   char *text = log_of(name);
   long last = 0;
   for (const char *p = text; (p = strstr(p, "checkpoint ")); p++) {
     char *end;
     long id = strtol(p + 11, &end, 10);
-    if (end != p + 11 && strncmp(end, " completed in ", 14) == 0 && id > last)
+    if (end != p + 11 &&
+        (strncmp(end, " completed in ", 14) == 0 ||
+         strncmp(end, " committed\n", 11) == 0) &&
+        id > last)
       last = id;
   }
   free(text);
@@ -726,6 +740,82 @@ START_TEST(stopped_member_is_fenced) {
   for (int i = 0; i < 2; i++)
     stop_pid(p[i], SIGTERM, 0);
   check_committed_output(names, 3);
+  exactly_once = false;
+  stop_broker();
+}
+END_TEST
+
+/* Waits until the process's log holds line (a part of one). */
+static void wait_logged(const char *name, const char *line) {
+  for (int i = 0; i < WAIT_MS / 50; i++) {
+    char *text = log_of(name);
+    bool found = strstr(text, line) != NULL;
+    free(text);
+    if (found)
+      return;
+    tk_sleep_ms(50);
+  }
+  ck_abort_msg("process %s never logged \"%s\"", name, line);
+}
+
+/* Restart resolution per task (DESIGN §8 in group mode): three processes
+ * with an exactly_once sink; once everything so far is in complete
+ * snapshots, c commits a transaction holding window output and dies
+ * right after the commit, before _COMMITTED and before it points its
+ * tasks at that checkpoint (group_job.c's GROUP_JOB_KILL_ARM: the fault
+ * point checkpoint.commit). The survivors take its tasks, find the
+ * checkpoint named pending in their pointers, see that its transaction
+ * committed, and restore from it, not from the checkpoint before it,
+ * whose records the committed output already holds: the committed output
+ * is the one process's, every window once. */
+START_TEST(killed_after_commit_before_pointers) {
+  start_broker();
+  exactly_once = true;
+  pid_t p[3];
+  const char *names[] = {"a", "b", "c"};
+  char arm[512];
+  snprintf(arm, sizeof(arm), "%s/arm", dir);
+  for (int i = 0; i < 3; i++) {
+    if (i == 2)
+      setenv("GROUP_JOB_KILL_ARM", arm, 1);
+    p[i] = start_job_ck("copartitioned", "12", names[i], "hashmap");
+  }
+  unsetenv("GROUP_JOB_KILL_ARM");
+  wait_assigned(names, 3, PARTS);
+  produce_phase(0);
+  wait_snapshotted();
+  int had = status_of("c");
+  ck_assert_int_gt(had, 0);
+  FILE *f = fopen(arm, "w");
+  ck_assert_ptr_nonnull(f);
+  fclose(f);
+  wait_logged("c", "group-job: armed at checkpoint ");
+  produce_phase(1);
+  int status = 0;
+  ck_assert_int_eq(waitpid(p[2], &status, 0), p[2]);
+  untrack(p[2]);
+  char *text = log_of("c");
+  ck_assert_msg(strstr(text, "group-job: output after the armed commit"), "%s",
+                text);
+  ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+                "c did not die at the fault point: %s", text);
+  free(text);
+  wait_assigned(names, 2, PARTS);
+  produce_phase(2);
+  wait_snapshotted();
+  for (int i = 0; i < 2; i++)
+    stop_pid(p[i], SIGTERM, 0);
+  int resolved = 0;
+  for (int i = 0; i < 2; i++) {
+    text = log_of(names[i]);
+    for (const char *l = text; (l = strstr(l, " committed: restoring from it"));
+         l++)
+      resolved++;
+    free(text);
+  }
+  check_committed_output(names, 3);
+  /* Each of c's tasks was restored from the checkpoint named pending. */
+  ck_assert_int_eq(resolved, had);
   exactly_once = false;
   stop_broker();
 }
@@ -969,6 +1059,56 @@ static int64_t produce_unkeyed(void) {
   return n;
 }
 
+/* The events of produce_unkeyed() of one phase (phase_of), each at the
+ * partition and with the message key it has there. Returns how many. */
+static int64_t produce_unkeyed_phase(int phase) {
+  tk_cluster c = {0};
+  snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
+  rd_kafka_t *p = tk_producer(&c);
+  char key[64], value[64];
+  int64_t n = 0, sent = 0;
+  for (int s = 0; s < SECONDS; s++)
+    for (int i = 0; i < KEYS; i++)
+      for (int j = 0; j <= i % 3; j++, n++) {
+        if (phase_of(s, j) != phase)
+          continue;
+        snprintf(key, sizeof(key), "m-%" PRId64, n);
+        key_of(i, value, sizeof(value));
+        tk_send(p, "in", (int32_t)(n % PARTS), key, value,
+                T0 + s * 1000 + j * 10, NULL, NULL);
+        sent++;
+      }
+  tk_flush(p);
+  rd_kafka_destroy(p);
+  return sent;
+}
+
+/* How often each event (key i, second s, j-th of the second) is in the
+ * repartition topic; returns how many distinct events are. */
+static int64_t repartition_copies(int copies[KEYS][SECONDS][3]) {
+  tk_cluster c = {0};
+  snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
+  tk_reader r;
+  tk_reader_open(&r, &c, REPART, PARTS);
+  for (size_t was = (size_t)-1; was != r.n;) {
+    was = r.n;
+    tk_read(&r, r.n + 1, 2000);
+  }
+  memset(copies, 0, sizeof(int) * KEYS * SECONDS * 3);
+  int64_t distinct = 0;
+  for (size_t k = 0; k < r.n; k++) {
+    int i, off = (int)(r.m[k].ts - T0);
+    if (sscanf(r.m[k].key, "user-%d", &i) != 1)
+      continue; /* a flush record */
+    int s = off / 1000, j = off % 1000 / 10;
+    ck_assert_msg(i >= 0 && i < KEYS && s >= 0 && s < SECONDS && j <= i % 3,
+                  "unexpected record %s at %" PRId64, r.m[k].key, r.m[k].ts);
+    distinct += copies[i][s][j]++ == 0;
+  }
+  tk_reader_close(&r);
+  return distinct;
+}
+
 /* Messages in the repartition topic, over its partitions. */
 static int64_t repartitioned(void) {
   char err[512];
@@ -1047,6 +1187,108 @@ START_TEST(key_change_through_repartition_topic_with_store) {
 }
 END_TEST
 
+/* Three processes of the job keyed by the value, with the shared store;
+ * once the first part of the input is in complete snapshots, the second
+ * part is written and one process is SIGKILLed while it works on it. The
+ * survivors take its tasks (the repartition topic's partitions) and its
+ * partitions of the input. At least once: the input it read after its
+ * last committed positions is read again and written to the repartition
+ * topic a second time, and windows count those copies (docs/scaling.md);
+ * nothing is lost. So the output has every window once, and its count is
+ * the number of copies of its events in the repartition topic, which is
+ * the one process's count where nothing was copied twice. */
+START_TEST(killed_member_through_repartition_topic) {
+  start_broker_with(REPART ":12");
+  setenv("GROUP_JOB_KEY_BY_VALUE", "1", 1);
+  pid_t p[3];
+  const char *names[] = {"a", "b", "c"};
+  for (int i = 0; i < 3; i++)
+    p[i] = start_job_ck("repartition", "12", names[i], "hashmap");
+  unsetenv("GROUP_JOB_KEY_BY_VALUE");
+  wait_assigned(names, 3, PARTS);
+  wait_assigned_source(names, 3, PARTS, "count-repartition");
+  int64_t events = produce_unkeyed_phase(0);
+  for (int i = 0; i < WAIT_MS / 50 && repartitioned() < events; i++)
+    tk_sleep_ms(50);
+  wait_snapshotted_of(REPART);
+  ck_assert_int_gt(status_of("c"), 0);
+  /* Killed once the second part is in the repartition topic: the input
+   * positions that cover it are committed at the next checkpoint, which
+   * c may not live to complete. */
+  events += produce_unkeyed_phase(1);
+  for (int i = 0; i < WAIT_MS / 10 && repartitioned() < events; i++)
+    tk_sleep_ms(10);
+  stop_pid(p[2], SIGKILL, -1);
+  wait_assigned(names, 2, PARTS);
+  wait_assigned_source(names, 2, PARTS, "count-repartition");
+  events += produce_unkeyed_phase(2);
+  static int copies[KEYS][SECONDS][3];
+  int64_t distinct = 0;
+  for (int i = 0; i < WAIT_MS / 500 && distinct < events; i++)
+    distinct = repartition_copies(copies);
+  ck_assert_int_eq(distinct, events);
+  flush_repartitioned(repartitioned());
+  enum { WANT = KEYS * SECONDS };
+  tk_cluster c = {0};
+  snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
+  tk_reader r;
+  tk_reader_open(&r, &c, "out", 1);
+  tk_read(&r, WANT, WAIT_MS);
+  for (size_t was = 0; was != r.n;) {
+    was = r.n;
+    tk_read(&r, r.n + 1, 3000);
+  }
+  /* The copies again: all of them are in the topic before the flush. */
+  ck_assert_int_eq(repartition_copies(copies), events);
+  char **got = calloc(r.n + 1, sizeof(char *));
+  char **exp = calloc(WANT, sizeof(char *));
+  int twice = 0;
+  for (size_t k = 0; k < r.n; k++) {
+    got[k] = malloc(640);
+    snprintf(got[k], 640, "%s,%" PRId64 ",%s", r.m[k].key, r.m[k].ts,
+             r.m[k].value);
+  }
+  size_t n = 0;
+  for (int s = 0; s < SECONDS; s++)
+    for (int i = 0; i < KEYS; i++) {
+      char key[64];
+      int count = 0;
+      for (int j = 0; j <= i % 3; j++) {
+        count += copies[i][s][j];
+        twice += copies[i][s][j] - 1;
+      }
+      key_of(i, key, sizeof(key));
+      exp[n] = malloc(128);
+      snprintf(exp[n++], 128, "%s,%d,%d", key, T0 + s * 1000 + 999, count);
+    }
+  fprintf(stderr, "%d event(s) written to the repartition topic twice\n",
+          twice);
+  qsort(got, r.n, sizeof(char *), cmp_line);
+  qsort(exp, n, sizeof(char *), cmp_line);
+  for (size_t i = 0, j = 0; i < n || j < r.n;) {
+    int d = i == n ? 1 : j == r.n ? -1 : strcmp(exp[i], got[j]);
+    if (d)
+      fprintf(stderr, "%s %s\n", d < 0 ? "missing" : "extra",
+              d < 0 ? exp[i] : got[j]);
+    i += d <= 0;
+    j += d >= 0;
+  }
+  ck_assert_uint_eq(r.n, n);
+  for (size_t i = 0; i < n; i++)
+    ck_assert_str_eq(got[i], exp[i]);
+  for (size_t i = 0; i < r.n; i++)
+    free(got[i]);
+  for (size_t i = 0; i < n; i++)
+    free(exp[i]);
+  free(got);
+  free(exp);
+  tk_reader_close(&r);
+  for (int i = 0; i < 2; i++)
+    stop_pid(p[i], SIGTERM, 0);
+  stop_broker();
+}
+END_TEST
+
 /* A repartition topic that exists with another partition count than
  * group.partitions is a clear error. */
 START_TEST(repartition_topic_of_another_count_is_an_error) {
@@ -1105,7 +1347,9 @@ int main(void) {
                {"scale-eos", scale_1_3_2_exactly_once},
                {"broadcast-hashmap", broadcast_in_every_process_hashmap},
                {"broadcast-rocksdb", broadcast_in_every_process_rocksdb},
-               {"fenced", stopped_member_is_fenced}};
+               {"fenced", stopped_member_is_fenced},
+               {"kill-eos", killed_after_commit_before_pointers},
+               {"kill-repartition", killed_member_through_repartition_topic}};
   for (size_t i = 0; i < sizeof(state) / sizeof(state[0]); i++) {
     TCase *st = tcase_create(state[i].name);
     tcase_set_timeout(st, 300);

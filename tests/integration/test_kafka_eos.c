@@ -79,8 +79,8 @@ START_TEST(eos_protocol_epochs_and_holding) {
   ck_assert_uint_eq(sl__kwriter_held(b), 1);
 
   /* The sources' positions at barrier 1 travel with the transaction. */
-  ck_assert_int_eq(sl__kpos_add(kj, 1, "grp", "in", 0, 42, -1), 0);
-  ck_assert_int_eq(sl__kpos_add(kj, 1, "grp", "in", 1, 7, -1), 0);
+  ck_assert_int_eq(sl__kpos_add(kj, 1, "grp", "in", 0, 42, -1, false), 0);
+  ck_assert_int_eq(sl__kpos_add(kj, 1, "grp", "in", 1, 7, -1, false), 0);
   ck_assert_int_eq(sl__ktxn_commit(1, kj), 0);
   ck_assert_uint_eq(sl__ktxn_released(p), 1);
   ck_assert_int_eq(sl__kwriter_drain(a, err, sizeof(err)), 0);
@@ -272,7 +272,8 @@ START_TEST(eos_read_committed_real_broker) {
   sl__kwriter *a = sl__kwriter_new(p, topic, true);
   write_n(a, 5, "committed");
   ck_assert_int_eq(sl__kwriter_barrier(a, 1, false, err, sizeof(err)), 0);
-  ck_assert_int_eq(sl__kpos_add(kj, 1, "sluice-eos-grp", topic, 0, 5, -1), 0);
+  ck_assert_int_eq(
+      sl__kpos_add(kj, 1, "sluice-eos-grp", topic, 0, 5, -1, false), 0);
   ck_assert_int_eq(sl__ktxn_commit(1, kj), 0);
   ck_assert_int_eq(sl__kwriter_drain(a, err, sizeof(err)), 0);
   write_n(a, 3, "aborted");
@@ -474,7 +475,8 @@ static void commit_fenced(bool session_runs_out) {
   ck_assert_int_eq(sl__kgroup_register(kj, &g), 0);
 
   write_n(w, 2, "held");
-  ck_assert_int_eq(sl__kpos_add(kj, 1, "fence", "in", 0, 5, g.member), 0);
+  ck_assert_int_eq(sl__kpos_add(kj, 1, "fence", "in", 0, 5, g.member, false),
+                   0);
   ck_assert_int_eq(sl__ktxn_commit(1, kj), 0);
   ck_assert_uint_eq(sl__ktxn_released(p), 1);
 
@@ -496,7 +498,8 @@ static void commit_fenced(bool session_runs_out) {
   ck_assert_msg(rd_kafka_assignment_lost(rk), "the member never lost it");
   ck_assert_int_eq(atomic_load(&g.lost), 0);
   write_n(w, 2, "zombie");
-  ck_assert_int_eq(sl__kpos_add(kj, 2, "fence", "in", 0, 7, g.member), 0);
+  ck_assert_int_eq(sl__kpos_add(kj, 2, "fence", "in", 0, 7, g.member, false),
+                   0);
   ck_assert_int_eq(sl__ktxn_commit(2, kj), SL_ERR_KAFKA);
   ck_assert_int_eq(atomic_load(&g.lost), 1);
   ck_assert_uint_eq(sl__ktxn_released(p), 1);

@@ -106,6 +106,13 @@ START_TEST(damaged_pointer_is_an_error) {
       {"{\"task\":5,\"checkpoint\":\"instances/h/chk-1\",\"source\":\"in\","
        "\"topic\":\"t\",\"partition\":5,\"offset\":-2}",
        "a negative offset"},
+      {"{\"task\":5,\"checkpoint\":\"instances/h/chk-1\",\"source\":\"in\","
+       "\"topic\":\"t\",\"partition\":5,\"offset\":1,"
+       "\"pending\":\"../x/chk-2\",\"pending_offset\":3}",
+       "a pending path outside the store"},
+      {"{\"task\":5,\"checkpoint\":\"\",\"source\":\"in\","
+       "\"topic\":\"t\",\"partition\":5,\"offset\":-1}",
+       "no snapshot and nothing pending"},
   };
   char path[600], err[256];
   put(5, "instances/h/chk-1", 1);
@@ -138,6 +145,69 @@ START_TEST(refs_name_the_pointed_checkpoints) {
   ck_assert(!sl__task_ptr_refs(root, 4, "instances/b/chk-3"));
   /* Only tasks below n count. */
   ck_assert(!sl__task_ptr_refs(root, 2, "instances/b/chk-9"));
+  teardown_root();
+}
+END_TEST
+
+/* A checkpoint named pending (its transaction committing) reads back,
+ * also beside no snapshot at all; retention keeps it; how far it got is
+ * its _COMMITTED mark, else its _metadata. */
+START_TEST(pending_checkpoint_reads_back_and_is_kept) {
+  setup_root();
+  sl__task_ptr p = {.task = 1, .partition = 1, .offset = 10},
+               q = {.task = 2, .partition = 2, .offset = -1};
+  snprintf(p.checkpoint, sizeof(p.checkpoint), "instances/a/chk-3");
+  snprintf(p.pending, sizeof(p.pending), "instances/a/chk-4");
+  p.pending_offset = 17;
+  snprintf(q.pending, sizeof(q.pending), "instances/b/chk-1");
+  q.pending_offset = 5;
+  sl__task_ptr *w[] = {&p, &q};
+  for (int i = 0; i < 2; i++) {
+    snprintf(w[i]->source, sizeof(w[i]->source), "in");
+    snprintf(w[i]->topic, sizeof(w[i]->topic), "events");
+    ck_assert_int_eq(sl__task_ptr_write(root, w[i], 0600, 0700), 0);
+  }
+  sl__task_ptr r;
+  char err[256];
+  ck_assert_int_eq(sl__task_ptr_read(root, 1, &r, err, sizeof(err)), 1);
+  ck_assert_str_eq(r.checkpoint, "instances/a/chk-3");
+  ck_assert_int_eq(r.offset, 10);
+  ck_assert_str_eq(r.pending, "instances/a/chk-4");
+  ck_assert_int_eq(r.pending_offset, 17);
+  ck_assert_int_eq(sl__task_ptr_read(root, 2, &r, err, sizeof(err)), 1);
+  ck_assert_str_eq(r.checkpoint, "");
+  ck_assert_int_eq(r.offset, -1);
+  ck_assert_str_eq(r.pending, "instances/b/chk-1");
+  ck_assert_int_eq(r.pending_offset, 5);
+  ck_assert(sl__task_ptr_refs(root, 4, "instances/a/chk-4"));
+  ck_assert(sl__task_ptr_refs(root, 4, "instances/b/chk-1"));
+  /* Without a pending one, no snapshot is no pointer. */
+  q.pending[0] = '\0';
+  ck_assert_int_eq(sl__task_ptr_write(root, &q, 0600, 0700), 0);
+  ck_assert_int_eq(sl__task_ptr_read(root, 2, &r, err, sizeof(err)),
+                   SL_ERR_CORRUPT);
+  char path[600];
+  snprintf(path, sizeof(path), "%s/tasks/2.json", root);
+  ck_assert_int_eq(unlink(path), 0);
+  /* Written without a pending one, it has none. */
+  p.pending[0] = '\0';
+  ck_assert_int_eq(sl__task_ptr_write(root, &p, 0600, 0700), 0);
+  ck_assert_int_eq(sl__task_ptr_read(root, 1, &r, err, sizeof(err)), 1);
+  ck_assert_str_eq(r.pending, "");
+  ck_assert(!sl__task_ptr_refs(root, 4, "instances/a/chk-4"));
+  ck_assert_int_eq(sl__task_ckpt_state(root, "instances/a/chk-4"),
+                   SL__TASK_CKPT_NONE);
+  int ids[] = {4};
+  instance("a", ids, 1);
+  ck_assert_int_eq(sl__task_ckpt_state(root, "instances/a/chk-4"),
+                   SL__TASK_CKPT_DURABLE);
+  char mark[600];
+  snprintf(mark, sizeof(mark), "%s/instances/a/chk-4/_COMMITTED", root);
+  FILE *f = fopen(mark, "w");
+  ck_assert_ptr_nonnull(f);
+  fclose(f);
+  ck_assert_int_eq(sl__task_ckpt_state(root, "instances/a/chk-4"),
+                   SL__TASK_CKPT_COMMITTED);
   teardown_root();
 }
 END_TEST
@@ -216,6 +286,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, pointer_reads_back_as_written);
   tcase_add_test(tc, damaged_pointer_is_an_error);
   tcase_add_test(tc, refs_name_the_pointed_checkpoints);
+  tcase_add_test(tc, pending_checkpoint_reads_back_and_is_kept);
   tcase_add_test(tc, gc_removes_only_gone_unreferenced_instances);
   tcase_add_test(tc, gc_dry_run_names_what_it_would_remove);
   suite_add_tcase(s, tc);
