@@ -148,8 +148,7 @@ static void harvest(sl__incr *in) {
   bool ok = false;
   if (!job_cancel(j)) {
     struct timespec ts = {0, 100000};
-    while (atomic_load_explicit(&j->state, memory_order_acquire) ==
-           JOB_RUNNING)
+    while (atomic_load_explicit(&j->state, memory_order_acquire) == JOB_RUNNING)
       nanosleep(&ts, NULL);
     ok = atomic_load_explicit(&j->state, memory_order_acquire) == JOB_DONE &&
          j->ok;
@@ -214,8 +213,8 @@ static int add_link(sl__incr_out *o, const char *name) {
 /* Key group kg on the worker: its changes into job->pre when its chain
  * allows (and its chain section, with this segment when it changed, into
  * job->chains), else marked to be written whole. */
-static int begin_kg(sl__incr *in, sl__incr_job *j, sl__backend *be,
-                    uint32_t kg, sl__incr_out *o) {
+static int begin_kg(sl__incr *in, sl__incr_job *j, sl__backend *be, uint32_t kg,
+                    sl__incr_out *o) {
   kgc *c = &in->kg[kg - in->lo];
   kgj *k = &j->kg[kg - in->lo];
   size_t mark;

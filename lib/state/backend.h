@@ -343,11 +343,12 @@ typedef struct sl__backend_ops {
    * return or a negative error, after which the view's remaining key
    * groups may still be scanned or released.
    *
-   * frozen_release: the thread that scans, once, when done: key groups
-   * not scanned go back to the worker unrecorded (kg_clean was not
-   * called for them), and the view's copies are freed. The backend may
-   * have been closed meanwhile: what frozen_scan needs of it was copied
-   * first. */
+   * frozen_release: the thread that scans, once, when done (or, for a
+   * view nobody scans, the worker): key groups not scanned go back to
+   * the worker, and the view's copies are freed. Whether those count as
+   * recorded is not defined (a copy may have recorded them): the next
+   * snapshot must write them whole. The backend may have been closed
+   * meanwhile: what frozen_scan needs of it was copied first. */
   struct sl__frozen *(*freeze)(sl__backend *be, const uint32_t *kgs, size_t n);
   int (*frozen_scan)(struct sl__frozen *f, uint32_t kg, sl__entry_fn fn,
                      void *opaque);

@@ -92,8 +92,8 @@ static hm_map *map_copy(const hm_map *m) {
       n->slots[i].e = e;
       continue;
     }
-    size_t sz = sizeof(*e) + (((size_t)e->mk_len + 7) & ~(size_t)7) +
-                e->val_len;
+    size_t sz =
+        sizeof(*e) + (((size_t)e->mk_len + 7) & ~(size_t)7) + e->val_len;
     hm_mentry *c = malloc(sz);
     if (!c) {
       map_free(n);
@@ -361,9 +361,8 @@ void sl__hm_frozen_release(struct sl__frozen *f) {
   for (uint32_t g = 0; g < f->n_kg; g++) {
     fz_kg *k = &f->kg[g];
     uint8_t s = FZ_FROZEN;
-    if (atomic_compare_exchange_strong_explicit(&k->st, &s, FZ_BACK,
-                                                memory_order_acq_rel,
-                                                memory_order_acquire))
+    if (atomic_compare_exchange_strong_explicit(
+            &k->st, &s, FZ_BACK, memory_order_acq_rel, memory_order_acquire))
       continue; /* given back unrecorded */
     for (unsigned n = 0; s == FZ_COPYING;
          s = atomic_load_explicit(&k->st, memory_order_acquire))
