@@ -8,13 +8,17 @@
  * checkpoints, until 5 completed (at most 4 times as long) — fewer fails the
  * benchmark, as the ratio would measure nothing. One line per measurement.
  * The throughput runs also record the worker's pause of every checkpoint
- * (sl_checkpoint_info_t.pause_us, sampled at each poll) and print its
+ * (sl_checkpoint_info_t.pause_us, sampled every millisecond by a thread of
+ * its own, so that a worker busy for a while misses none) and print its
  * maximum and 99th percentile (bench=checkpoint_pause), failing when fewer
  * than 5 were sampled or none of them wrote the state whole.
  * BENCH_CKPT_KEYS overrides the key counts of the size runs (e.g. "1000000");
  * BENCH_CKPT_SIZES_ONLY skips the throughput runs; BENCH_CKPT_PAUSE_ONLY
  * runs only the throughput runs at 10^6 keys. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -42,6 +46,8 @@ typedef struct src {
   sl_job_t *job;
   pauses *pz; /* NULL: not recorded */
 } src;
+
+static _Atomic bool sampling;
 
 static void sample_pause(src *s) {
   sl_checkpoint_info_t info;
@@ -72,6 +78,17 @@ static bool timed_out(src *s) {
   return info.completed >= s->ckpts;
 }
 
+static void *sampler(void *opaque) {
+  src *s = opaque;
+  struct timespec ms = {0, 1000000};
+  while (atomic_load(&sampling)) {
+    sample_pause(s);
+    nanosleep(&ms, NULL);
+  }
+  sample_pause(s); /* one that completed at the end */
+  return NULL;
+}
+
 static int src_open(sl_source_ctx_t *ctx, void *opaque) {
   src *s = opaque;
   s->next[sl_source_ctx_subtask(ctx)] = (uint64_t)sl_source_ctx_subtask(ctx);
@@ -93,8 +110,6 @@ static int src_poll(sl_source_ctx_t *ctx, void *opaque) {
       return rc;
   }
   s->next[sub] = i;
-  if (s->pz)
-    sample_pause(s);
   if (s->until && timed_out(s))
     return SL_POLL_END;
   return i >= s->n ? SL_POLL_END : SL_POLL_MORE;
@@ -141,9 +156,16 @@ static double run(const char *backend, const char *const *extra, src *s,
   sl_process_ops_t po = {.open = count_open, .on_element = count_element};
   sl_stream_t *k = sl_key_by(sl_source(job, "events", &so, s), NULL, NULL);
   sl_sink(sl_process(k, "count", &po, NULL), "sink", discard, NULL);
+  pthread_t th;
+  atomic_store(&sampling, true);
+  if (s->pz && pthread_create(&th, NULL, sampler, s))
+    exit(2);
   double t0 = bench_now();
   bench_run(job);
   double secs = bench_now() - t0;
+  atomic_store(&sampling, false);
+  if (s->pz)
+    pthread_join(th, NULL);
   if (info)
     sl_job_checkpoint_info(job, info);
   sl_job_destroy(job);

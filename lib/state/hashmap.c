@@ -871,7 +871,8 @@ void sl__hm_dirty(hm *b, hm_state *st, uint32_t kg, hm_slot *s) {
 }
 
 void sl__hm_mark_clean(hm_table *t, hm_dlog *l) {
-  hm_table_mark(t, true);
+  if (t)
+    hm_table_mark(t, true);
   if (l)
     hm_dlog_reset(l);
 }

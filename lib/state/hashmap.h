@@ -335,8 +335,8 @@ int sl__hm_scan_entry(uint32_t id, sl__btype type, hm_slot *s, sl__entry_fn fn,
                       void *opaque);
 int sl__hm_scan_table(uint32_t id, sl__btype type, const hm_table *t,
                       sl__entry_fn fn, void *opaque);
-/* What kg_clean does to one state's table of a key group and its log of
- * changes (NULL: none); the caller sets kg_known. */
+/* What kg_clean does to one state's table of a key group (NULL: not the
+ * table) and its log of changes (NULL: none); the caller sets kg_known. */
 void sl__hm_mark_clean(hm_table *t, hm_dlog *l);
 /* hashmap_snap.c: frozen views. thaw_all takes every key group back and
  * drops the backend's reference (before close). */

@@ -8,14 +8,14 @@
  * a key group still FROZEN (-> SCANNING), reads the live tables, marks
  * them recorded and gives it back (-> BACK). The worker's first call that
  * touches a frozen key group (hm_tab sees the table's frozen flag) takes
- * it if still FROZEN (-> COPYING): it copies the key group's tables
- * (slot arrays with one memcpy each, out-of-line entries and maps one by
- * one), marks the live tables recorded and gives it back (-> BACK) with
- * the copy for the scan; if the scan has it, the worker waits for that
- * key group's scan to end. Neither thread touches a key group the other
- * one holds, and each hand-over is a release store read with acquire, so
- * the live tables need no lock and the per-record lookup only tests the
- * table's frozen flag (in the table's cache line). */
+ * it if still FROZEN (-> COPYING): it copies the key group's live slots
+ * into one dense array per state (out-of-line entries and maps one by
+ * one), marking them recorded in the same pass, and gives it back (-> BACK)
+ * with the copy for the scan; if the scan has it, the worker waits for that key
+ * group's scan to end. Neither thread touches a key group the other one holds,
+ * and each hand-over is a release store read with acquire, so the live tables
+ * need no lock and the per-record lookup only tests the table's frozen flag (in
+ * the table's cache line). */
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -39,7 +39,7 @@ typedef struct fz_kg {
    * hand-over: the copy (one table per state), whether copying failed,
    * whether the scan had it. */
   bool failed, scanned;
-  hm_table *copy;
+  struct fz_copy *copy;
 } fz_kg;
 
 struct sl__frozen {
@@ -132,7 +132,37 @@ static bool slot_copy(sl__btype type, hm_slot *s) {
   return true;
 }
 
-static void table_free(sl__btype type, hm_table *t) {
+/* A key group's entries of one state, as the scan reads them (kg_scan's
+ * order), copied: the live slots only, one after the other, owning
+ * copies of what they point to. */
+typedef struct fz_copy {
+  hm_slot *s;
+  size_t n;
+} fz_copy;
+
+static void copy_free(sl__btype type, fz_copy *c) {
+  for (size_t i = 0; i < c->n; i++) {
+    hm_slot *s = &c->s[i];
+    if (type == SL__BT_MAP && hm_map_of(s))
+      map_free(hm_map_of(s));
+    if (hm_tag(s) == HM_EXT)
+      free(s->u.e);
+  }
+  free(c->s);
+  c->s = NULL;
+  c->n = 0;
+}
+
+/* Copies table t into c and marks its entries recorded (the HM_CLEAN of
+ * kg_clean), in one pass. On failure the copy is freed; some entries may
+ * be marked already, which is harmless: the snapshot fails, and the next
+ * one writes the key group whole. */
+static int table_copy(sl__btype type, hm_table *t, fz_copy *c) {
+  size_t want = t->count + t->old_count;
+  c->n = 0;
+  c->s = want ? malloc(want * sizeof(*c->s)) : NULL;
+  if (want && !c->s)
+    return SL_ERR_NOMEM;
   hm_slot *arrs[2] = {t->slots, t->old};
   uint8_t bits[2] = {t->bits, t->old_bits};
   for (int a = 0; a < 2; a++) {
@@ -141,56 +171,25 @@ static void table_free(sl__btype type, hm_table *t) {
       hm_slot *s = &arrs[a][i];
       if (!hm_live(s))
         continue;
-      if (type == SL__BT_MAP && hm_map_of(s))
-        map_free(hm_map_of(s));
-      if (hm_tag(s) == HM_EXT)
-        free(s->u.e);
-    }
-    free(arrs[a]);
-  }
-  memset(t, 0, sizeof(*t));
-}
-
-static hm_slot *arr_copy(const hm_slot *src, uint8_t bits) {
-  size_t sz = sl__hm_slots_bytes(bits);
-  hm_slot *d = aligned_alloc(HM_SLOT_ALIGN, sz);
-  if (d)
-    memcpy(d, src, sz);
-  return d;
-}
-
-/* out: a copy of t that only kg_scan's order of reading needs (slots,
- * then old, each slot by index). */
-static int table_copy(sl__btype type, const hm_table *t, hm_table *out) {
-  memset(out, 0, sizeof(*out));
-  out->bits = t->bits;
-  out->old_bits = t->old_bits;
-  if ((t->slots && !(out->slots = arr_copy(t->slots, t->bits))) ||
-      (t->old && !(out->old = arr_copy(t->old, t->old_bits)))) {
-    /* Nothing deep-copied yet: free the arrays alone. */
-    free(out->slots);
-    free(out->old);
-    memset(out, 0, sizeof(*out));
-    return SL_ERR_NOMEM;
-  }
-  hm_slot *arrs[2] = {out->slots, out->old};
-  uint8_t bits[2] = {out->bits, out->old_bits};
-  bool ok = true;
-  for (int a = 0; a < 2; a++) {
-    size_t cap = arrs[a] ? (size_t)1 << bits[a] : 0;
-    for (size_t i = 0; i < cap; i++) {
-      hm_slot *s = &arrs[a][i];
-      if (!hm_live(s))
-        continue;
-      /* After a failure the remaining slots still point into the live
-       * table: emptied, so that freeing the copy leaves those alone. */
-      if (!ok || !(ok = slot_copy(type, s)))
-        s->meta = 0;
+      hm_slot *d = &c->s[c->n];
+      *d = *s;
+      if ((hm_tag(s) == HM_EXT || type == SL__BT_MAP) && !slot_copy(type, d)) {
+        copy_free(type, c);
+        return SL_ERR_NOMEM;
+      }
+      c->n++;
+      s->meta |= HM_CLEAN;
     }
   }
-  if (!ok) {
-    table_free(type, out);
-    return SL_ERR_NOMEM;
+  return 0;
+}
+
+static int copy_scan(uint32_t id, sl__btype type, fz_copy *c, sl__entry_fn fn,
+                     void *opaque) {
+  for (size_t i = 0; i < c->n; i++) {
+    int rc = sl__hm_scan_entry(id, type, &c->s[i], fn, opaque);
+    if (rc)
+      return rc;
   }
   return 0;
 }
@@ -199,7 +198,7 @@ static void kg_copy_free(struct sl__frozen *f, fz_kg *k) {
   if (!k->copy)
     return;
   for (uint32_t id = 0; id < f->n_states; id++)
-    table_free(f->sv[id].type, &k->copy[id]);
+    copy_free(f->sv[id].type, &k->copy[id]);
   free(k->copy);
   k->copy = NULL;
 }
@@ -215,24 +214,27 @@ static void kg_recorded(struct sl__frozen *f, uint32_t g) {
   f->kg_known[g] = 1;
 }
 
-/* The worker holds key group g (COPYING): copies it for the scan. A copy
- * that fails leaves the live tables unrecorded and fails the scan. */
+/* The worker holds key group g (COPYING): copies it for the scan and
+ * marks it recorded. A copy that fails fails the scan. */
 static void kg_take(struct sl__frozen *f, uint32_t g) {
   fz_kg *k = &f->kg[g];
-  hm_table *copy = calloc(f->n_states ? f->n_states : 1, sizeof(*copy));
+  fz_copy *copy = calloc(f->n_states ? f->n_states : 1, sizeof(*copy));
   uint32_t id = 0;
   for (; copy && id < f->n_states; id++)
     if (table_copy(f->sv[id].type, &f->sv[id].tables[g], &copy[id]))
       break;
   if (!copy || id < f->n_states) {
     for (uint32_t j = 0; copy && j < id; j++)
-      table_free(f->sv[j].type, &copy[j]);
+      copy_free(f->sv[j].type, &copy[j]);
     free(copy);
     k->failed = true;
     return;
   }
   k->copy = copy;
-  kg_recorded(f, g);
+  for (id = 0; id < f->n_states; id++)
+    if (f->sv[id].dlog)
+      sl__hm_mark_clean(NULL, &f->sv[id].dlog[g]);
+  f->kg_known[g] = 1;
 }
 
 void sl__hm_thaw(hm *b, uint32_t g) {
@@ -350,7 +352,7 @@ int sl__hm_frozen_scan(struct sl__frozen *f, uint32_t kg, sl__entry_fn fn,
   if (k->failed)
     return SL_ERR_NOMEM;
   for (uint32_t id = 0; !rc && id < f->n_states; id++)
-    rc = sl__hm_scan_table(id, f->sv[id].type, &k->copy[id], fn, opaque);
+    rc = copy_scan(id, f->sv[id].type, &k->copy[id], fn, opaque);
   kg_copy_free(f, k);
   return rc;
 }
