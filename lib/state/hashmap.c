@@ -73,15 +73,11 @@ static size_t hm_place(hm_slot *slots, uint8_t bits, uint64_t hash,
   }
 }
 
-size_t sl__hm_slots_bytes(uint8_t bits) {
-  size_t n = (size_t)1 << bits;
-  size_t sz = n * sizeof(hm_slot) + n + HM_GROUP;
-  return (sz + HM_SLOT_ALIGN - 1) & ~(size_t)(HM_SLOT_ALIGN - 1);
-}
-
 /* Slots and their control bytes in one allocation, zeroed (all empty). */
 static hm_slot *hm_slots_new(uint8_t bits) {
-  size_t sz = sl__hm_slots_bytes(bits);
+  size_t n = (size_t)1 << bits;
+  size_t sz = n * sizeof(hm_slot) + n + HM_GROUP;
+  sz = (sz + HM_SLOT_ALIGN - 1) & ~(size_t)(HM_SLOT_ALIGN - 1);
   /* Cache-line aligned, so that no slot straddles two lines. */
   hm_slot *s = aligned_alloc(HM_SLOT_ALIGN, sz);
   if (s)

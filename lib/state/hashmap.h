@@ -330,7 +330,6 @@ bool sl__hm_key_ok(const sl__skey *k, size_t len);
 int sl__hm_del(sl__backend *be, const sl__skey *k);
 
 /* Shared with hashmap_snap.c (hashmap.c). */
-size_t sl__hm_slots_bytes(uint8_t bits);
 int sl__hm_scan_entry(uint32_t id, sl__btype type, hm_slot *s, sl__entry_fn fn,
                       void *opaque);
 int sl__hm_scan_table(uint32_t id, sl__btype type, const hm_table *t,

@@ -10,12 +10,12 @@
  * touches a frozen key group (hm_tab sees the table's frozen flag) takes
  * it if still FROZEN (-> COPYING): it copies the key group's live slots
  * into one dense array per state (out-of-line entries and maps one by
- * one), marking them recorded in the same pass, and gives it back (-> BACK)
- * with the copy for the scan; if the scan has it, the worker waits for that key
- * group's scan to end. Neither thread touches a key group the other one holds,
- * and each hand-over is a release store read with acquire, so the live tables
- * need no lock and the per-record lookup only tests the table's frozen flag (in
- * the table's cache line). */
+ * one), marking them recorded in the same pass, and gives it back
+ * (-> BACK) with the copy for the scan; if the scan has it, the worker
+ * waits for that key group's scan to end. Neither thread touches a key
+ * group the other one holds, and each hand-over is a release store read
+ * with acquire, so the live tables need no lock and the per-record lookup
+ * only tests the table's frozen flag (in the table's cache line). */
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -36,7 +36,7 @@ typedef struct fz_state {
 typedef struct fz_kg {
   _Atomic uint8_t st;
   /* Written by the thread holding the key group, read after the
-   * hand-over: the copy (one table per state), whether copying failed,
+   * hand-over: the copy (one per state), whether copying failed,
    * whether the scan had it. */
   bool failed, scanned;
   struct fz_copy *copy;
@@ -50,8 +50,8 @@ struct sl__frozen {
   fz_kg *kg; /* per owned key group */
 };
 
-/* Waiting for the other thread to finish with one key group: a copy of
- * one key group's tables or its scan, so short; spin a little first. */
+/* Waiting for the other thread to finish with one key group: its copy
+ * or its scan, so short; spin a little first. */
 static void fz_wait(unsigned *n) {
   if (++*n < 64)
     return;
