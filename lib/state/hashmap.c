@@ -395,7 +395,7 @@ static __attribute__((noinline)) int hm_get_any(sl__backend *be,
 static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
                   bool for_write) {
   hm *b = (hm *)be;
-  const hm_table *t = hm_tab(b, hm_st(b, k->state), k->kg);
+  const hm_table *t = hm_tab_fast(b, hm_st(b, k->state), k->kg);
   if (SL__LIKELY(!t->old && t->slots && k->key_len == 8)) {
     hm_slot *s = NULL;
     if (k->ns_len == 0)
@@ -452,7 +452,7 @@ hm_slot_any(sl__backend *be, const sl__skey *k, size_t len, void **out) {
 static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
                        void **out) {
   hm *b = (hm *)be;
-  const hm_table *t = hm_tab(b, hm_st(b, k->state), k->kg);
+  const hm_table *t = hm_tab_fast(b, hm_st(b, k->state), k->kg);
   if (SL__LIKELY(!t->old && t->slots && k->key_len == 8)) {
     hm_slot *s = NULL;
     if (k->ns_len == 0 && len <= HM_INL_BYTES - 8)

@@ -139,7 +139,8 @@ typedef struct hm_table {
   size_t mig; /* next old slot to migrate */
   uint8_t shift, bits, old_bits;
   /* Part of a frozen key group (hashmap_snap.c) that the worker has not
-   * taken back yet: hm_tab takes it back before handing the table out. */
+   * taken back yet: hm_tab takes it back before handing the table out.
+   * Meanwhile ctrl points at zeros (hm_tab_fast). */
   uint8_t frozen;
 } hm_table;
 _Static_assert(sizeof(void *) != 8 || sizeof(hm_table) == 64,
@@ -307,6 +308,14 @@ static inline hm_table *hm_tab(hm *b, hm_state *st, uint32_t kg) {
   if (__builtin_expect(t->frozen, 0))
     sl__hm_thaw(b, kg - b->base.kg_lo);
   return t;
+}
+/* The table as the per-record lookup (hm_probe8) reads it, without the
+ * test of hm_tab: a frozen table's ctrl points at zeros (every slot
+ * empty), so that lookup misses it and the general path, which calls
+ * hm_tab, takes it back first. */
+static inline const hm_table *hm_tab_fast(hm *b, hm_state *st, uint32_t kg) {
+  assert(kg >= b->base.kg_lo && kg < b->base.kg_hi);
+  return &st->tables[kg - b->base.kg_lo];
 }
 
 /* Change tracking for incremental snapshots (hashmap.c). */

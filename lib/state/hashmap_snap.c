@@ -14,8 +14,9 @@
  * (-> BACK) with the copy for the scan; if the scan has it, the worker
  * waits for that key group's scan to end. Neither thread touches a key
  * group the other one holds, and each hand-over is a release store read
- * with acquire, so the live tables need no lock and the per-record lookup
- * only tests the table's frozen flag (in the table's cache line). */
+ * with acquire, so the live tables need no lock. The per-record lookup
+ * tests nothing: a frozen table's ctrl points at zeros, so it misses,
+ * and the general path takes the key group back (hm_tab_fast). */
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -47,7 +48,8 @@ struct sl__frozen {
   uint32_t kg_lo, n_kg, n_states;
   fz_state *sv; /* the states registered when frozen */
   uint8_t *kg_known;
-  fz_kg *kg; /* per owned key group */
+  fz_kg *kg;      /* per owned key group */
+  uint8_t *zeros; /* what frozen tables' ctrl points at (hm_tab_fast) */
 };
 
 /* Waiting for the other thread to finish with one key group: its copy
@@ -253,8 +255,12 @@ void sl__hm_thaw(hm *b, uint32_t g) {
         fz_wait(&n);
     }
   }
-  for (uint32_t id = 0; id < b->n_states; id++)
-    b->states[id].tables[g].frozen = 0;
+  for (uint32_t id = 0; id < b->n_states; id++) {
+    hm_table *t = &b->states[id].tables[g];
+    if (t->frozen && t->slots)
+      t->ctrl = hm_ctrl_of(t->slots, t->bits);
+    t->frozen = 0;
+  }
 }
 
 static void fz_unref(struct sl__frozen *f) {
@@ -264,6 +270,7 @@ static void fz_unref(struct sl__frozen *f) {
     kg_copy_free(f, &f->kg[g]);
   free(f->kg);
   free(f->sv);
+  free(f->zeros);
   free(f);
 }
 
@@ -308,13 +315,33 @@ struct sl__frozen *sl__hm_freeze(sl__backend *be, const uint32_t *kgs,
                            b->states[id].type};
   for (uint32_t g = 0; g < b->n_kg; g++)
     atomic_init(&f->kg[g].st, FZ_NONE);
+  /* Control bytes that say "empty" for the largest frozen table (a
+   * group's load reads HM_GROUP bytes past its start). */
+  uint8_t max_bits = 0;
+  for (size_t i = 0; i < n; i++)
+    for (uint32_t id = 0;
+         kgs[i] >= be->kg_lo && kgs[i] < be->kg_hi && id < b->n_states; id++) {
+      const hm_table *t = &b->states[id].tables[kgs[i] - be->kg_lo];
+      if (t->slots && t->bits > max_bits)
+        max_bits = t->bits;
+    }
+  if (!(f->zeros = calloc(((size_t)1 << max_bits) + HM_GROUP, 1))) {
+    free(f->sv);
+    free(f->kg);
+    free(f);
+    return NULL;
+  }
   for (size_t i = 0; i < n; i++) {
     if (kgs[i] < be->kg_lo || kgs[i] >= be->kg_hi)
       continue;
     uint32_t g = kgs[i] - be->kg_lo;
     atomic_init(&f->kg[g].st, FZ_FROZEN);
-    for (uint32_t id = 0; id < b->n_states; id++)
-      b->states[id].tables[g].frozen = 1;
+    for (uint32_t id = 0; id < b->n_states; id++) {
+      hm_table *t = &b->states[id].tables[g];
+      t->frozen = 1;
+      if (t->slots)
+        t->ctrl = f->zeros;
+    }
   }
   b->frozen = f;
   /* Bytes handed out before now are looked up again (and so taken back)
