@@ -7,15 +7,34 @@
  * checkpoints, each run for at least BENCH_CKPT_SECS (default 6) and, with
  * checkpoints, until 5 completed (at most 4 times as long) — fewer fails the
  * benchmark, as the ratio would measure nothing. One line per measurement.
+ * The throughput runs also record the worker's pause of every checkpoint
+ * (sl_checkpoint_info_t.pause_us, sampled every millisecond by a thread of
+ * its own, so that a worker busy for a while misses none) and print its
+ * maximum and 99th percentile (bench=checkpoint_pause), failing when fewer
+ * than 5 were sampled or none of them wrote the state whole.
  * BENCH_CKPT_KEYS overrides the key counts of the size runs (e.g. "1000000");
- * BENCH_CKPT_SIZES_ONLY skips the throughput runs. */
+ * BENCH_CKPT_SIZES_ONLY skips the throughput runs; BENCH_CKPT_PAUSE_ONLY
+ * runs only the throughput runs at 10^6 keys. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "bench.h"
 
 #define MIN_CHECKPOINTS 5
+#define MAX_PAUSES 256
+
+/* Each completed checkpoint's pause, duration and share of new bytes, as
+ * the source saw them appear. */
+typedef struct pauses {
+  int64_t us[MAX_PAUSES], dur_ms[MAX_PAUSES];
+  double new_frac[MAX_PAUSES];
+  size_t n;
+  uint64_t seen, missed;
+} pauses;
 
 typedef struct src {
   uint64_t n, keys, stride, next[8];
@@ -25,7 +44,28 @@ typedef struct src {
   double until, limit;
   uint64_t ckpts;
   sl_job_t *job;
+  pauses *pz; /* NULL: not recorded */
 } src;
+
+static _Atomic bool sampling;
+
+static void sample_pause(src *s) {
+  sl_checkpoint_info_t info;
+  sl_job_checkpoint_info(s->job, &info);
+  pauses *p = s->pz;
+  if (info.completed == p->seen)
+    return;
+  /* More than one completed since the last poll: one was not seen. */
+  p->missed += info.completed - p->seen - 1;
+  p->seen = info.completed;
+  if (p->n < MAX_PAUSES) {
+    p->us[p->n] = info.pause_us;
+    p->dur_ms[p->n] = info.duration_ms;
+    p->new_frac[p->n] =
+        info.bytes ? (double)info.bytes_new / (double)info.bytes : 0;
+    p->n++;
+  }
+}
 
 static bool timed_out(src *s) {
   double now = bench_now();
@@ -36,6 +76,17 @@ static bool timed_out(src *s) {
   sl_checkpoint_info_t info;
   sl_job_checkpoint_info(s->job, &info);
   return info.completed >= s->ckpts;
+}
+
+static void *sampler(void *opaque) {
+  src *s = opaque;
+  struct timespec ms = {0, 1000000};
+  while (atomic_load(&sampling)) {
+    sample_pause(s);
+    nanosleep(&ms, NULL);
+  }
+  sample_pause(s); /* one that completed at the end */
+  return NULL;
 }
 
 static int src_open(sl_source_ctx_t *ctx, void *opaque) {
@@ -105,9 +156,16 @@ static double run(const char *backend, const char *const *extra, src *s,
   sl_process_ops_t po = {.open = count_open, .on_element = count_element};
   sl_stream_t *k = sl_key_by(sl_source(job, "events", &so, s), NULL, NULL);
   sl_sink(sl_process(k, "count", &po, NULL), "sink", discard, NULL);
+  pthread_t th;
+  atomic_store(&sampling, true);
+  if (s->pz && pthread_create(&th, NULL, sampler, s))
+    exit(2);
   double t0 = bench_now();
   bench_run(job);
   double secs = bench_now() - t0;
+  atomic_store(&sampling, false);
+  if (s->pz)
+    pthread_join(th, NULL);
   if (info)
     sl_job_checkpoint_info(job, info);
   sl_job_destroy(job);
@@ -182,8 +240,11 @@ static void sizes(const char *backend, uint64_t keys) {
  * a slow checkpoint makes the run longer rather than the figure empty.
  * Returns events/s. */
 static double timed(const char *backend, const char *const *extra,
-                    uint64_t keys, double secs, sl_checkpoint_info_t *info) {
-  src s = {.n = UINT64_MAX, .keys = keys, .stride = 7919};
+                    uint64_t keys, double secs, sl_checkpoint_info_t *info,
+                    pauses *pz) {
+  src s = {.n = UINT64_MAX, .keys = keys, .stride = 7919, .pz = pz};
+  if (pz)
+    pz->seen = 0;
   s.until = bench_now() + secs;
   s.limit = s.until + 3 * secs;
   s.ckpts = info ? MIN_CHECKPOINTS : 0;
@@ -191,7 +252,51 @@ static double timed(const char *backend, const char *const *extra,
   return (double)s.next[0] / took;
 }
 
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* The pause line: max and 99th percentile (nearest rank) of the workers'
+ * pause over the checkpoints of the throughput runs, against the longest
+ * checkpoint's duration (trigger to complete) in the same runs: the share
+ * of a checkpoint's work the worker stops for. */
+static void pause_line(const char *backend, uint64_t keys, pauses *p) {
+  if (p->missed)
+    fail("pause_of_a_checkpoint_not_sampled", backend, keys);
+  if (p->n < MIN_CHECKPOINTS)
+    fail("too_few_pauses_sampled", backend, keys);
+  size_t whole = 0;
+  int64_t dur_max = 0;
+  for (size_t i = 0; i < p->n; i++) {
+    whole += p->new_frac[i] >= 0.9;
+    if (p->dur_ms[i] > dur_max)
+      dur_max = p->dur_ms[i];
+  }
+  /* The pause that matters is that of a checkpoint writing the state
+   * whole (the first of each run, and one after most keys changed). */
+  if (!whole)
+    fail("no_whole_checkpoint_sampled", backend, keys);
+  int64_t v[MAX_PAUSES];
+  memcpy(v, p->us, p->n * sizeof(*v));
+  qsort(v, p->n, sizeof(*v), cmp_i64);
+  size_t r99 = (p->n * 99 + 99) / 100; /* nearest rank, 1-based */
+  double max_ms = (double)v[p->n - 1] / 1000,
+         p99_ms = (double)v[r99 - 1] / 1000;
+  printf("bench=checkpoint_pause backend=%s keys=%llu checkpoints=%zu "
+         "whole_checkpoints=%zu pause_max_ms=%.2f pause_p99_ms=%.2f "
+         "pause_p50_ms=%.2f checkpoint_max_ms=%lld target_ms=10 "
+         "ratio=%.4f\n",
+         backend, (unsigned long long)keys, p->n, whole, max_ms, p99_ms,
+         (double)v[(p->n - 1) / 2] / 1000, (long long)dur_max,
+         dur_max ? max_ms / (double)dur_max : 0.0);
+  fflush(stdout);
+}
+
 static void throughput(const char *backend, uint64_t keys, double secs) {
+  static pauses pz_store;
+  pauses *pz = &pz_store;
+  memset(pz, 0, sizeof(*pz));
   char dir[] = "/tmp/sluice-bench-ckpt-XXXXXX";
   if (!mkdtemp(dir))
     exit(2);
@@ -208,8 +313,8 @@ static void throughput(const char *backend, uint64_t keys, double secs) {
   /* Alternate the two so drift on a shared machine hits both. */
   for (int r = 0; r < 2; r++) {
     sl_checkpoint_info_t info = {0};
-    off_eps += timed(backend, NULL, keys, secs, NULL) / 2;
-    on_eps += timed(backend, on, keys, secs, &info) / 2;
+    off_eps += timed(backend, NULL, keys, secs, NULL, NULL) / 2;
+    on_eps += timed(backend, on, keys, secs, &info, pz) / 2;
     ckpts += info.completed;
     last_pause_us = info.pause_us;
     if (info.completed < min_ckpts)
@@ -232,6 +337,7 @@ static void throughput(const char *backend, uint64_t keys, double secs) {
     exit(2);
   if (min_ckpts < MIN_CHECKPOINTS) /* the ratio above measured too little */
     fail("too_few_checkpoints", backend, keys);
+  pause_line(backend, keys, pz);
 }
 
 int main(void) {
@@ -245,13 +351,15 @@ int main(void) {
   }
   const char *secs_env = getenv("BENCH_CKPT_SECS");
   double secs = secs_env ? strtod(secs_env, NULL) : 6.0;
+  bool pause_only = getenv("BENCH_CKPT_PAUSE_ONLY") != NULL;
   for (size_t b = 0; b < 2; b++) {
     if (!backend_exists(backends[b]))
       continue;
-    for (int k = 0; k < nk; k++)
+    for (int k = 0; k < nk && !pause_only; k++)
       sizes(backends[b], keys[k]);
     if (!getenv("BENCH_CKPT_SIZES_ONLY")) {
-      throughput(backends[b], 100000, secs);
+      if (!pause_only)
+        throughput(backends[b], 100000, secs);
       throughput(backends[b], 1000000, secs);
     }
   }

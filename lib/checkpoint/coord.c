@@ -133,9 +133,31 @@ void sl__ckpt_rel(const struct sl__ckpt *ck, uint64_t id, char *buf,
 void sl__wsnap_free(sl__wsnap *s) {
   if (!s)
     return;
+  sl__incr_job_drop(s->pending);
   sl__buf_free(&s->file);
+  sl__buf_free(&s->tail);
   sl__incr_out_free(&s->incr);
   free(s);
+}
+
+void sl__wsnap_finish(sl__wsnap *s) {
+  if (!s->pending)
+    return;
+  int rc = s->rc ? s->rc : sl__incr_finish(s->pending, &s->file, &s->incr);
+  sl__incr_job_drop(s->pending);
+  s->pending = NULL;
+  if (!rc) {
+    s->state_entries += s->incr.entries;
+    rc = sl_buf_append(&s->file, s->tail.data, s->tail.len);
+  }
+  if (!rc)
+    rc = sl__snap_finish_file(&s->file);
+  sl__buf_free(&s->tail);
+  if (rc && !s->rc) {
+    snprintf(s->err, sizeof(s->err), "worker %d: snapshot failed: %s",
+             s->worker, sl_strerror(rc));
+    s->rc = rc;
+  }
 }
 
 /* ---- Files -------------------------------------------------------------- */
@@ -575,6 +597,12 @@ static int fail_cur(struct sl__ckpt *ck, const char *why, char *err,
 static int complete_cur(struct sl__ckpt *ck, char *err, size_t errlen) {
   uint64_t id = ck->cur;
   char why[512] = "";
+  /* Key groups the workers froze are written here, while they go on. The
+   * acks stay: only this thread completes or gives up cur. */
+  pthread_mutex_unlock(&ck->mu);
+  for (int w = 0; w < ck->env.par; w++)
+    sl__wsnap_finish(ck->acks[w]);
+  pthread_mutex_lock(&ck->mu);
   for (int w = 0; w < ck->env.par && !why[0]; w++)
     if (ck->acks[w]->rc)
       pathf(why, sizeof(why), "%s", ck->acks[w]->err);

@@ -90,6 +90,12 @@ typedef struct sl__wsnap {
    * incr.seg_name) and the earlier ones the checkpoint links from the
    * previous complete (or the restored) checkpoint. */
   sl__incr_out incr;
+  /* Incremental keyed state still to write (checkpoint/incr.h): key
+   * groups the backend froze for writing whole. Then file holds what
+   * precedes the chain sections, tail what follows them (timers,
+   * layouts), and sl__wsnap_finish completes both files off the worker. */
+  sl__incr_job *pending;
+  sl_buf_t tail;
   uint64_t state_entries, timers;
   int64_t pause_us; /* the worker's time building it */
   int rc;
@@ -131,6 +137,10 @@ typedef struct sl__restore {
  * wakes the supervisor. */
 void sl__ckpt_ack(struct sl__ckpt *ck, sl__wsnap *s);
 void sl__wsnap_free(sl__wsnap *s);
+/* Writes what a snapshot still has pending (any thread; the coordinator's
+ * before it writes the checkpoint), setting s->rc and s->err on failure.
+ * No-op without. */
+void sl__wsnap_finish(sl__wsnap *s);
 /* Path of chk-<id> (no trailing slash) into buf. */
 void sl__ckpt_path(const struct sl__ckpt *ck, uint64_t id, char *buf,
                    size_t len);

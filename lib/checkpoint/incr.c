@@ -6,9 +6,11 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "checkpoint/codec.h"
 #include "core/hash.h"
@@ -53,7 +55,32 @@ typedef struct kgc {
 struct sl__incr {
   uint32_t lo, hi;
   kgc *kg;
-  uint64_t last_id; /* this worker's previous snapshot */
+  uint64_t last_id;  /* this worker's previous snapshot */
+  sl__incr_job *job; /* its key groups written whole, when it had any */
+};
+
+/* What one snapshot does with a key group. */
+enum { KG_KEEP = 0, KG_DELTA, KG_WHOLE };
+typedef struct kgj {
+  uint8_t kind;
+  size_t d_off, d_len; /* KG_DELTA: its section in job->pre */
+  size_t c_off, c_len; /* not KG_WHOLE: its chain section in job->chains */
+  uint64_t n, bytes;   /* KG_WHOLE, once written: entries, section bytes */
+} kgj;
+
+enum { JOB_PENDING = 0, JOB_RUNNING, JOB_DONE, JOB_CANCELLED };
+
+struct sl__incr_job {
+  _Atomic int refs; /* the worker's sl__incr and the snapshot's holder */
+  _Atomic int state;
+  bool ok; /* JOB_DONE: every key group written */
+  uint32_t lo, hi;
+  struct sl__backend *be; /* no freeze: written on the worker, at once */
+  const sl__backend_ops *ops;
+  struct sl__frozen *fz;
+  sl_buf_t pre, chains;
+  kgj *kg;
+  char seg_name[64];
 };
 
 static void kgc_clear(kgc *c) {
@@ -79,6 +106,69 @@ static int kgc_push(kgc *c, const void *name, size_t len) {
   return names_push(&c->segs, &c->n, name, len);
 }
 
+static void job_unref(sl__incr_job *j) {
+  if (!j || atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  sl__buf_free(&j->pre);
+  sl__buf_free(&j->chains);
+  free(j->kg);
+  free(j);
+}
+
+/* Ends a job nobody ran: its frozen key groups go back unrecorded.
+ * Returns whether it was still pending. */
+static bool job_cancel(sl__incr_job *j) {
+  int st = JOB_PENDING;
+  if (!atomic_compare_exchange_strong_explicit(&j->state, &st, JOB_CANCELLED,
+                                               memory_order_acq_rel,
+                                               memory_order_acquire))
+    return false;
+  if (j->fz)
+    j->ops->frozen_release(j->fz);
+  j->fz = NULL;
+  return true;
+}
+
+void sl__incr_job_drop(sl__incr_job *j) {
+  if (!j)
+    return;
+  job_cancel(j);
+  job_unref(j);
+}
+
+/* The previous snapshot's key groups written whole: their chains start
+ * over at its segment when it wrote them all, else they are written whole
+ * again. A job still running is waited for (the coordinator runs it
+ * before the next checkpoint starts, so this does not wait in practice). */
+static void harvest(sl__incr *in) {
+  sl__incr_job *j = in->job;
+  if (!j)
+    return;
+  in->job = NULL;
+  bool ok = false;
+  if (!job_cancel(j)) {
+    struct timespec ts = {0, 100000};
+    while (atomic_load_explicit(&j->state, memory_order_acquire) == JOB_RUNNING)
+      nanosleep(&ts, NULL);
+    ok = atomic_load_explicit(&j->state, memory_order_acquire) == JOB_DONE &&
+         j->ok;
+  }
+  for (uint32_t g = in->lo; g < in->hi; g++) {
+    kgj *k = &j->kg[g - in->lo];
+    kgc *c = &in->kg[g - in->lo];
+    if (k->kind != KG_WHOLE)
+      continue;
+    kgc_clear(c);
+    if (ok && k->n && kgc_push(c, j->seg_name, strlen(j->seg_name)))
+      kgc_clear(c); /* out of memory: written whole next time */
+    else if (ok) {
+      c->base = k->bytes;
+      c->valid = true;
+    }
+  }
+  job_unref(j);
+}
+
 sl__incr *sl__incr_new(uint32_t kg_lo, uint32_t kg_hi) {
   sl__incr *in = calloc(1, sizeof(*in));
   if (!in || !(in->kg = calloc(kg_hi - kg_lo + 1, sizeof(*in->kg)))) {
@@ -93,6 +183,9 @@ sl__incr *sl__incr_new(uint32_t kg_lo, uint32_t kg_hi) {
 void sl__incr_free(sl__incr *in) {
   if (!in)
     return;
+  /* A job the coordinator still holds finishes without this worker: its
+   * backend copied what the job needs before it closed. */
+  job_unref(in->job);
   for (uint32_t g = in->lo; g < in->hi; g++)
     kgc_clear(&in->kg[g - in->lo]);
   free(in->kg);
@@ -117,27 +210,34 @@ static int add_link(sl__incr_out *o, const char *name) {
   return names_push(&o->links, &o->n_links, name, strlen(name));
 }
 
-/* Key group kg: its changes into seg when its chain allows, else whole. */
-static int put_kg(sl__incr *in, sl__backend *be, uint32_t kg, sl__incr_out *o) {
+/* Key group kg on the worker: its changes into job->pre when its chain
+ * allows (and its chain section, with this segment when it changed, into
+ * job->chains), else marked to be written whole. */
+static int begin_kg(sl__incr *in, sl__incr_job *j, sl__backend *be, uint32_t kg,
+                    sl__incr_out *o) {
   kgc *c = &in->kg[kg - in->lo];
-  sl_buf_t *seg = &o->seg;
+  kgj *k = &j->kg[kg - in->lo];
   size_t mark;
   int rc;
   bool whole = !c->valid || c->n >= CHAIN_MAX + kg % CHAIN_MAX ||
                c->delta > c->base + DELTA_SLACK;
   if (!whole) {
-    if ((rc = sl__snap_begin_section(seg, SL__SEC_DELTA, kg, &mark)))
+    sl_buf_t *pre = &j->pre;
+    if ((rc = sl__snap_begin_section(pre, SL__SEC_DELTA, kg, &mark)))
       return rc;
     size_t start = mark - 8;
-    sl__snap_recs w = {seg, 0};
+    sl__snap_recs w = {pre, 0};
     if ((rc = be->ops->kg_changes(be, kg, sl__snap_put_rec, &w)) < 0)
       return rc;
     if (rc == 1 || !w.n) { /* not known, or unchanged */
-      seg->len = start;
+      pre->len = start;
       whole = rc == 1;
     } else {
-      sl__snap_end_section(seg, mark);
-      c->delta += seg->len - start;
+      sl__snap_end_section(pre, mark);
+      k->kind = KG_DELTA;
+      k->d_off = start;
+      k->d_len = pre->len - start;
+      c->delta += k->d_len;
       o->entries += w.n;
       o->kg_delta++;
       if ((rc = kgc_push(c, o->seg_name, strlen(o->seg_name))))
@@ -145,35 +245,104 @@ static int put_kg(sl__incr *in, sl__backend *be, uint32_t kg, sl__incr_out *o) {
     }
   }
   if (whole) {
-    if ((rc = sl__snap_begin_section(seg, SL__SEC_ENTRIES, kg, &mark)))
-      return rc;
-    size_t start = mark - 8;
-    sl__snap_recs w = {seg, 0};
-    if ((rc = be->ops->kg_scan(be, kg, sl__snap_put_rec, &w)))
-      return rc;
-    kgc_clear(c);
-    if (!w.n) { /* empty: no section, no chain */
-      seg->len = start;
-    } else {
-      sl__snap_end_section(seg, mark);
-      c->base = seg->len - start;
-      if ((rc = kgc_push(c, o->seg_name, strlen(o->seg_name))))
-        return rc;
-    }
-    c->valid = true;
-    o->entries += w.n;
+    k->kind = KG_WHOLE;
     o->kg_full++;
-    if ((rc = be->ops->kg_clean(be, kg)))
-      return rc;
+    return 0;
   }
-  return 0;
+  if (!c->n)
+    return 0;
+  sl_buf_t *ch = &j->chains;
+  k->c_off = ch->len;
+  rc = sl__snap_begin_section(ch, SL__SEC_CHAIN, kg, &mark);
+  if (!rc)
+    rc = sl__buf_u32(ch, (uint32_t)c->n);
+  for (size_t i = 0; !rc && i < c->n; i++)
+    if (!(rc = sl__buf_bytes(ch, c->segs[i], strlen(c->segs[i]))))
+      rc = add_link(o, c->segs[i]);
+  if (!rc) {
+    sl__snap_end_section(ch, mark);
+    k->c_len = ch->len - k->c_off;
+  }
+  return rc;
 }
 
-int sl__incr_put(sl__incr *in, sl__backend *be, sl_buf_t *snap, uint64_t id,
-                 uint64_t completed, int worker, uint32_t max_par,
-                 sl__incr_out *o) {
+/* Entries of a key group written whole, from the frozen view, or from
+ * the backend itself on its worker. */
+static int whole_entries(sl__incr_job *j, uint32_t kg, sl__snap_recs *w) {
+  if (j->fz)
+    return j->ops->frozen_scan(j->fz, kg, sl__snap_put_rec, w);
+  int rc = j->ops->kg_scan(j->be, kg, sl__snap_put_rec, w);
+  return rc ? rc : j->ops->kg_clean(j->be, kg);
+}
+
+int sl__incr_finish(sl__incr_job *j, sl_buf_t *snap, sl__incr_out *o) {
+  int st = JOB_PENDING;
+  if (!atomic_compare_exchange_strong_explicit(&j->state, &st, JOB_RUNNING,
+                                               memory_order_acq_rel,
+                                               memory_order_acquire))
+    return SL_ERR_INVAL; /* given up */
+  sl_buf_t *seg = &o->seg;
+  size_t empty = seg->len, mark;
+  int rc = 0;
+  for (uint32_t kg = j->lo; !rc && kg < j->hi; kg++) {
+    kgj *k = &j->kg[kg - j->lo];
+    if (k->kind == KG_DELTA) {
+      rc = sl_buf_append(seg, j->pre.data + k->d_off, k->d_len);
+    } else if (k->kind == KG_WHOLE) {
+      if ((rc = sl__snap_begin_section(seg, SL__SEC_ENTRIES, kg, &mark)))
+        break;
+      size_t start = mark - 8;
+      sl__snap_recs w = {seg, 0};
+      if ((rc = whole_entries(j, kg, &w)))
+        break;
+      if (!w.n) { /* empty: no section, no chain */
+        seg->len = start;
+      } else {
+        sl__snap_end_section(seg, mark);
+        k->bytes = seg->len - start;
+      }
+      k->n = w.n;
+      o->entries += w.n;
+    }
+  }
+  for (uint32_t kg = j->lo; !rc && kg < j->hi; kg++) {
+    kgj *k = &j->kg[kg - j->lo];
+    if (k->kind != KG_WHOLE) {
+      if (k->c_len)
+        rc = sl_buf_append(snap, j->chains.data + k->c_off, k->c_len);
+      continue;
+    }
+    if (!k->n)
+      continue;
+    rc = sl__snap_begin_section(snap, SL__SEC_CHAIN, kg, &mark);
+    if (!rc)
+      rc = sl__buf_u32(snap, 1);
+    if (!rc)
+      rc = sl__buf_bytes(snap, j->seg_name, strlen(j->seg_name));
+    if (!rc)
+      sl__snap_end_section(snap, mark);
+  }
+  if (!rc && seg->len == empty) {
+    sl__buf_free(seg); /* nothing new: no segment file */
+    sl__buf_init(seg);
+  } else if (!rc) {
+    rc = sl__snap_finish_file(seg);
+  }
+  if (j->fz)
+    j->ops->frozen_release(j->fz);
+  j->fz = NULL;
+  j->ok = rc == 0;
+  atomic_store_explicit(&j->state, JOB_DONE, memory_order_release);
+  return rc;
+}
+
+int sl__incr_begin(sl__incr *in, sl__backend *be, sl_buf_t *snap, uint64_t id,
+                   uint64_t completed, int worker, uint32_t max_par,
+                   sl__incr_out *o, sl__incr_job **job) {
+  *job = NULL;
   memset(o, 0, sizeof(*o));
   sl__buf_init(&o->seg);
+  harvest(in);
   /* The previous snapshot's segment is durable only if its checkpoint
    * completed (checkpoints complete in order, one at a time). If not,
    * the changes it consumed are in no file: start over. */
@@ -181,8 +350,21 @@ int sl__incr_put(sl__incr *in, sl__backend *be, sl_buf_t *snap, uint64_t id,
     for (uint32_t g = in->lo; g < in->hi; g++)
       kgc_clear(&in->kg[g - in->lo]);
   in->last_id = id; /* a failure from here on has the same effect */
+  sl__incr_job *j = calloc(1, sizeof(*j));
+  if (!j || !(j->kg = calloc(in->hi - in->lo + 1, sizeof(*j->kg)))) {
+    free(j);
+    return SL_ERR_NOMEM;
+  }
+  atomic_init(&j->refs, 1);
+  atomic_init(&j->state, JOB_PENDING);
+  j->lo = in->lo;
+  j->hi = in->hi;
+  j->ops = be->ops;
+  sl__buf_init(&j->pre);
+  sl__buf_init(&j->chains);
   snprintf(o->seg_name, sizeof(o->seg_name), "kv-%" PRIu64 "-w%d.seg", id,
            worker);
+  memcpy(j->seg_name, o->seg_name, sizeof(j->seg_name));
   sl__snap_head h = {.worker = (uint32_t)worker,
                      .id = id,
                      .kg_lo = in->lo,
@@ -191,27 +373,45 @@ int sl__incr_put(sl__incr *in, sl__backend *be, sl_buf_t *snap, uint64_t id,
   int rc = sl__snap_begin_file(&o->seg, &h);
   if (!rc)
     rc = sl__snap_put_states(&o->seg, be);
-  size_t empty = o->seg.len;
-  for (uint32_t kg = in->lo; !rc && kg < in->hi; kg++) {
-    kgc *c = &in->kg[kg - in->lo];
-    if ((rc = put_kg(in, be, kg, o)) || !c->n)
-      continue;
-    size_t mark;
-    rc = sl__snap_begin_section(snap, SL__SEC_CHAIN, kg, &mark);
-    if (!rc)
-      rc = sl__buf_u32(snap, (uint32_t)c->n);
-    for (size_t i = 0; !rc && i < c->n; i++)
-      if (!(rc = sl__buf_bytes(snap, c->segs[i], strlen(c->segs[i]))))
-        rc = add_link(o, c->segs[i]);
-    if (!rc)
-      sl__snap_end_section(snap, mark);
+  uint32_t *whole = NULL;
+  size_t n_whole = 0;
+  for (uint32_t kg = in->lo; !rc && kg < in->hi; kg++)
+    rc = begin_kg(in, j, be, kg, o);
+  if (!rc && o->kg_full && be->ops->freeze) {
+    if (!(whole = malloc(o->kg_full * sizeof(*whole))))
+      rc = SL_ERR_NOMEM;
+    for (uint32_t kg = in->lo; !rc && kg < in->hi; kg++)
+      if (j->kg[kg - in->lo].kind == KG_WHOLE)
+        whole[n_whole++] = kg;
+    if (!rc && !(j->fz = be->ops->freeze(be, whole, n_whole)))
+      rc = SL_ERR_NOMEM;
   }
-  if (!rc && o->seg.len == empty) {
-    sl__buf_free(&o->seg); /* nothing new: no segment file */
-    sl__buf_init(&o->seg);
-  } else if (!rc) {
-    rc = sl__snap_finish_file(&o->seg);
+  free(whole);
+  if (!rc && !j->fz) {
+    /* Nothing frozen: everything is written here and now. */
+    j->be = be;
+    rc = sl__incr_finish(j, snap, o);
   }
+  if (rc) {
+    sl__incr_job_drop(j);
+    return rc;
+  }
+  in->job = j; /* until the next snapshot harvests what it wrote */
+  if (j->fz) {
+    atomic_fetch_add_explicit(&j->refs, 1, memory_order_relaxed);
+    *job = j;
+  }
+  return 0;
+}
+
+int sl__incr_put(sl__incr *in, sl__backend *be, sl_buf_t *snap, uint64_t id,
+                 uint64_t completed, int worker, uint32_t max_par,
+                 sl__incr_out *o) {
+  sl__incr_job *j;
+  int rc = sl__incr_begin(in, be, snap, id, completed, worker, max_par, o, &j);
+  if (!rc && j)
+    rc = sl__incr_finish(j, snap, o);
+  sl__incr_job_drop(j);
   return rc;
 }
 

@@ -54,6 +54,25 @@ int sl__incr_put(sl__incr *in, struct sl__backend *be, sl_buf_t *snap,
                  uint64_t id, uint64_t completed, int worker, uint32_t max_par,
                  sl__incr_out *o);
 
+/* sl__incr_put in two parts, so that the worker pauses only for the
+ * first. sl__incr_begin, on the worker, writes the changed key groups'
+ * changes and has the backend freeze those written whole (backend.h:
+ * freeze); *job is then the rest of the work, for sl__incr_finish on any
+ * thread, which writes the frozen key groups and every chain section into
+ * snap (at its end: snap's next bytes must be its chain sections) and
+ * finishes o->seg. *job is NULL when nothing was frozen: then everything
+ * is written. A job that is not finished is dropped (sl__incr_job_drop:
+ * the frozen key groups go back to the worker, the checkpoint must fail);
+ * the next sl__incr_begin on the worker learns from it which chains start
+ * over. */
+typedef struct sl__incr_job sl__incr_job;
+int sl__incr_begin(sl__incr *in, struct sl__backend *be, sl_buf_t *snap,
+                   uint64_t id, uint64_t completed, int worker,
+                   uint32_t max_par, sl__incr_out *o, sl__incr_job **job);
+int sl__incr_finish(sl__incr_job *job, sl_buf_t *snap, sl__incr_out *o);
+/* Drops the caller's reference (NULL-safe); an unfinished job is given up. */
+void sl__incr_job_drop(sl__incr_job *job);
+
 /* After a restore loaded key group kg from the chain section payload
  * chain (the restored checkpoint's segments, by name; base and delta
  * bytes as sl__chain_load counted them in sl__chain_io): the next snapshot

@@ -143,11 +143,17 @@ static int snap_keyed(sl__worker *w, sl__wsnap *s, bool native_ok) {
       sl_job_t *job = w->job;
       if (!w->incr && !(w->incr = sl__incr_new(be->kg_lo, be->kg_hi)))
         return SL_ERR_NOMEM;
-      if ((rc = sl__incr_put(w->incr, be, b, s->id,
-                             sl__ckpt_completed(job->ckpt), w->index,
-                             job->max_par, &s->incr)))
+      /* Key groups written whole are frozen and written by the
+       * coordinator (sl__wsnap_finish) while this worker goes on; what
+       * follows their chain sections in the file waits in s->tail. */
+      if ((rc = sl__incr_begin(w->incr, be, b, s->id,
+                               sl__ckpt_completed(job->ckpt), w->index,
+                               job->max_par, &s->incr, &s->pending)))
         return rc;
-      s->state_entries += s->incr.entries;
+      if (s->pending)
+        b = &s->tail;
+      else
+        s->state_entries += s->incr.entries;
     } else if ((rc = sl__snap_put_entries(b, be, &s->state_entries))) {
       return rc;
     }
@@ -167,7 +173,7 @@ static int snap_keyed(sl__worker *w, sl__wsnap *s, bool native_ok) {
  * keyed operators registered, which restore compares with what the
  * restored job registers. */
 static int snap_layout(sl__worker *w, sl__wsnap *s) {
-  sl_buf_t *b = &s->file;
+  sl_buf_t *b = s->pending ? &s->tail : &s->file;
   size_t mark, count_at;
   uint32_t n = 0;
   int rc = sl__layout_begin(b, &mark, &count_at);
@@ -203,6 +209,7 @@ static sl__wsnap *build_snapshot(sl__worker *w, uint64_t id, bool native_ok) {
   s->worker = w->index;
   sl__kg_range(w->index, job->par, job->max_par, &s->kg_lo, &s->kg_hi);
   sl__buf_init(&s->file);
+  sl__buf_init(&s->tail);
   sl__snap_head h = {.worker = (uint32_t)w->index,
                      .id = id,
                      .kg_lo = s->kg_lo,
@@ -217,7 +224,7 @@ static sl__wsnap *build_snapshot(sl__worker *w, uint64_t id, bool native_ok) {
     rc = snap_keyed(w, s, native_ok);
   if (!rc)
     rc = snap_layout(w, s);
-  if (!rc)
+  if (!rc && !s->pending)
     rc = sl__snap_finish_file(&s->file);
   if (rc && !s->err[0])
     snprintf(s->err, sizeof(s->err), "worker %d: snapshot failed: %s", w->index,

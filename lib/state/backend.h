@@ -336,6 +336,36 @@ typedef struct sl__backend_ops {
   int (*kg_clean)(sl__backend *be, uint32_t kg);
   int (*kg_changes)(sl__backend *be, uint32_t kg, sl__entry_fn fn,
                     void *opaque);
+
+  /* Copy-on-write snapshots of whole key groups (optional, all three or
+   * none; only with kg_clean and kg_changes), so that writing a key group
+   * whole costs its worker a copy at most, not its serialization.
+   *
+   * freeze: on the owning worker, takes key groups kgs[0, n) (ascending)
+   * as they are now and returns at once. The worker goes on: its first
+   * call that touches a frozen key group (any call naming it, or TTL
+   * cleanup reaching it) copies that key group's tables, unless
+   * frozen_scan already has it (then the call waits for the scan of that
+   * one key group to end). Replaces the backend's previous frozen view,
+   * if any. NULL when out of memory (nothing is frozen).
+   *
+   * frozen_scan: any one thread, each frozen key group at most once, in
+   * any order: reports its entries as kg_scan did when freeze was called,
+   * and then counts them recorded, as kg_clean does (changes made after
+   * freeze are reported by the next kg_changes). Returns fn's non-zero
+   * return or a negative error, after which the view's remaining key
+   * groups may still be scanned or released.
+   *
+   * frozen_release: the thread that scans, once, when done (or, for a
+   * view nobody scans, the worker): key groups not scanned go back to
+   * the worker, and the view's copies are freed. Whether those count as
+   * recorded is not defined (a copy may have recorded them): the next
+   * snapshot must write them whole. The backend may have been closed
+   * meanwhile: what frozen_scan needs of it was copied first. */
+  struct sl__frozen *(*freeze)(sl__backend *be, const uint32_t *kgs, size_t n);
+  int (*frozen_scan)(struct sl__frozen *f, uint32_t kg, sl__entry_fn fn,
+                     void *opaque);
+  void (*frozen_release)(struct sl__frozen *f);
 } sl__backend_ops;
 
 extern const sl__backend_ops sl__hashmap_ops;

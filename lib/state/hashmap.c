@@ -358,7 +358,7 @@ static __attribute__((noinline)) int hm_get_any(sl__backend *be,
 static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
                   bool for_write) {
   hm *b = (hm *)be;
-  const hm_table *t = hm_tab(b, hm_st(b, k->state), k->kg);
+  const hm_table *t = hm_tab_fast(b, hm_st(b, k->state), k->kg);
   if (SL__LIKELY(!t->old && t->slots && k->key_len == 8)) {
     hm_slot *s = NULL;
     if (k->ns_len == 0)
@@ -417,7 +417,7 @@ hm_slot_any(sl__backend *be, const sl__skey *k, size_t len, void **out) {
 static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
                        void **out) {
   hm *b = (hm *)be;
-  const hm_table *t = hm_tab(b, hm_st(b, k->state), k->kg);
+  const hm_table *t = hm_tab_fast(b, hm_st(b, k->state), k->kg);
   if (SL__LIKELY(!t->old && t->slots && k->key_len == 8)) {
     hm_slot *s = NULL;
     if (k->ns_len == 0 && len <= HM_INL_BYTES - 8)
@@ -498,11 +498,11 @@ static int hm_list_append(sl__backend *be, const sl__skey *k, size_t len,
 
 /* ---- Key groups: snapshots, restore, rescaling -------------------------- */
 
-static int hm_scan_entry(uint32_t id, hm_state *st, hm_slot *s, sl__entry_fn fn,
-                         void *opaque) {
+int sl__hm_scan_entry(uint32_t id, sl__btype type, hm_slot *s, sl__entry_fn fn,
+                      void *opaque) {
   uint32_t kl = hm_klen(s), nl = hm_nlen(s);
   const unsigned char *key = hm_key(s), *ns = key + kl;
-  if (st->type != SL__BT_MAP)
+  if (type != SL__BT_MAP)
     return fn(id, key, kl, ns, nl, NULL, 0, hm_sval(s), hm_vlen(s), opaque);
   hm_map *m = hm_map_of(s);
   size_t cap = m->slots ? (size_t)1 << m->bits : 0;
@@ -518,6 +518,23 @@ static int hm_scan_entry(uint32_t id, hm_state *st, hm_slot *s, sl__entry_fn fn,
   return 0;
 }
 
+int sl__hm_scan_table(uint32_t id, sl__btype type, const hm_table *t,
+                      sl__entry_fn fn, void *opaque) {
+  hm_slot *arrs[2] = {t->slots, t->old};
+  uint8_t bits[2] = {t->bits, t->old_bits};
+  for (int a = 0; a < 2; a++) {
+    size_t cap = arrs[a] ? (size_t)1 << bits[a] : 0;
+    for (size_t i = 0; i < cap; i++) {
+      if (!hm_live(&arrs[a][i]))
+        continue;
+      int rc = sl__hm_scan_entry(id, type, &arrs[a][i], fn, opaque);
+      if (rc)
+        return rc;
+    }
+  }
+  return 0;
+}
+
 static int hm_kg_scan(sl__backend *be, uint32_t kg, sl__entry_fn fn,
                       void *opaque) {
   hm *b = (hm *)be;
@@ -525,19 +542,9 @@ static int hm_kg_scan(sl__backend *be, uint32_t kg, sl__entry_fn fn,
     return SL_ERR_RANGE;
   for (uint32_t id = 0; id < b->n_states; id++) {
     hm_state *st = &b->states[id];
-    hm_table *t = hm_tab(b, st, kg);
-    hm_slot *arrs[2] = {t->slots, t->old};
-    uint8_t bits[2] = {t->bits, t->old_bits};
-    for (int a = 0; a < 2; a++) {
-      size_t cap = arrs[a] ? (size_t)1 << bits[a] : 0;
-      for (size_t i = 0; i < cap; i++) {
-        if (!hm_live(&arrs[a][i]))
-          continue;
-        int rc = hm_scan_entry(id, st, &arrs[a][i], fn, opaque);
-        if (rc)
-          return rc;
-      }
-    }
+    int rc = sl__hm_scan_table(id, st->type, hm_tab(b, st, kg), fn, opaque);
+    if (rc)
+      return rc;
   }
   return 0;
 }
@@ -712,6 +719,8 @@ static size_t hm_cleanup(sl__backend *be, uint32_t state, size_t budget,
    * and visited on a later round. */
   while (visited < budget && scanned < max_scan) {
     hm_table *t = &st->tables[st->cur_kg];
+    if (t->frozen)
+      sl__hm_thaw(b, st->cur_kg);
     size_t cap = t->slots ? (size_t)1 << t->bits : 0;
     scanned++;
     if (st->cur_slot >= cap) {
@@ -823,6 +832,13 @@ void sl__hm_dirty(hm *b, hm_state *st, uint32_t kg, hm_slot *s) {
   sl__hm_log(b, st, kg, hm_key(s), kl, hm_key(s) + kl, hm_nlen(s));
 }
 
+void sl__hm_mark_clean(hm_table *t, hm_dlog *l) {
+  if (t)
+    hm_table_mark(t, true);
+  if (l)
+    hm_dlog_reset(l);
+}
+
 static int hm_kg_clean(sl__backend *be, uint32_t kg) {
   hm *b = (hm *)be;
   if (kg < be->kg_lo || kg >= be->kg_hi)
@@ -832,9 +848,7 @@ static int hm_kg_clean(sl__backend *be, uint32_t kg) {
   uint32_t g = kg - be->kg_lo;
   for (uint32_t id = 0; id < b->n_states; id++) {
     hm_state *st = &b->states[id];
-    hm_table_mark(&st->tables[g], true);
-    if (st->dlog)
-      hm_dlog_reset(&st->dlog[g]);
+    sl__hm_mark_clean(hm_tab(b, st, kg), st->dlog ? &st->dlog[g] : NULL);
   }
   b->kg_known[g] = 1;
   return 0;
@@ -846,6 +860,8 @@ static int hm_kg_changes(sl__backend *be, uint32_t kg, sl__entry_fn fn,
   if (kg < be->kg_lo || kg >= be->kg_hi)
     return SL_ERR_RANGE;
   uint32_t g = kg - be->kg_lo;
+  if (b->n_states)
+    hm_tab(b, &b->states[0], kg); /* takes a frozen kg back */
   if (!b->kg_known || !b->kg_known[g])
     return 1;
   for (uint32_t id = 0; id < b->n_states; id++) {
@@ -870,7 +886,7 @@ static int hm_kg_changes(sl__backend *be, uint32_t kg, sl__entry_fn fn,
         rc = fn(id, key, kl, ns, nl, NULL, 0, NULL, 0, opaque);
       if (!rc && s) {
         s->meta |= HM_CLEAN;
-        rc = hm_scan_entry(id, st, s, fn, opaque);
+        rc = sl__hm_scan_entry(id, st->type, s, fn, opaque);
       }
       if (rc)
         return rc;
@@ -957,6 +973,7 @@ static void hm_close(sl__backend *be) {
   hm *b = (hm *)be;
   if (!b)
     return;
+  sl__hm_thaw_all(b);
   for (uint32_t id = 0; id < b->n_states; id++) {
     hm_state *st = &b->states[id];
     for (uint32_t g = 0; g < b->n_kg; g++) {
@@ -1028,4 +1045,7 @@ const sl__backend_ops sl__hashmap_ops = {
     .direct = hm_direct,
     .kg_clean = hm_kg_clean,
     .kg_changes = hm_kg_changes,
+    .freeze = sl__hm_freeze,
+    .frozen_scan = sl__hm_frozen_scan,
+    .frozen_release = sl__hm_frozen_release,
 };

@@ -138,7 +138,13 @@ typedef struct hm_table {
   size_t old_count;
   size_t mig; /* next old slot to migrate */
   uint8_t shift, bits, old_bits;
+  /* Part of a frozen key group (hashmap_snap.c) that the worker has not
+   * taken back yet: hm_tab takes it back before handing the table out.
+   * Meanwhile ctrl points at zeros (hm_tab_fast). */
+  uint8_t frozen;
 } hm_table;
+_Static_assert(sizeof(void *) != 8 || sizeof(hm_table) == 64,
+               "a table is found with a shift");
 
 static inline uint8_t *hm_ctrl_of(hm_slot *slots, uint8_t bits) {
   return (uint8_t *)(slots + ((size_t)1 << bits));
@@ -194,6 +200,8 @@ typedef struct hm {
   /* Per owned key group: whether its changes since the last kg_clean are
    * all logged (NULL until the first kg_clean). */
   uint8_t *kg_known;
+  /* The key groups the last freeze took (hashmap_snap.c), or NULL. */
+  struct sl__frozen *frozen;
 } hm;
 
 static inline size_t hm_voff(uint32_t kl, uint32_t nl) {
@@ -291,7 +299,21 @@ static inline hm_state *hm_st(hm *b, uint32_t id) {
   assert(id < b->n_states);
   return &b->states[id];
 }
+/* hashmap_snap.c: takes key group g (relative) back from a frozen view,
+ * copying it unless its scan already has it. */
+void sl__hm_thaw(hm *b, uint32_t g);
 static inline hm_table *hm_tab(hm *b, hm_state *st, uint32_t kg) {
+  assert(kg >= b->base.kg_lo && kg < b->base.kg_hi);
+  hm_table *t = &st->tables[kg - b->base.kg_lo];
+  if (__builtin_expect(t->frozen, 0))
+    sl__hm_thaw(b, kg - b->base.kg_lo);
+  return t;
+}
+/* The table as the per-record lookup (hm_probe8) reads it, without the
+ * test of hm_tab: a frozen table's ctrl points at zeros (every slot
+ * empty), so that lookup misses it and the general path, which calls
+ * hm_tab, takes it back first. */
+static inline const hm_table *hm_tab_fast(hm *b, hm_state *st, uint32_t kg) {
   assert(kg >= b->base.kg_lo && kg < b->base.kg_hi);
   return &st->tables[kg - b->base.kg_lo];
 }
@@ -404,6 +426,23 @@ hm_slot *sl__hm_create(hm *b, hm_state *st, hm_table *t, const sl__skey *k,
 void sl__hm_remove(hm *b, hm_state *st, hm_table *t, hm_slot *s, bool in_old);
 bool sl__hm_key_ok(const sl__skey *k, size_t len);
 int sl__hm_del(sl__backend *be, const sl__skey *k);
+
+/* Shared with hashmap_snap.c (hashmap.c). */
+int sl__hm_scan_entry(uint32_t id, sl__btype type, hm_slot *s, sl__entry_fn fn,
+                      void *opaque);
+int sl__hm_scan_table(uint32_t id, sl__btype type, const hm_table *t,
+                      sl__entry_fn fn, void *opaque);
+/* What kg_clean does to one state's table of a key group (NULL: not the
+ * table) and its log of changes (NULL: none); the caller sets kg_known. */
+void sl__hm_mark_clean(hm_table *t, hm_dlog *l);
+/* hashmap_snap.c: frozen views. thaw_all takes every key group back and
+ * drops the backend's reference (before close). */
+void sl__hm_thaw_all(hm *b);
+struct sl__frozen *sl__hm_freeze(sl__backend *be, const uint32_t *kgs,
+                                 size_t n);
+int sl__hm_frozen_scan(struct sl__frozen *f, uint32_t kg, sl__entry_fn fn,
+                       void *opaque);
+void sl__hm_frozen_release(struct sl__frozen *f);
 
 /* hashmap_map.c: the MAP part of the contract. */
 void sl__hm_map_free(hm_state *st, hm_slot *s);

@@ -5,8 +5,15 @@
  * after every completed one, the key groups loaded from their chains of
  * segments equal, entry for entry, a model of the state and the live
  * backend (what a full checkpoint writes), with only the segments the
- * newest checkpoint uses kept, and restarts continue the chains. */
+ * newest checkpoint uses kept, and restarts continue the chains. The
+ * same with the key groups written whole frozen and written by another
+ * thread while updates go on; and, one operation at a time under many
+ * seeds, a freeze interleaved with updates and the scans of its key
+ * groups: each scan gives what its key group held when frozen, and the
+ * next changes of a key group give what was written after. */
 #include <check.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +24,7 @@
 #include "checkpoint/incr.h"
 #include "core/hash.h"
 #include "state/backend.h"
+#include "state/hashmap.h"
 
 #define K 16 /* max parallelism: every key group on one worker */
 #define KEYS 120
@@ -407,7 +415,24 @@ static sl__backend *restore(const sl_buf_t *snap, const store *st, sl__incr *in,
   return be;
 }
 
-static void run(unsigned seed, int rounds) {
+/* The part of a snapshot the coordinator writes, on its own thread. */
+typedef struct finisher {
+  sl__incr_job *job;
+  sl_buf_t *snap;
+  sl__incr_out *o;
+  int rc;
+} finisher;
+
+static void *finish_main(void *p) {
+  finisher *f = p;
+  f->rc = sl__incr_finish(f->job, f->snap, f->o);
+  return NULL;
+}
+
+/* With concurrent, updates go on while another thread writes the key
+ * groups the snapshot froze; the checkpoint must hold the state of the
+ * barrier. */
+static void run(unsigned seed, int rounds, bool concurrent) {
   model *md = calloc(1, sizeof(*md));
   world w = {.be = open_hashmap(), .md = md, .seed = seed};
   reg(&w);
@@ -415,7 +440,8 @@ static void run(unsigned seed, int rounds) {
   store st = {.dir = "/tmp/sluice-incr-XXXXXX"};
   ck_assert_ptr_nonnull(mkdtemp(st.dir));
   uint64_t completed = 0;
-  int restarts = 0, failures = 0, deltas = 0;
+  int restarts = 0, failures = 0, deltas = 0, during = 0;
+  model *at = calloc(1, sizeof(*at)); /* the state at the barrier */
   for (int id = 1; id <= rounds; id++) {
     /* Quiet rounds too: nothing or a handful of changes. */
     unsigned ops = rnd(&w, 4) == 0 ? rnd(&w, 4) : rnd(&w, 300);
@@ -424,8 +450,31 @@ static void run(unsigned seed, int rounds) {
     sl_buf_t snap;
     sl__buf_init(&snap);
     sl__incr_out o;
-    ck_assert_int_eq(
-        sl__incr_put(in, w.be, &snap, (uint64_t)id, completed, 0, K, &o), 0);
+    memcpy(at, md, sizeof(*at));
+    if (!concurrent) {
+      ck_assert_int_eq(
+          sl__incr_put(in, w.be, &snap, (uint64_t)id, completed, 0, K, &o), 0);
+    } else {
+      finisher f = {.snap = &snap, .o = &o};
+      ck_assert_int_eq(sl__incr_begin(in, w.be, &snap, (uint64_t)id, completed,
+                                      0, K, &o, &f.job),
+                       0);
+      pthread_t th;
+      if (f.job)
+        ck_assert_int_eq(pthread_create(&th, NULL, finish_main, &f), 0);
+      unsigned n = rnd(&w, 200);
+      for (unsigned i = 0; i < n; i++) {
+        if (rnd(&w, 8) == 0)
+          sched_yield();
+        one_op(&w);
+      }
+      during += (int)n;
+      if (f.job) {
+        ck_assert_int_eq(pthread_join(th, NULL), 0);
+        ck_assert_int_eq(f.rc, 0);
+        sl__incr_job_drop(f.job);
+      }
+    }
     deltas += o.kg_delta;
     bool fail = rnd(&w, 6) == 0;
     if (fail) { /* its files never become durable */
@@ -444,12 +493,13 @@ static void run(unsigned seed, int rounds) {
       bool restart = rnd(&w, 5) == 0;
       sl__incr *in2 = restart ? sl__incr_new(0, K) : NULL;
       sl__backend *rb = restore(&snap, &st, in2, &w);
-      char *want = render_model(md), *live = render_be(w.be),
-           *got = render_be(rb);
-      ck_assert_msg(strcmp(live, want) == 0,
+      char *now = render_model(md), *live = render_be(w.be),
+           *want = render_model(at), *got = render_be(rb);
+      ck_assert_msg(strcmp(live, now) == 0,
                     "seed %u checkpoint %d: the backend differs from the "
                     "model\nbackend:\n%s\nmodel:\n%s",
-                    seed, id, live, want);
+                    seed, id, live, now);
+      free(now);
       ck_assert_msg(strcmp(got, want) == 0,
                     "seed %u checkpoint %d: restored from the chains:\n%s\n"
                     "expected:\n%s",
@@ -458,6 +508,8 @@ static void run(unsigned seed, int rounds) {
       free(live);
       free(got);
       if (restart) {
+        /* The restored state is that of the barrier: so is the model. */
+        memcpy(md, at, sizeof(*md));
         w.be->ops->close(w.be);
         sl__incr_free(in);
         w.be = rb;
@@ -483,12 +535,217 @@ static void run(unsigned seed, int rounds) {
     unlink(st.segs[i].path);
   ck_assert_int_eq(rmdir(st.dir), 0);
   sl__segs_free(st.segs, st.n);
+  ck_assert_msg(!concurrent || during > 0, "seed %u: no update during a write",
+                seed);
   free(md);
+  free(at);
 }
 
 START_TEST(chains_restore_exactly_the_state) {
   for (unsigned seed = 1; seed <= 12; seed++)
-    run(seed * 7919u, 60);
+    run(seed * 7919u, 60, false);
+}
+END_TEST
+
+START_TEST(updates_while_frozen_key_groups_are_written) {
+  for (unsigned seed = 1; seed <= 24; seed++)
+    run(seed * 6007u, 40, true);
+}
+END_TEST
+
+/* ---- Freezes, one operation at a time ----------------------------------- */
+
+static char *render_kg(sl__backend *be, uint32_t kg) {
+  lines l = {.be = be};
+  ck_assert_int_eq(be->ops->kg_scan(be, kg, line_cb, &l), 0);
+  return join(&l);
+}
+
+static char *render_model_kg(const model *m, uint32_t kg) {
+  lines l = {0};
+  for (int i = 0; i < m->n; i++) {
+    const item *x = &m->it[i];
+    if (sl__key_group(sl__hash64(x->key, x->kl), K) != kg)
+      continue;
+    add_line(&l, x->state, x->key, x->kl, x->ns, x->nl, x->mk, x->mkl,
+             !strcmp(x->state, "m"), x->val, x->len);
+  }
+  return join(&l);
+}
+
+/* Where "state|key|ns|" ends in a line. */
+static size_t prefix_len(const char *line) {
+  const char *p = line;
+  for (int i = 0; i < 3; i++)
+    p = strchr(p, '|') + 1;
+  return (size_t)(p - line);
+}
+
+/* A key group's lines, to which kg_changes' records are applied as
+ * restore applies them: a record without a value empties its (key, ns),
+ * a value or a list replaces it, a map entry is added. */
+static int apply_cb(uint32_t state, const void *key, size_t kl, const void *ns,
+                    size_t nl, const void *mk, size_t mkl, const void *val,
+                    size_t len, void *opaque) {
+  lines *l = opaque;
+  size_t n = l->n;
+  line_cb(state, key, kl, ns, nl, mk, mkl, val ? val : "", len, l);
+  char *rec = l->v[--l->n];
+  size_t pl = prefix_len(rec);
+  if (!val || !mk) {
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (!strncmp(l->v[i], rec, pl))
+        free(l->v[i]);
+      else
+        l->v[j++] = l->v[i];
+    }
+    l->n = j;
+  }
+  if (val)
+    l->v[l->n++] = rec;
+  else
+    free(rec);
+  return 0;
+}
+
+/* text (join's format) split back into lines. */
+static void split(lines *l, const char *text) {
+  for (const char *p = text; *p;) {
+    const char *e = strchr(p, '\n');
+    if (l->n == l->cap) {
+      l->cap = l->cap ? 2 * l->cap : 256;
+      l->v = realloc(l->v, l->cap * sizeof(*l->v));
+    }
+    l->v[l->n++] = strndup(p, (size_t)(e - p));
+    p = e + 1;
+  }
+}
+
+/* Rounds of: updates; a freeze of a random set of key groups; updates
+ * interleaved with the scans of the frozen key groups in a random order
+ * (sometimes given up before all are scanned); the view released; more
+ * updates. Each scan equals the model of its key group at the freeze.
+ * Then every key group's changes, applied to what was last recorded of it
+ * (the scan, or the previous round), give the model now; a key group
+ * whose changes are not known (not scanned, or too many) is recorded
+ * whole, as a snapshot would write it. */
+static void freeze_rounds(unsigned seed, int rounds, int *copied, int *ahead) {
+  model *md = calloc(1, sizeof(*md));
+  world w = {.be = open_hashmap(), .md = md, .seed = seed};
+  reg(&w);
+  sl__backend *be = w.be;
+  char *rec[K];
+  for (uint32_t kg = 0; kg < K; kg++) {
+    rec[kg] = render_kg(be, kg);
+    ck_assert_int_eq(be->ops->kg_clean(be, kg), 0);
+  }
+  for (int r = 0; r < rounds; r++) {
+    unsigned ops = rnd(&w, 300);
+    for (unsigned i = 0; i < ops; i++)
+      one_op(&w);
+    uint32_t fz[K];
+    size_t n = 0;
+    char *want[K] = {0};
+    bool scanned[K] = {0};
+    for (uint32_t kg = 0; kg < K; kg++)
+      if (rnd(&w, 4)) {
+        fz[n++] = kg;
+        want[kg] = render_model_kg(md, kg);
+      }
+    struct sl__frozen *f = be->ops->freeze(be, fz, n);
+    ck_assert_ptr_nonnull(f);
+    for (size_t i = n; i > 1; i--) { /* scanned in a random order */
+      size_t j = rnd(&w, (unsigned)i);
+      uint32_t t = fz[i - 1];
+      fz[i - 1] = fz[j];
+      fz[j] = t;
+    }
+    size_t scans = rnd(&w, 8) == 0 ? rnd(&w, (unsigned)n + 1) : n;
+    for (size_t i = 0; i < scans;) {
+      if (rnd(&w, 3) == 0) {
+        one_op(&w);
+        continue;
+      }
+      uint32_t kg = fz[i++];
+      /* Whether an update took it back (and copied it) before its scan. */
+      bool taken = false;
+      for (uint32_t id = 0; id < ((hm *)be)->n_states; id++)
+        taken |= !((hm *)be)->states[id].tables[kg].frozen;
+      lines l = {.be = be};
+      ck_assert_int_eq(be->ops->frozen_scan(f, kg, line_cb, &l), 0);
+      char *got = join(&l);
+      ck_assert_msg(!strcmp(got, want[kg]),
+                    "seed %u round %d: key group %u scanned after the "
+                    "freeze:\n%s\nat the freeze:\n%s",
+                    seed, r, kg, got, want[kg]);
+      free(got);
+      scanned[kg] = true;
+      *copied += taken;
+      *ahead += !taken;
+    }
+    ops = rnd(&w, 40);
+    for (unsigned i = 0; i < ops; i++)
+      one_op(&w);
+    be->ops->frozen_release(f);
+    ops = rnd(&w, 40);
+    for (unsigned i = 0; i < ops; i++)
+      one_op(&w);
+    char *live = render_be(be), *now = render_model(md);
+    ck_assert_msg(!strcmp(live, now),
+                  "seed %u round %d: backend\n%s\nmodel\n%s", seed, r, live,
+                  now);
+    free(live);
+    free(now);
+    for (uint32_t kg = 0; kg < K; kg++) {
+      bool frozen = want[kg] != NULL;
+      const char *base = scanned[kg] ? want[kg] : frozen ? NULL : rec[kg];
+      char *model_kg = render_model_kg(md, kg);
+      int rc = 1;
+      if (base) {
+        lines l = {.be = be};
+        split(&l, base);
+        rc = be->ops->kg_changes(be, kg, apply_cb, &l);
+        ck_assert_int_ge(rc, 0);
+        if (!rc) {
+          char *got = join(&l);
+          ck_assert_msg(!strcmp(got, model_kg),
+                        "seed %u round %d: key group %u (%s) from its "
+                        "changes:\n%s\nmodel:\n%s",
+                        seed, r, kg, scanned[kg] ? "scanned" : "not frozen",
+                        got, model_kg);
+          free(got);
+        } else {
+          for (size_t i = 0; i < l.n; i++)
+            free(l.v[i]);
+          free(l.v);
+        }
+      }
+      if (rc) { /* written whole */
+        char *whole = render_kg(be, kg);
+        ck_assert_str_eq(whole, model_kg);
+        free(whole);
+        ck_assert_int_eq(be->ops->kg_clean(be, kg), 0);
+      }
+      free(rec[kg]);
+      rec[kg] = model_kg;
+      free(want[kg]);
+    }
+  }
+  for (uint32_t kg = 0; kg < K; kg++)
+    free(rec[kg]);
+  be->ops->close(be);
+  free(md);
+}
+
+START_TEST(writes_after_a_freeze_stay_out_of_its_scans) {
+  int copied = 0, ahead = 0;
+  for (unsigned seed = 1; seed <= 200; seed++)
+    freeze_rounds(seed * 104729u, 10, &copied, &ahead);
+  /* Both orders happened: updates that copied a key group before its
+   * scan, and scans of key groups no update had touched. */
+  ck_assert_int_gt(copied, 100);
+  ck_assert_int_gt(ahead, 100);
 }
 END_TEST
 
@@ -618,6 +875,8 @@ static Suite *suite(void) {
   TCase *tc = tcase_create("incr");
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, chains_restore_exactly_the_state);
+  tcase_add_test(tc, updates_while_frozen_key_groups_are_written);
+  tcase_add_test(tc, writes_after_a_freeze_stay_out_of_its_scans);
   tcase_add_test(tc, a_few_changes_cost_a_few_bytes);
   tcase_add_test(tc, removals_follow_the_checkpoints_key_groups);
   suite_add_tcase(s, tc);
