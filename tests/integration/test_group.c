@@ -292,6 +292,28 @@ static int cmp_line(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Sorted output lines against sorted expected ones: says which are
+ * missing or extra, asserts them equal, and frees both. */
+static void assert_same_lines(char **got, size_t n_got, char **exp, size_t n) {
+  for (size_t i = 0, j = 0; i < n || j < n_got;) {
+    int d = i == n ? 1 : j == n_got ? -1 : strcmp(exp[i], got[j]);
+    if (d)
+      fprintf(stderr, "%s %s\n", d < 0 ? "missing" : "extra",
+              d < 0 ? exp[i] : got[j]);
+    i += d <= 0;
+    j += d >= 0;
+  }
+  ck_assert_uint_eq(n_got, n);
+  for (size_t i = 0; i < n; i++)
+    ck_assert_str_eq(got[i], exp[i]);
+  for (size_t i = 0; i < n_got; i++)
+    free(got[i]);
+  for (size_t i = 0; i < n; i++)
+    free(exp[i]);
+  free(got);
+  free(exp);
+}
+
 /* Reads "out" until the expected number of windows arrived and then a
  * second more (so extra output would show), and compares the sorted
  * "key,max_ts,count" lines with the model of produce() (which is what one
@@ -358,15 +380,7 @@ static void check_output_dups(bool dups) {
       fprintf(stderr, "%zu duplicate window(s) (at-least-once)\n", r.n - m);
     r.n = m;
   }
-  ck_assert_uint_eq(r.n, n);
-  for (size_t i = 0; i < n; i++)
-    ck_assert_str_eq(got[i], exp[i]);
-  for (size_t i = 0; i < r.n; i++)
-    free(got[i]);
-  for (size_t i = 0; i < n; i++)
-    free(exp[i]);
-  free(got);
-  free(exp);
+  assert_same_lines(got, r.n, exp, n);
   tk_reader_close(&r);
 }
 
@@ -1265,23 +1279,7 @@ START_TEST(killed_member_through_repartition_topic) {
           twice);
   qsort(got, r.n, sizeof(char *), cmp_line);
   qsort(exp, n, sizeof(char *), cmp_line);
-  for (size_t i = 0, j = 0; i < n || j < r.n;) {
-    int d = i == n ? 1 : j == r.n ? -1 : strcmp(exp[i], got[j]);
-    if (d)
-      fprintf(stderr, "%s %s\n", d < 0 ? "missing" : "extra",
-              d < 0 ? exp[i] : got[j]);
-    i += d <= 0;
-    j += d >= 0;
-  }
-  ck_assert_uint_eq(r.n, n);
-  for (size_t i = 0; i < n; i++)
-    ck_assert_str_eq(got[i], exp[i]);
-  for (size_t i = 0; i < r.n; i++)
-    free(got[i]);
-  for (size_t i = 0; i < n; i++)
-    free(exp[i]);
-  free(got);
-  free(exp);
+  assert_same_lines(got, r.n, exp, n);
   tk_reader_close(&r);
   for (int i = 0; i < 2; i++)
     stop_pid(p[i], SIGTERM, 0);
