@@ -11,6 +11,7 @@
 
 #include "core/conf.h"
 #include "kafka/kafka_int.h"
+#include "runtime/tasks.h"
 #include "sluice/checkpoint.h"
 
 typedef struct ksink {
@@ -19,7 +20,9 @@ typedef struct ksink {
   sl_kafka_sink_opts_t o;
   sl_kafka_delivery delivery;
   /* A repartition topic's writer (repart.c): records are keyed by key_fn
-   * (NULL: their own key) and go to the murmur2 partition of that key. */
+   * (NULL: their own key) and go to the murmur2 partition of that key;
+   * exactly once when the job's sinks are (see repart_delivery). */
+  bool repart;
   sl_key_fn key_fn;
   void *key_opaque;
   int32_t partitions;
@@ -28,6 +31,7 @@ typedef struct ksink {
 typedef struct kinst {
   sl__kprod *p;
   sl__kwriter *w;
+  sl_kafka_delivery delivery; /* the sink's, or a repartition topic's */
 } kinst;
 
 static void ksink_free(void *arg) {
@@ -40,6 +44,18 @@ static bool give_up(void *op) {
   return sl_op_job_failing(op);
 }
 
+/* A repartition topic is written exactly once when the job has an
+ * exactly_once sink and a task store (docs/scaling.md): its records join
+ * the transaction of the checkpoint that follows them, with the upstream
+ * sources' offsets, and the keyed stage reads them read_committed.
+ * Otherwise at least once, flushed at every barrier. Decided when the
+ * instance opens: the graph is whole then, and the sinks built after the
+ * key_by count too. */
+static sl_kafka_delivery repart_delivery(const ksink *s, sl_ctx_t *op) {
+  return s->kj->txn && sl__tasks_on(op) ? SL_KAFKA_EXACTLY_ONCE
+                                        : SL_KAFKA_AT_LEAST_ONCE;
+}
+
 static int ksink_open(sl_ctx_t *op) {
   ksink *s = sl_op_arg(op);
   kinst *in = calloc(1, sizeof(*in));
@@ -47,7 +63,8 @@ static int ksink_open(sl_ctx_t *op) {
     return SL_ERR_NOMEM;
   sl_op_set_data(op, in);
   char err[512];
-  bool eos = s->delivery == SL_KAFKA_EXACTLY_ONCE;
+  in->delivery = s->repart ? repart_delivery(s, op) : s->delivery;
+  bool eos = in->delivery == SL_KAFKA_EXACTLY_ONCE;
   in->p = sl__kprod_acquire(s->kj, eos, sl_op_conf(op), err, sizeof(err));
   if (!in->p)
     return sl_op_fail(op, SL_ERR_KAFKA, "%s", err);
@@ -143,10 +160,9 @@ static int ksink_proc_time(sl_ctx_t *op, int64_t now) {
 }
 
 static int ksink_end(sl_ctx_t *op) {
-  ksink *s = sl_op_arg(op);
   kinst *in = sl_op_data(op);
   char err[512];
-  if (s->delivery == SL_KAFKA_EXACTLY_ONCE)
+  if (in->delivery == SL_KAFKA_EXACTLY_ONCE)
     return drain(op);
   /* Bounded input: everything written must be delivered before the job
    * reports success, whatever the guarantee. */
@@ -159,7 +175,7 @@ static int ksink_snapshot(sl_ctx_t *op, uint64_t id, sl_buf_t *out) {
   ksink *s = sl_op_arg(op);
   kinst *in = sl_op_data(op);
   char err[512];
-  int rc = sl__kwriter_barrier(in->w, id, s->delivery == SL_KAFKA_AT_LEAST_ONCE,
+  int rc = sl__kwriter_barrier(in->w, id, in->delivery == SL_KAFKA_AT_LEAST_ONCE,
                                err, sizeof(err));
   if (!rc && (rc = sl__kdlq_flush(s->kj, err, sizeof(err))) == 0)
     return 0;
@@ -204,11 +220,14 @@ int sl_sink_kafka(sl_stream_t *in, const char *uid, const char *topic,
 
 int sl__ksink_repart(sl_stream_t *in, const char *uid, const char *topic,
                      sl_key_fn key_fn, void *key_opaque, int32_t partitions) {
-  /* At least once: the barrier's flush is what lets the upstream
+  /* At least once unless the job's sinks are exactly once
+   * (repart_delivery): the barrier's flush is what lets the upstream
    * source's positions of a checkpoint be committed. */
   sl_kafka_sink_opts_t o = {.delivery = SL_KAFKA_AT_LEAST_ONCE};
-  ksink r = {
-      .key_fn = key_fn, .key_opaque = key_opaque, .partitions = partitions};
+  ksink r = {.repart = true,
+             .key_fn = key_fn,
+             .key_opaque = key_opaque,
+             .partitions = partitions};
   return sink_new(in, uid, topic, &o, &r);
 }
 
@@ -236,6 +255,7 @@ static int sink_new(sl_stream_t *in, const char *uid, const char *topic,
     return SL_ERR_NOMEM;
   }
   if (repart) {
+    s->repart = true;
     s->key_fn = repart->key_fn;
     s->key_opaque = repart->key_opaque;
     s->partitions = repart->partitions;

@@ -92,6 +92,13 @@ typedef struct ksub {
    * rev holds a revocation kept until a checkpoint triggered after it,
    * revoke_after, completed. */
   bool tasks, closing;
+  /* Group mode with a task store, upstream of a repartition topic whose
+   * writes are exactly once (the job has an exactly_once sink): the
+   * partitions are no tasks, but their offsets go only into the
+   * transactions, so a revoked one is kept like a task (rev) until a
+   * checkpoint triggered after the revocation committed, and a lost one
+   * fences the process. */
+  bool eos_up;
   struct task_snap {
     uint64_t id;
     size_t n;
@@ -587,6 +594,31 @@ static void task_assigned(ksub *k, kpart *kp, rd_kafka_topic_partition_t *tp) {
            snap ? ptr.checkpoint : "", kp->next);
 }
 
+/* Upstream of an exactly-once repartition topic: the group's committed
+ * offset of a partition is the one the last committed transaction that
+ * carried it holds (its previous owner let it go only after that commit).
+ * The consumer fetches it from a real broker by itself; a job with a
+ * committed lookup (sl_kafka_set_committed_lookup: the dev broker drops
+ * offsets sent with a transaction) answers it here. */
+static void upstream_assigned(ksub *k, rd_kafka_topic_partition_t *tp) {
+  ksrc *s = k->src;
+  if (!s->kj->committed)
+    return;
+  char gbuf[256];
+  const char *group = group_of(s, k->ctx, gbuf, sizeof(gbuf));
+  int64_t off;
+  int rc = sl__ktxn_committed(s->kj, group, tp->topic, tp->partition, &off);
+  if (rc) {
+    sl__kgroup_fail(&k->grp, rc,
+                    "cannot read the offset group %s committed for "
+                    "%s[%" PRId32 "]: %s",
+                    group, tp->topic, tp->partition, sl_strerror(rc));
+    return;
+  }
+  if (off >= 0)
+    tp->offset = off;
+}
+
 /* New partitions start at the group's committed offset (else
  * auto.offset.reset), with event time from the minimum. */
 static void group_assigned(void *sub, rd_kafka_topic_partition_list_t *l) {
@@ -622,6 +654,8 @@ static void group_assigned(void *sub, rd_kafka_topic_partition_list_t *l) {
     kp->pm = sl__kstats_partition(s->kj, s->uid, s->topics[t], tp->partition);
     if (k->tasks)
       task_assigned(k, kp, tp);
+    else if (k->eos_up)
+      upstream_assigned(k, tp);
   }
 }
 
@@ -647,7 +681,9 @@ static void forget(ksrc *s, ksub *k, size_t j) {
 /* Group mode with checkpoints: a revoked task is kept, emitting nothing
  * more, until a checkpoint triggered now has snapshotted it and its
  * pointer names that snapshot (task_complete); then its state is dropped
- * and the partition let go. A task still loading (nothing of it was
+ * and the partition let go. An upstream partition of an exactly-once
+ * repartition topic (eos_up) is kept the same way, until the transaction
+ * of such a checkpoint carried its offset (release_revoked). A task still loading (nothing of it was
  * emitted here) goes at once, and so does everything after a rebalance
  * error (now) and when the consumer closes (the final checkpoint has
  * already published them). A partition librdkafka calls lost is kept
@@ -667,7 +703,8 @@ static bool task_revoked(ksub *k, const rd_kafka_topic_partition_list_t *l,
     for (int i = 0; i < l->cnt; i++) {
       size_t j = part_of(s, k, &l->elems[i]);
       if (j < k->n_parts) {
-        sl__task_drop(op, (uint32_t)k->parts[j].partition);
+        if (k->tasks)
+          sl__task_drop(op, (uint32_t)k->parts[j].partition);
         forget(s, k, j);
       }
     }
@@ -686,7 +723,8 @@ static bool task_revoked(ksub *k, const rd_kafka_topic_partition_list_t *l,
       continue;
     kpart *p = &k->parts[j];
     if (now || k->closing || p->loading || p->next < 0) {
-      sl__task_drop(op, (uint32_t)p->partition);
+      if (k->tasks)
+        sl__task_drop(op, (uint32_t)p->partition);
       forget(s, k, j);
     } else {
       p->revoking = true;
@@ -701,9 +739,12 @@ static bool task_revoked(ksub *k, const rd_kafka_topic_partition_list_t *l,
   }
   k->revoke_after = sl__task_checkpoint(op);
   sl__klog(s->kj, SL__LOG_INFO,
-           "source %s: %d partition(s) revoked: snapshotting their tasks "
-           "(after checkpoint %" PRIu64 ")",
-           s->uid, l->cnt, k->revoke_after);
+           "source %s: %d partition(s) revoked: %s (after checkpoint %" PRIu64
+           ")",
+           s->uid, l->cnt,
+           k->tasks ? "snapshotting their tasks"
+                    : "committing their offsets in a transaction",
+           k->revoke_after);
   return true;
 }
 
@@ -714,7 +755,7 @@ static bool group_revoked(void *sub, const rd_kafka_topic_partition_list_t *l,
                           bool now) {
   ksub *k = sub;
   ksrc *s = k->src;
-  if (k->tasks)
+  if (k->tasks || k->eos_up)
     return task_revoked(k, l, now);
   rd_kafka_topic_partition_list_t *c =
       rd_kafka_topic_partition_list_new(l->cnt ? l->cnt : 1);
@@ -811,6 +852,16 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
    * repartition topic's. */
   bool owns = !sl__kgroup_repartition(conf) || s->repart;
   k->tasks = k->group && owns && sl__tasks_on(op);
+  k->eos_up = k->group && !owns && s->kj->txn && sl__tasks_on(op);
+  /* The keyed stage reads an exactly-once repartition topic committed
+   * only, whatever kafka.isolation.level says for the job's other
+   * consumers. */
+  if (k->group && s->repart && s->kj->txn && sl__tasks_on(op) &&
+      rd_kafka_conf_set(rc_conf, "isolation.level", "read_committed", err,
+                        sizeof(err)) != RD_KAFKA_CONF_OK) {
+    rd_kafka_conf_destroy(rc_conf);
+    return sl_source_fail(ctx, SL_ERR_CONF, "%s", err);
+  }
   /* A task is one partition number: with two topics two partitions
    * would be one task, which the group may give to two members. */
   if (k->tasks && s->n_topics > 1)
@@ -950,6 +1001,7 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
 }
 
 static void task_complete(ksub *k, uint64_t id);
+static void release_revoked(ksub *k, uint64_t id);
 
 static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
   ksrc *s = opaque;
@@ -969,9 +1021,9 @@ static void ksrc_close(sl_source_ctx_t *ctx, void *opaque) {
    * checkpoints the final one has published every task (task_complete
    * runs here too: the job may release its workers before they pass the
    * completion on), and a revocation kept until then goes first. */
-  if (k->tasks && k->rk) {
+  if ((k->tasks || k->eos_up) && k->rk) {
     uint64_t done = sl__task_completed(sl_source_op(ctx));
-    if (done > k->published)
+    if (k->tasks && done > k->published)
       task_complete(k, done);
     if (k->rev) {
       sl__kgroup_release(k->rk, &k->grp, k->rev);
@@ -1520,6 +1572,14 @@ static void task_complete(ksub *k, uint64_t id) {
       return;
     }
   }
+  release_revoked(k, id);
+}
+
+/* Checkpoint id completed: a kept revocation it covers (triggered after
+ * the revocation, so its snapshot, and with exactly-once its committed
+ * transaction, hold the revoked partitions' last positions) is let go,
+ * its tasks' state dropped. */
+static void release_revoked(ksub *k, uint64_t id) {
   if (!k->rev || id <= k->revoke_after)
     return;
   for (size_t j = 0; j < k->n_parts;) {
@@ -1527,8 +1587,9 @@ static void task_complete(ksub *k, uint64_t id) {
       j++;
       continue;
     }
-    sl__task_drop(op, (uint32_t)k->parts[j].partition);
-    forget(s, k, j);
+    if (k->tasks)
+      sl__task_drop(sl_source_op(k->ctx), (uint32_t)k->parts[j].partition);
+    forget(k->src, k, j);
   }
   sl__kgroup_release(k->rk, &k->grp, k->rev);
   rd_kafka_topic_partition_list_destroy(k->rev);
@@ -1636,6 +1697,12 @@ static void ksrc_complete(sl_source_ctx_t *ctx, uint64_t id, void *opaque) {
   ksub *k = s->sub[sl_source_ctx_subtask(ctx)];
   if (k && k->tasks) {
     task_complete(k, id);
+    return;
+  }
+  /* Its offsets are committed with the transaction, nothing else. */
+  if (k && k->eos_up) {
+    if (!atomic_load(&k->grp.lost))
+      release_revoked(k, id);
     return;
   }
   if (k && k->group && !s->kj->txn) {

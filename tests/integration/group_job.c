@@ -27,8 +27,13 @@
  * output and dies at the next commit, between the transaction's commit
  * and _COMMITTED (the fault point checkpoint.commit), so the output of
  * that transaction is committed and no pointer names its checkpoint yet.
+ * In repartition mode the log also holds, per committed transaction, the
+ * offsets of the input partitions it carried (read from the checkpoint's
+ * snapshot files), and the lookup answers the input's partitions from
+ * it: where a new owner of an upstream partition starts.
  * usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS
  *        [CHECKPOINT_DIR BACKEND [PARALLELISM]] */
+#include <dirent.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <signal.h>
@@ -40,7 +45,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "checkpoint/format.h"
 #include "core/fault.h"
+#include "core/fs.h"
+#include "kafka/kafka_int.h"
 #include "operator.h"
 #include "sluice.h"
 
@@ -65,7 +73,8 @@ static int proc_header(sl_ctx_t *ctx, const sl_record_t *rec,
 
 /* ---- Exactly-once on the dev broker ----------------------------------- */
 
-static char store[1024], commit_log[1100];
+static char store[1024], commit_log[1100], offsets_log[1100];
+static bool repartition; /* group.mode=repartition */
 static const char *kill_arm;
 static int kill_state; /* 0: not armed, 1: output seen, kill at next */
 
@@ -74,9 +83,77 @@ static void sleep_ms(int ms) {
   nanosleep(&t, NULL);
 }
 
+/* The input positions of one snapshot file, appended to f. */
+typedef struct offs_out {
+  FILE *f;
+  uint64_t id;
+} offs_out;
+
+static int log_position(const char *group, const char *topic,
+                        int32_t partition, int64_t offset, void *arg) {
+  (void)group;
+  offs_out *o = arg;
+  if (offset >= 0)
+    fprintf(o->f, "%ld %" PRIu64 " %s %" PRId32 " %" PRId64 "\n",
+            (long)getpid(), o->id, topic, partition, offset);
+  return 0;
+}
+
+/* The offsets of source "in" that the transaction of checkpoint id
+ * carried: the positions in this process's chk-<id>/w<i>.snap. */
+static int log_offsets(uint64_t id) {
+  char insts[1100], inst[1400] = "", pat[64], path[1500];
+  snprintf(insts, sizeof(insts), "%s/instances", store);
+  snprintf(pat, sizeof(pat), "-%ld-", (long)getpid());
+  DIR *d = opendir(insts);
+  for (struct dirent *e; d && (e = readdir(d));)
+    if (strstr(e->d_name, pat))
+      snprintf(inst, sizeof(inst), "%s/%s", insts, e->d_name);
+  if (d)
+    closedir(d);
+  if (!inst[0])
+    return SL_ERR_IO;
+  FILE *f = fopen(offsets_log, "a");
+  if (!f)
+    return SL_ERR_IO;
+  offs_out o = {f, id};
+  int rc = 0;
+  for (int w = 0; !rc; w++) {
+    snprintf(path, sizeof(path), "%s/chk-%" PRIu64 "/w%d.snap", inst, id, w);
+    unsigned char *data;
+    size_t len;
+    if (sl__read_file(path, &data, &len))
+      break; /* past the last worker */
+    sl__snap_head h;
+    sl__rd body, pl;
+    uint32_t type, kg;
+    char err[256];
+    rc = sl__snap_check(data, len, &h, &body, err, sizeof(err));
+    while (!rc && sl__snap_next(&body, &type, &kg, &pl) == 1) {
+      const void *uid, *blob;
+      size_t uid_len, blob_len;
+      uint32_t sub;
+      if (type != SL__SEC_SOURCE ||
+          sl__snap_blob(pl, type, &uid, &uid_len, &sub, &blob, &blob_len) ||
+          uid_len != 2 || memcmp(uid, "in", 2))
+        continue;
+      sl_blob_t b = {blob, blob_len};
+      rc = sl__kpos_decode(&b, log_position, &o);
+    }
+    free(data);
+  }
+  fflush(f);
+  if (!rc && fsync(fileno(f)))
+    rc = SL_ERR_IO;
+  fclose(f);
+  return rc;
+}
+
 /* After the sink's participant: its transaction committed. */
 static int log_commit(uint64_t id, void *opaque) {
   (void)opaque;
+  if (repartition && log_offsets(id))
+    return SL_ERR_IO;
   fprintf(stderr,
           "group-job: transaction of checkpoint %" PRIu64 " committed\n", id);
   FILE *f = fopen(commit_log, "a");
@@ -121,6 +198,24 @@ static bool logged(long pid, uint64_t id) {
   return found;
 }
 
+/* The offset of topic[partition] in the last committed transaction that
+ * carried it (log_offsets), -1 when none did. */
+static int64_t logged_offset(const char *topic, int32_t partition) {
+  FILE *f = fopen(offsets_log, "r");
+  long pid;
+  uint64_t id;
+  char t[256];
+  int32_t p;
+  int64_t off, last = -1;
+  while (f && fscanf(f, "%ld %" SCNu64 " %255s %" SCNd32 " %" SCNd64, &pid,
+                     &id, t, &p, &off) == 5)
+    if (p == partition && strcmp(t, topic) == 0)
+      last = off;
+  if (f)
+    fclose(f);
+  return last;
+}
+
 /* What the group would have committed for a task's partition, had the
  * broker kept the offsets of the transactions: the offset the task's
  * pending checkpoint recorded if the transaction of that checkpoint
@@ -128,7 +223,12 @@ static bool logged(long pid, uint64_t id) {
  * the pointer's checkpoint, committed before. */
 static int lookup_logged(const char *group, const char *topic,
                          int32_t partition, int64_t *offset, void *opaque) {
-  (void)group, (void)topic, (void)opaque;
+  (void)group, (void)opaque;
+  /* Upstream of the repartition topic: no task, no pointer. */
+  if (repartition && strcmp(topic, "in") == 0) {
+    *offset = logged_offset(topic, partition);
+    return 0;
+  }
   char path[1200];
   snprintf(path, sizeof(path), "%s/tasks/%d.json", store, (int)partition);
   *offset = -1;
@@ -366,6 +466,8 @@ int main(int argc, char **argv) {
   if (proc_name && argc >= 6) {
     snprintf(store, sizeof(store), "%s", argv[4]);
     snprintf(commit_log, sizeof(commit_log), "%s/../commits", argv[4]);
+    snprintf(offsets_log, sizeof(offsets_log), "%s/../offsets", argv[4]);
+    repartition = strcmp(argv[2], "repartition") == 0;
     kill_arm = getenv("GROUP_JOB_KILL_ARM");
     /* After the sink's participant, so a line means a committed
      * transaction. */

@@ -106,8 +106,13 @@ static void stop_pid(pid_t pid, int sig, int want_exit) {
   }
 }
 
+/* GROUP_TEST_KEEP set: the test's directory (logs, store) stays. */
 static void stop_broker(void) {
   stop_pid(broker, SIGTERM, 0);
+  if (getenv("GROUP_TEST_KEEP")) {
+    fprintf(stderr, "kept %s\n", dir);
+    return;
+  }
   char cmd[300];
   snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
   ck_assert_int_eq(system(cmd), 0);
@@ -1287,6 +1292,149 @@ START_TEST(killed_member_through_repartition_topic) {
 }
 END_TEST
 
+/* ---- Exactly-once through the repartition topic ---------------------------
+ * With an exactly_once sink the repartition topic is written in the
+ * transactions of the checkpoints, with the upstream sources' offsets,
+ * and read back read_committed (docs/scaling.md). The dev broker drops
+ * offsets sent with a transaction and neither delays nor filters what a
+ * read_committed consumer reads, so these runs have no failure: what they
+ * show is that a failure-free run and graceful handoffs give the model's
+ * committed output, that nothing is written to the repartition topic
+ * twice, that its records belong to transactions, and that no offset is
+ * committed outside one. */
+
+/* Every record of the repartition topic belongs to a transaction: it
+ * carries the epoch (sluice.epoch) that the exactly-once writer gives
+ * it. Returns how many there are. */
+static size_t repartitioned_in_transactions(void) {
+  tk_cluster c = {0};
+  snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
+  tk_reader r;
+  tk_reader_open(&r, &c, REPART, PARTS);
+  for (size_t was = (size_t)-1; was != r.n;) {
+    was = r.n;
+    tk_read(&r, r.n + 1, 2000);
+  }
+  size_t plain = 0;
+  for (size_t i = 0; i < r.n; i++) {
+    char epoch[32];
+    plain += !tk_header(&r.m[i], "sluice.epoch", epoch, sizeof(epoch));
+  }
+  size_t n = r.n;
+  tk_reader_close(&r);
+  ck_assert_msg(plain == 0,
+                "%zu of %zu repartition records outside a transaction", plain,
+                n);
+  return n;
+}
+
+/* The offsets the job's group committed for the input topic outside a
+ * transaction: on the dev broker, which drops those sent with one, none
+ * may be there once the processes stopped. */
+static void assert_no_plain_commits(void) {
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bs, NULL, 0);
+  rd_kafka_conf_set(conf, "group.id", "sluice-group-job", NULL, 0);
+  rd_kafka_conf_set(conf, "log_level", "2", NULL, 0);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  ck_assert_msg(rk != NULL, "%s", err);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTS);
+  for (int p = 0; p < PARTS; p++)
+    rd_kafka_topic_partition_list_add(l, "in", p);
+  ck_assert_int_eq(rd_kafka_committed(rk, l, 10000), 0);
+  int committed = 0;
+  for (int p = 0; p < PARTS; p++) {
+    if (l->elems[p].offset >= 0)
+      fprintf(stderr, "in[%d]: committed %" PRId64 " outside a transaction\n",
+              p, l->elems[p].offset);
+    committed += l->elems[p].offset >= 0;
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+  rd_kafka_destroy(rk);
+  ck_assert_int_eq(committed, 0);
+}
+
+/* Waits until n events are in the repartition topic. */
+static void wait_repartitioned(int64_t n) {
+  for (int i = 0; i < WAIT_MS / 50 && repartitioned() < n; i++)
+    tk_sleep_ms(50);
+  ck_assert_int_eq(repartitioned(), n);
+}
+
+/* Three processes of the job keyed by the value with an exactly_once
+ * sink and the shared store (b with two workers), no failure: the
+ * committed output is exactly the one process's, the repartition topic
+ * holds every event once, in transactions. */
+START_TEST(repartition_exactly_once) {
+  start_broker_with(REPART ":12");
+  exactly_once = true;
+  setenv("GROUP_JOB_KEY_BY_VALUE", "1", 1);
+  pid_t p[3];
+  const char *names[] = {"a", "b", "c"};
+  for (int i = 0; i < 3; i++)
+    p[i] = start_job_ck("repartition", "12", names[i], "hashmap");
+  unsetenv("GROUP_JOB_KEY_BY_VALUE");
+  wait_assigned(names, 3, PARTS);
+  wait_assigned_source(names, 3, PARTS, "count-repartition");
+  int64_t events = produce_unkeyed();
+  flush_repartitioned(events);
+  wait_repartitioned(events + PARTS);
+  wait_snapshotted_of(REPART);
+  for (int i = 0; i < 3; i++)
+    stop_pid(p[i], SIGTERM, 0);
+  check_committed_output(names, 3);
+  ck_assert_uint_eq(repartitioned_in_transactions(), (size_t)events + PARTS);
+  assert_no_plain_commits();
+  exactly_once = false;
+  stop_broker();
+}
+END_TEST
+
+/* The scaling of scale_1_3_2 through the repartition topic with an
+ * exactly_once sink: one process, then three (the input's partitions and
+ * the tasks move to the newcomers: each revoked input partition is kept
+ * until a transaction carried its offset, and its new owner starts
+ * there), then two (SIGTERM). Nothing is written to the repartition
+ * topic twice, and the committed output is the one process's, every
+ * window once. */
+START_TEST(scale_through_repartition_exactly_once) {
+  start_broker_with(REPART ":12");
+  exactly_once = true;
+  setenv("GROUP_JOB_KEY_BY_VALUE", "1", 1);
+  pid_t p[3];
+  const char *names[] = {"a", "b", "c"};
+  p[0] = start_job_ck("repartition", "12", "a", "hashmap");
+  wait_assigned(names, 1, PARTS);
+  wait_assigned_source(names, 1, PARTS, "count-repartition");
+  int64_t events = produce_unkeyed_phase(0);
+  wait_repartitioned(events);
+  wait_snapshotted_of(REPART);
+  for (int i = 1; i < 3; i++)
+    p[i] = start_job_ck("repartition", "12", names[i], "hashmap");
+  wait_assigned(names, 3, PARTS);
+  wait_assigned_source(names, 3, PARTS, "count-repartition");
+  events += produce_unkeyed_phase(1);
+  wait_repartitioned(events);
+  wait_snapshotted_of(REPART);
+  stop_pid(p[2], SIGTERM, 0);
+  wait_assigned(names, 2, PARTS);
+  wait_assigned_source(names, 2, PARTS, "count-repartition");
+  events += produce_unkeyed_phase(2);
+  flush_repartitioned(events);
+  wait_repartitioned(events + PARTS);
+  wait_snapshotted_of(REPART);
+  unsetenv("GROUP_JOB_KEY_BY_VALUE");
+  for (int i = 0; i < 2; i++)
+    stop_pid(p[i], SIGTERM, 0);
+  check_committed_output(names, 3);
+  ck_assert_uint_eq(repartitioned_in_transactions(), (size_t)events + PARTS);
+  assert_no_plain_commits();
+  exactly_once = false;
+  stop_broker();
+}
+END_TEST
+
 /* A repartition topic that exists with another partition count than
  * group.partitions is a clear error. */
 START_TEST(repartition_topic_of_another_count_is_an_error) {
@@ -1347,7 +1495,10 @@ int main(void) {
                {"broadcast-rocksdb", broadcast_in_every_process_rocksdb},
                {"fenced", stopped_member_is_fenced},
                {"kill-eos", killed_after_commit_before_pointers},
-               {"kill-repartition", killed_member_through_repartition_topic}};
+               {"kill-repartition", killed_member_through_repartition_topic},
+               {"repartition-eos", repartition_exactly_once},
+               {"scale-repartition-eos",
+                scale_through_repartition_exactly_once}};
   for (size_t i = 0; i < sizeof(state) / sizeof(state[0]); i++) {
     TCase *st = tcase_create(state[i].name);
     tcase_set_timeout(st, 300);
