@@ -30,7 +30,11 @@
  * In repartition mode the log also holds, per committed transaction, the
  * offsets of the input partitions it carried (read from the checkpoint's
  * snapshot files), and the lookup answers the input's partitions from
- * it: where a new owner of an upstream partition starts.
+ * it: where a new owner of an upstream partition starts. On a real broker
+ * (GROUP_JOB_REAL_BROKER set) there is no lookup (the broker keeps the
+ * offsets of transactions), the job's name and its topics come from
+ * GROUP_JOB_NAME, GROUP_JOB_IN and GROUP_JOB_OUT (default group-job, in,
+ * out), and a dead process's open transaction is aborted after 10 s.
  * usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS
  *        [CHECKPOINT_DIR BACKEND [PARALLELISM]] */
 #include <dirent.h>
@@ -75,6 +79,7 @@ static int proc_header(sl_ctx_t *ctx, const sl_record_t *rec,
 
 static char store[1024], commit_log[1100], offsets_log[1100];
 static bool repartition; /* group.mode=repartition */
+static const char *in_topic = "in";
 static const char *kill_arm;
 static int kill_state; /* 0: not armed, 1: output seen, kill at next */
 
@@ -225,7 +230,7 @@ static int lookup_logged(const char *group, const char *topic,
                          int32_t partition, int64_t *offset, void *opaque) {
   (void)group, (void)opaque;
   /* Upstream of the repartition topic: no task, no pointer. */
-  if (repartition && strcmp(topic, "in") == 0) {
+  if (repartition && strcmp(topic, in_topic) == 0) {
     *offset = logged_offset(topic, partition);
     return 0;
   }
@@ -434,12 +439,27 @@ int main(int argc, char **argv) {
     fprintf(stderr, "group-job: %s\n", err);
     return 2;
   }
-  if (!(job = sl_job_new("group-job", conf, err, sizeof(err)))) {
+  bool real = getenv("GROUP_JOB_REAL_BROKER") != NULL;
+  const char *name = real && getenv("GROUP_JOB_NAME") ? getenv("GROUP_JOB_NAME")
+                                                      : "group-job";
+  const char *out_topic = "out";
+  if (real && getenv("GROUP_JOB_IN"))
+    in_topic = getenv("GROUP_JOB_IN");
+  if (real && getenv("GROUP_JOB_OUT"))
+    out_topic = getenv("GROUP_JOB_OUT");
+  /* The broker aborts a dead process's transaction after this long; until
+   * then it holds back read_committed readers of what it wrote. */
+  if (real && sl_conf_set(conf, "kafka.transaction.timeout.ms", "10000", err,
+                          sizeof(err))) {
+    fprintf(stderr, "group-job: %s\n", err);
+    return 2;
+  }
+  if (!(job = sl_job_new(name, conf, err, sizeof(err)))) {
     fprintf(stderr, "group-job: %s\n", err);
     return 2;
   }
   sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST};
-  sl_stream_t *src = sl_source_kafka(job, "in", "in", &so);
+  sl_stream_t *src = sl_source_kafka(job, "in", in_topic, &so);
   bool by_value = getenv("GROUP_JOB_KEY_BY_VALUE") != NULL;
   sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED,
                             .bound_ms = by_value ? 10000 : 0};
@@ -462,7 +482,7 @@ int main(int argc, char **argv) {
                              "scale", &bo, NULL);
   }
   sl_kafka_sink_opts_t ko = {.headers = proc_name ? proc_header : NULL};
-  sl_sink_kafka(sl_map(w, "fmt", fmt_count, NULL), "out", "out", &ko);
+  sl_sink_kafka(sl_map(w, "fmt", fmt_count, NULL), "out", out_topic, &ko);
   if (proc_name && argc >= 6) {
     snprintf(store, sizeof(store), "%s", argv[4]);
     snprintf(commit_log, sizeof(commit_log), "%s/../commits", argv[4]);
@@ -472,7 +492,8 @@ int main(int argc, char **argv) {
     /* After the sink's participant, so a line means a committed
      * transaction. */
     sl_ckpt_participant_t part = {.commit = log_commit};
-    sl_kafka_set_committed_lookup(job, lookup_logged, NULL);
+    if (!real)
+      sl_kafka_set_committed_lookup(job, lookup_logged, NULL);
     sl_job_add_ckpt_participant(job, &part);
   }
   struct sigaction sa = {.sa_handler = on_term};

@@ -44,6 +44,10 @@ static void untrack(pid_t pid) {
 }
 static pid_t broker;
 static char dir[256];
+/* The topics of the repartition tests: a real broker's test
+ * (kill_through_repartition_exactly_once) names its own. */
+static const char *in_topic = "in", *out_topic = "out",
+                  *repart_topic = "group-job-count-repartition";
 
 static const char *build_root(void) {
   const char *b = getenv("SLUICE_BUILD_ROOT");
@@ -642,7 +646,7 @@ static void check_committed_output(const char *const *names, int n_names) {
   tk_cluster c = {0};
   snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
   tk_reader r;
-  tk_reader_open(&r, &c, "out", 1);
+  tk_reader_open(&r, &c, out_topic, 1);
   tk_read(&r, WANT, WAIT_MS);
   for (size_t was = 0; was != r.n;) {
     was = r.n;
@@ -1093,7 +1097,7 @@ static int64_t produce_unkeyed_phase(int phase) {
           continue;
         snprintf(key, sizeof(key), "m-%" PRId64, n);
         key_of(i, value, sizeof(value));
-        tk_send(p, "in", (int32_t)(n % PARTS), key, value,
+        tk_send(p, in_topic, (int32_t)(n % PARTS), key, value,
                 T0 + s * 1000 + j * 10, NULL, NULL);
         sent++;
       }
@@ -1108,7 +1112,7 @@ static int64_t repartition_copies(int copies[KEYS][SECONDS][3]) {
   tk_cluster c = {0};
   snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
   tk_reader r;
-  tk_reader_open(&r, &c, REPART, PARTS);
+  tk_reader_open(&r, &c, repart_topic, PARTS);
   for (size_t was = (size_t)-1; was != r.n;) {
     was = r.n;
     tk_read(&r, r.n + 1, 2000);
@@ -1166,7 +1170,7 @@ static void flush_repartitioned(int64_t events) {
       if ((int32_t)sl__murmur2_partition(value, strlen(value), PARTS) == part)
         break;
     }
-    tk_send(p, "in", part, "flush", value, 100000, NULL, NULL);
+    tk_send(p, in_topic, part, "flush", value, 100000, NULL, NULL);
   }
   tk_flush(p);
   rd_kafka_destroy(p);
@@ -1435,6 +1439,199 @@ START_TEST(scale_through_repartition_exactly_once) {
 }
 END_TEST
 
+/* ---- SIGKILL through an exactly-once repartition topic: a real broker ---
+ * The dev broker lets a read_committed consumer read the records of a
+ * transaction that never commits, so the keyed stage there counts what a
+ * killed process wrote into the repartition topic after its last commit,
+ * and again what its upstream partitions' new owners write. This case
+ * runs only with SLUICE_TEST_KAFKA=host:port (a broker with transactions;
+ * its topics, named after the time, are left behind). */
+
+/* Creates topic with parts partitions on the broker bs names, unless it
+ * exists. */
+static void create_topic(const char *topic, int parts) {
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bs, NULL, 0);
+  rd_kafka_conf_set(conf, "allow.auto.create.topics", "false", NULL, 0);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  ck_assert_msg(rk != NULL, "%s", err);
+  rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+  const struct rd_kafka_metadata *md = NULL;
+  bool exists = !rd_kafka_metadata(rk, 0, rkt, &md, 10000) &&
+                md->topic_cnt == 1 && !md->topics[0].err &&
+                md->topics[0].partition_cnt == parts;
+  if (md)
+    rd_kafka_metadata_destroy(md);
+  rd_kafka_topic_destroy(rkt);
+  if (exists) {
+    rd_kafka_destroy(rk);
+    return;
+  }
+  rd_kafka_NewTopic_t *nt =
+      rd_kafka_NewTopic_new(topic, parts, -1, err, sizeof(err));
+  ck_assert_msg(nt != NULL, "%s", err);
+  rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+  rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+  rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+  ck_assert_msg(ev && !rd_kafka_event_error(ev), "creating %s: %s", topic,
+                ev ? rd_kafka_event_error_string(ev) : "no answer");
+  size_t n = 0;
+  const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(
+      rd_kafka_event_CreateTopics_result(ev), &n);
+  ck_assert_msg(n == 1 && !rd_kafka_topic_result_error(tr[0]),
+                "creating %s: %s", topic,
+                n ? rd_kafka_topic_result_error_string(tr[0]) : "no result");
+  rd_kafka_event_destroy(ev);
+  rd_kafka_queue_destroy(q);
+  rd_kafka_NewTopic_destroy(nt);
+  rd_kafka_destroy(rk);
+}
+
+/* The committed records of the repartition topic (a read_committed
+ * reader): how often each event is there (repartition_copies), and per
+ * partition the offset after its last record, which a task's pointer
+ * reaches once the task processed it (commit markers come after). */
+static int64_t committed_repartitioned(int copies[KEYS][SECONDS][3],
+                                       int64_t ends[PARTS]) {
+  tk_cluster c = {0};
+  snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
+  tk_reader r;
+  tk_reader_open(&r, &c, repart_topic, PARTS);
+  for (size_t was = (size_t)-1; was != r.n;) {
+    was = r.n;
+    tk_read(&r, r.n + 1, 3000);
+  }
+  for (int p = 0; p < PARTS; p++)
+    ends[p] = 0;
+  for (size_t k = 0; k < r.n; k++)
+    if (r.m[k].offset + 1 > ends[r.m[k].partition])
+      ends[r.m[k].partition] = r.m[k].offset + 1;
+  tk_reader_close(&r);
+  return repartition_copies(copies);
+}
+
+/* Waits until the committed repartition topic holds n distinct events
+ * (wait_ms at most) and every task's pointer is past its records. */
+static void wait_committed_and_processed(int64_t n, int wait_ms) {
+  static int copies[KEYS][SECONDS][3];
+  int64_t ends[PARTS], distinct = 0;
+  for (int i = 0; i < wait_ms / 500 && distinct < n; i++) {
+    distinct = committed_repartitioned(copies, ends);
+    if (distinct < n)
+      tk_sleep_ms(500);
+  }
+  ck_assert_int_eq(distinct, n);
+  for (int i = 0; i < wait_ms / 50; i++) {
+    int done = 0;
+    for (int p = 0; p < PARTS; p++)
+      done += pointer_offset(p) >= ends[p];
+    if (done == PARTS)
+      return;
+    tk_sleep_ms(50);
+  }
+  ck_abort_msg("the tasks never processed the committed repartition topic");
+}
+
+/* Three processes with an exactly_once sink through the repartition
+ * topic; once the first part of the input is committed into it and
+ * processed, the second is written and c is SIGKILLed while it works on
+ * it. The broker aborts c's open transaction; the survivors take c's
+ * input partitions from the offsets of its last committed transaction
+ * and its tasks from their pointers, reading only committed repartition
+ * records. So the committed repartition topic holds every event exactly
+ * once, and the committed output is the one process's, every window once
+ * with its exact count. */
+START_TEST(kill_through_repartition_exactly_once) {
+  const char *real = getenv("SLUICE_TEST_KAFKA");
+  if (!real || !*real) {
+    fprintf(stderr, "kill_through_repartition_exactly_once: SKIPPED: set "
+                    "SLUICE_TEST_KAFKA=host:port to run it against a real "
+                    "broker\n");
+    return;
+  }
+  char cmd[300], job[48], in[64], out[64], rep[128];
+  snprintf(dir, sizeof(dir), "/tmp/sluice-group-test-%ld", (long)getpid());
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+  mkdir(dir, 0700);
+  snprintf(bs, sizeof(bs), "%s", real);
+  /* GROUP_TEST_STAMP: names of topics created beforehand. */
+  const char *st = getenv("GROUP_TEST_STAMP");
+  long stamp = st ? atol(st) : (long)time(NULL);
+  snprintf(job, sizeof(job), "sluice-gj-%ld", stamp);
+  snprintf(in, sizeof(in), "%s-in", job);
+  snprintf(out, sizeof(out), "%s-out", job);
+  snprintf(rep, sizeof(rep), "%s-count-repartition", job);
+  in_topic = in;
+  out_topic = out;
+  repart_topic = rep;
+  create_topic(in, PARTS);
+  create_topic(out, 1);
+  setenv("GROUP_JOB_REAL_BROKER", "1", 1);
+  setenv("GROUP_JOB_NAME", job, 1);
+  setenv("GROUP_JOB_IN", in, 1);
+  setenv("GROUP_JOB_OUT", out, 1);
+  setenv("GROUP_JOB_KEY_BY_VALUE", "1", 1);
+  exactly_once = true;
+  pid_t p[3];
+  const char *names[] = {"a", "b", "c"};
+  for (int i = 0; i < 3; i++)
+    p[i] = start_job_ck("repartition", "12", names[i], "hashmap");
+  wait_assigned(names, 3, PARTS);
+  wait_assigned_source(names, 3, PARTS, "count-repartition");
+  int64_t events = produce_unkeyed_phase(0);
+  wait_committed_and_processed(events, WAIT_MS);
+  ck_assert_int_gt(status_of("c"), 0);
+  /* Killed once the second part is being written: c's transaction then
+   * holds repartition records, and output, that must never count. */
+  events += produce_unkeyed_phase(1);
+  tk_sleep_ms(300);
+  stop_pid(p[2], SIGKILL, -1);
+  wait_assigned(names, 2, PARTS);
+  wait_assigned_source(names, 2, PARTS, "count-repartition");
+  events += produce_unkeyed_phase(2);
+  /* Each event committed into the repartition topic once. */
+  wait_committed_and_processed(events, 3 * WAIT_MS);
+  static int copies[KEYS][SECONDS][3];
+  int64_t ends[PARTS];
+  ck_assert_int_eq(committed_repartitioned(copies, ends), events);
+  int twice = 0;
+  for (int i = 0; i < KEYS; i++)
+    for (int s = 0; s < SECONDS; s++)
+      for (int j = 0; j <= i % 3; j++)
+        twice += copies[i][s][j] != 1;
+  ck_assert_int_eq(twice, 0);
+  /* The flush records (after every event) fire every window. */
+  tk_cluster c = {0};
+  snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
+  rd_kafka_t *pr = tk_producer(&c);
+  char value[64];
+  for (int32_t part = 0; part < PARTS; part++) {
+    for (int i = 0;; i++) {
+      snprintf(value, sizeof(value), "flush-%d", i);
+      if ((int32_t)sl__murmur2_partition(value, strlen(value), PARTS) == part)
+        break;
+    }
+    tk_send(pr, in, part, "flush", value, 100000, NULL, NULL);
+  }
+  tk_flush(pr);
+  rd_kafka_destroy(pr);
+  wait_committed_and_processed(events, WAIT_MS);
+  unsetenv("GROUP_JOB_KEY_BY_VALUE");
+  unsetenv("GROUP_JOB_REAL_BROKER");
+  for (int i = 0; i < 2; i++)
+    stop_pid(p[i], SIGTERM, 0);
+  check_committed_output(names, 3);
+  exactly_once = false;
+  in_topic = "in";
+  out_topic = "out";
+  repart_topic = "group-job-count-repartition";
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 /* A repartition topic that exists with another partition count than
  * group.partitions is a clear error. */
 START_TEST(repartition_topic_of_another_count_is_an_error) {
@@ -1498,7 +1695,8 @@ int main(void) {
                {"kill-repartition", killed_member_through_repartition_topic},
                {"repartition-eos", repartition_exactly_once},
                {"scale-repartition-eos",
-                scale_through_repartition_exactly_once}};
+                scale_through_repartition_exactly_once},
+               {"kill-repartition-eos", kill_through_repartition_exactly_once}};
   for (size_t i = 0; i < sizeof(state) / sizeof(state[0]); i++) {
     TCase *st = tcase_create(state[i].name);
     tcase_set_timeout(st, 300);
