@@ -34,7 +34,7 @@
  * (GROUP_JOB_REAL_BROKER set) there is no lookup (the broker keeps the
  * offsets of transactions), the job's name and its topics come from
  * GROUP_JOB_NAME, GROUP_JOB_IN and GROUP_JOB_OUT (default group-job, in,
- * out), and a dead process's open transaction is aborted after 10 s.
+ * out), and a dead process's open transaction is aborted after 20 s.
  * usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS
  *        [CHECKPOINT_DIR BACKEND [PARALLELISM]] */
 #include <dirent.h>
@@ -449,7 +449,7 @@ int main(int argc, char **argv) {
     out_topic = getenv("GROUP_JOB_OUT");
   /* The broker aborts a dead process's transaction after this long; until
    * then it holds back read_committed readers of what it wrote. */
-  if (real && sl_conf_set(conf, "kafka.transaction.timeout.ms", "10000", err,
+  if (real && sl_conf_set(conf, "kafka.transaction.timeout.ms", "20000", err,
                           sizeof(err))) {
     fprintf(stderr, "group-job: %s\n", err);
     return 2;
