@@ -175,8 +175,8 @@ static int ksink_snapshot(sl_ctx_t *op, uint64_t id, sl_buf_t *out) {
   ksink *s = sl_op_arg(op);
   kinst *in = sl_op_data(op);
   char err[512];
-  int rc = sl__kwriter_barrier(in->w, id, in->delivery == SL_KAFKA_AT_LEAST_ONCE,
-                               err, sizeof(err));
+  int rc = sl__kwriter_barrier(
+      in->w, id, in->delivery == SL_KAFKA_AT_LEAST_ONCE, err, sizeof(err));
   if (!rc && (rc = sl__kdlq_flush(s->kj, err, sizeof(err))) == 0)
     return 0;
   sl__klog(s->kj, SL__LOG_WARN, "sink %s: checkpoint %" PRIu64 ": %s",

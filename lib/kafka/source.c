@@ -683,13 +683,14 @@ static void forget(ksrc *s, ksub *k, size_t j) {
  * pointer names that snapshot (task_complete); then its state is dropped
  * and the partition let go. An upstream partition of an exactly-once
  * repartition topic (eos_up) is kept the same way, until the transaction
- * of such a checkpoint carried its offset (release_revoked). A task still loading (nothing of it was
- * emitted here) goes at once, and so does everything after a rebalance
- * error (now) and when the consumer closes (the final checkpoint has
- * already published them). A partition librdkafka calls lost is kept
- * too: if another member owns it already, the pointer written here is
- * still a consistent pair of state and offset, only older than that
- * member's next one (at-least-once: its records may be read twice). */
+ * of such a checkpoint carried its offset (release_revoked). A task
+ * still loading (nothing of it was emitted here) goes at once, and so
+ * does everything after a rebalance error (now) and when the consumer
+ * closes (the final checkpoint has already published them). A partition
+ * librdkafka calls lost is kept too (at-least-once): if another member
+ * owns it already, the pointer written here is still a consistent pair
+ * of state and offset, only older than that member's next one (its
+ * records may be read twice). With exactly-once it fences the process. */
 static bool task_revoked(ksub *k, const rd_kafka_topic_partition_list_t *l,
                          bool now) {
   ksrc *s = k->src;

@@ -94,8 +94,8 @@ typedef struct offs_out {
   uint64_t id;
 } offs_out;
 
-static int log_position(const char *group, const char *topic,
-                        int32_t partition, int64_t offset, void *arg) {
+static int log_position(const char *group, const char *topic, int32_t partition,
+                        int64_t offset, void *arg) {
   (void)group;
   offs_out *o = arg;
   if (offset >= 0)
@@ -212,8 +212,8 @@ static int64_t logged_offset(const char *topic, int32_t partition) {
   char t[256];
   int32_t p;
   int64_t off, last = -1;
-  while (f && fscanf(f, "%ld %" SCNu64 " %255s %" SCNd32 " %" SCNd64, &pid,
-                     &id, t, &p, &off) == 5)
+  while (f && fscanf(f, "%ld %" SCNu64 " %255s %" SCNd32 " %" SCNd64, &pid, &id,
+                     t, &p, &off) == 5)
     if (p == partition && strcmp(t, topic) == 0)
       last = off;
   if (f)
@@ -440,8 +440,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   bool real = getenv("GROUP_JOB_REAL_BROKER") != NULL;
-  const char *name = real && getenv("GROUP_JOB_NAME") ? getenv("GROUP_JOB_NAME")
-                                                      : "group-job";
+  const char *name =
+      real && getenv("GROUP_JOB_NAME") ? getenv("GROUP_JOB_NAME") : "group-job";
   const char *out_topic = "out";
   if (real && getenv("GROUP_JOB_IN"))
     in_topic = getenv("GROUP_JOB_IN");

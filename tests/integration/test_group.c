@@ -1683,20 +1683,20 @@ int main(void) {
   const struct {
     const char *name;
     const TTest *test;
-  } state[] = {{"scale-hashmap", scale_1_3_2_hashmap},
-               {"kill-hashmap", killed_member_state_moves_hashmap},
-               {"scale-rocksdb", scale_1_3_2_rocksdb},
-               {"kill-rocksdb", killed_member_state_moves_rocksdb},
-               {"scale-eos", scale_1_3_2_exactly_once},
-               {"broadcast-hashmap", broadcast_in_every_process_hashmap},
-               {"broadcast-rocksdb", broadcast_in_every_process_rocksdb},
-               {"fenced", stopped_member_is_fenced},
-               {"kill-eos", killed_after_commit_before_pointers},
-               {"kill-repartition", killed_member_through_repartition_topic},
-               {"repartition-eos", repartition_exactly_once},
-               {"scale-repartition-eos",
-                scale_through_repartition_exactly_once},
-               {"kill-repartition-eos", kill_through_repartition_exactly_once}};
+  } state[] = {
+      {"scale-hashmap", scale_1_3_2_hashmap},
+      {"kill-hashmap", killed_member_state_moves_hashmap},
+      {"scale-rocksdb", scale_1_3_2_rocksdb},
+      {"kill-rocksdb", killed_member_state_moves_rocksdb},
+      {"scale-eos", scale_1_3_2_exactly_once},
+      {"broadcast-hashmap", broadcast_in_every_process_hashmap},
+      {"broadcast-rocksdb", broadcast_in_every_process_rocksdb},
+      {"fenced", stopped_member_is_fenced},
+      {"kill-eos", killed_after_commit_before_pointers},
+      {"kill-repartition", killed_member_through_repartition_topic},
+      {"repartition-eos", repartition_exactly_once},
+      {"scale-repartition-eos", scale_through_repartition_exactly_once},
+      {"kill-repartition-eos", kill_through_repartition_exactly_once}};
   for (size_t i = 0; i < sizeof(state) / sizeof(state[0]); i++) {
     TCase *st = tcase_create(state[i].name);
     tcase_set_timeout(st, 300);
