@@ -1439,6 +1439,71 @@ START_TEST(scale_through_repartition_exactly_once) {
 }
 END_TEST
 
+/* stopped_member_is_fenced through the repartition topic: c, stopped
+ * with SIGSTOP once everything so far is committed and in complete
+ * snapshots (its open transaction holds nothing, which the dev broker
+ * would not filter), loses its input partitions and its tasks to the
+ * others; resumed, it must not commit what it read of either: it fails
+ * with a fenced: message, no task points at its checkpoints, nothing was
+ * committed outside a transaction, and the committed output is the one
+ * process's. */
+START_TEST(stopped_member_through_repartition_is_fenced) {
+  start_broker_with(REPART ":12");
+  exactly_once = true;
+  setenv("GROUP_JOB_KEY_BY_VALUE", "1", 1);
+  pid_t p[3];
+  const char *names[] = {"a", "b", "c"};
+  for (int i = 0; i < 3; i++)
+    p[i] = start_job_ck("repartition", "12", names[i], "hashmap");
+  unsetenv("GROUP_JOB_KEY_BY_VALUE");
+  wait_assigned(names, 3, PARTS);
+  wait_assigned_source(names, 3, PARTS, "count-repartition");
+  int64_t events = produce_unkeyed_phase(0);
+  events += produce_unkeyed_phase(1);
+  wait_repartitioned(events);
+  wait_snapshotted_of(REPART);
+  ck_assert_int_gt(status_of("c"), 0);
+  ck_assert_int_gt(status_of_source("c", "count-repartition"), 0);
+  ck_assert_int_eq(kill(p[2], SIGSTOP), 0);
+  wait_assigned(names, 2, PARTS);
+  wait_assigned_source(names, 2, PARTS, "count-repartition");
+  events += produce_unkeyed_phase(2);
+  flush_repartitioned(events);
+  wait_repartitioned(events + PARTS);
+  wait_snapshotted_of(REPART);
+  ck_assert_int_eq(kill(p[2], SIGCONT), 0);
+  int status = 0;
+  pid_t w = 0;
+  for (int i = 0; i < 400 && w == 0; i++) {
+    w = waitpid(p[2], &status, WNOHANG);
+    if (w == 0)
+      tk_sleep_ms(50);
+  }
+  if (w == p[2])
+    untrack(p[2]);
+  wait_snapshotted_of(REPART);
+  for (int part = 0; part < PARTS; part++) {
+    char chk[512];
+    pointer_checkpoint(part, chk, sizeof(chk));
+    ck_assert_msg(!named_by(chk, p[2]),
+                  "task %d points at the resumed process's %s", part, chk);
+  }
+  ck_assert_msg(w == p[2], "the resumed process did not fail");
+  ck_assert(WIFEXITED(status));
+  ck_assert_int_eq(WEXITSTATUS(status), 1);
+  char *text = log_of("c");
+  ck_assert_msg(strstr(text, "fenced: "), "%s", text);
+  free(text);
+  for (int i = 0; i < 2; i++)
+    stop_pid(p[i], SIGTERM, 0);
+  check_committed_output(names, 3);
+  assert_no_plain_commits();
+  ck_assert_uint_eq(repartitioned_in_transactions(), (size_t)events + PARTS);
+  exactly_once = false;
+  stop_broker();
+}
+END_TEST
+
 /* ---- SIGKILL through an exactly-once repartition topic: a real broker ---
  * The dev broker lets a read_committed consumer read the records of a
  * transaction that never commits, so the keyed stage there counts what a
@@ -1696,7 +1761,8 @@ int main(void) {
       {"kill-repartition", killed_member_through_repartition_topic},
       {"repartition-eos", repartition_exactly_once},
       {"scale-repartition-eos", scale_through_repartition_exactly_once},
-      {"kill-repartition-eos", kill_through_repartition_exactly_once}};
+      {"kill-repartition-eos", kill_through_repartition_exactly_once},
+      {"fenced-repartition", stopped_member_through_repartition_is_fenced}};
   for (size_t i = 0; i < sizeof(state) / sizeof(state[0]); i++) {
     TCase *st = tcase_create(state[i].name);
     tcase_set_timeout(st, 300);
