@@ -235,7 +235,11 @@ typedef int (*sl_kafka_committed_fn)(const char *group_id, const char *topic,
  * offsets when it resolves a checkpoint whose transaction may or may not
  * have committed (docs/kafka.md): for tests (librdkafka's mock cluster
  * drops offsets sent with a transaction) and for offsets kept elsewhere.
- * Before sl_job_run(). SL_OK, SL_ERR_INVAL or SL_ERR_NOMEM. */
+ * In group mode it is also asked, on the worker thread of the source
+ * subtask, where a partition starts that the group assigns upstream of an
+ * exactly-once repartition topic (docs/scaling.md; -1: where the consumer
+ * would start by itself). Before sl_job_run(). SL_OK, SL_ERR_INVAL or
+ * SL_ERR_NOMEM. */
 SL_API int sl_kafka_set_committed_lookup(sl_job_t *job,
                                          sl_kafka_committed_fn fn,
                                          void *opaque);
