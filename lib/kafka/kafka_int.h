@@ -378,9 +378,10 @@ sl_stream_t *sl__krepart_split(sl_job_t *job, const struct sl__node *k,
 int sl__krepart_ensure(sl__kjob *kj, const sl_conf_t *conf, const char *topic,
                        char *err, size_t errlen);
 /* The internal source and sink (source.c, sink.c): a Kafka source whose
- * partitions are the group's tasks; a Kafka sink, at least once, keying
- * each record by key_fn (NULL: its own key) and writing it to the
- * murmur2 partition of that key among partitions. */
+ * partitions are the group's tasks; a Kafka sink keying each record by
+ * key_fn (NULL: its own key) and writing it to the murmur2 partition of
+ * that key among partitions, at least once, or in the job's transactions
+ * when its sinks are exactly_once and it has a task store. */
 sl_stream_t *sl__ksource_new(sl_job_t *job, const char *uid, const char *topics,
                              const sl_kafka_source_opts_t *opts, bool repart);
 int sl__ksink_repart(sl_stream_t *in, const char *uid, const char *topic,
