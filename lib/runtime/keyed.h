@@ -49,8 +49,10 @@ static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
 /* sl__keyed_batch() for group mode's keyed stage (k->tw set): each
  * record of a task that lags (time/taskwm.h) is processed with the
  * task's watermark as the instance's, and moves it on; then the task's
- * timers that became due fire. Not inlined: group mode only. */
-int sl__keyed_batch_tasks(
+ * timers that became due fire. Never inlined (not even by LTO) and
+ * marked cold: group mode only, and otherwise it changes the code the
+ * compiler makes of the ordinary loop (+1 instruction per record). */
+__attribute__((noinline, cold)) int sl__keyed_batch_tasks(
     sl__keyed *k, int port, const sl_keyed_rec_t *r, size_t n,
     void (*prefetch)(sl__keyed *k, const sl_keyed_rec_t *r, size_t n),
     int (*process)(sl__keyed *k, int port, const sl_keyed_rec_t *r));
