@@ -114,8 +114,12 @@ static int64_t task_stage_bound(const sl_ctx_t *op) {
   if (!op->w || !op->w->job->tasks || !n || n->n_inputs != 1 ||
       n->inputs[0].from->kind != SL__NODE_KEYBY)
     return -1;
-  for (n = n->inputs[0].from; n->kind != SL__NODE_SOURCE; n = n->inputs[0].from)
-    if (n->n_inputs != 1)
+  /* Through stateless operators only: behind another keyed stage the
+   * records carry that stage's output timestamps, not their partition's
+   * event time. */
+  for (n = n->inputs[0].from->inputs[0].from; n->kind != SL__NODE_SOURCE;
+       n = n->inputs[0].from)
+    if (n->kind != SL__NODE_OP || n->n_inputs != 1 || !n->ops || n->ops->keyed)
       return -1;
   if (n->wm_spec.kind == SL_WM_MONOTONOUS)
     return 0;
