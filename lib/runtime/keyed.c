@@ -142,13 +142,14 @@ static int tw_fire_due(sl__keyed *k, int64_t upto, sl__keyed_timer_fn fn) {
   }
   if (!rc && got < 0)
     rc = got;
+  /* Also after an error (only a timer whose copy could not be made is
+   * lost, and then the job fails). */
   for (size_t i = 0; i < n_held; i++) {
     held_timer *h = &held[i];
-    int r = rc ? 0
-               : sl__timers_add(k->timers, SL__TIMER_EVENT, h->ts, h->hash,
-                                h->kg, h->bytes, h->key_len,
-                                h->bytes + h->key_len, h->ns_len);
-    if (r)
+    int r =
+        sl__timers_add(k->timers, SL__TIMER_EVENT, h->ts, h->hash, h->kg,
+                       h->bytes, h->key_len, h->bytes + h->key_len, h->ns_len);
+    if (r && !rc)
       rc = r;
     free(h->bytes);
   }

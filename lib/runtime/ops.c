@@ -104,11 +104,11 @@ uint32_t sl_op_max_parallelism(const sl_ctx_t *op) {
   return op->w->job->max_par;
 }
 /* Group mode's keyed stage (docs/scaling.md): a keyed operator of one
- * input, straight from a key_by whose input comes, through operators of
- * one input, from a source whose partitions are the tasks, with bounded
- * out-of-orderness (or monotonous) event time. Returns its bound, or -1
- * for any other operator. A task's own watermark is then derived from
- * its records as its partition's would be: max ts - bound - 1. */
+ * input, straight from a key_by whose input comes, through stateless
+ * operators of one input, from a source whose partitions are the tasks,
+ * with bounded out-of-orderness (or monotonous) event time. Returns its bound,
+ * or -1 for any other operator. A task's own watermark is then derived from its
+ * records as its partition's would be: max ts - bound - 1. */
 static int64_t task_stage_bound(const sl_ctx_t *op) {
   const sl__node *n = op->node;
   if (!op->w || !op->w->job->tasks || !n || n->n_inputs != 1 ||
