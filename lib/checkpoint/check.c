@@ -604,6 +604,20 @@ static void check_sections(ctx *x, const char *file, sl__snap_stream *st,
         ;
       if (!why[0] && rc < 0)
         snprintf(why, sizeof(why), "an entry is cut short");
+    } else if (type == SL__SEC_TASKWM) {
+      const void *uid = NULL;
+      size_t ul = 0;
+      uint32_t tkg;
+      int64_t twm;
+      what = "task watermarks";
+      if (!sl__rd_bytes(&p, &uid, &ul))
+        snprintf(why, sizeof(why), "no operator uid");
+      while (!why[0] && (rc = sl__snap_taskwm_next(&p, &tkg, &twm)) == 1)
+        if (tkg < kg_lo || tkg >= kg_hi)
+          snprintf(why, sizeof(why), "task %u outside [%u, %u)", tkg, kg_lo,
+                   kg_hi);
+      if (!why[0] && rc < 0)
+        snprintf(why, sizeof(why), "a task's watermark is cut short");
     } else if (type == SL__SEC_LAYOUT) {
       sl__layout_rec r;
       uint32_t n = 0, got = 0;

@@ -17,6 +17,7 @@
 #include "core/hash.h"
 #include "core/util.h"
 #include "state/backend.h"
+#include "time/taskwm.h"
 #include "time/timers.h"
 
 _Static_assert(SL__SNAP_TIMER_DOMAINS == SL__TIMER_DOMAINS,
@@ -117,6 +118,25 @@ int sl__snap_put_timers(sl_buf_t *b, const char *uid, struct sl__timers *t,
   sl__snap_end_section(b, mark);
   *timers += pc.n;
   return 0;
+}
+
+int sl__snap_put_taskwm(sl_buf_t *b, const char *uid, const sl__taskwm *tw,
+                        uint32_t lo, uint32_t hi) {
+  size_t mark;
+  uint32_t n = 0;
+  for (uint32_t kg = lo; kg < hi && kg < tw->n; kg++)
+    n += tw->st[kg] != SL__TASKWM_NONE;
+  if (!n)
+    return 0;
+  int rc = sl__snap_begin_section(b, SL__SEC_TASKWM, SL__SNAP_NO_KG, &mark);
+  if (!rc)
+    rc = sl__buf_bytes(b, uid, strlen(uid));
+  for (uint32_t kg = lo; !rc && kg < hi && kg < tw->n; kg++)
+    if (tw->st[kg] != SL__TASKWM_NONE && !(rc = sl__buf_u32(b, kg)))
+      rc = sl__buf_u64(b, (uint64_t)sl__taskwm_get(tw, kg));
+  if (!rc)
+    sl__snap_end_section(b, mark);
+  return rc;
 }
 
 int sl__snap_put_blob(sl_buf_t *b, uint32_t type, const char *uid,

@@ -40,6 +40,11 @@ int sl__snap_put_rec(uint32_t state, const void *key, size_t key_len,
  * number written to *timers. */
 int sl__snap_put_timers(sl_buf_t *b, const char *uid, struct sl__timers *t,
                         uint64_t *timers);
+/* SL__SEC_TASKWM: the watermark of every task in [lo, hi) that tw holds
+ * (nothing when it holds none). */
+struct sl__taskwm; /* time/taskwm.h */
+int sl__snap_put_taskwm(sl_buf_t *b, const char *uid,
+                        const struct sl__taskwm *tw, uint32_t lo, uint32_t hi);
 /* SL__SEC_OPSTATE (src NULL) or SL__SEC_SOURCE: an operator's or a source
  * subtask's blob; a source subtask's event time follows its blob. */
 typedef struct sl__snap_src {

@@ -197,6 +197,16 @@ int sl__snap_timer_next(sl__rd *p, sl__snap_timer *t) {
   return 1;
 }
 
+int sl__snap_taskwm_next(sl__rd *p, uint32_t *kg, int64_t *wm) {
+  if (sl__rd_done(p))
+    return 0;
+  uint64_t v;
+  if (!sl__rd_u32(p, kg) || !sl__rd_u64(p, &v))
+    return SL_ERR_CORRUPT;
+  *wm = (int64_t)v;
+  return 1;
+}
+
 int sl__snap_bcast_next(sl__rd *p, sl__snap_bentry *e) {
   if (sl__rd_done(p))
     return 0;

@@ -41,6 +41,9 @@ enum {
    * nothing" (no mk, no value): a removal, or a map's clearing before its
    * current entries. */
   SL__SEC_DELTA = 9,
+  /* Group mode's keyed stage: the watermark of each task (key group) the
+   * instance held, restored with the task (docs/scaling.md). */
+  SL__SEC_TASKWM = 10, /* bytes uid, (u32 kg, i64 watermark)* */
 };
 
 typedef struct sl__snap_head {
@@ -134,6 +137,10 @@ typedef struct sl__snap_timer {
   size_t key_len, ns_len;
 } sl__snap_timer;
 int sl__snap_timer_next(sl__rd *p, sl__snap_timer *t);
+
+/* SL__SEC_TASKWM: the uid first (sl__rd_bytes), then one task's
+ * watermark per call: 1 with *kg and *wm, 0 at the end, SL_ERR_CORRUPT. */
+int sl__snap_taskwm_next(sl__rd *p, uint32_t *kg, int64_t *wm);
 
 /* SL__SEC_OPSTATE and SL__SEC_SOURCE: the whole payload (subtask is set
  * for sources only). */

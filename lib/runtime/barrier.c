@@ -165,6 +165,12 @@ static int snap_keyed(sl__worker *w, sl__wsnap *s, bool native_ok) {
     if (k && k->timers && c->node->uid &&
         (rc = sl__snap_put_timers(b, c->node->uid, k->timers, &s->timers)))
       return rc;
+    if (k && k->tw && c->node->uid) {
+      uint32_t lo, hi;
+      sl__kg_range(w->index, job->par, job->max_par, &lo, &hi);
+      if ((rc = sl__snap_put_taskwm(b, c->node->uid, k->tw, lo, hi)))
+        return rc;
+    }
   }
   return 0;
 }

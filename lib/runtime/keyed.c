@@ -7,8 +7,11 @@
 
 #include "runtime/runtime.h"
 
+#include <stdlib.h>
+
 #include "state/keyed.h"
 #include "state/state.h"
+#include "time/taskwm.h"
 #include "time/timers.h"
 
 static int64_t op_now(void *op) {
@@ -65,8 +68,154 @@ int sl_timer_del(sl_ctx_t *ctx, sl_time_domain domain, int64_t ts) {
   return rc < 0 ? rc : SL_OK;
 }
 
+/* ---- Per-task watermarks (group mode's keyed stage) --------------------- */
+
+/* The instance's watermark is what sl_ctx_watermark() and event-time TTL
+ * read (k->wm points at it): while a lagging task's record or timer is
+ * handled it reads as the task's, and is put back after. The runtime
+ * owns it and reads it only between two calls into the operator. */
+static void tw_set_wm(sl__keyed *k, int64_t wm) {
+  *(int64_t *)k->wm = wm;
+}
+
+/* A timer popped for a task that still lags, re-registered after the
+ * loop that popped it (re-registered in the loop it would pop again). */
+typedef struct held_timer {
+  int64_t ts;
+  uint64_t hash;
+  uint32_t kg;
+  size_t key_len, ns_len;
+  unsigned char *bytes; /* key, then ns */
+} held_timer;
+
+/* Fires every event-time timer with ts <= upto whose task's watermark
+ * has reached it, in timestamp order; the others stay pending. */
+static int tw_fire_due(sl__keyed *k, int64_t upto, sl__keyed_timer_fn fn) {
+  sl__taskwm *tw = k->tw;
+  sl__timer_view v;
+  int64_t next;
+  int got, rc = 0;
+  if (!sl__timers_peek(k->timers, SL__TIMER_EVENT, &next) || next > upto)
+    return 0;
+  held_timer *held = NULL;
+  size_t n_held = 0, cap = 0;
+  while (!rc &&
+         (got = sl__timers_pop(k->timers, SL__TIMER_EVENT, upto, &v)) == 1) {
+    if (v.kg < tw->n && v.ts > sl__taskwm_get(tw, v.kg)) {
+      if (n_held == cap) {
+        size_t nc = cap ? cap * 2 : 16;
+        held_timer *a = realloc(held, nc * sizeof(*a));
+        if (!a) {
+          rc = SL_ERR_NOMEM;
+          break;
+        }
+        held = a;
+        cap = nc;
+      }
+      held_timer *h = &held[n_held];
+      *h = (held_timer){v.ts,      v.hash,   v.kg,
+                        v.key_len, v.ns_len, malloc(v.key_len + v.ns_len + 1)};
+      if (!h->bytes) {
+        rc = SL_ERR_NOMEM;
+        break;
+      }
+      memcpy(h->bytes, v.key, v.key_len);
+      memcpy(h->bytes + v.key_len, v.ns, v.ns_len);
+      n_held++;
+      continue;
+    }
+    k->key = v.key;
+    k->key_len = v.key_len;
+    k->hash = v.hash;
+    k->kg = v.kg;
+    k->ns = v.ns;
+    k->ns_len = v.ns_len;
+    k->ts = v.ts;
+    k->event_now = v.ts;
+    bool lag = v.kg < tw->n && sl__taskwm_lags(tw, v.kg);
+    int64_t own = *k->wm;
+    if (lag)
+      tw_set_wm(k, sl__taskwm_get(tw, v.kg));
+    rc = fn(k, SL_EVENT_TIME, v.ts);
+    if (lag)
+      tw_set_wm(k, own);
+  }
+  if (!rc && got < 0)
+    rc = got;
+  /* Also after an error (only a timer whose copy could not be made is
+   * lost, and then the job fails). */
+  for (size_t i = 0; i < n_held; i++) {
+    held_timer *h = &held[i];
+    int r =
+        sl__timers_add(k->timers, SL__TIMER_EVENT, h->ts, h->hash, h->kg,
+                       h->bytes, h->key_len, h->bytes + h->key_len, h->ns_len);
+    if (r && !rc)
+      rc = r;
+    free(h->bytes);
+  }
+  free(held);
+  if (rc == SL_ERR_NOMEM)
+    return sl_op_fail(k->op, rc, "out of memory holding a task's timers");
+  return rc;
+}
+
+static __attribute__((noinline)) int
+batch_tasks(sl__keyed *k, int port, const sl_keyed_rec_t *r, size_t n,
+            void (*prefetch)(sl__keyed *k, const sl_keyed_rec_t *r, size_t n),
+            int (*process)(sl__keyed *k, int port, const sl_keyed_rec_t *r)) {
+  sl__taskwm *tw = k->tw;
+  sl_ctx_t *op = k->op;
+  size_t i;
+  if (n)
+    prefetch(k, r, n < SL__PREFETCH_AHEAD ? n : SL__PREFETCH_AHEAD);
+  sl_arena_mark_t m = sl_op_arena_mark(op);
+  int rc = 0;
+  for (i = 0; i < n && !rc;) {
+    size_t end = n - i > SL__PREFETCH_AHEAD ? i + SL__PREFETCH_AHEAD : n;
+    if (end < n)
+      prefetch(k, r + end,
+               n - end < SL__PREFETCH_AHEAD ? n - end : SL__PREFETCH_AHEAD);
+    for (; i < end && !rc; i++) {
+      uint32_t kg = r[i].kg;
+      sl__keyed_set_key(k, &r[i]);
+      if (kg >= tw->n) {
+        rc = process(k, port, &r[i]);
+        continue;
+      }
+      bool lag = sl__taskwm_lags(tw, kg);
+      int64_t own = *k->wm;
+      if (lag)
+        tw_set_wm(k, sl__taskwm_get(tw, kg));
+      rc = process(k, port, &r[i]);
+      if (lag)
+        tw_set_wm(k, own);
+      /* The task's watermark moves after its record, as a source's
+       * moves after the record that raised it. */
+      if (sl__taskwm_record(tw, kg, r[i].rec.ts) && !rc && k->tw_fire)
+        rc = tw_fire_due(k, sl__taskwm_get(tw, kg), k->tw_fire);
+    }
+  }
+  sl_op_arena_release(op, m);
+  return rc;
+}
+
+/* Cold, so that the branch to it in sl__keyed_batch() is laid out as
+ * never taken and the ordinary loop compiles as without it; the work is
+ * in batch_tasks, optimized for speed. */
+__attribute__((noinline, cold)) int sl__keyed_batch_tasks(
+    sl__keyed *k, int port, const sl_keyed_rec_t *r, size_t n,
+    void (*prefetch)(sl__keyed *k, const sl_keyed_rec_t *r, size_t n),
+    int (*process)(sl__keyed *k, int port, const sl_keyed_rec_t *r)) {
+  return batch_tasks(k, port, r, n, prefetch, process);
+}
+
 int sl__keyed_fire(sl__keyed *k, sl_time_domain domain, int64_t upto,
                    sl__keyed_timer_fn fn) {
+  if (domain == SL_EVENT_TIME && k->tw) {
+    k->tw_fire = fn;
+    sl__taskwm_advance(k->tw, upto);
+    return tw_fire_due(k, upto, fn);
+  }
   int d = domain == SL_PROC_TIME ? SL__TIMER_PROC : SL__TIMER_EVENT;
   sl__timer_view v;
   int64_t next;

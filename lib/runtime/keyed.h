@@ -46,6 +46,17 @@ static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
  * records before it is processed. */
 #define SL__PREFETCH_AHEAD 16
 
+/* sl__keyed_batch() for group mode's keyed stage (k->tw set): each
+ * record of a task that lags (time/taskwm.h) is processed with the
+ * task's watermark as the instance's, and moves it on; then the task's
+ * timers that became due fire. Never inlined (not even by LTO) and
+ * marked cold: group mode only, and otherwise it changes the code the
+ * compiler makes of the ordinary loop (+1 instruction per record). */
+__attribute__((noinline, cold)) int sl__keyed_batch_tasks(
+    sl__keyed *k, int port, const sl_keyed_rec_t *r, size_t n,
+    void (*prefetch)(sl__keyed *k, const sl_keyed_rec_t *r, size_t n),
+    int (*process)(sl__keyed *k, int port, const sl_keyed_rec_t *r));
+
 /* The loop of every keyed operator's process_keyed: for each record in
  * order, make its key current in k and call process(k, port, record),
  * stopping at the first non-zero return; meanwhile prefetch(k, recs, m)
@@ -59,6 +70,8 @@ static inline __attribute__((always_inline)) int sl__keyed_batch(
     sl__keyed *k, int port, const sl_keyed_rec_t *r, size_t n,
     void (*prefetch)(sl__keyed *k, const sl_keyed_rec_t *r, size_t n),
     int (*process)(sl__keyed *k, int port, const sl_keyed_rec_t *r)) {
+  if (__builtin_expect(k->tw != NULL, 0))
+    return sl__keyed_batch_tasks(k, port, r, n, prefetch, process);
   sl_ctx_t *op = k->op;
   size_t i;
   if (n)
@@ -100,7 +113,10 @@ typedef int (*sl__keyed_timer_fn)(sl__keyed *k, sl_time_domain domain,
 /* Pops every timer of domain with ts <= upto in timestamp order (including
  * timers registered meanwhile), makes its key, namespace and timestamp
  * current in k, and calls fn. Stops at fn's first non-zero return. Cheap when
- * nothing is due (every watermark and clock tick calls it). */
+ * nothing is due (every watermark and clock tick calls it). With per-task
+ * watermarks (k->tw) an event-time upto is the operator's new watermark:
+ * the tasks follow it, and a timer of a task that lags stays pending
+ * until the task's own watermark reaches it. */
 int sl__keyed_fire(sl__keyed *k, sl_time_domain domain, int64_t upto,
                    sl__keyed_timer_fn fn);
 

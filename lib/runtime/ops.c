@@ -9,6 +9,7 @@
 #include "core/conf.h"
 #include "runtime/runtime.h"
 #include "state/keyed.h"
+#include "time/taskwm.h"
 
 static int emit(sl_ctx_t *ctx, const sl__outs *o, const sl_record_t *rec) {
   sl__counter_add(&ctx->out, 1);
@@ -102,10 +103,44 @@ const sl_conf_t *sl_op_conf(const sl_ctx_t *op) {
 uint32_t sl_op_max_parallelism(const sl_ctx_t *op) {
   return op->w->job->max_par;
 }
+/* Group mode's keyed stage (docs/scaling.md): a keyed operator of one
+ * input, straight from a key_by whose input comes, through stateless
+ * operators of one input, from a source whose partitions are the tasks,
+ * with bounded out-of-orderness (or monotonous) event time. Returns its bound,
+ * or -1 for any other operator. A task's own watermark is then derived from its
+ * records as its partition's would be: max ts - bound - 1. */
+static int64_t task_stage_bound(const sl_ctx_t *op) {
+  const sl__node *n = op->node;
+  if (!op->w || !op->w->job->tasks || !n || n->n_inputs != 1 ||
+      n->inputs[0].from->kind != SL__NODE_KEYBY)
+    return -1;
+  /* Through stateless operators only: behind another keyed stage the
+   * records carry that stage's output timestamps, not their partition's
+   * event time. */
+  for (n = n->inputs[0].from->inputs[0].from; n->kind != SL__NODE_SOURCE;
+       n = n->inputs[0].from)
+    if (n->kind != SL__NODE_OP || n->n_inputs != 1 || !n->ops || n->ops->keyed)
+      return -1;
+  if (n->wm_spec.kind == SL_WM_MONOTONOUS)
+    return 0;
+  return n->wm_spec.kind == SL_WM_BOUNDED && n->wm_spec.bound_ms >= 0
+             ? n->wm_spec.bound_ms
+             : -1;
+}
+
 void sl_op_set_keyed(sl_ctx_t *op, struct sl__keyed *keyed) {
+  if (op->keyed && op->keyed != keyed) {
+    sl__taskwm_free(op->keyed->tw);
+    op->keyed->tw = NULL;
+  }
   op->keyed = keyed;
-  if (keyed)
-    keyed->wm = &op->wm;
+  if (!keyed)
+    return;
+  keyed->wm = &op->wm;
+  int64_t bound = task_stage_bound(op);
+  if (bound >= 0 && !keyed->tw &&
+      !(keyed->tw = sl__taskwm_new(op->w->job->max_par, bound)))
+    sl_op_fail(op, SL_ERR_NOMEM, "out of memory for per-task watermarks");
 }
 struct sl__keyed *sl_op_keyed(const sl_ctx_t *op) {
   return op->keyed;

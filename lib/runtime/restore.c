@@ -17,6 +17,7 @@
 #include "core/hash.h"
 #include "core/log.h"
 #include "state/keyed.h"
+#include "time/taskwm.h"
 
 typedef struct sl_source_ctx src_t;
 
@@ -217,6 +218,29 @@ static int restore_timers(sl__worker *w, sl__snap_stream *st, uint32_t lo,
                                      repartition ? w->job->max_par : 0);
 }
 
+/* The watermarks of the tasks in [lo, hi) an instance held (group mode):
+ * only a task's load (sl__restore_task) reads them; a whole restore starts
+ * every watermark from the minimum, as in Flink. */
+static int restore_taskwm(sl__worker *w, sl__snap_stream *st, uint32_t lo,
+                          uint32_t hi) {
+  sl__rd p;
+  const void *uid = NULL;
+  size_t ul = 0;
+  uint32_t kg;
+  int64_t wm;
+  int r = sl__snap_stream_payload(st, &p);
+  if (r < 0)
+    return r;
+  if (!sl__rd_bytes(&p, &uid, &ul))
+    return SL_ERR_CORRUPT;
+  sl_ctx_t *c = keyed_inst(w, uid, ul);
+  sl__keyed *k = c ? sl_op_keyed(c) : NULL;
+  while ((r = sl__snap_taskwm_next(&p, &kg, &wm)) == 1)
+    if (k && k->tw && kg >= lo && kg < hi)
+      sl__taskwm_load(k->tw, kg, wm);
+  return r;
+}
+
 /* ---- State layouts (checkpoint/layout.h) -------------------------------- */
 
 static int drop_add(drops *d, const char *name, size_t len) {
@@ -348,7 +372,7 @@ static int restore_chain(sl__worker *w, sl__backend *be, const sl__restore *rs,
  * a stream (coord.h: sl__rfile), one entry or timer at a time. */
 static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
                         const sl__rfile *rf, uint32_t lo, uint32_t hi,
-                        const drops *drop) {
+                        const drops *drop, bool task) {
   sl__snap_stream *st;
   sl__snap_head head;
   sl__rd p;
@@ -373,7 +397,10 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   while (!rc && (r = sl__snap_stream_next(st, &t, &kg, &len)) == 1) {
     if (t == SL__SEC_TIMERS)
       rc = restore_timers(w, st, lo, hi, repart);
-    else if (!overlap || !be)
+    else if (t == SL__SEC_TASKWM) {
+      if (task)
+        rc = restore_taskwm(w, st, lo, hi);
+    } else if (!overlap || !be)
       continue;
     else if (t == SL__SEC_STATES) {
       if (!(rc = sl__snap_stream_payload(st, &p)))
@@ -421,7 +448,7 @@ int sl__restore_task(sl__worker *w, const sl__restore *rs, uint32_t kg) {
   drops drop = {0};
   int rc = 0;
   for (int f = 0; !rc && f < rs->n_files; f++)
-    rc = restore_file(w, be, rs, &rs->files[f], kg, kg + 1, &drop);
+    rc = restore_file(w, be, rs, &rs->files[f], kg, kg + 1, &drop, true);
   return rc;
 }
 
@@ -490,7 +517,7 @@ static int restore_late(sl__worker *w, const sl__restore *rs) {
   drops drop = {0};
   int rc = check_layouts(w, rs, &drop);
   for (int f = 0; !rc && f < rs->n_files; f++)
-    rc = restore_file(w, be, rs, &rs->files[f], lo, hi, &drop);
+    rc = restore_file(w, be, rs, &rs->files[f], lo, hi, &drop, false);
   drops_free(&drop);
   if (rc)
     return sl__job_failing(job)

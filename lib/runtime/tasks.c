@@ -22,6 +22,7 @@
 #include "runtime/runtime.h"
 #include "runtime/tasks.h"
 #include "state/keyed.h"
+#include "time/taskwm.h"
 #include "time/timers.h"
 
 typedef struct task_slot {
@@ -254,6 +255,8 @@ static int clear_task(sl__worker *w, uint32_t kg) {
   for (int i = 0; i < w->job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
     sl__keyed *k = c && !sl__is_source(c) ? sl_op_keyed(c) : NULL;
+    if (k && k->tw)
+      sl__taskwm_drop(k->tw, kg);
     if (!k || !k->timers)
       continue;
     timer_refs r = {0};
@@ -278,8 +281,18 @@ static int clear_task(sl__worker *w, uint32_t kg) {
 static int load_task(sl__worker *w, uint32_t kg, const char *path) {
   sl_job_t *job = w->job;
   int rc = clear_task(w, kg);
-  if (rc || !path)
+  if (rc)
     return rc;
+  /* The task is held from now on, at the watermark its snapshot recorded
+   * (restore_taskwm), else from the minimum. */
+  for (int i = 0; i < job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    sl__keyed *k = c && !sl__is_source(c) ? sl_op_keyed(c) : NULL;
+    if (k && k->tw)
+      sl__taskwm_load(k->tw, kg, SL_TS_MIN);
+  }
+  if (!path)
+    return 0;
   char err[1024] = "";
   sl__restore *rs = NULL;
   rc = sl__ckpt_load_path(path, job->max_par, &rs, err, sizeof(err));

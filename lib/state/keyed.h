@@ -13,6 +13,7 @@
 
 struct sl__kstate; /* lib/state: registered states + backend */
 struct sl__timers; /* lib/time/timers.h */
+struct sl__taskwm; /* lib/time/taskwm.h */
 
 typedef struct sl__keyed {
   sl_ctx_t *op;
@@ -38,6 +39,12 @@ typedef struct sl__keyed {
   const int64_t *wm;
   struct sl__kstate *state;
   struct sl__timers *timers;
+  /* Group mode's keyed stage only (else NULL): per-task watermarks, set
+   * by the runtime when the operator attaches this context; and the
+   * operator's event-time timer callback, noted at its first
+   * sl__keyed_fire(), which a lagging task's records fire timers with. */
+  struct sl__taskwm *tw;
+  int (*tw_fire)(struct sl__keyed *k, sl_time_domain domain, int64_t ts);
 } sl__keyed;
 
 #endif

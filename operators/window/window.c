@@ -622,7 +622,9 @@ static void win_prefetch(sl__keyed *k, const sl_keyed_rec_t *r, size_t n) {
 static int win_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
                        size_t n) {
   win *w = sl_op_data(op);
-  if (w->mb)
+  /* The mini-batch path reads the watermark once per batch; per-task
+   * watermarks (group mode) need it per record. */
+  if (w->mb && !w->k.tw)
     return sl__win_minibatch(w, port, recs, n);
   return sl__keyed_batch(&w->k, port, recs, n, win_prefetch, win_element);
 }

@@ -1554,6 +1554,69 @@ START_TEST(group_store_tasks) {
            store);
   ck_assert_str_eq(text, want);
   free(text);
+
+  /* A pending checkpoint (exactly-once: named before its transaction
+   * commits) beside the pointer's: verify checks the pointer's and notes
+   * the pending one, list and inspect show it. It is c1 itself here,
+   * which has _COMMITTED. */
+  json_t *pp = json_loads(good, 0, NULL);
+  json_object_set_new(pp, "pending", json_string(c1));
+  json_object_set_new(pp, "pending_offset", json_integer(g_records(1)));
+  moved = json_dumps(pp, JSON_COMPACT);
+  g_put(store, 1, moved);
+  free(moved);
+  char pend[2048];
+  snprintf(pend, sizeof(pend),
+           "checkpoint %s is pending (offset %lld): its transaction "
+           "committed (_COMMITTED); the next owner restores from it",
+           c1, (long long)g_records(1));
+  text = tool_text(0, false, "verify %s --task 1", store);
+  snprintf(want, sizeof(want), "  note: %s\n", pend);
+  ck_assert_msg(!strncmp(text, "task 1: valid", 13) && strstr(text, want), "%s",
+                text);
+  free(text);
+  text = tool_text(0, false, "list %s", store);
+  snprintf(want, sizeof(want), "  %s\n      %s\n", c1, pend);
+  ck_assert_msg(strstr(text, want), "%s", text);
+  free(text);
+  text = tool_text(0, false, "inspect %s --task 1", store);
+  snprintf(want, sizeof(want), "\n  pending      %s\n", pend);
+  ck_assert_msg(strstr(text, want), "%s", text);
+  free(text);
+  json_t *vj = tool_json(0, "--json verify %s --task %s", store, "1");
+  json_t *tg = json_object_get(vj, "target");
+  ck_assert_str_eq(json_string_value(json_object_get(tg, "pending")), c1);
+  ck_assert_str_eq(json_string_value(json_object_get(tg, "pending_state")),
+                   "committed");
+  ck_assert_int_eq(json_integer_value(json_object_get(tg, "pending_offset")),
+                   g_records(1));
+  json_decref(vj);
+  json_decref(pp);
+  /* Nothing but a pending checkpoint (the task's first snapshot, whose
+   * commit is under way or whose owner died in it): pending, not
+   * damaged; nothing to inspect yet. */
+  g_put(store, 1,
+        "{\"task\":1,\"checkpoint\":\"\",\"source\":\"in\","
+        "\"topic\":\"in\",\"partition\":1,\"offset\":-1,"
+        "\"pending\":\"instances/nobody/chk-9\",\"pending_offset\":5}");
+  snprintf(pend, sizeof(pend),
+           "checkpoint instances/nobody/chk-9 is pending (offset 5): not "
+           "durable, its transaction did not commit; the task starts empty "
+           "when assigned");
+  text = tool_text(0, false, "verify %s --task 1", store);
+  snprintf(want, sizeof(want), "task 1: pending\n  note: %s\n", pend);
+  ck_assert_str_eq(text, want);
+  free(text);
+  text = tool_text(0, false, "list %s", store);
+  snprintf(want, sizeof(want), "\n1     %-24s %10d %-10s %-5s  -\n      %s\n",
+           "in[1]", -1, "pending", "no", pend);
+  ck_assert_msg(strstr(text, want), "%s", text);
+  free(text);
+  text = tool_text(2, true, "inspect %s --task 1", store);
+  snprintf(want, sizeof(want),
+           "sluice-ckpt: task 1 has no complete snapshot yet: %s\n", pend);
+  ck_assert_str_eq(text, want);
+  free(text);
   g_put(store, 1, good);
   free(good);
   json_decref(p1);

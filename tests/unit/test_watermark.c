@@ -6,6 +6,7 @@
 #include "check_main.h"
 #include <stdlib.h>
 
+#include "time/taskwm.h"
 #include "time/watermark.h"
 
 START_TEST(bounded_is_max_minus_bound_minus_one) {
@@ -124,6 +125,77 @@ START_TEST(merge_ended_and_idle_is_idle) {
 }
 END_TEST
 
+/* ---- Per-task watermarks (time/taskwm.h) ------------------------------- */
+
+/* A task not held follows the operator; a loaded one starts where its
+ * snapshot was and, behind the operator, moves with its records
+ * (max ts - bound - 1, never back) until it catches up. */
+START_TEST(task_behind_moves_with_its_records) {
+  sl__taskwm *tw = sl__taskwm_new(4, 10);
+  ck_assert_ptr_nonnull(tw);
+  sl__taskwm_advance(tw, 5000);
+  ck_assert_int_eq(sl__taskwm_get(tw, 0), 5000);
+  ck_assert(!sl__taskwm_lags(tw, 0));
+  sl__taskwm_load(tw, 1, 1500);
+  ck_assert(sl__taskwm_lags(tw, 1));
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 1500);
+  ck_assert(!sl__taskwm_record(tw, 1, 1200)); /* 1189: below 1500 */
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 1500);
+  ck_assert(sl__taskwm_record(tw, 1, 3000));
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 2989);
+  ck_assert(!sl__taskwm_record(tw, 1, 2000));
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 2989);
+  ck_assert(sl__taskwm_record(tw, 1, 9000)); /* caught up */
+  ck_assert(!sl__taskwm_lags(tw, 1));
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 5000);
+  ck_assert(!sl__taskwm_record(tw, 1, 9500));
+  sl__taskwm_advance(tw, 6000);
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 6000);
+  sl__taskwm_free(tw);
+}
+END_TEST
+
+/* A task loaded and not yet seen is not lifted by the operator (whose
+ * watermark may predate the task's arrival), except to the end of
+ * input; once a record of it came, it follows every advance. */
+START_TEST(fresh_task_is_lifted_only_after_a_record) {
+  sl__taskwm *tw = sl__taskwm_new(2, 0);
+  ck_assert_ptr_nonnull(tw);
+  sl__taskwm_load(tw, 0, 100);
+  sl__taskwm_load(tw, 1, 100);
+  sl__taskwm_advance(tw, 1000);
+  ck_assert_int_eq(sl__taskwm_get(tw, 0), 100);
+  ck_assert(!sl__taskwm_record(tw, 0, 50)); /* seen: now live */
+  ck_assert_int_eq(sl__taskwm_get(tw, 0), 100);
+  sl__taskwm_advance(tw, 2000);
+  ck_assert_int_eq(sl__taskwm_get(tw, 0), 2000);
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 100);
+  sl__taskwm_advance(tw, 1500); /* watermarks never go back */
+  ck_assert_int_eq(sl__taskwm_get(tw, 0), 2000);
+  sl__taskwm_advance(tw, SL_TS_MAX);
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), SL_TS_MAX);
+  sl__taskwm_drop(tw, 1);
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), SL_TS_MAX);
+  ck_assert_uint_eq(tw->st[1], SL__TASKWM_NONE);
+  sl__taskwm_free(tw);
+  sl__taskwm_free(NULL);
+}
+END_TEST
+
+/* A loaded task at the minimum, records near the minimum: no overflow. */
+START_TEST(task_near_min_does_not_overflow) {
+  sl__taskwm *tw = sl__taskwm_new(1, 100);
+  ck_assert_ptr_nonnull(tw);
+  sl__taskwm_advance(tw, 0);
+  sl__taskwm_load(tw, 0, SL_TS_MIN);
+  ck_assert(!sl__taskwm_record(tw, 0, SL_TS_MIN + 5));
+  ck_assert_int_eq(sl__taskwm_get(tw, 0), SL_TS_MIN);
+  ck_assert(sl__taskwm_record(tw, 0, SL_TS_MIN + 200));
+  ck_assert_int_eq(sl__taskwm_get(tw, 0), SL_TS_MIN + 99);
+  sl__taskwm_free(tw);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("watermark");
   TCase *tc = tcase_create("core");
@@ -137,6 +209,9 @@ int main(void) {
   tcase_add_test(tc, merge_all_idle);
   tcase_add_test(tc, merge_ended_counts_with_last_watermark);
   tcase_add_test(tc, merge_ended_and_idle_is_idle);
+  tcase_add_test(tc, task_behind_moves_with_its_records);
+  tcase_add_test(tc, fresh_task_is_lifted_only_after_a_record);
+  tcase_add_test(tc, task_near_min_does_not_overflow);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }

@@ -780,6 +780,8 @@ static void print_task(const json_t *doc) {
   printf("  checkpoint   %s: id %lld of job \"%s\", created %s, backend %s\n",
          S(p, "checkpoint"), I(c, "id"), S(c, "job"), S(c, "created"),
          S(c, "backend"));
+  if (json_is_string(json_object_get(doc, "pending")))
+    printf("  pending      %s\n", S(doc, "pending"));
   printf("  instance     %s (%s)\n", S(doc, "instance"),
          json_is_true(json_object_get(doc, "alive")) ? "alive" : "gone");
   printf("  key group    %lld of %lld, worker %lld [%lld, %lld) in %s\n",
@@ -850,6 +852,12 @@ int store_inspect(const tool_opts *o) {
       ck.backend, "max_parallelism", (int)ck.max_par, "worker", "index",
       w->index, "kg_lo", (int)w->kg_lo, "kg_hi", (int)w->kg_hi, "location",
       w->native ? w->native : w->file);
+  if (ptr.pending[0]) {
+    char pend[1400];
+    tool_pending_text(o->path, &ptr, pend, sizeof(pend));
+    tool_pending_json(o->path, &ptr, json_object_get(doc, "target"));
+    json_object_set_new(doc, "pending", json_string(pend));
+  }
   int64_t off = tool_task_position(&ck, &ptr);
   json_object_set_new(doc, "position",
                       off < 0 ? json_null() : json_integer((json_int_t)off));

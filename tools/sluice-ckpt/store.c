@@ -139,10 +139,52 @@ static void owner_of(const char *root, const char *rel, char *inst, size_t len,
   *alive = sl__task_inst_alive(dir);
 }
 
-static json_t *ptr_json(const sl__task_ptr *p) {
-  return json_pack("{s:s,s:s,s:s,s:i,s:I}", "checkpoint", p->checkpoint,
-                   "source", p->source, "topic", p->topic, "partition",
-                   (int)p->partition, "offset", (json_int_t)p->offset);
+/* A pending checkpoint (exactly-once: named before its transaction
+ * commits, docs/scaling.md) as far as the store tells: "committed"
+ * (_COMMITTED), "durable" (_metadata only: the next owner resolves
+ * whether its transaction committed) or "not durable" (it never began
+ * to commit). */
+static const char *pending_state(const char *root, const char *rel) {
+  int st = sl__task_ckpt_state(root, rel);
+  return st == SL__TASK_CKPT_COMMITTED ? "committed"
+         : st == SL__TASK_CKPT_DURABLE ? "durable"
+                                       : "not durable";
+}
+
+void tool_pending_text(const char *root, const sl__task_ptr *p, char *out,
+                       size_t len) {
+  const char *st = pending_state(root, p->pending);
+  snprintf(out, len, "checkpoint %s is pending (offset %" PRId64 "): %s",
+           p->pending, p->pending_offset,
+           !strcmp(st, "committed")
+               ? "its transaction committed (_COMMITTED); the next owner "
+                 "restores from it"
+           : !strcmp(st, "durable")
+               ? "its metadata is durable, whether its transaction "
+                 "committed the next owner resolves"
+           : p->checkpoint[0]
+               ? "not durable, its transaction did not commit; the next "
+                 "owner restores from the pointer's checkpoint"
+               : "not durable, its transaction did not commit; the task "
+                 "starts empty when assigned");
+}
+
+void tool_pending_json(const char *root, const sl__task_ptr *p, json_t *j) {
+  if (!p->pending[0])
+    return;
+  json_object_set_new(j, "pending", json_string(p->pending));
+  json_object_set_new(j, "pending_offset",
+                      json_integer((json_int_t)p->pending_offset));
+  json_object_set_new(j, "pending_state",
+                      json_string(pending_state(root, p->pending)));
+}
+
+static json_t *ptr_json(const char *root, const sl__task_ptr *p) {
+  json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:I}", "checkpoint", p->checkpoint,
+                        "source", p->source, "topic", p->topic, "partition",
+                        (int)p->partition, "offset", (json_int_t)p->offset);
+  tool_pending_json(root, p, j);
+  return j;
 }
 
 /* ---- list --------------------------------------------------------------- */
@@ -201,11 +243,16 @@ int store_list(const tool_opts *o) {
     }
     char inst_name[256], chk[4800];
     bool alive;
-    owner_of(o->path, p.checkpoint, inst_name, sizeof(inst_name), &alive);
+    /* Nothing but a pending checkpoint: the task's first snapshot is
+     * being committed (or its owner died in that commit). */
+    const char *named = p.checkpoint[0] ? p.checkpoint : p.pending;
+    owner_of(o->path, named, inst_name, sizeof(inst_name), &alive);
     snprintf(chk, sizeof(chk), "%s/%s", o->path, p.checkpoint);
-    const char *st =
-        is_dir(chk) ? tool_quick_status(chk, why, sizeof(why)) : "missing";
-    json_t *j = ptr_json(&p);
+    const char *st = !p.checkpoint[0] && p.pending[0] ? "pending"
+                     : p.checkpoint[0] && is_dir(chk)
+                         ? tool_quick_status(chk, why, sizeof(why))
+                         : "missing";
+    json_t *j = ptr_json(o->path, &p);
     json_object_set_new(j, "task", json_integer(t));
     json_object_set_new(j, "status", json_string(st));
     json_object_set_new(j, "instance", json_string(inst_name));
@@ -215,7 +262,13 @@ int store_list(const tool_opts *o) {
       continue;
     snprintf(tp, sizeof(tp), "%s[%" PRId32 "]", p.topic, p.partition);
     printf("%-5" PRIu32 " %-24s %10" PRId64 " %-10s %-5s  %s\n", t, tp,
-           p.offset, st, alive ? "yes" : "no", p.checkpoint);
+           p.offset, st, alive ? "yes" : "no",
+           p.checkpoint[0] ? p.checkpoint : "-");
+    if (p.pending[0]) {
+      char pend[1400];
+      tool_pending_text(o->path, &p, pend, sizeof(pend));
+      printf("      %s\n", pend);
+    }
   }
   if (o->json) {
     json_t *doc = json_pack("{s:s,s:o,s:o}", "dir", o->path, "instances", ji,
@@ -271,7 +324,7 @@ static int verify_task(const char *root, uint32_t task, json_t **out) {
     problem(rep, file, "%s", err);
     return TOOL_DAMAGED;
   }
-  json_object_set_new(rep, "target", ptr_json(&p));
+  json_object_set_new(rep, "target", ptr_json(root, &p));
   if (p.partition < 0 || (uint32_t)p.partition != task) {
     json_object_set_new(rep, "status", json_string("damaged"));
     problem(rep, file,
@@ -279,6 +332,17 @@ static int verify_task(const char *root, uint32_t task, json_t **out) {
             " of its topic",
             file, p.topic, p.partition, task, task);
     return TOOL_DAMAGED;
+  }
+  char pend[1400];
+  if (p.pending[0]) {
+    tool_pending_text(root, &p, pend, sizeof(pend));
+    json_array_append_new(json_object_get(rep, "notes"), json_string(pend));
+  }
+  if (!p.checkpoint[0] && p.pending[0]) {
+    /* Its first snapshot's commit is under way: nothing else to check
+     * until a checkpoint completes or the next owner resolves it. */
+    json_object_set_new(rep, "status", json_string("pending"));
+    return TOOL_OK;
   }
   char chk[4800];
   snprintf(chk, sizeof(chk), "%s/%s", root, p.checkpoint);
@@ -432,6 +496,12 @@ int store_task_checkpoint(const tool_opts *o, sl__task_ptr *p, char *chk,
   if (r < 0) {
     tool_err("%s", err);
     return TOOL_DAMAGED;
+  }
+  if (!p->checkpoint[0] && p->pending[0]) {
+    char pend[1400];
+    tool_pending_text(o->path, p, pend, sizeof(pend));
+    tool_err("task %ld has no complete snapshot yet: %s", o->task, pend);
+    return TOOL_USAGE;
   }
   snprintf(chk, len, "%s/%s", o->path, p->checkpoint);
   if (!is_dir(chk)) {

@@ -120,6 +120,11 @@ int64_t tool_task_position(const tool_ckpt *ck, const sl__task_ptr *p);
 
 /* The checkpoint --task names, for dump and restore: TOOL_OK with its
  * path in chk, else an exit code with the reason printed. */
+/* A pointer's pending checkpoint (p->pending set): one line saying what
+ * becomes of it, and its fields in a JSON object (nothing without one). */
+void tool_pending_text(const char *root, const sl__task_ptr *p, char *out,
+                       size_t len);
+void tool_pending_json(const char *root, const sl__task_ptr *p, json_t *j);
 int store_task_checkpoint(const tool_opts *o, sl__task_ptr *p, char *chk,
                           size_t len);
 
