@@ -95,6 +95,7 @@ sl_job_t *sl__job_create(const char *name, sl_conf_t *conf, char *err,
   job->clock = job->own_clock;
   job->par = par;
   job->max_par = (uint32_t)max_par;
+  job->kg_div = sl__divisor_of((uint32_t)max_par);
   job->kg_murmur2 = group;
   job->kg_worker = malloc((size_t)max_par * sizeof(*job->kg_worker));
   if (group && *sl__conf_str(conf, "checkpoint.dir") &&

@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "core/arena.h"
+#include "core/hash.h"
 #include "core/service.h"
 #include "core/util.h"
 #include "graph/graph.h"
@@ -173,6 +174,7 @@ struct sl_job {
   int par;
   uint32_t max_par;
   uint16_t *kg_worker; /* key group -> worker, precomputed */
+  sl__divisor kg_div;  /* max_par, for key groups without a division */
   /* Group mode: a key's key group is its Kafka partition (murmur2 modulo
    * max_par), not its hash modulo max_par (docs/scaling.md). */
   bool kg_murmur2;

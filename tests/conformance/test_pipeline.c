@@ -281,6 +281,76 @@ START_TEST(large_records_through_keyed_batches) {
 }
 END_TEST
 
+/* A key function whose key lives in its own buffer, overwritten by its
+ * next call, as the key_by contract allows: "k<value % 13>" padded to a
+ * length that varies with the value, and every 1000th key 70 KB long
+ * (past what the exchange keeps of keys between two batches). */
+enum { KEYFN_BIG = 70 * 1024 };
+static size_t keyfn_key(long long v, char *buf) {
+  size_t len = v % 1000 == 999 ? KEYFN_BIG : 2 + (size_t)(v % 7) * 5;
+  memset(buf, 'a' + (int)(v % 13), len);
+  buf[0] = 'k';
+  return len;
+}
+
+static int own_buffer_key(const sl_record_t *rec, const void **key,
+                          size_t *key_len, void *opaque) {
+  static _Thread_local char buf[KEYFN_BIG];
+  (void)opaque;
+  *key_len = keyfn_key(tu_num(rec->value, rec->value_len), buf);
+  *key = buf;
+  return 0;
+}
+
+typedef struct keyfn_check {
+  _Atomic uint64_t seen, bad;
+} keyfn_check;
+
+static int keyfn_record(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx;
+  keyfn_check *c = opaque;
+  static _Thread_local char want[KEYFN_BIG];
+  size_t len = keyfn_key(tu_num(rec->value, rec->value_len), want);
+  bool ok = rec->key_len == len && !memcmp(rec->key, want, len);
+  atomic_fetch_add(ok ? &c->seen : &c->bad, 1);
+  return 0;
+}
+
+/* Every record reaches the sink (no keyed reader) and a keyed process
+ * function with the key its key function gave it, at P=1 and P=2,
+ * although the function's buffer is overwritten by the next record's key
+ * before the batch is delivered. */
+START_TEST(key_function_keys_in_its_own_buffer_survive_batches) {
+  for (int par = 1; par <= 2; par++) {
+    for (int keyed = 0; keyed <= 1; keyed++) {
+      static keyfn_check c;
+      atomic_store(&c.seen, 0);
+      atomic_store(&c.bad, 0);
+      sl_job_t *job = tu_job(par, NULL);
+      sl_generator_opts_t go = {
+          .count = 20000, .gen = gen_num, .parallel = true};
+      sl_stream_t *s =
+          sl_key_by(sl_source_generator(job, "gen", &go), own_buffer_key, NULL);
+      if (keyed) {
+        sl_process_ops_t po = {.on_element = keyfn_record};
+        sl_sink(sl_process(s, "check", &po, &c), "sink", tu_discard, NULL);
+      } else {
+        sl_sink(s, "sink", keyfn_record, &c);
+      }
+      int rc = sl_job_run(job);
+      ck_assert_msg(rc == SL_OK, "P=%d: %s", par, sl_job_errmsg(job));
+      sl_job_destroy(job);
+      ck_assert_msg(
+          atomic_load(&c.bad) == 0,
+          "P=%d keyed=%d: %llu of %llu records with another key", par, keyed,
+          (unsigned long long)atomic_load(&c.bad),
+          (unsigned long long)(atomic_load(&c.bad) + atomic_load(&c.seen)));
+      ck_assert_uint_eq(atomic_load(&c.seen), 20000);
+    }
+  }
+}
+END_TEST
+
 /* ---- Batches from the source on ----------------------------------------- */
 
 /* A map whose output lives in its own buffer, overwritten by its next
@@ -1113,6 +1183,7 @@ int main(void) {
   tcase_add_test(tc, p1_p2_same_per_key_results);
   tcase_add_test(tc, parallel_source_through_exchange);
   tcase_add_test(tc, large_records_through_keyed_batches);
+  tcase_add_test(tc, key_function_keys_in_its_own_buffer_survive_batches);
   tcase_add_test(tc, map_output_in_its_own_buffer_survives_batches);
   tcase_add_test(tc, map_output_larger_than_its_buffer_survives_batches);
   tcase_add_test(tc, emit_batch_is_emit_of_each_record);
