@@ -9,7 +9,8 @@
  * Usage: bench_keyed_count [hashmap|rocksdb|both [keys]]: only the
  * backend comparison ("both" by default) with that many keys.
  * bench_keyed_count scaling [rounds]: only P=1 and P=2 on the hashmap,
- * alternately, rounds times (default 5), each round's speed-up printed.
+ * alternately, rounds times (default 5), each round's speed-up printed;
+ * with BENCH_PAR=1 or 2 only that parallelism, once (callgrind).
  * BENCH_EVENTS=n runs n events instead of 10^7 (e.g. under callgrind);
  * BENCH_EMIT=record makes the source emit record by record instead of
  * handing on arrays of records. */
@@ -215,6 +216,16 @@ int main(int argc, char **argv) {
     rounds = rounds < 1 ? 1 : rounds > 64 ? 64 : rounds;
     double p1[64], p2[64], lo = 0, hi = 0;
     make_events();
+    if (getenv("BENCH_PAR")) { /* one parallelism once (callgrind) */
+      int par = atoi(getenv("BENCH_PAR"));
+      double t = run(par);
+      printf("bench=keyed_count_scaling events=%llu keys=%llu par=%d "
+             "events_per_sec=%.0f\n",
+             (unsigned long long)N, (unsigned long long)KEYS, par, N / t);
+      rmdir(state_dir);
+      free(events);
+      return 0;
+    }
     for (int r = 0; r < rounds; r++) {
       p1[r] = run(1);
       p2[r] = run(2);

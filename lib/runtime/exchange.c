@@ -77,7 +77,8 @@ struct sl__xchg {
   /* Per worker: a batch's records for the worker itself when no keyed
    * operator reads them, delivered as one batch (prod_process_batch). */
   struct direct {
-    sl_record_t *recs; /* batch_size */
+    /* Written per record by its worker alone: a cache line of its own. */
+    _Alignas(SL__CACHELINE) sl_record_t *recs; /* batch_size */
     size_t n;
     char *keys; /* copies of a key function's keys, SL__DIRECT_KEYS */
     size_t keys_used;
@@ -180,9 +181,11 @@ int sl__xchg_create(sl_job_t *job, sl__node *n, sl__xchg **out) {
   x->batch_size = job->batch_size;
   x->batch_bytes = SL__BATCH_BYTES;
   if (!(x->self = calloc((size_t)job->par, sizeof(*x->self))) ||
-      !(x->direct = calloc((size_t)job->par, sizeof(*x->direct))) ||
+      !(x->direct = aligned_alloc(SL__CACHELINE,
+                                  (size_t)job->par * sizeof(*x->direct))) ||
       !(x->recv = calloc((size_t)job->par, sizeof(*x->recv))))
     return SL_ERR_NOMEM;
+  memset(x->direct, 0, (size_t)job->par * sizeof(*x->direct));
   for (int w = 0; w < job->par; w++)
     if (!(x->direct[w].recs = malloc(x->batch_size * sizeof(sl_record_t))) ||
         (n->key_fn && !(x->direct[w].keys = malloc(SL__DIRECT_KEYS))) ||
@@ -611,53 +614,153 @@ prod_chan(sl_ctx_t *op, sl__xchg *x, int me, int target, uint64_t hash,
   return prod_other(op, x, target, hash, kg, r);
 }
 
-/* prod_process_batch's loop for a keyed reader and no key function, the
- * keyed operators' usual input: hashes each key and appends the record
- * with its hash and key group to this worker's own batch (lending its
- * bytes), or to the channel of another worker. pow2 and one_worker are
- * constants at each call (see the caller). Returns the number of records
- * taken; *rc is set on failure. */
-static inline __attribute__((always_inline)) size_t
-prod_self_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, int *rc,
-               bool pow2, bool one_worker) {
+/* prod_process_batch's loop for a keyed reader, no key function and one
+ * worker, the keyed operators' usual input at parallelism 1: hashes each
+ * key and appends the record with its hash and key group to the worker's
+ * own batch, lending its bytes. pow2 is a constant at each call (see the
+ * caller). */
+static inline __attribute__((always_inline)) int
+prod_self_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2) {
+  sl__worker *w = op->w;
+  sl__xchg *x = op->xchg;
+  const sl_job_t *job = w->job;
+  const uint32_t kg_mask = job->max_par - 1;
+  size_t i = 0;
+  while (i < n) {
+    batch *b = batch_room(x, &x->self[w->index], NULL, 0);
+    if (SL__UNLIKELY(!b))
+      return sl_op_fail(op, SL_ERR_NOMEM,
+                        "out of memory for an exchange batch");
+    uint32_t k = b->n;
+    size_t lim = n - i < (size_t)(b->cap - k) ? n - i : (size_t)(b->cap - k);
+    sl_keyed_rec_t *o = b->recs + k;
+    for (const sl_record_t *r = in + i, *end = r + lim; r < end; r++, o++) {
+      uint64_t hash = sl__hash64(r->key, r->key_len);
+      o->rec = *r;
+      o->hash = hash;
+      o->kg = pow2 ? (uint32_t)(hash & kg_mask)
+                   : sl__divisor_mod(hash, &job->kg_div);
+    }
+    i += lim;
+    b->n = (uint32_t)(k + lim);
+    int rc;
+    if (b->n == b->cap && (rc = self_flush(x, w)))
+      return rc;
+  }
+  return 0;
+}
+
+/* The same with several workers, in chunks of SPLIT records: a first pass
+ * hashes each record and lists it for this worker or for another without
+ * a branch on the destination (with keys spread evenly that branch is a
+ * coin toss, mispredicted every other record); a second pass appends the
+ * worker's own records to its batch and a third those of other workers to
+ * their channels, each loop with its own, predictable, branches. Records
+ * for one worker keep their order. */
+enum { SPLIT = 64 };
+static inline __attribute__((always_inline)) int
+prod_split_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2) {
   sl__worker *w = op->w;
   sl__xchg *x = op->xchg;
   const int me = w->index;
   const sl_job_t *job = w->job;
   const uint16_t *kg_worker = job->kg_worker;
   const uint32_t kg_mask = job->max_par - 1;
-  size_t i = 0;
-  while (i < n) {
-    batch *b = batch_room(x, &x->self[me], NULL, 0);
-    if (SL__UNLIKELY(!b)) {
-      *rc = sl_op_fail(op, SL_ERR_NOMEM, "out of memory for an exchange batch");
-      return i;
+  uint64_t hash[SPLIT];
+  uint32_t kg[SPLIT];
+  uint8_t mine[SPLIT], theirs[SPLIT];
+  for (size_t base = 0; base < n; base += SPLIT) {
+    const sl_record_t *r = in + base;
+    size_t m = n - base < SPLIT ? n - base : SPLIT, n_mine = 0, n_theirs = 0;
+    for (size_t j = 0; j < m; j++) {
+      uint64_t h = sl__hash64(r[j].key, r[j].key_len);
+      uint32_t g =
+          pow2 ? (uint32_t)(h & kg_mask) : sl__divisor_mod(h, &job->kg_div);
+      bool own = kg_worker[g] == me;
+      hash[j] = h;
+      kg[j] = g;
+      mine[n_mine] = (uint8_t)j;
+      theirs[n_theirs] = (uint8_t)j;
+      n_mine += own;
+      n_theirs += !own;
     }
-    uint32_t k = b->n;
-    size_t lim = n - i < (size_t)(b->cap - k) ? n - i : (size_t)(b->cap - k);
-    const sl_record_t *r = in + i, *end = r + lim;
-    sl_keyed_rec_t *o = b->recs + k;
-    for (; r < end; r++) {
-      uint64_t hash = sl__hash64(r->key, r->key_len);
-      uint32_t kg = pow2 ? (uint32_t)(hash & kg_mask)
-                         : sl__divisor_mod(hash, &job->kg_div);
-      if (!one_worker && kg_worker[kg] != me) {
-        b->n = (uint32_t)(o - b->recs);
-        if ((*rc = prod_chan(op, x, me, kg_worker[kg], hash, kg, r)))
-          return (size_t)(r - in) + 1;
-        continue; /* prod_chan never touches this worker's batch */
+    for (size_t k = 0; k < n_mine;) {
+      batch *b = batch_room(x, &x->self[me], NULL, 0);
+      if (SL__UNLIKELY(!b))
+        return sl_op_fail(op, SL_ERR_NOMEM,
+                          "out of memory for an exchange batch");
+      size_t lim = n_mine - k < (size_t)(b->cap - b->n)
+                       ? n_mine - k
+                       : (size_t)(b->cap - b->n);
+      sl_keyed_rec_t *o = b->recs + b->n;
+      for (size_t e = k + lim; k < e; k++, o++) {
+        size_t j = mine[k];
+        o->rec = r[j];
+        o->hash = hash[j];
+        o->kg = kg[j];
       }
-      o->rec = *r;
-      o->hash = hash;
-      o->kg = kg;
-      o++;
+      b->n += (uint32_t)lim;
+      int rc;
+      if (b->n == b->cap && (rc = self_flush(x, w)))
+        return rc;
     }
-    i = (size_t)(r - in);
-    b->n = (uint32_t)(o - b->recs);
-    if (b->n == b->cap && (*rc = self_flush(x, w)))
-      return i;
+    /* The open batch of the channel last written, its fields in locals
+     * while records go on to the same worker (all of them at P=2): the
+     * stores into the batch cannot then make the compiler reload them. */
+    batch *b = NULL;
+    sl_keyed_rec_t *recs = NULL;
+    char *bytes = NULL;
+    int cur = -1;
+    uint32_t bn = 0, lim_n = 0;
+    size_t used = 0;
+    const size_t lim_bytes = x->batch_bytes;
+    for (size_t k = 0; k < n_theirs; k++) {
+      size_t j = theirs[k];
+      const sl_record_t *rj = &r[j];
+      int t = kg_worker[kg[j]];
+      size_t klen = rj->key_len, vlen = rj->value_len;
+      if (SL__LIKELY(t == cur && bn < lim_n &&
+                     used + klen + vlen < lim_bytes)) {
+        sl_keyed_rec_t *o = &recs[bn++];
+        const void *key = NULL, *value = NULL;
+        if (SL__LIKELY(klen == 8)) {
+          memcpy(bytes + used, rj->key, 8);
+          key = bytes + used;
+        } else if (klen) {
+          memcpy(bytes + used, rj->key, klen);
+          key = bytes + used;
+        }
+        used += klen;
+        if (vlen) {
+          memcpy(bytes + used, rj->value, vlen);
+          value = bytes + used;
+          used += vlen;
+        }
+        *o = (sl_keyed_rec_t){{key, klen, value, vlen, rj->ts}, hash[j], kg[j]};
+        continue;
+      }
+      if (b) { /* hand the locals back before prod_add sees the batch */
+        b->n = bn;
+        b->used = used;
+      }
+      int rc = prod_other(op, x, t, hash[j], kg[j], rj);
+      if (rc)
+        return rc;
+      /* prod_add left an open batch that is not full, or none. */
+      cur = t;
+      b = x->ch[me * x->par + t].open;
+      recs = b ? b->recs : NULL;
+      bytes = b ? b->bytes : NULL;
+      bn = b ? b->n : 0;
+      lim_n = b ? b->cap - 1 : 0;
+      used = b ? b->used : 0;
+    }
+    if (b) {
+      b->n = bn;
+      b->used = used;
+    }
   }
-  return i;
+  return 0;
 }
 
 /* prod_process_batch's loop for every other case, one pass over the
@@ -740,14 +843,10 @@ static int prod_process_batch(sl_ctx_t *op, int port, const sl_record_t *in,
      * for the whole exchange: one worker (every record is its own) and a
      * power-of-two max.parallelism (a mask, not a multiply). */
     bool pow2 = mode == KG_MASK;
-    if (x->par == 1 && pow2)
-      prod_self_loop(op, in, n, &rc, 1, 1);
-    else if (x->par == 1)
-      prod_self_loop(op, in, n, &rc, 0, 1);
-    else if (pow2)
-      prod_self_loop(op, in, n, &rc, 1, 0);
+    if (x->par == 1)
+      rc = pow2 ? prod_self_loop(op, in, n, 1) : prod_self_loop(op, in, n, 0);
     else
-      prod_self_loop(op, in, n, &rc, 0, 0);
+      rc = pow2 ? prod_split_loop(op, in, n, 1) : prod_split_loop(op, in, n, 0);
   } else if (!keyed && !key_fn && mode == KG_MASK) {
     rc = prod_loop(op, in, n, false, false, KG_MASK);
   } else {

@@ -399,7 +399,10 @@ static int plan_worker(sl_job_t *job, sl__worker *w) {
 }
 
 static int plan(sl_job_t *job) {
-  job->workers = calloc((size_t)job->par, sizeof(*job->workers));
+  job->workers =
+      aligned_alloc(SL__CACHELINE, (size_t)job->par * sizeof(*job->workers));
+  if (job->workers)
+    memset(job->workers, 0, (size_t)job->par * sizeof(*job->workers));
   job->xchgs = calloc((size_t)job->g.n_xchg + 1, sizeof(*job->xchgs));
   if (!job->workers || !job->xchgs)
     return SL_ERR_NOMEM;

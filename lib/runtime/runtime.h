@@ -118,8 +118,11 @@ struct sl_source_ctx {
   size_t b_used, b_bytes_cap;
 };
 
+/* Workers sit side by side in job->workers; each is written by its own
+ * thread (arena, rounds, checkpoint fields) and read by the others only
+ * rarely, so each starts on a cache line of its own. */
 struct sl__worker {
-  sl_job_t *job;
+  _Alignas(SL__CACHELINE) sl_job_t *job;
   int index;
   pthread_t thread;
   sl_ctx_t **inst; /* per node id; NULL where the node has no instance */

@@ -205,6 +205,49 @@ START_TEST(p1_p2_same_per_key_results) {
 }
 END_TEST
 
+/* The same through a keyed process function (the exchange's batch path
+ * for keyed readers) from a parallel source, at P=1..4 and for a
+ * power-of-two and another max.parallelism: every key reaches the worker
+ * its key group names, with its records in the order of P=1. */
+static void run_keyed_process(int par, const char *max_par, keyed_result *r,
+                              uint64_t n) {
+  memset(r, 0, sizeof(*r));
+  const char *kv[] = {"max.parallelism", max_par, NULL};
+  sl_job_t *job = tu_job_kv(par, kv);
+  static numgen g = {.keys = NKEYS};
+  sl_generator_opts_t go = {.count = n, .gen = gen_num, .opaque = &g};
+  sl_process_ops_t po = {.on_element = keyed_sink};
+  sl_stream_t *s = sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
+  sl_sink(sl_process(s, "p", &po, r), "sink", tu_discard, NULL);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  sl_job_destroy(job);
+}
+
+START_TEST(keyed_process_places_keys_at_any_parallelism) {
+  static keyed_result r1, rp;
+  const char *max_pars[] = {"128", "100"};
+  for (int m = 0; m < 2; m++) {
+    uint32_t k_groups = (uint32_t)atoi(max_pars[m]);
+    run_keyed_process(1, max_pars[m], &r1, 200000);
+    for (int par = 2; par <= 4; par++) {
+      run_keyed_process(par, max_pars[m], &rp, 200000);
+      for (int k = 0; k < NKEYS; k++) {
+        ck_assert_uint_eq(r1.count[k], rp.count[k]);
+        ck_assert_msg(r1.chain[k] == rp.chain[k],
+                      "K=%u P=%d key k%d: order differs", k_groups, par, k);
+        char key[16];
+        int len = snprintf(key, sizeof(key), "k%d", k);
+        uint64_t h = sl__hash64(key, (size_t)len);
+        int expect = sl__kg_worker((uint32_t)(h % k_groups), par, k_groups);
+        if (rp.count[k])
+          ck_assert_msg(rp.worker[k] == expect, "K=%u P=%d key k%d: worker %d",
+                        k_groups, par, k, rp.worker[k]);
+      }
+    }
+  }
+}
+END_TEST
+
 START_TEST(parallel_source_through_exchange) {
   sl_job_t *job = tu_job(2, NULL);
   static numgen g = {.keys = 97};
@@ -1182,6 +1225,7 @@ int main(void) {
   tcase_add_test(tc, union_uid_is_checked_like_any_other);
   tcase_add_test(tc, p1_p2_same_per_key_results);
   tcase_add_test(tc, parallel_source_through_exchange);
+  tcase_add_test(tc, keyed_process_places_keys_at_any_parallelism);
   tcase_add_test(tc, large_records_through_keyed_batches);
   tcase_add_test(tc, key_function_keys_in_its_own_buffer_survive_batches);
   tcase_add_test(tc, map_output_in_its_own_buffer_survives_batches);
