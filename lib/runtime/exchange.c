@@ -376,7 +376,9 @@ static inline void batch_add(batch *b, uint64_t hash, uint32_t kg,
 
 /* Delivers a batch of keyed records on the consumer instance of the
  * exchange: whole to every keyed operator reading it, record by record to
- * any other. */
+ * any other beside one; when no keyed operator reads it, as plain records
+ * in one batch. A consumer's deliveries on one worker never nest for one
+ * exchange (the graph is acyclic), so its recv array is free here. */
 static int deliver_batch(sl__xchg *x, sl_ctx_t *cons, const batch *b) {
   /* Between two batches no keyed operator of this worker is inside a
    * record: a waiting state query is answered here too, so its latency is
