@@ -656,12 +656,14 @@ prod_self_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2) {
  * hashes each record and lists it for this worker or for another without
  * a branch on the destination (with keys spread evenly that branch is a
  * coin toss, mispredicted every other record); a second pass appends the
- * worker's own records to its batch and a third those of other workers to
- * their channels, each loop with its own, predictable, branches. Records
- * for one worker keep their order. */
+ * worker's own records to its batch (keyed: for its keyed readers, else
+ * for direct delivery) and a third those of other workers to their
+ * channels, each loop with its own, predictable, branches. Records for
+ * one worker keep their order. */
 enum { SPLIT = 64 };
 static inline __attribute__((always_inline)) int
-prod_split_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2) {
+prod_split_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2,
+                bool keyed) {
   sl__worker *w = op->w;
   sl__xchg *x = op->xchg;
   const int me = w->index;
@@ -686,7 +688,13 @@ prod_split_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2) {
       n_mine += own;
       n_theirs += !own;
     }
-    for (size_t k = 0; k < n_mine;) {
+    for (size_t k = 0; !keyed && k < n_mine; k++) {
+      int rc = direct_add(x, w->inst[op->node->id], &x->direct[me], &r[mine[k]],
+                          false);
+      if (rc)
+        return rc;
+    }
+    for (size_t k = 0; keyed && k < n_mine;) {
       batch *b = batch_room(x, &x->self[me], NULL, 0);
       if (SL__UNLIKELY(!b))
         return sl_op_fail(op, SL_ERR_NOMEM,
@@ -840,15 +848,20 @@ static int prod_process_batch(sl_ctx_t *op, int port, const sl_record_t *in,
   int rc = 0;
   if (!key_fn) /* with one, prod_loop counts the records it keyed */
     sl__counter_add(&op->out, n);
-  if (keyed && !key_fn && mode != KG_MURMUR2) {
-    /* Four copies of the loop, so that none tests per record what holds
-     * for the whole exchange: one worker (every record is its own) and a
-     * power-of-two max.parallelism (a mask, not a multiply). */
-    bool pow2 = mode == KG_MASK;
-    if (x->par == 1)
-      rc = pow2 ? prod_self_loop(op, in, n, 1) : prod_self_loop(op, in, n, 0);
+  if (keyed && !key_fn && mode != KG_MURMUR2 && x->par == 1) {
+    /* Copies of the loops, so that none tests per record what holds for
+     * the whole exchange: one worker (every record is its own), a
+     * power-of-two max.parallelism (a mask, not a multiply), a keyed
+     * reader. */
+    rc = mode == KG_MASK ? prod_self_loop(op, in, n, 1)
+                         : prod_self_loop(op, in, n, 0);
+  } else if (!key_fn && mode != KG_MURMUR2 && x->par > 1) {
+    if (keyed)
+      rc = mode == KG_MASK ? prod_split_loop(op, in, n, 1, 1)
+                           : prod_split_loop(op, in, n, 0, 1);
     else
-      rc = pow2 ? prod_split_loop(op, in, n, 1) : prod_split_loop(op, in, n, 0);
+      rc = mode == KG_MASK ? prod_split_loop(op, in, n, 1, 0)
+                           : prod_split_loop(op, in, n, 0, 0);
   } else if (!keyed && !key_fn && mode == KG_MASK) {
     rc = prod_loop(op, in, n, false, false, KG_MASK);
   } else {

@@ -205,12 +205,12 @@ START_TEST(p1_p2_same_per_key_results) {
 }
 END_TEST
 
-/* The same through a keyed process function (the exchange's batch path
- * for keyed readers) from a parallel source, at P=1..4 and for a
- * power-of-two and another max.parallelism: every key reaches the worker
- * its key group names, with its records in the order of P=1. */
-static void run_keyed_process(int par, const char *max_par, keyed_result *r,
-                              uint64_t n) {
+/* The same into a keyed process function and into a sink (the
+ * exchange's batch paths for keyed and other readers), at P=1..4 and for
+ * a power-of-two and another max.parallelism: every key reaches the
+ * worker its key group names, with its records in the order of P=1. */
+static void run_keyed_process(int par, const char *max_par, bool keyed,
+                              keyed_result *r, uint64_t n) {
   memset(r, 0, sizeof(*r));
   const char *kv[] = {"max.parallelism", max_par, NULL};
   sl_job_t *job = tu_job_kv(par, kv);
@@ -218,19 +218,24 @@ static void run_keyed_process(int par, const char *max_par, keyed_result *r,
   sl_generator_opts_t go = {.count = n, .gen = gen_num, .opaque = &g};
   sl_process_ops_t po = {.on_element = keyed_sink};
   sl_stream_t *s = sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
-  sl_sink(sl_process(s, "p", &po, r), "sink", tu_discard, NULL);
+  if (keyed)
+    sl_sink(sl_process(s, "p", &po, r), "sink", tu_discard, NULL);
+  else
+    sl_sink(s, "sink", keyed_sink, r);
   ck_assert_int_eq(sl_job_run(job), SL_OK);
   sl_job_destroy(job);
 }
 
-START_TEST(keyed_process_places_keys_at_any_parallelism) {
+START_TEST(key_by_places_keys_at_any_parallelism) {
   static keyed_result r1, rp;
   const char *max_pars[] = {"128", "100"};
-  for (int m = 0; m < 2; m++) {
+  for (int c = 0; c < 4; c++) {
+    int m = c / 2;
+    bool keyed = c % 2;
     uint32_t k_groups = (uint32_t)atoi(max_pars[m]);
-    run_keyed_process(1, max_pars[m], &r1, 200000);
+    run_keyed_process(1, max_pars[m], keyed, &r1, 200000);
     for (int par = 2; par <= 4; par++) {
-      run_keyed_process(par, max_pars[m], &rp, 200000);
+      run_keyed_process(par, max_pars[m], keyed, &rp, 200000);
       for (int k = 0; k < NKEYS; k++) {
         ck_assert_uint_eq(r1.count[k], rp.count[k]);
         ck_assert_msg(r1.chain[k] == rp.chain[k],
@@ -1225,7 +1230,7 @@ int main(void) {
   tcase_add_test(tc, union_uid_is_checked_like_any_other);
   tcase_add_test(tc, p1_p2_same_per_key_results);
   tcase_add_test(tc, parallel_source_through_exchange);
-  tcase_add_test(tc, keyed_process_places_keys_at_any_parallelism);
+  tcase_add_test(tc, key_by_places_keys_at_any_parallelism);
   tcase_add_test(tc, large_records_through_keyed_batches);
   tcase_add_test(tc, key_function_keys_in_its_own_buffer_survive_batches);
   tcase_add_test(tc, map_output_in_its_own_buffer_survives_batches);
