@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "sluice.h"
@@ -28,6 +29,22 @@ static inline sl_job_t *bench_job(const char *name, int par,
   for (; kv && kv[0]; kv += 2)
     if (sl_conf_set(c, kv[0], kv[1], err, sizeof(err)))
       goto bad;
+  /* BENCH_CONF="key=value,key=value": settings for every job of the run
+   * (e.g. channel.capacity), to measure their effect. */
+  const char *env = getenv("BENCH_CONF");
+  char buf[512];
+  snprintf(buf, sizeof(buf), "%s", env ? env : "");
+  for (char *save = NULL, *kvs = strtok_r(buf, ",", &save); kvs;
+       kvs = strtok_r(NULL, ",", &save)) {
+    char *eq = strchr(kvs, '=');
+    if (!eq) {
+      snprintf(err, sizeof(err), "BENCH_CONF: no '=' in \"%s\"", kvs);
+      goto bad;
+    }
+    *eq = '\0';
+    if (sl_conf_set(c, kvs, eq + 1, err, sizeof(err)))
+      goto bad;
+  }
   sl_job_t *job = sl_job_new(name, c, err, sizeof(err));
   if (job)
     return job;

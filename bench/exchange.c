@@ -1,14 +1,19 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* exchange: generator -> key_by -> blackhole at P=2, the cost of moving
  * records between workers. The same job at P=1 (no exchange, direct
- * delivery) runs in the same process as the baseline. */
+ * delivery) runs in the same process as the baseline.
+ *
+ * Usage: bench_exchange [rounds]: P=1 and P=2 alternately, rounds times
+ * (default 1), printing each round's speed-up and their range.
+ * BENCH_EVENTS=n runs n records instead of 2*10^7; BENCH_PAR=1 or 2 runs
+ * only that parallelism once (e.g. under callgrind). */
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "bench.h"
 
-#define N 20000000ULL
+static unsigned long long N = 20000000ULL; /* BENCH_EVENTS overrides */
 #define KEYS 100000ULL
 static _Thread_local unsigned char val[32];
 static _Thread_local char key[16];
@@ -57,11 +62,43 @@ static double run(int par) {
   return secs;
 }
 
-int main(void) {
-  double p1 = run(1);
-  double p2 = run(2);
-  printf("bench=exchange records=%llu keys=%llu par=2 seconds=%.3f "
-         "events_per_sec=%.0f p1_events_per_sec=%.0f speedup_over_p1=%.2f\n",
-         N, KEYS, p2, N / p2, N / p1, p1 / p2);
+int main(int argc, char **argv) {
+  if (getenv("BENCH_EVENTS"))
+    N = strtoull(getenv("BENCH_EVENTS"), NULL, 10);
+  if (getenv("BENCH_PAR")) {
+    int par = atoi(getenv("BENCH_PAR"));
+    double t = run(par);
+    printf("bench=exchange records=%llu keys=%llu par=%d seconds=%.3f "
+           "events_per_sec=%.0f\n",
+           N, KEYS, par, t, N / t);
+    return 0;
+  }
+  int rounds = argc > 1 ? atoi(argv[1]) : 1;
+  rounds = rounds < 1 ? 1 : rounds > 64 ? 64 : rounds;
+  double p1[64], p2[64], lo = 0, hi = 0;
+  for (int r = 0; r < rounds; r++) {
+    p1[r] = run(1);
+    p2[r] = run(2);
+    double x = p1[r] / p2[r];
+    lo = r == 0 || x < lo ? x : lo;
+    hi = r == 0 || x > hi ? x : hi;
+  }
+  if (rounds == 1) {
+    printf("bench=exchange records=%llu keys=%llu par=2 seconds=%.3f "
+           "events_per_sec=%.0f p1_events_per_sec=%.0f speedup_over_p1=%.2f\n",
+           N, KEYS, p2[0], N / p2[0], N / p1[0], p1[0] / p2[0]);
+    return 0;
+  }
+  printf("bench=exchange records=%llu keys=%llu rounds=%d", N, KEYS, rounds);
+  printf(" p1_events_per_sec=");
+  for (int r = 0; r < rounds; r++)
+    printf("%s%.0f", r ? "," : "", N / p1[r]);
+  printf(" p2_events_per_sec=");
+  for (int r = 0; r < rounds; r++)
+    printf("%s%.0f", r ? "," : "", N / p2[r]);
+  printf(" speedups=");
+  for (int r = 0; r < rounds; r++)
+    printf("%s%.2f", r ? "," : "", p1[r] / p2[r]);
+  printf(" speedup_min=%.2f speedup_max=%.2f\n", lo, hi);
   return 0;
 }

@@ -8,6 +8,9 @@
  *
  * Usage: bench_keyed_count [hashmap|rocksdb|both [keys]]: only the
  * backend comparison ("both" by default) with that many keys.
+ * bench_keyed_count scaling [rounds]: only P=1 and P=2 on the hashmap,
+ * alternately, rounds times (default 5), each round's speed-up printed;
+ * with BENCH_PAR=1 or 2 only that parallelism, once (callgrind).
  * BENCH_EVENTS=n runs n events instead of 10^7 (e.g. under callgrind);
  * BENCH_EMIT=record makes the source emit record by record instead of
  * handing on arrays of records. */
@@ -207,6 +210,44 @@ int main(int argc, char **argv) {
   if (!events || !mkdtemp(state_dir)) {
     perror("keyed_count");
     return 1;
+  }
+  if (argc > 1 && !strcmp(argv[1], "scaling")) {
+    int rounds = argc > 2 ? atoi(argv[2]) : 5;
+    rounds = rounds < 1 ? 1 : rounds > 64 ? 64 : rounds;
+    double p1[64], p2[64], lo = 0, hi = 0;
+    make_events();
+    if (getenv("BENCH_PAR")) { /* one parallelism once (callgrind) */
+      int par = atoi(getenv("BENCH_PAR"));
+      double t = run(par);
+      printf("bench=keyed_count_scaling events=%llu keys=%llu par=%d "
+             "events_per_sec=%.0f\n",
+             (unsigned long long)N, (unsigned long long)KEYS, par, N / t);
+      rmdir(state_dir);
+      free(events);
+      return 0;
+    }
+    for (int r = 0; r < rounds; r++) {
+      p1[r] = run(1);
+      p2[r] = run(2);
+      double x = p1[r] / p2[r];
+      lo = r == 0 || x < lo ? x : lo;
+      hi = r == 0 || x > hi ? x : hi;
+    }
+    printf("bench=keyed_count_scaling events=%llu keys=%llu rounds=%d",
+           (unsigned long long)N, (unsigned long long)KEYS, rounds);
+    printf(" p1_events_per_sec=");
+    for (int r = 0; r < rounds; r++)
+      printf("%s%.0f", r ? "," : "", N / p1[r]);
+    printf(" p2_events_per_sec=");
+    for (int r = 0; r < rounds; r++)
+      printf("%s%.0f", r ? "," : "", N / p2[r]);
+    printf(" speedups=");
+    for (int r = 0; r < rounds; r++)
+      printf("%s%.2f", r ? "," : "", p1[r] / p2[r]);
+    printf(" speedup_min=%.2f speedup_max=%.2f\n", lo, hi);
+    rmdir(state_dir);
+    free(events);
+    return 0;
   }
   if (argc == 1) {
     make_events();

@@ -130,6 +130,45 @@ static inline uint32_t sl__murmur2_partition(const void *key, size_t len,
   return (sl__murmur2(key, len) & 0x7fffffff) % partitions;
 }
 
+/* `n % d` for a divisor fixed for the life of a job (max.parallelism,
+ * the partition count), without a division per record: Granlund and
+ * Montgomery's round-up method ("Division by invariant integers using
+ * multiplication", 1994, fig. 4.1; libdivide's branch-free unsigned form)
+ * gives the exact quotient of every 64-bit n for every d >= 1 from one
+ * high multiply, so the remainder, and with it every key group, is the
+ * same as the division's: checkpoints and group mode depend on that
+ * (tests/unit/test_hash.c compares them). */
+typedef struct sl__divisor {
+  uint64_t m; /* floor(2^64 * (2^l - d) / d) + 1, l = ceil(log2 d) */
+  uint32_t d;
+  uint8_t sh1, sh2; /* min(l, 1), max(l - 1, 0) */
+} sl__divisor;
+
+static inline sl__divisor sl__divisor_of(uint32_t d) {
+  __extension__ typedef unsigned __int128 u128;
+  sl__divisor v = {0, d ? d : 1, 0, 0};
+  unsigned l = 0;
+  while (((uint64_t)1 << l) < v.d)
+    l++;
+  v.m = (uint64_t)((((u128)(((uint64_t)1 << l) - v.d)) << 64) / v.d) + 1;
+  v.sh1 = (uint8_t)(l < 1 ? l : 1);
+  v.sh2 = (uint8_t)(l > 1 ? l - 1 : 0);
+  return v;
+}
+
+static inline uint32_t sl__divisor_mod(uint64_t n, const sl__divisor *v) {
+  __extension__ typedef unsigned __int128 u128;
+  uint64_t t = (uint64_t)(((u128)v->m * n) >> 64);
+  uint64_t q = (t + ((n - t) >> v->sh1)) >> v->sh2;
+  return (uint32_t)(n - q * v->d);
+}
+
+/* sl__murmur2_partition with the partition count as a divisor. */
+static inline uint32_t sl__murmur2_partition_div(const void *key, size_t len,
+                                                 const sl__divisor *parts) {
+  return sl__divisor_mod(sl__murmur2(key, len) & 0x7fffffff, parts);
+}
+
 static inline int sl__kg_worker(uint32_t kg, int par, uint32_t max_par) {
   return (int)((uint64_t)kg * (uint64_t)par / max_par);
 }

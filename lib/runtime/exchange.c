@@ -75,11 +75,21 @@ struct sl__xchg {
    * at once without a copy. */
   batch **self;
   /* Per worker: a batch's records for the worker itself when no keyed
-   * operator reads them (batch_size each), delivered as one batch. */
-  sl_record_t **direct;
+   * operator reads them, delivered as one batch (prod_process_batch). */
+  struct direct {
+    /* Written per record by its worker alone: a cache line of its own. */
+    _Alignas(SL__CACHELINE) sl_record_t *recs; /* batch_size */
+    size_t n;
+    char *keys; /* copies of a key function's keys, SL__DIRECT_KEYS */
+    size_t keys_used;
+  } * direct;
+  /* Per worker: a channel's batch as plain records, for consumers that
+   * take no keyed batches (deliver_batch). */
+  sl_record_t **recv;
 };
 
 #define SL__BATCH_BYTES (256 * 1024)
+#define SL__DIRECT_KEYS (64 * 1024)
 
 static uint32_t pow2_at_least(size_t n) {
   uint32_t c = 2;
@@ -171,10 +181,16 @@ int sl__xchg_create(sl_job_t *job, sl__node *n, sl__xchg **out) {
   x->batch_size = job->batch_size;
   x->batch_bytes = SL__BATCH_BYTES;
   if (!(x->self = calloc((size_t)job->par, sizeof(*x->self))) ||
-      !(x->direct = calloc((size_t)job->par, sizeof(*x->direct))))
+      !(x->direct = aligned_alloc(SL__CACHELINE,
+                                  (size_t)job->par * sizeof(*x->direct))) ||
+      !(x->recv = calloc((size_t)job->par, sizeof(*x->recv))))
     return SL_ERR_NOMEM;
+  memset(x->direct, 0, (size_t)job->par * sizeof(*x->direct));
   for (int w = 0; w < job->par; w++)
-    if (!(x->direct[w] = malloc(x->batch_size * sizeof(sl_record_t))))
+    if (!(x->direct[w].recs = malloc(x->batch_size * sizeof(sl_record_t))) ||
+        (n->key_fn && !(x->direct[w].keys = malloc(SL__DIRECT_KEYS))) ||
+        (job->par > 1 &&
+         !(x->recv[w] = malloc(x->batch_size * sizeof(sl_record_t)))))
       return SL_ERR_NOMEM;
   if (job->par == 1)
     return 0;
@@ -222,8 +238,11 @@ void sl__xchg_destroy(sl__xchg *x) {
     batch_free(x->self[w]);
   free(x->self);
   for (int w = 0; x->direct && w < x->par; w++)
-    free(x->direct[w]);
+    free(x->direct[w].recs), free(x->direct[w].keys);
   free(x->direct);
+  for (int w = 0; x->recv && w < x->par; w++)
+    free(x->recv[w]);
+  free(x->recv);
   free(x);
 }
 
@@ -357,8 +376,10 @@ static inline void batch_add(batch *b, uint64_t hash, uint32_t kg,
 
 /* Delivers a batch of keyed records on the consumer instance of the
  * exchange: whole to every keyed operator reading it, record by record to
- * any other. */
-static int deliver_batch(sl_ctx_t *cons, const batch *b) {
+ * any other beside one; when no keyed operator reads it, as plain records
+ * in one batch. A consumer's deliveries on one worker never nest for one
+ * exchange (the graph is acyclic), so its recv array is free here. */
+static int deliver_batch(sl__xchg *x, sl_ctx_t *cons, const batch *b) {
   /* Between two batches no keyed operator of this worker is inside a
    * record: a waiting state query is answered here too, so its latency is
    * one batch, not one worker round (runtime/query.c). */
@@ -366,6 +387,14 @@ static int deliver_batch(sl_ctx_t *cons, const batch *b) {
   uint32_t n = b->n;
   sl__counter_add(&cons->in, n);
   sl__counter_add(&cons->out, n);
+  if (!cons->keyed_outs) {
+    /* As plain records, handed on as one batch (whole to a reader that
+     * takes batches), as the producer's own records are (direct_flush). */
+    sl_record_t *r = x->recv[cons->w->index];
+    for (uint32_t i = 0; i < n; i++)
+      r[i] = b->recs[i].rec;
+    return sl__emit_outs_batch(&cons->main, r, n);
+  }
   for (int e = 0; e < cons->main.n; e++) {
     sl_ctx_t *to = cons->main.e[e].to;
     int port = cons->main.e[e].port, rc;
@@ -390,7 +419,7 @@ static int self_flush(sl__xchg *x, sl__worker *w) {
   batch *b = x->self[w->index];
   if (!b || b->n == 0)
     return 0;
-  int rc = deliver_batch(w->inst[x->node->id], b);
+  int rc = deliver_batch(x, w->inst[x->node->id], b);
   b->n = 0;
   b->used = 0;
   return rc;
@@ -442,14 +471,26 @@ static int prod_broadcast(sl_ctx_t *op, const sl_record_t *in) {
   return 0;
 }
 
-/* The key group of a record keyed rec->key, and the key's hash in
- * *hash. */
-static inline uint32_t key_group_of(const sl_job_t *job, const sl_record_t *rec,
-                                    uint64_t *hash) {
-  *hash = sl__hash64(rec->key, rec->key_len);
-  return SL__UNLIKELY(job->kg_murmur2)
-             ? sl__murmur2_partition(rec->key, rec->key_len, job->max_par)
-             : sl__key_group(*hash, job->max_par);
+/* How a key's key group is computed: in group mode Kafka's partition of
+ * the key (murmur2), else hash % K, by a mask for a power-of-two K and by
+ * the job's precomputed divisor otherwise; never by a division, which
+ * would cost more than the rest of the record's routing. */
+enum { KG_MASK, KG_DIV, KG_MURMUR2 };
+
+static inline int kg_mode(const sl_job_t *job) {
+  if (job->kg_murmur2)
+    return KG_MURMUR2;
+  return (job->max_par & (job->max_par - 1)) == 0 ? KG_MASK : KG_DIV;
+}
+
+static inline __attribute__((always_inline)) uint32_t
+key_group(const sl_job_t *job, int mode, const void *key, size_t len,
+          uint64_t hash) {
+  if (mode == KG_MASK)
+    return (uint32_t)(hash & (job->max_par - 1));
+  if (mode == KG_DIV)
+    return sl__divisor_mod(hash, &job->kg_div);
+  return sl__murmur2_partition_div(key, len, &job->kg_div);
 }
 
 static int prod_process(sl_ctx_t *op, int port, const sl_record_t *in) {
@@ -466,56 +507,91 @@ static int prod_process(sl_ctx_t *op, int port, const sl_record_t *in) {
       return sl_op_user_error(op, in, rc);
   }
   sl__counter_add(&op->out, 1);
-  uint64_t hash;
-  uint32_t kg = key_group_of(job, &rec, &hash);
+  uint64_t hash = sl__hash64(rec.key, rec.key_len);
+  uint32_t kg = key_group(job, kg_mode(job), rec.key, rec.key_len, hash);
   return prod_add(op, op->xchg, job->kg_worker[kg], hash, kg, &rec);
 }
 
-/* Direct records for the worker itself when no keyed operator reads the
- * exchange, handed on as one batch. */
-static int direct_flush(sl_ctx_t *cons, const sl_record_t *r, size_t n) {
+/* Hands on the records a batch had for the worker itself when no keyed
+ * operator reads the exchange, as one batch. */
+static int direct_flush(sl_ctx_t *cons, struct direct *d) {
+  size_t n = d->n;
+  d->n = 0;
+  d->keys_used = 0;
   if (!n)
     return 0;
   sl__counter_add(&cons->in, n);
   sl__counter_add(&cons->out, n);
-  return sl__emit_outs_batch(&cons->main, r, n);
+  return sl__emit_outs_batch(&cons->main, d->recs, n);
 }
 
-/* One record of a batch that the fast loop below does not take: a key
- * function's key, a record for another worker, or no keyed reader. Kept
- * out of line so that the fast loop's values stay in registers. */
-static __attribute__((noinline)) int prod_one(sl_ctx_t *op,
-                                              const sl_record_t *in,
-                                              sl_record_t *direct,
-                                              size_t *n_direct) {
-  sl__node *nd = op->node;
-  sl__worker *w = op->w;
-  sl_job_t *job = w->job;
-  sl__xchg *x = op->xchg;
-  sl_record_t rec = *in;
-  if (nd->key_fn) {
-    int rc = nd->key_fn(in, &rec.key, &rec.key_len, nd->key_opaque);
-    if (SL__UNLIKELY(rc))
-      return sl_op_user_error(op, in, rc);
-    sl__counter_add(&op->out, 1); /* as prod_process counts */
+/* direct_add for a key that no longer fits the key buffer: the records
+ * before it go on first; a key larger than the whole buffer goes on with
+ * its record alone, while it is still valid. */
+static __attribute__((noinline)) int direct_add_big(sl__xchg *x, sl_ctx_t *cons,
+                                                    struct direct *d,
+                                                    const sl_record_t *r) {
+  int rc = direct_flush(cons, d);
+  if (rc)
+    return rc;
+  if (r->key_len > SL__DIRECT_KEYS) {
+    sl__counter_add(&cons->in, 1);
+    sl__counter_add(&cons->out, 1);
+    return sl__emit_outs_batch(&cons->main, r, 1);
   }
-  uint64_t hash;
-  uint32_t kg = key_group_of(job, &rec, &hash);
-  int target = job->kg_worker[kg];
-  sl_ctx_t *cons = w->inst[nd->id];
-  if (target != w->index || cons->keyed_outs)
-    return prod_add(op, x, target, hash, kg, &rec);
-  /* No keyed reader: the record goes on with the batch's others. */
-  direct[(*n_direct)++] = rec;
-  if (*n_direct < x->batch_size)
-    return 0;
-  int rc = direct_flush(cons, direct, *n_direct);
-  *n_direct = 0;
-  return rc;
+  d->recs[0] = *r;
+  d->recs[0].key = memcpy(d->keys, r->key, r->key_len);
+  d->keys_used = r->key_len;
+  d->n = 1;
+  return d->n == x->batch_size ? direct_flush(cons, d) : 0;
 }
 
-/* A record of a batch for another worker, its hash and key group known.
- * Out of line for the same reason as prod_one. */
+/* A record of a batch for the worker itself when no keyed operator reads
+ * the exchange. Its bytes are the upstream batch's, delivered before
+ * that batch's call returns, except a key function's key (valid only
+ * until the function's next call), which is copied when copy_key. */
+static inline __attribute__((always_inline)) int
+direct_add(sl__xchg *x, sl_ctx_t *cons, struct direct *d, const sl_record_t *r,
+           bool copy_key) {
+  sl_record_t *o = &d->recs[d->n];
+  if (copy_key && r->key_len) {
+    if (SL__UNLIKELY(SL__DIRECT_KEYS - d->keys_used < r->key_len))
+      return direct_add_big(x, cons, d, r);
+    *o = *r;
+    o->key = memcpy(d->keys + d->keys_used, r->key, r->key_len);
+    d->keys_used += r->key_len;
+  } else {
+    *o = *r;
+  }
+  if (++d->n == x->batch_size)
+    return direct_flush(cons, d);
+  return 0;
+}
+
+/* A record of a batch for the worker itself, for its keyed readers: into
+ * its own batch with the upstream batch's bytes lent (that batch is
+ * delivered before the upstream call returns), a key function's key
+ * copied when copy_key. */
+static inline __attribute__((always_inline)) int
+self_add(sl_ctx_t *op, sl__xchg *x, sl__worker *w, uint64_t hash, uint32_t kg,
+         const sl_record_t *r, bool copy_key) {
+  batch *b = batch_room(x, &x->self[w->index], NULL, copy_key ? r->key_len : 0);
+  if (SL__UNLIKELY(!b))
+    return sl_op_fail(op, SL_ERR_NOMEM, "out of memory for an exchange batch");
+  sl_keyed_rec_t *o = &b->recs[b->n++];
+  o->rec = *r;
+  o->hash = hash;
+  o->kg = kg;
+  if (copy_key)
+    o->rec.key = batch_copy(b, r->key, r->key_len);
+  if (b->n == b->cap || b->used >= x->batch_bytes)
+    return self_flush(x, w);
+  return 0;
+}
+
+/* A record for another worker when its channel's open batch must be
+ * taken, made room in or flushed. Out of line so that the loops' values
+ * stay in registers. */
 static __attribute__((noinline)) int prod_other(sl_ctx_t *op, sl__xchg *x,
                                                 int target, uint64_t hash,
                                                 uint32_t kg,
@@ -523,58 +599,229 @@ static __attribute__((noinline)) int prod_other(sl_ctx_t *op, sl__xchg *x,
   return prod_add(op, x, target, hash, kg, r);
 }
 
-/* prod_process_batch's loop over the records of a batch without a key
- * function, for a keyed reader: hashes each key and appends the record
- * with its hash and key group to this worker's own batch (lending its
- * bytes), or hands it to prod_other for another worker. pow2 and
- * one_worker are constants at each call (see the caller). Returns the
- * number of records taken; *rc is set on failure. */
-static inline __attribute__((always_inline)) size_t
-prod_self_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, int *rc,
-               bool pow2, bool one_worker) {
+/* A record of a batch for another worker, its hash and key group known:
+ * copied into the open batch of its channel, inline unless the batch
+ * must be taken, grown or flushed (prod_other). An open batch is never
+ * full (prod_add flushes it when it fills), and its byte buffer holds at
+ * least batch_bytes. */
+static inline __attribute__((always_inline)) int
+prod_chan(sl_ctx_t *op, sl__xchg *x, int me, int target, uint64_t hash,
+          uint32_t kg, const sl_record_t *r) {
+  batch *b = x->ch[me * x->par + target].open;
+  if (SL__LIKELY(b && b->n + 1 < b->cap &&
+                 b->used + r->key_len + r->value_len < x->batch_bytes)) {
+    batch_add(b, hash, kg, r);
+    return 0;
+  }
+  return prod_other(op, x, target, hash, kg, r);
+}
+
+/* prod_process_batch's loop for a keyed reader, no key function and one
+ * worker, the keyed operators' usual input at parallelism 1: hashes each
+ * key and appends the record with its hash and key group to the worker's
+ * own batch, lending its bytes. pow2 is a constant at each call (see the
+ * caller). */
+static inline __attribute__((always_inline)) int
+prod_self_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2) {
+  sl__worker *w = op->w;
+  sl__xchg *x = op->xchg;
+  const sl_job_t *job = w->job;
+  const uint32_t kg_mask = job->max_par - 1;
+  size_t i = 0;
+  while (i < n) {
+    batch *b = batch_room(x, &x->self[w->index], NULL, 0);
+    if (SL__UNLIKELY(!b))
+      return sl_op_fail(op, SL_ERR_NOMEM,
+                        "out of memory for an exchange batch");
+    uint32_t k = b->n;
+    size_t lim = n - i < (size_t)(b->cap - k) ? n - i : (size_t)(b->cap - k);
+    sl_keyed_rec_t *o = b->recs + k;
+    for (const sl_record_t *r = in + i, *end = r + lim; r < end; r++, o++) {
+      uint64_t hash = sl__hash64(r->key, r->key_len);
+      o->rec = *r;
+      o->hash = hash;
+      o->kg = pow2 ? (uint32_t)(hash & kg_mask)
+                   : sl__divisor_mod(hash, &job->kg_div);
+    }
+    i += lim;
+    b->n = (uint32_t)(k + lim);
+    int rc;
+    if (b->n == b->cap && (rc = self_flush(x, w)))
+      return rc;
+  }
+  return 0;
+}
+
+/* The same with several workers, in chunks of SPLIT records: a first pass
+ * hashes each record and lists it for this worker or for another without
+ * a branch on the destination (with keys spread evenly that branch is a
+ * coin toss, mispredicted every other record); a second pass appends the
+ * worker's own records to its batch (keyed: for its keyed readers, else
+ * for direct delivery) and a third those of other workers to their
+ * channels, each loop with its own, predictable, branches. Records for
+ * one worker keep their order. */
+enum { SPLIT = 64 };
+static inline __attribute__((always_inline)) int
+prod_split_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2,
+                bool keyed) {
   sl__worker *w = op->w;
   sl__xchg *x = op->xchg;
   const int me = w->index;
-  const uint16_t *kg_worker = w->job->kg_worker;
-  const uint32_t max_par = w->job->max_par, kg_mask = max_par - 1;
-  size_t i = 0;
-  while (i < n) {
-    batch *b = batch_room(x, &x->self[me], NULL, 0);
-    if (SL__UNLIKELY(!b)) {
-      *rc = sl_op_fail(op, SL_ERR_NOMEM, "out of memory for an exchange batch");
-      return i;
+  const sl_job_t *job = w->job;
+  const uint16_t *kg_worker = job->kg_worker;
+  const uint32_t kg_mask = job->max_par - 1;
+  uint64_t hash[SPLIT];
+  uint32_t kg[SPLIT];
+  uint8_t mine[SPLIT], theirs[SPLIT];
+  for (size_t base = 0; base < n; base += SPLIT) {
+    const sl_record_t *r = in + base;
+    size_t m = n - base < SPLIT ? n - base : SPLIT, n_mine = 0, n_theirs = 0;
+    for (size_t j = 0; j < m; j++) {
+      uint64_t h = sl__hash64(r[j].key, r[j].key_len);
+      uint32_t g =
+          pow2 ? (uint32_t)(h & kg_mask) : sl__divisor_mod(h, &job->kg_div);
+      bool own = kg_worker[g] == me;
+      hash[j] = h;
+      kg[j] = g;
+      mine[n_mine] = (uint8_t)j;
+      theirs[n_theirs] = (uint8_t)j;
+      n_mine += own;
+      n_theirs += !own;
     }
-    uint32_t k = b->n;
-    size_t lim = n - i < (size_t)(b->cap - k) ? n - i : (size_t)(b->cap - k);
-    const sl_record_t *r = in + i, *end = r + lim;
-    sl_keyed_rec_t *o = b->recs + k;
-    for (; r < end; r++) {
-      uint64_t hash = sl__hash64(r->key, r->key_len);
-      uint32_t kg =
-          pow2 ? (uint32_t)(hash & kg_mask) : (uint32_t)(hash % max_par);
-      if (!one_worker && SL__UNLIKELY(kg_worker[kg] != me)) {
-        b->n = (uint32_t)(o - b->recs);
-        if ((*rc = prod_other(op, x, kg_worker[kg], hash, kg, r)))
-          return (size_t)(r - in) + 1;
-        o = b->recs + b->n; /* prod_add never touches this worker's batch */
+    for (size_t k = 0; !keyed && k < n_mine; k++) {
+      int rc = direct_add(x, w->inst[op->node->id], &x->direct[me], &r[mine[k]],
+                          false);
+      if (rc)
+        return rc;
+    }
+    for (size_t k = 0; keyed && k < n_mine;) {
+      batch *b = batch_room(x, &x->self[me], NULL, 0);
+      if (SL__UNLIKELY(!b))
+        return sl_op_fail(op, SL_ERR_NOMEM,
+                          "out of memory for an exchange batch");
+      size_t lim = n_mine - k < (size_t)(b->cap - b->n)
+                       ? n_mine - k
+                       : (size_t)(b->cap - b->n);
+      sl_keyed_rec_t *o = b->recs + b->n;
+      for (size_t e = k + lim; k < e; k++, o++) {
+        size_t j = mine[k];
+        o->rec = r[j];
+        o->hash = hash[j];
+        o->kg = kg[j];
+      }
+      b->n += (uint32_t)lim;
+      int rc;
+      if (b->n == b->cap && (rc = self_flush(x, w)))
+        return rc;
+    }
+    /* The open batch of the channel last written, its fields in locals
+     * while records go on to the same worker (all of them at P=2): the
+     * stores into the batch cannot then make the compiler reload them. */
+    batch *b = NULL;
+    sl_keyed_rec_t *recs = NULL;
+    char *bytes = NULL;
+    int cur = -1;
+    uint32_t bn = 0, lim_n = 0;
+    size_t used = 0;
+    const size_t lim_bytes = x->batch_bytes;
+    for (size_t k = 0; k < n_theirs; k++) {
+      size_t j = theirs[k];
+      const sl_record_t *rj = &r[j];
+      int t = kg_worker[kg[j]];
+      size_t klen = rj->key_len, vlen = rj->value_len;
+      if (SL__LIKELY(t == cur && bn < lim_n &&
+                     used + klen + vlen < lim_bytes)) {
+        sl_keyed_rec_t *o = &recs[bn++];
+        const void *key = NULL, *value = NULL;
+        if (SL__LIKELY(klen == 8)) {
+          memcpy(bytes + used, rj->key, 8);
+          key = bytes + used;
+        } else if (klen) {
+          memcpy(bytes + used, rj->key, klen);
+          key = bytes + used;
+        }
+        used += klen;
+        if (vlen) {
+          memcpy(bytes + used, rj->value, vlen);
+          value = bytes + used;
+          used += vlen;
+        }
+        *o = (sl_keyed_rec_t){{key, klen, value, vlen, rj->ts}, hash[j], kg[j]};
         continue;
       }
-      o->rec = *r;
-      o->hash = hash;
-      o->kg = kg;
-      o++;
+      if (b) { /* hand the locals back before prod_add sees the batch */
+        b->n = bn;
+        b->used = used;
+      }
+      int rc = prod_other(op, x, t, hash[j], kg[j], rj);
+      if (rc)
+        return rc;
+      /* prod_add left an open batch that is not full, or none. */
+      cur = t;
+      b = x->ch[me * x->par + t].open;
+      recs = b ? b->recs : NULL;
+      bytes = b ? b->bytes : NULL;
+      bn = b ? b->n : 0;
+      lim_n = b ? b->cap - 1 : 0;
+      used = b ? b->used : 0;
     }
-    i = (size_t)(r - in);
-    b->n = (uint32_t)(o - b->recs);
-    if (b->n == b->cap && (*rc = self_flush(x, w)))
-      return i;
+    if (b) {
+      b->n = bn;
+      b->used = used;
+    }
   }
-  return i;
+  return 0;
 }
 
-/* A batch from upstream in one loop: hash, key group and worker of every
- * record. Records for this worker go into its own batch without a copy
- * (their bytes are borrowed until this returns, and that batch is
+/* prod_process_batch's loop for every other case, one pass over the
+ * batch: the key function (when there is one), hash, key group and
+ * destination of each record. The flags are constants where the caller
+ * has a copy for its case. */
+static inline __attribute__((always_inline)) int
+prod_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool key_fn,
+          bool keyed, int mode) {
+  sl__node *nd = op->node;
+  sl__worker *w = op->w;
+  const sl_job_t *job = w->job;
+  sl__xchg *x = op->xchg;
+  const int me = w->index;
+  const bool one_worker = x->par == 1;
+  const uint16_t *kg_worker = job->kg_worker;
+  sl_ctx_t *cons = w->inst[nd->id];
+  struct direct *d = &x->direct[me];
+  uint64_t n_keyed = 0;
+  int rc = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    const sl_record_t *r = &in[i];
+    sl_record_t kr;
+    if (key_fn) {
+      kr = *r;
+      int urc = nd->key_fn(r, &kr.key, &kr.key_len, nd->key_opaque);
+      if (SL__UNLIKELY(urc)) {
+        rc = sl_op_user_error(op, r, urc);
+        continue;
+      }
+      n_keyed++;
+      r = &kr;
+    }
+    uint64_t hash = sl__hash64(r->key, r->key_len);
+    uint32_t kg = key_group(job, mode, r->key, r->key_len, hash);
+    int target = one_worker ? me : kg_worker[kg];
+    if (target != me)
+      rc = prod_chan(op, x, me, target, hash, kg, r);
+    else if (keyed)
+      rc = self_add(op, x, w, hash, kg, r, key_fn);
+    else
+      rc = direct_add(x, cons, d, r, key_fn);
+  }
+  if (key_fn) /* records whose key function failed are not passed on */
+    sl__counter_add(&op->out, n_keyed);
+  return rc;
+}
+
+/* A batch from upstream in one loop: key, hash, key group and worker of
+ * every record. Records for this worker go into its own batch without a
+ * copy (their bytes are borrowed until this returns, and that batch is
  * delivered before it returns) or, when no keyed operator reads the
  * exchange, downstream as one batch; those for other workers are copied
  * into their channels' batches. A key function's key may live only until
@@ -592,39 +839,45 @@ static int prod_process_batch(sl_ctx_t *op, int port, const sl_record_t *in,
     return 0;
   }
   sl__worker *w = op->w;
-  sl_job_t *job = w->job;
   sl__xchg *x = op->xchg;
   const int me = w->index;
   sl_ctx_t *cons = w->inst[nd->id];
   const bool keyed = cons->keyed_outs;
-  sl_record_t *direct = x->direct[me];
-  size_t n_direct = 0;
+  const bool key_fn = nd->key_fn != NULL;
+  const int mode = kg_mode(w->job);
   int rc = 0;
-  if (!nd->key_fn) /* with one, prod_one counts the records it keyed */
+  if (!key_fn) /* with one, prod_loop counts the records it keyed */
     sl__counter_add(&op->out, n);
-  size_t i = 0;
-  if (keyed && !nd->key_fn && !job->kg_murmur2) {
-    const uint32_t max_par = job->max_par;
-    /* Four copies of the loop, so that none tests per record what holds
-     * for the whole exchange: one worker (every record is its own) and a
-     * power-of-two max.parallelism (a mask, not a division). */
-    if (x->par == 1)
-      i = (max_par & (max_par - 1)) == 0 ? prod_self_loop(op, in, n, &rc, 1, 1)
-                                         : prod_self_loop(op, in, n, &rc, 0, 1);
+  if (keyed && !key_fn && mode != KG_MURMUR2 && x->par == 1) {
+    /* Copies of the loops, so that none tests per record what holds for
+     * the whole exchange: one worker (every record is its own), a
+     * power-of-two max.parallelism (a mask, not a multiply), a keyed
+     * reader. */
+    rc = mode == KG_MASK ? prod_self_loop(op, in, n, 1)
+                         : prod_self_loop(op, in, n, 0);
+  } else if (!key_fn && mode != KG_MURMUR2 && x->par > 1) {
+    if (keyed)
+      rc = mode == KG_MASK ? prod_split_loop(op, in, n, 1, 1)
+                           : prod_split_loop(op, in, n, 0, 1);
     else
-      i = (max_par & (max_par - 1)) == 0 ? prod_self_loop(op, in, n, &rc, 1, 0)
-                                         : prod_self_loop(op, in, n, &rc, 0, 0);
+      rc = mode == KG_MASK ? prod_split_loop(op, in, n, 1, 0)
+                           : prod_split_loop(op, in, n, 0, 0);
+  } else if (!keyed && !key_fn && mode == KG_MASK) {
+    rc = prod_loop(op, in, n, false, false, KG_MASK);
+  } else {
+    rc = prod_loop(op, in, n, key_fn, keyed, mode);
   }
-  for (; i < n && !rc; i++)
-    rc = prod_one(op, &in[i], direct, &n_direct);
-  if (!rc)
-    rc = direct_flush(cons, direct, n_direct);
+  if (!rc && !keyed)
+    rc = direct_flush(cons, &x->direct[me]);
   /* Records lent by this batch must be delivered before it returns; on
    * an error (the job is failing) they are dropped with it. */
   if (!rc && keyed)
     rc = self_flush(x, w);
-  if (rc && keyed && x->self[me])
-    x->self[me]->n = 0, x->self[me]->used = 0;
+  if (rc) {
+    x->direct[me].n = x->direct[me].keys_used = 0;
+    if (x->self[me])
+      x->self[me]->n = 0, x->self[me]->used = 0;
+  }
   return rc;
 }
 
@@ -699,7 +952,7 @@ static int drain_chan(sl__worker *w, sl__xchg *x, int producer, chan *ch) {
     switch (el.kind) {
     case EL_BATCH: {
       batch *b = el.b;
-      rc = deliver_batch(cons, b);
+      rc = deliver_batch(x, cons, b);
       batch **slot = ring_slot(&ch->spare, sizeof(batch *));
       if (slot) {
         *slot = b;

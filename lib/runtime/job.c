@@ -95,6 +95,7 @@ sl_job_t *sl__job_create(const char *name, sl_conf_t *conf, char *err,
   job->clock = job->own_clock;
   job->par = par;
   job->max_par = (uint32_t)max_par;
+  job->kg_div = sl__divisor_of((uint32_t)max_par);
   job->kg_murmur2 = group;
   job->kg_worker = malloc((size_t)max_par * sizeof(*job->kg_worker));
   if (group && *sl__conf_str(conf, "checkpoint.dir") &&
@@ -398,7 +399,10 @@ static int plan_worker(sl_job_t *job, sl__worker *w) {
 }
 
 static int plan(sl_job_t *job) {
-  job->workers = calloc((size_t)job->par, sizeof(*job->workers));
+  job->workers =
+      aligned_alloc(SL__CACHELINE, (size_t)job->par * sizeof(*job->workers));
+  if (job->workers)
+    memset(job->workers, 0, (size_t)job->par * sizeof(*job->workers));
   job->xchgs = calloc((size_t)job->g.n_xchg + 1, sizeof(*job->xchgs));
   if (!job->workers || !job->xchgs)
     return SL_ERR_NOMEM;

@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "core/arena.h"
+#include "core/hash.h"
 #include "core/service.h"
 #include "core/util.h"
 #include "graph/graph.h"
@@ -117,8 +118,11 @@ struct sl_source_ctx {
   size_t b_used, b_bytes_cap;
 };
 
+/* Workers sit side by side in job->workers; each is written by its own
+ * thread (arena, rounds, checkpoint fields) and read by the others only
+ * rarely, so each starts on a cache line of its own. */
 struct sl__worker {
-  sl_job_t *job;
+  _Alignas(SL__CACHELINE) sl_job_t *job;
   int index;
   pthread_t thread;
   sl_ctx_t **inst; /* per node id; NULL where the node has no instance */
@@ -173,6 +177,7 @@ struct sl_job {
   int par;
   uint32_t max_par;
   uint16_t *kg_worker; /* key group -> worker, precomputed */
+  sl__divisor kg_div;  /* max_par, for key groups without a division */
   /* Group mode: a key's key group is its Kafka partition (murmur2 modulo
    * max_par), not its hash modulo max_par (docs/scaling.md). */
   bool kg_murmur2;

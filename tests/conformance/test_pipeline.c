@@ -205,6 +205,54 @@ START_TEST(p1_p2_same_per_key_results) {
 }
 END_TEST
 
+/* The same into a keyed process function and into a sink (the
+ * exchange's batch paths for keyed and other readers), at P=1..4 and for
+ * a power-of-two and another max.parallelism: every key reaches the
+ * worker its key group names, with its records in the order of P=1. */
+static void run_keyed_process(int par, const char *max_par, bool keyed,
+                              keyed_result *r, uint64_t n) {
+  memset(r, 0, sizeof(*r));
+  const char *kv[] = {"max.parallelism", max_par, NULL};
+  sl_job_t *job = tu_job_kv(par, kv);
+  static numgen g = {.keys = NKEYS};
+  sl_generator_opts_t go = {.count = n, .gen = gen_num, .opaque = &g};
+  sl_process_ops_t po = {.on_element = keyed_sink};
+  sl_stream_t *s = sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
+  if (keyed)
+    sl_sink(sl_process(s, "p", &po, r), "sink", tu_discard, NULL);
+  else
+    sl_sink(s, "sink", keyed_sink, r);
+  ck_assert_int_eq(sl_job_run(job), SL_OK);
+  sl_job_destroy(job);
+}
+
+START_TEST(key_by_places_keys_at_any_parallelism) {
+  static keyed_result r1, rp;
+  const char *max_pars[] = {"128", "100"};
+  for (int c = 0; c < 4; c++) {
+    int m = c / 2;
+    bool keyed = c % 2;
+    uint32_t k_groups = (uint32_t)atoi(max_pars[m]);
+    run_keyed_process(1, max_pars[m], keyed, &r1, 200000);
+    for (int par = 2; par <= 4; par++) {
+      run_keyed_process(par, max_pars[m], keyed, &rp, 200000);
+      for (int k = 0; k < NKEYS; k++) {
+        ck_assert_uint_eq(r1.count[k], rp.count[k]);
+        ck_assert_msg(r1.chain[k] == rp.chain[k],
+                      "K=%u P=%d key k%d: order differs", k_groups, par, k);
+        char key[16];
+        int len = snprintf(key, sizeof(key), "k%d", k);
+        uint64_t h = sl__hash64(key, (size_t)len);
+        int expect = sl__kg_worker((uint32_t)(h % k_groups), par, k_groups);
+        if (rp.count[k])
+          ck_assert_msg(rp.worker[k] == expect, "K=%u P=%d key k%d: worker %d",
+                        k_groups, par, k, rp.worker[k]);
+      }
+    }
+  }
+}
+END_TEST
+
 START_TEST(parallel_source_through_exchange) {
   sl_job_t *job = tu_job(2, NULL);
   static numgen g = {.keys = 97};
@@ -277,6 +325,76 @@ START_TEST(large_records_through_keyed_batches) {
     sl_job_destroy(job);
     ck_assert_uint_eq(atomic_load(&r.bad), 0);
     ck_assert_uint_eq(atomic_load(&r.seen), BIG_N);
+  }
+}
+END_TEST
+
+/* A key function whose key lives in its own buffer, overwritten by its
+ * next call, as the key_by contract allows: "k<value % 13>" padded to a
+ * length that varies with the value, and every 1000th key 70 KB long
+ * (past what the exchange keeps of keys between two batches). */
+enum { KEYFN_BIG = 70 * 1024 };
+static size_t keyfn_key(long long v, char *buf) {
+  size_t len = v % 1000 == 999 ? KEYFN_BIG : 2 + (size_t)(v % 7) * 5;
+  memset(buf, 'a' + (int)(v % 13), len);
+  buf[0] = 'k';
+  return len;
+}
+
+static int own_buffer_key(const sl_record_t *rec, const void **key,
+                          size_t *key_len, void *opaque) {
+  static _Thread_local char buf[KEYFN_BIG];
+  (void)opaque;
+  *key_len = keyfn_key(tu_num(rec->value, rec->value_len), buf);
+  *key = buf;
+  return 0;
+}
+
+typedef struct keyfn_check {
+  _Atomic uint64_t seen, bad;
+} keyfn_check;
+
+static int keyfn_record(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx;
+  keyfn_check *c = opaque;
+  static _Thread_local char want[KEYFN_BIG];
+  size_t len = keyfn_key(tu_num(rec->value, rec->value_len), want);
+  bool ok = rec->key_len == len && !memcmp(rec->key, want, len);
+  atomic_fetch_add(ok ? &c->seen : &c->bad, 1);
+  return 0;
+}
+
+/* Every record reaches the sink (no keyed reader) and a keyed process
+ * function with the key its key function gave it, at P=1 and P=2,
+ * although the function's buffer is overwritten by the next record's key
+ * before the batch is delivered. */
+START_TEST(key_function_keys_in_its_own_buffer_survive_batches) {
+  for (int par = 1; par <= 2; par++) {
+    for (int keyed = 0; keyed <= 1; keyed++) {
+      static keyfn_check c;
+      atomic_store(&c.seen, 0);
+      atomic_store(&c.bad, 0);
+      sl_job_t *job = tu_job(par, NULL);
+      sl_generator_opts_t go = {
+          .count = 20000, .gen = gen_num, .parallel = true};
+      sl_stream_t *s =
+          sl_key_by(sl_source_generator(job, "gen", &go), own_buffer_key, NULL);
+      if (keyed) {
+        sl_process_ops_t po = {.on_element = keyfn_record};
+        sl_sink(sl_process(s, "check", &po, &c), "sink", tu_discard, NULL);
+      } else {
+        sl_sink(s, "sink", keyfn_record, &c);
+      }
+      int rc = sl_job_run(job);
+      ck_assert_msg(rc == SL_OK, "P=%d: %s", par, sl_job_errmsg(job));
+      sl_job_destroy(job);
+      ck_assert_msg(
+          atomic_load(&c.bad) == 0,
+          "P=%d keyed=%d: %llu of %llu records with another key", par, keyed,
+          (unsigned long long)atomic_load(&c.bad),
+          (unsigned long long)(atomic_load(&c.bad) + atomic_load(&c.seen)));
+      ck_assert_uint_eq(atomic_load(&c.seen), 20000);
+    }
   }
 }
 END_TEST
@@ -1112,7 +1230,9 @@ int main(void) {
   tcase_add_test(tc, union_uid_is_checked_like_any_other);
   tcase_add_test(tc, p1_p2_same_per_key_results);
   tcase_add_test(tc, parallel_source_through_exchange);
+  tcase_add_test(tc, key_by_places_keys_at_any_parallelism);
   tcase_add_test(tc, large_records_through_keyed_batches);
+  tcase_add_test(tc, key_function_keys_in_its_own_buffer_survive_batches);
   tcase_add_test(tc, map_output_in_its_own_buffer_survives_batches);
   tcase_add_test(tc, map_output_larger_than_its_buffer_survives_batches);
   tcase_add_test(tc, emit_batch_is_emit_of_each_record);
