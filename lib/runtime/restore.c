@@ -167,10 +167,33 @@ int sl__restore_early(sl__worker *w) {
 typedef struct drops {
   char **names;
   size_t n;
+  /* A task's restore with several keyed stages: the state of every
+   * operator outside this stage is another task's (-1: none). */
+  const sl__graph *g;
+  int stage;
 } drops;
+
+/* Whether the operator of state name ("<uid>/<state>") is outside d's
+ * stage. */
+static bool other_stage(const drops *d, const char *name, size_t len) {
+  size_t ul = len;
+  while (ul > 0 && name[ul - 1] != '/')
+    ul--;
+  if (!ul)
+    return true;
+  ul--;
+  for (int i = 0; i < d->g->n_nodes; i++) {
+    const sl__node *n = d->g->nodes[i];
+    if (n->uid && strlen(n->uid) == ul && memcmp(n->uid, name, ul) == 0)
+      return n->stage != d->stage;
+  }
+  return true;
+}
 
 static bool dropped(const char *name, size_t len, void *opaque) {
   const drops *d = opaque;
+  if (d && d->g && d->stage >= 0 && other_stage(d, name, len))
+    return true;
   for (size_t i = 0; d && i < d->n; i++)
     if (strlen(d->names[i]) == len && memcmp(d->names[i], name, len) == 0)
       return true;
@@ -205,13 +228,15 @@ static sl_ctx_t *keyed_inst(sl__worker *w, const void *uid, size_t ul) {
 }
 
 static int restore_timers(sl__worker *w, sl__snap_stream *st, uint32_t lo,
-                          uint32_t hi, bool repartition) {
+                          uint32_t hi, bool repartition, const drops *drop) {
   const void *uid = NULL;
   size_t ul = 0;
   int r = sl__snap_stream_bytes(st, &uid, &ul);
   if (r != 1)
     return r < 0 ? r : SL_ERR_CORRUPT;
   sl_ctx_t *c = keyed_inst(w, uid, ul);
+  if (c && drop->g && drop->stage >= 0 && c->node->stage != drop->stage)
+    c = NULL; /* another stage's task */
   sl__keyed *k = c ? sl_op_keyed(c) : NULL;
   return sl__snap_stream_load_timers(st, k ? k->timers : NULL, lo, hi,
                                      repartition ? w->job->max_par : 0);
@@ -372,7 +397,7 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   bool overlap = repart || (rf->head.kg_lo < hi && lo < rf->head.kg_hi);
   while (!rc && (r = sl__snap_stream_next(st, &t, &kg, &len)) == 1) {
     if (t == SL__SEC_TIMERS)
-      rc = restore_timers(w, st, lo, hi, repart);
+      rc = restore_timers(w, st, lo, hi, repart, drop);
     else if (!overlap || !be)
       continue;
     else if (t == SL__SEC_STATES) {
@@ -413,12 +438,13 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   return rc;
 }
 
-int sl__restore_task(sl__worker *w, const sl__restore *rs, uint32_t kg) {
+int sl__restore_task(sl__worker *w, const sl__restore *rs, int stage,
+                     uint32_t kg) {
   char err[256];
   sl__backend *be = sl__worker_backend(w, err, sizeof(err));
   if (!be)
     return sl__job_fail(w->job, SL_ERR_CONF, "%s", err);
-  drops drop = {0};
+  drops drop = {.g = &w->job->g, .stage = stage};
   int rc = 0;
   for (int f = 0; !rc && f < rs->n_files; f++)
     rc = restore_file(w, be, rs, &rs->files[f], kg, kg + 1, &drop);

@@ -1522,7 +1522,7 @@ static void contract_kg(const sl__backend_ops *ops) {
   /* Dropping a key group removes exactly its entries. */
   sl__state_stats s1, s2;
   ops->stats(be, v, &s1);
-  ops->kg_drop(be, kg0);
+  ops->kg_drop(be, kg0, NULL);
   ops->stats(be, v, &s2);
   ck_assert_uint_eq(s1.entries - s2.entries, (uint64_t)a->n / 3);
   b->n = 0;
@@ -1902,7 +1902,7 @@ START_TEST(test_direct_probes_agree_with_model) {
   /* A dropped key group's tables are emptied in place: its keys are
    * found by neither path, and are created again; the others are as
    * they were. */
-  f.be->ops->kg_drop(f.be, 1);
+  f.be->ops->kg_drop(f.be, 1, NULL);
   for (key = 0; key < N; key++) {
     dkey(&f, &key);
     bool dropped = f.k.kg == 1, created;

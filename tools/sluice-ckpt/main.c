@@ -210,10 +210,17 @@ int main(int argc, char **argv) {
       char *end;
       if (need_value(argc, argv, &i, &v))
         return TOOL_USAGE;
+      /* "3", or "<topic>-3" (a task of a repartition topic): its key
+       * group is the partition. */
+      const char *dash = strrchr(v, '-');
+      const char *num = dash ? dash + 1 : v;
       errno = 0;
-      o.task = strtol(v, &end, 10);
-      if (!*v || *end || errno || o.task < 0 || o.task > INT32_MAX) {
-        tool_err("--task needs a task number (a partition, >= 0), not \"%s\"",
+      o.task = strtol(num, &end, 10);
+      o.task_name = v;
+      if (!*num || *end || errno || o.task < 0 || o.task > INT32_MAX ||
+          *num == '-' || *num == '+' || dash == v) {
+        tool_err("--task needs a task: a partition (>= 0), or "
+                 "<topic>-<partition> for a repartition topic's, not \"%s\"",
                  v);
         return TOOL_USAGE;
       }
