@@ -44,15 +44,14 @@ int sl__task_ptr_write(const char *root, const sl__task_ptr *p, mode_t fmode,
     return -1;
   name_of(p, name, sizeof(name));
   json_t *o =
-      p->named
-          ? json_pack("{s:i,s:s,s:s,s:s,s:s,s:i,s:I}", "version", 2, "task",
-                      name, "checkpoint", p->checkpoint, "source", p->source,
-                      "topic", p->topic, "partition", (int)p->partition,
-                      "offset", (json_int_t)p->offset)
-          : json_pack("{s:I,s:s,s:s,s:s,s:i,s:I}", "task", (json_int_t)p->task,
-                      "checkpoint", p->checkpoint, "source", p->source,
-                      "topic", p->topic, "partition", (int)p->partition,
-                      "offset", (json_int_t)p->offset);
+      p->named ? json_pack("{s:i,s:s,s:s,s:s,s:s,s:i,s:I}", "version", 2,
+                           "task", name, "checkpoint", p->checkpoint, "source",
+                           p->source, "topic", p->topic, "partition",
+                           (int)p->partition, "offset", (json_int_t)p->offset)
+               : json_pack("{s:I,s:s,s:s,s:s,s:i,s:I}", "task",
+                           (json_int_t)p->task, "checkpoint", p->checkpoint,
+                           "source", p->source, "topic", p->topic, "partition",
+                           (int)p->partition, "offset", (json_int_t)p->offset);
   if (o && p->pending[0] &&
       (json_object_set_new(o, "pending", json_string(p->pending)) ||
        json_object_set_new(o, "pending_offset",
@@ -239,8 +238,8 @@ bool sl__task_ptr_refs(const char *root, const char *rel) {
   for (size_t i = 0; i < n; i++) {
     sl__task_ptr p;
     char err[64];
-    int r = refs ? 0 : sl__task_ptr_read_file(root, names[i], &p, err,
-                                              sizeof(err));
+    int r =
+        refs ? 0 : sl__task_ptr_read_file(root, names[i], &p, err, sizeof(err));
     if (r < 0 || (r == 1 && (strcmp(p.checkpoint, rel) == 0 ||
                              strcmp(p.pending, rel) == 0)))
       refs = true;

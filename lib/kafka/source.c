@@ -535,8 +535,8 @@ static void task_assigned(ksub *k, kpart *kp, rd_kafka_topic_partition_t *tp) {
     snprintf(name, sizeof(name), "%s-%" PRId32, tp->topic, tp->partition);
   else
     snprintf(name, sizeof(name), "%" PRId32, tp->partition);
-  int r = sl__task_read(op, task, tp->topic, tp->partition, &ptr, err,
-                        sizeof(err));
+  int r =
+      sl__task_read(op, task, tp->topic, tp->partition, &ptr, err, sizeof(err));
   if (r < 0) {
     sl__kgroup_fail(&k->grp, r, "task %s: %s", name, err);
     return;
@@ -594,8 +594,8 @@ static void task_assigned(ksub *k, kpart *kp, rd_kafka_topic_partition_t *tp) {
   sl__task_load(op, task, &ptr);
   sl__klog(s->kj, SL__LOG_INFO,
            "source %s: task %s: %s%s, from offset %" PRId64, s->uid, name,
-           snap ? "restoring from " : "no snapshot",
-           snap ? ptr.checkpoint : "", kp->next);
+           snap ? "restoring from " : "no snapshot", snap ? ptr.checkpoint : "",
+           kp->next);
 }
 
 /* New partitions start at the group's committed offset (else

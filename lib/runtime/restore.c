@@ -176,18 +176,19 @@ typedef struct drops {
 /* Whether the operator of state name ("<uid>/<state>") is outside d's
  * stage. */
 static bool other_stage(const drops *d, const char *name, size_t len) {
-  size_t ul = len;
-  while (ul > 0 && name[ul - 1] != '/')
-    ul--;
-  if (!ul)
-    return true;
-  ul--;
+  /* The operator whose uid is the longest prefix before a '/'. */
+  size_t best = 0;
+  bool other = true;
   for (int i = 0; i < d->g->n_nodes; i++) {
     const sl__node *n = d->g->nodes[i];
-    if (n->uid && strlen(n->uid) == ul && memcmp(n->uid, name, ul) == 0)
-      return n->stage != d->stage;
+    size_t ul = n->uid ? strlen(n->uid) : 0;
+    if (ul > best && ul < len && memcmp(n->uid, name, ul) == 0 &&
+        name[ul] == '/') {
+      best = ul;
+      other = n->stage != d->stage;
+    }
   }
-  return true;
+  return other;
 }
 
 static bool dropped(const char *name, size_t len, void *opaque) {

@@ -40,9 +40,9 @@ typedef struct task_slot {
 } task_slot;
 
 struct sl__tasks {
-  uint32_t n;    /* slots: stages * kgs */
-  uint32_t kgs;  /* tasks per stage: the key groups */
-  bool named;    /* pointers named by topic (repartition topics) */
+  uint32_t n;          /* slots: stages * kgs */
+  uint32_t kgs;        /* tasks per stage: the key groups */
+  bool named;          /* pointers named by topic (repartition topics) */
   _Atomic int pending; /* requests not yet served */
   pthread_mutex_t mu;
   task_slot *slot;
@@ -90,7 +90,8 @@ bool sl__tasks_on(sl_ctx_t *op) {
 }
 
 int sl__task_read(sl_ctx_t *op, uint32_t task, const char *topic,
-                  int32_t partition, sl__task_ptr *p, char *err, size_t errlen) {
+                  int32_t partition, sl__task_ptr *p, char *err,
+                  size_t errlen) {
   sl_job_t *job = job_of(op);
   const char *root = sl__ckpt_root(job->ckpt);
   int r = job->tasks->named
@@ -152,9 +153,8 @@ static int write_ptr(sl_job_t *job, const sl__task_ptr *p, char *err,
   w.legacy = w.legacy && w.named;
   if (sl__task_ptr_write(sl__ckpt_root(job->ckpt), &w, m.file, m.dir)) {
     if (w.named)
-      snprintf(err, errlen,
-               "task %s-%" PRId32 ": cannot write its pointer: %s", w.topic,
-               w.partition, strerror(errno));
+      snprintf(err, errlen, "task %s-%" PRId32 ": cannot write its pointer: %s",
+               w.topic, w.partition, strerror(errno));
     else
       snprintf(err, errlen, "task %" PRIu32 ": cannot write its pointer: %s",
                w.task, strerror(errno));
@@ -287,8 +287,7 @@ static bool of_stage(const sl_job_t *job, const sl__node *n, int stage) {
 
 /* The backend states of stage's operators ("<uid>/<name>"), for a drop
  * of one stage's key group; NULL (all of them) with one stage. */
-static int stage_states(sl__worker *w, sl__backend *be, int stage,
-                        bool **out) {
+static int stage_states(sl__worker *w, sl__backend *be, int stage, bool **out) {
   sl_job_t *job = w->job;
   *out = NULL;
   if (job->g.n_stages <= 1)
@@ -302,12 +301,15 @@ static int stage_states(sl__worker *w, sl__backend *be, int stage,
     sl__btype type;
     if (be->ops->state_info(be, id, &name, &type))
       continue;
-    const char *slash = strrchr(name, '/');
-    size_t ul = slash ? (size_t)(slash - name) : 0;
-    for (int i = 0; slash && i < job->g.n_nodes; i++) {
+    /* The operator whose uid is the longest prefix before a '/'. */
+    size_t best = 0;
+    for (int i = 0; i < job->g.n_nodes; i++) {
       const sl__node *nd = job->g.nodes[i];
-      if (nd->uid && strlen(nd->uid) == ul && memcmp(nd->uid, name, ul) == 0)
+      size_t ul = nd->uid ? strlen(nd->uid) : 0;
+      if (ul > best && strncmp(name, nd->uid, ul) == 0 && name[ul] == '/') {
+        best = ul;
         a[id] = nd->stage == stage;
+      }
     }
   }
   *out = a;

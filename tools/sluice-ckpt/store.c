@@ -111,7 +111,7 @@ static json_t *task_json(const char *name) {
   char *end;
   long long n = strtoll(name, &end, 10);
   return *name >= '0' && *name <= '9' && !*end ? json_integer(n)
-                                                : json_string(name);
+                                               : json_string(name);
 }
 
 static json_t *ptr_json(const sl__task_ptr *p) {
@@ -173,9 +173,8 @@ int store_list(const tool_opts *o) {
     if (r != 1) {
       /* A pointer that went away since the listing reads as none. */
       const char *e = r == 0 ? "its pointer went away while listing" : err;
-      json_array_append_new(jt, json_pack("{s:o,s:s,s:s}", "task",
-                                          task_json(t), "status", "damaged",
-                                          "reason", e));
+      json_array_append_new(jt, json_pack("{s:o,s:s,s:s}", "task", task_json(t),
+                                          "status", "damaged", "reason", e));
       if (!o->json)
         printf("%-*s damaged: %s\n", width, t, e);
       continue;
@@ -195,8 +194,8 @@ int store_list(const tool_opts *o) {
     if (o->json)
       continue;
     snprintf(tp, sizeof(tp), "%s[%" PRId32 "]", p.topic, p.partition);
-    printf("%-*s %-24s %10" PRId64 " %-10s %-5s  %s\n", width, t, tp,
-           p.offset, st, alive ? "yes" : "no", p.checkpoint);
+    printf("%-*s %-24s %10" PRId64 " %-10s %-5s  %s\n", width, t, tp, p.offset,
+           st, alive ? "yes" : "no", p.checkpoint);
   }
   if (o->json) {
     json_t *doc = json_pack("{s:s,s:o,s:o}", "dir", o->path, "instances", ji,
