@@ -904,6 +904,43 @@ START_TEST(group_settings_are_checked) {
 }
 END_TEST
 
+static int co_elem(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx, (void)rec, (void)opaque;
+  return 0;
+}
+
+/* In repartition mode an operator that reads two key_by streams would be
+ * one task made of partition N of two topics, which the group may give
+ * to two processes: a clear error at start, before any broker is asked
+ * (the bootstrap address is never dialled). */
+START_TEST(two_key_bys_into_one_operator_is_an_error) {
+  char err[512];
+  sl_conf_t *conf = sl_conf_new();
+  const char *kv[] = {"group.mode",
+                      "repartition",
+                      "group.partitions",
+                      "4",
+                      "kafka.bootstrap.servers",
+                      "127.0.0.1:1",
+                      NULL};
+  for (int i = 0; kv[i]; i += 2)
+    ck_assert_int_eq(sl_conf_set(conf, kv[i], kv[i + 1], err, sizeof(err)), 0);
+  sl_job_t *job = sl_job_new("two", conf, err, sizeof(err));
+  ck_assert_msg(job != NULL, "%s", err);
+  sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST};
+  sl_stream_t *a = sl_key_by(sl_source_kafka(job, "a", "a", &so), NULL, NULL);
+  sl_stream_t *b = sl_key_by(sl_source_kafka(job, "b", "b", &so), NULL, NULL);
+  sl_co_process_ops_t ops = {.on_element1 = co_elem, .on_element2 = co_elem};
+  sl_stream_t *j = sl_co_process(a, b, "join", &ops, NULL);
+  ck_assert_int_eq(sl_sink_kafka(j, "out", "out", NULL), 0);
+  ck_assert_int_eq(sl_job_run(job), SL_ERR_GRAPH);
+  ck_assert_msg(
+      strstr(sl_job_errmsg(job), "operator \"join\" reads two key_by streams"),
+      "%s", sl_job_errmsg(job));
+  sl_job_destroy(job);
+}
+END_TEST
+
 START_TEST(murmur2_partition_is_kafkas) {
   /* librdkafka's murmur2 partitioner is the Java client's. */
   char err[512], key[64];
@@ -1682,6 +1719,7 @@ int main(void) {
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, group_settings_are_checked);
   tcase_add_test(tc, murmur2_partition_is_kafkas);
+  tcase_add_test(tc, two_key_bys_into_one_operator_is_an_error);
   tcase_add_test(tc, one_process_without_group_mode);
   tcase_add_test(tc, one_process_in_group_mode);
   tcase_add_test(tc, three_processes_share_the_partitions);

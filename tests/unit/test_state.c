@@ -1519,6 +1519,22 @@ static void contract_kg(const sl__backend_ops *ops) {
   ck_assert_int_eq(
       ops->insert(be2, m, kg0, r->key, r->kl, "", 0, NULL, 0, "x", 1),
       SL_ERR_INVAL);
+  /* Dropping the key group of some states leaves the others' (group
+   * mode: key group kg0 of another keyed stage is another task). */
+  uint32_t n_states = ops->state_count(be2);
+  bool *only_v = calloc(n_states, sizeof(*only_v));
+  only_v[v] = true;
+  ops->kg_drop(be2, kg0, only_v);
+  free(only_v);
+  b->n = 0;
+  ck_assert_int_eq(ops->kg_scan(be2, kg0, collect_fn, b), 0);
+  int others = 0;
+  for (int i = 0; i < a->n; i++)
+    others += a->r[i].state != v;
+  ck_assert_int_gt(others, 0);
+  ck_assert_int_eq(b->n, others);
+  for (int i = 0; i < b->n; i++)
+    ck_assert_uint_ne(b->r[i].state, v);
   /* Dropping a key group removes exactly its entries. */
   sl__state_stats s1, s2;
   ops->stats(be, v, &s1);
