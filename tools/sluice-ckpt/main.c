@@ -41,7 +41,9 @@ static const char usage[] =
     "verify it\n"
     "  restore DIR --task N --to D   the same with the checkpoint of task N\n"
     "DIR is a checkpoint.dir, CHK one chk-<id> in it; a group store is the "
-    "checkpoint.dir\nof group mode (instances/, tasks/).\n"
+    "checkpoint.dir\nof group mode (instances/, tasks/); N names a task as "
+    "list does: its\npartition, or <topic>-<partition> with repartition "
+    "topics.\n"
     "--json prints one JSON document (dump always prints JSON lines).\n"
     "list, inspect, verify and dump only read; exit codes: 0 ok, 1 damaged "
     "or\nincomplete checkpoint or task pointer, 2 usage or I/O error.\n";
