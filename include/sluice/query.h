@@ -51,7 +51,10 @@ typedef enum sl_query_where {
 
 typedef struct sl_query_owner {
   sl_query_where where;
-  /* The key's task: its partition in group mode, else its key group. */
+  /* The key's task: its partition in group mode, else its key group.
+   * With several keyed stages (group.mode=repartition and several
+   * key_by), stage * group.partitions + partition, stage the index of
+   * the operator's keyed stage (docs/scaling.md). */
   uint32_t task;
   /* The owning process: its instance.id and query.advertised.endpoint
    * ("" when it advertises none); both "" unless where is REMOTE. */
@@ -103,7 +106,10 @@ SL_API int sl_job_query(sl_job_t *job, const char *uid, const char *state,
                         char *err, size_t errlen);
 
 /* Which process owns key (key_len bytes, as the job's key_by function
- * returns it), from any thread while the job runs; *out is filled. In
+ * returns it), from any thread while the job runs; *out is filled. With
+ * several keyed stages this answers for the first one (stage 0); a
+ * query of another stage's operator (sl_job_query, opts->owner) names
+ * the owner of the key in that stage. In
  * group mode the process learns the other members' assignments and
  * endpoints from the owners topic (group.owners.topic), within about a
  * second of a rebalance; until then a moved key may read MOVING, or the

@@ -470,7 +470,7 @@ static void retain(struct sl__ckpt *ck) {
      * until its owner points elsewhere. */
     char rel[600];
     if (ck->root && (sl__ckpt_rel(ck, ids[i], rel, sizeof(rel)),
-                     sl__task_ptr_refs(ck->root, ck->env.max_par, rel)))
+                     sl__task_ptr_refs(ck->root, rel)))
       continue;
     if (sl__rmtree(chk))
       LOG(ck, SL__LOG_WARN, "cannot remove old checkpoint %s: %s", chk,
@@ -478,7 +478,7 @@ static void retain(struct sl__ckpt *ck) {
   }
   free(ids);
   if (ck->root)
-    sl__task_gc(ck->root, ck->env.max_par, ck->inst, false, NULL, NULL);
+    sl__task_gc(ck->root, ck->inst, false, NULL, NULL);
 }
 
 /* ---- Coordinator -------------------------------------------------------- */

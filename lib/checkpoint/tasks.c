@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Group mode's task pointers (tasks.h): tasks/<task>.json under the shared
  * checkpoint.dir, each naming the checkpoint that holds the task's newest
- * complete snapshot and the input offset stored with it. */
+ * complete snapshot and the input offset stored with it; version 1 named
+ * by partition, version 2 by topic and partition. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -18,16 +19,39 @@
 #include "core/util.h"
 #include "sluice/common.h"
 
+/* The file name of p's pointer, without ".json". */
+static void name_of(const sl__task_ptr *p, char *out, size_t cap) {
+  if (p->named)
+    snprintf(out, cap, "%s-%" PRId32, p->topic, p->partition);
+  else
+    snprintf(out, cap, "%" PRIu32, p->task);
+}
+
+static bool all_digits(const char *s) {
+  if (!*s)
+    return false;
+  for (; *s; s++)
+    if (*s < '0' || *s > '9')
+      return false;
+  return true;
+}
+
 int sl__task_ptr_write(const char *root, const sl__task_ptr *p, mode_t fmode,
                        mode_t dmode) {
-  char dir[4200], tmp[4300], path[4300];
+  char dir[4200], tmp[5000], path[5000], name[600];
   snprintf(dir, sizeof(dir), "%s/tasks", root);
   if (sl__mkdirs(dir, dmode))
     return -1;
-  json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:i,s:I}", "task",
-                        (json_int_t)p->task, "checkpoint", p->checkpoint,
-                        "source", p->source, "topic", p->topic, "partition",
-                        (int)p->partition, "offset", (json_int_t)p->offset);
+  name_of(p, name, sizeof(name));
+  json_t *o =
+      p->named ? json_pack("{s:i,s:s,s:s,s:s,s:s,s:i,s:I}", "version", 2,
+                           "task", name, "checkpoint", p->checkpoint, "source",
+                           p->source, "topic", p->topic, "partition",
+                           (int)p->partition, "offset", (json_int_t)p->offset)
+               : json_pack("{s:I,s:s,s:s,s:s,s:i,s:I}", "task",
+                           (json_int_t)p->task, "checkpoint", p->checkpoint,
+                           "source", p->source, "topic", p->topic, "partition",
+                           (int)p->partition, "offset", (json_int_t)p->offset);
   if (o && p->pending[0] &&
       (json_object_set_new(o, "pending", json_string(p->pending)) ||
        json_object_set_new(o, "pending_offset",
@@ -44,22 +68,28 @@ int sl__task_ptr_write(const char *root, const sl__task_ptr *p, mode_t fmode,
   /* The temp name is the writer's own (its pid): two processes that both
    * believe they own the task (one of them a zombie) never write into one
    * file; the rename decides, and a reader sees one whole pointer. */
-  snprintf(path, sizeof(path), "%s/%" PRIu32 ".json", dir, p->task);
-  snprintf(tmp, sizeof(tmp), "%s/.%" PRIu32 ".%ld.tmp", dir, p->task,
-           (long)getpid());
+  snprintf(path, sizeof(path), "%s/%s.json", dir, name);
+  snprintf(tmp, sizeof(tmp), "%s/.%s.%ld.tmp", dir, name, (long)getpid());
   int rc = sl__ckpt_write_file(tmp, text, strlen(text), fmode);
   free(text);
   if (!rc && (rc = rename(tmp, path)))
     unlink(tmp);
+  /* The version 1 pointer the task was read from goes once the named one
+   * is durable: a reader looks for the named one first. */
+  if (!rc && p->legacy) {
+    snprintf(path, sizeof(path), "%s/%" PRId32 ".json", dir, p->partition);
+    if (unlink(path) && errno != ENOENT)
+      rc = -1;
+  }
   if (!rc)
     rc = sl__ckpt_fsync_path(dir, true);
   return rc;
 }
 
-int sl__task_ptr_read(const char *root, uint32_t task, sl__task_ptr *p,
-                      char *err, size_t errlen) {
-  char path[4300];
-  snprintf(path, sizeof(path), "%s/tasks/%" PRIu32 ".json", root, task);
+int sl__task_ptr_read_file(const char *root, const char *name, sl__task_ptr *p,
+                           char *err, size_t errlen) {
+  char path[4800];
+  snprintf(path, sizeof(path), "%s/tasks/%s.json", root, name);
   json_error_t je;
   json_t *o = json_load_file(path, 0, &je);
   if (!o) {
@@ -69,24 +99,36 @@ int sl__task_ptr_read(const char *root, uint32_t task, sl__task_ptr *p,
     return SL_ERR_CORRUPT;
   }
   const char *chk = NULL, *src = NULL, *topic = NULL, *pend = NULL;
-  json_int_t t = -1, off = -1, pend_off = -1;
-  int part = -1;
-  int bad = json_unpack(o, "{s:I,s:s,s:s,s:s,s:i,s:I,s?s,s?I}", "task", &t,
-                        "checkpoint", &chk, "source", &src, "topic", &topic,
-                        "partition", &part, "offset", &off, "pending", &pend,
-                        "pending_offset", &pend_off);
+  json_t *task = NULL;
+  json_int_t off = -1, pend_off = -1;
+  int part = -1, version = 1;
+  int bad = json_unpack(o, "{s?i,s:o,s:s,s:s,s:s,s:i,s:I,s?s,s?I}", "version",
+                        &version, "task", &task, "checkpoint", &chk, "source",
+                        &src, "topic", &topic, "partition", &part, "offset",
+                        &off, "pending", &pend, "pending_offset", &pend_off);
+  /* Version 1 is named by its task number, version 2 by topic and
+   * partition; the file's name must be the one its content gives. */
+  char want[600] = "";
+  if (!bad && version == 2)
+    snprintf(want, sizeof(want), "%s-%d", topic, part);
+  bool v1 = !bad && version == 1 && json_is_integer(task) && all_digits(name) &&
+            json_integer_value(task) == strtoll(name, NULL, 10);
+  bool v2 = !bad && version == 2 && json_is_string(task) &&
+            strcmp(json_string_value(task), name) == 0 &&
+            strcmp(want, name) == 0;
   /* No snapshot before (checkpoint "") only beside a pending one. */
   bool none = !bad && !chk[0] && off == -1 && pend;
   if (!bad &&
-      (t != (json_int_t)task ||
-       (!none && (!sl__ckpt_safe_rel(chk) || off < 0)) ||
+      ((!v1 && !v2) || (!none && (!sl__ckpt_safe_rel(chk) || off < 0)) ||
        (pend && (!sl__ckpt_safe_rel(pend) || pend_off < 0 ||
                  strlen(pend) >= sizeof(p->pending))) ||
        strlen(chk) >= sizeof(p->checkpoint) ||
        strlen(src) >= sizeof(p->source) || strlen(topic) >= sizeof(p->topic)))
     bad = 1;
   if (!bad) {
-    p->task = task;
+    memset(p, 0, sizeof(*p));
+    p->task = v1 ? (uint32_t)json_integer_value(task) : 0;
+    p->named = v2;
     snprintf(p->checkpoint, sizeof(p->checkpoint), "%s", chk);
     snprintf(p->source, sizeof(p->source), "%s", src);
     snprintf(p->topic, sizeof(p->topic), "%s", topic);
@@ -97,23 +139,114 @@ int sl__task_ptr_read(const char *root, uint32_t task, sl__task_ptr *p,
   }
   json_decref(o);
   if (bad) {
-    sl__errf(err, errlen, "%s: not a task pointer of task %" PRIu32, path,
-             task);
+    sl__errf(err, errlen, "%s: not a task pointer of task %s%s", path, name,
+             version != 1 && version != 2 ? " (an unknown version)" : "");
     return SL_ERR_CORRUPT;
   }
   return 1;
 }
 
-bool sl__task_ptr_refs(const char *root, uint32_t n, const char *rel) {
-  for (uint32_t t = 0; t < n; t++) {
+int sl__task_ptr_read(const char *root, uint32_t task, sl__task_ptr *p,
+                      char *err, size_t errlen) {
+  char name[16];
+  snprintf(name, sizeof(name), "%" PRIu32, task);
+  return sl__task_ptr_read_file(root, name, p, err, errlen);
+}
+
+int sl__task_ptr_read_named(const char *root, const char *topic,
+                            int32_t partition, sl__task_ptr *p, char *err,
+                            size_t errlen) {
+  char name[600];
+  snprintf(name, sizeof(name), "%s-%" PRId32, topic, partition);
+  int r = sl__task_ptr_read_file(root, name, p, err, errlen);
+  if (r)
+    return r;
+  /* A store of one repartition topic named its tasks by partition. */
+  snprintf(name, sizeof(name), "%" PRId32, partition);
+  sl__task_ptr old;
+  if ((r = sl__task_ptr_read_file(root, name, &old, err, errlen)) != 1)
+    return r;
+  if (strcmp(old.topic, topic) != 0 || old.partition != partition)
+    return 0;
+  *p = old;
+  p->task = 0;
+  p->named = p->legacy = true;
+  return 1;
+}
+
+static int cmp_name(const void *a, const void *b) {
+  const char *x = *(char *const *)a, *y = *(char *const *)b;
+  bool dx = all_digits(x), dy = all_digits(y);
+  if (dx != dy)
+    return dx ? -1 : 1;
+  if (dx && strlen(x) != strlen(y))
+    return strlen(x) < strlen(y) ? -1 : 1;
+  return strcmp(x, y);
+}
+
+int sl__task_ptr_list(const char *root, char ***names, size_t *n) {
+  char dir[4200];
+  snprintf(dir, sizeof(dir), "%s/tasks", root);
+  *names = NULL;
+  *n = 0;
+  DIR *d = opendir(dir);
+  if (!d)
+    return errno == ENOENT ? 0 : -1;
+  size_t cap = 0;
+  struct dirent *e;
+  int rc = 0;
+  while (!rc && (e = readdir(d))) {
+    size_t len = strlen(e->d_name);
+    if (e->d_name[0] == '.' || len <= 5 ||
+        strcmp(e->d_name + len - 5, ".json") != 0)
+      continue;
+    if (*n == cap) {
+      cap = cap ? cap * 2 : 16;
+      char **a = realloc(*names, cap * sizeof(*a));
+      if (!a) {
+        rc = -1;
+        break;
+      }
+      *names = a;
+    }
+    if (!((*names)[*n] = strndup(e->d_name, len - 5)))
+      rc = -1;
+    else
+      (*n)++;
+  }
+  closedir(d);
+  if (rc) {
+    for (size_t i = 0; i < *n; i++)
+      free((*names)[i]);
+    free(*names);
+    *names = NULL;
+    *n = 0;
+    errno = ENOMEM;
+    return -1;
+  }
+  if (*n)
+    qsort(*names, *n, sizeof(**names), cmp_name);
+  return 0;
+}
+
+bool sl__task_ptr_refs(const char *root, const char *rel) {
+  char **names;
+  size_t n;
+  if (sl__task_ptr_list(root, &names, &n))
+    return true;
+  bool refs = false;
+  for (size_t i = 0; i < n; i++) {
     sl__task_ptr p;
     char err[64];
-    int r = sl__task_ptr_read(root, t, &p, err, sizeof(err));
+    int r =
+        refs ? 0 : sl__task_ptr_read_file(root, names[i], &p, err, sizeof(err));
     if (r < 0 || (r == 1 && (strcmp(p.checkpoint, rel) == 0 ||
                              strcmp(p.pending, rel) == 0)))
-      return true;
+      refs = true;
+    free(names[i]);
   }
-  return false;
+  free(names);
+  return refs;
 }
 
 int sl__task_ckpt_state(const char *root, const char *rel) {
@@ -152,7 +285,7 @@ bool sl__task_inst_alive(const char *inst_dir) {
   return alive;
 }
 
-void sl__task_gc(const char *root, uint32_t n, const char *self, bool dry_run,
+void sl__task_gc(const char *root, const char *self, bool dry_run,
                  void (*removed)(const char *name, void *opaque),
                  void *opaque) {
   char dir[4200];
@@ -178,7 +311,7 @@ void sl__task_gc(const char *root, uint32_t n, const char *self, bool dry_run,
       char rel[600];
       snprintf(rel, sizeof(rel), "instances/%s/chk-%" PRIu64, e->d_name,
                ids[i]);
-      keep = sl__task_ptr_refs(root, n, rel);
+      keep = sl__task_ptr_refs(root, rel);
     }
     free(ids);
     if (!keep && (dry_run || !sl__rmtree(inst)) && removed)

@@ -2,11 +2,16 @@
 /* The shared task store of group mode (docs/scaling.md): under one
  * checkpoint.dir that every process of the job sees, each process writes
  * ordinary checkpoints into its own instances/<instance>/ directory, and
- * the owner of a task (an input partition, which is a key group) points
+ * the owner of a task (a partition of a keyed stage's input) points
  * tasks/<task>.json at the newest checkpoint holding the task's state,
- * with the source offset stored beside it. A pointer is replaced
- * atomically (temp name, fsync, rename) and only by the task's owner, so
- * processes never write the same file. */
+ * with the source offset stored beside it. A task is named by its
+ * partition ("3") when the job has one keyed stage over co-partitioned
+ * input, and by topic and partition ("job-count-repartition-3", version
+ * 2) with repartition topics, one per keyed stage; a store written when
+ * a job had one repartition topic named its tasks by partition, and such
+ * a pointer still serves the task of its topic (read_named). A pointer
+ * is replaced atomically (temp name, fsync, rename) and only by the
+ * task's owner, so processes never write the same file. */
 #ifndef SL_CHECKPOINT_TASKS_H
 #define SL_CHECKPOINT_TASKS_H
 
@@ -22,7 +27,15 @@
  * whether it committed (docs/scaling.md) and restores from the one that
  * matches the output. */
 typedef struct sl__task_ptr {
+  /* Version 1: tasks/<task>.json, task the partition. Version 2 (named):
+   * tasks/<topic>-<partition>.json; task is then the runtime's index of
+   * the task (not written). */
   uint32_t task;
+  bool named;
+  /* Named, but read from the version 1 pointer of its partition (a store
+   * of one repartition topic): the first write under the name removes
+   * that file. */
+  bool legacy;
   /* chk-<id> directory, relative to the root; "" (offset -1) only with a
    * pending one: the task had no snapshot before it. */
   char checkpoint[512];
@@ -34,17 +47,35 @@ typedef struct sl__task_ptr {
   int64_t pending_offset;
 } sl__task_ptr;
 
-/* Writes root/tasks/<p->task>.json atomically. 0 or -1 with errno. */
+/* Writes root/tasks/<p->task>.json (named: <p->topic>-<p->partition>.json,
+ * and removes the version 1 file it was read from, p->legacy)
+ * atomically. 0 or -1 with errno. */
 int sl__task_ptr_write(const char *root, const sl__task_ptr *p, mode_t fmode,
                        mode_t dmode);
-/* Reads root/tasks/<task>.json into *p: 1 when there is one, 0 when the
- * task has none yet, SL_ERR_CORRUPT or SL_ERR_IO (reason in err). */
+/* Reads root/tasks/<task>.json (version 1) into *p: 1 when there is one,
+ * 0 when the task has none yet, SL_ERR_CORRUPT or SL_ERR_IO (reason in
+ * err). */
 int sl__task_ptr_read(const char *root, uint32_t task, sl__task_ptr *p,
                       char *err, size_t errlen);
-/* Whether some pointer of root (tasks 0..n-1) names the checkpoint rel
- * (relative to root), also as its pending one: retention must keep it.
- * A pointer that cannot be read counts as naming it. */
-bool sl__task_ptr_refs(const char *root, uint32_t n, const char *rel);
+/* The same for the task named by topic and partition (version 2); when
+ * it has no pointer yet, the version 1 pointer of the partition if it
+ * names that topic (p->legacy set). p->task is 0: the caller's index. */
+int sl__task_ptr_read_named(const char *root, const char *topic,
+                            int32_t partition, sl__task_ptr *p, char *err,
+                            size_t errlen);
+/* The same for the pointer file tasks/<name>.json, whichever version its
+ * name says (digits only: version 1). */
+int sl__task_ptr_read_file(const char *root, const char *name, sl__task_ptr *p,
+                           char *err, size_t errlen);
+/* The names of root's pointer files (without ".json"), sorted: version 1
+ * ones by number first, then the others by name. 0 with *names (free
+ * each and the array; NULL and 0 without tasks/) or -1 with errno. */
+int sl__task_ptr_list(const char *root, char ***names, size_t *n);
+/* Whether some pointer of root names the checkpoint rel (relative to
+ * root), also as its pending one: retention must keep it. A pointer
+ * that cannot be read, or a directory that cannot be listed, counts as
+ * naming it. */
+bool sl__task_ptr_refs(const char *root, const char *rel);
 
 /* How far checkpoint rel (relative to root) got: SL__TASK_CKPT_COMMITTED
  * (its _COMMITTED mark is there), SL__TASK_CKPT_DURABLE (its _metadata
@@ -70,7 +101,7 @@ bool sl__task_inst_alive(const char *inst_dir);
  * checkpoints a pointer names. Best effort. With dry_run nothing is
  * removed. removed (may be NULL) is told each directory name removed,
  * or that would be. */
-void sl__task_gc(const char *root, uint32_t n, const char *self, bool dry_run,
+void sl__task_gc(const char *root, const char *self, bool dry_run,
                  void (*removed)(const char *name, void *opaque), void *opaque);
 
 #endif

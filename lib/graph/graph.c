@@ -437,7 +437,51 @@ static const sl__node *source_above(const sl__node *n) {
   return NULL;
 }
 
+/* Whether node k is a key_by that a repartition topic cuts: not a
+ * broadcast, and something reads it. */
+static bool cut_key_by(const sl__graph *g, const sl__node *k) {
+  if (k->kind != SL__NODE_KEYBY || k->broadcast)
+    return false;
+  for (int j = k->id + 1; j < g->n_nodes; j++)
+    for (int p = 0; p < g->nodes[j]->n_inputs; p++)
+      if (g->nodes[j]->inputs[p].from == k)
+        return true;
+  return false;
+}
+
+/* An operator reading two cut key_bys would be one task made of
+ * partition N of two topics, which the group may give to two processes
+ * (Kafka Streams' co-partitioning needs its own assignor). */
+static int check_stages(const sl__graph *g, char *err, size_t errlen) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    const sl__node *n = g->nodes[i], *first = NULL;
+    for (int p = 0; p < n->n_inputs; p++) {
+      const sl__node *k = n->inputs[p].from;
+      if (!cut_key_by(g, k) || k == first)
+        continue;
+      if (first) {
+        sl__errf(err, errlen,
+                 "operator \"%s\" reads two key_by streams: with "
+                 "group.mode=repartition each crosses processes through a "
+                 "topic of its own, whose partition N the group may give to "
+                 "another process than the other's; a keyed operator reads "
+                 "one key_by (use group.mode=copartitioned for a join of "
+                 "co-partitioned topics)",
+                 n->uid ? n->uid : "");
+        return SL_ERR_GRAPH;
+      }
+      first = k;
+    }
+  }
+  return SL_OK;
+}
+
 int sl__graph_split(sl__graph *g, sl_job_t *job, char *err, size_t errlen) {
+  g->n_stages = 1;
+  int rc = g->split ? check_stages(g, err, errlen) : SL_OK;
+  if (rc)
+    return rc;
+  int stages = 0;
   for (int i = 0; g->split && i < g->n_nodes; i++) {
     sl__node *k = g->nodes[i];
     if (k->kind != SL__NODE_KEYBY || k->broadcast)
@@ -450,6 +494,11 @@ int sl__graph_split(sl__graph *g, sl_job_t *job, char *err, size_t errlen) {
           uid = g->nodes[j]->uid;
     if (!uid)
       continue; /* nothing reads it: nothing to carry */
+    k->stage = stages++;
+    for (int j = i + 1; j < g->n_nodes; j++)
+      for (int p = 0; p < g->nodes[j]->n_inputs; p++)
+        if (g->nodes[j]->inputs[p].from == k)
+          g->nodes[j]->stage = k->stage;
     sl_stream_t *in = stream_of(g, k->inputs[0].from, k->inputs[0].tag);
     sl_stream_t *src = in ? g->split(job, k, in, uid, g->split_arg) : NULL;
     if (!src) {
@@ -479,6 +528,8 @@ int sl__graph_split(sl__graph *g, sl_job_t *job, char *err, size_t errlen) {
     k->key_opaque = NULL;
     i++; /* the key_by moved one place on */
   }
+  if (stages > 1)
+    g->n_stages = stages;
   return SL_OK;
 }
 

@@ -54,6 +54,11 @@ struct sl__node {
   sl_key_fn key_fn;
   void *key_opaque;
   int xidx; /* index among key_by nodes, in topological order */
+  /* Group mode with repartition topics: the keyed stage this node
+   * belongs to (a key_by, and the keyed operators that read it), an
+   * index into the job's repartition topics in the order
+   * sl__graph_split cut them; 0 otherwise (one stage). */
+  int stage;
   /* An exchange of sl_broadcast(): every record to every worker, no key. */
   bool broadcast;
   /* Whether this node has an instance on every worker or only on worker 0
@@ -93,6 +98,9 @@ typedef struct sl__graph {
   int n_adopted;
   sl__graph_split_fn split; /* set: every key_by crosses a topic */
   void *split_arg;
+  /* Keyed stages (sl__node.stage): the repartition topics sl__graph_split
+   * cut, at least 1. A task of group mode is a partition of one stage. */
+  int n_stages;
 } sl__graph;
 
 /* The graph of a job: the runtime's sl_job_t begins with it (runtime.h
@@ -125,7 +133,11 @@ bool sl__graph_only_broadcasts(const sl__graph *g, const sl__node *n);
 
 /* With a split hook: cuts the graph at every key_by (broadcasts aside),
  * so that the key_by reads the hook's source instead of its input, and
- * without its key function (the records read back carry the key). The
+ * without its key function (the records read back carry the key). Each
+ * cut key_by is a keyed stage of its own (its stage set before the hook
+ * is called, numbered from 0 in topological order), and so are the
+ * operators that read it; an operator that reads two of them is an
+ * error (the group may give partition 3 of each to two processes). The
  * source gets the watermark strategy of the first source upstream of the
  * key_by, without its timestamp assigner (records read back carry their
  * event time). Before the graph is sealed; SL_OK or an error with the

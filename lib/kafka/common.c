@@ -56,7 +56,9 @@ static void kjob_free(void *arg) {
   for (size_t i = 0; i < kj->n_src; i++)
     free(kj->src_uids[i]);
   free(kj->src_uids);
-  free(kj->repart_topic);
+  for (size_t i = 0; i < kj->n_repart; i++)
+    free(kj->repart_topics[i]);
+  free(kj->repart_topics);
   free(kj->name);
   pthread_mutex_destroy(&kj->lock);
   pthread_mutex_destroy(&kj->dlq_lock);

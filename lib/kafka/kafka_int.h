@@ -73,8 +73,10 @@ typedef struct sl__kjob {
   /* Group mode: the owners directory (owners.c), a service of the job
    * that frees it. */
   struct sl__kowners *owners;
-  /* Group mode with a repartition topic (repart.c): its name. */
-  char *repart_topic;
+  /* Group mode with repartition topics (repart.c): their names, one per
+   * keyed stage, at the stage's index (sl__node.stage). */
+  char **repart_topics;
+  size_t n_repart;
   /* Group mode: this process's members of the consumer group (one per
    * Kafka source subtask), each registered while its consumer exists
    * (NULL after), so that the exactly-once commit can check that every
@@ -377,6 +379,13 @@ sl_stream_t *sl__krepart_split(sl_job_t *job, const struct sl__node *k,
  * when it cannot be created or described; the reason in err. */
 int sl__krepart_ensure(sl__kjob *kj, const sl_conf_t *conf, const char *topic,
                        char *err, size_t errlen);
+/* Group mode: the keyed stage whose tasks topic's partitions are (the
+ * index of the repartition topic; 0 for every topic without repartition
+ * topics), or -1 for a topic upstream of them. */
+int sl__ktask_stage(const sl__kjob *kj, const char *topic);
+/* The task (runtime/tasks.h) of a partition: stage * group.partitions +
+ * partition, or -1 when the partition is not a task. */
+int64_t sl__ktask_of(const sl__kjob *kj, const char *topic, int32_t partition);
 /* The internal source and sink (source.c, sink.c): a Kafka source whose
  * partitions are the group's tasks; a Kafka sink keying each record by
  * key_fn (NULL: its own key) and writing it to the murmur2 partition of

@@ -10,7 +10,9 @@
  * written after the old owner's claim of it: a graceful owner withdraws
  * it in a later record, and a dead one's stale claim is older than its
  * successor's. The one moment this misses is a claim of our own that we
- * no longer hold: then the task is moving, never ours. */
+ * no longer hold: then the task is moving, never ours. Tasks are numbered
+ * as the runtime numbers them (runtime/tasks.h): stage *
+ * group.partitions + partition. */
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -118,8 +120,8 @@ static int hold(sl__kowners *o, const rd_kafka_topic_partition_list_t *l,
                 int d) {
   int n = 0;
   for (int i = 0; l && i < l->cnt; i++) {
-    int32_t p = l->elems[i].partition;
-    if (p < 0 || (uint32_t)p >= o->tasks)
+    int64_t p = sl__ktask_of(o->kj, l->elems[i].topic, l->elems[i].partition);
+    if (p < 0 || (uint64_t)p >= o->tasks)
       continue;
     bool was = o->held[p] != 0;
     if (d < 0 && !o->held[p])
@@ -287,6 +289,21 @@ static void read_claims(sl__kowners *o) {
 static int svc_start(void *svc, char *err, size_t errlen) {
   sl__kowners *o = svc;
   const sl_conf_t *conf = o->kj->conf;
+  /* The graph is cut by now: a task per partition of each keyed stage
+   * (sl__ktask_of), before any member is assigned one. */
+  uint32_t stages = o->kj->n_repart > 1 ? (uint32_t)o->kj->n_repart : 1;
+  if (stages > 1) {
+    uint32_t *held = calloc(o->tasks * stages, sizeof(*held));
+    if (!held) {
+      snprintf(err, errlen, "owners topic: out of memory");
+      return SL_ERR_NOMEM;
+    }
+    pthread_mutex_lock(&o->mu);
+    free(o->held);
+    o->held = held;
+    o->tasks *= stages;
+    pthread_mutex_unlock(&o->mu);
+  }
   char cid[300];
   snprintf(cid, sizeof(cid), "sluice-%s-owners", o->kj->name);
   const char *pd[] = {"client.id", cid, "linger.ms", "5",

@@ -559,7 +559,8 @@ static int prepare_tasks(sl__kprod *p, uint64_t id) {
     rc = SL_ERR_NOMEM;
   for (size_t i = 0, j = 0; !rc && i < kj->n_pos; i++)
     if (kj->pos[i].id == id && kj->pos[i].task) {
-      tasks[j] = kj->pos[i].partition;
+      int64_t t = sl__ktask_of(kj, kj->pos[i].topic, kj->pos[i].partition);
+      tasks[j] = t < 0 ? INT32_MAX : (int32_t)t; /* not a task: skipped */
       offs[j++] = kj->pos[i].offset;
     }
   pthread_mutex_unlock(&kj->lock);

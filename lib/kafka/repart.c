@@ -5,8 +5,10 @@
  * <job>-<uid>-repartition with Kafka's murmur2 partitioner, and an
  * internal Kafka source, which reads it back in the job's consumer group
  * with the topic's partitions as the tasks; and a service of the job
- * that, before any worker starts, checks the topic's partition count or
- * creates it through the admin API. */
+ * that, before any worker starts, checks each topic's partition count or
+ * creates it through the admin API. Every cut key_by is a keyed stage
+ * with a topic of its own; a task is a partition of one of them. */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,10 +22,13 @@
 #include "runtime/runtime.h"
 
 /* Before the workers start, so that no source has joined the group when
- * the topic turns out to be wrong. */
+ * a topic turns out to be wrong. */
 static int repart_start(void *kjob, char *err, size_t errlen) {
   sl__kjob *kj = kjob;
-  return sl__krepart_ensure(kj, kj->conf, kj->repart_topic, err, errlen);
+  int rc = SL_OK;
+  for (size_t i = 0; i < kj->n_repart && !rc; i++)
+    rc = sl__krepart_ensure(kj, kj->conf, kj->repart_topics[i], err, errlen);
+  return rc;
 }
 
 static const sl__service_ops repart_ops = {.name = "repartition",
@@ -32,31 +37,44 @@ static const sl__service_ops repart_ops = {.name = "repartition",
 sl_stream_t *sl__krepart_split(sl_job_t *job, const sl__node *k,
                                sl_stream_t *in, const char *uid, void *kjob) {
   sl__kjob *kj = kjob;
-  /* A task is one partition number of one topic (runtime/tasks.h): two
-   * repartition topics would make partition 3 of each one task. */
-  if (kj->repart_topic) {
-    sl_job_build_error(job, SL_ERR_GRAPH,
-                       "key_by before \"%s\": group.mode=repartition carries "
-                       "one key_by per job through a repartition topic (its "
-                       "partitions are the job's tasks); the job has another "
-                       "one, through %s",
-                       uid, kj->repart_topic);
-    return NULL;
-  }
   char topic[512], sink[300], src[300];
   snprintf(topic, sizeof(topic), "%s-%s-repartition", kj->name, uid);
   snprintf(sink, sizeof(sink), "%s-repartition-sink", uid);
   snprintf(src, sizeof(src), "%s-repartition", uid);
-  if (!(kj->repart_topic = strdup(topic)) ||
-      sl__job_add_service(job, &repart_ops, kj)) {
+  /* One topic per keyed stage, at the stage's index: a task is a
+   * partition of one of them (sl__ktask_of). */
+  assert((size_t)k->stage == kj->n_repart);
+  char **t = realloc(kj->repart_topics, (kj->n_repart + 1) * sizeof(*t));
+  if (t)
+    kj->repart_topics = t;
+  if (!t || !(t[kj->n_repart] = strdup(topic)) ||
+      (kj->n_repart == 0 && sl__job_add_service(job, &repart_ops, kj))) {
     sl_job_build_error(job, SL_ERR_NOMEM, "key_by: out of memory");
     return NULL;
   }
+  kj->n_repart++;
   int32_t parts = (int32_t)sl__conf_int(kj->conf, "group.partitions");
   if (sl__ksink_repart(in, sink, topic, k->key_fn, k->key_opaque, parts))
     return NULL;
   sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST};
   return sl__ksource_new(job, src, topic, &so, true);
+}
+
+int sl__ktask_stage(const sl__kjob *kj, const char *topic) {
+  if (!kj->n_repart)
+    return 0;
+  for (size_t i = 0; i < kj->n_repart; i++)
+    if (strcmp(kj->repart_topics[i], topic) == 0)
+      return (int)i;
+  return -1;
+}
+
+int64_t sl__ktask_of(const sl__kjob *kj, const char *topic, int32_t partition) {
+  int stage = sl__ktask_stage(kj, topic);
+  if (stage < 0 || partition < 0)
+    return -1;
+  return (int64_t)stage * sl__conf_int(kj->conf, "group.partitions") +
+         partition;
 }
 
 /* The topic's partition count from the cluster's metadata; 0 while the

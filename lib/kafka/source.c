@@ -111,6 +111,9 @@ typedef struct ksub {
   uint64_t published;
   rd_kafka_topic_partition_list_t *rev;
   uint64_t revoke_after;
+  /* The task of partition p is task_base + p (runtime/tasks.h): its
+   * keyed stage times group.partitions. */
+  uint32_t task_base;
 } ksub;
 
 typedef struct rpos {
@@ -531,32 +534,40 @@ static void task_assigned(ksub *k, kpart *kp, rd_kafka_topic_partition_t *tp) {
   sl_ctx_t *op = sl_source_op(k->ctx);
   sl__task_ptr ptr;
   char err[1024];
-  uint32_t task = (uint32_t)tp->partition;
-  int r = sl__task_read(op, task, &ptr, err, sizeof(err));
+  uint32_t task = k->task_base + (uint32_t)tp->partition;
+  /* Named as its pointer is: by partition with one keyed stage, by topic
+   * and partition with repartition topics. */
+  char name[300];
+  if (sl__kgroup_repartition(k->grp.conf))
+    snprintf(name, sizeof(name), "%s-%" PRId32, tp->topic, tp->partition);
+  else
+    snprintf(name, sizeof(name), "%" PRId32, tp->partition);
+  int r =
+      sl__task_read(op, task, tp->topic, tp->partition, &ptr, err, sizeof(err));
   if (r < 0) {
-    sl__kgroup_fail(&k->grp, r, "task %" PRIu32 ": %s", task, err);
+    sl__kgroup_fail(&k->grp, r, "task %s: %s", name, err);
     return;
   }
   if (r == 1 &&
       (strcmp(ptr.topic, tp->topic) || ptr.partition != tp->partition ||
        strcmp(ptr.source, s->uid))) {
     sl__kgroup_fail(&k->grp, SL_ERR_STATE,
-                    "task %" PRIu32 ": its pointer names %s[%" PRId32
+                    "task %s: its pointer names %s[%" PRId32
                     "] of source %s, not %s[%" PRId32 "] of %s",
-                    task, ptr.topic, ptr.partition, ptr.source, tp->topic,
+                    name, ptr.topic, ptr.partition, ptr.source, tp->topic,
                     tp->partition, s->uid);
     return;
   }
   if (r == 1 && ptr.pending[0]) {
     int c = pending_committed(k, &ptr, err, sizeof(err));
     if (c < 0) {
-      sl__kgroup_fail(&k->grp, c, "task %" PRIu32 ": %s", task, err);
+      sl__kgroup_fail(&k->grp, c, "task %s: %s", name, err);
       return;
     }
     sl__klog(s->kj, SL__LOG_INFO,
-             "source %s: task %" PRIu32 ": the transaction of checkpoint %s "
+             "source %s: task %s: the transaction of checkpoint %s "
              "%s",
-             s->uid, task, ptr.pending,
+             s->uid, name, ptr.pending,
              c ? "committed: restoring from it"
                : "did not commit: restoring from the one before");
     if (c) {
@@ -589,9 +600,9 @@ static void task_assigned(ksub *k, kpart *kp, rd_kafka_topic_partition_t *tp) {
   kp->loading = true;
   sl__task_load(op, task, &ptr);
   sl__klog(s->kj, SL__LOG_INFO,
-           "source %s: task %" PRIu32 ": %s%s, from offset %" PRId64, s->uid,
-           task, snap ? "restoring from " : "no snapshot",
-           snap ? ptr.checkpoint : "", kp->next);
+           "source %s: task %s: %s%s, from offset %" PRId64, s->uid, name,
+           snap ? "restoring from " : "no snapshot", snap ? ptr.checkpoint : "",
+           kp->next);
 }
 
 /* Upstream of an exactly-once repartition topic: the group's committed
@@ -705,7 +716,7 @@ static bool task_revoked(ksub *k, const rd_kafka_topic_partition_list_t *l,
       size_t j = part_of(s, k, &l->elems[i]);
       if (j < k->n_parts) {
         if (k->tasks)
-          sl__task_drop(op, (uint32_t)k->parts[j].partition);
+          sl__task_drop(op, k->task_base + (uint32_t)k->parts[j].partition);
         forget(s, k, j);
       }
     }
@@ -725,7 +736,7 @@ static bool task_revoked(ksub *k, const rd_kafka_topic_partition_list_t *l,
     kpart *p = &k->parts[j];
     if (now || k->closing || p->loading || p->next < 0) {
       if (k->tasks)
-        sl__task_drop(op, (uint32_t)p->partition);
+        sl__task_drop(op, k->task_base + (uint32_t)p->partition);
       forget(s, k, j);
     } else {
       p->revoking = true;
@@ -870,6 +881,14 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
                           "kafka source %s: group mode with checkpoint.dir "
                           "reads one topic per source (it reads %d)",
                           s->uid, s->n_topics);
+  if (k->tasks) {
+    int64_t t0 = sl__ktask_of(s->kj, s->topics[0], 0);
+    if (t0 < 0)
+      return sl_source_fail(ctx, SL_ERR_STATE,
+                            "kafka source %s: topic %s is no keyed stage's",
+                            s->uid, s->topics[0]);
+    k->task_base = (uint32_t)t0;
+  }
   if (k->group) {
     k->grp = (sl__kgroup){.assigned = group_assigned,
                           .revoked = group_revoked,
@@ -1447,8 +1466,9 @@ static int group_poll(sl_source_ctx_t *ctx, ksub *k) {
                           k->grp.errmsg);
   for (size_t i = 0; k->tasks && i < k->n_parts; i++) {
     kpart *p = &k->parts[i];
-    if (!p->loading || sl__task_state(sl_source_op(ctx),
-                                      (uint32_t)p->partition) != SL__TASK_READY)
+    if (!p->loading ||
+        sl__task_state(sl_source_op(ctx),
+                       k->task_base + (uint32_t)p->partition) != SL__TASK_READY)
       continue;
     p->loading = false;
     if (p->next >= 0) /* records were dropped meanwhile: read them again */
@@ -1560,7 +1580,7 @@ static void task_complete(ksub *k, uint64_t id) {
              k->parts[j].partition == tp->partition && !k->parts[j].loading;
     if (!mine)
       continue;
-    sl__task_ptr ptr = {.task = (uint32_t)tp->partition,
+    sl__task_ptr ptr = {.task = k->task_base + (uint32_t)tp->partition,
                         .partition = tp->partition,
                         .offset = tp->offset};
     snprintf(ptr.source, sizeof(ptr.source), "%s", s->uid);
@@ -1589,7 +1609,8 @@ static void release_revoked(ksub *k, uint64_t id) {
       continue;
     }
     if (k->tasks)
-      sl__task_drop(sl_source_op(k->ctx), (uint32_t)k->parts[j].partition);
+      sl__task_drop(sl_source_op(k->ctx),
+                    k->task_base + (uint32_t)k->parts[j].partition);
     forget(k->src, k, j);
   }
   sl__kgroup_release(k->rk, &k->grp, k->rev);

@@ -262,7 +262,7 @@ static const double pause_bounds[] = SL__GROUP_PAUSE_BOUNDS;
 
 static const struct cfam group[] = {
     {SL_METRIC_GAUGE, "sluice_group_tasks", NULL,
-     "Tasks (input partitions of the keyed stage) this process owns."},
+     "Tasks (input partitions of the keyed stages) this process owns."},
     {SL_METRIC_GAUGE, "sluice_group_rebalancing", NULL,
      "Consumer-group members of this process in a rebalance: joined, or "
      "partitions revoked, and not assigned since (0: settled)."},

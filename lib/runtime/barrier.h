@@ -35,8 +35,10 @@ int sl__barrier_snapshot_image(sl__worker *w, void **data, size_t *len,
 int sl__restore_early(sl__worker *w);
 int sl__restore_late(sl__worker *w);
 /* Group mode (tasks.c): the keyed state and timers of key group kg from
- * rs into the running worker that owns it (the caller cleared them). */
+ * rs into the running worker that owns it (the caller cleared them); of
+ * the operators of keyed stage `stage` only, or of all (-1). */
 struct sl__restore;
-int sl__restore_task(sl__worker *w, const struct sl__restore *rs, uint32_t kg);
+int sl__restore_task(sl__worker *w, const struct sl__restore *rs, int stage,
+                     uint32_t kg);
 
 #endif

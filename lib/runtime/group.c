@@ -66,6 +66,13 @@ uint32_t sl__job_task_of(const sl_job_t *job, const void *key, size_t len,
                          : sl__key_group(kh, job->max_par);
 }
 
+int sl__job_stage_of(const sl_job_t *job, const char *uid) {
+  for (int i = 0; uid && i < job->g.n_nodes; i++)
+    if (job->g.nodes[i]->uid && strcmp(job->g.nodes[i]->uid, uid) == 0)
+      return job->g.nodes[i]->stage;
+  return 0;
+}
+
 void sl__job_set_owner_fn(sl_job_t *job, sl__owner_fn fn, void *opaque) {
   job->owner_fn = fn;
   job->owner_opaque = opaque;

@@ -29,6 +29,10 @@ void sl__job_endpoint(sl_job_t *job, char *out, size_t len);
 uint32_t sl__job_task_of(const sl_job_t *job, const void *key, size_t len,
                          uint64_t kh);
 
+/* The keyed stage of operator uid (graph.h: sl__node.stage), 0 when the
+ * job has one or has no such operator. After the job was prepared. */
+int sl__job_stage_of(const sl_job_t *job, const char *uid);
+
 /* Who owns a task: fills out->where and, for another process, its
  * instance and endpoint (out->task is set by the caller). Called from any
  * thread, the caller's own. */

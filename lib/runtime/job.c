@@ -438,6 +438,12 @@ int sl__job_prepare(sl_job_t *job) {
   if (rc)
     return job->g.build_err ? rc : sl__job_fail(job, rc, "%s", why);
   sl__graph_seal(&job->g);
+  /* A task per partition of each keyed stage, named by topic when the
+   * stages read repartition topics. */
+  if (job->tasks &&
+      sl__tasks_stages(job->tasks, job->g.n_stages, job->g.split != NULL))
+    return sl__job_fail(job, SL_ERR_NOMEM, "job \"%s\": out of memory",
+                        job->name);
   rc = sl__graph_validate(&job->g, job->name, why, sizeof(why));
   if (rc)
     return job->g.build_err ? rc : sl__job_fail(job, rc, "%s", why);

@@ -239,8 +239,11 @@ int sl_job_query(sl_job_t *job, const char *uid, const char *state,
    * entry the records went to. */
   uint64_t hash = sl__hash64(key, key_len);
   uint32_t kg = sl__job_task_of(job, key, key_len, hash);
+  /* With several keyed stages (repartition topics) the task is the
+   * key's partition in the stage of uid. */
+  uint32_t task = (uint32_t)sl__job_stage_of(job, uid) * job->max_par + kg;
   sl_query_owner_t o;
-  sl__job_owner(job, kg, &o);
+  sl__job_owner(job, task, &o);
   if (o.where != SL_QUERY_LOCAL)
     return not_owner(&o, opts ? opts->owner : NULL, err, errlen);
   struct sl__qreq *r = req_new(uid, state, key, key_len, mk, mk_len);

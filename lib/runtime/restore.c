@@ -168,10 +168,34 @@ int sl__restore_early(sl__worker *w) {
 typedef struct drops {
   char **names;
   size_t n;
+  /* A task's restore with several keyed stages: the state of every
+   * operator outside this stage is another task's (-1: none). */
+  const sl__graph *g;
+  int stage;
 } drops;
+
+/* Whether the operator of state name ("<uid>/<state>") is outside d's
+ * stage. */
+static bool other_stage(const drops *d, const char *name, size_t len) {
+  /* The operator whose uid is the longest prefix before a '/'. */
+  size_t best = 0;
+  bool other = true;
+  for (int i = 0; i < d->g->n_nodes; i++) {
+    const sl__node *n = d->g->nodes[i];
+    size_t ul = n->uid ? strlen(n->uid) : 0;
+    if (ul > best && ul < len && memcmp(n->uid, name, ul) == 0 &&
+        name[ul] == '/') {
+      best = ul;
+      other = n->stage != d->stage;
+    }
+  }
+  return other;
+}
 
 static bool dropped(const char *name, size_t len, void *opaque) {
   const drops *d = opaque;
+  if (d && d->g && d->stage >= 0 && other_stage(d, name, len))
+    return true;
   for (size_t i = 0; d && i < d->n; i++)
     if (strlen(d->names[i]) == len && memcmp(d->names[i], name, len) == 0)
       return true;
@@ -205,15 +229,24 @@ static sl_ctx_t *keyed_inst(sl__worker *w, const void *uid, size_t ul) {
   return NULL;
 }
 
+/* The keyed context of operator uid on this worker, NULL when the job has
+ * none or it belongs to another stage than the task being loaded. */
+static sl__keyed *stage_keyed(sl__worker *w, const void *uid, size_t ul,
+                              const drops *drop) {
+  sl_ctx_t *c = keyed_inst(w, uid, ul);
+  if (c && drop->g && drop->stage >= 0 && c->node->stage != drop->stage)
+    c = NULL; /* another stage's task */
+  return c ? sl_op_keyed(c) : NULL;
+}
+
 static int restore_timers(sl__worker *w, sl__snap_stream *st, uint32_t lo,
-                          uint32_t hi, bool repartition) {
+                          uint32_t hi, bool repartition, const drops *drop) {
   const void *uid = NULL;
   size_t ul = 0;
   int r = sl__snap_stream_bytes(st, &uid, &ul);
   if (r != 1)
     return r < 0 ? r : SL_ERR_CORRUPT;
-  sl_ctx_t *c = keyed_inst(w, uid, ul);
-  sl__keyed *k = c ? sl_op_keyed(c) : NULL;
+  sl__keyed *k = stage_keyed(w, uid, ul, drop);
   return sl__snap_stream_load_timers(st, k ? k->timers : NULL, lo, hi,
                                      repartition ? w->job->max_par : 0);
 }
@@ -222,7 +255,7 @@ static int restore_timers(sl__worker *w, sl__snap_stream *st, uint32_t lo,
  * only a task's load (sl__restore_task) reads them; a whole restore starts
  * every watermark from the minimum, as in Flink. */
 static int restore_taskwm(sl__worker *w, sl__snap_stream *st, uint32_t lo,
-                          uint32_t hi) {
+                          uint32_t hi, const drops *drop) {
   sl__rd p;
   const void *uid = NULL;
   size_t ul = 0;
@@ -233,8 +266,7 @@ static int restore_taskwm(sl__worker *w, sl__snap_stream *st, uint32_t lo,
     return r;
   if (!sl__rd_bytes(&p, &uid, &ul))
     return SL_ERR_CORRUPT;
-  sl_ctx_t *c = keyed_inst(w, uid, ul);
-  sl__keyed *k = c ? sl_op_keyed(c) : NULL;
+  sl__keyed *k = stage_keyed(w, uid, ul, drop);
   while ((r = sl__snap_taskwm_next(&p, &kg, &wm)) == 1)
     if (k && k->tw && kg >= lo && kg < hi)
       sl__taskwm_load(k->tw, kg, wm);
@@ -396,10 +428,10 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   bool overlap = repart || (rf->head.kg_lo < hi && lo < rf->head.kg_hi);
   while (!rc && (r = sl__snap_stream_next(st, &t, &kg, &len)) == 1) {
     if (t == SL__SEC_TIMERS)
-      rc = restore_timers(w, st, lo, hi, repart);
+      rc = restore_timers(w, st, lo, hi, repart, drop);
     else if (t == SL__SEC_TASKWM) {
       if (task)
-        rc = restore_taskwm(w, st, lo, hi);
+        rc = restore_taskwm(w, st, lo, hi, drop);
     } else if (!overlap || !be)
       continue;
     else if (t == SL__SEC_STATES) {
@@ -440,12 +472,13 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   return rc;
 }
 
-int sl__restore_task(sl__worker *w, const sl__restore *rs, uint32_t kg) {
+int sl__restore_task(sl__worker *w, const sl__restore *rs, int stage,
+                     uint32_t kg) {
   char err[256];
   sl__backend *be = sl__worker_backend(w, err, sizeof(err));
   if (!be)
     return sl__job_fail(w->job, SL_ERR_CONF, "%s", err);
-  drops drop = {0};
+  drops drop = {.g = &w->job->g, .stage = stage};
   int rc = 0;
   for (int f = 0; !rc && f < rs->n_files; f++)
     rc = restore_file(w, be, rs, &rs->files[f], kg, kg + 1, &drop, true);

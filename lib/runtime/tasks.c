@@ -41,7 +41,9 @@ typedef struct task_slot {
 } task_slot;
 
 struct sl__tasks {
-  uint32_t n;
+  uint32_t n;          /* slots: stages * kgs */
+  uint32_t kgs;        /* tasks per stage: the key groups */
+  bool named;          /* pointers named by topic (repartition topics) */
   _Atomic int pending; /* requests not yet served */
   pthread_mutex_t mu;
   task_slot *slot;
@@ -53,9 +55,23 @@ struct sl__tasks *sl__tasks_new(uint32_t n) {
     free(t);
     return NULL;
   }
-  t->n = n;
+  t->n = t->kgs = n;
   pthread_mutex_init(&t->mu, NULL);
   return t;
+}
+
+int sl__tasks_stages(struct sl__tasks *t, int stages, bool named) {
+  uint32_t n = (uint32_t)stages * t->kgs;
+  t->named = named;
+  if (n <= t->n)
+    return SL_OK;
+  task_slot *a = realloc(t->slot, n * sizeof(*a));
+  if (!a)
+    return SL_ERR_NOMEM;
+  memset(a + t->n, 0, (n - t->n) * sizeof(*a));
+  t->slot = a;
+  t->n = n;
+  return SL_OK;
 }
 
 void sl__tasks_free(struct sl__tasks *t) {
@@ -74,10 +90,19 @@ bool sl__tasks_on(sl_ctx_t *op) {
   return job_of(op)->tasks != NULL;
 }
 
-int sl__task_read(sl_ctx_t *op, uint32_t task, sl__task_ptr *p, char *err,
+int sl__task_read(sl_ctx_t *op, uint32_t task, const char *topic,
+                  int32_t partition, sl__task_ptr *p, char *err,
                   size_t errlen) {
-  return sl__task_ptr_read(sl__ckpt_root(job_of(op)->ckpt), task, p, err,
-                           errlen);
+  sl_job_t *job = job_of(op);
+  const char *root = sl__ckpt_root(job->ckpt);
+  int r = job->tasks->named
+              ? sl__task_ptr_read_named(root, topic, partition, p, err, errlen)
+              : sl__task_ptr_read(root, task, p, err, errlen);
+  if (r == 1) {
+    p->task = task;
+    p->named = job->tasks->named;
+  }
+  return r;
 }
 
 int sl__task_pending_state(sl_ctx_t *op, const sl__task_ptr *p) {
@@ -120,13 +145,20 @@ int sl__task_state(sl_ctx_t *op, uint32_t task) {
   return atomic_load(&job_of(op)->tasks->slot[task].st);
 }
 
-/* mu held. */
+/* mu held. Named as the job names its tasks. */
 static int write_ptr(sl_job_t *job, const sl__task_ptr *p, char *err,
                      size_t errlen) {
   sl__fmode m = sl__fs_mode(job->conf);
-  if (sl__task_ptr_write(sl__ckpt_root(job->ckpt), p, m.file, m.dir)) {
-    snprintf(err, errlen, "task %" PRIu32 ": cannot write its pointer: %s",
-             p->task, strerror(errno));
+  sl__task_ptr w = *p;
+  w.named = job->tasks->named;
+  w.legacy = w.legacy && w.named;
+  if (sl__task_ptr_write(sl__ckpt_root(job->ckpt), &w, m.file, m.dir)) {
+    if (w.named)
+      snprintf(err, errlen, "task %s-%" PRId32 ": cannot write its pointer: %s",
+               w.topic, w.partition, strerror(errno));
+    else
+      snprintf(err, errlen, "task %" PRIu32 ": cannot write its pointer: %s",
+               w.task, strerror(errno));
     return SL_ERR_IO;
   }
   return 0;
@@ -143,6 +175,7 @@ int sl__task_publish(sl_ctx_t *op, uint64_t id, sl__task_ptr *p, char *err,
    * (the coordinator moves on while this thread publishes): it stays. */
   p->pending[0] = '\0';
   p->pending_offset = -1;
+  p->legacy = s->ptr.legacy;
   if (s->pending_id > id) {
     snprintf(p->pending, sizeof(p->pending), "%s", s->ptr.pending);
     p->pending_offset = s->ptr.pending_offset;
@@ -150,8 +183,10 @@ int sl__task_publish(sl_ctx_t *op, uint64_t id, sl__task_ptr *p, char *err,
     s->pending_id = 0;
   }
   int rc = write_ptr(job, p, err, errlen);
-  if (!rc)
+  if (!rc) {
     s->ptr = *p;
+    s->ptr.legacy = false;
+  }
   pthread_mutex_unlock(&t->mu);
   return rc;
 }
@@ -180,6 +215,7 @@ int sl__task_prepare(sl_job_t *job, uint64_t id, uint32_t task, int64_t offset,
     p.pending_offset = offset;
     if (!(rc = write_ptr(job, &p, err, errlen))) {
       s->ptr = p;
+      s->ptr.legacy = false;
       s->pending_id = id;
     }
   }
@@ -244,20 +280,66 @@ static int collect_timer(const sl__timer_view *v, int domain, void *opaque) {
   return 0;
 }
 
+/* Whether node n's keyed state belongs to stage (every node's does when
+ * the job has one keyed stage). */
+static bool of_stage(const sl_job_t *job, const sl__node *n, int stage) {
+  return job->g.n_stages <= 1 || n->stage == stage;
+}
+
+/* The backend states of stage's operators ("<uid>/<name>"), for a drop
+ * of one stage's key group; NULL (all of them) with one stage. */
+static int stage_states(sl__worker *w, sl__backend *be, int stage, bool **out) {
+  sl_job_t *job = w->job;
+  *out = NULL;
+  if (job->g.n_stages <= 1)
+    return 0;
+  uint32_t n = be->ops->state_count(be);
+  bool *a = calloc(n ? n : 1, sizeof(*a));
+  if (!a)
+    return SL_ERR_NOMEM;
+  for (uint32_t id = 0; id < n; id++) {
+    const char *name;
+    sl__btype type;
+    if (be->ops->state_info(be, id, &name, &type))
+      continue;
+    /* The operator whose uid is the longest prefix before a '/'. */
+    size_t best = 0;
+    for (int i = 0; i < job->g.n_nodes; i++) {
+      const sl__node *nd = job->g.nodes[i];
+      size_t ul = nd->uid ? strlen(nd->uid) : 0;
+      if (ul > best && strncmp(name, nd->uid, ul) == 0 && name[ul] == '/') {
+        best = ul;
+        a[id] = nd->stage == stage;
+      }
+    }
+  }
+  *out = a;
+  return 0;
+}
+
 /* The task's keyed state and timers leave the worker: after a revocation
- * (its snapshot is written) and before a load (nothing stale may stay). */
-static int clear_task(sl__worker *w, uint32_t kg) {
+ * (its snapshot is written) and before a load (nothing stale may stay).
+ * Only the operators of the task's stage: key group kg of another stage
+ * is another task, which this process may hold. */
+static int clear_task(sl__worker *w, int stage, uint32_t kg) {
   char err[256];
   sl__backend *be = sl__worker_backend(w, err, sizeof(err));
   if (!be)
     return sl__job_fail(w->job, SL_ERR_STATE, "task %" PRIu32 ": %s", kg, err);
-  be->ops->kg_drop(be, kg);
+  bool *states;
+  if (stage_states(w, be, stage, &states))
+    return sl__job_fail(w->job, SL_ERR_NOMEM,
+                        "task %" PRIu32 ": out of memory dropping state", kg);
+  be->ops->kg_drop(be, kg, states);
+  free(states);
   for (int i = 0; i < w->job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
     sl__keyed *k = c && !sl__is_source(c) ? sl_op_keyed(c) : NULL;
-    if (k && k->tw)
+    if (!k || !of_stage(w->job, c->node, stage))
+      continue;
+    if (k->tw)
       sl__taskwm_drop(k->tw, kg);
-    if (!k || !k->timers)
+    if (!k->timers)
       continue;
     timer_refs r = {0};
     int rc = sl__timers_foreach_kg(k->timers, kg, kg, collect_timer, &r);
@@ -278,9 +360,9 @@ static int clear_task(sl__worker *w, uint32_t kg) {
   return 0;
 }
 
-static int load_task(sl__worker *w, uint32_t kg, const char *path) {
+static int load_task(sl__worker *w, int stage, uint32_t kg, const char *path) {
   sl_job_t *job = w->job;
-  int rc = clear_task(w, kg);
+  int rc = clear_task(w, stage, kg);
   if (rc)
     return rc;
   /* The task is held from now on, at the watermark its snapshot recorded
@@ -288,7 +370,7 @@ static int load_task(sl__worker *w, uint32_t kg, const char *path) {
   for (int i = 0; i < job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
     sl__keyed *k = c && !sl__is_source(c) ? sl_op_keyed(c) : NULL;
-    if (k && k->tw)
+    if (k && k->tw && of_stage(job, c->node, stage))
       sl__taskwm_load(k->tw, kg, SL_TS_MIN);
   }
   if (!path)
@@ -297,7 +379,7 @@ static int load_task(sl__worker *w, uint32_t kg, const char *path) {
   sl__restore *rs = NULL;
   rc = sl__ckpt_load_path(path, job->max_par, &rs, err, sizeof(err));
   if (!rc)
-    rc = sl__restore_task(w, rs, kg);
+    rc = sl__restore_task(w, rs, job->g.n_stages > 1 ? stage : -1, kg);
   sl__ckpt_restore_free(rs);
   if (rc && !sl__job_failing(job))
     sl__job_fail(job, rc, "task %" PRIu32 ": cannot restore it from %s: %s", kg,
@@ -311,26 +393,29 @@ int sl__tasks_serve(sl__worker *w) {
     return 0;
   uint32_t lo, hi;
   sl__kg_range(w->index, w->job->par, w->job->max_par, &lo, &hi);
-  for (uint32_t kg = lo; kg < hi; kg++) {
-    task_slot *s = &t->slot[kg];
-    int st = atomic_load(&s->st), rc;
-    if (st == SL__TASK_LOAD) {
-      char path[sizeof(s->path)];
-      pthread_mutex_lock(&t->mu);
-      bool has = s->has_path;
-      memcpy(path, s->path, sizeof(path));
-      pthread_mutex_unlock(&t->mu);
-      rc = load_task(w, kg, has ? path : NULL);
-    } else if (st == SL__TASK_DROP) {
-      rc = clear_task(w, kg);
-    } else {
-      continue;
+  for (uint32_t base = 0; base < t->n; base += t->kgs) {
+    int stage = (int)(base / t->kgs);
+    for (uint32_t kg = lo; kg < hi; kg++) {
+      task_slot *s = &t->slot[base + kg];
+      int st = atomic_load(&s->st), rc;
+      if (st == SL__TASK_LOAD) {
+        char path[sizeof(s->path)];
+        pthread_mutex_lock(&t->mu);
+        bool has = s->has_path;
+        memcpy(path, s->path, sizeof(path));
+        pthread_mutex_unlock(&t->mu);
+        rc = load_task(w, stage, kg, has ? path : NULL);
+      } else if (st == SL__TASK_DROP) {
+        rc = clear_task(w, stage, kg);
+      } else {
+        continue;
+      }
+      if (rc)
+        return rc;
+      int done = st == SL__TASK_LOAD ? SL__TASK_READY : SL__TASK_IDLE;
+      if (atomic_compare_exchange_strong(&s->st, &st, done))
+        atomic_fetch_sub(&t->pending, 1);
     }
-    if (rc)
-      return rc;
-    int done = st == SL__TASK_LOAD ? SL__TASK_READY : SL__TASK_IDLE;
-    if (atomic_compare_exchange_strong(&s->st, &st, done))
-      atomic_fetch_sub(&t->pending, 1);
   }
   return 0;
 }

@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Tasks of group mode with checkpoints (docs/scaling.md): a task is an
- * input partition and the key group of the same number. The Kafka source
- * that was assigned or revoked a partition asks here for the task's state
- * to be loaded or dropped; the worker that owns the key group does it
- * between two of its batches (sl__tasks_serve), so no record of the task
- * meets the worker's state before it is complete. Pointers to each
- * task's newest snapshot (checkpoint/tasks.h) are written through here
- * too, so the Kafka layer needs nothing of the checkpoint store. */
+ * input partition of a keyed stage and the key group of the same number
+ * in the operators of that stage. A job has one keyed stage, or one per
+ * repartition topic; the task of partition p of stage s is numbered
+ * s * max_par + p here. The Kafka source that was assigned or revoked a
+ * partition asks here for the task's state to be loaded or dropped; the
+ * worker that owns the key group does it between two of its batches
+ * (sl__tasks_serve), so no record of the task meets the worker's state
+ * before it is complete. Pointers to each task's newest snapshot
+ * (checkpoint/tasks.h) are written through here too, so the Kafka layer
+ * needs nothing of the checkpoint store. */
 #ifndef SL_RUNTIME_TASKS_H
 #define SL_RUNTIME_TASKS_H
 
@@ -29,10 +32,12 @@ enum {
 /* Whether the job of op keeps per-task state (group mode with
  * checkpoint.dir). Every call below needs it. */
 bool sl__tasks_on(sl_ctx_t *op);
-/* The task's pointer, if it has one: 1 with *p, 0 when it has none yet,
- * or an error (reason in err). */
-int sl__task_read(sl_ctx_t *op, uint32_t task, sl__task_ptr *p, char *err,
-                  size_t errlen);
+/* The task's pointer (the task of partition of topic), if it has one: 1
+ * with *p, 0 when it has none yet, or an error (reason in err). p->task
+ * and p->named are set for this job: pointers of a job with repartition
+ * topics are named by topic and partition. */
+int sl__task_read(sl_ctx_t *op, uint32_t task, const char *topic,
+                  int32_t partition, sl__task_ptr *p, char *err, size_t errlen);
 /* How far the checkpoint p names pending got: SL__TASK_CKPT_*. */
 int sl__task_pending_state(sl_ctx_t *op, const sl__task_ptr *p);
 /* Asks the owning worker to drop the task's state and timers and to
@@ -67,6 +72,10 @@ uint64_t sl__task_completed(sl_ctx_t *op);
 /* The runtime's side: made with the job (NULL when not on), freed with
  * it; served by every worker once per round. */
 struct sl__tasks *sl__tasks_new(uint32_t n);
+/* Once the graph is cut (before any worker or source starts): stages
+ * keyed stages of n tasks each; named, whether pointers are named by
+ * topic (repartition topics). SL_OK or SL_ERR_NOMEM. */
+int sl__tasks_stages(struct sl__tasks *t, int stages, bool named);
 void sl__tasks_free(struct sl__tasks *t);
 int sl__tasks_serve(struct sl__worker *w);
 

@@ -248,8 +248,11 @@ typedef struct sl__backend_ops {
    * run is inserted piles them into one probe cluster (quadratic time), so
    * the hashmap sizes the table for all of them first. Optional (NULL). */
   void (*reserve)(sl__backend *be, uint32_t state, uint32_t kg, size_t n);
-  /* Drops every entry of key group kg (handed to another worker). */
-  void (*kg_drop)(sl__backend *be, uint32_t kg);
+  /* Drops every entry of key group kg (handed to another worker), or
+   * with states non-NULL those of the states id with states[id] true
+   * (ids below state_count; group mode's keyed stages share key group
+   * numbers, and one stage's task moves alone). */
+  void (*kg_drop)(sl__backend *be, uint32_t kg, const bool *states);
 
   void (*stats)(const sl__backend *be, uint32_t state, sl__state_stats *out);
 

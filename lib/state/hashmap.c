@@ -606,12 +606,13 @@ static void hm_table_free(hm_state *st, hm_table *t) {
 
 static void hm_kg_forget(hm *b, uint32_t g);
 
-static void hm_kg_drop(sl__backend *be, uint32_t kg) {
+static void hm_kg_drop(sl__backend *be, uint32_t kg, const bool *states) {
   hm *b = (hm *)be;
   if (kg < be->kg_lo || kg >= be->kg_hi)
     return;
   for (uint32_t id = 0; id < b->n_states; id++)
-    hm_table_free(&b->states[id], hm_tab(b, &b->states[id], kg));
+    if (!states || states[id])
+      hm_table_free(&b->states[id], hm_tab(b, &b->states[id], kg));
   /* What the key group had is gone, not changed entry by entry. */
   if (b->kg_known)
     hm_kg_forget(b, kg - be->kg_lo);

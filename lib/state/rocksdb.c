@@ -1126,8 +1126,8 @@ static int ro_insert(sl__backend *be, uint32_t state, uint32_t kg,
   (void)mk, (void)ml, (void)val, (void)len;
   return SL_ERR_STATE;
 }
-static void ro_kg_drop(sl__backend *be, uint32_t kg) {
-  (void)be, (void)kg;
+static void ro_kg_drop(sl__backend *be, uint32_t kg, const bool *states) {
+  (void)be, (void)kg, (void)states;
 }
 static int ro_snapshot(sl__backend *be, const char *dir, char *err,
                        size_t errlen) {

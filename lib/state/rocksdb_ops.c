@@ -802,7 +802,7 @@ int sl__rk_insert(sl__backend *be, uint32_t state, uint32_t kg, const void *key,
   return 0;
 }
 
-void sl__rk_kg_drop(sl__backend *be, uint32_t kg) {
+void sl__rk_kg_drop(sl__backend *be, uint32_t kg, const bool *states) {
   rk *b = (rk *)be;
   if (kg < be->kg_lo || kg >= be->kg_hi || rk_failed(b) || sl__rk_flush(b))
     return;
@@ -813,6 +813,8 @@ void sl__rk_kg_drop(sl__backend *be, uint32_t kg) {
   int rc = 0;
   /* The stats lose exactly what RocksDB holds: count it first. */
   for (uint32_t id = 0; id < b->n_states && !rc; id++) {
+    if (states && !states[id])
+      continue;
     rk_state *st = rk_st(b, id);
     range_it r;
     if ((rc = range_open(b, &r, st, lo, 2)))

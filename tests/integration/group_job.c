@@ -35,6 +35,11 @@
  * offsets of transactions), the job's name and its topics come from
  * GROUP_JOB_NAME, GROUP_JOB_IN and GROUP_JOB_OUT (default group-job, in,
  * out), and a dead process's open transaction is aborted after 20 s.
+ *
+ * With GROUP_JOB_TWO_STAGES set too (with GROUP_JOB_KEY_BY_VALUE), the
+ * counts go through a second key_by, by group ("user-<i>" -> "g-<i/2>"),
+ * to a tumbling 1 s sum of the counts per group ("total"): in
+ * group.mode=repartition a second repartition topic.
  * usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS
  *        [CHECKPOINT_DIR BACKEND [PARALLELISM]] */
 #include <dirent.h>
@@ -363,6 +368,30 @@ static int scale_timer(sl_ctx_t *ctx, sl_time_domain domain, int64_t ts,
   return sl_emit(ctx, &out);
 }
 
+/* "user-<i>" -> "g-<i/2>". */
+static int group_key(const sl_record_t *rec, const void **key, size_t *len,
+                     void *opaque) {
+  (void)opaque;
+  static _Thread_local char buf[32];
+  char k[32];
+  snprintf(k, sizeof(k), "%.*s", (int)(rec->key_len < 31 ? rec->key_len : 31),
+           (const char *)rec->key);
+  int i = 0;
+  if (sscanf(k, "user-%d", &i) != 1)
+    return -1;
+  *len = (size_t)snprintf(buf, sizeof(buf), "g-%d", i / 2);
+  *key = buf;
+  return 0;
+}
+
+static int count_of(const sl_record_t *rec, int64_t *out, void *opaque) {
+  (void)opaque;
+  if (rec->value_len != sizeof(*out))
+    return -1;
+  memcpy(out, rec->value, sizeof(*out));
+  return 0;
+}
+
 static int value_key(const sl_record_t *rec, const void **key, size_t *len,
                      void *opaque) {
   (void)opaque;
@@ -468,6 +497,10 @@ int main(int argc, char **argv) {
   sl_window_fn_t fn = {.builtin = SL_AGG_COUNT};
   sl_stream_t *w = sl_window(sl_key_by(src, by_value ? value_key : NULL, NULL),
                              "count", &spec, &fn, NULL);
+  if (getenv("GROUP_JOB_TWO_STAGES")) {
+    sl_window_fn_t sum = {.builtin = SL_AGG_SUM_INT, .num_int = count_of};
+    w = sl_window(sl_key_by(w, group_key, NULL), "total", &spec, &sum, NULL);
+  }
   if (getenv("GROUP_JOB_BROADCAST")) {
     sl_kafka_source_opts_t ro = {.start = SL_KAFKA_START_EARLIEST};
     sl_watermark_spec_t rwm = {.kind = SL_WM_BOUNDED};

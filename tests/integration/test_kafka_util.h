@@ -114,6 +114,10 @@ static inline void tk_flush(rd_kafka_t *p) {
 typedef struct tk_msg {
   char key[64];
   char value[512];
+  /* The value's first bytes as they are (binary values), and its
+   * length. */
+  unsigned char raw[16];
+  size_t len;
   char headers[512];
   int64_t ts;
   int32_t partition;
@@ -169,9 +173,12 @@ static inline size_t tk_read(tk_reader *r, size_t want, int timeout_ms) {
       if (m->key)
         snprintf(x->key, sizeof(x->key), "%.*s", (int)m->key_len,
                  (const char *)m->key);
-      if (m->payload)
+      if (m->payload) {
         snprintf(x->value, sizeof(x->value), "%.*s", (int)m->len,
                  (const char *)m->payload);
+        memcpy(x->raw, m->payload, m->len < 16 ? m->len : 16);
+        x->len = m->len;
+      }
       x->ts = rd_kafka_message_timestamp(m, NULL);
       x->partition = m->partition;
       x->offset = m->offset;

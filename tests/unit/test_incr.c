@@ -336,7 +336,7 @@ static void one_op(world *w) {
     }
   } else { /* a key group handed away: everything in it goes */
     unsigned kg = rnd(w, K);
-    be->ops->kg_drop(be, kg);
+    be->ops->kg_drop(be, kg, NULL);
     mdel(md, NULL, NULL, 0, NULL, 0, (int)kg);
   }
 }

@@ -129,7 +129,7 @@ START_TEST(damaged_pointer_is_an_error) {
                   "%s read as valid", bad[i].why);
     ck_assert_msg(strstr(err, "tasks/5.json"), "%s: %s", bad[i].why, err);
     /* Retention keeps everything while it cannot tell. */
-    ck_assert(sl__task_ptr_refs(root, 8, "instances/h/chk-99"));
+    ck_assert(sl__task_ptr_refs(root, "instances/h/chk-99"));
   }
   teardown_root();
 }
@@ -139,12 +139,77 @@ START_TEST(refs_name_the_pointed_checkpoints) {
   setup_root();
   put(0, "instances/a/chk-3", 10);
   put(2, "instances/b/chk-9", 20);
-  ck_assert(sl__task_ptr_refs(root, 4, "instances/a/chk-3"));
-  ck_assert(sl__task_ptr_refs(root, 4, "instances/b/chk-9"));
-  ck_assert(!sl__task_ptr_refs(root, 4, "instances/a/chk-2"));
-  ck_assert(!sl__task_ptr_refs(root, 4, "instances/b/chk-3"));
-  /* Only tasks below n count. */
-  ck_assert(!sl__task_ptr_refs(root, 2, "instances/b/chk-9"));
+  ck_assert(sl__task_ptr_refs(root, "instances/a/chk-3"));
+  ck_assert(sl__task_ptr_refs(root, "instances/b/chk-9"));
+  ck_assert(!sl__task_ptr_refs(root, "instances/a/chk-2"));
+  ck_assert(!sl__task_ptr_refs(root, "instances/b/chk-3"));
+  teardown_root();
+}
+END_TEST
+
+/* With repartition topics a task is named by topic and partition
+ * (version 2); a store of one repartition topic named its tasks by
+ * partition (version 1), and such a pointer still serves its topic's
+ * task until the first named write replaces it. */
+START_TEST(named_pointers_and_the_layout_before) {
+  setup_root();
+  char err[256];
+  sl__task_ptr p;
+  /* The layout before: tasks/3.json of topic "events". */
+  put(3, "instances/a/chk-3", 30);
+  ck_assert_int_eq(
+      sl__task_ptr_read_named(root, "events", 3, &p, err, sizeof(err)), 1);
+  ck_assert(p.named && p.legacy);
+  ck_assert_str_eq(p.checkpoint, "instances/a/chk-3");
+  ck_assert_int_eq(p.offset, 30);
+  /* Not another topic's, nor another partition's. */
+  ck_assert_int_eq(
+      sl__task_ptr_read_named(root, "other", 3, &p, err, sizeof(err)), 0);
+  ck_assert_int_eq(
+      sl__task_ptr_read_named(root, "events", 4, &p, err, sizeof(err)), 0);
+  /* The first named write removes the old file. */
+  sl__task_ptr_read_named(root, "events", 3, &p, err, sizeof(err));
+  snprintf(p.checkpoint, sizeof(p.checkpoint), "instances/b/chk-5");
+  p.offset = 40;
+  ck_assert_int_eq(sl__task_ptr_write(root, &p, 0600, 0700), 0);
+  ck_assert(exists("tasks/events-3.json"));
+  ck_assert(!exists("tasks/3.json"));
+  ck_assert_int_eq(
+      sl__task_ptr_read_named(root, "events", 3, &p, err, sizeof(err)), 1);
+  ck_assert(p.named && !p.legacy);
+  ck_assert_str_eq(p.checkpoint, "instances/b/chk-5");
+  /* Two stages' partition 3 are two pointers. */
+  sl__task_ptr q = p;
+  snprintf(q.topic, sizeof(q.topic), "job-total-repartition");
+  snprintf(q.checkpoint, sizeof(q.checkpoint), "instances/c/chk-1");
+  ck_assert_int_eq(sl__task_ptr_write(root, &q, 0600, 0700), 0);
+  ck_assert_int_eq(sl__task_ptr_read_file(root, "job-total-repartition-3", &p,
+                                          err, sizeof(err)),
+                   1);
+  ck_assert_str_eq(p.checkpoint, "instances/c/chk-1");
+  ck_assert(sl__task_ptr_refs(root, "instances/b/chk-5"));
+  ck_assert(sl__task_ptr_refs(root, "instances/c/chk-1"));
+  ck_assert(!sl__task_ptr_refs(root, "instances/a/chk-3"));
+  char **names;
+  size_t n;
+  put(10, "instances/a/chk-3", 1);
+  put(2, "instances/a/chk-3", 1);
+  ck_assert_int_eq(sl__task_ptr_list(root, &names, &n), 0);
+  ck_assert_uint_eq(n, 4);
+  ck_assert_str_eq(names[0], "2");
+  ck_assert_str_eq(names[1], "10");
+  ck_assert_str_eq(names[2], "events-3");
+  ck_assert_str_eq(names[3], "job-total-repartition-3");
+  for (size_t i = 0; i < n; i++)
+    free(names[i]);
+  free(names);
+  /* A file whose name is not the one its content gives is damaged. */
+  char cmd[600];
+  snprintf(cmd, sizeof(cmd), "cp %s/tasks/events-3.json %s/tasks/x-3.json",
+           root, root);
+  ck_assert_int_eq(system(cmd), 0);
+  ck_assert_int_eq(sl__task_ptr_read_file(root, "x-3", &p, err, sizeof(err)),
+                   SL_ERR_CORRUPT);
   teardown_root();
 }
 END_TEST
@@ -179,8 +244,8 @@ START_TEST(pending_checkpoint_reads_back_and_is_kept) {
   ck_assert_int_eq(r.offset, -1);
   ck_assert_str_eq(r.pending, "instances/b/chk-1");
   ck_assert_int_eq(r.pending_offset, 5);
-  ck_assert(sl__task_ptr_refs(root, 4, "instances/a/chk-4"));
-  ck_assert(sl__task_ptr_refs(root, 4, "instances/b/chk-1"));
+  ck_assert(sl__task_ptr_refs(root, "instances/a/chk-4"));
+  ck_assert(sl__task_ptr_refs(root, "instances/b/chk-1"));
   /* Without a pending one, no snapshot is no pointer. */
   q.pending[0] = '\0';
   ck_assert_int_eq(sl__task_ptr_write(root, &q, 0600, 0700), 0);
@@ -194,7 +259,7 @@ START_TEST(pending_checkpoint_reads_back_and_is_kept) {
   ck_assert_int_eq(sl__task_ptr_write(root, &p, 0600, 0700), 0);
   ck_assert_int_eq(sl__task_ptr_read(root, 1, &r, err, sizeof(err)), 1);
   ck_assert_str_eq(r.pending, "");
-  ck_assert(!sl__task_ptr_refs(root, 4, "instances/a/chk-4"));
+  ck_assert(!sl__task_ptr_refs(root, "instances/a/chk-4"));
   ck_assert_int_eq(sl__task_ckpt_state(root, "instances/a/chk-4"),
                    SL__TASK_CKPT_NONE);
   int ids[] = {4};
@@ -228,7 +293,7 @@ START_TEST(gc_removes_only_gone_unreferenced_instances) {
   ck_assert_int_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
   /* flock locks belong to an open file: gc's own open competes with fd
    * even in this process. */
-  sl__task_gc(root, 4, "self", false, NULL, NULL);
+  sl__task_gc(root, "self", false, NULL, NULL);
   close(fd);
   ck_assert(!exists("instances/gone"));
   ck_assert(exists("instances/named/chk-5"));
@@ -237,7 +302,7 @@ START_TEST(gc_removes_only_gone_unreferenced_instances) {
   ck_assert(exists("instances/starting"));
   /* Once task 1 points elsewhere, "named" goes too. */
   put(1, "instances/self/chk-4", 9);
-  sl__task_gc(root, 4, "self", false, NULL, NULL);
+  sl__task_gc(root, "self", false, NULL, NULL);
   ck_assert(!exists("instances/named"));
   teardown_root();
 }
@@ -265,13 +330,13 @@ START_TEST(gc_dry_run_names_what_it_would_remove) {
   snprintf(inst, sizeof(inst), "%s/instances/gone", root);
   ck_assert(!sl__task_inst_alive(inst));
   char names[256] = "";
-  sl__task_gc(root, 4, NULL, true, note_removed, names);
+  sl__task_gc(root, NULL, true, note_removed, names);
   ck_assert_str_eq(names, "gone;");
   ck_assert(exists("instances/gone/chk-4"));
   /* The probe released its lock: the owner still holds its own. */
   ck_assert_int_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
   names[0] = 0;
-  sl__task_gc(root, 4, NULL, false, note_removed, names);
+  sl__task_gc(root, NULL, false, note_removed, names);
   ck_assert_str_eq(names, "gone;");
   ck_assert(!exists("instances/gone"));
   ck_assert(exists("instances/alive/chk-4"));
@@ -286,6 +351,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, pointer_reads_back_as_written);
   tcase_add_test(tc, damaged_pointer_is_an_error);
   tcase_add_test(tc, refs_name_the_pointed_checkpoints);
+  tcase_add_test(tc, named_pointers_and_the_layout_before);
   tcase_add_test(tc, pending_checkpoint_reads_back_and_is_kept);
   tcase_add_test(tc, gc_removes_only_gone_unreferenced_instances);
   tcase_add_test(tc, gc_dry_run_names_what_it_would_remove);

@@ -196,7 +196,7 @@ int tool_prune_dir(const char *dir, const tool_opts *o, const tool_store *s,
     char rel[600];
     snprintf(rel, sizeof(rel), "instances/%s/chk-%" PRIu64, inst ? inst : "",
              ids[i]);
-    if (why && s && sl__task_ptr_refs(s->root, s->n_tasks, rel))
+    if (why && s && sl__task_ptr_refs(s->root, rel))
       why = NULL;
     json_t *j = json_pack("{s:I,s:s,s:s}", "id", (json_int_t)ids[i], "path",
                           chk, "status", q.status);

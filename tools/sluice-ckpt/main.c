@@ -41,7 +41,9 @@ static const char usage[] =
     "verify it\n"
     "  restore DIR --task N --to D   the same with the checkpoint of task N\n"
     "DIR is a checkpoint.dir, CHK one chk-<id> in it; a group store is the "
-    "checkpoint.dir\nof group mode (instances/, tasks/).\n"
+    "checkpoint.dir\nof group mode (instances/, tasks/); N names a task as "
+    "list does: its\npartition, or <topic>-<partition> with repartition "
+    "topics.\n"
     "--json prints one JSON document (dump always prints JSON lines).\n"
     "list, inspect, verify and dump only read; exit codes: 0 ok, 1 damaged "
     "or\nincomplete checkpoint or task pointer, 2 usage or I/O error.\n";
@@ -210,10 +212,17 @@ int main(int argc, char **argv) {
       char *end;
       if (need_value(argc, argv, &i, &v))
         return TOOL_USAGE;
+      /* "3", or "<topic>-3" (a task of a repartition topic): its key
+       * group is the partition. */
+      const char *dash = strrchr(v, '-');
+      const char *num = dash ? dash + 1 : v;
       errno = 0;
-      o.task = strtol(v, &end, 10);
-      if (!*v || *end || errno || o.task < 0 || o.task > INT32_MAX) {
-        tool_err("--task needs a task number (a partition, >= 0), not \"%s\"",
+      o.task = strtol(num, &end, 10);
+      o.task_name = v;
+      if (!*num || *end || errno || o.task < 0 || o.task > INT32_MAX ||
+          *num == '-' || *num == '+' || dash == v) {
+        tool_err("--task needs a task: a partition (>= 0), or "
+                 "<topic>-<partition> for a repartition topic's, not \"%s\"",
                  v);
         return TOOL_USAGE;
       }

@@ -830,8 +830,8 @@ int store_inspect(const tool_opts *o) {
     tool_close(&ck);
     return TOOL_DAMAGED;
   }
-  char file[64], when[64];
-  snprintf(file, sizeof(file), "tasks/%" PRIu32 ".json", task);
+  char file[600], when[64];
+  snprintf(file, sizeof(file), "tasks/%s.json", o->task_name);
   char inst[256] = "-";
   const char *a = ptr.checkpoint + 10, *b;
   if (!strncmp(ptr.checkpoint, "instances/", 10) && (b = strchr(a, '/')))

@@ -29,59 +29,25 @@ bool tool_is_store(const char *dir) {
   return is_dir(p);
 }
 
-static int cmp_u32(const void *a, const void *b) {
-  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-  return x < y ? -1 : x > y;
-}
-
 static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The task numbers of root's pointer files ("<n>.json"; temp files start
- * with a dot and are skipped). */
+/* The names of root's pointer files (checkpoint/tasks.h: "<n>" or
+ * "<topic>-<n>"; temp files start with a dot and are skipped). */
 static int store_open(const char *root, tool_store *s) {
   memset(s, 0, sizeof(*s));
   s->root = root;
-  char dir[4200];
-  snprintf(dir, sizeof(dir), "%s/tasks", root);
-  DIR *d = opendir(dir);
-  if (!d) {
-    if (errno == ENOENT)
-      return TOOL_OK;
-    tool_err("cannot list %s: %s", dir, strerror(errno));
+  if (sl__task_ptr_list(root, &s->tasks, &s->n)) {
+    tool_err("cannot list %s/tasks: %s", root, strerror(errno));
     return TOOL_USAGE;
   }
-  struct dirent *e;
-  size_t cap = 0;
-  while ((e = readdir(d))) {
-    char *end;
-    errno = 0;
-    unsigned long t = strtoul(e->d_name, &end, 10);
-    if (e->d_name[0] < '0' || e->d_name[0] > '9' || errno || t > UINT32_MAX ||
-        strcmp(end, ".json") != 0)
-      continue;
-    if (s->n == cap) {
-      cap = cap ? cap * 2 : 16;
-      uint32_t *a = realloc(s->tasks, cap * sizeof(*a));
-      if (!a) {
-        closedir(d);
-        tool_err("out of memory");
-        return TOOL_USAGE;
-      }
-      s->tasks = a;
-    }
-    s->tasks[s->n++] = (uint32_t)t;
-    if ((uint32_t)t + 1 > s->n_tasks)
-      s->n_tasks = (uint32_t)t + 1;
-  }
-  closedir(d);
-  if (s->n)
-    qsort(s->tasks, s->n, sizeof(*s->tasks), cmp_u32);
   return TOOL_OK;
 }
 
 static void store_close(tool_store *s) {
+  for (size_t i = 0; i < s->n; i++)
+    free(s->tasks[i]);
   free(s->tasks);
   memset(s, 0, sizeof(*s));
 }
@@ -179,6 +145,15 @@ void tool_pending_json(const char *root, const sl__task_ptr *p, json_t *j) {
                       json_string(pending_state(root, p->pending)));
 }
 
+/* A task in JSON: its number when named by partition (as before several
+ * keyed stages), else its name. */
+static json_t *task_json(const char *name) {
+  char *end;
+  long long n = strtoll(name, &end, 10);
+  return *name >= '0' && *name <= '9' && !*end ? json_integer(n)
+                                               : json_string(name);
+}
+
 static json_t *ptr_json(const char *root, const sl__task_ptr *p) {
   json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:I}", "checkpoint", p->checkpoint,
                         "source", p->source, "topic", p->topic, "partition",
@@ -223,22 +198,27 @@ int store_list(const tool_opts *o) {
                                         "checkpoints", chks));
     free(ids);
   }
+  /* Tasks are named by partition (one keyed stage) or by topic and
+   * partition (repartition topics): the column fits the longest. */
+  int width = 5;
+  for (size_t i = 0; i < s.n; i++)
+    if ((int)strlen(s.tasks[i]) > width)
+      width = (int)strlen(s.tasks[i]);
   if (!o->json && s.n)
-    printf("\n%-5s %-24s %10s %-10s %-5s  %s\n", "TASK", "TOPIC[PARTITION]",
-           "OFFSET", "STATUS", "ALIVE", "CHECKPOINT");
+    printf("\n%-*s %-24s %10s %-10s %-5s  %s\n", width, "TASK",
+           "TOPIC[PARTITION]", "OFFSET", "STATUS", "ALIVE", "CHECKPOINT");
   for (size_t i = 0; i < s.n; i++) {
     sl__task_ptr p;
     char err[1024], why[512], tp[300];
-    uint32_t t = s.tasks[i];
-    int r = sl__task_ptr_read(o->path, t, &p, err, sizeof(err));
+    const char *t = s.tasks[i];
+    int r = sl__task_ptr_read_file(o->path, t, &p, err, sizeof(err));
     if (r != 1) {
       /* A pointer that went away since the listing reads as none. */
       const char *e = r == 0 ? "its pointer went away while listing" : err;
-      json_array_append_new(jt,
-                            json_pack("{s:I,s:s,s:s}", "task", (json_int_t)t,
-                                      "status", "damaged", "reason", e));
+      json_array_append_new(jt, json_pack("{s:o,s:s,s:s}", "task", task_json(t),
+                                          "status", "damaged", "reason", e));
       if (!o->json)
-        printf("%-5" PRIu32 " damaged: %s\n", t, e);
+        printf("%-*s damaged: %s\n", width, t, e);
       continue;
     }
     char inst_name[256], chk[4800];
@@ -253,7 +233,7 @@ int store_list(const tool_opts *o) {
                          ? tool_quick_status(chk, why, sizeof(why))
                          : "missing";
     json_t *j = ptr_json(o->path, &p);
-    json_object_set_new(j, "task", json_integer(t));
+    json_object_set_new(j, "task", task_json(t));
     json_object_set_new(j, "status", json_string(st));
     json_object_set_new(j, "instance", json_string(inst_name));
     json_object_set_new(j, "alive", json_boolean(alive));
@@ -261,13 +241,12 @@ int store_list(const tool_opts *o) {
     if (o->json)
       continue;
     snprintf(tp, sizeof(tp), "%s[%" PRId32 "]", p.topic, p.partition);
-    printf("%-5" PRIu32 " %-24s %10" PRId64 " %-10s %-5s  %s\n", t, tp,
-           p.offset, st, alive ? "yes" : "no",
-           p.checkpoint[0] ? p.checkpoint : "-");
+    printf("%-*s %-24s %10" PRId64 " %-10s %-5s  %s\n", width, t, tp, p.offset,
+           st, alive ? "yes" : "no", p.checkpoint[0] ? p.checkpoint : "-");
     if (p.pending[0]) {
       char pend[1400];
       tool_pending_text(o->path, &p, pend, sizeof(pend));
-      printf("      %s\n", pend);
+      printf("%*s %s\n", width, "", pend);
     }
   }
   if (o->json) {
@@ -303,18 +282,18 @@ problem(json_t *rep, const char *file, const char *fmt, ...) {
  * that the checkpoint holds the task: a checkpoint of group mode, with
  * the task's key group, and its partition at the pointer's offset in
  * the source's position. Returns the exit code; *out is the report. */
-static int verify_task(const char *root, uint32_t task, json_t **out) {
-  char file[64], err[1024];
-  snprintf(file, sizeof(file), "tasks/%" PRIu32 ".json", task);
-  json_t *rep = json_pack("{s:I,s:s,s:[],s:[]}", "task", (json_int_t)task,
+static int verify_task(const char *root, const char *name, json_t **out) {
+  char file[600], err[1024];
+  snprintf(file, sizeof(file), "tasks/%s.json", name);
+  json_t *rep = json_pack("{s:o,s:s,s:[],s:[]}", "task", task_json(name),
                           "pointer", file, "problems", "notes");
   *out = rep;
   sl__task_ptr p;
-  int r = sl__task_ptr_read(root, task, &p, err, sizeof(err));
+  int r = sl__task_ptr_read_file(root, name, &p, err, sizeof(err));
   if (r == 0) {
-    tool_err("task %" PRIu32 " has no pointer in %s/tasks (it has no "
+    tool_err("task %s has no pointer in %s/tasks (it has no "
              "snapshot yet: it starts empty when assigned)",
-             task, root);
+             name, root);
     json_decref(rep);
     *out = NULL;
     return TOOL_USAGE;
@@ -325,6 +304,8 @@ static int verify_task(const char *root, uint32_t task, json_t **out) {
     return TOOL_DAMAGED;
   }
   json_object_set_new(rep, "target", ptr_json(root, &p));
+  /* Its key group: the partition (a named pointer's name says it). */
+  uint32_t task = p.named ? (uint32_t)p.partition : p.task;
   if (p.partition < 0 || (uint32_t)p.partition != task) {
     json_object_set_new(rep, "status", json_string("damaged"));
     problem(rep, file,
@@ -411,7 +392,11 @@ static void print_task_report(json_t *rep) {
 #define S(o, k) (json_string_value(json_object_get(o, k)))
   json_t *t = json_object_get(rep, "target"),
          *c = json_object_get(rep, "checkpoint");
-  printf("task %lld: %s", I(rep, "task"), S(rep, "status"));
+  json_t *tj = json_object_get(rep, "task");
+  if (json_is_string(tj))
+    printf("task %s: %s", json_string_value(tj), S(rep, "status"));
+  else
+    printf("task %lld: %s", I(rep, "task"), S(rep, "status"));
   if (!strcmp(S(rep, "status"), "valid")) {
     char sz[32];
     printf(" (%s -> %s, %s[%lld] from offset %lld; checkpoint: %lld files, "
@@ -437,7 +422,7 @@ static void print_task_report(json_t *rep) {
 int store_verify(const tool_opts *o) {
   if (o->task >= 0) {
     json_t *rep;
-    int rc = verify_task(o->path, (uint32_t)o->task, &rep);
+    int rc = verify_task(o->path, o->task_name, &rep);
     if (!rep)
       return rc;
     if (o->json)
@@ -486,11 +471,11 @@ int store_task_checkpoint(const tool_opts *o, sl__task_ptr *p, char *chk,
              o->path);
     return TOOL_USAGE;
   }
-  int r = sl__task_ptr_read(o->path, (uint32_t)o->task, p, err, sizeof(err));
+  int r = sl__task_ptr_read_file(o->path, o->task_name, p, err, sizeof(err));
   if (r == 0) {
-    tool_err("task %ld has no pointer in %s/tasks (it has no snapshot yet: "
+    tool_err("task %s has no pointer in %s/tasks (it has no snapshot yet: "
              "it starts empty when assigned)",
-             o->task, o->path);
+             o->task_name, o->path);
     return TOOL_USAGE;
   }
   if (r < 0) {
@@ -505,8 +490,8 @@ int store_task_checkpoint(const tool_opts *o, sl__task_ptr *p, char *chk,
   }
   snprintf(chk, len, "%s/%s", o->path, p->checkpoint);
   if (!is_dir(chk)) {
-    tool_err("task %ld: tasks/%ld.json names %s, which does not exist", o->task,
-             o->task, p->checkpoint);
+    tool_err("task %s: tasks/%s.json names %s, which does not exist",
+             o->task_name, o->task_name, p->checkpoint);
     return TOOL_DAMAGED;
   }
   return TOOL_OK;
@@ -547,7 +532,7 @@ int store_prune(const tool_opts *o) {
       rc = r;
   }
   gone g = {o, json_array()};
-  sl__task_gc(o->path, s.n_tasks, NULL, o->dry_run, on_gone, &g);
+  sl__task_gc(o->path, NULL, o->dry_run, on_gone, &g);
   if (o->json) {
     json_t *doc =
         json_pack("{s:s,s:I,s:b,s:o,s:o,s:o}", "dir", o->path, "keep",

@@ -33,7 +33,11 @@ typedef struct tool_opts {
   size_t key_len;
   bool have_key;
   long keep; /* -1: not given */
-  long task; /* --task N of a group store; -1: not given */
+  /* --task of a group store: its name as given ("3", or "<topic>-3"
+   * with repartition topics) and its key group, the partition; -1: not
+   * given. */
+  const char *task_name;
+  long task;
   bool ttl, dry_run;
 } tool_opts;
 
@@ -86,9 +90,8 @@ sl__native *tool_native_open(const char *chk, const char *backend,
  * with ordinary checkpoints, tasks/<task>.json pointers. */
 typedef struct tool_store {
   const char *root;
-  uint32_t *tasks; /* task numbers with a pointer file, ascending */
+  char **tasks; /* names of the pointer files (sl__task_ptr_list) */
   size_t n;
-  uint32_t n_tasks; /* highest task + 1: what retention reads */
 } tool_store;
 
 /* Whether dir is a group store (it has instances/ or tasks/). */
