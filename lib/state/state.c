@@ -495,25 +495,32 @@ static __attribute__((noinline)) void *value_ptr_any(sl__keyed *k,
   return p;
 }
 
-/* Per record in most keyed jobs: the release build's link-time
- * optimization inlines it into the public sl_value_ptr. The per-record
- * case, an existing value of that size found by a direct probe, is
- * decided with as few tests as it needs: vdt_base is set for value
- * states only, so it stands for the kind check too. */
-void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
-                    int *err) {
+/* The per-record case of sl__value_ptr, on its own so that a caller
+ * (the public sl_value_ptr) can keep everything else out of line: an
+ * existing value of that size found by a direct probe, decided with as
+ * few tests as it needs (vdt_base is set for value states only, so it
+ * stands for the kind check too). NULL for anything else, with nothing
+ * changed. The release build's link-time optimization inlines it. */
+void *sl__value_ptr_hit(const sl__keyed *k, const sl_state_t *st,
+                        size_t size) {
   if (SL__LIKELY(k && st && st->ks == k->state && st->vdt_base) &&
       size <= HM_INL_BYTES - 8 && k->key_len == 8 && !k->ns_len) {
     assert(k->kg - st->dt_lo < st->dt_n);
     const struct hm_table *t =
         (const struct hm_table *)(st->vdt_base +
                                   (uintptr_t)k->kg * sizeof(hm_table));
-    void *p = sl__hm_direct_slot(t, k->key, k->hash, size);
-    if (SL__LIKELY(p != NULL)) {
-      if (created)
-        *created = false;
-      return p;
-    }
+    return sl__hm_direct_slot(t, k->key, k->hash, size);
+  }
+  return NULL;
+}
+
+void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
+                    int *err) {
+  void *p = sl__value_ptr_hit(k, st, size);
+  if (SL__LIKELY(p != NULL)) {
+    if (created)
+      *created = false;
+    return p;
   }
   return value_ptr_any(k, st, size, created, err);
 }
