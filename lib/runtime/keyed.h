@@ -16,26 +16,33 @@
  * and key group), an empty namespace and the record's timestamp. */
 static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
   /* Per record: where both structures lay them out alike (64-bit
-   * platforms), key and length, then hash and key group with the padding
-   * after it, are each one 16-byte copy. The conditions are constants. */
+   * platforms: state/keyed.h), key and length, timestamp and hash, then
+   * hash and key group with the padding after it (the hash written
+   * twice) are each one 16-byte copy, and the empty namespace one 16-byte
+   * store. The conditions are constants. */
   if (offsetof(sl__keyed, key_len) == offsetof(sl__keyed, key) + 8 &&
-      offsetof(sl_record_t, key_len) == offsetof(sl_record_t, key) + 8 &&
-      offsetof(sl__keyed, ns) - offsetof(sl__keyed, hash) == 16 &&
+      offsetof(sl__keyed, ts) == offsetof(sl__keyed, key) + 16 &&
+      offsetof(sl__keyed, hash) == offsetof(sl__keyed, key) + 24 &&
+      offsetof(sl__keyed, ns) == offsetof(sl__keyed, key) + 40 &&
+      offsetof(sl__keyed, ns_len) == offsetof(sl__keyed, key) + 48 &&
+      offsetof(sl_keyed_rec_t, rec.key_len) ==
+          offsetof(sl_keyed_rec_t, rec.key) + 8 &&
+      offsetof(sl_keyed_rec_t, hash) == offsetof(sl_keyed_rec_t, rec.ts) + 8 &&
       sizeof(sl_keyed_rec_t) - offsetof(sl_keyed_rec_t, hash) == 16) {
-    memcpy((char *)k + offsetof(sl__keyed, key),
-           (const char *)r + offsetof(sl_keyed_rec_t, rec.key), 16);
-    memcpy((char *)k + offsetof(sl__keyed, hash),
-           (const char *)r + offsetof(sl_keyed_rec_t, hash), 16);
+    char *d = (char *)k + offsetof(sl__keyed, key);
+    memcpy(d, (const char *)r + offsetof(sl_keyed_rec_t, rec.key), 16);
+    memcpy(d + 16, (const char *)r + offsetof(sl_keyed_rec_t, rec.ts), 16);
+    memcpy(d + 24, (const char *)r + offsetof(sl_keyed_rec_t, hash), 16);
+    memset(d + 40, 0, 16);
   } else {
     k->key = r->rec.key;
     k->key_len = r->rec.key_len;
+    k->ts = r->rec.ts;
     k->hash = r->hash;
     k->kg = r->kg;
+    k->ns = NULL;
+    k->ns_len = 0;
   }
-  k->ns = NULL;
-  k->ns_len = 0;
-  k->ts = r->rec.ts;
-  k->event_now = r->rec.ts;
 }
 
 /* How many records ahead of processing state is requested: far enough for

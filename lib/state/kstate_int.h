@@ -71,10 +71,10 @@ static inline void sl__ts_store(void *p, int64_t t) {
 
 /* The time a TTL state's access compares the current key's entries with:
  * processing time, or for event-time TTL the current element's event time
- * (k->event_now). */
+ * (sl__keyed_event_now). */
 static inline int64_t sl__ttl_now(const sl__keyed *k, const sl_state_t *st) {
   if (st->d.ttl.time == SL_TTL_EVENT_TIME)
-    return k->event_now;
+    return sl__keyed_event_now(k);
   return st->ks->now(st->ks->now_opaque);
 }
 
