@@ -999,19 +999,10 @@ static void hm_prefetch(sl__backend *be, uint32_t state, const uint64_t *hash,
   hm *b = (hm *)be;
   if (state >= b->n_states)
     return;
-  const hm_table *tables = b->states[state].tables;
-  uint32_t lo = be->kg_lo, n_kg = b->n_kg;
-  const unsigned char *hp = (const unsigned char *)hash;
-  const unsigned char *gp = (const unsigned char *)kg;
-  for (size_t j = 0; j < n; j++, hp += stride, gp += stride) {
-    uint64_t h;
-    uint32_t g;
-    memcpy(&h, hp, sizeof(h));
-    memcpy(&g, gp, sizeof(g));
-    g -= lo; /* a key group below the range wraps and fails the check */
-    if (g < n_kg)
-      sl__hm_direct_prefetch(&tables[g], h);
-  }
+  /* The key groups are the backend's own (backend.h, prefetch). */
+  sl__hm_direct_prefetch_n((uintptr_t)b->states[state].tables -
+                               (uintptr_t)be->kg_lo * sizeof(hm_table),
+                           hash, kg, stride, n);
 }
 
 /* The tables of a state, one per owned key group: allocated when the

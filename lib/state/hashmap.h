@@ -7,6 +7,7 @@
 
 #include <assert.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #if defined(__SSE2__)
@@ -423,6 +424,29 @@ static inline void sl__hm_direct_prefetch(const hm_table *t, uint64_t hash) {
   size_t i = (size_t)(hash >> t->shift);
   __builtin_prefetch((const void *)((uintptr_t)t->ctrl + i));
   __builtin_prefetch((const void *)((uintptr_t)t->slots + i * sizeof(hm_slot)));
+}
+
+/* sl__hm_direct_prefetch for n keys, key j with its hash at
+ * (char *)hash + j * stride and its key group g at (char *)kg + j *
+ * stride, in the table at base + g * sizeof(hm_table) (base: where key
+ * group 0's table would be; every g must have one). The backend's
+ * prefetch and the state layer's direct one are both this loop. */
+static inline void sl__hm_direct_prefetch_n(uintptr_t base,
+                                            const uint64_t *hash,
+                                            const uint32_t *kg, size_t stride,
+                                            size_t n) {
+  const unsigned char *hp = (const unsigned char *)hash;
+  const unsigned char *end = hp + n * stride;
+  /* One induction variable: the key group lies at a fixed distance. */
+  ptrdiff_t gd = (const unsigned char *)kg - hp;
+  for (; hp != end; hp += stride) {
+    uint64_t h;
+    uint32_t g;
+    memcpy(&h, hp, sizeof(h));
+    memcpy(&g, hp + gd, sizeof(g));
+    sl__hm_direct_prefetch(
+        (const hm_table *)(base + (uintptr_t)g * sizeof(hm_table)), h);
+  }
 }
 
 /* Change tracking for incremental snapshots (hashmap.c). */

@@ -61,32 +61,34 @@ void sl__kstate_close(sl__keyed *k) {
   k->state = NULL;
 }
 
+/* The states without direct tables, through the backend. */
+static __attribute__((noinline)) void
+prefetch_backend(struct sl__kstate *ks, const uint64_t *hash,
+                 const uint32_t *kg, size_t stride, size_t n) {
+  sl__backend *be = ks->be;
+  for (size_t i = 0; i < ks->n_states; i++) {
+    const sl_state_t *st = ks->states[i];
+    if (!st->dt && be->ops->prefetch)
+      be->ops->prefetch(be, st->id, hash, kg, stride, n);
+  }
+}
+
 void sl__kstate_prefetch(struct sl__kstate *ks, const uint64_t *hash,
                          const uint32_t *kg, size_t stride, size_t n) {
   if (!ks)
     return;
-  sl__backend *be = ks->be;
+  /* The states with direct tables without a call (their tables are
+   * known), so that the usual case, every state direct, is a leaf. */
+  bool others = false;
   for (size_t i = 0; i < ks->n_states; i++) {
     const sl_state_t *st = ks->states[i];
-    if (st->dt) {
-      /* The tables are known: no call into the backend. */
-      const unsigned char *hp = (const unsigned char *)hash;
-      const unsigned char *gp = (const unsigned char *)kg;
-      for (size_t j = 0; j < n; j++, hp += stride, gp += stride) {
-        uint64_t h;
-        uint32_t g;
-        memcpy(&h, hp, sizeof(h));
-        memcpy(&g, gp, sizeof(g));
-        assert(g - st->dt_lo < st->dt_n);
-        sl__hm_direct_prefetch(
-            (const struct hm_table *)(st->dt_base +
-                                      (uintptr_t)g * sizeof(hm_table)),
-            h);
-      }
-    } else if (be->ops->prefetch) {
-      be->ops->prefetch(be, st->id, hash, kg, stride, n);
-    }
+    if (st->dt)
+      sl__hm_direct_prefetch_n(st->dt_base, hash, kg, stride, n);
+    else
+      others = true;
   }
+  if (others)
+    prefetch_backend(ks, hash, kg, stride, n);
 }
 
 void *sl__kstate_scratch(struct sl__kstate *ks, size_t n) {
