@@ -91,11 +91,12 @@ static int proc_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
   /* Flink's TimestampedCollector: output carries the input record's
    * timestamp, the current one of k (a timer sets its own). */
   sl_op_set_out_ts_at(op, &p->k.ts);
+  /* No namespace is ever set here: k's stays empty. */
   if (port == 0)
-    return sl__keyed_batch(&p->k, port, recs, n, sl__keyed_prefetch,
-                           proc_element1);
-  return sl__keyed_batch(&p->k, port, recs, n, sl__keyed_prefetch,
-                         proc_element2);
+    return sl__keyed_batch_ns(&p->k, port, recs, n, sl__keyed_prefetch,
+                              proc_element1, false);
+  return sl__keyed_batch_ns(&p->k, port, recs, n, sl__keyed_prefetch,
+                            proc_element2, false);
 }
 
 static int proc_timer(sl__keyed *k, sl_time_domain domain, int64_t ts) {

@@ -503,8 +503,7 @@ static __attribute__((noinline)) void *value_ptr_any(sl__keyed *k,
  * few tests as it needs (vdt_base is set for value states only, so it
  * stands for the kind check too). NULL for anything else, with nothing
  * changed. The release build's link-time optimization inlines it. */
-void *sl__value_ptr_hit(const sl__keyed *k, const sl_state_t *st,
-                        size_t size) {
+void *sl__value_ptr_hit(const sl__keyed *k, const sl_state_t *st, size_t size) {
   if (SL__LIKELY(k && st && st->ks == k->state && st->vdt_base) &&
       size <= HM_INL_BYTES - 8 && k->key_len == 8 && !k->ns_len) {
     assert(k->kg - st->dt_lo < st->dt_n);
