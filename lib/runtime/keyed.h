@@ -81,25 +81,27 @@ static inline __attribute__((always_inline)) int sl__keyed_batch_ns(
     int (*process)(sl__keyed *k, int port, const sl_keyed_rec_t *r),
     bool reset_ns) {
   sl_ctx_t *op = k->op;
-  size_t i;
+  const sl_keyed_rec_t *p = r, *e = r + n;
   if (n)
     prefetch(k, r, n < SL__PREFETCH_AHEAD ? n : SL__PREFETCH_AHEAD);
   sl_arena_mark_t m = sl_op_arena_mark(op);
   int rc = 0;
   /* Group by group: the next group's state is requested, then the
-   * records of this one are processed. */
-  for (i = 0; i < n;) {
-    size_t end = n - i > SL__PREFETCH_AHEAD ? i + SL__PREFETCH_AHEAD : n;
-    if (end < n)
-      prefetch(k, r + end,
-               n - end < SL__PREFETCH_AHEAD ? n - end : SL__PREFETCH_AHEAD);
-    /* One induction variable per record. */
-    for (const sl_keyed_rec_t *p = r + i, *e = r + end; p != e; p++) {
+   * records of this one are processed (one induction variable each). */
+  while (p != e) {
+    size_t left = (size_t)(e - p);
+    const sl_keyed_rec_t *ge =
+        left > SL__PREFETCH_AHEAD ? p + SL__PREFETCH_AHEAD : e;
+    if (ge != e)
+      prefetch(k, ge,
+               left - SL__PREFETCH_AHEAD < SL__PREFETCH_AHEAD
+                   ? left - SL__PREFETCH_AHEAD
+                   : SL__PREFETCH_AHEAD);
+    for (; p != ge; p++) {
       sl__keyed_set_key_ns(k, p, reset_ns);
       if (__builtin_expect((rc = process(k, port, p)) != 0, 0))
         goto out;
     }
-    i = end;
   }
 out:
   sl_op_arena_release(op, m);

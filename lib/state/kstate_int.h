@@ -32,6 +32,7 @@ struct sl_state {
   uintptr_t dt_base;
   uintptr_t vdt_base; /* dt_base for a VALUE state, else 0 */
   uint32_t dt_lo, dt_n;
+  bool pf_direct;        /* its dt_base is in ks->pf_base */
   unsigned char *result; /* AGGREGATING with a result fn */
   /* A list iteration that returns expired elements once iterates this
    * copy while the stored list is cleaned. */
@@ -47,6 +48,13 @@ struct sl__kstate {
   void *now_opaque;
   sl_state_t **states;
   size_t n_states, cap_states;
+  /* For the keyed prefetch, once per group of records: the dt_base of
+   * the first SL__KS_PF states with direct tables, and whether any other
+   * state is left (prefetched out of line). */
+#define SL__KS_PF 4
+  uintptr_t pf_base[SL__KS_PF];
+  size_t n_pf;
+  bool pf_others;
   /* Copies of expired values returned once (valid until the next call). */
   unsigned char *scratch;
   size_t scratch_cap;

@@ -61,14 +61,20 @@ void sl__kstate_close(sl__keyed *k) {
   k->state = NULL;
 }
 
-/* The states without direct tables, through the backend. */
-static __attribute__((noinline)) void
-prefetch_backend(struct sl__kstate *ks, const uint64_t *hash,
-                 const uint32_t *kg, size_t stride, size_t n) {
+/* The states not in ks->pf_base: direct ones past the first
+ * SL__KS_PF, and through the backend those without direct tables. */
+static __attribute__((noinline)) void prefetch_others(struct sl__kstate *ks,
+                                                      const uint64_t *hash,
+                                                      const uint32_t *kg,
+                                                      size_t stride, size_t n) {
   sl__backend *be = ks->be;
   for (size_t i = 0; i < ks->n_states; i++) {
     const sl_state_t *st = ks->states[i];
-    if (!st->dt && be->ops->prefetch)
+    if (st->pf_direct)
+      continue;
+    if (st->dt)
+      sl__hm_direct_prefetch_n(st->dt_base, hash, kg, stride, n);
+    else if (be->ops->prefetch)
       be->ops->prefetch(be, st->id, hash, kg, stride, n);
   }
 }
@@ -79,16 +85,10 @@ void sl__kstate_prefetch(struct sl__kstate *ks, const uint64_t *hash,
     return;
   /* The states with direct tables without a call (their tables are
    * known), so that the usual case, every state direct, is a leaf. */
-  bool others = false;
-  for (size_t i = 0; i < ks->n_states; i++) {
-    const sl_state_t *st = ks->states[i];
-    if (st->dt)
-      sl__hm_direct_prefetch_n(st->dt_base, hash, kg, stride, n);
-    else
-      others = true;
-  }
-  if (others)
-    prefetch_backend(ks, hash, kg, stride, n);
+  for (size_t i = 0; i < ks->n_pf; i++)
+    sl__hm_direct_prefetch_n(ks->pf_base[i], hash, kg, stride, n);
+  if (ks->pf_others)
+    prefetch_others(ks, hash, kg, stride, n);
 }
 
 void *sl__kstate_scratch(struct sl__kstate *ks, size_t n) {
@@ -248,7 +248,13 @@ int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
     st->dt_base = (uintptr_t)st->dt - (uintptr_t)st->dt_lo * sizeof(hm_table);
     if (desc->kind == SL_STATE_VALUE)
       st->vdt_base = st->dt_base;
+    if (ks->n_pf < SL__KS_PF) {
+      ks->pf_base[ks->n_pf++] = st->dt_base;
+      st->pf_direct = true;
+    }
   }
+  if (!st->pf_direct)
+    ks->pf_others = true;
   /* A backend that expires entries itself (the RocksDB compaction filter)
    * needs the TTL. */
   if (st->ttl && ks->be->ops->set_ttl)
