@@ -31,6 +31,10 @@ struct sl_state {
   const struct hm_table *dt;
   uintptr_t dt_base;
   uintptr_t vdt_base; /* dt_base for a VALUE state, else 0 */
+  /* ks for a VALUE state with direct tables, else the address of a
+   * private byte, never a kstate (nor NULL): comparing it with the keyed
+   * context's state checks owner, kind and tables at once. */
+  const struct sl__kstate *vks;
   uint32_t dt_lo, dt_n;
   bool pf_direct;        /* its dt_base is in ks->pf_base */
   unsigned char *result; /* AGGREGATING with a result fn */

@@ -165,6 +165,10 @@ static sl__btype btype_of(sl_state_kind kind) {
                                 : SL__BT_VALUE;
 }
 
+/* What sl_state_t.vks is for every state but a VALUE state with direct
+ * tables. */
+static const char no_vks;
+
 int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
                        sl_state_t **out, char *err, size_t errlen) {
   *out = NULL;
@@ -193,6 +197,8 @@ int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
     ks->cap_states = cap;
   }
   sl_state_t *st = calloc(1, sizeof(*st));
+  if (st)
+    st->vks = (const struct sl__kstate *)(const void *)&no_vks;
   if (!st)
     goto nomem;
   st->ks = ks;
@@ -246,8 +252,10 @@ int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
     st->dt_n = ks->be->kg_hi - ks->be->kg_lo;
     /* Not 0: the tables are on the heap, far above kg_lo tables. */
     st->dt_base = (uintptr_t)st->dt - (uintptr_t)st->dt_lo * sizeof(hm_table);
-    if (desc->kind == SL_STATE_VALUE)
+    if (desc->kind == SL_STATE_VALUE) {
       st->vdt_base = st->dt_base;
+      st->vks = ks;
+    }
     if (ks->n_pf < SL__KS_PF) {
       ks->pf_base[ks->n_pf++] = st->dt_base;
       st->pf_direct = true;
@@ -506,12 +514,15 @@ static __attribute__((noinline)) void *value_ptr_any(sl__keyed *k,
 /* The per-record case of sl__value_ptr, on its own so that a caller
  * (the public sl_value_ptr) can keep everything else out of line: an
  * existing value of that size found by a direct probe, decided with as
- * few tests as it needs (vdt_base is set for value states only, so it
- * stands for the kind check too). NULL for anything else, with nothing
- * changed. The release build's link-time optimization inlines it. */
-void *sl__value_ptr_hit(const sl__keyed *k, const sl_state_t *st, size_t size) {
-  if (SL__LIKELY(k && st && st->ks == k->state && st->vdt_base) &&
-      size <= HM_INL_BYTES - 8 && k->key_len == 8 && !k->ns_len) {
+ * few tests as it needs (vks is the owner for a value state with direct
+ * tables only, so one compare stands for the owner, kind and tables
+ * checks). NULL for anything else, with nothing changed. The release
+ * build's link-time optimization inlines it (always: left to itself, gcc
+ * may split the probe off into a call). */
+inline __attribute__((always_inline)) void *
+sl__value_ptr_hit(const sl__keyed *k, const sl_state_t *st, size_t size) {
+  if (SL__LIKELY(k && st && st->vks == k->state) && size <= HM_INL_BYTES - 8 &&
+      k->key_len == 8 && !k->ns_len) {
     assert(k->kg - st->dt_lo < st->dt_n);
     const struct hm_table *t =
         (const struct hm_table *)(st->vdt_base +
