@@ -999,10 +999,9 @@ static void hm_prefetch(sl__backend *be, uint32_t state, const uint64_t *hash,
   hm *b = (hm *)be;
   if (state >= b->n_states)
     return;
-  /* The key groups are the backend's own (backend.h, prefetch). */
   sl__hm_direct_prefetch_n((uintptr_t)b->states[state].tables -
                                (uintptr_t)be->kg_lo * sizeof(hm_table),
-                           hash, kg, stride, n);
+                           true, be->kg_lo, b->n_kg, hash, kg, stride, n);
 }
 
 /* The tables of a state, one per owned key group: allocated when the

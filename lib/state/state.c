@@ -73,7 +73,7 @@ static __attribute__((noinline)) void prefetch_others(struct sl__kstate *ks,
     if (st->pf_direct)
       continue;
     if (st->dt)
-      sl__hm_direct_prefetch_n(st->dt_base, hash, kg, stride, n);
+      sl__hm_direct_prefetch_n(st->dt_base, false, 0, 0, hash, kg, stride, n);
     else if (be->ops->prefetch)
       be->ops->prefetch(be, st->id, hash, kg, stride, n);
   }
@@ -86,7 +86,7 @@ void sl__kstate_prefetch(struct sl__kstate *ks, const uint64_t *hash,
   /* The states with direct tables without a call (their tables are
    * known), so that the usual case, every state direct, is a leaf. */
   for (size_t i = 0; i < ks->n_pf; i++)
-    sl__hm_direct_prefetch_n(ks->pf_base[i], hash, kg, stride, n);
+    sl__hm_direct_prefetch_n(ks->pf_base[i], false, 0, 0, hash, kg, stride, n);
   if (ks->pf_others)
     prefetch_others(ks, hash, kg, stride, n);
 }
