@@ -204,6 +204,12 @@ int sl_op_emit_batch(sl_ctx_t *op, const sl_record_t *recs, size_t n);
 /* Makes every record emitted through op carry timestamp ts (fixed) or
  * the timestamp given by the emitter (!fixed). */
 void sl_op_set_out_ts(sl_ctx_t *op, bool fixed, int64_t ts);
+/* Makes every record emitted through op carry *at as it is when the
+ * record is emitted (NULL: the emitter's timestamp), until the next call
+ * of either function: a keyed operator points it at its keyed context's
+ * current timestamp once per batch instead of setting it per record. *at
+ * must stay valid meanwhile. */
+void sl_op_set_out_ts_at(sl_ctx_t *op, const int64_t *at);
 
 /* Counts a record dropped as late. */
 void sl_op_count_late(sl_ctx_t *op);

@@ -79,7 +79,7 @@ static int bproc_element(sl__keyed *k, int port, const sl_keyed_rec_t *r) {
 /* A broadcast record: the only time broadcast state may change. */
 static int bproc_broadcast(bproc *p, const sl_record_t *rec) {
   sl_ctx_t *op = p->k.op;
-  p->none.ts = p->none.event_now = rec->ts;
+  p->none.ts = rec->ts;
   sl_op_set_keyed(op, &p->none);
   sl__bstates_set_writable(p->bs, true);
   p->in_broadcast = true;
@@ -276,7 +276,7 @@ int sl_bstate_apply_keyed(sl_ctx_t *ctx, sl_state_t *st, sl_keyed_visit_fn fn,
     k->kg = l.r[i].kg;
     k->ns = NULL;
     k->ns_len = 0;
-    k->ts = k->event_now = p->none.ts;
+    k->ts = p->none.ts;
     rc = fn(ctx, k->key, k->key_len, opaque);
   }
   k->timers = timers;

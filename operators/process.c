@@ -20,6 +20,9 @@ typedef struct proc_arg {
 typedef struct proc {
   sl__keyed k; /* first: proc_element gets the proc from its keyed context */
   const proc_arg *a;
+  /* a's element functions and opaque, one load each per record. */
+  sl_record_fn on_element1, on_element2;
+  void *opaque;
 } proc;
 
 static int proc_open(sl_ctx_t *op) {
@@ -28,6 +31,9 @@ static int proc_open(sl_ctx_t *op) {
   if (!p)
     return SL_ERR_NOMEM;
   p->a = a;
+  p->on_element1 = a->ops.on_element1;
+  p->on_element2 = a->ops.on_element2;
+  p->opaque = a->opaque;
   p->k.op = op;
   sl_op_set_data(op, p);
   sl_op_set_keyed(op, &p->k);
@@ -58,14 +64,14 @@ static void proc_close(sl_ctx_t *op) {
 
 /* One record, its key already current in k (the proc's first member),
  * for the user's element function of input port (a constant at each
- * call, so each port's loop loads only its own function). */
+ * call, so each port's loop loads only its own function). Its output
+ * carries k->ts, the record's timestamp (proc_process). */
 static inline __attribute__((always_inline)) int
 proc_element(sl__keyed *k, int port, const sl_keyed_rec_t *r) {
   proc *p = (proc *)k;
   sl_ctx_t *op = k->op;
-  sl_op_set_out_ts(op, true, r->rec.ts);
-  int rc = port == 0 ? p->a->ops.on_element1(op, &r->rec, p->a->opaque)
-                     : p->a->ops.on_element2(op, &r->rec, p->a->opaque);
+  int rc = port == 0 ? p->on_element1(op, &r->rec, p->opaque)
+                     : p->on_element2(op, &r->rec, p->opaque);
   return rc ? sl_op_user_error(op, &r->rec, rc) : 0;
 }
 
@@ -82,11 +88,15 @@ static int proc_element2(sl__keyed *k, int port, const sl_keyed_rec_t *r) {
 static int proc_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
                         size_t n) {
   proc *p = sl_op_data(op);
+  /* Flink's TimestampedCollector: output carries the input record's
+   * timestamp, the current one of k (a timer sets its own). */
+  sl_op_set_out_ts_at(op, &p->k.ts);
+  /* No namespace is ever set here: k's stays empty. */
   if (port == 0)
-    return sl__keyed_batch(&p->k, port, recs, n, sl__keyed_prefetch,
-                           proc_element1);
-  return sl__keyed_batch(&p->k, port, recs, n, sl__keyed_prefetch,
-                         proc_element2);
+    return sl__keyed_batch_ns(&p->k, port, recs, n, sl__keyed_prefetch,
+                              proc_element1, false);
+  return sl__keyed_batch_ns(&p->k, port, recs, n, sl__keyed_prefetch,
+                            proc_element2, false);
 }
 
 static int proc_timer(sl__keyed *k, sl_time_domain domain, int64_t ts) {

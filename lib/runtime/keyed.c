@@ -131,7 +131,6 @@ static int tw_fire_due(sl__keyed *k, int64_t upto, sl__keyed_timer_fn fn) {
     k->ns = v.ns;
     k->ns_len = v.ns_len;
     k->ts = v.ts;
-    k->event_now = v.ts;
     bool lag = v.kg < tw->n && sl__taskwm_lags(tw, v.kg);
     int64_t own = *k->wm;
     if (lag)
@@ -224,7 +223,11 @@ int sl__keyed_fire(sl__keyed *k, sl_time_domain domain, int64_t upto,
    * case, answered by a look at the earliest timer. */
   if (!sl__timers_peek(k->timers, d, &next) || next > upto)
     return 0;
-  while ((got = sl__timers_pop(k->timers, d, upto, &v)) == 1) {
+  /* A processing-time timer has no event time of its own: event-time
+   * TTL reads it at the watermark (sl__keyed_event_now). */
+  k->in_proc_timer = d == SL__TIMER_PROC;
+  int rc = 0;
+  while (!rc && (got = sl__timers_pop(k->timers, d, upto, &v)) == 1) {
     /* The view stays valid while fn registers or deletes timers. */
     k->key = v.key;
     k->key_len = v.key_len;
@@ -233,13 +236,11 @@ int sl__keyed_fire(sl__keyed *k, sl_time_domain domain, int64_t upto,
     k->ns = v.ns;
     k->ns_len = v.ns_len;
     k->ts = v.ts;
-    /* A processing-time timer has no event time of its own: event-time
-     * TTL reads it at the watermark. */
-    k->event_now = d == SL__TIMER_EVENT || !k->wm ? v.ts : *k->wm;
-    int rc = fn(k, domain, v.ts);
-    if (rc)
-      return rc;
+    rc = fn(k, domain, v.ts);
   }
+  k->in_proc_timer = false;
+  if (rc)
+    return rc;
   return got < 0 ? got : 0;
 }
 

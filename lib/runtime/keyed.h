@@ -4,6 +4,7 @@
 #ifndef SL_RUNTIME_KEYED_H
 #define SL_RUNTIME_KEYED_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -13,29 +14,47 @@
 #include "state/state.h"
 
 /* Sets k's current key from a record delivered by key_by (bytes, hash
- * and key group), an empty namespace and the record's timestamp. */
-static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
+ * and key group) and the record's timestamp, and, when reset_ns, an empty
+ * namespace (an operator that never sets one, a process function, keeps
+ * the empty one it starts with: calloc'd, and its timers have none). */
+static inline __attribute__((always_inline)) void
+sl__keyed_set_key_ns(sl__keyed *k, const sl_keyed_rec_t *r, bool reset_ns) {
   /* Per record: where both structures lay them out alike (64-bit
-   * platforms), key and length, then hash and key group with the padding
-   * after it, are each one 16-byte copy. The conditions are constants. */
+   * platforms: state/keyed.h), key and length, timestamp and hash, then
+   * hash and key group with the padding after it (the hash written
+   * twice) are each one 16-byte copy, and the empty namespace one 16-byte
+   * store. The conditions are constants. */
   if (offsetof(sl__keyed, key_len) == offsetof(sl__keyed, key) + 8 &&
-      offsetof(sl_record_t, key_len) == offsetof(sl_record_t, key) + 8 &&
-      offsetof(sl__keyed, ns) - offsetof(sl__keyed, hash) == 16 &&
+      offsetof(sl__keyed, ts) == offsetof(sl__keyed, key) + 16 &&
+      offsetof(sl__keyed, hash) == offsetof(sl__keyed, key) + 24 &&
+      offsetof(sl__keyed, ns) == offsetof(sl__keyed, key) + 40 &&
+      offsetof(sl__keyed, ns_len) == offsetof(sl__keyed, key) + 48 &&
+      offsetof(sl_keyed_rec_t, rec.key_len) ==
+          offsetof(sl_keyed_rec_t, rec.key) + 8 &&
+      offsetof(sl_keyed_rec_t, hash) == offsetof(sl_keyed_rec_t, rec.ts) + 8 &&
       sizeof(sl_keyed_rec_t) - offsetof(sl_keyed_rec_t, hash) == 16) {
-    memcpy((char *)k + offsetof(sl__keyed, key),
-           (const char *)r + offsetof(sl_keyed_rec_t, rec.key), 16);
-    memcpy((char *)k + offsetof(sl__keyed, hash),
-           (const char *)r + offsetof(sl_keyed_rec_t, hash), 16);
+    char *d = (char *)k + offsetof(sl__keyed, key);
+    memcpy(d, (const char *)r + offsetof(sl_keyed_rec_t, rec.key), 16);
+    memcpy(d + 16, (const char *)r + offsetof(sl_keyed_rec_t, rec.ts), 16);
+    memcpy(d + 24, (const char *)r + offsetof(sl_keyed_rec_t, hash), 16);
+    if (reset_ns)
+      memset(d + 40, 0, 16);
   } else {
     k->key = r->rec.key;
     k->key_len = r->rec.key_len;
+    k->ts = r->rec.ts;
     k->hash = r->hash;
     k->kg = r->kg;
+    if (reset_ns) {
+      k->ns = NULL;
+      k->ns_len = 0;
+    }
   }
-  k->ns = NULL;
-  k->ns_len = 0;
-  k->ts = r->rec.ts;
-  k->event_now = r->rec.ts;
+}
+
+/* The same with an empty namespace. */
+static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
+  sl__keyed_set_key_ns(k, r, true);
 }
 
 /* How many records ahead of processing state is requested: far enough for
@@ -65,33 +84,50 @@ __attribute__((noinline, cold)) int sl__keyed_batch_tasks(
  * per record. Always inlined, so that process inlines into the loop.
  * Scratch memory (sl_ctx_alloc) is released once per batch (at most
  * batch.size records), not per record: the marks would cost
- * more than the lookup. */
-static inline __attribute__((always_inline)) int sl__keyed_batch(
+ * more than the lookup. reset_ns: as for sl__keyed_set_key_ns (a
+ * constant at each call). */
+static inline __attribute__((always_inline)) int sl__keyed_batch_ns(
     sl__keyed *k, int port, const sl_keyed_rec_t *r, size_t n,
     void (*prefetch)(sl__keyed *k, const sl_keyed_rec_t *r, size_t n),
-    int (*process)(sl__keyed *k, int port, const sl_keyed_rec_t *r)) {
+    int (*process)(sl__keyed *k, int port, const sl_keyed_rec_t *r),
+    bool reset_ns) {
   if (__builtin_expect(k->tw != NULL, 0))
     return sl__keyed_batch_tasks(k, port, r, n, prefetch, process);
   sl_ctx_t *op = k->op;
-  size_t i;
+  const sl_keyed_rec_t *p = r, *e = r + n;
   if (n)
     prefetch(k, r, n < SL__PREFETCH_AHEAD ? n : SL__PREFETCH_AHEAD);
   sl_arena_mark_t m = sl_op_arena_mark(op);
   int rc = 0;
   /* Group by group: the next group's state is requested, then the
-   * records of this one are processed. */
-  for (i = 0; i < n && !rc;) {
-    size_t end = n - i > SL__PREFETCH_AHEAD ? i + SL__PREFETCH_AHEAD : n;
-    if (end < n)
-      prefetch(k, r + end,
-               n - end < SL__PREFETCH_AHEAD ? n - end : SL__PREFETCH_AHEAD);
-    for (; i < end && !rc; i++) {
-      sl__keyed_set_key(k, &r[i]);
-      rc = process(k, port, &r[i]);
+   * records of this one are processed (one induction variable each). */
+  while (p != e) {
+    size_t left = (size_t)(e - p);
+    const sl_keyed_rec_t *ge =
+        left > SL__PREFETCH_AHEAD ? p + SL__PREFETCH_AHEAD : e;
+    if (ge != e)
+      prefetch(k, ge,
+               left - SL__PREFETCH_AHEAD < SL__PREFETCH_AHEAD
+                   ? left - SL__PREFETCH_AHEAD
+                   : SL__PREFETCH_AHEAD);
+    for (; p != ge; p++) {
+      sl__keyed_set_key_ns(k, p, reset_ns);
+      if (__builtin_expect((rc = process(k, port, p)) != 0, 0))
+        goto out;
     }
   }
+out:
   sl_op_arena_release(op, m);
   return rc;
+}
+
+/* sl__keyed_batch_ns for operators that set namespaces: every record
+ * starts with the empty one. */
+static inline __attribute__((always_inline)) int sl__keyed_batch(
+    sl__keyed *k, int port, const sl_keyed_rec_t *r, size_t n,
+    void (*prefetch)(sl__keyed *k, const sl_keyed_rec_t *r, size_t n),
+    int (*process)(sl__keyed *k, int port, const sl_keyed_rec_t *r)) {
+  return sl__keyed_batch_ns(k, port, r, n, prefetch, process, true);
 }
 
 /* For keyed operators, in open(): creates k->state for the instance k->op

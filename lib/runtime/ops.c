@@ -13,9 +13,9 @@
 
 static int emit(sl_ctx_t *ctx, const sl__outs *o, const sl_record_t *rec) {
   sl__counter_add(&ctx->out, 1);
-  if (SL__UNLIKELY(ctx->fix_ts) && rec->ts != ctx->out_ts) {
+  if (SL__UNLIKELY(ctx->out_ts_at != NULL) && rec->ts != *ctx->out_ts_at) {
     sl_record_t r = *rec;
-    r.ts = ctx->out_ts;
+    r.ts = *ctx->out_ts_at;
     return sl__emit_outs(ctx, o, &r);
   }
   return sl__emit_outs(ctx, o, rec);
@@ -40,8 +40,12 @@ int sl_emit_to(sl_ctx_t *ctx, const char *tag, const sl_record_t *rec) {
 }
 
 void sl_op_set_out_ts(sl_ctx_t *op, bool fixed, int64_t ts) {
-  op->fix_ts = fixed;
   op->out_ts = ts;
+  op->out_ts_at = fixed ? &op->out_ts : NULL;
+}
+
+void sl_op_set_out_ts_at(sl_ctx_t *op, const int64_t *at) {
+  op->out_ts_at = at;
 }
 
 void *sl_ctx_alloc(sl_ctx_t *ctx, size_t size) {

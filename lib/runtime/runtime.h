@@ -65,10 +65,12 @@ struct sl_ctx {
   /* Set by broadcast process operators: their broadcast states. */
   struct sl__bstates *bcast;
   void *local; /* sl_ctx_set_local() */
-  /* When set, records emitted through this instance carry out_ts (Flink's
-   * TimestampedCollector: a process function's output has the input's or
-   * the event-time timer's timestamp). */
-  bool fix_ts;
+  /* When set, records emitted through this instance carry *out_ts_at as
+   * it is when they are emitted (Flink's TimestampedCollector: a process
+   * function's output has the input's or the event-time timer's
+   * timestamp): &out_ts for a fixed timestamp, or the keyed context's
+   * current timestamp, which then follows each record with no store. */
+  const int64_t *out_ts_at;
   int64_t out_ts;
   /* Some main output's operator is keyed: it takes batches (set at
    * open; key_by consumers). */

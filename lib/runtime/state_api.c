@@ -52,7 +52,11 @@ int sl_value_put(sl_ctx_t *ctx, sl_state_t *st, const void *val, size_t len) {
   return checked(ctx, sl__value_put(sl_op_keyed(ctx), st, val, len));
 }
 
-void *sl_value_ptr(sl_ctx_t *ctx, sl_state_t *st, size_t size, bool *created) {
+/* Everything but the per-record case, out of line: the inlined fast path
+ * then needs no registers kept across a call, so a caller's frame is only
+ * set up on this path. */
+static __attribute__((noinline)) void *
+value_ptr_slow(sl_ctx_t *ctx, sl_state_t *st, size_t size, bool *created) {
   int err; /* set by sl__value_ptr when it returns NULL */
   void *p = sl__value_ptr(sl_op_keyed(ctx), st, size, created, &err);
   if (!p) {
@@ -63,6 +67,16 @@ void *sl_value_ptr(sl_ctx_t *ctx, sl_state_t *st, size_t size, bool *created) {
                be && be->errmsg ? be->errmsg : sl_strerror(err));
   }
   return p;
+}
+
+void *sl_value_ptr(sl_ctx_t *ctx, sl_state_t *st, size_t size, bool *created) {
+  void *p = sl__value_ptr_hit(sl_op_keyed(ctx), st, size);
+  if (SL__LIKELY(p != NULL)) {
+    if (created)
+      *created = false;
+    return p;
+  }
+  return value_ptr_slow(ctx, st, size, created);
 }
 
 int sl_list_add(sl_ctx_t *ctx, sl_state_t *st, const void *val, size_t len) {

@@ -293,8 +293,8 @@ typedef struct sl__backend_ops {
    * key_by computed (sl__hm_direct_slot, sl__hm_direct_get): no state
    * key is built and no function of this table is called per access.
    * What a direct probe does not find as it is (absent, another length,
-   * a growing table, an entry to be logged) goes to get and slot, which
-   * stay the one definition of every access. */
+   * not yet moved by a table's growth, an entry to be logged) goes to
+   * get and slot, which stay the one definition of every access. */
   const struct hm_table *(*direct)(sl__backend *be, uint32_t state);
 
   /* Checkpoints. A backend either has native snapshots (RocksDB: flush,

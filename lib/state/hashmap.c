@@ -12,6 +12,7 @@
 #include "state/hashmap.h"
 
 hm_mentry sl__hm_mtomb;
+uint8_t sl__hm_no_ctrl[2 * HM_GROUP];
 
 /* Inline key equality: key and ns are at most HM_INL_BYTES, and the
  * common 8-byte key with no namespace is one word compare. */
@@ -331,9 +332,9 @@ hm_slot *sl__hm_create(hm *b, hm_state *st, hm_table *t, const sl__skey *k,
 
 /* ---- Values and lists --------------------------------------------------- */
 
-/* hm_get's general case: growing tables, keys that are not inline, an
- * entry not found by sl__hm_probe8 (absent, out of line, or marked clean
- * since the last checkpoint, which is logged here). */
+/* hm_get's general case: entries not yet migrated, keys that are not
+ * inline, an entry not found by sl__hm_probe8 (absent, out of line, or
+ * marked clean since the last checkpoint, which is logged here). */
 static __attribute__((noinline)) int hm_get_any(sl__backend *be,
                                                 const sl__skey *k, void **val,
                                                 size_t *len, bool for_write) {
@@ -359,7 +360,7 @@ static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
                   bool for_write) {
   hm *b = (hm *)be;
   const hm_table *t = hm_tab_fast(b, hm_st(b, k->state), k->kg);
-  if (SL__LIKELY(!t->old && t->slots && k->key_len == 8)) {
+  if (SL__LIKELY(k->key_len == 8)) {
     hm_slot *s = NULL;
     if (k->ns_len == 0)
       s = sl__hm_probe8(t, k->key, NULL, k->hash, 0, 8u << 8 | HM_INL,
@@ -376,8 +377,8 @@ static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
   return hm_get_any(be, k, val, len, for_write);
 }
 
-/* hm_slot_get's general case: growing tables, keys that are not inline,
- * another value length (resize, out of line), creation. */
+/* hm_slot_get's general case: entries not yet migrated, keys that are not
+ * inline, another value length (resize, out of line), creation. */
 static __attribute__((noinline)) int
 hm_slot_any(sl__backend *be, const sl__skey *k, size_t len, void **out) {
   hm *b = (hm *)be;
@@ -411,14 +412,14 @@ hm_slot_any(sl__backend *be, const sl__skey *k, size_t len, void **out) {
 /* The per-record lookup, kept a leaf (its only call is the tail call to
  * the general path): an inline entry of an 8-byte key (with no namespace
  * or an 8-byte one, a window) and the same value length is found by
- * sl__hm_probe8. Anything else (a key not found before an empty slot, another
- * value length, other key lengths, a growing table) goes the general way,
- * which also creates. */
+ * sl__hm_probe8. Anything else (a key not found before an empty slot,
+ * another value length, other key lengths, an entry not yet migrated)
+ * goes the general way, which also creates. */
 static int hm_slot_get(sl__backend *be, const sl__skey *k, size_t len,
                        void **out) {
   hm *b = (hm *)be;
   const hm_table *t = hm_tab_fast(b, hm_st(b, k->state), k->kg);
-  if (SL__LIKELY(!t->old && t->slots && k->key_len == 8)) {
+  if (SL__LIKELY(k->key_len == 8)) {
     hm_slot *s = NULL;
     if (k->ns_len == 0 && len <= HM_INL_BYTES - 8)
       s = sl__hm_probe8(t, k->key, NULL, k->hash, 0,
@@ -601,7 +602,7 @@ static void hm_table_free(hm_state *st, hm_table *t) {
         hm_entry_free(st, &arrs[a][i]);
     free(arrs[a]);
   }
-  memset(t, 0, sizeof(*t));
+  hm_table_init(t);
 }
 
 static void hm_kg_forget(hm *b, uint32_t g);
@@ -923,12 +924,14 @@ static int hm_register(sl__backend *be, const char *name, sl__btype type,
   memset(st, 0, sizeof(*st));
   st->type = type;
   st->name = sl__strdup(name);
-  st->tables = calloc(b->n_kg, sizeof(*st->tables));
+  st->tables = malloc((b->n_kg ? b->n_kg : 1) * sizeof(*st->tables));
   if (!st->name || !st->tables) {
     free(st->name);
     free(st->tables);
     return SL_ERR_NOMEM;
   }
+  for (uint32_t g = 0; g < b->n_kg; g++)
+    hm_table_init(&st->tables[g]);
   *id = b->n_states++;
   return 0;
 }
@@ -997,19 +1000,9 @@ static void hm_prefetch(sl__backend *be, uint32_t state, const uint64_t *hash,
   hm *b = (hm *)be;
   if (state >= b->n_states)
     return;
-  const hm_table *tables = b->states[state].tables;
-  uint32_t lo = be->kg_lo, n_kg = b->n_kg;
-  const unsigned char *hp = (const unsigned char *)hash;
-  const unsigned char *gp = (const unsigned char *)kg;
-  for (size_t j = 0; j < n; j++, hp += stride, gp += stride) {
-    uint64_t h;
-    uint32_t g;
-    memcpy(&h, hp, sizeof(h));
-    memcpy(&g, gp, sizeof(g));
-    g -= lo; /* a key group below the range wraps and fails the check */
-    if (g < n_kg)
-      sl__hm_direct_prefetch(&tables[g], h);
-  }
+  sl__hm_direct_prefetch_n((uintptr_t)b->states[state].tables -
+                               (uintptr_t)be->kg_lo * sizeof(hm_table),
+                           true, be->kg_lo, b->n_kg, hash, kg, stride, n);
 }
 
 /* The tables of a state, one per owned key group: allocated when the

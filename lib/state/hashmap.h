@@ -7,6 +7,7 @@
 
 #include <assert.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #if defined(__SSE2__)
@@ -148,6 +149,18 @@ _Static_assert(sizeof(void *) != 8 || sizeof(hm_table) == 64,
 
 static inline uint8_t *hm_ctrl_of(hm_slot *slots, uint8_t bits) {
   return (uint8_t *)(slots + ((size_t)1 << bits));
+}
+
+/* A table without slots (none yet, or its key group dropped) probes
+ * control bytes that say "empty" from a home index of 0 or 1 (shift 63),
+ * so that the per-record probe finds nothing in it without testing for
+ * it. Never written: every write of control bytes is of a table with
+ * slots. */
+extern uint8_t sl__hm_no_ctrl[2 * HM_GROUP];
+static inline void hm_table_init(hm_table *t) {
+  memset(t, 0, sizeof(*t));
+  t->ctrl = sl__hm_no_ctrl;
+  t->shift = 63;
 }
 
 /* A map entry: map key and value inline, the value 8-byte aligned. */
@@ -312,7 +325,8 @@ static inline hm_table *hm_tab(hm *b, hm_state *st, uint32_t kg) {
 /* The table as the per-record lookup (hm_probe8) reads it, without the
  * test of hm_tab: a frozen table's ctrl points at zeros (every slot
  * empty), so that lookup misses it and the general path, which calls
- * hm_tab, takes it back first. */
+ * hm_tab, takes it back first; so does a table without slots
+ * (hm_table_init). */
 static inline const hm_table *hm_tab_fast(hm *b, hm_state *st, uint32_t kg) {
   assert(kg >= b->base.kg_lo && kg < b->base.kg_hi);
   return &st->tables[kg - b->base.kg_lo];
@@ -321,8 +335,7 @@ static inline const hm_table *hm_tab_fast(hm *b, hm_state *st, uint32_t kg) {
 /* ---- The per-record probe ------------------------------------------------
  * Shared by the backend's get and slot and by the direct probes of the
  * state layer (backend.h, ops->direct): an inline entry of an 8-byte key
- * with no namespace (nl 0) or an 8-byte one (nl 8) in a table that has
- * slots and is not growing (the caller checks both), found by one group
+ * with no namespace (nl 0) or an 8-byte one (nl 8), found by one group
  * compare of control bytes and one compare of the candidate's meta (its
  * low 32 bits masked by want_mask: lengths and tag, with or without the
  * value length) and key words. Equal key and namespace bytes imply an
@@ -330,7 +343,16 @@ static inline const hm_table *hm_tab_fast(hm *b, hm_state *st, uint32_t kg) {
  * this way (absent, out of line, other lengths, or marked clean since the
  * last incremental snapshot: its tag byte differs): the caller takes the
  * general path. nl is a constant at each call, so each case compiles to
- * its own loop with no namespace word to keep when there is none. */
+ * its own loop with no namespace word to keep when there is none.
+ *
+ * Any table may be probed so, with no test: a table without slots, and
+ * a frozen one, have control bytes that say "empty" (hm_table_init,
+ * hashmap_snap.c). In a growing table it probes the new array only: an
+ * entry found there is the key's only one (migration moves an entry and
+ * leaves a tombstone, creation looks in both arrays first), and one
+ * still in the old array is not found, so the general path finds it
+ * (and migrates a step, as every access that misses does; the inserts
+ * alone finish a migration long before the next growth). */
 static inline __attribute__((always_inline)) hm_slot *
 sl__hm_probe8(const hm_table *t, const void *key, const void *ns, uint64_t hash,
               size_t nl, uint32_t want, uint32_t want_mask) {
@@ -367,18 +389,17 @@ sl__hm_probe8(const hm_table *t, const void *key, const void *ns, uint64_t hash,
  * record (an 8-byte key, no namespace) in the table of its state and key
  * group, handed out by ops->direct, without a call into the backend.
  * They find only entries that the backend's get and slot would return as
- * they are, unchanged: anything else (a growing or empty table, an
- * absent entry, another value length, an entry to be logged for the
- * incremental snapshot) answers NULL, and the caller takes the backend's
- * get or slot, which creates, resizes, migrates and logs.
+ * they are, unchanged: anything else (an empty or frozen table, an entry
+ * not yet migrated, an absent entry, another value length, an entry to
+ * be logged for the incremental snapshot) answers NULL, and the caller
+ * takes the backend's get or slot, which creates, resizes, migrates and
+ * logs.
  *
  * The value bytes of key's entry when it holds exactly len bytes (len a
  * constant <= HM_INL_BYTES - 8 at the call), for writing in place. */
 static inline __attribute__((always_inline)) void *
 sl__hm_direct_slot(const hm_table *t, const void *key, uint64_t hash,
                    size_t len) {
-  if (__builtin_expect(t->old != NULL || t->slots == NULL, 0))
-    return NULL;
   hm_slot *s =
       sl__hm_probe8(t, key, NULL, hash, 0,
                     (uint32_t)len << 24 | 8u << 8 | HM_INL, 0xffffffff);
@@ -389,8 +410,6 @@ sl__hm_direct_slot(const hm_table *t, const void *key, uint64_t hash,
 static inline __attribute__((always_inline)) void *
 sl__hm_direct_get(const hm_table *t, const void *key, uint64_t hash,
                   size_t *len) {
-  if (__builtin_expect(t->old != NULL || t->slots == NULL, 0))
-    return NULL;
   hm_slot *s = sl__hm_probe8(t, key, NULL, hash, 0, 8u << 8 | HM_INL, 0xffffff);
   if (!s)
     return NULL;
@@ -400,11 +419,40 @@ sl__hm_direct_get(const hm_table *t, const void *key, uint64_t hash,
 
 /* Requests from memory what a probe of hash in t reads first: its home
  * group of control bytes and its home slot. Never faults: an empty table
- * (no slots) requests addresses near 0, which a prefetch ignores. */
+ * (no slots) requests an address near 0, which a prefetch ignores. */
 static inline void sl__hm_direct_prefetch(const hm_table *t, uint64_t hash) {
   size_t i = (size_t)(hash >> t->shift);
   __builtin_prefetch((const void *)((uintptr_t)t->ctrl + i));
   __builtin_prefetch((const void *)((uintptr_t)t->slots + i * sizeof(hm_slot)));
+}
+
+/* sl__hm_direct_prefetch for n keys, key j with its hash at
+ * (char *)hash + j * stride and its key group g at (char *)kg + j *
+ * stride, in the table at base + g * sizeof(hm_table) (base: where key
+ * group 0's table would be). checked (a constant at each call): only key
+ * groups in [lo, lo + n_kg) are requested, others skipped; unchecked,
+ * every g must have a table. The backend's prefetch (checked: its
+ * contract takes any key group) and the state layer's direct one
+ * (unchecked: the keyed batch's key groups are the worker's) are both
+ * this loop. */
+static inline __attribute__((always_inline)) void
+sl__hm_direct_prefetch_n(uintptr_t base, bool checked, uint32_t lo,
+                         uint32_t n_kg, const uint64_t *hash,
+                         const uint32_t *kg, size_t stride, size_t n) {
+  const unsigned char *hp = (const unsigned char *)hash;
+  const unsigned char *end = hp + n * stride;
+  /* One induction variable: the key group lies at a fixed distance. */
+  ptrdiff_t gd = (const unsigned char *)kg - hp;
+  for (; hp != end; hp += stride) {
+    uint64_t h;
+    uint32_t g;
+    memcpy(&h, hp, sizeof(h));
+    memcpy(&g, hp + gd, sizeof(g));
+    /* A key group below the range wraps and fails the check. */
+    if (!checked || g - lo < n_kg)
+      sl__hm_direct_prefetch(
+          (const hm_table *)(base + (uintptr_t)g * sizeof(hm_table)), h);
+  }
 }
 
 /* Change tracking for incremental snapshots (hashmap.c). */

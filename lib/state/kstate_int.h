@@ -31,7 +31,12 @@ struct sl_state {
   const struct hm_table *dt;
   uintptr_t dt_base;
   uintptr_t vdt_base; /* dt_base for a VALUE state, else 0 */
+  /* ks for a VALUE state with direct tables, else the address of a
+   * private byte, never a kstate (nor NULL): comparing it with the keyed
+   * context's state checks owner, kind and tables at once. */
+  const struct sl__kstate *vks;
   uint32_t dt_lo, dt_n;
+  bool pf_direct;        /* its dt_base is in ks->pf_base */
   unsigned char *result; /* AGGREGATING with a result fn */
   /* A list iteration that returns expired elements once iterates this
    * copy while the stored list is cleaned. */
@@ -47,6 +52,13 @@ struct sl__kstate {
   void *now_opaque;
   sl_state_t **states;
   size_t n_states, cap_states;
+  /* For the keyed prefetch, once per group of records: the dt_base of
+   * the first SL__KS_PF states with direct tables, and whether any other
+   * state is left (prefetched out of line). */
+#define SL__KS_PF 4
+  uintptr_t pf_base[SL__KS_PF];
+  size_t n_pf;
+  bool pf_others;
   /* Copies of expired values returned once (valid until the next call). */
   unsigned char *scratch;
   size_t scratch_cap;
@@ -71,10 +83,10 @@ static inline void sl__ts_store(void *p, int64_t t) {
 
 /* The time a TTL state's access compares the current key's entries with:
  * processing time, or for event-time TTL the current element's event time
- * (k->event_now). */
+ * (sl__keyed_event_now). */
 static inline int64_t sl__ttl_now(const sl__keyed *k, const sl_state_t *st) {
   if (st->d.ttl.time == SL_TTL_EVENT_TIME)
-    return k->event_now;
+    return sl__keyed_event_now(k);
   return st->ks->now(st->ks->now_opaque);
 }
 

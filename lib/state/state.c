@@ -61,32 +61,34 @@ void sl__kstate_close(sl__keyed *k) {
   k->state = NULL;
 }
 
+/* The states not in ks->pf_base: direct ones past the first
+ * SL__KS_PF, and through the backend those without direct tables. */
+static __attribute__((noinline)) void prefetch_others(struct sl__kstate *ks,
+                                                      const uint64_t *hash,
+                                                      const uint32_t *kg,
+                                                      size_t stride, size_t n) {
+  sl__backend *be = ks->be;
+  for (size_t i = 0; i < ks->n_states; i++) {
+    const sl_state_t *st = ks->states[i];
+    if (st->pf_direct)
+      continue;
+    if (st->dt)
+      sl__hm_direct_prefetch_n(st->dt_base, false, 0, 0, hash, kg, stride, n);
+    else if (be->ops->prefetch)
+      be->ops->prefetch(be, st->id, hash, kg, stride, n);
+  }
+}
+
 void sl__kstate_prefetch(struct sl__kstate *ks, const uint64_t *hash,
                          const uint32_t *kg, size_t stride, size_t n) {
   if (!ks)
     return;
-  sl__backend *be = ks->be;
-  for (size_t i = 0; i < ks->n_states; i++) {
-    const sl_state_t *st = ks->states[i];
-    if (st->dt) {
-      /* The tables are known: no call into the backend. */
-      const unsigned char *hp = (const unsigned char *)hash;
-      const unsigned char *gp = (const unsigned char *)kg;
-      for (size_t j = 0; j < n; j++, hp += stride, gp += stride) {
-        uint64_t h;
-        uint32_t g;
-        memcpy(&h, hp, sizeof(h));
-        memcpy(&g, gp, sizeof(g));
-        assert(g - st->dt_lo < st->dt_n);
-        sl__hm_direct_prefetch(
-            (const struct hm_table *)(st->dt_base +
-                                      (uintptr_t)g * sizeof(hm_table)),
-            h);
-      }
-    } else if (be->ops->prefetch) {
-      be->ops->prefetch(be, st->id, hash, kg, stride, n);
-    }
-  }
+  /* The states with direct tables without a call (their tables are
+   * known), so that the usual case, every state direct, is a leaf. */
+  for (size_t i = 0; i < ks->n_pf; i++)
+    sl__hm_direct_prefetch_n(ks->pf_base[i], false, 0, 0, hash, kg, stride, n);
+  if (ks->pf_others)
+    prefetch_others(ks, hash, kg, stride, n);
 }
 
 void *sl__kstate_scratch(struct sl__kstate *ks, size_t n) {
@@ -163,6 +165,10 @@ static sl__btype btype_of(sl_state_kind kind) {
                                 : SL__BT_VALUE;
 }
 
+/* What sl_state_t.vks is for every state but a VALUE state with direct
+ * tables. */
+static const char no_vks;
+
 int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
                        sl_state_t **out, char *err, size_t errlen) {
   *out = NULL;
@@ -191,6 +197,8 @@ int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
     ks->cap_states = cap;
   }
   sl_state_t *st = calloc(1, sizeof(*st));
+  if (st)
+    st->vks = (const struct sl__kstate *)(const void *)&no_vks;
   if (!st)
     goto nomem;
   st->ks = ks;
@@ -244,9 +252,17 @@ int sl__state_register(struct sl__kstate *ks, const sl_state_desc_t *desc,
     st->dt_n = ks->be->kg_hi - ks->be->kg_lo;
     /* Not 0: the tables are on the heap, far above kg_lo tables. */
     st->dt_base = (uintptr_t)st->dt - (uintptr_t)st->dt_lo * sizeof(hm_table);
-    if (desc->kind == SL_STATE_VALUE)
+    if (desc->kind == SL_STATE_VALUE) {
       st->vdt_base = st->dt_base;
+      st->vks = ks;
+    }
+    if (ks->n_pf < SL__KS_PF) {
+      ks->pf_base[ks->n_pf++] = st->dt_base;
+      st->pf_direct = true;
+    }
   }
+  if (!st->pf_direct)
+    ks->pf_others = true;
   /* A backend that expires entries itself (the RocksDB compaction filter)
    * needs the TTL. */
   if (st->ttl && ks->be->ops->set_ttl)
@@ -495,25 +511,34 @@ static __attribute__((noinline)) void *value_ptr_any(sl__keyed *k,
   return p;
 }
 
-/* Per record in most keyed jobs: the release build's link-time
- * optimization inlines it into the public sl_value_ptr. The per-record
- * case, an existing value of that size found by a direct probe, is
- * decided with as few tests as it needs: vdt_base is set for value
- * states only, so it stands for the kind check too. */
-void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
-                    int *err) {
-  if (SL__LIKELY(k && st && st->ks == k->state && st->vdt_base) &&
-      size <= HM_INL_BYTES - 8 && k->key_len == 8 && !k->ns_len) {
+/* The per-record case of sl__value_ptr, on its own so that a caller
+ * (the public sl_value_ptr) can keep everything else out of line: an
+ * existing value of that size found by a direct probe, decided with as
+ * few tests as it needs (vks is the owner for a value state with direct
+ * tables only, so one compare stands for the owner, kind and tables
+ * checks). NULL for anything else, with nothing changed. The release
+ * build's link-time optimization inlines it (always: left to itself, gcc
+ * may split the probe off into a call). */
+inline __attribute__((always_inline)) void *
+sl__value_ptr_hit(const sl__keyed *k, const sl_state_t *st, size_t size) {
+  if (SL__LIKELY(k && st && st->vks == k->state) && size <= HM_INL_BYTES - 8 &&
+      k->key_len == 8 && !k->ns_len) {
     assert(k->kg - st->dt_lo < st->dt_n);
     const struct hm_table *t =
         (const struct hm_table *)(st->vdt_base +
                                   (uintptr_t)k->kg * sizeof(hm_table));
-    void *p = sl__hm_direct_slot(t, k->key, k->hash, size);
-    if (SL__LIKELY(p != NULL)) {
-      if (created)
-        *created = false;
-      return p;
-    }
+    return sl__hm_direct_slot(t, k->key, k->hash, size);
+  }
+  return NULL;
+}
+
+void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
+                    int *err) {
+  void *p = sl__value_ptr_hit(k, st, size);
+  if (SL__LIKELY(p != NULL)) {
+    if (created)
+      *created = false;
+    return p;
   }
   return value_ptr_any(k, st, size, created, err);
 }

@@ -96,6 +96,10 @@ int sl__value_put(sl__keyed *k, sl_state_t *st, const void *val, size_t len);
 void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
                     int *err);
 int sl__state_clear(sl__keyed *k, sl_state_t *st);
+/* sl__value_ptr's per-record case alone: the value of the current key
+ * when it exists with exactly size bytes and a direct probe finds it,
+ * else NULL (then nothing was changed, and sl__value_ptr decides). */
+void *sl__value_ptr_hit(const sl__keyed *k, const sl_state_t *st, size_t size);
 
 int sl__list_add(sl__keyed *k, sl_state_t *st, const void *val, size_t len);
 int sl__list_get(sl__keyed *k, sl_state_t *st, sl_list_iter_t *it);

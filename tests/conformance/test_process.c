@@ -40,11 +40,13 @@ static sl_conf_t *backend_conf(int bi, const char *policy) {
  * "side"           emit to side output "side"
  * "fail"           return an error
  * "reject:<why>"   return sl_ctx_reject(ctx, "<why>")
- * on_timer emits "<key>@<ts>:<domain>".                                    */
+ * on_timer emits "<key>@<ts>:<domain>" (with timer_get, followed by
+ * ":val=<v>" or ":val=<none>", the TTL value state read in on_timer).   */
 
 typedef struct pf {
   sl_state_ttl_t ttl;
   int reregister; /* on_timer sets another timer for ts+reregister */
+  bool timer_get; /* on_timer reads the value state */
 } pf;
 
 /* Per instance (one per worker): the state handles. */
@@ -135,6 +137,17 @@ static int pf_timer(sl_ctx_t *ctx, sl_time_domain d, int64_t ts, void *opaque) {
   ck_assert_int_eq(sl_ctx_timestamp(ctx), ts);
   if (p->reregister && ts < 1000)
     sl_timer_set(ctx, d, ts + p->reregister);
+  if (p->timer_get) {
+    pf_local *l = sl_ctx_local(ctx);
+    const void *v;
+    size_t len;
+    int rc = sl_value_get(ctx, l->val, &v, &len);
+    if (rc < 0)
+      return rc;
+    return emitf(ctx, "%.*s@%" PRId64 ":%s:val=%.*s", (int)klen,
+                 (const char *)key, ts, d == SL_EVENT_TIME ? "event" : "proc",
+                 rc ? (int)len : 6, rc ? (const char *)v : "<none>");
+  }
   return emitf(ctx, "%.*s@%" PRId64 ":%s", (int)klen, (const char *)key, ts,
                d == SL_EVENT_TIME ? "event" : "proc");
 }
@@ -369,6 +382,37 @@ START_TEST(ttl_on_read_and_write_return_expired_once) {
   ck_assert_str_eq(out(h, 1), "val=v");
   ck_assert_str_eq(out(h, 2), "val=v");
   ck_assert_str_eq(out(h, 3), "val=<none>");
+  sl_harness_destroy(h);
+}
+END_TEST
+
+/* Event-time TTL takes its clock from what is being processed: an
+ * element's timestamp, an event-time timer's, and in a processing-time
+ * timer, which has no event time, the watermark (as in Flink, where a
+ * processing-time timer's context has no timestamp). ttl=100, written
+ * at event time 1000: live while the clock is below 1100. */
+START_TEST(ttl_event_time_clock_in_timers_and_elements) {
+  pf p = {.ttl = {.ttl_ms = 100, .time = SL_TTL_EVENT_TIME}, .timer_get = true};
+  sl_harness_t *h = pf_harness(&p, _i, NULL);
+  sl_harness_push_kv(h, 0, "k", "put:v", 1000);
+  sl_harness_push_kv(h, 0, "k", "pt:10", 1000);
+  sl_harness_push_kv(h, 0, "k", "pt:20", 1000);
+  sl_harness_push_kv(h, 0, "k", "et:1099", 1000);
+  ck_assert_int_eq(sl_harness_watermark(h, 0, 1050), SL_OK);
+  ck_assert_int_eq(sl_harness_set_time(h, 10), SL_OK);       /* at 1050: live */
+  ck_assert_int_eq(sl_harness_watermark(h, 0, 1100), SL_OK); /* 1099: live */
+  ck_assert_int_eq(sl_harness_set_time(h, 20), SL_OK); /* at 1100: expired */
+  /* After the timers, an element's own timestamp is the clock again,
+   * not the watermark (1100, at which j's value would be expired). */
+  sl_harness_push_kv(h, 0, "j", "put:w", 1000);
+  sl_harness_push_kv(h, 0, "j", "get", 1050);
+  sl_harness_push_kv(h, 0, "j", "get", 1100);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 5);
+  ck_assert_str_eq(out(h, 0), "k@10:proc:val=v");
+  ck_assert_str_eq(out(h, 1), "k@1099:event:val=v");
+  ck_assert_str_eq(out(h, 2), "k@20:proc:val=<none>");
+  ck_assert_str_eq(out(h, 3), "val=w");
+  ck_assert_str_eq(out(h, 4), "val=<none>");
   sl_harness_destroy(h);
 }
 END_TEST
@@ -643,6 +687,8 @@ int main(void) {
   tcase_add_loop_test(tc, ttl_on_create_and_write_never_return_expired, 0,
                       N_BACKENDS);
   tcase_add_loop_test(tc, ttl_on_read_and_write_return_expired_once, 0,
+                      N_BACKENDS);
+  tcase_add_loop_test(tc, ttl_event_time_clock_in_timers_and_elements, 0,
                       N_BACKENDS);
   tcase_add_loop_test(tc, user_error_policies_in_process, 0, N_BACKENDS);
   tcase_add_loop_test(tc, rejected_record_says_why, 0, N_BACKENDS);

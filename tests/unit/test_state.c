@@ -885,13 +885,13 @@ START_TEST(test_ttl_event_time) {
   sl_state_t *st = reg(&f, &d);
   fx_key(&f, "k");
   f.now = 1000000; /* processing time plays no part */
-  f.k.event_now = 5000;
+  f.k.ts = 5000;
   vput(&f, st, "e");
-  f.k.event_now = 5099;
+  f.k.ts = 5099;
   ck_assert_str_eq(vget(&f, st), "e");
   f.now = 99999999;
   ck_assert_str_eq(vget(&f, st), "e");
-  f.k.event_now = 5100;
+  f.k.ts = 5100;
   f.now = 0;
   ck_assert_str_eq(vget(&f, st), "<absent>");
   fx_fini(&f);
@@ -1079,12 +1079,12 @@ START_TEST(test_ttl_event_cleanup_waits_for_watermark) {
   f.wm = 900;
   for (int i = 0; i < 100; i++) { /* the lagging partition's keys */
     fx_key(&f, (snprintf(key, sizeof(key), "lag-%d", i), key));
-    f.k.event_now = 1000;
+    f.k.ts = 1000;
     vput(&f, v, key);
     mput(&f, m, "x", key);
   }
   fx_key(&f, "lead"); /* far ahead */
-  f.k.event_now = 100000;
+  f.k.ts = 100000;
   for (int n = 0; n < 200; n++) {
     vput(&f, v, "x");
     mput(&f, m, "x", "x");
@@ -1092,14 +1092,14 @@ START_TEST(test_ttl_event_cleanup_waits_for_watermark) {
   background_cleanup(f.be);
   for (int i = 0; i < 100; i++) {
     fx_key(&f, (snprintf(key, sizeof(key), "lag-%d", i), key));
-    f.k.event_now = 1050; /* still live at its own time */
+    f.k.ts = 1050; /* still live at its own time */
     ck_assert_str_eq(vget(&f, v), key);
     ck_assert_str_eq(mget(&f, m, "x"), key);
   }
   /* Once the watermark passes their expiry, they are cleaned up. */
   f.wm = 1200;
   fx_key(&f, "lead");
-  f.k.event_now = 100000;
+  f.k.ts = 100000;
   for (int n = 0; n < 200; n++) {
     vput(&f, v, "x");
     mput(&f, m, "x", "x");
@@ -1262,7 +1262,7 @@ START_TEST(test_backends_agree_random) {
       f[b].wm = wm;
       fx_key(&f[b], key);
       fx_ns(&f[b], ns);
-      f[b].k.event_now = ts;
+      f[b].k.ts = ts;
       agree_op(&f[b], &a[b], op, arg, b ? r1 : r0, sizeof(r0));
       if (compact)
         background_cleanup(f[b].be);
