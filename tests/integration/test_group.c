@@ -406,12 +406,19 @@ static void check_output_dups(bool dups) {
  * in the shared store (0 without a pointer): tasks of the co-partitioned
  * input are named by partition, those of repartition topics by topic and
  * partition. */
+/* The path of the pointer of the task that reads partition part of topic:
+ * named by its partition for the co-partitioned input "in", by topic and
+ * partition for a repartition topic. */
+static void pointer_path(const char *topic, int part, char *path, size_t cap) {
+  if (strcmp(topic, "in") == 0)
+    snprintf(path, cap, "%s/ckpt/tasks/%d.json", dir, part);
+  else
+    snprintf(path, cap, "%s/ckpt/tasks/%s-%d.json", dir, topic, part);
+}
+
 static int64_t pointer_offset(const char *topic, int part) {
   char path[512], text[1024];
-  if (strcmp(topic, "in") == 0)
-    snprintf(path, sizeof(path), "%s/ckpt/tasks/%d.json", dir, part);
-  else
-    snprintf(path, sizeof(path), "%s/ckpt/tasks/%s-%d.json", dir, topic, part);
+  pointer_path(topic, part, path, sizeof(path));
   FILE *f = fopen(path, "r");
   if (!f)
     return 0;
@@ -564,7 +571,8 @@ static void send_lagging(rd_kafka_t *pr, const bool *of_b, bool rest) {
  * the move (restored with its snapshot), so none of them is late and
  * the output is exactly the one process's (the model of produce()).
  * Without it, a drops b's events of seconds 2 and 3 as late. */
-static void pointer_checkpoint(int part, char *out, size_t cap);
+static void pointer_checkpoint(const char *topic, int part, char *out,
+                               size_t cap);
 static bool named_by(const char *chk, pid_t pid);
 static void lagging_task_moves(const char *backend) {
   start_broker();
@@ -589,8 +597,8 @@ static void lagging_task_moves(const char *backend) {
   int b_keys = 0;
   for (int part = 0; part < PARTS; part++) {
     char chk[512] = "";
-    if (pointer_offset(part) > 0)
-      pointer_checkpoint(part, chk, sizeof(chk));
+    if (pointer_offset("in", part) > 0)
+      pointer_checkpoint("in", part, chk, sizeof(chk));
     of_b[part] = chk[0] && named_by(chk, p[1]);
   }
   for (int i = 0; i < KEYS; i++) {
@@ -708,9 +716,10 @@ static long last_completed(const char *name) {
 
 /* The checkpoint each task's pointer names (e.g.
  * "instances/host-4242-1796405927919/chk-17"). */
-static void pointer_checkpoint(int part, char *out, size_t cap) {
+static void pointer_checkpoint(const char *topic, int part, char *out,
+                               size_t cap) {
   char path[512], text[1024];
-  snprintf(path, sizeof(path), "%s/ckpt/tasks/%d.json", dir, part);
+  pointer_path(topic, part, path, sizeof(path));
   FILE *f = fopen(path, "r");
   ck_assert_ptr_nonnull(f);
   size_t n = fread(text, 1, sizeof(text) - 1, f);
@@ -846,7 +855,7 @@ START_TEST(stopped_member_is_fenced) {
   wait_snapshotted();
   for (int part = 0; part < PARTS; part++) {
     char chk[512];
-    pointer_checkpoint(part, chk, sizeof(chk));
+    pointer_checkpoint("in", part, chk, sizeof(chk));
     ck_assert_msg(!named_by(chk, p[2]),
                   "task %d points at the resumed process's %s", part, chk);
   }
@@ -1621,7 +1630,7 @@ START_TEST(stopped_member_through_repartition_is_fenced) {
   wait_snapshotted_of(REPART);
   for (int part = 0; part < PARTS; part++) {
     char chk[512];
-    pointer_checkpoint(part, chk, sizeof(chk));
+    pointer_checkpoint(REPART, part, chk, sizeof(chk));
     ck_assert_msg(!named_by(chk, p[2]),
                   "task %d points at the resumed process's %s", part, chk);
   }
@@ -1727,7 +1736,7 @@ static void wait_committed_and_processed(int64_t n, int wait_ms) {
   for (int i = 0; i < wait_ms / 50; i++) {
     int done = 0;
     for (int p = 0; p < PARTS; p++)
-      done += pointer_offset(p) >= ends[p];
+      done += pointer_offset(REPART, p) >= ends[p];
     if (done == PARTS)
       return;
     tk_sleep_ms(50);
