@@ -344,7 +344,7 @@ int sl__rk_fail(rk *b, const char *what, char *rerr) {
   int rc = rerr && !strncmp(rerr, "Corruption", 10) ? SL_ERR_CORRUPT
            : rerr                                   ? SL_ERR_IO
                                                     : SL_ERR_CORRUPT;
-  if (!b->failed) {
+  if (b->failed >= 0) { /* 0 or RK_BG_RUNNING */
     b->failed = rc;
     sl__errf(b->errbuf, sizeof(b->errbuf),
              "RocksDB state of worker %d in \"%s\" (state.dir \"%s\"): %s "
@@ -1092,10 +1092,12 @@ out:
 
 int sl__rk_settle(rk *b) {
   if (!b->bg)
-    return rk_failed(b);
+    return b->failed < 0 ? b->failed : 0;
   int64_t t0 = sl__mono_ns();
   sl__snap_task_join(b->bg, NULL, 0);
   b->base.snap_wait_ns += sl__mono_ns() - t0;
+  if (b->failed == RK_BG_RUNNING)
+    b->failed = 0;
   rk_job *j = b->bg_job;
   /* RocksDB takes no more writes after a failed write or flush (its
    * background error), and the cache holds entries as clean that RocksDB
@@ -1107,7 +1109,7 @@ int sl__rk_settle(rk *b) {
   sl__snap_task_drop(b->bg);
   b->bg = NULL;
   b->bg_job = NULL;
-  return rk_failed(b);
+  return b->failed;
 }
 
 void sl__rk_poll(rk *b) {
@@ -1170,6 +1172,8 @@ static int snap_begin(rk *b, const char *dir, sl__snap_task **out) {
   }
   b->bg = t;
   b->bg_job = j;
+  if (!b->failed)
+    b->failed = RK_BG_RUNNING;
   b->bg_bytes = j->bytes;
   b->cache.bytes += j->bytes;
   *out = t;

@@ -397,13 +397,6 @@ int sl__rk_fetch(rk *b, const sl__skey *k, bool map, uint64_t mh,
   if (k->key_len > UINT32_MAX / 2 || k->ns_len > UINT32_MAX / 2 ||
       ml > UINT32_MAX / 2)
     return SL_ERR_RANGE;
-  if (SL__UNLIKELY(b->bg)) {
-    /* A miss reads RocksDB, which is right while a snapshot completes;
-     * take its outcome (a failure) as soon as it is known. */
-    sl__rk_poll(b);
-    if ((rc = rk_failed(b)))
-      return rc;
-  }
   rk_state *st = rk_st(b, k->state);
   size_t kl = sl__rk_encode(b, k->kg, k->key, k->key_len, k->ns, k->ns_len, map,
                             mh, mk, ml);

@@ -193,7 +193,8 @@ typedef struct rk {
   /* Scratch for encoded keys. */
   unsigned char *kbuf;
   size_t kcap;
-  int failed; /* the sticky error (base.errmsg says why), or 0 */
+  int failed; /* the sticky error (base.errmsg says why), 0, or
+                RK_BG_RUNNING (see rk_failed) */
   char errbuf[768];
 } rk;
 
@@ -353,7 +354,19 @@ void sl__rk_written(rk *b, size_t n);
  * a malformed key), and returns SL_ERR_IO or SL_ERR_CORRUPT. */
 int sl__rk_fail(rk *b, const char *what, char *rerr);
 /* The sticky error, or 0. */
-static inline int rk_failed(const rk *b) {
+/* b->failed while a snapshot's background part runs and nothing failed:
+ * every call then takes its slow path, which takes the background part's
+ * outcome as soon as it is known (sl__rk_poll), so that a failed write
+ * or flush fails the worker's next state access as it would have when the
+ * worker flushed itself. No cost on the per-record path otherwise. */
+#define RK_BG_RUNNING 1
+static inline int rk_failed(rk *b) {
+  if (SL__LIKELY(!b->failed))
+    return 0;
+  if (b->failed == RK_BG_RUNNING) {
+    sl__rk_poll(b);
+    return b->failed == RK_BG_RUNNING ? 0 : b->failed;
+  }
   return b->failed;
 }
 
