@@ -1045,7 +1045,6 @@ START_TEST(corrupt_database_is_a_clear_error) {
 }
 END_TEST
 
-
 /* ---- the snapshot's background part ------------------------------------- */
 
 /* Entries of a backend as one sorted list of byte strings. */
@@ -1151,8 +1150,11 @@ static void op_apply(sl__backend *be, const uint32_t *ids, const op *o) {
   }
   void *p;
   size_t len;
-  sl__skey k = skey(be, ids[o->kind < 2 ? 0 : o->kind < 5 ? 1 : 2], key,
-                    o->key % 5 ? "" : "ns");
+  sl__skey k = skey(be,
+                    ids[o->kind < 2   ? 0
+                        : o->kind < 5 ? 1
+                                      : 2],
+                    key, o->key % 5 ? "" : "ns");
   uint64_t mh = sl__hash64(mk, strlen(mk));
   switch (o->kind) {
   case 0: /* put a value, small or large */
@@ -1199,8 +1201,10 @@ static void op_apply(sl__backend *be, const uint32_t *ids, const op *o) {
 static op op_random(uint64_t *rng) {
   *rng = *rng * 6364136223846793005ULL + 1442695040888963407ULL;
   uint64_t r = *rng >> 16;
-  op o = {.kind = (int)(r % 9), .key = (int)(r / 9 % 300),
-          .mk = (int)(r / 2700 % 4), .seed = *rng};
+  op o = {.kind = (int)(r % 9),
+          .key = (int)(r / 9 % 300),
+          .mk = (int)(r / 2700 % 4),
+          .seed = *rng};
   o.len = 1 + (uint32_t)(r / 10800 % 24);
   if (o.kind == 0 && r % 7 == 0)
     o.len = 200 + (uint32_t)(r % 1800); /* fills the small cache */
@@ -1213,12 +1217,12 @@ static sl__backend *model_at(const sl_conf_t *c, const op *log, size_t n,
   char err[256];
   sl__backend *h = sl__hashmap_ops.open(&bc, err, sizeof(err));
   ck_assert_ptr_nonnull(h);
-  ck_assert_int_eq(sl__hashmap_ops.register_state(h, "op/v", SL__BT_VALUE,
-                                                  &ids[0]), 0);
-  ck_assert_int_eq(sl__hashmap_ops.register_state(h, "op/l", SL__BT_LIST,
-                                                  &ids[1]), 0);
-  ck_assert_int_eq(sl__hashmap_ops.register_state(h, "op/m", SL__BT_MAP,
-                                                  &ids[2]), 0);
+  ck_assert_int_eq(
+      sl__hashmap_ops.register_state(h, "op/v", SL__BT_VALUE, &ids[0]), 0);
+  ck_assert_int_eq(
+      sl__hashmap_ops.register_state(h, "op/l", SL__BT_LIST, &ids[1]), 0);
+  ck_assert_int_eq(
+      sl__hashmap_ops.register_state(h, "op/m", SL__BT_MAP, &ids[2]), 0);
   for (size_t i = 0; i < n; i++)
     op_apply(h, ids, &log[i]);
   return h;
