@@ -985,7 +985,7 @@ typedef struct rk_job {
   char *dir; /* NULL: write and flush only */
   sl__fmode fmode;
   int worker;
-  const char *state_dir; /* the env's, which outlives the backend */
+  const char *state_dir; /* the env's (closing waits for this thread) */
   /* Where it failed (set by the thread, read after the join): a write or
    * a flush fails the backend, the checkpoint alone fails the snapshot. */
   const char *failed_at;
