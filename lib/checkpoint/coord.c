@@ -24,6 +24,7 @@
 #include "checkpoint/files.h"
 #include "checkpoint/coord.h"
 #include "checkpoint/tasks.h"
+#include "state/backend.h"
 #include "core/conf.h"
 #include "core/crc32c.h"
 #include "core/fault.h"
@@ -133,6 +134,8 @@ void sl__ckpt_rel(const struct sl__ckpt *ck, uint64_t id, char *buf,
 void sl__wsnap_free(sl__wsnap *s) {
   if (!s)
     return;
+  /* The directory may be removed once this returns: let it be complete. */
+  sl__snap_task_wait(s->native_task, NULL, 0);
   sl__incr_job_drop(s->pending);
   sl__buf_free(&s->file);
   sl__buf_free(&s->tail);
@@ -141,6 +144,15 @@ void sl__wsnap_free(sl__wsnap *s) {
 }
 
 void sl__wsnap_finish(sl__wsnap *s) {
+  if (s->native_task) {
+    char err[sizeof(s->err)];
+    int rc = sl__snap_task_wait(s->native_task, err, sizeof(err));
+    s->native_task = NULL;
+    if (rc && !s->rc) {
+      s->rc = rc;
+      snprintf(s->err, sizeof(s->err), "%s", err);
+    }
+  }
   if (!s->pending)
     return;
   int rc = s->rc ? s->rc : sl__incr_finish(s->pending, &s->file, &s->incr);

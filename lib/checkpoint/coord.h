@@ -86,6 +86,9 @@ typedef struct sl__wsnap {
   uint32_t kg_lo, kg_hi;
   sl_buf_t file; /* w<i>.snap image, trailer included */
   bool native;   /* keyed state is in the native directory w<i>.state */
+  /* The backend's part of that directory still being written on its own
+   * thread (state/backend.h snapshot_begin); sl__wsnap_finish waits. */
+  struct sl__snap_task *native_task;
   /* Incremental keyed state: the new segment file (incr.seg, written as
    * incr.seg_name) and the earlier ones the checkpoint links from the
    * previous complete (or the restored) checkpoint. */

@@ -131,7 +131,14 @@ static int snap_keyed(sl__worker *w, sl__wsnap *s, bool native_ok) {
       sl__ckpt_path(w->job->ckpt, s->id, dir, sizeof(dir));
       size_t l = strlen(dir);
       snprintf(dir + l, sizeof(dir) - l, "/w%d.state", w->index);
-      if ((rc = be->ops->snapshot(be, dir, s->err, sizeof(s->err))))
+      /* A backend that completes its directory on its own thread hands
+       * the coordinator the task to wait for (sl__wsnap_finish). */
+      if (be->ops->snapshot_begin)
+        rc = be->ops->snapshot_begin(be, dir, &s->native_task, s->err,
+                                     sizeof(s->err));
+      else
+        rc = be->ops->snapshot(be, dir, s->err, sizeof(s->err));
+      if (rc)
         return rc;
       s->native = true;
     } else if (be->ops->kg_changes && native_ok && !w->job->tasks) {
@@ -248,7 +255,14 @@ static void take_snapshot(sl__worker *w, uint64_t id) {
     sl__job_fail(w->job, SL_ERR_NOMEM, "out of memory for a checkpoint");
     return;
   }
-  s->pause_us = (sl__mono_ns() - t0) / 1000;
+  /* The pause includes the worker's waits for the background part of the
+   * previous snapshot (a cache that reached its limit meanwhile). */
+  int64_t waited = 0;
+  if (w->be) {
+    waited = w->be->snap_wait_ns;
+    w->be->snap_wait_ns = 0;
+  }
+  s->pause_us = (sl__mono_ns() - t0 + waited) / 1000;
   sl__ckpt_ack(w->job->ckpt, s);
   sl__job_wake(w->job);
 }

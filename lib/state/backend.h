@@ -28,6 +28,8 @@ typedef enum sl__btype {
 } sl__btype;
 
 /* Common head of every backend instance (backends embed it first). */
+struct sl__snap_task; /* snapshot_begin: state/snap_task.h */
+
 typedef struct sl__backend {
   const struct sl__backend_ops *ops;
   /* Bumped whenever bytes handed out by an earlier call may have moved or
@@ -51,6 +53,10 @@ typedef struct sl__backend {
   /* Group mode: a key's key group is its Kafka partition (murmur2 of the
    * key modulo max_par), not its hash modulo max_par. */
   bool kg_murmur2;
+  /* Nanoseconds the owning worker waited for the background part of
+   * earlier snapshots (snapshot_begin) outside snapshot calls: part of the
+   * checkpoint pause. The worker's barrier code reads and resets it. */
+  int64_t snap_wait_ns;
 } sl__backend;
 
 /* The key group of a key (kh: its sl__hash64) in be: what an entry
@@ -316,6 +322,12 @@ typedef struct sl__backend_ops {
    * must match). register_state finds the snapshot's states by name;
    * writes fail. NULL with err set. */
   int (*snapshot)(sl__backend *be, const char *dir, char *err, size_t errlen);
+  /* snapshot_begin (optional): snapshot's first part, on the owning
+   * worker; the rest runs on a thread of the backend while the worker
+   * goes on, and dir holds the state as it was at this call once
+   * sl__snap_task_wait says so. *task is NULL when nothing is left. */
+  int (*snapshot_begin)(sl__backend *be, const char *dir,
+                        struct sl__snap_task **task, char *err, size_t errlen);
   sl__backend *(*open_snapshot)(const char *dir, const sl__backend_conf *bc,
                                 char *err, size_t errlen);
 
@@ -370,6 +382,12 @@ typedef struct sl__backend_ops {
                      void *opaque);
   void (*frozen_release)(struct sl__frozen *f);
 } sl__backend_ops;
+
+/* Waits (any thread, once) for the background part of a snapshot and
+ * frees the caller's hold on it: SL_OK when its directory is complete,
+ * else a negative error with err set. Safe after the backend was closed
+ * (closing waits for it). NULL: SL_OK. */
+int sl__snap_task_wait(struct sl__snap_task *t, char *err, size_t errlen);
 
 extern const sl__backend_ops sl__hashmap_ops;
 extern const sl__backend_ops sl__rocksdb_ops;

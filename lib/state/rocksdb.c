@@ -18,12 +18,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/fs.h"
 #include "core/conf.h"
 #include "core/fault.h"
 #include "core/util.h"
 #include "sluice/common.h"
 #include "state/rocksdb_int.h"
+#include "state/snap_task.h"
 
 #define RK_FORMAT 1
 /* Metadata lives in the default column family; states are "s:<name>". */
@@ -342,7 +344,7 @@ int sl__rk_fail(rk *b, const char *what, char *rerr) {
   int rc = rerr && !strncmp(rerr, "Corruption", 10) ? SL_ERR_CORRUPT
            : rerr                                   ? SL_ERR_IO
                                                     : SL_ERR_CORRUPT;
-  if (!b->failed) {
+  if (b->failed >= 0) { /* 0 or RK_BG_RUNNING */
     b->failed = rc;
     sl__errf(b->errbuf, sizeof(b->errbuf),
              "RocksDB state of worker %d in \"%s\" (state.dir \"%s\"): %s "
@@ -389,6 +391,9 @@ static size_t meta_key(char *buf, const char *prefix, uint32_t id) {
 
 static int meta_put(rk *b, const char *key, size_t kl, const void *val,
                     size_t vl) {
+  int rc = sl__rk_settle(b);
+  if (rc)
+    return rc;
   char *err = NULL;
   rocksdb_put_cf(b->db, b->wo, b->cf_meta, key, kl, val, vl, &err);
   b->wseq++;
@@ -465,6 +470,10 @@ static int rk_register(sl__backend *be, const char *name, sl__btype type,
   }
   if (b->readonly)
     return SL_ERR_NOTFOUND;
+  /* A column family made now would be in the checkpoint in flight. */
+  int src = sl__rk_settle(b);
+  if (src)
+    return src;
   int rc = rk_failed(b);
   if (rc || (rc = states_reserve(b, b->n_states + 1)))
     return rc;
@@ -749,6 +758,7 @@ static void rk_close(sl__backend *be) {
   rk *b = (rk *)be;
   if (!b)
     return;
+  sl__rk_settle(b); /* the coordinator may still wait for its directory */
   sl__rk_mapit_reset(b);
   if (b->mit.ro)
     rocksdb_readoptions_destroy(b->mit.ro);
@@ -951,40 +961,234 @@ static sl__backend *rk_open_snapshot(const char *dir,
   return &b->base;
 }
 
-/* ---- Snapshots ---------------------------------------------------------- */
+/* ---- Snapshots ---------------------------------------------------------- *
+ * A snapshot's pause on the worker is what it takes to turn the cache's
+ * dirty entries (and the state counters) into write batches: the worker
+ * then goes on while a thread of the snapshot writes those batches into
+ * RocksDB, flushes the memtables and makes the hard-linked checkpoint.
+ * The checkpoint holds exactly the state at the barrier because the
+ * worker writes nothing into RocksDB until that thread is done: writes
+ * made after the barrier stay in the cache (they are dirty again, and
+ * the next flush writes them), and what would make the cache write or
+ * read past it (eviction, iterators, whole-list reads, key group drops)
+ * first waits for the thread (sl__rk_settle). The batches count in the
+ * cache's bytes meanwhile, so the cache stays within its limit: when
+ * entries made after the barrier reach it, the worker waits.            */
 
-/* Makes RocksDB's files hold everything: the write-back cache, then the
- * memtables. */
-static int flush_all(rk *b) {
-  int rc = rk_failed(b);
-  if (rc || (rc = sl__rk_flush(b)))
+typedef struct rk_job {
+  rocksdb_t *db;
+  rocksdb_writeoptions_t *wo;
+  rocksdb_column_family_handle_t **cfs; /* meta, then every state */
+  uint32_t n_cfs;
+  rocksdb_writebatch_t **wbs;
+  size_t n_wbs, cap_wbs, bytes;
+  char *dir; /* NULL: write and flush only */
+  sl__fmode fmode;
+  int worker;
+  const char *state_dir; /* the env's (closing waits for this thread) */
+  /* Where it failed (set by the thread, read after the join): a write or
+   * a flush fails the backend, the checkpoint alone fails the snapshot. */
+  const char *failed_at;
+  char rerr[512];
+} rk_job;
+
+static int restrict_modes(const char *dir, sl__fmode fm);
+
+static void job_free(void *p) {
+  rk_job *j = p;
+  if (!j)
+    return;
+  for (size_t i = 0; i < j->n_wbs; i++)
+    rocksdb_writebatch_destroy(j->wbs[i]);
+  free(j->wbs);
+  free(j->cfs);
+  free(j->dir);
+  free(j);
+}
+
+int sl__rk_collect(rk *b, rocksdb_writebatch_t *wb) {
+  rk_job *j = b->collect;
+  if (j->n_wbs == j->cap_wbs) {
+    size_t cap = j->cap_wbs ? 2 * j->cap_wbs : 8;
+    void *p = realloc(j->wbs, cap * sizeof(*j->wbs));
+    if (!p)
+      return SL_ERR_NOMEM;
+    j->wbs = p, j->cap_wbs = cap;
+  }
+  size_t n;
+  rocksdb_writebatch_data(wb, &n);
+  j->wbs[j->n_wbs++] = wb;
+  j->bytes += n;
+  return 0;
+}
+
+static void job_fail(rk_job *j, const char *at, const char *why) {
+  j->failed_at = at;
+  snprintf(j->rerr, sizeof(j->rerr), "%s", why);
+}
+
+static int job_run(sl__snap_task *t, void *p, char *err, size_t errlen) {
+  rk_job *j = p;
+  char *rerr = NULL;
+  sl__snap_task_point(t, 1);
+  for (size_t i = 0; i < j->n_wbs && !rerr; i++)
+    rocksdb_write(j->db, j->wo, j->wbs[i], &rerr);
+  if (rerr) {
+    job_fail(j, "write", rerr);
+    goto out;
+  }
+  sl__snap_task_point(t, 2);
+  int fault = sl__fault_hit("rocksdb.flush");
+  if (fault) {
+    job_fail(j, "flush", strerror(fault));
+    goto out;
+  }
+  rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+  rocksdb_flushoptions_set_wait(fo, 1);
+  for (uint32_t i = 0; i < j->n_cfs && !rerr; i++)
+    rocksdb_flush_cf(j->db, fo, j->cfs[i], &rerr);
+  rocksdb_flushoptions_destroy(fo);
+  if (rerr) {
+    job_fail(j, "flush", rerr);
+    goto out;
+  }
+  sl__snap_task_point(t, 3);
+  if (!j->dir)
+    goto out;
+  /* RocksDB builds it in "<dir>.tmp" and renames it when complete, so a
+   * failure leaves nothing that could pass for a snapshot. */
+  rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(j->db, &rerr);
+  if (!rerr)
+    rocksdb_checkpoint_create(cp, j->dir, 0, &rerr);
+  if (cp)
+    rocksdb_checkpoint_object_destroy(cp);
+  if (rerr) {
+    sl__errf(err, errlen,
+             "RocksDB state of worker %d (state.dir \"%s\"): snapshot into "
+             "\"%s\" failed: %s",
+             j->worker, j->state_dir, j->dir, rerr);
+    rocksdb_free(rerr);
+    return SL_ERR_IO;
+  }
+  if (restrict_modes(j->dir, j->fmode)) {
+    sl__errf(err, errlen,
+             "RocksDB state of worker %d: snapshot \"%s\": cannot set the "
+             "modes files.access asks for: %s",
+             j->worker, j->dir, strerror(errno));
+    return SL_ERR_IO;
+  }
+out:
+  rocksdb_free(rerr);
+  if (j->failed_at) {
+    sl__errf(err, errlen,
+             "RocksDB state of worker %d (state.dir \"%s\"): snapshot into "
+             "\"%s\": %s failed: %s",
+             j->worker, j->state_dir, j->dir ? j->dir : "", j->failed_at,
+             j->rerr);
+    return SL_ERR_IO;
+  }
+  return 0;
+}
+
+int sl__rk_settle(rk *b) {
+  if (!b->bg)
+    return b->failed < 0 ? b->failed : 0;
+  int64_t t0 = sl__mono_ns();
+  sl__snap_task_join(b->bg, NULL, 0);
+  b->base.snap_wait_ns += sl__mono_ns() - t0;
+  if (b->failed == RK_BG_RUNNING)
+    b->failed = 0;
+  rk_job *j = b->bg_job;
+  /* RocksDB takes no more writes after a failed write or flush (its
+   * background error), and the cache holds entries as clean that RocksDB
+   * may not have: the backend fails for good. */
+  if (j->failed_at)
+    sl__rk_fail(b, j->failed_at, strdup(j->rerr));
+  b->cache.bytes -= b->bg_bytes;
+  b->bg_bytes = 0;
+  sl__snap_task_drop(b->bg);
+  b->bg = NULL;
+  b->bg_job = NULL;
+  return b->failed;
+}
+
+void sl__rk_poll(rk *b) {
+  if (b->bg && sl__snap_task_done(b->bg))
+    sl__rk_settle(b);
+}
+
+/* The worker's part: the dirty entries and the state counters into write
+ * batches, handed to a new thread with the rest (dir NULL: no checkpoint,
+ * the memtables are flushed only). */
+static int snap_begin(rk *b, const char *dir, sl__snap_task **out) {
+  *out = NULL;
+  int64_t waited = b->base.snap_wait_ns; /* this wait is in the pause */
+  int rc = sl__rk_settle(b);
+  b->base.snap_wait_ns = waited;
+  if (rc)
     return rc;
-  for (uint32_t id = 0; id < b->n_states && !rc; id++) {
-    rk_state *st = b->states[id];
+  rk_job *j = calloc(1, sizeof(*j));
+  if (!j || (dir && !(j->dir = strdup(dir))) ||
+      !(j->cfs = calloc(b->n_states + 1, sizeof(*j->cfs)))) {
+    job_free(j);
+    return SL_ERR_NOMEM;
+  }
+  j->db = b->db;
+  j->wo = b->wo;
+  j->fmode = b->env->fmode;
+  j->worker = b->worker;
+  j->state_dir = b->env->state_dir;
+  j->cfs[j->n_cfs++] = b->cf_meta;
+  for (uint32_t id = 0; id < b->n_states; id++)
+    j->cfs[j->n_cfs++] = b->states[id]->cf;
+  b->collect = j;
+  rc = sl__rk_flush(b);
+  b->collect = NULL;
+  rocksdb_writebatch_t *wb = rc ? NULL : rocksdb_writebatch_create();
+  for (uint32_t id = 0; wb && id < b->n_states; id++) {
     sl__state_stats s;
     rk_stats(&b->base, id, &s);
     unsigned char v[16];
     char key[32];
     le64(v, s.entries);
     le64(v + 8, s.bytes);
-    rc = meta_put(b, key, meta_key(key, META_STATS, st->id), v, 16);
+    rocksdb_writebatch_put_cf(wb, b->cf_meta, key,
+                              meta_key(key, META_STATS, b->states[id]->id),
+                              (const char *)v, 16);
   }
-  rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
-  rocksdb_flushoptions_set_wait(fo, 1);
-  char *err = NULL;
-  int fault = sl__fault_hit("rocksdb.flush");
-  if (fault)
-    err = strdup(strerror(fault)); /* freed with rocksdb_free (free) */
-  else
-    rocksdb_flush_cf(b->db, fo, b->cf_meta, &err);
-  for (uint32_t id = 0; id < b->n_states && !err && !rc; id++)
-    rocksdb_flush_cf(b->db, fo, b->states[id]->cf, &err);
-  rocksdb_flushoptions_destroy(fo);
-  if (err && !rc)
-    rc = sl__rk_fail(b, "flush", err);
-  else
-    rocksdb_free(err);
-  return rc;
+  if (wb) {
+    b->collect = j;
+    if ((rc = sl__rk_collect(b, wb)))
+      rocksdb_writebatch_destroy(wb);
+    b->collect = NULL;
+  }
+  b->wseq++; /* a kept iterator predates the batches */
+  sl__snap_task *t = rc ? NULL : sl__snap_task_start(job_run, job_free, j);
+  if (!t) {
+    /* Entries already handed to j are clean in the cache and in no
+     * RocksDB write: nothing after this may pass for success. */
+    job_free(j);
+    return rc ? rc : sl__rk_fail(b, "snapshot", strdup("no thread"));
+  }
+  b->bg = t;
+  b->bg_job = j;
+  if (!b->failed)
+    b->failed = RK_BG_RUNNING;
+  b->bg_bytes = j->bytes;
+  b->cache.bytes += j->bytes;
+  *out = t;
+  return 0;
+}
+
+/* Makes RocksDB's files hold everything: the write-back cache, then the
+ * memtables. */
+static int flush_all(rk *b) {
+  sl__snap_task *t;
+  int rc = rk_failed(b);
+  if (rc || (rc = snap_begin(b, NULL, &t)))
+    return rc;
+  sl__snap_task_drop(t);
+  return sl__rk_settle(b);
 }
 
 /* RocksDB creates its files 0644 and directories 0755 (less the umask):
@@ -1010,39 +1214,31 @@ static int restrict_modes(const char *dir, sl__fmode fm) {
   return rc;
 }
 
-static int rk_snapshot(sl__backend *be, const char *dir, char *err,
-                       size_t errlen) {
+static int rk_snapshot_begin(sl__backend *be, const char *dir,
+                             sl__snap_task **task, char *err, size_t errlen) {
   rk *b = (rk *)be;
-  int rc = flush_all(b);
-  if (rc) {
+  int rc = rk_failed(b);
+  if (rc || (rc = snap_begin(b, dir, task))) {
     sl__errf(err, errlen, "snapshot into \"%s\": %s", dir,
              b->base.errmsg ? b->base.errmsg : sl_strerror(rc));
     return rc;
   }
-  /* RocksDB builds it in "<dir>.tmp" and renames it when complete, so a
-   * failure leaves nothing that could pass for a snapshot. */
-  char *rerr = NULL;
-  rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(b->db, &rerr);
-  if (!rerr)
-    rocksdb_checkpoint_create(cp, dir, 0, &rerr);
-  if (cp)
-    rocksdb_checkpoint_object_destroy(cp);
-  if (rerr) {
-    sl__errf(err, errlen,
-             "RocksDB state of worker %d (state.dir \"%s\"): snapshot into "
-             "\"%s\" failed: %s",
-             b->worker, b->env->state_dir, dir, rerr);
-    rocksdb_free(rerr);
-    return SL_ERR_IO;
-  }
-  if (restrict_modes(dir, b->env->fmode)) {
-    sl__errf(err, errlen,
-             "RocksDB state of worker %d: snapshot \"%s\": cannot set the "
-             "modes files.access asks for: %s",
-             b->worker, dir, strerror(errno));
-    return SL_ERR_IO;
-  }
   return 0;
+}
+
+static int rk_snapshot(sl__backend *be, const char *dir, char *err,
+                       size_t errlen) {
+  sl__snap_task *t;
+  int rc = rk_snapshot_begin(be, dir, &t, err, errlen);
+  if (!rc)
+    rc = sl__snap_task_wait(t, err, errlen);
+  int src = sl__rk_settle((rk *)be);
+  if (!rc && src) {
+    sl__errf(err, errlen, "snapshot into \"%s\": %s", dir,
+             be->errmsg ? be->errmsg : sl_strerror(src));
+    rc = src;
+  }
+  return rc;
 }
 
 void sl__rocksdb_compact(sl__backend *be) {
@@ -1082,6 +1278,7 @@ const sl__backend_ops sl__rocksdb_ops = {
     .set_ttl = rk_set_ttl,
     .prefetch = sl__rk_prefetch,
     .snapshot = rk_snapshot,
+    .snapshot_begin = rk_snapshot_begin,
     .open_snapshot = rk_open_snapshot,
 };
 

@@ -466,7 +466,9 @@ int sl__rk_list_full(rk *b, size_t slot, rk_entry **ep) {
     return 0;
   /* Flush first (the pending appends go out as a merge operand), so the
    * list read below is all of it. */
-  int rc = sl__rk_flush(b);
+  int rc = sl__rk_settle(b);
+  if (!rc)
+    rc = sl__rk_flush(b);
   if (rc)
     return rc;
   rk_state *st = rk_st(b, e->state);
@@ -502,7 +504,22 @@ int sl__rk_list_full(rk *b, size_t slot, rk_entry **ep) {
 
 /* ---- Writing back ------------------------------------------------------- */
 
+/* Writes wb (the cache's) and clears it; while a snapshot builds its
+ * batches, hands wb to it instead and gives the cache a new one. */
 static int batch_write(rk *b, rocksdb_writebatch_t *wb) {
+  if (b->collect) {
+    rocksdb_writebatch_t *n = rocksdb_writebatch_create();
+    int rc = n ? sl__rk_collect(b, wb) : SL_ERR_NOMEM;
+    if (rc) {
+      rocksdb_writebatch_destroy(n);
+      return rc;
+    }
+    b->cache.wb = n;
+    return 0;
+  }
+  int rc = sl__rk_settle(b);
+  if (rc)
+    return rc;
   char *err = NULL;
   size_t n;
   rocksdb_writebatch_data(wb, &n);
@@ -628,12 +645,14 @@ static int write_entries(rk *b, rk_entry **v, size_t n) {
       rocksdb_writebatch_put_cf(wb, st->cf, key, kl, val, e->val_len);
     size_t sz;
     rocksdb_writebatch_data(wb, &sz);
-    if (sz >= RK_BATCH_BYTES)
+    if (sz >= RK_BATCH_BYTES) {
       rc = batch_write(b, wb);
+      wb = b->cache.wb;
+    }
   }
   if (!rc && rocksdb_writebatch_count(wb))
     rc = batch_write(b, wb);
-  rocksdb_writebatch_clear(wb);
+  rocksdb_writebatch_clear(b->cache.wb);
   return rc;
 }
 
@@ -690,9 +709,14 @@ int sl__rk_evict(rk *b) {
   rk_cache *c = &b->cache;
   if (c->bytes <= c->limit && !crowded(c))
     return 0;
-  int rc = rk_failed(b);
+  /* Entries clean since the barrier may not be in RocksDB yet, and the
+   * snapshot's batches count in bytes: wait for them first (this is the
+   * bound on what the cache holds while a snapshot completes). */
+  int rc = sl__rk_settle(b);
   if (rc)
     return rc;
+  if (c->bytes <= c->limit && !crowded(c))
+    return 0;
   size_t target = c->limit - c->limit / 4;
   size_t max_count = can_grow(c) ? SIZE_MAX : ((size_t)5 << c->bits) / 8;
   size_t mask = ((size_t)1 << c->bits) - 1;
@@ -733,6 +757,7 @@ int sl__rk_evict(rk *b) {
 
 void sl__rk_cache_drop_kg(rk *b, uint32_t kg) {
   rk_cache *c = &b->cache;
+  sl__rk_settle(b); /* a dropped entry would be read back from RocksDB */
   size_t cap = (size_t)1 << c->bits;
   bool freed = false;
   for (size_t i = 0; i < cap;) {

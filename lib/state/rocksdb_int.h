@@ -173,6 +173,17 @@ typedef struct rk {
   uint32_t n_states, cap_states;
   rk_cache cache;
   uint64_t wseq; /* bumped by every write to RocksDB */
+  /* The background part of the last snapshot (rocksdb.c), or NULL. While
+   * it runs the worker writes nothing into RocksDB and evicts nothing: the
+   * entries that were dirty at the barrier are clean in the cache but not
+   * yet in RocksDB, so a point read that misses the cache is still right
+   * (those entries cannot miss) and everything else waits (sl__rk_settle).
+   * bg_bytes (the batches in flight) counts in cache.bytes meanwhile. */
+  struct sl__snap_task *bg;
+  size_t bg_bytes;
+  /* While a snapshot builds its batches: where batch_write hands them. */
+  struct rk_job *collect;
+  struct rk_job *bg_job; /* what bg runs (owned by bg) */
   /* Bytes written to RocksDB since the heap was last trimmed, and how
    * many between trims (0: never; see sl__rk_written). */
   size_t written, trim_every;
@@ -182,7 +193,8 @@ typedef struct rk {
   /* Scratch for encoded keys. */
   unsigned char *kbuf;
   size_t kcap;
-  int failed; /* the sticky error (base.errmsg says why), or 0 */
+  int failed; /* the sticky error (base.errmsg says why), 0, or
+                RK_BG_RUNNING (see rk_failed) */
   char errbuf[768];
 } rk;
 
@@ -325,6 +337,15 @@ int sl__rk_evict(rk *b);
 /* Removes every clean cached entry of key group kg (UINT32_MAX: of all). */
 void sl__rk_cache_drop_kg(rk *b, uint32_t kg);
 
+/* rocksdb.c: waits for the background part of the last snapshot (the
+ * worker may then write into RocksDB again) and takes its outcome. Returns
+ * the sticky error, or 0. rk_poll does so only when it has ended. */
+int sl__rk_settle(rk *b);
+void sl__rk_poll(rk *b);
+/* rocksdb.c: takes a finished write batch of a snapshot being built
+ * (b->collect), which the background part writes. */
+int sl__rk_collect(rk *b, rocksdb_writebatch_t *wb);
+
 /* rocksdb.c: counts n bytes written to RocksDB; after about a memtable's
  * worth (trim_every), returns the heap's free pages to the system. */
 void sl__rk_written(rk *b, size_t n);
@@ -333,7 +354,19 @@ void sl__rk_written(rk *b, size_t n);
  * a malformed key), and returns SL_ERR_IO or SL_ERR_CORRUPT. */
 int sl__rk_fail(rk *b, const char *what, char *rerr);
 /* The sticky error, or 0. */
-static inline int rk_failed(const rk *b) {
+/* b->failed while a snapshot's background part runs and nothing failed:
+ * every call then takes its slow path, which takes the background part's
+ * outcome as soon as it is known (sl__rk_poll), so that a failed write
+ * or flush fails the worker's next state access as it would have when the
+ * worker flushed itself. No cost on the per-record path otherwise. */
+#define RK_BG_RUNNING 1
+static inline int rk_failed(rk *b) {
+  if (SL__LIKELY(!b->failed))
+    return 0;
+  if (b->failed == RK_BG_RUNNING) {
+    sl__rk_poll(b);
+    return b->failed == RK_BG_RUNNING ? 0 : b->failed;
+  }
   return b->failed;
 }
 

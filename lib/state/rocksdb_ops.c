@@ -354,6 +354,10 @@ typedef struct range_it {
 
 static int range_open(rk *b, range_it *r, rk_state *st, const unsigned char *lo,
                       size_t lo_len) {
+  /* Iterators read past the cache: the snapshot's batches first. */
+  int rc = sl__rk_settle(b);
+  if (rc)
+    return rc;
   size_t ul = lo_len <= sizeof(r->upper) ? successor(lo, lo_len, r->upper) : 0;
   r->ro = rocksdb_readoptions_create();
   if (!r->ro)
@@ -473,6 +477,9 @@ static int mapit_seek(rk *b, const sl__map_cursor *c, bool after,
                       uint64_t from) {
   rk_mapit *m = &b->mit;
   const sl__skey *k = &c->k;
+  int rc = sl__rk_settle(b); /* iterators read past the cache */
+  if (rc)
+    return rc;
   size_t pl = sl__rk_encode(b, k->kg, k->key, k->key_len, k->ns, k->ns_len,
                             true, from, NULL, 0);
   if (!pl)
@@ -639,7 +646,7 @@ static int next_candidate(rk *b, sl__map_cursor *c, unsigned char **buf,
 int sl__rk_map_iter(sl__backend *be, sl__map_cursor *c) {
   rk *b = (rk *)be;
   rk_state *st = rk_st(b, c->k.state);
-  int rc = rk_failed(b);
+  int rc = sl__rk_settle(b);
   /* RocksDB must hold every entry that exists now: iteration reads it,
    * with the cache laid over for what changes later. */
   if (rc || (st->n_dirty && (rc = sl__rk_flush(b))))

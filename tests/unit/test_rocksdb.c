@@ -11,6 +11,7 @@
 #include "state/backend.h"
 #include "state/kstate_int.h"
 #include "state/rocksdb_int.h"
+#include "state/snap_task.h"
 #include "state/state.h"
 
 #include <check.h>
@@ -1044,6 +1045,264 @@ START_TEST(corrupt_database_is_a_clear_error) {
 }
 END_TEST
 
+/* ---- the snapshot's background part ------------------------------------- */
+
+/* Entries of a backend as one sorted list of byte strings. */
+typedef struct blobs {
+  char **b;
+  size_t *len;
+  size_t n, cap;
+} blobs;
+
+static int blob_add(uint32_t state, const void *k, size_t kl, const void *ns,
+                    size_t nl, const void *mk, size_t mkl, const void *val,
+                    size_t len, void *opaque) {
+  blobs *bs = opaque;
+  if (bs->n == bs->cap) {
+    bs->cap = bs->cap ? bs->cap * 2 : 256;
+    bs->b = realloc(bs->b, bs->cap * sizeof(*bs->b));
+    bs->len = realloc(bs->len, bs->cap * sizeof(*bs->len));
+  }
+  size_t n = 4 + 4 + kl + 4 + nl + 5 + mkl + 4 + len;
+  char *p = malloc(n), *q = p;
+  uint32_t u[4] = {state, (uint32_t)kl, (uint32_t)nl, (uint32_t)mkl};
+  memcpy(q, &u[0], 4), q += 4;
+  memcpy(q, &u[1], 4), q += 4;
+  memcpy(q, k, kl), q += kl;
+  memcpy(q, &u[2], 4), q += 4;
+  memcpy(q, ns, nl), q += nl;
+  *q++ = mk != NULL;
+  memcpy(q, &u[3], 4), q += 4;
+  if (mkl)
+    memcpy(q, mk, mkl), q += mkl;
+  uint32_t vl = (uint32_t)len;
+  memcpy(q, &vl, 4), q += 4;
+  memcpy(q, val, len);
+  bs->b[bs->n] = p;
+  bs->len[bs->n++] = n;
+  return 0;
+}
+
+static int blob_cmp(const void *a, const void *b) {
+  const char *x = *(char *const *)a, *y = *(char *const *)b;
+  size_t lx, ly; /* lengths are stored just before each blob */
+  memcpy(&lx, x - sizeof(size_t), sizeof(size_t));
+  memcpy(&ly, y - sizeof(size_t), sizeof(size_t));
+  int r = memcmp(x, y, lx < ly ? lx : ly);
+  return r ? r : (lx > ly) - (lx < ly);
+}
+
+/* Every entry of be (key groups [0, K)), as length-prefixed blobs sorted. */
+static void scan_all(sl__backend *be, uint32_t K, blobs *out) {
+  memset(out, 0, sizeof(*out));
+  for (uint32_t kg = 0; kg < K; kg++)
+    ck_assert_int_eq(be->ops->kg_scan(be, kg, blob_add, out), 0);
+  for (size_t i = 0; i < out->n; i++) { /* prefix each with its length */
+    char *p = malloc(sizeof(size_t) + out->len[i]);
+    memcpy(p, &out->len[i], sizeof(size_t));
+    memcpy(p + sizeof(size_t), out->b[i], out->len[i]);
+    free(out->b[i]);
+    out->b[i] = p + sizeof(size_t);
+  }
+  qsort(out->b, out->n, sizeof(*out->b), blob_cmp);
+}
+
+static void blobs_free(blobs *bs) {
+  for (size_t i = 0; i < bs->n; i++)
+    free(bs->b[i] - sizeof(size_t));
+  free(bs->b);
+  free(bs->len);
+}
+
+static void blobs_eq(blobs *a, blobs *b, const char *what, int round) {
+  ck_assert_msg(a->n == b->n, "round %d, %s: %zu entries, model %zu", round,
+                what, a->n, b->n);
+  for (size_t i = 0; i < a->n; i++) {
+    size_t la, lb;
+    memcpy(&la, a->b[i] - sizeof(size_t), sizeof(size_t));
+    memcpy(&lb, b->b[i] - sizeof(size_t), sizeof(size_t));
+    ck_assert_msg(la == lb && memcmp(a->b[i], b->b[i], la) == 0,
+                  "round %d, %s: entry %zu of %zu differs from the model",
+                  round, what, i, a->n);
+  }
+}
+
+/* One random operation, applied alike to the RocksDB backend and to the
+ * model (a hashmap backend: the contract's other implementation). Some
+ * reach past the cache (map deletes and iteration, whole lists) and so
+ * wait for a snapshot's background part; large values evict. */
+typedef struct op {
+  int kind, key, mk;
+  uint32_t len;
+  uint64_t seed;
+} op;
+
+static void op_apply(sl__backend *be, const uint32_t *ids, const op *o) {
+  const sl__backend_ops *bo = be->ops;
+  char key[16], mk[8];
+  snprintf(key, sizeof(key), "k%d", o->key);
+  snprintf(mk, sizeof(mk), "m%d", o->mk);
+  unsigned char val[2048];
+  uint64_t x = o->seed;
+  for (uint32_t i = 0; i < o->len; i++) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    val[i] = (unsigned char)(x >> 56);
+  }
+  void *p;
+  size_t len;
+  sl__skey k = skey(be,
+                    ids[o->kind < 2   ? 0
+                        : o->kind < 5 ? 1
+                                      : 2],
+                    key, o->key % 5 ? "" : "ns");
+  uint64_t mh = sl__hash64(mk, strlen(mk));
+  switch (o->kind) {
+  case 0: /* put a value, small or large */
+    ck_assert_int_ge(bo->slot(be, &k, o->len, &p), 0);
+    memcpy(p, val, o->len);
+    break;
+  case 1:
+    ck_assert_int_ge(bo->del(be, &k), 0);
+    break;
+  case 2:
+    ck_assert_int_ge(bo->list_append(be, &k, o->len, &p), 0);
+    memcpy(p, val, o->len);
+    break;
+  case 3: /* the whole list */
+    ck_assert_int_ge(bo->get(be, &k, &p, &len, false), 0);
+    break;
+  case 4:
+    ck_assert_int_ge(bo->del(be, &k), 0);
+    break;
+  case 5:
+    ck_assert_int_ge(bo->map_slot(be, &k, mk, strlen(mk), mh, o->len, &p), 0);
+    memcpy(p, val, o->len);
+    break;
+  case 6:
+    ck_assert_int_ge(bo->map_remove(be, &k, mk, strlen(mk), mh), 0);
+    break;
+  case 7: { /* iterate, writing through for_write */
+    sl__map_cursor cur = {.k = k};
+    if (bo->map_iter(be, &cur) == 1) {
+      const void *m;
+      size_t ml;
+      while (bo->map_next(be, &cur, &m, &ml, &p, &len, true) == 1)
+        if (len)
+          ((unsigned char *)p)[0] ^= 1;
+    }
+    break;
+  }
+  default: /* the whole map */
+    ck_assert_int_ge(bo->del(be, &k), 0);
+    break;
+  }
+}
+
+static op op_random(uint64_t *rng) {
+  *rng = *rng * 6364136223846793005ULL + 1442695040888963407ULL;
+  uint64_t r = *rng >> 16;
+  op o = {.kind = (int)(r % 9),
+          .key = (int)(r / 9 % 300),
+          .mk = (int)(r / 2700 % 4),
+          .seed = *rng};
+  o.len = 1 + (uint32_t)(r / 10800 % 24);
+  if (o.kind == 0 && r % 7 == 0)
+    o.len = 200 + (uint32_t)(r % 1800); /* fills the small cache */
+  return o;
+}
+
+static sl__backend *model_at(const sl_conf_t *c, const op *log, size_t n,
+                             uint32_t *ids) {
+  sl__backend_conf bc = {.conf = c, .kg_lo = 0, .kg_hi = 8, .max_par = 8};
+  char err[256];
+  sl__backend *h = sl__hashmap_ops.open(&bc, err, sizeof(err));
+  ck_assert_ptr_nonnull(h);
+  ck_assert_int_eq(
+      sl__hashmap_ops.register_state(h, "op/v", SL__BT_VALUE, &ids[0]), 0);
+  ck_assert_int_eq(
+      sl__hashmap_ops.register_state(h, "op/l", SL__BT_LIST, &ids[1]), 0);
+  ck_assert_int_eq(
+      sl__hashmap_ops.register_state(h, "op/m", SL__BT_MAP, &ids[2]), 0);
+  for (size_t i = 0; i < n; i++)
+    op_apply(h, ids, &log[i]);
+  return h;
+}
+
+/* The worker goes on writing while the background part of a snapshot
+ * (write the batches, flush the memtables, make the checkpoint) is held at
+ * one of its steps, or not held: whatever it does — puts, deletes, list
+ * appends, map writes and removes, and calls that must wait for the
+ * background part (map deletes and iteration, whole lists, eviction of a
+ * small cache) — the snapshot holds exactly the state at its call and the
+ * live backend the state after every write, both compared with a model
+ * that replays the same operations. */
+START_TEST(snapshot_is_the_barrier_while_the_worker_writes) {
+  tdir t;
+  tdir_make(&t);
+  const char *kv[] = {"state.rocksdb.memory", "8m", NULL};
+  sl_conf_t *c = conf_kv(&t, kv);
+  sl__backend *be = open_range(c, 0, 8, 8, NULL);
+  uint32_t ids[3], mids[3];
+  ck_assert_int_eq(ops->register_state(be, "op/v", SL__BT_VALUE, &ids[0]), 0);
+  ck_assert_int_eq(ops->register_state(be, "op/l", SL__BT_LIST, &ids[1]), 0);
+  ck_assert_int_eq(ops->register_state(be, "op/m", SL__BT_MAP, &ids[2]), 0);
+  enum { ROUNDS = 48, BEFORE = 150, AFTER = 150 };
+  op *log = malloc(ROUNDS * (BEFORE + AFTER) * sizeof(*log));
+  size_t n = 0;
+  uint64_t rng = 42;
+  for (int round = 0; round < ROUNDS; round++) {
+    for (int i = 0; i < BEFORE; i++) {
+      log[n] = op_random(&rng);
+      op_apply(be, ids, &log[n++]);
+    }
+    size_t at_barrier = n;
+    /* Hold at step 1, 2 or 3, or not at all; the worker's calls go
+     * before the hold is lifted, except those that wait for it. */
+    sl__snap_task_hold(round % 4 == 3 ? 0 : 1 + round % 4);
+    char snap[160], err[512] = "";
+    snprintf(snap, sizeof(snap), "%s/snap%d", t.path, round);
+    struct sl__snap_task *task = NULL;
+    ck_assert_msg(ops->snapshot_begin(be, snap, &task, err, sizeof(err)) == 0,
+                  "%s", err);
+    ck_assert_ptr_nonnull(task);
+    int after = (round * 37) % (AFTER + 1); /* how far the worker gets */
+    for (int i = 0; i < after; i++) {
+      log[n] = op_random(&rng);
+      op_apply(be, ids, &log[n++]);
+    }
+    sl__snap_task_hold(0);
+    ck_assert_msg(sl__snap_task_wait(task, err, sizeof(err)) == 0, "%s", err);
+
+    sl__backend *model = model_at(c, log, at_barrier, mids);
+    ck_assert_mem_eq(ids, mids, sizeof(ids));
+    sl__backend_conf bc = {.conf = c, .max_par = 8};
+    sl__backend *ro = ops->open_snapshot(snap, &bc, err, sizeof(err));
+    ck_assert_msg(ro != NULL, "%s", err);
+    blobs got, want;
+    scan_all(ro, 8, &got);
+    scan_all(model, 8, &want);
+    blobs_eq(&got, &want, "snapshot", round);
+    blobs_free(&got);
+    blobs_free(&want);
+    ops->close(ro);
+    sl__hashmap_ops.close(model);
+
+    model = model_at(c, log, n, mids);
+    scan_all(be, 8, &got);
+    scan_all(model, 8, &want);
+    blobs_eq(&got, &want, "live", round);
+    blobs_free(&got);
+    blobs_free(&want);
+    sl__hashmap_ops.close(model);
+    rm_rf(snap);
+  }
+  free(log);
+  ops->close(be);
+  sl_conf_destroy(c);
+  rm_rf(t.path);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("rocksdb");
   TCase *tc = tcase_create("snapshots");
@@ -1051,6 +1310,7 @@ int main(void) {
   tcase_add_test(tc, snapshot_restore_sees_the_snapshot_not_later_writes);
   tcase_add_test(tc, open_snapshot_scans_exactly_a_key_group);
   tcase_add_test(tc, corrupt_snapshot_is_a_clear_error);
+  tcase_add_test(tc, snapshot_is_the_barrier_while_the_worker_writes);
   suite_add_tcase(s, tc);
   tc = tcase_create("state");
   tcase_set_timeout(tc, 300);
