@@ -225,10 +225,18 @@ SL_API int sl_sink_kafka(sl_stream_t *in, const char *uid, const char *topic,
 /* ---- Exactly-once restart resolution ------------------------------------ */
 
 /* Reads the offset a consumer group committed for a partition: *offset
- * is the next offset to read, or -1 when the group committed none.
- * Returns SL_OK or an error (the restore fails). */
+ * is the next offset to read, or -1 when the group committed none;
+ * metadata (metadata_size bytes, at least 1, "" on entry) receives the
+ * metadata committed with it, NUL-terminated and cut to fit, or stays ""
+ * when there is none or it is not known. An exactly_once job commits the
+ * name of the checkpoint whose transaction carries the offset as its
+ * metadata (instances/<instance>/chk-<id>, as task pointers name it), and
+ * a group-mode job resolves a task's pending checkpoint by it
+ * (docs/scaling.md); without metadata it compares offsets. Returns SL_OK
+ * or an error (the restore fails). */
 typedef int (*sl_kafka_committed_fn)(const char *group_id, const char *topic,
                                      int32_t partition, int64_t *offset,
+                                     char *metadata, size_t metadata_size,
                                      void *opaque);
 
 /* Replaces how an exactly_once job reads the consumer group's committed

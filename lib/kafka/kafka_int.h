@@ -318,10 +318,20 @@ void sl__ktxn_abort(uint64_t id, void *kjob);
 /* Why the transactional producer failed (NULL: it did not). */
 const char *sl__ktxn_error(void *kjob);
 /* The offset group committed for topic[partition] (-1: none), from the
- * job's lookup (sl_kafka_set_committed_lookup) or else the cluster.
- * SL_OK or an error. */
+ * job's lookup (sl_kafka_set_committed_lookup) or else the cluster, and
+ * into meta (metalen bytes; may be NULL) the metadata committed with it
+ * ("": none). SL_OK or an error. */
 int sl__ktxn_committed(sl__kjob *kj, const char *group, const char *topic,
-                       int32_t partition, int64_t *offset);
+                       int32_t partition, int64_t *offset, char *meta,
+                       size_t metalen);
+/* Whether the transaction of checkpoint pending (a task pointer's name
+ * for it), which carried topic[partition] at pending_offset for group,
+ * committed: 1 when the metadata committed with the group's offset names
+ * it, 0 when it names another; without metadata, 1 iff the offset is
+ * pending_offset. Or an error of the lookup. */
+int sl__ktxn_pending_committed(sl__kjob *kj, const char *group,
+                               const char *topic, int32_t partition,
+                               const char *pending, int64_t pending_offset);
 int sl__ktxn_resolve(uint64_t id, const char *const *uids,
                      const sl_blob_t *const *positions, const size_t *n,
                      size_t n_uids, void *kjob);

@@ -460,11 +460,16 @@ int sl__kprod_sendv(sl__kprod *p, const char *topic, int32_t partition,
  * sl__kgroup_check_members: generation and member id, EOS v2), so a
  * broker refuses them from a member it no longer counts; outside group
  * mode the source's consumers are not members and the group id is all
- * there is. */
+ * there is. In group mode each offset's commit metadata is the name the
+ * task pointers give checkpoint id, so that whoever resolves it pending
+ * can tell its commit from an abort even where the offset is the one of
+ * the checkpoint before (nothing read in the epoch). */
 static int send_offsets(sl__kprod *p, uint64_t id,
                         rd_kafka_consumer_group_metadata_t *const *md,
                         size_t n_md) {
   sl__kjob *kj = p->kj;
+  char name[512];
+  sl__task_ckpt_name(kj->job, id, name, sizeof(name));
   for (;;) {
     const char *group = NULL;
     int member = -1;
@@ -481,8 +486,12 @@ static int send_offsets(sl__kprod *p, uint64_t id,
         member = q->member;
       }
       if (strcmp(q->group, group) == 0 && q->member == member) {
-        rd_kafka_topic_partition_list_add(l, q->topic, q->partition)->offset =
-            q->offset;
+        rd_kafka_topic_partition_t *tp =
+            rd_kafka_topic_partition_list_add(l, q->topic, q->partition);
+        tp->offset = q->offset;
+        /* Freed with the list; without it the offset goes alone. */
+        if (name[0] && (tp->metadata = strdup(name)))
+          tp->metadata_size = strlen(name);
         q->offset = -1; /* sent */
       }
     }
@@ -667,6 +676,7 @@ typedef struct rentry {
   char *group, *topic;
   int32_t partition;
   int64_t offset;
+  char *meta; /* lookup_cluster: the committed metadata (NULL: none) */
 } rentry;
 
 typedef struct rlist {
@@ -681,7 +691,7 @@ static int collect(const char *group, const char *topic, int32_t partition,
   if (!e)
     return SL_ERR_NOMEM;
   l->e = e;
-  e[l->n] = (rentry){strdup(group), strdup(topic), partition, offset};
+  e[l->n] = (rentry){strdup(group), strdup(topic), partition, offset, NULL};
   if (!e[l->n].group || !e[l->n].topic) {
     free(e[l->n].group);
     free(e[l->n].topic);
@@ -723,6 +733,11 @@ static int lookup_cluster(sl__kjob *kj, rlist *l, int64_t *committed) {
       rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(
           tl, l->e[j].topic, l->e[j].partition);
       committed[j] = tp && !tp->err && tp->offset >= 0 ? tp->offset : -1;
+      if (committed[j] >= 0 && tp->metadata_size &&
+          (l->e[j].meta = malloc(tp->metadata_size + 1))) {
+        memcpy(l->e[j].meta, tp->metadata, tp->metadata_size);
+        l->e[j].meta[tp->metadata_size] = '\0';
+      }
     }
     rd_kafka_topic_partition_list_destroy(tl);
     rd_kafka_destroy(rk);
@@ -735,21 +750,55 @@ static int lookup_cluster(sl__kjob *kj, rlist *l, int64_t *committed) {
   return 0;
 }
 
+static void rlist_free(rlist *l) {
+  for (size_t i = 0; i < l->n; i++) {
+    free(l->e[i].group);
+    free(l->e[i].topic);
+    free(l->e[i].meta);
+  }
+  free(l->e);
+}
+
 int sl__ktxn_committed(sl__kjob *kj, const char *group, const char *topic,
-                       int32_t partition, int64_t *offset) {
+                       int32_t partition, int64_t *offset, char *meta,
+                       size_t metalen) {
+  char none[1];
+  if (!meta || !metalen)
+    meta = none, metalen = sizeof(none);
   *offset = INT64_MIN;
-  if (kj->committed)
-    return kj->committed(group, topic, partition, offset, kj->committed_opaque);
+  meta[0] = '\0';
+  if (kj->committed) {
+    int rc = kj->committed(group, topic, partition, offset, meta, metalen,
+                           kj->committed_opaque);
+    meta[metalen - 1] = '\0'; /* whatever the lookup did */
+    return rc;
+  }
   rlist l = {NULL, 0};
   int rc = collect(group, topic, partition, -1, &l);
   if (!rc)
     rc = lookup_cluster(kj, &l, offset);
-  for (size_t i = 0; i < l.n; i++) {
-    free(l.e[i].group);
-    free(l.e[i].topic);
-  }
-  free(l.e);
+  if (!rc && l.n && l.e[0].meta)
+    snprintf(meta, metalen, "%s", l.e[0].meta);
+  rlist_free(&l);
   return rc;
+}
+
+int sl__ktxn_pending_committed(sl__kjob *kj, const char *group,
+                               const char *topic, int32_t partition,
+                               const char *pending, int64_t pending_offset) {
+  int64_t off;
+  char meta[600];
+  int rc =
+      sl__ktxn_committed(kj, group, topic, partition, &off, meta, sizeof(meta));
+  if (rc)
+    return rc;
+  /* Every transaction of this build names its checkpoint: the last one
+   * that carried the partition is the pending one or not. Metadata
+   * absent (offsets committed by an older build): the offset is all
+   * there is, and equal offsets count as committed. */
+  if (meta[0])
+    return strcmp(meta, pending) == 0;
+  return off == pending_offset;
 }
 
 /* Checkpoint id has metadata but no _COMMITTED mark: its transaction
@@ -772,10 +821,12 @@ int sl__ktxn_resolve(uint64_t id, const char *const *uids,
   if (!rc && l.n && !committed)
     rc = SL_ERR_NOMEM;
   for (size_t i = 0; i < l.n && !rc; i++) {
+    char meta[1] = "";
     committed[i] = INT64_MIN;
     if (kj->committed)
       rc = kj->committed(l.e[i].group, l.e[i].topic, l.e[i].partition,
-                         &committed[i], kj->committed_opaque);
+                         &committed[i], meta, sizeof(meta),
+                         kj->committed_opaque);
   }
   if (!rc && !kj->committed && l.n)
     rc = lookup_cluster(kj, &l, committed);
@@ -789,10 +840,8 @@ int sl__ktxn_resolve(uint64_t id, const char *const *uids,
                id, l.e[i].topic, l.e[i].partition, committed[i], l.e[i].offset);
       result = 0;
     }
-    free(l.e[i].group);
-    free(l.e[i].topic);
   }
-  free(l.e);
+  rlist_free(&l);
   free(committed);
   return result;
 }

@@ -498,9 +498,11 @@ static void update_metrics(ksrc *s, ksub *k, int64_t mono) {
  * pointing the task at it) committed: 1, 0, or an error. The _COMMITTED
  * mark says yes; a checkpoint without metadata never reached its commit;
  * otherwise the transaction carried the partition's offset with the
- * group, so it committed iff the group's committed offset is that one
- * (no owner of the task commits an offset for it after the one that
- * named it pending: each names its own checkpoint pending first). */
+ * group, named by the checkpoint in the offset's commit metadata, so it
+ * committed iff the group's committed offset carries that name (no owner
+ * of the task commits an offset for it after the one that named it
+ * pending: each names its own checkpoint pending first);
+ * sl__ktxn_pending_committed. */
 static int pending_committed(ksub *k, const sl__task_ptr *p, char *err,
                              size_t errlen) {
   ksrc *s = k->src;
@@ -512,16 +514,14 @@ static int pending_committed(ksub *k, const sl__task_ptr *p, char *err,
   }
   char gbuf[256];
   const char *group = group_of(s, k->ctx, gbuf, sizeof(gbuf));
-  int64_t off;
-  int rc = sl__ktxn_committed(s->kj, group, p->topic, p->partition, &off);
-  if (rc) {
+  int rc = sl__ktxn_pending_committed(s->kj, group, p->topic, p->partition,
+                                      p->pending, p->pending_offset);
+  if (rc < 0)
     snprintf(err, errlen,
              "cannot read the offset group %s committed for %s[%" PRId32
              "] to resolve checkpoint %s: %s",
              group, p->topic, p->partition, p->pending, sl_strerror(rc));
-    return rc;
-  }
-  return off == p->pending_offset;
+  return rc;
 }
 
 /* Group mode with checkpoints: the task of a new partition is loaded
@@ -618,7 +618,8 @@ static void upstream_assigned(ksub *k, rd_kafka_topic_partition_t *tp) {
   char gbuf[256];
   const char *group = group_of(s, k->ctx, gbuf, sizeof(gbuf));
   int64_t off;
-  int rc = sl__ktxn_committed(s->kj, group, tp->topic, tp->partition, &off);
+  int rc =
+      sl__ktxn_committed(s->kj, group, tp->topic, tp->partition, &off, NULL, 0);
   if (rc) {
     sl__kgroup_fail(&k->grp, rc,
                     "cannot read the offset group %s committed for "

@@ -223,6 +223,15 @@ int sl__task_prepare(sl_job_t *job, uint64_t id, uint32_t task, int64_t offset,
   return rc;
 }
 
+void sl__task_ckpt_name(sl_job_t *job, uint64_t id, char *buf, size_t len) {
+  if (!job->ckpt || !sl__ckpt_root(job->ckpt)) {
+    if (len)
+      buf[0] = '\0';
+    return;
+  }
+  sl__ckpt_rel(job->ckpt, id, buf, len);
+}
+
 uint64_t sl__task_checkpoint(sl_ctx_t *op) {
   sl_job_t *job = job_of(op);
   uint64_t t = sl__ckpt_triggered(job->ckpt);

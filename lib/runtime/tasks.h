@@ -63,6 +63,12 @@ int sl__task_settle(sl_ctx_t *op, const sl__task_ptr *p, char *err,
  * (reason in err): the transaction must not commit. */
 int sl__task_prepare(sl_job_t *job, uint64_t id, uint32_t task, int64_t offset,
                      char *err, size_t errlen);
+/* The name a task pointer gives checkpoint id of this process
+ * (instances/<instance>/chk-<id>, what sl__task_prepare names pending);
+ * "" outside group mode with checkpoints. An exactly-once transaction
+ * commits it as its offsets' metadata, so a restart can tell whether it
+ * committed without comparing offsets. */
+void sl__task_ckpt_name(sl_job_t *job, uint64_t id, char *buf, size_t len);
 /* Asks for a checkpoint as soon as possible; returns the newest
  * triggered one: a checkpoint with a larger id starts after this call. */
 uint64_t sl__task_checkpoint(sl_ctx_t *op);

@@ -278,8 +278,9 @@ static int resolve_logged(uint64_t id, const char *const *uids,
 }
 
 static int lookup_stashed(const char *group, const char *topic,
-                          int32_t partition, int64_t *offset, void *opaque) {
-  (void)group, (void)opaque;
+                          int32_t partition, int64_t *offset, char *metadata,
+                          size_t metadata_size, void *opaque) {
+  (void)group, (void)metadata, (void)metadata_size, (void)opaque;
   *offset = -1;
   for (size_t i = 0; i < n_stashed; i++)
     if (strcmp(stashed[i].topic, topic) == 0 &&

@@ -19,10 +19,11 @@
  * timestamp: from when) at or before it, 1 before the first; each count
  * waits in keyed state for an event-time timer at its window's end, so
  * the rules' watermark decides when it is judged. With exactly_once and
- * a store, each committed transaction is logged (stderr and
- * CHECKPOINT_DIR/../commits), and that log stands in for the group's
- * committed offsets, which the dev broker drops, when the process
- * resolves a task's pending checkpoint; with GROUP_JOB_KILL_ARM=<file>
+ * a store, each committed transaction is logged (stderr and, by its
+ * checkpoint's name, CHECKPOINT_DIR/../commits), and that log stands in
+ * for the group's committed offsets and their metadata (the checkpoint's
+ * name), which the dev broker drops, when the process resolves a task's
+ * pending checkpoint; with GROUP_JOB_KILL_ARM=<file>
  * too, once the file exists the process waits in a commit for its next
  * output and dies at the next commit, between the transaction's commit
  * and _COMMITTED (the fault point checkpoint.commit), so the output of
@@ -109,18 +110,26 @@ static int log_position(const char *group, const char *topic, int32_t partition,
   return 0;
 }
 
-/* The offsets of source "in" that the transaction of checkpoint id
- * carried: the positions in this process's chk-<id>/w<i>.snap. */
-static int log_offsets(uint64_t id) {
-  char insts[1100], inst[1400] = "", pat[64], path[1500];
+/* This process's instance directory (instances/<host>-<pid>-<start>)
+ * in the store, "" when there is none. */
+static void own_instance(char *inst, size_t len) {
+  char insts[1100], pat[64];
   snprintf(insts, sizeof(insts), "%s/instances", store);
   snprintf(pat, sizeof(pat), "-%ld-", (long)getpid());
+  inst[0] = '\0';
   DIR *d = opendir(insts);
   for (struct dirent *e; d && (e = readdir(d));)
     if (strstr(e->d_name, pat))
-      snprintf(inst, sizeof(inst), "%s/%s", insts, e->d_name);
+      snprintf(inst, len, "instances/%s", e->d_name);
   if (d)
     closedir(d);
+}
+
+/* The offsets of source "in" that the transaction of checkpoint id
+ * carried: the positions in this process's chk-<id>/w<i>.snap. */
+static int log_offsets(uint64_t id) {
+  char inst[300], path[1500];
+  own_instance(inst, sizeof(inst));
   if (!inst[0])
     return SL_ERR_IO;
   FILE *f = fopen(offsets_log, "a");
@@ -129,7 +138,8 @@ static int log_offsets(uint64_t id) {
   offs_out o = {f, id};
   int rc = 0;
   for (int w = 0; !rc; w++) {
-    snprintf(path, sizeof(path), "%s/chk-%" PRIu64 "/w%d.snap", inst, id, w);
+    snprintf(path, sizeof(path), "%s/%s/chk-%" PRIu64 "/w%d.snap", store, inst,
+             id, w);
     unsigned char *data;
     size_t len;
     if (sl__read_file(path, &data, &len))
@@ -166,10 +176,13 @@ static int log_commit(uint64_t id, void *opaque) {
     return SL_ERR_IO;
   fprintf(stderr,
           "group-job: transaction of checkpoint %" PRIu64 " committed\n", id);
-  FILE *f = fopen(commit_log, "a");
+  char inst[300];
+  own_instance(inst, sizeof(inst));
+  FILE *f = inst[0] ? fopen(commit_log, "a") : NULL;
   if (!f)
     return SL_ERR_IO;
-  fprintf(f, "%ld %" PRIu64 "\n", (long)getpid(), id);
+  /* The name the transaction's offsets carry as their metadata. */
+  fprintf(f, "%s/chk-%" PRIu64 "\n", inst, id);
   fflush(f);
   int rc = fsync(fileno(f));
   fclose(f);
@@ -195,14 +208,13 @@ static int log_commit(uint64_t id, void *opaque) {
   return 0;
 }
 
-/* Whether the log holds the commit of checkpoint id by process pid. */
-static bool logged(long pid, uint64_t id) {
+/* Whether the log holds the commit of checkpoint name. */
+static bool logged(const char *name) {
   FILE *f = fopen(commit_log, "r");
-  long p;
-  uint64_t n;
+  char n[512];
   bool found = false;
-  while (f && fscanf(f, "%ld %" SCNu64, &p, &n) == 2)
-    found = found || (p == pid && n == id);
+  while (f && fscanf(f, "%511s", n) == 1)
+    found = found || strcmp(n, name) == 0;
   if (f)
     fclose(f);
   return found;
@@ -227,12 +239,14 @@ static int64_t logged_offset(const char *topic, int32_t partition) {
 }
 
 /* What the group would have committed for a task's partition, had the
- * broker kept the offsets of the transactions: the offset the task's
- * pending checkpoint recorded if the transaction of that checkpoint
- * (instances/<host>-<pid>-<start>/chk-<id>) committed, else the one of
- * the pointer's checkpoint, committed before. */
+ * broker kept the offsets of the transactions, and the metadata with it
+ * (the name of the checkpoint whose transaction carried it): the task's
+ * pending checkpoint and the offset it recorded if its transaction
+ * committed, else the pointer's checkpoint and offset, committed before
+ * (no metadata when the pointer names none). */
 static int lookup_logged(const char *group, const char *topic,
-                         int32_t partition, int64_t *offset, void *opaque) {
+                         int32_t partition, int64_t *offset, char *metadata,
+                         size_t metadata_size, void *opaque) {
   (void)group, (void)opaque;
   /* Upstream of the repartition topic: no task, no pointer. */
   if (repartition && strcmp(topic, in_topic) == 0) {
@@ -245,23 +259,16 @@ static int lookup_logged(const char *group, const char *topic,
   json_t *o = json_load_file(path, 0, NULL);
   if (!o)
     return 0;
-  const char *pend = NULL;
+  const char *chk = "", *pend = NULL;
   json_int_t off = -1, pend_off = -1;
-  json_unpack(o, "{s:I,s?s,s?I}", "offset", &off, "pending", &pend,
-              "pending_offset", &pend_off);
+  json_unpack(o, "{s:I,s?s,s?s,s?I}", "offset", &off, "checkpoint", &chk,
+              "pending", &pend, "pending_offset", &pend_off);
   *offset = off;
-  const char *slash = pend ? strrchr(pend, '/') : NULL;
-  if (slash && strncmp(slash, "/chk-", 5) == 0) {
-    /* pid: between the last two dashes of the instance name. */
-    const char *end = slash;
-    while (end > pend && *end != '-')
-      end--;
-    const char *beg = end - 1;
-    while (beg > pend && *beg != '-')
-      beg--;
-    if (logged(strtol(beg + 1, NULL, 10), strtoull(slash + 5, NULL, 10)))
-      *offset = pend_off;
+  if (pend && pend[0] && logged(pend)) {
+    *offset = pend_off;
+    chk = pend;
   }
+  snprintf(metadata, metadata_size, "%s", chk);
   json_decref(o);
   return 0;
 }

@@ -195,8 +195,10 @@ typedef struct lookup {
 } lookup;
 
 static int fake_committed(const char *group, const char *topic, int32_t part,
-                          int64_t *offset, void *opaque) {
+                          int64_t *offset, char *metadata, size_t metadata_size,
+                          void *opaque) {
   lookup *l = opaque;
+  (void)metadata, (void)metadata_size;
   ck_assert_str_eq(group, "grp");
   ck_assert_str_eq(topic, "in");
   *offset = l->answer[part];
@@ -247,6 +249,85 @@ START_TEST(eos_restart_resolution_injected) {
   ck_assert_int_lt(sl__ktxn_resolve(5, uids, jp, jn, 2, kj), 0);
   sl__buf_free(&b1);
   sl__buf_free(&b2);
+  sl_job_destroy(job);
+}
+END_TEST
+
+/* A task's pending checkpoint (docs/scaling.md, restart resolution per
+ * task): the group's committed offset and the metadata committed with
+ * it, as a broker would answer. */
+typedef struct meta_lookup {
+  int64_t offset;
+  const char *meta; /* NULL: none committed */
+  int rc;
+} meta_lookup;
+
+static int fake_committed_meta(const char *group, const char *topic,
+                               int32_t part, int64_t *offset, char *metadata,
+                               size_t metadata_size, void *opaque) {
+  meta_lookup *l = opaque;
+  ck_assert_str_eq(group, "grp");
+  ck_assert_str_eq(topic, "in");
+  ck_assert_int_eq(part, 3);
+  ck_assert_str_eq(metadata, "");
+  *offset = l->offset;
+  if (l->meta)
+    snprintf(metadata, metadata_size, "%s", l->meta);
+  return l->rc;
+}
+
+START_TEST(eos_pending_resolution_by_metadata) {
+  char err[256];
+  sl_conf_t *conf = sl_conf_new();
+  ck_assert_int_eq(sl_conf_set(conf, "kafka.bootstrap.servers",
+                               "localhost:9092", err, sizeof(err)),
+                   0);
+  sl_job_t *job = sl_job_new("resolve-task", conf, err, sizeof(err));
+  sl__kjob *kj = sl__kjob_get(job);
+  meta_lookup l = {0};
+  ck_assert_int_eq(sl_kafka_set_committed_lookup(job, fake_committed_meta, &l),
+                   0);
+  const char *chk17 = "instances/h-7-1/chk-17";
+  /* Pending: checkpoint 17 of instance h-7-1 at pending_offset. When the
+   * task's partition read nothing in epoch 17, that is the pointer's
+   * offset (1200), and only the metadata tells commit from abort. */
+  struct {
+    int64_t offset;   /* the group's committed offset */
+    const char *meta; /* committed with it; NULL: none */
+    int64_t pending_offset;
+    int want;
+  } cases[] = {
+      {1200, "instances/h-7-1/chk-17", 1200, 1}, /* 17 committed */
+      {1200, "instances/h-7-1/chk-16", 1200, 0}, /* aborted: 16 the last */
+      {1234, "instances/h-7-1/chk-17", 1234, 1}, /* read in 17, committed */
+      {1200, "instances/h-7-1/chk-16", 1234, 0}, /* read in 17, aborted */
+      {1200, "instances/h-9-4/chk-17", 1200, 0}, /* another instance's 17 */
+      {1200, NULL, 1200, 1}, /* no metadata (an older build): offsets */
+      {1200, NULL, 1234, 0},
+      {-1, NULL, 1200, 0}, /* the group committed nothing */
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    l = (meta_lookup){cases[i].offset, cases[i].meta, 0};
+    int got = sl__ktxn_pending_committed(kj, "grp", "in", 3, chk17,
+                                         cases[i].pending_offset);
+    ck_assert_msg(got == cases[i].want,
+                  "case %zu: committed %" PRId64 " metadata %s, pending %s "
+                  "at %" PRId64 ": got %d, want %d",
+                  i, cases[i].offset, cases[i].meta ? cases[i].meta : "(none)",
+                  chk17, cases[i].pending_offset, got, cases[i].want);
+  }
+  /* The lookup's error is the answer, not a guess. */
+  l = (meta_lookup){1200, chk17, SL_ERR_KAFKA};
+  ck_assert_int_eq(sl__ktxn_pending_committed(kj, "grp", "in", 3, chk17, 1200),
+                   SL_ERR_KAFKA);
+  /* Metadata cut to the caller's buffer stays a string. */
+  int64_t off;
+  char small[8];
+  l = (meta_lookup){1200, chk17, 0};
+  ck_assert_int_eq(
+      sl__ktxn_committed(kj, "grp", "in", 3, &off, small, sizeof(small)), 0);
+  ck_assert_int_eq(off, 1200);
+  ck_assert_str_eq(small, "instanc");
   sl_job_destroy(job);
 }
 END_TEST
@@ -544,6 +625,7 @@ static Suite *eos_suite(void) {
   tcase_add_test(tc, eos_protocol_epochs_and_holding);
   tcase_add_test(tc, eos_commit_after_delivery_failure_aborts);
   tcase_add_test(tc, eos_restart_resolution_injected);
+  tcase_add_test(tc, eos_pending_resolution_by_metadata);
   tcase_add_test(tc, at_least_once_barrier_flushes);
   tcase_add_test(tc, eos_sink_in_job_aborts_uncheckpointed_tail);
   tcase_add_test(tc, eos_read_committed_real_broker);

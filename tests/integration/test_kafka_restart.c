@@ -326,9 +326,10 @@ typedef struct lookup {
 } lookup;
 
 static int committed_fn(const char *group, const char *topic, int32_t part,
-                        int64_t *offset, void *opaque) {
+                        int64_t *offset, char *metadata, size_t metadata_size,
+                        void *opaque) {
   lookup *l = opaque;
-  (void)group;
+  (void)group, (void)metadata, (void)metadata_size;
   l->calls++;
   *offset = strcmp(topic, "in") == 0 && part >= 0 && part < 2 && !l->lie
                 ? l->off[part]
