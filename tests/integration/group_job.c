@@ -23,11 +23,11 @@
  * checkpoint's name, CHECKPOINT_DIR/../commits), and that log stands in
  * for the group's committed offsets and their metadata (the checkpoint's
  * name), which the dev broker drops, when the process resolves a task's
- * pending checkpoint; with GROUP_JOB_KILL_ARM=<file>
- * too, once the file exists the process waits in a commit for its next
- * output and dies at the next commit, between the transaction's commit
- * and _COMMITTED (the fault point checkpoint.commit), so the output of
- * that transaction is committed and no pointer names its checkpoint yet.
+ * pending checkpoint; with GROUP_JOB_KILL_ARM=<file> too, once the file
+ * exists the process waits in a commit for its next output and dies at
+ * the next commit, between the transaction's commit and _COMMITTED (the
+ * fault point checkpoint.commit), so the output of that transaction is
+ * committed and no pointer names its checkpoint yet.
  * In repartition mode the log also holds, per committed transaction, the
  * offsets of the input partitions it carried (read from the checkpoint's
  * snapshot files), and the lookup answers the input's partitions from
