@@ -1078,9 +1078,13 @@ static int slow_sink(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
     sl_op_stats_t src, snk;
     sl_job_op_stats(b->job, "gen", &src);
     sl_job_op_stats(b->job, "sink", &snk);
-    uint64_t inflight = src.records_out - snk.records_in;
-    if (inflight > b->max_inflight)
-      b->max_inflight = inflight;
+    /* The source counts a batch once it has handed all of it on, so the
+     * sink, which may take a channel batch of it whole, can be counted
+     * ahead of it for a moment: that reading says nothing of the
+     * backlog. */
+    int64_t inflight = (int64_t)(src.records_out - snk.records_in);
+    if (inflight > 0 && (uint64_t)inflight > b->max_inflight)
+      b->max_inflight = (uint64_t)inflight;
   }
   return 0;
 }
