@@ -1278,8 +1278,8 @@ static int64_t repartition_copies(int copies[KEYS][SECONDS][3]) {
   return distinct;
 }
 
-/* Messages in the repartition topic, over its partitions. */
-static int64_t repartitioned(void) {
+/* Messages in topic, over its PARTS partitions. */
+static int64_t messages_in(const char *topic) {
   char err[512];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   rd_kafka_conf_set(conf, "bootstrap.servers", bs, NULL, 0);
@@ -1290,11 +1290,16 @@ static int64_t repartitioned(void) {
   for (int p = 0; p < PARTS; p++) {
     int64_t lo, hi;
     ck_assert_int_eq(
-        rd_kafka_query_watermark_offsets(rk, REPART, p, &lo, &hi, 10000), 0);
+        rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000), 0);
     sum += hi;
   }
   rd_kafka_destroy(rk);
   return sum;
+}
+
+/* Messages in the repartition topic. */
+static int64_t repartitioned(void) {
+  return messages_in(REPART);
 }
 
 /* Once every event is in the repartition topic: one record at 100 s for
@@ -1850,25 +1855,6 @@ END_TEST
  * topic's partitions are tasks of their own stage. */
 #define REPART2 "group-job-total-repartition"
 #define GROUPS (KEYS / 2)
-
-/* Messages in topic, over its PARTS partitions. */
-static int64_t messages_in(const char *topic) {
-  char err[512];
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", bs, NULL, 0);
-  rd_kafka_conf_set(conf, "log_level", "2", NULL, 0);
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-  ck_assert_msg(rk != NULL, "%s", err);
-  int64_t sum = 0;
-  for (int p = 0; p < PARTS; p++) {
-    int64_t lo, hi;
-    ck_assert_int_eq(
-        rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000), 0);
-    sum += hi;
-  }
-  rd_kafka_destroy(rk);
-  return sum;
-}
 
 /* Once every window of the first stage is in the second topic (want
  * records): one record at 100 s in each of its partitions (a group key
