@@ -74,6 +74,18 @@ int sl_timer_del(sl_ctx_t *ctx, sl_time_domain domain, int64_t ts) {
  * read (k->wm points at it): while a lagging task's record or timer is
  * handled it reads as the task's, and is put back after. The runtime
  * owns it and reads it only between two calls into the operator. */
+/* A popped timer's key, namespace and time become current (the view
+ * stays valid while the callback registers or deletes timers). */
+static inline void set_timer_key(sl__keyed *k, const sl__timer_view *v) {
+  k->key = v->key;
+  k->key_len = v->key_len;
+  k->hash = v->hash;
+  k->kg = v->kg;
+  k->ns = v->ns;
+  k->ns_len = v->ns_len;
+  k->ts = v->ts;
+}
+
 static void tw_set_wm(sl__keyed *k, int64_t wm) {
   *(int64_t *)k->wm = wm;
 }
@@ -124,13 +136,7 @@ static int tw_fire_due(sl__keyed *k, int64_t upto, sl__keyed_timer_fn fn) {
       n_held++;
       continue;
     }
-    k->key = v.key;
-    k->key_len = v.key_len;
-    k->hash = v.hash;
-    k->kg = v.kg;
-    k->ns = v.ns;
-    k->ns_len = v.ns_len;
-    k->ts = v.ts;
+    set_timer_key(k, &v);
     bool lag = v.kg < tw->n && sl__taskwm_lags(tw, v.kg);
     int64_t own = *k->wm;
     if (lag)
@@ -228,14 +234,7 @@ int sl__keyed_fire(sl__keyed *k, sl_time_domain domain, int64_t upto,
   k->in_proc_timer = d == SL__TIMER_PROC;
   int rc = 0;
   while (!rc && (got = sl__timers_pop(k->timers, d, upto, &v)) == 1) {
-    /* The view stays valid while fn registers or deletes timers. */
-    k->key = v.key;
-    k->key_len = v.key_len;
-    k->hash = v.hash;
-    k->kg = v.kg;
-    k->ns = v.ns;
-    k->ns_len = v.ns_len;
-    k->ts = v.ts;
+    set_timer_key(k, &v);
     rc = fn(k, domain, v.ts);
   }
   k->in_proc_timer = false;
