@@ -253,10 +253,17 @@ static int lookup_logged(const char *group, const char *topic,
     *offset = logged_offset(topic, partition);
     return 0;
   }
+  /* A repartition stage's pointer is named by its topic (version 2), a
+   * co-partitioned task's by its partition alone. */
   char path[1200];
-  snprintf(path, sizeof(path), "%s/tasks/%d.json", store, (int)partition);
+  snprintf(path, sizeof(path), "%s/tasks/%s-%d.json", store, topic,
+           (int)partition);
   *offset = -1;
   json_t *o = json_load_file(path, 0, NULL);
+  if (!o) {
+    snprintf(path, sizeof(path), "%s/tasks/%d.json", store, (int)partition);
+    o = json_load_file(path, 0, NULL);
+  }
   if (!o)
     return 0;
   const char *chk = "", *pend = NULL;
