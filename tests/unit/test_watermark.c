@@ -131,8 +131,8 @@ END_TEST
 static sl__taskwm *records_table(uint32_t n, int64_t bound) {
   sl__taskwm *tw = sl__taskwm_new(n, 1);
   ck_assert_ptr_nonnull(tw);
-  ck_assert_int_eq(
-      sl__taskwm_port_set(tw, 0, SL__TASKWM_PORT_RECORDS, bound), SL_OK);
+  ck_assert_int_eq(sl__taskwm_port_set(tw, 0, SL__TASKWM_PORT_RECORDS, bound),
+                   SL_OK);
   return tw;
 }
 
@@ -250,7 +250,7 @@ START_TEST(sent_task_watermarks_pass_on) {
   ck_assert_int_eq(sl__taskwm_get(tw, 2), 1999);
   ck_assert(sl__taskwm_due(tw, 2, &w));
   ck_assert_int_eq(w, 1999);
-  ck_assert(!sl__taskwm_due(tw, 2, &w)); /* sent already */
+  ck_assert(!sl__taskwm_due(tw, 2, &w));         /* sent already */
   ck_assert(!sl__taskwm_record(tw, 0, 2, 9000)); /* records move nothing */
   sl__taskwm_set(tw, 0, 2, 2999);
   ck_assert(sl__taskwm_due(tw, 2, &w));
