@@ -49,7 +49,9 @@
  * 0, one per key and window, and the flush records) as right, each pair
  * one record, and a key_by by the same key counts the pairs per window
  * ("count"): a keyed operator of two inputs, then another. Both write
- * the counts of the plain job.
+ * the counts of the plain job. With GROUP_JOB_SHAPE=process a process
+ * function ("pass") hands each record on as it is, and a key_by by the
+ * same key counts them ("count").
  * usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS
  *        [CHECKPOINT_DIR BACKEND [PARALLELISM]] */
 #include <dirent.h>
@@ -423,6 +425,11 @@ static int at_whole_second(sl_ctx_t *ctx, const sl_record_t *rec,
   return rec->ts % 1000 == 0;
 }
 
+static int pass_on(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)opaque;
+  return sl_emit(ctx, rec);
+}
+
 static int one_pair(sl_ctx_t *ctx, const sl_record_t *left,
                     const sl_record_t *right, void *opaque) {
   (void)right;
@@ -532,6 +539,10 @@ int main(int argc, char **argv) {
     sl_stream_t *right = sl_filter(src, "whole", at_whole_second, NULL);
     w = sl_window_join(sl_key_by(src, NULL, NULL), sl_key_by(right, NULL, NULL),
                        "pairs", &spec, one_pair, NULL);
+    w = sl_window(sl_key_by(w, NULL, NULL), "count", &spec, &fn, NULL);
+  } else if (shape && strcmp(shape, "process") == 0) {
+    sl_process_ops_t po = {.on_element = pass_on};
+    w = sl_process(sl_key_by(src, NULL, NULL), "pass", &po, NULL);
     w = sl_window(sl_key_by(w, NULL, NULL), "count", &spec, &fn, NULL);
   } else {
     w = sl_window(sl_key_by(src, by_value ? value_key : NULL, NULL), "count",

@@ -655,6 +655,15 @@ START_TEST(lagging_window_after_window_rocksdb) {
 }
 END_TEST
 
+/* The same with a process function that hands each record on, then the
+ * window by the same key: the moved tasks' records reach the window
+ * behind its watermark, and the process function sends their task's
+ * watermark after each record that moved it. */
+START_TEST(lagging_window_after_process_hashmap) {
+  lagging_task_moves_shape("hashmap", "process");
+}
+END_TEST
+
 /* The same through a keyed operator of two inputs: a window join of the
  * input with its events at a whole second, whose pairs a window counts
  * by the same key. The join takes a task's watermark as the minimum over
@@ -2304,6 +2313,7 @@ int main(void) {
       {"lagging-rocksdb", lagging_task_moves_rocksdb},
       {"lagging-window2-hashmap", lagging_window_after_window_hashmap},
       {"lagging-window2-rocksdb", lagging_window_after_window_rocksdb},
+      {"lagging-process-hashmap", lagging_window_after_process_hashmap},
       {"lagging-join-hashmap", lagging_join_then_window_hashmap},
       {"lagging-join-rocksdb", lagging_join_then_window_rocksdb},
       {"two-stages-hashmap", two_stages_scale_hashmap},
