@@ -127,8 +127,6 @@ static int port_kind(const sl__node *n, int i, int64_t *bound) {
     return SL__TASKWM_PORT_OP;
   for (const sl__node *u = k->inputs[0].from;; u = u->inputs[0].from) {
     if (u->kind == SL__NODE_SOURCE) {
-      /* Behind another keyed stage's topic the records carry that
-       * stage's output timestamps: still the task's event time. */
       if (u->wm_spec.kind == SL_WM_MONOTONOUS)
         *bound = 0;
       else if (u->wm_spec.kind == SL_WM_BOUNDED && u->wm_spec.bound_ms >= 0)
@@ -139,6 +137,9 @@ static int port_kind(const sl__node *n, int i, int64_t *bound) {
     }
     if (u->kind != SL__NODE_OP || !u->ops)
       return SL__TASKWM_PORT_OP;
+    /* Records that come out of a keyed operator carry its output
+     * timestamps, not their partition's event time: their task's
+     * watermark is the one that operator keeps, if it keeps one. */
     if (u->ops->keyed) {
       int64_t b;
       bool tasks = false;
