@@ -907,6 +907,19 @@ int sl__xchg_broadcast(sl_ctx_t *op, int kind, int64_t arg) {
   return 0;
 }
 
+int sl__xchg_task_wm(sl_ctx_t *op, uint32_t kg, int64_t wm) {
+  sl__worker *w = op->w;
+  const sl__node *n = op->node;
+  const sl_job_t *job = w->job;
+  /* A key function may give the task's records another key, and so
+   * another task. */
+  if (n->broadcast || n->key_fn || kg >= job->max_par ||
+      job->kg_worker[kg] != w->index)
+    return 0;
+  int rc = self_flush(op->xchg, w);
+  return rc ? rc : sl__port_task_wm(w->inst[n->id], w->index, kg, wm);
+}
+
 /* Watermarks, idleness and end reach the consumers through
  * sl__xchg_broadcast(), which the runtime's forwarding calls for a
  * producer. */

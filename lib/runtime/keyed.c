@@ -164,6 +164,16 @@ static int tw_fire_due(sl__keyed *k, int64_t upto, sl__keyed_timer_fn fn) {
   return rc;
 }
 
+/* Sends the operators downstream task kg's watermark if it changed for
+ * them (sl__taskwm_due): after the records and timer output that came
+ * before the change, before any that follow it. */
+static int tw_send(sl__keyed *k, uint32_t kg) {
+  int64_t w;
+  if (!sl__taskwm_due(k->tw, kg, &w))
+    return 0;
+  return sl__forward_task_wm(k->op, kg, w);
+}
+
 static __attribute__((noinline)) int
 batch_tasks(sl__keyed *k, int port, const sl_keyed_rec_t *r, size_t n,
             void (*prefetch)(sl__keyed *k, const sl_keyed_rec_t *r, size_t n),
@@ -196,8 +206,12 @@ batch_tasks(sl__keyed *k, int port, const sl_keyed_rec_t *r, size_t n,
         tw_set_wm(k, own);
       /* The task's watermark moves after its record, as a source's
        * moves after the record that raised it. */
-      if (sl__taskwm_record(tw, kg, r[i].rec.ts) && !rc && k->tw_fire)
-        rc = tw_fire_due(k, sl__taskwm_get(tw, kg), k->tw_fire);
+      if (sl__taskwm_record(tw, port, kg, r[i].rec.ts) && !rc) {
+        if (k->tw_fire)
+          rc = tw_fire_due(k, sl__taskwm_get(tw, kg), k->tw_fire);
+        if (!rc)
+          rc = tw_send(k, kg);
+      }
     }
   }
   sl_op_arena_release(op, m);
@@ -217,9 +231,19 @@ __attribute__((noinline, cold)) int sl__keyed_batch_tasks(
 int sl__keyed_fire(sl__keyed *k, sl_time_domain domain, int64_t upto,
                    sl__keyed_timer_fn fn) {
   if (domain == SL_EVENT_TIME && k->tw) {
+    sl__taskwm *tw = k->tw;
+    const sl_ctx_t *op = k->op;
+    int64_t pw[SL__TASKWM_PORTS];
+    for (int i = 0; i < tw->n_ports; i++)
+      pw[i] = i < op->n_ports ? op->ports[i].wm : upto;
     k->tw_fire = fn;
-    sl__taskwm_advance(k->tw, upto);
-    return tw_fire_due(k, upto, fn);
+    sl__taskwm_advance(tw, upto, pw);
+    int rc = tw_fire_due(k, upto, fn);
+    /* Tasks that caught up, or that this advance left behind, are sent
+     * before the operator forwards upto. */
+    for (uint32_t kg = 0; !rc && kg < tw->n; kg++)
+      rc = tw_send(k, kg);
+    return rc;
   }
   int d = domain == SL_PROC_TIME ? SL__TIMER_PROC : SL__TIMER_EVENT;
   sl__timer_view v;
@@ -259,4 +283,20 @@ int sl__keyed_user_timer(sl__keyed *k, sl_time_domain domain, int64_t ts,
     return sl_op_user_error(op, &r, rc);
   }
   return 0;
+}
+
+int sl__keyed_task_wm(sl__keyed *k, int port, uint32_t kg, int64_t w) {
+  sl__taskwm *tw = k->tw;
+  if (kg >= tw->n)
+    return 0;
+  int64_t before = sl__taskwm_get(tw, kg);
+  sl__taskwm_set(tw, port, kg, w);
+  int rc = 0;
+  if (sl__taskwm_get(tw, kg) > before && k->tw_fire)
+    rc = tw_fire_due(k, sl__taskwm_get(tw, kg), k->tw_fire);
+  return rc ? rc : tw_send(k, kg);
+}
+
+int sl__keyed_task_announce(sl__keyed *k, uint32_t kg) {
+  return k->tw && kg < k->tw->n ? tw_send(k, kg) : 0;
 }

@@ -143,6 +143,15 @@ static inline void sl__keyed_prefetch(sl__keyed *k, const sl_keyed_rec_t *r,
   sl__kstate_prefetch(k->state, &r->hash, &r->kg, sizeof(*r), n);
 }
 
+/* Group mode's keyed stage: the keyed operator upstream of port sent
+ * task kg's watermark w (SL_TS_MAX: the task follows that operator's);
+ * the task's timers that became due fire, and what changed is sent on
+ * downstream (docs/scaling.md). */
+int sl__keyed_task_wm(sl__keyed *k, int port, uint32_t kg, int64_t w);
+/* After task kg was loaded on every operator of its stage: sends the
+ * operators downstream its watermark if it lags. */
+int sl__keyed_task_announce(sl__keyed *k, uint32_t kg);
+
 typedef int (*sl__keyed_timer_fn)(sl__keyed *k, sl_time_domain domain,
                                   int64_t ts);
 

@@ -8,6 +8,7 @@
 
 #include "core/conf.h"
 #include "runtime/runtime.h"
+#include "runtime/keyed.h"
 #include "state/keyed.h"
 #include "time/taskwm.h"
 
@@ -107,44 +108,93 @@ const sl_conf_t *sl_op_conf(const sl_ctx_t *op) {
 uint32_t sl_op_max_parallelism(const sl_ctx_t *op) {
   return op->w->job->max_par;
 }
-/* Group mode's keyed stage (docs/scaling.md): a keyed operator of one
- * input, straight from a key_by whose input comes, through stateless
- * operators of one input, from a source whose partitions are the tasks,
- * with bounded out-of-orderness (or monotonous) event time. Returns its bound,
- * or -1 for any other operator. A task's own watermark is then derived from its
- * records as its partition's would be: max ts - bound - 1. */
-static int64_t task_stage_bound(const sl_ctx_t *op) {
+/* Group mode's keyed stage (docs/scaling.md): where input port i of the
+ * keyed operator n takes its tasks' watermarks from.
+ * - RECORDS: the port reads a key_by whose input comes, through
+ *   operators of one input that are not keyed, from a source whose
+ *   partitions are the tasks, with bounded out-of-orderness (or
+ *   monotonous) event time; *bound is its bound. A task's watermark on
+ *   the port is derived from its records as its partition's would be:
+ *   max ts - bound - 1.
+ * - SENT: the same, from a keyed operator of the stage that has per-task
+ *   watermarks itself, through a key_by by the records' own key (a
+ *   task's records stay in their task): that operator sends them.
+ * - OP: anything else (a broadcast input, a key function, a user
+ *   watermark generator): the port's watermark. */
+static int port_kind(const sl__node *n, int i, int64_t *bound) {
+  const sl__node *k = n->inputs[i].from;
+  if (k->kind != SL__NODE_KEYBY || k->broadcast || k->stage != n->stage)
+    return SL__TASKWM_PORT_OP;
+  for (const sl__node *u = k->inputs[0].from;; u = u->inputs[0].from) {
+    if (u->kind == SL__NODE_SOURCE) {
+      if (u->wm_spec.kind == SL_WM_MONOTONOUS)
+        *bound = 0;
+      else if (u->wm_spec.kind == SL_WM_BOUNDED && u->wm_spec.bound_ms >= 0)
+        *bound = u->wm_spec.bound_ms;
+      else
+        return SL__TASKWM_PORT_OP;
+      return SL__TASKWM_PORT_RECORDS;
+    }
+    if (u->kind != SL__NODE_OP || !u->ops)
+      return SL__TASKWM_PORT_OP;
+    /* Records that come out of a keyed operator carry its output
+     * timestamps, not their partition's event time: their task's
+     * watermark is the one that operator keeps, if it keeps one. */
+    if (u->ops->keyed) {
+      int64_t b;
+      bool tasks = false;
+      for (int j = 0; j < u->n_inputs && j < SL__TASKWM_PORTS; j++)
+        tasks |= port_kind(u, j, &b) != SL__TASKWM_PORT_OP;
+      return !k->key_fn && u->stage == n->stage &&
+                     u->n_inputs <= SL__TASKWM_PORTS && tasks
+                 ? SL__TASKWM_PORT_SENT
+                 : SL__TASKWM_PORT_OP;
+    }
+    if (u->n_inputs != 1)
+      return SL__TASKWM_PORT_OP;
+  }
+}
+
+/* The per-task watermarks of keyed instance op, or NULL when none of its
+ * inputs carries them (or outside group mode with a store). */
+static struct sl__taskwm *task_table(sl_ctx_t *op) {
   const sl__node *n = op->node;
-  if (!op->w || !op->w->job->tasks || !n || n->n_inputs != 1 ||
-      n->inputs[0].from->kind != SL__NODE_KEYBY)
-    return -1;
-  /* Through stateless operators only: behind another keyed stage the
-   * records carry that stage's output timestamps, not their partition's
-   * event time. */
-  for (n = n->inputs[0].from->inputs[0].from; n->kind != SL__NODE_SOURCE;
-       n = n->inputs[0].from)
-    if (n->kind != SL__NODE_OP || n->n_inputs != 1 || !n->ops || n->ops->keyed)
-      return -1;
-  if (n->wm_spec.kind == SL_WM_MONOTONOUS)
-    return 0;
-  return n->wm_spec.kind == SL_WM_BOUNDED && n->wm_spec.bound_ms >= 0
-             ? n->wm_spec.bound_ms
-             : -1;
+  if (!op->w || !op->w->job->tasks || !n || n->n_inputs < 1 ||
+      n->n_inputs > SL__TASKWM_PORTS)
+    return NULL;
+  int kinds[SL__TASKWM_PORTS];
+  int64_t bounds[SL__TASKWM_PORTS] = {0};
+  bool any = false;
+  for (int i = 0; i < n->n_inputs; i++)
+    any |= (kinds[i] = port_kind(n, i, &bounds[i])) != SL__TASKWM_PORT_OP;
+  if (!any)
+    return NULL;
+  sl__taskwm *tw = sl__taskwm_new(op->w->job->max_par, n->n_inputs);
+  for (int i = 0; tw && i < n->n_inputs; i++)
+    if (sl__taskwm_port_set(tw, i, kinds[i], bounds[i])) {
+      sl__taskwm_free(tw);
+      tw = NULL;
+    }
+  if (!tw)
+    sl_op_fail(op, SL_ERR_NOMEM, "out of memory for per-task watermarks");
+  return tw;
 }
 
 void sl_op_set_keyed(sl_ctx_t *op, struct sl__keyed *keyed) {
-  if (op->keyed && op->keyed != keyed) {
-    sl__taskwm_free(op->keyed->tw);
-    op->keyed->tw = NULL;
-  }
   op->keyed = keyed;
-  if (!keyed)
+  if (!keyed) {
+    sl__taskwm_free(op->tw);
+    op->tw = NULL;
+    op->tw_checked = false;
     return;
+  }
   keyed->wm = &op->wm;
-  int64_t bound = task_stage_bound(op);
-  if (bound >= 0 && !keyed->tw &&
-      !(keyed->tw = sl__taskwm_new(op->w->job->max_par, bound)))
-    sl_op_fail(op, SL_ERR_NOMEM, "out of memory for per-task watermarks");
+  if (!op->tw_checked) {
+    op->tw_checked = true;
+    op->tw = task_table(op);
+  }
+  if (op->tw)
+    keyed->tw = op->tw;
 }
 struct sl__keyed *sl_op_keyed(const sl_ctx_t *op) {
   return op->keyed;
@@ -338,6 +388,33 @@ int sl__forward_barrier(sl_ctx_t *op, uint64_t id) {
   if (op->xchg)
     return sl__xchg_broadcast(op, SL__CTL_BARRIER, (int64_t)id);
   return forward_all(op, port_bar_cb, (int64_t)id);
+}
+
+int sl__forward_task_wm(sl_ctx_t *op, uint32_t kg, int64_t wm) {
+  if (op->xchg)
+    return sl__xchg_task_wm(op, kg, wm);
+  for (int i = 0; i < op->main.n; i++) {
+    int rc = sl__port_task_wm(op->main.e[i].to, op->main.e[i].port, kg, wm);
+    if (rc)
+      return rc;
+  }
+  for (int s = 0; s < op->n_side; s++)
+    for (int i = 0; i < op->side[s].outs.n; i++) {
+      sl__edge *e = &op->side[s].outs.e[i];
+      int rc = sl__port_task_wm(e->to, e->port, kg, wm);
+      if (rc)
+        return rc;
+    }
+  return 0;
+}
+
+int sl__port_task_wm(sl_ctx_t *op, int port, uint32_t kg, int64_t wm) {
+  if (op->tw && op->keyed && op->keyed->tw == op->tw)
+    return sl__keyed_task_wm(op->keyed, port, kg, wm);
+  /* A keyed operator without them judges by its own watermark. */
+  if (op->ops->keyed || sl__is_source(op))
+    return 0;
+  return sl__forward_task_wm(op, kg, wm);
 }
 
 /* Forwards the worker's checkpoint barrier once every input that has not

@@ -62,6 +62,11 @@ struct sl_ctx {
   sl__xchg *xchg;
   /* Set by keyed operators: state, timers and current key. */
   struct sl__keyed *keyed;
+  /* Group mode's keyed stage: the instance's per-task watermarks
+   * (time/taskwm.h), made at its first sl_op_set_keyed() when its inputs
+   * carry them (tw_checked), freed by sl_op_set_keyed(op, NULL). */
+  struct sl__taskwm *tw;
+  bool tw_checked;
   /* Set by broadcast process operators: their broadcast states. */
   struct sl__bstates *bcast;
   void *local; /* sl_ctx_set_local() */
@@ -356,6 +361,14 @@ int sl__forward_watermark(sl_ctx_t *op, int64_t wm);
 int sl__forward_idle(sl_ctx_t *op, bool idle);
 int sl__forward_end(sl_ctx_t *op);
 int sl__forward_barrier(sl_ctx_t *op, uint64_t id);
+/* Group mode's keyed stage (docs/scaling.md): the watermark w of task kg
+ * as a keyed operator sends it downstream (SL_TS_MAX: the task follows
+ * the forwarded watermark again). It passes operators that are not keyed
+ * and key_by exchanges by the records' own key, in order with the
+ * records, and stops at anything else; a keyed operator with per-task
+ * watermarks takes it on its port (sl__keyed_task_wm). */
+int sl__forward_task_wm(sl_ctx_t *op, uint32_t kg, int64_t w);
+int sl__port_task_wm(sl_ctx_t *op, int port, uint32_t kg, int64_t w);
 
 /* ---- Job and worker steps (job.c, worker.c) ---------------------------- */
 
@@ -388,6 +401,11 @@ extern const sl_operator_ops_t sl__keyby_prod_ops;
 enum { SL__CTL_WATERMARK = 1, SL__CTL_IDLE, SL__CTL_END, SL__CTL_BARRIER };
 /* Sends a control element from a key_by producer to every consumer. */
 int sl__xchg_broadcast(sl_ctx_t *prod, int kind, int64_t arg);
+/* sl__forward_task_wm() from a key_by producer: to the consumer on its
+ * own worker (a key keeps its key group, so a task's records stay on the
+ * task's worker) after the records held for it, when the key_by keys by
+ * the records' own key; else nowhere. */
+int sl__xchg_task_wm(sl_ctx_t *prod, uint32_t kg, int64_t w);
 extern const sl_operator_ops_t sl__keyby_cons_ops;
 /* Delivers waiting input of exchanges with xidx >= min_xidx to worker w,
  * most downstream first. Returns the number of elements handled, or a

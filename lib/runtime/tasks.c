@@ -19,6 +19,7 @@
 #include "checkpoint/coord.h"
 #include "core/fs.h"
 #include "runtime/barrier.h"
+#include "runtime/keyed.h"
 #include "runtime/runtime.h"
 #include "runtime/tasks.h"
 #include "state/keyed.h"
@@ -382,18 +383,29 @@ static int load_task(sl__worker *w, int stage, uint32_t kg, const char *path) {
     if (k && k->tw && of_stage(job, c->node, stage))
       sl__taskwm_load(k->tw, kg, SL_TS_MIN);
   }
-  if (!path)
-    return 0;
-  char err[1024] = "";
-  sl__restore *rs = NULL;
-  rc = sl__ckpt_load_path(path, job->max_par, &rs, err, sizeof(err));
-  if (!rc)
-    rc = sl__restore_task(w, rs, job->g.n_stages > 1 ? stage : -1, kg);
-  sl__ckpt_restore_free(rs);
-  if (rc && !sl__job_failing(job))
-    sl__job_fail(job, rc, "task %" PRIu32 ": cannot restore it from %s: %s", kg,
-                 path, err[0] ? err : sl_strerror(rc));
-  return rc ? job->err : 0;
+  if (path) {
+    char err[1024] = "";
+    sl__restore *rs = NULL;
+    rc = sl__ckpt_load_path(path, job->max_par, &rs, err, sizeof(err));
+    if (!rc)
+      rc = sl__restore_task(w, rs, job->g.n_stages > 1 ? stage : -1, kg);
+    sl__ckpt_restore_free(rs);
+    if (rc && !sl__job_failing(job))
+      sl__job_fail(job, rc, "task %" PRIu32 ": cannot restore it from %s: %s",
+                   kg, path, err[0] ? err : sl_strerror(rc));
+    if (rc)
+      return job->err;
+  }
+  /* Operators further down the stage take the task's watermark from the
+   * one upstream (time/taskwm.h): each tells the next where the task
+   * stands, in topological order. */
+  for (int i = 0; !rc && i < job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    sl__keyed *k = c && !sl__is_source(c) ? sl_op_keyed(c) : NULL;
+    if (k && k->tw && of_stage(job, c->node, stage))
+      rc = sl__keyed_task_announce(k, kg);
+  }
+  return rc;
 }
 
 int sl__tasks_serve(sl__worker *w) {

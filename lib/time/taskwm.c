@@ -5,28 +5,61 @@
 
 #include <stdlib.h>
 
-sl__taskwm *sl__taskwm_new(uint32_t n, int64_t bound) {
+#include "sluice/common.h"
+
+static void fill_max(int64_t *a, uint32_t n) {
+  for (uint32_t i = 0; i < n; i++)
+    a[i] = SL_TS_MAX;
+}
+
+sl__taskwm *sl__taskwm_new(uint32_t n, int n_ports) {
+  if (n_ports < 1 || n_ports > SL__TASKWM_PORTS)
+    return NULL;
   sl__taskwm *tw = calloc(1, sizeof(*tw));
   if (!tw)
     return NULL;
-  tw->wm = malloc((n ? n : 1) * sizeof(*tw->wm));
-  tw->st = calloc(n ? n : 1, 1);
-  if (!tw->wm || !tw->st) {
+  size_t m = n ? n : 1;
+  tw->wm = malloc(m * sizeof(*tw->wm));
+  tw->sent = malloc(m * sizeof(*tw->sent));
+  tw->st = calloc(m, 1);
+  if (!tw->wm || !tw->sent || !tw->st) {
     sl__taskwm_free(tw);
     return NULL;
   }
   tw->n = n;
-  tw->sub = bound < 0 ? 1 : bound + 1;
+  tw->n_ports = n_ports;
   tw->op = SL_TS_MIN;
-  for (uint32_t i = 0; i < n; i++)
-    tw->wm[i] = SL_TS_MAX;
+  fill_max(tw->wm, n);
+  fill_max(tw->sent, n);
   return tw;
+}
+
+int sl__taskwm_port_set(sl__taskwm *tw, int port, int kind, int64_t bound) {
+  if (port < 0 || port >= tw->n_ports)
+    return SL_ERR_INVAL;
+  sl__taskwm_port *p = &tw->port[port];
+  size_t m = tw->n ? tw->n : 1;
+  p->kind = kind;
+  p->sub = bound < 0 ? 1 : bound + 1;
+  if (kind == SL__TASKWM_PORT_OP)
+    return SL_OK;
+  if (!p->v && !(p->v = malloc(m * sizeof(*p->v))))
+    return SL_ERR_NOMEM;
+  fill_max(p->v, tw->n);
+  if (kind == SL__TASKWM_PORT_RECORDS && !p->st && !(p->st = calloc(m, 1)))
+    return SL_ERR_NOMEM;
+  return SL_OK;
 }
 
 void sl__taskwm_free(sl__taskwm *tw) {
   if (!tw)
     return;
+  for (int p = 0; p < SL__TASKWM_PORTS; p++) {
+    free(tw->port[p].v);
+    free(tw->port[p].st);
+  }
   free(tw->wm);
+  free(tw->sent);
   free(tw->st);
   free(tw);
 }
@@ -34,24 +67,61 @@ void sl__taskwm_free(sl__taskwm *tw) {
 void sl__taskwm_load(sl__taskwm *tw, uint32_t kg, int64_t wm) {
   if (kg >= tw->n)
     return;
-  tw->wm[kg] = wm;
+  for (int i = 0; i < tw->n_ports; i++) {
+    sl__taskwm_port *p = &tw->port[i];
+    if (p->kind == SL__TASKWM_PORT_RECORDS) {
+      p->v[kg] = wm;
+      p->st[kg] = SL__TASKWM_FRESH;
+    } else if (p->v) {
+      p->v[kg] = SL_TS_MAX;
+    }
+  }
   tw->st[kg] = SL__TASKWM_FRESH;
+  tw->wm[kg] = sl__taskwm_min(tw, kg);
+  /* The operators downstream dropped the task too, or never had it. */
+  tw->sent[kg] = SL_TS_MAX;
 }
 
 void sl__taskwm_drop(sl__taskwm *tw, uint32_t kg) {
   if (kg >= tw->n)
     return;
+  for (int i = 0; i < tw->n_ports; i++) {
+    if (tw->port[i].v)
+      tw->port[i].v[kg] = SL_TS_MAX;
+    if (tw->port[i].st)
+      tw->port[i].st[kg] = SL__TASKWM_NONE;
+  }
   tw->wm[kg] = SL_TS_MAX;
   tw->st[kg] = SL__TASKWM_NONE;
+  tw->sent[kg] = SL_TS_MAX;
 }
 
-void sl__taskwm_advance(sl__taskwm *tw, int64_t op) {
+void sl__taskwm_advance(sl__taskwm *tw, int64_t op, const int64_t *port_wm) {
   if (op <= tw->op)
     return;
   tw->op = op;
-  for (uint32_t i = 0; i < tw->n; i++)
-    if ((tw->st[i] == SL__TASKWM_LIVE ||
-         (op == SL_TS_MAX && tw->st[i] == SL__TASKWM_FRESH)) &&
-        tw->wm[i] < op)
-      tw->wm[i] = op;
+  for (int i = 0; i < tw->n_ports; i++) {
+    sl__taskwm_port *p = &tw->port[i];
+    if (p->kind != SL__TASKWM_PORT_RECORDS)
+      continue;
+    int64_t to = port_wm ? port_wm[i] : op;
+    if (op == SL_TS_MAX)
+      to = SL_TS_MAX;
+    for (uint32_t kg = 0; kg < tw->n; kg++)
+      if ((p->st[kg] == SL__TASKWM_LIVE ||
+           (to == SL_TS_MAX && p->st[kg] == SL__TASKWM_FRESH)) &&
+          p->v[kg] < to) {
+        p->v[kg] = to;
+        tw->wm[kg] = sl__taskwm_min(tw, kg);
+      }
+  }
+}
+
+void sl__taskwm_set(sl__taskwm *tw, int port, uint32_t kg, int64_t w) {
+  if (kg >= tw->n || port < 0 || port >= tw->n_ports ||
+      tw->port[port].kind != SL__TASKWM_PORT_SENT ||
+      tw->st[kg] == SL__TASKWM_NONE)
+    return;
+  tw->port[port].v[kg] = w;
+  tw->wm[kg] = sl__taskwm_min(tw, kg);
 }

@@ -23,22 +23,29 @@ static void wm(sl_harness_t *h, int64_t w) {
 }
 
 /* Gives the operator uid per-task watermarks (bound 0), as group mode
- * does for its keyed stage, and returns the table. */
-static sl__taskwm *with_tasks(sl_harness_t *h, const char *uid) {
+ * does for its keyed stage, of the given kind (SL__TASKWM_PORT_*), and
+ * returns the table. */
+static sl__taskwm *with_tasks_of(sl_harness_t *h, const char *uid, int kind) {
   sl_job_t *job = sl_harness_job(h);
   for (int i = 0; i < job->g.n_nodes; i++) {
     sl__node *n = job->g.nodes[i];
     if (!n->uid || strcmp(n->uid, uid))
       continue;
-    sl__keyed *k = sl_op_keyed(job->workers[0].inst[n->id]);
+    sl_ctx_t *c = job->workers[0].inst[n->id];
+    sl__keyed *k = sl_op_keyed(c);
     ck_assert_ptr_nonnull(k);
     ck_assert_ptr_null(k->tw);
-    k->tw = sl__taskwm_new(job->max_par, 0);
+    c->tw = k->tw = sl__taskwm_new(job->max_par, 1);
     ck_assert_ptr_nonnull(k->tw);
+    ck_assert_int_eq(sl__taskwm_port_set(k->tw, 0, kind, 0), SL_OK);
     return k->tw;
   }
   ck_abort_msg("no operator %s", uid);
   return NULL;
+}
+
+static sl__taskwm *with_tasks(sl_harness_t *h, const char *uid) {
+  return with_tasks_of(h, uid, SL__TASKWM_PORT_RECORDS);
 }
 
 static uint32_t kg_of(sl_harness_t *h, const char *key) {
@@ -82,6 +89,48 @@ START_TEST(lagging_task_windows) {
   WU_EXPECT_NONE(h);
   wm(h, 6000);
   WU_EXPECT(h, true, "(a,2)@4999", "(b,1)@4999", "(b,1)@5999");
+  sl_harness_destroy(h);
+}
+END_TEST
+
+/* A window further down the stage (a keyed operator before it): task b's
+ * watermark is what that operator sends, in order with b's records. b's
+ * records behind the operator's 4500 are judged by it, its windows fire
+ * as it moves, and once the sender says b caught up (SL_TS_MAX) b
+ * follows the operator's watermark again. */
+START_TEST(sent_task_watermark_judges_downstream) {
+  wu_build b = {.spec = sl_window_tumbling(1000)};
+  b.fn.builtin = SL_AGG_COUNT;
+  b.spec.late_tag = "late";
+  const char *tags[] = {"late", NULL};
+  sl_harness_t *h = wu_harness(BE, &b, tags);
+  sl__taskwm *tw = with_tasks_of(h, "win", SL__TASKWM_PORT_SENT);
+  sl_job_t *job = sl_harness_job(h);
+  sl_ctx_t *win = NULL;
+  for (int i = 0; i < job->g.n_nodes; i++)
+    if (job->g.nodes[i]->uid && !strcmp(job->g.nodes[i]->uid, "win"))
+      win = job->workers[0].inst[i];
+  ck_assert_ptr_nonnull(win);
+  uint32_t kb = kg_of(h, "b");
+  sl__taskwm_load(tw, kg_of(h, "a"), SL_TS_MIN);
+  sl__taskwm_load(tw, kb, SL_TS_MIN);
+  push(h, "a", 100);
+  wm(h, 4500);
+  WU_EXPECT(h, true, "(a,1)@999");
+  ck_assert_int_eq(sl__port_task_wm(win, 0, kb, 1500), SL_OK);
+  push(h, "b", 1600);
+  push(h, "b", 2100);
+  push(h, "b", 900); /* window 0 ended before b's 1500 */
+  ck_assert_uint_eq(sl_harness_count(h, "late"), 1);
+  sl_harness_clear(h);
+  WU_EXPECT_NONE(h);
+  ck_assert_int_eq(sl__port_task_wm(win, 0, kb, 2000), SL_OK);
+  WU_EXPECT(h, true, "(b,1)@1999");
+  push(h, "b", 2900);
+  ck_assert_int_eq(sl__port_task_wm(win, 0, kb, SL_TS_MAX), SL_OK);
+  WU_EXPECT(h, true, "(b,2)@2999");
+  push(h, "b", 3900); /* judged by the operator's 4500 again */
+  ck_assert_uint_eq(sl_harness_count(h, "late"), 1);
   sl_harness_destroy(h);
 }
 END_TEST
@@ -178,6 +227,8 @@ int main(void) {
   Suite *s = suite_create("task_watermark");
   TCase *tc = tcase_create("core");
   tcase_add_loop_test(tc, lagging_task_windows, 0, WU_N_BACKENDS);
+  tcase_add_loop_test(tc, sent_task_watermark_judges_downstream, 0,
+                      WU_N_BACKENDS);
   tcase_add_loop_test(tc, without_task_watermarks_they_are_late, 0,
                       WU_N_BACKENDS);
   tcase_add_loop_test(tc, fresh_task_timers_wait, 0, WU_N_BACKENDS);

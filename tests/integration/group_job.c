@@ -41,6 +41,17 @@
  * counts go through a second key_by, by group ("user-<i>" -> "g-<i/2>"),
  * to a tumbling 1 s sum of the counts per group ("total"): in
  * group.mode=repartition a second repartition topic.
+ * With GROUP_JOB_SHAPE=window2 the counts go through a second key_by by
+ * the same key (the records' own) to a tumbling 1 s sum of the counts
+ * ("recount"): two keyed event-time operators in one keyed stage. With
+ * GROUP_JOB_SHAPE=join the input goes, as left, into a tumbling 1 s
+ * window join ("pairs") with its events at a whole second (ts % 1000 ==
+ * 0, one per key and window, and the flush records) as right, each pair
+ * one record, and a key_by by the same key counts the pairs per window
+ * ("count"): a keyed operator of two inputs, then another. Both write
+ * the counts of the plain job. With GROUP_JOB_SHAPE=process a process
+ * function ("pass") hands each record on as it is, and a key_by by the
+ * same key counts them ("count").
  * usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS
  *        [CHECKPOINT_DIR BACKEND [PARALLELISM]] */
 #include <dirent.h>
@@ -414,6 +425,26 @@ static int value_key(const sl_record_t *rec, const void **key, size_t *len,
   return 0;
 }
 
+static int at_whole_second(sl_ctx_t *ctx, const sl_record_t *rec,
+                           void *opaque) {
+  (void)ctx;
+  (void)opaque;
+  return rec->ts % 1000 == 0;
+}
+
+static int pass_on(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)opaque;
+  return sl_emit(ctx, rec);
+}
+
+static int one_pair(sl_ctx_t *ctx, const sl_record_t *left,
+                    const sl_record_t *right, void *opaque) {
+  (void)right;
+  (void)opaque;
+  sl_record_t out = {left->key, left->key_len, "1", 1, left->ts};
+  return sl_emit(ctx, &out);
+}
+
 int main(int argc, char **argv) {
   if (argc < 4 || argc == 5 || argc > 7) {
     fprintf(stderr, "usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS "
@@ -509,8 +540,25 @@ int main(int argc, char **argv) {
   sl_with_watermarks(src, &wm);
   sl_window_spec_t spec = sl_window_tumbling(1000);
   sl_window_fn_t fn = {.builtin = SL_AGG_COUNT};
-  sl_stream_t *w = sl_window(sl_key_by(src, by_value ? value_key : NULL, NULL),
-                             "count", &spec, &fn, NULL);
+  const char *shape = getenv("GROUP_JOB_SHAPE");
+  sl_stream_t *w;
+  if (shape && strcmp(shape, "join") == 0) {
+    sl_stream_t *right = sl_filter(src, "whole", at_whole_second, NULL);
+    w = sl_window_join(sl_key_by(src, NULL, NULL), sl_key_by(right, NULL, NULL),
+                       "pairs", &spec, one_pair, NULL);
+    w = sl_window(sl_key_by(w, NULL, NULL), "count", &spec, &fn, NULL);
+  } else if (shape && strcmp(shape, "process") == 0) {
+    sl_process_ops_t po = {.on_element = pass_on};
+    w = sl_process(sl_key_by(src, NULL, NULL), "pass", &po, NULL);
+    w = sl_window(sl_key_by(w, NULL, NULL), "count", &spec, &fn, NULL);
+  } else {
+    w = sl_window(sl_key_by(src, by_value ? value_key : NULL, NULL), "count",
+                  &spec, &fn, NULL);
+  }
+  if (shape && strcmp(shape, "window2") == 0) {
+    sl_window_fn_t sum = {.builtin = SL_AGG_SUM_INT, .num_int = count_of};
+    w = sl_window(sl_key_by(w, NULL, NULL), "recount", &spec, &sum, NULL);
+  }
   if (getenv("GROUP_JOB_TWO_STAGES")) {
     sl_window_fn_t sum = {.builtin = SL_AGG_SUM_INT, .num_int = count_of};
     w = sl_window(sl_key_by(w, group_key, NULL), "total", &spec, &sum, NULL);

@@ -574,12 +574,15 @@ static void send_lagging(rd_kafka_t *pr, const bool *of_b, bool rest) {
 static void pointer_checkpoint(const char *topic, int part, char *out,
                                size_t cap);
 static bool named_by(const char *chk, pid_t pid);
-static void lagging_task_moves(const char *backend) {
+static void lagging_task_moves_shape(const char *backend, const char *shape) {
   start_broker();
   pid_t p[2];
   const char *names[] = {"a", "b"};
+  if (shape)
+    setenv("GROUP_JOB_SHAPE", shape, 1);
   for (int i = 0; i < 2; i++)
     p[i] = start_job_ck("copartitioned", "12", names[i], backend);
+  unsetenv("GROUP_JOB_SHAPE");
   wait_assigned(names, 2, PARTS);
   tk_cluster c = {0};
   snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
@@ -621,6 +624,10 @@ static void lagging_task_moves(const char *backend) {
   stop_broker();
 }
 
+static void lagging_task_moves(const char *backend) {
+  lagging_task_moves_shape(backend, NULL);
+}
+
 START_TEST(lagging_task_moves_hashmap) {
   lagging_task_moves("hashmap");
 }
@@ -628,6 +635,47 @@ END_TEST
 
 START_TEST(lagging_task_moves_rocksdb) {
   lagging_task_moves("rocksdb");
+}
+END_TEST
+
+/* The same with two keyed event-time operators in the keyed stage: the
+ * counts go on, by the same key, to a second tumbling window (their
+ * sum per window: the counts again). The moved tasks' counts of seconds
+ * 2 and 3 reach it three seconds behind its watermark; it judges them
+ * by their task's watermark, which the first window sends it in order
+ * with its output, so they are not late (before, every one of them was
+ * dropped). */
+START_TEST(lagging_window_after_window_hashmap) {
+  lagging_task_moves_shape("hashmap", "window2");
+}
+END_TEST
+
+START_TEST(lagging_window_after_window_rocksdb) {
+  lagging_task_moves_shape("rocksdb", "window2");
+}
+END_TEST
+
+/* The same with a process function that hands each record on, then the
+ * window by the same key: the moved tasks' records reach the window
+ * behind its watermark, and the process function sends their task's
+ * watermark after each record that moved it. */
+START_TEST(lagging_window_after_process_hashmap) {
+  lagging_task_moves_shape("hashmap", "process");
+}
+END_TEST
+
+/* The same through a keyed operator of two inputs: a window join of the
+ * input with its events at a whole second, whose pairs a window counts
+ * by the same key. The join takes a task's watermark as the minimum over
+ * its two inputs, each moved by the task's records on it, and sends it to
+ * the window after it. */
+START_TEST(lagging_join_then_window_hashmap) {
+  lagging_task_moves_shape("hashmap", "join");
+}
+END_TEST
+
+START_TEST(lagging_join_then_window_rocksdb) {
+  lagging_task_moves_shape("rocksdb", "join");
 }
 END_TEST
 
@@ -2263,6 +2311,11 @@ int main(void) {
       {"fenced-repartition", stopped_member_through_repartition_is_fenced},
       {"lagging-hashmap", lagging_task_moves_hashmap},
       {"lagging-rocksdb", lagging_task_moves_rocksdb},
+      {"lagging-window2-hashmap", lagging_window_after_window_hashmap},
+      {"lagging-window2-rocksdb", lagging_window_after_window_rocksdb},
+      {"lagging-process-hashmap", lagging_window_after_process_hashmap},
+      {"lagging-join-hashmap", lagging_join_then_window_hashmap},
+      {"lagging-join-rocksdb", lagging_join_then_window_rocksdb},
       {"two-stages-hashmap", two_stages_scale_hashmap},
       {"two-stages-rocksdb", two_stages_scale_rocksdb},
       {"kill-two-stages", two_stages_killed_member},

@@ -127,29 +127,37 @@ END_TEST
 
 /* ---- Per-task watermarks (time/taskwm.h) ------------------------------- */
 
+/* A table of one input port whose tasks follow their records. */
+static sl__taskwm *records_table(uint32_t n, int64_t bound) {
+  sl__taskwm *tw = sl__taskwm_new(n, 1);
+  ck_assert_ptr_nonnull(tw);
+  ck_assert_int_eq(sl__taskwm_port_set(tw, 0, SL__TASKWM_PORT_RECORDS, bound),
+                   SL_OK);
+  return tw;
+}
+
 /* A task not held follows the operator; a loaded one starts where its
  * snapshot was and, behind the operator, moves with its records
  * (max ts - bound - 1, never back) until it catches up. */
 START_TEST(task_behind_moves_with_its_records) {
-  sl__taskwm *tw = sl__taskwm_new(4, 10);
-  ck_assert_ptr_nonnull(tw);
-  sl__taskwm_advance(tw, 5000);
+  sl__taskwm *tw = records_table(4, 10);
+  sl__taskwm_advance(tw, 5000, NULL);
   ck_assert_int_eq(sl__taskwm_get(tw, 0), 5000);
   ck_assert(!sl__taskwm_lags(tw, 0));
   sl__taskwm_load(tw, 1, 1500);
   ck_assert(sl__taskwm_lags(tw, 1));
   ck_assert_int_eq(sl__taskwm_get(tw, 1), 1500);
-  ck_assert(!sl__taskwm_record(tw, 1, 1200)); /* 1189: below 1500 */
+  ck_assert(!sl__taskwm_record(tw, 0, 1, 1200)); /* 1189: below 1500 */
   ck_assert_int_eq(sl__taskwm_get(tw, 1), 1500);
-  ck_assert(sl__taskwm_record(tw, 1, 3000));
+  ck_assert(sl__taskwm_record(tw, 0, 1, 3000));
   ck_assert_int_eq(sl__taskwm_get(tw, 1), 2989);
-  ck_assert(!sl__taskwm_record(tw, 1, 2000));
+  ck_assert(!sl__taskwm_record(tw, 0, 1, 2000));
   ck_assert_int_eq(sl__taskwm_get(tw, 1), 2989);
-  ck_assert(sl__taskwm_record(tw, 1, 9000)); /* caught up */
+  ck_assert(sl__taskwm_record(tw, 0, 1, 9000)); /* caught up */
   ck_assert(!sl__taskwm_lags(tw, 1));
   ck_assert_int_eq(sl__taskwm_get(tw, 1), 5000);
-  ck_assert(!sl__taskwm_record(tw, 1, 9500));
-  sl__taskwm_advance(tw, 6000);
+  ck_assert(!sl__taskwm_record(tw, 0, 1, 9500));
+  sl__taskwm_advance(tw, 6000, NULL);
   ck_assert_int_eq(sl__taskwm_get(tw, 1), 6000);
   sl__taskwm_free(tw);
 }
@@ -159,20 +167,19 @@ END_TEST
  * watermark may predate the task's arrival), except to the end of
  * input; once a record of it came, it follows every advance. */
 START_TEST(fresh_task_is_lifted_only_after_a_record) {
-  sl__taskwm *tw = sl__taskwm_new(2, 0);
-  ck_assert_ptr_nonnull(tw);
+  sl__taskwm *tw = records_table(2, 0);
   sl__taskwm_load(tw, 0, 100);
   sl__taskwm_load(tw, 1, 100);
-  sl__taskwm_advance(tw, 1000);
+  sl__taskwm_advance(tw, 1000, NULL);
   ck_assert_int_eq(sl__taskwm_get(tw, 0), 100);
-  ck_assert(!sl__taskwm_record(tw, 0, 50)); /* seen: now live */
+  ck_assert(!sl__taskwm_record(tw, 0, 0, 50)); /* seen: now live */
   ck_assert_int_eq(sl__taskwm_get(tw, 0), 100);
-  sl__taskwm_advance(tw, 2000);
+  sl__taskwm_advance(tw, 2000, NULL);
   ck_assert_int_eq(sl__taskwm_get(tw, 0), 2000);
   ck_assert_int_eq(sl__taskwm_get(tw, 1), 100);
-  sl__taskwm_advance(tw, 1500); /* watermarks never go back */
+  sl__taskwm_advance(tw, 1500, NULL); /* watermarks never go back */
   ck_assert_int_eq(sl__taskwm_get(tw, 0), 2000);
-  sl__taskwm_advance(tw, SL_TS_MAX);
+  sl__taskwm_advance(tw, SL_TS_MAX, NULL);
   ck_assert_int_eq(sl__taskwm_get(tw, 1), SL_TS_MAX);
   sl__taskwm_drop(tw, 1);
   ck_assert_int_eq(sl__taskwm_get(tw, 1), SL_TS_MAX);
@@ -184,14 +191,78 @@ END_TEST
 
 /* A loaded task at the minimum, records near the minimum: no overflow. */
 START_TEST(task_near_min_does_not_overflow) {
-  sl__taskwm *tw = sl__taskwm_new(1, 100);
-  ck_assert_ptr_nonnull(tw);
-  sl__taskwm_advance(tw, 0);
+  sl__taskwm *tw = records_table(1, 100);
+  sl__taskwm_advance(tw, 0, NULL);
   sl__taskwm_load(tw, 0, SL_TS_MIN);
-  ck_assert(!sl__taskwm_record(tw, 0, SL_TS_MIN + 5));
+  ck_assert(!sl__taskwm_record(tw, 0, 0, SL_TS_MIN + 5));
   ck_assert_int_eq(sl__taskwm_get(tw, 0), SL_TS_MIN);
-  ck_assert(sl__taskwm_record(tw, 0, SL_TS_MIN + 200));
+  ck_assert(sl__taskwm_record(tw, 0, 0, SL_TS_MIN + 200));
   ck_assert_int_eq(sl__taskwm_get(tw, 0), SL_TS_MIN + 99);
+  sl__taskwm_free(tw);
+}
+END_TEST
+
+/* Two inputs: a task's watermark is the minimum over its ports; each
+ * port that follows records lifts a task seen there to that port's
+ * watermark, not the operator's. */
+START_TEST(task_of_two_inputs_is_the_minimum) {
+  sl__taskwm *tw = sl__taskwm_new(2, 2);
+  ck_assert_ptr_nonnull(tw);
+  ck_assert_int_eq(sl__taskwm_port_set(tw, 0, SL__TASKWM_PORT_RECORDS, 0),
+                   SL_OK);
+  ck_assert_int_eq(sl__taskwm_port_set(tw, 1, SL__TASKWM_PORT_RECORDS, 9),
+                   SL_OK);
+  int64_t pw[2] = {5000, 4000};
+  sl__taskwm_advance(tw, 4000, pw);
+  sl__taskwm_load(tw, 1, 1000);
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 1000);
+  ck_assert(!sl__taskwm_record(tw, 0, 1, 3001)); /* port 0 at 3000 */
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 1000);
+  ck_assert(sl__taskwm_record(tw, 1, 1, 2010)); /* port 1 at 2000 */
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 2000);
+  pw[0] = 6000;
+  pw[1] = 4500;
+  sl__taskwm_advance(tw, 4500, pw); /* both seen: each to its port's */
+  ck_assert_int_eq(tw->port[0].v[1], 6000);
+  ck_assert_int_eq(tw->port[1].v[1], 4500);
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 4500);
+  ck_assert(!sl__taskwm_lags(tw, 1));
+  sl__taskwm_free(tw);
+}
+END_TEST
+
+/* A port fed by a keyed operator upstream takes what that operator
+ * sends; downstream is sent a task's watermark when it lags and moved,
+ * or starts or stops lagging, and SL_TS_MAX once it follows the
+ * operator's again. */
+START_TEST(sent_task_watermarks_pass_on) {
+  sl__taskwm *tw = sl__taskwm_new(4, 1);
+  ck_assert_ptr_nonnull(tw);
+  ck_assert_int_eq(sl__taskwm_port_set(tw, 0, SL__TASKWM_PORT_SENT, 0), SL_OK);
+  int64_t w = 0;
+  sl__taskwm_advance(tw, 5000, NULL);
+  sl__taskwm_set(tw, 0, 2, 1000); /* not held here: ignored */
+  ck_assert_int_eq(sl__taskwm_get(tw, 2), 5000);
+  sl__taskwm_load(tw, 2, 1500); /* waits for what upstream sends */
+  ck_assert_int_eq(sl__taskwm_get(tw, 2), 5000);
+  ck_assert(!sl__taskwm_due(tw, 2, &w));
+  sl__taskwm_set(tw, 0, 2, 1999);
+  ck_assert_int_eq(sl__taskwm_get(tw, 2), 1999);
+  ck_assert(sl__taskwm_due(tw, 2, &w));
+  ck_assert_int_eq(w, 1999);
+  ck_assert(!sl__taskwm_due(tw, 2, &w));         /* sent already */
+  ck_assert(!sl__taskwm_record(tw, 0, 2, 9000)); /* records move nothing */
+  sl__taskwm_set(tw, 0, 2, 2999);
+  ck_assert(sl__taskwm_due(tw, 2, &w));
+  ck_assert_int_eq(w, 2999);
+  sl__taskwm_set(tw, 0, 2, SL_TS_MAX); /* caught up upstream */
+  ck_assert_int_eq(sl__taskwm_get(tw, 2), 5000);
+  ck_assert(sl__taskwm_due(tw, 2, &w));
+  ck_assert_int_eq(w, SL_TS_MAX);
+  sl__taskwm_advance(tw, 6000, NULL);
+  ck_assert(!sl__taskwm_due(tw, 2, &w));
+  sl__taskwm_drop(tw, 2);
+  ck_assert(!sl__taskwm_due(tw, 2, &w));
   sl__taskwm_free(tw);
 }
 END_TEST
@@ -212,6 +283,8 @@ int main(void) {
   tcase_add_test(tc, task_behind_moves_with_its_records);
   tcase_add_test(tc, fresh_task_is_lifted_only_after_a_record);
   tcase_add_test(tc, task_near_min_does_not_overflow);
+  tcase_add_test(tc, task_of_two_inputs_is_the_minimum);
+  tcase_add_test(tc, sent_task_watermarks_pass_on);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }
