@@ -1706,13 +1706,13 @@ static void stop_all_and_check(pid_t *p, const char *const *names) {
   check_committed_output(names, 3);
 }
 
-START_TEST(stopped_member_revives) {
+static void stopped_member_revives(const char *backend) {
   start_broker();
   exactly_once = true;
   pid_t p[3];
   const char *names[] = {"a", "b", "c"};
   for (int i = 0; i < 3; i++)
-    p[i] = start_job_ck("copartitioned", "12", names[i], "hashmap");
+    p[i] = start_job_ck("copartitioned", "12", names[i], backend);
   wait_assigned(names, 3, PARTS);
   produce_phase(0);
   produce_phase(1);
@@ -1721,6 +1721,15 @@ START_TEST(stopped_member_revives) {
   stop_all_and_check(p, names);
   exactly_once = false;
   stop_broker();
+}
+
+START_TEST(stopped_member_revives_hashmap) {
+  stopped_member_revives("hashmap");
+}
+END_TEST
+
+START_TEST(stopped_member_revives_rocksdb) {
+  stopped_member_revives("rocksdb");
 }
 END_TEST
 
@@ -2382,7 +2391,8 @@ int main(void) {
       {"scale-eos", scale_1_3_2_exactly_once},
       {"broadcast-hashmap", broadcast_in_every_process_hashmap},
       {"broadcast-rocksdb", broadcast_in_every_process_rocksdb},
-      {"fenced", stopped_member_revives},
+      {"fenced", stopped_member_revives_hashmap},
+      {"fenced-rocksdb", stopped_member_revives_rocksdb},
       {"fenced-limit", revivals_beyond_the_limit_fail},
       {"kill-eos", killed_after_commit_before_pointers},
       {"kill-repartition", killed_member_through_repartition_topic},
