@@ -726,16 +726,23 @@ static bool named_by(const char *chk, pid_t pid) {
 /* The checkpoints the process's log says completed (its transaction
  * committed before the line is written) or whose transaction committed
  * (group_job.c logs that with an exactly_once sink, also when it dies
- * right after), into ids (at most cap); returns how many. */
-static int completions_of(const char *name, long *ids, int cap) {
+ * right after), in *ids (allocated; free it); returns how many. */
+static int completions_of(const char *name, long **ids) {
   char *text = log_of(name);
-  int n = 0;
-  for (const char *p = text; n < cap && (p = strstr(p, "checkpoint ")); p++) {
+  int n = 0, cap = 0;
+  *ids = NULL;
+  for (const char *p = text; (p = strstr(p, "checkpoint ")); p++) {
     char *end;
     long id = strtol(p + 11, &end, 10);
-    if (end != p + 11 && (strncmp(end, " completed in ", 14) == 0 ||
-                          strncmp(end, " committed\n", 11) == 0))
-      ids[n++] = id;
+    if (end == p + 11 || (strncmp(end, " completed in ", 14) != 0 &&
+                          strncmp(end, " committed\n", 11) != 0))
+      continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 256;
+      *ids = realloc(*ids, (size_t)cap * sizeof(**ids));
+      ck_assert_ptr_nonnull(*ids);
+    }
+    (*ids)[n++] = id;
   }
   free(text);
   return n;
@@ -765,10 +772,10 @@ static int revivals_of(const char *name, long *ids, int cap) {
  * after E. Compared with the model exactly: no window lost, none twice. */
 static void check_committed_output(const char *const *names, int n_names) {
   enum { WANT = KEYS * SECONDS };
-  long done[8][256], bound[8][8];
+  long *done[8], bound[8][8];
   int n_done[8], n_bound[8];
   for (int i = 0; i < n_names; i++) {
-    n_done[i] = completions_of(names[i], done[i], 256);
+    n_done[i] = completions_of(names[i], &done[i]);
     n_bound[i] = revivals_of(names[i], bound[i], 8);
   }
   tk_cluster c = {0};
@@ -837,6 +844,8 @@ static void check_committed_output(const char *const *names, int n_names) {
     free(exp[i]);
   free(got);
   free(exp);
+  for (int i = 0; i < n_names; i++)
+    free(done[i]);
   tk_reader_close(&r);
 }
 
@@ -1620,6 +1629,25 @@ static long completed_before_revival(const char *name, int n) {
   return last;
 }
 
+/* Waits until process pid is stopped (a SIGSTOP took hold): its state
+ * in /proc is 'T'. */
+static void wait_stopped(pid_t pid) {
+  char path[64], stat[512];
+  snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+  for (int i = 0; i < WAIT_MS / 10; i++) {
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(stat, 1, sizeof(stat) - 1, f);
+    fclose(f);
+    stat[n] = '\0';
+    const char *st = strrchr(stat, ')');
+    if (st && st[1] == ' ' && st[2] == 'T')
+      return;
+    tk_sleep_ms(10);
+  }
+  ck_abort_msg("process %ld never stopped", (long)pid);
+}
+
 /* Exactly-once across processes: three processes with an exactly_once
  * sink; once everything produced so far is in complete snapshots, c is
  * stopped (SIGSTOP) until the group's session timeout gave its tasks to
@@ -1642,8 +1670,10 @@ static void stop_resume(pid_t *p, const char *const *names, const char *topic,
   ck_assert_int_gt(status_of_source("c", src), 0);
   char inst[512];
   instance_of(p[2], inst, sizeof(inst));
-  long before = completed_before_revival("c", 0);
   ck_assert_int_eq(kill(p[2], SIGSTOP), 0);
+  wait_stopped(p[2]);
+  /* What it completed before the stop took hold. */
+  long before = completed_before_revival("c", 0);
   wait_assigned(names, 2, PARTS);
   if (through)
     wait_assigned_source(names, 2, PARTS, src);
