@@ -53,7 +53,10 @@ SL_API int sl_job_set_clock(sl_job_t *job, sl_clock_t *clock);
  * called and in-flight records drained, or the job failed. Can be called
  * once per job. Returns SL_OK, the first graph-building error (SL_ERR_GRAPH,
  * SL_ERR_INVAL...), or the error that failed the job (SL_ERR_USER,
- * SL_ERR_DECODE, SL_ERR_IO...); sl_job_errmsg() says what happened. */
+ * SL_ERR_DECODE, SL_ERR_IO...); sl_job_errmsg() says what happened. In
+ * group mode a process fenced by its consumer group (docs/scaling.md)
+ * starts its run over on this thread, within group.revive.max, instead of
+ * returning (the workers and the consumers are new, the job stays). */
 SL_API int sl_job_run(sl_job_t *job);
 
 /* Asks a running job to stop: sources stop reading, records already read

@@ -1332,10 +1332,63 @@ static void ckpt_destroy(void *svc) {
   free(ck);
 }
 
+/* A revival (core/service.h): the checkpoint in progress is given up and
+ * the next run starts from a clean slate, its ids continuing the
+ * sequence. One id is skipped and published as triggered: no checkpoint
+ * takes it, so the output epochs of the run that ended (all below it)
+ * and of the next (from it on) never meet (sl__job_revived_from), and
+ * the workers of the next run, which start at it, take no barrier of the
+ * run that ended. In group mode the process also writes into a new
+ * instance directory, as a restarted process would: the old one's lock
+ * is released, and the retention of any process removes it once no task
+ * pointer names its checkpoints. */
+static int ckpt_restart(void *svc, char *err, size_t errlen) {
+  struct sl__ckpt *ck = svc;
+  if (!ck->dir)
+    return 0;
+  int rc = 0;
+  pthread_mutex_lock(&ck->mu);
+  if (ck->cur) {
+    char why[64];
+    fail_cur(ck, "the run ended before it completed", why, sizeof(why));
+  }
+  clear_acks(ck);
+  ck->final_taken = false;
+  ck->last_trigger = ck->last_end = sl__mono_ms();
+  free(ck->link_dir);
+  ck->link_dir = NULL;
+  for (size_t i = 0; i < ck->n_prev; i++)
+    free(ck->prev[i].path);
+  free(ck->prev);
+  ck->prev = NULL;
+  ck->n_prev = 0;
+  ck->prev_id = 0;
+  uint64_t boundary = ++ck->last_id;
+  if (ck->root) {
+    unlock_dir(ck);
+    free(ck->dir);
+    free(ck->inst);
+    ck->inst = NULL;
+    ck->dir = ck->root;
+    ck->root = NULL;
+    if (group_dirs(ck))
+      rc = failf(err, errlen, SL_ERR_NOMEM, "out of memory");
+    else if (sl__mkdirs(ck->dir, ck->fmode.dir))
+      rc = failf(err, errlen, SL_ERR_IO, "checkpoint.dir: cannot create %s: %s",
+                 ck->dir, strerror(errno));
+    else
+      rc = lock_dir(ck, err, errlen);
+  }
+  atomic_store_explicit(&ck->trigger, boundary, memory_order_release);
+  pthread_mutex_unlock(&ck->mu);
+  return rc;
+}
+
 const sl__service_ops sl__ckpt_service = {.name = "checkpoint coordinator",
                                           .start = ckpt_start,
                                           .tick = ckpt_tick,
                                           .stop = ckpt_stop,
+                                          .restart = ckpt_restart,
                                           .destroy = ckpt_destroy};
 
 void sl__ckpt_restored(struct sl__ckpt *ck) {

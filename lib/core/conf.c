@@ -48,6 +48,14 @@ static const sl__conf_key keys[] = {
             "group mode: the partition count of the topics the keyed stage "
             "reads, declared; the job checks it against the cluster and "
             "uses it as the number of key groups"),
+    KEY_INT("group.revive.max", "3", 0, 1000,
+            "group mode: how many times within group.revive.interval.ms a "
+            "fenced process revives its tasks (drops them, rejoins the "
+            "group, restores what it is assigned); one more fence fails "
+            "the job; 0: a fence fails the job"),
+    KEY_INT("group.revive.interval.ms", "600000", 1, INT64_MAX,
+            "group mode: the window over which group.revive.max counts "
+            "revivals"),
     KEY_STRING("group.owners.topic", "",
                "group mode: the topic where each process announces the "
                "partitions it owns and its query endpoint; empty = "

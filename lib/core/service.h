@@ -45,6 +45,14 @@ typedef struct sl__service_ops {
   /* After the workers joined (also when the job failed), in reverse
    * order. Optional. */
   void (*stop)(void *svc);
+  /* Group mode: the job's execution starts over in this process (a
+   * fenced process revives its tasks, docs/scaling.md): after the
+   * workers of the run that ended joined, before the next run's workers
+   * start, in registration order, instead of stop and start. A service
+   * drops what it keeps of the run that ended (a checkpoint in progress,
+   * the tasks its members held) and goes on. SL_OK, or an error with
+   * the reason in err: the job then fails with it. Optional. */
+  int (*restart)(void *svc, char *err, size_t errlen);
   /* sl_job_destroy(), first, in reverse order. Optional. */
   void (*destroy)(void *svc);
 } sl__service_ops;

@@ -9,9 +9,11 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/service.h"
 #include "graph/graph.h"
 #include "kafka/group_int.h"
 #include "kafka/kafka_int.h"
+#include "runtime/runtime.h"
 
 _Thread_local const sl_kafka_msg_t *sl__kafka_cur;
 
@@ -65,6 +67,17 @@ static void kjob_free(void *arg) {
   free(kj);
 }
 
+/* Group mode: a revival (core/service.h) starts the exactly-once
+ * protocol over with a new transactional producer. */
+static int kjob_restart(void *svc, char *err, size_t errlen) {
+  (void)err, (void)errlen;
+  sl__ktxn_restart(svc);
+  return SL_OK;
+}
+
+static const sl__service_ops kjob_ops = {.name = "kafka",
+                                         .restart = kjob_restart};
+
 sl__kjob *sl__kjob_get(sl_job_t *job) {
   pthread_mutex_lock(&reg_lock);
   for (size_t i = 0; i < n_reg; i++) {
@@ -101,6 +114,10 @@ sl__kjob *sl__kjob_get(sl_job_t *job) {
   reg[n_reg++] = kj;
   pthread_mutex_unlock(&reg_lock);
   sl_job_adopt(job, kj, kjob_free);
+  if (sl__kgroup_on(kj->conf) && sl__job_add_service(job, &kjob_ops, kj)) {
+    sl_job_build_error(job, SL_ERR_NOMEM, "kafka: out of memory");
+    return NULL;
+  }
   /* Group mode with repartition topics: every key_by crosses processes
    * through one (repart.c); the runtime cuts the graph when it starts. */
   if (sl__kgroup_repartition(kj->conf)) {

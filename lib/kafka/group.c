@@ -47,6 +47,17 @@ void sl__kgroup_fail(sl__kgroup *g, int err, const char *fmt, ...) {
   va_end(ap);
 }
 
+void sl__kgroup_fence(sl__kgroup *g, const char *fmt, ...) {
+  if (g->err)
+    return;
+  g->err = SL_ERR_KAFKA;
+  g->fenced = true;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(g->errmsg, sizeof(g->errmsg), fmt, ap);
+  va_end(ap);
+}
+
 /* librdkafka calls this from the consumer's poll (and from its close):
  * with the cooperative protocol each event names only the partitions
  * that move, so the partitions a member keeps are never interrupted. A

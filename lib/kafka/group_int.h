@@ -35,6 +35,7 @@ typedef struct sl__kgroup {
   const char *job, *uid;
   int subtask; /* in log lines: one member per source subtask */
   int err;     /* first failure, 0: none */
+  bool fenced; /* ... and it is a fence (sl__kgroup_fence) */
   char errmsg[256];
   /* The job's owners directory and rebalance figures (owners_int.h),
    * told of every rebalance event; since: this member's rebalance began
@@ -114,5 +115,11 @@ int sl__kgroup_check_members(struct sl__kjob *kj,
  * job with it on its next poll). */
 void sl__kgroup_fail(sl__kgroup *g, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same for a fence: the member lost partitions whose output since
+ * the last commit must not be committed. The source fails the job with
+ * it as a fence (runtime/group.h), which the process survives by a
+ * revival. */
+void sl__kgroup_fence(sl__kgroup *g, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -315,6 +315,13 @@ sl__kprod *sl__ktxn_get(sl__kjob *kj);
  * on the coordinator thread. */
 int sl__ktxn_commit(uint64_t id, void *kjob);
 void sl__ktxn_abort(uint64_t id, void *kjob);
+/* A revival (runtime/group.h), once the sinks of the run that ended
+ * closed (their last one aborted the open transaction): the
+ * transactional producer forgets its client and its failure, so the
+ * first sink of the next run creates a new client, whose
+ * init_transactions fences the old one's epoch; the positions of the
+ * run's checkpoints are dropped. */
+void sl__ktxn_restart(sl__kjob *kj);
 /* Why the transactional producer failed (NULL: it did not). */
 const char *sl__ktxn_error(void *kjob);
 /* The offset group committed for topic[partition] (-1: none), from the

@@ -395,6 +395,22 @@ static void svc_stop(void *svc) {
   }
 }
 
+/* A revival: the members of the run that ended are gone with their
+ * tasks (a lost one was not always told of each); the new ones count
+ * from nothing, and the next claim names no task until they are
+ * assigned. */
+static int svc_restart(void *svc, char *err, size_t errlen) {
+  (void)err, (void)errlen;
+  sl__kowners *o = svc;
+  pthread_mutex_lock(&o->mu);
+  memset(o->held, 0, o->tasks * sizeof(*o->held));
+  o->n_held = 0;
+  o->dirty = true;
+  sl__group_set_tasks(o->job, 0);
+  pthread_mutex_unlock(&o->mu);
+  return SL_OK;
+}
+
 static void svc_destroy(void *svc) {
   sl__kowners *o = svc;
   svc_stop(o);
@@ -409,6 +425,7 @@ static const sl__service_ops owners_ops = {.name = "owners",
                                            .start = svc_start,
                                            .tick = svc_tick,
                                            .stop = svc_stop,
+                                           .restart = svc_restart,
                                            .destroy = svc_destroy};
 
 sl__kowners *sl__kowners_get(sl__kjob *kj) {

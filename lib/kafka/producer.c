@@ -18,6 +18,7 @@
 #include "core/hash.h"
 #include "kafka/group_int.h"
 #include "kafka/kafka_int.h"
+#include "runtime/group.h"
 #include "runtime/tasks.h"
 
 #define LOG_CAP 1024
@@ -153,13 +154,15 @@ static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
   return 0; /* librdkafka frees json */
 }
 
+/* The client is read under st_lock: a revival replaces it
+ * (sl__ktxn_restart). */
 void sl__kprod_stats(sl__kprod *p, sl__kprod_stat *out) {
   pthread_mutex_lock(&p->st_lock);
   *out = p->st;
-  pthread_mutex_unlock(&p->st_lock);
   rd_kafka_t *rk = atomic_load_explicit(&p->rk_pub, memory_order_acquire);
   out->live = rk != NULL;
   out->queue = rk ? rd_kafka_outq_len(rk) : 0;
+  pthread_mutex_unlock(&p->st_lock);
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason,
@@ -454,6 +457,16 @@ int sl__kprod_sendv(sl__kprod *p, const char *topic, int32_t partition,
 /* ---- Exactly-once protocol
  * --------------------------------------------------- */
 
+/* Errors of send_offsets_to_transaction by which the group coordinator
+ * says that the member is not (or no longer) one of the current
+ * generation: its partitions may be another member's. */
+static bool refused_member(rd_kafka_resp_err_t e) {
+  return e == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
+         e == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID ||
+         e == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID ||
+         e == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
+}
+
 /* Adds the source positions of checkpoint id to the transaction, one
  * send_offsets_to_transaction per consumer group and member. In group
  * mode each member's offsets go with its own group metadata (md, from
@@ -517,6 +530,13 @@ static int send_offsets(sl__kprod *p, uint64_t id,
     if (own)
       rd_kafka_consumer_group_metadata_destroy(own);
     rd_kafka_topic_partition_list_destroy(l);
+    if (e && member >= 0 && refused_member(rd_kafka_error_code(e)))
+      /* A real broker checked the member's metadata (KIP-447) and no
+       * longer counts it: the process is fenced. */
+      sl__job_fail_fenced(kj->job, SL_ERR_KAFKA,
+                          "checkpoint %" PRIu64 ": fenced: the group "
+                          "coordinator refused the offsets of group %s: %s",
+                          id, group, rd_kafka_error_string(e));
     if (e)
       return txn_error(p, "send_offsets_to_transaction", e);
     log_event(p, SL__KTXN_SEND_OFFSETS, id);
@@ -544,6 +564,9 @@ static int check_members(sl__kprod *p, uint64_t id,
   pthread_mutex_unlock(&kj->lock);
   if (rc)
     set_failed(p, "checkpoint %" PRIu64 ": %s", id, err);
+  /* A member that lost its assignment: the process is fenced. */
+  if (rc == SL_ERR_KAFKA)
+    sl__job_fail_fenced(kj->job, rc, "checkpoint %" PRIu64 ": %s", id, err);
   return rc;
 }
 
@@ -649,6 +672,32 @@ out:
              "checkpoint %" PRIu64 ": exactly-once commit failed: %s", id,
              p->err);
   return rc;
+}
+
+void sl__ktxn_restart(sl__kjob *kj) {
+  sl__kprod *p = kj->txn;
+  if (p) {
+    pthread_mutex_lock(&p->lock);
+    if (p->polling) {
+      atomic_store(&p->stop, 1);
+      pthread_join(p->thread, NULL);
+      atomic_store(&p->stop, 0);
+      p->polling = false;
+    }
+    if (p->rk) {
+      /* Not under st_lock: destroying serves the client's callbacks. */
+      pthread_mutex_lock(&p->st_lock);
+      atomic_store_explicit(&p->rk_pub, NULL, memory_order_release);
+      pthread_mutex_unlock(&p->st_lock);
+      rd_kafka_destroy(p->rk);
+      p->rk = NULL;
+    }
+    p->txn_open = false;
+    p->err[0] = '\0';
+    atomic_store(&p->failed, 0);
+    pthread_mutex_unlock(&p->lock);
+  }
+  sl__kpos_drop(kj, UINT64_MAX);
 }
 
 const char *sl__ktxn_error(void *arg) {

@@ -11,6 +11,7 @@
 
 #include "core/conf.h"
 #include "kafka/kafka_int.h"
+#include "runtime/group.h"
 #include "runtime/tasks.h"
 #include "sluice/checkpoint.h"
 
@@ -81,11 +82,16 @@ static int ksink_open(sl_ctx_t *op) {
         give_up, op);
   /* After a restore from checkpoint N, output continues epoch N: the
    * header then names the barrier the record came after in any run, and
-   * new checkpoint ids are always > N. */
+   * new checkpoint ids are always > N. After a revival, it continues the
+   * id that separates the runs (runtime/group.h), above every epoch of
+   * the runs before. */
   sl_checkpoint_info_t info;
+  uint64_t from = sl__job_revived_from(s->kj->job);
   if (eos && sl_job_checkpoint_info(s->kj->job, &info) == SL_OK &&
-      info.restored_from)
-    sl__kwriter_resume(in->w, info.restored_from);
+      info.restored_from > from)
+    from = info.restored_from;
+  if (eos && from)
+    sl__kwriter_resume(in->w, from);
   return 0;
 }
 

@@ -19,6 +19,7 @@
 #include "kafka/group_int.h"
 #include "kafka/kafka_int.h"
 #include "kafka/owners_int.h"
+#include "runtime/group.h"
 #include "runtime/tasks.h"
 #include "time/watermark.h"
 
@@ -722,12 +723,12 @@ static bool task_revoked(ksub *k, const rd_kafka_topic_partition_list_t *l,
       }
     }
     if (!k->closing)
-      sl__kgroup_fail(&k->grp, SL_ERR_KAFKA,
-                      "fenced: the group took %d partition(s) from this "
-                      "member (session timed out or rebalance failed); "
-                      "nothing read from them since the last committed "
-                      "checkpoint is committed",
-                      l->cnt);
+      sl__kgroup_fence(&k->grp,
+                       "fenced: the group took %d partition(s) from this "
+                       "member (session timed out or rebalance failed); "
+                       "nothing read from them since the last committed "
+                       "checkpoint is committed",
+                       l->cnt);
     return false;
   }
   for (int i = 0; i < l->cnt; i++) {
@@ -1462,6 +1463,10 @@ static int watermarks(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
 /* After each consume: a failed rebalance step fails the job; a member
  * left without partitions is idle, so it holds no watermark back. */
 static int group_poll(sl_source_ctx_t *ctx, ksub *k) {
+  if (k->grp.fenced)
+    return sl__job_fail_fenced(k->src->kj->job, k->grp.err,
+                               "kafka source %s: %s", k->src->uid,
+                               k->grp.errmsg);
   if (k->grp.err)
     return sl_source_fail(ctx, k->grp.err, "kafka source %s: %s", k->src->uid,
                           k->grp.errmsg);

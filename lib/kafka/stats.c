@@ -83,6 +83,14 @@ void sl__kstats_partition_remove(sl__kjob *kj, sl__kpart_stat *p) {
 }
 
 sl__ksink_stat *sl__kstats_sink(sl__kjob *kj, const char *sink, int worker) {
+  /* The instance's figures of a run before a revival count on. */
+  pthread_mutex_lock(&kj->stat_lock);
+  for (sl__ksink_stat *o = kj->sinks; o; o = o->next)
+    if (o->worker == worker && strcmp(o->sink, sink) == 0) {
+      pthread_mutex_unlock(&kj->stat_lock);
+      return o;
+    }
+  pthread_mutex_unlock(&kj->stat_lock);
   sl__ksink_stat *s = calloc(1, sizeof(*s));
   if (!s || !(s->sink = strdup(sink))) {
     free(s);

@@ -273,6 +273,10 @@ static const struct cfam group[] = {
     {SL_METRIC_COUNTER, "sluice_group_tasks_moved_total", "direction",
      "Tasks (partitions) assigned to or revoked from this process's "
      "members."},
+    {SL_METRIC_COUNTER, "sluice_group_revivals_total", NULL,
+     "Times this process was fenced and revived its tasks: it dropped "
+     "them, rejoined the group as a new member and restored what it was "
+     "assigned (group.revive.max)."},
     {SL_METRIC_HISTOGRAM, "sluice_group_rebalance_pause_seconds", NULL,
      "Per member and rebalance: from its join or the revocation of its "
      "partitions to its next assignment, while its tasks were not "
@@ -296,6 +300,8 @@ static void collect_group(sl__mcollect *c, void *opaque) {
     const char *a[] = {"assigned"}, *r[] = {"revoked"};
     sl__mcollect_value(c, a, (double)g.tasks_assigned);
     sl__mcollect_value(c, r, (double)g.tasks_revoked);
+  } else if (strcmp(f, "sluice_group_revivals_total") == 0) {
+    sl__mcollect_value(c, NULL, (double)g.revivals);
   } else {
     sl__mcollect_histogram(c, NULL, pause_bounds, SL__GROUP_PAUSE_N,
                            g.pause_buckets, g.pause_sum);

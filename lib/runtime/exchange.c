@@ -246,6 +246,48 @@ void sl__xchg_destroy(sl__xchg *x) {
   free(x);
 }
 
+/* Both sides' cached indices made current: after a reset popped what the
+ * consumer had not, its cached tail would be behind the head. */
+static void ring_sync(ring *r) {
+  r->tail_cache = atomic_load_explicit(&r->tail, memory_order_relaxed);
+  r->head_cache = atomic_load_explicit(&r->head, memory_order_relaxed);
+}
+
+/* Batches in flight go back to their channel's spare ring (or are freed
+ * when it is full), partly filled ones are emptied, and no channel has
+ * ended. The ring indices are atomics: the metrics may read their fill
+ * meanwhile. */
+void sl__xchg_reset(sl__xchg *x) {
+  for (int i = 0; x->ch && i < x->par * x->par; i++) {
+    chan *ch = &x->ch[i];
+    elem *e;
+    while (ch->data.slots && (e = ring_peek(&ch->data, sizeof(elem)))) {
+      batch *b = e->kind == EL_BATCH ? e->b : NULL;
+      ring_pop(&ch->data);
+      batch **slot = b ? ring_slot(&ch->spare, sizeof(batch *)) : NULL;
+      if (slot) {
+        *slot = b;
+        ring_push(&ch->spare);
+      } else {
+        batch_free(b);
+      }
+    }
+    if (ch->data.slots) {
+      ring_sync(&ch->data);
+      ring_sync(&ch->spare);
+    }
+    if (ch->open)
+      ch->open->n = 0, ch->open->used = 0;
+    ch->ended = false;
+  }
+  for (int w = 0; w < x->par; w++) {
+    if (x->self[w])
+      x->self[w]->n = 0, x->self[w]->used = 0;
+    x->direct[w].n = 0;
+    x->direct[w].keys_used = 0;
+  }
+}
+
 /* ---- Producer side ------------------------------------------------------ */
 
 void sl__backoff(unsigned *spins) {

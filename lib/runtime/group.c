@@ -126,4 +126,9 @@ void sl__group_stats(sl_job_t *job, sl__group_stat *out) {
   for (size_t b = 0; b <= SL__GROUP_PAUSE_N; b++)
     out->pause_buckets[b] = atomic_load(&job->grp.pause_buckets[b]);
   out->pause_sum = (double)atomic_load(&job->grp.pause_us) / 1e6;
+  out->revivals = atomic_load(&job->grp.revivals);
+}
+
+uint64_t sl__job_revived_from(const sl_job_t *job) {
+  return atomic_load(&((sl_job_t *)job)->revived_from);
 }

@@ -45,6 +45,25 @@ void sl__job_set_owner_fn(sl_job_t *job, sl__owner_fn fn, void *opaque);
 /* out->task and out->where (and owner) of task. */
 void sl__job_owner(sl_job_t *job, uint32_t task, sl_query_owner_t *out);
 
+/* ---- Fences and revivals --------------------------------------------------
+ * A member of this process that lost its partitions (its session timed
+ * out, the coordinator no longer knows it) may see them processed by
+ * another member already: with exactly-once, nothing it read since its
+ * last commit may be committed. The process is fenced: the run fails, and
+ * the runtime starts it over (a revival, docs/scaling.md) within
+ * group.revive.max per group.revive.interval.ms. */
+
+/* Fails the job as sl__job_fail() does (runtime.h) and marks the failure
+ * a fence, which the process survives by a revival when it is the job's
+ * first error. Any thread. Returns the job's first error. */
+int sl__job_fail_fenced(sl_job_t *job, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The checkpoint id that separates the current run from the runs before
+ * it: no checkpoint takes it, checkpoints of the runs before are below it
+ * and those of this run above. An exactly-once sink's output continues
+ * that epoch (sluice.epoch). 0 in the first run. Any thread. */
+uint64_t sl__job_revived_from(const sl_job_t *job);
+
 /* ---- Rebalances ------------------------------------------------------------
  * A member of the consumer group (one per Kafka source subtask) rebalances
  * from joining the group, or from a revocation of partitions, to its next
@@ -74,6 +93,7 @@ typedef struct sl__group_stat {
   uint64_t tasks_revoked, tasks_assigned;        /* partitions */
   uint64_t pause_buckets[SL__GROUP_PAUSE_N + 1]; /* per bucket */
   double pause_sum;
+  uint64_t revivals; /* runs started over after a fence */
 } sl__group_stat;
 void sl__group_stats(sl_job_t *job, sl__group_stat *out);
 

@@ -14,6 +14,7 @@
 #include "checkpoint/coord.h"
 #include "core/clock.h"
 #include "graph/plan.h"
+#include "runtime/group.h"
 #include "runtime/tasks.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
@@ -210,6 +211,7 @@ void sl_job_destroy(sl_job_t *job) {
   sl__query_fini(job);
   sl__backend_shared_fini(&job->backend_shared);
   sl__tasks_free(job->tasks);
+  free(job->revived_at);
   free(job->kg_worker);
   free(job->name);
   free(job->instance);
@@ -278,18 +280,33 @@ const char *sl_job_errmsg(const sl_job_t *job) {
   return job ? job->errmsg : "";
 }
 
-int sl__job_fail(sl_job_t *job, int err, const char *fmt, ...) {
+static int job_vfail(sl_job_t *job, int err, bool fenced, const char *fmt,
+                     va_list ap) {
   pthread_mutex_lock(&job->err_lock);
   if (!job->err) {
     job->err = err;
-    va_list ap;
-    va_start(ap, fmt);
+    job->fenced = fenced;
     vsnprintf(job->errmsg, sizeof(job->errmsg), fmt, ap);
-    va_end(ap);
   }
   err = job->err;
   pthread_mutex_unlock(&job->err_lock);
   atomic_store(&job->failed, 1);
+  return err;
+}
+
+int sl__job_fail(sl_job_t *job, int err, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  err = job_vfail(job, err, false, fmt, ap);
+  va_end(ap);
+  return err;
+}
+
+int sl__job_fail_fenced(sl_job_t *job, int err, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  err = job_vfail(job, err, true, fmt, ap);
+  va_end(ap);
   return err;
 }
 
@@ -421,6 +438,87 @@ static int plan(sl_job_t *job) {
     if (rc)
       return rc;
   }
+  return 0;
+}
+
+/* An instance back to what inst_new() made of it, as if the job had not
+ * run, keeping its wiring and its counters (they count over the job's
+ * life, and the metrics read them meanwhile, as they read wm_pub and
+ * pub: atomic stores). Its close has run: what open set is gone. */
+static void inst_reset(sl_ctx_t *c, bool source) {
+  c->data = NULL;
+  c->n_ended = 0;
+  c->opened = c->ended = c->idle_out = false;
+  c->wm = SL_TS_MIN;
+  atomic_store_explicit(&c->wm_pub, SL_TS_MIN, memory_order_relaxed);
+  for (int i = 0; i < c->n_ports; i++)
+    c->ports[i] = (sl__wmport){.wm = SL_TS_MIN};
+  c->keyed = NULL;
+  c->bcast = NULL;
+  c->local = NULL;
+  c->out_ts_at = NULL;
+  c->out_ts = 0;
+  c->keyed_outs = false;
+  c->bar_done = 0;
+  atomic_store_explicit(&c->pub.keyed, false, memory_order_relaxed);
+  atomic_store_explicit(&c->pub.entries, 0, memory_order_relaxed);
+  atomic_store_explicit(&c->pub.bytes, 0, memory_order_relaxed);
+  atomic_store_explicit(&c->pub.timers_event, 0, memory_order_relaxed);
+  atomic_store_explicit(&c->pub.timers_proc, 0, memory_order_relaxed);
+  if (source) {
+    /* Everything after the operator instance is the subtask's run. */
+    size_t at = offsetof(struct sl_source_ctx, wmgen);
+    memset((char *)c + at, 0, sizeof(struct sl_source_ctx) - at);
+  }
+}
+
+/* A worker back to where a run starts: no checkpoint of the run that
+ * ended is taken or passed on (the coordinator's newest triggered and
+ * completed ids, trig and done, count as seen), queries are taken again. */
+static void worker_reset(sl__worker *w, uint64_t trig, uint64_t done) {
+  w->n_proc_time = 0;
+  w->ckpt_id = 0;
+  w->ckpt_done = w->ckpt_injected = trig;
+  w->ckpt_notified = done;
+  w->restore_dir = NULL;
+  w->rc = 0;
+  w->pub_rounds = 0;
+  w->pub_next_ms = 0;
+  w->reject_op = NULL;
+  w->reject[0] = '\0';
+  pthread_mutex_lock(&w->job->q_mu);
+  w->q_closed = false;
+  pthread_mutex_unlock(&w->job->q_mu);
+}
+
+int sl__plan_reset(sl_job_t *job) {
+  uint64_t trig = sl__ckpt_triggered(job->ckpt);
+  uint64_t done = sl__ckpt_completed(job->ckpt);
+  for (int w = 0; w < job->par; w++) {
+    sl__worker *wk = &job->workers[w];
+    sl__plan p;
+    int rc = sl__plan_worker(&job->g, w, job->par, &p);
+    if (rc)
+      return rc;
+    for (int i = 0; i < p.n_inst; i++) {
+      const sl__plan_inst *in = &p.inst[i];
+      sl_ctx_t *c = wk->inst[in->slot];
+      inst_reset(c, in->kind == SL__INST_SOURCE);
+      for (int port = 0; port < in->n_ports; port++)
+        if (in->ports[port].from == SL__PORT_ABSENT)
+          port_absent(c, port);
+    }
+    sl__plan_free(&p);
+    worker_reset(wk, trig, done);
+  }
+  for (int i = 0; i < job->g.n_xchg; i++)
+    sl__xchg_reset(job->xchgs[i]);
+  sl__tasks_reset(job->tasks);
+  atomic_store(&job->n_opened, 0);
+  pthread_mutex_lock(&job->mu);
+  job->n_finished = job->n_unclean = 0;
+  job->release = false;
+  pthread_mutex_unlock(&job->mu);
   return 0;
 }
 
@@ -556,20 +654,23 @@ int sl_job_run(sl_job_t *job) {
     sl__log(job->conf, job->name, SL__LOG_INFO, "job",
             "starting fresh (no checkpoint restored), parallelism %d",
             job->par);
-  int started = 0;
-  for (; started < job->par; started++) {
-    sl__worker *w = &job->workers[started];
-    if (pthread_create(&w->thread, NULL, sl__worker_main, w)) {
-      sl__job_fail(job, SL_ERR_NOMEM, "job \"%s\": cannot start worker %d",
-                   job->name, started);
-      break;
+  /* A fenced run starts over (revive.c) until one ends otherwise. */
+  do {
+    int started = 0;
+    for (; started < job->par; started++) {
+      sl__worker *w = &job->workers[started];
+      if (pthread_create(&w->thread, NULL, sl__worker_main, w)) {
+        sl__job_fail(job, SL_ERR_NOMEM, "job \"%s\": cannot start worker %d",
+                     job->name, started);
+        break;
+      }
     }
-  }
-  supervise(job, started);
-  for (int i = 0; i < started; i++)
-    pthread_join(job->workers[i].thread, NULL);
-  for (int i = started; i < job->par; i++)
-    sl__query_close(&job->workers[i]);
+    supervise(job, started);
+    for (int i = 0; i < started; i++)
+      pthread_join(job->workers[i].thread, NULL);
+    for (int i = started; i < job->par; i++)
+      sl__query_close(&job->workers[i]);
+  } while (sl__job_revive(job));
   for (int i = job->n_svcs - 1; i >= 0; i--)
     if (job->svcs[i].ops->stop)
       job->svcs[i].ops->stop(job->svcs[i].svc);

@@ -204,6 +204,17 @@ struct sl_job {
   pthread_mutex_t err_lock;
   int err;
   char errmsg[1024];
+  /* Group mode: the first error is a fence (sl__job_fail_fenced), which
+   * the process survives by reviving its tasks (job.c); under err_lock. */
+  bool fenced;
+  /* Revivals (job.c, supervisor thread): when the newest ones happened
+   * (monotonic ms, at most group.revive.max of them, oldest first), and
+   * the checkpoint id no checkpoint takes that separates the current
+   * run's output epochs from those of the runs before it (0: the first
+   * run; sl__job_revived_from). */
+  int64_t *revived_at;
+  int n_revived;
+  _Atomic uint64_t revived_from;
   /* Services (core/service.h), in registration order. */
   struct sl__svc {
     const sl__service_ops *ops;
@@ -259,6 +270,7 @@ struct sl_job {
     _Atomic uint64_t revoked, assigned, tasks_revoked, tasks_assigned;
     _Atomic uint64_t pause_buckets[14]; /* SL__GROUP_PAUSE_N + 1 */
     _Atomic uint64_t pause_us;
+    _Atomic uint64_t revivals;
   } grp;
 };
 
@@ -375,6 +387,15 @@ int sl__port_task_wm(sl_ctx_t *op, int port, uint32_t kg, int64_t w);
 /* Validates the graph and builds the plan: everything sl_job_run() does
  * before starting threads (the harness drives worker 0 itself). */
 int sl__job_prepare(sl_job_t *job);
+/* A revival, while no worker runs: every instance, channel, worker and
+ * task back to what sl__job_prepare() made, as if the job had not run
+ * (the plan stays: other threads read it). SL_OK or SL_ERR_NOMEM. */
+int sl__plan_reset(sl_job_t *job);
+/* After the workers of a run joined (revive.c): whether the run ended in
+ * a fence that the process survives (group.revive.max); then the run is
+ * started over (services restarted, plan reset, error cleared) and the
+ * caller starts the workers again. Supervisor thread. */
+bool sl__job_revive(sl_job_t *job);
 int sl__worker_open(sl__worker *w);
 void sl__worker_close(sl__worker *w);
 int sl__worker_proc_time(sl__worker *w);
@@ -397,6 +418,9 @@ int sl__source_finish(struct sl_source_ctx *s, bool natural, bool drain);
 
 int sl__xchg_create(sl_job_t *job, sl__node *n, sl__xchg **out);
 void sl__xchg_destroy(sl__xchg *x);
+/* Empties every channel of x as a new exchange has them (what was in
+ * flight is dropped), while no worker runs: a revival (job.c). */
+void sl__xchg_reset(sl__xchg *x);
 extern const sl_operator_ops_t sl__keyby_prod_ops;
 enum { SL__CTL_WATERMARK = 1, SL__CTL_IDLE, SL__CTL_END, SL__CTL_BARRIER };
 /* Sends a control element from a key_by producer to every consumer. */

@@ -75,6 +75,20 @@ int sl__tasks_stages(struct sl__tasks *t, int stages, bool named) {
   return SL_OK;
 }
 
+void sl__tasks_reset(struct sl__tasks *t) {
+  if (!t)
+    return;
+  pthread_mutex_lock(&t->mu);
+  for (uint32_t i = 0; i < t->n; i++) {
+    task_slot *s = &t->slot[i];
+    atomic_store(&s->st, SL__TASK_IDLE);
+    s->has_path = s->owned = false;
+    s->pending_id = 0;
+  }
+  atomic_store(&t->pending, 0);
+  pthread_mutex_unlock(&t->mu);
+}
+
 void sl__tasks_free(struct sl__tasks *t) {
   if (!t)
     return;

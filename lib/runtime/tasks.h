@@ -83,6 +83,9 @@ struct sl__tasks *sl__tasks_new(uint32_t n);
  * topic (repartition topics). SL_OK or SL_ERR_NOMEM. */
 int sl__tasks_stages(struct sl__tasks *t, int stages, bool named);
 void sl__tasks_free(struct sl__tasks *t);
+/* A revival (runtime.h: sl__plan_reset), while no worker runs: this
+ * process holds no task, and no request is outstanding. NULL: a no-op. */
+void sl__tasks_reset(struct sl__tasks *t);
 int sl__tasks_serve(struct sl__worker *w);
 
 #endif

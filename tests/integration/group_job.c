@@ -27,7 +27,8 @@
  * exists the process waits in a commit for its next output and dies at
  * the next commit, between the transaction's commit and _COMMITTED (the
  * fault point checkpoint.commit), so the output of that transaction is
- * committed and no pointer names its checkpoint yet.
+ * committed and no pointer names its checkpoint yet. GROUP_JOB_REVIVE_MAX
+ * sets group.revive.max.
  * In repartition mode the log also holds, per committed transaction, the
  * offsets of the input partitions it carried (read from the checkpoint's
  * snapshot files), and the lookup answers the input's partitions from
@@ -122,16 +123,23 @@ static int log_position(const char *group, const char *topic, int32_t partition,
 }
 
 /* This process's instance directory (instances/<host>-<pid>-<start>)
- * in the store, "" when there is none. */
+ * in the store, "" when there is none: the newest, after a revival
+ * (which writes into a new one). */
 static void own_instance(char *inst, size_t len) {
   char insts[1100], pat[64];
   snprintf(insts, sizeof(insts), "%s/instances", store);
   snprintf(pat, sizeof(pat), "-%ld-", (long)getpid());
   inst[0] = '\0';
+  long long newest = -1;
   DIR *d = opendir(insts);
-  for (struct dirent *e; d && (e = readdir(d));)
-    if (strstr(e->d_name, pat))
+  for (struct dirent *e; d && (e = readdir(d));) {
+    const char *at = strstr(e->d_name, pat);
+    long long start = at ? strtoll(at + strlen(pat), NULL, 10) : -1;
+    if (at && start > newest) {
+      newest = start;
       snprintf(inst, len, "instances/%s", e->d_name);
+    }
+  }
   if (d)
     closedir(d);
 }
@@ -506,6 +514,13 @@ int main(int argc, char **argv) {
       fprintf(stderr, "group-job: %s\n", err);
       return 2;
     }
+  }
+  /* How often a fenced process revives (the library's default else). */
+  const char *revive = getenv("GROUP_JOB_REVIVE_MAX");
+  if (revive &&
+      sl_conf_set(conf, "group.revive.max", revive, err, sizeof(err))) {
+    fprintf(stderr, "group-job: %s\n", err);
+    return 2;
   }
   /* Debugging a test: librdkafka's debug contexts, e.g. "cgrp". */
   const char *dbg = getenv("GROUP_JOB_KAFKA_DEBUG");

@@ -7,7 +7,9 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -742,26 +744,6 @@ static char *log_of(const char *name) {
   return text;
 }
 
-/* The newest checkpoint the process's log says completed (its
- * transaction committed before the line is written) or whose
- * transaction committed (group_job.c logs that with an exactly_once
- * sink, also when it dies right after), 0 if none. */
-static long last_completed(const char *name) {
-  char *text = log_of(name);
-  long last = 0;
-  for (const char *p = text; (p = strstr(p, "checkpoint ")); p++) {
-    char *end;
-    long id = strtol(p + 11, &end, 10);
-    if (end != p + 11 &&
-        (strncmp(end, " completed in ", 14) == 0 ||
-         strncmp(end, " committed\n", 11) == 0) &&
-        id > last)
-      last = id;
-  }
-  free(text);
-  return last;
-}
-
 /* The checkpoint each task's pointer names (e.g.
  * "instances/host-4242-1796405927919/chk-17"). */
 static void pointer_checkpoint(const char *topic, int part, char *out,
@@ -789,17 +771,61 @@ static bool named_by(const char *chk, pid_t pid) {
   return at && slash && at < slash;
 }
 
+/* The checkpoints the process's log says completed (its transaction
+ * committed before the line is written) or whose transaction committed
+ * (group_job.c logs that with an exactly_once sink, also when it dies
+ * right after), in *ids (allocated; free it); returns how many. */
+static int completions_of(const char *name, long **ids) {
+  char *text = log_of(name);
+  int n = 0, cap = 0;
+  *ids = NULL;
+  for (const char *p = text; (p = strstr(p, "checkpoint ")); p++) {
+    char *end;
+    long id = strtol(p + 11, &end, 10);
+    if (end == p + 11 || (strncmp(end, " completed in ", 14) != 0 &&
+                          strncmp(end, " committed\n", 11) != 0))
+      continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 256;
+      *ids = realloc(*ids, (size_t)cap * sizeof(**ids));
+      ck_assert_ptr_nonnull(*ids);
+    }
+    (*ids)[n++] = id;
+  }
+  free(text);
+  return n;
+}
+
+/* The run boundaries of the process's revivals, in the order it logged
+ * them ("... checkpoints continue after id N)"), into ids (at most cap);
+ * returns how many. The text of the log before the first of them is the
+ * run the process was fenced in. */
+#define REVIVED "checkpoints continue after id "
+static int revivals_of(const char *name, long *ids, int cap) {
+  char *text = log_of(name);
+  int n = 0;
+  for (const char *p = text; n < cap && (p = strstr(p, REVIVED)); p++)
+    ids[n++] = strtol(p + strlen(REVIVED), NULL, 10);
+  free(text);
+  return n;
+}
+
 /* What a read_committed consumer of "out" would read, as far as the mock
  * cluster lets a test see it (it does not filter aborted transactions):
  * a record of process P (header gj.proc) with epoch E (sluice.epoch: the
  * last barrier before it) was committed iff P's log says a checkpoint
- * after E completed. Compared with the model exactly: no window lost,
- * none twice. */
+ * after E completed in the run that wrote it. A revival aborts the open
+ * transaction and starts a new run, whose epochs begin at the boundary
+ * it logged: so the completion must also be below the first boundary
+ * after E. Compared with the model exactly: no window lost, none twice. */
 static void check_committed_output(const char *const *names, int n_names) {
   enum { WANT = KEYS * SECONDS };
-  long done[8];
-  for (int i = 0; i < n_names; i++)
-    done[i] = last_completed(names[i]);
+  long *done[8], bound[8][8];
+  int n_done[8], n_bound[8];
+  for (int i = 0; i < n_names; i++) {
+    n_done[i] = completions_of(names[i], &done[i]);
+    n_bound[i] = revivals_of(names[i], bound[i], 8);
+  }
   tk_cluster c = {0};
   snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
   tk_reader r;
@@ -822,7 +848,14 @@ static void check_committed_output(const char *const *names, int n_names) {
         who = j;
     ck_assert_msg(who >= 0 && epoch[0], "record without its headers: %s",
                   r.m[i].headers);
-    if (atol(epoch) >= done[who]) {
+    long e = atol(epoch), hi = LONG_MAX;
+    for (int b = 0; b < n_bound[who]; b++)
+      if (bound[who][b] > e && bound[who][b] < hi)
+        hi = bound[who][b];
+    bool committed = false;
+    for (int d = 0; d < n_done[who] && !committed; d++)
+      committed = done[who][d] > e && done[who][d] < hi;
+    if (!committed) {
       aborted++;
       continue;
     }
@@ -859,71 +892,10 @@ static void check_committed_output(const char *const *names, int n_names) {
     free(exp[i]);
   free(got);
   free(exp);
+  for (int i = 0; i < n_names; i++)
+    free(done[i]);
   tk_reader_close(&r);
 }
-
-/* Exactly-once across processes: three processes with an exactly_once
- * sink; once everything produced so far is in complete snapshots, one is
- * stopped (SIGSTOP) until the group's session timeout gave its tasks to
- * the others, which restore them and process the rest of the input.
- * Resumed, it must see that it lost its partitions before it commits
- * anything: it aborts its transaction and fails, no pointer names its
- * checkpoints any more, and the committed output is the one process's,
- * every window exactly once. */
-START_TEST(stopped_member_is_fenced) {
-  start_broker();
-  exactly_once = true;
-  pid_t p[3];
-  const char *names[] = {"a", "b", "c"};
-  for (int i = 0; i < 3; i++)
-    p[i] = start_job_ck("copartitioned", "12", names[i], "hashmap");
-  wait_assigned(names, 3, PARTS);
-  produce_phase(0);
-  produce_phase(1);
-  wait_snapshotted();
-  ck_assert_int_gt(status_of("c"), 0);
-  ck_assert_int_eq(kill(p[2], SIGSTOP), 0);
-  wait_assigned(names, 2, PARTS);
-  produce_phase(2);
-  wait_snapshotted();
-  ck_assert_int_eq(kill(p[2], SIGCONT), 0);
-  /* It fails on its own once it notices; a bounded wait, so that a
-   * process that does not is seen by the checks below. */
-  int status = 0;
-  pid_t w = 0;
-  for (int i = 0; i < 400 && w == 0; i++) {
-    w = waitpid(p[2], &status, WNOHANG);
-    if (w == 0)
-      tk_sleep_ms(50);
-  }
-  if (w == p[2])
-    untrack(p[2]);
-  /* Its pointers moved neither back nor anywhere: every task's pointer
-   * is still a survivor's, at its partition's end. */
-  wait_snapshotted();
-  for (int part = 0; part < PARTS; part++) {
-    char chk[512];
-    pointer_checkpoint("in", part, chk, sizeof(chk));
-    ck_assert_msg(!named_by(chk, p[2]),
-                  "task %d points at the resumed process's %s", part, chk);
-  }
-  ck_assert_msg(w == p[2], "the resumed process did not fail");
-  ck_assert(WIFEXITED(status));
-  ck_assert_int_eq(WEXITSTATUS(status), 1);
-  char *text = log_of("c");
-  const char *fence = strstr(text, "fenced: ");
-  ck_assert_msg(fence, "%s", text);
-  while (fence > text && fence[-1] != '\n')
-    fence--;
-  fprintf(stderr, "%.*s\n", (int)strcspn(fence, "\n"), fence);
-  free(text);
-  for (int i = 0; i < 2; i++)
-    stop_pid(p[i], SIGTERM, 0);
-  check_committed_output(names, 3);
-  exactly_once = false;
-  stop_broker();
-}
-END_TEST
 
 /* Waits until the process's log holds line (a part of one). */
 static void wait_logged(const char *name, const char *line) {
@@ -1638,15 +1610,242 @@ START_TEST(scale_through_repartition_exactly_once) {
 }
 END_TEST
 
-/* stopped_member_is_fenced through the repartition topic: c, stopped
+/* The instance directory (in the store, "instances/<host>-<pid>-<start>")
+ * process pid writes into now: the newest of its own, after a revival. */
+static void instance_of(pid_t pid, char *out, size_t cap) {
+  char insts[512], pat[64];
+  snprintf(insts, sizeof(insts), "%s/ckpt/instances", dir);
+  snprintf(pat, sizeof(pat), "-%ld-", (long)pid);
+  out[0] = '\0';
+  long long newest = -1;
+  DIR *d = opendir(insts);
+  ck_assert_ptr_nonnull(d);
+  for (struct dirent *e; (e = readdir(d));) {
+    const char *at = strstr(e->d_name, pat);
+    long long start = at ? strtoll(at + strlen(pat), NULL, 10) : -1;
+    if (at && start > newest) {
+      newest = start;
+      snprintf(out, cap, "instances/%s", e->d_name);
+    }
+  }
+  closedir(d);
+  ck_assert_msg(out[0], "process %ld has no instance in the store", (long)pid);
+}
+
+/* How many task pointers of topic name a checkpoint of instance inst. */
+static int pointers_naming(const char *topic, const char *inst) {
+  int n = 0;
+  size_t len = strlen(inst);
+  for (int part = 0; part < PARTS; part++) {
+    char chk[512];
+    pointer_checkpoint(topic, part, chk, sizeof(chk));
+    n += strncmp(chk, inst, len) == 0 && chk[len] == '/';
+  }
+  return n;
+}
+
+/* Waits until no task pointer of topic names a checkpoint of inst: the
+ * instance's tasks were taken over and snapshotted by others. */
+static void wait_pointers_left(const char *topic, const char *inst) {
+  for (int i = 0; i < WAIT_MS / 50 && pointers_naming(topic, inst); i++)
+    tk_sleep_ms(50);
+  ck_assert_int_eq(pointers_naming(topic, inst), 0);
+}
+
+/* The highest checkpoint the log's text before its n-th revival line
+ * (n = 1: the first; 0: the whole log) says completed or committed. */
+static long completed_before_revival(const char *name, int n) {
+  char *text = log_of(name);
+  char *cut = NULL;
+  for (int i = 0; i < n; i++) {
+    cut = strstr(cut ? cut + 1 : text, REVIVED);
+    ck_assert_msg(cut, "process %s logged no revival %d", name, i + 1);
+  }
+  if (cut)
+    *cut = '\0';
+  long last = 0;
+  for (const char *p = text; (p = strstr(p, "checkpoint ")); p++) {
+    char *end;
+    long id = strtol(p + 11, &end, 10);
+    if (end != p + 11 &&
+        (strncmp(end, " completed in ", 14) == 0 ||
+         strncmp(end, " committed\n", 11) == 0) &&
+        id > last)
+      last = id;
+  }
+  free(text);
+  return last;
+}
+
+/* Waits until process pid is stopped (a SIGSTOP took hold): its state
+ * in /proc is 'T'. */
+static void wait_stopped(pid_t pid) {
+  char path[64], stat[512];
+  snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+  for (int i = 0; i < WAIT_MS / 10; i++) {
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(stat, 1, sizeof(stat) - 1, f);
+    fclose(f);
+    stat[n] = '\0';
+    const char *st = strrchr(stat, ')');
+    if (st && st[1] == ' ' && st[2] == 'T')
+      return;
+    tk_sleep_ms(10);
+  }
+  ck_abort_msg("process %ld never stopped", (long)pid);
+}
+
+/* Exactly-once across processes: three processes with an exactly_once
+ * sink; once everything produced so far is in complete snapshots, c is
+ * stopped (SIGSTOP) until the group's session timeout gave its tasks to
+ * the others, which restore them and process what is produced meanwhile.
+ * Resumed, c must see that it lost its partitions before it commits
+ * anything: it is fenced, aborts its transaction and writes no pointer
+ * for the tasks it lost. Then (stops within group.revive.max) it
+ * revives: it drops its tasks, rejoins the group as a new member, takes
+ * tasks again from the others, restored from their pointers, and runs
+ * on; or (one stop more, GROUP_JOB_REVIVE_MAX=1 and a second stop) it
+ * fails with a fenced: message as a process that cannot revive does.
+ * Either way the committed output is the one process's, every window
+ * exactly once, and every process but a failed one exits 0 on SIGTERM.
+ * through: the same through the repartition topic (the job keyed by
+ * the value); c's input partitions move too. */
+static void stop_resume(pid_t *p, const char *const *names, const char *topic,
+                        int64_t *events, int stop, bool revives) {
+  bool through = events != NULL;
+  const char *src = through ? "count-repartition" : "in";
+  ck_assert_int_gt(status_of_source("c", src), 0);
+  char inst[512];
+  instance_of(p[2], inst, sizeof(inst));
+  ck_assert_int_eq(kill(p[2], SIGSTOP), 0);
+  wait_stopped(p[2]);
+  /* What it completed before the stop took hold. */
+  long before = completed_before_revival("c", 0);
+  wait_assigned(names, 2, PARTS);
+  if (through)
+    wait_assigned_source(names, 2, PARTS, src);
+  if (through) {
+    *events += produce_unkeyed_phase(2);
+    flush_repartitioned(*events);
+    wait_repartitioned(*events + PARTS);
+  } else if (stop == 1) {
+    produce_phase(2);
+  }
+  wait_snapshotted_of(topic);
+  wait_pointers_left(topic, inst);
+  ck_assert_int_eq(kill(p[2], SIGCONT), 0);
+  if (revives) {
+    char line[64];
+    snprintf(line, sizeof(line), "revived (%d of", stop);
+    wait_logged("c", line);
+    /* The run it was fenced in committed nothing after the stop. */
+    ck_assert_int_eq(completed_before_revival("c", stop), before);
+    /* It takes tasks again (and input partitions) from the others. */
+    wait_assigned(names, 3, PARTS);
+    if (through)
+      wait_assigned_source(names, 3, PARTS, src);
+    wait_snapshotted_of(topic);
+  } else {
+    int status = 0;
+    pid_t w = 0;
+    for (int i = 0; i < 600 && w == 0; i++) {
+      w = waitpid(p[2], &status, WNOHANG);
+      if (w == 0)
+        tk_sleep_ms(50);
+    }
+    ck_assert_msg(w == p[2], "the resumed process did not fail");
+    untrack(p[2]);
+    p[2] = 0;
+    ck_assert(WIFEXITED(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 1);
+    char *text = log_of("c");
+    ck_assert_msg(strstr(text, "fenced, not reviving: 1 revival(s)"), "%s",
+                  text);
+    free(text);
+  }
+  /* The fenced run pointed none of its tasks back at its checkpoints. */
+  ck_assert_int_eq(pointers_naming(topic, inst), 0);
+  char *text = log_of("c");
+  const char *fence = strstr(text, "fenced: ");
+  ck_assert_msg(fence, "%s", text);
+  while (fence > text && fence[-1] != '\n')
+    fence--;
+  fprintf(stderr, "%.*s\n", (int)strcspn(fence, "\n"), fence);
+  free(text);
+}
+
+/* Stops every process still running with SIGTERM (each exits 0) and
+ * checks the committed output. */
+static void stop_all_and_check(pid_t *p, const char *const *names) {
+  for (int i = 0; i < 3; i++)
+    if (p[i])
+      stop_pid(p[i], SIGTERM, 0);
+  check_committed_output(names, 3);
+}
+
+static void stopped_member_revives(const char *backend) {
+  start_broker();
+  exactly_once = true;
+  pid_t p[3];
+  const char *names[] = {"a", "b", "c"};
+  for (int i = 0; i < 3; i++)
+    p[i] = start_job_ck("copartitioned", "12", names[i], backend);
+  wait_assigned(names, 3, PARTS);
+  produce_phase(0);
+  produce_phase(1);
+  wait_snapshotted();
+  stop_resume(p, names, "in", NULL, 1, true);
+  stop_all_and_check(p, names);
+  exactly_once = false;
+  stop_broker();
+}
+
+START_TEST(stopped_member_revives_hashmap) {
+  stopped_member_revives("hashmap");
+}
+END_TEST
+
+START_TEST(stopped_member_revives_rocksdb) {
+  stopped_member_revives("rocksdb");
+}
+END_TEST
+
+/* The bound: with group.revive.max=1 the first fence is survived and
+ * the second, within group.revive.interval.ms, fails c as before. */
+START_TEST(revivals_beyond_the_limit_fail) {
+  start_broker();
+  exactly_once = true;
+  pid_t p[3];
+  const char *names[] = {"a", "b", "c"};
+  for (int i = 0; i < 3; i++) {
+    if (i == 2)
+      setenv("GROUP_JOB_REVIVE_MAX", "1", 1);
+    p[i] = start_job_ck("copartitioned", "12", names[i], "hashmap");
+  }
+  unsetenv("GROUP_JOB_REVIVE_MAX");
+  wait_assigned(names, 3, PARTS);
+  produce_phase(0);
+  produce_phase(1);
+  wait_snapshotted();
+  stop_resume(p, names, "in", NULL, 1, true);
+  stop_resume(p, names, "in", NULL, 2, false);
+  stop_all_and_check(p, names);
+  exactly_once = false;
+  stop_broker();
+}
+END_TEST
+
+/* stopped_member_revives through the repartition topic: c, stopped
  * with SIGSTOP once everything so far is committed and in complete
  * snapshots (its open transaction holds nothing, which the dev broker
  * would not filter), loses its input partitions and its tasks to the
- * others; resumed, it must not commit what it read of either: it fails
- * with a fenced: message, no task points at its checkpoints, nothing was
- * committed outside a transaction, and the committed output is the one
+ * others; resumed, it must not commit what it read of either: it is
+ * fenced, and revives. No task points at the checkpoints of its fenced
+ * run, nothing was committed outside a transaction, the repartition
+ * topic holds every event once, and the committed output is the one
  * process's. */
-START_TEST(stopped_member_through_repartition_is_fenced) {
+START_TEST(stopped_member_through_repartition_revives) {
   start_broker_with(REPART ":12");
   exactly_once = true;
   setenv("GROUP_JOB_KEY_BY_VALUE", "1", 1);
@@ -1662,40 +1861,8 @@ START_TEST(stopped_member_through_repartition_is_fenced) {
   wait_repartitioned(events);
   wait_snapshotted_of(REPART);
   ck_assert_int_gt(status_of("c"), 0);
-  ck_assert_int_gt(status_of_source("c", "count-repartition"), 0);
-  ck_assert_int_eq(kill(p[2], SIGSTOP), 0);
-  wait_assigned(names, 2, PARTS);
-  wait_assigned_source(names, 2, PARTS, "count-repartition");
-  events += produce_unkeyed_phase(2);
-  flush_repartitioned(events);
-  wait_repartitioned(events + PARTS);
-  wait_snapshotted_of(REPART);
-  ck_assert_int_eq(kill(p[2], SIGCONT), 0);
-  int status = 0;
-  pid_t w = 0;
-  for (int i = 0; i < 400 && w == 0; i++) {
-    w = waitpid(p[2], &status, WNOHANG);
-    if (w == 0)
-      tk_sleep_ms(50);
-  }
-  if (w == p[2])
-    untrack(p[2]);
-  wait_snapshotted_of(REPART);
-  for (int part = 0; part < PARTS; part++) {
-    char chk[512];
-    pointer_checkpoint(REPART, part, chk, sizeof(chk));
-    ck_assert_msg(!named_by(chk, p[2]),
-                  "task %d points at the resumed process's %s", part, chk);
-  }
-  ck_assert_msg(w == p[2], "the resumed process did not fail");
-  ck_assert(WIFEXITED(status));
-  ck_assert_int_eq(WEXITSTATUS(status), 1);
-  char *text = log_of("c");
-  ck_assert_msg(strstr(text, "fenced: "), "%s", text);
-  free(text);
-  for (int i = 0; i < 2; i++)
-    stop_pid(p[i], SIGTERM, 0);
-  check_committed_output(names, 3);
+  stop_resume(p, names, REPART, &events, 1, true);
+  stop_all_and_check(p, names);
   assert_no_plain_commits();
   ck_assert_uint_eq(repartitioned_in_transactions(), (size_t)events + PARTS);
   exactly_once = false;
@@ -2302,13 +2469,15 @@ int main(void) {
       {"scale-eos", scale_1_3_2_exactly_once},
       {"broadcast-hashmap", broadcast_in_every_process_hashmap},
       {"broadcast-rocksdb", broadcast_in_every_process_rocksdb},
-      {"fenced", stopped_member_is_fenced},
+      {"fenced", stopped_member_revives_hashmap},
+      {"fenced-rocksdb", stopped_member_revives_rocksdb},
+      {"fenced-limit", revivals_beyond_the_limit_fail},
       {"kill-eos", killed_after_commit_before_pointers},
       {"kill-repartition", killed_member_through_repartition_topic},
       {"repartition-eos", repartition_exactly_once},
       {"scale-repartition-eos", scale_through_repartition_exactly_once},
       {"kill-repartition-eos", kill_through_repartition_exactly_once},
-      {"fenced-repartition", stopped_member_through_repartition_is_fenced},
+      {"fenced-repartition", stopped_member_through_repartition_revives},
       {"lagging-hashmap", lagging_task_moves_hashmap},
       {"lagging-rocksdb", lagging_task_moves_rocksdb},
       {"lagging-window2-hashmap", lagging_window_after_window_hashmap},
