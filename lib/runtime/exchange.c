@@ -709,18 +709,16 @@ prod_self_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2) {
 }
 
 /* The same with several workers, in chunks of at most ROUTE records
- * (and batch.size), every worker's batch first given room for a whole
- * chunk: one pass appends each record to the batch of its worker, the
- * pointer to that batch's next free record picked by the worker's index
- * rather than by a branch (with keys spread evenly a branch on the
- * destination is a coin toss, mispredicted every other record), with
- * the producer's pointers to its bytes; then the records for other
- * workers have their bytes copied into their batches, in one
- * predictable loop per batch. The worker's own records keep the
- * upstream batch's bytes (lent: delivered before the upstream call
- * returns). Records for one worker keep their order. keyed: the
- * exchange's readers take keyed batches (its own records go into its
- * keyed batch), else plain records (its own go on directly). */
+ * that fit in every worker's batch: one pass appends each record to the batch
+ * of its worker, the pointer to that batch's next free record picked by the
+ * worker's index rather than by a branch (with keys spread evenly a branch on
+ * the destination is a coin toss, mispredicted every other record), with the
+ * producer's pointers to its bytes; then the records for other workers have
+ * their bytes copied into their batches, in one predictable loop per batch. The
+ * worker's own records keep the upstream batch's bytes (lent: delivered before
+ * the upstream call returns). Records for one worker keep their order. keyed:
+ * the exchange's readers take keyed batches (its own records go into its keyed
+ * batch), else plain records (its own go on directly). */
 enum { ROUTE = 64 };
 static inline __attribute__((always_inline)) int
 prod_route_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2,
@@ -735,38 +733,42 @@ prod_route_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2,
   struct direct *d = &x->direct[me];
   char **next = d->next;
   const size_t stride = keyed ? sizeof(sl_keyed_rec_t) : sizeof(sl_record_t);
-  const size_t chunk = x->batch_size < ROUTE ? x->batch_size : ROUTE;
   int rc;
-  for (size_t base = 0; base < n; base += chunk) {
+  for (size_t base = 0, m; base < n; base += m) {
     const sl_record_t *r = in + base;
-    size_t m = n - base < chunk ? n - base : chunk;
-    /* Room for m records in every worker's batch. A full channel makes
-     * chan_flush drain this worker's later exchanges, never this
-     * exchange's producer side, so the own batch found after it stays. */
+    m = n - base < ROUTE ? n - base : ROUTE;
+    /* Every worker's batch, a full one delivered or sent first; the
+     * chunk is as long as the batch with the least room allows, so that
+     * batches go full. A full channel makes chan_flush drain this
+     * worker's later exchanges, never this exchange's producer side, so
+     * the batches found before it stay. */
     for (int t = 0; t < par; t++) {
       if (t == me)
         continue;
       chan *ch = &x->ch[me * par + t];
-      if (ch->open && ch->open->cap - ch->open->n < m &&
+      if (ch->open && ch->open->n == ch->open->cap &&
           (rc = chan_flush(w, x, ch)))
         return rc;
       batch *b = batch_room(x, &ch->open, &ch->spare, 0, !keyed);
       if (SL__UNLIKELY(!b))
         return sl_op_fail(op, SL_ERR_NOMEM,
                           "out of memory for an exchange batch");
+      m = b->cap - b->n < m ? b->cap - b->n : m;
       next[t] = (char *)b->recs + b->n * stride;
     }
     if (keyed) {
       batch *b = x->self[me];
-      if (b && b->cap - b->n < m && (rc = self_flush(x, w)))
+      if (b && b->n == b->cap && (rc = self_flush(x, w)))
         return rc;
       if (SL__UNLIKELY(!(b = batch_room(x, &x->self[me], NULL, 0, false))))
         return sl_op_fail(op, SL_ERR_NOMEM,
                           "out of memory for an exchange batch");
+      m = b->cap - b->n < m ? b->cap - b->n : m;
       next[me] = (char *)(b->recs + b->n);
     } else {
-      if (x->batch_size - d->n < m && (rc = direct_flush(cons, d)))
+      if (d->n == x->batch_size && (rc = direct_flush(cons, d)))
         return rc;
+      m = x->batch_size - d->n < m ? x->batch_size - d->n : m;
       next[me] = (char *)(d->recs + d->n);
     }
     for (size_t j = 0; j < m; j++) {
