@@ -408,14 +408,16 @@ batch_take_bytes(batch *b, uint32_t k, bool plain) {
   for (; p != end; p += stride) {
     sl_record_t *r = (sl_record_t *)(void *)p;
     size_t kl = r->key_len, vl = r->value_len;
-    if (SL__UNLIKELY(cap - used < kl + vl)) {
-      b->used = used;
+    char *d = bytes + used;
+    used += kl + vl;
+    if (SL__UNLIKELY(used > cap)) {
+      b->used = used - kl - vl;
       if (batch_grow(b, kl + vl))
         return SL_ERR_NOMEM;
       bytes = b->bytes;
       cap = b->bytes_cap;
+      d = bytes + b->used;
     }
-    char *d = bytes + used;
     if (SL__LIKELY(kl == 8)) {
       memcpy(d, r->key, 8);
       r->key = d;
@@ -426,7 +428,6 @@ batch_take_bytes(batch *b, uint32_t k, bool plain) {
       r->value = memcpy(d + kl, r->value, vl);
     else
       r->value = NULL;
-    used += kl + vl;
   }
   b->used = used;
   return 0;
