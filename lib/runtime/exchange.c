@@ -63,13 +63,16 @@ typedef struct ring {
   void *slots;
 } ring;
 
+/* The producer's fields and the consumer's on cache lines of their own:
+ * the consumer tests `ended` in every round, the producer writes `open`
+ * for every batch. */
 typedef struct chan {
   ring data;   /* elem: producer -> consumer */
   ring spare;  /* batch *: empty batches back to the producer */
   batch *open; /* producer's batch being filled */
-  bool ended;  /* consumer side: END received */
   /* Producer: ns spent waiting for room (backpressure), for metrics. */
   sl__counter full_ns;
+  _Alignas(SL__CACHELINE) bool ended; /* consumer side: END received */
 } chan;
 
 struct sl__xchg {
@@ -203,8 +206,10 @@ int sl__xchg_create(sl_job_t *job, sl__node *n, sl__xchg **out) {
       return SL_ERR_NOMEM;
   if (job->par == 1)
     return 0;
-  if (!(x->ch = calloc((size_t)job->par * job->par, sizeof(chan))))
+  size_t ch_size = (size_t)job->par * job->par * sizeof(chan);
+  if (!(x->ch = aligned_alloc(SL__CACHELINE, ch_size)))
     return SL_ERR_NOMEM;
+  memset(x->ch, 0, ch_size);
   for (int p = 0; p < job->par; p++) {
     for (int c = 0; c < job->par; c++) {
       if (p == c)
