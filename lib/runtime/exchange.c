@@ -399,6 +399,23 @@ static inline void batch_add(batch *b, uint64_t hash, uint32_t kg,
   r->value = batch_copy(b, rec->value, rec->value_len);
 }
 
+/* memcpy for a value of 8 to 32 bytes (the usual size of a small
+ * record's value) in two overlapping moves instead of a libc call. */
+static inline void *copy_short(void *d, const void *s, size_t n) {
+  char *dc = d;
+  const char *sc = s;
+  if (n >= 16 && n <= 32) {
+    memcpy(dc, sc, 16);
+    memcpy(dc + n - 16, sc + n - 16, 16);
+  } else if (n >= 8 && n < 16) {
+    memcpy(dc, sc, 8);
+    memcpy(dc + n - 8, sc + n - 8, 8);
+  } else {
+    memcpy(dc, sc, n);
+  }
+  return d;
+}
+
 /* Copies the bytes of b's records from k on (appended with their
  * producer's pointers, prod_route_loop) into b's buffer, which the batch
  * then owns; keys of 8 bytes without a libc call. plain: b->plain, a
@@ -429,10 +446,7 @@ batch_take_bytes(batch *b, uint32_t k, bool plain) {
     } else {
       r->key = kl ? memcpy(d, r->key, kl) : NULL;
     }
-    if (vl)
-      r->value = memcpy(d + kl, r->value, vl);
-    else
-      r->value = NULL;
+    r->value = vl ? copy_short(d + kl, r->value, vl) : NULL;
   }
   b->used = used;
   return 0;

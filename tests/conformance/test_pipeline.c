@@ -339,6 +339,76 @@ START_TEST(large_records_through_keyed_batches) {
 }
 END_TEST
 
+/* Records with keys and values of every length from 0 to 40 bytes, and
+ * 8-byte keys, through key_by at P=2 into a keyed process function and a
+ * sink: every short length the exchange copies in its own way reaches
+ * the reader byte for byte. */
+#define SHORT_MAX 40
+#define SHORT_N 20000
+
+static _Thread_local unsigned char tl_short_k[SHORT_MAX], tl_short_v[SHORT_MAX];
+
+static size_t short_len(uint64_t i, int which) {
+  /* Half the keys 8 bytes long (the exchange's own case), the rest and
+   * the values of every length. */
+  return which == 0 && i % 2
+             ? 8
+             : (size_t)((i / 2 + (uint64_t)which * 17) % (SHORT_MAX + 1));
+}
+
+static unsigned char short_byte(uint64_t i, int which, size_t j) {
+  return (unsigned char)(i * 131 + (uint64_t)which * 7 + j);
+}
+
+static int gen_short(uint64_t i, sl_record_t *out, void *opaque) {
+  (void)opaque;
+  size_t kl = short_len(i, 0), vl = short_len(i, 1);
+  for (size_t j = 0; j < kl; j++)
+    tl_short_k[j] = short_byte(i, 0, j);
+  for (size_t j = 0; j < vl; j++)
+    tl_short_v[j] = short_byte(i, 1, j);
+  *out = (sl_record_t){tl_short_k, kl, tl_short_v, vl, (int64_t)i};
+  return 0;
+}
+
+static int short_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx;
+  big_result *r = opaque;
+  uint64_t i = (uint64_t)rec->ts;
+  bool ok =
+      rec->key_len == short_len(i, 0) && rec->value_len == short_len(i, 1);
+  for (size_t j = 0; ok && j < rec->key_len; j++)
+    ok = ((const unsigned char *)rec->key)[j] == short_byte(i, 0, j);
+  for (size_t j = 0; ok && j < rec->value_len; j++)
+    ok = ((const unsigned char *)rec->value)[j] == short_byte(i, 1, j);
+  atomic_fetch_add(ok ? &r->seen : &r->bad, 1);
+  return 0;
+}
+
+START_TEST(short_records_of_every_length_cross_intact) {
+  for (int keyed = 0; keyed <= 1; keyed++) {
+    static big_result r;
+    atomic_store(&r.seen, 0);
+    atomic_store(&r.bad, 0);
+    sl_job_t *job = tu_job(2, NULL);
+    sl_generator_opts_t go = {
+        .count = SHORT_N, .gen = gen_short, .parallel = true};
+    sl_process_ops_t po = {.on_element = short_element};
+    sl_stream_t *k =
+        sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
+    if (keyed)
+      sl_sink(sl_process(k, "check", &po, &r), "sink", tu_discard, NULL);
+    else
+      sl_sink(k, "check", short_element, &r);
+    int rc = sl_job_run(job);
+    ck_assert_msg(rc == SL_OK, "keyed=%d: %s", keyed, sl_job_errmsg(job));
+    sl_job_destroy(job);
+    ck_assert_uint_eq(atomic_load(&r.bad), 0);
+    ck_assert_uint_eq(atomic_load(&r.seen), SHORT_N);
+  }
+}
+END_TEST
+
 /* A key function whose key lives in its own buffer, overwritten by its
  * next call, as the key_by contract allows: "k<value % 13>" padded to a
  * length that varies with the value, and every 1000th key 70 KB long
@@ -1246,6 +1316,7 @@ int main(void) {
   tcase_add_test(tc, parallel_source_through_exchange);
   tcase_add_test(tc, key_by_places_keys_at_any_parallelism);
   tcase_add_test(tc, large_records_through_keyed_batches);
+  tcase_add_test(tc, short_records_of_every_length_cross_intact);
   tcase_add_test(tc, key_function_keys_in_its_own_buffer_survive_batches);
   tcase_add_test(tc, map_output_in_its_own_buffer_survives_batches);
   tcase_add_test(tc, map_output_larger_than_its_buffer_survives_batches);
