@@ -729,16 +729,17 @@ prod_self_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2) {
 }
 
 /* The same with several workers, in chunks of at most ROUTE records
- * that fit in every worker's batch: one pass appends each record to the batch
- * of its worker, the pointer to that batch's next free record picked by the
- * worker's index rather than by a branch (with keys spread evenly a branch on
- * the destination is a coin toss, mispredicted every other record), with the
- * producer's pointers to its bytes; then the records for other workers have
- * their bytes copied into their batches, in one predictable loop per batch. The
- * worker's own records keep the upstream batch's bytes (lent: delivered before
- * the upstream call returns). Records for one worker keep their order. keyed:
- * the exchange's readers take keyed batches (its own records go into its keyed
- * batch), else plain records (its own go on directly). */
+ * that fit in every worker's batch. One pass appends each record to the
+ * batch of its worker, through a pointer to that batch's next free slot
+ * picked by the worker's index rather than by a branch (with keys spread
+ * evenly a branch on the destination is a coin toss, mispredicted every
+ * other record), the record still pointing at the producer's bytes; then
+ * the records for other workers take their bytes into their batches, in
+ * one predictable loop per batch. The worker's own records keep the
+ * upstream batch's bytes (lent: delivered before the upstream call
+ * returns). Records for one worker keep their order. keyed: the
+ * exchange's readers take keyed batches (the worker's own records go
+ * into its keyed batch), else plain records (its own go on directly). */
 enum { ROUTE = 64 };
 static inline __attribute__((always_inline)) int
 prod_route_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2,
