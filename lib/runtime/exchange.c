@@ -27,15 +27,23 @@ enum {
   EL_BARRIER = SL__CTL_BARRIER
 };
 
-/* Records in the form keyed operators take them (sl_keyed_rec_t), their
- * key and value bytes copied into `bytes`, so a consumer gets the batch
- * as it is, without a conversion pass. */
+/* Records in the form their consumer takes them, their key and value
+ * bytes copied into `bytes`, so a consumer gets the batch as it is,
+ * without a conversion pass: for keyed readers sl_keyed_rec_t (the
+ * record with its hash and key group), for any other (plain) the
+ * sl_record_t alone, 40 bytes a record instead of 56 to cross between
+ * the cores. recs has room for cap sl_keyed_rec_t either way. */
 typedef struct batch {
   uint32_t n, cap;
+  bool plain; /* recs holds sl_record_t */
   size_t used, bytes_cap;
   sl_keyed_rec_t *recs;
   char *bytes;
 } batch;
+
+static inline sl_record_t *batch_rec(const batch *b, uint32_t i) {
+  return b->plain ? &((sl_record_t *)(void *)b->recs)[i] : &b->recs[i].rec;
+}
 
 typedef struct elem {
   uint32_t kind;
@@ -55,13 +63,16 @@ typedef struct ring {
   void *slots;
 } ring;
 
+/* The producer's fields and the consumer's on cache lines of their own:
+ * the consumer tests `ended` in every round, the producer writes `open`
+ * for every batch. */
 typedef struct chan {
   ring data;   /* elem: producer -> consumer */
   ring spare;  /* batch *: empty batches back to the producer */
   batch *open; /* producer's batch being filled */
-  bool ended;  /* consumer side: END received */
   /* Producer: ns spent waiting for room (backpressure), for metrics. */
   sl__counter full_ns;
+  _Alignas(SL__CACHELINE) bool ended; /* consumer side: END received */
 } chan;
 
 struct sl__xchg {
@@ -82,10 +93,9 @@ struct sl__xchg {
     size_t n;
     char *keys; /* copies of a key function's keys, SL__DIRECT_KEYS */
     size_t keys_used;
+    /* prod_route_loop's next free record of each worker's batch. */
+    char **next;
   } * direct;
-  /* Per worker: a channel's batch as plain records, for consumers that
-   * take no keyed batches (deliver_batch). */
-  sl_record_t **recv;
 };
 
 #define SL__BATCH_BYTES (256 * 1024)
@@ -182,20 +192,24 @@ int sl__xchg_create(sl_job_t *job, sl__node *n, sl__xchg **out) {
   x->batch_bytes = SL__BATCH_BYTES;
   if (!(x->self = calloc((size_t)job->par, sizeof(*x->self))) ||
       !(x->direct = aligned_alloc(SL__CACHELINE,
-                                  (size_t)job->par * sizeof(*x->direct))) ||
-      !(x->recv = calloc((size_t)job->par, sizeof(*x->recv))))
+                                  (size_t)job->par * sizeof(*x->direct))))
     return SL_ERR_NOMEM;
   memset(x->direct, 0, (size_t)job->par * sizeof(*x->direct));
+  /* Each worker's next[] on cache lines of its own: written per record. */
+  size_t next_size = ((size_t)job->par * sizeof(char *) + SL__CACHELINE - 1) /
+                     SL__CACHELINE * SL__CACHELINE;
   for (int w = 0; w < job->par; w++)
     if (!(x->direct[w].recs = malloc(x->batch_size * sizeof(sl_record_t))) ||
         (n->key_fn && !(x->direct[w].keys = malloc(SL__DIRECT_KEYS))) ||
         (job->par > 1 &&
-         !(x->recv[w] = malloc(x->batch_size * sizeof(sl_record_t)))))
+         !(x->direct[w].next = aligned_alloc(SL__CACHELINE, next_size))))
       return SL_ERR_NOMEM;
   if (job->par == 1)
     return 0;
-  if (!(x->ch = calloc((size_t)job->par * job->par, sizeof(chan))))
+  size_t ch_size = (size_t)job->par * job->par * sizeof(chan);
+  if (!(x->ch = aligned_alloc(SL__CACHELINE, ch_size)))
     return SL_ERR_NOMEM;
+  memset(x->ch, 0, ch_size);
   for (int p = 0; p < job->par; p++) {
     for (int c = 0; c < job->par; c++) {
       if (p == c)
@@ -238,11 +252,8 @@ void sl__xchg_destroy(sl__xchg *x) {
     batch_free(x->self[w]);
   free(x->self);
   for (int w = 0; x->direct && w < x->par; w++)
-    free(x->direct[w].recs), free(x->direct[w].keys);
+    free(x->direct[w].recs), free(x->direct[w].keys), free(x->direct[w].next);
   free(x->direct);
-  for (int w = 0; x->recv && w < x->par; w++)
-    free(x->recv[w]);
-  free(x->recv);
   free(x);
 }
 
@@ -343,10 +354,34 @@ static inline bool in_buf(const batch *b, const void *p) {
   return p && a >= lo && a < lo + b->used;
 }
 
+/* Grows b's byte buffer to hold `need` more bytes. Records already in
+ * the batch point into the old buffer, except those a batch of the
+ * producer lent it (prod_process_batch) and those whose bytes are still
+ * to be copied (batch_take_bytes): only the former move. */
+static __attribute__((noinline)) int batch_grow(batch *b, size_t need) {
+  size_t cap = b->bytes_cap * 2;
+  while (cap - b->used < need)
+    cap *= 2;
+  char *nb = realloc(b->bytes, cap);
+  if (!nb)
+    return SL_ERR_NOMEM;
+  for (uint32_t i = 0; i < b->n; i++) {
+    sl_record_t *r = batch_rec(b, i);
+    if (in_buf(b, r->key))
+      r->key = nb + ((const char *)r->key - b->bytes);
+    if (in_buf(b, r->value))
+      r->value = nb + ((const char *)r->value - b->bytes);
+  }
+  b->bytes = nb;
+  b->bytes_cap = cap;
+  return 0;
+}
+
 /* Makes room for `need` more bytes in *slot's batch, taking an empty
- * batch from spare (may be NULL) or allocating one. */
+ * batch from spare (may be NULL) or allocating one; a batch taken holds
+ * plain records or keyed ones as `plain` says. */
 static batch *batch_room_slow(sl__xchg *x, batch **slot, ring *spare,
-                              size_t need) {
+                              size_t need, bool plain) {
   batch *b = *slot;
   if (!b) {
     batch **bp = spare ? ring_peek(spare, sizeof(batch *)) : NULL;
@@ -358,36 +393,20 @@ static batch *batch_room_slow(sl__xchg *x, batch **slot, ring *spare,
     }
     b->n = 0;
     b->used = 0;
+    b->plain = plain;
     *slot = b;
   }
-  if (b->bytes_cap - b->used < need) {
-    size_t cap = b->bytes_cap * 2;
-    while (cap - b->used < need)
-      cap *= 2;
-    char *nb = realloc(b->bytes, cap);
-    if (!nb)
-      return NULL;
-    /* Records already in the batch point into the old buffer, except
-     * those a batch of the producer lent it (prod_process_batch). */
-    for (uint32_t i = 0; i < b->n; i++) {
-      sl_record_t *r = &b->recs[i].rec;
-      if (in_buf(b, r->key))
-        r->key = nb + ((const char *)r->key - b->bytes);
-      if (in_buf(b, r->value))
-        r->value = nb + ((const char *)r->value - b->bytes);
-    }
-    b->bytes = nb;
-    b->bytes_cap = cap;
-  }
+  if (b->bytes_cap - b->used < need && batch_grow(b, need))
+    return NULL;
   return b;
 }
 
 static inline batch *batch_room(sl__xchg *x, batch **slot, ring *spare,
-                                size_t need) {
+                                size_t need, bool plain) {
   batch *b = *slot;
   if (SL__LIKELY(b && b->bytes_cap - b->used >= need))
     return b;
-  return batch_room_slow(x, slot, spare, need);
+  return batch_room_slow(x, slot, spare, need, plain);
 }
 
 /* Copies a key or value (usually a few bytes) into the batch; NULL for
@@ -406,22 +425,80 @@ static inline const void *batch_copy(batch *b, const void *p, size_t len) {
 
 static inline void batch_add(batch *b, uint64_t hash, uint32_t kg,
                              const sl_record_t *rec) {
-  sl_keyed_rec_t *r = &b->recs[b->n++];
-  r->hash = hash;
-  r->kg = kg;
-  r->rec.ts = rec->ts;
-  r->rec.key_len = rec->key_len;
-  r->rec.key = batch_copy(b, rec->key, rec->key_len);
-  r->rec.value_len = rec->value_len;
-  r->rec.value = batch_copy(b, rec->value, rec->value_len);
+  sl_record_t *r;
+  if (b->plain) {
+    r = batch_rec(b, b->n++);
+  } else {
+    sl_keyed_rec_t *k = &b->recs[b->n++];
+    k->hash = hash;
+    k->kg = kg;
+    r = &k->rec;
+  }
+  r->ts = rec->ts;
+  r->key_len = rec->key_len;
+  r->key = batch_copy(b, rec->key, rec->key_len);
+  r->value_len = rec->value_len;
+  r->value = batch_copy(b, rec->value, rec->value_len);
 }
 
-/* Delivers a batch of keyed records on the consumer instance of the
- * exchange: whole to every keyed operator reading it, record by record to
- * any other beside one; when no keyed operator reads it, as plain records
- * in one batch. A consumer's deliveries on one worker never nest for one
- * exchange (the graph is acyclic), so its recv array is free here. */
-static int deliver_batch(sl__xchg *x, sl_ctx_t *cons, const batch *b) {
+/* memcpy for a value of 8 to 32 bytes (the usual size of a small
+ * record's value) in two overlapping moves instead of a libc call. */
+static inline void *copy_short(void *d, const void *s, size_t n) {
+  char *dc = d;
+  const char *sc = s;
+  if (n >= 16 && n <= 32) {
+    memcpy(dc, sc, 16);
+    memcpy(dc + n - 16, sc + n - 16, 16);
+  } else if (n >= 8 && n < 16) {
+    memcpy(dc, sc, 8);
+    memcpy(dc + n - 8, sc + n - 8, 8);
+  } else {
+    memcpy(dc, sc, n);
+  }
+  return d;
+}
+
+/* Copies the bytes of b's records from k on (appended with their
+ * producer's pointers, prod_route_loop) into b's buffer, which the batch
+ * then owns; keys of 8 bytes without a libc call. plain: b->plain, a
+ * constant at each call. */
+static inline __attribute__((always_inline)) int
+batch_take_bytes(batch *b, uint32_t k, bool plain) {
+  char *bytes = b->bytes;
+  size_t used = b->used, cap = b->bytes_cap;
+  const size_t stride = plain ? sizeof(sl_record_t) : sizeof(sl_keyed_rec_t);
+  char *p = (char *)b->recs + (size_t)k * stride;
+  char *end = (char *)b->recs + (size_t)b->n * stride;
+  for (; p != end; p += stride) {
+    sl_record_t *r = (sl_record_t *)(void *)p;
+    size_t kl = r->key_len, vl = r->value_len;
+    char *d = bytes + used;
+    used += kl + vl;
+    if (SL__UNLIKELY(used > cap)) {
+      b->used = used - kl - vl;
+      if (batch_grow(b, kl + vl))
+        return SL_ERR_NOMEM;
+      bytes = b->bytes;
+      cap = b->bytes_cap;
+      d = bytes + b->used;
+    }
+    if (SL__LIKELY(kl == 8)) {
+      memcpy(d, r->key, 8);
+      r->key = d;
+    } else {
+      r->key = kl ? memcpy(d, r->key, kl) : NULL;
+    }
+    r->value = vl ? copy_short(d + kl, r->value, vl) : NULL;
+  }
+  b->used = used;
+  return 0;
+}
+
+/* Delivers a batch on the consumer instance of the exchange: keyed
+ * records whole to every keyed operator reading it, record by record to
+ * any other beside one; plain records (no keyed operator reads it) as
+ * one batch. */
+static int deliver_batch(sl_ctx_t *cons, const batch *b) {
   /* Between two batches no keyed operator of this worker is inside a
    * record: a waiting state query is answered here too, so its latency is
    * one batch, not one worker round (runtime/query.c). */
@@ -429,14 +506,9 @@ static int deliver_batch(sl__xchg *x, sl_ctx_t *cons, const batch *b) {
   uint32_t n = b->n;
   sl__counter_add(&cons->in, n);
   sl__counter_add(&cons->out, n);
-  if (!cons->keyed_outs) {
-    /* As plain records, handed on as one batch (whole to a reader that
-     * takes batches), as the producer's own records are (direct_flush). */
-    sl_record_t *r = x->recv[cons->w->index];
-    for (uint32_t i = 0; i < n; i++)
-      r[i] = b->recs[i].rec;
-    return sl__emit_outs_batch(&cons->main, r, n);
-  }
+  if (b->plain) /* no keyed reader: handed on as one batch, as the
+                 * producer's own records are (direct_flush) */
+    return sl__emit_outs_batch(&cons->main, batch_rec(b, 0), n);
   for (int e = 0; e < cons->main.n; e++) {
     sl_ctx_t *to = cons->main.e[e].to;
     int port = cons->main.e[e].port, rc;
@@ -461,7 +533,7 @@ static int self_flush(sl__xchg *x, sl__worker *w) {
   batch *b = x->self[w->index];
   if (!b || b->n == 0)
     return 0;
-  int rc = deliver_batch(x, w->inst[x->node->id], b);
+  int rc = deliver_batch(w->inst[x->node->id], b);
   b->n = 0;
   b->used = 0;
   return rc;
@@ -482,7 +554,7 @@ prod_add(sl_ctx_t *op, sl__xchg *x, int target, uint64_t hash, uint32_t kg,
       sl__counter_add(&cons->out, 1);
       return sl__emit_outs(cons, &cons->main, rec);
     }
-    batch *b = batch_room(x, &x->self[w->index], NULL, need);
+    batch *b = batch_room(x, &x->self[w->index], NULL, need, false);
     if (SL__UNLIKELY(!b))
       return sl_op_fail(op, SL_ERR_NOMEM,
                         "out of memory for an exchange batch");
@@ -491,8 +563,11 @@ prod_add(sl_ctx_t *op, sl__xchg *x, int target, uint64_t hash, uint32_t kg,
       return self_flush(x, w);
     return 0;
   }
+  /* Plain records for a consumer without keyed readers: every worker's
+   * instance of it has the same readers. */
   chan *ch = &x->ch[w->index * x->par + target];
-  batch *b = batch_room(x, &ch->open, &ch->spare, need);
+  batch *b = batch_room(x, &ch->open, &ch->spare, need,
+                        !w->inst[op->node->id]->keyed_outs);
   if (SL__UNLIKELY(!b))
     return sl_op_fail(op, SL_ERR_NOMEM, "out of memory for an exchange batch");
   batch_add(b, hash, kg, rec);
@@ -617,7 +692,8 @@ direct_add(sl__xchg *x, sl_ctx_t *cons, struct direct *d, const sl_record_t *r,
 static inline __attribute__((always_inline)) int
 self_add(sl_ctx_t *op, sl__xchg *x, sl__worker *w, uint64_t hash, uint32_t kg,
          const sl_record_t *r, bool copy_key) {
-  batch *b = batch_room(x, &x->self[w->index], NULL, copy_key ? r->key_len : 0);
+  batch *b =
+      batch_room(x, &x->self[w->index], NULL, copy_key ? r->key_len : 0, false);
   if (SL__UNLIKELY(!b))
     return sl_op_fail(op, SL_ERR_NOMEM, "out of memory for an exchange batch");
   sl_keyed_rec_t *o = &b->recs[b->n++];
@@ -671,7 +747,7 @@ prod_self_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2) {
   const uint32_t kg_mask = job->max_par - 1;
   size_t i = 0;
   while (i < n) {
-    batch *b = batch_room(x, &x->self[w->index], NULL, 0);
+    batch *b = batch_room(x, &x->self[w->index], NULL, 0, false);
     if (SL__UNLIKELY(!b))
       return sl_op_fail(op, SL_ERR_NOMEM,
                         "out of memory for an exchange batch");
@@ -694,122 +770,106 @@ prod_self_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2) {
   return 0;
 }
 
-/* The same with several workers, in chunks of SPLIT records: a first pass
- * hashes each record and lists it for this worker or for another without
- * a branch on the destination (with keys spread evenly that branch is a
- * coin toss, mispredicted every other record); a second pass appends the
- * worker's own records to its batch (keyed: for its keyed readers, else
- * for direct delivery) and a third those of other workers to their
- * channels, each loop with its own, predictable, branches. Records for
- * one worker keep their order. */
-enum { SPLIT = 64 };
+/* The same with several workers, in chunks of at most ROUTE records
+ * that fit in every worker's batch. One pass appends each record to the
+ * batch of its worker, through a pointer to that batch's next free slot
+ * picked by the worker's index rather than by a branch (with keys spread
+ * evenly a branch on the destination is a coin toss, mispredicted every
+ * other record), the record still pointing at the producer's bytes; then
+ * the records for other workers take their bytes into their batches, in
+ * one predictable loop per batch. The worker's own records keep the
+ * upstream batch's bytes (lent: delivered before the upstream call
+ * returns). Records for one worker keep their order. keyed: the
+ * exchange's readers take keyed batches (the worker's own records go
+ * into its keyed batch), else plain records (its own go on directly). */
+enum { ROUTE = 64 };
 static inline __attribute__((always_inline)) int
-prod_split_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2,
+prod_route_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2,
                 bool keyed) {
   sl__worker *w = op->w;
   sl__xchg *x = op->xchg;
-  const int me = w->index;
+  const int me = w->index, par = x->par;
   const sl_job_t *job = w->job;
   const uint16_t *kg_worker = job->kg_worker;
   const uint32_t kg_mask = job->max_par - 1;
-  uint64_t hash[SPLIT];
-  uint32_t kg[SPLIT];
-  uint8_t mine[SPLIT], theirs[SPLIT];
-  for (size_t base = 0; base < n; base += SPLIT) {
+  sl_ctx_t *cons = w->inst[op->node->id];
+  struct direct *d = &x->direct[me];
+  char **next = d->next;
+  const size_t stride = keyed ? sizeof(sl_keyed_rec_t) : sizeof(sl_record_t);
+  int rc;
+  for (size_t base = 0, m; base < n; base += m) {
     const sl_record_t *r = in + base;
-    size_t m = n - base < SPLIT ? n - base : SPLIT, n_mine = 0, n_theirs = 0;
+    m = n - base < ROUTE ? n - base : ROUTE;
+    /* Every worker's batch, a full one delivered or sent first; the
+     * chunk is as long as the batch with the least room allows, so that
+     * batches go full. A full channel makes chan_flush drain this
+     * worker's later exchanges, never this exchange's producer side, so
+     * the batches found before it stay. */
+    for (int t = 0; t < par; t++) {
+      if (t == me)
+        continue;
+      chan *ch = &x->ch[me * par + t];
+      if (ch->open && ch->open->n == ch->open->cap &&
+          (rc = chan_flush(w, x, ch)))
+        return rc;
+      batch *b = batch_room(x, &ch->open, &ch->spare, 0, !keyed);
+      if (SL__UNLIKELY(!b))
+        return sl_op_fail(op, SL_ERR_NOMEM,
+                          "out of memory for an exchange batch");
+      m = b->cap - b->n < m ? b->cap - b->n : m;
+      next[t] = (char *)b->recs + b->n * stride;
+    }
+    if (keyed) {
+      batch *b = x->self[me];
+      if (b && b->n == b->cap && (rc = self_flush(x, w)))
+        return rc;
+      if (SL__UNLIKELY(!(b = batch_room(x, &x->self[me], NULL, 0, false))))
+        return sl_op_fail(op, SL_ERR_NOMEM,
+                          "out of memory for an exchange batch");
+      m = b->cap - b->n < m ? b->cap - b->n : m;
+      next[me] = (char *)(b->recs + b->n);
+    } else {
+      if (d->n == x->batch_size && (rc = direct_flush(cons, d)))
+        return rc;
+      m = x->batch_size - d->n < m ? x->batch_size - d->n : m;
+      next[me] = (char *)(d->recs + d->n);
+    }
     for (size_t j = 0; j < m; j++) {
       uint64_t h = sl__hash64(r[j].key, r[j].key_len);
       uint32_t g =
           pow2 ? (uint32_t)(h & kg_mask) : sl__divisor_mod(h, &job->kg_div);
-      bool own = kg_worker[g] == me;
-      hash[j] = h;
-      kg[j] = g;
-      mine[n_mine] = (uint8_t)j;
-      theirs[n_theirs] = (uint8_t)j;
-      n_mine += own;
-      n_theirs += !own;
+      int t = kg_worker[g];
+      if (keyed) {
+        sl_keyed_rec_t *o = (sl_keyed_rec_t *)(void *)next[t];
+        next[t] = (char *)(o + 1);
+        o->rec = r[j];
+        o->hash = h;
+        o->kg = g;
+      } else {
+        sl_record_t *o = (sl_record_t *)(void *)next[t];
+        next[t] = (char *)(o + 1);
+        *o = r[j];
+      }
     }
-    for (size_t k = 0; !keyed && k < n_mine; k++) {
-      int rc = direct_add(x, w->inst[op->node->id], &x->direct[me], &r[mine[k]],
-                          false);
-      if (rc)
-        return rc;
-    }
-    for (size_t k = 0; keyed && k < n_mine;) {
-      batch *b = batch_room(x, &x->self[me], NULL, 0);
-      if (SL__UNLIKELY(!b))
+    if (keyed)
+      x->self[me]->n =
+          (uint32_t)((sl_keyed_rec_t *)(void *)next[me] - x->self[me]->recs);
+    else
+      d->n = (size_t)((sl_record_t *)(void *)next[me] - d->recs);
+    for (int t = 0; t < par; t++) {
+      if (t == me)
+        continue;
+      chan *ch = &x->ch[me * par + t];
+      batch *b = ch->open;
+      uint32_t k = b->n;
+      b->n = (uint32_t)((size_t)(next[t] - (char *)b->recs) / stride);
+      if (b->n > k && batch_take_bytes(b, k, !keyed))
         return sl_op_fail(op, SL_ERR_NOMEM,
                           "out of memory for an exchange batch");
-      size_t lim = n_mine - k < (size_t)(b->cap - b->n)
-                       ? n_mine - k
-                       : (size_t)(b->cap - b->n);
-      sl_keyed_rec_t *o = b->recs + b->n;
-      for (size_t e = k + lim; k < e; k++, o++) {
-        size_t j = mine[k];
-        o->rec = r[j];
-        o->hash = hash[j];
-        o->kg = kg[j];
+      if (b->n == b->cap || b->used >= x->batch_bytes) {
+        if ((rc = chan_flush(w, x, ch)))
+          return rc;
       }
-      b->n += (uint32_t)lim;
-      int rc;
-      if (b->n == b->cap && (rc = self_flush(x, w)))
-        return rc;
-    }
-    /* The open batch of the channel last written, its fields in locals
-     * while records go on to the same worker (all of them at P=2): the
-     * stores into the batch cannot then make the compiler reload them. */
-    batch *b = NULL;
-    sl_keyed_rec_t *recs = NULL;
-    char *bytes = NULL;
-    int cur = -1;
-    uint32_t bn = 0, lim_n = 0;
-    size_t used = 0;
-    const size_t lim_bytes = x->batch_bytes;
-    for (size_t k = 0; k < n_theirs; k++) {
-      size_t j = theirs[k];
-      const sl_record_t *rj = &r[j];
-      int t = kg_worker[kg[j]];
-      size_t klen = rj->key_len, vlen = rj->value_len;
-      if (SL__LIKELY(t == cur && bn < lim_n &&
-                     used + klen + vlen < lim_bytes)) {
-        sl_keyed_rec_t *o = &recs[bn++];
-        const void *key = NULL, *value = NULL;
-        if (SL__LIKELY(klen == 8)) {
-          memcpy(bytes + used, rj->key, 8);
-          key = bytes + used;
-        } else if (klen) {
-          memcpy(bytes + used, rj->key, klen);
-          key = bytes + used;
-        }
-        used += klen;
-        if (vlen) {
-          memcpy(bytes + used, rj->value, vlen);
-          value = bytes + used;
-          used += vlen;
-        }
-        *o = (sl_keyed_rec_t){{key, klen, value, vlen, rj->ts}, hash[j], kg[j]};
-        continue;
-      }
-      if (b) { /* hand the locals back before prod_add sees the batch */
-        b->n = bn;
-        b->used = used;
-      }
-      int rc = prod_other(op, x, t, hash[j], kg[j], rj);
-      if (rc)
-        return rc;
-      /* prod_add left an open batch that is not full, or none. */
-      cur = t;
-      b = x->ch[me * x->par + t].open;
-      recs = b ? b->recs : NULL;
-      bytes = b ? b->bytes : NULL;
-      bn = b ? b->n : 0;
-      lim_n = b ? b->cap - 1 : 0;
-      used = b ? b->used : 0;
-    }
-    if (b) {
-      b->n = bn;
-      b->used = used;
     }
   }
   return 0;
@@ -899,11 +959,11 @@ static int prod_process_batch(sl_ctx_t *op, int port, const sl_record_t *in,
                          : prod_self_loop(op, in, n, 0);
   } else if (!key_fn && mode != KG_MURMUR2 && x->par > 1) {
     if (keyed)
-      rc = mode == KG_MASK ? prod_split_loop(op, in, n, 1, 1)
-                           : prod_split_loop(op, in, n, 0, 1);
+      rc = mode == KG_MASK ? prod_route_loop(op, in, n, 1, 1)
+                           : prod_route_loop(op, in, n, 0, 1);
     else
-      rc = mode == KG_MASK ? prod_split_loop(op, in, n, 1, 0)
-                           : prod_split_loop(op, in, n, 0, 0);
+      rc = mode == KG_MASK ? prod_route_loop(op, in, n, 1, 0)
+                           : prod_route_loop(op, in, n, 0, 0);
   } else if (!keyed && !key_fn && mode == KG_MASK) {
     rc = prod_loop(op, in, n, false, false, KG_MASK);
   } else {
@@ -1007,7 +1067,7 @@ static int drain_chan(sl__worker *w, sl__xchg *x, int producer, chan *ch) {
     switch (el.kind) {
     case EL_BATCH: {
       batch *b = el.b;
-      rc = deliver_batch(x, cons, b);
+      rc = deliver_batch(cons, b);
       batch **slot = ring_slot(&ch->spare, sizeof(batch *));
       if (slot) {
         *slot = b;

@@ -206,13 +206,16 @@ START_TEST(p1_p2_same_per_key_results) {
 END_TEST
 
 /* The same into a keyed process function and into a sink (the
- * exchange's batch paths for keyed and other readers), at P=1..4 and for
- * a power-of-two and another max.parallelism: every key reaches the
- * worker its key group names, with its records in the order of P=1. */
-static void run_keyed_process(int par, const char *max_par, bool keyed,
+ * exchange's batch paths for keyed and other readers), at P=1..4, for
+ * a power-of-two and another max.parallelism, and with batches shorter
+ * than the exchange's chunks of routing: every key reaches the worker
+ * its key group names, with its records in the order of P=1. */
+static void run_keyed_process(int par, const char *max_par,
+                              const char *batch_size, bool keyed,
                               keyed_result *r, uint64_t n) {
   memset(r, 0, sizeof(*r));
-  const char *kv[] = {"max.parallelism", max_par, NULL};
+  const char *kv[] = {"max.parallelism", max_par, "batch.size", batch_size,
+                      NULL};
   sl_job_t *job = tu_job_kv(par, kv);
   static numgen g = {.keys = NKEYS};
   sl_generator_opts_t go = {.count = n, .gen = gen_num, .opaque = &g};
@@ -228,14 +231,15 @@ static void run_keyed_process(int par, const char *max_par, bool keyed,
 
 START_TEST(key_by_places_keys_at_any_parallelism) {
   static keyed_result r1, rp;
-  const char *max_pars[] = {"128", "100"};
-  for (int c = 0; c < 4; c++) {
+  const char *max_pars[] = {"128", "100", "100"};
+  const char *batch_sizes[] = {"512", "512", "5"};
+  for (int c = 0; c < 6; c++) {
     int m = c / 2;
     bool keyed = c % 2;
     uint32_t k_groups = (uint32_t)atoi(max_pars[m]);
-    run_keyed_process(1, max_pars[m], keyed, &r1, 200000);
+    run_keyed_process(1, max_pars[m], batch_sizes[m], keyed, &r1, 200000);
     for (int par = 2; par <= 4; par++) {
-      run_keyed_process(par, max_pars[m], keyed, &rp, 200000);
+      run_keyed_process(par, max_pars[m], batch_sizes[m], keyed, &rp, 200000);
       for (int k = 0; k < NKEYS; k++) {
         ck_assert_uint_eq(r1.count[k], rp.count[k]);
         ck_assert_msg(r1.chain[k] == rp.chain[k],
@@ -271,9 +275,9 @@ START_TEST(parallel_source_through_exchange) {
 }
 END_TEST
 
-/* Records of 100 KB through key_by into a keyed process function: a
- * batch's byte buffer grows past its 256 KiB with records already in it,
- * and every record must still read its own bytes. */
+/* Records of 100 KB through key_by into a keyed process function and a
+ * sink: a batch's byte buffer grows past its 256 KiB with records
+ * already in it, and every record must still read its own bytes. */
 #define BIG_LEN (100 * 1024)
 #define BIG_N 300
 
@@ -310,7 +314,9 @@ static int big_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
 }
 
 START_TEST(large_records_through_keyed_batches) {
-  for (int par = 1; par <= 2; par++) {
+  for (int c = 0; c < 4; c++) {
+    int par = 1 + c / 2;
+    bool keyed = c % 2; /* else a sink reads key_by: plain batches */
     static big_result r;
     atomic_store(&r.seen, 0);
     atomic_store(&r.bad, 0);
@@ -319,12 +325,86 @@ START_TEST(large_records_through_keyed_batches) {
     sl_process_ops_t po = {.on_element = big_element};
     sl_stream_t *k =
         sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
-    sl_sink(sl_process(k, "check", &po, &r), "sink", tu_discard, NULL);
+    if (keyed)
+      sl_sink(sl_process(k, "check", &po, &r), "sink", tu_discard, NULL);
+    else
+      sl_sink(k, "check", big_element, &r);
     int rc = sl_job_run(job);
-    ck_assert_msg(rc == SL_OK, "P=%d: %s", par, sl_job_errmsg(job));
+    ck_assert_msg(rc == SL_OK, "P=%d keyed=%d: %s", par, keyed,
+                  sl_job_errmsg(job));
     sl_job_destroy(job);
     ck_assert_uint_eq(atomic_load(&r.bad), 0);
     ck_assert_uint_eq(atomic_load(&r.seen), BIG_N);
+  }
+}
+END_TEST
+
+/* Records with keys and values of every length from 0 to 40 bytes, and
+ * 8-byte keys, through key_by at P=2 into a keyed process function and a
+ * sink: every short length the exchange copies in its own way reaches
+ * the reader byte for byte. */
+#define SHORT_MAX 40
+#define SHORT_N 20000
+
+static _Thread_local unsigned char tl_short_k[SHORT_MAX], tl_short_v[SHORT_MAX];
+
+static size_t short_len(uint64_t i, int which) {
+  /* Half the keys 8 bytes long (the exchange's own case), the rest and
+   * the values of every length. */
+  return which == 0 && i % 2
+             ? 8
+             : (size_t)((i / 2 + (uint64_t)which * 17) % (SHORT_MAX + 1));
+}
+
+static unsigned char short_byte(uint64_t i, int which, size_t j) {
+  return (unsigned char)(i * 131 + (uint64_t)which * 7 + j);
+}
+
+static int gen_short(uint64_t i, sl_record_t *out, void *opaque) {
+  (void)opaque;
+  size_t kl = short_len(i, 0), vl = short_len(i, 1);
+  for (size_t j = 0; j < kl; j++)
+    tl_short_k[j] = short_byte(i, 0, j);
+  for (size_t j = 0; j < vl; j++)
+    tl_short_v[j] = short_byte(i, 1, j);
+  *out = (sl_record_t){tl_short_k, kl, tl_short_v, vl, (int64_t)i};
+  return 0;
+}
+
+static int short_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx;
+  big_result *r = opaque;
+  uint64_t i = (uint64_t)rec->ts;
+  bool ok =
+      rec->key_len == short_len(i, 0) && rec->value_len == short_len(i, 1);
+  for (size_t j = 0; ok && j < rec->key_len; j++)
+    ok = ((const unsigned char *)rec->key)[j] == short_byte(i, 0, j);
+  for (size_t j = 0; ok && j < rec->value_len; j++)
+    ok = ((const unsigned char *)rec->value)[j] == short_byte(i, 1, j);
+  atomic_fetch_add(ok ? &r->seen : &r->bad, 1);
+  return 0;
+}
+
+START_TEST(short_records_of_every_length_cross_intact) {
+  for (int keyed = 0; keyed <= 1; keyed++) {
+    static big_result r;
+    atomic_store(&r.seen, 0);
+    atomic_store(&r.bad, 0);
+    sl_job_t *job = tu_job(2, NULL);
+    sl_generator_opts_t go = {
+        .count = SHORT_N, .gen = gen_short, .parallel = true};
+    sl_process_ops_t po = {.on_element = short_element};
+    sl_stream_t *k =
+        sl_key_by(sl_source_generator(job, "gen", &go), NULL, NULL);
+    if (keyed)
+      sl_sink(sl_process(k, "check", &po, &r), "sink", tu_discard, NULL);
+    else
+      sl_sink(k, "check", short_element, &r);
+    int rc = sl_job_run(job);
+    ck_assert_msg(rc == SL_OK, "keyed=%d: %s", keyed, sl_job_errmsg(job));
+    sl_job_destroy(job);
+    ck_assert_uint_eq(atomic_load(&r.bad), 0);
+    ck_assert_uint_eq(atomic_load(&r.seen), SHORT_N);
   }
 }
 END_TEST
@@ -1236,6 +1316,7 @@ int main(void) {
   tcase_add_test(tc, parallel_source_through_exchange);
   tcase_add_test(tc, key_by_places_keys_at_any_parallelism);
   tcase_add_test(tc, large_records_through_keyed_batches);
+  tcase_add_test(tc, short_records_of_every_length_cross_intact);
   tcase_add_test(tc, key_function_keys_in_its_own_buffer_survive_batches);
   tcase_add_test(tc, map_output_in_its_own_buffer_survives_batches);
   tcase_add_test(tc, map_output_larger_than_its_buffer_survives_batches);
