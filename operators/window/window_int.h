@@ -42,7 +42,13 @@ typedef struct win {
   sl__keyed k; /* first: timer callbacks get &k */
   const warg *a;
   sl_state_t *acc, *list, *cnt, *fire, *sess, *sdata, *slices;
-  uint32_t sess_id, sdata_id; /* state ids of sess and sdata (lazy path) */
+  /* Event-time sessions (session.c): the states of the key's sessions
+   * (ends with data, starts) and their ids; sess and sdata hold the
+   * earlier layout, converted key by key. */
+  sl_state_t *ends, *starts;
+  uint32_t sess_id, sdata_id, ends_id, starts_id;
+  unsigned char *sbuf; /* decoded sessions (session.c) */
+  size_t sbuf_cap;
   int64_t ns;     /* state namespace bytes: the (state) window start */
   int64_t tns[2]; /* timer namespace: window start, end */
   unsigned char *res;
