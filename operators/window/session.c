@@ -238,8 +238,7 @@ static int lz_write(win *w, const unsigned char *s, size_t n) {
   }
   /* end >= start, so the difference is exact as unsigned. */
   const unsigned char *l = s + (n - 1) * fs;
-  bool shorter = !a->s.gap_fn && (uint64_t)lz_i64(l + 8) -
-                                         (uint64_t)lz_i64(l) <
+  bool shorter = !a->s.gap_fn && (uint64_t)lz_i64(l + 8) - (uint64_t)lz_i64(l) <
                                      (uint64_t)a->s.gap;
   void *p;
   if ((rc = be->ops->slot(be, &se, n * es + (shorter ? 8 : 0), &p)) < 0)
@@ -377,9 +376,8 @@ static int lz_last_start(win *w, size_t n, int64_t *start) {
  * the end of the key's last session (its end and data at e, in place in
  * session_ends of n sessions) to at or after it, so that session becomes
  * [start, nw.end). */
-static int lz_extend(win *w, int port, const sl_record_t *rec,
-                     unsigned char *e, size_t n, sl_window_t nw, int64_t wm,
-                     bool *skipped) {
+static int lz_extend(win *w, int port, const sl_record_t *rec, unsigned char *e,
+                     size_t n, sl_window_t nw, int64_t wm, bool *skipped) {
   const warg *a = w->a;
   sl_window_t old = {nw.start, lz_i64(e)};
   int64_t m = w_max_ts(&nw);

@@ -56,8 +56,8 @@ static inline int ss_phase1(sl_harness_t *h) {
   static const struct {
     const char *k;
     int64_t ts;
-  } in[] = {{"a", 70}, {"a", 75}, {"b", 100}, {"b", 130}, {"c", 50},
-            {"d", 200}, {"e", 40}, {"e", 44}};
+  } in[] = {{"a", 70}, {"a", 75},  {"b", 100}, {"b", 130},
+            {"c", 50}, {"d", 200}, {"e", 40},  {"e", 44}};
   for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
     int rc = ss_push(h, in[i].k, in[i].ts);
     if (rc)
