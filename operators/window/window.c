@@ -738,6 +738,9 @@ static int win_open(sl_ctx_t *op) {
         rc = set_session_layout(w->starts, a);
     }
   }
+  /* Event-time sessions keep the layout text of their earlier states
+   * (path=sessions on session_data or contents), so that checkpoints of
+   * that layout restore; their current states carry their own. */
   if (!rc)
     rc = set_layout(w->slices ? w->slices
                     : w->acc  ? w->acc
