@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hash.h"
 #include "state/state.h"
 #include "time/timers.h"
 #include "window_int.h"
@@ -181,10 +182,12 @@ static int trig_merge(win *w, const sl_window_t *wd, int64_t wm) {
  * read both (lz_read, on a decoded copy).
  *
  * A last session shorter than the gap (its end saturated at SL_TS_MAX, or
- * converted from the earlier layout written with a smaller gap) is marked
- * by an 8-byte trailer after the key's `session_ends`, which lz_extend
- * refuses. A checkpoint of this layout records the gap (win_open), so the
- * gap cannot change under its sessions.
+ * stored under a smaller or dynamic gap and restored under this one) is
+ * marked by an 8-byte trailer after the key's `session_ends`, which
+ * lz_extend refuses; lz_write sets or clears it whenever it stores a key.
+ * A checkpoint of this layout records the gap (win_open); restored under
+ * a larger fixed gap, every key is stored again once before any element
+ * (sl__session_restored), which marks its sessions as needed.
  *
  * The earlier layout, two reads per element (`sessions`: start, end;
  * `session_data`: the data), is still registered so that its checkpoints
@@ -705,4 +708,92 @@ int sl__session_find(win *w, const sl_window_t *wd, int64_t *sstart,
     return rc ? rc : 1;
   }
   return 0;
+}
+
+/* ---- A restore under another gap ----------------------------------------
+ * Sessions stored under a gap g are at least g long, or marked; under a
+ * gap_fn any length. Restored under a fixed gap no larger than g they
+ * keep the one-read rule; under a larger one (or after a gap_fn) a last
+ * session may be shorter than the gap and unmarked, which lz_extend would
+ * extend from the wrong start. So then every key of session_ends is read
+ * and stored again (lz_read, lz_write: that marks it against today's
+ * gap), once, before any element or timer: results stay those of the two
+ * reads per element that do not depend on the gap. Keys still in the
+ * earlier layout are converted at their first access as ever. */
+
+typedef struct rkeys {
+  unsigned char *b; /* per key: size_t length, then the bytes */
+  size_t len, cap;
+  uint32_t ends_id;
+} rkeys;
+
+static int collect_key(uint32_t state, const void *key, size_t key_len,
+                       const void *ns, size_t ns_len, const void *mk,
+                       size_t mk_len, const void *val, size_t len,
+                       void *opaque) {
+  (void)ns, (void)ns_len, (void)mk, (void)mk_len, (void)val, (void)len;
+  rkeys *r = opaque;
+  if (state != r->ends_id)
+    return 0;
+  size_t need = r->len + sizeof(size_t) + key_len;
+  if (need > r->cap) {
+    size_t cap = r->cap ? r->cap : 4096;
+    while (cap < need)
+      cap *= 2;
+    unsigned char *p = realloc(r->b, cap);
+    if (!p)
+      return SL_ERR_NOMEM;
+    r->b = p;
+    r->cap = cap;
+  }
+  memcpy(r->b + r->len, &key_len, sizeof(size_t));
+  memcpy(r->b + r->len + sizeof(size_t), key, key_len);
+  r->len = need;
+  return 0;
+}
+
+/* Whether sessions stored under the gap a layout text recorded (its
+ * gap=..., "dynamic" for a gap_fn) may be shorter than gap. */
+static bool gap_grew(const char *layout, int64_t gap) {
+  const char *p = layout;
+  while ((p = strstr(p, "gap=")) && p != layout && p[-1] != ' ')
+    p += 4;
+  if (!p)
+    return true;
+  char *end;
+  long long g = strtoll(p + 4, &end, 10);
+  return end == p + 4 || (*end && *end != ' ') || g < gap;
+}
+
+int sl__session_restored(win *w) {
+  const warg *a = w->a;
+  const char *old = sl__state_restored(w->ends);
+  if (!old || a->s.gap_fn || !gap_grew(old, a->s.gap))
+    return 0;
+  sl__backend *be = sl__kstate_backend(w->k.state);
+  rkeys r = {.ends_id = w->ends_id};
+  int rc = 0;
+  for (uint32_t kg = be->kg_lo; !rc && kg < be->kg_hi; kg++) {
+    r.len = 0;
+    /* Keys first: storing them again must not run under the scan. */
+    if ((rc = be->ops->kg_scan(be, kg, collect_key, &r)))
+      break;
+    for (size_t off = 0; !rc && off < r.len;) {
+      size_t kl;
+      memcpy(&kl, r.b + off, sizeof(kl));
+      w->k.key = r.b + off + sizeof(kl);
+      w->k.key_len = kl;
+      w->k.hash = sl__hash64(w->k.key, kl);
+      w->k.kg = kg;
+      off += sizeof(kl) + kl;
+      unsigned char *s;
+      size_t n;
+      if (!(rc = lz_read(w, &s, &n, 0)) && n)
+        rc = lz_write(w, s, n);
+    }
+  }
+  w->k.key = NULL;
+  w->k.key_len = 0;
+  free(r.b);
+  return rc;
 }

@@ -663,9 +663,9 @@ static int set_layout(sl_state_t *st, const warg *a) {
 
 /* The layout of session_ends and session_starts (session.c) records the
  * gap too: the one-read path relies on every stored session being at
- * least gap long (or marked), which a checkpoint written with another gap
- * would not keep. Both states carry it, so that a restore that drops one
- * (restore.allow.dropped.state) drops the other. */
+ * least gap long (or marked). The gap may change across a restore, as in
+ * Flink: the restore hands the recorded one to sl__session_restored,
+ * which marks the sessions a larger gap leaves shorter. */
 static int set_session_layout(sl_state_t *st, const warg *a) {
   char text[256];
   char gap[32];
@@ -675,7 +675,13 @@ static int set_session_layout(sl_state_t *st, const warg *a) {
     snprintf(gap, sizeof(gap), "%lld", (long long)a->s.gap);
   snprintf(text, sizeof(text), "window=session fn=%s acc=%zu path=ends gap=%s",
            a->agg ? "aggregate" : "full", a->agg ? a->acc_size : 0, gap);
-  return sl__state_set_layout(st, text);
+  int rc = sl__state_set_layout(st, text);
+  return rc ? rc : sl__state_set_layout_adapts(st, "gap");
+}
+
+static int win_restored(sl_ctx_t *op) {
+  win *w = sl_op_data(op);
+  return w->a->lazy_sessions ? sl__session_restored(w) : 0;
 }
 
 static int win_open(sl_ctx_t *op) {
@@ -781,6 +787,7 @@ static const sl_operator_ops_t window_ops = {
     .kind = "window",
     .keyed = true,
     .open = win_open,
+    .restored = win_restored,
     .process_keyed = win_process,
     .on_watermark = win_watermark,
     .on_proc_time = win_time,
