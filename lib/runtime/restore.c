@@ -492,6 +492,11 @@ int sl__restore_task(sl__worker *w, const sl__restore *rs, int stage,
   int rc = 0;
   for (int f = 0; !rc && f < rs->n_files; f++)
     rc = restore_file(w, be, rs, &rs->files[f], kg, kg + 1, &drop, true);
+  for (int i = 0; !rc && i < w->job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    if (c && !sl__is_source(c) && c->ops->restored)
+      rc = c->ops->restored(c, kg, kg + 1, false);
+  }
   return rc;
 }
 
@@ -567,7 +572,7 @@ static int restore_late(sl__worker *w, const sl__restore *rs) {
   for (int i = 0; !rc && i < job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
     if (c && !sl__is_source(c) && c->ops->restored &&
-        (rc = c->ops->restored(c)))
+        (rc = c->ops->restored(c, lo, hi, true)))
       return sl_op_fail(c, rc, "restore from checkpoint %llu (%s) failed: %s",
                         (unsigned long long)rs->id, rs->path, sl_strerror(rc));
   }

@@ -718,8 +718,10 @@ int sl__session_find(win *w, const sl_window_t *wd, int64_t *sstart,
  * extend from the wrong start. So then every key of session_ends is read
  * and stored again (lz_read, lz_write: that marks it against today's
  * gap), once, before any element or timer: results stay those of the two
- * reads per element that do not depend on the gap. Keys still in the
- * earlier layout are converted at their first access as ever. */
+ * reads per element that do not depend on the gap. A group task's
+ * snapshot records no layout: its keys are stored again whenever the
+ * task is loaded. Keys still in the earlier layout are converted at their
+ * first access as ever. */
 
 typedef struct rkeys {
   unsigned char *b; /* per key: size_t length, then the bytes */
@@ -765,15 +767,20 @@ static bool gap_grew(const char *layout, int64_t gap) {
   return end == p + 4 || (*end && *end != ' ') || g < gap;
 }
 
-int sl__session_restored(win *w) {
+int sl__session_restored(win *w, uint32_t kg_lo, uint32_t kg_hi, bool layouts) {
   const warg *a = w->a;
+  if (a->s.gap_fn)
+    return 0;
+  /* A whole restore recorded the gap (none: no sessions of this layout
+   * restored); a group task's snapshot does not, so its keys are always
+   * stored again. */
   const char *old = sl__state_restored(w->ends);
-  if (!old || a->s.gap_fn || !gap_grew(old, a->s.gap))
+  if (layouts && (!old || !gap_grew(old, a->s.gap)))
     return 0;
   sl__backend *be = sl__kstate_backend(w->k.state);
   rkeys r = {.ends_id = w->ends_id};
   int rc = 0;
-  for (uint32_t kg = be->kg_lo; !rc && kg < be->kg_hi; kg++) {
+  for (uint32_t kg = kg_lo; !rc && kg < kg_hi; kg++) {
     r.len = 0;
     /* Keys first: storing them again must not run under the scan. */
     if ((rc = be->ops->kg_scan(be, kg, collect_key, &r)))

@@ -679,9 +679,11 @@ static int set_session_layout(sl_state_t *st, const warg *a) {
   return rc ? rc : sl__state_set_layout_adapts(st, "gap");
 }
 
-static int win_restored(sl_ctx_t *op) {
+static int win_restored(sl_ctx_t *op, uint32_t kg_lo, uint32_t kg_hi,
+                        bool layouts) {
   win *w = sl_op_data(op);
-  return w->a->lazy_sessions ? sl__session_restored(w) : 0;
+  return w->a->lazy_sessions ? sl__session_restored(w, kg_lo, kg_hi, layouts)
+                             : 0;
 }
 
 static int win_open(sl_ctx_t *op) {

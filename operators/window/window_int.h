@@ -266,9 +266,10 @@ int sl__session_find(win *w, const sl_window_t *wd, int64_t *sstart,
 /* Event-time sessions with the default trigger: the key's timer chain
  * (empty namespace). */
 int sl__session_lazy_timer(win *w, int64_t ts);
-/* After a restore (the operator's restored hook): marks the restored
- * sessions a larger gap than the checkpoint's leaves short (session.c). */
-int sl__session_restored(win *w);
+/* After a restore of key groups [kg_lo, kg_hi) (the operator's restored
+ * hook): marks the restored sessions a larger gap than the checkpoint's
+ * leaves short (session.c). */
+int sl__session_restored(win *w, uint32_t kg_lo, uint32_t kg_hi, bool layouts);
 
 /* Mini-batch aggregation (minibatch.c, config mini.batch): whether the
  * window a folds a batch's records per key and window, the batch path
