@@ -664,8 +664,10 @@ static int set_layout(sl_state_t *st, const warg *a) {
 /* The layout of session_ends and session_starts (session.c) records the
  * gap too: the one-read path relies on every stored session being at
  * least gap long (or marked). The gap may change across a restore, as in
- * Flink: the restore hands the recorded one to sl__session_restored,
- * which marks the sessions a larger gap leaves shorter. */
+ * Flink: the restore does not compare it and hands the recorded one to
+ * sl__session_restored, which marks the sessions a larger gap leaves
+ * shorter. Both states carry the same text, so that a restore that drops
+ * one (restore.allow.dropped.state) drops the other. */
 static int set_session_layout(sl_state_t *st, const warg *a) {
   char text[256];
   char gap[32];
