@@ -93,6 +93,16 @@ typedef struct sl_operator_ops {
    *           checkpoint id is durable / was given up. */
   int (*snapshot)(sl_ctx_t *op, uint64_t id, sl_buf_t *out);
   int (*restore)(sl_ctx_t *op, const sl_blob_t *snaps, size_t n);
+  /* restored  after open, once keyed state and timers of key groups
+   *           [kg_lo, kg_hi) are in the worker's backend (a whole
+   *           restore, before any record or timer; or a group task
+   *           loaded on assignment): adapts stored bytes to layout keys a
+   *           restore may change (state/state.h:
+   *           sl__state_set_layout_adapts). layouts: whether the restore
+   *           compared layouts and recorded them (sl__state_restored); a
+   *           group task's snapshot records none, so anything may have
+   *           changed. Optional. */
+  int (*restored)(sl_ctx_t *op, uint32_t kg_lo, uint32_t kg_hi, bool layouts);
   int (*checkpoint_complete)(sl_ctx_t *op, uint64_t id);
   void (*checkpoint_abort)(sl_ctx_t *op, uint64_t id);
 } sl_operator_ops_t;

@@ -65,11 +65,25 @@ static void value_of(const char *text, size_t len, const char *key, size_t kl,
   }
 }
 
+/* Whether key is one of the space-separated names in adapts. */
+static bool adapted(const char *key, size_t kl, const char *adapts) {
+  for (const char *p = adapts; p && *p;) {
+    size_t n = strcspn(p, " ");
+    if (n == kl && memcmp(p, key, kl) == 0)
+      return true;
+    p += n + (p[n] == ' ');
+  }
+  return false;
+}
+
 /* Appends "key changed from a to b" when key's values differ; with
  * only_new, only for a key old does not have (the first pass over old's
  * keys reported the others). */
 static void one(const char *key, size_t kl, const char *old, size_t old_len,
-                const char *now, bool only_new, char *why, size_t whylen) {
+                const char *now, bool only_new, const char *adapts, char *why,
+                size_t whylen) {
+  if (adapted(key, kl, adapts))
+    return;
   char a[128], b[128];
   value_of(old, old_len, key, kl, a, sizeof(a));
   value_of(now, strlen(now), key, kl, b, sizeof(b));
@@ -81,26 +95,29 @@ static void one(const char *key, size_t kl, const char *old, size_t old_len,
 }
 
 static void each_key(const char *text, size_t len, const char *old,
-                     size_t old_len, const char *now, bool only_new, char *why,
-                     size_t whylen) {
+                     size_t old_len, const char *now, bool only_new,
+                     const char *adapts, char *why, size_t whylen) {
   const char *p = text, *end = text + len;
   while (p < end) {
     const char *sp = memchr(p, ' ', (size_t)(end - p));
     const char *e = sp ? sp : end;
     const char *eq = memchr(p, '=', (size_t)(e - p));
     if (eq && eq > p)
-      one(p, (size_t)(eq - p), old, old_len, now, only_new, why, whylen);
+      one(p, (size_t)(eq - p), old, old_len, now, only_new, adapts, why,
+          whylen);
     p = e + 1;
   }
 }
 
 bool sl__layout_diff(const char *old, size_t old_len, const char *now,
-                     char *why, size_t whylen) {
+                     const char *adapts, char *why, size_t whylen) {
   why[0] = 0;
   if (strlen(now) == old_len && memcmp(old, now, old_len) == 0)
     return false;
-  each_key(old, old_len, old, old_len, now, false, why, whylen);
-  each_key(now, strlen(now), old, old_len, now, true, why, whylen);
+  each_key(old, old_len, old, old_len, now, false, adapts, why, whylen);
+  each_key(now, strlen(now), old, old_len, now, true, adapts, why, whylen);
+  if (!why[0] && adapts)
+    return false; /* only adapted keys changed */
   if (!why[0])
     snprintf(why, whylen, "layout changed from \"%.*s\" to \"%s\"",
              (int)old_len, old, now);

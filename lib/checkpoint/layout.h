@@ -39,9 +39,11 @@ int sl__layout_count(sl__rd *p, uint32_t *n);
 int sl__layout_next(sl__rd *p, sl__layout_rec *r);
 
 /* Compares the layout a checkpoint recorded (old) with the one the job
- * registers now: false when they agree; true with what changed in why,
- * e.g. "kind changed from value to list, ttl changed from off to on". */
+ * registers now, except the keys named in adapts (space-separated, or
+ * NULL), whose change the operator adapts to: false when they agree;
+ * true with what changed in why, e.g. "kind changed from value to list,
+ * ttl changed from off to on". */
 bool sl__layout_diff(const char *old, size_t old_len, const char *now,
-                     char *why, size_t whylen);
+                     const char *adapts, char *why, size_t whylen);
 
 #endif

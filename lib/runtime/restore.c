@@ -329,8 +329,18 @@ static int check_layouts(sl__worker *w, const sl__restore *rs, drops *drop) {
         char now[512], why[1024];
         if (st) {
           sl__state_layout(st, now, sizeof(now));
-          if (!sl__layout_diff(lr.layout, lr.layout_len, now, why, sizeof(why)))
+          const char *adapts = sl__state_layout_adapts(st);
+          if (!sl__layout_diff(lr.layout, lr.layout_len, now, adapts, why,
+                               sizeof(why))) {
+            /* The operator's restored hook adapts the state to the keys
+             * that may change (sl__state_set_layout_adapts). */
+            int rc = adapts
+                         ? sl__state_set_restored(st, lr.layout, lr.layout_len)
+                         : 0;
+            if (rc)
+              return rc;
             continue;
+          }
         } else {
           snprintf(why, sizeof(why),
                    "the operator no longer registers it (its layout was "
@@ -482,6 +492,11 @@ int sl__restore_task(sl__worker *w, const sl__restore *rs, int stage,
   int rc = 0;
   for (int f = 0; !rc && f < rs->n_files; f++)
     rc = restore_file(w, be, rs, &rs->files[f], kg, kg + 1, &drop, true);
+  for (int i = 0; !rc && i < w->job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    if (c && !sl__is_source(c) && c->ops->restored)
+      rc = c->ops->restored(c, kg, kg + 1, false);
+  }
   return rc;
 }
 
@@ -552,6 +567,15 @@ static int restore_late(sl__worker *w, const sl__restore *rs) {
   for (int f = 0; !rc && f < rs->n_files; f++)
     rc = restore_file(w, be, rs, &rs->files[f], lo, hi, &drop, false);
   drops_free(&drop);
+  /* Keyed state is in place: operators adapt what the layout let change
+   * (sl__state_set_layout_adapts) before any record or timer. */
+  for (int i = 0; !rc && i < job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    if (c && !sl__is_source(c) && c->ops->restored &&
+        (rc = c->ops->restored(c, lo, hi, true)))
+      return sl_op_fail(c, rc, "restore from checkpoint %llu (%s) failed: %s",
+                        (unsigned long long)rs->id, rs->path, sl_strerror(rc));
+  }
   if (rc)
     return sl__job_failing(job)
                ? job->err

@@ -18,6 +18,8 @@ struct sl_state {
   char *name;
   sl_state_desc_t d; /* copy of the descriptor; d.name == name */
   char *layout;      /* what an operator adds to the layout, or NULL */
+  char *adapts;      /* layout keys a restore may change, or NULL */
+  char *restored;    /* the layout a restore recorded, or NULL */
   uint32_t id;       /* in the backend */
   bool ttl;
   size_t hdr;       /* bytes before the user's: 8 (timestamp) with TTL */

@@ -40,6 +40,8 @@ void sl__kstate_destroy(struct sl__kstate *ks) {
     sl_state_t *st = ks->states[i];
     free(st->name);
     free(st->layout);
+    free(st->adapts);
+    free(st->restored);
     free(st->result);
     free(st->list_copy);
     free(st);
@@ -311,6 +313,32 @@ int sl__state_set_layout(sl_state_t *st, const char *layout) {
   free(st->layout);
   st->layout = c;
   return 0;
+}
+
+int sl__state_set_layout_adapts(sl_state_t *st, const char *keys) {
+  char *c = sl__strdup(keys);
+  if (!c)
+    return SL_ERR_NOMEM;
+  free(st->adapts);
+  st->adapts = c;
+  return 0;
+}
+
+const char *sl__state_layout_adapts(const sl_state_t *st) {
+  return st->adapts;
+}
+
+int sl__state_set_restored(sl_state_t *st, const char *layout, size_t len) {
+  char *c = strndup(layout, len);
+  if (!c)
+    return SL_ERR_NOMEM;
+  free(st->restored);
+  st->restored = c;
+  return 0;
+}
+
+const char *sl__state_restored(const sl_state_t *st) {
+  return st->restored;
 }
 
 sl_state_t *sl__kstate_state(const struct sl__kstate *ks, size_t i) {

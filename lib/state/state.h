@@ -79,6 +79,18 @@ void sl__state_layout(const sl_state_t *st, char *buf, size_t len);
 /* Adds operator-specific text (key=value pairs) to the state's layout;
  * call it right after registering. SL_OK or SL_ERR_NOMEM. */
 int sl__state_set_layout(sl_state_t *st, const char *layout);
+/* Names keys of that text (space-separated) whose value a restore may
+ * change: it does not compare them, and the operator adapts the restored
+ * bytes to the value it registers now, reading the recorded value from
+ * sl__state_restored() (e.g. a session window's gap). SL_OK or
+ * SL_ERR_NOMEM. */
+int sl__state_set_layout_adapts(sl_state_t *st, const char *keys);
+const char *sl__state_layout_adapts(const sl_state_t *st); /* NULL: none */
+/* The layout the checkpoint being restored recorded for the state (set
+ * by the restore before it calls the operators' restored hook), or NULL
+ * when none was restored. SL_OK or SL_ERR_NOMEM. */
+int sl__state_set_restored(sl_state_t *st, const char *layout, size_t len);
+const char *sl__state_restored(const sl_state_t *st);
 /* The i-th state registered (NULL past the last), and the state of a name
  * (NULL when none is registered under it). */
 sl_state_t *sl__kstate_state(const struct sl__kstate *ks, size_t i);

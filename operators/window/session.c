@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hash.h"
 #include "state/state.h"
 #include "time/timers.h"
 #include "window_int.h"
@@ -156,99 +157,183 @@ static int trig_merge(win *w, const sl_window_t *wd, int64_t wm) {
 /* ---- Event-time sessions with the default trigger: the fast path --------
  * A session extends with nearly every element; moving its trigger and
  * cleanup timers each time (as Flink does) costs a timer delete and add per
- * element, and a session set plus a separately namespaced accumulator cost
- * two lookups, one of them impossible to prefetch. Here a key's sessions
- * are two parallel arrays in two value states without namespace, both
- * small enough to sit inline in the backend and both prefetched with the
- * key: `sessions` (start, end) and `session_data` (the accumulator, or
- * without an aggregate the namespace of the session's element list).
- * Each key has one chain of event-time timers: a timer is pending exactly
- * at the earliest deadline of its sessions (max_ts until fired, then
- * max_ts + lateness), registered again at the next deadline when it fires.
- * Extensions only move deadlines later, so a pending timer that became
- * early just re-registers; a new session or a re-opened fired one adds
- * its own exact deadline. Firing and cleanup so happen at exactly Flink's
- * watermarks, each session once per max_ts. */
-
-typedef struct sbound {
-  int64_t start, end;
-} sbound;
-
-typedef struct lz {
-  sbound *b;
-  unsigned char *d;
-  size_t n;
-} lz;
+ * element. Each key has one chain of event-time timers instead: a timer is
+ * pending exactly at the earliest deadline of its sessions (max_ts until
+ * fired, then max_ts + lateness), registered again at the next deadline
+ * when it fires. Extensions only move deadlines later, so a pending timer
+ * that became early just re-registers; a new session or a re-opened fired
+ * one adds its own exact deadline. Firing and cleanup so happen at exactly
+ * Flink's watermarks, each session once per max_ts.
+ *
+ * A key's sessions, sorted by start, are two value states without
+ * namespace:
+ * - `session_ends`: per session its end and its data (the accumulator, or
+ *   without an aggregate the namespace of the session's element list);
+ *   one session with 8 bytes of data is 16 bytes, inline in a hashmap
+ *   slot, and this is the state prefetched with the key;
+ * - `session_starts`: per session its start.
+ * An element nearly always extends the key's last session: its window
+ * [t, t + gap) starts at or before that session's end and ends at or
+ * after it. With a fixed gap a session is at least gap long (merging only
+ * widens), so such a t is at or after the session's start, and the
+ * session becomes [start, t + gap): its end and data decide everything,
+ * and the element costs one state read (lz_extend). A new session, a
+ * merge, an element before the last session, a dynamic gap, and firing
+ * read both (lz_read, on a decoded copy).
+ *
+ * A last session shorter than the gap (its end saturated at SL_TS_MAX, or
+ * stored under a smaller or dynamic gap and restored under this one) is
+ * marked by an 8-byte trailer after the key's `session_ends`, which
+ * lz_extend refuses; lz_write sets or clears it whenever it stores a key.
+ * A checkpoint of this layout records the gap (win_open); restored under
+ * a larger fixed gap, every key is stored again once before any element
+ * (sl__session_restored), which marks its sessions as needed.
+ *
+ * The earlier layout, two reads per element (`sessions`: start, end;
+ * `session_data`: the data), is still registered so that its checkpoints
+ * restore: a key found there is converted at its first access (lz_read),
+ * and every key with sessions has a pending timer, so each is in time. */
 
 static size_t lz_ds(const warg *a) {
   return a->agg ? (a->acc_size + 7) & ~(size_t)7 : sizeof(int64_t);
+}
+
+static int64_t lz_i64(const unsigned char *p) {
+  int64_t v;
+  memcpy(&v, p, sizeof(v));
+  return v;
 }
 
 static void lz_skey(const win *w, uint32_t id, sl__skey *sk) {
   *sk = (sl__skey){id, w->k.kg, w->k.hash, w->k.key, w->k.key_len, NULL, 0};
 }
 
-/* The current key's session bounds, writable in place; *n = 0 when none. */
-static int lz_bounds(win *w, sl__backend *be, sbound **b, size_t *n) {
+/* Room for n bytes of decoded sessions (start, end, data each), kept
+ * apart from w->buf, which element frames and firing copies use. */
+static unsigned char *lz_scratch(win *w, size_t n) {
+  if (n > w->sbuf_cap || !w->sbuf) {
+    size_t cap = w->sbuf_cap ? w->sbuf_cap : 256;
+    while (cap < n)
+      cap *= 2;
+    unsigned char *p = realloc(w->sbuf, cap);
+    if (!p)
+      return NULL;
+    w->sbuf = p;
+    w->sbuf_cap = cap;
+  }
+  return w->sbuf;
+}
+
+/* Stores the n decoded sessions s (fs bytes each) as the current key's
+ * two states, or removes both when n is 0. */
+static int lz_write(win *w, const unsigned char *s, size_t n) {
+  const warg *a = w->a;
+  sl__backend *be = sl__kstate_backend(w->k.state);
+  size_t ds = lz_ds(a), es = ds + 8, fs = ds + 16;
+  sl__skey se, ss;
+  lz_skey(w, w->ends_id, &se);
+  lz_skey(w, w->starts_id, &ss);
+  int rc;
+  if (!n) {
+    if ((rc = be->ops->del(be, &se)) < 0 || (rc = be->ops->del(be, &ss)) < 0)
+      return rc;
+    return 0;
+  }
+  /* end >= start, so the difference is exact as unsigned. */
+  const unsigned char *l = s + (n - 1) * fs;
+  bool shorter = !a->s.gap_fn && (uint64_t)lz_i64(l + 8) - (uint64_t)lz_i64(l) <
+                                     (uint64_t)a->s.gap;
+  void *p;
+  if ((rc = be->ops->slot(be, &se, n * es + (shorter ? 8 : 0), &p)) < 0)
+    return rc;
+  unsigned char *e = p;
+  for (size_t i = 0; i < n; i++)
+    memcpy(e + i * es, s + i * fs + 8, es);
+  if (shorter)
+    memset(e + n * es, 0, 8);
+  if ((rc = be->ops->slot(be, &ss, n * sizeof(int64_t), &p)) < 0)
+    return rc;
+  for (size_t i = 0; i < n; i++)
+    memcpy((unsigned char *)p + i * sizeof(int64_t), s + i * fs,
+           sizeof(int64_t));
+  return 0;
+}
+
+/* A key still in the earlier layout: its sessions decoded into the
+ * scratch (with room for extra more), stored in this layout, and the old
+ * entries removed. *n = 0 when it has none there either. */
+static int lz_convert(win *w, unsigned char **out, size_t *n, size_t extra) {
+  const warg *a = w->a;
+  sl__backend *be = sl__kstate_backend(w->k.state);
+  size_t ds = lz_ds(a), fs = ds + 16;
   sl__skey sk;
   void *p;
   size_t len;
   lz_skey(w, w->sess_id, &sk);
-  int rc = be->ops->get(be, &sk, &p, &len, true);
-  *b = rc == 1 ? p : NULL;
-  *n = rc == 1 ? len / sizeof(sbound) : 0;
-  return rc < 0 ? rc : 0;
-}
-
-/* Both arrays of the current key, writable in place (the states have no
- * TTL, so the stored bytes are the arrays). z->n = 0 when none. */
-static int lz_load(win *w, lz *z) {
-  sl__backend *be = sl__kstate_backend(w->k.state);
-  sl__skey sk;
-  void *b, *d;
-  size_t bl, dl;
-  lz_skey(w, w->sess_id, &sk);
-  int rc = be->ops->get(be, &sk, &b, &bl, true);
-  if (rc <= 0) {
-    *z = (lz){NULL, NULL, 0};
+  int rc = be->ops->get(be, &sk, &p, &len, false);
+  if (rc < 0)
     return rc;
-  }
-  z->n = bl / sizeof(sbound);
-  uint64_t epoch = be->epoch;
+  size_t cnt = rc == 1 ? len / (2 * sizeof(int64_t)) : 0;
+  unsigned char *s = lz_scratch(w, (cnt + extra) * fs);
+  if (!s)
+    return SL_ERR_NOMEM;
+  *out = s;
+  *n = 0;
+  if (!cnt)
+    return 0;
+  for (size_t i = 0; i < cnt; i++)
+    memcpy(s + i * fs, (unsigned char *)p + i * 16, 16);
   sk.state = w->sdata_id;
-  if ((rc = be->ops->get(be, &sk, &d, &dl, true)) < 0)
+  if ((rc = be->ops->get(be, &sk, &p, &len, false)) < 0)
     return rc;
-  if (rc == 0 || dl != z->n * lz_ds(w->a))
+  if (rc == 0 || len != cnt * ds)
     return SL_ERR_CORRUPT;
-  /* The second lookup may have moved the first entry's bytes: the
-   * backend's epoch says when (never, for a plain read of the hashmap). */
+  for (size_t i = 0; i < cnt; i++)
+    memcpy(s + i * fs + 16, (unsigned char *)p + i * ds, ds);
+  if ((rc = be->ops->del(be, &sk)) < 0)
+    return rc;
   sk.state = w->sess_id;
-  if (be->epoch != epoch && (rc = be->ops->get(be, &sk, &b, &bl, true)) != 1)
-    return rc < 0 ? rc : SL_ERR_CORRUPT;
-  z->b = b;
-  z->d = d;
+  if ((rc = be->ops->del(be, &sk)) < 0 || (rc = lz_write(w, s, cnt)))
+    return rc;
+  *n = cnt;
   return 0;
 }
 
-/* Resizes both arrays to n sessions (each keeps its first bytes), or
- * removes them when n is 0, then reloads z. */
-static int lz_resize(win *w, lz *z, size_t n) {
+/* The current key's sessions decoded into the scratch, with room for
+ * extra more: start, end and data each (*n = 0 when none). */
+static int lz_read(win *w, unsigned char **out, size_t *n, size_t extra) {
+  const warg *a = w->a;
   sl__backend *be = sl__kstate_backend(w->k.state);
-  sl__skey sb, sd;
-  lz_skey(w, w->sess_id, &sb);
-  lz_skey(w, w->sdata_id, &sd);
-  int rc;
+  size_t ds = lz_ds(a), es = ds + 8, fs = ds + 16;
+  sl__skey sk;
   void *p;
-  if (!n) {
-    if ((rc = be->ops->del(be, &sb)) < 0 || (rc = be->ops->del(be, &sd)) < 0)
-      return rc;
-    *z = (lz){NULL, NULL, 0};
-    return 0;
-  }
-  if ((rc = be->ops->slot(be, &sb, n * sizeof(sbound), &p)) < 0 ||
-      (rc = be->ops->slot(be, &sd, n * lz_ds(w->a), &p)) < 0)
+  size_t len;
+  lz_skey(w, w->ends_id, &sk);
+  int rc = be->ops->get(be, &sk, &p, &len, false);
+  if (rc < 0)
     return rc;
-  return lz_load(w, z);
+  if (rc == 0)
+    return lz_convert(w, out, n, extra);
+  size_t cnt = len / es;
+  if (!cnt || (len % es != 0 && len % es != 8))
+    return SL_ERR_CORRUPT;
+  unsigned char *s = lz_scratch(w, (cnt + extra) * fs);
+  if (!s)
+    return SL_ERR_NOMEM;
+  for (size_t i = 0; i < cnt; i++)
+    memcpy(s + i * fs + 8, (unsigned char *)p + i * es, es);
+  /* Copied before the second lookup, which may move the first's bytes. */
+  sk.state = w->starts_id;
+  if ((rc = be->ops->get(be, &sk, &p, &len, false)) < 0)
+    return rc;
+  if (rc == 0 || len != cnt * sizeof(int64_t))
+    return SL_ERR_CORRUPT;
+  for (size_t i = 0; i < cnt; i++)
+    memcpy(s + i * fs, (unsigned char *)p + i * sizeof(int64_t),
+           sizeof(int64_t));
+  *out = s;
+  *n = cnt;
+  return 0;
 }
 
 static int lz_timer_at(win *w, int64_t ts) {
@@ -274,91 +359,147 @@ static int lz_fire(win *w, const sl_window_t *aw, const void *data) {
   return rc;
 }
 
-static int lazy_element(win *w, int port, const sl_record_t *rec,
+/* The start of the last of the key's n sessions (for firing). */
+static int lz_last_start(win *w, size_t n, int64_t *start) {
+  sl__backend *be = sl__kstate_backend(w->k.state);
+  sl__skey sk;
+  void *p;
+  size_t len;
+  lz_skey(w, w->starts_id, &sk);
+  int rc = be->ops->get(be, &sk, &p, &len, false);
+  if (rc < 0)
+    return rc;
+  if (rc == 0 || len != n * sizeof(int64_t))
+    return SL_ERR_CORRUPT;
+  *start = lz_i64((unsigned char *)p + len - sizeof(int64_t));
+  return 0;
+}
+
+/* The one-read path: the element's window nw reaches from at or before
+ * the end of the key's last session (its end and data at e, in place in
+ * session_ends of n sessions) to at or after it, so that session becomes
+ * [start, nw.end). */
+static int lz_extend(win *w, int port, const sl_record_t *rec, unsigned char *e,
+                     size_t n, sl_window_t nw, int64_t wm, bool *skipped) {
+  const warg *a = w->a;
+  sl_window_t old = {nw.start, lz_i64(e)};
+  int64_t m = w_max_ts(&nw);
+  /* A session that fired already waits for its cleanup: extended past
+   * the watermark, it must fire again at its new max_ts first. */
+  bool refire = w_max_ts(&old) <= wm && m > wm;
+  memcpy(e, &nw.end, sizeof(nw.end));
+  *skipped = false;
+  int rc;
+  if (refire && (rc = lz_timer_at(w, m)))
+    return rc;
+  bool fire = m <= wm;
+  sl_window_t aw = nw;
+  if (a->agg) {
+    if ((rc = w_agg_add(a, e + 8, rec)) || !fire)
+      return rc;
+    /* User code gets a copy: the entry may move meanwhile. */
+    void *acc = w_spare(w);
+    memcpy(acc, e + 8, a->acc_size);
+    if ((rc = lz_last_start(w, n, &aw.start)))
+      return rc;
+    return lz_fire(w, &aw, acc);
+  }
+  int64_t ns = lz_i64(e + 8);
+  w_set_ns(w, ns);
+  bool fresh;
+  if ((rc = sl__win_add(w, port, rec, &fresh)) || !fire)
+    return rc;
+  if ((rc = lz_last_start(w, n, &aw.start)))
+    return rc;
+  return lz_fire(w, &aw, &ns);
+}
+
+/* Session i of decoded sessions s: start, end, data. */
+#define LZ_S(s, i, fs) ((s) + (i) * (fs))
+
+static int lazy_general(win *w, int port, const sl_record_t *rec,
                         sl_window_t nw, int64_t wm, bool *skipped) {
   const warg *a = w->a;
-  size_t ds = lz_ds(a);
-  lz z;
-  int rc = lz_load(w, &z);
+  size_t ds = lz_ds(a), fs = ds + 16;
+  unsigned char *s;
+  size_t n;
+  int rc = lz_read(w, &s, &n, 1);
   if (rc)
     return rc;
-  size_t i = 0, j, n = z.n;
-  while (i < n && z.b[i].end < nw.start)
+  size_t i = 0, j;
+  while (i < n && lz_i64(LZ_S(s, i, fs) + 8) < nw.start)
     i++;
   j = i;
-  while (j < n && z.b[j].start <= nw.end)
+  while (j < n && lz_i64(LZ_S(s, j, fs)) <= nw.end)
     j++;
   sl_window_t aw;
+  int64_t tm = INT64_MAX; /* a timer to add */
+  size_t merged = 0;
+  int64_t *ms = NULL;
   if (i == j) {
     if (sl__win_late(a, &nw, wm))
       return 0;
-    if ((rc = lz_resize(w, &z, n + 1)))
-      return rc;
-    memmove(z.b + i + 1, z.b + i, (n - i) * sizeof(sbound));
-    memmove(z.d + (i + 1) * ds, z.d + i * ds, (n - i) * ds);
-    z.b[i] = (sbound){nw.start, nw.end};
+    memmove(LZ_S(s, i + 1, fs), LZ_S(s, i, fs), (n - i) * fs);
+    unsigned char *x = LZ_S(s, i, fs);
+    memcpy(x, &nw.start, 8);
+    memcpy(x + 8, &nw.end, 8);
+    memset(x + 16, 0, ds);
     if (a->agg)
-      w_agg_init(a, z.d + i * ds);
+      w_agg_init(a, x + 16);
     else
-      memcpy(z.d + i * ds, &nw.start, sizeof(int64_t));
+      memcpy(x + 16, &nw.start, sizeof(int64_t));
+    n++;
     aw = nw;
     int64_t m = w_max_ts(&aw);
-    if ((rc = lz_timer_at(w, m > wm ? m : w_cleanup(a, &aw))))
-      return rc;
+    tm = m > wm ? m : w_cleanup(a, &aw);
   } else {
-    aw.start = z.b[i].start < nw.start ? z.b[i].start : nw.start;
-    aw.end = z.b[j - 1].end > nw.end ? z.b[j - 1].end : nw.end;
-    sl_window_t first = {z.b[i].start, z.b[i].end};
+    unsigned char *x = LZ_S(s, i, fs);
+    sl_window_t first = {lz_i64(x), lz_i64(x + 8)};
+    int64_t last_end = lz_i64(LZ_S(s, j - 1, fs) + 8);
+    aw.start = first.start < nw.start ? first.start : nw.start;
+    aw.end = last_end > nw.end ? last_end : nw.end;
     /* A session that fired already waits for its cleanup: merged into a
      * window whose max_ts is ahead of the watermark, it must fire again
      * there first. */
-    bool refire = w_max_ts(&first) <= wm && w_max_ts(&aw) > wm;
-    size_t merged = j - i - 1;
-    int64_t *ms = NULL;
+    if (w_max_ts(&first) <= wm && w_max_ts(&aw) > wm)
+      tm = w_max_ts(&aw);
+    merged = j - i - 1;
     if (merged) {
       if (a->agg) {
-        for (size_t x = i + 1; x < j; x++)
-          w_agg_merge(a, z.d + i * ds, z.d + x * ds);
+        for (size_t y = i + 1; y < j; y++)
+          w_agg_merge(a, x + 16, LZ_S(s, y, fs) + 16);
       } else {
         if (!(ms = sl__win_buf(w, merged * sizeof(int64_t))))
           return SL_ERR_NOMEM;
-        memcpy(ms, z.d + (i + 1) * ds, merged * ds);
+        for (size_t y = i + 1; y < j; y++)
+          memcpy(ms + (y - i - 1), LZ_S(s, y, fs) + 16, sizeof(int64_t));
       }
-      memmove(z.b + i + 1, z.b + j, (n - j) * sizeof(sbound));
-      memmove(z.d + (i + 1) * ds, z.d + j * ds, (n - j) * ds);
+      memmove(LZ_S(s, i + 1, fs), LZ_S(s, j, fs), (n - j) * fs);
+      n -= merged;
     }
-    z.b[i] = (sbound){aw.start, aw.end};
-    if (merged && (rc = lz_resize(w, &z, n - merged)))
-      return rc;
-    if (refire && (rc = lz_timer_at(w, w_max_ts(&aw))))
-      return rc;
-    if (ms) {
-      int64_t into;
-      memcpy(&into, z.d + i * ds, sizeof(into));
-      w_set_ns(w, into);
-      for (size_t x = 0; x < merged; x++)
-        if ((rc = merge_state(w, ((int64_t *)w->buf)[x])))
-          return rc;
-      /* Merging moved state around: z's bytes may be stale (only the
-       * list namespace is read below). */
-      if ((rc = lz_load(w, &z)))
-        return rc;
-    }
+    memcpy(x, &aw.start, 8);
+    memcpy(x + 8, &aw.end, 8);
   }
   *skipped = false;
   bool fire = w_max_ts(&aw) <= wm;
+  unsigned char *data = LZ_S(s, i, fs) + 16;
+  /* The session is stored whatever the aggregate says, as the timers are:
+   * an error skipped by error.policy must leave a consistent key. */
+  int add = a->agg ? w_agg_add(a, data, rec) : 0;
+  if ((rc = lz_write(w, s, n)) || (rc = lz_timer_at(w, tm)))
+    return rc;
   if (a->agg) {
-    if ((rc = w_agg_add(a, z.d + i * ds, rec)))
-      return rc;
-    if (!fire)
-      return 0;
-    /* User code gets a copy: the array may move meanwhile. */
+    if (add || !fire)
+      return add;
     void *acc = w_spare(w);
-    memcpy(acc, z.d + i * ds, a->acc_size);
+    memcpy(acc, data, a->acc_size);
     return lz_fire(w, &aw, acc);
   }
-  int64_t ns;
-  memcpy(&ns, z.d + i * ds, sizeof(ns));
+  int64_t ns = lz_i64(data);
+  w_set_ns(w, ns);
+  for (size_t y = 0; y < merged; y++)
+    if ((rc = merge_state(w, ms[y])))
+      return rc;
   w_set_ns(w, ns);
   bool fresh;
   if ((rc = sl__win_add(w, port, rec, &fresh)))
@@ -366,62 +507,90 @@ static int lazy_element(win *w, int port, const sl_record_t *rec,
   return fire ? lz_fire(w, &aw, &ns) : 0;
 }
 
+static int lazy_element(win *w, int port, const sl_record_t *rec,
+                        sl_window_t nw, int64_t wm, bool *skipped) {
+  const warg *a = w->a;
+  if (SL__LIKELY(!a->s.gap_fn)) {
+    size_t es = lz_ds(a) + 8;
+    sl__backend *be = sl__kstate_backend(w->k.state);
+    sl__skey sk;
+    void *p;
+    size_t len;
+    lz_skey(w, w->ends_id, &sk);
+    int rc = be->ops->get(be, &sk, &p, &len, true);
+    if (SL__UNLIKELY(rc < 0))
+      return rc;
+    if (SL__LIKELY(rc == 1 && len % es == 0 && len)) {
+      unsigned char *e = (unsigned char *)p + len - es;
+      int64_t end = lz_i64(e);
+      if (SL__LIKELY(nw.start <= end && nw.end >= end))
+        return lz_extend(w, port, rec, e, len / es, nw, wm, skipped);
+    }
+  }
+  return lazy_general(w, port, rec, nw, wm, skipped);
+}
+
 int sl__session_lazy_timer(win *w, int64_t ts) {
   const warg *a = w->a;
-  size_t ds = lz_ds(a);
-  /* Most firings are early: the session the timer was set for has grown
-   * since. The bounds alone say so; the chain then just moves on. */
-  sbound *sb;
-  size_t sn;
-  int rc = lz_bounds(w, sl__kstate_backend(w->k.state), &sb, &sn);
-  if (rc || !sn)
+  size_t ds = lz_ds(a), es = ds + 8, fs = ds + 16;
+  sl__backend *be = sl__kstate_backend(w->k.state);
+  sl__skey sk;
+  void *p;
+  size_t len;
+  lz_skey(w, w->ends_id, &sk);
+  int rc = be->ops->get(be, &sk, &p, &len, false);
+  if (rc < 0)
+    return rc;
+  if (rc == 1) {
+    /* Most firings are early: the session the timer was set for has
+     * grown since. The ends alone say so; the chain then just moves on. */
+    int64_t next = INT64_MAX;
+    bool due = false;
+    for (size_t i = 0; i < len / es && !due; i++) {
+      sl_window_t aw = {0, lz_i64((unsigned char *)p + i * es)};
+      int64_t m = w_max_ts(&aw), c = w_cleanup(a, &aw);
+      due = m == ts || c <= ts;
+      int64_t d = m > ts ? m : c;
+      if (d < next)
+        next = d;
+    }
+    if (!due)
+      return lz_timer_at(w, next);
+  }
+  unsigned char *s;
+  size_t n;
+  if ((rc = lz_read(w, &s, &n, 0)) || !n)
     return rc;
   int64_t next = INT64_MAX;
-  bool due = false;
-  for (size_t i = 0; i < sn && !due; i++) {
-    sl_window_t aw = {sb[i].start, sb[i].end};
-    int64_t m = w_max_ts(&aw), c = w_cleanup(a, &aw);
-    due = m == ts || c <= ts;
-    int64_t d = m > ts ? m : c;
-    if (d < next)
-      next = d;
-  }
-  if (!due)
-    return lz_timer_at(w, next);
-  next = INT64_MAX;
-  lz z;
-  if ((rc = lz_load(w, &z)) || !z.n)
-    return rc;
-  /* Decide everything first, then fire: firing runs user code and may
-   * move the arrays. Fired sessions are copied (window, then data). */
-  size_t fs = sizeof(sl_window_t) + ds + sizeof(int64_t);
-  unsigned char *fb = sl__win_buf(w, z.n * fs);
+  /* Decide everything first, then fire: firing runs user code. Fired
+   * sessions are copied (window, then what, then data). */
+  size_t fsz = sizeof(sl_window_t) + sizeof(int64_t) + ds;
+  unsigned char *fb = sl__win_buf(w, n * fsz);
   if (!fb)
     return SL_ERR_NOMEM;
   size_t nf = 0, keep = 0;
-  for (size_t i = 0; i < z.n; i++) {
-    sl_window_t aw = {z.b[i].start, z.b[i].end};
+  for (size_t i = 0; i < n; i++) {
+    unsigned char *x = LZ_S(s, i, fs);
+    sl_window_t aw = {lz_i64(x), lz_i64(x + 8)};
     int64_t m = w_max_ts(&aw), c = w_cleanup(a, &aw);
     bool clean = c <= ts;
     if (m == ts || clean) {
-      unsigned char *f = fb + nf++ * fs;
+      unsigned char *f = fb + nf++ * fsz;
       int64_t what = (m == ts) | (clean ? 2 : 0);
       memcpy(f, &aw, sizeof(aw));
       memcpy(f + sizeof(aw), &what, sizeof(what));
-      memcpy(f + sizeof(aw) + sizeof(what), z.d + i * ds, ds);
+      memcpy(f + sizeof(aw) + sizeof(what), x + 16, ds);
     }
     if (clean)
       continue;
     int64_t d = m > ts ? m : c;
     if (d < next)
       next = d;
-    if (keep != i) {
-      z.b[keep] = z.b[i];
-      memmove(z.d + keep * ds, z.d + i * ds, ds);
-    }
+    if (keep != i)
+      memmove(LZ_S(s, keep, fs), x, fs);
     keep++;
   }
-  if (keep != z.n && (rc = lz_resize(w, &z, keep)))
+  if (keep != n && (rc = lz_write(w, s, keep)))
     return rc;
   /* The chain goes on before firing, so that a firing skipped by
    * error.policy does not stop it. */
@@ -429,7 +598,7 @@ int sl__session_lazy_timer(win *w, int64_t ts) {
     return rc;
   int first = 0;
   for (size_t f = 0; f < nf; f++) {
-    unsigned char *e = fb + f * fs;
+    unsigned char *e = fb + f * fsz;
     sl_window_t aw;
     int64_t what;
     memcpy(&aw, e, sizeof(aw));
@@ -539,4 +708,99 @@ int sl__session_find(win *w, const sl_window_t *wd, int64_t *sstart,
     return rc ? rc : 1;
   }
   return 0;
+}
+
+/* ---- A restore under another gap ----------------------------------------
+ * Sessions stored under a gap g are at least g long, or marked; under a
+ * gap_fn any length. Restored under a fixed gap no larger than g they
+ * keep the one-read rule; under a larger one (or after a gap_fn) a last
+ * session may be shorter than the gap and unmarked, which lz_extend would
+ * extend from the wrong start. So then every key of session_ends is read
+ * and stored again (lz_read, lz_write: that marks it against today's
+ * gap), once, before any element or timer: results stay those of the two
+ * reads per element that do not depend on the gap. A group task's
+ * snapshot records no layout: its keys are stored again whenever the
+ * task is loaded. Keys still in the earlier layout are converted at their
+ * first access as ever. */
+
+typedef struct rkeys {
+  unsigned char *b; /* per key: size_t length, then the bytes */
+  size_t len, cap;
+  uint32_t ends_id;
+} rkeys;
+
+static int collect_key(uint32_t state, const void *key, size_t key_len,
+                       const void *ns, size_t ns_len, const void *mk,
+                       size_t mk_len, const void *val, size_t len,
+                       void *opaque) {
+  (void)ns, (void)ns_len, (void)mk, (void)mk_len, (void)val, (void)len;
+  rkeys *r = opaque;
+  if (state != r->ends_id)
+    return 0;
+  size_t need = r->len + sizeof(size_t) + key_len;
+  if (need > r->cap) {
+    size_t cap = r->cap ? r->cap : 4096;
+    while (cap < need)
+      cap *= 2;
+    unsigned char *p = realloc(r->b, cap);
+    if (!p)
+      return SL_ERR_NOMEM;
+    r->b = p;
+    r->cap = cap;
+  }
+  memcpy(r->b + r->len, &key_len, sizeof(size_t));
+  memcpy(r->b + r->len + sizeof(size_t), key, key_len);
+  r->len = need;
+  return 0;
+}
+
+/* Whether sessions stored under the gap a layout text recorded (its
+ * gap=..., "dynamic" for a gap_fn) may be shorter than gap. */
+static bool gap_grew(const char *layout, int64_t gap) {
+  const char *p = layout;
+  while ((p = strstr(p, "gap=")) && p != layout && p[-1] != ' ')
+    p += 4;
+  if (!p)
+    return true;
+  char *end;
+  long long g = strtoll(p + 4, &end, 10);
+  return end == p + 4 || (*end && *end != ' ') || g < gap;
+}
+
+int sl__session_restored(win *w, uint32_t kg_lo, uint32_t kg_hi, bool layouts) {
+  const warg *a = w->a;
+  if (a->s.gap_fn)
+    return 0;
+  /* A whole restore recorded the gap (none: no sessions of this layout
+   * restored); a group task's snapshot does not, so its keys are always
+   * stored again. */
+  const char *old = sl__state_restored(w->ends);
+  if (layouts && (!old || !gap_grew(old, a->s.gap)))
+    return 0;
+  sl__backend *be = sl__kstate_backend(w->k.state);
+  rkeys r = {.ends_id = w->ends_id};
+  int rc = 0;
+  for (uint32_t kg = kg_lo; !rc && kg < kg_hi; kg++) {
+    r.len = 0;
+    /* Keys first: storing them again must not run under the scan. */
+    if ((rc = be->ops->kg_scan(be, kg, collect_key, &r)))
+      break;
+    for (size_t off = 0; !rc && off < r.len;) {
+      size_t kl;
+      memcpy(&kl, r.b + off, sizeof(kl));
+      w->k.key = r.b + off + sizeof(kl);
+      w->k.key_len = kl;
+      w->k.hash = sl__hash64(w->k.key, kl);
+      w->k.kg = kg;
+      off += sizeof(kl) + kl;
+      unsigned char *s;
+      size_t n;
+      if (!(rc = lz_read(w, &s, &n, 0)) && n)
+        rc = lz_write(w, s, n);
+    }
+  }
+  w->k.key = NULL;
+  w->k.key_len = 0;
+  free(r.b);
+  return rc;
 }

@@ -597,8 +597,7 @@ static void win_prefetch(sl__keyed *k, const sl_keyed_rec_t *r, size_t n) {
   if (a->sliced) {
     be->ops->prefetch(be, sl__state_id(w->slices), h, g, stride, n);
   } else if (a->lazy_sessions) {
-    be->ops->prefetch(be, w->sess_id, h, g, stride, n);
-    be->ops->prefetch(be, w->sdata_id, h, g, stride, n);
+    be->ops->prefetch(be, w->ends_id, h, g, stride, n);
   } else if (a->s.assigner == SL_WINDOW_SESSION) {
     be->ops->prefetch(be, sl__state_id(w->sess), h, g, stride, n);
   } else if (a->agg && a->s.assigner == SL_WINDOW_TUMBLING && w->ns_hash_ok) {
@@ -662,6 +661,33 @@ static int set_layout(sl_state_t *st, const warg *a) {
   return st ? sl__state_set_layout(st, text) : 0;
 }
 
+/* The layout of session_ends and session_starts (session.c) records the
+ * gap too: the one-read path relies on every stored session being at
+ * least gap long (or marked). The gap may change across a restore, as in
+ * Flink: the restore does not compare it and hands the recorded one to
+ * sl__session_restored, which marks the sessions a larger gap leaves
+ * shorter. Both states carry the same text, so that a restore that drops
+ * one (restore.allow.dropped.state) drops the other. */
+static int set_session_layout(sl_state_t *st, const warg *a) {
+  char text[256];
+  char gap[32];
+  if (a->s.gap_fn)
+    snprintf(gap, sizeof(gap), "dynamic");
+  else
+    snprintf(gap, sizeof(gap), "%lld", (long long)a->s.gap);
+  snprintf(text, sizeof(text), "window=session fn=%s acc=%zu path=ends gap=%s",
+           a->agg ? "aggregate" : "full", a->agg ? a->acc_size : 0, gap);
+  int rc = sl__state_set_layout(st, text);
+  return rc ? rc : sl__state_set_layout_adapts(st, "gap");
+}
+
+static int win_restored(sl_ctx_t *op, uint32_t kg_lo, uint32_t kg_hi,
+                        bool layouts) {
+  win *w = sl_op_data(op);
+  return w->a->lazy_sessions ? sl__session_restored(w, kg_lo, kg_hi, layouts)
+                             : 0;
+}
+
 static int win_open(sl_ctx_t *op) {
   const warg *a = sl_op_arg(op);
   win *w = calloc(1, sizeof(*w));
@@ -680,7 +706,7 @@ static int win_open(sl_ctx_t *op) {
   w->res = calloc(1, ((a->res_size + 7) & ~(size_t)7) + a->acc_size + 8);
   if (!w->res)
     return sl_op_fail(op, SL_ERR_NOMEM, "out of memory");
-  char err[256];
+  char err[256] = "cannot record the state layout";
   rc = 0;
   sl_state_desc_t d = {.name = "contents", .kind = SL_STATE_VALUE};
   if (a->sliced) {
@@ -708,11 +734,23 @@ static int win_open(sl_ctx_t *op) {
   if (a->lazy_sessions) {
     sl_state_desc_t c = {.name = "session_data", .kind = SL_STATE_VALUE};
     w->sdata = reg(w, &c, err, sizeof(err), &rc);
+    c.name = "session_ends";
+    w->ends = reg(w, &c, err, sizeof(err), &rc);
+    c.name = "session_starts";
+    w->starts = reg(w, &c, err, sizeof(err), &rc);
     if (!rc) {
       w->sess_id = sl__state_id(w->sess);
       w->sdata_id = sl__state_id(w->sdata);
+      w->ends_id = sl__state_id(w->ends);
+      w->starts_id = sl__state_id(w->starts);
+      rc = set_session_layout(w->ends, a);
+      if (!rc)
+        rc = set_session_layout(w->starts, a);
     }
   }
+  /* Event-time sessions keep the layout text of their earlier states
+   * (path=sessions on session_data or contents), so that checkpoints of
+   * that layout restore; their current states carry their own. */
   if (!rc)
     rc = set_layout(w->slices ? w->slices
                     : w->acc  ? w->acc
@@ -736,6 +774,7 @@ static void win_close(sl_ctx_t *op) {
   sl_op_set_data(op, NULL);
   free(w->res);
   free(w->buf);
+  free(w->sbuf);
   free(w->pairs);
   sl__win_minibatch_free(w);
   free(w);
@@ -752,6 +791,7 @@ static const sl_operator_ops_t window_ops = {
     .kind = "window",
     .keyed = true,
     .open = win_open,
+    .restored = win_restored,
     .process_keyed = win_process,
     .on_watermark = win_watermark,
     .on_proc_time = win_time,

@@ -42,7 +42,13 @@ typedef struct win {
   sl__keyed k; /* first: timer callbacks get &k */
   const warg *a;
   sl_state_t *acc, *list, *cnt, *fire, *sess, *sdata, *slices;
-  uint32_t sess_id, sdata_id; /* state ids of sess and sdata (lazy path) */
+  /* Event-time sessions (session.c): the states of the key's sessions
+   * (ends with data, starts) and their ids; sess and sdata hold the
+   * earlier layout, converted key by key. */
+  sl_state_t *ends, *starts;
+  uint32_t sess_id, sdata_id, ends_id, starts_id;
+  unsigned char *sbuf; /* decoded sessions (session.c) */
+  size_t sbuf_cap;
   int64_t ns;     /* state namespace bytes: the (state) window start */
   int64_t tns[2]; /* timer namespace: window start, end */
   unsigned char *res;
@@ -260,6 +266,10 @@ int sl__session_find(win *w, const sl_window_t *wd, int64_t *sstart,
 /* Event-time sessions with the default trigger: the key's timer chain
  * (empty namespace). */
 int sl__session_lazy_timer(win *w, int64_t ts);
+/* After a restore of key groups [kg_lo, kg_hi) (the operator's restored
+ * hook): marks the restored sessions a larger gap than the checkpoint's
+ * leaves short (session.c). */
+int sl__session_restored(win *w, uint32_t kg_lo, uint32_t kg_hi, bool layouts);
 
 /* Mini-batch aggregation (minibatch.c, config mini.batch): whether the
  * window a folds a batch's records per key and window, the batch path

@@ -57,8 +57,8 @@ static void walk(const uint8_t *data, size_t size) {
         FUZZ_ASSERT((const uint8_t *)r.layout + r.layout_len <= data + size,
                     "layout outside the file");
         /* Against a layout of its own and a fixed one: no overrun. */
-        (void)sl__layout_diff(r.layout, r.layout_len, "kind=value ttl=off", why,
-                              sizeof(why));
+        (void)sl__layout_diff(r.layout, r.layout_len, "kind=value ttl=off",
+                              NULL, why, sizeof(why));
       }
     } else if (type == SL__SEC_OPSTATE || type == SL__SEC_SOURCE) {
       const void *uid, *blob;
