@@ -641,8 +641,8 @@ static void sift(void **v, size_t i, size_t n, cmp_fn cmp, const void *ctx) {
 /* In place: qsort would allocate a buffer as large as the array, and a
  * transient multi-megabyte block between small entries is what fragments
  * the heap (RSS stays above the budget after it is freed). Quicksort with
- * median of three, insertion sort below 16, heapsort when too deep. Static
- * with constant comparators, so each use gets its own copy. */
+ * median of three, insertion sort below 16, heapsort when too deep. Used
+ * for the dirty entries a flush writes and a snapshot's records. */
 static void sort_ptrs(void **v, size_t n, int depth, cmp_fn cmp,
                       const void *ctx) {
   while (n > 16) {
@@ -741,8 +741,8 @@ int sl__rk_flush(rk *b) {
     rk_st(b, e->state)->n_dirty = 0;
     written(e);
     if (!(e->flags & RK_APPEND) && (e->flags & RK_PRESENT) &&
-        !(e->wflags & RK_PIN) &&
-               rk_st(b, e->state)->type == SL__BT_LIST && e->val_len > lmax) {
+        !(e->wflags & RK_PIN) && rk_st(b, e->state)->type == SL__BT_LIST &&
+        e->val_len > lmax) {
       demote_list(b, e);
     }
   }
@@ -864,7 +864,6 @@ int sl__rk_freeze(rk *b, rk_frozen *f) {
   rk_cache *c = &b->cache;
   assert(c->fgen == RK_NO_GEN && c->n_dirty);
   memset(f, 0, sizeof(*f));
-  f->n_states = b->n_states;
   f->is_map = malloc(b->n_states);
   f->cfs = malloc(b->n_states * sizeof(*f->cfs));
   /* The next generation's list: allocated, not filled (the pages come as
@@ -911,8 +910,8 @@ void sl__rk_unfreeze(rk *b, rk_frozen *f) {
 
 /* Once per wrap of the generations (the snapshot that reaches RK_GEN_MAX
  * and the next one): every entry a snapshot wrote takes it now, so no
- * entry keeps a generation that is about to come round again. One pass
- * over the table every 32767 snapshots, off the barrier. */
+ * entry keeps a generation that is about to come round again. Two passes
+ * over the table per 65535 snapshots, after the copy, not at a barrier. */
 static void sweep(rk *b) {
   rk_cache *c = &b->cache;
   size_t cap = (size_t)1 << c->bits;
@@ -985,9 +984,9 @@ int sl__rk_frozen_copy(rk_frozen *f, size_t to) {
     if (map)
       memcpy(&mh, mk + ml, 8);
     r->state = e->state;
-    r->key_len = (uint32_t)sl__rk_encode_into(
-        r->data, e->kg, e->data, e->key_len, e->data + e->key_len, e->ns_len,
-        map, mh, mk, ml);
+    r->key_len = (uint32_t)sl__rk_encode_into(r->data, e->kg, e->data,
+                                              e->key_len, e->data + e->key_len,
+                                              e->ns_len, map, mh, mk, ml);
     r->op = !(e->flags & RK_PRESENT) ? RK_OP_DELETE
             : (e->flags & RK_APPEND) ? RK_OP_MERGE
                                      : RK_OP_PUT;
@@ -1021,8 +1020,8 @@ static int rec_cmp(const void *pa, const void *pb, const void *ctx) {
   return r ? r : (a->key_len > b->key_len) - (a->key_len < b->key_len);
 }
 
-int sl__rk_frozen_write(rk_frozen *f, rocksdb_t *db,
-                        rocksdb_writeoptions_t *wo, char **rerr) {
+int sl__rk_frozen_write(rk_frozen *f, rocksdb_t *db, rocksdb_writeoptions_t *wo,
+                        char **rerr) {
   assert(atomic_load(&f->done) == f->n);
   if (!f->n)
     return 0;

@@ -82,7 +82,8 @@ enum {
  * sweep of the table (sl__rk_thaw) so that no old entry carries a
  * generation that comes round again. */
 #define RK_GEN_MAX 0xffffu
-#define RK_NO_GEN 0x10000u /* fgen when nothing is frozen: no dgen equals it */
+/* fgen when nothing is frozen: no dgen equals it. */
+#define RK_NO_GEN 0x10000u
 
 /* A cached (key, ns) entry, or map entry: one allocation. Entries move only
  * when they grow (realloc) or are copied before a write while frozen, and
@@ -98,8 +99,8 @@ typedef struct rk_entry {
   uint32_t val_len, val_cap;
   uint32_t dirty_idx; /* index in the dirty list of its generation */
   uint16_t kg;
-  uint8_t flags;  /* RK_PRESENT, RK_APPEND */
-  uint8_t wflags; /* RK_REF, RK_PIN */
+  uint8_t flags;        /* RK_PRESENT, RK_APPEND */
+  uint8_t wflags;       /* RK_REF, RK_PIN */
   unsigned char data[]; /* key | ns | [map key | mh] | pad to 8 | value */
 } rk_entry;
 _Static_assert(sizeof(rk_entry) == 32, "entry header size");
@@ -152,13 +153,12 @@ typedef struct rk_frozen {
   rk_entry **v; /* the frozen list (freed by the thread once copied) */
   size_t n, list_bytes;
   _Atomic size_t done; /* entries copied: v[0, done) (release) */
-  uint32_t n_states;
-  uint8_t *is_map;                       /* per state id */
+  uint8_t *is_map;     /* per state id */
   rocksdb_column_family_handle_t **cfs; /* per state id */
-  unsigned char *buf;                    /* the records */
+  unsigned char *buf;                   /* the records */
   size_t len, cap;
   void **recs;  /* record offsets, then pointers once sorted */
-  size_t bytes;    /* buf and recs, set before done reaches n */
+  size_t bytes; /* buf and recs, set before done reaches n */
 } rk_frozen;
 
 typedef struct rk_cache {
@@ -177,8 +177,8 @@ typedef struct rk_cache {
    * copied the frozen set (sl__rk_thaw). */
   rk_entry **retired;
   size_t n_retired, cap_retired;
-  uint64_t cows; /* entries copied before a write while frozen (tests) */
-  rk_entry **victims;       /* eviction's scratch (RK_VICTIMS) */
+  uint64_t cows;      /* entries copied before a write while frozen (tests) */
+  rk_entry **victims; /* eviction's scratch (RK_VICTIMS) */
   rocksdb_writebatch_t *wb; /* reused by every write of the cache */
   rk_slabs slabs;
 } rk_cache;
@@ -389,8 +389,8 @@ void sl__rk_thaw(rk *b);
 void sl__rk_unfreeze(rk *b, rk_frozen *f);
 /* Copies v[done, to); the call with to == n frees the list. */
 int sl__rk_frozen_copy(rk_frozen *f, size_t to);
-int sl__rk_frozen_write(rk_frozen *f, rocksdb_t *db,
-                        rocksdb_writeoptions_t *wo, char **rerr);
+int sl__rk_frozen_write(rk_frozen *f, rocksdb_t *db, rocksdb_writeoptions_t *wo,
+                        char **rerr);
 void sl__rk_frozen_free(rk_frozen *f);
 /* Finds the entry of (k, map key), loading it from RocksDB on a miss (a
  * negative entry when absent there, with room for cap value bytes). *slot

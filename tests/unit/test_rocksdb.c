@@ -1250,8 +1250,8 @@ static void read_same(sl__backend *be, sl__backend *model, const uint32_t *ids,
     mrc = model->ops->get(model, &mkey, &q, &mlen, false);
   } else {
     rc = be->ops->map_get(be, &k, mk, strlen(mk), mh, &p, &len, false);
-    mrc = model->ops->map_get(model, &mkey, mk, strlen(mk), mh, &q, &mlen,
-                              false);
+    mrc =
+        model->ops->map_get(model, &mkey, mk, strlen(mk), mh, &q, &mlen, false);
   }
   ck_assert_msg(rc == mrc && (rc != 1 || (len == mlen && !memcmp(p, q, len))),
                 "round %d: op %d on %s/%s reads %d (%zu bytes), model %d "
@@ -1305,8 +1305,8 @@ START_TEST(snapshot_is_the_barrier_while_the_worker_writes) {
     sl__snap_task_hold(round % 6);
     bool fails = round % 7 == 6;
     char snap[160], err[512] = "";
-    snprintf(snap, sizeof(snap), "%s/%ssnap%d", t.path,
-             fails ? "missing/" : "", round);
+    snprintf(snap, sizeof(snap), "%s/%ssnap%d", t.path, fails ? "missing/" : "",
+             round);
     uint16_t gen = cache->gen;
     struct sl__snap_task *task = NULL;
     ck_assert_msg(ops->snapshot_begin(be, snap, &task, err, sizeof(err)) == 0,
@@ -1409,8 +1409,8 @@ START_TEST(long_list_appends_across_snapshots) {
   ck_assert_ptr_nonnull(model);
   uint32_t id, mid;
   ck_assert_int_eq(ops->register_state(be, "l", SL__BT_LIST, &id), 0);
-  ck_assert_int_eq(sl__hashmap_ops.register_state(model, "l", SL__BT_LIST, &mid),
-                   0);
+  ck_assert_int_eq(
+      sl__hashmap_ops.register_state(model, "l", SL__BT_LIST, &mid), 0);
   rk_cache *cache = &((rk *)be)->cache;
   unsigned char frame[4096];
   int f = 0;
