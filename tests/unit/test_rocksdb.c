@@ -359,7 +359,7 @@ END_TEST
 
 /* Under the sanitizers everything is several times slower: a smaller
  * state, with a block cache smaller by as much. */
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define BIG_KEYS 1000000
 #define BIG_MEMORY "32m"
 #else
