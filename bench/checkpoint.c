@@ -2,7 +2,8 @@
 /* checkpoint: per state backend, the final checkpoint of 10^6 and 10^7
  * keys (duration, size, the worker's pause), the next one after 1% of the
  * keys changed (its new bytes and pause: both backends write only what
- * changed and link the rest), restore time; and keyed counting over 10^5 and
+ * changed and link the rest), the next one after every key changed (its
+ * pause), restore time; and keyed counting over 10^5 and
  * 10^6 keys with a checkpoint every second against the same job without
  * checkpoints, each run for at least BENCH_CKPT_SECS (default 6) and, with
  * checkpoints, until 5 completed (at most 4 times as long) — fewer fails the
@@ -192,12 +193,16 @@ static void sizes(const char *backend, uint64_t keys) {
     exit(2);
   const char *first[] = {"checkpoint.dir", dir, NULL};
   src s = {.n = keys, .keys = keys, .stride = 1};
-  sl_checkpoint_info_t full, incr, rest_info;
+  sl_checkpoint_info_t full, incr, all, rest_info;
   run(backend, first, &s, &full);
   /* 1% of the keys change; the restored state carries the rest. */
   const char *again[] = {"checkpoint.dir", dir, "restore.from", "latest", NULL};
   src s1 = {.n = keys / 100, .keys = keys, .stride = 97};
   run(backend, again, &s1, &incr);
+  /* Then every key changes once: the checkpoint's pause when all of the
+   * state changed since the previous one. */
+  src s2 = {.n = keys, .keys = keys, .stride = 1};
+  run(backend, again, &s2, &all);
   /* Restore alone: no input, no final checkpoint. */
   const char *rest[] = {
       "checkpoint.dir", dir, "restore.from", "latest", "checkpoint.final",
@@ -205,13 +210,22 @@ static void sizes(const char *backend, uint64_t keys) {
   src s0 = {.n = 0, .keys = 1};
   double restore = run(backend, rest, &s0, &rest_info);
   /* What the figures stand for: a final checkpoint of the loaded state,
-   * one of the changed state restored from it, and a restore of that. */
+   * one of the changed state restored from it, one of the wholly changed
+   * state restored from that, and a restore of the last. */
   if (full.completed != 1 || !full.bytes)
     fail("no_full_checkpoint", backend, keys);
   if (incr.completed != 1 || incr.restored_from != full.id)
     fail("incremental_not_restored_from_full", backend, keys);
-  if (rest_info.restored_from != incr.id)
-    fail("restore_not_from_incremental", backend, keys);
+  if (all.completed != 1 || all.restored_from != incr.id)
+    fail("all_changed_not_restored_from_incremental", backend, keys);
+  /* Every key changed: it wrote at least half of a full checkpoint's
+   * bytes anew, or the pause below is not that of a checkpoint of a
+   * wholly changed state. (Not half of its own size: RocksDB's holds the
+   * old table files too until they are compacted.) */
+  if (all.bytes_new * 2 < full.bytes)
+    fail("all_changed_checkpoint_wrote_little", backend, keys);
+  if (rest_info.restored_from != all.id)
+    fail("restore_not_from_all_changed", backend, keys);
   /* Both backends share unchanged state between checkpoints (RocksDB's
    * table files, the hashmap's segments): the second one must link some
    * of the first one's bytes, or its new bytes measure nothing. */
@@ -220,13 +234,16 @@ static void sizes(const char *backend, uint64_t keys) {
   printf("bench=checkpoint backend=%s keys=%llu changed=%llu duration_ms=%lld "
          "bytes=%llu pause_ms=%.2f incr_duration_ms=%lld incr_bytes=%llu "
          "incr_bytes_new=%llu incr_pause_ms=%.2f incr_new_fraction=%.4f "
-         "restore_ms=%.0f restored_from=%llu\n",
+         "all_changed=%llu all_duration_ms=%lld all_bytes_new=%llu "
+         "all_pause_ms=%.2f restore_ms=%.0f restored_from=%llu\n",
          backend, (unsigned long long)keys, (unsigned long long)s1.n,
          (long long)full.duration_ms, (unsigned long long)full.bytes,
          (double)full.pause_us / 1000, (long long)incr.duration_ms,
          (unsigned long long)incr.bytes, (unsigned long long)incr.bytes_new,
          (double)incr.pause_us / 1000,
          full.bytes ? (double)incr.bytes_new / (double)full.bytes : 0.0,
+         (unsigned long long)s2.n, (long long)all.duration_ms,
+         (unsigned long long)all.bytes_new, (double)all.pause_us / 1000,
          restore * 1000, (unsigned long long)rest_info.restored_from);
   fflush(stdout);
   char cmd[128];

@@ -475,6 +475,8 @@ static int rk_register(sl__backend *be, const char *name, sl__btype type,
   if (src)
     return src;
   int rc = rk_failed(b);
+  if (!rc && b->n_states >= RK_MAX_STATES) /* entries hold 16-bit ids */
+    rc = SL_ERR_RANGE;
   if (rc || (rc = states_reserve(b, b->n_states + 1)))
     return rc;
   rk_state *st = state_new(b, name, type);
@@ -962,32 +964,37 @@ static sl__backend *rk_open_snapshot(const char *dir,
 }
 
 /* ---- Snapshots ---------------------------------------------------------- *
- * A snapshot's pause on the worker is what it takes to turn the cache's
- * dirty entries (and the state counters) into write batches: the worker
- * then goes on while a thread of the snapshot writes those batches into
- * RocksDB, flushes the memtables and makes the hard-linked checkpoint.
- * The checkpoint holds exactly the state at the barrier because the
- * worker writes nothing into RocksDB until that thread is done: writes
- * made after the barrier stay in the cache (they are dirty again, and
- * the next flush writes them), and what would make the cache write or
- * read past it (eviction, iterators, whole-list reads, key group drops)
- * first waits for the thread (sl__rk_settle). The batches count in the
- * cache's bytes meanwhile, so the cache stays within its limit: when
- * entries made after the barrier reach it, the worker waits.            */
+ * A snapshot's pause on the worker is O(1) in the state: the cache's dirty
+ * list becomes the snapshot's frozen set (sl__rk_freeze) and the state
+ * counters a small write batch, and the worker goes on while a thread of
+ * the snapshot copies the frozen entries into records, sorts them and
+ * writes them into RocksDB, flushes the memtables and makes the
+ * hard-linked checkpoint. The checkpoint holds exactly the state at the
+ * barrier because the thread sees every frozen entry as it was then (the
+ * worker changes a copy of one the thread has not copied yet,
+ * sl__rk_own) and the worker writes nothing into RocksDB until the thread
+ * is done: writes made after the barrier stay in the cache (they are
+ * dirty in the next generation, and the next flush writes them), and what
+ * would make the cache write or read past it (eviction, iterators,
+ * whole-list reads, key group drops) first waits for the thread
+ * (sl__rk_settle). Copies and, once the frozen set is copied, the
+ * records count in the cache's bytes meanwhile, so the next eviction
+ * waits for the thread when they fill it.                               */
 
 typedef struct rk_job {
   rocksdb_t *db;
   rocksdb_writeoptions_t *wo;
   rocksdb_column_family_handle_t **cfs; /* meta, then every state */
   uint32_t n_cfs;
-  rocksdb_writebatch_t **wbs;
-  size_t n_wbs, cap_wbs, bytes;
-  char *dir; /* NULL: write and flush only */
+  rocksdb_writebatch_t *meta; /* the state counters at the barrier */
+  rk_frozen fz;               /* empty when nothing was dirty */
+  char *dir;                  /* NULL: write and flush only */
   sl__fmode fmode;
   int worker;
   const char *state_dir; /* the env's (closing waits for this thread) */
-  /* Where it failed (set by the thread, read after the join): a write or
-   * a flush fails the backend, the checkpoint alone fails the snapshot. */
+  /* Where it failed (set by the thread, read after the join): a copy, a
+   * write or a flush fails the backend, the checkpoint alone fails the
+   * snapshot. */
   const char *failed_at;
   char rerr[512];
 } rk_job;
@@ -998,28 +1005,12 @@ static void job_free(void *p) {
   rk_job *j = p;
   if (!j)
     return;
-  for (size_t i = 0; i < j->n_wbs; i++)
-    rocksdb_writebatch_destroy(j->wbs[i]);
-  free(j->wbs);
+  if (j->meta)
+    rocksdb_writebatch_destroy(j->meta);
+  sl__rk_frozen_free(&j->fz);
   free(j->cfs);
   free(j->dir);
   free(j);
-}
-
-int sl__rk_collect(rk *b, rocksdb_writebatch_t *wb) {
-  rk_job *j = b->collect;
-  if (j->n_wbs == j->cap_wbs) {
-    size_t cap = j->cap_wbs ? 2 * j->cap_wbs : 8;
-    void *p = realloc(j->wbs, cap * sizeof(*j->wbs));
-    if (!p)
-      return SL_ERR_NOMEM;
-    j->wbs = p, j->cap_wbs = cap;
-  }
-  size_t n;
-  rocksdb_writebatch_data(wb, &n);
-  j->wbs[j->n_wbs++] = wb;
-  j->bytes += n;
-  return 0;
 }
 
 static void job_fail(rk_job *j, const char *at, const char *why) {
@@ -1030,14 +1021,29 @@ static void job_fail(rk_job *j, const char *at, const char *why) {
 static int job_run(sl__snap_task *t, void *p, char *err, size_t errlen) {
   rk_job *j = p;
   char *rerr = NULL;
+  /* Test points: 1 before the copy, 5 half-way through it, 2 before the
+   * writes, 3 before the flush, 4 before the checkpoint. */
   sl__snap_task_point(t, 1);
-  for (size_t i = 0; i < j->n_wbs && !rerr; i++)
-    rocksdb_write(j->db, j->wo, j->wbs[i], &rerr);
+  if (sl__rk_frozen_copy(&j->fz, j->fz.n / 2)) {
+    job_fail(j, "copy", strerror(ENOMEM));
+    goto out;
+  }
+  sl__snap_task_point(t, 5);
+  if (sl__rk_frozen_copy(&j->fz, j->fz.n)) {
+    job_fail(j, "copy", strerror(ENOMEM));
+    goto out;
+  }
+  sl__snap_task_point(t, 2);
+  rocksdb_write(j->db, j->wo, j->meta, &rerr);
+  if (!rerr && sl__rk_frozen_write(&j->fz, j->db, j->wo, &rerr)) {
+    job_fail(j, "write", strerror(ENOMEM));
+    goto out;
+  }
   if (rerr) {
     job_fail(j, "write", rerr);
     goto out;
   }
-  sl__snap_task_point(t, 2);
+  sl__snap_task_point(t, 3);
   int fault = sl__fault_hit("rocksdb.flush");
   if (fault) {
     job_fail(j, "flush", strerror(fault));
@@ -1052,7 +1058,7 @@ static int job_run(sl__snap_task *t, void *p, char *err, size_t errlen) {
     job_fail(j, "flush", rerr);
     goto out;
   }
-  sl__snap_task_point(t, 3);
+  sl__snap_task_point(t, 4);
   if (!j->dir)
     goto out;
   /* RocksDB builds it in "<dir>.tmp" and renames it when complete, so a
@@ -1098,6 +1104,7 @@ int sl__rk_settle(rk *b) {
   b->base.snap_wait_ns += sl__mono_ns() - t0;
   if (b->failed == RK_BG_RUNNING)
     b->failed = 0;
+  sl__rk_thaw(b); /* the thread reads no frozen entry any more */
   rk_job *j = b->bg_job;
   /* RocksDB takes no more writes after a failed write or flush (its
    * background error), and the cache holds entries as clean that RocksDB
@@ -1113,13 +1120,18 @@ int sl__rk_settle(rk *b) {
 }
 
 void sl__rk_poll(rk *b) {
-  if (b->bg && sl__snap_task_done(b->bg))
+  if (!b->bg)
+    return;
+  rk_frozen *f = b->cache.fz;
+  if (f && atomic_load_explicit(&f->done, memory_order_acquire) == f->n)
+    sl__rk_thaw(b);
+  if (sl__snap_task_done(b->bg))
     sl__rk_settle(b);
 }
 
-/* The worker's part: the dirty entries and the state counters into write
- * batches, handed to a new thread with the rest (dir NULL: no checkpoint,
- * the memtables are flushed only). */
+/* The worker's part: the dirty list frozen and the state counters in a
+ * write batch, handed to a new thread with the rest (dir NULL: no
+ * checkpoint, the memtables are flushed only). */
 static int snap_begin(rk *b, const char *dir, sl__snap_task **out) {
   *out = NULL;
   int64_t waited = b->base.snap_wait_ns; /* this wait is in the pause */
@@ -1129,7 +1141,8 @@ static int snap_begin(rk *b, const char *dir, sl__snap_task **out) {
     return rc;
   rk_job *j = calloc(1, sizeof(*j));
   if (!j || (dir && !(j->dir = strdup(dir))) ||
-      !(j->cfs = calloc(b->n_states + 1, sizeof(*j->cfs)))) {
+      !(j->cfs = calloc(b->n_states + 1, sizeof(*j->cfs))) ||
+      !(j->meta = rocksdb_writebatch_create())) {
     job_free(j);
     return SL_ERR_NOMEM;
   }
@@ -1141,41 +1154,37 @@ static int snap_begin(rk *b, const char *dir, sl__snap_task **out) {
   j->cfs[j->n_cfs++] = b->cf_meta;
   for (uint32_t id = 0; id < b->n_states; id++)
     j->cfs[j->n_cfs++] = b->states[id]->cf;
-  b->collect = j;
-  rc = sl__rk_flush(b);
-  b->collect = NULL;
-  rocksdb_writebatch_t *wb = rc ? NULL : rocksdb_writebatch_create();
-  for (uint32_t id = 0; wb && id < b->n_states; id++) {
+  for (uint32_t id = 0; id < b->n_states; id++) {
     sl__state_stats s;
     rk_stats(&b->base, id, &s);
     unsigned char v[16];
     char key[32];
     le64(v, s.entries);
     le64(v + 8, s.bytes);
-    rocksdb_writebatch_put_cf(wb, b->cf_meta, key,
+    rocksdb_writebatch_put_cf(j->meta, b->cf_meta, key,
                               meta_key(key, META_STATS, b->states[id]->id),
                               (const char *)v, 16);
   }
-  if (wb) {
-    b->collect = j;
-    if ((rc = sl__rk_collect(b, wb)))
-      rocksdb_writebatch_destroy(wb);
-    b->collect = NULL;
-  }
-  b->wseq++; /* a kept iterator predates the batches */
-  sl__snap_task *t = rc ? NULL : sl__snap_task_start(job_run, job_free, j);
-  if (!t) {
-    /* Entries already handed to j are clean in the cache and in no
-     * RocksDB write: nothing after this may pass for success. */
+  if (b->cache.n_dirty && (rc = sl__rk_freeze(b, &j->fz))) {
     job_free(j);
-    return rc ? rc : sl__rk_fail(b, "snapshot", strdup("no thread"));
+    return rc;
   }
+  bool frozen = j->fz.n > 0;
+  sl__snap_task *t = sl__snap_task_start(job_run, job_free, j);
+  if (!t) {
+    /* Nothing happened since the freeze: the dirty list is the cache's
+     * again, and the checkpoint fails with nothing lost. */
+    if (frozen)
+      sl__rk_unfreeze(b, &j->fz);
+    job_free(j);
+    return SL_ERR_NOMEM;
+  }
+  b->wseq++; /* a kept iterator predates the snapshot's writes */
   b->bg = t;
   b->bg_job = j;
   if (!b->failed)
     b->failed = RK_BG_RUNNING;
-  b->bg_bytes = j->bytes;
-  b->cache.bytes += j->bytes;
+  b->bg_bytes = 0;
   *out = t;
   return 0;
 }

@@ -6,10 +6,12 @@
  * cache is over its share of the memory budget, before iterations and at
  * snapshots; eviction is CLOCK (second chance) over clean entries. */
 #include <assert.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "sluice/common.h"
 #include "state/rocksdb_int.h"
 
@@ -147,6 +149,8 @@ int sl__rk_cache_init(rk *b, size_t limit) {
   c->bytes = c->cap_dirty * (sizeof(*c->slots) + sizeof(*c->dirty)) +
              RK_VICTIMS * sizeof(*c->victims) + RK_BATCH_BYTES;
   c->hand = 0x9e3779b97f4a7c15ULL; /* the eviction order's random state */
+  c->gen = 1;
+  c->fgen = RK_NO_GEN;
   return 0;
 }
 
@@ -156,11 +160,14 @@ void sl__rk_cache_free(rk *b) {
   for (size_t i = 0; i < cap; i++)
     if (c->slots[i].e)
       free_entry(b, c->slots[i].e); /* large ones: slabs go below */
+  for (size_t i = 0; i < c->n_retired; i++)
+    free_entry(b, c->retired[i]);
   for (size_t i = 0; i < c->slabs.n; i++)
     munmap(c->slabs.maps[i], RK_SLAB);
   free(c->slabs.maps);
   free(c->slots);
   free(c->dirty);
+  free(c->retired);
   free(c->victims);
   if (c->wb)
     rocksdb_writebatch_destroy(c->wb);
@@ -240,14 +247,79 @@ static size_t slot_of(rk *b, rk_entry *e) {
 
 /* ---- Entries ------------------------------------------------------------ */
 
-int sl__rk_dirty(rk *b, rk_entry *e) {
-  if (e->flags & RK_DIRTY)
-    return 0;
+/* What a snapshot wrote is RocksDB's now: e (clean, or frozen and
+ * copied) holds no change of its own. A list's appended frames are part
+ * of RocksDB's list. */
+static void written(rk_entry *e) {
+  if (e->flags & RK_APPEND) {
+    e->u.base_len += e->val_len;
+    e->val_len = 0;
+  }
+  e->dgen = 0;
+}
+
+/* Replaces the frozen entry at slot by a copy, so the worker changes the
+ * copy while the snapshot's thread reads the original; the original is
+ * freed once the thread has copied the frozen set (sl__rk_thaw). Its
+ * bytes count until then. */
+static int cow(rk *b, size_t slot, rk_entry **ep) {
   rk_cache *c = &b->cache;
+  rk_entry *e = *ep;
+  assert(slot != SIZE_MAX && c->slots[slot].e == e);
+  if (c->n_retired == c->cap_retired) {
+    size_t cap = c->cap_retired ? 2 * c->cap_retired : 1024;
+    rk_entry **r = realloc(c->retired, cap * sizeof(*r));
+    if (!r)
+      return SL_ERR_NOMEM;
+    c->bytes += (cap - c->cap_retired) * sizeof(*r);
+    c->retired = r;
+    c->cap_retired = cap;
+  }
+  uint32_t xl = rk_xlen(e, rk_st(b, e->state));
+  size_t sz = ent_size(e, xl);
+  rk_entry *n = ent_alloc(c, sz);
+  if (!n)
+    return SL_ERR_NOMEM;
+  memcpy(n, e, sz);
+  c->slots[slot].e = n;
+  c->retired[c->n_retired++] = e;
+  c->bytes += ent_bytes(n, xl);
+  c->cows++;
+  b->base.epoch++; /* bytes handed out before now are the original's */
+  *ep = n;
+  return 0;
+}
+
+int sl__rk_own(rk *b, size_t slot, rk_entry **ep) {
+  rk_cache *c = &b->cache;
+  rk_entry *e = *ep;
+  if (e->dgen == c->gen || !e->dgen)
+    return 0;
+  /* Frozen: the thread copies v[0, done) before it publishes done, so an
+   * entry below it is read no more (acquire: its reads happened before). */
+  if (e->dgen == c->fgen &&
+      e->dirty_idx >=
+          atomic_load_explicit(&c->fz->done, memory_order_acquire)) {
+    int rc = cow(b, slot, ep);
+    if (rc)
+      return rc;
+  }
+  written(*ep);
+  return 0;
+}
+
+int sl__rk_dirty(rk *b, size_t slot, rk_entry **ep) {
+  rk_cache *c = &b->cache;
+  if ((*ep)->dgen == c->gen)
+    return 0;
+  int rc = sl__rk_own(b, slot, ep);
+  if (rc)
+    return rc;
+  rk_entry *e = *ep;
   assert(c->n_dirty < c->cap_dirty);
   e->dirty_idx = (uint32_t)c->n_dirty;
   c->dirty[c->n_dirty++] = e;
-  e->flags |= RK_DIRTY;
+  e->dgen = c->gen;
   rk_st(b, e->state)->n_dirty++;
   return 0;
 }
@@ -259,6 +331,9 @@ int sl__rk_reserve(rk *b, size_t slot, rk_entry **ep, size_t cap) {
   if (cap > UINT32_MAX - 64)
     return SL_ERR_RANGE;
   rk_cache *c = &b->cache;
+  /* Owned (sl__rk_own): a frozen entry is never moved from under the
+   * snapshot's thread. */
+  assert(e->dgen == c->gen || !e->dgen);
   uint32_t xl = rk_xlen(e, rk_st(b, e->state));
   size_t before = ent_bytes(e, xl);
   size_t vo = rk_voff(e->key_len, e->ns_len, xl);
@@ -269,16 +344,16 @@ int sl__rk_reserve(rk *b, size_t slot, rk_entry **ep, size_t cap) {
   c->bytes += ent_bytes(n, xl) - before;
   if (n != e) {
     c->slots[slot].e = n;
-    if (n->flags & RK_DIRTY)
+    if (rk_dirty_now(c, n))
       c->dirty[n->dirty_idx] = n;
     b->base.epoch++; /* bytes handed out before now live elsewhere */
   }
   *ep = n;
   if (c->bytes > c->limit) { /* make room for what grew, except it */
-    uint8_t pinned = n->flags & RK_PIN;
-    n->flags |= RK_PIN;
+    uint8_t pinned = n->wflags & RK_PIN;
+    n->wflags |= RK_PIN;
     int rc = sl__rk_evict(b);
-    n->flags = (uint8_t)((n->flags & ~RK_PIN) | pinned);
+    n->wflags = (uint8_t)((n->wflags & ~RK_PIN) | pinned);
     return rc;
   }
   return 0;
@@ -313,7 +388,7 @@ static rk_entry *entry_new(rk_cache *c, const sl__skey *k, bool map,
   if (!e)
     return NULL;
   memset(e, 0, sizeof(*e));
-  e->state = k->state;
+  e->state = (uint16_t)k->state;
   e->key_len = (uint32_t)k->key_len;
   e->ns_len = (uint32_t)k->ns_len;
   if (map)
@@ -364,9 +439,9 @@ static int insert(rk *b, uint64_t h, const sl__skey *k, bool map,
   c->count++;
   c->bytes += ent_bytes(e, map ? (uint32_t)ml + 8 : 0);
   if (c->bytes > c->limit) {
-    e->flags |= RK_PIN;
+    e->wflags |= RK_PIN;
     rc = sl__rk_evict(b);
-    e->flags &= (uint8_t)~RK_PIN;
+    e->wflags &= (uint8_t)~RK_PIN;
     i = rk_probe(c, h, k, map, mk, ml, &none); /* entries moved */
     if (rc)
       return rc;
@@ -387,7 +462,7 @@ int sl__rk_fetch(rk *b, const sl__skey *k, bool map, uint64_t mh,
   rk_entry *e;
   size_t i = rk_probe(c, h, k, map, mk, ml, &e);
   if (e) {
-    e->flags |= RK_REF;
+    e->wflags |= RK_REF;
     *out = e;
     *slot = i;
     if (full && (e->flags & RK_APPEND))
@@ -421,16 +496,15 @@ int sl__rk_fetch(rk *b, const sl__skey *k, bool map, uint64_t mh,
     rocksdb_pinnableslice_destroy(ps);
     return SL_ERR_NOMEM;
   }
+  e->wflags = RK_REF;
   if (append) {
-    e->flags = RK_PRESENT | RK_APPEND | RK_REF;
+    e->flags = RK_PRESENT | RK_APPEND;
     e->u.base_len = (uint32_t)vl;
   } else if (ps) {
-    e->flags = RK_PRESENT | RK_REF;
+    e->flags = RK_PRESENT;
     e->val_len = (uint32_t)vl;
     if (vl)
       memcpy(rk_val(e, map ? (uint32_t)ml + 8 : 0), v, vl);
-  } else {
-    e->flags = RK_REF;
   }
   rocksdb_pinnableslice_destroy(ps);
   return insert(b, h, k, map, mk, ml, e, out, slot);
@@ -444,7 +518,7 @@ int sl__rk_adopt(rk *b, const sl__skey *k, uint64_t mh, const void *mk,
   rk_entry *e;
   size_t i = rk_probe(c, h, k, true, mk, ml, &e);
   if (e) {
-    e->flags |= RK_REF;
+    e->wflags |= RK_REF;
     *out = e;
     *slot = i;
     return 0;
@@ -453,7 +527,8 @@ int sl__rk_adopt(rk *b, const sl__skey *k, uint64_t mh, const void *mk,
     return SL_ERR_RANGE;
   if (!(e = entry_new(c, k, true, mh, mk, ml, vl)))
     return SL_ERR_NOMEM;
-  e->flags = RK_PRESENT | RK_REF;
+  e->flags = RK_PRESENT;
+  e->wflags = RK_REF;
   e->val_len = (uint32_t)vl;
   if (vl)
     memcpy(rk_val(e, (uint32_t)ml + 8), val, vl);
@@ -469,8 +544,11 @@ int sl__rk_list_full(rk *b, size_t slot, rk_entry **ep) {
   int rc = sl__rk_settle(b);
   if (!rc)
     rc = sl__rk_flush(b);
+  if (!rc) /* nothing is frozen now: only what a snapshot wrote is taken */
+    rc = sl__rk_own(b, slot, ep);
   if (rc)
     return rc;
+  e = *ep;
   rk_state *st = rk_st(b, e->state);
   size_t kl = sl__rk_encode(b, e->kg, e->data, e->key_len, e->data + e->key_len,
                             e->ns_len, false, 0, NULL, 0);
@@ -504,19 +582,8 @@ int sl__rk_list_full(rk *b, size_t slot, rk_entry **ep) {
 
 /* ---- Writing back ------------------------------------------------------- */
 
-/* Writes wb (the cache's) and clears it; while a snapshot builds its
- * batches, hands wb to it instead and gives the cache a new one. */
+/* Writes wb (the cache's) and clears it. */
 static int batch_write(rk *b, rocksdb_writebatch_t *wb) {
-  if (b->collect) {
-    rocksdb_writebatch_t *n = rocksdb_writebatch_create();
-    int rc = n ? sl__rk_collect(b, wb) : SL_ERR_NOMEM;
-    if (rc) {
-      rocksdb_writebatch_destroy(n);
-      return rc;
-    }
-    b->cache.wb = n;
-    return 0;
-  }
   int rc = sl__rk_settle(b);
   if (rc)
     return rc;
@@ -537,8 +604,8 @@ static int batch_write(rk *b, rocksdb_writebatch_t *wb) {
  * byte, and close to it otherwise (map entries are stored by the map key's
  * hash first). It only needs to be close: RocksDB's memtable inserts keys
  * that arrive in order several times faster than random ones. */
-static int dirty_cmp(rk_entry *const *pa, rk_entry *const *pb, rk *be) {
-  const rk_entry *a = *(rk_entry *const *)pa, *b = *(rk_entry *const *)pb;
+static int dirty_cmp(const void *pa, const void *pb, const void *ctx) {
+  const rk_entry *a = pa, *b = pb;
   if (a->state != b->state)
     return a->state < b->state ? -1 : 1;
   if (a->kg != b->kg)
@@ -546,80 +613,84 @@ static int dirty_cmp(rk_entry *const *pa, rk_entry *const *pb, rk *be) {
   if (a->key_len != b->key_len)
     return a->key_len < b->key_len ? -1 : 1;
   /* The rest of both entries' names (key | ns | map key) are adjacent. */
-  const rk_state *st = rk_st(be, a->state);
+  const rk_state *st = rk_st((rk *)ctx, a->state);
   size_t la = a->key_len + a->ns_len + rk_mklen(a, st);
   size_t lb = b->key_len + b->ns_len + rk_mklen(b, st);
   int r = memcmp(a->data, b->data, la < lb ? la : lb);
   return r ? r : (la > lb) - (la < lb);
 }
 
-static void swap_e(rk_entry **a, rk_entry **b) {
-  rk_entry *t = *a;
+typedef int (*cmp_fn)(const void *, const void *, const void *);
+
+static void swap_p(void **a, void **b) {
+  void *t = *a;
   *a = *b;
   *b = t;
 }
 
-static void sift(rk *b, rk_entry **v, size_t i, size_t n) {
+static void sift(void **v, size_t i, size_t n, cmp_fn cmp, const void *ctx) {
   for (size_t c; (c = 2 * i + 1) < n; i = c) {
-    if (c + 1 < n && dirty_cmp(&v[c], &v[c + 1], b) < 0)
+    if (c + 1 < n && cmp(v[c], v[c + 1], ctx) < 0)
       c++;
-    if (dirty_cmp(&v[i], &v[c], b) >= 0)
+    if (cmp(v[i], v[c], ctx) >= 0)
       return;
-    swap_e(&v[i], &v[c]);
+    swap_p(&v[i], &v[c]);
   }
 }
 
 /* In place: qsort would allocate a buffer as large as the array, and a
  * transient multi-megabyte block between small entries is what fragments
  * the heap (RSS stays above the budget after it is freed). Quicksort with
- * median of three, insertion sort below 16, heapsort when too deep. */
-static void sort_entries(rk *b, rk_entry **v, size_t n, int depth) {
+ * median of three, insertion sort below 16, heapsort when too deep. Used
+ * for the dirty entries a flush writes and a snapshot's records. */
+static void sort_ptrs(void **v, size_t n, int depth, cmp_fn cmp,
+                      const void *ctx) {
   while (n > 16) {
     if (depth-- == 0) {
       for (size_t i = n / 2; i-- > 0;)
-        sift(b, v, i, n);
+        sift(v, i, n, cmp, ctx);
       for (size_t i = n; i-- > 1;) {
-        swap_e(&v[0], &v[i]);
-        sift(b, v, 0, i);
+        swap_p(&v[0], &v[i]);
+        sift(v, 0, i, cmp, ctx);
       }
       return;
     }
     size_t m = n / 2;
-    if (dirty_cmp(&v[m], &v[0], b) < 0)
-      swap_e(&v[m], &v[0]);
-    if (dirty_cmp(&v[n - 1], &v[0], b) < 0)
-      swap_e(&v[n - 1], &v[0]);
-    if (dirty_cmp(&v[n - 1], &v[m], b) < 0)
-      swap_e(&v[n - 1], &v[m]);
-    rk_entry *pivot = v[m];
+    if (cmp(v[m], v[0], ctx) < 0)
+      swap_p(&v[m], &v[0]);
+    if (cmp(v[n - 1], v[0], ctx) < 0)
+      swap_p(&v[n - 1], &v[0]);
+    if (cmp(v[n - 1], v[m], ctx) < 0)
+      swap_p(&v[n - 1], &v[m]);
+    void *pivot = v[m];
     size_t i = 0, j = n - 1;
     for (;;) {
-      while (dirty_cmp(&v[i], &pivot, b) < 0)
+      while (cmp(v[i], pivot, ctx) < 0)
         i++;
-      while (dirty_cmp(&pivot, &v[j], b) < 0)
+      while (cmp(pivot, v[j], ctx) < 0)
         j--;
       if (i >= j)
         break;
-      swap_e(&v[i++], &v[j--]);
+      swap_p(&v[i++], &v[j--]);
     }
     /* [0, j] <= pivot <= [j + 1, n): recurse into the smaller part. */
     if (j + 1 < n - j - 1) {
-      sort_entries(b, v, j + 1, depth);
+      sort_ptrs(v, j + 1, depth, cmp, ctx);
       v += j + 1, n -= j + 1;
     } else {
-      sort_entries(b, v + j + 1, n - j - 1, depth);
+      sort_ptrs(v + j + 1, n - j - 1, depth, cmp, ctx);
       n = j + 1;
     }
   }
   for (size_t i = 1; i < n; i++)
-    for (size_t k = i; k > 0 && dirty_cmp(&v[k], &v[k - 1], b) < 0; k--)
-      swap_e(&v[k], &v[k - 1]);
+    for (size_t k = i; k > 0 && cmp(v[k], v[k - 1], ctx) < 0; k--)
+      swap_p(&v[k], &v[k - 1]);
 }
 
 /* Writes entries v[0..n) as they are in the cache (sorted first) in write
  * batches. On failure the backend fails for good (sticky error). */
 static int write_entries(rk *b, rk_entry **v, size_t n) {
-  sort_entries(b, v, n, 64);
+  sort_ptrs((void **)v, n, 64, dirty_cmp, b);
   rocksdb_writebatch_t *wb = b->cache.wb;
   int rc = 0;
   for (size_t i = 0; i < n && !rc; i++) {
@@ -660,19 +731,18 @@ int sl__rk_flush(rk *b) {
   rk_cache *c = &b->cache;
   if (!c->n_dirty)
     return 0;
-  int rc = rk_failed(b);
+  /* Nothing reaches RocksDB before the snapshot in flight. */
+  int rc = sl__rk_settle(b);
   if (rc || (rc = write_entries(b, c->dirty, c->n_dirty)))
     return rc; /* the sticky error fails every later call */
   size_t lmax = list_max(c);
   for (size_t i = 0; i < c->n_dirty; i++) {
     rk_entry *e = c->dirty[i];
-    e->flags &= (uint8_t)~RK_DIRTY;
     rk_st(b, e->state)->n_dirty = 0;
-    if (e->flags & RK_APPEND) {
-      e->u.base_len += e->val_len;
-      e->val_len = 0;
-    } else if ((e->flags & RK_PRESENT) && !(e->flags & RK_PIN) &&
-               rk_st(b, e->state)->type == SL__BT_LIST && e->val_len > lmax) {
+    written(e);
+    if (!(e->flags & RK_APPEND) && (e->flags & RK_PRESENT) &&
+        !(e->wflags & RK_PIN) && rk_st(b, e->state)->type == SL__BT_LIST &&
+        e->val_len > lmax) {
       demote_list(b, e);
     }
   }
@@ -686,7 +756,7 @@ static void undirty(rk *b, rk_entry *e) {
   rk_entry *last = c->dirty[--c->n_dirty];
   c->dirty[e->dirty_idx] = last;
   last->dirty_idx = e->dirty_idx;
-  e->flags &= (uint8_t)~RK_DIRTY;
+  e->dgen = 0;
   rk_st(b, e->state)->n_dirty--;
 }
 
@@ -729,14 +799,14 @@ int sl__rk_evict(rk *b) {
     c->hand ^= c->hand << 13, c->hand ^= c->hand >> 7, c->hand ^= c->hand << 17;
     size_t i = (size_t)(c->hand >> 11) & mask;
     rk_entry *e = c->slots[i].e;
-    if (!e || (e->flags & RK_PIN))
+    if (!e || (e->wflags & RK_PIN))
       continue;
-    if (e->flags & RK_REF) {
-      e->flags &= (uint8_t)~RK_REF;
+    if (e->wflags & RK_REF) {
+      e->wflags &= (uint8_t)~RK_REF;
       continue;
     }
     c->bytes -= ent_bytes(e, rk_xlen(e, rk_st(b, e->state)));
-    if (e->flags & RK_DIRTY) {
+    if (rk_dirty_now(c, e)) {
       undirty(b, e);
       out[n_out++] = e;
     } else {
@@ -762,8 +832,8 @@ void sl__rk_cache_drop_kg(rk *b, uint32_t kg) {
   bool freed = false;
   for (size_t i = 0; i < cap;) {
     rk_entry *e = c->slots[i].e;
-    if (!e || (kg != UINT32_MAX && e->kg != kg) ||
-        (e->flags & (RK_DIRTY | RK_PIN))) {
+    if (!e || (kg != UINT32_MAX && e->kg != kg) || rk_dirty_now(c, e) ||
+        (e->wflags & RK_PIN)) {
       i++;
       continue;
     }
@@ -774,4 +844,221 @@ void sl__rk_cache_drop_kg(rk *b, uint32_t kg) {
   }
   if (freed)
     b->base.epoch++;
+}
+
+/* ---- Snapshots: the frozen set ------------------------------------------ *
+ * At a barrier the dirty list becomes the snapshot's (sl__rk_freeze) and
+ * the worker goes on at once; nothing else of the cache is touched. The
+ * snapshot's thread reads the frozen entries while the worker may still
+ * read them (a byte of flags of their own keeps the worker's marks apart)
+ * but changes none of them: its first write to one the thread has not
+ * copied yet changes a copy (sl__rk_own), so the thread sees every frozen
+ * entry as it was at the barrier. The thread copies the entries into
+ * records first and publishes how far it got, which bounds how many the
+ * worker copies; it sorts and writes the records after that, while the
+ * worker writes in place again. Until the whole snapshot is in RocksDB
+ * the worker writes nothing there (sl__rk_settle), so the frozen entries,
+ * in the cache as clean ones, are what its reads see.                      */
+
+int sl__rk_freeze(rk *b, rk_frozen *f) {
+  rk_cache *c = &b->cache;
+  assert(c->fgen == RK_NO_GEN && c->n_dirty);
+  memset(f, 0, sizeof(*f));
+  f->is_map = malloc(b->n_states);
+  f->cfs = malloc(b->n_states * sizeof(*f->cfs));
+  /* The next generation's list: allocated, not filled (the pages come as
+   * entries are dirtied). */
+  rk_entry **nl = malloc(c->cap_dirty * sizeof(*nl));
+  if (!f->is_map || !f->cfs || !nl) {
+    free(nl);
+    sl__rk_frozen_free(f);
+    return SL_ERR_NOMEM;
+  }
+  for (uint32_t id = 0; id < b->n_states; id++) {
+    rk_state *st = rk_st(b, id);
+    f->is_map[id] = st->type == SL__BT_MAP;
+    f->cfs[id] = st->cf;
+    st->n_dirty = 0;
+  }
+  f->v = c->dirty;
+  f->n = c->n_dirty;
+  f->list_bytes = c->cap_dirty * sizeof(*nl);
+  atomic_init(&f->done, 0);
+  c->dirty = nl;
+  c->n_dirty = 0;
+  c->bytes += f->list_bytes;
+  c->fgen = c->gen;
+  c->gen = c->gen == RK_GEN_MAX ? 1 : (uint16_t)(c->gen + 1);
+  c->fz = f;
+  return 0;
+}
+
+void sl__rk_unfreeze(rk *b, rk_frozen *f) {
+  rk_cache *c = &b->cache;
+  assert(c->fz == f && !c->n_dirty && !c->n_retired);
+  free(c->dirty);
+  c->bytes -= f->list_bytes;
+  c->dirty = f->v;
+  c->n_dirty = f->n;
+  f->v = NULL;
+  c->gen = (uint16_t)c->fgen;
+  c->fgen = RK_NO_GEN;
+  c->fz = NULL;
+  for (size_t i = 0; i < c->n_dirty; i++)
+    rk_st(b, c->dirty[i]->state)->n_dirty++;
+}
+
+/* Once per wrap of the generations (the snapshot that reaches RK_GEN_MAX
+ * and the next one): every entry a snapshot wrote takes it now, so no
+ * entry keeps a generation that is about to come round again. Two passes
+ * over the table per 65535 snapshots, after the copy, not at a barrier. */
+static void sweep(rk *b) {
+  rk_cache *c = &b->cache;
+  size_t cap = (size_t)1 << c->bits;
+  for (size_t i = 0; i < cap; i++) {
+    rk_entry *e = c->slots[i].e;
+    if (e && e->dgen && e->dgen != c->gen)
+      written(e);
+  }
+}
+
+void sl__rk_thaw(rk *b) {
+  rk_cache *c = &b->cache;
+  rk_frozen *f = c->fz;
+  if (!f)
+    return;
+  for (size_t i = 0; i < c->n_retired; i++) {
+    rk_entry *e = c->retired[i];
+    c->bytes -= ent_bytes(e, rk_xlen(e, rk_st(b, e->state)));
+    free_entry(b, e);
+  }
+  c->n_retired = 0;
+  c->bytes -= f->list_bytes;
+  /* The records count until the snapshot completes (sl__rk_settle). */
+  b->bg_bytes = f->bytes;
+  c->bytes += f->bytes;
+  uint32_t was = c->fgen;
+  c->fgen = RK_NO_GEN;
+  c->fz = NULL;
+  if (c->gen == RK_GEN_MAX || was == RK_GEN_MAX) {
+    int64_t t0 = sl__mono_ns();
+    sweep(b);
+    b->base.snap_wait_ns += sl__mono_ns() - t0; /* part of the pause */
+  }
+}
+
+/* A record: the entry's RocksDB write, as the snapshot's thread copied it
+ * (header, encoded key, value, padded to 8). */
+typedef struct rk_rec {
+  uint32_t state, key_len, val_len;
+  uint8_t op; /* RK_OP_* */
+  uint8_t pad_[3];
+  unsigned char data[];
+} rk_rec;
+enum { RK_OP_PUT, RK_OP_DELETE, RK_OP_MERGE };
+
+int sl__rk_frozen_copy(rk_frozen *f, size_t to) {
+  size_t i = atomic_load_explicit(&f->done, memory_order_relaxed);
+  if (!f->recs && f->n && !(f->recs = malloc(f->n * sizeof(*f->recs))))
+    return SL_ERR_NOMEM;
+  for (; i < to; i++) {
+    const rk_entry *e = f->v[i];
+    bool map = f->is_map[e->state];
+    uint32_t ml = map ? e->u.mk_len : 0, xl = map ? ml + 8 : 0;
+    size_t need = (sizeof(rk_rec) + RK_KEY_MAX(e->key_len, e->ns_len, ml) +
+                   e->val_len + 7) &
+                  ~(size_t)7;
+    if (f->len + need > f->cap) {
+      size_t cap = f->cap ? 2 * f->cap : f->n * 48;
+      if (cap < f->len + need)
+        cap = f->len + need;
+      unsigned char *p = realloc(f->buf, cap);
+      if (!p)
+        return SL_ERR_NOMEM;
+      f->buf = p;
+      f->cap = cap;
+    }
+    rk_rec *r = (rk_rec *)(f->buf + f->len);
+    const unsigned char *mk = e->data + e->key_len + e->ns_len;
+    uint64_t mh = 0;
+    if (map)
+      memcpy(&mh, mk + ml, 8);
+    r->state = e->state;
+    r->key_len = (uint32_t)sl__rk_encode_into(r->data, e->kg, e->data,
+                                              e->key_len, e->data + e->key_len,
+                                              e->ns_len, map, mh, mk, ml);
+    r->op = !(e->flags & RK_PRESENT) ? RK_OP_DELETE
+            : (e->flags & RK_APPEND) ? RK_OP_MERGE
+                                     : RK_OP_PUT;
+    r->val_len = r->op == RK_OP_DELETE ? 0 : e->val_len;
+    if (r->val_len)
+      memcpy(r->data + r->key_len,
+             (const unsigned char *)e + rk_voff(e->key_len, e->ns_len, xl),
+             r->val_len);
+    f->recs[i] = (void *)(uintptr_t)f->len;
+    f->len += (sizeof(rk_rec) + r->key_len + r->val_len + 7) & ~(size_t)7;
+    if ((i & 255) == 255)
+      atomic_store_explicit(&f->done, i + 1, memory_order_release);
+  }
+  if (to == f->n) {
+    free(f->v);
+    f->v = NULL;
+    f->bytes = f->cap + f->n * sizeof(*f->recs);
+  }
+  atomic_store_explicit(&f->done, to, memory_order_release);
+  return 0;
+}
+
+/* RocksDB's order: column family (state), then the encoded key. */
+static int rec_cmp(const void *pa, const void *pb, const void *ctx) {
+  (void)ctx;
+  const rk_rec *a = pa, *b = pb;
+  if (a->state != b->state)
+    return a->state < b->state ? -1 : 1;
+  size_t n = a->key_len < b->key_len ? a->key_len : b->key_len;
+  int r = memcmp(a->data, b->data, n);
+  return r ? r : (a->key_len > b->key_len) - (a->key_len < b->key_len);
+}
+
+int sl__rk_frozen_write(rk_frozen *f, rocksdb_t *db, rocksdb_writeoptions_t *wo,
+                        char **rerr) {
+  assert(atomic_load(&f->done) == f->n);
+  if (!f->n)
+    return 0;
+  void **v = f->recs;
+  for (size_t i = 0; i < f->n; i++)
+    v[i] = f->buf + (uintptr_t)v[i];
+  sort_ptrs(v, f->n, 64, rec_cmp, NULL);
+  rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+  if (!wb)
+    return SL_ERR_NOMEM;
+  for (size_t i = 0; i < f->n && !*rerr; i++) {
+    const rk_rec *r = v[i];
+    const char *key = (const char *)r->data;
+    const char *val = key + r->key_len;
+    rocksdb_column_family_handle_t *cf = f->cfs[r->state];
+    if (r->op == RK_OP_DELETE)
+      rocksdb_writebatch_delete_cf(wb, cf, key, r->key_len);
+    else if (r->op == RK_OP_MERGE)
+      rocksdb_writebatch_merge_cf(wb, cf, key, r->key_len, val, r->val_len);
+    else
+      rocksdb_writebatch_put_cf(wb, cf, key, r->key_len, val, r->val_len);
+    size_t sz;
+    rocksdb_writebatch_data(wb, &sz);
+    if (sz >= RK_BATCH_BYTES || i + 1 == f->n) {
+      rocksdb_write(db, wo, wb, rerr);
+      rocksdb_writebatch_clear(wb);
+    }
+  }
+  rocksdb_writebatch_destroy(wb);
+  return 0;
+}
+
+void sl__rk_frozen_free(rk_frozen *f) {
+  free(f->v);
+  free(f->is_map);
+  free(f->cfs);
+  free(f->buf);
+  free(f->recs);
+  memset(f, 0, sizeof(*f));
 }

@@ -6,6 +6,7 @@
 #define SL_STATE_ROCKSDB_INT_H
 
 #include <rocksdb/c.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -56,33 +57,54 @@ typedef struct rk_state {
 
 /* ---- Write-back cache --------------------------------------------------- */
 
-/* Entry flags. */
+/* Entry flags (flags: read by a snapshot's thread while the entry is
+ * frozen, so the worker changes them only on entries it owns, see
+ * sl__rk_own). */
 enum {
   RK_PRESENT = 1, /* holds a value (else known absent: a negative entry) */
-  RK_DIRTY = 2,   /* differs from RocksDB; listed in cache.dirty */
-  RK_REF = 4,     /* used since the clock hand last passed */
   /* LIST only: val holds just the frames appended since the last flush (a
    * merge operand); the first base_len bytes of the list are in RocksDB. */
   RK_APPEND = 8,
+};
+/* Worker-only flags (wflags: a byte of their own, which a snapshot's
+ * thread never reads, so marking a frozen entry used races with nothing). */
+enum {
+  RK_REF = 4,  /* used since the clock hand last passed */
   RK_PIN = 16, /* in use by the current call: not evictable */
 };
 
+/* Dirty generations. An entry is dirty (differs from RocksDB, listed in
+ * cache.dirty at dirty_idx) when its dgen is the cache's gen; 0 when it
+ * was written by a flush. A snapshot takes the dirty list as it is and
+ * moves gen on (O(1)): the entries of the old generation are then its
+ * frozen set, written by the snapshot's thread, and read as clean by the
+ * worker without being touched. gen runs 1..RK_GEN_MAX and wraps, with a
+ * sweep of the table (sl__rk_thaw) so that no old entry carries a
+ * generation that comes round again. */
+#define RK_GEN_MAX 0xffffu
+/* fgen when nothing is frozen: no dgen equals it. */
+#define RK_NO_GEN 0x10000u
+
 /* A cached (key, ns) entry, or map entry: one allocation. Entries move only
- * when they grow (realloc), and the table slot and dirty list follow. */
+ * when they grow (realloc) or are copied before a write while frozen, and
+ * the table slot and dirty list follow. */
 typedef struct rk_entry {
-  uint32_t state;
+  uint16_t state; /* at most RK_MAX_STATES states */
+  uint16_t dgen;  /* dirty generation (see above) */
   uint32_t key_len, ns_len;
   union {
     uint32_t mk_len;   /* MAP states */
     uint32_t base_len; /* LIST states with RK_APPEND */
   } u;
   uint32_t val_len, val_cap;
-  uint32_t dirty_idx; /* index in cache.dirty while RK_DIRTY */
+  uint32_t dirty_idx; /* index in the dirty list of its generation */
   uint16_t kg;
-  uint8_t flags, pad_;
+  uint8_t flags;        /* RK_PRESENT, RK_APPEND */
+  uint8_t wflags;       /* RK_REF, RK_PIN */
   unsigned char data[]; /* key | ns | [map key | mh] | pad to 8 | value */
 } rk_entry;
 _Static_assert(sizeof(rk_entry) == 32, "entry header size");
+#define RK_MAX_STATES 0xffffu
 
 static inline uint32_t rk_mklen(const rk_entry *e, const rk_state *st) {
   return st->type == SL__BT_MAP ? e->u.mk_len : 0;
@@ -120,6 +142,25 @@ typedef struct rk_slabs {
   size_t n, cap;
 } rk_slabs;
 
+/* A snapshot's frozen set: the dirty list of the generation it took.
+ * The snapshot's thread copies the entries into records (in list order,
+ * publishing how far it got in done), frees the list, then sorts the
+ * records and writes them into RocksDB; the worker copies an entry it is
+ * about to change only while the thread has not copied it yet
+ * (sl__rk_own). Types and column families are the snapshot's own copy,
+ * so the thread reads nothing else of the backend. */
+typedef struct rk_frozen {
+  rk_entry **v; /* the frozen list (freed by the thread once copied) */
+  size_t n, list_bytes;
+  _Atomic size_t done; /* entries copied: v[0, done) (release) */
+  uint8_t *is_map;     /* per state id */
+  rocksdb_column_family_handle_t **cfs; /* per state id */
+  unsigned char *buf;                   /* the records */
+  size_t len, cap;
+  void **recs;  /* record offsets, then pointers once sorted */
+  size_t bytes; /* buf and recs, set before done reaches n */
+} rk_frozen;
+
 typedef struct rk_cache {
   rk_slot *slots;
   uint8_t bits;
@@ -129,7 +170,15 @@ typedef struct rk_cache {
   uint64_t hand; /* the clock hand: random state of the slot order */
   rk_entry **dirty;
   size_t n_dirty, cap_dirty;
-  rk_entry **victims;       /* eviction's scratch (RK_VICTIMS) */
+  uint16_t gen;  /* the dirty generation (1..RK_GEN_MAX) */
+  uint32_t fgen; /* the frozen one, or RK_NO_GEN */
+  rk_frozen *fz; /* the frozen set while fgen is set (the snapshot's) */
+  /* Frozen entries replaced by their copies: freed once the thread has
+   * copied the frozen set (sl__rk_thaw). */
+  rk_entry **retired;
+  size_t n_retired, cap_retired;
+  uint64_t cows;      /* entries copied before a write while frozen (tests) */
+  rk_entry **victims; /* eviction's scratch (RK_VICTIMS) */
   rocksdb_writebatch_t *wb; /* reused by every write of the cache */
   rk_slabs slabs;
 } rk_cache;
@@ -175,14 +224,13 @@ typedef struct rk {
   uint64_t wseq; /* bumped by every write to RocksDB */
   /* The background part of the last snapshot (rocksdb.c), or NULL. While
    * it runs the worker writes nothing into RocksDB and evicts nothing: the
-   * entries that were dirty at the barrier are clean in the cache but not
-   * yet in RocksDB, so a point read that misses the cache is still right
-   * (those entries cannot miss) and everything else waits (sl__rk_settle).
-   * bg_bytes (the batches in flight) counts in cache.bytes meanwhile. */
+   * entries that were dirty at the barrier (the frozen set) are clean in
+   * the cache but not yet in RocksDB, so a point read that misses the
+   * cache is still right (those entries cannot miss) and everything else
+   * waits (sl__rk_settle). bg_bytes (the snapshot's records, once the
+   * frozen set is copied) counts in cache.bytes meanwhile. */
   struct sl__snap_task *bg;
   size_t bg_bytes;
-  /* While a snapshot builds its batches: where batch_write hands them. */
-  struct rk_job *collect;
   struct rk_job *bg_job; /* what bg runs (owned by bg) */
   /* Bytes written to RocksDB since the heap was last trimmed, and how
    * many between trims (0: never; see sl__rk_written). */
@@ -262,6 +310,11 @@ int sl__rk_decode(const unsigned char *k, size_t len, bool map, rk_dkey *out);
 size_t sl__rk_encode(rk *b, uint32_t kg, const void *key, size_t kl,
                      const void *ns, size_t nl, bool map, uint64_t mh,
                      const void *mk, size_t ml);
+/* The same into p, which has room for RK_KEY_MAX(kl, nl, ml) bytes. */
+#define RK_KEY_MAX(kl, nl, ml) (2 + 2 * RK_VARINT_MAX + (kl) + (nl) + 8 + (ml))
+size_t sl__rk_encode_into(unsigned char *p, uint32_t kg, const void *key,
+                          size_t kl, const void *ns, size_t nl, bool map,
+                          uint64_t mh, const void *mk, size_t ml);
 
 /* ---- Cache lookups (inlined on the per-record path) --------------------- */
 
@@ -308,8 +361,37 @@ rk_probe(const rk_cache *c, uint64_t h, const sl__skey *k, bool map,
 /* rocksdb_cache.c: the write-back cache. */
 int sl__rk_cache_init(rk *b, size_t limit);
 void sl__rk_cache_free(rk *b);
-/* Marks e dirty (listing it for the next flush). */
-int sl__rk_dirty(rk *b, rk_entry *e);
+/* Makes the entry at slot (as sl__rk_fetch gave it, the table unchanged
+ * since) the worker's to change: a frozen entry the snapshot's thread has
+ * not copied yet is replaced by a copy first (*e then points at it and the
+ * backend's epoch moves on), and one a snapshot wrote takes what it wrote
+ * as RocksDB's (a list's appended frames). Every change to an entry is
+ * preceded by this, or by sl__rk_dirty. */
+int sl__rk_own(rk *b, size_t slot, rk_entry **e);
+/* sl__rk_own, then marks *e dirty (listing it for the next flush). slot
+ * may be SIZE_MAX when *e is owned already. */
+int sl__rk_dirty(rk *b, size_t slot, rk_entry **e);
+static inline bool rk_dirty_now(const rk_cache *c, const rk_entry *e) {
+  return e->dgen == c->gen;
+}
+
+/* Snapshots (rocksdb_cache.c). On the worker: sl__rk_freeze hands the
+ * dirty list to f as it is, in O(1) (plus one step per state: each
+ * state's dirty count restarts), and the cache goes on with an empty one
+ * of the next generation; sl__rk_thaw, once the thread has copied the
+ * frozen set (done == n), frees the entries copied before a write and
+ * forgets the frozen set; sl__rk_unfreeze undoes a freeze whose thread
+ * never started. On the snapshot's thread: sl__rk_frozen_copy copies the
+ * frozen entries into records and frees the list, sl__rk_frozen_write
+ * sorts the records and writes them into RocksDB. */
+int sl__rk_freeze(rk *b, rk_frozen *f);
+void sl__rk_thaw(rk *b);
+void sl__rk_unfreeze(rk *b, rk_frozen *f);
+/* Copies v[done, to); the call with to == n frees the list. */
+int sl__rk_frozen_copy(rk_frozen *f, size_t to);
+int sl__rk_frozen_write(rk_frozen *f, rocksdb_t *db, rocksdb_writeoptions_t *wo,
+                        char **rerr);
+void sl__rk_frozen_free(rk_frozen *f);
 /* Finds the entry of (k, map key), loading it from RocksDB on a miss (a
  * negative entry when absent there, with room for cap value bytes). *slot
  * is its table slot. For LIST
@@ -342,9 +424,6 @@ void sl__rk_cache_drop_kg(rk *b, uint32_t kg);
  * the sticky error, or 0. rk_poll does so only when it has ended. */
 int sl__rk_settle(rk *b);
 void sl__rk_poll(rk *b);
-/* rocksdb.c: takes a finished write batch of a snapshot being built
- * (b->collect), which the background part writes. */
-int sl__rk_collect(rk *b, rocksdb_writebatch_t *wb);
 
 /* rocksdb.c: counts n bytes written to RocksDB; after about a memtable's
  * worth (trim_every), returns the heap's free pages to the system. */

@@ -47,19 +47,9 @@ int sl__rk_decode(const unsigned char *k, size_t len, bool map, rk_dkey *o) {
   return 0;
 }
 
-size_t sl__rk_encode(rk *b, uint32_t kg, const void *key, size_t kl,
-                     const void *ns, size_t nl, bool map, uint64_t mh,
-                     const void *mk, size_t ml) {
-  size_t need = 2 + 2 * RK_VARINT_MAX + kl + nl + (map ? 8 + ml : 0);
-  if (need > b->kcap) {
-    size_t cap = need < 256 ? 256 : need * 2;
-    unsigned char *p = realloc(b->kbuf, cap);
-    if (!p)
-      return 0;
-    b->kbuf = p;
-    b->kcap = cap;
-  }
-  unsigned char *p = b->kbuf;
+size_t sl__rk_encode_into(unsigned char *p, uint32_t kg, const void *key,
+                          size_t kl, const void *ns, size_t nl, bool map,
+                          uint64_t mh, const void *mk, size_t ml) {
   p[0] = (unsigned char)(kg >> 8);
   p[1] = (unsigned char)kg;
   size_t o = 2 + rk_varint_put(p + 2, (uint32_t)kl);
@@ -78,6 +68,21 @@ size_t sl__rk_encode(rk *b, uint32_t kg, const void *key, size_t kl,
     o += ml;
   }
   return o;
+}
+
+size_t sl__rk_encode(rk *b, uint32_t kg, const void *key, size_t kl,
+                     const void *ns, size_t nl, bool map, uint64_t mh,
+                     const void *mk, size_t ml) {
+  size_t need = RK_KEY_MAX(kl, nl, map ? ml : 0);
+  if (need > b->kcap) {
+    size_t cap = need < 256 ? 256 : need * 2;
+    unsigned char *p = realloc(b->kbuf, cap);
+    if (!p)
+      return 0;
+    b->kbuf = p;
+    b->kcap = cap;
+  }
+  return sl__rk_encode_into(b->kbuf, kg, key, kl, ns, nl, map, mh, mk, ml);
 }
 
 /* The smallest key after every key that starts with p: p with trailing
@@ -104,7 +109,7 @@ int sl__rk_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
     return rc;
   if (!(e->flags & RK_PRESENT))
     return 0;
-  if (for_write && (rc = sl__rk_dirty(b, e)))
+  if (for_write && (rc = sl__rk_dirty(b, slot, &e)))
     return rc;
   *val = rk_val(e, 0);
   *len = e->val_len;
@@ -119,6 +124,8 @@ static __attribute__((noinline)) int slot_slow(rk *b, const sl__skey *k,
   rk_entry *e;
   size_t slot;
   int rc = sl__rk_fetch(b, k, false, 0, NULL, 0, true, len, &e, &slot);
+  if (!rc)
+    rc = sl__rk_own(b, slot, &e);
   if (rc)
     return rc;
   rk_state *st = rk_st(b, k->state);
@@ -143,7 +150,7 @@ static __attribute__((noinline)) int slot_slow(rk *b, const sl__skey *k,
     st->stats.bytes = st->stats.bytes + len - vl;
     ret = 2;
   }
-  if ((rc = sl__rk_dirty(b, e)))
+  if ((rc = sl__rk_dirty(b, SIZE_MAX, &e)))
     return rc;
   *out = rk_val(e, 0);
   return ret;
@@ -152,15 +159,16 @@ static __attribute__((noinline)) int slot_slow(rk *b, const sl__skey *k,
 int sl__rk_slot(sl__backend *be, const sl__skey *k, size_t len, void **out) {
   rk *b = (rk *)be;
   rk_entry *e;
-  rk_probe(&b->cache, rk_hash(k), k, false, NULL, 0, &e);
+  size_t i = rk_probe(&b->cache, rk_hash(k), k, false, NULL, 0, &e);
   /* The per-record case: a cached value of the same length (and a backend
    * that has not failed: nothing may pass for success after a lost
-   * write). */
+   * write; nor one whose snapshot is in flight, so nothing is frozen
+   * here). */
   if (SL__LIKELY(e && (e->flags & (RK_PRESENT | RK_APPEND)) == RK_PRESENT &&
                  e->val_len == len && !b->failed)) {
-    e->flags |= RK_REF;
-    if (!(e->flags & RK_DIRTY)) {
-      int rc = sl__rk_dirty(b, e);
+    e->wflags |= RK_REF;
+    if (!rk_dirty_now(&b->cache, e)) {
+      int rc = sl__rk_dirty(b, i, &e);
       if (rc)
         return rc;
     }
@@ -184,11 +192,11 @@ int sl__rk_del(sl__backend *be, const sl__skey *k) {
     return rc;
   if (!(e->flags & RK_PRESENT))
     return 0;
+  if ((rc = sl__rk_dirty(b, slot, &e)))
+    return rc;
   size_t vl = e->val_len;
   if (e->flags & RK_APPEND)
     vl += e->u.base_len;
-  if ((rc = sl__rk_dirty(b, e)))
-    return rc;
   st->stats.entries--;
   st->stats.bytes -= k->key_len + k->ns_len + vl;
   e->flags &= (uint8_t) ~(RK_PRESENT | RK_APPEND);
@@ -217,6 +225,8 @@ int sl__rk_list_append(sl__backend *be, const sl__skey *k, size_t len,
    * a merge operand. */
   int rc = sl__rk_fetch(b, k, false, 0, NULL, 0, false, sl__list_frame(len), &e,
                         &slot);
+  if (!rc)
+    rc = sl__rk_own(b, slot, &e);
   if (rc)
     return rc;
   rk_state *st = rk_st(b, k->state);
@@ -230,9 +240,9 @@ int sl__rk_list_append(sl__backend *be, const sl__skey *k, size_t len,
   } else if (!(e->flags & RK_APPEND) && e->val_len + fl > b->cache.limit / 64 &&
              e->val_len >= 4096) {
     /* Too long to keep whole: write it out, keep appending to it. */
-    e->flags |= RK_PIN;
-    rc = (e->flags & RK_DIRTY) ? sl__rk_flush(b) : 0;
-    e->flags &= (uint8_t)~RK_PIN;
+    e->wflags |= RK_PIN;
+    rc = rk_dirty_now(&b->cache, e) ? sl__rk_flush(b) : 0;
+    e->wflags &= (uint8_t)~RK_PIN;
     if (rc)
       return rc;
     e->u.base_len = e->val_len;
@@ -255,7 +265,7 @@ int sl__rk_list_append(sl__backend *be, const sl__skey *k, size_t len,
     if ((rc = sl__rk_reserve(b, slot, &e, cap)))
       return rc;
   }
-  if ((rc = sl__rk_dirty(b, e)))
+  if ((rc = sl__rk_dirty(b, SIZE_MAX, &e)))
     return rc;
   unsigned char *p = rk_val(e, 0) + vl;
   frame_hdr(p, len);
@@ -279,7 +289,7 @@ int sl__rk_map_get(sl__backend *be, const sl__skey *k, const void *mk,
     return rc;
   if (!(e->flags & RK_PRESENT))
     return 0;
-  if (for_write && (rc = sl__rk_dirty(b, e)))
+  if (for_write && (rc = sl__rk_dirty(b, slot, &e)))
     return rc;
   *val = rk_val(e, (uint32_t)mk_len + 8);
   *len = e->val_len;
@@ -294,6 +304,8 @@ int sl__rk_map_slot(sl__backend *be, const sl__skey *k, const void *mk,
   rk_entry *e;
   size_t slot;
   int rc = sl__rk_fetch(b, k, true, mh, mk, mk_len, true, len, &e, &slot);
+  if (!rc)
+    rc = sl__rk_own(b, slot, &e);
   if (rc)
     return rc;
   rk_state *st = rk_st(b, k->state);
@@ -317,7 +329,7 @@ int sl__rk_map_slot(sl__backend *be, const sl__skey *k, const void *mk,
       memset(rk_val(e, xl) + vl, 0, len - vl);
     e->val_len = (uint32_t)len;
   }
-  if ((rc = sl__rk_dirty(b, e)))
+  if ((rc = sl__rk_dirty(b, SIZE_MAX, &e)))
     return rc;
   *out = rk_val(e, xl);
   return ret;
@@ -333,7 +345,7 @@ int sl__rk_map_remove(sl__backend *be, const sl__skey *k, const void *mk,
     return rc;
   if (!(e->flags & RK_PRESENT))
     return 0;
-  if ((rc = sl__rk_dirty(b, e)))
+  if ((rc = sl__rk_dirty(b, slot, &e)))
     return rc;
   rk_state *st = rk_st(b, k->state);
   st->stats.entries--;
@@ -723,7 +735,7 @@ int sl__rk_map_next(sl__backend *be, sl__map_cursor *c, const void **mk,
     m->positioned = false;
     return rc;
   }
-  if (for_write && (rc = sl__rk_dirty(b, e)))
+  if (for_write && (rc = sl__rk_dirty(b, slot, &e)))
     return rc;
   c->epoch = CUR_AFTER;
   c->i = cd.mh;

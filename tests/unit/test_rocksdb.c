@@ -359,7 +359,7 @@ END_TEST
 
 /* Under the sanitizers everything is several times slower: a smaller
  * state, with a block cache smaller by as much. */
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define BIG_KEYS 1000000
 #define BIG_MEMORY "32m"
 #else
@@ -1198,10 +1198,12 @@ static void op_apply(sl__backend *be, const uint32_t *ids, const op *o) {
   }
 }
 
-static op op_random(uint64_t *rng) {
+/* plain: none of the calls that write the cache out or wait for a
+ * snapshot (map iteration and deletes of whole maps). */
+static op op_random(uint64_t *rng, bool plain) {
   *rng = *rng * 6364136223846793005ULL + 1442695040888963407ULL;
   uint64_t r = *rng >> 16;
-  op o = {.kind = (int)(r % 9),
+  op o = {.kind = (int)(r % 9 % (plain ? 7 : 9)),
           .key = (int)(r / 9 % 300),
           .mk = (int)(r / 2700 % 4),
           .seed = *rng};
@@ -1228,67 +1230,135 @@ static sl__backend *model_at(const sl_conf_t *c, const op *log, size_t n,
   return h;
 }
 
+/* What the op's key holds now, read without writing, is what the model
+ * holds: the worker's newest writes, else the frozen set, else RocksDB. */
+static void read_same(sl__backend *be, sl__backend *model, const uint32_t *ids,
+                      const op *o, int round) {
+  char key[16], mk[8];
+  snprintf(key, sizeof(key), "k%d", o->key);
+  snprintf(mk, sizeof(mk), "m%d", o->mk);
+  int which = o->kind < 2 ? 0 : o->kind < 5 ? 1 : 2;
+  const char *ns = o->key % 5 ? "" : "ns";
+  sl__skey k = skey(be, ids[which], key, ns);
+  sl__skey mkey = skey(model, ids[which], key, ns);
+  uint64_t mh = sl__hash64(mk, strlen(mk));
+  void *p = NULL, *q = NULL;
+  size_t len = 0, mlen = 0;
+  int rc, mrc;
+  if (which < 2) {
+    rc = be->ops->get(be, &k, &p, &len, false);
+    mrc = model->ops->get(model, &mkey, &q, &mlen, false);
+  } else {
+    rc = be->ops->map_get(be, &k, mk, strlen(mk), mh, &p, &len, false);
+    mrc =
+        model->ops->map_get(model, &mkey, mk, strlen(mk), mh, &q, &mlen, false);
+  }
+  ck_assert_msg(rc == mrc && (rc != 1 || (len == mlen && !memcmp(p, q, len))),
+                "round %d: op %d on %s/%s reads %d (%zu bytes), model %d "
+                "(%zu bytes)",
+                round, o->kind, key, mk, rc, len, mrc, mlen);
+}
+
 /* The worker goes on writing while the background part of a snapshot
- * (write the batches, flush the memtables, make the checkpoint) is held at
- * one of its steps, or not held: whatever it does — puts, deletes, list
- * appends, map writes and removes, and calls that must wait for the
- * background part (map deletes and iteration, whole lists, eviction of a
- * small cache) — the snapshot holds exactly the state at its call and the
- * live backend the state after every write, both compared with a model
- * that replays the same operations. */
+ * (copy the frozen entries, write them, flush the memtables, make the
+ * checkpoint) is held at one of its steps — before the copy, half-way
+ * through it, before the writes, the flush or the checkpoint —, or not
+ * held: whatever it does — puts, deletes, list appends, map writes and
+ * removes, and calls that must wait for the background part (map deletes
+ * and iteration, whole lists, eviction of a small cache) — the snapshot
+ * holds exactly the state at its call, every read after a write what the
+ * model reads, and the live backend the state after every write, all
+ * compared with a model that replays the same operations. Every seventh
+ * snapshot fails (its directory cannot be made) and must lose nothing;
+ * the dirty generations wrap on the way. Two budgets: a cache that holds
+ * every key (large frozen sets, which the worker writes through while
+ * the thread reads them) and one too small for anything, which evicts
+ * all the time. */
 START_TEST(snapshot_is_the_barrier_while_the_worker_writes) {
   tdir t;
   tdir_make(&t);
-  const char *kv[] = {"state.rocksdb.memory", "8m", NULL};
+  const char *kv[] = {"state.rocksdb.memory", _i ? "8m" : "64m", NULL};
   sl_conf_t *c = conf_kv(&t, kv);
   sl__backend *be = open_range(c, 0, 8, 8, NULL);
   uint32_t ids[3], mids[3];
   ck_assert_int_eq(ops->register_state(be, "op/v", SL__BT_VALUE, &ids[0]), 0);
   ck_assert_int_eq(ops->register_state(be, "op/l", SL__BT_LIST, &ids[1]), 0);
   ck_assert_int_eq(ops->register_state(be, "op/m", SL__BT_MAP, &ids[2]), 0);
-  enum { ROUNDS = 48, BEFORE = 150, AFTER = 150 };
+  rk_cache *cache = &((rk *)be)->cache;
+  cache->gen = RK_GEN_MAX - 20; /* wraps at about round 20 */
+  sl__backend *live = model_at(c, NULL, 0, mids);
+  enum { ROUNDS = 60, BEFORE = 150, AFTER = 150 };
   op *log = malloc(ROUNDS * (BEFORE + AFTER) * sizeof(*log));
   size_t n = 0;
   uint64_t rng = 42;
+  bool wrapped = false;
   for (int round = 0; round < ROUNDS; round++) {
+    /* Enough left dirty at the barrier to make a frozen set. */
     for (int i = 0; i < BEFORE; i++) {
-      log[n] = op_random(&rng);
-      op_apply(be, ids, &log[n++]);
+      log[n] = op_random(&rng, i >= BEFORE / 3);
+      op_apply(be, ids, &log[n]);
+      op_apply(live, mids, &log[n++]);
     }
     size_t at_barrier = n;
-    /* Hold at step 1, 2 or 3, or not at all; the worker's calls go
-     * before the hold is lifted, except those that wait for it. */
-    sl__snap_task_hold(round % 4 == 3 ? 0 : 1 + round % 4);
+    /* Hold at step 1 to 5, or not at all; the worker's calls go before
+     * the hold is lifted, except those that wait for it. */
+    sl__snap_task_hold(round % 6);
+    bool fails = round % 7 == 6;
     char snap[160], err[512] = "";
-    snprintf(snap, sizeof(snap), "%s/snap%d", t.path, round);
+    snprintf(snap, sizeof(snap), "%s/%ssnap%d", t.path, fails ? "missing/" : "",
+             round);
+    uint16_t gen = cache->gen;
     struct sl__snap_task *task = NULL;
     ck_assert_msg(ops->snapshot_begin(be, snap, &task, err, sizeof(err)) == 0,
                   "%s", err);
     ck_assert_ptr_nonnull(task);
+    bool wraps = cache->gen < gen;
+    wrapped |= wraps;
     int after = (round * 37) % (AFTER + 1); /* how far the worker gets */
     for (int i = 0; i < after; i++) {
-      log[n] = op_random(&rng);
-      op_apply(be, ids, &log[n++]);
+      log[n] = op_random(&rng, round % 3 != 2);
+      op_apply(be, ids, &log[n]);
+      op_apply(live, mids, &log[n]);
+      read_same(be, live, ids, &log[n++], round);
     }
     sl__snap_task_hold(0);
-    ck_assert_msg(sl__snap_task_wait(task, err, sizeof(err)) == 0, "%s", err);
+    int rc = sl__snap_task_wait(task, err, sizeof(err));
+    if (fails) {
+      ck_assert_msg(rc == SL_ERR_IO, "round %d: %d (%s)", round, rc, err);
+      ck_assert_msg(be->errmsg == NULL, "%s", be->errmsg);
+    } else {
+      ck_assert_msg(rc == 0, "%s", err);
+    }
 
     sl__backend *model = model_at(c, log, at_barrier, mids);
     ck_assert_mem_eq(ids, mids, sizeof(ids));
-    sl__backend_conf bc = {.conf = c, .max_par = 8};
-    sl__backend *ro = ops->open_snapshot(snap, &bc, err, sizeof(err));
-    ck_assert_msg(ro != NULL, "%s", err);
     blobs got, want;
-    scan_all(ro, 8, &got);
-    scan_all(model, 8, &want);
-    blobs_eq(&got, &want, "snapshot", round);
-    blobs_free(&got);
-    blobs_free(&want);
-    ops->close(ro);
+    if (!fails) {
+      sl__backend_conf bc = {.conf = c, .max_par = 8};
+      sl__backend *ro = ops->open_snapshot(snap, &bc, err, sizeof(err));
+      ck_assert_msg(ro != NULL, "%s", err);
+      scan_all(ro, 8, &got);
+      scan_all(model, 8, &want);
+      blobs_eq(&got, &want, "snapshot", round);
+      blobs_free(&got);
+      blobs_free(&want);
+      ops->close(ro);
+    }
     sl__hashmap_ops.close(model);
 
     model = model_at(c, log, n, mids);
     scan_all(be, 8, &got);
+    if (wraps) {
+      /* The snapshots on either side of the wrap are in: no entry keeps
+       * a generation of the last round of them (they come round again). */
+      size_t cap = (size_t)1 << cache->bits;
+      for (size_t i = 0; i < cap; i++) {
+        rk_entry *e = cache->slots[i].e;
+        ck_assert_msg(!e || !e->dgen || e->dgen == cache->gen,
+                      "round %d: an entry of generation %u after the wrap",
+                      round, e ? e->dgen : 0);
+      }
+    }
     scan_all(model, 8, &want);
     blobs_eq(&got, &want, "live", round);
     blobs_free(&got);
@@ -1296,7 +1366,107 @@ START_TEST(snapshot_is_the_barrier_while_the_worker_writes) {
     sl__hashmap_ops.close(model);
     rm_rf(snap);
   }
+  /* The frozen entries were read by the snapshots' threads while the
+   * worker wrote: some it had to copy first. */
+  if (!_i)
+    ck_assert_msg(cache->cows > 0, "no entry was copied before a write");
+  ck_assert(wrapped);
   free(log);
+  sl__hashmap_ops.close(live);
+  ops->close(be);
+  sl_conf_destroy(c);
+  rm_rf(t.path);
+}
+END_TEST
+
+/* The whole list under key "L", read from be, equals the model's. */
+static void list_same(sl__backend *be, uint32_t id, sl__backend *model,
+                      uint32_t mid, const char *what, int round) {
+  sl__skey k = skey(be, id, "L", ""), mk = skey(model, mid, "L", "");
+  void *p = NULL, *q = NULL;
+  size_t len = 0, mlen = 0;
+  int rc = be->ops->get(be, &k, &p, &len, false);
+  int mrc = model->ops->get(model, &mk, &q, &mlen, false);
+  ck_assert_msg(rc == mrc && len == mlen && (!len || !memcmp(p, q, len)),
+                "round %d, %s: list of %zu bytes (%d), model %zu (%d)", round,
+                what, len, rc, mlen, mrc);
+}
+
+/* A list too long for the cache keeps only its appended frames there and
+ * writes them as a merge: frames appended before a barrier are the
+ * snapshot's, those after it the next flush's, whichever step the
+ * snapshot's thread is held at while the worker appends — each frame
+ * once in the snapshot and once in the live list. */
+START_TEST(long_list_appends_across_snapshots) {
+  tdir t;
+  tdir_make(&t);
+  const char *kv[] = {"state.rocksdb.memory", "64m", NULL};
+  sl_conf_t *c = conf_kv(&t, kv);
+  sl__backend *be = open_range(c, 0, 8, 8, NULL);
+  sl__backend_conf mbc = {.conf = c, .kg_lo = 0, .kg_hi = 8, .max_par = 8};
+  char err[512] = "";
+  sl__backend *model = sl__hashmap_ops.open(&mbc, err, sizeof(err));
+  ck_assert_ptr_nonnull(model);
+  uint32_t id, mid;
+  ck_assert_int_eq(ops->register_state(be, "l", SL__BT_LIST, &id), 0);
+  ck_assert_int_eq(
+      sl__hashmap_ops.register_state(model, "l", SL__BT_LIST, &mid), 0);
+  rk_cache *cache = &((rk *)be)->cache;
+  unsigned char frame[4096];
+  int f = 0;
+  bool appending = false;
+  for (int round = 0; round < 24; round++) {
+    for (int phase = 0; phase < 2; phase++) {
+      sl__snap_task *task = NULL;
+      char snap[160];
+      snprintf(snap, sizeof(snap), "%s/snap%d", t.path, round);
+      if (phase == 1) {
+        sl__snap_task_hold(round % 6);
+        ck_assert_msg(ops->snapshot_begin(be, snap, &task, err, sizeof(err)) ==
+                          0,
+                      "%s", err);
+      }
+      for (int i = 0; i < 3 + round % 5; i++, f++) {
+        void *p, *q;
+        memset(frame, f & 0xff, sizeof(frame));
+        sl__skey k = skey(be, id, "L", ""), mk = skey(model, mid, "L", "");
+        ck_assert_int_ge(ops->list_append(be, &k, sizeof(frame), &p), 0);
+        ck_assert_int_ge(
+            sl__hashmap_ops.list_append(model, &mk, sizeof(frame), &q), 0);
+        memcpy(p, frame, sizeof(frame));
+        memcpy(q, frame, sizeof(frame));
+        rk_entry *e;
+        rk_probe(cache, rk_hash(&k), &k, false, NULL, 0, &e);
+        appending |= e && (e->flags & RK_APPEND);
+      }
+      if (phase == 0)
+        continue;
+      sl__snap_task_hold(0);
+      ck_assert_msg(sl__snap_task_wait(task, err, sizeof(err)) == 0, "%s", err);
+      list_same(be, id, model, mid, "live", round);
+      /* The snapshot holds what the model held at the barrier: the model
+       * without the frames appended after it. */
+      sl__backend_conf bc = {.conf = c, .max_par = 8};
+      sl__backend *ro = ops->open_snapshot(snap, &bc, err, sizeof(err));
+      ck_assert_msg(ro != NULL, "%s", err);
+      uint32_t rid;
+      ck_assert_int_eq(ro->ops->register_state(ro, "l", SL__BT_LIST, &rid), 0);
+      sl__skey k = skey(ro, rid, "L", ""), mk = skey(model, mid, "L", "");
+      void *p = NULL, *q = NULL;
+      size_t len = 0, mlen = 0;
+      ck_assert_int_eq(ro->ops->get(ro, &k, &p, &len, false), 1);
+      ck_assert_int_eq(model->ops->get(model, &mk, &q, &mlen, false), 1);
+      size_t later = (3 + (size_t)(round % 5)) * sl__list_frame(sizeof(frame));
+      ck_assert_msg(len == mlen - later && !memcmp(p, q, len),
+                    "round %d: snapshot list of %zu bytes, model %zu at the "
+                    "barrier",
+                    round, len, mlen - later);
+      ops->close(ro);
+      rm_rf(snap);
+    }
+  }
+  ck_assert_msg(appending, "the list never became an appended one");
+  sl__hashmap_ops.close(model);
   ops->close(be);
   sl_conf_destroy(c);
   rm_rf(t.path);
@@ -1310,7 +1480,9 @@ int main(void) {
   tcase_add_test(tc, snapshot_restore_sees_the_snapshot_not_later_writes);
   tcase_add_test(tc, open_snapshot_scans_exactly_a_key_group);
   tcase_add_test(tc, corrupt_snapshot_is_a_clear_error);
-  tcase_add_test(tc, snapshot_is_the_barrier_while_the_worker_writes);
+  tcase_add_loop_test(tc, snapshot_is_the_barrier_while_the_worker_writes, 0,
+                      2);
+  tcase_add_test(tc, long_list_appends_across_snapshots);
   suite_add_tcase(s, tc);
   tc = tcase_create("state");
   tcase_set_timeout(tc, 300);
