@@ -211,17 +211,8 @@ static void lz_skey(const win *w, uint32_t id, sl__skey *sk) {
 /* Room for n bytes of decoded sessions (start, end, data each), kept
  * apart from w->buf, which element frames and firing copies use. */
 static unsigned char *lz_scratch(win *w, size_t n) {
-  if (n > w->sbuf_cap || !w->sbuf) {
-    size_t cap = w->sbuf_cap ? w->sbuf_cap : 256;
-    while (cap < n)
-      cap *= 2;
-    unsigned char *p = realloc(w->sbuf, cap);
-    if (!p)
-      return NULL;
-    w->sbuf = p;
-    w->sbuf_cap = cap;
-  }
-  return w->sbuf;
+  w->sbuf.len = 0;
+  return sl__buf_reserve(&w->sbuf, n) ? NULL : w->sbuf.data;
 }
 
 /* Stores the n decoded sessions s (fs bytes each) as the current key's
@@ -724,8 +715,7 @@ int sl__session_find(win *w, const sl_window_t *wd, int64_t *sstart,
  * first access as ever. */
 
 typedef struct rkeys {
-  unsigned char *b; /* per key: size_t length, then the bytes */
-  size_t len, cap;
+  sl_buf_t b; /* per key: size_t length, then the bytes */
   uint32_t ends_id;
 } rkeys;
 
@@ -737,21 +727,8 @@ static int collect_key(uint32_t state, const void *key, size_t key_len,
   rkeys *r = opaque;
   if (state != r->ends_id)
     return 0;
-  size_t need = r->len + sizeof(size_t) + key_len;
-  if (need > r->cap) {
-    size_t cap = r->cap ? r->cap : 4096;
-    while (cap < need)
-      cap *= 2;
-    unsigned char *p = realloc(r->b, cap);
-    if (!p)
-      return SL_ERR_NOMEM;
-    r->b = p;
-    r->cap = cap;
-  }
-  memcpy(r->b + r->len, &key_len, sizeof(size_t));
-  memcpy(r->b + r->len + sizeof(size_t), key, key_len);
-  r->len = need;
-  return 0;
+  int rc = sl_buf_append(&r->b, &key_len, sizeof(key_len));
+  return rc ? rc : sl_buf_append(&r->b, key, key_len);
 }
 
 /* Whether sessions stored under the gap a layout text recorded (its
@@ -781,14 +758,14 @@ int sl__session_restored(win *w, uint32_t kg_lo, uint32_t kg_hi, bool layouts) {
   rkeys r = {.ends_id = w->ends_id};
   int rc = 0;
   for (uint32_t kg = kg_lo; !rc && kg < kg_hi; kg++) {
-    r.len = 0;
+    r.b.len = 0;
     /* Keys first: storing them again must not run under the scan. */
     if ((rc = be->ops->kg_scan(be, kg, collect_key, &r)))
       break;
-    for (size_t off = 0; !rc && off < r.len;) {
+    for (size_t off = 0; !rc && off < r.b.len;) {
       size_t kl;
-      memcpy(&kl, r.b + off, sizeof(kl));
-      w->k.key = r.b + off + sizeof(kl);
+      memcpy(&kl, r.b.data + off, sizeof(kl));
+      w->k.key = r.b.data + off + sizeof(kl);
       w->k.key_len = kl;
       w->k.hash = sl__hash64(w->k.key, kl);
       w->k.kg = kg;
@@ -801,6 +778,6 @@ int sl__session_restored(win *w, uint32_t kg_lo, uint32_t kg_hi, bool layouts) {
   }
   w->k.key = NULL;
   w->k.key_len = 0;
-  free(r.b);
+  sl__buf_free(&r.b);
   return rc;
 }

@@ -774,7 +774,7 @@ static void win_close(sl_ctx_t *op) {
   sl_op_set_data(op, NULL);
   free(w->res);
   free(w->buf);
-  free(w->sbuf);
+  sl__buf_free(&w->sbuf);
   free(w->pairs);
   sl__win_minibatch_free(w);
   free(w);

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/util.h"
 #include "operator.h"
 #include "sluice/window.h"
@@ -47,8 +48,7 @@ typedef struct win {
    * earlier layout, converted key by key. */
   sl_state_t *ends, *starts;
   uint32_t sess_id, sdata_id, ends_id, starts_id;
-  unsigned char *sbuf; /* decoded sessions (session.c) */
-  size_t sbuf_cap;
+  sl_buf_t sbuf;  /* decoded sessions (session.c) */
   int64_t ns;     /* state namespace bytes: the (state) window start */
   int64_t tns[2]; /* timer namespace: window start, end */
   unsigned char *res;
