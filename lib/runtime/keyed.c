@@ -233,9 +233,11 @@ int sl__keyed_fire(sl__keyed *k, sl_time_domain domain, int64_t upto,
   if (domain == SL_EVENT_TIME && k->tw) {
     sl__taskwm *tw = k->tw;
     const sl_ctx_t *op = k->op;
+    /* An idle input is left out of upto (sl__wm_merge): its tasks
+     * follow upto, not the watermark it had when it went idle. */
     int64_t pw[SL__TASKWM_PORTS];
     for (int i = 0; i < tw->n_ports; i++)
-      pw[i] = i < op->n_ports ? op->ports[i].wm : upto;
+      pw[i] = i < op->n_ports && !op->ports[i].idle ? op->ports[i].wm : upto;
     k->tw_fire = fn;
     sl__taskwm_advance(tw, upto, pw);
     int rc = tw_fire_due(k, upto, fn);

@@ -22,6 +22,33 @@ static void wm(sl_harness_t *h, int64_t w) {
   ck_assert_int_eq(sl_harness_watermark(h, 0, w), SL_OK);
 }
 
+/* The instance of operator uid. */
+static sl_ctx_t *inst_of(sl_harness_t *h, const char *uid) {
+  sl_job_t *job = sl_harness_job(h);
+  for (int i = 0; i < job->g.n_nodes; i++)
+    if (job->g.nodes[i]->uid && !strcmp(job->g.nodes[i]->uid, uid))
+      return job->workers[0].inst[job->g.nodes[i]->id];
+  ck_abort_msg("no operator %s", uid);
+  return NULL;
+}
+
+/* Gives the operator uid per-task watermarks (bound 0) on its n_ports
+ * inputs, as group mode does for its keyed stage, each following records,
+ * and returns the table. */
+static sl__taskwm *with_task_ports(sl_harness_t *h, const char *uid,
+                                   int n_ports) {
+  sl_ctx_t *c = inst_of(h, uid);
+  sl__keyed *k = sl_op_keyed(c);
+  ck_assert_ptr_nonnull(k);
+  ck_assert_ptr_null(k->tw);
+  c->tw = k->tw = sl__taskwm_new(sl_harness_job(h)->max_par, n_ports);
+  ck_assert_ptr_nonnull(k->tw);
+  for (int i = 0; i < n_ports; i++)
+    ck_assert_int_eq(sl__taskwm_port_set(k->tw, i, SL__TASKWM_PORT_RECORDS, 0),
+                     SL_OK);
+  return k->tw;
+}
+
 /* Gives the operator uid per-task watermarks (bound 0), as group mode
  * does for its keyed stage, of the given kind (SL__TASKWM_PORT_*), and
  * returns the table. */
@@ -223,6 +250,42 @@ START_TEST(fresh_task_timers_wait) {
 }
 END_TEST
 
+/* A window join whose second input goes idle: the operator's watermark
+ * follows the first input alone, as in one process, and so does every
+ * task's watermark, its windows firing with it (an idle input holds no
+ * task back). */
+static int join_fmt(sl_ctx_t *ctx, const sl_record_t *l, const sl_record_t *r,
+                    void *opaque) {
+  (void)opaque;
+  char *b = sl_ctx_alloc(ctx, 64);
+  int n =
+      snprintf(b, 64, "%.*s|%.*s", (int)l->value_len, (const char *)l->value,
+               (int)r->value_len, (const char *)r->value);
+  sl_record_t o = {l->key, l->key_len, b, (size_t)n, 0};
+  return sl_emit(ctx, &o);
+}
+
+START_TEST(idle_input_holds_no_task_back) {
+  wu_build b = {.kind = 1, .spec = sl_window_tumbling(1000), .join = join_fmt};
+  sl_harness_t *h = wu_harness(BE, &b, NULL);
+  sl__taskwm *tw = with_task_ports(h, "join", 2);
+  sl__taskwm_load(tw, kg_of(h, "a"), SL_TS_MIN);
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "a", "x1", 100), SL_OK);
+  ck_assert_int_eq(sl_harness_push_kv(h, 1, "a", "y1", 200), SL_OK);
+  ck_assert_int_eq(sl_harness_push_kv(h, 0, "a", "x2", 1200), SL_OK);
+  ck_assert_int_eq(sl_harness_push_kv(h, 1, "a", "y2", 1300), SL_OK);
+  ck_assert_int_eq(sl_harness_watermark(h, 0, 500), SL_OK);
+  ck_assert_int_eq(sl_harness_watermark(h, 1, 500), SL_OK);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 0);
+  ck_assert_int_eq(sl__port_idle(inst_of(h, "join"), 1, true), SL_OK);
+  ck_assert_int_eq(sl_harness_watermark(h, 0, 2500), SL_OK);
+  ck_assert_uint_eq(sl_harness_count(h, NULL), 2);
+  ck_assert_str_eq(sl_harness_get(h, NULL, 0)->value, "x1|y1");
+  ck_assert_str_eq(sl_harness_get(h, NULL, 1)->value, "x2|y2");
+  sl_harness_destroy(h);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("task_watermark");
   TCase *tc = tcase_create("core");
@@ -232,6 +295,7 @@ int main(void) {
   tcase_add_loop_test(tc, without_task_watermarks_they_are_late, 0,
                       WU_N_BACKENDS);
   tcase_add_loop_test(tc, fresh_task_timers_wait, 0, WU_N_BACKENDS);
+  tcase_add_loop_test(tc, idle_input_holds_no_task_back, 0, WU_N_BACKENDS);
   suite_add_tcase(s, tc);
   return wu_run(s);
 }
