@@ -997,7 +997,9 @@ int sl__rk_frozen_copy(rk_frozen *f, size_t to) {
              r->val_len);
     f->recs[i] = (void *)(uintptr_t)f->len;
     f->len += (sizeof(rk_rec) + r->key_len + r->val_len + 7) & ~(size_t)7;
-    if ((i & 255) == 255)
+    /* The last store below publishes f->bytes too: n done lets the
+     * worker thaw the set and read it. */
+    if ((i & 255) == 255 && i + 1 < f->n)
       atomic_store_explicit(&f->done, i + 1, memory_order_release);
   }
   if (to == f->n) {
