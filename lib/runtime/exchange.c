@@ -800,6 +800,7 @@ prod_route_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2,
   for (size_t base = 0, m; base < n; base += m) {
     const sl_record_t *r = in + base;
     m = n - base < ROUTE ? n - base : ROUTE;
+    size_t used = 0; /* the fullest channel batch's bytes */
     /* Every worker's batch, a full one delivered or sent first; the
      * chunk is as long as the batch with the least room allows, so that
      * batches go full. A full channel makes chan_flush drain this
@@ -817,8 +818,18 @@ prod_route_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2,
         return sl_op_fail(op, SL_ERR_NOMEM,
                           "out of memory for an exchange batch");
       m = b->cap - b->n < m ? b->cap - b->n : m;
+      used = b->used > used ? b->used : used;
       next[t] = (char *)b->recs + b->n * stride;
     }
+    /* Nor more bytes than the fullest batch has room for (a record past
+     * it, as prod_chan allows): large records must not make a batch, and
+     * the spare buffers it returns to, grow to ROUTE of them. */
+    size_t bytes = used;
+    for (size_t j = 0; j < m; j++)
+      if ((bytes += r[j].key_len + r[j].value_len) >= x->batch_bytes) {
+        m = j + 1;
+        break;
+      }
     if (keyed) {
       batch *b = x->self[me];
       if (b && b->n == b->cap && (rc = self_flush(x, w)))
