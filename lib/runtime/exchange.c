@@ -377,6 +377,18 @@ static __attribute__((noinline)) int batch_grow(batch *b, size_t need) {
   return 0;
 }
 
+/* An empty batch's buffer that large records grew back to the usual
+ * size (a chunk of the routing pass may take up to ROUTE of them), so
+ * that the spare batches keep `bytes` each, whatever passed. */
+static __attribute__((noinline, cold)) void batch_shrink(batch *b,
+                                                         size_t bytes) {
+  char *nb = realloc(b->bytes, bytes);
+  if (nb) {
+    b->bytes = nb;
+    b->bytes_cap = bytes;
+  }
+}
+
 /* Makes room for `need` more bytes in *slot's batch, taking an empty
  * batch from spare (may be NULL) or allocating one; a batch taken holds
  * plain records or keyed ones as `plain` says. */
@@ -800,7 +812,6 @@ prod_route_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2,
   for (size_t base = 0, m; base < n; base += m) {
     const sl_record_t *r = in + base;
     m = n - base < ROUTE ? n - base : ROUTE;
-    size_t used = 0; /* the fullest channel batch's bytes */
     /* Every worker's batch, a full one delivered or sent first; the
      * chunk is as long as the batch with the least room allows, so that
      * batches go full. A full channel makes chan_flush drain this
@@ -818,18 +829,8 @@ prod_route_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2,
         return sl_op_fail(op, SL_ERR_NOMEM,
                           "out of memory for an exchange batch");
       m = b->cap - b->n < m ? b->cap - b->n : m;
-      used = b->used > used ? b->used : used;
       next[t] = (char *)b->recs + b->n * stride;
     }
-    /* Nor more bytes than the fullest batch has room for (a record past
-     * it, as prod_chan allows): large records must not make a batch, and
-     * the spare buffers it returns to, grow to ROUTE of them. */
-    size_t bytes = used;
-    for (size_t j = 0; j < m; j++)
-      if ((bytes += r[j].key_len + r[j].value_len) >= x->batch_bytes) {
-        m = j + 1;
-        break;
-      }
     if (keyed) {
       batch *b = x->self[me];
       if (b && b->n == b->cap && (rc = self_flush(x, w)))
@@ -1079,6 +1080,8 @@ static int drain_chan(sl__worker *w, sl__xchg *x, int producer, chan *ch) {
     case EL_BATCH: {
       batch *b = el.b;
       rc = deliver_batch(cons, b);
+      if (SL__UNLIKELY(b->bytes_cap > 2 * x->batch_bytes))
+        batch_shrink(b, x->batch_bytes);
       batch **slot = ring_slot(&ch->spare, sizeof(batch *));
       if (slot) {
         *slot = b;
