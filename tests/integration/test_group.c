@@ -1677,19 +1677,35 @@ static long completed_before_revival(const char *name, int n) {
   return last;
 }
 
-/* Waits until process pid is stopped (a SIGSTOP took hold): its state
- * in /proc is 'T'. */
+/* Whether thread tid of process pid is stopped: its state in /proc is
+ * 'T'. */
+static bool thread_stopped(pid_t pid, const char *tid) {
+  char path[300], stat[512];
+  snprintf(path, sizeof(path), "/proc/%ld/task/%s/stat", (long)pid, tid);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return true; /* it ended */
+  size_t n = fread(stat, 1, sizeof(stat) - 1, f);
+  fclose(f);
+  stat[n] = '\0';
+  const char *st = strrchr(stat, ')');
+  return st && st[1] == ' ' && st[2] == 'T';
+}
+
+/* Waits until process pid is stopped (a SIGSTOP took hold of every one
+ * of its threads: one still running may yet write a line to its log). */
 static void wait_stopped(pid_t pid) {
-  char path[64], stat[512];
-  snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%ld/task", (long)pid);
   for (int i = 0; i < WAIT_MS / 10; i++) {
-    FILE *f = fopen(path, "r");
-    ck_assert_ptr_nonnull(f);
-    size_t n = fread(stat, 1, sizeof(stat) - 1, f);
-    fclose(f);
-    stat[n] = '\0';
-    const char *st = strrchr(stat, ')');
-    if (st && st[1] == ' ' && st[2] == 'T')
+    DIR *d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    bool all = true;
+    for (struct dirent *e; all && (e = readdir(d));)
+      if (e->d_name[0] != '.')
+        all = thread_stopped(pid, e->d_name);
+    closedir(d);
+    if (all)
       return;
     tk_sleep_ms(10);
   }
