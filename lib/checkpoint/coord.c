@@ -1352,6 +1352,9 @@ static int ckpt_restart(void *svc, char *err, size_t errlen) {
     char why[64];
     fail_cur(ck, "the run ended before it completed", why, sizeof(why));
   }
+  /* The new run counts its own failures: the one given up above is not
+   * one of them. */
+  ck->fails_in_row = 0;
   clear_acks(ck);
   ck->final_taken = false;
   ck->last_trigger = ck->last_end = sl__mono_ms();

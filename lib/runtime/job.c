@@ -18,6 +18,7 @@
 #include "runtime/tasks.h"
 #include "runtime/runtime.h"
 #include "runtime/stats.h"
+#include "time/taskwm.h"
 
 void *sl__worker_main(void *arg);
 extern const sl_operator_ops_t sl__source_ops;
@@ -454,6 +455,12 @@ static void inst_reset(sl_ctx_t *c, bool source) {
   for (int i = 0; i < c->n_ports; i++)
     c->ports[i] = (sl__wmport){.wm = SL_TS_MIN};
   c->keyed = NULL;
+  /* Freed by the close of a built-in keyed operator; one of the operator
+   * SDK that never cleared its keyed context must not carry its tasks'
+   * watermarks into the new run. */
+  sl__taskwm_free(c->tw);
+  c->tw = NULL;
+  c->tw_checked = false;
   c->bcast = NULL;
   c->local = NULL;
   c->out_ts_at = NULL;
