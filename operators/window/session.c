@@ -208,6 +208,16 @@ static void lz_skey(const win *w, uint32_t id, sl__skey *sk) {
   *sk = (sl__skey){id, w->k.kg, w->k.hash, w->k.key, w->k.key_len, NULL, 0};
 }
 
+/* The current key's value of state id (the backend's get: 1 found, 0
+ * absent, < 0 an error). */
+static inline int lz_get(win *w, uint32_t id, void **p, size_t *len,
+                         bool write) {
+  sl__backend *be = sl__kstate_backend(w->k.state);
+  sl__skey sk;
+  lz_skey(w, id, &sk);
+  return be->ops->get(be, &sk, p, len, write);
+}
+
 /* Room for n bytes of decoded sessions (start, end, data each), kept
  * apart from w->buf, which element frames and firing copies use. */
 static unsigned char *lz_scratch(win *w, size_t n) {
@@ -352,12 +362,9 @@ static int lz_fire(win *w, const sl_window_t *aw, const void *data) {
 
 /* The start of the last of the key's n sessions (for firing). */
 static int lz_last_start(win *w, size_t n, int64_t *start) {
-  sl__backend *be = sl__kstate_backend(w->k.state);
-  sl__skey sk;
   void *p;
   size_t len;
-  lz_skey(w, w->starts_id, &sk);
-  int rc = be->ops->get(be, &sk, &p, &len, false);
+  int rc = lz_get(w, w->starts_id, &p, &len, false);
   if (rc < 0)
     return rc;
   if (rc == 0 || len != n * sizeof(int64_t))
@@ -503,12 +510,9 @@ static int lazy_element(win *w, int port, const sl_record_t *rec,
   const warg *a = w->a;
   if (SL__LIKELY(!a->s.gap_fn)) {
     size_t es = lz_ds(a) + 8;
-    sl__backend *be = sl__kstate_backend(w->k.state);
-    sl__skey sk;
     void *p;
     size_t len;
-    lz_skey(w, w->ends_id, &sk);
-    int rc = be->ops->get(be, &sk, &p, &len, true);
+    int rc = lz_get(w, w->ends_id, &p, &len, true);
     if (SL__UNLIKELY(rc < 0))
       return rc;
     if (SL__LIKELY(rc == 1 && len % es == 0 && len)) {
@@ -524,12 +528,9 @@ static int lazy_element(win *w, int port, const sl_record_t *rec,
 int sl__session_lazy_timer(win *w, int64_t ts) {
   const warg *a = w->a;
   size_t ds = lz_ds(a), es = ds + 8, fs = ds + 16;
-  sl__backend *be = sl__kstate_backend(w->k.state);
-  sl__skey sk;
   void *p;
   size_t len;
-  lz_skey(w, w->ends_id, &sk);
-  int rc = be->ops->get(be, &sk, &p, &len, false);
+  int rc = lz_get(w, w->ends_id, &p, &len, false);
   if (rc < 0)
     return rc;
   if (rc == 1) {
