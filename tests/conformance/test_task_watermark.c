@@ -254,19 +254,9 @@ END_TEST
  * follows the first input alone, as in one process, and so does every
  * task's watermark, its windows firing with it (an idle input holds no
  * task back). */
-static int join_fmt(sl_ctx_t *ctx, const sl_record_t *l, const sl_record_t *r,
-                    void *opaque) {
-  (void)opaque;
-  char *b = sl_ctx_alloc(ctx, 64);
-  int n =
-      snprintf(b, 64, "%.*s|%.*s", (int)l->value_len, (const char *)l->value,
-               (int)r->value_len, (const char *)r->value);
-  sl_record_t o = {l->key, l->key_len, b, (size_t)n, 0};
-  return sl_emit(ctx, &o);
-}
-
 START_TEST(idle_input_holds_no_task_back) {
-  wu_build b = {.kind = 1, .spec = sl_window_tumbling(1000), .join = join_fmt};
+  wu_build b = {
+      .kind = 1, .spec = sl_window_tumbling(1000), .join = wu_join_fmt};
   sl_harness_t *h = wu_harness(BE, &b, NULL);
   sl__taskwm *tw = with_task_ports(h, "join", 2);
   sl__taskwm_load(tw, kg_of(h, "a"), SL_TS_MIN);

@@ -912,17 +912,6 @@ END_TEST
 
 /* ---- Joins ----------------------------------------------------------------*/
 
-static int join_fmt(sl_ctx_t *ctx, const sl_record_t *l, const sl_record_t *r,
-                    void *opaque) {
-  (void)opaque;
-  char *b = sl_ctx_alloc(ctx, 64);
-  int n =
-      snprintf(b, 64, "%.*s|%.*s", (int)l->value_len, (const char *)l->value,
-               (int)r->value_len, (const char *)r->value);
-  sl_record_t o = {l->key, l->key_len, b, (size_t)n, 0};
-  return sl_emit(ctx, &o);
-}
-
 static const char *out(sl_harness_t *h, size_t i, int64_t *ts) {
   const sl_record_t *r = sl_harness_get(h, NULL, i);
   ck_assert_ptr_nonnull(r);
@@ -932,7 +921,8 @@ static const char *out(sl_harness_t *h, size_t i, int64_t *ts) {
 }
 
 START_TEST(window_join_pairs_per_window) {
-  wu_build b = {.kind = 1, .spec = sl_window_tumbling(1000), .join = join_fmt};
+  wu_build b = {
+      .kind = 1, .spec = sl_window_tumbling(1000), .join = wu_join_fmt};
   sl_harness_t *h = wu_harness(BE, &b, NULL);
   ck_assert_int_eq(sl_harness_push_kv(h, 0, "a", "x1", 100), SL_OK);
   ck_assert_int_eq(sl_harness_push_kv(h, 1, "a", "y1", 200), SL_OK);
@@ -954,7 +944,7 @@ START_TEST(window_join_pairs_per_window) {
 END_TEST
 
 START_TEST(interval_join_flink_semantics) {
-  wu_build b = {.kind = 2, .join = join_fmt};
+  wu_build b = {.kind = 2, .join = wu_join_fmt};
   b.ij.lower = -2;
   b.ij.upper = 1;
   b.ij.late_left_tag = "late-l";

@@ -302,12 +302,7 @@ static int join_fn(sl_ctx_t *ctx, const sl_record_t *l, const sl_record_t *r,
   /* Both inputs are the same stream: keep true left x true right. */
   if (((const char *)l->value)[0] != 'L' || ((const char *)r->value)[0] != 'R')
     return 0;
-  char *b = sl_ctx_alloc(ctx, 64);
-  int n =
-      snprintf(b, 64, "%.*s|%.*s", (int)l->value_len, (const char *)l->value,
-               (int)r->value_len, (const char *)r->value);
-  sl_record_t o = {l->key, l->key_len, b, (size_t)n, 0};
-  return sl_emit(ctx, &o);
+  return wu_join_fmt(ctx, l, r, opaque);
 }
 
 static void run_job(const rcase *c, const rrec *r, size_t n, int par,

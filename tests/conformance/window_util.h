@@ -49,6 +49,21 @@ static inline int wu_num(const sl_record_t *rec, double *out, void *opaque) {
   return 0;
 }
 
+/* A join function emitting "<left value>|<right value>" under the left
+ * key (its timestamp the join's). */
+static inline int wu_join_fmt(sl_ctx_t *ctx, const sl_record_t *l,
+                              const sl_record_t *r, void *opaque) {
+  (void)opaque;
+  char *b = sl_ctx_alloc(ctx, 64);
+  if (!b)
+    return SL_ERR_NOMEM;
+  int n =
+      snprintf(b, 64, "%.*s|%.*s", (int)l->value_len, (const char *)l->value,
+               (int)r->value_len, (const char *)r->value);
+  sl_record_t o = {l->key, l->key_len, b, (size_t)n, 0};
+  return sl_emit(ctx, &o);
+}
+
 typedef struct wu_build {
   int kind; /* 0 window, 1 window join, 2 interval join */
   sl_window_spec_t spec;
