@@ -148,66 +148,6 @@ START_TEST(current_snapshot_restores) {
 }
 END_TEST
 
-/* ss_build's operator with a gap of 20 ms instead of 10. */
-static sl_stream_t *build_gap20(sl_stream_t *const *in, size_t n,
-                                void *opaque) {
-  (void)n;
-  int variant = opaque ? *(const int *)opaque : 0;
-  sl_window_spec_t s = sl_window_session(20);
-  s.allowed_lateness = 5;
-  s.late_tag = "late";
-  sl_window_fn_t f = {0};
-  if (variant == 0)
-    f.builtin = SL_AGG_COUNT;
-  else
-    f.process = ss_full;
-  return sl_window(in[0], "win", &s, &f, NULL);
-}
-
-/* The earlier layout recorded no gap, so its sessions restore under a
- * larger one: d's [200, 210) is then shorter than the gap, and an
- * element at 195 (whose window [195, 215) covers the session's end)
- * moves its start, which the one-read path could not see. */
-START_TEST(format1_restores_under_larger_gap) {
-  const char *backend = backends[_i];
-  int variant = 1;
-  char path[1024];
-  snprintf(path, sizeof(path),
-           "%s/tests/integration/fixtures/session_format1/full.snap",
-           SLUICE_SOURCE_ROOT);
-  size_t len;
-  void *snap = read_file(path, &len);
-  char err[256];
-  sl_conf_t *c = sl_conf_new();
-  ck_assert_int_eq(sl_conf_set(c, "state.backend", backend, err, sizeof(err)),
-                   SL_OK);
-  const char *tags[] = {"late", NULL};
-  sl_harness_opts_t o = {.n_inputs = 1,
-                         .keyed = true,
-                         .build = build_gap20,
-                         .opaque = &variant,
-                         .side_tags = tags,
-                         .job_name = "sf-larger",
-                         .state_dir = state_dir,
-                         .snapshot = snap,
-                         .snapshot_len = len};
-  sl_harness_t *h = sl_harness_new_opts(c, &o, err, sizeof(err));
-  ck_assert_msg(h != NULL, "%s", err);
-  ck_assert_int_eq(sl_harness_watermark(h, 0, 61), SL_OK);
-  /* Converts d, adding [100, 120) before [200, 210). */
-  ck_assert_int_eq(ss_push(h, "d", 100), SL_OK);
-  ck_assert_int_eq(ss_push(h, "d", 195), SL_OK);
-  ck_assert_int_eq(sl_harness_watermark(h, 0, 300), SL_OK);
-  char *got = outputs(h);
-  ck_assert_msg(strstr(got, "v=[100,120) n=1 sum=100 ts=119\n") != NULL &&
-                    strstr(got, "v=[195,215) n=2 sum=395 ts=214\n") != NULL,
-                "%s", got);
-  free(got);
-  sl_harness_destroy(h);
-  free(snap);
-}
-END_TEST
-
 /* Gaps across a restore: the gap ss_build's operator had when phase 1
  * ran (fixed 10, or a gap_fn giving 10) and the one it restores under. */
 enum { GAP_10, GAP_FN_10, GAP_20, GAP_5, GAP_FN };
@@ -252,6 +192,50 @@ static sl_stream_t *build_gap(sl_stream_t *const *in, size_t n, void *opaque) {
     f.process = ss_full;
   return sl_window(in[0], "win", &s, &f, NULL);
 }
+
+/* The earlier layout recorded no gap, so its sessions restore under a
+ * larger one: d's [200, 210) is then shorter than the gap, and an
+ * element at 195 (whose window [195, 215) covers the session's end)
+ * moves its start, which the one-read path could not see. */
+START_TEST(format1_restores_under_larger_gap) {
+  const char *backend = backends[_i];
+  gap_arg g = {.variant = 1, .gap = GAP_20};
+  char path[1024];
+  snprintf(path, sizeof(path),
+           "%s/tests/integration/fixtures/session_format1/full.snap",
+           SLUICE_SOURCE_ROOT);
+  size_t len;
+  void *snap = read_file(path, &len);
+  char err[256];
+  sl_conf_t *c = sl_conf_new();
+  ck_assert_int_eq(sl_conf_set(c, "state.backend", backend, err, sizeof(err)),
+                   SL_OK);
+  const char *tags[] = {"late", NULL};
+  sl_harness_opts_t o = {.n_inputs = 1,
+                         .keyed = true,
+                         .build = build_gap,
+                         .opaque = &g,
+                         .side_tags = tags,
+                         .job_name = "sf-larger",
+                         .state_dir = state_dir,
+                         .snapshot = snap,
+                         .snapshot_len = len};
+  sl_harness_t *h = sl_harness_new_opts(c, &o, err, sizeof(err));
+  ck_assert_msg(h != NULL, "%s", err);
+  ck_assert_int_eq(sl_harness_watermark(h, 0, 61), SL_OK);
+  /* Converts d, adding [100, 120) before [200, 210). */
+  ck_assert_int_eq(ss_push(h, "d", 100), SL_OK);
+  ck_assert_int_eq(ss_push(h, "d", 195), SL_OK);
+  ck_assert_int_eq(sl_harness_watermark(h, 0, 300), SL_OK);
+  char *got = outputs(h);
+  ck_assert_msg(strstr(got, "v=[100,120) n=1 sum=100 ts=119\n") != NULL &&
+                    strstr(got, "v=[195,215) n=2 sum=395 ts=214\n") != NULL,
+                "%s", got);
+  free(got);
+  sl_harness_destroy(h);
+  free(snap);
+}
+END_TEST
 
 static sl_harness_t *gap_harness(const char *backend, gap_arg *g,
                                  const void *snap, size_t len) {
