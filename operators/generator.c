@@ -12,8 +12,9 @@ typedef struct gen {
   sl_source_ops_t ops;
 } gen;
 
+/* A cache line each: workers on other cores poll their slots at once. */
 typedef struct gen_state {
-  uint64_t next, step;
+  _Alignas(64) uint64_t next, step;
   bool restored;
 } gen_state;
 
@@ -75,24 +76,23 @@ static int gen_poll(sl_source_ctx_t *ctx, void *opaque) {
   gen_src *s = opaque;
   gen_state *st = &s->st[sl_source_ctx_subtask(ctx)];
   size_t budget = sl_source_ctx_budget(ctx);
-  uint64_t count = s->g.o.count;
-  for (size_t k = 0; k < budget; k++) {
-    if (count && st->next >= count)
-      return SL_POLL_END;
+  uint64_t count = s->g.o.count, i = st->next, step = st->step;
+  int rc = 0;
+  for (size_t k = 0; k < budget && !rc; k++) {
+    if (count && i >= count)
+      break;
     sl_record_t rec = {0};
-    int rc = s->g.o.gen(st->next, &rec, s->g.o.opaque);
-    st->next += st->step;
-    if (rc) {
-      if ((rc = sl_source_bad_input(ctx, "generator",
-                                    "generator function "
-                                    "failed")))
-        return rc;
-      continue;
-    }
-    if ((rc = sl_source_emit(ctx, &rec)))
-      return rc;
+    int grc = s->g.o.gen(i, &rec, s->g.o.opaque);
+    i += step;
+    if (grc)
+      rc = sl_source_bad_input(ctx, "generator", "generator function failed");
+    else
+      rc = sl_source_emit(ctx, &rec);
   }
-  return count && st->next >= count ? SL_POLL_END : SL_POLL_MORE;
+  st->next = i;
+  if (rc)
+    return rc;
+  return count && i >= count ? SL_POLL_END : SL_POLL_MORE;
 }
 
 sl_stream_t *sl_source_generator(sl_job_t *job, const char *uid,
@@ -106,11 +106,13 @@ sl_stream_t *sl_source_generator(sl_job_t *job, const char *uid,
     return NULL;
   }
   /* One position slot per possible worker. */
-  gen_src *s = calloc(1, sizeof(*s) + 1024 * sizeof(gen_state));
+  gen_src *s =
+      aligned_alloc(_Alignof(gen_state), sizeof(*s) + 1024 * sizeof(gen_state));
   if (!s) {
     sl_job_build_error(job, SL_ERR_NOMEM, "generator: out of memory");
     return NULL;
   }
+  memset(s, 0, sizeof(*s) + 1024 * sizeof(gen_state));
   s->g.o = *opts;
   s->g.ops.open = gen_open;
   s->g.ops.poll = gen_poll;

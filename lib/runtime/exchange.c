@@ -795,6 +795,26 @@ prod_self_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2) {
  * exchange's readers take keyed batches (the worker's own records go
  * into its keyed batch), else plain records (its own go on directly). */
 enum { ROUTE = 64 };
+
+/* The memory a chunk of the routing pass writes into another worker's
+ * batch was last read by that worker's core: each line of it must be
+ * taken back from there before it can be written, and the writes stall
+ * on those round trips one after the other unless asked for ahead. So
+ * while a chunk is routed, the lines of b the next chunk will write
+ * (records, and their bytes at this batch's bytes per record so far)
+ * are requested for writing. Past the end of b's buffers a request is
+ * harmless (a prefetch never faults) and wasted. */
+static inline void prefetch_next_chunk(const batch *b, const char *next,
+                                       size_t m, size_t stride) {
+  const char *p = next + m * stride;
+  for (size_t o = 0; o < ROUTE * stride; o += SL__CACHELINE)
+    sl__prefetchw(p + o);
+  size_t per = b->n ? b->used / b->n : 8;
+  per = per < 64 ? per : 64;
+  p = b->bytes + b->used + m * per;
+  for (size_t o = 0; o < ROUTE * per; o += SL__CACHELINE)
+    sl__prefetchw(p + o);
+}
 static inline __attribute__((always_inline)) int
 prod_route_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2,
                 bool keyed) {
@@ -846,6 +866,9 @@ prod_route_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2,
       m = x->batch_size - d->n < m ? x->batch_size - d->n : m;
       next[me] = (char *)(d->recs + d->n);
     }
+    for (int t = 0; t < par; t++)
+      if (t != me)
+        prefetch_next_chunk(x->ch[me * par + t].open, next[t], m, stride);
     for (size_t j = 0; j < m; j++) {
       uint64_t h = sl__hash64(r[j].key, r[j].key_len);
       uint32_t g =
