@@ -98,10 +98,12 @@ typedef struct sl_operator_ops {
    *           restore, before any record or timer; or a group task
    *           loaded on assignment): adapts stored bytes to layout keys a
    *           restore may change (state/state.h:
-   *           sl__state_set_layout_adapts). layouts: whether the restore
-   *           compared layouts and recorded them (sl__state_restored); a
-   *           group task's snapshot records none, so anything may have
-   *           changed. Optional. */
+   *           sl__state_set_layout_adapts). layouts: whether the
+   *           snapshot recorded layouts, handed to the states that adapt
+   *           (sl__state_restored; a whole restore also compared the
+   *           others); a snapshot from before layouts were recorded has
+   *           none, so anything may have changed. A task's load calls
+   *           the operators of the task's stage only. Optional. */
   int (*restored)(sl_ctx_t *op, uint32_t kg_lo, uint32_t kg_hi, bool layouts);
   int (*checkpoint_complete)(sl_ctx_t *op, uint64_t id);
   void (*checkpoint_abort)(sl_ctx_t *op, uint64_t id);
@@ -198,6 +200,11 @@ struct sl__bstates *sl_op_bcast(const sl_ctx_t *op);
  * names the operator and the record. If the job is already failing (rc came
  * back from downstream), returns that failure without counting. */
 int sl_op_user_error(sl_ctx_t *op, const sl_record_t *rec, int rc);
+
+/* Logs a message (operator uid prepended) through the job's log at level
+ * (SL_LOG_*), when log.level lets it through. */
+void sl_op_log(const sl_ctx_t *op, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Fails the job with a message (operator uid prepended); returns err. */
 int sl_op_fail(sl_ctx_t *op, int err, const char *fmt, ...)

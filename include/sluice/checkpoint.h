@@ -16,7 +16,10 @@ extern "C" {
 
 typedef struct sl_checkpoint_info {
   uint64_t id;             /* newest completed checkpoint; 0: none yet */
-  char path[1024];         /* its chk-<id> directory */
+  char path[1024];         /* its chk-<id> directory, where it was
+                              written (in group mode, after a revival,
+                              the previous run's instance directory
+                              until the next completes) */
   int64_t completed_at_ms; /* wall-clock time it completed */
   int64_t duration_ms;     /* trigger to metadata written */
   uint64_t bytes;          /* size of its files */

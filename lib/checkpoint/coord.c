@@ -71,6 +71,10 @@ struct sl__ckpt {
   int64_t durations[SL__CKPT_DURATIONS]; /* of the newest completions */
   uint64_t last_id;   /* newest id used (triggered or found on disk) */
   uint64_t last_done; /* newest completed */
+  /* Its chk-<id> directory: a revival moves dir to a new instance
+   * directory, and the newest completed checkpoint stays in the old one
+   * until the next completes (sl_job_checkpoint_info). */
+  char last_done_path[4096];
   int64_t last_done_ms, last_duration_ms, last_bytes, last_bytes_new;
   uint64_t completed, failed;
   int fails_in_row;
@@ -519,6 +523,9 @@ static void count_failure(struct sl__ckpt *ck) {
 static void note_done(struct sl__ckpt *ck, uint64_t id, int64_t duration,
                       uint64_t bytes, uint64_t bytes_new) {
   ck->last_done = id;
+  ck->last_done_path[0] = '\0';
+  if (ck->dir)
+    sl__ckpt_path(ck, id, ck->last_done_path, sizeof(ck->last_done_path));
   ck->last_done_ms = sl__wall_ms();
   ck->last_done_job_ms = sl_clock_now(*ck->env.clock);
   ck->last_duration_ms = duration;
@@ -1424,8 +1431,16 @@ uint64_t sl__ckpt_completed(const struct sl__ckpt *ck) {
                               memory_order_acquire);
 }
 
-void sl__ckpt_demand(struct sl__ckpt *ck) {
-  atomic_store(&ck->demand, 1);
+int sl__ckpt_demand(struct sl__ckpt *ck) {
+  if (!ck)
+    return SL_ERR_STATE;
+  /* dir under mu: a revival replaces it (ckpt_restart). */
+  pthread_mutex_lock(&ck->mu);
+  bool on = ck->dir != NULL;
+  if (on)
+    atomic_store(&ck->demand, 1);
+  pthread_mutex_unlock(&ck->mu);
+  return on ? SL_OK : SL_ERR_STATE;
 }
 
 void sl__ckpt_info(struct sl__ckpt *ck, sl_checkpoint_info_t *out) {
@@ -1440,8 +1455,8 @@ void sl__ckpt_info(struct sl__ckpt *ck, sl_checkpoint_info_t *out) {
   out->failed = ck->failed;
   out->restored_from = ck->restored_id;
   out->pause_us = ck->last_pause_us;
-  if (ck->last_done && ck->dir)
-    sl__ckpt_path(ck, ck->last_done, out->path, sizeof(out->path));
+  if (ck->last_done)
+    pathf(out->path, sizeof(out->path), "%s", ck->last_done_path);
   pthread_mutex_unlock(&ck->mu);
 }
 

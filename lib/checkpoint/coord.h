@@ -46,15 +46,20 @@ extern const sl__service_ops sl__ckpt_service;
 /* Before the job runs: an exactly-once participant (sinks). */
 int sl__ckpt_add_participant(struct sl__ckpt *ck,
                              const sl_ckpt_participant_t *p);
-/* Whether checkpoints are taken (checkpoint.dir is set), after start. */
+/* Whether checkpoints are taken (checkpoint.dir is set), after start:
+ * on the supervisor thread, or a worker's while it runs (a revival
+ * changes it between runs). */
 bool sl__ckpt_enabled(const struct sl__ckpt *ck);
 /* Any thread: the newest checkpoint triggered (the workers take it) and
  * the newest completed (passed on to checkpoint_complete hooks). */
 uint64_t sl__ckpt_triggered(const struct sl__ckpt *ck);
 uint64_t sl__ckpt_completed(const struct sl__ckpt *ck);
 /* Any thread: asks for a checkpoint as soon as the min pause allows
- * (sl_job_checkpoint). The caller then wakes the supervisor. */
-void sl__ckpt_demand(struct sl__ckpt *ck);
+ * (sl_job_checkpoint). The caller then wakes the supervisor. SL_OK, or
+ * SL_ERR_STATE when checkpoints are not taken. Unlike
+ * sl__ckpt_enabled(), safe while a revival moves the coordinator to a
+ * new instance directory. */
+int sl__ckpt_demand(struct sl__ckpt *ck);
 /* Any thread: the figures of sl_job_checkpoint_info(). */
 void sl__ckpt_info(struct sl__ckpt *ck, sl_checkpoint_info_t *out);
 

@@ -239,11 +239,12 @@ int sl_job_checkpoint(sl_job_t *job) {
   if (!job)
     return SL_ERR_INVAL;
   struct sl__ckpt *ck = started_ckpt(job);
-  if (!sl__ckpt_enabled(ck) || atomic_load(&job->phase) != SL__JOB_RUNNING)
+  if (atomic_load(&job->phase) != SL__JOB_RUNNING)
     return SL_ERR_STATE;
-  sl__ckpt_demand(ck);
-  sl__job_wake(job);
-  return SL_OK;
+  int rc = sl__ckpt_demand(ck);
+  if (!rc)
+    sl__job_wake(job);
+  return rc;
 }
 
 int sl_job_checkpoint_info(sl_job_t *job, sl_checkpoint_info_t *out) {

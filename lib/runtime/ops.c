@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/conf.h"
+#include "core/log.h"
 #include "runtime/runtime.h"
 #include "runtime/keyed.h"
 #include "state/keyed.h"
@@ -208,6 +209,18 @@ struct sl__bstates *sl_op_bcast(const sl_ctx_t *op) {
 
 void sl_op_count_late(sl_ctx_t *op) {
   sl__counter_add(&op->late, 1);
+}
+
+void sl_op_log(const sl_ctx_t *op, int level, const char *fmt, ...) {
+  char msg[768];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  sl_job_t *job = op->w->job;
+  sl__log(job->conf, job->name, level, "operator",
+          "operator \"%s\" (%s) on worker %d: %s", sl_op_uid(op), op->ops->kind,
+          op->w->index, msg);
 }
 
 int sl_op_fail(sl_ctx_t *op, int err, const char *fmt, ...) {

@@ -482,6 +482,66 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   return rc;
 }
 
+/* For a task's load: hands each state of the stage that adapts to layout
+ * keys (sl__state_set_layout_adapts: a session window's gap) the layout
+ * the snapshot recorded for it, NULL when it recorded none for the state,
+ * as a whole restore does (check_layouts). Every file of one checkpoint
+ * records the same layouts (one job wrote them); the task's own file
+ * (the worker's that held kg) is read. *layouts: whether the snapshot
+ * records layouts at all; one written before they were recorded hands
+ * the states nothing. */
+static int task_layouts(sl__worker *w, const sl__restore *rs, uint32_t kg,
+                        const drops *drop, bool *layouts) {
+  *layouts = false;
+  const sl__rfile *rf = NULL;
+  for (int f = 0; f < rs->n_files && !rf; f++)
+    if (rs->files[f].head.kg_lo <= kg && kg < rs->files[f].head.kg_hi)
+      rf = &rs->files[f];
+  for (int i = 0; i < w->job->g.n_nodes; i++) {
+    sl_ctx_t *c = w->inst[i];
+    sl__keyed *k = c && !sl__is_source(c) &&
+                           (drop->stage < 0 || c->node->stage == drop->stage)
+                       ? sl_op_keyed(c)
+                       : NULL;
+    sl_state_t *st;
+    for (size_t j = 0; k && k->state && (st = sl__kstate_state(k->state, j));
+         j++) {
+      int rc =
+          sl__state_layout_adapts(st) ? sl__state_set_restored(st, NULL, 0) : 0;
+      if (rc)
+        return rc;
+    }
+  }
+  sl__rd body = rf ? rf->body : (sl__rd){0}, p;
+  uint32_t t, skg, n;
+  int r = 0;
+  while (rf && (r = sl__snap_next(&body, &t, &skg, &p)) == 1) {
+    if (t != SL__SEC_LAYOUT)
+      continue;
+    *layouts = true;
+    if (sl__layout_count(&p, &n))
+      return SL_ERR_CORRUPT;
+    sl__layout_rec lr;
+    while ((r = sl__layout_next(&p, &lr)) == 1) {
+      const char *slash = memrchr(lr.state, '/', lr.state_len);
+      sl__keyed *k =
+          slash ? stage_keyed(w, lr.state, (size_t)(slash - lr.state), drop)
+                : NULL;
+      size_t nl = lr.state_len - (size_t)(slash + 1 - lr.state);
+      sl_state_t *st =
+          k && k->state ? sl__kstate_find(k->state, slash + 1, nl) : NULL;
+      int rc = st && sl__state_layout_adapts(st)
+                   ? sl__state_set_restored(st, lr.layout, lr.layout_len)
+                   : 0;
+      if (rc)
+        return rc;
+    }
+    if (r < 0)
+      return SL_ERR_CORRUPT;
+  }
+  return r < 0 ? r : 0;
+}
+
 int sl__restore_task(sl__worker *w, const sl__restore *rs, int stage,
                      uint32_t kg) {
   char err[256];
@@ -492,10 +552,16 @@ int sl__restore_task(sl__worker *w, const sl__restore *rs, int stage,
   int rc = 0;
   for (int f = 0; !rc && f < rs->n_files; f++)
     rc = restore_file(w, be, rs, &rs->files[f], kg, kg + 1, &drop, true);
+  bool layouts = false;
+  if (!rc)
+    rc = task_layouts(w, rs, kg, &drop, &layouts);
+  /* The operators of the task's stage: another stage's state of kg was
+   * not loaded. */
   for (int i = 0; !rc && i < w->job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
-    if (c && !sl__is_source(c) && c->ops->restored)
-      rc = c->ops->restored(c, kg, kg + 1, false);
+    if (c && !sl__is_source(c) && c->ops->restored &&
+        (stage < 0 || c->node->stage == stage))
+      rc = c->ops->restored(c, kg, kg + 1, layouts);
   }
   return rc;
 }

@@ -34,15 +34,37 @@ static bool fail_revival(sl_job_t *job, int err, const char *why) {
   return false;
 }
 
+/* A stop asked for while the run ended in a fence: the user asked for
+ * the end of the job, and gets a stop's result (SL_OK from sl_job_run,
+ * no error message) instead of the fence, which only said that this
+ * process may no longer commit for its tasks. Nothing was committed
+ * after the fence (no final checkpoint either); the group's other
+ * members go on from the tasks' pointers, as after any stop. */
+static bool end_as_stop(sl_job_t *job, const char *fence) {
+  pthread_mutex_lock(&job->err_lock);
+  job->err = 0;
+  job->fenced = false;
+  job->errmsg[0] = '\0';
+  pthread_mutex_unlock(&job->err_lock);
+  atomic_store(&job->failed, 0);
+  sl__log(job->conf, job->name, SL__LOG_WARN, "job",
+          "stop asked for as the run ended in a fence: stopping, not "
+          "reviving (nothing committed after the fence: %s)",
+          fence);
+  return false;
+}
+
 bool sl__job_revive(sl_job_t *job) {
   char fence[1024];
   pthread_mutex_lock(&job->err_lock);
   bool fenced = job->err && job->fenced;
   snprintf(fence, sizeof(fence), "%s", job->errmsg);
   pthread_mutex_unlock(&job->err_lock);
-  /* A stop asked for meanwhile ends the job: nothing to revive for. */
-  if (!fenced || atomic_load(&job->stop))
+  if (!fenced)
     return false;
+  /* A stop asked for meanwhile ends the job: nothing to revive for. */
+  if (atomic_load(&job->stop))
+    return end_as_stop(job, fence);
   int max = (int)sl__conf_int(job->conf, "group.revive.max");
   int64_t interval = sl__conf_int(job->conf, "group.revive.interval.ms");
   int64_t now = sl__mono_ms();
@@ -73,6 +95,10 @@ bool sl__job_revive(sl_job_t *job) {
       return fail_revival(job, rc, why);
     }
   }
+  /* A stop that came while the services restarted: no run starts after
+   * it (a later one is the new run's, which it stops). */
+  if (atomic_load(&job->stop))
+    return end_as_stop(job, fence);
   if (sl__plan_reset(job))
     return fail_revival(job, SL_ERR_NOMEM, "out of memory");
   job->revived_at[job->n_revived++] = now;

@@ -329,8 +329,8 @@ const char *sl__state_layout_adapts(const sl_state_t *st) {
 }
 
 int sl__state_set_restored(sl_state_t *st, const char *layout, size_t len) {
-  char *c = strndup(layout, len);
-  if (!c)
+  char *c = NULL;
+  if (layout && !(c = strndup(layout, len)))
     return SL_ERR_NOMEM;
   free(st->restored);
   st->restored = c;

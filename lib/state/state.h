@@ -87,8 +87,8 @@ int sl__state_set_layout(sl_state_t *st, const char *layout);
 int sl__state_set_layout_adapts(sl_state_t *st, const char *keys);
 const char *sl__state_layout_adapts(const sl_state_t *st); /* NULL: none */
 /* The layout the checkpoint being restored recorded for the state (set
- * by the restore before it calls the operators' restored hook), or NULL
- * when none was restored. SL_OK or SL_ERR_NOMEM. */
+ * by the restore before it calls the operators' restored hook, layout
+ * NULL: none), or NULL when none was restored. SL_OK or SL_ERR_NOMEM. */
 int sl__state_set_restored(sl_state_t *st, const char *layout, size_t len);
 const char *sl__state_restored(const sl_state_t *st);
 /* The i-th state registered (NULL past the last), and the state of a name

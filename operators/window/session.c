@@ -5,6 +5,7 @@
  * the state window of the earliest one, which stays put. Event-time
  * sessions with the default trigger keep one lazy timer per session (see
  * lazy_element) instead of moving timers on every extension. */
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -710,10 +711,11 @@ int sl__session_find(win *w, const sl_window_t *wd, int64_t *sstart,
  * extend from the wrong start. So then every key of session_ends is read
  * and stored again (lz_read, lz_write: that marks it against today's
  * gap), once, before any element or timer: results stay those of the two
- * reads per element that do not depend on the gap. A group task's
- * snapshot records no layout: its keys are stored again whenever the
- * task is loaded. Keys still in the earlier layout are converted at their
- * first access as ever. */
+ * reads per element that do not depend on the gap. A group task loaded
+ * on assignment hands over the layout its snapshot recorded as a whole
+ * restore does; only a snapshot from before layouts were recorded hands
+ * none, and then its keys are stored again whatever the gap. Keys still
+ * in the earlier layout are converted at their first access as ever. */
 
 typedef struct rkeys {
   sl_buf_t b; /* per key: size_t length, then the bytes */
@@ -732,32 +734,44 @@ static int collect_key(uint32_t state, const void *key, size_t key_len,
   return rc ? rc : sl_buf_append(&r->b, key, key_len);
 }
 
-/* Whether sessions stored under the gap a layout text recorded (its
- * gap=..., "dynamic" for a gap_fn) may be shorter than gap. */
-static bool gap_grew(const char *layout, int64_t gap) {
+/* The value of the gap=... a layout text recorded ("dynamic" for a
+ * gap_fn), NULL when it has none; its length in *len. */
+static const char *recorded_gap(const char *layout, size_t *len) {
   const char *p = layout;
   while ((p = strstr(p, "gap=")) && p != layout && p[-1] != ' ')
     p += 4;
   if (!p)
+    return NULL;
+  *len = strcspn(p + 4, " ");
+  return p + 4;
+}
+
+/* Whether sessions stored under the gap a layout text recorded may be
+ * shorter than gap. */
+static bool gap_grew(const char *layout, int64_t gap) {
+  size_t len;
+  const char *v = recorded_gap(layout, &len);
+  if (!v)
     return true;
   char *end;
-  long long g = strtoll(p + 4, &end, 10);
-  return end == p + 4 || (*end && *end != ' ') || g < gap;
+  long long g = strtoll(v, &end, 10);
+  return end == v || end != v + len || g < gap;
 }
 
 int sl__session_restored(win *w, uint32_t kg_lo, uint32_t kg_hi, bool layouts) {
   const warg *a = w->a;
   if (a->s.gap_fn)
     return 0;
-  /* A whole restore recorded the gap (none: no sessions of this layout
-   * restored); a group task's snapshot does not, so its keys are always
-   * stored again. */
+  /* The restore recorded the gap (none: no sessions of this layout
+   * restored); a snapshot without layouts may have had any gap, so its
+   * keys are stored again. */
   const char *old = sl__state_restored(w->ends);
   if (layouts && (!old || !gap_grew(old, a->s.gap)))
     return 0;
   sl__backend *be = sl__kstate_backend(w->k.state);
   rkeys r = {.ends_id = w->ends_id};
   int rc = 0;
+  uint64_t stored = 0;
   for (uint32_t kg = kg_lo; !rc && kg < kg_hi; kg++) {
     r.b.len = 0;
     /* Keys first: storing them again must not run under the scan. */
@@ -773,12 +787,22 @@ int sl__session_restored(win *w, uint32_t kg_lo, uint32_t kg_hi, bool layouts) {
       off += sizeof(kl) + kl;
       unsigned char *s;
       size_t n;
-      if (!(rc = lz_read(w, &s, &n, 0)) && n)
-        rc = lz_write(w, s, n);
+      if (!(rc = lz_read(w, &s, &n, 0)) && n && !(rc = lz_write(w, s, n)))
+        stored++;
     }
   }
   w->k.key = NULL;
   w->k.key_len = 0;
   sl__buf_free(&r.b);
+  /* What the restore cost, as docs/windows.md tells. */
+  size_t gl = 0;
+  const char *g = layouts && old ? recorded_gap(old, &gl) : NULL;
+  if (!rc && stored)
+    sl_op_log(w->k.op, SL_LOG_INFO,
+              "key groups [%" PRIu32 ", %" PRIu32 "): %" PRIu64
+              " key(s) with sessions stored again under gap=%lld (their "
+              "snapshot recorded %s%.*s)",
+              kg_lo, kg_hi, stored, (long long)a->s.gap, g ? "gap=" : "no gap",
+              (int)gl, g ? g : "");
   return rc;
 }

@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Session windows in group mode, one process on a mock cluster: each task
+ * assigned is loaded from its snapshot, and the session window adapts the
+ * loaded sessions to its gap (docs/windows.md). Under the gap the snapshot
+ * recorded, a load stores nothing again; under a larger one every loaded
+ * key with sessions is stored again once, as in a whole restore. What was
+ * stored again is read from the operator's log line. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check_main.h"
+#include "core/hash.h"
+#include "test_kafka_util.h"
+
+#define PARTS 4
+#define KEYS 24
+#define WAIT_MS 60000
+
+/* The "stored again" lines of the session window, and the keys they
+ * name. */
+typedef struct relog {
+  pthread_mutex_t mu;
+  int lines;
+  long keys;
+  char first[512];
+} relog;
+
+static void log_cb(sl_log_level level, const char *component,
+                   const char *message, void *opaque) {
+  (void)level;
+  relog *l = opaque;
+  const char *p = strstr(message, " key(s) with sessions stored again");
+  if (strcmp(component, "operator") != 0 || !p)
+    return;
+  const char *n = p;
+  while (n > message && n[-1] >= '0' && n[-1] <= '9')
+    n--;
+  pthread_mutex_lock(&l->mu);
+  if (!l->lines++)
+    snprintf(l->first, sizeof(l->first), "%s", message);
+  l->keys += strtol(n, NULL, 10);
+  pthread_mutex_unlock(&l->mu);
+}
+
+static int discard(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)ctx, (void)rec, (void)opaque;
+  return 0;
+}
+
+/* Kafka "in" -> key_by(message key) -> event-time sessions of gap ms
+ * (counts) -> nowhere; one process of group "gs" with checkpoints in
+ * dir. The watermark stays at the start, so no session fires. */
+static sl_job_t *session_job(const tk_cluster *c, const char *dir,
+                             const char *backend, int64_t gap, relog *l) {
+  char parts[16];
+  snprintf(parts, sizeof(parts), "%d", PARTS);
+  char state_dir[300];
+  snprintf(state_dir, sizeof(state_dir), "%s/state", dir);
+  const char *kv[] = {"group.mode",
+                      "copartitioned",
+                      "group.partitions",
+                      parts,
+                      "instance.id",
+                      "a",
+                      "checkpoint.dir",
+                      dir,
+                      "checkpoint.interval.ms",
+                      "3600000",
+                      "state.backend",
+                      backend,
+                      "state.dir",
+                      state_dir,
+                      "log.level",
+                      "info",
+                      "kafka.session.timeout.ms",
+                      "6000",
+                      "kafka.heartbeat.interval.ms",
+                      "500",
+                      NULL};
+  sl_conf_t *conf = tk_conf(c, 2, kv);
+  sl_conf_set_log_cb(conf, log_cb, l);
+  sl_job_t *job = tk_job("gs", conf);
+  sl_kafka_source_opts_t so = {.start = SL_KAFKA_START_EARLIEST};
+  sl_stream_t *src = sl_source_kafka(job, "in", "in", &so);
+  sl_window_spec_t ws = sl_window_session(gap);
+  sl_window_fn_t fn = {.builtin = SL_AGG_COUNT};
+  sl_stream_t *w =
+      sl_window(sl_key_by(src, NULL, NULL), "sessions", &ws, &fn, NULL);
+  ck_assert_ptr_nonnull(w);
+  ck_assert_int_eq(sl_sink(w, "out", discard, NULL), SL_OK);
+  return job;
+}
+
+/* Produces one record of every key at ts, each to the partition Kafka's
+ * partitioner gives its key. */
+static void produce(tk_cluster *c, int64_t ts) {
+  rd_kafka_t *p = tk_producer(c);
+  char key[32];
+  for (int i = 0; i < KEYS; i++) {
+    snprintf(key, sizeof(key), "user-%d", i);
+    tk_send(p, "in", (int32_t)sl__murmur2_partition(key, strlen(key), PARTS),
+            key, "x", ts, NULL, NULL);
+  }
+  tk_flush(p);
+  rd_kafka_destroy(p);
+}
+
+/* Runs a job until its session window took n records (every task it
+ * reads is loaded by then: a task's records follow its load), then stops
+ * it; returns the log of what was stored again. */
+static void run_until(tk_cluster *c, const char *dir, const char *backend,
+                      int64_t gap, uint64_t n, relog *l) {
+  memset(l, 0, sizeof(*l));
+  pthread_mutex_init(&l->mu, NULL);
+  sl_job_t *job = session_job(c, dir, backend, gap, l);
+  tk_run r;
+  tk_run_start(&r, job);
+  sl_op_stats_t st = {0};
+  for (int i = 0; i < WAIT_MS && st.records_in < n; i += 10) {
+    tk_sleep_ms(10);
+    ck_assert_int_eq(sl_job_op_stats(job, "sessions", &st), SL_OK);
+  }
+  ck_assert_uint_eq(st.records_in, n);
+  ck_assert_int_eq(tk_run_stop(&r), SL_OK);
+  sl_checkpoint_info_t ci;
+  sl_job_checkpoint_info(job, &ci);
+  ck_assert_uint_ge(ci.completed, 1); /* the final one, with the tasks */
+  sl_job_destroy(job);
+}
+
+static void loads_store_again_only_when_the_gap_grew(const char *backend) {
+  tk_cluster c;
+  tk_start(&c, 1);
+  tk_topic(&c, "in", PARTS);
+  tk_topic(&c, "sluice-gs-owners", 1);
+  char dir[] = "/tmp/sl-group-session-XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  relog l;
+
+  /* The first run loads no task: nothing to store again. */
+  produce(&c, 1000);
+  run_until(&c, dir, backend, 10000, KEYS, &l);
+  ck_assert_int_eq(l.lines, 0);
+
+  /* The same gap: each task is loaded from the final checkpoint above
+   * (the next records are only read after it), and nothing is stored
+   * again. */
+  produce(&c, 2000);
+  run_until(&c, dir, backend, 10000, KEYS, &l);
+  ck_assert_msg(l.lines == 0, "%d line(s), %ld key(s) stored again: %s",
+                l.lines, l.keys, l.first);
+
+  /* A smaller gap needs nothing either. */
+  produce(&c, 3000);
+  run_until(&c, dir, backend, 5000, KEYS, &l);
+  ck_assert_msg(l.lines == 0, "%d line(s), %ld key(s) stored again: %s",
+                l.lines, l.keys, l.first);
+
+  /* A larger one than the snapshots recorded (5000): every key, each
+   * once, in the load of its task. */
+  produce(&c, 4000);
+  run_until(&c, dir, backend, 20000, KEYS, &l);
+  ck_assert_int_eq(l.keys, KEYS);
+  ck_assert_int_le(l.lines, PARTS);
+  ck_assert_msg(strstr(l.first, "under gap=20000 (their snapshot recorded "
+                                "gap=5000)"),
+                "%s", l.first);
+
+  /* And again the gap the newest snapshots recorded: nothing. */
+  produce(&c, 5000);
+  run_until(&c, dir, backend, 20000, KEYS, &l);
+  ck_assert_msg(l.lines == 0, "%d line(s), %ld key(s) stored again: %s",
+                l.lines, l.keys, l.first);
+
+  tk_stop(&c);
+  char cmd[300];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(task_loads_hashmap) {
+  loads_store_again_only_when_the_gap_grew("hashmap");
+}
+END_TEST
+
+START_TEST(task_loads_rocksdb) {
+  loads_store_again_only_when_the_gap_grew("rocksdb");
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("group_session");
+  TCase *tc = tcase_create("group_session");
+  tcase_set_timeout(tc, 600);
+  tcase_add_test(tc, task_loads_hashmap);
+  tcase_add_test(tc, task_loads_rocksdb);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  return tu_run(suite());
+}
