@@ -149,9 +149,13 @@ static int append_room(src_t *s, size_t need) {
 /* Copies len bytes, len <= 64, without a libc call: fixed-size moves
  * (overlapping at the end) that compile to a few loads and stores. */
 static inline void copy_small(char *d, const char *p, size_t len) {
-  if (len >= 16) {
-    for (size_t o = 0; o + 16 < len; o += 16)
-      memcpy(d + o, p + o, 16);
+  if (len >= 32) { /* the first 32 bytes and the last 32 */
+    memcpy(d, p, 16);
+    memcpy(d + 16, p + 16, 16);
+    memcpy(d + len - 32, p + len - 32, 16);
+    memcpy(d + len - 16, p + len - 16, 16);
+  } else if (len >= 16) {
+    memcpy(d, p, 16);
     memcpy(d + len - 16, p + len - 16, 16);
   } else if (len >= 8) {
     memcpy(d, p, 8);

@@ -339,11 +339,11 @@ START_TEST(large_records_through_keyed_batches) {
 }
 END_TEST
 
-/* Records with keys and values of every length from 0 to 40 bytes, and
+/* Records with keys and values of every length from 0 to 70 bytes, and
  * 8-byte keys, through key_by at P=2 into a keyed process function and a
- * sink: every short length the exchange copies in its own way reaches
- * the reader byte for byte. */
-#define SHORT_MAX 40
+ * sink: every short length the source and the exchange copy in their own
+ * ways reaches the reader byte for byte. */
+#define SHORT_MAX 70
 #define SHORT_N 20000
 
 static _Thread_local unsigned char tl_short_k[SHORT_MAX], tl_short_v[SHORT_MAX];
