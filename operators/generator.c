@@ -78,16 +78,20 @@ static int gen_poll(sl_source_ctx_t *ctx, void *opaque) {
   size_t budget = sl_source_ctx_budget(ctx);
   uint64_t count = s->g.o.count, i = st->next, step = st->step;
   int rc = 0;
-  for (size_t k = 0; k < budget && !rc; k++) {
+  for (size_t k = 0; k < budget; k++) {
     if (count && i >= count)
       break;
     sl_record_t rec = {0};
     int grc = s->g.o.gen(i, &rec, s->g.o.opaque);
     i += step;
-    if (grc)
-      rc = sl_source_bad_input(ctx, "generator", "generator function failed");
-    else
-      rc = sl_source_emit(ctx, &rec);
+    if (grc) {
+      if ((rc = sl_source_bad_input(ctx, "generator",
+                                    "generator function failed")))
+        break;
+      continue;
+    }
+    if ((rc = sl_source_emit(ctx, &rec)))
+      break;
   }
   st->next = i;
   if (rc)
