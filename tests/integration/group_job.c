@@ -55,10 +55,11 @@
  * same key counts them ("count").
  * With GROUP_JOB_WM=custom the input's event time comes from a user
  * watermark generator (SL_WM_CUSTOM) instead of the bound 0 strategy:
- * per partition it keeps the highest timestamp seen and emits it minus 1
- * every watermark.interval.ms (a periodic generator with state); with
- * GROUP_JOB_WM=punctuated it emits each record's timestamp minus 1 after
- * the record. Both give the plain job's counts.
+ * per partition it keeps the highest timestamp seen and emits it minus
+ * the bound minus 1 every watermark.interval.ms (a periodic generator
+ * with state); with GROUP_JOB_WM=punctuated it emits each record's
+ * timestamp minus the bound minus 1 after the record. Both give the
+ * plain job's counts.
  * usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS
  *        [CHECKPOINT_DIR BACKEND [PARALLELISM]] */
 #include <dirent.h>
@@ -472,17 +473,16 @@ static void gen_event(sl_wm_output_t *out, const sl_record_t *rec, void *state,
 }
 
 static void gen_periodic(sl_wm_output_t *out, void *state, void *opaque) {
-  (void)opaque;
-  const int64_t *max = state;
+  const int64_t *max = state, *bound = opaque;
   if (*max != INT64_MIN)
-    sl_wm_emit(out, *max - 1);
+    sl_wm_emit(out, *max - *bound - 1);
 }
 
 static void gen_punctuated(sl_wm_output_t *out, const sl_record_t *rec,
                            void *state, void *opaque) {
   (void)state;
-  (void)opaque;
-  sl_wm_emit(out, rec->ts - 1);
+  const int64_t *bound = opaque;
+  sl_wm_emit(out, rec->ts - *bound - 1);
 }
 
 static const sl_watermark_gen_t periodic_gen = {.create = gen_create,
@@ -607,6 +607,7 @@ int main(int argc, char **argv) {
   if (gen) {
     wm.kind = SL_WM_CUSTOM;
     wm.gen = strcmp(gen, "punctuated") == 0 ? &punctuated_gen : &periodic_gen;
+    wm.gen_opaque = &wm.bound_ms;
   }
   sl_with_watermarks(src, &wm);
   sl_window_spec_t spec = sl_window_tumbling(1000);
