@@ -168,7 +168,10 @@ typedef struct sl_kafka_source_opts {
  * and the subtask runs until the job stops; with copartitioned every
  * topic must have group.partitions partitions, with repartition any
  * count (the job's key_by then crosses processes through a repartition
- * topic, and this source feeds it).
+ * topic, and this source feeds it). With checkpoint.dir a partition
+ * whose task moved here starts its user generator at the watermark the
+ * task's snapshot recorded, and the source sends the keyed stage the
+ * task's watermark while the partition lags (docs/scaling.md).
  * Consumer settings come from the job's kafka.* keys. opts may be NULL;
  * it and its strings are copied. Returns the stream or NULL (error in the
  * job). */

@@ -60,7 +60,10 @@ SL_API void sl_wm_mark_idle(sl_wm_output_t *out);
 /* A user watermark generator (Flink's WatermarkGenerator): every source
  * subtask, and every partition of a Kafka source, runs its own instance
  * with its own state. Callbacks run on the source subtask's worker
- * thread. A generator starts with the watermark at SL_TS_MIN. */
+ * thread. A generator starts with the watermark at SL_TS_MIN; an
+ * instance made anew on a restore, or in group mode for a partition that
+ * moved to this process (docs/scaling.md), at the watermark recorded for
+ * its partition or task, with its state made anew by create. */
 typedef struct sl_watermark_gen {
   /* Makes an instance's state in *state (NULL allowed); non-zero fails
    * the source. Optional (state NULL). */

@@ -50,6 +50,10 @@ struct sl__node {
   sl_source_ops_t src_ops_copy;
   void *src_opaque;
   sl_watermark_spec_t wm_spec;
+  /* A source that sends, in group mode, the watermark of each task's
+   * partition when a user generator makes it (a Kafka source), so that
+   * the keyed stage's per-task watermarks follow it. */
+  bool task_wm;
   /* key_by. */
   sl_key_fn key_fn;
   void *key_opaque;

@@ -52,6 +52,11 @@ typedef struct kpart {
    * emitted (records read are dropped; a loaded one is read again from
    * next). */
   bool loading, revoking;
+  /* Group mode with tasks and a user generator (task_wm): the task's
+   * watermark was sent, tw_sent, and the task is held at it (its
+   * partition lags); released by sending SL_TS_MAX. */
+  bool tw_hold;
+  int64_t tw_sent;
   sl__kpart_stat *pm; /* published position and high watermark; NULL: none */
 } kpart;
 
@@ -115,6 +120,11 @@ typedef struct ksub {
   /* The task of partition p is task_base + p (runtime/tasks.h): its
    * keyed stage times group.partitions. */
   uint32_t task_base;
+  /* Tasks with a user generator: each task's watermark is its
+   * partition's generator's, sent to the keyed stage (task_wm); n_hold
+   * partitions hold theirs. */
+  bool tw;
+  size_t n_hold;
 } ksub;
 
 typedef struct rpos {
@@ -162,6 +172,10 @@ struct ksrc {
    * SL_TS_MIN until the subtask first published it, so no partition
    * runs ahead of a subtask that has not started yet. */
   _Atomic int64_t align_wm[MAX_SUBTASKS];
+  /* The highest watermark each subtask forwarded (forward_wm), for
+   * every other subtask: what a keyed operator fed by this source may
+   * have reached (task_wm_reach). */
+  _Atomic int64_t fwd_wm[MAX_SUBTASKS];
   ksub *sub[MAX_SUBTASKS];
 };
 typedef struct ksrc ksrc;
@@ -686,6 +700,7 @@ static size_t part_of(const ksrc *s, const ksub *k,
 static void forget(ksrc *s, ksub *k, size_t j) {
   kpart *p = &k->parts[j];
   k->n_finished -= p->finished;
+  k->n_hold -= p->tw_hold;
   sl__kstats_partition_remove(s->kj, p->pm);
   sl__wmgen_close(&p->wm);
   k->parts[j] = k->parts[--k->n_parts];
@@ -816,6 +831,8 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
     return SL_ERR_NOMEM;
   s->sub[sub] = k;
   k->spec = sl_source_own_watermarks(ctx);
+  /* A revived run starts over (nothing forwarded yet). */
+  atomic_store(&s->fwd_wm[sub], SL_TS_MIN);
   k->src = s;
   k->limit = SL_TS_MAX;
   k->last_topic = -1;
@@ -890,6 +907,7 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
                             "kafka source %s: topic %s is no keyed stage's",
                             s->uid, s->topics[0]);
     k->task_base = (uint32_t)t0;
+    k->tw = k->spec->kind == SL_WM_CUSTOM && k->spec->gen && s->node->task_wm;
   }
   if (k->group) {
     k->grp = (sl__kgroup){.assigned = group_assigned,
@@ -1275,6 +1293,60 @@ static int64_t align_limit(const ksrc *s, const ksub *k, int subs) {
   return min > SL_TS_MAX - drift ? SL_TS_MAX : min + drift;
 }
 
+/* ---- Task watermarks of a user generator (group mode) ------------------
+ *
+ * A keyed operator of the stage keeps a watermark per task (time/taskwm.h)
+ * so that a task that arrives behind the process's watermark is not
+ * judged by it. With bounded out-of-orderness it derives the watermark
+ * from the task's records; a user generator's cannot be derived, so the
+ * source sends it: the task is its partition, and the partition's
+ * generator's watermark is the task's. It is sent while the partition
+ * lags, i.e. is behind what a keyed operator fed by this source may have
+ * reached (every input port of such an operator is at most what the
+ * subtask feeding it forwarded); once the partition reached that, the
+ * source sends SL_TS_MAX and the task follows the operator's watermark,
+ * which from then on is a minimum over this partition too (a subtask only
+ * forwards the minimum over its partitions) unless the partition goes
+ * idle, as in one process. The partition's generator starts from the
+ * watermark the task's snapshot recorded. */
+
+static int64_t task_wm_reach(const ksrc *s, int subs) {
+  int64_t r = SL_TS_MIN;
+  for (int i = 0; i < subs && i < MAX_SUBTASKS; i++) {
+    int64_t w =
+        atomic_load_explicit(&((ksrc *)s)->fwd_wm[i], memory_order_relaxed);
+    r = w > r ? w : r;
+  }
+  return r;
+}
+
+/* Sends task p's watermark when it changed for the keyed stage (always
+ * with start: the task was just loaded and is held at its snapshot's). */
+static int task_wm(sl_source_ctx_t *ctx, ksub *k, kpart *p, bool start) {
+  if (!start && !p->tw_hold)
+    return 0;
+  int64_t w = p->wm.wm, want = SL_TS_MAX;
+  if (!p->finished && !p->wm.idle &&
+      w < task_wm_reach(k->src, sl_source_ctx_subtasks(ctx)))
+    want = w;
+  if (!start && want == p->tw_sent)
+    return 0;
+  bool hold = want != SL_TS_MAX;
+  k->n_hold = k->n_hold + hold - p->tw_hold;
+  p->tw_hold = hold;
+  p->tw_sent = want;
+  return sl__task_send_wm(sl_source_op(ctx),
+                          k->task_base + (uint32_t)p->partition, want);
+}
+
+/* The subtask's watermark downstream, published for task_wm_reach. */
+static int forward_wm(sl_source_ctx_t *ctx, ksub *k, int64_t wm) {
+  _Atomic int64_t *f = &k->src->fwd_wm[sl_source_ctx_subtask(ctx)];
+  if (k->tw && wm > atomic_load_explicit(f, memory_order_relaxed))
+    atomic_store_explicit(f, wm, memory_order_relaxed);
+  return sl_source_watermark(ctx, wm);
+}
+
 static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
                int64_t now) {
   kpart *p = find_part(s, k, m);
@@ -1330,9 +1402,14 @@ static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
     }
     if (!rc)
       rc = sl_source_emit(ctx, &rec);
-    /* A user generator's punctuated watermark follows its record. */
-    if (!rc && p->wm.wm > before && !k->idle)
-      rc = sl_source_watermark(ctx, min_wm(k, NULL));
+    /* A user generator's punctuated watermark follows its record, the
+     * task's first. */
+    if (!rc && p->wm.wm > before) {
+      if (p->tw_hold)
+        rc = task_wm(ctx, k, p, false);
+      if (!rc && !k->idle)
+        rc = forward_wm(ctx, k, min_wm(k, NULL));
+    }
   } else {
     rc = 0;
   }
@@ -1435,6 +1512,11 @@ static int watermarks(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
     if (!p->wm.idle && !p->paused)
       sl__wmgen_check_idle(&p->wm, now);
   }
+  for (size_t i = 0; k->n_hold && i < k->n_parts; i++) {
+    int rc = task_wm(ctx, k, &k->parts[i], false);
+    if (rc)
+      return rc;
+  }
   bool all_idle;
   int64_t wm = min_wm(k, &all_idle);
   if (k->spec->align_drift_ms > 0) {
@@ -1457,7 +1539,7 @@ static int watermarks(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
     if (rc)
       return rc;
   }
-  return all_idle ? 0 : sl_source_watermark(ctx, wm);
+  return all_idle ? 0 : forward_wm(ctx, k, wm);
 }
 
 /* After each consume: a failed rebalance step fails the job; a member
@@ -1479,6 +1561,16 @@ static int group_poll(sl_source_ctx_t *ctx, ksub *k) {
     p->loading = false;
     if (p->next >= 0) /* records were dropped meanwhile: read them again */
       pause_part(k->src, k, p, false);
+    if (k->tw) {
+      /* The generator goes on from where its task was. */
+      uint32_t task = k->task_base + (uint32_t)p->partition;
+      int64_t w = sl__task_watermark(sl_source_op(ctx), task);
+      if (w > p->wm.wm)
+        p->wm.wm = w;
+      int rc = task_wm(ctx, k, p, true);
+      if (rc)
+        return rc;
+    }
   }
   /* A kept revocation waits for a checkpoint; ask again in case the one
    * asked for failed. */
@@ -1854,8 +1946,10 @@ sl_stream_t *sl__ksource_new(sl_job_t *job, const char *uid, const char *topics,
     }
   }
   s->o.stop_offsets = NULL;
-  for (int i = 0; i < MAX_SUBTASKS; i++)
+  for (int i = 0; i < MAX_SUBTASKS; i++) {
     atomic_init(&s->align_wm[i], SL_TS_MIN);
+    atomic_init(&s->fwd_wm[i], SL_TS_MIN);
+  }
   s->jkey = s->jts = -1;
   if (s->o.codec == SL_KAFKA_JSON && !s->o.decode &&
       !(s->jp = calloc(2, sizeof(*s->jp))))
@@ -1893,6 +1987,8 @@ sl_stream_t *sl__ksource_new(sl_job_t *job, const char *uid, const char *topics,
     return NULL;
   }
   s->node = st->node;
+  /* In group mode it sends its tasks' watermarks (task_wm). */
+  st->node->task_wm = true;
   sl_job_adopt(job, s, ksrc_free);
   return st;
 oom:

@@ -24,7 +24,8 @@ enum {
   EL_WATERMARK = SL__CTL_WATERMARK,
   EL_IDLE = SL__CTL_IDLE,
   EL_END = SL__CTL_END,
-  EL_BARRIER = SL__CTL_BARRIER
+  EL_BARRIER = SL__CTL_BARRIER,
+  EL_TASKWM, /* a task's watermark (sl__xchg_task_wm): kg, arg */
 };
 
 /* Records in the form their consumer takes them, their key and value
@@ -47,6 +48,7 @@ static inline sl_record_t *batch_rec(const batch *b, uint32_t i) {
 
 typedef struct elem {
   uint32_t kind;
+  uint32_t kg; /* EL_TASKWM */
   int64_t arg;
   batch *b;
 } elem;
@@ -344,7 +346,7 @@ static int chan_push(sl__worker *w, sl__xchg *x, chan *ch, const elem *e) {
 static int chan_flush(sl__worker *w, sl__xchg *x, chan *ch) {
   if (!ch->open || ch->open->n == 0)
     return 0;
-  elem e = {EL_BATCH, 0, ch->open};
+  elem e = {EL_BATCH, 0, 0, ch->open};
   ch->open = NULL;
   return chan_push(w, x, ch, &e);
 }
@@ -1034,7 +1036,7 @@ int sl__xchg_broadcast(sl_ctx_t *op, int kind, int64_t arg) {
                                 : sl__port_end(self, c);
     } else {
       chan *ch = &x->ch[w->index * x->par + c];
-      elem e = {kind, arg, NULL};
+      elem e = {kind, 0, arg, NULL};
       if (!(rc = chan_flush(w, x, ch)))
         rc = chan_push(w, x, ch, &e);
     }
@@ -1044,17 +1046,40 @@ int sl__xchg_broadcast(sl_ctx_t *op, int kind, int64_t arg) {
   return 0;
 }
 
+/* Whether the key_by n reads, through operators of one input that are
+ * not keyed, a source: its records are a source partition's, and with
+ * group mode's tasks that partition is the task whatever the key
+ * function computes. */
+static bool reads_source(const sl__node *n) {
+  for (const sl__node *u = n->inputs[0].from;; u = u->inputs[0].from) {
+    if (u->kind == SL__NODE_SOURCE)
+      return true;
+    if (u->kind != SL__NODE_OP || !u->ops || u->ops->keyed || u->n_inputs != 1)
+      return false;
+  }
+}
+
 int sl__xchg_task_wm(sl_ctx_t *op, uint32_t kg, int64_t wm) {
   sl__worker *w = op->w;
   const sl__node *n = op->node;
   const sl_job_t *job = w->job;
-  /* A key function may give the task's records another key, and so
-   * another task. */
-  if (n->broadcast || n->key_fn || kg >= job->max_par ||
-      job->kg_worker[kg] != w->index)
+  sl__xchg *x = op->xchg;
+  /* A key function after a keyed operator may give the task's records
+   * another key, and so another task. */
+  if (n->broadcast || kg >= job->max_par || (n->key_fn && !reads_source(n)))
     return 0;
-  int rc = self_flush(op->xchg, w);
-  return rc ? rc : sl__port_task_wm(w->inst[n->id], w->index, kg, wm);
+  int c = job->kg_worker[kg], rc;
+  if (c == w->index) {
+    rc = self_flush(x, w);
+    return rc ? rc : sl__port_task_wm(w->inst[n->id], w->index, kg, wm);
+  }
+  /* A source's partition may be read on another worker than its task's
+   * (a keyed operator's task is on its own). */
+  chan *ch = &x->ch[w->index * x->par + c];
+  elem e = {EL_TASKWM, kg, wm, NULL};
+  if (!(rc = chan_flush(w, x, ch)))
+    rc = chan_push(w, x, ch, &e);
+  return rc;
 }
 
 /* Watermarks, idleness and end reach the consumers through
@@ -1126,6 +1151,9 @@ static int drain_chan(sl__worker *w, sl__xchg *x, int producer, chan *ch) {
       break;
     case EL_BARRIER:
       rc = sl__port_barrier(cons, producer, (uint64_t)el.arg);
+      break;
+    case EL_TASKWM:
+      rc = sl__port_task_wm(cons, producer, el.kg, el.arg);
       break;
     }
     if (rc)

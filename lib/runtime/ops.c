@@ -117,11 +117,16 @@ uint32_t sl_op_max_parallelism(const sl_ctx_t *op) {
  *   monotonous) event time; *bound is its bound. A task's watermark on
  *   the port is derived from its records as its partition's would be:
  *   max ts - bound - 1.
+ * - SOURCE: the same, from a source with a user watermark generator
+ *   that sends the watermark of each task's partition (node->task_wm: a
+ *   Kafka source in group mode, which runs a generator per partition);
+ *   a generator's watermark cannot be derived from the records.
  * - SENT: the same, from a keyed operator of the stage that has per-task
  *   watermarks itself, through a key_by by the records' own key (a
  *   task's records stay in their task): that operator sends them.
  * - OP: anything else (a broadcast input, a key function, a user
- *   watermark generator): the port's watermark. */
+ *   watermark generator of a source that does not send): the port's
+ *   watermark. */
 static int port_kind(const sl__node *n, int i, int64_t *bound) {
   const sl__node *k = n->inputs[i].from;
   if (k->kind != SL__NODE_KEYBY || k->broadcast || k->stage != n->stage)
@@ -132,6 +137,8 @@ static int port_kind(const sl__node *n, int i, int64_t *bound) {
         *bound = 0;
       else if (u->wm_spec.kind == SL_WM_BOUNDED && u->wm_spec.bound_ms >= 0)
         *bound = u->wm_spec.bound_ms;
+      else if (u->wm_spec.kind == SL_WM_CUSTOM && u->task_wm)
+        return SL__TASKWM_PORT_SOURCE;
       else
         return SL__TASKWM_PORT_OP;
       return SL__TASKWM_PORT_RECORDS;
@@ -404,21 +411,19 @@ int sl__forward_barrier(sl_ctx_t *op, uint64_t id) {
 }
 
 int sl__forward_task_wm(sl_ctx_t *op, uint32_t kg, int64_t wm) {
+  int rc = flush_source(op);
+  if (rc)
+    return rc;
   if (op->xchg)
     return sl__xchg_task_wm(op, kg, wm);
-  for (int i = 0; i < op->main.n; i++) {
-    int rc = sl__port_task_wm(op->main.e[i].to, op->main.e[i].port, kg, wm);
-    if (rc)
-      return rc;
-  }
-  for (int s = 0; s < op->n_side; s++)
-    for (int i = 0; i < op->side[s].outs.n; i++) {
+  for (int i = 0; !rc && i < op->main.n; i++)
+    rc = sl__port_task_wm(op->main.e[i].to, op->main.e[i].port, kg, wm);
+  for (int s = 0; !rc && s < op->n_side; s++)
+    for (int i = 0; !rc && i < op->side[s].outs.n; i++) {
       sl__edge *e = &op->side[s].outs.e[i];
-      int rc = sl__port_task_wm(e->to, e->port, kg, wm);
-      if (rc)
-        return rc;
+      rc = sl__port_task_wm(e->to, e->port, kg, wm);
     }
-  return 0;
+  return rc;
 }
 
 int sl__port_task_wm(sl_ctx_t *op, int port, uint32_t kg, int64_t wm) {

@@ -374,11 +374,12 @@ int sl__forward_idle(sl_ctx_t *op, bool idle);
 int sl__forward_end(sl_ctx_t *op);
 int sl__forward_barrier(sl_ctx_t *op, uint64_t id);
 /* Group mode's keyed stage (docs/scaling.md): the watermark w of task kg
- * as a keyed operator sends it downstream (SL_TS_MAX: the task follows
- * the forwarded watermark again). It passes operators that are not keyed
- * and key_by exchanges by the records' own key, in order with the
- * records, and stops at anything else; a keyed operator with per-task
- * watermarks takes it on its port (sl__keyed_task_wm). */
+ * as a keyed operator, or a source for the task's partition, sends it
+ * downstream (SL_TS_MAX: the task follows the forwarded watermark
+ * again). It passes operators that are not keyed and key_by exchanges
+ * that keep a task's records in the task, in order with the records,
+ * and stops at anything else; a keyed operator with per-task watermarks
+ * takes it on its port (sl__keyed_task_wm). */
 int sl__forward_task_wm(sl_ctx_t *op, uint32_t kg, int64_t w);
 int sl__port_task_wm(sl_ctx_t *op, int port, uint32_t kg, int64_t w);
 
@@ -425,10 +426,13 @@ extern const sl_operator_ops_t sl__keyby_prod_ops;
 enum { SL__CTL_WATERMARK = 1, SL__CTL_IDLE, SL__CTL_END, SL__CTL_BARRIER };
 /* Sends a control element from a key_by producer to every consumer. */
 int sl__xchg_broadcast(sl_ctx_t *prod, int kind, int64_t arg);
-/* sl__forward_task_wm() from a key_by producer: to the consumer on its
- * own worker (a key keeps its key group, so a task's records stay on the
- * task's worker) after the records held for it, when the key_by keys by
- * the records' own key; else nowhere. */
+/* sl__forward_task_wm() from a key_by producer: to the consumer on the
+ * worker of key group kg, after the records sent to it before, when the
+ * key_by keeps a task's records in the task: it keys by the records' own
+ * key (from a keyed operator: a key keeps its key group, so the producer
+ * is on that worker too), or it reads a source's records (a source's
+ * partition is its task: group mode's declaration, or a repartition
+ * topic); else nowhere. */
 int sl__xchg_task_wm(sl_ctx_t *prod, uint32_t kg, int64_t w);
 extern const sl_operator_ops_t sl__keyby_cons_ops;
 /* Delivers waiting input of exchanges with xidx >= min_xidx to worker w,

@@ -39,6 +39,9 @@ typedef struct task_slot {
   bool owned;
   sl__task_ptr ptr;
   uint64_t pending_id;
+  /* Written by the worker before the swap to READY, read by the source
+   * after it saw READY (sl__task_watermark). */
+  int64_t wm;
 } task_slot;
 
 struct sl__tasks {
@@ -158,6 +161,14 @@ void sl__task_drop(sl_ctx_t *op, uint32_t task) {
 
 int sl__task_state(sl_ctx_t *op, uint32_t task) {
   return atomic_load(&job_of(op)->tasks->slot[task].st);
+}
+
+int64_t sl__task_watermark(sl_ctx_t *op, uint32_t task) {
+  return job_of(op)->tasks->slot[task].wm;
+}
+
+int sl__task_send_wm(sl_ctx_t *op, uint32_t task, int64_t wm) {
+  return sl__forward_task_wm(op, task % job_of(op)->tasks->kgs, wm);
 }
 
 /* mu held. Named as the job names its tasks. */
@@ -384,7 +395,10 @@ static int clear_task(sl__worker *w, int stage, uint32_t kg) {
   return 0;
 }
 
-static int load_task(sl__worker *w, int stage, uint32_t kg, const char *path) {
+/* *wm: where the task's snapshot holds it on ports that follow its
+ * source (sl__task_watermark). */
+static int load_task(sl__worker *w, int stage, uint32_t kg, const char *path,
+                     int64_t *wm) {
   sl_job_t *job = w->job;
   int rc = clear_task(w, stage, kg);
   if (rc)
@@ -413,12 +427,17 @@ static int load_task(sl__worker *w, int stage, uint32_t kg, const char *path) {
   /* Operators further down the stage take the task's watermark from the
    * one upstream (time/taskwm.h): each tells the next where the task
    * stands, in topological order. */
+  int64_t m = SL_TS_MAX;
   for (int i = 0; !rc && i < job->g.n_nodes; i++) {
     sl_ctx_t *c = w->inst[i];
     sl__keyed *k = c && !sl__is_source(c) ? sl_op_keyed(c) : NULL;
-    if (k && k->tw && of_stage(job, c->node, stage))
+    if (k && k->tw && of_stage(job, c->node, stage)) {
+      int64_t v = sl__taskwm_source(k->tw, kg);
+      m = v < m ? v : m;
       rc = sl__keyed_task_announce(k, kg);
+    }
   }
+  *wm = m == SL_TS_MAX ? SL_TS_MIN : m;
   return rc;
 }
 
@@ -439,7 +458,7 @@ int sl__tasks_serve(sl__worker *w) {
         bool has = s->has_path;
         memcpy(path, s->path, sizeof(path));
         pthread_mutex_unlock(&t->mu);
-        rc = load_task(w, stage, kg, has ? path : NULL);
+        rc = load_task(w, stage, kg, has ? path : NULL, &s->wm);
       } else if (st == SL__TASK_DROP) {
         rc = clear_task(w, stage, kg);
       } else {

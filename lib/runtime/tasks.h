@@ -47,6 +47,17 @@ void sl__task_load(sl_ctx_t *op, uint32_t task, const sl__task_ptr *p);
 void sl__task_drop(sl_ctx_t *op, uint32_t task);
 /* SL__TASK_*: READY once the load asked for is done. */
 int sl__task_state(sl_ctx_t *op, uint32_t task);
+/* Once READY: the watermark the task's snapshot recorded for the keyed
+ * operators that take the task's watermark from its source (a user
+ * watermark generator, docs/scaling.md), SL_TS_MIN when none does or
+ * the task had no snapshot. Their task is held there until the source
+ * sends the task's watermark (sl__task_send_wm). */
+int64_t sl__task_watermark(sl_ctx_t *op, uint32_t task);
+/* From the source op that reads the task's partition, in its poll: the
+ * watermark wm of the task (its partition's; SL_TS_MAX: the task follows
+ * the operators' own watermark) to the keyed operators of its stage, in
+ * order with the records emitted before. 0 or an error. */
+int sl__task_send_wm(sl_ctx_t *op, uint32_t task, int64_t wm);
 /* Points the task at this process's checkpoint id (p->checkpoint is
  * filled in; a pending checkpoint later than id stays named). 0 or an
  * sl_err with the reason in err. */

@@ -72,6 +72,10 @@ void sl__taskwm_load(sl__taskwm *tw, uint32_t kg, int64_t wm) {
     if (p->kind == SL__TASKWM_PORT_RECORDS) {
       p->v[kg] = wm;
       p->st[kg] = SL__TASKWM_FRESH;
+    } else if (p->kind == SL__TASKWM_PORT_SOURCE) {
+      /* Held until the source sends: between the load and that, the
+       * operator's watermark may pass the task's. */
+      p->v[kg] = wm;
     } else if (p->v) {
       p->v[kg] = SL_TS_MAX;
     }
@@ -102,6 +106,14 @@ void sl__taskwm_advance(sl__taskwm *tw, int64_t op, const int64_t *port_wm) {
   tw->op = op;
   for (int i = 0; i < tw->n_ports; i++) {
     sl__taskwm_port *p = &tw->port[i];
+    /* A source sends when its partition stops lagging; at the end of
+     * input nothing more comes. */
+    if (p->kind == SL__TASKWM_PORT_SOURCE && op == SL_TS_MAX)
+      for (uint32_t kg = 0; kg < tw->n; kg++)
+        if (p->v[kg] < SL_TS_MAX) {
+          p->v[kg] = SL_TS_MAX;
+          tw->wm[kg] = sl__taskwm_min(tw, kg);
+        }
     if (p->kind != SL__TASKWM_PORT_RECORDS)
       continue;
     int64_t to = port_wm ? port_wm[i] : op;
@@ -119,9 +131,18 @@ void sl__taskwm_advance(sl__taskwm *tw, int64_t op, const int64_t *port_wm) {
 
 void sl__taskwm_set(sl__taskwm *tw, int port, uint32_t kg, int64_t w) {
   if (kg >= tw->n || port < 0 || port >= tw->n_ports ||
-      tw->port[port].kind != SL__TASKWM_PORT_SENT ||
+      (tw->port[port].kind != SL__TASKWM_PORT_SENT &&
+       tw->port[port].kind != SL__TASKWM_PORT_SOURCE) ||
       tw->st[kg] == SL__TASKWM_NONE)
     return;
   tw->port[port].v[kg] = w;
   tw->wm[kg] = sl__taskwm_min(tw, kg);
+}
+
+int64_t sl__taskwm_source(const sl__taskwm *tw, uint32_t kg) {
+  int64_t m = SL_TS_MAX;
+  for (int i = 0; kg < tw->n && i < tw->n_ports; i++)
+    if (tw->port[i].kind == SL__TASKWM_PORT_SOURCE && tw->port[i].v[kg] < m)
+      m = tw->port[i].v[kg];
+  return m;
 }

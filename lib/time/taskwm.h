@@ -5,9 +5,11 @@
  * catches up, so its records are judged late and its event-time timers
  * fire as they would have where it came from. Every keyed operator of
  * the stage keeps one table: at the stage's entry each input port
- * derives a task's watermark from the task's records; further down a
- * port takes it from the operator upstream, which sends it in-band
- * (runtime/keyed.c); a task's watermark is the minimum over the ports. */
+ * derives a task's watermark from the task's records, or (a user
+ * watermark generator) takes the one the source sends for the task's
+ * partition; further down a port takes it from the operator upstream,
+ * which sends it in-band (runtime/keyed.c); a task's watermark is the
+ * minimum over the ports. */
 #ifndef SL_TIME_TASKWM_H
 #define SL_TIME_TASKWM_H
 
@@ -30,6 +32,8 @@ enum {
                                   input, an input from outside the stage) */
   SL__TASKWM_PORT_RECORDS = 1, /* the task's records: max ts - bound - 1 */
   SL__TASKWM_PORT_SENT = 2,    /* what the keyed operator upstream sent */
+  SL__TASKWM_PORT_SOURCE = 3,  /* what the source sent for the task's
+                                  partition (a user generator's) */
 };
 
 #define SL__TASKWM_PORTS 2
@@ -72,16 +76,18 @@ typedef struct sl__taskwm {
  * NULL when out of memory. */
 sl__taskwm *sl__taskwm_new(uint32_t n, int n_ports);
 /* Port port's tasks follow their records (RECORDS, bounded
- * out-of-orderness bound >= 0) or what is sent (SENT). SL_OK or
+ * out-of-orderness bound >= 0) or what is sent (SENT, SOURCE). SL_OK or
  * SL_ERR_NOMEM. */
 int sl__taskwm_port_set(sl__taskwm *tw, int port, int kind, int64_t bound);
 /* NULL is a no-op. */
 void sl__taskwm_free(sl__taskwm *tw);
 
 /* The task kg is loaded here, with the watermark it had where its
- * snapshot was taken (SL_TS_MIN: none) on the ports that follow records;
- * ports that follow what is sent wait for the operator upstream to send
- * it (sl__taskwm_due after its own load). */
+ * snapshot was taken (SL_TS_MIN: none) on the ports that follow records
+ * or what their source sends (held there until the source, which reads
+ * the task's partition, sends the watermark its generator starts from);
+ * ports that follow what a keyed operator sends wait for it to send it
+ * (sl__taskwm_due after its own load). */
 void sl__taskwm_load(sl__taskwm *tw, uint32_t kg, int64_t wm);
 /* The task kg left this process. */
 void sl__taskwm_drop(sl__taskwm *tw, uint32_t kg);
@@ -89,9 +95,13 @@ void sl__taskwm_drop(sl__taskwm *tw, uint32_t kg);
  * (NULL: op): held tasks that saw a record on a port since they were
  * loaded follow that port's; at SL_TS_MAX (end of input) all. */
 void sl__taskwm_advance(sl__taskwm *tw, int64_t op, const int64_t *port_wm);
-/* The operator upstream of port (SENT) sent task kg's watermark w
- * (SL_TS_MAX: it follows that operator's). */
+/* The operator upstream of port (SENT), or the source (SOURCE), sent
+ * task kg's watermark w (SL_TS_MAX: it follows the port's). */
 void sl__taskwm_set(sl__taskwm *tw, int port, uint32_t kg, int64_t w);
+
+/* The watermark the ports that follow their source hold task kg at
+ * (SL_TS_MAX: none does): after a load, the task's snapshot's. */
+int64_t sl__taskwm_source(const sl__taskwm *tw, uint32_t kg);
 
 /* The watermark of task kg. */
 static inline int64_t sl__taskwm_get(const sl__taskwm *tw, uint32_t kg) {

@@ -162,6 +162,48 @@ START_TEST(sent_task_watermark_judges_downstream) {
 }
 END_TEST
 
+/* A window whose tasks' watermarks come from their source (a user
+ * watermark generator, which the source runs per partition): task b is
+ * loaded at its snapshot's 1500 and held there, so the operator's
+ * watermark passing it before the source sends fires none of b's
+ * windows; what the source sends moves b (its windows fire as it does),
+ * and SL_TS_MAX lets b follow the operator's watermark again. */
+START_TEST(source_task_watermark_holds_a_loaded_task) {
+  wu_build b = {.spec = sl_window_tumbling(1000)};
+  b.fn.builtin = SL_AGG_COUNT;
+  b.spec.late_tag = "late";
+  const char *tags[] = {"late", NULL};
+  sl_harness_t *h = wu_harness(BE, &b, tags);
+  sl__taskwm *tw = with_tasks_of(h, "win", SL__TASKWM_PORT_SOURCE);
+  sl_ctx_t *win = inst_of(h, "win");
+  uint32_t kb = kg_of(h, "b");
+  sl__taskwm_load(tw, kg_of(h, "a"), SL_TS_MIN);
+  ck_assert_int_eq(sl__port_task_wm(win, 0, kg_of(h, "a"), SL_TS_MAX), SL_OK);
+  push(h, "a", 100);
+  wm(h, 1000);
+  WU_EXPECT(h, true, "(a,1)@999");
+  sl__taskwm_load(tw, kb, 1500);
+  push(h, "b", 1600);
+  wm(h, 4500); /* before the source sent b's: b stays at 1500 */
+  WU_EXPECT_NONE(h);
+  push(h, "b", 1700);
+  ck_assert_uint_eq(sl_harness_count(h, "late"), 0);
+  ck_assert_int_eq(sl__port_task_wm(win, 0, kb, 1500), SL_OK);
+  WU_EXPECT_NONE(h);
+  push(h, "b", 2100);
+  ck_assert_int_eq(sl__port_task_wm(win, 0, kb, 2099), SL_OK);
+  WU_EXPECT(h, true, "(b,2)@1999");
+  push(h, "b", 1800); /* window 1 ended at b's 2099 */
+  ck_assert_uint_eq(sl_harness_count(h, "late"), 1);
+  sl_harness_clear(h);
+  ck_assert_int_eq(sl__port_task_wm(win, 0, kb, SL_TS_MAX), SL_OK);
+  WU_EXPECT(h, true, "(b,1)@2999");
+  push(h, "b", 3900); /* judged by the operator's 4500 again */
+  ck_assert_uint_eq(sl_harness_count(h, "late"), 1);
+  sl_harness_destroy(h);
+}
+END_TEST
+
 /* The same sequence without per-task watermarks: b's records of windows
  * 1 to 3 are late at the operator's 4500 (what a moved task's records
  * met before tasks kept their own). */
@@ -285,6 +327,8 @@ int main(void) {
   tcase_add_loop_test(tc, without_task_watermarks_they_are_late, 0,
                       WU_N_BACKENDS);
   tcase_add_loop_test(tc, fresh_task_timers_wait, 0, WU_N_BACKENDS);
+  tcase_add_loop_test(tc, source_task_watermark_holds_a_loaded_task, 0,
+                      WU_N_BACKENDS);
   tcase_add_loop_test(tc, idle_input_holds_no_task_back, 0, WU_N_BACKENDS);
   suite_add_tcase(s, tc);
   return wu_run(s);

@@ -53,6 +53,13 @@
  * the counts of the plain job. With GROUP_JOB_SHAPE=process a process
  * function ("pass") hands each record on as it is, and a key_by by the
  * same key counts them ("count").
+ * With GROUP_JOB_WM=custom the input's event time comes from a user
+ * watermark generator (SL_WM_CUSTOM) instead of the bound 0 strategy:
+ * per partition it keeps the highest timestamp seen and emits it minus
+ * the bound minus 1 every watermark.interval.ms (a periodic generator
+ * with state); with GROUP_JOB_WM=punctuated it emits each record's
+ * timestamp minus the bound minus 1 after the record. Both give the
+ * plain job's counts.
  * usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS
  *        [CHECKPOINT_DIR BACKEND [PARALLELISM]] */
 #include <dirent.h>
@@ -440,6 +447,50 @@ static int at_whole_second(sl_ctx_t *ctx, const sl_record_t *rec,
   return rec->ts % 1000 == 0;
 }
 
+/* GROUP_JOB_WM=custom and punctuated: user watermark generators. */
+static int gen_create(void **state, void *opaque) {
+  (void)opaque;
+  int64_t *max = malloc(sizeof(*max));
+  if (!max)
+    return -1;
+  *max = INT64_MIN;
+  *state = max;
+  return 0;
+}
+
+static void gen_destroy(void *state, void *opaque) {
+  (void)opaque;
+  free(state);
+}
+
+static void gen_event(sl_wm_output_t *out, const sl_record_t *rec, void *state,
+                      void *opaque) {
+  (void)out;
+  (void)opaque;
+  int64_t *max = state;
+  if (rec->ts > *max)
+    *max = rec->ts;
+}
+
+static void gen_periodic(sl_wm_output_t *out, void *state, void *opaque) {
+  const int64_t *max = state, *bound = opaque;
+  if (*max != INT64_MIN)
+    sl_wm_emit(out, *max - *bound - 1);
+}
+
+static void gen_punctuated(sl_wm_output_t *out, const sl_record_t *rec,
+                           void *state, void *opaque) {
+  (void)state;
+  const int64_t *bound = opaque;
+  sl_wm_emit(out, rec->ts - *bound - 1);
+}
+
+static const sl_watermark_gen_t periodic_gen = {.create = gen_create,
+                                                .destroy = gen_destroy,
+                                                .on_event = gen_event,
+                                                .on_periodic = gen_periodic};
+static const sl_watermark_gen_t punctuated_gen = {.on_event = gen_punctuated};
+
 static int pass_on(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   (void)opaque;
   return sl_emit(ctx, rec);
@@ -552,6 +603,12 @@ int main(int argc, char **argv) {
   bool by_value = getenv("GROUP_JOB_KEY_BY_VALUE") != NULL;
   sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED,
                             .bound_ms = by_value ? 10000 : 0};
+  const char *gen = getenv("GROUP_JOB_WM");
+  if (gen) {
+    wm.kind = SL_WM_CUSTOM;
+    wm.gen = strcmp(gen, "punctuated") == 0 ? &punctuated_gen : &periodic_gen;
+    wm.gen_opaque = &wm.bound_ms;
+  }
   sl_with_watermarks(src, &wm);
   sl_window_spec_t spec = sl_window_tumbling(1000);
   sl_window_fn_t fn = {.builtin = SL_AGG_COUNT};

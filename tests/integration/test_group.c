@@ -135,8 +135,10 @@ static void stop_broker(void) {
 
 /* A job process; its stderr goes to <dir>/<name>.err. With backend, it
  * checkpoints into the shared store <dir>/ckpt with that state backend;
- * process "b" then runs two workers (a task's partition is read on one
- * worker and its state loaded on another), the others one. */
+ * process two_workers ("b" unless a test says otherwise) then runs two
+ * workers (a task's partition is read on one worker and its state loaded
+ * on another), the others one. */
+static const char *two_workers = "b";
 static pid_t start_job_ck(const char *mode, const char *parts, const char *name,
                           const char *backend);
 static pid_t start_job(const char *mode, const char *parts, const char *name) {
@@ -171,7 +173,7 @@ static pid_t start_job_ck(const char *mode, const char *parts, const char *name,
       setenv("GROUP_JOB_BROADCAST", "1", 1);
     if (backend)
       execl(bin, bin, bs, mode, parts, ck, backend,
-            strcmp(name, "b") ? "1" : "2", (char *)NULL);
+            strcmp(name, two_workers) ? "1" : "2", (char *)NULL);
     else
       execl(bin, bin, bs, mode, parts, (char *)NULL);
     _exit(127);
@@ -678,6 +680,49 @@ END_TEST
 
 START_TEST(lagging_join_then_window_rocksdb) {
   lagging_task_moves_shape("rocksdb", "join");
+}
+END_TEST
+
+/* The same with a user watermark generator (SL_WM_CUSTOM) at the source,
+ * one instance per partition: a generator's watermark cannot be derived
+ * from the records, so the source sends each moved task's, its
+ * partition's generator's, to the keyed stage, and the generator of a
+ * moved partition starts from the watermark its task's snapshot
+ * recorded. A periodic generator with state (the highest timestamp, its
+ * watermark every watermark.interval.ms) and a punctuated one (after
+ * each record). With RocksDB process a, which the tasks move to, runs
+ * two workers: a moved partition may be read on one and its task held
+ * on the other, so its watermark crosses the exchange. Without per-task
+ * watermarks for them, a drops b's events of seconds 2 and 3 as late. */
+static void lagging_custom(const char *backend, const char *gen,
+                           const char *shape) {
+  setenv("GROUP_JOB_WM", gen, 1);
+  if (strcmp(backend, "rocksdb") == 0)
+    two_workers = "a";
+  lagging_task_moves_shape(backend, shape);
+  two_workers = "b";
+  unsetenv("GROUP_JOB_WM");
+}
+
+START_TEST(lagging_custom_hashmap) {
+  lagging_custom("hashmap", "custom", NULL);
+}
+END_TEST
+
+START_TEST(lagging_custom_rocksdb) {
+  lagging_custom("rocksdb", "custom", NULL);
+}
+END_TEST
+
+START_TEST(lagging_punctuated_hashmap) {
+  lagging_custom("hashmap", "punctuated", NULL);
+}
+END_TEST
+
+/* And with a window after the window: the first sends the moved tasks'
+ * watermarks, which it takes from the source, on to the second. */
+START_TEST(lagging_custom_window2_hashmap) {
+  lagging_custom("hashmap", "custom", "window2");
 }
 END_TEST
 
@@ -2501,6 +2546,10 @@ int main(void) {
       {"lagging-process-hashmap", lagging_window_after_process_hashmap},
       {"lagging-join-hashmap", lagging_join_then_window_hashmap},
       {"lagging-join-rocksdb", lagging_join_then_window_rocksdb},
+      {"lagging-custom-hashmap", lagging_custom_hashmap},
+      {"lagging-custom-rocksdb", lagging_custom_rocksdb},
+      {"lagging-punctuated-hashmap", lagging_punctuated_hashmap},
+      {"lagging-custom-window2-hashmap", lagging_custom_window2_hashmap},
       {"two-stages-hashmap", two_stages_scale_hashmap},
       {"two-stages-rocksdb", two_stages_scale_rocksdb},
       {"kill-two-stages", two_stages_killed_member},

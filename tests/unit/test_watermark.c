@@ -267,6 +267,46 @@ START_TEST(sent_task_watermarks_pass_on) {
 }
 END_TEST
 
+/* A port fed by a source with a user generator: a loaded task is held at
+ * its snapshot's watermark (the operator's may pass it before the
+ * source sends), then follows what the source sends; records move
+ * nothing, the operator's advances lift nothing, and at the end of input
+ * (SL_TS_MAX) every task follows the operator's. */
+START_TEST(source_task_watermarks_hold_from_the_load) {
+  sl__taskwm *tw = sl__taskwm_new(4, 1);
+  ck_assert_ptr_nonnull(tw);
+  ck_assert_int_eq(sl__taskwm_port_set(tw, 0, SL__TASKWM_PORT_SOURCE, 0),
+                   SL_OK);
+  int64_t w = 0;
+  sl__taskwm_advance(tw, 5000, NULL);
+  sl__taskwm_load(tw, 1, 1500);
+  sl__taskwm_load(tw, 2, SL_TS_MIN);
+  ck_assert_int_eq(sl__taskwm_source(tw, 1), 1500);
+  ck_assert_int_eq(sl__taskwm_source(tw, 0), SL_TS_MAX); /* not held */
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 1500);
+  ck_assert_int_eq(sl__taskwm_get(tw, 2), SL_TS_MIN);
+  sl__taskwm_advance(tw, 6000, NULL);
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 1500);
+  ck_assert(!sl__taskwm_record(tw, 0, 1, 9000));
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 1500);
+  ck_assert(sl__taskwm_due(tw, 1, &w)); /* told downstream */
+  ck_assert_int_eq(w, 1500);
+  sl__taskwm_set(tw, 0, 1, 2999);
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 2999);
+  sl__taskwm_set(tw, 0, 2, SL_TS_MAX); /* not lagging at the source */
+  ck_assert_int_eq(sl__taskwm_get(tw, 2), 6000);
+  ck_assert(!sl__taskwm_lags(tw, 2));
+  sl__taskwm_set(tw, 0, 1, SL_TS_MAX);
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 6000);
+  sl__taskwm_load(tw, 3, 100);
+  sl__taskwm_advance(tw, SL_TS_MAX, NULL);
+  ck_assert_int_eq(sl__taskwm_get(tw, 3), SL_TS_MAX);
+  sl__taskwm_drop(tw, 1);
+  ck_assert_int_eq(sl__taskwm_source(tw, 1), SL_TS_MAX);
+  sl__taskwm_free(tw);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("watermark");
   TCase *tc = tcase_create("core");
@@ -285,6 +325,7 @@ int main(void) {
   tcase_add_test(tc, task_near_min_does_not_overflow);
   tcase_add_test(tc, task_of_two_inputs_is_the_minimum);
   tcase_add_test(tc, sent_task_watermarks_pass_on);
+  tcase_add_test(tc, source_task_watermarks_hold_from_the_load);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }
