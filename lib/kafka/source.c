@@ -54,8 +54,10 @@ typedef struct kpart {
   bool loading, revoking;
   /* Group mode with tasks and a user generator (task_wm): the task's
    * watermark was sent, tw_sent, and the task is held at it (its
-   * partition lags); released by sending SL_TS_MAX. */
-  bool tw_hold;
+   * partition lags); released by sending SL_TS_MAX. tw_seen: a record
+   * of the partition was read since the task's load (until then the
+   * task stays held, whatever the partition's idleness says). */
+  bool tw_hold, tw_seen;
   int64_t tw_sent;
   sl__kpart_stat *pm; /* published position and high watermark; NULL: none */
 } kpart;
@@ -1326,8 +1328,9 @@ static int task_wm(sl_source_ctx_t *ctx, ksub *k, kpart *p, bool start) {
   if (!start && !p->tw_hold)
     return 0;
   int64_t w = p->wm.wm, want = SL_TS_MAX;
-  if (!p->finished && !p->wm.idle &&
-      w < task_wm_reach(k->src, sl_source_ctx_subtasks(ctx)))
+  if (!p->finished &&
+      (!p->tw_seen ||
+       (!p->wm.idle && w < task_wm_reach(k->src, sl_source_ctx_subtasks(ctx)))))
     want = w;
   if (!start && want == p->tw_sent)
     return 0;
@@ -1395,6 +1398,8 @@ static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
     finish_part(s, k, p, &rec, now);
   } else if (rc == 0) {
     int64_t before = p->wm.wm;
+    bool first = k->tw && !p->tw_seen;
+    p->tw_seen = true;
     sl__wmgen_touch(&p->wm, now);
     if (sl__wmgen_on_record(&p->wm, &rec) && k->idle) {
       k->idle = false;
@@ -1404,7 +1409,7 @@ static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
       rc = sl_source_emit(ctx, &rec);
     /* A user generator's punctuated watermark follows its record, the
      * task's first. */
-    if (!rc && p->wm.wm > before) {
+    if (!rc && (p->wm.wm > before || first)) {
       if (p->tw_hold)
         rc = task_wm(ctx, k, p, false);
       if (!rc && !k->idle)
@@ -1567,6 +1572,7 @@ static int group_poll(sl_source_ctx_t *ctx, ksub *k) {
       int64_t w = sl__task_watermark(sl_source_op(ctx), task);
       if (w > p->wm.wm)
         p->wm.wm = w;
+      p->tw_seen = false;
       int rc = task_wm(ctx, k, p, true);
       if (rc)
         return rc;

@@ -292,7 +292,10 @@ int sl__keyed_task_wm(sl__keyed *k, int port, uint32_t kg, int64_t w) {
   if (kg >= tw->n)
     return 0;
   int64_t before = sl__taskwm_get(tw, kg);
-  sl__taskwm_set(tw, port, kg, w);
+  const sl_ctx_t *op = k->op;
+  int64_t pw = port < op->n_ports && !op->ports[port].idle ? op->ports[port].wm
+                                                           : SL_TS_MIN;
+  sl__taskwm_set(tw, port, kg, w, pw);
   int rc = 0;
   if (sl__taskwm_get(tw, kg) > before && k->tw_fire)
     rc = tw_fire_due(k, sl__taskwm_get(tw, kg), k->tw_fire);

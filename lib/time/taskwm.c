@@ -46,7 +46,8 @@ int sl__taskwm_port_set(sl__taskwm *tw, int port, int kind, int64_t bound) {
   if (!p->v && !(p->v = malloc(m * sizeof(*p->v))))
     return SL_ERR_NOMEM;
   fill_max(p->v, tw->n);
-  if (kind == SL__TASKWM_PORT_RECORDS && !p->st && !(p->st = calloc(m, 1)))
+  if ((kind == SL__TASKWM_PORT_RECORDS || kind == SL__TASKWM_PORT_SOURCE) &&
+      !p->st && !(p->st = calloc(m, 1)))
     return SL_ERR_NOMEM;
   return SL_OK;
 }
@@ -69,13 +70,12 @@ void sl__taskwm_load(sl__taskwm *tw, uint32_t kg, int64_t wm) {
     return;
   for (int i = 0; i < tw->n_ports; i++) {
     sl__taskwm_port *p = &tw->port[i];
-    if (p->kind == SL__TASKWM_PORT_RECORDS) {
+    if (p->kind == SL__TASKWM_PORT_RECORDS ||
+        p->kind == SL__TASKWM_PORT_SOURCE) {
+      /* SOURCE: held until the source sends; between the load and that,
+       * the operator's watermark may pass the task's. */
       p->v[kg] = wm;
       p->st[kg] = SL__TASKWM_FRESH;
-    } else if (p->kind == SL__TASKWM_PORT_SOURCE) {
-      /* Held until the source sends: between the load and that, the
-       * operator's watermark may pass the task's. */
-      p->v[kg] = wm;
     } else if (p->v) {
       p->v[kg] = SL_TS_MAX;
     }
@@ -106,15 +106,12 @@ void sl__taskwm_advance(sl__taskwm *tw, int64_t op, const int64_t *port_wm) {
   tw->op = op;
   for (int i = 0; i < tw->n_ports; i++) {
     sl__taskwm_port *p = &tw->port[i];
-    /* A source sends when its partition stops lagging; at the end of
-     * input nothing more comes. */
-    if (p->kind == SL__TASKWM_PORT_SOURCE && op == SL_TS_MAX)
-      for (uint32_t kg = 0; kg < tw->n; kg++)
-        if (p->v[kg] < SL_TS_MAX) {
-          p->v[kg] = SL_TS_MAX;
-          tw->wm[kg] = sl__taskwm_min(tw, kg);
-        }
-    if (p->kind != SL__TASKWM_PORT_RECORDS)
+    /* A task on a SOURCE port follows the port once its source released
+     * it (LIVE), as a RECORDS task once its records flow: the port's
+     * watermark, not the operator's, which another input may have taken
+     * past the task while this one was idle. At the end of input (a
+     * source sends nothing more) every task. */
+    if (p->kind != SL__TASKWM_PORT_RECORDS && p->kind != SL__TASKWM_PORT_SOURCE)
       continue;
     int64_t to = port_wm ? port_wm[i] : op;
     if (op == SL_TS_MAX)
@@ -129,20 +126,30 @@ void sl__taskwm_advance(sl__taskwm *tw, int64_t op, const int64_t *port_wm) {
   }
 }
 
-void sl__taskwm_set(sl__taskwm *tw, int port, uint32_t kg, int64_t w) {
+void sl__taskwm_set(sl__taskwm *tw, int port, uint32_t kg, int64_t w,
+                    int64_t port_wm) {
   if (kg >= tw->n || port < 0 || port >= tw->n_ports ||
       (tw->port[port].kind != SL__TASKWM_PORT_SENT &&
        tw->port[port].kind != SL__TASKWM_PORT_SOURCE) ||
       tw->st[kg] == SL__TASKWM_NONE)
     return;
-  tw->port[port].v[kg] = w;
+  sl__taskwm_port *p = &tw->port[port];
+  if (p->kind == SL__TASKWM_PORT_SOURCE) {
+    /* Released: it follows the port (from its watermark now, then at
+     * each of the operator's advances); else held at w. */
+    p->st[kg] = w == SL_TS_MAX ? SL__TASKWM_LIVE : SL__TASKWM_FRESH;
+    if (w == SL_TS_MAX)
+      w = port_wm > p->v[kg] ? port_wm : p->v[kg];
+  }
+  p->v[kg] = w;
   tw->wm[kg] = sl__taskwm_min(tw, kg);
 }
 
 int64_t sl__taskwm_source(const sl__taskwm *tw, uint32_t kg) {
   int64_t m = SL_TS_MAX;
   for (int i = 0; kg < tw->n && i < tw->n_ports; i++)
-    if (tw->port[i].kind == SL__TASKWM_PORT_SOURCE && tw->port[i].v[kg] < m)
+    if (tw->port[i].kind == SL__TASKWM_PORT_SOURCE &&
+        tw->port[i].st[kg] != SL__TASKWM_LIVE && tw->port[i].v[kg] < m)
       m = tw->port[i].v[kg];
   return m;
 }

@@ -96,8 +96,13 @@ void sl__taskwm_drop(sl__taskwm *tw, uint32_t kg);
  * loaded follow that port's; at SL_TS_MAX (end of input) all. */
 void sl__taskwm_advance(sl__taskwm *tw, int64_t op, const int64_t *port_wm);
 /* The operator upstream of port (SENT), or the source (SOURCE), sent
- * task kg's watermark w (SL_TS_MAX: it follows the port's). */
-void sl__taskwm_set(sl__taskwm *tw, int port, uint32_t kg, int64_t w);
+ * task kg's watermark w (SL_TS_MAX: it follows the port's). port_wm: the
+ * port's watermark now (SL_TS_MIN while the port is idle), where a task
+ * a source released starts to follow the port from; not the operator's,
+ * which another input may have taken past the task while this one was
+ * idle. */
+void sl__taskwm_set(sl__taskwm *tw, int port, uint32_t kg, int64_t w,
+                    int64_t port_wm);
 
 /* The watermark the ports that follow their source hold task kg at
  * (SL_TS_MAX: none does): after a load, the task's snapshot's. */

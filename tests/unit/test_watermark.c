@@ -241,21 +241,21 @@ START_TEST(sent_task_watermarks_pass_on) {
   ck_assert_int_eq(sl__taskwm_port_set(tw, 0, SL__TASKWM_PORT_SENT, 0), SL_OK);
   int64_t w = 0;
   sl__taskwm_advance(tw, 5000, NULL);
-  sl__taskwm_set(tw, 0, 2, 1000); /* not held here: ignored */
+  sl__taskwm_set(tw, 0, 2, 1000, 0); /* not held here: ignored */
   ck_assert_int_eq(sl__taskwm_get(tw, 2), 5000);
   sl__taskwm_load(tw, 2, 1500); /* waits for what upstream sends */
   ck_assert_int_eq(sl__taskwm_get(tw, 2), 5000);
   ck_assert(!sl__taskwm_due(tw, 2, &w));
-  sl__taskwm_set(tw, 0, 2, 1999);
+  sl__taskwm_set(tw, 0, 2, 1999, 0);
   ck_assert_int_eq(sl__taskwm_get(tw, 2), 1999);
   ck_assert(sl__taskwm_due(tw, 2, &w));
   ck_assert_int_eq(w, 1999);
   ck_assert(!sl__taskwm_due(tw, 2, &w));         /* sent already */
   ck_assert(!sl__taskwm_record(tw, 0, 2, 9000)); /* records move nothing */
-  sl__taskwm_set(tw, 0, 2, 2999);
+  sl__taskwm_set(tw, 0, 2, 2999, 0);
   ck_assert(sl__taskwm_due(tw, 2, &w));
   ck_assert_int_eq(w, 2999);
-  sl__taskwm_set(tw, 0, 2, SL_TS_MAX); /* caught up upstream */
+  sl__taskwm_set(tw, 0, 2, SL_TS_MAX, 0); /* caught up upstream */
   ck_assert_int_eq(sl__taskwm_get(tw, 2), 5000);
   ck_assert(sl__taskwm_due(tw, 2, &w));
   ck_assert_int_eq(w, SL_TS_MAX);
@@ -291,18 +291,44 @@ START_TEST(source_task_watermarks_hold_from_the_load) {
   ck_assert_int_eq(sl__taskwm_get(tw, 1), 1500);
   ck_assert(sl__taskwm_due(tw, 1, &w)); /* told downstream */
   ck_assert_int_eq(w, 1500);
-  sl__taskwm_set(tw, 0, 1, 2999);
+  sl__taskwm_set(tw, 0, 1, 2999, 6000);
   ck_assert_int_eq(sl__taskwm_get(tw, 1), 2999);
-  sl__taskwm_set(tw, 0, 2, SL_TS_MAX); /* not lagging at the source */
+  sl__taskwm_set(tw, 0, 2, SL_TS_MAX, 6000); /* not lagging at the source */
   ck_assert_int_eq(sl__taskwm_get(tw, 2), 6000);
   ck_assert(!sl__taskwm_lags(tw, 2));
-  sl__taskwm_set(tw, 0, 1, SL_TS_MAX);
+  sl__taskwm_set(tw, 0, 1, SL_TS_MAX, 6000);
   ck_assert_int_eq(sl__taskwm_get(tw, 1), 6000);
   sl__taskwm_load(tw, 3, 100);
   sl__taskwm_advance(tw, SL_TS_MAX, NULL);
   ck_assert_int_eq(sl__taskwm_get(tw, 3), SL_TS_MAX);
   sl__taskwm_drop(tw, 1);
   ck_assert_int_eq(sl__taskwm_source(tw, 1), SL_TS_MAX);
+  sl__taskwm_free(tw);
+}
+END_TEST
+
+/* Two inputs, the first fed by a source with a user generator, idle at
+ * the operator while the second took the operator's watermark to 9000
+ * (a process that had no partitions yet). A task loaded at 2000 and
+ * released by its source follows its port, whose watermark (1500, from
+ * before it went idle) is behind the task's, not the operator's 9000:
+ * its records between 2000 and 9000 are not late. Once the port moves
+ * the operator on, the task follows. */
+START_TEST(released_source_task_follows_its_port_not_the_other_input) {
+  sl__taskwm *tw = sl__taskwm_new(4, 2);
+  ck_assert_ptr_nonnull(tw);
+  ck_assert_int_eq(sl__taskwm_port_set(tw, 0, SL__TASKWM_PORT_SOURCE, 0),
+                   SL_OK);
+  int64_t pw[2] = {1500, 9000};
+  sl__taskwm_advance(tw, 9000, pw);
+  sl__taskwm_load(tw, 1, 2000);
+  sl__taskwm_set(tw, 0, 1, SL_TS_MAX, 1500);
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 2000);
+  ck_assert(sl__taskwm_lags(tw, 1));
+  pw[0] = 9500, pw[1] = 12000;
+  sl__taskwm_advance(tw, 9500, pw);
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 9500);
+  ck_assert(!sl__taskwm_lags(tw, 1));
   sl__taskwm_free(tw);
 }
 END_TEST
@@ -326,6 +352,7 @@ int main(void) {
   tcase_add_test(tc, task_of_two_inputs_is_the_minimum);
   tcase_add_test(tc, sent_task_watermarks_pass_on);
   tcase_add_test(tc, source_task_watermarks_hold_from_the_load);
+  tcase_add_test(tc, released_source_task_follows_its_port_not_the_other_input);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }
