@@ -175,6 +175,12 @@ struct sl__timers {
   uint32_t scr_mask;
   uint32_t scr_gen;
   uint32_t scr_bid;
+  /* What sl__timers_ahead() described last: the entries of bucket ah_bid
+   * below ah_end, and, when that bucket is not the root of its heap, the
+   * whole root bucket's (TM_NONE: nothing). Passes keep it in step as
+   * they move entries; a freed bucket clears it. */
+  uint32_t ah_bid;
+  uint32_t ah_end;
 };
 
 static inline unsigned char *tm_bytes(tm_ent *e) {
@@ -527,8 +533,13 @@ static void tm_pass(struct sl__timers *t, uint32_t bid) {
   uint64_t *s = t->scr;
   tm_ent *ents = b->e;
   uint32_t w = 0, dups = 0, checked = b->checked, len = b->len;
+  /* The entries described for prefetching stay described where they
+   * move: ah_end becomes the count of those kept before it. */
+  uint32_t ah = t->ah_bid == bid ? t->ah_end : 0, nah = 0;
   for (uint32_t r = b->head; r < len; r++) {
     tm_ent *e = &ents[r];
+    if (r == ah)
+      nah = w;
     if (e->klen == TM_DEAD)
       continue;
     uint32_t i = e->tag & mask;
@@ -559,6 +570,8 @@ static void tm_pass(struct sl__timers *t, uint32_t bid) {
   h->live -= dups;
   b->len = b->checked = w;
   b->head = 0;
+  if (t->ah_bid == bid)
+    t->ah_end = ah >= len ? w : nah;
   t->scr_bid = bid;
   t->scr_mask = mask;
 }
@@ -607,6 +620,8 @@ static int tm_bucket_reserve(struct sl__timers *t, uint32_t bid) {
           b->e[w++] = b->e[r];
       b->len = b->checked = w;
       b->head = 0;
+      if (t->ah_bid == bid)
+        t->ah_bid = TM_NONE;
       memset(b->s, 0, ((size_t)b->smask + 1) * sizeof *b->s);
       tm_slots_fill(b);
     }
@@ -713,6 +728,8 @@ static void tm_bucket_free(struct sl__timers *t, uint32_t bid) {
     *w = TM_NONE;
   if (t->scr_bid == bid)
     t->scr_bid = TM_NONE;
+  if (t->ah_bid == bid)
+    t->ah_bid = TM_NONE;
   uint32_t held = b->len > TM_MIN_CAP ? b->len : TM_MIN_CAP;
   if (b->cap > 4 * held) {
     free(b->e);
@@ -801,6 +818,7 @@ int sl__timers_new(struct sl__timers **out) {
     return SL_ERR_NOMEM;
   t->free_bk = TM_NONE;
   t->scr_bid = TM_NONE;
+  t->ah_bid = TM_NONE;
   memset(t->wheel, 0xff, sizeof t->wheel);
   *out = t;
   return SL_OK;
@@ -1075,6 +1093,64 @@ int sl__timers_pop(struct sl__timers *t, int domain, int64_t upto,
     return 1;
   }
   return 0;
+}
+
+/* The run of bucket b's entries [from, end). */
+static inline sl__timer_run tm_run(const tm_bucket *b, uint32_t from,
+                                   uint32_t end) {
+  return (sl__timer_run){&b->e[from].hash, &b->e[from].kg, sizeof(tm_ent),
+                         end - from};
+}
+
+size_t sl__timers_ahead(struct sl__timers *t, int domain, int64_t upto,
+                        size_t dist, sl__timer_run out[2]) {
+  if ((unsigned)domain >= SL__TIMER_DOMAINS)
+    return 0;
+  tm_heap *h = &t->q[domain];
+  if (!h->len)
+    return 0;
+  uint32_t rb = (uint32_t)h->n[0].bid;
+  const tm_bucket *b = &t->bk[rb];
+  if (b->ts > upto)
+    return 0;
+  /* The next bucket to fire is the earliest of the root's children
+   * (timestamps in a heap are distinct); one emptied by deletes, or one
+   * not due, ends the window. */
+  uint32_t nb = TM_NONE;
+  int64_t nts = INT64_MAX;
+  for (size_t c = 1; c <= 4 && c < h->len; c++)
+    if (h->n[c].ts < nts)
+      nts = h->n[c].ts, nb = (uint32_t)h->n[c].bid;
+  if (nb != TM_NONE && (nts > upto || !t->bk[nb].live))
+    nb = TM_NONE;
+  /* The window: the dist entries from the root's head on, and past the
+   * root's end the next bucket's first ones. */
+  uint64_t want = (uint64_t)b->head + dist;
+  uint32_t end = want < b->len ? (uint32_t)want : b->len;
+  bool in_next = nb != TM_NONE && t->ah_bid == nb;
+  uint32_t from = in_next ? end : b->head;
+  if (t->ah_bid == rb && t->ah_end > from)
+    from = t->ah_end;
+  size_t k = 0;
+  if (from < end)
+    out[k++] = tm_run(b, from, end);
+  if (!in_next) {
+    t->ah_bid = rb;
+    t->ah_end = from > end ? from : end;
+  }
+  if (want <= b->len || nb == TM_NONE)
+    return k;
+  const tm_bucket *n = &t->bk[nb];
+  uint64_t nwant = (uint64_t)n->head + (want - b->len);
+  uint32_t nend = nwant < n->len ? (uint32_t)nwant : n->len;
+  uint32_t nfrom = n->head;
+  if (in_next && t->ah_end > nfrom)
+    nfrom = t->ah_end;
+  if (nfrom < nend)
+    out[k++] = tm_run(n, nfrom, nend);
+  t->ah_bid = nb;
+  t->ah_end = nfrom > nend ? nfrom : nend;
+  return k;
 }
 
 size_t sl__timers_count(struct sl__timers *t, int domain) {

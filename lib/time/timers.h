@@ -84,6 +84,30 @@ bool sl__timers_peek(struct sl__timers *t, int domain, int64_t *ts);
 int sl__timers_pop(struct sl__timers *t, int domain, int64_t upto,
                    sl__timer_view *out);
 
+/* Where the key hashes and key groups of consecutive timers lie: timer i
+ * has its hash at (const char *)hash + i * stride and its key group at
+ * (const char *)kg + i * stride, the shape a state backend's prefetch
+ * takes (state/backend.h), so that nothing is copied. */
+typedef struct sl__timer_run {
+  const uint64_t *hash;
+  const uint32_t *kg;
+  size_t stride;
+  size_t n;
+} sl__timer_run;
+
+/* A hint for prefetching the state of timers before they fire: describes
+ * in out[0 .. returned) the timers of domain among the next dist to pop
+ * with ts <= upto that no earlier call described, in at most two runs
+ * (the rest of the earliest timestamp's timers, the start of the next
+ * timestamp's). Called before each sl__timers_pop() of a firing loop,
+ * the window slides by one timer a call. Only a hint: a run may include
+ * deleted or repeated timers, and timers may be left out (a timestamp
+ * past the next one, timers added meanwhile). The runs stay valid until
+ * the next add, del, pop, count or foreach on t. Changes nothing that
+ * the other functions report; returns 0 for a bad domain. */
+size_t sl__timers_ahead(struct sl__timers *t, int domain, int64_t upto,
+                        size_t dist, sl__timer_run out[2]);
+
 /* Number of pending timers in domain (0 for a bad domain). Not a pure
  * read: registrations are deduplicated lazily, and this completes that
  * work for the domain (in time linear in its unchecked registrations, work
