@@ -104,7 +104,8 @@ typedef struct sl__timer_run {
  * deleted or repeated timers, and timers may be left out (a timestamp
  * past the next one, timers added meanwhile). The runs stay valid until
  * the next add, del, pop, count or foreach on t. Changes nothing that
- * the other functions report; returns 0 for a bad domain. */
+ * the other functions report (it may do work the next pop would do);
+ * returns 0 for a bad domain. */
 size_t sl__timers_ahead(struct sl__timers *t, int domain, int64_t upto,
                         size_t dist, sl__timer_run out[2]);
 
