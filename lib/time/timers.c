@@ -4,7 +4,8 @@
  * deduplicated in passes over the array (or, once timers of the bucket are
  * deleted, by a table of its own). A 4-ary min-heap per domain orders the
  * buckets; a table finds a bucket by (domain, ts), behind a direct-mapped
- * wheel indexed by the low bits of ts. */
+ * wheel indexed by the low bits of ts. Timestamps well ahead first wait in
+ * a coarse level, one bucket per 256 ms slot (see "the coarse level"). */
 #include "time/timers.h"
 
 #include <assert.h>

@@ -54,7 +54,9 @@ int sl__timers_add(struct sl__timers *t, int domain, int64_t ts,
 
 /* Removes the pending timer equal to (domain, key, ns, ts); kg is accepted
  * for symmetry with add and not needed. Deleting a timer that is not
- * pending (never added, deleted, or already popped) is a no-op.
+ * pending (never added, deleted, or already popped) is a no-op. The first
+ * delete of a domain turns its coarse level off (see sl__timers_peek):
+ * timers that get deleted are mostly deleted often.
  * Returns 1 if a timer was removed, 0 if none matched, SL_ERR_INVAL for a
  * bad domain. Never fails for lack of memory (it may allocate an index for
  * the timestamp's timers, and does without one if that fails). */
@@ -64,13 +66,18 @@ int sl__timers_del(struct sl__timers *t, int domain, int64_t ts,
 
 /* Sets *ts to the earliest pending timestamp of domain and returns true,
  * or returns false when the domain has no timers (or domain is bad).
- * Does not invalidate the last popped view. */
+ * Does not invalidate the last popped view. Timers registered well ahead
+ * wait in a coarse level (slots of 256 ms) until their slot comes first,
+ * and are then moved to their timestamps' buckets; should that move lack
+ * memory, *ts is the slot's start, at or before the earliest timestamp,
+ * and the next pop reports the error. */
 bool sl__timers_peek(struct sl__timers *t, int domain, int64_t *ts);
 
 /* Removes the earliest timer of domain with ts <= upto and describes it in
  * *out. Returns 1 when a timer was popped, 0 when the earliest remaining
  * timer is later than upto (or none is left), SL_ERR_INVAL for a bad
- * domain.
+ * domain, SL_ERR_NOMEM when moving timers out of the coarse level (see
+ * sl__timers_peek) lacked memory (nothing is lost; a later pop retries).
  *
  * Order: increasing ts; timers with equal ts fire in the order they were
  * added (restoring through sl__timers_foreach() keeps that order). Fire
