@@ -688,6 +688,38 @@ START_TEST(test_random_ops_no_deletes) {
 }
 END_TEST
 
+/* Timers of one coarse slot registered many times over, without deletes:
+ * the coarse array is deduplicated in passes, where the same key at
+ * another timestamp of the slot is another timer. Each fires once, by
+ * timestamp, ties in order of first registration (against the model). */
+START_TEST(test_coarse_repeats) {
+  enum { KEYS = 20, TSS = 10, ROUNDS = 60 };
+  struct sl__timers *t = svc();
+  model md = {0};
+  char k[16];
+  for (int r = 0; r < ROUNDS; r++)
+    for (int i = 0; i < KEYS; i++) {
+      int64_t ts = 5000 + (i * 3 + r) % TSS;
+      size_t kl = (size_t)snprintf(k, sizeof k, "k%d", i);
+      model_add(&md, EV, ts, k, kl, "", 0);
+      add_b(t, EV, ts, k, kl, "", 0);
+    }
+  ck_assert_uint_eq(sl__timers_count(t, EV), KEYS * TSS);
+  sl__timer_view v;
+  while (sl__timers_pop(t, EV, SL_TS_MAX, &v) == 1) {
+    ptrdiff_t i = model_next(&md, EV, SL_TS_MAX);
+    ck_assert_int_ge(i, 0);
+    ck_assert_int_eq(v.ts, md.m[i].ts);
+    ck_assert_uint_eq(v.key_len, md.m[i].kl);
+    ck_assert_mem_eq(v.key, md.m[i].key, md.m[i].kl);
+    md.m[i] = md.m[--md.n];
+  }
+  ck_assert_uint_eq(md.n, 0);
+  free(md.m);
+  sl__timers_free(t);
+}
+END_TEST
+
 /* sl__timers_ahead() called before each pop: what it describes, in
  * order, is the firing order of the due timers, each once, nothing past
  * upto, and it covers the next dist timers at every call. */
@@ -1018,6 +1050,7 @@ static Suite *timers_suite(void) {
   tcase_add_test(tc, test_random_ops_vs_model);
   tcase_add_test(tc, test_random_ops_no_deletes);
   tcase_add_test(tc, test_ahead_describes_next_timers);
+  tcase_add_test(tc, test_coarse_repeats);
   tcase_add_test(tc, test_repeated_registrations);
   tcase_add_test(tc, test_foreach_and_restore);
   tcase_add_test(tc, test_foreach_key_group_range);
