@@ -77,9 +77,10 @@
 /* The coarse level: slots of 2^TM_COARSE_SHIFT ms. */
 #define TM_COARSE_SHIFT 8
 #define TM_COARSE_SLOT (1u << TM_COARSE_SHIFT)
-/* A coarse array starts at this many timers, and is deduplicated only
- * from this size on: it fills at registration rate, mostly with distinct
- * timers, so smaller passes would be work for nothing. */
+/* A coarse array is deduplicated only from this size on: it fills at
+ * registration rate, mostly with distinct timers, so smaller passes would
+ * be work for nothing. It starts as small as a bucket's: a slot far
+ * ahead may hold a single timer. */
 #define TM_COARSE_MIN 256u
 
 /* One timer in its bucket's array. 48 bytes. */
@@ -1079,7 +1080,7 @@ static int tm_coarse_reserve(struct sl__timers *t, uint32_t bid) {
     return SL_OK;
   if (b->cap >= UINT32_MAX / 8)
     return SL_ERR_NOMEM;
-  uint32_t ncap = !b->cap                      ? TM_COARSE_MIN
+  uint32_t ncap = !b->cap                      ? TM_MIN_ENTS
                   : passed && b->len == b->cap ? b->cap * 4
                                                : b->cap * 2;
   int rc = tm_scr_reserve(t, ncap);
