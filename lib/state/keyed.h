@@ -45,6 +45,13 @@ typedef struct sl__keyed {
    * sl__keyed_fire(), which a lagging task's records fire timers with. */
   struct sl__taskwm *tw;
   int (*tw_fire)(struct sl__keyed *k, sl_time_domain domain, int64_t ts);
+  /* Set by an operator whose timer callback reads the timer key's state
+   * (else NULL): called by sl__keyed_fire with the key hashes and key
+   * groups of timers about to fire (laid out as for a backend's
+   * prefetch), so that their state loads while the timers before them
+   * are handled, as the records' state does in sl__keyed_batch. */
+  void (*timer_prefetch)(struct sl__keyed *k, const uint64_t *hash,
+                         const uint32_t *kg, size_t stride, size_t n);
   /* Set while processing-time timers fire (sl__keyed_fire): see
    * sl__keyed_event_now. */
   bool in_proc_timer;

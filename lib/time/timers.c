@@ -4,9 +4,11 @@
  * deduplicated in passes over the array (or, once timers of the bucket are
  * deleted, by a table of its own). A 4-ary min-heap per domain orders the
  * buckets; a table finds a bucket by (domain, ts), behind a direct-mapped
- * wheel indexed by the low bits of ts. */
+ * wheel indexed by the low bits of ts. Timestamps well ahead first wait in
+ * a coarse level, one bucket per 256 ms slot (see "the coarse level"). */
 #include "time/timers.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,6 +74,14 @@
  * grows; smaller ones just grow. */
 #define TM_PASS_MIN 64u
 #define TM_WHEEL 4096u
+/* The coarse level: slots of 2^TM_COARSE_SHIFT ms. */
+#define TM_COARSE_SHIFT 8
+#define TM_COARSE_SLOT (1u << TM_COARSE_SHIFT)
+/* A coarse array is deduplicated only from this size on: it fills at
+ * registration rate, mostly with distinct timers, so smaller passes would
+ * be work for nothing. It starts as small as a bucket's: a slot far
+ * ahead may hold a single timer. */
+#define TM_COARSE_MIN 256u
 
 /* One timer in its bucket's array. 48 bytes. */
 typedef struct tm_ent {
@@ -111,6 +121,11 @@ typedef struct tm_bucket {
   uint32_t btag;
   uint32_t domain;
   uint32_t next_free;
+  /* A bucket of the coarse level (ts: its slot's first timestamp; never
+   * a dedup table, as deletes turn the level off) keeps beside each
+   * timer its timestamp's offset in the slot, in off[0 .. cap). */
+  bool coarse;
+  uint16_t *off;
 } tm_bucket;
 
 /* 16 bytes, so the four children of a node share one cache line. */
@@ -175,6 +190,21 @@ struct sl__timers {
   uint32_t scr_mask;
   uint32_t scr_gen;
   uint32_t scr_bid;
+  /* What sl__timers_ahead() described last: the entries of bucket ah_bid
+   * below ah_end, and, when that bucket is not the root of its heap, the
+   * whole root bucket's (TM_NONE: nothing). Passes keep it in step as
+   * they move entries; a freed bucket clears it. */
+  uint32_t ah_bid;
+  uint32_t ah_end;
+  /* The coarse level, per domain: timestamps in slots at or after
+   * near[d] (tm_cslot) go to their slot's coarse bucket, the others to
+   * their own bucket; cb[d] caches the coarse bucket last appended to.
+   * near only grows; UINT64_MAX turns the level off. */
+  uint64_t near[SL__TIMER_DOMAINS];
+  uint32_t cb[SL__TIMER_DOMAINS];
+  /* A flush's scratch: per offset in the slot, a count, then a bucket. */
+  uint32_t fl_cnt[TM_COARSE_SLOT];
+  uint32_t fl_bid[TM_COARSE_SLOT];
 };
 
 static inline unsigned char *tm_bytes(tm_ent *e) {
@@ -207,6 +237,22 @@ static inline uint32_t tm_key_tag(uint64_t key_hash, const void *ns,
 
 static inline uint32_t tm_bucket_tag(int domain, int64_t ts) {
   return (uint32_t)(sl__mix64(tm_ts_mix(domain, ts)) >> 32);
+}
+
+/* The coarse slot of ts, as an unsigned number that orders as ts does. */
+static inline uint64_t tm_cslot(int64_t ts) {
+  return ((uint64_t)ts ^ (UINT64_C(1) << 63)) >> TM_COARSE_SHIFT;
+}
+
+/* The first timestamp of slot c. */
+static inline int64_t tm_cslot_start(uint64_t c) {
+  return (int64_t)((c << TM_COARSE_SHIFT) ^ (UINT64_C(1) << 63));
+}
+
+/* A coarse bucket's entry in the bucket table: its own tags, so that it
+ * never answers for the per-timestamp bucket of its first timestamp. */
+static inline uint32_t tm_coarse_tag(int domain, int64_t ts) {
+  return tm_bucket_tag(domain + SL__TIMER_DOMAINS, ts);
 }
 
 /* ---- byte storage for long keys ------------------------------------------ */
@@ -333,7 +379,8 @@ static inline uint32_t tm_find_bucket(struct sl__timers *t, int domain,
     if (!s.id1)
       return TM_NONE;
     const tm_bucket *b = &t->bk[s.id1 - 1];
-    if (s.tag == tag && b->ts == ts && b->domain == (uint32_t)domain)
+    if (s.tag == tag && b->ts == ts && b->domain == (uint32_t)domain &&
+        !b->coarse)
       return *w = s.id1 - 1;
   }
 }
@@ -527,8 +574,13 @@ static void tm_pass(struct sl__timers *t, uint32_t bid) {
   uint64_t *s = t->scr;
   tm_ent *ents = b->e;
   uint32_t w = 0, dups = 0, checked = b->checked, len = b->len;
+  /* The entries described for prefetching stay described where they
+   * move: ah_end becomes the count of those kept before it. */
+  uint32_t ah = t->ah_bid == bid ? t->ah_end : 0, nah = 0;
   for (uint32_t r = b->head; r < len; r++) {
     tm_ent *e = &ents[r];
+    if (r == ah)
+      nah = w;
     if (e->klen == TM_DEAD)
       continue;
     uint32_t i = e->tag & mask;
@@ -559,6 +611,8 @@ static void tm_pass(struct sl__timers *t, uint32_t bid) {
   h->live -= dups;
   b->len = b->checked = w;
   b->head = 0;
+  if (t->ah_bid == bid)
+    t->ah_end = ah >= len ? w : nah;
   t->scr_bid = bid;
   t->scr_mask = mask;
 }
@@ -574,6 +628,8 @@ static inline void tm_check(struct sl__timers *t, uint32_t bid) {
     tm_pass(t, bid);
 }
 
+static void tm_cpass(struct sl__timers *t, uint32_t bid);
+
 /* Passes over every bucket of domain d with unchecked timers, so that the
  * counts are exact and no timer is visited twice. */
 static void tm_settle(struct sl__timers *t, int d) {
@@ -581,8 +637,12 @@ static void tm_settle(struct sl__timers *t, int d) {
   for (size_t i = 0; i < h->len; i++) {
     uint32_t bid = (uint32_t)h->n[i].bid;
     tm_bucket *b = &t->bk[bid];
-    if (!b->s && b->checked < b->len)
+    if (b->coarse) {
+      if (b->checked < b->len)
+        tm_cpass(t, bid);
+    } else if (!b->s && b->checked < b->len) {
       tm_check(t, bid);
+    }
   }
 }
 
@@ -607,6 +667,8 @@ static int tm_bucket_reserve(struct sl__timers *t, uint32_t bid) {
           b->e[w++] = b->e[r];
       b->len = b->checked = w;
       b->head = 0;
+      if (t->ah_bid == bid)
+        t->ah_bid = TM_NONE;
       memset(b->s, 0, ((size_t)b->smask + 1) * sizeof *b->s);
       tm_slots_fill(b);
     }
@@ -662,7 +724,8 @@ static int tm_heap_reserve(tm_heap *h, size_t need) {
   return SL_OK;
 }
 
-/* Timestamps in one heap are distinct: one bucket per (domain, ts). */
+/* One bucket per (domain, ts): timestamps in one heap are distinct but
+ * for a coarse bucket's, and the order of ties does not matter. */
 static inline void tm_sift_up(tm_node *n, size_t i, tm_node x) {
   while (i > 0) {
     size_t p = (i - 1) / 4;
@@ -711,8 +774,17 @@ static void tm_bucket_free(struct sl__timers *t, uint32_t bid) {
   uint32_t *w = &t->wheel[b->domain][(uint64_t)b->ts & (TM_WHEEL - 1)];
   if (*w == bid)
     *w = TM_NONE;
+  if (b->coarse) {
+    if (t->cb[b->domain] == bid)
+      t->cb[b->domain] = TM_NONE;
+    free(b->off);
+    b->off = NULL;
+    b->coarse = false;
+  }
   if (t->scr_bid == bid)
     t->scr_bid = TM_NONE;
+  if (t->ah_bid == bid)
+    t->ah_bid = TM_NONE;
   uint32_t held = b->len > TM_MIN_CAP ? b->len : TM_MIN_CAP;
   if (b->cap > 4 * held) {
     free(b->e);
@@ -737,6 +809,17 @@ static void tm_heap_drop_root(struct sl__timers *t, tm_heap *h) {
     tm_sift_down(h->n, h->len, 0, x);
 }
 
+/* Removes node i, a child of the root, whose bucket is empty. The last
+ * node, no earlier than the root, takes its place and sinks. */
+static void tm_heap_remove_child(struct sl__timers *t, tm_heap *h, size_t i) {
+  assert(i >= 1 && i <= 4 && !t->bk[h->n[i].bid].live);
+  tm_bucket_free(t, (uint32_t)h->n[i].bid);
+  h->empty--;
+  tm_node x = h->n[--h->len];
+  if (i < h->len)
+    tm_sift_down(h->n, h->len, i, x);
+}
+
 /* Frees the empty buckets and rebuilds the heap bottom-up in O(len). */
 static void tm_heap_compact(struct sl__timers *t, tm_heap *h) {
   size_t w = 0;
@@ -753,10 +836,12 @@ static void tm_heap_compact(struct sl__timers *t, tm_heap *h) {
       tm_sift_down(h->n, w, i, h->n[i]);
 }
 
-/* A new, empty bucket for (domain, ts), in the heap and the table. Every
- * step that can fail comes first. */
+/* A new, empty bucket for (domain, ts), in the heap and the table; a
+ * coarse one (ts its slot's start) is not in the wheel, starts without
+ * an array and sorts in its heap at ts - 1. Every step that can fail
+ * comes first. */
 static int tm_bucket_new(struct sl__timers *t, int domain, int64_t ts,
-                         uint32_t *out) {
+                         bool coarse, uint32_t *out) {
   tm_heap *h = &t->q[domain];
   int rc;
   if ((rc = tm_tab_reserve(&t->bidx)) != SL_OK ||
@@ -783,12 +868,22 @@ static int tm_bucket_new(struct sl__timers *t, int domain, int64_t ts,
   tm_bucket *b = &t->bk[bid];
   b->ts = ts;
   b->live = 0;
-  b->btag = tm_bucket_tag(domain, ts);
+  b->coarse = coarse;
+  b->btag = coarse ? tm_coarse_tag(domain, ts) : tm_bucket_tag(domain, ts);
   b->domain = (uint32_t)domain;
+  if (coarse) {
+    free(b->e);
+    b->e = NULL;
+    b->cap = 0;
+  }
   tm_tab_insert(&t->bidx, b->btag, bid);
-  tm_sift_up(h->n, h->len++, (tm_node){ts, bid});
+  /* A coarse bucket sorts before every bucket of its slot, even one a
+   * failed flush filled: it is flushed before any of them fires. */
+  int64_t key = coarse && ts != INT64_MIN ? ts - 1 : ts;
+  tm_sift_up(h->n, h->len++, (tm_node){key, bid});
   h->empty++;
-  t->wheel[domain][(uint64_t)ts & (TM_WHEEL - 1)] = bid;
+  if (!coarse)
+    t->wheel[domain][(uint64_t)ts & (TM_WHEEL - 1)] = bid;
   *out = bid;
   return SL_OK;
 }
@@ -801,6 +896,9 @@ int sl__timers_new(struct sl__timers **out) {
     return SL_ERR_NOMEM;
   t->free_bk = TM_NONE;
   t->scr_bid = TM_NONE;
+  t->ah_bid = TM_NONE;
+  for (int d = 0; d < SL__TIMER_DOMAINS; d++)
+    t->cb[d] = TM_NONE;
   memset(t->wheel, 0xff, sizeof t->wheel);
   *out = t;
   return SL_OK;
@@ -827,6 +925,7 @@ void sl__timers_free(struct sl__timers *t) {
     }
     free(b->e);
     free(b->s);
+    free(b->off);
   }
   if (t->vext && tm_cls(t->vext_len) >= TM_NCLS)
     free(t->vext);
@@ -843,6 +942,309 @@ void sl__timers_free(struct sl__timers *t) {
   free(t);
 }
 
+/* Writes a timer into the entry e; ext: its out-of-line bytes when they
+ * do not fit inline, else NULL. */
+static inline void tm_ent_fill(tm_ent *e, uint64_t key_hash, uint32_t kg,
+                               const void *key, size_t klen, const void *ns,
+                               size_t nslen, uint32_t tag, unsigned char *ext) {
+  e->hash = key_hash;
+  e->kg = kg;
+  e->klen = (uint32_t)klen;
+  e->nslen = (uint32_t)nslen;
+  e->tag = tag;
+  unsigned char *p;
+  if (ext) {
+    p = e->b.ext = ext;
+  } else {
+    memset(e->b.in, 0, TM_INLINE);
+    p = e->b.in;
+  }
+  /* The source may be the last popped view: other memory, no overlap. */
+  if (klen)
+    memcpy(p, key, klen);
+  if (nslen)
+    memcpy(p + klen, ns, nslen);
+}
+
+/* ---- the coarse level ----------------------------------------------------
+ * Why: a timer is mostly registered seconds ahead (a session's gap, a
+ * window's size, a timeout), into one of thousands of pending buckets
+ * that nothing else touches meanwhile; the bucket and the end of its
+ * array were two cache misses per registration, most of its cost. A
+ * registration into a slot of TM_COARSE_SLOT ms at or after the domain's
+ * `near` slot is instead appended to the slot's coarse bucket, which
+ * registrations made at about the same time share: a sequential append.
+ * When a coarse bucket becomes the earliest of its heap (its node's ts is
+ * the slot's start, at or before each of its timers), it is *flushed*:
+ * its timers move, in order, into per-timestamp buckets sized at once,
+ * in one loop whose misses overlap, and near moves past its slot, so that
+ * later registrations into that slot go straight to their buckets.
+ *
+ * Order and deduplication stay those of the per-timestamp buckets: near
+ * only grows and passes a slot only once its coarse bucket is flushed, so
+ * every timer of a timestamp that sits in a per-timestamp bucket was
+ * registered before those still in the coarse level, and the flush
+ * appends after them, unchecked, for the bucket's passes. A full coarse
+ * array is deduplicated by a pass as the others (tm_cpass, timestamp
+ * included). Deletes would need a table per coarse bucket: the first
+ * delete of a domain flushes its coarse buckets and turns the level off
+ * for it (near = UINT64_MAX), as timers that are deleted are mostly
+ * deleted often (a timeout moved per record). foreach flushes them too. */
+
+/* The coarse bucket of domain starting at start, or TM_NONE. */
+static inline uint32_t tm_find_coarse(struct sl__timers *t, int domain,
+                                      int64_t start) {
+  uint32_t bid = t->cb[domain];
+  if (bid != TM_NONE && t->bk[bid].ts == start)
+    return bid;
+  const tm_tab *tb = &t->bidx;
+  if (!tb->s)
+    return TM_NONE;
+  uint32_t tag = tm_coarse_tag(domain, start);
+  for (size_t i = tag & tb->mask;; i = (i + 1) & tb->mask) {
+    tm_slot s = tb->s[i];
+    if (!s.id1)
+      return TM_NONE;
+    const tm_bucket *b = &t->bk[s.id1 - 1];
+    if (s.tag == tag && b->ts == start && b->domain == (uint32_t)domain &&
+        b->coarse)
+      return t->cb[domain] = s.id1 - 1;
+  }
+}
+
+/* A coarse entry's tag: the timer's, with its offset folded in. */
+static inline uint32_t tm_coarse_key(uint32_t tag, uint16_t off) {
+  return tag ^ ((uint32_t)off + 1) * 0x9e3779b1u;
+}
+
+/* tm_pass for the coarse bucket bid: its repeated timers (same offset
+ * too) go, the first stays, in order. The scratch table then holds no
+ * bucket. */
+static void tm_cpass(struct sl__timers *t, uint32_t bid) {
+  tm_bucket *b = &t->bk[bid];
+  tm_heap *h = &t->q[b->domain];
+  if (++t->scr_gen == 0) {
+    memset(t->scr, 0, (size_t)t->scr_slots * sizeof *t->scr);
+    t->scr_gen = 1;
+  }
+  uint32_t mask = tm_pow2((uint64_t)b->cap * 4) - 1;
+  uint64_t gen = (uint64_t)t->scr_gen << 32;
+  uint64_t *s = t->scr;
+  tm_ent *ents = b->e;
+  uint16_t *off = b->off;
+  uint32_t w = 0, dups = 0, checked = b->checked, len = b->len;
+  for (uint32_t r = 0; r < len; r++) {
+    tm_ent *e = &ents[r];
+    if (e->klen == TM_DEAD)
+      continue;
+    uint32_t i = tm_coarse_key(e->tag, off[r]) & mask;
+    if (r < checked) {
+      while ((s[i] & ~(uint64_t)UINT32_MAX) == gen)
+        i = (i + 1) & mask;
+    } else {
+      for (;; i = (i + 1) & mask) {
+        uint64_t x = s[i];
+        if ((x & ~(uint64_t)UINT32_MAX) != gen)
+          break;
+        if (off[(uint32_t)x] == off[r] && tm_ent_eq(&ents[(uint32_t)x], e))
+          break;
+      }
+      if ((s[i] & ~(uint64_t)UINT32_MAX) == gen) {
+        tm_ent_release(t, e);
+        dups++;
+        continue;
+      }
+    }
+    s[i] = gen | w;
+    if (w != r) {
+      ents[w] = *e;
+      off[w] = off[r];
+    }
+    w++;
+  }
+  b->live -= dups;
+  h->live -= dups;
+  b->len = b->checked = w;
+  t->scr_bid = TM_NONE;
+}
+
+/* Room to append one timer to coarse bucket bid, as tm_bucket_reserve. */
+static int tm_coarse_reserve(struct sl__timers *t, uint32_t bid) {
+  tm_bucket *b = &t->bk[bid];
+  bool passed = false;
+  if (b->len == b->cap && b->cap >= TM_COARSE_MIN) {
+    tm_cpass(t, bid);
+    passed = true;
+  }
+  if (b->len < b->cap && !(passed && b->len * 2 > b->cap))
+    return SL_OK;
+  if (b->cap >= UINT32_MAX / 8)
+    return SL_ERR_NOMEM;
+  uint32_t ncap = !b->cap                      ? TM_MIN_ENTS
+                  : passed && b->len == b->cap ? b->cap * 4
+                                               : b->cap * 2;
+  int rc = tm_scr_reserve(t, ncap);
+  if (rc != SL_OK)
+    return rc;
+  tm_ent *ne = realloc(b->e, (size_t)ncap * sizeof *ne);
+  if (!ne)
+    return SL_ERR_NOMEM;
+  b->e = ne;
+  uint16_t *no = realloc(b->off, (size_t)ncap * sizeof *no);
+  if (!no)
+    return SL_ERR_NOMEM;
+  b->off = no;
+  b->cap = ncap;
+  return SL_OK;
+}
+
+/* sl__timers_add for a timestamp in slot c, at or after near. */
+static int tm_add_coarse(struct sl__timers *t, int domain, int64_t ts,
+                         uint64_t c, uint64_t key_hash, uint32_t kg,
+                         const void *key, size_t klen, const void *ns,
+                         size_t nslen, uint32_t tag) {
+  int64_t start = tm_cslot_start(c);
+  uint32_t bid = tm_find_coarse(t, domain, start);
+  size_t n = klen + nslen;
+  unsigned char *ext = NULL;
+  if (n > TM_INLINE && !(ext = tm_bytes_alloc(t, n)))
+    return SL_ERR_NOMEM;
+  int rc;
+  if (bid == TM_NONE) {
+    if ((rc = tm_bucket_new(t, domain, start, true, &bid)) != SL_OK)
+      goto fail;
+    t->cb[domain] = bid;
+  }
+  tm_bucket *b = &t->bk[bid];
+  if (b->len == b->cap && (rc = tm_coarse_reserve(t, bid)) != SL_OK)
+    goto fail;
+  tm_heap *h = &t->q[domain];
+  if (!b->live)
+    h->empty--;
+  uint32_t idx = b->len++;
+  tm_ent_fill(&b->e[idx], key_hash, kg, key, klen, ns, nslen, tag, ext);
+  b->off[idx] = (uint16_t)(ts - start);
+  b->live++;
+  h->live++;
+  return SL_OK;
+fail:
+  if (ext)
+    tm_bytes_release(t, ext, n);
+  return rc;
+}
+
+/* Room for n more timers in the per-timestamp bucket bid. */
+static int tm_bucket_room(struct sl__timers *t, uint32_t bid, uint32_t n) {
+  tm_bucket *b = &t->bk[bid];
+  if ((uint64_t)b->len + n <= b->cap)
+    return SL_OK;
+  uint64_t need = (uint64_t)b->len + n;
+  if (need >= UINT32_MAX / 8)
+    return SL_ERR_NOMEM;
+  uint32_t ncap = b->cap ? b->cap : TM_MIN_ENTS;
+  while (ncap < need)
+    ncap *= 2;
+  int rc = tm_scr_reserve(t, ncap);
+  if (rc != SL_OK)
+    return rc;
+  tm_ent *ne = realloc(b->e, (size_t)ncap * sizeof *ne);
+  if (!ne)
+    return SL_ERR_NOMEM;
+  b->e = ne;
+  b->cap = ncap;
+  if (t->scr_bid == bid && (uint64_t)ncap * 4 > (uint64_t)t->scr_mask + 1)
+    t->scr_bid = TM_NONE;
+  return SL_OK;
+}
+
+/* Moves the timers of coarse bucket cbid, in order, to the ends of their
+ * timestamps' buckets (new ones but for those a failed flush left
+ * empty), unchecked; the coarse bucket is left empty, in its heap until
+ * it is dropped. Every step that can fail comes first. */
+static int tm_flush(struct sl__timers *t, uint32_t cbid) {
+  int d = (int)t->bk[cbid].domain;
+  int64_t start = t->bk[cbid].ts;
+  uint32_t *cnt = t->fl_cnt, *fb = t->fl_bid;
+  memset(cnt, 0, sizeof t->fl_cnt);
+  {
+    const tm_bucket *cb = &t->bk[cbid];
+    for (uint32_t r = 0; r < cb->len; r++)
+      if (cb->e[r].klen != TM_DEAD)
+        cnt[cb->off[r]]++;
+  }
+  int rc;
+  for (uint32_t o = 0; o < TM_COARSE_SLOT; o++) {
+    if (!cnt[o])
+      continue;
+    uint32_t bid = tm_find_bucket(t, d, start + o);
+    if (bid == TM_NONE && (rc = tm_bucket_new(t, d, start + o, false, &bid)))
+      return rc;
+    if ((rc = tm_bucket_room(t, bid, cnt[o])) != SL_OK)
+      return rc;
+    fb[o] = bid;
+  }
+  tm_heap *h = &t->q[d];
+  tm_bucket *cb = &t->bk[cbid];
+  for (uint32_t r = 0; r < cb->len; r++) {
+    tm_ent *e = &cb->e[r];
+    if (e->klen == TM_DEAD)
+      continue;
+    uint32_t bid = fb[cb->off[r]];
+    tm_bucket *b = &t->bk[bid];
+    if (!b->live)
+      h->empty--;
+    if (bid == t->scr_bid)
+      t->scr_bid = TM_NONE;
+    b->e[b->len++] = *e;
+    b->live++;
+  }
+  cb->live = 0;
+  cb->len = cb->checked = 0;
+  h->empty++;
+  if (t->cb[d] == cbid)
+    t->cb[d] = TM_NONE;
+  return SL_OK;
+}
+
+/* Flushes cbid, the earliest coarse bucket of domain d, and moves near
+ * past its slot. */
+static int tm_flush_first(struct sl__timers *t, int d, uint32_t cbid) {
+  uint64_t c = tm_cslot(t->bk[cbid].ts);
+  int rc = tm_flush(t, cbid);
+  if (rc != SL_OK)
+    return rc;
+  if (t->near[d] <= c)
+    t->near[d] = c + 1;
+  return SL_OK;
+}
+
+/* Flushes every coarse bucket of domain d; near moves past them all, or
+ * to UINT64_MAX to turn the level off. */
+/* Flushes the root of domain d's heap, a coarse bucket with timers. */
+static int tm_flush_root(struct sl__timers *t, int d) {
+  return tm_flush_first(t, d, (uint32_t)t->q[d].n[0].bid);
+}
+
+static int tm_flush_all(struct sl__timers *t, int d, bool off) {
+  tm_heap *h = &t->q[d];
+  uint64_t near = t->near[d];
+  /* A flush adds nodes, and sifting them up moves nodes only to higher
+   * indices: a scan by index meets every coarse bucket. */
+  for (size_t i = 0; i < h->len; i++) {
+    uint32_t bid = (uint32_t)h->n[i].bid;
+    if (!t->bk[bid].coarse || !t->bk[bid].live)
+      continue;
+    uint64_t c = tm_cslot(t->bk[bid].ts);
+    int rc = tm_flush(t, bid);
+    if (rc != SL_OK)
+      return rc;
+    if (near <= c)
+      near = c + 1;
+  }
+  t->near[d] = off ? UINT64_MAX : near;
+  return SL_OK;
+}
+
 int sl__timers_add(struct sl__timers *t, int domain, int64_t ts,
                    uint64_t key_hash, uint32_t kg, const void *key, size_t klen,
                    const void *ns, size_t nslen) {
@@ -850,6 +1252,10 @@ int sl__timers_add(struct sl__timers *t, int domain, int64_t ts,
       nslen > UINT32_MAX - klen)
     return SL_ERR_INVAL;
   uint32_t tag = tm_key_tag(key_hash, ns, nslen);
+  uint64_t c = tm_cslot(ts);
+  if (c >= t->near[domain])
+    return tm_add_coarse(t, domain, ts, c, key_hash, kg, key, klen, ns, nslen,
+                         tag);
   uint32_t bid = tm_find_bucket(t, domain, ts), ins = TM_NONE;
   tm_bucket *b = NULL;
   if (bid != TM_NONE) {
@@ -877,7 +1283,7 @@ int sl__timers_add(struct sl__timers *t, int domain, int64_t ts,
       (b->s && (ins == TM_NONE || (b->sused + 1) * 2 > b->smask + 1))) {
     /* The slow path: a new bucket, a full array or a full table. */
     if (!b) {
-      if ((rc = tm_bucket_new(t, domain, ts, &bid)) != SL_OK)
+      if ((rc = tm_bucket_new(t, domain, ts, false, &bid)) != SL_OK)
         goto fail;
       b = &t->bk[bid];
     }
@@ -905,23 +1311,7 @@ int sl__timers_add(struct sl__timers *t, int domain, int64_t ts,
    * now, for writing, turns their misses into hits by then. A prefetch
    * past the array faults nothing. */
   __builtin_prefetch(e + 2, 1);
-  e->hash = key_hash;
-  e->kg = kg;
-  e->klen = (uint32_t)klen;
-  e->nslen = (uint32_t)nslen;
-  e->tag = tag;
-  unsigned char *p;
-  if (ext) {
-    p = e->b.ext = ext;
-  } else {
-    memset(e->b.in, 0, TM_INLINE);
-    p = e->b.in;
-  }
-  /* The source may be the last popped view: other memory, no overlap. */
-  if (klen)
-    memcpy(p, key, klen);
-  if (nslen)
-    memcpy(p + klen, ns, nslen);
+  tm_ent_fill(e, key_hash, kg, key, klen, ns, nslen, tag, ext);
   if (b->s) {
     tm_slot_put(b, ins, tag, idx);
     b->checked = b->len;
@@ -936,6 +1326,33 @@ fail:
   if (ext)
     tm_bytes_release(t, ext, n);
   return rc;
+}
+
+/* sl__timers_del in the coarse level, which a failed flush left on: a
+ * scan of the slot's bucket. */
+static int tm_coarse_del(struct sl__timers *t, int domain, int64_t ts,
+                         uint64_t key_hash, const void *key, size_t klen,
+                         const void *ns, size_t nslen) {
+  uint64_t c = tm_cslot(ts);
+  uint32_t bid = tm_find_coarse(t, domain, tm_cslot_start(c));
+  if (bid == TM_NONE)
+    return 0;
+  tm_bucket *b = &t->bk[bid];
+  uint16_t o = (uint16_t)(ts - tm_cslot_start(c));
+  uint32_t killed = 0;
+  for (uint32_t r = 0; r < b->len; r++) {
+    tm_ent *e = &b->e[r];
+    if (b->off[r] == o && tm_ent_is(e, key_hash, key, klen, ns, nslen)) {
+      tm_ent_release(t, e);
+      killed++;
+    }
+  }
+  tm_heap *h = &t->q[domain];
+  b->live -= killed;
+  h->live -= killed;
+  if (killed && !b->live)
+    h->empty++;
+  return killed > 0;
 }
 
 /* Deletes every pending copy of the timer in bucket b, which has no table,
@@ -964,6 +1381,9 @@ int sl__timers_del(struct sl__timers *t, int domain, int64_t ts,
     return SL_ERR_INVAL;
   if (klen >= UINT32_MAX || nslen > UINT32_MAX - klen)
     return 0;
+  if (t->near[domain] != UINT64_MAX && tm_flush_all(t, domain, true) != SL_OK &&
+      tm_cslot(ts) >= t->near[domain])
+    return tm_coarse_del(t, domain, ts, key_hash, key, klen, ns, nslen);
   uint32_t bid = tm_find_bucket(t, domain, ts);
   if (bid == TM_NONE)
     return 0;
@@ -1022,11 +1442,19 @@ bool sl__timers_peek(struct sl__timers *t, int domain, int64_t *ts) {
     return false;
   tm_heap *h = &t->q[domain];
   while (h->len) {
-    if (t->bk[h->n[0].bid].live) {
+    const tm_bucket *b = &t->bk[h->n[0].bid];
+    if (!b->live) {
+      tm_heap_drop_root(t, h);
+    } else if (!b->coarse) {
       *ts = h->n[0].ts;
       return true;
+    } else {
+      int64_t start = b->ts;
+      if (tm_flush_root(t, domain) != SL_OK) {
+        *ts = start; /* its timers are no earlier */
+        return true;
+      }
     }
-    tm_heap_drop_root(t, h);
   }
   return false;
 }
@@ -1043,9 +1471,17 @@ int sl__timers_pop(struct sl__timers *t, int domain, int64_t upto,
       tm_heap_drop_root(t, h);
       continue;
     }
-    int64_t ts = b->ts;
-    if (ts > upto)
+    /* The node's ts: a coarse bucket's sorts before its first timestamp
+     * and may tie with a due bucket's. */
+    if (h->n[0].ts > upto)
       return 0;
+    int64_t ts = b->ts;
+    if (b->coarse) {
+      int rc = tm_flush_root(t, domain);
+      if (rc != SL_OK)
+        return rc;
+      continue;
+    }
     /* Nothing of a bucket fires before it is deduplicated. */
     if (b->checked < b->len && !b->s)
       tm_check(t, (uint32_t)h->n[0].bid);
@@ -1077,6 +1513,89 @@ int sl__timers_pop(struct sl__timers *t, int domain, int64_t upto,
   return 0;
 }
 
+/* The run of bucket b's entries [from, end). */
+static inline sl__timer_run tm_run(const tm_bucket *b, uint32_t from,
+                                   uint32_t end) {
+  return (sl__timer_run){&b->e[from].hash, &b->e[from].kg, sizeof(tm_ent),
+                         end - from};
+}
+
+size_t sl__timers_ahead(struct sl__timers *t, int domain, int64_t upto,
+                        size_t dist, sl__timer_run out[2]) {
+  if ((unsigned)domain >= SL__TIMER_DOMAINS)
+    return 0;
+  tm_heap *h = &t->q[domain];
+  /* The root as the next pop finds it: empty buckets dropped, a due
+   * coarse bucket flushed (a failure is the pop's to report). */
+  for (;;) {
+    if (!h->len || h->n[0].ts > upto)
+      return 0;
+    const tm_bucket *r = &t->bk[h->n[0].bid];
+    if (!r->live)
+      tm_heap_drop_root(t, h);
+    else if (!r->coarse)
+      break;
+    else if (tm_flush_root(t, domain) != SL_OK)
+      return 0;
+  }
+  uint32_t rb = (uint32_t)h->n[0].bid;
+  /* The next bucket to fire is the earliest of the root's children; one
+   * emptied by deletes, or one not due, ends the window. A coarse one is
+   * the earliest coarse bucket: flushed, it leaves the next bucket
+   * among the root's children again. */
+  uint32_t nb;
+  for (;;) {
+    size_t ni = 0;
+    for (size_t c = 1; c <= 4 && c < h->len; c++)
+      if (!ni || h->n[c].ts < h->n[ni].ts)
+        ni = c;
+    nb = ni ? (uint32_t)h->n[ni].bid : TM_NONE;
+    if (!ni || h->n[ni].ts > upto || !t->bk[nb].live) {
+      nb = TM_NONE;
+      break;
+    }
+    if (!t->bk[nb].coarse)
+      break;
+    if (tm_flush_first(t, domain, nb) != SL_OK) {
+      nb = TM_NONE;
+      break;
+    }
+    /* Emptied, it is still the root's earliest child (the flush's
+     * buckets sort after it). */
+    assert(h->n[ni].bid == nb);
+    tm_heap_remove_child(t, h, ni);
+  }
+  const tm_bucket *b = &t->bk[rb];
+  /* The window: the dist entries from the root's head on, and past the
+   * root's end the next bucket's first ones. */
+  uint64_t want = (uint64_t)b->head + dist;
+  uint32_t end = want < b->len ? (uint32_t)want : b->len;
+  bool in_next = nb != TM_NONE && t->ah_bid == nb;
+  uint32_t from = in_next ? end : b->head;
+  if (t->ah_bid == rb && t->ah_end > from)
+    from = t->ah_end;
+  size_t k = 0;
+  if (from < end)
+    out[k++] = tm_run(b, from, end);
+  if (!in_next) {
+    t->ah_bid = rb;
+    t->ah_end = from > end ? from : end;
+  }
+  if (want <= b->len || nb == TM_NONE)
+    return k;
+  const tm_bucket *n = &t->bk[nb];
+  uint64_t nwant = (uint64_t)n->head + (want - b->len);
+  uint32_t nend = nwant < n->len ? (uint32_t)nwant : n->len;
+  uint32_t nfrom = n->head;
+  if (in_next && t->ah_end > nfrom)
+    nfrom = t->ah_end;
+  if (nfrom < nend)
+    out[k++] = tm_run(n, nfrom, nend);
+  t->ah_bid = nb;
+  t->ah_end = nfrom > nend ? nfrom : nend;
+  return k;
+}
+
 size_t sl__timers_count(struct sl__timers *t, int domain) {
   if ((unsigned)domain >= SL__TIMER_DOMAINS)
     return 0;
@@ -1098,6 +1617,9 @@ int sl__timers_foreach_kg(struct sl__timers *t, uint32_t kg_first,
     tm_heap *h = &t->q[d];
     if (!h->live)
       continue;
+    int rc = tm_flush_all(t, d, false);
+    if (rc != SL_OK)
+      return rc;
     tm_settle(t, d);
     /* A sorted copy of the heap: fn may not change t, so buckets and their
      * arrays stay put throughout. */

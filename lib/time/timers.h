@@ -54,7 +54,9 @@ int sl__timers_add(struct sl__timers *t, int domain, int64_t ts,
 
 /* Removes the pending timer equal to (domain, key, ns, ts); kg is accepted
  * for symmetry with add and not needed. Deleting a timer that is not
- * pending (never added, deleted, or already popped) is a no-op.
+ * pending (never added, deleted, or already popped) is a no-op. The first
+ * delete of a domain turns its coarse level off (see sl__timers_peek):
+ * timers that get deleted are mostly deleted often.
  * Returns 1 if a timer was removed, 0 if none matched, SL_ERR_INVAL for a
  * bad domain. Never fails for lack of memory (it may allocate an index for
  * the timestamp's timers, and does without one if that fails). */
@@ -64,13 +66,18 @@ int sl__timers_del(struct sl__timers *t, int domain, int64_t ts,
 
 /* Sets *ts to the earliest pending timestamp of domain and returns true,
  * or returns false when the domain has no timers (or domain is bad).
- * Does not invalidate the last popped view. */
+ * Does not invalidate the last popped view. Timers registered well ahead
+ * wait in a coarse level (slots of 256 ms) until their slot comes first,
+ * and are then moved to their timestamps' buckets; should that move lack
+ * memory, *ts is the slot's start, at or before the earliest timestamp,
+ * and the next pop reports the error. */
 bool sl__timers_peek(struct sl__timers *t, int domain, int64_t *ts);
 
 /* Removes the earliest timer of domain with ts <= upto and describes it in
  * *out. Returns 1 when a timer was popped, 0 when the earliest remaining
  * timer is later than upto (or none is left), SL_ERR_INVAL for a bad
- * domain.
+ * domain, SL_ERR_NOMEM when moving timers out of the coarse level (see
+ * sl__timers_peek) lacked memory (nothing is lost; a later pop retries).
  *
  * Order: increasing ts; timers with equal ts fire in the order they were
  * added (restoring through sl__timers_foreach() keeps that order). Fire
@@ -83,6 +90,31 @@ bool sl__timers_peek(struct sl__timers *t, int domain, int64_t *ts);
  * while on_timer registers or deletes timers. */
 int sl__timers_pop(struct sl__timers *t, int domain, int64_t upto,
                    sl__timer_view *out);
+
+/* Where the key hashes and key groups of consecutive timers lie: timer i
+ * has its hash at (const char *)hash + i * stride and its key group at
+ * (const char *)kg + i * stride, the shape a state backend's prefetch
+ * takes (state/backend.h), so that nothing is copied. */
+typedef struct sl__timer_run {
+  const uint64_t *hash;
+  const uint32_t *kg;
+  size_t stride;
+  size_t n;
+} sl__timer_run;
+
+/* A hint for prefetching the state of timers before they fire: describes
+ * in out[0 .. returned) the timers of domain among the next dist to pop
+ * with ts <= upto that no earlier call described, in at most two runs
+ * (the rest of the earliest timestamp's timers, the start of the next
+ * timestamp's). Called before each sl__timers_pop() of a firing loop,
+ * the window slides by one timer a call. Only a hint: a run may include
+ * deleted or repeated timers, and timers may be left out (a timestamp
+ * past the next one, timers added meanwhile). The runs stay valid until
+ * the next add, del, pop, count or foreach on t. Changes nothing that
+ * the other functions report (it may do work the next pop would do);
+ * returns 0 for a bad domain. */
+size_t sl__timers_ahead(struct sl__timers *t, int domain, int64_t upto,
+                        size_t dist, sl__timer_run out[2]);
 
 /* Number of pending timers in domain (0 for a bad domain). Not a pure
  * read: registrations are deduplicated lazily, and this completes that

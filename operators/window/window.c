@@ -618,6 +618,16 @@ static void win_prefetch(sl__keyed *k, const sl_keyed_rec_t *r, size_t n) {
   }
 }
 
+/* Every timer of event-time sessions reads its key's session_ends
+ * (sl__session_lazy_timer): nearly all fire early, and that read is all
+ * they need of the state. */
+static void win_timer_prefetch(sl__keyed *k, const uint64_t *hash,
+                               const uint32_t *kg, size_t stride, size_t n) {
+  win *w = (win *)k;
+  sl__backend *be = sl__kstate_backend(w->k.state);
+  be->ops->prefetch(be, w->ends_id, hash, kg, stride, n);
+}
+
 static int win_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
                        size_t n) {
   win *w = sl_op_data(op);
@@ -761,6 +771,8 @@ static int win_open(sl_ctx_t *op) {
     return sl_op_fail(op, rc, "%s", err);
   w->mb = sl__win_minibatch_applies(a) &&
           sl__conf_bool(sl_op_conf(op), "mini.batch");
+  if (a->lazy_sessions && sl__kstate_backend(w->k.state)->ops->prefetch)
+    w->k.timer_prefetch = win_timer_prefetch;
   return 0;
 }
 

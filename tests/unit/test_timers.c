@@ -544,7 +544,8 @@ static int restore_fn(const sl__timer_view *v, int domain, void *opaque) {
  * and the earliest timestamp are compared every `every` operations:
  * counting deduplicates what registrations left unchecked, so rare counts
  * leave duplicates for deletes, firing and foreach to meet. */
-static void model_run(uint64_t seed, int ops, uint32_t span, int every) {
+static void model_run_d(uint64_t seed, int ops, uint32_t span, int every,
+                        bool dels) {
   mrng = seed;
   model md = {0};
   struct sl__timers *t = svc();
@@ -555,7 +556,7 @@ static void model_run(uint64_t seed, int ops, uint32_t span, int every) {
     size_t kl = mkey(k), nl = mns(ns);
     int64_t ts = now[d] + (int64_t)mrand(span);
     uint32_t r = mrand(100);
-    if (r < 55) {
+    if (r < 55 || (!dels && r < 80)) {
       model_add(&md, d, ts, k, kl, ns, nl);
       add_b(t, d, ts, k, kl, ns, nl);
     } else if (r < 80) {
@@ -604,7 +605,7 @@ static void model_run(uint64_t seed, int ops, uint32_t span, int every) {
           ck_assert_int_eq(sl__timers_add(t, d, ts2, v.hash, v.kg, v.key,
                                           v.key_len, v.ns, v.ns_len),
                            SL_OK);
-        } else if (w == 2) {
+        } else if (w == 2 && dels) {
           int64_t ts2 = v.ts + (int64_t)mrand(4);
           ptrdiff_t j = model_find(&md, d, ts2, x.key, x.kl, x.ns, x.nl);
           ck_assert_int_eq(sl__timers_del(t, d, ts2, v.hash, v.kg, v.key,
@@ -652,6 +653,10 @@ static void model_run(uint64_t seed, int ops, uint32_t span, int every) {
   sl__timers_free(t);
 }
 
+static void model_run(uint64_t seed, int ops, uint32_t span, int every) {
+  model_run_d(seed, ops, span, every, true);
+}
+
 START_TEST(test_random_ops_vs_model) {
   /* Narrow spans: buckets with many timers, deletes and re-adds (their
    * arrays compact, their tables fill with fired slots); wide: mostly one
@@ -663,6 +668,114 @@ START_TEST(test_random_ops_vs_model) {
     model_run(0xd00d0000 + s, 20000, 3, 997);
     model_run(0xf00d0000 + s, 20000, 40, 991);
   }
+}
+END_TEST
+
+/* The same without deletes, which keep the coarse level of timestamps
+ * ahead on (the first delete of a domain turns it off): timers appended
+ * to coarse slots, deduplicated there in passes (timestamp included),
+ * moved to their own buckets when the slot comes first, and flushed by
+ * foreach; spans from one slot to many. */
+START_TEST(test_random_ops_no_deletes) {
+  for (uint64_t s = 1; s <= 4; s++) {
+    model_run_d(0x5107e000 + s, 20000, 3, 1, false);
+    model_run_d(0x5107f000 + s, 20000, 40, 1, false);
+    model_run_d(0x51080000 + s, 20000, 1500, 1, false);
+    model_run_d(0x51081000 + s, 5000, 100000, 1, false);
+    model_run_d(0x51082000 + s, 20000, 3, 997, false);
+    model_run_d(0x51083000 + s, 20000, 700, 991, false);
+  }
+}
+END_TEST
+
+/* Timers of one coarse slot registered many times over, without deletes:
+ * the coarse array is deduplicated in passes, where the same key at
+ * another timestamp of the slot is another timer. Each fires once, by
+ * timestamp, ties in order of first registration (against the model). */
+START_TEST(test_coarse_repeats) {
+  enum { KEYS = 20, TSS = 10, ROUNDS = 60 };
+  struct sl__timers *t = svc();
+  model md = {0};
+  char k[16];
+  for (int r = 0; r < ROUNDS; r++)
+    for (int i = 0; i < KEYS; i++) {
+      int64_t ts = 5000 + (i * 3 + r) % TSS;
+      size_t kl = (size_t)snprintf(k, sizeof k, "k%d", i);
+      model_add(&md, EV, ts, k, kl, "", 0);
+      add_b(t, EV, ts, k, kl, "", 0);
+    }
+  ck_assert_uint_eq(sl__timers_count(t, EV), KEYS * TSS);
+  sl__timer_view v;
+  while (sl__timers_pop(t, EV, SL_TS_MAX, &v) == 1) {
+    ptrdiff_t i = model_next(&md, EV, SL_TS_MAX);
+    ck_assert_int_ge(i, 0);
+    ck_assert_int_eq(v.ts, md.m[i].ts);
+    ck_assert_uint_eq(v.key_len, md.m[i].kl);
+    ck_assert_mem_eq(v.key, md.m[i].key, md.m[i].kl);
+    md.m[i] = md.m[--md.n];
+  }
+  ck_assert_uint_eq(md.n, 0);
+  free(md.m);
+  sl__timers_free(t);
+}
+END_TEST
+
+/* sl__timers_ahead() called before each pop: what it describes, in
+ * order, is the firing order of the due timers, each once, nothing past
+ * upto, and it covers the next dist timers at every call. */
+START_TEST(test_ahead_describes_next_timers) {
+  enum { DIST = 4, N = 300 };
+  struct sl__timers *t = svc();
+  char k[16];
+  uint64_t fired[N], told[2 * N];
+  int64_t fired_ts[N];
+  size_t told_at[N + 1]; /* n_told before pop i */
+  for (int i = 0; i < N; i++) {
+    /* Bucket sizes 1 to 9, some timestamps past upto, some repeats. */
+    int64_t ts = 1000 + (i * 7919) % 97 * 3;
+    snprintf(k, sizeof k, "k%d", i % 250);
+    add_s(t, EV, ts, k, "");
+    add_s(t, PT, ts, k, "");
+  }
+  int64_t upto = 1000 + 60 * 3;
+  size_t n_told = 0, n_fired = 0;
+  sl__timer_view v;
+  for (;;) {
+    sl__timer_run run[2];
+    size_t nr = sl__timers_ahead(t, EV, upto, DIST, run);
+    ck_assert_uint_le(nr, 2);
+    for (size_t r = 0; r < nr; r++)
+      for (size_t i = 0; i < run[r].n; i++) {
+        ck_assert_uint_lt(n_told, 2 * N);
+        uint64_t h;
+        uint32_t g;
+        memcpy(&h, (const char *)run[r].hash + i * run[r].stride, sizeof h);
+        memcpy(&g, (const char *)run[r].kg + i * run[r].stride, sizeof g);
+        ck_assert_uint_eq(g, sl__key_group(h, MAXPAR));
+        told[n_told++] = h;
+      }
+    told_at[n_fired] = n_told;
+    if (sl__timers_pop(t, EV, upto, &v) != 1)
+      break;
+    ck_assert_uint_lt(n_fired, N);
+    fired_ts[n_fired] = v.ts;
+    fired[n_fired++] = v.hash;
+  }
+  size_t n_due = n_fired;
+  ck_assert_uint_gt(n_due, 2 * DIST);
+  /* Before pop i: the timers from i on of the next two timestamps. */
+  for (size_t i = 0; i < n_due; i++) {
+    size_t j = i, two = 0;
+    while (j < n_due && j < i + DIST &&
+           (two += j == i || fired_ts[j] != fired_ts[j - 1]) <= 2)
+      j++;
+    ck_assert_uint_ge(told_at[i], j);
+  }
+  /* The last calls describe what is left, then nothing. */
+  ck_assert_uint_eq(n_told, n_due);
+  for (size_t i = 0; i < n_due; i++)
+    ck_assert_uint_eq(told[i], fired[i]);
+  sl__timers_free(t);
 }
 END_TEST
 
@@ -935,6 +1048,9 @@ static Suite *timers_suite(void) {
   tcase_add_test(tc, test_domains_independent);
   tcase_add_test(tc, test_add_while_popping);
   tcase_add_test(tc, test_random_ops_vs_model);
+  tcase_add_test(tc, test_random_ops_no_deletes);
+  tcase_add_test(tc, test_ahead_describes_next_timers);
+  tcase_add_test(tc, test_coarse_repeats);
   tcase_add_test(tc, test_repeated_registrations);
   tcase_add_test(tc, test_foreach_and_restore);
   tcase_add_test(tc, test_foreach_key_group_range);
