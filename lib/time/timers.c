@@ -1240,6 +1240,14 @@ static int tm_flush_all(struct sl__timers *t, int d, bool off) {
       return rc;
     if (near <= c)
       near = c + 1;
+    /* Nothing is added to a slot near has passed: its arrays go now,
+     * not when the slot comes due, which may be hours away. */
+    tm_bucket *b = &t->bk[bid];
+    free(b->e);
+    free(b->off);
+    b->e = NULL;
+    b->off = NULL;
+    b->cap = 0;
   }
   t->near[d] = off ? UINT64_MAX : near;
   return SL_OK;
@@ -1373,6 +1381,10 @@ static bool tm_scan_del(struct sl__timers *t, tm_bucket *b, uint64_t key_hash,
   return killed > 0;
 }
 
+static int tm_bucket_del(struct sl__timers *t, int domain, int64_t ts,
+                         uint64_t key_hash, const void *key, size_t klen,
+                         const void *ns, size_t nslen);
+
 int sl__timers_del(struct sl__timers *t, int domain, int64_t ts,
                    uint64_t key_hash, uint32_t kg, const void *key, size_t klen,
                    const void *ns, size_t nslen) {
@@ -1381,9 +1393,22 @@ int sl__timers_del(struct sl__timers *t, int domain, int64_t ts,
     return SL_ERR_INVAL;
   if (klen >= UINT32_MAX || nslen > UINT32_MAX - klen)
     return 0;
+  /* A flush that failed partway may have moved the timer to its
+   * timestamp's bucket (the coarse buckets are flushed in heap order, not
+   * slot order, and near stays put) or left it in its slot, where a
+   * registration after the failure may have put a second copy: both are
+   * looked at. */
+  int coarse = 0;
   if (t->near[domain] != UINT64_MAX && tm_flush_all(t, domain, true) != SL_OK &&
       tm_cslot(ts) >= t->near[domain])
-    return tm_coarse_del(t, domain, ts, key_hash, key, klen, ns, nslen);
+    coarse = tm_coarse_del(t, domain, ts, key_hash, key, klen, ns, nslen);
+  return tm_bucket_del(t, domain, ts, key_hash, key, klen, ns, nslen) | coarse;
+}
+
+/* sl__timers_del in the timestamp's bucket: 1 when a copy was there. */
+static int tm_bucket_del(struct sl__timers *t, int domain, int64_t ts,
+                         uint64_t key_hash, const void *key, size_t klen,
+                         const void *ns, size_t nslen) {
   uint32_t bid = tm_find_bucket(t, domain, ts);
   if (bid == TM_NONE)
     return 0;
