@@ -897,11 +897,18 @@ int sl__timers_new(struct sl__timers **out) {
   t->free_bk = TM_NONE;
   t->scr_bid = TM_NONE;
   t->ah_bid = TM_NONE;
-  for (int d = 0; d < SL__TIMER_DOMAINS; d++)
+  for (int d = 0; d < SL__TIMER_DOMAINS; d++) {
     t->cb[d] = TM_NONE;
+    t->near[d] = UINT64_MAX; /* the coarse level off (sl__timers_coarse) */
+  }
   memset(t->wheel, 0xff, sizeof t->wheel);
   *out = t;
   return SL_OK;
+}
+
+void sl__timers_coarse(struct sl__timers *t, int domain) {
+  if ((unsigned)domain < SL__TIMER_DOMAINS && t->q[domain].len == 0)
+    t->near[domain] = 0;
 }
 
 static void tm_release_view(struct sl__timers *t) {

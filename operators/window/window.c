@@ -773,6 +773,10 @@ static int win_open(sl_ctx_t *op) {
           sl__conf_bool(sl_op_conf(op), "mini.batch");
   if (a->lazy_sessions && sl__kstate_backend(w->k.state)->ops->prefetch)
     w->k.timer_prefetch = win_timer_prefetch;
+  /* Each key's next session timer lies a gap ahead, alone at its
+   * timestamp more often than not. */
+  if (a->lazy_sessions)
+    sl__timers_coarse(w->k.timers, SL__TIMER_EVENT);
   return 0;
 }
 

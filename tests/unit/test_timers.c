@@ -23,10 +23,25 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
+/* Services with the coarse level on (sl__timers_coarse), but in the
+ * test case "level off", whose fixture clears it: results are the same
+ * either way. */
+static bool level_off;
+static void set_level_off(void) {
+  level_off = true;
+}
+static void clear_level_off(void) {
+  level_off = false;
+}
+
 static struct sl__timers *svc(void) {
   struct sl__timers *t = NULL;
   ck_assert_int_eq(sl__timers_new(&t), SL_OK);
   ck_assert_ptr_nonnull(t);
+  if (!level_off) {
+    sl__timers_coarse(t, EV);
+    sl__timers_coarse(t, PT);
+  }
   return t;
 }
 
@@ -1057,6 +1072,17 @@ static Suite *timers_suite(void) {
   tcase_add_test(tc, test_long_keys_and_empty_namespace);
   tcase_add_test(tc, test_million_timers);
   suite_add_tcase(s, tc);
+  /* The models again with the level off, as every operator but an
+   * event-time session window runs the service. */
+  TCase *off = tcase_create("level off");
+  tcase_set_timeout(off, 300);
+  tcase_add_checked_fixture(off, set_level_off, clear_level_off);
+  tcase_add_test(off, test_random_order_vs_reference);
+  tcase_add_test(off, test_random_ops_vs_model);
+  tcase_add_test(off, test_random_ops_no_deletes);
+  tcase_add_test(off, test_ahead_describes_next_timers);
+  tcase_add_test(off, test_foreach_and_restore);
+  suite_add_tcase(s, off);
   return s;
 }
 
