@@ -34,6 +34,16 @@ static bool fail_revival(sl_job_t *job, int err, const char *why) {
   return false;
 }
 
+/* The run's fence is forgotten: the job is no longer failing. */
+static void clear_fence(sl_job_t *job) {
+  pthread_mutex_lock(&job->err_lock);
+  job->err = 0;
+  job->fenced = false;
+  job->errmsg[0] = '\0';
+  pthread_mutex_unlock(&job->err_lock);
+  atomic_store(&job->failed, 0);
+}
+
 /* A stop asked for while the run ended in a fence: the user asked for
  * the end of the job, and gets a stop's result (SL_OK from sl_job_run,
  * no error message) instead of the fence, which only said that this
@@ -41,12 +51,7 @@ static bool fail_revival(sl_job_t *job, int err, const char *why) {
  * after the fence (no final checkpoint either); the group's other
  * members go on from the tasks' pointers, as after any stop. */
 static bool end_as_stop(sl_job_t *job, const char *fence) {
-  pthread_mutex_lock(&job->err_lock);
-  job->err = 0;
-  job->fenced = false;
-  job->errmsg[0] = '\0';
-  pthread_mutex_unlock(&job->err_lock);
-  atomic_store(&job->failed, 0);
+  clear_fence(job);
   sl__log(job->conf, job->name, SL__LOG_WARN, "job",
           "stop asked for as the run ended in a fence: stopping, not "
           "reviving (nothing committed after the fence: %s)",
@@ -110,12 +115,7 @@ bool sl__job_revive(sl_job_t *job) {
    * their rebalances; the new ones count from nothing. */
   atomic_store(&job->grp.tasks, 0);
   atomic_store(&job->grp.rebalancing, 0);
-  pthread_mutex_lock(&job->err_lock);
-  job->err = 0;
-  job->fenced = false;
-  job->errmsg[0] = '\0';
-  pthread_mutex_unlock(&job->err_lock);
-  atomic_store(&job->failed, 0);
+  clear_fence(job);
   sl__log(job->conf, job->name, SL__LOG_WARN, "job",
           "revived (%d of group.revive.max=%d within %" PRId64
           " ms) after %s: the state, in-flight records and open transaction "
