@@ -646,6 +646,44 @@ static void tm_settle(struct sl__timers *t, int d) {
   }
 }
 
+/* Bucket bid's arrays (a coarse bucket's offsets too) at ncap timers. */
+static int tm_bucket_resize(struct sl__timers *t, uint32_t bid, uint32_t ncap) {
+  tm_bucket *b = &t->bk[bid];
+  int rc = tm_scr_reserve(t, ncap);
+  if (rc != SL_OK)
+    return rc;
+  tm_ent *ne = realloc(b->e, (size_t)ncap * sizeof *ne);
+  if (!ne)
+    return SL_ERR_NOMEM;
+  b->e = ne;
+  if (b->coarse) {
+    uint16_t *no = realloc(b->off, (size_t)ncap * sizeof *no);
+    if (!no)
+      return SL_ERR_NOMEM;
+    b->off = no;
+  }
+  b->cap = ncap;
+  /* The scratch table would be more than a quarter full. */
+  if (t->scr_bid == bid && (uint64_t)ncap * 4 > (uint64_t)t->scr_mask + 1)
+    t->scr_bid = TM_NONE;
+  return SL_OK;
+}
+
+/* Grows bucket bid for appends after a pass (passed) or none. After a
+ * pass, half full is full: the next pass must wait for as many appends
+ * as it will read. A pass that dropped nothing (still full) predicts the
+ * next one: the array grows fourfold, halving the passes of a bucket of
+ * distinct timers. */
+static int tm_bucket_grow(struct sl__timers *t, uint32_t bid, bool passed) {
+  const tm_bucket *b = &t->bk[bid];
+  if (b->cap >= UINT32_MAX / 8)
+    return SL_ERR_NOMEM;
+  return tm_bucket_resize(t, bid,
+                          !b->cap                      ? TM_MIN_ENTS
+                          : passed && b->len == b->cap ? b->cap * 4
+                                                       : b->cap * 2);
+}
+
 /* Makes room to append one timer to bucket bid. A full array is first
  * cleared of its fired and deleted timers (and, without a table, of
  * repeated ones) when that frees enough, else it doubles; a table is kept
@@ -673,27 +711,10 @@ static int tm_bucket_reserve(struct sl__timers *t, uint32_t bid) {
       tm_slots_fill(b);
     }
   }
-  /* After a pass, half full is full: the next pass must wait for as many
-   * appends as it will read. A pass that dropped nothing predicts the
-   * next one: the array grows fourfold, halving the passes of a bucket
-   * of distinct timers. */
   if (b->len == b->cap || (passed && b->len * 2 > b->cap)) {
-    if (b->cap >= UINT32_MAX / 8)
-      return SL_ERR_NOMEM;
-    uint32_t ncap = !b->cap                      ? TM_MIN_ENTS
-                    : passed && b->len == b->cap ? b->cap * 4
-                                                 : b->cap * 2;
-    int rc = tm_scr_reserve(t, ncap);
+    int rc = tm_bucket_grow(t, bid, passed);
     if (rc != SL_OK)
       return rc;
-    tm_ent *ne = realloc(b->e, (size_t)ncap * sizeof *ne);
-    if (!ne)
-      return SL_ERR_NOMEM;
-    b->e = ne;
-    b->cap = ncap;
-    /* The scratch table would be more than a quarter full. */
-    if (t->scr_bid == bid && (uint64_t)ncap * 4 > (uint64_t)t->scr_mask + 1)
-      t->scr_bid = TM_NONE;
   }
   if (b->s && (b->sused + 1) * 2 > b->smask + 1)
     return tm_slots_rebuild(b, b->live + 1);
@@ -1085,24 +1106,7 @@ static int tm_coarse_reserve(struct sl__timers *t, uint32_t bid) {
   }
   if (b->len < b->cap && !(passed && b->len * 2 > b->cap))
     return SL_OK;
-  if (b->cap >= UINT32_MAX / 8)
-    return SL_ERR_NOMEM;
-  uint32_t ncap = !b->cap                      ? TM_MIN_ENTS
-                  : passed && b->len == b->cap ? b->cap * 4
-                                               : b->cap * 2;
-  int rc = tm_scr_reserve(t, ncap);
-  if (rc != SL_OK)
-    return rc;
-  tm_ent *ne = realloc(b->e, (size_t)ncap * sizeof *ne);
-  if (!ne)
-    return SL_ERR_NOMEM;
-  b->e = ne;
-  uint16_t *no = realloc(b->off, (size_t)ncap * sizeof *no);
-  if (!no)
-    return SL_ERR_NOMEM;
-  b->off = no;
-  b->cap = ncap;
-  return SL_OK;
+  return tm_bucket_grow(t, bid, passed);
 }
 
 /* sl__timers_add for a timestamp in slot c, at or after near. */
@@ -1151,17 +1155,7 @@ static int tm_bucket_room(struct sl__timers *t, uint32_t bid, uint32_t n) {
   uint32_t ncap = b->cap ? b->cap : TM_MIN_ENTS;
   while (ncap < need)
     ncap *= 2;
-  int rc = tm_scr_reserve(t, ncap);
-  if (rc != SL_OK)
-    return rc;
-  tm_ent *ne = realloc(b->e, (size_t)ncap * sizeof *ne);
-  if (!ne)
-    return SL_ERR_NOMEM;
-  b->e = ne;
-  b->cap = ncap;
-  if (t->scr_bid == bid && (uint64_t)ncap * 4 > (uint64_t)t->scr_mask + 1)
-    t->scr_bid = TM_NONE;
-  return SL_OK;
+  return tm_bucket_resize(t, bid, ncap);
 }
 
 /* Moves the timers of coarse bucket cbid, in order, to the ends of their
