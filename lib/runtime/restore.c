@@ -297,93 +297,117 @@ static int drop_add(drops *d, const char *name, size_t len) {
  * dropped without a word. State of operators the job no longer has is
  * the coordinator's check (check_uids). Checkpoints from before the
  * layout record have no layout section and skip this. */
-static int check_layouts(sl__worker *w, const sl__restore *rs, drops *drop) {
-  sl_job_t *job = w->job;
-  bool allow = sl__conf_bool(job->conf, "restore.allow.dropped.state");
-  for (int f = 0; f < rs->n_files; f++) {
-    sl__rd body = rs->files[f].body, p;
-    uint32_t t, kg, n;
-    int r;
-    while ((r = sl__snap_next(&body, &t, &kg, &p)) == 1) {
-      if (t != SL__SEC_LAYOUT)
-        continue;
-      if (sl__layout_count(&p, &n))
-        return SL_ERR_CORRUPT;
-      sl__layout_rec lr;
-      while ((r = sl__layout_next(&p, &lr)) == 1) {
-        const char *slash = NULL;
-        for (size_t i = lr.state_len; i-- > 0 && !slash;)
-          if (lr.state[i] == '/')
-            slash = lr.state + i;
-        size_t ul = slash ? (size_t)(slash - lr.state) : 0;
-        if (!slash || !job_inst(w, lr.state, ul) ||
-            dropped(lr.state, lr.state_len, drop))
-          continue; /* state of an operator the job no longer has: see
-                       check_uids */
-        sl_ctx_t *c = keyed_inst(w, lr.state, ul);
-        sl__keyed *k = c ? sl_op_keyed(c) : NULL;
-        const char *name = slash + 1;
-        size_t nl = lr.state_len - (size_t)(name - lr.state);
-        sl_state_t *st =
-            k && k->state ? sl__kstate_find(k->state, name, nl) : NULL;
-        char now[512], why[1024];
-        if (st) {
-          sl__state_layout(st, now, sizeof(now));
-          const char *adapts = sl__state_layout_adapts(st);
-          if (!sl__layout_diff(lr.layout, lr.layout_len, now, adapts, why,
-                               sizeof(why))) {
-            /* The operator's restored hook adapts the state to the keys
-             * that may change (sl__state_set_layout_adapts). */
-            int rc = adapts
-                         ? sl__state_set_restored(st, lr.layout, lr.layout_len)
-                         : 0;
-            if (rc)
-              return rc;
-            continue;
-          }
-        } else {
-          snprintf(why, sizeof(why),
-                   "the operator no longer registers it (its layout was "
-                   "\"%.*s\")",
-                   (int)lr.layout_len, lr.layout);
-        }
-        int uid_len = (int)(slash - lr.state);
-        if (!allow)
-          return sl__job_fail(
-              job, SL_ERR_STATE,
-              "restore from checkpoint %llu (%s): operator \"%.*s\", state "
-              "\"%.*s\": %s; the checkpoint's values cannot be read as they "
-              "are now (set restore.allow.dropped.state=true to drop this "
-              "state)",
-              (unsigned long long)rs->id, rs->path, uid_len, lr.state, (int)nl,
-              name, why);
-        /* A native snapshot already holds the state's old bytes where
-         * the operator reads them; one it no longer registers is merely
-         * never read. */
-        if (w->restore_dir && st)
-          return sl__job_fail(
-              job, SL_ERR_STATE,
-              "restore from checkpoint %llu (%s): operator \"%.*s\", state "
-              "\"%.*s\": %s; restore.allow.dropped.state cannot drop it from "
-              "the native %s snapshot this worker starts from (restore once "
-              "with another state.backend, or with the state's old layout)",
-              (unsigned long long)rs->id, rs->path, uid_len, lr.state, (int)nl,
-              name, why, rs->backend);
-        int rc = drop_add(drop, lr.state, lr.state_len);
-        if (rc)
-          return rc;
-        if (w->index == 0)
-          sl__log(job->conf, job->name, SL__LOG_WARN, "checkpoint",
-                  "restore from checkpoint %llu: operator \"%.*s\", state "
-                  "\"%.*s\" dropped (restore.allow.dropped.state): %s",
-                  (unsigned long long)rs->id, uid_len, lr.state, (int)nl, name,
-                  why);
-      }
-      if (r < 0)
-        return SL_ERR_CORRUPT;
+/* Calls fn(arg, lr, slash) for every state layout the layout sections
+ * of a snapshot file's body record; slash points at the '/' that ends
+ * the state's operator uid in lr->state, NULL when there is none. *any
+ * (may be NULL): whether the body has a layout section. */
+typedef int (*layout_fn)(void *arg, const sl__layout_rec *lr,
+                         const char *slash);
+static int each_layout(sl__rd body, bool *any, layout_fn fn, void *arg) {
+  sl__rd p;
+  uint32_t t, kg, n;
+  int r;
+  while ((r = sl__snap_next(&body, &t, &kg, &p)) == 1) {
+    if (t != SL__SEC_LAYOUT)
+      continue;
+    if (any)
+      *any = true;
+    if (sl__layout_count(&p, &n))
+      return SL_ERR_CORRUPT;
+    sl__layout_rec lr;
+    while ((r = sl__layout_next(&p, &lr)) == 1) {
+      int rc = fn(arg, &lr, memrchr(lr.state, '/', lr.state_len));
+      if (rc)
+        return rc;
     }
     if (r < 0)
-      return r;
+      return SL_ERR_CORRUPT;
+  }
+  return r < 0 ? r : 0;
+}
+
+typedef struct check_ctx {
+  sl__worker *w;
+  const sl__restore *rs;
+  drops *drop;
+  bool allow;
+} check_ctx;
+
+static int check_layout(void *arg, const sl__layout_rec *lr,
+                        const char *slash) {
+  check_ctx *x = arg;
+  sl__worker *w = x->w;
+  sl_job_t *job = w->job;
+  const sl__restore *rs = x->rs;
+  drops *drop = x->drop;
+  bool allow = x->allow;
+  size_t ul = slash ? (size_t)(slash - lr->state) : 0;
+  if (!slash || !job_inst(w, lr->state, ul) ||
+      dropped(lr->state, lr->state_len, drop))
+    return 0; /* state of an operator the job no longer has: see
+                 check_uids */
+  sl_ctx_t *c = keyed_inst(w, lr->state, ul);
+  sl__keyed *k = c ? sl_op_keyed(c) : NULL;
+  const char *name = slash + 1;
+  size_t nl = lr->state_len - (size_t)(name - lr->state);
+  sl_state_t *st = k && k->state ? sl__kstate_find(k->state, name, nl) : NULL;
+  char now[512], why[1024];
+  if (st) {
+    sl__state_layout(st, now, sizeof(now));
+    const char *adapts = sl__state_layout_adapts(st);
+    if (!sl__layout_diff(lr->layout, lr->layout_len, now, adapts, why,
+                         sizeof(why))) {
+      /* The operator's restored hook adapts the state to the keys
+       * that may change (sl__state_set_layout_adapts). */
+      return adapts ? sl__state_set_restored(st, lr->layout, lr->layout_len)
+                    : 0;
+    }
+  } else {
+    snprintf(why, sizeof(why),
+             "the operator no longer registers it (its layout was "
+             "\"%.*s\")",
+             (int)lr->layout_len, lr->layout);
+  }
+  int uid_len = (int)(slash - lr->state);
+  if (!allow)
+    return sl__job_fail(
+        job, SL_ERR_STATE,
+        "restore from checkpoint %llu (%s): operator \"%.*s\", state "
+        "\"%.*s\": %s; the checkpoint's values cannot be read as they "
+        "are now (set restore.allow.dropped.state=true to drop this "
+        "state)",
+        (unsigned long long)rs->id, rs->path, uid_len, lr->state, (int)nl, name,
+        why);
+  /* A native snapshot already holds the state's old bytes where
+   * the operator reads them; one it no longer registers is merely
+   * never read. */
+  if (w->restore_dir && st)
+    return sl__job_fail(
+        job, SL_ERR_STATE,
+        "restore from checkpoint %llu (%s): operator \"%.*s\", state "
+        "\"%.*s\": %s; restore.allow.dropped.state cannot drop it from "
+        "the native %s snapshot this worker starts from (restore once "
+        "with another state.backend, or with the state's old layout)",
+        (unsigned long long)rs->id, rs->path, uid_len, lr->state, (int)nl, name,
+        why, rs->backend);
+  int rc = drop_add(drop, lr->state, lr->state_len);
+  if (rc)
+    return rc;
+  if (w->index == 0)
+    sl__log(job->conf, job->name, SL__LOG_WARN, "checkpoint",
+            "restore from checkpoint %llu: operator \"%.*s\", state "
+            "\"%.*s\" dropped (restore.allow.dropped.state): %s",
+            (unsigned long long)rs->id, uid_len, lr->state, (int)nl, name, why);
+  return 0;
+}
+
+static int check_layouts(sl__worker *w, const sl__restore *rs, drops *drop) {
+  check_ctx x = {w, rs, drop,
+                 sl__conf_bool(w->job->conf, "restore.allow.dropped.state")};
+  for (int f = 0; f < rs->n_files; f++) {
+    int rc = each_layout(rs->files[f].body, NULL, check_layout, &x);
+    if (rc)
+      return rc;
   }
   return 0;
 }
@@ -490,8 +514,29 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
  * (the worker's that held kg) is read. *layouts: whether the snapshot
  * records layouts at all; one written before they were recorded hands
  * the states nothing. */
+typedef struct task_ctx {
+  sl__worker *w;
+  const drops *drop;
+} task_ctx;
+
+static int task_layout(void *arg, const sl__layout_rec *lr, const char *slash) {
+  task_ctx *x = arg;
+  sl__keyed *k =
+      slash ? stage_keyed(x->w, lr->state, (size_t)(slash - lr->state), x->drop)
+            : NULL;
+  sl_state_t *st =
+      k && k->state
+          ? sl__kstate_find(k->state, slash + 1,
+                            lr->state_len - (size_t)(slash + 1 - lr->state))
+          : NULL;
+  return st && sl__state_layout_adapts(st)
+             ? sl__state_set_restored(st, lr->layout, lr->layout_len)
+             : 0;
+}
+
 static int task_layouts(sl__worker *w, const sl__restore *rs, uint32_t kg,
                         const drops *drop, bool *layouts) {
+  task_ctx x = {w, drop};
   *layouts = false;
   const sl__rfile *rf = NULL;
   for (int f = 0; f < rs->n_files && !rf; f++)
@@ -512,34 +557,7 @@ static int task_layouts(sl__worker *w, const sl__restore *rs, uint32_t kg,
         return rc;
     }
   }
-  sl__rd body = rf ? rf->body : (sl__rd){0}, p;
-  uint32_t t, skg, n;
-  int r = 0;
-  while (rf && (r = sl__snap_next(&body, &t, &skg, &p)) == 1) {
-    if (t != SL__SEC_LAYOUT)
-      continue;
-    *layouts = true;
-    if (sl__layout_count(&p, &n))
-      return SL_ERR_CORRUPT;
-    sl__layout_rec lr;
-    while ((r = sl__layout_next(&p, &lr)) == 1) {
-      const char *slash = memrchr(lr.state, '/', lr.state_len);
-      sl__keyed *k =
-          slash ? stage_keyed(w, lr.state, (size_t)(slash - lr.state), drop)
-                : NULL;
-      size_t nl = lr.state_len - (size_t)(slash + 1 - lr.state);
-      sl_state_t *st =
-          k && k->state ? sl__kstate_find(k->state, slash + 1, nl) : NULL;
-      int rc = st && sl__state_layout_adapts(st)
-                   ? sl__state_set_restored(st, lr.layout, lr.layout_len)
-                   : 0;
-      if (rc)
-        return rc;
-    }
-    if (r < 0)
-      return SL_ERR_CORRUPT;
-  }
-  return r < 0 ? r : 0;
+  return rf ? each_layout(rf->body, layouts, task_layout, &x) : 0;
 }
 
 int sl__restore_task(sl__worker *w, const sl__restore *rs, int stage,
