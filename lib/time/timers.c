@@ -554,15 +554,23 @@ static inline ptrdiff_t tm_scr_find(const struct sl__timers *t,
   }
 }
 
+/* A coarse entry's tag: the timer's, with its offset folded in. */
+static inline uint32_t tm_coarse_key(uint32_t tag, uint16_t off) {
+  return tag ^ ((uint32_t)off + 1) * 0x9e3779b1u;
+}
+
 /* The pass over bucket bid, which has no table of its own: drops its
  * fired and deleted timers and every pending one that repeats an earlier
  * pending one, moves the rest to the front in order, and leaves the
  * scratch table holding them. Never allocates (tm_scr_reserve ran for
- * the bucket's capacity). */
-static void tm_pass(struct sl__timers *t, uint32_t bid) {
+ * the bucket's capacity). coarse (a constant at each call): bid is a
+ * coarse bucket, whose timers repeat only at the same offset too, whose
+ * offsets move with them, and which the scratch table then does not
+ * hold. */
+static inline __attribute__((always_inline)) void
+tm_pass_in(struct sl__timers *t, uint32_t bid, bool coarse) {
   tm_bucket *b = &t->bk[bid];
   tm_heap *h = &t->q[b->domain];
-
   if (++t->scr_gen == 0) {
     memset(t->scr, 0, (size_t)t->scr_slots * sizeof *t->scr);
     t->scr_gen = 1;
@@ -573,17 +581,18 @@ static void tm_pass(struct sl__timers *t, uint32_t bid) {
   uint64_t gen = (uint64_t)t->scr_gen << 32;
   uint64_t *s = t->scr;
   tm_ent *ents = b->e;
+  uint16_t *off = coarse ? b->off : NULL;
   uint32_t w = 0, dups = 0, checked = b->checked, len = b->len;
   /* The entries described for prefetching stay described where they
    * move: ah_end becomes the count of those kept before it. */
-  uint32_t ah = t->ah_bid == bid ? t->ah_end : 0, nah = 0;
+  uint32_t ah = !coarse && t->ah_bid == bid ? t->ah_end : 0, nah = 0;
   for (uint32_t r = b->head; r < len; r++) {
     tm_ent *e = &ents[r];
-    if (r == ah)
+    if (!coarse && r == ah)
       nah = w;
     if (e->klen == TM_DEAD)
       continue;
-    uint32_t i = e->tag & mask;
+    uint32_t i = (coarse ? tm_coarse_key(e->tag, off[r]) : e->tag) & mask;
     if (r < checked) {
       /* Distinct from the timers before it: only its slot is needed. */
       while ((s[i] & ~(uint64_t)UINT32_MAX) == gen)
@@ -593,7 +602,8 @@ static void tm_pass(struct sl__timers *t, uint32_t bid) {
         uint64_t x = s[i];
         if ((x & ~(uint64_t)UINT32_MAX) != gen)
           break;
-        if (tm_ent_eq(&ents[(uint32_t)x], e))
+        if ((!coarse || off[(uint32_t)x] == off[r]) &&
+            tm_ent_eq(&ents[(uint32_t)x], e))
           break;
       }
       if ((s[i] & ~(uint64_t)UINT32_MAX) == gen) {
@@ -603,18 +613,34 @@ static void tm_pass(struct sl__timers *t, uint32_t bid) {
       }
     }
     s[i] = gen | w;
-    if (w != r)
+    if (w != r) {
       ents[w] = *e;
+      if (coarse)
+        off[w] = off[r];
+    }
     w++;
   }
   b->live -= dups;
   h->live -= dups;
   b->len = b->checked = w;
   b->head = 0;
+  if (coarse) {
+    t->scr_bid = TM_NONE;
+    return;
+  }
   if (t->ah_bid == bid)
     t->ah_end = ah >= len ? w : nah;
   t->scr_bid = bid;
   t->scr_mask = mask;
+}
+
+static void tm_pass(struct sl__timers *t, uint32_t bid) {
+  tm_pass_in(t, bid, false);
+}
+
+/* tm_pass for the coarse bucket bid. */
+static void tm_cpass(struct sl__timers *t, uint32_t bid) {
+  tm_pass_in(t, bid, true);
 }
 
 /* Makes every timer of bucket bid, which has no table, checked. A single
@@ -627,8 +653,6 @@ static inline void tm_check(struct sl__timers *t, uint32_t bid) {
   else
     tm_pass(t, bid);
 }
-
-static void tm_cpass(struct sl__timers *t, uint32_t bid);
 
 /* Passes over every bucket of domain d with unchecked timers, so that the
  * counts are exact and no timer is visited twice. */
@@ -1038,62 +1062,6 @@ static inline uint32_t tm_find_coarse(struct sl__timers *t, int domain,
         b->coarse)
       return t->cb[domain] = s.id1 - 1;
   }
-}
-
-/* A coarse entry's tag: the timer's, with its offset folded in. */
-static inline uint32_t tm_coarse_key(uint32_t tag, uint16_t off) {
-  return tag ^ ((uint32_t)off + 1) * 0x9e3779b1u;
-}
-
-/* tm_pass for the coarse bucket bid: its repeated timers (same offset
- * too) go, the first stays, in order. The scratch table then holds no
- * bucket. */
-static void tm_cpass(struct sl__timers *t, uint32_t bid) {
-  tm_bucket *b = &t->bk[bid];
-  tm_heap *h = &t->q[b->domain];
-  if (++t->scr_gen == 0) {
-    memset(t->scr, 0, (size_t)t->scr_slots * sizeof *t->scr);
-    t->scr_gen = 1;
-  }
-  uint32_t mask = tm_pow2((uint64_t)b->cap * 4) - 1;
-  uint64_t gen = (uint64_t)t->scr_gen << 32;
-  uint64_t *s = t->scr;
-  tm_ent *ents = b->e;
-  uint16_t *off = b->off;
-  uint32_t w = 0, dups = 0, checked = b->checked, len = b->len;
-  for (uint32_t r = 0; r < len; r++) {
-    tm_ent *e = &ents[r];
-    if (e->klen == TM_DEAD)
-      continue;
-    uint32_t i = tm_coarse_key(e->tag, off[r]) & mask;
-    if (r < checked) {
-      while ((s[i] & ~(uint64_t)UINT32_MAX) == gen)
-        i = (i + 1) & mask;
-    } else {
-      for (;; i = (i + 1) & mask) {
-        uint64_t x = s[i];
-        if ((x & ~(uint64_t)UINT32_MAX) != gen)
-          break;
-        if (off[(uint32_t)x] == off[r] && tm_ent_eq(&ents[(uint32_t)x], e))
-          break;
-      }
-      if ((s[i] & ~(uint64_t)UINT32_MAX) == gen) {
-        tm_ent_release(t, e);
-        dups++;
-        continue;
-      }
-    }
-    s[i] = gen | w;
-    if (w != r) {
-      ents[w] = *e;
-      off[w] = off[r];
-    }
-    w++;
-  }
-  b->live -= dups;
-  h->live -= dups;
-  b->len = b->checked = w;
-  t->scr_bid = TM_NONE;
 }
 
 /* Room to append one timer to coarse bucket bid, as tm_bucket_reserve. */
