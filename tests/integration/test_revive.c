@@ -226,24 +226,13 @@ END_TEST
 
 /* A stop that arrives while a fence ends the run ends the job as a stop:
  * sl_job_run() returns what it returns for a stop, with no error
- * message, and no revival starts. */
+ * message, and no revival starts; after a checkpoint (_i 0) or before
+ * any (_i 1). */
 START_TEST(stop_during_a_fence_is_a_stop) {
   rv r;
   start(&r, "3");
-  checkpoint(&r);
-  atomic_store(&r.stop_too, 1);
-  atomic_store(&r.fence, 1);
-  WAIT_FOR(atomic_load(&r.done), "the job to end");
-  ck_assert_uint_eq(revivals(&r), 0);
-  ck_assert_str_eq(sl_job_errmsg(r.job), "");
-  ck_assert_int_eq(finish(&r), SL_OK);
-}
-END_TEST
-
-/* The same stop before any checkpoint: nothing differs. */
-START_TEST(stop_during_a_fence_before_any_checkpoint) {
-  rv r;
-  start(&r, "3");
+  if (_i == 0)
+    checkpoint(&r);
   atomic_store(&r.stop_too, 1);
   atomic_store(&r.fence, 1);
   WAIT_FOR(atomic_load(&r.done), "the job to end");
@@ -277,8 +266,7 @@ static Suite *suite(void) {
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, info_names_the_last_checkpoint_after_a_revival);
   tcase_add_test(tc, checkpoint_calls_during_revivals);
-  tcase_add_test(tc, stop_during_a_fence_is_a_stop);
-  tcase_add_test(tc, stop_during_a_fence_before_any_checkpoint);
+  tcase_add_loop_test(tc, stop_during_a_fence_is_a_stop, 0, 2);
   tcase_add_test(tc, fence_without_stop_revives_then_fails);
   suite_add_tcase(s, tc);
   return s;
