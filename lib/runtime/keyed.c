@@ -86,14 +86,19 @@ static inline void set_timer_key(sl__keyed *k, const sl__timer_view *v) {
   k->ts = v->ts;
 }
 
-/* Before each pop of a firing loop: the state of the timers about to
- * fire is requested (sl__timers_ahead slides by one timer a pop). */
-static inline void timer_prefetch(sl__keyed *k, int d, int64_t upto) {
-  sl__timer_run run[2];
-  size_t n =
-      sl__timers_ahead(k->timers, d, upto, SL__TIMER_PREFETCH_AHEAD, run);
-  for (size_t i = 0; i < n; i++)
-    k->timer_prefetch(k, run[i].hash, run[i].kg, run[i].stride, run[i].n);
+/* sl__timers_pop for a firing loop: before each pop the state of the
+ * timers about to fire is requested, for an operator that reads it
+ * (sl__timers_ahead slides by one timer a pop). */
+static inline int pop_timer(sl__keyed *k, int d, int64_t upto,
+                            sl__timer_view *v) {
+  if (k->timer_prefetch) {
+    sl__timer_run run[2];
+    size_t n =
+        sl__timers_ahead(k->timers, d, upto, SL__TIMER_PREFETCH_AHEAD, run);
+    for (size_t i = 0; i < n; i++)
+      k->timer_prefetch(k, run[i].hash, run[i].kg, run[i].stride, run[i].n);
+  }
+  return sl__timers_pop(k->timers, d, upto, v);
 }
 
 static void tw_set_wm(sl__keyed *k, int64_t wm) {
@@ -114,18 +119,14 @@ typedef struct held_timer {
  * has reached it, in timestamp order; the others stay pending. */
 static int tw_fire_due(sl__keyed *k, int64_t upto, sl__keyed_timer_fn fn) {
   sl__taskwm *tw = k->tw;
-  sl__timer_view v = {0};
+  sl__timer_view v;
   int64_t next;
-  int got = 0, rc = 0;
+  int got, rc = 0;
   if (!sl__timers_peek(k->timers, SL__TIMER_EVENT, &next) || next > upto)
     return 0;
   held_timer *held = NULL;
   size_t n_held = 0, cap = 0;
-  while (!rc) {
-    if (k->timer_prefetch)
-      timer_prefetch(k, SL__TIMER_EVENT, upto);
-    if ((got = sl__timers_pop(k->timers, SL__TIMER_EVENT, upto, &v)) != 1)
-      break;
+  while (!rc && (got = pop_timer(k, SL__TIMER_EVENT, upto, &v)) == 1) {
     if (v.kg < tw->n && v.ts > sl__taskwm_get(tw, v.kg)) {
       if (n_held == cap) {
         size_t nc = cap ? cap * 2 : 16;
@@ -261,9 +262,9 @@ int sl__keyed_fire(sl__keyed *k, sl_time_domain domain, int64_t upto,
     return rc;
   }
   int d = domain == SL_PROC_TIME ? SL__TIMER_PROC : SL__TIMER_EVENT;
-  sl__timer_view v = {0};
+  sl__timer_view v;
   int64_t next;
-  int got = 0;
+  int got;
   /* Called on every watermark and clock tick: nothing due is the common
    * case, answered by a look at the earliest timer. */
   if (!sl__timers_peek(k->timers, d, &next) || next > upto)
@@ -272,11 +273,7 @@ int sl__keyed_fire(sl__keyed *k, sl_time_domain domain, int64_t upto,
    * TTL reads it at the watermark (sl__keyed_event_now). */
   k->in_proc_timer = d == SL__TIMER_PROC;
   int rc = 0;
-  while (!rc) {
-    if (k->timer_prefetch)
-      timer_prefetch(k, d, upto);
-    if ((got = sl__timers_pop(k->timers, d, upto, &v)) != 1)
-      break;
+  while (!rc && (got = pop_timer(k, d, upto, &v)) == 1) {
     set_timer_key(k, &v);
     rc = fn(k, domain, v.ts);
   }
