@@ -1305,12 +1305,13 @@ static int64_t align_limit(const ksrc *s, const ksub *k, int subs) {
  * generator's watermark is the task's. It is sent while the partition
  * lags, i.e. is behind what a keyed operator fed by this source may have
  * reached (every input port of such an operator is at most what the
- * subtask feeding it forwarded); once the partition reached that, the
- * source sends SL_TS_MAX and the task follows the operator's watermark,
- * which from then on is a minimum over this partition too (a subtask only
- * forwards the minimum over its partitions) unless the partition goes
- * idle, as in one process. The partition's generator starts from the
- * watermark the task's snapshot recorded. */
+ * subtask feeding it forwarded), and until a record of the partition was
+ * read since the task's load; then the source sends SL_TS_MAX and the
+ * task follows its input's watermark (time/taskwm.h), which from then on
+ * is a minimum over this partition too (a subtask only forwards the
+ * minimum over its partitions) unless the partition goes idle, as in one
+ * process. The partition's generator starts from the watermark the
+ * task's snapshot recorded. */
 
 static int64_t task_wm_reach(const ksrc *s, int subs) {
   int64_t r = SL_TS_MIN;
