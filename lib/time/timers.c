@@ -1041,7 +1041,8 @@ static inline void tm_ent_fill(tm_ent *e, uint64_t key_hash, uint32_t kg,
  * included). Deletes would need a table per coarse bucket: the first
  * delete of a domain flushes its coarse buckets and turns the level off
  * for it (near = UINT64_MAX), as timers that are deleted are mostly
- * deleted often (a timeout moved per record). foreach flushes them too. */
+ * deleted often (a timeout moved per record). foreach flushes them too,
+ * leaving near where it was (tm_flush_all). */
 
 /* The coarse bucket of domain starting at start, or TM_NONE. */
 static inline uint32_t tm_find_coarse(struct sl__timers *t, int domain,
@@ -1187,30 +1188,31 @@ static int tm_flush_first(struct sl__timers *t, int d, uint32_t cbid) {
   return SL_OK;
 }
 
-/* Flushes every coarse bucket of domain d; near moves past them all, or
- * to UINT64_MAX to turn the level off. */
 /* Flushes the root of domain d's heap, a coarse bucket with timers. */
 static int tm_flush_root(struct sl__timers *t, int d) {
   return tm_flush_first(t, d, (uint32_t)t->q[d].n[0].bid);
 }
 
+/* Flushes every coarse bucket of domain d, and with off turns the level
+ * off. Without off near stays: a timer registered later into a flushed
+ * slot goes to the slot's emptied coarse bucket, which is flushed again
+ * when the slot comes up, after the timers flushed now, as it was
+ * registered after them. */
 static int tm_flush_all(struct sl__timers *t, int d, bool off) {
+  if (t->near[d] == UINT64_MAX) /* off: no coarse bucket has timers */
+    return SL_OK;
   tm_heap *h = &t->q[d];
-  uint64_t near = t->near[d];
   /* A flush adds nodes, and sifting them up moves nodes only to higher
    * indices: a scan by index meets every coarse bucket. */
   for (size_t i = 0; i < h->len; i++) {
     uint32_t bid = (uint32_t)h->n[i].bid;
     if (!t->bk[bid].coarse || !t->bk[bid].live)
       continue;
-    uint64_t c = tm_cslot(t->bk[bid].ts);
     int rc = tm_flush(t, bid);
     if (rc != SL_OK)
       return rc;
-    if (near <= c)
-      near = c + 1;
-    /* Nothing is added to a slot near has passed: its arrays go now,
-     * not when the slot comes due, which may be hours away. */
+    /* Its arrays go now, not when the slot comes due, which may be hours
+     * away: a later registration into the slot starts them again. */
     tm_bucket *b = &t->bk[bid];
     free(b->e);
     free(b->off);
@@ -1218,7 +1220,8 @@ static int tm_flush_all(struct sl__timers *t, int d, bool off) {
     b->off = NULL;
     b->cap = 0;
   }
-  t->near[d] = off ? UINT64_MAX : near;
+  if (off)
+    t->near[d] = UINT64_MAX;
   return SL_OK;
 }
 
@@ -1368,8 +1371,7 @@ int sl__timers_del(struct sl__timers *t, int domain, int64_t ts,
    * registration after the failure may have put a second copy: both are
    * looked at. */
   int coarse = 0;
-  if (t->near[domain] != UINT64_MAX && tm_flush_all(t, domain, true) != SL_OK &&
-      tm_cslot(ts) >= t->near[domain])
+  if (tm_flush_all(t, domain, true) != SL_OK && tm_cslot(ts) >= t->near[domain])
     coarse = tm_coarse_del(t, domain, ts, key_hash, key, klen, ns, nslen);
   return tm_bucket_del(t, domain, ts, key_hash, key, klen, ns, nslen) | coarse;
 }

@@ -1048,6 +1048,34 @@ START_TEST(test_million_timers) {
 }
 END_TEST
 
+/* A checkpoint's iteration between registrations of the same slots: the
+ * timers fire in the order of their first registration, each once, as
+ * without it (with the coarse level on, foreach moves the slots' timers
+ * to their timestamps' buckets, and later ones follow them there). */
+START_TEST(test_registrations_after_foreach_keep_order) {
+  struct sl__timers *t = svc();
+  add_s(t, EV, 5000, "a", "");
+  add_s(t, EV, 5001, "c", "");
+  add_s(t, EV, 9000, "e", "");
+  visit c;
+  memset(&c, 0, sizeof c);
+  ck_assert_int_eq(sl__timers_foreach(t, visit_fn, &c), SL_OK);
+  ck_assert_str_eq(c.buf, "e5000:a/;e5001:c/;e9000:e/;");
+  add_s(t, EV, 5000, "b", "");
+  add_s(t, EV, 5000, "a", ""); /* pending already */
+  add_s(t, EV, 5001, "d", "");
+  add_s(t, EV, 9000, "f", "");
+  memset(&c, 0, sizeof c);
+  ck_assert_int_eq(sl__timers_foreach(t, visit_fn, &c), SL_OK);
+  add_s(t, EV, 5001, "c", ""); /* pending already */
+  add_s(t, EV, 5002, "g", "");
+  char buf[256];
+  ck_assert_str_eq(pop_all(t, EV, SL_TS_MAX, buf, sizeof buf),
+                   "5000:a/;5000:b/;5001:c/;5001:d/;5002:g/;9000:e/;9000:f/;");
+  sl__timers_free(t);
+}
+END_TEST
+
 static Suite *timers_suite(void) {
   Suite *s = suite_create("timers");
   TCase *tc = tcase_create("core");
@@ -1068,6 +1096,7 @@ static Suite *timers_suite(void) {
   tcase_add_test(tc, test_coarse_repeats);
   tcase_add_test(tc, test_repeated_registrations);
   tcase_add_test(tc, test_foreach_and_restore);
+  tcase_add_test(tc, test_registrations_after_foreach_keep_order);
   tcase_add_test(tc, test_foreach_key_group_range);
   tcase_add_test(tc, test_long_keys_and_empty_namespace);
   tcase_add_test(tc, test_million_timers);
@@ -1082,6 +1111,7 @@ static Suite *timers_suite(void) {
   tcase_add_test(off, test_random_ops_no_deletes);
   tcase_add_test(off, test_ahead_describes_next_timers);
   tcase_add_test(off, test_foreach_and_restore);
+  tcase_add_test(off, test_registrations_after_foreach_keep_order);
   suite_add_tcase(s, off);
   return s;
 }
