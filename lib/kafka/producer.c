@@ -638,6 +638,15 @@ int sl__ktxn_commit(uint64_t id, void *arg) {
   if (!rc)
     rc = send_offsets(p, id, md, n_md);
   free_md(md, n_md);
+  /* Once more right before the commit: writing the pending pointers and
+   * sending the offsets take a few round trips, and a process stopped in
+   * them for a session timeout (its tasks restored elsewhere from the
+   * pointers meanwhile) must not commit once resumed. What remains is
+   * the commit's own request (docs/scaling.md). */
+  if (!rc) {
+    rc = check_members(p, id, &md, &n_md);
+    free_md(md, n_md);
+  }
   if (rc) {
     /* Fenced, or the offsets were refused: nothing of this transaction
      * may become visible, and no pointer names checkpoint id. */
