@@ -331,7 +331,27 @@ typedef struct check_ctx {
   const sl__restore *rs;
   drops *drop;
   bool allow;
+  bool task; /* a task's load: its key group is scanned, never started from */
+  bool log;  /* logs what it drops: worker 0's whole restore, a task's load */
+  char what[96]; /* "restore from checkpoint N", "task K: load from ..." */
 } check_ctx;
+
+static void check_init(check_ctx *x, sl__worker *w, const sl__restore *rs,
+                       drops *drop, int64_t task) {
+  *x = (check_ctx){
+      .w = w,
+      .rs = rs,
+      .drop = drop,
+      .allow = sl__conf_bool(w->job->conf, "restore.allow.dropped.state"),
+      .task = task >= 0,
+      .log = task >= 0 || w->index == 0};
+  if (task >= 0)
+    snprintf(x->what, sizeof(x->what), "task %lld: load from checkpoint %llu",
+             (long long)task, (unsigned long long)rs->id);
+  else
+    snprintf(x->what, sizeof(x->what), "restore from checkpoint %llu",
+             (unsigned long long)rs->id);
+}
 
 static int check_layout(void *arg, const sl__layout_rec *lr,
                         const char *slash) {
@@ -372,38 +392,35 @@ static int check_layout(void *arg, const sl__layout_rec *lr,
   if (!allow)
     return sl__job_fail(
         job, SL_ERR_STATE,
-        "restore from checkpoint %llu (%s): operator \"%.*s\", state "
-        "\"%.*s\": %s; the checkpoint's values cannot be read as they "
-        "are now (set restore.allow.dropped.state=true to drop this "
-        "state)",
-        (unsigned long long)rs->id, rs->path, uid_len, lr->state, (int)nl, name,
-        why);
+        "%s (%s): operator \"%.*s\", state \"%.*s\": %s; the checkpoint's "
+        "values cannot be read as they are now (set "
+        "restore.allow.dropped.state=true to drop this state)",
+        x->what, rs->path, uid_len, lr->state, (int)nl, name, why);
   /* A native snapshot already holds the state's old bytes where
    * the operator reads them; one it no longer registers is merely
    * never read. */
-  if (w->restore_dir && st)
+  if (!x->task && w->restore_dir && st)
     return sl__job_fail(
         job, SL_ERR_STATE,
-        "restore from checkpoint %llu (%s): operator \"%.*s\", state "
-        "\"%.*s\": %s; restore.allow.dropped.state cannot drop it from "
-        "the native %s snapshot this worker starts from (restore once "
-        "with another state.backend, or with the state's old layout)",
-        (unsigned long long)rs->id, rs->path, uid_len, lr->state, (int)nl, name,
-        why, rs->backend);
+        "%s (%s): operator \"%.*s\", state \"%.*s\": %s; "
+        "restore.allow.dropped.state cannot drop it from the native %s "
+        "snapshot this worker starts from (restore once with another "
+        "state.backend, or with the state's old layout)",
+        x->what, rs->path, uid_len, lr->state, (int)nl, name, why, rs->backend);
   int rc = drop_add(drop, lr->state, lr->state_len);
   if (rc)
     return rc;
-  if (w->index == 0)
+  if (x->log)
     sl__log(job->conf, job->name, SL__LOG_WARN, "checkpoint",
-            "restore from checkpoint %llu: operator \"%.*s\", state "
-            "\"%.*s\" dropped (restore.allow.dropped.state): %s",
-            (unsigned long long)rs->id, uid_len, lr->state, (int)nl, name, why);
+            "%s: operator \"%.*s\", state \"%.*s\" dropped "
+            "(restore.allow.dropped.state): %s",
+            x->what, uid_len, lr->state, (int)nl, name, why);
   return 0;
 }
 
 static int check_layouts(sl__worker *w, const sl__restore *rs, drops *drop) {
-  check_ctx x = {w, rs, drop,
-                 sl__conf_bool(w->job->conf, "restore.allow.dropped.state")};
+  check_ctx x;
+  check_init(&x, w, rs, drop, -1);
   for (int f = 0; f < rs->n_files; f++) {
     int rc = each_layout(rs->files[f].body, NULL, check_layout, &x);
     if (rc)
@@ -506,37 +523,19 @@ static int restore_file(sl__worker *w, sl__backend *be, const sl__restore *rs,
   return rc;
 }
 
-/* For a task's load: hands each state of the stage that adapts to layout
- * keys (sl__state_set_layout_adapts: a session window's gap) the layout
- * the snapshot recorded for it, NULL when it recorded none for the state,
- * as a whole restore does (check_layouts). Every file of one checkpoint
- * records the same layouts (one job wrote them); the task's own file
- * (the worker's that held kg) is read. *layouts: whether the snapshot
- * records layouts at all; one written before they were recorded hands
- * the states nothing. */
-typedef struct task_ctx {
-  sl__worker *w;
-  const drops *drop;
-} task_ctx;
-
-static int task_layout(void *arg, const sl__layout_rec *lr, const char *slash) {
-  task_ctx *x = arg;
-  sl__keyed *k =
-      slash ? stage_keyed(x->w, lr->state, (size_t)(slash - lr->state), x->drop)
-            : NULL;
-  sl_state_t *st =
-      k && k->state
-          ? sl__kstate_find(k->state, slash + 1,
-                            lr->state_len - (size_t)(slash + 1 - lr->state))
-          : NULL;
-  return st && sl__state_layout_adapts(st)
-             ? sl__state_set_restored(st, lr->layout, lr->layout_len)
-             : 0;
-}
-
+/* For a task's load: checks the layouts the snapshot recorded for the
+ * states of the task's stage as a whole restore does (check_layout: a
+ * changed one fails the load, or with restore.allow.dropped.state is
+ * dropped from it), and hands each state that adapts to layout keys
+ * (sl__state_set_layout_adapts: a session window's gap) the layout
+ * recorded for it, NULL when none was (a task's earlier load may have
+ * handed it one). Every file of one checkpoint records the same layouts
+ * (one job wrote them); the task's own file (the worker's that held kg)
+ * is read. *layouts: whether the snapshot records layouts at all; one
+ * written before they were recorded is not checked and hands the states
+ * nothing. */
 static int task_layouts(sl__worker *w, const sl__restore *rs, uint32_t kg,
-                        const drops *drop, bool *layouts) {
-  task_ctx x = {w, drop};
+                        drops *drop, bool *layouts) {
   *layouts = false;
   const sl__rfile *rf = NULL;
   for (int f = 0; f < rs->n_files && !rf; f++)
@@ -557,7 +556,9 @@ static int task_layouts(sl__worker *w, const sl__restore *rs, uint32_t kg,
         return rc;
     }
   }
-  return rf ? each_layout(rf->body, layouts, task_layout, &x) : 0;
+  check_ctx x;
+  check_init(&x, w, rs, drop, kg);
+  return rf ? each_layout(rf->body, layouts, check_layout, &x) : 0;
 }
 
 int sl__restore_task(sl__worker *w, const sl__restore *rs, int stage,
@@ -567,12 +568,11 @@ int sl__restore_task(sl__worker *w, const sl__restore *rs, int stage,
   if (!be)
     return sl__job_fail(w->job, SL_ERR_CONF, "%s", err);
   drops drop = {.g = &w->job->g, .stage = stage};
-  int rc = 0;
+  /* Before the state: what the layouts drop is not read. */
+  bool layouts = false;
+  int rc = task_layouts(w, rs, kg, &drop, &layouts);
   for (int f = 0; !rc && f < rs->n_files; f++)
     rc = restore_file(w, be, rs, &rs->files[f], kg, kg + 1, &drop, true);
-  bool layouts = false;
-  if (!rc)
-    rc = task_layouts(w, rs, kg, &drop, &layouts);
   /* The operators of the task's stage: another stage's state of kg was
    * not loaded. */
   for (int i = 0; !rc && i < w->job->g.n_nodes; i++) {
@@ -581,6 +581,7 @@ int sl__restore_task(sl__worker *w, const sl__restore *rs, int stage,
         (stage < 0 || c->node->stage == stage))
       rc = c->ops->restored(c, kg, kg + 1, layouts);
   }
+  drops_free(&drop);
   return rc;
 }
 
