@@ -275,6 +275,14 @@ static int still_member(sl__kgroup *g,
   return 1;
 }
 
+bool sl__kgroup_holds(sl__kgroup *g) {
+  rd_kafka_consumer_group_metadata_t *md;
+  if (!still_member(g, &md))
+    return false;
+  rd_kafka_consumer_group_metadata_destroy(md);
+  return true;
+}
+
 int sl__kgroup_check_members(sl__kjob *kj,
                              rd_kafka_consumer_group_metadata_t **md, char *err,
                              size_t errlen) {

@@ -111,6 +111,10 @@ void sl__kgroup_unregister(struct sl__kjob *kj, sl__kgroup *g);
 int sl__kgroup_check_members(struct sl__kjob *kj,
                              rd_kafka_consumer_group_metadata_t **md, char *err,
                              size_t errlen);
+/* Whether member g still holds its assignment, confirmed as the commit
+ * does (group.c): false once its session ran out, also when the rebalance
+ * callback that says so has not run yet. */
+bool sl__kgroup_holds(sl__kgroup *g);
 /* Records the first failure of a rebalance step (the source fails the
  * job with it on its next poll). */
 void sl__kgroup_fail(sl__kgroup *g, int err, const char *fmt, ...)

@@ -1668,9 +1668,6 @@ static void task_complete(ksub *k, uint64_t id) {
   struct task_snap *ts = &k->snaps[id % 4];
   if (ts->id != id || id <= k->published)
     return;
-  /* Exactly-once: a member that lost its assignment points no task at
-   * anything any more, also not at a checkpoint committed before: the
-   * task's new owner may have published a newer pointer already. */
   if (s->kj->txn && atomic_load(&k->grp.lost))
     return;
   k->published = id;
@@ -1685,6 +1682,15 @@ static void task_complete(ksub *k, uint64_t id) {
              k->parts[j].partition == tp->partition && !k->parts[j].loading;
     if (!mine)
       continue;
+    /* Exactly-once: a member that lost its assignment points no task at
+     * anything any more, also not at a checkpoint committed before: the
+     * task's new owner may have published a newer pointer already. Asked
+     * before each pointer as the commit asks (the rebalance callback that
+     * would say so may not have run yet in a process resumed after a
+     * stop); what remains is a stop between the question and the write
+     * (docs/scaling.md). */
+    if (s->kj->txn && !sl__kgroup_holds(&k->grp))
+      return;
     sl__task_ptr ptr = {.task = k->task_base + (uint32_t)tp->partition,
                         .partition = tp->partition,
                         .offset = tp->offset};

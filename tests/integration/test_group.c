@@ -190,13 +190,17 @@ static int status_of(const char *name) {
   return status_of_source(name, "in");
 }
 
-static int status_of_source(const char *name, const char *src) {
+/* What each consumer of source src in process name reads now, by its
+ * log (last[subtask], -1: no rebalance logged); returns the sum. */
+static int reads_of_source(const char *name, const char *src, int last[8]) {
   char tag[128];
   size_t tag_len = (size_t)snprintf(tag, sizeof(tag), "source %s[", src);
   char path[512], line[1024];
   snprintf(path, sizeof(path), "%s/%s.err", dir, name);
+  for (int i = 0; i < 8; i++)
+    last[i] = -1;
   FILE *f = fopen(path, "r");
-  int last[8] = {0}, n = 0;
+  int n = 0;
   if (!f)
     return 0;
   while (fgets(line, sizeof(line), f)) {
@@ -207,8 +211,37 @@ static int status_of_source(const char *name, const char *src) {
   }
   fclose(f);
   for (int i = 0; i < 8; i++)
-    n += last[i];
+    n += last[i] > 0 ? last[i] : 0;
   return n;
+}
+
+static int status_of_source(const char *name, const char *src) {
+  int last[8];
+  return reads_of_source(name, src, last);
+}
+
+/* Waits until the consumers of source src in the named processes read
+ * want partitions in all, as evenly as the cooperative-sticky assignor
+ * leaves them once its rounds are over (at most one apart): a member's
+ * rebalance is over, not merely a round of it. */
+static void wait_balanced(const char *const *names, int n, int want,
+                          const char *src) {
+  for (int i = 0; i < WAIT_MS / 50; i++) {
+    int sum = 0, least = PARTS, most = 0, last[8];
+    for (int j = 0; j < n; j++) {
+      sum += reads_of_source(names[j], src, last);
+      for (int m = 0; m < 8; m++)
+        if (last[m] >= 0) {
+          least = last[m] < least ? last[m] : least;
+          most = last[m] > most ? last[m] : most;
+        }
+    }
+    if (sum == want && most - least <= 1)
+      return;
+    tk_sleep_ms(50);
+  }
+  ck_abort_msg("the group never balanced %d partitions of source %s", want,
+               src);
 }
 
 /* Waits until the named processes read want partitions in all, each at
@@ -1757,28 +1790,68 @@ static void wait_stopped(pid_t pid) {
   ck_abort_msg("process %ld never stopped", (long)pid);
 }
 
-/* How many checkpoints process name logged completed. */
-static int completed_count(const char *name) {
-  char *text = log_of(name);
+/* Whether the pointers of topic that name a checkpoint of instance inst
+ * are at rest after its checkpoint id: each names inst/chk-<id>, none a
+ * pending one, and there are want of them (the tasks it owns). */
+static bool pointers_at_rest(const char *topic, const char *inst, long id,
+                             int want) {
+  char chk[600];
+  snprintf(chk, sizeof(chk), "%s/chk-%ld", inst, id);
+  size_t il = strlen(inst);
   int n = 0;
-  for (const char *p = text; (p = strstr(p, " completed in ")); p++)
+  for (int part = 0; part < PARTS; part++) {
+    char path[512], text[1024];
+    pointer_path(topic, part, path, sizeof(path));
+    FILE *f = fopen(path, "r");
+    if (!f)
+      continue;
+    size_t len = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[len] = '\0';
+    const char *c = strstr(text, "\"checkpoint\":\"");
+    if (!c)
+      return false;
+    c += 14;
+    size_t cl = strcspn(c, "\"");
+    if (cl <= il || strncmp(c, inst, il) || c[il] != '/')
+      continue; /* another instance's */
+    const char *pend = strstr(text, "\"pending\":\"");
+    if ((pend && pend[11] != '"') || cl != strlen(chk) || strncmp(c, chk, cl))
+      return false;
     n++;
-  free(text);
-  return n;
+  }
+  return n == want;
 }
 
-/* Stops process pid (SIGSTOP) right after it completed a checkpoint, so
- * the stop lands between two commits: a stop inside a commit's last
- * request is the gap no self-check can see on the dev broker
- * (docs/scaling.md), and the next commit begins a checkpoint interval
- * (200 ms) later. Returns once every thread of it is stopped. */
-static void stop_after_checkpoint(pid_t pid, const char *name) {
-  int n = completed_count(name);
-  for (int i = 0; i < WAIT_MS && completed_count(name) == n; i++)
-    tk_sleep_ms(1);
-  ck_assert_int_eq(kill(pid, SIGSTOP), 0);
-  ck_assert_int_gt(completed_count(name), n);
-  wait_stopped(pid);
+/* Stops process pid (SIGSTOP) between two of its commits: once a
+ * checkpoint completed after the call and the tasks' pointers (of topic,
+ * in instance inst) name it, the commit after it is a checkpoint
+ * interval (200 ms) away. A stop inside a commit's last request, or
+ * while it writes its pointers, is the gap no self-check can see on the
+ * dev broker (docs/scaling.md); one that landed there (the stopped
+ * process's pointers not at rest) is undone and tried again. Returns once
+ * every thread of it is stopped. */
+static void stop_between_commits(pid_t pid, const char *name, const char *topic,
+                                 const char *src, const char *inst) {
+  int owns = status_of_source(name, src);
+  ck_assert_int_gt(owns, 0);
+  for (int tries = 0;; tries++) {
+    ck_assert_int_lt(tries, 20);
+    long after = completed_before_revival(name, 0), id = after;
+    for (int i = 0; i < WAIT_MS &&
+                    (id == after || !pointers_at_rest(topic, inst, id, owns));
+         i++) {
+      tk_sleep_ms(1);
+      id = completed_before_revival(name, 0);
+    }
+    ck_assert_int_eq(kill(pid, SIGSTOP), 0);
+    wait_stopped(pid);
+    if (completed_before_revival(name, 0) == id &&
+        status_of_source(name, src) == owns &&
+        pointers_at_rest(topic, inst, id, owns))
+      return;
+    ck_assert_int_eq(kill(pid, SIGCONT), 0);
+  }
 }
 
 /* Exactly-once across processes: three processes with an exactly_once
@@ -1803,7 +1876,10 @@ static void stop_resume(pid_t *p, const char *const *names, const char *topic,
   ck_assert_int_gt(status_of_source("c", src), 0);
   char inst[512];
   instance_of(p[2], inst, sizeof(inst));
-  stop_after_checkpoint(p[2], "c");
+  /* Not inside a rebalance: in the middle of the assignor's rounds c
+   * takes tasks in and out, and its tasks are never at rest. */
+  wait_balanced(names, 3, PARTS, src);
+  stop_between_commits(p[2], "c", topic, src, inst);
   /* What it completed before the stop took hold. */
   long before = completed_before_revival("c", 0);
   wait_assigned(names, 2, PARTS);
