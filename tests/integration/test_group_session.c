@@ -132,10 +132,14 @@ static void produce(tk_cluster *c, int64_t ts) {
 /* Runs a job until its session window took n records (every task it
  * reads is loaded by then: a task's records follow its load), then stops
  * it; returns the log of what was stored again. */
-static void run_until(tk_cluster *c, const char *dir, const char *backend,
-                      int64_t gap, bool allow, uint64_t n, relog *l) {
+static void relog_reset(relog *l) {
   memset(l, 0, sizeof(*l));
   pthread_mutex_init(&l->mu, NULL);
+}
+
+static void run_until(tk_cluster *c, const char *dir, const char *backend,
+                      int64_t gap, bool allow, uint64_t n, relog *l) {
+  relog_reset(l);
   sl_job_t *job = session_job(c, dir, backend, gap, allow, l);
   tk_run r;
   tk_run_start(&r, job);
@@ -152,13 +156,26 @@ static void run_until(tk_cluster *c, const char *dir, const char *backend,
   sl_job_destroy(job);
 }
 
+/* A cluster with the job's topics, and a checkpoint store in dir (a
+ * mkdtemp template); stop() removes both. */
+static void start(tk_cluster *c, char *dir) {
+  tk_start(c, 1);
+  tk_topic(c, "in", PARTS);
+  tk_topic(c, "sluice-gs-owners", 1);
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static void stop(tk_cluster *c, const char *dir) {
+  tk_stop(c);
+  char cmd[300];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
 static void loads_store_again_only_when_the_gap_grew(const char *backend) {
   tk_cluster c;
-  tk_start(&c, 1);
-  tk_topic(&c, "in", PARTS);
-  tk_topic(&c, "sluice-gs-owners", 1);
   char dir[] = "/tmp/sl-group-session-XXXXXX";
-  ck_assert_ptr_nonnull(mkdtemp(dir));
+  start(&c, dir);
   relog l;
 
   /* The first run loads no task: nothing to store again. */
@@ -196,10 +213,7 @@ static void loads_store_again_only_when_the_gap_grew(const char *backend) {
   ck_assert_msg(l.lines == 0, "%d line(s), %ld key(s) stored again: %s",
                 l.lines, l.keys, l.first);
 
-  tk_stop(&c);
-  char cmd[300];
-  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-  ck_assert_int_eq(system(cmd), 0);
+  stop(&c, dir);
 }
 
 /* A task's load checks the layouts its snapshot recorded, as a whole
@@ -210,18 +224,14 @@ static void loads_store_again_only_when_the_gap_grew(const char *backend) {
  * state (logged, per task) and the window runs on from empty state. */
 static void loads_refuse_a_changed_layout(const char *backend) {
   tk_cluster c;
-  tk_start(&c, 1);
-  tk_topic(&c, "in", PARTS);
-  tk_topic(&c, "sluice-gs-owners", 1);
   char dir[] = "/tmp/sl-group-session-XXXXXX";
-  ck_assert_ptr_nonnull(mkdtemp(dir));
+  start(&c, dir);
   relog l;
   produce(&c, 1000);
   run_until(&c, dir, backend, 10000, false, KEYS, &l);
 
   produce(&c, 2000);
-  memset(&l, 0, sizeof(l));
-  pthread_mutex_init(&l.mu, NULL);
+  relog_reset(&l);
   sl_job_t *job = session_job(&c, dir, backend, 0, false, &l);
   tk_run r;
   tk_run_start(&r, job);
@@ -254,10 +264,7 @@ static void loads_refuse_a_changed_layout(const char *backend) {
                     strstr(l.drop, "operator \"sessions\""),
                 "%s", l.drop);
 
-  tk_stop(&c);
-  char cmd[300];
-  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-  ck_assert_int_eq(system(cmd), 0);
+  stop(&c, dir);
 }
 
 START_TEST(changed_layout_hashmap) {
