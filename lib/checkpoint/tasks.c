@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/file.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "checkpoint/files.h"
@@ -36,13 +39,48 @@ static bool all_digits(const char *s) {
   return true;
 }
 
-int sl__task_ptr_write(const char *root, const sl__task_ptr *p, mode_t fmode,
-                       mode_t dmode) {
-  char dir[4200], tmp[5000], path[5000], name[600];
-  snprintf(dir, sizeof(dir), "%s/tasks", root);
-  if (sl__mkdirs(dir, dmode))
+/* A new stamp: 62 random bits, never 0 (a pointer without a stamp). */
+static uint64_t new_stamp(void) {
+  uint64_t x = 0;
+  if (getrandom(&x, sizeof(x), 0) != (ssize_t)sizeof(x)) {
+    /* No entropy source: the time, the pid and a counter, mixed. */
+    static _Atomic uint64_t n;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    x = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^
+        ((uint64_t)getpid() << 40) ^ atomic_fetch_add(&n, 1);
+    x ^= x >> 31;
+    x *= 0x9e3779b97f4a7c15u;
+    x ^= x >> 29;
+  }
+  x &= (1ull << 62) - 1;
+  return x ? x : 1;
+}
+
+/* The stamp of the pointer at path: 0 with *st (none there, or one
+ * without a stamp), or -1 with errno (EBADMSG: not a pointer). */
+static int stamp_at(const char *path, uint64_t *st) {
+  json_error_t je;
+  json_t *o = json_load_file(path, 0, &je);
+  *st = 0;
+  if (!o) {
+    if (access(path, F_OK) && errno == ENOENT)
+      return 0;
+    errno = EBADMSG;
     return -1;
-  name_of(p, name, sizeof(name));
+  }
+  json_t *v = json_object_get(o, "stamp");
+  if (v && (!json_is_integer(v) || json_integer_value(v) < 0)) {
+    json_decref(o);
+    errno = EBADMSG;
+    return -1;
+  }
+  *st = v ? (uint64_t)json_integer_value(v) : 0;
+  json_decref(o);
+  return 0;
+}
+
+static char *ptr_text(const sl__task_ptr *p, const char *name, uint64_t st) {
   json_t *o =
       p->named ? json_pack("{s:i,s:s,s:s,s:s,s:s,s:i,s:I}", "version", 2,
                            "task", name, "checkpoint", p->checkpoint, "source",
@@ -59,30 +97,96 @@ int sl__task_ptr_write(const char *root, const sl__task_ptr *p, mode_t fmode,
     json_decref(o);
     o = NULL;
   }
+  if (o && json_object_set_new(o, "stamp", json_integer((json_int_t)st))) {
+    json_decref(o);
+    o = NULL;
+  }
   char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
-  if (!text) {
+  if (!text)
     errno = ENOMEM;
+  return text;
+}
+
+/* How long a writer waits for another one's turn on a task's pointer. A
+ * turn lasts a read and a rename; only a process stopped (or frozen)
+ * inside one holds it longer, and then the write fails (EWOULDBLOCK). */
+#define PTR_LOCK_WAIT_MS 10000
+
+/* Takes lock file path exclusively: its descriptor, or -1 with errno. */
+static int lock_turn(const char *path, mode_t fmode) {
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, fmode);
+  if (fd < 0)
     return -1;
+  for (int waited = 0;;) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+      return fd;
+    if (errno != EWOULDBLOCK && errno != EINTR)
+      break;
+    if (waited >= PTR_LOCK_WAIT_MS) {
+      errno = EWOULDBLOCK;
+      break;
+    }
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+    waited++;
   }
-  /* The temp name is the writer's own (its pid): two processes that both
-   * believe they own the task (one of them a zombie) never write into one
-   * file; the rename decides, and a reader sees one whole pointer. */
-  snprintf(path, sizeof(path), "%s/%s.json", dir, name);
+  int e = errno;
+  close(fd);
+  errno = e;
+  return -1;
+}
+
+int sl__task_ptr_write(const char *root, sl__task_ptr *p, mode_t fmode,
+                       mode_t dmode) {
+  char dir[4200], tmp[5000], path[5000], lock[5000], old[4300], name[600];
+  snprintf(dir, sizeof(dir), "%s/tasks", root);
+  if (sl__mkdirs(dir, dmode))
+    return -1;
+  name_of(p, name, sizeof(name));
+  uint64_t st = new_stamp();
+  char *text = ptr_text(p, name, st);
+  if (!text)
+    return -1;
+  /* Durable under the writer's own temp name (its pid) first, so that a
+   * turn is only the compare and the rename, and a reader sees one whole
+   * pointer. */
   snprintf(tmp, sizeof(tmp), "%s/.%s.%ld.tmp", dir, name, (long)getpid());
   int rc = sl__ckpt_write_file(tmp, text, strlen(text), fmode);
   free(text);
-  if (!rc && (rc = rename(tmp, path)))
+  /* Writers of one task take turns (an exclusive lock on a file of its
+   * own, released by the kernel should the holder die), so that the
+   * stamp compared is the one the rename replaces. */
+  snprintf(lock, sizeof(lock), "%s/.%s.lock", dir, name);
+  int lfd = rc ? -1 : lock_turn(lock, fmode);
+  if (lfd < 0)
+    rc = -1;
+  /* Compared with the version 1 pointer it was read from while no named
+   * one replaced that. */
+  snprintf(path, sizeof(path), "%s/%s.json", dir, name);
+  snprintf(old, sizeof(old), "%s/%" PRId32 ".json", dir, p->partition);
+  uint64_t cur = 0;
+  if (!rc && !(rc = stamp_at(path, &cur)) && p->legacy && access(path, F_OK) &&
+      errno == ENOENT)
+    rc = stamp_at(old, &cur);
+  if (!rc && cur != p->stamp)
+    rc = SL__TASK_PTR_MOVED;
+  if (!rc && rename(tmp, path))
+    rc = -1;
+  int e = errno;
+  if (lfd >= 0)
+    close(lfd); /* ends the turn */
+  if (rc)
     unlink(tmp);
+  errno = e;
   /* The version 1 pointer the task was read from goes once the named one
    * is durable: a reader looks for the named one first. */
-  if (!rc && p->legacy) {
-    snprintf(path, sizeof(path), "%s/%" PRId32 ".json", dir, p->partition);
-    if (unlink(path) && errno != ENOENT)
-      rc = -1;
-  }
+  if (!rc && p->legacy && unlink(old) && errno != ENOENT)
+    rc = -1;
   if (!rc)
     rc = sl__ckpt_fsync_path(dir, true);
+  if (!rc)
+    p->stamp = st;
   return rc;
 }
 
@@ -106,6 +210,7 @@ int sl__task_ptr_read_file(const char *root, const char *name, sl__task_ptr *p,
                         &version, "task", &task, "checkpoint", &chk, "source",
                         &src, "topic", &topic, "partition", &part, "offset",
                         &off, "pending", &pend, "pending_offset", &pend_off);
+  json_t *stamp = json_object_get(o, "stamp");
   /* Version 1 is named by its task number, version 2 by topic and
    * partition; the file's name must be the one its content gives. */
   char want[600] = "";
@@ -119,7 +224,9 @@ int sl__task_ptr_read_file(const char *root, const char *name, sl__task_ptr *p,
   /* No snapshot before (checkpoint "") only beside a pending one. */
   bool none = !bad && !chk[0] && off == -1 && pend;
   if (!bad &&
-      ((!v1 && !v2) || (!none && (!sl__ckpt_safe_rel(chk) || off < 0)) ||
+      ((!v1 && !v2) ||
+       (stamp && (!json_is_integer(stamp) || json_integer_value(stamp) < 0)) ||
+       (!none && (!sl__ckpt_safe_rel(chk) || off < 0)) ||
        (pend && (!sl__ckpt_safe_rel(pend) || pend_off < 0 ||
                  strlen(pend) >= sizeof(p->pending))) ||
        strlen(chk) >= sizeof(p->checkpoint) ||
@@ -136,6 +243,7 @@ int sl__task_ptr_read_file(const char *root, const char *name, sl__task_ptr *p,
     p->offset = off;
     snprintf(p->pending, sizeof(p->pending), "%s", pend ? pend : "");
     p->pending_offset = pend ? pend_off : -1;
+    p->stamp = stamp ? (uint64_t)json_integer_value(stamp) : 0;
   }
   json_decref(o);
   if (bad) {

@@ -10,8 +10,10 @@
  * 2) with repartition topics, one per keyed stage; a store written when
  * a job had one repartition topic named its tasks by partition, and such
  * a pointer still serves the task of its topic (read_named). A pointer
- * is replaced atomically (temp name, fsync, rename) and only by the
- * task's owner, so processes never write the same file. */
+ * is replaced atomically (temp name, fsync, rename), and only if it is
+ * still the one its writer last read or wrote (its stamp): a process that
+ * lost the task without knowing it yet cannot point it back at its own
+ * checkpoints over the new owner's. */
 #ifndef SL_CHECKPOINT_TASKS_H
 #define SL_CHECKPOINT_TASKS_H
 
@@ -45,12 +47,23 @@ typedef struct sl__task_ptr {
   int64_t offset;    /* next offset to read */
   char pending[512]; /* "" or a checkpoint whose commit is not known */
   int64_t pending_offset;
+  /* Drawn anew at each write (62 random bits); 0: no pointer, or one
+   * written before pointers had stamps. */
+  uint64_t stamp;
 } sl__task_ptr;
 
 /* Writes root/tasks/<p->task>.json (named: <p->topic>-<p->partition>.json,
  * and removes the version 1 file it was read from, p->legacy)
- * atomically. 0 or -1 with errno. */
-int sl__task_ptr_write(const char *root, const sl__task_ptr *p, mode_t fmode,
+ * atomically, if the pointer there still has the stamp p->stamp (0: there
+ * is none, or it has no stamp) — a compare-and-swap among the processes
+ * of the store, through an exclusive lock on tasks/.<name>.lock. 0 (and
+ * p->stamp is the new pointer's), SL__TASK_PTR_MOVED when another
+ * process wrote the pointer since (nothing written), or -1 with errno
+ * (EBADMSG: the pointer there cannot be read; EWOULDBLOCK: another
+ * writer held the lock for 10 s, i.e. it was stopped inside its turn,
+ * which lasts a read and a rename). */
+enum { SL__TASK_PTR_MOVED = 1 };
+int sl__task_ptr_write(const char *root, sl__task_ptr *p, mode_t fmode,
                        mode_t dmode);
 /* Reads root/tasks/<task>.json (version 1) into *p: 1 when there is one,
  * 0 when the task has none yet, SL_ERR_CORRUPT or SL_ERR_IO (reason in

@@ -15,10 +15,11 @@
 
 #define MAX_FAULTS 16
 #define KILL (-1)
+#define STOP (-2)
 
 typedef struct fault {
   char point[64];
-  int action;        /* KILL or an errno value */
+  int action;        /* KILL, STOP or an errno value */
   long first, count; /* acts on hits first .. first + count - 1 */
   long hits;
 } fault;
@@ -53,6 +54,8 @@ static int parse_one(const char *s, size_t len, fault *f) {
   f->action = 0;
   if (strcmp(action, "kill") == 0)
     f->action = KILL;
+  else if (strcmp(action, "stop") == 0)
+    f->action = STOP;
   for (size_t i = 0; i < sizeof(errnos) / sizeof(errnos[0]); i++)
     if (strcmp(action, errnos[i].name) == 0)
       f->action = errnos[i].value;
@@ -128,6 +131,12 @@ int sl__fault_hit(const char *point) {
      * handler run. */
     kill(getpid(), SIGKILL);
     pause();
+  }
+  if (act == STOP) {
+    /* The whole process stops, as with a SIGSTOP from outside at this
+     * point; it goes on from here once continued. */
+    kill(getpid(), SIGSTOP);
+    return 0;
   }
   return act;
 }

@@ -9,16 +9,19 @@
 /* Arms fault points from a spec, replacing what was armed; NULL or ""
  * disarms all. The spec is a comma-separated list of
  *   point:action[:first[:count]]
- * action is "kill" (SIGKILL of the process) or an errno name (ENOSPC, EIO,
- * EACCES, EROFS, ENOENT); the point acts on its first-th hit (default 1)
- * and, for an errno, on the count hits from there on (default 1, "*":
- * every later hit). Hits are counted from this call. SLUICE_FAULT in the
- * environment is read the same way at the first hit of any point, unless
- * this was called before. 0, or -1 (nothing armed) for a malformed spec. */
+ * action is "kill" (SIGKILL of the process), "stop" (SIGSTOP of the
+ * process, which goes on from the point once continued) or an errno name
+ * (ENOSPC, EIO, EACCES, EROFS, ENOENT); the point acts on its first-th
+ * hit (default 1) and, for an errno or a stop, on the count hits from
+ * there on (default 1, "*": every later hit). Hits are counted from this call.
+ * SLUICE_FAULT in the environment is read the same way at the first hit of any
+ * point, unless this was called before. 0, or -1 (nothing armed) for a
+ * malformed spec. */
 int sl__fault_set(const char *spec);
 
-/* A fault point was reached: kills the process when armed so, returns the
- * errno value the caller must fail with, or 0 to go on. Thread-safe. */
+/* A fault point was reached: kills or stops the process when armed so,
+ * returns the errno value the caller must fail with, or 0 to go on.
+ * Thread-safe. */
 int sl__fault_hit(const char *point);
 
 #endif

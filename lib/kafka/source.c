@@ -598,7 +598,10 @@ static void task_assigned(ksub *k, kpart *kp, rd_kafka_topic_partition_t *tp) {
      * replaces it. */
     if (ptr.checkpoint[0] &&
         (r = sl__task_settle(op, &ptr, err, sizeof(err)))) {
-      sl__kgroup_fail(&k->grp, r, "%s", err);
+      if (r == SL__TASK_MOVED)
+        sl__kgroup_fence(&k->grp, "%s", err);
+      else
+        sl__kgroup_fail(&k->grp, r, "%s", err);
       return;
     }
     r = 1;
@@ -607,10 +610,13 @@ static void task_assigned(ksub *k, kpart *kp, rd_kafka_topic_partition_t *tp) {
   if (snap) {
     tp->offset = kp->next = ptr.offset;
   } else {
+    /* The stamp of what is there (a pointer without a snapshot), which
+     * this process's first pointer replaces. */
     ptr = (sl__task_ptr){.task = task,
                          .partition = tp->partition,
                          .offset = -1,
-                         .pending_offset = -1};
+                         .pending_offset = -1,
+                         .stamp = r == 1 ? ptr.stamp : 0};
     snprintf(ptr.source, sizeof(ptr.source), "%s", s->uid);
     snprintf(ptr.topic, sizeof(ptr.topic), "%s", tp->topic);
   }
@@ -1697,6 +1703,12 @@ static void task_complete(ksub *k, uint64_t id) {
     snprintf(ptr.source, sizeof(ptr.source), "%s", s->uid);
     snprintf(ptr.topic, sizeof(ptr.topic), "%s", s->topics[tp->topic]);
     int rc = sl__task_publish(op, id, &ptr, err, sizeof(err));
+    if (rc == SL__TASK_MOVED) {
+      /* Lost meanwhile: the new owner's pointer stays. */
+      sl__klog(s->kj, SL__LOG_WARN, "source %s: %s", s->uid, err);
+      sl__kgroup_fence(&k->grp, "%s", err);
+      return;
+    }
     if (rc) {
       /* Logged too: after the final checkpoint no poll reports it. */
       sl__klog(s->kj, SL__LOG_ERROR, "source %s: %s", s->uid, err);

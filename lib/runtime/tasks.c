@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "checkpoint/coord.h"
+#include "core/fault.h"
 #include "core/fs.h"
 #include "runtime/barrier.h"
 #include "runtime/keyed.h"
@@ -171,22 +172,40 @@ int sl__task_send_wm(sl_ctx_t *op, uint32_t task, int64_t wm) {
   return sl__forward_task_wm(op, task % job_of(op)->tasks->kgs, wm);
 }
 
-/* mu held. Named as the job names its tasks. */
-static int write_ptr(sl_job_t *job, const sl__task_ptr *p, char *err,
-                     size_t errlen) {
+/* mu held. Named as the job names its tasks; written only if the
+ * pointer is still the one p->stamp says this process last read or
+ * wrote (p->stamp is then the new one). SL__TASK_MOVED (another process
+ * wrote it since: this one lost the task) or SL_ERR_IO, with the reason
+ * in err. */
+static int write_ptr(sl_job_t *job, sl__task_ptr *p, char *err, size_t errlen) {
   sl__fmode m = sl__fs_mode(job->conf);
   sl__task_ptr w = *p;
   w.named = job->tasks->named;
   w.legacy = w.legacy && w.named;
-  if (sl__task_ptr_write(sl__ckpt_root(job->ckpt), &w, m.file, m.dir)) {
-    if (w.named)
-      snprintf(err, errlen, "task %s-%" PRId32 ": cannot write its pointer: %s",
-               w.topic, w.partition, strerror(errno));
-    else
-      snprintf(err, errlen, "task %" PRIu32 ": cannot write its pointer: %s",
-               w.task, strerror(errno));
+  char name[600];
+  if (w.named)
+    snprintf(name, sizeof(name), "%s-%" PRId32, w.topic, w.partition);
+  else
+    snprintf(name, sizeof(name), "%" PRIu32, w.task);
+  int r = sl__task_ptr_write(sl__ckpt_root(job->ckpt), &w, m.file, m.dir);
+  if (r == SL__TASK_PTR_MOVED) {
+    snprintf(err, errlen,
+             "fenced: task %s: its pointer was rewritten by another process "
+             "since this one last read or wrote it, so the task has another "
+             "owner: nothing more is pointed at or committed for it here",
+             name);
+    return SL__TASK_MOVED;
+  }
+  if (r) {
+    snprintf(err, errlen, "task %s: cannot write its pointer: %s", name,
+             errno == EBADMSG ? "the pointer there is not a task pointer"
+             : errno == EWOULDBLOCK
+                 ? "another process has held its lock for 10 s (stopped "
+                   "while it replaced the pointer)"
+                 : strerror(errno));
     return SL_ERR_IO;
   }
+  p->stamp = w.stamp;
   return 0;
 }
 
@@ -197,11 +216,15 @@ int sl__task_publish(sl_ctx_t *op, uint64_t id, sl__task_ptr *p, char *err,
   task_slot *s = &t->slot[p->task];
   sl__ckpt_rel(job->ckpt, id, p->checkpoint, sizeof(p->checkpoint));
   pthread_mutex_lock(&t->mu);
+  /* Between the caller's question to the group and the write; under mu,
+   * so no other thread of the process is inside a write. */
+  sl__fault_hit("task.publish");
   /* A later checkpoint's commit may have named itself pending already
    * (the coordinator moves on while this thread publishes): it stays. */
   p->pending[0] = '\0';
   p->pending_offset = -1;
   p->legacy = s->ptr.legacy;
+  p->stamp = s->ptr.stamp;
   if (s->pending_id > id) {
     snprintf(p->pending, sizeof(p->pending), "%s", s->ptr.pending);
     p->pending_offset = s->ptr.pending_offset;
@@ -217,12 +240,13 @@ int sl__task_publish(sl_ctx_t *op, uint64_t id, sl__task_ptr *p, char *err,
   return rc;
 }
 
-int sl__task_settle(sl_ctx_t *op, const sl__task_ptr *p, char *err,
-                    size_t errlen) {
+int sl__task_settle(sl_ctx_t *op, sl__task_ptr *p, char *err, size_t errlen) {
   sl_job_t *job = job_of(op);
   struct sl__tasks *t = job->tasks;
   pthread_mutex_lock(&t->mu);
   int rc = write_ptr(job, p, err, errlen);
+  if (!rc)
+    p->legacy = false;
   pthread_mutex_unlock(&t->mu);
   return rc;
 }
@@ -236,6 +260,7 @@ int sl__task_prepare(sl_job_t *job, uint64_t id, uint32_t task, int64_t offset,
   int rc = 0;
   pthread_mutex_lock(&t->mu);
   if (s->owned) {
+    sl__fault_hit("task.prepare"); /* after the commit's group check */
     sl__task_ptr p = s->ptr;
     sl__ckpt_rel(job->ckpt, id, p.pending, sizeof(p.pending));
     p.pending_offset = offset;

@@ -1971,6 +1971,75 @@ START_TEST(stopped_member_revives_rocksdb) {
 }
 END_TEST
 
+/* A process stopped in the one place its own questions to the group
+ * cannot cover: between the last question and a task pointer it writes
+ * (the fault point `point` stops it at its hit-th pass: "task.publish",
+ * pointing a task at a completed checkpoint; "task.prepare", naming the
+ * next one pending before its commit). It stays stopped until the
+ * others took its tasks and pointed each at a checkpoint of their own.
+ * Resumed, it must not write the pointer: the write is a compare-and-swap
+ * that finds the pointer rewritten, so the process is fenced and revives.
+ * Sampled every 2 ms from its resumption to its revival, no pointer names
+ * a checkpoint of its instance (without the compare, the one it was
+ * writing names one until its new owner's next checkpoint), and the
+ * committed output is the one process's. */
+static void stopped_before_a_pointer(const char *point, int hit) {
+  start_broker();
+  exactly_once = true;
+  pid_t p[3];
+  const char *names[] = {"a", "b", "c"};
+  char spec[64];
+  snprintf(spec, sizeof(spec), "%s:stop:%d", point, hit);
+  for (int i = 0; i < 3; i++) {
+    if (i == 2)
+      setenv("SLUICE_FAULT", spec, 1);
+    p[i] = start_job_ck("copartitioned", "12", names[i], "hashmap");
+  }
+  unsetenv("SLUICE_FAULT");
+  produce_phase(0);
+  produce_phase(1);
+  wait_stopped(p[2]);
+  char inst[512];
+  instance_of(p[2], inst, sizeof(inst));
+  wait_assigned(names, 2, PARTS);
+  produce_phase(2);
+  wait_snapshotted();
+  wait_pointers_left("in", inst);
+  ck_assert_int_eq(kill(p[2], SIGCONT), 0);
+  int samples = 0;
+  for (;; samples++) {
+    ck_assert_int_lt(samples, WAIT_MS / 2);
+    ck_assert_msg(pointers_naming("in", inst) == 0,
+                  "the resumed process pointed a task it lost at its own "
+                  "checkpoint");
+    char *text = log_of("c");
+    bool revived = strstr(text, "revived (1 of") != NULL;
+    free(text);
+    if (revived)
+      break;
+    tk_sleep_ms(2);
+  }
+  char *text = log_of("c");
+  const char *fence = strstr(text, "its pointer was rewritten");
+  ck_assert_msg(fence, "%s", text);
+  free(text);
+  wait_assigned(names, 3, PARTS);
+  wait_snapshotted();
+  stop_all_and_check(p, names);
+  exactly_once = false;
+  stop_broker();
+}
+
+START_TEST(stopped_before_a_pointer_after_completion) {
+  stopped_before_a_pointer("task.publish", 20);
+}
+END_TEST
+
+START_TEST(stopped_before_a_pending_pointer) {
+  stopped_before_a_pointer("task.prepare", 20);
+}
+END_TEST
+
 /* The bound: with group.revive.max=1 the first fence is survived and
  * the second, within group.revive.interval.ms, fails c as before. */
 START_TEST(revivals_beyond_the_limit_fail) {
@@ -2632,6 +2701,8 @@ int main(void) {
       {"fenced", stopped_member_revives_hashmap},
       {"fenced-rocksdb", stopped_member_revives_rocksdb},
       {"fenced-limit", revivals_beyond_the_limit_fail},
+      {"fenced-publish", stopped_before_a_pointer_after_completion},
+      {"fenced-prepare", stopped_before_a_pending_pointer},
       {"kill-eos", killed_after_commit_before_pointers},
       {"kill-repartition", killed_member_through_repartition_topic},
       {"repartition-eos", repartition_exactly_once},

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check_main.h"
@@ -33,8 +34,13 @@ static void teardown_root(void) {
   ck_assert_int_eq(system(cmd), 0);
 }
 
+/* Points task at chk, as its owner: over the pointer there (its stamp). */
 static void put(uint32_t task, const char *chk, int64_t offset) {
-  sl__task_ptr p = {.task = task, .partition = (int32_t)task, .offset = offset};
+  sl__task_ptr p = {.task = task, .partition = (int32_t)task, .offset = offset},
+               cur;
+  char err[256];
+  if (sl__task_ptr_read(root, task, &cur, err, sizeof(err)) == 1)
+    p.stamp = cur.stamp;
   snprintf(p.checkpoint, sizeof(p.checkpoint), "%s", chk);
   snprintf(p.source, sizeof(p.source), "in");
   snprintf(p.topic, sizeof(p.topic), "events");
@@ -180,6 +186,7 @@ START_TEST(named_pointers_and_the_layout_before) {
   ck_assert_str_eq(p.checkpoint, "instances/b/chk-5");
   /* Two stages' partition 3 are two pointers. */
   sl__task_ptr q = p;
+  q.stamp = 0; /* none there yet */
   snprintf(q.topic, sizeof(q.topic), "job-total-repartition");
   snprintf(q.checkpoint, sizeof(q.checkpoint), "instances/c/chk-1");
   ck_assert_int_eq(sl__task_ptr_write(root, &q, 0600, 0700), 0);
@@ -345,6 +352,128 @@ START_TEST(gc_dry_run_names_what_it_would_remove) {
 }
 END_TEST
 
+/* A write replaces the pointer only if it is still the one the writer
+ * read or wrote last: a process that lost the task (stopped meanwhile)
+ * cannot point it back over its new owner's pointer. */
+START_TEST(pointer_write_is_a_compare_and_swap) {
+  setup_root();
+  char err[256];
+  sl__task_ptr a = {.task = 4, .partition = 4, .offset = 10}, b, r;
+  snprintf(a.checkpoint, sizeof(a.checkpoint), "instances/a/chk-1");
+  snprintf(a.source, sizeof(a.source), "in");
+  snprintf(a.topic, sizeof(a.topic), "events");
+  /* Expecting none: written, with a stamp. */
+  ck_assert_int_eq(sl__task_ptr_write(root, &a, 0600, 0700), 0);
+  uint64_t first = a.stamp;
+  ck_assert_uint_ne(first, 0);
+  ck_assert_int_eq(sl__task_ptr_read(root, 4, &r, err, sizeof(err)), 1);
+  ck_assert_uint_eq(r.stamp, first);
+  /* b takes the task over from the pointer and writes its own. */
+  ck_assert_int_eq(sl__task_ptr_read(root, 4, &b, err, sizeof(err)), 1);
+  snprintf(b.checkpoint, sizeof(b.checkpoint), "instances/b/chk-1");
+  b.offset = 20;
+  ck_assert_int_eq(sl__task_ptr_write(root, &b, 0600, 0700), 0);
+  ck_assert_uint_ne(b.stamp, first);
+  /* a, which has not heard, writes nothing: b's pointer stays. */
+  snprintf(a.checkpoint, sizeof(a.checkpoint), "instances/a/chk-2");
+  a.offset = 15;
+  ck_assert_int_eq(sl__task_ptr_write(root, &a, 0600, 0700),
+                   SL__TASK_PTR_MOVED);
+  ck_assert_uint_eq(a.stamp, first);
+  snprintf(a.pending, sizeof(a.pending), "instances/a/chk-3");
+  a.pending_offset = 16;
+  ck_assert_int_eq(sl__task_ptr_write(root, &a, 0600, 0700),
+                   SL__TASK_PTR_MOVED);
+  ck_assert_int_eq(sl__task_ptr_read(root, 4, &r, err, sizeof(err)), 1);
+  ck_assert_str_eq(r.checkpoint, "instances/b/chk-1");
+  ck_assert_str_eq(r.pending, "");
+  ck_assert_int_eq(r.offset, 20);
+  ck_assert_uint_eq(r.stamp, b.stamp);
+  /* Nor may a writer that expects no pointer replace one. */
+  sl__task_ptr c = b;
+  c.stamp = 0;
+  ck_assert_int_eq(sl__task_ptr_write(root, &c, 0600, 0700),
+                   SL__TASK_PTR_MOVED);
+  /* b goes on writing over its own. */
+  snprintf(b.checkpoint, sizeof(b.checkpoint), "instances/b/chk-2");
+  ck_assert_int_eq(sl__task_ptr_write(root, &b, 0600, 0700), 0);
+  ck_assert_int_eq(sl__task_ptr_read(root, 4, &r, err, sizeof(err)), 1);
+  ck_assert_str_eq(r.checkpoint, "instances/b/chk-2");
+  /* A pointer written before pointers had stamps reads as stamp 0, and
+   * the one who read it replaces it. */
+  char path[600];
+  snprintf(path, sizeof(path), "%s/tasks/4.json", root);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("{\"task\":4,\"checkpoint\":\"instances/o/chk-9\",\"source\":"
+        "\"in\",\"topic\":\"events\",\"partition\":4,\"offset\":30}",
+        f);
+  fclose(f);
+  ck_assert_int_eq(sl__task_ptr_read(root, 4, &r, err, sizeof(err)), 1);
+  ck_assert_uint_eq(r.stamp, 0);
+  ck_assert_int_eq(sl__task_ptr_write(root, &b, 0600, 0700),
+                   SL__TASK_PTR_MOVED);
+  ck_assert_int_eq(sl__task_ptr_write(root, &r, 0600, 0700), 0);
+  /* A stamp that is not a number makes the pointer damaged. */
+  f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("{\"task\":4,\"checkpoint\":\"instances/o/chk-9\",\"source\":"
+        "\"in\",\"topic\":\"events\",\"partition\":4,\"offset\":30,"
+        "\"stamp\":\"x\"}",
+        f);
+  fclose(f);
+  ck_assert_int_eq(sl__task_ptr_read(root, 4, &r, err, sizeof(err)),
+                   SL_ERR_CORRUPT);
+  ck_assert_int_eq(sl__task_ptr_write(root, &b, 0600, 0700), -1);
+  teardown_root();
+}
+END_TEST
+
+/* Processes that write one pointer in turn, each a read followed by a
+ * compare-and-swap that adds one to its offset (again from a fresh read
+ * when another process wrote in between): under any interleaving no
+ * addition is lost, so the compare and the replace are one step. */
+START_TEST(concurrent_writers_lose_no_update) {
+  setup_root();
+  enum { PROCS = 4, ADDS = 150 };
+  put(7, "instances/x/chk-1", 0);
+  pid_t kid[PROCS];
+  for (int i = 0; i < PROCS; i++) {
+    kid[i] = fork();
+    ck_assert_int_ge(kid[i], 0);
+    if (kid[i] == 0) {
+      char err[256];
+      int done = 0, moved = 0;
+      while (done < ADDS) {
+        sl__task_ptr p;
+        if (sl__task_ptr_read(root, 7, &p, err, sizeof(err)) != 1)
+          _exit(2);
+        p.offset++;
+        int r = sl__task_ptr_write(root, &p, 0600, 0700);
+        if (r == 0)
+          done++;
+        else if (r == SL__TASK_PTR_MOVED)
+          moved++;
+        else
+          _exit(3);
+      }
+      _exit(0);
+    }
+  }
+  for (int i = 0; i < PROCS; i++) {
+    int st;
+    ck_assert_int_eq(waitpid(kid[i], &st, 0), kid[i]);
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 0);
+  }
+  sl__task_ptr p;
+  char err[256];
+  ck_assert_int_eq(sl__task_ptr_read(root, 7, &p, err, sizeof(err)), 1);
+  ck_assert_int_eq(p.offset, PROCS * ADDS);
+  teardown_root();
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("task_store");
   TCase *tc = tcase_create("task_store");
@@ -355,6 +484,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, pending_checkpoint_reads_back_and_is_kept);
   tcase_add_test(tc, gc_removes_only_gone_unreferenced_instances);
   tcase_add_test(tc, gc_dry_run_names_what_it_would_remove);
+  tcase_add_test(tc, pointer_write_is_a_compare_and_swap);
+  tcase_add_test(tc, concurrent_writers_lose_no_update);
   suite_add_tcase(s, tc);
   return s;
 }
