@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1823,13 +1824,40 @@ static bool pointers_at_rest(const char *topic, const char *inst, long id,
   return n == want;
 }
 
+/* Whether no process holds the lock of any task's pointer (held only
+ * for the turn of a pointer's replacement: a process stopped inside one
+ * keeps the task's other writers waiting). */
+static bool pointer_locks_free(void) {
+  char tasks[512];
+  snprintf(tasks, sizeof(tasks), "%s/ckpt/tasks", dir);
+  DIR *d = opendir(tasks);
+  if (!d)
+    return true;
+  bool free_ = true;
+  for (struct dirent *e; free_ && (e = readdir(d));) {
+    size_t n = strlen(e->d_name);
+    if (e->d_name[0] != '.' || n < 6 || strcmp(e->d_name + n - 5, ".lock"))
+      continue;
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", tasks, e->d_name);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+      continue;
+    free_ = flock(fd, LOCK_EX | LOCK_NB) == 0;
+    close(fd);
+  }
+  closedir(d);
+  return free_;
+}
+
 /* Stops process pid (SIGSTOP) between two of its commits: once a
  * checkpoint completed after the call and the tasks' pointers (of topic,
  * in instance inst) name it, the commit after it is a checkpoint
  * interval (200 ms) away. A stop inside a commit's last request, or
  * while it writes its pointers, is the gap no self-check can see on the
  * dev broker (docs/scaling.md); one that landed there (the stopped
- * process's pointers not at rest) is undone and tried again. Returns once
+ * process's pointers not at rest, or a pointer's lock held) is undone
+ * and tried again. Returns once
  * every thread of it is stopped. */
 static void stop_between_commits(pid_t pid, const char *name, const char *topic,
                                  const char *src, const char *inst) {
@@ -1848,7 +1876,7 @@ static void stop_between_commits(pid_t pid, const char *name, const char *topic,
     wait_stopped(pid);
     if (completed_before_revival(name, 0) == id &&
         status_of_source(name, src) == owns &&
-        pointers_at_rest(topic, inst, id, owns))
+        pointers_at_rest(topic, inst, id, owns) && pointer_locks_free())
       return;
     ck_assert_int_eq(kill(pid, SIGCONT), 0);
   }
