@@ -600,7 +600,7 @@ static int prepare_tasks(sl__kprod *p, uint64_t id) {
   for (size_t i = 0; i < n && !rc; i++)
     rc = sl__task_prepare(kj->job, id, (uint32_t)tasks[i], offs[i], err,
                           sizeof(err));
-  if (rc == SL__TASK_MOVED) {
+  if (rc == SL__TASK_PTR_MOVED) {
     /* Another process wrote the pointer since this one did: it owns the
      * task, and this transaction must not commit. */
     rc = SL_ERR_KAFKA;

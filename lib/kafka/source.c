@@ -598,7 +598,7 @@ static void task_assigned(ksub *k, kpart *kp, rd_kafka_topic_partition_t *tp) {
      * replaces it. */
     if (ptr.checkpoint[0] &&
         (r = sl__task_settle(op, &ptr, err, sizeof(err)))) {
-      if (r == SL__TASK_MOVED)
+      if (r == SL__TASK_PTR_MOVED)
         sl__kgroup_fence(&k->grp, "%s", err);
       else
         sl__kgroup_fail(&k->grp, r, "%s", err);
@@ -1703,7 +1703,7 @@ static void task_complete(ksub *k, uint64_t id) {
     snprintf(ptr.source, sizeof(ptr.source), "%s", s->uid);
     snprintf(ptr.topic, sizeof(ptr.topic), "%s", s->topics[tp->topic]);
     int rc = sl__task_publish(op, id, &ptr, err, sizeof(err));
-    if (rc == SL__TASK_MOVED) {
+    if (rc == SL__TASK_PTR_MOVED) {
       /* Lost meanwhile: the new owner's pointer stays. */
       sl__klog(s->kj, SL__LOG_WARN, "source %s: %s", s->uid, err);
       sl__kgroup_fence(&k->grp, "%s", err);

@@ -174,7 +174,7 @@ int sl__task_send_wm(sl_ctx_t *op, uint32_t task, int64_t wm) {
 
 /* mu held. Named as the job names its tasks; written only if the
  * pointer is still the one p->stamp says this process last read or
- * wrote (p->stamp is then the new one). SL__TASK_MOVED (another process
+ * wrote (p->stamp is then the new one). SL__TASK_PTR_MOVED (another process
  * wrote it since: this one lost the task) or SL_ERR_IO, with the reason
  * in err. */
 static int write_ptr(sl_job_t *job, sl__task_ptr *p, char *err, size_t errlen) {
@@ -194,7 +194,7 @@ static int write_ptr(sl_job_t *job, sl__task_ptr *p, char *err, size_t errlen) {
              "since this one last read or wrote it, so the task has another "
              "owner: nothing more is pointed at or committed for it here",
              name);
-    return SL__TASK_MOVED;
+    return SL__TASK_PTR_MOVED;
   }
   if (r) {
     snprintf(err, errlen, "task %s: cannot write its pointer: %s", name,

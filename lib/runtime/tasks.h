@@ -61,26 +61,26 @@ int sl__task_send_wm(sl_ctx_t *op, uint32_t task, int64_t wm);
 /* Every pointer write below is a compare-and-swap on the store
  * (checkpoint/tasks.h): it happens only if the pointer is still the one
  * this process last read (at the task's assignment) or wrote. Otherwise
- * nothing is written and it returns SL__TASK_MOVED, with a "fenced: ..."
+ * nothing is written and it returns SL__TASK_PTR_MOVED, with a "fenced: ..."
  * reason in err: another process owns the task, this one lost it
  * without having heard (stopped, or cut off, for a session timeout), and
  * the caller fences the process (runtime/group.h). */
-enum { SL__TASK_MOVED = 1 };
+
 /* Points the task at this process's checkpoint id (p->checkpoint is
  * filled in; a pending checkpoint later than id stays named). 0,
- * SL__TASK_MOVED or an sl_err, with the reason in err. */
+ * SL__TASK_PTR_MOVED or an sl_err, with the reason in err. */
 int sl__task_publish(sl_ctx_t *op, uint64_t id, sl__task_ptr *p, char *err,
                      size_t errlen);
 /* Writes the pointer of a task just assigned as p says (the pending
  * checkpoint of its previous owner resolved one way or the other), p as
  * read from the store; p->stamp is then the written one's. 0,
- * SL__TASK_MOVED or an sl_err. */
+ * SL__TASK_PTR_MOVED or an sl_err. */
 int sl__task_settle(sl_ctx_t *op, sl__task_ptr *p, char *err, size_t errlen);
 /* Exactly-once, on the coordinator's thread once checkpoint id's
  * metadata is durable and before its transaction commits: names id
  * pending in the pointer of the task, which the transaction carries the
  * partition's offset of, if this process still holds it. 0,
- * SL__TASK_MOVED or SL_ERR_IO (reason in err): the transaction must not
+ * SL__TASK_PTR_MOVED or SL_ERR_IO (reason in err): the transaction must not
  * commit. */
 int sl__task_prepare(sl_job_t *job, uint64_t id, uint32_t task, int64_t offset,
                      char *err, size_t errlen);
