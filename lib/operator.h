@@ -34,6 +34,9 @@ typedef struct sl_keyed_rec {
 /* One operator instance on one worker. Every callback below receives the
  * instance as an sl_ctx_t, the same handle user callbacks get, so an
  * operator passes it straight through to user code. */
+/* What an operator's step (below) hands on. */
+enum { SL_STEP_NONE = 0, SL_STEP_OUT = 1, SL_STEP_IN = 2 };
+
 typedef struct sl_operator_ops {
   const char *kind; /* "map", "process", ... for messages */
   bool keyed;       /* every input must come straight from sl_key_by() */
@@ -55,6 +58,19 @@ typedef struct sl_operator_ops {
    * as one loop per operator over the batch. */
   int (*process_batch)(sl_ctx_t *op, int port, const sl_record_t *recs,
                        size_t n);
+  /* Optional, for an operator with one input that hands on at most one
+   * record per input record and keeps none (map, filter, the user sink):
+   * one input record, in. Returns SL_STEP_OUT when the output is what it
+   * wrote to *out (its bytes borrowed until the next call), SL_STEP_IN
+   * when in goes on as it is, SL_STEP_NONE when nothing goes on (filtered
+   * out, consumed by a sink, or a failed record the error policy
+   * handled), or a negative error that fails the job. A chain of such
+   * operators that is a source's only reader runs record by record inside
+   * the source's sl_source_emit(), on the source's own record, so the
+   * record's bytes are copied (into the source's batch) only where the
+   * chain reaches an operator without a step, and not at all when it ends
+   * in a sink. The runtime counts the records in and out. */
+  int (*step)(sl_ctx_t *op, const sl_record_t *in, sl_record_t *out);
   /* The combined input watermark advanced to wm. Anything emitted here
    * reaches downstream before the watermark itself, which the runtime
    * forwards when this returns 0. Optional. */
@@ -217,6 +233,24 @@ int sl_op_fail(sl_ctx_t *op, int err, const char *fmt, ...)
  * stay valid until the call returns. Not for operators that fix the
  * output timestamp (sl_op_set_out_ts). */
 int sl_op_emit_batch(sl_ctx_t *op, const sl_record_t *recs, size_t n);
+
+/* *d = *s, eight bytes at a time. A record is usually read right after
+ * its fields were written one by one (a source's or a map's function
+ * fills it in); the 16-byte moves a structure copy compiles to would each
+ * span two of those stores, and a load that spans stores still waiting to
+ * be written cannot take their data and stalls until they are. The empty
+ * asm keeps the compiler from merging the moves again. */
+static inline void sl_op_record_copy(sl_record_t *d, const sl_record_t *s) {
+  const void *k = s->key, *v = s->value;
+  size_t kl = s->key_len, vl = s->value_len;
+  int64_t ts = s->ts;
+  __asm__("" : "+r"(k), "+r"(kl), "+r"(v), "+r"(vl), "+r"(ts));
+  d->key = k;
+  d->key_len = kl;
+  d->value = v;
+  d->value_len = vl;
+  d->ts = ts;
+}
 
 /* Makes every record emitted through op carry timestamp ts (fixed) or
  * the timestamp given by the emitter (!fixed). */

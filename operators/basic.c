@@ -165,6 +165,16 @@ static int map_batch(sl_ctx_t *op, int port, const sl_record_t *in, size_t n) {
   return rc;
 }
 
+/* Record by record behind a source. */
+static int map_step(sl_ctx_t *op, const sl_record_t *in, sl_record_t *out) {
+  const fn_arg *a = sl_op_arg(op);
+  sl_op_record_copy(out, in);
+  int rc = ((sl_map_fn)a->fn)(op, in, out, a->opaque);
+  if (SL__LIKELY(!rc))
+    return SL_STEP_OUT;
+  return sl_op_user_error(op, in, rc);
+}
+
 static int filter_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   (void)port;
   const fn_arg *a = sl_op_arg(op);
@@ -195,6 +205,15 @@ static int filter_batch(sl_ctx_t *op, int port, const sl_record_t *in,
   return sl_op_emit_batch(op, &in[run], n - run);
 }
 
+static int filter_step(sl_ctx_t *op, const sl_record_t *in, sl_record_t *out) {
+  (void)out;
+  const fn_arg *a = sl_op_arg(op);
+  int rc = ((sl_filter_fn)a->fn)(op, in, a->opaque);
+  if (SL__LIKELY(rc >= 0))
+    return rc > 0 ? SL_STEP_IN : SL_STEP_NONE;
+  return sl_op_user_error(op, in, rc);
+}
+
 /* flat_map and sink share a body: the callback emits (or not) itself. */
 static int record_fn_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   (void)port;
@@ -219,21 +238,31 @@ static int sink_batch(sl_ctx_t *op, int port, const sl_record_t *in, size_t n) {
   return rc;
 }
 
+static int sink_step(sl_ctx_t *op, const sl_record_t *in, sl_record_t *out) {
+  (void)out;
+  const fn_arg *a = sl_op_arg(op);
+  int rc = ((sl_record_fn)a->fn)(op, in, a->opaque);
+  return SL__LIKELY(!rc) ? SL_STEP_NONE : sl_op_user_error(op, in, rc);
+}
+
 static const sl_operator_ops_t map_ops = {.kind = "map",
                                           .open = map_open,
                                           .process = map_process,
                                           .process_batch = map_batch,
+                                          .step = map_step,
                                           .close = map_close,
                                           .free_arg = free};
 static const sl_operator_ops_t filter_ops = {.kind = "filter",
                                              .process = filter_process,
                                              .process_batch = filter_batch,
+                                             .step = filter_step,
                                              .free_arg = free};
 static const sl_operator_ops_t flat_map_ops = {
     .kind = "flat_map", .process = record_fn_process, .free_arg = free};
 static const sl_operator_ops_t sink_ops = {.kind = "sink",
                                            .process = record_fn_process,
                                            .process_batch = sink_batch,
+                                           .step = sink_step,
                                            .free_arg = free};
 
 static sl_stream_t *add_fn(sl_stream_t *in, const char *uid,

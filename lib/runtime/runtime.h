@@ -93,6 +93,10 @@ struct sl_ctx {
 
 /* A source subtask: its operator instance plus the generator of
  * watermarks and the source's own state. */
+/* The most operators chained into a source's emit; a longer chain goes
+ * on from there in batches. */
+#define SL__MAX_STEPS 8
+
 struct sl_source_ctx {
   struct sl_ctx op;
   sl__wmgen wmgen;
@@ -123,6 +127,18 @@ struct sl_source_ctx {
   sl_record_t *b_recs;
   char *b_bytes;
   size_t b_used, b_bytes_cap;
+  /* While batching: the chain of operators with a step (lib/operator.h)
+   * that is the source's only reader, run on each appended record before
+   * it is appended; the batch goes to the readers of tail, the last of
+   * them (the source itself when there is none). */
+  struct sl__step {
+    sl_ctx_t *op;
+    int (*fn)(sl_ctx_t *op, const sl_record_t *in, sl_record_t *out);
+    uint64_t passed; /* records it handed on, not yet in op->in/out */
+  } steps[SL__MAX_STEPS];
+  uint32_t n_steps;
+  uint64_t steps_in; /* records into the first, not yet in its op->in */
+  sl_ctx_t *tail;
 };
 
 /* Workers sit side by side in job->workers; each is written by its own

@@ -51,7 +51,16 @@ static int src_open(sl_ctx_t *op) {
       return sl_op_fail(op, rc, "watermark generator: create failed (%d)", rc);
   }
   s->batching = !s->own_wm && s->wmgen.kind != SL_WM_CUSTOM;
+  s->tail = op;
+  s->n_steps = 0;
   if (s->batching) {
+    /* The chain of steps: each the only reader of the one before. */
+    while (s->n_steps < SL__MAX_STEPS && s->tail->main.n == 1 &&
+           s->tail->main.e[0].to->ops->step) {
+      sl_ctx_t *next = s->tail->main.e[0].to;
+      s->steps[s->n_steps++] = (struct sl__step){next, next->ops->step, 0};
+      s->tail = next;
+    }
     s->b_cap = (uint32_t)job->batch_size;
     s->b_bytes_cap = SRC_BATCH_BYTES;
     s->b_recs = malloc(s->b_cap * sizeof(*s->b_recs));
@@ -121,8 +130,9 @@ int sl__source_flush(src_t *s) {
   if (!n)
     return 0;
   /* Nothing appends while the batch is delivered: sources emit only
-   * from their own poll, and the graph is acyclic. */
-  int rc = sl_op_emit_batch(&s->op, s->b_recs, n);
+   * from their own poll, and the graph is acyclic. The records were
+   * counted out as they were appended. */
+  int rc = sl__emit_outs_batch(&s->tail->main, s->b_recs, n);
   s->b_n = 0;
   s->b_used = 0;
   return rc;
@@ -202,10 +212,67 @@ static inline void append(src_t *s, const sl_record_t *rec) {
   s->b_used = used;
 }
 
+/* Adds rec to the batch, first making room for it. */
+static inline int add(src_t *s, const sl_record_t *rec) {
+  size_t need = rec->key_len + rec->value_len;
+  int rc;
+  if (SL__UNLIKELY(s->b_n == s->b_cap || s->b_bytes_cap - s->b_used < need) &&
+      (rc = append_room(s, need)))
+    return rc;
+  append(s, rec);
+  return 0;
+}
+
+/* The source's record through its chain of steps, then into the batch
+ * if it is still there and someone reads the last step's output. The
+ * counts go to the operators' counters at the end of the poll
+ * (count_steps). Out of line: inlined, its loop's registers would be
+ * saved and restored on every emit of a source without steps too. */
+static __attribute__((noinline)) int run_steps(src_t *s,
+                                               const sl_record_t *rec) {
+  sl_record_t buf[2], *out = &buf[0], *spare = &buf[1];
+  const sl_record_t *cur = rec;
+  s->steps_in++;
+  for (struct sl__step *st = s->steps, *end = st + s->n_steps; st < end; st++) {
+    int rc = st->fn(st->op, cur, out);
+    if (rc <= 0)
+      return rc;
+    st->passed++;
+    if (rc == SL_STEP_OUT) { /* the next step writes to the other */
+      cur = out;
+      out = spare;
+      spare = (sl_record_t *)cur;
+    }
+  }
+  return s->tail->main.n ? add(s, cur) : 0;
+}
+
+/* The records the steps took and handed on since the last call, into
+ * their operators' counters. */
+static void count_steps(src_t *s) {
+  uint64_t in = s->steps_in;
+  s->steps_in = 0;
+  for (uint32_t k = 0; k < s->n_steps; k++) {
+    struct sl__step *st = &s->steps[k];
+    sl__counter_add(&st->op->in, in);
+    sl__counter_add(&st->op->out, st->passed);
+    in = st->passed;
+    st->passed = 0;
+  }
+}
+
+/* An appended record, counted out of the source. */
+static inline int emit_appended(src_t *s, const sl_record_t *rec) {
+  if (rec->ts > s->wmgen.max_ts)
+    s->wmgen.max_ts = rec->ts;
+  sl__counter_add(&s->op.out, 1);
+  return s->n_steps ? run_steps(s, rec) : add(s, rec);
+}
+
 /* sl_source_emit() for all but the common case: outside a poll, a
- * subtask that does not batch, a timestamp assigner, an idle source
- * becoming active, or a full batch. Out of line, so that the common case
- * makes no call and saves no registers. */
+ * subtask that does not batch, a timestamp assigner, or an idle source
+ * becoming active. Out of line, so that the common case makes no call
+ * and saves no registers. */
 static __attribute__((noinline)) int emit_slow(src_t *s,
                                                const sl_record_t *rec) {
   const sl__node *n = s->op.node;
@@ -227,22 +294,13 @@ static __attribute__((noinline)) int emit_slow(src_t *s,
   if (sl__wmgen_on_event(&s->wmgen, rec->ts) &&
       (rc = sl__forward_idle(&s->op, false)))
     return rc;
-  size_t need = rec->key_len + rec->value_len;
-  if ((s->b_n == s->b_cap || s->b_bytes_cap - s->b_used < need) &&
-      (rc = append_room(s, need)))
-    return rc;
-  append(s, rec);
-  return 0;
+  return emit_appended(s, rec);
 }
 
 int sl_source_emit(sl_source_ctx_t *s, const sl_record_t *rec) {
-  if (SL__UNLIKELY(!s->append || s->wmgen.idle || s->b_n == s->b_cap ||
-                   s->b_bytes_cap - s->b_used < rec->key_len + rec->value_len))
+  if (SL__UNLIKELY(!s->append || s->wmgen.idle))
     return emit_slow(s, rec);
-  if (rec->ts > s->wmgen.max_ts)
-    s->wmgen.max_ts = rec->ts;
-  append(s, rec);
-  return 0;
+  return emit_appended(s, rec);
 }
 
 /* Records the caller holds, downstream in batches of at most batch.size
@@ -393,6 +451,9 @@ int sl__source_poll(sl__worker *w, src_t *s) {
     }
   }
   uint64_t before = sl__counter_get(&s->op.out);
+  /* Scratch memory the steps' functions take lasts until the poll's
+   * records have gone on. */
+  sl_arena_mark_t mark = sl_op_arena_mark(&s->op);
   s->in_poll = true;
   s->append = s->batching && !n->wm_spec.ts_fn;
   int rc = n->src_ops->poll(s, n->src_opaque), rc2;
@@ -401,6 +462,8 @@ int sl__source_poll(sl__worker *w, src_t *s) {
    * nothing more is delivered). */
   if (rc >= 0 && s->b_n && (rc2 = sl__source_flush(s)))
     rc = rc2;
+  count_steps(s);
+  sl_op_arena_release(&s->op, mark);
   if (rc < 0) {
     if (!sl__job_failing(job))
       sl_op_fail(&s->op, rc, "source poll failed: %s", sl_strerror(rc));

@@ -785,6 +785,166 @@ START_TEST(batch_operators_skip_exactly_the_failing_records) {
 }
 END_TEST
 
+/* ---- Chains run inside the source's emit -------------------------------- */
+
+/* The held source's three ways into a chain of maps, filters and sinks:
+ * sl_source_emit() in a poll runs the chain inside the emit (the
+ * operators' step), sl_source_emit_batch() hands it the array
+ * (process_batch), and a source with a user watermark generator emits
+ * record by record (process). Each must give the same output and the
+ * same per-operator counts. */
+enum { FEED_STEP, FEED_BATCH, FEED_RECORD, FEEDS };
+enum { TAIL_SINK, TAIL_FLAT_MAP, TAIL_KEYED, TAIL_LONG, TAILS };
+enum { LONG_MAPS = 11 }; /* more than a source's emit chains */
+
+static int echo_fm(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
+  (void)opaque;
+  return sl_emit(ctx, rec);
+}
+
+/* value + 1, in scratch memory. */
+static int inc_map(sl_ctx_t *ctx, const sl_record_t *in, sl_record_t *out,
+                   void *opaque) {
+  (void)opaque;
+  char *b = sl_ctx_alloc(ctx, 24);
+  out->value_len =
+      (size_t)snprintf(b, 24, "%lld", tu_num(in->value, in->value_len) + 1);
+  out->value = b;
+  return 0;
+}
+
+static const sl_watermark_gen_t no_wm_gen = {0};
+
+static const char *const chain_uids[] = {"drop5", "m13",  "f7",
+                                         "fm",    "echo", "sink"};
+
+static void run_chain(int par, int feed, int tail, tu_sink *sink,
+                      sl_op_stats_t *st) {
+  sl_job_t *job = tu_job(par, "skip");
+  static held_src h;
+  memset(&h, 0, sizeof(h));
+  h.batch = feed == FEED_BATCH;
+  sl_source_ops_t so = {.open = held_open, .poll = held_poll, .parallel = true};
+  sl_stream_t *s = sl_source(job, "held", &so, &h);
+  if (feed == FEED_RECORD) {
+    sl_watermark_spec_t ws = {.kind = SL_WM_CUSTOM, .gen = &no_wm_gen};
+    s = sl_with_watermarks(s, &ws);
+  }
+  if (tail == TAIL_LONG) {
+    for (int k = 0; k < LONG_MAPS; k++) {
+      char uid[16];
+      snprintf(uid, sizeof(uid), "inc%d", k);
+      s = sl_map(s, uid, inc_map, NULL);
+    }
+  } else {
+    s = sl_filter(s, "drop5", drop_mult5, NULL);
+    s = sl_map(s, "m13", map_fail_mult13, NULL);
+    s = sl_filter(s, "f7", filter_fail_mult7, NULL);
+    if (tail == TAIL_FLAT_MAP)
+      s = sl_flat_map(s, "fm", echo_fm, NULL);
+    if (tail == TAIL_KEYED) {
+      sl_process_ops_t po = {.on_element = keyed_echo};
+      s = sl_process(sl_key_by(s, NULL, NULL), "echo", &po, NULL);
+    }
+  }
+  ck_assert_int_eq(sl_sink(s, "sink", tu_sink_fn, sink), SL_OK);
+  int rc = sl_job_run(job);
+  ck_assert_msg(rc == SL_OK, "%s", sl_job_errmsg(job));
+  for (size_t i = 0; i < sizeof(chain_uids) / sizeof(*chain_uids); i++)
+    if (sl_job_op_stats(job, chain_uids[i], &st[i]) != SL_OK)
+      memset(&st[i], 0, sizeof(st[i]));
+  sl_job_destroy(job);
+}
+
+static int cmp_value(const void *a, const void *b) {
+  const tu_rec *x = a, *y = b;
+  int c = strcmp(x->key, y->key);
+  return c ? c : strcmp(x->value, y->value);
+}
+
+START_TEST(chain_in_the_emit_is_the_chain_of_batches_and_of_records) {
+  for (int par = 1; par <= 2; par++) {
+    for (int tail = 0; tail < TAILS; tail++) {
+      /* The model: filtered in the source's order (every subtask's
+       * records in order at P=1); the keyed tail echoes key:value. */
+      size_t m = 0;
+      static tu_rec model[HELD_N];
+      for (long long v = 0; v < HELD_N; v++) {
+        tu_rec *r = &model[m];
+        memset(r, 0, sizeof(*r));
+        snprintf(r->key, sizeof(r->key), "k%lld", v * 31 % 101);
+        if (tail == TAIL_LONG) {
+          snprintf(r->value, sizeof(r->value), "%lld", v + LONG_MAPS);
+        } else {
+          if (v % 5 == 0 || v % 13 == 0 || v % 7 == 0 || v % 2)
+            continue;
+          if (tail == TAIL_KEYED)
+            snprintf(r->value, sizeof(r->value), "k%lld:m%lld", v * 31 % 101,
+                     v);
+          else
+            snprintf(r->value, sizeof(r->value), "m%lld", v);
+        }
+        m++;
+      }
+      sl_op_stats_t st[FEEDS][6];
+      for (int feed = 0; feed < FEEDS; feed++) {
+        tu_sink sink;
+        tu_sink_init(&sink);
+        run_chain(par, feed, tail, &sink, st[feed]);
+        ck_assert_msg(sink.n == m, "P=%d feed %d tail %d: %zu records, not %zu",
+                      par, feed, tail, sink.n, m);
+        /* Within a subtask the order is the source's; across two the
+         * records interleave, and a keyed tail mixes them per key. */
+        bool sorted = par == 2 || tail == TAIL_KEYED;
+        if (sorted) {
+          qsort(sink.recs, sink.n, sizeof(*sink.recs), cmp_value);
+          qsort(model, m, sizeof(*model), cmp_value);
+        }
+        for (size_t i = 0; i < m; i++) {
+          ck_assert_str_eq(sink.recs[i].key, model[i].key);
+          ck_assert_msg(!strcmp(sink.recs[i].value, model[i].value),
+                        "P=%d feed %d tail %d, record %zu: \"%s\", not \"%s\"",
+                        par, feed, tail, i, sink.recs[i].value, model[i].value);
+        }
+        tu_sink_free(&sink);
+        for (size_t k = 0; k < 6; k++) {
+          ck_assert_msg(st[feed][k].records_in == st[0][k].records_in &&
+                            st[feed][k].records_out == st[0][k].records_out &&
+                            st[feed][k].errors == st[0][k].errors,
+                        "P=%d tail %d, %s: in/out/errors %llu/%llu/%llu by "
+                        "feed %d, %llu/%llu/%llu in the emit",
+                        par, tail, chain_uids[k],
+                        (unsigned long long)st[feed][k].records_in,
+                        (unsigned long long)st[feed][k].records_out,
+                        (unsigned long long)st[feed][k].errors, feed,
+                        (unsigned long long)st[0][k].records_in,
+                        (unsigned long long)st[0][k].records_out,
+                        (unsigned long long)st[0][k].errors);
+        }
+      }
+      if (tail != TAIL_LONG) {
+        /* The counts themselves, once. */
+        uint64_t n5 = HELD_N - HELD_N / 5, e13 = 0, e7 = 0;
+        for (long long v = 0; v < HELD_N; v++)
+          if (v % 5 && v % 13 == 0)
+            e13++;
+          else if (v % 5 && v % 7 == 0)
+            e7++;
+        ck_assert_uint_eq(st[0][0].records_in, HELD_N);
+        ck_assert_uint_eq(st[0][0].records_out, n5);
+        ck_assert_uint_eq(st[0][1].records_in, n5);
+        ck_assert_uint_eq(st[0][1].errors, e13);
+        ck_assert_uint_eq(st[0][1].records_out, n5 - e13);
+        ck_assert_uint_eq(st[0][2].records_in, n5 - e13);
+        ck_assert_uint_eq(st[0][2].errors, e7);
+        ck_assert_uint_eq(st[0][2].records_out, m);
+        ck_assert_uint_eq(st[0][5].records_in, m);
+      }
+    }
+  }
+}
+END_TEST
+
 START_TEST(emit_batch_rejects_null_records) {
   ck_assert_int_eq(sl_source_emit_batch(NULL, NULL, 0), SL_ERR_INVAL);
 }
@@ -1323,6 +1483,7 @@ int main(void) {
   tcase_add_test(tc, emit_batch_is_emit_of_each_record);
   tcase_add_test(tc, emit_batch_keeps_watermarks_between_the_same_records);
   tcase_add_test(tc, batch_operators_skip_exactly_the_failing_records);
+  tcase_add_test(tc, chain_in_the_emit_is_the_chain_of_batches_and_of_records);
   tcase_add_test(tc, emit_batch_rejects_null_records);
   tcase_add_test(tc, bounded_watermarks_follow_max_ts);
   tcase_add_test(tc, watermark_outputs_precede_watermark);
