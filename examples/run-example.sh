@@ -30,8 +30,10 @@ pointer is at the end of its partition, then are stopped draining
 process does (a source that only feeds broadcasts is not a group
 member). Not with --rules: rule records written while the processes run
 meet an idle rules input and act from their arrival, not their time.
---kill-after-ms: SIGKILL the job MS ms after its first complete checkpoint,
-then restart it with restore.from=latest (the evaluator dedupes alerts).
+--kill-after-ms: SIGKILL the job MS ms after its first complete checkpoint
+since its first alert, then restart it with restore.from=latest (the
+evaluator dedupes alerts). The generator writes half the events, waits
+until the kill, then writes the rest.
 --restart-after-end: once the job has ended at the end of its input, run
 it again with restore.from=latest: with every partition finished in its
 last checkpoint it must read nothing and end.
@@ -278,7 +280,14 @@ if [ "$processes" != 1 ]; then
 fi
 
 echo "run-example: writing $events events to $in_topic"
-"$bin/$example-gen" "${broker[@]}" --labels "$work/labels.jsonl" \
+# With --kill-after-ms the generator writes half the input, then waits
+# until the job has been killed: the kill lands mid-stream however fast
+# the job reads.
+resume="$work/gen-resume"
+pause=""
+[ -n "$kill_after" ] && pause="$((events / 2)):$resume"
+EX_GEN_PAUSE="$pause" "$bin/$example-gen" "${broker[@]}" \
+  --labels "$work/labels.jsonl" \
   --events "$events" --rate "$rate" --seed "$seed" \
   ${gen_args[@]+"${gen_args[@]}"} >"$work/gen.log" 2>&1 &
 gen=$!
@@ -342,6 +351,8 @@ if [ -n "$kill_after" ]; then
   kill -0 "$job" 2>/dev/null || fail "the job ended before it could be killed"
   kill -KILL "$job"
   wait "$job" 2>/dev/null || true
+  touch "$resume"
+
   echo "run-example: killed the job with SIGKILL after it wrote" \
     "$(wc -l <"$work/alerts-before-kill.jsonl") alerts; newest checkpoint:" \
     "chk-$(newest_checkpoint); restarting it with restore.from=latest" \

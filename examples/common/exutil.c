@@ -95,6 +95,9 @@ struct ex_producer {
   int64_t started;
   uint64_t sent;
   int failed;
+  /* EX_GEN_PAUSE="N:FILE": after N records, wait until FILE exists. */
+  uint64_t pause_at;
+  char pause_file[512];
 };
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
@@ -145,6 +148,10 @@ ex_producer *ex_producer_new(const char *brokers, const char *topic,
   p->topic = rd_kafka_topic_name(p->rkt);
   p->rate = rate;
   p->started = ex_wall_ms();
+  const char *pause = getenv("EX_GEN_PAUSE");
+  int at = 0;
+  if (pause && sscanf(pause, "%" SCNu64 ":%n", &p->pause_at, &at) == 1 && at)
+    snprintf(p->pause_file, sizeof(p->pause_file), "%s", pause + at);
   return p;
 fail:
   if (conf)
@@ -175,6 +182,14 @@ int ex_producer_send(ex_producer *p, const char *key, int32_t partition,
   }
   rd_kafka_poll(p->rk, 0);
   p->sent++;
+  if (p->pause_file[0] && p->sent == p->pause_at) {
+    /* What was written so far is in the topic while the writer waits. */
+    rd_kafka_flush(p->rk, 30000);
+    while (access(p->pause_file, F_OK) != 0)
+      ex_sleep_ms(10);
+    p->started = ex_wall_ms() - (int64_t)((double)p->sent * 1000.0 /
+                                          (p->rate > 0 ? p->rate : 1e300));
+  }
   if (p->rate > 0) {
     /* Sleep in steps of at least 5 ms: the rate holds on average without a
      * syscall per record. */

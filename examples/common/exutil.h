@@ -54,6 +54,10 @@ typedef struct ex_producer ex_producer;
  * produced slowly gives it. NULL on error (printed). */
 ex_producer *ex_producer_new(const char *brokers, const char *topic,
                              double rate, int batch);
+/* With EX_GEN_PAUSE="N:FILE" in the environment, a producer that has
+ * written N records flushes them and waits until FILE exists before it
+ * writes the next (examples/run-example.sh --kill-after-ms: the job is
+ * killed while the input is only half written). */
 /* Writes one record; partition < 0 lets the partitioner choose. 0 or -1
  * (printed). */
 int ex_producer_send(ex_producer *p, const char *key, int32_t partition,

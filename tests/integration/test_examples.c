@@ -209,9 +209,10 @@ START_TEST(fraud_three_processes_match_one) {
 }
 END_TEST
 
-/* The killed run reads its input while the job runs (paced generator), so
- * the kill lands mid-stream; the restarted job resumes from the newest
- * checkpoint and replays what followed it. */
+/* The killed run reads its input while the generator writes it; the
+ * generator stops at half the input until the kill, so the kill lands
+ * mid-stream; the restarted job resumes from the newest checkpoint and
+ * replays what followed it. */
 static void kill_and_restart(const char *example, int rules, double target) {
   const char *ref = reference_of(example, rules, target);
   char extra[700];
