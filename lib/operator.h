@@ -31,12 +31,12 @@ typedef struct sl_keyed_rec {
   uint32_t kg;
 } sl_keyed_rec_t;
 
+/* What an operator's step (sl_operator_ops_t.step) hands on. */
+enum { SL_STEP_NONE = 0, SL_STEP_OUT = 1, SL_STEP_IN = 2 };
+
 /* One operator instance on one worker. Every callback below receives the
  * instance as an sl_ctx_t, the same handle user callbacks get, so an
  * operator passes it straight through to user code. */
-/* What an operator's step (below) hands on. */
-enum { SL_STEP_NONE = 0, SL_STEP_OUT = 1, SL_STEP_IN = 2 };
-
 typedef struct sl_operator_ops {
   const char *kind; /* "map", "process", ... for messages */
   bool keyed;       /* every input must come straight from sl_key_by() */
