@@ -37,15 +37,48 @@ static fn_arg *fn_arg_new(sl_stream_t *in, void *fn, void *opaque,
   return a;
 }
 
-static int map_process(sl_ctx_t *op, int port, const sl_record_t *in) {
-  (void)port;
+/* The steps of map and filter (lib/operator.h): what a source's emit
+ * runs, and what their process does record by record (step_process). */
+static int map_step(sl_ctx_t *op, const sl_record_t *in, sl_record_t *out) {
   const fn_arg *a = sl_op_arg(op);
-  sl_record_t out = *in;
+  sl_op_record_copy(out, in);
+  int rc = ((sl_map_fn)a->fn)(op, in, out, a->opaque);
+  if (SL__LIKELY(!rc))
+    return SL_STEP_OUT;
+  return sl_op_user_error(op, in, rc);
+}
+
+static int filter_step(sl_ctx_t *op, const sl_record_t *in, sl_record_t *out) {
+  (void)out;
+  const fn_arg *a = sl_op_arg(op);
+  int rc = ((sl_filter_fn)a->fn)(op, in, a->opaque);
+  if (SL__LIKELY(rc >= 0))
+    return rc > 0 ? SL_STEP_IN : SL_STEP_NONE;
+  return sl_op_user_error(op, in, rc);
+}
+
+/* One record through a step, its output handed on at once and the
+ * function's scratch memory released after. */
+static int step_process(sl_ctx_t *op, const sl_record_t *in,
+                        int (*step)(sl_ctx_t *, const sl_record_t *,
+                                    sl_record_t *)) {
+  sl_record_t out;
   sl_arena_mark_t m = sl_op_arena_mark(op);
-  int rc = ((sl_map_fn)a->fn)(op, in, &out, a->opaque);
-  rc = rc ? sl_op_user_error(op, in, rc) : sl_emit(op, &out);
+  int rc = step(op, in, &out);
+  if (rc == SL_STEP_OUT || rc == SL_STEP_IN)
+    rc = sl_emit(op, rc == SL_STEP_OUT ? &out : in);
   sl_op_arena_release(op, m);
   return rc;
+}
+
+static int map_process(sl_ctx_t *op, int port, const sl_record_t *in) {
+  (void)port;
+  return step_process(op, in, map_step);
+}
+
+static int filter_process(sl_ctx_t *op, int port, const sl_record_t *in) {
+  (void)port;
+  return step_process(op, in, filter_step);
 }
 
 /* A map's output for a batch: up to MAP_OUT records at a time, their
@@ -165,25 +198,6 @@ static int map_batch(sl_ctx_t *op, int port, const sl_record_t *in, size_t n) {
   return rc;
 }
 
-/* Record by record behind a source. */
-static int map_step(sl_ctx_t *op, const sl_record_t *in, sl_record_t *out) {
-  const fn_arg *a = sl_op_arg(op);
-  sl_op_record_copy(out, in);
-  int rc = ((sl_map_fn)a->fn)(op, in, out, a->opaque);
-  if (SL__LIKELY(!rc))
-    return SL_STEP_OUT;
-  return sl_op_user_error(op, in, rc);
-}
-
-static int filter_process(sl_ctx_t *op, int port, const sl_record_t *in) {
-  (void)port;
-  const fn_arg *a = sl_op_arg(op);
-  int rc = ((sl_filter_fn)a->fn)(op, in, a->opaque);
-  if (rc > 0)
-    return sl_emit(op, in);
-  return rc == 0 ? 0 : sl_op_user_error(op, in, rc);
-}
-
 /* Kept records go on as runs of the input batch, without a copy. */
 static int filter_batch(sl_ctx_t *op, int port, const sl_record_t *in,
                         size_t n) {
@@ -203,15 +217,6 @@ static int filter_batch(sl_ctx_t *op, int port, const sl_record_t *in,
       return rc;
   }
   return sl_op_emit_batch(op, &in[run], n - run);
-}
-
-static int filter_step(sl_ctx_t *op, const sl_record_t *in, sl_record_t *out) {
-  (void)out;
-  const fn_arg *a = sl_op_arg(op);
-  int rc = ((sl_filter_fn)a->fn)(op, in, a->opaque);
-  if (SL__LIKELY(rc >= 0))
-    return rc > 0 ? SL_STEP_IN : SL_STEP_NONE;
-  return sl_op_user_error(op, in, rc);
 }
 
 /* flat_map and sink share a body: the callback emits (or not) itself. */
