@@ -352,7 +352,6 @@ if [ -n "$kill_after" ]; then
   kill -KILL "$job"
   wait "$job" 2>/dev/null || true
   touch "$resume"
-
   echo "run-example: killed the job with SIGKILL after it wrote" \
     "$(wc -l <"$work/alerts-before-kill.jsonl") alerts; newest checkpoint:" \
     "chk-$(newest_checkpoint); restarting it with restore.from=latest" \

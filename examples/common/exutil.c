@@ -184,11 +184,11 @@ int ex_producer_send(ex_producer *p, const char *key, int32_t partition,
   p->sent++;
   if (p->pause_file[0] && p->sent == p->pause_at) {
     /* What was written so far is in the topic while the writer waits. */
+    int64_t t0 = ex_wall_ms();
     rd_kafka_flush(p->rk, 30000);
     while (access(p->pause_file, F_OK) != 0)
       ex_sleep_ms(10);
-    p->started = ex_wall_ms() - (int64_t)((double)p->sent * 1000.0 /
-                                          (p->rate > 0 ? p->rate : 1e300));
+    p->started += ex_wall_ms() - t0; /* the pace goes on from here */
   }
   if (p->rate > 0) {
     /* Sleep in steps of at least 5 ms: the rate holds on average without a

@@ -51,13 +51,13 @@ typedef struct ex_producer ex_producer;
  * rate > 0 paces produce() to that many records per second of wall time.
  * batch > 0 caps the records per produced batch (batch.num.messages): a
  * consumer then fetches each partition in as many small steps as input
- * produced slowly gives it. NULL on error (printed). */
+ * produced slowly gives it. With EX_GEN_PAUSE="N:FILE" in the
+ * environment, a producer that has written N records flushes them and
+ * waits until FILE exists before it writes the next
+ * (examples/run-example.sh --kill-after-ms: the job is killed while the
+ * input is only half written). NULL on error (printed). */
 ex_producer *ex_producer_new(const char *brokers, const char *topic,
                              double rate, int batch);
-/* With EX_GEN_PAUSE="N:FILE" in the environment, a producer that has
- * written N records flushes them and waits until FILE exists before it
- * writes the next (examples/run-example.sh --kill-after-ms: the job is
- * killed while the input is only half written). */
 /* Writes one record; partition < 0 lets the partitioner choose. 0 or -1
  * (printed). */
 int ex_producer_send(ex_producer *p, const char *key, int32_t partition,
