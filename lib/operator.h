@@ -31,7 +31,21 @@ typedef struct sl_keyed_rec {
   uint32_t kg;
 } sl_keyed_rec_t;
 
-/* What an operator's step (sl_operator_ops_t.step) hands on. */
+/* An operator's step (sl_operator_ops_t.step): a user function of one
+ * of the public API's three per-record shapes, which the runtime calls
+ * straight from its loop. */
+typedef enum sl_step_kind {
+  SL_STEP_MAP = 1, /* sl_map_fn: one record out */
+  SL_STEP_FILTER,  /* sl_filter_fn: the record on, or none */
+  SL_STEP_CONSUME, /* sl_record_fn: none (a sink) */
+} sl_step_kind_t;
+typedef struct sl_step {
+  sl_step_kind_t kind;
+  void *fn;
+  void *opaque;
+} sl_step_t;
+
+/* What a step hands on. */
 enum { SL_STEP_NONE = 0, SL_STEP_OUT = 1, SL_STEP_IN = 2 };
 
 /* One operator instance on one worker. Every callback below receives the
@@ -60,17 +74,16 @@ typedef struct sl_operator_ops {
                        size_t n);
   /* Optional, for an operator with one input that hands on at most one
    * record per input record and keeps none (map, filter, the user sink):
-   * one input record, in. Returns SL_STEP_OUT when the output is what it
-   * wrote to *out (its bytes borrowed until the next call), SL_STEP_IN
-   * when in goes on as it is, SL_STEP_NONE when nothing goes on (filtered
-   * out, consumed by a sink, or a failed record the error policy
-   * handled), or a negative error that fails the job. A chain of such
-   * operators that is a source's only reader runs record by record inside
-   * the source's sl_source_emit(), on the source's own record, so the
-   * record's bytes are copied (into the source's batch) only where the
-   * chain reaches an operator without a step, and not at all when it ends
-   * in a sink. The runtime counts the records in and out. */
-  int (*step)(sl_ctx_t *op, const sl_record_t *in, sl_record_t *out);
+   * the user function that is all it does to a record, described in
+   * *st (sl_op_arg() is there already). A chain
+   * of such operators that is a source's only reader runs record by
+   * record inside the source's sl_source_emit(), on the source's own
+   * record, calling each function straight from one loop
+   * (sl_op_step_run), so the record's bytes are copied (into the
+   * source's batch) only where the chain reaches an operator without a
+   * step, and not at all when it ends in a sink. The runtime counts the
+   * records in and out. */
+  void (*step)(sl_ctx_t *op, sl_step_t *st);
   /* The combined input watermark advanced to wm. Anything emitted here
    * reaches downstream before the watermark itself, which the runtime
    * forwards when this returns 0. Optional. */
@@ -250,6 +263,34 @@ static inline void sl_op_record_copy(sl_record_t *d, const sl_record_t *s) {
   d->value = v;
   d->value_len = vl;
   d->ts = ts;
+}
+
+/* Runs step st of operator op on one input record, in: SL_STEP_OUT when
+ * its output is what it wrote to *out (its bytes borrowed until the next
+ * call), SL_STEP_IN when in goes on as it is, SL_STEP_NONE when nothing
+ * goes on (filtered out, consumed, or a failed record the error policy
+ * handled), or a negative error that fails the job. */
+static inline int sl_op_step_run(const sl_step_t *st, sl_ctx_t *op,
+                                 const sl_record_t *in, sl_record_t *out) {
+  int rc;
+  switch (st->kind) {
+  case SL_STEP_MAP:
+    sl_op_record_copy(out, in);
+    if (__builtin_expect(!(rc = ((sl_map_fn)st->fn)(op, in, out, st->opaque)),
+                         1))
+      return SL_STEP_OUT;
+    break;
+  case SL_STEP_FILTER:
+    if (__builtin_expect((rc = ((sl_filter_fn)st->fn)(op, in, st->opaque)) >= 0,
+                         1))
+      return rc > 0 ? SL_STEP_IN : SL_STEP_NONE;
+    break;
+  default:
+    if (__builtin_expect(!(rc = ((sl_record_fn)st->fn)(op, in, st->opaque)), 1))
+      return SL_STEP_NONE;
+    break;
+  }
+  return sl_op_user_error(op, in, rc);
 }
 
 /* Makes every record emitted through op carry timestamp ts (fixed) or

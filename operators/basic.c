@@ -37,34 +37,35 @@ static fn_arg *fn_arg_new(sl_stream_t *in, void *fn, void *opaque,
   return a;
 }
 
-/* The steps of map and filter (lib/operator.h): what a source's emit
- * runs, and what their process does record by record (step_process). */
-static int map_step(sl_ctx_t *op, const sl_record_t *in, sl_record_t *out) {
+/* The steps of map, filter and the sink (lib/operator.h): their user
+ * function, which a source's emit calls straight from its loop, and
+ * which their process runs record by record (step_process). */
+static void fn_step(sl_ctx_t *op, sl_step_t *st, sl_step_kind_t kind) {
   const fn_arg *a = sl_op_arg(op);
-  sl_op_record_copy(out, in);
-  int rc = ((sl_map_fn)a->fn)(op, in, out, a->opaque);
-  if (SL__LIKELY(!rc))
-    return SL_STEP_OUT;
-  return sl_op_user_error(op, in, rc);
+  *st = (sl_step_t){kind, a->fn, a->opaque};
 }
 
-static int filter_step(sl_ctx_t *op, const sl_record_t *in, sl_record_t *out) {
-  (void)out;
-  const fn_arg *a = sl_op_arg(op);
-  int rc = ((sl_filter_fn)a->fn)(op, in, a->opaque);
-  if (SL__LIKELY(rc >= 0))
-    return rc > 0 ? SL_STEP_IN : SL_STEP_NONE;
-  return sl_op_user_error(op, in, rc);
+static void map_step(sl_ctx_t *op, sl_step_t *st) {
+  fn_step(op, st, SL_STEP_MAP);
+}
+
+static void filter_step(sl_ctx_t *op, sl_step_t *st) {
+  fn_step(op, st, SL_STEP_FILTER);
+}
+
+static void sink_step(sl_ctx_t *op, sl_step_t *st) {
+  fn_step(op, st, SL_STEP_CONSUME);
 }
 
 /* One record through a step, its output handed on at once and the
  * function's scratch memory released after. */
 static int step_process(sl_ctx_t *op, const sl_record_t *in,
-                        int (*step)(sl_ctx_t *, const sl_record_t *,
-                                    sl_record_t *)) {
+                        sl_step_kind_t kind) {
+  sl_step_t st;
   sl_record_t out;
+  fn_step(op, &st, kind);
   sl_arena_mark_t m = sl_op_arena_mark(op);
-  int rc = step(op, in, &out);
+  int rc = sl_op_step_run(&st, op, in, &out);
   if (rc == SL_STEP_OUT || rc == SL_STEP_IN)
     rc = sl_emit(op, rc == SL_STEP_OUT ? &out : in);
   sl_op_arena_release(op, m);
@@ -73,12 +74,12 @@ static int step_process(sl_ctx_t *op, const sl_record_t *in,
 
 static int map_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   (void)port;
-  return step_process(op, in, map_step);
+  return step_process(op, in, SL_STEP_MAP);
 }
 
 static int filter_process(sl_ctx_t *op, int port, const sl_record_t *in) {
   (void)port;
-  return step_process(op, in, filter_step);
+  return step_process(op, in, SL_STEP_FILTER);
 }
 
 /* A map's output for a batch: up to MAP_OUT records at a time, their
@@ -241,13 +242,6 @@ static int sink_batch(sl_ctx_t *op, int port, const sl_record_t *in, size_t n) {
       rc = sl_op_user_error(op, &in[i], rc);
   sl_op_arena_release(op, m);
   return rc;
-}
-
-static int sink_step(sl_ctx_t *op, const sl_record_t *in, sl_record_t *out) {
-  (void)out;
-  const fn_arg *a = sl_op_arg(op);
-  int rc = ((sl_record_fn)a->fn)(op, in, a->opaque);
-  return SL__LIKELY(!rc) ? SL_STEP_NONE : sl_op_user_error(op, in, rc);
 }
 
 static const sl_operator_ops_t map_ops = {.kind = "map",

@@ -132,8 +132,8 @@ struct sl_source_ctx {
    * it is appended; the batch goes to the readers of tail, the last of
    * them (the source itself when there is none). */
   struct sl__step {
+    sl_step_t st;
     sl_ctx_t *op;
-    int (*fn)(sl_ctx_t *op, const sl_record_t *in, sl_record_t *out);
     uint64_t passed; /* records it handed on, not yet in op->in/out */
   } steps[SL__MAX_STEPS];
   uint32_t n_steps;

@@ -58,7 +58,9 @@ static int src_open(sl_ctx_t *op) {
     while (s->n_steps < SL__MAX_STEPS && s->tail->main.n == 1 &&
            s->tail->main.e[0].to->ops->step) {
       sl_ctx_t *next = s->tail->main.e[0].to;
-      s->steps[s->n_steps++] = (struct sl__step){next, next->ops->step, 0};
+      struct sl__step *st = &s->steps[s->n_steps++];
+      *st = (struct sl__step){.op = next};
+      next->ops->step(next, &st->st);
       s->tail = next;
     }
     s->b_cap = (uint32_t)job->batch_size;
@@ -234,7 +236,7 @@ static __attribute__((noinline)) int run_steps(src_t *s,
   const sl_record_t *cur = rec;
   s->steps_in++;
   for (struct sl__step *st = s->steps, *end = st + s->n_steps; st < end; st++) {
-    int rc = st->fn(st->op, cur, out);
+    int rc = sl_op_step_run(&st->st, st->op, cur, out);
     if (rc <= 0)
       return rc;
     st->passed++;
