@@ -127,6 +127,10 @@ typedef struct ksub {
    * partitions hold theirs. */
   bool tw;
   size_t n_hold;
+  /* Exactly-once in a group: monotonic ms of the last poll, and the
+   * pause between two polls after which the member asks whether it is
+   * still one before it takes what it read (read_lost). */
+  int64_t polled, pause_ms;
 } ksub;
 
 typedef struct rpos {
@@ -964,8 +968,17 @@ static int ksrc_open(sl_source_ctx_t *ctx, void *opaque) {
       rc = sl_source_fail(ctx, rc, "kafka source %s: %s", s->uid, err);
     if (rc)
       return rc;
+    /* A third of the session timeout: a pause shorter than that cannot
+     * have cost the member its session while heartbeats go at least
+     * that often (librdkafka's default is a tenth). */
+    char v[32];
+    size_t vl = sizeof(v);
+    k->pause_ms = rd_kafka_conf_get(rd_kafka_conf(k->rk), "session.timeout.ms",
+                                    v, &vl) == RD_KAFKA_CONF_OK
+                      ? strtoll(v, NULL, 10) / 3
+                      : 1000;
     /* Idle until the group assigns it partitions. */
-    k->last_ok = sl__mono_ms();
+    k->last_ok = k->polled = sl__mono_ms();
     k->idle = true;
     return sl_source_idle(ctx, true);
   }
@@ -1596,6 +1609,30 @@ static int group_poll(sl_source_ctx_t *ctx, ksub *k) {
   return 0;
 }
 
+/* Exactly-once in a group: whether what a poll read at mono must be
+ * dropped because the member's assignment is lost. After a pause of the
+ * process (a stop, a swap) the fetcher threads may run before the
+ * consumer's main thread notices that the session ran out meanwhile, and
+ * hand over records of partitions the group gave to another member. A
+ * real broker's read_committed readers never see them (the transaction
+ * that would hold their output aborts), but the dev broker's do, so after
+ * a pause as long as pause_ms since the last poll the member asks first
+ * (sl__kgroup_holds, which lets that thread check the deadline). */
+static bool read_lost(ksrc *s, ksub *k, int64_t mono) {
+  int64_t pause = mono - k->polled;
+  k->polled = mono;
+  if (!k->group || k->bcast || !s->kj->txn)
+    return false;
+  if (pause >= k->pause_ms && !atomic_load(&k->grp.lost) &&
+      !sl__kgroup_holds(&k->grp))
+    sl__log(k->grp.conf, k->grp.job, SL__LOG_WARN, "kafka",
+            "kafka source %s[%d]: after a pause of %" PRId64 " ms this "
+            "process is no longer a member of the group (its session ran "
+            "out): what it read is dropped",
+            s->uid, k->grp.subtask, pause);
+  return atomic_load(&k->grp.lost);
+}
+
 static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
   ksrc *s = opaque;
   ksub *k = s->sub[sl_source_ctx_subtask(ctx)];
@@ -1626,10 +1663,10 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
                           rd_kafka_err2str(rd_kafka_last_error()));
   int64_t now = sl_ctx_now(sl_source_op(ctx)), mono = sl__mono_ms();
   int rc = 0;
-  bool got = false;
+  bool got = false, lost = read_lost(s, k, mono);
   for (ssize_t i = 0; i < n; i++) {
     rd_kafka_message_t *m = k->msgs[i];
-    if (!rc) {
+    if (!rc && !lost) {
       if (m->err) {
         rc = consumer_error(ctx, s, k, m, mono);
       } else {

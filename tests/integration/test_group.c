@@ -1960,6 +1960,14 @@ static void stop_resume(pid_t *p, const char *const *names, const char *topic,
   while (fence > text && fence[-1] != '\n')
     fence--;
   fprintf(stderr, "%.*s\n", (int)strcspn(fence, "\n"), fence);
+  /* Whether its sources asked the group first (what a fetcher handed
+   * over before the consumer noticed the lost session is dropped). */
+  for (const char *a = text; (a = strstr(a, "after a pause of")); a++) {
+    const char *l = a;
+    while (l > text && l[-1] != '\n')
+      l--;
+    fprintf(stderr, "%.*s\n", (int)strcspn(l, "\n"), l);
+  }
   free(text);
 }
 
