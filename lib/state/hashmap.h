@@ -406,6 +406,18 @@ sl__hm_direct_slot(const hm_table *t, const void *key, uint64_t hash,
   return s ? s->u.data + 8 : NULL;
 }
 
+/* The same for key's entry in the 8-byte namespace ns (a window's
+ * accumulator under its window's start), hash being the entry's hash
+ * (sl__state_hash), len a constant <= HM_INL_BYTES - 16. */
+static inline __attribute__((always_inline)) void *
+sl__hm_direct_slot_ns8(const hm_table *t, const void *key, const void *ns,
+                       uint64_t hash, size_t len) {
+  hm_slot *s = sl__hm_probe8(t, key, ns, hash, 8,
+                             (uint32_t)len << 24 | 8u << 16 | 8u << 8 | HM_INL,
+                             0xffffffff);
+  return s ? s->u.data + 16 : NULL;
+}
+
 /* The value bytes of key's entry and their length, for reading. */
 static inline __attribute__((always_inline)) void *
 sl__hm_direct_get(const hm_table *t, const void *key, uint64_t hash,

@@ -63,6 +63,24 @@ void sl__kstate_close(sl__keyed *k) {
   k->state = NULL;
 }
 
+/* One state's entries of the given hashes, in the worker's own key
+ * groups: directly in its tables when it has them, else through the
+ * backend. */
+static inline void prefetch_one(sl__backend *be, const sl_state_t *st,
+                                const uint64_t *hash, const uint32_t *kg,
+                                size_t stride, size_t n) {
+  if (st->dt)
+    sl__hm_direct_prefetch_n(st->dt_base, false, 0, 0, hash, kg, stride, n);
+  else if (be->ops->prefetch)
+    be->ops->prefetch(be, st->id, hash, kg, stride, n);
+}
+
+void sl__state_prefetch(sl__keyed *k, const sl_state_t *st,
+                        const uint64_t *hash, const uint32_t *kg, size_t stride,
+                        size_t n) {
+  prefetch_one(k->state->be, st, hash, kg, stride, n);
+}
+
 /* The states not in ks->pf_base: direct ones past the first
  * SL__KS_PF, and through the backend those without direct tables. */
 static __attribute__((noinline)) void prefetch_others(struct sl__kstate *ks,
@@ -72,12 +90,8 @@ static __attribute__((noinline)) void prefetch_others(struct sl__kstate *ks,
   sl__backend *be = ks->be;
   for (size_t i = 0; i < ks->n_states; i++) {
     const sl_state_t *st = ks->states[i];
-    if (st->pf_direct)
-      continue;
-    if (st->dt)
-      sl__hm_direct_prefetch_n(st->dt_base, false, 0, 0, hash, kg, stride, n);
-    else if (be->ops->prefetch)
-      be->ops->prefetch(be, st->id, hash, kg, stride, n);
+    if (!st->pf_direct)
+      prefetch_one(be, st, hash, kg, stride, n);
   }
 }
 
@@ -558,6 +572,25 @@ sl__value_ptr_hit(const sl__keyed *k, const sl_state_t *st, size_t size) {
     return sl__hm_direct_slot(t, k->key, k->hash, size);
   }
   return NULL;
+}
+
+int sl__ns_slot(sl__keyed *k, sl_state_t *st, uint64_t hash, size_t size,
+                void **out) {
+  if (SL__LIKELY(st->dt_base != 0) && size <= HM_INL_BYTES - 16 &&
+      k->key_len == 8 && k->ns_len == 8) {
+    assert(k->kg - st->dt_lo < st->dt_n);
+    const struct hm_table *t =
+        (const struct hm_table *)(st->dt_base +
+                                  (uintptr_t)k->kg * sizeof(hm_table));
+    void *p = sl__hm_direct_slot_ns8(t, k->key, k->ns, hash, size);
+    if (SL__LIKELY(p != NULL)) {
+      *out = p;
+      return 1;
+    }
+  }
+  sl__backend *be = k->state->be;
+  sl__skey sk = {st->id, k->kg, hash, k->key, k->key_len, k->ns, k->ns_len};
+  return be->ops->slot(be, &sk, size, out);
 }
 
 void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,

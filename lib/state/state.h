@@ -108,6 +108,23 @@ int sl__value_put(sl__keyed *k, sl_state_t *st, const void *val, size_t len);
 void *sl__value_ptr(sl__keyed *k, sl_state_t *st, size_t size, bool *created,
                     int *err);
 int sl__state_clear(sl__keyed *k, sl_state_t *st);
+/* The slot of size bytes of st's entry for the current key in the
+ * current namespace, its state hash (sl__state_hash) given by the caller,
+ * which keeps the namespace's own hash: 1 with *out when the entry
+ * existed with that size, 0 when it was created (its bytes to be
+ * initialised), or a negative error. For a state without TTL, whose
+ * stored bytes are the value (a window's accumulator). An existing entry
+ * of an 8-byte key and namespace is found by a direct probe; anything
+ * else goes to the backend's slot. */
+int sl__ns_slot(sl__keyed *k, sl_state_t *st, uint64_t hash, size_t size,
+                void **out);
+/* Requests from memory st's entries of n hashes (hash j at (char *)hash
+ * + j * stride, its key group at (char *)kg + j * stride, a key group of
+ * k's worker), as the keyed prefetch does for the entries of the key
+ * alone: for state under a namespace whose hash the caller knows. */
+void sl__state_prefetch(sl__keyed *k, const sl_state_t *st,
+                        const uint64_t *hash, const uint32_t *kg, size_t stride,
+                        size_t n);
 /* sl__value_ptr's per-record case alone: the value of the current key
  * when it exists with exactly size bytes and a direct probe finds it,
  * else NULL (then nothing was changed, and sl__value_ptr decides). */

@@ -370,11 +370,8 @@ static inline uint64_t ns_state_hash(win *w) {
 static inline int win_acc(win *w, void **acc, bool *fresh) {
   const warg *a = w->a;
   /* The accumulator has no TTL, so its stored bytes are exactly ours:
-   * the backend's slot is sl__value_ptr() without the namespace hash. */
-  sl__backend *be = sl__kstate_backend(w->k.state);
-  sl__skey sk = {sl__state_id(w->acc), w->k.kg, ns_state_hash(w), w->k.key,
-                 w->k.key_len,         &w->ns,  sizeof(w->ns)};
-  int rc = be->ops->slot(be, &sk, a->acc_size, acc);
+   * sl__value_ptr() without hashing the namespace. */
+  int rc = sl__ns_slot(&w->k, w->acc, ns_state_hash(w), a->acc_size, acc);
   if (SL__UNLIKELY(rc < 0))
     return rc;
   *fresh = rc != 1;
@@ -613,8 +610,7 @@ static void win_prefetch(sl__keyed *k, const sl_keyed_rec_t *r, size_t n) {
           sl__mix64(r[i].hash ^ (w->last_ns_hash + 0x2545f4914f6cdd1dULL));
       q[i].kg = r[i].kg;
     }
-    be->ops->prefetch(be, sl__state_id(w->acc), &q[0].hash, &q[0].kg,
-                      sizeof(q[0]), n);
+    sl__state_prefetch(&w->k, w->acc, &q[0].hash, &q[0].kg, sizeof(q[0]), n);
   }
 }
 
