@@ -74,15 +74,14 @@ typedef struct sl_operator_ops {
                        size_t n);
   /* Optional, for an operator with one input that hands on at most one
    * record per input record and keeps none (map, filter, the user sink):
-   * the user function that is all it does to a record, described in
-   * *st (sl_op_arg() is there already). A chain
-   * of such operators that is a source's only reader runs record by
-   * record inside the source's sl_source_emit(), on the source's own
-   * record, calling each function straight from one loop
-   * (sl_op_step_run), so the record's bytes are copied (into the
-   * source's batch) only where the chain reaches an operator without a
-   * step, and not at all when it ends in a sink. The runtime counts the
-   * records in and out. */
+   * describes in *st the user function that is all it does to a record
+   * (sl_op_arg() is there already). A chain of such operators that is a
+   * source's only reader runs record by record inside the source's
+   * sl_source_emit(), on the source's own record, calling each function
+   * straight from one loop (sl_op_step_run), so the record's bytes are
+   * copied (into the source's batch) only where the chain reaches an
+   * operator without a step, and not at all when it ends in a sink. The
+   * runtime counts the records in and out. */
   void (*step)(sl_ctx_t *op, sl_step_t *st);
   /* The combined input watermark advanced to wm. Anything emitted here
    * reaches downstream before the watermark itself, which the runtime
