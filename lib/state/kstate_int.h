@@ -145,17 +145,23 @@ static inline void sl__write_fill(const sl_state_t *st, void *slot, int64_t now,
   if (len)
     memcpy((unsigned char *)slot + st->hdr, val, len);
 }
-/* The table of the current key's key group for a direct probe of st, or
- * NULL when the access must go through the backend: no direct tables, a
- * key other than 8 bytes, a namespace (windows). The current key group is
- * one the backend owns, as for every state access (sl__skey's kg). */
+/* The table of the current key's key group among st's direct tables at
+ * base (st->dt_base, or st->vdt_base for a value state). The current key
+ * group is one the backend owns, as for every state access (sl__skey's
+ * kg). */
+static inline const struct hm_table *
+sl__kg_tab(const sl__keyed *k, const sl_state_t *st, uintptr_t base) {
+  assert(k->kg - st->dt_lo < st->dt_n);
+  (void)st;
+  return (const struct hm_table *)(base + (uintptr_t)k->kg * sizeof(hm_table));
+}
+/* The table for a direct probe of st by the current key, or NULL when
+ * the access must go through the backend: no direct tables, a key other
+ * than 8 bytes, a namespace (windows: sl__ns_slot). */
 static inline const struct hm_table *sl__direct_tab(const sl__keyed *k,
                                                     const sl_state_t *st) {
-  if (SL__LIKELY(st->dt_base != 0) && k->key_len == 8 && !k->ns_len) {
-    assert(k->kg - st->dt_lo < st->dt_n);
-    return (const struct hm_table *)(st->dt_base +
-                                     (uintptr_t)k->kg * sizeof(hm_table));
-  }
+  if (SL__LIKELY(st->dt_base != 0) && k->key_len == 8 && !k->ns_len)
+    return sl__kg_tab(k, st, st->dt_base);
   return NULL;
 }
 

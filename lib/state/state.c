@@ -565,11 +565,8 @@ inline __attribute__((always_inline)) void *
 sl__value_ptr_hit(const sl__keyed *k, const sl_state_t *st, size_t size) {
   if (SL__LIKELY(k && st && st->vks == k->state) && size <= HM_INL_BYTES - 8 &&
       k->key_len == 8 && !k->ns_len) {
-    assert(k->kg - st->dt_lo < st->dt_n);
-    const struct hm_table *t =
-        (const struct hm_table *)(st->vdt_base +
-                                  (uintptr_t)k->kg * sizeof(hm_table));
-    return sl__hm_direct_slot(t, k->key, k->hash, size);
+    return sl__hm_direct_slot(sl__kg_tab(k, st, st->vdt_base), k->key, k->hash,
+                              size);
   }
   return NULL;
 }
@@ -578,11 +575,8 @@ int sl__ns_slot(sl__keyed *k, sl_state_t *st, uint64_t hash, size_t size,
                 void **out) {
   if (SL__LIKELY(st->dt_base != 0) && size <= HM_INL_BYTES - 16 &&
       k->key_len == 8 && k->ns_len == 8) {
-    assert(k->kg - st->dt_lo < st->dt_n);
-    const struct hm_table *t =
-        (const struct hm_table *)(st->dt_base +
-                                  (uintptr_t)k->kg * sizeof(hm_table));
-    void *p = sl__hm_direct_slot_ns8(t, k->key, k->ns, hash, size);
+    void *p = sl__hm_direct_slot_ns8(sl__kg_tab(k, st, st->dt_base), k->key,
+                                     k->ns, hash, size);
     if (SL__LIKELY(p != NULL)) {
       *out = p;
       return 1;
