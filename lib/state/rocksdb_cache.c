@@ -7,9 +7,11 @@
  * snapshots; eviction is CLOCK (second chance) over clean entries. */
 #include <assert.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "sluice/common.h"
@@ -30,6 +32,9 @@
 /* Writes go out in batches of about this many bytes, so a flush of a
  * large cache does not build one huge batch outside the budget. */
 #define RK_BATCH_BYTES ((size_t)4 << 20)
+/* Where a snapshot builds a table file for RocksDB to take in, in the DB's
+ * directory (RocksDB leaves a name it did not make alone). */
+#define RK_INGEST_FILE "sluice-ingest.tmp"
 /* Dirty victims are written in groups of this many (a fixed array, so
  * eviction allocates nothing). */
 #define RK_VICTIMS 16384
@@ -620,77 +625,82 @@ static int dirty_cmp(const void *pa, const void *pb, const void *ctx) {
   return r ? r : (la > lb) - (la < lb);
 }
 
-typedef int (*cmp_fn)(const void *, const void *, const void *);
-
-static void swap_p(void **a, void **b) {
-  void *t = *a;
-  *a = *b;
-  *b = t;
-}
-
-static void sift(void **v, size_t i, size_t n, cmp_fn cmp, const void *ctx) {
-  for (size_t c; (c = 2 * i + 1) < n; i = c) {
-    if (c + 1 < n && cmp(v[c], v[c + 1], ctx) < 0)
-      c++;
-    if (cmp(v[i], v[c], ctx) >= 0)
-      return;
-    swap_p(&v[i], &v[c]);
+/* One in-place sort for two kinds of elements (qsort would allocate a
+ * buffer as large as the array, and a transient multi-megabyte block
+ * between small entries is what fragments the heap: RSS stays above the
+ * budget after it is freed). Quicksort with median of three, insertion
+ * sort below 16, heapsort when too deep. RK_SORT(name, T, CMP) defines
+ * name(T *v, size_t n, int depth, const void *ctx), sorting by
+ * CMP(const T *a, const T *b, ctx). */
+#define RK_SORT(name, T, CMP)                                                  \
+  static void name##_swap(T *a, T *b) {                                        \
+    T t = *a;                                                                  \
+    *a = *b;                                                                   \
+    *b = t;                                                                    \
+  }                                                                            \
+  static void name##_sift(T *v, size_t i, size_t n, const void *ctx) {         \
+    for (size_t c; (c = 2 * i + 1) < n; i = c) {                               \
+      if (c + 1 < n && CMP(&v[c], &v[c + 1], ctx) < 0)                         \
+        c++;                                                                   \
+      if (CMP(&v[i], &v[c], ctx) >= 0)                                         \
+        return;                                                                \
+      name##_swap(&v[i], &v[c]);                                               \
+    }                                                                          \
+  }                                                                            \
+  static void name(T *v, size_t n, int depth, const void *ctx) {               \
+    while (n > 16) {                                                           \
+      if (depth-- == 0) {                                                      \
+        for (size_t i = n / 2; i-- > 0;)                                       \
+          name##_sift(v, i, n, ctx);                                           \
+        for (size_t i = n; i-- > 1;) {                                         \
+          name##_swap(&v[0], &v[i]);                                           \
+          name##_sift(v, 0, i, ctx);                                           \
+        }                                                                      \
+        return;                                                                \
+      }                                                                        \
+      size_t m = n / 2;                                                        \
+      if (CMP(&v[m], &v[0], ctx) < 0)                                          \
+        name##_swap(&v[m], &v[0]);                                             \
+      if (CMP(&v[n - 1], &v[0], ctx) < 0)                                      \
+        name##_swap(&v[n - 1], &v[0]);                                         \
+      if (CMP(&v[n - 1], &v[m], ctx) < 0)                                      \
+        name##_swap(&v[n - 1], &v[m]);                                         \
+      T pivot = v[m];                                                          \
+      size_t i = 0, j = n - 1;                                                 \
+      for (;;) {                                                               \
+        while (CMP(&v[i], &pivot, ctx) < 0)                                    \
+          i++;                                                                 \
+        while (CMP(&pivot, &v[j], ctx) < 0)                                    \
+          j--;                                                                 \
+        if (i >= j)                                                            \
+          break;                                                               \
+        name##_swap(&v[i++], &v[j--]);                                         \
+      }                                                                        \
+      /* [0, j] <= pivot <= [j + 1, n): recurse into the smaller part. */      \
+      if (j + 1 < n - j - 1) {                                                 \
+        name(v, j + 1, depth, ctx);                                            \
+        v += j + 1, n -= j + 1;                                                \
+      } else {                                                                 \
+        name(v + j + 1, n - j - 1, depth, ctx);                                \
+        n = j + 1;                                                             \
+      }                                                                        \
+    }                                                                          \
+    for (size_t i = 1; i < n; i++)                                             \
+      for (size_t k = i; k > 0 && CMP(&v[k], &v[k - 1], ctx) < 0; k--)         \
+        name##_swap(&v[k], &v[k - 1]);                                         \
   }
-}
 
-/* In place: qsort would allocate a buffer as large as the array, and a
- * transient multi-megabyte block between small entries is what fragments
- * the heap (RSS stays above the budget after it is freed). Quicksort with
- * median of three, insertion sort below 16, heapsort when too deep. Used
- * for the dirty entries a flush writes and a snapshot's records. */
-static void sort_ptrs(void **v, size_t n, int depth, cmp_fn cmp,
-                      const void *ctx) {
-  while (n > 16) {
-    if (depth-- == 0) {
-      for (size_t i = n / 2; i-- > 0;)
-        sift(v, i, n, cmp, ctx);
-      for (size_t i = n; i-- > 1;) {
-        swap_p(&v[0], &v[i]);
-        sift(v, 0, i, cmp, ctx);
-      }
-      return;
-    }
-    size_t m = n / 2;
-    if (cmp(v[m], v[0], ctx) < 0)
-      swap_p(&v[m], &v[0]);
-    if (cmp(v[n - 1], v[0], ctx) < 0)
-      swap_p(&v[n - 1], &v[0]);
-    if (cmp(v[n - 1], v[m], ctx) < 0)
-      swap_p(&v[n - 1], &v[m]);
-    void *pivot = v[m];
-    size_t i = 0, j = n - 1;
-    for (;;) {
-      while (cmp(v[i], pivot, ctx) < 0)
-        i++;
-      while (cmp(pivot, v[j], ctx) < 0)
-        j--;
-      if (i >= j)
-        break;
-      swap_p(&v[i++], &v[j--]);
-    }
-    /* [0, j] <= pivot <= [j + 1, n): recurse into the smaller part. */
-    if (j + 1 < n - j - 1) {
-      sort_ptrs(v, j + 1, depth, cmp, ctx);
-      v += j + 1, n -= j + 1;
-    } else {
-      sort_ptrs(v + j + 1, n - j - 1, depth, cmp, ctx);
-      n = j + 1;
-    }
-  }
-  for (size_t i = 1; i < n; i++)
-    for (size_t k = i; k > 0 && cmp(v[k], v[k - 1], ctx) < 0; k--)
-      swap_p(&v[k], &v[k - 1]);
+/* The dirty entries a flush writes, by dirty_cmp. */
+static inline int entry_cmp(rk_entry *const *a, rk_entry *const *b,
+                            const void *ctx) {
+  return dirty_cmp(*a, *b, ctx);
 }
+RK_SORT(sort_entries, rk_entry *, entry_cmp)
 
 /* Writes entries v[0..n) as they are in the cache (sorted first) in write
  * batches. On failure the backend fails for good (sticky error). */
 static int write_entries(rk *b, rk_entry **v, size_t n) {
-  sort_ptrs((void **)v, n, 64, dirty_cmp, b);
+  sort_entries(v, n, 64, b);
   rocksdb_writebatch_t *wb = b->cache.wb;
   int rc = 0;
   for (size_t i = 0; i < n && !rc; i++) {
@@ -866,10 +876,14 @@ int sl__rk_freeze(rk *b, rk_frozen *f) {
   memset(f, 0, sizeof(*f));
   f->is_map = malloc(b->n_states);
   f->cfs = malloc(b->n_states * sizeof(*f->cfs));
+  f->opts = malloc(b->n_states * sizeof(*f->opts));
+  size_t il = strlen(b->dir) + sizeof("/" RK_INGEST_FILE);
+  if ((f->ingest = malloc(il)))
+    snprintf(f->ingest, il, "%s/" RK_INGEST_FILE, b->dir);
   /* The next generation's list: allocated, not filled (the pages come as
    * entries are dirtied). */
   rk_entry **nl = malloc(c->cap_dirty * sizeof(*nl));
-  if (!f->is_map || !f->cfs || !nl) {
+  if (!f->is_map || !f->cfs || !f->opts || !f->ingest || !nl) {
     free(nl);
     sl__rk_frozen_free(f);
     return SL_ERR_NOMEM;
@@ -878,6 +892,7 @@ int sl__rk_freeze(rk *b, rk_frozen *f) {
     rk_state *st = rk_st(b, id);
     f->is_map[id] = st->type == SL__BT_MAP;
     f->cfs[id] = st->cf;
+    f->opts[id] = st->opts;
     st->n_dirty = 0;
   }
   f->v = c->dirty;
@@ -957,9 +972,41 @@ typedef struct rk_rec {
 } rk_rec;
 enum { RK_OP_PUT, RK_OP_DELETE, RK_OP_MERGE };
 
+/* Where a record sorts: RocksDB's order is the column family's (the
+ * state's), then the encoded key's bytes. The state and the key's first
+ * 12 bytes (zero after its end, which sorts a key before its extensions
+ * as memcmp does) decide most comparisons without reading the records,
+ * which lie in copy order, scattered with respect to the sorted one. */
+typedef struct rk_sortkey {
+  uint64_t p0, p1; /* state << 32 | bytes 0-3; bytes 4-11 (big-endian) */
+  size_t off;      /* the record's offset in buf */
+} rk_sortkey;
+
+static void sortkey_set(rk_sortkey *k, const rk_rec *r, size_t off) {
+  unsigned char b[12] = {0};
+  memcpy(b, r->data, r->key_len < 12 ? r->key_len : 12);
+  k->p0 = (uint64_t)r->state << 32 | rk_get_be64(b) >> 32;
+  k->p1 = rk_get_be64(b + 4);
+  k->off = off;
+}
+
+static inline int sortkey_cmp(const rk_sortkey *a, const rk_sortkey *b,
+                              const void *buf) {
+  if (a->p0 != b->p0)
+    return a->p0 < b->p0 ? -1 : 1;
+  if (a->p1 != b->p1)
+    return a->p1 < b->p1 ? -1 : 1;
+  const rk_rec *x = (const void *)((const unsigned char *)buf + a->off);
+  const rk_rec *y = (const void *)((const unsigned char *)buf + b->off);
+  size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+  int r = memcmp(x->data, y->data, n);
+  return r ? r : (x->key_len > y->key_len) - (x->key_len < y->key_len);
+}
+RK_SORT(sort_records, rk_sortkey, sortkey_cmp)
+
 int sl__rk_frozen_copy(rk_frozen *f, size_t to) {
   size_t i = atomic_load_explicit(&f->done, memory_order_relaxed);
-  if (!f->recs && f->n && !(f->recs = malloc(f->n * sizeof(*f->recs))))
+  if (!f->keys && f->n && !(f->keys = malloc(f->n * sizeof(*f->keys))))
     return SL_ERR_NOMEM;
   for (; i < to; i++) {
     const rk_entry *e = f->v[i];
@@ -995,7 +1042,7 @@ int sl__rk_frozen_copy(rk_frozen *f, size_t to) {
       memcpy(r->data + r->key_len,
              (const unsigned char *)e + rk_voff(e->key_len, e->ns_len, xl),
              r->val_len);
-    f->recs[i] = (void *)(uintptr_t)f->len;
+    sortkey_set(&f->keys[i], r, f->len);
     f->len += (sizeof(rk_rec) + r->key_len + r->val_len + 7) & ~(size_t)7;
     /* The last store below publishes f->bytes too: n done lets the
      * worker thaw the set and read it. */
@@ -1005,40 +1052,50 @@ int sl__rk_frozen_copy(rk_frozen *f, size_t to) {
   if (to == f->n) {
     free(f->v);
     f->v = NULL;
-    f->bytes = f->cap + f->n * sizeof(*f->recs);
+    f->bytes = f->cap + f->n * sizeof(*f->keys);
   }
   atomic_store_explicit(&f->done, to, memory_order_release);
   return 0;
 }
 
-/* RocksDB's order: column family (state), then the encoded key. */
-static int rec_cmp(const void *pa, const void *pb, const void *ctx) {
-  (void)ctx;
-  const rk_rec *a = pa, *b = pb;
-  if (a->state != b->state)
-    return a->state < b->state ? -1 : 1;
-  size_t n = a->key_len < b->key_len ? a->key_len : b->key_len;
-  int r = memcmp(a->data, b->data, n);
-  return r ? r : (a->key_len > b->key_len) - (a->key_len < b->key_len);
-}
-
-int sl__rk_frozen_write(rk_frozen *f, rocksdb_t *db, rocksdb_writeoptions_t *wo,
-                        char **rerr) {
-  assert(atomic_load(&f->done) == f->n);
-  if (!f->n)
-    return 0;
-  void **v = f->recs;
-  for (size_t i = 0; i < f->n; i++)
-    v[i] = f->buf + (uintptr_t)v[i];
-  sort_ptrs(v, f->n, 64, rec_cmp, NULL);
-  rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-  if (!wb)
+/* The records of one state, keys[0, n) in order, into RocksDB. From
+ * sl__rk_ingest_min records on as a table file that RocksDB then takes in
+ * whole (moved into the DB's files, under a sequence number above
+ * everything it holds: the worker wrote nothing since the barrier): a
+ * memtable insert costs about a microsecond per entry at 10^6 entries,
+ * and the flush then writes the same entries into a table file anyway.
+ * Fewer go through write batches, as a small file each time would only
+ * add work for compaction. */
+static int write_run(rk_frozen *f, rocksdb_t *db, rocksdb_writeoptions_t *wo,
+                     const rk_sortkey *keys, size_t n, char **rerr) {
+  rocksdb_column_family_handle_t *cf = f->cfs[keys[0].p0 >> 32];
+  rocksdb_envoptions_t *eo = NULL;
+  rocksdb_sstfilewriter_t *w = NULL;
+  rocksdb_writebatch_t *wb = NULL;
+  if (n >= sl__rk_ingest_min) {
+    eo = rocksdb_envoptions_create();
+    w = rocksdb_sstfilewriter_create(eo, f->opts[keys[0].p0 >> 32]);
+    unlink(f->ingest); /* left by a process that died here */
+    rocksdb_sstfilewriter_open(w, f->ingest, rerr);
+  } else if (!(wb = rocksdb_writebatch_create())) {
     return SL_ERR_NOMEM;
-  for (size_t i = 0; i < f->n && !*rerr; i++) {
-    const rk_rec *r = v[i];
+  }
+  for (size_t i = 0; i < n && !*rerr; i++) {
+    /* In sorted order the records are scattered over buf. */
+    if (i + 8 < n)
+      __builtin_prefetch(f->buf + keys[i + 8].off);
+    const rk_rec *r = (const void *)(f->buf + keys[i].off);
     const char *key = (const char *)r->data;
     const char *val = key + r->key_len;
-    rocksdb_column_family_handle_t *cf = f->cfs[r->state];
+    if (w) {
+      if (r->op == RK_OP_DELETE)
+        rocksdb_sstfilewriter_delete(w, key, r->key_len, rerr);
+      else if (r->op == RK_OP_MERGE)
+        rocksdb_sstfilewriter_merge(w, key, r->key_len, val, r->val_len, rerr);
+      else
+        rocksdb_sstfilewriter_put(w, key, r->key_len, val, r->val_len, rerr);
+      continue;
+    }
     if (r->op == RK_OP_DELETE)
       rocksdb_writebatch_delete_cf(wb, cf, key, r->key_len);
     else if (r->op == RK_OP_MERGE)
@@ -1047,12 +1104,45 @@ int sl__rk_frozen_write(rk_frozen *f, rocksdb_t *db, rocksdb_writeoptions_t *wo,
       rocksdb_writebatch_put_cf(wb, cf, key, r->key_len, val, r->val_len);
     size_t sz;
     rocksdb_writebatch_data(wb, &sz);
-    if (sz >= RK_BATCH_BYTES || i + 1 == f->n) {
+    if (sz >= RK_BATCH_BYTES || i + 1 == n) {
       rocksdb_write(db, wo, wb, rerr);
       rocksdb_writebatch_clear(wb);
     }
   }
-  rocksdb_writebatch_destroy(wb);
+  if (wb) {
+    rocksdb_writebatch_destroy(wb);
+    return 0;
+  }
+  if (!*rerr)
+    rocksdb_sstfilewriter_finish(w, rerr);
+  rocksdb_sstfilewriter_destroy(w);
+  rocksdb_envoptions_destroy(eo);
+  if (!*rerr) {
+    rocksdb_ingestexternalfileoptions_t *io =
+        rocksdb_ingestexternalfileoptions_create();
+    rocksdb_ingestexternalfileoptions_set_move_files(io, 1);
+    const char *files[] = {f->ingest};
+    rocksdb_ingest_external_file_cf(db, cf, files, 1, io, rerr);
+    rocksdb_ingestexternalfileoptions_destroy(io);
+  }
+  unlink(f->ingest); /* a move leaves nothing; a failure its file */
+  return 0;
+}
+
+size_t sl__rk_ingest_min = 16384;
+
+int sl__rk_frozen_write(rk_frozen *f, rocksdb_t *db, rocksdb_writeoptions_t *wo,
+                        char **rerr) {
+  assert(atomic_load(&f->done) == f->n);
+  rk_sortkey *k = f->keys;
+  sort_records(k, f->n, 64, f->buf);
+  /* Each state's records are a run of the sorted ones. */
+  for (size_t lo = 0, hi; lo < f->n && !*rerr; lo = hi) {
+    for (hi = lo + 1; hi < f->n && k[hi].p0 >> 32 == k[lo].p0 >> 32;)
+      hi++;
+    if (write_run(f, db, wo, k + lo, hi - lo, rerr))
+      return SL_ERR_NOMEM;
+  }
   return 0;
 }
 
@@ -1060,7 +1150,9 @@ void sl__rk_frozen_free(rk_frozen *f) {
   free(f->v);
   free(f->is_map);
   free(f->cfs);
+  free(f->opts);
+  free(f->ingest);
   free(f->buf);
-  free(f->recs);
+  free(f->keys);
   memset(f, 0, sizeof(*f));
 }

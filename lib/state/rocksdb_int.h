@@ -147,18 +147,22 @@ typedef struct rk_slabs {
  * publishing how far it got in done), frees the list, then sorts the
  * records and writes them into RocksDB; the worker copies an entry it is
  * about to change only while the thread has not copied it yet
- * (sl__rk_own). Types and column families are the snapshot's own copy,
- * so the thread reads nothing else of the backend. */
+ * (sl__rk_own). Types, column families and the states' options are the
+ * snapshot's own copy (the options objects change only when a state is
+ * registered, which waits for the thread), so the thread reads nothing
+ * else of the backend. */
 typedef struct rk_frozen {
   rk_entry **v; /* the frozen list (freed by the thread once copied) */
   size_t n, list_bytes;
   _Atomic size_t done; /* entries copied: v[0, done) (release) */
   uint8_t *is_map;     /* per state id */
   rocksdb_column_family_handle_t **cfs; /* per state id */
-  unsigned char *buf;                   /* the records */
+  rocksdb_options_t **opts;             /* per state id: its table files' */
+  char *ingest; /* where a state's table file is built (in the DB's dir) */
+  unsigned char *buf; /* the records */
   size_t len, cap;
-  void **recs;  /* record offsets, then pointers once sorted */
-  size_t bytes; /* buf and recs, set before done reaches n */
+  struct rk_sortkey *keys; /* per record: where it sorts, where it is */
+  size_t bytes;            /* buf and keys, set before done reaches n */
 } rk_frozen;
 
 typedef struct rk_cache {
@@ -389,8 +393,12 @@ void sl__rk_thaw(rk *b);
 void sl__rk_unfreeze(rk *b, rk_frozen *f);
 /* Copies v[done, to); the call with to == n frees the list. */
 int sl__rk_frozen_copy(rk_frozen *f, size_t to);
+/* Sorts the records and writes them: a state's as a table file that RocksDB
+ * ingests when it has at least sl__rk_ingest_min of them, else through
+ * write batches. */
 int sl__rk_frozen_write(rk_frozen *f, rocksdb_t *db, rocksdb_writeoptions_t *wo,
                         char **rerr);
+extern size_t sl__rk_ingest_min;
 void sl__rk_frozen_free(rk_frozen *f);
 /* Finds the entry of (k, map key), loading it from RocksDB on a miss (a
  * negative entry when absent there, with room for cap value bytes). *slot
