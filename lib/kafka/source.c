@@ -52,13 +52,14 @@ typedef struct kpart {
    * emitted (records read are dropped; a loaded one is read again from
    * next). */
   bool loading, revoking;
-  /* Group mode with tasks and a user generator (task_wm): the task's
-   * watermark was sent, tw_sent, and the task is held at it (its
-   * partition lags); released by sending SL_TS_MAX. tw_seen: a record
-   * of the partition was read since the task's load (until then the
-   * task stays held, whatever the partition's idleness says). */
+  /* Group mode with tasks (task_wm): the task is held (tw_hold) since
+   * its load at tw_loaded, until a record of the partition was read
+   * (tw_seen) or, with an idle timeout, that long passed without one;
+   * with a user generator also while its partition lags. A user
+   * generator's watermark is sent while held, tw_sent the last; either
+   * way the release is SL_TS_MAX. */
   bool tw_hold, tw_seen;
-  int64_t tw_sent;
+  int64_t tw_sent, tw_loaded;
   sl__kpart_stat *pm; /* published position and high watermark; NULL: none */
 } kpart;
 
@@ -1314,7 +1315,7 @@ static int64_t align_limit(const ksrc *s, const ksub *k, int subs) {
   return min > SL_TS_MAX - drift ? SL_TS_MAX : min + drift;
 }
 
-/* ---- Task watermarks of a user generator (group mode) ------------------
+/* ---- Task watermarks (group mode) ---------------------------------------
  *
  * A keyed operator of the stage keeps a watermark per task (time/taskwm.h)
  * so that a task that arrives behind the process's watermark is not
@@ -1330,7 +1331,9 @@ static int64_t align_limit(const ksrc *s, const ksub *k, int subs) {
  * is a minimum over this partition too (a subtask only forwards the
  * minimum over its partitions) unless the partition goes idle, as in one
  * process. The partition's generator starts from the watermark the
- * task's snapshot recorded. */
+ * task's snapshot recorded. Either way a task whose partition gives no
+ * record for the idle timeout after the load is released too (SL_TS_MAX,
+ * the only thing sent for a task that follows its records). */
 
 static int64_t task_wm_reach(const ksrc *s, int subs) {
   int64_t r = SL_TS_MIN;
@@ -1342,21 +1345,39 @@ static int64_t task_wm_reach(const ksrc *s, int subs) {
   return r;
 }
 
-/* Sends task p's watermark when it changed for the keyed stage (always
- * with start: the task was just loaded and is held at its snapshot's). */
-static int task_wm(sl_source_ctx_t *ctx, ksub *k, kpart *p, bool start) {
+/* Whether task p stays held: until a record of its partition was read
+ * since the load (a watermark that reached the keyed stage before says
+ * nothing about the task) or, with an idle timeout, until that long
+ * passed since the load without one — the partition is idle then, and
+ * an idle partition holds back nothing in one process either —; with a
+ * user generator, whose watermark cannot be derived from the records,
+ * also while the partition is behind what the keyed stage may have
+ * reached and not idle. */
+static bool task_held(sl_source_ctx_t *ctx, const ksub *k, const kpart *p,
+                      int64_t now) {
+  if (p->finished)
+    return false;
+  if (!p->tw_seen)
+    return p->wm.idle_timeout <= 0 || now - p->tw_loaded < p->wm.idle_timeout;
+  return k->tw && !p->wm.idle &&
+         p->wm.wm < task_wm_reach(k->src, sl_source_ctx_subtasks(ctx));
+}
+
+/* Tells the keyed stage about task p when that changed (start: the task
+ * was just loaded). With a user generator the source sends the task's
+ * watermark while it holds the task; with records to follow the keyed
+ * stage holds a loaded task itself until its first record, and the
+ * source only releases one whose partition stayed idle. */
+static int task_wm(sl_source_ctx_t *ctx, ksub *k, kpart *p, bool start,
+                   int64_t now) {
   if (!start && !p->tw_hold)
     return 0;
-  int64_t w = p->wm.wm, want = SL_TS_MAX;
-  if (!p->finished &&
-      (!p->tw_seen ||
-       (!p->wm.idle && w < task_wm_reach(k->src, sl_source_ctx_subtasks(ctx)))))
-    want = w;
-  if (!start && want == p->tw_sent)
-    return 0;
-  bool hold = want != SL_TS_MAX;
+  bool hold = task_held(ctx, k, p, now);
+  int64_t want = hold ? p->wm.wm : SL_TS_MAX;
   k->n_hold = k->n_hold + hold - p->tw_hold;
   p->tw_hold = hold;
+  if (k->tw ? !start && want == p->tw_sent : hold || p->tw_seen)
+    return 0;
   p->tw_sent = want;
   return sl__task_send_wm(sl_source_op(ctx),
                           k->task_base + (uint32_t)p->partition, want);
@@ -1431,7 +1452,7 @@ static int one(sl_source_ctx_t *ctx, ksrc *s, ksub *k, rd_kafka_message_t *m,
      * task's first. */
     if (!rc && (p->wm.wm > before || first)) {
       if (p->tw_hold)
-        rc = task_wm(ctx, k, p, false);
+        rc = task_wm(ctx, k, p, false, now);
       if (!rc && !k->idle)
         rc = forward_wm(ctx, k, min_wm(k, NULL));
     }
@@ -1538,7 +1559,7 @@ static int watermarks(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
       sl__wmgen_check_idle(&p->wm, now);
   }
   for (size_t i = 0; k->n_hold && i < k->n_parts; i++) {
-    int rc = task_wm(ctx, k, &k->parts[i], false);
+    int rc = task_wm(ctx, k, &k->parts[i], false, now);
     if (rc)
       return rc;
   }
@@ -1569,7 +1590,7 @@ static int watermarks(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
 
 /* After each consume: a failed rebalance step fails the job; a member
  * left without partitions is idle, so it holds no watermark back. */
-static int group_poll(sl_source_ctx_t *ctx, ksub *k) {
+static int group_poll(sl_source_ctx_t *ctx, ksub *k, int64_t now) {
   if (k->grp.fenced)
     return sl__job_fail_fenced(k->src->kj->job, k->grp.err,
                                "kafka source %s: %s", k->src->uid,
@@ -1592,11 +1613,12 @@ static int group_poll(sl_source_ctx_t *ctx, ksub *k) {
       int64_t w = sl__task_watermark(sl_source_op(ctx), task);
       if (w > p->wm.wm)
         p->wm.wm = w;
-      p->tw_seen = false;
-      int rc = task_wm(ctx, k, p, true);
-      if (rc)
-        return rc;
     }
+    p->tw_seen = false;
+    p->tw_loaded = now;
+    int rc = task_wm(ctx, k, p, true, now);
+    if (rc)
+      return rc;
   }
   /* A kept revocation waits for a checkpoint; ask again in case the one
    * asked for failed. */
@@ -1678,7 +1700,7 @@ static int ksrc_poll(sl_source_ctx_t *ctx, void *opaque) {
   }
   if (rc)
     return rc;
-  if (k->group && (rc = group_poll(ctx, k)))
+  if (k->group && (rc = group_poll(ctx, k, now)))
     return rc;
   /* What this batch emitted is downstream; the end follows it. */
   if (subtask_done(s, k))

@@ -129,12 +129,16 @@ void sl__taskwm_advance(sl__taskwm *tw, int64_t op, const int64_t *port_wm) {
 void sl__taskwm_set(sl__taskwm *tw, int port, uint32_t kg, int64_t w,
                     int64_t port_wm) {
   if (kg >= tw->n || port < 0 || port >= tw->n_ports ||
-      (tw->port[port].kind != SL__TASKWM_PORT_SENT &&
-       tw->port[port].kind != SL__TASKWM_PORT_SOURCE) ||
+      tw->port[port].kind == SL__TASKWM_PORT_OP ||
       tw->st[kg] == SL__TASKWM_NONE)
     return;
   sl__taskwm_port *p = &tw->port[port];
-  if (p->kind == SL__TASKWM_PORT_SOURCE) {
+  /* A port that follows records takes only a release: the task's
+   * partition stayed idle since the load. */
+  if (p->kind == SL__TASKWM_PORT_RECORDS &&
+      (w != SL_TS_MAX || p->st[kg] != SL__TASKWM_FRESH))
+    return;
+  if (p->kind != SL__TASKWM_PORT_SENT) {
     /* Released: it follows the port (from its watermark now, then at
      * each of the operator's advances); else held at w. */
     p->st[kg] = w == SL_TS_MAX ? SL__TASKWM_LIVE : SL__TASKWM_FRESH;

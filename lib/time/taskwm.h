@@ -96,7 +96,10 @@ void sl__taskwm_drop(sl__taskwm *tw, uint32_t kg);
  * loaded follow that port's; at SL_TS_MAX (end of input) all. */
 void sl__taskwm_advance(sl__taskwm *tw, int64_t op, const int64_t *port_wm);
 /* The operator upstream of port (SENT), or the source (SOURCE), sent
- * task kg's watermark w (SL_TS_MAX: it follows the port's). port_wm: the
+ * task kg's watermark w (SL_TS_MAX: it follows the port's); on a port
+ * that follows records (RECORDS) the source sends only SL_TS_MAX, for a
+ * task whose partition stayed idle since the load, which releases it as
+ * its first record would have. port_wm: the
  * port's watermark now (SL_TS_MIN while the port is idle), where a task
  * a source released starts to follow the port from; not the operator's,
  * which another input may have taken past the task while this one was

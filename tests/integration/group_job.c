@@ -59,7 +59,7 @@
  * the bound minus 1 every watermark.interval.ms (a periodic generator
  * with state); with GROUP_JOB_WM=punctuated it emits each record's
  * timestamp minus the bound minus 1 after the record. Both give the
- * plain job's counts.
+ * plain job's counts. GROUP_JOB_IDLE_MS sets the input's idle timeout.
  * usage: group-job BOOTSTRAP GROUP_MODE PARTITIONS
  *        [CHECKPOINT_DIR BACKEND [PARALLELISM]] */
 #include <dirent.h>
@@ -603,6 +603,9 @@ int main(int argc, char **argv) {
   bool by_value = getenv("GROUP_JOB_KEY_BY_VALUE") != NULL;
   sl_watermark_spec_t wm = {.kind = SL_WM_BOUNDED,
                             .bound_ms = by_value ? 10000 : 0};
+  const char *idle = getenv("GROUP_JOB_IDLE_MS");
+  if (idle)
+    wm.idle_timeout_ms = strtoll(idle, NULL, 10);
   const char *gen = getenv("GROUP_JOB_WM");
   if (gen) {
     wm.kind = SL_WM_CUSTOM;

@@ -676,6 +676,115 @@ START_TEST(lagging_task_moves_rocksdb) {
 }
 END_TEST
 
+/* A moved task whose partition receives nothing after the move: with
+ * an idle timeout (1 s) the partition is idle at the new owner as it
+ * would be in one process, so the task stops waiting for a record and
+ * its open windows fire with the watermark of the others. Two processes
+ * share the 12 tasks; b's keys get events of seconds 0 and 1 only, a's
+ * of all five. b leaves on SIGTERM; its tasks move to a with the window
+ * of second 1 open; only a's partitions get the flush record. The output
+ * is exactly one process's: every key's windows of the seconds it had
+ * events in (before, the moved tasks' windows of second 1 never fired).
+ * gen: NULL for the bounded strategy (the task follows its records), or
+ * a user generator (GROUP_JOB_WM; the source sends the task's). */
+static void silent_task_moves(const char *backend, const char *gen) {
+  start_broker();
+  pid_t p[2];
+  const char *names[] = {"a", "b"};
+  setenv("GROUP_JOB_IDLE_MS", "1000", 1);
+  if (gen)
+    setenv("GROUP_JOB_WM", gen, 1);
+  for (int i = 0; i < 2; i++)
+    p[i] = start_job_ck("copartitioned", "12", names[i], backend);
+  unsetenv("GROUP_JOB_IDLE_MS");
+  unsetenv("GROUP_JOB_WM");
+  wait_assigned(names, 2, PARTS);
+  tk_cluster c = {0};
+  snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
+  rd_kafka_t *pr = tk_producer(&c);
+  char key[64];
+  for (int i = 0; i < KEYS; i++) {
+    key_of(i, key, sizeof(key));
+    int32_t part = (int32_t)sl__murmur2_partition(key, strlen(key), PARTS);
+    tk_send(pr, "in", part, key, "x", T0, NULL, NULL);
+  }
+  tk_flush(pr);
+  wait_snapshotted();
+  bool of_b[PARTS];
+  for (int part = 0; part < PARTS; part++) {
+    char chk[512] = "";
+    if (pointer_offset("in", part) > 0)
+      pointer_checkpoint("in", part, chk, sizeof(chk));
+    of_b[part] = chk[0] && named_by(chk, p[1]);
+  }
+  /* The rest of the events: b's keys up to second 1. */
+  enum { B_SECONDS = 2 };
+  int b_keys = 0;
+  for (int s = 0; s < SECONDS; s++)
+    for (int i = 0; i < KEYS; i++) {
+      key_of(i, key, sizeof(key));
+      int32_t part = (int32_t)sl__murmur2_partition(key, strlen(key), PARTS);
+      b_keys += s == 0 && of_b[part];
+      for (int j = 0; j <= i % 3; j++)
+        if (!(s == 0 && j == 0) && (!of_b[part] || s < B_SECONDS))
+          tk_send(pr, "in", part, key, "x", T0 + s * 1000 + j * 10, NULL, NULL);
+    }
+  tk_flush(pr);
+  ck_assert_msg(b_keys > 0 && b_keys < KEYS, "b holds %d of %d keys", b_keys,
+                KEYS);
+  wait_snapshotted();
+  stop_pid(p[1], SIGTERM, 0);
+  wait_assigned(names, 1, PARTS);
+  for (int32_t part = 0; part < PARTS; part++)
+    if (!of_b[part])
+      tk_send(pr, "in", part, "flush", "x", 100000, NULL, NULL);
+  tk_flush(pr);
+  rd_kafka_destroy(pr);
+  size_t want = (size_t)(KEYS - b_keys) * SECONDS + (size_t)b_keys * B_SECONDS;
+  tk_reader r;
+  tk_reader_open(&r, &c, "out", 1);
+  tk_read(&r, want, WAIT_MS);
+  tk_read(&r, want + 1, 1000);
+  char **got = calloc(r.n + 1, sizeof(char *));
+  char **exp = calloc(want, sizeof(char *));
+  for (size_t k = 0; k < r.n; k++) {
+    got[k] = malloc(640);
+    snprintf(got[k], 640, "%s,%" PRId64 ",%s", r.m[k].key, r.m[k].ts,
+             r.m[k].value);
+  }
+  size_t n = 0;
+  for (int s = 0; s < SECONDS; s++)
+    for (int i = 0; i < KEYS; i++) {
+      key_of(i, key, sizeof(key));
+      if (of_b[sl__murmur2_partition(key, strlen(key), PARTS)] &&
+          s >= B_SECONDS)
+        continue;
+      exp[n] = malloc(128);
+      snprintf(exp[n++], 128, "%s,%d,%d", key, T0 + s * 1000 + 999, i % 3 + 1);
+    }
+  qsort(got, r.n, sizeof(char *), cmp_line);
+  qsort(exp, n, sizeof(char *), cmp_line);
+  assert_same_lines(got, r.n, exp, n);
+  tk_reader_close(&r);
+  stop_pid(p[0], SIGTERM, 0);
+  stop_broker();
+}
+
+START_TEST(silent_task_moves_hashmap) {
+  silent_task_moves("hashmap", NULL);
+}
+END_TEST
+
+START_TEST(silent_task_moves_rocksdb) {
+  silent_task_moves("rocksdb", NULL);
+}
+END_TEST
+
+START_TEST(silent_task_moves_custom_hashmap) {
+  silent_task_moves("hashmap", "custom");
+}
+END_TEST
+
 /* The same with two keyed event-time operators in the keyed stage: the
  * counts go on, by the same key, to a second tumbling window (their
  * sum per window: the counts again). The moved tasks' counts of seconds
@@ -2783,6 +2892,9 @@ int main(void) {
       {"lagging-custom-rocksdb", lagging_custom_rocksdb},
       {"lagging-punctuated-hashmap", lagging_punctuated_hashmap},
       {"lagging-custom-window2-hashmap", lagging_custom_window2_hashmap},
+      {"silent-hashmap", silent_task_moves_hashmap},
+      {"silent-rocksdb", silent_task_moves_rocksdb},
+      {"silent-custom-hashmap", silent_task_moves_custom_hashmap},
       {"two-stages-hashmap", two_stages_scale_hashmap},
       {"two-stages-rocksdb", two_stages_scale_rocksdb},
       {"kill-two-stages", two_stages_killed_member},

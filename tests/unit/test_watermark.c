@@ -189,6 +189,36 @@ START_TEST(fresh_task_is_lifted_only_after_a_record) {
 }
 END_TEST
 
+/* A task loaded and never seen after it, whose partition the source
+ * found idle: the release (SL_TS_MAX) lets it follow the port from the
+ * port's watermark now, as a record would have; a port that follows
+ * records takes nothing else, and nothing for a task already live. */
+START_TEST(idle_fresh_task_is_released_by_its_source) {
+  sl__taskwm *tw = records_table(3, 0);
+  sl__taskwm_load(tw, 0, 100);
+  sl__taskwm_load(tw, 1, 100);
+  sl__taskwm_load(tw, 2, 100);
+  sl__taskwm_advance(tw, 1000, NULL);
+  sl__taskwm_set(tw, 0, 0, 700, 1000); /* a value: not for this port */
+  ck_assert_int_eq(sl__taskwm_get(tw, 0), 100);
+  ck_assert_uint_eq(tw->port[0].st[0], SL__TASKWM_FRESH);
+  sl__taskwm_set(tw, 0, 0, SL_TS_MAX, 1000);
+  ck_assert_int_eq(sl__taskwm_get(tw, 0), 1000);
+  ck_assert(!sl__taskwm_lags(tw, 0));
+  sl__taskwm_set(tw, 0, 1, SL_TS_MAX, SL_TS_MIN); /* the port idle */
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 100);
+  sl__taskwm_advance(tw, 2000, NULL);
+  ck_assert_int_eq(sl__taskwm_get(tw, 0), 2000);
+  ck_assert_int_eq(sl__taskwm_get(tw, 1), 2000);
+  ck_assert_int_eq(sl__taskwm_get(tw, 2), 100); /* not released */
+  ck_assert(sl__taskwm_record(tw, 0, 2, 150));  /* live by its record */
+  ck_assert_int_eq(sl__taskwm_get(tw, 2), 149);
+  sl__taskwm_set(tw, 0, 2, SL_TS_MAX, 5000); /* nothing for a live one */
+  ck_assert_int_eq(sl__taskwm_get(tw, 2), 149);
+  sl__taskwm_free(tw);
+}
+END_TEST
+
 /* A loaded task at the minimum, records near the minimum: no overflow. */
 START_TEST(task_near_min_does_not_overflow) {
   sl__taskwm *tw = records_table(1, 100);
@@ -348,6 +378,7 @@ int main(void) {
   tcase_add_test(tc, merge_ended_and_idle_is_idle);
   tcase_add_test(tc, task_behind_moves_with_its_records);
   tcase_add_test(tc, fresh_task_is_lifted_only_after_a_record);
+  tcase_add_test(tc, idle_fresh_task_is_released_by_its_source);
   tcase_add_test(tc, task_near_min_does_not_overflow);
   tcase_add_test(tc, task_of_two_inputs_is_the_minimum);
   tcase_add_test(tc, sent_task_watermarks_pass_on);
