@@ -124,8 +124,8 @@ typedef struct ksub {
    * keyed stage times group.partitions. */
   uint32_t task_base;
   /* Tasks with a user generator: each task's watermark is its
-   * partition's generator's, sent to the keyed stage (task_wm); n_hold
-   * partitions hold theirs. */
+   * partition's generator's, sent to the keyed stage (task_wm). n_hold
+   * partitions hold their tasks (with or without one). */
   bool tw;
   size_t n_hold;
   /* Exactly-once in a group: monotonic ms of the last poll, and the
