@@ -677,12 +677,16 @@ START_TEST(lagging_task_moves_rocksdb) {
 END_TEST
 
 /* A moved task whose partition receives nothing after the move: with
- * an idle timeout (1 s) the partition is idle at the new owner as it
- * would be in one process, so the task stops waiting for a record and
- * its open windows fire with the watermark of the others. Two processes
+ * an idle timeout the partition is idle at the new owner as it would be
+ * in one process, so the task stops waiting for a record and its open
+ * windows fire with the watermark of the others. The timeout (10 s) is
+ * longer than any gap between the records before the move: a partition
+ * idle when a burst of records arrives would let the first partition
+ * read in the burst take the watermark past windows whose records the
+ * others still hold (which idleness does in one process too). Two processes
  * share the 12 tasks; b's keys get events of seconds 0 and 1 only, a's
  * of all five. b leaves on SIGTERM; its tasks move to a with the window
- * of second 1 open; only a's partitions get the flush record. The output
+ * of second 1 open; only a's partitions get flush records. The output
  * is exactly one process's: every key's windows of the seconds it had
  * events in (before, the moved tasks' windows of second 1 never fired).
  * gen: NULL for the bounded strategy (the task follows its records), or
@@ -691,7 +695,7 @@ static void silent_task_moves(const char *backend, const char *gen) {
   start_broker();
   pid_t p[2];
   const char *names[] = {"a", "b"};
-  setenv("GROUP_JOB_IDLE_MS", "1000", 1);
+  setenv("GROUP_JOB_IDLE_MS", "10000", 1);
   if (gen)
     setenv("GROUP_JOB_WM", gen, 1);
   for (int i = 0; i < 2; i++)
@@ -735,15 +739,29 @@ static void silent_task_moves(const char *backend, const char *gen) {
   wait_snapshotted();
   stop_pid(p[1], SIGTERM, 0);
   wait_assigned(names, 1, PARTS);
-  for (int32_t part = 0; part < PARTS; part++)
-    if (!of_b[part])
-      tk_send(pr, "in", part, "flush", "x", 100000, NULL, NULL);
-  tk_flush(pr);
-  rd_kafka_destroy(pr);
+  /* A flush record at 100 s to each of a's partitions, once a second:
+   * a live input rather than one record, since once a's partitions went
+   * idle too before the moved ones did (their idle clocks start when
+   * they are assigned or loaded), every partition would be idle and the
+   * watermark would stay where it was, in one process as well. */
   size_t want = (size_t)(KEYS - b_keys) * SECONDS + (size_t)b_keys * B_SECONDS;
   tk_reader r;
   tk_reader_open(&r, &c, "out", 1);
-  tk_read(&r, want, WAIT_MS);
+  for (int round = 0; round < WAIT_MS / 1000 && r.n < want; round++) {
+    for (int32_t part = 0; part < PARTS; part++) {
+      if (of_b[part])
+        continue;
+      for (int i = 0;; i++) {
+        snprintf(key, sizeof(key), "flush-%d", i);
+        if ((int32_t)sl__murmur2_partition(key, strlen(key), PARTS) == part)
+          break;
+      }
+      tk_send(pr, "in", part, key, "x", 100000, NULL, NULL);
+    }
+    tk_flush(pr);
+    tk_read(&r, want, 1000);
+  }
+  rd_kafka_destroy(pr);
   tk_read(&r, want + 1, 1000);
   char **got = calloc(r.n + 1, sizeof(char *));
   char **exp = calloc(want, sizeof(char *));
@@ -2836,6 +2854,33 @@ START_TEST(repartition_topic_of_another_count_is_an_error) {
 }
 END_TEST
 
+/* After a failure: what the processes of the failed test logged (its
+ * directory stays, with the store), without the line of each completed
+ * checkpoint, so that a run whose only record is its output says what the
+ * processes saw (rebalances, lost partitions, restores, errors). */
+static void print_logs(void) {
+  DIR *d = dir[0] ? opendir(dir) : NULL;
+  if (!d)
+    return;
+  fprintf(stderr, "the processes' logs (%s):\n", dir);
+  for (struct dirent *e; (e = readdir(d));) {
+    size_t n = strlen(e->d_name);
+    if (n < 5 || strcmp(e->d_name + n - 4, ".err"))
+      continue;
+    char path[700], line[1024];
+    snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+      continue;
+    fprintf(stderr, "--- %s\n", e->d_name);
+    while (fgets(line, sizeof(line), f))
+      if (!strstr(line, " completed in "))
+        fputs(line, stderr);
+    fclose(f);
+  }
+  closedir(d);
+}
+
 int main(void) {
   Suite *s = suite_create("group");
   TCase *tc = tcase_create("group");
@@ -2909,6 +2954,8 @@ int main(void) {
   srunner_set_fork_status(sr, CK_NOFORK);
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);
+  if (failed)
+    print_logs();
   for (int i = 0; i < n_kids; i++) {
     kill(kids[i], SIGKILL);
     waitpid(kids[i], NULL, 0);
