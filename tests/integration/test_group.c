@@ -290,6 +290,16 @@ static int phase_of(int s, int j) {
   return 2;
 }
 
+/* A flush record's key (or value) that Kafka's default partitioner puts
+ * in partition part: "flush-<i>" with the first i that does. */
+static void flush_key(int32_t part, char *key, size_t cap) {
+  for (int i = 0;; i++) {
+    snprintf(key, cap, "flush-%d", i);
+    if ((int32_t)sl__murmur2_partition(key, strlen(key), PARTS) == part)
+      return;
+  }
+}
+
 /* The events of one phase (-1: all of them), and after the last phase
  * the flush records (phase 3: those alone). */
 static void produce_phase(int phase) {
@@ -307,11 +317,7 @@ static void produce_phase(int phase) {
         tk_send(p, "in", part, key, "x", T0 + s * 1000 + j * 10, NULL, NULL);
       }
   for (int32_t part = 0; part < PARTS && (phase < 0 || phase >= 2); part++) {
-    for (int i = 0;; i++) {
-      snprintf(key, sizeof(key), "flush-%d", i);
-      if ((int32_t)sl__murmur2_partition(key, strlen(key), PARTS) == part)
-        break;
-    }
+    flush_key(part, key, sizeof(key));
     tk_send(p, "in", part, key, "x", 100000, NULL, NULL);
   }
   tk_flush(p);
@@ -612,6 +618,35 @@ static void send_lagging(rd_kafka_t *pr, const bool *of_b, bool rest) {
 static void pointer_checkpoint(const char *topic, int part, char *out,
                                size_t cap);
 static bool named_by(const char *chk, pid_t pid);
+/* The first record of each key (second 0), then, once they are in
+ * complete snapshots, which partitions' tasks process b holds (of_b:
+ * their pointers name b's checkpoints); returns how many keys those are,
+ * checked to be some but not all. */
+static int tasks_of_b(rd_kafka_t *pr, pid_t b, bool of_b[PARTS]) {
+  char key[64];
+  for (int i = 0; i < KEYS; i++) {
+    key_of(i, key, sizeof(key));
+    int32_t part = (int32_t)sl__murmur2_partition(key, strlen(key), PARTS);
+    tk_send(pr, "in", part, key, "x", T0, NULL, NULL);
+  }
+  tk_flush(pr);
+  wait_snapshotted();
+  for (int part = 0; part < PARTS; part++) {
+    char chk[512] = "";
+    if (pointer_offset("in", part) > 0)
+      pointer_checkpoint("in", part, chk, sizeof(chk));
+    of_b[part] = chk[0] && named_by(chk, b);
+  }
+  int b_keys = 0;
+  for (int i = 0; i < KEYS; i++) {
+    key_of(i, key, sizeof(key));
+    b_keys += of_b[sl__murmur2_partition(key, strlen(key), PARTS)];
+  }
+  ck_assert_msg(b_keys > 0 && b_keys < KEYS, "b holds %d of %d keys", b_keys,
+                KEYS);
+  return b_keys;
+}
+
 static void lagging_task_moves_shape(const char *backend, const char *shape) {
   start_broker();
   pid_t p[2];
@@ -625,29 +660,8 @@ static void lagging_task_moves_shape(const char *backend, const char *shape) {
   tk_cluster c = {0};
   snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
   rd_kafka_t *pr = tk_producer(&c);
-  char key[64];
-  for (int i = 0; i < KEYS; i++) {
-    key_of(i, key, sizeof(key));
-    int32_t part = (int32_t)sl__murmur2_partition(key, strlen(key), PARTS);
-    tk_send(pr, "in", part, key, "x", T0, NULL, NULL);
-  }
-  tk_flush(pr);
-  wait_snapshotted();
-  /* The tasks of b: their pointers name b's checkpoints. */
   bool of_b[PARTS];
-  int b_keys = 0;
-  for (int part = 0; part < PARTS; part++) {
-    char chk[512] = "";
-    if (pointer_offset("in", part) > 0)
-      pointer_checkpoint("in", part, chk, sizeof(chk));
-    of_b[part] = chk[0] && named_by(chk, p[1]);
-  }
-  for (int i = 0; i < KEYS; i++) {
-    key_of(i, key, sizeof(key));
-    b_keys += of_b[sl__murmur2_partition(key, strlen(key), PARTS)];
-  }
-  ck_assert_msg(b_keys > 0 && b_keys < KEYS, "b holds %d of %d keys", b_keys,
-                KEYS);
+  tasks_of_b(pr, p[1], of_b);
   /* Everything but b's keys' seconds 2 to 4 (the first record of each
    * key is in already); b leaves; then the rest. */
   send_lagging(pr, of_b, false);
@@ -706,36 +720,20 @@ static void silent_task_moves(const char *backend, const char *gen) {
   tk_cluster c = {0};
   snprintf(c.bootstrap, sizeof(c.bootstrap), "%s", bs);
   rd_kafka_t *pr = tk_producer(&c);
-  char key[64];
-  for (int i = 0; i < KEYS; i++) {
-    key_of(i, key, sizeof(key));
-    int32_t part = (int32_t)sl__murmur2_partition(key, strlen(key), PARTS);
-    tk_send(pr, "in", part, key, "x", T0, NULL, NULL);
-  }
-  tk_flush(pr);
-  wait_snapshotted();
   bool of_b[PARTS];
-  for (int part = 0; part < PARTS; part++) {
-    char chk[512] = "";
-    if (pointer_offset("in", part) > 0)
-      pointer_checkpoint("in", part, chk, sizeof(chk));
-    of_b[part] = chk[0] && named_by(chk, p[1]);
-  }
+  int b_keys = tasks_of_b(pr, p[1], of_b);
   /* The rest of the events: b's keys up to second 1. */
   enum { B_SECONDS = 2 };
-  int b_keys = 0;
+  char key[64];
   for (int s = 0; s < SECONDS; s++)
     for (int i = 0; i < KEYS; i++) {
       key_of(i, key, sizeof(key));
       int32_t part = (int32_t)sl__murmur2_partition(key, strlen(key), PARTS);
-      b_keys += s == 0 && of_b[part];
       for (int j = 0; j <= i % 3; j++)
         if (!(s == 0 && j == 0) && (!of_b[part] || s < B_SECONDS))
           tk_send(pr, "in", part, key, "x", T0 + s * 1000 + j * 10, NULL, NULL);
     }
   tk_flush(pr);
-  ck_assert_msg(b_keys > 0 && b_keys < KEYS, "b holds %d of %d keys", b_keys,
-                KEYS);
   wait_snapshotted();
   stop_pid(p[1], SIGTERM, 0);
   wait_assigned(names, 1, PARTS);
@@ -751,11 +749,7 @@ static void silent_task_moves(const char *backend, const char *gen) {
     for (int32_t part = 0; part < PARTS; part++) {
       if (of_b[part])
         continue;
-      for (int i = 0;; i++) {
-        snprintf(key, sizeof(key), "flush-%d", i);
-        if ((int32_t)sl__murmur2_partition(key, strlen(key), PARTS) == part)
-          break;
-      }
+      flush_key(part, key, sizeof(key));
       tk_send(pr, "in", part, key, "x", 100000, NULL, NULL);
     }
     tk_flush(pr);
@@ -1563,11 +1557,7 @@ static void flush_repartitioned(int64_t events) {
   rd_kafka_t *p = tk_producer(&c);
   char value[64];
   for (int32_t part = 0; part < PARTS; part++) {
-    for (int i = 0;; i++) {
-      snprintf(value, sizeof(value), "flush-%d", i);
-      if ((int32_t)sl__murmur2_partition(value, strlen(value), PARTS) == part)
-        break;
-    }
+    flush_key(part, value, sizeof(value));
     tk_send(p, in_topic, part, "flush", value, 100000, NULL, NULL);
   }
   tk_flush(p);
@@ -2458,11 +2448,7 @@ START_TEST(kill_through_repartition_exactly_once) {
   rd_kafka_t *pr = tk_producer(&c);
   char value[64];
   for (int32_t part = 0; part < PARTS; part++) {
-    for (int i = 0;; i++) {
-      snprintf(value, sizeof(value), "flush-%d", i);
-      if ((int32_t)sl__murmur2_partition(value, strlen(value), PARTS) == part)
-        break;
-    }
+    flush_key(part, value, sizeof(value));
     tk_send(pr, in, part, "flush", value, 100000, NULL, NULL);
   }
   tk_flush(pr);
@@ -2506,11 +2492,7 @@ static void flush_second_stage(int64_t want) {
   char key[64];
   int64_t zero = 0;
   for (int32_t part = 0; part < PARTS; part++) {
-    for (int i = 0;; i++) {
-      snprintf(key, sizeof(key), "flush-%d", i);
-      if ((int32_t)sl__murmur2_partition(key, strlen(key), PARTS) == part)
-        break;
-    }
+    flush_key(part, key, sizeof(key));
     ck_assert_int_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(REPART2),
                                        RD_KAFKA_V_PARTITION(part),
                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
