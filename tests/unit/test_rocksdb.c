@@ -1280,6 +1280,7 @@ START_TEST(snapshot_is_the_barrier_while_the_worker_writes) {
   tdir t;
   tdir_make(&t);
   bool small = _i & 1;
+  size_t ingest_min = sl__rk_ingest_min; /* tests may share a process */
   if (_i & 2)
     sl__rk_ingest_min = 1;
   const char *kv[] = {"state.rocksdb.memory", small ? "8m" : "64m", NULL};
@@ -1376,6 +1377,7 @@ START_TEST(snapshot_is_the_barrier_while_the_worker_writes) {
   if (!small)
     ck_assert_msg(cache->cows > 0, "no entry was copied before a write");
   ck_assert(wrapped);
+  sl__rk_ingest_min = ingest_min;
   free(log);
   sl__hashmap_ops.close(live);
   ops->close(be);
