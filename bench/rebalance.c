@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "checkpoint/tasks.h"
 #include "core/hash.h"
 
 #define PARTS 2
@@ -237,16 +238,12 @@ static void produce(rd_kafka_t *p, int part, const char *key, const char *val) {
 
 /* The offset of a task's pointer, -1 without one. */
 static long pointer_offset(int task) {
-  char path[400], text[2048];
-  snprintf(path, sizeof(path), "%s/ckpt/tasks/%d.json", dir, task);
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return -1;
-  size_t n = fread(text, 1, sizeof(text) - 1, f);
-  fclose(f);
-  text[n] = 0;
-  const char *o = strstr(text, "\"offset\":");
-  return o ? atol(o + 9) : -1;
+  char root[400], err[1024];
+  snprintf(root, sizeof(root), "%s/ckpt", dir);
+  sl__task_ptr p;
+  return sl__task_ptr_read(root, (uint32_t)task, &p, err, sizeof(err)) == 1
+             ? (long)p.offset
+             : -1;
 }
 
 /* ---- One move ------------------------------------------------------------ */

@@ -204,10 +204,14 @@ assigned() {
        END { t = 0; for (k in last) t += last[k]; print t }' "$1"
 }
 
-# Offsets of every task pointer in the shared store, added up.
+# Offsets of every task pointer in the shared store, added up: each
+# task's newest generation, tasks/<task>/<generation>.json.
 pointed() {
-  cat "$ckpt_dir"/tasks/*.json 2>/dev/null |
-    grep -o '"offset":[0-9]*' | awk -F: '{ t += $2 } END { print t + 0 }'
+  local t g
+  for t in "$ckpt_dir"/tasks/*/; do
+    g=$(ls "$t" 2>/dev/null | grep -E '^[0-9]+\.json$' | sort -n | tail -n 1)
+    if [ -n "$g" ]; then cat "$t$g" 2>/dev/null || true; fi
+  done | grep -o '"offset":[0-9]*' | awk -F: '{ t += $2 } END { print t + 0 }'
 }
 
 if [ "$processes" != 1 ]; then

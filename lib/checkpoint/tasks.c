@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Group mode's task pointers (tasks.h): tasks/<task>.json under the shared
- * checkpoint.dir, each naming the checkpoint that holds the task's newest
- * complete snapshot and the input offset stored with it; version 1 named
- * by partition, version 2 by topic and partition. */
+/* Group mode's task pointers (tasks.h): generations
+ * tasks/<task>/<generation>.json under the shared checkpoint.dir, the
+ * newest naming the checkpoint that holds the task's newest complete
+ * snapshot and the input offset stored with it; version 1 named by
+ * partition, version 2 by topic and partition. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,10 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdatomic.h>
 #include <sys/file.h>
-#include <sys/random.h>
-#include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "checkpoint/files.h"
@@ -39,48 +38,41 @@ static bool all_digits(const char *s) {
   return true;
 }
 
-/* A new stamp: 62 random bits, never 0 (a pointer without a stamp). */
-static uint64_t new_stamp(void) {
-  uint64_t x = 0;
-  if (getrandom(&x, sizeof(x), 0) != (ssize_t)sizeof(x)) {
-    /* No entropy source: the time, the pid and a counter, mixed. */
-    static _Atomic uint64_t n;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    x = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^
-        ((uint64_t)getpid() << 40) ^ atomic_fetch_add(&n, 1);
-    x ^= x >> 31;
-    x *= 0x9e3779b97f4a7c15u;
-    x ^= x >> 29;
+/* A generation file's name: digits without a leading zero, ".json". 0
+ * when name is not one. */
+static uint64_t gen_of_file(const char *name) {
+  uint64_t g = 0;
+  const char *s = name;
+  if (*s < '1' || *s > '9')
+    return 0;
+  for (; *s >= '0' && *s <= '9'; s++) {
+    if (g > (UINT64_MAX - 9) / 10)
+      return 0;
+    g = g * 10 + (uint64_t)(*s - '0');
   }
-  x &= (1ull << 62) - 1;
-  return x ? x : 1;
+  return strcmp(s, ".json") == 0 ? g : 0;
 }
 
-/* The stamp of the pointer at path: 0 with *st (none there, or one
- * without a stamp), or -1 with errno (EBADMSG: not a pointer). */
-static int stamp_at(const char *path, uint64_t *st) {
-  json_error_t je;
-  json_t *o = json_load_file(path, 0, &je);
-  *st = 0;
-  if (!o) {
-    if (access(path, F_OK) && errno == ENOENT)
-      return 0;
-    errno = EBADMSG;
-    return -1;
+/* The newest generation in directory dir (a task's tasks/<name>/): 0 with
+ * *gen (0: none, or no such directory), or -1 with errno. With below
+ * set, also removes every generation below it. */
+static int newest_gen(const char *dir, uint64_t *gen, uint64_t below) {
+  *gen = 0;
+  DIR *d = opendir(dir);
+  if (!d)
+    return errno == ENOENT ? 0 : -1;
+  for (struct dirent *e; (e = readdir(d));) {
+    uint64_t g = gen_of_file(e->d_name);
+    if (g > *gen)
+      *gen = g;
+    if (g && g < below)
+      unlinkat(dirfd(d), e->d_name, 0); /* best effort: the next tidies */
   }
-  json_t *v = json_object_get(o, "stamp");
-  if (v && (!json_is_integer(v) || json_integer_value(v) < 0)) {
-    json_decref(o);
-    errno = EBADMSG;
-    return -1;
-  }
-  *st = v ? (uint64_t)json_integer_value(v) : 0;
-  json_decref(o);
+  closedir(d);
   return 0;
 }
 
-static char *ptr_text(const sl__task_ptr *p, const char *name, uint64_t st) {
+static char *ptr_text(const sl__task_ptr *p, const char *name, uint64_t gen) {
   json_t *o =
       p->named ? json_pack("{s:i,s:s,s:s,s:s,s:s,s:i,s:I}", "version", 2,
                            "task", name, "checkpoint", p->checkpoint, "source",
@@ -97,7 +89,8 @@ static char *ptr_text(const sl__task_ptr *p, const char *name, uint64_t st) {
     json_decref(o);
     o = NULL;
   }
-  if (o && json_object_set_new(o, "stamp", json_integer((json_int_t)st))) {
+  if (o &&
+      json_object_set_new(o, "generation", json_integer((json_int_t)gen))) {
     json_decref(o);
     o = NULL;
   }
@@ -108,92 +101,109 @@ static char *ptr_text(const sl__task_ptr *p, const char *name, uint64_t st) {
   return text;
 }
 
-/* How long a writer waits for another one's turn on a task's pointer. A
- * turn lasts a read and a rename; only a process stopped (or frozen)
- * inside one holds it longer, and then the write fails (EWOULDBLOCK). */
-#define PTR_LOCK_WAIT_MS 10000
-
-/* Takes lock file path exclusively: its descriptor, or -1 with errno. */
-static int lock_turn(const char *path, mode_t fmode) {
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, fmode);
-  if (fd < 0)
+/* What tasks/<name>.json holds once the task has generations: a file
+ * that no reader of the single-file layout takes for a pointer (it fails
+ * on it with "an unknown version" instead of finding the task without
+ * one). */
+static int write_marker(const char *dir, const char *name, mode_t fmode) {
+  char tmp[5000], path[5000];
+  json_t *o = json_pack("{s:i,s:s,s:s}", "version", 3, "task", name,
+                        "generations", "tasks/<task>/<generation>.json");
+  char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  json_decref(o);
+  if (!text) {
+    errno = ENOMEM;
     return -1;
-  for (int waited = 0;;) {
-    if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-      return fd;
-    if (errno != EWOULDBLOCK && errno != EINTR)
-      break;
-    if (waited >= PTR_LOCK_WAIT_MS) {
-      errno = EWOULDBLOCK;
-      break;
-    }
-    struct timespec ms = {0, 1000000};
-    nanosleep(&ms, NULL);
-    waited++;
   }
+  snprintf(tmp, sizeof(tmp), "%s/.%s.%ld.tmp", dir, name, (long)getpid());
+  snprintf(path, sizeof(path), "%s/%s.json", dir, name);
+  int rc = sl__ckpt_write_file(tmp, text, strlen(text), fmode);
+  free(text);
+  if (!rc && rename(tmp, path))
+    rc = -1;
+  if (rc)
+    unlink(tmp);
+  return rc;
+}
+
+/* unlink() that leaves errno as it was. */
+static void unlink_quiet(const char *path) {
   int e = errno;
-  close(fd);
+  unlink(path);
   errno = e;
-  return -1;
 }
 
 int sl__task_ptr_write(const char *root, sl__task_ptr *p, mode_t fmode,
                        mode_t dmode) {
-  char dir[4200], tmp[5000], path[5000], lock[5000], old[4300], name[600];
+  char dir[4200], gdir[4900], tmp[5200], path[5200], old[4300], name[600];
   snprintf(dir, sizeof(dir), "%s/tasks", root);
-  if (sl__mkdirs(dir, dmode))
-    return -1;
   name_of(p, name, sizeof(name));
-  uint64_t st = new_stamp();
-  char *text = ptr_text(p, name, st);
+  snprintf(gdir, sizeof(gdir), "%s/%s", dir, name);
+  if (sl__mkdirs(gdir, dmode))
+    return -1;
+  uint64_t gen = p->gen + 1, newest = 0;
+  char *text = ptr_text(p, name, gen);
   if (!text)
     return -1;
-  /* Durable under the writer's own temp name (its pid) first, so that a
-   * turn is only the compare and the rename, and a reader sees one whole
-   * pointer. */
-  snprintf(tmp, sizeof(tmp), "%s/.%s.%ld.tmp", dir, name, (long)getpid());
+  /* Durable under a name of the writer's own first, so that the new
+   * generation appears whole or not at all. */
+  snprintf(tmp, sizeof(tmp), "%s/.%" PRIu64 ".%ld.tmp", gdir, gen,
+           (long)getpid());
+  snprintf(path, sizeof(path), "%s/%" PRIu64 ".json", gdir, gen);
   int rc = sl__ckpt_write_file(tmp, text, strlen(text), fmode);
   free(text);
-  /* Writers of one task take turns (an exclusive lock on a file of its
-   * own, released by the kernel should the holder die), so that the
-   * stamp compared is the one the rename replaces. */
-  snprintf(lock, sizeof(lock), "%s/.%s.lock", dir, name);
-  int lfd = rc ? -1 : lock_turn(lock, fmode);
-  if (lfd < 0)
-    rc = -1;
-  /* Compared with the version 1 pointer it was read from while no named
-   * one replaced that. */
-  snprintf(path, sizeof(path), "%s/%s.json", dir, name);
-  snprintf(old, sizeof(old), "%s/%" PRId32 ".json", dir, p->partition);
-  uint64_t cur = 0;
-  if (!rc && !(rc = stamp_at(path, &cur)) && p->legacy && access(path, F_OK) &&
-      errno == ENOENT)
-    rc = stamp_at(old, &cur);
-  if (!rc && cur != p->stamp)
+  /* The compare-and-swap: link() creates the generation after the one
+   * this process last read or wrote, and fails if another process
+   * created it first. (On NFS a link retried after its reply was lost
+   * fails with EEXIST although it linked: the temp file then has two
+   * names.) */
+  struct stat st;
+  if (!rc && link(tmp, path))
+    rc = errno != EEXIST                           ? -1
+         : stat(tmp, &st) == 0 && st.st_nlink == 2 ? 0
+                                                   : SL__TASK_PTR_MOVED;
+  unlink_quiet(tmp);
+  /* Each write removes the generations below the one before its own, so
+   * gen may have been written and removed since this process read gen -
+   * 1: the newest, which is never removed, is then above it, and the
+   * file just linked is not the pointer. */
+  if (!rc && !(rc = newest_gen(gdir, &newest, 0)) && newest > gen) {
+    unlink_quiet(path);
     rc = SL__TASK_PTR_MOVED;
-  if (!rc && rename(tmp, path))
-    rc = -1;
-  int e = errno;
-  if (lfd >= 0)
-    close(lfd); /* ends the turn */
-  if (rc)
-    unlink(tmp);
-  errno = e;
-  /* The version 1 pointer the task was read from goes once the named one
-   * is durable: a reader looks for the named one first. */
+  }
+  if (!rc)
+    rc = sl__ckpt_fsync_path(gdir, true);
+  /* A task's first generation turns its single file (the layout before,
+   * or none) into the marker; the version 1 pointer a named task was read
+   * from (a store of one repartition topic) goes. */
+  if (!rc && gen == 1)
+    rc = write_marker(dir, name, fmode);
+  snprintf(old, sizeof(old), "%s/%" PRId32 ".json", dir, p->partition);
   if (!rc && p->legacy && unlink(old) && errno != ENOENT)
     rc = -1;
-  if (!rc)
+  if (!rc && (gen == 1 || p->legacy))
     rc = sl__ckpt_fsync_path(dir, true);
-  if (!rc)
-    p->stamp = st;
+  if (!rc) {
+    p->gen = gen;
+    p->legacy = false;
+    /* Keeps this generation and the one before. */
+    newest_gen(gdir, &newest, gen - 1);
+  }
   return rc;
 }
 
-int sl__task_ptr_read_file(const char *root, const char *name, sl__task_ptr *p,
-                           char *err, size_t errlen) {
-  char path[4800];
-  snprintf(path, sizeof(path), "%s/tasks/%s.json", root, name);
+void sl__task_ptr_file(const char *name, uint64_t gen, char *out, size_t cap) {
+  if (gen)
+    snprintf(out, cap, "tasks/%s/%" PRIu64 ".json", name, gen);
+  else
+    snprintf(out, cap, "tasks/%s.json", name);
+}
+
+/* Parses the pointer file path (generation gen of task name, 0: the
+ * single file) into *p: 1, 0 when path is not there, or SL_ERR_CORRUPT
+ * (reason in err). */
+static int read_path(const char *path, const char *name, uint64_t gen,
+                     sl__task_ptr *p, char *err, size_t errlen) {
   json_error_t je;
   json_t *o = json_load_file(path, 0, &je);
   if (!o) {
@@ -204,15 +214,20 @@ int sl__task_ptr_read_file(const char *root, const char *name, sl__task_ptr *p,
   }
   const char *chk = NULL, *src = NULL, *topic = NULL, *pend = NULL;
   json_t *task = NULL;
-  json_int_t off = -1, pend_off = -1;
+  json_int_t off = -1, pend_off = -1, fgen = 0;
   int part = -1, version = 1;
-  int bad = json_unpack(o, "{s?i,s:o,s:s,s:s,s:s,s:i,s:I,s?s,s?I}", "version",
-                        &version, "task", &task, "checkpoint", &chk, "source",
-                        &src, "topic", &topic, "partition", &part, "offset",
-                        &off, "pending", &pend, "pending_offset", &pend_off);
+  int bad = json_unpack(o, "{s?i,s:o,s:s,s:s,s:s,s:i,s:I,s?s,s?I,s?I}",
+                        "version", &version, "task", &task, "checkpoint", &chk,
+                        "source", &src, "topic", &topic, "partition", &part,
+                        "offset", &off, "pending", &pend, "pending_offset",
+                        &pend_off, "generation", &fgen);
   json_t *stamp = json_object_get(o, "stamp");
+  json_t *ver = json_object_get(o, "version");
+  bool marker = json_is_integer(ver) && json_integer_value(ver) == 3 &&
+                json_object_get(o, "generations");
   /* Version 1 is named by its task number, version 2 by topic and
-   * partition; the file's name must be the one its content gives. */
+   * partition; the file's name must be the one its content gives, and a
+   * generation's file the generation its content gives. */
   char want[600] = "";
   if (!bad && version == 2)
     snprintf(want, sizeof(want), "%s-%d", topic, part);
@@ -224,7 +239,7 @@ int sl__task_ptr_read_file(const char *root, const char *name, sl__task_ptr *p,
   /* No snapshot before (checkpoint "") only beside a pending one. */
   bool none = !bad && !chk[0] && off == -1 && pend;
   if (!bad &&
-      ((!v1 && !v2) ||
+      ((!v1 && !v2) || (uint64_t)fgen != gen ||
        (stamp && (!json_is_integer(stamp) || json_integer_value(stamp) < 0)) ||
        (!none && (!sl__ckpt_safe_rel(chk) || off < 0)) ||
        (pend && (!sl__ckpt_safe_rel(pend) || pend_off < 0 ||
@@ -243,15 +258,50 @@ int sl__task_ptr_read_file(const char *root, const char *name, sl__task_ptr *p,
     p->offset = off;
     snprintf(p->pending, sizeof(p->pending), "%s", pend ? pend : "");
     p->pending_offset = pend ? pend_off : -1;
-    p->stamp = stamp ? (uint64_t)json_integer_value(stamp) : 0;
+    p->gen = gen;
   }
   json_decref(o);
+  if (bad && marker && !gen) {
+    sl__errf(err, errlen,
+             "%s: the task's pointer is in tasks/%s/, which holds none (its "
+             "generations were removed)",
+             path, name);
+    return SL_ERR_CORRUPT;
+  }
   if (bad) {
     sl__errf(err, errlen, "%s: not a task pointer of task %s%s", path, name,
              version != 1 && version != 2 ? " (an unknown version)" : "");
     return SL_ERR_CORRUPT;
   }
   return 1;
+}
+
+int sl__task_ptr_read_file(const char *root, const char *name, sl__task_ptr *p,
+                           char *err, size_t errlen) {
+  char gdir[4800], path[5000];
+  snprintf(gdir, sizeof(gdir), "%s/tasks/%s", root, name);
+  /* The newest generation, or the single file without one. A writer
+   * removes a generation two below its own, so the one found can be
+   * gone by the time it is read: then there is a newer one. */
+  for (int tries = 0;; tries++) {
+    uint64_t gen;
+    if (newest_gen(gdir, &gen, 0)) {
+      sl__errf(err, errlen, "%s: %s", gdir, strerror(errno));
+      return SL_ERR_IO;
+    }
+    if (gen)
+      snprintf(path, sizeof(path), "%s/%" PRIu64 ".json", gdir, gen);
+    else
+      snprintf(path, sizeof(path), "%s/tasks/%s.json", root, name);
+    int r = read_path(path, name, gen, p, err, errlen);
+    if (r || !gen)
+      return r;
+    if (tries == 1000) {
+      sl__errf(err, errlen, "%s: its newest generation keeps disappearing",
+               gdir);
+      return SL_ERR_IO;
+    }
+  }
 }
 
 int sl__task_ptr_read(const char *root, uint32_t task, sl__task_ptr *p,
@@ -274,7 +324,8 @@ int sl__task_ptr_read_named(const char *root, const char *topic,
   sl__task_ptr old;
   if ((r = sl__task_ptr_read_file(root, name, &old, err, errlen)) != 1)
     return r;
-  if (strcmp(old.topic, topic) != 0 || old.partition != partition)
+  /* Such a store had no generations. */
+  if (strcmp(old.topic, topic) != 0 || old.partition != partition || old.gen)
     return 0;
   *p = old;
   p->task = 0;
@@ -303,10 +354,23 @@ int sl__task_ptr_list(const char *root, char ***names, size_t *n) {
   size_t cap = 0;
   struct dirent *e;
   int rc = 0;
+  /* A task's directory of generations, or its single file (the layout
+   * before generations; once it has them, their marker): each task once. */
   while (!rc && (e = readdir(d))) {
     size_t len = strlen(e->d_name);
-    if (e->d_name[0] == '.' || len <= 5 ||
-        strcmp(e->d_name + len - 5, ".json") != 0)
+    struct stat st;
+    bool file = len > 5 && strcmp(e->d_name + len - 5, ".json") == 0;
+    if (e->d_name[0] == '.' ||
+        (!file &&
+         (fstatat(dirfd(d), e->d_name, &st, 0) || !S_ISDIR(st.st_mode))))
+      continue;
+    if (file)
+      len -= 5;
+    bool seen = false;
+    for (size_t i = 0; i < *n && !seen; i++)
+      seen =
+          strlen((*names)[i]) == len && !strncmp((*names)[i], e->d_name, len);
+    if (seen)
       continue;
     if (*n == cap) {
       cap = cap ? cap * 2 : 16;
@@ -317,7 +381,7 @@ int sl__task_ptr_list(const char *root, char ***names, size_t *n) {
       }
       *names = a;
     }
-    if (!((*names)[*n] = strndup(e->d_name, len - 5)))
+    if (!((*names)[*n] = strndup(e->d_name, len)))
       rc = -1;
     else
       (*n)++;

@@ -10,10 +10,15 @@
  * 2) with repartition topics, one per keyed stage; a store written when
  * a job had one repartition topic named its tasks by partition, and such
  * a pointer still serves the task of its topic (read_named). A pointer
- * is replaced atomically (temp name, fsync, rename), and only if it is
- * still the one its writer last read or wrote (its stamp): a process that
- * lost the task without knowing it yet cannot point it back at its own
- * checkpoints over the new owner's. */
+ * is never overwritten: each write creates the task's next generation,
+ * tasks/<task>/<generation>.json, with link(), which fails if another
+ * process created that generation first, and readers take the newest.
+ * That is a compare-and-swap without a lock: a process that lost the
+ * task without knowing it yet cannot point it back at its own
+ * checkpoints over the new owner's, and one stopped in the middle of a
+ * write keeps nobody waiting. A store written before generations has one
+ * file per task, tasks/<task>.json, read as generation 0 and turned into
+ * a marker at the task's first generation. */
 #ifndef SL_CHECKPOINT_TASKS_H
 #define SL_CHECKPOINT_TASKS_H
 
@@ -47,25 +52,24 @@ typedef struct sl__task_ptr {
   int64_t offset;    /* next offset to read */
   char pending[512]; /* "" or a checkpoint whose commit is not known */
   int64_t pending_offset;
-  /* Drawn anew at each write (62 random bits); 0: no pointer, or one
-   * written before pointers had stamps. */
-  uint64_t stamp;
+  /* The generation read or written last: 0 for none, or the single file
+   * of a store written before generations. */
+  uint64_t gen;
 } sl__task_ptr;
 
-/* Writes root/tasks/<p->task>.json (named: <p->topic>-<p->partition>.json,
- * and removes the version 1 file it was read from, p->legacy)
- * atomically, if the pointer there still has the stamp p->stamp (0: there
- * is none, or it has no stamp) — a compare-and-swap among the processes
- * of the store, through an exclusive lock on tasks/.<name>.lock. 0 (and
- * p->stamp is the new pointer's), SL__TASK_PTR_MOVED when another
- * process wrote the pointer since (nothing written), or -1 with errno
- * (EBADMSG: the pointer there cannot be read; EWOULDBLOCK: another
- * writer held the lock for 10 s, i.e. it was stopped inside its turn,
- * which lasts a read and a rename). */
+/* Writes the pointer of task p->task (named: <p->topic>-<p->partition>)
+ * as its generation p->gen + 1, if no process wrote that generation
+ * before (a compare-and-swap among the processes of the store; p->gen is
+ * the generation this process last read or wrote). The first generation
+ * of a named task read from the version 1 pointer of its partition
+ * (p->legacy) removes that file. 0 (p->gen is then the new generation,
+ * and the generations below the one before are removed),
+ * SL__TASK_PTR_MOVED when another process wrote that generation, or one
+ * after it, first (nothing written), or -1 with errno. */
 enum { SL__TASK_PTR_MOVED = 1 };
 int sl__task_ptr_write(const char *root, sl__task_ptr *p, mode_t fmode,
                        mode_t dmode);
-/* Reads root/tasks/<task>.json (version 1) into *p: 1 when there is one,
+/* Reads the pointer of task task (version 1) into *p: 1 when there is one,
  * 0 when the task has none yet, SL_ERR_CORRUPT or SL_ERR_IO (reason in
  * err). */
 int sl__task_ptr_read(const char *root, uint32_t task, sl__task_ptr *p,
@@ -76,11 +80,15 @@ int sl__task_ptr_read(const char *root, uint32_t task, sl__task_ptr *p,
 int sl__task_ptr_read_named(const char *root, const char *topic,
                             int32_t partition, sl__task_ptr *p, char *err,
                             size_t errlen);
-/* The same for the pointer file tasks/<name>.json, whichever version its
- * name says (digits only: version 1). */
+/* The same for the task named name (digits only: version 1): its newest
+ * generation, or without one its single file. */
 int sl__task_ptr_read_file(const char *root, const char *name, sl__task_ptr *p,
                            char *err, size_t errlen);
-/* The names of root's pointer files (without ".json"), sorted: version 1
+/* Where the pointer of the task named name is when it has generation gen
+ * (0: the single file), relative to the store's root:
+ * "tasks/<name>/<gen>.json" or "tasks/<name>.json". */
+void sl__task_ptr_file(const char *name, uint64_t gen, char *out, size_t cap);
+/* The names of root's tasks with a pointer, sorted: version 1
  * ones by number first, then the others by name. 0 with *names (free
  * each and the array; NULL and 0 without tasks/) or -1 with errno. */
 int sl__task_ptr_list(const char *root, char ***names, size_t *n);

@@ -615,13 +615,14 @@ static void task_assigned(ksub *k, kpart *kp, rd_kafka_topic_partition_t *tp) {
   if (snap) {
     tp->offset = kp->next = ptr.offset;
   } else {
-    /* The stamp of what is there (a pointer without a snapshot), which
-     * this process's first pointer replaces. */
+    /* The generation of what is there (a pointer without a snapshot),
+     * which this process's first pointer follows. */
     ptr = (sl__task_ptr){.task = task,
                          .partition = tp->partition,
                          .offset = -1,
                          .pending_offset = -1,
-                         .stamp = r == 1 ? ptr.stamp : 0};
+                         .gen = r == 1 ? ptr.gen : 0,
+                         .legacy = r == 1 && ptr.legacy};
     snprintf(ptr.source, sizeof(ptr.source), "%s", s->uid);
     snprintf(ptr.topic, sizeof(ptr.topic), "%s", tp->topic);
   }

@@ -172,10 +172,10 @@ int sl__task_send_wm(sl_ctx_t *op, uint32_t task, int64_t wm) {
   return sl__forward_task_wm(op, task % job_of(op)->tasks->kgs, wm);
 }
 
-/* mu held. Named as the job names its tasks; written only if the
- * pointer is still the one p->stamp says this process last read or
- * wrote (p->stamp is then the new one). SL__TASK_PTR_MOVED (another process
- * wrote it since: this one lost the task) or SL_ERR_IO, with the reason
+/* mu held. Named as the job names its tasks; written only if no other
+ * process wrote a generation after the one p->gen says this process last
+ * read or wrote (p->gen is then the new one). SL__TASK_PTR_MOVED (another
+ * process wrote it since: this one lost the task) or SL_ERR_IO, with the reason
  * in err. */
 static int write_ptr(sl_job_t *job, sl__task_ptr *p, char *err, size_t errlen) {
   sl__fmode m = sl__fs_mode(job->conf);
@@ -198,14 +198,11 @@ static int write_ptr(sl_job_t *job, sl__task_ptr *p, char *err, size_t errlen) {
   }
   if (r) {
     snprintf(err, errlen, "task %s: cannot write its pointer: %s", name,
-             errno == EBADMSG ? "the pointer there is not a task pointer"
-             : errno == EWOULDBLOCK
-                 ? "another process has held its lock for 10 s (stopped "
-                   "while it replaced the pointer)"
-                 : strerror(errno));
+             strerror(errno));
     return SL_ERR_IO;
   }
-  p->stamp = w.stamp;
+  p->gen = w.gen;
+  p->legacy = w.legacy;
   return 0;
 }
 
@@ -224,7 +221,7 @@ int sl__task_publish(sl_ctx_t *op, uint64_t id, sl__task_ptr *p, char *err,
   p->pending[0] = '\0';
   p->pending_offset = -1;
   p->legacy = s->ptr.legacy;
-  p->stamp = s->ptr.stamp;
+  p->gen = s->ptr.gen;
   if (s->pending_id > id) {
     snprintf(p->pending, sizeof(p->pending), "%s", s->ptr.pending);
     p->pending_offset = s->ptr.pending_offset;
@@ -232,10 +229,8 @@ int sl__task_publish(sl_ctx_t *op, uint64_t id, sl__task_ptr *p, char *err,
     s->pending_id = 0;
   }
   int rc = write_ptr(job, p, err, errlen);
-  if (!rc) {
+  if (!rc)
     s->ptr = *p;
-    s->ptr.legacy = false;
-  }
   pthread_mutex_unlock(&t->mu);
   return rc;
 }
@@ -245,8 +240,6 @@ int sl__task_settle(sl_ctx_t *op, sl__task_ptr *p, char *err, size_t errlen) {
   struct sl__tasks *t = job->tasks;
   pthread_mutex_lock(&t->mu);
   int rc = write_ptr(job, p, err, errlen);
-  if (!rc)
-    p->legacy = false;
   pthread_mutex_unlock(&t->mu);
   return rc;
 }
@@ -266,7 +259,6 @@ int sl__task_prepare(sl_job_t *job, uint64_t id, uint32_t task, int64_t offset,
     p.pending_offset = offset;
     if (!(rc = write_ptr(job, &p, err, errlen))) {
       s->ptr = p;
-      s->ptr.legacy = false;
       s->pending_id = id;
     }
   }

@@ -73,7 +73,7 @@ int sl__task_publish(sl_ctx_t *op, uint64_t id, sl__task_ptr *p, char *err,
                      size_t errlen);
 /* Writes the pointer of a task just assigned as p says (the pending
  * checkpoint of its previous owner resolved one way or the other), p as
- * read from the store; p->stamp is then the written one's. 0,
+ * read from the store; p->gen is then the written one's. 0,
  * SL__TASK_PTR_MOVED or an sl_err. */
 int sl__task_settle(sl_ctx_t *op, sl__task_ptr *p, char *err, size_t errlen);
 /* Exactly-once, on the coordinator's thread once checkpoint id's

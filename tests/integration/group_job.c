@@ -75,6 +75,7 @@
 #include <unistd.h>
 
 #include "checkpoint/format.h"
+#include "checkpoint/tasks.h"
 #include "core/fault.h"
 #include "core/fs.h"
 #include "kafka/kafka_int.h"
@@ -281,28 +282,24 @@ static int lookup_logged(const char *group, const char *topic,
   }
   /* A repartition stage's pointer is named by its topic (version 2), a
    * co-partitioned task's by its partition alone. */
-  char path[1200];
-  snprintf(path, sizeof(path), "%s/tasks/%s-%d.json", store, topic,
-           (int)partition);
+  char name[600], err[1024];
+  sl__task_ptr p;
+  snprintf(name, sizeof(name), "%s-%d", topic, (int)partition);
   *offset = -1;
-  json_t *o = json_load_file(path, 0, NULL);
-  if (!o) {
-    snprintf(path, sizeof(path), "%s/tasks/%d.json", store, (int)partition);
-    o = json_load_file(path, 0, NULL);
+  int r = sl__task_ptr_read_file(store, name, &p, err, sizeof(err));
+  if (r == 0) {
+    snprintf(name, sizeof(name), "%d", (int)partition);
+    r = sl__task_ptr_read_file(store, name, &p, err, sizeof(err));
   }
-  if (!o)
+  if (r != 1)
     return 0;
-  const char *chk = "", *pend = NULL;
-  json_int_t off = -1, pend_off = -1;
-  json_unpack(o, "{s:I,s?s,s?s,s?I}", "offset", &off, "checkpoint", &chk,
-              "pending", &pend, "pending_offset", &pend_off);
-  *offset = off;
-  if (pend && pend[0] && logged(pend)) {
-    *offset = pend_off;
-    chk = pend;
+  *offset = p.offset;
+  const char *chk = p.checkpoint;
+  if (p.pending[0] && logged(p.pending)) {
+    *offset = p.pending_offset;
+    chk = p.pending;
   }
   snprintf(metadata, metadata_size, "%s", chk);
-  json_decref(o);
   return 0;
 }
 

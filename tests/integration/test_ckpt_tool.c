@@ -1209,18 +1209,53 @@ static int64_t g_records(uint32_t task) {
   return n;
 }
 
+/* The newest generation of task t's pointer (tasks/<t>/<gen>.json), 0
+ * without one. */
+static unsigned g_gen(const char *store, uint32_t t) {
+  char path[600];
+  snprintf(path, sizeof(path), "%s/tasks/%u", store, t);
+  DIR *d = opendir(path);
+  unsigned g = 0;
+  for (struct dirent *e; d && (e = readdir(d));) {
+    char *end;
+    unsigned long x = strtoul(e->d_name, &end, 10);
+    if (e->d_name[0] != '.' && strcmp(end, ".json") == 0 && x > g)
+      g = (unsigned)x;
+  }
+  if (d)
+    closedir(d);
+  return g;
+}
+
 static json_t *g_pointer(const char *store, uint32_t t) {
   char path[600];
-  snprintf(path, sizeof(path), "%s/tasks/%u.json", store, t);
+  snprintf(path, sizeof(path), "%s/tasks/%u/%u.json", store, t,
+           g_gen(store, t));
   return json_load_file(path, 0, NULL);
 }
 
+/* Replaces the newest generation of task t's pointer (the first if it
+ * has none) with text, given that generation when text is an object. */
 static void g_put(const char *store, uint32_t t, const char *text) {
   char path[600];
-  snprintf(path, sizeof(path), "%s/tasks/%u.json", store, t);
+  unsigned g = g_gen(store, t);
+  snprintf(path, sizeof(path), "%s/tasks/%u", store, t);
+  if (!g) {
+    g = 1;
+    ck_assert_int_eq(mkdir(path, 0700), 0);
+  }
+  snprintf(path, sizeof(path), "%s/tasks/%u/%u.json", store, t, g);
+  json_t *o = json_loads(text, 0, NULL);
+  char *with = NULL;
+  if (o) {
+    json_object_set_new(o, "generation", json_integer(g));
+    with = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+  }
   FILE *f = fopen(path, "w");
   ck_assert_ptr_nonnull(f);
-  fputs(text, f);
+  fputs(with ? with : text, f);
+  free(with);
   ck_assert_int_eq(fclose(f), 0);
 }
 
@@ -1388,9 +1423,9 @@ START_TEST(group_store_tasks) {
     /* verify: the pointer, then the checkpoint as verify CHK judges it. */
     text = tool_text(0, false, "verify %s --task %u", store, t);
     snprintf(want, sizeof(want),
-             "task %u: valid (tasks/%u.json -> %s, in[%u] from offset %lld; "
-             "checkpoint: ",
-             t, t, c, t, (long long)g_records(t));
+             "task %u: valid (tasks/%u/%u.json -> %s, in[%u] from offset "
+             "%lld; checkpoint: ",
+             t, t, g_gen(store, t), c, t, (long long)g_records(t));
     ck_assert_msg(strncmp(text, want, strlen(want)) == 0, "%s\nwanted %s", text,
                   want);
     free(text);
@@ -1486,17 +1521,19 @@ START_TEST(group_store_tasks) {
   char *good = json_dumps(p1, JSON_COMPACT);
   const char *c1 = json_string_value(json_object_get(p1, "checkpoint"));
   char *moved;
+  unsigned g1 = g_gen(store, 1);
   g_put(store, 1, "{\"task\":1}");
   text = tool_text(1, false, "verify %s --task 1", store);
   snprintf(want, sizeof(want),
-           "task 1: damaged\n  %s/tasks/1.json: not a task pointer of task 1\n",
-           store);
+           "task 1: damaged\n  %s/tasks/1/%u.json: not a task pointer of task "
+           "1\n",
+           store, g1);
   ck_assert_str_eq(text, want);
   free(text);
   text = tool_text(1, true, "inspect %s --task 1", store);
   snprintf(want, sizeof(want),
-           "sluice-ckpt: %s/tasks/1.json: not a task pointer of task 1\n",
-           store);
+           "sluice-ckpt: %s/tasks/1/%u.json: not a task pointer of task 1\n",
+           store, g1);
   ck_assert_str_eq(text, want);
   free(text);
   text = tool_text(1, true, "dump %s --task 1 --uid count", store);
@@ -1504,8 +1541,9 @@ START_TEST(group_store_tasks) {
   free(text);
   text = tool_text(0, false, "list %s", store);
   snprintf(want, sizeof(want),
-           "\n1     damaged: %s/tasks/1.json: not a task pointer of task 1\n",
-           store);
+           "\n1     damaged: %s/tasks/1/%u.json: not a task pointer of task "
+           "1\n",
+           store, g1);
   ck_assert_msg(strstr(text, want), "%s", text);
   free(text);
   text = tool_text(1, false, "verify %s", store);
@@ -1518,8 +1556,11 @@ START_TEST(group_store_tasks) {
         "\"source\":\"in\",\"topic\":\"in\",\"partition\":1,"
         "\"offset\":3}");
   text = tool_text(1, false, "verify %s --task 1", store);
-  ck_assert_str_eq(text, "task 1: damaged\n  tasks/1.json names "
-                         "instances/nobody/chk-9, which does not exist\n");
+  snprintf(want, sizeof(want),
+           "task 1: damaged\n  tasks/1/%u.json names "
+           "instances/nobody/chk-9, which does not exist\n",
+           g1);
+  ck_assert_str_eq(text, want);
   free(text);
   /* A pointer of another partition. */
   json_t *p2 = json_deep_copy(p1);
@@ -1529,8 +1570,11 @@ START_TEST(group_store_tasks) {
   free(moved);
   json_decref(p2);
   text = tool_text(1, false, "verify %s --task 1", store);
-  ck_assert_str_eq(text, "task 1: damaged\n  tasks/1.json names in[0]: task 1 "
-                         "is partition 1 of its topic\n");
+  snprintf(want, sizeof(want),
+           "task 1: damaged\n  tasks/1/%u.json names in[0]: task 1 is "
+           "partition 1 of its topic\n",
+           g1);
+  ck_assert_str_eq(text, want);
   free(text);
   /* A pointer whose offset is not its checkpoint's. */
   json_object_set_new(p1, "offset", json_integer(g_records(1) + 5));
@@ -1545,8 +1589,9 @@ START_TEST(group_store_tasks) {
   ck_assert_str_eq(text, want);
   free(text);
   /* No pointer: nothing to verify. */
-  snprintf(line, sizeof(line), "%s/tasks/1.json", store);
-  ck_assert_int_eq(unlink(line), 0);
+  snprintf(line, sizeof(line), "rm -r %s/tasks/1 %s/tasks/1.json", store,
+           store);
+  ck_assert_int_eq(system(line), 0);
   text = tool_text(2, true, "verify %s --task 1", store);
   snprintf(want, sizeof(want),
            "sluice-ckpt: task 1 has no pointer in %s/tasks (it has no "

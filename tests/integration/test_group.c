@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "checkpoint/tasks.h"
 #include "core/hash.h"
 #include "test_kafka_util.h"
 
@@ -446,35 +447,26 @@ static void check_output_dups(bool dups) {
   tk_reader_close(&r);
 }
 
-/* The offset the pointer of the task of partition part of topic holds
- * in the shared store (0 without a pointer): tasks of the co-partitioned
- * input are named by partition, those of repartition topics by topic and
- * partition. */
-/* The path of the pointer of the task that reads partition part of topic:
- * named by its partition for the co-partitioned input "in", by topic and
- * partition for a repartition topic. */
-static void pointer_path(const char *topic, int part, char *path, size_t cap) {
+/* Reads the pointer of the task that reads partition part of topic
+ * (named by its partition for the co-partitioned input "in", by topic
+ * and partition for a repartition topic): whether it has one. */
+static bool pointer_of(const char *topic, int part, sl__task_ptr *p) {
+  char root[512], name[300], err[1024];
+  snprintf(root, sizeof(root), "%s/ckpt", dir);
   if (strcmp(topic, "in") == 0)
-    snprintf(path, cap, "%s/ckpt/tasks/%d.json", dir, part);
+    snprintf(name, sizeof(name), "%d", part);
   else
-    snprintf(path, cap, "%s/ckpt/tasks/%s-%d.json", dir, topic, part);
+    snprintf(name, sizeof(name), "%s-%d", topic, part);
+  int r = sl__task_ptr_read_file(root, name, p, err, sizeof(err));
+  ck_assert_msg(r >= 0, "%s", err);
+  return r == 1;
 }
 
+/* The offset the pointer of the task of partition part of topic holds
+ * in the shared store (0 without a pointer). */
 static int64_t pointer_offset(const char *topic, int part) {
-  char path[512], text[1024];
-  pointer_path(topic, part, path, sizeof(path));
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return 0;
-  size_t n = fread(text, 1, sizeof(text) - 1, f);
-  fclose(f);
-  text[n] = '\0';
-  /* Not "pending_offset" (a checkpoint whose commit is under way). */
-  const char *o = text;
-  while ((o = strstr(o + 1, "\"offset\":")) && o[-1] != ',' && o[-1] != '{')
-    ;
-  ck_assert_msg(o, "%s: %s", path, text);
-  return strtoll(o + 9, NULL, 10);
+  sl__task_ptr p;
+  return pointer_of(topic, part, &p) ? p.offset : 0;
 }
 
 /* Waits until every task's pointer is at the end of its partition of
@@ -948,17 +940,10 @@ static char *log_of(const char *name) {
  * "instances/host-4242-1796405927919/chk-17"). */
 static void pointer_checkpoint(const char *topic, int part, char *out,
                                size_t cap) {
-  char path[512], text[1024];
-  pointer_path(topic, part, path, sizeof(path));
-  FILE *f = fopen(path, "r");
-  ck_assert_ptr_nonnull(f);
-  size_t n = fread(text, 1, sizeof(text) - 1, f);
-  fclose(f);
-  text[n] = '\0';
-  const char *c = strstr(text, "\"checkpoint\":\"");
-  ck_assert_msg(c, "%s: %s", path, text);
-  c += 14;
-  snprintf(out, cap, "%.*s", (int)strcspn(c, "\""), c);
+  sl__task_ptr p;
+  ck_assert_msg(pointer_of(topic, part, &p), "no pointer of %s[%d]", topic,
+                part);
+  snprintf(out, cap, "%s", p.checkpoint);
 }
 
 /* Whether the instance directory a checkpoint path names is process
@@ -1945,53 +1930,16 @@ static bool pointers_at_rest(const char *topic, const char *inst, long id,
   size_t il = strlen(inst);
   int n = 0;
   for (int part = 0; part < PARTS; part++) {
-    char path[512], text[1024];
-    pointer_path(topic, part, path, sizeof(path));
-    FILE *f = fopen(path, "r");
-    if (!f)
+    sl__task_ptr p;
+    if (!pointer_of(topic, part, &p))
       continue;
-    size_t len = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[len] = '\0';
-    const char *c = strstr(text, "\"checkpoint\":\"");
-    if (!c)
-      return false;
-    c += 14;
-    size_t cl = strcspn(c, "\"");
-    if (cl <= il || strncmp(c, inst, il) || c[il] != '/')
+    if (strncmp(p.checkpoint, inst, il) || p.checkpoint[il] != '/')
       continue; /* another instance's */
-    const char *pend = strstr(text, "\"pending\":\"");
-    if ((pend && pend[11] != '"') || cl != strlen(chk) || strncmp(c, chk, cl))
+    if (p.pending[0] || strcmp(p.checkpoint, chk))
       return false;
     n++;
   }
   return n == want;
-}
-
-/* Whether no process holds the lock of any task's pointer (held only
- * for the turn of a pointer's replacement: a process stopped inside one
- * keeps the task's other writers waiting). */
-static bool pointer_locks_free(void) {
-  char tasks[512];
-  snprintf(tasks, sizeof(tasks), "%s/ckpt/tasks", dir);
-  DIR *d = opendir(tasks);
-  if (!d)
-    return true;
-  bool free_ = true;
-  for (struct dirent *e; free_ && (e = readdir(d));) {
-    size_t n = strlen(e->d_name);
-    if (e->d_name[0] != '.' || n < 6 || strcmp(e->d_name + n - 5, ".lock"))
-      continue;
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/%s", tasks, e->d_name);
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-      continue;
-    free_ = flock(fd, LOCK_EX | LOCK_NB) == 0;
-    close(fd);
-  }
-  closedir(d);
-  return free_;
 }
 
 /* Stops process pid (SIGSTOP) between two of its commits: once a
@@ -2000,8 +1948,8 @@ static bool pointer_locks_free(void) {
  * interval (200 ms) away. A stop inside a commit's last request, or
  * while it writes its pointers, is the gap no self-check can see on the
  * dev broker (docs/scaling.md); one that landed there (the stopped
- * process's pointers not at rest, or a pointer's lock held) is undone
- * and tried again. Returns once
+ * process's pointers not at rest) is undone and tried again. Returns
+ * once
  * every thread of it is stopped. */
 static void stop_between_commits(pid_t pid, const char *name, const char *topic,
                                  const char *src, const char *inst) {
@@ -2020,7 +1968,7 @@ static void stop_between_commits(pid_t pid, const char *name, const char *topic,
     wait_stopped(pid);
     if (completed_before_revival(name, 0) == id &&
         status_of_source(name, src) == owns &&
-        pointers_at_rest(topic, inst, id, owns) && pointer_locks_free())
+        pointers_at_rest(topic, inst, id, owns))
       return;
     ck_assert_int_eq(kill(pid, SIGCONT), 0);
   }
@@ -2757,23 +2705,32 @@ END_TEST
 
 /* A store of the layout before several repartition topics: one
  * repartition topic, tasks named by partition (tasks/<n>.json without a
- * version). Process a of the one-stage job snapshots the first two parts
- * of the input and stops; its pointers are rewritten as that layout wrote
- * them. Process b then restores every task from them (windows open
- * across the stop), replaces each with its named pointer, and the output
- * is the one process's. */
+ * version, nor generations). Process a of the one-stage job snapshots the first
+ * two parts of the input and stops; its pointers are rewritten as that layout
+ * wrote them. Process b then restores every task from them (windows open across
+ * the stop), replaces each with its named pointer, and the output is the one
+ * process's. */
 static void rewrite_as_version_1(void) {
   for (int p = 0; p < PARTS; p++) {
-    char from[512], to[512];
-    snprintf(from, sizeof(from), "%s/ckpt/tasks/%s-%d.json", dir, REPART, p);
+    sl__task_ptr ptr;
+    ck_assert_msg(pointer_of(REPART, p, &ptr), "no pointer of %s-%d", REPART,
+                  p);
+    char from[512], to[512], path[700];
+    snprintf(from, sizeof(from), "%s/ckpt/tasks/%s-%d", dir, REPART, p);
     snprintf(to, sizeof(to), "%s/ckpt/tasks/%d.json", dir, p);
-    json_t *o = json_load_file(from, 0, NULL);
-    ck_assert_msg(o, "no pointer %s", from);
+    snprintf(path, sizeof(path), "%s/%llu.json", from,
+             (unsigned long long)ptr.gen);
+    json_t *o = json_load_file(path, 0, NULL);
+    ck_assert_msg(o, "no pointer %s", path);
     ck_assert_int_eq(json_object_del(o, "version"), 0);
+    ck_assert_int_eq(json_object_del(o, "generation"), 0);
     ck_assert_int_eq(json_object_set_new(o, "task", json_integer(p)), 0);
     ck_assert_int_eq(json_dump_file(o, to, JSON_COMPACT), 0);
     json_decref(o);
-    ck_assert_int_eq(unlink(from), 0);
+    /* Its generations and their marker. */
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd), "rm -r %s %s.json", from, from);
+    ck_assert_int_eq(system(cmd), 0);
   }
 }
 
@@ -2802,8 +2759,9 @@ START_TEST(store_of_one_repartition_topic_restores) {
     char path[512];
     snprintf(path, sizeof(path), "%s/ckpt/tasks/%d.json", dir, p);
     ck_assert_msg(access(path, F_OK) != 0, "%s is still there", path);
-    snprintf(path, sizeof(path), "%s/ckpt/tasks/%s-%d.json", dir, REPART, p);
-    ck_assert_msg(access(path, F_OK) == 0, "%s is not there", path);
+    sl__task_ptr ptr;
+    ck_assert_msg(pointer_of(REPART, p, &ptr) && ptr.gen > 0,
+                  "task %s-%d has no generation", REPART, p);
   }
   stop_pid(b, SIGTERM, 0);
   stop_broker();

@@ -6,9 +6,12 @@
  * pointer names one of its checkpoints. */
 #include <check.h>
 #include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -34,17 +37,43 @@ static void teardown_root(void) {
   ck_assert_int_eq(system(cmd), 0);
 }
 
-/* Points task at chk, as its owner: over the pointer there (its stamp). */
+/* Points task at chk, as its owner: after the pointer there (its
+ * generation). */
 static void put(uint32_t task, const char *chk, int64_t offset) {
   sl__task_ptr p = {.task = task, .partition = (int32_t)task, .offset = offset},
                cur;
   char err[256];
   if (sl__task_ptr_read(root, task, &cur, err, sizeof(err)) == 1)
-    p.stamp = cur.stamp;
+    p.gen = cur.gen;
   snprintf(p.checkpoint, sizeof(p.checkpoint), "%s", chk);
   snprintf(p.source, sizeof(p.source), "in");
   snprintf(p.topic, sizeof(p.topic), "events");
   ck_assert_int_eq(sl__task_ptr_write(root, &p, 0600, 0700), 0);
+}
+
+/* Writes text as the file rel of the store. */
+static void write_text(const char *rel, const char *text) {
+  char path[600];
+  snprintf(path, sizeof(path), "%s/%s", root, rel);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+/* Task task's pointer as a store written before generations had it:
+ * the single file tasks/<task>.json. */
+static void put_single(uint32_t task, const char *chk, int64_t offset) {
+  char text[600], rel[64], cmd[300];
+  snprintf(cmd, sizeof(cmd), "mkdir -p %s/tasks", root);
+  ck_assert_int_eq(system(cmd), 0);
+  snprintf(text, sizeof(text),
+           "{\"task\":%u,\"checkpoint\":\"%s\",\"source\":\"in\","
+           "\"topic\":\"events\",\"partition\":%u,\"offset\":%lld,"
+           "\"stamp\":790658343711837048}",
+           task, chk, task, (long long)offset);
+  snprintf(rel, sizeof(rel), "tasks/%u.json", task);
+  write_text(rel, text);
 }
 
 static bool exists(const char *rel) {
@@ -120,14 +149,10 @@ START_TEST(damaged_pointer_is_an_error) {
        "\"topic\":\"t\",\"partition\":5,\"offset\":-1}",
        "no snapshot and nothing pending"},
   };
-  char path[600], err[256];
-  put(5, "instances/h/chk-1", 1);
-  snprintf(path, sizeof(path), "%s/tasks/5.json", root);
+  char err[256];
+  put_single(5, "instances/h/chk-1", 1);
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(bad[i].text, f);
-    fclose(f);
+    write_text("tasks/5.json", bad[i].text);
     sl__task_ptr p;
     err[0] = '\0';
     ck_assert_msg(sl__task_ptr_read(root, 5, &p, err, sizeof(err)) ==
@@ -137,6 +162,23 @@ START_TEST(damaged_pointer_is_an_error) {
     /* Retention keeps everything while it cannot tell. */
     ck_assert(sl__task_ptr_refs(root, "instances/h/chk-99"));
   }
+  /* A generation whose content gives another generation. */
+  put(6, "instances/h/chk-1", 1);
+  write_text("tasks/6/1.json",
+             "{\"task\":6,\"checkpoint\":\"instances/h/chk-1\",\"source\":"
+             "\"in\",\"topic\":\"t\",\"partition\":6,\"offset\":1,"
+             "\"generation\":2}");
+  sl__task_ptr p;
+  ck_assert_int_eq(sl__task_ptr_read(root, 6, &p, err, sizeof(err)),
+                   SL_ERR_CORRUPT);
+  ck_assert_msg(strstr(err, "tasks/6/1.json"), "%s", err);
+  /* The marker of a task whose generations are gone. */
+  char cmd[600];
+  snprintf(cmd, sizeof(cmd), "rm -r %s/tasks/6", root);
+  ck_assert_int_eq(system(cmd), 0);
+  ck_assert_int_eq(sl__task_ptr_read(root, 6, &p, err, sizeof(err)),
+                   SL_ERR_CORRUPT);
+  ck_assert_msg(strstr(err, "which holds none"), "%s", err);
   teardown_root();
 }
 END_TEST
@@ -162,7 +204,7 @@ START_TEST(named_pointers_and_the_layout_before) {
   char err[256];
   sl__task_ptr p;
   /* The layout before: tasks/3.json of topic "events". */
-  put(3, "instances/a/chk-3", 30);
+  put_single(3, "instances/a/chk-3", 30);
   ck_assert_int_eq(
       sl__task_ptr_read_named(root, "events", 3, &p, err, sizeof(err)), 1);
   ck_assert(p.named && p.legacy);
@@ -178,7 +220,7 @@ START_TEST(named_pointers_and_the_layout_before) {
   snprintf(p.checkpoint, sizeof(p.checkpoint), "instances/b/chk-5");
   p.offset = 40;
   ck_assert_int_eq(sl__task_ptr_write(root, &p, 0600, 0700), 0);
-  ck_assert(exists("tasks/events-3.json"));
+  ck_assert(exists("tasks/events-3/1.json"));
   ck_assert(!exists("tasks/3.json"));
   ck_assert_int_eq(
       sl__task_ptr_read_named(root, "events", 3, &p, err, sizeof(err)), 1);
@@ -186,7 +228,7 @@ START_TEST(named_pointers_and_the_layout_before) {
   ck_assert_str_eq(p.checkpoint, "instances/b/chk-5");
   /* Two stages' partition 3 are two pointers. */
   sl__task_ptr q = p;
-  q.stamp = 0; /* none there yet */
+  q.gen = 0; /* none there yet */
   snprintf(q.topic, sizeof(q.topic), "job-total-repartition");
   snprintf(q.checkpoint, sizeof(q.checkpoint), "instances/c/chk-1");
   ck_assert_int_eq(sl__task_ptr_write(root, &q, 0600, 0700), 0);
@@ -212,8 +254,10 @@ START_TEST(named_pointers_and_the_layout_before) {
   free(names);
   /* A file whose name is not the one its content gives is damaged. */
   char cmd[600];
-  snprintf(cmd, sizeof(cmd), "cp %s/tasks/events-3.json %s/tasks/x-3.json",
-           root, root);
+  snprintf(cmd, sizeof(cmd),
+           "mkdir %s/tasks/x-3 && cp %s/tasks/events-3/1.json "
+           "%s/tasks/x-3/1.json",
+           root, root, root);
   ck_assert_int_eq(system(cmd), 0);
   ck_assert_int_eq(sl__task_ptr_read_file(root, "x-3", &p, err, sizeof(err)),
                    SL_ERR_CORRUPT);
@@ -258,9 +302,9 @@ START_TEST(pending_checkpoint_reads_back_and_is_kept) {
   ck_assert_int_eq(sl__task_ptr_write(root, &q, 0600, 0700), 0);
   ck_assert_int_eq(sl__task_ptr_read(root, 2, &r, err, sizeof(err)),
                    SL_ERR_CORRUPT);
-  char path[600];
-  snprintf(path, sizeof(path), "%s/tasks/2.json", root);
-  ck_assert_int_eq(unlink(path), 0);
+  char cmd[600];
+  snprintf(cmd, sizeof(cmd), "rm -r %s/tasks/2 %s/tasks/2.json", root, root);
+  ck_assert_int_eq(system(cmd), 0);
   /* Written without a pending one, it has none. */
   p.pending[0] = '\0';
   ck_assert_int_eq(sl__task_ptr_write(root, &p, 0600, 0700), 0);
@@ -352,9 +396,10 @@ START_TEST(gc_dry_run_names_what_it_would_remove) {
 }
 END_TEST
 
-/* A write replaces the pointer only if it is still the one the writer
- * read or wrote last: a process that lost the task (stopped meanwhile)
- * cannot point it back over its new owner's pointer. */
+/* A write creates the generation after the one the writer read or
+ * wrote last, and only if nobody created it first: a process that lost
+ * the task (stopped meanwhile) cannot point it back over its new owner's
+ * pointer. */
 START_TEST(pointer_write_is_a_compare_and_swap) {
   setup_root();
   char err[256];
@@ -362,24 +407,23 @@ START_TEST(pointer_write_is_a_compare_and_swap) {
   snprintf(a.checkpoint, sizeof(a.checkpoint), "instances/a/chk-1");
   snprintf(a.source, sizeof(a.source), "in");
   snprintf(a.topic, sizeof(a.topic), "events");
-  /* Expecting none: written, with a stamp. */
+  /* Expecting none: generation 1. */
   ck_assert_int_eq(sl__task_ptr_write(root, &a, 0600, 0700), 0);
-  uint64_t first = a.stamp;
-  ck_assert_uint_ne(first, 0);
+  ck_assert_uint_eq(a.gen, 1);
   ck_assert_int_eq(sl__task_ptr_read(root, 4, &r, err, sizeof(err)), 1);
-  ck_assert_uint_eq(r.stamp, first);
+  ck_assert_uint_eq(r.gen, 1);
   /* b takes the task over from the pointer and writes its own. */
   ck_assert_int_eq(sl__task_ptr_read(root, 4, &b, err, sizeof(err)), 1);
   snprintf(b.checkpoint, sizeof(b.checkpoint), "instances/b/chk-1");
   b.offset = 20;
   ck_assert_int_eq(sl__task_ptr_write(root, &b, 0600, 0700), 0);
-  ck_assert_uint_ne(b.stamp, first);
+  ck_assert_uint_eq(b.gen, 2);
   /* a, which has not heard, writes nothing: b's pointer stays. */
   snprintf(a.checkpoint, sizeof(a.checkpoint), "instances/a/chk-2");
   a.offset = 15;
   ck_assert_int_eq(sl__task_ptr_write(root, &a, 0600, 0700),
                    SL__TASK_PTR_MOVED);
-  ck_assert_uint_eq(a.stamp, first);
+  ck_assert_uint_eq(a.gen, 1);
   snprintf(a.pending, sizeof(a.pending), "instances/a/chk-3");
   a.pending_offset = 16;
   ck_assert_int_eq(sl__task_ptr_write(root, &a, 0600, 0700),
@@ -388,43 +432,118 @@ START_TEST(pointer_write_is_a_compare_and_swap) {
   ck_assert_str_eq(r.checkpoint, "instances/b/chk-1");
   ck_assert_str_eq(r.pending, "");
   ck_assert_int_eq(r.offset, 20);
-  ck_assert_uint_eq(r.stamp, b.stamp);
+  ck_assert_uint_eq(r.gen, 2);
   /* Nor may a writer that expects no pointer replace one. */
   sl__task_ptr c = b;
-  c.stamp = 0;
+  c.gen = 0;
   ck_assert_int_eq(sl__task_ptr_write(root, &c, 0600, 0700),
                    SL__TASK_PTR_MOVED);
-  /* b goes on writing over its own. */
+  /* b goes on; the generations below the one before its own go. */
   snprintf(b.checkpoint, sizeof(b.checkpoint), "instances/b/chk-2");
   ck_assert_int_eq(sl__task_ptr_write(root, &b, 0600, 0700), 0);
   ck_assert_int_eq(sl__task_ptr_read(root, 4, &r, err, sizeof(err)), 1);
   ck_assert_str_eq(r.checkpoint, "instances/b/chk-2");
-  /* A pointer written before pointers had stamps reads as stamp 0, and
-   * the one who read it replaces it. */
-  char path[600];
-  snprintf(path, sizeof(path), "%s/tasks/4.json", root);
-  FILE *f = fopen(path, "w");
-  ck_assert_ptr_nonnull(f);
-  fputs("{\"task\":4,\"checkpoint\":\"instances/o/chk-9\",\"source\":"
-        "\"in\",\"topic\":\"events\",\"partition\":4,\"offset\":30}",
-        f);
-  fclose(f);
-  ck_assert_int_eq(sl__task_ptr_read(root, 4, &r, err, sizeof(err)), 1);
-  ck_assert_uint_eq(r.stamp, 0);
-  ck_assert_int_eq(sl__task_ptr_write(root, &b, 0600, 0700),
+  ck_assert(!exists("tasks/4/1.json"));
+  ck_assert(exists("tasks/4/2.json") && exists("tasks/4/3.json"));
+  /* A writer whose next generation was written and removed since: its
+   * link succeeds, but the newest is above it, so it wrote nothing. */
+  c.gen = 0;
+  ck_assert_int_eq(sl__task_ptr_write(root, &c, 0600, 0700),
                    SL__TASK_PTR_MOVED);
+  ck_assert(!exists("tasks/4/1.json"));
+  ck_assert_int_eq(sl__task_ptr_read(root, 4, &r, err, sizeof(err)), 1);
+  ck_assert_str_eq(r.checkpoint, "instances/b/chk-2");
+  /* A pointer of the layout before generations reads as generation 0;
+   * the first who read it writes generation 1 and turns the file into a
+   * marker that a reader of that layout refuses; a second reader of the
+   * old file writes nothing. */
+  put_single(6, "instances/o/chk-9", 30);
+  ck_assert_int_eq(sl__task_ptr_read(root, 6, &r, err, sizeof(err)), 1);
+  ck_assert_uint_eq(r.gen, 0);
+  ck_assert_str_eq(r.checkpoint, "instances/o/chk-9");
+  sl__task_ptr old = r;
   ck_assert_int_eq(sl__task_ptr_write(root, &r, 0600, 0700), 0);
-  /* A stamp that is not a number makes the pointer damaged. */
-  f = fopen(path, "w");
-  ck_assert_ptr_nonnull(f);
-  fputs("{\"task\":4,\"checkpoint\":\"instances/o/chk-9\",\"source\":"
-        "\"in\",\"topic\":\"events\",\"partition\":4,\"offset\":30,"
-        "\"stamp\":\"x\"}",
-        f);
-  fclose(f);
-  ck_assert_int_eq(sl__task_ptr_read(root, 4, &r, err, sizeof(err)),
+  ck_assert_uint_eq(r.gen, 1);
+  ck_assert_int_eq(sl__task_ptr_write(root, &old, 0600, 0700),
+                   SL__TASK_PTR_MOVED);
+  char path[600];
+  snprintf(path, sizeof(path), "%s/tasks/6.json", root);
+  json_t *m = json_load_file(path, 0, NULL);
+  ck_assert_ptr_nonnull(m);
+  ck_assert_int_eq(json_integer_value(json_object_get(m, "version")), 3);
+  ck_assert_ptr_null(json_object_get(m, "checkpoint"));
+  json_decref(m);
+  ck_assert_int_eq(sl__task_ptr_read(root, 6, &r, err, sizeof(err)), 1);
+  ck_assert_str_eq(r.checkpoint, "instances/o/chk-9");
+  ck_assert_uint_eq(r.gen, 1);
+  /* A stamp that is not a number makes a pointer of that layout damaged. */
+  write_text("tasks/7.json",
+             "{\"task\":7,\"checkpoint\":\"instances/o/chk-9\",\"source\":"
+             "\"in\",\"topic\":\"events\",\"partition\":7,\"offset\":30,"
+             "\"stamp\":\"x\"}");
+  ck_assert_int_eq(sl__task_ptr_read(root, 7, &r, err, sizeof(err)),
                    SL_ERR_CORRUPT);
-  ck_assert_int_eq(sl__task_ptr_write(root, &b, 0600, 0700), -1);
+  /* The tasks listed: directories and single files, each once. */
+  char **names;
+  size_t n;
+  ck_assert_int_eq(sl__task_ptr_list(root, &names, &n), 0);
+  ck_assert_uint_eq(n, 3);
+  ck_assert_str_eq(names[0], "4");
+  ck_assert_str_eq(names[1], "6");
+  ck_assert_str_eq(names[2], "7");
+  for (size_t i = 0; i < n; i++)
+    free(names[i]);
+  free(names);
+  teardown_root();
+}
+END_TEST
+
+/* A writer stopped at any point of its write keeps no other writer
+ * waiting: 200 times, at a random moment of another process's loop of
+ * writes, that process is stopped (SIGSTOP) and this one reads the
+ * pointer and writes its next generation, each time at the first try (a
+ * stopped writer creates no generation, and one it created before the
+ * stop is the newest or below it). Resumed, the other finds the task
+ * moved, reads it again and goes on. */
+START_TEST(stopped_writer_holds_nobody_up) {
+  setup_root();
+  put(8, "instances/x/chk-1", 0);
+  pid_t kid = fork();
+  ck_assert_int_ge(kid, 0);
+  if (kid == 0) {
+    char err[256];
+    for (;;) {
+      sl__task_ptr p;
+      if (sl__task_ptr_read(root, 8, &p, err, sizeof(err)) != 1)
+        _exit(2);
+      p.offset++;
+      int r = sl__task_ptr_write(root, &p, 0600, 0700);
+      if (r && r != SL__TASK_PTR_MOVED)
+        _exit(3);
+    }
+  }
+  unsigned seed = (unsigned)getpid();
+  int64_t mine = 1ll << 40; /* not a value the other process writes */
+  for (int i = 0; i < 200; i++) {
+    struct timespec d = {0, (long)(rand_r(&seed) % 500) * 1000};
+    nanosleep(&d, NULL);
+    ck_assert_int_eq(kill(kid, SIGSTOP), 0);
+    siginfo_t si;
+    ck_assert_int_eq(waitid(P_PID, (id_t)kid, &si, WSTOPPED), 0);
+    ck_assert_int_eq(si.si_code, CLD_STOPPED);
+    sl__task_ptr p;
+    char err[256];
+    ck_assert_int_eq(sl__task_ptr_read(root, 8, &p, err, sizeof(err)), 1);
+    p.offset = ++mine;
+    ck_assert_int_eq(sl__task_ptr_write(root, &p, 0600, 0700), 0);
+    ck_assert_int_eq(sl__task_ptr_read(root, 8, &p, err, sizeof(err)), 1);
+    ck_assert_int_eq(p.offset, mine);
+    ck_assert_int_eq(kill(kid, SIGCONT), 0);
+  }
+  ck_assert_int_eq(kill(kid, SIGKILL), 0);
+  int st;
+  ck_assert_int_eq(waitpid(kid, &st, 0), kid);
+  ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
   teardown_root();
 }
 END_TEST
@@ -435,7 +554,7 @@ END_TEST
  * addition is lost, so the compare and the replace are one step. */
 START_TEST(concurrent_writers_lose_no_update) {
   setup_root();
-  enum { PROCS = 4, ADDS = 150 };
+  enum { PROCS = 4, ADDS = 300 };
   put(7, "instances/x/chk-1", 0);
   pid_t kid[PROCS];
   for (int i = 0; i < PROCS; i++) {
@@ -483,6 +602,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, gc_removes_only_gone_unreferenced_instances);
   tcase_add_test(tc, gc_dry_run_names_what_it_would_remove);
   tcase_add_test(tc, pointer_write_is_a_compare_and_swap);
+  tcase_add_test(tc, stopped_writer_holds_nobody_up);
   tcase_add_test(tc, concurrent_writers_lose_no_update);
   suite_add_tcase(s, tc);
   return s;

@@ -831,7 +831,7 @@ int store_inspect(const tool_opts *o) {
     return TOOL_DAMAGED;
   }
   char file[600], when[64];
-  snprintf(file, sizeof(file), "tasks/%s.json", o->task_name);
+  sl__task_ptr_file(o->task_name, ptr.gen, file, sizeof(file));
   char inst[256] = "-";
   const char *a = ptr.checkpoint + 10, *b;
   if (!strncmp(ptr.checkpoint, "instances/", 10) && (b = strchr(a, '/')))

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The commands on a group store (docs/scaling.md): a checkpoint.dir with
- * instances/<instance>/chk-<id> and tasks/<task>.json. `list` shows the
- * instances and the task pointers, `verify` follows pointers into the
+ * instances/<instance>/chk-<id> and tasks/<task>/<generation>.json. `list`
+ * shows the instances and the task pointers, `verify` follows pointers into the
  * checkpoints they name, `prune` is the running processes' retention by
  * hand (checkpoint/tasks.h decides what a pointer keeps). */
 #include <dirent.h>
@@ -33,8 +33,8 @@ static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The names of root's pointer files (checkpoint/tasks.h: "<n>" or
- * "<topic>-<n>"; temp files start with a dot and are skipped). */
+/* The names of root's tasks with a pointer (checkpoint/tasks.h: "<n>" or
+ * "<topic>-<n>"). */
 static int store_open(const char *root, tool_store *s) {
   memset(s, 0, sizeof(*s));
   s->root = root;
@@ -283,13 +283,18 @@ problem(json_t *rep, const char *file, const char *fmt, ...) {
  * the task's key group, and its partition at the pointer's offset in
  * the source's position. Returns the exit code; *out is the report. */
 static int verify_task(const char *root, const char *name, json_t **out) {
-  char file[600], err[1024];
-  snprintf(file, sizeof(file), "tasks/%s.json", name);
+  char file[700], err[1024];
+  /* The task's pointer, whichever file holds it, until it is read. */
+  snprintf(file, sizeof(file), "tasks/%s", name);
   json_t *rep = json_pack("{s:o,s:s,s:[],s:[]}", "task", task_json(name),
                           "pointer", file, "problems", "notes");
   *out = rep;
   sl__task_ptr p;
   int r = sl__task_ptr_read_file(root, name, &p, err, sizeof(err));
+  if (r == 1) {
+    sl__task_ptr_file(name, p.gen, file, sizeof(file));
+    json_object_set_new(rep, "pointer", json_string(file));
+  }
   if (r == 0) {
     tool_err("task %s has no pointer in %s/tasks (it has no "
              "snapshot yet: it starts empty when assigned)",
@@ -490,8 +495,10 @@ int store_task_checkpoint(const tool_opts *o, sl__task_ptr *p, char *chk,
   }
   snprintf(chk, len, "%s/%s", o->path, p->checkpoint);
   if (!is_dir(chk)) {
-    tool_err("task %s: tasks/%s.json names %s, which does not exist",
-             o->task_name, o->task_name, p->checkpoint);
+    char file[700];
+    sl__task_ptr_file(o->task_name, p->gen, file, sizeof(file));
+    tool_err("task %s: %s names %s, which does not exist", o->task_name, file,
+             p->checkpoint);
     return TOOL_DAMAGED;
   }
   return TOOL_OK;

@@ -87,7 +87,7 @@ sl__native *tool_native_open(const char *chk, const char *backend,
                              size_t errlen);
 
 /* A group-mode checkpoint.dir (docs/scaling.md): instances/<instance>/
- * with ordinary checkpoints, tasks/<task>.json pointers. */
+ * with ordinary checkpoints, tasks/<task>/<generation>.json pointers. */
 typedef struct tool_store {
   const char *root;
   char **tasks; /* names of the pointer files (sl__task_ptr_list) */
