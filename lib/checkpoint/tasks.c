@@ -13,7 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <stdatomic.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "checkpoint/files.h"
@@ -53,10 +56,27 @@ static uint64_t gen_of_file(const char *name) {
   return strcmp(s, ".json") == 0 ? g : 0;
 }
 
+/* A new stamp: 62 random bits, never 0 (a pointer without a stamp). */
+static uint64_t new_stamp(void) {
+  uint64_t x = 0;
+  if (getrandom(&x, sizeof(x), 0) != (ssize_t)sizeof(x)) {
+    /* No entropy source: the time, the pid and a counter, mixed. */
+    static _Atomic uint64_t n;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    x = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^
+        ((uint64_t)getpid() << 40) ^ atomic_fetch_add(&n, 1);
+    x ^= x >> 31;
+    x *= 0x9e3779b97f4a7c15u;
+    x ^= x >> 29;
+  }
+  x &= (1ull << 62) - 1;
+  return x ? x : 1;
+}
+
 /* The newest generation in directory dir (a task's tasks/<name>/): 0 with
- * *gen (0: none, or no such directory), or -1 with errno. With below
- * set, also removes every generation below it. */
-static int newest_gen(const char *dir, uint64_t *gen, uint64_t below) {
+ * *gen (0: none, or no such directory), or -1 with errno. */
+static int newest_gen(const char *dir, uint64_t *gen) {
   *gen = 0;
   DIR *d = opendir(dir);
   if (!d)
@@ -65,14 +85,76 @@ static int newest_gen(const char *dir, uint64_t *gen, uint64_t below) {
     uint64_t g = gen_of_file(e->d_name);
     if (g > *gen)
       *gen = g;
-    if (g && g < below)
-      unlinkat(dirfd(d), e->d_name, 0); /* best effort: the next tidies */
   }
   closedir(d);
   return 0;
 }
 
-static char *ptr_text(const sl__task_ptr *p, const char *name, uint64_t gen) {
+/* How much older than a new generation one below the one before it must
+ * be to be removed. A writer that read generation n and is slower than
+ * this to create n + 1 (stopped, in practice) may find n + 1 removed and
+ * create it anew; it then cannot tell whether the newer ones followed its
+ * file, and counts itself overtaken (write: SL__TASK_PTR_MOVED). */
+#define GEN_KEEP_S 10
+
+static int cmp_gen(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* Removes the generations of dir below gen - 1 that are GEN_KEEP_S older
+ * than generation gen (by the store's own clock: modification times),
+ * oldest first, up to the first that is not. Best effort: the next
+ * write tidies what this one left. */
+static void prune_gens(const char *dir, uint64_t gen) {
+  DIR *d = opendir(dir);
+  if (!d)
+    return;
+  char name[32];
+  struct stat now, st;
+  uint64_t *old = NULL;
+  size_t n = 0, cap = 0;
+  snprintf(name, sizeof(name), "%" PRIu64 ".json", gen);
+  bool ok = fstatat(dirfd(d), name, &now, 0) == 0;
+  for (struct dirent *e; ok && (e = readdir(d));) {
+    uint64_t g = gen_of_file(e->d_name);
+    if (!g || g + 1 >= gen)
+      continue;
+    if (n == cap) {
+      uint64_t *a = realloc(old, (cap = cap ? 2 * cap : 16) * sizeof(*a));
+      if (!(ok = a != NULL))
+        break;
+      old = a;
+    }
+    old[n++] = g;
+  }
+  if (ok && n)
+    qsort(old, n, sizeof(*old), cmp_gen);
+  for (size_t i = 0; ok && i < n; i++) {
+    snprintf(name, sizeof(name), "%" PRIu64 ".json", old[i]);
+    if (fstatat(dirfd(d), name, &st, 0))
+      continue;
+    if (st.st_mtim.tv_sec + GEN_KEEP_S > now.st_mtim.tv_sec)
+      break;
+    unlinkat(dirfd(d), name, 0);
+  }
+  free(old);
+  closedir(d);
+}
+
+/* Whether generation gen in dir follows the generation stamped stamp. */
+static bool follows(const char *dir, uint64_t gen, uint64_t stamp) {
+  char path[5200];
+  snprintf(path, sizeof(path), "%s/%" PRIu64 ".json", dir, gen);
+  json_t *o = json_load_file(path, 0, NULL);
+  json_t *f = o ? json_object_get(o, "follows") : NULL;
+  bool yes = json_is_integer(f) && (uint64_t)json_integer_value(f) == stamp;
+  json_decref(o);
+  return yes;
+}
+
+static char *ptr_text(const sl__task_ptr *p, const char *name, uint64_t gen,
+                      uint64_t stamp) {
   json_t *o =
       p->named ? json_pack("{s:i,s:s,s:s,s:s,s:s,s:i,s:I}", "version", 2,
                            "task", name, "checkpoint", p->checkpoint, "source",
@@ -90,7 +172,9 @@ static char *ptr_text(const sl__task_ptr *p, const char *name, uint64_t gen) {
     o = NULL;
   }
   if (o &&
-      json_object_set_new(o, "generation", json_integer((json_int_t)gen))) {
+      (json_object_set_new(o, "generation", json_integer((json_int_t)gen)) ||
+       json_object_set_new(o, "stamp", json_integer((json_int_t)stamp)) ||
+       json_object_set_new(o, "follows", json_integer((json_int_t)p->stamp)))) {
     json_decref(o);
     o = NULL;
   }
@@ -141,8 +225,8 @@ int sl__task_ptr_write(const char *root, sl__task_ptr *p, mode_t fmode,
   snprintf(gdir, sizeof(gdir), "%s/%s", dir, name);
   if (sl__mkdirs(gdir, dmode))
     return -1;
-  uint64_t gen = p->gen + 1, newest = 0;
-  char *text = ptr_text(p, name, gen);
+  uint64_t gen = p->gen + 1, newest = 0, stamp = new_stamp();
+  char *text = ptr_text(p, name, gen, stamp);
   if (!text)
     return -1;
   /* Durable under a name of the writer's own first, so that the new
@@ -163,11 +247,14 @@ int sl__task_ptr_write(const char *root, sl__task_ptr *p, mode_t fmode,
          : stat(tmp, &st) == 0 && st.st_nlink == 2 ? 0
                                                    : SL__TASK_PTR_MOVED;
   unlink_quiet(tmp);
-  /* Each write removes the generations below the one before its own, so
-   * gen may have been written and removed since this process read gen -
-   * 1: the newest, which is never removed, is then above it, and the
-   * file just linked is not the pointer. */
-  if (!rc && !(rc = newest_gen(gdir, &newest, 0)) && newest > gen) {
+  /* Generations are removed (prune_gens), so gen may have been written
+   * and removed since this process read gen - 1: the newest, which is
+   * never removed, is then above it, and the file just linked is not the
+   * pointer. A newer one above it is also what a process that followed
+   * this write made, within the moment since the link: then gen + 1
+   * follows this file's stamp. */
+  if (!rc && !(rc = newest_gen(gdir, &newest)) && newest > gen &&
+      !follows(gdir, gen + 1, stamp)) {
     unlink_quiet(path);
     rc = SL__TASK_PTR_MOVED;
   }
@@ -185,9 +272,9 @@ int sl__task_ptr_write(const char *root, sl__task_ptr *p, mode_t fmode,
     rc = sl__ckpt_fsync_path(dir, true);
   if (!rc) {
     p->gen = gen;
+    p->stamp = stamp;
     p->legacy = false;
-    /* Keeps this generation and the one before. */
-    newest_gen(gdir, &newest, gen - 1);
+    prune_gens(gdir, gen);
   }
   return rc;
 }
@@ -214,13 +301,13 @@ static int read_path(const char *path, const char *name, uint64_t gen,
   }
   const char *chk = NULL, *src = NULL, *topic = NULL, *pend = NULL;
   json_t *task = NULL;
-  json_int_t off = -1, pend_off = -1, fgen = 0;
+  json_int_t off = -1, pend_off = -1, fgen = 0, fol = 0;
   int part = -1, version = 1;
-  int bad = json_unpack(o, "{s?i,s:o,s:s,s:s,s:s,s:i,s:I,s?s,s?I,s?I}",
+  int bad = json_unpack(o, "{s?i,s:o,s:s,s:s,s:s,s:i,s:I,s?s,s?I,s?I,s?I}",
                         "version", &version, "task", &task, "checkpoint", &chk,
                         "source", &src, "topic", &topic, "partition", &part,
                         "offset", &off, "pending", &pend, "pending_offset",
-                        &pend_off, "generation", &fgen);
+                        &pend_off, "generation", &fgen, "follows", &fol);
   json_t *stamp = json_object_get(o, "stamp");
   json_t *ver = json_object_get(o, "version");
   bool marker = json_is_integer(ver) && json_integer_value(ver) == 3 &&
@@ -239,7 +326,7 @@ static int read_path(const char *path, const char *name, uint64_t gen,
   /* No snapshot before (checkpoint "") only beside a pending one. */
   bool none = !bad && !chk[0] && off == -1 && pend;
   if (!bad &&
-      ((!v1 && !v2) || (uint64_t)fgen != gen ||
+      ((!v1 && !v2) || (uint64_t)fgen != gen || fol < 0 ||
        (stamp && (!json_is_integer(stamp) || json_integer_value(stamp) < 0)) ||
        (!none && (!sl__ckpt_safe_rel(chk) || off < 0)) ||
        (pend && (!sl__ckpt_safe_rel(pend) || pend_off < 0 ||
@@ -259,6 +346,7 @@ static int read_path(const char *path, const char *name, uint64_t gen,
     snprintf(p->pending, sizeof(p->pending), "%s", pend ? pend : "");
     p->pending_offset = pend ? pend_off : -1;
     p->gen = gen;
+    p->stamp = stamp ? (uint64_t)json_integer_value(stamp) : 0;
   }
   json_decref(o);
   if (bad && marker && !gen) {
@@ -280,12 +368,12 @@ int sl__task_ptr_read_file(const char *root, const char *name, sl__task_ptr *p,
                            char *err, size_t errlen) {
   char gdir[4800], path[5000];
   snprintf(gdir, sizeof(gdir), "%s/tasks/%s", root, name);
-  /* The newest generation, or the single file without one. A writer
-   * removes a generation two below its own, so the one found can be
-   * gone by the time it is read: then there is a newer one. */
+  /* The newest generation, or the single file without one. Writers
+   * remove old generations, so the one found can be gone by the time it
+   * is read: then there is a newer one. */
   for (int tries = 0;; tries++) {
     uint64_t gen;
-    if (newest_gen(gdir, &gen, 0)) {
+    if (newest_gen(gdir, &gen)) {
       sl__errf(err, errlen, "%s: %s", gdir, strerror(errno));
       return SL_ERR_IO;
     }

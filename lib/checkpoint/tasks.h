@@ -55,6 +55,9 @@ typedef struct sl__task_ptr {
   /* The generation read or written last: 0 for none, or the single file
    * of a store written before generations. */
   uint64_t gen;
+  /* Its stamp, 62 random bits drawn at each write (0: none); a
+   * generation records the stamp of the one it follows. */
+  uint64_t stamp;
 } sl__task_ptr;
 
 /* Writes the pointer of task p->task (named: <p->topic>-<p->partition>)
@@ -62,10 +65,10 @@ typedef struct sl__task_ptr {
  * before (a compare-and-swap among the processes of the store; p->gen is
  * the generation this process last read or wrote). The first generation
  * of a named task read from the version 1 pointer of its partition
- * (p->legacy) removes that file. 0 (p->gen is then the new generation,
- * and the generations below the one before are removed),
- * SL__TASK_PTR_MOVED when another process wrote that generation, or one
- * after it, first (nothing written), or -1 with errno. */
+ * (p->legacy) removes that file. 0 (p->gen and p->stamp are then the new
+ * generation's, and generations below the one before that are 10 s
+ * older are removed), SL__TASK_PTR_MOVED when another process wrote that
+ * generation first (nothing written), or -1 with errno. */
 enum { SL__TASK_PTR_MOVED = 1 };
 int sl__task_ptr_write(const char *root, sl__task_ptr *p, mode_t fmode,
                        mode_t dmode);

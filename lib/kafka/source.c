@@ -622,6 +622,7 @@ static void task_assigned(ksub *k, kpart *kp, rd_kafka_topic_partition_t *tp) {
                          .offset = -1,
                          .pending_offset = -1,
                          .gen = r == 1 ? ptr.gen : 0,
+                         .stamp = r == 1 ? ptr.stamp : 0,
                          .legacy = r == 1 && ptr.legacy};
     snprintf(ptr.source, sizeof(ptr.source), "%s", s->uid);
     snprintf(ptr.topic, sizeof(ptr.topic), "%s", tp->topic);

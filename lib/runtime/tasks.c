@@ -202,6 +202,7 @@ static int write_ptr(sl_job_t *job, sl__task_ptr *p, char *err, size_t errlen) {
     return SL_ERR_IO;
   }
   p->gen = w.gen;
+  p->stamp = w.stamp;
   p->legacy = w.legacy;
   return 0;
 }
@@ -222,6 +223,7 @@ int sl__task_publish(sl_ctx_t *op, uint64_t id, sl__task_ptr *p, char *err,
   p->pending_offset = -1;
   p->legacy = s->ptr.legacy;
   p->gen = s->ptr.gen;
+  p->stamp = s->ptr.stamp;
   if (s->pending_id > id) {
     snprintf(p->pending, sizeof(p->pending), "%s", s->ptr.pending);
     p->pending_offset = s->ptr.pending_offset;

@@ -76,6 +76,18 @@ static void put_single(uint32_t task, const char *chk, int64_t offset) {
   write_text(rel, text);
 }
 
+/* Sets the modification time of the file rel of the store s seconds
+ * back. */
+static void age(const char *rel, int s) {
+  char path[600];
+  snprintf(path, sizeof(path), "%s/%s", root, rel);
+  struct stat st;
+  ck_assert_int_eq(stat(path, &st), 0);
+  struct timespec t[2] = {st.st_atim, st.st_mtim};
+  t[1].tv_sec -= s;
+  ck_assert_int_eq(utimensat(AT_FDCWD, path, t, 0), 0);
+}
+
 static bool exists(const char *rel) {
   char path[600];
   snprintf(path, sizeof(path), "%s/%s", root, rel);
@@ -438,21 +450,31 @@ START_TEST(pointer_write_is_a_compare_and_swap) {
   c.gen = 0;
   ck_assert_int_eq(sl__task_ptr_write(root, &c, 0600, 0700),
                    SL__TASK_PTR_MOVED);
-  /* b goes on; the generations below the one before its own go. */
+  /* b goes on. A generation below the one before the newest goes once
+   * it is 10 s older than the newest. */
   snprintf(b.checkpoint, sizeof(b.checkpoint), "instances/b/chk-2");
   ck_assert_int_eq(sl__task_ptr_write(root, &b, 0600, 0700), 0);
   ck_assert_int_eq(sl__task_ptr_read(root, 4, &r, err, sizeof(err)), 1);
   ck_assert_str_eq(r.checkpoint, "instances/b/chk-2");
+  ck_assert(exists("tasks/4/1.json") && exists("tasks/4/2.json"));
+  age("tasks/4/1.json", 10);
+  age("tasks/4/2.json", 9);
+  snprintf(b.checkpoint, sizeof(b.checkpoint), "instances/b/chk-3");
+  ck_assert_int_eq(sl__task_ptr_write(root, &b, 0600, 0700), 0);
+  ck_assert_uint_eq(b.gen, 4);
   ck_assert(!exists("tasks/4/1.json"));
   ck_assert(exists("tasks/4/2.json") && exists("tasks/4/3.json"));
   /* A writer whose next generation was written and removed since: its
-   * link succeeds, but the newest is above it, so it wrote nothing. */
+   * link succeeds, but the newest is above it and does not follow it,
+   * so it wrote nothing. */
   c.gen = 0;
   ck_assert_int_eq(sl__task_ptr_write(root, &c, 0600, 0700),
                    SL__TASK_PTR_MOVED);
   ck_assert(!exists("tasks/4/1.json"));
   ck_assert_int_eq(sl__task_ptr_read(root, 4, &r, err, sizeof(err)), 1);
-  ck_assert_str_eq(r.checkpoint, "instances/b/chk-2");
+  ck_assert_str_eq(r.checkpoint, "instances/b/chk-3");
+  ck_assert_uint_eq(r.gen, 4);
+  ck_assert_uint_eq(r.stamp, b.stamp);
   /* A pointer of the layout before generations reads as generation 0;
    * the first who read it writes generation 1 and turns the file into a
    * marker that a reader of that layout refuses; a second reader of the
@@ -554,7 +576,7 @@ END_TEST
  * addition is lost, so the compare and the replace are one step. */
 START_TEST(concurrent_writers_lose_no_update) {
   setup_root();
-  enum { PROCS = 4, ADDS = 300 };
+  enum { PROCS = 4, ADDS = 150 };
   put(7, "instances/x/chk-1", 0);
   pid_t kid[PROCS];
   for (int i = 0; i < PROCS; i++) {
