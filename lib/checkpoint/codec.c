@@ -825,9 +825,16 @@ int sl__snap_load_native(sl__native *n, sl__snap_ids *m, uint32_t lo,
     lo = n->be->kg_lo;
   if (hi > n->be->kg_hi || m->repartition)
     hi = n->be->kg_hi;
+  /* The same backend copies a key group as it stores it; another one
+   * gets the entries one by one. */
+  sl__backend *to = m->to;
   for (uint32_t g = lo; !rc && g < hi; g++) {
     m->kg = g;
-    rc = sl__native_scan(n, g, insert, m);
+    rc = !m->repartition && to->ops->kg_load
+             ? to->ops->kg_load(to, n->be, g, m->ids, count)
+             : 1;
+    if (rc == 1)
+      rc = sl__native_scan(n, g, insert, m);
   }
   return rc;
 }

@@ -248,6 +248,14 @@ typedef struct sl__backend_ops {
   int (*insert)(sl__backend *be, uint32_t state, uint32_t kg, const void *key,
                 size_t key_len, const void *ns, size_t ns_len, const void *mk,
                 size_t mk_len, const void *val, size_t len);
+  /* Restore: every entry of key group kg of from, a snapshot opened
+   * read-only (open_snapshot), into this backend, the entries of from's
+   * state i into state ids[i] (i < n_ids; UINT32_MAX: not loaded),
+   * replacing what this backend holds of kg in those states. 1 when it
+   * cannot (from is another backend): the caller inserts the entries.
+   * Optional (NULL). */
+  int (*kg_load)(sl__backend *be, sl__backend *from, uint32_t kg,
+                 const uint32_t *ids, uint32_t n_ids);
   /* Restore hint: about n entries of state are about to be inserted into
    * key group kg. Entries come in the order another table scanned them,
    * i.e. sorted by hash; an open-addressing table that grows while such a

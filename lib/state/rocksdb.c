@@ -1281,6 +1281,7 @@ const sl__backend_ops sl__rocksdb_ops = {
     .map_next = sl__rk_map_next,
     .kg_scan = sl__rk_kg_scan,
     .insert = sl__rk_insert,
+    .kg_load = sl__rk_kg_load,
     .kg_drop = sl__rk_kg_drop,
     .stats = rk_stats,
     .cleanup = NULL, /* the compaction filter (set_ttl) */

@@ -489,6 +489,8 @@ int sl__rk_insert(sl__backend *be, uint32_t state, uint32_t kg, const void *key,
                   size_t key_len, const void *ns, size_t ns_len, const void *mk,
                   size_t mk_len, const void *val, size_t len);
 void sl__rk_kg_drop(sl__backend *be, uint32_t kg, const bool *states);
+int sl__rk_kg_load(sl__backend *be, sl__backend *from, uint32_t kg,
+                   const uint32_t *ids, uint32_t n_ids);
 void sl__rk_prefetch(sl__backend *be, uint32_t state, const uint64_t *hash,
                      const uint32_t *kg, size_t stride, size_t n);
 void sl__rk_mapit_reset(rk *b);

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The RocksDB backend's data operations: values, lists and map entries
  * through the write-back cache; map iteration and key-group scans over
- * RocksDB iterators with the cache laid over them; restore inserts and
- * key-group drops. */
+ * RocksDB iterators with the cache laid over them; restore inserts,
+ * key-group loads from a snapshot and key-group drops. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sluice/common.h"
 #include "state/rocksdb_int.h"
@@ -865,6 +867,185 @@ void sl__rk_kg_drop(sl__backend *be, uint32_t kg, const bool *states) {
   sl__rk_cache_drop_kg(b, kg);
   sl__rk_mapit_reset(b);
   be->epoch++;
+}
+
+/* ---- Loading a key group from a snapshot --------------------------------- *
+ * A task's load in group mode reads its key group from another process's
+ * snapshot, opened read-only. Both are RocksDB databases of the same
+ * layout, so a state's entries of the key group are one range of its
+ * column family in either, in the order RocksDB keeps them: they are
+ * copied as they are, into a table file that the database takes in whole
+ * (from sl__rk_ingest_min entries on; fewer in one write batch), instead
+ * of one cache insert and memtable write each. */
+
+/* Whether b holds no entry of key group kg in the states of mask. */
+static int kg_empty(rk *b, uint32_t kg, const bool *mask, bool *empty) {
+  unsigned char lo[2];
+  kg_bytes(kg, lo);
+  *empty = true;
+  for (uint32_t id = 0; id < b->n_states && *empty; id++) {
+    if (!mask[id])
+      continue;
+    range_it r;
+    int rc = range_open(b, &r, rk_st(b, id), lo, 2);
+    if (rc)
+      return rc;
+    const unsigned char *key;
+    size_t kl;
+    *empty = !has_prefix(r.it, lo, 2, &key, &kl);
+    if ((rc = range_close(b, &r)))
+      return rc;
+  }
+  return 0;
+}
+
+/* Copies n entries of range r's start (read before) into w. */
+static int replay(rk *s, rk_state *ss, const unsigned char *lo, size_t n,
+                  rocksdb_sstfilewriter_t *w, char **err) {
+  range_it r;
+  int rc = range_open(s, &r, ss, lo, 2);
+  if (rc)
+    return rc;
+  const unsigned char *key;
+  size_t kl, vl;
+  for (size_t i = 0; i < n && !*err && has_prefix(r.it, lo, 2, &key, &kl);
+       i++) {
+    const char *v = rocksdb_iter_value(r.it, &vl);
+    rocksdb_sstfilewriter_put(w, (const char *)key, kl, v, vl, err);
+    rocksdb_iter_next(r.it);
+  }
+  return range_close(s, &r);
+}
+
+/* State ss of snapshot s, key group kg, into state ds of b (which holds
+ * nothing of kg there). */
+static int load_state(rk *b, rk_state *ds, rk *s, rk_state *ss, uint32_t kg) {
+  unsigned char lo[2];
+  kg_bytes(kg, lo);
+  bool map = ss->type == SL__BT_MAP;
+  range_it r;
+  int rc = range_open(s, &r, ss, lo, 2);
+  if (rc)
+    return rc;
+  size_t pl = strlen(b->dir) + 32;
+  char *path = malloc(pl);
+  rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+  if (!path || !wb) {
+    free(path);
+    rocksdb_writebatch_destroy(wb);
+    range_close(s, &r);
+    return SL_ERR_NOMEM;
+  }
+  snprintf(path, pl, "%s/sluice-load.tmp", b->dir);
+  rocksdb_envoptions_t *eo = NULL;
+  rocksdb_sstfilewriter_t *w = NULL;
+  char *err = NULL;
+  size_t n = 0;
+  uint64_t bytes = 0;
+  const unsigned char *key;
+  size_t kl, vl;
+  while (!rc && !err && has_prefix(r.it, lo, 2, &key, &kl)) {
+    const char *v = rocksdb_iter_value(r.it, &vl);
+    rk_dkey dk;
+    /* Data from a checkpoint: an entry in the wrong key group would never
+     * be found again. */
+    if (sl__rk_decode(key, kl, map, &dk) ||
+        sl__backend_key_group(&b->base, dk.key, dk.key_len,
+                              sl__hash64(dk.key, dk.key_len)) != kg) {
+      rc = SL_ERR_CORRUPT;
+      break;
+    }
+    if (w)
+      rocksdb_sstfilewriter_put(w, (const char *)key, kl, v, vl, &err);
+    else
+      rocksdb_writebatch_put_cf(wb, ds->cf, (const char *)key, kl, v, vl);
+    n++;
+    bytes += dk.key_len + dk.ns_len + dk.mk_len + vl;
+    if (!w && n == sl__rk_ingest_min) {
+      /* Enough for a table file: the batch's entries go into it first. */
+      eo = rocksdb_envoptions_create();
+      w = rocksdb_sstfilewriter_create(eo, ds->opts);
+      unlink(path); /* left by a process that died here */
+      rocksdb_sstfilewriter_open(w, path, &err);
+      if (!err)
+        rc = replay(s, ss, lo, n, w, &err);
+      rocksdb_writebatch_clear(wb);
+    }
+    rocksdb_iter_next(r.it);
+  }
+  int rc2 = range_close(s, &r);
+  if (!rc)
+    rc = rc2;
+  if (!rc && !err && w)
+    rocksdb_sstfilewriter_finish(w, &err);
+  else if (!rc && !err && n)
+    rocksdb_write(b->db, b->wo, wb, &err);
+  if (w)
+    rocksdb_sstfilewriter_destroy(w);
+  if (eo)
+    rocksdb_envoptions_destroy(eo);
+  if (!rc && !err && w) {
+    rocksdb_ingestexternalfileoptions_t *io =
+        rocksdb_ingestexternalfileoptions_create();
+    rocksdb_ingestexternalfileoptions_set_move_files(io, 1);
+    const char *files[] = {path};
+    rocksdb_ingest_external_file_cf(b->db, ds->cf, files, 1, io, &err);
+    rocksdb_ingestexternalfileoptions_destroy(io);
+  }
+  if (w)
+    unlink(path); /* a move leaves nothing; a failure its file */
+  free(path);
+  rocksdb_writebatch_destroy(wb);
+  if (err)
+    rc = sl__rk_fail(b, "key-group load", err);
+  if (!rc) {
+    ds->stats.entries += n;
+    ds->stats.bytes += bytes;
+  }
+  return rc;
+}
+
+int sl__rk_kg_load(sl__backend *be, sl__backend *from, uint32_t kg,
+                   const uint32_t *ids, uint32_t n_ids) {
+  if (strcmp(from->ops->name, be->ops->name) != 0)
+    return 1;
+  rk *b = (rk *)be, *s = (rk *)from;
+  if (kg < be->kg_lo || kg >= be->kg_hi || kg < from->kg_lo ||
+      kg >= from->kg_hi)
+    return SL_ERR_RANGE;
+  if (n_ids > s->n_states)
+    return SL_ERR_INVAL;
+  bool *mask = calloc(b->n_states + 1, sizeof(*mask));
+  if (!mask)
+    return SL_ERR_NOMEM;
+  int rc = 0;
+  for (uint32_t i = 0; i < n_ids && !rc; i++)
+    if (ids[i] != UINT32_MAX) {
+      if (ids[i] >= b->n_states || rk_st(b, ids[i])->type != rk_st(s, i)->type)
+        rc = SL_ERR_INVAL;
+      else
+        mask[ids[i]] = true;
+    }
+  /* Nothing reaches RocksDB before the snapshot in flight; what this
+   * process holds of kg in those states (a task it owned before) goes
+   * first, and the cache's entries of kg (absent ones too) with it. */
+  bool empty = true;
+  if (!rc && !(rc = rk_failed(b)) && !(rc = sl__rk_flush(b)) &&
+      !(rc = sl__rk_settle(b)) && !(rc = kg_empty(b, kg, mask, &empty)) &&
+      !empty) {
+    sl__rk_kg_drop(be, kg, mask);
+    rc = rk_failed(b);
+  }
+  if (!rc)
+    sl__rk_cache_drop_kg(b, kg);
+  for (uint32_t i = 0; i < n_ids && !rc; i++)
+    if (ids[i] != UINT32_MAX)
+      rc = load_state(b, rk_st(b, ids[i]), s, rk_st(s, i), kg);
+  free(mask);
+  b->wseq++;
+  sl__rk_mapit_reset(b);
+  be->epoch++;
+  return rc;
 }
 
 void sl__rk_prefetch(sl__backend *be, uint32_t state, const uint64_t *hash,

@@ -355,6 +355,161 @@ START_TEST(open_snapshot_scans_exactly_a_key_group) {
 }
 END_TEST
 
+/* A task's load in group mode: key group X of a read-only snapshot of
+ * another process's database copied into this one's (kg_load), in one
+ * write batch or (from sl__rk_ingest_min entries on: _i == 1 lowers it to
+ * 1) as an ingested table file. The result must be what inserting each
+ * entry gives, with this database's own state ids (registered in another
+ * order), only the states asked for (another stage's state of the same
+ * key group stays, a state left out is not loaded), what it held of X in
+ * those states replaced, what it cached of X forgotten, other key groups
+ * untouched, and the states' counts right. */
+START_TEST(kg_load_copies_a_key_group_from_a_snapshot) {
+  size_t ingest_min = sl__rk_ingest_min; /* tests may share a process */
+  if (_i == 1)
+    sl__rk_ingest_min = 1;
+  tdir ta, tb;
+  tdir_make(&ta);
+  tdir_make(&tb);
+  sl_conf_t *ca = conf_kv(&ta, NULL), *cb = conf_kv(&tb, NULL);
+  sl__backend *a = open_range(ca, 32, 64, 128, NULL);
+  uint32_t v, l, m;
+  ops->register_state(a, "op/v", SL__BT_VALUE, &v);
+  ops->register_state(a, "op/l", SL__BT_LIST, &l);
+  ops->register_state(a, "op/m", SL__BT_MAP, &m);
+  char key[24];
+  void *p;
+  uint32_t X = UINT32_MAX, Y = UINT32_MAX;
+  const char *kx = NULL;
+  char kxbuf[24], kybuf[24];
+  for (int i = 0; i < 6000; i++) {
+    snprintf(key, sizeof(key), "key-%d", i);
+    sl__skey k = skey(a, v, key, i % 5 ? "" : "ns");
+    if (k.kg < 32 || k.kg >= 64)
+      continue;
+    if (X == UINT32_MAX && i % 5) {
+      X = k.kg;
+      snprintf(kxbuf, sizeof(kxbuf), "%s", key);
+      kx = kxbuf;
+    } else if (Y == UINT32_MAX && X != UINT32_MAX && k.kg != X) {
+      Y = k.kg;
+      snprintf(kybuf, sizeof(kybuf), "%s", key);
+    }
+    void *vp;
+    ck_assert_int_ge(ops->slot(a, &k, 8, &vp), 0);
+    memcpy(vp, &i, sizeof(i));
+    memset((char *)vp + 4, 7, 4);
+    k.state = l;
+    ck_assert_int_ge(ops->list_append(a, &k, 3, &p), 0);
+    memcpy(p, "abc", 3);
+    k.state = m;
+    for (int j = 0; j < 1 + i % 3; j++) {
+      char mk[4] = {'m', (char)('0' + j), 0, 0};
+      ck_assert_int_ge(ops->map_slot(a, &k, mk, 2, sl__hash64(mk, 2), 2, &p),
+                       0);
+      memcpy(p, "mv", 2);
+    }
+  }
+  ck_assert_uint_ne(Y, UINT32_MAX);
+  char snap[160], err[512] = "";
+  snprintf(snap, sizeof(snap), "%s/snap", ta.path);
+  ck_assert_msg(ops->snapshot(a, snap, err, sizeof(err)) == 0, "%s", err);
+  sl__backend_conf bc = {.conf = ca, .max_par = 128};
+  sl__backend *ro = ops->open_snapshot(snap, &bc, err, sizeof(err));
+  ck_assert_msg(ro != NULL, "%s", err);
+
+  /* b and the reference r: another stage's state first, then the three
+   * in another order; b held stale entries of X and of Y, and read a key
+   * of X that it did not have. */
+  sl__backend *b = open_range(cb, 32, 64, 128, NULL);
+  char rdir[192];
+  snprintf(rdir, sizeof(rdir), "%s/ref", tb.path);
+  const char *rkv[] = {"state.dir", rdir, NULL};
+  sl_conf_t *cr = conf_kv(&tb, rkv);
+  sl__backend *r = open_range(cr, 32, 64, 128, NULL);
+  sl__backend *both[] = {b, r};
+  uint32_t bx, bm, bv, bl;
+  for (int i = 0; i < 2; i++) {
+    ops->register_state(both[i], "other/x", SL__BT_VALUE, &bx);
+    ops->register_state(both[i], "op/m", SL__BT_MAP, &bm);
+    ops->register_state(both[i], "op/v", SL__BT_VALUE, &bv);
+    ops->register_state(both[i], "op/l", SL__BT_LIST, &bl);
+    put_u64(both[i], bx, kx, 99);
+  }
+  for (int i = 0; i < 3000; i++) {
+    snprintf(key, sizeof(key), "stale-%d", i);
+    sl__skey k = skey(b, bv, key, "");
+    if (k.kg == X && _i == 0) /* the second run: b held none of X */
+      put_u64(b, bv, key, 1);
+  }
+  put_u64(b, bv, kybuf, 5);
+  put_u64(r, bv, kybuf, 5);
+  ck_assert_uint_eq(get_u64(b, bv, kx), UINT64_MAX);
+  /* Every state of ro into b's ids, but op/l. */
+  uint32_t ids[3];
+  for (uint32_t i = 0; i < 3; i++) {
+    const char *name;
+    sl__btype type;
+    ck_assert_int_eq(ro->ops->state_info(ro, i, &name, &type), 0);
+    ids[i] = strcmp(name, "op/v") == 0   ? bv
+             : strcmp(name, "op/m") == 0 ? bm
+                                         : UINT32_MAX;
+  }
+  ck_assert_int_eq(ops->kg_load(b, ro, X, ids, 3), 0);
+  /* The reference: each entry inserted. */
+  rows src;
+  rows_sorted(ro, X, &src);
+  size_t loaded = 0;
+  for (size_t i = 0; i < src.n; i++) {
+    row *w = &src.r[i];
+    if (ids[w->state] == UINT32_MAX)
+      continue;
+    loaded++;
+    ck_assert_int_eq(ops->insert(r, ids[w->state], X, w->key, w->kl, w->ns,
+                                 w->nl, w->has_mk ? w->mk : NULL, w->mkl,
+                                 w->val, w->vl),
+                     0);
+  }
+  ck_assert_uint_gt(loaded, 0);
+  ck_assert_uint_lt(loaded, src.n); /* op/l was left out */
+  uint32_t kgs[] = {X, Y};
+  for (int g = 0; g < 2; g++) {
+    rows gb, gr;
+    rows_sorted(b, kgs[g], &gb);
+    rows_sorted(r, kgs[g], &gr);
+    ck_assert_uint_eq(gb.n, gr.n);
+    if (gb.n)
+      ck_assert_mem_eq(gb.r, gr.r, gb.n * sizeof(row));
+    free(gb.r);
+    free(gr.r);
+  }
+  ck_assert_uint_ne(get_u64(b, bv, kx), UINT64_MAX);
+  ck_assert_uint_eq(get_u64(b, bv, kx), get_u64(r, bv, kx));
+  ck_assert_uint_eq(get_u64(b, bx, kx), 99);
+  for (uint32_t id = 0; id < 4; id++) {
+    sl__state_stats sb, sr;
+    ops->stats(b, id, &sb);
+    ops->stats(r, id, &sr);
+    ck_assert_uint_eq(sb.entries, sr.entries);
+    ck_assert_uint_eq(sb.bytes, sr.bytes);
+  }
+  /* Written after the load, read back. */
+  put_u64(b, bv, kx, 12345);
+  ck_assert_uint_eq(get_u64(b, bv, kx), 12345);
+  free(src.r);
+  ro->ops->close(ro);
+  ops->close(a);
+  ops->close(b);
+  ops->close(r);
+  sl_conf_destroy(ca);
+  sl_conf_destroy(cb);
+  sl_conf_destroy(cr);
+  rm_rf(ta.path);
+  rm_rf(tb.path);
+  sl__rk_ingest_min = ingest_min;
+}
+END_TEST
+
 /* ---- a state larger than the block cache -------------------------------- */
 
 /* Under the sanitizers everything is several times slower: a smaller
@@ -1486,6 +1641,7 @@ int main(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, snapshot_restore_sees_the_snapshot_not_later_writes);
   tcase_add_test(tc, open_snapshot_scans_exactly_a_key_group);
+  tcase_add_loop_test(tc, kg_load_copies_a_key_group_from_a_snapshot, 0, 2);
   tcase_add_test(tc, corrupt_snapshot_is_a_clear_error);
   tcase_add_loop_test(tc, snapshot_is_the_barrier_while_the_worker_writes, 0,
                       4);
