@@ -899,7 +899,8 @@ static int kg_empty(rk *b, uint32_t kg, const bool *mask, bool *empty) {
   return 0;
 }
 
-/* Copies n entries of range r's start (read before) into w. */
+/* Copies the first n entries of state ss of s under prefix lo (the key
+ * group's: read once already, into a write batch) into w. */
 static int replay(rk *s, rk_state *ss, const unsigned char *lo, size_t n,
                   rocksdb_sstfilewriter_t *w, char **err) {
   range_it r;
