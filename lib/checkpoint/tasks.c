@@ -102,10 +102,30 @@ static int cmp_gen(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* Whether name is a writer's temp file, ".<generation>.<pid>.tmp". */
+static bool temp_file(const char *name) {
+  const char *s = name;
+  if (*s++ != '.' || *s < '0' || *s > '9')
+    return false;
+  while (*s >= '0' && *s <= '9')
+    s++;
+  if (*s++ != '.' || *s < '0' || *s > '9')
+    return false;
+  while (*s >= '0' && *s <= '9')
+    s++;
+  return strcmp(s, ".tmp") == 0;
+}
+
+/* How much older than a new generation a writer's temp file must be to be
+ * removed: one left by a writer that died between writing it and linking
+ * it. A writer still at it after that long (stopped) finds its file
+ * gone, and counts itself overtaken. */
+#define TEMP_KEEP_S 60
+
 /* Removes the generations of dir below gen - 1 that are GEN_KEEP_S older
  * than generation gen (by the store's own clock: modification times),
- * oldest first, up to the first that is not. Best effort: the next
- * write tidies what this one left. */
+ * oldest first, up to the first that is not, and temp files TEMP_KEEP_S
+ * older. Best effort: the next write tidies what this one left. */
 static void prune_gens(const char *dir, uint64_t gen) {
   DIR *d = opendir(dir);
   if (!d)
@@ -118,6 +138,9 @@ static void prune_gens(const char *dir, uint64_t gen) {
   bool ok = fstatat(dirfd(d), name, &now, 0) == 0;
   for (struct dirent *e; ok && (e = readdir(d));) {
     uint64_t g = gen_of_file(e->d_name);
+    if (!g && temp_file(e->d_name) && !fstatat(dirfd(d), e->d_name, &st, 0) &&
+        st.st_mtim.tv_sec + TEMP_KEEP_S <= now.st_mtim.tv_sec)
+      unlinkat(dirfd(d), e->d_name, 0);
     if (!g || g + 1 >= gen)
       continue;
     if (n == cap) {
@@ -243,7 +266,8 @@ int sl__task_ptr_write(const char *root, sl__task_ptr *p, mode_t fmode,
    * names.) */
   struct stat st;
   if (!rc && link(tmp, path))
-    rc = errno != EEXIST                           ? -1
+    rc = errno == ENOENT   ? SL__TASK_PTR_MOVED /* stopped for a minute */
+         : errno != EEXIST ? -1
          : stat(tmp, &st) == 0 && st.st_nlink == 2 ? 0
                                                    : SL__TASK_PTR_MOVED;
   unlink_quiet(tmp);

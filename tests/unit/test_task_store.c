@@ -459,11 +459,18 @@ START_TEST(pointer_write_is_a_compare_and_swap) {
   ck_assert(exists("tasks/4/1.json") && exists("tasks/4/2.json"));
   age("tasks/4/1.json", 10);
   age("tasks/4/2.json", 9);
+  /* Temp files of writers that died before their link go after 60 s. */
+  write_text("tasks/4/.7.4242.tmp", "{}");
+  write_text("tasks/4/.7.4243.tmp", "{}");
+  age("tasks/4/.7.4242.tmp", 60);
+  age("tasks/4/.7.4243.tmp", 59);
   snprintf(b.checkpoint, sizeof(b.checkpoint), "instances/b/chk-3");
   ck_assert_int_eq(sl__task_ptr_write(root, &b, 0600, 0700), 0);
   ck_assert_uint_eq(b.gen, 4);
   ck_assert(!exists("tasks/4/1.json"));
   ck_assert(exists("tasks/4/2.json") && exists("tasks/4/3.json"));
+  ck_assert(!exists("tasks/4/.7.4242.tmp"));
+  ck_assert(exists("tasks/4/.7.4243.tmp"));
   /* A writer whose next generation was written and removed since: its
    * link succeeds, but the newest is above it and does not follow it,
    * so it wrote nothing. */
