@@ -1437,6 +1437,9 @@ START_TEST(group_store_tasks) {
     json_t *cv = tool_json(0, "--json verify %s%s", chk, "");
     ck_assert(json_equal(json_object_get(v, "checkpoint"), cv));
     ck_assert_str_eq(json_string_value(json_object_get(v, "status")), "valid");
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(v, "target"), "generation")),
+                     g_gen(store, t));
     json_decref(v);
     json_decref(cv);
 

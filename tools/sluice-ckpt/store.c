@@ -155,9 +155,10 @@ static json_t *task_json(const char *name) {
 }
 
 static json_t *ptr_json(const char *root, const sl__task_ptr *p) {
-  json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:I}", "checkpoint", p->checkpoint,
-                        "source", p->source, "topic", p->topic, "partition",
-                        (int)p->partition, "offset", (json_int_t)p->offset);
+  json_t *j = json_pack(
+      "{s:s,s:s,s:s,s:i,s:I,s:I}", "checkpoint", p->checkpoint, "source",
+      p->source, "topic", p->topic, "partition", (int)p->partition, "offset",
+      (json_int_t)p->offset, "generation", (json_int_t)p->gen);
   tool_pending_json(root, p, j);
   return j;
 }
