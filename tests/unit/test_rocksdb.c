@@ -1292,6 +1292,24 @@ typedef struct op {
   uint64_t seed;
 } op;
 
+/* Where an op of kind 9 loads a key group from: a read-only snapshot of
+ * the three states over key groups 0..8 of 8 (their ids 0, 1, 2). */
+static sl__backend *load_from;
+
+typedef struct ins_ctx {
+  sl__backend *be;
+  const uint32_t *ids;
+} ins_ctx;
+
+static int insert_cb(uint32_t state, const void *k, size_t kl, const void *ns,
+                     size_t nl, const void *mk, size_t mkl, const void *val,
+                     size_t len, void *opaque) {
+  ins_ctx *x = opaque;
+  uint32_t kg = sl__key_group(sl__hash64(k, kl), x->be->max_par);
+  return x->be->ops->insert(x->be, x->ids[state], kg, k, kl, ns, nl, mk, mkl,
+                            val, len);
+}
+
 static void op_apply(sl__backend *be, const uint32_t *ids, const op *o) {
   const sl__backend_ops *bo = be->ops;
   char key[16], mk[8];
@@ -1347,6 +1365,18 @@ static void op_apply(sl__backend *be, const uint32_t *ids, const op *o) {
     }
     break;
   }
+  case 9: { /* a key group loaded from a snapshot (a task's load) */
+    uint32_t kg = (uint32_t)o->key % 8;
+    if (bo->kg_load) {
+      ck_assert_int_eq(bo->kg_load(be, load_from, kg, ids, 3), 0);
+    } else { /* the model: what the load means */
+      bo->kg_drop(be, kg, NULL);
+      ins_ctx x = {be, ids};
+      ck_assert_int_eq(load_from->ops->kg_scan(load_from, kg, insert_cb, &x),
+                       0);
+    }
+    break;
+  }
   default: /* the whole map */
     ck_assert_int_ge(bo->del(be, &k), 0);
     break;
@@ -1354,11 +1384,13 @@ static void op_apply(sl__backend *be, const uint32_t *ids, const op *o) {
 }
 
 /* plain: none of the calls that write the cache out or wait for a
- * snapshot (map iteration and deletes of whole maps). */
+ * snapshot (map iteration, deletes of whole maps, key-group loads; a
+ * load only where load_from is set). */
 static op op_random(uint64_t *rng, bool plain) {
   *rng = *rng * 6364136223846793005ULL + 1442695040888963407ULL;
   uint64_t r = *rng >> 16;
-  op o = {.kind = (int)(r % 9 % (plain ? 7 : 9)),
+  bool load = !plain && load_from && r % 61 == 0;
+  op o = {.kind = load ? 9 : (int)(r % 9 % (plain ? 7 : 9)),
           .key = (int)(r / 9 % 300),
           .mk = (int)(r / 2700 % 4),
           .seed = *rng};
@@ -1447,6 +1479,29 @@ START_TEST(snapshot_is_the_barrier_while_the_worker_writes) {
   ck_assert_int_eq(ops->register_state(be, "op/m", SL__BT_MAP, &ids[2]), 0);
   rk_cache *cache = &((rk *)be)->cache;
   cache->gen = RK_GEN_MAX - 20; /* wraps at about round 20 */
+  /* A snapshot of the same states written by other ops, for the worker's
+   * key-group loads (kind 9). */
+  tdir ts;
+  tdir_make(&ts);
+  sl_conf_t *cs = conf_kv(&ts, NULL);
+  sl__backend *src = open_range(cs, 0, 8, 8, NULL);
+  uint32_t sids[3];
+  ck_assert_int_eq(ops->register_state(src, "op/v", SL__BT_VALUE, &sids[0]), 0);
+  ck_assert_int_eq(ops->register_state(src, "op/l", SL__BT_LIST, &sids[1]), 0);
+  ck_assert_int_eq(ops->register_state(src, "op/m", SL__BT_MAP, &sids[2]), 0);
+  ck_assert(sids[0] == 0 && sids[1] == 1 && sids[2] == 2);
+  uint64_t srng = 7;
+  for (int i = 0; i < 1500; i++) {
+    op o = op_random(&srng, true);
+    op_apply(src, sids, &o);
+  }
+  char ssnap[160], serr[512] = "";
+  snprintf(ssnap, sizeof(ssnap), "%s/snap", ts.path);
+  ck_assert_msg(ops->snapshot(src, ssnap, serr, sizeof(serr)) == 0, "%s", serr);
+  ops->close(src);
+  sl__backend_conf sbc = {.conf = cs, .max_par = 8};
+  load_from = ops->open_snapshot(ssnap, &sbc, serr, sizeof(serr));
+  ck_assert_msg(load_from != NULL, "%s", serr);
   sl__backend *live = model_at(c, NULL, 0, mids);
   enum { ROUNDS = 60, BEFORE = 150, AFTER = 150 };
   op *log = malloc(ROUNDS * (BEFORE + AFTER) * sizeof(*log));
@@ -1532,6 +1587,14 @@ START_TEST(snapshot_is_the_barrier_while_the_worker_writes) {
   if (!small)
     ck_assert_msg(cache->cows > 0, "no entry was copied before a write");
   ck_assert(wrapped);
+  size_t loads = 0;
+  for (size_t i = 0; i < n; i++)
+    loads += log[i].kind == 9;
+  ck_assert_msg(loads >= 10, "%zu key-group loads", loads);
+  load_from->ops->close(load_from);
+  load_from = NULL;
+  sl_conf_destroy(cs);
+  rm_rf(ts.path);
   sl__rk_ingest_min = ingest_min;
   free(log);
   sl__hashmap_ops.close(live);
