@@ -96,6 +96,15 @@ static sl__skey skey(sl__backend *be, uint32_t state, const char *key,
   return k;
 }
 
+/* Registers op/v, op/l and op/m (a value, a list and a map) in be. */
+static void three_states(sl__backend *be, uint32_t ids[3]) {
+  ck_assert_int_eq(be->ops->register_state(be, "op/v", SL__BT_VALUE, &ids[0]),
+                   0);
+  ck_assert_int_eq(be->ops->register_state(be, "op/l", SL__BT_LIST, &ids[1]),
+                   0);
+  ck_assert_int_eq(be->ops->register_state(be, "op/m", SL__BT_MAP, &ids[2]), 0);
+}
+
 static void put_u64(sl__backend *be, uint32_t st, const char *key, uint64_t v) {
   sl__skey k = skey(be, st, key, "");
   void *p;
@@ -373,10 +382,9 @@ START_TEST(kg_load_copies_a_key_group_from_a_snapshot) {
   tdir_make(&tb);
   sl_conf_t *ca = conf_kv(&ta, NULL), *cb = conf_kv(&tb, NULL);
   sl__backend *a = open_range(ca, 32, 64, 128, NULL);
-  uint32_t v, l, m;
-  ops->register_state(a, "op/v", SL__BT_VALUE, &v);
-  ops->register_state(a, "op/l", SL__BT_LIST, &l);
-  ops->register_state(a, "op/m", SL__BT_MAP, &m);
+  uint32_t ai[3];
+  three_states(a, ai);
+  uint32_t v = ai[0], l = ai[1], m = ai[2];
   char key[24];
   void *p;
   uint32_t X = UINT32_MAX, Y = UINT32_MAX;
@@ -1474,9 +1482,7 @@ START_TEST(snapshot_is_the_barrier_while_the_worker_writes) {
   sl_conf_t *c = conf_kv(&t, kv);
   sl__backend *be = open_range(c, 0, 8, 8, NULL);
   uint32_t ids[3], mids[3];
-  ck_assert_int_eq(ops->register_state(be, "op/v", SL__BT_VALUE, &ids[0]), 0);
-  ck_assert_int_eq(ops->register_state(be, "op/l", SL__BT_LIST, &ids[1]), 0);
-  ck_assert_int_eq(ops->register_state(be, "op/m", SL__BT_MAP, &ids[2]), 0);
+  three_states(be, ids);
   rk_cache *cache = &((rk *)be)->cache;
   cache->gen = RK_GEN_MAX - 20; /* wraps at about round 20 */
   /* A snapshot of the same states written by other ops, for the worker's
@@ -1486,9 +1492,7 @@ START_TEST(snapshot_is_the_barrier_while_the_worker_writes) {
   sl_conf_t *cs = conf_kv(&ts, NULL);
   sl__backend *src = open_range(cs, 0, 8, 8, NULL);
   uint32_t sids[3];
-  ck_assert_int_eq(ops->register_state(src, "op/v", SL__BT_VALUE, &sids[0]), 0);
-  ck_assert_int_eq(ops->register_state(src, "op/l", SL__BT_LIST, &sids[1]), 0);
-  ck_assert_int_eq(ops->register_state(src, "op/m", SL__BT_MAP, &sids[2]), 0);
+  three_states(src, sids);
   ck_assert(sids[0] == 0 && sids[1] == 1 && sids[2] == 2);
   uint64_t srng = 7;
   for (int i = 0; i < 1500; i++) {

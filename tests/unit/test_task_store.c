@@ -116,6 +116,19 @@ static void instance(const char *name, const int *ids, int n) {
   close(fd);
 }
 
+/* The tasks sl__task_ptr_list gives are want[0, n), in that order. */
+static void listed(const char *const *want, size_t n_want) {
+  char **names;
+  size_t n;
+  ck_assert_int_eq(sl__task_ptr_list(root, &names, &n), 0);
+  ck_assert_uint_eq(n, n_want);
+  for (size_t i = 0; i < n; i++) {
+    ck_assert_str_eq(names[i], want[i]);
+    free(names[i]);
+  }
+  free(names);
+}
+
 START_TEST(pointer_reads_back_as_written) {
   setup_root();
   sl__task_ptr p;
@@ -251,19 +264,10 @@ START_TEST(named_pointers_and_the_layout_before) {
   ck_assert(sl__task_ptr_refs(root, "instances/b/chk-5"));
   ck_assert(sl__task_ptr_refs(root, "instances/c/chk-1"));
   ck_assert(!sl__task_ptr_refs(root, "instances/a/chk-3"));
-  char **names;
-  size_t n;
   put(10, "instances/a/chk-3", 1);
   put(2, "instances/a/chk-3", 1);
-  ck_assert_int_eq(sl__task_ptr_list(root, &names, &n), 0);
-  ck_assert_uint_eq(n, 4);
-  ck_assert_str_eq(names[0], "2");
-  ck_assert_str_eq(names[1], "10");
-  ck_assert_str_eq(names[2], "events-3");
-  ck_assert_str_eq(names[3], "job-total-repartition-3");
-  for (size_t i = 0; i < n; i++)
-    free(names[i]);
-  free(names);
+  const char *const all[] = {"2", "10", "events-3", "job-total-repartition-3"};
+  listed(all, 4);
   /* A file whose name is not the one its content gives is damaged. */
   char cmd[600];
   snprintf(cmd, sizeof(cmd),
@@ -513,16 +517,8 @@ START_TEST(pointer_write_is_a_compare_and_swap) {
   ck_assert_int_eq(sl__task_ptr_read(root, 7, &r, err, sizeof(err)),
                    SL_ERR_CORRUPT);
   /* The tasks listed: directories and single files, each once. */
-  char **names;
-  size_t n;
-  ck_assert_int_eq(sl__task_ptr_list(root, &names, &n), 0);
-  ck_assert_uint_eq(n, 3);
-  ck_assert_str_eq(names[0], "4");
-  ck_assert_str_eq(names[1], "6");
-  ck_assert_str_eq(names[2], "7");
-  for (size_t i = 0; i < n; i++)
-    free(names[i]);
-  free(names);
+  const char *const all[] = {"4", "6", "7"};
+  listed(all, 3);
   teardown_root();
 }
 END_TEST
