@@ -15,7 +15,8 @@
  * than 5 were sampled or none of them wrote the state whole.
  * BENCH_CKPT_KEYS overrides the key counts of the size runs (e.g. "1000000");
  * BENCH_CKPT_SIZES_ONLY skips the throughput runs; BENCH_CKPT_PAUSE_ONLY
- * runs only the throughput runs at 10^6 keys. */
+ * runs only the throughput runs at 10^6 keys; BENCH_CKPT_BACKEND (hashmap
+ * or rocksdb) runs one backend only. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -369,8 +370,9 @@ int main(void) {
   const char *secs_env = getenv("BENCH_CKPT_SECS");
   double secs = secs_env ? strtod(secs_env, NULL) : 6.0;
   bool pause_only = getenv("BENCH_CKPT_PAUSE_ONLY") != NULL;
+  const char *only = getenv("BENCH_CKPT_BACKEND");
   for (size_t b = 0; b < 2; b++) {
-    if (!backend_exists(backends[b]))
+    if (!backend_exists(backends[b]) || (only && strcmp(only, backends[b])))
       continue;
     for (int k = 0; k < nk && !pause_only; k++)
       sizes(backends[b], keys[k]);

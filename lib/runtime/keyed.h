@@ -62,8 +62,11 @@ static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
  * processed, near enough that the lines are still cached when used.
  * Requested in groups of this many, so a record's state
  * is requested between SL__PREFETCH_AHEAD and 2 * SL__PREFETCH_AHEAD - 1
- * records before it is processed. */
-#define SL__PREFETCH_AHEAD 16
+ * records before it is processed. A group's requests are issued at once
+ * (two lines a key for the hashmap); with 16 they outnumbered the misses
+ * a core keeps in flight and the probes still waited (docs/benchmarks.md,
+ * "Prefetch groups of 8"). */
+#define SL__PREFETCH_AHEAD 8
 
 /* How many timers ahead of firing their state is requested
  * (sl__keyed.timer_prefetch): a timer's callback does more than a
