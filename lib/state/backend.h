@@ -88,13 +88,20 @@ typedef struct sl__skey {
   size_t ns_len;
 } sl__skey;
 
+/* The entry hash of a key under a non-empty namespace, from the key's
+ * hash and the namespace's (sl__hash64 of its bytes): for callers that
+ * keep the namespace's hash (windows) instead of hashing it per record. */
+static inline uint64_t sl__state_hash_ns(uint64_t key_hash, uint64_t ns_hash) {
+  return sl__mix64(key_hash ^ (ns_hash + 0x2545f4914f6cdd1dULL));
+}
+
 /* Entry hash: the key's hash alone for the empty namespace (the process
  * function fast path hashes nothing), else mixed with the namespace's. */
 static inline uint64_t sl__state_hash(uint64_t key_hash, const void *ns,
                                       size_t ns_len) {
   if (!ns_len)
     return key_hash;
-  return sl__mix64(key_hash ^ (sl__hash64(ns, ns_len) + 0x2545f4914f6cdd1dULL));
+  return sl__state_hash_ns(key_hash, sl__hash64(ns, ns_len));
 }
 
 /* List framing: each element is a 4-byte native length, 4 zero bytes, the

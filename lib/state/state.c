@@ -571,12 +571,22 @@ sl__value_ptr_hit(const sl__keyed *k, const sl_state_t *st, size_t size) {
   return NULL;
 }
 
+/* Inlined by the release build's link-time optimization, as
+ * sl__value_ptr_hit is (left to itself, gcc makes it a call). */
+inline __attribute__((always_inline)) void *
+sl__ns_slot_hit(const sl__keyed *k, const sl_state_t *st, const int64_t *ns,
+                uint64_t hash, size_t size) {
+  if (SL__LIKELY(st->dt_base != 0) && size <= HM_INL_BYTES - 16 &&
+      k->key_len == 8)
+    return sl__hm_direct_slot_ns8(sl__kg_tab(k, st, st->dt_base), k->key, ns,
+                                  hash, size);
+  return NULL;
+}
+
 int sl__ns_slot(sl__keyed *k, sl_state_t *st, uint64_t hash, size_t size,
                 void **out) {
-  if (SL__LIKELY(st->dt_base != 0) && size <= HM_INL_BYTES - 16 &&
-      k->key_len == 8 && k->ns_len == 8) {
-    void *p = sl__hm_direct_slot_ns8(sl__kg_tab(k, st, st->dt_base), k->key,
-                                     k->ns, hash, size);
+  if (k->ns_len == 8) {
+    void *p = sl__ns_slot_hit(k, st, k->ns, hash, size);
     if (SL__LIKELY(p != NULL)) {
       *out = p;
       return 1;

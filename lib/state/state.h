@@ -118,6 +118,12 @@ int sl__state_clear(sl__keyed *k, sl_state_t *st);
  * else goes to the backend's slot. */
 int sl__ns_slot(sl__keyed *k, sl_state_t *st, uint64_t hash, size_t size,
                 void **out);
+/* sl__ns_slot's direct probe alone, for the 8-byte namespace *ns (not
+ * necessarily k's): the existing entry's size bytes, or NULL when the
+ * probe does not find it (then nothing was changed). A hash that is not
+ * the entry's only makes it miss: the probe compares key and namespace. */
+void *sl__ns_slot_hit(const sl__keyed *k, const sl_state_t *st,
+                      const int64_t *ns, uint64_t hash, size_t size);
 /* Requests from memory st's entries of n hashes (hash j at (char *)hash
  * + j * stride, its key group at (char *)kg + j * stride, a key group of
  * k's worker), as the keyed prefetch does for the entries of the key

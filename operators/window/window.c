@@ -355,16 +355,14 @@ int sl__win_trig_clear(win *w, const sl_window_t *wd, bool state, bool timers) {
 
 /* sl__state_hash() of the current namespace, with the namespace's own
  * hash cached: consecutive elements mostly share their window, and the
- * per-record path should hash nothing but the key (once, in key_by). The
- * formula must stay that of sl__state_hash(); every read goes through the
- * state layer, so a mismatch would lose all contents (tests would fail). */
+ * per-record path should hash nothing but the key (once, in key_by). */
 static inline uint64_t ns_state_hash(win *w) {
   if (SL__UNLIKELY(w->ns != w->last_start || !w->ns_hash_ok)) {
     w->last_start = w->ns;
     w->last_ns_hash = sl__hash64(&w->ns, sizeof(w->ns));
     w->ns_hash_ok = true;
   }
-  return sl__mix64(w->k.hash ^ (w->last_ns_hash + 0x2545f4914f6cdd1dULL));
+  return sl__state_hash_ns(w->k.hash, w->last_ns_hash);
 }
 
 static inline int win_acc(win *w, void **acc, bool *fresh) {
@@ -441,6 +439,24 @@ bool sl__win_late(const warg *a, const sl_window_t *wd, int64_t wm) {
 
 /* ---- Operator callbacks ------------------------------------------------- */
 
+/* The usual element of a tumbling event-time aggregate with the default
+ * trigger and no purge (a->tumble_hits): its time t falls in the window
+ * the last element went to through the general path, whose max_ts the
+ * watermark wm has not reached, and that window already holds the key's
+ * accumulator. Adding to it is then all the general path would do: the
+ * trigger neither fires (max_ts > wm) nor registers a timer (the window
+ * is not fresh), nothing is purged, and no cleanup timer is due. Returns
+ * the accumulator, or NULL for the general path: another window, a due
+ * one, or a probe that misses (a first element, another backend, or a
+ * namespace hash cached for another window: the probe compares the key
+ * and the namespace, so it can miss but never find the wrong entry). */
+static inline void *tumble_hit(win *w, int64_t t, int64_t wm) {
+  if (t < w->tb_lo || t >= w->tb_hi || w->tb_max <= wm)
+    return NULL;
+  return sl__ns_slot_hit(&w->k, w->acc, &w->tb_lo,
+                         sl__state_hash_ns(w->k.hash, w->last_ns_hash), w->a->acc_size);
+}
+
 /* One record, its key already current in k (the win's first member).
  * Always inlined into win_process's loop, as before minibatch.c became
  * its second caller. */
@@ -454,6 +470,13 @@ win_element(sl__keyed *k, int port, const sl_keyed_rec_t *kr) {
   int64_t t = a->event ? rec->ts : sl_ctx_now(op);
   bool skipped = true;
   int rc = 0;
+  if (a->tumble_hits) {
+    void *acc = tumble_hit(w, t, wm);
+    if (SL__LIKELY(acc != NULL)) {
+      rc = w_agg_add(a, acc, rec);
+      return SL__UNLIKELY(rc) ? sl_op_user_error(op, rec, rc) : 0;
+    }
+  }
   switch (a->s.assigner) {
   case SL_WINDOW_TUMBLING: {
     int64_t st = w_start(t, a->s.offset, a->s.size);
@@ -461,6 +484,11 @@ win_element(sl__keyed *k, int port, const sl_keyed_rec_t *kr) {
     if (!sl__win_late(a, &wd, wm)) {
       skipped = false;
       w_set_ns(w, st);
+      /* The window's namespace hash is cached by the accumulator's
+       * access, sl__win_one's first step. */
+      w->tb_lo = st;
+      w->tb_hi = wd.end;
+      w->tb_max = w_max_ts(&wd);
       rc = sl__win_one(w, port, rec, &wd, wm, false);
     }
     break;
@@ -606,8 +634,7 @@ static void win_prefetch(sl__keyed *k, const sl_keyed_rec_t *r, size_t n) {
     if (n > SL__PREFETCH_AHEAD)
       n = SL__PREFETCH_AHEAD;
     for (size_t i = 0; i < n; i++) {
-      q[i].hash =
-          sl__mix64(r[i].hash ^ (w->last_ns_hash + 0x2545f4914f6cdd1dULL));
+      q[i].hash = sl__state_hash_ns(r[i].hash, w->last_ns_hash);
       q[i].kg = r[i].kg;
     }
     sl__state_prefetch(&w->k, w->acc, &q[0].hash, &q[0].kg, sizeof(q[0]), n);
@@ -701,6 +728,8 @@ static int win_open(sl_ctx_t *op) {
     return SL_ERR_NOMEM;
   w->a = a;
   w->k.op = op;
+  w->tb_lo = INT64_MAX;
+  w->tb_hi = INT64_MIN;
   sl_op_set_data(op, w);
   sl_op_set_keyed(op, &w->k);
   int rc = sl__timers_new(&w->k.timers);
@@ -925,6 +954,9 @@ static sl_stream_t *add(sl_stream_t *const *in, size_t n, const char *uid,
     a->slice = gcd64(spec->size, spec->slide);
   a->lazy_sessions = spec->assigner == SL_WINDOW_SESSION && a->event &&
                      a->trig == SL_TRIGGER_EVENT_TIME && !spec->purge;
+  a->tumble_hits = a->agg && spec->assigner == SL_WINDOW_TUMBLING &&
+                   a->event && a->trig == SL_TRIGGER_EVENT_TIME &&
+                   !spec->purge;
   return sl_op_add(in, n, uid, &window_ops, a, false);
 }
 

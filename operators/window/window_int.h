@@ -37,6 +37,10 @@ typedef struct warg {
   /* Event-time sessions with the default trigger keep one lazy timer per
    * session (see window.c), not a timer per window version. */
   bool lazy_sessions;
+  /* A tumbling event-time aggregate with the default trigger and no
+   * purge: an element that finds its window's accumulator only adds to
+   * it (tumble_hit in window.c). */
+  bool tumble_hits;
 } warg;
 
 typedef struct win {
@@ -61,6 +65,10 @@ typedef struct win {
   int64_t last_start;
   uint64_t last_ns_hash;
   bool ns_hash_ok;
+  /* The tumbling window the last element went to through the general
+   * path, [tb_lo, tb_hi) with max_ts tb_max (a->tumble_hits); none yet
+   * while tb_lo > tb_hi. */
+  int64_t tb_lo, tb_hi, tb_max;
   bool mb;                 /* mini-batch folding (minibatch.c) is on */
   struct win_mb *mb_state; /* its per-batch tables, NULL until used */
 } win;
