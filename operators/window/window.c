@@ -622,7 +622,7 @@ static void win_prefetch(sl__keyed *k, const sl_keyed_rec_t *r, size_t n) {
   if (a->sliced) {
     be->ops->prefetch(be, sl__state_id(w->slices), h, g, stride, n);
   } else if (a->lazy_sessions) {
-    be->ops->prefetch(be, w->ends_id, h, g, stride, n);
+    sl__state_prefetch(&w->k, w->ends, h, g, stride, n);
   } else if (a->s.assigner == SL_WINDOW_SESSION) {
     be->ops->prefetch(be, sl__state_id(w->sess), h, g, stride, n);
   } else if (a->agg && a->s.assigner == SL_WINDOW_TUMBLING && w->ns_hash_ok) {

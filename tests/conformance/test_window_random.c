@@ -44,8 +44,9 @@ static uint32_t rnd(uint32_t n) {
 }
 
 /* Keys of 8 bytes ("key00003") instead of 2 ("k3"): the hashmap's direct
- * probes, and the tumbling window's path for an element that finds its
- * window's accumulator, serve 8-byte keys only. */
+ * probes, and with them the paths of an element that finds its tumbling
+ * window's accumulator or extends its key's one session, serve 8-byte
+ * keys only. */
 static bool wide_keys;
 
 /* Mostly increasing timestamps, many out of order within the bound, some
@@ -518,12 +519,16 @@ START_TEST(random_sliding_per_window) {
 END_TEST
 
 START_TEST(random_session) {
-  for (size_t s = 0; s < 3; s++) {
-    rcase c = {.spec = sl_window_session(s == 2 ? 8 : 25), .fn = sum_fn()};
-    c.spec.allowed_lateness = s == 0 ? 0 : 70;
-    c.spec.late_tag = "late";
-    check_case(&c, seeds[s] + 20, wu_backends[_i], model_windows);
+  for (int wide = 0; wide < 2; wide++) {
+    wide_keys = wide;
+    for (size_t s = 0; s < 3; s++) {
+      rcase c = {.spec = sl_window_session(s == 2 ? 8 : 25), .fn = sum_fn()};
+      c.spec.allowed_lateness = s == 0 ? 0 : 70;
+      c.spec.late_tag = "late";
+      check_case(&c, seeds[s] + 20, wu_backends[_i], model_windows);
+    }
   }
+  wide_keys = false;
 }
 END_TEST
 
