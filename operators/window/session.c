@@ -540,9 +540,11 @@ static int lazy_element(win *w, int port, const sl_record_t *rec,
 int sl__session_lazy_timer(win *w, int64_t ts) {
   const warg *a = w->a;
   size_t ds = lz_ds(a), es = ds + 8, fs = ds + 16;
-  void *p;
-  size_t len;
-  int rc = lz_get(w, w->ends_id, &p, &len, false);
+  /* One session, as nearly always: found by a direct probe (see
+   * lazy_element), else through the backend. */
+  void *p = sl__value_ptr_hit(&w->k, w->ends, es);
+  size_t len = es;
+  int rc = p ? 1 : lz_get(w, w->ends_id, &p, &len, false);
   if (rc < 0)
     return rc;
   if (rc == 1) {
