@@ -439,6 +439,32 @@ bool sl__win_late(const warg *a, const sl_window_t *wd, int64_t wm) {
 
 /* ---- Operator callbacks ------------------------------------------------- */
 
+/* The usual element of event-time sessions with a fixed gap and an
+ * aggregate (a->session_hits): its key has one session, whose
+ * session_ends value (its end, then the accumulator; session.c) the
+ * value state's direct probe finds with exactly those bytes (no trailer:
+ * the session is at least gap long), the element's window [t, t + gap)
+ * reaches from at or before the session's end to at or after it, and
+ * the watermark wm is below the session's max_ts. The session becomes
+ * [start, t + gap) and the element is added: all that session.c's
+ * lz_extend does, since neither the old max_ts nor the new, later one
+ * is due (no firing, no re-firing timer). Returns the accumulator with
+ * the end already moved, or NULL for the session path. */
+static inline void *session_hit(win *w, int64_t t, int64_t wm) {
+  const warg *a = w->a;
+  size_t es = 8 + ((a->acc_size + 7) & ~(size_t)7);
+  unsigned char *one = sl__value_ptr_hit(&w->k, w->ends, es);
+  if (!one)
+    return NULL;
+  int64_t end, nend = w_sat_add(t, a->s.gap);
+  memcpy(&end, one, sizeof(end));
+  sl_window_t old = {t, end};
+  if (t > end || nend < end || w_max_ts(&old) <= wm)
+    return NULL;
+  memcpy(one, &nend, sizeof(nend));
+  return one + 8;
+}
+
 /* The usual element of a tumbling event-time aggregate with the default
  * trigger and no purge (a->tumble_hits): its time t falls in the window
  * the last element went to through the general path, whose max_ts the
@@ -470,8 +496,8 @@ win_element(sl__keyed *k, int port, const sl_keyed_rec_t *kr) {
   int64_t t = a->event ? rec->ts : sl_ctx_now(op);
   bool skipped = true;
   int rc = 0;
-  if (a->tumble_hits) {
-    void *acc = tumble_hit(w, t, wm);
+  if (a->tumble_hits || a->session_hits) {
+    void *acc = a->tumble_hits ? tumble_hit(w, t, wm) : session_hit(w, t, wm);
     if (SL__LIKELY(acc != NULL)) {
       rc = w_agg_add(a, acc, rec);
       return SL__UNLIKELY(rc) ? sl_op_user_error(op, rec, rc) : 0;
@@ -957,6 +983,7 @@ static sl_stream_t *add(sl_stream_t *const *in, size_t n, const char *uid,
   a->tumble_hits = a->agg && spec->assigner == SL_WINDOW_TUMBLING &&
                    a->event && a->trig == SL_TRIGGER_EVENT_TIME &&
                    !spec->purge;
+  a->session_hits = a->lazy_sessions && a->agg && !spec->gap_fn;
   return sl_op_add(in, n, uid, &window_ops, a, false);
 }
 

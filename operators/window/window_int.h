@@ -41,6 +41,10 @@ typedef struct warg {
    * purge: an element that finds its window's accumulator only adds to
    * it (tumble_hit in window.c). */
   bool tumble_hits;
+  /* Event-time sessions (lazy_sessions) with a fixed gap and an
+   * aggregate: an element that extends its key's one session before it
+   * is due only updates it (session_hit in window.c). */
+  bool session_hits;
 } warg;
 
 typedef struct win {
