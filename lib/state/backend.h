@@ -90,9 +90,14 @@ typedef struct sl__skey {
 
 /* The entry hash of a key under a non-empty namespace, from the key's
  * hash and the namespace's (sl__hash64 of its bytes): for callers that
- * keep the namespace's hash (windows) instead of hashing it per record. */
+ * keep the namespace's hash (windows) instead of hashing it per record.
+ * Both are uniform already, so their XOR is: under one namespace it is
+ * the key hashes moved by one constant (as evenly spread as the keys'
+ * own), and no mixing is needed per record. Only a probe's start and tag
+ * come from it (every probe compares key and namespace), and it is never
+ * stored: tables and caches are filled from the bytes at restore. */
 static inline uint64_t sl__state_hash_ns(uint64_t key_hash, uint64_t ns_hash) {
-  return sl__mix64(key_hash ^ (ns_hash + 0x2545f4914f6cdd1dULL));
+  return key_hash ^ ns_hash;
 }
 
 /* Entry hash: the key's hash alone for the empty namespace (the process

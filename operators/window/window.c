@@ -480,7 +480,8 @@ static inline void *tumble_hit(win *w, int64_t t, int64_t wm) {
   if (t < w->tb_lo || t >= w->tb_hi || w->tb_max <= wm)
     return NULL;
   return sl__ns_slot_hit(&w->k, w->acc, &w->tb_lo,
-                         sl__state_hash_ns(w->k.hash, w->last_ns_hash), w->a->acc_size);
+                         sl__state_hash_ns(w->k.hash, w->last_ns_hash),
+                         w->a->acc_size);
 }
 
 /* One record, its key already current in k (the win's first member).
@@ -980,9 +981,8 @@ static sl_stream_t *add(sl_stream_t *const *in, size_t n, const char *uid,
     a->slice = gcd64(spec->size, spec->slide);
   a->lazy_sessions = spec->assigner == SL_WINDOW_SESSION && a->event &&
                      a->trig == SL_TRIGGER_EVENT_TIME && !spec->purge;
-  a->tumble_hits = a->agg && spec->assigner == SL_WINDOW_TUMBLING &&
-                   a->event && a->trig == SL_TRIGGER_EVENT_TIME &&
-                   !spec->purge;
+  a->tumble_hits = a->agg && spec->assigner == SL_WINDOW_TUMBLING && a->event &&
+                   a->trig == SL_TRIGGER_EVENT_TIME && !spec->purge;
   a->session_hits = a->lazy_sessions && a->agg && !spec->gap_fn;
   return sl_op_add(in, n, uid, &window_ops, a, false);
 }
