@@ -101,7 +101,8 @@ static inline uint64_t sl__state_hash_ns(uint64_t key_hash, uint64_t ns_hash) {
 }
 
 /* Entry hash: the key's hash alone for the empty namespace (the process
- * function fast path hashes nothing), else mixed with the namespace's. */
+ * function fast path hashes nothing), else combined with the namespace's
+ * (sl__state_hash_ns). */
 static inline uint64_t sl__state_hash(uint64_t key_hash, const void *ns,
                                       size_t ns_len) {
   if (!ns_len)
