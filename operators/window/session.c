@@ -195,10 +195,6 @@ static int trig_merge(win *w, const sl_window_t *wd, int64_t wm) {
  * restore: a key found there is converted at its first access (lz_read),
  * and every key with sessions has a pending timer, so each is in time. */
 
-static size_t lz_ds(const warg *a) {
-  return a->agg ? (a->acc_size + 7) & ~(size_t)7 : sizeof(int64_t);
-}
-
 static int64_t lz_i64(const unsigned char *p) {
   int64_t v;
   memcpy(&v, p, sizeof(v));
@@ -231,7 +227,7 @@ static unsigned char *lz_scratch(win *w, size_t n) {
 static int lz_write(win *w, const unsigned char *s, size_t n) {
   const warg *a = w->a;
   sl__backend *be = sl__kstate_backend(w->k.state);
-  size_t ds = lz_ds(a), es = ds + 8, fs = ds + 16;
+  size_t ds = w_session_ds(a), es = ds + 8, fs = ds + 16;
   sl__skey se, ss;
   lz_skey(w, w->ends_id, &se);
   lz_skey(w, w->starts_id, &ss);
@@ -267,7 +263,7 @@ static int lz_write(win *w, const unsigned char *s, size_t n) {
 static int lz_convert(win *w, unsigned char **out, size_t *n, size_t extra) {
   const warg *a = w->a;
   sl__backend *be = sl__kstate_backend(w->k.state);
-  size_t ds = lz_ds(a), fs = ds + 16;
+  size_t ds = w_session_ds(a), fs = ds + 16;
   sl__skey sk;
   void *p;
   size_t len;
@@ -306,7 +302,7 @@ static int lz_convert(win *w, unsigned char **out, size_t *n, size_t extra) {
 static int lz_read(win *w, unsigned char **out, size_t *n, size_t extra) {
   const warg *a = w->a;
   sl__backend *be = sl__kstate_backend(w->k.state);
-  size_t ds = lz_ds(a), es = ds + 8, fs = ds + 16;
+  size_t ds = w_session_ds(a), es = ds + 8, fs = ds + 16;
   sl__skey sk;
   void *p;
   size_t len;
@@ -378,9 +374,8 @@ static int lz_last_start(win *w, size_t n, int64_t *start) {
  * the end of the key's last session (its end and data at e, in place in
  * session_ends of n sessions) to at or after it, so that session becomes
  * [start, nw.end). */
-static inline __attribute__((always_inline)) int
-lz_extend(win *w, int port, const sl_record_t *rec, unsigned char *e, size_t n,
-          sl_window_t nw, int64_t wm, bool *skipped) {
+static int lz_extend(win *w, int port, const sl_record_t *rec, unsigned char *e,
+                     size_t n, sl_window_t nw, int64_t wm, bool *skipped) {
   const warg *a = w->a;
   sl_window_t old = {nw.start, lz_i64(e)};
   int64_t m = w_max_ts(&nw);
@@ -420,7 +415,7 @@ lz_extend(win *w, int port, const sl_record_t *rec, unsigned char *e, size_t n,
 static int lazy_general(win *w, int port, const sl_record_t *rec,
                         sl_window_t nw, int64_t wm, bool *skipped) {
   const warg *a = w->a;
-  size_t ds = lz_ds(a), fs = ds + 16;
+  size_t ds = w_session_ds(a), fs = ds + 16;
   unsigned char *s;
   size_t n;
   int rc = lz_read(w, &s, &n, 1);
@@ -511,17 +506,7 @@ static int lazy_element(win *w, int port, const sl_record_t *rec,
                         sl_window_t nw, int64_t wm, bool *skipped) {
   const warg *a = w->a;
   if (SL__LIKELY(!a->s.gap_fn)) {
-    size_t es = lz_ds(a) + 8;
-    /* Usually the key has one session (no trailer): a direct probe for
-     * exactly its bytes finds it without entering the backend. It works
-     * in place, as the backend's get for writing does; a clean entry of
-     * an incremental checkpoint misses it (state.h). */
-    unsigned char *one = sl__value_ptr_hit(&w->k, w->ends, es);
-    if (SL__LIKELY(one != NULL)) {
-      int64_t end = lz_i64(one);
-      if (SL__LIKELY(nw.start <= end && nw.end >= end))
-        return lz_extend(w, port, rec, one, 1, nw, wm, skipped);
-    }
+    size_t es = w_session_ds(a) + 8;
     void *p;
     size_t len;
     int rc = lz_get(w, w->ends_id, &p, &len, true);
@@ -539,9 +524,10 @@ static int lazy_element(win *w, int port, const sl_record_t *rec,
 
 int sl__session_lazy_timer(win *w, int64_t ts) {
   const warg *a = w->a;
-  size_t ds = lz_ds(a), es = ds + 8, fs = ds + 16;
-  /* One session, as nearly always: found by a direct probe (see
-   * lazy_element), else through the backend. */
+  size_t ds = w_session_ds(a), es = ds + 8, fs = ds + 16;
+  /* One session, as nearly always: found by the value state's direct
+   * probe (as window.c's session_hit does for elements), else through
+   * the backend. */
   void *p = sl__value_ptr_hit(&w->k, w->ends, es);
   size_t len = es;
   int rc = p ? 1 : lz_get(w, w->ends_id, &p, &len, false);

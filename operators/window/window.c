@@ -452,8 +452,8 @@ bool sl__win_late(const warg *a, const sl_window_t *wd, int64_t wm) {
  * the end already moved, or NULL for the session path. */
 static inline void *session_hit(win *w, int64_t t, int64_t wm) {
   const warg *a = w->a;
-  size_t es = 8 + ((a->acc_size + 7) & ~(size_t)7);
-  unsigned char *one = sl__value_ptr_hit(&w->k, w->ends, es);
+  /* session_hits implies an aggregate: its data is the accumulator. */
+  unsigned char *one = sl__value_ptr_hit(&w->k, w->ends, 8 + w_acc_ds(a));
   if (!one)
     return NULL;
   int64_t end, nend = w_sat_add(t, a->s.gap);

@@ -238,6 +238,16 @@ static inline const void *w_agg_result(const warg *a, const void *acc,
   return acc;
 }
 
+/* Event-time sessions (session.c): the bytes of a session's data in
+ * session_ends, after its 8-byte end: the accumulator, 8-byte aligned,
+ * or without an aggregate the namespace of its element list. */
+static inline size_t w_acc_ds(const warg *a) {
+  return (a->acc_size + 7) & ~(size_t)7;
+}
+static inline size_t w_session_ds(const warg *a) {
+  return a->agg ? w_acc_ds(a) : sizeof(int64_t);
+}
+
 /* Spare accumulator bytes after the result buffer (8-byte aligned). */
 static inline void *w_spare(win *w) {
   return w->res + ((w->a->res_size + 7) & ~(size_t)7);

@@ -457,28 +457,48 @@ static sl_window_fn_t sum_fn(void) {
   return f;
 }
 
-static int add_sum(void *acc, const sl_record_t *rec, void *opaque);
+static int add_sum(void *acc, const sl_record_t *rec, void *opaque) {
+  (void)opaque;
+  double v;
+  if (wu_num(rec, &v, NULL))
+    return -1;
+  *(double *)acc += v;
+  return 0;
+}
 
-START_TEST(random_tumbling) {
+/* A case of the user's sum (add, no merge) over windows spec with
+ * allowed lateness L and late data tagged. */
+static rcase add_case(sl_window_spec_t spec, int64_t L) {
+  rcase c = {.spec = spec};
+  c.fn.add = add_sum;
+  c.fn.acc_size = sizeof(double);
+  c.spec.allowed_lateness = L;
+  c.spec.late_tag = "late";
+  return c;
+}
+
+/* check_case against model_windows with 2-byte keys, then with 8-byte
+ * ones (wide_keys). */
+static void check_widths(const rcase *c, uint64_t seed, const char *backend) {
   for (int wide = 0; wide < 2; wide++) {
     wide_keys = wide;
-    for (size_t s = 0; s < 3; s++) {
-      rcase c = {.spec = sl_window_tumbling(100), .fn = sum_fn()};
-      c.spec.offset = (int64_t)s * 37 - 40;
-      c.spec.allowed_lateness = s == 0 ? 0 : 60;
-      c.spec.late_tag = "late";
-      check_case(&c, seeds[s], wu_backends[_i], model_windows);
-    }
-    /* The user's aggregate, and a window as small as the watermark's
-     * bound (elements land in several open windows of a key). */
-    rcase c = {.spec = sl_window_tumbling(BOUND)};
-    c.fn.add = add_sum;
-    c.fn.acc_size = sizeof(double);
-    c.spec.allowed_lateness = 25;
-    c.spec.late_tag = "late";
-    check_case(&c, 7, wu_backends[_i], model_windows);
+    check_case(c, seed, backend, model_windows);
   }
   wide_keys = false;
+}
+
+START_TEST(random_tumbling) {
+  for (size_t s = 0; s < 3; s++) {
+    rcase c = {.spec = sl_window_tumbling(100), .fn = sum_fn()};
+    c.spec.offset = (int64_t)s * 37 - 40;
+    c.spec.allowed_lateness = s == 0 ? 0 : 60;
+    c.spec.late_tag = "late";
+    check_widths(&c, seeds[s], wu_backends[_i]);
+  }
+  /* The user's aggregate, and a window as small as the watermark's
+   * bound (elements land in several open windows of a key). */
+  rcase c = add_case(sl_window_tumbling(BOUND), 25);
+  check_widths(&c, 7, wu_backends[_i]);
 }
 END_TEST
 
@@ -494,41 +514,20 @@ START_TEST(random_sliding_sliced) {
 }
 END_TEST
 
-static int add_sum(void *acc, const sl_record_t *rec, void *opaque) {
-  (void)opaque;
-  double v;
-  if (wu_num(rec, &v, NULL))
-    return -1;
-  *(double *)acc += v;
-  return 0;
-}
-
 START_TEST(random_sliding_per_window) {
   /* No merge function: one accumulator per window. */
-  for (int wide = 0; wide < 2; wide++) {
-    wide_keys = wide;
-    rcase c = {.spec = sl_window_sliding(90, 30)};
-    c.fn.add = add_sum;
-    c.fn.acc_size = sizeof(double);
-    c.spec.allowed_lateness = 50;
-    c.spec.late_tag = "late";
-    check_case(&c, 21, wu_backends[_i], model_windows);
-  }
-  wide_keys = false;
+  rcase c = add_case(sl_window_sliding(90, 30), 50);
+  check_widths(&c, 21, wu_backends[_i]);
 }
 END_TEST
 
 START_TEST(random_session) {
-  for (int wide = 0; wide < 2; wide++) {
-    wide_keys = wide;
-    for (size_t s = 0; s < 3; s++) {
-      rcase c = {.spec = sl_window_session(s == 2 ? 8 : 25), .fn = sum_fn()};
-      c.spec.allowed_lateness = s == 0 ? 0 : 70;
-      c.spec.late_tag = "late";
-      check_case(&c, seeds[s] + 20, wu_backends[_i], model_windows);
-    }
+  for (size_t s = 0; s < 3; s++) {
+    rcase c = {.spec = sl_window_session(s == 2 ? 8 : 25), .fn = sum_fn()};
+    c.spec.allowed_lateness = s == 0 ? 0 : 70;
+    c.spec.late_tag = "late";
+    check_widths(&c, seeds[s] + 20, wu_backends[_i]);
   }
-  wide_keys = false;
 }
 END_TEST
 
