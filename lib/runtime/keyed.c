@@ -86,17 +86,20 @@ static inline void set_timer_key(sl__keyed *k, const sl__timer_view *v) {
   k->ts = v->ts;
 }
 
-/* sl__timers_pop for a firing loop: before each pop the state of the
- * timers about to fire is requested, for an operator that reads it
- * (sl__timers_ahead slides by one timer a pop). */
+/* sl__timers_pop for a firing loop: the state of the timers about to fire
+ * is requested in groups, as records' is (keyed.h): every
+ * SL__TIMER_PREFETCH_AHEAD pops, those up to twice that many ahead that
+ * were not requested yet (sl__timers_ahead remembers how far it went).
+ * *left counts the pops to the next request; a loop starts it at 0. */
 static inline int pop_timer(sl__keyed *k, int d, int64_t upto,
-                            sl__timer_view *v) {
-  if (k->timer_prefetch) {
+                            sl__timer_view *v, unsigned *left) {
+  if (k->timer_prefetch && !(*left)--) {
     sl__timer_run run[2];
-    size_t n =
-        sl__timers_ahead(k->timers, d, upto, SL__TIMER_PREFETCH_AHEAD, run);
+    size_t n = sl__timers_ahead(k->timers, d, upto,
+                                2 * SL__TIMER_PREFETCH_AHEAD, run);
     for (size_t i = 0; i < n; i++)
       k->timer_prefetch(k, run[i].hash, run[i].kg, run[i].stride, run[i].n);
+    *left = SL__TIMER_PREFETCH_AHEAD - 1;
   }
   return sl__timers_pop(k->timers, d, upto, v);
 }
@@ -124,11 +127,13 @@ static int tw_fire_due(sl__keyed *k, int64_t upto, sl__keyed_timer_fn fn) {
   sl__timer_view v = {0};
   int64_t next;
   int got, rc = 0;
+  unsigned left = 0;
   if (!sl__timers_peek(k->timers, SL__TIMER_EVENT, &next) || next > upto)
     return 0;
   held_timer *held = NULL;
   size_t n_held = 0, cap = 0;
-  while (!rc && (got = pop_timer(k, SL__TIMER_EVENT, upto, &v)) == 1) {
+  while (!rc &&
+         (got = pop_timer(k, SL__TIMER_EVENT, upto, &v, &left)) == 1) {
     if (v.kg < tw->n && v.ts > sl__taskwm_get(tw, v.kg)) {
       if (n_held == cap) {
         size_t nc = cap ? cap * 2 : 16;
@@ -277,7 +282,8 @@ int sl__keyed_fire(sl__keyed *k, sl_time_domain domain, int64_t upto,
    * TTL reads it at the watermark (sl__keyed_event_now). */
   k->in_proc_timer = d == SL__TIMER_PROC;
   int rc = 0;
-  while (!rc && (got = pop_timer(k, d, upto, &v)) == 1) {
+  unsigned left = 0;
+  while (!rc && (got = pop_timer(k, d, upto, &v, &left)) == 1) {
     set_timer_key(k, &v);
     rc = fn(k, domain, v.ts);
   }

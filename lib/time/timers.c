@@ -126,6 +126,8 @@ typedef struct tm_bucket {
    * timer its timestamp's offset in the slot, in off[0 .. cap). */
   bool coarse;
   uint16_t *off;
+  /* A coarse bucket: the timers its last flush moved. */
+  uint32_t flushed;
 } tm_bucket;
 
 /* 16 bytes, so the four children of a node share one cache line. */
@@ -202,6 +204,12 @@ struct sl__timers {
    * near only grows; UINT64_MAX turns the level off. */
   uint64_t near[SL__TIMER_DOMAINS];
   uint32_t cb[SL__TIMER_DOMAINS];
+  /* The arrays of the last coarse bucket freed, for the next one (cap 0:
+   * none): slots fill alike, and growing each one's arrays from nothing
+   * again costs a copy per doubling, fresh pages and passes. */
+  tm_ent *spare_e;
+  uint16_t *spare_off;
+  uint32_t spare_cap;
   /* A flush's scratch: per offset in the slot, a count, then a bucket. */
   uint32_t fl_cnt[TM_COARSE_SLOT];
   uint32_t fl_bid[TM_COARSE_SLOT];
@@ -822,7 +830,20 @@ static void tm_bucket_free(struct sl__timers *t, uint32_t bid) {
   if (b->coarse) {
     if (t->cb[b->domain] == bid)
       t->cb[b->domain] = TM_NONE;
-    free(b->off);
+    /* Kept for the next coarse bucket unless far larger than what this
+     * one held (a burst), or smaller than the spare already kept. */
+    uint32_t used = b->flushed > TM_COARSE_MIN ? b->flushed : TM_COARSE_MIN;
+    if (b->cap > t->spare_cap && b->cap <= 4 * used) {
+      free(t->spare_e);
+      free(t->spare_off);
+      t->spare_e = b->e;
+      t->spare_off = b->off;
+      t->spare_cap = b->cap;
+      b->e = NULL;
+      b->cap = 0;
+    } else {
+      free(b->off);
+    }
     b->off = NULL;
     b->coarse = false;
   }
@@ -918,8 +939,13 @@ static int tm_bucket_new(struct sl__timers *t, int domain, int64_t ts,
   b->domain = (uint32_t)domain;
   if (coarse) {
     free(b->e);
-    b->e = NULL;
-    b->cap = 0;
+    b->e = t->spare_e;
+    b->off = t->spare_off;
+    b->cap = t->spare_cap;
+    b->flushed = 0;
+    t->spare_e = NULL;
+    t->spare_off = NULL;
+    t->spare_cap = 0;
   }
   tm_tab_insert(&t->bidx, b->btag, bid);
   /* A coarse bucket sorts before every bucket of its slot, even one a
@@ -991,6 +1017,8 @@ void sl__timers_free(struct sl__timers *t) {
   free(t->bidx.s);
   free(t->bk);
   free(t->scr);
+  free(t->spare_e);
+  free(t->spare_off);
   free(t);
 }
 
@@ -1168,6 +1196,7 @@ static int tm_flush(struct sl__timers *t, uint32_t cbid) {
     b->e[b->len++] = *e;
     b->live++;
   }
+  cb->flushed = cb->live;
   cb->live = 0;
   cb->len = cb->checked = 0;
   h->empty++;
