@@ -82,6 +82,9 @@
  * be work for nothing. It starts as small as a bucket's: a slot far
  * ahead may hold a single timer. */
 #define TM_COARSE_MIN 256u
+/* Coarse buckets cached per domain, by slot: registrations a gap ahead
+ * spread over the few slots of the last second's events. */
+#define TM_CB_WAYS 64u
 
 /* One timer in its bucket's array. 48 bytes. */
 typedef struct tm_ent {
@@ -200,10 +203,11 @@ struct sl__timers {
   uint32_t ah_end;
   /* The coarse level, per domain: timestamps in slots at or after
    * near[d] (tm_cslot) go to their slot's coarse bucket, the others to
-   * their own bucket; cb[d] caches the coarse bucket last appended to.
-   * near only grows; UINT64_MAX turns the level off. */
+   * their own bucket; cb[d] caches coarse buckets by slot (direct-mapped,
+   * TM_NONE or a bucket that is its slot's if its ts says so). near only
+   * grows; UINT64_MAX turns the level off. */
   uint64_t near[SL__TIMER_DOMAINS];
-  uint32_t cb[SL__TIMER_DOMAINS];
+  uint32_t cb[SL__TIMER_DOMAINS][TM_CB_WAYS];
   /* The arrays of the last coarse bucket freed, for the next one (cap 0:
    * none): slots fill alike, and growing each one's arrays from nothing
    * again costs a copy per doubling, fresh pages and passes. */
@@ -261,6 +265,20 @@ static inline int64_t tm_cslot_start(uint64_t c) {
  * never answers for the per-timestamp bucket of its first timestamp. */
 static inline uint32_t tm_coarse_tag(int domain, int64_t ts) {
   return tm_bucket_tag(domain + SL__TIMER_DOMAINS, ts);
+}
+
+/* Where cb caches the coarse bucket of the slot starting at start. */
+static inline uint32_t *tm_cb_way(struct sl__timers *t, int domain,
+                                  int64_t start) {
+  return &t->cb[domain][tm_cslot(start) & (TM_CB_WAYS - 1)];
+}
+
+/* Drops coarse bucket bid of domain from cb. */
+static inline void tm_cb_forget(struct sl__timers *t, uint32_t domain,
+                                uint32_t bid) {
+  uint32_t *w = tm_cb_way(t, (int)domain, t->bk[bid].ts);
+  if (*w == bid)
+    *w = TM_NONE;
 }
 
 /* ---- byte storage for long keys ------------------------------------------ */
@@ -828,8 +846,7 @@ static void tm_bucket_free(struct sl__timers *t, uint32_t bid) {
   if (*w == bid)
     *w = TM_NONE;
   if (b->coarse) {
-    if (t->cb[b->domain] == bid)
-      t->cb[b->domain] = TM_NONE;
+    tm_cb_forget(t, b->domain, bid);
     /* Kept for the next coarse bucket unless far larger than what this
      * one held (a burst), or smaller than the spare already kept. */
     uint32_t used = b->flushed > TM_COARSE_MIN ? b->flushed : TM_COARSE_MIN;
@@ -968,11 +985,10 @@ int sl__timers_new(struct sl__timers **out) {
   t->free_bk = TM_NONE;
   t->scr_bid = TM_NONE;
   t->ah_bid = TM_NONE;
-  for (int d = 0; d < SL__TIMER_DOMAINS; d++) {
-    t->cb[d] = TM_NONE;
+  for (int d = 0; d < SL__TIMER_DOMAINS; d++)
     t->near[d] = UINT64_MAX; /* the coarse level off (sl__timers_coarse) */
-  }
   memset(t->wheel, 0xff, sizeof t->wheel);
+  memset(t->cb, 0xff, sizeof t->cb);
   *out = t;
   return SL_OK;
 }
@@ -1075,9 +1091,9 @@ static inline void tm_ent_fill(tm_ent *e, uint64_t key_hash, uint32_t kg,
 /* The coarse bucket of domain starting at start, or TM_NONE. */
 static inline uint32_t tm_find_coarse(struct sl__timers *t, int domain,
                                       int64_t start) {
-  uint32_t bid = t->cb[domain];
-  if (bid != TM_NONE && t->bk[bid].ts == start)
-    return bid;
+  uint32_t *w = tm_cb_way(t, domain, start);
+  if (*w != TM_NONE && t->bk[*w].ts == start)
+    return *w;
   const tm_tab *tb = &t->bidx;
   if (!tb->s)
     return TM_NONE;
@@ -1089,7 +1105,7 @@ static inline uint32_t tm_find_coarse(struct sl__timers *t, int domain,
     const tm_bucket *b = &t->bk[s.id1 - 1];
     if (s.tag == tag && b->ts == start && b->domain == (uint32_t)domain &&
         b->coarse)
-      return t->cb[domain] = s.id1 - 1;
+      return *w = s.id1 - 1;
   }
 }
 
@@ -1121,7 +1137,7 @@ static int tm_add_coarse(struct sl__timers *t, int domain, int64_t ts,
   if (bid == TM_NONE) {
     if ((rc = tm_bucket_new(t, domain, start, true, &bid)) != SL_OK)
       goto fail;
-    t->cb[domain] = bid;
+    *tm_cb_way(t, domain, start) = bid;
   }
   tm_bucket *b = &t->bk[bid];
   if (b->len == b->cap && (rc = tm_coarse_reserve(t, bid)) != SL_OK)
@@ -1204,8 +1220,7 @@ static int tm_flush(struct sl__timers *t, uint32_t cbid) {
   cb->live = 0;
   cb->len = cb->checked = 0;
   h->empty++;
-  if (t->cb[d] == cbid)
-    t->cb[d] = TM_NONE;
+  tm_cb_forget(t, d, cbid);
   return SL_OK;
 }
 
