@@ -95,8 +95,8 @@ static inline int pop_timer(sl__keyed *k, int d, int64_t upto,
                             sl__timer_view *v, unsigned *left) {
   if (k->timer_prefetch && !(*left)--) {
     sl__timer_run run[2];
-    size_t n = sl__timers_ahead(k->timers, d, upto,
-                                2 * SL__TIMER_PREFETCH_AHEAD, run);
+    size_t n =
+        sl__timers_ahead(k->timers, d, upto, 2 * SL__TIMER_PREFETCH_AHEAD, run);
     for (size_t i = 0; i < n; i++)
       k->timer_prefetch(k, run[i].hash, run[i].kg, run[i].stride, run[i].n);
     *left = SL__TIMER_PREFETCH_AHEAD - 1;
@@ -132,8 +132,7 @@ static int tw_fire_due(sl__keyed *k, int64_t upto, sl__keyed_timer_fn fn) {
     return 0;
   held_timer *held = NULL;
   size_t n_held = 0, cap = 0;
-  while (!rc &&
-         (got = pop_timer(k, SL__TIMER_EVENT, upto, &v, &left)) == 1) {
+  while (!rc && (got = pop_timer(k, SL__TIMER_EVENT, upto, &v, &left)) == 1) {
     if (v.kg < tw->n && v.ts > sl__taskwm_get(tw, v.kg)) {
       if (n_held == cap) {
         size_t nc = cap ? cap * 2 : 16;
