@@ -69,9 +69,9 @@ static inline void sl__keyed_set_key(sl__keyed *k, const sl_keyed_rec_t *r) {
 #define SL__PREFETCH_AHEAD 8
 
 /* How many timers ahead of firing their state is requested
- * (sl__keyed.timer_prefetch): a timer's callback does more than a
- * record's (a state read, usually a timer registration), so fewer are
- * needed to cover a miss. */
+ * (sl__keyed.timer_prefetch), in groups of this many as records' is: a
+ * timer's callback does more than a record's (a state read, usually a
+ * timer registration), so fewer are needed to cover a miss. */
 #define SL__TIMER_PREFETCH_AHEAD 8
 
 /* sl__keyed_batch() for group mode's keyed stage (k->tw set): each

@@ -106,8 +106,10 @@ typedef struct sl__timer_run {
  * in out[0 .. returned) the timers of domain among the next dist to pop
  * with ts <= upto that no earlier call described, in at most two runs
  * (the rest of the earliest timestamp's timers, the start of the next
- * timestamp's). Called before each sl__timers_pop() of a firing loop,
- * the window slides by one timer a call. Only a hint: a run may include
+ * timestamp's). Called before every pop, the window slides by one
+ * timer a call; called every k pops with dist 2k (as the keyed runtime
+ * does), each call describes about the k timers that entered the window
+ * since the last. Only a hint: a run may include
  * deleted or repeated timers, and timers may be left out (a timestamp
  * past the next one, timers added meanwhile). The runs stay valid until
  * the next add, del, pop, count or foreach on t. Changes nothing that
