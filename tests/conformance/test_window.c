@@ -138,18 +138,10 @@ END_TEST
 
 /* The same sliding windows without a merge function take the per-window
  * path: the results must be the same. */
-static int cnt_add(void *acc, const sl_record_t *rec, void *opaque) {
-  (void)opaque;
-  double v;
-  if (wu_num(rec, &v, NULL))
-    return -1;
-  *(double *)acc += v;
-  return 0;
-}
 
 START_TEST(sliding_per_window_path_matches) {
   wu_build b = {.spec = sl_window_sliding(3000, 1000)};
-  b.fn.add = cnt_add;
+  b.fn.add = wu_add_sum;
   b.fn.acc_size = sizeof(double);
   sl_harness_t *h = wu_harness(BE, &b, NULL);
   flink_input(h);
@@ -171,7 +163,7 @@ START_TEST(sliding_with_gaps_between_windows) {
     if (sliced) {
       b.fn.builtin = SL_AGG_COUNT;
     } else {
-      b.fn.add = cnt_add; /* no merge: per-window path */
+      b.fn.add = wu_add_sum; /* no merge: per-window path */
       b.fn.acc_size = sizeof(double);
     }
     sl_harness_t *h = wu_harness(BE, &b, NULL);
@@ -782,7 +774,7 @@ START_TEST(bad_specs_are_refused) {
   ck_assert_ptr_null(sl_window(k, "w", &ok, &sum_no_num, NULL));
 
   sl_window_spec_t ses = sl_window_session(5);
-  sl_window_fn_t no_merge = {.add = cnt_add, .acc_size = 8};
+  sl_window_fn_t no_merge = {.add = wu_add_sum, .acc_size = 8};
   ck_assert_ptr_null(sl_window(k, "w", &ses, &no_merge, NULL));
   ck_assert_int_eq(sl_job_run(job), SL_ERR_INVAL);
   ck_assert_ptr_nonnull(strstr(sl_job_errmsg(job), "size must be > 0"));

@@ -457,20 +457,11 @@ static sl_window_fn_t sum_fn(void) {
   return f;
 }
 
-static int add_sum(void *acc, const sl_record_t *rec, void *opaque) {
-  (void)opaque;
-  double v;
-  if (wu_num(rec, &v, NULL))
-    return -1;
-  *(double *)acc += v;
-  return 0;
-}
-
 /* A case of the user's sum (add, no merge) over windows spec with
  * allowed lateness L and late data tagged. */
 static rcase add_case(sl_window_spec_t spec, int64_t L) {
   rcase c = {.spec = spec};
-  c.fn.add = add_sum;
+  c.fn.add = wu_add_sum;
   c.fn.acc_size = sizeof(double);
   c.spec.allowed_lateness = L;
   c.spec.late_tag = "late";

@@ -49,6 +49,16 @@ static inline int wu_num(const sl_record_t *rec, double *out, void *opaque) {
   return 0;
 }
 
+/* The user's add of a sum (a double accumulator) over wu_num: what a
+ * built-in SL_AGG_SUM does, written as a user function. */
+static inline int wu_add_sum(void *acc, const sl_record_t *rec, void *opaque) {
+  double v;
+  if (wu_num(rec, &v, opaque))
+    return -1;
+  *(double *)acc += v;
+  return 0;
+}
+
 /* A join function emitting "<left value>|<right value>" under the left
  * key (its timestamp the join's). */
 static inline int wu_join_fmt(sl_ctx_t *ctx, const sl_record_t *l,
