@@ -15,6 +15,7 @@
 #endif
 
 #include "core/buf.h"
+#include "core/util.h"
 #include "state/backend.h"
 
 #define HM_MIN_BITS 3
@@ -440,7 +441,7 @@ static inline void sl__hm_direct_prefetch(const hm_table *t, uint64_t hash) {
   __builtin_prefetch((const void *)((uintptr_t)t->ctrl + i));
   const char *s = (const char *)((uintptr_t)t->slots + i * sizeof(hm_slot));
   __builtin_prefetch(s);
-  __builtin_prefetch(s + 64);
+  __builtin_prefetch(s + SL__CACHELINE);
 }
 
 /* sl__hm_direct_prefetch for n keys, key j with its hash at
