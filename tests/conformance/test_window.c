@@ -138,7 +138,6 @@ END_TEST
 
 /* The same sliding windows without a merge function take the per-window
  * path: the results must be the same. */
-
 START_TEST(sliding_per_window_path_matches) {
   wu_build b = {.spec = sl_window_sliding(3000, 1000)};
   b.fn.add = wu_add_sum;
