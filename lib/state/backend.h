@@ -360,6 +360,11 @@ typedef struct sl__backend_ops {
    * restored). Called after a snapshot wrote kg whole and after a
    * restore loaded it.
    *
+   * A frozen_scan (below) counts a key group recorded as kg_clean does,
+   * except that the backend may keep its changes untracked for a few
+   * snapshots after it changed too much to log (kg_changes then says
+   * "not known").
+   *
    * kg_changes: the (key, ns) of key group kg changed since its last
    * kg_clean or kg_changes, each once, through fn as kg_scan reports
    * entries, except that a call with val NULL (and mk NULL) means "the

@@ -605,7 +605,7 @@ static void hm_table_free(hm_state *st, hm_table *t) {
   hm_table_init(t);
 }
 
-static void hm_kg_forget(hm *b, uint32_t g);
+static void hm_kg_forget(hm *b, uint32_t g, bool hot);
 
 static void hm_kg_drop(sl__backend *be, uint32_t kg, const bool *states) {
   hm *b = (hm *)be;
@@ -616,7 +616,7 @@ static void hm_kg_drop(sl__backend *be, uint32_t kg, const bool *states) {
       hm_table_free(&b->states[id], hm_tab(b, &b->states[id], kg));
   /* What the key group had is gone, not changed entry by entry. */
   if (b->kg_known)
-    hm_kg_forget(b, kg - be->kg_lo);
+    hm_kg_forget(b, kg - be->kg_lo, false);
   be->epoch++;
 }
 
@@ -793,11 +793,40 @@ static void hm_table_mark(hm_table *t, bool clean) {
   }
 }
 
+/* A key group that outgrew its log (hot) in k tracked intervals in a row
+ * is written whole, untracked, for the next 2^(min(k, HM_HEAT_MAX) - 1)
+ * snapshots too: under updates spread over every key, as at a checkpoint
+ * a second over a state that fits in memory, each interval changes most
+ * entries again, and tracking them (a clean mark per entry, a log entry
+ * per first write, then a pass to drop both when the log gives up) costs
+ * the worker a few percent for a log that is thrown away. An interval
+ * that stays under the log's limit resets the count. */
+#define HM_HEAT_MAX 4 /* rests of 1, 2, 4, then 8 snapshots */
+
+int sl__hm_kg_init(hm *b) {
+  if (b->kg_known)
+    return 0;
+  uint8_t *p = calloc(3 * (size_t)b->n_kg, 1);
+  if (!p)
+    return SL_ERR_NOMEM;
+  b->kg_known = p;
+  b->kg_heat = p + b->n_kg;
+  b->kg_rest = p + 2 * (size_t)b->n_kg;
+  return 0;
+}
+
 /* Key group g (relative) is written whole next time: its logs go, and so
  * do its entries' clean marks, so that writes to them take the
- * per-record fast path again instead of being logged for nothing. */
-static void hm_kg_forget(hm *b, uint32_t g) {
+ * per-record fast path again instead of being logged for nothing. hot:
+ * because it changed too much (it rests, above), not because its log or
+ * its entries are gone. */
+static void hm_kg_forget(hm *b, uint32_t g, bool hot) {
   b->kg_known[g] = 0;
+  if (hot) {
+    if (b->kg_heat[g] < HM_HEAT_MAX)
+      b->kg_heat[g]++;
+    b->kg_rest[g] = (uint8_t)(1u << (b->kg_heat[g] - 1));
+  }
   for (uint32_t id = 0; id < b->n_states; id++) {
     hm_state *st = &b->states[id];
     hm_table_mark(&st->tables[g], false);
@@ -814,7 +843,7 @@ void sl__hm_log(hm *b, hm_state *st, uint32_t kg, const void *key,
   if (!b->kg_known || !b->kg_known[g])
     return;
   if (!st->dlog && !(st->dlog = calloc(b->n_kg, sizeof(*st->dlog)))) {
-    hm_kg_forget(b, g); /* written whole by the next snapshot */
+    hm_kg_forget(b, g, false); /* written whole by the next snapshot */
     return;
   }
   hm_dlog *l = &st->dlog[g];
@@ -823,9 +852,10 @@ void sl__hm_log(hm *b, hm_state *st, uint32_t kg, const void *key,
    * the same bytes and less time (one sequential scan instead of a
    * lookup per key): stop recording it. This also bounds the log under
    * churn (keys created and removed over and over). */
-  if ((l->n >= 64 && 2 * l->n > t->count + t->old_count) ||
-      hm_dlog_put(l, key, key_len, ns, ns_len))
-    hm_kg_forget(b, g);
+  if (l->n >= 64 && 2 * l->n > t->count + t->old_count)
+    hm_kg_forget(b, g, true);
+  else if (hm_dlog_put(l, key, key_len, ns, ns_len))
+    hm_kg_forget(b, g, false);
 }
 
 void sl__hm_dirty(hm *b, hm_state *st, uint32_t kg, hm_slot *s) {
@@ -845,14 +875,16 @@ static int hm_kg_clean(sl__backend *be, uint32_t kg) {
   hm *b = (hm *)be;
   if (kg < be->kg_lo || kg >= be->kg_hi)
     return SL_ERR_RANGE;
-  if (!b->kg_known && !(b->kg_known = calloc(b->n_kg, 1)))
-    return SL_ERR_NOMEM;
+  int rc = sl__hm_kg_init(b);
+  if (rc)
+    return rc;
   uint32_t g = kg - be->kg_lo;
   for (uint32_t id = 0; id < b->n_states; id++) {
     hm_state *st = &b->states[id];
     sl__hm_mark_clean(hm_tab(b, st, kg), st->dlog ? &st->dlog[g] : NULL);
   }
   b->kg_known[g] = 1;
+  b->kg_rest[g] = 0; /* asked to track: no rest */
   return 0;
 }
 
@@ -866,6 +898,7 @@ static int hm_kg_changes(sl__backend *be, uint32_t kg, sl__entry_fn fn,
     hm_tab(b, &b->states[0], kg); /* takes a frozen kg back */
   if (!b->kg_known || !b->kg_known[g])
     return 1;
+  b->kg_heat[g] = 0; /* an interval within the log's limit */
   for (uint32_t id = 0; id < b->n_states; id++) {
     hm_state *st = &b->states[id];
     hm_dlog *l = st->dlog ? &st->dlog[g] : NULL;

@@ -211,9 +211,13 @@ typedef struct hm {
   hm_state *states;
   uint32_t n_states, cap_states;
   uint32_t n_kg;
-  /* Per owned key group: whether its changes since the last kg_clean are
-   * all logged (NULL until the first kg_clean). */
-  uint8_t *kg_known;
+  /* Per owned key group (one allocation, NULL until the first kg_clean
+   * or freeze; sl__hm_kg_init): kg_known, whether its changes since the
+   * last kg_clean are all logged; kg_heat, how many tracked intervals in
+   * a row it outgrew its log; kg_rest, how many more snapshots write it
+   * whole before its changes are tracked again (hashmap.c, "A key group
+   * that outgrew its log"). */
+  uint8_t *kg_known, *kg_heat, *kg_rest;
   /* The key groups the last freeze took (hashmap_snap.c), or NULL. */
   struct sl__frozen *frozen;
 } hm;
@@ -501,6 +505,9 @@ int sl__hm_scan_table(uint32_t id, sl__btype type, const hm_table *t,
 /* What kg_clean does to one state's table of a key group (NULL: not the
  * table) and its log of changes (NULL: none); the caller sets kg_known. */
 void sl__hm_mark_clean(hm_table *t, hm_dlog *l);
+/* Allocates kg_known, kg_heat and kg_rest if not yet there; 0 or
+ * SL_ERR_NOMEM. */
+int sl__hm_kg_init(hm *b);
 /* hashmap_snap.c: frozen views. thaw_all takes every key group back and
  * drops the backend's reference (before close). */
 void sl__hm_thaw_all(hm *b);

@@ -46,9 +46,9 @@ typedef struct fz_kg {
 struct sl__frozen {
   _Atomic int refs; /* the backend's and the scanner's */
   uint32_t kg_lo, n_kg, n_states;
-  fz_state *sv; /* the states registered when frozen */
-  uint8_t *kg_known;
-  fz_kg *kg;      /* per owned key group */
+  fz_state *sv;                /* the states registered when frozen */
+  uint8_t *kg_known, *kg_rest; /* the backend's (hashmap.h) */
+  fz_kg *kg;                   /* per owned key group */
   uint8_t *zeros; /* what frozen tables' ctrl points at (hm_tab_fast) */
 };
 
@@ -155,11 +155,11 @@ static void copy_free(sl__btype type, fz_copy *c) {
   c->n = 0;
 }
 
-/* Copies table t into c and marks its entries recorded (the HM_CLEAN of
- * kg_clean), in one pass. On failure the copy is freed; some entries may
- * be marked already, which is harmless: the snapshot fails, and the next
- * one writes the key group whole. */
-static int table_copy(sl__btype type, hm_table *t, fz_copy *c) {
+/* Copies table t into c and, if mark, marks its entries recorded (the
+ * HM_CLEAN of kg_clean), in one pass. On failure the copy is freed; some
+ * entries may be marked already, which is harmless: the snapshot fails,
+ * and the next one writes the key group whole. */
+static int table_copy(sl__btype type, hm_table *t, fz_copy *c, bool mark) {
   size_t want = t->count + t->old_count;
   c->n = 0;
   c->s = want ? malloc(want * sizeof(*c->s)) : NULL;
@@ -180,7 +180,8 @@ static int table_copy(sl__btype type, hm_table *t, fz_copy *c) {
         return SL_ERR_NOMEM;
       }
       c->n++;
-      s->meta |= HM_CLEAN;
+      if (mark)
+        s->meta |= HM_CLEAN;
     }
   }
   return 0;
@@ -207,9 +208,22 @@ static void kg_copy_free(struct sl__frozen *f, fz_kg *k) {
 
 /* ---- Hand-overs --------------------------------------------------------- */
 
+/* Whether key group g, written whole by this snapshot, has its changes
+ * tracked from now on, or rests (written whole next time too, untracked:
+ * hashmap.c, "A key group that outgrew its log"). By whichever thread
+ * holds g. */
+static bool kg_track(struct sl__frozen *f, uint32_t g) {
+  if (!f->kg_rest[g])
+    return true;
+  f->kg_rest[g]--;
+  return false;
+}
+
 /* Key group g as recorded by the snapshot (kg_clean of the live tables),
- * by whichever thread holds it. */
+ * by whichever thread holds it; nothing while it rests. */
 static void kg_recorded(struct sl__frozen *f, uint32_t g) {
+  if (!kg_track(f, g))
+    return;
   for (uint32_t id = 0; id < f->n_states; id++)
     sl__hm_mark_clean(&f->sv[id].tables[g],
                       f->sv[id].dlog ? &f->sv[id].dlog[g] : NULL);
@@ -221,9 +235,10 @@ static void kg_recorded(struct sl__frozen *f, uint32_t g) {
 static void kg_take(struct sl__frozen *f, uint32_t g) {
   fz_kg *k = &f->kg[g];
   fz_copy *copy = calloc(f->n_states ? f->n_states : 1, sizeof(*copy));
+  bool track = kg_track(f, g);
   uint32_t id = 0;
   for (; copy && id < f->n_states; id++)
-    if (table_copy(f->sv[id].type, &f->sv[id].tables[g], &copy[id]))
+    if (table_copy(f->sv[id].type, &f->sv[id].tables[g], &copy[id], track))
       break;
   if (!copy || id < f->n_states) {
     for (uint32_t j = 0; copy && j < id; j++)
@@ -233,6 +248,8 @@ static void kg_take(struct sl__frozen *f, uint32_t g) {
     return;
   }
   k->copy = copy;
+  if (!track)
+    return;
   for (id = 0; id < f->n_states; id++)
     if (f->sv[id].dlog)
       sl__hm_mark_clean(NULL, &f->sv[id].dlog[g]);
@@ -292,7 +309,7 @@ struct sl__frozen *sl__hm_freeze(sl__backend *be, const uint32_t *kgs,
                                  size_t n) {
   hm *b = (hm *)be;
   sl__hm_thaw_all(b);
-  if (!b->kg_known && !(b->kg_known = calloc(b->n_kg, 1)))
+  if (sl__hm_kg_init(b))
     return NULL;
   struct sl__frozen *f = calloc(1, sizeof(*f));
   if (!f)
@@ -310,6 +327,7 @@ struct sl__frozen *sl__hm_freeze(sl__backend *be, const uint32_t *kgs,
   f->n_kg = b->n_kg;
   f->n_states = b->n_states;
   f->kg_known = b->kg_known;
+  f->kg_rest = b->kg_rest;
   for (uint32_t id = 0; id < b->n_states; id++)
     f->sv[id] = (fz_state){b->states[id].tables, b->states[id].dlog,
                            b->states[id].type};

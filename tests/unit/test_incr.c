@@ -870,6 +870,74 @@ START_TEST(removals_follow_the_checkpoints_key_groups) {
 }
 END_TEST
 
+/* Adds one to every hundredth key (every key: step 1) of the N keys. */
+static void bump_keys(sl__backend *be, uint32_t v, uint64_t n, uint64_t step) {
+  for (uint64_t i = 0; i < n; i += step) {
+    uint64_t kh = sl__hash64(&i, 8);
+    sl__skey k = {v, sl__key_group(kh, K), kh, &i, 8, NULL, 0};
+    void *p;
+    ck_assert_int_eq(be->ops->slot(be, &k, 8, &p), 1);
+    ++*(uint64_t *)p;
+  }
+}
+
+/* A key group most of whose entries change between two checkpoints (a
+ * checkpoint a second over keys updated evenly) is written whole next
+ * time, and its changes go untracked (no clean marks, no log) for one
+ * more checkpoint, then two, four and at most eight when it keeps
+ * outgrowing its log, so that the worker does not track what is thrown
+ * away; once an interval stays under the log's limit, the key group is
+ * written incrementally again. */
+START_TEST(a_key_group_that_changes_whole_rests) {
+  sl__backend *be = open_hashmap();
+  uint32_t v;
+  ck_assert_int_eq(be->ops->register_state(be, "v", SL__BT_VALUE, &v), 0);
+  enum { N = 20000 };
+  for (uint64_t i = 0; i < N; i++) {
+    uint64_t kh = sl__hash64(&i, 8);
+    sl__skey k = {v, sl__key_group(kh, K), kh, &i, 8, NULL, 0};
+    void *p;
+    ck_assert_int_eq(be->ops->slot(be, &k, 8, &p), 0);
+    memcpy(p, &i, 8);
+  }
+  sl__incr *in = sl__incr_new(0, K);
+  sl_buf_t snap;
+  sl__buf_init(&snap);
+  /* Before each checkpoint, every key changed (1) or one in a hundred
+   * (100); then how many key groups it writes whole (K or 0). */
+  static const struct {
+    uint64_t step;
+    unsigned whole;
+  } round[] = {
+      {1, K},   /* the first: nothing known */
+      {1, K},   /* hot: written whole, and rests for one */
+      {100, K}, /* resting: whole, untracked; tracked from here */
+      {100, 0}, /* cold: only the changes */
+      {1, K},   /* hot again (the first time in a row): rests for one */
+      {1, K},   /* resting */
+      {1, K},   /* hot the second time in a row: rests for two */
+      {100, K}, /* resting */
+      {100, K}, /* resting; tracked from here */
+      {100, 0}, /* cold */
+      {100, 0},
+  };
+  for (size_t r = 0; r < sizeof(round) / sizeof(round[0]); r++) {
+    if (r)
+      bump_keys(be, v, N, round[r].step);
+    sl__incr_out o;
+    ck_assert_int_eq(sl__incr_put(in, be, &snap, r + 1, r, 0, K, &o), 0);
+    ck_assert_msg(o.kg_full == round[r].whole,
+                  "checkpoint %zu: %u key groups whole, want %u", r + 1,
+                  (unsigned)o.kg_full, round[r].whole);
+    ck_assert_uint_eq(o.entries, round[r].whole ? N : N / 100);
+    sl__incr_out_free(&o);
+  }
+  sl__buf_free(&snap);
+  sl__incr_free(in);
+  be->ops->close(be);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("incr");
   TCase *tc = tcase_create("incr");
@@ -878,6 +946,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, updates_while_frozen_key_groups_are_written);
   tcase_add_test(tc, writes_after_a_freeze_stay_out_of_its_scans);
   tcase_add_test(tc, a_few_changes_cost_a_few_bytes);
+  tcase_add_test(tc, a_key_group_that_changes_whole_rests);
   tcase_add_test(tc, removals_follow_the_checkpoints_key_groups);
   suite_add_tcase(s, tc);
   return s;
