@@ -5,6 +5,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+void sl__prefault(void *p, size_t len) {
+#ifdef MADV_POPULATE_WRITE
+  static long page;
+  if (!page && (page = sysconf(_SC_PAGESIZE)) <= 0)
+    page = 4096;
+  uintptr_t m = (uintptr_t)page - 1;
+  uintptr_t a = ((uintptr_t)p + m) & ~m, e = ((uintptr_t)p + len) & ~m;
+  if (e > a)
+    (void)madvise((void *)a, e - a, MADV_POPULATE_WRITE);
+#else
+  (void)p;
+  (void)len;
+#endif
+}
 
 void sl__verrf(char *err, size_t errlen, const char *fmt, va_list ap) {
   if (!err || errlen == 0)

@@ -27,6 +27,12 @@ static inline void sl__prefetchw(const void *p) {
 #endif
 }
 
+/* Asks the kernel for the pages of [p, p + len) in one call, for a large
+ * buffer about to be filled that would otherwise take one page fault per
+ * page (each a trap to the hypervisor on a virtual machine). A hint: a
+ * no-op where the kernel lacks it (MADV_POPULATE_WRITE, Linux 5.14). */
+void sl__prefault(void *p, size_t len);
+
 /* snprintf into an error buffer that may be NULL or zero-sized. */
 void sl__errf(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -1006,8 +1006,14 @@ RK_SORT(sort_records, rk_sortkey, sortkey_cmp)
 
 int sl__rk_frozen_copy(rk_frozen *f, size_t to) {
   size_t i = atomic_load_explicit(&f->done, memory_order_relaxed);
-  if (!f->keys && f->n && !(f->keys = malloc(f->n * sizeof(*f->keys))))
-    return SL_ERR_NOMEM;
+  /* Both buffers are fresh memory each time (tens of megabytes at 10^6
+   * records): their pages are taken in one call each, not one fault per
+   * page, which took two fifths of the copy's time. */
+  if (!f->keys && f->n) {
+    if (!(f->keys = malloc(f->n * sizeof(*f->keys))))
+      return SL_ERR_NOMEM;
+    sl__prefault(f->keys, f->n * sizeof(*f->keys));
+  }
   for (; i < to; i++) {
     const rk_entry *e = f->v[i];
     bool map = f->is_map[e->state];
@@ -1022,6 +1028,7 @@ int sl__rk_frozen_copy(rk_frozen *f, size_t to) {
       unsigned char *p = realloc(f->buf, cap);
       if (!p)
         return SL_ERR_NOMEM;
+      sl__prefault(p + f->cap, cap - f->cap);
       f->buf = p;
       f->cap = cap;
     }
