@@ -10,10 +10,8 @@
 
 void sl__prefault(void *p, size_t len) {
 #ifdef MADV_POPULATE_WRITE
-  static long page;
-  if (!page && (page = sysconf(_SC_PAGESIZE)) <= 0)
-    page = 4096;
-  uintptr_t m = (uintptr_t)page - 1;
+  long page = sysconf(_SC_PAGESIZE);
+  uintptr_t m = (uintptr_t)(page > 0 ? page : 4096) - 1;
   uintptr_t a = ((uintptr_t)p + m) & ~m, e = ((uintptr_t)p + len) & ~m;
   if (e > a)
     (void)madvise((void *)a, e - a, MADV_POPULATE_WRITE);
