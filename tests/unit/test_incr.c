@@ -749,21 +749,39 @@ START_TEST(writes_after_a_freeze_stay_out_of_its_scans) {
 }
 END_TEST
 
-/* After the first checkpoint, one in a hundred keys changed: the new
- * segment holds those entries only, and the unchanged key groups are
- * linked, not written. */
-START_TEST(a_few_changes_cost_a_few_bytes) {
+/* A hashmap backend with value state "v" (*v) holding keys 0 .. n-1, each
+ * its own key as its 8-byte value. */
+static sl__backend *open_counted(uint32_t *v, uint64_t n) {
   sl__backend *be = open_hashmap();
-  uint32_t v;
-  ck_assert_int_eq(be->ops->register_state(be, "v", SL__BT_VALUE, &v), 0);
-  enum { N = 20000 };
-  for (uint64_t i = 0; i < N; i++) {
+  ck_assert_int_eq(be->ops->register_state(be, "v", SL__BT_VALUE, v), 0);
+  for (uint64_t i = 0; i < n; i++) {
     uint64_t kh = sl__hash64(&i, 8);
-    sl__skey k = {v, sl__key_group(kh, K), kh, &i, 8, NULL, 0};
+    sl__skey k = {*v, sl__key_group(kh, K), kh, &i, 8, NULL, 0};
     void *p;
     ck_assert_int_eq(be->ops->slot(be, &k, 8, &p), 0);
     memcpy(p, &i, 8);
   }
+  return be;
+}
+
+/* Adds one to every hundredth key (every key: step 1) of the N keys. */
+static void bump_keys(sl__backend *be, uint32_t v, uint64_t n, uint64_t step) {
+  for (uint64_t i = 0; i < n; i += step) {
+    uint64_t kh = sl__hash64(&i, 8);
+    sl__skey k = {v, sl__key_group(kh, K), kh, &i, 8, NULL, 0};
+    void *p;
+    ck_assert_int_eq(be->ops->slot(be, &k, 8, &p), 1);
+    ++*(uint64_t *)p;
+  }
+}
+
+/* After the first checkpoint, one in a hundred keys changed: the new
+ * segment holds those entries only, and the unchanged key groups are
+ * linked, not written. */
+START_TEST(a_few_changes_cost_a_few_bytes) {
+  enum { N = 20000 };
+  uint32_t v;
+  sl__backend *be = open_counted(&v, N);
   sl__incr *in = sl__incr_new(0, K);
   sl_buf_t snap;
   sl__buf_init(&snap);
@@ -771,13 +789,7 @@ START_TEST(a_few_changes_cost_a_few_bytes) {
   ck_assert_int_eq(sl__incr_put(in, be, &snap, 1, 0, 0, K, &full), 0);
   ck_assert_uint_eq(full.kg_full, K);
   ck_assert_uint_eq(full.entries, N);
-  for (uint64_t i = 0; i < N; i += 100) {
-    uint64_t kh = sl__hash64(&i, 8);
-    sl__skey k = {v, sl__key_group(kh, K), kh, &i, 8, NULL, 0};
-    void *p;
-    ck_assert_int_eq(be->ops->slot(be, &k, 8, &p), 1);
-    ++*(uint64_t *)p;
-  }
+  bump_keys(be, v, N, 100);
   ck_assert_int_eq(sl__incr_put(in, be, &snap, 2, 1, 0, K, &next), 0);
   ck_assert_uint_eq(next.kg_full, 0);
   ck_assert_uint_eq(next.entries, N / 100);
@@ -870,17 +882,6 @@ START_TEST(removals_follow_the_checkpoints_key_groups) {
 }
 END_TEST
 
-/* Adds one to every hundredth key (every key: step 1) of the N keys. */
-static void bump_keys(sl__backend *be, uint32_t v, uint64_t n, uint64_t step) {
-  for (uint64_t i = 0; i < n; i += step) {
-    uint64_t kh = sl__hash64(&i, 8);
-    sl__skey k = {v, sl__key_group(kh, K), kh, &i, 8, NULL, 0};
-    void *p;
-    ck_assert_int_eq(be->ops->slot(be, &k, 8, &p), 1);
-    ++*(uint64_t *)p;
-  }
-}
-
 /* A key group most of whose entries change between two checkpoints (a
  * checkpoint a second over keys updated evenly) is written whole next
  * time, and its changes go untracked (no clean marks, no log) for one
@@ -889,17 +890,9 @@ static void bump_keys(sl__backend *be, uint32_t v, uint64_t n, uint64_t step) {
  * away; once an interval stays under the log's limit, the key group is
  * written incrementally again. */
 START_TEST(a_key_group_that_changes_whole_rests) {
-  sl__backend *be = open_hashmap();
-  uint32_t v;
-  ck_assert_int_eq(be->ops->register_state(be, "v", SL__BT_VALUE, &v), 0);
   enum { N = 20000 };
-  for (uint64_t i = 0; i < N; i++) {
-    uint64_t kh = sl__hash64(&i, 8);
-    sl__skey k = {v, sl__key_group(kh, K), kh, &i, 8, NULL, 0};
-    void *p;
-    ck_assert_int_eq(be->ops->slot(be, &k, 8, &p), 0);
-    memcpy(p, &i, 8);
-  }
+  uint32_t v;
+  sl__backend *be = open_counted(&v, N);
   sl__incr *in = sl__incr_new(0, K);
   sl_buf_t snap;
   sl__buf_init(&snap);
