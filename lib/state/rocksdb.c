@@ -975,11 +975,14 @@ static sl__backend *rk_open_snapshot(const char *dir,
  * sl__rk_own) and the worker writes nothing into RocksDB until the thread
  * is done: writes made after the barrier stay in the cache (they are
  * dirty in the next generation, and the next flush writes them), and what
- * would make the cache write or read past it (eviction, iterators,
- * whole-list reads, key group drops) first waits for the thread
- * (sl__rk_settle). Copies and, once the frozen set is copied, the
- * records count in the cache's bytes meanwhile, so the next eviction
- * waits for the thread when they fill it.                               */
+ * would make the cache write or read past it (iterators, whole-list
+ * reads, key group drops) first waits for the thread (sl__rk_settle).
+ * Eviction meanwhile drops clean entries only, and the frozen ones only
+ * once the thread has copied them into its records, which then answer
+ * the point reads that miss the cache before RocksDB does. Copies and,
+ * once the frozen set is copied, the records count in the cache's bytes
+ * meanwhile, so an eviction waits for the thread only when what is left
+ * is dirty since the barrier.                                            */
 
 typedef struct rk_job {
   rocksdb_t *db;
@@ -1033,6 +1036,7 @@ static int job_run(sl__snap_task *t, void *p, char *err, size_t errlen) {
     job_fail(j, "copy", strerror(ENOMEM));
     goto out;
   }
+  sl__snap_task_signal(t); /* an eviction may wait for the copy */
   sl__snap_task_point(t, 2);
   rocksdb_write(j->db, j->wo, j->meta, &rerr);
   if (!rerr && sl__rk_frozen_write(&j->fz, j->db, j->wo, &rerr)) {
@@ -1043,6 +1047,8 @@ static int job_run(sl__snap_task *t, void *p, char *err, size_t errlen) {
     job_fail(j, "write", rerr);
     goto out;
   }
+  atomic_store_explicit(&j->fz.written, true, memory_order_release);
+  sl__snap_task_signal(t);
   sl__snap_task_point(t, 3);
   int fault = sl__fault_hit("rocksdb.flush");
   if (fault) {
@@ -1105,6 +1111,8 @@ int sl__rk_settle(rk *b) {
   if (b->failed == RK_BG_RUNNING)
     b->failed = 0;
   sl__rk_thaw(b); /* the thread reads no frozen entry any more */
+  b->cache.snap = NULL; /* RocksDB holds what its records did */
+  b->cache.early_spent = false;
   rk_job *j = b->bg_job;
   /* RocksDB takes no more writes after a failed write or flush (its
    * background error), and the cache holds entries as clean that RocksDB
@@ -1119,14 +1127,37 @@ int sl__rk_settle(rk *b) {
   return b->failed;
 }
 
+static bool bg_reached(rk *b, bool written) {
+  rk_frozen *f = written ? b->cache.snap : b->cache.fz;
+  return !f || (written ? atomic_load_explicit(&f->written, memory_order_acquire)
+                        : atomic_load_explicit(&f->done, memory_order_acquire) ==
+                              f->n);
+}
+static bool copied(void *b) {
+  return bg_reached(b, false);
+}
+static bool written(void *b) {
+  return bg_reached(b, true);
+}
+
+void sl__rk_wait_bg(rk *b, bool written_too) {
+  if (!b->bg)
+    return;
+  int64_t t0 = sl__mono_ns();
+  sl__snap_task_await(b->bg, written_too ? written : copied, b);
+  b->base.snap_wait_ns += sl__mono_ns() - t0;
+  sl__rk_poll(b);
+}
+
 void sl__rk_poll(rk *b) {
   if (!b->bg)
     return;
-  rk_frozen *f = b->cache.fz;
-  if (f && atomic_load_explicit(&f->done, memory_order_acquire) == f->n)
+  if (bg_reached(b, false))
     sl__rk_thaw(b);
   if (sl__snap_task_done(b->bg))
     sl__rk_settle(b);
+  else if (b->cache.snap && bg_reached(b, true))
+    sl__rk_release(b);
 }
 
 /* The worker's part: the dirty list frozen and the state counters in a

@@ -384,6 +384,43 @@ static void demote_list(rk *b, rk_entry *e) {
   b->base.epoch++;
 }
 
+/* A record: the entry's RocksDB write, as the snapshot's thread copied it
+ * (header, encoded key, value, padded to 8). */
+typedef struct rk_rec {
+  uint32_t state, key_len, val_len;
+  uint8_t op; /* RK_OP_* */
+  uint8_t pad_[3];
+  unsigned char data[];
+} rk_rec;
+enum { RK_OP_PUT, RK_OP_DELETE, RK_OP_MERGE };
+
+/* ---- The records as a read-through source ------------------------------ *
+ * Once the frozen set is copied, its entries may leave the cache before
+ * the thread has written them into RocksDB: a miss finds them here, by
+ * the RocksDB key it would read. */
+
+static uint64_t rec_hash(uint32_t state, const void *key, size_t kl) {
+  return sl__mix64(sl__hash64(key, kl) ^ state);
+}
+
+static const rk_rec *frozen_find(const rk_frozen *f, uint32_t state,
+                                 const void *key, size_t kl) {
+  if (!f->index)
+    return NULL;
+  uint64_t h = rec_hash(state, key, kl), tag = h >> 40;
+  for (size_t j = h & f->index_mask; f->index[j];
+       j = (j + 1) & f->index_mask) {
+    uint64_t s = f->index[j];
+    if (s >> 40 != tag)
+      continue;
+    const rk_rec *r =
+        (const void *)(f->buf + ((s & (((uint64_t)1 << 40) - 1)) - 1) * 8);
+    if (r->state == state && r->key_len == kl && !memcmp(r->data, key, kl))
+      return r;
+  }
+  return NULL;
+}
+
 /* ---- Reading through the cache ------------------------------------------ */
 
 static rk_entry *entry_new(rk_cache *c, const sl__skey *k, bool map,
@@ -482,21 +519,42 @@ int sl__rk_fetch(rk *b, const sl__skey *k, bool map, uint64_t mh,
                             mh, mk, ml);
   if (!kl)
     return SL_ERR_NOMEM;
-  char *err = NULL;
-  rocksdb_pinnableslice_t *ps = rocksdb_get_pinned_cf(
-      b->db, b->ro, st->cf, (const char *)b->kbuf, kl, &err);
-  if (err)
-    return sl__rk_fail(b, "read", err);
+  /* An entry of a snapshot in flight, evicted since it was copied, is in
+   * the snapshot's records, not yet in RocksDB (a list's appended frames
+   * are never evicted then: their record is not the whole list). */
+  const rk_rec *r =
+      c->snap && !c->fz ? frozen_find(c->snap, k->state, b->kbuf, kl) : NULL;
+  if (r && r->op == RK_OP_MERGE) {
+    if ((rc = sl__rk_settle(b)))
+      return rc;
+    r = NULL;
+  }
+  rocksdb_pinnableslice_t *ps = NULL;
   size_t vl = 0;
-  const char *v = ps ? rocksdb_pinnableslice_value(ps, &vl) : NULL;
+  const char *v = NULL;
+  bool found;
+  if (r) {
+    c->early_read++;
+    found = r->op == RK_OP_PUT;
+    v = (const char *)r->data + r->key_len;
+    vl = r->val_len;
+  } else {
+    char *err = NULL;
+    ps = rocksdb_get_pinned_cf(b->db, b->ro, st->cf, (const char *)b->kbuf, kl,
+                               &err);
+    if (err)
+      return sl__rk_fail(b, "read", err);
+    found = ps != NULL;
+    v = ps ? rocksdb_pinnableslice_value(ps, &vl) : NULL;
+  }
   bool append = ps && st->type == SL__BT_LIST && !full && vl > list_max(c);
-  if (ps && vl > UINT32_MAX - 64) {
+  if (found && vl > UINT32_MAX - 64) {
     rocksdb_pinnableslice_destroy(ps);
     return SL_ERR_RANGE;
   }
   /* A new entry gets the room its caller is about to fill, so creating
    * a key costs one allocation, not an allocation and a realloc. */
-  e = entry_new(c, k, map, mh, mk, ml, ps && !append ? vl : cap);
+  e = entry_new(c, k, map, mh, mk, ml, found && !append ? vl : cap);
   if (!e) {
     rocksdb_pinnableslice_destroy(ps);
     return SL_ERR_NOMEM;
@@ -505,7 +563,7 @@ int sl__rk_fetch(rk *b, const sl__skey *k, bool map, uint64_t mh,
   if (append) {
     e->flags = RK_PRESENT | RK_APPEND;
     e->u.base_len = (uint32_t)vl;
-  } else if (ps) {
+  } else if (found) {
     e->flags = RK_PRESENT;
     e->val_len = (uint32_t)vl;
     if (vl)
@@ -778,25 +836,32 @@ static int write_victims(rk *b, rk_entry **v, size_t n) {
   return rc;
 }
 
+/* Whether the cache needs room. */
+static bool over(const rk_cache *c) {
+  return c->bytes > c->limit || crowded(c);
+}
+
+/* What eviction may drop while a snapshot is in flight, when nothing may
+ * reach RocksDB before the snapshot: a clean entry, which RocksDB holds
+ * or, once the thread has copied the frozen set, the snapshot's records
+ * do (a miss finds it there); not a frozen entry before that (the thread
+ * reads it), nor a list's appended frames (RocksDB has only the list's
+ * start until the snapshot's merge is in). */
+static bool droppable(const rk_cache *c, const rk_entry *e) {
+  return !rk_dirty_now(c, e) && !(e->flags & RK_APPEND) &&
+         !(c->fz && e->dgen == c->fgen);
+}
+
 /* Second chance (CLOCK) down to 3/4 of the limit, so evictions come in
  * rounds, not on every miss. The hand visits slots in a random order, not
  * in turn: sweeping the table in order would thin it behind the hand and
  * leave it crowded ahead, and linear probing degrades into runs tens of
  * thousands of slots long. Only the dirty victims are written: a hot entry
  * that stays is written once, at the next flush, however many rounds it
- * survives. */
-int sl__rk_evict(rk *b) {
+ * survives. early: only what droppable() allows; *short_of: the round
+ * ended above 3/4. */
+static int clock_round(rk *b, bool early, bool *short_of) {
   rk_cache *c = &b->cache;
-  if (c->bytes <= c->limit && !crowded(c))
-    return 0;
-  /* Entries clean since the barrier may not be in RocksDB yet, and the
-   * snapshot's batches count in bytes: wait for them first (this is the
-   * bound on what the cache holds while a snapshot completes). */
-  int rc = sl__rk_settle(b);
-  if (rc)
-    return rc;
-  if (c->bytes <= c->limit && !crowded(c))
-    return 0;
   size_t target = c->limit - c->limit / 4;
   size_t max_count = can_grow(c) ? SIZE_MAX : ((size_t)5 << c->bits) / 8;
   size_t mask = ((size_t)1 << c->bits) - 1;
@@ -804,12 +869,13 @@ int sl__rk_evict(rk *b) {
   rk_entry **out = c->victims;
   size_t n_out = 0;
   bool freed = false;
+  int rc = 0;
   while ((c->bytes > target || c->count > max_count) && steps--) {
     /* xorshift64 */
     c->hand ^= c->hand << 13, c->hand ^= c->hand >> 7, c->hand ^= c->hand << 17;
     size_t i = (size_t)(c->hand >> 11) & mask;
     rk_entry *e = c->slots[i].e;
-    if (!e || (e->wflags & RK_PIN))
+    if (!e || (e->wflags & RK_PIN) || (early && !droppable(c, e)))
       continue;
     if (e->wflags & RK_REF) {
       e->wflags &= (uint8_t)~RK_REF;
@@ -821,6 +887,7 @@ int sl__rk_evict(rk *b) {
       out[n_out++] = e;
     } else {
       free_entry(b, e);
+      c->early_evicted += early;
     }
     table_remove(c, i);
     freed = true;
@@ -832,7 +899,50 @@ int sl__rk_evict(rk *b) {
     rc = write_victims(b, out, n_out);
   if (freed)
     b->base.epoch++;
+  *short_of = c->bytes > target || c->count > max_count;
   return rc;
+}
+
+/* While a snapshot is in flight the cache may hold an eighth more than its
+ * limit rather than make the worker wait: right after a barrier nearly
+ * every entry may be frozen (all were written since the last one) and
+ * none may go before the thread has copied them. */
+static bool over_grace(const rk_cache *c) {
+  return c->bytes > c->limit + c->limit / 8 || crowded(c);
+}
+
+int sl__rk_evict(rk *b) {
+  rk_cache *c = &b->cache;
+  if (!over(c))
+    return 0;
+  bool short_of = true;
+  sl__rk_poll(b); /* a copied frozen set may be dropped, a done one is in */
+  if (b->bg && c->fz) {
+    if (!over_grace(c))
+      return 0;
+    sl__rk_wait_bg(b, false);
+  }
+  if (b->bg && !c->early_spent) {
+    size_t before = c->bytes;
+    int rc = clock_round(b, true, &short_of);
+    if (rc || !short_of)
+      return rc;
+    /* The rest is the snapshot's records and what is dirty since the
+     * barrier: a round that freed less than a sixteenth of the limit is
+     * not tried again before the snapshot's next step. */
+    c->early_spent = before - c->bytes < c->limit / 16;
+  }
+  if (b->bg && over_grace(c))
+    sl__rk_wait_bg(b, true); /* the records go once RocksDB has them */
+  if (b->bg && !over_grace(c))
+    return 0;
+  /* What is left is dirty since the barrier (or a list's frames): wait
+   * until the snapshot is in RocksDB, then write it out. This is the bound
+   * on what the cache holds while a snapshot completes. */
+  int rc = sl__rk_settle(b);
+  if (rc || !over(c))
+    return rc;
+  return clock_round(b, false, &short_of);
 }
 
 void sl__rk_cache_drop_kg(rk *b, uint32_t kg) {
@@ -899,12 +1009,14 @@ int sl__rk_freeze(rk *b, rk_frozen *f) {
   f->n = c->n_dirty;
   f->list_bytes = c->cap_dirty * sizeof(*nl);
   atomic_init(&f->done, 0);
+  atomic_init(&f->written, false);
   c->dirty = nl;
   c->n_dirty = 0;
   c->bytes += f->list_bytes;
   c->fgen = c->gen;
   c->gen = c->gen == RK_GEN_MAX ? 1 : (uint16_t)(c->gen + 1);
   c->fz = f;
+  c->snap = f;
   return 0;
 }
 
@@ -919,6 +1031,7 @@ void sl__rk_unfreeze(rk *b, rk_frozen *f) {
   c->gen = (uint16_t)c->fgen;
   c->fgen = RK_NO_GEN;
   c->fz = NULL;
+  c->snap = NULL;
   for (size_t i = 0; i < c->n_dirty; i++)
     rk_st(b, c->dirty[i]->state)->n_dirty++;
 }
@@ -935,6 +1048,21 @@ static void sweep(rk *b) {
     if (e && e->dgen && e->dgen != c->gen)
       written(e);
   }
+}
+
+void sl__rk_release(rk *b) {
+  rk_cache *c = &b->cache;
+  rk_frozen *f = c->snap;
+  free(f->buf);
+  free(f->keys);
+  free(f->index);
+  f->buf = NULL;
+  f->keys = NULL;
+  f->index = NULL;
+  c->bytes -= b->bg_bytes;
+  b->bg_bytes = 0;
+  c->snap = NULL;
+  c->early_spent = false;
 }
 
 void sl__rk_thaw(rk *b) {
@@ -955,6 +1083,7 @@ void sl__rk_thaw(rk *b) {
   uint32_t was = c->fgen;
   c->fgen = RK_NO_GEN;
   c->fz = NULL;
+  c->early_spent = false; /* the frozen entries may go now */
   if (c->gen == RK_GEN_MAX || was == RK_GEN_MAX) {
     int64_t t0 = sl__mono_ns();
     sweep(b);
@@ -962,15 +1091,6 @@ void sl__rk_thaw(rk *b) {
   }
 }
 
-/* A record: the entry's RocksDB write, as the snapshot's thread copied it
- * (header, encoded key, value, padded to 8). */
-typedef struct rk_rec {
-  uint32_t state, key_len, val_len;
-  uint8_t op; /* RK_OP_* */
-  uint8_t pad_[3];
-  unsigned char data[];
-} rk_rec;
-enum { RK_OP_PUT, RK_OP_DELETE, RK_OP_MERGE };
 
 /* Where a record sorts: RocksDB's order is the column family's (the
  * state's), then the encoded key's bytes. The state and the key's first
@@ -1003,6 +1123,26 @@ static inline int sortkey_cmp(const rk_sortkey *a, const rk_sortkey *b,
   return r ? r : (x->key_len > y->key_len) - (x->key_len < y->key_len);
 }
 RK_SORT(sort_records, rk_sortkey, sortkey_cmp)
+
+/* The index holds each record once: the frozen list names each entry once,
+ * and the cache each key once. */
+static int index_records(rk_frozen *f) {
+  size_t cap = 16;
+  while (cap < 2 * f->n)
+    cap *= 2;
+  if (!f->n || !(f->index = calloc(cap, sizeof(*f->index))))
+    return f->n ? SL_ERR_NOMEM : 0;
+  f->index_mask = cap - 1;
+  for (size_t i = 0; i < f->n; i++) {
+    const rk_rec *r = (const void *)(f->buf + f->keys[i].off);
+    uint64_t h = rec_hash(r->state, r->data, r->key_len);
+    size_t j = h & f->index_mask;
+    while (f->index[j])
+      j = (j + 1) & f->index_mask;
+    f->index[j] = (h >> 40) << 40 | (f->keys[i].off / 8 + 1);
+  }
+  return 0;
+}
 
 int sl__rk_frozen_copy(rk_frozen *f, size_t to) {
   size_t i = atomic_load_explicit(&f->done, memory_order_relaxed);
@@ -1057,13 +1197,24 @@ int sl__rk_frozen_copy(rk_frozen *f, size_t to) {
       atomic_store_explicit(&f->done, i + 1, memory_order_release);
   }
   if (to == f->n) {
+    /* The records count in the cache's bytes until they are in RocksDB:
+     * not the slack of the last doubling. */
+    unsigned char *p = f->len ? realloc(f->buf, f->len) : NULL;
+    if (p) {
+      f->buf = p;
+      f->cap = f->len;
+    }
+    if (index_records(f))
+      return SL_ERR_NOMEM;
     free(f->v);
     f->v = NULL;
-    f->bytes = f->cap + f->n * sizeof(*f->keys);
+    f->bytes = f->cap + f->n * sizeof(*f->keys) +
+               (f->index ? (f->index_mask + 1) * sizeof(*f->index) : 0);
   }
   atomic_store_explicit(&f->done, to, memory_order_release);
   return 0;
 }
+
 
 /* The records of one state, keys[0, n) in order, into RocksDB. From
  * sl__rk_ingest_min records on as a table file that RocksDB then takes in

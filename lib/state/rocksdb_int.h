@@ -162,7 +162,16 @@ typedef struct rk_frozen {
   unsigned char *buf; /* the records */
   size_t len, cap;
   struct rk_sortkey *keys; /* per record: where it sorts, where it is */
-  size_t bytes;            /* buf and keys, set before done reaches n */
+  /* The records by their key (sl__rk_frozen_find): per slot the high 24
+   * bits of the key's hash and the record's offset in buf / 8, plus 1
+   * (0: empty); 2 slots or more per record. */
+  uint64_t *index;
+  size_t index_mask;
+  size_t bytes; /* buf, keys and index, set before done reaches n */
+  /* Set by the thread once RocksDB holds the records (release): it reads
+   * buf, keys and index no more, and the worker frees them
+   * (sl__rk_poll). */
+  _Atomic bool written;
 } rk_frozen;
 
 typedef struct rk_cache {
@@ -177,11 +186,22 @@ typedef struct rk_cache {
   uint16_t gen;  /* the dirty generation (1..RK_GEN_MAX) */
   uint32_t fgen; /* the frozen one, or RK_NO_GEN */
   rk_frozen *fz; /* the frozen set while fgen is set (the snapshot's) */
+  /* The same set from the freeze until RocksDB holds its records: once
+   * copied (fz NULL), the records answer the misses of entries evicted
+   * meanwhile. */
+  rk_frozen *snap;
   /* Frozen entries replaced by their copies: freed once the thread has
    * copied the frozen set (sl__rk_thaw). */
   rk_entry **retired;
   size_t n_retired, cap_retired;
   uint64_t cows;      /* entries copied before a write while frozen (tests) */
+  /* While a snapshot was in flight (tests): entries evicted without
+   * waiting for it, and misses its records answered. */
+  uint64_t early_evicted, early_read;
+  /* An eviction round while a snapshot is in flight found too little to
+   * drop: the next ones do not try again before the frozen set is copied
+   * or the snapshot's records are in RocksDB. */
+  bool early_spent;
   rk_entry **victims; /* eviction's scratch (RK_VICTIMS) */
   rocksdb_writebatch_t *wb; /* reused by every write of the cache */
   rk_slabs slabs;
@@ -227,12 +247,14 @@ typedef struct rk {
   rk_cache cache;
   uint64_t wseq; /* bumped by every write to RocksDB */
   /* The background part of the last snapshot (rocksdb.c), or NULL. While
-   * it runs the worker writes nothing into RocksDB and evicts nothing: the
-   * entries that were dirty at the barrier (the frozen set) are clean in
-   * the cache but not yet in RocksDB, so a point read that misses the
-   * cache is still right (those entries cannot miss) and everything else
-   * waits (sl__rk_settle). bg_bytes (the snapshot's records, once the
-   * frozen set is copied) counts in cache.bytes meanwhile. */
+   * it runs the worker writes nothing into RocksDB: the entries that were
+   * dirty at the barrier (the frozen set) are clean in the cache but not
+   * yet in RocksDB. Eviction drops clean entries only, the frozen ones
+   * once the thread has copied them into its records, and a point read
+   * that misses the cache looks in those records (cache.snap) before
+   * RocksDB; everything else waits (sl__rk_settle). bg_bytes
+   * (the snapshot's records, once the frozen set is copied) counts in
+   * cache.bytes meanwhile. */
   struct sl__snap_task *bg;
   size_t bg_bytes;
   struct rk_job *bg_job; /* what bg runs (owned by bg) */
@@ -390,8 +412,12 @@ static inline bool rk_dirty_now(const rk_cache *c, const rk_entry *e) {
  * sorts the records and writes them into RocksDB. */
 int sl__rk_freeze(rk *b, rk_frozen *f);
 void sl__rk_thaw(rk *b);
+/* Frees the records of cache.snap once the thread has written them
+ * (written): RocksDB answers the misses from then on. */
+void sl__rk_release(rk *b);
 void sl__rk_unfreeze(rk *b, rk_frozen *f);
-/* Copies v[done, to); the call with to == n frees the list. */
+/* Copies v[done, to); the call with to == n indexes the records by their
+ * keys and frees the list. */
 int sl__rk_frozen_copy(rk_frozen *f, size_t to);
 /* Sorts the records and writes them: a state's as a table file that RocksDB
  * ingests when it has at least sl__rk_ingest_min of them, else through
@@ -432,6 +458,10 @@ void sl__rk_cache_drop_kg(rk *b, uint32_t kg);
  * the sticky error, or 0. rk_poll does so only when it has ended. */
 int sl__rk_settle(rk *b);
 void sl__rk_poll(rk *b);
+/* Waits until the snapshot's thread has copied the frozen set (written
+ * false) or written its records into RocksDB (true), or has ended, and
+ * takes what it finished (sl__rk_poll). */
+void sl__rk_wait_bg(rk *b, bool written);
 
 /* rocksdb.c: counts n bytes written to RocksDB; after about a memtable's
  * worth (trim_every), returns the heap's free pages to the system. */

@@ -89,11 +89,30 @@ bool sl__snap_task_done(sl__snap_task *t) {
   return atomic_load_explicit(&t->done, memory_order_acquire);
 }
 
-int sl__snap_task_join(sl__snap_task *t, char *err, size_t errlen) {
+/* A holder waits: the test hold no longer applies to t. */
+static void let_go(sl__snap_task *t) {
   pthread_mutex_lock(&hold_mu);
   t->go = true;
   pthread_cond_broadcast(&hold_cv);
   pthread_mutex_unlock(&hold_mu);
+}
+
+void sl__snap_task_signal(sl__snap_task *t) {
+  pthread_mutex_lock(&t->mu);
+  pthread_cond_broadcast(&t->cv);
+  pthread_mutex_unlock(&t->mu);
+}
+
+void sl__snap_task_await(sl__snap_task *t, bool (*ready)(void *), void *arg) {
+  let_go(t);
+  pthread_mutex_lock(&t->mu);
+  while (!atomic_load_explicit(&t->done, memory_order_relaxed) && !ready(arg))
+    pthread_cond_wait(&t->cv, &t->mu);
+  pthread_mutex_unlock(&t->mu);
+}
+
+int sl__snap_task_join(sl__snap_task *t, char *err, size_t errlen) {
+  let_go(t);
   pthread_mutex_lock(&t->mu);
   while (!atomic_load_explicit(&t->done, memory_order_relaxed))
     pthread_cond_wait(&t->cv, &t->mu);

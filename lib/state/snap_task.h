@@ -23,6 +23,11 @@ bool sl__snap_task_done(sl__snap_task *t);
  * err. */
 int sl__snap_task_join(sl__snap_task *t, char *err, size_t errlen);
 void sl__snap_task_drop(sl__snap_task *t);
+/* Steps within run: run publishes what it finished (an atomic of its
+ * own) and then signals; sl__snap_task_await waits until ready(arg) holds
+ * or run has returned, as a join does (the test hold is lifted). */
+void sl__snap_task_signal(sl__snap_task *t);
+void sl__snap_task_await(sl__snap_task *t, bool (*ready)(void *), void *arg);
 
 /* Tests: run calls sl__snap_task_point(t, stage) between its steps; while
  * sl__snap_task_hold(stage) is in force the thread stops there until a

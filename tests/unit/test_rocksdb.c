@@ -1590,6 +1590,8 @@ START_TEST(snapshot_is_the_barrier_while_the_worker_writes) {
    * worker wrote: some it had to copy first. */
   if (!small)
     ck_assert_msg(cache->cows > 0, "no entry was copied before a write");
+  else /* and the small cache evicted while snapshots were in flight */
+    ck_assert_msg(cache->early_evicted > 0, "no eviction without a wait");
   ck_assert(wrapped);
   size_t loads = 0;
   for (size_t i = 0; i < n; i++)
@@ -1602,6 +1604,89 @@ START_TEST(snapshot_is_the_barrier_while_the_worker_writes) {
   sl__rk_ingest_min = ingest_min;
   free(log);
   sl__hashmap_ops.close(live);
+  ops->close(be);
+  sl_conf_destroy(c);
+  rm_rf(t.path);
+}
+END_TEST
+
+/* Key "f<i>" holds len bytes of fill. */
+static void put_blob(sl__backend *be, uint32_t st, int i, size_t len,
+                     unsigned char fill) {
+  char key[32];
+  snprintf(key, sizeof(key), "f%d", i);
+  sl__skey k = skey(be, st, key, "");
+  void *p;
+  ck_assert_int_ge(be->ops->slot(be, &k, len, &p), 0);
+  memset(p, fill, len);
+}
+
+static void blob_is(sl__backend *be, uint32_t st, int i, size_t len,
+                    unsigned char fill) {
+  char key[32];
+  snprintf(key, sizeof(key), "f%d", i);
+  sl__skey k = skey(be, st, key, "");
+  void *p;
+  size_t l;
+  ck_assert_int_eq(be->ops->get(be, &k, &p, &l, false), 1);
+  ck_assert_uint_eq(l, len);
+  for (size_t j = 0; j < len; j++)
+    ck_assert_msg(((unsigned char *)p)[j] == fill, "%s: byte %zu", key, j);
+}
+
+/* A cache far smaller than what the worker reads while a snapshot is in
+ * flight, held after the thread copied the frozen set: evictions drop
+ * the frozen entries without waiting for the snapshot (the hold is never
+ * lifted), the worker reads them back from the snapshot's records before
+ * RocksDB has them, and writes to some of them; the snapshot then holds
+ * the values of the barrier, the live state the newest. */
+START_TEST(eviction_does_not_wait_for_a_snapshot_in_flight) {
+  tdir t;
+  tdir_make(&t);
+  const char *kv[] = {"state.rocksdb.memory", "32m", NULL};
+  sl_conf_t *c = conf_kv(&t, kv);
+  sl__backend *be = open_range(c, 0, 8, 8, NULL);
+  rk_cache *cache = &((rk *)be)->cache;
+  uint32_t v;
+  ck_assert_int_eq(ops->register_state(be, "v", SL__BT_VALUE, &v), 0);
+  enum { FROZEN = 3000, LEN = 512, READS = 120000 };
+  char key[32];
+  for (int i = 0; i < FROZEN; i++)
+    put_blob(be, v, i, LEN, (unsigned char)i);
+  sl__snap_task_hold(2); /* after the copy, before the writes */
+  char snap[160], err[512] = "";
+  snprintf(snap, sizeof(snap), "%s/snap", t.path);
+  struct sl__snap_task *task = NULL;
+  ck_assert_msg(ops->snapshot_begin(be, snap, &task, err, sizeof(err)) == 0,
+                "%s", err);
+  /* Keys that exist nowhere fill the cache with clean entries. */
+  for (int i = 0; i < READS; i++) {
+    snprintf(key, sizeof(key), "absent%d", i);
+    ck_assert_uint_eq(get_u64(be, v, key), UINT64_MAX);
+  }
+  ck_assert_msg(cache->early_evicted > FROZEN,
+                "%llu entries evicted while the snapshot was in flight",
+                (unsigned long long)cache->early_evicted);
+  for (int i = 0; i < FROZEN; i++) {
+    blob_is(be, v, i, LEN, (unsigned char)i);
+    if (i % 3 == 0)
+      put_blob(be, v, i, LEN, (unsigned char)(i + 1));
+  }
+  ck_assert_msg(cache->early_read > FROZEN / 2,
+                "%llu misses read from the snapshot's records",
+                (unsigned long long)cache->early_read);
+  ck_assert_msg(!sl__snap_task_done(task), "the worker waited for the thread");
+  sl__snap_task_hold(0);
+  ck_assert_msg(sl__snap_task_wait(task, err, sizeof(err)) == 0, "%s", err);
+
+  sl__backend_conf bc = {.conf = c, .max_par = 8};
+  sl__backend *ro = ops->open_snapshot(snap, &bc, err, sizeof(err));
+  ck_assert_msg(ro != NULL, "%s", err);
+  for (int i = 0; i < FROZEN; i++) {
+    blob_is(ro, v, i, LEN, (unsigned char)i);
+    blob_is(be, v, i, LEN, (unsigned char)(i + (i % 3 == 0)));
+  }
+  ops->close(ro);
   ops->close(be);
   sl_conf_destroy(c);
   rm_rf(t.path);
@@ -1713,6 +1798,7 @@ int main(void) {
   tcase_add_loop_test(tc, snapshot_is_the_barrier_while_the_worker_writes, 0,
                       4);
   tcase_add_test(tc, long_list_appends_across_snapshots);
+  tcase_add_test(tc, eviction_does_not_wait_for_a_snapshot_in_flight);
   suite_add_tcase(s, tc);
   tc = tcase_create("state");
   tcase_set_timeout(tc, 300);
