@@ -1036,7 +1036,8 @@ static int job_run(sl__snap_task *t, void *p, char *err, size_t errlen) {
     job_fail(j, "copy", strerror(ENOMEM));
     goto out;
   }
-  sl__snap_task_signal(t); /* an eviction may wait for the copy */
+  sl__rk_frozen_sort(&j->fz);
+  sl__snap_task_signal(t); /* an eviction may wait for the sort */
   sl__snap_task_point(t, 2);
   rocksdb_write(j->db, j->wo, j->meta, &rerr);
   if (!rerr && sl__rk_frozen_write(&j->fz, j->db, j->wo, &rerr)) {
@@ -1110,7 +1111,7 @@ int sl__rk_settle(rk *b) {
   b->base.snap_wait_ns += sl__mono_ns() - t0;
   if (b->failed == RK_BG_RUNNING)
     b->failed = 0;
-  sl__rk_thaw(b); /* the thread reads no frozen entry any more */
+  sl__rk_thaw(b);       /* the thread reads no frozen entry any more */
   b->cache.snap = NULL; /* RocksDB holds what its records did */
   b->cache.early_spent = false;
   rk_job *j = b->bg_job;
@@ -1129,9 +1130,8 @@ int sl__rk_settle(rk *b) {
 
 static bool bg_reached(rk *b, bool written) {
   rk_frozen *f = written ? b->cache.snap : b->cache.fz;
-  return !f || (written ? atomic_load_explicit(&f->written, memory_order_acquire)
-                        : atomic_load_explicit(&f->done, memory_order_acquire) ==
-                              f->n);
+  return !f || atomic_load_explicit(written ? &f->written : &f->sorted,
+                                    memory_order_acquire);
 }
 static bool copied(void *b) {
   return bg_reached(b, false);

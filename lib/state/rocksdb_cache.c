@@ -265,7 +265,7 @@ static void written(rk_entry *e) {
 
 /* Replaces the frozen entry at slot by a copy, so the worker changes the
  * copy while the snapshot's thread reads the original; the original is
- * freed once the thread has copied the frozen set (sl__rk_thaw). Its
+ * freed once the thread has copied and sorted the frozen set (sl__rk_thaw). Its
  * bytes count until then. */
 static int cow(rk *b, size_t slot, rk_entry **ep) {
   rk_cache *c = &b->cache;
@@ -394,32 +394,10 @@ typedef struct rk_rec {
 } rk_rec;
 enum { RK_OP_PUT, RK_OP_DELETE, RK_OP_MERGE };
 
-/* ---- The records as a read-through source ------------------------------ *
- * Once the frozen set is copied, its entries may leave the cache before
- * the thread has written them into RocksDB: a miss finds them here, by
- * the RocksDB key it would read. */
-
-static uint64_t rec_hash(uint32_t state, const void *key, size_t kl) {
-  return sl__mix64(sl__hash64(key, kl) ^ state);
-}
-
+/* The snapshot's record under (state, encoded key), or NULL (below, with
+ * the records' order). */
 static const rk_rec *frozen_find(const rk_frozen *f, uint32_t state,
-                                 const void *key, size_t kl) {
-  if (!f->index)
-    return NULL;
-  uint64_t h = rec_hash(state, key, kl), tag = h >> 40;
-  for (size_t j = h & f->index_mask; f->index[j];
-       j = (j + 1) & f->index_mask) {
-    uint64_t s = f->index[j];
-    if (s >> 40 != tag)
-      continue;
-    const rk_rec *r =
-        (const void *)(f->buf + ((s & (((uint64_t)1 << 40) - 1)) - 1) * 8);
-    if (r->state == state && r->key_len == kl && !memcmp(r->data, key, kl))
-      return r;
-  }
-  return NULL;
-}
+                                 const void *key, size_t kl);
 
 /* ---- Reading through the cache ------------------------------------------ */
 
@@ -843,9 +821,9 @@ static bool over(const rk_cache *c) {
 
 /* What eviction may drop while a snapshot is in flight, when nothing may
  * reach RocksDB before the snapshot: a clean entry, which RocksDB holds
- * or, once the thread has copied the frozen set, the snapshot's records
- * do (a miss finds it there); not a frozen entry before that (the thread
- * reads it), nor a list's appended frames (RocksDB has only the list's
+ * or, once the thread has copied the frozen set and sorted the records,
+ * the snapshot's records do (a miss finds it there); not a frozen entry
+ * before that, nor a list's appended frames (RocksDB has only the list's
  * start until the snapshot's merge is in). */
 static bool droppable(const rk_cache *c, const rk_entry *e) {
   return !rk_dirty_now(c, e) && !(e->flags & RK_APPEND) &&
@@ -1009,6 +987,7 @@ int sl__rk_freeze(rk *b, rk_frozen *f) {
   f->n = c->n_dirty;
   f->list_bytes = c->cap_dirty * sizeof(*nl);
   atomic_init(&f->done, 0);
+  atomic_init(&f->sorted, false);
   atomic_init(&f->written, false);
   c->dirty = nl;
   c->n_dirty = 0;
@@ -1055,10 +1034,8 @@ void sl__rk_release(rk *b) {
   rk_frozen *f = c->snap;
   free(f->buf);
   free(f->keys);
-  free(f->index);
   f->buf = NULL;
   f->keys = NULL;
-  f->index = NULL;
   c->bytes -= b->bg_bytes;
   b->bg_bytes = 0;
   c->snap = NULL;
@@ -1091,7 +1068,6 @@ void sl__rk_thaw(rk *b) {
   }
 }
 
-
 /* Where a record sorts: RocksDB's order is the column family's (the
  * state's), then the encoded key's bytes. The state and the key's first
  * 12 bytes (zero after its end, which sorts a key before its extensions
@@ -1102,47 +1078,39 @@ typedef struct rk_sortkey {
   size_t off;      /* the record's offset in buf */
 } rk_sortkey;
 
-static void sortkey_set(rk_sortkey *k, const rk_rec *r, size_t off) {
+static void sortkey_of(rk_sortkey *k, uint32_t state, const void *key,
+                       size_t kl, size_t off) {
   unsigned char b[12] = {0};
-  memcpy(b, r->data, r->key_len < 12 ? r->key_len : 12);
-  k->p0 = (uint64_t)r->state << 32 | rk_get_be64(b) >> 32;
+  memcpy(b, key, kl < 12 ? kl : 12);
+  k->p0 = (uint64_t)state << 32 | rk_get_be64(b) >> 32;
   k->p1 = rk_get_be64(b + 4);
   k->off = off;
 }
 
-static inline int sortkey_cmp(const rk_sortkey *a, const rk_sortkey *b,
-                              const void *buf) {
+/* The order of two sort keys: 0 when the keys' records decide it. */
+static inline int prefix_cmp(const rk_sortkey *a, const rk_sortkey *b) {
   if (a->p0 != b->p0)
     return a->p0 < b->p0 ? -1 : 1;
   if (a->p1 != b->p1)
     return a->p1 < b->p1 ? -1 : 1;
-  const rk_rec *x = (const void *)((const unsigned char *)buf + a->off);
-  const rk_rec *y = (const void *)((const unsigned char *)buf + b->off);
-  size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
-  int r = memcmp(x->data, y->data, n);
-  return r ? r : (x->key_len > y->key_len) - (x->key_len < y->key_len);
-}
-RK_SORT(sort_records, rk_sortkey, sortkey_cmp)
-
-/* The index holds each record once: the frozen list names each entry once,
- * and the cache each key once. */
-static int index_records(rk_frozen *f) {
-  size_t cap = 16;
-  while (cap < 2 * f->n)
-    cap *= 2;
-  if (!f->n || !(f->index = calloc(cap, sizeof(*f->index))))
-    return f->n ? SL_ERR_NOMEM : 0;
-  f->index_mask = cap - 1;
-  for (size_t i = 0; i < f->n; i++) {
-    const rk_rec *r = (const void *)(f->buf + f->keys[i].off);
-    uint64_t h = rec_hash(r->state, r->data, r->key_len);
-    size_t j = h & f->index_mask;
-    while (f->index[j])
-      j = (j + 1) & f->index_mask;
-    f->index[j] = (h >> 40) << 40 | (f->keys[i].off / 8 + 1);
-  }
   return 0;
 }
+static inline int bytes_cmp(const void *a, size_t la, const void *b,
+                            size_t lb) {
+  int r = memcmp(a, b, la < lb ? la : lb);
+  return r ? r : (la > lb) - (la < lb);
+}
+
+static inline int sortkey_cmp(const rk_sortkey *a, const rk_sortkey *b,
+                              const void *buf) {
+  int c = prefix_cmp(a, b);
+  if (c)
+    return c;
+  const rk_rec *x = (const void *)((const unsigned char *)buf + a->off);
+  const rk_rec *y = (const void *)((const unsigned char *)buf + b->off);
+  return bytes_cmp(x->data, x->key_len, y->data, y->key_len);
+}
+RK_SORT(sort_records, rk_sortkey, sortkey_cmp)
 
 int sl__rk_frozen_copy(rk_frozen *f, size_t to) {
   size_t i = atomic_load_explicit(&f->done, memory_order_relaxed);
@@ -1189,10 +1157,9 @@ int sl__rk_frozen_copy(rk_frozen *f, size_t to) {
       memcpy(r->data + r->key_len,
              (const unsigned char *)e + rk_voff(e->key_len, e->ns_len, xl),
              r->val_len);
-    sortkey_set(&f->keys[i], r, f->len);
+    sortkey_of(&f->keys[i], r->state, r->data, r->key_len, f->len);
     f->len += (sizeof(rk_rec) + r->key_len + r->val_len + 7) & ~(size_t)7;
-    /* The last store below publishes f->bytes too: n done lets the
-     * worker thaw the set and read it. */
+    /* The last store below publishes f->bytes too. */
     if ((i & 255) == 255 && i + 1 < f->n)
       atomic_store_explicit(&f->done, i + 1, memory_order_release);
   }
@@ -1204,17 +1171,13 @@ int sl__rk_frozen_copy(rk_frozen *f, size_t to) {
       f->buf = p;
       f->cap = f->len;
     }
-    if (index_records(f))
-      return SL_ERR_NOMEM;
     free(f->v);
     f->v = NULL;
-    f->bytes = f->cap + f->n * sizeof(*f->keys) +
-               (f->index ? (f->index_mask + 1) * sizeof(*f->index) : 0);
+    f->bytes = f->cap + f->n * sizeof(*f->keys);
   }
   atomic_store_explicit(&f->done, to, memory_order_release);
   return 0;
 }
-
 
 /* The records of one state, keys[0, n) in order, into RocksDB. From
  * sl__rk_ingest_min records on as a table file that RocksDB then takes in
@@ -1289,11 +1252,38 @@ static int write_run(rk_frozen *f, rocksdb_t *db, rocksdb_writeoptions_t *wo,
 
 size_t sl__rk_ingest_min = 16384;
 
+void sl__rk_frozen_sort(rk_frozen *f) {
+  assert(atomic_load(&f->done) == f->n);
+  sort_records(f->keys, f->n, 64, f->buf);
+  atomic_store_explicit(&f->sorted, true, memory_order_release);
+}
+
+/* Binary search of the sorted records: the sort keys decide most steps
+ * without reading a record. */
+static const rk_rec *frozen_find(const rk_frozen *f, uint32_t state,
+                                 const void *key, size_t kl) {
+  rk_sortkey want;
+  sortkey_of(&want, state, key, kl, 0);
+  size_t lo = 0, hi = f->n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    const rk_sortkey *k = &f->keys[mid];
+    const rk_rec *r = (const void *)(f->buf + k->off);
+    int c = prefix_cmp(k, &want);
+    if (!c && !(c = bytes_cmp(r->data, r->key_len, key, kl)))
+      return r;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return NULL;
+}
+
 int sl__rk_frozen_write(rk_frozen *f, rocksdb_t *db, rocksdb_writeoptions_t *wo,
                         char **rerr) {
-  assert(atomic_load(&f->done) == f->n);
+  assert(atomic_load(&f->sorted));
   rk_sortkey *k = f->keys;
-  sort_records(k, f->n, 64, f->buf);
   /* Each state's records are a run of the sorted ones. */
   for (size_t lo = 0, hi; lo < f->n && !*rerr; lo = hi) {
     for (hi = lo + 1; hi < f->n && k[hi].p0 >> 32 == k[lo].p0 >> 32;)

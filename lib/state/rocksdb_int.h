@@ -162,16 +162,12 @@ typedef struct rk_frozen {
   unsigned char *buf; /* the records */
   size_t len, cap;
   struct rk_sortkey *keys; /* per record: where it sorts, where it is */
-  /* The records by their key (sl__rk_frozen_find): per slot the high 24
-   * bits of the key's hash and the record's offset in buf / 8, plus 1
-   * (0: empty); 2 slots or more per record. */
-  uint64_t *index;
-  size_t index_mask;
-  size_t bytes; /* buf, keys and index, set before done reaches n */
-  /* Set by the thread once RocksDB holds the records (release): it reads
-   * buf, keys and index no more, and the worker frees them
+  size_t bytes;            /* buf and keys, set before done reaches n */
+  /* Set by the thread (release) once the records are sorted, which makes
+   * them searchable by the worker, and once RocksDB holds them: the
+   * thread then reads buf and keys no more, and the worker frees them
    * (sl__rk_poll). */
-  _Atomic bool written;
+  _Atomic bool sorted, written;
 } rk_frozen;
 
 typedef struct rk_cache {
@@ -187,14 +183,14 @@ typedef struct rk_cache {
   uint32_t fgen; /* the frozen one, or RK_NO_GEN */
   rk_frozen *fz; /* the frozen set while fgen is set (the snapshot's) */
   /* The same set from the freeze until RocksDB holds its records: once
-   * copied (fz NULL), the records answer the misses of entries evicted
-   * meanwhile. */
+   * copied and sorted (fz NULL), the records answer the misses of
+   * entries evicted meanwhile. */
   rk_frozen *snap;
   /* Frozen entries replaced by their copies: freed once the thread has
-   * copied the frozen set (sl__rk_thaw). */
+   * copied the frozen set and sorted it (sl__rk_thaw). */
   rk_entry **retired;
   size_t n_retired, cap_retired;
-  uint64_t cows;      /* entries copied before a write while frozen (tests) */
+  uint64_t cows; /* entries copied before a write while frozen (tests) */
   /* While a snapshot was in flight (tests): entries evicted without
    * waiting for it, and misses its records answered. */
   uint64_t early_evicted, early_read;
@@ -202,7 +198,7 @@ typedef struct rk_cache {
    * drop: the next ones do not try again before the frozen set is copied
    * or the snapshot's records are in RocksDB. */
   bool early_spent;
-  rk_entry **victims; /* eviction's scratch (RK_VICTIMS) */
+  rk_entry **victims;       /* eviction's scratch (RK_VICTIMS) */
   rocksdb_writebatch_t *wb; /* reused by every write of the cache */
   rk_slabs slabs;
 } rk_cache;
@@ -405,21 +401,23 @@ static inline bool rk_dirty_now(const rk_cache *c, const rk_entry *e) {
  * dirty list to f as it is, in O(1) (plus one step per state: each
  * state's dirty count restarts), and the cache goes on with an empty one
  * of the next generation; sl__rk_thaw, once the thread has copied the
- * frozen set (done == n), frees the entries copied before a write and
- * forgets the frozen set; sl__rk_unfreeze undoes a freeze whose thread
- * never started. On the snapshot's thread: sl__rk_frozen_copy copies the
- * frozen entries into records and frees the list, sl__rk_frozen_write
- * sorts the records and writes them into RocksDB. */
+ * frozen set and sorted the records (sorted), frees the entries copied
+ * before a write and forgets the frozen set; sl__rk_unfreeze undoes a
+ * freeze whose thread never started. On the snapshot's thread:
+ * sl__rk_frozen_copy copies the frozen entries into records and frees the
+ * list, sl__rk_frozen_sort sorts the records, sl__rk_frozen_write writes
+ * them into RocksDB. */
 int sl__rk_freeze(rk *b, rk_frozen *f);
 void sl__rk_thaw(rk *b);
 /* Frees the records of cache.snap once the thread has written them
  * (written): RocksDB answers the misses from then on. */
 void sl__rk_release(rk *b);
 void sl__rk_unfreeze(rk *b, rk_frozen *f);
-/* Copies v[done, to); the call with to == n indexes the records by their
- * keys and frees the list. */
+/* Copies v[done, to); the call with to == n frees the list. */
 int sl__rk_frozen_copy(rk_frozen *f, size_t to);
-/* Sorts the records and writes them: a state's as a table file that RocksDB
+/* Sorts the copied records (RocksDB's order) and says so (sorted). */
+void sl__rk_frozen_sort(rk_frozen *f);
+/* Writes the sorted records: a state's as a table file that RocksDB
  * ingests when it has at least sl__rk_ingest_min of them, else through
  * write batches. */
 int sl__rk_frozen_write(rk_frozen *f, rocksdb_t *db, rocksdb_writeoptions_t *wo,
@@ -458,9 +456,9 @@ void sl__rk_cache_drop_kg(rk *b, uint32_t kg);
  * the sticky error, or 0. rk_poll does so only when it has ended. */
 int sl__rk_settle(rk *b);
 void sl__rk_poll(rk *b);
-/* Waits until the snapshot's thread has copied the frozen set (written
- * false) or written its records into RocksDB (true), or has ended, and
- * takes what it finished (sl__rk_poll). */
+/* Waits until the snapshot's thread has copied and sorted the frozen set
+ * (written false) or written its records into RocksDB (true), or has
+ * ended, and takes what it finished (sl__rk_poll). */
 void sl__rk_wait_bg(rk *b, bool written);
 
 /* rocksdb.c: counts n bytes written to RocksDB; after about a memtable's
