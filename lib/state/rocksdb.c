@@ -1021,6 +1021,14 @@ static void job_fail(rk_job *j, const char *at, const char *why) {
   snprintf(j->rerr, sizeof(j->rerr), "%s", why);
 }
 
+static void flush_cfs(rk_job *j, bool wait, char **rerr) {
+  rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+  rocksdb_flushoptions_set_wait(fo, wait);
+  for (uint32_t i = 0; i < j->n_cfs && !*rerr; i++)
+    rocksdb_flush_cf(j->db, fo, j->cfs[i], rerr);
+  rocksdb_flushoptions_destroy(fo);
+}
+
 static int job_run(sl__snap_task *t, void *p, char *err, size_t errlen) {
   rk_job *j = p;
   char *rerr = NULL;
@@ -1034,6 +1042,14 @@ static int job_run(sl__snap_task *t, void *p, char *err, size_t errlen) {
   sl__snap_task_point(t, 5);
   if (sl__rk_frozen_copy(&j->fz, j->fz.n)) {
     job_fail(j, "copy", strerror(ENOMEM));
+    goto out;
+  }
+  /* The memtables hold what evictions wrote before the barrier: their
+   * flush starts now, beside the sort, so that the ingest below, which
+   * must flush a memtable its file overlaps, finds it under way. */
+  flush_cfs(j, false, &rerr);
+  if (rerr) {
+    job_fail(j, "flush", rerr);
     goto out;
   }
   sl__rk_frozen_sort(&j->fz);
@@ -1056,11 +1072,7 @@ static int job_run(sl__snap_task *t, void *p, char *err, size_t errlen) {
     job_fail(j, "flush", strerror(fault));
     goto out;
   }
-  rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
-  rocksdb_flushoptions_set_wait(fo, 1);
-  for (uint32_t i = 0; i < j->n_cfs && !rerr; i++)
-    rocksdb_flush_cf(j->db, fo, j->cfs[i], &rerr);
-  rocksdb_flushoptions_destroy(fo);
+  flush_cfs(j, true, &rerr);
   if (rerr) {
     job_fail(j, "flush", rerr);
     goto out;
