@@ -978,11 +978,11 @@ static sl__backend *rk_open_snapshot(const char *dir,
  * would make the cache write or read past it (iterators, whole-list
  * reads, key group drops) first waits for the thread (sl__rk_settle).
  * Eviction meanwhile drops clean entries only, and the frozen ones only
- * once the thread has copied them into its records, which then answer
- * the point reads that miss the cache before RocksDB does. Copies and,
- * once the frozen set is copied, the records count in the cache's bytes
- * meanwhile, so an eviction waits for the thread only when what is left
- * is dirty since the barrier.                                            */
+ * once the thread has copied them into its records and sorted those,
+ * which then answer the point reads that miss the cache before RocksDB
+ * does. Copies and, once sorted, the records count in the cache's bytes
+ * until RocksDB holds the records, so an eviction waits for the thread
+ * only when what is left is dirty since the barrier.                     */
 
 typedef struct rk_job {
   rocksdb_t *db;
@@ -1140,23 +1140,25 @@ int sl__rk_settle(rk *b) {
   return b->failed;
 }
 
+/* Whether the thread has sorted the frozen set's records (written
+ * false) or written them (true); also when there is none. */
 static bool bg_reached(rk *b, bool written) {
   rk_frozen *f = written ? b->cache.snap : b->cache.fz;
   return !f || atomic_load_explicit(written ? &f->written : &f->sorted,
                                     memory_order_acquire);
 }
-static bool copied(void *b) {
+static bool is_sorted(void *b) {
   return bg_reached(b, false);
 }
-static bool written(void *b) {
+static bool is_written(void *b) {
   return bg_reached(b, true);
 }
 
-void sl__rk_wait_bg(rk *b, bool written_too) {
+void sl__rk_wait_bg(rk *b, bool written) {
   if (!b->bg)
     return;
   int64_t t0 = sl__mono_ns();
-  sl__snap_task_await(b->bg, written_too ? written : copied, b);
+  sl__snap_task_await(b->bg, written ? is_written : is_sorted, b);
   b->base.snap_wait_ns += sl__mono_ns() - t0;
   sl__rk_poll(b);
 }

@@ -246,11 +246,11 @@ typedef struct rk {
    * it runs the worker writes nothing into RocksDB: the entries that were
    * dirty at the barrier (the frozen set) are clean in the cache but not
    * yet in RocksDB. Eviction drops clean entries only, the frozen ones
-   * once the thread has copied them into its records, and a point read
-   * that misses the cache looks in those records (cache.snap) before
-   * RocksDB; everything else waits (sl__rk_settle). bg_bytes
-   * (the snapshot's records, once the frozen set is copied) counts in
-   * cache.bytes meanwhile. */
+   * once the thread has copied them into its records and sorted those,
+   * and a point read that misses the cache looks in those records
+   * (cache.snap) before RocksDB; everything else waits (sl__rk_settle).
+   * bg_bytes (the snapshot's records, once sorted) counts in cache.bytes
+   * until RocksDB holds them (sl__rk_release). */
   struct sl__snap_task *bg;
   size_t bg_bytes;
   struct rk_job *bg_job; /* what bg runs (owned by bg) */
@@ -445,8 +445,10 @@ int sl__rk_reserve(rk *b, size_t slot, rk_entry **e, size_t cap);
 int sl__rk_list_full(rk *b, size_t slot, rk_entry **e);
 /* Writes every dirty entry to RocksDB in write batches (no WAL). */
 int sl__rk_flush(rk *b);
-/* Evicts down to the limit when above it (flushing first); entries with
- * RK_PIN stay. */
+/* Evicts down to 3/4 of the limit when above it, writing the dirty
+ * victims; while a snapshot is in flight, clean entries only, waiting
+ * for the snapshot only when they are not enough (see rk.bg); entries
+ * with RK_PIN stay. */
 int sl__rk_evict(rk *b);
 /* Removes every clean cached entry of key group kg (UINT32_MAX: of all). */
 void sl__rk_cache_drop_kg(rk *b, uint32_t kg);
