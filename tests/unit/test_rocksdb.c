@@ -1610,12 +1610,17 @@ START_TEST(snapshot_is_the_barrier_while_the_worker_writes) {
 }
 END_TEST
 
+/* Key "f<i>" of state st, named in buf. */
+static sl__skey blob_key(sl__backend *be, uint32_t st, int i, char buf[32]) {
+  snprintf(buf, 32, "f%d", i);
+  return skey(be, st, buf, "");
+}
+
 /* Key "f<i>" holds len bytes of fill. */
 static void put_blob(sl__backend *be, uint32_t st, int i, size_t len,
                      unsigned char fill) {
   char key[32];
-  snprintf(key, sizeof(key), "f%d", i);
-  sl__skey k = skey(be, st, key, "");
+  sl__skey k = blob_key(be, st, i, key);
   void *p;
   ck_assert_int_ge(be->ops->slot(be, &k, len, &p), 0);
   memset(p, fill, len);
@@ -1624,8 +1629,7 @@ static void put_blob(sl__backend *be, uint32_t st, int i, size_t len,
 static void blob_is(sl__backend *be, uint32_t st, int i, size_t len,
                     unsigned char fill) {
   char key[32];
-  snprintf(key, sizeof(key), "f%d", i);
-  sl__skey k = skey(be, st, key, "");
+  sl__skey k = blob_key(be, st, i, key);
   void *p;
   size_t l;
   ck_assert_int_eq(be->ops->get(be, &k, &p, &l, false), 1);
@@ -1635,8 +1639,8 @@ static void blob_is(sl__backend *be, uint32_t st, int i, size_t len,
 }
 
 /* A cache far smaller than what the worker reads while a snapshot is in
- * flight, held after the thread copied the frozen set: evictions drop
- * the frozen entries without waiting for the snapshot (the hold is never
+ * flight, held after the thread copied and sorted the frozen set: evictions
+ * drop the frozen entries without waiting for the snapshot (the hold is never
  * lifted), the worker reads them back from the snapshot's records before
  * RocksDB has them, and writes to some of them; the snapshot then holds
  * the values of the barrier, the live state the newest. */
