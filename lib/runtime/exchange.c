@@ -807,14 +807,14 @@ enum { ROUTE = 64 };
  * are requested for writing. Past the end of b's buffers a request is
  * harmless (a prefetch never faults) and wasted. */
 static inline void prefetch_next_chunk(const batch *b, const char *next,
-                                       size_t m, size_t stride) {
-  const char *p = next + m * stride;
-  for (size_t o = 0; o < ROUTE * stride; o += SL__CACHELINE)
+                                       size_t share, size_t stride) {
+  const char *p = next + share * stride;
+  for (size_t o = 0; o < share * stride; o += SL__CACHELINE)
     sl__prefetchw(p + o);
   size_t per = b->n ? b->used / b->n : 8;
   per = per < 64 ? per : 64;
-  p = b->bytes + b->used + m * per;
-  for (size_t o = 0; o < ROUTE * per; o += SL__CACHELINE)
+  p = b->bytes + b->used + share * per;
+  for (size_t o = 0; o < share * per; o += SL__CACHELINE)
     sl__prefetchw(p + o);
 }
 static inline __attribute__((always_inline)) int
@@ -870,7 +870,8 @@ prod_route_loop(sl_ctx_t *op, const sl_record_t *in, size_t n, bool pow2,
     }
     for (int t = 0; t < par; t++)
       if (t != me)
-        prefetch_next_chunk(x->ch[me * par + t].open, next[t], m, stride);
+        prefetch_next_chunk(x->ch[me * par + t].open, next[t],
+                            m / (size_t)par + 1, stride);
     for (size_t j = 0; j < m; j++) {
       uint64_t h = sl__hash64(r[j].key, r[j].key_len);
       uint32_t g =

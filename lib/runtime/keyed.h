@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "core/util.h"
 #include "operator.h"
 #include "sluice/process.h"
 #include "state/keyed.h"
@@ -114,11 +115,18 @@ static inline __attribute__((always_inline)) int sl__keyed_batch_ns(
     size_t left = (size_t)(e - p);
     const sl_keyed_rec_t *ge =
         left > SL__PREFETCH_AHEAD ? p + SL__PREFETCH_AHEAD : e;
-    if (ge != e)
+    if (ge != e) {
+      /* The records of the group after: at parallelism > 1 a batch from
+       * another worker is read from that worker's core, line by line. */
+      const char *rl = (const char *)(ge + SL__PREFETCH_AHEAD);
+      for (size_t o = 0; o < sizeof(*p) * SL__PREFETCH_AHEAD;
+           o += SL__CACHELINE)
+        __builtin_prefetch(rl + o);
       prefetch(k, ge,
                left - SL__PREFETCH_AHEAD < SL__PREFETCH_AHEAD
                    ? left - SL__PREFETCH_AHEAD
                    : SL__PREFETCH_AHEAD);
+    }
     for (; p != ge; p++) {
       sl__keyed_set_key_ns(k, p, reset_ns);
       if (__builtin_expect((rc = process(k, port, p)) != 0, 0))
