@@ -802,9 +802,13 @@ enum { ROUTE = 64 };
  * batch was last read by that worker's core: each line of it must be
  * taken back from there before it can be written, and the writes stall
  * on those round trips one after the other unless asked for ahead. So
- * while a chunk is routed, the lines of b the next chunk will write
- * (records, and their bytes at this batch's bytes per record so far)
- * are requested for writing. Past the end of b's buffers a request is
+ * while a chunk is routed, the lines of b the next chunk will write are
+ * requested for writing: b's share of a chunk, `share` records (the
+ * chunk over the workers, as keys spread evenly), and their bytes at
+ * this batch's bytes per record so far. Each line is requested once,
+ * one chunk ahead; requesting a whole chunk's worth (every record of it
+ * for b) asked for most lines twice and held the line fill buffers,
+ * where the requests waited. Past the end of b's buffers a request is
  * harmless (a prefetch never faults) and wasted. */
 static inline void prefetch_next_chunk(const batch *b, const char *next,
                                        size_t share, size_t stride) {
