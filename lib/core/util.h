@@ -9,11 +9,39 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define SL__LIKELY(x) __builtin_expect(!!(x), 1)
 #define SL__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define SL__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define SL__CACHELINE 64
+
+/* Byte equality for short keys without a call into libc and with few
+ * branches: a hit is usually decided by two overlapping word loads. The
+ * state backends' lookups compare keys on every record, where a
+ * mispredicted branch or a call costs more than the comparison itself. */
+static inline bool sl__bytes_eq(const unsigned char *a, const unsigned char *b,
+                                size_t n) {
+  if (n >= 8 && n <= 16) {
+    uint64_t x, y, z, w;
+    memcpy(&x, a, 8);
+    memcpy(&y, b, 8);
+    memcpy(&z, a + n - 8, 8);
+    memcpy(&w, b + n - 8, 8);
+    return ((x ^ y) | (z ^ w)) == 0;
+  }
+  if (n >= 4 && n < 8) {
+    uint32_t x, y, z, w;
+    memcpy(&x, a, 4);
+    memcpy(&y, b, 4);
+    memcpy(&z, a + n - 4, 4);
+    memcpy(&w, b + n - 4, 4);
+    return ((x ^ y) | (z ^ w)) == 0;
+  }
+  if (n < 4)
+    return !n || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
+  return memcmp(a, b, n) == 0;
+}
 
 /* Asks for the cache line at p in the state for writing: a line another
  * core holds is taken from it ahead of the store. (__builtin_prefetch's

@@ -17,8 +17,8 @@ uint8_t sl__hm_no_ctrl[2 * HM_GROUP];
 /* Inline key equality: key and ns are at most HM_INL_BYTES, and the
  * common 8-byte key with no namespace is one word compare. */
 static inline bool hm_inl_eq(const hm_slot *s, const sl__skey *k) {
-  return hm_bytes_eq(s->u.data, k->key, k->key_len) &&
-         (!k->ns_len || hm_bytes_eq(s->u.data + k->key_len, k->ns, k->ns_len));
+  return sl__bytes_eq(s->u.data, k->key, k->key_len) &&
+         (!k->ns_len || sl__bytes_eq(s->u.data + k->key_len, k->ns, k->ns_len));
 }
 
 static inline bool hm_fits_inline(size_t kl, size_t nl, size_t cap) {

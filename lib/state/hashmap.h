@@ -273,33 +273,6 @@ static inline size_t hm_mask(uint8_t bits) {
   return ((size_t)1 << bits) - 1;
 }
 
-/* Byte equality for short keys without a call into libc and with few
- * branches: a hit is usually decided by two overlapping word loads. The
- * lookup is on every record, so a mispredicted branch here costs more
- * than the comparison itself. */
-static inline bool hm_bytes_eq(const unsigned char *a, const unsigned char *b,
-                               size_t n) {
-  if (n >= 8 && n <= 16) {
-    uint64_t x, y, z, w;
-    memcpy(&x, a, 8);
-    memcpy(&y, b, 8);
-    memcpy(&z, a + n - 8, 8);
-    memcpy(&w, b + n - 8, 8);
-    return ((x ^ y) | (z ^ w)) == 0;
-  }
-  if (n >= 4 && n < 8) {
-    uint32_t x, y, z, w;
-    memcpy(&x, a, 4);
-    memcpy(&y, b, 4);
-    memcpy(&z, a + n - 4, 4);
-    memcpy(&w, b + n - 4, 4);
-    return ((x ^ y) | (z ^ w)) == 0;
-  }
-  if (n < 4)
-    return !n || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
-  return memcmp(a, b, n) == 0;
-}
-
 static inline bool hm_eq(const hm_entry *e, const sl__skey *k) {
   /* key_len and ns_len in one compare. */
   uint64_t lens;
@@ -309,8 +282,8 @@ static inline bool hm_eq(const hm_entry *e, const sl__skey *k) {
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
   want = ((uint64_t)(uint32_t)k->key_len << 32) | (uint32_t)k->ns_len;
 #endif
-  return lens == want && hm_bytes_eq(e->data, k->key, k->key_len) &&
-         (!k->ns_len || hm_bytes_eq(e->data + k->key_len, k->ns, k->ns_len));
+  return lens == want && sl__bytes_eq(e->data, k->key, k->key_len) &&
+         (!k->ns_len || sl__bytes_eq(e->data + k->key_len, k->ns, k->ns_len));
 }
 
 static inline hm_state *hm_st(hm *b, uint32_t id) {

@@ -356,8 +356,8 @@ static inline bool rk_eq(const rk_entry *e, const sl__skey *k, bool map,
       e->ns_len != k->ns_len || (map && e->u.mk_len != ml))
     return false;
   const unsigned char *d = e->data;
-  return (!k->key_len || memcmp(d, k->key, k->key_len) == 0) &&
-         (!k->ns_len || memcmp(d + k->key_len, k->ns, k->ns_len) == 0) &&
+  return sl__bytes_eq(d, k->key, k->key_len) &&
+         sl__bytes_eq(d + k->key_len, k->ns, k->ns_len) &&
          (!ml || memcmp(d + k->key_len + k->ns_len, mk, ml) == 0);
 }
 
