@@ -472,10 +472,10 @@ void sl__rk_written(rk *b, size_t n);
 int sl__rk_fail(rk *b, const char *what, char *rerr);
 /* The sticky error, or 0. */
 /* b->failed while a snapshot's background part runs and nothing failed:
- * every call then takes its slow path, which takes the background part's
- * outcome as soon as it is known (sl__rk_poll), so that a failed write
- * or flush fails the worker's next state access as it would have when the
- * worker flushed itself. No cost on the per-record path otherwise. */
+ * every call then takes the background part's outcome as soon as it is
+ * known (rk_failed polls: a few loads), so that a failed write or flush
+ * fails the worker's next state access as it would have when the worker
+ * flushed itself. The per-record path tests b->failed once otherwise. */
 #define RK_BG_RUNNING 1
 static inline int rk_failed(rk *b) {
   if (SL__LIKELY(!b->failed))

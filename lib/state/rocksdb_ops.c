@@ -160,14 +160,21 @@ static __attribute__((noinline)) int slot_slow(rk *b, const sl__skey *k,
 
 int sl__rk_slot(sl__backend *be, const sl__skey *k, size_t len, void **out) {
   rk *b = (rk *)be;
+  /* A backend that has failed fails every access: nothing may pass for
+   * success after a lost write. While a snapshot's background part runs,
+   * its outcome is taken here as soon as it is known (rk_failed). */
+  if (SL__UNLIKELY(b->failed)) {
+    int rc = rk_failed(b);
+    if (rc)
+      return rc;
+  }
   rk_entry *e;
   size_t i = rk_probe(&b->cache, rk_hash(k), k, false, NULL, 0, &e);
-  /* The per-record case: a cached value of the same length (and a backend
-   * that has not failed: nothing may pass for success after a lost
-   * write; nor one whose snapshot is in flight, so nothing is frozen
-   * here). */
+  /* The per-record case: a cached value of the same length, made the
+   * worker's (a frozen entry the snapshot's thread has not copied yet is
+   * copied first, sl__rk_dirty) unless it is already. */
   if (SL__LIKELY(e && (e->flags & (RK_PRESENT | RK_APPEND)) == RK_PRESENT &&
-                 e->val_len == len && !b->failed)) {
+                 e->val_len == len)) {
     e->wflags |= RK_REF;
     if (!rk_dirty_now(&b->cache, e)) {
       int rc = sl__rk_dirty(b, i, &e);
