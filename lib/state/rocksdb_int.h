@@ -166,8 +166,13 @@ typedef struct rk_frozen {
   /* Set by the thread (release) once the records are sorted, which makes
    * them searchable by the worker, and once RocksDB holds them: the
    * thread then reads buf and keys no more, and the worker frees them
-   * (sl__rk_poll). */
+   * (sl__rk_poll). On a cache line of their own, wherever the struct
+   * lies: the worker reads them at every state access while the snapshot
+   * is in flight (rk_failed), and the thread writes len and done for
+   * every record it copies. */
+  char pad0[SL__CACHELINE];
   _Atomic bool sorted, written;
+  char pad1[SL__CACHELINE - 2 * sizeof(_Atomic bool)];
 } rk_frozen;
 
 typedef struct rk_cache {
