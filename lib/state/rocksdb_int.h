@@ -168,8 +168,8 @@ typedef struct rk_frozen {
    * thread then reads buf and keys no more, and the worker frees them
    * (sl__rk_poll). On a cache line of their own, wherever the struct
    * lies: the worker reads them at every state access while the snapshot
-   * is in flight (rk_failed), and the thread writes len and done for
-   * every record it copies. */
+   * is in flight (rk_failed), and the thread writes len for every record
+   * it copies (done every 256). */
   char pad0[SL__CACHELINE];
   _Atomic bool sorted, written;
   char pad1[SL__CACHELINE - 2 * sizeof(_Atomic bool)];
