@@ -62,4 +62,31 @@ static inline void bench_run(sl_job_t *job) {
   }
 }
 
+/* A source's poll over pre-generated 8-byte keys: hands on events [*i,
+ * end), at most the poll's budget, as arrays of up to 256 records
+ * (sl_source_emit_batch: the keys are lent, not copied), event j with
+ * key &keys[j] and timestamp j / ts_div; advances *i past them. 0, or the
+ * emit's error. */
+static inline int bench_emit_keys(sl_source_ctx_t *ctx, const uint64_t *keys,
+                                  uint64_t *i, uint64_t end, uint64_t ts_div) {
+  sl_record_t r[256];
+  size_t budget = sl_source_ctx_budget(ctx);
+  uint64_t j = *i;
+  for (size_t k = 0; k < budget && j < end;) {
+    size_t m = (size_t)(end - j);
+    m = m < budget - k ? m : budget - k;
+    m = m < 256 ? m : 256;
+    for (size_t x = 0; x < m; x++, j++)
+      r[x] = (sl_record_t){&keys[j], 8, NULL, 0, (int64_t)(j / ts_div)};
+    k += m;
+    int rc = sl_source_emit_batch(ctx, r, m);
+    if (rc) {
+      *i = j;
+      return rc;
+    }
+  }
+  *i = j;
+  return 0;
+}
+
 #endif

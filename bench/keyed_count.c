@@ -51,7 +51,6 @@ static int src_open(sl_source_ctx_t *ctx, void *opaque) {
  * one by one (BENCH_EMIT=record: sl_source_emit). */
 static bool emit_records;
 
-/* Subtask w emits events w, w+P, ...: each worker reads its share. */
 static int src_poll(sl_source_ctx_t *ctx, void *opaque) {
   src *s = opaque;
   int sub = sl_source_ctx_subtask(ctx);
@@ -65,19 +64,9 @@ static int src_poll(sl_source_ctx_t *ctx, void *opaque) {
         return rc;
     }
   } else {
-    sl_record_t r[256];
-    for (size_t k = 0; k < budget && i < end;) {
-      /* As many records as the array, the budget and the events allow. */
-      size_t m = (size_t)(end - i);
-      m = m < budget - k ? m : budget - k;
-      m = m < 256 ? m : 256;
-      for (size_t j = 0; j < m; j++, i++)
-        r[j] = (sl_record_t){&events[i], 8, NULL, 0, (int64_t)i};
-      k += m;
-      int rc = sl_source_emit_batch(ctx, r, m);
-      if (rc)
-        return rc;
-    }
+    int rc = bench_emit_keys(ctx, events, &i, end, 1);
+    if (rc)
+      return rc;
   }
   s->next[sub] = i;
   return i >= end ? SL_POLL_END : SL_POLL_MORE;

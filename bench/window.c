@@ -45,19 +45,9 @@ static int src_poll(sl_source_ctx_t *ctx, void *opaque) {
         return rc;
     }
   } else {
-    sl_record_t r[256];
-    for (size_t k = 0; k < budget && i < n_events;) {
-      /* As many records as the array, the budget and the events allow. */
-      size_t m = (size_t)(n_events - i);
-      m = m < budget - k ? m : budget - k;
-      m = m < 256 ? m : 256;
-      for (size_t j = 0; j < m; j++, i++)
-        r[j] = (sl_record_t){&keys[i], 8, NULL, 0, (int64_t)(i / 100)};
-      k += m;
-      int rc = sl_source_emit_batch(ctx, r, m);
-      if (rc)
-        return rc;
-    }
+    int rc = bench_emit_keys(ctx, keys, &i, n_events, 100);
+    if (rc)
+      return rc;
   }
   s->next = i;
   return i >= n_events ? SL_POLL_END : SL_POLL_MORE;
