@@ -8,7 +8,6 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "core/util.h"
 #include "operator.h"
 #include "sluice/process.h"
 #include "state/keyed.h"
@@ -118,10 +117,8 @@ static inline __attribute__((always_inline)) int sl__keyed_batch_ns(
     if (ge != e) {
       /* The records of the group after: at parallelism > 1 a batch from
        * another worker is read from that worker's core, line by line. */
-      const char *rl = (const char *)(ge + SL__PREFETCH_AHEAD);
-      for (size_t o = 0; o < sizeof(*p) * SL__PREFETCH_AHEAD;
-           o += SL__CACHELINE)
-        __builtin_prefetch(rl + o);
+      for (size_t j = 0; j < SL__PREFETCH_AHEAD; j++)
+        __builtin_prefetch(ge + SL__PREFETCH_AHEAD + j);
       prefetch(k, ge,
                left - SL__PREFETCH_AHEAD < SL__PREFETCH_AHEAD
                    ? left - SL__PREFETCH_AHEAD
