@@ -117,8 +117,10 @@ static inline __attribute__((always_inline)) int sl__keyed_batch_ns(
     if (ge != e) {
       /* The records of the group after: at parallelism > 1 a batch from
        * another worker is read from that worker's core, line by line. */
-      for (size_t j = 0; j < SL__PREFETCH_AHEAD; j++)
-        __builtin_prefetch(ge + SL__PREFETCH_AHEAD + j);
+      size_t after = (size_t)(e - ge);
+      for (size_t j = SL__PREFETCH_AHEAD;
+           j < 2 * SL__PREFETCH_AHEAD && j < after; j++)
+        __builtin_prefetch(ge + j);
       prefetch(k, ge,
                left - SL__PREFETCH_AHEAD < SL__PREFETCH_AHEAD
                    ? left - SL__PREFETCH_AHEAD

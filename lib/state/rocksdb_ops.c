@@ -163,11 +163,9 @@ int sl__rk_slot(sl__backend *be, const sl__skey *k, size_t len, void **out) {
   /* A backend that has failed fails every access: nothing may pass for
    * success after a lost write. While a snapshot's background part runs,
    * its outcome is taken here as soon as it is known (rk_failed). */
-  if (SL__UNLIKELY(b->failed)) {
-    int rc = rk_failed(b);
-    if (rc)
-      return rc;
-  }
+  int rc = rk_failed(b);
+  if (rc)
+    return rc;
   rk_entry *e;
   size_t i = rk_probe(&b->cache, rk_hash(k), k, false, NULL, 0, &e);
   /* The per-record case: a cached value of the same length, made the
@@ -176,11 +174,8 @@ int sl__rk_slot(sl__backend *be, const sl__skey *k, size_t len, void **out) {
   if (SL__LIKELY(e && (e->flags & (RK_PRESENT | RK_APPEND)) == RK_PRESENT &&
                  e->val_len == len)) {
     e->wflags |= RK_REF;
-    if (!rk_dirty_now(&b->cache, e)) {
-      int rc = sl__rk_dirty(b, i, &e);
-      if (rc)
-        return rc;
-    }
+    if (!rk_dirty_now(&b->cache, e) && (rc = sl__rk_dirty(b, i, &e)))
+      return rc;
     *out = rk_val(e, 0);
     return 1;
   }
