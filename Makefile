@@ -44,19 +44,23 @@ $(BUILD)/build.ninja:
 build: deps $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
+# After a failed run, the failed tests' output once more, last: a CI page
+# may show only the end of the run.
+failed_logs = { /usr/bin/python3 tests/failed_logs.py $(1)/meson-logs/testlog.json; exit 1; }
+
 test: build
-	meson test -C $(BUILD) -v --print-errorlogs --num-processes 2
+	meson test -C $(BUILD) -v --print-errorlogs --num-processes 2 || $(call failed_logs,$(BUILD))
 
 test-asan: deps
 	[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false
 	ninja -C $(ASAN_BUILD)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  CK_FORK=no meson test -C $(ASAN_BUILD) -v --print-errorlogs --num-processes 2 --timeout-multiplier 3
+	  CK_FORK=no meson test -C $(ASAN_BUILD) -v --print-errorlogs --num-processes 2 --timeout-multiplier 3 || $(call failed_logs,$(ASAN_BUILD))
 
 test-tsan: deps
 	[ -f $(TSAN_BUILD)/build.ninja ] || meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false
 	ninja -C $(TSAN_BUILD)
-	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" CK_FORK=no meson test -C $(TSAN_BUILD) --print-errorlogs --num-processes 1 --timeout-multiplier 5
+	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" CK_FORK=no meson test -C $(TSAN_BUILD) --print-errorlogs --num-processes 1 --timeout-multiplier 5 || $(call failed_logs,$(TSAN_BUILD))
 
 # Chaos: real jobs on the mock cluster killed and restarted ROUNDS times,
 # output compared with a failure-free run (docs/reliability.md). SEED
