@@ -118,9 +118,14 @@ static inline __attribute__((always_inline)) int sl__keyed_batch_ns(
       /* The records of the group after: at parallelism > 1 a batch from
        * another worker is read from that worker's core, line by line. */
       size_t after = (size_t)(e - ge);
-      for (size_t j = SL__PREFETCH_AHEAD;
-           j < 2 * SL__PREFETCH_AHEAD && j < after; j++)
-        __builtin_prefetch(ge + j);
+      if (__builtin_expect(after >= 2 * SL__PREFETCH_AHEAD, 1)) {
+        /* A whole group: a constant count, unrolled, with no test. */
+        for (size_t j = SL__PREFETCH_AHEAD; j < 2 * SL__PREFETCH_AHEAD; j++)
+          __builtin_prefetch(ge + j);
+      } else {
+        for (size_t j = SL__PREFETCH_AHEAD; j < after; j++)
+          __builtin_prefetch(ge + j);
+      }
       prefetch(k, ge,
                left - SL__PREFETCH_AHEAD < SL__PREFETCH_AHEAD
                    ? left - SL__PREFETCH_AHEAD
