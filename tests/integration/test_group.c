@@ -259,7 +259,7 @@ static void wait_assigned(const char *const *names, int n, int want) {
 /* wait_assigned_source within ms. */
 static void wait_assigned_source_ms(const char *const *names, int n, int want,
                                     const char *src, int ms) {
-  char got[256];
+  char got[256] = "";
   for (int i = 0; i < ms / 50; i++) {
     int sum = 0, least = PARTS;
     size_t len = 0;
