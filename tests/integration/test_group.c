@@ -2038,9 +2038,10 @@ static void stop_resume(pid_t *p, const char *const *names, const char *topic,
     ck_assert_int_eq(completed_before_revival("c", stop), before);
     /* It takes tasks again (and input partitions) from the others: it
      * joins as a new member, which takes the cooperative assignor
-     * several rounds, each of which the dev broker may hold for seconds:
-     * 17 to 20 s in all in 50 runs, and a CI run failed as a 60 s wait
-     * begun here would have. */
+     * several rounds, and the dev broker (librdkafka's mock) ends a
+     * round that a join began only after session.timeout.ms - 1 s, 5 s
+     * here: 17 to 20 s in all in 50 runs, and a CI run failed as a 60 s
+     * wait begun here would have. */
     wait_assigned_source_ms(names, 3, PARTS, "in", REJOIN_MS);
     if (through)
       wait_assigned_source_ms(names, 3, PARTS, src, REJOIN_MS);
