@@ -10,7 +10,12 @@ LINES = 200  # of each failed test's output, its last ones
 
 def main(path):
     failed = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
+    try:
+        f = open(path, encoding="utf-8", errors="replace")
+    except OSError as e:
+        print("no test log to show (%s): the run failed before its tests" % e)
+        return
+    with f:
         for line in f:
             t = json.loads(line)
             if t.get("result") in ("OK", "SKIP", "EXPECTEDFAIL"):
