@@ -4,7 +4,9 @@
 testlog.json: `make test` calls it after a failed run, so that the last
 lines of the run (all a CI page may show) say why, not only which."""
 import json
+import os
 import sys
+import time
 
 LINES = 200  # of each failed test's output, its last ones
 
@@ -29,7 +31,9 @@ def main(path):
                    t.get("duration", 0.0), len(tail)))
             print("\n".join(tail))
     print("=" * 78)
-    print("%d test(s) did not pass; every output is in %s" % (failed, path))
+    print("%d test(s) did not pass; every output is in %s (written %s)" %
+          (failed, path, time.strftime("%Y-%m-%d %H:%M:%S",
+                                       time.localtime(os.path.getmtime(path)))))
 
 if __name__ == "__main__":
     main(sys.argv[1])
