@@ -259,24 +259,23 @@ static void wait_assigned(const char *const *names, int n, int want) {
 /* wait_assigned_source within ms. */
 static void wait_assigned_source_ms(const char *const *names, int n, int want,
                                     const char *src, int ms) {
-  char got[256] = "";
   for (int i = 0; i < ms / 50; i++) {
     int sum = 0, least = PARTS;
-    size_t len = 0;
     for (int j = 0; j < n; j++) {
       int s = status_of_source(names[j], src);
       sum += s;
       if (s < least)
         least = s;
-      len +=
-          (size_t)snprintf(got + len, sizeof(got) - len, " %s:%d", names[j], s);
-      if (len >= sizeof(got))
-        len = sizeof(got) - 1;
     }
     if (sum == want && least > 0)
       return;
     tk_sleep_ms(50);
   }
+  /* What each process reads as the wait gives up. */
+  char got[256] = "";
+  for (int j = 0, len = 0; j < n && len < (int)sizeof(got); j++)
+    len += snprintf(got + len, sizeof(got) - (size_t)len, " %s:%d", names[j],
+                    status_of_source(names[j], src));
   ck_abort_msg("the group never settled on %d partitions of source %s in %d "
                "ms; the processes read%s",
                want, src, ms, got);
