@@ -94,10 +94,18 @@ __attribute__((noinline, cold)) int sl__keyed_batch_tasks(
  * Scratch memory (sl_ctx_alloc) is released once per batch (at most
  * batch.size records), not per record: the marks would cost
  * more than the lookup. reset_ns: as for sl__keyed_set_key_ns (a
- * constant at each call). */
-static inline __attribute__((always_inline)) int sl__keyed_batch_ns(
+ * constant at each call).
+ *
+ * hit (NULL, or an operator's usual case): tried first for each record,
+ * from the record alone, with k's current key left as it was; true when
+ * it processed the record (then a non-zero *rc, for which it made the
+ * record's key current, stops the loop), false to take the general way
+ * (key made current, process). Not in group mode, whose records each
+ * carry their task's watermark. */
+static inline __attribute__((always_inline)) int sl__keyed_loop(
     sl__keyed *k, int port, const sl_keyed_rec_t *r, size_t n,
     void (*prefetch)(sl__keyed *k, const sl_keyed_rec_t *r, size_t n),
+    bool (*hit)(sl__keyed *k, const sl_keyed_rec_t *r, int *rc),
     int (*process)(sl__keyed *k, int port, const sl_keyed_rec_t *r),
     bool reset_ns) {
   if (__builtin_expect(k->tw != NULL, 0))
@@ -132,6 +140,11 @@ static inline __attribute__((always_inline)) int sl__keyed_batch_ns(
                    : SL__PREFETCH_AHEAD);
     }
     for (; p != ge; p++) {
+      if (hit && __builtin_expect(hit(k, p, &rc), 1)) {
+        if (__builtin_expect(rc != 0, 0))
+          goto out;
+        continue;
+      }
       sl__keyed_set_key_ns(k, p, reset_ns);
       if (__builtin_expect((rc = process(k, port, p)) != 0, 0))
         goto out;
@@ -140,6 +153,15 @@ static inline __attribute__((always_inline)) int sl__keyed_batch_ns(
 out:
   sl_op_arena_release(op, m);
   return rc;
+}
+
+/* sl__keyed_loop without a usual case. */
+static inline __attribute__((always_inline)) int sl__keyed_batch_ns(
+    sl__keyed *k, int port, const sl_keyed_rec_t *r, size_t n,
+    void (*prefetch)(sl__keyed *k, const sl_keyed_rec_t *r, size_t n),
+    int (*process)(sl__keyed *k, int port, const sl_keyed_rec_t *r),
+    bool reset_ns) {
+  return sl__keyed_loop(k, port, r, n, prefetch, NULL, process, reset_ns);
 }
 
 /* sl__keyed_batch_ns for operators that set namespaces: every record

@@ -1035,7 +1035,7 @@ static void hm_prefetch(sl__backend *be, uint32_t state, const uint64_t *hash,
     return;
   sl__hm_direct_prefetch_n((uintptr_t)b->states[state].tables -
                                (uintptr_t)be->kg_lo * sizeof(hm_table),
-                           true, be->kg_lo, b->n_kg, hash, kg, stride, n);
+                           true, be->kg_lo, b->n_kg, 0, hash, kg, stride, n);
 }
 
 /* The tables of a state, one per owned key group: allocated when the

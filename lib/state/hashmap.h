@@ -421,18 +421,18 @@ static inline void sl__hm_direct_prefetch(const hm_table *t, uint64_t hash) {
   __builtin_prefetch(s + SL__CACHELINE);
 }
 
-/* sl__hm_direct_prefetch for n keys, key j with its hash at
- * (char *)hash + j * stride and its key group g at (char *)kg + j *
- * stride, in the table at base + g * sizeof(hm_table) (base: where key
- * group 0's table would be). checked (a constant at each call): only key
- * groups in [lo, lo + n_kg) are requested, others skipped; unchecked,
- * every g must have a table. The backend's prefetch (checked: its
- * contract takes any key group) and the state layer's direct one
+/* sl__hm_direct_prefetch for n keys, key j with its hash (XORed with
+ * ns_hash: sl__state_hash_ns, 0 for none) at (char *)hash + j * stride
+ * and its key group g at (char *)kg + j * stride, in the table at base +
+ * g * sizeof(hm_table) (base: where key group 0's table would be). checked (a
+ * constant at each call): only key groups in [lo, lo + n_kg) are requested,
+ * others skipped; unchecked, every g must have a table. The backend's prefetch
+ * (checked: its contract takes any key group) and the state layer's direct one
  * (unchecked: the keyed batch's key groups are the worker's) are both
  * this loop. */
 static inline __attribute__((always_inline)) void
 sl__hm_direct_prefetch_n(uintptr_t base, bool checked, uint32_t lo,
-                         uint32_t n_kg, const uint64_t *hash,
+                         uint32_t n_kg, uint64_t ns_hash, const uint64_t *hash,
                          const uint32_t *kg, size_t stride, size_t n) {
   const unsigned char *hp = (const unsigned char *)hash;
   const unsigned char *end = hp + n * stride;
@@ -446,7 +446,8 @@ sl__hm_direct_prefetch_n(uintptr_t base, bool checked, uint32_t lo,
     /* A key group below the range wraps and fails the check. */
     if (!checked || g - lo < n_kg)
       sl__hm_direct_prefetch(
-          (const hm_table *)(base + (uintptr_t)g * sizeof(hm_table)), h);
+          (const hm_table *)(base + (uintptr_t)g * sizeof(hm_table)),
+          sl__state_hash_ns(h, ns_hash));
   }
 }
 

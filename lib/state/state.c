@@ -63,22 +63,44 @@ void sl__kstate_close(sl__keyed *k) {
   k->state = NULL;
 }
 
-/* One state's entries of the given hashes, in the worker's own key
- * groups: directly in its tables when it has them, else through the
- * backend. */
+/* One state's entries of the given hashes, each XORed with ns_hash
+ * (sl__state_hash_ns; 0 for state under the key alone), in the worker's
+ * own key groups: directly in its tables when it has them, else through
+ * the backend. */
 static inline void prefetch_one(sl__backend *be, const sl_state_t *st,
-                                const uint64_t *hash, const uint32_t *kg,
-                                size_t stride, size_t n) {
-  if (st->dt)
-    sl__hm_direct_prefetch_n(st->dt_base, false, 0, 0, hash, kg, stride, n);
-  else if (be->ops->prefetch)
+                                uint64_t ns_hash, const uint64_t *hash,
+                                const uint32_t *kg, size_t stride, size_t n) {
+  if (st->dt) {
+    sl__hm_direct_prefetch_n(st->dt_base, false, 0, 0, ns_hash, hash, kg,
+                             stride, n);
+  } else if (be->ops->prefetch && !ns_hash) {
     be->ops->prefetch(be, st->id, hash, kg, stride, n);
+  } else if (be->ops->prefetch) {
+    /* The backend takes the entries' own hashes: made here, a few at a
+     * time, beside their key groups. */
+    struct {
+      uint64_t hash;
+      uint32_t kg;
+    } q[16];
+    const unsigned char *h = (const unsigned char *)hash;
+    ptrdiff_t gd = (const unsigned char *)kg - h;
+    while (n) {
+      size_t m = n < 16 ? n : 16;
+      for (size_t i = 0; i < m; i++, h += stride) {
+        memcpy(&q[i].hash, h, sizeof(q[i].hash));
+        memcpy(&q[i].kg, h + gd, sizeof(q[i].kg));
+        q[i].hash = sl__state_hash_ns(q[i].hash, ns_hash);
+      }
+      be->ops->prefetch(be, st->id, &q[0].hash, &q[0].kg, sizeof(q[0]), m);
+      n -= m;
+    }
+  }
 }
 
-void sl__state_prefetch(sl__keyed *k, const sl_state_t *st,
+void sl__state_prefetch(sl__keyed *k, const sl_state_t *st, uint64_t ns_hash,
                         const uint64_t *hash, const uint32_t *kg, size_t stride,
                         size_t n) {
-  prefetch_one(k->state->be, st, hash, kg, stride, n);
+  prefetch_one(k->state->be, st, ns_hash, hash, kg, stride, n);
 }
 
 /* The states not in ks->pf_base: direct ones past the first
@@ -91,7 +113,7 @@ static __attribute__((noinline)) void prefetch_others(struct sl__kstate *ks,
   for (size_t i = 0; i < ks->n_states; i++) {
     const sl_state_t *st = ks->states[i];
     if (!st->pf_direct)
-      prefetch_one(be, st, hash, kg, stride, n);
+      prefetch_one(be, st, 0, hash, kg, stride, n);
   }
 }
 
@@ -102,7 +124,8 @@ void sl__kstate_prefetch(struct sl__kstate *ks, const uint64_t *hash,
   /* The states with direct tables without a call (their tables are
    * known), so that the usual case, every state direct, is a leaf. */
   for (size_t i = 0; i < ks->n_pf; i++)
-    sl__hm_direct_prefetch_n(ks->pf_base[i], false, 0, 0, hash, kg, stride, n);
+    sl__hm_direct_prefetch_n(ks->pf_base[i], false, 0, 0, 0, hash, kg, stride,
+                             n);
   if (ks->pf_others)
     prefetch_others(ks, hash, kg, stride, n);
 }
@@ -574,13 +597,23 @@ sl__value_ptr_hit(const sl__keyed *k, const sl_state_t *st, size_t size) {
 /* Inlined by the release build's link-time optimization, as
  * sl__value_ptr_hit is (left to itself, gcc makes it a call). */
 inline __attribute__((always_inline)) void *
+sl__ns_slot_hit_key(const sl_state_t *st, uint32_t kg, const void *key,
+                    size_t key_len, const int64_t *ns, uint64_t hash,
+                    size_t size) {
+  if (SL__LIKELY(st->dt_base != 0) && size <= HM_INL_BYTES - 16 &&
+      key_len == 8) {
+    assert(kg - st->dt_lo < st->dt_n);
+    return sl__hm_direct_slot_ns8(
+        (const hm_table *)(st->dt_base + (uintptr_t)kg * sizeof(hm_table)), key,
+        ns, hash, size);
+  }
+  return NULL;
+}
+
+inline __attribute__((always_inline)) void *
 sl__ns_slot_hit(const sl__keyed *k, const sl_state_t *st, const int64_t *ns,
                 uint64_t hash, size_t size) {
-  if (SL__LIKELY(st->dt_base != 0) && size <= HM_INL_BYTES - 16 &&
-      k->key_len == 8)
-    return sl__hm_direct_slot_ns8(sl__kg_tab(k, st, st->dt_base), k->key, ns,
-                                  hash, size);
-  return NULL;
+  return sl__ns_slot_hit_key(st, k->kg, k->key, k->key_len, ns, hash, size);
 }
 
 int sl__ns_slot(sl__keyed *k, sl_state_t *st, uint64_t hash, size_t size,

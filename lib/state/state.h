@@ -124,11 +124,18 @@ int sl__ns_slot(sl__keyed *k, sl_state_t *st, uint64_t hash, size_t size,
  * the entry's only makes it miss: the probe compares key and namespace. */
 void *sl__ns_slot_hit(const sl__keyed *k, const sl_state_t *st,
                       const int64_t *ns, uint64_t hash, size_t size);
-/* Requests from memory st's entries of n hashes (hash j at (char *)hash
+/* The same for the key key (key_len bytes, key group kg, one of k's
+ * worker's) rather than the current one: for a record's usual case
+ * before its key is made current. */
+void *sl__ns_slot_hit_key(const sl_state_t *st, uint32_t kg, const void *key,
+                          size_t key_len, const int64_t *ns, uint64_t hash,
+                          size_t size);
+/* Requests from memory st's entries of n keys (key hash j at (char *)hash
  * + j * stride, its key group at (char *)kg + j * stride, a key group of
- * k's worker), as the keyed prefetch does for the entries of the key
+ * k's worker) under the namespace whose hash is ns_hash (0: under the
+ * key alone), as the keyed prefetch does for the entries of the key
  * alone: for state under a namespace whose hash the caller knows. */
-void sl__state_prefetch(sl__keyed *k, const sl_state_t *st,
+void sl__state_prefetch(sl__keyed *k, const sl_state_t *st, uint64_t ns_hash,
                         const uint64_t *hash, const uint32_t *kg, size_t stride,
                         size_t n);
 /* sl__value_ptr's per-record case alone: the value of the current key

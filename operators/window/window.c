@@ -468,20 +468,53 @@ static inline void *session_hit(win *w, int64_t t, int64_t wm) {
 /* The usual element of a tumbling event-time aggregate with the default
  * trigger and no purge (a->tumble_hits): its time t falls in the window
  * the last element went to through the general path, whose max_ts the
- * watermark wm has not reached, and that window already holds the key's
+ * watermark has not reached, and that window already holds the key's
  * accumulator. Adding to it is then all the general path would do: the
  * trigger neither fires (max_ts > wm) nor registers a timer (the window
- * is not fresh), nothing is purged, and no cleanup timer is due. Returns
- * the accumulator, or NULL for the general path: another window, a due
- * one, or a probe that misses (a first element, another backend, or a
- * namespace hash cached for another window: the probe compares the key
- * and the namespace, so it can miss but never find the wrong entry). */
+ * is not fresh), nothing is purged, and no cleanup timer is due.
+ *
+ * tumble_acc: the accumulator of the key (key_len bytes, key group kg,
+ * key hash h) in that window, or NULL for the general path: a probe that
+ * misses (a first element, another backend, or a namespace hash cached
+ * for another window: the probe compares the key and the namespace, so
+ * it can miss but never find the wrong entry). */
+static inline __attribute__((always_inline)) void *
+tumble_acc(win *w, uint32_t kg, const void *key, size_t key_len, uint64_t h) {
+  return sl__ns_slot_hit_key(w->acc, kg, key, key_len, &w->tb_lo,
+                             sl__state_hash_ns(h, w->last_ns_hash),
+                             w->a->acc_size);
+}
+
+static inline bool tumble_in(const win *w, int64_t t) {
+  return (uint64_t)t - (uint64_t)w->tb_lo < w->tb_span;
+}
+
+/* For the current key, at time t, under watermark wm: the operator's or,
+ * in group mode, the record's task's, which may be ahead of it (tb_span
+ * follows the operator's alone). */
 static inline void *tumble_hit(win *w, int64_t t, int64_t wm) {
-  if (t < w->tb_lo || t >= w->tb_hi || w->tb_max <= wm)
+  if (!tumble_in(w, t) || w->tb_max <= wm)
     return NULL;
-  return sl__ns_slot_hit(&w->k, w->acc, &w->tb_lo,
-                         sl__state_hash_ns(w->k.hash, w->last_ns_hash),
-                         w->a->acc_size);
+  return tumble_acc(w, w->k.kg, w->k.key, w->k.key_len, w->k.hash);
+}
+
+/* For a record of sl__keyed_loop (not group mode) before its key is made
+ * current: the operator's watermark holds for the whole batch, and
+ * tb_span is 0 once it reached tb_max, so neither needs reading. */
+static inline __attribute__((always_inline)) bool
+win_tumble_hit(sl__keyed *k, const sl_keyed_rec_t *r, int *rc) {
+  win *w = (win *)k;
+  if (!tumble_in(w, r->rec.ts))
+    return false;
+  void *acc = tumble_acc(w, r->kg, r->rec.key, r->rec.key_len, r->hash);
+  if (!acc)
+    return false;
+  int e = w_agg_add(w->a, acc, &r->rec);
+  if (SL__UNLIKELY(e)) {
+    sl__keyed_set_key(k, r);
+    *rc = sl_op_user_error(k->op, &r->rec, e);
+  }
+  return true;
 }
 
 /* One record, its key already current in k (the win's first member).
@@ -514,8 +547,8 @@ win_element(sl__keyed *k, int port, const sl_keyed_rec_t *kr) {
       /* The window's namespace hash is cached by the accumulator's
        * access, sl__win_one's first step. */
       w->tb_lo = st;
-      w->tb_hi = wd.end;
       w->tb_max = w_max_ts(&wd);
+      w->tb_span = w->tb_max > wm ? (uint64_t)wd.end - (uint64_t)st : 0;
       rc = sl__win_one(w, port, rec, &wd, wm, false);
     }
     break;
@@ -625,6 +658,8 @@ out:
 
 static int win_watermark(sl_ctx_t *op, int64_t wm) {
   win *w = sl_op_data(op);
+  if (w->tb_max <= wm)
+    w->tb_span = 0;
   return sl__keyed_fire(&w->k, SL_EVENT_TIME, wm, win_timer);
 }
 
@@ -649,22 +684,11 @@ static void win_prefetch(sl__keyed *k, const sl_keyed_rec_t *r, size_t n) {
   if (a->sliced) {
     be->ops->prefetch(be, sl__state_id(w->slices), h, g, stride, n);
   } else if (a->lazy_sessions) {
-    sl__state_prefetch(&w->k, w->ends, h, g, stride, n);
+    sl__state_prefetch(&w->k, w->ends, 0, h, g, stride, n);
   } else if (a->s.assigner == SL_WINDOW_SESSION) {
     be->ops->prefetch(be, sl__state_id(w->sess), h, g, stride, n);
   } else if (a->agg && a->s.assigner == SL_WINDOW_TUMBLING && w->ns_hash_ok) {
-    /* The namespaced hashes of the guessed window, beside the key groups. */
-    struct {
-      uint64_t hash;
-      uint32_t kg;
-    } q[SL__PREFETCH_AHEAD];
-    if (n > SL__PREFETCH_AHEAD)
-      n = SL__PREFETCH_AHEAD;
-    for (size_t i = 0; i < n; i++) {
-      q[i].hash = sl__state_hash_ns(r[i].hash, w->last_ns_hash);
-      q[i].kg = r[i].kg;
-    }
-    sl__state_prefetch(&w->k, w->acc, &q[0].hash, &q[0].kg, sizeof(q[0]), n);
+    sl__state_prefetch(&w->k, w->acc, w->last_ns_hash, h, g, stride, n);
   }
 }
 
@@ -685,6 +709,9 @@ static int win_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
    * watermarks (group mode) need it per record. */
   if (w->mb && !w->k.tw)
     return sl__win_minibatch(w, port, recs, n);
+  if (w->a->tumble_hits)
+    return sl__keyed_loop(&w->k, port, recs, n, win_prefetch, win_tumble_hit,
+                          win_element, true);
   return sl__keyed_batch(&w->k, port, recs, n, win_prefetch, win_element);
 }
 
@@ -755,8 +782,6 @@ static int win_open(sl_ctx_t *op) {
     return SL_ERR_NOMEM;
   w->a = a;
   w->k.op = op;
-  w->tb_lo = INT64_MAX;
-  w->tb_hi = INT64_MIN;
   sl_op_set_data(op, w);
   sl_op_set_keyed(op, &w->k);
   int rc = sl__timers_new(&w->k.timers);

@@ -70,9 +70,11 @@ typedef struct win {
   uint64_t last_ns_hash;
   bool ns_hash_ok;
   /* The tumbling window the last element went to through the general
-   * path, [tb_lo, tb_hi) with max_ts tb_max (a->tumble_hits); none yet
-   * while tb_lo > tb_hi. */
-  int64_t tb_lo, tb_hi, tb_max;
+   * path, [tb_lo, tb_lo + tb_span) with max_ts tb_max (a->tumble_hits);
+   * tb_span 0 while there is none, and once the operator's watermark
+   * reached tb_max (win_watermark). */
+  int64_t tb_lo, tb_max;
+  uint64_t tb_span;
   bool mb;                 /* mini-batch folding (minibatch.c) is on */
   struct win_mb *mb_state; /* its per-batch tables, NULL until used */
 } win;

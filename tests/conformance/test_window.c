@@ -629,6 +629,43 @@ START_TEST(builtin_aggregates) {
 }
 END_TEST
 
+/* An element whose number cannot be read, added to a window that holds
+ * its key's accumulator already (the per-record path that finds it
+ * before the key is made current): under error.policy=skip it is
+ * skipped and counted, and the window's other elements still sum; under
+ * fail the job fails. Tumbling windows, then sessions; 8-byte keys,
+ * which that path is for. */
+START_TEST(malformed_element_of_an_open_window) {
+  static const char *want[] = {"(aaaaaaaa,6)@999", "(aaaaaaaa,6)@799"};
+  for (int s = 0; s < 2; s++) {
+    for (int fail = 0; fail < 2; fail++) {
+      wu_build b = {.spec =
+                        s ? sl_window_session(500) : sl_window_tumbling(1000)};
+      b.fn.builtin = SL_AGG_SUM;
+      b.fn.num = wu_num;
+      sl_harness_t *h = wu_harness_p(BE, &b, NULL, fail ? "fail" : "skip");
+      push(h, "aaaaaaaa", "1", 100);
+      push(h, "bbbbbbbb", "7", 150);
+      int rc = sl_harness_push_kv(h, 0, "aaaaaaaa", "", 200);
+      if (fail) {
+        ck_assert_int_ne(rc, SL_OK);
+        sl_harness_destroy(h);
+        continue;
+      }
+      ck_assert_int_eq(rc, SL_OK);
+      push(h, "aaaaaaaa", "5", 300);
+      ck_assert_int_eq(sl_harness_end(h), SL_OK);
+      sl_op_stats_t st;
+      ck_assert_int_eq(sl_job_op_stats(sl_harness_job(h), "win", &st), SL_OK);
+      ck_assert_uint_eq(st.errors, 1);
+      const char *ws[] = {want[s], s ? "(bbbbbbbb,7)@649" : "(bbbbbbbb,7)@999"};
+      wu_expect(h, false, ws, 2);
+      sl_harness_destroy(h);
+    }
+  }
+}
+END_TEST
+
 /* Integer extractor: the record value as a decimal int64, all of it. */
 static int num_int(const sl_record_t *rec, int64_t *out, void *opaque) {
   (void)opaque;
@@ -1037,6 +1074,7 @@ int main(void) {
   tcase_add_loop_test(tc, builtin_aggregates, 0, n);
   tcase_add_loop_test(tc, builtin_int_aggregates, 0, n);
   tcase_add_loop_test(tc, failing_window_function_is_skipped_by_policy, 0, n);
+  tcase_add_loop_test(tc, malformed_element_of_an_open_window, 0, n);
   tcase_add_loop_test(tc, user_aggregate_with_merge_and_result, 0, n);
   tcase_add_test(tc, bad_specs_are_refused);
   tcase_add_loop_test(tc, window_join_pairs_per_window, 0, n);
