@@ -96,23 +96,24 @@ static inline uint8_t hm_h7(uint64_t hash) {
   return (uint8_t)(0x80 | (uint8_t)(hash >> 16));
 }
 
-/* Bit j of the result: ctrl[j] == tag; of *empty: ctrl[j] == 0. */
-static inline uint32_t hm_group_match(const uint8_t *ctrl, uint8_t tag,
-                                      uint32_t *empty) {
+/* Bit j of the result: ctrl[j] == tag. */
+static inline uint32_t hm_group_match(const uint8_t *ctrl, uint8_t tag) {
 #if defined(__SSE2__)
   __m128i g = _mm_loadu_si128((const __m128i *)(const void *)ctrl);
-  *empty = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(g, _mm_setzero_si128()));
   return (uint32_t)_mm_movemask_epi8(
       _mm_cmpeq_epi8(g, _mm_set1_epi8((char)tag)));
 #else
-  uint32_t m = 0, e = 0;
-  for (unsigned j = 0; j < HM_GROUP; j++) {
+  uint32_t m = 0;
+  for (unsigned j = 0; j < HM_GROUP; j++)
     m |= (uint32_t)(ctrl[j] == tag) << j;
-    e |= (uint32_t)(ctrl[j] == 0) << j;
-  }
-  *empty = e;
   return m;
 #endif
+}
+
+/* Bit j of the result: ctrl[j] == 0, an empty slot. A probe that finds
+ * its key among the candidates never asks. */
+static inline uint32_t hm_group_empty(const uint8_t *ctrl) {
+  return hm_group_match(ctrl, 0);
 }
 
 /* The candidates of a group that lie before its first empty slot, where
@@ -342,23 +343,24 @@ sl__hm_probe8(const hm_table *t, const void *key, const void *ns, uint64_t hash,
   size_t mask = t->mask;
   uint8_t tag = hm_h7(hash);
   for (size_t i = (size_t)(hash >> t->shift);; i = (i + HM_GROUP) & mask) {
-    uint32_t empty, m = hm_group_match(t->ctrl + i, tag, &empty);
+    uint32_t m = hm_group_match(t->ctrl + i, tag);
     /* Candidates after the group's first empty slot are not dropped
      * (hm_before_empty): the live array has no tombstones, so the key
      * cannot lie past an empty slot of its probe sequence, and comparing
      * such a candidate costs less than masking them on every probe. */
     for (; m; m &= m - 1) {
-      /* A 64-bit count: no sign extension of an int. */
-      hm_slot *s = &slots[(i + (size_t)__builtin_ctzll(m)) & mask];
+      /* An unsigned count: zero-extended, not sign-extended. */
+      hm_slot *s = &slots[(i + (unsigned)__builtin_ctz(m)) & mask];
       memcpy(&sw, s->u.data, 8);
       if (nl)
         memcpy(&snw, s->u.data + 8, 8);
-      /* Without a namespace the second word is the value: not compared. */
-      if (((uint32_t)s->meta & want_mask) == want && sw == kw &&
-          (!nl || snw == nw))
+      /* Without a namespace the second word is the value: not compared.
+       * The words by XOR, one branch for both. */
+      if (((uint32_t)s->meta & want_mask) == want &&
+          ((sw ^ kw) | (nl ? snw ^ nw : 0)) == 0)
         return s;
     }
-    if (empty)
+    if (hm_group_empty(t->ctrl + i))
       return NULL;
   }
 }

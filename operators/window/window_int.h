@@ -146,7 +146,6 @@ static inline void w_agg_init(const warg *a, void *acc) {
 }
 
 static inline int w_agg_add(const warg *a, void *acc, const sl_record_t *rec) {
-  double v = 0;
   if (a->f.builtin == SL_AGG_COUNT) {
     ++*(int64_t *)acc;
     return 0;
@@ -163,6 +162,7 @@ static inline int w_agg_add(const warg *a, void *acc, const sl_record_t *rec) {
       *x = i;
     return 0;
   }
+  double v = 0;
   if (a->f.num(rec, &v, a->opaque))
     return SL_ERR_USER;
   double *d = acc;
