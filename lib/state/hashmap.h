@@ -110,10 +110,25 @@ static inline uint32_t hm_group_match(const uint8_t *ctrl, uint8_t tag) {
 #endif
 }
 
-/* Bit j of the result: ctrl[j] == 0, an empty slot. A probe that finds
- * its key among the candidates never asks. */
+/* Bit j of the result: ctrl[j] == 0, an empty slot. */
 static inline uint32_t hm_group_empty(const uint8_t *ctrl) {
   return hm_group_match(ctrl, 0);
+}
+
+/* Whether every slot of the group is live: in an array without
+ * tombstones (the live one), whether a probe goes on past the group. The
+ * live bit of each control byte, all 16 in one instruction, with no
+ * vector to compare with. */
+static inline bool hm_group_full(const uint8_t *ctrl) {
+#if defined(__SSE2__)
+  return _mm_movemask_epi8(
+             _mm_loadu_si128((const __m128i *)(const void *)ctrl)) == 0xffff;
+#else
+  for (unsigned j = 0; j < HM_GROUP; j++)
+    if (!(ctrl[j] & 0x80))
+      return false;
+  return true;
+#endif
 }
 
 /* The candidates of a group that lie before its first empty slot, where
@@ -349,8 +364,8 @@ sl__hm_probe8(const hm_table *t, const void *key, const void *ns, uint64_t hash,
      * cannot lie past an empty slot of its probe sequence, and comparing
      * such a candidate costs less than masking them on every probe. */
     for (; m; m &= m - 1) {
-      /* An unsigned count: zero-extended, not sign-extended. */
-      hm_slot *s = &slots[(i + (unsigned)__builtin_ctz(m)) & mask];
+      /* A 64-bit count: no sign extension of an int. */
+      hm_slot *s = &slots[(i + (size_t)__builtin_ctzll(m)) & mask];
       memcpy(&sw, s->u.data, 8);
       if (nl)
         memcpy(&snw, s->u.data + 8, 8);
@@ -360,7 +375,7 @@ sl__hm_probe8(const hm_table *t, const void *key, const void *ns, uint64_t hash,
           ((sw ^ kw) | (nl ? snw ^ nw : 0)) == 0)
         return s;
     }
-    if (hm_group_empty(t->ctrl + i))
+    if (!hm_group_full(t->ctrl + i))
       return NULL;
   }
 }

@@ -585,12 +585,24 @@ static __attribute__((noinline)) void *value_ptr_any(sl__keyed *k,
  * build's link-time optimization inlines it (always: left to itself, gcc
  * may split the probe off into a call). */
 inline __attribute__((always_inline)) void *
-sl__value_ptr_hit(const sl__keyed *k, const sl_state_t *st, size_t size) {
+sl__value_ptr_hit_key(const sl__keyed *k, const sl_state_t *st, uint32_t kg,
+                      const void *key, size_t key_len, uint64_t hash,
+                      size_t size) {
   if (SL__LIKELY(k && st && st->vks == k->state) && size <= HM_INL_BYTES - 8 &&
-      k->key_len == 8 && !k->ns_len) {
-    return sl__hm_direct_slot(sl__kg_tab(k, st, st->vdt_base), k->key, k->hash,
-                              size);
+      key_len == 8) {
+    assert(kg - st->dt_lo < st->dt_n);
+    return sl__hm_direct_slot(
+        (const hm_table *)(st->vdt_base + (uintptr_t)kg * sizeof(hm_table)),
+        key, hash, size);
   }
+  return NULL;
+}
+
+inline __attribute__((always_inline)) void *
+sl__value_ptr_hit(const sl__keyed *k, const sl_state_t *st, size_t size) {
+  if (SL__LIKELY(k != NULL) && !k->ns_len)
+    return sl__value_ptr_hit_key(k, st, k->kg, k->key, k->key_len, k->hash,
+                                 size);
   return NULL;
 }
 

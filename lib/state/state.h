@@ -142,6 +142,12 @@ void sl__state_prefetch(sl__keyed *k, const sl_state_t *st, uint64_t ns_hash,
  * when it exists with exactly size bytes and a direct probe finds it,
  * else NULL (then nothing was changed, and sl__value_ptr decides). */
 void *sl__value_ptr_hit(const sl__keyed *k, const sl_state_t *st, size_t size);
+/* The same for the key key (key_len bytes, key group kg, key hash hash;
+ * the empty namespace) rather than the current one: for a record's
+ * usual case before its key is made current. */
+void *sl__value_ptr_hit_key(const sl__keyed *k, const sl_state_t *st,
+                            uint32_t kg, const void *key, size_t key_len,
+                            uint64_t hash, size_t size);
 
 int sl__list_add(sl__keyed *k, sl_state_t *st, const void *val, size_t len);
 int sl__list_get(sl__keyed *k, sl_state_t *st, sl_list_iter_t *it);

@@ -448,12 +448,16 @@ bool sl__win_late(const warg *a, const sl_window_t *wd, int64_t wm) {
  * the watermark wm is below the session's max_ts. The session becomes
  * [start, t + gap) and the element is added: all that session.c's
  * lz_extend does, since neither the old max_ts nor the new, later one
- * is due (no firing, no re-firing timer). Returns the accumulator with
- * the end already moved, or NULL for the session path. */
-static inline void *session_hit(win *w, int64_t t, int64_t wm) {
+ * is due (no firing, no re-firing timer). The key: key_len bytes, key
+ * group kg, key hash h. Returns the accumulator with the end already
+ * moved, or NULL for the session path (nothing changed). */
+static inline __attribute__((always_inline)) void *
+session_hit(win *w, int64_t t, int64_t wm, uint32_t kg, const void *key,
+            size_t key_len, uint64_t h) {
   const warg *a = w->a;
   /* session_hits implies an aggregate: its data is the accumulator. */
-  unsigned char *one = sl__value_ptr_hit(&w->k, w->ends, 8 + w_acc_ds(a));
+  unsigned char *one = sl__value_ptr_hit_key(&w->k, w->ends, kg, key, key_len,
+                                             h, 8 + w_acc_ds(a));
   if (!one)
     return NULL;
   int64_t end, nend = w_sat_add(t, a->s.gap);
@@ -498,15 +502,15 @@ static inline void *tumble_hit(win *w, int64_t t, int64_t wm) {
   return tumble_acc(w, w->k.kg, w->k.key, w->k.key_len, w->k.hash);
 }
 
-/* For a record of sl__keyed_loop (not group mode) before its key is made
- * current: the operator's watermark holds for the whole batch, and
- * tb_span is 0 once it reached tb_max, so neither needs reading. */
+/* The usual element (tumble_hit, session_hit) of a record of
+ * sl__keyed_loop (not group mode) before its key is made current:
+ * sl__keyed_loop's hit, one for each kind so that each loop tests
+ * nothing else. The operator's watermark holds for the whole batch;
+ * tumbling windows need not read it, tb_span being 0 once it reached
+ * tb_max. */
 static inline __attribute__((always_inline)) bool
-win_tumble_hit(sl__keyed *k, const sl_keyed_rec_t *r, int *rc) {
+win_hit_add(sl__keyed *k, const sl_keyed_rec_t *r, void *acc, int *rc) {
   win *w = (win *)k;
-  if (!tumble_in(w, r->rec.ts))
-    return false;
-  void *acc = tumble_acc(w, r->kg, r->rec.key, r->rec.key_len, r->hash);
   if (!acc)
     return false;
   int e = w_agg_add(w->a, acc, &r->rec);
@@ -515,6 +519,24 @@ win_tumble_hit(sl__keyed *k, const sl_keyed_rec_t *r, int *rc) {
     *rc = sl_op_user_error(k->op, &r->rec, e);
   }
   return true;
+}
+
+static inline __attribute__((always_inline)) bool
+win_tumble_hit(sl__keyed *k, const sl_keyed_rec_t *r, int *rc) {
+  win *w = (win *)k;
+  if (!tumble_in(w, r->rec.ts))
+    return false;
+  return win_hit_add(
+      k, r, tumble_acc(w, r->kg, r->rec.key, r->rec.key_len, r->hash), rc);
+}
+
+static inline __attribute__((always_inline)) bool
+win_session_hit(sl__keyed *k, const sl_keyed_rec_t *r, int *rc) {
+  win *w = (win *)k;
+  return win_hit_add(k, r,
+                     session_hit(w, r->rec.ts, sl_ctx_watermark(k->op), r->kg,
+                                 r->rec.key, r->rec.key_len, r->hash),
+                     rc);
 }
 
 /* One record, its key already current in k (the win's first member).
@@ -531,7 +553,9 @@ win_element(sl__keyed *k, int port, const sl_keyed_rec_t *kr) {
   bool skipped = true;
   int rc = 0;
   if (a->tumble_hits || a->session_hits) {
-    void *acc = a->tumble_hits ? tumble_hit(w, t, wm) : session_hit(w, t, wm);
+    void *acc = a->tumble_hits
+                    ? tumble_hit(w, t, wm)
+                    : session_hit(w, t, wm, k->kg, k->key, k->key_len, k->hash);
     if (SL__LIKELY(acc != NULL)) {
       rc = w_agg_add(a, acc, rec);
       return SL__UNLIKELY(rc) ? sl_op_user_error(op, rec, rc) : 0;
@@ -711,6 +735,9 @@ static int win_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
     return sl__win_minibatch(w, port, recs, n);
   if (w->a->tumble_hits)
     return sl__keyed_loop(&w->k, port, recs, n, win_prefetch, win_tumble_hit,
+                          win_element, true);
+  if (w->a->session_hits)
+    return sl__keyed_loop(&w->k, port, recs, n, win_prefetch, win_session_hit,
                           win_element, true);
   return sl__keyed_batch(&w->k, port, recs, n, win_prefetch, win_element);
 }
