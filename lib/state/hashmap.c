@@ -332,6 +332,23 @@ hm_slot *sl__hm_create(hm *b, hm_state *st, hm_table *t, const sl__skey *k,
 
 /* ---- Values and lists --------------------------------------------------- */
 
+/* sl__hm_probe8 for k when its key has 8 bytes and its namespace none or
+ * 8 (else NULL): an inline entry whose meta's low bits, masked by
+ * want_mask, are its lengths and tag (so want_mask leaves out the value
+ * length, and may leave out the clean bit). */
+static inline __attribute__((always_inline)) hm_slot *
+hm_probe_key8(const hm_table *t, const sl__skey *k, uint32_t want_mask) {
+  if (SL__UNLIKELY(k->key_len != 8))
+    return NULL;
+  if (k->ns_len == 0)
+    return sl__hm_probe8(t, k->key, NULL, k->hash, 0, 8u << 8 | HM_INL,
+                         want_mask);
+  if (k->ns_len == 8)
+    return sl__hm_probe8(t, k->key, k->ns, k->hash, 8,
+                         8u << 16 | 8u << 8 | HM_INL, want_mask);
+  return NULL;
+}
+
 /* hm_get's general case: entries not yet migrated, keys that are not
  * inline, an entry not found by sl__hm_probe8 (absent, out of line, or
  * marked clean since the last checkpoint, which is logged here). */
@@ -360,19 +377,11 @@ static int hm_get(sl__backend *be, const sl__skey *k, void **val, size_t *len,
                   bool for_write) {
   hm *b = (hm *)be;
   const hm_table *t = hm_tab_fast(b, hm_st(b, k->state), k->kg);
-  if (SL__LIKELY(k->key_len == 8)) {
-    hm_slot *s = NULL;
-    if (k->ns_len == 0)
-      s = sl__hm_probe8(t, k->key, NULL, k->hash, 0, 8u << 8 | HM_INL,
-                        0xffffff);
-    else if (k->ns_len == 8)
-      s = sl__hm_probe8(t, k->key, k->ns, k->hash, 8,
-                        8u << 16 | 8u << 8 | HM_INL, 0xffffff);
-    if (SL__LIKELY(s != NULL)) {
-      *val = s->u.data + 8 + k->ns_len;
-      *len = (uint32_t)(s->meta >> 24) & 0xff;
-      return 1;
-    }
+  hm_slot *s = hm_probe_key8(t, k, 0xffffff);
+  if (SL__LIKELY(s != NULL)) {
+    *val = s->u.data + 8 + k->ns_len;
+    *len = (uint32_t)(s->meta >> 24) & 0xff;
+    return 1;
   }
   return hm_get_any(be, k, val, len, for_write);
 }
@@ -446,15 +455,7 @@ int sl__hm_del(sl__backend *be, const sl__skey *k) {
   hm_state *st = hm_st(b, k->state);
   hm_table *t = hm_tab(b, st, k->kg);
   bool old = false;
-  hm_slot *s = NULL;
-  if (k->key_len == 8 && !t->old) {
-    if (k->ns_len == 0)
-      s = sl__hm_probe8(t, k->key, NULL, k->hash, 0, 8u << 8 | HM_INL,
-                        0xffff7f);
-    else if (k->ns_len == 8)
-      s = sl__hm_probe8(t, k->key, k->ns, k->hash, 8,
-                        8u << 16 | 8u << 8 | HM_INL, 0xffff7f);
-  }
+  hm_slot *s = t->old ? NULL : hm_probe_key8(t, k, 0xffff7f);
   if (!s)
     s = sl__hm_find(b, t, k, &old);
   if (!s)
