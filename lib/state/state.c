@@ -519,10 +519,15 @@ __attribute__((noinline)) void *sl__vmodify_any(sl__keyed *k, sl_state_t *st,
 /* Reading a value or a reducing state's value: the same stored bytes. */
 static int vget(sl__keyed *k, sl_state_t *st, sl_state_kind kind,
                 const void **val, size_t *len) {
+  /* Set on every path: inlined into a caller by link-time optimization,
+   * the read's paths are too many for the compiler to see *val set
+   * wherever the caller goes on to use it, and a caller built with
+   * -Werror would not build. */
+  *val = NULL;
   int rc = sl__state_check(k, st, kind);
   if (rc)
     return rc;
-  void *p;
+  void *p = NULL;
   rc = vread(k, st, &p, len);
   if (rc == 1)
     *val = p;
