@@ -155,7 +155,7 @@ SL_API int sl_state_clear(sl_ctx_t *ctx, sl_state_t *st);
 
 /* Reads the value: returns 1 and sets *val / *len (borrowed, see above),
  * 0 when there is none (or it expired), or a negative error (SL_ERR_INVAL
- * when st is not a value state). */
+ * when st is not a value state); *val is NULL unless 1 is returned. */
 SL_API int sl_value_get(sl_ctx_t *ctx, sl_state_t *st, const void **val,
                         size_t *len);
 

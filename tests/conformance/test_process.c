@@ -111,13 +111,14 @@ static int pf_element(sl_ctx_t *ctx, const sl_record_t *rec, void *opaque) {
   if (strncmp(cmd, "put:", 4) == 0)
     return sl_value_put(ctx, p->val, cmd + 4, strlen(cmd + 4));
   if (strcmp(cmd, "get") == 0) {
-    const void *v;
     size_t len;
+    const void *v = &len; /* not NULL: a read finding nothing sets it so */
     int rc = sl_value_get(ctx, p->val, &v, &len);
     if (rc < 0)
       return rc;
-    return rc ? emitf(ctx, "val=%.*s", (int)len, (const char *)v)
-              : emitf(ctx, "val=<none>");
+    return rc  ? emitf(ctx, "val=%.*s", (int)len, (const char *)v)
+           : v ? emitf(ctx, "val=<none, *val not NULL>")
+               : emitf(ctx, "val=<none>");
   }
   if (strcmp(cmd, "side") == 0)
     return sl_emit_to(ctx, "side", rec);
