@@ -145,15 +145,19 @@ static inline void sl__write_fill(const sl_state_t *st, void *slot, int64_t now,
   if (len)
     memcpy((unsigned char *)slot + st->hdr, val, len);
 }
-/* The table of the current key's key group among st's direct tables at
- * base (st->dt_base, or st->vdt_base for a value state). The current key
- * group is one the backend owns, as for every state access (sl__skey's
- * kg). */
+/* The table of key group kg among st's direct tables at base
+ * (st->dt_base, or st->vdt_base for a value state). kg is one the
+ * backend owns, as for every state access (sl__skey's kg). */
+static inline const struct hm_table *
+sl__kg_tab_of(const sl_state_t *st, uintptr_t base, uint32_t kg) {
+  assert(kg - st->dt_lo < st->dt_n);
+  (void)st;
+  return (const struct hm_table *)(base + (uintptr_t)kg * sizeof(hm_table));
+}
+/* The same for the current key's key group. */
 static inline const struct hm_table *
 sl__kg_tab(const sl__keyed *k, const sl_state_t *st, uintptr_t base) {
-  assert(k->kg - st->dt_lo < st->dt_n);
-  (void)st;
-  return (const struct hm_table *)(base + (uintptr_t)k->kg * sizeof(hm_table));
+  return sl__kg_tab_of(st, base, k->kg);
 }
 /* The table for a direct probe of st by the current key, or NULL when
  * the access must go through the backend: no direct tables, a key other

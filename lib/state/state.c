@@ -527,7 +527,7 @@ static int vget(sl__keyed *k, sl_state_t *st, sl_state_kind kind,
   int rc = sl__state_check(k, st, kind);
   if (rc)
     return rc;
-  void *p = NULL;
+  void *p;
   rc = vread(k, st, &p, len);
   if (rc == 1)
     *val = p;
@@ -595,10 +595,8 @@ sl__value_ptr_hit_key(const sl__keyed *k, const sl_state_t *st, uint32_t kg,
                       size_t size) {
   if (SL__LIKELY(k && st && st->vks == k->state) && size <= HM_INL_BYTES - 8 &&
       key_len == 8) {
-    assert(kg - st->dt_lo < st->dt_n);
-    return sl__hm_direct_slot(
-        (const hm_table *)(st->vdt_base + (uintptr_t)kg * sizeof(hm_table)),
-        key, hash, size);
+    return sl__hm_direct_slot(sl__kg_tab_of(st, st->vdt_base, kg), key, hash,
+                              size);
   }
   return NULL;
 }
@@ -619,10 +617,8 @@ sl__ns_slot_hit_key(const sl_state_t *st, uint32_t kg, const void *key,
                     size_t size) {
   if (SL__LIKELY(st->dt_base != 0) && size <= HM_INL_BYTES - 16 &&
       key_len == 8) {
-    assert(kg - st->dt_lo < st->dt_n);
-    return sl__hm_direct_slot_ns8(
-        (const hm_table *)(st->dt_base + (uintptr_t)kg * sizeof(hm_table)), key,
-        ns, hash, size);
+    return sl__hm_direct_slot_ns8(sl__kg_tab_of(st, st->dt_base, kg), key, ns,
+                                  hash, size);
   }
   return NULL;
 }
