@@ -609,6 +609,15 @@ sl__value_ptr_hit(const sl__keyed *k, const sl_state_t *st, size_t size) {
   return NULL;
 }
 
+const void *sl__value_peek_key(const sl_state_t *st, uint32_t kg,
+                               const void *key, size_t key_len, uint64_t hash,
+                               size_t *len) {
+  if (st->vdt_base != 0 && key_len == 8 && kg - st->dt_lo < st->dt_n)
+    return sl__hm_direct_get(sl__kg_tab_of(st, st->vdt_base, kg), key, hash,
+                             len);
+  return NULL;
+}
+
 /* Inlined by the release build's link-time optimization, as
  * sl__value_ptr_hit is (left to itself, gcc makes it a call). */
 inline __attribute__((always_inline)) void *

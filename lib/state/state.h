@@ -149,6 +149,17 @@ void *sl__value_ptr_hit_key(const sl__keyed *k, const sl_state_t *st,
                             uint32_t kg, const void *key, size_t key_len,
                             uint64_t hash, size_t size);
 
+/* The bytes of key's value in the value state st (key_len bytes, key
+ * group kg, key hash hash; the empty namespace), for reading, with their
+ * length in *len, when st's direct probe finds them, without a current
+ * key: for code outside a record or timer (a timer's recheck). NULL when
+ * the probe does not find them, whether absent or not (then nothing was
+ * read; a key group not st's own is not probed). Valid until the next
+ * write to the state. */
+const void *sl__value_peek_key(const sl_state_t *st, uint32_t kg,
+                               const void *key, size_t key_len, uint64_t hash,
+                               size_t *len);
+
 int sl__list_add(sl__keyed *k, sl_state_t *st, const void *val, size_t len);
 int sl__list_get(sl__keyed *k, sl_state_t *st, sl_list_iter_t *it);
 int sl__list_update(sl__keyed *k, sl_state_t *st, const void *const *vals,

@@ -214,6 +214,10 @@ struct sl__timers {
   tm_ent *spare_e;
   uint16_t *spare_off;
   uint32_t spare_cap;
+  /* sl__timers_recheck, per domain (due NULL: off). */
+  sl__timer_due_fn due[SL__TIMER_DOMAINS];
+  sl__timer_pf_fn due_pf[SL__TIMER_DOMAINS];
+  void *due_opaque[SL__TIMER_DOMAINS];
   /* A flush's scratch: per offset in the slot, a count, then a bucket. */
   uint32_t fl_cnt[TM_COARSE_SLOT];
   uint32_t fl_bid[TM_COARSE_SLOT];
@@ -998,6 +1002,15 @@ void sl__timers_coarse(struct sl__timers *t, int domain) {
     t->near[domain] = 0;
 }
 
+void sl__timers_recheck(struct sl__timers *t, int domain, sl__timer_due_fn due,
+                        sl__timer_pf_fn pf, void *opaque) {
+  if ((unsigned)domain >= SL__TIMER_DOMAINS)
+    return;
+  t->due[domain] = due;
+  t->due_pf[domain] = pf;
+  t->due_opaque[domain] = opaque;
+}
+
 static void tm_release_view(struct sl__timers *t) {
   if (t->vext) {
     tm_bytes_release(t, t->vext, t->vext_len);
@@ -1122,26 +1135,29 @@ static int tm_coarse_reserve(struct sl__timers *t, uint32_t bid) {
   return tm_bucket_grow(t, bid, passed);
 }
 
-/* sl__timers_add for a timestamp in slot c, at or after near. */
-static int tm_add_coarse(struct sl__timers *t, int domain, int64_t ts,
-                         uint64_t c, uint64_t key_hash, uint32_t kg,
-                         const void *key, size_t klen, const void *ns,
-                         size_t nslen, uint32_t tag) {
-  int64_t start = tm_cslot_start(c);
-  uint32_t bid = tm_find_coarse(t, domain, start);
-  size_t n = klen + nslen;
-  unsigned char *ext = NULL;
-  if (n > TM_INLINE && !(ext = tm_bytes_alloc(t, n)))
-    return SL_ERR_NOMEM;
+/* The coarse bucket of domain for the slot starting at start, found or
+ * made, with room for one more timer: its id in *bid. */
+static int tm_coarse_room(struct sl__timers *t, int domain, int64_t start,
+                          uint32_t *bid) {
+  uint32_t id = tm_find_coarse(t, domain, start);
   int rc;
-  if (bid == TM_NONE) {
-    if ((rc = tm_bucket_new(t, domain, start, true, &bid)) != SL_OK)
-      goto fail;
-    *tm_cb_way(t, domain, start) = bid;
+  if (id == TM_NONE) {
+    if ((rc = tm_bucket_new(t, domain, start, true, &id)) != SL_OK)
+      return rc;
+    *tm_cb_way(t, domain, start) = id;
   }
+  if (t->bk[id].len == t->bk[id].cap &&
+      (rc = tm_coarse_reserve(t, id)) != SL_OK)
+    return rc;
+  *bid = id;
+  return SL_OK;
+}
+
+/* Appends a timer at ts to coarse bucket bid of domain, which has room:
+ * its entry, for the caller to fill. */
+static tm_ent *tm_coarse_push(struct sl__timers *t, int domain, uint32_t bid,
+                              int64_t ts) {
   tm_bucket *b = &t->bk[bid];
-  if (b->len == b->cap && (rc = tm_coarse_reserve(t, bid)) != SL_OK)
-    goto fail;
   tm_heap *h = &t->q[domain];
   if (!b->live)
     h->empty--;
@@ -1150,15 +1166,78 @@ static int tm_add_coarse(struct sl__timers *t, int domain, int64_t ts,
    * slot's appends come one every few records, far enough apart that
    * other misses would otherwise evict the line meanwhile. */
   __builtin_prefetch(&b->e[idx + 2], 1);
-  tm_ent_fill(&b->e[idx], key_hash, kg, key, klen, ns, nslen, tag, ext);
-  b->off[idx] = (uint16_t)(ts - start);
+  b->off[idx] = (uint16_t)(ts - b->ts);
   b->live++;
   h->live++;
+  return &b->e[idx];
+}
+
+/* sl__timers_add for a timestamp in slot c, at or after near. */
+static int tm_add_coarse(struct sl__timers *t, int domain, int64_t ts,
+                         uint64_t c, uint64_t key_hash, uint32_t kg,
+                         const void *key, size_t klen, const void *ns,
+                         size_t nslen, uint32_t tag) {
+  size_t n = klen + nslen;
+  unsigned char *ext = NULL;
+  if (n > TM_INLINE && !(ext = tm_bytes_alloc(t, n)))
+    return SL_ERR_NOMEM;
+  uint32_t bid;
+  int rc = tm_coarse_room(t, domain, tm_cslot_start(c), &bid);
+  if (rc != SL_OK) {
+    if (ext)
+      tm_bytes_release(t, ext, n);
+    return rc;
+  }
+  tm_ent_fill(tm_coarse_push(t, domain, bid, ts), key_hash, kg, key, klen, ns,
+              nslen, tag, ext);
   return SL_OK;
-fail:
-  if (ext)
-    tm_bytes_release(t, ext, n);
-  return rc;
+}
+
+/* Timers whose state sl__timers_recheck's pf requests at a time. */
+#define TM_DUE_PF 8u
+
+/* Asks the owner of domain d about each timer of coarse bucket cbid, the
+ * earliest of d, before its flush; a timer it gives a timestamp in a
+ * slot past cbid's and at or after near moves there (into a coarse
+ * bucket, so never into cbid: the entries' array stays put). A move
+ * that lacks memory keeps the timer: it fires and is registered again,
+ * as without a recheck. */
+static void tm_recheck(struct sl__timers *t, int d, uint32_t cbid) {
+  sl__timer_due_fn due = t->due[d];
+  sl__timer_pf_fn pf = t->due_pf[d];
+  void *op = t->due_opaque[d];
+  int64_t start = t->bk[cbid].ts;
+  uint64_t lo = tm_cslot(start) + 1;
+  if (lo < t->near[d])
+    lo = t->near[d];
+  uint32_t len = t->bk[cbid].len;
+  tm_ent *e = t->bk[cbid].e;
+  const uint16_t *off = t->bk[cbid].off;
+  for (uint32_t r = 0; r < len; r++) {
+    if (pf && r % TM_DUE_PF == 0) {
+      /* The first group and the one after it, then one group ahead. */
+      uint32_t a = r ? r + TM_DUE_PF : 0, z = r + 2 * TM_DUE_PF;
+      if (z > len)
+        z = len;
+      if (a < z)
+        pf(op, &e[a].hash, &e[a].kg, sizeof(tm_ent), z - a);
+    }
+    if (e[r].klen == TM_DEAD)
+      continue;
+    int64_t ts = start + off[r];
+    unsigned char *p = tm_bytes(&e[r]);
+    sl__timer_view v = {
+        ts, p, e[r].klen, e[r].hash, e[r].kg, p + e[r].klen, e[r].nslen};
+    int64_t to = due(op, &v);
+    uint32_t bid;
+    if (to <= ts || tm_cslot(to) < lo ||
+        tm_coarse_room(t, d, tm_cslot_start(tm_cslot(to)), &bid) != SL_OK)
+      continue;
+    *tm_coarse_push(t, d, bid, to) = e[r];
+    e[r].klen = TM_DEAD;
+    t->bk[cbid].live--;
+    t->q[d].live--;
+  }
 }
 
 /* Room for n more timers in the per-timestamp bucket bid. */
@@ -1228,6 +1307,8 @@ static int tm_flush(struct sl__timers *t, uint32_t cbid) {
  * past its slot. */
 static int tm_flush_first(struct sl__timers *t, int d, uint32_t cbid) {
   uint64_t c = tm_cslot(t->bk[cbid].ts);
+  if (t->due[d])
+    tm_recheck(t, d, cbid);
   int rc = tm_flush(t, cbid);
   if (rc != SL_OK)
     return rc;

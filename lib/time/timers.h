@@ -130,6 +130,31 @@ size_t sl__timers_ahead(struct sl__timers *t, int domain, int64_t upto,
  * again. */
 void sl__timers_coarse(struct sl__timers *t, int domain);
 
+/* What a domain's owner says of a timer whose coarse slot comes up
+ * (sl__timers_recheck): the timestamp it should have, ts to keep it, or
+ * a later one to which it moves. */
+typedef int64_t (*sl__timer_due_fn)(void *opaque, const sl__timer_view *v);
+/* Requests from memory what due will read for n timers, as the runs of
+ * sl__timers_ahead describe them. */
+typedef void (*sl__timer_pf_fn)(void *opaque, const uint64_t *hash,
+                                const uint32_t *kg, size_t stride, size_t n);
+
+/* Lets the owner of domain move timers ahead before they fire: when a
+ * coarse slot becomes the earliest of the domain and its timers go to
+ * their timestamps' buckets, due (with pf, which may be NULL, ahead of
+ * it) is asked about each; a timer it gives a later timestamp in a later
+ * slot is appended to that slot instead, as a registration made then
+ * (the timer at its old timestamp is gone). Any other answer keeps it.
+ * A moved timer is what firing it would have done: the owner must only
+ * move a timer whose firing at its timestamp would do nothing but
+ * register it again at the later one, whatever else happens meanwhile
+ * (a session's timer that became early: its deadlines only move later).
+ * due sees the timer's view during the call only and must not call into
+ * t. Only flushes that the order of firing brings about ask (peek, pop
+ * and ahead); count and foreach move nothing. NULL due turns it off. */
+void sl__timers_recheck(struct sl__timers *t, int domain, sl__timer_due_fn due,
+                        sl__timer_pf_fn pf, void *opaque);
+
 /* Number of pending timers in domain (0 for a bad domain). Not a pure
  * read: registrations are deduplicated lazily, and this completes that
  * work for the domain (in time linear in its unchecked registrations, work

@@ -163,7 +163,11 @@ static int trig_merge(win *w, const sl_window_t *wd, int64_t wm) {
  * fired, then max_ts + lateness), registered again at the next deadline
  * when it fires. Extensions only move deadlines later, so a pending timer
  * that became early just re-registers; a new session or a re-opened fired
- * one adds its own exact deadline. Firing and cleanup so happen at exactly
+ * one adds its own exact deadline. Most become early long before they are
+ * due (a key's session grows with each element), so the timer service
+ * asks about each as its coarse slot comes up (sl__session_due), and an
+ * early one moves on to the next deadline there, in a batch whose state
+ * is prefetched, instead of firing. Firing and cleanup so happen at exactly
  * Flink's watermarks, each session once per max_ts.
  *
  * A key's sessions, sorted by start, are two value states without
@@ -522,6 +526,43 @@ static int lazy_element(win *w, int port, const sl_record_t *rec,
   return lazy_general(w, port, rec, nw, wm, skipped);
 }
 
+/* Whether the timer of a key at ts is due: whether one of its n
+ * sessions, whose ends lie es bytes apart from p on (session_ends), has
+ * its max_ts at ts or its cleanup at or before ts. If not, *next is the
+ * earliest of their deadlines after ts (INT64_MAX: none), where the
+ * key's chain goes on: the timer at ts fired early, as most do, because
+ * the session it was set for has grown since. The ends alone say so. */
+static bool lz_due(const warg *a, const unsigned char *p, size_t n, size_t es,
+                   int64_t ts, int64_t *next) {
+  *next = INT64_MAX;
+  for (size_t i = 0; i < n; i++) {
+    sl_window_t aw = {0, lz_i64(p + i * es)};
+    int64_t m = w_max_ts(&aw), c = w_cleanup(a, &aw);
+    if (m == ts || c <= ts)
+      return true;
+    int64_t d = m > ts ? m : c;
+    if (d < *next)
+      *next = d;
+  }
+  return false;
+}
+
+int64_t sl__session_due(void *opaque, const sl__timer_view *v) {
+  win *w = opaque;
+  size_t es = w_session_ds(w->a) + 8, len;
+  const unsigned char *p = v->ns_len
+                               ? NULL
+                               : sl__value_peek_key(w->ends, v->kg, v->key,
+                                                    v->key_len, v->hash, &len);
+  int64_t next;
+  /* The key's sessions as the firing would find them, else no move (a
+   * key the probe does not find, a corrupt value: the firing decides). */
+  if (!p || len < es || (len % es != 0 && len % es != 8) ||
+      lz_due(w->a, p, len / es, es, v->ts, &next))
+    return v->ts;
+  return next;
+}
+
 int sl__session_lazy_timer(win *w, int64_t ts) {
   const warg *a = w->a;
   size_t ds = w_session_ds(a), es = ds + 8, fs = ds + 16;
@@ -533,27 +574,14 @@ int sl__session_lazy_timer(win *w, int64_t ts) {
   int rc = p ? 1 : lz_get(w, w->ends_id, &p, &len, false);
   if (rc < 0)
     return rc;
-  if (rc == 1) {
-    /* Most firings are early: the session the timer was set for has
-     * grown since. The ends alone say so; the chain then just moves on. */
-    int64_t next = INT64_MAX;
-    bool due = false;
-    for (size_t i = 0; i < len / es && !due; i++) {
-      sl_window_t aw = {0, lz_i64((unsigned char *)p + i * es)};
-      int64_t m = w_max_ts(&aw), c = w_cleanup(a, &aw);
-      due = m == ts || c <= ts;
-      int64_t d = m > ts ? m : c;
-      if (d < next)
-        next = d;
-    }
-    if (!due)
-      return lz_timer_at(w, next);
-  }
+  int64_t next;
+  if (rc == 1 && !lz_due(a, p, len / es, es, ts, &next))
+    return lz_timer_at(w, next);
   unsigned char *s;
   size_t n;
   if ((rc = lz_read(w, &s, &n, 0)) || !n)
     return rc;
-  int64_t next = INT64_MAX;
+  next = INT64_MAX;
   /* Decide everything first, then fire: firing runs user code. Fired
    * sessions are copied (window, then what, then data). */
   size_t fsz = sizeof(sl_window_t) + sizeof(int64_t) + ds;

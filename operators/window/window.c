@@ -726,6 +726,12 @@ static void win_timer_prefetch(sl__keyed *k, const uint64_t *hash,
   be->ops->prefetch(be, w->ends_id, hash, kg, stride, n);
 }
 
+/* The same for the timers' recheck (sl__session_due). */
+static void win_due_prefetch(void *opaque, const uint64_t *hash,
+                             const uint32_t *kg, size_t stride, size_t n) {
+  win_timer_prefetch(&((win *)opaque)->k, hash, kg, stride, n);
+}
+
 static int win_process(sl_ctx_t *op, int port, const sl_keyed_rec_t *recs,
                        size_t n) {
   win *w = sl_op_data(op);
@@ -878,9 +884,13 @@ static int win_open(sl_ctx_t *op) {
   if (a->lazy_sessions && sl__kstate_backend(w->k.state)->ops->prefetch)
     w->k.timer_prefetch = win_timer_prefetch;
   /* Each key's next session timer lies a gap ahead, alone at its
-   * timestamp more often than not. */
-  if (a->lazy_sessions)
+   * timestamp more often than not; most have become early by the time
+   * their slot comes up, and move on from there without firing. */
+  if (a->lazy_sessions) {
     sl__timers_coarse(w->k.timers, SL__TIMER_EVENT);
+    sl__timers_recheck(w->k.timers, SL__TIMER_EVENT, sl__session_due,
+                       w->k.timer_prefetch ? win_due_prefetch : NULL, w);
+  }
   return 0;
 }
 

@@ -14,6 +14,7 @@
 #include "operator.h"
 #include "sluice/window.h"
 #include "state/keyed.h"
+#include "time/timers.h"
 
 /* Trigger results (Flink's TriggerResult as bits). */
 #define W_FIRE 1
@@ -290,6 +291,10 @@ int sl__session_find(win *w, const sl_window_t *wd, int64_t *sstart,
 /* Event-time sessions with the default trigger: the key's timer chain
  * (empty namespace). */
 int sl__session_lazy_timer(win *w, int64_t ts);
+/* Its recheck (sl__timers_recheck, opaque the win): a timer of the
+ * chain that would fire early moves on to the key's next deadline
+ * before its slot's timers are flushed. */
+int64_t sl__session_due(void *opaque, const sl__timer_view *v);
 /* After a restore of key groups [kg_lo, kg_hi) (the operator's restored
  * hook): marks the restored sessions a larger gap than the checkpoint's
  * leaves short (session.c). */

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Timer service: one timer per (domain, key, ns, ts), delete, firing order
  * (by timestamp, ties in insertion order) against a sorted reference,
- * timers registered while firing, foreach/restore, long keys, and a 10^6
- * timer run that bounds time and memory. */
+ * timers registered while firing, foreach/restore, long keys, a 10^6
+ * timer run that bounds time and memory, and the owner's recheck of
+ * timers whose coarse slot comes up. */
 #include "core/hash.h"
 #include "sluice/common.h"
 #include "time/timers.h"
@@ -1076,6 +1077,185 @@ START_TEST(test_registrations_after_foreach_keep_order) {
 }
 END_TEST
 
+/* ---- recheck ------------------------------------------------------------
+ * An owner whose timers are chains, as event-time sessions keep them:
+ * each key has a deadline that only moves later until it fires, and one
+ * pending timer at or before it. A timer that pops before its key's
+ * deadline registers the key again at the deadline (an early firing); one
+ * that pops at it fires for real. With sl__timers_recheck the service
+ * moves early timers on when their coarse slot comes up; what fires for
+ * real, and when, must be the same as without. */
+#define CH_KEYS 64
+typedef struct chain {
+  struct sl__timers *t;
+  int64_t dl[CH_KEYS]; /* INT64_MIN: none */
+  size_t dues, pf_n, early;
+  int64_t *log; /* real firings: ts * CH_KEYS + key */
+  size_t nlog, caplog;
+} chain;
+
+static void ch_key(char *k, int i) {
+  char b[16];
+  snprintf(b, sizeof b, "k%07d", i);
+  memcpy(k, b, 8);
+}
+
+static int ch_key_of(const sl__timer_view *v) {
+  char b[9];
+  ck_assert_uint_eq(v->key_len, 8);
+  memcpy(b, v->key, 8);
+  b[8] = '\0';
+  return atoi(b + 1);
+}
+
+static int64_t ch_due(void *opaque, const sl__timer_view *v) {
+  chain *c = opaque;
+  c->dues++;
+  int64_t d = c->dl[ch_key_of(v)];
+  return d > v->ts ? d : v->ts;
+}
+
+static void ch_pf(void *opaque, const uint64_t *hash, const uint32_t *kg,
+                  size_t stride, size_t n) {
+  chain *c = opaque;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t h;
+    uint32_t g;
+    memcpy(&h, (const char *)hash + i * stride, sizeof h);
+    memcpy(&g, (const char *)kg + i * stride, sizeof g);
+    ck_assert_uint_eq(g, sl__key_group(h, MAXPAR));
+  }
+  c->pf_n += n;
+}
+
+static void ch_new(chain *c, bool recheck) {
+  memset(c, 0, sizeof *c);
+  c->t = svc();
+  for (int k = 0; k < CH_KEYS; k++)
+    c->dl[k] = INT64_MIN;
+  if (recheck)
+    sl__timers_recheck(c->t, EV, ch_due, ch_pf, c);
+}
+
+static void ch_add(chain *c, int k, int64_t ts) {
+  char key[8];
+  ch_key(key, k);
+  add_b(c->t, EV, ts, key, 8, NULL, 0);
+}
+
+/* Fires everything due at now, as the owner does, sometimes asking for
+ * the timers ahead first (which flushes coarse slots too). */
+static void ch_fire(chain *c, int64_t now, bool ahead) {
+  sl__timer_view v;
+  sl__timer_run runs[2];
+  int got;
+  for (;;) {
+    if (ahead)
+      sl__timers_ahead(c->t, EV, now, 8, runs);
+    if ((got = sl__timers_pop(c->t, EV, now, &v)) != 1)
+      break;
+    int k = ch_key_of(&v);
+    if (c->dl[k] > v.ts) {
+      c->early++;
+      ch_add(c, k, c->dl[k]);
+    } else {
+      ck_assert_int_eq(c->dl[k], v.ts);
+      if (c->nlog == c->caplog) {
+        c->caplog = c->caplog ? 2 * c->caplog : 256;
+        c->log = realloc(c->log, c->caplog * sizeof *c->log);
+        ck_assert_ptr_nonnull(c->log);
+      }
+      c->log[c->nlog++] = v.ts * CH_KEYS + k;
+      c->dl[k] = INT64_MIN;
+    }
+  }
+  ck_assert_int_eq(got, 0);
+}
+
+static int i64_cmp(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+static int ch_restore_fn(const sl__timer_view *v, int domain, void *opaque) {
+  return sl__timers_add(opaque, domain, v->ts, v->hash, v->kg, v->key,
+                        v->key_len, v->ns, v->ns_len);
+}
+
+static void recheck_run(uint64_t seed, int rounds, uint32_t grow,
+                        uint32_t step) {
+  rng_state = seed;
+  chain a, b; /* with the recheck, without */
+  ch_new(&a, true);
+  ch_new(&b, false);
+  int64_t now = 0;
+  for (int r = 0; r < rounds; r++) {
+    uint32_t op = (uint32_t)(rnd() % 100);
+    int k = (int)(rnd() % CH_KEYS);
+    if (op < 30) {
+      if (a.dl[k] == INT64_MIN) {
+        int64_t d = now + 1 + (int64_t)(rnd() % (2 * grow));
+        a.dl[k] = b.dl[k] = d;
+        ch_add(&a, k, d);
+        ch_add(&b, k, d);
+      }
+    } else if (op < 80) {
+      if (a.dl[k] > now) {
+        int64_t d = a.dl[k] + (int64_t)(rnd() % grow);
+        a.dl[k] = b.dl[k] = d;
+      }
+    } else if (op < 99) {
+      now += (int64_t)(rnd() % step);
+      bool ahead = rnd() % 2;
+      ch_fire(&a, now, ahead);
+      ch_fire(&b, now, ahead);
+    } else {
+      /* A restore (foreach) moves nothing. */
+      size_t dues = a.dues;
+      struct sl__timers *t2 = svc();
+      ck_assert_int_eq(sl__timers_foreach(a.t, ch_restore_fn, t2), SL_OK);
+      ck_assert_uint_eq(a.dues, dues);
+      sl__timers_free(a.t);
+      a.t = t2;
+      sl__timers_recheck(a.t, EV, ch_due, ch_pf, &a);
+    }
+    ck_assert_uint_eq(a.nlog, b.nlog);
+    qsort(a.log, a.nlog, sizeof *a.log, i64_cmp);
+    qsort(b.log, b.nlog, sizeof *b.log, i64_cmp);
+    if (a.nlog)
+      ck_assert_mem_eq(a.log, b.log, a.nlog * sizeof *a.log);
+    ck_assert_mem_eq(a.dl, b.dl, sizeof a.dl);
+    ck_assert_uint_eq(sl__timers_count(a.t, EV), sl__timers_count(b.t, EV));
+  }
+  ch_fire(&a, SL_TS_MAX, false);
+  ch_fire(&b, SL_TS_MAX, false);
+  ck_assert_uint_eq(a.nlog, b.nlog);
+  qsort(a.log, a.nlog, sizeof *a.log, i64_cmp);
+  qsort(b.log, b.nlog, sizeof *b.log, i64_cmp);
+  ck_assert_mem_eq(a.log, b.log, a.nlog * sizeof *a.log);
+  ck_assert_uint_eq(sl__timers_count(a.t, EV), 0);
+  /* The recheck was asked, saw the timers' hashes ahead, and spared
+   * early firings. */
+  ck_assert_uint_gt(a.dues, 0);
+  ck_assert_uint_gt(a.pf_n, 0);
+  ck_assert_uint_lt(a.early, b.early);
+  free(a.log);
+  free(b.log);
+  sl__timers_free(a.t);
+  sl__timers_free(b.t);
+}
+
+START_TEST(test_recheck_moves_early_timers) {
+  /* Deadlines that move within a slot (no move: the service keeps
+   * those), across a few slots, and across many. */
+  for (uint64_t s = 1; s <= 4; s++) {
+    recheck_run(0x7e0c0000 + s, 20000, 200, 100);
+    recheck_run(0x7e0d0000 + s, 20000, 2000, 400);
+    recheck_run(0x7e0e0000 + s, 20000, 20000, 3000);
+  }
+}
+END_TEST
+
 static Suite *timers_suite(void) {
   Suite *s = suite_create("timers");
   TCase *tc = tcase_create("core");
@@ -1100,6 +1280,7 @@ static Suite *timers_suite(void) {
   tcase_add_test(tc, test_foreach_key_group_range);
   tcase_add_test(tc, test_long_keys_and_empty_namespace);
   tcase_add_test(tc, test_million_timers);
+  tcase_add_test(tc, test_recheck_moves_early_timers);
   suite_add_tcase(s, tc);
   /* The models again with the level off, as every operator but an
    * event-time session window runs the service. */
