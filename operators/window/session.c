@@ -554,11 +554,15 @@ int64_t sl__session_due(void *opaque, const sl__timer_view *v) {
                                ? NULL
                                : sl__value_peek_key(w->ends, v->kg, v->key,
                                                     v->key_len, v->hash, &len);
-  int64_t next;
+  if (!p)
+    return v->ts;
   /* The key's sessions as the firing would find them, else no move (a
-   * key the probe does not find, a corrupt value: the firing decides). */
-  if (!p || len < es || (len % es != 0 && len % es != 8) ||
-      lz_due(w->a, p, len / es, es, v->ts, &next))
+   * corrupt value: the firing reports it). One, nearly always: no
+   * division. */
+  size_t n = len == es ? 1 : len / es;
+  int64_t next;
+  if (!n || (len - n * es != 0 && len - n * es != 8) ||
+      lz_due(w->a, p, n, es, v->ts, &next))
     return v->ts;
   return next;
 }

@@ -722,8 +722,7 @@ static void win_prefetch(sl__keyed *k, const sl_keyed_rec_t *r, size_t n) {
 static void win_timer_prefetch(sl__keyed *k, const uint64_t *hash,
                                const uint32_t *kg, size_t stride, size_t n) {
   win *w = (win *)k;
-  sl__backend *be = sl__kstate_backend(w->k.state);
-  be->ops->prefetch(be, w->ends_id, hash, kg, stride, n);
+  sl__state_prefetch(&w->k, w->ends, 0, hash, kg, stride, n);
 }
 
 /* The same for the timers' recheck (sl__session_due). */
