@@ -1137,10 +1137,12 @@ static int tm_coarse_reserve(struct sl__timers *t, uint32_t bid) {
   return tm_bucket_grow(t, bid, passed);
 }
 
-/* The coarse bucket of domain for the slot starting at start, found or
- * made, with room for one more timer: its id in *bid. */
-static int tm_coarse_room(struct sl__timers *t, int domain, int64_t start,
-                          uint32_t *bid) {
+/* tm_coarse_room's other cases: the slot's bucket not in the cache, not
+ * made yet, or full. */
+static __attribute__((noinline)) int tm_coarse_room_slow(struct sl__timers *t,
+                                                         int domain,
+                                                         int64_t start,
+                                                         uint32_t *bid) {
   uint32_t id = tm_find_coarse(t, domain, start);
   int rc;
   if (id == TM_NONE) {
@@ -1153,6 +1155,20 @@ static int tm_coarse_room(struct sl__timers *t, int domain, int64_t start,
     return rc;
   *bid = id;
   return SL_OK;
+}
+
+/* The coarse bucket of domain for the slot starting at start, found or
+ * made, with room for one more timer: its id in *bid. Registrations and
+ * moves go to a few slots, so the usual case is the cached bucket with
+ * room, without a call. */
+static inline int tm_coarse_room(struct sl__timers *t, int domain,
+                                 int64_t start, uint32_t *bid) {
+  uint32_t id = *tm_cb_way(t, domain, start);
+  if (id != TM_NONE && t->bk[id].ts == start && t->bk[id].len < t->bk[id].cap) {
+    *bid = id;
+    return SL_OK;
+  }
+  return tm_coarse_room_slow(t, domain, start, bid);
 }
 
 /* Appends a timer at ts to coarse bucket bid of domain, which has room:
@@ -1233,13 +1249,8 @@ static void tm_recheck(struct sl__timers *t, int d, uint32_t cbid) {
     int64_t to = due(op, &v);
     if (to <= ts || tm_cslot(to) < lo)
       continue;
-    /* The slot's bucket from the cache of tm_find_coarse when it has
-     * room, as nearly always. */
-    int64_t ts0 = tm_cslot_start(tm_cslot(to));
-    uint32_t bid = *tm_cb_way(t, d, ts0);
-    if ((bid == TM_NONE || t->bk[bid].ts != ts0 ||
-         t->bk[bid].len == t->bk[bid].cap) &&
-        tm_coarse_room(t, d, ts0, &bid) != SL_OK)
+    uint32_t bid;
+    if (tm_coarse_room(t, d, tm_cslot_start(tm_cslot(to)), &bid) != SL_OK)
       continue;
     *tm_coarse_push(t, d, bid, to) = e[r];
     e[r].klen = TM_DEAD;
