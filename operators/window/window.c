@@ -880,16 +880,19 @@ static int win_open(sl_ctx_t *op) {
     return sl_op_fail(op, rc, "%s", err);
   w->mb = sl__win_minibatch_applies(a) &&
           sl__conf_bool(sl_op_conf(op), "mini.batch");
-  if (a->lazy_sessions && sl__kstate_backend(w->k.state)->ops->prefetch)
+  const sl__backend *be = sl__kstate_backend(w->k.state);
+  if (a->lazy_sessions && be->ops->prefetch)
     w->k.timer_prefetch = win_timer_prefetch;
   /* Each key's next session timer lies a gap ahead, alone at its
-   * timestamp more often than not; most have become early by the time
-   * their slot comes up, and move on from there without firing. */
-  if (a->lazy_sessions) {
+   * timestamp more often than not. */
+  if (a->lazy_sessions)
     sl__timers_coarse(w->k.timers, SL__TIMER_EVENT);
+  /* Most have become early by the time their slot comes up, and move on
+   * from there without firing; the recheck reads the key's sessions by
+   * a direct probe, so only a backend with direct tables can answer. */
+  if (a->lazy_sessions && be->ops->direct)
     sl__timers_recheck(w->k.timers, SL__TIMER_EVENT, sl__session_due,
-                       w->k.timer_prefetch ? win_due_prefetch : NULL, w);
-  }
+                       win_due_prefetch, w);
   return 0;
 }
 
