@@ -4,6 +4,8 @@
 #ifndef SL_BENCH_H
 #define SL_BENCH_H
 
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +89,170 @@ static inline int bench_emit_keys(sl_source_ctx_t *ctx, const uint64_t *keys,
   }
   *i = j;
   return 0;
+}
+
+/* n keys in [0, range) from a fixed xorshift sequence: the same events
+ * in every run. Exits the benchmark when out of memory. */
+static inline uint64_t *bench_make_keys(uint64_t n, uint64_t range) {
+  uint64_t *keys = malloc(n * sizeof(uint64_t)), x = 42;
+  if (!keys) {
+    perror("bench_make_keys");
+    exit(1);
+  }
+  for (uint64_t i = 0; i < n; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    keys[i] = x % range;
+  }
+  return keys;
+}
+
+/* A table for bench_count_keys: keys below range at a load factor of at
+ * most 0.4, its pages touched (no page fault while counting). */
+typedef struct bench_table {
+  int bits;
+  uint64_t *keys, *counts;
+} bench_table;
+
+static inline void bench_table_init(bench_table *t, uint64_t range) {
+  t->bits = 1;
+  while (((uint64_t)1 << t->bits) < range * 5 / 2)
+    t->bits++;
+  size_t cap = (size_t)1 << t->bits;
+  t->keys = calloc(cap, sizeof(uint64_t));
+  t->counts = calloc(cap, sizeof(uint64_t));
+  if (!t->keys || !t->counts) {
+    perror("bench_table_init");
+    exit(1);
+  }
+  memset(t->keys, 0, cap * sizeof(uint64_t));
+  memset(t->counts, 0, cap * sizeof(uint64_t));
+}
+
+static inline void bench_table_free(bench_table *t) {
+  free(t->keys);
+  free(t->counts);
+}
+
+/* What a C programmer writes by hand to count keys[0, n): an
+ * open-addressing table on the raw keys. Returns the total in the table
+ * (n for an empty one), so that the work is not optimised away. */
+static inline uint64_t bench_count_keys(bench_table *t, const uint64_t *keys,
+                                        uint64_t n) {
+  const int bits = t->bits;
+  const size_t cap = (size_t)1 << bits;
+  uint64_t *tk = t->keys, *counts = t->counts;
+  for (uint64_t i = 0; i < n; i++) {
+    uint64_t k = keys[i] + 1; /* 0 marks an empty slot */
+    uint64_t h = k * 0x9e3779b97f4a7c15ULL;
+    size_t j = (size_t)(h >> (64 - bits));
+    while (tk[j] && tk[j] != k)
+      j = (j + 1) & (cap - 1);
+    tk[j] = k;
+    counts[j]++;
+  }
+  uint64_t total = 0;
+  for (size_t j = 0; j < cap; j++)
+    total += counts[j];
+  return total;
+}
+
+typedef struct bench_half {
+  bench_table t;
+  const uint64_t *keys;
+  uint64_t n, total;
+} bench_half;
+
+static inline void *bench_count_half(void *arg) {
+  bench_half *h = arg;
+  h->total = bench_count_keys(&h->t, h->keys, h->n);
+  return NULL;
+}
+
+/* What two cores of this machine give work that needs no exchange at
+ * all, measured next to a P=2 figure: the hand-written count of keys[0,
+ * n) on one thread, then on two threads, each counting its half in a
+ * table of its own. Returns one thread's time over two threads' (2.0 on
+ * two free cores). A P=2 speed-up can be judged only against it: the
+ * machine is shared, and where two threads of this loop get 1.5× one, no
+ * job gets more. */
+static inline double bench_two_cores(const uint64_t *keys, uint64_t n,
+                                     uint64_t range) {
+  bench_half one = {.keys = keys, .n = n};
+  bench_half half[2] = {{.keys = keys, .n = n / 2},
+                        {.keys = keys + n / 2, .n = n - n / 2}};
+  bench_table_init(&one.t, range);
+  bench_table_init(&half[0].t, range);
+  bench_table_init(&half[1].t, range);
+  double t0 = bench_now();
+  bench_count_half(&one);
+  double t1 = bench_now() - t0;
+  pthread_t th;
+  t0 = bench_now();
+  if (pthread_create(&th, NULL, bench_count_half, &half[1])) {
+    perror("bench_two_cores");
+    exit(1);
+  }
+  bench_count_half(&half[0]);
+  pthread_join(th, NULL);
+  double t2 = bench_now() - t0;
+  bench_table_free(&one.t);
+  bench_table_free(&half[0].t);
+  bench_table_free(&half[1].t);
+  if (one.total != n || half[0].total + half[1].total != n) {
+    fprintf(stderr, "bench_two_cores: counted %llu and %llu of %llu\n",
+            (unsigned long long)one.total,
+            (unsigned long long)(half[0].total + half[1].total),
+            (unsigned long long)n);
+    exit(1);
+  }
+  return t1 / t2;
+}
+
+static inline int bench_cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static inline double bench_median(const double *v, int n) {
+  double s[64];
+  n = n > 64 ? 64 : n;
+  memcpy(s, v, (size_t)n * sizeof(double));
+  qsort(s, (size_t)n, sizeof(double), bench_cmp_double);
+  return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+/* A round is quiet when two threads of the hand-written count ran at
+ * least this much faster than one, measured right after its P=2 run. */
+#define BENCH_QUIET_TWO_CORES 1.8
+
+/* Appends to a result line the rounds' two-core figures
+ * (bench_two_cores, one per round, measured right after that round's
+ * P=1 and P=2 runs), the median P=2 speed-up over all rounds and over the
+ * quiet ones (BENCH_QUIET_TWO_CORES), the precondition of a P=2 target
+ * ("a quiet 2-core machine"); says on stderr when no round was quiet. */
+static inline void bench_print_two_cores(const char *name,
+                                         const double *speedups,
+                                         const double *two, int rounds) {
+  double quiet[64];
+  int nq = 0;
+  rounds = rounds > 64 ? 64 : rounds;
+  printf(" two_cores=");
+  for (int r = 0; r < rounds; r++) {
+    printf("%s%.2f", r ? "," : "", two[r]);
+    if (two[r] >= BENCH_QUIET_TWO_CORES)
+      quiet[nq++] = speedups[r];
+  }
+  printf(" two_cores_median=%.2f speedup_median=%.2f quiet_rounds=%d",
+         bench_median(two, rounds), bench_median(speedups, rounds), nq);
+  if (nq)
+    printf(" speedup_median_quiet=%.2f", bench_median(quiet, nq));
+  else
+    fprintf(stderr,
+            "%s: no round was quiet (two threads of a hand-written count "
+            "ran below %.1fx one in every round): the P=2 speed-ups of "
+            "this run say little about a target set for a quiet 2-core "
+            "machine\n",
+            name, BENCH_QUIET_TWO_CORES);
 }
 
 #endif

@@ -122,41 +122,22 @@ static double run(int par) {
   return secs;
 }
 
-/* The baseline: what a C programmer writes by hand. */
+/* The baseline: what a C programmer writes by hand (bench.h). */
 static double baseline(void) {
-  int bits = 1;
-  while (((size_t)1 << bits) < KEYS * 5 / 2) /* load factor <= 0.4 */
-    bits++;
-  size_t cap = (size_t)1 << bits;
-  uint64_t *keys = calloc(cap, sizeof(uint64_t));
-  uint64_t *counts = calloc(cap, sizeof(uint64_t));
+  bench_table t;
+  bench_table_init(&t, KEYS);
   double t0 = bench_now();
-  for (uint64_t i = 0; i < N; i++) {
-    uint64_t k = events[i] + 1; /* 0 marks an empty slot */
-    uint64_t h = k * 0x9e3779b97f4a7c15ULL;
-    size_t j = (size_t)(h >> (64 - bits));
-    while (keys[j] && keys[j] != k)
-      j = (j + 1) & (cap - 1);
-    keys[j] = k;
-    counts[j]++;
-  }
+  uint64_t total = bench_count_keys(&t, events, N);
   double secs = bench_now() - t0;
-  uint64_t total = 0;
-  for (size_t j = 0; j < cap; j++)
-    total += counts[j];
-  free(keys);
-  free(counts);
+  bench_table_free(&t);
   if (total != N)
     exit(1);
   return secs;
 }
 
 static void make_events(void) {
-  uint64_t x = 42;
-  for (uint64_t i = 0; i < N; i++) {
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    events[i] = x % KEYS;
-  }
+  free(events);
+  events = bench_make_keys(N, KEYS);
 }
 
 static int rm_one(const char *path, const struct stat *sb, int flag,
@@ -201,16 +182,15 @@ int main(int argc, char **argv) {
     N = strtoull(getenv("BENCH_EVENTS"), NULL, 10);
   emit_records =
       getenv("BENCH_EMIT") && !strcmp(getenv("BENCH_EMIT"), "record");
-  events = malloc(N * sizeof(uint64_t));
   snprintf(state_dir, sizeof(state_dir), "/tmp/sluice-bench-XXXXXX");
-  if (!events || !mkdtemp(state_dir)) {
+  if (!mkdtemp(state_dir)) {
     perror("keyed_count");
     return 1;
   }
   if (argc > 1 && !strcmp(argv[1], "scaling")) {
     int rounds = argc > 2 ? atoi(argv[2]) : 5;
     rounds = rounds < 1 ? 1 : rounds > 64 ? 64 : rounds;
-    double p1[64], p2[64], lo = 0, hi = 0;
+    double p1[64], p2[64], sp[64], two[64], lo = 0, hi = 0;
     make_events();
     if (getenv("BENCH_PAR")) { /* one parallelism once (callgrind) */
       int par = atoi(getenv("BENCH_PAR"));
@@ -225,7 +205,8 @@ int main(int argc, char **argv) {
     for (int r = 0; r < rounds; r++) {
       p1[r] = run(1);
       p2[r] = run(2);
-      double x = p1[r] / p2[r];
+      two[r] = bench_two_cores(events, N, KEYS);
+      double x = sp[r] = p1[r] / p2[r];
       lo = r == 0 || x < lo ? x : lo;
       hi = r == 0 || x > hi ? x : hi;
     }
@@ -240,7 +221,9 @@ int main(int argc, char **argv) {
     printf(" speedups=");
     for (int r = 0; r < rounds; r++)
       printf("%s%.2f", r ? "," : "", p1[r] / p2[r]);
-    printf(" speedup_min=%.2f speedup_max=%.2f\n", lo, hi);
+    printf(" speedup_min=%.2f speedup_max=%.2f", lo, hi);
+    bench_print_two_cores("keyed_count", sp, two, rounds);
+    printf("\n");
     rmdir(state_dir);
     free(events);
     return 0;
@@ -250,12 +233,14 @@ int main(int argc, char **argv) {
     double base = baseline();
     double p1 = run(1);
     double p2 = run(2);
+    double two = bench_two_cores(events, N, KEYS);
     printf("bench=keyed_count events=%llu keys=%llu backend=hashmap emit=%s "
            "p1_events_per_sec=%.0f p2_events_per_sec=%.0f speedup_p2=%.2f "
-           "baseline_events_per_sec=%.0f ratio_to_baseline=%.2f\n",
+           "two_cores=%.2f baseline_events_per_sec=%.0f "
+           "ratio_to_baseline=%.2f\n",
            (unsigned long long)N, (unsigned long long)KEYS,
-           emit_records ? "record" : "batch", N / p1, N / p2, p1 / p2, N / base,
-           base / p1);
+           emit_records ? "record" : "batch", N / p1, N / p2, p1 / p2, two,
+           N / base, base / p1);
   }
   KEYS = argc > 2 ? strtoull(argv[2], NULL, 10) : 1000000ULL;
   make_events();
