@@ -172,9 +172,10 @@ static inline void *bench_count_half(void *arg) {
  * all, measured next to a P=2 figure: the hand-written count of keys[0,
  * n) on one thread, then on two threads, each counting its half in a
  * table of its own. Returns one thread's time over two threads' (2.0 on
- * two free cores). A P=2 speed-up can be judged only against it: the
- * machine is shared, and where two threads of this loop get 1.5× one, no
- * job gets more. */
+ * two free cores). Context for a P=2 speed-up, not a ceiling: each
+ * thread's table holds every key (a job's worker holds only its key
+ * groups'), and the figure moves with the machine's load from run to
+ * run, by up to 1.3x between two processes measuring at the same time. */
 static inline double bench_two_cores(const uint64_t *keys, uint64_t n,
                                      uint64_t range) {
   bench_half one = {.keys = keys, .n = n};
@@ -221,38 +222,19 @@ static inline double bench_median(const double *v, int n) {
   return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
-/* A round is quiet when two threads of the hand-written count ran at
- * least this much faster than one, measured right after its P=2 run. */
-#define BENCH_QUIET_TWO_CORES 1.8
-
 /* Appends to a result line the rounds' two-core figures
  * (bench_two_cores, one per round, measured right after that round's
- * P=1 and P=2 runs), the median P=2 speed-up over all rounds and over the
- * quiet ones (BENCH_QUIET_TWO_CORES), the precondition of a P=2 target
- * ("a quiet 2-core machine"); says on stderr when no round was quiet. */
-static inline void bench_print_two_cores(const char *name,
-                                         const double *speedups,
+ * P=1 and P=2 runs) and the medians of them and of the rounds' P=2
+ * speed-ups: what two threads of this machine gave a loop that needs no
+ * exchange, next to what they gave the job. */
+static inline void bench_print_two_cores(const double *speedups,
                                          const double *two, int rounds) {
-  double quiet[64];
-  int nq = 0;
   rounds = rounds > 64 ? 64 : rounds;
   printf(" two_cores=");
-  for (int r = 0; r < rounds; r++) {
+  for (int r = 0; r < rounds; r++)
     printf("%s%.2f", r ? "," : "", two[r]);
-    if (two[r] >= BENCH_QUIET_TWO_CORES)
-      quiet[nq++] = speedups[r];
-  }
-  printf(" two_cores_median=%.2f speedup_median=%.2f quiet_rounds=%d",
-         bench_median(two, rounds), bench_median(speedups, rounds), nq);
-  if (nq)
-    printf(" speedup_median_quiet=%.2f", bench_median(quiet, nq));
-  else
-    fprintf(stderr,
-            "%s: no round was quiet (two threads of a hand-written count "
-            "ran below %.1fx one in every round): the P=2 speed-ups of "
-            "this run say little about a target set for a quiet 2-core "
-            "machine\n",
-            name, BENCH_QUIET_TWO_CORES);
+  printf(" two_cores_median=%.2f speedup_median=%.2f",
+         bench_median(two, rounds), bench_median(speedups, rounds));
 }
 
 #endif

@@ -9,8 +9,10 @@
  * Usage: bench_keyed_count [hashmap|rocksdb|both [keys]]: only the
  * backend comparison ("both" by default) with that many keys.
  * bench_keyed_count scaling [rounds]: only P=1 and P=2 on the hashmap,
- * alternately, rounds times (default 5), each round's speed-up printed;
- * with BENCH_PAR=1 or 2 only that parallelism, once (callgrind).
+ * alternately, rounds times (default 5), each round's speed-up printed
+ * next to what two threads gave a hand-written count in that round
+ * (bench_two_cores); with BENCH_PAR=1 or 2 only that parallelism, once
+ * (callgrind).
  * BENCH_EVENTS=n runs n events instead of 10^7 (e.g. under callgrind);
  * BENCH_EMIT=record makes the source emit record by record instead of
  * handing on arrays of records. */
@@ -222,7 +224,7 @@ int main(int argc, char **argv) {
     for (int r = 0; r < rounds; r++)
       printf("%s%.2f", r ? "," : "", p1[r] / p2[r]);
     printf(" speedup_min=%.2f speedup_max=%.2f", lo, hi);
-    bench_print_two_cores("keyed_count", sp, two, rounds);
+    bench_print_two_cores(sp, two, rounds);
     printf("\n");
     rmdir(state_dir);
     free(events);
