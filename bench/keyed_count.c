@@ -127,7 +127,7 @@ static double run(int par) {
 /* The baseline: what a C programmer writes by hand (bench.h). */
 static double baseline(void) {
   bench_table t;
-  bench_table_init(&t, KEYS);
+  bench_table_init(&t, KEYS, false);
   double t0 = bench_now();
   uint64_t total = bench_count_keys(&t, events, N);
   double secs = bench_now() - t0;
