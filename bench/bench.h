@@ -230,19 +230,36 @@ static inline double bench_median(const double *v, int n) {
   return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
-/* Appends to a result line the rounds' two-core figures
- * (bench_two_cores, one per round, measured right after that round's
- * P=1 and P=2 runs) and the medians of them and of the rounds' P=2
- * speed-ups: what two threads of this machine gave a loop that needs no
- * exchange, next to what they gave the job. */
-static inline void bench_print_two_cores(const double *speedups,
-                                         const double *two, int rounds) {
+/* Ends the result line of P=1 and P=2 run alternately over n records,
+ * rounds times (seconds p1[r], p2[r]), each round next to its two-core
+ * figure two[r] (bench_two_cores, measured right after that round's
+ * runs): both rates and the speed-up per round, the speed-ups' range, and
+ * the medians of the two-core figures and of the speed-ups, what two
+ * threads of this machine gave a loop that needs no exchange next to
+ * what they gave the job. */
+static inline void bench_print_rounds(uint64_t n, const double *p1,
+                                      const double *p2, const double *two,
+                                      int rounds) {
+  double sp[64], lo = 0, hi = 0;
   rounds = rounds > 64 ? 64 : rounds;
-  printf(" two_cores=");
+  printf(" p1_events_per_sec=");
+  for (int r = 0; r < rounds; r++)
+    printf("%s%.0f", r ? "," : "", (double)n / p1[r]);
+  printf(" p2_events_per_sec=");
+  for (int r = 0; r < rounds; r++)
+    printf("%s%.0f", r ? "," : "", (double)n / p2[r]);
+  printf(" speedups=");
+  for (int r = 0; r < rounds; r++) {
+    double x = sp[r] = p1[r] / p2[r];
+    lo = r == 0 || x < lo ? x : lo;
+    hi = r == 0 || x > hi ? x : hi;
+    printf("%s%.2f", r ? "," : "", x);
+  }
+  printf(" speedup_min=%.2f speedup_max=%.2f two_cores=", lo, hi);
   for (int r = 0; r < rounds; r++)
     printf("%s%.2f", r ? "," : "", two[r]);
-  printf(" two_cores_median=%.2f speedup_median=%.2f",
-         bench_median(two, rounds), bench_median(speedups, rounds));
+  printf(" two_cores_median=%.2f speedup_median=%.2f\n",
+         bench_median(two, rounds), bench_median(sp, rounds));
 }
 
 #endif

@@ -77,16 +77,13 @@ int main(int argc, char **argv) {
   }
   int rounds = argc > 1 ? atoi(argv[1]) : 1;
   rounds = rounds < 1 ? 1 : rounds > 64 ? 64 : rounds;
-  double p1[64], p2[64], sp[64], two[64], lo = 0, hi = 0;
+  double p1[64], p2[64], two[64];
   const uint64_t two_n = 10000000ULL;
   uint64_t *keys = bench_make_keys(two_n, KEYS);
   for (int r = 0; r < rounds; r++) {
     p1[r] = run(1);
     p2[r] = run(2);
     two[r] = bench_two_cores(keys, two_n, KEYS);
-    double x = sp[r] = p1[r] / p2[r];
-    lo = r == 0 || x < lo ? x : lo;
-    hi = r == 0 || x > hi ? x : hi;
   }
   if (rounds == 1) {
     printf("bench=exchange records=%llu keys=%llu par=2 seconds=%.3f "
@@ -97,18 +94,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   printf("bench=exchange records=%llu keys=%llu rounds=%d", N, KEYS, rounds);
-  printf(" p1_events_per_sec=");
-  for (int r = 0; r < rounds; r++)
-    printf("%s%.0f", r ? "," : "", N / p1[r]);
-  printf(" p2_events_per_sec=");
-  for (int r = 0; r < rounds; r++)
-    printf("%s%.0f", r ? "," : "", N / p2[r]);
-  printf(" speedups=");
-  for (int r = 0; r < rounds; r++)
-    printf("%s%.2f", r ? "," : "", p1[r] / p2[r]);
-  printf(" speedup_min=%.2f speedup_max=%.2f", lo, hi);
-  bench_print_two_cores(sp, two, rounds);
-  printf("\n");
+  bench_print_rounds(N, p1, p2, two, rounds);
   free(keys);
   return 0;
 }

@@ -192,7 +192,7 @@ int main(int argc, char **argv) {
   if (argc > 1 && !strcmp(argv[1], "scaling")) {
     int rounds = argc > 2 ? atoi(argv[2]) : 5;
     rounds = rounds < 1 ? 1 : rounds > 64 ? 64 : rounds;
-    double p1[64], p2[64], sp[64], two[64], lo = 0, hi = 0;
+    double p1[64], p2[64], two[64];
     make_events();
     if (getenv("BENCH_PAR")) { /* one parallelism once (callgrind) */
       int par = atoi(getenv("BENCH_PAR"));
@@ -208,24 +208,10 @@ int main(int argc, char **argv) {
       p1[r] = run(1);
       p2[r] = run(2);
       two[r] = bench_two_cores(events, N, KEYS);
-      double x = sp[r] = p1[r] / p2[r];
-      lo = r == 0 || x < lo ? x : lo;
-      hi = r == 0 || x > hi ? x : hi;
     }
     printf("bench=keyed_count_scaling events=%llu keys=%llu rounds=%d",
            (unsigned long long)N, (unsigned long long)KEYS, rounds);
-    printf(" p1_events_per_sec=");
-    for (int r = 0; r < rounds; r++)
-      printf("%s%.0f", r ? "," : "", N / p1[r]);
-    printf(" p2_events_per_sec=");
-    for (int r = 0; r < rounds; r++)
-      printf("%s%.0f", r ? "," : "", N / p2[r]);
-    printf(" speedups=");
-    for (int r = 0; r < rounds; r++)
-      printf("%s%.2f", r ? "," : "", p1[r] / p2[r]);
-    printf(" speedup_min=%.2f speedup_max=%.2f", lo, hi);
-    bench_print_two_cores(sp, two, rounds);
-    printf("\n");
+    bench_print_rounds(N, p1, p2, two, rounds);
     rmdir(state_dir);
     free(events);
     return 0;
